@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+
+	"fulfiller/internal/config"
+	"fulfiller/internal/luarmor/sandbox"
+	"fulfiller/internal/stripeapi/stripefake"
+)
+
+// Local development defaults. The webhook secret is printed on purpose: it
+// only ever signs events on this machine.
+const (
+	devWebhookSecret = "whsec_fulfiller_local_development"
+	devStripeKey     = "sk_test_fulfiller_local"
+	devLuarmorKey    = "sandbox"
+	devLuarmorAddr   = "127.0.0.1:8091"
+	devStripeAddr    = "127.0.0.1:8092"
+	devCatalog       = "catalog.example.yaml"
+)
+
+// cmdDev runs the service on local defaults: the Luarmor sandbox unless
+// LUARMOR_API_KEY is set, a Stripe stand-in unless STRIPE_API_KEY is set,
+// and migrations applied first.
+func cmdDev(ctx context.Context, args []string, getenv func(string) string, logger *slog.Logger, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		fmt.Fprintln(stderr, "usage: fulfiller dev (run it through `make run`, which starts PostgreSQL)")
+		return errUsage
+	}
+	env := map[string]string{}
+	get := func(k string) string {
+		if v, ok := env[k]; ok {
+			return v
+		}
+		return getenv(k)
+	}
+	if get("DATABASE_URL") == "" {
+		return &config.Error{Name: "DATABASE_URL", Reason: "is required: `make run` starts a local PostgreSQL and sets it"}
+	}
+
+	luarmorNote := "real Luarmor API (" + orDefault(get("LUARMOR_BASE_URL"), "https://api.luarmor.net") + ")"
+	if get("LUARMOR_API_KEY") == "" {
+		l, err := net.Listen("tcp", orDefault(get("DEV_LUARMOR_ADDR"), devLuarmorAddr))
+		if err != nil {
+			return fmt.Errorf("starting the Luarmor sandbox (set DEV_LUARMOR_ADDR to another port): %w", err)
+		}
+		go func() { _ = serveUntilDone(ctx, l, sandbox.New(sandbox.Options{APIKey: devLuarmorKey})) }()
+		env["LUARMOR_API_KEY"] = devLuarmorKey
+		env["LUARMOR_BASE_URL"] = "http://" + l.Addr().String()
+		luarmorNote = "Luarmor sandbox on " + env["LUARMOR_BASE_URL"] + " (60 requests/minute, like the real API)"
+	}
+	stripeNote := "real Stripe API"
+	if get("STRIPE_API_KEY") == "" {
+		l, err := net.Listen("tcp", orDefault(get("DEV_STRIPE_ADDR"), devStripeAddr))
+		if err != nil {
+			return fmt.Errorf("starting the Stripe stand-in (set DEV_STRIPE_ADDR to another port): %w", err)
+		}
+		go func() { _ = serveUntilDone(ctx, l, stripefake.New(devStripeKey)) }()
+		env["STRIPE_API_KEY"] = devStripeKey
+		env["STRIPE_API_BASE"] = "http://" + l.Addr().String()
+		stripeNote = "Stripe stand-in on " + env["STRIPE_API_BASE"]
+	}
+	if get("STRIPE_WEBHOOK_SECRET") == "" {
+		env["STRIPE_WEBHOOK_SECRET"] = devWebhookSecret
+	}
+	if get("CATALOG_FILE") == "" {
+		if _, err := os.Stat("catalog.yaml"); err != nil {
+			env["CATALOG_FILE"] = devCatalog
+		}
+	}
+	cfg, err := config.FromEnv(get)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, `
+fulfiller (local development)
+  service          http://localhost%s
+  luarmor          %s
+  stripe api       %s
+  catalog          %s
+  webhook secret   %s   (development only)
+
+Try a purchase from another terminal:
+  go run ./cmd/fulfiller simulate checkout --price price_dev_monthly --quantity 2
+
+`, portOf(cfg.ListenAddr), luarmorNote, stripeNote, cfg.CatalogFile, secretNote(get("STRIPE_WEBHOOK_SECRET"), env))
+	return serve(ctx, cfg, true, logger)
+}
+
+func secretNote(configured string, env map[string]string) string {
+	if configured == devWebhookSecret && env["STRIPE_WEBHOOK_SECRET"] == devWebhookSecret {
+		return devWebhookSecret
+	}
+	return "(from STRIPE_WEBHOOK_SECRET, not shown)"
+}
+
+func portOf(addr string) string {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return ":" + port
+}
+
+func orDefault(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}

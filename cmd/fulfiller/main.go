@@ -1,0 +1,80 @@
+// Command fulfiller turns Stripe payments into Luarmor license keys.
+//
+//	fulfiller serve [--migrate]   run the HTTP server and the job workers
+//	fulfiller migrate             apply the database schema (idempotent)
+//	fulfiller dev                 local run: sandboxes for Luarmor and Stripe, then serve --migrate
+//	fulfiller simulate checkout   send a signed checkout event to a running service, print the keys
+//	fulfiller luarmor-sandbox     run the Luarmor sandbox on its own
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, errUsage) {
+			os.Exit(2)
+		}
+		fmt.Fprintln(os.Stderr, "fulfiller:", err)
+		os.Exit(1)
+	}
+}
+
+var errUsage = errors.New("usage")
+
+const usage = `usage: fulfiller <command> [flags]
+
+commands:
+  serve [--migrate]     run the HTTP server and the job workers
+  migrate               apply the database schema (River's and the service's)
+  dev                   run locally against the Luarmor sandbox and a Stripe stand-in
+  simulate checkout     send a signed checkout event to a running service and print the keys
+  luarmor-sandbox       run the Luarmor sandbox (an in-memory Luarmor API)
+
+Settings come from the environment; see README.md.
+`
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errUsage
+	}
+	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: logLevel(getenv("LOG_LEVEL"))}))
+	slog.SetDefault(logger)
+	switch args[0] {
+	case "serve":
+		return cmdServe(ctx, args[1:], getenv, logger, stderr)
+	case "migrate":
+		return cmdMigrate(ctx, args[1:], getenv, logger, stderr)
+	case "dev":
+		return cmdDev(ctx, args[1:], getenv, logger, stdout, stderr)
+	case "simulate":
+		return cmdSimulate(ctx, args[1:], getenv, stdout, stderr)
+	case "luarmor-sandbox":
+		return cmdLuarmorSandbox(ctx, args[1:], getenv, logger, stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprintf(stderr, "fulfiller: unknown command %q\n\n%s", args[0], usage)
+		return errUsage
+	}
+}
+
+func logLevel(s string) slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return slog.LevelInfo
+	}
+	return l
+}

@@ -1,0 +1,192 @@
+// Package app wires the service together: configuration, PostgreSQL, the
+// River client and its workers, and the HTTP server. cmd/fulfiller runs it;
+// end-to-end tests and benchmarks start it on port 0.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+
+	"fulfiller/internal/catalog"
+	"fulfiller/internal/config"
+	"fulfiller/internal/httpapi"
+	"fulfiller/internal/jobs"
+	"fulfiller/internal/luarmor"
+	"fulfiller/internal/order"
+	"fulfiller/internal/postgres"
+	"fulfiller/internal/stripeapi"
+	"fulfiller/internal/webhook"
+)
+
+// Main is one running service process.
+type Main struct {
+	Config  config.Config
+	Logger  *slog.Logger
+	Migrate bool // apply migrations before starting
+	// Catalog overrides Config.CatalogFile when set (tests).
+	Catalog *catalog.Catalog
+	// HTTPClient is used for Stripe and Luarmor; nil means a default one.
+	HTTPClient *http.Client
+	// Workers sizes the default job queue; 0 means 10.
+	Workers int
+
+	Pool     *pgxpool.Pool
+	River    *river.Client[pgx.Tx]
+	listener net.Listener
+	server   *http.Server
+}
+
+// Run starts the service and returns once it accepts requests and works
+// jobs. Close stops it.
+func (m *Main) Run(ctx context.Context) (err error) {
+	if m.Logger == nil {
+		m.Logger = slog.Default()
+	}
+	defer func() {
+		if err != nil {
+			m.Close()
+		}
+	}()
+	if m.Catalog == nil {
+		if m.Catalog, err = catalog.Load(m.Config.CatalogFile); err != nil {
+			return err
+		}
+	}
+	poolCfg, err := pgxpool.ParseConfig(m.Config.DatabaseURL)
+	if err != nil {
+		return &config.Error{Name: "DATABASE_URL", Reason: "is not a valid PostgreSQL connection string"}
+	}
+	if poolCfg.MaxConns < 20 {
+		poolCfg.MaxConns = 20
+	}
+	if m.Pool, err = pgxpool.NewWithConfig(ctx, poolCfg); err != nil {
+		return fmt.Errorf("connecting to PostgreSQL: %w", err)
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err = m.Pool.Ping(pingCtx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("connecting to PostgreSQL (DATABASE_URL): %w", err)
+	}
+	if m.Migrate {
+		if err := postgres.Migrate(ctx, m.Pool, m.Logger); err != nil {
+			return err
+		}
+	}
+
+	httpClient := m.HTTPClient
+	if httpClient == nil {
+		httpClient = &http.Client{Timeout: 30 * time.Second}
+	}
+	stripeClient := stripeapi.New(m.Config.StripeAPIKey, m.Config.StripeAPIBase, httpClient)
+	luarmorClient := luarmor.NewClient(m.Config.LuarmorAPIKey,
+		luarmor.WithBaseURL(m.Config.LuarmorBaseURL), luarmor.WithHTTPClient(httpClient))
+
+	m.River, err = jobs.NewClient(jobs.Deps{
+		Pool: m.Pool, Stripe: stripeClient, Luarmor: luarmorClient, Catalog: m.Catalog, Logger: m.Logger,
+	}, jobs.Config{Workers: m.Workers})
+	if err != nil {
+		return err
+	}
+	if err := m.River.Start(ctx); err != nil {
+		return fmt.Errorf("starting job workers (did you run `fulfiller migrate`?): %w", err)
+	}
+	if err := m.retryCatalogFailures(ctx); err != nil {
+		return err
+	}
+
+	api := &httpapi.Server{
+		Pool: m.Pool, River: m.River, Stripe: stripeClient, ShopToken: m.Config.ShopAPIToken, Logger: m.Logger,
+		Webhook: &webhook.Handler{Secrets: m.Config.WebhookSecrets, Pool: m.Pool, River: m.River, Logger: m.Logger},
+	}
+	if m.listener, err = net.Listen("tcp", m.Config.ListenAddr); err != nil {
+		return fmt.Errorf("listening on LISTEN_ADDR %s: %w", m.Config.ListenAddr, err)
+	}
+	m.server = &http.Server{
+		Handler:           api.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	go func() {
+		if err := m.server.Serve(m.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			m.Logger.Error("http server stopped", "error", err)
+		}
+	}()
+	m.Logger.Info("fulfiller serving", "addr", m.Addr(), "prices", m.Catalog.Len(),
+		"luarmor", m.Config.LuarmorBaseURL, "stripe_api", stripeBase(m.Config.StripeAPIBase))
+	return nil
+}
+
+// retryCatalogFailures queues again the orders that failed on a price the
+// catalog lacked: the operator's fix is a catalog edit and a restart.
+func (m *Main) retryCatalogFailures(ctx context.Context) error {
+	ids, err := postgres.FailedOrders(ctx, m.Pool, order.FailureUnknownPrice, 1000)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		err := pgx.BeginFunc(ctx, m.Pool, func(tx pgx.Tx) error {
+			if err := postgres.ResetFailures(ctx, tx, id); err != nil {
+				return err
+			}
+			_, err := m.River.InsertTx(ctx, tx, jobs.FulfilOrderArgs{CheckoutSessionID: id}, nil)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("requeueing order %s: %w", id, err)
+		}
+	}
+	if len(ids) > 0 {
+		m.Logger.Info("orders that failed on an unknown price are fulfilled again", "orders", len(ids))
+	}
+	return nil
+}
+
+func stripeBase(s string) string {
+	if s == "" {
+		return "stripe"
+	}
+	return s
+}
+
+// Addr is the address the HTTP server listens on.
+func (m *Main) Addr() string {
+	if m.listener == nil {
+		return ""
+	}
+	return m.listener.Addr().String()
+}
+
+// URL is the service's base URL.
+func (m *Main) URL() string { return "http://" + m.Addr() }
+
+// Close stops the HTTP server, lets running jobs finish (up to a deadline)
+// and closes the database pool.
+func (m *Main) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var errs []error
+	if m.server != nil {
+		errs = append(errs, m.server.Shutdown(ctx))
+	}
+	if m.River != nil {
+		if err := m.River.Stop(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			errs = append(errs, err)
+		}
+	}
+	if m.Pool != nil {
+		m.Pool.Close()
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,236 @@
+package app_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"fulfiller/internal/catalog"
+	"fulfiller/internal/luarmor"
+	"fulfiller/internal/luarmor/sandbox"
+	"fulfiller/internal/stripeapi/stripefake"
+)
+
+func TestPurchaseDeliversOneKeyPerUnit(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 3}, stripefake.Item{PriceID: priceLife, Quantity: 1})
+
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	o := b.waitOrder(t, s.ID, "fulfilled")
+
+	require.Equal(t, defaultMail, o.CustomerEmail)
+	require.Len(t, o.Keys, 4)
+	require.Zero(t, o.KeysPending)
+	byPrice := map[string]int{}
+	for _, k := range o.Keys {
+		byPrice[k.PriceID]++
+		require.Equal(t, project, k.ProjectID)
+		require.Equal(t, "active", k.Status)
+		u, ok := b.sandbox.User(project, k.UserKey)
+		require.True(t, ok, "the key exists in Luarmor")
+		require.Contains(t, u.Note, s.ID, "operators find the order from the dashboard")
+		require.Contains(t, u.Note, defaultMail)
+		if k.PriceID == priceMonth {
+			require.Equal(t, 30, k.KeyDays)
+			require.Nil(t, k.AuthExpire, "the key's timer starts at first use")
+			require.Equal(t, 30, u.KeyDays)
+		} else {
+			require.Equal(t, 0, k.KeyDays)
+			require.NotNil(t, k.AuthExpire)
+			require.Equal(t, luarmor.NeverExpires, *k.AuthExpire)
+			require.Equal(t, luarmor.NeverExpires, u.AuthExpire)
+		}
+	}
+	require.Equal(t, map[string]int{priceMonth: 3, priceLife: 1}, byPrice)
+	require.Equal(t, 4, b.luarmorUsersFor(s.ID))
+	require.Equal(t, 4, b.creates(), "a normal create costs one Luarmor call")
+}
+
+func TestLineItemsAreReadAcrossPages(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	items := make([]stripefake.Item, 13)
+	for i := range items {
+		items[i] = stripefake.Item{PriceID: priceMonth, Quantity: 1}
+	}
+	s := b.paidSession(t, items...)
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	o := b.waitOrder(t, s.ID, "fulfilled")
+	require.Len(t, o.Keys, 13)
+}
+
+func TestDiscordIDFromCustomFieldIsLinked(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	s.DiscordID = "123456789012345678"
+	b.stripe.PutSession(s)
+
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	o := b.waitOrder(t, s.ID, "fulfilled")
+	u, ok := b.sandbox.User(project, o.Keys[0].UserKey)
+	require.True(t, ok)
+	require.Equal(t, "123456789012345678", u.DiscordID)
+}
+
+func TestSameEventFiveTimesConcurrently(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 2})
+	body := b.sessionEvent(t, "checkout.session.completed", s.ID)
+
+	var duplicates, fresh int
+	results := make([]answer, 5)
+	concurrently(5, func(i int) { results[i] = b.post(t, body, sign(body, b.secret, time.Now())) })
+	for _, a := range results {
+		require.Equal(t, http.StatusOK, a.status, string(a.body))
+		var r struct{ Duplicate bool }
+		require.NoError(t, json.Unmarshal(a.body, &r))
+		if r.Duplicate {
+			duplicates++
+		} else {
+			fresh++
+		}
+	}
+	require.Equal(t, 1, fresh)
+	require.Equal(t, 4, duplicates)
+
+	o := b.waitOrder(t, s.ID, "fulfilled")
+	require.Len(t, o.Keys, 2)
+	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM stripe_events"))
+	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM river_job WHERE kind = 'fulfil_order'"))
+	require.Equal(t, 2, b.luarmorUsersFor(s.ID))
+	require.Equal(t, 2, b.creates())
+}
+
+func TestCompletedUnpaidThenAsyncSucceeded(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	s.PaymentStatus = "unpaid"
+	b.stripe.PutSession(s)
+
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	code, o := b.getOrder(t, s.ID)
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, "pending", o.Status)
+	require.Empty(t, o.Keys)
+	require.Zero(t, b.count(t, "SELECT count(*) FROM river_job"), "nothing is enqueued before payment")
+
+	s.PaymentStatus = "paid"
+	b.stripe.PutSession(s)
+	b.deliver(t, b.sessionEvent(t, "checkout.session.async_payment_succeeded", s.ID))
+	o = b.waitOrder(t, s.ID, "fulfilled")
+	require.Len(t, o.Keys, 1)
+	require.Equal(t, 1, b.luarmorUsersFor(s.ID))
+}
+
+func TestCompletedAndAsyncSucceededBothPaidGiveKeysOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 2})
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	b.deliver(t, b.sessionEvent(t, "checkout.session.async_payment_succeeded", s.ID))
+	b.waitOrder(t, s.ID, "fulfilled")
+	// A late third event for a fulfilled order enqueues nothing.
+	jobsBefore := b.count(t, "SELECT count(*) FROM river_job")
+	b.deliver(t, b.sessionEvent(t, "checkout.session.async_payment_succeeded", s.ID))
+	require.Equal(t, jobsBefore, b.count(t, "SELECT count(*) FROM river_job"))
+	require.Equal(t, 2, b.luarmorUsersFor(s.ID))
+	require.Equal(t, 2, b.creates())
+}
+
+func TestAsyncPaymentFailedMarksOrderFailed(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	s.PaymentStatus = "unpaid"
+	b.stripe.PutSession(s)
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	b.deliver(t, b.sessionEvent(t, "checkout.session.async_payment_failed", s.ID))
+	code, o := b.getOrder(t, s.ID)
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, "failed", o.Status)
+	require.Empty(t, o.Keys)
+	require.Zero(t, b.luarmorUsersFor(s.ID))
+}
+
+func TestLostLuarmorAnswerDoesNotMintASecondKey(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	// Luarmor creates the key, then the connection drops before the answer.
+	b.sandbox.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/users", Kind: sandbox.FaultApplyThenDrop, Times: 1})
+	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+
+	o := b.waitOrder(t, s.ID, "fulfilled")
+	require.Len(t, o.Keys, 1)
+	require.Equal(t, 1, b.luarmorUsersFor(s.ID), "the retry found the key by its reference")
+	require.Equal(t, 1, b.creates(), "the retry looked up instead of creating")
+	u, ok := b.sandbox.User(project, o.Keys[0].UserKey)
+	require.True(t, ok)
+	require.Contains(t, u.Note, s.ID)
+}
+
+func TestLuarmorServerErrorIsRetried(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.sandbox.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/users", Kind: sandbox.FaultHTML502, Times: 1})
+	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	o := b.waitOrder(t, s.ID, "fulfilled")
+	require.Len(t, o.Keys, 1)
+	require.Equal(t, 1, b.luarmorUsersFor(s.ID))
+}
+
+func TestLuarmorRefusalFailsTheOrderVisibly(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	s.DiscordID = "not-a-discord-id"
+	b.stripe.PutSession(s)
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	b.waitOrder(t, s.ID, "failed")
+	var reason string
+	require.NoError(t, b.pool.QueryRow(context.Background(),
+		"SELECT failure_reason FROM orders WHERE checkout_session_id = $1", s.ID).Scan(&reason))
+	require.Contains(t, reason, "luarmor refused")
+	require.Contains(t, strings.ToLower(reason), "discord")
+}
+
+func TestUnknownPriceFailsTheOrderUntilTheCatalogIsFixed(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s := b.paidSession(t, stripefake.Item{PriceID: "price_not_in_catalog", Quantity: 2})
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	b.waitOrder(t, s.ID, "failed")
+	var reason string
+	require.NoError(t, b.pool.QueryRow(context.Background(),
+		"SELECT failure_reason FROM orders WHERE checkout_session_id = $1", s.ID).Scan(&reason))
+	require.Contains(t, reason, "price_not_in_catalog")
+	require.Zero(t, b.luarmorUsersFor(s.ID))
+
+	// The operator adds the price; the order is fulfilled on request.
+	b.catalog.Put("price_not_in_catalog", catalog.Product{ProjectID: project, KeyDays: 7})
+	req, err := http.NewRequest(http.MethodPost, b.url+"/v1/orders/"+s.ID+"/retry", nil)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode, "the retry endpoint needs the shop token")
+
+	req.Header.Set("Authorization", "Bearer shop-token")
+	resp, err = http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	o := b.waitOrder(t, s.ID, "fulfilled")
+	require.Len(t, o.Keys, 2)
+	require.Equal(t, 7, o.Keys[0].KeyDays)
+}

@@ -1,0 +1,125 @@
+// Package config reads the service's settings from the environment. A
+// missing or malformed required setting stops start-up with one line naming
+// it; no secret is ever part of an error or a log line.
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Config is every setting of `fulfiller serve`.
+type Config struct {
+	DatabaseURL    string
+	ListenAddr     string
+	WebhookSecrets []string
+	StripeAPIKey   string
+	StripeAPIBase  string // "" = Stripe's own API
+	LuarmorAPIKey  string
+	LuarmorBaseURL string
+	CatalogFile    string
+	ShopAPIToken   string // "" disables the operator endpoints
+}
+
+// Error names the setting at fault.
+type Error struct {
+	Name   string
+	Reason string
+}
+
+func (e *Error) Error() string { return "config: " + e.Name + " " + e.Reason }
+
+// FromEnv reads the settings through getenv (os.Getenv in production).
+func FromEnv(getenv func(string) string) (Config, error) {
+	get := func(name, def string) string {
+		if v := strings.TrimSpace(getenv(name)); v != "" {
+			return v
+		}
+		return def
+	}
+	c := Config{
+		DatabaseURL:    get("DATABASE_URL", ""),
+		ListenAddr:     get("LISTEN_ADDR", ":8080"),
+		StripeAPIKey:   get("STRIPE_API_KEY", ""),
+		StripeAPIBase:  get("STRIPE_API_BASE", ""),
+		LuarmorAPIKey:  get("LUARMOR_API_KEY", ""),
+		LuarmorBaseURL: get("LUARMOR_BASE_URL", "https://api.luarmor.net"),
+		CatalogFile:    get("CATALOG_FILE", "catalog.yaml"),
+		ShopAPIToken:   get("SHOP_API_TOKEN", ""),
+	}
+	for _, s := range strings.Split(getenv("STRIPE_WEBHOOK_SECRET"), ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			c.WebhookSecrets = append(c.WebhookSecrets, s)
+		}
+	}
+	return c, c.validate()
+}
+
+func (c Config) validate() error {
+	if c.DatabaseURL == "" {
+		return &Error{"DATABASE_URL", "is required (postgres://user:password@host:5432/dbname)"}
+	}
+	if _, err := pgxpool.ParseConfig(c.DatabaseURL); err != nil {
+		return &Error{"DATABASE_URL", "is not a valid PostgreSQL connection string"}
+	}
+	if _, port, err := net.SplitHostPort(c.ListenAddr); err != nil || port == "" {
+		return &Error{"LISTEN_ADDR", fmt.Sprintf("%q is not host:port (for example :8080)", c.ListenAddr)}
+	}
+	if len(c.WebhookSecrets) == 0 {
+		return &Error{"STRIPE_WEBHOOK_SECRET", "is required (the webhook endpoint's signing secret, whsec_...; comma-separate several during a roll)"}
+	}
+	for i, s := range c.WebhookSecrets {
+		if !strings.HasPrefix(s, "whsec_") {
+			return &Error{"STRIPE_WEBHOOK_SECRET", fmt.Sprintf("entry %d does not start with whsec_", i+1)}
+		}
+	}
+	if c.StripeAPIKey == "" {
+		return &Error{"STRIPE_API_KEY", "is required (a secret or restricted key, sk_... or rk_..., that can read Checkout Sessions)"}
+	}
+	if !strings.HasPrefix(c.StripeAPIKey, "sk_") && !strings.HasPrefix(c.StripeAPIKey, "rk_") {
+		return &Error{"STRIPE_API_KEY", "must start with sk_ or rk_"}
+	}
+	if c.StripeAPIBase != "" {
+		if err := checkURL(c.StripeAPIBase); err != nil {
+			return &Error{"STRIPE_API_BASE", err.Error()}
+		}
+	}
+	if c.LuarmorAPIKey == "" {
+		return &Error{"LUARMOR_API_KEY", "is required (Luarmor dashboard, API section)"}
+	}
+	if err := checkURL(c.LuarmorBaseURL); err != nil {
+		return &Error{"LUARMOR_BASE_URL", err.Error()}
+	}
+	return nil
+}
+
+func checkURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q is not an absolute http(s) URL", s)
+	}
+	return nil
+}
+
+// ParseRate reads a budget written COUNT/DURATION, such as 60/1m or 30/30s.
+func ParseRate(s string) (int, time.Duration, error) {
+	c, d, ok := strings.Cut(strings.TrimSpace(s), "/")
+	if !ok {
+		return 0, 0, fmt.Errorf("%q is not COUNT/DURATION (for example 60/1m)", s)
+	}
+	count, err := strconv.Atoi(c)
+	if err != nil || count <= 0 {
+		return 0, 0, fmt.Errorf("%q: COUNT must be a positive integer", s)
+	}
+	window, err := time.ParseDuration(d)
+	if err != nil || window <= 0 {
+		return 0, 0, fmt.Errorf("%q: DURATION must be positive, like 1m or 30s", s)
+	}
+	return count, window, nil
+}

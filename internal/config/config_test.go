@@ -1,0 +1,63 @@
+package config_test
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"fulfiller/internal/config"
+)
+
+func env(overrides map[string]string) func(string) string {
+	base := map[string]string{
+		"DATABASE_URL":          "postgres://u@localhost:5432/db",
+		"STRIPE_WEBHOOK_SECRET": "whsec_old, whsec_new",
+		"STRIPE_API_KEY":        "sk_test_abc",
+		"LUARMOR_API_KEY":       "lua-secret",
+	}
+	for k, v := range overrides {
+		base[k] = v
+	}
+	return func(k string) string { return base[k] }
+}
+
+func TestDefaultsAndSecretList(t *testing.T) {
+	t.Parallel()
+	c, err := config.FromEnv(env(nil))
+	require.NoError(t, err)
+	require.Equal(t, ":8080", c.ListenAddr)
+	require.Equal(t, []string{"whsec_old", "whsec_new"}, c.WebhookSecrets)
+	require.Equal(t, "https://api.luarmor.net", c.LuarmorBaseURL)
+	require.Equal(t, "catalog.yaml", c.CatalogFile)
+	require.Empty(t, c.StripeAPIBase)
+}
+
+func TestEachBadSettingIsNamedWithoutItsValue(t *testing.T) {
+	t.Parallel()
+	for name, tc := range map[string]struct {
+		key, value string
+	}{
+		"missing database":   {"DATABASE_URL", ""},
+		"bad database":       {"DATABASE_URL", "postgres://u:pw@host:notaport/db"},
+		"bad listen":         {"LISTEN_ADDR", "8080"},
+		"missing secret":     {"STRIPE_WEBHOOK_SECRET", " , "},
+		"bad secret":         {"STRIPE_WEBHOOK_SECRET", "whsec_ok,oops-secret-value"},
+		"missing stripe key": {"STRIPE_API_KEY", ""},
+		"bad stripe key":     {"STRIPE_API_KEY", "pk_test_publishable"},
+		"bad stripe base":    {"STRIPE_API_BASE", "localhost:12111"},
+		"missing luarmor":    {"LUARMOR_API_KEY", ""},
+		"bad luarmor url":    {"LUARMOR_BASE_URL", "ftp://x"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			_, err := config.FromEnv(env(map[string]string{tc.key: tc.value}))
+			require.Error(t, err)
+			var ce *config.Error
+			require.ErrorAs(t, err, &ce)
+			require.Equal(t, tc.key, ce.Name)
+			require.NotContains(t, err.Error(), "oops-secret-value")
+			require.NotContains(t, err.Error(), "pk_test_publishable")
+			require.NotContains(t, err.Error(), "\n")
+		})
+	}
+}

@@ -1,0 +1,313 @@
+// Package httpapi is the service's HTTP surface: Stripe's webhook endpoint,
+// the shop's order API and health checks. Domain error codes become HTTP
+// statuses in one table (statusOf).
+package httpapi
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/stripe/stripe-go/v76"
+	"golang.org/x/sync/singleflight"
+
+	"fulfiller/internal/jobs"
+	"fulfiller/internal/order"
+	"fulfiller/internal/postgres"
+	"fulfiller/internal/stripeapi"
+)
+
+// SessionReader confirms unknown Checkout Sessions with Stripe.
+type SessionReader interface {
+	CheckoutSession(ctx context.Context, id string) (*stripe.CheckoutSession, error)
+}
+
+// Server routes the service's HTTP endpoints.
+type Server struct {
+	Pool      *pgxpool.Pool
+	River     *river.Client[pgx.Tx]
+	Stripe    SessionReader
+	Webhook   http.Handler
+	ShopToken string // bearer token of the operator endpoints; "" disables them
+	Logger    *slog.Logger
+
+	// Unknown session IDs cost a Stripe call each; these bound that cost.
+	lookups   *tokenBucket
+	negatives *expiringSet
+	flight    singleflight.Group
+	once      sync.Once
+}
+
+// Handler returns the routed handler.
+func (s *Server) Handler() http.Handler {
+	s.once.Do(func() {
+		s.lookups = newTokenBucket(5, 20)
+		s.negatives = newExpiringSet(10000, 10*time.Minute)
+	})
+	mux := http.NewServeMux()
+	mux.Handle("POST /webhooks/stripe", s.Webhook)
+	mux.HandleFunc("GET /v1/orders/{checkout_session_id}", s.getOrder)
+	mux.HandleFunc("POST /v1/orders/{checkout_session_id}/retry", s.requireShopToken(s.retryOrder))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", s.ready)
+	return mux
+}
+
+// statusOf is the one table from domain error codes to HTTP statuses.
+var statusOf = map[string]int{
+	order.ENOTFOUND:     http.StatusNotFound,
+	order.EINVALID:      http.StatusBadRequest,
+	order.EUNAUTHORIZED: http.StatusUnauthorized,
+	order.ETOOMANY:      http.StatusTooManyRequests,
+	order.EUNAVAILABLE:  http.StatusServiceUnavailable,
+	order.EINTERNAL:     http.StatusInternalServerError,
+}
+
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	code := order.ErrorCode(err)
+	status, ok := statusOf[code]
+	if !ok {
+		status = http.StatusInternalServerError
+	}
+	if status >= 500 {
+		s.Logger.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+	}
+	if code == order.ETOOMANY {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeJSON(w, status, map[string]string{"error": order.ErrorMessage(err), "code": code})
+}
+
+// sessionIDPattern accepts Stripe's Checkout Session IDs only, so junk never
+// reaches Stripe.
+var sessionIDPattern = regexp.MustCompile(`^cs_(test|live)_[A-Za-z0-9]{8,250}$`)
+
+// OrderJSON is the order API's answer.
+type OrderJSON struct {
+	CheckoutSessionID string    `json:"checkout_session_id"`
+	Status            string    `json:"status"`
+	CustomerEmail     string    `json:"customer_email"`
+	Keys              []KeyJSON `json:"keys"`
+	// KeysPending counts purchased units whose key is not delivered yet.
+	KeysPending int `json:"keys_pending"`
+}
+
+// KeyJSON is one delivered key.
+type KeyJSON struct {
+	UserKey    string `json:"user_key"`
+	ProjectID  string `json:"project_id"`
+	PriceID    string `json:"price_id"`
+	Status     string `json:"status"`
+	KeyDays    int    `json:"key_days"`
+	AuthExpire *int64 `json:"auth_expire"`
+}
+
+func renderOrder(o *order.Order) OrderJSON {
+	out := OrderJSON{CheckoutSessionID: o.CheckoutSessionID, Status: string(o.Status), CustomerEmail: o.CustomerEmail, Keys: []KeyJSON{}}
+	for _, k := range o.Keys {
+		if !k.Delivered() {
+			if k.Status == order.KeyPending {
+				out.KeysPending++
+			}
+			continue
+		}
+		out.Keys = append(out.Keys, KeyJSON{UserKey: k.UserKey, ProjectID: k.ProjectID, PriceID: k.PriceID,
+			Status: string(k.Status), KeyDays: k.KeyDays, AuthExpire: k.AuthExpire})
+	}
+	return out
+}
+
+func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("checkout_session_id")
+	if !sessionIDPattern.MatchString(id) {
+		s.writeError(w, r, order.Errorf(order.ENOTFOUND, "no order for this checkout session"))
+		return
+	}
+	o, err := postgres.GetOrder(r.Context(), s.Pool, id)
+	if order.ErrorCode(err) == order.ENOTFOUND {
+		o, err = s.confirmWithStripe(r.Context(), id)
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, renderOrder(o))
+}
+
+// confirmWithStripe handles the success page arriving before the webhook,
+// as Stripe's fulfilment guide recommends: a session Stripe knows is
+// recorded (and, if paid, fulfilled) through the webhook's own path.
+// Lookups are bounded by a token bucket, coalesced per ID, and IDs Stripe
+// does not know are remembered for a while.
+func (s *Server) confirmWithStripe(ctx context.Context, id string) (*order.Order, error) {
+	if s.negatives.contains(id) {
+		return nil, order.Errorf(order.ENOTFOUND, "no order for this checkout session")
+	}
+	v, err, _ := s.flight.Do(id, func() (any, error) {
+		if !s.lookups.allow() {
+			return nil, order.Errorf(order.ETOOMANY, "too many lookups of unknown orders; retry in a second")
+		}
+		sess, err := s.Stripe.CheckoutSession(ctx, id)
+		if err != nil {
+			if stripeapi.IsNotFound(err) {
+				s.negatives.add(id)
+				return nil, order.Errorf(order.ENOTFOUND, "no order for this checkout session")
+			}
+			return nil, &order.Error{Code: order.EUNAVAILABLE, Message: "could not confirm the order with Stripe; retry shortly"}
+		}
+		tx, err := s.Pool.Begin(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer tx.Rollback(ctx) //nolint:errcheck
+		if _, err := jobs.RecordSession(ctx, tx, s.River, jobs.SessionDetails(sess)); err != nil {
+			return nil, err
+		}
+		if err := tx.Commit(ctx); err != nil {
+			return nil, err
+		}
+		s.Logger.InfoContext(ctx, "order confirmed with Stripe before its webhook", "checkout_session_id", id, "payment_status", sess.PaymentStatus)
+		return postgres.GetOrder(ctx, s.Pool, id)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*order.Order), nil
+}
+
+// retryOrder fulfils a failed order again, after the operator fixed its
+// cause (a catalog entry, a Luarmor project).
+func (s *Server) retryOrder(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("checkout_session_id")
+	ctx := r.Context()
+	tx, err := s.Pool.Begin(ctx)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck
+	if err := postgres.ResetFailures(ctx, tx, id); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if _, err := s.River.InsertTx(ctx, tx, jobs.FulfilOrderArgs{CheckoutSessionID: id}, nil); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := tx.Commit(ctx); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.Logger.InfoContext(ctx, "order fulfilment retried by the operator", "checkout_session_id", id)
+	o, err := postgres.GetOrder(ctx, s.Pool, id)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, renderOrder(o))
+}
+
+func (s *Server) requireShopToken(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.ShopToken == "" {
+			s.writeError(w, r, order.Errorf(order.EUNAUTHORIZED, "operator endpoints are disabled: set SHOP_API_TOKEN"))
+			return
+		}
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.ShopToken)) != 1 {
+			s.writeError(w, r, order.Errorf(order.EUNAUTHORIZED, "missing or wrong bearer token (SHOP_API_TOKEN)"))
+			return
+		}
+		next(w, r)
+	}
+}
+
+func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.Pool.Ping(ctx); err != nil {
+		s.writeError(w, r, &order.Error{Code: order.EUNAVAILABLE, Message: "database unreachable"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// tokenBucket is a small rate limiter: rate tokens a second, up to burst.
+type tokenBucket struct {
+	mu     sync.Mutex
+	rate   float64
+	burst  float64
+	tokens float64
+	last   time.Time
+}
+
+func newTokenBucket(rate, burst float64) *tokenBucket {
+	return &tokenBucket{rate: rate, burst: burst, tokens: burst, last: time.Now()}
+}
+
+func (b *tokenBucket) allow() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := time.Now()
+	b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// expiringSet remembers up to max keys for ttl each.
+type expiringSet struct {
+	mu    sync.Mutex
+	max   int
+	ttl   time.Duration
+	items map[string]time.Time
+}
+
+func newExpiringSet(max int, ttl time.Duration) *expiringSet {
+	return &expiringSet{max: max, ttl: ttl, items: map[string]time.Time{}}
+}
+
+func (s *expiringSet) contains(k string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	exp, ok := s.items[k]
+	return ok && time.Now().Before(exp)
+}
+
+func (s *expiringSet) add(k string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	if len(s.items) >= s.max {
+		for key, exp := range s.items {
+			if now.After(exp) {
+				delete(s.items, key)
+			}
+		}
+		if len(s.items) >= s.max {
+			return // full of live entries: the token bucket still bounds the cost
+		}
+	}
+	s.items[k] = now.Add(s.ttl)
+}

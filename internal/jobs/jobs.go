@@ -1,0 +1,112 @@
+// Package jobs holds the durable steps of fulfilment as River jobs: one args
+// type and one worker per kind. Each step can run twice (a crash, a retry, a
+// rescued job) and is written so the second run changes nothing.
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
+	"github.com/stripe/stripe-go/v76"
+
+	"fulfiller/internal/catalog"
+	"fulfiller/internal/logging"
+	"fulfiller/internal/luarmor"
+)
+
+// Queues. Luarmor calls have their own queue so that its concurrency (and,
+// later, the fleet-wide budget) is managed apart from Stripe reads.
+const (
+	QueueDefault = river.QueueDefault
+	QueueLuarmor = "luarmor"
+)
+
+// inFlight is the uniqueness window of jobs that may legitimately run again
+// once finished (a fulfilment re-run after the catalog is fixed): only one
+// waiting or running copy at a time.
+var inFlight = []rivertype.JobState{
+	rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRetryable,
+	rivertype.JobStateRunning, rivertype.JobStateScheduled,
+}
+
+// StripeReader is what fulfilment reads from Stripe's API.
+type StripeReader interface {
+	CheckoutSession(ctx context.Context, id string) (*stripe.CheckoutSession, error)
+	LineItems(ctx context.Context, sessionID string) ([]*stripe.LineItem, error)
+}
+
+// Luarmor is the part of the Luarmor API that fulfilment calls.
+type Luarmor interface {
+	CreateUser(ctx context.Context, projectID string, req luarmor.CreateUserRequest) (string, error)
+	ListUsers(ctx context.Context, projectID string, opts luarmor.ListUsersOptions) ([]luarmor.User, error)
+}
+
+// Deps are the workers' dependencies.
+type Deps struct {
+	Pool    *pgxpool.Pool
+	Stripe  StripeReader
+	Luarmor Luarmor
+	Catalog *catalog.Catalog
+	Logger  *slog.Logger
+	// RateLimitWindow is how long a job waits after Luarmor answers 429.
+	RateLimitWindow time.Duration
+}
+
+// Config tunes the River client.
+type Config struct {
+	// Workers is the number of concurrent jobs of the default queue.
+	Workers int
+	// FetchCooldown bounds how soon a new job is picked up after it is
+	// inserted (River is notified of inserts and fetches at most this often).
+	FetchCooldown time.Duration
+	// Insert only: build a client that inserts jobs but works none.
+	InsertOnly bool
+}
+
+// NewClient returns a River client with every worker of the service.
+func NewClient(deps Deps, cfg Config) (*river.Client[pgx.Tx], error) {
+	if deps.Logger == nil {
+		deps.Logger = slog.Default()
+	}
+	if deps.RateLimitWindow <= 0 {
+		deps.RateLimitWindow = time.Minute
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 10
+	}
+	if cfg.FetchCooldown <= 0 {
+		cfg.FetchCooldown = 10 * time.Millisecond
+	}
+	workers := river.NewWorkers()
+	river.AddWorker(workers, &FulfilOrderWorker{Deps: deps})
+	river.AddWorker(workers, &CreateKeyWorker{Deps: deps})
+
+	rc := &river.Config{
+		Logger:            logging.AtLeast(deps.Logger, slog.LevelWarn),
+		Workers:           workers,
+		FetchCooldown:     cfg.FetchCooldown,
+		FetchPollInterval: time.Second,
+		MaxAttempts:       25,
+		JobTimeout:        2 * time.Minute,
+	}
+	if !cfg.InsertOnly {
+		rc.Queues = map[string]river.QueueConfig{
+			QueueDefault: {MaxWorkers: cfg.Workers},
+			// One Luarmor call at a time per process: the API allows about
+			// one a second, so more would only queue at Luarmor's door.
+			QueueLuarmor: {MaxWorkers: 1},
+		}
+	}
+	client, err := river.NewClient(riverpgxv5.New(deps.Pool), rc)
+	if err != nil {
+		return nil, fmt.Errorf("creating job client: %w", err)
+	}
+	return client, nil
+}

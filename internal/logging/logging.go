@@ -1,0 +1,39 @@
+// Package logging holds the service's small slog helpers.
+package logging
+
+import (
+	"context"
+	"log/slog"
+)
+
+// AtLeast returns a logger that drops records below min; used to keep
+// libraries' informational chatter (River, migrations) out of the log.
+func AtLeast(l *slog.Logger, min slog.Level) *slog.Logger {
+	return slog.New(floor{l.Handler(), min})
+}
+
+type floor struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h floor) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+func (h floor) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return floor{h.Handler.WithAttrs(attrs), h.min}
+}
+
+func (h floor) WithGroup(name string) slog.Handler {
+	return floor{h.Handler.WithGroup(name), h.min}
+}
+
+// Redact shortens a secret-like value (a license key) to a prefix that lets
+// an operator tell keys apart in logs without being able to use one.
+func Redact(s string) string {
+	if len(s) <= 6 {
+		return "***"
+	}
+	return s[:6] + "***"
+}

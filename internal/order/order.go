@@ -1,0 +1,127 @@
+// Package order holds the service's domain: an order is one Stripe Checkout
+// Session, and it owns one license key per purchased unit. No adapter
+// (HTTP, Stripe, Luarmor, PostgreSQL) owns these types; they all speak them.
+package order
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Status is an order's state as the shop's frontend sees it.
+type Status string
+
+const (
+	StatusPending   Status = "pending"   // paid or awaiting payment; keys not all delivered yet
+	StatusFulfilled Status = "fulfilled" // every key delivered
+	StatusRevoked   Status = "revoked"   // keys taken back after a dispute or refund
+	StatusFailed    Status = "failed"    // cannot be delivered without an operator or a new payment
+)
+
+// KeyStatus is the state of one delivered (or to be delivered) key.
+type KeyStatus string
+
+const (
+	KeyPending     KeyStatus = "pending" // not created in Luarmor yet
+	KeyActive      KeyStatus = "active"
+	KeyFailed      KeyStatus = "failed" // Luarmor refused it; see LastError
+	KeyBlacklisted KeyStatus = "blacklisted"
+	KeyDeleted     KeyStatus = "deleted"
+)
+
+// Failure codes recorded on failed orders; stable for operators' queries.
+const (
+	FailureUnknownPrice   = "unknown_price"
+	FailurePaymentFailed  = "payment_failed"
+	FailureLuarmorRefused = "luarmor_refused"
+)
+
+// Order is one Checkout Session and the keys delivered for it.
+type Order struct {
+	CheckoutSessionID string
+	Status            Status
+	Mode              string // "payment" or "subscription"
+	PaymentStatus     string // Stripe's: "paid", "unpaid", "no_payment_required"
+	CustomerEmail     string
+	CustomerID        string
+	PaymentIntentID   string
+	SubscriptionID    string
+	InvoiceID         string
+	DiscordID         string
+	ItemsLoaded       bool
+	FailureCode       string
+	FailureReason     string
+	CreatedAt         time.Time
+	UpdatedAt         time.Time
+	Keys              []Key
+}
+
+// Key is one purchased unit and, once delivered, its Luarmor key.
+type Key struct {
+	ID                int64
+	CheckoutSessionID string
+	LineItemID        string
+	Unit              int
+	PriceID           string
+	ProjectID         string
+	KeyDays           int
+	Reference         string // unique tag in the Luarmor note
+	Status            KeyStatus
+	UserKey           string
+	AuthExpire        *int64 // unix seconds; nil while the key_days timer has not started; -1 never
+	CreateAttempts    int
+	LastError         string
+	DeliveredAt       *time.Time
+}
+
+// Delivered reports whether Luarmor has created the key.
+func (k Key) Delivered() bool { return k.UserKey != "" }
+
+// Paid reports whether a Checkout Session's payment_status allows
+// fulfilment: Stripe's guide fulfils anything that is not "unpaid".
+func Paid(paymentStatus string) bool {
+	return paymentStatus == "paid" || paymentStatus == "no_payment_required"
+}
+
+// Error codes, mapped to HTTP statuses in one table by the HTTP adapter.
+const (
+	ENOTFOUND     = "not_found"
+	EINVALID      = "invalid"
+	EUNAUTHORIZED = "unauthorized"
+	ETOOMANY      = "too_many_requests"
+	EUNAVAILABLE  = "unavailable"
+	EINTERNAL     = "internal"
+)
+
+// Error is a failure that the caller of a domain operation can act on.
+type Error struct {
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("%s: %s", e.Code, e.Message) }
+
+// Errorf returns an *Error with a formatted message.
+func Errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// ErrorCode returns the code of an *Error in err's chain, or EINTERNAL.
+func ErrorCode(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return EINTERNAL
+}
+
+// ErrorMessage returns the message of an *Error in err's chain, or a generic
+// message that leaks nothing internal.
+func ErrorMessage(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Message
+	}
+	return "internal error"
+}
