@@ -55,6 +55,7 @@ func TestPurchaseDeliversOneKeyPerUnit(t *testing.T) {
 func TestLineItemsAreReadAcrossPages(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
+	b.stripe.SetMaxPageSize(5) // Stripe pages line items; read them all
 	items := make([]stripefake.Item, 13)
 	for i := range items {
 		items[i] = stripefake.Item{PriceID: priceMonth, Quantity: 1}

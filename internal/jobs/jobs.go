@@ -72,6 +72,10 @@ type Config struct {
 
 // NewClient returns a River client with every worker of the service.
 func NewClient(deps Deps, cfg Config) (*river.Client[pgx.Tx], error) {
+	return newClient(deps, cfg, &CreateKeyWorker{Deps: deps})
+}
+
+func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker) (*river.Client[pgx.Tx], error) {
 	if deps.Logger == nil {
 		deps.Logger = slog.Default()
 	}
@@ -86,7 +90,8 @@ func NewClient(deps Deps, cfg Config) (*river.Client[pgx.Tx], error) {
 	}
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &FulfilOrderWorker{Deps: deps})
-	river.AddWorker(workers, &CreateKeyWorker{Deps: deps})
+	createKey.Deps = deps
+	river.AddWorker(workers, createKey)
 
 	rc := &river.Config{
 		Logger:            logging.AtLeast(deps.Logger, slog.LevelWarn),

@@ -1,0 +1,97 @@
+package app_test
+
+import (
+	"net/http"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"fulfiller/internal/stripeapi/stripefake"
+)
+
+func TestOrderAPIPendingWhileUnpaid(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	s.PaymentStatus = "unpaid"
+	b.stripe.PutSession(s)
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+
+	code, o := b.getOrder(t, s.ID)
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, "pending", o.Status)
+	require.Equal(t, defaultMail, o.CustomerEmail)
+	require.NotNil(t, o.Keys)
+	require.Empty(t, o.Keys)
+}
+
+func TestOrderAPIUnknownSession(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for _, id := range []string{"cs_test_doesnotexist123", "not-a-session", "cs_live_x"} {
+		code, _ := b.getOrder(t, id)
+		require.Equal(t, http.StatusNotFound, code, id)
+	}
+	// Asking again does not ask Stripe again: unknown IDs are remembered,
+	// and malformed ones never reach Stripe.
+	code, _ := b.getOrder(t, "cs_test_doesnotexist123")
+	require.Equal(t, http.StatusNotFound, code)
+	lookups := 0
+	for _, r := range b.stripe.Requests() {
+		if r.Path == "/v1/checkout/sessions/cs_test_doesnotexist123" {
+			lookups++
+		}
+		require.NotContains(t, r.Path, "not-a-session")
+	}
+	require.Equal(t, 1, lookups)
+	require.Zero(t, b.count(t, "SELECT count(*) FROM orders"))
+}
+
+func TestOrderAPIBoundsStripeLookupsOfUnknownIDs(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	tooMany := 0
+	for i := 0; i < 60; i++ {
+		code, _ := b.getOrder(t, newID("cs_test_unknown"))
+		require.Contains(t, []int{http.StatusNotFound, http.StatusTooManyRequests}, code)
+		if code == http.StatusTooManyRequests {
+			tooMany++
+		}
+	}
+	require.Positive(t, tooMany, "a burst of random IDs is throttled")
+	require.Less(t, len(b.stripe.Requests()), 40)
+}
+
+func TestOrderAPISuccessPageBeforeWebhook(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 2})
+
+	// The customer lands on the success page; no webhook has arrived.
+	code, o := b.getOrder(t, s.ID)
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, []string{"pending", "fulfilled"}, o.Status)
+	o = b.waitOrder(t, s.ID, "fulfilled")
+	require.Len(t, o.Keys, 2)
+
+	// The late webhook changes nothing.
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	code, again := b.getOrder(t, s.ID)
+	require.Equal(t, http.StatusOK, code)
+	require.ElementsMatch(t, o.Keys, again.Keys)
+	require.Equal(t, 2, b.luarmorUsersFor(s.ID))
+	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM river_job WHERE kind = 'fulfil_order'"))
+}
+
+func TestOrderAPIFulfilled(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s := b.paidSession(t, stripefake.Item{PriceID: priceLife, Quantity: 1})
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	o := b.waitOrder(t, s.ID, "fulfilled")
+	require.Equal(t, s.ID, o.CheckoutSessionID)
+	require.Len(t, o.Keys, 1)
+	require.Len(t, o.Keys[0].UserKey, 32)
+	require.Equal(t, "active", o.Keys[0].Status)
+	require.Zero(t, o.KeysPending)
+}

@@ -1,0 +1,15 @@
+package jobs
+
+import (
+	"context"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+)
+
+// NewClientWithCrash is NewClient whose key worker runs crash between
+// Luarmor's answer and the commit that records it; an error from crash
+// stands for the process dying there.
+func NewClientWithCrash(deps Deps, cfg Config, crash func(ctx context.Context) error) (*river.Client[pgx.Tx], error) {
+	return newClient(deps, cfg, &CreateKeyWorker{afterCreate: crash})
+}

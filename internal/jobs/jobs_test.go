@@ -1,0 +1,178 @@
+package jobs_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/stretchr/testify/require"
+
+	"fulfiller/internal/catalog"
+	"fulfiller/internal/jobs"
+	"fulfiller/internal/luarmor"
+	"fulfiller/internal/luarmor/sandbox"
+	"fulfiller/internal/order"
+	"fulfiller/internal/postgres"
+	"fulfiller/internal/postgres/postgrestest"
+	"fulfiller/internal/stripeapi"
+	"fulfiller/internal/stripeapi/stripefake"
+)
+
+const project = "proj_jobs"
+
+type testBundle struct {
+	pool    *pgxpool.Pool
+	sandbox *sandbox.Sandbox
+	stripe  *stripefake.Fake
+	deps    jobs.Deps
+}
+
+func setup(t *testing.T) *testBundle {
+	t.Helper()
+	sb := sandbox.New(sandbox.Options{Limit: 100000})
+	sbSrv := httptest.NewServer(sb)
+	t.Cleanup(sbSrv.Close)
+	sf := stripefake.New("sk_test_jobs")
+	sfSrv := httptest.NewServer(sf)
+	t.Cleanup(sfSrv.Close)
+	pool := postgrestest.NewPool(t)
+	return &testBundle{pool: pool, sandbox: sb, stripe: sf, deps: jobs.Deps{
+		Pool:            pool,
+		Stripe:          stripeapi.New("sk_test_jobs", sfSrv.URL, nil),
+		Luarmor:         luarmor.NewClient(sandbox.DefaultAPIKey, luarmor.WithBaseURL(sbSrv.URL)),
+		Catalog:         &catalog.Catalog{Prices: map[string]catalog.Product{"price_a": {ProjectID: project, KeyDays: 14}}},
+		Logger:          slog.New(slog.DiscardHandler),
+		RateLimitWindow: 300 * time.Millisecond,
+	}}
+}
+
+// start runs a River client until the test ends.
+func (b *testBundle) start(t *testing.T, client *river.Client[pgx.Tx]) {
+	t.Helper()
+	require.NoError(t, client.Start(context.Background()))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = client.Stop(ctx)
+	})
+}
+
+// purchase records a paid session of quantity units and enqueues its
+// fulfilment, as the webhook does.
+func (b *testBundle) purchase(t *testing.T, client *river.Client[pgx.Tx], id string, quantity int64) {
+	t.Helper()
+	b.stripe.PutSession(stripefake.Session{ID: id, Mode: "payment", PaymentStatus: "paid", Status: "complete",
+		CustomerEmail: "jobs@example.com", PaymentIntent: "pi_" + id, Items: []stripefake.Item{{PriceID: "price_a", Quantity: quantity}}})
+	ctx := context.Background()
+	err := pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
+		_, err := jobs.RecordSession(ctx, tx, client, postgres.SessionDetails{CheckoutSessionID: id, PaymentStatus: "paid"})
+		return err
+	})
+	require.NoError(t, err)
+}
+
+func (b *testBundle) waitFulfilled(t *testing.T, id string) *order.Order {
+	t.Helper()
+	var o *order.Order
+	require.Eventually(t, func() bool {
+		var err error
+		o, err = postgres.GetOrder(context.Background(), b.pool, id)
+		return err == nil && o.Status == order.StatusFulfilled
+	}, 20*time.Second, 20*time.Millisecond)
+	return o
+}
+
+func (b *testBundle) calls(method, suffix string) int {
+	n := 0
+	for _, c := range b.sandbox.Calls() {
+		if c.Method == method && strings.HasSuffix(c.Path, suffix) {
+			n++
+		}
+	}
+	return n
+}
+
+func TestCrashAfterLuarmorCallBeforeCommitFindsTheKey(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var crashes atomic.Int32
+	client, err := jobs.NewClientWithCrash(b.deps, jobs.Config{}, func(ctx context.Context) error {
+		if crashes.Add(1) == 1 {
+			return errors.New("process killed after Luarmor created the key")
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	b.start(t, client)
+
+	b.purchase(t, client, "cs_test_crash0001", 1)
+	o := b.waitFulfilled(t, "cs_test_crash0001")
+
+	require.Len(t, o.Keys, 1)
+	require.Len(t, b.sandbox.Users(project), 1, "exactly one key exists in Luarmor")
+	require.Equal(t, b.sandbox.Users(project)[0].UserKey, o.Keys[0].UserKey, "the recorded key is the one the crashed attempt created")
+	require.Equal(t, 1, b.calls(http.MethodPost, "/users"), "the retry did not create again")
+	require.Equal(t, 1, b.calls(http.MethodGet, "/users"), "the retry looked the key up once")
+	require.Equal(t, 1, o.Keys[0].CreateAttempts)
+	require.EqualValues(t, 1, crashes.Load(), "the retry delivered the found key without a second create")
+}
+
+func TestRateLimitedCreateWaitsWithoutUsingAnAttempt(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.sandbox.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/users", Kind: sandbox.FaultRateLimit, Times: 2})
+	client, err := jobs.NewClient(b.deps, jobs.Config{})
+	require.NoError(t, err)
+	b.start(t, client)
+
+	b.purchase(t, client, "cs_test_ratelimit01", 1)
+	o := b.waitFulfilled(t, "cs_test_ratelimit01")
+	require.Len(t, o.Keys, 1)
+	require.Len(t, b.sandbox.Users(project), 1)
+
+	var attempt int
+	var snoozes int
+	require.NoError(t, b.pool.QueryRow(context.Background(),
+		`SELECT attempt, COALESCE((metadata->>'snoozes')::int, 0) FROM river_job WHERE kind = 'create_key'`).Scan(&attempt, &snoozes))
+	require.Equal(t, 1, attempt, "429s do not use attempts")
+	require.Equal(t, 2, snoozes)
+}
+
+func TestRepeatedJobsForOneUnitCreateOneKey(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	client, err := jobs.NewClient(b.deps, jobs.Config{})
+	require.NoError(t, err)
+	b.start(t, client)
+	b.purchase(t, client, "cs_test_repeat0001", 3)
+	o := b.waitFulfilled(t, "cs_test_repeat0001")
+
+	// Every job kind runs again, as after a rescue or an operator's retry.
+	ctx := context.Background()
+	_, err = client.Insert(ctx, jobs.FulfilOrderArgs{CheckoutSessionID: "cs_test_repeat0001"}, nil)
+	require.NoError(t, err)
+	for _, k := range o.Keys {
+		_, err = client.Insert(ctx, jobs.CreateKeyArgs{OrderKeyID: k.ID}, nil)
+		require.NoError(t, err)
+	}
+	require.Eventually(t, func() bool {
+		var n int
+		require.NoError(t, b.pool.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE state <> 'completed'`).Scan(&n))
+		return n == 0
+	}, 10*time.Second, 20*time.Millisecond)
+
+	again, err := postgres.GetOrder(ctx, b.pool, "cs_test_repeat0001")
+	require.NoError(t, err)
+	require.Equal(t, o.Keys, again.Keys)
+	require.Len(t, b.sandbox.Users(project), 3)
+	require.Equal(t, 3, b.calls(http.MethodPost, "/users"))
+}
