@@ -5,17 +5,20 @@ package app
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 
+	"fulfiller/internal/budget"
 	"fulfiller/internal/catalog"
 	"fulfiller/internal/config"
 	"fulfiller/internal/httpapi"
@@ -39,10 +42,12 @@ type Main struct {
 	// Workers sizes the default job queue; 0 means 10.
 	Workers int
 
-	Pool     *pgxpool.Pool
-	River    *river.Client[pgx.Tx]
-	listener net.Listener
-	server   *http.Server
+	Pool       *pgxpool.Pool
+	River      *river.Client[pgx.Tx]
+	Budget     *budget.Budget
+	stopBudget context.CancelFunc
+	listener   net.Listener
+	server     *http.Server
 }
 
 // Run starts the service and returns once it accepts requests and works
@@ -88,11 +93,21 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		httpClient = &http.Client{Timeout: 30 * time.Second}
 	}
 	stripeClient := stripeapi.New(m.Config.StripeAPIKey, m.Config.StripeAPIBase, httpClient)
-	luarmorClient := luarmor.NewClient(m.Config.LuarmorAPIKey,
-		luarmor.WithBaseURL(m.Config.LuarmorBaseURL), luarmor.WithHTTPClient(httpClient))
+	m.Budget = budget.New(m.Pool, budget.Config{
+		Count:   m.Config.LuarmorRateLimit,
+		Window:  m.Config.LuarmorRateWindow,
+		Replica: replicaName(),
+		Logger:  m.Logger,
+	})
+	budgetCtx, stopBudget := context.WithCancel(context.WithoutCancel(ctx))
+	m.stopBudget = stopBudget
+	go m.Budget.Run(budgetCtx)
+	luarmorClient := &budget.Client{Budget: m.Budget, Luarmor: luarmor.NewClient(m.Config.LuarmorAPIKey,
+		luarmor.WithBaseURL(m.Config.LuarmorBaseURL), luarmor.WithHTTPClient(httpClient))}
 
 	m.River, err = jobs.NewClient(jobs.Deps{
 		Pool: m.Pool, Stripe: stripeClient, Luarmor: luarmorClient, Catalog: m.Catalog, Logger: m.Logger,
+		RateLimitWindow: m.Config.LuarmorRateWindow,
 	}, jobs.Config{Workers: m.Workers})
 	if err != nil {
 		return err
@@ -153,6 +168,14 @@ func (m *Main) retryCatalogFailures(ctx context.Context) error {
 	return nil
 }
 
+// replicaName identifies this process in the budget's shared tables.
+func replicaName() string {
+	host, _ := os.Hostname()
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return fmt.Sprintf("%s-%d-%x", host, os.Getpid(), b)
+}
+
 func stripeBase(s string) string {
 	if s == "" {
 		return "stripe"
@@ -184,6 +207,9 @@ func (m *Main) Close() error {
 		if err := m.River.Stop(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 			errs = append(errs, err)
 		}
+	}
+	if m.stopBudget != nil {
+		m.stopBudget()
 	}
 	if m.Pool != nil {
 		m.Pool.Close()

@@ -83,7 +83,10 @@ func setup(t *testing.T, opts ...func(*options)) *bundle {
 			StripeAPIBase:  sfSrv.URL,
 			LuarmorAPIKey:  luarmorKey,
 			LuarmorBaseURL: sbSrv.URL,
-			ShopAPIToken:   "shop-token",
+			// Functional tests are not about the budget: make it roomy.
+			LuarmorRateLimit:  100000,
+			LuarmorRateWindow: time.Minute,
+			ShopAPIToken:      "shop-token",
 		},
 		Catalog: cat,
 		Logger:  testLogger(t),

@@ -23,8 +23,12 @@ type Config struct {
 	StripeAPIBase  string // "" = Stripe's own API
 	LuarmorAPIKey  string
 	LuarmorBaseURL string
-	CatalogFile    string
-	ShopAPIToken   string // "" disables the operator endpoints
+	// LuarmorRateLimit and LuarmorRateWindow are the fleet-wide Luarmor
+	// budget: at most LuarmorRateLimit requests in any LuarmorRateWindow.
+	LuarmorRateLimit  int
+	LuarmorRateWindow time.Duration
+	CatalogFile       string
+	ShopAPIToken      string // "" disables the operator endpoints
 }
 
 // Error names the setting at fault.
@@ -58,7 +62,15 @@ func FromEnv(getenv func(string) string) (Config, error) {
 			c.WebhookSecrets = append(c.WebhookSecrets, s)
 		}
 	}
-	return c, c.validate()
+	if err := c.validate(); err != nil {
+		return c, err
+	}
+	count, window, err := ParseRate(get("LUARMOR_RATE_LIMIT", "60/1m"))
+	if err != nil {
+		return c, &Error{"LUARMOR_RATE_LIMIT", err.Error()}
+	}
+	c.LuarmorRateLimit, c.LuarmorRateWindow = count, window
+	return c, nil
 }
 
 func (c Config) validate() error {

@@ -2,6 +2,7 @@ package config_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -30,6 +31,13 @@ func TestDefaultsAndSecretList(t *testing.T) {
 	require.Equal(t, "https://api.luarmor.net", c.LuarmorBaseURL)
 	require.Equal(t, "catalog.yaml", c.CatalogFile)
 	require.Empty(t, c.StripeAPIBase)
+	require.Equal(t, 60, c.LuarmorRateLimit)
+	require.Equal(t, time.Minute, c.LuarmorRateWindow)
+
+	c, err = config.FromEnv(env(map[string]string{"LUARMOR_RATE_LIMIT": "30/30s"}))
+	require.NoError(t, err)
+	require.Equal(t, 30, c.LuarmorRateLimit)
+	require.Equal(t, 30*time.Second, c.LuarmorRateWindow)
 }
 
 func TestEachBadSettingIsNamedWithoutItsValue(t *testing.T) {
@@ -47,6 +55,9 @@ func TestEachBadSettingIsNamedWithoutItsValue(t *testing.T) {
 		"bad stripe base":    {"STRIPE_API_BASE", "localhost:12111"},
 		"missing luarmor":    {"LUARMOR_API_KEY", ""},
 		"bad luarmor url":    {"LUARMOR_BASE_URL", "ftp://x"},
+		"rate without slash": {"LUARMOR_RATE_LIMIT", "60"},
+		"rate zero count":    {"LUARMOR_RATE_LIMIT", "0/1m"},
+		"rate bad duration":  {"LUARMOR_RATE_LIMIT", "60/minute"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()

@@ -10,6 +10,7 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
+	"fulfiller/internal/budget"
 	"fulfiller/internal/logging"
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/order"
@@ -26,7 +27,7 @@ func (CreateKeyArgs) Kind() string { return "create_key" }
 func (CreateKeyArgs) InsertOpts() river.InsertOpts {
 	// One waiting or running job per unit. A finished unit may be queued
 	// again (an operator's retry); the worker then finds it settled.
-	return river.InsertOpts{Queue: QueueLuarmor, UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: inFlight}}
+	return river.InsertOpts{Queue: QueueLuarmorDeliver, UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: inFlight}}
 }
 
 // CreateKeyWorker works CreateKeyArgs.
@@ -39,9 +40,12 @@ type CreateKeyWorker struct {
 	afterCreate func(ctx context.Context) error
 }
 
-func (w *CreateKeyWorker) Timeout(*river.Job[CreateKeyArgs]) time.Duration { return time.Minute }
+// Timeout covers the wait for a budget slot (bounded by the budget's
+// MaxWait) and the Luarmor calls.
+func (w *CreateKeyWorker) Timeout(*river.Job[CreateKeyArgs]) time.Duration { return 5 * time.Minute }
 
 func (w *CreateKeyWorker) Work(ctx context.Context, job *river.Job[CreateKeyArgs]) error {
+	ctx = budget.WithClass(ctx, budget.ClassDeliver)
 	k, err := postgres.GetKey(ctx, w.Pool, job.Args.OrderKeyID)
 	if err != nil {
 		if order.ErrorCode(err) == order.ENOTFOUND {
@@ -144,6 +148,11 @@ func (w *CreateKeyWorker) luarmorFailure(ctx context.Context, job *river.Job[Cre
 	WarnContext(context.Context, string, ...any)
 	ErrorContext(context.Context, string, ...any)
 }) error {
+	var wait *budget.WaitError
+	if errors.As(err, &wait) {
+		// No budget slot yet: wait without using an attempt.
+		return river.JobSnooze(wait.RetryAfter)
+	}
 	_ = postgres.NoteKeyError(ctx, w.Pool, k.ID, err.Error())
 	var rl *luarmor.RateLimitError
 	switch {

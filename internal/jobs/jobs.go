@@ -21,11 +21,15 @@ import (
 	"fulfiller/internal/luarmor"
 )
 
-// Queues. Luarmor calls have their own queue so that its concurrency (and,
-// later, the fleet-wide budget) is managed apart from Stripe reads.
+// Queues. Jobs that call Luarmor have a queue per budget class, so that a
+// backlog of one class never keeps a more urgent job from being fetched;
+// the fleet-wide budget (internal/budget) then orders their requests.
 const (
-	QueueDefault = river.QueueDefault
-	QueueLuarmor = "luarmor"
+	QueueDefault            = river.QueueDefault
+	QueueLuarmorRevoke      = "luarmor_revoke"
+	QueueLuarmorDeliver     = "luarmor_deliver"
+	QueueLuarmorRenew       = "luarmor_renew"
+	QueueLuarmorMaintenance = "luarmor_maintenance"
 )
 
 // inFlight is the uniqueness window of jobs that may legitimately run again
@@ -55,7 +59,8 @@ type Deps struct {
 	Luarmor Luarmor
 	Catalog *catalog.Catalog
 	Logger  *slog.Logger
-	// RateLimitWindow is how long a job waits after Luarmor answers 429.
+	// RateLimitWindow is how long a job waits after Luarmor answers 429:
+	// the budget's window.
 	RateLimitWindow time.Duration
 }
 
@@ -102,11 +107,14 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker) (*river.Client
 		JobTimeout:        2 * time.Minute,
 	}
 	if !cfg.InsertOnly {
+		// Luarmor workers wait in memory for their budget slot, so a few
+		// per class keep the budget fully used without holding many jobs.
 		rc.Queues = map[string]river.QueueConfig{
-			QueueDefault: {MaxWorkers: cfg.Workers},
-			// One Luarmor call at a time per process: the API allows about
-			// one a second, so more would only queue at Luarmor's door.
-			QueueLuarmor: {MaxWorkers: 1},
+			QueueDefault:            {MaxWorkers: cfg.Workers},
+			QueueLuarmorRevoke:      {MaxWorkers: 2},
+			QueueLuarmorDeliver:     {MaxWorkers: 4},
+			QueueLuarmorRenew:       {MaxWorkers: 2},
+			QueueLuarmorMaintenance: {MaxWorkers: 1},
 		}
 	}
 	client, err := river.NewClient(riverpgxv5.New(deps.Pool), rc)

@@ -3,6 +3,7 @@ package jobs_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +17,7 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/stretchr/testify/require"
 
+	"fulfiller/internal/budget"
 	"fulfiller/internal/catalog"
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/luarmor"
@@ -175,4 +177,83 @@ func TestRepeatedJobsForOneUnitCreateOneKey(t *testing.T) {
 	require.Equal(t, o.Keys, again.Keys)
 	require.Len(t, b.sandbox.Users(project), 3)
 	require.Equal(t, 3, b.calls(http.MethodPost, "/users"))
+}
+
+func TestThreeReplicasDrainABacklogWithinTheBudget(t *testing.T) {
+	t.Parallel()
+	const (
+		count  = 60
+		window = time.Second
+		orders = 100
+		units  = 3 // 300 keys
+	)
+	sb := sandbox.New(sandbox.Options{Limit: count, Window: window})
+	sbSrv := httptest.NewServer(sb)
+	t.Cleanup(sbSrv.Close)
+	sf := stripefake.New("sk_test_jobs")
+	sfSrv := httptest.NewServer(sf)
+	t.Cleanup(sfSrv.Close)
+	url := postgrestest.NewURL(t)
+	cat := &catalog.Catalog{Prices: map[string]catalog.Product{"price_a": {ProjectID: project, KeyDays: 14}}}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	var clients []*river.Client[pgx.Tx]
+	var firstPool *pgxpool.Pool
+	for i := 0; i < 3; i++ {
+		// Each replica has its own pool, budget and River client, as a
+		// separate process would.
+		pool, err := pgxpool.New(ctx, url)
+		require.NoError(t, err)
+		t.Cleanup(pool.Close)
+		if i == 0 {
+			firstPool = pool
+		}
+		b := budget.New(pool, budget.Config{Count: count, Window: window, Replica: fmt.Sprintf("r%d", i),
+			Logger: slog.New(slog.DiscardHandler)})
+		go b.Run(ctx)
+		client, err := jobs.NewClient(jobs.Deps{
+			Pool:            pool,
+			Stripe:          stripeapi.New("sk_test_jobs", sfSrv.URL, nil),
+			Luarmor:         &budget.Client{Budget: b, Luarmor: luarmor.NewClient(sandbox.DefaultAPIKey, luarmor.WithBaseURL(sbSrv.URL))},
+			Catalog:         cat,
+			Logger:          slog.New(slog.DiscardHandler),
+			RateLimitWindow: window,
+		}, jobs.Config{})
+		require.NoError(t, err)
+		clients = append(clients, client)
+	}
+	b := &testBundle{pool: firstPool, sandbox: sb, stripe: sf}
+	// The backlog is queued before any replica works.
+	ids := make([]string, orders)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("cs_test_backlog%04d", i)
+		b.purchase(t, clients[0], ids[i], units)
+	}
+	for _, c := range clients {
+		b.start(t, c)
+	}
+	for _, id := range ids {
+		o := b.waitFulfilled(t, id)
+		require.Len(t, o.Keys, units)
+	}
+	calls := sb.Calls()
+	for _, c := range calls {
+		require.NotEqual(t, http.StatusTooManyRequests, c.Status, "no request was refused")
+	}
+	require.Len(t, sb.Users(project), orders*units, "every key delivered exactly once")
+	require.Len(t, calls, orders*units, "one Luarmor request per key")
+	require.LessOrEqual(t, mostInWindow(calls, window), count)
+}
+
+// mostInWindow is the most calls the sandbox received in any window.
+func mostInWindow(calls []sandbox.Call, window time.Duration) int {
+	most, lo := 0, 0
+	for hi := range calls {
+		for !calls[lo].Time.After(calls[hi].Time.Add(-window)) {
+			lo++
+		}
+		most = max(most, hi-lo+1)
+	}
+	return most
 }

@@ -258,12 +258,33 @@ func BeginCreate(ctx context.Context, db DB, id int64) (*order.Key, error) {
 	return k, nil
 }
 
+// lockOrderOfKey takes the row lock of a key's order. Steps that change a
+// key and then settle its order serialise on it, so two keys of one order
+// delivered at once still see each other when deciding that the order is
+// complete. Locks are always taken order first, then key.
+func lockOrderOfKey(ctx context.Context, tx pgx.Tx, id int64) (string, error) {
+	var sessionID string
+	err := tx.QueryRow(ctx, `SELECT o.checkout_session_id FROM orders o
+		JOIN order_keys k ON k.checkout_session_id = o.checkout_session_id
+		WHERE k.id = $1 FOR UPDATE OF o`, id).Scan(&sessionID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", order.Errorf(order.ENOTFOUND, "no order key %d", id)
+	}
+	if err != nil {
+		return "", fmt.Errorf("locking the order of key %d: %w", id, err)
+	}
+	return sessionID, nil
+}
+
 // DeliverKey records the Luarmor key of a unit and settles its order.
 func DeliverKey(ctx context.Context, tx pgx.Tx, id int64, userKey string, authExpire *int64) error {
-	var sessionID string
-	err := tx.QueryRow(ctx, `UPDATE order_keys SET user_key = $2, auth_expire = $3, status = 'active', last_error = NULL,
+	sessionID, err := lockOrderOfKey(ctx, tx, id)
+	if err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, `UPDATE order_keys SET user_key = $2, auth_expire = $3, status = 'active', last_error = NULL,
 			delivered_at = now(), updated_at = now()
-		WHERE id = $1 RETURNING checkout_session_id`, id, userKey, authExpire).Scan(&sessionID)
+		WHERE id = $1`, id, userKey, authExpire)
 	if err != nil {
 		return fmt.Errorf("recording key of order key %d: %w", id, err)
 	}
@@ -272,9 +293,11 @@ func DeliverKey(ctx context.Context, tx pgx.Tx, id int64, userKey string, authEx
 
 // FailKey records that Luarmor refused a unit for good, and fails its order.
 func FailKey(ctx context.Context, tx pgx.Tx, id int64, reason string) error {
-	var sessionID string
-	err := tx.QueryRow(ctx, `UPDATE order_keys SET status = 'failed', last_error = $2, updated_at = now()
-		WHERE id = $1 RETURNING checkout_session_id`, id, reason).Scan(&sessionID)
+	sessionID, err := lockOrderOfKey(ctx, tx, id)
+	if err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, `UPDATE order_keys SET status = 'failed', last_error = $2, updated_at = now() WHERE id = $1`, id, reason)
 	if err != nil {
 		return fmt.Errorf("recording failure of order key %d: %w", id, err)
 	}

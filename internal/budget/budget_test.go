@@ -1,0 +1,254 @@
+package budget_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"fulfiller/internal/budget"
+	"fulfiller/internal/luarmor"
+	"fulfiller/internal/luarmor/sandbox"
+	"fulfiller/internal/postgres/postgrestest"
+)
+
+const project = "proj_budget"
+
+type replica struct {
+	budget *budget.Budget
+	client *budget.Client
+	pool   *pgxpool.Pool
+}
+
+type fleet struct {
+	sandbox  *sandbox.Sandbox
+	replicas []*replica
+	pool     *pgxpool.Pool
+	count    int
+	window   time.Duration
+}
+
+// setup starts n replicas, each with its own pool and budget as separate
+// processes would have, sharing one database and one sandbox that enforces
+// the same budget.
+func setup(t *testing.T, n, count int, window time.Duration) *fleet {
+	t.Helper()
+	sb := sandbox.New(sandbox.Options{Limit: count, Window: window})
+	srv := httptest.NewServer(sb)
+	t.Cleanup(srv.Close)
+	url := postgrestest.NewURL(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	f := &fleet{sandbox: sb, count: count, window: window}
+	for i := 0; i < n; i++ {
+		pool, err := pgxpool.New(context.Background(), url)
+		require.NoError(t, err)
+		t.Cleanup(pool.Close)
+		b := budget.New(pool, budget.Config{Count: count, Window: window, Replica: fmt.Sprintf("replica-%d", i),
+			MaxCall: 5 * time.Second, Logger: slog.New(slog.DiscardHandler)})
+		go b.Run(ctx)
+		f.replicas = append(f.replicas, &replica{budget: b, pool: pool, client: &budget.Client{
+			Budget:  b,
+			Luarmor: luarmor.NewClient(sandbox.DefaultAPIKey, luarmor.WithBaseURL(srv.URL), luarmor.WithTimeout(5*time.Second)),
+		}})
+		if i == 0 {
+			f.pool = pool
+		}
+	}
+	return f
+}
+
+// maxInWindow is the most calls the sandbox received in any window, as
+// Luarmor counts them: the calls in (t-window, t] at each call's time t.
+func maxInWindow(calls []sandbox.Call, window time.Duration) int {
+	times := make([]time.Time, len(calls))
+	for i, c := range calls {
+		times[i] = c.Time
+	}
+	sort.Slice(times, func(i, j int) bool { return times[i].Before(times[j]) })
+	most, lo := 0, 0
+	for hi := range times {
+		for !times[lo].After(times[hi].Add(-window)) {
+			lo++
+		}
+		most = max(most, hi-lo+1)
+	}
+	return most
+}
+
+func status429(calls []sandbox.Call) int {
+	n := 0
+	for _, c := range calls {
+		if c.Status == http.StatusTooManyRequests {
+			n++
+		}
+	}
+	return n
+}
+
+func TestFleetNeverExceedsTheWindow(t *testing.T) {
+	t.Parallel()
+	const count, perReplica = 15, 20
+	f := setup(t, 3, count, time.Second)
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 3*perReplica)
+	for _, r := range f.replicas {
+		for i := 0; i < perReplica; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ctx := budget.WithClass(context.Background(), budget.ClassDeliver)
+				_, err := r.client.CreateUser(ctx, project, luarmor.CreateUserRequest{Note: "fleet"})
+				errs <- err
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	calls := f.sandbox.Calls()
+	require.Len(t, calls, 3*perReplica, "one request per key, none wasted")
+	require.Zero(t, status429(calls))
+	require.LessOrEqual(t, maxInWindow(calls, f.window), count)
+	require.Len(t, f.sandbox.Users(project), 3*perReplica)
+}
+
+func TestRateLimitPausesEveryReplica(t *testing.T) {
+	t.Parallel()
+	const window = time.Second
+	f := setup(t, 3, 1000, window)
+	f.sandbox.InjectFault(sandbox.Fault{Kind: sandbox.FaultRateLimit, Times: 1})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	limited := 0
+	for _, r := range f.replicas {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Each replica keeps calling until it has made calls after
+			// the pause.
+			for i := 0; i < 15 && ctx.Err() == nil; i++ {
+				_, err := r.client.ListUsers(budget.WithClass(ctx, budget.ClassMaintenance), project, luarmor.ListUsersOptions{})
+				var rl *luarmor.RateLimitError
+				if err != nil {
+					require.ErrorAs(t, err, &rl)
+					mu.Lock()
+					limited++
+					mu.Unlock()
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}()
+	}
+	wg.Wait()
+	require.Equal(t, 1, limited)
+
+	calls := f.sandbox.Calls()
+	var at time.Time
+	for _, c := range calls {
+		if c.Status == http.StatusTooManyRequests {
+			at = c.Time
+		}
+	}
+	require.False(t, at.IsZero())
+	// Requests already granted when the 429 came back may still land just
+	// after it; after that nothing until the window has passed.
+	for _, c := range calls {
+		if c.Time.After(at.Add(200*time.Millisecond)) && c.Time.Before(at.Add(window)) {
+			t.Fatalf("a call %s after the 429 was sent during the pause", c.Time.Sub(at))
+		}
+	}
+	after := 0
+	for _, c := range calls {
+		if !c.Time.Before(at.Add(window)) {
+			after++
+		}
+	}
+	require.GreaterOrEqual(t, after, 3, "every replica resumes after the pause")
+	var paused int64
+	require.NoError(t, f.pool.QueryRow(context.Background(), "SELECT rate_limits_received FROM luarmor_budget").Scan(&paused))
+	require.EqualValues(t, 1, paused)
+}
+
+func TestRevocationWaitsAtMostOneSlotBehindRenewals(t *testing.T) {
+	t.Parallel()
+	const count = 4
+	f := setup(t, 3, count, 400*time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	// 60 renewals wait across the three replicas, each released as soon
+	// as it is granted, so the budget is contended throughout.
+	var wg sync.WaitGroup
+	for _, r := range f.replicas {
+		for i := 0; i < 20; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				slot, err := r.budget.Acquire(budget.WithClass(ctx, budget.ClassRenew))
+				if err != nil {
+					return
+				}
+				slot.Done(ctx, nil)
+			}()
+		}
+	}
+	require.Eventually(t, func() bool { return f.granted(t) >= 2*count }, 10*time.Second, 5*time.Millisecond,
+		"renewals are being granted")
+
+	var asked time.Time
+	require.NoError(t, f.pool.QueryRow(ctx, "SELECT clock_timestamp()").Scan(&asked))
+	slot, err := f.replicas[1].budget.Acquire(budget.WithClass(ctx, budget.ClassRevoke))
+	require.NoError(t, err)
+	slot.Done(ctx, nil)
+
+	var revokedAt time.Time
+	require.NoError(t, f.pool.QueryRow(ctx, "SELECT taken_at FROM luarmor_calls WHERE class = 'revoke'").Scan(&revokedAt))
+	var overtaken int
+	require.NoError(t, f.pool.QueryRow(ctx,
+		"SELECT count(*) FROM luarmor_calls WHERE class = 'renew' AND taken_at > $1 AND taken_at < $2", asked, revokedAt).Scan(&overtaken))
+	require.LessOrEqual(t, overtaken, 1, "at most one renewal took a slot after the revocation asked")
+	cancel()
+	wg.Wait()
+}
+
+func (f *fleet) granted(t *testing.T) int {
+	var n int
+	require.NoError(t, f.pool.QueryRow(context.Background(), "SELECT count(*) FROM luarmor_calls").Scan(&n))
+	return n
+}
+
+func TestAcquireGivesUpAfterMaxWaitAndReturnsNothing(t *testing.T) {
+	t.Parallel()
+	url := postgrestest.NewURL(t)
+	pool, err := pgxpool.New(context.Background(), url)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	b := budget.New(pool, budget.Config{Count: 1, Window: time.Hour, MaxWait: 200 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go b.Run(ctx)
+
+	first, err := b.Acquire(ctx)
+	require.NoError(t, err)
+	first.Done(ctx, nil)
+	_, err = b.Acquire(ctx)
+	var we *budget.WaitError
+	require.ErrorAs(t, err, &we, "the only slot is busy for an hour")
+	require.Positive(t, we.RetryAfter)
+	require.Zero(t, b.Stats().Waiting[budget.ClassMaintenance])
+}

@@ -1,0 +1,66 @@
+package budget
+
+import (
+	"context"
+
+	"fulfiller/internal/luarmor"
+)
+
+// Client is a Luarmor client whose every request first takes a slot of the
+// fleet-wide budget, in the class of its context (WithClass).
+type Client struct {
+	Luarmor *luarmor.Client
+	Budget  *Budget
+}
+
+func spend[T any](ctx context.Context, b *Budget, f func(context.Context) (T, error)) (T, error) {
+	slot, err := b.Acquire(ctx)
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	v, err := f(ctx)
+	slot.Done(ctx, err)
+	return v, err
+}
+
+func spendErr(ctx context.Context, b *Budget, f func(context.Context) error) error {
+	_, err := spend(ctx, b, func(ctx context.Context) (struct{}, error) { return struct{}{}, f(ctx) })
+	return err
+}
+
+func (c *Client) CreateUser(ctx context.Context, projectID string, req luarmor.CreateUserRequest) (string, error) {
+	return spend(ctx, c.Budget, func(ctx context.Context) (string, error) { return c.Luarmor.CreateUser(ctx, projectID, req) })
+}
+
+func (c *Client) ListUsers(ctx context.Context, projectID string, opts luarmor.ListUsersOptions) ([]luarmor.User, error) {
+	return spend(ctx, c.Budget, func(ctx context.Context) ([]luarmor.User, error) { return c.Luarmor.ListUsers(ctx, projectID, opts) })
+}
+
+func (c *Client) GetUser(ctx context.Context, projectID, userKey string) (*luarmor.User, error) {
+	return spend(ctx, c.Budget, func(ctx context.Context) (*luarmor.User, error) { return c.Luarmor.GetUser(ctx, projectID, userKey) })
+}
+
+func (c *Client) UpdateUser(ctx context.Context, projectID string, req luarmor.UpdateUserRequest) error {
+	return spendErr(ctx, c.Budget, func(ctx context.Context) error { return c.Luarmor.UpdateUser(ctx, projectID, req) })
+}
+
+func (c *Client) DeleteUser(ctx context.Context, projectID, userKey string) error {
+	return spendErr(ctx, c.Budget, func(ctx context.Context) error { return c.Luarmor.DeleteUser(ctx, projectID, userKey) })
+}
+
+func (c *Client) Blacklist(ctx context.Context, projectID string, req luarmor.BlacklistRequest) error {
+	return spendErr(ctx, c.Budget, func(ctx context.Context) error { return c.Luarmor.Blacklist(ctx, projectID, req) })
+}
+
+func (c *Client) Unban(ctx context.Context, projectID, unbanToken string) error {
+	return spendErr(ctx, c.Budget, func(ctx context.Context) error { return c.Luarmor.Unban(ctx, projectID, unbanToken) })
+}
+
+func (c *Client) ResetHWID(ctx context.Context, projectID string, req luarmor.ResetHWIDRequest) error {
+	return spendErr(ctx, c.Budget, func(ctx context.Context) error { return c.Luarmor.ResetHWID(ctx, projectID, req) })
+}
+
+func (c *Client) LinkDiscord(ctx context.Context, projectID string, req luarmor.LinkDiscordRequest) error {
+	return spendErr(ctx, c.Budget, func(ctx context.Context) error { return c.Luarmor.LinkDiscord(ctx, projectID, req) })
+}

@@ -1,0 +1,102 @@
+-- One Luarmor request budget for the whole fleet (see internal/budget).
+
+-- Fleet-wide state: a pause after a 429, and counters for operators.
+CREATE TABLE luarmor_budget (
+    id                   int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    paused_until         timestamptz NOT NULL DEFAULT '-infinity',
+    rate_limits_received bigint NOT NULL DEFAULT 0
+);
+INSERT INTO luarmor_budget DEFAULT VALUES;
+
+-- Every Luarmor request, taken as a slot before it is sent. A slot is busy
+-- from taken_at until one window after the request finished: Luarmor saw the
+-- request arrive somewhere in [taken_at, finished_at], so a request sent a
+-- window after finished_at can never share Luarmor's window with it.
+CREATE TABLE luarmor_calls (
+    id          bigserial PRIMARY KEY,
+    taken_at    timestamptz NOT NULL,
+    -- NULL while in flight; a replica that dies mid-call leaves it NULL and
+    -- the slot is then held for the longest a call can take.
+    finished_at timestamptz,
+    class       text NOT NULL,
+    replica     text NOT NULL,
+    outcome     text
+);
+CREATE INDEX luarmor_calls_taken_at_idx ON luarmor_calls (taken_at);
+CREATE INDEX luarmor_calls_in_flight_idx ON luarmor_calls (taken_at) WHERE finished_at IS NULL;
+CREATE INDEX luarmor_calls_finished_at_idx ON luarmor_calls (finished_at);
+
+-- The most urgent class each replica has waiting, so that a replica never
+-- takes a slot while another waits with more urgent work. Rows expire
+-- (expires_at) so a replica that died stops holding others back.
+CREATE TABLE luarmor_demand (
+    replica    text PRIMARY KEY,
+    top_rank   int NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+
+-- luarmor_take_slot takes a slot for the calling replica's most urgent
+-- waiting request (p_rank; p_next_rank is the rank of the next one it has
+-- waiting, NULL if none), or says in how many milliseconds to ask again
+-- (measured on the database's clock, so replicas' clocks never matter). One statement, serialised
+-- fleet-wide by an advisory lock, so the count it checks is the count it
+-- inserts into.
+CREATE FUNCTION luarmor_take_slot(
+    p_replica text, p_rank int, p_next_rank int, p_class text,
+    p_count int, p_window interval, p_max_call interval)
+RETURNS TABLE (call_id bigint, retry_after_ms double precision)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_now    timestamptz;
+    v_paused timestamptz;
+    v_busy   int;
+    v_next   timestamptz;
+    v_id     bigint;
+BEGIN
+    PERFORM pg_advisory_xact_lock(7291873362);
+    v_now := clock_timestamp();
+
+    SELECT b.paused_until INTO v_paused FROM luarmor_budget b WHERE b.id = 1;
+    IF v_paused > v_now THEN
+        INSERT INTO luarmor_demand AS d (replica, top_rank, expires_at)
+        VALUES (p_replica, p_rank, v_paused + interval '5 seconds')
+        ON CONFLICT (replica) DO UPDATE SET top_rank = EXCLUDED.top_rank, expires_at = EXCLUDED.expires_at;
+        RETURN QUERY SELECT NULL::bigint, (extract(epoch FROM v_paused - v_now) * 1000)::double precision;
+        RETURN;
+    END IF;
+
+    -- Busy slots. An in-flight call is assumed to finish now (the earliest
+    -- it can), so v_next is a lower bound on when a slot frees.
+    SELECT count(*), min(LEAST(COALESCE(c.finished_at, GREATEST(v_now, c.taken_at)), c.taken_at + p_max_call) + p_window)
+      INTO v_busy, v_next
+      FROM luarmor_calls c
+     WHERE c.taken_at > v_now - p_window - p_max_call
+       AND LEAST(COALESCE(c.finished_at, 'infinity'), c.taken_at + p_max_call) + p_window > v_now;
+
+    IF v_busy < p_count THEN
+        IF EXISTS (SELECT 1 FROM luarmor_demand d
+                    WHERE d.replica <> p_replica AND d.top_rank < p_rank AND d.expires_at > v_now) THEN
+            -- A more urgent request waits elsewhere: leave the slot to it.
+            v_next := v_now + interval '25 milliseconds';
+        ELSE
+            INSERT INTO luarmor_calls (taken_at, class, replica) VALUES (v_now, p_class, p_replica)
+            RETURNING id INTO v_id;
+            -- Publish what the replica has left waiting after this grant.
+            IF p_next_rank IS NULL THEN
+                DELETE FROM luarmor_demand d WHERE d.replica = p_replica;
+            ELSE
+                INSERT INTO luarmor_demand AS d (replica, top_rank, expires_at)
+                VALUES (p_replica, p_next_rank, v_now + p_window + interval '5 seconds')
+                ON CONFLICT (replica) DO UPDATE SET top_rank = EXCLUDED.top_rank, expires_at = EXCLUDED.expires_at;
+            END IF;
+            RETURN QUERY SELECT v_id, NULL::double precision;
+            RETURN;
+        END IF;
+    END IF;
+
+    INSERT INTO luarmor_demand AS d (replica, top_rank, expires_at)
+    VALUES (p_replica, p_rank, v_next + interval '5 seconds')
+    ON CONFLICT (replica) DO UPDATE SET top_rank = EXCLUDED.top_rank, expires_at = EXCLUDED.expires_at;
+    RETURN QUERY SELECT NULL::bigint, (extract(epoch FROM v_next - v_now) * 1000)::double precision;
+END
+$$;
