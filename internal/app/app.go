@@ -107,7 +107,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 
 	m.River, err = jobs.NewClient(jobs.Deps{
 		Pool: m.Pool, Stripe: stripeClient, Luarmor: luarmorClient, Catalog: m.Catalog, Logger: m.Logger,
-		RateLimitWindow: m.Config.LuarmorRateWindow,
+		RateLimitWindow: m.Config.LuarmorRateWindow, Policy: m.Config.Policy,
 	}, jobs.Config{Workers: m.Workers})
 	if err != nil {
 		return err
@@ -121,7 +121,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 
 	api := &httpapi.Server{
 		Pool: m.Pool, River: m.River, Stripe: stripeClient, ShopToken: m.Config.ShopAPIToken, Logger: m.Logger,
-		Webhook: &webhook.Handler{Secrets: m.Config.WebhookSecrets, Pool: m.Pool, River: m.River, Logger: m.Logger},
+		Webhook: &webhook.Handler{Secrets: m.Config.WebhookSecrets, Pool: m.Pool, River: m.River, Logger: m.Logger,
+			Policy: m.Config.Policy},
 	}
 	if m.listener, err = net.Listen("tcp", m.Config.ListenAddr); err != nil {
 		return fmt.Errorf("listening on LISTEN_ADDR %s: %w", m.Config.ListenAddr, err)

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"fulfiller/internal/order"
 )
 
 // Config is every setting of `fulfiller serve`.
@@ -27,8 +29,11 @@ type Config struct {
 	// budget: at most LuarmorRateLimit requests in any LuarmorRateWindow.
 	LuarmorRateLimit  int
 	LuarmorRateWindow time.Duration
-	CatalogFile       string
-	ShopAPIToken      string // "" disables the operator endpoints
+	// Policy is the key lifecycle after the sale: RENEWAL_GRACE,
+	// DISPUTE_BAN_REASON, DISPUTE_WON_ACTION, REFUND_ACTION.
+	Policy       order.Policy
+	CatalogFile  string
+	ShopAPIToken string // "" disables the operator endpoints
 }
 
 // Error names the setting at fault.
@@ -70,6 +75,29 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		return c, &Error{"LUARMOR_RATE_LIMIT", err.Error()}
 	}
 	c.LuarmorRateLimit, c.LuarmorRateWindow = count, window
+
+	c.Policy = order.DefaultPolicy()
+	if v := get("RENEWAL_GRACE", ""); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return c, &Error{"RENEWAL_GRACE", fmt.Sprintf("%q is not a duration of zero or more, like 24h", v)}
+		}
+		c.Policy.RenewalGrace = d
+	}
+	c.Policy.DisputeBanReason = get("DISPUTE_BAN_REASON", c.Policy.DisputeBanReason)
+	switch v := get("DISPUTE_WON_ACTION", "unban"); v {
+	case "unban":
+	case "keep":
+		c.Policy.UnbanWhenDisputeWon = false
+	default:
+		return c, &Error{"DISPUTE_WON_ACTION", fmt.Sprintf("%q must be unban or keep", v)}
+	}
+	switch v := get("REFUND_ACTION", order.ActionBlacklist); v {
+	case order.ActionBlacklist, order.ActionDelete, order.ActionNone:
+		c.Policy.RefundAction = v
+	default:
+		return c, &Error{"REFUND_ACTION", fmt.Sprintf("%q must be blacklist, delete or none", v)}
+	}
 	return c, nil
 }
 

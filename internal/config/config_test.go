@@ -40,6 +40,24 @@ func TestDefaultsAndSecretList(t *testing.T) {
 	require.Equal(t, 30*time.Second, c.LuarmorRateWindow)
 }
 
+func TestLifecyclePolicy(t *testing.T) {
+	t.Parallel()
+	c, err := config.FromEnv(env(nil))
+	require.NoError(t, err)
+	require.Equal(t, 24*time.Hour, c.Policy.RenewalGrace)
+	require.Equal(t, "Payment disputed", c.Policy.DisputeBanReason)
+	require.True(t, c.Policy.UnbanWhenDisputeWon)
+	require.Equal(t, "blacklist", c.Policy.RefundAction)
+
+	c, err = config.FromEnv(env(map[string]string{"RENEWAL_GRACE": "2h", "DISPUTE_WON_ACTION": "keep",
+		"REFUND_ACTION": "delete", "DISPUTE_BAN_REASON": "Chargeback"}))
+	require.NoError(t, err)
+	require.Equal(t, 2*time.Hour, c.Policy.RenewalGrace)
+	require.False(t, c.Policy.UnbanWhenDisputeWon)
+	require.Equal(t, "delete", c.Policy.RefundAction)
+	require.Equal(t, "Chargeback", c.Policy.DisputeBanReason)
+}
+
 func TestEachBadSettingIsNamedWithoutItsValue(t *testing.T) {
 	t.Parallel()
 	for name, tc := range map[string]struct {
@@ -58,6 +76,9 @@ func TestEachBadSettingIsNamedWithoutItsValue(t *testing.T) {
 		"rate without slash": {"LUARMOR_RATE_LIMIT", "60"},
 		"rate zero count":    {"LUARMOR_RATE_LIMIT", "0/1m"},
 		"rate bad duration":  {"LUARMOR_RATE_LIMIT", "60/minute"},
+		"bad grace":          {"RENEWAL_GRACE", "one day"},
+		"bad won action":     {"DISPUTE_WON_ACTION", "maybe"},
+		"bad refund action":  {"REFUND_ACTION", "ban"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()

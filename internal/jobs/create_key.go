@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
@@ -61,7 +63,7 @@ func (w *CreateKeyWorker) Work(ctx context.Context, job *river.Job[CreateKeyArgs
 		return err
 	}
 	if o.Status == order.StatusRevoked {
-		return nil
+		return nil // the payment was taken back: no key is made
 	}
 	log := w.Logger.With("checkout_session_id", k.CheckoutSessionID, "order_key_id", k.ID, "reference", k.Reference)
 
@@ -75,7 +77,7 @@ func (w *CreateKeyWorker) Work(ctx context.Context, job *river.Job[CreateKeyArgs
 		}
 		if user != nil {
 			log.InfoContext(ctx, "found key created by an earlier attempt", "user_key", logging.Redact(user.UserKey))
-			return w.deliver(ctx, job, k, user.UserKey)
+			return w.deliver(ctx, job, k, user.UserKey, lifetimeExpiry(k), false)
 		}
 	}
 
@@ -87,6 +89,9 @@ func (w *CreateKeyWorker) Work(ctx context.Context, job *river.Job[CreateKeyArgs
 		req.KeyDays = k.KeyDays
 	}
 	userKey, err := w.Luarmor.CreateUser(ctx, k.ProjectID, req)
+	if errors.Is(err, luarmor.ErrDiscordInUse) && o.DiscordID != "" {
+		return w.extendDiscordKey(ctx, job, o, k, log)
+	}
 	if err != nil {
 		return w.luarmorFailure(ctx, job, k, err, log)
 	}
@@ -96,29 +101,131 @@ func (w *CreateKeyWorker) Work(ctx context.Context, job *river.Job[CreateKeyArgs
 		}
 	}
 	log.InfoContext(ctx, "key created", "user_key", logging.Redact(userKey), "project_id", k.ProjectID, "key_days", k.KeyDays)
-	return w.deliver(ctx, job, k, userKey)
+	return w.deliver(ctx, job, k, userKey, lifetimeExpiry(k), false)
+}
+
+// lifetimeExpiry is the expiry recorded for a new key: never for a lifetime
+// key, unknown (nil) while a key_days timer waits for first use.
+func lifetimeExpiry(k *order.Key) *int64 {
+	if k.KeyDays == 0 {
+		never := luarmor.NeverExpires
+		return &never
+	}
+	return nil
+}
+
+// extendDiscordKey handles a buyer whose Discord ID already has a key in
+// the project (Luarmor allows one per project): the purchase adds its days
+// to that key instead of failing. The new expiry is computed once and
+// stored before Luarmor is told, so a retry sends the same absolute value.
+func (w *CreateKeyWorker) extendDiscordKey(ctx context.Context, job *river.Job[CreateKeyArgs], o *order.Order, k *order.Key, log *slog.Logger) error {
+	users, err := w.Luarmor.ListUsers(ctx, k.ProjectID, luarmor.ListUsersOptions{DiscordID: o.DiscordID})
+	if err != nil {
+		return w.luarmorFailure(ctx, job, k, err, log)
+	}
+	var existing *luarmor.User
+	for i := range users {
+		if users[i].DiscordID == o.DiscordID {
+			existing = &users[i]
+			break
+		}
+	}
+	if existing == nil {
+		return w.luarmorFailure(ctx, job, k, fmt.Errorf("luarmor says Discord ID %s is in use, but no key of project %s has it: %w",
+			o.DiscordID, k.ProjectID, luarmor.ErrDiscordInUse), log)
+	}
+	target := k.ExtendTarget
+	if target == nil {
+		t := extendedExpiry(*existing, k.KeyDays, w.Now())
+		stored, err := postgres.SetExtendTarget(ctx, w.Pool, k.ID, t)
+		if err != nil {
+			return err
+		}
+		target = &stored
+	}
+	if needsExtension(*existing, *target) {
+		err := w.Luarmor.UpdateUser(ctx, k.ProjectID, luarmor.UpdateUserRequest{UserKey: existing.UserKey, AuthExpire: target})
+		if err != nil {
+			return w.luarmorFailure(ctx, job, k, err, log)
+		}
+	}
+	log.InfoContext(ctx, "discord ID already had a key; the purchase extended it",
+		"user_key", logging.Redact(existing.UserKey), "auth_expire", *target)
+	return w.deliver(ctx, job, k, existing.UserKey, target, true)
+}
+
+// extendedExpiry adds days to an existing key: from its current expiry, or
+// from now if it has lapsed; a key whose timer has not started gets both
+// periods from now; a lifetime purchase or key stays lifetime.
+func extendedExpiry(u luarmor.User, days int, now time.Time) int64 {
+	switch {
+	case days == 0, u.AuthExpire == luarmor.NeverExpires && u.KeyDays == 0:
+		return luarmor.NeverExpires
+	case u.AuthExpire == luarmor.NeverExpires:
+		return now.Unix() + int64(u.KeyDays+days)*86400
+	default:
+		return max(u.AuthExpire, now.Unix()) + int64(days)*86400
+	}
+}
+
+// needsExtension reports whether setting target would give the key more
+// time; it never shortens a key.
+func needsExtension(u luarmor.User, target int64) bool {
+	lifetime := u.AuthExpire == luarmor.NeverExpires && u.KeyDays == 0
+	switch {
+	case lifetime:
+		return false
+	case target == luarmor.NeverExpires:
+		return true
+	case u.AuthExpire == luarmor.NeverExpires: // timer not started
+		return true
+	default:
+		return u.AuthExpire < target
+	}
 }
 
 // deliver records the key and completes the job in one transaction, so a
-// finished job never calls Luarmor again.
-func (w *CreateKeyWorker) deliver(ctx context.Context, job *river.Job[CreateKeyArgs], k *order.Key, userKey string) error {
-	var authExpire *int64
-	if k.KeyDays == 0 {
-		never := luarmor.NeverExpires
-		authExpire = &never
-	}
+// finished job never calls Luarmor again. Follow-up work the key's order
+// already calls for is queued in the same commit: a revocation that came
+// first, or a renewal paid before the key existed.
+func (w *CreateKeyWorker) deliver(ctx context.Context, job *river.Job[CreateKeyArgs], k *order.Key, userKey string, authExpire *int64, extended bool) error {
 	tx, err := w.Pool.Begin(ctx)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck
-	if err := postgres.DeliverKey(ctx, tx, k.ID, userKey, authExpire); err != nil {
+	if err := postgres.DeliverKey(ctx, tx, k.ID, userKey, authExpire, extended); err != nil {
+		return err
+	}
+	if err := queueFollowUps(ctx, tx, k); err != nil {
 		return err
 	}
 	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
 		return err
 	}
 	return tx.Commit(ctx)
+}
+
+// queueFollowUps queues, for a key just delivered, its order's revocation
+// or its subscription's latest renewal. The order row is locked by then.
+func queueFollowUps(ctx context.Context, tx pgx.Tx, k *order.Key) error {
+	o, err := postgres.GetOrder(ctx, tx, k.CheckoutSessionID)
+	if err != nil {
+		return err
+	}
+	if o.Status == order.StatusRevoked && o.RevocationID != 0 {
+		return insertMany(ctx, tx, RevokeKeyArgs{OrderKeyID: k.ID, RevocationID: o.RevocationID})
+	}
+	if o.SubscriptionID != "" {
+		r, err := postgres.LatestRenewal(ctx, tx, o.SubscriptionID)
+		if err != nil {
+			return err
+		}
+		if r != nil {
+			return insertMany(ctx, tx, ExtendKeyArgs{OrderKeyID: k.ID, InvoiceID: r.InvoiceID})
+		}
+	}
+	return nil
 }
 
 // findByReference looks the unit's reference up in Luarmor's notes.
@@ -144,49 +251,32 @@ func (w *CreateKeyWorker) findByReference(ctx context.Context, k *order.Key) (*l
 }
 
 // luarmorFailure decides what a failed Luarmor call means for the job.
-func (w *CreateKeyWorker) luarmorFailure(ctx context.Context, job *river.Job[CreateKeyArgs], k *order.Key, err error, log interface {
-	WarnContext(context.Context, string, ...any)
-	ErrorContext(context.Context, string, ...any)
-}) error {
+func (w *CreateKeyWorker) luarmorFailure(ctx context.Context, job *river.Job[CreateKeyArgs], k *order.Key, err error, log *slog.Logger) error {
 	var wait *budget.WaitError
-	if errors.As(err, &wait) {
-		// No budget slot yet: wait without using an attempt.
-		return river.JobSnooze(wait.RetryAfter)
+	if !errors.As(err, &wait) {
+		_ = postgres.NoteKeyError(ctx, w.Pool, k.ID, err.Error())
 	}
-	_ = postgres.NoteKeyError(ctx, w.Pool, k.ID, err.Error())
-	var rl *luarmor.RateLimitError
-	switch {
-	case errors.As(err, &rl):
-		// The budget is spent: wait a window without using an attempt.
-		log.WarnContext(ctx, "luarmor rate limited; waiting a window", "wait", w.RateLimitWindow)
-		return river.JobSnooze(w.RateLimitWindow)
-	case luarmor.IsRetryable(err):
+	if jobErr, retry := luarmorRetry(err, w.RateLimitWindow); retry {
 		log.WarnContext(ctx, "luarmor call failed; will retry", "error", err)
-		return err
-	case errors.Is(err, luarmor.ErrUnauthorized):
-		// A configuration problem, not the order's: keep retrying with
-		// backoff so the order is delivered once the operator fixes it.
-		log.ErrorContext(ctx, "luarmor refused the API key", "error", err)
-		return err
-	default:
-		reason := fmt.Sprintf("luarmor refused the key: %v", err)
-		tx, txErr := w.Pool.Begin(ctx)
-		if txErr != nil {
-			return txErr
-		}
-		defer tx.Rollback(ctx) //nolint:errcheck
-		if txErr := postgres.FailKey(ctx, tx, k.ID, reason); txErr != nil {
-			return txErr
-		}
-		// The refusal is recorded on the order and the job completes in
-		// the same commit: an operator's retry never races a job that
-		// is still marked running.
-		if _, txErr := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); txErr != nil {
-			return txErr
-		}
-		log.ErrorContext(ctx, "key cannot be created", "error", err)
-		return tx.Commit(ctx)
+		return jobErr
 	}
+	reason := fmt.Sprintf("luarmor refused the key: %v", err)
+	tx, txErr := w.Pool.Begin(ctx)
+	if txErr != nil {
+		return txErr
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck
+	if txErr := postgres.FailKey(ctx, tx, k.ID, reason); txErr != nil {
+		return txErr
+	}
+	// The refusal is recorded on the order and the job completes in the
+	// same commit: an operator's retry never races a job that is still
+	// marked running.
+	if _, txErr := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); txErr != nil {
+		return txErr
+	}
+	log.ErrorContext(ctx, "key cannot be created", "error", err)
+	return tx.Commit(ctx)
 }
 
 // Note is the Luarmor note of a unit's key: the order an operator searches

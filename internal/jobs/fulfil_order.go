@@ -142,19 +142,11 @@ func (w *FulfilOrderWorker) plan(items []*stripe.LineItem) ([]postgres.Unit, []s
 }
 
 func insertCreateKeyJobs(ctx context.Context, tx pgx.Tx, ids []int64) error {
-	if len(ids) == 0 {
-		return nil
-	}
-	params := make([]river.InsertManyParams, len(ids))
+	args := make([]river.JobArgs, len(ids))
 	for i, id := range ids {
-		params[i] = river.InsertManyParams{Args: CreateKeyArgs{OrderKeyID: id}}
+		args[i] = CreateKeyArgs{OrderKeyID: id}
 	}
-	client, err := river.ClientFromContextSafely[pgx.Tx](ctx)
-	if err != nil {
-		return err
-	}
-	_, err = client.InsertManyTx(ctx, tx, params)
-	return err
+	return insertMany(ctx, tx, args...)
 }
 
 // SessionDetails extracts what the order records from a Checkout Session.
@@ -194,9 +186,25 @@ func SessionDetails(s *stripe.CheckoutSession) postgres.SessionDetails {
 // so however often and in whatever order they arrive, fulfilment is the
 // same idempotent job.
 func RecordSession(ctx context.Context, tx pgx.Tx, client *river.Client[pgx.Tx], d postgres.SessionDetails) (*order.Order, error) {
+	// A dispute or refund may have arrived before the order: apply it now.
+	if err := postgres.LockPayment(ctx, tx, d.PaymentIntentID, d.SubscriptionID); err != nil {
+		return nil, err
+	}
 	o, err := postgres.UpsertOrder(ctx, tx, d)
 	if err != nil {
 		return nil, err
+	}
+	if o.Status != order.StatusRevoked {
+		rev, err := postgres.ActiveRevocationFor(ctx, tx, o.PaymentIntentID, o.SubscriptionID)
+		if err != nil {
+			return nil, err
+		}
+		if rev != nil {
+			if err := postgres.RevokeOrder(ctx, tx, o.CheckoutSessionID, rev.ID); err != nil {
+				return nil, err
+			}
+			o.Status, o.RevocationID = order.StatusRevoked, rev.ID
+		}
 	}
 	if order.Paid(o.PaymentStatus) && !o.ItemsLoaded && o.Status == order.StatusPending {
 		if _, err := client.InsertTx(ctx, tx, FulfilOrderArgs{CheckoutSessionID: d.CheckoutSessionID}, nil); err != nil {

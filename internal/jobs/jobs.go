@@ -5,6 +5,7 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -16,9 +17,11 @@ import (
 	"github.com/riverqueue/river/rivertype"
 	"github.com/stripe/stripe-go/v76"
 
+	"fulfiller/internal/budget"
 	"fulfiller/internal/catalog"
 	"fulfiller/internal/logging"
 	"fulfiller/internal/luarmor"
+	"fulfiller/internal/order"
 )
 
 // Queues. Jobs that call Luarmor have a queue per budget class, so that a
@@ -44,12 +47,20 @@ var inFlight = []rivertype.JobState{
 type StripeReader interface {
 	CheckoutSession(ctx context.Context, id string) (*stripe.CheckoutSession, error)
 	LineItems(ctx context.Context, sessionID string) ([]*stripe.LineItem, error)
+	Charge(ctx context.Context, id string) (*stripe.Charge, error)
+	Invoice(ctx context.Context, id string) (*stripe.Invoice, error)
+	InvoiceLines(ctx context.Context, invoiceID string) ([]*stripe.InvoiceLineItem, error)
 }
 
-// Luarmor is the part of the Luarmor API that fulfilment calls.
+// Luarmor is the part of the Luarmor API that the jobs call.
 type Luarmor interface {
 	CreateUser(ctx context.Context, projectID string, req luarmor.CreateUserRequest) (string, error)
 	ListUsers(ctx context.Context, projectID string, opts luarmor.ListUsersOptions) ([]luarmor.User, error)
+	GetUser(ctx context.Context, projectID, userKey string) (*luarmor.User, error)
+	UpdateUser(ctx context.Context, projectID string, req luarmor.UpdateUserRequest) error
+	DeleteUser(ctx context.Context, projectID, userKey string) error
+	Blacklist(ctx context.Context, projectID string, req luarmor.BlacklistRequest) error
+	Unban(ctx context.Context, projectID, unbanToken string) error
 }
 
 // Deps are the workers' dependencies.
@@ -62,6 +73,10 @@ type Deps struct {
 	// RateLimitWindow is how long a job waits after Luarmor answers 429:
 	// the budget's window.
 	RateLimitWindow time.Duration
+	// Policy is the shop's key lifecycle policy; zero means the default.
+	Policy order.Policy
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
 }
 
 // Config tunes the River client.
@@ -87,6 +102,12 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker) (*river.Client
 	if deps.RateLimitWindow <= 0 {
 		deps.RateLimitWindow = time.Minute
 	}
+	if deps.Policy == (order.Policy{}) {
+		deps.Policy = order.DefaultPolicy()
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
 	if cfg.Workers <= 0 {
 		cfg.Workers = 10
 	}
@@ -97,6 +118,12 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker) (*river.Client
 	river.AddWorker(workers, &FulfilOrderWorker{Deps: deps})
 	createKey.Deps = deps
 	river.AddWorker(workers, createKey)
+	river.AddWorker(workers, &RenewSubscriptionWorker{Deps: deps})
+	river.AddWorker(workers, &ExtendKeyWorker{Deps: deps})
+	river.AddWorker(workers, &ResolveRevocationWorker{Deps: deps})
+	river.AddWorker(workers, &RevokeKeyWorker{Deps: deps})
+	river.AddWorker(workers, &LiftRevocationWorker{Deps: deps})
+	river.AddWorker(workers, &UnbanKeyWorker{Deps: deps})
 
 	rc := &river.Config{
 		Logger:            logging.AtLeast(deps.Logger, slog.LevelWarn),
@@ -122,4 +149,39 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker) (*river.Client
 		return nil, fmt.Errorf("creating job client: %w", err)
 	}
 	return client, nil
+}
+
+// insertMany inserts jobs inside tx with the River client of the running job.
+func insertMany(ctx context.Context, tx pgx.Tx, args ...river.JobArgs) error {
+	if len(args) == 0 {
+		return nil
+	}
+	params := make([]river.InsertManyParams, len(args))
+	for i, a := range args {
+		params[i] = river.InsertManyParams{Args: a}
+	}
+	client, err := river.ClientFromContextSafely[pgx.Tx](ctx)
+	if err != nil {
+		return err
+	}
+	_, err = client.InsertManyTx(ctx, tx, params)
+	return err
+}
+
+// luarmorRetry decides what a failed Luarmor call means for a job that can
+// simply be repeated: wait for the budget or the pause without using an
+// attempt, retry transient failures with backoff, and report the rest.
+// ok is false when the failure is permanent and the caller must decide.
+func luarmorRetry(err error, window time.Duration) (jobErr error, ok bool) {
+	var wait *budget.WaitError
+	var rl *luarmor.RateLimitError
+	switch {
+	case errors.As(err, &wait):
+		return river.JobSnooze(wait.RetryAfter), true
+	case errors.As(err, &rl):
+		return river.JobSnooze(window), true
+	case luarmor.IsRetryable(err), errors.Is(err, luarmor.ErrUnauthorized):
+		return err, true
+	}
+	return err, false
 }

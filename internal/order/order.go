@@ -50,11 +50,16 @@ type Order struct {
 	InvoiceID         string
 	DiscordID         string
 	ItemsLoaded       bool
-	FailureCode       string
-	FailureReason     string
-	CreatedAt         time.Time
-	UpdatedAt         time.Time
-	Keys              []Key
+	// PaidThrough is the end of the latest paid subscription period (unix
+	// seconds), nil before the first renewal invoice.
+	PaidThrough        *int64
+	SubscriptionStatus string // "canceled" once the subscription ended
+	RevocationID       int64  // the dispute or refund that revoked the order
+	FailureCode        string
+	FailureReason      string
+	CreatedAt          time.Time
+	UpdatedAt          time.Time
+	Keys               []Key
 }
 
 // Key is one purchased unit and, once delivered, its Luarmor key.
@@ -73,6 +78,10 @@ type Key struct {
 	CreateAttempts    int
 	LastError         string
 	DeliveredAt       *time.Time
+	// ExtendedExisting: the buyer's Discord ID already had a key in the
+	// project, and this purchase extended it instead of creating another.
+	ExtendedExisting bool
+	ExtendTarget     *int64 // the expiry that extension sets, computed once
 }
 
 // Delivered reports whether Luarmor has created the key.
@@ -124,4 +133,39 @@ func ErrorMessage(err error) string {
 		return e.Message
 	}
 	return "internal error"
+}
+
+// Revocation actions (REFUND_ACTION).
+const (
+	ActionBlacklist = "blacklist"
+	ActionDelete    = "delete"
+	ActionNone      = "none"
+)
+
+// Policy is what the shop decided about the key lifecycle after a sale.
+type Policy struct {
+	// RenewalGrace is added to a paid period's end (RENEWAL_GRACE).
+	RenewalGrace time.Duration
+	// DisputeBanReason is shown to a user whose key was blacklisted after
+	// a dispute (DISPUTE_BAN_REASON).
+	DisputeBanReason string
+	// UnbanWhenDisputeWon lifts dispute bans when the shop wins
+	// (DISPUTE_WON_ACTION=unban, the default; keep leaves them).
+	UnbanWhenDisputeWon bool
+	// RefundAction is ActionBlacklist, ActionDelete or ActionNone
+	// (REFUND_ACTION).
+	RefundAction string
+	// RefundBanReason is shown to a user blacklisted after a refund.
+	RefundBanReason string
+}
+
+// DefaultPolicy is the policy when nothing is configured.
+func DefaultPolicy() Policy {
+	return Policy{
+		RenewalGrace:        24 * time.Hour,
+		DisputeBanReason:    "Payment disputed",
+		UnbanWhenDisputeWon: true,
+		RefundAction:        ActionBlacklist,
+		RefundBanReason:     "Payment refunded",
+	}
 }

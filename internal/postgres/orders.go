@@ -92,13 +92,15 @@ func UpsertOrder(ctx context.Context, db DB, d SessionDetails) (*order.Order, er
 
 const orderColumns = `checkout_session_id, status, mode, payment_status, customer_email, customer_id,
 	COALESCE(payment_intent_id, ''), COALESCE(subscription_id, ''), COALESCE(invoice_id, ''), discord_id,
-	items_loaded_at IS NOT NULL, COALESCE(failure_code, ''), COALESCE(failure_reason, ''), created_at, updated_at`
+	items_loaded_at IS NOT NULL, paid_through, COALESCE(subscription_status, ''), COALESCE(revocation_id, 0),
+	COALESCE(failure_code, ''), COALESCE(failure_reason, ''), created_at, updated_at`
 
 func scanOrder(row pgx.Row) (*order.Order, error) {
 	var o order.Order
 	err := row.Scan(&o.CheckoutSessionID, &o.Status, &o.Mode, &o.PaymentStatus, &o.CustomerEmail, &o.CustomerID,
 		&o.PaymentIntentID, &o.SubscriptionID, &o.InvoiceID, &o.DiscordID,
-		&o.ItemsLoaded, &o.FailureCode, &o.FailureReason, &o.CreatedAt, &o.UpdatedAt)
+		&o.ItemsLoaded, &o.PaidThrough, &o.SubscriptionStatus, &o.RevocationID,
+		&o.FailureCode, &o.FailureReason, &o.CreatedAt, &o.UpdatedAt)
 	if err != nil {
 		return nil, err
 	}
@@ -106,12 +108,14 @@ func scanOrder(row pgx.Row) (*order.Order, error) {
 }
 
 const keyColumns = `id, checkout_session_id, line_item_id, unit, price_id, project_id, key_days, reference, status,
-	COALESCE(user_key, ''), auth_expire, create_attempts, COALESCE(last_error, ''), delivered_at`
+	COALESCE(user_key, ''), auth_expire, create_attempts, COALESCE(last_error, ''), delivered_at,
+	extended_existing, extend_target`
 
 func scanKey(row pgx.Row) (*order.Key, error) {
 	var k order.Key
 	err := row.Scan(&k.ID, &k.CheckoutSessionID, &k.LineItemID, &k.Unit, &k.PriceID, &k.ProjectID, &k.KeyDays,
-		&k.Reference, &k.Status, &k.UserKey, &k.AuthExpire, &k.CreateAttempts, &k.LastError, &k.DeliveredAt)
+		&k.Reference, &k.Status, &k.UserKey, &k.AuthExpire, &k.CreateAttempts, &k.LastError, &k.DeliveredAt,
+		&k.ExtendedExisting, &k.ExtendTarget)
 	if err != nil {
 		return nil, err
 	}
@@ -277,14 +281,14 @@ func lockOrderOfKey(ctx context.Context, tx pgx.Tx, id int64) (string, error) {
 }
 
 // DeliverKey records the Luarmor key of a unit and settles its order.
-func DeliverKey(ctx context.Context, tx pgx.Tx, id int64, userKey string, authExpire *int64) error {
+func DeliverKey(ctx context.Context, tx pgx.Tx, id int64, userKey string, authExpire *int64, extendedExisting bool) error {
 	sessionID, err := lockOrderOfKey(ctx, tx, id)
 	if err != nil {
 		return err
 	}
 	_, err = tx.Exec(ctx, `UPDATE order_keys SET user_key = $2, auth_expire = $3, status = 'active', last_error = NULL,
-			delivered_at = now(), updated_at = now()
-		WHERE id = $1`, id, userKey, authExpire)
+			extended_existing = $4, delivered_at = now(), updated_at = now()
+		WHERE id = $1`, id, userKey, authExpire, extendedExisting)
 	if err != nil {
 		return fmt.Errorf("recording key of order key %d: %w", id, err)
 	}

@@ -37,6 +37,8 @@ type Handler struct {
 	Logger  *slog.Logger
 	// Tolerance is the maximum age of a signature; 0 means Stripe's 5 minutes.
 	Tolerance time.Duration
+	// Policy is the shop's key lifecycle policy; zero means the default.
+	Policy order.Policy
 }
 
 // Response is the JSON body of every answer.

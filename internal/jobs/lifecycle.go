@@ -1,0 +1,497 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/stripe/stripe-go/v76"
+
+	"fulfiller/internal/budget"
+	"fulfiller/internal/logging"
+	"fulfiller/internal/luarmor"
+	"fulfiller/internal/order"
+	"fulfiller/internal/postgres"
+	"fulfiller/internal/stripeapi"
+)
+
+// complete commits fn's writes and the job's completion together.
+func complete[T river.JobArgs](ctx context.Context, deps Deps, job *river.Job[T], fn func(tx pgx.Tx) error) error {
+	tx, err := deps.Pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+// stripeFailure cancels a job whose Stripe object does not exist and
+// retries the rest.
+func stripeFailure(what string, err error) error {
+	if stripeapi.IsNotFound(err) {
+		return river.JobCancel(fmt.Errorf("%s does not exist in this Stripe account: %w", what, err))
+	}
+	return err
+}
+
+// ---- Renewals --------------------------------------------------------------
+
+// RenewSubscriptionArgs applies a paid subscription invoice: it records the
+// new paid-through time and extends the subscription's keys.
+type RenewSubscriptionArgs struct {
+	InvoiceID string `json:"invoice_id"`
+}
+
+func (RenewSubscriptionArgs) Kind() string { return "renew_subscription" }
+
+func (RenewSubscriptionArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: QueueDefault, UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: inFlight}}
+}
+
+// RenewSubscriptionWorker works RenewSubscriptionArgs.
+type RenewSubscriptionWorker struct {
+	river.WorkerDefaults[RenewSubscriptionArgs]
+	Deps
+}
+
+func (w *RenewSubscriptionWorker) Work(ctx context.Context, job *river.Job[RenewSubscriptionArgs]) error {
+	id := job.Args.InvoiceID
+	inv, err := w.Stripe.Invoice(ctx, id)
+	if err != nil {
+		return stripeFailure("invoice "+id, err)
+	}
+	if inv.Subscription == nil || inv.Subscription.ID == "" {
+		return nil // a one-off invoice: nothing to renew
+	}
+	lines := []*stripe.InvoiceLineItem{}
+	if inv.Lines != nil {
+		lines = inv.Lines.Data
+		if inv.Lines.HasMore {
+			// The event and the invoice carry only the first page.
+			if lines, err = w.Stripe.InvoiceLines(ctx, id); err != nil {
+				return stripeFailure("lines of invoice "+id, err)
+			}
+		}
+	}
+	periodEnd, paidPeriod := paidPeriodEnd(lines)
+	if periodEnd == 0 {
+		w.Logger.WarnContext(ctx, "paid invoice has no service period; nothing to renew", "invoice_id", id)
+		return nil
+	}
+	r := postgres.Renewal{
+		InvoiceID:      id,
+		SubscriptionID: inv.Subscription.ID,
+		BillingReason:  string(inv.BillingReason),
+		PeriodEnd:      periodEnd,
+		ExpiresAt:      periodEnd + int64(w.Policy.RenewalGrace/time.Second),
+		// The checkout's own invoice pays the period the new key already
+		// has from key_days: extending on it would count that period twice.
+		Extends: paidPeriod && inv.BillingReason != stripe.InvoiceBillingReasonSubscriptionCreate,
+	}
+	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+		stored, err := postgres.RecordRenewal(ctx, tx, r)
+		if err != nil {
+			return err
+		}
+		if !stored.Extends {
+			return nil
+		}
+		ids, err := postgres.ActiveKeysOfSubscription(ctx, tx, stored.SubscriptionID)
+		if err != nil {
+			return err
+		}
+		args := make([]river.JobArgs, len(ids))
+		for i, keyID := range ids {
+			args[i] = ExtendKeyArgs{OrderKeyID: keyID, InvoiceID: stored.InvoiceID}
+		}
+		w.Logger.InfoContext(ctx, "subscription renewed", "subscription_id", stored.SubscriptionID, "invoice_id", id,
+			"billing_reason", stored.BillingReason, "expires_at", stored.ExpiresAt, "keys", len(ids))
+		return insertMany(ctx, tx, args...)
+	})
+}
+
+// paidPeriodEnd returns the end of the service period an invoice pays: the
+// latest period.end of its subscription lines, prorations aside (they adjust
+// a period already paid). paid is false when only other lines had periods.
+func paidPeriodEnd(lines []*stripe.InvoiceLineItem) (end int64, paid bool) {
+	var other int64
+	for _, l := range lines {
+		if l == nil || l.Period == nil || l.Proration {
+			continue
+		}
+		if l.Type == stripe.InvoiceLineItemTypeSubscription {
+			end = max(end, l.Period.End)
+		} else {
+			other = max(other, l.Period.End)
+		}
+	}
+	if end > 0 {
+		return end, true
+	}
+	return other, false
+}
+
+// ExtendKeyArgs applies one renewal to one key.
+type ExtendKeyArgs struct {
+	OrderKeyID int64  `json:"order_key_id"`
+	InvoiceID  string `json:"invoice_id"`
+}
+
+func (ExtendKeyArgs) Kind() string { return "extend_key" }
+
+func (ExtendKeyArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: QueueLuarmorRenew, UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: inFlight}}
+}
+
+// ExtendKeyWorker works ExtendKeyArgs. It reads the key and, if the
+// renewal's absolute expiry gives more time, sets it: at most two Luarmor
+// calls, and a repeat changes nothing.
+type ExtendKeyWorker struct {
+	river.WorkerDefaults[ExtendKeyArgs]
+	Deps
+}
+
+func (w *ExtendKeyWorker) Timeout(*river.Job[ExtendKeyArgs]) time.Duration { return 5 * time.Minute }
+
+func (w *ExtendKeyWorker) Work(ctx context.Context, job *river.Job[ExtendKeyArgs]) error {
+	ctx = budget.WithClass(ctx, budget.ClassRenew)
+	applied, err := postgres.KeyRenewalApplied(ctx, w.Pool, job.Args.OrderKeyID, job.Args.InvoiceID)
+	if err != nil || applied {
+		return err
+	}
+	k, err := postgres.GetKey(ctx, w.Pool, job.Args.OrderKeyID)
+	if err != nil {
+		return err
+	}
+	if !k.Delivered() || k.Status != order.KeyActive {
+		return nil // applied on delivery, or the key was revoked
+	}
+	r, err := postgres.GetRenewal(ctx, w.Pool, job.Args.InvoiceID)
+	if err != nil {
+		return err
+	}
+	if k.AuthExpire != nil && *k.AuthExpire == luarmor.NeverExpires && !k.ExtendedExisting {
+		// A lifetime key stays lifetime; no call needed.
+		return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+			return postgres.RecordKeyRenewal(ctx, tx, k.ID, r.InvoiceID, luarmor.NeverExpires, false)
+		})
+	}
+	u, err := w.Luarmor.GetUser(ctx, k.ProjectID, k.UserKey)
+	if err != nil {
+		if errors.Is(err, luarmor.ErrNotFound) {
+			w.Logger.WarnContext(ctx, "renewed key no longer exists in Luarmor", "order_key_id", k.ID)
+			return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+				return postgres.SetKeyStatus(ctx, tx, k.ID, order.KeyDeleted)
+			})
+		}
+		jobErr, _ := luarmorRetry(err, w.RateLimitWindow)
+		return jobErr
+	}
+	target, change := renewalExpiry(*u, r.ExpiresAt, w.Now())
+	if change {
+		err := w.Luarmor.UpdateUser(ctx, k.ProjectID, luarmor.UpdateUserRequest{UserKey: k.UserKey, AuthExpire: &target})
+		if err != nil {
+			jobErr, _ := luarmorRetry(err, w.RateLimitWindow)
+			return jobErr
+		}
+	}
+	w.Logger.InfoContext(ctx, "renewal applied", "order_key_id", k.ID, "user_key", logging.Redact(k.UserKey),
+		"invoice_id", r.InvoiceID, "auth_expire", target, "changed", change)
+	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+		return postgres.RecordKeyRenewal(ctx, tx, k.ID, r.InvoiceID, target, change)
+	})
+}
+
+// renewalExpiry decides what a renewal does to a key as Luarmor has it:
+// never shorten, lifetime stays lifetime, and a key whose key_days timer
+// has not started keeps waiting unless the paid period outlasts what its
+// first use would give.
+func renewalExpiry(u luarmor.User, expiresAt int64, now time.Time) (int64, bool) {
+	switch {
+	case u.AuthExpire == luarmor.NeverExpires && u.KeyDays == 0:
+		return luarmor.NeverExpires, false
+	case u.AuthExpire == luarmor.NeverExpires:
+		if expiresAt > now.Unix()+int64(u.KeyDays)*86400 {
+			return expiresAt, true
+		}
+		return u.AuthExpire, false
+	case u.AuthExpire >= expiresAt:
+		return u.AuthExpire, false
+	}
+	return expiresAt, true
+}
+
+// ---- Revocations -------------------------------------------------------------
+
+// ResolveRevocationArgs traces a disputed or refunded payment to its orders
+// and revokes their keys.
+type ResolveRevocationArgs struct {
+	RevocationID int64 `json:"revocation_id"`
+}
+
+func (ResolveRevocationArgs) Kind() string { return "resolve_revocation" }
+
+func (ResolveRevocationArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: QueueDefault, Priority: 1, UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: inFlight}}
+}
+
+// ResolveRevocationWorker works ResolveRevocationArgs.
+type ResolveRevocationWorker struct {
+	river.WorkerDefaults[ResolveRevocationArgs]
+	Deps
+}
+
+func (w *ResolveRevocationWorker) Work(ctx context.Context, job *river.Job[ResolveRevocationArgs]) error {
+	r, err := postgres.GetRevocation(ctx, w.Pool, job.Args.RevocationID)
+	if err != nil {
+		return err
+	}
+	if r.Status != "active" {
+		return nil
+	}
+	pi, sub := r.PaymentIntentID, r.SubscriptionID
+	if !r.Resolved && r.ChargeID != "" && sub == "" {
+		// A subscription's payments belong to invoices, not to the
+		// checkout: follow the charge to its invoice's subscription.
+		ch, err := w.Stripe.Charge(ctx, r.ChargeID)
+		if err != nil {
+			return stripeFailure("charge "+r.ChargeID, err)
+		}
+		if pi == "" && ch.PaymentIntent != nil {
+			pi = ch.PaymentIntent.ID
+		}
+		if ch.Invoice != nil && ch.Invoice.ID != "" {
+			inv, err := w.Stripe.Invoice(ctx, ch.Invoice.ID)
+			if err != nil {
+				return stripeFailure("invoice "+ch.Invoice.ID, err)
+			}
+			if inv.Subscription != nil {
+				sub = inv.Subscription.ID
+			}
+		}
+	}
+	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+		if err := postgres.LockPayment(ctx, tx, pi, sub); err != nil {
+			return err
+		}
+		if err := postgres.ResolveRevocation(ctx, tx, r.ID, pi, sub); err != nil {
+			return err
+		}
+		current, err := postgres.GetRevocation(ctx, tx, r.ID)
+		if err != nil || current.Status != "active" || current.Action == order.ActionNone {
+			return err
+		}
+		orders, err := postgres.OrdersOfPayment(ctx, tx, pi, sub)
+		if err != nil {
+			return err
+		}
+		var args []river.JobArgs
+		for _, id := range orders {
+			if _, err := postgres.LockOrder(ctx, tx, id); err != nil {
+				return err
+			}
+			if err := postgres.RevokeOrder(ctx, tx, id, r.ID); err != nil {
+				return err
+			}
+			keys, err := postgres.KeysWithStatus(ctx, tx, id, order.KeyActive)
+			if err != nil {
+				return err
+			}
+			for _, k := range keys {
+				args = append(args, RevokeKeyArgs{OrderKeyID: k.ID, RevocationID: r.ID})
+			}
+		}
+		w.Logger.InfoContext(ctx, "payment taken back; revoking its keys", "source", r.Source, "source_id", r.SourceID,
+			"action", r.Action, "orders", len(orders), "keys", len(args))
+		return insertMany(ctx, tx, args...)
+	})
+}
+
+// RevokeKeyArgs blacklists or deletes one key for a revocation.
+type RevokeKeyArgs struct {
+	OrderKeyID   int64 `json:"order_key_id"`
+	RevocationID int64 `json:"revocation_id"`
+}
+
+func (RevokeKeyArgs) Kind() string { return "revoke_key" }
+
+func (RevokeKeyArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: QueueLuarmorRevoke, UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: inFlight}}
+}
+
+// RevokeKeyWorker works RevokeKeyArgs.
+type RevokeKeyWorker struct {
+	river.WorkerDefaults[RevokeKeyArgs]
+	Deps
+}
+
+func (w *RevokeKeyWorker) Timeout(*river.Job[RevokeKeyArgs]) time.Duration { return 5 * time.Minute }
+
+func (w *RevokeKeyWorker) Work(ctx context.Context, job *river.Job[RevokeKeyArgs]) error {
+	ctx = budget.WithClass(ctx, budget.ClassRevoke)
+	k, err := postgres.GetKey(ctx, w.Pool, job.Args.OrderKeyID)
+	if err != nil {
+		return err
+	}
+	r, err := postgres.GetRevocation(ctx, w.Pool, job.Args.RevocationID)
+	if err != nil {
+		return err
+	}
+	if r.Status != "active" || !k.Delivered() || k.Status != order.KeyActive {
+		return nil // lifted meanwhile, or already revoked
+	}
+	status := order.KeyBlacklisted
+	switch r.Action {
+	case order.ActionBlacklist:
+		never := luarmor.NeverExpires
+		err = w.Luarmor.Blacklist(ctx, k.ProjectID, luarmor.BlacklistRequest{UserKey: k.UserKey, BanReason: r.Reason, BanExpire: &never})
+	case order.ActionDelete:
+		status = order.KeyDeleted
+		err = w.Luarmor.DeleteUser(ctx, k.ProjectID, k.UserKey)
+	default:
+		return nil
+	}
+	if errors.Is(err, luarmor.ErrNotFound) {
+		status, err = order.KeyDeleted, nil // deleted in the dashboard: nothing left to use
+	}
+	if err != nil {
+		jobErr, retry := luarmorRetry(err, w.RateLimitWindow)
+		if !retry {
+			w.Logger.ErrorContext(ctx, "luarmor refused to revoke a key; revoke it in the dashboard", "order_key_id", k.ID, "error", err)
+		}
+		return jobErr
+	}
+	w.Logger.InfoContext(ctx, "key revoked", "order_key_id", k.ID, "user_key", logging.Redact(k.UserKey), "status", status, "reason", r.Reason)
+	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+		if _, err := postgres.LockOrder(ctx, tx, k.CheckoutSessionID); err != nil {
+			return err
+		}
+		if err := postgres.SetKeyStatus(ctx, tx, k.ID, status); err != nil {
+			return err
+		}
+		// A dispute won while the ban was being sent: lift it again.
+		current, err := postgres.GetRevocation(ctx, tx, r.ID)
+		if err != nil {
+			return err
+		}
+		if current.Status == "lifted" && status == order.KeyBlacklisted && w.Policy.UnbanWhenDisputeWon {
+			return insertMany(ctx, tx, UnbanKeyArgs{OrderKeyID: k.ID})
+		}
+		return nil
+	})
+}
+
+// LiftRevocationArgs restores the orders of a dispute the shop won.
+type LiftRevocationArgs struct {
+	RevocationID int64 `json:"revocation_id"`
+}
+
+func (LiftRevocationArgs) Kind() string { return "lift_revocation" }
+
+func (LiftRevocationArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: QueueDefault, Priority: 1, UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: inFlight}}
+}
+
+// LiftRevocationWorker works LiftRevocationArgs.
+type LiftRevocationWorker struct {
+	river.WorkerDefaults[LiftRevocationArgs]
+	Deps
+}
+
+func (w *LiftRevocationWorker) Work(ctx context.Context, job *river.Job[LiftRevocationArgs]) error {
+	r, err := postgres.GetRevocation(ctx, w.Pool, job.Args.RevocationID)
+	if err != nil {
+		return err
+	}
+	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+		if err := postgres.LockPayment(ctx, tx, r.PaymentIntentID, r.SubscriptionID); err != nil {
+			return err
+		}
+		orders, err := postgres.OrdersOfPayment(ctx, tx, r.PaymentIntentID, r.SubscriptionID)
+		if err != nil {
+			return err
+		}
+		var args []river.JobArgs
+		for _, id := range orders {
+			if err := postgres.RestoreOrder(ctx, tx, id); err != nil {
+				return err
+			}
+			keys, err := postgres.KeysWithStatus(ctx, tx, id, order.KeyBlacklisted)
+			if err != nil {
+				return err
+			}
+			for _, k := range keys {
+				args = append(args, UnbanKeyArgs{OrderKeyID: k.ID})
+			}
+		}
+		w.Logger.InfoContext(ctx, "dispute won; lifting its bans", "source_id", r.SourceID, "orders", len(orders), "keys", len(args))
+		return insertMany(ctx, tx, args...)
+	})
+}
+
+// UnbanKeyArgs lifts the ban of one key.
+type UnbanKeyArgs struct {
+	OrderKeyID int64 `json:"order_key_id"`
+}
+
+func (UnbanKeyArgs) Kind() string { return "unban_key" }
+
+func (UnbanKeyArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: QueueLuarmorRevoke, UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: inFlight}}
+}
+
+// UnbanKeyWorker works UnbanKeyArgs. Luarmor issues a new unban token on
+// every blacklist, so the current one is read just before unbanning.
+type UnbanKeyWorker struct {
+	river.WorkerDefaults[UnbanKeyArgs]
+	Deps
+}
+
+func (w *UnbanKeyWorker) Timeout(*river.Job[UnbanKeyArgs]) time.Duration { return 5 * time.Minute }
+
+func (w *UnbanKeyWorker) Work(ctx context.Context, job *river.Job[UnbanKeyArgs]) error {
+	ctx = budget.WithClass(ctx, budget.ClassRevoke)
+	k, err := postgres.GetKey(ctx, w.Pool, job.Args.OrderKeyID)
+	if err != nil {
+		return err
+	}
+	o, err := postgres.GetOrder(ctx, w.Pool, k.CheckoutSessionID)
+	if err != nil {
+		return err
+	}
+	if k.Status != order.KeyBlacklisted || o.Status == order.StatusRevoked {
+		return nil // not banned, or another revocation (a refund) still holds it
+	}
+	status := order.KeyActive
+	u, err := w.Luarmor.GetUser(ctx, k.ProjectID, k.UserKey)
+	switch {
+	case errors.Is(err, luarmor.ErrNotFound):
+		status, err = order.KeyDeleted, nil
+	case err == nil && u.IsBanned():
+		err = w.Luarmor.Unban(ctx, k.ProjectID, u.UnbanToken)
+	}
+	if err != nil {
+		jobErr, _ := luarmorRetry(err, w.RateLimitWindow)
+		return jobErr
+	}
+	w.Logger.InfoContext(ctx, "key ban lifted", "order_key_id", k.ID, "user_key", logging.Redact(k.UserKey))
+	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+		if _, err := postgres.LockOrder(ctx, tx, k.CheckoutSessionID); err != nil {
+			return err
+		}
+		if err := postgres.SetKeyStatus(ctx, tx, k.ID, status); err != nil {
+			return err
+		}
+		return postgres.RestoreOrder(ctx, tx, k.CheckoutSessionID)
+	})
+}

@@ -1,0 +1,323 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/jackc/pgx/v5"
+
+	"fulfiller/internal/order"
+)
+
+// LockPayment serialises, for the rest of the transaction, every step that
+// ties orders to a payment: recording an order and tracing a revocation to
+// its orders. Without it a dispute traced while its order is being recorded
+// could miss it. Keys are payment intent or subscription IDs.
+func LockPayment(ctx context.Context, tx pgx.Tx, keys ...string) error {
+	var ks []string
+	for _, k := range keys {
+		if k != "" {
+			ks = append(ks, k)
+		}
+	}
+	sort.Strings(ks) // a fixed order, so two transactions never deadlock
+	for _, k := range ks {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('payment:' || $1, 0))`, k); err != nil {
+			return fmt.Errorf("locking payment %s: %w", k, err)
+		}
+	}
+	return nil
+}
+
+// Revocation is a payment taken back.
+type Revocation struct {
+	ID              int64
+	Source          string // "dispute" or "refund"
+	SourceID        string // dispute ID or charge ID
+	ChargeID        string
+	PaymentIntentID string
+	SubscriptionID  string
+	Action          string // order.ActionBlacklist, ActionDelete, ActionNone
+	Reason          string
+	Status          string // "active" or "lifted"
+	Resolved        bool
+}
+
+const revocationColumns = `id, source, source_id, COALESCE(charge_id, ''), COALESCE(payment_intent_id, ''),
+	COALESCE(subscription_id, ''), action, reason, status, resolved_at IS NOT NULL`
+
+func scanRevocation(row pgx.Row) (*Revocation, error) {
+	var r Revocation
+	err := row.Scan(&r.ID, &r.Source, &r.SourceID, &r.ChargeID, &r.PaymentIntentID, &r.SubscriptionID,
+		&r.Action, &r.Reason, &r.Status, &r.Resolved)
+	if err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// RecordRevocation stores a revocation once per source ID and returns the
+// stored row, which may be an earlier one (a repeated event, or a dispute
+// already closed).
+func RecordRevocation(ctx context.Context, tx pgx.Tx, r Revocation) (*Revocation, error) {
+	if r.Status == "" {
+		r.Status = "active"
+	}
+	_, err := tx.Exec(ctx, `
+		INSERT INTO revocations (source, source_id, charge_id, payment_intent_id, subscription_id, action, reason, status,
+		                         lifted_at)
+		VALUES ($1, $2, NULLIF($3, ''), NULLIF($4, ''), NULLIF($5, ''), $6, $7, $8, CASE WHEN $8 = 'lifted' THEN now() END)
+		ON CONFLICT (source_id) DO UPDATE SET
+			charge_id = COALESCE(revocations.charge_id, EXCLUDED.charge_id),
+			payment_intent_id = COALESCE(revocations.payment_intent_id, EXCLUDED.payment_intent_id)`,
+		r.Source, r.SourceID, r.ChargeID, r.PaymentIntentID, r.SubscriptionID, r.Action, r.Reason, r.Status)
+	if err != nil {
+		return nil, fmt.Errorf("recording %s %s: %w", r.Source, r.SourceID, err)
+	}
+	stored, err := scanRevocation(tx.QueryRow(ctx, `SELECT `+revocationColumns+` FROM revocations WHERE source_id = $1`, r.SourceID))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s %s: %w", r.Source, r.SourceID, err)
+	}
+	return stored, nil
+}
+
+// LiftRevocation marks a revocation lifted and returns it, or nil if it was
+// already lifted.
+func LiftRevocation(ctx context.Context, tx pgx.Tx, sourceID string) (*Revocation, error) {
+	r, err := scanRevocation(tx.QueryRow(ctx, `UPDATE revocations SET status = 'lifted', lifted_at = now()
+		WHERE source_id = $1 AND status = 'active' RETURNING `+revocationColumns, sourceID))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lifting revocation %s: %w", sourceID, err)
+	}
+	return r, nil
+}
+
+// GetRevocation reads one revocation.
+func GetRevocation(ctx context.Context, db DB, id int64) (*Revocation, error) {
+	r, err := scanRevocation(db.QueryRow(ctx, `SELECT `+revocationColumns+` FROM revocations WHERE id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, order.Errorf(order.ENOTFOUND, "no revocation %d", id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading revocation %d: %w", id, err)
+	}
+	return r, nil
+}
+
+// ResolveRevocation records what the payment was traced to.
+func ResolveRevocation(ctx context.Context, tx pgx.Tx, id int64, paymentIntentID, subscriptionID string) error {
+	_, err := tx.Exec(ctx, `UPDATE revocations SET resolved_at = COALESCE(resolved_at, now()),
+		payment_intent_id = COALESCE(payment_intent_id, NULLIF($2, '')),
+		subscription_id = COALESCE(subscription_id, NULLIF($3, ''))
+		WHERE id = $1`, id, paymentIntentID, subscriptionID)
+	if err != nil {
+		return fmt.Errorf("resolving revocation %d: %w", id, err)
+	}
+	return nil
+}
+
+// ActiveRevocationFor finds an active revocation, with an action, of a
+// payment intent or subscription.
+func ActiveRevocationFor(ctx context.Context, tx pgx.Tx, paymentIntentID, subscriptionID string) (*Revocation, error) {
+	r, err := scanRevocation(tx.QueryRow(ctx, `SELECT `+revocationColumns+` FROM revocations
+		WHERE status = 'active' AND action <> 'none'
+		  AND ((payment_intent_id = $1 AND $1 <> '') OR (subscription_id = $2 AND $2 <> ''))
+		ORDER BY id LIMIT 1`, paymentIntentID, subscriptionID))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("looking up revocations: %w", err)
+	}
+	return r, nil
+}
+
+// OrdersOfPayment lists the orders paid by a payment intent or belonging to
+// a subscription.
+func OrdersOfPayment(ctx context.Context, tx pgx.Tx, paymentIntentID, subscriptionID string) ([]string, error) {
+	rows, err := tx.Query(ctx, `SELECT checkout_session_id FROM orders
+		WHERE (payment_intent_id = $1 AND $1 <> '') OR (subscription_id = $2 AND $2 <> '')
+		ORDER BY checkout_session_id`, paymentIntentID, subscriptionID)
+	if err != nil {
+		return nil, fmt.Errorf("finding orders of a payment: %w", err)
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+// RevokeOrder marks an order revoked by a revocation.
+func RevokeOrder(ctx context.Context, tx pgx.Tx, sessionID string, revocationID int64) error {
+	_, err := tx.Exec(ctx, `UPDATE orders SET status = 'revoked', revocation_id = $2, updated_at = now()
+		WHERE checkout_session_id = $1`, sessionID, revocationID)
+	if err != nil {
+		return fmt.Errorf("revoking order %s: %w", sessionID, err)
+	}
+	return nil
+}
+
+// RestoreOrder undoes a lifted revocation on an order, unless another
+// revocation still holds it: the order is fulfilled again if every key is
+// delivered, pending otherwise.
+func RestoreOrder(ctx context.Context, tx pgx.Tx, sessionID string) error {
+	o, err := LockOrder(ctx, tx, sessionID)
+	if err != nil {
+		return err
+	}
+	other, err := ActiveRevocationFor(ctx, tx, o.PaymentIntentID, o.SubscriptionID)
+	if err != nil {
+		return err
+	}
+	if other != nil {
+		_, err = tx.Exec(ctx, `UPDATE orders SET revocation_id = $2 WHERE checkout_session_id = $1`, sessionID, other.ID)
+		return err
+	}
+	_, err = tx.Exec(ctx, `UPDATE orders SET status = 'pending', revocation_id = NULL, updated_at = now()
+		WHERE checkout_session_id = $1 AND status = 'revoked'`, sessionID)
+	if err != nil {
+		return fmt.Errorf("restoring order %s: %w", sessionID, err)
+	}
+	return settleOrder(ctx, tx, sessionID)
+}
+
+// KeysWithStatus lists an order's delivered keys in the given status.
+func KeysWithStatus(ctx context.Context, db DB, sessionID string, status order.KeyStatus) ([]order.Key, error) {
+	rows, err := db.Query(ctx, `SELECT `+keyColumns+` FROM order_keys
+		WHERE checkout_session_id = $1 AND status = $2 AND user_key IS NOT NULL ORDER BY id`, sessionID, status)
+	if err != nil {
+		return nil, fmt.Errorf("listing keys of order %s: %w", sessionID, err)
+	}
+	defer rows.Close()
+	var keys []order.Key
+	for rows.Next() {
+		k, err := scanKey(rows)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, *k)
+	}
+	return keys, rows.Err()
+}
+
+// SetKeyStatus records a key's new state after a revocation or its lifting.
+func SetKeyStatus(ctx context.Context, tx pgx.Tx, id int64, status order.KeyStatus) error {
+	_, err := tx.Exec(ctx, `UPDATE order_keys SET status = $2, updated_at = now() WHERE id = $1`, id, status)
+	if err != nil {
+		return fmt.Errorf("setting status of order key %d: %w", id, err)
+	}
+	return nil
+}
+
+// Renewal is one paid subscription invoice.
+type Renewal struct {
+	InvoiceID      string
+	SubscriptionID string
+	BillingReason  string
+	PeriodEnd      int64
+	ExpiresAt      int64 // PeriodEnd + grace: the absolute expiry every key gets
+	Extends        bool
+}
+
+// RecordRenewal stores a renewal once per invoice and returns the stored
+// one: the expiry is computed once, whatever a repeated event says.
+func RecordRenewal(ctx context.Context, tx pgx.Tx, r Renewal) (*Renewal, error) {
+	_, err := tx.Exec(ctx, `INSERT INTO renewals (invoice_id, subscription_id, billing_reason, period_end, expires_at, extends)
+		VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (invoice_id) DO NOTHING`,
+		r.InvoiceID, r.SubscriptionID, r.BillingReason, r.PeriodEnd, r.ExpiresAt, r.Extends)
+	if err != nil {
+		return nil, fmt.Errorf("recording renewal %s: %w", r.InvoiceID, err)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE orders SET paid_through = GREATEST(COALESCE(paid_through, 0), $2), updated_at = now()
+		WHERE subscription_id = $1`, r.SubscriptionID, r.PeriodEnd); err != nil {
+		return nil, fmt.Errorf("recording paid-through time of %s: %w", r.SubscriptionID, err)
+	}
+	return GetRenewal(ctx, tx, r.InvoiceID)
+}
+
+// GetRenewal reads one renewal.
+func GetRenewal(ctx context.Context, db DB, invoiceID string) (*Renewal, error) {
+	var r Renewal
+	err := db.QueryRow(ctx, `SELECT invoice_id, subscription_id, billing_reason, period_end, expires_at, extends
+		FROM renewals WHERE invoice_id = $1`, invoiceID).
+		Scan(&r.InvoiceID, &r.SubscriptionID, &r.BillingReason, &r.PeriodEnd, &r.ExpiresAt, &r.Extends)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, order.Errorf(order.ENOTFOUND, "no renewal for invoice %s", invoiceID)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading renewal %s: %w", invoiceID, err)
+	}
+	return &r, nil
+}
+
+// LatestRenewal returns the extending renewal of a subscription with the
+// latest expiry, or nil.
+func LatestRenewal(ctx context.Context, db DB, subscriptionID string) (*Renewal, error) {
+	var invoiceID string
+	err := db.QueryRow(ctx, `SELECT invoice_id FROM renewals WHERE subscription_id = $1 AND extends
+		ORDER BY expires_at DESC LIMIT 1`, subscriptionID).Scan(&invoiceID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading renewals of %s: %w", subscriptionID, err)
+	}
+	return GetRenewal(ctx, db, invoiceID)
+}
+
+// ActiveKeysOfSubscription lists the delivered, active keys of the orders of
+// a subscription.
+func ActiveKeysOfSubscription(ctx context.Context, db DB, subscriptionID string) ([]int64, error) {
+	rows, err := db.Query(ctx, `SELECT k.id FROM order_keys k JOIN orders o ON o.checkout_session_id = k.checkout_session_id
+		WHERE o.subscription_id = $1 AND k.status = 'active' AND k.user_key IS NOT NULL ORDER BY k.id`, subscriptionID)
+	if err != nil {
+		return nil, fmt.Errorf("listing keys of %s: %w", subscriptionID, err)
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[int64])
+}
+
+// RecordKeyRenewal records a renewal applied to a key and its expiry.
+func RecordKeyRenewal(ctx context.Context, tx pgx.Tx, keyID int64, invoiceID string, expire int64, changed bool) error {
+	_, err := tx.Exec(ctx, `INSERT INTO key_renewals (order_key_id, invoice_id, applied_expire, changed)
+		VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`, keyID, invoiceID, expire, changed)
+	if err != nil {
+		return fmt.Errorf("recording renewal %s of key %d: %w", invoiceID, keyID, err)
+	}
+	_, err = tx.Exec(ctx, `UPDATE order_keys SET auth_expire = $2, updated_at = now() WHERE id = $1`, keyID, expire)
+	if err != nil {
+		return fmt.Errorf("recording expiry of key %d: %w", keyID, err)
+	}
+	return nil
+}
+
+// KeyRenewalApplied reports whether a renewal was applied to a key.
+func KeyRenewalApplied(ctx context.Context, db DB, keyID int64, invoiceID string) (bool, error) {
+	var ok bool
+	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM key_renewals WHERE order_key_id = $1 AND invoice_id = $2)`,
+		keyID, invoiceID).Scan(&ok)
+	return ok, err
+}
+
+// SetExtendTarget stores, once, the expiry that extending an existing key
+// sets, and returns the stored value.
+func SetExtendTarget(ctx context.Context, db DB, keyID int64, target int64) (int64, error) {
+	var stored int64
+	err := db.QueryRow(ctx, `UPDATE order_keys SET extend_target = COALESCE(extend_target, $2), updated_at = now()
+		WHERE id = $1 RETURNING extend_target`, keyID, target).Scan(&stored)
+	if err != nil {
+		return 0, fmt.Errorf("recording extension of key %d: %w", keyID, err)
+	}
+	return stored, nil
+}
+
+// EndSubscription records that a subscription ended.
+func EndSubscription(ctx context.Context, db DB, subscriptionID string) error {
+	_, err := db.Exec(ctx, `UPDATE orders SET subscription_status = 'canceled', updated_at = now()
+		WHERE subscription_id = $1`, subscriptionID)
+	if err != nil {
+		return fmt.Errorf("recording end of subscription %s: %w", subscriptionID, err)
+	}
+	return nil
+}
