@@ -51,6 +51,7 @@ DECLARE
     v_paused timestamptz;
     v_busy   int;
     v_next   timestamptz;
+    v_paced  timestamptz;
     v_id     bigint;
 BEGIN
     PERFORM pg_advisory_xact_lock(7291873362);
@@ -74,10 +75,21 @@ BEGIN
        AND LEAST(COALESCE(c.finished_at, 'infinity'), c.taken_at + p_max_call) + p_window > v_now;
 
     IF v_busy < p_count THEN
+        -- Under contention (more requests waiting than this one), slots are
+        -- paced one per window/count. Bursts would let one replica take a
+        -- whole window's slots in the instant before a more urgent request
+        -- elsewhere is published; pacing bounds that to one slot.
+        IF p_next_rank IS NOT NULL OR EXISTS (SELECT 1 FROM luarmor_demand d
+                    WHERE d.replica <> p_replica AND d.expires_at > v_now) THEN
+            SELECT max(c.taken_at) + p_window / p_count INTO v_paced
+              FROM luarmor_calls c WHERE c.taken_at > v_now - p_window / p_count;
+        END IF;
         IF EXISTS (SELECT 1 FROM luarmor_demand d
                     WHERE d.replica <> p_replica AND d.top_rank < p_rank AND d.expires_at > v_now) THEN
             -- A more urgent request waits elsewhere: leave the slot to it.
-            v_next := v_now + interval '25 milliseconds';
+            v_next := GREATEST(v_now + interval '25 milliseconds', v_paced);
+        ELSIF v_paced IS NOT NULL THEN
+            v_next := v_paced;
         ELSE
             INSERT INTO luarmor_calls (taken_at, class, replica) VALUES (v_now, p_class, p_replica)
             RETURNING id INTO v_id;

@@ -25,6 +25,7 @@ import (
 	"fulfiller/internal/config"
 	"fulfiller/internal/httpapi"
 	"fulfiller/internal/luarmor/sandbox"
+	"fulfiller/internal/order"
 	"fulfiller/internal/postgres/postgrestest"
 	"fulfiller/internal/stripeapi/stripefake"
 )
@@ -52,6 +53,7 @@ type bundle struct {
 
 type options struct {
 	luarmorLatency time.Duration
+	policy         *order.Policy
 }
 
 func setup(t *testing.T, opts ...func(*options)) *bundle {
@@ -90,6 +92,10 @@ func setup(t *testing.T, opts ...func(*options)) *bundle {
 		},
 		Catalog: cat,
 		Logger:  testLogger(t),
+	}
+	m.Config.Policy = order.DefaultPolicy()
+	if o.policy != nil {
+		m.Config.Policy = *o.policy
 	}
 	require.NoError(t, m.Run(context.Background()))
 	t.Cleanup(func() { _ = m.Close() })

@@ -257,3 +257,112 @@ func mostInWindow(calls []sandbox.Call, window time.Duration) int {
 	}
 	return most
 }
+
+func TestBlacklistOvertakesABacklogOfRenewals(t *testing.T) {
+	t.Parallel()
+	const (
+		count    = 20
+		window   = time.Second
+		renewals = 200
+	)
+	sb := sandbox.New(sandbox.Options{Limit: 100000, Window: window})
+	sbSrv := httptest.NewServer(sb)
+	t.Cleanup(sbSrv.Close)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	direct := luarmor.NewClient(sandbox.DefaultAPIKey, luarmor.WithBaseURL(sbSrv.URL))
+	url := postgrestest.NewURL(t)
+	seedPool, err := pgxpool.New(ctx, url)
+	require.NoError(t, err)
+	t.Cleanup(seedPool.Close)
+
+	// One subscription order with renewals+1 delivered keys, and a renewal
+	// that gives each of them more time.
+	_, err = seedPool.Exec(ctx, `INSERT INTO orders (checkout_session_id, status, mode, payment_status, subscription_id, items_loaded_at)
+		VALUES ('cs_test_priority', 'fulfilled', 'subscription', 'paid', 'sub_priority', now());
+		INSERT INTO renewals (invoice_id, subscription_id, billing_reason, period_end, expires_at, extends)
+		VALUES ('in_priority', 'sub_priority', 'subscription_cycle', extract(epoch FROM now())::bigint + 90*86400,
+		        extract(epoch FROM now())::bigint + 91*86400, true)`)
+	require.NoError(t, err)
+	var keyIDs []int64
+	for i := 0; i <= renewals; i++ {
+		key, err := direct.CreateUser(ctx, project, luarmor.CreateUserRequest{KeyDays: 30})
+		require.NoError(t, err)
+		var id int64
+		require.NoError(t, seedPool.QueryRow(ctx, `INSERT INTO order_keys (checkout_session_id, line_item_id, unit, price_id, project_id,
+			key_days, reference, status, user_key, delivered_at) VALUES ('cs_test_priority', 'li_1', $1, 'price_a', $2, 30, $3, 'active', $4, now())
+			RETURNING id`, i+1, project, fmt.Sprintf("fk_priority%04d", i), key).Scan(&id))
+		keyIDs = append(keyIDs, id)
+	}
+	// The seeding spent the sandbox's budget outside the fleet's count:
+	// let its window pass.
+	time.Sleep(window + 50*time.Millisecond)
+	sb.SetLimit(count, window)
+	sb.ResetCalls()
+
+	var clients []*river.Client[pgx.Tx]
+	for i := 0; i < 3; i++ {
+		pool, err := pgxpool.New(ctx, url)
+		require.NoError(t, err)
+		t.Cleanup(pool.Close)
+		b := budget.New(pool, budget.Config{Count: count, Window: window, Replica: fmt.Sprintf("r%d", i),
+			Logger: slog.New(slog.DiscardHandler)})
+		go b.Run(ctx)
+		client, err := jobs.NewClient(jobs.Deps{
+			Pool: pool, Luarmor: &budget.Client{Budget: b, Luarmor: direct},
+			Logger: slog.New(slog.DiscardHandler), RateLimitWindow: window,
+		}, jobs.Config{})
+		require.NoError(t, err)
+		clients = append(clients, client)
+	}
+	params := make([]river.InsertManyParams, renewals)
+	for i := range params {
+		params[i] = river.InsertManyParams{Args: jobs.ExtendKeyArgs{OrderKeyID: keyIDs[i], InvoiceID: "in_priority"}}
+	}
+	_, err = clients[0].InsertMany(ctx, params)
+	require.NoError(t, err)
+	tb := &testBundle{pool: seedPool, sandbox: sb}
+	for _, c := range clients {
+		tb.start(t, c)
+	}
+	require.Eventually(t, func() bool {
+		var n int
+		require.NoError(t, seedPool.QueryRow(ctx, "SELECT count(*) FROM key_renewals").Scan(&n))
+		return n >= 15
+	}, 20*time.Second, 10*time.Millisecond, "renewals are under way and contending for the budget")
+
+	// A dispute arrives: its blacklist must not wait behind the backlog.
+	var revocationID int64
+	require.NoError(t, seedPool.QueryRow(ctx, `INSERT INTO revocations (source, source_id, subscription_id, action, reason)
+		VALUES ('dispute', 'dp_priority', 'sub_priority', 'blacklist', 'Payment disputed') RETURNING id`).Scan(&revocationID))
+	last := keyIDs[renewals]
+	_, err = clients[1].Insert(ctx, jobs.RevokeKeyArgs{OrderKeyID: last, RevocationID: revocationID}, nil)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		k, err := postgres.GetKey(ctx, seedPool, last)
+		return err == nil && k.Status == order.KeyBlacklisted
+	}, 20*time.Second, 10*time.Millisecond)
+
+	var asked, sent time.Time
+	require.NoError(t, seedPool.QueryRow(ctx, `SELECT attempted_at FROM river_job WHERE kind = 'revoke_key'`).Scan(&asked))
+	require.NoError(t, seedPool.QueryRow(ctx, `SELECT taken_at FROM luarmor_calls WHERE class = 'revoke'`).Scan(&sent))
+	var overtaken, pending int
+	require.NoError(t, seedPool.QueryRow(ctx, `SELECT count(*) FROM luarmor_calls WHERE class = 'renew' AND taken_at > $1 AND taken_at < $2`,
+		asked, sent).Scan(&overtaken))
+	require.NoError(t, seedPool.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE kind = 'extend_key' AND state <> 'completed'`).Scan(&pending))
+	require.Positive(t, pending, "the backlog was still queued when the blacklist went out")
+	require.LessOrEqual(t, overtaken, 1, "the blacklist waited at most one slot behind renewals")
+	u, ok := sb.User(project, mustKey(t, seedPool, last))
+	require.True(t, ok)
+	require.True(t, u.IsBanned())
+	for _, c := range sb.Calls() {
+		require.NotEqual(t, http.StatusTooManyRequests, c.Status)
+	}
+}
+
+func mustKey(t *testing.T, pool *pgxpool.Pool, id int64) string {
+	t.Helper()
+	k, err := postgres.GetKey(context.Background(), pool, id)
+	require.NoError(t, err)
+	return k.UserKey
+}

@@ -160,6 +160,11 @@ var handlers = map[stripe.EventType]func(context.Context, *Handler, pgx.Tx, stri
 	"checkout.session.completed":               checkoutPaid,
 	"checkout.session.async_payment_succeeded": checkoutPaid,
 	"checkout.session.async_payment_failed":    checkoutFailed,
+	"invoice.paid":                             invoicePaid,
+	"charge.dispute.created":                   disputeCreated,
+	"charge.dispute.closed":                    disputeClosed,
+	"charge.refunded":                          chargeRefunded,
+	"customer.subscription.deleted":            subscriptionDeleted,
 }
 
 func decodeSession(event stripe.Event) (*stripe.CheckoutSession, error) {

@@ -1,0 +1,496 @@
+package app_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"fulfiller/internal/httpapi"
+	"fulfiller/internal/luarmor"
+	"fulfiller/internal/luarmor/sandbox"
+	"fulfiller/internal/order"
+	"fulfiller/internal/stripeapi/stripefake"
+)
+
+const day = int64(86400)
+
+// object marshals a Stripe object for an event's data.object.
+func object(t *testing.T, v map[string]any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	require.NoError(t, err)
+	return b
+}
+
+// subscriptionOrder buys quantity keys on a subscription and waits for them.
+func (b *bundle) subscriptionOrder(t *testing.T, quantity int64) (stripefake.Session, httpapi.OrderJSON) {
+	t.Helper()
+	s := stripefake.Session{
+		ID: newID("cs_test_"), Mode: "subscription", PaymentStatus: "paid", Status: "complete",
+		CustomerEmail: defaultMail, Customer: newID("cus_"), Subscription: newID("sub_"), Invoice: newID("in_"),
+		Items: []stripefake.Item{{PriceID: priceMonth, Quantity: quantity, Recurring: true}},
+	}
+	b.stripe.PutSession(s)
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	return s, b.waitOrder(t, s.ID, "fulfilled")
+}
+
+// invoice registers a paid subscription invoice with Stripe and returns
+// its invoice.paid event.
+func (b *bundle) invoice(t *testing.T, sub, reason string, periodEnd int64) (string, []byte) {
+	t.Helper()
+	id := newID("in_")
+	lines := []map[string]any{{
+		"object": "line_item", "type": "subscription", "proration": false, "subscription": sub, "amount": 1000,
+		"period": map[string]any{"start": periodEnd - 30*day, "end": periodEnd},
+	}}
+	inv := map[string]any{
+		"id": id, "object": "invoice", "subscription": sub, "billing_reason": reason, "status": "paid",
+		"paid": true, "customer": "cus_x", "payment_intent": newID("pi_"), "charge": newID("ch_"),
+		// period_end at the top level is not the service period: a
+		// renewal that read it would be wrong.
+		"period_end": periodEnd - 30*day,
+	}
+	b.stripe.PutObject(stripefake.KindInvoice, id, mergeMap(inv, map[string]any{"lines": lines}))
+	inv["lines"] = map[string]any{"object": "list", "data": lines, "has_more": false}
+	return id, event(t, "invoice.paid", object(t, inv))
+}
+
+func mergeMap(a, b map[string]any) map[string]any {
+	out := map[string]any{}
+	for k, v := range a {
+		out[k] = v
+	}
+	for k, v := range b {
+		out[k] = v
+	}
+	return out
+}
+
+// dispute returns a charge.dispute.* event for a charge of a payment.
+func (b *bundle) disputeEvent(t *testing.T, typ, disputeID, chargeID, pi, status string) []byte {
+	t.Helper()
+	return event(t, typ, object(t, map[string]any{
+		"id": disputeID, "object": "dispute", "charge": chargeID, "payment_intent": pi,
+		"status": status, "reason": "fraudulent", "amount": 1000,
+	}))
+}
+
+// charge registers a charge with Stripe (the service follows a disputed
+// charge to its invoice).
+func (b *bundle) charge(t *testing.T, pi, invoice string) string {
+	t.Helper()
+	id := newID("ch_")
+	obj := map[string]any{"payment_intent": pi, "amount": 1000, "paid": true}
+	if invoice != "" {
+		obj["invoice"] = invoice
+	}
+	b.stripe.PutObject(stripefake.KindCharge, id, obj)
+	return id
+}
+
+func refundEvent(t *testing.T, chargeID, pi string, full bool) []byte {
+	refunded := int64(400)
+	if full {
+		refunded = 1000
+	}
+	return event(t, "charge.refunded", object(t, map[string]any{
+		"id": chargeID, "object": "charge", "payment_intent": pi, "refunded": full,
+		"amount": 1000, "amount_refunded": refunded,
+	}))
+}
+
+func (b *bundle) user(t *testing.T, key string) luarmor.User {
+	t.Helper()
+	u, ok := b.sandbox.User(project, key)
+	require.True(t, ok, "key exists in Luarmor")
+	return u
+}
+
+// waitKeys polls until every key of the order reaches status.
+func (b *bundle) waitKeys(t *testing.T, id, orderStatus, keyStatus string) httpapi.OrderJSON {
+	t.Helper()
+	var last httpapi.OrderJSON
+	require.Eventually(t, func() bool {
+		code, o := b.getOrder(t, id)
+		last = o
+		if code != http.StatusOK || o.Status != orderStatus {
+			return false
+		}
+		for _, k := range o.Keys {
+			if k.Status != keyStatus {
+				return false
+			}
+		}
+		return true
+	}, 20*time.Second, 20*time.Millisecond, "order %s never reached %s with keys %s; last %+v", id, orderStatus, keyStatus, &last)
+	return last
+}
+
+func (b *bundle) luarmorCalls(method, pathSuffix string) int {
+	n := 0
+	for _, c := range b.sandbox.Calls() {
+		if c.Method == method && strings.HasSuffix(c.Path, pathSuffix) {
+			n++
+		}
+	}
+	return n
+}
+
+// waitIdle waits until no job is left to run.
+func (b *bundle) waitIdle(t *testing.T) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		return b.count(t, "SELECT count(*) FROM river_job WHERE state NOT IN ('completed', 'cancelled', 'discarded')") == 0
+	}, 20*time.Second, 20*time.Millisecond)
+}
+
+func TestRenewalExtendsEveryKeyOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s, o := b.subscriptionOrder(t, 2)
+	for i, k := range o.Keys {
+		require.NoError(t, b.sandbox.Execute(project, k.UserKey, "hwid-"+string(rune('a'+i))))
+	}
+	before := b.user(t, o.Keys[0].UserKey).AuthExpire
+	periodEnd := time.Now().Unix() + 60*day
+	invoiceID, ev := b.invoice(t, s.Subscription, "subscription_cycle", periodEnd)
+	b.sandbox.ResetCalls()
+
+	// The same event twice, the same invoice again as a distinct event,
+	// and a second invoice for the same period.
+	b.deliver(t, ev)
+	b.deliver(t, ev)
+	b.waitIdle(t)
+	b.deliver(t, event(t, "invoice.paid", mustJSON(t, map[string]any{"id": invoiceID, "object": "invoice", "subscription": s.Subscription})))
+	b.waitIdle(t)
+	_, second := b.invoice(t, s.Subscription, "subscription_cycle", periodEnd)
+	b.deliver(t, second)
+	b.waitIdle(t)
+
+	want := periodEnd + day // RENEWAL_GRACE defaults to 24h
+	require.Greater(t, want, before)
+	for _, k := range o.Keys {
+		require.Equal(t, want, b.user(t, k.UserKey).AuthExpire)
+	}
+	_, got := b.getOrder(t, s.ID)
+	for _, k := range got.Keys {
+		require.NotNil(t, k.AuthExpire)
+		require.Equal(t, want, *k.AuthExpire)
+	}
+	var paidThrough int64
+	require.NoError(t, b.pool.QueryRow(context.Background(), "SELECT paid_through FROM orders WHERE checkout_session_id = $1", s.ID).Scan(&paidThrough))
+	require.Equal(t, periodEnd, paidThrough)
+	// Two invoices, two keys: at most two calls per key per renewal.
+	require.LessOrEqual(t, b.luarmorCalls(http.MethodGet, "/users")+b.luarmorCalls(http.MethodPatch, "/users"), 2*2*2)
+	require.Equal(t, 2, b.luarmorCalls(http.MethodPatch, "/users"), "one PATCH per key; the second invoice found them extended")
+	require.Equal(t, 2, b.count(t, "SELECT count(*) FROM key_renewals WHERE invoice_id = $1", invoiceID))
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	require.NoError(t, err)
+	return b
+}
+
+func TestSubscriptionCreateInvoiceDoesNotExtend(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s, o := b.subscriptionOrder(t, 1)
+	b.sandbox.ResetCalls()
+	_, ev := b.invoice(t, s.Subscription, "subscription_create", time.Now().Unix()+30*day)
+	b.deliver(t, ev)
+	b.waitIdle(t)
+	require.Empty(t, b.sandbox.Calls(), "the checkout key already has this period")
+	u := b.user(t, o.Keys[0].UserKey)
+	require.Equal(t, luarmor.NeverExpires, u.AuthExpire)
+	require.Equal(t, 30, u.KeyDays, "the key_days timer still waits for first use")
+	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM orders WHERE paid_through IS NOT NULL"))
+}
+
+func TestRenewalNeverShortensAKey(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s, o := b.subscriptionOrder(t, 1)
+	key := o.Keys[0].UserKey
+	require.NoError(t, b.sandbox.Execute(project, key, "hwid-1"))
+	// The operator already gave the key a year.
+	far := time.Now().Unix() + 365*day
+	require.NoError(t, luarmor.NewClient(luarmorKey, luarmor.WithBaseURL(b.main.Config.LuarmorBaseURL)).
+		UpdateUser(context.Background(), project, luarmor.UpdateUserRequest{UserKey: key, AuthExpire: &far}))
+	_, ev := b.invoice(t, s.Subscription, "subscription_cycle", time.Now().Unix()+30*day)
+	b.deliver(t, ev)
+	b.waitIdle(t)
+	require.Equal(t, far, b.user(t, key).AuthExpire)
+	require.Equal(t, 1, b.luarmorCalls(http.MethodPatch, "/users"), "only the operator's PATCH")
+}
+
+func TestRenewalBeforeTheFirstKeyIsAppliedOnDelivery(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s := stripefake.Session{
+		ID: newID("cs_test_"), Mode: "subscription", PaymentStatus: "paid", Status: "complete",
+		CustomerEmail: defaultMail, Subscription: newID("sub_"), Invoice: newID("in_"),
+		Items: []stripefake.Item{{PriceID: priceMonth, Quantity: 1, Recurring: true}},
+	}
+	b.stripe.PutSession(s)
+	// The renewal arrives first, for a period longer than key_days.
+	periodEnd := time.Now().Unix() + 45*day
+	_, ev := b.invoice(t, s.Subscription, "subscription_cycle", periodEnd)
+	b.deliver(t, ev)
+	b.waitIdle(t)
+
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	o := b.waitOrder(t, s.ID, "fulfilled")
+	b.waitIdle(t)
+	require.Equal(t, periodEnd+day, b.user(t, o.Keys[0].UserKey).AuthExpire)
+}
+
+func TestDisputeBlacklistsThePaymentsKeys(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 2})
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	b.waitOrder(t, s.ID, "fulfilled")
+
+	ch := b.charge(t, s.PaymentIntent, "")
+	dp := newID("dp_")
+	created := b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "needs_response")
+	b.deliver(t, created)
+	b.deliver(t, created) // repeated
+	o := b.waitKeys(t, s.ID, "revoked", "blacklisted")
+	require.Len(t, o.Keys, 2)
+	for _, k := range o.Keys {
+		u := b.user(t, k.UserKey)
+		require.True(t, u.IsBanned())
+		require.Equal(t, "Payment disputed", u.BanReason)
+		require.Equal(t, luarmor.NeverExpires, u.BanExpire)
+	}
+	b.waitIdle(t)
+	require.Equal(t, 2, b.luarmorCalls(http.MethodPost, "/users/blacklist"), "one blacklist per key despite the repeat")
+}
+
+func TestDisputeBeforeTheKeyExistsMeansNoKey(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 2})
+	ch := b.charge(t, s.PaymentIntent, "")
+	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", newID("dp_"), ch, s.PaymentIntent, "needs_response"))
+	b.waitIdle(t)
+
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	b.waitIdle(t)
+	code, o := b.getOrder(t, s.ID)
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, "revoked", o.Status)
+	require.Empty(t, o.Keys)
+	require.Zero(t, b.luarmorUsersFor(s.ID), "no key was ever created")
+}
+
+func TestDisputeDuringKeyCreationLeavesNoUsableKey(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	// Creates take long enough for the dispute to land meanwhile.
+	b.sandbox.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/users", Kind: sandbox.FaultLatency,
+		Latency: 400 * time.Millisecond, Times: 2})
+	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 2})
+	ch := b.charge(t, s.PaymentIntent, "")
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	require.Eventually(t, func() bool {
+		return b.count(t, "SELECT count(*) FROM order_keys WHERE create_attempts > 0") > 0
+	}, 10*time.Second, 5*time.Millisecond)
+	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", newID("dp_"), ch, s.PaymentIntent, "needs_response"))
+	b.waitIdle(t)
+
+	code, o := b.getOrder(t, s.ID)
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, "revoked", o.Status)
+	for _, u := range b.sandbox.Users(project) {
+		if strings.Contains(u.Note, s.ID) {
+			require.True(t, u.IsBanned(), "a key created during the dispute is blacklisted")
+		}
+	}
+	for _, k := range o.Keys {
+		require.Equal(t, "blacklisted", k.Status)
+	}
+}
+
+func TestDisputeWonLiftsTheBans(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	b.waitOrder(t, s.ID, "fulfilled")
+	ch := b.charge(t, s.PaymentIntent, "")
+	dp := newID("dp_")
+	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "needs_response"))
+	o := b.waitKeys(t, s.ID, "revoked", "blacklisted")
+
+	b.deliver(t, b.disputeEvent(t, "charge.dispute.closed", dp, ch, s.PaymentIntent, "won"))
+	o = b.waitKeys(t, s.ID, "fulfilled", "active")
+	u := b.user(t, o.Keys[0].UserKey)
+	require.False(t, u.IsBanned())
+}
+
+func TestDisputeWonKeepWhenConfigured(t *testing.T) {
+	t.Parallel()
+	p := order.DefaultPolicy()
+	p.UnbanWhenDisputeWon = false
+	b := setup(t, func(o *options) { o.policy = &p })
+	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	b.waitOrder(t, s.ID, "fulfilled")
+	ch := b.charge(t, s.PaymentIntent, "")
+	dp := newID("dp_")
+	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "needs_response"))
+	o := b.waitKeys(t, s.ID, "revoked", "blacklisted")
+	b.deliver(t, b.disputeEvent(t, "charge.dispute.closed", dp, ch, s.PaymentIntent, "won"))
+	b.waitIdle(t)
+	require.True(t, b.user(t, o.Keys[0].UserKey).IsBanned())
+}
+
+func TestDisputeClosedBeforeCreatedRevokesNothing(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	b.waitOrder(t, s.ID, "fulfilled")
+	ch := b.charge(t, s.PaymentIntent, "")
+	dp := newID("dp_")
+	b.deliver(t, b.disputeEvent(t, "charge.dispute.closed", dp, ch, s.PaymentIntent, "won"))
+	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "needs_response"))
+	b.waitIdle(t)
+	o := b.waitKeys(t, s.ID, "fulfilled", "active")
+	require.False(t, b.user(t, o.Keys[0].UserKey).IsBanned())
+	require.Zero(t, b.luarmorCalls(http.MethodPost, "/users/blacklist"))
+}
+
+func TestDisputeOfASubscriptionInvoiceBlacklistsTheSubscriptionsKeys(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s, _ := b.subscriptionOrder(t, 1)
+	invoiceID, ev := b.invoice(t, s.Subscription, "subscription_cycle", time.Now().Unix()+60*day)
+	b.deliver(t, ev)
+	b.waitIdle(t)
+	// The renewal's payment is disputed: its charge belongs to the
+	// invoice, whose subscription owns the key.
+	pi := newID("pi_")
+	ch := b.charge(t, pi, invoiceID)
+	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", newID("dp_"), ch, pi, "needs_response"))
+	o := b.waitKeys(t, s.ID, "revoked", "blacklisted")
+	require.True(t, b.user(t, o.Keys[0].UserKey).IsBanned())
+}
+
+func TestFullRefundRevokesPerPolicy(t *testing.T) {
+	t.Parallel()
+	for _, action := range []string{order.ActionBlacklist, order.ActionDelete, order.ActionNone} {
+		t.Run(action, func(t *testing.T) {
+			t.Parallel()
+			p := order.DefaultPolicy()
+			p.RefundAction = action
+			b := setup(t, func(o *options) { o.policy = &p })
+			s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+			b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+			o := b.waitOrder(t, s.ID, "fulfilled")
+			key := o.Keys[0].UserKey
+			ch := b.charge(t, s.PaymentIntent, "")
+			b.deliver(t, refundEvent(t, ch, s.PaymentIntent, true))
+			b.waitIdle(t)
+			switch action {
+			case order.ActionBlacklist:
+				b.waitKeys(t, s.ID, "revoked", "blacklisted")
+				u := b.user(t, key)
+				require.True(t, u.IsBanned())
+				require.Equal(t, "Payment refunded", u.BanReason)
+			case order.ActionDelete:
+				b.waitKeys(t, s.ID, "revoked", "deleted")
+				_, ok := b.sandbox.User(project, key)
+				require.False(t, ok)
+			case order.ActionNone:
+				b.waitKeys(t, s.ID, "fulfilled", "active")
+				require.False(t, b.user(t, key).IsBanned())
+			}
+		})
+	}
+}
+
+func TestPartialRefundChangesNothing(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	o := b.waitOrder(t, s.ID, "fulfilled")
+	ch := b.charge(t, s.PaymentIntent, "")
+	b.deliver(t, refundEvent(t, ch, s.PaymentIntent, false))
+	b.waitIdle(t)
+	b.waitKeys(t, s.ID, "fulfilled", "active")
+	require.False(t, b.user(t, o.Keys[0].UserKey).IsBanned())
+	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM stripe_events WHERE type = 'charge.refunded'"), "recorded")
+}
+
+func TestRefundAfterRenewalBlacklists(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s, o := b.subscriptionOrder(t, 1)
+	require.NoError(t, b.sandbox.Execute(project, o.Keys[0].UserKey, "hwid-1"))
+	invoiceID, ev := b.invoice(t, s.Subscription, "subscription_cycle", time.Now().Unix()+60*day)
+	b.deliver(t, ev)
+	b.waitIdle(t)
+	pi := newID("pi_")
+	ch := b.charge(t, pi, invoiceID)
+	b.deliver(t, refundEvent(t, ch, pi, true))
+	got := b.waitKeys(t, s.ID, "revoked", "blacklisted")
+	require.True(t, b.user(t, got.Keys[0].UserKey).IsBanned())
+	// A renewal after the refund does not revive the key.
+	_, ev = b.invoice(t, s.Subscription, "subscription_cycle", time.Now().Unix()+90*day)
+	b.deliver(t, ev)
+	b.waitIdle(t)
+	require.True(t, b.user(t, got.Keys[0].UserKey).IsBanned())
+}
+
+func TestSubscriptionDeletedIsRecorded(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s, o := b.subscriptionOrder(t, 1)
+	b.sandbox.ResetCalls()
+	b.deliver(t, event(t, "customer.subscription.deleted", object(t, map[string]any{
+		"id": s.Subscription, "object": "subscription", "status": "canceled", "current_period_end": time.Now().Unix() + 10*day,
+	})))
+	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM orders WHERE subscription_status = 'canceled'"))
+	b.waitIdle(t)
+	require.Empty(t, b.sandbox.Calls(), "the key keeps the time already paid")
+	require.False(t, b.user(t, o.Keys[0].UserKey).IsBanned())
+}
+
+func TestDiscordIDWithAKeyGetsItExtended(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const discord = "323456789012345678"
+	first := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	first.DiscordID = discord
+	b.stripe.PutSession(first)
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", first.ID))
+	o1 := b.waitOrder(t, first.ID, "fulfilled")
+	key := o1.Keys[0].UserKey
+	require.NoError(t, b.sandbox.Execute(project, key, "hwid-1"))
+	activeUntil := b.user(t, key).AuthExpire
+
+	second := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	second.DiscordID = discord
+	b.stripe.PutSession(second)
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", second.ID))
+	o2 := b.waitOrder(t, second.ID, "fulfilled")
+	require.Len(t, o2.Keys, 1)
+	require.Equal(t, key, o2.Keys[0].UserKey, "the existing key was extended, not a new one made")
+	require.Equal(t, activeUntil+30*day, b.user(t, key).AuthExpire)
+	require.NotNil(t, o2.Keys[0].AuthExpire)
+	require.Equal(t, activeUntil+30*day, *o2.Keys[0].AuthExpire)
+	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM order_keys WHERE extended_existing"))
+	require.Equal(t, 1, b.luarmorUsersFor(first.ID))
+}
