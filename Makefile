@@ -19,6 +19,11 @@ vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
 
+# Intake throughput against a baseline handler, and webhook-to-key latency;
+# about a minute. Pass options through BENCH_FLAGS (go run ./bench -h).
+bench:
+	$(WITH_PG) -- $(GO) run ./bench $(BENCH_FLAGS)
+
 run: build
 	$(WITH_PG) --data .dev/pgdata --port $${DEV_PG_PORT:-54329} -- ./bin/fulfiller dev
 

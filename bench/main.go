@@ -1,0 +1,266 @@
+// Command bench measures the fulfiller on this machine and prints a short
+// report:
+//
+//  1. Webhook intake: verified events per second and p50/p99 latency at a
+//     fixed concurrency, for the real service (app.Main) receiving unpaid
+//     sessions (intake only: the order is recorded, no fulfilment follows)
+//     and paid ones (River workers fulfil while events keep coming), against
+//     a baseline handler that stores the raw body in one INSERT.
+//  2. Webhook to key: with Luarmor answering in about 50 ms, the time from
+//     sending a purchase's webhook until the order API shows its key.
+//
+// Run it with `make bench`, which starts a throwaway PostgreSQL and sets
+// DATABASE_URL; every database the run creates is dropped at the end.
+//
+//	make bench BENCH_FLAGS='-duration 20s -concurrency 32'
+//	make bench BENCH_FLAGS='-json'
+//	make bench BENCH_FLAGS='-cpuprofile /tmp/bench' && go tool pprof -top /tmp/bench-service_unpaid.pprof
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+type options struct {
+	concurrency int
+	warmup      time.Duration
+	duration    time.Duration
+	purchases   int
+	luarmor     time.Duration
+	poll        time.Duration
+	jsonOut     bool
+	cpuProfile  string
+}
+
+func main() {
+	var o options
+	flag.IntVar(&o.concurrency, "concurrency", 16, "concurrent webhook senders in the intake phases")
+	flag.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured warm-up before each intake phase")
+	flag.DurationVar(&o.duration, "duration", 10*time.Second, "measured time of each intake phase")
+	flag.IntVar(&o.purchases, "purchases", 100, "purchases in the webhook-to-key phase (0 skips it)")
+	flag.DurationVar(&o.luarmor, "luarmor-latency", 50*time.Millisecond, "Luarmor sandbox answer time in the webhook-to-key phase")
+	flag.DurationVar(&o.poll, "poll", 2*time.Millisecond, "order API polling interval in the webhook-to-key phase")
+	flag.BoolVar(&o.jsonOut, "json", false, "print the report as JSON instead of Markdown")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of each intake phase's timed window to `PREFIX`-<phase>.pprof")
+	flag.Parse()
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "bench: unexpected arguments %q\n", flag.Args())
+		flag.Usage()
+		os.Exit(2)
+	}
+	if o.concurrency < 1 || o.duration <= 0 || o.warmup < 0 || o.purchases < 0 || o.poll <= 0 {
+		fmt.Fprintln(os.Stderr, "bench: -concurrency and -duration must be positive, -warmup and -purchases not negative, -poll positive")
+		os.Exit(2)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		stop()
+		os.Exit(1)
+	}
+}
+
+// run measures every phase in turn and prints the report. Phases run one
+// after the other, never overlapping, each against its own database, so no
+// phase pays for another's work (not even PostgreSQL's autovacuum of it: a
+// phase's database is dropped as soon as the phase ends).
+func run(ctx context.Context, o options, stdout, stderr io.Writer) (err error) {
+	progress := func(format string, args ...any) { fmt.Fprintf(stderr, "bench: "+format+"\n", args...) }
+	dbs, err := newDatabases()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if dropErr := dbs.dropAll(); dropErr != nil {
+			err = errors.Join(err, dropErr)
+		}
+	}()
+
+	rep := &Report{Machine: Machine{CPUs: runtime.NumCPU(), OS: runtime.GOOS, Arch: runtime.GOARCH, GoVersion: runtime.Version()}}
+	if rep.Machine.PostgreSQL, err = dbs.serverVersion(ctx); err != nil {
+		return err
+	}
+	if rep.Machine.PGSettings, err = pgSettings(ctx, dbs); err != nil {
+		return err
+	}
+	progress("PostgreSQL %s; migrating a template database", rep.Machine.PostgreSQL)
+	tmpl, err := dbs.migratedTemplate(ctx)
+	if err != nil {
+		return err
+	}
+
+	// The service logs warnings and errors only: at info it would log a
+	// line per event, which measures the log sink rather than the service.
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	client := newSender(o.concurrency)
+	load := func(phase string) loadOptions {
+		lo := loadOptions{concurrency: o.concurrency, warmup: o.warmup, duration: o.duration}
+		if o.cpuProfile != "" {
+			lo.cpuProfile = o.cpuProfile + "-" + phase + ".pprof"
+		}
+		return lo
+	}
+	rep.Intake = IntakeReport{Concurrency: o.concurrency, WarmupS: o.warmup.Seconds(), DurationS: o.duration.Seconds()}
+
+	// The service first: the baseline copies its pool size.
+	progress("intake: service, unpaid sessions (%s)", o.warmup+o.duration)
+	unpaid, poolSize, err := serviceIntake(ctx, dbs, tmpl, client, logger, "unpaid", load("service_unpaid"))
+	if err != nil {
+		return fmt.Errorf("intake, service with unpaid sessions: %w", err)
+	}
+	rep.Intake.PoolSize = poolSize
+
+	progress("intake: baseline (%s)", o.warmup+o.duration)
+	base, err := baselineIntake(ctx, dbs, client, poolSize, load("baseline"))
+	if err != nil {
+		return fmt.Errorf("intake, baseline: %w", err)
+	}
+
+	progress("intake: service, paid sessions (%s)", o.warmup+o.duration)
+	paid, _, err := serviceIntake(ctx, dbs, tmpl, client, logger, "paid", load("service_paid"))
+	if err != nil {
+		return fmt.Errorf("intake, service with paid sessions: %w", err)
+	}
+	// The yardstick first in the table.
+	rep.Intake.add(base)
+	rep.Intake.add(unpaid)
+	rep.Intake.add(paid)
+	rep.Intake.compare()
+
+	if o.purchases > 0 {
+		progress("webhook to key: %d purchases, Luarmor answering in %s", o.purchases, o.luarmor)
+		lo := latencyOptions{purchases: o.purchases, luarmorLatency: o.luarmor, poll: o.poll, timeout: 30 * time.Second}
+		if rep.Latency, err = purchaseLatency(ctx, dbs, tmpl, client, logger, lo); err != nil {
+			return fmt.Errorf("webhook to key: %w", err)
+		}
+	}
+
+	if o.jsonOut {
+		return writeJSON(stdout, rep)
+	}
+	return writeText(stdout, rep)
+}
+
+// serviceIntake measures the real service on a fresh database, with
+// sessions of the given payment status, and returns its row and pool size.
+func serviceIntake(ctx context.Context, dbs *databases, tmpl string, client *http.Client, logger *slog.Logger,
+	paymentStatus string, lo loadOptions) (row IntakeRow, poolSize int32, err error) {
+	name, dbURL, err := dbs.create(ctx, tmpl)
+	if err != nil {
+		return row, 0, err
+	}
+	defer func() { err = errors.Join(err, dbs.drop(context.Background(), name)) }()
+	svc, err := startService(ctx, dbURL, logger)
+	if err != nil {
+		return row, 0, err
+	}
+	defer svc.close()
+
+	maker, err := newEventMaker(paymentStatus, benchItems)
+	if err != nil {
+		return row, 0, err
+	}
+	var before func(purchase)
+	if paymentStatus == "paid" {
+		// The workers read every paid session back from the Stripe fake.
+		before = func(p purchase) { svc.stripe.PutSession(p.session) }
+	}
+	res, err := runLoad(ctx, client, svc.webhookURL(), maker, before, lo)
+	if err != nil {
+		return row, 0, err
+	}
+
+	var stored, fulfilled int
+	err = svc.main.Pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM stripe_events),
+		(SELECT count(*) FROM orders WHERE status = 'fulfilled')`).Scan(&stored, &fulfilled)
+	if err != nil {
+		return row, 0, fmt.Errorf("counting stored events: %w", err)
+	}
+	if paymentStatus == "paid" {
+		row = newIntakeRow("service_paid", "service, paid sessions (fulfilment running)", res, stored)
+		row.FulfilledByEnd = &fulfilled
+	} else {
+		row = newIntakeRow("service_unpaid", "service, unpaid sessions (intake only)", res, stored)
+	}
+	return row, svc.poolSize(), nil
+}
+
+// baselineIntake measures the baseline handler on a fresh, empty database.
+func baselineIntake(ctx context.Context, dbs *databases, client *http.Client, poolSize int32, lo loadOptions) (row IntakeRow, err error) {
+	name, dbURL, err := dbs.create(ctx, "")
+	if err != nil {
+		return row, err
+	}
+	defer func() { err = errors.Join(err, dbs.drop(context.Background(), name)) }()
+	b, err := startBaseline(ctx, dbURL, poolSize)
+	if err != nil {
+		return row, err
+	}
+	defer b.close()
+
+	// The baseline receives the same events as the service, signed the same
+	// way; it just ignores the signature.
+	maker, err := newEventMaker("unpaid", benchItems)
+	if err != nil {
+		return row, err
+	}
+	res, err := runLoad(ctx, client, b.webhookURL(), maker, nil, lo)
+	if err != nil {
+		return row, err
+	}
+	var stored int
+	if err := b.pool.QueryRow(ctx, "SELECT count(*) FROM baseline_events").Scan(&stored); err != nil {
+		return row, fmt.Errorf("counting stored events: %w", err)
+	}
+	return newIntakeRow("baseline", "baseline: read body, one INSERT", res, stored), nil
+}
+
+// purchaseLatency measures webhook-to-key times on a fresh service.
+func purchaseLatency(ctx context.Context, dbs *databases, tmpl string, client *http.Client, logger *slog.Logger, lo latencyOptions) (lr *LatencyReport, err error) {
+	name, dbURL, err := dbs.create(ctx, tmpl)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { err = errors.Join(err, dbs.drop(context.Background(), name)) }()
+	svc, err := startService(ctx, dbURL, logger)
+	if err != nil {
+		return nil, err
+	}
+	defer svc.close()
+	res, err := runPurchases(ctx, client, svc, lo)
+	if err != nil {
+		return nil, err
+	}
+	return newLatencyReport(res, lo), nil
+}
+
+// pgSettings reports the durability settings, which decide what a commit
+// costs: scripts/with-postgres turns fsync and synchronous_commit off.
+func pgSettings(ctx context.Context, dbs *databases) (string, error) {
+	var fsync, syncCommit string
+	err := dbs.admin(ctx, func(c *pgx.Conn) error {
+		if err := c.QueryRow(ctx, "SHOW fsync").Scan(&fsync); err != nil {
+			return err
+		}
+		return c.QueryRow(ctx, "SHOW synchronous_commit").Scan(&syncCommit)
+	})
+	if err != nil {
+		return "", fmt.Errorf("reading PostgreSQL settings: %w", err)
+	}
+	return "fsync=" + fsync + ", synchronous_commit=" + syncCommit, nil
+}

@@ -1,0 +1,217 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"fulfiller/internal/app"
+	"fulfiller/internal/catalog"
+	"fulfiller/internal/config"
+	"fulfiller/internal/luarmor/sandbox"
+	"fulfiller/internal/stripeapi/stripefake"
+	"fulfiller/internal/webhook"
+)
+
+// The service's test doubles are configured like the end-to-end tests'.
+const (
+	benchProject    = "3f98888f9999c9999e99a2"
+	benchPrice      = "price_month30"
+	benchStripeKey  = "sk_test_fulfiller_bench"
+	benchLuarmorKey = "luarmor-bench-key"
+	benchSecret     = "whsec_fulfiller_bench_secret"
+	benchEmail      = "buyer@example.com"
+)
+
+// benchItems is what every purchase buys: one 30-day key.
+var benchItems = []stripefake.Item{{PriceID: benchPrice, Quantity: 1}}
+
+// serveLoopback serves h on 127.0.0.1 on a free port.
+func serveLoopback(h http.Handler) (baseURL string, closeFn func(), err error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, fmt.Errorf("listening on 127.0.0.1: %w", err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	return "http://" + l.Addr().String(), func() { _ = srv.Close() }, nil
+}
+
+// service is the real service (app.Main) with its Luarmor sandbox and
+// Stripe fake, each on its own loopback port as in the end-to-end tests.
+type service struct {
+	main    *app.Main
+	sandbox *sandbox.Sandbox
+	stripe  *stripefake.Fake
+	closers []func()
+}
+
+// startService runs app.Main on 127.0.0.1:0 against dbURL, which must hold
+// the migrated schema.
+func startService(ctx context.Context, dbURL string, logger *slog.Logger) (*service, error) {
+	s := &service{
+		// A negative limit disables the sandbox's request budget (the real
+		// API allows about 60 a minute), and the service's own fleet-wide
+		// budget is set far above what a run spends (see Config below):
+		// the benchmark measures the service, not Luarmor's rate limit.
+		sandbox: sandbox.New(sandbox.Options{APIKey: benchLuarmorKey, Projects: []string{benchProject}, Limit: -1}),
+		stripe:  stripefake.New(benchStripeKey),
+	}
+	sbURL, closeSB, err := serveLoopback(s.sandbox)
+	if err != nil {
+		return nil, fmt.Errorf("starting the Luarmor sandbox: %w", err)
+	}
+	s.closers = append(s.closers, closeSB)
+	sfURL, closeSF, err := serveLoopback(s.stripe)
+	if err != nil {
+		s.close()
+		return nil, fmt.Errorf("starting the Stripe fake: %w", err)
+	}
+	s.closers = append(s.closers, closeSF)
+
+	s.main = &app.Main{
+		Config: config.Config{
+			DatabaseURL:    dbURL,
+			ListenAddr:     "127.0.0.1:0",
+			WebhookSecrets: []string{benchSecret},
+			StripeAPIKey:   benchStripeKey,
+			StripeAPIBase:  sfURL,
+			LuarmorAPIKey:  benchLuarmorKey,
+			LuarmorBaseURL: sbURL,
+			// The paid intake phase makes well under a million Luarmor
+			// calls a minute, so no call ever waits for a slot.
+			LuarmorRateLimit:  1_000_000,
+			LuarmorRateWindow: time.Minute,
+		},
+		Catalog: &catalog.Catalog{Prices: map[string]catalog.Product{
+			benchPrice: {ProjectID: benchProject, KeyDays: 30},
+		}},
+		Logger: logger,
+	}
+	if err := s.main.Run(ctx); err != nil {
+		s.close()
+		return nil, fmt.Errorf("starting the service: %w", err)
+	}
+	return s, nil
+}
+
+func (s *service) webhookURL() string { return s.main.URL() + "/webhooks/stripe" }
+
+// poolSize is the service's PostgreSQL pool size, which the baseline copies.
+func (s *service) poolSize() int32 { return s.main.Pool.Config().MaxConns }
+
+func (s *service) close() {
+	if s.main != nil {
+		_ = s.main.Close()
+	}
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		s.closers[i]()
+	}
+}
+
+// baseline is the yardstick for webhook intake: the least a handler that
+// durably records a webhook can do. It reads the body and stores it raw in
+// one INSERT (one round trip, autocommit), with no signature check, no JSON
+// decoding and no job. Whatever the service spends beyond this is the price
+// of verifying, decoding and recording an order with its job atomically.
+type baseline struct {
+	pool     *pgxpool.Pool
+	url      string
+	closeSrv func()
+}
+
+const baselineTable = `CREATE TABLE baseline_events (
+	id bigserial PRIMARY KEY,
+	body jsonb NOT NULL,
+	received_at timestamptz DEFAULT now())`
+
+// startBaseline serves the baseline on 127.0.0.1:0 against the empty
+// database dbURL, with a pool of maxConns connections (the service's size,
+// so neither side has more database concurrency than the other).
+func startBaseline(ctx context.Context, dbURL string, maxConns int32) (*baseline, error) {
+	cfg, err := pgxpool.ParseConfig(dbURL)
+	if err != nil {
+		return nil, fmt.Errorf("baseline: parsing the database URL: %w", err)
+	}
+	cfg.MaxConns = maxConns
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("baseline: connecting to PostgreSQL: %w", err)
+	}
+	if _, err := pool.Exec(ctx, baselineTable); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("baseline: creating baseline_events: %w", err)
+	}
+	b := &baseline{pool: pool}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /webhooks/stripe", b.serveWebhook)
+	if b.url, b.closeSrv, err = serveLoopback(mux); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("baseline: %w", err)
+	}
+	return b, nil
+}
+
+func (b *baseline) serveWebhook(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, webhook.MaxBodyBytes))
+	if err != nil {
+		http.Error(w, `{"error":"could not read body"}`, http.StatusBadRequest)
+		return
+	}
+	if _, err := b.pool.Exec(r.Context(), "INSERT INTO baseline_events (body) VALUES ($1)", body); err != nil {
+		http.Error(w, `{"error":"not recorded"}`, http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = io.WriteString(w, `{"received":true}`+"\n")
+}
+
+func (b *baseline) webhookURL() string { return b.url + "/webhooks/stripe" }
+
+func (b *baseline) close() {
+	b.closeSrv()
+	b.pool.Close()
+}
+
+// newSender is the load generator's HTTP client, shared by every phase. It
+// keeps more idle connections per host than there are senders, so after the
+// first request each sender reuses its connection and no request pays for a
+// TCP handshake (net/http's default keeps only two per host).
+func newSender(concurrency int) *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = 4 * concurrency
+	t.MaxIdleConnsPerHost = 2 * concurrency
+	t.DisableCompression = true
+	return &http.Client{Transport: t, Timeout: 30 * time.Second}
+}
+
+// post sends one signed webhook and returns the status, draining the answer
+// so the connection is reused.
+func post(ctx context.Context, client *http.Client, url string, body []byte, signature string) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Content-Type", "application/json; charset=utf-8")
+	req.Header.Set("Stripe-Signature", signature)
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return resp.StatusCode, fmt.Errorf("HTTP %d: %s", resp.StatusCode, msg)
+	}
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		return resp.StatusCode, fmt.Errorf("reading the answer: %w", err)
+	}
+	return resp.StatusCode, nil
+}
