@@ -32,6 +32,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"fulfiller/internal/jobs"
 )
 
 type options struct {
@@ -180,9 +182,23 @@ func serviceIntake(ctx context.Context, dbs *databases, tmpl string, client *htt
 		// The workers read every paid session back from the Stripe fake.
 		before = func(p purchase) { svc.stripe.PutSession(p.session) }
 	}
+	if paymentStatus != "paid" {
+		// Intake alone: what the endpoint does before answering (verify,
+		// record, enqueue). Acting on the events is held back with River's
+		// own queue pause, then measured on its own once the window ends.
+		if err := svc.main.River.QueuePause(ctx, jobs.QueueEvents, nil); err != nil {
+			return row, 0, fmt.Errorf("pausing event processing: %w", err)
+		}
+	}
 	res, err := runLoad(ctx, client, svc.webhookURL(), maker, before, lo)
 	if err != nil {
 		return row, 0, err
+	}
+	var processed *Drain
+	if paymentStatus != "paid" {
+		if processed, err = drainEvents(ctx, svc); err != nil {
+			return row, 0, err
+		}
 	}
 
 	var stored, fulfilled int
@@ -195,7 +211,8 @@ func serviceIntake(ctx context.Context, dbs *databases, tmpl string, client *htt
 		row = newIntakeRow("service_paid", "service, paid sessions (fulfilment running)", res, stored)
 		row.FulfilledByEnd = &fulfilled
 	} else {
-		row = newIntakeRow("service_unpaid", "service, unpaid sessions (intake only)", res, stored)
+		row = newIntakeRow("service_unpaid", "service, intake only (event processing paused)", res, stored)
+		row.Processing = processed
 	}
 	return row, svc.poolSize(), nil
 }
@@ -263,4 +280,37 @@ func pgSettings(ctx context.Context, dbs *databases) (string, error) {
 		return "", fmt.Errorf("reading PostgreSQL settings: %w", err)
 	}
 	return "fsync=" + fsync + ", synchronous_commit=" + syncCommit, nil
+}
+
+// drainEvents resumes event processing after an intake window and times
+// how fast the workers act on the recorded backlog.
+func drainEvents(ctx context.Context, svc *service) (*Drain, error) {
+	left := func() (int, error) {
+		var n int
+		err := svc.main.Pool.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE kind = 'handle_events' AND state <> 'completed'`).Scan(&n)
+		return n, err
+	}
+	var backlog int
+	if err := svc.main.Pool.QueryRow(ctx, `SELECT count(*) FROM stripe_events WHERE handled`).Scan(&backlog); err != nil {
+		return nil, fmt.Errorf("counting recorded events: %w", err)
+	}
+	start := time.Now()
+	if err := svc.main.River.QueueResume(ctx, jobs.QueueEvents, nil); err != nil {
+		return nil, fmt.Errorf("resuming event processing: %w", err)
+	}
+	for {
+		n, err := left()
+		if err != nil {
+			return nil, fmt.Errorf("counting queued event jobs: %w", err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Since(start) > 5*time.Minute {
+			return nil, fmt.Errorf("event backlog not drained after 5 minutes: %d jobs left", n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	took := time.Since(start)
+	return &Drain{Events: backlog, Seconds: took.Seconds(), PerSecond: float64(backlog) / took.Seconds()}, nil
 }

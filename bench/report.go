@@ -75,7 +75,17 @@ type IntakeRow struct {
 	GoCPUPerEventUs float64 `json:"go_cpu_per_event_us,omitempty"`
 	RatioToBaseline float64 `json:"ratio_to_baseline,omitempty"`
 	FulfilledByEnd  *int    `json:"fulfilled_by_end,omitempty"`
-	cpuMeasured     bool
+	// Processing is the drain of the events the intake-only window
+	// recorded, once event processing resumed.
+	Processing  *Drain `json:"processing,omitempty"`
+	cpuMeasured bool
+}
+
+// Drain is how fast the workers acted on a backlog of recorded events.
+type Drain struct {
+	Events    int     `json:"events"`
+	Seconds   float64 `json:"seconds"`
+	PerSecond float64 `json:"per_s"`
 }
 
 // LatencyReport is the webhook-to-key phase.
@@ -223,6 +233,10 @@ func writeText(w io.Writer, rep *Report) error {
 			r.Name, r.EventsPerSecond, fmtMs(r.P50Ms), fmtMs(r.P99Ms), r.Errors, r.Errors+r.OK, ratio, cpu, perEvent)
 	}
 	fmt.Fprintf(&b, "\nService (intake only) / baseline: **%.2f** (goal ≥ %.2f: %s).\n", in.Ratio, in.RatioGoal, metWord(in.RatioMet))
+	if svc := in.row("service_unpaid"); svc != nil && svc.Processing != nil {
+		fmt.Fprintf(&b, "Once resumed, the workers acted on the %d events the intake-only window recorded in %.1f s: %.0f events/s.\n",
+			svc.Processing.Events, svc.Processing.Seconds, svc.Processing.PerSecond)
+	}
 	if paid := in.row("service_paid"); paid != nil && paid.FulfilledByEnd != nil {
 		fmt.Fprintf(&b, "In the paid row the River workers had fulfilled %d of the %d orders accepted by the end of the window.\n",
 			*paid.FulfilledByEnd, paid.OKTotal)

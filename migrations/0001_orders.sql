@@ -10,10 +10,9 @@ CREATE TABLE stripe_events (
     object_id    text NOT NULL,
     created_at   timestamptz NOT NULL,          -- when Stripe created the event
     received_at  timestamptz NOT NULL DEFAULT now(),
-    handled      boolean NOT NULL,              -- whether it led to work
+    handled      boolean NOT NULL,              -- whether the service acts on its type
     payload      jsonb NOT NULL
 );
-CREATE INDEX stripe_events_object_id_idx ON stripe_events (object_id);
 
 -- One row per Checkout Session.
 CREATE TABLE orders (

@@ -46,6 +46,7 @@ type Main struct {
 	River      *river.Client[pgx.Tx]
 	Budget     *budget.Budget
 	stopBudget context.CancelFunc
+	webhook    *webhook.Handler
 	listener   net.Listener
 	server     *http.Server
 }
@@ -119,10 +120,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return err
 	}
 
+	m.webhook = webhook.New(webhook.Config{Secrets: m.Config.WebhookSecrets, Pool: m.Pool, River: m.River, Logger: m.Logger})
 	api := &httpapi.Server{
 		Pool: m.Pool, River: m.River, Stripe: stripeClient, ShopToken: m.Config.ShopAPIToken, Logger: m.Logger,
-		Webhook: &webhook.Handler{Secrets: m.Config.WebhookSecrets, Pool: m.Pool, River: m.River, Logger: m.Logger,
-			Policy: m.Config.Policy},
+		Webhook: m.webhook,
 	}
 	if m.listener, err = net.Listen("tcp", m.Config.ListenAddr); err != nil {
 		return fmt.Errorf("listening on LISTEN_ADDR %s: %w", m.Config.ListenAddr, err)
@@ -203,6 +204,9 @@ func (m *Main) Close() error {
 	var errs []error
 	if m.server != nil {
 		errs = append(errs, m.server.Shutdown(ctx))
+	}
+	if m.webhook != nil {
+		m.webhook.Close()
 	}
 	if m.River != nil {
 		if err := m.River.Stop(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {

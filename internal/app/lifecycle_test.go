@@ -462,8 +462,8 @@ func TestSubscriptionDeletedIsRecorded(t *testing.T) {
 	b.deliver(t, event(t, "customer.subscription.deleted", object(t, map[string]any{
 		"id": s.Subscription, "object": "subscription", "status": "canceled", "current_period_end": time.Now().Unix() + 10*day,
 	})))
-	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM orders WHERE subscription_status = 'canceled'"))
 	b.waitIdle(t)
+	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM orders WHERE subscription_status = 'canceled'"))
 	require.Empty(t, b.sandbox.Calls(), "the key keeps the time already paid")
 	require.False(t, b.user(t, o.Keys[0].UserKey).IsBanned())
 }

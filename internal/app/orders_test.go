@@ -16,6 +16,7 @@ func TestOrderAPIPendingWhileUnpaid(t *testing.T) {
 	s.PaymentStatus = "unpaid"
 	b.stripe.PutSession(s)
 	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	b.waitIdle(t)
 
 	code, o := b.getOrder(t, s.ID)
 	require.Equal(t, http.StatusOK, code)

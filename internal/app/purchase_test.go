@@ -118,11 +118,12 @@ func TestCompletedUnpaidThenAsyncSucceeded(t *testing.T) {
 	b.stripe.PutSession(s)
 
 	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	b.waitIdle(t)
 	code, o := b.getOrder(t, s.ID)
 	require.Equal(t, http.StatusOK, code)
 	require.Equal(t, "pending", o.Status)
 	require.Empty(t, o.Keys)
-	require.Zero(t, b.count(t, "SELECT count(*) FROM river_job"), "nothing is enqueued before payment")
+	require.Zero(t, b.count(t, "SELECT count(*) FROM river_job WHERE kind = 'fulfil_order'"), "no fulfilment before payment")
 
 	s.PaymentStatus = "paid"
 	b.stripe.PutSession(s)
@@ -139,10 +140,12 @@ func TestCompletedAndAsyncSucceededBothPaidGiveKeysOnce(t *testing.T) {
 	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
 	b.deliver(t, b.sessionEvent(t, "checkout.session.async_payment_succeeded", s.ID))
 	b.waitOrder(t, s.ID, "fulfilled")
-	// A late third event for a fulfilled order enqueues nothing.
-	jobsBefore := b.count(t, "SELECT count(*) FROM river_job")
+	// A late third event for a fulfilled order starts no fulfilment.
+	b.waitIdle(t)
+	fulfilments := b.count(t, "SELECT count(*) FROM river_job WHERE kind IN ('fulfil_order', 'create_key')")
 	b.deliver(t, b.sessionEvent(t, "checkout.session.async_payment_succeeded", s.ID))
-	require.Equal(t, jobsBefore, b.count(t, "SELECT count(*) FROM river_job"))
+	b.waitIdle(t)
+	require.Equal(t, fulfilments, b.count(t, "SELECT count(*) FROM river_job WHERE kind IN ('fulfil_order', 'create_key')"))
 	require.Equal(t, 2, b.luarmorUsersFor(s.ID))
 	require.Equal(t, 2, b.creates())
 }
@@ -155,9 +158,7 @@ func TestAsyncPaymentFailedMarksOrderFailed(t *testing.T) {
 	b.stripe.PutSession(s)
 	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
 	b.deliver(t, b.sessionEvent(t, "checkout.session.async_payment_failed", s.ID))
-	code, o := b.getOrder(t, s.ID)
-	require.Equal(t, http.StatusOK, code)
-	require.Equal(t, "failed", o.Status)
+	o := b.waitOrder(t, s.ID, "failed")
 	require.Empty(t, o.Keys)
 	require.Zero(t, b.luarmorUsersFor(s.ID))
 }

@@ -42,7 +42,7 @@ func TestBadWebhooksAreRefusedAndStoreNothing(t *testing.T) {
 	huge := append([]byte(`{"id":"evt_x","padding":"`), bytes.Repeat([]byte("a"), webhookhandler.MaxBodyBytes)...)
 	huge = append(huge, []byte(`"}`)...)
 	noObjectID := event(t, "checkout.session.completed", []byte(`{"object":"checkout.session"}`))
-	notASession := event(t, "checkout.session.completed", []byte(`{"id":"cs_test_x","object":"checkout.session","mode":{"bad":1}}`))
+	notASession := event(t, "checkout.session.completed", []byte(`{"id":"in_x","object":"invoice"}`))
 
 	cases := []struct {
 		name   string
@@ -59,7 +59,7 @@ func TestBadWebhooksAreRefusedAndStoreNothing(t *testing.T) {
 		{"signed garbage", garbage, sign(garbage, b.secret, now), 400, "not a JSON Stripe event"},
 		{"oversized", huge, sign(huge, b.secret, now), 413, "larger than"},
 		{"object without id", noObjectID, sign(noObjectID, b.secret, now), 400, "no id"},
-		{"object not a session", notASession, sign(notASession, b.secret, now), 400, "not a checkout session"},
+		{"object not a session", notASession, sign(notASession, b.secret, now), 400, "not a checkout.session"},
 	}
 	for _, tc := range cases {
 		a := b.post(t, tc.body, tc.header)
@@ -121,7 +121,8 @@ func TestDatabaseDownAnswers503(t *testing.T) {
 	pool, err := pgxpool.New(context.Background(), "postgres://nobody@127.0.0.1:1/none?connect_timeout=1")
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
-	h := &webhookhandler.Handler{Secrets: []string{secretNew}, Pool: pool, Logger: slog.New(slog.DiscardHandler)}
+	h := webhookhandler.New(webhookhandler.Config{Secrets: []string{secretNew}, Pool: pool, Logger: slog.New(slog.DiscardHandler)})
+	t.Cleanup(h.Close)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 

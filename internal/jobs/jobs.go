@@ -29,6 +29,7 @@ import (
 // the fleet-wide budget (internal/budget) then orders their requests.
 const (
 	QueueDefault            = river.QueueDefault
+	QueueEvents             = "events"
 	QueueLuarmorRevoke      = "luarmor_revoke"
 	QueueLuarmorDeliver     = "luarmor_deliver"
 	QueueLuarmorRenew       = "luarmor_renew"
@@ -115,6 +116,7 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker) (*river.Client
 		cfg.FetchCooldown = 10 * time.Millisecond
 	}
 	workers := river.NewWorkers()
+	river.AddWorker(workers, &HandleEventsWorker{Deps: deps})
 	river.AddWorker(workers, &FulfilOrderWorker{Deps: deps})
 	createKey.Deps = deps
 	river.AddWorker(workers, createKey)
@@ -126,10 +128,12 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker) (*river.Client
 	river.AddWorker(workers, &UnbanKeyWorker{Deps: deps})
 
 	rc := &river.Config{
-		Logger:            logging.AtLeast(deps.Logger, slog.LevelWarn),
-		Workers:           workers,
-		FetchCooldown:     cfg.FetchCooldown,
-		FetchPollInterval: time.Second,
+		Logger:        logging.AtLeast(deps.Logger, slog.LevelWarn),
+		Workers:       workers,
+		FetchCooldown: cfg.FetchCooldown,
+		// Inserts notify the queue's producers, at most once per
+		// FetchCooldown per queue; the poll catches the rest.
+		FetchPollInterval: 250 * time.Millisecond,
 		MaxAttempts:       25,
 		JobTimeout:        2 * time.Minute,
 	}
@@ -137,6 +141,7 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker) (*river.Client
 		// Luarmor workers wait in memory for their budget slot, so a few
 		// per class keep the budget fully used without holding many jobs.
 		rc.Queues = map[string]river.QueueConfig{
+			QueueEvents:             {MaxWorkers: cfg.Workers},
 			QueueDefault:            {MaxWorkers: cfg.Workers},
 			QueueLuarmorRevoke:      {MaxWorkers: 2},
 			QueueLuarmorDeliver:     {MaxWorkers: 4},

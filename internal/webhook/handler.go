@@ -1,11 +1,12 @@
-// Package webhook receives Stripe's webhooks: it verifies each event, and in
-// one PostgreSQL transaction records it and enqueues the jobs it calls for.
-// It answers 200 only after that commit, so an event Stripe considers
-// delivered is never lost, and a repeated event enqueues nothing.
+// Package webhook receives Stripe's webhooks. It verifies each event and, in
+// one PostgreSQL transaction, records it and enqueues the job that acts on it
+// (jobs.HandleEventArgs); it answers 200 only after that commit, so an event
+// Stripe considers delivered is never lost, and a repeated event ID enqueues
+// nothing. Concurrent deliveries share transactions (see intake), which keeps
+// the endpoint fast under a burst of events.
 package webhook
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,7 +22,6 @@ import (
 	stripewebhook "github.com/stripe/stripe-go/v76/webhook"
 
 	"fulfiller/internal/jobs"
-	"fulfiller/internal/order"
 	"fulfiller/internal/postgres"
 )
 
@@ -29,17 +29,41 @@ import (
 // larger body is not from Stripe.
 const MaxBodyBytes = 256 << 10
 
-// Handler serves POST /webhooks/stripe.
-type Handler struct {
+// Config configures a Handler.
+type Config struct {
 	Secrets []string // endpoint secrets; several during a secret roll
 	Pool    *pgxpool.Pool
 	River   *river.Client[pgx.Tx]
 	Logger  *slog.Logger
 	// Tolerance is the maximum age of a signature; 0 means Stripe's 5 minutes.
 	Tolerance time.Duration
-	// Policy is the shop's key lifecycle policy; zero means the default.
-	Policy order.Policy
+	// Writers is the number of concurrent recording transactions; 0 means 2.
+	// Fewer writers make larger batches: on two cores two beat four.
+	Writers int
 }
+
+// Handler serves POST /webhooks/stripe. Close it to stop its writers.
+type Handler struct {
+	cfg    Config
+	intake *intake
+}
+
+// New returns a Handler whose writers run until Close.
+func New(cfg Config) *Handler {
+	if cfg.Tolerance == 0 {
+		cfg.Tolerance = stripewebhook.DefaultTolerance
+	}
+	if cfg.Writers <= 0 {
+		cfg.Writers = 2
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Handler{cfg: cfg, intake: newIntake(cfg.Pool, cfg.River, cfg.Writers)}
+}
+
+// Close stops the writers once the requests in flight are answered.
+func (h *Handler) Close() { h.intake.close() }
 
 // Response is the JSON body of every answer.
 type Response struct {
@@ -59,151 +83,95 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, Response{Error: "could not read body"})
 		return
 	}
-	event, err := h.verify(body, r.Header.Get("Stripe-Signature"))
-	if err != nil {
-		h.Logger.WarnContext(r.Context(), "webhook rejected", "error", err, "remote", r.RemoteAddr)
+	if err := h.verify(body, r.Header.Get("Stripe-Signature")); err != nil {
+		h.cfg.Logger.WarnContext(r.Context(), "webhook rejected", "error", err, "remote", r.RemoteAddr)
 		writeJSON(w, http.StatusBadRequest, Response{Error: err.Error()})
 		return
 	}
-	if event.APIVersion != stripe.APIVersion {
-		// The event is still handled: the service reads only stable fields
-		// from it and re-reads objects through its own pinned API version.
-		h.Logger.WarnContext(r.Context(), "webhook endpoint API version differs from the service's; set the endpoint to "+stripe.APIVersion,
-			"event_id", event.ID, "api_version", event.APIVersion)
+	ev, err := parse(body)
+	if err != nil {
+		h.cfg.Logger.WarnContext(r.Context(), "webhook event malformed", "error", err)
+		writeJSON(w, http.StatusBadRequest, Response{Error: err.Error()})
+		return
+	}
+	if ev.APIVersion != stripe.APIVersion {
+		// Still handled: the service reads only stable fields from events
+		// and reads objects through its own pinned API version.
+		h.cfg.Logger.WarnContext(r.Context(), "webhook endpoint API version differs from the service's; set the endpoint to "+stripe.APIVersion,
+			"event_id", ev.ID, "api_version", ev.APIVersion)
 	}
 
-	duplicate, err := h.record(r.Context(), event, body)
+	isNew, err := h.intake.record(r.Context(), ev)
 	if err != nil {
-		var bad *badEvent
-		if errors.As(err, &bad) {
-			h.Logger.WarnContext(r.Context(), "webhook event malformed", "event_id", event.ID, "type", event.Type, "error", err)
-			writeJSON(w, http.StatusBadRequest, Response{Error: bad.Error()})
-			return
-		}
 		// Most likely the database: Stripe retries a 503 with backoff.
-		h.Logger.ErrorContext(r.Context(), "webhook not recorded; Stripe will retry", "event_id", event.ID, "type", event.Type, "error", err)
+		h.cfg.Logger.ErrorContext(r.Context(), "webhook not recorded; Stripe will retry", "event_id", ev.ID, "type", ev.Type, "error", err)
 		writeJSON(w, http.StatusServiceUnavailable, Response{Error: "temporarily unable to record the event"})
 		return
 	}
-	writeJSON(w, http.StatusOK, Response{Received: true, Duplicate: duplicate})
+	writeJSON(w, http.StatusOK, Response{Received: true, Duplicate: !isNew})
 }
 
-// verify checks the signature against every configured secret and decodes
-// the event.
-func (h *Handler) verify(body []byte, header string) (stripe.Event, error) {
-	opts := stripewebhook.ConstructEventOptions{Tolerance: h.Tolerance, IgnoreAPIVersionMismatch: true}
+// verify checks the signature against every configured secret, with
+// stripe-go's own verification, without decoding the body yet.
+func (h *Handler) verify(body []byte, header string) error {
 	var lastErr error = stripewebhook.ErrNoValidSignature
-	for _, secret := range h.Secrets {
-		event, err := stripewebhook.ConstructEventWithOptions(body, header, secret, opts)
+	for _, secret := range h.cfg.Secrets {
+		err := stripewebhook.ValidatePayloadWithTolerance(body, header, secret, h.cfg.Tolerance)
 		switch {
 		case err == nil:
-			if event.ID == "" || event.Type == "" || event.Data == nil {
-				return event, errors.New("event without id, type or data")
-			}
-			return event, nil
+			return nil
 		case errors.Is(err, stripewebhook.ErrNoValidSignature):
 			lastErr = err
 			continue // another secret of a roll may match
 		case errors.Is(err, stripewebhook.ErrNotSigned):
-			return event, errors.New("missing Stripe-Signature header")
+			return errors.New("missing Stripe-Signature header")
 		case errors.Is(err, stripewebhook.ErrInvalidHeader):
-			return event, errors.New("malformed Stripe-Signature header")
+			return errors.New("malformed Stripe-Signature header")
 		case errors.Is(err, stripewebhook.ErrTooOld):
-			return event, errors.New("signature timestamp outside the tolerance")
+			return errors.New("signature timestamp outside the tolerance")
 		default:
-			return event, errors.New("body is not a JSON Stripe event")
+			return fmt.Errorf("signature check failed: %w", err)
 		}
 	}
-	return stripe.Event{}, fmt.Errorf("no valid signature: %w", lastErr)
+	return fmt.Errorf("no valid signature: %w", lastErr)
 }
 
-type badEvent struct{ msg string }
-
-func (e *badEvent) Error() string { return e.msg }
-
-// record stores the event and enqueues its work in one transaction.
-func (h *Handler) record(ctx context.Context, event stripe.Event, body []byte) (duplicate bool, err error) {
-	objectID, _ := event.Data.Object["id"].(string)
-	if objectID == "" {
-		return false, &badEvent{"event data.object has no id"}
-	}
-	tx, err := h.Pool.Begin(ctx)
-	if err != nil {
-		return false, err
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck
-
-	handle, handled := handlers[event.Type]
-	inserted, err := postgres.RecordEvent(ctx, tx, postgres.Event{
-		ID: event.ID, Type: string(event.Type), APIVersion: event.APIVersion, Livemode: event.Livemode,
-		ObjectID: objectID, CreatedAt: time.Unix(event.Created, 0), Handled: handled, Payload: body,
-	})
-	if err != nil {
-		return false, err
-	}
-	if !inserted {
-		return true, nil
-	}
-	if handled {
-		if err := handle(ctx, h, tx, event); err != nil {
-			return false, err
-		}
-	} else {
-		h.Logger.DebugContext(ctx, "event recorded, not handled", "event_id", event.ID, "type", event.Type)
-	}
-	return false, tx.Commit(ctx)
+// wireEvent is the part of an event the endpoint reads.
+type wireEvent struct {
+	ID         string `json:"id"`
+	Object     string `json:"object"`
+	Type       string `json:"type"`
+	APIVersion string `json:"api_version"`
+	Created    int64  `json:"created"`
+	Livemode   bool   `json:"livemode"`
+	Data       *struct {
+		Object struct {
+			ID     string `json:"id"`
+			Object string `json:"object"`
+		} `json:"object"`
+	} `json:"data"`
 }
 
-// handlers maps the event types the service acts on to what each does
-// inside the recording transaction.
-var handlers = map[stripe.EventType]func(context.Context, *Handler, pgx.Tx, stripe.Event) error{
-	"checkout.session.completed":               checkoutPaid,
-	"checkout.session.async_payment_succeeded": checkoutPaid,
-	"checkout.session.async_payment_failed":    checkoutFailed,
-	"invoice.paid":                             invoicePaid,
-	"charge.dispute.created":                   disputeCreated,
-	"charge.dispute.closed":                    disputeClosed,
-	"charge.refunded":                          chargeRefunded,
-	"customer.subscription.deleted":            subscriptionDeleted,
-}
-
-func decodeSession(event stripe.Event) (*stripe.CheckoutSession, error) {
-	var s stripe.CheckoutSession
-	if err := json.Unmarshal(event.Data.Raw, &s); err != nil {
-		return nil, &badEvent{"data.object is not a checkout session: " + err.Error()}
+// parse reads and checks a verified body.
+func parse(body []byte) (postgres.Event, error) {
+	var w wireEvent
+	if err := json.Unmarshal(body, &w); err != nil {
+		return postgres.Event{}, errors.New("body is not a JSON Stripe event")
 	}
-	if s.ID == "" {
-		return nil, &badEvent{"checkout session without id"}
+	if w.ID == "" || w.Type == "" || w.Data == nil {
+		return postgres.Event{}, errors.New("event without id, type or data")
 	}
-	return &s, nil
-}
-
-// checkoutPaid records the order and, once paid, enqueues its fulfilment.
-func checkoutPaid(ctx context.Context, h *Handler, tx pgx.Tx, event stripe.Event) error {
-	s, err := decodeSession(event)
-	if err != nil {
-		return err
+	if w.Data.Object.ID == "" {
+		return postgres.Event{}, errors.New("event data.object has no id")
 	}
-	o, err := jobs.RecordSession(ctx, tx, h.River, jobs.SessionDetails(s))
-	if err != nil {
-		return err
+	want, handled := jobs.HandledObject(w.Type)
+	if handled && w.Data.Object.Object != want {
+		return postgres.Event{}, fmt.Errorf("%s event whose data.object is a %q, not a %s", w.Type, w.Data.Object.Object, want)
 	}
-	h.Logger.InfoContext(ctx, "checkout recorded", "event_id", event.ID, "type", event.Type,
-		"checkout_session_id", s.ID, "payment_status", s.PaymentStatus, "order_status", o.Status)
-	return nil
-}
-
-// checkoutFailed marks an order whose delayed payment failed.
-func checkoutFailed(ctx context.Context, h *Handler, tx pgx.Tx, event stripe.Event) error {
-	s, err := decodeSession(event)
-	if err != nil {
-		return err
-	}
-	if _, err := postgres.UpsertOrder(ctx, tx, jobs.SessionDetails(s)); err != nil {
-		return err
-	}
-	h.Logger.InfoContext(ctx, "delayed payment failed; no key is delivered", "checkout_session_id", s.ID)
-	return postgres.FailOrder(ctx, tx, s.ID, order.FailurePaymentFailed, "the delayed payment failed")
+	return postgres.Event{
+		ID: w.ID, Type: w.Type, APIVersion: w.APIVersion, Livemode: w.Livemode, ObjectID: w.Data.Object.ID,
+		CreatedAt: time.Unix(w.Created, 0), Handled: handled, Payload: body,
+	}, nil
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

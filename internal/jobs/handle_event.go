@@ -1,0 +1,283 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+	"github.com/stripe/stripe-go/v76"
+
+	"fulfiller/internal/order"
+	"fulfiller/internal/postgres"
+)
+
+// HandleEventsArgs acts on recorded Stripe events. The webhook endpoint
+// only verifies, records and enqueues (so it answers Stripe fast under any
+// load), one job for the events it recorded together; what each event means
+// for orders and keys happens here.
+type HandleEventsArgs struct {
+	EventIDs []string `json:"event_ids"`
+}
+
+func (HandleEventsArgs) Kind() string { return "handle_events" }
+
+func (HandleEventsArgs) InsertOpts() river.InsertOpts {
+	// Event IDs are deduplicated by the stripe_events table at intake.
+	// A queue of their own: River notifies a queue of inserts at most once
+	// per fetch cooldown, so the fulfilment an event enqueues a moment
+	// later in the default queue is not left to the next poll.
+	return river.InsertOpts{Queue: QueueEvents}
+}
+
+// HandleEventsWorker works HandleEventsArgs: every event's handler and the
+// job's completion commit together, so a retry after any failure finds
+// nothing half done.
+type HandleEventsWorker struct {
+	river.WorkerDefaults[HandleEventsArgs]
+	Deps
+}
+
+// eventHandler acts on an event inside the transaction that completes its job.
+type eventHandler struct {
+	object string // Stripe object type data.object must have
+	handle func(ctx context.Context, w *HandleEventsWorker, tx pgx.Tx, event stripe.Event) error
+}
+
+// eventHandlers maps the event types the service acts on to their handlers.
+var eventHandlers = map[string]eventHandler{
+	"checkout.session.completed":               {"checkout.session", checkoutPaid},
+	"checkout.session.async_payment_succeeded": {"checkout.session", checkoutPaid},
+	"checkout.session.async_payment_failed":    {"checkout.session", checkoutFailed},
+	"invoice.paid":                             {"invoice", invoicePaid},
+	"charge.dispute.created":                   {"dispute", disputeCreated},
+	"charge.dispute.closed":                    {"dispute", disputeClosed},
+	"charge.refunded":                          {"charge", chargeRefunded},
+	"customer.subscription.deleted":            {"subscription", subscriptionDeleted},
+}
+
+// HandledObject reports whether the service acts on events of a type, and
+// the Stripe object type their data.object must have.
+func HandledObject(eventType string) (string, bool) {
+	h, ok := eventHandlers[eventType]
+	return h.object, ok
+}
+
+func (w *HandleEventsWorker) Work(ctx context.Context, job *river.Job[HandleEventsArgs]) error {
+	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+		for _, id := range job.Args.EventIDs {
+			if err := w.handle(ctx, tx, id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// handle acts on one event inside the job's transaction. An event the
+// service cannot read is logged and skipped: retrying would not help, and
+// it must not hold back the events recorded with it.
+func (w *HandleEventsWorker) handle(ctx context.Context, tx pgx.Tx, id string) error {
+	payload, err := postgres.EventPayload(ctx, tx, id)
+	if order.ErrorCode(err) == order.ENOTFOUND {
+		w.Logger.ErrorContext(ctx, "queued stripe event is not recorded", "event_id", id)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var event stripe.Event
+	if err := json.Unmarshal(payload, &event); err != nil || event.Data == nil {
+		w.Logger.ErrorContext(ctx, "stored stripe event cannot be read", "event_id", id, "error", err)
+		return nil
+	}
+	h, ok := eventHandlers[string(event.Type)]
+	if !ok {
+		return nil
+	}
+	// A savepoint keeps a skipped event's partial writes out of the
+	// commit while the batch goes on.
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	err = h.handle(ctx, w, sp, event)
+	var bad *badObject
+	if errors.As(err, &bad) {
+		_ = sp.Rollback(ctx)
+		w.Logger.ErrorContext(ctx, "stripe event cannot be handled; skipped", "event_id", event.ID, "type", event.Type, "error", err)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return sp.Commit(ctx)
+}
+
+// badObject is an event object the handler cannot read: retrying will not help.
+type badObject struct{ msg string }
+
+func (e *badObject) Error() string { return e.msg }
+
+func decodeObject[T any](event stripe.Event, what string) (*T, error) {
+	var v T
+	if err := json.Unmarshal(event.Data.Raw, &v); err != nil {
+		return nil, &badObject{fmt.Sprintf("event %s: data.object is not %s: %v", event.ID, what, err)}
+	}
+	return &v, nil
+}
+
+func (w *HandleEventsWorker) policy() order.Policy {
+	if w.Policy == (order.Policy{}) {
+		return order.DefaultPolicy()
+	}
+	return w.Policy
+}
+
+// checkoutPaid records the order and, once paid, enqueues its fulfilment.
+func checkoutPaid(ctx context.Context, w *HandleEventsWorker, tx pgx.Tx, event stripe.Event) error {
+	s, err := decodeObject[stripe.CheckoutSession](event, "a checkout session")
+	if err != nil {
+		return err
+	}
+	client, err := river.ClientFromContextSafely[pgx.Tx](ctx)
+	if err != nil {
+		return err
+	}
+	o, err := RecordSession(ctx, tx, client, SessionDetails(s))
+	if err != nil {
+		return err
+	}
+	w.Logger.InfoContext(ctx, "checkout recorded", "event_id", event.ID, "type", event.Type,
+		"checkout_session_id", s.ID, "payment_status", s.PaymentStatus, "order_status", o.Status)
+	return nil
+}
+
+// checkoutFailed marks an order whose delayed payment failed.
+func checkoutFailed(ctx context.Context, w *HandleEventsWorker, tx pgx.Tx, event stripe.Event) error {
+	s, err := decodeObject[stripe.CheckoutSession](event, "a checkout session")
+	if err != nil {
+		return err
+	}
+	if _, err := postgres.UpsertOrder(ctx, tx, SessionDetails(s)); err != nil {
+		return err
+	}
+	w.Logger.InfoContext(ctx, "delayed payment failed; no key is delivered", "checkout_session_id", s.ID)
+	return postgres.FailOrder(ctx, tx, s.ID, order.FailurePaymentFailed, "the delayed payment failed")
+}
+
+// invoicePaid queues the renewal of a subscription invoice. The renewal
+// job reads the invoice and all its lines from Stripe: the event carries
+// only the first page of lines.
+func invoicePaid(ctx context.Context, w *HandleEventsWorker, tx pgx.Tx, event stripe.Event) error {
+	inv, err := decodeObject[stripe.Invoice](event, "an invoice")
+	if err != nil {
+		return err
+	}
+	if inv.Subscription == nil || inv.Subscription.ID == "" {
+		return nil
+	}
+	return insertMany(ctx, tx, RenewSubscriptionArgs{InvoiceID: inv.ID})
+}
+
+func chargeID(c *stripe.Charge) string {
+	if c == nil {
+		return ""
+	}
+	return c.ID
+}
+
+func paymentIntentID(p *stripe.PaymentIntent) string {
+	if p == nil {
+		return ""
+	}
+	return p.ID
+}
+
+// disputeCreated revokes the keys of a disputed payment.
+func disputeCreated(ctx context.Context, w *HandleEventsWorker, tx pgx.Tx, event stripe.Event) error {
+	d, err := decodeObject[stripe.Dispute](event, "a dispute")
+	if err != nil {
+		return err
+	}
+	r, err := postgres.RecordRevocation(ctx, tx, postgres.Revocation{
+		Source: "dispute", SourceID: d.ID, ChargeID: chargeID(d.Charge), PaymentIntentID: paymentIntentID(d.PaymentIntent),
+		Action: order.ActionBlacklist, Reason: w.policy().DisputeBanReason,
+	})
+	if err != nil {
+		return err
+	}
+	if r.Status != "active" {
+		// Already closed in the shop's favour (events out of order).
+		return nil
+	}
+	w.Logger.InfoContext(ctx, "dispute opened; revoking the payment's keys", "dispute_id", d.ID, "charge_id", chargeID(d.Charge))
+	return insertMany(ctx, tx, ResolveRevocationArgs{RevocationID: r.ID})
+}
+
+// disputeClosed lifts the bans of a dispute the shop won.
+func disputeClosed(ctx context.Context, w *HandleEventsWorker, tx pgx.Tx, event stripe.Event) error {
+	d, err := decodeObject[stripe.Dispute](event, "a dispute")
+	if err != nil {
+		return err
+	}
+	if d.Status != stripe.DisputeStatusWon {
+		w.Logger.InfoContext(ctx, "dispute closed; keys stay revoked", "dispute_id", d.ID, "status", d.Status)
+		return nil
+	}
+	r, err := postgres.LiftRevocation(ctx, tx, d.ID)
+	if err != nil {
+		return err
+	}
+	if r == nil {
+		// Closed before its opening event arrived, or closed twice: record
+		// it lifted so a late opening event revokes nothing.
+		_, err := postgres.RecordRevocation(ctx, tx, postgres.Revocation{
+			Source: "dispute", SourceID: d.ID, ChargeID: chargeID(d.Charge), PaymentIntentID: paymentIntentID(d.PaymentIntent),
+			Action: order.ActionBlacklist, Reason: w.policy().DisputeBanReason, Status: "lifted",
+		})
+		return err
+	}
+	if !w.policy().UnbanWhenDisputeWon {
+		w.Logger.InfoContext(ctx, "dispute won; bans kept (DISPUTE_WON_ACTION=keep)", "dispute_id", d.ID)
+		return nil
+	}
+	w.Logger.InfoContext(ctx, "dispute won; lifting its bans", "dispute_id", d.ID)
+	return insertMany(ctx, tx, LiftRevocationArgs{RevocationID: r.ID})
+}
+
+// chargeRefunded revokes the keys of a fully refunded payment; a partial
+// refund is recorded (as the event) and changes nothing.
+func chargeRefunded(ctx context.Context, w *HandleEventsWorker, tx pgx.Tx, event stripe.Event) error {
+	ch, err := decodeObject[stripe.Charge](event, "a charge")
+	if err != nil {
+		return err
+	}
+	if !ch.Refunded {
+		w.Logger.InfoContext(ctx, "partial refund recorded; keys unchanged", "charge_id", ch.ID,
+			"amount", ch.Amount, "amount_refunded", ch.AmountRefunded)
+		return nil
+	}
+	p := w.policy()
+	r, err := postgres.RecordRevocation(ctx, tx, postgres.Revocation{
+		Source: "refund", SourceID: ch.ID, ChargeID: ch.ID, PaymentIntentID: paymentIntentID(ch.PaymentIntent),
+		Action: p.RefundAction, Reason: p.RefundBanReason,
+	})
+	if err != nil || r.Action == order.ActionNone || r.Status != "active" {
+		return err
+	}
+	w.Logger.InfoContext(ctx, "payment refunded; revoking its keys", "charge_id", ch.ID, "action", r.Action)
+	return insertMany(ctx, tx, ResolveRevocationArgs{RevocationID: r.ID})
+}
+
+// subscriptionDeleted records the end of a subscription; its keys keep the
+// time already paid, which their auth_expire already ends.
+func subscriptionDeleted(ctx context.Context, w *HandleEventsWorker, tx pgx.Tx, event stripe.Event) error {
+	sub, err := decodeObject[stripe.Subscription](event, "a subscription")
+	if err != nil {
+		return err
+	}
+	return postgres.EndSubscription(ctx, tx, sub.ID)
+}
