@@ -28,11 +28,14 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"fulfiller/internal/config"
 	"fulfiller/internal/jobs"
 )
 
@@ -45,6 +48,10 @@ type options struct {
 	poll        time.Duration
 	jsonOut     bool
 	cpuProfile  string
+	scenario    string
+	budgetKeys  string
+	budgetRate  string
+	budgetLat   time.Duration
 }
 
 func main() {
@@ -57,6 +64,10 @@ func main() {
 	flag.DurationVar(&o.poll, "poll", 2*time.Millisecond, "order API polling interval in the webhook-to-key phase")
 	flag.BoolVar(&o.jsonOut, "json", false, "print the report as JSON instead of Markdown")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of each intake phase's timed window to `PREFIX`-<phase>.pprof")
+	flag.StringVar(&o.scenario, "scenario", "intake", "what to measure: intake (intake and webhook-to-key), budget (the fleet-wide Luarmor budget) or all")
+	flag.StringVar(&o.budgetKeys, "budget-keys", "150,600", "comma-separated backlog sizes to drain in the budget scenario")
+	flag.StringVar(&o.budgetRate, "budget-rate", "30/3s", "the budget in the budget scenario, COUNT/DURATION, enforced by the sandbox too")
+	flag.DurationVar(&o.budgetLat, "budget-latency", 50*time.Millisecond, "Luarmor sandbox answer time in the budget scenario")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "bench: unexpected arguments %q\n", flag.Args())
@@ -109,6 +120,40 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (err error) {
 	// The service logs warnings and errors only: at info it would log a
 	// line per event, which measures the log sink rather than the service.
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if o.scenario == "intake" || o.scenario == "all" {
+		if err := intakeScenario(ctx, o, dbs, tmpl, logger, progress, rep); err != nil {
+			return err
+		}
+	}
+	if o.scenario == "budget" || o.scenario == "all" {
+		count, window, err := config.ParseRate(o.budgetRate)
+		if err != nil {
+			return fmt.Errorf("-budget-rate: %w", err)
+		}
+		for _, field := range strings.Split(o.budgetKeys, ",") {
+			keys, err := strconv.Atoi(strings.TrimSpace(field))
+			if err != nil || keys < 1 {
+				return fmt.Errorf("-budget-keys: %q is not a positive number", field)
+			}
+			progress("budget: draining %d key creations with 3 replicas at %s", keys, o.budgetRate)
+			row, err := budgetDrain(ctx, dbs, tmpl, budgetOptions{keys: keys, replicas: 3, count: count, window: window, latency: o.budgetLat})
+			if err != nil {
+				return fmt.Errorf("budget, %d keys: %w", keys, err)
+			}
+			rep.Budget = append(rep.Budget, row)
+		}
+	}
+
+	if o.jsonOut {
+		return writeJSON(stdout, rep)
+	}
+	return writeText(stdout, rep)
+}
+
+// intakeScenario measures webhook intake against the baseline, and the
+// time from webhook to key.
+func intakeScenario(ctx context.Context, o options, dbs *databases, tmpl string, logger *slog.Logger,
+	progress func(string, ...any), rep *Report) error {
 	client := newSender(o.concurrency)
 	load := func(phase string) loadOptions {
 		lo := loadOptions{concurrency: o.concurrency, warmup: o.warmup, duration: o.duration}
@@ -147,15 +192,13 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (err error) {
 	if o.purchases > 0 {
 		progress("webhook to key: %d purchases, Luarmor answering in %s", o.purchases, o.luarmor)
 		lo := latencyOptions{purchases: o.purchases, luarmorLatency: o.luarmor, poll: o.poll, timeout: 30 * time.Second}
+		var err error
 		if rep.Latency, err = purchaseLatency(ctx, dbs, tmpl, client, logger, lo); err != nil {
 			return fmt.Errorf("webhook to key: %w", err)
 		}
 	}
 
-	if o.jsonOut {
-		return writeJSON(stdout, rep)
-	}
-	return writeText(stdout, rep)
+	return nil
 }
 
 // serviceIntake measures the real service on a fresh database, with

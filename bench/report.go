@@ -20,6 +20,7 @@ type Report struct {
 	Machine Machine        `json:"machine"`
 	Intake  IntakeReport   `json:"intake"`
 	Latency *LatencyReport `json:"latency,omitempty"`
+	Budget  []BudgetRow    `json:"budget,omitempty"`
 }
 
 // Machine describes where the figures come from.
@@ -209,51 +210,8 @@ func writeText(w io.Writer, rep *Report) error {
 		m.CPUs, m.OS, m.Arch, m.GoVersion, m.PostgreSQL, m.PGSettings)
 	fmt.Fprintf(&b, "The load generator, the handler under test, the Stripe fake, the Luarmor sandbox and PostgreSQL share these CPUs.\n\n")
 
-	in := rep.Intake
-	fmt.Fprintf(&b, "## Webhook intake\n\n")
-	fmt.Fprintf(&b, "%d concurrent senders, each posting its next distinct signed checkout.session.completed event as soon as the last is answered; "+
-		"%s warm-up, then %s measured per row. Each row has its own fresh database and a pool of %d PostgreSQL connections.\n\n",
-		in.Concurrency, seconds(in.WarmupS), seconds(in.DurationS), in.PoolSize)
-	fmt.Fprintf(&b, "| handler | events/s | p50 | p99 | errors | vs baseline | CPU busy | CPU/event (Go process) |\n")
-	fmt.Fprintf(&b, "|---|--:|--:|--:|--:|--:|--:|--:|\n")
-	for _, r := range in.Rows {
-		ratio := "1.00"
-		if r.Key != "baseline" {
-			ratio = fmt.Sprintf("%.2f", r.RatioToBaseline)
-		}
-		cpu, perEvent := "n/a", "n/a"
-		if r.cpuMeasured {
-			cpu = fmt.Sprintf("%.0f%%", 100*r.CPUBusy)
-			if r.CPUSteal >= 0.005 {
-				cpu += fmt.Sprintf(" (+%.0f%% stolen)", 100*r.CPUSteal)
-			}
-			perEvent = fmt.Sprintf("%.0f µs (%.0f µs)", r.CPUPerEventUs, r.GoCPUPerEventUs)
-		}
-		fmt.Fprintf(&b, "| %s | %.0f | %s | %s | %d of %d | %s | %s | %s |\n",
-			r.Name, r.EventsPerSecond, fmtMs(r.P50Ms), fmtMs(r.P99Ms), r.Errors, r.Errors+r.OK, ratio, cpu, perEvent)
-	}
-	fmt.Fprintf(&b, "\nService (intake only) / baseline: **%.2f** (goal ≥ %.2f: %s).\n", in.Ratio, in.RatioGoal, metWord(in.RatioMet))
-	if svc := in.row("service_unpaid"); svc != nil && svc.Processing != nil {
-		fmt.Fprintf(&b, "Once resumed, the workers acted on the %d events the intake-only window recorded in %.1f s: %.0f events/s.\n",
-			svc.Processing.Events, svc.Processing.Seconds, svc.Processing.PerSecond)
-	}
-	if paid := in.row("service_paid"); paid != nil && paid.FulfilledByEnd != nil {
-		fmt.Fprintf(&b, "In the paid row the River workers had fulfilled %d of the %d orders accepted by the end of the window.\n",
-			*paid.FulfilledByEnd, paid.OKTotal)
-	}
-	var steady []string
-	for _, r := range in.Rows {
-		if r.FastestSecond > 0 {
-			steady = append(steady, fmt.Sprintf("%s %d–%d", r.Key, r.SlowestSecond, r.FastestSecond))
-		}
-	}
-	if len(steady) > 0 {
-		fmt.Fprintf(&b, "Slowest–fastest second of each window, in events: %s.\n", strings.Join(steady, ", "))
-	}
-	fmt.Fprintf(&b, "CPU busy is all cores, every process; CPU/event is the whole machine's CPU time per event, in brackets this Go process's share "+
-		"(senders, handler, fakes); the rest is mostly PostgreSQL.\n")
-	for _, n := range in.Notes {
-		fmt.Fprintf(&b, "\nWARNING: %s\n", n)
+	if len(rep.Intake.Rows) > 0 {
+		writeIntakeText(&b, rep.Intake)
 	}
 
 	if lr := rep.Latency; lr != nil {
@@ -273,6 +231,7 @@ func writeText(w io.Writer, rep *Report) error {
 			}
 		}
 	}
+	writeBudgetText(&b, rep.Budget)
 	_, err := io.WriteString(w, b.String())
 	return err
 }
@@ -295,4 +254,54 @@ func metWord(ok bool) string {
 		return "met"
 	}
 	return "NOT met"
+}
+
+// writeIntakeText writes the intake section.
+func writeIntakeText(b *strings.Builder, in IntakeReport) {
+	fmt.Fprintf(b, "## Webhook intake\n\n")
+	fmt.Fprintf(b, "%d concurrent senders, each posting its next distinct signed checkout.session.completed event as soon as the last is answered; "+
+		"%s warm-up, then %s measured per row. Each row has its own fresh database and a pool of %d PostgreSQL connections.\n\n",
+		in.Concurrency, seconds(in.WarmupS), seconds(in.DurationS), in.PoolSize)
+	fmt.Fprintf(b, "| handler | events/s | p50 | p99 | errors | vs baseline | CPU busy | CPU/event (Go process) |\n")
+	fmt.Fprintf(b, "|---|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, r := range in.Rows {
+		ratio := "1.00"
+		if r.Key != "baseline" {
+			ratio = fmt.Sprintf("%.2f", r.RatioToBaseline)
+		}
+		cpu, perEvent := "n/a", "n/a"
+		if r.cpuMeasured {
+			cpu = fmt.Sprintf("%.0f%%", 100*r.CPUBusy)
+			if r.CPUSteal >= 0.005 {
+				cpu += fmt.Sprintf(" (+%.0f%% stolen)", 100*r.CPUSteal)
+			}
+			perEvent = fmt.Sprintf("%.0f µs (%.0f µs)", r.CPUPerEventUs, r.GoCPUPerEventUs)
+		}
+		fmt.Fprintf(b, "| %s | %.0f | %s | %s | %d of %d | %s | %s | %s |\n",
+			r.Name, r.EventsPerSecond, fmtMs(r.P50Ms), fmtMs(r.P99Ms), r.Errors, r.Errors+r.OK, ratio, cpu, perEvent)
+	}
+	fmt.Fprintf(b, "\nService (intake only) / baseline: **%.2f** (goal ≥ %.2f: %s).\n", in.Ratio, in.RatioGoal, metWord(in.RatioMet))
+	if svc := in.row("service_unpaid"); svc != nil && svc.Processing != nil {
+		fmt.Fprintf(b, "Once resumed, the workers acted on the %d events the intake-only window recorded in %.1f s: %.0f events/s.\n",
+			svc.Processing.Events, svc.Processing.Seconds, svc.Processing.PerSecond)
+	}
+	if paid := in.row("service_paid"); paid != nil && paid.FulfilledByEnd != nil {
+		fmt.Fprintf(b, "In the paid row the River workers had fulfilled %d of the %d orders accepted by the end of the window.\n",
+			*paid.FulfilledByEnd, paid.OKTotal)
+	}
+	var steady []string
+	for _, r := range in.Rows {
+		if r.FastestSecond > 0 {
+			steady = append(steady, fmt.Sprintf("%s %d–%d", r.Key, r.SlowestSecond, r.FastestSecond))
+		}
+	}
+	if len(steady) > 0 {
+		fmt.Fprintf(b, "Slowest–fastest second of each window, in events: %s.\n", strings.Join(steady, ", "))
+	}
+	fmt.Fprintf(b, "CPU busy is all cores, every process; CPU/event is the whole machine's CPU time per event, in brackets this Go process's share "+
+		"(senders, handler, fakes); the rest is mostly PostgreSQL.\n")
+	for _, n := range in.Notes {
+		fmt.Fprintf(b, "\nWARNING: %s\n", n)
+	}
+
 }
