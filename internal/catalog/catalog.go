@@ -86,7 +86,7 @@ func Parse(r io.Reader) (*Catalog, error) {
 		return nil, err
 	}
 	if len(c.Prices) == 0 {
-		return nil, errors.New("no prices: add at least one entry under prices:")
+		return nil, errors.New("no prices: add at least one entry under the prices key")
 	}
 	ids := make([]string, 0, len(c.Prices))
 	for id := range c.Prices {

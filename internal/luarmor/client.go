@@ -81,9 +81,6 @@ func NewClient(apiKey string, opts ...Option) *Client {
 	return c
 }
 
-// BaseURL returns the server the client talks to.
-func (c *Client) BaseURL() string { return c.baseURL }
-
 // Status reports the API's version and health. It needs no API key.
 func (c *Client) Status(ctx context.Context) (*Status, error) {
 	var out Status

@@ -21,7 +21,7 @@ type DB interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-// Event is a verified Stripe event as stored.
+// Event is a verified Stripe event as stored (see RecordEvents).
 type Event struct {
 	ID         string
 	Type       string
@@ -31,20 +31,6 @@ type Event struct {
 	CreatedAt  time.Time
 	Handled    bool
 	Payload    []byte
-}
-
-// RecordEvent stores an event once. It reports false when the event ID was
-// already recorded: Stripe delivered it again and nothing more is to be done.
-func RecordEvent(ctx context.Context, db DB, e Event) (bool, error) {
-	tag, err := db.Exec(ctx, `
-		INSERT INTO stripe_events (id, type, api_version, livemode, object_id, created_at, handled, payload)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-		ON CONFLICT (id) DO NOTHING`,
-		e.ID, e.Type, e.APIVersion, e.Livemode, e.ObjectID, e.CreatedAt, e.Handled, e.Payload)
-	if err != nil {
-		return false, fmt.Errorf("recording stripe event %s: %w", e.ID, err)
-	}
-	return tag.RowsAffected() == 1, nil
 }
 
 // SessionDetails is what a Checkout Session tells about its order.

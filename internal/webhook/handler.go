@@ -114,7 +114,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // verify checks the signature against every configured secret, with
 // stripe-go's own verification, without decoding the body yet.
 func (h *Handler) verify(body []byte, header string) error {
-	var lastErr error = stripewebhook.ErrNoValidSignature
+	lastErr := stripewebhook.ErrNoValidSignature
 	for _, secret := range h.cfg.Secrets {
 		err := stripewebhook.ValidatePayloadWithTolerance(body, header, secret, h.cfg.Tolerance)
 		switch {
