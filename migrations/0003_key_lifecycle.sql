@@ -59,3 +59,9 @@ CREATE INDEX revocations_payment_intent_idx ON revocations (payment_intent_id) W
 CREATE INDEX revocations_subscription_idx ON revocations (subscription_id) WHERE subscription_id IS NOT NULL;
 
 ALTER TABLE orders ADD COLUMN revocation_id bigint REFERENCES revocations (id);
+
+-- When Luarmor was last asked about a delivered key whose key_days timer
+-- had not started, to learn its expiry once the buyer first uses it.
+ALTER TABLE order_keys ADD COLUMN checked_at timestamptz;
+CREATE INDEX order_keys_unstarted_idx ON order_keys (checked_at NULLS FIRST)
+    WHERE status = 'active' AND user_key IS NOT NULL AND auth_expire IS NULL;

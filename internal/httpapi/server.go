@@ -101,6 +101,9 @@ type OrderJSON struct {
 	Keys              []KeyJSON `json:"keys"`
 	// KeysPending counts purchased units whose key is not delivered yet.
 	KeysPending int `json:"keys_pending"`
+	// PaidThrough is the end of the latest paid subscription period (unix
+	// seconds); absent for one-off purchases and before the first renewal.
+	PaidThrough *int64 `json:"paid_through,omitempty"`
 }
 
 // KeyJSON is one delivered key.
@@ -114,7 +117,8 @@ type KeyJSON struct {
 }
 
 func renderOrder(o *order.Order) OrderJSON {
-	out := OrderJSON{CheckoutSessionID: o.CheckoutSessionID, Status: string(o.Status), CustomerEmail: o.CustomerEmail, Keys: []KeyJSON{}}
+	out := OrderJSON{CheckoutSessionID: o.CheckoutSessionID, Status: string(o.Status), CustomerEmail: o.CustomerEmail,
+		Keys: []KeyJSON{}, PaidThrough: o.PaidThrough}
 	for _, k := range o.Keys {
 		if !k.Delivered() {
 			if k.Status == order.KeyPending {

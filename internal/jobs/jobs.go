@@ -126,6 +126,7 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker) (*river.Client
 	river.AddWorker(workers, &RevokeKeyWorker{Deps: deps})
 	river.AddWorker(workers, &LiftRevocationWorker{Deps: deps})
 	river.AddWorker(workers, &UnbanKeyWorker{Deps: deps})
+	river.AddWorker(workers, &RefreshKeysWorker{Deps: deps})
 
 	rc := &river.Config{
 		Logger:        logging.AtLeast(deps.Logger, slog.LevelWarn),
@@ -140,6 +141,7 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker) (*river.Client
 	if !cfg.InsertOnly {
 		// Luarmor workers wait in memory for their budget slot, so a few
 		// per class keep the budget fully used without holding many jobs.
+		rc.PeriodicJobs = periodicJobs()
 		rc.Queues = map[string]river.QueueConfig{
 			QueueEvents:             {MaxWorkers: cfg.Workers},
 			QueueDefault:            {MaxWorkers: cfg.Workers},

@@ -366,3 +366,33 @@ func mustKey(t *testing.T, pool *pgxpool.Pool, id int64) string {
 	require.NoError(t, err)
 	return k.UserKey
 }
+
+func TestRefreshLearnsTheExpiryOnceTheKeyIsFirstUsed(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	client, err := jobs.NewClient(b.deps, jobs.Config{})
+	require.NoError(t, err)
+	b.start(t, client)
+	b.purchase(t, client, "cs_test_refresh0001", 2)
+	o := b.waitFulfilled(t, "cs_test_refresh0001")
+	require.Nil(t, o.Keys[0].AuthExpire, "the timer waits for first use")
+
+	// The buyer runs the script with the first key; the check is due.
+	require.NoError(t, b.sandbox.Execute(project, o.Keys[0].UserKey, "hwid-1"))
+	ctx := context.Background()
+	_, err = b.pool.Exec(ctx, `UPDATE order_keys SET delivered_at = now() - interval '2 hours'`)
+	require.NoError(t, err)
+	_, err = client.Insert(ctx, jobs.RefreshKeysArgs{}, nil)
+	require.NoError(t, err)
+
+	want, _ := b.sandbox.User(project, o.Keys[0].UserKey)
+	require.Eventually(t, func() bool {
+		got, err := postgres.GetOrder(ctx, b.pool, "cs_test_refresh0001")
+		require.NoError(t, err)
+		return got.Keys[0].AuthExpire != nil && *got.Keys[0].AuthExpire == want.AuthExpire
+	}, 10*time.Second, 20*time.Millisecond)
+	got, err := postgres.GetOrder(ctx, b.pool, "cs_test_refresh0001")
+	require.NoError(t, err)
+	require.Nil(t, got.Keys[1].AuthExpire, "the unused key still waits")
+	require.Equal(t, 2, b.calls(http.MethodGet, "/users"), "one look-up per key")
+}

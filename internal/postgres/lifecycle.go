@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -318,6 +319,40 @@ func EndSubscription(ctx context.Context, db DB, subscriptionID string) error {
 		WHERE subscription_id = $1`, subscriptionID)
 	if err != nil {
 		return fmt.Errorf("recording end of subscription %s: %w", subscriptionID, err)
+	}
+	return nil
+}
+
+// UnstartedKeys lists delivered keys whose key_days timer had not started
+// when last seen, least recently checked first, skipping keys delivered or
+// checked within minAge.
+func UnstartedKeys(ctx context.Context, db DB, limit int, minAge time.Duration) ([]order.Key, error) {
+	rows, err := db.Query(ctx, `SELECT `+keyColumns+` FROM order_keys
+		WHERE status = 'active' AND user_key IS NOT NULL AND auth_expire IS NULL
+		  AND delivered_at < now() - $2::interval AND (checked_at IS NULL OR checked_at < now() - $2::interval)
+		ORDER BY checked_at NULLS FIRST, id LIMIT $1`, limit, minAge)
+	if err != nil {
+		return nil, fmt.Errorf("listing keys to refresh: %w", err)
+	}
+	defer rows.Close()
+	var keys []order.Key
+	for rows.Next() {
+		k, err := scanKey(rows)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, *k)
+	}
+	return keys, rows.Err()
+}
+
+// RecordKeyCheck stores what Luarmor said of a key's expiry: nil while its
+// timer has still not started.
+func RecordKeyCheck(ctx context.Context, db DB, id int64, authExpire *int64) error {
+	_, err := db.Exec(ctx, `UPDATE order_keys SET checked_at = now(), auth_expire = COALESCE($2, auth_expire), updated_at = now()
+		WHERE id = $1`, id, authExpire)
+	if err != nil {
+		return fmt.Errorf("recording check of key %d: %w", id, err)
 	}
 	return nil
 }
