@@ -3,6 +3,7 @@ package webhook
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -13,8 +14,13 @@ import (
 	"fulfiller/internal/postgres"
 )
 
-// maxBatch bounds the events recorded in one transaction.
-const maxBatch = 128
+// Batching: at most maxBatch events per transaction; under load a writer
+// with fewer than lingerBelow events waits up to lingerFor for more.
+const (
+	maxBatch    = 128
+	lingerBelow = 8
+	lingerFor   = 300 * time.Microsecond
+)
 
 // intake records events with group commit: each writer takes every event
 // waiting when it is free and records them in one transaction (one
@@ -27,6 +33,7 @@ type intake struct {
 	queue chan *pending
 	wg    sync.WaitGroup
 	once  sync.Once
+	busy  atomic.Int32 // writers committing now
 }
 
 type pending struct {
@@ -71,22 +78,12 @@ func (in *intake) record(ctx context.Context, e postgres.Event) (bool, error) {
 func (in *intake) write() {
 	defer in.wg.Done()
 	for first := range in.queue {
-		batch := []*pending{first}
-	fill:
-		for len(batch) < maxBatch {
-			select {
-			case p, ok := <-in.queue:
-				if !ok {
-					break fill
-				}
-				batch = append(batch, p)
-			default:
-				break fill
-			}
-		}
+		batch := in.gather(first)
 		// Requests whose client already left are still recorded: Stripe
 		// may have timed out while the event was on its way to the disk.
+		in.busy.Add(1)
 		isNew, err := in.commit(batch)
+		in.busy.Add(-1)
 		for i, p := range batch {
 			if err != nil {
 				p.done <- result{err: err}
@@ -95,6 +92,44 @@ func (in *intake) write() {
 			}
 		}
 	}
+}
+
+// gather takes every event waiting after first. When another writer is
+// committing (the endpoint is under load) and few are waiting, it lingers
+// up to lingerFor for more, so one commit serves many requests; an event
+// arriving at an idle endpoint is written at once.
+func (in *intake) gather(first *pending) []*pending {
+	batch := []*pending{first}
+	var linger <-chan time.Time
+	for len(batch) < maxBatch {
+		select {
+		case p, ok := <-in.queue:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, p)
+			continue
+		default:
+		}
+		if linger == nil && len(batch) < lingerBelow && in.busy.Load() > 0 {
+			t := time.NewTimer(lingerFor)
+			defer t.Stop()
+			linger = t.C
+		}
+		if linger == nil {
+			return batch
+		}
+		select {
+		case p, ok := <-in.queue:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, p)
+		case <-linger:
+			return batch
+		}
+	}
+	return batch
 }
 
 // commit records a batch and enqueues the job that acts on its new events.
