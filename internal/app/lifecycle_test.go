@@ -292,6 +292,30 @@ func TestDisputeBeforeTheKeyExistsMeansNoKey(t *testing.T) {
 	require.Zero(t, b.luarmorUsersFor(s.ID), "no key was ever created")
 }
 
+func TestDisputeWonBeforeTheKeysExistedDeliversThem(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 2})
+	ch := b.charge(t, s.PaymentIntent, "")
+	dp := newID("dp_")
+	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "needs_response"))
+	b.waitIdle(t)
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	b.waitIdle(t)
+	code, o := b.getOrder(t, s.ID)
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, "revoked", o.Status)
+	require.Zero(t, o.KeysPending, "a revoked order promises no keys")
+
+	// The shop wins: the customer gets what they paid for.
+	b.deliver(t, b.disputeEvent(t, "charge.dispute.closed", dp, ch, s.PaymentIntent, "won"))
+	o = b.waitKeys(t, s.ID, "fulfilled", "active")
+	require.Len(t, o.Keys, 2)
+	for _, k := range o.Keys {
+		require.False(t, b.user(t, k.UserKey).IsBanned())
+	}
+}
+
 func TestDisputeDuringKeyCreationLeavesNoUsableKey(t *testing.T) {
 	t.Parallel()
 	b := setup(t)

@@ -121,7 +121,8 @@ func renderOrder(o *order.Order) OrderJSON {
 		Keys: []KeyJSON{}, PaidThrough: o.PaidThrough}
 	for _, k := range o.Keys {
 		if !k.Delivered() {
-			if k.Status == order.KeyPending {
+			// A revoked order's undelivered units will not be delivered.
+			if k.Status == order.KeyPending && o.Status != order.StatusRevoked {
 				out.KeysPending++
 			}
 			continue

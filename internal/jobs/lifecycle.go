@@ -433,6 +433,24 @@ func (w *LiftRevocationWorker) Work(ctx context.Context, job *river.Job[LiftRevo
 			for _, k := range keys {
 				args = append(args, UnbanKeyArgs{OrderKeyID: k.ID})
 			}
+			// Keys the revocation kept from being made are made now.
+			o, err := postgres.GetOrder(ctx, tx, id)
+			if err != nil {
+				return err
+			}
+			if o.Status == order.StatusRevoked {
+				continue // another revocation (a refund) still holds it
+			}
+			if !o.ItemsLoaded && order.Paid(o.PaymentStatus) {
+				args = append(args, FulfilOrderArgs{CheckoutSessionID: id})
+			}
+			pending, err := postgres.PendingKeyIDs(ctx, tx, id)
+			if err != nil {
+				return err
+			}
+			for _, keyID := range pending {
+				args = append(args, CreateKeyArgs{OrderKeyID: keyID})
+			}
 		}
 		w.Logger.InfoContext(ctx, "dispute won; lifting its bans", "source_id", r.SourceID, "orders", len(orders), "keys", len(args))
 		return insertMany(ctx, tx, args...)
