@@ -95,7 +95,11 @@ func cmdSimulate(ctx context.Context, args []string, getenv func(string) string,
 		if err == nil && (o.Status == "fulfilled" || o.Status == "failed" || o.Status == "revoked") {
 			fmt.Fprintf(stdout, "order %s is %s after %s\n", o.CheckoutSessionID, o.Status, time.Since(start).Round(time.Millisecond))
 			for _, k := range o.Keys {
-				fmt.Fprintf(stdout, "  key %s  project %s  %d days from first use\n", k.UserKey, k.ProjectID, k.KeyDays)
+				days := fmt.Sprintf("%d days from first use", k.KeyDays)
+				if k.KeyDays == 0 {
+					days = "lifetime"
+				}
+				fmt.Fprintf(stdout, "  key %s  project %s  %s\n", k.UserKey, k.ProjectID, days)
 			}
 			if o.Status == "failed" {
 				return fmt.Errorf("order failed; the service log says why (an unknown price?)")

@@ -69,14 +69,28 @@ func TestLineItemsAreReadAcrossPages(t *testing.T) {
 func TestDiscordIDFromCustomFieldIsLinked(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 3})
 	s.DiscordID = "123456789012345678"
 	b.stripe.PutSession(s)
 
 	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
 	o := b.waitOrder(t, s.ID, "fulfilled")
-	u, ok := b.sandbox.User(project, o.Keys[0].UserKey)
-	require.True(t, ok)
+	require.Len(t, o.Keys, 3)
+	// Luarmor links a Discord ID to one key per project: the first key
+	// gets it, and every unit still gets a key of its own.
+	keys := map[string]bool{}
+	linked := 0
+	for _, k := range o.Keys {
+		keys[k.UserKey] = true
+		u, ok := b.sandbox.User(project, k.UserKey)
+		require.True(t, ok)
+		if u.DiscordID == "123456789012345678" {
+			linked++
+		}
+	}
+	require.Len(t, keys, 3)
+	require.Equal(t, 1, linked)
+	u, _ := b.sandbox.User(project, o.Keys[0].UserKey)
 	require.Equal(t, "123456789012345678", u.DiscordID)
 }
 

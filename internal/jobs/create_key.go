@@ -84,12 +84,12 @@ func (w *CreateKeyWorker) Work(ctx context.Context, job *river.Job[CreateKeyArgs
 	if k, err = postgres.BeginCreate(ctx, w.Pool, k.ID); err != nil {
 		return err
 	}
-	req := luarmor.CreateUserRequest{Note: Note(o, k), DiscordID: o.DiscordID}
+	req := luarmor.CreateUserRequest{Note: Note(o, k), DiscordID: discordFor(o, k)}
 	if k.KeyDays > 0 {
 		req.KeyDays = k.KeyDays
 	}
 	userKey, err := w.Luarmor.CreateUser(ctx, k.ProjectID, req)
-	if errors.Is(err, luarmor.ErrDiscordInUse) && o.DiscordID != "" {
+	if errors.Is(err, luarmor.ErrDiscordInUse) && req.DiscordID != "" {
 		return w.extendDiscordKey(ctx, job, o, k, log)
 	}
 	if err != nil {
@@ -102,6 +102,25 @@ func (w *CreateKeyWorker) Work(ctx context.Context, job *river.Job[CreateKeyArgs
 	}
 	log.InfoContext(ctx, "key created", "user_key", logging.Redact(userKey), "project_id", k.ProjectID, "key_days", k.KeyDays)
 	return w.deliver(ctx, job, k, userKey, lifetimeExpiry(k), false)
+}
+
+// discordFor returns the Discord ID to link to a unit's key. Luarmor links
+// a Discord ID to one key per project, so in an order of several units it
+// goes to the order's first key in each project; the other units get keys
+// of their own, one per unit as paid for.
+func discordFor(o *order.Order, k *order.Key) string {
+	if o.DiscordID == "" {
+		return ""
+	}
+	for _, other := range o.Keys {
+		if other.ProjectID == k.ProjectID {
+			if other.ID == k.ID {
+				return o.DiscordID
+			}
+			return ""
+		}
+	}
+	return ""
 }
 
 // lifetimeExpiry is the expiry recorded for a new key: never for a lifetime
