@@ -276,7 +276,13 @@ func (w *CreateKeyWorker) luarmorFailure(ctx context.Context, job *river.Job[Cre
 		_ = postgres.NoteKeyError(ctx, w.Pool, k.ID, err.Error())
 	}
 	if jobErr, retry := luarmorRetry(err, w.RateLimitWindow); retry {
-		log.WarnContext(ctx, "luarmor call failed; will retry", "error", err)
+		if errors.Is(err, luarmor.ErrUnauthorized) {
+			// A configuration problem, not the order's: retried with
+			// backoff so the order is delivered once it is fixed.
+			log.ErrorContext(ctx, "luarmor refused the API key; keys wait until it is fixed", "error", err)
+		} else {
+			log.WarnContext(ctx, "luarmor call failed; will retry", "error", err)
+		}
 		return jobErr
 	}
 	reason := fmt.Sprintf("luarmor refused the key: %v", err)
