@@ -209,7 +209,17 @@ func (m *Main) Close() error {
 		m.webhook.Close()
 	}
 	if m.River != nil {
-		if err := m.River.Stop(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		// Let running jobs finish for a while, then cancel the rest: a
+		// job waiting for a Luarmor slot is snoozed (no attempt used) and
+		// runs again on another replica at once, instead of staying
+		// "running" until River rescues it.
+		graceful, cancelGrace := context.WithTimeout(ctx, 10*time.Second)
+		err := m.River.Stop(graceful)
+		cancelGrace()
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = m.River.StopAndCancel(ctx)
+		}
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 			errs = append(errs, err)
 		}
 	}

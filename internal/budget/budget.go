@@ -128,12 +128,21 @@ type Slot struct {
 	id int64
 }
 
-// WaitError says no slot was granted within MaxWait.
-type WaitError struct{ RetryAfter time.Duration }
+// WaitError says no slot was granted: none freed within MaxWait, or the
+// caller's context ended (a shutdown) while waiting. Nothing was sent.
+type WaitError struct {
+	RetryAfter time.Duration
+	Err        error // the context's error, when it ended the wait
+}
 
 func (e *WaitError) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("luarmor budget: stopped waiting for a request slot: %v", e.Err)
+	}
 	return fmt.Sprintf("luarmor budget: no request slot free; retry in %s", e.RetryAfter)
 }
+
+func (e *WaitError) Unwrap() error { return e.Err }
 
 type grant struct {
 	id  int64
@@ -168,7 +177,7 @@ func (b *Budget) Acquire(ctx context.Context) (*Slot, error) {
 		return &Slot{b: b, id: g.id}, nil
 	case <-ctx.Done():
 		b.abandon(w)
-		return nil, ctx.Err()
+		return nil, &WaitError{Err: ctx.Err()}
 	case <-timer.C:
 		b.abandon(w)
 		return nil, &WaitError{RetryAfter: b.cfg.Window / 4}

@@ -251,4 +251,12 @@ func TestAcquireGivesUpAfterMaxWaitAndReturnsNothing(t *testing.T) {
 	require.ErrorAs(t, err, &we, "the only slot is busy for an hour")
 	require.Positive(t, we.RetryAfter)
 	require.Zero(t, b.Stats().Waiting[budget.ClassMaintenance])
+
+	// A shutdown ends the wait the same way, so the job is snoozed, not failed.
+	stopping, stop := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer stop()
+	_, err = b.Acquire(stopping)
+	require.ErrorAs(t, err, &we)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.Zero(t, b.Stats().Waiting[budget.ClassMaintenance])
 }
