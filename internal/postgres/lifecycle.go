@@ -191,16 +191,7 @@ func KeysWithStatus(ctx context.Context, db DB, sessionID string, status order.K
 	if err != nil {
 		return nil, fmt.Errorf("listing keys of order %s: %w", sessionID, err)
 	}
-	defer rows.Close()
-	var keys []order.Key
-	for rows.Next() {
-		k, err := scanKey(rows)
-		if err != nil {
-			return nil, err
-		}
-		keys = append(keys, *k)
-	}
-	return keys, rows.Err()
+	return collectKeys(rows)
 }
 
 // SetKeyStatus records a key's new state after a revocation or its lifting.
@@ -334,16 +325,7 @@ func UnstartedKeys(ctx context.Context, db DB, limit int, minAge time.Duration) 
 	if err != nil {
 		return nil, fmt.Errorf("listing keys to refresh: %w", err)
 	}
-	defer rows.Close()
-	var keys []order.Key
-	for rows.Next() {
-		k, err := scanKey(rows)
-		if err != nil {
-			return nil, err
-		}
-		keys = append(keys, *k)
-	}
-	return keys, rows.Err()
+	return collectKeys(rows)
 }
 
 // RecordKeyCheck stores what Luarmor said of a key's expiry: nil while its

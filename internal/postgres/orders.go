@@ -121,15 +121,24 @@ func GetOrder(ctx context.Context, db DB, sessionID string) (*order.Order, error
 	if err != nil {
 		return nil, fmt.Errorf("reading keys of order %s: %w", sessionID, err)
 	}
+	if o.Keys, err = collectKeys(rows); err != nil {
+		return nil, fmt.Errorf("reading keys of order %s: %w", sessionID, err)
+	}
+	return o, nil
+}
+
+// collectKeys reads every key of rows and closes them.
+func collectKeys(rows pgx.Rows) ([]order.Key, error) {
 	defer rows.Close()
+	var keys []order.Key
 	for rows.Next() {
 		k, err := scanKey(rows)
 		if err != nil {
-			return nil, fmt.Errorf("reading keys of order %s: %w", sessionID, err)
+			return nil, err
 		}
-		o.Keys = append(o.Keys, *k)
+		keys = append(keys, *k)
 	}
-	return o, rows.Err()
+	return keys, rows.Err()
 }
 
 // LockOrder takes the order's row lock for the rest of the transaction, so
