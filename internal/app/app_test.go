@@ -130,6 +130,14 @@ func (b *bundle) paidSession(t *testing.T, items ...stripefake.Item) stripefake.
 	return s
 }
 
+// buy pays for items and waits until the order is fulfilled.
+func (b *bundle) buy(t *testing.T, items ...stripefake.Item) (stripefake.Session, httpapi.OrderJSON) {
+	t.Helper()
+	s := b.paidSession(t, items...)
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	return s, b.waitOrder(t, s.ID, "fulfilled")
+}
+
 // event builds a Stripe event of the service's API version around object.
 func event(t *testing.T, typ string, object []byte) []byte {
 	t.Helper()

@@ -254,9 +254,7 @@ func TestRenewalBeforeTheFirstKeyIsAppliedOnDelivery(t *testing.T) {
 func TestDisputeBlacklistsThePaymentsKeys(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 2})
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
-	b.waitOrder(t, s.ID, "fulfilled")
+	s, _ := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 2})
 
 	ch := b.charge(t, s.PaymentIntent, "")
 	dp := newID("dp_")
@@ -347,9 +345,7 @@ func TestDisputeDuringKeyCreationLeavesNoUsableKey(t *testing.T) {
 func TestDisputeWonLiftsTheBans(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
-	b.waitOrder(t, s.ID, "fulfilled")
+	s, _ := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	ch := b.charge(t, s.PaymentIntent, "")
 	dp := newID("dp_")
 	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "needs_response"))
@@ -366,9 +362,7 @@ func TestDisputeWonKeepWhenConfigured(t *testing.T) {
 	p := order.DefaultPolicy()
 	p.UnbanWhenDisputeWon = false
 	b := setup(t, func(o *options) { o.policy = &p })
-	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
-	b.waitOrder(t, s.ID, "fulfilled")
+	s, _ := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	ch := b.charge(t, s.PaymentIntent, "")
 	dp := newID("dp_")
 	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "needs_response"))
@@ -381,9 +375,7 @@ func TestDisputeWonKeepWhenConfigured(t *testing.T) {
 func TestDisputeClosedBeforeCreatedRevokesNothing(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
-	b.waitOrder(t, s.ID, "fulfilled")
+	s, _ := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	ch := b.charge(t, s.PaymentIntent, "")
 	dp := newID("dp_")
 	b.deliver(t, b.disputeEvent(t, "charge.dispute.closed", dp, ch, s.PaymentIntent, "won"))
@@ -446,9 +438,7 @@ func TestFullRefundRevokesPerPolicy(t *testing.T) {
 func TestPartialRefundChangesNothing(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
-	o := b.waitOrder(t, s.ID, "fulfilled")
+	s, o := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	ch := b.charge(t, s.PaymentIntent, "")
 	b.deliver(t, refundEvent(t, ch, s.PaymentIntent, false))
 	b.waitIdle(t)

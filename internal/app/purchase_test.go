@@ -198,9 +198,7 @@ func TestLuarmorServerErrorIsRetried(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	b.sandbox.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/users", Kind: sandbox.FaultHTML502, Times: 1})
-	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
-	o := b.waitOrder(t, s.ID, "fulfilled")
+	s, o := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	require.Len(t, o.Keys, 1)
 	require.Equal(t, 1, b.luarmorUsersFor(s.ID))
 }
