@@ -381,9 +381,29 @@ func TestDisputeClosedBeforeCreatedRevokesNothing(t *testing.T) {
 	b.deliver(t, b.disputeEvent(t, "charge.dispute.closed", dp, ch, s.PaymentIntent, "won"))
 	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "needs_response"))
 	b.waitIdle(t)
+	// Events are handled in whatever order their jobs run: either the
+	// opening finds the dispute lifted, or its ban is lifted again. The
+	// end state is the same.
 	o := b.waitKeys(t, s.ID, "fulfilled", "active")
 	require.False(t, b.user(t, o.Keys[0].UserKey).IsBanned())
-	require.Zero(t, b.luarmorCalls(http.MethodPost, "/users/blacklist"))
+	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM revocations WHERE source_id = $1 AND status = 'lifted'", dp))
+}
+
+func TestDisputeOpenedAndClosedAtOnceEndsLifted(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for i := 0; i < 5; i++ {
+		s, _ := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+		ch := b.charge(t, s.PaymentIntent, "")
+		dp := newID("dp_")
+		created := b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "needs_response")
+		closed := b.disputeEvent(t, "charge.dispute.closed", dp, ch, s.PaymentIntent, "won")
+		concurrently(2, func(i int) { b.deliver(t, [][]byte{created, closed}[i]) })
+		b.waitIdle(t)
+		o := b.waitKeys(t, s.ID, "fulfilled", "active")
+		require.False(t, b.user(t, o.Keys[0].UserKey).IsBanned())
+		require.Equal(t, 1, b.count(t, "SELECT count(*) FROM revocations WHERE source_id = $1 AND status = 'lifted'", dp))
+	}
 }
 
 func TestDisputeOfASubscriptionInvoiceBlacklistsTheSubscriptionsKeys(t *testing.T) {

@@ -227,17 +227,13 @@ func disputeClosed(ctx context.Context, w *HandleEventsWorker, tx pgx.Tx, event 
 		w.Logger.InfoContext(ctx, "dispute closed; keys stay revoked", "dispute_id", d.ID, "status", d.Status)
 		return nil
 	}
-	r, err := postgres.LiftRevocation(ctx, tx, d.ID)
-	if err != nil {
-		return err
-	}
-	if r == nil {
-		// Closed before its opening event arrived, or closed twice: record
-		// it lifted so a late opening event revokes nothing.
-		_, err := postgres.RecordRevocation(ctx, tx, postgres.Revocation{
-			Source: "dispute", SourceID: d.ID, ChargeID: chargeID(d.Charge), PaymentIntentID: paymentIntentID(d.PaymentIntent),
-			Action: order.ActionBlacklist, Reason: w.policy().DisputeBanReason, Status: "lifted",
-		})
+	r, wasActive, err := postgres.LiftRevocation(ctx, tx, postgres.Revocation{
+		Source: "dispute", SourceID: d.ID, ChargeID: chargeID(d.Charge), PaymentIntentID: paymentIntentID(d.PaymentIntent),
+		Action: order.ActionBlacklist, Reason: w.policy().DisputeBanReason,
+	})
+	if err != nil || !wasActive {
+		// Closed twice, or before its opening event: a late opening event
+		// now finds it lifted and revokes nothing.
 		return err
 	}
 	if !w.policy().UnbanWhenDisputeWon {

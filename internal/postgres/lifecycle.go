@@ -84,18 +84,29 @@ func RecordRevocation(ctx context.Context, tx pgx.Tx, r Revocation) (*Revocation
 	return stored, nil
 }
 
-// LiftRevocation marks a revocation lifted and returns it, or nil if it was
-// already lifted.
-func LiftRevocation(ctx context.Context, tx pgx.Tx, sourceID string) (*Revocation, error) {
-	r, err := scanRevocation(tx.QueryRow(ctx, `UPDATE revocations SET status = 'lifted', lifted_at = now()
-		WHERE source_id = $1 AND status = 'active' RETURNING `+revocationColumns, sourceID))
+// LiftRevocation records a revocation lifted (a dispute won), whether or
+// not its opening was recorded yet, and reports whether it had been active:
+// only then can it have revoked anything that must now be restored. One
+// statement, so a concurrent opening and closing of the same dispute always
+// ends lifted.
+func LiftRevocation(ctx context.Context, tx pgx.Tx, r Revocation) (lifted *Revocation, wasActive bool, err error) {
+	var existed bool
+	var id int64
+	err = tx.QueryRow(ctx, `
+		INSERT INTO revocations AS v (source, source_id, charge_id, payment_intent_id, action, reason, status, lifted_at)
+		VALUES ($1, $2, NULLIF($3, ''), NULLIF($4, ''), $5, $6, 'lifted', now())
+		ON CONFLICT (source_id) DO UPDATE SET status = 'lifted', lifted_at = now()
+		WHERE v.status = 'active'
+		RETURNING v.id, v.xmax <> 0`,
+		r.Source, r.SourceID, r.ChargeID, r.PaymentIntentID, r.Action, r.Reason).Scan(&id, &existed)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, nil
+		return nil, false, nil // lifted already
 	}
 	if err != nil {
-		return nil, fmt.Errorf("lifting revocation %s: %w", sourceID, err)
+		return nil, false, fmt.Errorf("lifting revocation %s: %w", r.SourceID, err)
 	}
-	return r, nil
+	lifted, err = GetRevocation(ctx, tx, id)
+	return lifted, existed, err
 }
 
 // GetRevocation reads one revocation.
