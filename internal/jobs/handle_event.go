@@ -168,16 +168,14 @@ func checkoutFailed(ctx context.Context, w *HandleEventsWorker, tx pgx.Tx, event
 	return postgres.FailOrder(ctx, tx, s.ID, order.FailurePaymentFailed, "the delayed payment failed")
 }
 
-// invoicePaid queues the renewal of a subscription invoice. The renewal
-// job reads the invoice and all its lines from Stripe: the event carries
-// only the first page of lines.
+// invoicePaid queues the renewal of a paid invoice. The renewal job reads
+// the invoice and all its lines from Stripe in the service's API version
+// (the event carries only the first page of lines, and later API versions
+// moved the invoice's subscription), and ignores one-off invoices.
 func invoicePaid(ctx context.Context, w *HandleEventsWorker, tx pgx.Tx, event stripe.Event) error {
 	inv, err := decodeObject[stripe.Invoice](event, "an invoice")
 	if err != nil {
 		return err
-	}
-	if inv.Subscription == nil || inv.Subscription.ID == "" {
-		return nil
 	}
 	return insertMany(ctx, tx, RenewSubscriptionArgs{InvoiceID: inv.ID})
 }
