@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"context"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -146,12 +147,20 @@ func (in *intake) commit(batch []*pending) ([]bool, error) {
 		if isNew, err = postgres.RecordEvents(ctx, tx, events); err != nil {
 			return err
 		}
-		// One job for the batch's new events the service acts on.
-		var ids []string
+		// One job for the batch's new events the service acts on, in
+		// the order of their objects: two jobs that touch the same orders
+		// then lock them in the same order and never deadlock. Events of
+		// one object keep their arrival order.
+		var handled []postgres.Event
 		for i, e := range events {
 			if isNew[i] && e.Handled {
-				ids = append(ids, e.ID)
+				handled = append(handled, e)
 			}
+		}
+		sort.SliceStable(handled, func(i, j int) bool { return handled[i].ObjectID < handled[j].ObjectID })
+		ids := make([]string, len(handled))
+		for i, e := range handled {
+			ids[i] = e.ID
 		}
 		if len(ids) > 0 {
 			_, err = in.river.InsertTx(ctx, tx, jobs.HandleEventsArgs{EventIDs: ids}, nil)
