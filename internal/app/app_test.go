@@ -130,6 +130,16 @@ func (b *bundle) paidSession(t *testing.T, items ...stripefake.Item) stripefake.
 	return s
 }
 
+// unpaidSession registers a completed Checkout Session whose delayed
+// payment has not settled yet.
+func (b *bundle) unpaidSession(t *testing.T, items ...stripefake.Item) stripefake.Session {
+	t.Helper()
+	s := b.paidSession(t, items...)
+	s.PaymentStatus = "unpaid"
+	b.stripe.PutSession(s)
+	return s
+}
+
 // buy pays for items and waits until the order is fulfilled.
 func (b *bundle) buy(t *testing.T, items ...stripefake.Item) (stripefake.Session, httpapi.OrderJSON) {
 	t.Helper()

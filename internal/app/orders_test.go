@@ -12,9 +12,7 @@ import (
 func TestOrderAPIPendingWhileUnpaid(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
-	s.PaymentStatus = "unpaid"
-	b.stripe.PutSession(s)
+	s := b.unpaidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
 	b.waitIdle(t)
 

@@ -127,9 +127,7 @@ func TestSameEventFiveTimesConcurrently(t *testing.T) {
 func TestCompletedUnpaidThenAsyncSucceeded(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
-	s.PaymentStatus = "unpaid"
-	b.stripe.PutSession(s)
+	s := b.unpaidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 
 	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
 	b.waitIdle(t)
@@ -167,9 +165,7 @@ func TestCompletedAndAsyncSucceededBothPaidGiveKeysOnce(t *testing.T) {
 func TestAsyncPaymentFailedMarksOrderFailed(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
-	s.PaymentStatus = "unpaid"
-	b.stripe.PutSession(s)
+	s := b.unpaidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
 	b.deliver(t, b.sessionEvent(t, "checkout.session.async_payment_failed", s.ID))
 	o := b.waitOrder(t, s.ID, "failed")

@@ -119,9 +119,6 @@ func New(pool *pgxpool.Pool, cfg Config) *Budget {
 	return &Budget{pool: pool, cfg: cfg, kick: make(chan struct{}, 1)}
 }
 
-// Window is the budget's window.
-func (b *Budget) Window() time.Duration { return b.cfg.Window }
-
 // Slot is one granted request.
 type Slot struct {
 	b  *Budget

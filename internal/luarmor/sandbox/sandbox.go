@@ -135,8 +135,6 @@ func New(opts Options) *Sandbox {
 	return s
 }
 
-// Handler returns the sandbox as an http.Handler (the sandbox itself).
-func (s *Sandbox) Handler() http.Handler { return s }
 
 // ServeHTTP serves the Luarmor API and, under /_sandbox/, the test hooks.
 //
