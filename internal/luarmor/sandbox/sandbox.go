@@ -135,7 +135,6 @@ func New(opts Options) *Sandbox {
 	return s
 }
 
-
 // ServeHTTP serves the Luarmor API and, under /_sandbox/, the test hooks.
 //
 // An API request goes through these steps, in this order:
