@@ -21,6 +21,7 @@ import (
 	"fulfiller/internal/budget"
 	"fulfiller/internal/catalog"
 	"fulfiller/internal/config"
+	"fulfiller/internal/health"
 	"fulfiller/internal/httpapi"
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/luarmor"
@@ -42,13 +43,15 @@ type Main struct {
 	// Workers sizes the default job queue; 0 means 10.
 	Workers int
 
-	Pool       *pgxpool.Pool
-	River      *river.Client[pgx.Tx]
-	Budget     *budget.Budget
-	stopBudget context.CancelFunc
-	webhook    *webhook.Handler
-	listener   net.Listener
-	server     *http.Server
+	Pool        *pgxpool.Pool
+	River       *river.Client[pgx.Tx]
+	Budget      *budget.Budget
+	Credentials *health.Credentials
+	Replica     *jobs.Replica
+	stopBudget  context.CancelFunc
+	webhook     *webhook.Handler
+	listener    net.Listener
+	server      *http.Server
 }
 
 // Run starts the service and returns once it accepts requests and works
@@ -94,10 +97,11 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		httpClient = &http.Client{Timeout: 30 * time.Second}
 	}
 	stripeClient := stripeapi.New(m.Config.StripeAPIKey, m.Config.StripeAPIBase, httpClient)
+	name := replicaName()
 	m.Budget = budget.New(m.Pool, budget.Config{
 		Count:   m.Config.LuarmorRateLimit,
 		Window:  m.Config.LuarmorRateWindow,
-		Replica: replicaName(),
+		Replica: name,
 		Logger:  m.Logger,
 	})
 	budgetCtx, stopBudget := context.WithCancel(context.WithoutCancel(ctx))
@@ -106,13 +110,24 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	luarmorClient := &budget.Client{Budget: m.Budget, Luarmor: luarmor.NewClient(m.Config.LuarmorAPIKey,
 		luarmor.WithBaseURL(m.Config.LuarmorBaseURL), luarmor.WithHTTPClient(httpClient))}
 
+	m.Credentials = &health.Credentials{Stripe: stripeClient, Luarmor: luarmorClient, Logger: m.Logger}
+	go m.Credentials.Run(budgetCtx)
+
 	m.River, err = jobs.NewClient(jobs.Deps{
 		Pool: m.Pool, Stripe: stripeClient, Luarmor: luarmorClient, Catalog: m.Catalog, Logger: m.Logger,
-		RateLimitWindow: m.Config.LuarmorRateWindow, Policy: m.Config.Policy,
-	}, jobs.Config{Workers: m.Workers})
+		RateLimitWindow: m.Config.LuarmorRateWindow, Policy: m.Config.Policy, MaxUnitsPerOrder: m.Config.MaxUnitsPerOrder,
+		StripeLivemode: jobs.LiveKey(m.Config.StripeAPIKey),
+	}, jobs.Config{Workers: m.Workers, ID: name})
 	if err != nil {
 		return err
 	}
+	// The heartbeat is recorded before any job is fetched, so no other
+	// replica ever takes this one's running jobs for a dead replica's.
+	m.Replica = &jobs.Replica{Pool: m.Pool, Name: name, Logger: m.Logger}
+	if err := m.Replica.Join(ctx); err != nil {
+		return fmt.Errorf("registering this replica (did you run `fulfiller migrate`?): %w", err)
+	}
+	go m.Replica.Run(budgetCtx)
 	if err := m.River.Start(ctx); err != nil {
 		return fmt.Errorf("starting job workers (did you run `fulfiller migrate`?): %w", err)
 	}
@@ -123,7 +138,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.webhook = webhook.New(webhook.Config{Secrets: m.Config.WebhookSecrets, Pool: m.Pool, River: m.River, Logger: m.Logger})
 	api := &httpapi.Server{
 		Pool: m.Pool, River: m.River, Stripe: stripeClient, ShopToken: m.Config.ShopAPIToken, Logger: m.Logger,
-		Webhook: m.webhook,
+		Webhook: m.webhook, Credentials: m.Credentials,
 	}
 	if m.listener, err = net.Listen("tcp", m.Config.ListenAddr); err != nil {
 		return fmt.Errorf("listening on LISTEN_ADDR %s: %w", m.Config.ListenAddr, err)
@@ -196,27 +211,35 @@ func (m *Main) Addr() string {
 // URL is the service's base URL.
 func (m *Main) URL() string { return "http://" + m.Addr() }
 
-// Close stops the HTTP server, lets running jobs finish (up to a deadline)
-// and closes the database pool.
+// Close stops the process gracefully: the HTTP server stops taking
+// requests and finishes those in flight, running jobs get SHUTDOWN_TIMEOUT
+// to finish, and what is still running then is cancelled: a job waiting
+// for a Luarmor slot is snoozed (no attempt used) and a job cut off
+// mid-call is retried, on another replica at once or here after a restart.
 func (m *Main) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	grace := m.Config.ShutdownTimeout
+	if grace <= 0 {
+		grace = config.DefaultShutdownTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), grace+10*time.Second)
 	defer cancel()
 	var errs []error
 	if m.server != nil {
-		errs = append(errs, m.server.Shutdown(ctx))
+		httpCtx, cancelHTTP := context.WithTimeout(ctx, min(grace, 10*time.Second))
+		if err := m.server.Shutdown(httpCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			errs = append(errs, err)
+		}
+		cancelHTTP()
 	}
 	if m.webhook != nil {
 		m.webhook.Close()
 	}
 	if m.River != nil {
-		// Let running jobs finish for a while, then cancel the rest: a
-		// job waiting for a Luarmor slot is snoozed (no attempt used) and
-		// runs again on another replica at once, instead of staying
-		// "running" until River rescues it.
-		graceful, cancelGrace := context.WithTimeout(ctx, 10*time.Second)
+		graceful, cancelGrace := context.WithTimeout(ctx, grace)
 		err := m.River.Stop(graceful)
 		cancelGrace()
 		if errors.Is(err, context.DeadlineExceeded) {
+			m.Logger.Warn("jobs still running after SHUTDOWN_TIMEOUT; cancelling them (they are retried)", "shutdown_timeout", grace)
 			err = m.River.StopAndCancel(ctx)
 		}
 		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
@@ -225,6 +248,13 @@ func (m *Main) Close() error {
 	}
 	if m.stopBudget != nil {
 		m.stopBudget()
+	}
+	if m.Replica != nil && m.Pool != nil {
+		// Nothing of this replica runs any more: its leftovers (if any)
+		// are free to take at once.
+		leaveCtx, cancelLeave := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = m.Replica.Leave(leaveCtx)
+		cancelLeave()
 	}
 	if m.Pool != nil {
 		m.Pool.Close()

@@ -13,11 +13,35 @@ type Client struct {
 	Budget  *Budget
 }
 
+type beforeSendKey struct{}
+
+// WithBeforeSend makes the requests sent with ctx run fn once their slot is
+// granted, right before they are sent; a request whose fn fails is not
+// sent. Jobs use it to renew a lease at the last moment, so the lease only
+// has to outlive the request itself, not the wait for its slot.
+func WithBeforeSend(ctx context.Context, fn func(context.Context) error) context.Context {
+	return context.WithValue(ctx, beforeSendKey{}, fn)
+}
+
+// NotSentError wraps the failure of a WithBeforeSend function: the request
+// was not sent.
+type NotSentError struct{ Err error }
+
+func (e *NotSentError) Error() string { return "luarmor request not sent: " + e.Err.Error() }
+func (e *NotSentError) Unwrap() error { return e.Err }
+
 func spend[T any](ctx context.Context, b *Budget, f func(context.Context) (T, error)) (T, error) {
+	var zero T
 	slot, err := b.Acquire(ctx)
 	if err != nil {
-		var zero T
 		return zero, err
+	}
+	if before, ok := ctx.Value(beforeSendKey{}).(func(context.Context) error); ok {
+		if err := before(ctx); err != nil {
+			err = &NotSentError{Err: err}
+			slot.Done(ctx, err)
+			return zero, err
+		}
 	}
 	v, err := f(ctx)
 	slot.Done(ctx, err)
@@ -63,4 +87,8 @@ func (c *Client) ResetHWID(ctx context.Context, projectID string, req luarmor.Re
 
 func (c *Client) LinkDiscord(ctx context.Context, projectID string, req luarmor.LinkDiscordRequest) error {
 	return spendErr(ctx, c.Budget, func(ctx context.Context) error { return c.Luarmor.LinkDiscord(ctx, projectID, req) })
+}
+
+func (c *Client) KeyDetails(ctx context.Context) (*luarmor.KeyDetails, error) {
+	return spend(ctx, c.Budget, func(ctx context.Context) (*luarmor.KeyDetails, error) { return c.Luarmor.KeyDetails(ctx) })
 }

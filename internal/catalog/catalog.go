@@ -20,6 +20,8 @@ type Product struct {
 	ProjectID string `yaml:"project_id"`
 	// KeyDays is the days a key gets once first used; 0 makes a lifetime key.
 	KeyDays int `yaml:"key_days"`
+	// MaxQuantity caps the units of this price in one order; 0 = no cap.
+	MaxQuantity int `yaml:"max_quantity"`
 }
 
 // Catalog is the parsed catalog file. It is safe for concurrent use once

@@ -34,7 +34,19 @@ type Config struct {
 	Policy       order.Policy
 	CatalogFile  string
 	ShopAPIToken string // "" disables the operator endpoints
+	// MaxUnitsPerOrder bounds the units (keys) of one order; an order
+	// above it fails for an operator to decide (MAX_UNITS_PER_ORDER).
+	MaxUnitsPerOrder int
+	// ShutdownTimeout is how long a stopping process lets running jobs
+	// finish before it cancels them (SHUTDOWN_TIMEOUT).
+	ShutdownTimeout time.Duration
 }
+
+// Defaults of settings that tests and other commands build by hand.
+const (
+	DefaultMaxUnitsPerOrder = 100
+	DefaultShutdownTimeout  = 30 * time.Second
+)
 
 // Error names the setting at fault.
 type Error struct {
@@ -75,6 +87,13 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		return c, &Error{"LUARMOR_RATE_LIMIT", err.Error()}
 	}
 	c.LuarmorRateLimit, c.LuarmorRateWindow = count, window
+
+	if c.MaxUnitsPerOrder, err = intSetting(get("MAX_UNITS_PER_ORDER", ""), "MAX_UNITS_PER_ORDER", DefaultMaxUnitsPerOrder, 1, 10000); err != nil {
+		return c, err
+	}
+	if c.ShutdownTimeout, err = durationSetting(get("SHUTDOWN_TIMEOUT", ""), "SHUTDOWN_TIMEOUT", DefaultShutdownTimeout, time.Second, 10*time.Minute); err != nil {
+		return c, err
+	}
 
 	c.Policy = order.DefaultPolicy()
 	if v := get("RENEWAL_GRACE", ""); v != "" {
@@ -137,6 +156,30 @@ func (c Config) validate() error {
 		return &Error{"LUARMOR_BASE_URL", err.Error()}
 	}
 	return nil
+}
+
+// intSetting parses an integer setting within [lo, hi]; "" gives def.
+func intSetting(v, name string, def, lo, hi int) (int, error) {
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		return 0, &Error{name, fmt.Sprintf("%q must be a whole number from %d to %d", v, lo, hi)}
+	}
+	return n, nil
+}
+
+// durationSetting parses a duration setting within [lo, hi]; "" gives def.
+func durationSetting(v, name string, def, lo, hi time.Duration) (time.Duration, error) {
+	if v == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < lo || d > hi {
+		return 0, &Error{name, fmt.Sprintf("%q must be a duration from %s to %s, like 30s", v, lo, hi)}
+	}
+	return d, nil
 }
 
 func checkURL(s string) error {

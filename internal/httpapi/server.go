@@ -39,6 +39,8 @@ type Server struct {
 	Webhook   http.Handler
 	ShopToken string // bearer token of the operator endpoints; "" disables them
 	Logger    *slog.Logger
+	// Credentials, when set, makes /readyz fail while a key is refused.
+	Credentials interface{ Problems() []string }
 
 	// Unknown session IDs cost a Stripe call each; these bound that cost.
 	lookups   *tokenBucket
@@ -245,6 +247,13 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	if err := s.Pool.Ping(ctx); err != nil {
 		s.writeError(w, r, &order.Error{Code: order.EUNAVAILABLE, Message: "database unreachable"})
 		return
+	}
+	if s.Credentials != nil {
+		if problems := s.Credentials.Problems(); len(problems) > 0 {
+			w.Header().Set("Retry-After", "60")
+			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": strings.Join(problems, "; "), "code": order.EUNAVAILABLE})
+			return
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }

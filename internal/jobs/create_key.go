@@ -2,9 +2,11 @@ package jobs
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"time"
 
@@ -46,44 +48,81 @@ type CreateKeyWorker struct {
 // MaxWait) and the Luarmor calls.
 func (w *CreateKeyWorker) Timeout(*river.Job[CreateKeyArgs]) time.Duration { return 5 * time.Minute }
 
+// Leases on a unit's create (see postgres.ClaimCreate for the invariant).
+const (
+	// createLease is renewed right before every request for the unit, so
+	// it outlives the longest a request can take (the Luarmor client's
+	// timeout) with a margin for clocks and a slow network.
+	createLease = luarmor.DefaultTimeout + 10*time.Second
+	// answeredLease replaces it after a create whose answer was an error
+	// or a dropped connection: Luarmor is done with the request by then,
+	// so the retry need only wait a moment, not the whole lease. A create
+	// that timed out keeps its full lease: it may still be on its way.
+	answeredLease = 2 * time.Second
+)
+
+// errUnitSettled stops a request for a unit that another runner delivered.
+var errUnitSettled = errors.New("the unit was settled by another runner")
+
 func (w *CreateKeyWorker) Work(ctx context.Context, job *river.Job[CreateKeyArgs]) error {
 	ctx = budget.WithClass(ctx, budget.ClassDeliver)
-	k, err := postgres.GetKey(ctx, w.Pool, job.Args.OrderKeyID)
-	if err != nil {
-		if order.ErrorCode(err) == order.ENOTFOUND {
-			return river.JobCancel(err)
-		}
+	owner := newLeaseOwner(job)
+	// The claim records this run's create attempt up front: a run that
+	// dies after it, whether or not its create left, makes the next run
+	// look the key up first. A run that sends no create takes it back.
+	k, err := postgres.ClaimCreate(ctx, w.Pool, job.Args.OrderKeyID, owner, createLease, true)
+	var held *postgres.ErrLeaseHeld
+	switch {
+	case errors.As(err, &held):
+		// Another runner may have a create on its way (it was rescued
+		// from a replica that stopped, or was cut off): wait its lease
+		// out, then look the key up instead of creating a second one.
+		return river.JobSnooze(max(time.Until(held.Until), 0) + 250*time.Millisecond)
+	case order.ErrorCode(err) == order.ENOTFOUND:
+		return river.JobCancel(err)
+	case err != nil:
 		return err
 	}
 	if k.Status != order.KeyPending {
 		return nil // delivered, failed or revoked by an earlier run
 	}
+	unclaim := func() { _ = postgres.ReleaseCreate(context.WithoutCancel(ctx), w.Pool, k.ID, owner, true) }
 	o, err := postgres.GetOrder(ctx, w.Pool, k.CheckoutSessionID)
 	if err != nil {
+		unclaim()
 		return err
 	}
 	if o.Status == order.StatusRevoked {
+		unclaim()
 		return nil // the payment was taken back: no key is made
 	}
-	log := w.Logger.With("checkout_session_id", k.CheckoutSessionID, "order_key_id", k.ID, "reference", k.Reference)
+	log := w.Logger.With("order_key_id", k.ID, "reference", k.Reference, "job_id", job.ID)
 
-	// An earlier attempt sent a create whose outcome was never recorded:
-	// the key may exist. Find it by its reference instead of minting a
-	// second one.
-	if k.CreateAttempts > 0 {
+	// Every request renews the lease just before it is sent, once its
+	// budget slot is granted (however long the wait for it was).
+	ctx = budget.WithBeforeSend(ctx, func(ctx context.Context) error {
+		k, err := postgres.ClaimCreate(ctx, w.Pool, job.Args.OrderKeyID, owner, createLease, false)
+		if err == nil && k.Status != order.KeyPending {
+			err = errUnitSettled
+		}
+		return err
+	})
+
+	// An earlier attempt may have sent a create whose outcome was never
+	// recorded: the key may exist. Find it by its reference instead of
+	// minting a second one. The lease guarantees that attempt has ended.
+	if k.CreateAttempts > 1 {
 		user, err := w.findByReference(ctx, k)
 		if err != nil {
+			unclaim()
 			return w.luarmorFailure(ctx, job, k, err, log)
 		}
 		if user != nil {
 			log.InfoContext(ctx, "found key created by an earlier attempt", "user_key", logging.Redact(user.UserKey))
-			return w.deliver(ctx, job, k, user.UserKey, lifetimeExpiry(k), false)
+			return w.deliver(ctx, job, k, user.UserKey, lifetimeExpiry(k), false, log)
 		}
 	}
 
-	if k, err = postgres.BeginCreate(ctx, w.Pool, k.ID); err != nil {
-		return err
-	}
 	req := luarmor.CreateUserRequest{Note: Note(o, k), DiscordID: discordFor(o, k)}
 	if k.KeyDays > 0 {
 		req.KeyDays = k.KeyDays
@@ -93,15 +132,57 @@ func (w *CreateKeyWorker) Work(ctx context.Context, job *river.Job[CreateKeyArgs
 		return w.extendDiscordKey(ctx, job, o, k, log)
 	}
 	if err != nil {
+		w.settleLease(ctx, k, owner, err)
 		return w.luarmorFailure(ctx, job, k, err, log)
 	}
-	if w.afterCreate != nil {
-		if err := w.afterCreate(ctx); err != nil {
-			return err
-		}
-	}
 	log.InfoContext(ctx, "key created", "user_key", logging.Redact(userKey), "project_id", k.ProjectID, "key_days", k.KeyDays)
-	return w.deliver(ctx, job, k, userKey, lifetimeExpiry(k), false)
+	if w.afterCreate != nil {
+		err = w.afterCreate(ctx)
+	}
+	if err == nil {
+		err = w.deliver(ctx, job, k, userKey, lifetimeExpiry(k), false, log)
+	}
+	if err != nil {
+		// Luarmor answered; only recording the key failed. The retry
+		// finds the key by its reference after a short wait.
+		_ = postgres.ShortenCreateLease(context.WithoutCancel(ctx), w.Pool, k.ID, owner, answeredLease)
+	}
+	return err
+}
+
+// settleLease sets the lease after a create that failed, by what the
+// failure says about the request: one that timed out may still be on its
+// way, so its full lease stands; one whose answer was lost or was a server
+// error is over, so the retry waits only a moment; one Luarmor never
+// applied (429, not sent, no budget slot) frees the unit and does not
+// count as an attempt.
+func (w *CreateKeyWorker) settleLease(ctx context.Context, k *order.Key, owner string, err error) {
+	ctx = context.WithoutCancel(ctx)
+	var rl *luarmor.RateLimitError
+	var wait *budget.WaitError
+	var notSent *budget.NotSentError
+	switch {
+	case timedOut(err):
+	case errors.Is(err, luarmor.ErrOutcomeUnknown):
+		_ = postgres.ShortenCreateLease(ctx, w.Pool, k.ID, owner, answeredLease)
+	case errors.As(err, &rl), errors.Is(err, luarmor.ErrNotSent), errors.As(err, &wait), errors.As(err, &notSent):
+		_ = postgres.ReleaseCreate(ctx, w.Pool, k.ID, owner, true)
+	}
+}
+
+// timedOut reports whether a request failed on a timeout, after which it
+// may still be on its way to Luarmor.
+func timedOut(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+// newLeaseOwner names one run of a job: a rescued or retried run is another
+// owner, and must wait out the lease of the run before it.
+func newLeaseOwner(job *river.Job[CreateKeyArgs]) string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return fmt.Sprintf("job%d-%d-%x", job.ID, job.Attempt, b)
 }
 
 // discordFor returns the Discord ID to link to a unit's key. Luarmor links
@@ -170,7 +251,7 @@ func (w *CreateKeyWorker) extendDiscordKey(ctx context.Context, job *river.Job[C
 	}
 	log.InfoContext(ctx, "discord ID already had a key; the purchase extended it",
 		"user_key", logging.Redact(existing.UserKey), "auth_expire", *target)
-	return w.deliver(ctx, job, k, existing.UserKey, target, true)
+	return w.deliver(ctx, job, k, existing.UserKey, target, true, log)
 }
 
 // extendedExpiry adds days to an existing key: from its current expiry, or
@@ -206,14 +287,22 @@ func needsExtension(u luarmor.User, target int64) bool {
 // deliver records the key and completes the job in one transaction, so a
 // finished job never calls Luarmor again. Follow-up work the key's order
 // already calls for is queued in the same commit: a revocation that came
-// first, or a renewal paid before the key existed.
-func (w *CreateKeyWorker) deliver(ctx context.Context, job *river.Job[CreateKeyArgs], k *order.Key, userKey string, authExpire *int64, extended bool) error {
+// first, a renewal paid before the key existed, and the order's next unit.
+func (w *CreateKeyWorker) deliver(ctx context.Context, job *river.Job[CreateKeyArgs], k *order.Key, userKey string, authExpire *int64, extended bool, log *slog.Logger) error {
 	tx, err := w.Pool.Begin(ctx)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck
-	if err := postgres.DeliverKey(ctx, tx, k.ID, userKey, authExpire, extended); err != nil {
+	err = postgres.DeliverKey(ctx, tx, k.ID, userKey, authExpire, extended)
+	if errors.Is(err, postgres.ErrDeliveredElsewhere) && !extended {
+		// A runner that was cut off from the database created a key the
+		// lease could not stop (its request outlived every timeout).
+		// The unit keeps the key it was delivered with; this one goes.
+		_ = tx.Rollback(ctx)
+		return w.removeStrayKey(ctx, job, k, userKey, log)
+	}
+	if err != nil {
 		return err
 	}
 	if err := queueFollowUps(ctx, tx, k); err != nil {
@@ -225,6 +314,21 @@ func (w *CreateKeyWorker) deliver(ctx context.Context, job *river.Job[CreateKeyA
 	return tx.Commit(ctx)
 }
 
+// removeStrayKey deletes a second key made for a unit that already has one.
+func (w *CreateKeyWorker) removeStrayKey(ctx context.Context, job *river.Job[CreateKeyArgs], k *order.Key, userKey string, log *slog.Logger) error {
+	err := w.Luarmor.DeleteUser(budget.WithClass(ctx, budget.ClassRevoke), k.ProjectID, userKey)
+	if err != nil && !errors.Is(err, luarmor.ErrNotFound) {
+		if jobErr, retry := luarmorRetry(err, w.RateLimitWindow); retry {
+			return jobErr
+		}
+		log.ErrorContext(ctx, "a second key was made for a delivered unit and could not be deleted; delete it in the Luarmor dashboard (search the reference)",
+			"user_key", logging.Redact(userKey), "error", err)
+		return river.JobCancel(err)
+	}
+	log.WarnContext(ctx, "a second key was made for a delivered unit; deleted it", "user_key", logging.Redact(userKey))
+	return nil
+}
+
 // queueFollowUps queues, for a key just delivered, its order's revocation
 // or its subscription's latest renewal. The order row is locked by then.
 func queueFollowUps(ctx context.Context, tx pgx.Tx, k *order.Key) error {
@@ -234,6 +338,9 @@ func queueFollowUps(ctx context.Context, tx pgx.Tx, k *order.Key) error {
 	}
 	if o.Status == order.StatusRevoked && o.RevocationID != 0 {
 		return insertMany(ctx, tx, RevokeKeyArgs{OrderKeyID: k.ID, RevocationID: o.RevocationID})
+	}
+	if err := queueUnits(ctx, tx, o); err != nil {
+		return err
 	}
 	if o.SubscriptionID != "" {
 		r, err := postgres.LatestRenewal(ctx, tx, o.SubscriptionID)
@@ -272,7 +379,15 @@ func (w *CreateKeyWorker) findByReference(ctx context.Context, k *order.Key) (*l
 // luarmorFailure decides what a failed Luarmor call means for the job.
 func (w *CreateKeyWorker) luarmorFailure(ctx context.Context, job *river.Job[CreateKeyArgs], k *order.Key, err error, log *slog.Logger) error {
 	var wait *budget.WaitError
-	if !errors.As(err, &wait) {
+	var notSent *budget.NotSentError
+	var held *postgres.ErrLeaseHeld
+	switch {
+	case errors.Is(err, errUnitSettled):
+		return nil
+	case errors.As(err, &held):
+		return river.JobSnooze(max(time.Until(held.Until), 0) + 250*time.Millisecond)
+	case errors.As(err, &wait), errors.As(err, &notSent):
+	default:
 		_ = postgres.NoteKeyError(ctx, w.Pool, k.ID, err.Error())
 	}
 	if jobErr, retry := luarmorRetry(err, w.RateLimitWindow); retry {
@@ -280,12 +395,13 @@ func (w *CreateKeyWorker) luarmorFailure(ctx context.Context, job *river.Job[Cre
 			// A configuration problem, not the order's: retried with
 			// backoff so the order is delivered once it is fixed.
 			log.ErrorContext(ctx, "luarmor refused the API key; keys wait until it is fixed", "error", err)
-		} else {
-			log.WarnContext(ctx, "luarmor call failed; will retry", "error", err)
 		}
 		return jobErr
 	}
-	reason := fmt.Sprintf("luarmor refused the key: %v", err)
+	if notSent != nil {
+		return err // the database failed before the request: retry
+	}
+	reason := fmt.Sprintf("luarmor refused the key of project %s: %v", k.ProjectID, err)
 	tx, txErr := w.Pool.Begin(ctx)
 	if txErr != nil {
 		return txErr
@@ -300,7 +416,7 @@ func (w *CreateKeyWorker) luarmorFailure(ctx context.Context, job *river.Job[Cre
 	if _, txErr := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); txErr != nil {
 		return txErr
 	}
-	log.ErrorContext(ctx, "key cannot be created", "error", err)
+	log.ErrorContext(ctx, "key cannot be created", "project_id", k.ProjectID, "error", err)
 	return tx.Commit(ctx)
 }
 

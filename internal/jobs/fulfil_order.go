@@ -40,21 +40,21 @@ type FulfilOrderWorker struct {
 func (w *FulfilOrderWorker) Work(ctx context.Context, job *river.Job[FulfilOrderArgs]) error {
 	id := job.Args.CheckoutSessionID
 	sess, err := w.Stripe.CheckoutSession(ctx, id)
+	if stripeapi.IsNotFound(err) {
+		return w.sessionUnknown(ctx, job, err)
+	}
 	if err != nil {
-		if stripeapi.IsNotFound(err) {
-			return river.JobCancel(fmt.Errorf("checkout session %s does not exist in this Stripe account: %w", id, err))
-		}
 		return err
 	}
 	details := SessionDetails(sess)
 
 	var items []*stripe.LineItem
-	if order.Paid(details.PaymentStatus) {
+	fulfillable := order.Fulfillable(details.SessionStatus, details.PaymentStatus)
+	if fulfillable {
 		if items, err = w.Stripe.LineItems(ctx, id); err != nil {
 			return err
 		}
 	}
-	units, unknown := w.plan(items)
 
 	tx, err := w.Pool.Begin(ctx)
 	if err != nil {
@@ -70,39 +70,20 @@ func (w *FulfilOrderWorker) Work(ctx context.Context, job *river.Job[FulfilOrder
 		return err
 	}
 	switch {
-	case !order.Paid(details.PaymentStatus):
-		// Not paid yet: the async_payment_succeeded event (or a visit to
-		// the success page) starts fulfilment again once it is.
-		w.Logger.InfoContext(ctx, "order awaits payment", "checkout_session_id", id, "payment_status", sess.PaymentStatus)
+	case !fulfillable:
+		// Not complete and paid yet: the async_payment_succeeded event (or
+		// a visit to the success page) starts fulfilment again once it is.
+		w.Logger.InfoContext(ctx, "order awaits payment", "job_id", job.ID,
+			"session_status", sess.Status, "payment_status", sess.PaymentStatus)
 	case o.Status == order.StatusRevoked:
 		// The payment was taken back before the keys were made: none is.
-		w.Logger.InfoContext(ctx, "order revoked before fulfilment; no key created", "checkout_session_id", id)
-	case !o.ItemsLoaded && len(unknown) > 0:
-		reason := fmt.Sprintf("price %s is not in the catalog: add it to CATALOG_FILE and restart; the order is then fulfilled again",
-			strings.Join(unknown, ", "))
-		if err := postgres.FailOrder(ctx, tx, id, order.FailureUnknownPrice, reason); err != nil {
-			return err
-		}
-		// The job completes with the failure recorded (in one commit), so
-		// a retry requested right after sees no job in flight.
-		w.Logger.ErrorContext(ctx, "order cannot be fulfilled", "checkout_session_id", id, "reason", reason)
+		w.Logger.InfoContext(ctx, "order revoked before fulfilment; no key created", "job_id", job.ID)
+	case o.Status != order.StatusPending:
+		// Fulfilled already, or failed and waiting for an operator.
 	default:
-		// Loaded orders are not planned again (the catalog may have
-		// changed since); their pending keys are queued again, which
-		// River's uniqueness makes harmless.
-		if !o.ItemsLoaded {
-			if err := postgres.AddKeys(ctx, tx, id, units); err != nil {
-				return err
-			}
-		}
-		ids, err := postgres.PendingKeyIDs(ctx, tx, id)
-		if err != nil {
+		if err := w.expand(ctx, tx, job, o, items); err != nil {
 			return err
 		}
-		if err := insertCreateKeyJobs(ctx, tx, ids); err != nil {
-			return err
-		}
-		w.Logger.InfoContext(ctx, "order expanded", "checkout_session_id", id, "units", len(units), "to_create", len(ids))
 	}
 	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
 		return err
@@ -110,15 +91,108 @@ func (w *FulfilOrderWorker) Work(ctx context.Context, job *river.Job[FulfilOrder
 	return tx.Commit(ctx)
 }
 
-// plan turns line items into units, one per purchased quantity, and lists
-// the prices missing from the catalog.
-func (w *FulfilOrderWorker) plan(items []*stripe.LineItem) ([]postgres.Unit, []string) {
-	var units []postgres.Unit
+// expand records the units of a paid order (once) and queues its first
+// units. An order already expanded is re-planned instead: units no create
+// was sent for take the catalog's current project and key_days, so the
+// retry after a catalog fix uses the fix.
+func (w *FulfilOrderWorker) expand(ctx context.Context, tx pgx.Tx, job *river.Job[FulfilOrderArgs], o *order.Order, items []*stripe.LineItem) error {
+	id := o.CheckoutSessionID
+	if !o.ItemsLoaded {
+		lines, failure := w.plan(items)
+		if failure != nil {
+			// The job completes with the failure recorded (in one
+			// commit), so a retry requested right after sees no job in
+			// flight.
+			w.Logger.ErrorContext(ctx, "order cannot be fulfilled", "job_id", job.ID, "code", failure.code, "reason", failure.reason)
+			return postgres.FailOrder(ctx, tx, id, failure.code, failure.reason)
+		}
+		if err := postgres.AddUnits(ctx, tx, id, lines); err != nil {
+			return err
+		}
+	} else {
+		prices, err := postgres.UndeliveredPrices(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		var missing []string
+		for _, p := range prices {
+			product, ok := w.Catalog.Lookup(p)
+			if !ok {
+				missing = append(missing, p)
+				continue
+			}
+			if err := postgres.ReplanUnits(ctx, tx, id, p, product.ProjectID, product.KeyDays); err != nil {
+				return err
+			}
+		}
+		if len(missing) > 0 {
+			f := unknownPrices(missing)
+			w.Logger.ErrorContext(ctx, "order cannot be fulfilled", "job_id", job.ID, "code", f.code, "reason", f.reason)
+			return postgres.FailOrder(ctx, tx, id, f.code, f.reason)
+		}
+	}
+	if err := queueUnits(ctx, tx, o); err != nil {
+		return err
+	}
+	w.Logger.InfoContext(ctx, "order expanded", "job_id", job.ID)
+	return nil
+}
+
+// sessionUnknown handles a session Stripe's API does not know. An order an
+// event reported paid then fails with the reason (a key of another account
+// or mode, most likely), instead of waiting forever; otherwise (a forged
+// success-page ID cannot get here: those are confirmed first) the job ends.
+func (w *FulfilOrderWorker) sessionUnknown(ctx context.Context, job *river.Job[FulfilOrderArgs], cause error) error {
+	id := job.Args.CheckoutSessionID
+	tx, err := w.Pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck
+	o, err := postgres.LockOrder(ctx, tx, id)
+	if order.ErrorCode(err) == order.ENOTFOUND {
+		return river.JobCancel(fmt.Errorf("checkout session does not exist in this Stripe account: %w", cause))
+	}
+	if err != nil {
+		return err
+	}
+	reason := "Stripe's API does not know this checkout session although an event reported it: " +
+		"check that STRIPE_API_KEY belongs to the account (and live or test mode) of the webhook, then retry the order"
+	if err := postgres.FailOrder(ctx, tx, o.CheckoutSessionID, order.FailureSessionUnknown, reason); err != nil {
+		return err
+	}
+	w.Logger.ErrorContext(ctx, "order cannot be fulfilled", "job_id", job.ID, "code", order.FailureSessionUnknown, "reason", reason)
+	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+// planFailure is why an order's line items cannot be turned into units.
+type planFailure struct{ code, reason string }
+
+func unknownPrices(prices []string) *planFailure {
+	return &planFailure{order.FailureUnknownPrice, fmt.Sprintf(
+		"price %s is not in the catalog: add it to CATALOG_FILE and restart; the order is then fulfilled again",
+		strings.Join(prices, ", "))}
+}
+
+// plan turns line items into lines of units, checking every bound before
+// anything is allocated: a quantity of zero or less, a price's
+// max_quantity, the order's MaxUnitsPerOrder, prices missing from the
+// catalog.
+func (w *FulfilOrderWorker) plan(items []*stripe.LineItem) ([]postgres.Line, *planFailure) {
+	var lines []postgres.Line
 	missing := map[string]bool{}
+	var total int64
 	for _, it := range items {
 		priceID := ""
 		if it.Price != nil {
 			priceID = it.Price.ID
+		}
+		if it.Quantity <= 0 {
+			return nil, &planFailure{order.FailureBadQuantity, fmt.Sprintf(
+				"line item %s of price %s has quantity %d: an operator must decide what was bought", it.ID, priceID, it.Quantity)}
 		}
 		product, ok := w.Catalog.Lookup(priceID)
 		if !ok {
@@ -128,17 +202,57 @@ func (w *FulfilOrderWorker) plan(items []*stripe.LineItem) ([]postgres.Unit, []s
 			missing[priceID] = true
 			continue
 		}
-		for n := 1; n <= int(it.Quantity); n++ {
-			units = append(units, postgres.Unit{LineItemID: it.ID, Unit: n, PriceID: priceID,
-				ProjectID: product.ProjectID, KeyDays: product.KeyDays})
+		if product.MaxQuantity > 0 && it.Quantity > int64(product.MaxQuantity) {
+			return nil, &planFailure{order.FailureTooManyUnits, fmt.Sprintf(
+				"line item %s buys %d units of price %s, above its max_quantity of %d: an operator must decide (raise max_quantity and retry, or refund)",
+				it.ID, it.Quantity, priceID, product.MaxQuantity)}
 		}
+		total += it.Quantity // each is bounded by the check below before it can overflow
+		if total > int64(w.maxUnits()) {
+			return nil, &planFailure{order.FailureTooManyUnits, fmt.Sprintf(
+				"the order buys more than MAX_UNITS_PER_ORDER (%d) units: an operator must decide (raise the limit and retry, or refund)",
+				w.maxUnits())}
+		}
+		lines = append(lines, postgres.Line{LineItemID: it.ID, Quantity: int(it.Quantity), PriceID: priceID,
+			ProjectID: product.ProjectID, KeyDays: product.KeyDays})
 	}
-	unknown := make([]string, 0, len(missing))
-	for p := range missing {
-		unknown = append(unknown, p)
+	if len(missing) > 0 {
+		unknown := make([]string, 0, len(missing))
+		for p := range missing {
+			unknown = append(unknown, p)
+		}
+		sort.Strings(unknown)
+		return nil, unknownPrices(unknown)
 	}
-	sort.Strings(unknown)
-	return units, unknown
+	return lines, nil
+}
+
+func (w *FulfilOrderWorker) maxUnits() int {
+	if w.MaxUnitsPerOrder > 0 {
+		return w.MaxUnitsPerOrder
+	}
+	return DefaultMaxUnitsPerOrder
+}
+
+// DefaultMaxUnitsPerOrder is MAX_UNITS_PER_ORDER's default.
+const DefaultMaxUnitsPerOrder = 100
+
+// unitsQueuedPerOrder is how many units of one order wait in the deliver
+// queue at a time (see postgres.QueueUnits): enough to keep an order
+// moving while other orders' units interleave with its own.
+const unitsQueuedPerOrder = 2
+
+// queueUnits queues create_key jobs for the next units of a pending order.
+// The caller holds the order's lock.
+func queueUnits(ctx context.Context, tx pgx.Tx, o *order.Order) error {
+	if o.Status != order.StatusPending {
+		return nil
+	}
+	ids, err := postgres.QueueUnits(ctx, tx, o.CheckoutSessionID, unitsQueuedPerOrder)
+	if err != nil {
+		return err
+	}
+	return insertCreateKeyJobs(ctx, tx, ids)
 }
 
 func insertCreateKeyJobs(ctx context.Context, tx pgx.Tx, ids []int64) error {
@@ -155,6 +269,7 @@ func SessionDetails(s *stripe.CheckoutSession) postgres.SessionDetails {
 		CheckoutSessionID: s.ID,
 		Mode:              string(s.Mode),
 		PaymentStatus:     string(s.PaymentStatus),
+		SessionStatus:     string(s.Status),
 		CustomerEmail:     s.CustomerEmail,
 	}
 	if s.CustomerDetails != nil && s.CustomerDetails.Email != "" {
@@ -206,7 +321,7 @@ func RecordSession(ctx context.Context, tx pgx.Tx, client *river.Client[pgx.Tx],
 			o.Status, o.RevocationID = order.StatusRevoked, rev.ID
 		}
 	}
-	if order.Paid(o.PaymentStatus) && !o.ItemsLoaded && o.Status == order.StatusPending {
+	if order.Fulfillable(o.SessionStatus, o.PaymentStatus) && !o.ItemsLoaded && o.Status == order.StatusPending {
 		if _, err := client.InsertTx(ctx, tx, FulfilOrderArgs{CheckoutSessionID: d.CheckoutSessionID}, nil); err != nil {
 			return nil, fmt.Errorf("enqueueing fulfilment of %s: %w", d.CheckoutSessionID, err)
 		}

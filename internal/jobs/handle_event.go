@@ -103,7 +103,10 @@ func (w *HandleEventsWorker) handle(ctx context.Context, tx pgx.Tx, id string) e
 	if err != nil {
 		return err
 	}
-	err = h.handle(ctx, w, sp, event)
+	mismatch, err := modeMismatch(ctx, w, sp, event)
+	if err == nil && !mismatch {
+		err = h.handle(ctx, w, sp, event)
+	}
 	var bad *badObject
 	if errors.As(err, &bad) {
 		_ = sp.Rollback(ctx)

@@ -78,6 +78,12 @@ type Deps struct {
 	Policy order.Policy
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// StripeLivemode is the mode of the Stripe API key (LiveKey); events
+	// of the other mode are refused.
+	StripeLivemode bool
+	// MaxUnitsPerOrder bounds the units of one order (MAX_UNITS_PER_ORDER);
+	// 0 means DefaultMaxUnitsPerOrder.
+	MaxUnitsPerOrder int
 }
 
 // Config tunes the River client.
@@ -89,6 +95,9 @@ type Config struct {
 	FetchCooldown time.Duration
 	// Insert only: build a client that inserts jobs but works none.
 	InsertOnly bool
+	// ID is the River client ID, recorded in river_job.attempted_by: the
+	// replica's name, whose heartbeat says whether its jobs still run.
+	ID string
 }
 
 // NewClient returns a River client with every worker of the service.
@@ -127,16 +136,26 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker) (*river.Client
 	river.AddWorker(workers, &LiftRevocationWorker{Deps: deps})
 	river.AddWorker(workers, &UnbanKeyWorker{Deps: deps})
 	river.AddWorker(workers, &RefreshKeysWorker{Deps: deps})
+	river.AddWorker(workers, &ResumeOrdersWorker{Deps: deps})
 
 	rc := &river.Config{
+		ID:            cfg.ID,
 		Logger:        logging.AtLeast(deps.Logger, slog.LevelWarn),
 		Workers:       workers,
 		FetchCooldown: cfg.FetchCooldown,
 		// Inserts notify the queue's producers, at most once per
 		// FetchCooldown per queue; the poll catches the rest.
 		FetchPollInterval: 250 * time.Millisecond,
-		MaxAttempts:       25,
+		MaxAttempts:       maxAttempts,
+		RetryPolicy:       RetryPolicy{},
+		Middleware:        []rivertype.Middleware{&failureLogger{logger: deps.Logger}},
 		JobTimeout:        2 * time.Minute,
+		// Jobs of a replica that died are handed back within seconds by
+		// Replica (its heartbeat stopped). River's own rescuer, which acts
+		// on running time alone, stays as the backstop for a job hung on a
+		// live replica: past the longest job timeout (create_key's 5
+		// minutes) with a margin, never before a live job's timeout.
+		RescueStuckJobsAfter: 10 * time.Minute,
 	}
 	if !cfg.InsertOnly {
 		// Luarmor workers wait in memory for their budget slot, so a few

@@ -441,15 +441,11 @@ func (w *LiftRevocationWorker) Work(ctx context.Context, job *river.Job[LiftRevo
 			if o.Status == order.StatusRevoked {
 				continue // another revocation (a refund) still holds it
 			}
-			if !o.ItemsLoaded && order.Paid(o.PaymentStatus) {
+			if !o.ItemsLoaded && order.Fulfillable(o.SessionStatus, o.PaymentStatus) {
 				args = append(args, FulfilOrderArgs{CheckoutSessionID: id})
 			}
-			pending, err := postgres.PendingKeyIDs(ctx, tx, id)
-			if err != nil {
+			if err := queueUnits(ctx, tx, o); err != nil {
 				return err
-			}
-			for _, keyID := range pending {
-				args = append(args, CreateKeyArgs{OrderKeyID: keyID})
 			}
 		}
 		w.Logger.InfoContext(ctx, "dispute won; lifting its bans", "source_id", r.SourceID, "orders", len(orders), "keys", len(args))

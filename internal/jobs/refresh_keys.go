@@ -83,5 +83,7 @@ func periodicJobs() []*river.PeriodicJob {
 	return []*river.PeriodicJob{
 		river.NewPeriodicJob(river.PeriodicInterval(refreshEvery),
 			func() (river.JobArgs, *river.InsertOpts) { return RefreshKeysArgs{}, nil }, nil),
+		river.NewPeriodicJob(river.PeriodicInterval(resumeEvery),
+			func() (river.JobArgs, *river.InsertOpts) { return ResumeOrdersArgs{}, nil }, nil),
 	}
 }

@@ -3,6 +3,8 @@ package logging
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"log/slog"
 )
 
@@ -36,4 +38,12 @@ func Redact(s string) string {
 		return "***"
 	}
 	return s[:6] + "***"
+}
+
+// OrderRef is the reference under which logs name an order: a short hash of
+// its Checkout Session ID. The ID itself reads the order's keys from the
+// order API, so it never goes into a log; the reference grants nothing.
+func OrderRef(checkoutSessionID string) string {
+	sum := sha256.Sum256([]byte(checkoutSessionID))
+	return "ord_" + hex.EncodeToString(sum[:6])
 }

@@ -35,7 +35,22 @@ const (
 	FailureUnknownPrice   = "unknown_price"
 	FailurePaymentFailed  = "payment_failed"
 	FailureLuarmorRefused = "luarmor_refused"
+	// FailureTooManyUnits: the order asks for more units than
+	// MAX_UNITS_PER_ORDER or a price's max_quantity; an operator decides.
+	FailureTooManyUnits = "too_many_units"
+	// FailureBadQuantity: a line item with a quantity of zero or less.
+	FailureBadQuantity = "bad_quantity"
+	// FailureLivemodeMismatch: a live event against a test Stripe key, or
+	// the other way round.
+	FailureLivemodeMismatch = "livemode_mismatch"
+	// FailureSessionUnknown: an event reported the session paid, but
+	// Stripe's API does not know it (another account, or another mode).
+	FailureSessionUnknown = "session_unknown"
 )
+
+// Retryable reports whether an operator's retry may fulfil an order that
+// failed with code: everything but a failed payment, which needs a new one.
+func Retryable(code string) bool { return code != FailurePaymentFailed }
 
 // Order is one Checkout Session and the keys delivered for it.
 type Order struct {
@@ -43,6 +58,7 @@ type Order struct {
 	Status            Status
 	Mode              string // "payment" or "subscription"
 	PaymentStatus     string // Stripe's: "paid", "unpaid", "no_payment_required"
+	SessionStatus     string // Stripe's: "open", "complete", "expired"
 	CustomerEmail     string
 	CustomerID        string
 	PaymentIntentID   string
@@ -91,6 +107,13 @@ func (k Key) Delivered() bool { return k.UserKey != "" }
 // fulfilment: Stripe's guide fulfils anything that is not "unpaid".
 func Paid(paymentStatus string) bool {
 	return paymentStatus == "paid" || paymentStatus == "no_payment_required"
+}
+
+// Fulfillable reports whether a Checkout Session may be fulfilled: it is
+// complete (an open session can report no_payment_required before the buyer
+// finished, an expired one never paid) and its payment settled.
+func Fulfillable(sessionStatus, paymentStatus string) bool {
+	return sessionStatus == "complete" && Paid(paymentStatus)
 }
 
 // Error codes, mapped to HTTP statuses in one table by the HTTP adapter.

@@ -2,10 +2,9 @@ package postgres
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -38,6 +37,7 @@ type SessionDetails struct {
 	CheckoutSessionID string
 	Mode              string
 	PaymentStatus     string
+	SessionStatus     string
 	CustomerEmail     string
 	CustomerID        string
 	PaymentIntentID   string
@@ -52,13 +52,16 @@ type SessionDetails struct {
 func UpsertOrder(ctx context.Context, db DB, d SessionDetails) (*order.Order, error) {
 	row := db.QueryRow(ctx, `
 		INSERT INTO orders AS o (checkout_session_id, mode, payment_status, customer_email, customer_id,
-		                         payment_intent_id, subscription_id, invoice_id, discord_id)
-		VALUES ($1, $2, $3, $4, $5, NULLIF($6, ''), NULLIF($7, ''), NULLIF($8, ''), $9)
+		                         payment_intent_id, subscription_id, invoice_id, discord_id, session_status)
+		VALUES ($1, $2, $3, $4, $5, NULLIF($6, ''), NULLIF($7, ''), NULLIF($8, ''), $9, $10)
 		ON CONFLICT (checkout_session_id) DO UPDATE SET
 			mode              = COALESCE(NULLIF(EXCLUDED.mode, ''), o.mode),
 			-- "paid" is final: a stale "unpaid" read never takes it back.
 			payment_status    = CASE WHEN o.payment_status IN ('paid', 'no_payment_required') THEN o.payment_status
 			                         ELSE COALESCE(NULLIF(EXCLUDED.payment_status, ''), o.payment_status) END,
+			-- "complete" is final too.
+			session_status    = CASE WHEN o.session_status = 'complete' THEN o.session_status
+			                         ELSE COALESCE(NULLIF(EXCLUDED.session_status, ''), o.session_status) END,
 			customer_email    = COALESCE(NULLIF(EXCLUDED.customer_email, ''), o.customer_email),
 			customer_id       = COALESCE(NULLIF(EXCLUDED.customer_id, ''), o.customer_id),
 			payment_intent_id = COALESCE(EXCLUDED.payment_intent_id, o.payment_intent_id),
@@ -68,7 +71,7 @@ func UpsertOrder(ctx context.Context, db DB, d SessionDetails) (*order.Order, er
 			updated_at        = now()
 		RETURNING `+orderColumns,
 		d.CheckoutSessionID, d.Mode, d.PaymentStatus, d.CustomerEmail, d.CustomerID,
-		d.PaymentIntentID, d.SubscriptionID, d.InvoiceID, d.DiscordID)
+		d.PaymentIntentID, d.SubscriptionID, d.InvoiceID, d.DiscordID, d.SessionStatus)
 	o, err := scanOrder(row)
 	if err != nil {
 		return nil, fmt.Errorf("saving order %s: %w", d.CheckoutSessionID, err)
@@ -76,14 +79,14 @@ func UpsertOrder(ctx context.Context, db DB, d SessionDetails) (*order.Order, er
 	return o, nil
 }
 
-const orderColumns = `checkout_session_id, status, mode, payment_status, customer_email, customer_id,
+const orderColumns = `checkout_session_id, status, mode, payment_status, session_status, customer_email, customer_id,
 	COALESCE(payment_intent_id, ''), COALESCE(subscription_id, ''), COALESCE(invoice_id, ''), discord_id,
 	items_loaded_at IS NOT NULL, paid_through, COALESCE(subscription_status, ''), COALESCE(revocation_id, 0),
 	COALESCE(failure_code, ''), COALESCE(failure_reason, ''), created_at, updated_at`
 
 func scanOrder(row pgx.Row) (*order.Order, error) {
 	var o order.Order
-	err := row.Scan(&o.CheckoutSessionID, &o.Status, &o.Mode, &o.PaymentStatus, &o.CustomerEmail, &o.CustomerID,
+	err := row.Scan(&o.CheckoutSessionID, &o.Status, &o.Mode, &o.PaymentStatus, &o.SessionStatus, &o.CustomerEmail, &o.CustomerID,
 		&o.PaymentIntentID, &o.SubscriptionID, &o.InvoiceID, &o.DiscordID,
 		&o.ItemsLoaded, &o.PaidThrough, &o.SubscriptionStatus, &o.RevocationID,
 		&o.FailureCode, &o.FailureReason, &o.CreatedAt, &o.UpdatedAt)
@@ -97,11 +100,15 @@ const keyColumns = `id, checkout_session_id, line_item_id, unit, price_id, proje
 	COALESCE(user_key, ''), auth_expire, create_attempts, COALESCE(last_error, ''), delivered_at,
 	extended_existing, extend_target`
 
-func scanKey(row pgx.Row) (*order.Key, error) {
+func scanKey(row pgx.Row) (*order.Key, error) { return scanKeyWith(row) }
+
+// scanKeyWith scans keyColumns and then extra columns into extra.
+func scanKeyWith(row pgx.Row, extra ...any) (*order.Key, error) {
 	var k order.Key
-	err := row.Scan(&k.ID, &k.CheckoutSessionID, &k.LineItemID, &k.Unit, &k.PriceID, &k.ProjectID, &k.KeyDays,
+	dest := append([]any{&k.ID, &k.CheckoutSessionID, &k.LineItemID, &k.Unit, &k.PriceID, &k.ProjectID, &k.KeyDays,
 		&k.Reference, &k.Status, &k.UserKey, &k.AuthExpire, &k.CreateAttempts, &k.LastError, &k.DeliveredAt,
-		&k.ExtendedExisting, &k.ExtendTarget)
+		&k.ExtendedExisting, &k.ExtendTarget}, extra...)
+	err := row.Scan(dest...)
 	if err != nil {
 		return nil, err
 	}
@@ -154,25 +161,31 @@ func LockOrder(ctx context.Context, tx pgx.Tx, sessionID string) (*order.Order, 
 	return o, nil
 }
 
-// Unit is one purchased unit to be turned into a key.
-type Unit struct {
+// Line is one paid line item, planned against the catalog: Quantity units
+// of PriceID, each a key of ProjectID with KeyDays.
+type Line struct {
 	LineItemID string
-	Unit       int
+	Quantity   int
 	PriceID    string
 	ProjectID  string
 	KeyDays    int
 }
 
-// AddKeys records the units of an order (once: a repeated call adds
-// nothing), marks its items loaded and clears a catalog failure that the
-// units now resolve.
-func AddKeys(ctx context.Context, tx pgx.Tx, sessionID string, units []Unit) error {
-	for _, u := range units {
+// AddUnits records the units of an order, one row per purchased unit, in
+// one statement per line (the rows are generated by PostgreSQL, so an
+// order's size never grows the process's memory). A repeated call adds
+// nothing. It marks the order's items loaded and clears a catalog failure
+// that the units now resolve.
+func AddUnits(ctx context.Context, tx pgx.Tx, sessionID string, lines []Line) error {
+	for _, l := range lines {
+		// A reference is "fk_" and 20 hex digits of a random UUID: unique
+		// (the column is UNIQUE) and unguessable enough for a note tag.
 		_, err := tx.Exec(ctx, `
 			INSERT INTO order_keys (checkout_session_id, line_item_id, unit, price_id, project_id, key_days, reference)
-			VALUES ($1, $2, $3, $4, $5, $6, $7)
+			SELECT $1, $2, g, $4, $5, $6, 'fk_' || left(replace(gen_random_uuid()::text, '-', ''), 20)
+			FROM generate_series(1, $3::int) AS g
 			ON CONFLICT (checkout_session_id, line_item_id, unit) DO NOTHING`,
-			sessionID, u.LineItemID, u.Unit, u.PriceID, u.ProjectID, u.KeyDays, newReference())
+			sessionID, l.LineItemID, l.Quantity, l.PriceID, l.ProjectID, l.KeyDays)
 		if err != nil {
 			return fmt.Errorf("recording keys of order %s: %w", sessionID, err)
 		}
@@ -190,25 +203,56 @@ func AddKeys(ctx context.Context, tx pgx.Tx, sessionID string, units []Unit) err
 	return settleOrder(ctx, tx, sessionID)
 }
 
-// PendingKeyIDs lists the keys of an order that still need creating.
-func PendingKeyIDs(ctx context.Context, db DB, sessionID string) ([]int64, error) {
-	rows, err := db.Query(ctx, `SELECT id FROM order_keys WHERE checkout_session_id = $1 AND status = 'pending' ORDER BY id`, sessionID)
+// ReplanUnits points the order's units of a price that no create was ever
+// sent for (new, or reset after Luarmor refused them) at the catalog's
+// current project and key_days: a retry after a catalog fix uses the fix.
+func ReplanUnits(ctx context.Context, tx pgx.Tx, sessionID, priceID, projectID string, keyDays int) error {
+	_, err := tx.Exec(ctx, `UPDATE order_keys SET project_id = $3, key_days = $4, updated_at = now()
+		WHERE checkout_session_id = $1 AND price_id = $2 AND status = 'pending' AND create_attempts = 0
+		  AND (project_id <> $3 OR key_days <> $4)`, sessionID, priceID, projectID, keyDays)
 	if err != nil {
-		return nil, fmt.Errorf("listing keys of order %s: %w", sessionID, err)
+		return fmt.Errorf("re-planning keys of order %s: %w", sessionID, err)
+	}
+	return nil
+}
+
+// UndeliveredPrices lists the prices of an order's units still to create.
+func UndeliveredPrices(ctx context.Context, db DB, sessionID string) ([]string, error) {
+	rows, err := db.Query(ctx, `SELECT DISTINCT price_id FROM order_keys
+		WHERE checkout_session_id = $1 AND status = 'pending' ORDER BY price_id`, sessionID)
+	if err != nil {
+		return nil, fmt.Errorf("listing prices of order %s: %w", sessionID, err)
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+// QueueUnits returns up to limit pending units of an order to run create
+// jobs for: those already queued first (queueing them again is harmless:
+// their jobs are unique), then the next unqueued ones, which it marks
+// queued. Keeping only a few units of an order queued at a time, and
+// queueing the next as each one finishes, makes the deliver queue serve
+// orders round-robin: a one-unit order placed after a 500-unit order waits
+// for a few of its units, not all of them. The caller holds the order's lock.
+func QueueUnits(ctx context.Context, tx pgx.Tx, sessionID string, limit int) ([]int64, error) {
+	rows, err := tx.Query(ctx, `
+		WITH picked AS (
+			SELECT id FROM order_keys
+			WHERE checkout_session_id = $1 AND status = 'pending'
+			ORDER BY queued_at IS NULL, id
+			LIMIT $2
+		)
+		UPDATE order_keys k SET queued_at = COALESCE(k.queued_at, now())
+		FROM picked WHERE k.id = picked.id
+		RETURNING k.id`, sessionID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("queueing keys of order %s: %w", sessionID, err)
 	}
 	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 	if err != nil {
-		return nil, fmt.Errorf("listing keys of order %s: %w", sessionID, err)
+		return nil, fmt.Errorf("queueing keys of order %s: %w", sessionID, err)
 	}
+	slices.Sort(ids)
 	return ids, nil
-}
-
-// newReference returns the unique tag written into a key's Luarmor note.
-// It is long and delimited enough that a substring search finds only it.
-func newReference() string {
-	b := make([]byte, 10)
-	_, _ = rand.Read(b)
-	return "fk_" + hex.EncodeToString(b)
 }
 
 // FailOrder marks an order failed with a stable code and a reason for the
@@ -245,16 +289,63 @@ func GetKey(ctx context.Context, db DB, id int64) (*order.Key, error) {
 	return k, nil
 }
 
-// BeginCreate records, and commits before Luarmor is called, that a create
-// is about to be sent for the key. A later attempt that finds
-// CreateAttempts above zero knows the key may already exist.
-func BeginCreate(ctx context.Context, db DB, id int64) (*order.Key, error) {
-	k, err := scanKey(db.QueryRow(ctx, `UPDATE order_keys SET create_attempts = create_attempts + 1, updated_at = now()
-		WHERE id = $1 RETURNING `+keyColumns, id))
-	if err != nil {
-		return nil, fmt.Errorf("recording create attempt for order key %d: %w", id, err)
+// ErrLeaseHeld says another runner holds a unit's create lease until Until.
+type ErrLeaseHeld struct{ Until time.Time }
+
+func (e *ErrLeaseHeld) Error() string {
+	return fmt.Sprintf("another runner holds this unit until %s", e.Until.Format(time.RFC3339))
+}
+
+// ClaimCreate takes or renews the create lease of a unit for owner, for
+// lease from now, and returns the unit. countAttempt records, in the same
+// commit, that a create is about to be sent. It fails with *ErrLeaseHeld
+// while another owner's lease runs, and returns the unit unchanged (no
+// lease) once it is no longer pending.
+//
+// Invariant: a Luarmor request for a unit is sent only by the holder of a
+// lease renewed just before the send, and a lease outlives the longest a
+// request can take. So a runner that takes an expired lease knows every
+// earlier request for the unit has ended, and its look-up by reference sees
+// any key they created.
+func ClaimCreate(ctx context.Context, db DB, id int64, owner string, lease time.Duration, countAttempt bool) (*order.Key, error) {
+	k, err := scanKey(db.QueryRow(ctx, `
+		UPDATE order_keys SET create_lease_owner = $2, create_lease_until = now() + $3::interval,
+			create_attempts = create_attempts + CASE WHEN $4 THEN 1 ELSE 0 END, updated_at = now()
+		WHERE id = $1 AND status = 'pending'
+		  AND (create_lease_owner = $2 OR create_lease_until IS NULL OR create_lease_until <= now())
+		RETURNING `+keyColumns, id, owner, lease, countAttempt))
+	if err == nil {
+		return k, nil
 	}
-	return k, nil
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("claiming order key %d: %w", id, err)
+	}
+	var until *time.Time
+	k, err = scanKeyWith(db.QueryRow(ctx, `SELECT `+keyColumns+`, create_lease_until FROM order_keys WHERE id = $1`, id), &until)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, order.Errorf(order.ENOTFOUND, "no order key %d", id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading order key %d: %w", id, err)
+	}
+	if k.Status != order.KeyPending {
+		return k, nil
+	}
+	if until == nil { // released between the two statements: try again soon
+		return nil, &ErrLeaseHeld{Until: time.Now()}
+	}
+	return nil, &ErrLeaseHeld{Until: *until}
+}
+
+// ReleaseCreate drops owner's lease on a unit whose request was never
+// applied, so the next run need not wait it out; undoAttempt takes back the
+// attempt it recorded (Luarmor refused it unapplied: a 429, or it was never
+// sent), so the next run does not look up a key that cannot exist.
+func ReleaseCreate(ctx context.Context, db DB, id int64, owner string, undoAttempt bool) error {
+	_, err := db.Exec(ctx, `UPDATE order_keys SET create_lease_until = NULL, create_lease_owner = NULL,
+			create_attempts = create_attempts - CASE WHEN $3 AND create_attempts > 0 THEN 1 ELSE 0 END
+		WHERE id = $1 AND create_lease_owner = $2`, id, owner, undoAttempt)
+	return err
 }
 
 // lockOrderOfKey takes the row lock of a key's order. Steps that change a
@@ -275,14 +366,33 @@ func lockOrderOfKey(ctx context.Context, tx pgx.Tx, id int64) (string, error) {
 	return sessionID, nil
 }
 
-// DeliverKey records the Luarmor key of a unit and settles its order.
+// ErrDeliveredElsewhere says a unit already holds another key: a runner
+// that was cut off created a second one, which the caller must remove.
+var ErrDeliveredElsewhere = errors.New("the unit was already delivered with another key")
+
+// DeliverKey records the Luarmor key of a unit and settles its order. A unit
+// delivered before with the same key is left as it is; with another key,
+// ErrDeliveredElsewhere.
 func DeliverKey(ctx context.Context, tx pgx.Tx, id int64, userKey string, authExpire *int64, extendedExisting bool) error {
 	sessionID, err := lockOrderOfKey(ctx, tx, id)
 	if err != nil {
 		return err
 	}
+	var existing string
+	err = tx.QueryRow(ctx, `SELECT COALESCE(user_key, '') FROM order_keys WHERE id = $1 FOR UPDATE`, id).Scan(&existing)
+	if err != nil {
+		return fmt.Errorf("reading order key %d: %w", id, err)
+	}
+	switch existing {
+	case userKey:
+		return nil
+	case "":
+	default:
+		return ErrDeliveredElsewhere
+	}
 	_, err = tx.Exec(ctx, `UPDATE order_keys SET user_key = $2, auth_expire = $3, status = 'active', last_error = NULL,
-			extended_existing = $4, delivered_at = now(), updated_at = now()
+			extended_existing = $4, delivered_at = now(), updated_at = now(),
+			create_lease_until = NULL, create_lease_owner = NULL
 		WHERE id = $1`, id, userKey, authExpire, extendedExisting)
 	if err != nil {
 		return fmt.Errorf("recording key of order key %d: %w", id, err)
@@ -296,7 +406,8 @@ func FailKey(ctx context.Context, tx pgx.Tx, id int64, reason string) error {
 	if err != nil {
 		return err
 	}
-	_, err = tx.Exec(ctx, `UPDATE order_keys SET status = 'failed', last_error = $2, updated_at = now() WHERE id = $1`, id, reason)
+	_, err = tx.Exec(ctx, `UPDATE order_keys SET status = 'failed', last_error = $2, updated_at = now(),
+		create_lease_until = NULL, create_lease_owner = NULL WHERE id = $1 AND status = 'pending'`, id, reason)
 	if err != nil {
 		return fmt.Errorf("recording failure of order key %d: %w", id, err)
 	}
@@ -345,7 +456,11 @@ func ResetFailures(ctx context.Context, tx pgx.Tx, sessionID string) error {
 		}
 		return order.Errorf(order.EINVALID, "order %s failed because its payment failed: the customer must pay again", sessionID)
 	}
-	_, err = tx.Exec(ctx, `UPDATE order_keys SET status = 'pending', updated_at = now()
+	// Luarmor refused these units' last create, after a look-up found no
+	// key of an earlier one: none exists, so they start over and are
+	// re-planned from the current catalog.
+	_, err = tx.Exec(ctx, `UPDATE order_keys SET status = 'pending', create_attempts = 0, queued_at = NULL,
+			create_lease_until = NULL, create_lease_owner = NULL, updated_at = now()
 		WHERE checkout_session_id = $1 AND status = 'failed'`, sessionID)
 	if err != nil {
 		return fmt.Errorf("resetting keys of order %s: %w", sessionID, err)
@@ -402,4 +517,13 @@ func RecordEvents(ctx context.Context, tx pgx.Tx, events []Event) ([]bool, error
 		delete(fresh, id) // a second copy in the batch is a duplicate
 	}
 	return isNew, nil
+}
+
+// ShortenCreateLease ends owner's lease on a unit within d: its last request
+// was answered (with an error) or its connection dropped, so Luarmor is
+// done with it and the retry need not wait the whole lease.
+func ShortenCreateLease(ctx context.Context, db DB, id int64, owner string, d time.Duration) error {
+	_, err := db.Exec(ctx, `UPDATE order_keys SET create_lease_until = LEAST(create_lease_until, now() + $3::interval)
+		WHERE id = $1 AND create_lease_owner = $2`, id, owner, d)
+	return err
 }

@@ -199,3 +199,18 @@ func (c *Client) precheck(ctx context.Context, op, id string) error {
 	}
 	return nil
 }
+
+// probeSessionID is a well-formed Checkout Session ID that no session has.
+const probeSessionID = "cs_test_fulfillerCredentialProbe0000000000"
+
+// CheckKey makes one cheap authenticated read that needs exactly the
+// permission the service relies on (reading Checkout Sessions): retrieving
+// a session that does not exist. Stripe's "no such session" proves the key
+// works; an error that IsUnauthorized proves it does not.
+func (c *Client) CheckKey(ctx context.Context) error {
+	_, err := c.CheckoutSession(ctx, probeSessionID)
+	if err == nil || IsNotFound(err) {
+		return nil
+	}
+	return err
+}

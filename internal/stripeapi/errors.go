@@ -207,3 +207,11 @@ func undecodableStatus(err error) (int, bool) {
 	}
 	return status, true
 }
+
+// IsUnauthorized reports whether Stripe refused the API key: 401 (unknown or
+// revoked key) or 403 (a restricted key without the permission).
+func IsUnauthorized(err error) bool {
+	var se *stripe.Error
+	return errors.As(err, &se) &&
+		(se.HTTPStatusCode == http.StatusUnauthorized || se.HTTPStatusCode == http.StatusForbidden)
+}

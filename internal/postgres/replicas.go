@@ -1,0 +1,110 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Heartbeat records that replica is alive. A replica beats before it starts
+// working jobs, so its jobs are never taken for a dead replica's.
+func Heartbeat(ctx context.Context, db DB, replica string) error {
+	_, err := db.Exec(ctx, `INSERT INTO replicas (name) VALUES ($1)
+		ON CONFLICT (name) DO UPDATE SET heartbeat_at = now()`, replica)
+	if err != nil {
+		return fmt.Errorf("recording heartbeat of %s: %w", replica, err)
+	}
+	return nil
+}
+
+// Leave removes a replica that stopped cleanly: whatever it left running
+// (nothing, after a clean stop) is rescued at the next pass.
+func Leave(ctx context.Context, db DB, replica string) error {
+	_, err := db.Exec(ctx, `DELETE FROM replicas WHERE name = $1`, replica)
+	return err
+}
+
+// RescuedJob is a job handed back to the queue after its replica died.
+type RescuedJob struct {
+	ID      int64
+	Kind    string
+	Replica string
+}
+
+// RescueOrphanedJobs makes available again every running job whose replica
+// (the last entry of River's attempted_by, the River client ID) has not
+// beaten for staleAfter, and forgets replicas silent for a day. River's own
+// rescuer would wait RescueStuckJobsAfter (an hour past the job timeout by
+// default) whether the replica lives or not; this one acts as soon as the
+// replica is known dead. A rescued job runs again as a retry: every job is
+// written so that a second run is harmless, and create_key waits out the
+// dead runner's lease before it looks for the key.
+func RescueOrphanedJobs(ctx context.Context, db DB, staleAfter time.Duration) ([]RescuedJob, error) {
+	rows, err := db.Query(ctx, `
+		UPDATE river_job j SET state = 'available', scheduled_at = now(),
+			errors = array_append(j.errors, jsonb_build_object(
+				'at', now(), 'attempt', j.attempt, 'trace', '',
+				'error', 'replica ' || j.attempted_by[cardinality(j.attempted_by)] || ' stopped while running this job; rescued')),
+			metadata = j.metadata || jsonb_build_object('rescued_from', j.attempted_by[cardinality(j.attempted_by)])
+		WHERE j.state = 'running'
+		  AND NOT EXISTS (SELECT 1 FROM replicas r
+		                  WHERE r.name = j.attempted_by[cardinality(j.attempted_by)]
+		                    AND r.heartbeat_at > now() - $1::interval)
+		RETURNING j.id, j.kind, COALESCE(j.attempted_by[cardinality(j.attempted_by)], '')`, staleAfter)
+	if err != nil {
+		return nil, fmt.Errorf("rescuing jobs of stopped replicas: %w", err)
+	}
+	jobs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (RescuedJob, error) {
+		var j RescuedJob
+		return j, r.Scan(&j.ID, &j.Kind, &j.Replica)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("rescuing jobs of stopped replicas: %w", err)
+	}
+	if _, err := db.Exec(ctx, `DELETE FROM replicas WHERE heartbeat_at < now() - interval '1 day'`); err != nil {
+		return nil, fmt.Errorf("forgetting stopped replicas: %w", err)
+	}
+	return jobs, nil
+}
+
+// StalledOrders lists paid orders with units to create and no create_key
+// job waiting or running for any of them, and paid orders whose items were
+// never loaded with no fulfil_order job: whatever broke the chain (a job
+// discarded after its last attempt, an operator deleting a job), they are
+// queued again.
+func StalledOrders(ctx context.Context, db DB, createKind, fulfilKind string, olderThan time.Duration, limit int) (unitsPending, notLoaded []string, err error) {
+	const live = `('available', 'pending', 'retryable', 'running', 'scheduled')`
+	rows, err := db.Query(ctx, `
+		WITH live AS (
+			SELECT (args->>'order_key_id')::bigint AS id FROM river_job
+			WHERE kind = $1 AND state IN `+live+`
+		)
+		SELECT DISTINCT k.checkout_session_id FROM order_keys k
+		JOIN orders o ON o.checkout_session_id = k.checkout_session_id
+		WHERE k.status = 'pending' AND o.status = 'pending' AND k.updated_at < now() - $2::interval
+		  AND NOT EXISTS (SELECT 1 FROM order_keys k2 JOIN live ON live.id = k2.id
+		                  WHERE k2.checkout_session_id = k.checkout_session_id)
+		LIMIT $3`, createKind, olderThan, limit)
+	if err != nil {
+		return nil, nil, fmt.Errorf("finding stalled orders: %w", err)
+	}
+	if unitsPending, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+		return nil, nil, fmt.Errorf("finding stalled orders: %w", err)
+	}
+	rows, err = db.Query(ctx, `
+		SELECT o.checkout_session_id FROM orders o
+		WHERE o.status = 'pending' AND o.items_loaded_at IS NULL AND o.session_status = 'complete'
+		  AND o.payment_status IN ('paid', 'no_payment_required') AND o.updated_at < now() - $2::interval
+		  AND NOT EXISTS (SELECT 1 FROM river_job j WHERE j.kind = $1 AND j.state IN `+live+`
+		                  AND j.args->>'checkout_session_id' = o.checkout_session_id)
+		LIMIT $3`, fulfilKind, olderThan, limit)
+	if err != nil {
+		return nil, nil, fmt.Errorf("finding stalled orders: %w", err)
+	}
+	if notLoaded, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+		return nil, nil, fmt.Errorf("finding stalled orders: %w", err)
+	}
+	return unitsPending, notLoaded, nil
+}
