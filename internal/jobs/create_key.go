@@ -70,7 +70,7 @@ func (w *CreateKeyWorker) Work(ctx context.Context, job *river.Job[CreateKeyArgs
 	// The claim records this run's create attempt up front: a run that
 	// dies after it, whether or not its create left, makes the next run
 	// look the key up first. A run that sends no create takes it back.
-	k, err := postgres.ClaimCreate(ctx, w.Pool, job.Args.OrderKeyID, owner, createLease, true)
+	k, err := postgres.ClaimCreate(ctx, w.Pool, job.Args.OrderKeyID, owner, w.CreateLease, true)
 	var held *postgres.ErrLeaseHeld
 	switch {
 	case errors.As(err, &held):
@@ -101,7 +101,7 @@ func (w *CreateKeyWorker) Work(ctx context.Context, job *river.Job[CreateKeyArgs
 	// Every request renews the lease just before it is sent, once its
 	// budget slot is granted (however long the wait for it was).
 	ctx = budget.WithBeforeSend(ctx, func(ctx context.Context) error {
-		k, err := postgres.ClaimCreate(ctx, w.Pool, job.Args.OrderKeyID, owner, createLease, false)
+		k, err := postgres.ClaimCreate(ctx, w.Pool, job.Args.OrderKeyID, owner, w.CreateLease, false)
 		if err == nil && k.Status != order.KeyPending {
 			err = errUnitSettled
 		}

@@ -81,6 +81,10 @@ type Deps struct {
 	// StripeLivemode is the mode of the Stripe API key (LiveKey); events
 	// of the other mode are refused.
 	StripeLivemode bool
+	// CreateLease is how long a unit's create lease lasts past each
+	// request; 0 means the default, which outlives the Luarmor client's
+	// timeout. Tests shorten it along with that timeout.
+	CreateLease time.Duration
 	// MaxUnitsPerOrder bounds the units of one order (MAX_UNITS_PER_ORDER);
 	// 0 means DefaultMaxUnitsPerOrder.
 	MaxUnitsPerOrder int
@@ -117,6 +121,9 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker) (*river.Client
 	}
 	if deps.Now == nil {
 		deps.Now = time.Now
+	}
+	if deps.CreateLease <= 0 {
+		deps.CreateLease = createLease
 	}
 	if cfg.Workers <= 0 {
 		cfg.Workers = 10
