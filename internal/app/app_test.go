@@ -54,6 +54,18 @@ type bundle struct {
 type options struct {
 	luarmorLatency time.Duration
 	policy         *order.Policy
+	configure      func(*config.Config)
+	logger         *slog.Logger
+}
+
+// withConfig changes the service's settings before it starts.
+func withConfig(f func(*config.Config)) func(*options) {
+	return func(o *options) { o.configure = f }
+}
+
+// withLogger sends the service's log to l.
+func withLogger(l *slog.Logger) func(*options) {
+	return func(o *options) { o.logger = l }
 }
 
 func setup(t *testing.T, opts ...func(*options)) *bundle {
@@ -89,6 +101,8 @@ func setup(t *testing.T, opts ...func(*options)) *bundle {
 			LuarmorRateLimit:  100000,
 			LuarmorRateWindow: time.Minute,
 			ShopAPIToken:      "shop-token",
+			MaxUnitsPerOrder:  config.DefaultMaxUnitsPerOrder,
+			ShutdownTimeout:   2 * time.Second,
 		},
 		Catalog: cat,
 		Logger:  testLogger(t),
@@ -96,6 +110,12 @@ func setup(t *testing.T, opts ...func(*options)) *bundle {
 	m.Config.Policy = order.DefaultPolicy()
 	if o.policy != nil {
 		m.Config.Policy = *o.policy
+	}
+	if o.configure != nil {
+		o.configure(&m.Config)
+	}
+	if o.logger != nil {
+		m.Logger = o.logger
 	}
 	require.NoError(t, m.Run(context.Background()))
 	t.Cleanup(func() { _ = m.Close() })

@@ -1,0 +1,270 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"fulfiller/internal/catalog"
+	"fulfiller/internal/config"
+	"fulfiller/internal/luarmor/sandbox"
+	"fulfiller/internal/order"
+	"fulfiller/internal/postgres"
+	"fulfiller/internal/stripeapi/stripefake"
+)
+
+// storedOrder reads an order as recorded, failure reason included.
+func (b *bundle) storedOrder(t *testing.T, id string) *order.Order {
+	t.Helper()
+	o, err := postgres.GetOrder(context.Background(), b.pool, id)
+	require.NoError(t, err)
+	return o
+}
+
+// waitFailed waits until the order failed and returns it as stored. It
+// reads the database, not the order API, whose success-page path would
+// itself confirm the session with Stripe.
+func (b *bundle) waitFailed(t *testing.T, id string) *order.Order {
+	t.Helper()
+	var o *order.Order
+	require.Eventually(t, func() bool {
+		var err error
+		o, err = postgres.GetOrder(context.Background(), b.pool, id)
+		return err == nil && o.Status == order.StatusFailed
+	}, 20*time.Second, 20*time.Millisecond, "order never failed; last seen %+v", o)
+	return o
+}
+
+func TestHugeQuantityFailsTheOrderBeforeAnythingIsAllocated(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1_000_000_000})
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+
+	o := b.waitFailed(t, s.ID)
+	require.Equal(t, order.FailureTooManyUnits, o.FailureCode)
+	require.Contains(t, o.FailureReason, "MAX_UNITS_PER_ORDER (100)")
+	require.Zero(t, b.count(t, "SELECT count(*) FROM order_keys WHERE checkout_session_id = $1", s.ID), "no unit was recorded")
+	require.Zero(t, b.creates())
+}
+
+func TestPriceMaxQuantityFailsTheOrder(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.catalog.Put("price_capped", catalog.Product{ProjectID: project, KeyDays: 7, MaxQuantity: 2})
+	s := b.paidSession(t, stripefake.Item{PriceID: "price_capped", Quantity: 3})
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+
+	o := b.waitFailed(t, s.ID)
+	require.Equal(t, order.FailureTooManyUnits, o.FailureCode)
+	require.Contains(t, o.FailureReason, "max_quantity of 2")
+
+	// The operator raises the cap and retries: the order is delivered.
+	b.catalog.Put("price_capped", catalog.Product{ProjectID: project, KeyDays: 7, MaxQuantity: 5})
+	b.retry(t, s.ID, http.StatusAccepted)
+	require.Len(t, b.waitOrder(t, s.ID, "fulfilled").Keys, 3)
+}
+
+func (b *bundle) retry(t *testing.T, id string, want int) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, b.url+"/v1/orders/"+id+"/retry", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer shop-token")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, want, resp.StatusCode)
+}
+
+// A catalog mistake (a project Luarmor does not know) fails the order
+// with the project named; after the fix, the retry re-plans the undelivered
+// units onto the corrected project.
+func TestRetryReplansUndeliveredUnitsFromTheCurrentCatalog(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.catalog.Put("price_typo", catalog.Product{ProjectID: "project_with_a_typo", KeyDays: 7})
+	s := b.paidSession(t, stripefake.Item{PriceID: "price_typo", Quantity: 2})
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+
+	o := b.waitFailed(t, s.ID)
+	require.Equal(t, order.FailureLuarmorRefused, o.FailureCode)
+	require.Contains(t, o.FailureReason, "project_with_a_typo")
+
+	b.catalog.Put("price_typo", catalog.Product{ProjectID: project, KeyDays: 14})
+	b.retry(t, s.ID, http.StatusAccepted)
+	done := b.waitOrder(t, s.ID, "fulfilled")
+	require.Len(t, done.Keys, 2)
+	for _, k := range done.Keys {
+		require.Equal(t, project, k.ProjectID)
+		require.Equal(t, 14, k.KeyDays)
+		require.Equal(t, 14, b.user(t, k.UserKey).KeyDays)
+	}
+}
+
+// An open session reporting no_payment_required (a 100% discount before
+// the buyer finished) is never fulfilled, even through the success page.
+func TestOnlyCompleteSessionsAreFulfilled(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	s.Status, s.PaymentStatus = "open", "no_payment_required"
+	b.stripe.PutSession(s)
+
+	code, o := b.getOrder(t, s.ID)
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, "pending", o.Status)
+	b.waitIdle(t)
+	require.Zero(t, b.creates())
+	require.Zero(t, b.count(t, "SELECT count(*) FROM order_keys WHERE checkout_session_id = $1", s.ID))
+}
+
+func TestLiveEventAgainstATestKeyFailsTheOrderWithTheReason(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	var ev map[string]any
+	require.NoError(t, json.Unmarshal(b.sessionEvent(t, "checkout.session.completed", s.ID), &ev))
+	ev["livemode"] = true
+	b.deliver(t, mustJSON(t, ev))
+
+	o := b.waitFailed(t, s.ID)
+	require.Equal(t, order.FailureLivemodeMismatch, o.FailureCode)
+	require.Contains(t, o.FailureReason, "live-mode event")
+	require.Zero(t, b.creates())
+}
+
+// An event reports a paid session that Stripe's API does not know (another
+// account's key): the order fails with the reason instead of waiting.
+func TestPaidSessionStripeDoesNotKnowFailsTheOrder(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	obj := mustJSON(t, map[string]any{
+		"id": newID("cs_test_"), "object": "checkout.session", "mode": "payment", "status": "complete",
+		"payment_status": "paid", "customer_details": map[string]any{"email": defaultMail},
+	})
+	var id struct{ ID string }
+	require.NoError(t, json.Unmarshal(obj, &id))
+	b.deliver(t, event(t, "checkout.session.completed", obj))
+
+	o := b.waitFailed(t, id.ID)
+	require.Equal(t, order.FailureSessionUnknown, o.FailureCode)
+	require.Contains(t, o.FailureReason, "STRIPE_API_KEY")
+}
+
+func TestReadinessFailsWhileACredentialIsRefused(t *testing.T) {
+	t.Parallel()
+	b := setup(t, withConfig(func(c *config.Config) { c.StripeAPIKey = "sk_test_revoked" }))
+	var body map[string]string
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(b.url + "/readyz")
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		body = nil
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		return resp.StatusCode == http.StatusServiceUnavailable
+	}, 10*time.Second, 50*time.Millisecond)
+	require.Contains(t, body["error"], "STRIPE_API_KEY")
+
+	// Webhooks are still recorded while the key is fixed.
+	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM stripe_events WHERE object_id = $1", s.ID))
+}
+
+func TestReadinessFailsWhileLuarmorRefusesTheKey(t *testing.T) {
+	t.Parallel()
+	b := setup(t, withConfig(func(c *config.Config) { c.LuarmorAPIKey = "not-the-key" }))
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(b.url + "/readyz")
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var body map[string]string
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		return resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(body["error"], "LUARMOR_API_KEY")
+	}, 10*time.Second, 50*time.Millisecond)
+}
+
+// lockedBuffer collects a logger's output from many goroutines.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// A failing job is logged with its job and unit at warn, and at error
+// once it keeps failing; River's own reports are below the level kept.
+func TestJobFailuresAreLogged(t *testing.T) {
+	t.Parallel()
+	var logs lockedBuffer
+	logger := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	b := setup(t, withLogger(logger))
+	b.sandbox.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/users", Kind: sandbox.FaultHTTP500, Times: 5})
+	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+
+	require.Eventually(t, func() bool {
+		return strings.Contains(logs.String(), `"level":"ERROR","msg":"job keeps failing; will retry"`)
+	}, 40*time.Second, 100*time.Millisecond, "logs: %s", logs.String())
+	out := logs.String()
+	require.Contains(t, out, `"level":"WARN","msg":"job failed; will retry"`)
+	require.Contains(t, out, `"kind":"create_key"`)
+	require.Contains(t, out, `"order_key_id":`)
+	require.NotContains(t, out, s.ID, "the Checkout Session ID is a capability and stays out of the log")
+
+	b.waitOrder(t, s.ID, "fulfilled")
+	require.Equal(t, 1, b.luarmorUsersFor(s.ID))
+}
+
+// Deliveries are fair between orders: each order keeps only two units in
+// the deliver queue, and each finished unit queues the next at the back,
+// so a one-unit order placed behind a big one waits for a few of the big
+// one's units, not all of them. The budget is 60 a minute scaled down to
+// 20 per 10 s, so the test is short; the big order alone needs a minute.
+func TestSmallOrderIsNotQueuedBehindABigOne(t *testing.T) {
+	t.Parallel()
+	b := setup(t, withConfig(func(c *config.Config) {
+		c.LuarmorRateLimit, c.LuarmorRateWindow = 20, 10*time.Second
+		c.MaxUnitsPerOrder = 500
+	}))
+	big := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 120})
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", big.ID))
+	delivered := func() int {
+		return b.count(t, "SELECT count(*) FROM order_keys WHERE checkout_session_id = $1 AND user_key IS NOT NULL", big.ID)
+	}
+	// The window's 20 calls are spent first; from then on every call
+	// waits for a slot.
+	require.Eventually(t, func() bool { return delivered() >= 20 }, 30*time.Second, 20*time.Millisecond, "the big order spends the budget")
+	before := delivered()
+
+	small := b.paidSession(t, stripefake.Item{PriceID: priceLife, Quantity: 1})
+	start := time.Now()
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", small.ID))
+	require.Eventually(t, func() bool {
+		_, o := b.getOrder(t, small.ID)
+		return o.Status == "fulfilled"
+	}, 30*time.Second, 10*time.Millisecond, "the one-unit order is delivered within a window")
+	wait := time.Since(start)
+	ahead := delivered() - before
+	t.Logf("one-unit order behind a 120-unit order at 20/10s, budget spent: delivered after %s, %d of the big order's keys went first (%d left)",
+		wait.Round(time.Millisecond), ahead, 120-before-ahead)
+	require.LessOrEqual(t, ahead, 4, "the small order waited for a few units of the big one, not all")
+}
