@@ -54,6 +54,7 @@ type bundle struct {
 type options struct {
 	luarmorLatency time.Duration
 	policy         *order.Policy
+	reconcileEvery time.Duration // 0: no periodic reconciliation
 }
 
 func setup(t *testing.T, opts ...func(*options)) *bundle {
@@ -94,6 +95,7 @@ func setup(t *testing.T, opts ...func(*options)) *bundle {
 		Logger:  testLogger(t),
 	}
 	m.Config.Policy = order.DefaultPolicy()
+	m.Config.ReconcileInterval = o.reconcileEvery
 	if o.policy != nil {
 		m.Config.Policy = *o.policy
 	}
