@@ -27,6 +27,7 @@ import (
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/order"
 	"fulfiller/internal/postgres"
+	"fulfiller/internal/reconcile"
 	"fulfiller/internal/stripeapi"
 	"fulfiller/internal/webhook"
 )
@@ -113,11 +114,13 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.Credentials = &health.Credentials{Stripe: stripeClient, Luarmor: luarmorClient, Logger: m.Logger}
 	go m.Credentials.Run(budgetCtx)
 
+	jobsConfig := jobs.Config{Workers: m.Workers, ID: name}
+	m.reconciliation(&jobsConfig, stripeClient)
 	m.River, err = jobs.NewClient(jobs.Deps{
 		Pool: m.Pool, Stripe: stripeClient, Luarmor: luarmorClient, Catalog: m.Catalog, Logger: m.Logger,
 		RateLimitWindow: m.Config.LuarmorRateWindow, Policy: m.Config.Policy, MaxUnitsPerOrder: m.Config.MaxUnitsPerOrder,
 		StripeLivemode: jobs.LiveKey(m.Config.StripeAPIKey),
-	}, jobs.Config{Workers: m.Workers, ID: name})
+	}, jobsConfig)
 	if err != nil {
 		return err
 	}
@@ -158,6 +161,20 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.Logger.Info("fulfiller serving", "addr", m.Addr(), "prices", m.Catalog.Len(),
 		"luarmor", m.Config.LuarmorBaseURL, "stripe_api", stripeBase(m.Config.StripeAPIBase))
 	return nil
+}
+
+// reconciliation adds the worker that finds Stripe events the webhook never
+// received and, unless RECONCILE_INTERVAL is off, its periodic job. The
+// worker is there either way, so a run queued before it was turned off
+// still completes.
+func (m *Main) reconciliation(cfg *jobs.Config, stripeClient *stripeapi.Client) {
+	rec := &reconcile.Reconciler{Pool: m.Pool, Stripe: stripeClient, Logger: m.Logger}
+	cfg.Register = func(w *river.Workers) {
+		river.AddWorker(w, &reconcile.Worker{Reconciler: rec, Lookback: m.Config.ReconcileLookback})
+	}
+	if m.Config.ReconcileInterval > 0 {
+		cfg.Periodic = append(cfg.Periodic, reconcile.PeriodicJob(m.Config.ReconcileInterval))
+	}
 }
 
 // retryCatalogFailures queues again the orders that failed on a price the

@@ -54,6 +54,7 @@ type bundle struct {
 type options struct {
 	luarmorLatency time.Duration
 	policy         *order.Policy
+	reconcileEvery time.Duration // 0: no periodic reconciliation
 	configure      func(*config.Config)
 	logger         *slog.Logger
 }
@@ -108,6 +109,7 @@ func setup(t *testing.T, opts ...func(*options)) *bundle {
 		Logger:  testLogger(t),
 	}
 	m.Config.Policy = order.DefaultPolicy()
+	m.Config.ReconcileInterval = o.reconcileEvery
 	if o.policy != nil {
 		m.Config.Policy = *o.policy
 	}

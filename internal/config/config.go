@@ -5,6 +5,7 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"fulfiller/internal/order"
+	"fulfiller/internal/stripeapi"
 )
 
 // Config is every setting of `fulfiller serve`.
@@ -40,6 +42,12 @@ type Config struct {
 	// ShutdownTimeout is how long a stopping process lets running jobs
 	// finish before it cancels them (SHUTDOWN_TIMEOUT).
 	ShutdownTimeout time.Duration
+	// ReconcileInterval is how often Stripe's events are compared with
+	// the recorded ones (RECONCILE_INTERVAL); 0 means off.
+	ReconcileInterval time.Duration
+	// ReconcileLookback is how far back each comparison looks
+	// (RECONCILE_LOOKBACK).
+	ReconcileLookback time.Duration
 }
 
 // Defaults of settings that tests and other commands build by hand.
@@ -117,7 +125,65 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	default:
 		return c, &Error{"REFUND_ACTION", fmt.Sprintf("%q must be blacklist, delete or none", v)}
 	}
+	if err := c.reconciliation(get); err != nil {
+		return c, err
+	}
 	return c, nil
+}
+
+// reconciliation reads RECONCILE_INTERVAL and RECONCILE_LOOKBACK.
+func (c *Config) reconciliation(get func(name, def string) string) error {
+	if v := get("RECONCILE_INTERVAL", "10m"); v != "off" {
+		d, err := ParseDuration(v)
+		if err != nil || d < time.Minute || d > 24*time.Hour {
+			return &Error{"RECONCILE_INTERVAL", fmt.Sprintf("%q must be a duration from 1m to 24h, or off", v)}
+		}
+		c.ReconcileInterval = d
+	}
+	v := get("RECONCILE_LOOKBACK", "72h")
+	d, err := ParseDuration(v)
+	if err != nil || d < time.Hour || d > stripeapi.EventRetention {
+		return &Error{"RECONCILE_LOOKBACK", fmt.Sprintf("%q must be a duration from 1h to 720h (Stripe keeps events for 30 days)", v)}
+	}
+	if d < c.ReconcileInterval {
+		return &Error{"RECONCILE_LOOKBACK", fmt.Sprintf("%q is shorter than RECONCILE_INTERVAL: events created between two runs would never be looked at", v)}
+	}
+	c.ReconcileLookback = d
+	return nil
+}
+
+// ParseDuration reads a Go duration (72h, 90m) that may also count whole
+// days (3d, 1d12h).
+func ParseDuration(s string) (time.Duration, error) {
+	bad := fmt.Errorf("%q is not a duration like 72h or 3d", s)
+	t := strings.TrimSpace(s)
+	sign := time.Duration(1)
+	if rest, ok := strings.CutPrefix(t, "-"); ok {
+		sign, t = -1, rest
+	}
+	days, rest, ok := strings.Cut(t, "d")
+	if !ok {
+		d, err := time.ParseDuration(t)
+		if err != nil {
+			return 0, bad
+		}
+		return sign * d, nil
+	}
+	// Digits only (no second sign), at most 65535 days: within a
+	// Duration's 292 years.
+	n, err := strconv.ParseUint(days, 10, 16)
+	if err != nil {
+		return 0, bad
+	}
+	whole := time.Duration(n) * 24 * time.Hour
+	var d time.Duration
+	if rest != "" {
+		d, err = time.ParseDuration(rest)
+		if err != nil || d < 0 || strings.HasPrefix(rest, "+") || d > math.MaxInt64-whole {
+			return 0, bad
+		}
+	}
+	return sign * (whole + d), nil
 }
 
 func (c Config) validate() error {

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
@@ -63,6 +65,12 @@ var eventHandlers = map[string]eventHandler{
 func HandledObject(eventType string) (string, bool) {
 	h, ok := eventHandlers[eventType]
 	return h.object, ok
+}
+
+// HandledTypes lists, sorted, the event types the service acts on: the
+// types to subscribe a webhook endpoint to and to look for when reconciling.
+func HandledTypes() []string {
+	return slices.Sorted(maps.Keys(eventHandlers))
 }
 
 func (w *HandleEventsWorker) Work(ctx context.Context, job *river.Job[HandleEventsArgs]) error {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -102,7 +103,17 @@ type Config struct {
 	// ID is the River client ID, recorded in river_job.attempted_by: the
 	// replica's name, whose heartbeat says whether its jobs still run.
 	ID string
+	// Register adds the workers of packages that build on this one (and
+	// so cannot be imported by it), such as reconciliation.
+	Register func(*river.Workers)
+	// Periodic are further periodic jobs, run by the leader with the
+	// service's own.
+	Periodic []*river.PeriodicJob
 }
+
+// InFlightStates are the job states in which a job waits or runs: a
+// uniqueness window that lets one copy at a time exist.
+func InFlightStates() []rivertype.JobState { return slices.Clone(inFlight) }
 
 // NewClient returns a River client with every worker of the service.
 func NewClient(deps Deps, cfg Config) (*river.Client[pgx.Tx], error) {
@@ -144,6 +155,9 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker) (*river.Client
 	river.AddWorker(workers, &UnbanKeyWorker{Deps: deps})
 	river.AddWorker(workers, &RefreshKeysWorker{Deps: deps})
 	river.AddWorker(workers, &ResumeOrdersWorker{Deps: deps})
+	if cfg.Register != nil {
+		cfg.Register(workers)
+	}
 
 	rc := &river.Config{
 		ID:            cfg.ID,
@@ -167,7 +181,7 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker) (*river.Client
 	if !cfg.InsertOnly {
 		// Luarmor workers wait in memory for their budget slot, so a few
 		// per class keep the budget fully used without holding many jobs.
-		rc.PeriodicJobs = periodicJobs()
+		rc.PeriodicJobs = append(periodicJobs(), cfg.Periodic...)
 		rc.Queues = map[string]river.QueueConfig{
 			QueueEvents:             {MaxWorkers: cfg.Workers},
 			QueueDefault:            {MaxWorkers: cfg.Workers},

@@ -2,7 +2,6 @@ package webhook
 
 import (
 	"context"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -11,7 +10,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 
-	"fulfiller/internal/jobs"
 	"fulfiller/internal/postgres"
 )
 
@@ -144,27 +142,7 @@ func (in *intake) commit(batch []*pending) ([]bool, error) {
 	var isNew []bool
 	err := pgx.BeginFunc(ctx, in.pool, func(tx pgx.Tx) error {
 		var err error
-		if isNew, err = postgres.RecordEvents(ctx, tx, events); err != nil {
-			return err
-		}
-		// One job for the batch's new events the service acts on, in
-		// the order of their objects: two jobs that touch the same orders
-		// then lock them in the same order and never deadlock. Events of
-		// one object keep their arrival order.
-		var handled []postgres.Event
-		for i, e := range events {
-			if isNew[i] && e.Handled {
-				handled = append(handled, e)
-			}
-		}
-		sort.SliceStable(handled, func(i, j int) bool { return handled[i].ObjectID < handled[j].ObjectID })
-		ids := make([]string, len(handled))
-		for i, e := range handled {
-			ids[i] = e.ID
-		}
-		if len(ids) > 0 {
-			_, err = in.river.InsertTx(ctx, tx, jobs.HandleEventsArgs{EventIDs: ids}, nil)
-		}
+		isNew, err = RecordTx(ctx, tx, in.river, events)
 		return err
 	})
 	return isNew, err

@@ -18,6 +18,7 @@
 //	GET /v1/charges/{id}
 //	GET /v1/invoices/{id}
 //	GET /v1/invoices/{id}/lines
+//	GET /v1/events                   type or types[], created[gte|gt|lte|lt], paged
 //
 // Test-hook routes, without Stripe authentication, so a separate process
 // (a CLI simulating a purchase) can drive a running fake:
@@ -117,6 +118,7 @@ type Fake struct {
 	objects map[string]map[string]map[string]any
 	// children holds kind -> id -> list children, same rules as objects.
 	children    map[string]map[string][]map[string]any
+	events      []storedEvent // in the order they were put
 	requests    []Request
 	latency     time.Duration
 	failures    map[string]*failure
@@ -148,6 +150,7 @@ func New(apiKey string) *Fake {
 			mux.HandleFunc("GET /v1/"+info.collection+"/{id}/"+info.childPath, f.listChildren(kind))
 		}
 	}
+	mux.HandleFunc("GET /v1/events", f.listEvents)
 	mux.HandleFunc("POST /_fake/sessions", f.fakePutSession)
 	mux.HandleFunc("GET /_fake/sessions/{id}", f.fakeGetSession)
 	mux.HandleFunc("/", unrecognized)
@@ -509,7 +512,7 @@ func (f *Fake) listChildren(kind string) http.HandlerFunc {
 		f.mu.Lock()
 		maxPage := f.maxPageSize
 		f.mu.Unlock()
-		data, hasMore, e := page(children, q, maxPage)
+		data, hasMore, e := page(children, objectID, q, maxPage)
 		if e != nil {
 			e.write(w)
 			return
@@ -546,8 +549,9 @@ func listEnvelope(data []map[string]any, hasMore bool, u string, totalCount int)
 	return env
 }
 
-// page applies limit, starting_after and ending_before to items.
-func page(items []map[string]any, q url.Values, maxPage int) ([]map[string]any, bool, *apiError) {
+// page applies limit, starting_after and ending_before to items, whose IDs
+// idOf gives.
+func page[T any](items []T, idOf func(T) string, q url.Values, maxPage int) ([]T, bool, *apiError) {
 	limit := defaultLimit
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -568,9 +572,17 @@ func page(items []map[string]any, q url.Values, maxPage int) ([]map[string]any, 
 		return nil, false, badParam("starting_after",
 			"You may only specify one of these parameters: starting_after, ending_before.")
 	}
+	indexOf := func(id string) int {
+		for i, it := range items {
+			if idOf(it) == id {
+				return i
+			}
+		}
+		return -1
+	}
 	switch {
 	case after != "":
-		i := indexOf(items, after)
+		i := indexOf(after)
 		if i < 0 {
 			return nil, false, noSuchCursor("starting_after", after)
 		}
@@ -578,7 +590,7 @@ func page(items []map[string]any, q url.Values, maxPage int) ([]map[string]any, 
 		n := min(limit, len(rest))
 		return rest[:n], len(rest) > n, nil
 	case before != "":
-		i := indexOf(items, before)
+		i := indexOf(before)
 		if i < 0 {
 			return nil, false, noSuchCursor("ending_before", before)
 		}
@@ -590,13 +602,9 @@ func page(items []map[string]any, q url.Values, maxPage int) ([]map[string]any, 
 	}
 }
 
-func indexOf(items []map[string]any, id string) int {
-	for i, it := range items {
-		if it["id"] == id {
-			return i
-		}
-	}
-	return -1
+func objectID(obj map[string]any) string {
+	id, _ := obj["id"].(string)
+	return id
 }
 
 // parseQuery rejects parameters Stripe would reject, so a client that sends
@@ -604,6 +612,12 @@ func indexOf(items []map[string]any, id string) int {
 // expand is accepted in every spelling stripe-go and curl use (expand[],
 // expand[0], expand).
 func parseQuery(r *http.Request, list bool) (url.Values, *apiError) {
+	return parseQueryWith(r, list, nil)
+}
+
+// parseQueryWith is parseQuery for a route that also takes the parameters
+// accepted reports true for.
+func parseQueryWith(r *http.Request, list bool, accepted func(key string) bool) (url.Values, *apiError) {
 	q, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
 		return nil, badParam("", "Invalid query string: "+err.Error())
@@ -613,6 +627,9 @@ func parseQuery(r *http.Request, list bool) (url.Values, *apiError) {
 			continue
 		}
 		if list && (k == "limit" || k == "starting_after" || k == "ending_before") {
+			continue
+		}
+		if accepted != nil && accepted(k) {
 			continue
 		}
 		return nil, &apiError{

@@ -1,0 +1,124 @@
+package app_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"fulfiller/internal/reconcile"
+	"fulfiller/internal/stripeapi"
+	"fulfiller/internal/stripeapi/stripefake"
+)
+
+// reconcileNow runs one reconciliation, as the periodic job does, with the
+// service's River client.
+func (b *bundle) reconcileNow(t *testing.T) reconcile.Summary {
+	t.Helper()
+	rec := &reconcile.Reconciler{
+		Pool:   b.pool,
+		Stripe: stripeapi.New(b.main.Config.StripeAPIKey, b.main.Config.StripeAPIBase, nil),
+		Logger: testLogger(t),
+	}
+	sum, err := rec.Run(context.Background(), b.main.River, reconcile.DefaultLookback)
+	require.NoError(t, err)
+	return sum
+}
+
+// waitFulfilledByEvents waits until the order of sessionID is fulfilled
+// without asking the order API, which would fulfil an unknown paid session
+// on its own.
+func (b *bundle) waitFulfilledByEvents(t *testing.T, sessionID string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		var status string
+		err := b.pool.QueryRow(context.Background(),
+			"SELECT status FROM orders WHERE checkout_session_id = $1", sessionID).Scan(&status)
+		return err == nil && status == "fulfilled"
+	}, 20*time.Second, 20*time.Millisecond, "order %s never fulfilled", sessionID)
+}
+
+// deliverAndList delivers an event to the webhook and lists it in Stripe's
+// events, as Stripe does with every event.
+func (b *bundle) deliverAndList(t *testing.T, body []byte) {
+	t.Helper()
+	b.deliver(t, body)
+	b.stripe.PutEvent(body)
+}
+
+func TestReconcileActsOnEventsThatNeverArrived(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	// A purchase whose checkout event never arrived.
+	lostSale := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 2})
+	b.stripe.PutEvent(b.sessionEvent(t, "checkout.session.completed", lostSale.ID))
+	// A subscription's renewal that never arrived.
+	sub, subOrder := b.subscriptionOrder(t, 1)
+	renewedKey := subOrder.Keys[0].UserKey
+	require.NoError(t, b.sandbox.Execute(project, renewedKey, "hwid-renewal"))
+	periodEnd := time.Now().Unix() + 60*day
+	_, renewal := b.invoice(t, sub.Subscription, "subscription_cycle", periodEnd)
+	b.stripe.PutEvent(renewal)
+	// A chargeback that never arrived.
+	disputed, _ := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	ch := b.charge(t, disputed.PaymentIntent, "")
+	b.stripe.PutEvent(b.disputeEvent(t, "charge.dispute.created", newID("dp_"), ch, disputed.PaymentIntent, "needs_response"))
+	b.waitIdle(t)
+	require.Zero(t, b.count(t, "SELECT count(*) FROM orders WHERE checkout_session_id = $1", lostSale.ID))
+
+	sum := b.reconcileNow(t)
+	require.Equal(t, reconcile.Summary{Listed: 3, Ingested: 3}, sum)
+
+	b.waitFulfilledByEvents(t, lostSale.ID)
+	_, o := b.getOrder(t, lostSale.ID)
+	require.Len(t, o.Keys, 2, "the lost sale gets its keys")
+	b.waitKeys(t, disputed.ID, "revoked", "blacklisted")
+	b.waitIdle(t)
+	require.Equal(t, periodEnd+day, b.user(t, renewedKey).AuthExpire, "the renewal extended the key")
+	require.Equal(t, 2, b.luarmorUsersFor(lostSale.ID))
+
+	// A second run finds everything recorded: no job, no Luarmor call.
+	jobsBefore := b.count(t, "SELECT count(*) FROM river_job")
+	b.sandbox.ResetCalls()
+	sum = b.reconcileNow(t)
+	require.Equal(t, reconcile.Summary{Listed: 3, AlreadyRecorded: 3}, sum)
+	b.waitIdle(t)
+	require.Equal(t, jobsBefore, b.count(t, "SELECT count(*) FROM river_job"))
+	require.Empty(t, b.sandbox.Calls())
+}
+
+func TestReconcileLeavesEventsTheWebhookHandledAlone(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 2})
+	b.deliverAndList(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	b.waitOrder(t, s.ID, "fulfilled")
+	ch := b.charge(t, s.PaymentIntent, "")
+	b.deliverAndList(t, b.disputeEvent(t, "charge.dispute.created", newID("dp_"), ch, s.PaymentIntent, "needs_response"))
+	b.waitKeys(t, s.ID, "revoked", "blacklisted")
+	b.waitIdle(t)
+
+	jobsBefore := b.count(t, "SELECT count(*) FROM river_job")
+	b.sandbox.ResetCalls()
+	sum := b.reconcileNow(t)
+	require.Equal(t, reconcile.Summary{Listed: 2, AlreadyRecorded: 2}, sum)
+	b.waitIdle(t)
+	require.Equal(t, jobsBefore, b.count(t, "SELECT count(*) FROM river_job"), "no new job")
+	require.Empty(t, b.sandbox.Calls(), "no new Luarmor call")
+	require.Zero(t, b.count(t, "SELECT count(*) FROM river_job WHERE kind = 'reconcile_events'"),
+		"RECONCILE_INTERVAL off (0) schedules no run")
+}
+
+func TestServiceReconcilesPeriodically(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(o *options) { o.reconcileEvery = time.Second })
+	s := b.paidSession(t, stripefake.Item{PriceID: priceLife, Quantity: 1})
+	b.stripe.PutEvent(b.sessionEvent(t, "checkout.session.completed", s.ID))
+
+	// No webhook: a periodic run finds the event.
+	b.waitFulfilledByEvents(t, s.ID)
+	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM stripe_events"))
+	require.Equal(t, 1, b.luarmorUsersFor(s.ID))
+	require.Positive(t, b.count(t, "SELECT count(*) FROM river_job WHERE kind = 'reconcile_events'"))
+}

@@ -1,0 +1,28 @@
+package jobs_test
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"fulfiller/internal/jobs"
+)
+
+func TestHandledTypesAreSortedAndEachHasItsObject(t *testing.T) {
+	t.Parallel()
+	types := jobs.HandledTypes()
+	require.True(t, slices.IsSorted(types))
+	require.Contains(t, types, "checkout.session.completed")
+	require.Contains(t, types, "charge.dispute.created")
+	for _, typ := range types {
+		object, ok := jobs.HandledObject(typ)
+		require.True(t, ok, typ)
+		require.NotEmpty(t, object, typ)
+	}
+	_, ok := jobs.HandledObject("customer.created")
+	require.False(t, ok)
+	// A caller may change its copy without changing the service's list.
+	types[0] = "changed"
+	require.NotEqual(t, "changed", jobs.HandledTypes()[0])
+}
