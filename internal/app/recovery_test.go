@@ -11,8 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"fulfiller/internal/app"
 	"fulfiller/internal/catalog"
 	"fulfiller/internal/config"
 	"fulfiller/internal/luarmor/sandbox"
@@ -267,4 +269,55 @@ func TestSmallOrderIsNotQueuedBehindABigOne(t *testing.T) {
 	t.Logf("one-unit order behind a 120-unit order at 20/10s, budget spent: delivered after %s, %d of the big order's keys went first (%d left)",
 		wait.Round(time.Millisecond), ahead, 120-before-ahead)
 	require.LessOrEqual(t, ahead, 4, "the small order waited for a few units of the big one, not all")
+}
+
+// restart starts a new process of the service on the same database, as
+// after a restart or on another replica, and points the bundle at it.
+func (b *bundle) restart(t *testing.T) {
+	t.Helper()
+	m := &app.Main{Config: b.main.Config, Catalog: b.catalog, Logger: b.main.Logger}
+	require.NoError(t, m.Run(context.Background()))
+	t.Cleanup(func() { _ = m.Close() })
+	b.main, b.pool, b.url = m, m.Pool, m.URL()
+}
+
+// A stopping process lets a running job finish within SHUTDOWN_TIMEOUT.
+func TestGracefulStopLetsRunningJobsFinish(t *testing.T) {
+	t.Parallel()
+	b := setup(t, withConfig(func(c *config.Config) { c.ShutdownTimeout = 5 * time.Second }))
+	b.sandbox.SetLatency(700 * time.Millisecond)
+	s := b.paidSession(t, stripefake.Item{PriceID: priceLife, Quantity: 1})
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	require.Eventually(t, func() bool { return b.creates() == 1 }, 10*time.Second, 5*time.Millisecond)
+
+	require.NoError(t, b.main.Close(), "a graceful stop ends cleanly")
+	pool, err := pgxpool.New(context.Background(), b.main.Config.DatabaseURL)
+	require.NoError(t, err)
+	defer pool.Close()
+	o, err := postgres.GetOrder(context.Background(), pool, s.ID)
+	require.NoError(t, err)
+	require.Equal(t, order.StatusFulfilled, o.Status, "the running create finished before the process stopped")
+}
+
+// A job still running when SHUTDOWN_TIMEOUT ends is cancelled mid-call and
+// picked up by the next process, which waits out the cancelled create's
+// lease and then makes the unit's one key.
+func TestStopPastTheTimeoutHandsTheJobOn(t *testing.T) {
+	t.Parallel()
+	b := setup(t, withConfig(func(c *config.Config) { c.ShutdownTimeout = time.Second }))
+	b.sandbox.SetLatency(4 * time.Second)
+	s := b.paidSession(t, stripefake.Item{PriceID: priceLife, Quantity: 1})
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	require.Eventually(t, func() bool { return b.creates() == 1 }, 10*time.Second, 5*time.Millisecond)
+
+	stopped := time.Now()
+	require.NoError(t, b.main.Close())
+	b.sandbox.SetLatency(0)
+	b.restart(t)
+	require.Eventually(t, func() bool {
+		o, err := postgres.GetOrder(context.Background(), b.pool, s.ID)
+		return err == nil && o.Status == order.StatusFulfilled
+	}, 60*time.Second, 50*time.Millisecond)
+	t.Logf("delivered %s after the stop", time.Since(stopped).Round(time.Millisecond))
+	require.Equal(t, 1, b.luarmorUsersFor(s.ID), "one key")
 }

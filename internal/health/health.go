@@ -85,14 +85,17 @@ func (c *Credentials) Checked() <-chan struct{} {
 }
 
 // CheckNow checks both keys and reports whether neither was refused.
-func (c *Credentials) CheckNow(ctx context.Context) bool {
+func (c *Credentials) CheckNow(parent context.Context) bool {
 	c.init()
-	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	ctx, cancel := context.WithTimeout(parent, checkTimeout)
 	defer cancel()
 	stripeErr := c.Stripe.CheckKey(ctx)
 	var luarmorErr error
 	if c.Luarmor != nil {
 		_, luarmorErr = c.Luarmor.KeyDetails(budget.WithClass(ctx, budget.ClassMaintenance))
+	}
+	if parent.Err() != nil {
+		return true // stopping: the answers say nothing about the keys
 	}
 	c.record("stripe", stripeapi.IsUnauthorized(stripeErr), stripeErr,
 		"Stripe refused STRIPE_API_KEY: set a secret key, or a restricted key that can read Checkout Sessions, Line Items, Charges and Invoices, of the webhook's account and mode")

@@ -151,18 +151,19 @@ func (w *CreateKeyWorker) Work(ctx context.Context, job *river.Job[CreateKeyArgs
 }
 
 // settleLease sets the lease after a create that failed, by what the
-// failure says about the request: one that timed out may still be on its
-// way, so its full lease stands; one whose answer was lost or was a server
+// failure says about the request: one abandoned by this side (a timeout, a
+// shutdown) may still be on its way, so its full lease stands; one whose answer was lost or was a server
 // error is over, so the retry waits only a moment; one Luarmor never
 // applied (429, not sent, no budget slot) frees the unit and does not
 // count as an attempt.
 func (w *CreateKeyWorker) settleLease(ctx context.Context, k *order.Key, owner string, err error) {
+	abandoned := ctx.Err() != nil // the job was cancelled: a shutdown, its timeout
 	ctx = context.WithoutCancel(ctx)
 	var rl *luarmor.RateLimitError
 	var wait *budget.WaitError
 	var notSent *budget.NotSentError
 	switch {
-	case timedOut(err):
+	case abandoned, mayBeInFlight(err):
 	case errors.Is(err, luarmor.ErrOutcomeUnknown):
 		_ = postgres.ShortenCreateLease(ctx, w.Pool, k.ID, owner, answeredLease)
 	case errors.As(err, &rl), errors.Is(err, luarmor.ErrNotSent), errors.As(err, &wait), errors.As(err, &notSent):
@@ -170,11 +171,12 @@ func (w *CreateKeyWorker) settleLease(ctx context.Context, k *order.Key, owner s
 	}
 }
 
-// timedOut reports whether a request failed on a timeout, after which it
-// may still be on its way to Luarmor.
-func timedOut(err error) bool {
+// mayBeInFlight reports whether a request was abandoned by this side (a
+// timeout, or a shutdown cancelling the job) rather than answered or cut
+// by the other: it may still be on its way to Luarmor.
+func mayBeInFlight(err error) bool {
 	var ne net.Error
-	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 // newLeaseOwner names one run of a job: a rescued or retried run is another
