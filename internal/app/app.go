@@ -78,6 +78,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if poolCfg.MaxConns < 20 {
 		poolCfg.MaxConns = 20
 	}
+	boundDatabaseWaits(poolCfg)
 	if m.Pool, err = pgxpool.NewWithConfig(ctx, poolCfg); err != nil {
 		return fmt.Errorf("connecting to PostgreSQL: %w", err)
 	}
@@ -175,6 +176,20 @@ func (m *Main) reconciliation(cfg *jobs.Config, stripeClient *stripeapi.Client) 
 	if m.Config.ReconcileInterval > 0 {
 		cfg.Periodic = append(cfg.Periodic, reconcile.PeriodicJob(m.Config.ReconcileInterval))
 	}
+}
+
+// boundDatabaseWaits makes a PostgreSQL outage fail fast instead of hanging
+// requests, so callers answer 503 and retry. After the server restarts, the
+// pool holds connections it closed: pgxpool pings a connection idle for over
+// a second before handing it out and drops it when the ping fails, and a
+// connection that fails a query is dropped on release, so the pool refills
+// with fresh connections by itself. What an outage must not do is make
+// that ping or a new connection wait forever on an unreachable host.
+func boundDatabaseWaits(cfg *pgxpool.Config) {
+	if cfg.ConnConfig.ConnectTimeout == 0 { // connect_timeout in DATABASE_URL wins
+		cfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	}
+	cfg.PingTimeout = 2 * time.Second
 }
 
 // retryCatalogFailures queues again the orders that failed on a price the

@@ -54,6 +54,7 @@ type bundle struct {
 type options struct {
 	luarmorLatency time.Duration
 	policy         *order.Policy
+	databaseURL    string // a migrated database; "" makes a fresh one
 	reconcileEvery time.Duration // 0: no periodic reconciliation
 	configure      func(*config.Config)
 	logger         *slog.Logger
@@ -89,9 +90,12 @@ func setup(t *testing.T, opts ...func(*options)) *bundle {
 		priceMonth: {ProjectID: project, KeyDays: 30},
 		priceLife:  {ProjectID: project, KeyDays: 0},
 	}}
+	if o.databaseURL == "" {
+		o.databaseURL = postgrestest.NewURL(t)
+	}
 	m := &app.Main{
 		Config: config.Config{
-			DatabaseURL:    postgrestest.NewURL(t),
+			DatabaseURL:    o.databaseURL,
 			ListenAddr:     "127.0.0.1:0",
 			WebhookSecrets: []string{secretOld, secretNew},
 			StripeAPIKey:   stripeKey,

@@ -22,7 +22,9 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"fulfiller/internal/logging"
 	"fulfiller/internal/luarmor"
+	"fulfiller/internal/postgres"
 )
 
 // Class orders Luarmor requests by urgency; lower is more urgent.
@@ -94,6 +96,7 @@ type Budget struct {
 	queries     atomic.Int64 // PostgreSQL statements spent on budgeting
 	granted     atomic.Int64
 	rateLimited atomic.Int64
+	unavailable logging.Sampled
 }
 
 // New returns a budget; it does nothing until Run is started.
@@ -281,7 +284,12 @@ func (b *Budget) Run(ctx context.Context) {
 				b.failWaiters(ctx.Err())
 				return
 			}
-			b.cfg.Logger.Error("luarmor budget: taking a slot failed; retrying", "error", err)
+			if postgres.IsUnavailable(err) {
+				// Retried every second through a database outage.
+				b.unavailable.Log(ctx, b.cfg.Logger, slog.LevelWarn, "luarmor budget: database unreachable; requests wait for it", "error", err)
+			} else {
+				b.cfg.Logger.Error("luarmor budget: taking a slot failed; retrying", "error", err)
+			}
 			retry = time.Second
 		}
 		if id != 0 {

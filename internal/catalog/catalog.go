@@ -11,23 +11,33 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"unicode"
 
 	"go.yaml.in/yaml/v3"
 )
 
 // Product is what one unit of a price delivers.
 type Product struct {
-	ProjectID string `yaml:"project_id"`
+	ProjectID string
 	// KeyDays is the days a key gets once first used; 0 makes a lifetime key.
-	KeyDays int `yaml:"key_days"`
-	// MaxQuantity caps the units of this price in one order; 0 = no cap.
-	MaxQuantity int `yaml:"max_quantity"`
+	KeyDays int
+	// MaxQuantity is the most units of the price one order may buy; 0 means
+	// no limit.
+	MaxQuantity int
 }
+
+// Limits of the catalog's values.
+const (
+	// MaxKeyDays is ten years: a larger key_days is a typo, not a product.
+	MaxKeyDays = 3650
+	// maxFileBytes bounds the catalog file; a real one is a few KiB.
+	maxFileBytes = 4 << 20
+)
 
 // Catalog is the parsed catalog file. It is safe for concurrent use once
 // built: workers look prices up while an operator may add one.
 type Catalog struct {
-	Prices map[string]Product `yaml:"prices"`
+	Prices map[string]Product
 
 	mu sync.RWMutex
 }
@@ -71,45 +81,113 @@ func Load(path string) (*Catalog, error) {
 	return c, nil
 }
 
-// Parse reads a catalog. Unknown fields are errors, so a typo such as
-// "keydays" cannot silently deliver lifetime keys.
+// catalogFile is the file's shape. Pointers tell a missing field from an
+// explicit zero: key_days: 0 is a lifetime key, a missing key_days is a
+// mistake.
+type catalogFile struct {
+	Prices map[string]*priceEntry `yaml:"prices"`
+}
+
+type priceEntry struct {
+	ProjectID   *string `yaml:"project_id"`
+	KeyDays     *int    `yaml:"key_days"`
+	MaxQuantity *int    `yaml:"max_quantity"`
+}
+
+// Parse reads a catalog and checks every price, reporting every problem at
+// once with the price it belongs to. Unknown fields are errors, so a typo
+// such as "keydays" cannot silently change what a price delivers. IDs are
+// taken as written: an ID with spaces is refused rather than trimmed, since
+// it would never match what Stripe sends.
 func Parse(r io.Reader) (*Catalog, error) {
-	data, err := io.ReadAll(io.LimitReader(r, 4<<20))
+	data, err := io.ReadAll(io.LimitReader(r, maxFileBytes+1))
 	if err != nil {
 		return nil, err
 	}
+	if len(data) > maxFileBytes {
+		return nil, fmt.Errorf("larger than %d bytes: not a catalog", maxFileBytes)
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
-	var c Catalog
-	if err := dec.Decode(&c); err != nil {
+	var f catalogFile
+	if err := dec.Decode(&f); err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil, errors.New("empty file: it needs a prices: map")
 		}
 		return nil, err
 	}
-	if len(c.Prices) == 0 {
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, errors.New("more than one YAML document (a second ---): put every price under the one prices: map")
+	}
+	if len(f.Prices) == 0 {
 		return nil, errors.New("no prices: add at least one entry under the prices key")
 	}
-	ids := make([]string, 0, len(c.Prices))
-	for id := range c.Prices {
+	ids := make([]string, 0, len(f.Prices))
+	for id := range f.Prices {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
+	c := &Catalog{Prices: make(map[string]Product, len(f.Prices))}
 	var problems []string
 	for _, id := range ids {
-		p := c.Prices[id]
-		if strings.TrimSpace(id) == "" {
-			problems = append(problems, "a price with an empty ID")
+		p, errs := f.Prices[id].product()
+		if problem := checkID(id); problem != "" {
+			errs = append(errs, "its ID "+problem)
 		}
-		if p.ProjectID == "" {
-			problems = append(problems, fmt.Sprintf("price %s: project_id is required", id))
+		for _, e := range errs {
+			problems = append(problems, fmt.Sprintf("price %q: %s", id, e))
 		}
-		if p.KeyDays < 0 {
-			problems = append(problems, fmt.Sprintf("price %s: key_days must be 0 (lifetime) or more", id))
-		}
+		c.Prices[id] = p
 	}
 	if len(problems) > 0 {
 		return nil, errors.New(strings.Join(problems, "; "))
 	}
-	return &c, nil
+	return c, nil
+}
+
+// product checks an entry and returns what it delivers and its problems.
+func (e *priceEntry) product() (Product, []string) {
+	if e == nil {
+		return Product{}, []string{"project_id and key_days are required"}
+	}
+	var p Product
+	var problems []string
+	switch {
+	case e.ProjectID == nil || *e.ProjectID == "":
+		problems = append(problems, "project_id is required")
+	default:
+		if problem := checkID(*e.ProjectID); problem != "" {
+			problems = append(problems, "project_id "+problem)
+		}
+		p.ProjectID = *e.ProjectID
+	}
+	switch {
+	case e.KeyDays == nil:
+		problems = append(problems, "key_days is required (days from first use; 0 for a lifetime key)")
+	case *e.KeyDays < 0 || *e.KeyDays > MaxKeyDays:
+		problems = append(problems, fmt.Sprintf("key_days must be 0 (lifetime) to %d, not %d", MaxKeyDays, *e.KeyDays))
+	default:
+		p.KeyDays = *e.KeyDays
+	}
+	if e.MaxQuantity != nil {
+		if *e.MaxQuantity < 1 {
+			problems = append(problems, fmt.Sprintf("max_quantity must be 1 or more, not %d (leave it out for no limit)", *e.MaxQuantity))
+		}
+		p.MaxQuantity = *e.MaxQuantity
+	}
+	return p, problems
+}
+
+// checkID describes what is wrong with a price or project ID, or returns "".
+// Stripe's and Luarmor's IDs never hold spaces or control characters; one
+// that does is a copy-paste accident that would never match.
+func checkID(id string) string {
+	if strings.TrimSpace(id) == "" {
+		return "is empty"
+	}
+	if strings.IndexFunc(id, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0 {
+		return "contains spaces or control characters; write it exactly as the dashboard shows it"
+	}
+	return ""
 }

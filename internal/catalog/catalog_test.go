@@ -20,29 +20,65 @@ prices:
     key_days: 30
   price_life:
     project_id: p2
+    key_days: 0
+  price_seats:
+    project_id: p2
+    key_days: 3650
+    max_quantity: 5
 `))
 	require.NoError(t, err)
-	p, ok := c.Lookup("price_1PqRsT")
-	require.True(t, ok)
-	require.Equal(t, catalog.Product{ProjectID: "3f98888f9999c9999e99a2", KeyDays: 30}, p)
-	p, ok = c.Lookup("price_life")
-	require.True(t, ok)
-	require.Zero(t, p.KeyDays)
-	_, ok = c.Lookup("price_other")
+	require.Equal(t, 3, c.Len())
+	for id, want := range map[string]catalog.Product{
+		"price_1PqRsT": {ProjectID: "3f98888f9999c9999e99a2", KeyDays: 30},
+		"price_life":   {ProjectID: "p2", KeyDays: 0},
+		"price_seats":  {ProjectID: "p2", KeyDays: 3650, MaxQuantity: 5},
+	} {
+		p, ok := c.Lookup(id)
+		require.True(t, ok, id)
+		require.Equal(t, want, p, id)
+	}
+	_, ok := c.Lookup("price_other")
 	require.False(t, ok)
+}
+
+func TestParseOneDocumentWithMarkers(t *testing.T) {
+	t.Parallel()
+	// A leading --- and a closing ... still make one document.
+	c, err := catalog.Parse(strings.NewReader("---\nprices:\n  price_a:\n    project_id: p\n    key_days: 1\n...\n"))
+	require.NoError(t, err)
+	require.Equal(t, 1, c.Len())
 }
 
 func TestParseRejects(t *testing.T) {
 	t.Parallel()
+	const ok = "    project_id: p\n    key_days: 3\n"
 	for name, tc := range map[string]struct{ yaml, want string }{
-		"unknown field":      {"prices:\n  price_a:\n    project_id: p\n    keydays: 3\n", "keydays"},
-		"unknown top field":  {"price:\n  price_a:\n    project_id: p\n", "price"},
-		"missing project":    {"prices:\n  price_a:\n    key_days: 3\n", "price_a: project_id is required"},
-		"negative days":      {"prices:\n  price_a:\n    project_id: p\n    key_days: -1\n", "key_days must be"},
-		"empty":              {"", "empty file"},
-		"no prices":          {"prices: {}\n", "no prices"},
-		"not yaml":           {"prices: [", "yaml"},
-		"wrong type of days": {"prices:\n  price_a:\n    project_id: p\n    key_days: thirty\n", "thirty"},
+		"unknown field":         {"prices:\n  price_a:\n    project_id: p\n    keydays: 3\n", "keydays"},
+		"unknown top field":     {"price:\n  price_a:\n" + ok, "price"},
+		"missing project":       {"prices:\n  price_a:\n    key_days: 3\n", `price "price_a": project_id is required`},
+		"empty project":         {"prices:\n  price_a:\n    project_id: \"\"\n    key_days: 3\n", `price "price_a": project_id is required`},
+		"blank project":         {"prices:\n  price_a:\n    project_id: \"  \"\n    key_days: 3\n", `price "price_a": project_id is empty`},
+		"spaced project":        {"prices:\n  price_a:\n    project_id: \" p \"\n    key_days: 3\n", `price "price_a": project_id contains spaces`},
+		"missing key_days":      {"prices:\n  price_a:\n    project_id: p\n", `price "price_a": key_days is required`},
+		"null key_days":         {"prices:\n  price_a:\n    project_id: p\n    key_days: null\n", `price "price_a": key_days is required`},
+		"negative days":         {"prices:\n  price_a:\n    project_id: p\n    key_days: -1\n", `price "price_a": key_days must be 0 (lifetime) to 3650, not -1`},
+		"days over ten years":   {"prices:\n  price_a:\n    project_id: p\n    key_days: 3651\n", `price "price_a": key_days must be 0 (lifetime) to 3650, not 3651`},
+		"wrong type of days":    {"prices:\n  price_a:\n    project_id: p\n    key_days: thirty\n", "thirty"},
+		"days as a string":      {"prices:\n  price_a:\n    project_id: p\n    key_days: \"30\"\n", "30"},
+		"empty entry":           {"prices:\n  price_a:\n", `price "price_a": project_id and key_days are required`},
+		"spaced price ID":       {"prices:\n  \" price_a\":\n" + ok, `price " price_a": its ID contains spaces`},
+		"price ID with a tab":   {"prices:\n  \"price\\ta\":\n" + ok, `price "price\ta": its ID contains spaces`},
+		"blank price ID":        {"prices:\n  \" \":\n" + ok, `price " ": its ID is empty`},
+		"zero max_quantity":     {"prices:\n  price_a:\n" + ok + "    max_quantity: 0\n", `price "price_a": max_quantity must be 1 or more, not 0`},
+		"negative max_quantity": {"prices:\n  price_a:\n" + ok + "    max_quantity: -2\n", `price "price_a": max_quantity must be 1 or more`},
+		"stock is not a field":  {"prices:\n  price_a:\n" + ok + "    stock: 10\n", "stock"},
+		"duplicate price":       {"prices:\n  price_a:\n" + ok + "  price_a:\n" + ok, "already defined"},
+		"second document":       {"prices:\n  price_a:\n" + ok + "---\nprices:\n  price_b:\n" + ok, "more than one YAML document"},
+		"empty second document": {"prices:\n  price_a:\n" + ok + "---\n", "more than one YAML document"},
+		"empty":                 {"", "empty file"},
+		"no prices":             {"prices: {}\n", "no prices"},
+		"not yaml":              {"prices: [", "yaml"},
+		"too large":             {"prices:\n  price_a:\n" + ok + "#" + strings.Repeat("x", 4<<20) + "\n", "larger than"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -51,6 +87,22 @@ func TestParseRejects(t *testing.T) {
 			require.Contains(t, err.Error(), tc.want)
 		})
 	}
+}
+
+func TestParseReportsEveryProblem(t *testing.T) {
+	t.Parallel()
+	_, err := catalog.Parse(strings.NewReader("prices:\n  price_a:\n    project_id: p\n  price_b:\n    key_days: 4000\n"))
+	require.EqualError(t, err, `price "price_a": key_days is required (days from first use; 0 for a lifetime key); `+
+		`price "price_b": project_id is required; price "price_b": key_days must be 0 (lifetime) to 3650, not 4000`)
+}
+
+func TestExampleCatalogParses(t *testing.T) {
+	t.Parallel()
+	c, err := catalog.Load(filepath.Join("..", "..", "catalog.example.yaml"))
+	require.NoError(t, err)
+	p, ok := c.Lookup("price_dev_lifetime")
+	require.True(t, ok)
+	require.Zero(t, p.KeyDays)
 }
 
 func TestLoadNamesTheFile(t *testing.T) {

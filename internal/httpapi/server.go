@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"regexp"
@@ -21,6 +22,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"fulfiller/internal/jobs"
+	"fulfiller/internal/logging"
 	"fulfiller/internal/order"
 	"fulfiller/internal/postgres"
 	"fulfiller/internal/stripeapi"
@@ -47,6 +49,8 @@ type Server struct {
 	negatives *expiringSet
 	flight    singleflight.Group
 	once      sync.Once
+
+	unavailable logging.Sampled // 503s of an outage, logged once in a while
 }
 
 // Handler returns the routed handler.
@@ -76,19 +80,51 @@ var statusOf = map[string]int{
 	order.EINTERNAL:     http.StatusInternalServerError,
 }
 
+// retryAfterUnavailable is the Retry-After of a 503, in seconds: about as
+// long as PostgreSQL takes to restart or fail over.
+const retryAfterUnavailable = "5"
+
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	code := order.ErrorCode(err)
+	code, message := order.ErrorCode(err), order.ErrorMessage(err)
+	if code == order.EINTERNAL && postgres.IsUnavailable(err) {
+		code, message = order.EUNAVAILABLE, "the order database is unreachable; retry in a few seconds"
+	}
 	status, ok := statusOf[code]
 	if !ok {
 		status = http.StatusInternalServerError
 	}
-	if status >= 500 {
-		s.Logger.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "error", err)
-	}
-	if code == order.ETOOMANY {
+	switch {
+	case code == order.EUNAVAILABLE:
+		// Every request fails alike while a dependency is down: one
+		// line every few seconds says so without flooding the log.
+		w.Header().Set("Retry-After", retryAfterUnavailable)
+		s.unavailable.Log(r.Context(), s.Logger, slog.LevelWarn, "dependency unavailable; answering 503 with Retry-After",
+			"route", routeOf(r), "error", logSafe(r, err))
+	case status >= 500:
+		s.Logger.ErrorContext(r.Context(), "request failed", "route", routeOf(r), "error", logSafe(r, err))
+	case code == order.ETOOMANY:
 		w.Header().Set("Retry-After", "1")
 	}
-	writeJSON(w, status, map[string]string{"error": order.ErrorMessage(err), "code": code})
+	writeJSON(w, status, map[string]string{"error": message, "code": code})
+}
+
+// routeOf names the request's route without its path values: a Checkout
+// Session ID is a capability and stays out of the log.
+func routeOf(r *http.Request) string {
+	if r.Pattern != "" {
+		return r.Pattern
+	}
+	return r.Method + " (unrouted)"
+}
+
+// logSafe is err's text with the request's Checkout Session ID shortened:
+// errors name the order they were about.
+func logSafe(r *http.Request, err error) string {
+	text := err.Error()
+	if id := r.PathValue("checkout_session_id"); id != "" {
+		text = strings.ReplaceAll(text, id, logging.Redact(id))
+	}
+	return text
 }
 
 // sessionIDPattern accepts Stripe's Checkout Session IDs only, so junk never
@@ -245,7 +281,8 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if err := s.Pool.Ping(ctx); err != nil {
-		s.writeError(w, r, &order.Error{Code: order.EUNAVAILABLE, Message: "database unreachable"})
+		// Whatever the cause, a replica without its database is not ready.
+		s.writeError(w, r, fmt.Errorf("%w: %w", &order.Error{Code: order.EUNAVAILABLE, Message: "database unreachable; retry in a few seconds"}, err))
 		return
 	}
 	if s.Credentials != nil {

@@ -22,6 +22,7 @@ import (
 	stripewebhook "github.com/stripe/stripe-go/v76/webhook"
 
 	"fulfiller/internal/jobs"
+	"fulfiller/internal/logging"
 	"fulfiller/internal/postgres"
 )
 
@@ -44,8 +45,9 @@ type Config struct {
 
 // Handler serves POST /webhooks/stripe. Close it to stop its writers.
 type Handler struct {
-	cfg    Config
-	intake *intake
+	cfg         Config
+	intake      *intake
+	unavailable logging.Sampled // deliveries refused during a database outage
 }
 
 // New returns a Handler whose writers run until Close.
@@ -103,8 +105,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	isNew, err := h.intake.record(r.Context(), ev)
 	if err != nil {
-		// Most likely the database: Stripe retries a 503 with backoff.
-		h.cfg.Logger.ErrorContext(r.Context(), "webhook not recorded; Stripe will retry", "event_id", ev.ID, "type", ev.Type, "error", err)
+		// Stripe retries a 503 with backoff. A database outage fails
+		// every delivery alike: it is logged once in a while.
+		const msg = "webhook not recorded; Stripe will retry"
+		args := []any{"event_id", ev.ID, "type", ev.Type, "error", err}
+		if postgres.IsUnavailable(err) {
+			h.unavailable.Log(r.Context(), h.cfg.Logger, slog.LevelWarn, msg, args...)
+		} else {
+			h.cfg.Logger.ErrorContext(r.Context(), msg, args...)
+		}
 		writeJSON(w, http.StatusServiceUnavailable, Response{Error: "temporarily unable to record the event"})
 		return
 	}
