@@ -160,8 +160,11 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker) (*river.Client
 	}
 
 	rc := &river.Config{
-		ID:            cfg.ID,
-		Logger:        logging.AtLeast(deps.Logger, slog.LevelWarn),
+		ID: cfg.ID,
+		// River's own records: warnings and errors only, and each message
+		// at most every 10 s (a database outage makes every fetch fail).
+		// Job failures are logged by failureLogger instead.
+		Logger:        logging.SampleByMessage(logging.AtLeast(deps.Logger, slog.LevelWarn), 10*time.Second),
 		Workers:       workers,
 		FetchCooldown: cfg.FetchCooldown,
 		// Inserts notify the queue's producers, at most once per

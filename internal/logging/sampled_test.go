@@ -34,3 +34,26 @@ func TestSampledLogsOncePerIntervalAndCountsTheRest(t *testing.T) {
 	require.Len(t, lines, 2)
 	require.Contains(t, lines[1], "suppressed=4", "the next record counts the four dropped")
 }
+
+func TestSampleByMessagePassesEachMessageOncePerInterval(t *testing.T) {
+	var buf bytes.Buffer
+	l := logging.SampleByMessage(slog.New(slog.NewTextHandler(&buf, nil)), time.Hour).With("component", "river")
+	for range 4 {
+		l.Error("fetch failed", "error", "connection refused")
+	}
+	l.Error("another failure")
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	require.Len(t, lines, 2, "one line per message: %s", buf.String())
+	require.Contains(t, lines[0], `msg="fetch failed"`)
+	require.Contains(t, lines[0], "component=river")
+	require.NotContains(t, lines[0], "suppressed")
+	require.Contains(t, lines[1], `msg="another failure"`)
+
+	// Past the interval the next record says how many were dropped.
+	buf.Reset()
+	l = logging.SampleByMessage(slog.New(slog.NewTextHandler(&buf, nil)), time.Nanosecond)
+	l.Error("fetch failed")
+	time.Sleep(time.Millisecond)
+	l.Error("fetch failed")
+	require.Equal(t, 2, strings.Count(buf.String(), "fetch failed"))
+}
