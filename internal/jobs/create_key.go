@@ -92,7 +92,7 @@ func (w *CreateKeyWorker) Work(ctx context.Context, job *river.Job[CreateKeyArgs
 		unclaim()
 		return err
 	}
-	if o.Status == order.StatusRevoked {
+	if o.Status == order.StatusRevoked && k.CreateAttempts <= 1 {
 		unclaim()
 		return nil // the payment was taken back: no key is made
 	}
@@ -118,9 +118,16 @@ func (w *CreateKeyWorker) Work(ctx context.Context, job *river.Job[CreateKeyArgs
 			return w.luarmorFailure(ctx, job, k, err, log)
 		}
 		if user != nil {
+			// Recorded even when the payment was taken back meanwhile:
+			// delivering queues its revocation in the same commit, so no
+			// key is ever left usable and unrecorded in Luarmor.
 			log.InfoContext(ctx, "found key created by an earlier attempt", "user_key", logging.Redact(user.UserKey))
 			return w.deliver(ctx, job, k, user.UserKey, lifetimeExpiry(k), false, log)
 		}
+	}
+	if o.Status == order.StatusRevoked {
+		unclaim()
+		return nil // no earlier attempt made a key, and none is made now
 	}
 
 	req := luarmor.CreateUserRequest{Note: Note(o, k), DiscordID: discordFor(o, k)}
