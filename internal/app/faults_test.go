@@ -80,7 +80,7 @@ func TestDeliversUnderLuarmorFaults(t *testing.T) {
 
 	report := b.faultReport(watches)
 	t.Log(report)
-	require.True(t, allKeysSeen(watches), "not every key was delivered within %s of the test's start\n%s", faultWaitLimit, report)
+	require.True(t, allKeysSeen(watches), "not every key was delivered within the %s wait\n%s", faultWaitLimit, report)
 	require.LessOrEqual(t, slowestKey(watches), faultDeliveryGoal, "a key took longer than %s after its webhook\n%s", faultDeliveryGoal, report)
 
 	// Exactly one key per unit, in the order API and in Luarmor.
