@@ -7,7 +7,7 @@ WITH_PG := ./scripts/with-postgres
 # Keep the whole suite well inside CI's time on two cores.
 TEST_FLAGS ?= -race -count=1 -timeout 15m
 
-.PHONY: run test build vet fmt bench bench-budget clean
+.PHONY: run test build vet fmt bench bench-budget crash-test clean
 
 build:
 	$(GO) build -o bin/fulfiller ./cmd/fulfiller
@@ -28,6 +28,13 @@ bench:
 # creations at 30/3s; about ninety seconds.
 bench-budget:
 	$(WITH_PG) -- $(GO) run ./bench -scenario budget $(BENCH_FLAGS)
+
+# SIGKILL the real binary again and again while it delivers keys, and
+# report the recovery time of each kill; several minutes. Size it through
+# CRASH_FLAGS (-crash.kills, -crash.orders, -crash.replicas, -crash.seed).
+CRASH_FLAGS ?= -crash.kills=10 -crash.orders=60
+crash-test:
+	$(WITH_PG) -- $(GO) test -count=1 -timeout 30m -v -run 'TestSurvivesSIGKILL$$' ./internal/e2e/ $(CRASH_FLAGS)
 
 run: build
 	$(WITH_PG) --data .dev/pgdata --port $${DEV_PG_PORT:-54329} -- ./bin/fulfiller dev

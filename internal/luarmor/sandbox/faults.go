@@ -98,20 +98,27 @@ func (s *Sandbox) InjectFault(f Fault) {
 	s.faults = append(s.faults, &pendingFault{Fault: f, remaining: times})
 }
 
-// ClearFaults removes every queued fault.
+// ClearFaults removes every queued fault and every random fault.
 func (s *Sandbox) ClearFaults() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.faults = nil
+	s.randomFaults = nil
+}
+
+// faultMatches reports whether a fault restricted to wantMethod and
+// wantPath ("" matches any) applies to a request.
+func faultMatches(wantMethod, wantPath, method, path string) bool {
+	if wantMethod != "" && !strings.EqualFold(wantMethod, method) {
+		return false
+	}
+	return wantPath == "" || strings.Contains(path, wantPath)
 }
 
 // takeFaultLocked consumes one use of the first fault matching the request.
 func (s *Sandbox) takeFaultLocked(method, path string) Fault {
 	for i, f := range s.faults {
-		if f.Method != "" && !strings.EqualFold(f.Method, method) {
-			continue
-		}
-		if f.PathContains != "" && !strings.Contains(path, f.PathContains) {
+		if !faultMatches(f.Method, f.PathContains, method, path) {
 			continue
 		}
 		f.remaining--

@@ -20,14 +20,15 @@ import (
 //
 //	POST   /_sandbox/execute                 {"project_id","user_key","hwid"} → {"user":{...}}
 //	POST   /_sandbox/faults                  {"method","path_contains","kind","times","latency"}
-//	DELETE /_sandbox/faults                  clear all faults
-//	GET    /_sandbox/calls                   → {"calls":[{"time","method","path","query","body","status","fault"}]}
+//	PUT    /_sandbox/faults/random           {"faults":[{"method","path_contains","kind","rate","latency"}]}
+//	DELETE /_sandbox/faults                  clear all faults, queued and random
+//	GET    /_sandbox/calls                   → {"calls":[{"time","method","path","query","body","status","fault","latency"}]}
 //	DELETE /_sandbox/calls                   clear the call log
 //	GET    /_sandbox/projects/{project_id}/users             → {"users":[...]}
 //	GET    /_sandbox/projects/{project_id}/users/{user_key}  → {"user":{...}} or 404
 //	GET    /_sandbox/projects/{project_id}/scripts/{script_id} → {"script":{...}} or 404
 //	PUT    /_sandbox/limit                   {"limit":60,"window":"1m"}
-//	PUT    /_sandbox/latency                 {"latency":"50ms"}
+//	PUT    /_sandbox/latency                 {"latency":"50ms"} or a range {"latency":"50ms","max":"200ms"}
 //
 // Every answer is an envelope {"success":...,"message":...}; a refused
 // execution also carries "error", a stable code: project_not_found,
@@ -38,6 +39,7 @@ func (s *Sandbox) hookMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /_sandbox/execute", s.hookExecute)
 	mux.HandleFunc("POST /_sandbox/faults", s.hookInjectFault)
+	mux.HandleFunc("PUT /_sandbox/faults/random", s.hookSetRandomFaults)
 	mux.HandleFunc("DELETE /_sandbox/faults", func(w http.ResponseWriter, _ *http.Request) {
 		s.ClearFaults()
 		writeReply(w, success("Faults cleared", nil))
@@ -184,15 +186,46 @@ func (s *Sandbox) hookInjectFault(w http.ResponseWriter, r *http.Request) {
 	writeReply(w, success("Fault injected", nil))
 }
 
+func (s *Sandbox) hookSetRandomFaults(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Faults []struct {
+			Method       string    `json:"method"`
+			PathContains string    `json:"path_contains"`
+			Kind         FaultKind `json:"kind"`
+			Rate         float64   `json:"rate"`
+			Latency      string    `json:"latency"`
+		} `json:"faults"`
+	}
+	if !decodeHook(w, r, &req) {
+		return
+	}
+	faults := make([]RandomFault, len(req.Faults))
+	for i, f := range req.Faults {
+		latency, err := parseDuration("latency", f.Latency)
+		if err != nil {
+			writeReply(w, failure(http.StatusBadRequest, err.Error()))
+			return
+		}
+		faults[i] = RandomFault{Method: f.Method, PathContains: f.PathContains, Kind: f.Kind, Rate: f.Rate, Latency: latency}
+	}
+	if err := validateRandomFaults(faults); err != nil {
+		writeReply(w, failure(http.StatusBadRequest, err.Error()))
+		return
+	}
+	s.SetRandomFaults(faults...)
+	writeReply(w, success("Random faults set", nil))
+}
+
 // callJSON is a Call over HTTP; the body is text since API bodies are JSON.
 type callJSON struct {
-	Time   time.Time `json:"time"`
-	Method string    `json:"method"`
-	Path   string    `json:"path"`
-	Query  string    `json:"query"`
-	Body   string    `json:"body"`
-	Status int       `json:"status"`
-	Fault  FaultKind `json:"fault"`
+	Time    time.Time `json:"time"`
+	Method  string    `json:"method"`
+	Path    string    `json:"path"`
+	Query   string    `json:"query"`
+	Body    string    `json:"body"`
+	Status  int       `json:"status"`
+	Fault   FaultKind `json:"fault"`
+	Latency string    `json:"latency"`
 }
 
 func (s *Sandbox) hookCalls(w http.ResponseWriter, _ *http.Request) {
@@ -200,13 +233,14 @@ func (s *Sandbox) hookCalls(w http.ResponseWriter, _ *http.Request) {
 	out := make([]callJSON, len(calls))
 	for i, c := range calls {
 		out[i] = callJSON{
-			Time:   c.Time,
-			Method: c.Method,
-			Path:   c.Path,
-			Query:  c.Query,
-			Body:   string(c.Body),
-			Status: c.Status,
-			Fault:  c.Fault,
+			Time:    c.Time,
+			Method:  c.Method,
+			Path:    c.Path,
+			Query:   c.Query,
+			Body:    string(c.Body),
+			Status:  c.Status,
+			Fault:   c.Fault,
+			Latency: c.Latency.String(),
 		}
 	}
 	writeReply(w, success("", struct {
@@ -244,6 +278,7 @@ func (s *Sandbox) hookSetLimit(w http.ResponseWriter, r *http.Request) {
 func (s *Sandbox) hookSetLatency(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Latency string `json:"latency"`
+		Max     string `json:"max"`
 	}
 	if !decodeHook(w, r, &req) {
 		return
@@ -253,6 +288,11 @@ func (s *Sandbox) hookSetLatency(w http.ResponseWriter, r *http.Request) {
 		writeReply(w, failure(http.StatusBadRequest, err.Error()))
 		return
 	}
-	s.SetLatency(latency)
+	most, err := parseDuration("max", req.Max)
+	if err != nil {
+		writeReply(w, failure(http.StatusBadRequest, err.Error()))
+		return
+	}
+	s.SetLatencyRange(latency, max(most, latency))
 	writeReply(w, success("Latency set", nil))
 }

@@ -27,6 +27,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"strings"
 	"sync"
@@ -70,6 +71,12 @@ type Options struct {
 	Now func() time.Time
 	// Logger receives one debug record per API request; nil discards.
 	Logger *slog.Logger
+	// Seed seeds the random draws: which requests a random fault hits
+	// (SetRandomFaults) and the wait of each answer within a latency range
+	// (SetLatencyRange). The same seed and the same order of requests give
+	// the same draws, so a failing run can be replayed; zero is a seed like
+	// any other.
+	Seed uint64
 }
 
 // Sandbox is an in-memory Luarmor API. It is an http.Handler; all methods are
@@ -91,9 +98,12 @@ type Sandbox struct {
 	mu           sync.Mutex
 	limit        int
 	window       time.Duration
-	arrivals     []time.Time // arrival times of budgeted requests still in the window
-	latency      time.Duration
+	arrivals     []time.Time   // arrival times of budgeted requests still in the window
+	latency      time.Duration // base wait of every answer, or the low end of a range
+	latencyMax   time.Duration // the high end of the range; equal to latency when fixed
+	rng          *rand.Rand    // seeded by Options.Seed; guarded by mu
 	faults       []*pendingFault
+	randomFaults []RandomFault
 	calls        []*Call
 	projects     map[string]*project
 	projectOrder []string
@@ -110,6 +120,7 @@ func New(opts Options) *Sandbox {
 		log:           opts.Logger,
 		projects:      make(map[string]*project),
 		account:       accountStats{monthly: make(map[string]*luarmor.MonthlyStats)},
+		rng:           newRand(opts.Seed),
 	}
 	if s.apiKey == "" {
 		s.apiKey = DefaultAPIKey
@@ -141,8 +152,10 @@ func New(opts Options) *Sandbox {
 //  1. It is logged (Calls) and, unless it is GET /status, counted against the
 //     budget on arrival, whatever happens next: that is what "reaching the
 //     API" means.
-//  2. The first matching injected fault, if any, is consumed.
-//  3. The base latency plus any FaultLatency delay is waited out; if the client
+//  2. The first matching injected fault, if any, is consumed; without one, a
+//     random fault may be drawn (SetRandomFaults).
+//  3. The base latency (or a draw from its range) plus any FaultLatency
+//     delay is waited out; if the client
 //     gives up meanwhile, nothing is applied or written.
 //  4. A fault that replaces the answer (500, HTML 502/403, 429) is written
 //     without applying the request; otherwise an over-budget request gets 429;
@@ -176,13 +189,17 @@ func (s *Sandbox) serveAPI(w http.ResponseWriter, r *http.Request) {
 		admitted = s.admitLocked(call.Time)
 	}
 	fault := s.takeFaultLocked(r.Method, path)
+	if fault.Kind == "" {
+		fault = s.drawRandomFaultLocked(r.Method, path)
+	}
 	call.Fault = fault.Kind
-	delay := s.latency
-	s.mu.Unlock()
-
+	delay := s.drawLatencyLocked()
 	if fault.Kind == FaultLatency {
 		delay += fault.Latency
 	}
+	call.Latency = delay
+	s.mu.Unlock()
+
 	if !sleep(r.Context(), delay) {
 		// The client gave up before the answer was ready, as when a client
 		// timeout fires on a slow API: nothing is applied, nothing written,
@@ -329,11 +346,7 @@ func (s *Sandbox) SetLimit(limit int, window time.Duration) {
 // SetLatency sets a base latency added to every API answer (the real API takes
 // around 50 ms), to make benchmarks and timeouts realistic. The wait honours
 // the request's context. Zero or negative means none.
-func (s *Sandbox) SetLatency(d time.Duration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.latency = max(d, 0)
-}
+func (s *Sandbox) SetLatency(d time.Duration) { s.SetLatencyRange(d, d) }
 
 // ---- Call log ----
 
@@ -352,6 +365,9 @@ type Call struct {
 	// a latency wait (nothing applied).
 	Status int
 	Fault  FaultKind // the fault injected into this request, "" if none
+	// Latency is how long the sandbox waited before answering: the base
+	// latency or its draw from a range, plus any FaultLatency delay.
+	Latency time.Duration
 }
 
 // Calls returns a copy of the API call log in arrival order. Test-hook

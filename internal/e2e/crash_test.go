@@ -1,0 +1,954 @@
+// Package e2e_test runs the built fulfiller binary as real processes and
+// kills them with SIGKILL while they deliver keys: "durable, exactly once"
+// holds only if it survives a process that stops between any two
+// instructions.
+package e2e_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+	"github.com/stripe/stripe-go/v76"
+	"github.com/stripe/stripe-go/v76/webhook"
+
+	"fulfiller/internal/luarmor/sandbox"
+	"fulfiller/internal/postgres/postgrestest"
+	"fulfiller/internal/stripeapi/stripefake"
+)
+
+// The size of a run. `make test` runs the small default; `make crash-test`
+// a larger one. Flags win over the environment.
+var (
+	crashKills    = flag.Int("crash.kills", envInt("CRASH_KILLS", 2), "SIGKILLs in TestSurvivesSIGKILL (env CRASH_KILLS)")
+	crashOrders   = flag.Int("crash.orders", envInt("CRASH_ORDERS", 10), "orders in TestSurvivesSIGKILL (env CRASH_ORDERS)")
+	crashReplicas = flag.Int("crash.replicas", envInt("CRASH_REPLICAS", 2), "processes running at once (env CRASH_REPLICAS)")
+	crashSeed     = flag.Uint64("crash.seed", uint64(envInt("CRASH_SEED", 0)), "seed of the kill timing and the Luarmor latency; 0 picks one (env CRASH_SEED)")
+)
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil {
+		return v
+	}
+	return def
+}
+
+const (
+	project    = "3f98888f9999c9999e99a2"
+	priceMonth = "price_month30"
+	priceLife  = "price_lifetime"
+	stripeKey  = "sk_test_crash"
+	luarmorKey = "luarmor-crash-key"
+	secret     = "whsec_crash_test_secret"
+	day        = int64(86400)
+
+	// recoveryBound is how soon after a SIGKILL every order that was in
+	// flight must be delivered, the restart included.
+	recoveryBound = 60 * time.Second
+	// A Luarmor call takes 50-200 ms: one leg of 25-100 ms before Luarmor
+	// applies the request (the sandbox's latency), one after it on the way
+	// back (luarmorFront). A kill then lands as often after Luarmor made a
+	// key as before.
+	luarmorLegMin = 25 * time.Millisecond
+	luarmorLegMax = 100 * time.Millisecond
+	// maxKillDelay bounds the random wait between seeing a key creation in
+	// flight and the kill: about a call's length, so kills land before
+	// Luarmor applies a create, after it, and between its answer and the
+	// commit that records the key.
+	maxKillDelay = 150 * time.Millisecond
+)
+
+func TestSurvivesSIGKILL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and kills it repeatedly; skipped with -short")
+	}
+	kills, orders, replicas := *crashKills, *crashOrders, *crashReplicas
+	require.GreaterOrEqual(t, orders, max(kills, 1), "-crash.orders must give every kill at least one order")
+	require.Positive(t, replicas, "-crash.replicas")
+	seed := *crashSeed
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	t.Logf("%d kills, %d orders, %d replicas, seed %d (replay with -crash.seed=%d)", kills, orders, replicas, seed, seed)
+
+	c := newCluster(t, seed)
+	purchases := c.plan(orders)
+	for i := range replicas {
+		c.start(i)
+	}
+
+	var recoveries []time.Duration
+	for n, wave := range waves(purchases, max(kills, 1)) {
+		sending := c.feed(wave)
+		if n < kills {
+			recoveries = append(recoveries, c.killAndRecover(n+1, purchases))
+		}
+		sending.Wait()
+	}
+	if !c.waitDelivered(purchases, time.Now().Add(recoveryBound)) {
+		t.Fatalf("orders not delivered within %s after the last kill\n%s", recoveryBound, c.stateReport(purchases))
+	}
+	c.waitIdle(time.Now().Add(recoveryBound))
+	if len(recoveries) > 0 {
+		t.Logf("recovery after a SIGKILL: max %s over %d kills (bound %s)", slices.Max(recoveries).Round(time.Millisecond), len(recoveries), recoveryBound)
+	}
+	c.logExercisedPaths()
+
+	c.checkOrders(purchases)
+	c.checkLuarmorHoldsExactlyTheRecordedKeys()
+	c.checkJobs()
+}
+
+// ---- The fleet under test ----
+
+// cluster is the service's processes, the fakes they talk to and the
+// database they share.
+type cluster struct {
+	t       *testing.T
+	ctx     context.Context // cancelled when the test ends: senders stop
+	bin     string
+	dir     string
+	env     []string // settings every process gets
+	sandbox *sandbox.Sandbox
+	front   *httptest.Server // the sandbox, seen through per-process paths
+	stripe  *stripefake.Fake
+	pool    *pgxpool.Pool
+	http    *http.Client
+	senders sync.WaitGroup
+	resent  atomic.Int64 // webhook deliveries repeated after a failed POST
+
+	mu        sync.Mutex
+	rng       *rand.Rand
+	replicas  []*replica // by slot; each slot holds its latest process
+	byName    map[string]*replica
+	processes []*replica // every process started, for the logs
+}
+
+// replica is one `fulfiller serve` process.
+type replica struct {
+	slot     int
+	name     string
+	cmd      *exec.Cmd
+	addr     string
+	log      string
+	exited   chan struct{}
+	alive    atomic.Bool
+	creating atomic.Int64 // its Luarmor creates in flight
+}
+
+func newCluster(t *testing.T, seed uint64) *cluster {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &cluster{
+		t: t, ctx: ctx, dir: t.TempDir(), rng: rand.New(rand.NewPCG(seed, seed^0x5eed)),
+		byName: map[string]*replica{}, http: &http.Client{Timeout: 10 * time.Second},
+	}
+	c.bin = buildBinary(t, c.dir)
+
+	c.sandbox = sandbox.New(sandbox.Options{APIKey: luarmorKey, Projects: []string{project}, Limit: 100000, Seed: seed})
+	c.sandbox.SetLatencyRange(luarmorLegMin, luarmorLegMax)
+	c.front = httptest.NewServer(http.HandlerFunc(c.luarmorFront))
+	t.Cleanup(c.front.Close)
+	c.stripe = stripefake.New(stripeKey)
+	stripeSrv := httptest.NewServer(c.stripe)
+	t.Cleanup(stripeSrv.Close)
+
+	catalog := filepath.Join(c.dir, "catalog.yaml")
+	require.NoError(t, os.WriteFile(catalog, []byte(fmt.Sprintf(
+		"prices:\n  %s:\n    project_id: %s\n    key_days: 30\n  %s:\n    project_id: %s\n    key_days: 0\n",
+		priceMonth, project, priceLife, project)), 0o600))
+	dbURL := postgrestest.NewURL(t)
+	c.env = []string{
+		"DATABASE_URL=" + dbURL,
+		"STRIPE_WEBHOOK_SECRET=" + secret,
+		"STRIPE_API_KEY=" + stripeKey,
+		"STRIPE_API_BASE=" + stripeSrv.URL,
+		"LUARMOR_API_KEY=" + luarmorKey,
+		"CATALOG_FILE=" + catalog,
+		// Roomy: this test is about crashes, not the budget.
+		"LUARMOR_RATE_LIMIT=6000/1m",
+		"LOG_LEVEL=info",
+	}
+	var err error
+	c.pool, err = pgxpool.New(ctx, dbURL)
+	require.NoError(t, err)
+
+	// Cleanups run last-registered first: senders stop, processes die and
+	// logs are shown before the database and the temporary folder go.
+	t.Cleanup(c.pool.Close)
+	t.Cleanup(c.showLogsOnFailure)
+	t.Cleanup(func() {
+		cancel()
+		c.senders.Wait()
+		for _, p := range c.live() {
+			c.kill(p)
+		}
+	})
+	return c
+}
+
+// buildBinary builds cmd/fulfiller as deployed: without the race detector,
+// which would slow the processes under test several fold.
+func buildBinary(t *testing.T, dir string) string {
+	t.Helper()
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	bin := filepath.Join(dir, "fulfiller")
+	start := time.Now()
+	out, err := exec.Command(goTool, "build", "-o", bin, "fulfiller/cmd/fulfiller").CombinedOutput()
+	require.NoError(t, err, "building the binary: %s", out)
+	t.Logf("built the binary in %s", time.Since(start).Round(time.Millisecond))
+	return bin
+}
+
+// luarmorFront serves the sandbox under /p/{process}/ so the test knows
+// which process has a key creation in flight: the moment to kill it. The
+// answer, once Luarmor applied the request, takes a while to travel back:
+// a process killed meanwhile never learns of the change.
+func (c *cluster) luarmorFront(w http.ResponseWriter, r *http.Request) {
+	name, path, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/p/"), "/")
+	c.mu.Lock()
+	p := c.byName[name]
+	c.mu.Unlock()
+	if p != nil && r.Method == http.MethodPost && strings.HasSuffix(path, "/users") {
+		p.creating.Add(1)
+		defer p.creating.Add(-1)
+	}
+	r = r.Clone(r.Context())
+	r.URL.Path, r.URL.RawPath = "/"+path, ""
+	answer := httptest.NewRecorder()
+	c.sandbox.ServeHTTP(answer, r)
+	if !sleepCtx(r.Context(), luarmorLegMin+c.randDuration(luarmorLegMax-luarmorLegMin)) {
+		return // the caller is gone: the answer is lost
+	}
+	for k, v := range answer.Header() {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(answer.Code)
+	_, _ = w.Write(answer.Body.Bytes())
+}
+
+// start runs a new process in slot and waits until it is ready. A start
+// that fails, as when the chosen port was taken meanwhile, is tried again
+// on another port.
+func (c *cluster) start(slot int) *replica {
+	c.t.Helper()
+	var lastErr error
+	for range 3 {
+		p, err := c.spawn(slot)
+		if err == nil {
+			return p
+		}
+		lastErr = err
+	}
+	c.t.Fatalf("starting a process in slot %d: %v", slot, lastErr)
+	return nil
+}
+
+func (c *cluster) spawn(slot int) (*replica, error) {
+	c.mu.Lock()
+	name := fmt.Sprintf("replica%d.%d", slot, len(c.processes)+1)
+	p := &replica{slot: slot, name: name, log: filepath.Join(c.dir, name+".log"), exited: make(chan struct{})}
+	c.processes = append(c.processes, p)
+	c.byName[name] = p
+	c.mu.Unlock()
+
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	p.addr = "127.0.0.1:" + strconv.Itoa(port)
+	logFile, err := os.Create(p.log)
+	if err != nil {
+		return nil, err
+	}
+	p.cmd = exec.Command(c.bin, "serve", "--migrate")
+	p.cmd.Env = append(slices.Clone(c.env), "LISTEN_ADDR="+p.addr, "LUARMOR_BASE_URL="+c.front.URL+"/p/"+name)
+	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
+	if err := p.cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	go func() {
+		_ = p.cmd.Wait()
+		logFile.Close()
+		p.alive.Store(false)
+		close(p.exited)
+	}()
+
+	deadline := time.Now().Add(recoveryBound)
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.exited:
+			return nil, fmt.Errorf("%s exited before it was ready (%s); its log is shown at the end", name, p.cmd.ProcessState)
+		default:
+		}
+		if resp, err := c.http.Get("http://" + p.addr + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				p.alive.Store(true)
+				c.mu.Lock()
+				if slot < len(c.replicas) {
+					c.replicas[slot] = p
+				} else {
+					c.replicas = append(c.replicas, p)
+				}
+				c.mu.Unlock()
+				return p, nil
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.kill(p)
+	return nil, fmt.Errorf("%s was not ready within %s", name, recoveryBound)
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("finding a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// kill sends SIGKILL and waits for the process to be gone; it returns when
+// the signal was sent.
+func (c *cluster) kill(p *replica) time.Time {
+	p.alive.Store(false)
+	at := time.Now()
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.exited
+	return at
+}
+
+func (c *cluster) live() []*replica {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []*replica
+	for _, p := range c.replicas {
+		if p.alive.Load() {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (c *cluster) randN(n int) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rng.IntN(n)
+}
+
+func (c *cluster) randDuration(most time.Duration) time.Duration {
+	return time.Duration(c.randN(int(most) + 1))
+}
+
+// showLogsOnFailure prints the end of every process's output.
+func (c *cluster) showLogsOnFailure() {
+	if !c.t.Failed() {
+		return
+	}
+	const most = 32 << 10
+	for _, p := range c.processes {
+		b, err := os.ReadFile(p.log)
+		if err != nil {
+			continue
+		}
+		if len(b) > most {
+			b = append([]byte("...\n"), b[len(b)-most:]...)
+		}
+		c.t.Logf("---- output of %s ----\n%s", p.name, b)
+	}
+}
+
+// ---- Purchases and their events ----
+
+// purchase is one order and the events Stripe sends for it.
+type purchase struct {
+	label     string // names the order in reports; its session ID stays out of them
+	session   stripefake.Session
+	units     int
+	disputed  bool  // a charge.dispute.created follows the checkout
+	periodEnd int64 // a renewal paid through this time follows; 0 if none
+	events    [][]byte
+	sentAt    atomic.Int64 // unix nanoseconds of the first delivery attempt
+}
+
+// plan registers n paid orders with the Stripe fake: 1, 2 and 5 units,
+// one-off and subscription. The first one-off order is disputed and the
+// first subscription renewed, both in the first wave of events.
+func (c *cluster) plan(n int) []*purchase {
+	var out []*purchase
+	for i := range n {
+		qty := []int64{1, 2, 5}[i%3]
+		s := stripefake.Session{
+			ID: newID("cs_test_"), Mode: "payment", PaymentStatus: "paid", Status: "complete",
+			CustomerEmail: "buyer@example.com", Customer: newID("cus_"), PaymentIntent: newID("pi_"),
+		}
+		kind := "one-off"
+		switch {
+		case i%4 == 1:
+			kind = "subscription"
+			s.Mode, s.PaymentIntent = "subscription", ""
+			s.Subscription, s.Invoice = newID("sub_"), newID("in_")
+			s.Items = []stripefake.Item{{PriceID: priceMonth, Quantity: qty, Recurring: true}}
+		case i%4 == 3:
+			s.Items = []stripefake.Item{{PriceID: priceLife, Quantity: qty}}
+		default:
+			s.Items = []stripefake.Item{{PriceID: priceMonth, Quantity: qty}}
+		}
+		c.stripe.PutSession(s)
+		p := &purchase{session: s, units: int(qty)}
+		checkout := c.sessionEvent("checkout.session.completed", s.ID)
+		// Stripe repeats itself: every event is delivered twice.
+		p.events = [][]byte{checkout}
+		if i == 0 {
+			p.disputed = true
+			dispute := c.disputeEvent(s.PaymentIntent)
+			p.events = append(p.events, dispute, checkout, dispute)
+			kind += ", disputed"
+		} else if i == 1 {
+			p.periodEnd = time.Now().Unix() + 60*day
+			paid := c.invoicePaidEvent(s.Subscription, p.periodEnd)
+			p.events = append(p.events, checkout, paid, paid)
+			kind += ", renewed"
+		} else {
+			p.events = append(p.events, checkout)
+		}
+		p.label = fmt.Sprintf("order %d (%s, %d units)", i+1, kind, qty)
+		out = append(out, p)
+	}
+	return out
+}
+
+// waves splits purchases into n consecutive groups: one per kill.
+func waves(purchases []*purchase, n int) [][]*purchase {
+	var out [][]*purchase
+	for i := range n {
+		out = append(out, purchases[i*len(purchases)/n:(i+1)*len(purchases)/n])
+	}
+	return out
+}
+
+var seq atomic.Int64
+
+func newID(prefix string) string {
+	return fmt.Sprintf("%s%d%07d", prefix, time.Now().UnixNano()%1e9, seq.Add(1))
+}
+
+// event wraps object in a Stripe event of the service's API version.
+func (c *cluster) event(typ string, object any) []byte {
+	c.t.Helper()
+	raw, err := json.Marshal(object)
+	require.NoError(c.t, err)
+	body, err := json.Marshal(map[string]any{
+		"id": newID("evt_"), "object": "event", "api_version": stripe.APIVersion,
+		"created": time.Now().Unix(), "type": typ, "livemode": false, "pending_webhooks": 1,
+		"data": map[string]any{"object": json.RawMessage(raw)},
+	})
+	require.NoError(c.t, err)
+	return body
+}
+
+func (c *cluster) sessionEvent(typ, sessionID string) []byte {
+	c.t.Helper()
+	obj, ok := c.stripe.SessionJSON(sessionID)
+	require.True(c.t, ok)
+	return c.event(typ, json.RawMessage(obj))
+}
+
+// disputeEvent registers a charge of the payment and opens a dispute on it.
+func (c *cluster) disputeEvent(paymentIntent string) []byte {
+	charge := newID("ch_")
+	c.stripe.PutObject(stripefake.KindCharge, charge, map[string]any{"payment_intent": paymentIntent, "amount": 1000, "paid": true})
+	return c.event("charge.dispute.created", map[string]any{
+		"id": newID("dp_"), "object": "dispute", "charge": charge, "payment_intent": paymentIntent,
+		"status": "needs_response", "reason": "fraudulent", "amount": 1000,
+	})
+}
+
+// invoicePaidEvent registers a paid renewal invoice of the subscription.
+func (c *cluster) invoicePaidEvent(subscription string, periodEnd int64) []byte {
+	id := newID("in_")
+	lines := []map[string]any{{
+		"object": "line_item", "type": "subscription", "proration": false, "subscription": subscription, "amount": 1000,
+		"period": map[string]any{"start": periodEnd - 30*day, "end": periodEnd},
+	}}
+	inv := map[string]any{
+		"id": id, "object": "invoice", "subscription": subscription, "billing_reason": "subscription_cycle",
+		"status": "paid", "paid": true, "customer": newID("cus_"), "payment_intent": newID("pi_"), "charge": newID("ch_"),
+	}
+	withLines := map[string]any{"lines": lines}
+	for k, v := range inv {
+		withLines[k] = v
+	}
+	c.stripe.PutObject(stripefake.KindInvoice, id, withLines)
+	inv["lines"] = map[string]any{"object": "list", "data": lines, "has_more": false}
+	return c.event("invoice.paid", inv)
+}
+
+// feed delivers the wave's events in the background, each purchase's in
+// order and the purchases staggered, as Stripe would.
+func (c *cluster) feed(wave []*purchase) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	for _, p := range wave {
+		stagger := c.randDuration(200 * time.Millisecond)
+		pause := c.randDuration(300 * time.Millisecond)
+		wg.Add(1)
+		c.senders.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.senders.Done()
+			if !sleepCtx(c.ctx, stagger) {
+				return
+			}
+			p.sentAt.Store(time.Now().UnixNano())
+			for i, body := range p.events {
+				if i > 0 && !sleepCtx(c.ctx, pause) {
+					return
+				}
+				c.send(p.label, body)
+			}
+		}()
+	}
+	return &wg
+}
+
+// send delivers a signed event to a live process until one answers 200,
+// re-sending, as Stripe does, when the process died or answered 5xx.
+func (c *cluster) send(label string, body []byte) {
+	start := time.Now()
+	for attempt := 1; ; attempt++ {
+		if c.ctx.Err() != nil {
+			return
+		}
+		if attempt > 1 {
+			c.resent.Add(1)
+		}
+		status, answer, err := c.post(body)
+		switch {
+		case err == nil && status == http.StatusOK:
+			return
+		case err == nil && status < 500:
+			c.t.Errorf("%s: the service refused an event with HTTP %d: %s", label, status, answer)
+			return
+		case time.Since(start) > 2*time.Minute:
+			c.t.Errorf("%s: an event was not accepted in %d attempts over two minutes; last: HTTP %d %v", label, attempt, status, err)
+			return
+		}
+		if !sleepCtx(c.ctx, 50*time.Millisecond) {
+			return
+		}
+	}
+}
+
+func (c *cluster) post(body []byte) (int, string, error) {
+	live := c.live()
+	if len(live) == 0 {
+		return 0, "", errors.New("no process is up")
+	}
+	p := live[c.randN(len(live))]
+	req, err := http.NewRequestWithContext(c.ctx, http.MethodPost, "http://"+p.addr+"/webhooks/stripe", bytes.NewReader(body))
+	if err != nil {
+		return 0, "", err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Stripe-Signature", webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{
+		Payload: body, Secret: secret, Timestamp: time.Now()}).Header)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+	return resp.StatusCode, string(answer), nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// ---- Kills and recovery ----
+
+// killAndRecover waits for a key creation in flight, kills a process at a
+// random moment around it, restarts it, and measures how long after the
+// kill every order then in flight is delivered.
+func (c *cluster) killAndRecover(n int, all []*purchase) time.Duration {
+	c.t.Helper()
+	victim, busy := c.pickVictim(20 * time.Second)
+	time.Sleep(c.randDuration(maxKillDelay))
+	inFlight := c.undelivered(all, true)
+	creating := victim.creating.Load()
+	killedAt := c.kill(victim)
+	c.start(victim.slot)
+	restart := time.Since(killedAt)
+
+	if !c.waitDelivered(inFlight, killedAt.Add(recoveryBound)) {
+		c.t.Fatalf("kill %d of %s: orders in flight at the kill were not delivered within %s of it (restart took %s)\n%s",
+			n, victim.name, recoveryBound, restart.Round(time.Millisecond), c.stateReport(inFlight))
+	}
+	recovered := time.Since(killedAt)
+	note := ""
+	if !busy {
+		note = " (no create was in flight anywhere: killed at random)"
+	}
+	c.t.Logf("kill %d: SIGKILL %s with %d Luarmor creates in flight%s; %d orders in flight; restarted in %s; all delivered %s after the kill",
+		n, victim.name, creating, note, len(inFlight), restart.Round(time.Millisecond), recovered.Round(time.Millisecond))
+	return recovered
+}
+
+// pickVictim returns a live process with a Luarmor create in flight, or
+// any live one if none has one within wait.
+func (c *cluster) pickVictim(wait time.Duration) (*replica, bool) {
+	deadline := time.Now().Add(wait)
+	for {
+		live := c.live()
+		var busy []*replica
+		for _, p := range live {
+			if p.creating.Load() > 0 {
+				busy = append(busy, p)
+			}
+		}
+		if len(busy) > 0 {
+			return busy[c.randN(len(busy))], true
+		}
+		if time.Now().After(deadline) && len(live) > 0 {
+			return live[c.randN(len(live))], false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// orderState is what the database says of one order.
+type orderState struct {
+	status                 string
+	active, pending, total int
+}
+
+func (c *cluster) states(ps []*purchase) map[string]orderState {
+	c.t.Helper()
+	ids := make([]string, len(ps))
+	for i, p := range ps {
+		ids[i] = p.session.ID
+	}
+	rows, err := c.pool.Query(c.ctx, `
+		SELECT o.checkout_session_id, o.status,
+		       count(k.id) FILTER (WHERE k.status = 'active'),
+		       count(k.id) FILTER (WHERE k.status = 'pending'),
+		       count(k.id)
+		  FROM orders o LEFT JOIN order_keys k USING (checkout_session_id)
+		 WHERE o.checkout_session_id = ANY($1)
+		 GROUP BY 1, 2`, ids)
+	require.NoError(c.t, err)
+	out := map[string]orderState{}
+	for rows.Next() {
+		var id string
+		var s orderState
+		require.NoError(c.t, rows.Scan(&id, &s.status, &s.active, &s.pending, &s.total))
+		out[id] = s
+	}
+	require.NoError(c.t, rows.Err())
+	return out
+}
+
+// delivered reports whether an order reached its end: every unit's key
+// active, or, for the disputed order, revoked with no usable key.
+func (p *purchase) delivered(s orderState) bool {
+	if p.disputed {
+		return s.status == "revoked" && s.active == 0
+	}
+	return s.status == "fulfilled" && s.active == p.units && s.total == p.units
+}
+
+// undelivered lists the purchases not delivered yet; sentOnly keeps only
+// those whose events were already being sent.
+func (c *cluster) undelivered(ps []*purchase, sentOnly bool) []*purchase {
+	states := c.states(ps)
+	var out []*purchase
+	for _, p := range ps {
+		if sentOnly && p.sentAt.Load() == 0 {
+			continue
+		}
+		if !p.delivered(states[p.session.ID]) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (c *cluster) waitDelivered(ps []*purchase, deadline time.Time) bool {
+	for len(c.undelivered(ps, false)) > 0 {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	return true
+}
+
+// waitIdle waits until no job is left to run.
+func (c *cluster) waitIdle(deadline time.Time) {
+	c.t.Helper()
+	for {
+		var waiting int
+		require.NoError(c.t, c.pool.QueryRow(c.ctx, `SELECT count(*) FROM river_job
+			WHERE state IN ('available', 'pending', 'retryable', 'running', 'scheduled')`).Scan(&waiting))
+		if waiting == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("jobs still waiting or running %s after the orders were delivered\n%s", recoveryBound, c.jobReport())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stateReport says, for each purchase not delivered, where it stands, and
+// which jobs are unfinished: what a failed recovery needs explained.
+func (c *cluster) stateReport(ps []*purchase) string {
+	states := c.states(ps)
+	var r strings.Builder
+	for _, p := range c.undelivered(ps, false) {
+		s, ok := states[p.session.ID]
+		if !ok {
+			fmt.Fprintf(&r, "%s: no order recorded yet\n", p.label)
+			continue
+		}
+		fmt.Fprintf(&r, "%s: %s, %d of %d keys active, %d pending\n", p.label, s.status, s.active, p.units, s.pending)
+	}
+	r.WriteString(c.jobReport())
+	return r.String()
+}
+
+// jobReport lists the unfinished jobs.
+func (c *cluster) jobReport() string {
+	rows, err := c.pool.Query(c.ctx, `
+		SELECT kind, state, attempt, coalesce(attempted_by[cardinality(attempted_by)], ''),
+		       coalesce(extract(epoch FROM now() - attempted_at), 0)::float8, coalesce(left(errors[cardinality(errors)]->>'error', 160), '')
+		  FROM river_job WHERE state NOT IN ('completed', 'cancelled') ORDER BY id`)
+	if err != nil {
+		return fmt.Sprintf("unfinished jobs unreadable: %v\n", err)
+	}
+	defer rows.Close()
+	var r strings.Builder
+	r.WriteString("unfinished jobs:\n")
+	for rows.Next() {
+		var kind, state, by, lastErr string
+		var attempt int
+		var since float64
+		if err := rows.Scan(&kind, &state, &attempt, &by, &since, &lastErr); err != nil {
+			return fmt.Sprintf("unfinished jobs unreadable: %v\n", err)
+		}
+		fmt.Fprintf(&r, "  %s %s, attempt %d by %s, %.1fs since it started %s\n", kind, state, attempt, by, since, lastErr)
+	}
+	return r.String()
+}
+
+// ---- End state ----
+
+// recordedKey is one order_keys row.
+type recordedKey struct {
+	reference, status string
+	userKey           *string
+}
+
+func (c *cluster) keysOf(p *purchase) []recordedKey {
+	c.t.Helper()
+	rows, err := c.pool.Query(c.ctx, `SELECT reference, status, user_key FROM order_keys WHERE checkout_session_id = $1`, p.session.ID)
+	require.NoError(c.t, err)
+	keys, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (recordedKey, error) {
+		var k recordedKey
+		return k, row.Scan(&k.reference, &k.status, &k.userKey)
+	})
+	require.NoError(c.t, err)
+	return keys
+}
+
+// checkOrders requires every order to hold exactly its keys: one active
+// key per unit, none usable for the disputed payment, renewals applied.
+func (c *cluster) checkOrders(ps []*purchase) {
+	t := c.t
+	for _, p := range ps {
+		var status string
+		var paidThrough *int64
+		require.NoError(t, c.pool.QueryRow(c.ctx, `SELECT status, paid_through FROM orders WHERE checkout_session_id = $1`,
+			p.session.ID).Scan(&status, &paidThrough), p.label)
+		keys := c.keysOf(p)
+		require.Len(t, keys, p.units, "%s: one unit row per purchased unit", p.label)
+		if p.disputed {
+			require.Equal(t, "revoked", status, p.label)
+			recorded := map[string]bool{}
+			for _, k := range keys {
+				require.NotEqual(t, "active", k.status, "%s: no usable key for a disputed payment", p.label)
+				if k.userKey != nil {
+					require.Equal(t, "blacklisted", k.status, p.label)
+					recorded[*k.userKey] = true
+				}
+			}
+			for _, u := range c.sandbox.Users(project) {
+				if strings.Contains(u.Note, p.session.ID) {
+					require.True(t, u.IsBanned(), "%s: key %s… in Luarmor is not blacklisted (recorded on the order: %t; a process that made it may have died before recording it)",
+						p.label, u.UserKey[:6], recorded[u.UserKey])
+				}
+			}
+			continue
+		}
+		require.Equal(t, "fulfilled", status, p.label)
+		for _, k := range keys {
+			require.Equal(t, "active", k.status, p.label)
+			require.NotNil(t, k.userKey, p.label)
+			u, ok := c.sandbox.User(project, *k.userKey)
+			require.True(t, ok, "%s: a delivered key exists in Luarmor", p.label)
+			require.False(t, u.IsBanned(), p.label)
+			require.Contains(t, u.Note, p.session.ID, p.label)
+			require.Contains(t, u.Note, "ref:"+k.reference, "%s: the key is the unit's own", p.label)
+			if p.periodEnd != 0 {
+				require.Equal(t, p.periodEnd+day, u.AuthExpire, "%s: the renewal extended the key once", p.label)
+			}
+		}
+		if p.periodEnd != 0 {
+			require.NotNil(t, paidThrough, p.label)
+			require.Equal(t, p.periodEnd, *paidThrough, p.label)
+		}
+	}
+}
+
+// checkLuarmorHoldsExactlyTheRecordedKeys requires every key in Luarmor to
+// be recorded on an order and every recorded key to exist: a key minted
+// twice, or minted and forgotten, shows up here.
+func (c *cluster) checkLuarmorHoldsExactlyTheRecordedKeys() {
+	t := c.t
+	rows, err := c.pool.Query(c.ctx, `SELECT user_key FROM order_keys WHERE user_key IS NOT NULL`)
+	require.NoError(t, err)
+	recordedKeys, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	recorded := map[string]bool{}
+	for _, k := range recordedKeys {
+		recorded[k] = true
+	}
+	inLuarmor := map[string]bool{}
+	references := map[string]int{}
+	for _, u := range c.sandbox.Users(project) {
+		inLuarmor[u.UserKey] = true
+		references[referenceIn(u.Note)]++
+	}
+	var orphans, lost []string
+	for k := range inLuarmor {
+		if !recorded[k] {
+			orphans = append(orphans, k[:6]+"…")
+		}
+	}
+	for k := range recorded {
+		if !inLuarmor[k] {
+			lost = append(lost, k[:6]+"…")
+		}
+	}
+	require.Empty(t, orphans, "keys in Luarmor that no order records (minted twice or forgotten)")
+	require.Empty(t, lost, "recorded keys that Luarmor does not hold")
+	for ref, n := range references {
+		require.Equal(t, 1, n, "Luarmor holds %d keys for unit reference %s", n, ref)
+	}
+}
+
+// referenceIn returns the unit reference ("fk_…") of a Luarmor note.
+func referenceIn(note string) string {
+	_, ref, _ := strings.Cut(note, "ref:")
+	ref, _, _ = strings.Cut(ref, " ")
+	return ref
+}
+
+// checkJobs requires that no job was left running by a dead process and
+// none was given up.
+func (c *cluster) checkJobs() {
+	t := c.t
+	var running, discarded int
+	require.NoError(t, c.pool.QueryRow(c.ctx, `SELECT count(*) FILTER (WHERE state = 'running'),
+		count(*) FILTER (WHERE state = 'discarded') FROM river_job`).Scan(&running, &discarded))
+	require.Zero(t, running, "jobs left running\n%s", c.jobReport())
+	require.Zero(t, discarded, "jobs given up\n%s", c.jobReport())
+}
+
+// logExercisedPaths reports, from Luarmor's call log, which dangerous
+// moments the kills hit: a create cut before Luarmor applied it, and a key
+// Luarmor made whose answer its process never recorded, found again by its
+// reference.
+func (c *cluster) logExercisedPaths() {
+	type unit struct {
+		applied  []time.Time // creates Luarmor applied
+		lookedUp []time.Time // searches for the reference
+	}
+	units := map[string]*unit{}
+	get := func(ref string) *unit {
+		if units[ref] == nil {
+			units[ref] = &unit{}
+		}
+		return units[ref]
+	}
+	creates, cut := 0, 0
+	for _, call := range c.sandbox.Calls() {
+		if !strings.HasSuffix(call.Path, "/users") {
+			continue
+		}
+		switch call.Method {
+		case http.MethodPost:
+			creates++
+			var body struct {
+				Note string `json:"note"`
+			}
+			_ = json.Unmarshal(call.Body, &body)
+			if call.Status == 0 {
+				cut++
+			} else if call.Status == http.StatusOK {
+				u := get(referenceIn(body.Note))
+				u.applied = append(u.applied, call.Time)
+			}
+		case http.MethodGet:
+			q, _ := url.ParseQuery(call.Query)
+			if ref := q.Get("search"); strings.HasPrefix(ref, "fk_") {
+				u := get(ref)
+				u.lookedUp = append(u.lookedUp, call.Time)
+			}
+		}
+	}
+	found := 0
+	for _, u := range units {
+		if len(u.applied) == 1 && slices.ContainsFunc(u.lookedUp, func(t time.Time) bool { return t.After(u.applied[0]) }) {
+			found++
+		}
+	}
+	c.t.Logf("Luarmor creates: %d; cut off by a kill before Luarmor applied them: %d; keys made by a process that died before recording them, found again by reference: %d; webhook deliveries repeated after a failed POST: %d",
+		creates, cut, found, c.resent.Load())
+}
