@@ -54,7 +54,7 @@ type bundle struct {
 type options struct {
 	luarmorLatency time.Duration
 	policy         *order.Policy
-	databaseURL    string // a migrated database; "" makes a fresh one
+	databaseURL    string        // a migrated database; "" makes a fresh one
 	reconcileEvery time.Duration // 0: no periodic reconciliation
 	configure      func(*config.Config)
 	logger         *slog.Logger

@@ -221,7 +221,7 @@ func (s *Server) confirmWithStripe(ctx context.Context, id string) (*order.Order
 		if err := tx.Commit(ctx); err != nil {
 			return nil, err
 		}
-		s.Logger.InfoContext(ctx, "order confirmed with Stripe before its webhook", "checkout_session_id", id, "payment_status", sess.PaymentStatus)
+		s.Logger.InfoContext(ctx, "order confirmed with Stripe before its webhook", "order_ref", logging.OrderRef(id), "payment_status", sess.PaymentStatus)
 		return postgres.GetOrder(ctx, s.Pool, id)
 	})
 	if err != nil {
@@ -253,7 +253,7 @@ func (s *Server) retryOrder(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	s.Logger.InfoContext(ctx, "order fulfilment retried by the operator", "checkout_session_id", id)
+	s.Logger.InfoContext(ctx, "order fulfilment retried by the operator", "order_ref", logging.OrderRef(id))
 	o, err := postgres.GetOrder(ctx, s.Pool, id)
 	if err != nil {
 		s.writeError(w, r, err)

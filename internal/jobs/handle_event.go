@@ -12,6 +12,7 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/stripe/stripe-go/v76"
 
+	"fulfiller/internal/logging"
 	"fulfiller/internal/order"
 	"fulfiller/internal/postgres"
 )
@@ -162,7 +163,7 @@ func checkoutPaid(ctx context.Context, w *HandleEventsWorker, tx pgx.Tx, event s
 		return err
 	}
 	w.Logger.InfoContext(ctx, "checkout recorded", "event_id", event.ID, "type", event.Type,
-		"checkout_session_id", s.ID, "payment_status", s.PaymentStatus, "order_status", o.Status)
+		"order_ref", logging.OrderRef(s.ID), "payment_status", s.PaymentStatus, "order_status", o.Status)
 	return nil
 }
 
@@ -175,7 +176,7 @@ func checkoutFailed(ctx context.Context, w *HandleEventsWorker, tx pgx.Tx, event
 	if _, err := postgres.UpsertOrder(ctx, tx, SessionDetails(s)); err != nil {
 		return err
 	}
-	w.Logger.InfoContext(ctx, "delayed payment failed; no key is delivered", "checkout_session_id", s.ID)
+	w.Logger.InfoContext(ctx, "delayed payment failed; no key is delivered", "order_ref", logging.OrderRef(s.ID))
 	return postgres.FailOrder(ctx, tx, s.ID, order.FailurePaymentFailed, "the delayed payment failed")
 }
 

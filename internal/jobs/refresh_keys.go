@@ -8,6 +8,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"fulfiller/internal/budget"
+	"fulfiller/internal/logging"
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/postgres"
 )
@@ -55,7 +56,7 @@ func (w *RefreshKeysWorker) Work(ctx context.Context, job *river.Job[RefreshKeys
 			if err := postgres.RecordKeyCheck(ctx, w.Pool, k.ID, nil); err != nil {
 				return err
 			}
-			w.Logger.WarnContext(ctx, "delivered key no longer exists in Luarmor", "order_key_id", k.ID, "checkout_session_id", k.CheckoutSessionID)
+			w.Logger.WarnContext(ctx, "delivered key no longer exists in Luarmor", "order_key_id", k.ID, "order_ref", logging.OrderRef(k.CheckoutSessionID))
 			continue
 		}
 		if err != nil {

@@ -83,7 +83,8 @@ func (m *failureLogger) Work(ctx context.Context, job *rivertype.JobRow, doInner
 	if errors.As(err, &snooze) {
 		return err
 	}
-	attrs := []any{"job_id", job.ID, "kind", job.Kind, "attempt", job.Attempt, "max_attempts", job.MaxAttempts, "error", err}
+	attrs := []any{"job_id", job.ID, "kind", job.Kind, "attempt", job.Attempt, "max_attempts", job.MaxAttempts,
+		"error", logging.ScrubSessionIDs(err.Error())}
 	var refs jobRefs
 	if json.Unmarshal(job.EncodedArgs, &refs) == nil {
 		if refs.OrderKeyID != 0 {

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"log/slog"
+	"regexp"
 )
 
 // AtLeast returns a logger that drops records below min; used to keep
@@ -46,4 +47,13 @@ func Redact(s string) string {
 func OrderRef(checkoutSessionID string) string {
 	sum := sha256.Sum256([]byte(checkoutSessionID))
 	return "ord_" + hex.EncodeToString(sum[:6])
+}
+
+// sessionIDs matches Checkout Session IDs inside a text.
+var sessionIDs = regexp.MustCompile(`cs_(?:test|live)_[A-Za-z0-9]+`)
+
+// ScrubSessionIDs replaces every Checkout Session ID in text (an error
+// message that names its order) by the order's reference.
+func ScrubSessionIDs(text string) string {
+	return sessionIDs.ReplaceAllStringFunc(text, OrderRef)
 }

@@ -57,3 +57,11 @@ func TestSampleByMessagePassesEachMessageOncePerInterval(t *testing.T) {
 	l.Error("fetch failed")
 	require.Equal(t, 2, strings.Count(buf.String(), "fetch failed"))
 }
+
+func TestScrubSessionIDsReplacesThemByTheOrderReference(t *testing.T) {
+	id := "cs_test_a1B2c3D4e5F6g7H8"
+	got := logging.ScrubSessionIDs("saving order " + id + ": connection refused (cs_live_ZZ9)")
+	require.NotContains(t, got, id)
+	require.NotContains(t, got, "cs_live_ZZ9")
+	require.Contains(t, got, "saving order "+logging.OrderRef(id)+": connection refused")
+}
