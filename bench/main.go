@@ -210,7 +210,7 @@ func serviceIntake(ctx context.Context, dbs *databases, tmpl string, client *htt
 		return row, 0, err
 	}
 	defer func() { err = errors.Join(err, dbs.drop(context.Background(), name)) }()
-	svc, err := startService(ctx, dbURL, logger)
+	svc, err := startService(ctx, dbURL, logger, serviceOptions{})
 	if err != nil {
 		return row, 0, err
 	}
@@ -297,7 +297,7 @@ func purchaseLatency(ctx context.Context, dbs *databases, tmpl string, client *h
 		return nil, err
 	}
 	defer func() { err = errors.Join(err, dbs.drop(context.Background(), name)) }()
-	svc, err := startService(ctx, dbURL, logger)
+	svc, err := startService(ctx, dbURL, logger, serviceOptions{})
 	if err != nil {
 		return nil, err
 	}
