@@ -7,7 +7,7 @@ WITH_PG := ./scripts/with-postgres
 # Keep the whole suite well inside CI's time on two cores.
 TEST_FLAGS ?= -race -count=1 -timeout 15m
 
-.PHONY: run test build vet fmt bench bench-budget crash-test clean
+.PHONY: run test build vet fmt bench bench-budget bench-fairness crash-test clean
 
 build:
 	$(GO) build -o bin/fulfiller ./cmd/fulfiller
@@ -35,6 +35,11 @@ bench-budget:
 CRASH_FLAGS ?= -crash.kills=10 -crash.orders=60
 crash-test:
 	$(WITH_PG) -- $(GO) test -count=1 -timeout 30m -v -run 'TestSurvivesSIGKILL$$' ./internal/e2e/ $(CRASH_FLAGS)
+
+# Fairness between orders: one-unit orders placed behind a 500-unit order
+# at the real 60/1m budget; about two minutes.
+bench-fairness:
+	$(WITH_PG) -- $(GO) run ./bench -scenario fairness $(BENCH_FLAGS)
 
 run: build
 	$(WITH_PG) --data .dev/pgdata --port $${DEV_PG_PORT:-54329} -- ./bin/fulfiller dev

@@ -9,6 +9,10 @@
 //  2. Webhook to key: with Luarmor answering in about 50 ms, the time from
 //     sending a purchase's webhook until the order API shows its key.
 //
+// Other scenarios: -scenario budget drains backlogs through the fleet-wide
+// Luarmor budget with three replicas; -scenario fairness times one-unit
+// orders placed behind a 500-unit order at the real 60/1m budget.
+//
 // Run it with `make bench`, which starts a throwaway PostgreSQL and sets
 // DATABASE_URL; every database the run creates is dropped at the end.
 //
@@ -52,6 +56,10 @@ type options struct {
 	budgetKeys  string
 	budgetRate  string
 	budgetLat   time.Duration
+	fairRate    string
+	fairUnits   int
+	fairSmall   int
+	fairEvery   time.Duration
 }
 
 func main() {
@@ -60,14 +68,18 @@ func main() {
 	flag.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured warm-up before each intake phase")
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "measured time of each intake phase")
 	flag.IntVar(&o.purchases, "purchases", 100, "purchases in the webhook-to-key phase (0 skips it)")
-	flag.DurationVar(&o.luarmor, "luarmor-latency", 50*time.Millisecond, "Luarmor sandbox answer time in the webhook-to-key phase")
+	flag.DurationVar(&o.luarmor, "luarmor-latency", 50*time.Millisecond, "Luarmor sandbox answer time in the webhook-to-key phase and the fairness scenario")
 	flag.DurationVar(&o.poll, "poll", 2*time.Millisecond, "order API polling interval in the webhook-to-key phase")
 	flag.BoolVar(&o.jsonOut, "json", false, "print the report as JSON instead of Markdown")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of each intake phase's timed window to `PREFIX`-<phase>.pprof")
-	flag.StringVar(&o.scenario, "scenario", "intake", "what to measure: intake (intake and webhook-to-key), budget (the fleet-wide Luarmor budget) or all")
+	flag.StringVar(&o.scenario, "scenario", "intake", "what to measure: intake (intake and webhook-to-key), budget (the fleet-wide Luarmor budget), fairness (small orders behind a big one) or all")
 	flag.StringVar(&o.budgetKeys, "budget-keys", "150,600", "comma-separated backlog sizes to drain in the budget scenario")
 	flag.StringVar(&o.budgetRate, "budget-rate", "30/3s", "the budget in the budget scenario, COUNT/DURATION, enforced by the sandbox too")
 	flag.DurationVar(&o.budgetLat, "budget-latency", 50*time.Millisecond, "Luarmor sandbox answer time in the budget scenario")
+	flag.StringVar(&o.fairRate, "fairness-rate", "60/1m", "the budget in the fairness scenario, COUNT/DURATION (LUARMOR_RATE_LIMIT), enforced by the sandbox too")
+	flag.IntVar(&o.fairUnits, "fairness-units", 500, "units of the big order in the fairness scenario (MAX_UNITS_PER_ORDER is set to it)")
+	flag.IntVar(&o.fairSmall, "fairness-small", 5, "one-unit orders placed behind the big one in the fairness scenario")
+	flag.DurationVar(&o.fairEvery, "fairness-every", 20*time.Second, "time between small orders once the budget's first window is spent, in the fairness scenario")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "bench: unexpected arguments %q\n", flag.Args())
@@ -76,6 +88,17 @@ func main() {
 	}
 	if o.concurrency < 1 || o.duration <= 0 || o.warmup < 0 || o.purchases < 0 || o.poll <= 0 {
 		fmt.Fprintln(os.Stderr, "bench: -concurrency and -duration must be positive, -warmup and -purchases not negative, -poll positive")
+		os.Exit(2)
+	}
+	if o.fairUnits < 1 || o.fairUnits > 10000 || o.fairSmall < 1 || o.fairEvery < 0 {
+		fmt.Fprintln(os.Stderr, "bench: -fairness-units must be 1 to 10000 (MAX_UNITS_PER_ORDER's range), -fairness-small positive, -fairness-every not negative")
+		os.Exit(2)
+	}
+
+	switch o.scenario {
+	case "intake", "budget", "fairness", "all":
+	default:
+		fmt.Fprintf(os.Stderr, "bench: -scenario %q must be intake, budget, fairness or all\n", o.scenario)
 		os.Exit(2)
 	}
 
@@ -141,6 +164,18 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (err error) {
 				return fmt.Errorf("budget, %d keys: %w", keys, err)
 			}
 			rep.Budget = append(rep.Budget, row)
+		}
+	}
+	if o.scenario == "fairness" || o.scenario == "all" {
+		count, window, err := config.ParseRate(o.fairRate)
+		if err != nil {
+			return fmt.Errorf("-fairness-rate: %w", err)
+		}
+		progress("fairness: a %d-unit order and %d one-unit orders behind it at %s", o.fairUnits, o.fairSmall, o.fairRate)
+		fo := fairnessOptions{rate: o.fairRate, count: count, window: window, units: o.fairUnits, small: o.fairSmall,
+			every: o.fairEvery, latency: o.luarmor, poll: fairnessPoll}
+		if rep.Fairness, err = fairnessRun(ctx, dbs, tmpl, newSender(1), logger, fo, progress); err != nil {
+			return fmt.Errorf("fairness: %w", err)
 		}
 	}
 
@@ -210,7 +245,7 @@ func serviceIntake(ctx context.Context, dbs *databases, tmpl string, client *htt
 		return row, 0, err
 	}
 	defer func() { err = errors.Join(err, dbs.drop(context.Background(), name)) }()
-	svc, err := startService(ctx, dbURL, logger)
+	svc, err := startService(ctx, dbURL, logger, serviceOptions{})
 	if err != nil {
 		return row, 0, err
 	}
@@ -297,7 +332,7 @@ func purchaseLatency(ctx context.Context, dbs *databases, tmpl string, client *h
 		return nil, err
 	}
 	defer func() { err = errors.Join(err, dbs.drop(context.Background(), name)) }()
-	svc, err := startService(ctx, dbURL, logger)
+	svc, err := startService(ctx, dbURL, logger, serviceOptions{})
 	if err != nil {
 		return nil, err
 	}

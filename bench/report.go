@@ -17,10 +17,11 @@ const (
 
 // Report is everything one run measured; -json prints it as is.
 type Report struct {
-	Machine Machine        `json:"machine"`
-	Intake  IntakeReport   `json:"intake"`
-	Latency *LatencyReport `json:"latency,omitempty"`
-	Budget  []BudgetRow    `json:"budget,omitempty"`
+	Machine  Machine         `json:"machine"`
+	Intake   IntakeReport    `json:"intake"`
+	Latency  *LatencyReport  `json:"latency,omitempty"`
+	Budget   []BudgetRow     `json:"budget,omitempty"`
+	Fairness *FairnessReport `json:"fairness,omitempty"`
 }
 
 // Machine describes where the figures come from.
@@ -232,6 +233,7 @@ func writeText(w io.Writer, rep *Report) error {
 		}
 	}
 	writeBudgetText(&b, rep.Budget)
+	writeFairnessText(&b, rep.Fairness)
 	_, err := io.WriteString(w, b.String())
 	return err
 }

@@ -53,16 +53,35 @@ type service struct {
 	closers []func()
 }
 
+// serviceOptions shapes a service; the zero value is an unthrottled
+// service with the default MAX_UNITS_PER_ORDER.
+type serviceOptions struct {
+	// rateCount per rateWindow is the Luarmor budget: the sandbox enforces
+	// it (sliding, answering 429 past it) and the service's fleet-wide
+	// budget spends it (LUARMOR_RATE_LIMIT). Zero leaves both unthrottled.
+	rateCount  int
+	rateWindow time.Duration
+	// maxUnits is MAX_UNITS_PER_ORDER; zero keeps the default.
+	maxUnits int
+}
+
 // startService runs app.Main on 127.0.0.1:0 against dbURL, which must hold
 // the migrated schema.
-func startService(ctx context.Context, dbURL string, logger *slog.Logger) (*service, error) {
+func startService(ctx context.Context, dbURL string, logger *slog.Logger, opts serviceOptions) (*service, error) {
+	// Unthrottled, the sandbox's request budget is disabled (a negative
+	// limit; the real API allows about 60 a minute) and the service's own
+	// fleet-wide budget is set far above what a run spends: the intake and
+	// latency phases make well under a million Luarmor calls a minute, so
+	// no call ever waits for a slot and they measure the service, not
+	// Luarmor's rate limit.
+	sandboxLimit, rateCount, rateWindow := -1, 1_000_000, time.Minute
+	if opts.rateCount > 0 {
+		sandboxLimit, rateCount, rateWindow = opts.rateCount, opts.rateCount, opts.rateWindow
+	}
 	s := &service{
-		// A negative limit disables the sandbox's request budget (the real
-		// API allows about 60 a minute), and the service's own fleet-wide
-		// budget is set far above what a run spends (see Config below):
-		// the benchmark measures the service, not Luarmor's rate limit.
-		sandbox: sandbox.New(sandbox.Options{APIKey: benchLuarmorKey, Projects: []string{benchProject}, Limit: -1}),
-		stripe:  stripefake.New(benchStripeKey),
+		sandbox: sandbox.New(sandbox.Options{APIKey: benchLuarmorKey, Projects: []string{benchProject},
+			Limit: sandboxLimit, Window: rateWindow}),
+		stripe: stripefake.New(benchStripeKey),
 	}
 	sbURL, closeSB, err := serveLoopback(s.sandbox)
 	if err != nil {
@@ -78,17 +97,16 @@ func startService(ctx context.Context, dbURL string, logger *slog.Logger) (*serv
 
 	s.main = &app.Main{
 		Config: config.Config{
-			DatabaseURL:    dbURL,
-			ListenAddr:     "127.0.0.1:0",
-			WebhookSecrets: []string{benchSecret},
-			StripeAPIKey:   benchStripeKey,
-			StripeAPIBase:  sfURL,
-			LuarmorAPIKey:  benchLuarmorKey,
-			LuarmorBaseURL: sbURL,
-			// The paid intake phase makes well under a million Luarmor
-			// calls a minute, so no call ever waits for a slot.
-			LuarmorRateLimit:  1_000_000,
-			LuarmorRateWindow: time.Minute,
+			DatabaseURL:       dbURL,
+			ListenAddr:        "127.0.0.1:0",
+			WebhookSecrets:    []string{benchSecret},
+			StripeAPIKey:      benchStripeKey,
+			StripeAPIBase:     sfURL,
+			LuarmorAPIKey:     benchLuarmorKey,
+			LuarmorBaseURL:    sbURL,
+			LuarmorRateLimit:  rateCount,
+			LuarmorRateWindow: rateWindow,
+			MaxUnitsPerOrder:  opts.maxUnits,
 		},
 		Catalog: &catalog.Catalog{Prices: map[string]catalog.Product{
 			benchPrice: {ProjectID: benchProject, KeyDays: 30},
