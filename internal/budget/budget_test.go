@@ -260,3 +260,32 @@ func TestAcquireGivesUpAfterMaxWaitAndReturnsNothing(t *testing.T) {
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	require.Zero(t, b.Stats().Waiting[budget.ClassMaintenance])
 }
+
+// A backlog from one caller at a time (no two requests waiting at once, as
+// a fair deliver queue makes it) bursts only up to half the window's count;
+// past that, slots are paced one per window/count, so a request that joins
+// later waits a slot or two, not for the window to roll.
+func TestBacklogIsPacedPastHalfTheWindow(t *testing.T) {
+	t.Parallel()
+	const count = 10
+	window := 2 * time.Second
+	f := setup(t, 1, count, window)
+	r := f.replicas[0]
+	ctx := budget.WithClass(context.Background(), budget.ClassDeliver)
+	for i := 0; i < count; i++ {
+		_, err := r.client.CreateUser(ctx, project, luarmor.CreateUserRequest{Note: "backlog"})
+		require.NoError(t, err)
+	}
+	calls := f.sandbox.Calls()
+	require.Len(t, calls, count)
+	burst := 1
+	for i := 1; i < len(calls) && calls[i].Time.Sub(calls[0].Time) < window/count/2; i++ {
+		burst++
+	}
+	require.LessOrEqual(t, burst, count/2+1, "at most half the window goes at once")
+	for i := count/2 + 1; i < len(calls); i++ {
+		gap := calls[i].Time.Sub(calls[i-1].Time)
+		require.GreaterOrEqual(t, gap, window/count-20*time.Millisecond, "call %d came %s after the one before", i, gap)
+	}
+	require.Less(t, calls[len(calls)-1].Time.Sub(calls[0].Time), window, "the window's count still goes within the window")
+}
