@@ -1,12 +1,14 @@
--- Pace the Luarmor budget once half a window is spent.
+-- Pace the Luarmor budget once a quarter of a window is spent.
 --
 -- Before, requests went out as fast as slots were free, so a backlog spent
 -- a whole window's COUNT in its first seconds and then waited most of a
 -- minute for the window to roll: an order placed in that gap waited up to
 -- a window, however fair the queue. Now a burst still goes at once up to
--- COUNT/2 (a lone request, a small sale), and past that slots are paced one
+-- COUNT/4 (a lone request, a small sale), and past that slots are paced one
 -- per window/COUNT, which keeps the fleet at the full rate under a backlog
--- while a new order waits for a slot or two, not for the window.
+-- while a new order waits for a slot or two. The burst is paid back once:
+-- COUNT/4 slots into the first window of a backlog, nothing frees for
+-- about a quarter of a window.
 
 CREATE OR REPLACE FUNCTION luarmor_take_slot(
     p_replica text, p_rank int, p_next_rank int, p_class text,
@@ -46,7 +48,7 @@ BEGIN
         -- paced one per window/count. Bursts would let one replica take a
         -- whole window's slots in the instant before a more urgent request
         -- elsewhere is published; pacing bounds that to one slot.
-        IF p_next_rank IS NOT NULL OR v_busy * 2 >= p_count OR EXISTS (SELECT 1 FROM luarmor_demand d
+        IF p_next_rank IS NOT NULL OR v_busy * 4 >= p_count OR EXISTS (SELECT 1 FROM luarmor_demand d
                     WHERE d.replica <> p_replica AND d.expires_at > v_now) THEN
             SELECT max(c.taken_at) + p_window / p_count INTO v_paced
               FROM luarmor_calls c WHERE c.taken_at > v_now - p_window / p_count;
