@@ -1,11 +1,12 @@
 // Package webhook receives Stripe's webhooks. It verifies each event, checks
 // everything the service stores or relies on (ParseEvent: an event that can
 // never be recorded is refused with 400) and, in one PostgreSQL transaction,
-// records it and enqueues the job that acts on it (jobs.HandleEventsArgs);
-// it answers 200 only after that commit, so an event Stripe considers
-// delivered is never lost, and a repeated event ID enqueues nothing.
-// Concurrent deliveries share transactions (see intake), which keeps the
-// endpoint fast under a burst of events.
+// records it and enqueues the job that acts on it (RecordTx,
+// jobs.HandleEventsArgs); it answers 200 only after that commit, so an event
+// Stripe considers delivered is never lost, and a repeated event ID enqueues
+// nothing. Concurrent deliveries share transactions (see intake), which keeps
+// the endpoint fast under a burst of events; a shared transaction that fails
+// is retried event by event, so one event never fails another.
 package webhook
 
 import (
@@ -58,7 +59,7 @@ func New(cfg Config) *Handler {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Handler{cfg: cfg, intake: newIntake(cfg.Pool, cfg.River, cfg.Writers)}
+	return &Handler{cfg: cfg, intake: newIntake(cfg.Pool, cfg.River, cfg.Logger, cfg.Writers)}
 }
 
 // Close stops the writers once the requests in flight are answered.
@@ -104,7 +105,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	isNew, err := h.intake.record(r.Context(), ev)
 	if err != nil {
-		// Most likely the database: Stripe retries a 503 with backoff.
+		// This event's own transaction failed (a batch that fails is
+		// retried event by event, so another event cannot cause this):
+		// the database is down or refused it. Stripe retries a 503.
 		h.cfg.Logger.ErrorContext(r.Context(), "webhook not recorded; Stripe will retry", "event_id", ev.ID, "type", ev.Type, "error", err)
 		writeJSON(w, http.StatusServiceUnavailable, Response{Error: "temporarily unable to record the event"})
 		return
