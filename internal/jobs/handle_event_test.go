@@ -42,7 +42,7 @@ func (b *testBundle) recordAndHandle(t *testing.T, events ...postgres.Event) *ri
 	return row
 }
 
-func storedEvent(id, typ string, payload string) postgres.Event {
+func recordedEvent(id, typ string, payload string) postgres.Event {
 	_, handled := jobs.HandledObject(typ)
 	return postgres.Event{ID: id, Type: typ, CreatedAt: time.Now(), Handled: handled, Payload: []byte(payload)}
 }
@@ -53,9 +53,9 @@ func TestHandleEventsDispatchesOnTheRecordedType(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	row := b.recordAndHandle(t,
-		storedEvent("evt_recorded_handled", "checkout.session.async_payment_failed",
+		recordedEvent("evt_recorded_handled", "checkout.session.async_payment_failed",
 			`{"type":"customer.created","TYPE":"customer.deleted","data":{"object":{"id":"cs_test_recorded1","object":"checkout.session"}}}`),
-		storedEvent("evt_recorded_unhandled", "customer.created",
+		recordedEvent("evt_recorded_unhandled", "customer.created",
 			`{"type":"checkout.session.async_payment_failed","data":{"object":{"id":"cs_test_recorded2","object":"checkout.session"}}}`),
 	)
 	require.Equal(t, rivertype.JobStateCompleted, row.State)
@@ -76,10 +76,10 @@ func TestHandleEventsSkipsAnEventPostgreSQLRefuses(t *testing.T) {
 		return `{"data":{"object":{"id":"` + id + `","object":"checkout.session","customer_details":{"email":"` + email + `"}}}}`
 	}
 	row := b.recordAndHandle(t,
-		storedEvent("evt_nul_email", "checkout.session.async_payment_failed", object("cs_test_nulmail", `a\u0000@example.com`)),
-		storedEvent("evt_after_nul", "checkout.session.async_payment_failed", object("cs_test_aftermail", "b@example.com")),
-		storedEvent("evt_not_json", "checkout.session.async_payment_failed", `{"data":`),
-		storedEvent("evt_no_object", "invoice.paid", `{"data":{}}`),
+		recordedEvent("evt_nul_email", "checkout.session.async_payment_failed", object("cs_test_nulmail", `a\u0000@example.com`)),
+		recordedEvent("evt_after_nul", "checkout.session.async_payment_failed", object("cs_test_aftermail", "b@example.com")),
+		recordedEvent("evt_not_json", "checkout.session.async_payment_failed", `{"data":`),
+		recordedEvent("evt_no_object", "invoice.paid", `{"data":{}}`),
 	)
 	require.Equal(t, rivertype.JobStateCompleted, row.State)
 	require.Equal(t, 1, row.Attempt, "no retry: it would fail the same way")
