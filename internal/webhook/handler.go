@@ -90,8 +90,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ev, err := ParseEvent(body)
 	if err != nil {
-		// Nothing stored: an event that can never be recorded is refused
-		// for good rather than retried by Stripe for days.
+		// Refused before it reaches a shared transaction, where it would
+		// fail the events recorded with it. Stripe may send it again; it
+		// is refused again, at no cost to other events.
 		h.cfg.Logger.WarnContext(r.Context(), "webhook event malformed", "error", err)
 		writeJSON(w, http.StatusBadRequest, Response{Error: err.Error()})
 		return
