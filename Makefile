@@ -7,13 +7,20 @@ WITH_PG := ./scripts/with-postgres
 # Keep the whole suite well inside CI's time on two cores.
 TEST_FLAGS ?= -race -count=1 -timeout 15m
 
-.PHONY: run test build vet fmt bench bench-budget bench-fairness crash-test clean
+.PHONY: run test build vet fmt fuzz bench bench-budget bench-fairness crash-test clean
 
 build:
 	$(GO) build -o bin/fulfiller ./cmd/fulfiller
 
 test:
 	$(WITH_PG) -- $(GO) test $(TEST_FLAGS) ./...
+
+# Each fuzz target for FUZZTIME; a crasher lands in the package's
+# testdata/fuzz/<Name>/ and fails `make test` until fixed.
+FUZZTIME ?= 5s
+fuzz:
+	$(GO) test -run='^$$' -fuzz='^FuzzVerifyAndParse$$' -fuzztime=$(FUZZTIME) ./internal/webhook/
+	$(GO) test -run='^$$' -fuzz='^FuzzDecodeEvent$$' -fuzztime=$(FUZZTIME) ./internal/jobs/
 
 vet:
 	$(GO) vet ./...

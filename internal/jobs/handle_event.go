@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/riverqueue/river"
 	"github.com/stripe/stripe-go/v76"
 
@@ -85,11 +87,14 @@ func (w *HandleEventsWorker) Work(ctx context.Context, job *river.Job[HandleEven
 	})
 }
 
-// handle acts on one event inside the job's transaction. An event the
-// service cannot read is logged and skipped: retrying would not help, and
-// it must not hold back the events recorded with it.
+// handle acts on one event inside the job's transaction. It dispatches on
+// the type recorded at intake, never on a second reading of the body: a
+// body can be read differently by different parsers (duplicate keys, keys
+// differing in case), and the recorded type is the one intake checked. An
+// event the service cannot act on is logged and skipped: retrying would
+// not help, and it must not hold back the events recorded with it.
 func (w *HandleEventsWorker) handle(ctx context.Context, tx pgx.Tx, id string) error {
-	payload, err := postgres.EventPayload(ctx, tx, id)
+	stored, err := postgres.GetEvent(ctx, tx, id)
 	if order.ErrorCode(err) == order.ENOTFOUND {
 		w.Logger.ErrorContext(ctx, "queued stripe event is not recorded", "event_id", id)
 		return nil
@@ -97,13 +102,13 @@ func (w *HandleEventsWorker) handle(ctx context.Context, tx pgx.Tx, id string) e
 	if err != nil {
 		return err
 	}
-	var event stripe.Event
-	if err := json.Unmarshal(payload, &event); err != nil || event.Data == nil {
-		w.Logger.ErrorContext(ctx, "stored stripe event cannot be read", "event_id", id, "error", err)
+	h, ok := eventHandlers[stored.Type]
+	if !ok {
 		return nil
 	}
-	h, ok := eventHandlers[string(event.Type)]
-	if !ok {
+	event, err := storedEvent(stored)
+	if err != nil {
+		w.Logger.ErrorContext(ctx, "stored stripe event cannot be read; skipped", "event_id", id, "type", stored.Type, "error", err)
 		return nil
 	}
 	// A savepoint keeps a skipped event's partial writes out of the
@@ -117,7 +122,7 @@ func (w *HandleEventsWorker) handle(ctx context.Context, tx pgx.Tx, id string) e
 		err = h.handle(ctx, w, sp, event)
 	}
 	var bad *badObject
-	if errors.As(err, &bad) {
+	if errors.As(err, &bad) || isDataException(err) {
 		_ = sp.Rollback(ctx)
 		w.Logger.ErrorContext(ctx, "stripe event cannot be handled; skipped", "event_id", event.ID, "type", event.Type, "error", err)
 		return nil
@@ -126,6 +131,45 @@ func (w *HandleEventsWorker) handle(ctx context.Context, tx pgx.Tx, id string) e
 		return err
 	}
 	return sp.Commit(ctx)
+}
+
+// isDataException reports whether PostgreSQL refused a value the event
+// carries (SQLSTATE class 22: a NUL character, a number out of range): the
+// same event would be refused on every retry.
+func isDataException(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "22")
+}
+
+// EventObject returns data.object of a Stripe event body: the bytes the
+// handlers decode their object from. Intake checks the same bytes before
+// it records an event.
+func EventObject(payload []byte) (json.RawMessage, error) {
+	var body struct {
+		Data *struct {
+			Object json.RawMessage `json:"object"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(payload, &body); err != nil {
+		return nil, errors.New("body is not a JSON Stripe event")
+	}
+	if body.Data == nil || len(body.Data.Object) == 0 || string(body.Data.Object) == "null" {
+		return nil, errors.New("event has no data.object")
+	}
+	return body.Data.Object, nil
+}
+
+// storedEvent is the event the handlers see: what intake recorded (ID,
+// type) and the object from the recorded body.
+func storedEvent(e postgres.Event) (stripe.Event, error) {
+	object, err := EventObject(e.Payload)
+	if err != nil {
+		return stripe.Event{}, err
+	}
+	return stripe.Event{
+		ID: e.ID, Type: stripe.EventType(e.Type), APIVersion: e.APIVersion, Livemode: e.Livemode,
+		Created: e.CreatedAt.Unix(), Data: &stripe.EventData{Raw: object},
+	}, nil
 }
 
 // badObject is an event object the handler cannot read: retrying will not help.

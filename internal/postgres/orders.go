@@ -20,18 +20,6 @@ type DB interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-// Event is a verified Stripe event as stored (see RecordEvents).
-type Event struct {
-	ID         string
-	Type       string
-	APIVersion string
-	Livemode   bool
-	ObjectID   string
-	CreatedAt  time.Time
-	Handled    bool
-	Payload    []byte
-}
-
 // SessionDetails is what a Checkout Session tells about its order.
 type SessionDetails struct {
 	CheckoutSessionID string
@@ -466,57 +454,6 @@ func ResetFailures(ctx context.Context, tx pgx.Tx, sessionID string) error {
 		return fmt.Errorf("resetting keys of order %s: %w", sessionID, err)
 	}
 	return nil
-}
-
-// EventPayload returns the raw body of a recorded Stripe event.
-func EventPayload(ctx context.Context, db DB, id string) ([]byte, error) {
-	var payload []byte
-	err := db.QueryRow(ctx, `SELECT payload::text FROM stripe_events WHERE id = $1`, id).Scan(&payload)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, order.Errorf(order.ENOTFOUND, "no stripe event %s", id)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("reading stripe event %s: %w", id, err)
-	}
-	return payload, nil
-}
-
-// RecordEvents stores a batch of events in one statement and reports, per
-// event, whether it is new. An ID stored before, or earlier in the batch,
-// is not new: Stripe delivered it again.
-func RecordEvents(ctx context.Context, tx pgx.Tx, events []Event) ([]bool, error) {
-	n := len(events)
-	ids, types, versions, objects, payloads := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	livemodes, handled := make([]bool, n), make([]bool, n)
-	created := make([]time.Time, n)
-	for i, e := range events {
-		ids[i], types[i], versions[i], objects[i], payloads[i] = e.ID, e.Type, e.APIVersion, e.ObjectID, string(e.Payload)
-		livemodes[i], handled[i], created[i] = e.Livemode, e.Handled, e.CreatedAt
-	}
-	rows, err := tx.Query(ctx, `
-		INSERT INTO stripe_events (id, type, api_version, livemode, object_id, created_at, handled, payload)
-		SELECT u.id, u.type, u.api_version, u.livemode, u.object_id, u.created_at, u.handled, u.payload::jsonb
-		FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::text[], $6::timestamptz[], $7::bool[], $8::text[])
-		     AS u(id, type, api_version, livemode, object_id, created_at, handled, payload)
-		ON CONFLICT (id) DO NOTHING
-		RETURNING id`, ids, types, versions, livemodes, objects, created, handled, payloads)
-	if err != nil {
-		return nil, fmt.Errorf("recording %d stripe events: %w", n, err)
-	}
-	inserted, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("recording %d stripe events: %w", n, err)
-	}
-	fresh := make(map[string]bool, len(inserted))
-	for _, id := range inserted {
-		fresh[id] = true
-	}
-	isNew := make([]bool, n)
-	for i, id := range ids {
-		isNew[i] = fresh[id]
-		delete(fresh, id) // a second copy in the batch is a duplicate
-	}
-	return isNew, nil
 }
 
 // ShortenCreateLease ends owner's lease on a unit within d: its last request

@@ -1,9 +1,12 @@
-// Package webhook receives Stripe's webhooks. It verifies each event and, in
-// one PostgreSQL transaction, records it and enqueues the job that acts on it
-// (jobs.HandleEventArgs); it answers 200 only after that commit, so an event
+// Package webhook receives Stripe's webhooks. It verifies each event, checks
+// everything the service stores or relies on (ParseEvent: an event that can
+// never be recorded is refused with 400) and, in one PostgreSQL transaction,
+// records it and enqueues the job that acts on it (RecordTx,
+// jobs.HandleEventsArgs); it answers 200 only after that commit, so an event
 // Stripe considers delivered is never lost, and a repeated event ID enqueues
 // nothing. Concurrent deliveries share transactions (see intake), which keeps
-// the endpoint fast under a burst of events.
+// the endpoint fast under a burst of events; a shared transaction that fails
+// is retried event by event, so one event never fails another.
 package webhook
 
 import (
@@ -21,7 +24,6 @@ import (
 	"github.com/stripe/stripe-go/v76"
 	stripewebhook "github.com/stripe/stripe-go/v76/webhook"
 
-	"fulfiller/internal/jobs"
 	"fulfiller/internal/logging"
 	"fulfiller/internal/postgres"
 )
@@ -61,7 +63,7 @@ func New(cfg Config) *Handler {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Handler{cfg: cfg, intake: newIntake(cfg.Pool, cfg.River, cfg.Writers)}
+	return &Handler{cfg: cfg, intake: newIntake(cfg.Pool, cfg.River, cfg.Logger, cfg.Writers)}
 }
 
 // Close stops the writers once the requests in flight are answered.
@@ -90,8 +92,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, Response{Error: err.Error()})
 		return
 	}
-	ev, err := parse(body)
+	ev, err := ParseEvent(body)
 	if err != nil {
+		// Refused before it reaches a shared transaction, where it would
+		// fail the events recorded with it. Stripe may send it again; it
+		// is refused again, at no cost to other events.
 		h.cfg.Logger.WarnContext(r.Context(), "webhook event malformed", "error", err)
 		writeJSON(w, http.StatusBadRequest, Response{Error: err.Error()})
 		return
@@ -105,8 +110,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	isNew, err := h.intake.record(r.Context(), ev)
 	if err != nil {
-		// Stripe retries a 503 with backoff. A database outage fails
-		// every delivery alike: it is logged once in a while.
+		// This event's own transaction failed (a batch that fails is
+		// retried event by event, so another event cannot cause this):
+		// the database is down or refused it. Stripe retries a 503. A
+		// database outage fails every delivery alike: it is logged once
+		// in a while.
 		const msg = "webhook not recorded; Stripe will retry"
 		args := []any{"event_id", ev.ID, "type", ev.Type, "error", err}
 		if postgres.IsUnavailable(err) {
@@ -143,44 +151,6 @@ func (h *Handler) verify(body []byte, header string) error {
 		}
 	}
 	return fmt.Errorf("no valid signature: %w", lastErr)
-}
-
-// wireEvent is the part of an event the endpoint reads.
-type wireEvent struct {
-	ID         string `json:"id"`
-	Object     string `json:"object"`
-	Type       string `json:"type"`
-	APIVersion string `json:"api_version"`
-	Created    int64  `json:"created"`
-	Livemode   bool   `json:"livemode"`
-	Data       *struct {
-		Object struct {
-			ID     string `json:"id"`
-			Object string `json:"object"`
-		} `json:"object"`
-	} `json:"data"`
-}
-
-// parse reads and checks a verified body.
-func parse(body []byte) (postgres.Event, error) {
-	var w wireEvent
-	if err := json.Unmarshal(body, &w); err != nil {
-		return postgres.Event{}, errors.New("body is not a JSON Stripe event")
-	}
-	if w.ID == "" || w.Type == "" || w.Data == nil {
-		return postgres.Event{}, errors.New("event without id, type or data")
-	}
-	if w.Data.Object.ID == "" {
-		return postgres.Event{}, errors.New("event data.object has no id")
-	}
-	want, handled := jobs.HandledObject(w.Type)
-	if handled && w.Data.Object.Object != want {
-		return postgres.Event{}, fmt.Errorf("%s event whose data.object is a %q, not a %s", w.Type, w.Data.Object.Object, want)
-	}
-	return postgres.Event{
-		ID: w.ID, Type: w.Type, APIVersion: w.APIVersion, Livemode: w.Livemode, ObjectID: w.Data.Object.ID,
-		CreatedAt: time.Unix(w.Created, 0), Handled: handled, Payload: body,
-	}, nil
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
