@@ -17,7 +17,7 @@ test:
 
 # Each fuzz target for FUZZTIME; a crasher lands in the package's
 # testdata/fuzz/<Name>/ and fails `make test` until fixed.
-FUZZTIME ?= 5s
+FUZZTIME ?= 10s
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzVerifyAndParse$$' -fuzztime=$(FUZZTIME) ./internal/webhook/
 	$(GO) test -run='^$$' -fuzz='^FuzzDecodeEvent$$' -fuzztime=$(FUZZTIME) ./internal/jobs/
