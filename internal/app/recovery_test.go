@@ -1,13 +1,11 @@
 package app_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +19,8 @@ import (
 	"fulfiller/internal/order"
 	"fulfiller/internal/postgres"
 	"fulfiller/internal/stripeapi/stripefake"
+
+	"fulfiller/internal/logging/logtest"
 )
 
 // storedOrder reads an order as recorded, failure reason included.
@@ -194,29 +194,11 @@ func TestReadinessFailsWhileLuarmorRefusesTheKey(t *testing.T) {
 	}, 10*time.Second, 50*time.Millisecond)
 }
 
-// lockedBuffer collects a logger's output from many goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 // A failing job is logged with its job and unit at warn, and at error
 // once it keeps failing; River's own reports are below the level kept.
 func TestJobFailuresAreLogged(t *testing.T) {
 	t.Parallel()
-	var logs lockedBuffer
+	var logs logtest.Buffer
 	logger := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	b := setup(t, withLogger(logger))
 	b.sandbox.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/users", Kind: sandbox.FaultHTTP500, Times: 5})

@@ -1,10 +1,8 @@
 package reconcile_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,25 +13,9 @@ import (
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/reconcile"
 	"fulfiller/internal/stripeapi"
+
+	"fulfiller/internal/logging/logtest"
 )
-
-// syncBuffer is a log sink safe for the workers' goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
-}
 
 // startWorkers runs a River client with the reconcile worker and, when
 // interval is not zero, its periodic job.
@@ -106,7 +88,7 @@ func TestRunsNeverPileUp(t *testing.T) {
 func TestAFailingRunIsLoggedWithWhatToCheckAndNoKey(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	var logs syncBuffer
+	var logs logtest.Buffer
 	const wrongKey = "sk_test_notthekey0123456789"
 	rec := &reconcile.Reconciler{Pool: b.pool, Stripe: stripeapi.New(wrongKey, b.url, nil),
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))}

@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -31,6 +30,8 @@ import (
 	"fulfiller/internal/postgres/postgrestest"
 	"fulfiller/internal/stripeapi"
 	"fulfiller/internal/stripeapi/stripefake"
+
+	"fulfiller/internal/logging/logtest"
 )
 
 const secret = "whsec_webhook_package_tests"
@@ -39,7 +40,7 @@ type bundle struct {
 	pool  *pgxpool.Pool
 	river *river.Client[pgx.Tx]
 	url   string
-	logs  *logBuffer
+	logs  *logtest.Buffer
 }
 
 // setup runs the endpoint with the service's real workers on a database of
@@ -53,7 +54,7 @@ func setup(t *testing.T) *bundle {
 	sfSrv := httptest.NewServer(sf)
 	t.Cleanup(sfSrv.Close)
 	pool := postgrestest.NewPool(t)
-	logs := &logBuffer{}
+	logs := &logtest.Buffer{}
 	logger := slogTo(logs)
 	rc, err := jobs.NewClient(jobs.Deps{
 		Pool:    pool,
@@ -89,24 +90,6 @@ func randomAlnum(n int) string {
 		b[i] = alphabet[rand.IntN(len(alphabet))]
 	}
 	return string(b)
-}
-
-// logBuffer collects log lines written from many goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	sb strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.sb.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.sb.String()
 }
 
 type answer struct {
