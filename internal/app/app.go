@@ -135,13 +135,14 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err := m.River.Start(ctx); err != nil {
 		return fmt.Errorf("starting job workers (did you run `fulfiller migrate`?): %w", err)
 	}
-	if err := m.retryCatalogFailures(ctx); err != nil {
+	orders := &jobs.Orders{Pool: m.Pool, River: m.River, Stripe: stripeClient, Logger: m.Logger}
+	if err := m.retryCatalogFailures(ctx, orders); err != nil {
 		return err
 	}
 
 	m.webhook = webhook.New(webhook.Config{Secrets: m.Config.WebhookSecrets, Pool: m.Pool, River: m.River, Logger: m.Logger})
 	api := &httpapi.Server{
-		Pool: m.Pool, River: m.River, Stripe: stripeClient, ShopToken: m.Config.ShopAPIToken, Logger: m.Logger,
+		Pool: m.Pool, Orders: orders, ShopToken: m.Config.ShopAPIToken, Logger: m.Logger,
 		Webhook: m.webhook, Credentials: m.Credentials,
 	}
 	if m.listener, err = net.Listen("tcp", m.Config.ListenAddr); err != nil {
@@ -194,25 +195,13 @@ func boundDatabaseWaits(cfg *pgxpool.Config) {
 
 // retryCatalogFailures queues again the orders that failed on a price the
 // catalog lacked: the operator's fix is a catalog edit and a restart.
-func (m *Main) retryCatalogFailures(ctx context.Context) error {
-	ids, err := postgres.FailedOrders(ctx, m.Pool, order.FailureUnknownPrice, 1000)
+func (m *Main) retryCatalogFailures(ctx context.Context, orders *jobs.Orders) error {
+	n, err := orders.RetryFailed(ctx, order.FailureUnknownPrice, 1000)
 	if err != nil {
 		return err
 	}
-	for _, id := range ids {
-		err := pgx.BeginFunc(ctx, m.Pool, func(tx pgx.Tx) error {
-			if err := postgres.ResetFailures(ctx, tx, id); err != nil {
-				return err
-			}
-			_, err := m.River.InsertTx(ctx, tx, jobs.FulfilOrderArgs{CheckoutSessionID: id}, nil)
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("requeueing order %s: %w", id, err)
-		}
-	}
-	if len(ids) > 0 {
-		m.Logger.Info("orders that failed on an unknown price are fulfilled again", "orders", len(ids))
+	if n > 0 {
+		m.Logger.Info("orders that failed on an unknown price are fulfilled again", "orders", n)
 	}
 	return nil
 }

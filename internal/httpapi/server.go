@@ -15,29 +15,20 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/riverqueue/river"
-	"github.com/stripe/stripe-go/v76"
 	"golang.org/x/sync/singleflight"
 
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/logging"
 	"fulfiller/internal/order"
 	"fulfiller/internal/postgres"
-	"fulfiller/internal/stripeapi"
 )
-
-// SessionReader confirms unknown Checkout Sessions with Stripe.
-type SessionReader interface {
-	CheckoutSession(ctx context.Context, id string) (*stripe.CheckoutSession, error)
-}
 
 // Server routes the service's HTTP endpoints.
 type Server struct {
 	Pool      *pgxpool.Pool
-	River     *river.Client[pgx.Tx]
-	Stripe    SessionReader
+	// Orders is the order workflow (confirm with Stripe, retry).
+	Orders *jobs.Orders
 	Webhook   http.Handler
 	ShopToken string // bearer token of the operator endpoints; "" disables them
 	Logger    *slog.Logger
@@ -202,27 +193,11 @@ func (s *Server) confirmWithStripe(ctx context.Context, id string) (*order.Order
 		if !s.lookups.allow() {
 			return nil, order.Errorf(order.ETOOMANY, "too many lookups of unknown orders; retry in a second")
 		}
-		sess, err := s.Stripe.CheckoutSession(ctx, id)
-		if err != nil {
-			if stripeapi.IsNotFound(err) {
-				s.negatives.add(id)
-				return nil, order.Errorf(order.ENOTFOUND, "no order for this checkout session")
-			}
-			return nil, &order.Error{Code: order.EUNAVAILABLE, Message: "could not confirm the order with Stripe; retry shortly"}
+		o, err := s.Orders.Confirm(ctx, id)
+		if order.ErrorCode(err) == order.ENOTFOUND {
+			s.negatives.add(id)
 		}
-		tx, err := s.Pool.Begin(ctx)
-		if err != nil {
-			return nil, err
-		}
-		defer tx.Rollback(ctx) //nolint:errcheck
-		if _, err := jobs.RecordSession(ctx, tx, s.River, jobs.SessionDetails(sess)); err != nil {
-			return nil, err
-		}
-		if err := tx.Commit(ctx); err != nil {
-			return nil, err
-		}
-		s.Logger.InfoContext(ctx, "order confirmed with Stripe before its webhook", "order_ref", logging.OrderRef(id), "payment_status", sess.PaymentStatus)
-		return postgres.GetOrder(ctx, s.Pool, id)
+		return o, err
 	})
 	if err != nil {
 		return nil, err
@@ -233,28 +208,7 @@ func (s *Server) confirmWithStripe(ctx context.Context, id string) (*order.Order
 // retryOrder fulfils a failed order again, after the operator fixed its
 // cause (a catalog entry, a Luarmor project).
 func (s *Server) retryOrder(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("checkout_session_id")
-	ctx := r.Context()
-	tx, err := s.Pool.Begin(ctx)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck
-	if err := postgres.ResetFailures(ctx, tx, id); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	if _, err := s.River.InsertTx(ctx, tx, jobs.FulfilOrderArgs{CheckoutSessionID: id}, nil); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	if err := tx.Commit(ctx); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	s.Logger.InfoContext(ctx, "order fulfilment retried by the operator", "order_ref", logging.OrderRef(id))
-	o, err := postgres.GetOrder(ctx, s.Pool, id)
+	o, err := s.Orders.Retry(r.Context(), r.PathValue("checkout_session_id"))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
