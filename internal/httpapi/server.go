@@ -26,9 +26,9 @@ import (
 
 // Server routes the service's HTTP endpoints.
 type Server struct {
-	Pool      *pgxpool.Pool
+	Pool *pgxpool.Pool
 	// Orders is the order workflow (confirm with Stripe, retry).
-	Orders *jobs.Orders
+	Orders    *jobs.Orders
 	Webhook   http.Handler
 	ShopToken string // bearer token of the operator endpoints; "" disables them
 	Logger    *slog.Logger
