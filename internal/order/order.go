@@ -10,6 +10,24 @@ import (
 )
 
 // Status is an order's state as the shop's frontend sees it.
+//
+// Transitions (enforced in internal/postgres, each with a case in
+// TestOrderStatusTransitions):
+//
+//	(new)     → pending    a Checkout Session is recorded (UpsertOrder)
+//	pending   → fulfilled  its items are loaded and every unit has a key (settleOrder)
+//	pending   → failed     a payment failed, a price is missing, a bound is exceeded, Luarmor
+//	                       refused a key, the event's mode or session is wrong (FailOrder, FailKey)
+//	failed    → pending    an operator retries after fixing the cause (ResetFailures), or the
+//	                       missing price's units are recorded (AddUnits); never for payment_failed
+//	pending   → revoked    a dispute or refund took the payment back (RevokeOrder)
+//	fulfilled → revoked    likewise, after delivery
+//	revoked   → fulfilled  the revocation was lifted and every key is delivered (RestoreOrder)
+//	revoked   → pending    the revocation was lifted and units remain to be made
+//
+// Nothing else moves an order: a failure never touches a fulfilled or
+// revoked order, and a revoked order stays revoked while any revocation of
+// its payment is active.
 type Status string
 
 const (
