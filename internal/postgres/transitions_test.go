@@ -74,8 +74,10 @@ func TestOrderStatusTransitions(t *testing.T) {
 				return postgres.DeliverKey(ctx, tx, keyOf(t, id), "KEY"+id, nil, false)
 			}, to: order.StatusFulfilled},
 		{name: "pending to failed when Luarmor refuses a key", from: order.StatusPending,
-			step: func(t *testing.T, tx pgx.Tx, id string) error { return postgres.FailKey(ctx, tx, keyOf(t, id), "refused") },
-			to:   order.StatusFailed},
+			step: func(t *testing.T, tx pgx.Tx, id string) error {
+				return postgres.FailKey(ctx, tx, keyOf(t, id), "refused")
+			},
+			to: order.StatusFailed},
 		{name: "pending to failed when the payment fails", from: order.StatusPending,
 			step: func(t *testing.T, tx pgx.Tx, id string) error {
 				return postgres.FailOrder(ctx, tx, id, order.FailurePaymentFailed, "payment failed")
@@ -112,7 +114,7 @@ func TestOrderStatusTransitions(t *testing.T) {
 				return postgres.ResetFailures(ctx, tx, id)
 			}, wantErr: "must pay again"},
 		{name: "a fulfilled order cannot be retried", from: order.StatusFulfilled, delivered: true,
-			step: func(t *testing.T, tx pgx.Tx, id string) error { return postgres.ResetFailures(ctx, tx, id) },
+			step:    func(t *testing.T, tx pgx.Tx, id string) error { return postgres.ResetFailures(ctx, tx, id) },
 			wantErr: "not failed"},
 		{name: "a revoked order stays revoked while another revocation holds it", from: order.StatusRevoked, delivered: true,
 			step: func(t *testing.T, tx pgx.Tx, id string) error {
