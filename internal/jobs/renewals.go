@@ -73,6 +73,10 @@ func (w *RenewSubscriptionWorker) Work(ctx context.Context, job *river.Job[Renew
 		if err != nil {
 			return err
 		}
+		// A payment may end a past_due state: lift suspended keys.
+		if err := insertMany(ctx, tx, SyncSubscriptionArgs{SubscriptionID: stored.SubscriptionID}); err != nil {
+			return err
+		}
 		if !stored.Extends {
 			return nil
 		}

@@ -189,7 +189,8 @@ func (f *Fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // PutSession adds or replaces the Checkout Session s, rendered as Stripe
 // would (see Session for defaults) with line items "li_..." given by
-// LineItemID. It panics if s is invalid (no ID, an unknown mode or status,
+// LineItemID. A subscription-mode session also starts its subscription, as
+// Stripe's Checkout does, unless one with that ID is stored already. It panics if s is invalid (no ID, an unknown mode or status,
 // an item without a price): that is a mistake in the test.
 func (f *Fake) PutSession(s Session) {
 	if err := s.validate(); err != nil {
@@ -197,6 +198,7 @@ func (f *Fake) PutSession(s Session) {
 	}
 	session, items := sessionObjects(s, f.now())
 	f.put(KindCheckoutSession, s.ID, session, items)
+	f.startSubscription(s)
 }
 
 // SessionJSON returns the checkout.session object id exactly as GET

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 )
 
 var subscriptionKind = kindInfo{
@@ -119,4 +120,28 @@ func (f *Fake) listSubscriptionItems(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, listEnvelope(data, hasMore, "/v1/subscription_items", 0))
+}
+
+// subscriptionPeriod is the period of the subscriptions PutSession starts.
+const subscriptionPeriod = 30 * 24 * time.Hour
+
+// startSubscription stores the subscription a subscription-mode session
+// created, unless it is stored already: active, its first month starting
+// now, holding the session's recurring items.
+func (f *Fake) startSubscription(s Session) {
+	if s.Mode != "subscription" || s.Subscription == "" {
+		return
+	}
+	if _, _, ok := f.lookup(KindSubscription, s.Subscription); ok {
+		return
+	}
+	now := f.now()
+	sub := Subscription{ID: s.Subscription, Customer: s.Customer, CurrentPeriodStart: now.Unix(),
+		CurrentPeriodEnd: now.Add(subscriptionPeriod).Unix()}
+	for _, it := range s.Items {
+		if it.Recurring {
+			sub.Items = append(sub.Items, SubscriptionItem{PriceID: it.PriceID, Quantity: max(it.Quantity, 1)})
+		}
+	}
+	f.PutSubscription(sub)
 }
