@@ -32,7 +32,9 @@ import (
 
 const (
 	project     = "3f98888f9999c9999e99a2"
+	project2    = "4a17777e8888b8888d88b3"
 	priceMonth  = "price_month30"
+	priceOther  = "price_other30" // a month of project2
 	priceLife   = "price_lifetime"
 	stripeKey   = "sk_test_fulfiller"
 	luarmorKey  = "luarmor-test-key"
@@ -76,7 +78,7 @@ func setup(t *testing.T, opts ...func(*options)) *bundle {
 	for _, f := range opts {
 		f(&o)
 	}
-	sb := sandbox.New(sandbox.Options{APIKey: luarmorKey, Projects: []string{project}, Limit: 100000, Window: time.Minute})
+	sb := sandbox.New(sandbox.Options{APIKey: luarmorKey, Projects: []string{project, project2}, Limit: 100000, Window: time.Minute})
 	if o.luarmorLatency > 0 {
 		sb.SetLatency(o.luarmorLatency)
 	}
@@ -89,6 +91,7 @@ func setup(t *testing.T, opts ...func(*options)) *bundle {
 	cat := &catalog.Catalog{Prices: map[string]catalog.Product{
 		priceMonth: {ProjectID: project, KeyDays: 30},
 		priceLife:  {ProjectID: project, KeyDays: 0},
+		priceOther: {ProjectID: project2, KeyDays: 30},
 	}}
 	if o.databaseURL == "" {
 		o.databaseURL = postgrestest.NewURL(t)

@@ -208,8 +208,9 @@ func TestSubscriptionCreateInvoiceDoesNotExtend(t *testing.T) {
 	b.waitIdle(t)
 	require.Empty(t, b.sandbox.Calls(), "the checkout key already has this period")
 	u := b.user(t, o.Keys[0].UserKey)
-	require.Equal(t, luarmor.NeverExpires, u.AuthExpire)
-	require.Equal(t, 30, u.KeyDays, "the key_days timer still waits for first use")
+	sub := b.subscription(t, s.Subscription)
+	require.Equal(t, sub.CurrentPeriodEnd+day, u.AuthExpire)
+	require.Zero(t, u.KeyDays)
 	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM orders WHERE paid_through IS NOT NULL"))
 }
 
@@ -219,6 +220,7 @@ func TestRenewalNeverShortensAKey(t *testing.T) {
 	s, o := b.subscriptionOrder(t, 1)
 	key := o.Keys[0].UserKey
 	require.NoError(t, b.sandbox.Execute(project, key, "hwid-1"))
+	b.sandbox.ResetCalls()
 	// The operator already gave the key a year.
 	far := time.Now().Unix() + 365*day
 	require.NoError(t, luarmor.NewClient(luarmorKey, luarmor.WithBaseURL(b.main.Config.LuarmorBaseURL)).
@@ -491,13 +493,18 @@ func TestSubscriptionDeletedIsRecorded(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	s, o := b.subscriptionOrder(t, 1)
+	sub := b.subscription(t, s.Subscription)
 	b.sandbox.ResetCalls()
+	b.stripe.PutSubscription(stripefake.Subscription{ID: s.Subscription, Status: "canceled",
+		CurrentPeriodEnd: sub.CurrentPeriodEnd, CanceledAt: time.Now().Unix(), EndedAt: time.Now().Unix(),
+		Items: []stripefake.SubscriptionItem{{PriceID: priceMonth, Quantity: 1}}})
 	b.deliver(t, event(t, "customer.subscription.deleted", object(t, map[string]any{
-		"id": s.Subscription, "object": "subscription", "status": "canceled", "current_period_end": time.Now().Unix() + 10*day,
+		"id": s.Subscription, "object": "subscription", "status": "canceled", "current_period_end": sub.CurrentPeriodEnd,
 	})))
 	b.waitIdle(t)
 	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM orders WHERE subscription_status = 'canceled'"))
-	require.Empty(t, b.sandbox.Calls(), "the key keeps the time already paid")
+	require.Empty(t, b.sandbox.Calls(), "the key already ends when the paid period does")
+	require.Equal(t, sub.CurrentPeriodEnd+day, b.user(t, o.Keys[0].UserKey).AuthExpire)
 	require.False(t, b.user(t, o.Keys[0].UserKey).IsBanned())
 }
 

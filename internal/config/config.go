@@ -32,7 +32,7 @@ type Config struct {
 	LuarmorRateLimit  int
 	LuarmorRateWindow time.Duration
 	// Policy is the key lifecycle after the sale: RENEWAL_GRACE,
-	// DISPUTE_BAN_REASON, DISPUTE_WON_ACTION, REFUND_ACTION.
+	// DISPUTE_BAN_REASON, DISPUTE_WON_ACTION, REFUND_ACTION, PAST_DUE_ACTION.
 	Policy       order.Policy
 	CatalogFile  string
 	ShopAPIToken string // "" disables the operator endpoints
@@ -124,6 +124,13 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		c.Policy.RefundAction = v
 	default:
 		return c, &Error{"REFUND_ACTION", fmt.Sprintf("%q must be blacklist, delete or none", v)}
+	}
+	switch v := get("PAST_DUE_ACTION", "keep"); v {
+	case "keep":
+	case "suspend":
+		c.Policy.SuspendWhenPastDue = true
+	default:
+		return c, &Error{"PAST_DUE_ACTION", fmt.Sprintf("%q must be keep or suspend", v)}
 	}
 	if err := c.reconciliation(get); err != nil {
 		return c, err

@@ -48,14 +48,16 @@ func TestLifecyclePolicy(t *testing.T) {
 	require.Equal(t, "Payment disputed", c.Policy.DisputeBanReason)
 	require.True(t, c.Policy.UnbanWhenDisputeWon)
 	require.Equal(t, "blacklist", c.Policy.RefundAction)
+	require.False(t, c.Policy.SuspendWhenPastDue)
 
 	c, err = config.FromEnv(env(map[string]string{"RENEWAL_GRACE": "2h", "DISPUTE_WON_ACTION": "keep",
-		"REFUND_ACTION": "delete", "DISPUTE_BAN_REASON": "Chargeback"}))
+		"REFUND_ACTION": "delete", "DISPUTE_BAN_REASON": "Chargeback", "PAST_DUE_ACTION": "suspend"}))
 	require.NoError(t, err)
 	require.Equal(t, 2*time.Hour, c.Policy.RenewalGrace)
 	require.False(t, c.Policy.UnbanWhenDisputeWon)
 	require.Equal(t, "delete", c.Policy.RefundAction)
 	require.Equal(t, "Chargeback", c.Policy.DisputeBanReason)
+	require.True(t, c.Policy.SuspendWhenPastDue)
 }
 
 func TestEachBadSettingIsNamedWithoutItsValue(t *testing.T) {
@@ -79,6 +81,7 @@ func TestEachBadSettingIsNamedWithoutItsValue(t *testing.T) {
 		"bad grace":          {"RENEWAL_GRACE", "one day"},
 		"bad won action":     {"DISPUTE_WON_ACTION", "maybe"},
 		"bad refund action":  {"REFUND_ACTION", "ban"},
+		"bad past due":       {"PAST_DUE_ACTION", "blacklist"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()

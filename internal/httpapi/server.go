@@ -143,6 +143,9 @@ type KeyJSON struct {
 	Status     string `json:"status"`
 	KeyDays    int    `json:"key_days"`
 	AuthExpire *int64 `json:"auth_expire"`
+	// Ending: the key left its subscription (a seat removed, a plan
+	// changed, the subscription ended) and runs out at auth_expire.
+	Ending bool `json:"ending,omitempty"`
 }
 
 func renderOrder(o *order.Order) OrderJSON {
@@ -157,7 +160,7 @@ func renderOrder(o *order.Order) OrderJSON {
 			continue
 		}
 		out.Keys = append(out.Keys, KeyJSON{UserKey: k.UserKey, ProjectID: k.ProjectID, PriceID: k.PriceID,
-			Status: string(k.Status), KeyDays: k.KeyDays, AuthExpire: k.AuthExpire})
+			Status: string(k.Status), KeyDays: k.KeyDays, AuthExpire: k.AuthExpire, Ending: k.Ending})
 	}
 	return out
 }

@@ -122,7 +122,11 @@ func (w *CreateKeyWorker) Work(ctx context.Context, job *river.Job[CreateKeyArgs
 			// delivering queues its revocation in the same commit, so no
 			// key is ever left usable and unrecorded in Luarmor.
 			log.InfoContext(ctx, "found key created by an earlier attempt", "user_key", logging.Redact(user.UserKey))
-			return w.deliver(ctx, job, k, user.UserKey, lifetimeExpiry(k), false, log)
+			expiry, err := w.applyTarget(ctx, k, user.UserKey)
+			if err != nil {
+				return w.luarmorFailure(ctx, job, k, err, log)
+			}
+			return w.deliver(ctx, job, k, user.UserKey, expiry, false, log)
 		}
 	}
 	if o.Status == order.StatusRevoked {
@@ -131,7 +135,11 @@ func (w *CreateKeyWorker) Work(ctx context.Context, job *river.Job[CreateKeyArgs
 	}
 
 	req := luarmor.CreateUserRequest{Note: Note(o, k), DiscordID: discordFor(o, k)}
-	if k.KeyDays > 0 {
+	switch {
+	case k.ExpireTarget != nil:
+		// Bounded even before the absolute expiry is set below.
+		req.KeyDays = daysUntil(*k.ExpireTarget, w.Now())
+	case k.KeyDays > 0:
 		req.KeyDays = k.KeyDays
 	}
 	userKey, err := w.Luarmor.CreateUser(ctx, k.ProjectID, req)
@@ -146,8 +154,13 @@ func (w *CreateKeyWorker) Work(ctx context.Context, job *river.Job[CreateKeyArgs
 	if w.afterCreate != nil {
 		err = w.afterCreate(ctx)
 	}
+	var expiry *int64
 	if err == nil {
-		err = w.deliver(ctx, job, k, userKey, lifetimeExpiry(k), false, log)
+		if expiry, err = w.applyTarget(ctx, k, userKey); err != nil {
+			_ = postgres.ShortenCreateLease(context.WithoutCancel(ctx), w.Pool, k.ID, owner, answeredLease)
+			return w.luarmorFailure(ctx, job, k, err, log)
+		}
+		err = w.deliver(ctx, job, k, userKey, expiry, false, log)
 	}
 	if err != nil {
 		// Luarmor answered; only recording the key failed. The retry
@@ -155,6 +168,30 @@ func (w *CreateKeyWorker) Work(ctx context.Context, job *river.Job[CreateKeyArgs
 		_ = postgres.ShortenCreateLease(context.WithoutCancel(ctx), w.Pool, k.ID, owner, answeredLease)
 	}
 	return err
+}
+
+// applyTarget gives a new key of a subscription its absolute expiry (the
+// end of what was paid for plus the grace) and returns the expiry to
+// record. Luarmor turns an auth_expire given at creation without a HWID or
+// Discord ID into key_days, which start at first use and would outlast
+// the paid period, so it is set by an update once the key exists; the
+// value was committed before, so a repeat sends the same one.
+func (w *CreateKeyWorker) applyTarget(ctx context.Context, k *order.Key, userKey string) (*int64, error) {
+	if k.ExpireTarget == nil {
+		return lifetimeExpiry(k), nil
+	}
+	target := *k.ExpireTarget
+	if err := w.Luarmor.UpdateUser(ctx, k.ProjectID, luarmor.UpdateUserRequest{UserKey: userKey, AuthExpire: &target}); err != nil {
+		return nil, err
+	}
+	return &target, nil
+}
+
+// daysUntil is the key_days that cover until target from now: at least one
+// day, as key_days 0 would mean a lifetime key.
+func daysUntil(target int64, now time.Time) int {
+	left := target - now.Unix()
+	return int(max(1, (left+86399)/86400))
 }
 
 // settleLease sets the lease after a create that failed, by what the
@@ -314,6 +351,9 @@ func (w *CreateKeyWorker) deliver(ctx context.Context, job *river.Job[CreateKeyA
 	if err != nil {
 		return err
 	}
+	if err := postgres.RecordKeyState(ctx, tx, k.ID, appliedTarget(k, authExpire), false); err != nil {
+		return err
+	}
 	if err := queueFollowUps(ctx, tx, k); err != nil {
 		return err
 	}
@@ -351,7 +391,18 @@ func queueFollowUps(ctx context.Context, tx pgx.Tx, k *order.Key) error {
 	if err := queueUnits(ctx, tx, o); err != nil {
 		return err
 	}
-	if o.SubscriptionID != "" {
+	// The subscription may have changed while the key was being made:
+	// its new expiry or suspension is applied next.
+	current, err := postgres.GetKey(ctx, tx, k.ID)
+	if err != nil {
+		return err
+	}
+	if current.Recurring && (!sameExpiry(current.ExpireTarget, current.ExpireApplied) || current.Suspended) {
+		if err := insertMany(ctx, tx, ApplyKeyStateArgs{OrderKeyID: k.ID}); err != nil {
+			return err
+		}
+	}
+	if o.SubscriptionID != "" && current.Recurring && !current.Ending {
 		r, err := postgres.LatestRenewal(ctx, tx, o.SubscriptionID)
 		if err != nil {
 			return err

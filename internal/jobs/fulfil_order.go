@@ -49,10 +49,19 @@ func (w *FulfilOrderWorker) Work(ctx context.Context, job *river.Job[FulfilOrder
 	details := SessionDetails(sess)
 
 	var items []*stripe.LineItem
+	var paid *paidPeriod
 	fulfillable := order.Fulfillable(details.SessionStatus, details.PaymentStatus)
 	if fulfillable {
 		if items, err = w.Stripe.LineItems(ctx, id); err != nil {
 			return err
+		}
+		if details.SubscriptionID != "" {
+			// A subscription's keys get what was paid for, not key_days.
+			sub, err := w.Stripe.Subscription(ctx, details.SubscriptionID)
+			if err != nil {
+				return stripeFailure("subscription "+details.SubscriptionID, err)
+			}
+			paid = w.firstPeriod(sub)
 		}
 	}
 
@@ -81,7 +90,7 @@ func (w *FulfilOrderWorker) Work(ctx context.Context, job *river.Job[FulfilOrder
 	case o.Status != order.StatusPending:
 		// Fulfilled already, or failed and waiting for an operator.
 	default:
-		if err := w.expand(ctx, tx, job, o, items); err != nil {
+		if err := w.expand(ctx, tx, job, o, items, paid); err != nil {
 			return err
 		}
 	}
@@ -95,10 +104,10 @@ func (w *FulfilOrderWorker) Work(ctx context.Context, job *river.Job[FulfilOrder
 // units. An order already expanded is re-planned instead: units no create
 // was sent for take the catalog's current project and key_days, so the
 // retry after a catalog fix uses the fix.
-func (w *FulfilOrderWorker) expand(ctx context.Context, tx pgx.Tx, job *river.Job[FulfilOrderArgs], o *order.Order, items []*stripe.LineItem) error {
+func (w *FulfilOrderWorker) expand(ctx context.Context, tx pgx.Tx, job *river.Job[FulfilOrderArgs], o *order.Order, items []*stripe.LineItem, paid *paidPeriod) error {
 	id := o.CheckoutSessionID
 	if !o.ItemsLoaded {
-		lines, failure := w.plan(items)
+		lines, failure := w.plan(items, paid)
 		if failure != nil {
 			// The job completes with the failure recorded (in one
 			// commit), so a retry requested right after sees no job in
@@ -133,6 +142,16 @@ func (w *FulfilOrderWorker) expand(ctx context.Context, tx pgx.Tx, job *river.Jo
 	}
 	if err := queueUnits(ctx, tx, o); err != nil {
 		return err
+	}
+	if paid != nil {
+		if err := postgres.RecordSubscriptionState(ctx, tx, o.SubscriptionID, paid.status, paid.end); err != nil {
+			return err
+		}
+		// A seat or price changed between the checkout and now is only
+		// in the subscription: reconcile the units with it.
+		if err := insertMany(ctx, tx, SyncSubscriptionArgs{SubscriptionID: o.SubscriptionID}); err != nil {
+			return err
+		}
 	}
 	w.Logger.InfoContext(ctx, "order expanded", "job_id", job.ID)
 	return nil
@@ -181,7 +200,7 @@ func unknownPrices(prices []string) *planFailure {
 // anything is allocated: a quantity of zero or less, a price's
 // max_quantity, the order's MaxUnitsPerOrder, prices missing from the
 // catalog.
-func (w *FulfilOrderWorker) plan(items []*stripe.LineItem) ([]postgres.Line, *planFailure) {
+func (w *FulfilOrderWorker) plan(items []*stripe.LineItem, paid *paidPeriod) ([]postgres.Line, *planFailure) {
 	var lines []postgres.Line
 	missing := map[string]bool{}
 	var total int64
@@ -213,8 +232,12 @@ func (w *FulfilOrderWorker) plan(items []*stripe.LineItem) ([]postgres.Line, *pl
 				"the order buys more than MAX_UNITS_PER_ORDER (%d) units: an operator must decide (raise the limit and retry, or refund)",
 				w.maxUnits())}
 		}
-		lines = append(lines, postgres.Line{LineItemID: it.ID, Quantity: int(it.Quantity), PriceID: priceID,
-			ProjectID: product.ProjectID, KeyDays: product.KeyDays})
+		line := postgres.Line{LineItemID: it.ID, Quantity: int(it.Quantity), PriceID: priceID,
+			ProjectID: product.ProjectID, KeyDays: product.KeyDays}
+		if it.Price != nil && it.Price.Recurring != nil && paid != nil {
+			line.Recurring, line.ExpireTarget = true, &paid.expiresAt
+		}
+		lines = append(lines, line)
 	}
 	if len(missing) > 0 {
 		unknown := make([]string, 0, len(missing))

@@ -61,6 +61,7 @@ var eventHandlers = map[string]eventHandler{
 	"charge.dispute.closed":                    {"dispute", disputeClosed},
 	"charge.refunded":                          {"charge", chargeRefunded},
 	"customer.subscription.deleted":            {"subscription", subscriptionDeleted},
+	"customer.subscription.updated":            {"subscription", subscriptionChanged},
 }
 
 // HandledObject reports whether the service acts on events of a type, and
@@ -183,13 +184,6 @@ func decodeObject[T any](event stripe.Event, what string) (*T, error) {
 		return nil, &badObject{fmt.Sprintf("event %s: data.object is not %s: %v", event.ID, what, err)}
 	}
 	return &v, nil
-}
-
-func (w *HandleEventsWorker) policy() order.Policy {
-	if w.Policy == (order.Policy{}) {
-		return order.DefaultPolicy()
-	}
-	return w.Policy
 }
 
 // checkoutPaid records the order and, once paid, enqueues its fulfilment.
@@ -322,12 +316,15 @@ func chargeRefunded(ctx context.Context, w *HandleEventsWorker, tx pgx.Tx, event
 	return insertMany(ctx, tx, ResolveRevocationArgs{RevocationID: r.ID})
 }
 
-// subscriptionDeleted records the end of a subscription; its keys keep the
-// time already paid, which their auth_expire already ends.
+// subscriptionDeleted records the end of a subscription; its keys end at
+// the end of the period paid for (see SyncSubscriptionWorker).
 func subscriptionDeleted(ctx context.Context, w *HandleEventsWorker, tx pgx.Tx, event stripe.Event) error {
 	sub, err := decodeObject[stripe.Subscription](event, "a subscription")
 	if err != nil {
 		return err
 	}
-	return postgres.EndSubscription(ctx, tx, sub.ID)
+	if err := postgres.EndSubscription(ctx, tx, sub.ID); err != nil {
+		return err
+	}
+	return subscriptionChanged(ctx, w, tx, event)
 }

@@ -52,6 +52,7 @@ type StripeReader interface {
 	Charge(ctx context.Context, id string) (*stripe.Charge, error)
 	Invoice(ctx context.Context, id string) (*stripe.Invoice, error)
 	InvoiceLines(ctx context.Context, invoiceID string) ([]*stripe.InvoiceLineItem, error)
+	Subscription(ctx context.Context, id string) (*stripe.Subscription, error)
 }
 
 // Luarmor is the part of the Luarmor API that the jobs call.
@@ -149,6 +150,8 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker) (*river.Client
 	river.AddWorker(workers, createKey)
 	river.AddWorker(workers, &RenewSubscriptionWorker{Deps: deps})
 	river.AddWorker(workers, &ExtendKeyWorker{Deps: deps})
+	river.AddWorker(workers, &SyncSubscriptionWorker{Deps: deps})
+	river.AddWorker(workers, &ApplyKeyStateWorker{Deps: deps})
 	river.AddWorker(workers, &ResolveRevocationWorker{Deps: deps})
 	river.AddWorker(workers, &RevokeKeyWorker{Deps: deps})
 	river.AddWorker(workers, &LiftRevocationWorker{Deps: deps})

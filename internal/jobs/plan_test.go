@@ -38,7 +38,7 @@ func TestPlanChecksEveryBoundBeforeAllocating(t *testing.T) {
 		{name: "line without a price", items: []*stripe.LineItem{{ID: "li_9", Quantity: 1}}, code: order.FailureUnknownPrice},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			lines, failure := w.plan(tc.items)
+			lines, failure := w.plan(tc.items, nil)
 			if tc.code == "" {
 				require.Nil(t, failure)
 				require.Equal(t, tc.lines, lines)

@@ -116,6 +116,13 @@ type Key struct {
 	// project, and this purchase extended it instead of creating another.
 	ExtendedExisting bool
 	ExtendTarget     *int64 // the expiry that extension sets, computed once
+	// Recurring: the unit's price is recurring, so the key follows its
+	// subscription (absolute expiry, renewals, seats, cancellation).
+	Recurring     bool
+	ExpireTarget  *int64 // the absolute expiry the key must have; nil: key_days rules
+	ExpireApplied *int64 // the target last set in Luarmor
+	Ending        bool   // left the subscription: runs out at ExpireTarget
+	Suspended     bool   // to be blacklisted while the subscription is past_due
 }
 
 // Delivered reports whether Luarmor has created the key.
@@ -198,6 +205,10 @@ type Policy struct {
 	RefundAction string
 	// RefundBanReason is shown to a user blacklisted after a refund.
 	RefundBanReason string
+	// SuspendWhenPastDue blacklists the keys of a past_due subscription
+	// until it is paid (PAST_DUE_ACTION=suspend); by default (keep) they
+	// keep access until Stripe gives up.
+	SuspendWhenPastDue bool
 }
 
 // DefaultPolicy is the policy when nothing is configured.

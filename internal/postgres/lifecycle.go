@@ -270,11 +270,13 @@ func LatestRenewal(ctx context.Context, db DB, subscriptionID string) (*Renewal,
 	return GetRenewal(ctx, db, invoiceID)
 }
 
-// ActiveKeysOfSubscription lists the delivered, active keys of the orders of
-// a subscription.
+// ActiveKeysOfSubscription lists the delivered, active keys of a
+// subscription's recurring prices that are still part of it: one-time
+// items bought alongside and units that left it are not renewed.
 func ActiveKeysOfSubscription(ctx context.Context, db DB, subscriptionID string) ([]int64, error) {
 	rows, err := db.Query(ctx, `SELECT k.id FROM order_keys k JOIN orders o ON o.checkout_session_id = k.checkout_session_id
-		WHERE o.subscription_id = $1 AND k.status = 'active' AND k.user_key IS NOT NULL ORDER BY k.id`, subscriptionID)
+		WHERE o.subscription_id = $1 AND k.status = 'active' AND k.user_key IS NOT NULL AND k.recurring AND NOT k.ending
+		ORDER BY k.id`, subscriptionID)
 	if err != nil {
 		return nil, fmt.Errorf("listing keys of %s: %w", subscriptionID, err)
 	}
@@ -288,7 +290,12 @@ func RecordKeyRenewal(ctx context.Context, tx pgx.Tx, keyID int64, invoiceID str
 	if err != nil {
 		return fmt.Errorf("recording renewal %s of key %d: %w", invoiceID, keyID, err)
 	}
-	_, err = tx.Exec(ctx, `UPDATE order_keys SET auth_expire = $2, updated_at = now() WHERE id = $1`, keyID, expire)
+	// The renewed expiry is the key's target from now on, so a later seat
+	// or status change starts from it.
+	_, err = tx.Exec(ctx, `UPDATE order_keys SET auth_expire = $2::bigint, updated_at = now(),
+			expire_target = CASE WHEN recurring AND NOT ending AND $2 <> -1 THEN GREATEST(COALESCE(expire_target, $2), $2) ELSE expire_target END,
+			expire_applied = CASE WHEN recurring AND NOT ending AND $2 <> -1 THEN GREATEST(COALESCE(expire_applied, $2), $2) ELSE expire_applied END
+		WHERE id = $1`, keyID, expire)
 	if err != nil {
 		return fmt.Errorf("recording expiry of key %d: %w", keyID, err)
 	}

@@ -86,7 +86,7 @@ func scanOrder(row pgx.Row) (*order.Order, error) {
 
 const keyColumns = `id, checkout_session_id, line_item_id, unit, price_id, project_id, key_days, reference, status,
 	COALESCE(user_key, ''), auth_expire, create_attempts, COALESCE(last_error, ''), delivered_at,
-	extended_existing, extend_target`
+	extended_existing, extend_target, recurring, expire_target, expire_applied, ending, suspended`
 
 func scanKey(row pgx.Row) (*order.Key, error) { return scanKeyWith(row) }
 
@@ -95,7 +95,7 @@ func scanKeyWith(row pgx.Row, extra ...any) (*order.Key, error) {
 	var k order.Key
 	dest := append([]any{&k.ID, &k.CheckoutSessionID, &k.LineItemID, &k.Unit, &k.PriceID, &k.ProjectID, &k.KeyDays,
 		&k.Reference, &k.Status, &k.UserKey, &k.AuthExpire, &k.CreateAttempts, &k.LastError, &k.DeliveredAt,
-		&k.ExtendedExisting, &k.ExtendTarget}, extra...)
+		&k.ExtendedExisting, &k.ExtendTarget, &k.Recurring, &k.ExpireTarget, &k.ExpireApplied, &k.Ending, &k.Suspended}, extra...)
 	err := row.Scan(dest...)
 	if err != nil {
 		return nil, err
@@ -150,13 +150,16 @@ func LockOrder(ctx context.Context, tx pgx.Tx, sessionID string) (*order.Order, 
 }
 
 // Line is one paid line item, planned against the catalog: Quantity units
-// of PriceID, each a key of ProjectID with KeyDays.
+// of PriceID, each a key of ProjectID with KeyDays, or, for a recurring
+// price, a key that follows its subscription and expires at ExpireTarget.
 type Line struct {
-	LineItemID string
-	Quantity   int
-	PriceID    string
-	ProjectID  string
-	KeyDays    int
+	LineItemID   string
+	Quantity     int
+	PriceID      string
+	ProjectID    string
+	KeyDays      int
+	Recurring    bool
+	ExpireTarget *int64
 }
 
 // AddUnits records the units of an order, one row per purchased unit, in
@@ -169,11 +172,12 @@ func AddUnits(ctx context.Context, tx pgx.Tx, sessionID string, lines []Line) er
 		// A reference is "fk_" and 20 hex digits of a random UUID: unique
 		// (the column is UNIQUE) and unguessable enough for a note tag.
 		_, err := tx.Exec(ctx, `
-			INSERT INTO order_keys (checkout_session_id, line_item_id, unit, price_id, project_id, key_days, reference)
-			SELECT $1, $2, g, $4, $5, $6, 'fk_' || left(replace(gen_random_uuid()::text, '-', ''), 20)
+			INSERT INTO order_keys (checkout_session_id, line_item_id, unit, price_id, project_id, key_days, reference,
+			                        recurring, expire_target)
+			SELECT $1, $2, g, $4, $5, $6, 'fk_' || left(replace(gen_random_uuid()::text, '-', ''), 20), $7, $8
 			FROM generate_series(1, $3::int) AS g
 			ON CONFLICT (checkout_session_id, line_item_id, unit) DO NOTHING`,
-			sessionID, l.LineItemID, l.Quantity, l.PriceID, l.ProjectID, l.KeyDays)
+			sessionID, l.LineItemID, l.Quantity, l.PriceID, l.ProjectID, l.KeyDays, l.Recurring, l.ExpireTarget)
 		if err != nil {
 			return fmt.Errorf("recording keys of order %s: %w", sessionID, err)
 		}

@@ -18,6 +18,8 @@
 //	GET /v1/charges/{id}
 //	GET /v1/invoices/{id}
 //	GET /v1/invoices/{id}/lines
+//	GET /v1/subscriptions/{id}       items embedded, first page
+//	GET /v1/subscription_items       subscription=sub_..., paged
 //	GET /v1/events                   type or types[], created[gte|gt|lte|lt], paged
 //
 // Test-hook routes, without Stripe authentication, so a separate process
@@ -55,6 +57,7 @@ const (
 	KindPaymentIntent   = "payment_intent"
 	KindCharge          = "charge"
 	KindInvoice         = "invoice"
+	KindSubscription    = "subscription"
 )
 
 const (
@@ -80,6 +83,9 @@ type kindInfo struct {
 	// embedChildren serves the first page of children inside the object
 	// itself, as Stripe does for invoice.lines.
 	embedChildren bool
+	// childListURL, when set, is the URL of the children's list on a
+	// route of its own (subscription items), instead of childPath.
+	childListURL func(id string) string
 }
 
 var kinds = map[string]kindInfo{
@@ -93,6 +99,7 @@ var kinds = map[string]kindInfo{
 		collection: "invoices", childKey: "lines", childPath: "lines",
 		childObject: "line_item", childIDPrefix: "il_", embedChildren: true,
 	},
+	KindSubscription: subscriptionKind,
 }
 
 // Request is one request the fake received on a Stripe route (test-hook
@@ -151,6 +158,7 @@ func New(apiKey string) *Fake {
 		}
 	}
 	mux.HandleFunc("GET /v1/events", f.listEvents)
+	mux.HandleFunc("GET /v1/subscription_items", f.listSubscriptionItems)
 	mux.HandleFunc("POST /_fake/sessions", f.fakePutSession)
 	mux.HandleFunc("GET /_fake/sessions/{id}", f.fakeGetSession)
 	mux.HandleFunc("/", unrecognized)
@@ -181,7 +189,8 @@ func (f *Fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // PutSession adds or replaces the Checkout Session s, rendered as Stripe
 // would (see Session for defaults) with line items "li_..." given by
-// LineItemID. It panics if s is invalid (no ID, an unknown mode or status,
+// LineItemID. A subscription-mode session also starts its subscription, as
+// Stripe's Checkout does, unless one with that ID is stored already. It panics if s is invalid (no ID, an unknown mode or status,
 // an item without a price): that is a mistake in the test.
 func (f *Fake) PutSession(s Session) {
 	if err := s.validate(); err != nil {
@@ -189,6 +198,7 @@ func (f *Fake) PutSession(s Session) {
 	}
 	session, items := sessionObjects(s, f.now())
 	f.put(KindCheckoutSession, s.ID, session, items)
+	f.startSubscription(s)
 }
 
 // SessionJSON returns the checkout.session object id exactly as GET
@@ -210,7 +220,8 @@ func (f *Fake) SessionJSON(id string) ([]byte, bool) {
 }
 
 // PutObject adds or replaces the object id of the given kind (KindCharge,
-// KindPaymentIntent, KindInvoice or KindCheckoutSession) as a free-form map,
+// KindPaymentIntent, KindInvoice, KindSubscription or KindCheckoutSession)
+// as a free-form map,
 // so a test can serve any shape, including ones the helpers never produce.
 // "id" is set to id and "object" defaults to kind.
 //
@@ -527,6 +538,9 @@ func (f *Fake) listChildren(kind string) http.HandlerFunc {
 }
 
 func childURL(info kindInfo, id string) string {
+	if info.childListURL != nil {
+		return info.childListURL(id)
+	}
 	return "/v1/" + info.collection + "/" + id + "/" + info.childPath
 }
 

@@ -1,0 +1,277 @@
+package app_test
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/stripe/stripe-go/v76"
+
+	"fulfiller/internal/httpapi"
+	"fulfiller/internal/order"
+	"fulfiller/internal/stripeapi"
+	"fulfiller/internal/stripeapi/stripefake"
+)
+
+// subscription reads a subscription back from the Stripe stand-in.
+func (b *bundle) subscription(t *testing.T, id string) *stripe.Subscription {
+	t.Helper()
+	s, err := stripeapi.New(stripeKey, b.main.Config.StripeAPIBase, nil).Subscription(context.Background(), id)
+	require.NoError(t, err)
+	return s
+}
+
+// subscribe registers sub with Stripe, then a checkout that started it
+// buying items, and waits for the order's keys.
+func (b *bundle) subscribe(t *testing.T, sub stripefake.Subscription, paymentStatus string, items ...stripefake.Item) (stripefake.Session, httpapi.OrderJSON) {
+	t.Helper()
+	b.stripe.PutSubscription(sub)
+	s := stripefake.Session{
+		ID: newID("cs_test_"), Mode: "subscription", PaymentStatus: paymentStatus, Status: "complete",
+		CustomerEmail: defaultMail, Customer: newID("cus_"), Subscription: sub.ID, Invoice: newID("in_"), Items: items,
+	}
+	b.stripe.PutSession(s)
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	o := b.waitOrder(t, s.ID, "fulfilled")
+	b.waitIdle(t)
+	return s, o
+}
+
+// changeSubscription makes Stripe hold sub and sends its
+// customer.subscription.updated event.
+func (b *bundle) changeSubscription(t *testing.T, sub stripefake.Subscription) {
+	t.Helper()
+	b.stripe.PutSubscription(sub)
+	b.deliver(t, event(t, "customer.subscription.updated", object(t, map[string]any{
+		"id": sub.ID, "object": "subscription", "status": withDefault(sub.Status, "active"),
+	})))
+	b.waitIdle(t)
+}
+
+func withDefault(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+func monthly(id string, start int64, items ...stripefake.SubscriptionItem) stripefake.Subscription {
+	return stripefake.Subscription{ID: id, Status: "active", CurrentPeriodStart: start, CurrentPeriodEnd: start + 30*day, Items: items}
+}
+
+func keysOf(o httpapi.OrderJSON, priceID string) []httpapi.KeyJSON {
+	var out []httpapi.KeyJSON
+	for _, k := range o.Keys {
+		if k.PriceID == priceID {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+func TestTrialKeyEndsAtTrialEndWhetherOrNotItsTimerStarted(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	now := time.Now().Unix()
+	trialEnd := now + 3*day
+	sub := stripefake.Subscription{ID: newID("sub_"), Status: "trialing", CurrentPeriodStart: now, CurrentPeriodEnd: trialEnd,
+		TrialStart: now, TrialEnd: trialEnd, Items: []stripefake.SubscriptionItem{{PriceID: priceMonth, Quantity: 2}}}
+	_, o := b.subscribe(t, sub, "no_payment_required", stripefake.Item{PriceID: priceMonth, Quantity: 2, Recurring: true})
+	require.Len(t, o.Keys, 2)
+
+	started, waiting := o.Keys[0].UserKey, o.Keys[1].UserKey
+	require.NoError(t, b.sandbox.Execute(project, started, "hwid-1"))
+	for _, key := range []string{started, waiting} {
+		u := b.user(t, key)
+		require.Equal(t, trialEnd+day, u.AuthExpire, "three days and the grace, not key_days")
+		require.Zero(t, u.KeyDays, "no timer left to start later")
+	}
+	for _, k := range o.Keys {
+		require.NotNil(t, k.AuthExpire)
+		require.Equal(t, trialEnd+day, *k.AuthExpire)
+	}
+}
+
+func TestFirstPeriodKeyEndsAtThePeriodEnd(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	start := time.Now().Unix() - 25*day // the buyer first runs the script on day 25
+	sub := monthly(newID("sub_"), start, stripefake.SubscriptionItem{PriceID: priceMonth, Quantity: 1})
+	_, o := b.subscribe(t, sub, "paid", stripefake.Item{PriceID: priceMonth, Quantity: 1, Recurring: true})
+	require.NoError(t, b.sandbox.Execute(project, o.Keys[0].UserKey, "hwid-1"))
+	require.Equal(t, start+30*day+day, b.user(t, o.Keys[0].UserKey).AuthExpire, "five days left and the grace, not 30 more")
+}
+
+func TestSeatAddedMakesOneMoreKeyOnTheOriginalOrder(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	sub := monthly(newID("sub_"), time.Now().Unix(), stripefake.SubscriptionItem{ID: "si_seats", PriceID: priceMonth, Quantity: 1})
+	s, o := b.subscribe(t, sub, "paid", stripefake.Item{PriceID: priceMonth, Quantity: 1, Recurring: true})
+	require.Len(t, o.Keys, 1)
+
+	sub.Items[0].Quantity = 2
+	b.changeSubscription(t, sub)
+	b.changeSubscription(t, sub) // repeated: nothing more
+	got := b.waitOrder(t, s.ID, "fulfilled")
+	require.Len(t, got.Keys, 2)
+	require.Equal(t, o.Keys[0].UserKey, got.Keys[0].UserKey)
+	require.Equal(t, sub.CurrentPeriodEnd+day, b.user(t, got.Keys[1].UserKey).AuthExpire)
+	require.Equal(t, 2, b.luarmorUsersFor(s.ID))
+}
+
+func TestSeatRemovedEndsTheNewestKeyAtThePeriodEnd(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	sub := monthly(newID("sub_"), time.Now().Unix(), stripefake.SubscriptionItem{PriceID: priceMonth, Quantity: 2})
+	s, o := b.subscribe(t, sub, "paid", stripefake.Item{PriceID: priceMonth, Quantity: 2, Recurring: true})
+	kept, removed := o.Keys[0].UserKey, o.Keys[1].UserKey
+
+	sub.Items[0].Quantity = 1
+	b.changeSubscription(t, sub)
+	_, got := b.getOrder(t, s.ID)
+	require.False(t, got.Keys[0].Ending)
+	require.True(t, got.Keys[1].Ending, "the newest key ends")
+	require.False(t, b.user(t, removed).IsBanned(), "ended at the period end, not blacklisted")
+
+	// The next period's payment renews only the seat still held.
+	nextEnd := sub.CurrentPeriodEnd + 30*day
+	_, ev := b.invoice(t, sub.ID, "subscription_cycle", nextEnd)
+	b.deliver(t, ev)
+	b.waitIdle(t)
+	require.Equal(t, nextEnd+day, b.user(t, kept).AuthExpire)
+	require.Equal(t, sub.CurrentPeriodEnd+day, b.user(t, removed).AuthExpire)
+}
+
+func TestPriceMovedToAnotherProjectEndsTheOldKeyAtThePeriodEnd(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	sub := monthly(newID("sub_"), time.Now().Unix(), stripefake.SubscriptionItem{ID: "si_plan", PriceID: priceMonth, Quantity: 1})
+	s, o := b.subscribe(t, sub, "paid", stripefake.Item{PriceID: priceMonth, Quantity: 1, Recurring: true})
+	old := o.Keys[0].UserKey
+
+	sub.Items = []stripefake.SubscriptionItem{{ID: "si_plan", PriceID: priceOther, Quantity: 1}}
+	b.changeSubscription(t, sub)
+	b.changeSubscription(t, sub)
+	got := b.waitOrder(t, s.ID, "fulfilled")
+	require.Len(t, got.Keys, 2)
+	require.True(t, keysOf(got, priceMonth)[0].Ending)
+	moved := keysOf(got, priceOther)
+	require.Len(t, moved, 1)
+	require.Equal(t, project2, moved[0].ProjectID)
+	u, ok := b.sandbox.User(project2, moved[0].UserKey)
+	require.True(t, ok, "the new project's key exists")
+	require.Equal(t, sub.CurrentPeriodEnd+day, u.AuthExpire)
+	require.Equal(t, sub.CurrentPeriodEnd+day, b.user(t, old).AuthExpire)
+	require.False(t, b.user(t, old).IsBanned())
+}
+
+func TestRenewalDoesNotExtendAOneTimeItemOfTheSameCheckout(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	sub := monthly(newID("sub_"), time.Now().Unix(), stripefake.SubscriptionItem{PriceID: priceMonth, Quantity: 1})
+	_, o := b.subscribe(t, sub, "paid", stripefake.Item{PriceID: priceMonth, Quantity: 1, Recurring: true},
+		stripefake.Item{PriceID: priceOther, Quantity: 1})
+	oneTime := keysOf(o, priceOther)[0].UserKey
+	require.NoError(t, b.sandbox.Execute(project2, oneTime, "hwid-1"))
+	bought, ok := b.sandbox.User(project2, oneTime)
+	require.True(t, ok)
+
+	nextEnd := sub.CurrentPeriodEnd + 30*day
+	_, ev := b.invoice(t, sub.ID, "subscription_cycle", nextEnd)
+	b.deliver(t, ev)
+	b.waitIdle(t)
+	require.Equal(t, nextEnd+day, b.user(t, keysOf(o, priceMonth)[0].UserKey).AuthExpire)
+	after, ok := b.sandbox.User(project2, oneTime)
+	require.True(t, ok)
+	require.Equal(t, bought.AuthExpire, after.AuthExpire, "the one-time item keeps its own 30 days")
+}
+
+func TestCancellationShortensAKeyThatWouldRunLonger(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	sub := monthly(newID("sub_"), time.Now().Unix(), stripefake.SubscriptionItem{PriceID: priceMonth, Quantity: 1})
+	_, o := b.subscribe(t, sub, "paid", stripefake.Item{PriceID: priceMonth, Quantity: 1, Recurring: true})
+	key := o.Keys[0].UserKey
+	// A renewal paid far ahead, then refunded off-line: the key runs
+	// two periods past what the subscription's end leaves paid.
+	far := sub.CurrentPeriodEnd + 60*day
+	_, ev := b.invoice(t, sub.ID, "subscription_cycle", far)
+	b.deliver(t, ev)
+	b.waitIdle(t)
+	require.Equal(t, far+day, b.user(t, key).AuthExpire)
+	_, err := b.pool.Exec(context.Background(), `UPDATE orders SET paid_through = $2 WHERE subscription_id = $1`,
+		sub.ID, sub.CurrentPeriodEnd)
+	require.NoError(t, err)
+
+	sub.Status = "canceled"
+	b.stripe.PutSubscription(sub)
+	b.deliver(t, event(t, "customer.subscription.deleted", object(t, map[string]any{"id": sub.ID, "object": "subscription", "status": "canceled"})))
+	b.waitIdle(t)
+	require.Equal(t, sub.CurrentPeriodEnd+day, b.user(t, key).AuthExpire)
+}
+
+func pastDuePolicy(suspend bool) func(*options) {
+	p := order.DefaultPolicy()
+	p.RenewalGrace = time.Hour
+	p.SuspendWhenPastDue = suspend
+	return func(o *options) { o.policy = &p }
+}
+
+// lapsedSubscription starts a subscription whose paid first period ended
+// two hours ago (grace: an hour), as when the renewal is still being paid.
+func (b *bundle) lapsedSubscription(t *testing.T) (stripefake.Subscription, string) {
+	t.Helper()
+	start := time.Now().Unix() - 30*day - 2*3600
+	sub := monthly(newID("sub_"), start, stripefake.SubscriptionItem{PriceID: priceMonth, Quantity: 1})
+	_, o := b.subscribe(t, sub, "paid", stripefake.Item{PriceID: priceMonth, Quantity: 1, Recurring: true})
+	sub.CurrentPeriodStart, sub.CurrentPeriodEnd = sub.CurrentPeriodEnd, sub.CurrentPeriodEnd+30*day
+	return sub, o.Keys[0].UserKey
+}
+
+func TestPastDueKeepsAccessUntilStripeGivesUp(t *testing.T) {
+	t.Parallel()
+	b := setup(t, pastDuePolicy(false))
+	sub, key := b.lapsedSubscription(t)
+	sub.Status = "past_due"
+	before := time.Now().Unix()
+	b.changeSubscription(t, sub)
+	u := b.user(t, key)
+	require.False(t, u.IsBanned())
+	require.GreaterOrEqual(t, u.AuthExpire, before+3600, "kept alive for the grace from now")
+
+	// Stripe gives up: access ends within the grace.
+	sub.Status = "unpaid"
+	b.changeSubscription(t, sub)
+	require.LessOrEqual(t, b.user(t, key).AuthExpire, time.Now().Unix()+3600)
+	_, o := b.getOrder(t, b.orderOf(t, sub.ID))
+	require.True(t, o.Keys[0].Ending)
+}
+
+func TestPastDueSuspendsAndInvoicePaidLifts(t *testing.T) {
+	t.Parallel()
+	b := setup(t, pastDuePolicy(true))
+	sub, key := b.lapsedSubscription(t)
+	sub.Status = "past_due"
+	b.changeSubscription(t, sub)
+	require.True(t, b.user(t, key).IsBanned(), "suspended while past_due")
+
+	sub.Status = "active"
+	b.stripe.PutSubscription(sub)
+	_, ev := b.invoice(t, sub.ID, "subscription_cycle", sub.CurrentPeriodEnd)
+	b.deliver(t, ev)
+	b.waitIdle(t)
+	u := b.user(t, key)
+	require.False(t, u.IsBanned(), "lifted once paid")
+	require.Equal(t, sub.CurrentPeriodEnd+3600, u.AuthExpire)
+	require.Equal(t, 1, b.luarmorCalls(http.MethodPost, "/users/blacklist"))
+}
+
+func (b *bundle) orderOf(t *testing.T, subscriptionID string) string {
+	t.Helper()
+	var id string
+	require.NoError(t, b.pool.QueryRow(context.Background(), `SELECT checkout_session_id FROM orders WHERE subscription_id = $1`,
+		subscriptionID).Scan(&id))
+	return id
+}
