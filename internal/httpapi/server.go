@@ -152,6 +152,11 @@ type KeyJSON struct {
 	Status     string `json:"status"`
 	KeyDays    int    `json:"key_days"`
 	AuthExpire *int64 `json:"auth_expire"`
+	// DiscordLink is what became of the buyer's Discord ID on this key:
+	// "linked", "in_use" (the ID has another customer's key; claim this
+	// one with Luarmor's Redeem button), "invalid" (Luarmor refused the
+	// ID) or "none".
+	DiscordLink string `json:"discord_link"`
 }
 
 func renderOrder(o *order.Order) OrderJSON {
@@ -166,7 +171,7 @@ func renderOrder(o *order.Order) OrderJSON {
 			continue
 		}
 		out.Keys = append(out.Keys, KeyJSON{UserKey: k.UserKey, ProjectID: k.ProjectID, PriceID: k.PriceID,
-			Status: string(k.Status), KeyDays: k.KeyDays, AuthExpire: k.AuthExpire})
+			Status: string(k.Status), KeyDays: k.KeyDays, AuthExpire: k.AuthExpire, DiscordLink: string(k.DiscordLink)})
 	}
 	return out
 }
