@@ -73,6 +73,59 @@ func TestStrangerTypingAnothersDiscordIDGetsAKeyOfTheirOwn(t *testing.T) {
 	require.Equal(t, "active", v.Keys[0].Status)
 }
 
+func TestSameCustomerBuyingAgainExtendsTheirKeyAndARefundTakesTheDaysBack(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	first, o1 := b.discordOrder(t, discordA, "", stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	key := o1.Keys[0].UserKey
+	require.Contains(t, b.user(t, key).Note, "cus:"+first.Customer)
+	require.NoError(t, b.sandbox.Execute(project, key, "hwid-1"))
+	paidUntil := b.user(t, key).AuthExpire
+
+	second, o2 := b.discordOrder(t, discordA, first.Customer, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	require.Len(t, o2.Keys, 1)
+	require.Equal(t, key, o2.Keys[0].UserKey, "the customer's own key is extended")
+	require.Equal(t, "linked", o2.Keys[0].DiscordLink)
+	require.Equal(t, paidUntil+30*day, b.user(t, key).AuthExpire)
+
+	b.sandbox.ResetCalls()
+	b.refund(t, second)
+	got := b.waitKeys(t, second.ID, "revoked", "reverted")
+	require.NotNil(t, got.Keys[0].AuthExpire)
+	require.Equal(t, paidUntil, *got.Keys[0].AuthExpire)
+	u := b.user(t, key)
+	require.False(t, u.IsBanned(), "the key the customer paid for first is not banned")
+	require.Equal(t, paidUntil, u.AuthExpire, "the refunded days are taken back")
+	require.Zero(t, b.luarmorCalls(http.MethodPost, "/users/blacklist"))
+	_, first1 := b.getOrder(t, first.ID)
+	require.Equal(t, "fulfilled", first1.Status)
+	require.Equal(t, "active", first1.Keys[0].Status)
+
+	// A dispute of the refunded payment as well takes nothing more.
+	ch := b.charge(t, second.PaymentIntent, "")
+	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", newID("dp_"), ch, second.PaymentIntent, "needs_response"))
+	b.waitIdle(t)
+	require.Equal(t, paidUntil, b.user(t, key).AuthExpire)
+	require.False(t, b.user(t, key).IsBanned())
+	require.Equal(t, 1, b.luarmorCalls(http.MethodPatch, "/users"), "one PATCH for the refund, none for the dispute")
+}
+
+func TestRevokedExtensionKeepsDaysAddedSince(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	first, o1 := b.discordOrder(t, discordA, "", stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	key := o1.Keys[0].UserKey
+	require.NoError(t, b.sandbox.Execute(project, key, "hwid-1"))
+	paidUntil := b.user(t, key).AuthExpire
+	second, _ := b.discordOrder(t, discordA, first.Customer, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	b.discordOrder(t, discordA, first.Customer, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	require.Equal(t, paidUntil+60*day, b.user(t, key).AuthExpire)
+
+	b.refund(t, second)
+	b.waitKeys(t, second.ID, "revoked", "reverted")
+	require.Equal(t, paidUntil+30*day, b.user(t, key).AuthExpire, "only the refunded purchase's days are taken back")
+}
+
 func TestInvalidDiscordIDStillDeliversTheKey(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
