@@ -523,14 +523,17 @@ func TestDiscordIDWithAKeyGetsItExtended(t *testing.T) {
 
 	second := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	second.DiscordID = discord
+	second.Customer = first.Customer
 	b.stripe.PutSession(second)
 	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", second.ID))
 	o2 := b.waitOrder(t, second.ID, "fulfilled")
 	require.Len(t, o2.Keys, 1)
-	require.Equal(t, key, o2.Keys[0].UserKey, "the existing key was extended, not a new one made")
+	require.Equal(t, key, o2.Keys[0].UserKey, "the same customer's key was extended, not a new one made")
+	require.Equal(t, "linked", o2.Keys[0].DiscordLink)
 	require.Equal(t, activeUntil+30*day, b.user(t, key).AuthExpire)
 	require.NotNil(t, o2.Keys[0].AuthExpire)
 	require.Equal(t, activeUntil+30*day, *o2.Keys[0].AuthExpire)
 	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM order_keys WHERE extended_existing"))
 	require.Equal(t, 1, b.luarmorUsersFor(first.ID))
+	require.Zero(t, b.luarmorUsersFor(second.ID))
 }

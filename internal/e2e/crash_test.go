@@ -36,6 +36,7 @@ import (
 	"github.com/stripe/stripe-go/v76"
 	"github.com/stripe/stripe-go/v76/webhook"
 
+	"fulfiller/internal/jobs"
 	"fulfiller/internal/luarmor/sandbox"
 	"fulfiller/internal/postgres/postgrestest"
 	"fulfiller/internal/stripeapi/stripefake"
@@ -863,7 +864,7 @@ func (c *cluster) checkLuarmorHoldsExactlyTheRecordedKeys() {
 	references := map[string]int{}
 	for _, u := range c.sandbox.Users(project) {
 		inLuarmor[u.UserKey] = true
-		references[referenceIn(u.Note)]++
+		references[jobs.ParseNote(u.Note).Reference]++
 	}
 	var orphans, lost []string
 	for k := range inLuarmor {
@@ -881,13 +882,6 @@ func (c *cluster) checkLuarmorHoldsExactlyTheRecordedKeys() {
 	for ref, n := range references {
 		require.Equal(t, 1, n, "Luarmor holds %d keys for unit reference %s", n, ref)
 	}
-}
-
-// referenceIn returns the unit reference ("fk_…") of a Luarmor note.
-func referenceIn(note string) string {
-	_, ref, _ := strings.Cut(note, "ref:")
-	ref, _, _ = strings.Cut(ref, " ")
-	return ref
 }
 
 // checkJobs requires that no job was left running by a dead process and
@@ -932,7 +926,7 @@ func (c *cluster) logExercisedPaths() {
 			if call.Status == 0 {
 				cut++
 			} else if call.Status == http.StatusOK {
-				u := get(referenceIn(body.Note))
+				u := get(jobs.ParseNote(body.Note).Reference)
 				u.applied = append(u.applied, call.Time)
 			}
 		case http.MethodGet:

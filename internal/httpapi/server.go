@@ -146,6 +146,11 @@ type KeyJSON struct {
 	// Ending: the key left its subscription (a seat removed, a plan
 	// changed, the subscription ended) and runs out at auth_expire.
 	Ending bool `json:"ending,omitempty"`
+	// DiscordLink is what became of the buyer's Discord ID on this key:
+	// "linked", "in_use" (the ID has another customer's key; claim this
+	// one with Luarmor's Redeem button), "invalid" (Luarmor refused the
+	// ID) or "none".
+	DiscordLink string `json:"discord_link"`
 }
 
 func renderOrder(o *order.Order) OrderJSON {
@@ -160,7 +165,8 @@ func renderOrder(o *order.Order) OrderJSON {
 			continue
 		}
 		out.Keys = append(out.Keys, KeyJSON{UserKey: k.UserKey, ProjectID: k.ProjectID, PriceID: k.PriceID,
-			Status: string(k.Status), KeyDays: k.KeyDays, AuthExpire: k.AuthExpire, Ending: k.Ending})
+			Status: string(k.Status), KeyDays: k.KeyDays, AuthExpire: k.AuthExpire, Ending: k.Ending,
+			DiscordLink: string(k.DiscordLink)})
 	}
 	return out
 }

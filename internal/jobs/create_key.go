@@ -126,7 +126,8 @@ func (w *CreateKeyWorker) Work(ctx context.Context, job *river.Job[CreateKeyArgs
 			if err != nil {
 				return w.luarmorFailure(ctx, job, k, err, log)
 			}
-			return w.deliver(ctx, job, k, user.UserKey, expiry, false, log)
+			linked := o.DiscordID != "" && user.DiscordID == o.DiscordID
+			return w.deliver(ctx, job, k, user.UserKey, expiry, false, linked, log)
 		}
 	}
 	if o.Status == order.StatusRevoked {
@@ -134,6 +135,13 @@ func (w *CreateKeyWorker) Work(ctx context.Context, job *river.Job[CreateKeyArgs
 		return nil // no earlier attempt made a key, and none is made now
 	}
 
+	return w.create(ctx, job, o, k, owner, log)
+}
+
+// create sends the unit's create and records the key. A Discord ID Luarmor
+// refuses (in use, or invalid) never fails the paid order: discordRefused
+// decides what the unit gets instead.
+func (w *CreateKeyWorker) create(ctx context.Context, job *river.Job[CreateKeyArgs], o *order.Order, k *order.Key, owner string, log *slog.Logger) error {
 	req := luarmor.CreateUserRequest{Note: Note(o, k), DiscordID: discordFor(o, k)}
 	switch {
 	case k.ExpireTarget != nil:
@@ -143,8 +151,8 @@ func (w *CreateKeyWorker) Work(ctx context.Context, job *river.Job[CreateKeyArgs
 		req.KeyDays = k.KeyDays
 	}
 	userKey, err := w.Luarmor.CreateUser(ctx, k.ProjectID, req)
-	if errors.Is(err, luarmor.ErrDiscordInUse) && req.DiscordID != "" {
-		return w.extendDiscordKey(ctx, job, o, k, log)
+	if req.DiscordID != "" && (errors.Is(err, luarmor.ErrDiscordInUse) || errors.Is(err, luarmor.ErrInvalidDiscordID)) {
+		return w.discordRefused(ctx, job, o, k, owner, err, log)
 	}
 	if err != nil {
 		w.settleLease(ctx, k, owner, err)
@@ -160,7 +168,7 @@ func (w *CreateKeyWorker) Work(ctx context.Context, job *river.Job[CreateKeyArgs
 			_ = postgres.ShortenCreateLease(context.WithoutCancel(ctx), w.Pool, k.ID, owner, answeredLease)
 			return w.luarmorFailure(ctx, job, k, err, log)
 		}
-		err = w.deliver(ctx, job, k, userKey, expiry, false, log)
+		err = w.deliver(ctx, job, k, userKey, expiry, false, req.DiscordID != "", log)
 	}
 	if err != nil {
 		// Luarmor answered; only recording the key failed. The retry
@@ -234,9 +242,10 @@ func newLeaseOwner(job *river.Job[CreateKeyArgs]) string {
 // discordFor returns the Discord ID to link to a unit's key. Luarmor links
 // a Discord ID to one key per project, so in an order of several units it
 // goes to the order's first key in each project; the other units get keys
-// of their own, one per unit as paid for.
+// of their own, one per unit as paid for. A unit whose Discord ID Luarmor
+// already refused (in use, invalid) is created without it.
 func discordFor(o *order.Order, k *order.Key) string {
-	if o.DiscordID == "" {
+	if o.DiscordID == "" || k.DiscordLink == order.DiscordInUse || k.DiscordLink == order.DiscordInvalid {
 		return ""
 	}
 	for _, other := range o.Keys {
@@ -260,60 +269,6 @@ func lifetimeExpiry(k *order.Key) *int64 {
 	return nil
 }
 
-// extendDiscordKey handles a buyer whose Discord ID already has a key in
-// the project (Luarmor allows one per project): the purchase adds its days
-// to that key instead of failing. The new expiry is computed once and
-// stored before Luarmor is told, so a retry sends the same absolute value.
-func (w *CreateKeyWorker) extendDiscordKey(ctx context.Context, job *river.Job[CreateKeyArgs], o *order.Order, k *order.Key, log *slog.Logger) error {
-	users, err := w.Luarmor.ListUsers(ctx, k.ProjectID, luarmor.ListUsersOptions{DiscordID: o.DiscordID})
-	if err != nil {
-		return w.luarmorFailure(ctx, job, k, err, log)
-	}
-	var existing *luarmor.User
-	for i := range users {
-		if users[i].DiscordID == o.DiscordID {
-			existing = &users[i]
-			break
-		}
-	}
-	if existing == nil {
-		return w.luarmorFailure(ctx, job, k, fmt.Errorf("luarmor says Discord ID %s is in use, but no key of project %s has it: %w",
-			o.DiscordID, k.ProjectID, luarmor.ErrDiscordInUse), log)
-	}
-	target := k.ExtendTarget
-	if target == nil {
-		t := extendedExpiry(*existing, k.KeyDays, w.Now())
-		stored, err := postgres.SetExtendTarget(ctx, w.Pool, k.ID, t)
-		if err != nil {
-			return err
-		}
-		target = &stored
-	}
-	if needsExtension(*existing, *target) {
-		err := w.Luarmor.UpdateUser(ctx, k.ProjectID, luarmor.UpdateUserRequest{UserKey: existing.UserKey, AuthExpire: target})
-		if err != nil {
-			return w.luarmorFailure(ctx, job, k, err, log)
-		}
-	}
-	log.InfoContext(ctx, "discord ID already had a key; the purchase extended it",
-		"user_key", logging.Redact(existing.UserKey), "auth_expire", *target)
-	return w.deliver(ctx, job, k, existing.UserKey, target, true, log)
-}
-
-// extendedExpiry adds days to an existing key: from its current expiry, or
-// from now if it has lapsed; a key whose timer has not started gets both
-// periods from now; a lifetime purchase or key stays lifetime.
-func extendedExpiry(u luarmor.User, days int, now time.Time) int64 {
-	switch {
-	case days == 0, u.AuthExpire == luarmor.NeverExpires && u.KeyDays == 0:
-		return luarmor.NeverExpires
-	case u.AuthExpire == luarmor.NeverExpires:
-		return now.Unix() + int64(u.KeyDays+days)*86400
-	default:
-		return max(u.AuthExpire, now.Unix()) + int64(days)*86400
-	}
-}
-
 // needsExtension reports whether setting target would give the key more
 // time; it never shortens a key.
 func needsExtension(u luarmor.User, target int64) bool {
@@ -334,7 +289,7 @@ func needsExtension(u luarmor.User, target int64) bool {
 // finished job never calls Luarmor again. Follow-up work the key's order
 // already calls for is queued in the same commit: a revocation that came
 // first, a renewal paid before the key existed, and the order's next unit.
-func (w *CreateKeyWorker) deliver(ctx context.Context, job *river.Job[CreateKeyArgs], k *order.Key, userKey string, authExpire *int64, extended bool, log *slog.Logger) error {
+func (w *CreateKeyWorker) deliver(ctx context.Context, job *river.Job[CreateKeyArgs], k *order.Key, userKey string, authExpire *int64, extended, discordLinked bool, log *slog.Logger) error {
 	tx, err := w.Pool.Begin(ctx)
 	if err != nil {
 		return err
@@ -353,6 +308,11 @@ func (w *CreateKeyWorker) deliver(ctx context.Context, job *river.Job[CreateKeyA
 	}
 	if err := postgres.RecordKeyState(ctx, tx, k.ID, appliedTarget(k, authExpire), false); err != nil {
 		return err
+	}
+	if discordLinked {
+		if err := postgres.LinkDiscord(ctx, tx, k.ID); err != nil {
+			return err
+		}
 	}
 	if err := queueFollowUps(ctx, tx, k); err != nil {
 		return err
@@ -478,15 +438,4 @@ func (w *CreateKeyWorker) luarmorFailure(ctx context.Context, job *river.Job[Cre
 	}
 	log.ErrorContext(ctx, "key cannot be created", "project_id", k.ProjectID, "error", err)
 	return tx.Commit(ctx)
-}
-
-// Note is the Luarmor note of a unit's key: the order an operator searches
-// for in the dashboard, the buyer, and the unique reference.
-func Note(o *order.Order, k *order.Key) string {
-	parts := []string{o.CheckoutSessionID}
-	if o.CustomerEmail != "" {
-		parts = append(parts, o.CustomerEmail)
-	}
-	parts = append(parts, "ref:"+k.Reference)
-	return strings.Join(parts, " ")
 }

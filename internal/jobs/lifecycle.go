@@ -162,6 +162,9 @@ func (w *RevokeKeyWorker) Work(ctx context.Context, job *river.Job[RevokeKeyArgs
 	if r.Status != "active" || !k.Delivered() || k.Status != order.KeyActive {
 		return nil // lifted meanwhile, or already revoked
 	}
+	if k.ExtendedExisting && r.Action != order.ActionNone {
+		return w.revokeExtension(ctx, job, k)
+	}
 	status := order.KeyBlacklisted
 	switch r.Action {
 	case order.ActionBlacklist:

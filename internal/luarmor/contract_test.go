@@ -195,6 +195,7 @@ func TestContractDiscordRules(t *testing.T) {
 	require.NoError(t, c.client.LinkDiscord(ctx, sbProject, luarmor.LinkDiscordRequest{UserKey: b, DiscordID: discordA}))
 	err = c.client.LinkDiscord(ctx, sbProject, luarmor.LinkDiscordRequest{UserKey: b, DiscordID: "nope", Force: true})
 	require.ErrorIs(t, err, luarmor.ErrInvalidInput)
+	require.ErrorIs(t, err, luarmor.ErrInvalidDiscordID)
 
 	users, err := c.client.ListUsers(ctx, sbProject, luarmor.ListUsersOptions{DiscordID: discordA})
 	require.NoError(t, err)

@@ -38,7 +38,11 @@ var (
 	ErrResetDisabled   = errors.New("luarmor: hwid reset disabled for this script")
 	ErrConflict        = errors.New("luarmor: refused by the key's current state")
 	ErrInvalidInput    = errors.New("luarmor: invalid input")
-	ErrServer          = errors.New("luarmor: server error")
+	// ErrInvalidDiscordID matches the invalid-input refusal of a Discord
+	// ID ("Invalid discord_id"): the one refusal a create survives by
+	// leaving the ID out, so it is told apart by the message it names.
+	ErrInvalidDiscordID = errors.New("luarmor: invalid discord id")
+	ErrServer           = errors.New("luarmor: server error")
 
 	// ErrOutcomeUnknown matches failures after which a write may or may not
 	// have been applied: the request was sent, then the connection was lost,
@@ -91,6 +95,8 @@ func (e *Error) Is(target error) bool {
 		}
 	case ErrInvalidInput:
 		return e.Code == CodeInvalidInput
+	case ErrInvalidDiscordID:
+		return e.Code == CodeInvalidInput && strings.Contains(strings.ToLower(e.Message), "discord")
 	case ErrServer:
 		return e.Code == CodeServer
 	case ErrOutcomeUnknown:

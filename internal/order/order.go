@@ -46,6 +46,29 @@ const (
 	KeyFailed      KeyStatus = "failed" // Luarmor refused it; see LastError
 	KeyBlacklisted KeyStatus = "blacklisted"
 	KeyDeleted     KeyStatus = "deleted"
+	// KeyReverted: the purchase only added days to a key of an earlier
+	// purchase, and a revocation took those days back; that key is not
+	// banned, since the customer paid for it before.
+	KeyReverted KeyStatus = "reverted"
+)
+
+// DiscordLink is what became of the buyer's Discord ID on one key. A
+// Discord ID typed at checkout is a claim, not proof: it never hands over
+// a key that another customer paid for.
+type DiscordLink string
+
+const (
+	// DiscordNone: no Discord ID for this unit (none was given, or it went
+	// to the order's first unit in the project).
+	DiscordNone DiscordLink = "none"
+	// DiscordLinked: the key was created with, or extended on, the
+	// buyer's Discord ID.
+	DiscordLinked DiscordLink = "linked"
+	// DiscordInUse: the ID already had another customer's key, so this key
+	// was made without it; the buyer claims it with Luarmor's Redeem button.
+	DiscordInUse DiscordLink = "in_use"
+	// DiscordInvalid: Luarmor refused the ID, so the key was made without it.
+	DiscordInvalid DiscordLink = "invalid"
 )
 
 // Failure codes recorded on failed orders; stable for operators' queries.
@@ -123,6 +146,13 @@ type Key struct {
 	ExpireApplied *int64 // the target last set in Luarmor
 	Ending        bool   // left the subscription: runs out at ExpireTarget
 	Suspended     bool   // to be blacklisted while the subscription is past_due
+	// ExtendFrom is the extended key's expiry without this purchase,
+	// computed with ExtendTarget: a revocation never sets the key below it.
+	ExtendFrom *int64
+	// RevertTarget is the expiry a revocation of this purchase sets on the
+	// extended key, computed once.
+	RevertTarget *int64
+	DiscordLink  DiscordLink
 }
 
 // Delivered reports whether Luarmor has created the key.

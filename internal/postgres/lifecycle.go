@@ -310,18 +310,6 @@ func KeyRenewalApplied(ctx context.Context, db DB, keyID int64, invoiceID string
 	return ok, err
 }
 
-// SetExtendTarget stores, once, the expiry that extending an existing key
-// sets, and returns the stored value.
-func SetExtendTarget(ctx context.Context, db DB, keyID int64, target int64) (int64, error) {
-	var stored int64
-	err := db.QueryRow(ctx, `UPDATE order_keys SET extend_target = COALESCE(extend_target, $2), updated_at = now()
-		WHERE id = $1 RETURNING extend_target`, keyID, target).Scan(&stored)
-	if err != nil {
-		return 0, fmt.Errorf("recording extension of key %d: %w", keyID, err)
-	}
-	return stored, nil
-}
-
 // EndSubscription records that a subscription ended.
 func EndSubscription(ctx context.Context, db DB, subscriptionID string) error {
 	_, err := db.Exec(ctx, `UPDATE orders SET subscription_status = 'canceled', updated_at = now()

@@ -1,0 +1,193 @@
+package app_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"fulfiller/internal/httpapi"
+	"fulfiller/internal/luarmor/sandbox"
+	"fulfiller/internal/stripeapi/stripefake"
+)
+
+const (
+	discordA = "423456789012345678"
+	discordB = "523456789012345678"
+)
+
+// discordOrder pays for items with a Discord ID at checkout, as customer
+// (a new one when ""), and waits until the order is fulfilled.
+func (b *bundle) discordOrder(t *testing.T, discordID, customer string, items ...stripefake.Item) (stripefake.Session, httpapi.OrderJSON) {
+	t.Helper()
+	s := b.paidSession(t, items...)
+	s.DiscordID = discordID
+	if customer != "" {
+		s.Customer = customer
+	}
+	b.stripe.PutSession(s)
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	return s, b.waitOrder(t, s.ID, "fulfilled")
+}
+
+// refund fully refunds a one-off order's payment and waits until the
+// service has acted on it.
+func (b *bundle) refund(t *testing.T, s stripefake.Session) {
+	t.Helper()
+	ch := b.charge(t, s.PaymentIntent, "")
+	b.deliver(t, refundEvent(t, ch, s.PaymentIntent, true))
+	b.waitIdle(t)
+}
+
+func TestStrangerTypingAnothersDiscordIDGetsAKeyOfTheirOwn(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	_, victim := b.discordOrder(t, discordA, "", stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	victimKey := victim.Keys[0].UserKey
+	require.Equal(t, "linked", victim.Keys[0].DiscordLink)
+	require.NoError(t, b.sandbox.Execute(project, victimKey, "hwid-victim"))
+	victimExpiry := b.user(t, victimKey).AuthExpire
+
+	stranger, o := b.discordOrder(t, discordA, "", stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	require.Len(t, o.Keys, 1)
+	strangerKey := o.Keys[0].UserKey
+	require.NotEqual(t, victimKey, strangerKey, "the stranger never sees the victim's key")
+	require.Equal(t, "in_use", o.Keys[0].DiscordLink)
+	require.Nil(t, o.Keys[0].AuthExpire, "a key of its own, waiting for first use")
+	require.Empty(t, b.user(t, strangerKey).DiscordID, "made without the Discord ID")
+	require.Equal(t, victimExpiry, b.user(t, victimKey).AuthExpire, "the victim's key is not extended")
+	require.Equal(t, discordA, b.user(t, victimKey).DiscordID)
+	require.Zero(t, b.count(t, "SELECT count(*) FROM order_keys WHERE extended_existing"))
+
+	b.refund(t, stranger)
+	got := b.waitKeys(t, stranger.ID, "revoked", "blacklisted")
+	require.True(t, b.user(t, got.Keys[0].UserKey).IsBanned(), "the stranger's own key is revoked")
+	u := b.user(t, victimKey)
+	require.False(t, u.IsBanned(), "the victim's key keeps working")
+	require.Equal(t, victimExpiry, u.AuthExpire)
+	_, v := b.getOrder(t, victim.CheckoutSessionID)
+	require.Equal(t, "fulfilled", v.Status)
+	require.Equal(t, "active", v.Keys[0].Status)
+}
+
+func TestSameCustomerBuyingAgainExtendsTheirKeyAndARefundTakesTheDaysBack(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	first, o1 := b.discordOrder(t, discordA, "", stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	key := o1.Keys[0].UserKey
+	require.Contains(t, b.user(t, key).Note, "cus:"+first.Customer)
+	require.NoError(t, b.sandbox.Execute(project, key, "hwid-1"))
+	paidUntil := b.user(t, key).AuthExpire
+
+	second, o2 := b.discordOrder(t, discordA, first.Customer, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	require.Len(t, o2.Keys, 1)
+	require.Equal(t, key, o2.Keys[0].UserKey, "the customer's own key is extended")
+	require.Equal(t, "linked", o2.Keys[0].DiscordLink)
+	require.Equal(t, paidUntil+30*day, b.user(t, key).AuthExpire)
+
+	b.sandbox.ResetCalls()
+	b.refund(t, second)
+	got := b.waitKeys(t, second.ID, "revoked", "reverted")
+	require.NotNil(t, got.Keys[0].AuthExpire)
+	require.Equal(t, paidUntil, *got.Keys[0].AuthExpire)
+	u := b.user(t, key)
+	require.False(t, u.IsBanned(), "the key the customer paid for first is not banned")
+	require.Equal(t, paidUntil, u.AuthExpire, "the refunded days are taken back")
+	require.Zero(t, b.luarmorCalls(http.MethodPost, "/users/blacklist"))
+	_, first1 := b.getOrder(t, first.ID)
+	require.Equal(t, "fulfilled", first1.Status)
+	require.Equal(t, "active", first1.Keys[0].Status)
+
+	// A dispute of the refunded payment as well takes nothing more.
+	ch := b.charge(t, second.PaymentIntent, "")
+	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", newID("dp_"), ch, second.PaymentIntent, "needs_response"))
+	b.waitIdle(t)
+	require.Equal(t, paidUntil, b.user(t, key).AuthExpire)
+	require.False(t, b.user(t, key).IsBanned())
+	require.Equal(t, 1, b.luarmorCalls(http.MethodPatch, "/users"), "one PATCH for the refund, none for the dispute")
+}
+
+func TestRevokedExtensionKeepsDaysAddedSince(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	first, o1 := b.discordOrder(t, discordA, "", stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	key := o1.Keys[0].UserKey
+	require.NoError(t, b.sandbox.Execute(project, key, "hwid-1"))
+	paidUntil := b.user(t, key).AuthExpire
+	second, _ := b.discordOrder(t, discordA, first.Customer, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	b.discordOrder(t, discordA, first.Customer, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	require.Equal(t, paidUntil+60*day, b.user(t, key).AuthExpire)
+
+	b.refund(t, second)
+	b.waitKeys(t, second.ID, "revoked", "reverted")
+	require.Equal(t, paidUntil+30*day, b.user(t, key).AuthExpire, "only the refunded purchase's days are taken back")
+}
+
+func TestInvalidDiscordIDStillDeliversTheKey(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s, o := b.discordOrder(t, "buyer#1234", "", stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	require.Len(t, o.Keys, 1)
+	require.Equal(t, "invalid", o.Keys[0].DiscordLink)
+	require.Empty(t, b.user(t, o.Keys[0].UserKey).DiscordID)
+	require.Equal(t, 1, b.luarmorUsersFor(s.ID))
+	require.Equal(t, 2, b.creates(), "the refused create and the one without the ID")
+}
+
+func TestInvalidDiscordIDIsNotSentAgainOnRetry(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	// The first create is refused for its Discord ID; the create without
+	// it fails (502, not applied), and the next one is applied but its
+	// answer is lost.
+	for _, kind := range []sandbox.FaultKind{sandbox.FaultLatency, sandbox.FaultHTML502, sandbox.FaultApplyThenDrop} {
+		b.sandbox.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/users", Kind: kind, Latency: time.Millisecond})
+	}
+	s, o := b.discordOrder(t, "buyer#1234", "", stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	require.Equal(t, "invalid", o.Keys[0].DiscordLink)
+	require.Equal(t, 1, b.luarmorUsersFor(s.ID), "the lost answer was found by its reference, not minted again")
+	var creates, withID int
+	for _, c := range b.sandbox.Calls() {
+		if c.Method == http.MethodPost && strings.HasSuffix(c.Path, "/users") {
+			creates++
+			if strings.Contains(string(c.Body), "discord_id") {
+				withID++
+			}
+		}
+	}
+	require.Equal(t, 3, creates)
+	require.Equal(t, 1, withID, "Luarmor refused the ID once; it was never sent again")
+}
+
+func TestDiscordLinkWithoutIDAndForLaterUnits(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	_, none := b.discordOrder(t, "", "", stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	require.Equal(t, "none", none.Keys[0].DiscordLink)
+
+	_, two := b.discordOrder(t, discordB, "", stripefake.Item{PriceID: priceMonth, Quantity: 2})
+	require.Len(t, two.Keys, 2)
+	require.Equal(t, "linked", two.Keys[0].DiscordLink)
+	require.Equal(t, discordB, b.user(t, two.Keys[0].UserKey).DiscordID)
+	require.Equal(t, "none", two.Keys[1].DiscordLink)
+	require.Empty(t, b.user(t, two.Keys[1].UserKey).DiscordID)
+}
+
+func TestOrderWithoutCustomerNeverExtends(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	_, o1 := b.discordOrder(t, discordA, "", stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	s.DiscordID, s.Customer = discordA, ""
+	b.stripe.PutSession(s)
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	o2 := b.waitOrder(t, s.ID, "fulfilled")
+	require.NotEqual(t, o1.Keys[0].UserKey, o2.Keys[0].UserKey)
+	require.Equal(t, "in_use", o2.Keys[0].DiscordLink)
+	var customer string
+	require.NoError(t, b.pool.QueryRow(context.Background(), "SELECT customer_id FROM orders WHERE checkout_session_id = $1", s.ID).Scan(&customer))
+	require.Empty(t, customer)
+}

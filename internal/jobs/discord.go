@@ -1,0 +1,141 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/riverqueue/river"
+
+	"fulfiller/internal/logging"
+	"fulfiller/internal/luarmor"
+	"fulfiller/internal/order"
+	"fulfiller/internal/postgres"
+)
+
+// discordRefused handles a create that Luarmor refused because of the
+// buyer's Discord ID. Discord IDs are public and typed by the buyer, so the
+// ID proves nothing:
+//
+//   - in use, by a key this service made for the same Stripe customer (its
+//     note's ref: exists in order_keys for that key and its cus: is the
+//     order's customer): the purchase adds its days to that key;
+//   - in use by any other key: the unit gets a key of its own, without the
+//     ID (in_use);
+//   - invalid: the unit gets a key of its own, without the ID (invalid).
+//
+// The refused create made nothing. The link state is committed before the
+// second create, so a retry never sends the ID again; that create runs
+// under the unit's lease, renewed before it is sent like any request, and
+// a run cut off after it finds the key by its reference.
+func (w *CreateKeyWorker) discordRefused(ctx context.Context, job *river.Job[CreateKeyArgs], o *order.Order, k *order.Key, owner string, refusal error, log *slog.Logger) error {
+	link := order.DiscordInvalid
+	if errors.Is(refusal, luarmor.ErrDiscordInUse) {
+		existing, err := w.keyOfDiscordID(ctx, o, k)
+		if err != nil {
+			return w.luarmorFailure(ctx, job, k, err, log)
+		}
+		if existing != nil && ParseNote(existing.Note).Reference == k.Reference {
+			// This unit's own key, made by an earlier attempt whose
+			// answer was lost.
+			expiry, err := w.applyTarget(ctx, k, existing.UserKey)
+			if err != nil {
+				return w.luarmorFailure(ctx, job, k, err, log)
+			}
+			return w.deliver(ctx, job, k, existing.UserKey, expiry, false, true, log)
+		}
+		own, err := w.ownedByBuyer(ctx, o, k, existing)
+		if err != nil {
+			return err
+		}
+		if own {
+			return w.extendDiscordKey(ctx, job, o, k, *existing, log)
+		}
+		link = order.DiscordInUse
+	}
+	if err := postgres.SetDiscordLink(ctx, w.Pool, k.ID, link); err != nil {
+		return err
+	}
+	k.DiscordLink = link
+	log.InfoContext(ctx, "luarmor refused the buyer's Discord ID; creating the key without it", "discord_link", link)
+	return w.create(ctx, job, o, k, owner, log)
+}
+
+// keyOfDiscordID finds the project's key linked to the order's Discord ID,
+// or nil when Luarmor lists none (unlinked since the refusal: the unit is
+// then made without the ID, like one whose ID is someone else's).
+func (w *CreateKeyWorker) keyOfDiscordID(ctx context.Context, o *order.Order, k *order.Key) (*luarmor.User, error) {
+	users, err := w.Luarmor.ListUsers(ctx, k.ProjectID, luarmor.ListUsersOptions{DiscordID: o.DiscordID})
+	if err != nil {
+		return nil, err
+	}
+	for i := range users {
+		if users[i].DiscordID == o.DiscordID {
+			return &users[i], nil
+		}
+	}
+	return nil, nil
+}
+
+// ownedByBuyer reports whether a key may be handed to the order's buyer:
+// this service made it for the order's Stripe customer, by its note and by
+// the database, and it is not banned (a key taken back after a refund or a
+// dispute is not revived by a new purchase). An order without a customer
+// ID never matches.
+func (w *CreateKeyWorker) ownedByBuyer(ctx context.Context, o *order.Order, k *order.Key, u *luarmor.User) (bool, error) {
+	if u == nil || o.CustomerID == "" || u.IsBanned() {
+		return false, nil
+	}
+	facts := ParseNote(u.Note)
+	if facts.CustomerID != o.CustomerID || facts.Reference == "" {
+		return false, nil
+	}
+	return postgres.KeyMadeForCustomer(ctx, w.Pool, facts.Reference, k.ProjectID, u.UserKey, o.CustomerID)
+}
+
+// extendDiscordKey adds the purchase's days to the buyer's own key, which
+// already holds the Discord ID. The new expiry, and the expiry without the
+// purchase, are computed once and stored before Luarmor is told, so a
+// retry sends the same absolute value and a revocation can take the days
+// back.
+func (w *CreateKeyWorker) extendDiscordKey(ctx context.Context, job *river.Job[CreateKeyArgs], o *order.Order, k *order.Key, existing luarmor.User, log *slog.Logger) error {
+	target, from := extendedExpiry(existing, k.KeyDays, w.Now())
+	if k.ExtendTarget != nil && k.ExtendFrom != nil {
+		target, from = *k.ExtendTarget, *k.ExtendFrom
+	} else {
+		var err error
+		if target, from, err = postgres.SetExtension(ctx, w.Pool, k.ID, target, from); err != nil {
+			return err
+		}
+	}
+	if needsExtension(existing, target) {
+		err := w.Luarmor.UpdateUser(ctx, k.ProjectID, luarmor.UpdateUserRequest{UserKey: existing.UserKey, AuthExpire: &target})
+		if err != nil {
+			return w.luarmorFailure(ctx, job, k, err, log)
+		}
+	}
+	log.InfoContext(ctx, "the buyer's Discord ID already had their key; the purchase extended it",
+		"user_key", logging.Redact(existing.UserKey), "auth_expire", target, "expire_before", from)
+	return w.deliver(ctx, job, k, existing.UserKey, &target, true, true, log)
+}
+
+// extendedExpiry adds days to an existing key: from its current expiry, or
+// from now if it has lapsed; a key whose timer has not started gets both
+// periods from now; a lifetime purchase or key stays lifetime. from is the
+// key's expiry without the purchase (for a key whose timer has not started,
+// as if it started now; -1 for a lifetime key).
+func extendedExpiry(u luarmor.User, days int, now time.Time) (target, from int64) {
+	switch {
+	case u.AuthExpire == luarmor.NeverExpires && u.KeyDays == 0:
+		return luarmor.NeverExpires, luarmor.NeverExpires
+	case u.AuthExpire == luarmor.NeverExpires:
+		from = now.Unix() + int64(u.KeyDays)*86400
+	default:
+		from = u.AuthExpire
+	}
+	if days == 0 {
+		return luarmor.NeverExpires, from
+	}
+	return max(from, now.Unix()) + int64(days)*86400, from
+}
