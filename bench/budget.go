@@ -19,7 +19,7 @@ import (
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/luarmor/sandbox"
-	"fulfiller/internal/postgres"
+	"fulfiller/internal/order"
 	"fulfiller/internal/stripeapi"
 	"fulfiller/internal/stripeapi/stripefake"
 )
@@ -120,7 +120,7 @@ func budgetDrain(ctx context.Context, dbs *databases, tmpl string, o budgetOptio
 			CustomerEmail: "buyer@example.com", PaymentIntent: fmt.Sprintf("pi_budget%06d", i),
 			Items: []stripefake.Item{{PriceID: benchPrice, Quantity: 1}}})
 		err := pgx.BeginFunc(runCtx, pool0, func(tx pgx.Tx) error {
-			_, err := jobs.RecordSession(runCtx, tx, clients[0], postgres.SessionDetails{CheckoutSessionID: id, PaymentStatus: "paid", SessionStatus: "complete"})
+			_, err := jobs.RecordSession(runCtx, tx, clients[0], order.SessionDetails{CheckoutSessionID: id, PaymentStatus: "paid", SessionStatus: "complete"})
 			return err
 		})
 		if err != nil {

@@ -200,8 +200,8 @@ func unknownPrices(prices []string) *planFailure {
 // anything is allocated: a quantity of zero or less, a price's
 // max_quantity, the order's MaxUnitsPerOrder, prices missing from the
 // catalog.
-func (w *FulfilOrderWorker) plan(items []*stripe.LineItem, paid *paidPeriod) ([]postgres.Line, *planFailure) {
-	var lines []postgres.Line
+func (w *FulfilOrderWorker) plan(items []*stripe.LineItem, paid *paidPeriod) ([]order.Line, *planFailure) {
+	var lines []order.Line
 	missing := map[string]bool{}
 	var total int64
 	for _, it := range items {
@@ -232,7 +232,7 @@ func (w *FulfilOrderWorker) plan(items []*stripe.LineItem, paid *paidPeriod) ([]
 				"the order buys more than MAX_UNITS_PER_ORDER (%d) units: an operator must decide (raise the limit and retry, or refund)",
 				w.maxUnits())}
 		}
-		line := postgres.Line{LineItemID: it.ID, Quantity: int(it.Quantity), PriceID: priceID,
+		line := order.Line{LineItemID: it.ID, Quantity: int(it.Quantity), PriceID: priceID,
 			ProjectID: product.ProjectID, KeyDays: product.KeyDays}
 		if it.Price != nil && it.Price.Recurring != nil && paid != nil {
 			line.Recurring, line.ExpireTarget = true, &paid.expiresAt
@@ -287,8 +287,8 @@ func insertCreateKeyJobs(ctx context.Context, tx pgx.Tx, ids []int64) error {
 }
 
 // SessionDetails extracts what the order records from a Checkout Session.
-func SessionDetails(s *stripe.CheckoutSession) postgres.SessionDetails {
-	d := postgres.SessionDetails{
+func SessionDetails(s *stripe.CheckoutSession) order.SessionDetails {
+	d := order.SessionDetails{
 		CheckoutSessionID: s.ID,
 		Mode:              string(s.Mode),
 		PaymentStatus:     string(s.PaymentStatus),
@@ -323,7 +323,7 @@ func SessionDetails(s *stripe.CheckoutSession) postgres.SessionDetails {
 // transaction. Webhooks and the order API's success-page path both use it,
 // so however often and in whatever order they arrive, fulfilment is the
 // same idempotent job.
-func RecordSession(ctx context.Context, tx pgx.Tx, client *river.Client[pgx.Tx], d postgres.SessionDetails) (*order.Order, error) {
+func RecordSession(ctx context.Context, tx pgx.Tx, client *river.Client[pgx.Tx], d order.SessionDetails) (*order.Order, error) {
 	// A dispute or refund may have arrived before the order: apply it now.
 	if err := postgres.LockPayment(ctx, tx, d.PaymentIntentID, d.SubscriptionID); err != nil {
 		return nil, err

@@ -76,7 +76,7 @@ func (b *testBundle) purchase(t *testing.T, client *river.Client[pgx.Tx], id str
 		CustomerEmail: "jobs@example.com", PaymentIntent: "pi_" + id, Items: []stripefake.Item{{PriceID: "price_a", Quantity: quantity}}})
 	ctx := context.Background()
 	err := pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
-		_, err := jobs.RecordSession(ctx, tx, client, postgres.SessionDetails{CheckoutSessionID: id, PaymentStatus: "paid", SessionStatus: "complete"})
+		_, err := jobs.RecordSession(ctx, tx, client, order.SessionDetails{CheckoutSessionID: id, PaymentStatus: "paid", SessionStatus: "complete"})
 		return err
 	})
 	require.NoError(t, err)

@@ -8,7 +8,6 @@ import (
 
 	"fulfiller/internal/catalog"
 	"fulfiller/internal/order"
-	"fulfiller/internal/postgres"
 )
 
 func TestPlanChecksEveryBoundBeforeAllocating(t *testing.T) {
@@ -24,10 +23,10 @@ func TestPlanChecksEveryBoundBeforeAllocating(t *testing.T) {
 		name  string
 		items []*stripe.LineItem
 		code  string
-		lines []postgres.Line
+		lines []order.Line
 	}{
 		{name: "within bounds", items: []*stripe.LineItem{item("li_1", "price_a", 3), item("li_2", "price_capped", 2)},
-			lines: []postgres.Line{{LineItemID: "li_1", Quantity: 3, PriceID: "price_a", ProjectID: "p1", KeyDays: 30},
+			lines: []order.Line{{LineItemID: "li_1", Quantity: 3, PriceID: "price_a", ProjectID: "p1", KeyDays: 30},
 				{LineItemID: "li_2", Quantity: 2, PriceID: "price_capped", ProjectID: "p2"}}},
 		{name: "zero quantity", items: []*stripe.LineItem{item("li_1", "price_a", 0)}, code: order.FailureBadQuantity},
 		{name: "negative quantity", items: []*stripe.LineItem{item("li_1", "price_a", -4)}, code: order.FailureBadQuantity},

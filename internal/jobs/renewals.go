@@ -58,7 +58,7 @@ func (w *RenewSubscriptionWorker) Work(ctx context.Context, job *river.Job[Renew
 		w.Logger.WarnContext(ctx, "paid invoice has no service period; nothing to renew", "invoice_id", id)
 		return nil
 	}
-	r := postgres.Renewal{
+	r := order.Renewal{
 		InvoiceID:      id,
 		SubscriptionID: inv.Subscription.ID,
 		BillingReason:  string(inv.BillingReason),

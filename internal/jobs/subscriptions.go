@@ -192,7 +192,7 @@ func (w *SyncSubscriptionWorker) reconcileItems(ctx context.Context, tx pgx.Tx, 
 					continue
 				}
 				t := target
-				err := postgres.AddSubscriptionUnits(ctx, tx, o.CheckoutSessionID, postgres.Line{
+				err := postgres.AddSubscriptionUnits(ctx, tx, o.CheckoutSessionID, order.Line{
 					LineItemID: it.ID, PriceID: price, ProjectID: product.ProjectID, KeyDays: product.KeyDays, ExpireTarget: &t,
 				}, n)
 				if err != nil {

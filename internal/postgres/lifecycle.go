@@ -214,19 +214,9 @@ func SetKeyStatus(ctx context.Context, tx pgx.Tx, id int64, status order.KeyStat
 	return nil
 }
 
-// Renewal is one paid subscription invoice.
-type Renewal struct {
-	InvoiceID      string
-	SubscriptionID string
-	BillingReason  string
-	PeriodEnd      int64
-	ExpiresAt      int64 // PeriodEnd + grace: the absolute expiry every key gets
-	Extends        bool
-}
-
 // RecordRenewal stores a renewal once per invoice and returns the stored
 // one: the expiry is computed once, whatever a repeated event says.
-func RecordRenewal(ctx context.Context, tx pgx.Tx, r Renewal) (*Renewal, error) {
+func RecordRenewal(ctx context.Context, tx pgx.Tx, r order.Renewal) (*order.Renewal, error) {
 	_, err := tx.Exec(ctx, `INSERT INTO renewals (invoice_id, subscription_id, billing_reason, period_end, expires_at, extends)
 		VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (invoice_id) DO NOTHING`,
 		r.InvoiceID, r.SubscriptionID, r.BillingReason, r.PeriodEnd, r.ExpiresAt, r.Extends)
@@ -241,8 +231,8 @@ func RecordRenewal(ctx context.Context, tx pgx.Tx, r Renewal) (*Renewal, error) 
 }
 
 // GetRenewal reads one renewal.
-func GetRenewal(ctx context.Context, db DB, invoiceID string) (*Renewal, error) {
-	var r Renewal
+func GetRenewal(ctx context.Context, db DB, invoiceID string) (*order.Renewal, error) {
+	var r order.Renewal
 	err := db.QueryRow(ctx, `SELECT invoice_id, subscription_id, billing_reason, period_end, expires_at, extends
 		FROM renewals WHERE invoice_id = $1`, invoiceID).
 		Scan(&r.InvoiceID, &r.SubscriptionID, &r.BillingReason, &r.PeriodEnd, &r.ExpiresAt, &r.Extends)
@@ -257,7 +247,7 @@ func GetRenewal(ctx context.Context, db DB, invoiceID string) (*Renewal, error) 
 
 // LatestRenewal returns the extending renewal of a subscription with the
 // latest expiry, or nil.
-func LatestRenewal(ctx context.Context, db DB, subscriptionID string) (*Renewal, error) {
+func LatestRenewal(ctx context.Context, db DB, subscriptionID string) (*order.Renewal, error) {
 	var invoiceID string
 	err := db.QueryRow(ctx, `SELECT invoice_id FROM renewals WHERE subscription_id = $1 AND extends
 		ORDER BY expires_at DESC LIMIT 1`, subscriptionID).Scan(&invoiceID)

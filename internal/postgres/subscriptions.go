@@ -69,7 +69,7 @@ func RecurringUnits(ctx context.Context, tx pgx.Tx, subscriptionID string) ([]or
 // numbered after the item's existing units, each expiring at target. The
 // caller holds the order's lock and decided n from Stripe's current
 // quantity, so a repeated decision adds nothing.
-func AddSubscriptionUnits(ctx context.Context, tx pgx.Tx, sessionID string, l Line, n int) error {
+func AddSubscriptionUnits(ctx context.Context, tx pgx.Tx, sessionID string, l order.Line, n int) error {
 	_, err := tx.Exec(ctx, `
 		INSERT INTO order_keys (checkout_session_id, line_item_id, unit, price_id, project_id, key_days, reference,
 		                        recurring, expire_target)

@@ -26,12 +26,12 @@ func TestOrderStatusTransitions(t *testing.T) {
 		n++
 		id := "cs_test_transition" + string(rune('a'+n))
 		tx(t, pool, func(tx pgx.Tx) error {
-			_, err := postgres.UpsertOrder(ctx, tx, postgres.SessionDetails{CheckoutSessionID: id, Mode: "payment",
+			_, err := postgres.UpsertOrder(ctx, tx, order.SessionDetails{CheckoutSessionID: id, Mode: "payment",
 				PaymentStatus: "paid", SessionStatus: "complete", PaymentIntentID: "pi_" + id})
 			if err != nil {
 				return err
 			}
-			if err := postgres.AddUnits(ctx, tx, id, []postgres.Line{{LineItemID: "li_1", Quantity: 1, PriceID: "price_a", ProjectID: "p", KeyDays: 1}}); err != nil {
+			if err := postgres.AddUnits(ctx, tx, id, []order.Line{{LineItemID: "li_1", Quantity: 1, PriceID: "price_a", ProjectID: "p", KeyDays: 1}}); err != nil {
 				return err
 			}
 			if delivered {

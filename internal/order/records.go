@@ -1,0 +1,41 @@
+package order
+
+// The records below are what the workflow passes between its steps; the
+// adapters (Stripe's reads, PostgreSQL, the jobs) fill and store them.
+
+// SessionDetails is what a Checkout Session tells about its order.
+type SessionDetails struct {
+	CheckoutSessionID string
+	Mode              string
+	PaymentStatus     string
+	SessionStatus     string
+	CustomerEmail     string
+	CustomerID        string
+	PaymentIntentID   string
+	SubscriptionID    string
+	InvoiceID         string
+	DiscordID         string
+}
+
+// Line is one paid line item, planned against the catalog: Quantity units
+// of PriceID, each a key of ProjectID with KeyDays, or, for a recurring
+// price, a key that follows its subscription and expires at ExpireTarget.
+type Line struct {
+	LineItemID   string
+	Quantity     int
+	PriceID      string
+	ProjectID    string
+	KeyDays      int
+	Recurring    bool
+	ExpireTarget *int64
+}
+
+// Renewal is one paid subscription invoice.
+type Renewal struct {
+	InvoiceID      string
+	SubscriptionID string
+	BillingReason  string
+	PeriodEnd      int64
+	ExpiresAt      int64 // PeriodEnd + grace: the absolute expiry every key gets
+	Extends        bool
+}
