@@ -95,6 +95,17 @@ func (w *ResolveRevocationWorker) Work(ctx context.Context, job *river.Job[Resol
 				args = append(args, RevokeKeyArgs{OrderKeyID: k.ID, RevocationID: r.ID})
 			}
 		}
+		// Only a subscription that bought keys here: the shop may sell
+		// others through the same Stripe account.
+		if len(orders) > 0 && cancelsSubscription(w.Policy, current) {
+			queued, err := postgres.RequestSubscriptionCancellation(ctx, tx, current.SubscriptionID, r.ID)
+			if err != nil {
+				return err
+			}
+			if queued {
+				args = append(args, CancelSubscriptionArgs{SubscriptionID: current.SubscriptionID})
+			}
+		}
 		w.Logger.InfoContext(ctx, "payment taken back; revoking its keys", "source", r.Source, "source_id", r.SourceID,
 			"action", r.Action, "orders", len(orders), "keys", len(args))
 		return insertMany(ctx, tx, args...)
@@ -163,19 +174,21 @@ func (w *RevokeKeyWorker) Work(ctx context.Context, job *river.Job[RevokeKeyArgs
 		if err := postgres.SetKeyStatus(ctx, tx, k.ID, status); err != nil {
 			return err
 		}
-		// A dispute won while the ban was being sent: lift it again.
+		// A dispute won (or an inquiry closed) while the ban was being
+		// sent: lift it again.
 		current, err := postgres.GetRevocation(ctx, tx, r.ID)
 		if err != nil {
 			return err
 		}
-		if current.Status == "lifted" && status == order.KeyBlacklisted && w.Policy.UnbanWhenDisputeWon {
+		if current.Status == "lifted" && status == order.KeyBlacklisted && w.Policy.UnbanOnLift(current.Inquiry) {
 			return insertMany(ctx, tx, UnbanKeyArgs{OrderKeyID: k.ID})
 		}
 		return nil
 	})
 }
 
-// LiftRevocationArgs restores the orders of a dispute the shop won.
+// LiftRevocationArgs restores the orders of a dispute the shop won, or of
+// an inquiry that closed.
 type LiftRevocationArgs struct {
 	RevocationID int64 `json:"revocation_id"`
 }
@@ -196,6 +209,9 @@ func (w *LiftRevocationWorker) Work(ctx context.Context, job *river.Job[LiftRevo
 	r, err := postgres.GetRevocation(ctx, w.Pool, job.Args.RevocationID)
 	if err != nil {
 		return err
+	}
+	if r.Status != "lifted" {
+		return nil // held again since: an inquiry became a chargeback
 	}
 	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
 		if err := postgres.LockPayment(ctx, tx, r.PaymentIntentID, r.SubscriptionID); err != nil {
@@ -232,7 +248,8 @@ func (w *LiftRevocationWorker) Work(ctx context.Context, job *river.Job[LiftRevo
 				return err
 			}
 		}
-		w.Logger.InfoContext(ctx, "dispute won; lifting its bans", "source_id", r.SourceID, "orders", len(orders), "keys", len(args))
+		w.Logger.InfoContext(ctx, "dispute closed in the shop's favour; restoring its orders", "source_id", r.SourceID,
+			"orders", len(orders), "keys", len(args))
 		return insertMany(ctx, tx, args...)
 	})
 }
