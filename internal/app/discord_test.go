@@ -33,12 +33,11 @@ func (b *bundle) discordOrder(t *testing.T, discordID, customer string, items ..
 	return s, b.waitOrder(t, s.ID, "fulfilled")
 }
 
-// refund fully refunds a one-off order's payment and waits until the
+// refundOrder fully refunds a one-off order's payment and waits until the
 // service has acted on it.
-func (b *bundle) refund(t *testing.T, s stripefake.Session) {
+func (b *bundle) refundOrder(t *testing.T, s stripefake.Session) {
 	t.Helper()
-	ch := b.charge(t, s.PaymentIntent, "")
-	b.deliver(t, refundEvent(t, ch, s.PaymentIntent, true))
+	b.deliver(t, b.refund(t, newID("ch_"), s.PaymentIntent, "", 1000))
 	b.waitIdle(t)
 }
 
@@ -62,7 +61,7 @@ func TestStrangerTypingAnothersDiscordIDGetsAKeyOfTheirOwn(t *testing.T) {
 	require.Equal(t, discordA, b.user(t, victimKey).DiscordID)
 	require.Zero(t, b.count(t, "SELECT count(*) FROM order_keys WHERE extended_existing"))
 
-	b.refund(t, stranger)
+	b.refundOrder(t, stranger)
 	got := b.waitKeys(t, stranger.ID, "revoked", "blacklisted")
 	require.True(t, b.user(t, got.Keys[0].UserKey).IsBanned(), "the stranger's own key is revoked")
 	u := b.user(t, victimKey)
@@ -89,7 +88,7 @@ func TestSameCustomerBuyingAgainExtendsTheirKeyAndARefundTakesTheDaysBack(t *tes
 	require.Equal(t, paidUntil+30*day, b.user(t, key).AuthExpire)
 
 	b.sandbox.ResetCalls()
-	b.refund(t, second)
+	b.refundOrder(t, second)
 	got := b.waitKeys(t, second.ID, "revoked", "reverted")
 	require.NotNil(t, got.Keys[0].AuthExpire)
 	require.Equal(t, paidUntil, *got.Keys[0].AuthExpire)
@@ -121,7 +120,7 @@ func TestRevokedExtensionKeepsDaysAddedSince(t *testing.T) {
 	b.discordOrder(t, discordA, first.Customer, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	require.Equal(t, paidUntil+60*day, b.user(t, key).AuthExpire)
 
-	b.refund(t, second)
+	b.refundOrder(t, second)
 	b.waitKeys(t, second.ID, "revoked", "reverted")
 	require.Equal(t, paidUntil+30*day, b.user(t, key).AuthExpire, "only the refunded purchase's days are taken back")
 }

@@ -72,37 +72,50 @@ func mergeMap(a, b map[string]any) map[string]any {
 	return out
 }
 
-// dispute returns a charge.dispute.* event for a charge of a payment.
+// disputeEvent moves a dispute of a charge to status in Stripe and
+// returns the charge.dispute.* event Stripe sends for it.
 func (b *bundle) disputeEvent(t *testing.T, typ, disputeID, chargeID, pi, status string) []byte {
 	t.Helper()
-	return event(t, typ, object(t, map[string]any{
-		"id": disputeID, "object": "dispute", "charge": chargeID, "payment_intent": pi,
-		"status": status, "reason": "fraudulent", "amount": 1000,
-	}))
+	b.putDispute(disputeID, chargeID, pi, status)
+	return event(t, typ, object(t, disputeObject(disputeID, chargeID, pi, status)))
 }
 
-// charge registers a charge with Stripe (the service follows a disputed
-// charge to its invoice).
+// putDispute sets what Stripe's API says of a dispute now.
+func (b *bundle) putDispute(disputeID, chargeID, pi, status string) {
+	b.stripe.PutObject(stripefake.KindDispute, disputeID, disputeObject(disputeID, chargeID, pi, status))
+}
+
+func disputeObject(disputeID, chargeID, pi, status string) map[string]any {
+	return map[string]any{
+		"id": disputeID, "object": "dispute", "charge": chargeID, "payment_intent": pi,
+		"status": status, "reason": "fraudulent", "amount": 1000,
+	}
+}
+
+// charge registers a charge of 1000 with Stripe (the service follows a
+// disputed charge to its invoice).
 func (b *bundle) charge(t *testing.T, pi, invoice string) string {
 	t.Helper()
 	id := newID("ch_")
-	obj := map[string]any{"payment_intent": pi, "amount": 1000, "paid": true}
+	b.putCharge(id, pi, invoice, 0)
+	return id
+}
+
+func (b *bundle) putCharge(id, pi, invoice string, refunded int64) map[string]any {
+	obj := map[string]any{"id": id, "object": "charge", "payment_intent": pi, "amount": 1000, "paid": true,
+		"amount_refunded": refunded, "refunded": refunded >= 1000}
 	if invoice != "" {
 		obj["invoice"] = invoice
 	}
 	b.stripe.PutObject(stripefake.KindCharge, id, obj)
-	return id
+	return obj
 }
 
-func refundEvent(t *testing.T, chargeID, pi string, full bool) []byte {
-	refunded := int64(400)
-	if full {
-		refunded = 1000
-	}
-	return event(t, "charge.refunded", object(t, map[string]any{
-		"id": chargeID, "object": "charge", "payment_intent": pi, "refunded": full,
-		"amount": 1000, "amount_refunded": refunded,
-	}))
+// refund refunds a charge of 1000 up to refunded in total in Stripe and
+// returns the charge.refunded event Stripe sends for it.
+func (b *bundle) refund(t *testing.T, chargeID, pi, invoice string, refunded int64) []byte {
+	t.Helper()
+	return event(t, "charge.refunded", object(t, b.putCharge(chargeID, pi, invoice, refunded)))
 }
 
 func (b *bundle) user(t *testing.T, key string) luarmor.User {
@@ -380,14 +393,15 @@ func TestDisputeClosedBeforeCreatedRevokesNothing(t *testing.T) {
 	s, _ := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	ch := b.charge(t, s.PaymentIntent, "")
 	dp := newID("dp_")
-	b.deliver(t, b.disputeEvent(t, "charge.dispute.closed", dp, ch, s.PaymentIntent, "won"))
-	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "needs_response"))
+	closed := b.disputeEvent(t, "charge.dispute.closed", dp, ch, s.PaymentIntent, "won")
+	created := b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "needs_response")
+	b.putDispute(dp, ch, s.PaymentIntent, "won")
+	b.deliver(t, closed)
+	b.deliver(t, created)
 	b.waitIdle(t)
-	// Events are handled in whatever order their jobs run: either the
-	// opening finds the dispute lifted, or its ban is lifted again. The
-	// end state is the same.
 	o := b.waitKeys(t, s.ID, "fulfilled", "active")
 	require.False(t, b.user(t, o.Keys[0].UserKey).IsBanned())
+	require.Zero(t, b.luarmorCalls(http.MethodPost, "/users/blacklist"), "both events read the dispute back as won")
 	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM revocations WHERE source_id = $1 AND status = 'lifted'", dp))
 }
 
@@ -437,7 +451,7 @@ func TestFullRefundRevokesPerPolicy(t *testing.T) {
 			o := b.waitOrder(t, s.ID, "fulfilled")
 			key := o.Keys[0].UserKey
 			ch := b.charge(t, s.PaymentIntent, "")
-			b.deliver(t, refundEvent(t, ch, s.PaymentIntent, true))
+			b.deliver(t, b.refund(t, ch, s.PaymentIntent, "", 1000))
 			b.waitIdle(t)
 			switch action {
 			case order.ActionBlacklist:
@@ -462,7 +476,7 @@ func TestPartialRefundChangesNothing(t *testing.T) {
 	b := setup(t)
 	s, o := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	ch := b.charge(t, s.PaymentIntent, "")
-	b.deliver(t, refundEvent(t, ch, s.PaymentIntent, false))
+	b.deliver(t, b.refund(t, ch, s.PaymentIntent, "", 400))
 	b.waitIdle(t)
 	b.waitKeys(t, s.ID, "fulfilled", "active")
 	require.False(t, b.user(t, o.Keys[0].UserKey).IsBanned())
@@ -479,7 +493,7 @@ func TestRefundAfterRenewalBlacklists(t *testing.T) {
 	b.waitIdle(t)
 	pi := newID("pi_")
 	ch := b.charge(t, pi, invoiceID)
-	b.deliver(t, refundEvent(t, ch, pi, true))
+	b.deliver(t, b.refund(t, ch, pi, invoiceID, 1000))
 	got := b.waitKeys(t, s.ID, "revoked", "blacklisted")
 	require.True(t, b.user(t, got.Keys[0].UserKey).IsBanned())
 	// A renewal after the refund does not revive the key.

@@ -132,10 +132,46 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	default:
 		return c, &Error{"PAST_DUE_ACTION", fmt.Sprintf("%q must be keep or suspend", v)}
 	}
+	if err := c.disputesAndRefunds(get); err != nil {
+		return c, err
+	}
 	if err := c.reconciliation(get); err != nil {
 		return c, err
 	}
 	return c, nil
+}
+
+// disputesAndRefunds reads DISPUTE_INQUIRY_ACTION, REFUND_REVOKE_PERCENT,
+// EARLY_FRAUD_WARNING_ACTION and CANCEL_SUBSCRIPTION_ON_REVOKE.
+func (c *Config) disputesAndRefunds(get func(name, def string) string) error {
+	switch v := get("DISPUTE_INQUIRY_ACTION", "none"); v {
+	case "none":
+	case "suspend":
+		c.Policy.SuspendOnInquiry = true
+	default:
+		return &Error{"DISPUTE_INQUIRY_ACTION", fmt.Sprintf("%q must be none or suspend", v)}
+	}
+	percent, err := intSetting(get("REFUND_REVOKE_PERCENT", ""), "REFUND_REVOKE_PERCENT", 100, 1, 100)
+	if err != nil {
+		return err
+	}
+	c.Policy.RefundRevokePercent = percent
+	switch v := get("EARLY_FRAUD_WARNING_ACTION", "none"); v {
+	case "none":
+	case "revoke":
+		c.Policy.RevokeOnEarlyFraudWarning = true
+	default:
+		return &Error{"EARLY_FRAUD_WARNING_ACTION", fmt.Sprintf("%q must be none or revoke", v)}
+	}
+	switch v := get("CANCEL_SUBSCRIPTION_ON_REVOKE", "false"); v {
+	case "false":
+	case "true":
+		c.Policy.CancelSubscriptionOnRevoke = true
+	default:
+		return &Error{"CANCEL_SUBSCRIPTION_ON_REVOKE", fmt.Sprintf(
+			"%q must be true or false (true needs a STRIPE_API_KEY allowed to write subscriptions)", v)}
+	}
+	return nil
 }
 
 // reconciliation reads RECONCILE_INTERVAL and RECONCILE_LOOKBACK.

@@ -60,6 +60,27 @@ func TestLifecyclePolicy(t *testing.T) {
 	require.True(t, c.Policy.SuspendWhenPastDue)
 }
 
+func TestDisputeAndRefundSettings(t *testing.T) {
+	t.Parallel()
+	c, err := config.FromEnv(env(nil))
+	require.NoError(t, err)
+	require.False(t, c.Policy.SuspendOnInquiry)
+	require.Equal(t, 100, c.Policy.RefundRevokePercent)
+	require.False(t, c.Policy.RevokeOnEarlyFraudWarning)
+	require.False(t, c.Policy.CancelSubscriptionOnRevoke)
+
+	c, err = config.FromEnv(env(map[string]string{"DISPUTE_INQUIRY_ACTION": "suspend", "REFUND_REVOKE_PERCENT": "50",
+		"EARLY_FRAUD_WARNING_ACTION": "revoke", "CANCEL_SUBSCRIPTION_ON_REVOKE": "true"}))
+	require.NoError(t, err)
+	require.True(t, c.Policy.SuspendOnInquiry)
+	require.Equal(t, 50, c.Policy.RefundRevokePercent)
+	require.True(t, c.Policy.RevokeOnEarlyFraudWarning)
+	require.True(t, c.Policy.CancelSubscriptionOnRevoke)
+
+	_, err = config.FromEnv(env(map[string]string{"CANCEL_SUBSCRIPTION_ON_REVOKE": "1"}))
+	require.ErrorContains(t, err, "allowed to write subscriptions")
+}
+
 func TestEachBadSettingIsNamedWithoutItsValue(t *testing.T) {
 	t.Parallel()
 	for name, tc := range map[string]struct {
@@ -82,6 +103,11 @@ func TestEachBadSettingIsNamedWithoutItsValue(t *testing.T) {
 		"bad won action":     {"DISPUTE_WON_ACTION", "maybe"},
 		"bad refund action":  {"REFUND_ACTION", "ban"},
 		"bad past due":       {"PAST_DUE_ACTION", "blacklist"},
+		"bad inquiry action": {"DISPUTE_INQUIRY_ACTION", "ban"},
+		"refund percent 0":   {"REFUND_REVOKE_PERCENT", "0"},
+		"refund percent 101": {"REFUND_REVOKE_PERCENT", "101"},
+		"bad efw action":     {"EARLY_FRAUD_WARNING_ACTION", "blacklist"},
+		"bad cancel setting": {"CANCEL_SUBSCRIPTION_ON_REVOKE", "yes"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()

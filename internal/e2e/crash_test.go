@@ -484,14 +484,17 @@ func (c *cluster) sessionEvent(typ, sessionID string) []byte {
 	return c.event(typ, json.RawMessage(obj))
 }
 
-// disputeEvent registers a charge of the payment and opens a dispute on it.
+// disputeEvent registers a charge of the payment and a dispute opened on
+// it, and returns the dispute's event.
 func (c *cluster) disputeEvent(paymentIntent string) []byte {
 	charge := newID("ch_")
 	c.stripe.PutObject(stripefake.KindCharge, charge, map[string]any{"payment_intent": paymentIntent, "amount": 1000, "paid": true})
-	return c.event("charge.dispute.created", map[string]any{
+	dispute := map[string]any{
 		"id": newID("dp_"), "object": "dispute", "charge": charge, "payment_intent": paymentIntent,
 		"status": "needs_response", "reason": "fraudulent", "amount": 1000,
-	})
+	}
+	c.stripe.PutObject(stripefake.KindDispute, dispute["id"].(string), dispute)
+	return c.event("charge.dispute.created", dispute)
 }
 
 // invoicePaidEvent registers a paid renewal invoice of the subscription.

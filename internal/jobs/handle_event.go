@@ -57,11 +57,13 @@ var eventHandlers = map[string]eventHandler{
 	"checkout.session.async_payment_succeeded": {"checkout.session", checkoutPaid},
 	"checkout.session.async_payment_failed":    {"checkout.session", checkoutFailed},
 	"invoice.paid":                             {"invoice", invoicePaid},
-	"charge.dispute.created":                   {"dispute", disputeCreated},
-	"charge.dispute.closed":                    {"dispute", disputeClosed},
+	"charge.dispute.created":                   {"dispute", disputeChanged},
+	"charge.dispute.closed":                    {"dispute", disputeChanged},
 	"charge.refunded":                          {"charge", chargeRefunded},
 	"customer.subscription.deleted":            {"subscription", subscriptionDeleted},
 	"customer.subscription.updated":            {"subscription", subscriptionChanged},
+	"charge.dispute.updated":                   {"dispute", disputeChanged},
+	"radar.early_fraud_warning.created":        {"radar.early_fraud_warning", earlyFraudWarning},
 }
 
 // HandledObject reports whether the service acts on events of a type, and
@@ -242,78 +244,6 @@ func paymentIntentID(p *stripe.PaymentIntent) string {
 		return ""
 	}
 	return p.ID
-}
-
-// disputeCreated revokes the keys of a disputed payment.
-func disputeCreated(ctx context.Context, w *HandleEventsWorker, tx pgx.Tx, event stripe.Event) error {
-	d, err := decodeObject[stripe.Dispute](event, "a dispute")
-	if err != nil {
-		return err
-	}
-	r, err := postgres.RecordRevocation(ctx, tx, postgres.Revocation{
-		Source: "dispute", SourceID: d.ID, ChargeID: chargeID(d.Charge), PaymentIntentID: paymentIntentID(d.PaymentIntent),
-		Action: order.ActionBlacklist, Reason: w.policy().DisputeBanReason,
-	})
-	if err != nil {
-		return err
-	}
-	if r.Status != "active" {
-		// Already closed in the shop's favour (events out of order).
-		return nil
-	}
-	w.Logger.InfoContext(ctx, "dispute opened; revoking the payment's keys", "dispute_id", d.ID, "charge_id", chargeID(d.Charge))
-	return insertMany(ctx, tx, ResolveRevocationArgs{RevocationID: r.ID})
-}
-
-// disputeClosed lifts the bans of a dispute the shop won.
-func disputeClosed(ctx context.Context, w *HandleEventsWorker, tx pgx.Tx, event stripe.Event) error {
-	d, err := decodeObject[stripe.Dispute](event, "a dispute")
-	if err != nil {
-		return err
-	}
-	if d.Status != stripe.DisputeStatusWon {
-		w.Logger.InfoContext(ctx, "dispute closed; keys stay revoked", "dispute_id", d.ID, "status", d.Status)
-		return nil
-	}
-	r, wasActive, err := postgres.LiftRevocation(ctx, tx, postgres.Revocation{
-		Source: "dispute", SourceID: d.ID, ChargeID: chargeID(d.Charge), PaymentIntentID: paymentIntentID(d.PaymentIntent),
-		Action: order.ActionBlacklist, Reason: w.policy().DisputeBanReason,
-	})
-	if err != nil || !wasActive {
-		// Closed twice, or before its opening event: a late opening event
-		// now finds it lifted and revokes nothing.
-		return err
-	}
-	if !w.policy().UnbanWhenDisputeWon {
-		w.Logger.InfoContext(ctx, "dispute won; bans kept (DISPUTE_WON_ACTION=keep)", "dispute_id", d.ID)
-		return nil
-	}
-	w.Logger.InfoContext(ctx, "dispute won; lifting its bans", "dispute_id", d.ID)
-	return insertMany(ctx, tx, LiftRevocationArgs{RevocationID: r.ID})
-}
-
-// chargeRefunded revokes the keys of a fully refunded payment; a partial
-// refund is recorded (as the event) and changes nothing.
-func chargeRefunded(ctx context.Context, w *HandleEventsWorker, tx pgx.Tx, event stripe.Event) error {
-	ch, err := decodeObject[stripe.Charge](event, "a charge")
-	if err != nil {
-		return err
-	}
-	if !ch.Refunded {
-		w.Logger.InfoContext(ctx, "partial refund recorded; keys unchanged", "charge_id", ch.ID,
-			"amount", ch.Amount, "amount_refunded", ch.AmountRefunded)
-		return nil
-	}
-	p := w.policy()
-	r, err := postgres.RecordRevocation(ctx, tx, postgres.Revocation{
-		Source: "refund", SourceID: ch.ID, ChargeID: ch.ID, PaymentIntentID: paymentIntentID(ch.PaymentIntent),
-		Action: p.RefundAction, Reason: p.RefundBanReason,
-	})
-	if err != nil || r.Action == order.ActionNone || r.Status != "active" {
-		return err
-	}
-	w.Logger.InfoContext(ctx, "payment refunded; revoking its keys", "charge_id", ch.ID, "action", r.Action)
-	return insertMany(ctx, tx, ResolveRevocationArgs{RevocationID: r.ID})
 }
 
 // subscriptionDeleted records the end of a subscription; its keys end at

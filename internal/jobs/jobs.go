@@ -45,7 +45,8 @@ var inFlight = []rivertype.JobState{
 	rivertype.JobStateRunning, rivertype.JobStateScheduled,
 }
 
-// StripeReader is what fulfilment reads from Stripe's API.
+// StripeReader is what fulfilment reads from Stripe's API, and the one
+// write a revocation may make (cancelling a subscription).
 type StripeReader interface {
 	CheckoutSession(ctx context.Context, id string) (*stripe.CheckoutSession, error)
 	LineItems(ctx context.Context, sessionID string) ([]*stripe.LineItem, error)
@@ -53,6 +54,8 @@ type StripeReader interface {
 	Invoice(ctx context.Context, id string) (*stripe.Invoice, error)
 	InvoiceLines(ctx context.Context, invoiceID string) ([]*stripe.InvoiceLineItem, error)
 	Subscription(ctx context.Context, id string) (*stripe.Subscription, error)
+	Dispute(ctx context.Context, id string) (*stripe.Dispute, error)
+	CancelSubscription(ctx context.Context, id string) (*stripe.Subscription, error)
 }
 
 // Luarmor is the part of the Luarmor API that the jobs call.
@@ -156,6 +159,9 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker) (*river.Client
 	river.AddWorker(workers, &RevokeKeyWorker{Deps: deps})
 	river.AddWorker(workers, &LiftRevocationWorker{Deps: deps})
 	river.AddWorker(workers, &UnbanKeyWorker{Deps: deps})
+	river.AddWorker(workers, &ApplyDisputeWorker{Deps: deps})
+	river.AddWorker(workers, &ApplyRefundWorker{Deps: deps})
+	river.AddWorker(workers, &CancelSubscriptionWorker{Deps: deps})
 	river.AddWorker(workers, &RefreshKeysWorker{Deps: deps})
 	river.AddWorker(workers, &ResumeOrdersWorker{Deps: deps})
 	if cfg.Register != nil {

@@ -239,6 +239,40 @@ type Policy struct {
 	// until it is paid (PAST_DUE_ACTION=suspend); by default (keep) they
 	// keep access until Stripe gives up.
 	SuspendWhenPastDue bool
+
+	// SuspendOnInquiry blacklists the keys of a payment under a dispute
+	// inquiry until it closes (DISPUTE_INQUIRY_ACTION=suspend); false
+	// records and logs inquiries only (none, the default).
+	SuspendOnInquiry bool
+	// RefundRevokePercent is the share of a charge, 1 to 100, that its
+	// refunds must reach to revoke its keys (REFUND_REVOKE_PERCENT).
+	RefundRevokePercent int
+	// RevokeOnEarlyFraudWarning revokes a payment's keys when Stripe warns
+	// of fraud (EARLY_FRAUD_WARNING_ACTION=revoke; none, the default, logs).
+	RevokeOnEarlyFraudWarning bool
+	// CancelSubscriptionOnRevoke cancels in Stripe the subscription of a
+	// payment revoked after a dispute or a refund
+	// (CANCEL_SUBSCRIPTION_ON_REVOKE).
+	CancelSubscriptionOnRevoke bool
+}
+
+// FraudWarningBanReason is shown to a user blacklisted after an early
+// fraud warning.
+const FraudWarningBanReason = "Payment flagged as fraudulent"
+
+// UnbanOnLift reports whether lifting a revocation lifts its bans: a
+// suspension for an inquiry always is, a won dispute per
+// DISPUTE_WON_ACTION.
+func (p Policy) UnbanOnLift(inquiry bool) bool { return inquiry || p.UnbanWhenDisputeWon }
+
+// RefundRevokes reports whether refunds totalling refunded of a charge of
+// amount reach RefundRevokePercent (0 means 100).
+func (p Policy) RefundRevokes(refunded, amount int64) bool {
+	percent := int64(p.RefundRevokePercent)
+	if percent <= 0 {
+		percent = 100
+	}
+	return amount > 0 && refunded*100 >= percent*amount
 }
 
 // DefaultPolicy is the policy when nothing is configured.
@@ -249,5 +283,6 @@ func DefaultPolicy() Policy {
 		UnbanWhenDisputeWon: true,
 		RefundAction:        ActionBlacklist,
 		RefundBanReason:     "Payment refunded",
+		RefundRevokePercent: 100,
 	}
 }

@@ -35,8 +35,8 @@ func LockPayment(ctx context.Context, tx pgx.Tx, keys ...string) error {
 // Revocation is a payment taken back.
 type Revocation struct {
 	ID              int64
-	Source          string // "dispute" or "refund"
-	SourceID        string // dispute ID or charge ID
+	Source          string // "dispute", "refund" or "early_fraud_warning"
+	SourceID        string // dispute ID, charge ID or early fraud warning ID
 	ChargeID        string
 	PaymentIntentID string
 	SubscriptionID  string
@@ -44,15 +44,16 @@ type Revocation struct {
 	Reason          string
 	Status          string // "active" or "lifted"
 	Resolved        bool
+	Inquiry         bool // suspends keys for a dispute inquiry
 }
 
 const revocationColumns = `id, source, source_id, COALESCE(charge_id, ''), COALESCE(payment_intent_id, ''),
-	COALESCE(subscription_id, ''), action, reason, status, resolved_at IS NOT NULL`
+	COALESCE(subscription_id, ''), action, reason, status, resolved_at IS NOT NULL, inquiry`
 
 func scanRevocation(row pgx.Row) (*Revocation, error) {
 	var r Revocation
 	err := row.Scan(&r.ID, &r.Source, &r.SourceID, &r.ChargeID, &r.PaymentIntentID, &r.SubscriptionID,
-		&r.Action, &r.Reason, &r.Status, &r.Resolved)
+		&r.Action, &r.Reason, &r.Status, &r.Resolved, &r.Inquiry)
 	if err != nil {
 		return nil, err
 	}

@@ -21,6 +21,9 @@
 //	GET /v1/subscriptions/{id}       items embedded, first page
 //	GET /v1/subscription_items       subscription=sub_..., paged
 //	GET /v1/events                   type or types[], created[gte|gt|lte|lt], paged
+//	GET /v1/disputes/{id}
+//	GET /v1/subscriptions/{id}
+//	DELETE /v1/subscriptions/{id}    cancels; an already cancelled one is 404, as Stripe answers
 //
 // Test-hook routes, without Stripe authentication, so a separate process
 // (a CLI simulating a purchase) can drive a running fake:
@@ -57,6 +60,7 @@ const (
 	KindPaymentIntent   = "payment_intent"
 	KindCharge          = "charge"
 	KindInvoice         = "invoice"
+	KindDispute         = "dispute"
 	KindSubscription    = "subscription"
 )
 
@@ -99,6 +103,7 @@ var kinds = map[string]kindInfo{
 		collection: "invoices", childKey: "lines", childPath: "lines",
 		childObject: "line_item", childIDPrefix: "il_", embedChildren: true,
 	},
+	KindDispute:      {collection: "disputes"},
 	KindSubscription: subscriptionKind,
 }
 
@@ -159,6 +164,7 @@ func New(apiKey string) *Fake {
 	}
 	mux.HandleFunc("GET /v1/events", f.listEvents)
 	mux.HandleFunc("GET /v1/subscription_items", f.listSubscriptionItems)
+	mux.HandleFunc("DELETE /v1/subscriptions/{id}", f.cancelSubscription)
 	mux.HandleFunc("POST /_fake/sessions", f.fakePutSession)
 	mux.HandleFunc("GET /_fake/sessions/{id}", f.fakeGetSession)
 	mux.HandleFunc("/", unrecognized)
@@ -220,9 +226,9 @@ func (f *Fake) SessionJSON(id string) ([]byte, bool) {
 }
 
 // PutObject adds or replaces the object id of the given kind (KindCharge,
-// KindPaymentIntent, KindInvoice, KindSubscription or KindCheckoutSession)
-// as a free-form map,
-// so a test can serve any shape, including ones the helpers never produce.
+// KindPaymentIntent, KindInvoice, KindCheckoutSession, KindDispute or
+// KindSubscription) as a free-form map, so a test can serve any shape,
+// including ones the helpers never produce.
 // "id" is set to id and "object" defaults to kind.
 //
 // An invoice's optional "lines" and a session's optional "line_items" may be

@@ -1,0 +1,270 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+	"github.com/stripe/stripe-go/v76"
+
+	"fulfiller/internal/order"
+	"fulfiller/internal/postgres"
+	"fulfiller/internal/stripeapi"
+)
+
+// Disputes, refunds and early fraud warnings after the sale. The event
+// says only that something changed: the job that acts reads the dispute
+// or the refunded charge back from Stripe and decides on what Stripe says
+// now, so a stale or replayed event body can neither revoke nor restore
+// a key.
+
+// disputeChanged queues the read-back of a dispute that was opened,
+// updated (an inquiry turned into a chargeback, evidence submitted) or
+// closed. The three events are handled alike: what counts is the
+// dispute's status when the job runs.
+func disputeChanged(ctx context.Context, w *HandleEventsWorker, tx pgx.Tx, event stripe.Event) error {
+	d, err := decodeObject[stripe.Dispute](event, "a dispute")
+	if err != nil {
+		return err
+	}
+	return insertMany(ctx, tx, ApplyDisputeArgs{DisputeID: d.ID})
+}
+
+// chargeRefunded queues the read-back of a refunded charge: whether its
+// refunds reach REFUND_REVOKE_PERCENT is decided on the charge as Stripe
+// has it, the sum of every refund so far.
+func chargeRefunded(ctx context.Context, w *HandleEventsWorker, tx pgx.Tx, event stripe.Event) error {
+	ch, err := decodeObject[stripe.Charge](event, "a charge")
+	if err != nil {
+		return err
+	}
+	return insertMany(ctx, tx, ApplyRefundArgs{ChargeID: ch.ID})
+}
+
+// earlyFraudWarning revokes the payment's keys when the card's issuer
+// reports fraud and EARLY_FRAUD_WARNING_ACTION=revoke; otherwise it is
+// logged for the shop to decide (refund, or wait for a dispute).
+func earlyFraudWarning(ctx context.Context, w *HandleEventsWorker, tx pgx.Tx, event stripe.Event) error {
+	efw, err := decodeObject[stripe.RadarEarlyFraudWarning](event, "an early fraud warning")
+	if err != nil {
+		return err
+	}
+	attrs := []any{"early_fraud_warning_id", efw.ID, "charge_id", chargeID(efw.Charge),
+		"payment_intent_id", paymentIntentID(efw.PaymentIntent), "fraud_type", efw.FraudType, "actionable", efw.Actionable}
+	if !w.policy().RevokeOnEarlyFraudWarning {
+		w.Logger.WarnContext(ctx, "early fraud warning; keys untouched (EARLY_FRAUD_WARNING_ACTION=none): refund the payment or wait for its dispute", attrs...)
+		return nil
+	}
+	r, err := postgres.RecordRevocation(ctx, tx, postgres.Revocation{
+		Source: "early_fraud_warning", SourceID: efw.ID, ChargeID: chargeID(efw.Charge),
+		PaymentIntentID: paymentIntentID(efw.PaymentIntent), Action: order.ActionBlacklist, Reason: order.FraudWarningBanReason,
+	})
+	if err != nil || r.Status != "active" {
+		return err
+	}
+	w.Logger.WarnContext(ctx, "early fraud warning; revoking the payment's keys", attrs...)
+	return insertMany(ctx, tx, ResolveRevocationArgs{RevocationID: r.ID})
+}
+
+// ApplyDisputeArgs reads a dispute back from Stripe and holds or lifts its
+// payment's keys accordingly.
+type ApplyDisputeArgs struct {
+	DisputeID string `json:"dispute_id"`
+}
+
+func (ApplyDisputeArgs) Kind() string { return "apply_dispute" }
+
+// InsertOpts: not unique. A copy queued while another runs must read
+// Stripe again: the running one may have read the dispute before the
+// change its event announces.
+func (ApplyDisputeArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: QueueDefault, Priority: 1}
+}
+
+// ApplyDisputeWorker works ApplyDisputeArgs.
+type ApplyDisputeWorker struct {
+	river.WorkerDefaults[ApplyDisputeArgs]
+	Deps
+}
+
+func (w *ApplyDisputeWorker) Work(ctx context.Context, job *river.Job[ApplyDisputeArgs]) error {
+	id := job.Args.DisputeID
+	d, err := w.Stripe.Dispute(ctx, id)
+	if stripeapi.IsNotFound(err) {
+		w.Logger.ErrorContext(ctx, "an event named a dispute this Stripe account does not know; nothing revoked or restored",
+			"dispute_id", id, "error", err)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	r := postgres.Revocation{
+		Source: "dispute", SourceID: d.ID, ChargeID: chargeID(d.Charge), PaymentIntentID: paymentIntentID(d.PaymentIntent),
+		Action: order.ActionBlacklist, Reason: w.Policy.DisputeBanReason,
+	}
+	switch d.Status {
+	case stripe.DisputeStatusWarningNeedsResponse, stripe.DisputeStatusWarningUnderReview:
+		if !w.Policy.SuspendOnInquiry {
+			w.Logger.InfoContext(ctx, "dispute inquiry; keys untouched (DISPUTE_INQUIRY_ACTION=none)",
+				"dispute_id", d.ID, "status", d.Status, "charge_id", r.ChargeID, "reason", d.Reason)
+			return nil
+		}
+		r.Inquiry = true
+		return w.hold(ctx, job, r, d.Status)
+	case stripe.DisputeStatusNeedsResponse, stripe.DisputeStatusUnderReview, stripe.DisputeStatusLost:
+		return w.hold(ctx, job, r, d.Status)
+	case stripe.DisputeStatusWarningClosed:
+		r.Inquiry = true
+		return w.lift(ctx, job, r, d.Status)
+	case stripe.DisputeStatusWon:
+		return w.lift(ctx, job, r, d.Status)
+	}
+	w.Logger.ErrorContext(ctx, "dispute has a status this service does not know; nothing done, decide in the dashboard",
+		"dispute_id", d.ID, "status", d.Status)
+	return nil
+}
+
+// hold records that the dispute holds its payment's keys and queues their
+// revocation (which changes nothing for keys already revoked).
+func (w *ApplyDisputeWorker) hold(ctx context.Context, job *river.Job[ApplyDisputeArgs], r postgres.Revocation, status stripe.DisputeStatus) error {
+	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+		stored, err := postgres.HoldDisputeRevocation(ctx, tx, r)
+		if err != nil {
+			return err
+		}
+		if stored.Status != "active" {
+			w.Logger.InfoContext(ctx, "dispute already closed in the shop's favour; nothing revoked", "dispute_id", r.SourceID, "status", status)
+			return nil
+		}
+		w.Logger.InfoContext(ctx, "dispute holds the payment's keys", "dispute_id", r.SourceID, "status", status,
+			"inquiry", stored.Inquiry, "charge_id", r.ChargeID)
+		return insertMany(ctx, tx, ResolveRevocationArgs{RevocationID: stored.ID})
+	})
+}
+
+// lift records the dispute closed in the shop's favour and queues the
+// lifting of its bans.
+func (w *ApplyDisputeWorker) lift(ctx context.Context, job *river.Job[ApplyDisputeArgs], r postgres.Revocation, status stripe.DisputeStatus) error {
+	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+		lifted, wasActive, err := postgres.LiftDisputeRevocation(ctx, tx, r)
+		if err != nil || !wasActive {
+			// Closed twice, before it held anything, or (an inquiry's
+			// close read late) a chargeback holds the keys now.
+			return err
+		}
+		if !w.Policy.UnbanOnLift(r.Inquiry) {
+			w.Logger.InfoContext(ctx, "dispute won; bans kept (DISPUTE_WON_ACTION=keep)", "dispute_id", r.SourceID)
+			return nil
+		}
+		w.Logger.InfoContext(ctx, "dispute closed in the shop's favour; lifting its bans", "dispute_id", r.SourceID, "status", status)
+		return insertMany(ctx, tx, LiftRevocationArgs{RevocationID: lifted.ID})
+	})
+}
+
+// ApplyRefundArgs reads a refunded charge back from Stripe and revokes its
+// keys once its refunds reach REFUND_REVOKE_PERCENT.
+type ApplyRefundArgs struct {
+	ChargeID string `json:"charge_id"`
+}
+
+func (ApplyRefundArgs) Kind() string { return "apply_refund" }
+
+// InsertOpts: not unique, for the reason ApplyDisputeArgs is not: a later
+// partial refund must be counted even while an earlier one is applied.
+func (ApplyRefundArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: QueueDefault, Priority: 1}
+}
+
+// ApplyRefundWorker works ApplyRefundArgs.
+type ApplyRefundWorker struct {
+	river.WorkerDefaults[ApplyRefundArgs]
+	Deps
+}
+
+func (w *ApplyRefundWorker) Work(ctx context.Context, job *river.Job[ApplyRefundArgs]) error {
+	id := job.Args.ChargeID
+	ch, err := w.Stripe.Charge(ctx, id)
+	if stripeapi.IsNotFound(err) {
+		w.Logger.ErrorContext(ctx, "an event named a refunded charge this Stripe account does not know; nothing revoked",
+			"charge_id", id, "error", err)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	p := w.Policy
+	if !p.RefundRevokes(ch.AmountRefunded, ch.Amount) {
+		w.Logger.InfoContext(ctx, "refund below REFUND_REVOKE_PERCENT; keys unchanged", "charge_id", ch.ID,
+			"amount", ch.Amount, "amount_refunded", ch.AmountRefunded, "revoke_percent", p.RefundRevokePercent)
+		return nil
+	}
+	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+		r, err := postgres.RecordRevocation(ctx, tx, postgres.Revocation{
+			Source: "refund", SourceID: ch.ID, ChargeID: ch.ID, PaymentIntentID: paymentIntentID(ch.PaymentIntent),
+			Action: p.RefundAction, Reason: p.RefundBanReason,
+		})
+		if err != nil || r.Action == order.ActionNone || r.Status != "active" {
+			return err
+		}
+		w.Logger.InfoContext(ctx, "payment refunded; revoking its keys", "charge_id", ch.ID, "action", r.Action,
+			"amount", ch.Amount, "amount_refunded", ch.AmountRefunded)
+		return insertMany(ctx, tx, ResolveRevocationArgs{RevocationID: r.ID})
+	})
+}
+
+// cancelsSubscription reports whether revoking r cancels the subscription
+// its payment belongs to: a chargeback or a refund, not an inquiry (no
+// money taken back yet) nor a fraud warning (a refund or dispute follows).
+func cancelsSubscription(p order.Policy, r *postgres.Revocation) bool {
+	return p.CancelSubscriptionOnRevoke && r.SubscriptionID != "" && !r.Inquiry &&
+		(r.Source == "dispute" || r.Source == "refund")
+}
+
+// CancelSubscriptionArgs cancels in Stripe a subscription whose payment was
+// revoked, so the customer is not charged again for a banned key.
+type CancelSubscriptionArgs struct {
+	SubscriptionID string `json:"subscription_id"`
+}
+
+func (CancelSubscriptionArgs) Kind() string { return "cancel_subscription" }
+
+func (CancelSubscriptionArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: QueueDefault, Priority: 1, UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: inFlight}}
+}
+
+// CancelSubscriptionWorker works CancelSubscriptionArgs. The cancellation
+// is recorded with the job's completion; a run that finds it recorded calls
+// nothing, and a run cut off after Stripe cancelled finds Stripe answering
+// the repeat as an unknown subscription, which is success.
+type CancelSubscriptionWorker struct {
+	river.WorkerDefaults[CancelSubscriptionArgs]
+	Deps
+}
+
+func (w *CancelSubscriptionWorker) Work(ctx context.Context, job *river.Job[CancelSubscriptionArgs]) error {
+	id := job.Args.SubscriptionID
+	c, err := postgres.GetSubscriptionCancellation(ctx, w.Pool, id)
+	if err != nil {
+		return err
+	}
+	if c.CancelledAt != nil {
+		return nil
+	}
+	outcome := "cancelled"
+	if _, err := w.Stripe.CancelSubscription(ctx, id); err != nil {
+		if !stripeapi.IsNotFound(err) {
+			if stripeapi.IsUnauthorized(err) {
+				return fmt.Errorf("cancelling subscription %s after its payment was revoked: the Stripe key may not write subscriptions "+
+					"(CANCEL_SUBSCRIPTION_ON_REVOKE needs a secret key or a restricted key with write access to subscriptions): %w", id, err)
+			}
+			return err
+		}
+		outcome = "already_cancelled"
+	}
+	w.Logger.InfoContext(ctx, "subscription of a revoked payment cancelled in Stripe", "subscription_id", id,
+		"outcome", outcome, "revocation_id", c.RevocationID)
+	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+		return postgres.RecordSubscriptionCancelled(ctx, tx, id, outcome)
+	})
+}

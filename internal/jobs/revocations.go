@@ -1,0 +1,315 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+
+	"fulfiller/internal/budget"
+	"fulfiller/internal/logging"
+	"fulfiller/internal/luarmor"
+	"fulfiller/internal/order"
+	"fulfiller/internal/postgres"
+)
+
+// ---- Revocations -------------------------------------------------------------
+
+// ResolveRevocationArgs traces a disputed or refunded payment to its orders
+// and revokes their keys.
+type ResolveRevocationArgs struct {
+	RevocationID int64 `json:"revocation_id"`
+}
+
+func (ResolveRevocationArgs) Kind() string { return "resolve_revocation" }
+
+func (ResolveRevocationArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: QueueDefault, Priority: 1, UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: inFlight}}
+}
+
+// ResolveRevocationWorker works ResolveRevocationArgs.
+type ResolveRevocationWorker struct {
+	river.WorkerDefaults[ResolveRevocationArgs]
+	Deps
+}
+
+func (w *ResolveRevocationWorker) Work(ctx context.Context, job *river.Job[ResolveRevocationArgs]) error {
+	r, err := postgres.GetRevocation(ctx, w.Pool, job.Args.RevocationID)
+	if err != nil {
+		return err
+	}
+	if r.Status != "active" {
+		return nil
+	}
+	pi, sub := r.PaymentIntentID, r.SubscriptionID
+	if !r.Resolved && r.ChargeID != "" && sub == "" {
+		// A subscription's payments belong to invoices, not to the
+		// checkout: follow the charge to its invoice's subscription.
+		ch, err := w.Stripe.Charge(ctx, r.ChargeID)
+		if err != nil {
+			return stripeFailure("charge "+r.ChargeID, err)
+		}
+		if pi == "" && ch.PaymentIntent != nil {
+			pi = ch.PaymentIntent.ID
+		}
+		if ch.Invoice != nil && ch.Invoice.ID != "" {
+			inv, err := w.Stripe.Invoice(ctx, ch.Invoice.ID)
+			if err != nil {
+				return stripeFailure("invoice "+ch.Invoice.ID, err)
+			}
+			if inv.Subscription != nil {
+				sub = inv.Subscription.ID
+			}
+		}
+	}
+	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+		if err := postgres.LockPayment(ctx, tx, pi, sub); err != nil {
+			return err
+		}
+		if err := postgres.ResolveRevocation(ctx, tx, r.ID, pi, sub); err != nil {
+			return err
+		}
+		current, err := postgres.GetRevocation(ctx, tx, r.ID)
+		if err != nil || current.Status != "active" || current.Action == order.ActionNone {
+			return err
+		}
+		orders, err := postgres.OrdersOfPayment(ctx, tx, pi, sub)
+		if err != nil {
+			return err
+		}
+		var args []river.JobArgs
+		for _, id := range orders {
+			if _, err := postgres.LockOrder(ctx, tx, id); err != nil {
+				return err
+			}
+			if err := postgres.RevokeOrder(ctx, tx, id, r.ID); err != nil {
+				return err
+			}
+			keys, err := postgres.KeysWithStatus(ctx, tx, id, order.KeyActive)
+			if err != nil {
+				return err
+			}
+			for _, k := range keys {
+				args = append(args, RevokeKeyArgs{OrderKeyID: k.ID, RevocationID: r.ID})
+			}
+		}
+		// Only a subscription that bought keys here: the shop may sell
+		// others through the same Stripe account.
+		if len(orders) > 0 && cancelsSubscription(w.Policy, current) {
+			queued, err := postgres.RequestSubscriptionCancellation(ctx, tx, current.SubscriptionID, r.ID)
+			if err != nil {
+				return err
+			}
+			if queued {
+				args = append(args, CancelSubscriptionArgs{SubscriptionID: current.SubscriptionID})
+			}
+		}
+		w.Logger.InfoContext(ctx, "payment taken back; revoking its keys", "source", r.Source, "source_id", r.SourceID,
+			"action", r.Action, "orders", len(orders), "keys", len(args))
+		return insertMany(ctx, tx, args...)
+	})
+}
+
+// RevokeKeyArgs blacklists or deletes one key for a revocation.
+type RevokeKeyArgs struct {
+	OrderKeyID   int64 `json:"order_key_id"`
+	RevocationID int64 `json:"revocation_id"`
+}
+
+func (RevokeKeyArgs) Kind() string { return "revoke_key" }
+
+func (RevokeKeyArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: QueueLuarmorRevoke, UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: inFlight}}
+}
+
+// RevokeKeyWorker works RevokeKeyArgs.
+type RevokeKeyWorker struct {
+	river.WorkerDefaults[RevokeKeyArgs]
+	Deps
+}
+
+func (w *RevokeKeyWorker) Timeout(*river.Job[RevokeKeyArgs]) time.Duration { return 5 * time.Minute }
+
+func (w *RevokeKeyWorker) Work(ctx context.Context, job *river.Job[RevokeKeyArgs]) error {
+	ctx = budget.WithClass(ctx, budget.ClassRevoke)
+	k, err := postgres.GetKey(ctx, w.Pool, job.Args.OrderKeyID)
+	if err != nil {
+		return err
+	}
+	r, err := postgres.GetRevocation(ctx, w.Pool, job.Args.RevocationID)
+	if err != nil {
+		return err
+	}
+	if r.Status != "active" || !k.Delivered() || k.Status != order.KeyActive {
+		return nil // lifted meanwhile, or already revoked
+	}
+	if k.ExtendedExisting && r.Action != order.ActionNone {
+		return w.revokeExtension(ctx, job, k)
+	}
+	status := order.KeyBlacklisted
+	switch r.Action {
+	case order.ActionBlacklist:
+		never := luarmor.NeverExpires
+		err = w.Luarmor.Blacklist(ctx, k.ProjectID, luarmor.BlacklistRequest{UserKey: k.UserKey, BanReason: r.Reason, BanExpire: &never})
+	case order.ActionDelete:
+		status = order.KeyDeleted
+		err = w.Luarmor.DeleteUser(ctx, k.ProjectID, k.UserKey)
+	default:
+		return nil
+	}
+	if errors.Is(err, luarmor.ErrNotFound) {
+		status, err = order.KeyDeleted, nil // deleted in the dashboard: nothing left to use
+	}
+	if err != nil {
+		jobErr, retry := luarmorRetry(err, w.RateLimitWindow)
+		if !retry {
+			w.Logger.ErrorContext(ctx, "luarmor refused to revoke a key; revoke it in the dashboard", "order_key_id", k.ID, "error", err)
+		}
+		return jobErr
+	}
+	w.Logger.InfoContext(ctx, "key revoked", "order_key_id", k.ID, "user_key", logging.Redact(k.UserKey), "status", status, "reason", r.Reason)
+	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+		if _, err := postgres.LockOrder(ctx, tx, k.CheckoutSessionID); err != nil {
+			return err
+		}
+		if err := postgres.SetKeyStatus(ctx, tx, k.ID, status); err != nil {
+			return err
+		}
+		// A dispute won (or an inquiry closed) while the ban was being
+		// sent: lift it again.
+		current, err := postgres.GetRevocation(ctx, tx, r.ID)
+		if err != nil {
+			return err
+		}
+		if current.Status == "lifted" && status == order.KeyBlacklisted && w.Policy.UnbanOnLift(current.Inquiry) {
+			return insertMany(ctx, tx, UnbanKeyArgs{OrderKeyID: k.ID})
+		}
+		return nil
+	})
+}
+
+// LiftRevocationArgs restores the orders of a dispute the shop won, or of
+// an inquiry that closed.
+type LiftRevocationArgs struct {
+	RevocationID int64 `json:"revocation_id"`
+}
+
+func (LiftRevocationArgs) Kind() string { return "lift_revocation" }
+
+func (LiftRevocationArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: QueueDefault, Priority: 1, UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: inFlight}}
+}
+
+// LiftRevocationWorker works LiftRevocationArgs.
+type LiftRevocationWorker struct {
+	river.WorkerDefaults[LiftRevocationArgs]
+	Deps
+}
+
+func (w *LiftRevocationWorker) Work(ctx context.Context, job *river.Job[LiftRevocationArgs]) error {
+	r, err := postgres.GetRevocation(ctx, w.Pool, job.Args.RevocationID)
+	if err != nil {
+		return err
+	}
+	if r.Status != "lifted" {
+		return nil // held again since: an inquiry became a chargeback
+	}
+	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+		if err := postgres.LockPayment(ctx, tx, r.PaymentIntentID, r.SubscriptionID); err != nil {
+			return err
+		}
+		orders, err := postgres.OrdersOfPayment(ctx, tx, r.PaymentIntentID, r.SubscriptionID)
+		if err != nil {
+			return err
+		}
+		var args []river.JobArgs
+		for _, id := range orders {
+			if err := postgres.RestoreOrder(ctx, tx, id); err != nil {
+				return err
+			}
+			keys, err := postgres.KeysWithStatus(ctx, tx, id, order.KeyBlacklisted)
+			if err != nil {
+				return err
+			}
+			for _, k := range keys {
+				args = append(args, UnbanKeyArgs{OrderKeyID: k.ID})
+			}
+			// Keys the revocation kept from being made are made now.
+			o, err := postgres.GetOrder(ctx, tx, id)
+			if err != nil {
+				return err
+			}
+			if o.Status == order.StatusRevoked {
+				continue // another revocation (a refund) still holds it
+			}
+			if !o.ItemsLoaded && order.Fulfillable(o.SessionStatus, o.PaymentStatus) {
+				args = append(args, FulfilOrderArgs{CheckoutSessionID: id})
+			}
+			if err := queueUnits(ctx, tx, o); err != nil {
+				return err
+			}
+		}
+		w.Logger.InfoContext(ctx, "dispute closed in the shop's favour; restoring its orders", "source_id", r.SourceID,
+			"orders", len(orders), "keys", len(args))
+		return insertMany(ctx, tx, args...)
+	})
+}
+
+// UnbanKeyArgs lifts the ban of one key.
+type UnbanKeyArgs struct {
+	OrderKeyID int64 `json:"order_key_id"`
+}
+
+func (UnbanKeyArgs) Kind() string { return "unban_key" }
+
+func (UnbanKeyArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: QueueLuarmorRevoke, UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: inFlight}}
+}
+
+// UnbanKeyWorker works UnbanKeyArgs. Luarmor issues a new unban token on
+// every blacklist, so the current one is read just before unbanning.
+type UnbanKeyWorker struct {
+	river.WorkerDefaults[UnbanKeyArgs]
+	Deps
+}
+
+func (w *UnbanKeyWorker) Timeout(*river.Job[UnbanKeyArgs]) time.Duration { return 5 * time.Minute }
+
+func (w *UnbanKeyWorker) Work(ctx context.Context, job *river.Job[UnbanKeyArgs]) error {
+	ctx = budget.WithClass(ctx, budget.ClassRevoke)
+	k, err := postgres.GetKey(ctx, w.Pool, job.Args.OrderKeyID)
+	if err != nil {
+		return err
+	}
+	o, err := postgres.GetOrder(ctx, w.Pool, k.CheckoutSessionID)
+	if err != nil {
+		return err
+	}
+	if k.Status != order.KeyBlacklisted || o.Status == order.StatusRevoked {
+		return nil // not banned, or another revocation (a refund) still holds it
+	}
+	status := order.KeyActive
+	u, err := w.Luarmor.GetUser(ctx, k.ProjectID, k.UserKey)
+	switch {
+	case errors.Is(err, luarmor.ErrNotFound):
+		status, err = order.KeyDeleted, nil
+	case err == nil && u.IsBanned():
+		err = w.Luarmor.Unban(ctx, k.ProjectID, u.UnbanToken)
+	}
+	if err != nil {
+		jobErr, _ := luarmorRetry(err, w.RateLimitWindow)
+		return jobErr
+	}
+	w.Logger.InfoContext(ctx, "key ban lifted", "order_key_id", k.ID, "user_key", logging.Redact(k.UserKey))
+	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+		if _, err := postgres.LockOrder(ctx, tx, k.CheckoutSessionID); err != nil {
+			return err
+		}
+		if err := postgres.SetKeyStatus(ctx, tx, k.ID, status); err != nil {
+			return err
+		}
+		return postgres.RestoreOrder(ctx, tx, k.CheckoutSessionID)
+	})
+}

@@ -1,0 +1,33 @@
+package stripefake
+
+import (
+	"net/http"
+)
+
+// cancelSubscription serves DELETE /v1/subscriptions/{id}: the subscription
+// becomes canceled at once. Stripe answers a subscription that is already
+// canceled as one it does not know (404 resource_missing), and so does the
+// fake.
+func (f *Fake) cancelSubscription(w http.ResponseWriter, r *http.Request) {
+	if _, e := parseQuery(r, false); e != nil {
+		e.write(w)
+		return
+	}
+	id := r.PathValue("id")
+	f.mu.Lock()
+	obj, ok := f.objects[KindSubscription][id]
+	if !ok || obj["status"] == "canceled" {
+		f.mu.Unlock()
+		notFound(KindSubscription, id).write(w)
+		return
+	}
+	now := f.now().Unix()
+	cancelled := copyMap(obj)
+	cancelled["status"] = "canceled"
+	cancelled["canceled_at"] = now
+	cancelled["ended_at"] = now
+	cancelled = normalize(cancelled)
+	f.objects[KindSubscription][id] = cancelled
+	f.mu.Unlock()
+	writeJSON(w, http.StatusOK, cancelled)
+}
