@@ -440,8 +440,8 @@ func TestDisputeOfASubscriptionInvoiceBlacklistsTheSubscriptionsKeys(t *testing.
 
 func TestFullRefundRevokesPerPolicy(t *testing.T) {
 	t.Parallel()
-	for _, action := range []string{order.ActionBlacklist, order.ActionDelete, order.ActionNone} {
-		t.Run(action, func(t *testing.T) {
+	for _, action := range []order.Action{order.ActionBlacklist, order.ActionDelete, order.ActionNone} {
+		t.Run(string(action), func(t *testing.T) {
 			t.Parallel()
 			p := order.DefaultPolicy()
 			p.RefundAction = action

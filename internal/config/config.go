@@ -119,7 +119,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	default:
 		return c, &Error{"DISPUTE_WON_ACTION", fmt.Sprintf("%q must be unban or keep", v)}
 	}
-	switch v := get("REFUND_ACTION", order.ActionBlacklist); v {
+	switch v := order.Action(get("REFUND_ACTION", string(order.ActionBlacklist))); v {
 	case order.ActionBlacklist, order.ActionDelete, order.ActionNone:
 		c.Policy.RefundAction = v
 	default:

@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/config"
+	"fulfiller/internal/order"
 )
 
 func env(overrides map[string]string) func(string) string {
@@ -47,7 +48,7 @@ func TestLifecyclePolicy(t *testing.T) {
 	require.Equal(t, 24*time.Hour, c.Policy.RenewalGrace)
 	require.Equal(t, "Payment disputed", c.Policy.DisputeBanReason)
 	require.True(t, c.Policy.UnbanWhenDisputeWon)
-	require.Equal(t, "blacklist", c.Policy.RefundAction)
+	require.Equal(t, order.ActionBlacklist, c.Policy.RefundAction)
 	require.False(t, c.Policy.SuspendWhenPastDue)
 
 	c, err = config.FromEnv(env(map[string]string{"RENEWAL_GRACE": "2h", "DISPUTE_WON_ACTION": "keep",
@@ -55,7 +56,7 @@ func TestLifecyclePolicy(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 2*time.Hour, c.Policy.RenewalGrace)
 	require.False(t, c.Policy.UnbanWhenDisputeWon)
-	require.Equal(t, "delete", c.Policy.RefundAction)
+	require.Equal(t, order.ActionDelete, c.Policy.RefundAction)
 	require.Equal(t, "Chargeback", c.Policy.DisputeBanReason)
 	require.True(t, c.Policy.SuspendWhenPastDue)
 }

@@ -56,11 +56,11 @@ func earlyFraudWarning(ctx context.Context, w *HandleEventsWorker, tx pgx.Tx, ev
 		w.Logger.WarnContext(ctx, "early fraud warning; keys untouched (EARLY_FRAUD_WARNING_ACTION=none): refund the payment or wait for its dispute", attrs...)
 		return nil
 	}
-	r, err := postgres.RecordRevocation(ctx, tx, postgres.Revocation{
-		Source: "early_fraud_warning", SourceID: efw.ID, ChargeID: chargeID(efw.Charge),
+	r, err := postgres.RecordRevocation(ctx, tx, order.Revocation{
+		Source: order.SourceEarlyFraudWarning, SourceID: efw.ID, ChargeID: chargeID(efw.Charge),
 		PaymentIntentID: paymentIntentID(efw.PaymentIntent), Action: order.ActionBlacklist, Reason: order.FraudWarningBanReason,
 	})
-	if err != nil || r.Status != "active" {
+	if err != nil || r.Status != order.RevocationActive {
 		return err
 	}
 	w.Logger.WarnContext(ctx, "early fraud warning; revoking the payment's keys", attrs...)
@@ -99,8 +99,8 @@ func (w *ApplyDisputeWorker) Work(ctx context.Context, job *river.Job[ApplyDispu
 	if err != nil {
 		return err
 	}
-	r := postgres.Revocation{
-		Source: "dispute", SourceID: d.ID, ChargeID: chargeID(d.Charge), PaymentIntentID: paymentIntentID(d.PaymentIntent),
+	r := order.Revocation{
+		Source: order.SourceDispute, SourceID: d.ID, ChargeID: chargeID(d.Charge), PaymentIntentID: paymentIntentID(d.PaymentIntent),
 		Action: order.ActionBlacklist, Reason: w.Policy.DisputeBanReason,
 	}
 	switch d.Status {
@@ -127,13 +127,13 @@ func (w *ApplyDisputeWorker) Work(ctx context.Context, job *river.Job[ApplyDispu
 
 // hold records that the dispute holds its payment's keys and queues their
 // revocation (which changes nothing for keys already revoked).
-func (w *ApplyDisputeWorker) hold(ctx context.Context, job *river.Job[ApplyDisputeArgs], r postgres.Revocation, status stripe.DisputeStatus) error {
+func (w *ApplyDisputeWorker) hold(ctx context.Context, job *river.Job[ApplyDisputeArgs], r order.Revocation, status stripe.DisputeStatus) error {
 	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
 		stored, err := postgres.HoldDisputeRevocation(ctx, tx, r)
 		if err != nil {
 			return err
 		}
-		if stored.Status != "active" {
+		if stored.Status != order.RevocationActive {
 			w.Logger.InfoContext(ctx, "dispute already closed in the shop's favour; nothing revoked", "dispute_id", r.SourceID, "status", status)
 			return nil
 		}
@@ -145,7 +145,7 @@ func (w *ApplyDisputeWorker) hold(ctx context.Context, job *river.Job[ApplyDispu
 
 // lift records the dispute closed in the shop's favour and queues the
 // lifting of its bans.
-func (w *ApplyDisputeWorker) lift(ctx context.Context, job *river.Job[ApplyDisputeArgs], r postgres.Revocation, status stripe.DisputeStatus) error {
+func (w *ApplyDisputeWorker) lift(ctx context.Context, job *river.Job[ApplyDisputeArgs], r order.Revocation, status stripe.DisputeStatus) error {
 	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
 		lifted, wasActive, err := postgres.LiftDisputeRevocation(ctx, tx, r)
 		if err != nil || !wasActive {
@@ -200,11 +200,11 @@ func (w *ApplyRefundWorker) Work(ctx context.Context, job *river.Job[ApplyRefund
 		return nil
 	}
 	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
-		r, err := postgres.RecordRevocation(ctx, tx, postgres.Revocation{
-			Source: "refund", SourceID: ch.ID, ChargeID: ch.ID, PaymentIntentID: paymentIntentID(ch.PaymentIntent),
+		r, err := postgres.RecordRevocation(ctx, tx, order.Revocation{
+			Source: order.SourceRefund, SourceID: ch.ID, ChargeID: ch.ID, PaymentIntentID: paymentIntentID(ch.PaymentIntent),
 			Action: p.RefundAction, Reason: p.RefundBanReason,
 		})
-		if err != nil || r.Action == order.ActionNone || r.Status != "active" {
+		if err != nil || r.Action == order.ActionNone || r.Status != order.RevocationActive {
 			return err
 		}
 		w.Logger.InfoContext(ctx, "payment refunded; revoking its keys", "charge_id", ch.ID, "action", r.Action,
@@ -216,9 +216,9 @@ func (w *ApplyRefundWorker) Work(ctx context.Context, job *river.Job[ApplyRefund
 // cancelsSubscription reports whether revoking r cancels the subscription
 // its payment belongs to: a chargeback or a refund, not an inquiry (no
 // money taken back yet) nor a fraud warning (a refund or dispute follows).
-func cancelsSubscription(p order.Policy, r *postgres.Revocation) bool {
+func cancelsSubscription(p order.Policy, r *order.Revocation) bool {
 	return p.CancelSubscriptionOnRevoke && r.SubscriptionID != "" && !r.Inquiry &&
-		(r.Source == "dispute" || r.Source == "refund")
+		(r.Source == order.SourceDispute || r.Source == order.SourceRefund)
 }
 
 // CancelSubscriptionArgs cancels in Stripe a subscription whose payment was

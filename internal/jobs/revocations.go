@@ -40,7 +40,7 @@ func (w *ResolveRevocationWorker) Work(ctx context.Context, job *river.Job[Resol
 	if err != nil {
 		return err
 	}
-	if r.Status != "active" {
+	if r.Status != order.RevocationActive {
 		return nil
 	}
 	pi, sub := r.PaymentIntentID, r.SubscriptionID
@@ -72,7 +72,7 @@ func (w *ResolveRevocationWorker) Work(ctx context.Context, job *river.Job[Resol
 			return err
 		}
 		current, err := postgres.GetRevocation(ctx, tx, r.ID)
-		if err != nil || current.Status != "active" || current.Action == order.ActionNone {
+		if err != nil || current.Status != order.RevocationActive || current.Action == order.ActionNone {
 			return err
 		}
 		orders, err := postgres.OrdersOfPayment(ctx, tx, pi, sub)
@@ -142,7 +142,7 @@ func (w *RevokeKeyWorker) Work(ctx context.Context, job *river.Job[RevokeKeyArgs
 	if err != nil {
 		return err
 	}
-	if r.Status != "active" || !k.Delivered() || k.Status != order.KeyActive {
+	if r.Status != order.RevocationActive || !k.Delivered() || k.Status != order.KeyActive {
 		return nil // lifted meanwhile, or already revoked
 	}
 	if k.ExtendedExisting && r.Action != order.ActionNone {
@@ -183,7 +183,7 @@ func (w *RevokeKeyWorker) Work(ctx context.Context, job *river.Job[RevokeKeyArgs
 		if err != nil {
 			return err
 		}
-		if current.Status == "lifted" && status == order.KeyBlacklisted && w.Policy.UnbanOnLift(current.Inquiry) {
+		if current.Status == order.RevocationLifted && status == order.KeyBlacklisted && w.Policy.UnbanOnLift(current.Inquiry) {
 			return insertMany(ctx, tx, UnbanKeyArgs{OrderKeyID: k.ID})
 		}
 		return nil
@@ -213,7 +213,7 @@ func (w *LiftRevocationWorker) Work(ctx context.Context, job *river.Job[LiftRevo
 	if err != nil {
 		return err
 	}
-	if r.Status != "lifted" {
+	if r.Status != order.RevocationLifted {
 		return nil // held again since: an inquiry became a chargeback
 	}
 	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {

@@ -213,11 +213,13 @@ func ErrorMessage(err error) string {
 	return "internal error"
 }
 
-// Revocation actions (REFUND_ACTION).
+// Action is what a revocation does to a key (REFUND_ACTION for refunds).
+type Action string
+
 const (
-	ActionBlacklist = "blacklist"
-	ActionDelete    = "delete"
-	ActionNone      = "none"
+	ActionBlacklist Action = "blacklist"
+	ActionDelete    Action = "delete"
+	ActionNone      Action = "none"
 )
 
 // Policy is what the shop decided about the key lifecycle after a sale.
@@ -232,7 +234,7 @@ type Policy struct {
 	UnbanWhenDisputeWon bool
 	// RefundAction is ActionBlacklist, ActionDelete or ActionNone
 	// (REFUND_ACTION).
-	RefundAction string
+	RefundAction Action
 	// RefundBanReason is shown to a user blacklisted after a refund.
 	RefundBanReason string
 	// SuspendWhenPastDue blacklists the keys of a past_due subscription

@@ -39,3 +39,38 @@ type Renewal struct {
 	ExpiresAt      int64 // PeriodEnd + grace: the absolute expiry every key gets
 	Extends        bool
 }
+
+// Revocation is a payment taken back: a dispute, a refund or an early
+// fraud warning, recorded once per source and applied to every order of
+// the payment, including orders recorded after it.
+type Revocation struct {
+	ID              int64
+	Source          RevocationSource
+	SourceID        string // dispute ID, charge ID or early fraud warning ID
+	ChargeID        string
+	PaymentIntentID string
+	SubscriptionID  string
+	Action          Action
+	Reason          string
+	Status          RevocationStatus
+	Resolved        bool // traced to its payment's orders
+	Inquiry         bool // suspends keys for a dispute inquiry
+}
+
+// RevocationSource is what took a payment back.
+type RevocationSource string
+
+const (
+	SourceDispute           RevocationSource = "dispute"
+	SourceRefund            RevocationSource = "refund"
+	SourceEarlyFraudWarning RevocationSource = "early_fraud_warning"
+)
+
+// RevocationStatus says whether a revocation holds: active until lifted
+// (a dispute won, an inquiry closed).
+type RevocationStatus string
+
+const (
+	RevocationActive RevocationStatus = "active"
+	RevocationLifted RevocationStatus = "lifted"
+)

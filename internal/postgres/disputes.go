@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"fulfiller/internal/order"
+
 	"github.com/jackc/pgx/v5"
 )
 
@@ -15,7 +17,7 @@ import (
 // says so. A lifted revocation stays lifted (a won dispute is final, and a
 // stale reading must not undo it), except one lifted when an inquiry
 // closed: a chargeback on the same dispute holds the keys again.
-func HoldDisputeRevocation(ctx context.Context, tx pgx.Tx, r Revocation) (*Revocation, error) {
+func HoldDisputeRevocation(ctx context.Context, tx pgx.Tx, r order.Revocation) (*order.Revocation, error) {
 	_, err := tx.Exec(ctx, `
 		INSERT INTO revocations AS v (source, source_id, charge_id, payment_intent_id, action, reason, status, inquiry)
 		VALUES ('dispute', $1, NULLIF($2, ''), NULLIF($3, ''), $4, $5, 'active', $6)
@@ -42,7 +44,7 @@ func HoldDisputeRevocation(ctx context.Context, tx pgx.Tx, r Revocation) (*Revoc
 // anything that must now be restored. A closed inquiry (inquiry true) lifts
 // only a suspension: a reading taken before the inquiry turned into a
 // chargeback must not lift the chargeback's hold.
-func LiftDisputeRevocation(ctx context.Context, tx pgx.Tx, r Revocation) (lifted *Revocation, wasActive bool, err error) {
+func LiftDisputeRevocation(ctx context.Context, tx pgx.Tx, r order.Revocation) (lifted *order.Revocation, wasActive bool, err error) {
 	var existed bool
 	var id int64
 	err = tx.QueryRow(ctx, `

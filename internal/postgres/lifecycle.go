@@ -32,26 +32,11 @@ func LockPayment(ctx context.Context, tx pgx.Tx, keys ...string) error {
 	return nil
 }
 
-// Revocation is a payment taken back.
-type Revocation struct {
-	ID              int64
-	Source          string // "dispute", "refund" or "early_fraud_warning"
-	SourceID        string // dispute ID, charge ID or early fraud warning ID
-	ChargeID        string
-	PaymentIntentID string
-	SubscriptionID  string
-	Action          string // order.ActionBlacklist, ActionDelete, ActionNone
-	Reason          string
-	Status          string // "active" or "lifted"
-	Resolved        bool
-	Inquiry         bool // suspends keys for a dispute inquiry
-}
-
 const revocationColumns = `id, source, source_id, COALESCE(charge_id, ''), COALESCE(payment_intent_id, ''),
 	COALESCE(subscription_id, ''), action, reason, status, resolved_at IS NOT NULL, inquiry`
 
-func scanRevocation(row pgx.Row) (*Revocation, error) {
-	var r Revocation
+func scanRevocation(row pgx.Row) (*order.Revocation, error) {
+	var r order.Revocation
 	err := row.Scan(&r.ID, &r.Source, &r.SourceID, &r.ChargeID, &r.PaymentIntentID, &r.SubscriptionID,
 		&r.Action, &r.Reason, &r.Status, &r.Resolved, &r.Inquiry)
 	if err != nil {
@@ -63,9 +48,9 @@ func scanRevocation(row pgx.Row) (*Revocation, error) {
 // RecordRevocation stores a revocation once per source ID and returns the
 // stored row, which may be an earlier one (a repeated event, or a dispute
 // already closed).
-func RecordRevocation(ctx context.Context, tx pgx.Tx, r Revocation) (*Revocation, error) {
+func RecordRevocation(ctx context.Context, tx pgx.Tx, r order.Revocation) (*order.Revocation, error) {
 	if r.Status == "" {
-		r.Status = "active"
+		r.Status = order.RevocationActive
 	}
 	_, err := tx.Exec(ctx, `
 		INSERT INTO revocations (source, source_id, charge_id, payment_intent_id, subscription_id, action, reason, status,
@@ -90,7 +75,7 @@ func RecordRevocation(ctx context.Context, tx pgx.Tx, r Revocation) (*Revocation
 // only then can it have revoked anything that must now be restored. One
 // statement, so a concurrent opening and closing of the same dispute always
 // ends lifted.
-func LiftRevocation(ctx context.Context, tx pgx.Tx, r Revocation) (lifted *Revocation, wasActive bool, err error) {
+func LiftRevocation(ctx context.Context, tx pgx.Tx, r order.Revocation) (lifted *order.Revocation, wasActive bool, err error) {
 	var existed bool
 	var id int64
 	err = tx.QueryRow(ctx, `
@@ -111,7 +96,7 @@ func LiftRevocation(ctx context.Context, tx pgx.Tx, r Revocation) (lifted *Revoc
 }
 
 // GetRevocation reads one revocation.
-func GetRevocation(ctx context.Context, db DB, id int64) (*Revocation, error) {
+func GetRevocation(ctx context.Context, db DB, id int64) (*order.Revocation, error) {
 	r, err := scanRevocation(db.QueryRow(ctx, `SELECT `+revocationColumns+` FROM revocations WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, order.Errorf(order.ENOTFOUND, "no revocation %d", id)
@@ -136,7 +121,7 @@ func ResolveRevocation(ctx context.Context, tx pgx.Tx, id int64, paymentIntentID
 
 // ActiveRevocationFor finds an active revocation, with an action, of a
 // payment intent or subscription.
-func ActiveRevocationFor(ctx context.Context, tx pgx.Tx, paymentIntentID, subscriptionID string) (*Revocation, error) {
+func ActiveRevocationFor(ctx context.Context, tx pgx.Tx, paymentIntentID, subscriptionID string) (*order.Revocation, error) {
 	r, err := scanRevocation(tx.QueryRow(ctx, `SELECT `+revocationColumns+` FROM revocations
 		WHERE status = 'active' AND action <> 'none'
 		  AND ((payment_intent_id = $1 AND $1 <> '') OR (subscription_id = $2 AND $2 <> ''))

@@ -148,7 +148,7 @@ var revocations int
 func revocation(t *testing.T, tx pgx.Tx, paymentIntentID string) int64 {
 	t.Helper()
 	revocations++
-	r, err := postgres.RecordRevocation(context.Background(), tx, postgres.Revocation{
+	r, err := postgres.RecordRevocation(context.Background(), tx, order.Revocation{
 		Source: "dispute", SourceID: "dp_" + paymentIntentID + string(rune('a'+revocations)),
 		PaymentIntentID: paymentIntentID, Action: order.ActionBlacklist, Reason: "disputed"})
 	require.NoError(t, err)
