@@ -10,6 +10,7 @@ import (
 	"github.com/stripe/stripe-go/v76"
 
 	"fulfiller/internal/httpapi"
+	"fulfiller/internal/jobs"
 	"fulfiller/internal/order"
 	"fulfiller/internal/stripeapi"
 	"fulfiller/internal/stripeapi/stripefake"
@@ -274,4 +275,22 @@ func (b *bundle) orderOf(t *testing.T, subscriptionID string) string {
 	require.NoError(t, b.pool.QueryRow(context.Background(), `SELECT checkout_session_id FROM orders WHERE subscription_id = $1`,
 		subscriptionID).Scan(&id))
 	return id
+}
+
+// A renewal paid by SEPA or ACH can settle days after the period ended,
+// with no Stripe event meanwhile: the periodic watch reads the subscription
+// again before its keys lapse, and with PAST_DUE_ACTION=keep they stay
+// alive for the grace from now.
+func TestSlowRenewalKeepsAccessWithoutAnEvent(t *testing.T) {
+	t.Parallel()
+	b := setup(t, pastDuePolicy(false))
+	sub, key := b.lapsedSubscription(t) // Stripe still says active: the payment is processing
+	b.stripe.PutSubscription(sub)
+	before := time.Now().Unix()
+	_, err := b.main.River.Insert(context.Background(), jobs.WatchSubscriptionsArgs{}, nil)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return b.user(t, key).AuthExpire >= before+3600 }, 20*time.Second, 20*time.Millisecond,
+		"the key is kept alive for the grace from now")
+	b.waitIdle(t)
+	require.False(t, b.user(t, key).IsBanned())
 }

@@ -164,6 +164,7 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker) (*river.Client
 	river.AddWorker(workers, &CancelSubscriptionWorker{Deps: deps})
 	river.AddWorker(workers, &RefreshKeysWorker{Deps: deps})
 	river.AddWorker(workers, &ResumeOrdersWorker{Deps: deps})
+	river.AddWorker(workers, &WatchSubscriptionsWorker{Deps: deps})
 	if cfg.Register != nil {
 		cfg.Register(workers)
 	}

@@ -86,5 +86,7 @@ func periodicJobs() []*river.PeriodicJob {
 			func() (river.JobArgs, *river.InsertOpts) { return RefreshKeysArgs{}, nil }, nil),
 		river.NewPeriodicJob(river.PeriodicInterval(resumeEvery),
 			func() (river.JobArgs, *river.InsertOpts) { return ResumeOrdersArgs{}, nil }, nil),
+		river.NewPeriodicJob(river.PeriodicInterval(watchEvery),
+			func() (river.JobArgs, *river.InsertOpts) { return WatchSubscriptionsArgs{}, nil }, nil),
 	}
 }
