@@ -521,26 +521,32 @@ func (f *Fake) listChildren(kind string) http.HandlerFunc {
 			return
 		}
 		id := r.PathValue("id")
-		_, children, ok := f.lookup(kind, id)
-		if !ok {
-			notFound(kind, id).write(w)
-			return
-		}
-		f.mu.Lock()
-		maxPage := f.maxPageSize
-		f.mu.Unlock()
-		data, hasMore, e := page(children, objectID, q, maxPage)
-		if e != nil {
-			e.write(w)
-			return
-		}
-		var total int
-		if kind == KindInvoice {
-			// Stripe still reports total_count on invoice lines.
-			total = len(children)
-		}
-		writeJSON(w, http.StatusOK, listEnvelope(data, hasMore, childURL(info, id), total))
+		// Stripe still reports total_count on invoice lines.
+		f.servePageOfChildren(w, q, kind, id, childURL(info, id), kind == KindInvoice)
 	}
+}
+
+// servePageOfChildren answers with the page q asks for of the children
+// (line items, invoice lines, subscription items) of object id.
+func (f *Fake) servePageOfChildren(w http.ResponseWriter, q url.Values, kind, id, listURL string, withTotal bool) {
+	_, children, ok := f.lookup(kind, id)
+	if !ok {
+		notFound(kind, id).write(w)
+		return
+	}
+	f.mu.Lock()
+	maxPage := f.maxPageSize
+	f.mu.Unlock()
+	data, hasMore, e := page(children, objectID, q, maxPage)
+	if e != nil {
+		e.write(w)
+		return
+	}
+	var total int
+	if withTotal {
+		total = len(children)
+	}
+	writeJSON(w, http.StatusOK, listEnvelope(data, hasMore, listURL, total))
 }
 
 func childURL(info kindInfo, id string) string {

@@ -106,20 +106,7 @@ func (f *Fake) listSubscriptionItems(w http.ResponseWriter, r *http.Request) {
 		badParam("subscription", "Missing required param: subscription.").write(w)
 		return
 	}
-	_, children, ok := f.lookup(KindSubscription, id)
-	if !ok {
-		notFound(KindSubscription, id).write(w)
-		return
-	}
-	f.mu.Lock()
-	maxPage := f.maxPageSize
-	f.mu.Unlock()
-	data, hasMore, e := page(children, objectID, q, maxPage)
-	if e != nil {
-		e.write(w)
-		return
-	}
-	writeJSON(w, http.StatusOK, listEnvelope(data, hasMore, "/v1/subscription_items", 0))
+	f.servePageOfChildren(w, q, KindSubscription, id, "/v1/subscription_items", false)
 }
 
 // subscriptionPeriod is the period of the subscriptions PutSession starts.
