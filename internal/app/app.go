@@ -25,6 +25,7 @@ import (
 	"fulfiller/internal/httpapi"
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/luarmor"
+	"fulfiller/internal/mail"
 	"fulfiller/internal/order"
 	"fulfiller/internal/postgres"
 	"fulfiller/internal/reconcile"
@@ -120,7 +121,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.River, err = jobs.NewClient(jobs.Deps{
 		Pool: m.Pool, Stripe: stripeClient, Luarmor: luarmorClient, Catalog: m.Catalog, Logger: m.Logger,
 		RateLimitWindow: m.Config.LuarmorRateWindow, Policy: m.Config.Policy, MaxUnitsPerOrder: m.Config.MaxUnitsPerOrder,
-		StripeLivemode: jobs.LiveKey(m.Config.StripeAPIKey),
+		StripeLivemode: jobs.LiveKey(m.Config.StripeAPIKey), Mail: m.mailSender(),
 	}, jobsConfig)
 	if err != nil {
 		return err
@@ -143,7 +144,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.webhook = webhook.New(webhook.Config{Secrets: m.Config.WebhookSecrets, Pool: m.Pool, River: m.River, Logger: m.Logger})
 	api := &httpapi.Server{
 		Pool: m.Pool, Orders: orders, ShopToken: m.Config.ShopAPIToken, Logger: m.Logger,
-		Webhook: m.webhook, Credentials: m.Credentials,
+		Webhook: m.webhook, Credentials: m.Credentials, Mail: m.mailSender(),
 	}
 	if m.listener, err = net.Listen("tcp", m.Config.ListenAddr); err != nil {
 		return fmt.Errorf("listening on LISTEN_ADDR %s: %w", m.Config.ListenAddr, err)
@@ -281,4 +282,12 @@ func (m *Main) Close() error {
 		m.Pool.Close()
 	}
 	return errors.Join(errs...)
+}
+
+// mailSender is the keys email sender, or nil while mail is off.
+func (m *Main) mailSender() *mail.Sender {
+	if !m.Config.Mail.Enabled() {
+		return nil
+	}
+	return mail.NewSender(m.Config.Mail)
 }

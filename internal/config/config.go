@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"fulfiller/internal/mail"
 	"fulfiller/internal/order"
 	"fulfiller/internal/stripeapi"
 )
@@ -48,6 +49,9 @@ type Config struct {
 	// ReconcileLookback is how far back each comparison looks
 	// (RECONCILE_LOOKBACK).
 	ReconcileLookback time.Duration
+	// Mail is keys by email (SMTP_URL, MAIL_FROM, PUBLIC_BASE_URL); the
+	// zero value is off.
+	Mail mail.Settings
 }
 
 // Defaults of settings that tests and other commands build by hand.
@@ -136,6 +140,9 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		return c, err
 	}
 	if err := c.reconciliation(get); err != nil {
+		return c, err
+	}
+	if err := c.mail(get); err != nil {
 		return c, err
 	}
 	return c, nil
@@ -314,4 +321,38 @@ func ParseRate(s string) (int, time.Duration, error) {
 		return 0, 0, fmt.Errorf("%q: DURATION must be positive, like 1m or 30s", s)
 	}
 	return count, window, nil
+}
+
+// mail reads keys by email: off with neither SMTP_URL nor MAIL_FROM, and
+// then both are needed, with PUBLIC_BASE_URL for the order page link. The
+// SMTP password is never part of an error.
+func (c *Config) mail(get func(name, def string) string) error {
+	rawURL, rawFrom := get("SMTP_URL", ""), get("MAIL_FROM", "")
+	if rawURL == "" && rawFrom == "" {
+		return nil
+	}
+	if rawURL == "" {
+		return &Error{"SMTP_URL", "is required with MAIL_FROM (unset both to turn keys by email off)"}
+	}
+	if rawFrom == "" {
+		return &Error{"MAIL_FROM", "is required with SMTP_URL (unset both to turn keys by email off)"}
+	}
+	server, err := mail.ParseSMTPURL(rawURL)
+	if err != nil {
+		return &Error{"SMTP_URL", err.Error()}
+	}
+	from, err := mail.ParseFrom(rawFrom)
+	if err != nil {
+		return &Error{"MAIL_FROM", err.Error()}
+	}
+	rawBase := get("PUBLIC_BASE_URL", "")
+	if rawBase == "" {
+		return &Error{"PUBLIC_BASE_URL", "is required with SMTP_URL: the keys email links to PUBLIC_BASE_URL/orders/{checkout_session_id}"}
+	}
+	base, err := mail.ParsePublicBaseURL(rawBase)
+	if err != nil {
+		return &Error{"PUBLIC_BASE_URL", err.Error()}
+	}
+	c.Mail = mail.Settings{SMTP: server, From: from, PublicBaseURL: base}
+	return nil
 }

@@ -20,6 +20,7 @@ import (
 
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/logging"
+	"fulfiller/internal/mail"
 	"fulfiller/internal/order"
 	"fulfiller/internal/postgres"
 )
@@ -34,6 +35,8 @@ type Server struct {
 	Logger    *slog.Logger
 	// Credentials, when set, makes /readyz fail while a key is refused.
 	Credentials interface{ Problems() []string }
+	// Mail sends keys by email; nil means it is off.
+	Mail *mail.Sender
 
 	// Unknown session IDs cost a Stripe call each; these bound that cost.
 	lookups   *tokenBucket
@@ -54,6 +57,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST /webhooks/stripe", s.Webhook)
 	mux.HandleFunc("GET /v1/orders/{checkout_session_id}", s.getOrder)
 	mux.HandleFunc("POST /v1/orders/{checkout_session_id}/retry", s.requireShopToken(s.retryOrder))
+	mux.HandleFunc("POST /v1/orders/{checkout_session_id}/resend-email", s.requireShopToken(s.resendEmail))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

@@ -317,6 +317,9 @@ func (w *CreateKeyWorker) deliver(ctx context.Context, job *river.Job[CreateKeyA
 	if err := queueFollowUps(ctx, tx, k); err != nil {
 		return err
 	}
+	if err := queueFirstOrderEmail(ctx, tx, w.Deps, k.CheckoutSessionID); err != nil {
+		return err
+	}
 	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
 		return err
 	}

@@ -22,6 +22,7 @@ import (
 	"fulfiller/internal/catalog"
 	"fulfiller/internal/logging"
 	"fulfiller/internal/luarmor"
+	"fulfiller/internal/mail"
 	"fulfiller/internal/order"
 )
 
@@ -93,6 +94,9 @@ type Deps struct {
 	// MaxUnitsPerOrder bounds the units of one order (MAX_UNITS_PER_ORDER);
 	// 0 means DefaultMaxUnitsPerOrder.
 	MaxUnitsPerOrder int
+	// Mail sends the keys email of each fulfilled order; nil means mail
+	// is off (SMTP_URL unset) and no email is queued.
+	Mail *mail.Sender
 }
 
 // Config tunes the River client.
@@ -165,6 +169,7 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker) (*river.Client
 	river.AddWorker(workers, &RefreshKeysWorker{Deps: deps})
 	river.AddWorker(workers, &ResumeOrdersWorker{Deps: deps})
 	river.AddWorker(workers, &WatchSubscriptionsWorker{Deps: deps})
+	river.AddWorker(workers, &SendOrderEmailWorker{Deps: deps})
 	if cfg.Register != nil {
 		cfg.Register(workers)
 	}

@@ -1,0 +1,29 @@
+package httpapi
+
+import (
+	"errors"
+	"net/http"
+
+	"fulfiller/internal/jobs"
+)
+
+// resendEmail queues a new email of a fulfilled order's keys: 202 with its
+// delivery number, 404 for an unknown order, 409 while the order is not
+// fulfilled, 501 while keys by email is off.
+func (s *Server) resendEmail(w http.ResponseWriter, r *http.Request) {
+	if s.Mail == nil {
+		writeJSON(w, http.StatusNotImplemented, map[string]string{
+			"error": "keys by email is off: set SMTP_URL, MAIL_FROM and PUBLIC_BASE_URL", "code": "mail_off"})
+		return
+	}
+	delivery, err := s.Orders.ResendOrderEmail(r.Context(), s.Mail, r.PathValue("checkout_session_id"))
+	if errors.Is(err, jobs.ErrOrderNotFulfilled) {
+		writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error(), "code": "not_fulfilled"})
+		return
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"status": "queued", "delivery": delivery})
+}

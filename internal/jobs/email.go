@@ -1,0 +1,218 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+
+	"fulfiller/internal/logging"
+	"fulfiller/internal/mail"
+	"fulfiller/internal/order"
+	"fulfiller/internal/postgres"
+)
+
+// SendOrderEmailArgs emails the buyer the keys of a fulfilled order: one
+// delivery of the order's order_emails rows.
+type SendOrderEmailArgs struct {
+	CheckoutSessionID string `json:"checkout_session_id"`
+	Delivery          int    `json:"delivery"`
+}
+
+func (SendOrderEmailArgs) Kind() string { return "send_order_email" }
+
+func (SendOrderEmailArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: QueueDefault, UniqueOpts: river.UniqueOpts{ByArgs: true}}
+}
+
+// ErrOrderNotFulfilled refuses a resend for an order whose keys are not
+// (or no longer) all delivered.
+var ErrOrderNotFulfilled = errors.New("the order is not fulfilled: its keys are emailed once they are all delivered")
+
+// queueFirstOrderEmail queues the keys email of an order that the caller's
+// transaction just fulfilled. Delivery 1 is recorded once, so however many
+// commits see the order fulfilled (two keys settling, a re-run), one email
+// is queued. It does nothing while mail is off or the order has no
+// address. The caller holds the order's lock.
+func queueFirstOrderEmail(ctx context.Context, tx pgx.Tx, deps Deps, sessionID string) error {
+	if deps.Mail == nil {
+		return nil
+	}
+	var delivery int
+	err := tx.QueryRow(ctx, `
+		INSERT INTO order_emails (checkout_session_id, delivery, message_id)
+		SELECT checkout_session_id, 1, $2 FROM orders
+		WHERE checkout_session_id = $1 AND status = 'fulfilled' AND customer_email <> ''
+		ON CONFLICT (checkout_session_id, delivery) DO NOTHING
+		RETURNING delivery`, sessionID, deps.Mail.NewMessageID()).Scan(&delivery)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil // not fulfilled yet, no address, or already queued
+	}
+	if err != nil {
+		return fmt.Errorf("recording the keys email of order %s: %w", logging.OrderRef(sessionID), err)
+	}
+	return insertMany(ctx, tx, SendOrderEmailArgs{CheckoutSessionID: sessionID, Delivery: delivery})
+}
+
+// ResendOrderEmail queues a new email (the next delivery number) of a
+// fulfilled order's keys and returns its number. An unknown order is
+// order.ENOTFOUND; one not fulfilled, ErrOrderNotFulfilled.
+func (s *Orders) ResendOrderEmail(ctx context.Context, mailer *mail.Sender, sessionID string) (int, error) {
+	var delivery int
+	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		o, err := postgres.LockOrder(ctx, tx, sessionID)
+		if err != nil {
+			return err
+		}
+		if o.Status != order.StatusFulfilled {
+			return fmt.Errorf("%w (it is %s)", ErrOrderNotFulfilled, o.Status)
+		}
+		if o.CustomerEmail == "" {
+			return order.Errorf(order.EINVALID, "the order has no email address to send its keys to")
+		}
+		err = tx.QueryRow(ctx, `
+			INSERT INTO order_emails (checkout_session_id, delivery, message_id)
+			SELECT $1, COALESCE(MAX(delivery), 0) + 1, $2 FROM order_emails WHERE checkout_session_id = $1
+			RETURNING delivery`, sessionID, mailer.NewMessageID()).Scan(&delivery)
+		if err != nil {
+			return fmt.Errorf("recording a new keys email of order %s: %w", logging.OrderRef(sessionID), err)
+		}
+		_, err = s.River.InsertTx(ctx, tx, SendOrderEmailArgs{CheckoutSessionID: sessionID, Delivery: delivery}, nil)
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	s.Logger.InfoContext(ctx, "keys email queued again", "order_ref", logging.OrderRef(sessionID), "delivery", delivery)
+	return delivery, nil
+}
+
+// SendOrderEmailWorker works SendOrderEmailArgs.
+//
+// Exactly once where it can be: the delivery is marked 'sending' in its own
+// commit before the SMTP conversation starts, and 'sent' in the commit that
+// completes the job, so a finished delivery is never sent again and a
+// refused send (connection, authentication, a refused recipient) is simply
+// retried. The residual at-least-once window: when the run is cut off (a
+// crash, the database lost) after the SMTP server accepted the message and
+// before 'sent' commits, the next run finds 'sending', cannot know whether
+// the message left, and sends it again, with the same Message-ID, so the
+// buyer's mail client can tell the two apart as one message. A mail failure
+// never touches the order: it stays fulfilled whatever happens here.
+type SendOrderEmailWorker struct {
+	river.WorkerDefaults[SendOrderEmailArgs]
+	Deps
+}
+
+// Timeout covers one SMTP conversation (bounded by the sender) and the
+// database steps around it.
+func (w *SendOrderEmailWorker) Timeout(*river.Job[SendOrderEmailArgs]) time.Duration {
+	return 2 * time.Minute
+}
+
+func (w *SendOrderEmailWorker) Work(ctx context.Context, job *river.Job[SendOrderEmailArgs]) error {
+	if w.Mail == nil {
+		return river.JobCancel(errors.New("keys by email is off (SMTP_URL unset): this email is not sent"))
+	}
+	log := w.Logger.With("order_ref", logging.OrderRef(job.Args.CheckoutSessionID), "delivery", job.Args.Delivery, "job_id", job.ID)
+	o, messageID, proceed, err := w.startSending(ctx, job, log)
+	if err != nil || !proceed {
+		return err
+	}
+	err = w.Mail.SendKeys(ctx, w.Mail.NewKeysEmail(o, messageID))
+	if err != nil {
+		status := "queued"
+		if errors.Is(err, mail.ErrBadRecipient) {
+			status = "failed"
+		}
+		// The server answered (or was never reached): the message did not
+		// leave, so the retry sends it without doubt.
+		_, dbErr := w.Pool.Exec(context.WithoutCancel(ctx), `UPDATE order_emails SET status = $3, last_error = $4
+			WHERE checkout_session_id = $1 AND delivery = $2 AND status = 'sending'`,
+			job.Args.CheckoutSessionID, job.Args.Delivery, status, err.Error())
+		if status == "failed" {
+			log.ErrorContext(ctx, "the order's email address cannot receive mail; the keys stay on the order page", "error", err)
+			return river.JobCancel(err)
+		}
+		return errors.Join(err, dbErr)
+	}
+	tx, err := w.Pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck
+	_, err = tx.Exec(ctx, `UPDATE order_emails SET status = 'sent', sent_at = now(), last_error = NULL
+		WHERE checkout_session_id = $1 AND delivery = $2`, job.Args.CheckoutSessionID, job.Args.Delivery)
+	if err != nil {
+		return fmt.Errorf("recording the keys email as sent: %w", err)
+	}
+	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return err
+	}
+	log.InfoContext(ctx, "keys email sent", "keys", len(o.Keys))
+	return nil
+}
+
+// startSending marks the delivery 'sending' in its own commit and returns
+// the order to render. proceed is false when there is nothing to send (sent
+// already, or the order is no longer fulfilled); the job is then complete.
+func (w *SendOrderEmailWorker) startSending(ctx context.Context, job *river.Job[SendOrderEmailArgs], log *slog.Logger) (o *order.Order, messageID string, proceed bool, err error) {
+	tx, err := w.Pool.Begin(ctx)
+	if err != nil {
+		return nil, "", false, err
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck
+	var status string
+	err = tx.QueryRow(ctx, `SELECT status, message_id FROM order_emails
+		WHERE checkout_session_id = $1 AND delivery = $2 FOR UPDATE`,
+		job.Args.CheckoutSessionID, job.Args.Delivery).Scan(&status, &messageID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, "", false, river.JobCancel(fmt.Errorf("no keys email %d recorded for this order", job.Args.Delivery))
+	}
+	if err != nil {
+		return nil, "", false, fmt.Errorf("reading the keys email: %w", err)
+	}
+	finish := func() error {
+		if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
+			return err
+		}
+		return tx.Commit(ctx)
+	}
+	switch status {
+	case "sent", "skipped", "failed":
+		return nil, "", false, finish()
+	case "sending":
+		log.WarnContext(ctx, "an earlier attempt was cut off during the SMTP conversation; sending again with the same Message-ID")
+	}
+	o, err = postgres.GetOrder(ctx, tx, job.Args.CheckoutSessionID)
+	if err != nil {
+		return nil, "", false, err
+	}
+	if o.Status != order.StatusFulfilled {
+		// Revoked (a chargeback, a refund) before its email's turn: its
+		// keys are no longer the buyer's to use.
+		if _, err := tx.Exec(ctx, `UPDATE order_emails SET status = 'skipped' WHERE checkout_session_id = $1 AND delivery = $2`,
+			job.Args.CheckoutSessionID, job.Args.Delivery); err != nil {
+			return nil, "", false, err
+		}
+		log.WarnContext(ctx, "keys email not sent: the order is no longer fulfilled", "status", o.Status)
+		return nil, "", false, finish()
+	}
+	_, err = tx.Exec(ctx, `UPDATE order_emails SET status = 'sending', attempts = attempts + 1
+		WHERE checkout_session_id = $1 AND delivery = $2`, job.Args.CheckoutSessionID, job.Args.Delivery)
+	if err != nil {
+		return nil, "", false, fmt.Errorf("marking the keys email as sending: %w", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, "", false, err
+	}
+	return o, messageID, true, nil
+}

@@ -1,0 +1,96 @@
+package mail
+
+import (
+	"bytes"
+	"embed"
+	htmltemplate "html/template"
+	"net/url"
+	"strconv"
+	texttemplate "text/template"
+	"time"
+
+	"fulfiller/internal/order"
+)
+
+// Subject is every keys email's subject: neutral, whatever the shop.
+const Subject = "Your license keys"
+
+//go:embed templates/keys.txt templates/keys.html
+var templateFS embed.FS
+
+var funcs = map[string]any{"inc": func(i int) int { return i + 1 }}
+
+var (
+	textTemplate = texttemplate.Must(texttemplate.New("keys.txt").Funcs(funcs).ParseFS(templateFS, "templates/keys.txt"))
+	// html/template escapes every value for its context: a hostile email
+	// address, key or URL cannot add markup or a script.
+	htmlTemplate = htmltemplate.Must(htmltemplate.New("keys.html").Funcs(funcs).ParseFS(templateFS, "templates/keys.html"))
+)
+
+// KeysEmail is one keys email, ready to render and send.
+type KeysEmail struct {
+	To       string
+	OrderURL string
+	Keys     []KeyLine
+	// MessageID is the Message-ID header's value (without brackets): the
+	// same for every attempt of one delivery, so a mail client that sees
+	// a repeated send can tell it is the same message.
+	MessageID string
+}
+
+// KeyLine is one key as the email shows it.
+type KeyLine struct {
+	UserKey string
+	Loader  string // script_key = "KEY";
+	Expiry  string // a date, "starts at first use" or "never"
+}
+
+// NewKeysEmail builds the email of an order's delivered keys. The keys are
+// those delivered and usable, each once (units that extended one key share it).
+func NewKeysEmail(o *order.Order, publicBaseURL, messageID string) KeysEmail {
+	e := KeysEmail{
+		To:        o.CustomerEmail,
+		OrderURL:  OrderURL(publicBaseURL, o.CheckoutSessionID),
+		MessageID: messageID,
+	}
+	seen := map[string]bool{}
+	for _, k := range o.Keys {
+		if !k.Delivered() || k.Status != order.KeyActive || seen[k.UserKey] {
+			continue
+		}
+		seen[k.UserKey] = true
+		e.Keys = append(e.Keys, KeyLine{UserKey: k.UserKey, Loader: Loader(k.UserKey), Expiry: Expiry(k)})
+	}
+	return e
+}
+
+// OrderURL is the hosted page of an order.
+func OrderURL(publicBaseURL, checkoutSessionID string) string {
+	return publicBaseURL + "/orders/" + url.PathEscape(checkoutSessionID)
+}
+
+// Loader is the line the buyer puts above the script.
+func Loader(userKey string) string { return "script_key = " + strconv.Quote(userKey) + ";" }
+
+// Expiry says when a key expires, in words a buyer reads.
+func Expiry(k order.Key) string {
+	switch {
+	case k.AuthExpire != nil && *k.AuthExpire == -1, k.AuthExpire == nil && k.KeyDays == 0:
+		return "never"
+	case k.AuthExpire == nil:
+		return "starts at first use (" + strconv.Itoa(k.KeyDays) + " days)"
+	}
+	return time.Unix(*k.AuthExpire, 0).UTC().Format("2 January 2006 15:04 MST")
+}
+
+// Render returns the plain-text and HTML bodies.
+func (e KeysEmail) Render() (text, html string, err error) {
+	var tb, hb bytes.Buffer
+	if err := textTemplate.Execute(&tb, e); err != nil {
+		return "", "", err
+	}
+	if err := htmlTemplate.Execute(&hb, e); err != nil {
+		return "", "", err
+	}
+	return tb.String(), hb.String(), nil
+}

@@ -1,0 +1,107 @@
+package mail
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	netmail "net/mail"
+	"strings"
+	"time"
+
+	gomail "github.com/wneessen/go-mail"
+
+	"fulfiller/internal/order"
+)
+
+// ErrBadRecipient says the order's email address cannot receive mail: no
+// retry will help.
+var ErrBadRecipient = errors.New("the order's email address is not a valid address")
+
+// sendTimeout bounds one SMTP conversation.
+const sendTimeout = 30 * time.Second
+
+// Sender sends keys emails through one SMTP server.
+type Sender struct {
+	settings Settings
+}
+
+// NewSender returns a Sender for settings (which must be Enabled).
+func NewSender(settings Settings) *Sender { return &Sender{settings: settings} }
+
+// SendKeys renders e and sends it. Errors name the server, never its
+// password.
+func (s *Sender) SendKeys(ctx context.Context, e KeysEmail) error {
+	msg := gomail.NewMsg()
+	if err := msg.From(s.settings.From); err != nil {
+		return fmt.Errorf("MAIL_FROM: %w", err)
+	}
+	if err := msg.To(e.To); err != nil {
+		return ErrBadRecipient
+	}
+	msg.Subject(Subject)
+	msg.SetDate()
+	if e.MessageID != "" {
+		msg.SetMessageIDWithValue(e.MessageID)
+	}
+	text, html, err := e.Render()
+	if err != nil {
+		return fmt.Errorf("rendering the keys email: %w", err)
+	}
+	msg.SetBodyString(gomail.TypeTextPlain, text)
+	msg.AddAlternativeString(gomail.TypeTextHTML, html)
+
+	client, err := gomail.NewClient(s.settings.SMTP.Host, s.clientOptions()...)
+	if err != nil {
+		return s.scrub(fmt.Errorf("configuring SMTP client for %s: %w", s.settings.SMTP, err))
+	}
+	if err := client.DialAndSendWithContext(ctx, msg); err != nil {
+		return s.scrub(fmt.Errorf("sending the keys email through %s (check SMTP_URL and the server): %w", s.settings.SMTP, err))
+	}
+	return nil
+}
+
+func (s *Sender) clientOptions() []gomail.Option {
+	smtp := s.settings.SMTP
+	opts := []gomail.Option{gomail.WithPort(smtp.Port), gomail.WithTimeout(sendTimeout)}
+	if smtp.ImplicitTLS {
+		opts = append(opts, gomail.WithSSL())
+	} else {
+		// STARTTLS when the server offers it; a server that does not is
+		// used as it is (a local relay).
+		opts = append(opts, gomail.WithTLSPolicy(gomail.TLSOpportunistic))
+	}
+	if smtp.Username != "" {
+		opts = append(opts, gomail.WithSMTPAuth(gomail.SMTPAuthAutoDiscover),
+			gomail.WithUsername(smtp.Username), gomail.WithPassword(smtp.Password))
+	}
+	return opts
+}
+
+// scrub removes the password from an error's text, should a server or a
+// library ever echo it back.
+func (s *Sender) scrub(err error) error {
+	p := s.settings.SMTP.Password
+	if p == "" || !strings.Contains(err.Error(), p) {
+		return err
+	}
+	return errors.New(strings.ReplaceAll(err.Error(), p, "***"))
+}
+
+// NewMessageID returns a fresh Message-ID (without brackets) in the
+// sender's domain: random, so it says nothing about the order.
+func (s *Sender) NewMessageID() string {
+	domain := "localhost"
+	if a, err := netmail.ParseAddress(s.settings.From); err == nil {
+		if _, d, ok := strings.Cut(a.Address, "@"); ok && d != "" {
+			domain = d
+		}
+	}
+	return "keys." + rand.Text() + "@" + domain
+}
+
+// NewKeysEmail builds the email of an order's keys with this sender's
+// order page link.
+func (s *Sender) NewKeysEmail(o *order.Order, messageID string) KeysEmail {
+	return NewKeysEmail(o, s.settings.PublicBaseURL, messageID)
+}

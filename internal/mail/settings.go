@@ -1,0 +1,111 @@
+// Package mail sends the buyer their license keys by email: an SMTP
+// server's settings from the environment, the message rendered from
+// embedded templates (plain text and HTML, every value escaped) and sent
+// with go-mail.
+package mail
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/mail"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// Settings are what keys by email need. The zero value means mail is off.
+type Settings struct {
+	SMTP SMTPServer
+	// From is the sender, "Shop <keys@shop.example>" or a bare address.
+	From string
+	// PublicBaseURL is where the hosted order page lives, without a
+	// trailing slash: the email links to PublicBaseURL/orders/{id}.
+	PublicBaseURL string
+}
+
+// Enabled reports whether mail is configured.
+func (s Settings) Enabled() bool { return s.SMTP.Host != "" }
+
+// SMTPServer is a parsed SMTP_URL. Its password is never printed: String
+// leaves it out, and no error of this package contains it.
+type SMTPServer struct {
+	Host     string
+	Port     int
+	Username string
+	Password string
+	// ImplicitTLS is smtps://: TLS from the first byte. smtp:// upgrades
+	// with STARTTLS when the server offers it.
+	ImplicitTLS bool
+}
+
+// String is the server's address for logs, without credentials.
+func (s SMTPServer) String() string {
+	scheme := "smtp"
+	if s.ImplicitTLS {
+		scheme = "smtps"
+	}
+	return scheme + "://" + net.JoinHostPort(s.Host, strconv.Itoa(s.Port))
+}
+
+// ParseSMTPURL reads smtp://user:pass@host:port or smtps://user:pass@host:port.
+// The port defaults to 587 (smtp) or 465 (smtps). Errors never quote the
+// URL, which holds the password.
+func ParseSMTPURL(raw string) (SMTPServer, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		// url.Parse's error quotes the URL, password included: say only
+		// what was expected.
+		return SMTPServer{}, errors.New("is not a valid URL; expected smtp://user:pass@host:port or smtps://user:pass@host:port (percent-encode special characters of the password)")
+	}
+	var s SMTPServer
+	switch u.Scheme {
+	case "smtp":
+		s.Port = 587
+	case "smtps":
+		s.Port, s.ImplicitTLS = 465, true
+	default:
+		return SMTPServer{}, errors.New("must start with smtp:// or smtps://")
+	}
+	if u.Opaque != "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return SMTPServer{}, errors.New("must be smtp://user:pass@host:port with no path, query or fragment")
+	}
+	s.Host = u.Hostname()
+	if s.Host == "" {
+		return SMTPServer{}, errors.New("has no host; expected smtp://user:pass@host:port")
+	}
+	if p := u.Port(); p != "" {
+		port, err := strconv.Atoi(p)
+		if err != nil || port < 1 || port > 65535 {
+			return SMTPServer{}, errors.New("has a port outside 1-65535")
+		}
+		s.Port = port
+	}
+	if u.User != nil {
+		s.Username = u.User.Username()
+		s.Password, _ = u.User.Password()
+		if s.Username == "" {
+			return SMTPServer{}, errors.New("has a password but no user name")
+		}
+	}
+	return s, nil
+}
+
+// ParseFrom checks a MAIL_FROM value: one address, optionally with a name.
+func ParseFrom(raw string) (string, error) {
+	a, err := mail.ParseAddress(raw)
+	if err != nil {
+		return "", fmt.Errorf("is not an email address (%v); expected keys@shop.example or \"Shop <keys@shop.example>\"", err)
+	}
+	return a.String(), nil
+}
+
+// ParsePublicBaseURL checks PUBLIC_BASE_URL: an absolute http(s) URL,
+// returned without a trailing slash.
+func ParsePublicBaseURL(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return "", errors.New("must be an absolute http(s) URL such as https://shop.example, without credentials, query or fragment")
+	}
+	return strings.TrimRight(u.String(), "/"), nil
+}
