@@ -1,0 +1,323 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	netmail "net/mail"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"github.com/stretchr/testify/require"
+
+	"fulfiller/internal/config"
+	"fulfiller/internal/luarmor"
+	"fulfiller/internal/mail"
+	"fulfiller/internal/mail/mailtest"
+	"fulfiller/internal/stripeapi/stripefake"
+)
+
+const (
+	smtpUser     = "shop"
+	smtpPassword = "s3cret-smtp-password"
+	publicBase   = "https://shop.example"
+)
+
+type mailBundle struct {
+	*bundle
+	smtp *mailtest.Server
+}
+
+// setupMail starts the service with keys by email pointed at a real SMTP
+// server of the test's own.
+func setupMail(t *testing.T, password string) *mailBundle {
+	t.Helper()
+	srv := mailtest.Start(t, smtpUser, smtpPassword)
+	server, err := mail.ParseSMTPURL("smtp://" + smtpUser + ":" + password + "@" + srv.Addr)
+	require.NoError(t, err)
+	b := setup(t, withConfig(func(c *config.Config) {
+		c.Mail = mail.Settings{SMTP: server, From: "Shop <keys@shop.example>", PublicBaseURL: publicBase}
+	}))
+	return &mailBundle{bundle: b, smtp: srv}
+}
+
+// waitMessages waits until the SMTP server holds n messages.
+func (b *mailBundle) waitMessages(t *testing.T, n int) []mailtest.Message {
+	t.Helper()
+	require.Eventually(t, func() bool { return len(b.smtp.Messages()) >= n }, 20*time.Second, 20*time.Millisecond,
+		"expected %d emails", n)
+	return b.smtp.Messages()
+}
+
+// emailStatus is the status of one delivery of an order's keys email.
+func (b *bundle) emailStatus(t *testing.T, sessionID string, delivery int) string {
+	t.Helper()
+	var status string
+	require.NoError(t, b.pool.QueryRow(context.Background(),
+		`SELECT status FROM order_emails WHERE checkout_session_id = $1 AND delivery = $2`, sessionID, delivery).Scan(&status))
+	return status
+}
+
+// waitEmailJob waits until the email job of a delivery is in one of states
+// and returns its id and the text of its errors.
+func (b *bundle) waitEmailJob(t *testing.T, sessionID string, delivery int, states ...string) (int64, string) {
+	t.Helper()
+	var id int64
+	var errs string
+	require.Eventually(t, func() bool {
+		err := b.pool.QueryRow(context.Background(), `SELECT id, COALESCE(errors::text, '') FROM river_job
+			WHERE kind = 'send_order_email' AND args->>'checkout_session_id' = $1 AND (args->>'delivery')::int = $2
+			  AND state::text = ANY($3)`, sessionID, delivery, states).Scan(&id, &errs)
+		return err == nil
+	}, 20*time.Second, 20*time.Millisecond, "the email job never reached %v", states)
+	return id, errs
+}
+
+type parsedEmail struct {
+	header netmail.Header
+	text   string
+	html   string
+}
+
+// parseEmail reads a multipart/alternative message into its two parts
+// (quoted-printable decoded).
+func parseEmail(t *testing.T, data []byte) parsedEmail {
+	t.Helper()
+	msg, err := netmail.ReadMessage(bytes.NewReader(data))
+	require.NoError(t, err)
+	mediaType, params, err := mime.ParseMediaType(msg.Header.Get("Content-Type"))
+	require.NoError(t, err)
+	require.Equal(t, "multipart/alternative", mediaType)
+	out := parsedEmail{header: msg.Header}
+	parts := multipart.NewReader(msg.Body, params["boundary"])
+	for {
+		p, err := parts.NextPart()
+		if err == io.EOF {
+			break
+		}
+		require.NoError(t, err)
+		body, err := io.ReadAll(p)
+		require.NoError(t, err)
+		partType, _, err := mime.ParseMediaType(p.Header.Get("Content-Type"))
+		require.NoError(t, err)
+		switch partType {
+		case "text/plain":
+			out.text = string(body)
+		case "text/html":
+			out.html = string(body)
+		default:
+			t.Fatalf("unexpected part %s", partType)
+		}
+	}
+	require.NotEmpty(t, out.text, "a plain-text part")
+	require.NotEmpty(t, out.html, "an HTML part")
+	return out
+}
+
+func (b *bundle) resendEmail(t *testing.T, sessionID, token string) (int, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, b.url+"/v1/orders/"+sessionID+"/resend-email", nil)
+	require.NoError(t, err)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var body map[string]any
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+	return resp.StatusCode, body
+}
+
+func TestFulfilledOrderEmailsItsKeys(t *testing.T) {
+	t.Parallel()
+	b := setupMail(t, smtpPassword)
+	s, o := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 2}, stripefake.Item{PriceID: priceLife, Quantity: 1})
+	require.Len(t, o.Keys, 3)
+
+	msgs := b.waitMessages(t, 1)
+	require.Len(t, msgs, 1)
+	require.Equal(t, []string{defaultMail}, msgs[0].To)
+	require.Equal(t, "keys@shop.example", msgs[0].From)
+	e := parseEmail(t, msgs[0].Data)
+	require.Equal(t, mail.Subject, e.header.Get("Subject"))
+	to, err := netmail.ParseAddress(e.header.Get("To"))
+	require.NoError(t, err)
+	require.Equal(t, defaultMail, to.Address)
+
+	link := publicBase + "/orders/" + s.ID
+	for _, part := range []string{e.text, e.html} {
+		for _, k := range o.Keys {
+			require.Contains(t, part, k.UserKey)
+		}
+		require.Contains(t, part, link)
+		require.Contains(t, part, "starts at first use", "a key_days key whose timer has not started")
+		require.Contains(t, part, "never", "a lifetime key")
+	}
+	for _, k := range o.Keys {
+		require.Contains(t, e.text, `script_key = "`+k.UserKey+`";`)
+		// In HTML the quotes are escaped entities: still the same line once rendered.
+		require.Contains(t, e.html, `script_key = &#34;`+k.UserKey+`&#34;;`)
+	}
+	b.waitEmailJob(t, s.ID, 1, "completed")
+	require.Equal(t, "sent", b.emailStatus(t, s.ID, 1))
+	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM order_emails WHERE checkout_session_id = $1`, s.ID))
+}
+
+func TestKeysEmailShowsAStartedExpiry(t *testing.T) {
+	t.Parallel()
+	b := setupMail(t, smtpPassword)
+	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	o := b.waitOrder(t, s.ID, "fulfilled")
+	b.waitMessages(t, 1)
+
+	// The buyer ran the script before a resend: the email shows the date.
+	expire := time.Date(2031, time.March, 4, 5, 6, 0, 0, time.UTC).Unix()
+	_, err := b.pool.Exec(context.Background(), `UPDATE order_keys SET auth_expire = $2 WHERE checkout_session_id = $1`, s.ID, expire)
+	require.NoError(t, err)
+	status, _ := b.resendEmail(t, s.ID, "shop-token")
+	require.Equal(t, http.StatusAccepted, status)
+	e := parseEmail(t, b.waitMessages(t, 2)[1].Data)
+	require.Contains(t, e.text, "4 March 2031 05:06 UTC")
+	require.Contains(t, e.text, o.Keys[0].UserKey)
+	require.NotContains(t, e.text, "starts at first use")
+}
+
+func TestKeysEmailIsSentOncePerDeliveryEvenWhenItsJobRunsTwice(t *testing.T) {
+	t.Parallel()
+	b := setupMail(t, smtpPassword)
+	s, _ := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	b.waitMessages(t, 1)
+	jobID, _ := b.waitEmailJob(t, s.ID, 1, "completed")
+
+	// The same job again (an operator's retry, a rescued job): the delivery
+	// is recorded sent, so nothing leaves.
+	_, err := b.main.River.JobRetry(context.Background(), jobID)
+	require.NoError(t, err)
+	b.waitEmailJob(t, s.ID, 1, "completed")
+	require.Eventually(t, func() bool {
+		return b.count(t, `SELECT count(*) FROM river_job WHERE id = $1 AND state = 'completed' AND attempt = 2`, jobID) == 1
+	}, 20*time.Second, 20*time.Millisecond, "the job ran a second time")
+	require.Len(t, b.smtp.Messages(), 1, "one email per delivery")
+
+	// A second key delivered for another order of the same buyer queues
+	// that order's own email only.
+	s2, _ := b.buy(t, stripefake.Item{PriceID: priceLife, Quantity: 1})
+	b.waitMessages(t, 2)
+	b.waitEmailJob(t, s2.ID, 1, "completed")
+	require.Len(t, b.smtp.Messages(), 2)
+	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM order_emails WHERE checkout_session_id = $1`, s.ID))
+}
+
+func TestCutOffSendIsSentAgainWithTheSameMessageID(t *testing.T) {
+	t.Parallel()
+	b := setupMail(t, smtpPassword)
+	s, _ := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	first := parseEmail(t, b.waitMessages(t, 1)[0].Data)
+	jobID, _ := b.waitEmailJob(t, s.ID, 1, "completed")
+
+	// A run cut off after 'sending' committed: its outcome is unknown, so
+	// the documented at-least-once window applies, under the same Message-ID.
+	_, err := b.pool.Exec(context.Background(), `UPDATE order_emails SET status = 'sending' WHERE checkout_session_id = $1`, s.ID)
+	require.NoError(t, err)
+	_, err = b.main.River.JobRetry(context.Background(), jobID)
+	require.NoError(t, err)
+	second := parseEmail(t, b.waitMessages(t, 2)[1].Data)
+	require.NotEmpty(t, first.header.Get("Message-Id"))
+	require.Equal(t, first.header.Get("Message-Id"), second.header.Get("Message-Id"))
+	require.Eventually(t, func() bool { return b.emailStatus(t, s.ID, 1) == "sent" }, 20*time.Second, 20*time.Millisecond)
+}
+
+func TestResendEmailQueuesANewDelivery(t *testing.T) {
+	t.Parallel()
+	b := setupMail(t, smtpPassword)
+	s, o := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	b.waitMessages(t, 1)
+
+	status, _ := b.resendEmail(t, s.ID, "")
+	require.Equal(t, http.StatusUnauthorized, status, "the shop token is required")
+	status, body := b.resendEmail(t, s.ID, "shop-token")
+	require.Equal(t, http.StatusAccepted, status, body)
+	require.EqualValues(t, 2, body["delivery"])
+	msgs := b.waitMessages(t, 2)
+	require.Contains(t, parseEmail(t, msgs[1].Data).text, o.Keys[0].UserKey)
+	b.waitEmailJob(t, s.ID, 2, "completed")
+	require.Equal(t, "sent", b.emailStatus(t, s.ID, 2))
+
+	status, body = b.resendEmail(t, "cs_test_never_seen_by_this_service", "shop-token")
+	require.Equal(t, http.StatusNotFound, status, body)
+
+	pending := b.unpaidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", pending.ID))
+	b.waitOrder(t, pending.ID, "pending")
+	status, body = b.resendEmail(t, pending.ID, "shop-token")
+	require.Equal(t, http.StatusConflict, status, body)
+	require.Equal(t, "not_fulfilled", body["code"])
+	require.Zero(t, b.count(t, `SELECT count(*) FROM order_emails WHERE checkout_session_id = $1`, pending.ID))
+	require.Len(t, b.smtp.Messages(), 2)
+}
+
+func TestNoEmailWithoutMailSettings(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s, _ := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	require.Zero(t, b.count(t, `SELECT count(*) FROM order_emails`))
+	require.Zero(t, b.count(t, `SELECT count(*) FROM river_job WHERE kind = 'send_order_email'`))
+
+	status, body := b.resendEmail(t, s.ID, "shop-token")
+	require.Equal(t, http.StatusNotImplemented, status)
+	require.Equal(t, "mail_off", body["code"])
+	require.Zero(t, b.count(t, `SELECT count(*) FROM river_job WHERE kind = 'send_order_email'`))
+}
+
+func TestFailingSMTPServerIsRetriedAndTheOrderStaysFulfilled(t *testing.T) {
+	t.Parallel()
+	b := setupMail(t, smtpPassword)
+	b.smtp.Refuse(&smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again later"})
+	s, _ := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+
+	jobID, errs := b.waitEmailJob(t, s.ID, 1, "retryable")
+	require.Contains(t, errs, "try again later")
+	require.Equal(t, "queued", b.emailStatus(t, s.ID, 1), "a refused send is known not to have left")
+	_, o := b.getOrder(t, s.ID)
+	require.Equal(t, "fulfilled", o.Status, "a mail failure never fails the order")
+	require.Len(t, o.Keys, 1)
+	require.Empty(t, b.smtp.Messages())
+
+	// The server recovers; the retry delivers the one email.
+	b.smtp.Refuse(nil)
+	_, err := b.main.River.JobRetry(context.Background(), jobID)
+	require.NoError(t, err)
+	b.waitMessages(t, 1)
+	b.waitEmailJob(t, s.ID, 1, "completed")
+	require.Equal(t, "sent", b.emailStatus(t, s.ID, 1))
+	require.Len(t, b.smtp.Messages(), 1)
+}
+
+func TestSMTPPasswordIsInNoError(t *testing.T) {
+	t.Parallel()
+	const wrong = "wrong-smtp-password-xyz"
+	b := setupMail(t, wrong)
+	s, _ := b.buy(t, stripefake.Item{PriceID: priceLife, Quantity: 1})
+
+	_, errs := b.waitEmailJob(t, s.ID, 1, "retryable")
+	require.NotEmpty(t, errs)
+	require.Contains(t, errs, "127.0.0.1", "the error names the server")
+	require.NotContains(t, errs, wrong)
+	var lastError string
+	require.NoError(t, b.pool.QueryRow(context.Background(),
+		`SELECT COALESCE(last_error, '') FROM order_emails WHERE checkout_session_id = $1`, s.ID).Scan(&lastError))
+	require.NotEmpty(t, lastError)
+	require.NotContains(t, lastError, wrong)
+	require.False(t, strings.Contains(b.main.Config.Mail.SMTP.String(), wrong))
+	_, o := b.getOrder(t, s.ID)
+	require.Equal(t, "fulfilled", o.Status)
+	require.Equal(t, luarmor.NeverExpires, *o.Keys[0].AuthExpire)
+}
