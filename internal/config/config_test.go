@@ -1,6 +1,7 @@
 package config_test
 
 import (
+	"maps"
 	"testing"
 	"time"
 
@@ -122,4 +123,40 @@ func TestEachBadSettingIsNamedWithoutItsValue(t *testing.T) {
 			require.NotContains(t, err.Error(), "\n")
 		})
 	}
+}
+
+func TestMailSettings(t *testing.T) {
+	base := map[string]string{
+		"DATABASE_URL": "postgres://localhost/db", "STRIPE_WEBHOOK_SECRET": "whsec_x",
+		"STRIPE_API_KEY": "sk_test_x", "LUARMOR_API_KEY": "k",
+	}
+	load := func(extra map[string]string) (config.Config, error) {
+		env := maps.Clone(base)
+		maps.Copy(env, extra)
+		return config.FromEnv(func(k string) string { return env[k] })
+	}
+
+	c, err := load(nil)
+	require.NoError(t, err)
+	require.False(t, c.Mail.Enabled(), "mail is off without SMTP_URL and MAIL_FROM")
+
+	c, err = load(map[string]string{"SMTP_URL": "smtps://u:pw@mail.example", "MAIL_FROM": "keys@shop.example", "PUBLIC_BASE_URL": "https://shop.example/"})
+	require.NoError(t, err)
+	require.True(t, c.Mail.Enabled())
+	require.Equal(t, "https://shop.example", c.Mail.PublicBaseURL)
+	require.Equal(t, "pw", c.Mail.SMTP.Password)
+
+	const secret = "TopSecretSMTP"
+	for name, extra := range map[string]map[string]string{
+		"SMTP_URL":        {"MAIL_FROM": "keys@shop.example"},
+		"MAIL_FROM":       {"SMTP_URL": "smtp://u:" + secret + "@mail.example"},
+		"PUBLIC_BASE_URL": {"SMTP_URL": "smtp://u:" + secret + "@mail.example", "MAIL_FROM": "keys@shop.example"},
+	} {
+		_, err := load(extra)
+		require.ErrorContains(t, err, name)
+		require.NotContains(t, err.Error(), secret)
+	}
+	_, err = load(map[string]string{"SMTP_URL": "smtp://u:" + secret + "@mail.example:0", "MAIL_FROM": "keys@shop.example", "PUBLIC_BASE_URL": "https://shop.example"})
+	require.ErrorContains(t, err, "SMTP_URL")
+	require.NotContains(t, err.Error(), secret)
 }

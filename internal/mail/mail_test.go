@@ -1,0 +1,95 @@
+package mail_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"fulfiller/internal/mail"
+	"fulfiller/internal/order"
+)
+
+func TestParseSMTPURL(t *testing.T) {
+	s, err := mail.ParseSMTPURL("smtp://user:p%40ss@mail.example:2525")
+	require.NoError(t, err)
+	require.Equal(t, mail.SMTPServer{Host: "mail.example", Port: 2525, Username: "user", Password: "p@ss"}, s)
+	require.Equal(t, "smtp://mail.example:2525", s.String(), "no credentials in what is logged")
+
+	s, err = mail.ParseSMTPURL("smtps://user:pw@mail.example")
+	require.NoError(t, err)
+	require.Equal(t, 465, s.Port)
+	require.True(t, s.ImplicitTLS)
+
+	s, err = mail.ParseSMTPURL("smtp://relay.internal")
+	require.NoError(t, err)
+	require.Equal(t, 587, s.Port)
+	require.Empty(t, s.Username)
+}
+
+func TestParseSMTPURLErrorsNeverHoldThePassword(t *testing.T) {
+	const secret = "Sup3rSecretPw"
+	for _, raw := range []string{
+		"http://user:" + secret + "@mail.example",
+		"smtp://user:" + secret + "@mail.example:99999",
+		"smtp://user:" + secret + "@mail.example:25/path",
+		"smtp://user:" + secret + "@mail.example:25?x=1",
+		"smtp://user:" + secret + "@:25",
+		"smtp://:" + secret + "@mail.example",
+		"smtp://user:" + secret + "%zz@mail.example", // a bad escape: url.Parse quotes the URL
+		"smtp://user:" + secret + "@mail.example:port",
+	} {
+		_, err := mail.ParseSMTPURL(raw)
+		require.Error(t, err, raw)
+		require.NotContains(t, err.Error(), secret, raw)
+	}
+}
+
+func TestParseFromAndPublicBaseURL(t *testing.T) {
+	from, err := mail.ParseFrom("Shop <keys@shop.example>")
+	require.NoError(t, err)
+	require.Equal(t, `"Shop" <keys@shop.example>`, from)
+	_, err = mail.ParseFrom("not an address")
+	require.Error(t, err)
+
+	base, err := mail.ParsePublicBaseURL("https://shop.example/store/")
+	require.NoError(t, err)
+	require.Equal(t, "https://shop.example/store", base)
+	for _, bad := range []string{"shop.example", "ftp://shop.example", "https://u:p@shop.example", "https://shop.example/?a=1"} {
+		_, err := mail.ParsePublicBaseURL(bad)
+		require.Error(t, err, bad)
+	}
+}
+
+func TestRenderEscapesHostileValues(t *testing.T) {
+	expire := int64(1900000000)
+	never := int64(-1)
+	o := &order.Order{
+		CheckoutSessionID: "cs_test_a/<b>",
+		CustomerEmail:     `"<script>alert(1)</script>"@evil.example`,
+		Keys: []order.Key{
+			{UserKey: "KEY<img src=x onerror=alert(1)>", Status: order.KeyActive, KeyDays: 30, AuthExpire: &expire},
+			{UserKey: "LIFETIMEKEY", Status: order.KeyActive, AuthExpire: &never},
+			{UserKey: "PENDINGTIMER", Status: order.KeyActive, KeyDays: 7},
+			{UserKey: "LIFETIMEKEY", Status: order.KeyActive, AuthExpire: &never}, // a second unit extended it
+			{UserKey: "BANNEDKEY", Status: order.KeyBlacklisted, KeyDays: 7},
+			{Status: order.KeyPending, KeyDays: 7},
+		},
+	}
+	e := mail.NewKeysEmail(o, "https://shop.example", "id@shop.example")
+	require.Len(t, e.Keys, 3, "each usable key once")
+	require.Equal(t, "https://shop.example/orders/cs_test_a%2F%3Cb%3E", e.OrderURL, "the ID is one path segment")
+	require.Equal(t, "never", e.Keys[1].Expiry)
+	require.Equal(t, "starts at first use (7 days)", e.Keys[2].Expiry)
+	require.Equal(t, `script_key = "PENDINGTIMER";`, e.Keys[2].Loader)
+
+	text, html, err := e.Render()
+	require.NoError(t, err)
+	require.Contains(t, text, `script_key = "KEY<img src=x onerror=alert(1)>";`, "plain text is shown as it is")
+	require.NotContains(t, html, "<script>")
+	require.NotContains(t, html, "<img")
+	require.Contains(t, html, "&lt;script&gt;")
+	require.Contains(t, html, "KEY&lt;img src=x onerror=alert(1)&gt;")
+	require.NotContains(t, text+html, "BANNEDKEY")
+	require.Equal(t, 1, strings.Count(text, "LIFETIMEKEY\n"))
+}
