@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -126,12 +127,17 @@ func (w *SendOrderEmailWorker) Work(ctx context.Context, job *river.Job[SendOrde
 	}
 	err = w.Mail.SendKeys(ctx, w.Mail.NewKeysEmail(o, messageID))
 	if err != nil {
+		// An answered refusal, or a server never reached, means the
+		// message did not leave: back to 'queued'. A conversation cut off
+		// (a timeout, the job stopped) may have delivered it: it stays
+		// 'sending', the outcome unknown, and the retry sends it again.
 		status := "queued"
-		if errors.Is(err, mail.ErrBadRecipient) {
+		switch {
+		case errors.Is(err, mail.ErrBadRecipient):
 			status = "failed"
+		case ctx.Err() != nil || isTimeout(err):
+			status = "sending"
 		}
-		// The server answered (or was never reached): the message did not
-		// leave, so the retry sends it without doubt.
 		_, dbErr := w.Pool.Exec(context.WithoutCancel(ctx), `UPDATE order_emails SET status = $3, last_error = $4
 			WHERE checkout_session_id = $1 AND delivery = $2 AND status = 'sending'`,
 			job.Args.CheckoutSessionID, job.Args.Delivery, status, err.Error())
@@ -159,6 +165,12 @@ func (w *SendOrderEmailWorker) Work(ctx context.Context, job *river.Job[SendOrde
 	}
 	log.InfoContext(ctx, "keys email sent", "keys", len(o.Keys))
 	return nil
+}
+
+// isTimeout reports whether err is a network timeout.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 // startSending marks the delivery 'sending' in its own commit and returns
