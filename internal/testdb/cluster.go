@@ -45,11 +45,15 @@ const (
 
 // StartCluster creates and starts a throwaway cluster with fsync off on a
 // free local port; it is stopped and deleted when the test ends. The test is
-// skipped when the server binaries are not installed.
+// skipped when the server binaries are not installed, except in CI
+// (CI set), whose .ci/run installs them: there a missing binary fails.
 func StartCluster(t testing.TB) *Cluster {
 	t.Helper()
 	bin, err := findServerBinaries()
 	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("testdb: %v (.ci/run installs postgresql-15)", err)
+		}
 		t.Skipf("testdb: %v", err)
 	}
 	c := &Cluster{bin: bin, asPostgres: os.Geteuid() == 0}
