@@ -26,6 +26,7 @@ import (
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/mail"
+	"fulfiller/internal/notify"
 	"fulfiller/internal/order"
 	"fulfiller/internal/postgres"
 	"fulfiller/internal/reconcile"
@@ -50,6 +51,7 @@ type Main struct {
 	Budget      *budget.Budget
 	Credentials *health.Credentials
 	Replica     *jobs.Replica
+	Changes     *notify.Hub
 	stopBudget  context.CancelFunc
 	webhook     *webhook.Handler
 	listener    net.Listener
@@ -142,9 +144,14 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 
 	m.webhook = webhook.New(webhook.Config{Secrets: m.Config.WebhookSecrets, Pool: m.Pool, River: m.River, Logger: m.Logger})
+	// Requests waiting for an order are woken by PostgreSQL notifications,
+	// whichever replica changed the order.
+	m.Changes = notify.New(m.Pool.Config().ConnConfig, notify.DefaultMaxWaiters, m.Logger)
+	go m.Changes.Run(budgetCtx)
 	api := &httpapi.Server{
 		Pool: m.Pool, Orders: orders, ShopToken: m.Config.ShopAPIToken, Logger: m.Logger,
-		Webhook: m.webhook, Credentials: m.Credentials, Mail: m.mailSender(),
+		Webhook: m.webhook, Credentials: m.Credentials, Mail: m.mailSender(), Changes: m.Changes,
+		TrustedProxies: m.Config.TrustedProxies, AllowedOrigins: m.Config.AllowedOrigins,
 	}
 	if m.listener, err = net.Listen("tcp", m.Config.ListenAddr); err != nil {
 		return fmt.Errorf("listening on LISTEN_ADDR %s: %w", m.Config.ListenAddr, err)

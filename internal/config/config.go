@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -52,6 +53,11 @@ type Config struct {
 	// Mail is keys by email (SMTP_URL, MAIL_FROM, PUBLIC_BASE_URL); the
 	// zero value is off.
 	Mail mail.Settings
+	// TrustedProxies are the peers whose X-Forwarded-For names the client
+	// (TRUSTED_PROXIES); AllowedOrigins may read the order API from a
+	// browser (ALLOWED_ORIGINS).
+	TrustedProxies []netip.Prefix
+	AllowedOrigins []string
 }
 
 // Defaults of settings that tests and other commands build by hand.
@@ -145,7 +151,44 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	if err := c.mail(get); err != nil {
 		return c, err
 	}
+	if err := c.orderAPI(get); err != nil {
+		return c, err
+	}
 	return c, nil
+}
+
+// orderAPI reads TRUSTED_PROXIES (comma-separated CIDRs or addresses) and
+// ALLOWED_ORIGINS (comma-separated scheme://host[:port]).
+func (c *Config) orderAPI(get func(name, def string) string) error {
+	for _, v := range splitList(get("TRUSTED_PROXIES", "")) {
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			a, aerr := netip.ParseAddr(v)
+			if aerr != nil {
+				return &Error{"TRUSTED_PROXIES", fmt.Sprintf("%q is not a CIDR like 10.0.0.0/8 or an address", v)}
+			}
+			p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+		}
+		c.TrustedProxies = append(c.TrustedProxies, p.Masked())
+	}
+	for _, v := range splitList(get("ALLOWED_ORIGINS", "")) {
+		u, err := url.Parse(v)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" || u.RawQuery != "" || u.User != nil || u.Fragment != "" {
+			return &Error{"ALLOWED_ORIGINS", fmt.Sprintf("%q is not an origin like https://shop.example.com (scheme and host, no path)", v)}
+		}
+		c.AllowedOrigins = append(c.AllowedOrigins, v)
+	}
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // disputesAndRefunds reads DISPUTE_INQUIRY_ACTION, REFUND_REVOKE_PERCENT,

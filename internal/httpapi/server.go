@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"regexp"
 	"strings"
 	"sync"
@@ -21,6 +22,7 @@ import (
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/logging"
 	"fulfiller/internal/mail"
+	"fulfiller/internal/notify"
 	"fulfiller/internal/order"
 	"fulfiller/internal/postgres"
 )
@@ -37,12 +39,22 @@ type Server struct {
 	Credentials interface{ Problems() []string }
 	// Mail sends keys by email; nil means it is off.
 	Mail *mail.Sender
+	// Changes wakes requests waiting for an order (?wait=); nil answers
+	// them at once.
+	Changes *notify.Hub
+	// TrustedProxies are the peers whose X-Forwarded-For names the client
+	// (TRUSTED_PROXIES).
+	TrustedProxies []netip.Prefix
+	// AllowedOrigins may read the order API from a browser (ALLOWED_ORIGINS).
+	AllowedOrigins []string
 
-	// Unknown session IDs cost a Stripe call each; these bound that cost.
-	lookups   *tokenBucket
-	negatives *expiringSet
-	flight    singleflight.Group
-	once      sync.Once
+	// Unknown session IDs cost a Stripe call each; these bound that cost:
+	// a bucket per client under one for the process.
+	lookups       *tokenBucket
+	clientLookups *clientBuckets
+	negatives     *expiringSet
+	flight        singleflight.Group
+	once          sync.Once
 
 	unavailable logging.Sampled // 503s of an outage, logged once in a while
 }
@@ -50,14 +62,16 @@ type Server struct {
 // Handler returns the routed handler.
 func (s *Server) Handler() http.Handler {
 	s.once.Do(func() {
-		s.lookups = newTokenBucket(5, 20)
+		s.lookups = newTokenBucket(globalLookupRate, globalLookupBurst)
+		s.clientLookups = newClientBuckets(clientLookupRate, clientLookupBurst, maxTrackedClients)
 		s.negatives = newExpiringSet(10000, 10*time.Minute)
 	})
 	mux := http.NewServeMux()
 	mux.Handle("POST /webhooks/stripe", s.Webhook)
-	mux.HandleFunc("GET /v1/orders/{checkout_session_id}", s.getOrder)
-	mux.HandleFunc("POST /v1/orders/{checkout_session_id}/retry", s.requireShopToken(s.retryOrder))
-	mux.HandleFunc("POST /v1/orders/{checkout_session_id}/resend-email", s.requireShopToken(s.resendEmail))
+	mux.HandleFunc("GET /v1/orders/{checkout_session_id}", s.orderAPI(s.getOrder))
+	mux.HandleFunc("OPTIONS /v1/orders/{checkout_session_id}", s.orderAPI(s.preflight))
+	mux.HandleFunc("POST /v1/orders/{checkout_session_id}/retry", s.orderAPI(s.requireShopToken(s.retryOrder)))
+	mux.HandleFunc("POST /v1/orders/{checkout_session_id}/resend-email", s.orderAPI(s.requireShopToken(s.resendEmail)))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -173,49 +187,6 @@ func renderOrder(o *order.Order) OrderJSON {
 			DiscordLink: string(k.DiscordLink)})
 	}
 	return out
-}
-
-func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("checkout_session_id")
-	if !sessionIDPattern.MatchString(id) {
-		s.writeError(w, r, order.Errorf(order.ENOTFOUND, "no order for this checkout session"))
-		return
-	}
-	o, err := postgres.GetOrder(r.Context(), s.Pool, id)
-	if order.ErrorCode(err) == order.ENOTFOUND {
-		o, err = s.confirmWithStripe(r.Context(), id)
-	}
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusOK, renderOrder(o))
-}
-
-// confirmWithStripe handles the success page arriving before the webhook,
-// as Stripe's fulfilment guide recommends: a session Stripe knows is
-// recorded (and, if paid, fulfilled) through the webhook's own path.
-// Lookups are bounded by a token bucket, coalesced per ID, and IDs Stripe
-// does not know are remembered for a while.
-func (s *Server) confirmWithStripe(ctx context.Context, id string) (*order.Order, error) {
-	if s.negatives.contains(id) {
-		return nil, order.Errorf(order.ENOTFOUND, "no order for this checkout session")
-	}
-	v, err, _ := s.flight.Do(id, func() (any, error) {
-		if !s.lookups.allow() {
-			return nil, order.Errorf(order.ETOOMANY, "too many lookups of unknown orders; retry in a second")
-		}
-		o, err := s.Orders.Confirm(ctx, id)
-		if order.ErrorCode(err) == order.ENOTFOUND {
-			s.negatives.add(id)
-		}
-		return o, err
-	})
-	if err != nil {
-		return nil, err
-	}
-	return v.(*order.Order), nil
 }
 
 // retryOrder fulfils a failed order again, after the operator fixed its

@@ -1,0 +1,167 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"fulfiller/internal/notify"
+	"fulfiller/internal/order"
+	"fulfiller/internal/postgres"
+)
+
+// MaxWait is the longest ?wait= of the order API, in seconds.
+const MaxWait = 30
+
+// Bounds of the Stripe lookups of session IDs the database does not know:
+// a client gets a few lookups a second, and the process a few more, so one
+// client probing random IDs cannot take the lookups of the buyers whose
+// success page arrived before the webhook.
+const (
+	clientLookupRate  = 1
+	clientLookupBurst = 5
+	globalLookupRate  = 5
+	globalLookupBurst = 20
+	maxTrackedClients = 10000
+	// lookupTimeout bounds one shared Stripe lookup; it runs on its own
+	// context, so a caller that gives up does not fail the others.
+	lookupTimeout = 10 * time.Second
+	// waitWriteMargin is the time a long-poll answer has to be written
+	// after its wait ends.
+	waitWriteMargin = 10 * time.Second
+)
+
+var errUnknownOrder = order.Errorf(order.ENOTFOUND, "no order for this checkout session")
+
+// getOrder answers the order; with ?wait=SECONDS it holds a pending order's
+// answer until the order changes from pending or the wait ends.
+func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) {
+	wait, err := parseWait(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	id := r.PathValue("checkout_session_id")
+	// Subscribed before the first read, so a delivery committed between
+	// the read and the wait still wakes this request.
+	var changes *notify.Subscription
+	if wait > 0 && s.Changes != nil && sessionIDPattern.MatchString(id) {
+		if changes, err = s.Changes.Subscribe(id); err == nil {
+			defer changes.Close()
+		} // else the process holds its maximum of waiters: answer at once
+	}
+	o, err := s.findOrder(r, id)
+	if err != nil && r.Context().Err() != nil {
+		return // the client went away; nobody reads an answer
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if changes != nil && o.Status == order.StatusPending {
+		if o, err = s.waitWhilePending(w, r, o, changes, wait); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if o == nil {
+			return // the client went away
+		}
+	}
+	writeJSON(w, http.StatusOK, renderOrder(o))
+}
+
+// waitWhilePending reads the order once per notification until it is no
+// longer pending or wait ends; nil, nil means the client has gone.
+func (s *Server) waitWhilePending(w http.ResponseWriter, r *http.Request, o *order.Order, changes *notify.Subscription, wait time.Duration) (*order.Order, error) {
+	// The server's WriteTimeout is about as long as the longest wait.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(wait + waitWriteMargin))
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	for o.Status == order.StatusPending {
+		select {
+		case <-r.Context().Done():
+			return nil, nil
+		case <-deadline.C:
+			return o, nil
+		case <-changes.C:
+			next, err := postgres.GetOrder(r.Context(), s.Pool, o.CheckoutSessionID)
+			if err != nil {
+				if r.Context().Err() != nil {
+					return nil, nil
+				}
+				return nil, err
+			}
+			o = next
+		}
+	}
+	return o, nil
+}
+
+// parseWait reads ?wait=, whole seconds from 0 to MaxWait.
+func parseWait(r *http.Request) (time.Duration, error) {
+	v, ok := r.URL.Query()["wait"]
+	if !ok {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v[0])
+	if len(v) != 1 || err != nil || n < 0 || n > MaxWait {
+		return 0, order.Errorf(order.EINVALID, "wait must be whole seconds from 0 to 30, given once")
+	}
+	return time.Duration(n) * time.Second, nil
+}
+
+// findOrder reads the order, or confirms it with Stripe when the database
+// does not know it. A session ID that is malformed, remembered as unknown
+// or unknown to Stripe is answered alike: 404 with the same body, charged
+// to the client's lookups the same way (429 when they run out).
+func (s *Server) findOrder(r *http.Request, id string) (*order.Order, error) {
+	if sessionIDPattern.MatchString(id) {
+		o, err := postgres.GetOrder(r.Context(), s.Pool, id)
+		if order.ErrorCode(err) != order.ENOTFOUND {
+			return o, err
+		}
+	}
+	if !s.clientLookups.allow(s.clientIP(r)) {
+		return nil, order.Errorf(order.ETOOMANY, "too many lookups of unknown orders; retry in a second")
+	}
+	if !sessionIDPattern.MatchString(id) || s.negatives.contains(id) {
+		return nil, errUnknownOrder
+	}
+	return s.confirmWithStripe(r.Context(), id)
+}
+
+// confirmWithStripe handles the success page arriving before the webhook,
+// as Stripe's fulfilment guide recommends: a session Stripe knows is
+// recorded (and, if paid, fulfilled) through the webhook's own path.
+// Lookups are bounded by the process's token bucket, coalesced per ID, and
+// IDs Stripe does not know are remembered for a while. A coalesced lookup
+// runs on its own context: the first caller's going away fails nobody.
+func (s *Server) confirmWithStripe(ctx context.Context, id string) (*order.Order, error) {
+	result := s.flight.DoChan(id, func() (any, error) {
+		if !s.lookups.allow() {
+			return nil, order.Errorf(order.ETOOMANY, "too many lookups of unknown orders; retry in a second")
+		}
+		lookupCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lookupTimeout)
+		defer cancel()
+		o, err := s.Orders.Confirm(lookupCtx, id)
+		if order.ErrorCode(err) == order.ENOTFOUND {
+			s.negatives.add(id)
+			return nil, errUnknownOrder
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			return nil, &order.Error{Code: order.EUNAVAILABLE, Message: "could not confirm the order with Stripe in time; retry shortly"}
+		}
+		return o, err
+	})
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case res := <-result:
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		return res.Val.(*order.Order), nil
+	}
+}
