@@ -106,10 +106,11 @@ func TestRetryDelaysAreShortCappedAndJittered(t *testing.T) {
 	within(1, time.Second)
 	within(2, 2*time.Second)
 	within(3, 4*time.Second)
-	within(5, 16*time.Second)
-	within(6, 30*time.Second)
-	within(20, 30*time.Second)
-	within(21, time.Minute)
+	within(4, 8*time.Second)
+	within(5, 10*time.Second)
+	within(20, 10*time.Second)
+	within(21, 20*time.Second)
+	within(22, 40*time.Second)
 	within(40, time.Hour)
 	// Jitter spreads a fleet's retries.
 	seen := map[time.Duration]bool{}

@@ -16,15 +16,17 @@ import (
 
 // Retry timing. River's default (attempt⁴ seconds: 1, 16, 81, 256 s…)
 // leaves a customer watching a spinner for minutes after three transient
-// failures. Jobs here retry fast instead: 1 s doubling to 30 s, each with
-// ±20% jitter so a fleet does not retry in step. The fleet-wide budget, not
+// failures. Jobs here retry fast instead: 1 s doubling to 10 s, each with
+// ±20% jitter so a fleet does not retry in step. The cap is low on purpose:
+// at 35% of Luarmor calls failing, six failures in a row befall one key in
+// a few hundred, and with a 30 s cap those alone cost it a minute. The fleet-wide budget, not
 // backoff, protects Luarmor's rate, and waits for it are snoozes that use
 // no attempt. After retryFastAttempts the delay doubles on to an hour, so
 // a long outage (a revoked API key, Luarmor down) is still retried for
 // days before maxAttempts gives up.
 const (
 	retryFirst        = time.Second
-	retryFastCap      = 30 * time.Second
+	retryFastCap      = 10 * time.Second
 	retryFastAttempts = 20
 	retrySlowCap      = time.Hour
 	retryJitter       = 0.2
