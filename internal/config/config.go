@@ -70,7 +70,7 @@ const (
 )
 
 // DefaultHWIDResetCooldown is HWID_RESET_COOLDOWN's default.
-const DefaultHWIDResetCooldown = 24 * time.Hour
+const DefaultHWIDResetCooldown = order.DefaultHWIDResetCooldown
 
 // Error names the setting at fault.
 type Error struct {
