@@ -138,7 +138,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err := m.River.Start(ctx); err != nil {
 		return fmt.Errorf("starting job workers (did you run `fulfiller migrate`?): %w", err)
 	}
-	orders := &jobs.Orders{Pool: m.Pool, River: m.River, Stripe: stripeClient, Logger: m.Logger}
+	orders := &jobs.Orders{Pool: m.Pool, River: m.River, Stripe: stripeClient, Logger: m.Logger,
+		HWIDResetCooldown: m.Config.HWIDResetCooldown}
 	if err := m.retryCatalogFailures(ctx, orders); err != nil {
 		return err
 	}

@@ -58,6 +58,9 @@ type Config struct {
 	// browser (ALLOWED_ORIGINS).
 	TrustedProxies []netip.Prefix
 	AllowedOrigins []string
+	// HWIDResetCooldown is the least time between two self-service HWID
+	// resets of one key (HWID_RESET_COOLDOWN).
+	HWIDResetCooldown time.Duration
 }
 
 // Defaults of settings that tests and other commands build by hand.
@@ -65,6 +68,9 @@ const (
 	DefaultMaxUnitsPerOrder = 100
 	DefaultShutdownTimeout  = 30 * time.Second
 )
+
+// DefaultHWIDResetCooldown is HWID_RESET_COOLDOWN's default.
+const DefaultHWIDResetCooldown = order.DefaultHWIDResetCooldown
 
 // Error names the setting at fault.
 type Error struct {
@@ -110,6 +116,9 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		return c, err
 	}
 	if c.ShutdownTimeout, err = durationSetting(get("SHUTDOWN_TIMEOUT", ""), "SHUTDOWN_TIMEOUT", DefaultShutdownTimeout, time.Second, 10*time.Minute); err != nil {
+		return c, err
+	}
+	if c.HWIDResetCooldown, err = durationSetting(get("HWID_RESET_COOLDOWN", ""), "HWID_RESET_COOLDOWN", DefaultHWIDResetCooldown, time.Minute, 720*time.Hour); err != nil {
 		return c, err
 	}
 

@@ -72,6 +72,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("OPTIONS /v1/orders/{checkout_session_id}", s.orderAPI(s.preflight))
 	mux.HandleFunc("POST /v1/orders/{checkout_session_id}/retry", s.orderAPI(s.requireShopToken(s.retryOrder)))
 	mux.HandleFunc("POST /v1/orders/{checkout_session_id}/resend-email", s.orderAPI(s.requireShopToken(s.resendEmail)))
+	mux.HandleFunc("POST /v1/orders/{checkout_session_id}/reset-hwid", s.orderAPI(s.resetHWID()))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -85,6 +86,9 @@ var statusOf = map[string]int{
 	order.EINVALID:      http.StatusBadRequest,
 	order.EUNAUTHORIZED: http.StatusUnauthorized,
 	order.ETOOMANY:      http.StatusTooManyRequests,
+	order.ECONFLICT:     http.StatusConflict,
+	order.ECOOLDOWN:     http.StatusTooManyRequests,
+	order.ERATELIMITED:  http.StatusTooManyRequests,
 	order.EUNAVAILABLE:  http.StatusServiceUnavailable,
 	order.EINTERNAL:     http.StatusInternalServerError,
 }
@@ -169,6 +173,8 @@ type KeyJSON struct {
 	// one with Luarmor's Redeem button), "invalid" (Luarmor refused the
 	// ID) or "none".
 	DiscordLink string `json:"discord_link"`
+	// HWIDReset is the key's latest self-service HWID reset.
+	HWIDReset HWIDResetJSON `json:"hwid_reset"`
 }
 
 func renderOrder(o *order.Order) OrderJSON {
@@ -184,7 +190,7 @@ func renderOrder(o *order.Order) OrderJSON {
 		}
 		out.Keys = append(out.Keys, KeyJSON{UserKey: k.UserKey, ProjectID: k.ProjectID, PriceID: k.PriceID,
 			Status: string(k.Status), KeyDays: k.KeyDays, AuthExpire: k.AuthExpire, Ending: k.Ending,
-			DiscordLink: string(k.DiscordLink)})
+			DiscordLink: string(k.DiscordLink), HWIDReset: renderHWIDReset(k.HWIDReset, time.Now())})
 	}
 	return out
 }

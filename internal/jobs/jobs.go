@@ -68,6 +68,7 @@ type Luarmor interface {
 	DeleteUser(ctx context.Context, projectID, userKey string) error
 	Blacklist(ctx context.Context, projectID string, req luarmor.BlacklistRequest) error
 	Unban(ctx context.Context, projectID, unbanToken string) error
+	ResetHWID(ctx context.Context, projectID string, req luarmor.ResetHWIDRequest) error
 }
 
 // Deps are the workers' dependencies.
@@ -170,6 +171,7 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker) (*river.Client
 	river.AddWorker(workers, &ResumeOrdersWorker{Deps: deps})
 	river.AddWorker(workers, &WatchSubscriptionsWorker{Deps: deps})
 	river.AddWorker(workers, &SendOrderEmailWorker{Deps: deps})
+	river.AddWorker(workers, &ResetHWIDWorker{Deps: deps})
 	if cfg.Register != nil {
 		cfg.Register(workers)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -29,6 +30,9 @@ type Orders struct {
 	River  *river.Client[pgx.Tx]
 	Stripe SessionReader
 	Logger *slog.Logger
+	// HWIDResetCooldown is the least time between two HWID resets of a
+	// key (HWID_RESET_COOLDOWN); 0 means order.DefaultHWIDResetCooldown.
+	HWIDResetCooldown time.Duration
 }
 
 // Confirm records a Checkout Session read from Stripe (the success page

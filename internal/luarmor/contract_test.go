@@ -224,6 +224,24 @@ func TestContractResetHWID(t *testing.T) {
 	require.NoError(t, c.client.ResetHWID(ctx, sbProject, luarmor.ResetHWIDRequest{UserKey: key, Force: true}))
 	c.clock.Advance(time.Hour)
 	require.NoError(t, c.client.ResetHWID(ctx, sbProject, luarmor.ResetHWIDRequest{UserKey: key}))
+
+	// Resets disabled for the project: refused with force too.
+	c.sb.SetHWIDResetsEnabled(sbProject, false)
+	err = c.client.ResetHWID(ctx, sbProject, luarmor.ResetHWIDRequest{UserKey: key, Force: true})
+	require.ErrorIs(t, err, luarmor.ErrResetDisabled)
+	require.ErrorIs(t, err, luarmor.ErrConflict)
+	require.False(t, luarmor.IsRetryable(err))
+	c.sb.SetHWIDResetsEnabled(sbProject, true)
+
+	// A banned key: refused with force too, for good.
+	require.NoError(t, c.client.Blacklist(ctx, sbProject, luarmor.BlacklistRequest{UserKey: key}))
+	err = c.client.ResetHWID(ctx, sbProject, luarmor.ResetHWIDRequest{UserKey: key, Force: true})
+	require.Error(t, err)
+	require.False(t, luarmor.IsRetryable(err))
+	require.ErrorContains(t, err, "banned")
+
+	err = c.client.ResetHWID(ctx, sbProject, luarmor.ResetHWIDRequest{UserKey: "missing", Force: true})
+	require.ErrorIs(t, err, luarmor.ErrNotFound)
 }
 
 func TestContractBlacklistAndUnban(t *testing.T) {

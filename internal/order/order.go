@@ -153,6 +153,7 @@ type Key struct {
 	// extended key, computed once.
 	RevertTarget *int64
 	DiscordLink  DiscordLink
+	HWIDReset    HWIDReset // the latest self-service HWID reset
 }
 
 // Delivered reports whether Luarmor has created the key.

@@ -107,6 +107,9 @@ func GetOrder(ctx context.Context, db DB, sessionID string) (*order.Order, error
 	if o.Keys, err = collectKeys(rows); err != nil {
 		return nil, fmt.Errorf("reading keys of order %s: %w", sessionID, err)
 	}
+	if err := attachHWIDResets(ctx, db, o); err != nil {
+		return nil, err
+	}
 	return o, nil
 }
 

@@ -37,6 +37,7 @@ const (
 	msgUnbanned           = "User has been unbanned!"
 	msgScriptUpdated      = "Script updated successfully!"
 	msgBannedNoReset      = "User is banned."
+	msgResetDisabled      = "Reset Hwid is disabled for this script"
 	msgUserKeyRequired    = "user_key is required"
 	msgContentType        = "Content-Type must be application/json"
 	msgUnbanTokenRequired = "unban_token is required"
@@ -526,8 +527,8 @@ func queryIndex(v string) (int, bool, error) {
 }
 
 // resetHWID implements POST .../users/resethwid: it clears the HWID so the
-// next execution binds a new one. Banned keys are refused even with force;
-// force only skips the cooldown. The cooldown runs from the previous reset
+// next execution binds a new one. A project with resets disabled and banned
+// keys are refused even with force; force only skips the cooldown. The cooldown runs from the previous reset
 // (the first reset is always allowed) and ends exactly ResetCooldown later.
 func (s *Sandbox) resetHWID(c *apiCtx) reply {
 	var req luarmor.ResetHWIDRequest
@@ -537,6 +538,9 @@ func (s *Sandbox) resetHWID(c *apiCtx) reply {
 	u, rep, ok := c.lookup(req.UserKey)
 	if !ok {
 		return rep
+	}
+	if c.project.resetsDisabled {
+		return failure(http.StatusBadRequest, msgResetDisabled)
 	}
 	if u.Banned == 1 {
 		return failure(http.StatusBadRequest, msgBannedNoReset)

@@ -27,6 +27,7 @@ import (
 //	GET    /_sandbox/projects/{project_id}/users             → {"users":[...]}
 //	GET    /_sandbox/projects/{project_id}/users/{user_key}  → {"user":{...}} or 404
 //	GET    /_sandbox/projects/{project_id}/scripts/{script_id} → {"script":{...}} or 404
+//	PUT    /_sandbox/projects/{project_id}/hwid-resets       {"enabled":false} turns HWID resets off (or on)
 //	PUT    /_sandbox/limit                   {"limit":60,"window":"1m"}
 //	PUT    /_sandbox/latency                 {"latency":"50ms"} or a range {"latency":"50ms","max":"200ms"}
 //
@@ -77,6 +78,19 @@ func (s *Sandbox) hookMux() *http.ServeMux {
 		writeReply(w, success("", struct {
 			Script scriptJSON `json:"script"`
 		}{scriptJSON(sc)}))
+	})
+	mux.HandleFunc("PUT /_sandbox/projects/{project_id}/hwid-resets", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Enabled bool `json:"enabled"`
+		}
+		if !decodeHook(w, r, &req) {
+			return
+		}
+		if !s.SetHWIDResetsEnabled(r.PathValue("project_id"), req.Enabled) {
+			writeReply(w, failure(http.StatusNotFound, msgProjectNotFound))
+			return
+		}
+		writeReply(w, success("HWID resets set", nil))
 	})
 	mux.HandleFunc("PUT /_sandbox/limit", s.hookSetLimit)
 	mux.HandleFunc("PUT /_sandbox/latency", s.hookSetLatency)

@@ -20,6 +20,9 @@ type project struct {
 	users   []*user          // creation order: the order of listings and paging
 	byKey   map[string]*user // user_key → user
 	scripts []*script        // creation order
+	// resetsDisabled: the seller turned HWID resets off for the project's
+	// scripts; every reset is refused, with force too.
+	resetsDisabled bool
 }
 
 // user is a stored key: the wire object plus what the sandbox needs to enforce
@@ -89,6 +92,20 @@ func (s *Sandbox) addProjectLocked(id string) *project {
 	s.projects[id] = p
 	s.projectOrder = append(s.projectOrder, id)
 	return p
+}
+
+// SetHWIDResetsEnabled turns HWID resets of a project on or off, as the
+// seller does in the dashboard; off refuses every reset ("Reset Hwid is
+// disabled for this script"), with force too. It reports false for a
+// project a restricted sandbox does not know.
+func (s *Sandbox) SetHWIDResetsEnabled(projectID string, enabled bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.projectLocked(projectID)
+	if ok {
+		p.resetsDisabled = !enabled
+	}
+	return ok
 }
 
 // userLocked finds a key in a project.

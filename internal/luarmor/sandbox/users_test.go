@@ -454,6 +454,20 @@ func TestResetHWIDCooldownAndForce(t *testing.T) {
 	require.Equal(t, http.StatusNotFound, reset("missing", false).Status)
 	require.Equal(t, http.StatusBadRequest, reset("", false).Status)
 
+	// A project with resets disabled refuses every reset, forced too, and
+	// changes nothing; turned on again, resets work.
+	other := e.create(luarmor.CreateUserRequest{Identifier: "hwid-3"})
+	require.True(t, e.sb.SetHWIDResetsEnabled(projectID, false))
+	for _, force := range []bool{false, true} {
+		r = reset(other, force)
+		require.Equal(t, http.StatusBadRequest, r.Status)
+		require.Equal(t, "Reset Hwid is disabled for this script", r.Message(t))
+	}
+	require.Equal(t, "hwid-3", e.get(other).Identifier)
+	require.Equal(t, 0, e.get(other).TotalResets)
+	require.True(t, e.sb.SetHWIDResetsEnabled(projectID, true))
+	require.Equal(t, http.StatusOK, reset(other, false).Status)
+
 	// A negative cooldown disables it.
 	free := newEnv(t, sandbox.Options{ResetCooldown: -1})
 	k := free.create(nil)

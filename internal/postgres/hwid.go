@@ -1,0 +1,125 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"fulfiller/internal/order"
+)
+
+// hwidResetColumns are read from hwid_resets under the alias h.
+const hwidResetColumns = `h.request, h.status, h.requested_at, h.next_reset_at, h.last_reset_at, h.resets, COALESCE(h.message, '')`
+
+func scanHWIDReset(row pgx.Row, extra ...any) (order.HWIDReset, error) {
+	var r order.HWIDReset
+	dest := append([]any{&r.Request, &r.Status, &r.RequestedAt, &r.NextResetAt, &r.LastResetAt, &r.Resets, &r.Message}, extra...)
+	err := row.Scan(dest...)
+	return r, err
+}
+
+// KeyOfOrder returns the delivered key userKey of the order, or ENOTFOUND
+// when the order is unknown or the key is not one of its keys: the two are
+// answered alike, so a caller learns nothing about other orders' keys.
+func KeyOfOrder(ctx context.Context, db DB, sessionID, userKey string) (*order.Key, error) {
+	k, err := scanKey(db.QueryRow(ctx, "SELECT "+keyColumns+` FROM order_keys
+		WHERE checkout_session_id = $1 AND user_key = $2`, sessionID, userKey))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, order.Errorf(order.ENOTFOUND, "no such key in this order")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading a key of an order: %w", err)
+	}
+	return k, nil
+}
+
+// ReserveHWIDReset accepts a new HWID reset of the key at now when its
+// cooldown has passed, and starts the next one (until now+cooldown). The
+// check and the reservation are one statement: of concurrent requests for a
+// key, on any replica, exactly one is accepted (a second one waits for the
+// first's commit and then sees its cooldown). accepted is false when the
+// key is within its cooldown; r is then the reset that holds it.
+func ReserveHWIDReset(ctx context.Context, tx pgx.Tx, keyID int64, now time.Time, cooldown time.Duration) (r order.HWIDReset, accepted bool, err error) {
+	r, err = scanHWIDReset(tx.QueryRow(ctx, `
+		INSERT INTO hwid_resets AS h (order_key_id, request, status, requested_at, next_reset_at)
+		VALUES ($1, 1, 'queued', $2, $3)
+		ON CONFLICT (order_key_id) DO UPDATE
+		SET request = h.request + 1, status = 'queued', requested_at = $2, next_reset_at = $3, message = NULL
+		WHERE h.next_reset_at IS NULL OR h.next_reset_at <= $2
+		RETURNING `+hwidResetColumns, keyID, now, now.Add(cooldown)))
+	if err == nil {
+		return r, true, nil
+	}
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return r, false, fmt.Errorf("reserving an HWID reset of order key %d: %w", keyID, err)
+	}
+	r, err = HWIDResetOf(ctx, tx, keyID)
+	return r, false, err
+}
+
+// HWIDResetOf returns the key's latest HWID reset; the zero value if none.
+func HWIDResetOf(ctx context.Context, db DB, keyID int64) (order.HWIDReset, error) {
+	r, err := scanHWIDReset(db.QueryRow(ctx, "SELECT "+hwidResetColumns+" FROM hwid_resets h WHERE h.order_key_id = $1", keyID))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return order.HWIDReset{}, nil
+	}
+	if err != nil {
+		return r, fmt.Errorf("reading the HWID reset of order key %d: %w", keyID, err)
+	}
+	return r, nil
+}
+
+// FinishHWIDReset records that Luarmor applied request at; done reports
+// whether this call recorded it (false: it was recorded already, or a newer
+// request replaced it), so a reset is counted once however often its job runs.
+func FinishHWIDReset(ctx context.Context, tx pgx.Tx, keyID int64, request int, at time.Time) (done bool, err error) {
+	tag, err := tx.Exec(ctx, `
+		UPDATE hwid_resets SET status = 'done', last_reset_at = $3, resets = resets + 1
+		WHERE order_key_id = $1 AND request = $2 AND status = 'queued'`, keyID, request, at)
+	if err != nil {
+		return false, fmt.Errorf("recording the HWID reset of order key %d: %w", keyID, err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// FailHWIDReset records that request will never be applied, with the
+// buyer-readable reason, and gives its cooldown back: the buyer may ask
+// again as soon as the cause is fixed.
+func FailHWIDReset(ctx context.Context, db DB, keyID int64, request int, message string) error {
+	_, err := db.Exec(ctx, `
+		UPDATE hwid_resets SET status = 'failed', message = $3, next_reset_at = NULL
+		WHERE order_key_id = $1 AND request = $2 AND status = 'queued'`, keyID, request, message)
+	if err != nil {
+		return fmt.Errorf("recording the failed HWID reset of order key %d: %w", keyID, err)
+	}
+	return nil
+}
+
+// attachHWIDResets fills the HWIDReset of each of o's keys.
+func attachHWIDResets(ctx context.Context, db DB, o *order.Order) error {
+	rows, err := db.Query(ctx, "SELECT "+hwidResetColumns+`, h.order_key_id FROM hwid_resets h
+		JOIN order_keys k ON k.id = h.order_key_id WHERE k.checkout_session_id = $1`, o.CheckoutSessionID)
+	if err != nil {
+		return fmt.Errorf("reading the HWID resets of order %s: %w", o.CheckoutSessionID, err)
+	}
+	defer rows.Close()
+	byKey := make(map[int64]order.HWIDReset)
+	for rows.Next() {
+		var keyID int64
+		r, err := scanHWIDReset(rows, &keyID)
+		if err != nil {
+			return fmt.Errorf("reading the HWID resets of order %s: %w", o.CheckoutSessionID, err)
+		}
+		byKey[keyID] = r
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("reading the HWID resets of order %s: %w", o.CheckoutSessionID, err)
+	}
+	for i := range o.Keys {
+		o.Keys[i].HWIDReset = byKey[o.Keys[i].ID]
+	}
+	return nil
+}
