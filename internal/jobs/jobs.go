@@ -170,6 +170,7 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker) (*river.Client
 	river.AddWorker(workers, &ResumeOrdersWorker{Deps: deps})
 	river.AddWorker(workers, &WatchSubscriptionsWorker{Deps: deps})
 	river.AddWorker(workers, &SendOrderEmailWorker{Deps: deps})
+	river.AddWorker(workers, &SendKeyLookupEmailWorker{Deps: deps})
 	if cfg.Register != nil {
 		cfg.Register(workers)
 	}
