@@ -65,7 +65,8 @@ func (a *keyLookupAPI) requestLink(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !a.lookups.allow(a.s.clientIP(r)) {
-		a.s.writeError(w, r, order.Errorf(order.ETOOMANY, "too many find-my-keys requests from this address; retry in a minute"))
+		w.Header().Set("Retry-After", "60")
+		a.s.writeError(w, r, order.Errorf(order.ERATELIMITED, "too many find-my-keys requests from this address; retry in a minute"))
 		return
 	}
 	var body struct {
@@ -90,7 +91,8 @@ func (a *keyLookupAPI) requestLink(w http.ResponseWriter, r *http.Request) {
 // listMyKeys answers the orders of the address a link's token grants.
 func (a *keyLookupAPI) listMyKeys(w http.ResponseWriter, r *http.Request) {
 	if !a.checks.allow(a.s.clientIP(r)) {
-		a.s.writeError(w, r, order.Errorf(order.ETOOMANY, "too many requests; retry in a second"))
+		w.Header().Set("Retry-After", "1")
+		a.s.writeError(w, r, order.Errorf(order.ERATELIMITED, "too many requests; retry in a second"))
 		return
 	}
 	var body struct {

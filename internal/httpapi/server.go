@@ -90,6 +90,7 @@ var statusOf = map[string]int{
 	order.EINVALID:      http.StatusBadRequest,
 	order.EUNAUTHORIZED: http.StatusUnauthorized,
 	order.ETOOMANY:      http.StatusTooManyRequests,
+	order.ERATELIMITED:  http.StatusTooManyRequests,
 	order.EUNAVAILABLE:  http.StatusServiceUnavailable,
 	order.EINTERNAL:     http.StatusInternalServerError,
 }
