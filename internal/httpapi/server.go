@@ -73,6 +73,11 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/orders/{checkout_session_id}/retry", s.orderAPI(s.requireShopToken(s.retryOrder)))
 	mux.HandleFunc("POST /v1/orders/{checkout_session_id}/resend-email", s.orderAPI(s.requireShopToken(s.resendEmail)))
 	mux.HandleFunc("POST /v1/orders/{checkout_session_id}/reset-hwid", s.orderAPI(s.resetHWID()))
+	lookup := newKeyLookupAPI(s)
+	mux.HandleFunc("POST /v1/key-lookup", s.orderAPI(lookup.requestLink))
+	mux.HandleFunc("POST /v1/my-keys", s.orderAPI(lookup.listMyKeys))
+	mux.HandleFunc("GET /v1/customers/{stripe_customer_id}/keys", s.orderAPI(s.requireShopToken(s.listCustomerKeys)))
+	mux.HandleFunc("GET /v1/keys", s.orderAPI(s.requireShopToken(s.listEmailKeys)))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

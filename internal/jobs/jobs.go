@@ -172,6 +172,7 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker) (*river.Client
 	river.AddWorker(workers, &WatchSubscriptionsWorker{Deps: deps})
 	river.AddWorker(workers, &SendOrderEmailWorker{Deps: deps})
 	river.AddWorker(workers, &ResetHWIDWorker{Deps: deps})
+	river.AddWorker(workers, &SendKeyLookupEmailWorker{Deps: deps})
 	if cfg.Register != nil {
 		cfg.Register(workers)
 	}

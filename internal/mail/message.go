@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"embed"
 	htmltemplate "html/template"
+	"io"
 	"net/url"
 	"strconv"
 	texttemplate "text/template"
@@ -15,7 +16,7 @@ import (
 // Subject is every keys email's subject: neutral, whatever the shop.
 const Subject = "Your license keys"
 
-//go:embed templates/keys.txt templates/keys.html
+//go:embed templates/keys.txt templates/keys.html templates/lookup.txt templates/lookup.html
 var templateFS embed.FS
 
 var funcs = map[string]any{"inc": func(i int) int { return i + 1 }}
@@ -25,7 +26,27 @@ var (
 	// html/template escapes every value for its context: a hostile email
 	// address, key or URL cannot add markup or a script.
 	htmlTemplate = htmltemplate.Must(htmltemplate.New("keys.html").Funcs(funcs).ParseFS(templateFS, "templates/keys.html"))
+
+	lookupTextTemplate = texttemplate.Must(texttemplate.New("lookup.txt").ParseFS(templateFS, "templates/lookup.txt"))
+	lookupHTMLTemplate = htmltemplate.Must(htmltemplate.New("lookup.html").ParseFS(templateFS, "templates/lookup.html"))
 )
+
+// executor is what a text or an HTML template has in common.
+type executor interface {
+	Execute(w io.Writer, data any) error
+}
+
+// render executes a message's plain-text and HTML templates with data.
+func render(textT, htmlT executor, data any) (text, html string, err error) {
+	var tb, hb bytes.Buffer
+	if err := textT.Execute(&tb, data); err != nil {
+		return "", "", err
+	}
+	if err := htmlT.Execute(&hb, data); err != nil {
+		return "", "", err
+	}
+	return tb.String(), hb.String(), nil
+}
 
 // KeysEmail is one keys email, ready to render and send.
 type KeysEmail struct {
@@ -85,12 +106,36 @@ func Expiry(k order.Key) string {
 
 // Render returns the plain-text and HTML bodies.
 func (e KeysEmail) Render() (text, html string, err error) {
-	var tb, hb bytes.Buffer
-	if err := textTemplate.Execute(&tb, e); err != nil {
-		return "", "", err
-	}
-	if err := htmlTemplate.Execute(&hb, e); err != nil {
-		return "", "", err
-	}
-	return tb.String(), hb.String(), nil
+	return render(textTemplate, htmlTemplate, e)
+}
+
+// KeyLookupSubject is the subject of the find-my-keys email.
+const KeyLookupSubject = "Your link to your license keys"
+
+// KeyLookupEmail carries a find-my-keys link: the page that lists the
+// orders bought with the address, for as long as the link's token lasts.
+type KeyLookupEmail struct {
+	To        string
+	LinkURL   string
+	ExpiresAt string // when the link stops working, in words
+	MessageID string
+}
+
+// NewKeyLookupEmail builds the find-my-keys email of token, which expires
+// at expiresAt.
+func NewKeyLookupEmail(to, publicBaseURL, token, messageID string, expiresAt time.Time) KeyLookupEmail {
+	return KeyLookupEmail{To: to, LinkURL: MyKeysURL(publicBaseURL, token), MessageID: messageID,
+		ExpiresAt: expiresAt.UTC().Format("2 January 2006 15:04 MST")}
+}
+
+// MyKeysURL is the find-my-keys page with token in its fragment: a browser
+// sends the fragment to no server (no access log, no Referer); the page's
+// script reads it.
+func MyKeysURL(publicBaseURL, token string) string {
+	return publicBaseURL + "/my-keys#token=" + url.QueryEscape(token)
+}
+
+// Render returns the plain-text and HTML bodies.
+func (e KeyLookupEmail) Render() (text, html string, err error) {
+	return render(lookupTextTemplate, lookupHTMLTemplate, e)
 }

@@ -32,21 +32,36 @@ func NewSender(settings Settings) *Sender { return &Sender{settings: settings} }
 // SendKeys renders e and sends it. Errors name the server, never its
 // password.
 func (s *Sender) SendKeys(ctx context.Context, e KeysEmail) error {
+	text, html, err := e.Render()
+	if err != nil {
+		return fmt.Errorf("rendering the keys email: %w", err)
+	}
+	return s.send(ctx, "keys email", e.To, Subject, e.MessageID, text, html)
+}
+
+// SendKeyLookup renders e and sends it. Errors name the server, never its
+// password, nor the link.
+func (s *Sender) SendKeyLookup(ctx context.Context, e KeyLookupEmail) error {
+	text, html, err := e.Render()
+	if err != nil {
+		return fmt.Errorf("rendering the find-my-keys email: %w", err)
+	}
+	return s.send(ctx, "find-my-keys email", e.To, KeyLookupSubject, e.MessageID, text, html)
+}
+
+// send sends one message (what names it in errors) to the address to.
+func (s *Sender) send(ctx context.Context, what, to, subject, messageID, text, html string) error {
 	msg := gomail.NewMsg()
 	if err := msg.From(s.settings.From); err != nil {
 		return fmt.Errorf("MAIL_FROM: %w", err)
 	}
-	if err := msg.To(e.To); err != nil {
+	if err := msg.To(to); err != nil {
 		return ErrBadRecipient
 	}
-	msg.Subject(Subject)
+	msg.Subject(subject)
 	msg.SetDate()
-	if e.MessageID != "" {
-		msg.SetMessageIDWithValue(e.MessageID)
-	}
-	text, html, err := e.Render()
-	if err != nil {
-		return fmt.Errorf("rendering the keys email: %w", err)
+	if messageID != "" {
+		msg.SetMessageIDWithValue(messageID)
 	}
 	msg.SetBodyString(gomail.TypeTextPlain, text)
 	msg.AddAlternativeString(gomail.TypeTextHTML, html)
@@ -56,7 +71,7 @@ func (s *Sender) SendKeys(ctx context.Context, e KeysEmail) error {
 		return s.scrub(fmt.Errorf("configuring SMTP client for %s: %w", s.settings.SMTP, err))
 	}
 	if err := client.DialAndSendWithContext(ctx, msg); err != nil {
-		return s.scrub(fmt.Errorf("sending the keys email through %s (check SMTP_URL and the server): %w", s.settings.SMTP, err))
+		return s.scrub(fmt.Errorf("sending the %s through %s (check SMTP_URL and the server): %w", what, s.settings.SMTP, err))
 	}
 	return nil
 }
@@ -90,14 +105,22 @@ func (s *Sender) scrub(err error) error {
 
 // NewMessageID returns a fresh Message-ID (without brackets) in the
 // sender's domain: random, so it says nothing about the order.
-func (s *Sender) NewMessageID() string {
+func (s *Sender) NewMessageID() string { return s.newMessageID("keys") }
+
+// newMessageID returns a random Message-ID whose local part starts with kind.
+func (s *Sender) newMessageID(kind string) string {
 	domain := "localhost"
 	if a, err := netmail.ParseAddress(s.settings.From); err == nil {
 		if _, d, ok := strings.Cut(a.Address, "@"); ok && d != "" {
 			domain = d
 		}
 	}
-	return "keys." + rand.Text() + "@" + domain
+	return kind + "." + rand.Text() + "@" + domain
+}
+
+// NewKeyLookupEmail builds a find-my-keys email with this sender's link.
+func (s *Sender) NewKeyLookupEmail(to, token string, expiresAt time.Time) KeyLookupEmail {
+	return NewKeyLookupEmail(to, s.settings.PublicBaseURL, token, s.newMessageID("lookup"), expiresAt)
 }
 
 // NewKeysEmail builds the email of an order's keys with this sender's

@@ -17,8 +17,6 @@ const (
 	ECONFLICT = "conflict"
 	// ECOOLDOWN: the key's HWID was reset too recently (HWID_RESET_COOLDOWN).
 	ECOOLDOWN = "cooldown"
-	// ERATELIMITED: the client sent too many requests.
-	ERATELIMITED = "rate_limited"
 )
 
 // HWIDResetStatus is the state of a key's latest self-service HWID reset.

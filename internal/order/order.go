@@ -180,6 +180,9 @@ const (
 	ETOOMANY      = "too_many_requests"
 	EUNAVAILABLE  = "unavailable"
 	EINTERNAL     = "internal"
+	// ERATELIMITED: one client asked too often; the answer's Retry-After
+	// says when to ask again.
+	ERATELIMITED = "rate_limited"
 )
 
 // Error is a failure that the caller of a domain operation can act on.

@@ -1,0 +1,138 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"time"
+
+	"fulfiller/internal/jobs"
+	"fulfiller/internal/order"
+	"fulfiller/internal/postgres"
+)
+
+// Find my keys: POST /v1/key-lookup emails a link to an address that
+// bought something; POST /v1/my-keys lists that address's orders for the
+// link's token.
+const (
+	// Link requests per client: a few in a row, then one a minute. The
+	// per-address limit (jobs.KeyLookupsPerAddress) holds across replicas.
+	keyLookupClientRate  = 1.0 / 60
+	keyLookupClientBurst = 5
+	// Token checks per client: a page load each.
+	myKeysClientRate  = 1
+	myKeysClientBurst = 10
+	// MaxMyKeysOrders is how many orders (the newest) a link lists.
+	MaxMyKeysOrders = 100
+	// maxLookupBody bounds the JSON body of both endpoints.
+	maxLookupBody = 4 << 10
+)
+
+// keyLookupAPI serves find my keys with its own per-client limits.
+type keyLookupAPI struct {
+	s       *Server
+	lookups *clientBuckets
+	checks  *clientBuckets
+	now     func() time.Time
+}
+
+func newKeyLookupAPI(s *Server) *keyLookupAPI {
+	return &keyLookupAPI{s: s, now: time.Now,
+		lookups: newClientBuckets(keyLookupClientRate, keyLookupClientBurst, maxTrackedClients),
+		checks:  newClientBuckets(myKeysClientRate, myKeysClientBurst, maxTrackedClients)}
+}
+
+// MyKeysJSON is the answer of POST /v1/my-keys.
+type MyKeysJSON struct {
+	Email     string      `json:"email"`
+	ExpiresAt int64       `json:"expires_at"` // unix seconds: when the link stops working
+	Orders    []OrderJSON `json:"orders"`     // newest first
+}
+
+var errMailOffForLookup = &order.Error{Code: order.EUNAVAILABLE,
+	Message: "find my keys sends a link by email, and mail is not configured: set SMTP_URL, MAIL_FROM and PUBLIC_BASE_URL"}
+
+// requestLink answers 202 for every well-formed address, whether it bought
+// anything or not, and whether or not the address is past its own limit:
+// the same answer, after the same work (one transaction that records the
+// request and, within the limit, queues the email job, which finds out
+// whether there is anything to send). Only the per-client limit refuses.
+func (a *keyLookupAPI) requestLink(w http.ResponseWriter, r *http.Request) {
+	if a.s.Mail == nil {
+		// Said plainly, not with Retry-After: configuration, not an outage.
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": errMailOffForLookup.Message, "code": order.EUNAVAILABLE})
+		return
+	}
+	if !a.lookups.allow(a.s.clientIP(r)) {
+		w.Header().Set("Retry-After", "60")
+		a.s.writeError(w, r, order.Errorf(order.ERATELIMITED, "too many find-my-keys requests from this address; retry in a minute"))
+		return
+	}
+	var body struct {
+		Email string `json:"email"`
+	}
+	if err := decodeLookupBody(w, r, &body); err != nil {
+		a.s.writeError(w, r, err)
+		return
+	}
+	email, err := jobs.NormalizeEmail(body.Email)
+	if err != nil {
+		a.s.writeError(w, r, err)
+		return
+	}
+	if _, err := a.s.Orders.RequestKeyLookup(r.Context(), email); err != nil {
+		a.s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]string{"status": "accepted"})
+}
+
+// listMyKeys answers the orders of the address a link's token grants.
+func (a *keyLookupAPI) listMyKeys(w http.ResponseWriter, r *http.Request) {
+	if !a.checks.allow(a.s.clientIP(r)) {
+		w.Header().Set("Retry-After", "1")
+		a.s.writeError(w, r, order.Errorf(order.ERATELIMITED, "too many requests; retry in a second"))
+		return
+	}
+	var body struct {
+		Token string `json:"token"`
+	}
+	if err := decodeLookupBody(w, r, &body); err != nil {
+		a.s.writeError(w, r, err)
+		return
+	}
+	email, expiresAt, err := jobs.VerifyKeyLookupToken(r.Context(), a.s.Pool, body.Token, a.now())
+	if err != nil {
+		a.s.writeError(w, r, err)
+		return
+	}
+	orders, err := postgres.OrdersOfEmail(r.Context(), a.s.Pool, email, MaxMyKeysOrders)
+	if err != nil {
+		a.s.writeError(w, r, err)
+		return
+	}
+	out := MyKeysJSON{Email: email, ExpiresAt: expiresAt.Unix(), Orders: make([]OrderJSON, 0, len(orders))}
+	for _, o := range orders {
+		out.Orders = append(out.Orders, renderOrder(o))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// decodeLookupBody reads one small JSON object into v: unknown fields,
+// trailing data and oversized bodies are refused.
+func decodeLookupBody(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxLookupBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return order.Errorf(order.EINVALID, "the body is larger than %d bytes", maxLookupBody)
+		}
+		return order.Errorf(order.EINVALID, "the body must be one JSON object with the documented fields")
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return order.Errorf(order.EINVALID, "the body must be one JSON object and nothing after it")
+	}
+	return nil
+}
