@@ -67,22 +67,39 @@ func (s *Server) Handler() http.Handler {
 		s.negatives = newExpiringSet(10000, 10*time.Minute)
 	})
 	mux := http.NewServeMux()
-	mux.Handle("POST /webhooks/stripe", s.Webhook)
-	mux.HandleFunc("GET /v1/orders/{checkout_session_id}", s.orderAPI(s.getOrder))
-	mux.HandleFunc("OPTIONS /v1/orders/{checkout_session_id}", s.orderAPI(s.preflight))
-	mux.HandleFunc("POST /v1/orders/{checkout_session_id}/retry", s.orderAPI(s.requireShopToken(s.retryOrder)))
-	mux.HandleFunc("POST /v1/orders/{checkout_session_id}/resend-email", s.orderAPI(s.requireShopToken(s.resendEmail)))
-	mux.HandleFunc("POST /v1/orders/{checkout_session_id}/reset-hwid", s.orderAPI(s.resetHWID()))
-	lookup := newKeyLookupAPI(s)
-	mux.HandleFunc("POST /v1/key-lookup", s.orderAPI(lookup.requestLink))
-	mux.HandleFunc("POST /v1/my-keys", s.orderAPI(lookup.listMyKeys))
-	mux.HandleFunc("GET /v1/customers/{stripe_customer_id}/keys", s.orderAPI(s.requireShopToken(s.listCustomerKeys)))
-	mux.HandleFunc("GET /v1/keys", s.orderAPI(s.requireShopToken(s.listEmailKeys)))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	mux.HandleFunc("GET /readyz", s.ready)
+	for _, rt := range s.routes() {
+		mux.Handle(rt.pattern, rt.handler)
+	}
 	return mux
+}
+
+// route is one endpoint: its ServeMux pattern and its handler. The table
+// is the service's whole HTTP surface; the OpenAPI document is checked
+// against it.
+type route struct {
+	pattern string
+	handler http.Handler
+}
+
+func (s *Server) routes() []route {
+	lookup := newKeyLookupAPI(s)
+	return []route{
+		{"POST /webhooks/stripe", s.Webhook},
+		{"GET /v1/orders/{checkout_session_id}", s.orderAPI(s.getOrder)},
+		{"OPTIONS /v1/orders/{checkout_session_id}", s.orderAPI(s.preflight)},
+		{"POST /v1/orders/{checkout_session_id}/retry", s.orderAPI(s.requireShopToken(s.retryOrder))},
+		{"POST /v1/orders/{checkout_session_id}/resend-email", s.orderAPI(s.requireShopToken(s.resendEmail))},
+		{"POST /v1/orders/{checkout_session_id}/reset-hwid", s.orderAPI(s.resetHWID())},
+		{"POST /v1/key-lookup", s.orderAPI(lookup.requestLink)},
+		{"POST /v1/my-keys", s.orderAPI(lookup.listMyKeys)},
+		{"GET /v1/customers/{stripe_customer_id}/keys", s.orderAPI(s.requireShopToken(s.listCustomerKeys))},
+		{"GET /v1/keys", s.orderAPI(s.requireShopToken(s.listEmailKeys))},
+		{"GET /openapi.json", http.HandlerFunc(serveOpenAPI)},
+		{"GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		})},
+		{"GET /readyz", http.HandlerFunc(s.ready)},
+	}
 }
 
 // statusOf is the one table from domain error codes to HTTP statuses.

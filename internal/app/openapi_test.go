@@ -1,0 +1,155 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/legacy"
+	"github.com/stretchr/testify/require"
+
+	"fulfiller/internal/httpapi"
+	"fulfiller/internal/stripeapi/stripefake"
+)
+
+// contractCheck sends requests to the running service and holds every
+// answer to the OpenAPI document: its status must be documented for the
+// operation, its body must match the documented schema.
+type contractCheck struct {
+	b      *lookupBundle
+	doc    *openapi3.T
+	router routers.Router
+	seen   map[string]bool // "METHOD /path/{param}" of every operation answered
+}
+
+func newContractCheck(t *testing.T, b *lookupBundle) *contractCheck {
+	t.Helper()
+	doc, err := openapi3.NewLoader().LoadFromData(httpapi.OpenAPIDocument())
+	require.NoError(t, err)
+	router, err := legacy.NewRouter(doc)
+	require.NoError(t, err)
+	return &contractCheck{b: b, doc: doc, router: router, seen: map[string]bool{}}
+}
+
+// do sends one request (client through X-Forwarded-For, "" for none) and
+// returns its answer after checking it against the document.
+func (c *contractCheck) do(t *testing.T, method, path, body string, header ...string) apiAnswer {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, c.b.url+path, rd)
+	require.NoError(t, err)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+
+	// The document's paths have no server prefix: match on the path alone.
+	docReq := req.Clone(context.Background())
+	docReq.URL.Scheme, docReq.URL.Host, docReq.Host = "", "", ""
+	route, params, err := c.router.FindRoute(docReq)
+	require.NoError(t, err, "%s %s is a documented operation", method, path)
+	c.seen[method+" "+route.Path] = true
+	err = openapi3filter.ValidateResponse(context.Background(), &openapi3filter.ResponseValidationInput{
+		RequestValidationInput: &openapi3filter.RequestValidationInput{Request: docReq, PathParams: params, Route: route},
+		Status:                 resp.StatusCode,
+		Header:                 resp.Header,
+		Body:                   io.NopCloser(bytes.NewReader(raw)),
+		Options:                &openapi3filter.Options{IncludeResponseStatus: true},
+	})
+	require.NoError(t, err, "%s %s answered %d as documented: %s", method, path, resp.StatusCode, raw)
+	return apiAnswer{resp.StatusCode, resp.Header, raw}
+}
+
+func (c *contractCheck) requireEveryOperationAnswered(t *testing.T) {
+	t.Helper()
+	var missing []string
+	for path, item := range c.doc.Paths.Map() {
+		for method := range item.Operations() {
+			if !c.seen[method+" "+path] {
+				missing = append(missing, method+" "+path)
+			}
+		}
+	}
+	slices.Sort(missing)
+	require.Empty(t, missing, "every documented operation was called")
+}
+
+// TestAnswersMatchTheOpenAPIDocument calls every documented operation of
+// the running service, on its good path and its refusals, and holds each
+// answer to the document.
+func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
+	t.Parallel()
+	b := setupLookup(t)
+	c := newContractCheck(t, b)
+	const bearer = "Bearer shop-token"
+	email, customer := "contract@example.com", newID("cus_")
+	o := b.buyAs(t, email, customer, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	id, key := o.CheckoutSessionID, o.Keys[0].UserKey
+	unknown := "cs_test_" + strings.Repeat("x", 24)
+
+	// The order API.
+	require.Equal(t, http.StatusOK, c.do(t, "GET", "/v1/orders/"+id, "").status)
+	require.Equal(t, http.StatusOK, c.do(t, "GET", "/v1/orders/"+id+"?wait=1", "").status)
+	require.Equal(t, http.StatusBadRequest, c.do(t, "GET", "/v1/orders/"+id+"?wait=31", "").status)
+	require.Equal(t, http.StatusNotFound, c.do(t, "GET", "/v1/orders/"+unknown, "").status)
+	require.Equal(t, http.StatusForbidden, c.do(t, "OPTIONS", "/v1/orders/"+id, "", "Origin", "https://elsewhere.example").status)
+
+	// The shop's order operations.
+	require.Equal(t, http.StatusUnauthorized, c.do(t, "POST", "/v1/orders/"+id+"/retry", "").status)
+	retried := c.do(t, "POST", "/v1/orders/"+id+"/retry", "", "Authorization", bearer)
+	require.NotEqual(t, http.StatusAccepted, retried.status, "a fulfilled order is not retried")
+	require.Equal(t, http.StatusAccepted, c.do(t, "POST", "/v1/orders/"+id+"/resend-email", "", "Authorization", bearer).status)
+	require.Equal(t, http.StatusNotFound, c.do(t, "POST", "/v1/orders/"+unknown+"/resend-email", "", "Authorization", bearer).status)
+
+	// HWID reset: accepted, then within its cooldown; refusals.
+	require.Equal(t, http.StatusBadRequest, c.do(t, "POST", "/v1/orders/"+id+"/reset-hwid", `{"user_key":`).status)
+	require.Equal(t, http.StatusNotFound, c.do(t, "POST", "/v1/orders/"+unknown+"/reset-hwid", keyBody(key)).status)
+	require.Equal(t, http.StatusAccepted, c.do(t, "POST", "/v1/orders/"+id+"/reset-hwid", keyBody(key)).status)
+	cooldown := c.do(t, "POST", "/v1/orders/"+id+"/reset-hwid", keyBody(key))
+	require.Equal(t, http.StatusTooManyRequests, cooldown.status)
+	require.Equal(t, "cooldown", cooldown.code(t))
+
+	// Find my keys: the request, the emailed link, a bad link.
+	require.Equal(t, http.StatusBadRequest, c.do(t, "POST", "/v1/key-lookup", `{"email":"not an address"}`).status)
+	require.Equal(t, http.StatusAccepted, c.do(t, "POST", "/v1/key-lookup", `{"email":"`+email+`"}`).status)
+	msgs := b.waitLookupMessages(t, 1)
+	token := linkToken(t, msgs[0])
+	mine := c.do(t, "POST", "/v1/my-keys", `{"token":"`+token+`"}`)
+	require.Equal(t, http.StatusOK, mine.status)
+	require.Contains(t, string(mine.body), key)
+	require.Equal(t, http.StatusUnauthorized, c.do(t, "POST", "/v1/my-keys", `{"token":"`+token+`x"}`).status)
+
+	// The shop's listings.
+	require.Equal(t, http.StatusOK, c.do(t, "GET", "/v1/customers/"+customer+"/keys", "", "Authorization", bearer).status)
+	require.Equal(t, http.StatusBadRequest, c.do(t, "GET", "/v1/customers/not-a-customer/keys", "", "Authorization", bearer).status)
+	require.Equal(t, http.StatusUnauthorized, c.do(t, "GET", "/v1/customers/"+customer+"/keys", "").status)
+	require.Equal(t, http.StatusOK, c.do(t, "GET", "/v1/keys?email="+email, "", "Authorization", bearer).status)
+	require.Equal(t, http.StatusBadRequest, c.do(t, "GET", "/v1/keys", "", "Authorization", bearer).status)
+
+	// Webhooks, operations, this document.
+	require.Equal(t, http.StatusBadRequest, c.do(t, "POST", "/webhooks/stripe", `{"id":"evt_1"}`,
+		"Stripe-Signature", sign([]byte(`{"id":"evt_2"}`), b.secret, time.Now())).status)
+	require.Equal(t, http.StatusOK, c.do(t, "GET", "/healthz", "").status)
+	require.Equal(t, http.StatusOK, c.do(t, "GET", "/readyz", "").status)
+	require.Equal(t, http.StatusOK, c.do(t, "GET", "/openapi.json", "").status)
+
+	c.requireEveryOperationAnswered(t)
+}

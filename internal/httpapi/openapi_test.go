@@ -1,0 +1,51 @@
+package httpapi
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/stretchr/testify/require"
+)
+
+// TestOpenAPIDocumentsEveryRoute keeps the document and the route table in
+// step: every route is documented and every documented operation is routed.
+func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
+	doc, err := openapi3.NewLoader().LoadFromData(OpenAPIDocument())
+	require.NoError(t, err)
+	require.NoError(t, doc.Validate(context.Background()), "the OpenAPI document is valid OpenAPI 3")
+
+	var documented []string
+	for path, item := range doc.Paths.Map() {
+		for method := range item.Operations() {
+			documented = append(documented, method+" "+path)
+		}
+	}
+	var routed []string
+	for _, rt := range (&Server{}).routes() {
+		// ServeMux's rest-of-path wildcard {name...} is {name} in OpenAPI.
+		routed = append(routed, strings.ReplaceAll(rt.pattern, "...}", "}"))
+	}
+	slices.Sort(documented)
+	slices.Sort(routed)
+	require.Equal(t, routed, documented, "routes() and openapi.json list the same operations")
+}
+
+// TestOpenAPIServed serves the embedded document as JSON.
+func TestOpenAPIServed(t *testing.T) {
+	mux := http.NewServeMux()
+	for _, rt := range (&Server{}).routes() {
+		if rt.pattern == "GET /openapi.json" {
+			mux.Handle(rt.pattern, rt.handler)
+		}
+	}
+	rec := httptest.NewRecorder()
+	mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/openapi.json", nil))
+	require.Equal(t, http.StatusOK, rec.Code)
+	require.Equal(t, "application/json", rec.Header().Get("Content-Type"))
+	require.JSONEq(t, string(openAPIDocument), rec.Body.String())
+}
