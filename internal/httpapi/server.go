@@ -72,6 +72,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("OPTIONS /v1/orders/{checkout_session_id}", s.orderAPI(s.preflight))
 	mux.HandleFunc("POST /v1/orders/{checkout_session_id}/retry", s.orderAPI(s.requireShopToken(s.retryOrder)))
 	mux.HandleFunc("POST /v1/orders/{checkout_session_id}/resend-email", s.orderAPI(s.requireShopToken(s.resendEmail)))
+	mux.HandleFunc("GET /orders/{checkout_session_id}", s.orderPage)
+	mux.HandleFunc("GET /my-keys", s.myKeysPage)
+	mux.HandleFunc("GET /assets/{name}", serveAsset)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
