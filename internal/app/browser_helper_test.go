@@ -179,9 +179,9 @@ func (p *page) screenshots(t *testing.T, state string) {
 	for _, width := range []int64{desktopWidth, phoneWidth} {
 		p.run(t, chromedp.EmulateViewport(width, 800))
 		overflow := eval[int](t, p, `document.documentElement.scrollWidth - document.documentElement.clientWidth`)
-		shot := get(t, p, chromedp.FullScreenshot(80))
+		shot := get(t, p, chromedp.FullScreenshot(100))
 		require.LessOrEqual(t, overflow, 0, "%s at %d px scrolls horizontally by %d px", state, width, overflow)
-		name := strings.ReplaceAll(t.Name(), "/", "_") + "-" + state + "-" + map[int64]string{desktopWidth: "desktop", phoneWidth: "phone"}[width] + ".jpg"
+		name := strings.ReplaceAll(t.Name(), "/", "_") + "-" + state + "-" + map[int64]string{desktopWidth: "desktop", phoneWidth: "phone"}[width] + ".png"
 		require.NoError(t, os.WriteFile(filepath.Join(dir, name), shot, 0o644))
 	}
 	p.run(t, chromedp.EmulateViewport(desktopWidth, 900))
