@@ -94,6 +94,9 @@ func (s *Server) routes() []route {
 		{"POST /v1/my-keys", s.orderAPI(lookup.listMyKeys)},
 		{"GET /v1/customers/{stripe_customer_id}/keys", s.orderAPI(s.requireShopToken(s.listCustomerKeys))},
 		{"GET /v1/keys", s.orderAPI(s.requireShopToken(s.listEmailKeys))},
+		{"GET /orders/{checkout_session_id}", http.HandlerFunc(s.orderPage)},
+		{"GET /my-keys", http.HandlerFunc(s.myKeysPage)},
+		{"GET /assets/{name}", http.HandlerFunc(serveAsset)},
 		{"GET /openapi.json", http.HandlerFunc(serveOpenAPI)},
 		{"GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

@@ -1,0 +1,101 @@
+package app_test
+
+import (
+	"strconv"
+	"testing"
+
+	"github.com/chromedp/chromedp"
+	"github.com/stretchr/testify/require"
+
+	"fulfiller/internal/logging"
+	"fulfiller/internal/stripeapi/stripefake"
+)
+
+// The hosted order page in a real browser: Chromium, the service, its
+// PostgreSQL and River; only Luarmor and Stripe are stand-ins.
+
+func TestOrderPageWaitsThenShowsTheKeysWithoutAReload(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	p := newPage(t, b)
+	// The buyer lands on the success page while the delayed payment
+	// (SEPA, ACH) is still settling: the page confirms the session with
+	// Stripe and waits.
+	s := b.unpaidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 2})
+	p.open(t, "/orders/"+s.ID)
+	p.run(t, chromedp.WaitVisible(chromedp.CSS(`section.order[data-state="waiting"]`)))
+	require.Contains(t, p.text(t, "h2"), "Payment received")
+	p.screenshots(t, "waiting")
+
+	// Marks this document: a reload would lose the mark.
+	eval[bool](t, p, `window.sameDocument = true`)
+	s.PaymentStatus = "paid"
+	b.stripe.PutSession(s)
+	b.deliver(t, b.sessionEvent(t, "checkout.session.async_payment_succeeded", s.ID))
+	p.run(t, chromedp.WaitVisible(chromedp.CSS(`section.order[data-state="delivered"]`)))
+	require.True(t, eval[bool](t, p, `window.sameDocument === true`), "the keys must appear without a reload")
+
+	o := b.waitOrder(t, s.ID, "fulfilled")
+	require.Len(t, o.Keys, 2)
+	shown := eval[[]string](t, p, `Array.from(document.querySelectorAll("input.user-key"), i => i.value)`)
+	require.ElementsMatch(t, []string{o.Keys[0].UserKey, o.Keys[1].UserKey}, shown)
+	require.Equal(t, "Your 2 keys are ready", p.text(t, "h2"))
+	p.waitFor(t, `document.getElementById("announce").textContent === "Your 2 keys are ready"`, "the live region to announce the keys")
+	require.Contains(t, p.text(t, "li.key dl"), "starts at first use (30 days)")
+	require.Contains(t, p.text(t, "li.key dl"), "Not linked to Discord")
+	p.screenshots(t, "delivered")
+
+	// Copy puts the key, and then the loader line, on the clipboard.
+	loader := get(t, p, chromedp.Value(chromedp.CSS(`li.key input[id^="loader-"]`)))
+	for _, field := range []struct{ button, want string }{
+		{`li.key button[data-copy^="key-"]`, shown[0]},
+		{`li.key button[data-copy^="loader-"]`, loader},
+	} {
+		p.run(t, chromedp.Click(chromedp.CSS(field.button)))
+		p.waitFor(t, "navigator.clipboard.readText().then(text => text === "+strconv.Quote(field.want)+")", "the clipboard to hold what was copied")
+		require.Contains(t, p.text(t, field.button), "Copied")
+	}
+	require.Equal(t, `script_key = "`+shown[0]+`";`, loader)
+	require.NotContains(t, p.location(t), shown[0], "keys never go into a URL")
+}
+
+func TestOrderPageShowsARevokedOrder(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	p := newPage(t, b)
+	s, _ := b.buy(t, stripefake.Item{PriceID: priceLife, Quantity: 1})
+	b.refundOrder(t, s)
+	b.waitOrder(t, s.ID, "revoked")
+
+	p.open(t, "/orders/"+s.ID)
+	p.run(t, chromedp.WaitVisible(chromedp.CSS(`section.order[data-state="revoked"][data-final]`)))
+	require.Equal(t, "This key was revoked", p.text(t, "h2"))
+	require.Contains(t, p.text(t, "section.order"), "refunded or disputed")
+	require.Contains(t, p.text(t, "section.order"), "contact the shop")
+	require.Equal(t, "Revoked", p.text(t, "li.key .badge"))
+	require.Zero(t, eval[int](t, p, `document.querySelectorAll("li.key button").length`), "a revoked key offers neither copy nor reset")
+	p.screenshots(t, "revoked")
+}
+
+func TestOrderPageShowsAFailedOrderWithItsReference(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	p := newPage(t, b)
+	s := b.paidSession(t, stripefake.Item{PriceID: "price_not_in_catalog", Quantity: 1})
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	b.waitOrder(t, s.ID, "failed")
+
+	p.open(t, "/orders/"+s.ID)
+	p.run(t, chromedp.WaitVisible(chromedp.CSS(`section.order[data-state="failed"][data-final]`)))
+	require.Equal(t, "This order could not be fulfilled", p.text(t, "h2"))
+	body := p.text(t, "body")
+	require.Contains(t, body, "Contact the shop")
+	require.Contains(t, body, logging.OrderRef(s.ID))
+	require.NotContains(t, body, s.ID, "the page shows the short reference, not the session ID")
+	p.screenshots(t, "failed")
+}
+
+func (p *page) location(t *testing.T) string {
+	t.Helper()
+	return eval[string](t, p, `location.href`)
+}

@@ -1,0 +1,352 @@
+package httpapi
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"fulfiller/internal/logging"
+	"fulfiller/internal/mail"
+	"fulfiller/internal/order"
+	"fulfiller/internal/postgres"
+)
+
+// The buyer's pages: the hosted order page (a shop's Checkout success_url)
+// and find-my-keys. Go templates render every order state; the page's
+// script only fetches that HTML again when the order API reports a change,
+// so an order is rendered in one place.
+
+//go:embed web/*.html web/assets/*
+var webFS embed.FS
+
+// pageSecurityHeaders are set on every page and asset: scripts and styles
+// from this origin only (none inline), no framing, no Referer carrying the
+// Checkout Session ID of the page's URL to anyone.
+var pageSecurityHeaders = map[string]string{
+	"Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; " +
+		"base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+	"Referrer-Policy":        "no-referrer",
+	"X-Content-Type-Options": "nosniff",
+}
+
+// asset is one embedded file of /assets/, with its content-hash ETag.
+type asset struct {
+	name string
+	body []byte
+	etag string
+}
+
+var (
+	assets    = loadAssets()
+	templates = template.Must(template.New("").Funcs(template.FuncMap{
+		"asset": func(name string) string { return "/assets/" + name + "?v=" + assets[name].etag[1:9] },
+		"add":   func(a, b int) int { return a + b },
+		"keyItem": func(o *orderView, index int, k keyView) keyItem {
+			return keyItem{Order: o, Index: index, Key: k}
+		},
+	}).ParseFS(webFS, "web/*.html"))
+)
+
+func loadAssets() map[string]asset {
+	out := map[string]asset{}
+	entries, err := fs.ReadDir(webFS, "web/assets")
+	if err != nil {
+		panic(err) // embedded at build time: cannot fail at run time
+	}
+	for _, e := range entries {
+		body, err := webFS.ReadFile("web/assets/" + e.Name())
+		if err != nil {
+			panic(err)
+		}
+		sum := sha256.Sum256(body)
+		out[e.Name()] = asset{name: e.Name(), body: body, etag: `"` + hex.EncodeToString(sum[:8]) + `"`}
+	}
+	return out
+}
+
+// serveAsset answers /assets/{name}. The pages link each asset with its
+// hash in the query, and the browser revalidates by ETag, so a new release
+// is never mixed with an old script.
+func serveAsset(w http.ResponseWriter, r *http.Request) {
+	a, ok := assets[r.PathValue("name")]
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	setPageHeaders(w)
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("ETag", a.etag)
+	http.ServeContent(w, r, a.name, time.Time{}, bytes.NewReader(a.body))
+}
+
+func setPageHeaders(w http.ResponseWriter) {
+	for k, v := range pageSecurityHeaders {
+		w.Header().Set(k, v)
+	}
+}
+
+// Order page states (data-state of the order's section).
+const (
+	stateWaiting     = "waiting"     // paid, no key yet (or not recorded yet)
+	statePartial     = "partial"     // some keys delivered, more on the way
+	stateDelivered   = "delivered"   // every key delivered
+	stateRevoked     = "revoked"     // keys taken back after a refund or dispute
+	stateFailed      = "failed"      // cannot be fulfilled without the shop
+	stateNotFound    = "not_found"   // not a Checkout Session ID at all
+	stateBusy        = "busy"        // 429: too many lookups from this client
+	stateUnavailable = "unavailable" // 503, or an internal error
+)
+
+// orderView is what the templates render of one order. Its keys are read
+// from the order API's own JSON, so whatever the API tells of a key
+// (hwid_reset among it) reaches the page without a second mapping.
+type orderView struct {
+	ID    string // the Checkout Session ID: already in the page's URL
+	Ref   string // the short reference the buyer quotes to the shop
+	State string
+	// Signature is what the script compares with the order API's answer
+	// to know the page is out of date: status and delivered key count.
+	Signature   string
+	Final       bool
+	Keys        []keyView
+	KeysPending int
+	FailureCode string
+	Now         int64 // unix seconds of the render, for cooldowns
+}
+
+// keyItem is one key of an order as the "key" template renders it.
+type keyItem struct {
+	Order *orderView
+	Index int
+	Key   keyView
+}
+
+type keyView struct {
+	UserKey     string     `json:"user_key"`
+	Status      string     `json:"status"`
+	KeyDays     int        `json:"key_days"`
+	AuthExpire  *int64     `json:"auth_expire"`
+	Ending      bool       `json:"ending"`
+	DiscordLink string     `json:"discord_link"`
+	HWIDReset   *hwidReset `json:"hwid_reset"`
+}
+
+// hwidReset is the order API's hwid_reset of a key.
+type hwidReset struct {
+	Status      string `json:"status"`
+	LastResetAt *int64 `json:"last_reset_at"`
+	NextResetAt *int64 `json:"next_reset_at"`
+	Message     string `json:"message"`
+}
+
+func newOrderView(o *order.Order, now time.Time) (orderView, error) {
+	api, err := json.Marshal(renderOrder(o))
+	if err != nil {
+		return orderView{}, fmt.Errorf("rendering order %s for its page: %w", logging.OrderRef(o.CheckoutSessionID), err)
+	}
+	var fromAPI struct {
+		Keys        []keyView `json:"keys"`
+		KeysPending int       `json:"keys_pending"`
+	}
+	if err := json.Unmarshal(api, &fromAPI); err != nil {
+		return orderView{}, fmt.Errorf("reading order %s for its page: %w", logging.OrderRef(o.CheckoutSessionID), err)
+	}
+	v := orderView{ID: o.CheckoutSessionID, Ref: logging.OrderRef(o.CheckoutSessionID), Keys: fromAPI.Keys,
+		KeysPending: fromAPI.KeysPending, FailureCode: o.FailureCode, Now: now.Unix(),
+		Signature: fmt.Sprintf("%s|%d", o.Status, len(fromAPI.Keys))}
+	switch o.Status {
+	case order.StatusPending:
+		v.State = stateWaiting
+		if len(v.Keys) > 0 {
+			v.State = statePartial
+		}
+	case order.StatusFulfilled:
+		v.State, v.Final = stateDelivered, true
+	case order.StatusRevoked:
+		v.State, v.Final = stateRevoked, true
+	default:
+		v.State, v.Final = stateFailed, true
+	}
+	return v, nil
+}
+
+// waitingView is the page of a well-formed Checkout Session ID the service
+// does not know (yet): exactly the page of a paid order without keys, so
+// the page tells no more than the order API's 404 does.
+func waitingView(id string) orderView {
+	return orderView{ID: id, Ref: logging.OrderRef(id), State: stateWaiting,
+		Signature: string(order.StatusPending) + "|0"}
+}
+
+type pageData struct {
+	Title string
+	Order *orderView
+}
+
+// orderPage renders GET /orders/{checkout_session_id} through the order
+// API's lookup (findOrder), with its rate limits.
+func (s *Server) orderPage(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("checkout_session_id")
+	o, err := s.findOrder(r, id)
+	if err != nil && r.Context().Err() != nil {
+		return // the client went away
+	}
+	var view orderView
+	status := http.StatusOK
+	switch {
+	case err == nil:
+		if view, err = newOrderView(o, time.Now()); err != nil {
+			s.logPageError(r, err)
+			view, status = orderView{ID: id, State: stateUnavailable}, http.StatusInternalServerError
+		}
+	case order.ErrorCode(err) == order.ENOTFOUND && sessionIDPattern.MatchString(id):
+		view = waitingView(id)
+	case order.ErrorCode(err) == order.ENOTFOUND:
+		view, status = orderView{State: stateNotFound, Final: true}, http.StatusNotFound
+	case order.ErrorCode(err) == order.ETOOMANY:
+		view, status = orderView{ID: id, State: stateBusy}, http.StatusTooManyRequests
+		w.Header().Set("Retry-After", "1")
+	default:
+		s.logPageError(r, err)
+		view, status = orderView{ID: id, State: stateUnavailable}, http.StatusServiceUnavailable
+		w.Header().Set("Retry-After", retryAfterUnavailable)
+	}
+	s.renderPage(w, r, status, "order.html", pageData{Title: "Your order", Order: &view})
+}
+
+// logPageError logs a failed lookup as the order API does: an outage at
+// warn once in a while, anything else at error; never the session ID.
+func (s *Server) logPageError(r *http.Request, err error) {
+	if postgres.IsUnavailable(err) || order.ErrorCode(err) == order.EUNAVAILABLE {
+		s.unavailable.Log(r.Context(), s.Logger, slog.LevelWarn, "dependency unavailable; order page answered 503",
+			"route", routeOf(r), "error", logSafe(r, err))
+		return
+	}
+	s.Logger.ErrorContext(r.Context(), "order page failed", "route", routeOf(r), "error", logSafe(r, err))
+}
+
+// myKeysPage renders GET /my-keys: the find-my-keys form; with a token in
+// the URL fragment, its script lists that email's orders.
+func (s *Server) myKeysPage(w http.ResponseWriter, r *http.Request) {
+	s.renderPage(w, r, http.StatusOK, "my-keys.html", pageData{Title: "Find my keys"})
+}
+
+func (s *Server) renderPage(w http.ResponseWriter, r *http.Request, status int, name string, data pageData) {
+	var body bytes.Buffer
+	if err := templates.ExecuteTemplate(&body, name, data); err != nil {
+		s.Logger.ErrorContext(r.Context(), "rendering a page failed", "route", routeOf(r), "error", logSafe(r, err))
+		http.Error(w, "internal error; retry shortly", http.StatusInternalServerError)
+		return
+	}
+	setPageHeaders(w)
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write(body.Bytes())
+}
+
+// Texts of a key, in one place for the templates.
+
+// ExpiryLabel and ExpiryText tell when a key stops working, in the words
+// of the keys email.
+func (k keyView) ExpiryLabel() string {
+	if k.Ending {
+		return "Ends"
+	}
+	return "Expires"
+}
+
+func (k keyView) ExpiryText() string {
+	return mail.Expiry(order.Key{AuthExpire: k.AuthExpire, KeyDays: k.KeyDays})
+}
+
+// Usable is a key the buyer can run: copy, loader line and HWID reset.
+func (k keyView) Usable() bool { return k.Status == string(order.KeyActive) }
+
+// StatusText names a key's state for the buyer.
+func (k keyView) StatusText() string {
+	switch order.KeyStatus(k.Status) {
+	case order.KeyActive:
+		return "Active"
+	case order.KeyBlacklisted, order.KeyDeleted:
+		return "Revoked"
+	case order.KeyReverted:
+		return "Days taken back"
+	default:
+		return "Not usable"
+	}
+}
+
+// DiscordText says what became of the buyer's Discord ID and what to do.
+func (k keyView) DiscordText() string {
+	switch order.DiscordLink(k.DiscordLink) {
+	case order.DiscordLinked:
+		return "Linked to your Discord account."
+	case order.DiscordInUse:
+		return "Your Discord account already holds another key, so this one is not linked: claim it with the Redeem button in the shop's Discord."
+	case order.DiscordInvalid:
+		return "The Discord ID given at checkout was refused, so this key is not linked: claim it with the Redeem button in the shop's Discord."
+	default:
+		return "Not linked to Discord: claim it with the Redeem button in the shop's Discord if the shop uses one."
+	}
+}
+
+// HWIDText tells the state of the key's HWID resets; ResetAllowed whether
+// the Reset HWID button may be pressed at now.
+func (k keyView) HWIDText(now int64) string {
+	h := k.HWIDReset
+	if h == nil {
+		return "Moved to another computer? Reset the key's HWID (hardware ID) to use it there."
+	}
+	var parts []string
+	switch h.Status {
+	case "queued":
+		parts = append(parts, "HWID reset requested; it takes effect in a moment.")
+	case "done":
+		if h.LastResetAt != nil {
+			parts = append(parts, "HWID reset done at "+formatTime(*h.LastResetAt)+".")
+		} else {
+			parts = append(parts, "HWID reset done.")
+		}
+	case "failed":
+		parts = append(parts, "The last HWID reset failed: "+h.Message)
+	default:
+		parts = append(parts, "Moved to another computer? Reset the key's HWID (hardware ID) to use it there.")
+	}
+	if h.NextResetAt != nil && *h.NextResetAt > now {
+		parts = append(parts, "The next reset is allowed at "+formatTime(*h.NextResetAt)+".")
+	}
+	return strings.Join(parts, " ")
+}
+
+// ResetAllowed is whether the Reset HWID button is offered now.
+func (k keyView) ResetAllowed(now int64) bool {
+	h := k.HWIDReset
+	return h == nil || (h.Status != "queued" && (h.NextResetAt == nil || *h.NextResetAt <= now))
+}
+
+// HWIDStatus is the key's hwid_reset status, "none" when absent.
+func (k keyView) HWIDStatus() string {
+	if k.HWIDReset == nil || k.HWIDReset.Status == "" {
+		return "none"
+	}
+	return k.HWIDReset.Status
+}
+
+// LoaderLine is the line the buyer puts above the shop's loader script.
+func (k keyView) LoaderLine() string { return mail.Loader(k.UserKey) }
+
+// formatTime is a unix time in UTC as the keys email writes it, the same
+// for every buyer whatever their browser's zone.
+func formatTime(unix int64) string {
+	return time.Unix(unix, 0).UTC().Format("2 January 2006 15:04 MST")
+}

@@ -1,0 +1,319 @@
+// The buyer's pages. The server renders every order state; this script
+// only asks the order API whether an order changed and then fetches the
+// order's page again, so an order is rendered in one place. Keys are only
+// ever sent in request bodies, never in a URL.
+"use strict";
+
+(function () {
+  const LONG_POLL_SECONDS = 30;
+  const MAX_BACKOFF_MS = 60000;
+
+  function announce(text) {
+    const region = document.getElementById("announce");
+    if (!region) return;
+    // Cleared first so the same text twice is announced twice.
+    region.textContent = "";
+    window.setTimeout(function () { region.textContent = text; }, 50);
+  }
+
+  function sleep(ms) {
+    return new Promise(function (resolve) { window.setTimeout(resolve, ms); });
+  }
+
+  // retryAfterMs reads a Retry-After header in seconds, else uses fallback.
+  function retryAfterMs(resp, fallback) {
+    const seconds = parseInt(resp.headers.get("Retry-After") || "", 10);
+    return seconds > 0 ? seconds * 1000 : fallback;
+  }
+
+  async function readJSON(resp) {
+    try { return await resp.json(); } catch (e) { return {}; }
+  }
+
+  async function postJSON(path, body) {
+    return fetch(path, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+      cache: "no-store",
+      credentials: "same-origin",
+    });
+  }
+
+  function orderPath(id) {
+    return "/orders/" + encodeURIComponent(id);
+  }
+
+  // fetchOrderSection fetches an order's page and returns its section.
+  async function fetchOrderSection(id) {
+    const resp = await fetch(orderPath(id), { cache: "no-store", credentials: "same-origin" });
+    const html = await resp.text();
+    const doc = new DOMParser().parseFromString(html, "text/html");
+    return doc.querySelector("section.order");
+  }
+
+  // replaceSection swaps an order's section for a fresh render, keeping
+  // the keyboard focus on the same control when it still exists.
+  function replaceSection(old, fresh) {
+    const focused = document.activeElement && old.contains(document.activeElement) ? document.activeElement.id : "";
+    const adopted = document.importNode(fresh, true);
+    old.replaceWith(adopted);
+    if (focused && document.getElementById(focused)) document.getElementById(focused).focus();
+    return adopted;
+  }
+
+  function signatureOf(order) {
+    return order.status + "|" + order.keys.length;
+  }
+
+  // watchOrder long-polls the order API until the order is final, and
+  // re-renders the section whenever the order changed.
+  async function watchOrder(section) {
+    const id = section.dataset.orderId;
+    let backoff = 1000;
+    while (section.isConnected && !section.hasAttribute("data-final")) {
+      const started = Date.now();
+      let resp;
+      try {
+        resp = await fetch("/v1/orders/" + encodeURIComponent(id) + "?wait=" + LONG_POLL_SECONDS,
+          { cache: "no-store", credentials: "same-origin" });
+      } catch (e) {
+        await sleep(backoff);
+        backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+        continue;
+      }
+      if (resp.status === 200) {
+        const order = await readJSON(resp);
+        if (order.keys && signatureOf(order) !== section.dataset.signature) {
+          const fresh = await fetchOrderSection(id).catch(function () { return null; });
+          if (fresh) {
+            section = replaceSection(section, fresh);
+            const heading = section.querySelector("h2");
+            if (heading) announce(heading.textContent);
+          }
+          if (!fresh || section.dataset.signature !== signatureOf(order)) {
+            // The page could not be rendered as the API answered: try
+            // again later rather than at once.
+            await sleep(backoff);
+            backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+            continue;
+          }
+        }
+        backoff = 1000;
+        // A server that answers at once (its waiters all taken) is asked
+        // at most once a second.
+        await sleep(Math.max(0, 1000 - (Date.now() - started)));
+        continue;
+      }
+      // 404: Stripe's event has not reached the service yet (each unknown
+      // lookup costs this client a token, so ask slowly); 429 and 503:
+      // wait as told, longer each time.
+      const fallback = resp.status === 404 ? 5000 : backoff;
+      await sleep(retryAfterMs(resp, fallback));
+      backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+    }
+  }
+
+  // copyField copies a read-only field's value to the clipboard; where the
+  // Clipboard API is refused it selects the text and uses the copy command.
+  async function copyField(button) {
+    const field = document.getElementById(button.dataset.copy);
+    if (!field) return;
+    let copied = false;
+    try {
+      await navigator.clipboard.writeText(field.value);
+      copied = true;
+    } catch (e) {
+      field.focus();
+      field.select();
+      try { copied = document.execCommand("copy"); } catch (e2) { copied = false; }
+    }
+    const label = button.firstChild;
+    label.textContent = copied ? "Copied" : "Select and copy";
+    announce(copied ? "Copied" : "Copy failed: the text is selected, press Ctrl+C");
+    window.clearTimeout(button._restore);
+    button._restore = window.setTimeout(function () { label.textContent = "Copy"; }, 2500);
+  }
+
+  function formatTime(unix) {
+    const months = ["January", "February", "March", "April", "May", "June", "July",
+      "August", "September", "October", "November", "December"];
+    const d = new Date(unix * 1000);
+    const pad = function (n) { return String(n).padStart(2, "0"); };
+    return d.getUTCDate() + " " + months[d.getUTCMonth()] + " " + d.getUTCFullYear() + " " +
+      pad(d.getUTCHours()) + ":" + pad(d.getUTCMinutes()) + " UTC";
+  }
+
+  // refreshWhileResetting re-renders an order a few times after a reset
+  // request, until no key of it waits for its reset any more.
+  async function refreshWhileResetting(id) {
+    for (let i = 0; i < 10; i++) {
+      await sleep(2000);
+      const section = document.querySelector('section.order[data-order-id="' + CSS.escape(id) + '"]');
+      if (!section) return;
+      const fresh = await fetchOrderSection(id).catch(function () { return null; });
+      if (!fresh) continue;
+      const resetting = fresh.querySelector('[data-hwid-status="queued"]');
+      if (!resetting) {
+        replaceSection(section, fresh);
+        announce("HWID reset done");
+        return;
+      }
+    }
+  }
+
+  async function resetHWID(button) {
+    const section = button.closest("section.order");
+    const field = document.getElementById(button.dataset.keyInput);
+    const result = button.parentElement.querySelector(".hwid-result");
+    if (!section || !field || !result) return;
+    button.disabled = true;
+    result.textContent = "Requesting an HWID reset…";
+    let resp;
+    try {
+      resp = await postJSON("/v1/orders/" + encodeURIComponent(section.dataset.orderId) + "/reset-hwid",
+        { user_key: field.value });
+    } catch (e) {
+      result.textContent = "Could not reach the shop's server. Check your connection and try again.";
+      button.disabled = false;
+      return;
+    }
+    const body = await readJSON(resp);
+    switch (resp.status) {
+      case 202:
+        result.textContent = "HWID reset requested." +
+          (body.next_reset_at ? " The next reset is allowed at " + formatTime(body.next_reset_at) + "." : "");
+        refreshWhileResetting(section.dataset.orderId);
+        return;
+      case 409:
+        result.textContent = "This key's HWID cannot be reset: " + (body.error || "the key is not active") + ".";
+        return;
+      case 429:
+        if (body.code === "cooldown") {
+          result.textContent = body.error || ("Not yet: the next reset is allowed at " + formatTime(body.next_reset_at) + ".");
+          return;
+        }
+        result.textContent = "Too many requests from your network. Try again in a minute.";
+        break;
+      case 404:
+        result.textContent = "This key is not part of this order. Reload the page and try again.";
+        break;
+      default:
+        result.textContent = "The reset could not be requested (" + resp.status + "). Try again in a few seconds.";
+    }
+    button.disabled = false;
+  }
+
+  document.addEventListener("click", function (event) {
+    const button = event.target.closest("button");
+    if (!button) return;
+    if (button.dataset.copy) copyField(button);
+    else if (button.classList.contains("reset-hwid")) resetHWID(button);
+  });
+
+  // Find my keys.
+
+  async function requestLink(form) {
+    const input = form.querySelector('input[type="email"]');
+    const status = document.getElementById("lookup-status");
+    const button = form.querySelector('button[type="submit"]');
+    const email = input.value.trim();
+    if (!email || !input.checkValidity()) {
+      status.textContent = "Enter the email address you paid with, like name@example.com.";
+      input.setAttribute("aria-invalid", "true");
+      input.focus();
+      return;
+    }
+    input.removeAttribute("aria-invalid");
+    button.disabled = true;
+    status.textContent = "Sending…";
+    let resp;
+    try {
+      resp = await postJSON("/v1/key-lookup", { email: email });
+    } catch (e) {
+      status.textContent = "Could not reach the shop's server. Check your connection and try again.";
+      button.disabled = false;
+      return;
+    }
+    const body = await readJSON(resp);
+    switch (resp.status) {
+      case 202:
+        status.textContent = "If this address bought keys, a link to them is on its way. It works for 30 minutes; check your spam folder too.";
+        break;
+      case 400:
+        status.textContent = "That address was refused: " + (body.error || "check it and try again") + ".";
+        input.setAttribute("aria-invalid", "true");
+        break;
+      case 429:
+        status.textContent = "Too many requests. Wait a minute and try again.";
+        break;
+      case 503:
+        status.textContent = "The service is busy right now. Try again in a few seconds.";
+        break;
+      default:
+        status.textContent = "Something went wrong (" + resp.status + "). Try again in a few seconds.";
+    }
+    button.disabled = false;
+  }
+
+  // showMyOrders lists the orders of the emailed link's token. The token
+  // is taken out of the address bar at once, so it is neither bookmarked
+  // nor shared by accident.
+  async function showMyOrders(token) {
+    history.replaceState(null, "", location.pathname + location.search);
+    const box = document.getElementById("my-orders");
+    const status = document.getElementById("my-orders-status");
+    const list = document.getElementById("my-orders-list");
+    box.hidden = false;
+    status.textContent = "Loading your orders…";
+    let resp;
+    try {
+      resp = await postJSON("/v1/my-keys", { token: token });
+    } catch (e) {
+      status.textContent = "Could not reach the shop's server. Reload the page to try again.";
+      return;
+    }
+    const body = await readJSON(resp);
+    if (resp.status === 401) {
+      status.textContent = "This link has expired or is not valid. Request a new one below.";
+      document.getElementById("lookup-email").focus();
+      return;
+    }
+    if (resp.status !== 200 || !Array.isArray(body.orders)) {
+      status.textContent = resp.status === 429
+        ? "Too many requests. Wait a minute, then reload this page."
+        : "Your orders could not be loaded (" + resp.status + "). Reload the page in a few seconds.";
+      return;
+    }
+    if (body.orders.length === 0) {
+      status.textContent = "No orders for " + body.email + ".";
+      return;
+    }
+    for (const order of body.orders) {
+      const section = await fetchOrderSection(order.checkout_session_id).catch(function () { return null; });
+      if (section) list.appendChild(document.importNode(section, true));
+    }
+    status.textContent = body.orders.length === 1
+      ? "One order for " + body.email + "."
+      : body.orders.length + " orders for " + body.email + ", newest first.";
+    const pending = list.querySelectorAll("section.order:not([data-final])");
+    pending.forEach(function (section) { watchOrder(section); });
+  }
+
+  function start() {
+    const single = document.querySelector("main > section.order");
+    if (single) watchOrder(single);
+    const form = document.getElementById("lookup-form");
+    if (form) {
+      form.addEventListener("submit", function (event) {
+        event.preventDefault();
+        requestLink(form);
+      });
+      const token = new URLSearchParams(location.hash.slice(1)).get("token");
+      if (token) showMyOrders(token);
+    }
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();
