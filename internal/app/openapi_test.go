@@ -30,6 +30,11 @@ type contractCheck struct {
 	seen   map[string]bool // "METHOD /path/{param}" of every operation answered
 }
 
+func init() {
+	// The pages' bodies are documented as strings of HTML.
+	openapi3filter.RegisterBodyDecoder("text/html", openapi3filter.PlainBodyDecoder)
+}
+
 func newContractCheck(t *testing.T, b *lookupBundle) *contractCheck {
 	t.Helper()
 	doc, err := openapi3.NewLoader().LoadFromData(httpapi.OpenAPIDocument())
@@ -143,6 +148,13 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 	require.Equal(t, http.StatusUnauthorized, c.do(t, "GET", "/v1/customers/"+customer+"/keys", "").status)
 	require.Equal(t, http.StatusOK, c.do(t, "GET", "/v1/keys?email="+email, "", "Authorization", bearer).status)
 	require.Equal(t, http.StatusBadRequest, c.do(t, "GET", "/v1/keys", "", "Authorization", bearer).status)
+
+	// The pages and their assets.
+	require.Equal(t, http.StatusOK, c.do(t, "GET", "/orders/"+id, "").status)
+	require.Equal(t, http.StatusNotFound, c.do(t, "GET", "/orders/not-a-session", "").status)
+	require.Equal(t, http.StatusOK, c.do(t, "GET", "/my-keys", "").status)
+	require.Equal(t, http.StatusOK, c.do(t, "GET", "/assets/page.js", "").status)
+	require.Equal(t, http.StatusNotFound, c.do(t, "GET", "/assets/nothing.js", "").status)
 
 	// Webhooks, operations, this document.
 	require.Equal(t, http.StatusBadRequest, c.do(t, "POST", "/webhooks/stripe", `{"id":"evt_1"}`,
