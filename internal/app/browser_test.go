@@ -99,3 +99,70 @@ func (p *page) location(t *testing.T) string {
 	t.Helper()
 	return eval[string](t, p, `location.href`)
 }
+
+func TestOrderPageResetsTheHWIDThenShowsTheCooldown(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	p := newPage(t, b)
+	s, key := b.boughtKey(t)
+	require.NotEmpty(t, b.user(t, key).Identifier, "the key is bound to the old machine")
+
+	p.open(t, "/orders/"+s.ID)
+	p.run(t, chromedp.WaitVisible(chromedp.CSS(`section.order[data-state="delivered"]`)))
+	require.True(t, eval[bool](t, p, `!document.querySelector("li.key button.reset-hwid").disabled`), "a reset is offered")
+	eval[bool](t, p, `window.sameDocument = true`)
+	p.run(t, chromedp.Click(chromedp.CSS(`li.key button.reset-hwid`)))
+	p.waitFor(t, `document.querySelector("li.key .hwid-result").textContent.startsWith("HWID reset requested.")`, "the reset to be accepted")
+
+	// The job clears the HWID in Luarmor, and the page shows it done with
+	// its cooldown, without a reload.
+	b.waitReset(t, s.ID, key, "done")
+	require.Empty(t, b.user(t, key).Identifier, "the HWID was cleared in Luarmor")
+	p.waitFor(t, `document.querySelector('li.key[data-hwid-status="done"]') !== null`, "the page to show the reset done")
+	require.True(t, eval[bool](t, p, `window.sameDocument === true`), "no reload")
+	hwid := p.text(t, "li.key .hwid p.muted")
+	require.Contains(t, hwid, "HWID reset done at")
+	require.Contains(t, hwid, "The next reset is allowed at")
+	require.True(t, eval[bool](t, p, `document.querySelector("li.key button.reset-hwid").disabled`), "no second reset within the cooldown")
+	p.screenshots(t, "reset-done")
+
+	// Opened again later, the page still holds the cooldown; a request
+	// sent anyway (an old tab) is refused with the next allowed time.
+	p.open(t, "/orders/"+s.ID)
+	p.run(t, chromedp.WaitVisible(chromedp.CSS(`li.key[data-hwid-status="done"]`)))
+	require.True(t, eval[bool](t, p, `document.querySelector("li.key button.reset-hwid").disabled`))
+	p.run(t, chromedp.Evaluate[chromedp.Void](`(b => { b.disabled = false; b.click(); })(document.querySelector("li.key button.reset-hwid"))`))
+	p.waitFor(t, `document.querySelector("li.key .hwid-result").textContent.includes("next reset is allowed at")`, "the cooldown refusal to be shown")
+	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM river_job WHERE kind = 'reset_hwid'"), "the refused request queued nothing")
+}
+
+func TestMyKeysPageEmailsALinkThatListsTheKeys(t *testing.T) {
+	t.Parallel()
+	b := setupLookup(t)
+	p := newPage(t, b.bundle)
+	o := b.buyAs(t, "page.buyer@example.com", newID("cus_"), stripefake.Item{PriceID: priceMonth, Quantity: 1})
+
+	p.open(t, "/my-keys")
+	p.screenshots(t, "form")
+	p.run(t, chromedp.SendKeys(chromedp.CSS("#lookup-email"), "Page.Buyer@example.com"), chromedp.Click(chromedp.CSS(`#lookup-form button[type="submit"]`)))
+	p.waitFor(t, `document.getElementById("lookup-status").textContent.startsWith("If this address bought keys, a link to them is on its way.")`, "the request to be accepted")
+	p.screenshots(t, "requested")
+
+	// The link opens in a new tab, as from a mail client.
+	token := linkToken(t, b.waitLookupMessages(t, 1)[0])
+	p.run(t, chromedp.Navigate("about:blank"))
+	p.open(t, "/my-keys#token="+token)
+	p.run(t, chromedp.WaitVisible(chromedp.CSS(`#my-orders-list section.order[data-state="delivered"]`)))
+	require.Equal(t, "One order for page.buyer@example.com.", p.text(t, "#my-orders-status"))
+	shown := eval[[]string](t, p, `Array.from(document.querySelectorAll("#my-orders-list input.user-key"), i => i.value)`)
+	require.Equal(t, []string{o.Keys[0].UserKey}, shown)
+	require.NotContains(t, p.location(t), token, "the token leaves the address bar")
+	p.screenshots(t, "orders")
+
+	// A link tampered with, or expired, asks for a new one (pasted into
+	// the same tab: only the fragment changes).
+	p.open(t, "/my-keys#token="+token[:len(token)-2]+"xx")
+	p.waitFor(t, `document.getElementById("my-orders-status").textContent.startsWith("This link has expired or is not valid.")`, "the refusal")
+	require.Zero(t, eval[int](t, p, `document.querySelectorAll("#my-orders-list section.order").length`))
+	p.screenshots(t, "bad-link")
+}

@@ -265,6 +265,7 @@
     const status = document.getElementById("my-orders-status");
     const list = document.getElementById("my-orders-list");
     box.hidden = false;
+    list.replaceChildren();
     status.textContent = "Loading your orders…";
     let resp;
     try {
@@ -309,8 +310,14 @@
         event.preventDefault();
         requestLink(form);
       });
-      const token = new URLSearchParams(location.hash.slice(1)).get("token");
-      if (token) showMyOrders(token);
+      // A link pasted into a tab already on this page changes only the
+      // fragment: that opens it too.
+      const openLink = function () {
+        const token = new URLSearchParams(location.hash.slice(1)).get("token");
+        if (token) showMyOrders(token);
+      };
+      window.addEventListener("hashchange", openLink);
+      openLink();
     }
   }
 
