@@ -18,6 +18,7 @@ import (
 	"fulfiller/internal/logging/logtest"
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/luarmor/sandbox"
+	"fulfiller/internal/postgres"
 	"fulfiller/internal/stripeapi/stripefake"
 )
 
@@ -273,14 +274,21 @@ func TestLuarmorRefusalFailsTheResetAndGivesTheCooldownBack(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, b.resetHWID(t, s.ID, keyBody(key)).status)
 	r := b.waitReset(t, s.ID, key, "failed")
 	require.Equal(t, "HWID resets are disabled for this product; contact the seller", r.Message)
-	require.Nil(t, r.NextResetAt, "the cooldown is given back")
+	require.NotNil(t, r.NextResetAt, "a short pause, not the whole cooldown")
+	require.LessOrEqual(t, time.Until(time.Unix(*r.NextResetAt, 0)), postgres.FailedResetPause)
 	require.Nil(t, r.LastResetAt)
 	b.waitIdle(t)
 	require.Equal(t, 1, b.resetJobs(t, "cancelled"), "a refusal that will not change is not retried")
 	require.Equal(t, "pc-old", b.user(t, key).Identifier)
+	again := b.resetHWID(t, s.ID, keyBody(key))
+	require.Equal(t, http.StatusTooManyRequests, again.status, "no Luarmor call per request while the refusal stands")
+	require.Equal(t, 1, b.luarmorCalls(http.MethodPost, "/resethwid"))
 
-	// Once the seller turns resets on, the buyer tries again at once.
+	// Once the seller turns resets on and the pause is over, the buyer
+	// tries again.
 	b.sandbox.SetHWIDResetsEnabled(project, true)
+	_, err := b.pool.Exec(context.Background(), `UPDATE hwid_resets SET next_reset_at = now()`)
+	require.NoError(t, err, "the pause passes")
 	require.Equal(t, http.StatusAccepted, b.resetHWID(t, s.ID, keyBody(key)).status)
 	r = b.waitReset(t, s.ID, key, "done")
 	require.Empty(t, r.Message)
@@ -295,7 +303,7 @@ func TestLuarmorRefusalFailsTheResetAndGivesTheCooldownBack(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, b.resetHWID(t, s2.ID, keyBody(key2)).status)
 	r = b.waitReset(t, s2.ID, key2, "failed")
 	require.Equal(t, "this key is banned and cannot be reset", r.Message)
-	require.Nil(t, r.NextResetAt)
+	require.NotNil(t, r.NextResetAt)
 	require.Equal(t, "pc-old", b.user(t, key2).Identifier)
 }
 

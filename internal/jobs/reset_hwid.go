@@ -56,6 +56,11 @@ func (s *Orders) RequestHWIDReset(ctx context.Context, sessionID, userKey string
 		if why := order.HWIDResetRefusal(o.Status, *k, now); why != "" {
 			return order.Errorf(order.ECONFLICT, "%s", why)
 		}
+		if holder, held, err := postgres.LockKeyResets(ctx, tx, k, now); err != nil {
+			return err
+		} else if held {
+			return &order.CooldownError{Reset: holder}
+		}
 		r, accepted, err := postgres.ReserveHWIDReset(ctx, tx, k.ID, now, cooldown)
 		if err != nil {
 			return err
@@ -161,11 +166,11 @@ func (w *ResetHWIDWorker) Work(ctx context.Context, job *river.Job[ResetHWIDArgs
 	})
 }
 
-// fail records the reset failed with the buyer's message, giving its
-// cooldown back, and cancels the job. A run cut off between the two finds
+// fail records the reset failed with the buyer's message, giving most of
+// its cooldown back, and cancels the job. A run cut off between the two finds
 // the reset failed and ends.
 func (w *ResetHWIDWorker) fail(ctx context.Context, job *river.Job[ResetHWIDArgs], message string, cause error) error {
-	if err := postgres.FailHWIDReset(ctx, w.Pool, job.Args.OrderKeyID, job.Args.Request, message); err != nil {
+	if err := postgres.FailHWIDReset(ctx, w.Pool, job.Args.OrderKeyID, job.Args.Request, message, w.Now()); err != nil {
 		return err
 	}
 	return river.JobCancel(fmt.Errorf("HWID reset of order key %d refused for good, recorded failed: %w", job.Args.OrderKeyID, cause))

@@ -60,6 +60,27 @@ func ReserveHWIDReset(ctx context.Context, tx pgx.Tx, keyID int64, now time.Time
 	return r, false, err
 }
 
+// LockKeyResets serialises the HWID reset requests of one Luarmor key for
+// the rest of tx, and returns the latest reset of another row of that key
+// (a key extended by later orders has a row per order) that still holds a
+// cooldown at now, if any: the cooldown is the key's, not the row's.
+func LockKeyResets(ctx context.Context, tx pgx.Tx, k *order.Key, now time.Time) (holder order.HWIDReset, held bool, err error) {
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1 || ':' || $2, 7703))`, k.ProjectID, k.UserKey); err != nil {
+		return holder, false, fmt.Errorf("locking the HWID resets of order key %d: %w", k.ID, err)
+	}
+	holder, err = scanHWIDReset(tx.QueryRow(ctx, "SELECT "+hwidResetColumns+` FROM hwid_resets h
+		JOIN order_keys k ON k.id = h.order_key_id
+		WHERE k.project_id = $1 AND k.user_key = $2 AND k.id <> $3 AND h.next_reset_at > $4
+		ORDER BY h.next_reset_at DESC LIMIT 1`, k.ProjectID, k.UserKey, k.ID, now))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return holder, false, nil
+	}
+	if err != nil {
+		return holder, false, fmt.Errorf("reading the HWID resets of order key %d's other rows: %w", k.ID, err)
+	}
+	return holder, true, nil
+}
+
 // HWIDResetOf returns the key's latest HWID reset; the zero value if none.
 func HWIDResetOf(ctx context.Context, db DB, keyID int64) (order.HWIDReset, error) {
 	r, err := scanHWIDReset(db.QueryRow(ctx, "SELECT "+hwidResetColumns+" FROM hwid_resets h WHERE h.order_key_id = $1", keyID))
@@ -85,13 +106,21 @@ func FinishHWIDReset(ctx context.Context, tx pgx.Tx, keyID int64, request int, a
 	return tag.RowsAffected() == 1, nil
 }
 
+// FailedResetPause is the longest a refused HWID reset holds the key's
+// cooldown: short, so the buyer may ask again soon after the seller fixed
+// the cause, but not nothing, or a key whose resets Luarmor refuses would
+// cost a Luarmor call at every request.
+const FailedResetPause = 10 * time.Minute
+
 // FailHWIDReset records that request will never be applied, with the
-// buyer-readable reason, and gives its cooldown back: the buyer may ask
-// again as soon as the cause is fixed.
-func FailHWIDReset(ctx context.Context, db DB, keyID int64, request int, message string) error {
+// buyer-readable reason, and gives most of its cooldown back: the next
+// reset is allowed FailedResetPause after now (sooner if the cooldown
+// itself is shorter).
+func FailHWIDReset(ctx context.Context, db DB, keyID int64, request int, message string, now time.Time) error {
 	_, err := db.Exec(ctx, `
-		UPDATE hwid_resets SET status = 'failed', message = $3, next_reset_at = NULL
-		WHERE order_key_id = $1 AND request = $2 AND status = 'queued'`, keyID, request, message)
+		UPDATE hwid_resets SET status = 'failed', message = $3,
+			next_reset_at = LEAST(next_reset_at, $4::timestamptz + LEAST(next_reset_at - requested_at, $5::interval))
+		WHERE order_key_id = $1 AND request = $2 AND status = 'queued'`, keyID, request, message, now, FailedResetPause)
 	if err != nil {
 		return fmt.Errorf("recording the failed HWID reset of order key %d: %w", keyID, err)
 	}

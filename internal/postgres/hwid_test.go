@@ -88,17 +88,21 @@ func TestHWIDResetCooldownIsReservedOnceAndGivenBackOnFailure(t *testing.T) {
 	require.Equal(t, 2, r.Request)
 	require.Equal(t, 1, r.Resets, "the count of applied resets carries over")
 
-	// A refusal gives the cooldown back; a stale request changes nothing.
-	require.NoError(t, postgres.FailHWIDReset(ctx, pool, keyID, 1, "stale"))
-	require.NoError(t, postgres.FailHWIDReset(ctx, pool, keyID, 2, "resets disabled"))
+	// A refusal gives the cooldown back but for a short pause (so a key
+	// Luarmor refuses cannot cost a call per request); a stale request
+	// changes nothing.
+	failedAt := t0.Add(time.Hour + time.Second)
+	require.NoError(t, postgres.FailHWIDReset(ctx, pool, keyID, 1, "stale", failedAt))
+	require.NoError(t, postgres.FailHWIDReset(ctx, pool, keyID, 2, "resets disabled", failedAt))
 	r, err = postgres.HWIDResetOf(ctx, pool, keyID)
 	require.NoError(t, err)
 	require.Equal(t, order.HWIDResetFailed, r.Status)
 	require.Equal(t, "resets disabled", r.Message)
-	require.Nil(t, r.NextResetAt)
-	require.True(t, r.AllowedAt(t0.Add(time.Hour)))
-	r, ok = reserve(t, pool, keyID, t0.Add(time.Hour+time.Second))
-	require.True(t, ok, "allowed again at once")
+	require.True(t, r.NextResetAt.Equal(failedAt.Add(postgres.FailedResetPause)), "next reset at %s", r.NextResetAt)
+	_, ok = reserve(t, pool, keyID, failedAt.Add(postgres.FailedResetPause-time.Second))
+	require.False(t, ok, "refused during the pause")
+	r, ok = reserve(t, pool, keyID, failedAt.Add(postgres.FailedResetPause))
+	require.True(t, ok, "allowed again after the pause, long before the hour")
 	require.Equal(t, 3, r.Request)
 	require.Empty(t, r.Message)
 
@@ -145,4 +149,44 @@ func TestConcurrentHWIDResetReservationsAcceptOne(t *testing.T) {
 		wg.Wait()
 		require.Equal(t, 1, accepted, "round %d", round)
 	}
+}
+
+// TestHWIDCooldownIsTheKeysAcrossItsRows: a key extended by a later order
+// has a row per order; a reset through one row holds the cooldown of all.
+func TestHWIDCooldownIsTheKeysAcrossItsRows(t *testing.T) {
+	t.Parallel()
+	pool := postgrestest.NewPool(t)
+	ctx := context.Background()
+	first := deliveredKey(t, pool, "cs_test_hwidfirst")
+	second := deliveredKey(t, pool, "cs_test_hwidsecond")
+	_, err := pool.Exec(ctx, `UPDATE order_keys SET user_key = 'KEYshared' WHERE id = ANY($1)`, []int64{first, second})
+	require.NoError(t, err)
+	other := deliveredKey(t, pool, "cs_test_hwidother")
+	t0 := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	_, ok := reserve(t, pool, first, t0)
+	require.True(t, ok)
+
+	held := func(keyID int64, now time.Time) (order.HWIDReset, bool) {
+		t.Helper()
+		var holder order.HWIDReset
+		var isHeld bool
+		tx(t, pool, func(tx pgx.Tx) error {
+			k, err := postgres.GetKey(ctx, tx, keyID)
+			if err != nil {
+				return err
+			}
+			holder, isHeld, err = postgres.LockKeyResets(ctx, tx, k, now)
+			return err
+		})
+		return holder, isHeld
+	}
+	holder, isHeld := held(second, t0.Add(time.Minute))
+	require.True(t, isHeld, "the other row of the same key is within the cooldown")
+	require.True(t, holder.NextResetAt.Equal(t0.Add(time.Hour)))
+	_, isHeld = held(second, t0.Add(time.Hour))
+	require.False(t, isHeld, "free once the cooldown ends")
+	_, isHeld = held(first, t0.Add(time.Minute))
+	require.False(t, isHeld, "a row's own reset is ReserveHWIDReset's to judge")
+	_, isHeld = held(other, t0.Add(time.Minute))
+	require.False(t, isHeld, "another key is not held")
 }
