@@ -1,12 +1,12 @@
 package httpapi
 
 import (
+	"container/list"
 	"net"
 	"net/http"
 	"net/netip"
 	"strings"
 	"sync"
-	"time"
 )
 
 // clientIP is the address the request came from: the TCP peer, or, when
@@ -58,23 +58,30 @@ func remoteAddr(r *http.Request) netip.Addr {
 	return addr.Unmap()
 }
 
-// clientBuckets is a token bucket per client, bounded in number: a client
-// idle long enough for its bucket to refill is forgotten (a full bucket is
-// what a new client gets anyway). IPv6 clients are counted by /64, the
-// block one subscriber usually holds. Past max live clients, new ones
-// share one bucket, and the process-wide bucket still bounds the cost.
+// clientBuckets is a token bucket per client, bounded in number: past max
+// clients the least recently seen one is forgotten (it would get a full
+// bucket anyway when it comes back, which costs it nothing it had not
+// refilled). IPv6 clients are counted by /64, the block one subscriber
+// usually holds. No client ever shares a bucket with another, so a flood
+// of addresses cannot drain the bucket of a newcomer; the process-wide
+// bucket still bounds what all of them cost together.
 type clientBuckets struct {
-	mu       sync.Mutex
-	rate     float64
-	burst    float64
-	max      int
-	buckets  map[netip.Addr]*tokenBucket
-	overflow *tokenBucket
+	mu      sync.Mutex
+	rate    float64
+	burst   float64
+	max     int
+	buckets map[netip.Addr]*list.Element // of *clientBucket
+	recent  *list.List                   // most recently seen first
+}
+
+type clientBucket struct {
+	ip     netip.Addr
+	bucket *tokenBucket
 }
 
 func newClientBuckets(rate, burst float64, max int) *clientBuckets {
 	return &clientBuckets{rate: rate, burst: burst, max: max,
-		buckets: map[netip.Addr]*tokenBucket{}, overflow: newTokenBucket(rate, burst)}
+		buckets: map[netip.Addr]*list.Element{}, recent: list.New()}
 }
 
 func (c *clientBuckets) allow(ip netip.Addr) bool {
@@ -84,32 +91,19 @@ func (c *clientBuckets) allow(ip netip.Addr) bool {
 		}
 	}
 	c.mu.Lock()
-	b, ok := c.buckets[ip]
-	if !ok {
-		if len(c.buckets) >= c.max {
-			c.forgetRefilled()
+	e, ok := c.buckets[ip]
+	if ok {
+		c.recent.MoveToFront(e)
+	} else {
+		if c.recent.Len() >= c.max {
+			oldest := c.recent.Back()
+			delete(c.buckets, oldest.Value.(*clientBucket).ip)
+			c.recent.Remove(oldest)
 		}
-		if len(c.buckets) >= c.max {
-			b = c.overflow
-		} else {
-			b = newTokenBucket(c.rate, c.burst)
-			c.buckets[ip] = b
-		}
+		e = c.recent.PushFront(&clientBucket{ip: ip, bucket: newTokenBucket(c.rate, c.burst)})
+		c.buckets[ip] = e
 	}
+	b := e.Value.(*clientBucket).bucket
 	c.mu.Unlock()
 	return b.allow()
-}
-
-// forgetRefilled drops the buckets that are full again; c.mu is held.
-func (c *clientBuckets) forgetRefilled() {
-	refill := time.Duration(c.burst / c.rate * float64(time.Second))
-	now := time.Now()
-	for ip, b := range c.buckets {
-		b.mu.Lock()
-		idle := now.Sub(b.last)
-		b.mu.Unlock()
-		if idle >= refill {
-			delete(c.buckets, ip)
-		}
-	}
 }
