@@ -456,3 +456,61 @@ func TestShopListsTheKeysOfACustomerAndOfAnAddress(t *testing.T) {
 		require.Equal(t, "invalid", a.code(t), path)
 	}
 }
+
+// TestPostsMustBeJSON: a foreign page can make its visitors' browsers post
+// text/plain or form bodies without a CORS preflight; such posts are refused
+// before anything is recorded.
+func TestPostsMustBeJSON(t *testing.T) {
+	t.Parallel()
+	b := setupLookup(t)
+	s, key := b.boughtKey(t)
+	for i, contentType := range []string{"text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", ""} {
+		for _, post := range []struct{ path, body string }{
+			{"/v1/key-lookup", `{"email":"buyer@example.com"}`},
+			{"/v1/my-keys", `{"token":"x"}`},
+			{"/v1/orders/" + s.ID + "/reset-hwid", keyBody(key)},
+		} {
+			req, err := http.NewRequest(http.MethodPost, b.url+post.path, strings.NewReader(post.body))
+			require.NoError(t, err)
+			if contentType != "" {
+				req.Header.Set("Content-Type", contentType)
+			}
+			req.Header.Set("X-Forwarded-For", fmt.Sprintf("198.51.100.%d", 100+i))
+			resp, err := http.DefaultClient.Do(req)
+			require.NoError(t, err)
+			raw, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			require.Equal(t, http.StatusBadRequest, resp.StatusCode, "%s as %q: %s", post.path, contentType, raw)
+			require.Contains(t, string(raw), "Content-Type: application/json")
+		}
+	}
+	require.Zero(t, b.count(t, `SELECT count(*) FROM key_lookup_requests`))
+	require.Zero(t, b.count(t, `SELECT count(*) FROM hwid_resets`))
+}
+
+// TestKeyLookupHasAProcessWideCap: requests from ever new addresses (a
+// client rotating through a large IPv6 block) are bounded together.
+func TestKeyLookupHasAProcessWideCap(t *testing.T) {
+	t.Parallel()
+	b := setupLookup(t)
+	start := time.Now()
+	accepted, refused := 0, 0
+	for i := range 60 {
+		a := b.keyLookup(t, fmt.Sprintf("someone%d@example.com", i), fmt.Sprintf("2001:db8:%x::1", i))
+		switch a.status {
+		case http.StatusAccepted:
+			accepted++
+		case http.StatusTooManyRequests:
+			refused++
+			require.Equal(t, "rate_limited", a.code(t))
+			require.Equal(t, "5", a.header.Get("Retry-After"))
+		default:
+			t.Fatalf("unexpected answer %d: %s", a.status, a.body)
+		}
+	}
+	// A burst of 30, refilled at one a second while the test ran.
+	require.GreaterOrEqual(t, accepted, 30)
+	require.LessOrEqual(t, accepted, 30+int(time.Since(start).Seconds())+1)
+	require.Positive(t, refused)
+	require.Equal(t, accepted, b.count(t, `SELECT count(*) FROM key_lookup_requests`), "refused requests record nothing")
+}

@@ -1,10 +1,7 @@
 package httpapi
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
-	"io"
 	"math"
 	"net/http"
 	"strconv"
@@ -101,21 +98,14 @@ func (s *Server) resetHWID() http.HandlerFunc {
 // decodeResetRequest reads {"user_key": "..."} strictly: one JSON object,
 // no other field, a key of 1 to maxUserKeyLength characters.
 func decodeResetRequest(w http.ResponseWriter, r *http.Request) (string, error) {
-	invalid := order.Errorf(order.EINVALID, `the body must be {"user_key": "<one of the order's keys>"}`)
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxResetBody))
-	if err != nil {
-		return "", invalid
-	}
 	var req struct {
 		UserKey *string `json:"user_key"`
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil || dec.More() || req.UserKey == nil {
-		return "", invalid
+	if err := decodeJSONBody(w, r, &req, maxResetBody); err != nil {
+		return "", err
 	}
-	if n := len(*req.UserKey); n == 0 || n > maxUserKeyLength {
-		return "", invalid
+	if req.UserKey == nil || len(*req.UserKey) == 0 || len(*req.UserKey) > maxUserKeyLength {
+		return "", order.Errorf(order.EINVALID, `the body must be {"user_key": "<one of the order's keys>"}`)
 	}
 	return *req.UserKey, nil
 }

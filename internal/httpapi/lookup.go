@@ -1,9 +1,6 @@
 package httpapi
 
 import (
-	"encoding/json"
-	"errors"
-	"io"
 	"net/http"
 	"time"
 
@@ -20,6 +17,10 @@ const (
 	// per-address limit (jobs.KeyLookupsPerAddress) holds across replicas.
 	keyLookupClientRate  = 1.0 / 60
 	keyLookupClientBurst = 5
+	// All find-my-keys requests of the process: every one writes a row and
+	// queues a job, so a client rotating addresses is bounded here.
+	keyLookupGlobalRate  = 1
+	keyLookupGlobalBurst = 30
 	// Token checks per client: a page load each.
 	myKeysClientRate  = 1
 	myKeysClientBurst = 10
@@ -33,6 +34,7 @@ const (
 type keyLookupAPI struct {
 	s       *Server
 	lookups *clientBuckets
+	global  *tokenBucket
 	checks  *clientBuckets
 	now     func() time.Time
 }
@@ -40,6 +42,7 @@ type keyLookupAPI struct {
 func newKeyLookupAPI(s *Server) *keyLookupAPI {
 	return &keyLookupAPI{s: s, now: time.Now,
 		lookups: newClientBuckets(keyLookupClientRate, keyLookupClientBurst, maxTrackedClients),
+		global:  newTokenBucket(keyLookupGlobalRate, keyLookupGlobalBurst),
 		checks:  newClientBuckets(myKeysClientRate, myKeysClientBurst, maxTrackedClients)}
 }
 
@@ -67,6 +70,11 @@ func (a *keyLookupAPI) requestLink(w http.ResponseWriter, r *http.Request) {
 	if !a.lookups.allow(a.s.clientIP(r)) {
 		w.Header().Set("Retry-After", "60")
 		a.s.writeError(w, r, order.Errorf(order.ERATELIMITED, "too many find-my-keys requests from this address; retry in a minute"))
+		return
+	}
+	if !a.global.allow() {
+		w.Header().Set("Retry-After", "5")
+		a.s.writeError(w, r, order.Errorf(order.ERATELIMITED, "find my keys is busy; retry in a few seconds"))
 		return
 	}
 	var body struct {
@@ -119,20 +127,7 @@ func (a *keyLookupAPI) listMyKeys(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// decodeLookupBody reads one small JSON object into v: unknown fields,
-// trailing data and oversized bodies are refused.
+// decodeLookupBody reads the small JSON body of both endpoints.
 func decodeLookupBody(w http.ResponseWriter, r *http.Request, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxLookupBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return order.Errorf(order.EINVALID, "the body is larger than %d bytes", maxLookupBody)
-		}
-		return order.Errorf(order.EINVALID, "the body must be one JSON object with the documented fields")
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return order.Errorf(order.EINVALID, "the body must be one JSON object and nothing after it")
-	}
-	return nil
+	return decodeJSONBody(w, r, v, maxLookupBody)
 }
