@@ -24,7 +24,8 @@ func TestOrderPageWaitsThenShowsTheKeysWithoutAReload(t *testing.T) {
 	s := b.unpaidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 2})
 	p.open(t, "/orders/"+s.ID)
 	p.run(t, chromedp.WaitVisible(chromedp.CSS(`section.order[data-state="waiting"]`)))
-	require.Contains(t, p.text(t, "h2"), "Payment received")
+	require.Equal(t, "Waiting for your keys", p.text(t, "h2"))
+	require.NotContains(t, p.text(t, "section.order"), "Payment received", "a waiting page is no proof of payment")
 	p.screenshots(t, "waiting")
 
 	// Marks this document: a reload would lose the mark.

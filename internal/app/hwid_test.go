@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -102,6 +103,14 @@ func TestHWIDResetClearsTheHWIDAndHoldsTheCooldown(t *testing.T) {
 	require.Empty(t, u.Identifier, "Luarmor cleared the HWID")
 	require.Equal(t, 1, u.TotalResets)
 	require.NoError(t, b.sandbox.Execute(project, key, "pc-new"), "the key runs on the new machine")
+
+	// The shop's listings show the same reset.
+	listed := b.call(t, http.MethodGet, "/v1/keys?email="+url.QueryEscape(s.CustomerEmail), "", "", "shop-token")
+	require.Equal(t, http.StatusOK, listed.status, string(listed.body))
+	var listing httpapi.KeyListingJSON
+	listed.decode(t, &listing)
+	require.Len(t, listing.Keys, 1)
+	require.Equal(t, r, listing.Keys[0].HWIDReset)
 
 	// Sent with force: the shop's cooldown is the service's setting.
 	var sent []string

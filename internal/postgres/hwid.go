@@ -127,12 +127,21 @@ func FailHWIDReset(ctx context.Context, db DB, keyID int64, request int, message
 	return nil
 }
 
-// attachHWIDResets fills the HWIDReset of each of o's keys.
-func attachHWIDResets(ctx context.Context, db DB, o *order.Order) error {
-	rows, err := db.Query(ctx, "SELECT "+hwidResetColumns+`, h.order_key_id FROM hwid_resets h
-		JOIN order_keys k ON k.id = h.order_key_id WHERE k.checkout_session_id = $1`, o.CheckoutSessionID)
+// attachHWIDResets fills the HWIDReset of each key of the orders, in one
+// query however many orders there are.
+func attachHWIDResets(ctx context.Context, db DB, orders ...*order.Order) error {
+	var keyIDs []int64
+	for _, o := range orders {
+		for _, k := range o.Keys {
+			keyIDs = append(keyIDs, k.ID)
+		}
+	}
+	if len(keyIDs) == 0 {
+		return nil
+	}
+	rows, err := db.Query(ctx, "SELECT "+hwidResetColumns+", h.order_key_id FROM hwid_resets h WHERE h.order_key_id = ANY($1)", keyIDs)
 	if err != nil {
-		return fmt.Errorf("reading the HWID resets of order %s: %w", o.CheckoutSessionID, err)
+		return fmt.Errorf("reading the HWID resets of %d keys: %w", len(keyIDs), err)
 	}
 	defer rows.Close()
 	byKey := make(map[int64]order.HWIDReset)
@@ -140,15 +149,17 @@ func attachHWIDResets(ctx context.Context, db DB, o *order.Order) error {
 		var keyID int64
 		r, err := scanHWIDReset(rows, &keyID)
 		if err != nil {
-			return fmt.Errorf("reading the HWID resets of order %s: %w", o.CheckoutSessionID, err)
+			return fmt.Errorf("reading the HWID resets of %d keys: %w", len(keyIDs), err)
 		}
 		byKey[keyID] = r
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("reading the HWID resets of order %s: %w", o.CheckoutSessionID, err)
+		return fmt.Errorf("reading the HWID resets of %d keys: %w", len(keyIDs), err)
 	}
-	for i := range o.Keys {
-		o.Keys[i].HWIDReset = byKey[o.Keys[i].ID]
+	for _, o := range orders {
+		for i := range o.Keys {
+			o.Keys[i].HWIDReset = byKey[o.Keys[i].ID]
+		}
 	}
 	return nil
 }

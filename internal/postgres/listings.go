@@ -87,6 +87,9 @@ func ordersWithKeys(ctx context.Context, db DB, where, arg string, limit int) ([
 		o := byID[k.CheckoutSessionID]
 		o.Keys = append(o.Keys, k)
 	}
+	if err := attachHWIDResets(ctx, db, orders...); err != nil {
+		return nil, err
+	}
 	return orders, nil
 }
 
