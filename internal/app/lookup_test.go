@@ -264,6 +264,7 @@ func TestKeyLookupRefusesMalformedRequests(t *testing.T) {
 		require.Equal(t, http.StatusBadRequest, a.status, "%s: %s", name, a.body)
 		require.Equal(t, "invalid", a.code(t), name)
 		require.Equal(t, "no-store", a.header.Get("Cache-Control"), name)
+		require.Equal(t, "nosniff", a.header.Get("X-Content-Type-Options"), name)
 	}
 	require.Equal(t, 0, b.count(t, `SELECT count(*) FROM river_job WHERE kind = 'send_key_lookup_email'`))
 	require.Equal(t, 0, b.count(t, `SELECT count(*) FROM key_lookup_requests`))

@@ -12,6 +12,7 @@ func (s *Server) orderAPI(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("Cache-Control", "no-store")
+		h.Set("X-Content-Type-Options", "nosniff")
 		h.Add("Vary", "Origin")
 		if origin := r.Header.Get("Origin"); origin != "" && slices.Contains(s.AllowedOrigins, origin) {
 			h.Set("Access-Control-Allow-Origin", origin)

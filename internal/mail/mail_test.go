@@ -55,7 +55,11 @@ func TestParseFromAndPublicBaseURL(t *testing.T) {
 	base, err := mail.ParsePublicBaseURL("https://shop.example/store/")
 	require.NoError(t, err)
 	require.Equal(t, "https://shop.example/store", base)
-	for _, bad := range []string{"shop.example", "ftp://shop.example", "https://u:p@shop.example", "https://shop.example/?a=1"} {
+	for _, local := range []string{"http://localhost:8080", "http://127.0.0.1:8080", "http://[::1]:8080"} {
+		_, err := mail.ParsePublicBaseURL(local)
+		require.NoError(t, err, "plain http for trying it locally: %s", local)
+	}
+	for _, bad := range []string{"shop.example", "ftp://shop.example", "https://u:p@shop.example", "https://shop.example/?a=1", "http://shop.example"} {
 		_, err := mail.ParsePublicBaseURL(bad)
 		require.Error(t, err, bad)
 	}

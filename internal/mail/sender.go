@@ -82,9 +82,7 @@ func (s *Sender) clientOptions() []gomail.Option {
 	if smtp.ImplicitTLS {
 		opts = append(opts, gomail.WithSSL())
 	} else {
-		// STARTTLS when the server offers it; a server that does not is
-		// used as it is (a local relay).
-		opts = append(opts, gomail.WithTLSPolicy(gomail.TLSOpportunistic))
+		opts = append(opts, gomail.WithTLSPolicy(smtp.tlsPolicy()))
 	}
 	if smtp.Username != "" {
 		opts = append(opts, gomail.WithSMTPAuth(gomail.SMTPAuthAutoDiscover),
@@ -127,4 +125,15 @@ func (s *Sender) NewKeyLookupEmail(to, token string, expiresAt time.Time) KeyLoo
 // order page link.
 func (s *Sender) NewKeysEmail(o *order.Order, messageID string) KeysEmail {
 	return NewKeysEmail(o, s.settings.PublicBaseURL, messageID)
+}
+
+// tlsPolicy of smtp://: the emails carry keys and find-my-keys links, so
+// a server elsewhere must take STARTTLS (a connection whose STARTTLS was
+// stripped fails instead of sending in clear); a relay on this machine
+// (a local MTA, a test server) is used as it is.
+func (s SMTPServer) tlsPolicy() gomail.TLSPolicy {
+	if isLoopback(s.Host) {
+		return gomail.TLSOpportunistic
+	}
+	return gomail.TLSMandatory
 }

@@ -34,8 +34,9 @@ type SMTPServer struct {
 	Port     int
 	Username string
 	Password string
-	// ImplicitTLS is smtps://: TLS from the first byte. smtp:// upgrades
-	// with STARTTLS when the server offers it.
+	// ImplicitTLS is smtps://: TLS from the first byte. smtp:// must
+	// upgrade with STARTTLS, except to a relay on this machine, which is
+	// used as it is.
 	ImplicitTLS bool
 }
 
@@ -100,12 +101,26 @@ func ParseFrom(raw string) (string, error) {
 	return a.String(), nil
 }
 
-// ParsePublicBaseURL checks PUBLIC_BASE_URL: an absolute http(s) URL,
-// returned without a trailing slash.
+// ParsePublicBaseURL checks PUBLIC_BASE_URL: an absolute https URL (http
+// only for this machine, when trying the service locally: the links it
+// makes carry find-my-keys tokens and lead to pages with keys), returned
+// without a trailing slash.
 func ParsePublicBaseURL(raw string) (string, error) {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 		return "", errors.New("must be an absolute http(s) URL such as https://shop.example, without credentials, query or fragment")
 	}
+	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+		return "", errors.New("must be https (http only for localhost): its links lead to buyers' keys")
+	}
 	return strings.TrimRight(u.String(), "/"), nil
+}
+
+// isLoopback is whether host names this machine.
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
