@@ -9,6 +9,7 @@ import (
 	"os"
 
 	"fulfiller/internal/config"
+	"fulfiller/internal/doctor"
 	"fulfiller/internal/luarmor/sandbox"
 	"fulfiller/internal/stripeapi/stripefake"
 )
@@ -16,7 +17,7 @@ import (
 // Local development defaults. The webhook secret is printed on purpose: it
 // only ever signs events on this machine.
 const (
-	devWebhookSecret = "whsec_fulfiller_local_development"
+	devWebhookSecret = doctor.DevelopmentWebhookSecret
 	devStripeKey     = "sk_test_fulfiller_local"
 	devLuarmorKey    = "sandbox"
 	devLuarmorAddr   = "127.0.0.1:8091"

@@ -4,6 +4,7 @@
 //	fulfiller migrate             apply the database schema (idempotent)
 //	fulfiller dev                 local run: sandboxes for Luarmor and Stripe, then serve --migrate
 //	fulfiller simulate checkout   send a signed checkout event to a running service, print the keys
+//	fulfiller doctor              check that the configuration can sell, one line per check
 //	fulfiller reconcile           record the Stripe events that never reached the webhook
 //	fulfiller luarmor-sandbox     run the Luarmor sandbox on its own
 package main
@@ -40,6 +41,9 @@ commands:
   migrate               apply the database schema (River's and the service's)
   dev                   run locally against the Luarmor sandbox and a Stripe stand-in
   simulate checkout     send a signed checkout event to a running service and print the keys
+  simulate renewal|dispute|dispute-won|refund|cancel --session cs_...
+                        play what follows a simulated checkout and print what became of its keys
+  doctor                check, before the first sale, that the configuration can sell
   reconcile [--since 72h]
                         record the Stripe events (at most 30 days old) that never reached the webhook
   luarmor-sandbox       run the Luarmor sandbox (an in-memory Luarmor API)
@@ -63,6 +67,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return cmdDev(ctx, args[1:], getenv, logger, stdout, stderr)
 	case "simulate":
 		return cmdSimulate(ctx, args[1:], getenv, stdout, stderr)
+	case "doctor":
+		return cmdDoctor(ctx, args[1:], getenv, stdout, stderr)
 	case "reconcile":
 		return cmdReconcile(ctx, args[1:], getenv, logger, stdout, stderr)
 	case "luarmor-sandbox":

@@ -24,8 +24,14 @@ import (
 // local service: it registers the session with the Stripe stand-in, sends a
 // signed checkout.session.completed event and waits for the keys.
 func cmdSimulate(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		if _, ok := lifecycleSteps[args[0]]; ok {
+			return cmdSimulateLifecycle(ctx, args[0], args[1:], getenv, stdout, stderr)
+		}
+	}
 	if len(args) == 0 || args[0] != "checkout" {
 		fmt.Fprintln(stderr, "usage: fulfiller simulate checkout --price ID [--quantity N] [--email E] [--discord ID]")
+		fmt.Fprintln(stderr, "       fulfiller simulate renewal|dispute|dispute-won|refund|cancel --session cs_...")
 		return errUsage
 	}
 	fs := flag.NewFlagSet("simulate checkout", flag.ContinueOnError)

@@ -24,7 +24,16 @@ type Product struct {
 	// MaxQuantity is the most units of the price one order may buy; 0 means
 	// no limit.
 	MaxQuantity int
+	// Billing is how Stripe must bill the price, BillingOneTime or
+	// BillingRecurring, checked by `fulfiller doctor`; "" states nothing.
+	Billing string
 }
+
+// Billing values: a one-off price, or a subscription's recurring price.
+const (
+	BillingOneTime   = "one_time"
+	BillingRecurring = "recurring"
+)
 
 // Limits of the catalog's values.
 const (
@@ -92,6 +101,7 @@ type priceEntry struct {
 	ProjectID   *string `yaml:"project_id"`
 	KeyDays     *int    `yaml:"key_days"`
 	MaxQuantity *int    `yaml:"max_quantity"`
+	Billing     *string `yaml:"billing"`
 }
 
 // Parse reads a catalog and checks every price, reporting every problem at
@@ -175,6 +185,12 @@ func (e *priceEntry) product() (Product, []string) {
 			problems = append(problems, fmt.Sprintf("max_quantity must be 1 or more, not %d (leave it out for no limit)", *e.MaxQuantity))
 		}
 		p.MaxQuantity = *e.MaxQuantity
+	}
+	if e.Billing != nil {
+		if *e.Billing != BillingOneTime && *e.Billing != BillingRecurring {
+			problems = append(problems, fmt.Sprintf("billing must be %s or %s, not %q (leave it out to state nothing)", BillingOneTime, BillingRecurring, *e.Billing))
+		}
+		p.Billing = *e.Billing
 	}
 	return p, problems
 }

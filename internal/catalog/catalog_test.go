@@ -25,13 +25,18 @@ prices:
     project_id: p2
     key_days: 3650
     max_quantity: 5
+  price_monthly:
+    project_id: p2
+    key_days: 30
+    billing: recurring
 `))
 	require.NoError(t, err)
-	require.Equal(t, 3, c.Len())
+	require.Equal(t, 4, c.Len())
 	for id, want := range map[string]catalog.Product{
-		"price_1PqRsT": {ProjectID: "3f98888f9999c9999e99a2", KeyDays: 30},
-		"price_life":   {ProjectID: "p2", KeyDays: 0},
-		"price_seats":  {ProjectID: "p2", KeyDays: 3650, MaxQuantity: 5},
+		"price_1PqRsT":  {ProjectID: "3f98888f9999c9999e99a2", KeyDays: 30},
+		"price_life":    {ProjectID: "p2", KeyDays: 0},
+		"price_seats":   {ProjectID: "p2", KeyDays: 3650, MaxQuantity: 5},
+		"price_monthly": {ProjectID: "p2", KeyDays: 30, Billing: catalog.BillingRecurring},
 	} {
 		p, ok := c.Lookup(id)
 		require.True(t, ok, id)
@@ -71,6 +76,7 @@ func TestParseRejects(t *testing.T) {
 		"blank price ID":        {"prices:\n  \" \":\n" + ok, `price " ": its ID is empty`},
 		"zero max_quantity":     {"prices:\n  price_a:\n" + ok + "    max_quantity: 0\n", `price "price_a": max_quantity must be 1 or more, not 0`},
 		"negative max_quantity": {"prices:\n  price_a:\n" + ok + "    max_quantity: -2\n", `price "price_a": max_quantity must be 1 or more`},
+		"unknown billing":       {"prices:\n  price_a:\n" + ok + "    billing: monthly\n", `price "price_a": billing must be one_time or recurring, not "monthly"`},
 		"stock is not a field":  {"prices:\n  price_a:\n" + ok + "    stock: 10\n", "stock"},
 		"duplicate price":       {"prices:\n  price_a:\n" + ok + "  price_a:\n" + ok, "already defined"},
 		"second document":       {"prices:\n  price_a:\n" + ok + "---\nprices:\n  price_b:\n" + ok, "more than one YAML document"},

@@ -289,7 +289,7 @@ func (s *Sandbox) keyStats(c *apiCtx) reply {
 		DefaultObfuscations: planObfuscations,
 		ObfuscationsLeft:    max(planObfuscations-s.account.obfuscations, 0),
 		MaxObfuscations:     planObfuscations,
-		MaxUsers:            planMaxUsers,
+		MaxUsers:            s.maxUsers,
 		Users:               users,
 		Executions:          s.account.executions,
 		Monthly:             make([]luarmor.MonthlyStats, 0, len(months)),

@@ -69,6 +69,10 @@ type Options struct {
 	// Now is the clock; nil means time.Now. Tests inject a fake clock to hit
 	// budget, cooldown and expiry boundaries exactly.
 	Now func() time.Time
+	// MaxUsers is the plan's user limit the stats endpoint reports as
+	// max_users; 0 means 100000. Like the reference, which documents no
+	// answer for it, the sandbox does not refuse keys beyond it.
+	MaxUsers int
 	// Logger receives one debug record per API request; nil discards.
 	Logger *slog.Logger
 	// Seed seeds the random draws: which requests a random fault hits
@@ -86,6 +90,7 @@ type Sandbox struct {
 	apiKey        string
 	restricted    bool // Options.Projects was set: unknown projects are 404
 	resetCooldown time.Duration
+	maxUsers      int
 	now           func() time.Time
 	log           *slog.Logger
 	api           *http.ServeMux
@@ -116,6 +121,7 @@ func New(opts Options) *Sandbox {
 		apiKey:        opts.APIKey,
 		restricted:    len(opts.Projects) > 0,
 		resetCooldown: opts.ResetCooldown,
+		maxUsers:      opts.MaxUsers,
 		now:           opts.Now,
 		log:           opts.Logger,
 		projects:      make(map[string]*project),
@@ -130,6 +136,9 @@ func New(opts Options) *Sandbox {
 	}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	if s.maxUsers <= 0 {
+		s.maxUsers = planMaxUsers
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)

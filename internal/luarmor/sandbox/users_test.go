@@ -608,3 +608,15 @@ func TestConcurrentRequests(t *testing.T) {
 	require.Len(t, seen, n)
 	require.Len(t, e.sb.Calls(), n)
 }
+
+func TestStatsReportThePlansUserLimit(t *testing.T) {
+	t.Parallel()
+	for opt, want := range map[int]int{0: 100000, 25: 25} {
+		e := newEnv(t, sandbox.Options{MaxUsers: opt})
+		e.create(nil)
+		var stats struct{ luarmor.KeyStats }
+		require.NoError(t, jsonUnmarshal(e.api(http.MethodGet, "/v3/keys/"+apiKey+"/stats", nil).Body, &stats))
+		require.Equal(t, want, stats.MaxUsers, "MaxUsers %d", opt)
+		require.Equal(t, 1, stats.Users)
+	}
+}

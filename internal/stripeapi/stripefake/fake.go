@@ -24,12 +24,15 @@
 //	GET /v1/disputes/{id}
 //	GET /v1/subscriptions/{id}
 //	DELETE /v1/subscriptions/{id}    cancels; an already cancelled one is 404, as Stripe answers
+//	GET /v1/prices/{id}
+//	GET /v1/webhook_endpoints        newest first, paged
 //
 // Test-hook routes, without Stripe authentication, so a separate process
 // (a CLI simulating a purchase) can drive a running fake:
 //
 //	POST /_fake/sessions        body: a Session as JSON; answers the object
 //	GET  /_fake/sessions/{id}   the session object as served
+//	POST /_fake/objects/{kind}/{id}  body: a JSON object, stored as PutObject does
 //
 // The test-hook routes let anyone who can reach the fake create sessions:
 // bind a development fake to localhost.
@@ -105,6 +108,7 @@ var kinds = map[string]kindInfo{
 	},
 	KindDispute:      {collection: "disputes"},
 	KindSubscription: subscriptionKind,
+	KindPrice:        {collection: "prices"},
 }
 
 // Request is one request the fake received on a Stripe route (test-hook
@@ -130,7 +134,8 @@ type Fake struct {
 	objects map[string]map[string]map[string]any
 	// children holds kind -> id -> list children, same rules as objects.
 	children    map[string]map[string][]map[string]any
-	events      []storedEvent // in the order they were put
+	events      []storedEvent    // in the order they were put
+	endpoints   []map[string]any // webhook endpoints, in the order they were put
 	requests    []Request
 	latency     time.Duration
 	failures    map[string]*failure
@@ -165,7 +170,9 @@ func New(apiKey string) *Fake {
 	mux.HandleFunc("GET /v1/events", f.listEvents)
 	mux.HandleFunc("GET /v1/subscription_items", f.listSubscriptionItems)
 	mux.HandleFunc("DELETE /v1/subscriptions/{id}", f.cancelSubscription)
+	mux.HandleFunc("GET /v1/webhook_endpoints", f.listWebhookEndpoints)
 	mux.HandleFunc("POST /_fake/sessions", f.fakePutSession)
+	mux.HandleFunc("POST /_fake/objects/{kind}/{id}", f.fakePutObject)
 	mux.HandleFunc("GET /_fake/sessions/{id}", f.fakeGetSession)
 	mux.HandleFunc("/", unrecognized)
 	f.mux = mux
@@ -226,8 +233,8 @@ func (f *Fake) SessionJSON(id string) ([]byte, bool) {
 }
 
 // PutObject adds or replaces the object id of the given kind (KindCharge,
-// KindPaymentIntent, KindInvoice, KindCheckoutSession, KindDispute or
-// KindSubscription) as a free-form map, so a test can serve any shape,
+// KindPaymentIntent, KindInvoice, KindCheckoutSession, KindDispute,
+// KindSubscription or KindPrice) as a free-form map, so a test can serve any shape,
 // including ones the helpers never produce.
 // "id" is set to id and "object" defaults to kind.
 //

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"fulfiller/internal/catalog"
+	"fulfiller/internal/config"
+	"fulfiller/internal/doctor"
+	"fulfiller/internal/jobs"
+	"fulfiller/internal/luarmor"
+	"fulfiller/internal/mail"
+	"fulfiller/internal/stripeapi"
+)
+
+// errDoctorFailed makes the command exit 1 once every line is printed.
+var errDoctorFailed = fmt.Errorf("doctor: at least one check failed; fix what the FAIL lines say and run it again")
+
+// doctorTimeout bounds the whole run: each check is one call.
+const doctorTimeout = 2 * time.Minute
+
+// cmdDoctor checks, with the settings of serve, that this configuration
+// can sell, one line per check.
+func cmdDoctor(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		fmt.Fprintln(stderr, "usage: fulfiller doctor (reads the settings of serve, and PUBLIC_BASE_URL)")
+		return errUsage
+	}
+	cfg, err := config.FromEnv(getenv)
+	if err != nil {
+		return err
+	}
+	cat, err := catalog.Load(cfg.CatalogFile)
+	if err != nil {
+		return err
+	}
+	publicBase := ""
+	if raw := strings.TrimSpace(getenv("PUBLIC_BASE_URL")); raw != "" {
+		if publicBase, err = mail.ParsePublicBaseURL(raw); err != nil {
+			return &config.Error{Name: "PUBLIC_BASE_URL", Reason: err.Error()}
+		}
+	}
+	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return &config.Error{Name: "DATABASE_URL", Reason: "is not a valid PostgreSQL connection string"}
+	}
+	defer pool.Close()
+	httpClient := &http.Client{Timeout: 30 * time.Second}
+	ctx, cancel := context.WithTimeout(ctx, doctorTimeout)
+	defer cancel()
+	d := &doctor.Doctor{
+		Pool:   pool,
+		Stripe: stripeapi.New(cfg.StripeAPIKey, cfg.StripeAPIBase, httpClient),
+		// Straight to Luarmor, outside the fleet's budget: three calls,
+		// one of them free, once.
+		Luarmor:        luarmor.NewClient(cfg.LuarmorAPIKey, luarmor.WithBaseURL(cfg.LuarmorBaseURL), luarmor.WithHTTPClient(httpClient)),
+		Catalog:        cat,
+		StripeLive:     jobs.LiveKey(cfg.StripeAPIKey),
+		StripeKeyKnown: stripeKeyNamesMode(cfg.StripeAPIKey),
+		WebhookSecrets: cfg.WebhookSecrets,
+		PublicBaseURL:  publicBase,
+	}
+	results := d.Run(ctx)
+	for _, r := range results {
+		fmt.Fprintln(stdout, r)
+	}
+	if doctor.Failed(results) {
+		return errDoctorFailed
+	}
+	return nil
+}
+
+func stripeKeyNamesMode(key string) bool {
+	for _, p := range []string{"sk_live_", "rk_live_", "sk_test_", "rk_test_"} {
+		if strings.HasPrefix(key, p) {
+			return true
+		}
+	}
+	return false
+}

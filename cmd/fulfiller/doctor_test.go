@@ -1,0 +1,82 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"github.com/stripe/stripe-go/v76"
+
+	"fulfiller/internal/doctor"
+	"fulfiller/internal/jobs"
+	"fulfiller/internal/luarmor/sandbox"
+	"fulfiller/internal/postgres/postgrestest"
+	"fulfiller/internal/stripeapi/stripefake"
+)
+
+// doctorEnv is the environment of a configuration that can sell: the
+// Luarmor sandbox with the catalog's project, the Stripe stand-in with its
+// price and this service's webhook endpoint.
+func doctorEnv(t *testing.T) map[string]string {
+	t.Helper()
+	const stripeKey, luarmorKey = "sk_test_doctorcommand0123", "doctor-command-key"
+	lsrv := httptest.NewServer(sandbox.New(sandbox.Options{APIKey: luarmorKey, Projects: []string{"proj_cli"}}))
+	t.Cleanup(lsrv.Close)
+	fake := stripefake.New(stripeKey)
+	fake.PutPrice(stripefake.Price{ID: "price_cli", Active: true, Interval: "month"})
+	fake.PutWebhookEndpoint(stripefake.WebhookEndpoint{URL: "https://shop.example/webhooks/stripe",
+		APIVersion: stripe.APIVersion, EnabledEvents: jobs.HandledTypes()})
+	ssrv := httptest.NewServer(fake)
+	t.Cleanup(ssrv.Close)
+	catalogFile := filepath.Join(t.TempDir(), "catalog.yaml")
+	require.NoError(t, os.WriteFile(catalogFile,
+		[]byte("prices:\n  price_cli:\n    project_id: proj_cli\n    key_days: 30\n    billing: recurring\n"), 0o600))
+	return map[string]string{
+		"DATABASE_URL": postgrestest.NewURL(t), "STRIPE_API_KEY": stripeKey, "STRIPE_API_BASE": ssrv.URL,
+		"STRIPE_WEBHOOK_SECRET": "whsec_doctorcommand", "LUARMOR_API_KEY": luarmorKey, "LUARMOR_BASE_URL": lsrv.URL,
+		"CATALOG_FILE": catalogFile, "PUBLIC_BASE_URL": "https://shop.example/",
+	}
+}
+
+func TestDoctorPrintsOneLinePerCheckAndPassesAGoodConfiguration(t *testing.T) {
+	t.Parallel()
+	env := doctorEnv(t)
+	var out strings.Builder
+	require.NoError(t, run(context.Background(), []string{"doctor"}, envOf(env), &out, io.Discard))
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	require.Len(t, lines, 9, out.String())
+	for _, l := range lines {
+		if strings.Contains(l, "stripe key") {
+			require.True(t, strings.HasPrefix(l, "WARN"), l)
+			continue
+		}
+		require.True(t, strings.HasPrefix(l, "PASS"), l)
+	}
+	require.Contains(t, out.String(), "https://shop.example/webhooks/stripe is enabled")
+	require.NotContains(t, out.String(), env["STRIPE_API_KEY"])
+	require.NotContains(t, out.String(), env["LUARMOR_API_KEY"])
+}
+
+func TestDoctorExitsNonZeroOnAFailure(t *testing.T) {
+	t.Parallel()
+	env := doctorEnv(t)
+	env["STRIPE_WEBHOOK_SECRET"] = "whsec_rolled," + doctor.DevelopmentWebhookSecret
+	env["PUBLIC_BASE_URL"] = ""
+	var out strings.Builder
+	err := run(context.Background(), []string{"doctor"}, envOf(env), &out, io.Discard)
+	require.ErrorIs(t, err, errDoctorFailed)
+	require.Contains(t, out.String(), "FAIL  webhook secret")
+	require.Contains(t, out.String(), "WARN  stripe webhook")
+	require.Contains(t, out.String(), "PUBLIC_BASE_URL is not set")
+
+	// A setting doctor cannot even start with is named, as serve names it.
+	delete(env, "LUARMOR_API_KEY")
+	err = run(context.Background(), []string{"doctor"}, envOf(env), io.Discard, io.Discard)
+	require.ErrorContains(t, err, "LUARMOR_API_KEY")
+	require.ErrorIs(t, run(context.Background(), []string{"doctor", "extra"}, envOf(env), io.Discard, io.Discard), errUsage)
+}

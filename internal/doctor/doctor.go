@@ -1,0 +1,471 @@
+// Package doctor checks, before the first sale, that a configuration can
+// sell: the database and its schema, the Luarmor API and key, the catalog's
+// projects and prices, the Stripe key and webhook endpoint, the webhook
+// secret and the room left on the Luarmor plan. Each check makes at most
+// one call to each service it reads (listing webhook endpoints may page),
+// through the clients the service itself uses, and says what to do when it
+// fails.
+package doctor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"maps"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivermigrate"
+	"github.com/stripe/stripe-go/v76"
+
+	"fulfiller/internal/catalog"
+	"fulfiller/internal/jobs"
+	"fulfiller/internal/luarmor"
+	"fulfiller/internal/stripeapi"
+	"fulfiller/migrations"
+)
+
+// DevelopmentWebhookSecret signs the events of local development (`make
+// run`, `fulfiller simulate`). It is public, so a deployment using it
+// accepts events anyone can forge.
+const DevelopmentWebhookSecret = "whsec_fulfiller_local_development"
+
+// WebhookPath is where the service receives Stripe's events.
+const WebhookPath = "/webhooks/stripe"
+
+// Status is a check's verdict.
+type Status string
+
+const (
+	Pass Status = "PASS"
+	Warn Status = "WARN" // works, but needs a look
+	Fail Status = "FAIL" // would lose or refuse sales
+)
+
+// Result is one check's verdict, with what to do about it.
+type Result struct {
+	Check   string
+	Status  Status
+	Message string
+}
+
+func (r Result) String() string { return fmt.Sprintf("%s  %-18s %s", r.Status, r.Check, r.Message) }
+
+// Stripe is what the checks read from Stripe (*stripeapi.Client).
+type Stripe interface {
+	CheckKey(ctx context.Context) error
+	Price(ctx context.Context, id string) (*stripe.Price, error)
+	WebhookEndpoints(ctx context.Context) ([]*stripe.WebhookEndpoint, error)
+}
+
+// Luarmor is what the checks read from Luarmor (*luarmor.Client).
+type Luarmor interface {
+	Status(ctx context.Context) (*luarmor.Status, error)
+	KeyDetails(ctx context.Context) (*luarmor.KeyDetails, error)
+	KeyStats(ctx context.Context, noUsers bool) (*luarmor.KeyStats, error)
+}
+
+// Demand estimates how many new Luarmor keys a day of sales needs, and
+// says how it was estimated. It is the seam for stock: an estimator that
+// knows what the shop still offers can replace the default.
+type Demand func(ctx context.Context) (keysPerDay int, basis string, err error)
+
+// Doctor runs the checks. Every field but Demand and Now is required.
+type Doctor struct {
+	Pool    *pgxpool.Pool
+	Stripe  Stripe
+	Luarmor Luarmor
+	Catalog *catalog.Catalog
+	// StripeLive is the Stripe key's mode (sk_live_/rk_live_), StripeKeyKnown
+	// whether its prefix names a mode at all.
+	StripeLive, StripeKeyKnown bool
+	WebhookSecrets             []string
+	// PublicBaseURL is PUBLIC_BASE_URL without a trailing slash; "" when
+	// unset.
+	PublicBaseURL string
+	// Demand defaults to LastDayDeliveries of Pool.
+	Demand Demand
+	Now    func() time.Time
+}
+
+// Run runs every check and returns their verdicts in order.
+func (d *Doctor) Run(ctx context.Context) []Result {
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.Demand == nil {
+		d.Demand = LastDayDeliveries(d.Pool)
+	}
+	var out []Result
+	out = append(out, d.database(ctx))
+	out = append(out, d.luarmorStatus(ctx))
+	details, r := d.luarmorKey(ctx)
+	out = append(out, r)
+	out = append(out, d.luarmorProjects(details))
+	out = append(out, d.luarmorCapacity(ctx, details != nil))
+	keyOK, r := d.stripeKey(ctx)
+	out = append(out, r)
+	out = append(out, d.prices(ctx, keyOK)...)
+	out = append(out, d.webhookEndpoint(ctx, keyOK))
+	out = append(out, d.webhookSecret())
+	return out
+}
+
+// Failed reports whether any result is a FAIL.
+func Failed(results []Result) bool {
+	return slices.ContainsFunc(results, func(r Result) bool { return r.Status == Fail })
+}
+
+func pass(check, format string, a ...any) Result {
+	return Result{check, Pass, fmt.Sprintf(format, a...)}
+}
+
+func warn(check, format string, a ...any) Result {
+	return Result{check, Warn, fmt.Sprintf(format, a...)}
+}
+
+func fail(check, format string, a ...any) Result {
+	return Result{check, Fail, fmt.Sprintf(format, a...)}
+}
+
+// ---- Database ----
+
+func (d *Doctor) database(ctx context.Context) Result {
+	const check = "database"
+	if err := d.Pool.Ping(ctx); err != nil {
+		return fail(check, "PostgreSQL is unreachable (%v): check DATABASE_URL and that the server accepts connections", err)
+	}
+	migrator, err := rivermigrate.New(riverpgxv5.New(d.Pool), nil)
+	if err != nil {
+		return fail(check, "reading River's migrations: %v", err)
+	}
+	riverState, err := migrator.Validate(ctx, nil)
+	if err != nil {
+		return fail(check, "reading River's schema version: %v: run `fulfiller migrate`", err)
+	}
+	pending, err := pendingMigrations(ctx, d.Pool)
+	if err != nil {
+		return fail(check, "%v", err)
+	}
+	switch {
+	case !riverState.OK && len(pending) > 0:
+		return fail(check, "reachable, but migrations are pending (River's and %s): run `fulfiller migrate` before serving", strings.Join(pending, ", "))
+	case !riverState.OK:
+		return fail(check, "reachable, but River's migrations are pending (%s): run `fulfiller migrate` before serving", strings.Join(riverState.Messages, "; "))
+	case len(pending) > 0:
+		return fail(check, "reachable, but migrations are pending (%s): run `fulfiller migrate` before serving", strings.Join(pending, ", "))
+	}
+	return pass(check, "reachable; migrations current")
+}
+
+// pendingMigrations lists the service's migration files the database has
+// not applied.
+func pendingMigrations(ctx context.Context, pool *pgxpool.Pool) ([]string, error) {
+	var exists bool
+	if err := pool.QueryRow(ctx, `SELECT to_regclass('fulfiller_migrations') IS NOT NULL`).Scan(&exists); err != nil {
+		return nil, fmt.Errorf("reading the schema version: %w", err)
+	}
+	applied := map[int]bool{}
+	if exists {
+		rows, err := pool.Query(ctx, `SELECT version FROM fulfiller_migrations`)
+		if err != nil {
+			return nil, fmt.Errorf("reading the schema version: %w", err)
+		}
+		for rows.Next() {
+			var v int
+			if err := rows.Scan(&v); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("reading the schema version: %w", err)
+			}
+			applied[v] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("reading the schema version: %w", err)
+		}
+	}
+	files, err := fs.Glob(migrations.FS, "*.sql")
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(files)
+	var pending []string
+	for _, name := range files {
+		version, err := strconv.Atoi(strings.SplitN(name, "_", 2)[0])
+		if err != nil {
+			return nil, fmt.Errorf("migration %s: file name must start with a number", name)
+		}
+		if !applied[version] {
+			pending = append(pending, name)
+		}
+	}
+	return pending, nil
+}
+
+// LastDayDeliveries estimates a day of sales as the new keys delivered in
+// the last 24 hours (units that extended a customer's existing key need no
+// new place on the plan).
+func LastDayDeliveries(pool *pgxpool.Pool) Demand {
+	return func(ctx context.Context) (int, string, error) {
+		var n int
+		err := pool.QueryRow(ctx, `SELECT count(*) FROM order_keys
+			WHERE delivered_at > now() - interval '24 hours' AND NOT extended_existing`).Scan(&n)
+		if err != nil {
+			return 0, "", fmt.Errorf("counting the last 24 hours' deliveries: %w", err)
+		}
+		return n, "keys delivered in the last 24 hours", nil
+	}
+}
+
+// ---- Luarmor ----
+
+const luarmorRefused = "Luarmor refused LUARMOR_API_KEY (403): whitelist this server's public IP address in the Luarmor dashboard (API settings), and check the key"
+
+func (d *Doctor) luarmorStatus(ctx context.Context) Result {
+	const check = "luarmor api"
+	st, err := d.Luarmor.Status(ctx)
+	switch {
+	case err != nil:
+		return fail(check, "GET /status failed (%v): check LUARMOR_BASE_URL and this server's outbound network", err)
+	case !st.Active:
+		return fail(check, "Luarmor reports the API inactive: %q; keys cannot be created until it is back", st.Message)
+	case st.Warning:
+		return warn(check, "reachable (API %s), with a warning from Luarmor: %q", st.Version, st.WarningMessage)
+	}
+	return pass(check, "reachable (API %s)", st.Version)
+}
+
+func (d *Doctor) luarmorKey(ctx context.Context) (*luarmor.KeyDetails, Result) {
+	const check = "luarmor key"
+	det, err := d.Luarmor.KeyDetails(ctx)
+	switch {
+	case errors.Is(err, luarmor.ErrUnauthorized):
+		return nil, fail(check, luarmorRefused)
+	case err != nil:
+		return nil, fail(check, "reading the key's details failed (%v): run doctor again; if it persists, check Luarmor's status", err)
+	case det.Enabled == 0:
+		return det, fail(check, "the Luarmor account is disabled: check the subscription in the Luarmor dashboard")
+	}
+	if det.ExpiresAt > 0 {
+		left := time.Unix(det.ExpiresAt, 0).Sub(d.Now())
+		switch {
+		case left <= 0:
+			return det, fail(check, "the Luarmor plan expired on %s: renew it", time.Unix(det.ExpiresAt, 0).UTC().Format(time.DateOnly))
+		case left < 7*24*time.Hour:
+			return det, warn(check, "accepted, but the Luarmor plan (%s) expires on %s: renew it", det.Plan, time.Unix(det.ExpiresAt, 0).UTC().Format(time.DateOnly))
+		}
+	}
+	return det, pass(check, "accepted (plan %s, %d projects)", det.Plan, len(det.Projects))
+}
+
+func (d *Doctor) luarmorProjects(det *luarmor.KeyDetails) Result {
+	const check = "luarmor projects"
+	if det == nil {
+		return fail(check, "not checked: the Luarmor key check failed")
+	}
+	known := map[string]bool{}
+	for _, p := range det.Projects {
+		known[p.ID] = true
+	}
+	byProject := map[string][]string{}
+	for _, price := range d.priceIDs() {
+		p, _ := d.Catalog.Lookup(price)
+		byProject[p.ProjectID] = append(byProject[p.ProjectID], price)
+	}
+	var missing []string
+	for _, project := range slices.Sorted(maps.Keys(byProject)) {
+		if !known[project] {
+			missing = append(missing, fmt.Sprintf("%s (prices %s)", project, strings.Join(byProject[project], ", ")))
+		}
+	}
+	if len(missing) > 0 {
+		return fail(check, "the catalog names projects this Luarmor key does not have: %s: fix project_id in the catalog (copy it from the Luarmor dashboard) or use the key of the account that owns them",
+			strings.Join(missing, "; "))
+	}
+	return pass(check, "all %d catalog projects exist for this key", len(byProject))
+}
+
+func (d *Doctor) luarmorCapacity(ctx context.Context, keyOK bool) Result {
+	const check = "luarmor capacity"
+	if !keyOK {
+		return fail(check, "not checked: the Luarmor key check failed")
+	}
+	st, err := d.Luarmor.KeyStats(ctx, false)
+	if err != nil {
+		return fail(check, "reading the key's stats failed (%v): run doctor again", err)
+	}
+	if st.MaxUsers <= 0 {
+		return warn(check, "Luarmor reported no user limit (max_users %d); %d keys exist", st.MaxUsers, st.Users)
+	}
+	free := st.MaxUsers - st.Users
+	perDay, basis, err := d.Demand(ctx)
+	if err != nil {
+		return warn(check, "%d of %d keys used, %d free; a day of sales could not be estimated: %v", st.Users, st.MaxUsers, free, err)
+	}
+	switch {
+	case free <= 0:
+		return fail(check, "the Luarmor plan is full (%d of %d keys): no key can be created; upgrade the plan or delete unused keys", st.Users, st.MaxUsers)
+	case free < perDay:
+		return warn(check, "%d free places (%d of %d keys used), fewer than a day of sales (%d %s): upgrade the Luarmor plan or delete unused keys",
+			free, st.Users, st.MaxUsers, perDay, basis)
+	}
+	return pass(check, "%d free places (%d of %d keys used); a day of sales is %d (%s)", free, st.Users, st.MaxUsers, perDay, basis)
+}
+
+// ---- Stripe ----
+
+func (d *Doctor) mode() string {
+	if d.StripeLive {
+		return "live"
+	}
+	return "test"
+}
+
+func (d *Doctor) stripeKey(ctx context.Context) (bool, Result) {
+	const check = "stripe key"
+	if !d.StripeKeyKnown {
+		return false, fail(check, "STRIPE_API_KEY is neither a secret key (sk_live_/sk_test_) nor a restricted key (rk_live_/rk_test_): copy it from the Stripe dashboard's API keys page")
+	}
+	err := d.Stripe.CheckKey(ctx)
+	switch {
+	case stripeapi.IsUnauthorized(err):
+		return false, fail(check, "Stripe refused STRIPE_API_KEY (%v): use a secret key, or a restricted key that can read Checkout Sessions, Prices and Webhook Endpoints", err)
+	case err != nil:
+		return false, fail(check, "Stripe could not be reached (%v): check STRIPE_API_BASE and this server's outbound network", err)
+	case !d.StripeLive:
+		return true, warn(check, "accepted, in test mode: no real payment reaches this service; set the live key (sk_live_ or rk_live_) before selling")
+	}
+	return true, pass(check, "accepted (live mode)")
+}
+
+func (d *Doctor) priceIDs() []string {
+	return slices.Sorted(maps.Keys(d.Catalog.Prices))
+}
+
+func (d *Doctor) prices(ctx context.Context, keyOK bool) []Result {
+	var out []Result
+	for _, id := range d.priceIDs() {
+		check := "price " + id
+		if !keyOK {
+			out = append(out, fail(check, "not checked: the Stripe key check failed"))
+			continue
+		}
+		out = append(out, d.price(ctx, check, id))
+	}
+	return out
+}
+
+func (d *Doctor) price(ctx context.Context, check, id string) Result {
+	product, _ := d.Catalog.Lookup(id)
+	p, err := d.Stripe.Price(ctx, id)
+	switch {
+	case stripeapi.IsNotFound(err):
+		return fail(check, "does not exist in Stripe's %s mode (%v): fix the price ID in the catalog, or use the Stripe key of the mode and account it belongs to", d.mode(), err)
+	case err != nil:
+		return fail(check, "reading it from Stripe failed (%v): run doctor again", err)
+	case p.Livemode != d.StripeLive:
+		return fail(check, "is a %s price but STRIPE_API_KEY is a %s key: use keys and prices of one mode", modeName(p.Livemode), d.mode())
+	case !p.Active:
+		return fail(check, "is archived (inactive) in Stripe: no one can buy it; reactivate it or remove it from the catalog")
+	}
+	billing := catalog.BillingOneTime
+	desc := "one-off"
+	if p.Recurring != nil || p.Type == stripe.PriceTypeRecurring {
+		billing = catalog.BillingRecurring
+		desc = "recurring"
+		if p.Recurring != nil {
+			desc = fmt.Sprintf("recurring every %d %s", p.Recurring.IntervalCount, p.Recurring.Interval)
+		}
+	}
+	if product.Billing != "" && product.Billing != billing {
+		return fail(check, "is %s in Stripe but the catalog says billing: %s: correct the catalog, or sell a %s price", desc, product.Billing, product.Billing)
+	}
+	return pass(check, "active, %s, delivers project %s", desc, product.ProjectID)
+}
+
+func modeName(live bool) string {
+	if live {
+		return "live"
+	}
+	return "test"
+}
+
+// ---- Webhooks ----
+
+func (d *Doctor) webhookEndpoint(ctx context.Context, keyOK bool) Result {
+	const check = "stripe webhook"
+	if d.PublicBaseURL == "" {
+		return warn(check, "PUBLIC_BASE_URL is not set, so the endpoint cannot be found: set it to this service's public URL (Stripe must reach %s there)", WebhookPath)
+	}
+	want := d.PublicBaseURL + WebhookPath
+	if !keyOK {
+		return fail(check, "not checked: the Stripe key check failed")
+	}
+	endpoints, err := d.Stripe.WebhookEndpoints(ctx)
+	switch {
+	case stripeapi.IsUnauthorized(err):
+		return fail(check, "STRIPE_API_KEY may not list webhook endpoints (%v): give the restricted key Webhook Endpoints read access, or check %s by hand", err, want)
+	case err != nil:
+		return fail(check, "listing webhook endpoints failed (%v): run doctor again", err)
+	}
+	var problems []string
+	for _, e := range endpoints {
+		if e.URL != want {
+			continue
+		}
+		p := endpointProblems(e)
+		if len(p) == 0 {
+			return pass(check, "%s is enabled, on API version %s, with every handled event", want, stripe.APIVersion)
+		}
+		problems = append(problems, fmt.Sprintf("%s: %s", e.ID, strings.Join(p, "; ")))
+	}
+	if len(problems) == 0 {
+		return fail(check, "no %s-mode endpoint sends events to %s (%d endpoints listed): create it with API version %s and the events listed in README.md",
+			d.mode(), want, len(endpoints), stripe.APIVersion)
+	}
+	return fail(check, "the endpoint for %s needs fixing: %s", want, strings.Join(problems, " | "))
+}
+
+// endpointProblems lists what keeps an endpoint from delivering every
+// event the service acts on, in the version it is built for.
+func endpointProblems(e *stripe.WebhookEndpoint) []string {
+	var p []string
+	if e.Status != "enabled" {
+		p = append(p, fmt.Sprintf("it is %s: enable it in the Stripe dashboard", e.Status))
+	}
+	if e.APIVersion != stripe.APIVersion {
+		got := e.APIVersion
+		if got == "" {
+			got = "the account's default"
+		}
+		p = append(p, fmt.Sprintf("its API version is %s, not %s: create a new endpoint with --api-version %s (the version of an endpoint cannot be changed)", got, stripe.APIVersion, stripe.APIVersion))
+	}
+	if !slices.Contains(e.EnabledEvents, "*") {
+		var missing []string
+		for _, t := range jobs.HandledTypes() {
+			if !slices.Contains(e.EnabledEvents, t) {
+				missing = append(missing, t)
+			}
+		}
+		if len(missing) > 0 {
+			p = append(p, "it does not send "+strings.Join(missing, ", ")+": add them to its events")
+		}
+	}
+	return p
+}
+
+func (d *Doctor) webhookSecret() Result {
+	const check = "webhook secret"
+	for _, s := range d.WebhookSecrets {
+		if s == DevelopmentWebhookSecret {
+			return fail(check, "STRIPE_WEBHOOK_SECRET is the public development secret: anyone could forge a payment; set the endpoint's signing secret from the Stripe dashboard")
+		}
+	}
+	return pass(check, "set (%d secret(s)), not the development one", len(d.WebhookSecrets))
+}
