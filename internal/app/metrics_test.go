@@ -288,3 +288,27 @@ func TestGrafanaDashboardUsesServedMetrics(t *testing.T) {
 		}
 	}
 }
+
+func TestMetricsCountRenewalsAndRevocationsOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t, withMetrics(nil))
+	s, o := b.subscriptionOrder(t, 2)
+	require.Len(t, o.Keys, 2)
+	before := b.scrape(t)
+
+	_, ev := b.invoice(t, s.Subscription, "subscription_cycle", time.Now().Unix()+60*day)
+	b.deliver(t, ev)
+	b.deliver(t, ev)
+	b.waitIdle(t)
+	after := b.waitMetric(t, before, "fulfiller_keys_renewed_total", nil, 2)
+	require.Equal(t, 2.0, after.value("fulfiller_jobs_total", map[string]string{"kind": "extend_key", "outcome": "completed"})-
+		before.value("fulfiller_jobs_total", map[string]string{"kind": "extend_key", "outcome": "completed"}))
+
+	one, _ := b.buy(t, stripefake.Item{PriceID: priceMonth})
+	before = b.scrape(t)
+	b.refundOrder(t, one) // REFUND_ACTION defaults to blacklist
+	b.waitKeys(t, one.ID, "revoked", "blacklisted")
+	after = b.waitMetric(t, before, "fulfiller_keys_revoked_total", map[string]string{"action": "blacklist"}, 1)
+	require.Zero(t, after.value("fulfiller_keys_revoked_total", map[string]string{"action": "delete"}))
+	require.Equal(t, 2.0, after.value("fulfiller_keys_renewed_total", nil), "nothing renewed twice")
+}

@@ -68,6 +68,7 @@ type Labels struct {
 // Metrics holds the collectors of one process.
 type Metrics struct {
 	registry *prometheus.Registry
+	handler  http.Handler
 	labels   Labels
 
 	webhooks        *prometheus.CounterVec
@@ -132,6 +133,11 @@ func New(labels Labels) *Metrics {
 		m.keysDelivered, m.keysRevoked, m.keysRenewed, m.deliveryLatency,
 	)
 	m.initSeries()
+	m.handler = promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{
+		Registry:            m.registry, // counts its own failed scrapes
+		ErrorHandling:       promhttp.ContinueOnError,
+		MaxRequestsInFlight: 4,
+	})
 	return m
 }
 
@@ -156,13 +162,7 @@ func (m *Metrics) initSeries() {
 func (m *Metrics) Registry() *prometheus.Registry { return m.registry }
 
 // Handler serves the registry in Prometheus' text format.
-func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{
-		Registry:            m.registry, // counts its own scrape errors
-		ErrorHandling:       promhttp.ContinueOnError,
-		MaxRequestsInFlight: 4,
-	})
-}
+func (m *Metrics) Handler() http.Handler { return m.handler }
 
 // bounded returns v if it is one of known, else Other.
 func bounded(v string, known []string) string {
@@ -217,7 +217,7 @@ func (m *Metrics) BudgetSlotGranted(class string) {
 	m.budgetSlots.WithLabelValues(class).Inc()
 }
 
-// KeyDelivered counts a key delivered, sinceOrder seconds after its order
+// KeyDelivered counts a key delivered sinceOrderSeconds after its order
 // was recorded.
 func (m *Metrics) KeyDelivered(sinceOrderSeconds float64) {
 	if m == nil {

@@ -1,13 +1,16 @@
 package metrics_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
@@ -75,4 +78,31 @@ func TestLabelsOutsideTheirSetAreOther(t *testing.T) {
 	require.Contains(t, text, `fulfiller_luarmor_requests_total{endpoint="POST /v3/projects/{project_id}/users",status="other"} 1`)
 	require.Contains(t, text, `fulfiller_luarmor_rate_limited_total 1`)
 	require.Contains(t, text, "# HELP fulfiller_key_delivery_seconds ")
+}
+
+// During a database outage a scrape still answers with the process's own
+// metrics; only the fleet's gauges, read from PostgreSQL, are missing.
+func TestScrapeAnswersWhileTheDatabaseIsDown(t *testing.T) {
+	t.Parallel()
+	pool, err := pgxpool.New(context.Background(), "postgres://nobody@127.0.0.1:1/none?connect_timeout=2")
+	require.NoError(t, err)
+	defer pool.Close()
+	m := metrics.New(metrics.Labels{FailureCodes: []string{"unknown_price"}})
+	m.WatchFleet(pool, 10*time.Second)
+	m.WatchBudget(func() map[string]int { return map[string]int{"deliver": 3} })
+	m.KeyDelivered(0.2)
+
+	srv := httptest.NewServer(m.Handler())
+	defer srv.Close()
+	resp, err := http.Get(srv.URL)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	text := string(raw)
+	require.Contains(t, text, "fulfiller_keys_delivered_total 1")
+	require.Contains(t, text, `fulfiller_luarmor_budget_waiting{class="deliver"} 3`)
+	require.NotContains(t, text, "fulfiller_replicas_alive ")
+	require.NotContains(t, text, "fulfiller_orders_failed{")
 }
