@@ -26,6 +26,7 @@ import (
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/mail"
+	"fulfiller/internal/metrics"
 	"fulfiller/internal/notify"
 	"fulfiller/internal/order"
 	"fulfiller/internal/postgres"
@@ -52,10 +53,14 @@ type Main struct {
 	Credentials *health.Credentials
 	Replica     *jobs.Replica
 	Changes     *notify.Hub
+	Metrics     *metrics.Metrics
 	stopBudget  context.CancelFunc
 	webhook     *webhook.Handler
 	listener    net.Listener
 	server      *http.Server
+	// metricsListener and metricsServer serve /metrics (METRICS_ADDR).
+	metricsListener net.Listener
+	metricsServer   *http.Server
 }
 
 // Run starts the service and returns once it accepts requests and works
@@ -102,18 +107,21 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		httpClient = &http.Client{Timeout: 30 * time.Second}
 	}
 	stripeClient := stripeapi.New(m.Config.StripeAPIKey, m.Config.StripeAPIBase, httpClient)
+	m.Metrics = newMetrics()
 	name := replicaName()
 	m.Budget = budget.New(m.Pool, budget.Config{
 		Count:   m.Config.LuarmorRateLimit,
 		Window:  m.Config.LuarmorRateWindow,
 		Replica: name,
 		Logger:  m.Logger,
+		Metrics: m.Metrics,
 	})
 	budgetCtx, stopBudget := context.WithCancel(context.WithoutCancel(ctx))
 	m.stopBudget = stopBudget
 	go m.Budget.Run(budgetCtx)
 	luarmorClient := &budget.Client{Budget: m.Budget, Luarmor: luarmor.NewClient(m.Config.LuarmorAPIKey,
-		luarmor.WithBaseURL(m.Config.LuarmorBaseURL), luarmor.WithHTTPClient(httpClient))}
+		luarmor.WithBaseURL(m.Config.LuarmorBaseURL), luarmor.WithHTTPClient(httpClient),
+		luarmor.WithObserver(m.Metrics.LuarmorRequest))}
 
 	m.Credentials = &health.Credentials{Stripe: stripeClient, Luarmor: luarmorClient, Logger: m.Logger}
 	go m.Credentials.Run(budgetCtx)
@@ -123,7 +131,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.River, err = jobs.NewClient(jobs.Deps{
 		Pool: m.Pool, Stripe: stripeClient, Luarmor: luarmorClient, Catalog: m.Catalog, Logger: m.Logger,
 		RateLimitWindow: m.Config.LuarmorRateWindow, Policy: m.Config.Policy, MaxUnitsPerOrder: m.Config.MaxUnitsPerOrder,
-		StripeLivemode: jobs.LiveKey(m.Config.StripeAPIKey), Mail: m.mailSender(),
+		StripeLivemode: jobs.LiveKey(m.Config.StripeAPIKey), Mail: m.mailSender(), Metrics: m.Metrics,
 	}, jobsConfig)
 	if err != nil {
 		return err
@@ -144,7 +152,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return err
 	}
 
-	m.webhook = webhook.New(webhook.Config{Secrets: m.Config.WebhookSecrets, Pool: m.Pool, River: m.River, Logger: m.Logger})
+	m.webhook = webhook.New(webhook.Config{Secrets: m.Config.WebhookSecrets, Pool: m.Pool, River: m.River, Logger: m.Logger, Metrics: m.Metrics})
 	// Requests waiting for an order are woken by PostgreSQL notifications,
 	// whichever replica changed the order.
 	m.Changes = notify.New(m.Pool.Config().ConnConfig, notify.DefaultMaxWaiters, m.Logger)
@@ -169,7 +177,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			m.Logger.Error("http server stopped", "error", err)
 		}
 	}()
-	m.Logger.Info("fulfiller serving", "addr", m.Addr(), "prices", m.Catalog.Len(),
+	if err := m.serveMetrics(); err != nil {
+		return err
+	}
+	m.Logger.Info("fulfiller serving", "addr", m.Addr(), "metrics_addr", m.MetricsAddr(), "prices", m.Catalog.Len(),
 		"luarmor", m.Config.LuarmorBaseURL, "stripe_api", stripeBase(m.Config.StripeAPIBase))
 	return nil
 }
@@ -260,6 +271,9 @@ func (m *Main) Close() error {
 			errs = append(errs, err)
 		}
 		cancelHTTP()
+	}
+	if m.metricsServer != nil {
+		_ = m.metricsServer.Close() // scrapes are short and retried
 	}
 	if m.webhook != nil {
 		m.webhook.Close()

@@ -24,6 +24,7 @@ import (
 
 	"fulfiller/internal/logging"
 	"fulfiller/internal/luarmor"
+	"fulfiller/internal/metrics"
 	"fulfiller/internal/postgres"
 )
 
@@ -80,6 +81,8 @@ type Config struct {
 	MaxWait time.Duration
 	Replica string // this process's name in the shared tables
 	Logger  *slog.Logger
+	// Metrics counts the slots granted; nil counts nothing.
+	Metrics *metrics.Metrics
 }
 
 // Budget is one process's view of the fleet-wide budget. Start Run, then
@@ -299,6 +302,7 @@ func (b *Budget) Run(ctx context.Context) {
 				heap.Remove(&b.waiting, top.index)
 				top.done <- grant{id: id}
 				b.granted.Add(1)
+				b.cfg.Metrics.BudgetSlotGranted(top.class.String())
 				b.mu.Unlock()
 			} else {
 				b.mu.Unlock()
@@ -373,6 +377,17 @@ func (b *Budget) failWaiters(err error) {
 		w := heap.Pop(&b.waiting).(*waiter)
 		w.done <- grant{err: fmt.Errorf("luarmor budget stopped: %w", err)}
 	}
+}
+
+// WaitingByClass counts this process's requests waiting for a slot, by
+// class name, every class present.
+func (b *Budget) WaitingByClass() map[string]int {
+	s := b.Stats()
+	out := make(map[string]int, numClasses)
+	for c := Class(0); c < numClasses; c++ {
+		out[c.String()] = s.Waiting[c]
+	}
+	return out
 }
 
 // Stats is a snapshot of this process's budget use.

@@ -61,6 +61,9 @@ type Config struct {
 	// HWIDResetCooldown is the least time between two self-service HWID
 	// resets of one key (HWID_RESET_COOLDOWN).
 	HWIDResetCooldown time.Duration
+	// MetricsAddr is the Prometheus listener, apart from the public one
+	// (METRICS_ADDR); "" means off.
+	MetricsAddr string
 }
 
 // Defaults of settings that tests and other commands build by hand.
@@ -163,7 +166,32 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	if err := c.orderAPI(get); err != nil {
 		return c, err
 	}
+	if err := c.metrics(get); err != nil {
+		return c, err
+	}
 	return c, nil
+}
+
+// DefaultMetricsAddr is METRICS_ADDR's default: loopback only, since
+// metrics show the shop's sales.
+const DefaultMetricsAddr = "127.0.0.1:9090"
+
+// metrics reads METRICS_ADDR: host:port, or off. It must not be
+// LISTEN_ADDR's port, where it would be public (or fail to bind).
+func (c *Config) metrics(get func(name, def string) string) error {
+	v := get("METRICS_ADDR", DefaultMetricsAddr)
+	if v == "off" {
+		return nil
+	}
+	_, port, err := net.SplitHostPort(v)
+	if err != nil || port == "" {
+		return &Error{"METRICS_ADDR", fmt.Sprintf("%q is not host:port (for example 127.0.0.1:9090) or off", v)}
+	}
+	if _, publicPort, _ := net.SplitHostPort(c.ListenAddr); port != "0" && port == publicPort {
+		return &Error{"METRICS_ADDR", fmt.Sprintf("%q uses the port of LISTEN_ADDR; metrics need a listener of their own", v)}
+	}
+	c.MetricsAddr = v
+	return nil
 }
 
 // orderAPI reads TRUSTED_PROXIES (comma-separated CIDRs or addresses) and

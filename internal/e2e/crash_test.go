@@ -289,7 +289,8 @@ func (c *cluster) spawn(slot int) (*replica, error) {
 		return nil, err
 	}
 	p.cmd = exec.Command(c.bin, "serve", "--migrate")
-	p.cmd.Env = append(slices.Clone(c.env), "LISTEN_ADDR="+p.addr, "LUARMOR_BASE_URL="+c.front.URL+"/p/"+name)
+	// Replicas share a host here: each would take METRICS_ADDR's default port.
+	p.cmd.Env = append(slices.Clone(c.env), "LISTEN_ADDR="+p.addr, "METRICS_ADDR=off", "LUARMOR_BASE_URL="+c.front.URL+"/p/"+name)
 	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
 	if err := p.cmd.Start(); err != nil {
 		logFile.Close()

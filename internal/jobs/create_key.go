@@ -320,10 +320,36 @@ func (w *CreateKeyWorker) deliver(ctx context.Context, job *river.Job[CreateKeyA
 	if err := queueFirstOrderEmail(ctx, tx, w.Deps, k.CheckoutSessionID); err != nil {
 		return err
 	}
+	delivered, sinceOrder, err := deliveredHere(ctx, tx, k.ID)
+	if err != nil {
+		return err
+	}
 	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
 		return err
 	}
-	return tx.Commit(ctx)
+	if err := tx.Commit(ctx); err != nil {
+		return err
+	}
+	if delivered {
+		w.Metrics.KeyDelivered(sinceOrder.Seconds())
+	}
+	return nil
+}
+
+// deliveredHere reports whether tx is the transaction that delivered unit
+// id, and how long after its order was recorded. DeliverKey stamps
+// delivered_at with the transaction's now(); a unit an earlier run
+// delivered has an earlier stamp, so a second runner counts nothing.
+func deliveredHere(ctx context.Context, tx pgx.Tx, id int64) (bool, time.Duration, error) {
+	var here bool
+	var sinceOrder time.Duration
+	err := tx.QueryRow(ctx, `
+		SELECT k.delivered_at = now(), now() - o.created_at
+		FROM order_keys k JOIN orders o USING (checkout_session_id) WHERE k.id = $1`, id).Scan(&here, &sinceOrder)
+	if err != nil {
+		return false, 0, fmt.Errorf("reading delivery time of order key %d: %w", id, err)
+	}
+	return here, sinceOrder, nil
 }
 
 // removeStrayKey deletes a second key made for a unit that already has one.

@@ -23,6 +23,7 @@ import (
 	"fulfiller/internal/logging"
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/mail"
+	"fulfiller/internal/metrics"
 	"fulfiller/internal/order"
 )
 
@@ -98,6 +99,9 @@ type Deps struct {
 	// Mail sends the keys email of each fulfilled order; nil means mail
 	// is off (SMTP_URL unset) and no email is queued.
 	Mail *mail.Sender
+	// Metrics counts job outcomes and keys delivered, revoked and
+	// renewed; nil counts nothing.
+	Metrics *metrics.Metrics
 }
 
 // Config tunes the River client.
@@ -190,7 +194,7 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker) (*river.Client
 		FetchPollInterval: 250 * time.Millisecond,
 		MaxAttempts:       maxAttempts,
 		RetryPolicy:       RetryPolicy{},
-		Middleware:        []rivertype.Middleware{&failureLogger{logger: deps.Logger}},
+		Middleware:        []rivertype.Middleware{&failureLogger{logger: deps.Logger}, &metrics.JobOutcomes{Metrics: deps.Metrics}},
 		JobTimeout:        2 * time.Minute,
 		// Jobs of a replica that died are handed back within seconds by
 		// Replica (its heartbeat stopped). River's own rescuer, which acts

@@ -156,9 +156,7 @@ func (w *ExtendKeyWorker) Work(ctx context.Context, job *river.Job[ExtendKeyArgs
 	}
 	if k.AuthExpire != nil && *k.AuthExpire == luarmor.NeverExpires && !k.ExtendedExisting {
 		// A lifetime key stays lifetime; no call needed.
-		return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
-			return postgres.RecordKeyRenewal(ctx, tx, k.ID, r.InvoiceID, luarmor.NeverExpires, false)
-		})
+		return w.recordRenewal(ctx, job, k.ID, r.InvoiceID, luarmor.NeverExpires, false)
 	}
 	u, err := w.Luarmor.GetUser(ctx, k.ProjectID, k.UserKey)
 	if err != nil {
@@ -181,9 +179,19 @@ func (w *ExtendKeyWorker) Work(ctx context.Context, job *river.Job[ExtendKeyArgs
 	}
 	w.Logger.InfoContext(ctx, "renewal applied", "order_key_id", k.ID, "user_key", logging.Redact(k.UserKey),
 		"invoice_id", r.InvoiceID, "auth_expire", target, "changed", change)
-	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
-		return postgres.RecordKeyRenewal(ctx, tx, k.ID, r.InvoiceID, target, change)
+	return w.recordRenewal(ctx, job, k.ID, r.InvoiceID, target, change)
+}
+
+// recordRenewal records the renewal applied to a key and completes the job
+// in one commit, so it is counted once: a rerun finds it applied.
+func (w *ExtendKeyWorker) recordRenewal(ctx context.Context, job *river.Job[ExtendKeyArgs], keyID int64, invoiceID string, target int64, changed bool) error {
+	err := complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+		return postgres.RecordKeyRenewal(ctx, tx, keyID, invoiceID, target, changed)
 	})
+	if err == nil {
+		w.Metrics.KeyRenewed()
+	}
+	return err
 }
 
 // renewalExpiry decides what a renewal does to a key as Luarmor has it:

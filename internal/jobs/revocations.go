@@ -170,7 +170,7 @@ func (w *RevokeKeyWorker) Work(ctx context.Context, job *river.Job[RevokeKeyArgs
 		return jobErr
 	}
 	w.Logger.InfoContext(ctx, "key revoked", "order_key_id", k.ID, "user_key", logging.Redact(k.UserKey), "status", status, "reason", r.Reason)
-	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+	err = complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
 		if _, err := postgres.LockOrder(ctx, tx, k.CheckoutSessionID); err != nil {
 			return err
 		}
@@ -188,6 +188,12 @@ func (w *RevokeKeyWorker) Work(ctx context.Context, job *river.Job[RevokeKeyArgs
 		}
 		return nil
 	})
+	if err == nil {
+		// Counted once: the job completed in that commit, and a rerun
+		// finds the key no longer active.
+		w.Metrics.KeyRevoked(string(r.Action))
+	}
+	return err
 }
 
 // LiftRevocationArgs restores the orders of a dispute the shop won, or of

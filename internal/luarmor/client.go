@@ -46,6 +46,7 @@ type Client struct {
 	http      *http.Client
 	userAgent string
 	timeout   time.Duration
+	observe   func(endpoint string, status int)
 }
 
 // Option configures a Client.
@@ -61,6 +62,13 @@ func WithHTTPClient(h *http.Client) Option { return func(c *Client) { c.http = h
 
 // WithUserAgent sets the User-Agent header.
 func WithUserAgent(ua string) Option { return func(c *Client) { c.userAgent = ua } }
+
+// WithObserver makes the client report every request it sends: its
+// endpoint template ("POST /v3/projects/{project_id}/users", never a key
+// or ID) and the answer's HTTP status, or 0 when no answer arrived.
+func WithObserver(fn func(endpoint string, status int)) Option {
+	return func(c *Client) { c.observe = fn }
+}
 
 // WithTimeout bounds each request; zero or less leaves only the caller's
 // context in charge.
@@ -343,6 +351,13 @@ func (c *Client) do(ctx context.Context, cl call, out any) error {
 	}
 
 	resp, err := c.http.Do(req)
+	if c.observe != nil {
+		status := 0
+		if err == nil {
+			status = resp.StatusCode
+		}
+		c.observe(cl.endpoint, status)
+	}
 	if err != nil {
 		return &TransportError{Endpoint: cl.endpoint, Sent: sent.Load(), Err: scrub(err)}
 	}

@@ -25,6 +25,7 @@ import (
 	stripewebhook "github.com/stripe/stripe-go/v76/webhook"
 
 	"fulfiller/internal/logging"
+	"fulfiller/internal/metrics"
 	"fulfiller/internal/postgres"
 )
 
@@ -43,6 +44,8 @@ type Config struct {
 	// Writers is the number of concurrent recording transactions; 0 means 2.
 	// Fewer writers make larger batches: on two cores two beat four.
 	Writers int
+	// Metrics counts deliveries by type and outcome; nil counts nothing.
+	Metrics *metrics.Metrics
 }
 
 // Handler serves POST /webhooks/stripe. Close it to stop its writers.
@@ -79,6 +82,7 @@ type Response struct {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	if err != nil {
+		h.cfg.Metrics.WebhookReceived("", metrics.WebhookRejected)
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
 			writeJSON(w, http.StatusRequestEntityTooLarge, Response{Error: fmt.Sprintf("body larger than %d bytes", MaxBodyBytes)})
@@ -88,6 +92,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := h.verify(body, r.Header.Get("Stripe-Signature")); err != nil {
+		h.cfg.Metrics.WebhookReceived("", metrics.WebhookBadSignature) // an unverified body's type is not trusted
 		h.cfg.Logger.WarnContext(r.Context(), "webhook rejected", "error", err, "remote", r.RemoteAddr)
 		writeJSON(w, http.StatusBadRequest, Response{Error: err.Error()})
 		return
@@ -98,6 +103,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// fail the events recorded with it. Stripe may send it again; it
 		// is refused again, at no cost to other events.
 		h.cfg.Logger.WarnContext(r.Context(), "webhook event malformed", "error", err)
+		h.cfg.Metrics.WebhookReceived("", metrics.WebhookRejected)
 		writeJSON(w, http.StatusBadRequest, Response{Error: err.Error()})
 		return
 	}
@@ -122,9 +128,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		} else {
 			h.cfg.Logger.ErrorContext(r.Context(), msg, args...)
 		}
+		h.cfg.Metrics.WebhookReceived(ev.Type, metrics.WebhookUnavailable)
 		writeJSON(w, http.StatusServiceUnavailable, Response{Error: "temporarily unable to record the event"})
 		return
 	}
+	outcome := metrics.WebhookRecorded
+	if !isNew {
+		outcome = metrics.WebhookDuplicate
+	}
+	h.cfg.Metrics.WebhookReceived(ev.Type, outcome)
 	writeJSON(w, http.StatusOK, Response{Received: true, Duplicate: !isNew})
 }
 
