@@ -7,6 +7,7 @@
 //	fulfiller doctor              check that the configuration can sell, one line per check
 //	fulfiller reconcile           record the Stripe events that never reached the webhook
 //	fulfiller luarmor-sandbox     run the Luarmor sandbox on its own
+//	fulfiller orders, keys        support: show, find and retry orders; act on keys
 package main
 
 import (
@@ -47,6 +48,10 @@ commands:
   reconcile [--since 72h]
                         record the Stripe events (at most 30 days old) that never reached the webhook
   luarmor-sandbox       run the Luarmor sandbox (an in-memory Luarmor API)
+  orders show|retry|find
+                        support: an order's details, retry a failed order, find orders
+  keys blacklist|unban|reset-hwid|revoke|reissue|set-discord
+                        support: act on a key through the running service
 
 Settings come from the environment; see README.md.
 `
@@ -71,6 +76,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return cmdDoctor(ctx, args[1:], getenv, stdout, stderr)
 	case "reconcile":
 		return cmdReconcile(ctx, args[1:], getenv, logger, stdout, stderr)
+	case "orders":
+		return cmdOrders(ctx, args[1:], getenv, logger, stdout, stderr)
+	case "keys":
+		return cmdKeys(ctx, args[1:], getenv, logger, stdout, stderr)
 	case "luarmor-sandbox":
 		return cmdLuarmorSandbox(ctx, args[1:], getenv, logger, stdout, stderr)
 	case "help", "-h", "--help":

@@ -157,8 +157,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	// whichever replica changed the order.
 	m.Changes = notify.New(m.Pool.Config().ConnConfig, notify.DefaultMaxWaiters, m.Logger)
 	go m.Changes.Run(budgetCtx)
+	support := &jobs.Support{Pool: m.Pool, River: m.River, Orders: orders, Logger: m.Logger,
+		HWIDResetCooldown: m.Config.HWIDResetCooldown}
 	api := &httpapi.Server{
-		Pool: m.Pool, Orders: orders, ShopToken: m.Config.ShopAPIToken, Logger: m.Logger,
+		Pool: m.Pool, Orders: orders, Support: support, ShopToken: m.Config.ShopAPIToken, Logger: m.Logger,
 		Webhook: m.webhook, Credentials: m.Credentials, Mail: m.mailSender(), Changes: m.Changes,
 		TrustedProxies: m.Config.TrustedProxies, AllowedOrigins: m.Config.AllowedOrigins,
 	}

@@ -149,6 +149,22 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 	require.Equal(t, http.StatusOK, c.do(t, "GET", "/v1/keys?email="+email, "", "Authorization", bearer).status)
 	require.Equal(t, http.StatusBadRequest, c.do(t, "GET", "/v1/keys", "", "Authorization", bearer).status)
 
+	// Support.
+	require.Equal(t, http.StatusOK, c.do(t, "GET", "/v1/admin/orders/"+id, "", "Authorization", bearer).status)
+	require.Equal(t, http.StatusNotFound, c.do(t, "GET", "/v1/admin/orders/ord_000000000000", "", "Authorization", bearer).status)
+	require.Equal(t, http.StatusBadRequest, c.do(t, "GET", "/v1/admin/orders/nonsense", "", "Authorization", bearer).status)
+	require.Equal(t, http.StatusUnauthorized, c.do(t, "GET", "/v1/admin/orders/"+id, "").status)
+	require.Equal(t, http.StatusBadRequest, c.do(t, "POST", "/v1/admin/orders/"+id+"/retry", "", "Authorization", bearer).status)
+	require.Equal(t, http.StatusOK, c.do(t, "GET", "/v1/admin/orders?email="+email, "", "Authorization", bearer).status)
+	require.Equal(t, http.StatusBadRequest, c.do(t, "GET", "/v1/admin/orders?key="+key, "", "Authorization", bearer).status)
+	require.Equal(t, http.StatusOK, c.do(t, "POST", "/v1/admin/orders/search", keyBody(key), "Authorization", bearer).status)
+	require.Equal(t, http.StatusBadRequest, c.do(t, "POST", "/v1/admin/orders/search", `{}`, "Authorization", bearer).status)
+	require.Equal(t, http.StatusNotFound, c.do(t, "POST", "/v1/admin/keys/blacklist", keyBody("NoSuchKey0123456789"), "Authorization", bearer).status)
+	require.Equal(t, http.StatusBadRequest, c.do(t, "POST", "/v1/admin/keys/set-discord", keyBody(key), "Authorization", bearer).status)
+	require.Equal(t, http.StatusAccepted, c.do(t, "POST", "/v1/admin/keys/set-discord",
+		`{"user_key":"`+key+`","discord_id":"123456789012345678"}`, "Authorization", bearer).status)
+	require.Equal(t, http.StatusUnauthorized, c.do(t, "POST", "/v1/admin/keys/revoke", keyBody(key)).status)
+
 	// The pages and their assets.
 	require.Equal(t, http.StatusOK, c.do(t, "GET", "/orders/"+id, "").status)
 	require.Equal(t, http.StatusNotFound, c.do(t, "GET", "/orders/not-a-session", "").status)

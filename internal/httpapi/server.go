@@ -31,7 +31,9 @@ import (
 type Server struct {
 	Pool *pgxpool.Pool
 	// Orders is the order workflow (confirm with Stripe, retry).
-	Orders    *jobs.Orders
+	Orders *jobs.Orders
+	// Support carries out the /v1/admin operations.
+	Support   *jobs.Support
 	Webhook   http.Handler
 	ShopToken string // bearer token of the operator endpoints; "" disables them
 	Logger    *slog.Logger
@@ -94,6 +96,11 @@ func (s *Server) routes() []route {
 		{"POST /v1/my-keys", s.orderAPI(lookup.listMyKeys)},
 		{"GET /v1/customers/{stripe_customer_id}/keys", s.orderAPI(s.requireShopToken(s.listCustomerKeys))},
 		{"GET /v1/keys", s.orderAPI(s.requireShopToken(s.listEmailKeys))},
+		{"GET /v1/admin/orders", s.orderAPI(s.requireShopToken(s.adminFindOrders))},
+		{"POST /v1/admin/orders/search", s.orderAPI(s.requireShopToken(s.adminSearchOrders))},
+		{"GET /v1/admin/orders/{id_or_ref}", s.orderAPI(s.requireShopToken(s.adminGetOrder))},
+		{"POST /v1/admin/orders/{id_or_ref}/retry", s.orderAPI(s.requireShopToken(s.adminRetryOrder))},
+		{"POST /v1/admin/keys/{action}", s.orderAPI(s.requireShopToken(s.adminKeyAction))},
 		{"GET /orders/{checkout_session_id}", http.HandlerFunc(s.orderPage)},
 		{"GET /my-keys", http.HandlerFunc(s.myKeysPage)},
 		{"GET /assets/{name}", http.HandlerFunc(serveAsset)},

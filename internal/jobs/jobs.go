@@ -177,6 +177,7 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker) (*river.Client
 	river.AddWorker(workers, &SendOrderEmailWorker{Deps: deps})
 	river.AddWorker(workers, &ResetHWIDWorker{Deps: deps})
 	river.AddWorker(workers, &SendKeyLookupEmailWorker{Deps: deps})
+	river.AddWorker(workers, &SupportKeyWorker{Deps: deps})
 	if cfg.Register != nil {
 		cfg.Register(workers)
 	}

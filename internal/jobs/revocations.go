@@ -296,14 +296,7 @@ func (w *UnbanKeyWorker) Work(ctx context.Context, job *river.Job[UnbanKeyArgs])
 	if k.Status != order.KeyBlacklisted || o.Status == order.StatusRevoked {
 		return nil // not banned, or another revocation (a refund) still holds it
 	}
-	status := order.KeyActive
-	u, err := w.Luarmor.GetUser(ctx, k.ProjectID, k.UserKey)
-	switch {
-	case errors.Is(err, luarmor.ErrNotFound):
-		status, err = order.KeyDeleted, nil
-	case err == nil && u.IsBanned():
-		err = w.Luarmor.Unban(ctx, k.ProjectID, u.UnbanToken)
-	}
+	status, err := liftBan(ctx, w.Luarmor, k)
 	if err != nil {
 		jobErr, _ := luarmorRetry(err, w.RateLimitWindow)
 		return jobErr
@@ -318,4 +311,23 @@ func (w *UnbanKeyWorker) Work(ctx context.Context, job *river.Job[UnbanKeyArgs])
 		}
 		return postgres.RestoreOrder(ctx, tx, k.CheckoutSessionID)
 	})
+}
+
+// liftBan unbans a key with its current unban token, read just before:
+// Luarmor issues a new one on every blacklist. It returns the key's status
+// afterwards: active, or deleted when Luarmor no longer has it. A key that
+// is not banned (a repeat) costs the read only.
+func liftBan(ctx context.Context, l Luarmor, k *order.Key) (order.KeyStatus, error) {
+	u, err := l.GetUser(ctx, k.ProjectID, k.UserKey)
+	switch {
+	case errors.Is(err, luarmor.ErrNotFound):
+		return order.KeyDeleted, nil
+	case err != nil:
+		return "", err
+	case u.IsBanned():
+		if err := l.Unban(ctx, k.ProjectID, u.UnbanToken); err != nil {
+			return "", err
+		}
+	}
+	return order.KeyActive, nil
 }

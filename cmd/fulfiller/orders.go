@@ -1,0 +1,217 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"fulfiller/internal/config"
+	"fulfiller/internal/jobs"
+	"fulfiller/internal/logging"
+	"fulfiller/internal/order"
+)
+
+const ordersUsage = `usage:
+  fulfiller orders show <checkout_session_id or ord_ reference>
+  fulfiller orders retry <checkout_session_id or ord_ reference>
+  fulfiller orders find --email E | --discord D | --key K
+(reads the settings of serve)
+`
+
+// openSupport connects to the service's database with the settings of
+// serve and returns the support operations, inserting jobs only: the
+// running service's workers carry them out within the fleet's budget.
+func openSupport(ctx context.Context, getenv func(string) string, logger *slog.Logger) (*jobs.Support, func(), error) {
+	cfg, err := config.FromEnv(getenv)
+	if err != nil {
+		return nil, nil, err
+	}
+	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return nil, nil, &config.Error{Name: "DATABASE_URL", Reason: "is not a valid PostgreSQL connection string"}
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err = pool.Ping(pingCtx)
+	cancel()
+	if err != nil {
+		pool.Close()
+		return nil, nil, fmt.Errorf("connecting to PostgreSQL (DATABASE_URL): %w", err)
+	}
+	rc, err := jobs.NewClient(jobs.Deps{Pool: pool, Logger: logger}, jobs.Config{InsertOnly: true})
+	if err != nil {
+		pool.Close()
+		return nil, nil, err
+	}
+	orders := &jobs.Orders{Pool: pool, River: rc, Logger: logger, HWIDResetCooldown: cfg.HWIDResetCooldown}
+	return &jobs.Support{Pool: pool, River: rc, Orders: orders, Logger: logger, HWIDResetCooldown: cfg.HWIDResetCooldown},
+		pool.Close, nil
+}
+
+// parseInterleaved parses flags given before, between or after the
+// positional arguments, and returns the positional ones.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return positional, nil
+		}
+		positional = append(positional, args[0])
+		args = args[1:]
+	}
+}
+
+func cmdOrders(ctx context.Context, args []string, getenv func(string) string, logger *slog.Logger, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, ordersUsage)
+		return errUsage
+	}
+	fs := flag.NewFlagSet("orders "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var q jobs.OrderQuery
+	if args[0] == "find" {
+		fs.StringVar(&q.Email, "email", "", "the buyer's email address")
+		fs.StringVar(&q.DiscordID, "discord", "", "the Discord ID given at checkout")
+		fs.StringVar(&q.UserKey, "key", "", "a license key")
+	}
+	positional, err := parseInterleaved(fs, args[1:])
+	if err != nil {
+		return errUsage
+	}
+	wantArgs := 1
+	if args[0] == "find" {
+		wantArgs = 0
+	}
+	if len(positional) != wantArgs || (args[0] != "show" && args[0] != "retry" && args[0] != "find") {
+		fmt.Fprint(stderr, ordersUsage)
+		return errUsage
+	}
+	support, closeDB, err := openSupport(ctx, getenv, logger)
+	if err != nil {
+		return err
+	}
+	defer closeDB()
+	switch args[0] {
+	case "show":
+		d, err := support.Order(ctx, positional[0])
+		if err != nil {
+			return supportError("orders show", err)
+		}
+		printOrder(stdout, d)
+	case "retry":
+		o, err := support.Retry(ctx, jobs.ActorCLI, positional[0])
+		if err != nil {
+			return supportError("orders retry", err)
+		}
+		fmt.Fprintf(stdout, "order %s is %s again: its fulfilment is queued for the service's workers\n",
+			logging.OrderRef(o.CheckoutSessionID), o.Status)
+	case "find":
+		orders, err := support.FindOrders(ctx, q)
+		if err != nil {
+			return supportError("orders find", err)
+		}
+		for _, o := range orders {
+			fmt.Fprintln(stdout, orderLine(o))
+		}
+		if len(orders) == 0 {
+			fmt.Fprintln(stdout, "no orders")
+		}
+	}
+	return nil
+}
+
+// supportError names the command and keeps the domain's message, which
+// says what to do.
+func supportError(cmd string, err error) error {
+	if code := order.ErrorCode(err); code != order.EINTERNAL {
+		return fmt.Errorf("%s: %s", cmd, order.ErrorMessage(err))
+	}
+	return fmt.Errorf("%s: %w", cmd, err)
+}
+
+// orderLine is one order in a search's answer.
+func orderLine(o *order.Order) string {
+	delivered := 0
+	for _, k := range o.Keys {
+		if k.Delivered() {
+			delivered++
+		}
+	}
+	return fmt.Sprintf("%s  %s  %-9s  %s  %s  keys %d/%d", logging.OrderRef(o.CheckoutSessionID), o.CheckoutSessionID,
+		o.Status, o.CreatedAt.UTC().Format(time.DateTime), orDash(o.CustomerEmail), delivered, len(o.Keys))
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func unixTime(t *int64) string {
+	switch {
+	case t == nil:
+		return "at first use"
+	case *t == -1:
+		return "never"
+	}
+	return time.Unix(*t, 0).UTC().Format(time.DateTime)
+}
+
+// printOrder prints an order's details for the operator's terminal (full
+// keys included: the operator is trusted with them).
+func printOrder(w io.Writer, d *jobs.OrderDetails) {
+	o := d.Order
+	fmt.Fprintf(w, "order %s  %s\n", d.Ref, o.CheckoutSessionID)
+	fmt.Fprintf(w, "  status %s (session %s, payment %s, mode %s), created %s\n", o.Status, orDash(o.SessionStatus),
+		orDash(o.PaymentStatus), orDash(o.Mode), o.CreatedAt.UTC().Format(time.DateTime))
+	fmt.Fprintf(w, "  email %s  customer %s  discord %s\n", orDash(o.CustomerEmail), orDash(o.CustomerID), orDash(o.DiscordID))
+	if o.PaymentIntentID != "" || o.SubscriptionID != "" {
+		fmt.Fprintf(w, "  payment %s  subscription %s\n", orDash(o.PaymentIntentID), orDash(o.SubscriptionID))
+	}
+	if o.FailureCode != "" {
+		fmt.Fprintf(w, "  failure %s: %s\n", o.FailureCode, o.FailureReason)
+	}
+	fmt.Fprintf(w, "keys (%d):\n", len(o.Keys))
+	for _, k := range o.Keys {
+		fmt.Fprintf(w, "  %s  %s  %s  %-11s  %s  expires %s  discord %s", k.Reference, k.PriceID, k.ProjectID, k.Status,
+			orDash(k.UserKey), unixTime(k.AuthExpire), k.DiscordLink)
+		if k.HWIDReset.Status != "" && k.HWIDReset.Status != order.HWIDResetNone {
+			fmt.Fprintf(w, "  hwid reset %s", k.HWIDReset.Status)
+		}
+		fmt.Fprintln(w)
+		if k.LastError != "" {
+			fmt.Fprintf(w, "      last error: %s\n", k.LastError)
+		}
+	}
+	fmt.Fprintf(w, "events (%d):\n", len(d.Events))
+	for _, e := range d.Events {
+		fmt.Fprintf(w, "  %s  %s  %s  %s\n", e.ReceivedAt.UTC().Format(time.DateTime), e.Type, e.ID, e.ObjectID)
+	}
+	fmt.Fprintf(w, "emails (%d):\n", len(d.Emails))
+	for _, e := range d.Emails {
+		fmt.Fprintf(w, "  delivery %d  %s  attempts %d  %s\n", e.Delivery, e.Status, e.Attempts, e.LastError)
+	}
+	fmt.Fprintf(w, "revocations (%d):\n", len(d.Revocations))
+	for _, r := range d.Revocations {
+		fmt.Fprintf(w, "  %s %s  %s (%s)  %s\n", r.Source, r.SourceID, r.Action, r.Reason, r.Status)
+	}
+	keyOf := map[int64]string{}
+	for _, k := range o.Keys {
+		keyOf[k.ID] = k.UserKey
+	}
+	fmt.Fprintf(w, "reissues (%d):\n", len(d.Reissues))
+	for _, r := range d.Reissues {
+		fmt.Fprintf(w, "  %s -> %s  %s  by %s  %s\n", orDash(keyOf[r.OldKeyID]), orDash(keyOf[r.NewKeyID]), r.Status,
+			r.RequestedBy, strings.TrimSpace(r.Message))
+	}
+}

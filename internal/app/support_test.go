@@ -1,0 +1,287 @@
+package app_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/riverqueue/river/rivertype"
+	"github.com/stretchr/testify/require"
+
+	"fulfiller/internal/luarmor"
+	"fulfiller/internal/stripeapi/stripefake"
+)
+
+// admin calls a /v1/admin endpoint with token ("" for none) and returns
+// the status and the JSON body.
+func (b *bundle) admin(t *testing.T, method, path, body, token string) (int, map[string]any) {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, b.url+path, rd)
+	require.NoError(t, err)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	var out map[string]any
+	require.NoError(t, json.Unmarshal(raw, &out), "body: %s", raw)
+	return resp.StatusCode, out
+}
+
+// keyAction asks for a key action through the admin API, requires a 202
+// and waits for its job to finish; it returns the job's final state.
+func (b *bundle) keyAction(t *testing.T, action, body string) rivertype.JobState {
+	t.Helper()
+	status, out := b.admin(t, http.MethodPost, "/v1/admin/keys/"+action, body, "shop-token")
+	require.Equal(t, http.StatusAccepted, status, "%v", out)
+	require.Equal(t, "queued", out["status"])
+	require.True(t, strings.HasPrefix(out["order_ref"].(string), "ord_"))
+	return b.waitJob(t, int64(out["job_id"].(float64)))
+}
+
+func (b *bundle) waitJob(t *testing.T, id int64) rivertype.JobState {
+	t.Helper()
+	var state rivertype.JobState
+	require.Eventually(t, func() bool {
+		job, err := b.main.River.JobGet(context.Background(), id)
+		require.NoError(t, err)
+		state = job.State
+		return job.FinalizedAt != nil
+	}, 30*time.Second, 20*time.Millisecond)
+	return state
+}
+
+// sandboxUser is the key as Luarmor holds it.
+func (b *bundle) sandboxUser(t *testing.T, projectID, userKey string) luarmor.User {
+	t.Helper()
+	for _, u := range b.sandbox.Users(projectID) {
+		if u.UserKey == userKey {
+			return u
+		}
+	}
+	t.Fatalf("the sandbox has no key %s", userKey)
+	return luarmor.User{}
+}
+
+func (b *bundle) keyStatus(t *testing.T, userKey string) string {
+	t.Helper()
+	var status string
+	require.NoError(t, b.pool.QueryRow(context.Background(),
+		`SELECT status FROM order_keys WHERE user_key = $1 AND NOT extended_existing`, userKey).Scan(&status))
+	return status
+}
+
+// callsTo counts the sandbox's calls whose path ends with suffix.
+func (b *bundle) callsTo(method, suffix string) int {
+	n := 0
+	for _, c := range b.sandbox.Calls() {
+		if c.Method == method && strings.HasSuffix(c.Path, suffix) {
+			n++
+		}
+	}
+	return n
+}
+
+func TestAdminEndpointsRefuseWithoutTheShopToken(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s, o := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	key := o.Keys[0].UserKey
+	for _, token := range []string{"", "wrong-token"} {
+		for _, c := range []struct{ method, path, body string }{
+			{http.MethodGet, "/v1/admin/orders/" + s.ID, ""},
+			{http.MethodPost, "/v1/admin/orders/" + s.ID + "/retry", ""},
+			{http.MethodGet, "/v1/admin/orders?email=" + defaultMail, ""},
+			{http.MethodPost, "/v1/admin/orders/search", keyBody(key)},
+			{http.MethodPost, "/v1/admin/keys/blacklist", keyBody(key)},
+			{http.MethodPost, "/v1/admin/keys/reissue", keyBody(key)},
+		} {
+			status, out := b.admin(t, c.method, c.path, c.body, token)
+			require.Equal(t, http.StatusUnauthorized, status, "%s %s", c.method, c.path)
+			require.Equal(t, "unauthorized", out["code"])
+		}
+	}
+	require.Equal(t, 0, b.sandboxUser(t, project, key).Banned, "nothing was done")
+	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM order_keys`))
+}
+
+func TestAdminKeyActionsRefuseUnknownKeysAndBadInput(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for _, action := range []string{"blacklist", "unban", "reset-hwid", "revoke", "reissue"} {
+		status, out := b.admin(t, http.MethodPost, "/v1/admin/keys/"+action, keyBody("NoSuchKey0123456789"), "shop-token")
+		require.Equal(t, http.StatusNotFound, status, action)
+		require.Equal(t, "not_found", out["code"], action)
+	}
+	status, _ := b.admin(t, http.MethodPost, "/v1/admin/keys/set-discord", `{"user_key":"NoSuchKey0123456789","discord_id":"123456789012345678"}`, "shop-token")
+	require.Equal(t, http.StatusNotFound, status)
+	for _, c := range []struct{ action, body string }{
+		{"blacklist", `{"user_key":"k0123456789","extra":1}`},
+		{"blacklist", `{"user_key":""}`},
+		{"set-discord", `{"user_key":"k0123456789","discord_id":"name#1234"}`},
+		{"set-discord", `{"user_key":"k0123456789"}`},
+		{"blacklist", `{"user_key":"k0123456789","discord_id":"123456789012345678"}`},
+		{"revoke", `{"user_key":"k0123456789"} {}`},
+		{"frobnicate", `{"user_key":"k0123456789"}`},
+	} {
+		action, body := c.action, c.body
+		status, out := b.admin(t, http.MethodPost, "/v1/admin/keys/"+action, body, "shop-token")
+		require.Equal(t, http.StatusBadRequest, status, "%s %s", action, body)
+		require.Equal(t, "invalid", out["code"])
+	}
+	status, out := b.admin(t, http.MethodGet, "/v1/admin/orders?key=k0123456789", "", "shop-token")
+	require.Equal(t, http.StatusBadRequest, status)
+	require.Contains(t, out["error"], "POST /v1/admin/orders/search")
+	require.Equal(t, 0, b.count(t, `SELECT count(*) FROM river_job WHERE kind = 'support_key'`))
+}
+
+func TestAdminBlacklistUnbanAndRevokeFollowLuarmorAndRepeatHarmlessly(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s, o := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	key := o.Keys[0].UserKey
+	body := `{"user_key":"` + key + `","reason":"Chargeback by phone"}`
+
+	for range 2 {
+		require.Equal(t, rivertype.JobStateCompleted, b.keyAction(t, "blacklist", body))
+		u := b.sandboxUser(t, project, key)
+		require.Equal(t, 1, u.Banned)
+		require.Equal(t, "Chargeback by phone", u.BanReason)
+		require.Equal(t, "blacklisted", b.keyStatus(t, key))
+	}
+	require.Equal(t, 1, b.callsTo(http.MethodPost, "/users/blacklist"), "the repeat found the key banned and sent nothing")
+	_, seen := b.getOrder(t, s.ID)
+	require.Equal(t, "blacklisted", seen.Keys[0].Status, "the order API shows it")
+
+	for range 2 {
+		require.Equal(t, rivertype.JobStateCompleted, b.keyAction(t, "unban", keyBody(key)))
+		require.Equal(t, 0, b.sandboxUser(t, project, key).Banned)
+		require.Equal(t, "active", b.keyStatus(t, key))
+	}
+	require.Equal(t, 1, b.callsTo(http.MethodGet, "/users/unban"), "unbanned once, with the current token")
+
+	for range 2 {
+		require.Equal(t, rivertype.JobStateCompleted, b.keyAction(t, "revoke", keyBody(key)))
+		u := b.sandboxUser(t, project, key)
+		require.Equal(t, 1, u.Banned, "REFUND_ACTION blacklist by default")
+		require.Equal(t, "Revoked by support", u.BanReason)
+		require.Equal(t, "blacklisted", b.keyStatus(t, key))
+	}
+	require.Equal(t, 2, b.callsTo(http.MethodPost, "/users/blacklist"))
+}
+
+func TestAdminResetHWIDBypassesTheBuyersCooldownAndRecordsIt(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s, key := b.boughtKey(t)
+	require.Equal(t, http.StatusAccepted, b.resetHWID(t, s.ID, keyBody(key)).status)
+	b.waitReset(t, s.ID, key, "done")
+	require.Equal(t, http.StatusTooManyRequests, b.resetHWID(t, s.ID, keyBody(key)).status, "the buyer waits out the cooldown")
+	require.NoError(t, b.sandbox.Execute(project, key, "pc-new"))
+
+	for i := range 2 {
+		require.Equal(t, rivertype.JobStateCompleted, b.keyAction(t, "reset-hwid", keyBody(key)))
+		require.Empty(t, b.sandboxUser(t, project, key).Identifier)
+		require.Equal(t, 2+i, b.count(t, `SELECT resets FROM hwid_resets`), "each reset is recorded")
+	}
+	require.Equal(t, http.StatusTooManyRequests, b.resetHWID(t, s.ID, keyBody(key)).status, "the cooldown restarted")
+}
+
+func TestAdminSetDiscordLinksTheIDAndRefusesOneInUse(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	_, o := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 2})
+	first, second := o.Keys[0].UserKey, o.Keys[1].UserKey
+	body := `{"user_key":"` + first + `","discord_id":"123456789012345678"}`
+	for range 2 {
+		require.Equal(t, rivertype.JobStateCompleted, b.keyAction(t, "set-discord", body))
+		require.Equal(t, "123456789012345678", b.sandboxUser(t, project, first).DiscordID)
+	}
+	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM order_keys WHERE discord_link = 'linked'`))
+
+	inUse := `{"user_key":"` + second + `","discord_id":"123456789012345678"}`
+	require.Equal(t, rivertype.JobStateCancelled, b.keyAction(t, "set-discord", inUse), "one key per Discord ID in a project")
+	require.Empty(t, b.sandboxUser(t, project, second).DiscordID)
+	require.Equal(t, "123456789012345678", b.sandboxUser(t, project, first).DiscordID, "never moved")
+}
+
+func TestAdminReissueMakesOneNewKeyWithTheOldExpiryAndRevokesTheOld(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s, o := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	old := o.Keys[0].UserKey
+	require.NoError(t, b.sandbox.Execute(project, old, "pc-1")) // starts its 30 days
+	expiry := b.sandboxUser(t, project, old).AuthExpire
+	require.Positive(t, expiry)
+
+	for range 2 {
+		require.Equal(t, rivertype.JobStateCompleted, b.keyAction(t, "reissue", keyBody(old)))
+	}
+	require.Len(t, b.sandbox.Users(project), 2, "one new key, however often asked")
+	require.Equal(t, 2, b.count(t, `SELECT count(*) FROM order_keys`))
+	require.Equal(t, 1, b.sandboxUser(t, project, old).Banned)
+
+	seen := b.waitOrder(t, s.ID, "fulfilled")
+	require.Len(t, seen.Keys, 2)
+	require.Equal(t, "blacklisted", seen.Keys[0].Status)
+	fresh := seen.Keys[1]
+	require.Equal(t, "active", fresh.Status)
+	require.NotEqual(t, old, fresh.UserKey)
+	u := b.sandboxUser(t, project, fresh.UserKey)
+	require.Equal(t, expiry, u.AuthExpire, "the new key ends when the old one would have: no days added")
+	require.Equal(t, 0, u.Banned)
+
+	status, details := b.admin(t, http.MethodGet, "/v1/admin/orders/"+s.ID, "", "shop-token")
+	require.Equal(t, http.StatusOK, status)
+	reissues := details["reissues"].([]any)
+	require.Len(t, reissues, 1)
+	require.Equal(t, "done", reissues[0].(map[string]any)["status"])
+	require.Equal(t, "admin-api", reissues[0].(map[string]any)["requested_by"])
+
+	// The old key is revoked: it cannot be reissued again.
+	status, _ = b.admin(t, http.MethodPost, "/v1/admin/keys/reissue", keyBody(fresh.UserKey), "shop-token")
+	require.Equal(t, http.StatusAccepted, status, "the new key can be")
+}
+
+func TestAdminOrdersShowFindAndRetry(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s, o := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	status, byID := b.admin(t, http.MethodGet, "/v1/admin/orders/"+s.ID, "", "shop-token")
+	require.Equal(t, http.StatusOK, status)
+	ref := byID["order_ref"].(string)
+	status, byRef := b.admin(t, http.MethodGet, "/v1/admin/orders/"+ref, "", "shop-token")
+	require.Equal(t, http.StatusOK, status)
+	require.Equal(t, byID, byRef)
+	require.Equal(t, s.ID, byRef["checkout_session_id"])
+	require.NotEmpty(t, byRef["events"])
+
+	for _, q := range []string{"email=" + defaultMail, "email=BUYER@example.com"} {
+		status, found := b.admin(t, http.MethodGet, "/v1/admin/orders?"+q, "", "shop-token")
+		require.Equal(t, http.StatusOK, status)
+		require.NotEmpty(t, found["orders"])
+	}
+	status, found := b.admin(t, http.MethodPost, "/v1/admin/orders/search", keyBody(o.Keys[0].UserKey), "shop-token")
+	require.Equal(t, http.StatusOK, status)
+	require.Len(t, found["orders"], 1)
+	require.Equal(t, ref, found["orders"].([]any)[0].(map[string]any)["order_ref"])
+
+	status, _ = b.admin(t, http.MethodGet, "/v1/admin/orders/ord_000000000000", "", "shop-token")
+	require.Equal(t, http.StatusNotFound, status)
+	status, _ = b.admin(t, http.MethodGet, "/v1/admin/orders/not-an-id", "", "shop-token")
+	require.Equal(t, http.StatusBadRequest, status)
+	status, out := b.admin(t, http.MethodPost, "/v1/admin/orders/"+ref+"/retry", "", "shop-token")
+	require.Equal(t, http.StatusBadRequest, status, "a fulfilled order has nothing to retry")
+	require.Contains(t, out["error"], "not failed")
+}

@@ -1,0 +1,220 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+
+	"fulfiller/internal/jobs"
+	"fulfiller/internal/logging"
+	"fulfiller/internal/order"
+)
+
+// The support endpoints (shop token) call jobs.Support, as the CLI does.
+// Keys travel in bodies, never in URLs, which access logs keep.
+
+const maxAdminBody = 4 << 10
+
+// AdminOrderJSON is one order as support sees it: the order API's view,
+// plus what happened to it.
+type AdminOrderJSON struct {
+	OrderJSON
+	OrderRef      string                `json:"order_ref"`
+	FailureCode   string                `json:"failure_code,omitempty"`
+	FailureReason string                `json:"failure_reason,omitempty"`
+	Units         []AdminUnitJSON       `json:"units"`
+	Events        []AdminEventJSON      `json:"events"`
+	Emails        []AdminEmailJSON      `json:"emails"`
+	Revocations   []AdminRevocationJSON `json:"revocations"`
+	Reissues      []AdminReissueJSON    `json:"reissues"`
+}
+
+// AdminUnitJSON is one purchased unit, delivered or not.
+type AdminUnitJSON struct {
+	Reference string `json:"reference"`
+	PriceID   string `json:"price_id"`
+	ProjectID string `json:"project_id"`
+	Status    string `json:"status"`
+	UserKey   string `json:"user_key,omitempty"`
+	LastError string `json:"last_error,omitempty"`
+}
+
+type AdminEventJSON struct {
+	ID         string `json:"id"`
+	Type       string `json:"type"`
+	ObjectID   string `json:"object_id"`
+	ReceivedAt int64  `json:"received_at"`
+}
+
+type AdminEmailJSON struct {
+	Delivery  int    `json:"delivery"`
+	Status    string `json:"status"`
+	Attempts  int    `json:"attempts"`
+	LastError string `json:"last_error,omitempty"`
+}
+
+type AdminRevocationJSON struct {
+	Source   string `json:"source"`
+	SourceID string `json:"source_id"`
+	Action   string `json:"action"`
+	Reason   string `json:"reason"`
+	Status   string `json:"status"`
+}
+
+type AdminReissueJSON struct {
+	OldUserKey  string `json:"old_user_key"`
+	NewUserKey  string `json:"new_user_key,omitempty"`
+	Status      string `json:"status"`
+	Message     string `json:"message,omitempty"`
+	RequestedBy string `json:"requested_by"`
+	RequestedAt int64  `json:"requested_at"`
+}
+
+// RenderAdminOrder renders an order's details for support.
+func RenderAdminOrder(d *jobs.OrderDetails) AdminOrderJSON {
+	o := d.Order
+	out := AdminOrderJSON{OrderJSON: renderOrder(o), OrderRef: d.Ref, FailureCode: o.FailureCode, FailureReason: o.FailureReason,
+		Units: []AdminUnitJSON{}, Events: []AdminEventJSON{}, Emails: []AdminEmailJSON{},
+		Revocations: []AdminRevocationJSON{}, Reissues: []AdminReissueJSON{}}
+	keyOf := map[int64]string{}
+	for _, k := range o.Keys {
+		keyOf[k.ID] = k.UserKey
+		out.Units = append(out.Units, AdminUnitJSON{Reference: k.Reference, PriceID: k.PriceID, ProjectID: k.ProjectID,
+			Status: string(k.Status), UserKey: k.UserKey, LastError: logging.ScrubSessionIDs(k.LastError)})
+	}
+	for _, e := range d.Events {
+		out.Events = append(out.Events, AdminEventJSON{ID: e.ID, Type: e.Type, ObjectID: e.ObjectID, ReceivedAt: e.ReceivedAt.Unix()})
+	}
+	for _, e := range d.Emails {
+		out.Emails = append(out.Emails, AdminEmailJSON{Delivery: e.Delivery, Status: e.Status, Attempts: e.Attempts, LastError: e.LastError})
+	}
+	for _, r := range d.Revocations {
+		out.Revocations = append(out.Revocations, AdminRevocationJSON{Source: string(r.Source), SourceID: r.SourceID,
+			Action: string(r.Action), Reason: r.Reason, Status: string(r.Status)})
+	}
+	for _, r := range d.Reissues {
+		out.Reissues = append(out.Reissues, AdminReissueJSON{OldUserKey: keyOf[r.OldKeyID], NewUserKey: keyOf[r.NewKeyID],
+			Status: r.Status, Message: r.Message, RequestedBy: r.RequestedBy, RequestedAt: r.CreatedAt.Unix()})
+	}
+	return out
+}
+
+// AdminOrderListJSON is a search's answer: the order API's view of each
+// order, newest first, with its reference.
+type AdminOrderListJSON struct {
+	Orders []AdminListedOrderJSON `json:"orders"`
+}
+
+type AdminListedOrderJSON struct {
+	OrderJSON
+	OrderRef  string `json:"order_ref"`
+	CreatedAt int64  `json:"created_at"`
+}
+
+// AdminQueuedJSON answers an accepted key action.
+type AdminQueuedJSON struct {
+	Action   string `json:"action"`
+	Status   string `json:"status"`
+	OrderRef string `json:"order_ref"`
+	JobID    int64  `json:"job_id"`
+}
+
+func (s *Server) adminGetOrder(w http.ResponseWriter, r *http.Request) {
+	d, err := s.Support.Order(r.Context(), r.PathValue("id_or_ref"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, RenderAdminOrder(d))
+}
+
+func (s *Server) adminRetryOrder(w http.ResponseWriter, r *http.Request) {
+	o, err := s.Support.Retry(r.Context(), jobs.ActorAdminAPI, r.PathValue("id_or_ref"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, renderOrder(o))
+}
+
+// adminFindOrders answers GET /v1/admin/orders?email= or ?discord=; keys
+// are searched with POST /v1/admin/orders/search, keeping them out of URLs.
+func (s *Server) adminFindOrders(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if q.Has("key") || q.Has("user_key") {
+		s.writeError(w, r, order.Errorf(order.EINVALID, `keys never go into URLs: POST /v1/admin/orders/search with {"user_key":"..."}`))
+		return
+	}
+	for name, values := range q {
+		if (name != "email" && name != "discord") || len(values) != 1 {
+			s.writeError(w, r, order.Errorf(order.EINVALID, "give one of email or discord, once"))
+			return
+		}
+	}
+	s.findOrders(w, r, jobs.OrderQuery{Email: q.Get("email"), DiscordID: q.Get("discord")})
+}
+
+func (s *Server) adminSearchOrders(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Email     string `json:"email"`
+		DiscordID string `json:"discord_id"`
+		UserKey   string `json:"user_key"`
+	}
+	if err := decodeAdminBody(w, r, &req); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.findOrders(w, r, jobs.OrderQuery{Email: req.Email, DiscordID: req.DiscordID, UserKey: req.UserKey})
+}
+
+func (s *Server) findOrders(w http.ResponseWriter, r *http.Request, q jobs.OrderQuery) {
+	orders, err := s.Support.FindOrders(r.Context(), q)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	out := AdminOrderListJSON{Orders: []AdminListedOrderJSON{}}
+	for _, o := range orders {
+		out.Orders = append(out.Orders, AdminListedOrderJSON{OrderJSON: renderOrder(o),
+			OrderRef: logging.OrderRef(o.CheckoutSessionID), CreatedAt: o.CreatedAt.Unix()})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// adminKeyAction answers POST /v1/admin/keys/{action} with
+// {"user_key", "reason"} (or {"user_key", "discord_id"} for set-discord):
+// 202 once the job is queued.
+func (s *Server) adminKeyAction(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		UserKey   string `json:"user_key"`
+		Reason    string `json:"reason"`
+		DiscordID string `json:"discord_id"`
+	}
+	if err := decodeAdminBody(w, r, &req); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	q, err := s.Support.KeyAction(r.Context(), jobs.ActorAdminAPI, jobs.KeyRequest{Action: jobs.KeyAction(r.PathValue("action")),
+		UserKey: req.UserKey, Reason: req.Reason, DiscordID: req.DiscordID})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, AdminQueuedJSON{Action: string(q.Action), Status: "queued", OrderRef: q.OrderRef, JobID: q.JobID})
+}
+
+// decodeAdminBody reads one JSON object of known fields, at most 4 KiB.
+func decodeAdminBody(w http.ResponseWriter, r *http.Request, v any) error {
+	invalid := order.Errorf(order.EINVALID, "the body must be one JSON object of the documented fields, at most 4 KiB")
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxAdminBody))
+	if err != nil {
+		return invalid
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil || dec.More() {
+		return invalid
+	}
+	return nil
+}

@@ -1,0 +1,370 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+
+	"fulfiller/internal/logging"
+	"fulfiller/internal/order"
+	"fulfiller/internal/postgres"
+)
+
+// Actors of support operations, named in their logs.
+const (
+	ActorCLI      = "cli"
+	ActorAdminAPI = "admin-api"
+)
+
+// Bounds of support input.
+const (
+	MaxSupportReasonLength = 200
+	MaxUserKeyLength       = 128
+	// MaxFoundOrders is how many orders (the newest) a search answers.
+	MaxFoundOrders = 100
+)
+
+var (
+	orderRefPattern  = regexp.MustCompile(`^ord_[0-9a-f]{12}$`)
+	sessionIDPattern = regexp.MustCompile(`^cs_(test|live)_[A-Za-z0-9]{8,250}$`)
+	// DiscordIDPattern accepts Discord snowflakes: 17 to 20 digits.
+	DiscordIDPattern = regexp.MustCompile(`^[1-9][0-9]{16,19}$`)
+)
+
+// Support is the one home of support operations: `fulfiller orders` and
+// `fulfiller keys` and the /v1/admin endpoints call it, so each operation
+// has one implementation. Nothing here calls Luarmor: every change is a
+// job inserted in the transaction that checks and records it, worked by
+// the service's workers within the fleet's Luarmor budget.
+type Support struct {
+	Pool   *pgxpool.Pool
+	River  *river.Client[pgx.Tx]
+	Orders *Orders
+	Logger *slog.Logger
+	// HWIDResetCooldown restarts with a forced reset, as with a buyer's
+	// (HWID_RESET_COOLDOWN); 0 means order.DefaultHWIDResetCooldown.
+	HWIDResetCooldown time.Duration
+}
+
+// OrderDetails is everything support needs about one order.
+type OrderDetails struct {
+	Order       *order.Order
+	Ref         string
+	Events      []postgres.EventSummary
+	Emails      []postgres.EmailSummary
+	Revocations []order.Revocation
+	Reissues    []postgres.Reissue
+}
+
+// SessionOf resolves a Checkout Session ID or an order reference (ord_...,
+// as logs name orders) to the Checkout Session ID.
+func (s *Support) SessionOf(ctx context.Context, idOrRef string) (string, error) {
+	switch {
+	case orderRefPattern.MatchString(idOrRef):
+		return postgres.SessionOfRef(ctx, s.Pool, idOrRef)
+	case sessionIDPattern.MatchString(idOrRef):
+		return idOrRef, nil
+	}
+	return "", order.Errorf(order.EINVALID, "give a Checkout Session ID (cs_test_... or cs_live_...) or an order reference (ord_ and 12 hex digits)")
+}
+
+// Order returns an order with its keys, events, emails, revocations and
+// reissues.
+func (s *Support) Order(ctx context.Context, idOrRef string) (*OrderDetails, error) {
+	id, err := s.SessionOf(ctx, idOrRef)
+	if err != nil {
+		return nil, err
+	}
+	o, err := postgres.GetOrder(ctx, s.Pool, id)
+	if err != nil {
+		return nil, err
+	}
+	d := &OrderDetails{Order: o, Ref: logging.OrderRef(id)}
+	if d.Events, err = postgres.EventsOfOrder(ctx, s.Pool, o); err != nil {
+		return nil, err
+	}
+	if d.Emails, err = postgres.EmailsOfOrder(ctx, s.Pool, id); err != nil {
+		return nil, err
+	}
+	if d.Revocations, err = postgres.RevocationsOfOrder(ctx, s.Pool, o); err != nil {
+		return nil, err
+	}
+	if d.Reissues, err = postgres.ReissuesOfOrder(ctx, s.Pool, id); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// OrderQuery names orders by one of their buyer's address, Discord ID or a
+// key.
+type OrderQuery struct {
+	Email, DiscordID, UserKey string
+}
+
+// FindOrders returns the newest orders (at most MaxFoundOrders) matching
+// exactly one criterion of q.
+func (s *Support) FindOrders(ctx context.Context, q OrderQuery) ([]*order.Order, error) {
+	given := 0
+	for _, v := range []string{q.Email, q.DiscordID, q.UserKey} {
+		if v != "" {
+			given++
+		}
+	}
+	if given != 1 {
+		return nil, order.Errorf(order.EINVALID, "give exactly one of an email address, a Discord ID or a key")
+	}
+	switch {
+	case q.Email != "":
+		email, err := NormalizeEmail(q.Email)
+		if err != nil {
+			return nil, err
+		}
+		return postgres.OrdersOfEmail(ctx, s.Pool, email, MaxFoundOrders)
+	case q.DiscordID != "":
+		if !DiscordIDPattern.MatchString(q.DiscordID) {
+			return nil, errDiscordID
+		}
+		return postgres.OrdersOfDiscordID(ctx, s.Pool, q.DiscordID, MaxFoundOrders)
+	}
+	if err := checkUserKey(q.UserKey); err != nil {
+		return nil, err
+	}
+	return postgres.OrdersOfKey(ctx, s.Pool, q.UserKey, MaxFoundOrders)
+}
+
+var errDiscordID = order.Errorf(order.EINVALID, "a Discord ID is a snowflake: 17 to 20 digits")
+
+func checkUserKey(k string) error {
+	if k == "" || len(k) > MaxUserKeyLength || strings.ContainsFunc(k, func(r rune) bool { return r <= ' ' || r > '~' }) {
+		return order.Errorf(order.EINVALID, "a key is 1 to %d printable characters without spaces", MaxUserKeyLength)
+	}
+	return nil
+}
+
+// Retry fulfils a failed order again (Orders.Retry), named by ID or
+// reference.
+func (s *Support) Retry(ctx context.Context, actor, idOrRef string) (*order.Order, error) {
+	id, err := s.SessionOf(ctx, idOrRef)
+	if err != nil {
+		return nil, err
+	}
+	o, err := s.Orders.Retry(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	s.Logger.InfoContext(ctx, "support action queued", "actor", actor, "action", "retry", "order_ref", logging.OrderRef(id))
+	return o, nil
+}
+
+// KeyRequest is one support action on a key.
+type KeyRequest struct {
+	Action    KeyAction
+	UserKey   string
+	Reason    string // blacklist, revoke, reissue: the ban reason shown to the user
+	DiscordID string // set-discord
+}
+
+// Queued is an accepted support action: the job that carries it out.
+type Queued struct {
+	Action            KeyAction
+	JobID             int64
+	OrderKeyID        int64
+	CheckoutSessionID string
+	OrderRef          string
+	ReissueID         int64 // reissue only
+}
+
+func (r KeyRequest) check() error {
+	known := false
+	for _, a := range KeyActions {
+		known = known || a == r.Action
+	}
+	if !known {
+		return order.Errorf(order.EINVALID, "unknown key action %q", r.Action)
+	}
+	if err := checkUserKey(r.UserKey); err != nil {
+		return err
+	}
+	if len(r.Reason) > MaxSupportReasonLength || strings.ContainsFunc(r.Reason, func(c rune) bool { return c < ' ' }) {
+		return order.Errorf(order.EINVALID, "a reason is at most %d characters on one line", MaxSupportReasonLength)
+	}
+	if (r.Action == ActionSetDiscord) != (r.DiscordID != "") {
+		return order.Errorf(order.EINVALID, "a Discord ID goes with set-discord, and only with it")
+	}
+	if r.Action == ActionSetDiscord && !DiscordIDPattern.MatchString(r.DiscordID) {
+		return errDiscordID
+	}
+	return nil
+}
+
+// KeyAction checks a support action against the key's recorded state and
+// queues the job that carries it out, in one transaction holding the
+// order's lock. ENOTFOUND: no order holds the key; ECONFLICT: the key's
+// state refuses the action (the message says why). Asking again while the
+// job waits or runs returns the same job; asking after it finished queues
+// one that finds nothing left to do, except a reset-hwid, which resets
+// again.
+func (s *Support) KeyAction(ctx context.Context, actor string, r KeyRequest) (*Queued, error) {
+	if err := r.check(); err != nil {
+		return nil, err
+	}
+	var q *Queued
+	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		k, err := postgres.OwnKeyOf(ctx, tx, r.UserKey)
+		if err != nil {
+			return err
+		}
+		o, err := postgres.LockOrder(ctx, tx, k.CheckoutSessionID)
+		if err != nil {
+			return err
+		}
+		if k, err = postgres.GetKey(ctx, tx, k.ID); err != nil { // as of the lock
+			return err
+		}
+		q = &Queued{Action: r.Action, OrderKeyID: k.ID, CheckoutSessionID: o.CheckoutSessionID, OrderRef: logging.OrderRef(o.CheckoutSessionID)}
+		args := SupportKeyArgs{Action: r.Action, OrderKeyID: k.ID, Reason: r.Reason, DiscordID: r.DiscordID, Actor: actor}
+		var insert river.JobArgs = args
+		switch r.Action {
+		case ActionUnbanKey:
+			if o.Status == order.StatusRevoked {
+				return order.Errorf(order.ECONFLICT, "the order is revoked by a dispute or refund; its keys stay banned while it holds")
+			}
+		case ActionBlacklistKey, ActionSetDiscord:
+			if k.Status == order.KeyDeleted {
+				return order.Errorf(order.ECONFLICT, "the key is deleted")
+			}
+		case ActionResetHWID:
+			insert, err = s.forceHWIDReset(ctx, tx, o, k)
+		case ActionReissueKey:
+			args.ReissueID, err = s.reissue(ctx, tx, actor, o, k, r.Reason)
+			insert, q.ReissueID = args, args.ReissueID
+		}
+		if err != nil {
+			return err
+		}
+		res, err := s.River.InsertTx(ctx, tx, insert, nil)
+		if err != nil {
+			return fmt.Errorf("queueing the %s of order key %d: %w", r.Action, k.ID, err)
+		}
+		q.JobID = res.Job.ID
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	attrs := []any{"actor", actor, "action", r.Action, "order_ref", q.OrderRef, "order_key_id", q.OrderKeyID,
+		"user_key", logging.KeyTail(r.UserKey), "job_id", q.JobID}
+	if r.Reason != "" {
+		attrs = append(attrs, "reason", r.Reason)
+	}
+	if r.DiscordID != "" {
+		attrs = append(attrs, "discord_id", r.DiscordID)
+	}
+	s.Logger.InfoContext(ctx, "support action queued", attrs...)
+	return q, nil
+}
+
+// forceHWIDReset records an HWID reset whatever the buyer's cooldown (the
+// cooldown restarts from it) and returns the reset_hwid job to queue.
+func (s *Support) forceHWIDReset(ctx context.Context, tx pgx.Tx, o *order.Order, k *order.Key) (river.JobArgs, error) {
+	if why := order.HWIDResetRefusal(o.Status, *k, time.Now()); why != "" {
+		return nil, order.Errorf(order.ECONFLICT, "%s", why)
+	}
+	cooldown := s.HWIDResetCooldown
+	if cooldown <= 0 {
+		cooldown = order.DefaultHWIDResetCooldown
+	}
+	reset, err := postgres.ForceHWIDReset(ctx, tx, k.ID, time.Now(), cooldown)
+	if err != nil {
+		return nil, err
+	}
+	return ResetHWIDArgs{OrderKeyID: k.ID, Request: reset.Request}, nil
+}
+
+// reissue records, once per key, a new unit that replaces k; the returned
+// reissue's support_key job plans and queues its creation, then revokes k
+// once the new key is delivered. A key reissued before returns its
+// reissue.
+func (s *Support) reissue(ctx context.Context, tx pgx.Tx, actor string, o *order.Order, k *order.Key, reason string) (int64, error) {
+	existing, err := postgres.ReissueOf(ctx, tx, k.ID)
+	if err != nil || existing != nil {
+		if existing != nil {
+			return existing.ID, nil
+		}
+		return 0, err
+	}
+	switch {
+	case o.Status == order.StatusRevoked || o.Status == order.StatusFailed:
+		return 0, order.Errorf(order.ECONFLICT, "the order is %s; a reissue needs a paid order in good standing", o.Status)
+	case k.Status != order.KeyActive:
+		return 0, order.Errorf(order.ECONFLICT, "the key is %s; only an active key is reissued", k.Status)
+	}
+	// A subscription key's expiry is recorded; a key_days key's is read
+	// from Luarmor by the reissue job, before the new key is created.
+	target := k.ExpireTarget
+	if !k.Recurring {
+		target = nil
+	}
+	r, err := postgres.RecordReissue(ctx, tx, k, target, actor, reasonOr(reason, DefaultReissueReason))
+	if err != nil {
+		return 0, err
+	}
+	return r.ID, nil
+}
+
+// Outcome is how a support action ended.
+type Outcome struct {
+	// State is the job's final state: completed, cancelled or discarded.
+	State rivertype.JobState
+	// Error is why it did not complete (Luarmor's refusal, the key's state).
+	Error string
+	// Key is the key's recorded state afterwards; NewKey the replacement
+	// of a reissue.
+	Key    *order.Key
+	NewKey *order.Key
+}
+
+// Wait waits for the job of q to finish (worked by the service's workers)
+// and returns its outcome. ctx bounds the wait.
+func (s *Support) Wait(ctx context.Context, q *Queued) (*Outcome, error) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		job, err := s.River.JobGet(ctx, q.JobID)
+		if err != nil {
+			return nil, fmt.Errorf("reading job %d of the %s: %w", q.JobID, q.Action, err)
+		}
+		if job.FinalizedAt != nil {
+			out := &Outcome{State: job.State}
+			if job.State != rivertype.JobStateCompleted && len(job.Errors) > 0 {
+				out.Error = job.Errors[len(job.Errors)-1].Error
+			}
+			if out.Key, err = postgres.GetKey(ctx, s.Pool, q.OrderKeyID); err != nil {
+				return nil, err
+			}
+			if q.ReissueID != 0 {
+				r, err := postgres.GetReissue(ctx, s.Pool, q.ReissueID)
+				if err != nil {
+					return nil, err
+				}
+				if out.NewKey, err = postgres.GetKey(ctx, s.Pool, r.NewKeyID); err != nil {
+					return nil, err
+				}
+			}
+			return out, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("the %s is queued (job %d) but not finished yet; is the service running? %w", q.Action, q.JobID, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}

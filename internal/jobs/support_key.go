@@ -1,0 +1,325 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+
+	"fulfiller/internal/budget"
+	"fulfiller/internal/logging"
+	"fulfiller/internal/luarmor"
+	"fulfiller/internal/order"
+	"fulfiller/internal/postgres"
+)
+
+// KeyAction is what support does to a key.
+type KeyAction string
+
+const (
+	ActionBlacklistKey KeyAction = "blacklist"
+	ActionUnbanKey     KeyAction = "unban"
+	ActionResetHWID    KeyAction = "reset-hwid"
+	ActionRevokeKey    KeyAction = "revoke"
+	ActionReissueKey   KeyAction = "reissue"
+	ActionSetDiscord   KeyAction = "set-discord"
+)
+
+// KeyActions lists every support action on a key.
+var KeyActions = []KeyAction{ActionBlacklistKey, ActionUnbanKey, ActionResetHWID, ActionRevokeKey, ActionReissueKey, ActionSetDiscord}
+
+// Default ban reasons of support actions without a reason.
+const (
+	DefaultSupportBanReason = "Blacklisted by support"
+	DefaultRevokeReason     = "Revoked by support"
+	DefaultReissueReason    = "Replaced by a new key"
+)
+
+// SupportKeyArgs applies one support action to one key: blacklist, unban,
+// revoke, set-discord, or the last step of a reissue (revoking the old key
+// once its replacement is delivered). HWID resets go through reset_hwid
+// and the new key of a reissue through create_key, like the buyer's.
+type SupportKeyArgs struct {
+	Action     KeyAction `json:"action"`
+	OrderKeyID int64     `json:"order_key_id"`
+	Reason     string    `json:"reason,omitempty"`
+	DiscordID  string    `json:"discord_id,omitempty"`
+	ReissueID  int64     `json:"reissue_id,omitempty"`
+	// Actor is who asked: "cli" or "admin-api", for the log.
+	Actor string `json:"actor"`
+}
+
+func (SupportKeyArgs) Kind() string { return "support_key" }
+
+// InsertOpts: bans, unbans and revocations take the revocation class of
+// the budget, as a dispute's do; linking a Discord ID is a customer's
+// running access, like a renewal. A repeated request while the first is
+// waiting or running is the same job.
+func (a SupportKeyArgs) InsertOpts() river.InsertOpts {
+	queue := QueueLuarmorRevoke
+	if a.Action == ActionSetDiscord {
+		queue = QueueLuarmorRenew
+	}
+	return river.InsertOpts{Queue: queue, UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: inFlight}}
+}
+
+// SupportKeyWorker works SupportKeyArgs. Each action reads the key's
+// recorded state first and does nothing when it is already what the action
+// asks for, so a repeat costs no Luarmor call; a run cut off after Luarmor
+// applied it repeats a call that changes nothing (a second ban, the unban
+// of a key that is no longer banned, the same Discord ID). The key's new
+// state commits with the job's completion.
+type SupportKeyWorker struct {
+	river.WorkerDefaults[SupportKeyArgs]
+	Deps
+}
+
+// Timeout covers the wait for a budget slot.
+func (w *SupportKeyWorker) Timeout(*river.Job[SupportKeyArgs]) time.Duration { return 5 * time.Minute }
+
+func (w *SupportKeyWorker) Work(ctx context.Context, job *river.Job[SupportKeyArgs]) error {
+	ctx = budget.WithClass(ctx, budget.ClassRevoke)
+	k, err := postgres.GetKey(ctx, w.Pool, job.Args.OrderKeyID)
+	if order.ErrorCode(err) == order.ENOTFOUND {
+		return river.JobCancel(err)
+	}
+	if err != nil {
+		return err
+	}
+	if !k.Delivered() {
+		return river.JobCancel(fmt.Errorf("order key %d has no key yet: nothing to %s", k.ID, job.Args.Action))
+	}
+	switch job.Args.Action {
+	case ActionBlacklistKey:
+		return w.ban(ctx, job, k, order.ActionBlacklist, reasonOr(job.Args.Reason, DefaultSupportBanReason), nil)
+	case ActionRevokeKey:
+		return w.ban(ctx, job, k, w.revokeAction(), reasonOr(job.Args.Reason, DefaultRevokeReason), nil)
+	case ActionUnbanKey:
+		return w.unban(ctx, job, k)
+	case ActionSetDiscord:
+		return w.setDiscord(budget.WithClass(ctx, budget.ClassRenew), job, k)
+	case ActionReissueKey:
+		return w.finishReissue(ctx, job, k)
+	}
+	return river.JobCancel(fmt.Errorf("unknown support action %q", job.Args.Action))
+}
+
+func reasonOr(reason, fallback string) string {
+	if reason == "" {
+		return fallback
+	}
+	return reason
+}
+
+// revokeAction is what a support revocation does to a key: what a refund
+// does (REFUND_ACTION), blacklist when refunds revoke nothing, since the
+// operator asked for the key to stop working.
+func (w *SupportKeyWorker) revokeAction() order.Action {
+	if w.Policy.RefundAction == order.ActionDelete {
+		return order.ActionDelete
+	}
+	return order.ActionBlacklist
+}
+
+// ban blacklists (permanently) or deletes a key, and records its status
+// with the job's completion and whatever also writes.
+func (w *SupportKeyWorker) ban(ctx context.Context, job *river.Job[SupportKeyArgs], k *order.Key, action order.Action, reason string, also func(pgx.Tx) error) error {
+	status := order.KeyBlacklisted
+	var err error
+	switch {
+	case k.Status == order.KeyDeleted, action == order.ActionBlacklist && k.Status == order.KeyBlacklisted:
+		status = k.Status // already done: no call
+	case action == order.ActionDelete:
+		status = order.KeyDeleted
+		err = w.Luarmor.DeleteUser(ctx, k.ProjectID, k.UserKey)
+	default:
+		never := luarmor.NeverExpires
+		err = w.Luarmor.Blacklist(ctx, k.ProjectID, luarmor.BlacklistRequest{UserKey: k.UserKey, BanReason: reason, BanExpire: &never})
+	}
+	if errors.Is(err, luarmor.ErrNotFound) {
+		status, err = order.KeyDeleted, nil // deleted in the dashboard: nothing left to use
+	}
+	if err != nil {
+		return w.refused(job, k, err)
+	}
+	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+		if _, err := postgres.LockOrder(ctx, tx, k.CheckoutSessionID); err != nil {
+			return err
+		}
+		if err := postgres.SetKeyStatus(ctx, tx, k.ID, status); err != nil {
+			return err
+		}
+		if also != nil {
+			if err := also(tx); err != nil {
+				return err
+			}
+		}
+		w.log(ctx, job, k, "status", status, "reason", reason)
+		return nil
+	})
+}
+
+// unban lifts a key's ban with its current unban token. A key that is not
+// blacklisted is left alone; an order a dispute or refund revoked keeps
+// its bans (lift the revocation instead).
+func (w *SupportKeyWorker) unban(ctx context.Context, job *river.Job[SupportKeyArgs], k *order.Key) error {
+	if k.Status != order.KeyBlacklisted {
+		return complete(ctx, w.Deps, job, func(pgx.Tx) error { return nil })
+	}
+	o, err := postgres.GetOrder(ctx, w.Pool, k.CheckoutSessionID)
+	if err != nil {
+		return err
+	}
+	if o.Status == order.StatusRevoked {
+		return river.JobCancel(errors.New("the order is revoked by a dispute or refund; its keys stay banned while it holds"))
+	}
+	status, err := liftBan(ctx, w.Luarmor, k)
+	if err != nil {
+		return w.refused(job, k, err)
+	}
+	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+		if _, err := postgres.LockOrder(ctx, tx, k.CheckoutSessionID); err != nil {
+			return err
+		}
+		w.log(ctx, job, k, "status", status)
+		return postgres.SetKeyStatus(ctx, tx, k.ID, status)
+	})
+}
+
+// setDiscord links a Discord ID to the key. Luarmor links an ID to one key
+// per project: an ID that holds another key is refused, never moved.
+func (w *SupportKeyWorker) setDiscord(ctx context.Context, job *river.Job[SupportKeyArgs], k *order.Key) error {
+	id := job.Args.DiscordID
+	err := w.Luarmor.UpdateUser(ctx, k.ProjectID, luarmor.UpdateUserRequest{UserKey: k.UserKey, DiscordID: &id})
+	switch {
+	case errors.Is(err, luarmor.ErrDiscordInUse):
+		return river.JobCancel(fmt.Errorf("Discord ID %s is linked to another key of project %s; unlink it there first", id, k.ProjectID))
+	case errors.Is(err, luarmor.ErrInvalidDiscordID):
+		return river.JobCancel(fmt.Errorf("Luarmor refused Discord ID %s as invalid", id))
+	case err != nil:
+		return w.refused(job, k, err)
+	}
+	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+		w.log(ctx, job, k, "discord_id", id)
+		return postgres.LinkDiscord(ctx, tx, k.ID)
+	})
+}
+
+// finishReissue revokes the old key of a reissue once its replacement is
+// delivered, and records the reissue done in the same commit. While the
+// new key is being made it waits; if the new key cannot be made, the old
+// one is left working and the reissue is recorded failed.
+func (w *SupportKeyWorker) finishReissue(ctx context.Context, job *river.Job[SupportKeyArgs], old *order.Key) error {
+	r, err := postgres.GetReissue(ctx, w.Pool, job.Args.ReissueID)
+	if err != nil {
+		return err
+	}
+	if r.Status != "queued" {
+		return nil
+	}
+	nk, err := postgres.GetKey(ctx, w.Pool, r.NewKeyID)
+	if err != nil {
+		return err
+	}
+	if queued, err := postgres.UnitQueued(ctx, w.Pool, nk.ID); err != nil || !queued {
+		if err != nil {
+			return err
+		}
+		return w.planReissue(ctx, job, r, old, nk)
+	}
+	if !nk.Delivered() {
+		o, err := postgres.GetOrder(ctx, w.Pool, nk.CheckoutSessionID)
+		if err != nil {
+			return err
+		}
+		why := ""
+		switch {
+		case nk.Status == order.KeyFailed:
+			why = "the new key could not be created: " + nk.LastError
+		case o.Status == order.StatusRevoked:
+			why = "the order was revoked by a dispute or refund before the new key was made"
+		}
+		if why == "" {
+			return river.JobSnooze(time.Second) // create_key is making it
+		}
+		return w.failReissue(ctx, r, why)
+	}
+	return w.ban(ctx, job, old, w.revokeAction(), reasonOr(job.Args.Reason, DefaultReissueReason), func(tx pgx.Tx) error {
+		w.log(ctx, job, nk, "reissue_id", r.ID, "replaces", logging.KeyTail(old.UserKey))
+		return postgres.FinishReissue(ctx, tx, r.ID, "done", "")
+	})
+}
+
+// planReissue decides the expiry of a reissue's new key and queues its
+// create_key job, in one commit that marks the unit queued, so a repeat
+// plans nothing twice. The new key keeps what the old one was sold with:
+// its price, project and key_days; a subscription key its recorded
+// absolute expiry; a key whose key_days timer started the expiry it
+// reached in Luarmor (read now, so a reissue never adds days); a lifetime
+// key stays lifetime, and a key not used yet gets its full key_days, as it
+// would have.
+func (w *SupportKeyWorker) planReissue(ctx context.Context, job *river.Job[SupportKeyArgs], r *postgres.Reissue, old, nk *order.Key) error {
+	var target *int64
+	if !old.Recurring && old.KeyDays > 0 {
+		u, err := w.Luarmor.GetUser(ctx, old.ProjectID, old.UserKey)
+		if errors.Is(err, luarmor.ErrNotFound) {
+			return w.failReissue(ctx, r, "the old key no longer exists in Luarmor")
+		}
+		if err != nil {
+			return w.refused(job, old, err)
+		}
+		if u.AuthExpire > 0 {
+			if u.AuthExpire <= w.Now().Unix() {
+				return w.failReissue(ctx, r, "the old key has expired; a reissue would not restore its days")
+			}
+			target = &u.AuthExpire
+		}
+	}
+	tx, err := w.Pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck
+	if _, err := postgres.LockOrder(ctx, tx, nk.CheckoutSessionID); err != nil {
+		return err
+	}
+	planned, err := postgres.PlanReissuedUnit(ctx, tx, nk.ID, target)
+	if err != nil {
+		return err
+	}
+	if planned {
+		if err := insertMany(ctx, tx, CreateKeyArgs{OrderKeyID: nk.ID}); err != nil {
+			return err
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return err
+	}
+	return river.JobSnooze(time.Second) // create_key makes the new key
+}
+
+// failReissue records a reissue failed, leaving the old key as it is.
+func (w *SupportKeyWorker) failReissue(ctx context.Context, r *postgres.Reissue, why string) error {
+	if err := postgres.FinishReissue(ctx, w.Pool, r.ID, "failed", why); err != nil {
+		return err
+	}
+	return river.JobCancel(fmt.Errorf("reissue %d failed, the old key was left as it is: %s", r.ID, why))
+}
+
+// refused turns a failed Luarmor call into the job's outcome: waits and
+// transient failures are retried, a refusal cancels the job with Luarmor's
+// reason (the operator sees it).
+func (w *SupportKeyWorker) refused(job *river.Job[SupportKeyArgs], k *order.Key, err error) error {
+	if jobErr, retry := luarmorRetry(err, w.RateLimitWindow); retry {
+		return jobErr
+	}
+	return river.JobCancel(fmt.Errorf("luarmor refused to %s the key in project %s: %w", job.Args.Action, k.ProjectID, err))
+}
+
+func (w *SupportKeyWorker) log(ctx context.Context, job *river.Job[SupportKeyArgs], k *order.Key, attrs ...any) {
+	w.Logger.InfoContext(ctx, "support action applied", append([]any{"actor", job.Args.Actor, "action", job.Args.Action,
+		"order_ref", logging.OrderRef(k.CheckoutSessionID), "order_key_id", k.ID, "user_key", logging.KeyTail(k.UserKey)}, attrs...)...)
+}
