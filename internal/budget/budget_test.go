@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -276,16 +277,23 @@ func TestBacklogIsPacedPastAQuarterOfTheWindow(t *testing.T) {
 		_, err := r.client.CreateUser(ctx, project, luarmor.CreateUserRequest{Note: "backlog"})
 		require.NoError(t, err)
 	}
-	calls := f.sandbox.Calls()
-	require.Len(t, calls, count)
+	require.Len(t, f.sandbox.Calls(), count)
+	// The budget's own grants: what pacing governs. The sandbox's receipt
+	// times also carry the scheduling of a busy machine, which can bring
+	// two paced calls closer than their grants were.
+	rows, err := f.pool.Query(context.Background(), `SELECT taken_at FROM luarmor_calls ORDER BY taken_at`)
+	require.NoError(t, err)
+	granted, err := pgx.CollectRows(rows, pgx.RowTo[time.Time])
+	require.NoError(t, err)
+	require.Len(t, granted, count)
 	burst := 1
-	for i := 1; i < len(calls) && calls[i].Time.Sub(calls[0].Time) < window/count/2; i++ {
+	for i := 1; i < len(granted) && granted[i].Sub(granted[0]) < window/count/2; i++ {
 		burst++
 	}
 	require.LessOrEqual(t, burst, count/4+1, "at most a quarter of the window goes at once")
-	for i := count/4 + 1; i < len(calls); i++ {
-		gap := calls[i].Time.Sub(calls[i-1].Time)
-		require.GreaterOrEqual(t, gap, window/count-20*time.Millisecond, "call %d came %s after the one before", i, gap)
+	for i := count/4 + 1; i < len(granted); i++ {
+		gap := granted[i].Sub(granted[i-1])
+		require.GreaterOrEqual(t, gap, window/count-20*time.Millisecond, "slot %d was granted %s after the one before", i, gap)
 	}
-	require.Less(t, calls[len(calls)-1].Time.Sub(calls[0].Time), window, "the window's count still goes within the window")
+	require.Less(t, granted[len(granted)-1].Sub(granted[0]), window, "the window's count still goes within the window")
 }
