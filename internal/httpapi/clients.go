@@ -77,7 +77,12 @@ func newClientBuckets(rate, burst float64, max int) *clientBuckets {
 		buckets: map[netip.Addr]*tokenBucket{}, overflow: newTokenBucket(rate, burst)}
 }
 
-func (c *clientBuckets) allow(ip netip.Addr) bool {
+func (c *clientBuckets) allow(ip netip.Addr) bool { return c.bucket(ip).allow() }
+
+// available reports whether ip's bucket holds a token, without taking it.
+func (c *clientBuckets) available(ip netip.Addr) bool { return c.bucket(ip).available() }
+
+func (c *clientBuckets) bucket(ip netip.Addr) *tokenBucket {
 	if ip.Is6() {
 		if p, err := ip.Prefix(64); err == nil {
 			ip = p.Addr()
@@ -97,7 +102,7 @@ func (c *clientBuckets) allow(ip netip.Addr) bool {
 		}
 	}
 	c.mu.Unlock()
-	return b.allow()
+	return b
 }
 
 // forgetRefilled drops the buckets that are full again; c.mu is held.
