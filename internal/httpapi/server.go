@@ -173,12 +173,12 @@ func routeOf(r *http.Request) string {
 	return r.Method + " (unrouted)"
 }
 
-// logSafe is err's text with the request's Checkout Session ID shortened:
+// logSafe is err's text with the request's Checkout Session ID replaced by its order reference:
 // errors name the order they were about.
 func logSafe(r *http.Request, err error) string {
 	text := err.Error()
 	if id := r.PathValue("checkout_session_id"); id != "" {
-		text = strings.ReplaceAll(text, id, logging.Redact(id))
+		text = strings.ReplaceAll(text, id, logging.OrderRef(id))
 	}
 	return text
 }
