@@ -174,10 +174,10 @@ func loadManifests(t *testing.T) *manifests {
 // Secret, to check the other settings with the service's parser.
 var secretStandIns = map[string]string{
 	"DATABASE_URL":          "postgres://fulfiller:x@postgres:5432/fulfiller",
-	"STRIPE_WEBHOOK_SECRET": "whsec_standin",
+	"STRIPE_WEBHOOK_SECRET": "whsec_standin_0123456789abcdef0123456789ab",
 	"STRIPE_API_KEY":        "sk_test_standin",
 	"LUARMOR_API_KEY":       "standin",
-	"SHOP_API_TOKEN":        "standin",
+	"SHOP_API_TOKEN":        "standin_0123456789abcdef0123456789ab",
 }
 
 // secretValues are the Secret's values as a pod sees them.

@@ -9,15 +9,16 @@ import (
 	"os"
 
 	"fulfiller/internal/config"
-	"fulfiller/internal/doctor"
 	"fulfiller/internal/luarmor/sandbox"
 	"fulfiller/internal/stripeapi/stripefake"
 )
 
 // Local development defaults. The webhook secret is printed on purpose: it
-// only ever signs events on this machine.
+// only ever signs events on this machine, and every other command refuses
+// it.
 const (
-	devWebhookSecret = doctor.DevelopmentWebhookSecret
+	devWebhookSecret = config.PublicDevWebhookSecret
+	devListenAddr    = "127.0.0.1:8080"
 	devStripeKey     = "sk_test_fulfiller_local"
 	devLuarmorKey    = "sandbox"
 	devLuarmorAddr   = "127.0.0.1:8091"
@@ -44,6 +45,10 @@ func cmdDev(ctx context.Context, args []string, getenv func(string) string, logg
 		return &config.Error{Name: "DATABASE_URL", Reason: "is required: `make run` starts a local PostgreSQL and sets it"}
 	}
 
+	if err := refuseRealKeysWithThePublicSecret(get); err != nil {
+		return err
+	}
+
 	luarmorNote := "real Luarmor API (" + orDefault(get("LUARMOR_BASE_URL"), "https://api.luarmor.net") + ")"
 	if get("LUARMOR_API_KEY") == "" {
 		l, err := net.Listen("tcp", orDefault(get("DEV_LUARMOR_ADDR"), devLuarmorAddr))
@@ -66,21 +71,14 @@ func cmdDev(ctx context.Context, args []string, getenv func(string) string, logg
 		env["STRIPE_API_BASE"] = "http://" + l.Addr().String()
 		stripeNote = "Stripe stand-in on " + env["STRIPE_API_BASE"]
 	}
-	if get("STRIPE_WEBHOOK_SECRET") == "" {
-		env["STRIPE_WEBHOOK_SECRET"] = devWebhookSecret
-	}
-	if get("CATALOG_FILE") == "" {
-		if _, err := os.Stat("catalog.yaml"); err != nil {
-			env["CATALOG_FILE"] = devCatalog
-		}
-	}
-	cfg, err := config.FromEnv(get)
+	applyDevDefaults(env, get)
+	cfg, err := config.FromEnvForDevelopment(get)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, `
 fulfiller (local development)
-  service          http://localhost%s
+  service          http://%s
   luarmor          %s
   stripe api       %s
   catalog          %s
@@ -89,8 +87,42 @@ fulfiller (local development)
 Try a purchase from another terminal:
   go run ./cmd/fulfiller simulate checkout --price price_dev_monthly --quantity 2
 
-`, portOf(cfg.ListenAddr), luarmorNote, stripeNote, cfg.CatalogFile, secretNote(get("STRIPE_WEBHOOK_SECRET"), env))
+`, browsable(cfg.ListenAddr), luarmorNote, stripeNote, cfg.CatalogFile, secretNote(get("STRIPE_WEBHOOK_SECRET"), env))
 	return serve(ctx, cfg, true, logger)
+}
+
+// applyDevDefaults fills in, in env, the development settings get lacks.
+func applyDevDefaults(env map[string]string, get func(string) string) {
+	if get("STRIPE_WEBHOOK_SECRET") == "" {
+		env["STRIPE_WEBHOOK_SECRET"] = devWebhookSecret
+	}
+	// Only this machine reaches a development service unless LISTEN_ADDR
+	// says otherwise: its webhook secret is public.
+	if get("LISTEN_ADDR") == "" {
+		env["LISTEN_ADDR"] = devListenAddr
+	}
+	if get("CATALOG_FILE") == "" {
+		if _, err := os.Stat("catalog.yaml"); err != nil {
+			env["CATALOG_FILE"] = devCatalog
+		}
+	}
+}
+
+// refuseRealKeysWithThePublicSecret stops dev from accepting events signed
+// with the repository's public secret while it holds a real Stripe or
+// Luarmor key: anyone could then sign an event that creates real keys.
+// It runs before the stand-ins fill in their own keys.
+func refuseRealKeysWithThePublicSecret(get func(string) string) error {
+	if secret := get("STRIPE_WEBHOOK_SECRET"); secret != "" && secret != devWebhookSecret {
+		return nil
+	}
+	if k := get("STRIPE_API_KEY"); k != "" && k != devStripeKey {
+		return &config.Error{Name: "STRIPE_WEBHOOK_SECRET", Reason: "must be set to the webhook endpoint's own secret (for example the one `stripe listen` prints) when STRIPE_API_KEY is a real key: the development secret is public"}
+	}
+	if k := get("LUARMOR_API_KEY"); k != "" && k != devLuarmorKey {
+		return &config.Error{Name: "STRIPE_WEBHOOK_SECRET", Reason: "must be set to the webhook endpoint's own secret when LUARMOR_API_KEY is a real key: the development secret is public, and anyone could sign an event that creates real keys"}
+	}
+	return nil
 }
 
 func secretNote(configured string, env map[string]string) string {
@@ -100,12 +132,16 @@ func secretNote(configured string, env map[string]string) string {
 	return "(from STRIPE_WEBHOOK_SECRET, not shown)"
 }
 
-func portOf(addr string) string {
-	_, port, err := net.SplitHostPort(addr)
+// browsable is addr as a browser on this machine reaches it.
+func browsable(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return addr
 	}
-	return ":" + port
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "localhost"
+	}
+	return net.JoinHostPort(host, port)
 }
 
 func orDefault(v, def string) string {
@@ -113,4 +149,12 @@ func orDefault(v, def string) string {
 		return def
 	}
 	return v
+}
+
+func portOf(addr string) string {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return ":" + port
 }

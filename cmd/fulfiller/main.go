@@ -19,6 +19,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"fulfiller/internal/config"
+	"fulfiller/internal/logging"
 )
 
 func main() {
@@ -61,7 +64,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprint(stderr, usage)
 		return errUsage
 	}
-	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: logLevel(getenv("LOG_LEVEL"))}))
+	logSettings, err := config.Logging(getenv)
+	if err != nil {
+		return err
+	}
+	logger := logging.New(stderr, logSettings.Format, logSettings.Level)
 	slog.SetDefault(logger)
 	switch args[0] {
 	case "serve":
@@ -89,12 +96,4 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintf(stderr, "fulfiller: unknown command %q\n\n%s", args[0], usage)
 		return errUsage
 	}
-}
-
-func logLevel(s string) slog.Level {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(s)); err != nil {
-		return slog.LevelInfo
-	}
-	return l
 }

@@ -25,7 +25,7 @@ func envOf(m map[string]string) func(string) string {
 func TestServeStopsOnAMissingSettingWithOneLineNamingIt(t *testing.T) {
 	t.Parallel()
 	err := run(context.Background(), []string{"serve"}, envOf(map[string]string{
-		"DATABASE_URL": "postgres://u@127.0.0.1:1/db", "STRIPE_WEBHOOK_SECRET": "whsec_x", "STRIPE_API_KEY": "sk_test_x",
+		"DATABASE_URL": "postgres://u@127.0.0.1:1/db", "STRIPE_WEBHOOK_SECRET": testWebhookSecret, "STRIPE_API_KEY": "sk_test_x",
 	}), io.Discard, io.Discard)
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "LUARMOR_API_KEY")

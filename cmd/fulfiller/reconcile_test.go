@@ -25,7 +25,7 @@ func reconcileEnv(t *testing.T, stripeKey string) (map[string]string, *stripefak
 	t.Cleanup(srv.Close)
 	return map[string]string{
 		"DATABASE_URL": postgrestest.NewURL(t), "STRIPE_API_KEY": stripeKey, "STRIPE_API_BASE": srv.URL,
-		"STRIPE_WEBHOOK_SECRET": "whsec_x", "LUARMOR_API_KEY": "luarmor-key",
+		"STRIPE_WEBHOOK_SECRET": testWebhookSecret, "LUARMOR_API_KEY": "luarmor-key",
 	}, fake
 }
 

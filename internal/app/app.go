@@ -163,12 +163,23 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		Pool: m.Pool, Orders: orders, Support: support, ShopToken: m.Config.ShopAPIToken, Logger: m.Logger,
 		Webhook: m.webhook, Credentials: m.Credentials, Mail: m.mailSender(), Changes: m.Changes,
 		TrustedProxies: m.Config.TrustedProxies, AllowedOrigins: m.Config.AllowedOrigins,
+		PendingMigrations: func(ctx context.Context) ([]string, error) { return postgres.PendingMigrations(ctx, m.Pool) },
 	}
-	if m.listener, err = net.Listen("tcp", m.Config.ListenAddr); err != nil {
+	if err := m.riverUI(budgetCtx, api); err != nil {
+		return err
+	}
+	listener, err := net.Listen("tcp", m.Config.ListenAddr)
+	if err != nil {
 		return fmt.Errorf("listening on LISTEN_ADDR %s: %w", m.Config.ListenAddr, err)
 	}
+	maxConns := m.Config.MaxConnections
+	if maxConns <= 0 {
+		maxConns = config.DefaultMaxConnections
+	}
+	m.listener = httpapi.LimitListener(listener, maxConns)
 	m.server = &http.Server{
 		Handler:           api.Handler(),
+		MaxHeaderBytes:    httpapi.MaxHeaderBytes,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -184,6 +195,23 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	m.Logger.Info("fulfiller serving", "addr", m.Addr(), "metrics_addr", m.MetricsAddr(), "prices", m.Catalog.Len(),
 		"luarmor", m.Config.LuarmorBaseURL, "stripe_api", stripeBase(m.Config.StripeAPIBase))
+	return nil
+}
+
+// riverUI serves the River UI at /riverui/ when ADMIN_USER and
+// ADMIN_PASSWORD are set; its background queries stop with ctx.
+func (m *Main) riverUI(ctx context.Context, api *httpapi.Server) error {
+	if m.Config.AdminUser == "" || m.Config.AdminPassword == "" {
+		return nil
+	}
+	ui, err := httpapi.NewRiverUI(m.River, m.Logger)
+	if err != nil {
+		return fmt.Errorf("setting up the River UI (ADMIN_USER): %w", err)
+	}
+	if err := ui.Start(ctx); err != nil {
+		return fmt.Errorf("starting the River UI (ADMIN_USER): %w", err)
+	}
+	api.RiverUI, api.AdminUser, api.AdminPassword = ui, m.Config.AdminUser, m.Config.AdminPassword
 	return nil
 }
 

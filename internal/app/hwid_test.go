@@ -16,6 +16,7 @@ import (
 
 	"fulfiller/internal/config"
 	"fulfiller/internal/httpapi"
+	"fulfiller/internal/logging"
 	"fulfiller/internal/logging/logtest"
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/luarmor/sandbox"
@@ -349,7 +350,8 @@ func TestFullKeyIsNeverLoggedByHWIDResets(t *testing.T) {
 	out := logs.String()
 	require.Contains(t, out, `"msg":"HWID reset"`)
 	require.Contains(t, out, `"msg":"job failed for good and was cancelled"`)
-	require.Contains(t, out, key[:6]+"***", "keys are named by their prefix")
+	require.Contains(t, out, logging.MaskKey(key), "keys are named by their last four characters")
+	require.NotContains(t, out, key[:6], "and not by their prefix")
 	for _, secret := range []string{key, key2, s.ID, s2.ID} {
 		require.NotContains(t, out, secret)
 	}

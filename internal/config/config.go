@@ -5,6 +5,7 @@ package config
 
 import (
 	"fmt"
+	"log/slog"
 	"math"
 	"net"
 	"net/netip"
@@ -12,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -64,6 +67,15 @@ type Config struct {
 	// MetricsAddr is the Prometheus listener, apart from the public one
 	// (METRICS_ADDR); "" means off.
 	MetricsAddr string
+	// MaxConnections caps the HTTP connections open at once
+	// (MAX_CONNECTIONS); 0 means DefaultMaxConnections.
+	MaxConnections int
+	// AdminUser and AdminPassword guard the River UI at /riverui/ with
+	// HTTP basic auth (ADMIN_USER, ADMIN_PASSWORD); unset means it is off.
+	AdminUser     string
+	AdminPassword string
+	// Log is LOG_LEVEL and LOG_FORMAT.
+	Log LogSettings
 }
 
 // Defaults of settings that tests and other commands build by hand.
@@ -71,6 +83,23 @@ const (
 	DefaultMaxUnitsPerOrder = 100
 	DefaultShutdownTimeout  = 30 * time.Second
 )
+
+// Bounds of the hardened settings.
+const (
+	DefaultMaxConnections = 1024
+	// MinWebhookSecretLength is the least number of characters after
+	// whsec_: Stripe's signing secrets have 32 or more.
+	MinWebhookSecretLength = 32
+	MinShopTokenLength     = 32
+	MinAdminPasswordLength = 16
+	MaxRenewalGrace        = 720 * time.Hour
+	maxBanReasonLength     = 200
+)
+
+// PublicDevWebhookSecret is the webhook secret `fulfiller dev` signs local
+// events with. It is in the repository, so anyone can sign an event with
+// it: every command but dev refuses it.
+const PublicDevWebhookSecret = "whsec_fulfiller_local_development_only_never_in_production"
 
 // DefaultHWIDResetCooldown is HWID_RESET_COOLDOWN's default.
 const DefaultHWIDResetCooldown = order.DefaultHWIDResetCooldown
@@ -84,7 +113,27 @@ type Error struct {
 func (e *Error) Error() string { return "config: " + e.Name + " " + e.Reason }
 
 // FromEnv reads the settings through getenv (os.Getenv in production).
+// It refuses PublicDevWebhookSecret.
 func FromEnv(getenv func(string) string) (Config, error) {
+	c, err := fromEnv(getenv)
+	if err != nil {
+		return c, err
+	}
+	for _, s := range c.WebhookSecrets {
+		if s == PublicDevWebhookSecret {
+			return c, &Error{"STRIPE_WEBHOOK_SECRET", "is the public development secret of `fulfiller dev`, which anyone can sign events with: set the webhook endpoint's own signing secret"}
+		}
+	}
+	return c, nil
+}
+
+// FromEnvForDevelopment is FromEnv for `fulfiller dev`, which signs local
+// events with PublicDevWebhookSecret.
+func FromEnvForDevelopment(getenv func(string) string) (Config, error) {
+	return fromEnv(getenv)
+}
+
+func fromEnv(getenv func(string) string) (Config, error) {
 	get := func(name, def string) string {
 		if v := strings.TrimSpace(getenv(name)); v != "" {
 			return v
@@ -109,11 +158,24 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	if err := c.validate(); err != nil {
 		return c, err
 	}
+	var err error
+	if c.Log, err = Logging(getenv); err != nil {
+		return c, err
+	}
 	count, window, err := ParseRate(get("LUARMOR_RATE_LIMIT", "60/1m"))
+	if err == nil && (count > 10000 || window < time.Second || window > time.Hour) {
+		err = fmt.Errorf("%q is out of bounds", get("LUARMOR_RATE_LIMIT", ""))
+	}
 	if err != nil {
-		return c, &Error{"LUARMOR_RATE_LIMIT", err.Error()}
+		return c, &Error{"LUARMOR_RATE_LIMIT", err.Error() + ": COUNT from 1 to 10000 per DURATION from 1s to 1h, like 60/1m"}
 	}
 	c.LuarmorRateLimit, c.LuarmorRateWindow = count, window
+	if c.MaxConnections, err = intSetting(get("MAX_CONNECTIONS", ""), "MAX_CONNECTIONS", DefaultMaxConnections, 16, 100000); err != nil {
+		return c, err
+	}
+	if err := c.admin(get); err != nil {
+		return c, err
+	}
 
 	if c.MaxUnitsPerOrder, err = intSetting(get("MAX_UNITS_PER_ORDER", ""), "MAX_UNITS_PER_ORDER", DefaultMaxUnitsPerOrder, 1, 10000); err != nil {
 		return c, err
@@ -128,12 +190,15 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	c.Policy = order.DefaultPolicy()
 	if v := get("RENEWAL_GRACE", ""); v != "" {
 		d, err := time.ParseDuration(v)
-		if err != nil || d < 0 {
-			return c, &Error{"RENEWAL_GRACE", fmt.Sprintf("%q is not a duration of zero or more, like 24h", v)}
+		if err != nil || d < 0 || d > MaxRenewalGrace {
+			return c, &Error{"RENEWAL_GRACE", fmt.Sprintf("%q must be a duration from 0s to 720h, like 24h", v)}
 		}
 		c.Policy.RenewalGrace = d
 	}
 	c.Policy.DisputeBanReason = get("DISPUTE_BAN_REASON", c.Policy.DisputeBanReason)
+	if n := utf8.RuneCountInString(c.Policy.DisputeBanReason); n > maxBanReasonLength || strings.ContainsFunc(c.Policy.DisputeBanReason, unicode.IsControl) {
+		return c, &Error{"DISPUTE_BAN_REASON", fmt.Sprintf("must be one line of at most %d characters (it has %d)", maxBanReasonLength, n)}
+	}
 	switch v := get("DISPUTE_WON_ACTION", "unban"); v {
 	case "unban":
 	case "keep":
@@ -330,9 +395,18 @@ func (c Config) validate() error {
 		return &Error{"STRIPE_WEBHOOK_SECRET", "is required (the webhook endpoint's signing secret, whsec_...; comma-separate several during a roll)"}
 	}
 	for i, s := range c.WebhookSecrets {
-		if !strings.HasPrefix(s, "whsec_") {
+		rest, ok := strings.CutPrefix(s, "whsec_")
+		if !ok {
 			return &Error{"STRIPE_WEBHOOK_SECRET", fmt.Sprintf("entry %d does not start with whsec_", i+1)}
 		}
+		if len(rest) < MinWebhookSecretLength {
+			return &Error{"STRIPE_WEBHOOK_SECRET", fmt.Sprintf("entry %d has %d characters after whsec_, fewer than the %d of a signing secret: copy the whole secret from the Stripe dashboard or `stripe listen`",
+				i+1, len(rest), MinWebhookSecretLength)}
+		}
+	}
+	if c.ShopAPIToken != "" && len(c.ShopAPIToken) < MinShopTokenLength {
+		return &Error{"SHOP_API_TOKEN", fmt.Sprintf("has %d characters, fewer than %d: generate one with `openssl rand -hex 32`, or unset it to turn the shop endpoints off",
+			len(c.ShopAPIToken), MinShopTokenLength)}
 	}
 	if c.StripeAPIKey == "" {
 		return &Error{"STRIPE_API_KEY", "is required (a secret or restricted key, sk_... or rk_..., that can read Checkout Sessions)"}
@@ -352,6 +426,59 @@ func (c Config) validate() error {
 		return &Error{"LUARMOR_BASE_URL", err.Error()}
 	}
 	return nil
+}
+
+// admin reads ADMIN_USER and ADMIN_PASSWORD: both or neither.
+func (c *Config) admin(get func(name, def string) string) error {
+	user, password := get("ADMIN_USER", ""), get("ADMIN_PASSWORD", "")
+	switch {
+	case user == "" && password == "":
+		return nil
+	case user == "":
+		return &Error{"ADMIN_USER", "is required with ADMIN_PASSWORD (unset both to turn the River UI off)"}
+	case password == "":
+		return &Error{"ADMIN_PASSWORD", "is required with ADMIN_USER (unset both to turn the River UI off)"}
+	case strings.Contains(user, ":") || len(user) > 64:
+		return &Error{"ADMIN_USER", "must be at most 64 characters without a colon (HTTP basic auth)"}
+	case len(password) < MinAdminPasswordLength:
+		return &Error{"ADMIN_PASSWORD", fmt.Sprintf("has %d characters, fewer than %d: generate one with `openssl rand -hex 16`",
+			len(password), MinAdminPasswordLength)}
+	}
+	c.AdminUser, c.AdminPassword = user, password
+	return nil
+}
+
+// LogSettings are LOG_LEVEL and LOG_FORMAT.
+type LogSettings struct {
+	Level slog.Level
+	// Format is "json" (the default) or "text".
+	Format string
+}
+
+// Logging reads LOG_LEVEL (debug, info, warn or error; info by default)
+// and LOG_FORMAT (json or text; json by default). Every command sets up
+// its log with it before reading anything else.
+func Logging(getenv func(string) string) (LogSettings, error) {
+	s := LogSettings{Level: slog.LevelInfo, Format: "json"}
+	switch v := strings.ToLower(strings.TrimSpace(getenv("LOG_LEVEL"))); v {
+	case "", "info":
+	case "debug":
+		s.Level = slog.LevelDebug
+	case "warn":
+		s.Level = slog.LevelWarn
+	case "error":
+		s.Level = slog.LevelError
+	default:
+		return s, &Error{"LOG_LEVEL", fmt.Sprintf("%q must be debug, info, warn or error", v)}
+	}
+	switch v := strings.ToLower(strings.TrimSpace(getenv("LOG_FORMAT"))); v {
+	case "", "json":
+	case "text":
+		s.Format = "text"
+	default:
+		return s, &Error{"LOG_FORMAT", fmt.Sprintf("%q must be json or text", v)}
+	}
+	return s, nil
 }
 
 // intSetting parses an integer setting within [lo, hi]; "" gives def.

@@ -11,10 +11,15 @@ import (
 	"fulfiller/internal/order"
 )
 
+const (
+	secretOld = "whsec_old0123456789abcdef0123456789abcdef"
+	secretNew = "whsec_new0123456789abcdef0123456789abcdef"
+)
+
 func env(overrides map[string]string) func(string) string {
 	base := map[string]string{
 		"DATABASE_URL":          "postgres://u@localhost:5432/db",
-		"STRIPE_WEBHOOK_SECRET": "whsec_old, whsec_new",
+		"STRIPE_WEBHOOK_SECRET": secretOld + ", " + secretNew,
 		"STRIPE_API_KEY":        "sk_test_abc",
 		"LUARMOR_API_KEY":       "lua-secret",
 	}
@@ -29,7 +34,7 @@ func TestDefaultsAndSecretList(t *testing.T) {
 	c, err := config.FromEnv(env(nil))
 	require.NoError(t, err)
 	require.Equal(t, ":8080", c.ListenAddr)
-	require.Equal(t, []string{"whsec_old", "whsec_new"}, c.WebhookSecrets)
+	require.Equal(t, []string{secretOld, secretNew}, c.WebhookSecrets)
 	require.Equal(t, "https://api.luarmor.net", c.LuarmorBaseURL)
 	require.Equal(t, "catalog.yaml", c.CatalogFile)
 	require.Empty(t, c.StripeAPIBase)
@@ -92,7 +97,7 @@ func TestEachBadSettingIsNamedWithoutItsValue(t *testing.T) {
 		"bad database":       {"DATABASE_URL", "postgres://u:pw@host:notaport/db"},
 		"bad listen":         {"LISTEN_ADDR", "8080"},
 		"missing secret":     {"STRIPE_WEBHOOK_SECRET", " , "},
-		"bad secret":         {"STRIPE_WEBHOOK_SECRET", "whsec_ok,oops-secret-value"},
+		"bad secret":         {"STRIPE_WEBHOOK_SECRET", secretNew + ",oops-secret-value"},
 		"missing stripe key": {"STRIPE_API_KEY", ""},
 		"bad stripe key":     {"STRIPE_API_KEY", "pk_test_publishable"},
 		"bad stripe base":    {"STRIPE_API_BASE", "localhost:12111"},
@@ -127,7 +132,7 @@ func TestEachBadSettingIsNamedWithoutItsValue(t *testing.T) {
 
 func TestMailSettings(t *testing.T) {
 	base := map[string]string{
-		"DATABASE_URL": "postgres://localhost/db", "STRIPE_WEBHOOK_SECRET": "whsec_x",
+		"DATABASE_URL": "postgres://localhost/db", "STRIPE_WEBHOOK_SECRET": secretNew,
 		"STRIPE_API_KEY": "sk_test_x", "LUARMOR_API_KEY": "k",
 	}
 	load := func(extra map[string]string) (config.Config, error) {

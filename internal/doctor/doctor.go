@@ -25,6 +25,7 @@ import (
 	"github.com/stripe/stripe-go/v76"
 
 	"fulfiller/internal/catalog"
+	"fulfiller/internal/config"
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/stripeapi"
@@ -34,7 +35,7 @@ import (
 // DevelopmentWebhookSecret signs the events of local development (`make
 // run`, `fulfiller simulate`). It is public, so a deployment using it
 // accepts events anyone can forge.
-const DevelopmentWebhookSecret = "whsec_fulfiller_local_development"
+const DevelopmentWebhookSecret = config.PublicDevWebhookSecret
 
 // WebhookPath is where the service receives Stripe's events.
 const WebhookPath = "/webhooks/stripe"

@@ -64,7 +64,7 @@ const (
 	priceLife  = "price_lifetime"
 	stripeKey  = "sk_test_crash"
 	luarmorKey = "luarmor-crash-key"
-	secret     = "whsec_crash_test_secret"
+	secret     = "whsec_crash_test_secret_0123456789abcdef0123"
 	day        = int64(86400)
 
 	// recoveryBound is how soon after a SIGKILL every order that was in

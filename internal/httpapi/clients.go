@@ -84,7 +84,12 @@ func newClientBuckets(rate, burst float64, max int) *clientBuckets {
 		buckets: map[netip.Addr]*list.Element{}, recent: list.New()}
 }
 
-func (c *clientBuckets) allow(ip netip.Addr) bool {
+func (c *clientBuckets) allow(ip netip.Addr) bool { return c.bucket(ip).allow() }
+
+// available reports whether ip's bucket holds a token, without taking it.
+func (c *clientBuckets) available(ip netip.Addr) bool { return c.bucket(ip).available() }
+
+func (c *clientBuckets) bucket(ip netip.Addr) *tokenBucket {
 	if ip.Is6() {
 		if p, err := ip.Prefix(64); err == nil {
 			ip = p.Addr()
@@ -105,5 +110,5 @@ func (c *clientBuckets) allow(ip netip.Addr) bool {
 	}
 	b := e.Value.(*clientBucket).bucket
 	c.mu.Unlock()
-	return b.allow()
+	return b
 }

@@ -5,7 +5,6 @@ package httpapi
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -49,6 +48,14 @@ type Server struct {
 	TrustedProxies []netip.Prefix
 	// AllowedOrigins may read the order API from a browser (ALLOWED_ORIGINS).
 	AllowedOrigins []string
+	// PendingMigrations, when set, makes /readyz fail while the database
+	// lacks a migration of this version.
+	PendingMigrations func(ctx context.Context) ([]string, error)
+	// RiverUI is served at RiverUIPrefix behind basic auth with AdminUser
+	// and AdminPassword; without all three it answers 404.
+	RiverUI       http.Handler
+	AdminUser     string
+	AdminPassword string
 
 	// Unknown session IDs cost a Stripe call each; these bound that cost:
 	// a bucket per client under one for the process.
@@ -59,6 +66,11 @@ type Server struct {
 	once          sync.Once
 
 	unavailable logging.Sampled // 503s of an outage, logged once in a while
+
+	// authFailures counts each client's failed credentials; authLog logs
+	// them once in a while per client.
+	authFailures *clientBuckets
+	authLog      logging.SampledByKey
 }
 
 // Handler returns the routed handler.
@@ -67,11 +79,17 @@ func (s *Server) Handler() http.Handler {
 		s.lookups = newTokenBucket(globalLookupRate, globalLookupBurst)
 		s.clientLookups = newClientBuckets(clientLookupRate, clientLookupBurst, maxTrackedClients)
 		s.negatives = newExpiringSet(10000, 10*time.Minute)
+		s.authFailures = newClientBuckets(1.0/authFailureEvery, authFailureBurst, maxTrackedClients)
 	})
 	mux := http.NewServeMux()
 	for _, rt := range s.routes() {
 		mux.Handle(rt.pattern, rt.handler)
 	}
+	// The River UI is an application of its own under one prefix (its
+	// pages and a JSON API that changes with River's versions), not part
+	// of the service's API: it is mounted beside the route table, which
+	// stays the documented surface that openapi.json is checked against.
+	mux.Handle(RiverUIPrefix, s.adminOnly(s.RiverUI))
 	return mux
 }
 
@@ -162,12 +180,12 @@ func routeOf(r *http.Request) string {
 	return r.Method + " (unrouted)"
 }
 
-// logSafe is err's text with the request's Checkout Session ID shortened:
+// logSafe is err's text with the request's Checkout Session ID replaced by its order reference:
 // errors name the order they were about.
 func logSafe(r *http.Request, err error) string {
 	text := err.Error()
 	if id := r.PathValue("checkout_session_id"); id != "" {
-		text = strings.ReplaceAll(text, id, logging.Redact(id))
+		text = strings.ReplaceAll(text, id, logging.OrderRef(id))
 	}
 	return text
 }
@@ -238,14 +256,23 @@ func (s *Server) retryOrder(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, renderOrder(o))
 }
 
+// requireShopToken lets through requests with the shop's bearer token.
+// With SHOP_API_TOKEN unset the endpoints do not exist (404); a wrong or
+// missing token is a 401 with WWW-Authenticate, and a client past its
+// failed attempts gets 429 without its token being looked at.
 func (s *Server) requireShopToken(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if s.ShopToken == "" {
-			s.writeError(w, r, order.Errorf(order.EUNAUTHORIZED, "operator endpoints are disabled: set SHOP_API_TOKEN"))
+			s.writeError(w, r, order.Errorf(order.ENOTFOUND, "no such endpoint: the shop endpoints are off until SHOP_API_TOKEN is set"))
+			return
+		}
+		if s.authThrottled(w, r) {
 			return
 		}
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.ShopToken)) != 1 {
+		if !ok || !secretEqual(got, s.ShopToken) {
+			s.authFailed(r, "shop API bearer token refused")
+			w.Header().Set("WWW-Authenticate", `Bearer realm="fulfiller"`)
 			s.writeError(w, r, order.Errorf(order.EUNAUTHORIZED, "missing or wrong bearer token (SHOP_API_TOKEN)"))
 			return
 		}
@@ -260,6 +287,21 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 		// Whatever the cause, a replica without its database is not ready.
 		s.writeError(w, r, fmt.Errorf("%w: %w", &order.Error{Code: order.EUNAVAILABLE, Message: "database unreachable; retry in a few seconds"}, err))
 		return
+	}
+	if s.PendingMigrations != nil {
+		pending, err := s.PendingMigrations(ctx)
+		if err != nil {
+			s.writeError(w, r, fmt.Errorf("%w: %w", &order.Error{Code: order.EUNAVAILABLE, Message: "could not read the applied migrations; retry in a few seconds"}, err))
+			return
+		}
+		if len(pending) > 0 {
+			// Code of this version on an older schema fails in ways no
+			// retry fixes: stay out of the load balancer until migrated.
+			w.Header().Set("Retry-After", "10")
+			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"code": order.EUNAVAILABLE,
+				"error": fmt.Sprintf("the database lacks %d migration(s) of this version, first %s: run `fulfiller migrate`", len(pending), pending[0])})
+			return
+		}
 	}
 	if s.Credentials != nil {
 		if problems := s.Credentials.Problems(); len(problems) > 0 {
@@ -301,6 +343,13 @@ func (b *tokenBucket) allow() bool {
 	}
 	b.tokens--
 	return true
+}
+
+// available reports whether a token is there, without taking it.
+func (b *tokenBucket) available() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return min(b.burst, b.tokens+time.Since(b.last).Seconds()*b.rate) >= 1
 }
 
 // expiringSet remembers up to max keys for ttl each.

@@ -121,7 +121,7 @@ func (w *CreateKeyWorker) Work(ctx context.Context, job *river.Job[CreateKeyArgs
 			// Recorded even when the payment was taken back meanwhile:
 			// delivering queues its revocation in the same commit, so no
 			// key is ever left usable and unrecorded in Luarmor.
-			log.InfoContext(ctx, "found key created by an earlier attempt", "user_key", logging.Redact(user.UserKey))
+			log.InfoContext(ctx, "found key created by an earlier attempt", "user_key", logging.MaskKey(user.UserKey))
 			expiry, err := w.applyTarget(ctx, k, user.UserKey)
 			if err != nil {
 				return w.luarmorFailure(ctx, job, k, err, log)
@@ -158,7 +158,7 @@ func (w *CreateKeyWorker) create(ctx context.Context, job *river.Job[CreateKeyAr
 		w.settleLease(ctx, k, owner, err)
 		return w.luarmorFailure(ctx, job, k, err, log)
 	}
-	log.InfoContext(ctx, "key created", "user_key", logging.Redact(userKey), "project_id", k.ProjectID, "key_days", k.KeyDays)
+	log.InfoContext(ctx, "key created", "user_key", logging.MaskKey(userKey), "project_id", k.ProjectID, "key_days", k.KeyDays)
 	if w.afterCreate != nil {
 		err = w.afterCreate(ctx)
 	}
@@ -360,10 +360,10 @@ func (w *CreateKeyWorker) removeStrayKey(ctx context.Context, job *river.Job[Cre
 			return jobErr
 		}
 		log.ErrorContext(ctx, "a second key was made for a delivered unit and could not be deleted; delete it in the Luarmor dashboard (search the reference)",
-			"user_key", logging.Redact(userKey), "error", err)
+			"user_key", logging.MaskKey(userKey), "error", err)
 		return river.JobCancel(err)
 	}
-	log.WarnContext(ctx, "a second key was made for a delivered unit; deleted it", "user_key", logging.Redact(userKey))
+	log.WarnContext(ctx, "a second key was made for a delivered unit; deleted it", "user_key", logging.MaskKey(userKey))
 	return nil
 }
 

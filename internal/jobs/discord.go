@@ -116,7 +116,7 @@ func (w *CreateKeyWorker) extendDiscordKey(ctx context.Context, job *river.Job[C
 		}
 	}
 	log.InfoContext(ctx, "the buyer's Discord ID already had their key; the purchase extended it",
-		"user_key", logging.Redact(existing.UserKey), "auth_expire", target, "expire_before", from)
+		"user_key", logging.MaskKey(existing.UserKey), "auth_expire", target, "expire_before", from)
 	return w.deliver(ctx, job, k, existing.UserKey, &target, true, true, log)
 }
 

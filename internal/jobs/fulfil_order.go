@@ -11,6 +11,7 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/stripe/stripe-go/v76"
 
+	"fulfiller/internal/logging"
 	"fulfiller/internal/order"
 	"fulfiller/internal/postgres"
 	"fulfiller/internal/stripeapi"
@@ -190,10 +191,19 @@ func (w *FulfilOrderWorker) sessionUnknown(ctx context.Context, job *river.Job[F
 // planFailure is why an order's line items cannot be turned into units.
 type planFailure struct{ code, reason string }
 
+// maxNamedPrices bounds the prices an unknown-price failure names: an
+// order of thousands of unknown prices must not write a reason of tens of
+// thousands of characters, in the log at every restart and in the order.
+const maxNamedPrices = 10
+
 func unknownPrices(prices []string) *planFailure {
-	return &planFailure{order.FailureUnknownPrice, fmt.Sprintf(
+	named := strings.Join(prices[:min(len(prices), maxNamedPrices)], ", ")
+	if len(prices) > maxNamedPrices {
+		named += fmt.Sprintf(" and %d more", len(prices)-maxNamedPrices)
+	}
+	return &planFailure{order.FailureUnknownPrice, logging.Truncate(fmt.Sprintf(
 		"price %s is not in the catalog: add it to CATALOG_FILE and restart; the order is then fulfilled again",
-		strings.Join(prices, ", "))}
+		named), logging.MaxReasonLength)}
 }
 
 // plan turns line items into lines of units, checking every bound before

@@ -177,7 +177,7 @@ func (w *ExtendKeyWorker) Work(ctx context.Context, job *river.Job[ExtendKeyArgs
 			return jobErr
 		}
 	}
-	w.Logger.InfoContext(ctx, "renewal applied", "order_key_id", k.ID, "user_key", logging.Redact(k.UserKey),
+	w.Logger.InfoContext(ctx, "renewal applied", "order_key_id", k.ID, "user_key", logging.MaskKey(k.UserKey),
 		"invoice_id", r.InvoiceID, "auth_expire", target, "changed", change)
 	return w.recordRenewal(ctx, job, k.ID, r.InvoiceID, target, change)
 }

@@ -78,7 +78,7 @@ func (s *Orders) RequestHWIDReset(ctx context.Context, sessionID, userKey string
 		return order.HWIDReset{}, err
 	}
 	s.Logger.InfoContext(ctx, "HWID reset queued", "order_ref", logging.OrderRef(sessionID), "order_key_id", keyID,
-		"user_key", logging.Redact(userKey), "request", reset.Request)
+		"user_key", logging.MaskKey(userKey), "request", reset.Request)
 	return reset, nil
 }
 
@@ -159,7 +159,7 @@ func (w *ResetHWIDWorker) Work(ctx context.Context, job *river.Job[ResetHWIDArgs
 	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
 		recorded, err := postgres.FinishHWIDReset(ctx, tx, k.ID, job.Args.Request, w.Now())
 		if recorded {
-			w.Logger.InfoContext(ctx, "HWID reset", "order_key_id", k.ID, "user_key", logging.Redact(k.UserKey),
+			w.Logger.InfoContext(ctx, "HWID reset", "order_key_id", k.ID, "user_key", logging.MaskKey(k.UserKey),
 				"request", job.Args.Request)
 		}
 		return err

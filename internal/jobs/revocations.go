@@ -169,7 +169,7 @@ func (w *RevokeKeyWorker) Work(ctx context.Context, job *river.Job[RevokeKeyArgs
 		}
 		return jobErr
 	}
-	w.Logger.InfoContext(ctx, "key revoked", "order_key_id", k.ID, "user_key", logging.Redact(k.UserKey), "status", status, "reason", r.Reason)
+	w.Logger.InfoContext(ctx, "key revoked", "order_key_id", k.ID, "user_key", logging.MaskKey(k.UserKey), "status", status, "reason", r.Reason)
 	err = complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
 		if _, err := postgres.LockOrder(ctx, tx, k.CheckoutSessionID); err != nil {
 			return err
@@ -301,7 +301,7 @@ func (w *UnbanKeyWorker) Work(ctx context.Context, job *river.Job[UnbanKeyArgs])
 		jobErr, _ := luarmorRetry(err, w.RateLimitWindow)
 		return jobErr
 	}
-	w.Logger.InfoContext(ctx, "key ban lifted", "order_key_id", k.ID, "user_key", logging.Redact(k.UserKey))
+	w.Logger.InfoContext(ctx, "key ban lifted", "order_key_id", k.ID, "user_key", logging.MaskKey(k.UserKey))
 	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
 		if _, err := postgres.LockOrder(ctx, tx, k.CheckoutSessionID); err != nil {
 			return err

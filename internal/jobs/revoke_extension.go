@@ -65,7 +65,7 @@ func (w *RevokeKeyWorker) revokeExtension(ctx context.Context, job *river.Job[Re
 
 func (w *RevokeKeyWorker) recordRevert(ctx context.Context, job *river.Job[RevokeKeyArgs], k *order.Key, target int64) error {
 	w.Logger.InfoContext(ctx, "took back the days a revoked payment added to an earlier key; the key stays usable",
-		"order_key_id", k.ID, "user_key", logging.Redact(k.UserKey), "auth_expire", target)
+		"order_key_id", k.ID, "user_key", logging.MaskKey(k.UserKey), "auth_expire", target)
 	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
 		if _, err := postgres.LockOrder(ctx, tx, k.CheckoutSessionID); err != nil {
 			return err

@@ -314,7 +314,7 @@ func (w *ApplyKeyStateWorker) Work(ctx context.Context, job *river.Job[ApplyKeyS
 		jobErr, _ := luarmorRetry(err, w.RateLimitWindow)
 		return jobErr
 	}
-	w.Logger.InfoContext(ctx, "subscription key updated", "order_key_id", k.ID, "user_key", logging.Redact(k.UserKey),
+	w.Logger.InfoContext(ctx, "subscription key updated", "order_key_id", k.ID, "user_key", logging.MaskKey(k.UserKey),
 		"auth_expire", expire, "suspended", k.Suspended, "ending", k.Ending)
 	tx, err := w.Pool.Begin(ctx)
 	if err != nil {

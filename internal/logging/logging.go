@@ -32,15 +32,6 @@ func (h floor) WithGroup(name string) slog.Handler {
 	return floor{h.Handler.WithGroup(name), h.min}
 }
 
-// Redact shortens a secret-like value (a license key) to a prefix that lets
-// an operator tell keys apart in logs without being able to use one.
-func Redact(s string) string {
-	if len(s) <= 6 {
-		return "***"
-	}
-	return s[:6] + "***"
-}
-
 // OrderRef is the reference under which logs name an order: a short hash of
 // its Checkout Session ID. The ID itself reads the order's keys from the
 // order API, so it never goes into a log; the reference grants nothing.

@@ -52,16 +52,12 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) error
 		version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
 		return fmt.Errorf("migrate: creating fulfiller_migrations: %w", err)
 	}
-	files, err := fs.Glob(migrations.FS, "*.sql")
+	files, err := migrationFiles()
 	if err != nil {
 		return err
 	}
-	sort.Strings(files)
-	for _, name := range files {
-		version, err := strconv.Atoi(strings.SplitN(name, "_", 2)[0])
-		if err != nil {
-			return fmt.Errorf("migrate: %s: file name must start with a number: %w", name, err)
-		}
+	for _, f := range files {
+		version, name := f.version, f.name
 		var applied bool
 		if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM fulfiller_migrations WHERE version = $1)", version).Scan(&applied); err != nil {
 			return fmt.Errorf("migrate: reading applied versions: %w", err)
@@ -86,4 +82,28 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) error
 		logger.Info("applied migration", "version", version, "name", name)
 	}
 	return nil
+}
+
+// migrationFile is one embedded migration.
+type migrationFile struct {
+	version int
+	name    string
+}
+
+// migrationFiles lists the embedded migrations in the order they apply.
+func migrationFiles() ([]migrationFile, error) {
+	names, err := fs.Glob(migrations.FS, "*.sql")
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(names)
+	files := make([]migrationFile, 0, len(names))
+	for _, name := range names {
+		version, err := strconv.Atoi(strings.SplitN(name, "_", 2)[0])
+		if err != nil {
+			return nil, fmt.Errorf("migrate: %s: file name must start with a number: %w", name, err)
+		}
+		files = append(files, migrationFile{version, name})
+	}
+	return files, nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"fulfiller/internal/logging"
 	"fulfiller/internal/order"
 )
 
@@ -226,8 +227,10 @@ func QueueUnits(ctx context.Context, tx pgx.Tx, sessionID string, limit int) ([]
 }
 
 // FailOrder marks an order failed with a stable code and a reason for the
-// operator. A fulfilled or revoked order keeps its status.
+// operator, at most logging.MaxReasonLength characters of it. A fulfilled
+// or revoked order keeps its status.
 func FailOrder(ctx context.Context, db DB, sessionID, code, reason string) error {
+	reason = logging.Truncate(reason, logging.MaxReasonLength)
 	_, err := db.Exec(ctx, `
 		UPDATE orders SET status = 'failed', failure_code = $2, failure_reason = $3, updated_at = now()
 		WHERE checkout_session_id = $1 AND status IN ('pending', 'failed')`, sessionID, code, reason)
@@ -372,6 +375,7 @@ func DeliverKey(ctx context.Context, tx pgx.Tx, id int64, userKey string, authEx
 
 // FailKey records that Luarmor refused a unit for good, and fails its order.
 func FailKey(ctx context.Context, tx pgx.Tx, id int64, reason string) error {
+	reason = logging.Truncate(reason, logging.MaxReasonLength) // Luarmor's answer: hostile input
 	sessionID, err := lockOrderOfKey(ctx, tx, id)
 	if err != nil {
 		return err
@@ -386,6 +390,7 @@ func FailKey(ctx context.Context, tx pgx.Tx, id int64, reason string) error {
 
 // NoteKeyError records the latest transient error of a unit for operators.
 func NoteKeyError(ctx context.Context, db DB, id int64, reason string) error {
+	reason = logging.Truncate(reason, logging.MaxReasonLength)
 	_, err := db.Exec(ctx, `UPDATE order_keys SET last_error = $2, updated_at = now() WHERE id = $1`, id, reason)
 	return err
 }

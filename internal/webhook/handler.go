@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"time"
 
@@ -53,6 +54,9 @@ type Handler struct {
 	cfg         Config
 	intake      *intake
 	unavailable logging.Sampled // deliveries refused during a database outage
+	// rejected logs refused signatures once in a while per sender, with
+	// a count: anyone can post junk, and junk must not flood the log.
+	rejected logging.SampledByKey
 }
 
 // New returns a Handler whose writers run until Close.
@@ -93,7 +97,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := h.verify(body, r.Header.Get("Stripe-Signature")); err != nil {
 		h.cfg.Metrics.WebhookReceived("", metrics.WebhookBadSignature) // an unverified body's type is not trusted
-		h.cfg.Logger.WarnContext(r.Context(), "webhook rejected", "error", err, "remote", r.RemoteAddr)
+		remote := r.RemoteAddr
+		if host, _, splitErr := net.SplitHostPort(remote); splitErr == nil {
+			remote = host
+		}
+		h.rejected.Log(r.Context(), h.cfg.Logger, slog.LevelWarn, remote, "webhook rejected", "error", err, "remote", remote)
 		writeJSON(w, http.StatusBadRequest, Response{Error: err.Error()})
 		return
 	}
