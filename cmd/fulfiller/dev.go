@@ -72,7 +72,7 @@ func cmdDev(ctx context.Context, args []string, getenv func(string) string, logg
 		stripeNote = "Stripe stand-in on " + env["STRIPE_API_BASE"]
 	}
 	applyDevDefaults(env, get)
-	cfg, err := config.FromEnvForDevelopment(get)
+	cfg, err := config.FromEnvAcceptingDevSecret(get)
 	if err != nil {
 		return err
 	}

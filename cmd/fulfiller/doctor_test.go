@@ -38,7 +38,7 @@ func doctorEnv(t *testing.T) map[string]string {
 		[]byte("prices:\n  price_cli:\n    project_id: proj_cli\n    key_days: 30\n    billing: recurring\n"), 0o600))
 	return map[string]string{
 		"DATABASE_URL": postgrestest.NewURL(t), "STRIPE_API_KEY": stripeKey, "STRIPE_API_BASE": ssrv.URL,
-		"STRIPE_WEBHOOK_SECRET": "whsec_doctorcommand", "LUARMOR_API_KEY": luarmorKey, "LUARMOR_BASE_URL": lsrv.URL,
+		"STRIPE_WEBHOOK_SECRET": "whsec_doctorcommand_0123456789abcdef0123456789", "LUARMOR_API_KEY": luarmorKey, "LUARMOR_BASE_URL": lsrv.URL,
 		"CATALOG_FILE": catalogFile, "PUBLIC_BASE_URL": "https://shop.example/",
 	}
 }
@@ -65,7 +65,7 @@ func TestDoctorPrintsOneLinePerCheckAndPassesAGoodConfiguration(t *testing.T) {
 func TestDoctorExitsNonZeroOnAFailure(t *testing.T) {
 	t.Parallel()
 	env := doctorEnv(t)
-	env["STRIPE_WEBHOOK_SECRET"] = "whsec_rolled," + doctor.DevelopmentWebhookSecret
+	env["STRIPE_WEBHOOK_SECRET"] = "whsec_rolled_0123456789abcdef0123456789abcdef," + doctor.DevelopmentWebhookSecret
 	env["PUBLIC_BASE_URL"] = ""
 	var out strings.Builder
 	err := run(context.Background(), []string{"doctor"}, envOf(env), &out, io.Discard)

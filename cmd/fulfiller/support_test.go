@@ -49,7 +49,7 @@ func setupSupport(t *testing.T) *supportBundle {
 	t.Cleanup(sfSrv.Close)
 	url := postgrestest.NewURL(t)
 	m := &app.Main{
-		Config: config.Config{DatabaseURL: url, ListenAddr: "127.0.0.1:0", WebhookSecrets: []string{"whsec_support"},
+		Config: config.Config{DatabaseURL: url, ListenAddr: "127.0.0.1:0", WebhookSecrets: []string{"whsec_support_0123456789abcdef0123456789abcdef"},
 			StripeAPIKey: supportStripe, StripeAPIBase: sfSrv.URL, LuarmorAPIKey: supportLuarmor, LuarmorBaseURL: sbSrv.URL,
 			LuarmorRateLimit: 100000, LuarmorRateWindow: time.Minute, MaxUnitsPerOrder: config.DefaultMaxUnitsPerOrder,
 			ShutdownTimeout: 2 * time.Second, Policy: order.DefaultPolicy()},
@@ -60,7 +60,7 @@ func setupSupport(t *testing.T) *supportBundle {
 	t.Cleanup(func() { _ = m.Close() })
 	return &supportBundle{sandbox: sb, stripe: sf, main: m, env: map[string]string{
 		"DATABASE_URL": url, "STRIPE_API_KEY": supportStripe, "STRIPE_API_BASE": sfSrv.URL,
-		"STRIPE_WEBHOOK_SECRET": "whsec_support", "LUARMOR_API_KEY": supportLuarmor, "LUARMOR_BASE_URL": sbSrv.URL,
+		"STRIPE_WEBHOOK_SECRET": "whsec_support_0123456789abcdef0123456789abcdef", "LUARMOR_API_KEY": supportLuarmor, "LUARMOR_BASE_URL": sbSrv.URL,
 	}}
 }
 

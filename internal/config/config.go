@@ -127,9 +127,11 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	return c, nil
 }
 
-// FromEnvForDevelopment is FromEnv for `fulfiller dev`, which signs local
-// events with PublicDevWebhookSecret.
-func FromEnvForDevelopment(getenv func(string) string) (Config, error) {
+// FromEnvAcceptingDevSecret is FromEnv without the refusal of
+// PublicDevWebhookSecret: for `fulfiller dev`, which signs local events
+// with it, and `fulfiller doctor`, which reports it as a failed check with
+// the rest instead of stopping at it.
+func FromEnvAcceptingDevSecret(getenv func(string) string) (Config, error) {
 	return fromEnv(getenv)
 }
 

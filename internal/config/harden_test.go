@@ -83,7 +83,7 @@ func TestRefusalsNameTheSettingAndItsBounds(t *testing.T) {
 
 func TestDevelopmentAcceptsThePublicSecret(t *testing.T) {
 	t.Parallel()
-	c, err := config.FromEnvForDevelopment(env(map[string]string{"STRIPE_WEBHOOK_SECRET": config.PublicDevWebhookSecret}))
+	c, err := config.FromEnvAcceptingDevSecret(env(map[string]string{"STRIPE_WEBHOOK_SECRET": config.PublicDevWebhookSecret}))
 	require.NoError(t, err)
 	require.Equal(t, []string{config.PublicDevWebhookSecret}, c.WebhookSecrets)
 }
