@@ -24,6 +24,7 @@ import (
 	"fulfiller/internal/health"
 	"fulfiller/internal/httpapi"
 	"fulfiller/internal/jobs"
+	"fulfiller/internal/logging"
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/mail"
 	"fulfiller/internal/metrics"
@@ -69,6 +70,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if m.Logger == nil {
 		m.Logger = slog.Default()
 	}
+	// Lines logged within a job name the job (its ID and kind).
+	m.Logger = slog.New(logging.ContextHandler(m.Logger.Handler()))
 	defer func() {
 		if err != nil {
 			m.Close()

@@ -96,7 +96,7 @@ func (w *CreateKeyWorker) Work(ctx context.Context, job *river.Job[CreateKeyArgs
 		unclaim()
 		return nil // the payment was taken back: no key is made
 	}
-	log := w.Logger.With("order_key_id", k.ID, "reference", k.Reference, "job_id", job.ID)
+	log := w.Logger.With("order_key_id", k.ID, "reference", k.Reference)
 
 	// Every request renews the lease just before it is sent, once its
 	// budget slot is granted (however long the wait for it was).

@@ -120,7 +120,7 @@ func (w *SendOrderEmailWorker) Work(ctx context.Context, job *river.Job[SendOrde
 	if w.Mail == nil {
 		return river.JobCancel(errors.New("keys by email is off (SMTP_URL unset): this email is not sent"))
 	}
-	log := w.Logger.With("order_ref", logging.OrderRef(job.Args.CheckoutSessionID), "delivery", job.Args.Delivery, "job_id", job.ID)
+	log := w.Logger.With("order_ref", logging.OrderRef(job.Args.CheckoutSessionID), "delivery", job.Args.Delivery)
 	o, messageID, proceed, err := w.startSending(ctx, job, log)
 	if err != nil || !proceed {
 		return err

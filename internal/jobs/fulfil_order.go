@@ -83,11 +83,11 @@ func (w *FulfilOrderWorker) Work(ctx context.Context, job *river.Job[FulfilOrder
 	case !fulfillable:
 		// Not complete and paid yet: the async_payment_succeeded event (or
 		// a visit to the success page) starts fulfilment again once it is.
-		w.Logger.InfoContext(ctx, "order awaits payment", "job_id", job.ID,
+		w.Logger.InfoContext(ctx, "order awaits payment",
 			"session_status", sess.Status, "payment_status", sess.PaymentStatus)
 	case o.Status == order.StatusRevoked:
 		// The payment was taken back before the keys were made: none is.
-		w.Logger.InfoContext(ctx, "order revoked before fulfilment; no key created", "job_id", job.ID)
+		w.Logger.InfoContext(ctx, "order revoked before fulfilment; no key created")
 	case o.Status != order.StatusPending:
 		// Fulfilled already, or failed and waiting for an operator.
 	default:
@@ -113,7 +113,7 @@ func (w *FulfilOrderWorker) expand(ctx context.Context, tx pgx.Tx, job *river.Jo
 			// The job completes with the failure recorded (in one
 			// commit), so a retry requested right after sees no job in
 			// flight.
-			w.Logger.ErrorContext(ctx, "order cannot be fulfilled", "job_id", job.ID, "code", failure.code, "reason", failure.reason)
+			w.Logger.ErrorContext(ctx, "order cannot be fulfilled", "code", failure.code, "reason", failure.reason)
 			return postgres.FailOrder(ctx, tx, id, failure.code, failure.reason)
 		}
 		if err := postgres.AddUnits(ctx, tx, id, lines); err != nil {
@@ -137,7 +137,7 @@ func (w *FulfilOrderWorker) expand(ctx context.Context, tx pgx.Tx, job *river.Jo
 		}
 		if len(missing) > 0 {
 			f := unknownPrices(missing)
-			w.Logger.ErrorContext(ctx, "order cannot be fulfilled", "job_id", job.ID, "code", f.code, "reason", f.reason)
+			w.Logger.ErrorContext(ctx, "order cannot be fulfilled", "code", f.code, "reason", f.reason)
 			return postgres.FailOrder(ctx, tx, id, f.code, f.reason)
 		}
 	}
@@ -154,7 +154,7 @@ func (w *FulfilOrderWorker) expand(ctx context.Context, tx pgx.Tx, job *river.Jo
 			return err
 		}
 	}
-	w.Logger.InfoContext(ctx, "order expanded", "job_id", job.ID)
+	w.Logger.InfoContext(ctx, "order expanded")
 	return nil
 }
 
@@ -181,7 +181,7 @@ func (w *FulfilOrderWorker) sessionUnknown(ctx context.Context, job *river.Job[F
 	if err := postgres.FailOrder(ctx, tx, o.CheckoutSessionID, order.FailureSessionUnknown, reason); err != nil {
 		return err
 	}
-	w.Logger.ErrorContext(ctx, "order cannot be fulfilled", "job_id", job.ID, "code", order.FailureSessionUnknown, "reason", reason)
+	w.Logger.ErrorContext(ctx, "order cannot be fulfilled", "code", order.FailureSessionUnknown, "reason", reason)
 	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
 		return err
 	}

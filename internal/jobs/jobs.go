@@ -195,8 +195,10 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker) (*river.Client
 		FetchPollInterval: 250 * time.Millisecond,
 		MaxAttempts:       maxAttempts,
 		RetryPolicy:       RetryPolicy{},
-		Middleware:        []rivertype.Middleware{&failureLogger{logger: deps.Logger}, &metrics.JobOutcomes{Metrics: deps.Metrics}},
-		JobTimeout:        2 * time.Minute,
+		// failureLogger names the job itself; jobLogContext, inside it,
+		// names it in what the worker logs.
+		Middleware: []rivertype.Middleware{&failureLogger{logger: deps.Logger}, &metrics.JobOutcomes{Metrics: deps.Metrics}, &jobLogContext{}},
+		JobTimeout: 2 * time.Minute,
 		// Jobs of a replica that died are handed back within seconds by
 		// Replica (its heartbeat stopped). River's own rescuer, which acts
 		// on running time alone, stays as the backstop for a job hung on a

@@ -114,7 +114,7 @@ func (w *SendKeyLookupEmailWorker) Work(ctx context.Context, job *river.Job[Send
 	if w.Mail == nil {
 		return river.JobCancel(errors.New("find my keys needs mail (SMTP_URL unset): this link is not sent"))
 	}
-	log := w.Logger.With("email_ref", EmailRef(job.Args.Email), "job_id", job.ID)
+	log := w.Logger.With("email_ref", EmailRef(job.Args.Email))
 	if age := w.Now().Sub(job.CreatedAt); age > keyLookupStale {
 		return river.JobCancel(fmt.Errorf("the find-my-keys request is %s old: its link is not sent any more", age.Round(time.Minute)))
 	}

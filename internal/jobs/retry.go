@@ -118,3 +118,13 @@ func (m *failureLogger) Work(ctx context.Context, job *rivertype.JobRow, doInner
 	}
 	return err
 }
+
+// jobLogContext names the job in every line its worker logs with the job's
+// context: job_id and job_kind, set here once rather than at each call.
+type jobLogContext struct {
+	river.MiddlewareDefaults
+}
+
+func (*jobLogContext) Work(ctx context.Context, job *rivertype.JobRow, doInner func(context.Context) error) error {
+	return doInner(logging.WithAttrs(ctx, slog.Int64("job_id", job.ID), slog.String("job_kind", job.Kind)))
+}

@@ -15,9 +15,9 @@ import (
 func New(w io.Writer, format string, level slog.Level) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
 	if format == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
+		return slog.New(ContextHandler(slog.NewTextHandler(w, opts)))
 	}
-	return slog.New(slog.NewJSONHandler(w, opts))
+	return slog.New(ContextHandler(slog.NewJSONHandler(w, opts)))
 }
 
 // MaskKey names a license key by its last four characters, enough to tell
