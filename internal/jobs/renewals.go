@@ -148,7 +148,7 @@ func (w *ExtendKeyWorker) Work(ctx context.Context, job *river.Job[ExtendKeyArgs
 		return err
 	}
 	if !k.Delivered() {
-		return w.finishBeforeDelivery(ctx, job, k)
+		return completeBeforeDelivery(ctx, w.Deps, job, k)
 	}
 	if k.Status != order.KeyActive {
 		return nil // the key was revoked
@@ -183,38 +183,6 @@ func (w *ExtendKeyWorker) Work(ctx context.Context, job *river.Job[ExtendKeyArgs
 	w.Logger.InfoContext(ctx, "renewal applied", "order_key_id", k.ID, "user_key", logging.MaskKey(k.UserKey),
 		"invoice_id", r.InvoiceID, "auth_expire", target, "changed", change)
 	return w.recordRenewal(ctx, job, k.ID, r.InvoiceID, target, change)
-}
-
-// errDeliveredMeanwhile: the unit was delivered while its renewal job was
-// deciding there was nothing to do yet.
-var errDeliveredMeanwhile = errors.New("the key was delivered meanwhile")
-
-// finishBeforeDelivery ends the renewal job of a unit whose key is not made
-// yet: its delivery queues the renewal again. River drops that insert while
-// this job is still running (the same arguments, in flight), so the
-// renewal would be lost if the delivery committed between this job's read
-// and its completion. Both take the order's lock: this job completes under
-// it only while the unit is still undelivered, so the delivery, which
-// waits for the lock, then sees this job completed and queues anew; a unit
-// delivered meanwhile makes this job run again at once instead.
-func (w *ExtendKeyWorker) finishBeforeDelivery(ctx context.Context, job *river.Job[ExtendKeyArgs], k *order.Key) error {
-	err := complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
-		if _, err := postgres.LockOrder(ctx, tx, k.CheckoutSessionID); err != nil {
-			return err
-		}
-		current, err := postgres.GetKey(ctx, tx, k.ID)
-		if err != nil {
-			return err
-		}
-		if current.Delivered() {
-			return errDeliveredMeanwhile
-		}
-		return nil
-	})
-	if errors.Is(err, errDeliveredMeanwhile) {
-		return river.JobSnooze(time.Millisecond)
-	}
-	return err
 }
 
 // recordRenewal records the renewal applied to a key and completes the job

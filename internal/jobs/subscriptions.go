@@ -286,8 +286,11 @@ func (w *ApplyKeyStateWorker) Work(ctx context.Context, job *river.Job[ApplyKeyS
 	if err != nil {
 		return err
 	}
-	if !k.Delivered() || k.Status != order.KeyActive {
-		return nil // applied on delivery, or revoked
+	if !k.Delivered() {
+		return completeBeforeDelivery(ctx, w.Deps, job, k)
+	}
+	if k.Status != order.KeyActive {
+		return nil // revoked
 	}
 	suspendedApplied, err := postgres.SuspendedApplied(ctx, w.Pool, k.ID)
 	if err != nil {
