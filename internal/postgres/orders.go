@@ -24,12 +24,17 @@ type DB interface {
 // UpsertOrder creates the order of a session or refreshes its details. Empty
 // details never erase known ones (events and API reads may be partial), and
 // the status is left alone. It returns the order as stored, without keys.
+// A subscription's renewals recorded before its order (the invoice's event
+// came first) count for the order's paid_through as soon as it exists.
 func UpsertOrder(ctx context.Context, db DB, d order.SessionDetails) (*order.Order, error) {
 	row := db.QueryRow(ctx, `
 		INSERT INTO orders AS o (checkout_session_id, mode, payment_status, customer_email, customer_id,
-		                         payment_intent_id, subscription_id, invoice_id, discord_id, session_status)
-		VALUES ($1, $2, $3, $4, $5, NULLIF($6, ''), NULLIF($7, ''), NULLIF($8, ''), $9, $10)
+		                         payment_intent_id, subscription_id, invoice_id, discord_id, session_status, paid_through)
+		VALUES ($1, $2, $3, $4, $5, NULLIF($6, ''), NULLIF($7, ''), NULLIF($8, ''), $9, $10,
+		        (SELECT max(period_end) FROM renewals WHERE subscription_id = NULLIF($7, '')))
 		ON CONFLICT (checkout_session_id) DO UPDATE SET
+			paid_through      = GREATEST(o.paid_through, (SELECT max(r.period_end) FROM renewals r
+			                         WHERE r.subscription_id = COALESCE(EXCLUDED.subscription_id, o.subscription_id))),
 			mode              = COALESCE(NULLIF(EXCLUDED.mode, ''), o.mode),
 			-- "paid" is final: a stale "unpaid" read never takes it back.
 			payment_status    = CASE WHEN o.payment_status IN ('paid', 'no_payment_required') THEN o.payment_status
