@@ -15,10 +15,9 @@ import (
 // TestRenewalOfAUnitDeliveredWhileItsJobDecidesIsNotLost: a renewal job
 // finds a unit not delivered yet and is about to end; the unit's delivery
 // commits in between and queues the renewal again, an insert River drops
-// while the first job still runs. The renewal must still be applied. (The
-// SIGKILL test found it: a key of a renewed subscription kept its first
-// period.) The job decides under the order's lock, which the delivery
-// holds here until its duplicate insert is dropped and it commits.
+// while the first job still runs. The renewal must still be applied. The
+// job decides under the order's lock, which the delivery holds here until
+// its duplicate insert is dropped and it commits.
 func TestRenewalOfAUnitDeliveredWhileItsJobDecidesIsNotLost(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
