@@ -13,3 +13,12 @@ import (
 func NewClientWithCrash(deps Deps, cfg Config, crash func(ctx context.Context) error) (*river.Client[pgx.Tx], error) {
 	return newClient(deps, cfg, &CreateKeyWorker{afterCreate: crash})
 }
+
+// NewRefillStockWorker returns the refill worker, whose crash runs between
+// Luarmor's answer and the commit that records the stock key (nil: none).
+func NewRefillStockWorker(deps Deps, crash func(ctx context.Context) error) *RefillStockWorker {
+	if deps.CreateLease <= 0 {
+		deps.CreateLease = createLease
+	}
+	return &RefillStockWorker{Deps: deps, afterCreate: crash}
+}
