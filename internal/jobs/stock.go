@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
 	"fulfiller/internal/budget"
 	"fulfiller/internal/catalog"
@@ -82,7 +83,7 @@ func (w *RefillStockWorker) Work(ctx context.Context, job *river.Job[RefillStock
 	owner := newLeaseOwner(job.JobRow)
 	log := w.Logger.With("price_id", plan.PriceID)
 	for {
-		full, err := w.makeOne(ctx, plan, owner, log)
+		full, err := w.makeOne(ctx, job, plan, owner, log)
 		if err != nil || full {
 			return err
 		}
@@ -91,10 +92,16 @@ func (w *RefillStockWorker) Work(ctx context.Context, job *river.Job[RefillStock
 
 // makeOne makes or finds the next stock key of plan; full says none was
 // left to make.
-func (w *RefillStockWorker) makeOne(ctx context.Context, plan postgres.StockPlan, owner string, log *slog.Logger) (full bool, err error) {
+func (w *RefillStockWorker) makeOne(ctx context.Context, job *river.Job[RefillStockArgs], plan postgres.StockPlan, owner string, log *slog.Logger) (full bool, err error) {
 	var s *postgres.StockKey
 	err = pgx.BeginFunc(ctx, w.Pool, func(tx pgx.Tx) error {
 		s, err = postgres.ClaimStockKey(ctx, tx, plan, owner, w.CreateLease)
+		if err != nil || s != nil {
+			return err
+		}
+		// Full: the job completes under the stock's lock, so a sale
+		// committing next finds no refill in flight and queues one.
+		_, err = river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job)
 		return err
 	})
 	var held *postgres.ErrLeaseHeld

@@ -37,8 +37,11 @@ func (w *CreateKeyWorker) sellFromStock(ctx context.Context, job *river.Job[Crea
 		return false, err
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck
-	userKey, err := postgres.TakeStockKey(ctx, tx, k.ID)
+	userKey, stockPrice, err := postgres.TakeStockKey(ctx, tx, k.ID)
 	if err != nil || userKey == "" {
+		return false, err
+	}
+	if err := postgres.LockStock(ctx, tx, stockPrice); err != nil {
 		return false, err
 	}
 	expiry := lifetimeExpiry(k)
@@ -47,7 +50,7 @@ func (w *CreateKeyWorker) sellFromStock(ctx context.Context, job *river.Job[Crea
 	}
 	// The key still carries its stock note: the buyer's details and
 	// Discord ID follow, then the price's stock is topped up again.
-	if err := insertMany(ctx, tx, StockKeySoldArgs{OrderKeyID: k.ID}, RefillStockArgs{PriceID: k.PriceID}); err != nil {
+	if err := insertMany(ctx, tx, StockKeySoldArgs{OrderKeyID: k.ID}, RefillStockArgs{PriceID: stockPrice}); err != nil {
 		return false, err
 	}
 	if err := w.finishDelivery(ctx, tx, job, k, expiry, false); err != nil {

@@ -46,8 +46,8 @@ type StockPlan struct {
 // full, and *ErrLeaseHeld while another runner's create may be on its way.
 // Refills of one price are serialised, so two never plan past the target.
 func ClaimStockKey(ctx context.Context, tx pgx.Tx, plan StockPlan, owner string, lease time.Duration) (*StockKey, error) {
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('stock_keys:' || $1, 0))`, plan.PriceID); err != nil {
-		return nil, fmt.Errorf("locking the stock of price %s: %w", plan.PriceID, err)
+	if err := LockStock(ctx, tx, plan.PriceID); err != nil {
+		return nil, err
 	}
 	var pendingID int64
 	var until *time.Time
@@ -86,6 +86,17 @@ func ClaimStockKey(ctx context.Context, tx pgx.Tx, plan StockPlan, owner string,
 		return nil, fmt.Errorf("planning a stock key of price %s: %w", plan.PriceID, err)
 	}
 	return s, nil
+}
+
+// LockStock serialises, until tx ends, the changes to a price's stock count:
+// a refill deciding the stock is full, and a sale queueing the refill that
+// replaces its key. Whichever comes second sees the other, so a sale during
+// the last moments of a refill never goes unreplaced.
+func LockStock(ctx context.Context, tx pgx.Tx, priceID string) error {
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('stock_keys:' || $1, 0))`, priceID); err != nil {
+		return fmt.Errorf("locking the stock of price %s: %w", priceID, err)
+	}
+	return nil
 }
 
 // RenewStockLease renews owner's lease on a pending stock key right before
@@ -150,13 +161,13 @@ func DropStockKey(ctx context.Context, db DB, id int64) error {
 // raises under the same row lock) and whose key follows key_days (not a
 // subscription's), of an order not revoked, and returns "" when there is
 // none to take. The caller
-// then delivers the unit with the key in the same commit.
-func TakeStockKey(ctx context.Context, tx pgx.Tx, id int64) (string, error) {
+// then delivers the unit with the key in the same commit. priceID is the
+// price whose stock the key was made for, to refill.
+func TakeStockKey(ctx context.Context, tx pgx.Tx, id int64) (userKey, priceID string, err error) {
 	if _, err := lockOrderOfKey(ctx, tx, id); err != nil {
-		return "", err
+		return "", "", err
 	}
-	var userKey string
-	err := tx.QueryRow(ctx, `
+	err = tx.QueryRow(ctx, `
 		WITH unit AS (
 			SELECT id, project_id, key_days FROM order_keys
 			WHERE id = $1 AND status = 'pending' AND user_key IS NULL AND create_attempts = 0
@@ -171,14 +182,14 @@ func TakeStockKey(ctx context.Context, tx pgx.Tx, id int64) (string, error) {
 		)
 		UPDATE stock_keys s SET status = 'sold', order_key_id = $1, sold_at = now()
 		FROM picked WHERE s.id = picked.id
-		RETURNING s.user_key`, id).Scan(&userKey)
+		RETURNING s.user_key, s.price_id`, id).Scan(&userKey, &priceID)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return "", nil
+		return "", "", nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("taking a stock key for order key %d: %w", id, err)
+		return "", "", fmt.Errorf("taking a stock key for order key %d: %w", id, err)
 	}
-	return userKey, nil
+	return userKey, priceID, nil
 }
 
 // StockLevel counts a price's stock keys: ready to sell, and being made.
