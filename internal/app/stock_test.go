@@ -139,7 +139,6 @@ func TestRefundRevokesAKeySoldFromStock(t *testing.T) {
 	require.Equal(t, "Payment refunded", u.BanReason)
 }
 
-
 func TestDebugStock(t *testing.T) {
 	b := setupStock(t, 2)
 	_, _ = b.buy(t, stripefake.Item{PriceID: priceStocked, Quantity: 1})

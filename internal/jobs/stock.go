@@ -66,7 +66,9 @@ type RefillStockWorker struct {
 }
 
 // Timeout covers several keys, each waiting for spare budget.
-func (w *RefillStockWorker) Timeout(*river.Job[RefillStockArgs]) time.Duration { return 10 * time.Minute }
+func (w *RefillStockWorker) Timeout(*river.Job[RefillStockArgs]) time.Duration {
+	return 10 * time.Minute
+}
 
 // StockNote is the Luarmor note of a stock key: it names the key as stock
 // and carries its reference, by which a crashed refill finds it again. A
