@@ -130,10 +130,10 @@ func InFlightStates() []rivertype.JobState { return slices.Clone(inFlight) }
 
 // NewClient returns a River client with every worker of the service.
 func NewClient(deps Deps, cfg Config) (*river.Client[pgx.Tx], error) {
-	return newClient(deps, cfg, &CreateKeyWorker{Deps: deps})
+	return newClient(deps, cfg, &CreateKeyWorker{Deps: deps}, &RefillStockWorker{})
 }
 
-func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker) (*river.Client[pgx.Tx], error) {
+func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker, refill *RefillStockWorker) (*river.Client[pgx.Tx], error) {
 	if deps.Logger == nil {
 		deps.Logger = slog.Default()
 	}
@@ -178,7 +178,8 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker) (*river.Client
 	river.AddWorker(workers, &ResetHWIDWorker{Deps: deps})
 	river.AddWorker(workers, &SendKeyLookupEmailWorker{Deps: deps})
 	river.AddWorker(workers, &SupportKeyWorker{Deps: deps})
-	river.AddWorker(workers, &RefillStockWorker{Deps: deps})
+	refill.Deps = deps
+	river.AddWorker(workers, refill)
 	river.AddWorker(workers, &StockKeySoldWorker{Deps: deps})
 	if cfg.Register != nil {
 		cfg.Register(workers)
