@@ -77,8 +77,12 @@ func (c *Catalog) Put(priceID string, p Product) {
 	c.Prices[priceID] = p
 }
 
-// Stocked returns the IDs of the prices that keep a stock, sorted.
+// Stocked returns the IDs of the prices that keep a stock, sorted; none
+// for a nil catalog.
 func (c *Catalog) Stocked() []string {
+	if c == nil {
+		return nil
+	}
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	var ids []string

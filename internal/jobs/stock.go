@@ -77,6 +77,9 @@ func StockNote(reference string) string { return "stock " + noteReferencePrefix 
 
 func (w *RefillStockWorker) Work(ctx context.Context, job *river.Job[RefillStockArgs]) error {
 	ctx = budget.WithClass(ctx, budget.ClassStock)
+	if w.Catalog == nil {
+		return nil
+	}
 	product, ok := w.Catalog.Lookup(job.Args.PriceID)
 	if !ok || product.Stock == 0 {
 		return nil // no longer stocked: the keys it has stay for sale

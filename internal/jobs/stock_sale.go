@@ -29,6 +29,9 @@ func (w *CreateKeyWorker) sellFromStock(ctx context.Context, job *river.Job[Crea
 	if k.Status != order.KeyPending || k.CreateAttempts > 0 || k.Recurring || k.ExpireTarget != nil {
 		return false, nil
 	}
+	if w.Catalog == nil {
+		return false, nil
+	}
 	if product, ok := w.Catalog.Lookup(k.PriceID); !ok || product.Stock == 0 {
 		return false, nil
 	}
