@@ -60,6 +60,7 @@ type options struct {
 	reconcileEvery time.Duration // 0: no periodic reconciliation
 	configure      func(*config.Config)
 	logger         *slog.Logger
+	stock          map[string]catalog.Product // stocked prices added to the catalog
 }
 
 // withConfig changes the service's settings before it starts.
@@ -93,6 +94,9 @@ func setup(t *testing.T, opts ...func(*options)) *bundle {
 		priceLife:  {ProjectID: project, KeyDays: 0},
 		priceOther: {ProjectID: project2, KeyDays: 30},
 	}}
+	for id, p := range o.stock {
+		cat.Put(id, p)
+	}
 	if o.databaseURL == "" {
 		o.databaseURL = postgrestest.NewURL(t)
 	}

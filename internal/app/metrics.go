@@ -17,7 +17,7 @@ import (
 // front.
 func newMetrics() *metrics.Metrics {
 	var classes []string
-	for c := budget.ClassRevoke; c <= budget.ClassMaintenance; c++ {
+	for c := budget.ClassRevoke; c <= budget.ClassStock; c++ {
 		classes = append(classes, c.String())
 	}
 	return metrics.New(metrics.Labels{

@@ -36,6 +36,13 @@ const (
 	ClassDeliver                  // keys customers have paid for, and the look-ups that keep them exactly once
 	ClassRenew                    // subscription renewals
 	ClassMaintenance              // reconciliation look-ups, note updates, anything else
+	// ClassStock makes keys for the stock (internal/jobs RefillStock). It
+	// only takes spare budget (migrations/0015_key_stock.sql): never while
+	// a more urgent request waits anywhere in the fleet, and only while
+	// fewer than a quarter of the window's slots are busy, where any other
+	// request is granted at once. It publishes no demand, so it never makes
+	// another request wait or pace.
+	ClassStock
 	numClasses
 )
 
@@ -49,6 +56,8 @@ func (c Class) String() string {
 		return "renew"
 	case ClassMaintenance:
 		return "maintenance"
+	case ClassStock:
+		return "stock"
 	}
 	return fmt.Sprintf("class(%d)", int(c))
 }
@@ -342,8 +351,13 @@ func (b *Budget) Run(ctx context.Context) {
 // takeSlot asks PostgreSQL for a slot. next is the class of the request
 // after this one, or -1.
 func (b *Budget) takeSlot(ctx context.Context, c Class, next Class) (int64, time.Duration, error) {
+	if c == ClassStock {
+		return b.takeSpareSlot(ctx)
+	}
 	var nextRank *int
-	if next >= 0 {
+	// A stock request waiting behind this one is not demand: it must not
+	// make this replica's requests paced.
+	if next >= 0 && next != ClassStock {
 		n := int(next)
 		nextRank = &n
 	}
@@ -361,6 +375,23 @@ func (b *Budget) takeSlot(ctx context.Context, c Class, next Class) (int64, time
 	retry := time.Duration(*retryMS * float64(time.Millisecond))
 	// A millisecond of slack so the slot has surely freed when we ask.
 	return 0, max(retry, 0) + time.Millisecond, nil
+}
+
+// takeSpareSlot asks PostgreSQL for a slot of spare budget for a stock
+// request; the caller has nothing more urgent waiting.
+func (b *Budget) takeSpareSlot(ctx context.Context) (int64, time.Duration, error) {
+	var id *int64
+	var retryMS *float64
+	b.queries.Add(1)
+	err := b.pool.QueryRow(ctx, `SELECT call_id, retry_after_ms FROM luarmor_take_spare_slot($1, $2, $3, $4, $5)`,
+		b.cfg.Replica, ClassStock.String(), b.cfg.Count, b.cfg.Window, b.cfg.MaxCall).Scan(&id, &retryMS)
+	if err != nil {
+		return 0, 0, fmt.Errorf("luarmor budget: %w", err)
+	}
+	if id != nil {
+		return *id, 0, nil
+	}
+	return 0, max(time.Duration(*retryMS*float64(time.Millisecond)), 0) + time.Millisecond, nil
 }
 
 func (b *Budget) clearDemand(ctx context.Context) {
@@ -429,6 +460,7 @@ func (b *Budget) logStats(ctx context.Context) {
 	args := []any{
 		"waiting_revoke", s.Waiting[ClassRevoke], "waiting_deliver", s.Waiting[ClassDeliver],
 		"waiting_renew", s.Waiting[ClassRenew], "waiting_maintenance", s.Waiting[ClassMaintenance],
+		"waiting_stock", s.Waiting[ClassStock],
 		"slots_used_window", used, "budget", b.cfg.Count, "window", b.cfg.Window,
 		"rate_limits_received_fleet", fleet429, "rate_limits_received_here", s.RateLimited,
 	}

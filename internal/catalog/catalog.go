@@ -27,6 +27,11 @@ type Product struct {
 	// Billing is how Stripe must bill the price, BillingOneTime or
 	// BillingRecurring, checked by `fulfiller doctor`; "" states nothing.
 	Billing string
+	// Stock is how many unsold keys of the price's (ProjectID, KeyDays) the
+	// service keeps made in advance, so a purchase is delivered without a
+	// Luarmor call; 0 keeps none. One-off sales only: a subscription's key
+	// gets an absolute expiry, not key_days, so it is always made to order.
+	Stock int
 }
 
 // Billing values: a one-off price, or a subscription's recurring price.
@@ -39,6 +44,9 @@ const (
 const (
 	// MaxKeyDays is ten years: a larger key_days is a typo, not a product.
 	MaxKeyDays = 3650
+	// MaxStock bounds a price's stock: at 60 calls a minute, 10,000 keys
+	// take about three hours of an idle budget to make.
+	MaxStock = 10000
 	// maxFileBytes bounds the catalog file; a real one is a few KiB.
 	maxFileBytes = 4 << 20
 )
@@ -67,6 +75,24 @@ func (c *Catalog) Put(priceID string, p Product) {
 		c.Prices = map[string]Product{}
 	}
 	c.Prices[priceID] = p
+}
+
+// Stocked returns the IDs of the prices that keep a stock, sorted; none
+// for a nil catalog.
+func (c *Catalog) Stocked() []string {
+	if c == nil {
+		return nil
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	var ids []string
+	for id, p := range c.Prices {
+		if p.Stock > 0 {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	return ids
 }
 
 // Len is the number of prices.
@@ -102,6 +128,7 @@ type priceEntry struct {
 	KeyDays     *int    `yaml:"key_days"`
 	MaxQuantity *int    `yaml:"max_quantity"`
 	Billing     *string `yaml:"billing"`
+	Stock       *int    `yaml:"stock"`
 }
 
 // Parse reads a catalog and checks every price, reporting every problem at
@@ -191,6 +218,15 @@ func (e *priceEntry) product() (Product, []string) {
 			problems = append(problems, fmt.Sprintf("billing must be %s or %s, not %q (leave it out to state nothing)", BillingOneTime, BillingRecurring, *e.Billing))
 		}
 		p.Billing = *e.Billing
+	}
+	if e.Stock != nil {
+		switch {
+		case *e.Stock < 0 || *e.Stock > MaxStock:
+			problems = append(problems, fmt.Sprintf("stock must be 0 to %d, not %d", MaxStock, *e.Stock))
+		case *e.Stock > 0 && p.Billing == BillingRecurring:
+			problems = append(problems, "stock is for one-off prices only: a subscription's key is made with its paid period, so remove stock or billing: recurring")
+		}
+		p.Stock = *e.Stock
 	}
 	return p, problems
 }

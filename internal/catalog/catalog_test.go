@@ -77,7 +77,7 @@ func TestParseRejects(t *testing.T) {
 		"zero max_quantity":     {"prices:\n  price_a:\n" + ok + "    max_quantity: 0\n", `price "price_a": max_quantity must be 1 or more, not 0`},
 		"negative max_quantity": {"prices:\n  price_a:\n" + ok + "    max_quantity: -2\n", `price "price_a": max_quantity must be 1 or more`},
 		"unknown billing":       {"prices:\n  price_a:\n" + ok + "    billing: monthly\n", `price "price_a": billing must be one_time or recurring, not "monthly"`},
-		"stock is not a field":  {"prices:\n  price_a:\n" + ok + "    stock: 10\n", "stock"},
+		"misspelt field":        {"prices:\n  price_a:\n" + ok + "    stocks: 10\n", "stocks"},
 		"duplicate price":       {"prices:\n  price_a:\n" + ok + "  price_a:\n" + ok, "already defined"},
 		"second document":       {"prices:\n  price_a:\n" + ok + "---\nprices:\n  price_b:\n" + ok, "more than one YAML document"},
 		"empty second document": {"prices:\n  price_a:\n" + ok + "---\n", "more than one YAML document"},

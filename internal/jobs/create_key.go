@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
 
 	"fulfiller/internal/budget"
 	"fulfiller/internal/logging"
@@ -66,7 +67,10 @@ var errUnitSettled = errors.New("the unit was settled by another runner")
 
 func (w *CreateKeyWorker) Work(ctx context.Context, job *river.Job[CreateKeyArgs]) error {
 	ctx = budget.WithClass(ctx, budget.ClassDeliver)
-	owner := newLeaseOwner(job)
+	if sold, err := w.sellFromStock(ctx, job); sold || err != nil {
+		return err
+	}
+	owner := newLeaseOwner(job.JobRow)
 	// The claim records this run's create attempt up front: a run that
 	// dies after it, whether or not its create left, makes the next run
 	// look the key up first. A run that sends no create takes it back.
@@ -209,6 +213,15 @@ func daysUntil(target int64, now time.Time) int {
 // applied (429, not sent, no budget slot) frees the unit and does not
 // count as an attempt.
 func (w *CreateKeyWorker) settleLease(ctx context.Context, k *order.Key, owner string, err error) {
+	settleCreateLease(ctx, err,
+		func(ctx context.Context) { _ = postgres.ShortenCreateLease(ctx, w.Pool, k.ID, owner, answeredLease) },
+		func(ctx context.Context) { _ = postgres.ReleaseCreate(ctx, w.Pool, k.ID, owner, true) })
+}
+
+// settleCreateLease applies settleLease's rule to any create lease: shorten
+// after an answered failure, release (taking the attempt back) after one
+// never applied, and keep it whole while the request may be on its way.
+func settleCreateLease(ctx context.Context, err error, shorten, release func(context.Context)) {
 	abandoned := ctx.Err() != nil // the job was cancelled: a shutdown, its timeout
 	ctx = context.WithoutCancel(ctx)
 	var rl *luarmor.RateLimitError
@@ -217,9 +230,9 @@ func (w *CreateKeyWorker) settleLease(ctx context.Context, k *order.Key, owner s
 	switch {
 	case abandoned, mayBeInFlight(err):
 	case errors.Is(err, luarmor.ErrOutcomeUnknown):
-		_ = postgres.ShortenCreateLease(ctx, w.Pool, k.ID, owner, answeredLease)
+		shorten(ctx)
 	case errors.As(err, &rl), errors.Is(err, luarmor.ErrNotSent), errors.As(err, &wait), errors.As(err, &notSent):
-		_ = postgres.ReleaseCreate(ctx, w.Pool, k.ID, owner, true)
+		release(ctx)
 	}
 }
 
@@ -233,7 +246,7 @@ func mayBeInFlight(err error) bool {
 
 // newLeaseOwner names one run of a job: a rescued or retried run is another
 // owner, and must wait out the lease of the run before it.
-func newLeaseOwner(job *river.Job[CreateKeyArgs]) string {
+func newLeaseOwner(job *rivertype.JobRow) string {
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
 	return fmt.Sprintf("job%d-%d-%x", job.ID, job.Attempt, b)
@@ -306,6 +319,12 @@ func (w *CreateKeyWorker) deliver(ctx context.Context, job *river.Job[CreateKeyA
 	if err != nil {
 		return err
 	}
+	return w.finishDelivery(ctx, tx, job, k, authExpire, discordLinked)
+}
+
+// finishDelivery completes, in tx, the delivery DeliverKey recorded: the
+// key's state, its Discord link, the follow-up work, the job; then commits.
+func (w *CreateKeyWorker) finishDelivery(ctx context.Context, tx pgx.Tx, job *river.Job[CreateKeyArgs], k *order.Key, authExpire *int64, discordLinked bool) error {
 	if err := postgres.RecordKeyState(ctx, tx, k.ID, appliedTarget(k, authExpire), false); err != nil {
 		return err
 	}
@@ -405,19 +424,24 @@ func queueFollowUps(ctx context.Context, tx pgx.Tx, k *order.Key) error {
 
 // findByReference looks the unit's reference up in Luarmor's notes.
 func (w *CreateKeyWorker) findByReference(ctx context.Context, k *order.Key) (*luarmor.User, error) {
-	users, err := w.Luarmor.ListUsers(ctx, k.ProjectID, luarmor.ListUsersOptions{Search: k.Reference})
+	return findByReference(ctx, w.Deps, k.ProjectID, k.Reference)
+}
+
+// findByReference looks a reference up in the notes of a project's keys.
+func findByReference(ctx context.Context, d Deps, projectID, reference string) (*luarmor.User, error) {
+	users, err := d.Luarmor.ListUsers(ctx, projectID, luarmor.ListUsersOptions{Search: reference})
 	if err != nil {
 		return nil, err
 	}
 	var found []luarmor.User
 	for _, u := range users {
-		if strings.Contains(u.Note, k.Reference) {
+		if strings.Contains(u.Note, reference) {
 			found = append(found, u)
 		}
 	}
 	if len(found) > 1 {
-		w.Logger.ErrorContext(ctx, "several Luarmor keys carry one reference; delivering the first, delete the others in the dashboard",
-			"reference", k.Reference, "count", len(found))
+		d.Logger.ErrorContext(ctx, "several Luarmor keys carry one reference; keeping the first, delete the others in the dashboard",
+			"reference", reference, "count", len(found))
 	}
 	if len(found) == 0 {
 		return nil, nil

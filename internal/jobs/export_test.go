@@ -11,5 +11,11 @@ import (
 // Luarmor's answer and the commit that records it; an error from crash
 // stands for the process dying there.
 func NewClientWithCrash(deps Deps, cfg Config, crash func(ctx context.Context) error) (*river.Client[pgx.Tx], error) {
-	return newClient(deps, cfg, &CreateKeyWorker{afterCreate: crash})
+	return newClient(deps, cfg, &CreateKeyWorker{afterCreate: crash}, &RefillStockWorker{})
+}
+
+// NewClientWithRefillCrash is NewClient whose refill worker runs crash
+// between Luarmor's answer and the commit that records the stock key.
+func NewClientWithRefillCrash(deps Deps, cfg Config, crash func(ctx context.Context) error) (*river.Client[pgx.Tx], error) {
+	return newClient(deps, cfg, &CreateKeyWorker{}, &RefillStockWorker{afterCreate: crash})
 }

@@ -130,10 +130,10 @@ func InFlightStates() []rivertype.JobState { return slices.Clone(inFlight) }
 
 // NewClient returns a River client with every worker of the service.
 func NewClient(deps Deps, cfg Config) (*river.Client[pgx.Tx], error) {
-	return newClient(deps, cfg, &CreateKeyWorker{Deps: deps})
+	return newClient(deps, cfg, &CreateKeyWorker{Deps: deps}, &RefillStockWorker{})
 }
 
-func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker) (*river.Client[pgx.Tx], error) {
+func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker, refill *RefillStockWorker) (*river.Client[pgx.Tx], error) {
 	if deps.Logger == nil {
 		deps.Logger = slog.Default()
 	}
@@ -178,6 +178,9 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker) (*river.Client
 	river.AddWorker(workers, &ResetHWIDWorker{Deps: deps})
 	river.AddWorker(workers, &SendKeyLookupEmailWorker{Deps: deps})
 	river.AddWorker(workers, &SupportKeyWorker{Deps: deps})
+	refill.Deps = deps
+	river.AddWorker(workers, refill)
+	river.AddWorker(workers, &StockKeySoldWorker{Deps: deps})
 	if cfg.Register != nil {
 		cfg.Register(workers)
 	}
@@ -209,7 +212,7 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker) (*river.Client
 	if !cfg.InsertOnly {
 		// Luarmor workers wait in memory for their budget slot, so a few
 		// per class keep the budget fully used without holding many jobs.
-		rc.PeriodicJobs = append(periodicJobs(), cfg.Periodic...)
+		rc.PeriodicJobs = append(append(periodicJobs(), StockPeriodicJobs(deps.Catalog)...), cfg.Periodic...)
 		rc.Queues = map[string]river.QueueConfig{
 			QueueEvents:             {MaxWorkers: cfg.Workers},
 			QueueDefault:            {MaxWorkers: cfg.Workers},
@@ -217,6 +220,7 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker) (*river.Client
 			QueueLuarmorDeliver:     {MaxWorkers: 4},
 			QueueLuarmorRenew:       {MaxWorkers: 2},
 			QueueLuarmorMaintenance: {MaxWorkers: 1},
+			QueueLuarmorStock:       {MaxWorkers: 1},
 		}
 	}
 	client, err := river.NewClient(riverpgxv5.New(deps.Pool), rc)

@@ -1,0 +1,161 @@
+package app_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"fulfiller/internal/catalog"
+	"fulfiller/internal/postgres"
+	"fulfiller/internal/stripeapi/stripefake"
+)
+
+const priceStocked = "price_stock7" // a week's key of project, kept in stock
+
+// setupStock starts the service with priceStocked keeping stock keys and
+// waits until they are made.
+func setupStock(t *testing.T, stock int, opts ...func(*options)) *bundle {
+	t.Helper()
+	opts = append(opts, func(o *options) {
+		o.stock = map[string]catalog.Product{priceStocked: {ProjectID: project, KeyDays: 7, Stock: stock}}
+	})
+	b := setup(t, opts...)
+	b.waitStock(t, stock)
+	return b
+}
+
+// waitStock waits until priceStocked holds ready keys.
+func (b *bundle) waitStock(t *testing.T, ready int) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		n, pending, err := postgres.StockLevel(context.Background(), b.pool, priceStocked)
+		return err == nil && n == ready && pending == 0
+	}, 20*time.Second, 20*time.Millisecond, "the stock never held %d keys", ready)
+}
+
+// readyStock returns the user keys of the unsold stock.
+func (b *bundle) readyStock(t *testing.T) map[string]bool {
+	t.Helper()
+	rows, err := b.pool.Query(context.Background(), `SELECT user_key FROM stock_keys WHERE status = 'ready'`)
+	require.NoError(t, err)
+	keys := map[string]bool{}
+	for rows.Next() {
+		var k string
+		require.NoError(t, rows.Scan(&k))
+		keys[k] = true
+	}
+	require.NoError(t, rows.Err())
+	return keys
+}
+
+func TestPurchaseIsDeliveredFromStockThenLabelled(t *testing.T) {
+	t.Parallel()
+	b := setupStock(t, 3)
+	stocked := b.readyStock(t)
+	for k := range stocked {
+		u := b.user(t, k)
+		require.Equal(t, 7, u.KeyDays, "stock keys have the price's key_days")
+		require.True(t, strings.HasPrefix(u.Note, "stock ref:fk_"), "stock keys are marked as stock with their reference: %q", u.Note)
+	}
+	createsBefore := b.creates()
+
+	s := b.paidSession(t, stripefake.Item{PriceID: priceStocked, Quantity: 1})
+	s.DiscordID = "123456789012345678"
+	b.stripe.PutSession(s)
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	o := b.waitOrder(t, s.ID, "fulfilled")
+
+	require.Len(t, o.Keys, 1)
+	key := o.Keys[0].UserKey
+	require.True(t, stocked[key], "the key is one the stock held before the purchase")
+	require.Zero(t, b.count(t, `SELECT create_attempts FROM order_keys WHERE user_key = $1`, key),
+		"no create was ever claimed for the unit: the purchase path sent nothing to Luarmor")
+	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM stock_keys s JOIN order_keys k ON k.id = s.order_key_id
+		WHERE s.status = 'sold' AND k.checkout_session_id = $1 AND s.user_key = $2`, s.ID, key))
+	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM order_keys WHERE user_key = $1`, key), "sold once")
+
+	// Afterwards the key carries what a made key does, and the stock is
+	// topped up again.
+	require.Eventually(t, func() bool {
+		u := b.user(t, key)
+		return strings.Contains(u.Note, s.ID) && strings.Contains(u.Note, "cus:"+s.Customer) && u.DiscordID == s.DiscordID
+	}, 20*time.Second, 20*time.Millisecond, "the sold key's note and Discord ID were rewritten")
+	u := b.user(t, key)
+	require.NotContains(t, u.Note, "stock")
+	require.Contains(t, u.Note, defaultMail)
+	require.Eventually(t, func() bool {
+		return b.count(t, `SELECT count(*) FROM order_keys WHERE user_key = $1 AND discord_link = 'linked'`, key) == 1
+	}, 20*time.Second, 20*time.Millisecond, "the link is recorded once Luarmor made it")
+	b.waitStock(t, 3)
+	require.Equal(t, createsBefore+1, b.creates(), "one create, by the refill, replaced the sold key")
+}
+
+func TestStockRunsOutAndTheRestIsMadeToOrder(t *testing.T) {
+	t.Parallel()
+	b := setupStock(t, 3)
+	stocked := b.readyStock(t)
+
+	s, o := b.buy(t, stripefake.Item{PriceID: priceStocked, Quantity: 10})
+
+	seen := map[string]bool{}
+	fromStock := 0
+	for _, k := range o.Keys {
+		require.False(t, seen[k.UserKey], "no key delivered twice")
+		seen[k.UserKey] = true
+		u := b.user(t, k.UserKey) // in project, or user() fails
+		require.Equal(t, 7, u.KeyDays, "every key has the price's key_days")
+		if stocked[k.UserKey] {
+			fromStock++
+		}
+	}
+	require.Len(t, seen, 10)
+	sold := b.count(t, `SELECT count(*) FROM stock_keys s JOIN order_keys k ON k.id = s.order_key_id WHERE k.checkout_session_id = $1`, s.ID)
+	require.GreaterOrEqual(t, fromStock, 3, "the stock held before the purchase was sold first")
+	require.Equal(t, sold, b.count(t, `SELECT count(*) FROM order_keys WHERE checkout_session_id = $1 AND create_attempts = 0`, s.ID),
+		"exactly the units delivered from stock sent no create")
+	require.Equal(t, 10-sold, b.count(t, `SELECT count(*) FROM order_keys WHERE checkout_session_id = $1 AND create_attempts > 0`, s.ID),
+		"the rest were created on demand")
+	require.Zero(t, b.count(t, `SELECT count(*) FROM stock_keys WHERE status = 'sold' AND user_key IN
+		(SELECT user_key FROM stock_keys WHERE status = 'ready')`))
+	b.waitStock(t, 3)
+}
+
+func TestRefundRevokesAKeySoldFromStock(t *testing.T) {
+	t.Parallel()
+	b := setupStock(t, 2)
+	stocked := b.readyStock(t)
+	s, o := b.buy(t, stripefake.Item{PriceID: priceStocked, Quantity: 1})
+	key := o.Keys[0].UserKey
+	require.True(t, stocked[key])
+
+	ch := b.charge(t, s.PaymentIntent, "")
+	b.deliver(t, b.refund(t, ch, s.PaymentIntent, "", 1000))
+	b.waitKeys(t, s.ID, "revoked", "blacklisted")
+	u := b.user(t, key)
+	require.True(t, u.IsBanned())
+	require.Equal(t, "Payment refunded", u.BanReason)
+}
+
+func TestDebugStock(t *testing.T) {
+	b := setupStock(t, 2)
+	_, _ = b.buy(t, stripefake.Item{PriceID: priceStocked, Quantity: 1})
+	time.Sleep(3 * time.Second)
+	rows, _ := b.pool.Query(context.Background(), `SELECT kind, state, attempt, coalesce(errors::text,''), scheduled_at FROM river_job ORDER BY id`)
+	for rows.Next() {
+		var k, s, e string
+		var a int
+		var at time.Time
+		_ = rows.Scan(&k, &s, &a, &e, &at)
+		t.Log(k, s, a, e, at)
+	}
+	rows2, _ := b.pool.Query(context.Background(), `SELECT id, status, create_attempts, coalesce(create_lease_until::text,'') FROM stock_keys`)
+	for rows2.Next() {
+		var id, a int
+		var s, l string
+		_ = rows2.Scan(&id, &s, &a, &l)
+		t.Log(id, s, a, l)
+	}
+}

@@ -1,0 +1,99 @@
+package budget_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"fulfiller/internal/budget"
+)
+
+// fillWindow records n requests just finished, as other requests of the
+// fleet would have left them.
+func (f *fleet) fillWindow(t *testing.T, n int) {
+	t.Helper()
+	_, err := f.pool.Exec(context.Background(), `INSERT INTO luarmor_calls (taken_at, finished_at, class, replica, outcome)
+		SELECT clock_timestamp(), clock_timestamp(), 'deliver', 'elsewhere', 'ok' FROM generate_series(1, $1::int)`, n)
+	require.NoError(t, err)
+}
+
+func (f *fleet) grantOrder(t *testing.T) []string {
+	t.Helper()
+	rows, err := f.pool.Query(context.Background(), `SELECT class FROM luarmor_calls WHERE replica <> 'elsewhere' ORDER BY id`)
+	require.NoError(t, err)
+	var classes []string
+	for rows.Next() {
+		var c string
+		require.NoError(t, rows.Scan(&c))
+		classes = append(classes, c)
+	}
+	require.NoError(t, rows.Err())
+	return classes
+}
+
+func TestStockWaitsWhileTheBudgetHasNoSpareAndDeliveriesGoFirst(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 2, 20, time.Minute)
+	// A quarter of the window is spent: past it, a stock request would
+	// bring pacing onto the next delivery, so it waits.
+	f.fillWindow(t, 4)
+
+	stockDone := make(chan error, 1)
+	go func() {
+		slot, err := f.replicas[0].budget.Acquire(budget.WithClass(context.Background(), budget.ClassStock))
+		if err == nil {
+			slot.Done(context.Background(), nil)
+		}
+		stockDone <- err
+	}()
+	require.Eventually(t, func() bool { return f.replicas[0].budget.Stats().Waiting[budget.ClassStock] == 1 },
+		10*time.Second, 5*time.Millisecond)
+
+	// Deliveries on both replicas are granted while the stock request waits.
+	for _, r := range f.replicas {
+		slot, err := r.budget.Acquire(budget.WithClass(context.Background(), budget.ClassDeliver))
+		require.NoError(t, err)
+		slot.Done(context.Background(), nil)
+	}
+	require.Equal(t, []string{"deliver", "deliver"}, f.grantOrder(t), "no stock request was granted before the deliveries")
+	require.Equal(t, 1, f.replicas[0].budget.Stats().Waiting[budget.ClassStock], "the stock request still waits")
+	require.Zero(t, count(t, f, `SELECT count(*) FROM luarmor_demand WHERE replica = 'replica-0'`),
+		"a waiting stock request publishes no demand, so it never holds another replica back")
+
+	// Once the window has room again, the stock request gets its slot.
+	_, err := f.pool.Exec(context.Background(), `DELETE FROM luarmor_calls WHERE replica = 'elsewhere'`)
+	require.NoError(t, err)
+	require.NoError(t, <-stockDone)
+	require.Equal(t, []string{"deliver", "deliver", "stock"}, f.grantOrder(t))
+}
+
+func TestStockYieldsToDemandPublishedByAnotherReplica(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 1, 20, time.Minute)
+	_, err := f.pool.Exec(context.Background(), `INSERT INTO luarmor_demand (replica, top_rank, expires_at)
+		VALUES ('elsewhere', $1, clock_timestamp() + interval '1 hour')`, int(budget.ClassMaintenance))
+	require.NoError(t, err)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err = f.replicas[0].budget.Acquire(budget.WithClass(ctx, budget.ClassStock))
+	var wait *budget.WaitError
+	require.ErrorAs(t, err, &wait, "no slot while even a maintenance request waits elsewhere")
+	require.Empty(t, f.grantOrder(t))
+
+	_, err = f.pool.Exec(context.Background(), `DELETE FROM luarmor_demand WHERE replica = 'elsewhere'`)
+	require.NoError(t, err)
+	slot, err := f.replicas[0].budget.Acquire(budget.WithClass(context.Background(), budget.ClassStock))
+	require.NoError(t, err)
+	slot.Done(context.Background(), nil)
+	require.Equal(t, []string{"stock"}, f.grantOrder(t))
+}
+
+func count(t *testing.T, f *fleet, sql string) int {
+	t.Helper()
+	var n int
+	require.NoError(t, f.pool.QueryRow(context.Background(), sql).Scan(&n))
+	return n
+}

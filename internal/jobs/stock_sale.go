@@ -1,0 +1,154 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+
+	"fulfiller/internal/budget"
+	"fulfiller/internal/logging"
+	"fulfiller/internal/luarmor"
+	"fulfiller/internal/order"
+	"fulfiller/internal/postgres"
+)
+
+// sellFromStock delivers a unit of a stocked price with a key of the stock,
+// without a Luarmor call, and reports whether it did. The key is taken in
+// the transaction that records the delivery and completes the job, so a
+// crash leaves either both or neither. A unit the stock cannot serve (none
+// left, a subscription's unit, a create already sent for it) is made to
+// order as before, in its turn among the orders' units.
+func (w *CreateKeyWorker) sellFromStock(ctx context.Context, job *river.Job[CreateKeyArgs]) (bool, error) {
+	k, err := postgres.GetKey(ctx, w.Pool, job.Args.OrderKeyID)
+	if err != nil {
+		return false, nil // the create path reports it
+	}
+	if k.Status != order.KeyPending || k.CreateAttempts > 0 || k.Recurring || k.ExpireTarget != nil {
+		return false, nil
+	}
+	if w.Catalog == nil {
+		return false, nil
+	}
+	if product, ok := w.Catalog.Lookup(k.PriceID); !ok || product.Stock == 0 {
+		return false, nil
+	}
+	tx, err := w.Pool.Begin(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck
+	userKey, stockPrice, err := postgres.TakeStockKey(ctx, tx, k.ID)
+	if err != nil || userKey == "" {
+		return false, err
+	}
+	if err := postgres.LockStock(ctx, tx, stockPrice); err != nil {
+		return false, err
+	}
+	expiry := lifetimeExpiry(k)
+	if err := postgres.DeliverKey(ctx, tx, k.ID, userKey, expiry, false); err != nil {
+		return false, err
+	}
+	// The key still carries its stock note: the buyer's details and
+	// Discord ID follow, then the price's stock is topped up again.
+	if err := insertMany(ctx, tx, StockKeySoldArgs{OrderKeyID: k.ID}, RefillStockArgs{PriceID: stockPrice}); err != nil {
+		return false, err
+	}
+	if err := w.finishDelivery(ctx, tx, job, k, expiry, false); err != nil {
+		return false, err
+	}
+	w.Logger.InfoContext(ctx, "key delivered from stock", "order_key_id", k.ID, "user_key", logging.MaskKey(userKey),
+		"project_id", k.ProjectID, "key_days", k.KeyDays)
+	return true, nil
+}
+
+// StockKeySoldArgs gives a key sold from stock what a key made for its
+// unit carries: the note of Note (session, customer, email, the unit's
+// reference) and the buyer's Discord ID.
+type StockKeySoldArgs struct {
+	OrderKeyID int64 `json:"order_key_id"`
+}
+
+func (StockKeySoldArgs) Kind() string { return "stock_key_sold" }
+
+func (StockKeySoldArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: QueueLuarmorMaintenance, UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: inFlight}}
+}
+
+// StockKeySoldWorker works StockKeySoldArgs. Every request sets absolute
+// values, so a run repeated after a crash sends the same ones again.
+type StockKeySoldWorker struct {
+	river.WorkerDefaults[StockKeySoldArgs]
+	Deps
+}
+
+func (w *StockKeySoldWorker) Work(ctx context.Context, job *river.Job[StockKeySoldArgs]) error {
+	ctx = budget.WithClass(ctx, budget.ClassMaintenance)
+	k, err := postgres.GetKey(ctx, w.Pool, job.Args.OrderKeyID)
+	if order.ErrorCode(err) == order.ENOTFOUND {
+		return river.JobCancel(err)
+	}
+	if err != nil {
+		return err
+	}
+	if k.UserKey == "" || k.Status == order.KeyDeleted {
+		return nil // deleted by a revocation: nothing left to label
+	}
+	o, err := postgres.GetOrder(ctx, w.Pool, k.CheckoutSessionID)
+	if err != nil {
+		return err
+	}
+	log := w.Logger.With("order_key_id", k.ID, "user_key", logging.MaskKey(k.UserKey))
+	note := Note(o, k)
+	req := luarmor.UpdateUserRequest{UserKey: k.UserKey, Note: &note}
+	// The Discord ID goes to the keys discordFor picks, under its rules; a
+	// key sold from stock exists already, so an ID Luarmor refuses (in use
+	// by another key, or invalid) is recorded and the key keeps none.
+	discordID := ""
+	if k.DiscordLink != order.DiscordLinked {
+		discordID = discordFor(o, k)
+	}
+	if discordID != "" {
+		req.DiscordID = &discordID
+	}
+	err = w.Luarmor.UpdateUser(ctx, k.ProjectID, req)
+	link := order.DiscordLinked
+	if discordID != "" && (errors.Is(err, luarmor.ErrDiscordInUse) || errors.Is(err, luarmor.ErrInvalidDiscordID)) {
+		link = order.DiscordInUse
+		if errors.Is(err, luarmor.ErrInvalidDiscordID) {
+			link = order.DiscordInvalid
+		}
+		if err := postgres.SetDiscordLink(ctx, w.Pool, k.ID, link); err != nil {
+			return err
+		}
+		log.InfoContext(ctx, "luarmor refused the buyer's Discord ID for a key sold from stock; the key keeps none", "discord_link", link)
+		discordID = ""
+		err = w.Luarmor.UpdateUser(ctx, k.ProjectID, luarmor.UpdateUserRequest{UserKey: k.UserKey, Note: &note})
+	}
+	switch {
+	case errors.Is(err, luarmor.ErrNotFound):
+		log.InfoContext(ctx, "key sold from stock is gone from Luarmor (deleted by a revocation); nothing to label")
+		return nil
+	case err != nil:
+		if jobErr, retry := luarmorRetry(err, w.RateLimitWindow); retry {
+			return jobErr
+		}
+		return river.JobCancel(fmt.Errorf("labelling key sold from stock for order key %d: %w", k.ID, err))
+	}
+	tx, err := w.Pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck
+	if discordID != "" {
+		if err := postgres.LinkDiscord(ctx, tx, k.ID); err != nil {
+			return err
+		}
+	}
+	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}

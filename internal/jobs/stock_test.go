@@ -1,0 +1,109 @@
+package jobs_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/stretchr/testify/require"
+
+	"fulfiller/internal/catalog"
+	"fulfiller/internal/jobs"
+	"fulfiller/internal/postgres"
+)
+
+const priceStock = "price_stock"
+
+// waitStock waits until the price's stock holds ready keys and none is
+// being made.
+func (b *testBundle) waitStock(t *testing.T, ready int) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		n, pending, err := postgres.StockLevel(context.Background(), b.pool, priceStock)
+		return err == nil && n == ready && pending == 0
+	}, 20*time.Second, 20*time.Millisecond, "the stock never held %d keys", ready)
+}
+
+// waitRefillsDone waits until no refill job waits or runs.
+func (b *testBundle) waitRefillsDone(t *testing.T) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		var n int
+		err := b.pool.QueryRow(context.Background(), `SELECT count(*) FROM river_job WHERE kind = 'refill_stock'
+			AND state NOT IN ('completed', 'cancelled', 'discarded')`).Scan(&n)
+		return err == nil && n == 0
+	}, 20*time.Second, 20*time.Millisecond)
+}
+
+func stockDeps(b *testBundle, stock int) jobs.Deps {
+	d := b.deps
+	d.Catalog = &catalog.Catalog{Prices: map[string]catalog.Product{priceStock: {ProjectID: project, KeyDays: 7, Stock: stock}}}
+	d.CreateLease = 300 * time.Millisecond
+	return d
+}
+
+func (b *testBundle) stockUsers() int {
+	n := 0
+	for _, u := range b.sandbox.Users(project) {
+		if strings.HasPrefix(u.Note, "stock ref:fk_") {
+			n++
+		}
+	}
+	return n
+}
+
+func TestRefillFillsToNAndNotBeyondWhenRunTwiceAtOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	deps := stockDeps(b, 5)
+	// Two replicas, each running a refill of the price at once (the
+	// second copy is queued past the job's own uniqueness, as a rescued
+	// duplicate would be).
+	for i := range 2 {
+		client, err := jobs.NewClient(deps, jobs.Config{ID: fmt.Sprintf("replica-%d", i)})
+		require.NoError(t, err)
+		b.start(t, client)
+	}
+	inserter, err := jobs.NewClient(deps, jobs.Config{InsertOnly: true})
+	require.NoError(t, err)
+	ctx := context.Background()
+	_, err = inserter.Insert(ctx, jobs.RefillStockArgs{PriceID: priceStock}, nil)
+	require.NoError(t, err)
+	_, err = inserter.Insert(ctx, jobs.RefillStockArgs{PriceID: priceStock}, &river.InsertOpts{UniqueOpts: river.UniqueOpts{ByPeriod: time.Hour}})
+	require.NoError(t, err)
+
+	b.waitStock(t, 5)
+	b.waitRefillsDone(t)
+	require.Equal(t, 5, b.stockUsers(), "Luarmor holds exactly N stock keys")
+	require.Equal(t, 5, b.calls(http.MethodPost, "/users"), "one create per key")
+}
+
+func TestRefillCutOffAfterTheCreateFindsTheKeyByItsReference(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	deps := stockDeps(b, 3)
+	var crashes atomic.Int32
+	client, err := jobs.NewClientWithRefillCrash(deps, jobs.Config{}, func(context.Context) error {
+		if crashes.Add(1) == 1 {
+			return errors.New("process killed after Luarmor created the stock key")
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	b.start(t, client)
+	_, err = client.Insert(context.Background(), jobs.RefillStockArgs{PriceID: priceStock}, nil)
+	require.NoError(t, err)
+
+	b.waitStock(t, 3)
+	b.waitRefillsDone(t)
+	require.EqualValues(t, 3, crashes.Load(), "the crash hook ran once per create")
+	require.Equal(t, 3, b.stockUsers(), "the crash did not take the stock past N")
+	require.Equal(t, 3, b.calls(http.MethodPost, "/users"), "the key made before the crash was found, not made again")
+	require.Equal(t, 1, b.calls(http.MethodGet, "/users"), "one look-up by reference")
+}

@@ -1,0 +1,216 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// StockKey is one key of a price's stock (migrations/0015_key_stock.sql).
+type StockKey struct {
+	ID             int64
+	PriceID        string
+	ProjectID      string
+	KeyDays        int
+	Reference      string
+	Status         string // "pending", "ready" or "sold"
+	UserKey        string
+	CreateAttempts int
+}
+
+const stockColumns = `id, price_id, project_id, key_days, reference, status, COALESCE(user_key, ''), create_attempts`
+
+func scanStockKey(row pgx.Row) (*StockKey, error) {
+	var s StockKey
+	err := row.Scan(&s.ID, &s.PriceID, &s.ProjectID, &s.KeyDays, &s.Reference, &s.Status, &s.UserKey, &s.CreateAttempts)
+	return &s, err
+}
+
+// StockPlan is what a price's stock should hold.
+type StockPlan struct {
+	PriceID   string
+	ProjectID string
+	KeyDays   int
+	Target    int // the catalog's stock: N
+}
+
+// ClaimStockKey claims, for owner and lease from now, the next stock key of
+// a price to make, recording the create attempt about to be sent in the
+// same commit. A pending key (an earlier run was cut off) comes first, so a
+// crash never leaves a second key planned beside it; otherwise a new key is
+// planned, with its reference, while the price's unsold keys (pending ones
+// included) number fewer than plan.Target. It returns nil when the stock is
+// full, and *ErrLeaseHeld while another runner's create may be on its way.
+// Refills of one price are serialised, so two never plan past the target.
+func ClaimStockKey(ctx context.Context, tx pgx.Tx, plan StockPlan, owner string, lease time.Duration) (*StockKey, error) {
+	if err := LockStock(ctx, tx, plan.PriceID); err != nil {
+		return nil, err
+	}
+	var pendingID int64
+	var until *time.Time
+	var heldBy string
+	err := tx.QueryRow(ctx, `SELECT id, create_lease_until, COALESCE(create_lease_owner, '') FROM stock_keys
+		WHERE price_id = $1 AND status = 'pending' ORDER BY id LIMIT 1`, plan.PriceID).Scan(&pendingID, &until, &heldBy)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+	case err != nil:
+		return nil, fmt.Errorf("reading the stock of price %s: %w", plan.PriceID, err)
+	default:
+		if heldBy != owner && until != nil && until.After(time.Now()) {
+			return nil, &ErrLeaseHeld{Until: *until}
+		}
+		s, err := scanStockKey(tx.QueryRow(ctx, `UPDATE stock_keys SET create_lease_owner = $2, create_lease_until = now() + $3::interval,
+				create_attempts = create_attempts + 1
+			WHERE id = $1 AND (create_lease_owner = $2 OR create_lease_until IS NULL OR create_lease_until <= now())
+			RETURNING `+stockColumns, pendingID, owner, lease))
+		if errors.Is(err, pgx.ErrNoRows) { // the lease is on the database's clock: still held there
+			return nil, &ErrLeaseHeld{Until: time.Now().Add(time.Second)}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("claiming stock key %d: %w", pendingID, err)
+		}
+		return s, nil
+	}
+	s, err := scanStockKey(tx.QueryRow(ctx, `
+		INSERT INTO stock_keys (price_id, project_id, key_days, reference, create_attempts, create_lease_owner, create_lease_until)
+		SELECT $1, $2, $3, 'fk_' || left(replace(gen_random_uuid()::text, '-', ''), 20), 1, $5, now() + $6::interval
+		WHERE (SELECT count(*) FROM stock_keys WHERE price_id = $1 AND status <> 'sold') < $4
+		RETURNING `+stockColumns, plan.PriceID, plan.ProjectID, plan.KeyDays, plan.Target, owner, lease))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("planning a stock key of price %s: %w", plan.PriceID, err)
+	}
+	return s, nil
+}
+
+// LockStock serialises, until tx ends, the changes to a price's stock count:
+// a refill deciding the stock is full, and a sale queueing the refill that
+// replaces its key. Whichever comes second sees the other, so a sale during
+// the last moments of a refill never goes unreplaced.
+func LockStock(ctx context.Context, tx pgx.Tx, priceID string) error {
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('stock_keys:' || $1, 0))`, priceID); err != nil {
+		return fmt.Errorf("locking the stock of price %s: %w", priceID, err)
+	}
+	return nil
+}
+
+// RenewStockLease renews owner's lease on a pending stock key right before
+// a request for it is sent; it fails once the lease passed to another
+// runner or the key was recorded.
+func RenewStockLease(ctx context.Context, db DB, id int64, owner string, lease time.Duration) error {
+	tag, err := db.Exec(ctx, `UPDATE stock_keys SET create_lease_until = now() + $3::interval
+		WHERE id = $1 AND status = 'pending' AND create_lease_owner = $2`, id, owner, lease)
+	if err != nil {
+		return fmt.Errorf("renewing the lease of stock key %d: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("stock key %d is no longer this runner's to make", id)
+	}
+	return nil
+}
+
+// ReleaseStockLease drops owner's lease on a stock key whose request was
+// never applied; undoAttempt takes back the attempt it recorded.
+func ReleaseStockLease(ctx context.Context, db DB, id int64, owner string, undoAttempt bool) error {
+	_, err := db.Exec(ctx, `UPDATE stock_keys SET create_lease_until = NULL, create_lease_owner = NULL,
+			create_attempts = create_attempts - CASE WHEN $3 AND create_attempts > 0 THEN 1 ELSE 0 END
+		WHERE id = $1 AND create_lease_owner = $2`, id, owner, undoAttempt)
+	return err
+}
+
+// ShortenStockLease ends owner's lease on a stock key within d: Luarmor
+// answered its last request, so the retry need not wait the whole lease.
+func ShortenStockLease(ctx context.Context, db DB, id int64, owner string, d time.Duration) error {
+	_, err := db.Exec(ctx, `UPDATE stock_keys SET create_lease_until = LEAST(create_lease_until, now() + $3::interval)
+		WHERE id = $1 AND create_lease_owner = $2`, id, owner, d)
+	return err
+}
+
+// StockKeyMade records the Luarmor key of a pending stock key: it is ready
+// to sell. A key recorded before is left as it is.
+func StockKeyMade(ctx context.Context, db DB, id int64, userKey string) error {
+	_, err := db.Exec(ctx, `UPDATE stock_keys SET status = 'ready', user_key = $2, made_at = now(),
+			create_lease_until = NULL, create_lease_owner = NULL
+		WHERE id = $1 AND status = 'pending'`, id, userKey)
+	if err != nil {
+		return fmt.Errorf("recording stock key %d: %w", id, err)
+	}
+	return nil
+}
+
+// DropStockKey forgets a pending stock key Luarmor refused for good (after
+// a look-up found no key of an earlier attempt): no key exists for it.
+func DropStockKey(ctx context.Context, db DB, id int64) error {
+	_, err := db.Exec(ctx, `DELETE FROM stock_keys WHERE id = $1 AND status = 'pending'`, id)
+	if err != nil {
+		return fmt.Errorf("dropping stock key %d: %w", id, err)
+	}
+	return nil
+}
+
+// TakeStockKey delivers unit id from stock inside tx, the transaction that
+// then records its delivery (DeliverKey): it sells the oldest ready key of
+// the unit's own (project_id, key_days), skipping keys another transaction
+// is taking, so two replicas never sell one key. It takes one only for a
+// unit no create was ever sent for (create_attempts 0, which ClaimCreate
+// raises under the same row lock) and whose key follows key_days (not a
+// subscription's), of an order not revoked, and returns "" when there is
+// none to take. The caller
+// then delivers the unit with the key in the same commit. priceID is the
+// price whose stock the key was made for, to refill.
+func TakeStockKey(ctx context.Context, tx pgx.Tx, id int64) (userKey, priceID string, err error) {
+	if _, err := lockOrderOfKey(ctx, tx, id); err != nil {
+		return "", "", err
+	}
+	err = tx.QueryRow(ctx, `
+		WITH unit AS (
+			SELECT id, project_id, key_days FROM order_keys
+			WHERE id = $1 AND status = 'pending' AND user_key IS NULL AND create_attempts = 0
+			  AND NOT recurring AND expire_target IS NULL
+			  AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.checkout_session_id = order_keys.checkout_session_id AND o.status = 'revoked')
+			FOR UPDATE
+		), picked AS (
+			SELECT s.id FROM stock_keys s JOIN unit u ON s.project_id = u.project_id AND s.key_days = u.key_days
+			WHERE s.status = 'ready'
+			ORDER BY s.id LIMIT 1
+			FOR UPDATE OF s SKIP LOCKED
+		)
+		UPDATE stock_keys s SET status = 'sold', order_key_id = $1, sold_at = now()
+		FROM picked WHERE s.id = picked.id
+		RETURNING s.user_key, s.price_id`, id).Scan(&userKey, &priceID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", "", nil
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("taking a stock key for order key %d: %w", id, err)
+	}
+	return userKey, priceID, nil
+}
+
+// StockLevel counts a price's stock keys: ready to sell, and being made.
+func StockLevel(ctx context.Context, db DB, priceID string) (ready, pending int, err error) {
+	err = db.QueryRow(ctx, `SELECT count(*) FILTER (WHERE status = 'ready'), count(*) FILTER (WHERE status = 'pending')
+		FROM stock_keys WHERE price_id = $1`, priceID).Scan(&ready, &pending)
+	if err != nil {
+		return 0, 0, fmt.Errorf("counting the stock of price %s: %w", priceID, err)
+	}
+	return ready, pending, nil
+}
+
+// StockKeyOf returns the stock key sold as unit orderKeyID, or nil when the
+// unit's key was made to order.
+func StockKeyOf(ctx context.Context, db DB, orderKeyID int64) (*StockKey, error) {
+	s, err := scanStockKey(db.QueryRow(ctx, `SELECT `+stockColumns+` FROM stock_keys WHERE order_key_id = $1`, orderKeyID))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the stock key of order key %d: %w", orderKeyID, err)
+	}
+	return s, nil
+}
