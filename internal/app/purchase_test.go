@@ -189,6 +189,27 @@ func TestLostLuarmorAnswerDoesNotMintASecondKey(t *testing.T) {
 	require.Contains(t, u.Note, s.ID)
 }
 
+func TestFailedLookUpAfterALostAnswerIsRepeatedAtOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	// The create's answer is lost, and the look-up that follows fails twice
+	// (a server error, then a dropped answer): the look-up is repeated
+	// within the same run, not after a step of backoff.
+	b.sandbox.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/users", Kind: sandbox.FaultApplyThenDrop, Times: 1})
+	b.sandbox.InjectFault(sandbox.Fault{Method: http.MethodGet, PathContains: "/users", Kind: sandbox.FaultHTTP500, Times: 1})
+	b.sandbox.InjectFault(sandbox.Fault{Method: http.MethodGet, PathContains: "/users", Kind: sandbox.FaultApplyThenDrop, Times: 1})
+	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+
+	o := b.waitOrder(t, s.ID, "fulfilled")
+	require.Len(t, o.Keys, 1)
+	require.Equal(t, 1, b.creates(), "the key was found, not made again")
+	require.Equal(t, 3, b.luarmorCalls(http.MethodGet, "/users"), "three tries of the look-up")
+	attempts, err := b.createKeyAttempts()
+	require.NoError(t, err)
+	require.Equal(t, []int{2}, attempts, "found on the run after the lost answer")
+}
+
 func TestLuarmorServerErrorIsRetried(t *testing.T) {
 	t.Parallel()
 	b := setup(t)

@@ -427,9 +427,30 @@ func (w *CreateKeyWorker) findByReference(ctx context.Context, k *order.Key) (*l
 	return findByReference(ctx, w.Deps, k.ProjectID, k.Reference)
 }
 
+// lookupTries bounds the quick repeats of a failed look-up by reference
+// within one run of a job. A read is safe to repeat, and after a create
+// whose outcome is unknown the look-up is what stands between the buyer and
+// the key: a server error or a dropped answer on it should cost a moment,
+// not a step of the job's backoff. Each try takes its own budget slot; a
+// 429 is left to the job's snooze.
+const lookupTries = 3
+
 // findByReference looks a reference up in the notes of a project's keys.
 func findByReference(ctx context.Context, d Deps, projectID, reference string) (*luarmor.User, error) {
-	users, err := d.Luarmor.ListUsers(ctx, projectID, luarmor.ListUsersOptions{Search: reference})
+	var users []luarmor.User
+	var err error
+	for try := 1; try <= lookupTries; try++ {
+		users, err = d.Luarmor.ListUsers(ctx, projectID, luarmor.ListUsersOptions{Search: reference})
+		var rl *luarmor.RateLimitError
+		if err == nil || !luarmor.IsRetryable(err) || errors.As(err, &rl) || try == lookupTries {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(time.Duration(try) * 250 * time.Millisecond):
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
