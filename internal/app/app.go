@@ -110,7 +110,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		httpClient = &http.Client{Timeout: 30 * time.Second}
 	}
 	stripeClient := stripeapi.New(m.Config.StripeAPIKey, m.Config.StripeAPIBase, httpClient)
-	m.Metrics = newMetrics()
+	m.Metrics = newMetrics(m.Catalog.Stocked())
 	name := replicaName()
 	m.Budget = budget.New(m.Pool, budget.Config{
 		Count:   m.Config.LuarmorRateLimit,

@@ -15,7 +15,7 @@ import (
 
 // newMetrics returns the process's metrics, each label's values known up
 // front.
-func newMetrics() *metrics.Metrics {
+func newMetrics(stockPrices []string) *metrics.Metrics {
 	var classes []string
 	for c := budget.ClassRevoke; c <= budget.ClassStock; c++ {
 		classes = append(classes, c.String())
@@ -29,6 +29,7 @@ func newMetrics() *metrics.Metrics {
 		},
 		BudgetClasses: classes,
 		RevokeActions: []string{string(order.ActionBlacklist), string(order.ActionDelete)},
+		StockPrices:   stockPrices,
 	})
 }
 
@@ -37,6 +38,7 @@ func newMetrics() *metrics.Metrics {
 func (m *Main) serveMetrics() error {
 	m.Metrics.WatchBudget(m.Budget.WaitingByClass)
 	m.Metrics.WatchFleet(m.Pool, jobs.ReplicaStaleAfter)
+	m.Metrics.WatchStock(m.Pool, m.stockTargets)
 	if m.Config.MetricsAddr == "" {
 		return nil
 	}
@@ -65,4 +67,15 @@ func (m *Main) MetricsAddr() string {
 		return ""
 	}
 	return m.metricsListener.Addr().String()
+}
+
+// stockTargets maps each price the catalog stocks to its stock: N.
+func (m *Main) stockTargets() map[string]int {
+	targets := map[string]int{}
+	for _, id := range m.Catalog.Stocked() {
+		if p, ok := m.Catalog.Lookup(id); ok {
+			targets[id] = p.Stock
+		}
+	}
+	return targets
 }

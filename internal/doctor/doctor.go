@@ -28,6 +28,7 @@ import (
 	"fulfiller/internal/config"
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/luarmor"
+	"fulfiller/internal/postgres"
 	"fulfiller/internal/stripeapi"
 	"fulfiller/migrations"
 )
@@ -113,6 +114,7 @@ func (d *Doctor) Run(ctx context.Context) []Result {
 	keyOK, r := d.stripeKey(ctx)
 	out = append(out, r)
 	out = append(out, d.prices(ctx, keyOK)...)
+	out = append(out, d.stock(ctx)...)
 	out = append(out, d.webhookEndpoint(ctx, keyOK))
 	out = append(out, d.webhookSecret())
 	return out
@@ -469,4 +471,28 @@ func (d *Doctor) webhookSecret() Result {
 		}
 	}
 	return pass(check, "set (%d secret(s)), not the development one", len(d.WebhookSecrets))
+}
+
+// ---- Stock ----
+
+// stock reports, per price the catalog stocks, its ready keys against the
+// catalog's stock: N. Below half, sales outrun the refill (or the refill
+// is stuck), and buyers soon wait for keys made to order.
+func (d *Doctor) stock(ctx context.Context) []Result {
+	var out []Result
+	for _, id := range d.Catalog.Stocked() {
+		check := "stock " + id
+		product, _ := d.Catalog.Lookup(id)
+		ready, pending, err := postgres.StockLevel(ctx, d.Pool, id)
+		switch {
+		case err != nil:
+			out = append(out, fail(check, "%v: check the database check above", err))
+		case ready*2 < product.Stock:
+			out = append(out, warn(check, "%d of %d keys ready (%d being made): below half; the refill_stock job makes them from spare Luarmor budget, so check its jobs and the budget if it stays low",
+				ready, product.Stock, pending))
+		default:
+			out = append(out, pass(check, "%d of %d keys ready (%d being made)", ready, product.Stock, pending))
+		}
+	}
+	return out
 }

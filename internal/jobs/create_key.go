@@ -319,12 +319,13 @@ func (w *CreateKeyWorker) deliver(ctx context.Context, job *river.Job[CreateKeyA
 	if err != nil {
 		return err
 	}
-	return w.finishDelivery(ctx, tx, job, k, authExpire, discordLinked)
+	return w.finishDelivery(ctx, tx, job, k, authExpire, discordLinked, false)
 }
 
 // finishDelivery completes, in tx, the delivery DeliverKey recorded: the
 // key's state, its Discord link, the follow-up work, the job; then commits.
-func (w *CreateKeyWorker) finishDelivery(ctx context.Context, tx pgx.Tx, job *river.Job[CreateKeyArgs], k *order.Key, authExpire *int64, discordLinked bool) error {
+// fromStock says the key was sold from stock rather than made.
+func (w *CreateKeyWorker) finishDelivery(ctx context.Context, tx pgx.Tx, job *river.Job[CreateKeyArgs], k *order.Key, authExpire *int64, discordLinked, fromStock bool) error {
 	if err := postgres.RecordKeyState(ctx, tx, k.ID, appliedTarget(k, authExpire), false); err != nil {
 		return err
 	}
@@ -351,6 +352,7 @@ func (w *CreateKeyWorker) finishDelivery(ctx context.Context, tx pgx.Tx, job *ri
 	}
 	if delivered {
 		w.Metrics.KeyDelivered(sinceOrder.Seconds())
+		w.countStockSale(k, fromStock)
 	}
 	return nil
 }

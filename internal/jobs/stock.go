@@ -131,7 +131,11 @@ func (w *RefillStockWorker) makeOne(ctx context.Context, job *river.Job[RefillSt
 		}
 		if user != nil {
 			log.InfoContext(ctx, "found stock key created by an earlier attempt", "user_key", logging.MaskKey(user.UserKey))
-			return false, postgres.StockKeyMade(ctx, w.Pool, s.ID, user.UserKey)
+			if err := postgres.StockKeyMade(ctx, w.Pool, s.ID, user.UserKey); err != nil {
+				return false, err
+			}
+			w.Metrics.StockRefilled(plan.PriceID)
+			return false, nil
 		}
 	}
 	userKey, err := w.Luarmor.CreateUser(ctx, s.ProjectID, luarmor.CreateUserRequest{Note: StockNote(s.Reference), KeyDays: s.KeyDays})
@@ -153,6 +157,7 @@ func (w *RefillStockWorker) makeOne(ctx context.Context, job *river.Job[RefillSt
 		_ = postgres.ShortenStockLease(context.WithoutCancel(ctx), w.Pool, s.ID, owner, answeredLease)
 		return false, err
 	}
+	w.Metrics.StockRefilled(plan.PriceID)
 	log.InfoContext(ctx, "stock key created", "user_key", logging.MaskKey(userKey), "project_id", s.ProjectID, "key_days", s.KeyDays)
 	return false, nil
 }

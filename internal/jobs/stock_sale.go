@@ -11,6 +11,7 @@ import (
 	"fulfiller/internal/budget"
 	"fulfiller/internal/logging"
 	"fulfiller/internal/luarmor"
+	"fulfiller/internal/metrics"
 	"fulfiller/internal/order"
 	"fulfiller/internal/postgres"
 )
@@ -56,12 +57,29 @@ func (w *CreateKeyWorker) sellFromStock(ctx context.Context, job *river.Job[Crea
 	if err := insertMany(ctx, tx, StockKeySoldArgs{OrderKeyID: k.ID}, RefillStockArgs{PriceID: stockPrice}); err != nil {
 		return false, err
 	}
-	if err := w.finishDelivery(ctx, tx, job, k, expiry, false); err != nil {
+	if err := w.finishDelivery(ctx, tx, job, k, expiry, false, true); err != nil {
 		return false, err
 	}
 	w.Logger.InfoContext(ctx, "key delivered from stock", "order_key_id", k.ID, "user_key", logging.MaskKey(userKey),
 		"project_id", k.ProjectID, "key_days", k.KeyDays)
 	return true, nil
+}
+
+// countStockSale counts a delivered unit of a stocked price as a hit (sold
+// from stock) or a miss (made to order while the stock was empty). Units
+// the stock never serves (a subscription's) are neither.
+func (w *CreateKeyWorker) countStockSale(k *order.Key, fromStock bool) {
+	if k.Recurring || k.ExpireTarget != nil || w.Catalog == nil {
+		return
+	}
+	if product, ok := w.Catalog.Lookup(k.PriceID); !ok || product.Stock == 0 {
+		return
+	}
+	outcome := metrics.StockMiss
+	if fromStock {
+		outcome = metrics.StockHit
+	}
+	w.Metrics.StockSale(k.PriceID, outcome)
 }
 
 // StockKeySoldArgs gives a key sold from stock what a key made for its

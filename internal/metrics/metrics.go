@@ -63,6 +63,7 @@ type Labels struct {
 	FailureCodes  []string // orders' failure codes
 	BudgetClasses []string // the Luarmor budget's classes
 	RevokeActions []string // what a revocation does to a key
+	StockPrices   []string // prices the catalog keeps a stock of
 }
 
 // Metrics holds the collectors of one process.
@@ -80,6 +81,8 @@ type Metrics struct {
 	keysRevoked     *prometheus.CounterVec
 	keysRenewed     prometheus.Counter
 	deliveryLatency prometheus.Histogram
+	stockRefills    *prometheus.CounterVec
+	stockSales      *prometheus.CounterVec
 }
 
 // New returns the metrics of one process, registered (with the Go runtime
@@ -126,11 +129,13 @@ func New(labels Labels) *Metrics {
 			Buckets: LatencyBuckets,
 		}),
 	}
+	m.stockRefills, m.stockSales = newStockCounters()
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.webhooks, m.jobs, m.luarmorCalls, m.luarmor429s, m.budgetSlots,
 		m.keysDelivered, m.keysRevoked, m.keysRenewed, m.deliveryLatency,
+		m.stockRefills, m.stockSales,
 	)
 	m.initSeries()
 	m.handler = promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{
@@ -155,6 +160,11 @@ func (m *Metrics) initSeries() {
 	}
 	for _, a := range m.labels.RevokeActions {
 		m.keysRevoked.WithLabelValues(a)
+	}
+	for _, p := range m.labels.StockPrices {
+		m.stockRefills.WithLabelValues(p)
+		m.stockSales.WithLabelValues(p, StockHit)
+		m.stockSales.WithLabelValues(p, StockMiss)
 	}
 }
 
