@@ -148,20 +148,10 @@ func (w *RevokeKeyWorker) Work(ctx context.Context, job *river.Job[RevokeKeyArgs
 	if k.ExtendedExisting && r.Action != order.ActionNone {
 		return w.revokeExtension(ctx, job, k)
 	}
-	status := order.KeyBlacklisted
-	switch r.Action {
-	case order.ActionBlacklist:
-		never := luarmor.NeverExpires
-		err = w.Luarmor.Blacklist(ctx, k.ProjectID, luarmor.BlacklistRequest{UserKey: k.UserKey, BanReason: r.Reason, BanExpire: &never})
-	case order.ActionDelete:
-		status = order.KeyDeleted
-		err = w.Luarmor.DeleteUser(ctx, k.ProjectID, k.UserKey)
-	default:
+	if r.Action != order.ActionBlacklist && r.Action != order.ActionDelete {
 		return nil
 	}
-	if errors.Is(err, luarmor.ErrNotFound) {
-		status, err = order.KeyDeleted, nil // deleted in the dashboard: nothing left to use
-	}
+	status, err := banKey(ctx, w.Luarmor, k, r.Action, r.Reason)
 	if err != nil {
 		jobErr, retry := luarmorRetry(err, w.RateLimitWindow)
 		if !retry {
@@ -311,6 +301,28 @@ func (w *UnbanKeyWorker) Work(ctx context.Context, job *river.Job[UnbanKeyArgs])
 		}
 		return postgres.RestoreOrder(ctx, tx, k.CheckoutSessionID)
 	})
+}
+
+// banKey blacklists a key for good (with reason shown to its user) or
+// deletes it, as action says, and returns the key's status afterwards. A
+// key Luarmor no longer has counts as deleted: nothing is left to use.
+func banKey(ctx context.Context, l Luarmor, k *order.Key, action order.Action, reason string) (order.KeyStatus, error) {
+	status := order.KeyBlacklisted
+	var err error
+	if action == order.ActionDelete {
+		status = order.KeyDeleted
+		err = l.DeleteUser(ctx, k.ProjectID, k.UserKey)
+	} else {
+		never := luarmor.NeverExpires
+		err = l.Blacklist(ctx, k.ProjectID, luarmor.BlacklistRequest{UserKey: k.UserKey, BanReason: reason, BanExpire: &never})
+	}
+	if errors.Is(err, luarmor.ErrNotFound) {
+		return order.KeyDeleted, nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return status, nil
 }
 
 // liftBan unbans a key with its current unban token, read just before:

@@ -127,23 +127,12 @@ func (w *SupportKeyWorker) revokeAction() order.Action {
 // ban blacklists (permanently) or deletes a key, and records its status
 // with the job's completion and whatever also writes.
 func (w *SupportKeyWorker) ban(ctx context.Context, job *river.Job[SupportKeyArgs], k *order.Key, action order.Action, reason string, also func(pgx.Tx) error) error {
-	status := order.KeyBlacklisted
-	var err error
-	switch {
-	case k.Status == order.KeyDeleted, action == order.ActionBlacklist && k.Status == order.KeyBlacklisted:
-		status = k.Status // already done: no call
-	case action == order.ActionDelete:
-		status = order.KeyDeleted
-		err = w.Luarmor.DeleteUser(ctx, k.ProjectID, k.UserKey)
-	default:
-		never := luarmor.NeverExpires
-		err = w.Luarmor.Blacklist(ctx, k.ProjectID, luarmor.BlacklistRequest{UserKey: k.UserKey, BanReason: reason, BanExpire: &never})
-	}
-	if errors.Is(err, luarmor.ErrNotFound) {
-		status, err = order.KeyDeleted, nil // deleted in the dashboard: nothing left to use
-	}
-	if err != nil {
-		return w.refused(job, k, err)
+	status := k.Status // already done: no call
+	if k.Status != order.KeyDeleted && (action != order.ActionBlacklist || k.Status != order.KeyBlacklisted) {
+		var err error
+		if status, err = banKey(ctx, w.Luarmor, k, action, reason); err != nil {
+			return w.refused(job, k, err)
+		}
 	}
 	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
 		if _, err := postgres.LockOrder(ctx, tx, k.CheckoutSessionID); err != nil {
