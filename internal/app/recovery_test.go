@@ -77,13 +77,19 @@ func TestPriceMaxQuantityFailsTheOrder(t *testing.T) {
 
 func (b *bundle) retry(t *testing.T, id string, want int) {
 	t.Helper()
+	require.Equal(t, want, b.retryStatus(t, id))
+}
+
+// retryStatus asks for an order's retry as the shop's backend does.
+func (b *bundle) retryStatus(t *testing.T, id string) int {
+	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, b.url+"/v1/orders/"+id+"/retry", nil)
 	require.NoError(t, err)
 	req.Header.Set("Authorization", "Bearer shop-token")
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	resp.Body.Close()
-	require.Equal(t, want, resp.StatusCode)
+	return resp.StatusCode
 }
 
 // A catalog mistake (a project Luarmor does not know) fails the order
@@ -101,7 +107,13 @@ func TestRetryReplansUndeliveredUnitsFromTheCurrentCatalog(t *testing.T) {
 	require.Contains(t, o.FailureReason, "project_with_a_typo")
 
 	b.catalog.Put("price_typo", catalog.Product{ProjectID: project, KeyDays: 14})
-	b.retry(t, s.ID, http.StatusAccepted)
+	// The order fails on the first refusal; the other unit's create may
+	// still be on its way, and the retry is refused (409) until it settles.
+	require.Eventually(t, func() bool {
+		code := b.retryStatus(t, s.ID)
+		require.Contains(t, []int{http.StatusAccepted, http.StatusConflict}, code)
+		return code == http.StatusAccepted
+	}, 20*time.Second, 50*time.Millisecond)
 	done := b.waitOrder(t, s.ID, "fulfilled")
 	require.Len(t, done.Keys, 2)
 	for _, k := range done.Keys {

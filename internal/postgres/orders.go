@@ -436,6 +436,18 @@ func ResetFailures(ctx context.Context, tx pgx.Tx, sessionID string) error {
 		}
 		return order.Errorf(order.EINVALID, "order %s failed because its payment failed: the customer must pay again", sessionID)
 	}
+	// A unit whose create is on its way now was planned from the catalog
+	// before the fix: resetting around it would let its answer fail the
+	// order again after this retry. It settles within its lease.
+	var inFlight int
+	err = tx.QueryRow(ctx, `SELECT count(*) FROM order_keys
+		WHERE checkout_session_id = $1 AND status = 'pending' AND create_lease_until > now()`, sessionID).Scan(&inFlight)
+	if err != nil {
+		return fmt.Errorf("checking keys of order %s: %w", sessionID, err)
+	}
+	if inFlight > 0 {
+		return order.Errorf(order.ECONFLICT, "order %s still has %d key(s) being created from the old plan: retry in a few seconds, once they have settled", sessionID, inFlight)
+	}
 	// Luarmor refused these units' last create, after a look-up found no
 	// key of an earlier one: none exists, so they start over and are
 	// re-planned from the current catalog.

@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -116,6 +117,15 @@ func TestOrderStatusTransitions(t *testing.T) {
 		{name: "a fulfilled order cannot be retried", from: order.StatusFulfilled, delivered: true,
 			step:    func(t *testing.T, tx pgx.Tx, id string) error { return postgres.ResetFailures(ctx, tx, id) },
 			wantErr: "not failed"},
+		{name: "a failed order cannot be retried while a key's create is on its way", from: order.StatusFailed,
+			step: func(t *testing.T, tx pgx.Tx, id string) error {
+				// Another unit's runner holds its create lease: its answer
+				// would land after the reset and fail the order again.
+				if _, err := postgres.ClaimCreate(ctx, tx, keyOf(t, id), "runner", time.Minute, true); err != nil {
+					return err
+				}
+				return postgres.ResetFailures(ctx, tx, id)
+			}, wantErr: "being created"},
 		{name: "a revoked order stays revoked while another revocation holds it", from: order.StatusRevoked, delivered: true,
 			step: func(t *testing.T, tx pgx.Tx, id string) error {
 				revocation(t, tx, "pi_"+id) // a refund, still active
