@@ -10,12 +10,17 @@ import (
 	"fulfiller/internal/budget"
 )
 
-// fillWindow records n requests just finished, as other requests of the
+// fillWindow records n deliveries just finished, as other requests of the
 // fleet would have left them.
 func (f *fleet) fillWindow(t *testing.T, n int) {
 	t.Helper()
+	f.fillWindowWith(t, budget.ClassDeliver, n)
+}
+
+func (f *fleet) fillWindowWith(t *testing.T, c budget.Class, n int) {
+	t.Helper()
 	_, err := f.pool.Exec(context.Background(), `INSERT INTO luarmor_calls (taken_at, finished_at, class, replica, outcome)
-		SELECT clock_timestamp(), clock_timestamp(), 'deliver', 'elsewhere', 'ok' FROM generate_series(1, $1::int)`, n)
+		SELECT clock_timestamp(), clock_timestamp(), $2, 'elsewhere', 'ok' FROM generate_series(1, $1::int)`, n, c.String())
 	require.NoError(t, err)
 }
 
@@ -96,4 +101,45 @@ func count(t *testing.T, f *fleet, sql string) int {
 	var n int
 	require.NoError(t, f.pool.QueryRow(context.Background(), sql).Scan(&n))
 	return n
+}
+
+// Stock calls made a moment before a burst of deliveries neither pace them
+// nor bring pacing on sooner: only the hard limit counts them. With a
+// window of an hour, a delivery paced behind a stock call would wait three
+// minutes.
+func TestStockCallsNeverPaceADelivery(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 1, 20, time.Hour)
+	// A quarter of the window spent on stock, all of it just now: counted
+	// as paying calls, this would pace the next delivery.
+	f.fillWindowWith(t, budget.ClassStock, 5)
+	deliver := func(timeout time.Duration) error {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		slot, err := f.replicas[0].budget.Acquire(budget.WithClass(ctx, budget.ClassDeliver))
+		if err == nil {
+			slot.Done(context.Background(), nil)
+		}
+		return err
+	}
+	require.NoError(t, deliver(10*time.Second), "granted without waiting out the stock's spacing")
+
+	// Another replica's demand puts the fleet under contention: deliveries
+	// are paced, but against each other, never against the stock.
+	_, err := f.pool.Exec(context.Background(), `DELETE FROM luarmor_calls WHERE replica <> 'elsewhere'`)
+	require.NoError(t, err)
+	_, err = f.pool.Exec(context.Background(), `INSERT INTO luarmor_demand (replica, top_rank, expires_at)
+		VALUES ('elsewhere', $1, clock_timestamp() + interval '1 hour')`, int(budget.ClassMaintenance))
+	require.NoError(t, err)
+	f.fillWindowWith(t, budget.ClassStock, 1)
+	require.NoError(t, deliver(10*time.Second), "the first delivery under contention is not paced behind a stock call")
+	var wait *budget.WaitError
+	require.ErrorAs(t, deliver(300*time.Millisecond), &wait, "the next one is paced behind that delivery")
+
+	// The hard limit counts every call: with the window full of stock
+	// calls, a delivery waits.
+	_, err = f.pool.Exec(context.Background(), `DELETE FROM luarmor_demand`)
+	require.NoError(t, err)
+	f.fillWindowWith(t, budget.ClassStock, 20)
+	require.ErrorAs(t, deliver(300*time.Millisecond), &wait, "COUNT is never exceeded, whatever the class")
 }
