@@ -138,24 +138,3 @@ func TestRefundRevokesAKeySoldFromStock(t *testing.T) {
 	require.True(t, u.IsBanned())
 	require.Equal(t, "Payment refunded", u.BanReason)
 }
-
-func TestDebugStock(t *testing.T) {
-	b := setupStock(t, 2)
-	_, _ = b.buy(t, stripefake.Item{PriceID: priceStocked, Quantity: 1})
-	time.Sleep(3 * time.Second)
-	rows, _ := b.pool.Query(context.Background(), `SELECT kind, state, attempt, coalesce(errors::text,''), scheduled_at FROM river_job ORDER BY id`)
-	for rows.Next() {
-		var k, s, e string
-		var a int
-		var at time.Time
-		_ = rows.Scan(&k, &s, &a, &e, &at)
-		t.Log(k, s, a, e, at)
-	}
-	rows2, _ := b.pool.Query(context.Background(), `SELECT id, status, create_attempts, coalesce(create_lease_until::text,'') FROM stock_keys`)
-	for rows2.Next() {
-		var id, a int
-		var s, l string
-		_ = rows2.Scan(&id, &s, &a, &l)
-		t.Log(id, s, a, l)
-	}
-}
