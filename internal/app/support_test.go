@@ -292,3 +292,32 @@ func TestAdminOrdersShowFindAndRetry(t *testing.T) {
 	require.Equal(t, http.StatusBadRequest, status, "a fulfilled order has nothing to retry")
 	require.Contains(t, out["error"], "not failed")
 }
+
+// A key support banned stays banned when a dispute of its payment is won:
+// winning hands back what the dispute took, not what support took. Only
+// support's unban lifts it.
+func TestDisputeWonKeepsABanSupportMade(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s, o := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 2})
+	banned, other := o.Keys[0].UserKey, o.Keys[1].UserKey
+	require.Equal(t, rivertype.JobStateCompleted, b.keyAction(t, "blacklist", `{"user_key":"`+banned+`","reason":"Key shared"}`))
+
+	ch := b.charge(t, s.PaymentIntent, "")
+	dp := newID("dp_")
+	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "needs_response"))
+	b.waitKeys(t, s.ID, "revoked", "blacklisted")
+	b.deliver(t, b.disputeEvent(t, "charge.dispute.closed", dp, ch, s.PaymentIntent, "won"))
+	b.waitIdle(t)
+
+	require.Equal(t, 0, b.sandboxUser(t, project, other).Banned, "the dispute's ban is lifted")
+	require.Equal(t, "active", b.keyStatus(t, other))
+	u := b.sandboxUser(t, project, banned)
+	require.Equal(t, 1, u.Banned, "support's ban holds")
+	require.Equal(t, "Key shared", u.BanReason)
+	require.Equal(t, "blacklisted", b.keyStatus(t, banned))
+
+	require.Equal(t, rivertype.JobStateCompleted, b.keyAction(t, "unban", keyBody(banned)))
+	require.Equal(t, 0, b.sandboxUser(t, project, banned).Banned)
+	require.Equal(t, "active", b.keyStatus(t, banned))
+}

@@ -286,6 +286,11 @@ func (w *UnbanKeyWorker) Work(ctx context.Context, job *river.Job[UnbanKeyArgs])
 	if k.Status != order.KeyBlacklisted || o.Status == order.StatusRevoked {
 		return nil // not banned, or another revocation (a refund) still holds it
 	}
+	if k.SupportBan {
+		w.Logger.InfoContext(ctx, "key ban kept: support banned it; only support's unban lifts it",
+			"order_key_id", k.ID, "user_key", logging.MaskKey(k.UserKey))
+		return nil
+	}
 	status, err := liftBan(ctx, w.Luarmor, k)
 	if err != nil {
 		jobErr, _ := luarmorRetry(err, w.RateLimitWindow)

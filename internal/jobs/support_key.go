@@ -141,6 +141,10 @@ func (w *SupportKeyWorker) ban(ctx context.Context, job *river.Job[SupportKeyArg
 		if err := postgres.SetKeyStatus(ctx, tx, k.ID, status); err != nil {
 			return err
 		}
+		// Support's decision: no automatic unban undoes it.
+		if err := postgres.SetSupportBan(ctx, tx, k.ID, true); err != nil {
+			return err
+		}
 		if also != nil {
 			if err := also(tx); err != nil {
 				return err
@@ -174,6 +178,9 @@ func (w *SupportKeyWorker) unban(ctx context.Context, job *river.Job[SupportKeyA
 			return err
 		}
 		w.log(ctx, job, k, "status", status)
+		if err := postgres.SetSupportBan(ctx, tx, k.ID, false); err != nil {
+			return err
+		}
 		return postgres.SetKeyStatus(ctx, tx, k.ID, status)
 	})
 }

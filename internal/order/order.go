@@ -154,6 +154,9 @@ type Key struct {
 	RevertTarget *int64
 	DiscordLink  DiscordLink
 	HWIDReset    HWIDReset // the latest self-service HWID reset
+	// SupportBan: support banned or revoked the key. No automatic unban (a
+	// dispute won, a refund cancelled) lifts it; only support's unban.
+	SupportBan bool
 }
 
 // Delivered reports whether Luarmor has created the key.

@@ -200,6 +200,16 @@ func SetKeyStatus(ctx context.Context, tx pgx.Tx, id int64, status order.KeyStat
 	return nil
 }
 
+// SetSupportBan records whether support's ban or revocation holds the key
+// (see order.Key.SupportBan).
+func SetSupportBan(ctx context.Context, tx pgx.Tx, id int64, held bool) error {
+	_, err := tx.Exec(ctx, `UPDATE order_keys SET support_ban = $2, updated_at = now() WHERE id = $1`, id, held)
+	if err != nil {
+		return fmt.Errorf("recording support's ban of order key %d: %w", id, err)
+	}
+	return nil
+}
+
 // RecordRenewal stores a renewal once per invoice and returns the stored
 // one: the expiry is computed once, whatever a repeated event says.
 func RecordRenewal(ctx context.Context, tx pgx.Tx, r order.Renewal) (*order.Renewal, error) {

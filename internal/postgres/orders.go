@@ -79,7 +79,7 @@ func scanOrder(row pgx.Row) (*order.Order, error) {
 const keyColumns = `id, checkout_session_id, line_item_id, unit, price_id, project_id, key_days, reference, status,
 	COALESCE(user_key, ''), auth_expire, create_attempts, COALESCE(last_error, ''), delivered_at,
 	extended_existing, extend_target, recurring, expire_target, expire_applied, ending, suspended,
-	extend_from, revert_target, discord_link`
+	extend_from, revert_target, discord_link, support_ban`
 
 func scanKey(row pgx.Row) (*order.Key, error) { return scanKeyWith(row) }
 
@@ -89,7 +89,7 @@ func scanKeyWith(row pgx.Row, extra ...any) (*order.Key, error) {
 	dest := append([]any{&k.ID, &k.CheckoutSessionID, &k.LineItemID, &k.Unit, &k.PriceID, &k.ProjectID, &k.KeyDays,
 		&k.Reference, &k.Status, &k.UserKey, &k.AuthExpire, &k.CreateAttempts, &k.LastError, &k.DeliveredAt,
 		&k.ExtendedExisting, &k.ExtendTarget, &k.Recurring, &k.ExpireTarget, &k.ExpireApplied, &k.Ending, &k.Suspended,
-		&k.ExtendFrom, &k.RevertTarget, &k.DiscordLink}, extra...)
+		&k.ExtendFrom, &k.RevertTarget, &k.DiscordLink, &k.SupportBan}, extra...)
 	err := row.Scan(dest...)
 	if err != nil {
 		return nil, err
