@@ -95,6 +95,22 @@ func (c *Catalog) Stocked() []string {
 	return ids
 }
 
+// StocksAny reports whether any price keeps a stock; false for a nil
+// catalog. It allocates nothing: a create asks it every time.
+func (c *Catalog) StocksAny() bool {
+	if c == nil {
+		return false
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for _, p := range c.Prices {
+		if p.Stock > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // Len is the number of prices.
 func (c *Catalog) Len() int {
 	c.mu.RLock()

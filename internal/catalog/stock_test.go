@@ -37,6 +37,12 @@ prices:
 	b, _ := c.Lookup("price_b")
 	require.Equal(t, catalog.MaxStock, b.Stock)
 	require.Equal(t, []string{"price_a", "price_b"}, c.Stocked(), "only prices with a stock above 0")
+	require.True(t, c.StocksAny())
+
+	c.Put("price_a", catalog.Product{ProjectID: "p1", KeyDays: 30})
+	c.Put("price_b", catalog.Product{ProjectID: "p1", KeyDays: 7})
+	require.False(t, c.StocksAny(), "no price keeps a stock any more")
+	require.False(t, (*catalog.Catalog)(nil).StocksAny())
 }
 
 func TestParseRejectsStock(t *testing.T) {

@@ -24,7 +24,7 @@ import (
 // order as before, in its turn among the orders' units.
 func (w *CreateKeyWorker) sellFromStock(ctx context.Context, job *river.Job[CreateKeyArgs]) (bool, error) {
 	// A shop that stocks nothing pays no extra read on every create.
-	if len(w.Catalog.Stocked()) == 0 {
+	if !w.Catalog.StocksAny() {
 		return false, nil
 	}
 	k, err := postgres.GetKey(ctx, w.Pool, job.Args.OrderKeyID)
