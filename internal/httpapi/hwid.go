@@ -52,47 +52,44 @@ func renderHWIDReset(r order.HWIDReset, now time.Time) HWIDResetJSON {
 	return out
 }
 
-// resetHWID returns the handler of POST /v1/orders/{id}/reset-hwid: a buyer
+// resetHWID serves POST /v1/orders/{id}/reset-hwid: a buyer
 // asks for the HWID of one of the order's keys to be cleared, so the key
 // runs on a new machine. 202 when queued, 404 alike for an unknown order
 // and a key not of that order (and a malformed ID), 409 for a key that is
 // not active, 429 cooldown within HWID_RESET_COOLDOWN, 429 rate_limited
-// past the client's bound. The bucket per client is the handler's own.
-func (s *Server) resetHWID() http.HandlerFunc {
-	clients := newClientBuckets(hwidResetRate, hwidResetBurst, maxTrackedClients)
-	return func(w http.ResponseWriter, r *http.Request) {
-		if !clients.allow(s.clientIP(r)) {
-			w.Header().Set("Retry-After", hwidResetRetryAfter)
-			s.writeError(w, r, order.Errorf(order.ERATELIMITED,
-				"too many HWID reset requests from this address; retry in %s seconds", hwidResetRetryAfter))
-			return
-		}
-		userKey, err := decodeResetRequest(w, r)
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		id := r.PathValue("checkout_session_id")
-		if !sessionIDPattern.MatchString(id) {
-			s.writeError(w, r, jobs.ErrKeyNotInOrder)
-			return
-		}
-		reset, err := s.Orders.RequestHWIDReset(r.Context(), id, userKey)
-		var cooldown *order.CooldownError
-		if errors.As(err, &cooldown) && cooldown.Reset.NextResetAt != nil {
-			next := *cooldown.Reset.NextResetAt
-			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(time.Until(next).Seconds())))))
-			writeJSON(w, statusOf[order.ECOOLDOWN], map[string]any{
-				"error": cooldown.Error(), "code": order.ECOOLDOWN, "next_reset_at": next.Unix()})
-			return
-		}
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		writeJSON(w, http.StatusAccepted, map[string]any{
-			"user_key": userKey, "status": order.HWIDResetQueued, "next_reset_at": reset.NextResetAt.Unix()})
+// past the client's bound.
+func (s *Server) resetHWID(w http.ResponseWriter, r *http.Request) {
+	if !s.hwidClients.allow(s.clientIP(r)) {
+		w.Header().Set("Retry-After", hwidResetRetryAfter)
+		s.writeError(w, r, order.Errorf(order.ERATELIMITED,
+			"too many HWID reset requests from this address; retry in %s seconds", hwidResetRetryAfter))
+		return
 	}
+	userKey, err := decodeResetRequest(w, r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	id := r.PathValue("checkout_session_id")
+	if !sessionIDPattern.MatchString(id) {
+		s.writeError(w, r, jobs.ErrKeyNotInOrder)
+		return
+	}
+	reset, err := s.Orders.RequestHWIDReset(r.Context(), id, userKey)
+	var cooldown *order.CooldownError
+	if errors.As(err, &cooldown) && cooldown.Reset.NextResetAt != nil {
+		next := *cooldown.Reset.NextResetAt
+		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(time.Until(next).Seconds())))))
+		writeJSON(w, statusOf[order.ECOOLDOWN], map[string]any{
+			"error": cooldown.Error(), "code": order.ECOOLDOWN, "next_reset_at": next.Unix()})
+		return
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{
+		"user_key": userKey, "status": order.HWIDResetQueued, "next_reset_at": reset.NextResetAt.Unix()})
 }
 
 // decodeResetRequest reads {"user_key": "..."} strictly: one JSON object,

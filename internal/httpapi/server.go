@@ -71,16 +71,27 @@ type Server struct {
 	// them once in a while per client.
 	authFailures *clientBuckets
 	authLog      logging.SampledByKey
+
+	// The other per-client limits: find my keys, and HWID resets.
+	keyLookup   *keyLookupAPI
+	hwidClients *clientBuckets
 }
 
-// Handler returns the routed handler.
-func (s *Server) Handler() http.Handler {
+// init builds the server's limits once, however many handlers are built
+// from it: every route of one server shares them.
+func (s *Server) init() {
 	s.once.Do(func() {
 		s.lookups = newTokenBucket(globalLookupRate, globalLookupBurst)
 		s.clientLookups = newClientBuckets(clientLookupRate, clientLookupBurst, maxTrackedClients)
 		s.negatives = newExpiringSet(10000, 10*time.Minute)
 		s.authFailures = newClientBuckets(1.0/authFailureEvery, authFailureBurst, maxTrackedClients)
+		s.keyLookup = newKeyLookupAPI(s)
+		s.hwidClients = newClientBuckets(hwidResetRate, hwidResetBurst, maxTrackedClients)
 	})
+}
+
+// Handler returns the routed handler.
+func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	for _, rt := range s.routes() {
 		mux.Handle(rt.pattern, rt.handler)
@@ -102,14 +113,15 @@ type route struct {
 }
 
 func (s *Server) routes() []route {
-	lookup := newKeyLookupAPI(s)
+	s.init()
+	lookup := s.keyLookup
 	return []route{
 		{"POST /webhooks/stripe", s.Webhook},
 		{"GET /v1/orders/{checkout_session_id}", s.orderAPI(s.getOrder)},
 		{"OPTIONS /v1/orders/{checkout_session_id}", s.orderAPI(s.preflight)},
 		{"POST /v1/orders/{checkout_session_id}/retry", s.orderAPI(s.requireShopToken(s.retryOrder))},
 		{"POST /v1/orders/{checkout_session_id}/resend-email", s.orderAPI(s.requireShopToken(s.resendEmail))},
-		{"POST /v1/orders/{checkout_session_id}/reset-hwid", s.orderAPI(s.resetHWID())},
+		{"POST /v1/orders/{checkout_session_id}/reset-hwid", s.orderAPI(s.resetHWID)},
 		{"POST /v1/key-lookup", s.orderAPI(lookup.requestLink)},
 		{"POST /v1/my-keys", s.orderAPI(lookup.listMyKeys)},
 		{"GET /v1/customers/{stripe_customer_id}/keys", s.orderAPI(s.requireShopToken(s.listCustomerKeys))},
