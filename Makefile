@@ -49,7 +49,7 @@ bench-fairness:
 	$(WITH_PG) -- $(GO) run ./bench -scenario fairness $(BENCH_FLAGS)
 
 # A spike of 500 one-unit purchases within 10 s, with a stock of 500 keys
-# and without, at 60/6s (60/1m ten times faster); about two minutes.
+# and without, at 60/6s (60/1m ten times faster); two to three minutes.
 bench-stock:
 	$(WITH_PG) -- $(GO) run ./bench -scenario stock $(BENCH_FLAGS)
 
