@@ -7,7 +7,7 @@ WITH_PG := ./scripts/with-postgres
 # Keep the whole suite well inside CI's time on two cores.
 TEST_FLAGS ?= -race -count=1 -timeout 15m
 
-.PHONY: run test build vet fmt fuzz bench bench-budget bench-fairness crash-test clean
+.PHONY: run test build vet fmt fuzz bench bench-budget bench-fairness bench-stock crash-test clean
 
 build:
 	$(GO) build -o bin/fulfiller ./cmd/fulfiller
@@ -47,6 +47,11 @@ crash-test:
 # at the real 60/1m budget; about two minutes.
 bench-fairness:
 	$(WITH_PG) -- $(GO) run ./bench -scenario fairness $(BENCH_FLAGS)
+
+# A spike of 500 one-unit purchases within 10 s, with a stock of 500 keys
+# and without, at 60/6s (60/1m ten times faster); two to three minutes.
+bench-stock:
+	$(WITH_PG) -- $(GO) run ./bench -scenario stock $(BENCH_FLAGS)
 
 run: build
 	$(WITH_PG) --data .dev/pgdata --port $${DEV_PG_PORT:-54329} -- ./bin/fulfiller dev

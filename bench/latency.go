@@ -34,6 +34,7 @@ type latencyResult struct {
 type milestone struct {
 	Name   string
 	Median time.Duration
+	P99    time.Duration
 }
 
 // timing is one purchase's clock readings.
@@ -91,13 +92,13 @@ func runPurchases(ctx context.Context, client *http.Client, svc *service, o late
 func waitForKey(ctx, reqCtx context.Context, client *http.Client, baseURL, sessionID string, sent time.Time, o latencyOptions) (time.Duration, error) {
 	last := "no answer yet"
 	for {
-		status, order, err := getOrder(reqCtx, client, baseURL, sessionID)
+		status, order, err := getOrder(reqCtx, client, baseURL, sessionID, "")
 		switch {
 		case err != nil:
 			return 0, fmt.Errorf("order %s: %w", sessionID, err)
 		case status != http.StatusOK:
 			last = fmt.Sprintf("HTTP %d", status)
-		case order.Status == "fulfilled" && len(order.Keys) > 0 && order.Keys[0].UserKey != "":
+		case keyVisible(order):
 			return time.Since(sent), nil
 		case order.Status == "failed" || order.Status == "revoked":
 			return 0, fmt.Errorf("order %s ended %s instead of fulfilled", sessionID, order.Status)
@@ -113,9 +114,20 @@ func waitForKey(ctx, reqCtx context.Context, client *http.Client, baseURL, sessi
 	}
 }
 
-func getOrder(ctx context.Context, client *http.Client, baseURL, sessionID string) (int, httpapi.OrderJSON, error) {
+// keyVisible tells an order the buyer can see the key of.
+func keyVisible(o httpapi.OrderJSON) bool {
+	return o.Status == "fulfilled" && len(o.Keys) > 0 && o.Keys[0].UserKey != ""
+}
+
+// getOrder asks the order API for an order; query, when set, is added to
+// the URL as is (e.g. "wait=30", a long-poll).
+func getOrder(ctx context.Context, client *http.Client, baseURL, sessionID, query string) (int, httpapi.OrderJSON, error) {
 	var o httpapi.OrderJSON
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, baseURL+"/v1/orders/"+sessionID, nil)
+	u := baseURL + "/v1/orders/" + sessionID
+	if query != "" {
+		u += "?" + query
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return 0, o, err
 	}
@@ -185,7 +197,7 @@ func milestones(ctx context.Context, svc *service, timings []timing) ([]mileston
 	out := make([]milestone, len(names))
 	for i, name := range names {
 		slices.Sort(series[i])
-		out[i] = milestone{Name: name, Median: percentile(series[i], 50)}
+		out[i] = milestone{Name: name, Median: percentile(series[i], 50), P99: percentile(series[i], 99)}
 	}
 	return out, nil
 }

@@ -11,7 +11,8 @@
 //
 // Other scenarios: -scenario budget drains backlogs through the fleet-wide
 // Luarmor budget with three replicas; -scenario fairness times one-unit
-// orders placed behind a 500-unit order at the real 60/1m budget.
+// orders placed behind a 500-unit order at the real 60/1m budget; -scenario
+// stock times a spike of one-unit purchases with a key stock and without.
 //
 // Run it with `make bench`, which starts a throwaway PostgreSQL and sets
 // DATABASE_URL; every database the run creates is dropped at the end.
@@ -60,6 +61,11 @@ type options struct {
 	fairUnits   int
 	fairSmall   int
 	fairEvery   time.Duration
+	stockRate   string
+	stockBuys   int
+	stockSpread time.Duration
+	stockDead   time.Duration
+	stockFill   time.Duration
 }
 
 func main() {
@@ -68,11 +74,11 @@ func main() {
 	flag.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured warm-up before each intake phase")
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "measured time of each intake phase")
 	flag.IntVar(&o.purchases, "purchases", 100, "purchases in the webhook-to-key phase (0 skips it)")
-	flag.DurationVar(&o.luarmor, "luarmor-latency", 50*time.Millisecond, "Luarmor sandbox answer time in the webhook-to-key phase and the fairness scenario")
+	flag.DurationVar(&o.luarmor, "luarmor-latency", 50*time.Millisecond, "Luarmor sandbox answer time in the webhook-to-key phase and the fairness and stock scenarios")
 	flag.DurationVar(&o.poll, "poll", 2*time.Millisecond, "order API polling interval in the webhook-to-key phase")
 	flag.BoolVar(&o.jsonOut, "json", false, "print the report as JSON instead of Markdown")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of each intake phase's timed window to `PREFIX`-<phase>.pprof")
-	flag.StringVar(&o.scenario, "scenario", "intake", "what to measure: intake (intake and webhook-to-key), budget (the fleet-wide Luarmor budget), fairness (small orders behind a big one) or all")
+	flag.StringVar(&o.scenario, "scenario", "intake", "what to measure: intake (intake and webhook-to-key), budget (the fleet-wide Luarmor budget), fairness (small orders behind a big one), stock (a sales spike with a key stock and without) or all")
 	flag.StringVar(&o.budgetKeys, "budget-keys", "150,600", "comma-separated backlog sizes to drain in the budget scenario")
 	flag.StringVar(&o.budgetRate, "budget-rate", "30/3s", "the budget in the budget scenario, COUNT/DURATION, enforced by the sandbox too")
 	flag.DurationVar(&o.budgetLat, "budget-latency", 50*time.Millisecond, "Luarmor sandbox answer time in the budget scenario")
@@ -80,6 +86,11 @@ func main() {
 	flag.IntVar(&o.fairUnits, "fairness-units", 500, "units of the big order in the fairness scenario (MAX_UNITS_PER_ORDER is set to it)")
 	flag.IntVar(&o.fairSmall, "fairness-small", 5, "one-unit orders placed behind the big one in the fairness scenario")
 	flag.DurationVar(&o.fairEvery, "fairness-every", 20*time.Second, "time between small orders once the budget's first window is spent, in the fairness scenario")
+	flag.StringVar(&o.stockRate, "stock-rate", "60/6s", "the budget in the stock scenario's spikes, COUNT/DURATION, enforced by the sandbox too (60/6s is 60/1m ten times faster)")
+	flag.IntVar(&o.stockBuys, "stock-purchases", 500, "one-unit purchases in the stock scenario's spike, and the stock of the stocked run")
+	flag.DurationVar(&o.stockSpread, "stock-spread", 10*time.Second, "the stock scenario's purchases arrive evenly over this time")
+	flag.DurationVar(&o.stockDead, "stock-deadline", 2*time.Minute, "in the stock scenario, an order with no key this long after the first webhook counts as not delivered")
+	flag.DurationVar(&o.stockFill, "stock-fill-timeout", 3*time.Minute, "longest the stock scenario waits for refill_stock to fill the stock")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "bench: unexpected arguments %q\n", flag.Args())
@@ -95,10 +106,15 @@ func main() {
 		os.Exit(2)
 	}
 
+	if o.stockBuys < 1 || o.stockBuys > 10000 || o.stockSpread <= 0 || o.stockDead <= o.stockSpread || o.stockFill <= 0 {
+		fmt.Fprintln(os.Stderr, "bench: -stock-purchases must be 1 to 10000 (the largest stock), -stock-spread and -stock-fill-timeout positive, -stock-deadline longer than -stock-spread")
+		os.Exit(2)
+	}
+
 	switch o.scenario {
-	case "intake", "budget", "fairness", "all":
+	case "intake", "budget", "fairness", "stock", "all":
 	default:
-		fmt.Fprintf(os.Stderr, "bench: -scenario %q must be intake, budget, fairness or all\n", o.scenario)
+		fmt.Fprintf(os.Stderr, "bench: -scenario %q must be intake, budget, fairness, stock or all\n", o.scenario)
 		os.Exit(2)
 	}
 
@@ -176,6 +192,18 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (err error) {
 			every: o.fairEvery, latency: o.luarmor, poll: fairnessPoll}
 		if rep.Fairness, err = fairnessRun(ctx, dbs, tmpl, newSender(1), logger, fo, progress); err != nil {
 			return fmt.Errorf("fairness: %w", err)
+		}
+	}
+
+	if o.scenario == "stock" || o.scenario == "all" {
+		count, window, err := config.ParseRate(o.stockRate)
+		if err != nil {
+			return fmt.Errorf("-stock-rate: %w", err)
+		}
+		so := stockOptions{rate: o.stockRate, count: count, window: window, purchases: o.stockBuys, spread: o.stockSpread,
+			latency: o.luarmor, deadline: o.stockDead, fillTimeout: o.stockFill}
+		if rep.Stock, err = stockScenario(ctx, dbs, tmpl, logger, so, progress); err != nil {
+			return fmt.Errorf("stock: %w", err)
 		}
 	}
 

@@ -22,6 +22,7 @@ type Report struct {
 	Latency  *LatencyReport  `json:"latency,omitempty"`
 	Budget   []BudgetRow     `json:"budget,omitempty"`
 	Fairness *FairnessReport `json:"fairness,omitempty"`
+	Stock    *StockReport    `json:"stock,omitempty"`
 }
 
 // Machine describes where the figures come from.
@@ -234,6 +235,7 @@ func writeText(w io.Writer, rep *Report) error {
 	}
 	writeBudgetText(&b, rep.Budget)
 	writeFairnessText(&b, rep.Fairness)
+	writeStockText(&b, rep.Stock)
 	_, err := io.WriteString(w, b.String())
 	return err
 }

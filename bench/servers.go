@@ -51,6 +51,9 @@ type service struct {
 	sandbox *sandbox.Sandbox
 	stripe  *stripefake.Fake
 	closers []func()
+	// What restart needs to start app.Main again on the same fakes.
+	dbURL, sandboxURL, stripeURL string
+	logger                       *slog.Logger
 }
 
 // serviceOptions shapes a service; the zero value is an unthrottled
@@ -63,6 +66,8 @@ type serviceOptions struct {
 	rateWindow time.Duration
 	// maxUnits is MAX_UNITS_PER_ORDER; zero keeps the default.
 	maxUnits int
+	// stock is the catalog's `stock: N` of benchPrice; zero stocks nothing.
+	stock int
 }
 
 // startService runs app.Main on 127.0.0.1:0 against dbURL, which must hold
@@ -74,50 +79,87 @@ func startService(ctx context.Context, dbURL string, logger *slog.Logger, opts s
 	// latency phases make well under a million Luarmor calls a minute, so
 	// no call ever waits for a slot and they measure the service, not
 	// Luarmor's rate limit.
-	sandboxLimit, rateCount, rateWindow := -1, 1_000_000, time.Minute
-	if opts.rateCount > 0 {
-		sandboxLimit, rateCount, rateWindow = opts.rateCount, opts.rateCount, opts.rateWindow
-	}
+	sandboxLimit, rateWindow := sandboxBudget(opts)
 	s := &service{
 		sandbox: sandbox.New(sandbox.Options{APIKey: benchLuarmorKey, Projects: []string{benchProject},
 			Limit: sandboxLimit, Window: rateWindow}),
 		stripe: stripefake.New(benchStripeKey),
+		dbURL:  dbURL,
+		logger: logger,
 	}
-	sbURL, closeSB, err := serveLoopback(s.sandbox)
-	if err != nil {
+	var closeSB, closeSF func()
+	var err error
+	if s.sandboxURL, closeSB, err = serveLoopback(s.sandbox); err != nil {
 		return nil, fmt.Errorf("starting the Luarmor sandbox: %w", err)
 	}
 	s.closers = append(s.closers, closeSB)
-	sfURL, closeSF, err := serveLoopback(s.stripe)
-	if err != nil {
+	if s.stripeURL, closeSF, err = serveLoopback(s.stripe); err != nil {
 		s.close()
 		return nil, fmt.Errorf("starting the Stripe fake: %w", err)
 	}
 	s.closers = append(s.closers, closeSF)
+	if err := s.startMain(ctx, opts); err != nil {
+		s.close()
+		return nil, err
+	}
+	return s, nil
+}
 
+// sandboxBudget is the sandbox's limit and window for opts: the service's
+// budget, or none when unthrottled.
+func sandboxBudget(opts serviceOptions) (limit int, window time.Duration) {
+	if opts.rateCount > 0 {
+		return opts.rateCount, opts.rateWindow
+	}
+	return -1, time.Minute
+}
+
+// startMain runs app.Main against the service's database and fakes.
+func (s *service) startMain(ctx context.Context, opts serviceOptions) error {
+	rateCount, rateWindow := 1_000_000, time.Minute
+	if opts.rateCount > 0 {
+		rateCount, rateWindow = opts.rateCount, opts.rateWindow
+	}
 	s.main = &app.Main{
 		Config: config.Config{
-			DatabaseURL:       dbURL,
+			DatabaseURL:       s.dbURL,
 			ListenAddr:        "127.0.0.1:0",
 			WebhookSecrets:    []string{benchSecret},
 			StripeAPIKey:      benchStripeKey,
-			StripeAPIBase:     sfURL,
+			StripeAPIBase:     s.stripeURL,
 			LuarmorAPIKey:     benchLuarmorKey,
-			LuarmorBaseURL:    sbURL,
+			LuarmorBaseURL:    s.sandboxURL,
 			LuarmorRateLimit:  rateCount,
 			LuarmorRateWindow: rateWindow,
 			MaxUnitsPerOrder:  opts.maxUnits,
+			// A run ends with its database dropped: jobs still waiting for
+			// a budget slot then are cut off at once, not after the 30 s
+			// grace a deploy gives them.
+			ShutdownTimeout: time.Second,
 		},
 		Catalog: &catalog.Catalog{Prices: map[string]catalog.Product{
-			benchPrice: {ProjectID: benchProject, KeyDays: 30},
+			benchPrice: {ProjectID: benchProject, KeyDays: 30, Stock: opts.stock},
 		}},
-		Logger: logger,
+		Logger: s.logger,
 	}
 	if err := s.main.Run(ctx); err != nil {
-		s.close()
-		return nil, fmt.Errorf("starting the service: %w", err)
+		s.main = nil
+		return fmt.Errorf("starting the service: %w", err)
 	}
-	return s, nil
+	return nil
+}
+
+// restart stops app.Main and starts it again with opts on the same
+// database, Luarmor sandbox (its keys and call log kept, its limit set to
+// the new budget) and Stripe fake, as an operator redeploys with a new
+// configuration. The service's URL changes.
+func (s *service) restart(ctx context.Context, opts serviceOptions) error {
+	if err := s.main.Close(); err != nil {
+		return fmt.Errorf("stopping the service for its restart: %w", err)
+	}
+	s.main = nil
+	s.sandbox.SetLimit(sandboxBudget(opts))
+	return s.startMain(ctx, opts)
 }
 
 func (s *service) webhookURL() string { return s.main.URL() + "/webhooks/stripe" }
