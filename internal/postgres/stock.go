@@ -214,3 +214,35 @@ func StockKeyOf(ctx context.Context, db DB, orderKeyID int64) (*StockKey, error)
 	}
 	return s, nil
 }
+
+// StockKeyByReference returns the stock key planned with reference, or nil
+// when none is recorded.
+func StockKeyByReference(ctx context.Context, db DB, reference string) (*StockKey, error) {
+	s, err := scanStockKey(db.QueryRow(ctx, `SELECT `+stockColumns+` FROM stock_keys WHERE reference = $1`, reference))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the stock key of reference %s: %w", reference, err)
+	}
+	return s, nil
+}
+
+// AdoptStockKey records userKey, a Luarmor key carrying a stock note with
+// reference that the database does not know, as a ready key of plan's price
+// (plan.Target is not read: an adopted key exists already, so it counts
+// toward N however many there are). It adopts nothing, and returns false,
+// when a stock key already holds the reference or the key, or a unit
+// holds the key: the unique indexes on reference and (project_id,
+// user_key) make two adoptions at once record it once.
+func AdoptStockKey(ctx context.Context, db DB, plan StockPlan, reference, userKey string) (bool, error) {
+	tag, err := db.Exec(ctx, `
+		INSERT INTO stock_keys (price_id, project_id, key_days, reference, status, user_key, made_at)
+		SELECT $1, $2, $3, $4, 'ready', $5, now()
+		WHERE NOT EXISTS (SELECT 1 FROM order_keys WHERE project_id = $2 AND user_key = $5)
+		ON CONFLICT DO NOTHING`, plan.PriceID, plan.ProjectID, plan.KeyDays, reference, userKey)
+	if err != nil {
+		return false, fmt.Errorf("adopting stock key %s of price %s: %w", reference, plan.PriceID, err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
