@@ -182,6 +182,7 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker, refill *Refill
 	river.AddWorker(workers, refill)
 	river.AddWorker(workers, &StockKeySoldWorker{Deps: deps})
 	river.AddWorker(workers, &ReconcileStockWorker{Deps: deps})
+	river.AddWorker(workers, &DeleteStockWorker{Deps: deps})
 	if cfg.Register != nil {
 		cfg.Register(workers)
 	}
