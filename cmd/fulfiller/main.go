@@ -8,6 +8,7 @@
 //	fulfiller reconcile           record the Stripe events that never reached the webhook
 //	fulfiller luarmor-sandbox     run the Luarmor sandbox on its own
 //	fulfiller orders, keys        support: show, find and retry orders; act on keys
+//	fulfiller stock               the key stock: levels, reconciliation, deleting an orphan price's keys
 package main
 
 import (
@@ -55,6 +56,9 @@ commands:
                         support: an order's details, retry a failed order, find orders
   keys blacklist|unban|reset-hwid|revoke|reissue|set-discord
                         support: act on a key through the running service
+  stock list|reconcile|delete
+                        the key stock: levels per price, adopt keys the database lost,
+                        delete the keys of a price no longer stocked
 
 Settings come from the environment; see README.md.
 `
@@ -87,6 +91,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return cmdOrders(ctx, args[1:], getenv, logger, stdout, stderr)
 	case "keys":
 		return cmdKeys(ctx, args[1:], getenv, logger, stdout, stderr)
+	case "stock":
+		return cmdStock(ctx, args[1:], getenv, logger, stdout, stderr)
 	case "luarmor-sandbox":
 		return cmdLuarmorSandbox(ctx, args[1:], getenv, logger, stdout, stderr)
 	case "help", "-h", "--help":

@@ -181,6 +181,8 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker, refill *Refill
 	refill.Deps = deps
 	river.AddWorker(workers, refill)
 	river.AddWorker(workers, &StockKeySoldWorker{Deps: deps})
+	river.AddWorker(workers, &ReconcileStockWorker{Deps: deps})
+	river.AddWorker(workers, &DeleteStockWorker{Deps: deps})
 	if cfg.Register != nil {
 		cfg.Register(workers)
 	}

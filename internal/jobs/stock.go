@@ -40,12 +40,19 @@ func (RefillStockArgs) InsertOpts() river.InsertOpts {
 }
 
 // StockPeriodicJobs checks the stock of each price the catalog stocks at
-// start-up, then every refillEvery.
+// start-up, then every refillEvery; and, when any is stocked, compares
+// Luarmor's stock keys with the database at start-up, then every
+// reconcileStockEvery.
 func StockPeriodicJobs(c *catalog.Catalog) []*river.PeriodicJob {
 	var out []*river.PeriodicJob
 	for _, id := range c.Stocked() {
 		out = append(out, river.NewPeriodicJob(river.PeriodicInterval(refillEvery),
 			func() (river.JobArgs, *river.InsertOpts) { return RefillStockArgs{PriceID: id}, nil },
+			&river.PeriodicJobOpts{RunOnStart: true}))
+	}
+	if len(out) > 0 {
+		out = append(out, river.NewPeriodicJob(river.PeriodicInterval(reconcileStockEvery),
+			func() (river.JobArgs, *river.InsertOpts) { return ReconcileStockArgs{}, nil },
 			&river.PeriodicJobOpts{RunOnStart: true}))
 	}
 	return out

@@ -16,7 +16,7 @@ type StockKey struct {
 	ProjectID      string
 	KeyDays        int
 	Reference      string
-	Status         string // "pending", "ready" or "sold"
+	Status         string // "pending", "ready", "sold" or "retiring" (0017)
 	UserKey        string
 	CreateAttempts int
 }
@@ -213,4 +213,138 @@ func StockKeyOf(ctx context.Context, db DB, orderKeyID int64) (*StockKey, error)
 		return nil, fmt.Errorf("reading the stock key of order key %d: %w", orderKeyID, err)
 	}
 	return s, nil
+}
+
+// StockKeyByReference returns the stock key planned with reference, or nil
+// when none is recorded.
+func StockKeyByReference(ctx context.Context, db DB, reference string) (*StockKey, error) {
+	s, err := scanStockKey(db.QueryRow(ctx, `SELECT `+stockColumns+` FROM stock_keys WHERE reference = $1`, reference))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the stock key of reference %s: %w", reference, err)
+	}
+	return s, nil
+}
+
+// AdoptStockKey records userKey, a Luarmor key carrying a stock note with
+// reference that the database does not know, as a ready key of plan's price
+// (plan.Target is not read: an adopted key exists already, so it counts
+// toward N however many there are). It adopts nothing, and returns false,
+// when a stock key already holds the reference or the key, a unit holds
+// the key, or the reference is of a stock key deleted (stock_keys_deleted:
+// the caller's listing may predate the deletion). The unique indexes on
+// reference and (project_id, user_key) make two adoptions at once record
+// it once.
+func AdoptStockKey(ctx context.Context, db Beginner, plan StockPlan, reference, userKey string) (bool, error) {
+	adopted := false
+	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		// Waits for a deletion of the reference in flight; the statement
+		// after it sees that deletion's tombstone.
+		if err := lockStockReference(ctx, tx, reference); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `
+			INSERT INTO stock_keys (price_id, project_id, key_days, reference, status, user_key, made_at)
+			SELECT $1, $2, $3, $4, 'ready', $5, now()
+			WHERE NOT EXISTS (SELECT 1 FROM order_keys WHERE project_id = $2 AND user_key = $5)
+			  AND NOT EXISTS (SELECT 1 FROM stock_keys_deleted WHERE reference = $4)
+			ON CONFLICT DO NOTHING`, plan.PriceID, plan.ProjectID, plan.KeyDays, reference, userKey)
+		adopted = err == nil && tag.RowsAffected() == 1
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("adopting stock key %s of price %s: %w", reference, plan.PriceID, err)
+	}
+	return adopted, nil
+}
+
+// Beginner starts transactions: a pool.
+type Beginner interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+func lockStockReference(ctx context.Context, tx pgx.Tx, reference string) error {
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('stock_keys.reference:' || $1, 0))`, reference); err != nil {
+		return fmt.Errorf("locking stock key %s: %w", reference, err)
+	}
+	return nil
+}
+
+// StockLevels is one price's stock keys by status.
+type StockLevels struct {
+	PriceID                        string
+	ProjectID                      string
+	KeyDays                        int
+	Ready, Pending, Retiring, Sold int
+}
+
+// AllStockLevels counts the stock keys of every price that has any, by
+// price (one row per price and (project_id, key_days) it was made for).
+func AllStockLevels(ctx context.Context, db DB) ([]StockLevels, error) {
+	rows, err := db.Query(ctx, `SELECT price_id, project_id, key_days,
+			count(*) FILTER (WHERE status = 'ready'), count(*) FILTER (WHERE status = 'pending'),
+			count(*) FILTER (WHERE status = 'retiring'), count(*) FILTER (WHERE status = 'sold')
+		FROM stock_keys GROUP BY 1, 2, 3 ORDER BY 1, 2, 3`)
+	if err != nil {
+		return nil, fmt.Errorf("counting the stock: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (StockLevels, error) {
+		var l StockLevels
+		err := row.Scan(&l.PriceID, &l.ProjectID, &l.KeyDays, &l.Ready, &l.Pending, &l.Retiring, &l.Sold)
+		return l, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("counting the stock: %w", err)
+	}
+	return out, nil
+}
+
+// RetireStock takes every ready key of a price out of sale (status
+// retiring) and returns how many it took. A sale holding one of them
+// (FOR UPDATE) is waited for, and a key it sold is skipped, so no key is
+// both sold and retired.
+func RetireStock(ctx context.Context, db DB, priceID string) (int, error) {
+	tag, err := db.Exec(ctx, `UPDATE stock_keys SET status = 'retiring' WHERE price_id = $1 AND status = 'ready'`, priceID)
+	if err != nil {
+		return 0, fmt.Errorf("taking the stock of price %s out of sale: %w", priceID, err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+// RetiringStockKeys returns a price's keys taken out of sale and not yet
+// dropped, oldest first.
+func RetiringStockKeys(ctx context.Context, db DB, priceID string) ([]*StockKey, error) {
+	rows, err := db.Query(ctx, `SELECT `+stockColumns+` FROM stock_keys WHERE price_id = $1 AND status = 'retiring' ORDER BY id`, priceID)
+	if err != nil {
+		return nil, fmt.Errorf("reading the retiring stock of price %s: %w", priceID, err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*StockKey, error) { return scanStockKey(row) })
+	if err != nil {
+		return nil, fmt.Errorf("reading the retiring stock of price %s: %w", priceID, err)
+	}
+	return out, nil
+}
+
+// DropRetiredStockKey forgets a retiring stock key once Luarmor no longer
+// has it, keeping its reference in stock_keys_deleted so that no
+// reconciliation adopts it again.
+func DropRetiredStockKey(ctx context.Context, db Beginner, k *StockKey) error {
+	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		if err := lockStockReference(ctx, tx, k.Reference); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `DELETE FROM stock_keys WHERE id = $1 AND status = 'retiring'`, k.ID)
+		if err != nil || tag.RowsAffected() == 0 {
+			return err
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO stock_keys_deleted (reference, project_id, price_id) VALUES ($1, $2, $3)
+			ON CONFLICT DO NOTHING`, k.Reference, k.ProjectID, k.PriceID)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("dropping stock key %d: %w", k.ID, err)
+	}
+	return nil
 }

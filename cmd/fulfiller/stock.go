@@ -1,0 +1,162 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"fulfiller/internal/catalog"
+	"fulfiller/internal/config"
+	"fulfiller/internal/jobs"
+)
+
+const stockUsage = `usage:
+  fulfiller stock list                        levels per price, and prices no longer stocked (orphans)
+  fulfiller stock reconcile [--wait 10m]      adopt stock keys Luarmor has and the database does not
+  fulfiller stock delete <price_id> [--wait 30m]
+                                              delete an orphan price's unsold keys from Luarmor
+(reads the settings of serve; the running service makes the Luarmor calls)
+`
+
+// cmdStock shows the key stock and queues its reconciliation or the
+// deletion of a price's stock for the service's workers.
+func cmdStock(ctx context.Context, args []string, getenv func(string) string, logger *slog.Logger, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, stockUsage)
+		return errUsage
+	}
+	fs := flag.NewFlagSet("stock "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var wait *time.Duration
+	want := 0
+	switch args[0] {
+	case "list":
+	case "reconcile":
+		wait = fs.Duration("wait", 10*time.Minute, "how long to wait for the service to list Luarmor's stock keys")
+	case "delete":
+		wait = fs.Duration("wait", 30*time.Minute, "how long to wait for the service to delete the keys")
+		want = 1
+	default:
+		fmt.Fprint(stderr, stockUsage)
+		return errUsage
+	}
+	positional, err := parseInterleaved(fs, args[1:])
+	if err != nil {
+		return errUsage
+	}
+	if len(positional) != want {
+		fmt.Fprint(stderr, stockUsage)
+		return errUsage
+	}
+	admin, closeDB, err := openStockAdmin(ctx, getenv, logger)
+	if err != nil {
+		return err
+	}
+	defer closeDB()
+	cmd := "stock " + args[0]
+	switch args[0] {
+	case "list":
+		return printStock(ctx, admin, stdout)
+	case "reconcile":
+		id, err := admin.QueueReconcile(ctx, jobs.ActorCLI)
+		if err != nil {
+			return supportError(cmd, err)
+		}
+		fmt.Fprintf(stdout, "stock reconciliation queued (job %d); waiting for the service\n", id)
+		waitCtx, cancel := context.WithTimeout(ctx, *wait)
+		defer cancel()
+		var sum jobs.StockReconcileSummary
+		if err := admin.Wait(waitCtx, id, &sum); err != nil {
+			return fmt.Errorf("%s: %w", cmd, err)
+		}
+		fmt.Fprintln(stdout, sum)
+		if sum.Unusable+sum.NoPrice+sum.Strays > 0 {
+			fmt.Fprintln(stdout, "the keys not adopted are in the service's log (masked), with what to do")
+		}
+	case "delete":
+		id, err := admin.QueueDelete(ctx, jobs.ActorCLI, positional[0])
+		if err != nil {
+			return supportError(cmd, err)
+		}
+		fmt.Fprintf(stdout, "deletion of the stock of %s queued (job %d); waiting for the service\n", positional[0], id)
+		waitCtx, cancel := context.WithTimeout(ctx, *wait)
+		defer cancel()
+		var sum jobs.StockDeleteSummary
+		if err := admin.Wait(waitCtx, id, &sum); err != nil {
+			return fmt.Errorf("%s: %w", cmd, err)
+		}
+		fmt.Fprintf(stdout, "done: %d keys taken out of sale, %d deleted in Luarmor, %d already gone; sold keys are kept\n",
+			sum.Retired, sum.Deleted, sum.AlreadyGone)
+	}
+	return nil
+}
+
+func printStock(ctx context.Context, admin *jobs.StockAdmin, stdout io.Writer) error {
+	levels, err := admin.Levels(ctx)
+	if err != nil {
+		return fmt.Errorf("stock list: %w", err)
+	}
+	if len(levels) == 0 {
+		fmt.Fprintln(stdout, "no stock: no price is stocked and no stock key is recorded")
+		return nil
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PRICE\tPROJECT\tKEY_DAYS\tREADY\tPENDING\tRETIRING\tSOLD\tCATALOG")
+	orphans := 0
+	for _, l := range levels {
+		state := fmt.Sprintf("stock: %d", l.Target)
+		switch {
+		case l.Orphan():
+			orphans++
+			state = "not stocked: ORPHAN"
+		case l.Target == 0 && l.InCatalog:
+			state = "not stocked"
+		case l.Target == 0:
+			state = "not in catalog"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", l.PriceID, l.ProjectID, l.KeyDays, l.Ready, l.Pending, l.Retiring, l.Sold, state)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if orphans > 0 {
+		fmt.Fprintln(stdout, "an orphan's unsold keys are still sold to units of its project_id and key_days; `fulfiller stock delete <price_id>` deletes them")
+	}
+	return nil
+}
+
+// openStockAdmin connects to the service's database and reads its catalog
+// with the settings of serve; it inserts jobs only.
+func openStockAdmin(ctx context.Context, getenv func(string) string, logger *slog.Logger) (*jobs.StockAdmin, func(), error) {
+	cfg, err := config.FromEnv(getenv)
+	if err != nil {
+		return nil, nil, err
+	}
+	cat, err := catalog.Load(cfg.CatalogFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return nil, nil, &config.Error{Name: "DATABASE_URL", Reason: "is not a valid PostgreSQL connection string"}
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err = pool.Ping(pingCtx)
+	cancel()
+	if err != nil {
+		pool.Close()
+		return nil, nil, fmt.Errorf("connecting to PostgreSQL (DATABASE_URL): %w", err)
+	}
+	rc, err := jobs.NewClient(jobs.Deps{Pool: pool, Logger: logger}, jobs.Config{InsertOnly: true})
+	if err != nil {
+		pool.Close()
+		return nil, nil, err
+	}
+	return &jobs.StockAdmin{Pool: pool, River: rc, Catalog: cat, Logger: logger}, pool.Close, nil
+}
