@@ -319,13 +319,14 @@ func (w *CreateKeyWorker) deliver(ctx context.Context, job *river.Job[CreateKeyA
 	if err != nil {
 		return err
 	}
-	return w.finishDelivery(ctx, tx, job, k, authExpire, discordLinked, false)
+	return w.finishDelivery(ctx, tx, job, k, authExpire, discordLinked, "")
 }
 
 // finishDelivery completes, in tx, the delivery DeliverKey recorded: the
 // key's state, its Discord link, the follow-up work, the job; then commits.
-// fromStock says the key was sold from stock rather than made.
-func (w *CreateKeyWorker) finishDelivery(ctx context.Context, tx pgx.Tx, job *river.Job[CreateKeyArgs], k *order.Key, authExpire *int64, discordLinked, fromStock bool) error {
+// soldFrom is the price whose stock the key was sold from ("" for a key
+// made to order): that stock's refill is queued last, under its lock.
+func (w *CreateKeyWorker) finishDelivery(ctx context.Context, tx pgx.Tx, job *river.Job[CreateKeyArgs], k *order.Key, authExpire *int64, discordLinked bool, soldFrom string) error {
 	if err := postgres.RecordKeyState(ctx, tx, k.ID, appliedTarget(k, authExpire), false); err != nil {
 		return err
 	}
@@ -347,12 +348,17 @@ func (w *CreateKeyWorker) finishDelivery(ctx context.Context, tx pgx.Tx, job *ri
 	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
 		return err
 	}
+	if soldFrom != "" {
+		if err := queueRefill(ctx, tx, soldFrom); err != nil {
+			return err
+		}
+	}
 	if err := tx.Commit(ctx); err != nil {
 		return err
 	}
 	if delivered {
 		w.Metrics.KeyDelivered(sinceOrder.Seconds())
-		w.countStockSale(k, fromStock)
+		w.countStockSale(k, soldFrom != "")
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
@@ -46,24 +47,35 @@ func (w *CreateKeyWorker) sellFromStock(ctx context.Context, job *river.Job[Crea
 	if err != nil || userKey == "" {
 		return false, err
 	}
-	if err := postgres.LockStock(ctx, tx, stockPrice); err != nil {
-		return false, err
-	}
 	expiry := lifetimeExpiry(k)
 	if err := postgres.DeliverKey(ctx, tx, k.ID, userKey, expiry, false); err != nil {
 		return false, err
 	}
 	// The key still carries its stock note: the buyer's details and
-	// Discord ID follow, then the price's stock is topped up again.
-	if err := insertMany(ctx, tx, StockKeySoldArgs{OrderKeyID: k.ID}, RefillStockArgs{PriceID: stockPrice}); err != nil {
+	// Discord ID follow, and the price's stock is topped up again.
+	if err := insertMany(ctx, tx, StockKeySoldArgs{OrderKeyID: k.ID}); err != nil {
 		return false, err
 	}
-	if err := w.finishDelivery(ctx, tx, job, k, expiry, false, true); err != nil {
+	if err := w.finishDelivery(ctx, tx, job, k, expiry, false, stockPrice); err != nil {
 		return false, err
 	}
 	w.Logger.InfoContext(ctx, "key delivered from stock", "order_key_id", k.ID, "user_key", logging.MaskKey(userKey),
 		"project_id", k.ProjectID, "key_days", k.KeyDays)
 	return true, nil
+}
+
+// queueRefill queues the refill of a price whose key tx sold, as the last
+// step before its commit. It takes the price's stock lock, which a refill
+// holds while it decides the stock is full and completes: whichever of the
+// two commits second sees the other, so a sale in a refill's last moments
+// never goes unreplaced. Taken last, the lock is held for the commit only,
+// so concurrent sales of one price queue on it for milliseconds, not for
+// their whole delivery.
+func queueRefill(ctx context.Context, tx pgx.Tx, priceID string) error {
+	if err := postgres.LockStock(ctx, tx, priceID); err != nil {
+		return err
+	}
+	return insertMany(ctx, tx, RefillStockArgs{PriceID: priceID})
 }
 
 // countStockSale counts a delivered unit of a stocked price as a hit (sold
