@@ -80,11 +80,13 @@ func (w *RefillStockWorker) Work(ctx context.Context, job *river.Job[RefillStock
 	if w.Catalog == nil {
 		return nil
 	}
-	product, ok := w.Catalog.Lookup(job.Args.PriceID)
-	if !ok || product.Stock == 0 {
-		return nil // no longer stocked: the keys it has stay for sale
+	// A price no longer stocked plans no new key (target 0), but a key an
+	// earlier run was cut off making is still finished or found by its
+	// reference: it may exist in Luarmor. The keys it has stay for sale.
+	plan := postgres.StockPlan{PriceID: job.Args.PriceID}
+	if product, ok := w.Catalog.Lookup(job.Args.PriceID); ok {
+		plan.ProjectID, plan.KeyDays, plan.Target = product.ProjectID, product.KeyDays, product.Stock
 	}
-	plan := postgres.StockPlan{PriceID: job.Args.PriceID, ProjectID: product.ProjectID, KeyDays: product.KeyDays, Target: product.Stock}
 	owner := newLeaseOwner(job.JobRow)
 	log := w.Logger.With("price_id", plan.PriceID)
 	for {

@@ -107,3 +107,40 @@ func TestRefillCutOffAfterTheCreateFindsTheKeyByItsReference(t *testing.T) {
 	require.Equal(t, 3, b.calls(http.MethodPost, "/users"), "the key made before the crash was found, not made again")
 	require.Equal(t, 1, b.calls(http.MethodGet, "/users"), "one look-up by reference")
 }
+
+func TestRefillCutOffThenUnstockedStillRecordsTheKeyItMade(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	crashed := make(chan struct{})
+	var crashes atomic.Int32
+	crashing, err := jobs.NewClientWithRefillCrash(stockDeps(b, 1), jobs.Config{}, func(context.Context) error {
+		if crashes.Add(1) == 1 {
+			close(crashed)
+		}
+		return errors.New("process killed after Luarmor created the stock key")
+	})
+	require.NoError(t, err)
+	require.NoError(t, crashing.Start(ctx))
+	<-crashed
+	stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	require.NoError(t, crashing.Stop(stopCtx))
+	require.Equal(t, 1, b.stockUsers(), "the cut-off refill made a key in Luarmor")
+
+	// The operator takes the price's stock away before the refill's retry.
+	unstocked := stockDeps(b, 0)
+	client, err := jobs.NewClient(unstocked, jobs.Config{})
+	require.NoError(t, err)
+	b.start(t, client)
+	b.waitRefillsDone(t)
+
+	var ready, pending int
+	var recorded string
+	require.NoError(t, b.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE status = 'ready'), count(*) FILTER (WHERE status = 'pending'),
+		COALESCE(max(user_key), '') FROM stock_keys WHERE price_id = $1`, priceStock).Scan(&ready, &pending, &recorded))
+	require.Zero(t, pending, "no stock key is left pending with its Luarmor key unknown to the database")
+	require.Equal(t, 1, ready)
+	require.Equal(t, b.sandbox.Users(project)[0].UserKey, recorded, "the key the cut-off refill made is the one recorded")
+	require.Equal(t, 1, b.calls(http.MethodPost, "/users"), "found by its reference, not made again")
+}
