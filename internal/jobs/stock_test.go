@@ -144,3 +144,33 @@ func TestRefillCutOffThenUnstockedStillRecordsTheKeyItMade(t *testing.T) {
 	require.Equal(t, b.sandbox.Users(project)[0].UserKey, recorded, "the key the cut-off refill made is the one recorded")
 	require.Equal(t, 1, b.calls(http.MethodPost, "/users"), "found by its reference, not made again")
 }
+
+func TestRefillKeepsNKeysOfThePricesCurrentKeyDays(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	week, err := jobs.NewClient(stockDeps(b, 2), jobs.Config{})
+	require.NoError(t, err)
+	require.NoError(t, week.Start(ctx))
+	b.waitStock(t, 2)
+	b.waitRefillsDone(t)
+	stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	require.NoError(t, week.Stop(stopCtx))
+
+	// The catalog now sells the price as a 30-day key: a unit of it can
+	// only take a 30-day key, so the week keys are no stock of it.
+	month := stockDeps(b, 2)
+	month.Catalog = &catalog.Catalog{Prices: map[string]catalog.Product{priceStock: {ProjectID: project, KeyDays: 30, Stock: 2}}}
+	client, err := jobs.NewClient(month, jobs.Config{})
+	require.NoError(t, err)
+	b.start(t, client)
+	require.Eventually(t, func() bool {
+		var n int
+		err := b.pool.QueryRow(ctx, `SELECT count(*) FROM stock_keys WHERE price_id = $1 AND key_days = 30 AND status = 'ready'`,
+			priceStock).Scan(&n)
+		return err == nil && n == 2
+	}, 20*time.Second, 20*time.Millisecond, "the price's stock holds N keys its units can take")
+	b.waitRefillsDone(t)
+	require.Equal(t, 4, b.calls(http.MethodPost, "/users"), "N keys per plan, none beyond")
+}
