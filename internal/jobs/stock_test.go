@@ -15,6 +15,7 @@ import (
 
 	"fulfiller/internal/catalog"
 	"fulfiller/internal/jobs"
+	"fulfiller/internal/luarmor"
 	"fulfiller/internal/postgres"
 )
 
@@ -173,4 +174,42 @@ func TestRefillKeepsNKeysOfThePricesCurrentKeyDays(t *testing.T) {
 	}, 20*time.Second, 20*time.Millisecond, "the price's stock holds N keys its units can take")
 	b.waitRefillsDone(t)
 	require.Equal(t, 4, b.calls(http.MethodPost, "/users"), "N keys per plan, none beyond")
+}
+
+func TestRefillWhoseLeaseWasOvertakenRemovesTheKeyItMade(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	var recorded string
+	var overtaken atomic.Bool
+	// Between Luarmor's answer and the commit, another runner that took
+	// the lease over (this request outlived it) records a key of its own.
+	client, err := jobs.NewClientWithRefillCrash(stockDeps(b, 1), jobs.Config{}, func(context.Context) error {
+		if overtaken.Swap(true) {
+			return nil
+		}
+		var id int64
+		var reference string
+		if err := b.pool.QueryRow(ctx, `SELECT id, reference FROM stock_keys WHERE status = 'pending'`).Scan(&id, &reference); err != nil {
+			return err
+		}
+		k, err := b.deps.Luarmor.CreateUser(ctx, project, luarmor.CreateUserRequest{Note: jobs.StockNote(reference), KeyDays: 7})
+		if err != nil {
+			return err
+		}
+		recorded = k
+		return postgres.StockKeyMade(ctx, b.pool, id, k)
+	})
+	require.NoError(t, err)
+	b.start(t, client)
+	b.waitStock(t, 1)
+	b.waitRefillsDone(t)
+
+	require.True(t, overtaken.Load())
+	users := b.sandbox.Users(project)
+	require.Len(t, users, 1, "the key the overtaken run made is deleted, not left in Luarmor unknown to the database")
+	require.Equal(t, recorded, users[0].UserKey, "the recorded key stays")
+	var n int
+	require.NoError(t, b.pool.QueryRow(ctx, `SELECT count(*) FROM stock_keys WHERE user_key = $1 AND status = 'ready'`, recorded).Scan(&n))
+	require.Equal(t, 1, n)
 }

@@ -133,14 +133,33 @@ func ShortenStockLease(ctx context.Context, db DB, id int64, owner string, d tim
 	return err
 }
 
+// ErrStockKeyRecordedElsewhere says a stock key already holds another
+// Luarmor key (or was dropped): a runner whose lease was taken over made a
+// second key, which the caller must remove.
+var ErrStockKeyRecordedElsewhere = errors.New("the stock key was already recorded with another key")
+
 // StockKeyMade records the Luarmor key of a pending stock key: it is ready
-// to sell. A key recorded before is left as it is.
+// to sell. The same key recorded before is left as it is; another one,
+// ErrStockKeyRecordedElsewhere.
 func StockKeyMade(ctx context.Context, db DB, id int64, userKey string) error {
-	_, err := db.Exec(ctx, `UPDATE stock_keys SET status = 'ready', user_key = $2, made_at = now(),
+	tag, err := db.Exec(ctx, `UPDATE stock_keys SET status = 'ready', user_key = $2, made_at = now(),
 			create_lease_until = NULL, create_lease_owner = NULL
 		WHERE id = $1 AND status = 'pending'`, id, userKey)
 	if err != nil {
 		return fmt.Errorf("recording stock key %d: %w", id, err)
+	}
+	if tag.RowsAffected() == 1 {
+		return nil
+	}
+	var existing string
+	err = db.QueryRow(ctx, `SELECT COALESCE(user_key, '') FROM stock_keys WHERE id = $1`, id).Scan(&existing)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return ErrStockKeyRecordedElsewhere
+	case err != nil:
+		return fmt.Errorf("reading stock key %d: %w", id, err)
+	case existing != userKey:
+		return ErrStockKeyRecordedElsewhere
 	}
 	return nil
 }
