@@ -87,11 +87,13 @@ func (w *RefillStockWorker) Work(ctx context.Context, job *river.Job[RefillStock
 	if w.Catalog == nil {
 		return nil
 	}
-	product, ok := w.Catalog.Lookup(job.Args.PriceID)
-	if !ok || product.Stock == 0 {
-		return nil // no longer stocked: the keys it has stay for sale
+	// A price no longer stocked plans no new key (target 0), but a key an
+	// earlier run was cut off making is still finished or found by its
+	// reference: it may exist in Luarmor. The keys it has stay for sale.
+	plan := postgres.StockPlan{PriceID: job.Args.PriceID}
+	if product, ok := w.Catalog.Lookup(job.Args.PriceID); ok {
+		plan.ProjectID, plan.KeyDays, plan.Target = product.ProjectID, product.KeyDays, product.Stock
 	}
-	plan := postgres.StockPlan{PriceID: job.Args.PriceID, ProjectID: product.ProjectID, KeyDays: product.KeyDays, Target: product.Stock}
 	owner := newLeaseOwner(job.JobRow)
 	log := w.Logger.With("price_id", plan.PriceID)
 	for {
@@ -127,6 +129,7 @@ func (w *RefillStockWorker) makeOne(ctx context.Context, job *river.Job[RefillSt
 	case s == nil:
 		return true, nil
 	}
+	unleased := ctx
 	ctx = budget.WithBeforeSend(ctx, func(ctx context.Context) error {
 		return postgres.RenewStockLease(ctx, w.Pool, s.ID, owner, w.CreateLease)
 	})
@@ -138,7 +141,7 @@ func (w *RefillStockWorker) makeOne(ctx context.Context, job *river.Job[RefillSt
 		}
 		if user != nil {
 			log.InfoContext(ctx, "found stock key created by an earlier attempt", "user_key", logging.MaskKey(user.UserKey))
-			if err := postgres.StockKeyMade(ctx, w.Pool, s.ID, user.UserKey); err != nil {
+			if recorded, err := w.record(unleased, s, user.UserKey, log); err != nil || !recorded {
 				return false, err
 			}
 			w.Metrics.StockRefilled(plan.PriceID)
@@ -155,8 +158,9 @@ func (w *RefillStockWorker) makeOne(ctx context.Context, job *river.Job[RefillSt
 	if w.afterCreate != nil {
 		err = w.afterCreate(ctx)
 	}
+	recorded := false
 	if err == nil {
-		err = postgres.StockKeyMade(ctx, w.Pool, s.ID, userKey)
+		recorded, err = w.record(unleased, s, userKey, log)
 	}
 	if err != nil {
 		// Luarmor made the key; only recording it failed. The retry finds
@@ -164,8 +168,31 @@ func (w *RefillStockWorker) makeOne(ctx context.Context, job *river.Job[RefillSt
 		_ = postgres.ShortenStockLease(context.WithoutCancel(ctx), w.Pool, s.ID, owner, answeredLease)
 		return false, err
 	}
+	if !recorded {
+		return false, nil
+	}
 	w.Metrics.StockRefilled(plan.PriceID)
 	log.InfoContext(ctx, "stock key created", "user_key", logging.MaskKey(userKey), "project_id", s.ProjectID, "key_days", s.KeyDays)
+	return false, nil
+}
+
+// record records userKey as stock key s. If another run took the lease
+// over and recorded a key of its own (this run's create outlived the
+// lease), userKey is a second key for one stock place: it is deleted, so
+// Luarmor holds no key the database does not know. recorded says userKey
+// is the stock key (counted by the caller as a refill).
+func (w *RefillStockWorker) record(ctx context.Context, s *postgres.StockKey, userKey string, log *slog.Logger) (recorded bool, err error) {
+	err = postgres.StockKeyMade(ctx, w.Pool, s.ID, userKey)
+	if !errors.Is(err, postgres.ErrStockKeyRecordedElsewhere) {
+		return err == nil, err
+	}
+	err = w.Luarmor.DeleteUser(budget.WithClass(ctx, budget.ClassMaintenance), s.ProjectID, userKey)
+	if err != nil && !errors.Is(err, luarmor.ErrNotFound) {
+		log.ErrorContext(ctx, "a second stock key was made for one stock place and could not be deleted; delete it in the Luarmor dashboard (search the reference, keep the key recorded in stock_keys)",
+			"user_key", logging.MaskKey(userKey), "error", err)
+		return false, nil
+	}
+	log.WarnContext(ctx, "a second stock key was made for one stock place; deleted it", "user_key", logging.MaskKey(userKey))
 	return false, nil
 }
 

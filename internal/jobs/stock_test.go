@@ -15,6 +15,7 @@ import (
 
 	"fulfiller/internal/catalog"
 	"fulfiller/internal/jobs"
+	"fulfiller/internal/luarmor"
 	"fulfiller/internal/postgres"
 )
 
@@ -120,4 +121,109 @@ func TestRefillCutOffAfterTheCreateFindsTheKeyByItsReference(t *testing.T) {
 	// The stock reconciliation run at start may record the key before the
 	// refill's retry looks it up.
 	require.LessOrEqual(t, b.lookupsByReference(), 1, "at most one look-up by reference")
+}
+
+func TestRefillCutOffThenUnstockedStillRecordsTheKeyItMade(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	crashed := make(chan struct{})
+	var crashes atomic.Int32
+	crashing, err := jobs.NewClientWithRefillCrash(stockDeps(b, 1), jobs.Config{}, func(context.Context) error {
+		if crashes.Add(1) == 1 {
+			close(crashed)
+		}
+		return errors.New("process killed after Luarmor created the stock key")
+	})
+	require.NoError(t, err)
+	require.NoError(t, crashing.Start(ctx))
+	<-crashed
+	stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	require.NoError(t, crashing.Stop(stopCtx))
+	require.Equal(t, 1, b.stockUsers(), "the cut-off refill made a key in Luarmor")
+
+	// The operator takes the price's stock away before the refill's retry.
+	unstocked := stockDeps(b, 0)
+	client, err := jobs.NewClient(unstocked, jobs.Config{})
+	require.NoError(t, err)
+	b.start(t, client)
+	b.waitRefillsDone(t)
+
+	var ready, pending int
+	var recorded string
+	require.NoError(t, b.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE status = 'ready'), count(*) FILTER (WHERE status = 'pending'),
+		COALESCE(max(user_key), '') FROM stock_keys WHERE price_id = $1`, priceStock).Scan(&ready, &pending, &recorded))
+	require.Zero(t, pending, "no stock key is left pending with its Luarmor key unknown to the database")
+	require.Equal(t, 1, ready)
+	require.Equal(t, b.sandbox.Users(project)[0].UserKey, recorded, "the key the cut-off refill made is the one recorded")
+	require.Equal(t, 1, b.calls(http.MethodPost, "/users"), "found by its reference, not made again")
+}
+
+func TestRefillKeepsNKeysOfThePricesCurrentKeyDays(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	week, err := jobs.NewClient(stockDeps(b, 2), jobs.Config{})
+	require.NoError(t, err)
+	require.NoError(t, week.Start(ctx))
+	b.waitStock(t, 2)
+	b.waitRefillsDone(t)
+	stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	require.NoError(t, week.Stop(stopCtx))
+
+	// The catalog now sells the price as a 30-day key: a unit of it can
+	// only take a 30-day key, so the week keys are no stock of it.
+	month := stockDeps(b, 2)
+	month.Catalog = &catalog.Catalog{Prices: map[string]catalog.Product{priceStock: {ProjectID: project, KeyDays: 30, Stock: 2}}}
+	client, err := jobs.NewClient(month, jobs.Config{})
+	require.NoError(t, err)
+	b.start(t, client)
+	require.Eventually(t, func() bool {
+		var n int
+		err := b.pool.QueryRow(ctx, `SELECT count(*) FROM stock_keys WHERE price_id = $1 AND key_days = 30 AND status = 'ready'`,
+			priceStock).Scan(&n)
+		return err == nil && n == 2
+	}, 20*time.Second, 20*time.Millisecond, "the price's stock holds N keys its units can take")
+	b.waitRefillsDone(t)
+	require.Equal(t, 4, b.calls(http.MethodPost, "/users"), "N keys per plan, none beyond")
+}
+
+func TestRefillWhoseLeaseWasOvertakenRemovesTheKeyItMade(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	var recorded string
+	var overtaken atomic.Bool
+	// Between Luarmor's answer and the commit, another runner that took
+	// the lease over (this request outlived it) records a key of its own.
+	client, err := jobs.NewClientWithRefillCrash(stockDeps(b, 1), jobs.Config{}, func(context.Context) error {
+		if overtaken.Swap(true) {
+			return nil
+		}
+		var id int64
+		var reference string
+		if err := b.pool.QueryRow(ctx, `SELECT id, reference FROM stock_keys WHERE status = 'pending'`).Scan(&id, &reference); err != nil {
+			return err
+		}
+		k, err := b.deps.Luarmor.CreateUser(ctx, project, luarmor.CreateUserRequest{Note: jobs.StockNote(reference), KeyDays: 7})
+		if err != nil {
+			return err
+		}
+		recorded = k
+		return postgres.StockKeyMade(ctx, b.pool, id, k)
+	})
+	require.NoError(t, err)
+	b.start(t, client)
+	b.waitStock(t, 1)
+	b.waitRefillsDone(t)
+
+	require.True(t, overtaken.Load())
+	users := b.sandbox.Users(project)
+	require.Len(t, users, 1, "the key the overtaken run made is deleted, not left in Luarmor unknown to the database")
+	require.Equal(t, recorded, users[0].UserKey, "the recorded key stays")
+	var n int
+	require.NoError(t, b.pool.QueryRow(ctx, `SELECT count(*) FROM stock_keys WHERE user_key = $1 AND status = 'ready'`, recorded).Scan(&n))
+	require.Equal(t, 1, n)
 }

@@ -42,7 +42,9 @@ type StockPlan struct {
 // same commit. A pending key (an earlier run was cut off) comes first, so a
 // crash never leaves a second key planned beside it; otherwise a new key is
 // planned, with its reference, while the price's unsold keys (pending ones
-// included) number fewer than plan.Target. It returns nil when the stock is
+// included) of the plan's project and key_days number fewer than
+// plan.Target: keys of the price's earlier plan are no stock of it, since
+// its units can no longer take them. It returns nil when the stock is
 // full, and *ErrLeaseHeld while another runner's create may be on its way.
 // Refills of one price are serialised, so two never plan past the target.
 func ClaimStockKey(ctx context.Context, tx pgx.Tx, plan StockPlan, owner string, lease time.Duration) (*StockKey, error) {
@@ -77,7 +79,7 @@ func ClaimStockKey(ctx context.Context, tx pgx.Tx, plan StockPlan, owner string,
 	s, err := scanStockKey(tx.QueryRow(ctx, `
 		INSERT INTO stock_keys (price_id, project_id, key_days, reference, create_attempts, create_lease_owner, create_lease_until)
 		SELECT $1, $2, $3, 'fk_' || left(replace(gen_random_uuid()::text, '-', ''), 20), 1, $5, now() + $6::interval
-		WHERE (SELECT count(*) FROM stock_keys WHERE price_id = $1 AND status <> 'sold') < $4
+		WHERE (SELECT count(*) FROM stock_keys WHERE price_id = $1 AND project_id = $2 AND key_days = $3 AND status <> 'sold') < $4
 		RETURNING `+stockColumns, plan.PriceID, plan.ProjectID, plan.KeyDays, plan.Target, owner, lease))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
@@ -131,14 +133,33 @@ func ShortenStockLease(ctx context.Context, db DB, id int64, owner string, d tim
 	return err
 }
 
+// ErrStockKeyRecordedElsewhere says a stock key already holds another
+// Luarmor key (or was dropped): a runner whose lease was taken over made a
+// second key, which the caller must remove.
+var ErrStockKeyRecordedElsewhere = errors.New("the stock key was already recorded with another key")
+
 // StockKeyMade records the Luarmor key of a pending stock key: it is ready
-// to sell. A key recorded before is left as it is.
+// to sell. The same key recorded before is left as it is; another one,
+// ErrStockKeyRecordedElsewhere.
 func StockKeyMade(ctx context.Context, db DB, id int64, userKey string) error {
-	_, err := db.Exec(ctx, `UPDATE stock_keys SET status = 'ready', user_key = $2, made_at = now(),
+	tag, err := db.Exec(ctx, `UPDATE stock_keys SET status = 'ready', user_key = $2, made_at = now(),
 			create_lease_until = NULL, create_lease_owner = NULL
 		WHERE id = $1 AND status = 'pending'`, id, userKey)
 	if err != nil {
 		return fmt.Errorf("recording stock key %d: %w", id, err)
+	}
+	if tag.RowsAffected() == 1 {
+		return nil
+	}
+	var existing string
+	err = db.QueryRow(ctx, `SELECT COALESCE(user_key, '') FROM stock_keys WHERE id = $1`, id).Scan(&existing)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return ErrStockKeyRecordedElsewhere
+	case err != nil:
+		return fmt.Errorf("reading stock key %d: %w", id, err)
+	case existing != userKey:
+		return ErrStockKeyRecordedElsewhere
 	}
 	return nil
 }
