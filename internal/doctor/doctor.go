@@ -483,7 +483,9 @@ func (d *Doctor) stock(ctx context.Context) []Result {
 	for _, id := range d.Catalog.Stocked() {
 		check := "stock " + id
 		product, _ := d.Catalog.Lookup(id)
-		ready, pending, err := postgres.StockLevel(ctx, d.Pool, id)
+		// What its buyers can be sold: keys of its current project and
+		// key_days, whichever price made them.
+		ready, pending, err := postgres.SellableStock(ctx, d.Pool, product.ProjectID, product.KeyDays)
 		switch {
 		case err != nil:
 			out = append(out, fail(check, "%v: check the database check above", err))

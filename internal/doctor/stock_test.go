@@ -38,4 +38,9 @@ func TestStockLevelWarnsBelowHalf(t *testing.T) {
 	for _, r := range b.run(t) {
 		require.NotEqual(t, "stock "+priceMonth, r.Check, "a price without stock has no stock line")
 	}
+
+	// The price now sells 30-day keys: the lifetime keys it made are no
+	// use to its buyers.
+	b.catalog.Put(priceOnce, catalog.Product{ProjectID: projectA, KeyDays: 30, Billing: catalog.BillingOneTime, Stock: 4})
+	requireOnly(t, b.run(t), "stock "+priceOnce, doctor.Warn, "0 of 4 keys ready (0 being made): below half")
 }

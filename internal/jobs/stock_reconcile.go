@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
@@ -205,7 +206,15 @@ func settleStockKey(ctx context.Context, d Deps, project string, priceOfDays map
 	}
 	switch {
 	case row != nil && row.Status == "pending" && row.ProjectID == project:
-		if err := postgres.StockKeyMade(ctx, d.Pool, row.ID, u.UserKey); err != nil {
+		err := postgres.StockKeyMade(ctx, d.Pool, row.ID, u.UserKey)
+		if errors.Is(err, postgres.ErrStockKeyRecordedElsewhere) {
+			// The refill recorded another key of this reference meanwhile.
+			sum.Strays++
+			log.ErrorContext(ctx, "a Luarmor key carries the reference of another stock key; delete it in the Luarmor dashboard",
+				"price_id", row.PriceID)
+			return nil
+		}
+		if err != nil {
 			return err
 		}
 		sum.Made++

@@ -223,6 +223,18 @@ func StockLevel(ctx context.Context, db DB, priceID string) (ready, pending int,
 	return ready, pending, nil
 }
 
+// SellableStock counts the stock keys a unit of (projectID, keyDays) can be
+// sold, whichever price made them: a sale matches on the key, not the
+// price. Keys of a price's former project or key_days are not among them.
+func SellableStock(ctx context.Context, db DB, projectID string, keyDays int) (ready, pending int, err error) {
+	err = db.QueryRow(ctx, `SELECT count(*) FILTER (WHERE status = 'ready'), count(*) FILTER (WHERE status = 'pending')
+		FROM stock_keys WHERE project_id = $1 AND key_days = $2`, projectID, keyDays).Scan(&ready, &pending)
+	if err != nil {
+		return 0, 0, fmt.Errorf("counting the stock of project %s, key_days %d: %w", projectID, keyDays, err)
+	}
+	return ready, pending, nil
+}
+
 // StockKeyOf returns the stock key sold as unit orderKeyID, or nil when the
 // unit's key was made to order.
 func StockKeyOf(ctx context.Context, db DB, orderKeyID int64) (*StockKey, error) {
