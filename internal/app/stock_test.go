@@ -9,6 +9,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/catalog"
+	"fulfiller/internal/httpapi"
+	"fulfiller/internal/luarmor"
 	"fulfiller/internal/postgres"
 	"fulfiller/internal/stripeapi/stripefake"
 )
@@ -137,4 +139,31 @@ func TestRefundRevokesAKeySoldFromStock(t *testing.T) {
 	u := b.user(t, key)
 	require.True(t, u.IsBanned())
 	require.Equal(t, "Payment refunded", u.BanReason)
+}
+
+// A stock key deleted in the Luarmor dashboard before it was sold reaches
+// a buyer dead: the label step finds it gone and makes the buyer a new key
+// with the full key_days, shown in its place.
+func TestStockKeyDeletedOutsideIsReplacedForItsBuyer(t *testing.T) {
+	t.Parallel()
+	b := setupStock(t, 1)
+	var dead string
+	for k := range b.readyStock(t) {
+		dead = k
+	}
+	lc := luarmor.NewClient(b.main.Config.LuarmorAPIKey, luarmor.WithBaseURL(b.main.Config.LuarmorBaseURL))
+	require.NoError(t, lc.DeleteUser(context.Background(), project, dead), "deleted in the dashboard, unknown to the service")
+
+	s, _ := b.buy(t, stripefake.Item{PriceID: priceStocked, Quantity: 1})
+	var o httpapi.OrderJSON
+	require.Eventually(t, func() bool {
+		_, o = b.getOrder(t, s.ID)
+		return len(o.Keys) == 2 && o.Keys[1].Status == "active" && o.Keys[0].Status == "deleted"
+	}, 20*time.Second, 20*time.Millisecond, "a new key is made for the unit, and the dead one recorded deleted")
+	require.Equal(t, dead, o.Keys[0].UserKey)
+	fresh := o.Keys[1].UserKey
+	u := b.user(t, fresh)
+	require.Equal(t, 7, u.KeyDays, "the full key_days it was sold with")
+	require.Contains(t, u.Note, s.ID)
+	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM key_reissues WHERE requested_by = 'stock' AND status = 'done'`))
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
@@ -160,8 +161,7 @@ func (w *StockKeySoldWorker) Work(ctx context.Context, job *river.Job[StockKeySo
 	}
 	switch {
 	case errors.Is(err, luarmor.ErrNotFound):
-		log.InfoContext(ctx, "key sold from stock is gone from Luarmor (deleted by a revocation); nothing to label")
-		return nil
+		return w.missing(ctx, job, k, log)
 	case err != nil:
 		if jobErr, retry := luarmorRetry(err, w.RateLimitWindow); retry {
 			return jobErr
@@ -183,3 +183,43 @@ func (w *StockKeySoldWorker) Work(ctx context.Context, job *river.Job[StockKeySo
 	}
 	return tx.Commit(ctx)
 }
+
+// missing handles a sold key Luarmor no longer has. A revocation deletes
+// keys too, and then there is nothing to do; but a key still active for a
+// paid order was deleted outside this service (in the dashboard, or before
+// the sale) and the buyer holds a dead key: it is reissued, so a new key is
+// made for the unit and shown in its place, with the full key_days it was
+// sold with.
+func (w *StockKeySoldWorker) missing(ctx context.Context, job *river.Job[StockKeySoldArgs], k *order.Key, log *slog.Logger) error {
+	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+		o, err := postgres.LockOrder(ctx, tx, k.CheckoutSessionID)
+		if err != nil {
+			return err
+		}
+		if k, err = postgres.GetKey(ctx, tx, k.ID); err != nil { // as of the lock
+			return err
+		}
+		// A support action on the key (a revocation deletes) may have
+		// deleted it and not committed yet: its outcome stands.
+		supported, err := postgres.KeyJobInFlight(ctx, tx, SupportKeyArgs{}.Kind(), k.ID)
+		if err != nil {
+			return err
+		}
+		if supported || k.Status != order.KeyActive || o.Status == order.StatusRevoked || o.Status == order.StatusFailed {
+			log.InfoContext(ctx, "key sold from stock is gone from Luarmor (deleted by a revocation); nothing to label")
+			return nil
+		}
+		id, err := recordReissue(ctx, tx, ActorStock, o, k, missingStockKeyReason)
+		if err != nil {
+			return err
+		}
+		log.ErrorContext(ctx, "key sold from stock was missing from Luarmor (deleted outside this service); a new key is made for the buyer",
+			"reissue_id", id)
+		return insertMany(ctx, tx, SupportKeyArgs{Action: ActionReissueKey, OrderKeyID: k.ID, ReissueID: id,
+			Reason: missingStockKeyReason, Actor: ActorStock})
+	})
+}
+
+// missingStockKeyReason is recorded on the reissue of a stock key Luarmor
+// no longer had.
+const missingStockKeyReason = "The key sold from stock was missing from Luarmor"

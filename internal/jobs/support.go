@@ -22,6 +22,8 @@ import (
 const (
 	ActorCLI      = "cli"
 	ActorAdminAPI = "admin-api"
+	// ActorStock replaces a key sold from stock that Luarmor no longer had.
+	ActorStock = "stock"
 )
 
 // Bounds of support input.
@@ -294,6 +296,12 @@ func (s *Support) forceHWIDReset(ctx context.Context, tx pgx.Tx, o *order.Order,
 // once the new key is delivered. A key reissued before returns its
 // reissue.
 func (s *Support) reissue(ctx context.Context, tx pgx.Tx, actor string, o *order.Order, k *order.Key, reason string) (int64, error) {
+	return recordReissue(ctx, tx, actor, o, k, reason)
+}
+
+// recordReissue records, once per key, the reissue of k (see
+// Support.reissue); tx holds the order's lock.
+func recordReissue(ctx context.Context, tx pgx.Tx, actor string, o *order.Order, k *order.Key, reason string) (int64, error) {
 	existing, err := postgres.ReissueOf(ctx, tx, k.ID)
 	if err != nil || existing != nil {
 		if existing != nil {

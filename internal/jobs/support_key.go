@@ -261,10 +261,14 @@ func (w *SupportKeyWorker) planReissue(ctx context.Context, job *river.Job[Suppo
 	var target *int64
 	if !old.Recurring && old.KeyDays > 0 {
 		u, err := w.Luarmor.GetUser(ctx, old.ProjectID, old.UserKey)
-		if errors.Is(err, luarmor.ErrNotFound) {
+		switch {
+		case errors.Is(err, luarmor.ErrNotFound) && r.RequestedBy == ActorStock:
+			// A key sold from stock, found gone right after the sale:
+			// unused, so the new key gets the full key_days it was sold.
+			u = &luarmor.User{}
+		case errors.Is(err, luarmor.ErrNotFound):
 			return w.failReissue(ctx, r, "the old key no longer exists in Luarmor")
-		}
-		if err != nil {
+		case err != nil:
 			return w.refused(job, old, err)
 		}
 		if u.AuthExpire > 0 {

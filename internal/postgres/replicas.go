@@ -108,3 +108,16 @@ func StalledOrders(ctx context.Context, db DB, createKind, fulfilKind string, ol
 	}
 	return unitsPending, notLoaded, nil
 }
+
+// KeyJobInFlight reports whether a job of kind for order key id waits or
+// runs: a support action under way on a key.
+func KeyJobInFlight(ctx context.Context, db DB, kind string, id int64) (bool, error) {
+	var found bool
+	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM river_job WHERE kind = $1
+		AND state IN ('available', 'pending', 'retryable', 'running', 'scheduled')
+		AND (args->>'order_key_id')::bigint = $2)`, kind, id).Scan(&found)
+	if err != nil {
+		return false, fmt.Errorf("looking for %s jobs of order key %d: %w", kind, id, err)
+	}
+	return found, nil
+}
