@@ -391,8 +391,14 @@ func (b *Budget) takeSpareSlot(ctx context.Context) (int64, time.Duration, error
 	if id != nil {
 		return *id, 0, nil
 	}
-	return 0, max(time.Duration(*retryMS*float64(time.Millisecond)), 0) + time.Millisecond, nil
+	// Stock is never in a hurry: at a budget of thousands a second, WINDOW/
+	// COUNT would have a waiting stock request ask PostgreSQL (under the
+	// budget's one lock) thousands of times a second.
+	return 0, max(time.Duration(*retryMS*float64(time.Millisecond)), minSpareRetry), nil
 }
+
+// minSpareRetry is the least a stock request waits before asking again.
+const minSpareRetry = 25 * time.Millisecond
 
 func (b *Budget) clearDemand(ctx context.Context) {
 	b.queries.Add(1)

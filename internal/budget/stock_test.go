@@ -143,3 +143,23 @@ func TestStockCallsNeverPaceADelivery(t *testing.T) {
 	f.fillWindowWith(t, budget.ClassStock, 20)
 	require.ErrorAs(t, deliver(300*time.Millisecond), &wait, "COUNT is never exceeded, whatever the class")
 }
+
+// At a budget of thousands of calls a second, a stock request that cannot
+// have a slot still asks PostgreSQL at most every 25 ms, not every
+// WINDOW/COUNT.
+func TestAWaitingStockRequestAsksSeldomWhateverTheBudget(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 1, 10000, time.Second)
+	_, err := f.pool.Exec(context.Background(), `INSERT INTO luarmor_demand (replica, top_rank, expires_at)
+		VALUES ('elsewhere', $1, clock_timestamp() + interval '1 hour')`, int(budget.ClassDeliver))
+	require.NoError(t, err)
+
+	before := f.replicas[0].budget.Stats().Queries
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, err = f.replicas[0].budget.Acquire(budget.WithClass(ctx, budget.ClassStock))
+	require.Error(t, err, "no spare budget while another replica waits")
+	asked := f.replicas[0].budget.Stats().Queries - before
+	require.LessOrEqual(t, asked, int64(45), "about one question per 25 ms over a second, not one per 0.1 ms")
+	require.Positive(t, asked)
+}
