@@ -486,14 +486,19 @@ func (d *Doctor) stock(ctx context.Context) []Result {
 		// What its buyers can be sold: keys of its current project and
 		// key_days, whichever price made them.
 		ready, pending, err := postgres.SellableStock(ctx, d.Pool, product.ProjectID, product.KeyDays)
+		var day postgres.StockActivity
+		if err == nil {
+			day, err = postgres.StockActivitySince(ctx, d.Pool, id, time.Now().Add(-24*time.Hour))
+		}
+		activity := fmt.Sprintf("; last 24 h: %d sold from stock, %d made to order, %d refilled", day.Sold, day.MadeToOrder, day.Refilled)
 		switch {
 		case err != nil:
 			out = append(out, fail(check, "%v: check the database check above", err))
 		case ready*2 < product.Stock:
-			out = append(out, warn(check, "%d of %d keys ready (%d being made): below half; the refill_stock job makes them from spare Luarmor budget, so check its jobs and the budget if it stays low",
-				ready, product.Stock, pending))
+			out = append(out, warn(check, "%d of %d keys ready (%d being made)%s: below half; the refill_stock job makes them from spare Luarmor budget, so check its jobs and the budget if it stays low",
+				ready, product.Stock, pending, activity))
 		default:
-			out = append(out, pass(check, "%d of %d keys ready (%d being made)", ready, product.Stock, pending))
+			out = append(out, pass(check, "%d of %d keys ready (%d being made)%s", ready, product.Stock, pending, activity))
 		}
 	}
 	return out

@@ -235,6 +235,32 @@ func SellableStock(ctx context.Context, db DB, projectID string, keyDays int) (r
 	return ready, pending, nil
 }
 
+// StockActivity is what a price's stock did since a moment, as recorded:
+// the same on every replica, unlike a process's counters.
+type StockActivity struct {
+	Sold        int // units of the price delivered from stock
+	MadeToOrder int // units of the price whose key was made at the sale
+	Refilled    int // stock keys of the price made
+}
+
+// StockActivitySince counts a price's sales from stock, its units made to
+// order (subscription units and extensions, which the stock never serves,
+// aside) and its refills since since.
+func StockActivitySince(ctx context.Context, db DB, priceID string, since time.Time) (StockActivity, error) {
+	var a StockActivity
+	err := db.QueryRow(ctx, `SELECT
+			(SELECT count(*) FROM stock_keys WHERE price_id = $1 AND sold_at > $2),
+			(SELECT count(*) FROM order_keys k WHERE k.price_id = $1 AND k.delivered_at > $2
+			   AND NOT k.recurring AND NOT k.extended_existing
+			   AND NOT EXISTS (SELECT 1 FROM stock_keys s WHERE s.order_key_id = k.id)),
+			(SELECT count(*) FROM stock_keys WHERE price_id = $1 AND made_at > $2)`,
+		priceID, since).Scan(&a.Sold, &a.MadeToOrder, &a.Refilled)
+	if err != nil {
+		return a, fmt.Errorf("counting the stock activity of price %s: %w", priceID, err)
+	}
+	return a, nil
+}
+
 // StockKeyOf returns the stock key sold as unit orderKeyID, or nil when the
 // unit's key was made to order.
 func StockKeyOf(ctx context.Context, db DB, orderKeyID int64) (*StockKey, error) {

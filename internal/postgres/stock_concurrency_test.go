@@ -181,4 +181,17 @@ func TestStockSaleAcrossReplicas(t *testing.T) {
 		require.Equal(t, b.ready[sold[i]], s.ID, "the stock row records the unit it was sold to")
 	}
 	require.Equal(t, saleReady, delivered)
+
+	// One unit left over is made to order: the record says 4 sold from
+	// stock and 1 made at the sale.
+	for i, unit := range b.units {
+		if sold[i] == "" {
+			tx(t, b.pool, func(tx pgx.Tx) error { return postgres.DeliverKey(ctx, tx, unit, "MADE-TO-ORDER", nil, false) })
+			break
+		}
+	}
+	day, err := postgres.StockActivitySince(ctx, b.pool, "price_p7", time.Now().Add(-time.Hour))
+	require.NoError(t, err)
+	require.Equal(t, saleReady, day.Sold)
+	require.Equal(t, 1, day.MadeToOrder)
 }
