@@ -207,9 +207,9 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker, refill *Refill
 		// Jobs of a replica that died are handed back within seconds by
 		// Replica (its heartbeat stopped). River's own rescuer, which acts
 		// on running time alone, stays as the backstop for a job hung on a
-		// live replica: past the longest job timeout (create_key's 5
-		// minutes) with a margin, never before a live job's timeout.
-		RescueStuckJobsAfter: 10 * time.Minute,
+		// live replica: past the longest job timeout with a margin, never
+		// before a live job's timeout (TestNoJobOutlivesItsRescue).
+		RescueStuckJobsAfter: RescueStuckJobsAfter,
 	}
 	if !cfg.InsertOnly {
 		// Luarmor workers wait in memory for their budget slot, so a few
@@ -231,6 +231,11 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker, refill *Refill
 	}
 	return client, nil
 }
+
+// RescueStuckJobsAfter is when River hands a job still running on a live
+// replica to another: five minutes past the longest job timeout (the stock
+// deletion's and the stock reconciliation's 30 minutes).
+const RescueStuckJobsAfter = 35 * time.Minute
 
 // insertMany inserts jobs inside tx with the River client of the running job.
 func insertMany(ctx context.Context, tx pgx.Tx, args ...river.JobArgs) error {

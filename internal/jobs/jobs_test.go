@@ -411,3 +411,22 @@ func (c *blacklistTimer) Blacklist(ctx context.Context, projectID string, req lu
 	c.asked.CompareAndSwap(nil, &now)
 	return c.Client.Blacklist(ctx, projectID, req)
 }
+
+// River hands a job still running to another replica after
+// RescueStuckJobsAfter: a job allowed to run longer would run twice at
+// once on live replicas.
+func TestNoJobOutlivesItsRescue(t *testing.T) {
+	t.Parallel()
+	for name, timeout := range map[string]time.Duration{
+		"create_key":       (&jobs.CreateKeyWorker{}).Timeout(nil),
+		"refill_stock":     (&jobs.RefillStockWorker{}).Timeout(nil),
+		"reconcile_stock":  (&jobs.ReconcileStockWorker{}).Timeout(nil),
+		"delete_stock":     (&jobs.DeleteStockWorker{}).Timeout(nil),
+		"refresh_keys":     (&jobs.RefreshKeysWorker{}).Timeout(nil),
+		"support_key":      (&jobs.SupportKeyWorker{}).Timeout(nil),
+		"apply_key_state":  (&jobs.ApplyKeyStateWorker{}).Timeout(nil),
+		"send_order_email": (&jobs.SendOrderEmailWorker{}).Timeout(nil),
+	} {
+		require.Less(t, timeout, jobs.RescueStuckJobsAfter, "%s may run past its rescue", name)
+	}
+}
