@@ -239,7 +239,9 @@ func TestAcquireGivesUpAfterMaxWaitAndReturnsNothing(t *testing.T) {
 	pool, err := pgxpool.New(context.Background(), url)
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
-	b := budget.New(pool, budget.Config{Count: 1, Window: time.Hour, MaxWait: 200 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	// MaxWait leaves the first request, on a busy machine, ample time for
+	// its free slot; the second waits it out in full.
+	b := budget.New(pool, budget.Config{Count: 1, Window: time.Hour, MaxWait: 2 * time.Second, Logger: slog.New(slog.DiscardHandler)})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go b.Run(ctx)
