@@ -9,7 +9,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
 
 	"fulfiller/internal/config"
 	"fulfiller/internal/jobs"
@@ -32,6 +34,20 @@ func openSupport(ctx context.Context, getenv func(string) string, logger *slog.L
 	if err != nil {
 		return nil, nil, err
 	}
+	pool, rc, err := connectInserter(ctx, cfg, logger)
+	if err != nil {
+		return nil, nil, err
+	}
+	orders := &jobs.Orders{Pool: pool, River: rc, Logger: logger, HWIDResetCooldown: cfg.HWIDResetCooldown}
+	return &jobs.Support{Pool: pool, River: rc, Orders: orders, Logger: logger, HWIDResetCooldown: cfg.HWIDResetCooldown},
+		pool.Close, nil
+}
+
+// connectInserter connects to the service's database (DATABASE_URL) and
+// returns a job client that inserts only: an operator's command records
+// work, and the running service's workers do it within the fleet's budget.
+// The caller closes the pool.
+func connectInserter(ctx context.Context, cfg config.Config, logger *slog.Logger) (*pgxpool.Pool, *river.Client[pgx.Tx], error) {
 	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
 	if err != nil {
 		return nil, nil, &config.Error{Name: "DATABASE_URL", Reason: "is not a valid PostgreSQL connection string"}
@@ -48,9 +64,7 @@ func openSupport(ctx context.Context, getenv func(string) string, logger *slog.L
 		pool.Close()
 		return nil, nil, err
 	}
-	orders := &jobs.Orders{Pool: pool, River: rc, Logger: logger, HWIDResetCooldown: cfg.HWIDResetCooldown}
-	return &jobs.Support{Pool: pool, River: rc, Orders: orders, Logger: logger, HWIDResetCooldown: cfg.HWIDResetCooldown},
-		pool.Close, nil
+	return pool, rc, nil
 }
 
 // parseInterleaved parses flags given before, between or after the

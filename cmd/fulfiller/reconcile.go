@@ -9,10 +9,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"fulfiller/internal/config"
-	"fulfiller/internal/jobs"
 	"fulfiller/internal/reconcile"
 	"fulfiller/internal/stripeapi"
 )
@@ -42,22 +39,12 @@ func cmdReconcile(ctx context.Context, args []string, getenv func(string) string
 	if err != nil {
 		return err
 	}
-	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
-	if err != nil {
-		return &config.Error{Name: "DATABASE_URL", Reason: "is not a valid PostgreSQL connection string"}
-	}
-	defer pool.Close()
-	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	err = pool.Ping(pingCtx)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("connecting to PostgreSQL (DATABASE_URL): %w", err)
-	}
 	// Inserts only: the service's workers act on what is recorded.
-	rc, err := jobs.NewClient(jobs.Deps{Pool: pool, Logger: logger}, jobs.Config{InsertOnly: true})
+	pool, rc, err := connectInserter(ctx, cfg, logger)
 	if err != nil {
 		return err
 	}
+	defer pool.Close()
 	rec := &reconcile.Reconciler{
 		Pool:   pool,
 		Stripe: stripeapi.New(cfg.StripeAPIKey, cfg.StripeAPIBase, &http.Client{Timeout: 30 * time.Second}),

@@ -9,8 +9,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"fulfiller/internal/catalog"
 	"fulfiller/internal/config"
 	"fulfiller/internal/jobs"
@@ -142,20 +140,8 @@ func openStockAdmin(ctx context.Context, getenv func(string) string, logger *slo
 	if err != nil {
 		return nil, nil, err
 	}
-	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
+	pool, rc, err := connectInserter(ctx, cfg, logger)
 	if err != nil {
-		return nil, nil, &config.Error{Name: "DATABASE_URL", Reason: "is not a valid PostgreSQL connection string"}
-	}
-	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	err = pool.Ping(pingCtx)
-	cancel()
-	if err != nil {
-		pool.Close()
-		return nil, nil, fmt.Errorf("connecting to PostgreSQL (DATABASE_URL): %w", err)
-	}
-	rc, err := jobs.NewClient(jobs.Deps{Pool: pool, Logger: logger}, jobs.Config{InsertOnly: true})
-	if err != nil {
-		pool.Close()
 		return nil, nil, err
 	}
 	return &jobs.StockAdmin{Pool: pool, River: rc, Catalog: cat, Logger: logger}, pool.Close, nil
