@@ -256,3 +256,18 @@ func TestKeysBeingDeletedAreNoStockOfARestockedPrice(t *testing.T) {
 	}))
 	require.NotNil(t, planned, "a refill of a price whose only keys are being deleted plans a key")
 }
+
+func TestDeleteFinishesTheRetiringKeysOfARestockedPrice(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	keys, deps := retiredStockOfRestockedPrice(t, b, 2)
+	admin := stockAdmin(t, b, deps)
+	// The price is stocked again, but its keys already out of sale still
+	// wait for their deletion: the command queues it, as the job allows.
+	sum := b.deleteStock(t, admin, priceGone)
+	require.Equal(t, jobs.StockDeleteSummary{Deleted: 2}, sum)
+	for _, k := range keys {
+		require.False(t, b.inLuarmor(k))
+		require.NotContains(t, b.stockRows(t), k)
+	}
+}
