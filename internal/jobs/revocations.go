@@ -304,9 +304,27 @@ func (w *UnbanKeyWorker) Work(ctx context.Context, job *river.Job[UnbanKeyArgs])
 		if err := postgres.SetKeyStatus(ctx, tx, k.ID, status); err != nil {
 			return err
 		}
+		// Support banned the key (or retired it for a reissue) after it was
+		// read above: its ban found the key banned and sent nothing, and
+		// the unban just lifted it. Support's ban is sent again.
+		current, err := postgres.GetKey(ctx, tx, k.ID)
+		if err != nil {
+			return err
+		}
+		if current.SupportBan && status == order.KeyActive {
+			w.Logger.WarnContext(ctx, "support banned the key while its ban was being lifted; banning it again",
+				"order_key_id", k.ID, "user_key", logging.MaskKey(k.UserKey))
+			if err := insertMany(ctx, tx, SupportKeyArgs{Action: ActionBlacklistKey, OrderKeyID: k.ID, Actor: supportBanAgain}); err != nil {
+				return err
+			}
+		}
 		return postgres.RestoreOrder(ctx, tx, k.CheckoutSessionID)
 	})
 }
+
+// supportBanAgain names, in the log, the support ban an automatic unban
+// sends again after lifting it by mistake.
+const supportBanAgain = "unban_key"
 
 // banKey blacklists a key for good (with reason shown to its user) or
 // deletes it, as action says, and returns the key's status afterwards. A

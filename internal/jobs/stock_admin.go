@@ -84,14 +84,22 @@ func (a *StockAdmin) QueueReconcile(ctx context.Context, actor string) (int64, e
 const maxPriceIDLength = 255
 
 // QueueDelete queues the deletion of a price's unsold stock keys. It
-// refuses (ECONFLICT) a price this catalog still stocks; the job checks
-// the service's catalog again.
+// refuses (ECONFLICT) a price this catalog still stocks, unless keys of it
+// already out of sale (an earlier deletion cut off or refused) wait for
+// their deletion: the job deletes those only, checking the service's
+// catalog again.
 func (a *StockAdmin) QueueDelete(ctx context.Context, actor, priceID string) (int64, error) {
 	if priceID == "" || len(priceID) > maxPriceIDLength || strings.ContainsFunc(priceID, func(r rune) bool { return r <= ' ' || r > '~' }) {
 		return 0, order.Errorf(order.EINVALID, "a price ID is 1 to %d printable characters without spaces, as in the catalog", maxPriceIDLength)
 	}
 	if p, ok := a.Catalog.Lookup(priceID); ok && p.Stock > 0 {
-		return 0, errPriceStocked(priceID, p.Stock)
+		retiring, err := postgres.RetiringStockKeys(ctx, a.Pool, priceID)
+		if err != nil {
+			return 0, err
+		}
+		if len(retiring) == 0 {
+			return 0, errPriceStocked(priceID, p.Stock)
+		}
 	}
 	res, err := a.River.Insert(ctx, DeleteStockArgs{PriceID: priceID, Actor: actor}, nil)
 	if err != nil {

@@ -7,9 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
+	"fulfiller/internal/catalog"
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/luarmor/sandbox"
 	"fulfiller/internal/order"
@@ -223,4 +225,49 @@ func (b *testBundle) waitStockOf(t *testing.T, priceID string, ready int) {
 		n, pending, err := postgres.StockLevel(context.Background(), b.pool, priceID)
 		return err == nil && n == ready && pending == 0
 	}, 20*time.Second, 20*time.Millisecond, "the stock never held %d keys", ready)
+}
+
+// retiredStockOfRestockedPrice leaves n keys of priceGone out of sale, as a
+// deletion Luarmor refused leaves them, and puts priceGone back in the
+// catalog with a stock of n.
+func retiredStockOfRestockedPrice(t *testing.T, b *testBundle, n int) ([]string, jobs.Deps) {
+	t.Helper()
+	keys := b.orphanStock(t, n)
+	retired, err := postgres.RetireStock(context.Background(), b.pool, priceGone)
+	require.NoError(t, err)
+	require.Equal(t, n, retired)
+	deps := adoptDeps(b, 0)
+	deps.Catalog = &catalog.Catalog{Prices: map[string]catalog.Product{priceGone: {ProjectID: project, KeyDays: 14, Stock: n}}}
+	return keys, deps
+}
+
+func TestKeysBeingDeletedAreNoStockOfARestockedPrice(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	_, _ = retiredStockOfRestockedPrice(t, b, 2)
+	ctx := context.Background()
+	// The retiring keys are never sold: the refill plans their
+	// replacements instead of counting them as the stock.
+	var planned *postgres.StockKey
+	require.NoError(t, pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
+		var err error
+		planned, err = postgres.ClaimStockKey(ctx, tx, postgres.StockPlan{PriceID: priceGone, ProjectID: project, KeyDays: 14, Target: 2}, "runner", time.Minute)
+		return err
+	}))
+	require.NotNil(t, planned, "a refill of a price whose only keys are being deleted plans a key")
+}
+
+func TestDeleteFinishesTheRetiringKeysOfARestockedPrice(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	keys, deps := retiredStockOfRestockedPrice(t, b, 2)
+	admin := stockAdmin(t, b, deps)
+	// The price is stocked again, but its keys already out of sale still
+	// wait for their deletion: the command queues it, as the job allows.
+	sum := b.deleteStock(t, admin, priceGone)
+	require.Equal(t, jobs.StockDeleteSummary{Deleted: 2}, sum)
+	for _, k := range keys {
+		require.False(t, b.inLuarmor(k))
+		require.NotContains(t, b.stockRows(t), k)
+	}
 }

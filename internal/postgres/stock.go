@@ -41,10 +41,11 @@ type StockPlan struct {
 // a price to make, recording the create attempt about to be sent in the
 // same commit. A pending key (an earlier run was cut off) comes first, so a
 // crash never leaves a second key planned beside it; otherwise a new key is
-// planned, with its reference, while the price's unsold keys (pending ones
-// included) of the plan's project and key_days number fewer than
+// planned, with its reference, while the price's keys for sale (ready and
+// pending) of the plan's project and key_days number fewer than
 // plan.Target: keys of the price's earlier plan are no stock of it, since
-// its units can no longer take them. It returns nil when the stock is
+// its units can no longer take them, and neither are keys being deleted
+// (retiring), which are never sold. It returns nil when the stock is
 // full, and *ErrLeaseHeld while another runner's create may be on its way.
 // Refills of one price are serialised, so two never plan past the target.
 func ClaimStockKey(ctx context.Context, tx pgx.Tx, plan StockPlan, owner string, lease time.Duration) (*StockKey, error) {
@@ -79,7 +80,7 @@ func ClaimStockKey(ctx context.Context, tx pgx.Tx, plan StockPlan, owner string,
 	s, err := scanStockKey(tx.QueryRow(ctx, `
 		INSERT INTO stock_keys (price_id, project_id, key_days, reference, create_attempts, create_lease_owner, create_lease_until)
 		SELECT $1, $2, $3, 'fk_' || left(replace(gen_random_uuid()::text, '-', ''), 20), 1, $5, now() + $6::interval
-		WHERE (SELECT count(*) FROM stock_keys WHERE price_id = $1 AND project_id = $2 AND key_days = $3 AND status <> 'sold') < $4
+		WHERE (SELECT count(*) FROM stock_keys WHERE price_id = $1 AND project_id = $2 AND key_days = $3 AND status <> 'sold' AND status <> 'retiring') < $4
 		RETURNING `+stockColumns, plan.PriceID, plan.ProjectID, plan.KeyDays, plan.Target, owner, lease))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
