@@ -385,7 +385,7 @@ func TestRefreshLearnsTheExpiryOnceTheKeyIsFirstUsed(t *testing.T) {
 	ctx := context.Background()
 	_, err = b.pool.Exec(ctx, `UPDATE order_keys SET delivered_at = now() - interval '2 hours'`)
 	require.NoError(t, err)
-	_, err = client.Insert(ctx, jobs.RefreshKeysArgs{}, nil)
+	run, err := client.Insert(ctx, jobs.RefreshKeysArgs{}, nil)
 	require.NoError(t, err)
 
 	want, _ := b.sandbox.User(project, o.Keys[0].UserKey)
@@ -394,6 +394,13 @@ func TestRefreshLearnsTheExpiryOnceTheKeyIsFirstUsed(t *testing.T) {
 		require.NoError(t, err)
 		return got.Keys[0].AuthExpire != nil && *got.Keys[0].AuthExpire == want.AuthExpire
 	}, 10*time.Second, 20*time.Millisecond)
+	// The first key's expiry can be recorded before the second key is
+	// looked up: count once the run is over.
+	require.Eventually(t, func() bool {
+		var state string
+		require.NoError(t, b.pool.QueryRow(ctx, `SELECT state FROM river_job WHERE id = $1`, run.Job.ID).Scan(&state))
+		return state == "completed"
+	}, 10*time.Second, 20*time.Millisecond, "the refresh run completes")
 	got, err := postgres.GetOrder(ctx, b.pool, "cs_test_refresh0001")
 	require.NoError(t, err)
 	require.Nil(t, got.Keys[1].AuthExpire, "the unused key still waits")
