@@ -10,6 +10,7 @@ import (
 
 	"fulfiller/internal/catalog"
 	"fulfiller/internal/httpapi"
+	"fulfiller/internal/jobs"
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/postgres"
 	"fulfiller/internal/stripeapi/stripefake"
@@ -166,4 +167,32 @@ func TestStockKeyDeletedOutsideIsReplacedForItsBuyer(t *testing.T) {
 	require.Equal(t, 7, u.KeyDays, "the full key_days it was sold with")
 	require.Contains(t, u.Note, s.ID)
 	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM key_reissues WHERE requested_by = 'stock' AND status = 'done'`))
+}
+
+// A sold key found missing long after its sale may have been deleted in the
+// dashboard on purpose: it is reported, not replaced with a fresh key.
+func TestStockKeyFoundMissingLongAfterItsSaleIsNotReplaced(t *testing.T) {
+	t.Parallel()
+	b := setupStock(t, 1)
+	s, o := b.buy(t, stripefake.Item{PriceID: priceStocked, Quantity: 1})
+	key := o.Keys[0].UserKey
+	require.Eventually(t, func() bool { return strings.Contains(b.user(t, key).Note, s.ID) }, 20*time.Second, 20*time.Millisecond,
+		"the sold key is labelled")
+
+	// Hours later the shop deletes the key in the dashboard, and the label
+	// job runs again (a retry, a replayed job).
+	ctx := context.Background()
+	lc := luarmor.NewClient(b.main.Config.LuarmorAPIKey, luarmor.WithBaseURL(b.main.Config.LuarmorBaseURL))
+	require.NoError(t, lc.DeleteUser(ctx, project, key))
+	_, err := b.pool.Exec(ctx, `UPDATE order_keys SET delivered_at = now() - interval '2 hours' WHERE user_key = $1`, key)
+	require.NoError(t, err)
+	var unit int64
+	require.NoError(t, b.pool.QueryRow(ctx, `SELECT id FROM order_keys WHERE user_key = $1`, key).Scan(&unit))
+	run, err := b.main.River.Insert(ctx, jobs.StockKeySoldArgs{OrderKeyID: unit}, nil)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		return b.count(t, `SELECT count(*) FROM river_job WHERE id = $1 AND state = 'completed'`, run.Job.ID) == 1
+	}, 20*time.Second, 20*time.Millisecond)
+	require.Zero(t, b.count(t, `SELECT count(*) FROM key_reissues`), "no key is made on the service's own say")
+	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM order_keys WHERE checkout_session_id = $1`, s.ID))
 }

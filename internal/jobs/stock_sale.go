@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
@@ -209,6 +210,14 @@ func (w *StockKeySoldWorker) missing(ctx context.Context, job *river.Job[StockKe
 			log.InfoContext(ctx, "key sold from stock is gone from Luarmor (deleted by a revocation); nothing to label")
 			return nil
 		}
+		// Only a key that cannot have been used is replaced on the
+		// service's own say: labelled long after its sale, or with its
+		// timer seen running, it may have been deleted in the dashboard on
+		// purpose (abuse), and a fresh key would undo that with full days.
+		if k.AuthExpire != nil || k.DeliveredAt == nil || time.Since(*k.DeliveredAt) > missingStockKeyWindow {
+			log.ErrorContext(ctx, "key sold from stock is gone from Luarmor, deleted outside this service after the buyer may have used it; reissue it (fulfiller keys reissue) if the buyer should keep a key")
+			return nil
+		}
 		id, err := recordReissue(ctx, tx, ActorStock, o, k, missingStockKeyReason)
 		if err != nil {
 			return err
@@ -219,6 +228,11 @@ func (w *StockKeySoldWorker) missing(ctx context.Context, job *river.Job[StockKe
 			Reason: missingStockKeyReason, Actor: ActorStock})
 	})
 }
+
+// missingStockKeyWindow is how long after its sale a stock key found
+// missing is replaced without an operator: the label job runs within
+// minutes of the sale, even behind a spike's worth of labels.
+const missingStockKeyWindow = time.Hour
 
 // missingStockKeyReason is recorded on the reissue of a stock key Luarmor
 // no longer had.
