@@ -12,6 +12,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
+	"fulfiller/internal/httpapi"
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/stripeapi/stripefake"
 )
@@ -320,4 +321,26 @@ func TestDisputeWonKeepsABanSupportMade(t *testing.T) {
 	require.Equal(t, rivertype.JobStateCompleted, b.keyAction(t, "unban", keyBody(banned)))
 	require.Equal(t, 0, b.sandboxUser(t, project, banned).Banned)
 	require.Equal(t, "active", b.keyStatus(t, banned))
+}
+
+// A reissue carries the old key's Discord link over: the new key holds the
+// buyer's Discord ID, the revoked one none.
+func TestAdminReissueMovesTheDiscordLink(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s, o := b.discordOrder(t, discordA, "", stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	old := o.Keys[0].UserKey
+	require.Equal(t, discordA, b.sandboxUser(t, project, old).DiscordID)
+
+	require.Equal(t, rivertype.JobStateCompleted, b.keyAction(t, "reissue", keyBody(old)))
+	var seen httpapi.OrderJSON
+	require.Eventually(t, func() bool {
+		_, seen = b.getOrder(t, s.ID)
+		return len(seen.Keys) == 2 && seen.Keys[1].DiscordLink == "linked"
+	}, 20*time.Second, 20*time.Millisecond, "the new key's link is recorded")
+	fresh := seen.Keys[1].UserKey
+	require.Equal(t, discordA, b.sandboxUser(t, project, fresh).DiscordID, "the new key holds the buyer's Discord ID")
+	oldUser := b.sandboxUser(t, project, old)
+	require.Empty(t, oldUser.DiscordID, "the revoked key gave it up")
+	require.Equal(t, 1, oldUser.Banned)
 }

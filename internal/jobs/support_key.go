@@ -48,6 +48,9 @@ type SupportKeyArgs struct {
 	Reason     string    `json:"reason,omitempty"`
 	DiscordID  string    `json:"discord_id,omitempty"`
 	ReissueID  int64     `json:"reissue_id,omitempty"`
+	// FromKeyID, with set-discord, is the key the link moves from (a
+	// reissue's old key): its link is cleared first.
+	FromKeyID int64 `json:"from_key_id,omitempty"`
 	// Actor is who asked: "cli" or "admin-api", for the log.
 	Actor string `json:"actor"`
 }
@@ -189,6 +192,11 @@ func (w *SupportKeyWorker) unban(ctx context.Context, job *river.Job[SupportKeyA
 // per project: an ID that holds another key is refused, never moved.
 func (w *SupportKeyWorker) setDiscord(ctx context.Context, job *river.Job[SupportKeyArgs], k *order.Key) error {
 	id := job.Args.DiscordID
+	if job.Args.FromKeyID != 0 {
+		if err := w.unlinkDiscord(ctx, job, job.Args.FromKeyID); err != nil {
+			return err
+		}
+	}
 	err := w.Luarmor.UpdateUser(ctx, k.ProjectID, luarmor.UpdateUserRequest{UserKey: k.UserKey, DiscordID: &id})
 	switch {
 	case errors.Is(err, luarmor.ErrDiscordInUse):
@@ -202,6 +210,25 @@ func (w *SupportKeyWorker) setDiscord(ctx context.Context, job *river.Job[Suppor
 		w.log(ctx, job, k, "discord_id", id)
 		return postgres.LinkDiscord(ctx, tx, k.ID)
 	})
+}
+
+// unlinkDiscord clears the Discord link of the key a link moves from (a
+// reissue's old key, revoked by then). Clearing is absolute, so a repeat
+// changes nothing; a key Luarmor no longer has holds no link.
+func (w *SupportKeyWorker) unlinkDiscord(ctx context.Context, job *river.Job[SupportKeyArgs], fromKeyID int64) error {
+	from, err := postgres.GetKey(ctx, w.Pool, fromKeyID)
+	if err != nil {
+		return err
+	}
+	if from.UserKey == "" {
+		return nil
+	}
+	none := ""
+	err = w.Luarmor.UpdateUser(ctx, from.ProjectID, luarmor.UpdateUserRequest{UserKey: from.UserKey, DiscordID: &none})
+	if err != nil && !errors.Is(err, luarmor.ErrNotFound) {
+		return w.refused(job, from, err)
+	}
+	return nil
 }
 
 // finishReissue revokes the old key of a reissue once its replacement is
@@ -243,10 +270,47 @@ func (w *SupportKeyWorker) finishReissue(ctx context.Context, job *river.Job[Sup
 		}
 		return w.failReissue(ctx, r, why)
 	}
+	discordID, err := w.reissueDiscord(ctx, job, r, old)
+	if err != nil {
+		return err
+	}
 	return w.ban(ctx, job, old, w.revokeAction(), reasonOr(job.Args.Reason, DefaultReissueReason), func(tx pgx.Tx) error {
 		w.log(ctx, job, nk, "reissue_id", r.ID, "replaces", logging.KeyTail(old.UserKey))
-		return postgres.FinishReissue(ctx, tx, r.ID, "done", "")
+		if err := postgres.FinishReissue(ctx, tx, r.ID, "done", ""); err != nil {
+			return err
+		}
+		if discordID == "" {
+			return nil
+		}
+		// The old key gives its Discord link up to the new one.
+		return insertMany(ctx, tx, SupportKeyArgs{Action: ActionSetDiscord, OrderKeyID: nk.ID, DiscordID: discordID,
+			FromKeyID: old.ID, Actor: job.Args.Actor})
 	})
+}
+
+// reissueDiscord returns the Discord ID a reissue moves from the old key
+// to the new one ("" for none): what Luarmor says the old key holds, read
+// once, before the old key is revoked, and recorded. A stock key found
+// missing never got its buyer's link: the new key takes it instead.
+func (w *SupportKeyWorker) reissueDiscord(ctx context.Context, job *river.Job[SupportKeyArgs], r *postgres.Reissue, old *order.Key) (string, error) {
+	if r.DiscordID != nil {
+		return *r.DiscordID, nil
+	}
+	discordID := ""
+	u, err := w.Luarmor.GetUser(ctx, old.ProjectID, old.UserKey)
+	switch {
+	case errors.Is(err, luarmor.ErrNotFound):
+		o, err := postgres.GetOrder(ctx, w.Pool, old.CheckoutSessionID)
+		if err != nil {
+			return "", err
+		}
+		discordID = discordFor(o, old)
+	case err != nil:
+		return "", w.refused(job, old, err)
+	default:
+		discordID = u.DiscordID
+	}
+	return postgres.RecordReissueDiscord(ctx, w.Pool, r.ID, discordID)
 }
 
 // planReissue decides the expiry of a reissue's new key and queues its

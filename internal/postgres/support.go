@@ -178,13 +178,16 @@ type Reissue struct {
 	Status      string // queued, done, failed
 	Message     string
 	CreatedAt   time.Time
+	// DiscordID is the Discord ID the old key held, moved to the new key:
+	// nil until read, "" for none.
+	DiscordID *string
 }
 
-const reissueColumns = `id, old_key_id, new_key_id, requested_by, reason, status, COALESCE(message, ''), created_at`
+const reissueColumns = `id, old_key_id, new_key_id, requested_by, reason, status, COALESCE(message, ''), created_at, discord_id`
 
 func scanReissue(row pgx.Row) (*Reissue, error) {
 	var r Reissue
-	err := row.Scan(&r.ID, &r.OldKeyID, &r.NewKeyID, &r.RequestedBy, &r.Reason, &r.Status, &r.Message, &r.CreatedAt)
+	err := row.Scan(&r.ID, &r.OldKeyID, &r.NewKeyID, &r.RequestedBy, &r.Reason, &r.Status, &r.Message, &r.CreatedAt, &r.DiscordID)
 	if err != nil {
 		return nil, err
 	}
@@ -259,6 +262,19 @@ func RecordReissue(ctx context.Context, tx pgx.Tx, old *order.Key, expireTarget 
 		return nil, fmt.Errorf("recording the reissue of order key %d: %w", old.ID, err)
 	}
 	return r, nil
+}
+
+// RecordReissueDiscord records, once, the Discord ID a reissue's old key
+// held ("" for none) and returns the one recorded: a repeat after a crash
+// moves what the first read found, even if the old key has lost it since.
+func RecordReissueDiscord(ctx context.Context, db DB, id int64, discordID string) (string, error) {
+	var recorded string
+	err := db.QueryRow(ctx, `UPDATE key_reissues SET discord_id = COALESCE(discord_id, $2) WHERE id = $1 RETURNING discord_id`,
+		id, discordID).Scan(&recorded)
+	if err != nil {
+		return "", fmt.Errorf("recording the Discord ID of reissue %d: %w", id, err)
+	}
+	return recorded, nil
 }
 
 // FinishReissue records a reissue done or failed (with message); a
