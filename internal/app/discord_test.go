@@ -111,7 +111,7 @@ func TestSameCustomerBuyingAgainExtendsTheirKeyAndARefundTakesTheDaysBack(t *tes
 
 func TestRevokedExtensionKeepsDaysAddedSince(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
+	b := setup(t, withMetrics(nil))
 	first, o1 := b.discordOrder(t, discordA, "", stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	key := o1.Keys[0].UserKey
 	require.NoError(t, b.sandbox.Execute(project, key, "hwid-1"))
@@ -123,6 +123,8 @@ func TestRevokedExtensionKeepsDaysAddedSince(t *testing.T) {
 	b.refundOrder(t, second)
 	b.waitKeys(t, second.ID, "revoked", "reverted")
 	require.Equal(t, paidUntil+30*day, b.user(t, key).AuthExpire, "only the refunded purchase's days are taken back")
+	require.Equal(t, 1.0, b.scrape(t).value("fulfiller_keys_revoked_total", map[string]string{"action": "revert_extension"}),
+		"counted as a revocation that kept the key")
 }
 
 func TestInvalidDiscordIDStillDeliversTheKey(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 
 	"fulfiller/internal/logging"
 	"fulfiller/internal/luarmor"
+	"fulfiller/internal/metrics"
 	"fulfiller/internal/order"
 	"fulfiller/internal/postgres"
 )
@@ -66,12 +67,17 @@ func (w *RevokeKeyWorker) revokeExtension(ctx context.Context, job *river.Job[Re
 func (w *RevokeKeyWorker) recordRevert(ctx context.Context, job *river.Job[RevokeKeyArgs], k *order.Key, target int64) error {
 	w.Logger.InfoContext(ctx, "took back the days a revoked payment added to an earlier key; the key stays usable",
 		"order_key_id", k.ID, "user_key", logging.MaskKey(k.UserKey), "auth_expire", target)
-	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+	err := complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
 		if _, err := postgres.LockOrder(ctx, tx, k.CheckoutSessionID); err != nil {
 			return err
 		}
 		return postgres.RevertExtension(ctx, tx, k.ID, target)
 	})
+	if err == nil {
+		// Counted once: the job completed in that commit.
+		w.Metrics.KeyRevoked(metrics.RevokedExtension)
+	}
+	return err
 }
 
 // revertedExpiry is the expiry of a key once a revoked purchase's days are

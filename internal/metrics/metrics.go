@@ -117,7 +117,7 @@ func New(labels Labels) *Metrics {
 		}),
 		keysRevoked: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "keys_revoked_total",
-			Help: "License keys revoked after a dispute, refund or fraud warning, by action (blacklist, delete).",
+			Help: "License keys revoked after a dispute, refund or fraud warning, by action (blacklist, delete, revert_extension: the days a revoked purchase added taken back).",
 		}, []string{"action"}),
 		keysRenewed: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "keys_renewed_total",
@@ -236,6 +236,10 @@ func (m *Metrics) KeyDelivered(sinceOrderSeconds float64) {
 	m.keysDelivered.Inc()
 	m.deliveryLatency.Observe(max(sinceOrderSeconds, 0))
 }
+
+// RevokedExtension is the action of a revoked purchase that had extended an
+// earlier key: its days are taken back and the key stays usable.
+const RevokedExtension = "revert_extension"
 
 // KeyRevoked counts a key revoked by action.
 func (m *Metrics) KeyRevoked(action string) {
