@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -311,4 +312,29 @@ func TestMetricsCountRenewalsAndRevocationsOnce(t *testing.T) {
 	after = b.waitMetric(t, before, "fulfiller_keys_revoked_total", map[string]string{"action": "blacklist"}, 1)
 	require.Zero(t, after.value("fulfiller_keys_revoked_total", map[string]string{"action": "delete"}))
 	require.Equal(t, 2.0, after.value("fulfiller_keys_renewed_total", nil), "nothing renewed twice")
+}
+
+// The delivery time starts when the first webhook about the order arrived,
+// not when a worker got round to recording the order.
+func TestDeliveryTimeCountsFromTheWebhooksArrival(t *testing.T) {
+	t.Parallel()
+	b := setup(t, withMetrics(nil), func(o *options) { o.luarmorLatency = 2 * time.Second })
+	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	// While the key's create is on its way, say the webhook arrived 100 s
+	// earlier than it did.
+	_, err := b.pool.Exec(context.Background(), `UPDATE stripe_events SET received_at = received_at - interval '100 seconds'
+		WHERE object_id = $1`, s.ID)
+	require.NoError(t, err)
+	b.waitOrder(t, s.ID, "fulfilled")
+
+	var sum float64
+	require.Eventually(t, func() bool {
+		for _, m := range b.scrape(t).families["fulfiller_key_delivery_seconds"].GetMetric() {
+			sum = m.GetHistogram().GetSampleSum()
+		}
+		return sum > 0
+	}, 20*time.Second, 20*time.Millisecond)
+	require.GreaterOrEqual(t, sum, 100.0, "measured from the webhook's arrival")
+	require.Less(t, sum, 200.0)
 }

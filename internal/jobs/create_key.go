@@ -370,8 +370,11 @@ func (w *CreateKeyWorker) finishDelivery(ctx context.Context, tx pgx.Tx, job *ri
 func deliveredHere(ctx context.Context, tx pgx.Tx, id int64) (bool, time.Duration, error) {
 	var here bool
 	var sinceOrder time.Duration
+	// From the first webhook about the session received, or the order's
+	// record when the success page confirmed it before any webhook came.
 	err := tx.QueryRow(ctx, `
-		SELECT k.delivered_at = now(), now() - o.created_at
+		SELECT k.delivered_at = now(), now() - LEAST(o.created_at,
+			(SELECT min(e.received_at) FROM stripe_events e WHERE e.object_id = o.checkout_session_id))
 		FROM order_keys k JOIN orders o USING (checkout_session_id) WHERE k.id = $1`, id).Scan(&here, &sinceOrder)
 	if err != nil {
 		return false, 0, fmt.Errorf("reading delivery time of order key %d: %w", id, err)

@@ -125,7 +125,7 @@ func New(labels Labels) *Metrics {
 		}),
 		deliveryLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: Namespace, Name: "key_delivery_seconds",
-			Help:    "Seconds from an order's record (its first webhook handled, or its session confirmed with Stripe) to each of its keys delivered.",
+			Help:    "Seconds from an order's first webhook received (or its session confirmed with Stripe by the success page, if that came first) to each of its keys delivered.",
 			Buckets: LatencyBuckets,
 		}),
 	}
