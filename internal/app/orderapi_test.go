@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -268,4 +269,40 @@ func TestCORSOnlyForAllowedOrigins(t *testing.T) {
 		get := b.ask(context.Background(), http.MethodGet, path, "Origin: "+origin)
 		require.Empty(t, get.header.Get("Access-Control-Allow-Origin"))
 	}
+}
+
+// In a sales spike the process's look-ups of orders not recorded yet run
+// out: a buyer's page that arrives before its webhook then waits for the
+// webhook to record the order instead of being told to come back later.
+func TestBuyerAheadOfTheWebhookWaitsWhenLookupsAreSpent(t *testing.T) {
+	t.Parallel()
+	b := setup(t, withOrderAPI("127.0.0.0/8"))
+	// Many clients, each within its own limit, keep every look-up busy.
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	var busy atomic.Int64
+	spent := make(chan struct{})
+	go func() {
+		for i := 0; ctx.Err() == nil; i++ {
+			a := b.ask(ctx, http.MethodGet, fmt.Sprintf("/v1/orders/cs_test_spike%08d", i),
+				fmt.Sprintf("X-Forwarded-For: 10.9.%d.%d", i/250, i%250))
+			if a.err == nil && a.status == http.StatusTooManyRequests && busy.Add(1) == 1 {
+				close(spent)
+			}
+		}
+	}()
+	<-spent
+
+	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	answer := b.asyncAsk(context.Background(), "/v1/orders/"+s.ID+"?wait=20", "X-Forwarded-For: 198.51.100.9")
+	// The buyer is ahead of the webhook.
+	require.Eventually(t, func() bool { return b.main.Changes.Waiters() == 1 }, 20*time.Second, 5*time.Millisecond)
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	a := <-answer
+	require.NoError(t, a.err)
+	require.Equal(t, http.StatusOK, a.status, "held for the webhook, not sent away with 429")
+	require.Equal(t, "fulfilled", a.order.Status)
+	require.Len(t, a.order.Keys, 1)
+	stop()
+	require.Positive(t, busy.Load(), "the look-ups were spent meanwhile")
 }

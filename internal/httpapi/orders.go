@@ -35,6 +35,14 @@ const (
 
 var errUnknownOrder = order.Errorf(order.ENOTFOUND, "no order for this checkout session")
 
+// The two refusals of a look-up of an order not recorded yet: this client
+// asked too often, or the whole process's look-ups are spent (a sales
+// spike, with buyers ahead of their webhooks).
+var (
+	errClientLookups = order.Errorf(order.ETOOMANY, "too many lookups of unknown orders; retry in a second")
+	errLookupsBusy   = order.Errorf(order.ETOOMANY, "too many lookups of unknown orders; retry in a second")
+)
+
 // getOrder answers the order; with ?wait=SECONDS it holds a pending order's
 // answer until the order changes from pending or the wait ends.
 func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) {
@@ -52,7 +60,17 @@ func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) {
 			defer changes.Close()
 		} // else the process holds its maximum of waiters: answer at once
 	}
+	until := time.Now().Add(wait)
+	if changes != nil {
+		// The server's WriteTimeout is about as long as the longest wait.
+		_ = http.NewResponseController(w).SetWriteDeadline(until.Add(waitWriteMargin))
+	}
 	o, err := s.findOrder(r, id)
+	if errors.Is(err, errLookupsBusy) && changes != nil {
+		// Every look-up is spent, by other clients: wait for the webhook
+		// to record the order rather than send the buyer away.
+		o, err = s.waitForRecord(r, id, changes, until)
+	}
 	if err != nil && r.Context().Err() != nil {
 		return // the client went away; nobody reads an answer
 	}
@@ -61,7 +79,7 @@ func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if changes != nil && o.Status == order.StatusPending {
-		if o, err = s.waitWhilePending(w, r, o, changes, wait); err != nil {
+		if o, err = s.waitWhilePending(r, o, changes, until); err != nil {
 			s.writeError(w, r, err)
 			return
 		}
@@ -72,12 +90,32 @@ func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, renderOrder(o))
 }
 
+// waitForRecord waits, until then, for an order not recorded yet to be
+// recorded (its webhook handled) and returns it; errLookupsBusy when the
+// wait ends first.
+func (s *Server) waitForRecord(r *http.Request, id string, changes *notify.Subscription, until time.Time) (*order.Order, error) {
+	deadline := time.NewTimer(time.Until(until))
+	defer deadline.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return nil, r.Context().Err()
+		case <-deadline.C:
+			return nil, errLookupsBusy
+		case <-changes.C:
+			o, err := postgres.GetOrder(r.Context(), s.Pool, id)
+			if order.ErrorCode(err) == order.ENOTFOUND {
+				continue // a wake-up for everyone (the listener reconnected)
+			}
+			return o, err
+		}
+	}
+}
+
 // waitWhilePending reads the order once per notification until it is no
 // longer pending or wait ends; nil, nil means the client has gone.
-func (s *Server) waitWhilePending(w http.ResponseWriter, r *http.Request, o *order.Order, changes *notify.Subscription, wait time.Duration) (*order.Order, error) {
-	// The server's WriteTimeout is about as long as the longest wait.
-	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(wait + waitWriteMargin))
-	deadline := time.NewTimer(wait)
+func (s *Server) waitWhilePending(r *http.Request, o *order.Order, changes *notify.Subscription, until time.Time) (*order.Order, error) {
+	deadline := time.NewTimer(time.Until(until))
 	defer deadline.Stop()
 	for o.Status == order.StatusPending {
 		select {
@@ -124,7 +162,7 @@ func (s *Server) findOrder(r *http.Request, id string) (*order.Order, error) {
 		}
 	}
 	if !s.clientLookups.allow(s.clientIP(r)) {
-		return nil, order.Errorf(order.ETOOMANY, "too many lookups of unknown orders; retry in a second")
+		return nil, errClientLookups
 	}
 	if !sessionIDPattern.MatchString(id) || s.negatives.contains(id) {
 		return nil, errUnknownOrder
@@ -141,7 +179,7 @@ func (s *Server) findOrder(r *http.Request, id string) (*order.Order, error) {
 func (s *Server) confirmWithStripe(ctx context.Context, id string) (*order.Order, error) {
 	result := s.flight.DoChan(id, func() (any, error) {
 		if !s.lookups.allow() {
-			return nil, order.Errorf(order.ETOOMANY, "too many lookups of unknown orders; retry in a second")
+			return nil, errLookupsBusy
 		}
 		lookupCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lookupTimeout)
 		defer cancel()
