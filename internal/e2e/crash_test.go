@@ -111,6 +111,7 @@ func TestSurvivesSIGKILL(t *testing.T) {
 	for i := range replicas {
 		c.start(i)
 	}
+	c.waitStockFull(time.Now().Add(recoveryBound))
 
 	var recoveries []time.Duration
 	for n, wave := range waves(purchases, max(kills, 1)) {
@@ -409,6 +410,27 @@ func (c *cluster) showLogsOnFailure() {
 			b = append([]byte("...\n"), b[len(b)-most:]...)
 		}
 		c.t.Logf("---- output of %s ----\n%s", p.name, b)
+	}
+}
+
+// waitStockFull waits for the first refill to fill the stock, as a shop's
+// would be before a sale: the stocked orders then sell from it until it
+// runs out, and its refills race the kills.
+func (c *cluster) waitStockFull(deadline time.Time) {
+	c.t.Helper()
+	start := time.Now()
+	for {
+		var ready int
+		require.NoError(c.t, c.pool.QueryRow(c.ctx, `SELECT count(*) FROM stock_keys WHERE price_id = $1 AND status = 'ready'`,
+			priceStocked).Scan(&ready))
+		if ready >= stockSize {
+			c.t.Logf("stock of %s filled %s after the processes were ready", priceStocked, time.Since(start).Round(time.Millisecond))
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("the stock of %s holds %d of %d keys %s after start-up\n%s", priceStocked, ready, stockSize, recoveryBound, c.jobReport())
+		}
+		time.Sleep(25 * time.Millisecond)
 	}
 }
 
