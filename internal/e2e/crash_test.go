@@ -82,6 +82,10 @@ const (
 	// Luarmor applies a create, after it, and between its answer and the
 	// commit that records the key.
 	maxKillDelay = 150 * time.Millisecond
+	// stockKillWait is how long every second kill waits for stock work in
+	// flight (a refill create, a sold key's note rewrite) before it takes
+	// any create: stock work comes in short bursts after sales.
+	stockKillWait = 3 * time.Second
 )
 
 // priceStocked is sold from a stock of stockSize keys made in advance:
@@ -175,6 +179,7 @@ type replica struct {
 	alive    atomic.Bool
 	creating atomic.Int64 // its Luarmor creates in flight (a unit's key or a stock key)
 	editing  atomic.Int64 // its Luarmor key edits in flight (a sold stock key's note, a renewal)
+	stocking atomic.Int64 // its stock work in flight: refill creates and sold keys' note rewrites
 }
 
 func newCluster(t *testing.T, seed uint64) *cluster {
@@ -254,17 +259,30 @@ func (c *cluster) luarmorFront(w http.ResponseWriter, r *http.Request) {
 	c.mu.Lock()
 	p := c.byName[name]
 	c.mu.Unlock()
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return // the caller is gone
+	}
 	if p != nil && strings.HasSuffix(path, "/users") {
 		switch r.Method {
 		case http.MethodPost:
 			p.creating.Add(1)
 			defer p.creating.Add(-1)
+			if strings.HasPrefix(createNote(sandbox.Call{Body: body}), jobs.StockNote("")) {
+				p.stocking.Add(1)
+				defer p.stocking.Add(-1)
+			}
 		case http.MethodPatch:
 			p.editing.Add(1)
 			defer p.editing.Add(-1)
+			if createNote(sandbox.Call{Body: body}) != "" { // only a sold stock key's note is edited
+				p.stocking.Add(1)
+				defer p.stocking.Add(-1)
+			}
 		}
 	}
 	r = r.Clone(r.Context())
+	r.Body = io.NopCloser(bytes.NewReader(body))
 	r.URL.Path, r.URL.RawPath = "/"+path, ""
 	answer := httptest.NewRecorder()
 	c.sandbox.ServeHTTP(answer, r)
@@ -684,10 +702,10 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 // kill every order then in flight is delivered.
 func (c *cluster) killAndRecover(n int, all []*purchase) time.Duration {
 	c.t.Helper()
-	victim, busy := c.pickVictim(20 * time.Second)
+	victim, busy := c.pickVictim(n%2 == 0, 20*time.Second)
 	time.Sleep(c.randDuration(maxKillDelay))
 	inFlight := c.undelivered(all, true)
-	creating, editing := victim.creating.Load(), victim.editing.Load()
+	creating, editing, stocking := victim.creating.Load(), victim.editing.Load(), victim.stocking.Load()
 	killedAt := c.kill(victim)
 	c.start(victim.slot)
 	restart := time.Since(killedAt)
@@ -701,20 +719,24 @@ func (c *cluster) killAndRecover(n int, all []*purchase) time.Duration {
 	if !busy {
 		note = " (no create or edit was in flight anywhere: killed at random)"
 	}
-	c.t.Logf("kill %d: SIGKILL %s with %d Luarmor creates and %d edits in flight%s; %d orders in flight; restarted in %s; all delivered %s after the kill",
-		n, victim.name, creating, editing, note, len(inFlight), restart.Round(time.Millisecond), recovered.Round(time.Millisecond))
+	c.t.Logf("kill %d: SIGKILL %s with %d Luarmor creates and %d edits in flight, %d of them stock work%s; %d orders in flight; restarted in %s; all delivered %s after the kill",
+		n, victim.name, creating, editing, stocking, note, len(inFlight), restart.Round(time.Millisecond), recovered.Round(time.Millisecond))
 	return recovered
 }
 
 // pickVictim returns a live process with a Luarmor create or edit in
-// flight, or any live one if none has one within wait.
-func (c *cluster) pickVictim(wait time.Duration) (*replica, bool) {
-	deadline := time.Now().Add(wait)
+// flight, or any live one if none has one within wait. Asked to prefer the
+// stock, it first waits a while for a refill create or an edit (a sold
+// key's note rewrite) in flight: rarer moments than a unit's create.
+func (c *cluster) pickVictim(preferStock bool, wait time.Duration) (*replica, bool) {
+	start := time.Now()
+	deadline := start.Add(wait)
 	for {
 		live := c.live()
+		stockFirst := preferStock && time.Since(start) < stockKillWait
 		var busy []*replica
 		for _, p := range live {
-			if p.creating.Load() > 0 || p.editing.Load() > 0 {
+			if p.stocking.Load() > 0 || !stockFirst && (p.creating.Load() > 0 || p.editing.Load() > 0) {
 				busy = append(busy, p)
 			}
 		}
@@ -889,7 +911,7 @@ func (c *cluster) createsByReference() map[string]int {
 	return out
 }
 
-// createNote is the note a create call asked for.
+// createNote is the note a create or edit call asked for.
 func createNote(call sandbox.Call) string {
 	var body struct {
 		Note string `json:"note"`
