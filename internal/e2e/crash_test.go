@@ -463,7 +463,7 @@ func (c *cluster) watchStock() {
 			var forSale int64
 			if err := c.pool.QueryRow(c.ctx, `SELECT count(*) FROM stock_keys
 				WHERE price_id = $1 AND status IN ('ready', 'pending')`, priceStocked).Scan(&forSale); err != nil {
-				continue // the test is ending, or a busy moment: the next sample counts
+				continue // not migrated yet, or the test is ending: the next sample counts
 			}
 			if forSale > c.stockPeak.Load() { // this goroutine is the only writer
 				c.stockPeak.Store(forSale)
