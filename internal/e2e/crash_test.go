@@ -37,6 +37,7 @@ import (
 	"github.com/stripe/stripe-go/v76/webhook"
 
 	"fulfiller/internal/jobs"
+	"fulfiller/internal/luarmor"
 	"fulfiller/internal/luarmor/sandbox"
 	"fulfiller/internal/postgres/postgrestest"
 	"fulfiller/internal/stripeapi/stripefake"
@@ -81,6 +82,18 @@ const (
 	// Luarmor applies a create, after it, and between its answer and the
 	// commit that records the key.
 	maxKillDelay = 150 * time.Millisecond
+	// stockKillWait is how long every second kill waits for stock work in
+	// flight (a refill create, a sold key's note rewrite) before it takes
+	// any create: stock work comes in short bursts after sales.
+	stockKillWait = 3 * time.Second
+)
+
+// priceStocked is sold from a stock of stockSize keys made in advance:
+// small, so sales empty it and refills run while processes are killed.
+const (
+	priceStocked = "price_week_stocked"
+	stockKeyDays = 7
+	stockSize    = 3
 )
 
 func TestSurvivesSIGKILL(t *testing.T) {
@@ -98,9 +111,11 @@ func TestSurvivesSIGKILL(t *testing.T) {
 
 	c := newCluster(t, seed)
 	purchases := c.plan(orders)
+	c.watchStock()
 	for i := range replicas {
 		c.start(i)
 	}
+	c.waitStockFull(time.Now().Add(recoveryBound))
 
 	var recoveries []time.Duration
 	for n, wave := range waves(purchases, max(kills, 1)) {
@@ -121,6 +136,7 @@ func TestSurvivesSIGKILL(t *testing.T) {
 
 	c.checkOrders(purchases)
 	c.checkLuarmorHoldsExactlyTheRecordedKeys()
+	c.checkStock()
 	c.checkJobs()
 }
 
@@ -141,6 +157,9 @@ type cluster struct {
 	http    *http.Client
 	senders sync.WaitGroup
 	resent  atomic.Int64 // webhook deliveries repeated after a failed POST
+	// stockPeak is the most keys for sale (ready and pending) the stocked
+	// price was seen holding at once.
+	stockPeak atomic.Int64
 
 	mu        sync.Mutex
 	rng       *rand.Rand
@@ -158,7 +177,9 @@ type replica struct {
 	log      string
 	exited   chan struct{}
 	alive    atomic.Bool
-	creating atomic.Int64 // its Luarmor creates in flight
+	creating atomic.Int64 // its Luarmor creates in flight (a unit's key or a stock key)
+	editing  atomic.Int64 // its Luarmor key edits in flight (a sold stock key's note, a renewal)
+	stocking atomic.Int64 // its stock work in flight: refill creates and sold keys' note rewrites
 }
 
 func newCluster(t *testing.T, seed uint64) *cluster {
@@ -179,8 +200,9 @@ func newCluster(t *testing.T, seed uint64) *cluster {
 
 	catalog := filepath.Join(c.dir, "catalog.yaml")
 	require.NoError(t, os.WriteFile(catalog, []byte(fmt.Sprintf(
-		"prices:\n  %s:\n    project_id: %s\n    key_days: 30\n  %s:\n    project_id: %s\n    key_days: 0\n",
-		priceMonth, project, priceLife, project)), 0o600))
+		"prices:\n  %s:\n    project_id: %s\n    key_days: 30\n  %s:\n    project_id: %s\n    key_days: 0\n"+
+			"  %s:\n    project_id: %s\n    key_days: %d\n    stock: %d\n",
+		priceMonth, project, priceLife, project, priceStocked, project, stockKeyDays, stockSize)), 0o600))
 	dbURL := postgrestest.NewURL(t)
 	c.env = []string{
 		"DATABASE_URL=" + dbURL,
@@ -228,7 +250,8 @@ func buildBinary(t *testing.T, dir string) string {
 }
 
 // luarmorFront serves the sandbox under /p/{process}/ so the test knows
-// which process has a key creation in flight: the moment to kill it. The
+// which process has a key creation or edit in flight: the moment to kill
+// it. The
 // answer, once Luarmor applied the request, takes a while to travel back:
 // a process killed meanwhile never learns of the change.
 func (c *cluster) luarmorFront(w http.ResponseWriter, r *http.Request) {
@@ -236,11 +259,30 @@ func (c *cluster) luarmorFront(w http.ResponseWriter, r *http.Request) {
 	c.mu.Lock()
 	p := c.byName[name]
 	c.mu.Unlock()
-	if p != nil && r.Method == http.MethodPost && strings.HasSuffix(path, "/users") {
-		p.creating.Add(1)
-		defer p.creating.Add(-1)
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return // the caller is gone
+	}
+	if p != nil && strings.HasSuffix(path, "/users") {
+		switch r.Method {
+		case http.MethodPost:
+			p.creating.Add(1)
+			defer p.creating.Add(-1)
+			if strings.HasPrefix(createNote(sandbox.Call{Body: body}), jobs.StockNote("")) {
+				p.stocking.Add(1)
+				defer p.stocking.Add(-1)
+			}
+		case http.MethodPatch:
+			p.editing.Add(1)
+			defer p.editing.Add(-1)
+			if createNote(sandbox.Call{Body: body}) != "" { // only a sold stock key's note is edited
+				p.stocking.Add(1)
+				defer p.stocking.Add(-1)
+			}
+		}
 	}
 	r = r.Clone(r.Context())
+	r.Body = io.NopCloser(bytes.NewReader(body))
 	r.URL.Path, r.URL.RawPath = "/"+path, ""
 	answer := httptest.NewRecorder()
 	c.sandbox.ServeHTTP(answer, r)
@@ -389,6 +431,47 @@ func (c *cluster) showLogsOnFailure() {
 	}
 }
 
+// waitStockFull waits for the first refill to fill the stock, as a shop's
+// would be before a sale: the stocked orders then sell from it until it
+// runs out, and its refills race the kills.
+func (c *cluster) waitStockFull(deadline time.Time) {
+	c.t.Helper()
+	start := time.Now()
+	for {
+		var ready int
+		require.NoError(c.t, c.pool.QueryRow(c.ctx, `SELECT count(*) FROM stock_keys WHERE price_id = $1 AND status = 'ready'`,
+			priceStocked).Scan(&ready))
+		if ready >= stockSize {
+			c.t.Logf("stock of %s filled %s after the processes were ready", priceStocked, time.Since(start).Round(time.Millisecond))
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("the stock of %s holds %d of %d keys %s after start-up\n%s", priceStocked, ready, stockSize, recoveryBound, c.jobReport())
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// watchStock samples, until the test ends, how many keys the stocked
+// price holds for sale, keeping the peak: a refill cut off and run again
+// must never plan a key past the stock's size.
+func (c *cluster) watchStock() {
+	c.senders.Add(1)
+	go func() {
+		defer c.senders.Done()
+		for sleepCtx(c.ctx, 20*time.Millisecond) {
+			var forSale int64
+			if err := c.pool.QueryRow(c.ctx, `SELECT count(*) FROM stock_keys
+				WHERE price_id = $1 AND status IN ('ready', 'pending')`, priceStocked).Scan(&forSale); err != nil {
+				continue // not migrated yet, or the test is ending: the next sample counts
+			}
+			if forSale > c.stockPeak.Load() { // this goroutine is the only writer
+				c.stockPeak.Store(forSale)
+			}
+		}
+	}()
+}
+
 // ---- Purchases and their events ----
 
 // purchase is one order and the events Stripe sends for it.
@@ -397,14 +480,17 @@ type purchase struct {
 	session   stripefake.Session
 	units     int
 	disputed  bool  // a charge.dispute.created follows the checkout
+	stocked   bool  // of priceStocked: units are sold from its stock while it lasts
 	periodEnd int64 // a renewal paid through this time follows; 0 if none
 	events    [][]byte
 	sentAt    atomic.Int64 // unix nanoseconds of the first delivery attempt
 }
 
 // plan registers n paid orders with the Stripe fake: 1, 2 and 5 units,
-// one-off and subscription. The first one-off order is disputed and the
-// first subscription renewed, both in the first wave of events.
+// one-off and subscription, every fourth of the stocked price (the first
+// of them, of 5 units, takes more than the stock holds). The first one-off
+// order is disputed and the first subscription renewed, both in the first
+// wave of events.
 func (c *cluster) plan(n int) []*purchase {
 	var out []*purchase
 	for i := range n {
@@ -420,13 +506,16 @@ func (c *cluster) plan(n int) []*purchase {
 			s.Mode, s.PaymentIntent = "subscription", ""
 			s.Subscription, s.Invoice = newID("sub_"), newID("in_")
 			s.Items = []stripefake.Item{{PriceID: priceMonth, Quantity: qty, Recurring: true}}
+		case i%4 == 2:
+			kind = "one-off, stocked"
+			s.Items = []stripefake.Item{{PriceID: priceStocked, Quantity: qty}}
 		case i%4 == 3:
 			s.Items = []stripefake.Item{{PriceID: priceLife, Quantity: qty}}
 		default:
 			s.Items = []stripefake.Item{{PriceID: priceMonth, Quantity: qty}}
 		}
 		c.stripe.PutSession(s)
-		p := &purchase{session: s, units: int(qty)}
+		p := &purchase{session: s, units: int(qty), stocked: i%4 == 2}
 		checkout := c.sessionEvent("checkout.session.completed", s.ID)
 		// Stripe repeats itself: every event is delivered twice.
 		p.events = [][]byte{checkout}
@@ -608,15 +697,15 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 
 // ---- Kills and recovery ----
 
-// killAndRecover waits for a key creation in flight, kills a process at a
+// killAndRecover waits for a key creation or edit in flight, kills a process at a
 // random moment around it, restarts it, and measures how long after the
 // kill every order then in flight is delivered.
 func (c *cluster) killAndRecover(n int, all []*purchase) time.Duration {
 	c.t.Helper()
-	victim, busy := c.pickVictim(20 * time.Second)
+	victim, busy := c.pickVictim(n%2 == 0, 20*time.Second)
 	time.Sleep(c.randDuration(maxKillDelay))
 	inFlight := c.undelivered(all, true)
-	creating := victim.creating.Load()
+	creating, editing, stocking := victim.creating.Load(), victim.editing.Load(), victim.stocking.Load()
 	killedAt := c.kill(victim)
 	c.start(victim.slot)
 	restart := time.Since(killedAt)
@@ -628,22 +717,26 @@ func (c *cluster) killAndRecover(n int, all []*purchase) time.Duration {
 	recovered := time.Since(killedAt)
 	note := ""
 	if !busy {
-		note = " (no create was in flight anywhere: killed at random)"
+		note = " (no create or edit was in flight anywhere: killed at random)"
 	}
-	c.t.Logf("kill %d: SIGKILL %s with %d Luarmor creates in flight%s; %d orders in flight; restarted in %s; all delivered %s after the kill",
-		n, victim.name, creating, note, len(inFlight), restart.Round(time.Millisecond), recovered.Round(time.Millisecond))
+	c.t.Logf("kill %d: SIGKILL %s with %d Luarmor creates and %d edits in flight, %d of them stock work%s; %d orders in flight; restarted in %s; all delivered %s after the kill",
+		n, victim.name, creating, editing, stocking, note, len(inFlight), restart.Round(time.Millisecond), recovered.Round(time.Millisecond))
 	return recovered
 }
 
-// pickVictim returns a live process with a Luarmor create in flight, or
-// any live one if none has one within wait.
-func (c *cluster) pickVictim(wait time.Duration) (*replica, bool) {
-	deadline := time.Now().Add(wait)
+// pickVictim returns a live process with a Luarmor create or edit in
+// flight, or any live one if none has one within wait. Asked to prefer the
+// stock, it first waits a while for a refill create or an edit (a sold
+// key's note rewrite) in flight: rarer moments than a unit's create.
+func (c *cluster) pickVictim(preferStock bool, wait time.Duration) (*replica, bool) {
+	start := time.Now()
+	deadline := start.Add(wait)
 	for {
 		live := c.live()
+		stockFirst := preferStock && time.Since(start) < stockKillWait
 		var busy []*replica
 		for _, p := range live {
-			if p.creating.Load() > 0 {
+			if p.stocking.Load() > 0 || !stockFirst && (p.creating.Load() > 0 || p.editing.Load() > 0) {
 				busy = append(busy, p)
 			}
 		}
@@ -784,28 +877,56 @@ func (c *cluster) jobReport() string {
 
 // ---- End state ----
 
-// recordedKey is one order_keys row.
+// recordedKey is one order_keys row, and the stock key sold as it if any.
 type recordedKey struct {
 	reference, status string
 	userKey           *string
+	createAttempts    int
+	stockKey          *string // the Luarmor key of the stock key sold to the unit; nil when made to order
 }
 
 func (c *cluster) keysOf(p *purchase) []recordedKey {
 	c.t.Helper()
-	rows, err := c.pool.Query(c.ctx, `SELECT reference, status, user_key FROM order_keys WHERE checkout_session_id = $1`, p.session.ID)
+	rows, err := c.pool.Query(c.ctx, `SELECT k.reference, k.status, k.user_key, k.create_attempts, s.user_key
+		FROM order_keys k LEFT JOIN stock_keys s ON s.order_key_id = k.id
+		WHERE k.checkout_session_id = $1`, p.session.ID)
 	require.NoError(c.t, err)
 	keys, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (recordedKey, error) {
 		var k recordedKey
-		return k, row.Scan(&k.reference, &k.status, &k.userKey)
+		return k, row.Scan(&k.reference, &k.status, &k.userKey, &k.createAttempts, &k.stockKey)
 	})
 	require.NoError(c.t, err)
 	return keys
 }
 
+// createsByReference counts the creates Luarmor received, applied or not,
+// by the reference in their note.
+func (c *cluster) createsByReference() map[string]int {
+	out := map[string]int{}
+	for _, call := range c.sandbox.Calls() {
+		if call.Method == http.MethodPost && strings.HasSuffix(call.Path, "/users") {
+			out[jobs.ParseNote(createNote(call)).Reference]++
+		}
+	}
+	return out
+}
+
+// createNote is the note a create or edit call asked for.
+func createNote(call sandbox.Call) string {
+	var body struct {
+		Note string `json:"note"`
+	}
+	_ = json.Unmarshal(call.Body, &body)
+	return body.Note
+}
+
 // checkOrders requires every order to hold exactly its keys: one active
-// key per unit, none usable for the disputed payment, renewals applied.
+// key per unit, none usable for the disputed payment, renewals applied; a
+// unit of the stocked price holds a key of its key_days, untouched, labelled
+// as its own, and a unit sold from stock holds that key and no other.
 func (c *cluster) checkOrders(ps []*purchase) {
 	t := c.t
+	creates := c.createsByReference()
 	for _, p := range ps {
 		var status string
 		var paidThrough *int64
@@ -846,6 +967,19 @@ func (c *cluster) checkOrders(ps []*purchase) {
 			if p.periodEnd != 0 {
 				require.Equal(t, p.periodEnd+day, u.AuthExpire, "%s: the renewal extended the key once", p.label)
 			}
+			if p.stocked {
+				require.Equal(t, stockKeyDays, u.KeyDays, "%s: a key of the stocked price grants its key_days", p.label)
+				require.Equal(t, luarmor.NeverExpires, u.AuthExpire, "%s: the key's timer waits for its first use", p.label)
+				require.Equal(t, k.reference, jobs.ParseNote(u.Note).Reference,
+					"%s: the key's note names the unit's reference alone (a sold stock key's note was rewritten): %q", p.label, u.Note)
+			}
+			if k.stockKey == nil {
+				continue
+			}
+			require.True(t, p.stocked, "%s: only a unit of the stocked price is sold from its stock", p.label)
+			require.Equal(t, *k.stockKey, *k.userKey, "%s: the unit's key is the stock key sold to it", p.label)
+			require.Zero(t, k.createAttempts, "%s: no create was sent for a unit sold from stock", p.label)
+			require.Zero(t, creates[k.reference], "%s: Luarmor got a create for a unit sold from stock: it would hold a second key", p.label)
 		}
 		if p.periodEnd != 0 {
 			require.NotNil(t, paidThrough, p.label)
@@ -855,40 +989,79 @@ func (c *cluster) checkOrders(ps []*purchase) {
 }
 
 // checkLuarmorHoldsExactlyTheRecordedKeys requires every key in Luarmor to
-// be recorded on an order and every recorded key to exist: a key minted
-// twice, or minted and forgotten, shows up here.
+// be recorded once, as a unit's key or as a stock key for sale, and every
+// recorded key to exist, its note naming the reference it is recorded
+// under: a key minted twice, minted and forgotten, or sold to two units
+// shows up here.
 func (c *cluster) checkLuarmorHoldsExactlyTheRecordedKeys() {
 	t := c.t
-	rows, err := c.pool.Query(c.ctx, `SELECT user_key FROM order_keys WHERE user_key IS NOT NULL`)
+	type holder struct{ what, reference string } // what: "unit" or "stock"
+	rows, err := c.pool.Query(c.ctx, `
+		SELECT user_key, 'unit', reference FROM order_keys WHERE user_key IS NOT NULL
+		UNION ALL
+		SELECT user_key, 'stock', reference FROM stock_keys WHERE user_key IS NOT NULL AND status IN ('ready', 'retiring')`)
 	require.NoError(t, err)
-	recordedKeys, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	require.NoError(t, err)
-	recorded := map[string]bool{}
-	for _, k := range recordedKeys {
-		recorded[k] = true
+	holders := map[string][]holder{}
+	for rows.Next() {
+		var key string
+		var h holder
+		require.NoError(t, rows.Scan(&key, &h.what, &h.reference))
+		holders[key] = append(holders[key], h)
 	}
+	require.NoError(t, rows.Err())
+
 	inLuarmor := map[string]bool{}
 	references := map[string]int{}
+	var orphans, lost, twice []string
 	for _, u := range c.sandbox.Users(project) {
 		inLuarmor[u.UserKey] = true
 		references[jobs.ParseNote(u.Note).Reference]++
-	}
-	var orphans, lost []string
-	for k := range inLuarmor {
-		if !recorded[k] {
-			orphans = append(orphans, k[:6]+"…")
+		hs := holders[u.UserKey]
+		switch {
+		case len(hs) == 0:
+			orphans = append(orphans, u.UserKey[:6]+"…")
+		case len(hs) > 1:
+			twice = append(twice, fmt.Sprintf("%s… (%v)", u.UserKey[:6], hs))
+		case hs[0].what == "stock":
+			require.Equal(t, jobs.StockNote(hs[0].reference), u.Note, "stock key %s… is labelled as stock with its own reference", u.UserKey[:6])
+		default:
+			require.Equal(t, hs[0].reference, jobs.ParseNote(u.Note).Reference,
+				"key %s… of a unit names the unit's reference (a sold stock key has its note rewritten): %q", u.UserKey[:6], u.Note)
 		}
 	}
-	for k := range recorded {
+	for k := range holders {
 		if !inLuarmor[k] {
 			lost = append(lost, k[:6]+"…")
 		}
 	}
-	require.Empty(t, orphans, "keys in Luarmor that no order records (minted twice or forgotten)")
+	require.Empty(t, orphans, "keys in Luarmor that no order or stock records (minted twice or forgotten)")
+	require.Empty(t, twice, "keys recorded twice: for two units, or for a unit and as stock for sale")
 	require.Empty(t, lost, "recorded keys that Luarmor does not hold")
 	for ref, n := range references {
-		require.Equal(t, 1, n, "Luarmor holds %d keys for unit reference %s", n, ref)
+		require.Equal(t, 1, n, "Luarmor holds %d keys for reference %s", n, ref)
 	}
+}
+
+// checkStock requires the stocked price never to have held more keys for
+// sale than its size, and, once idle, to be full again with no key half
+// made; every stock key sold is its unit's key.
+func (c *cluster) checkStock() {
+	t := c.t
+	var ready, pending, retiring, sold int
+	require.NoError(t, c.pool.QueryRow(c.ctx, `SELECT count(*) FILTER (WHERE status = 'ready'), count(*) FILTER (WHERE status = 'pending'),
+			count(*) FILTER (WHERE status = 'retiring'), count(*) FILTER (WHERE status = 'sold')
+		FROM stock_keys WHERE price_id = $1`, priceStocked).Scan(&ready, &pending, &retiring, &sold))
+	peak := c.stockPeak.Load()
+	t.Logf("stock of %s once idle: %d ready, %d pending, %d sold; at most %d for sale at once (size %d)", priceStocked, ready, pending, sold, peak, stockSize)
+	require.LessOrEqual(t, peak, int64(stockSize), "the stock never holds more keys for sale (ready and pending) than its size, a refill cut off included")
+	require.LessOrEqual(t, ready+pending, stockSize, "the stock holds at most its size")
+	require.Zero(t, pending, "once idle, no stock key is left half made")
+	require.Zero(t, retiring, "no stock key is taken out of sale: the price stays stocked")
+	require.Equal(t, stockSize, ready, "once idle, every key sold was replaced")
+	var notTheUnitsKey int
+	require.NoError(t, c.pool.QueryRow(c.ctx, `SELECT count(*) FROM stock_keys s JOIN order_keys k ON k.id = s.order_key_id
+		WHERE s.status = 'sold' AND k.user_key IS DISTINCT FROM s.user_key`).Scan(&notTheUnitsKey))
+	require.Zero(t, notTheUnitsKey, "every stock key sold is the key of the unit it was sold to")
 }
 
 // checkJobs requires that no job was left running by a dead process and
@@ -902,54 +1075,111 @@ func (c *cluster) checkJobs() {
 	require.Zero(t, discarded, "jobs given up\n%s", c.jobReport())
 }
 
-// logExercisedPaths reports, from Luarmor's call log, which dangerous
-// moments the kills hit: a create cut before Luarmor applied it, and a key
+// logExercisedPaths reports which dangerous moments the kills hit. From
+// Luarmor's call log: a create cut before Luarmor applied it, and a key
 // Luarmor made whose answer its process never recorded, found again by its
-// reference.
+// reference, for units and for the stock; a sold key's note rewrite cut
+// off or sent again. From the database: the stocked price's units sold from
+// stock and made to order, and the jobs a killed process was running,
+// handed to another (a refill, a sale, a rewrite cut off).
 func (c *cluster) logExercisedPaths() {
-	type unit struct {
+	type reference struct {
+		stock    bool
 		applied  []time.Time // creates Luarmor applied
 		lookedUp []time.Time // searches for the reference
 	}
-	units := map[string]*unit{}
-	get := func(ref string) *unit {
-		if units[ref] == nil {
-			units[ref] = &unit{}
+	refs := map[string]*reference{}
+	get := func(ref string) *reference {
+		if refs[ref] == nil {
+			refs[ref] = &reference{}
 		}
-		return units[ref]
+		return refs[ref]
 	}
-	creates, cut := 0, 0
+	type tally struct{ creates, cut, found int }
+	var units, stock tally
+	rewrites, rewritesCut := 0, 0
+	rewritten := map[string]int{} // sold key → note rewrites Luarmor applied
 	for _, call := range c.sandbox.Calls() {
 		if !strings.HasSuffix(call.Path, "/users") {
 			continue
 		}
 		switch call.Method {
 		case http.MethodPost:
-			creates++
-			var body struct {
-				Note string `json:"note"`
+			note := createNote(call)
+			r := get(jobs.ParseNote(note).Reference)
+			r.stock = strings.HasPrefix(note, jobs.StockNote(""))
+			n := &units
+			if r.stock {
+				n = &stock
 			}
-			_ = json.Unmarshal(call.Body, &body)
+			n.creates++
 			if call.Status == 0 {
-				cut++
+				n.cut++
 			} else if call.Status == http.StatusOK {
-				u := get(jobs.ParseNote(body.Note).Reference)
-				u.applied = append(u.applied, call.Time)
+				r.applied = append(r.applied, call.Time)
 			}
 		case http.MethodGet:
 			q, _ := url.ParseQuery(call.Query)
 			if ref := q.Get("search"); strings.HasPrefix(ref, "fk_") {
-				u := get(ref)
-				u.lookedUp = append(u.lookedUp, call.Time)
+				r := get(ref)
+				r.lookedUp = append(r.lookedUp, call.Time)
+			}
+		case http.MethodPatch:
+			var body struct {
+				UserKey string  `json:"user_key"`
+				Note    *string `json:"note"`
+			}
+			if json.Unmarshal(call.Body, &body) != nil || body.Note == nil {
+				continue
+			}
+			rewrites++
+			if call.Status == 0 {
+				rewritesCut++
+			} else if call.Status == http.StatusOK {
+				rewritten[body.UserKey]++
 			}
 		}
 	}
-	found := 0
-	for _, u := range units {
-		if len(u.applied) == 1 && slices.ContainsFunc(u.lookedUp, func(t time.Time) bool { return t.After(u.applied[0]) }) {
-			found++
+	for _, r := range refs {
+		if len(r.applied) == 1 && slices.ContainsFunc(r.lookedUp, func(t time.Time) bool { return t.After(r.applied[0]) }) {
+			if r.stock {
+				stock.found++
+			} else {
+				units.found++
+			}
 		}
 	}
-	c.t.Logf("Luarmor creates: %d; cut off by a kill before Luarmor applied them: %d; keys made by a process that died before recording them, found again by reference: %d; webhook deliveries repeated after a failed POST: %d",
-		creates, cut, found, c.resent.Load())
+	rewrittenAgain := 0
+	for _, n := range rewritten {
+		if n > 1 {
+			rewrittenAgain++
+		}
+	}
+
+	var fromStock, madeToOrder int
+	require.NoError(c.t, c.pool.QueryRow(c.ctx, `SELECT count(s.id), count(*) - count(s.id)
+		FROM order_keys k LEFT JOIN stock_keys s ON s.order_key_id = k.id
+		WHERE k.price_id = $1 AND k.user_key IS NOT NULL`, priceStocked).Scan(&fromStock, &madeToOrder))
+	var rescued []string
+	rows, err := c.pool.Query(c.ctx, `SELECT j.kind || CASE WHEN j.kind = 'create_key' AND EXISTS (
+				SELECT 1 FROM stock_keys s WHERE s.order_key_id = (j.args->>'order_key_id')::bigint) THEN ' (sold from stock)' ELSE '' END,
+			count(*)
+		FROM river_job j WHERE j.metadata->>'rescued_from' IS NOT NULL GROUP BY 1 ORDER BY 1`)
+	require.NoError(c.t, err)
+	for rows.Next() {
+		var kind string
+		var n int
+		require.NoError(c.t, rows.Scan(&kind, &n))
+		rescued = append(rescued, fmt.Sprintf("%s %d", kind, n))
+	}
+	require.NoError(c.t, rows.Err())
+	if len(rescued) == 0 {
+		rescued = []string{"none"}
+	}
+
+	c.t.Logf("Luarmor creates for units: %d; cut off by a kill before Luarmor applied them: %d; keys made by a process that died before recording them, found again by reference: %d; webhook deliveries repeated after a failed POST: %d",
+		units.creates, units.cut, units.found, c.resent.Load())
+	c.t.Logf("stock of %s: units sold from stock %d, made to order %d; refill creates %d, cut off before Luarmor applied them %d, made by a process that died before recording them and found again by reference %d; sold keys' note rewrites %d, cut off %d, keys rewritten more than once %d",
+		priceStocked, fromStock, madeToOrder, stock.creates, stock.cut, stock.found, rewrites, rewritesCut, rewrittenAgain)
+	c.t.Logf("jobs a killed process was running, handed to another process: %s", strings.Join(rescued, ", "))
 }
