@@ -301,3 +301,17 @@ func TestDisputeWonOfTheLastPurchaseHoldingAKeyLiftsItsBan(t *testing.T) {
 	require.False(t, u.IsBanned(), "the won dispute gives the key back")
 	require.Equal(t, paidUntil, u.AuthExpire, "with the second purchase's month only: the first was refunded")
 }
+
+func TestFirstPurchaseRefundWhoseAnswerIsLostTakesItsDaysOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	first, _, key, paidUntil := b.sharedKey(t)
+
+	b.sandbox.ResetCalls()
+	b.sandbox.InjectFault(sandbox.Fault{Method: http.MethodPatch, PathContains: "/users", Kind: sandbox.FaultApplyThenDrop, Times: 1})
+	b.refundOrder(t, first)
+	b.waitKeys(t, first.ID, "revoked", "reverted")
+	require.Equal(t, 2, b.luarmorCalls(http.MethodPatch, "/users"), "the lost answer was sent again")
+	require.Equal(t, paidUntil, b.user(t, key).AuthExpire, "the retry sent the stored expiry, not the month off again")
+	require.False(t, b.user(t, key).IsBanned())
+}
