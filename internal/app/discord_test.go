@@ -192,3 +192,126 @@ func TestOrderWithoutCustomerNeverExtends(t *testing.T) {
 	require.NoError(t, b.pool.QueryRow(context.Background(), "SELECT customer_id FROM orders WHERE checkout_session_id = $1", s.ID).Scan(&customer))
 	require.Empty(t, customer)
 }
+
+// sharedKey sells a month with a Discord ID, starts the key, and sells the
+// same customer a second month that extends it. It returns both sessions,
+// the key and its expiry before the second purchase.
+func (b *bundle) sharedKey(t *testing.T) (first, second stripefake.Session, key string, paidUntil int64) {
+	t.Helper()
+	first, o1 := b.discordOrder(t, discordA, "", stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	key = o1.Keys[0].UserKey
+	require.NoError(t, b.sandbox.Execute(project, key, "hwid-1"))
+	paidUntil = b.user(t, key).AuthExpire
+	second, o2 := b.discordOrder(t, discordA, first.Customer, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	require.Equal(t, key, o2.Keys[0].UserKey, "the second purchase extends the first key")
+	require.Equal(t, paidUntil+30*day, b.user(t, key).AuthExpire)
+	return first, second, key, paidUntil
+}
+
+func TestRefundOfTheFirstPurchaseKeepsTheKeyForTheLaterOneUntilItIsRefundedToo(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	first, second, key, paidUntil := b.sharedKey(t)
+
+	b.sandbox.ResetCalls()
+	b.refundOrder(t, first)
+	got := b.waitKeys(t, first.ID, "revoked", "reverted")
+	require.Equal(t, paidUntil, *got.Keys[0].AuthExpire)
+	u := b.user(t, key)
+	require.False(t, u.IsBanned(), "the later purchase still holds the key")
+	require.Equal(t, paidUntil, u.AuthExpire, "only the refunded purchase's month is taken back")
+	require.Zero(t, b.luarmorCalls(http.MethodPost, "/users/blacklist"))
+	_, o2 := b.getOrder(t, second.ID)
+	require.Equal(t, "fulfilled", o2.Status)
+	require.Equal(t, "active", o2.Keys[0].Status)
+
+	// A dispute of the refunded payment as well takes nothing more.
+	ch := b.charge(t, first.PaymentIntent, "")
+	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", newID("dp_"), ch, first.PaymentIntent, "needs_response"))
+	b.waitIdle(t)
+	require.Equal(t, paidUntil, b.user(t, key).AuthExpire)
+	require.Equal(t, 1, b.luarmorCalls(http.MethodPatch, "/users"), "one PATCH for the refund, none for the dispute")
+
+	// The last payment holding the key is refunded: the key goes, and its
+	// days are not given back through the second purchase's extend_from.
+	b.refundOrder(t, second)
+	b.waitKeys(t, second.ID, "revoked", "blacklisted")
+	u = b.user(t, key)
+	require.True(t, u.IsBanned(), "no payment holds the key any more")
+	require.Equal(t, paidUntil, u.AuthExpire)
+	_, o1 := b.getOrder(t, first.ID)
+	require.Equal(t, "reverted", o1.Keys[0].Status)
+}
+
+func TestRefundOfTheLaterPurchaseThenTheFirstBansTheKey(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	first, second, key, paidUntil := b.sharedKey(t)
+
+	b.refundOrder(t, second)
+	b.waitKeys(t, second.ID, "revoked", "reverted")
+	require.Equal(t, paidUntil, b.user(t, key).AuthExpire)
+	require.False(t, b.user(t, key).IsBanned())
+
+	b.refundOrder(t, first)
+	b.waitKeys(t, first.ID, "revoked", "blacklisted")
+	u := b.user(t, key)
+	require.True(t, u.IsBanned(), "the first purchase was the last one holding the key")
+	require.Equal(t, paidUntil, u.AuthExpire)
+	_, o2 := b.getOrder(t, second.ID)
+	require.Equal(t, "reverted", o2.Keys[0].Status)
+}
+
+func TestBothPurchasesOfAKeyRefundedAtOnceBanIt(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	first, second, key, _ := b.sharedKey(t)
+
+	b.deliver(t, b.refund(t, newID("ch_"), first.PaymentIntent, "", 1000))
+	b.deliver(t, b.refund(t, newID("ch_"), second.PaymentIntent, "", 1000))
+	b.waitIdle(t)
+	require.True(t, b.user(t, key).IsBanned(), "however the two revocations interleave, the key does not outlive both payments")
+	_, o1 := b.getOrder(t, first.ID)
+	_, o2 := b.getOrder(t, second.ID)
+	require.Equal(t, "revoked", o1.Status)
+	require.Equal(t, "revoked", o2.Status)
+	statuses := []string{o1.Keys[0].Status, o2.Keys[0].Status}
+	require.Contains(t, statuses, "blacklisted", "one of them banned the key")
+	for _, s := range statuses {
+		require.Contains(t, []string{"reverted", "blacklisted"}, s)
+	}
+}
+
+func TestDisputeWonOfTheLastPurchaseHoldingAKeyLiftsItsBan(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	first, second, key, paidUntil := b.sharedKey(t)
+	b.refundOrder(t, first)
+	b.waitKeys(t, first.ID, "revoked", "reverted")
+
+	ch := b.charge(t, second.PaymentIntent, "")
+	dp := newID("dp_")
+	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, second.PaymentIntent, "needs_response"))
+	b.waitKeys(t, second.ID, "revoked", "blacklisted")
+	require.True(t, b.user(t, key).IsBanned(), "a dispute takes the key like a refund")
+
+	b.deliver(t, b.disputeEvent(t, "charge.dispute.closed", dp, ch, second.PaymentIntent, "won"))
+	b.waitKeys(t, second.ID, "fulfilled", "active")
+	u := b.user(t, key)
+	require.False(t, u.IsBanned(), "the won dispute gives the key back")
+	require.Equal(t, paidUntil, u.AuthExpire, "with the second purchase's month only: the first was refunded")
+}
+
+func TestFirstPurchaseRefundWhoseAnswerIsLostTakesItsDaysOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	first, _, key, paidUntil := b.sharedKey(t)
+
+	b.sandbox.ResetCalls()
+	b.sandbox.InjectFault(sandbox.Fault{Method: http.MethodPatch, PathContains: "/users", Kind: sandbox.FaultApplyThenDrop, Times: 1})
+	b.refundOrder(t, first)
+	b.waitKeys(t, first.ID, "revoked", "reverted")
+	require.Equal(t, 2, b.luarmorCalls(http.MethodPatch, "/users"), "the lost answer was sent again")
+	require.Equal(t, paidUntil, b.user(t, key).AuthExpire, "the retry sent the stored expiry, not the month off again")
+	require.False(t, b.user(t, key).IsBanned())
+}

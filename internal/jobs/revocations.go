@@ -145,11 +145,13 @@ func (w *RevokeKeyWorker) Work(ctx context.Context, job *river.Job[RevokeKeyArgs
 	if r.Status != order.RevocationActive || !k.Delivered() || k.Status != order.KeyActive {
 		return nil // lifted meanwhile, or already revoked
 	}
-	if k.ExtendedExisting && r.Action != order.ActionNone {
-		return w.revokeExtension(ctx, job, k)
-	}
 	if r.Action != order.ActionBlacklist && r.Action != order.ActionDelete {
 		return nil
+	}
+	// A key other purchases still hold loses only this payment's days; the
+	// last payment holding it takes the key with it.
+	if kept, err := w.takeBackDays(ctx, job, k); kept || err != nil {
+		return err
 	}
 	status, err := banKey(ctx, w.Luarmor, k, r.Action, r.Reason)
 	if err != nil {

@@ -14,44 +14,70 @@ import (
 	"fulfiller/internal/postgres"
 )
 
-// revokeExtension revokes a unit that only added days to a key the
-// customer already had (extended_existing): the key was paid for by an
-// earlier payment, so it is not banned or deleted; the days this payment
-// added are taken back. The expiry to set is computed once and stored
-// before Luarmor is told, so a retry sends the same absolute value and
-// never takes the days back twice.
-func (w *RevokeKeyWorker) revokeExtension(ctx context.Context, job *river.Job[RevokeKeyArgs], k *order.Key) error {
-	var target int64
+// takeBackDays revokes a unit whose key other payments still hold: a unit
+// that only added days to the customer's earlier key (extended_existing),
+// or the unit that made a key later purchases extended. The key is not
+// banned or deleted; the days this payment bought are taken back. It
+// reports kept = false, having done nothing, when no other unit holding
+// the key stands any more (every other one revoked or reverted): the
+// caller then bans or deletes the key as the revocation says.
+//
+// A lifetime or subscription unit that made the key is never taken back
+// this way (kept = false): its days are not a number that can come off.
+//
+// The decision is taken under the order's lock and stored with the expiry
+// to set, computed once, before Luarmor is told: a retry sends the same
+// absolute value and never takes the days back twice. Two units of one key
+// revoked at once cannot both keep it: each is checked after its own order
+// was revoked, so the later check sees the earlier unit's order revoked.
+func (w *RevokeKeyWorker) takeBackDays(ctx context.Context, job *river.Job[RevokeKeyArgs], k *order.Key) (kept bool, err error) {
 	if k.RevertTarget != nil {
-		target = *k.RevertTarget
-	} else {
-		u, err := w.Luarmor.GetUser(ctx, k.ProjectID, k.UserKey)
-		if errors.Is(err, luarmor.ErrNotFound) {
-			return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
-				return postgres.SetKeyStatus(ctx, tx, k.ID, order.KeyDeleted)
-			})
-		}
-		if err != nil {
-			jobErr, _ := luarmorRetry(err, w.RateLimitWindow)
-			return jobErr
-		}
-		renewed, err := postgres.RenewedExpiry(ctx, w.Pool, k.ProjectID, k.UserKey, k.ID)
-		if err != nil {
-			return err
-		}
-		target = revertedExpiry(*u, *k, renewed, w.Now().Unix())
-		if target, err = postgres.SetRevertTarget(ctx, w.Pool, k.ID, target); err != nil {
-			return err
-		}
-		if target == u.AuthExpire {
-			return w.recordRevert(ctx, job, k, target)
-		}
+		return true, w.sendRevert(ctx, job, k, *k.RevertTarget)
 	}
+	if !k.ExtendedExisting && (k.KeyDays == 0 || k.Recurring) {
+		return false, nil
+	}
+	if held, err := postgres.KeyHeldByOthers(ctx, w.Pool, k.ProjectID, k.UserKey, k.ID); err != nil || !held {
+		return false, err
+	}
+	u, err := w.Luarmor.GetUser(ctx, k.ProjectID, k.UserKey)
+	if errors.Is(err, luarmor.ErrNotFound) {
+		return true, w.recordDeleted(ctx, job, k)
+	}
+	if err != nil {
+		jobErr, _ := luarmorRetry(err, w.RateLimitWindow)
+		return true, jobErr
+	}
+	renewed, err := postgres.RenewedExpiry(ctx, w.Pool, k.ProjectID, k.UserKey, k.ID)
+	if err != nil {
+		return true, err
+	}
+	target := revertedExpiry(*u, *k, renewed, w.Now().Unix())
+	err = pgx.BeginFunc(ctx, w.Pool, func(tx pgx.Tx) error {
+		if _, err := postgres.LockOrder(ctx, tx, k.CheckoutSessionID); err != nil {
+			return err
+		}
+		if kept, err = postgres.KeyHeldByOthers(ctx, tx, k.ProjectID, k.UserKey, k.ID); err != nil || !kept {
+			return err
+		}
+		target, err = postgres.SetRevertTarget(ctx, tx, k.ID, target)
+		return err
+	})
+	if err != nil || !kept {
+		return kept, err
+	}
+	if target == u.AuthExpire {
+		return true, w.recordRevert(ctx, job, k, target)
+	}
+	return true, w.sendRevert(ctx, job, k, target)
+}
+
+// sendRevert sets the stored expiry on the key and records the unit
+// reverted.
+func (w *RevokeKeyWorker) sendRevert(ctx context.Context, job *river.Job[RevokeKeyArgs], k *order.Key, target int64) error {
 	err := w.Luarmor.UpdateUser(ctx, k.ProjectID, luarmor.UpdateUserRequest{UserKey: k.UserKey, AuthExpire: &target})
 	if errors.Is(err, luarmor.ErrNotFound) {
-		return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
-			return postgres.SetKeyStatus(ctx, tx, k.ID, order.KeyDeleted)
-		})
+		return w.recordDeleted(ctx, job, k)
 	}
 	if err != nil {
 		jobErr, retry := luarmorRetry(err, w.RateLimitWindow)
@@ -64,8 +90,16 @@ func (w *RevokeKeyWorker) revokeExtension(ctx context.Context, job *river.Job[Re
 	return w.recordRevert(ctx, job, k, target)
 }
 
+// recordDeleted records a unit whose key Luarmor no longer has: nothing is
+// left to take back.
+func (w *RevokeKeyWorker) recordDeleted(ctx context.Context, job *river.Job[RevokeKeyArgs], k *order.Key) error {
+	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+		return postgres.SetKeyStatus(ctx, tx, k.ID, order.KeyDeleted)
+	})
+}
+
 func (w *RevokeKeyWorker) recordRevert(ctx context.Context, job *river.Job[RevokeKeyArgs], k *order.Key, target int64) error {
-	w.Logger.InfoContext(ctx, "took back the days a revoked payment added to an earlier key; the key stays usable",
+	w.Logger.InfoContext(ctx, "took back a revoked payment's days; the key stays usable for the payments that still hold it",
 		"order_key_id", k.ID, "user_key", logging.MaskKey(k.UserKey), "auth_expire", target)
 	err := complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
 		if _, err := postgres.LockOrder(ctx, tx, k.CheckoutSessionID); err != nil {
@@ -81,7 +115,8 @@ func (w *RevokeKeyWorker) recordRevert(ctx context.Context, job *river.Job[Revok
 }
 
 // revertedExpiry is the expiry of a key once a revoked purchase's days are
-// taken back from it, given the key as Luarmor has it now (current):
+// taken back from it, given the key as Luarmor has it now (current). The
+// unit that made the key has no extend_from: its floor is now.
 //
 //   - the purchase's days come off the current expiry, so days added since
 //     (another purchase, a renewal) stay;

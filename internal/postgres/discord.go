@@ -74,8 +74,26 @@ func RenewedExpiry(ctx context.Context, db DB, projectID, userKey string, except
 	return expire, nil
 }
 
-// SetRevertTarget stores, once, the expiry a revocation sets on a key the
-// purchase only extended, and returns the stored value.
+// KeyHeldByOthers reports whether another unit than exceptID still holds
+// the Luarmor key userKey of a project for a payment that stands: the unit
+// is active (not banned, deleted or reverted) and its order is not revoked.
+// Such a unit paid for time on the key, so revoking one purchase of a
+// shared key takes back only that purchase's days.
+func KeyHeldByOthers(ctx context.Context, db DB, projectID, userKey string, exceptID int64) (bool, error) {
+	var held bool
+	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM order_keys k
+		JOIN orders o ON o.checkout_session_id = k.checkout_session_id
+		WHERE k.project_id = $1 AND k.user_key = $2 AND k.id <> $3
+			AND k.status = 'active' AND o.status <> 'revoked')`,
+		projectID, userKey, exceptID).Scan(&held)
+	if err != nil {
+		return false, fmt.Errorf("checking which payments still hold a key: %w", err)
+	}
+	return held, nil
+}
+
+// SetRevertTarget stores, once, the expiry a revocation sets on a key other
+// payments still hold, and returns the stored value.
 func SetRevertTarget(ctx context.Context, db DB, keyID int64, target int64) (int64, error) {
 	var stored int64
 	err := db.QueryRow(ctx, `UPDATE order_keys SET revert_target = COALESCE(revert_target, $2), updated_at = now()
@@ -86,8 +104,8 @@ func SetRevertTarget(ctx context.Context, db DB, keyID int64, target int64) (int
 	return stored, nil
 }
 
-// RevertExtension records that a revocation took back the days a unit
-// added to an existing key, and the key's expiry afterwards.
+// RevertExtension records that a revocation took back a unit's days from a
+// key other payments still hold, and the key's expiry afterwards.
 func RevertExtension(ctx context.Context, tx pgx.Tx, keyID int64, authExpire int64) error {
 	_, err := tx.Exec(ctx, `UPDATE order_keys SET status = 'reverted', auth_expire = $2, updated_at = now()
 		WHERE id = $1`, keyID, authExpire)
