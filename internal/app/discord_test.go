@@ -87,22 +87,30 @@ func TestSameCustomerBuyingAgainExtendsTheirKeyAndARefundTakesTheDaysBack(t *tes
 	require.Equal(t, "linked", o2.Keys[0].DiscordLink)
 	require.Equal(t, paidUntil+30*day, b.user(t, key).AuthExpire)
 
+	b.refundKeepsSharedKey(t, second, first, key, paidUntil)
+}
+
+// refundKeepsSharedKey refunds one of two purchases holding key while the
+// other (holder) still stands: the refunded month is taken back (to
+// paidUntil) with one PATCH and no ban, the holder's order is untouched,
+// and a dispute of the refunded payment afterwards takes nothing more.
+func (b *bundle) refundKeepsSharedKey(t *testing.T, refunded, holder stripefake.Session, key string, paidUntil int64) {
+	t.Helper()
 	b.sandbox.ResetCalls()
-	b.refundOrder(t, second)
-	got := b.waitKeys(t, second.ID, "revoked", "reverted")
+	b.refundOrder(t, refunded)
+	got := b.waitKeys(t, refunded.ID, "revoked", "reverted")
 	require.NotNil(t, got.Keys[0].AuthExpire)
 	require.Equal(t, paidUntil, *got.Keys[0].AuthExpire)
 	u := b.user(t, key)
-	require.False(t, u.IsBanned(), "the key the customer paid for first is not banned")
-	require.Equal(t, paidUntil, u.AuthExpire, "the refunded days are taken back")
+	require.False(t, u.IsBanned(), "the other purchase still holds the key")
+	require.Equal(t, paidUntil, u.AuthExpire, "only the refunded purchase's month is taken back")
 	require.Zero(t, b.luarmorCalls(http.MethodPost, "/users/blacklist"))
-	_, first1 := b.getOrder(t, first.ID)
-	require.Equal(t, "fulfilled", first1.Status)
-	require.Equal(t, "active", first1.Keys[0].Status)
+	_, o := b.getOrder(t, holder.ID)
+	require.Equal(t, "fulfilled", o.Status)
+	require.Equal(t, "active", o.Keys[0].Status)
 
-	// A dispute of the refunded payment as well takes nothing more.
-	ch := b.charge(t, second.PaymentIntent, "")
-	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", newID("dp_"), ch, second.PaymentIntent, "needs_response"))
+	ch := b.charge(t, refunded.PaymentIntent, "")
+	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", newID("dp_"), ch, refunded.PaymentIntent, "needs_response"))
 	b.waitIdle(t)
 	require.Equal(t, paidUntil, b.user(t, key).AuthExpire)
 	require.False(t, b.user(t, key).IsBanned())
@@ -213,30 +221,13 @@ func TestRefundOfTheFirstPurchaseKeepsTheKeyForTheLaterOneUntilItIsRefundedToo(t
 	b := setup(t)
 	first, second, key, paidUntil := b.sharedKey(t)
 
-	b.sandbox.ResetCalls()
-	b.refundOrder(t, first)
-	got := b.waitKeys(t, first.ID, "revoked", "reverted")
-	require.Equal(t, paidUntil, *got.Keys[0].AuthExpire)
-	u := b.user(t, key)
-	require.False(t, u.IsBanned(), "the later purchase still holds the key")
-	require.Equal(t, paidUntil, u.AuthExpire, "only the refunded purchase's month is taken back")
-	require.Zero(t, b.luarmorCalls(http.MethodPost, "/users/blacklist"))
-	_, o2 := b.getOrder(t, second.ID)
-	require.Equal(t, "fulfilled", o2.Status)
-	require.Equal(t, "active", o2.Keys[0].Status)
-
-	// A dispute of the refunded payment as well takes nothing more.
-	ch := b.charge(t, first.PaymentIntent, "")
-	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", newID("dp_"), ch, first.PaymentIntent, "needs_response"))
-	b.waitIdle(t)
-	require.Equal(t, paidUntil, b.user(t, key).AuthExpire)
-	require.Equal(t, 1, b.luarmorCalls(http.MethodPatch, "/users"), "one PATCH for the refund, none for the dispute")
+	b.refundKeepsSharedKey(t, first, second, key, paidUntil)
 
 	// The last payment holding the key is refunded: the key goes, and its
 	// days are not given back through the second purchase's extend_from.
 	b.refundOrder(t, second)
 	b.waitKeys(t, second.ID, "revoked", "blacklisted")
-	u = b.user(t, key)
+	u := b.user(t, key)
 	require.True(t, u.IsBanned(), "no payment holds the key any more")
 	require.Equal(t, paidUntil, u.AuthExpire)
 	_, o1 := b.getOrder(t, first.ID)
