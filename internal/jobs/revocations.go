@@ -242,6 +242,9 @@ func (w *LiftRevocationWorker) Work(ctx context.Context, job *river.Job[LiftRevo
 			if o.Status == order.StatusRevoked {
 				continue // another revocation (a refund) still holds it
 			}
+			if err := postgres.ForgetRevertTargets(ctx, tx, id); err != nil {
+				return err
+			}
 			if !o.ItemsLoaded && order.Fulfillable(o.SessionStatus, o.PaymentStatus) {
 				args = append(args, FulfilOrderArgs{CheckoutSessionID: id})
 			}

@@ -20,7 +20,8 @@ import (
 // banned or deleted; the days this payment bought are taken back. It
 // reports kept = false, having done nothing, when no other unit holding
 // the key stands any more (every other one revoked or reverted): the
-// caller then bans or deletes the key as the revocation says.
+// caller then bans or deletes the key as the revocation says. A revocation
+// lifted before the decision is stored does nothing (kept = true).
 //
 // A lifetime or subscription unit that made the key is never taken back
 // this way (kept = false): its days are not a number that can come off.
@@ -53,9 +54,17 @@ func (w *RevokeKeyWorker) takeBackDays(ctx context.Context, job *river.Job[Revok
 		return true, err
 	}
 	target := revertedExpiry(*u, *k, renewed, w.Now().Unix())
+	lifted := false
 	err = pgx.BeginFunc(ctx, w.Pool, func(tx pgx.Tx) error {
-		if _, err := postgres.LockOrder(ctx, tx, k.CheckoutSessionID); err != nil {
+		o, err := postgres.LockOrder(ctx, tx, k.CheckoutSessionID)
+		if err != nil {
 			return err
+		}
+		if o.Status != order.StatusRevoked {
+			// Lifted since the job began: the lift already dropped any
+			// target, and none is stored for it now.
+			lifted = true
+			return nil
 		}
 		if kept, err = postgres.KeyHeldByOthers(ctx, tx, k.ProjectID, k.UserKey, k.ID); err != nil || !kept {
 			return err
@@ -63,6 +72,9 @@ func (w *RevokeKeyWorker) takeBackDays(ctx context.Context, job *river.Job[Revok
 		target, err = postgres.SetRevertTarget(ctx, tx, k.ID, target)
 		return err
 	})
+	if lifted {
+		return true, nil
+	}
 	if err != nil || !kept {
 		return kept, err
 	}

@@ -104,6 +104,19 @@ func SetRevertTarget(ctx context.Context, db DB, keyID int64, target int64) (int
 	return stored, nil
 }
 
+// ForgetRevertTargets drops the revert targets of an order's units still
+// active, once no revocation holds the order: a revert decided but never
+// sent belongs to the revocation that was lifted, and a later revocation
+// computes its own from the key as it is then, keeping days added since.
+func ForgetRevertTargets(ctx context.Context, tx pgx.Tx, sessionID string) error {
+	_, err := tx.Exec(ctx, `UPDATE order_keys SET revert_target = NULL, updated_at = now()
+		WHERE checkout_session_id = $1 AND status = 'active' AND revert_target IS NOT NULL`, sessionID)
+	if err != nil {
+		return fmt.Errorf("forgetting the revert targets of order %s: %w", sessionID, err)
+	}
+	return nil
+}
+
 // RevertExtension records that a revocation took back a unit's days from a
 // key other payments still hold, and the key's expiry afterwards.
 func RevertExtension(ctx context.Context, tx pgx.Tx, keyID int64, authExpire int64) error {
