@@ -11,6 +11,7 @@ import (
 
 	"fulfiller/internal/httpapi"
 	"fulfiller/internal/luarmor/sandbox"
+	"fulfiller/internal/order"
 	"fulfiller/internal/stripeapi/stripefake"
 )
 
@@ -305,4 +306,25 @@ func TestFirstPurchaseRefundWhoseAnswerIsLostTakesItsDaysOnce(t *testing.T) {
 	require.Equal(t, 2, b.luarmorCalls(http.MethodPatch, "/users"), "the lost answer was sent again")
 	require.Equal(t, paidUntil, b.user(t, key).AuthExpire, "the retry sent the stored expiry, not the month off again")
 	require.False(t, b.user(t, key).IsBanned())
+}
+
+// An inquiry about the purchase that made a key later purchases extended
+// suspends the key and, once it closes, gives it back with every day: it
+// takes nothing for good.
+func TestInquiryAboutTheFirstPurchaseOfASharedKeySuspendsAndGivesEveryDayBack(t *testing.T) {
+	t.Parallel()
+	b := setup(t, withPolicy(func(p *order.Policy) { p.SuspendOnInquiry = true }))
+	first, _, key, paidUntil := b.sharedKey(t)
+
+	ch := b.charge(t, first.PaymentIntent, "")
+	dp := newID("dp_")
+	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, first.PaymentIntent, "warning_needs_response"))
+	b.waitKeys(t, first.ID, "revoked", "blacklisted")
+	require.True(t, b.user(t, key).IsBanned(), "suspended while the inquiry is open")
+
+	b.deliver(t, b.disputeEvent(t, "charge.dispute.closed", dp, ch, first.PaymentIntent, "warning_closed"))
+	b.waitKeys(t, first.ID, "fulfilled", "active")
+	u := b.user(t, key)
+	require.False(t, u.IsBanned())
+	require.Equal(t, paidUntil+30*day, u.AuthExpire, "no day was taken")
 }

@@ -149,9 +149,13 @@ func (w *RevokeKeyWorker) Work(ctx context.Context, job *river.Job[RevokeKeyArgs
 		return nil
 	}
 	// A key other purchases still hold loses only this payment's days; the
-	// last payment holding it takes the key with it.
-	if kept, err := w.takeBackDays(ctx, job, k); kept || err != nil {
-		return err
+	// last payment holding it takes the key with it. An inquiry only
+	// suspends: the key that purchase made is banned until it closes, and
+	// then unbanned with all its days, rather than losing them for good.
+	if !r.Inquiry || k.ExtendedExisting {
+		if kept, err := w.takeBackDays(ctx, job, k); kept || err != nil {
+			return err
+		}
 	}
 	status, err := banKey(ctx, w.Luarmor, k, r.Action, r.Reason)
 	if err != nil {
