@@ -89,12 +89,19 @@ func (c *clientBuckets) allow(ip netip.Addr) bool { return c.bucket(ip).allow() 
 // available reports whether ip's bucket holds a token, without taking it.
 func (c *clientBuckets) available(ip netip.Addr) bool { return c.bucket(ip).available() }
 
-func (c *clientBuckets) bucket(ip netip.Addr) *tokenBucket {
+// clientKey is what limits count a client by: its IPv4 address, or its
+// IPv6 /64 (one subscriber's whole allocation).
+func clientKey(ip netip.Addr) netip.Addr {
 	if ip.Is6() {
 		if p, err := ip.Prefix(64); err == nil {
-			ip = p.Addr()
+			return p.Addr()
 		}
 	}
+	return ip
+}
+
+func (c *clientBuckets) bucket(ip netip.Addr) *tokenBucket {
+	ip = clientKey(ip)
 	c.mu.Lock()
 	e, ok := c.buckets[ip]
 	if ok {
@@ -111,4 +118,42 @@ func (c *clientBuckets) bucket(ip netip.Addr) *tokenBucket {
 	b := e.Value.(*clientBucket).bucket
 	c.mu.Unlock()
 	return b
+}
+
+// holds bounds requests held open for something, per client and for the
+// process: a hold taken is given back with release.
+type holds struct {
+	perClient, total int
+
+	mu       sync.Mutex
+	n        int
+	byClient map[netip.Addr]int
+}
+
+func newHolds(perClient, total int) *holds {
+	return &holds{perClient: perClient, total: total, byClient: map[netip.Addr]int{}}
+}
+
+// take reports whether ip may hold one more request; if so, the caller
+// calls release when it ends.
+func (h *holds) take(ip netip.Addr) bool {
+	ip = clientKey(ip)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.n >= h.total || h.byClient[ip] >= h.perClient {
+		return false
+	}
+	h.n++
+	h.byClient[ip]++
+	return true
+}
+
+func (h *holds) release(ip netip.Addr) {
+	ip = clientKey(ip)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.n--
+	if h.byClient[ip]--; h.byClient[ip] <= 0 {
+		delete(h.byClient, ip)
+	}
 }

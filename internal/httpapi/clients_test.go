@@ -40,3 +40,30 @@ func TestClientBucketsCountIPv6ByPrefix(t *testing.T) {
 	require.False(t, c.allow(netip.MustParseAddr("2001:db8:1:2:ffff::9")), "same /64")
 	require.True(t, c.allow(netip.MustParseAddr("2001:db8:1:3::1")), "another /64")
 }
+
+// Requests held for orders not recorded yet are bounded per client (an
+// IPv6 /64 counts as one) and in all, and a released hold is free again.
+func TestHoldsAreBoundedPerClientAndInAll(t *testing.T) {
+	h := newHolds(2, 3)
+	a := netip.MustParseAddr("203.0.113.1")
+	other := netip.MustParseAddr("198.51.100.7")
+	v6 := netip.MustParseAddr("2001:db8:1:2::1")
+	sameV6 := netip.MustParseAddr("2001:db8:1:2:ffff::9")
+
+	require.True(t, h.take(a))
+	require.True(t, h.take(a))
+	require.False(t, h.take(a), "a client holds at most two")
+	require.True(t, h.take(v6))
+	require.False(t, h.take(other), "the process holds at most three")
+
+	h.release(a)
+	h.release(a)
+	require.True(t, h.take(sameV6), "released holds are free again")
+	require.False(t, h.take(v6), "the /64 holds two, whichever of its addresses asks")
+	require.True(t, h.take(other))
+
+	h.release(v6)
+	h.release(sameV6)
+	require.NotContains(t, h.byClient, clientKey(v6), "a client with nothing held is forgotten")
+	require.NotContains(t, h.byClient, a)
+}

@@ -35,6 +35,14 @@ const (
 
 var errUnknownOrder = order.Errorf(order.ENOTFOUND, "no order for this checkout session")
 
+// Requests for orders not recorded yet held while look-ups are spent: a
+// buyer's page or two per client, a few hundred in all, far below
+// MAX_CONNECTIONS.
+const (
+	maxRecordHoldsPerClient = 2
+	maxRecordHolds          = 200
+)
+
 // The two refusals of a look-up of an order not recorded yet: this client
 // asked too often, or the whole process's look-ups are spent (a sales
 // spike, with buyers ahead of their webhooks).
@@ -66,10 +74,13 @@ func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) {
 		_ = http.NewResponseController(w).SetWriteDeadline(until.Add(waitWriteMargin))
 	}
 	o, err := s.findOrder(r, id)
-	if errors.Is(err, errLookupsBusy) && changes != nil {
+	if ip := s.clientIP(r); errors.Is(err, errLookupsBusy) && changes != nil && s.recordHolds.take(ip) {
 		// Every look-up is spent, by other clients: wait for the webhook
-		// to record the order rather than send the buyer away.
+		// to record the order rather than send the buyer away. Whether the
+		// ID is real is unknown, so such holds are few, per client and in
+		// all: made-up IDs never take the connections webhooks need.
 		o, err = s.waitForRecord(r, id, changes, until)
+		s.recordHolds.release(ip)
 	}
 	if err != nil && r.Context().Err() != nil {
 		return // the client went away; nobody reads an answer

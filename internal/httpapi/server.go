@@ -72,9 +72,11 @@ type Server struct {
 	authFailures *clientBuckets
 	authLog      logging.SampledByKey
 
-	// The other per-client limits: find my keys, and HWID resets.
+	// The other per-client limits: find my keys, HWID resets, and requests
+	// held for an order not recorded yet.
 	keyLookup   *keyLookupAPI
 	hwidClients *clientBuckets
+	recordHolds *holds
 }
 
 // init builds the server's limits once, however many handlers are built
@@ -87,6 +89,7 @@ func (s *Server) init() {
 		s.authFailures = newClientBuckets(1.0/authFailureEvery, authFailureBurst, maxTrackedClients)
 		s.keyLookup = newKeyLookupAPI(s)
 		s.hwidClients = newClientBuckets(hwidResetRate, hwidResetBurst, maxTrackedClients)
+		s.recordHolds = newHolds(maxRecordHoldsPerClient, maxRecordHolds)
 	})
 }
 
