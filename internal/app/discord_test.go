@@ -226,13 +226,21 @@ func TestRefundOfTheFirstPurchaseKeepsTheKeyForTheLaterOneUntilItIsRefundedToo(t
 
 	// The last payment holding the key is refunded: the key goes, and its
 	// days are not given back through the second purchase's extend_from.
-	b.refundOrder(t, second)
-	b.waitKeys(t, second.ID, "revoked", "blacklisted")
+	b.refundBansSharedKey(t, second, first, key, paidUntil)
+}
+
+// refundBansSharedKey refunds the last purchase holding key (the other one
+// was refunded before and is reverted): the key is banned, with the
+// expiry the first refund left (paidUntil), and no day given back.
+func (b *bundle) refundBansSharedKey(t *testing.T, last, reverted stripefake.Session, key string, paidUntil int64) {
+	t.Helper()
+	b.refundOrder(t, last)
+	b.waitKeys(t, last.ID, "revoked", "blacklisted")
 	u := b.user(t, key)
 	require.True(t, u.IsBanned(), "no payment holds the key any more")
 	require.Equal(t, paidUntil, u.AuthExpire)
-	_, o1 := b.getOrder(t, first.ID)
-	require.Equal(t, "reverted", o1.Keys[0].Status)
+	_, o := b.getOrder(t, reverted.ID)
+	require.Equal(t, "reverted", o.Keys[0].Status)
 }
 
 func TestRefundOfTheLaterPurchaseThenTheFirstBansTheKey(t *testing.T) {
@@ -245,13 +253,7 @@ func TestRefundOfTheLaterPurchaseThenTheFirstBansTheKey(t *testing.T) {
 	require.Equal(t, paidUntil, b.user(t, key).AuthExpire)
 	require.False(t, b.user(t, key).IsBanned())
 
-	b.refundOrder(t, first)
-	b.waitKeys(t, first.ID, "revoked", "blacklisted")
-	u := b.user(t, key)
-	require.True(t, u.IsBanned(), "the first purchase was the last one holding the key")
-	require.Equal(t, paidUntil, u.AuthExpire)
-	_, o2 := b.getOrder(t, second.ID)
-	require.Equal(t, "reverted", o2.Keys[0].Status)
+	b.refundBansSharedKey(t, first, second, key, paidUntil)
 }
 
 func TestBothPurchasesOfAKeyRefundedAtOnceBanIt(t *testing.T) {
