@@ -122,9 +122,7 @@ func (g *loadGenerator) deliver(body []byte) bool {
 }
 
 func TestServiceRidesOutPostgreSQLOutages(t *testing.T) {
-	if testing.Short() {
-		t.Skip("stops and restarts a private PostgreSQL cluster; skipped with -short")
-	}
+	testdb.Long(t, "stops and restarts a private PostgreSQL cluster")
 	t.Parallel()
 	ctx := context.Background()
 	cluster := testdb.StartCluster(t)

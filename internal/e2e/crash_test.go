@@ -41,6 +41,7 @@ import (
 	"fulfiller/internal/luarmor/sandbox"
 	"fulfiller/internal/postgres/postgrestest"
 	"fulfiller/internal/stripeapi/stripefake"
+	"fulfiller/internal/testdb"
 )
 
 // The size of a run. `make test` runs the small default; `make crash-test`
@@ -97,9 +98,7 @@ const (
 )
 
 func TestSurvivesSIGKILL(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary and kills it repeatedly; skipped with -short")
-	}
+	testdb.Long(t, "builds the binary and kills it repeatedly")
 	kills, orders, replicas := *crashKills, *crashOrders, *crashReplicas
 	require.GreaterOrEqual(t, orders, max(kills, 1), "-crash.orders must give every kill at least one order")
 	require.Positive(t, replicas, "-crash.replicas")

@@ -159,3 +159,16 @@ func randomHex(n int) string {
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// Long marks a test too slow for -short: it is skipped there, except in CI
+// (CI set), where a skipped test would prove nothing, so -short fails it.
+func Long(t testing.TB, what string) {
+	t.Helper()
+	if !testing.Short() {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s: CI must run it; drop -short", what)
+	}
+	t.Skipf("%s; skipped with -short", what)
+}
