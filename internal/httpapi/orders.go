@@ -74,13 +74,15 @@ func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) {
 		_ = http.NewResponseController(w).SetWriteDeadline(until.Add(waitWriteMargin))
 	}
 	o, err := s.findOrder(r, id)
-	if ip := s.clientIP(r); errors.Is(err, errLookupsBusy) && changes != nil && s.recordHolds.take(ip) {
+	if errors.Is(err, errLookupsBusy) && changes != nil {
 		// Every look-up is spent, by other clients: wait for the webhook
 		// to record the order rather than send the buyer away. Whether the
 		// ID is real is unknown, so such holds are few, per client and in
 		// all: made-up IDs never take the connections webhooks need.
-		o, err = s.waitForRecord(r, id, changes, until)
-		s.recordHolds.release(ip)
+		if ip := s.clientIP(r); s.recordHolds.take(ip) {
+			o, err = s.waitForRecord(r, id, changes, until)
+			s.recordHolds.release(ip)
+		}
 	}
 	if err != nil && r.Context().Err() != nil {
 		return // the client went away; nobody reads an answer

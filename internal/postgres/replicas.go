@@ -69,13 +69,16 @@ func RescueOrphanedJobs(ctx context.Context, db DB, staleAfter time.Duration) ([
 	return jobs, nil
 }
 
+// liveJobStates are the River job states of a job that waits or runs.
+const liveJobStates = `('available', 'pending', 'retryable', 'running', 'scheduled')`
+
 // StalledOrders lists paid orders with units to create and no create_key
 // job waiting or running for any of them, and paid orders whose items were
 // never loaded with no fulfil_order job: whatever broke the chain (a job
 // discarded after its last attempt, an operator deleting a job), they are
 // queued again.
 func StalledOrders(ctx context.Context, db DB, createKind, fulfilKind string, olderThan time.Duration, limit int) (unitsPending, notLoaded []string, err error) {
-	const live = `('available', 'pending', 'retryable', 'running', 'scheduled')`
+	const live = liveJobStates
 	rows, err := db.Query(ctx, `
 		WITH live AS (
 			SELECT (args->>'order_key_id')::bigint AS id FROM river_job
@@ -114,7 +117,7 @@ func StalledOrders(ctx context.Context, db DB, createKind, fulfilKind string, ol
 func KeyJobInFlight(ctx context.Context, db DB, kind string, id int64) (bool, error) {
 	var found bool
 	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM river_job WHERE kind = $1
-		AND state IN ('available', 'pending', 'retryable', 'running', 'scheduled')
+		AND state IN `+liveJobStates+`
 		AND (args->>'order_key_id')::bigint = $2)`, kind, id).Scan(&found)
 	if err != nil {
 		return false, fmt.Errorf("looking for %s jobs of order key %d: %w", kind, id, err)
