@@ -12,7 +12,7 @@ import (
 	"fulfiller/internal/httpapi"
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/luarmor"
-	"fulfiller/internal/postgres"
+	"fulfiller/internal/postgres/postgrestest"
 	"fulfiller/internal/stripeapi/stripefake"
 )
 
@@ -34,7 +34,7 @@ func setupStock(t *testing.T, stock int, opts ...func(*options)) *bundle {
 func (b *bundle) waitStock(t *testing.T, ready int) {
 	t.Helper()
 	require.Eventually(t, func() bool {
-		n, pending, err := postgres.StockLevel(context.Background(), b.pool, priceStocked)
+		n, pending, err := postgrestest.StockLevel(context.Background(), b.pool, priceStocked)
 		return err == nil && n == ready && pending == 0
 	}, 20*time.Second, 20*time.Millisecond, "the stock never held %d keys", ready)
 }

@@ -16,6 +16,7 @@ import (
 	"fulfiller/internal/luarmor/sandbox"
 	"fulfiller/internal/order"
 	"fulfiller/internal/postgres"
+	"fulfiller/internal/postgres/postgrestest"
 )
 
 // priceGone is a price the catalog no longer lists whose keys are still
@@ -127,7 +128,7 @@ func TestDeleteStockDeletesAnOrphansUnsoldKeysAndKeepsSoldOnes(t *testing.T) {
 	require.NotContains(t, rows, orphan[1])
 	require.NotContains(t, rows, orphan[2])
 	require.Len(t, b.deletedKeys(), 2, "only the orphan's unsold keys were deleted")
-	ready, _, err := postgres.StockLevel(context.Background(), b.pool, priceBought)
+	ready, _, err := postgrestest.StockLevel(context.Background(), b.pool, priceBought)
 	require.NoError(t, err)
 	require.Equal(t, 1, ready, "the stocked price's keys are untouched")
 
@@ -222,7 +223,7 @@ func findLevels(t *testing.T, levels []jobs.PriceStock, priceID string) jobs.Pri
 func (b *testBundle) waitStockOf(t *testing.T, priceID string, ready int) {
 	t.Helper()
 	require.Eventually(t, func() bool {
-		n, pending, err := postgres.StockLevel(context.Background(), b.pool, priceID)
+		n, pending, err := postgrestest.StockLevel(context.Background(), b.pool, priceID)
 		return err == nil && n == ready && pending == 0
 	}, 20*time.Second, 20*time.Millisecond, "the stock never held %d keys", ready)
 }

@@ -18,6 +18,7 @@ import (
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/postgres"
+	"fulfiller/internal/postgres/postgrestest"
 )
 
 // priceBought is the price testBundle.purchase buys.
@@ -142,7 +143,7 @@ func TestConcurrentReconcilesAdoptEachKeyOnce(t *testing.T) {
 		want[k] = "ready"
 	}
 	require.Equal(t, want, b.stockRows(t))
-	n, pending, err := postgres.StockLevel(ctx, b.pool, priceBought)
+	n, pending, err := postgrestest.StockLevel(ctx, b.pool, priceBought)
 	require.NoError(t, err)
 	require.Equal(t, []int{6, 0}, []int{n, pending}, "adopted keys count toward the price's stock")
 }

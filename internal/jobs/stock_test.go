@@ -17,6 +17,7 @@ import (
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/postgres"
+	"fulfiller/internal/postgres/postgrestest"
 )
 
 const priceStock = "price_stock"
@@ -26,7 +27,7 @@ const priceStock = "price_stock"
 func (b *testBundle) waitStock(t *testing.T, ready int) {
 	t.Helper()
 	require.Eventually(t, func() bool {
-		n, pending, err := postgres.StockLevel(context.Background(), b.pool, priceStock)
+		n, pending, err := postgrestest.StockLevel(context.Background(), b.pool, priceStock)
 		return err == nil && n == ready && pending == 0
 	}, 20*time.Second, 20*time.Millisecond, "the stock never held %d keys", ready)
 }

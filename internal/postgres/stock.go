@@ -214,16 +214,6 @@ func TakeStockKey(ctx context.Context, tx pgx.Tx, id int64) (userKey, priceID st
 	return userKey, priceID, nil
 }
 
-// StockLevel counts a price's stock keys: ready to sell, and being made.
-func StockLevel(ctx context.Context, db DB, priceID string) (ready, pending int, err error) {
-	err = db.QueryRow(ctx, `SELECT count(*) FILTER (WHERE status = 'ready'), count(*) FILTER (WHERE status = 'pending')
-		FROM stock_keys WHERE price_id = $1`, priceID).Scan(&ready, &pending)
-	if err != nil {
-		return 0, 0, fmt.Errorf("counting the stock of price %s: %w", priceID, err)
-	}
-	return ready, pending, nil
-}
-
 // SellableStock counts the stock keys a unit of (projectID, keyDays) can be
 // sold, whichever price made them: a sale matches on the key, not the
 // price. Keys of a price's former project or key_days are not among them.

@@ -149,7 +149,7 @@ func TestStockSaleAcrossReplicas(t *testing.T) {
 	}
 	require.Len(t, seen, saleReady, "every ready key is sold, once")
 
-	ready, pending, err := postgres.StockLevel(ctx, b.pool, "price_p7")
+	ready, pending, err := postgrestest.StockLevel(ctx, b.pool, "price_p7")
 	require.NoError(t, err)
 	require.Zero(t, ready, "the stock is empty, not negative")
 	require.Zero(t, pending)
@@ -158,7 +158,7 @@ func TestStockSaleAcrossReplicas(t *testing.T) {
 	require.Equal(t, saleReady, soldRows)
 
 	for _, priceID := range []string{"price_p30", "price_q7"} {
-		ready, _, err := postgres.StockLevel(ctx, b.pool, priceID)
+		ready, _, err := postgrestest.StockLevel(ctx, b.pool, priceID)
 		require.NoError(t, err)
 		require.Equal(t, 3, ready, "the decoys of %s are untouched", priceID)
 	}

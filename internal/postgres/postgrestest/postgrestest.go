@@ -60,3 +60,10 @@ func schemaVersion() string {
 	})
 	return hex.EncodeToString(h.Sum(nil))[:12]
 }
+
+// StockLevel counts a price's stock keys: ready to sell, and being made.
+func StockLevel(ctx context.Context, db postgres.DB, priceID string) (ready, pending int, err error) {
+	err = db.QueryRow(ctx, `SELECT count(*) FILTER (WHERE status = 'ready'), count(*) FILTER (WHERE status = 'pending')
+		FROM stock_keys WHERE price_id = $1`, priceID).Scan(&ready, &pending)
+	return ready, pending, err
+}
