@@ -221,6 +221,9 @@ func fromEnv(getenv func(string) string) (Config, error) {
 	default:
 		return c, &Error{"PAST_DUE_ACTION", fmt.Sprintf("%q must be keep or suspend", v)}
 	}
+	if c.Policy.PastDueKeepFor, err = durationSetting(get("PAST_DUE_KEEP_FOR", ""), "PAST_DUE_KEEP_FOR", order.DefaultPastDueKeepFor, time.Hour, 90*24*time.Hour); err != nil {
+		return c, err
+	}
 	if err := c.disputesAndRefunds(get); err != nil {
 		return c, err
 	}
@@ -317,8 +320,9 @@ func (c *Config) disputesAndRefunds(get func(name, def string) string) error {
 	default:
 		return &Error{"EARLY_FRAUD_WARNING_ACTION", fmt.Sprintf("%q must be none or revoke", v)}
 	}
-	switch v := get("CANCEL_SUBSCRIPTION_ON_REVOKE", "false"); v {
+	switch v := get("CANCEL_SUBSCRIPTION_ON_REVOKE", "true"); v {
 	case "false":
+		c.Policy.CancelSubscriptionOnRevoke = false
 	case "true":
 		c.Policy.CancelSubscriptionOnRevoke = true
 	default:

@@ -72,10 +72,13 @@ const (
 	// Banned: fraud (a chargeback, an early fraud warning acted on): the
 	// key is banned for good.
 	Banned State = "banned"
-	// Suspended: under review (a dispute inquiry) or unpaid while Stripe
-	// still collects: the key is blacklisted until the grant is active
-	// again; its time still counts.
+	// Suspended: under review (a dispute inquiry): the key is blacklisted
+	// until the grant is active again; its time still counts.
 	Suspended State = "suspended"
+	// Ended: time that was never paid for and is no longer given (the
+	// access kept while a renewal was being collected, once Stripe gave
+	// up). It counts for nothing and, unlike a revocation, bans nothing.
+	Ended State = "ended"
 )
 
 // Action is what a revocation does to a key left with nothing.
@@ -123,6 +126,10 @@ type Facts struct {
 	WaitingDays int
 	// SupportBan is the reason support banned the key; empty when not.
 	SupportBan string
+	// Suspension is the reason the key is suspended while its
+	// subscription's renewal is unpaid (PAST_DUE_ACTION=suspend); empty
+	// when not.
+	Suspension string
 }
 
 // Policy is what the shop decided that the derivation depends on.
@@ -240,6 +247,9 @@ func ban(gs []Grant, f Facts) (Ban, string) {
 		if g.State == Suspended {
 			return BanSuspended, g.Reason
 		}
+	}
+	if f.Suspension != "" {
+		return BanSuspended, f.Suspension
 	}
 	return NotBanned, ""
 }

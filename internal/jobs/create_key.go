@@ -16,6 +16,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 
 	"fulfiller/internal/budget"
+	"fulfiller/internal/entitlement"
 	"fulfiller/internal/logging"
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/order"
@@ -330,6 +331,9 @@ func (w *CreateKeyWorker) finishDelivery(ctx context.Context, tx pgx.Tx, job *ri
 	if err := postgres.RecordKeyState(ctx, tx, k.ID, appliedTarget(k, authExpire), false); err != nil {
 		return err
 	}
+	if err := recordLedgerKey(ctx, tx, k); err != nil {
+		return err
+	}
 	if discordLinked {
 		if err := postgres.LinkDiscord(ctx, tx, k.ID); err != nil {
 			return err
@@ -397,40 +401,43 @@ func (w *CreateKeyWorker) removeStrayKey(ctx context.Context, job *river.Job[Cre
 	return nil
 }
 
-// queueFollowUps queues, for a key just delivered, its order's revocation
-// or its subscription's latest renewal. The order row is locked by then.
+// queueFollowUps queues, for a key just delivered, the order's next units
+// and the key's writer: what its ledger holds beyond the create (a
+// revocation that came first, a renewal paid before the key existed, the
+// days of a purchase that extended a key the buyer had) is applied next.
+// The order row is locked by then.
 func queueFollowUps(ctx context.Context, tx pgx.Tx, k *order.Key) error {
 	o, err := postgres.GetOrder(ctx, tx, k.CheckoutSessionID)
 	if err != nil {
 		return err
 	}
-	if o.Status == order.StatusRevoked && o.RevocationID != 0 {
-		return insertMany(ctx, tx, RevokeKeyArgs{OrderKeyID: k.ID, RevocationID: o.RevocationID})
-	}
 	if err := queueUnits(ctx, tx, o); err != nil {
 		return err
 	}
-	// The subscription may have changed while the key was being made:
-	// its new expiry or suspension is applied next.
+	return syncUnits(ctx, tx, k.ID)
+}
+
+// recordLedgerKey records the key a unit was just delivered with in the
+// ledger, with what the create left in Luarmor: key_days waiting for first
+// use, never expiring, or a subscription's absolute expiry. A key the unit
+// extended is already there and keeps its row.
+func recordLedgerKey(ctx context.Context, tx pgx.Tx, k *order.Key) error {
 	current, err := postgres.GetKey(ctx, tx, k.ID)
 	if err != nil {
 		return err
 	}
-	if current.Recurring && (!sameExpiry(current.ExpireTarget, current.ExpireApplied) || current.Suspended) {
-		if err := insertMany(ctx, tx, ApplyKeyStateArgs{OrderKeyID: k.ID}); err != nil {
-			return err
-		}
+	var applied entitlement.Applied
+	switch {
+	case current.ExtendedExisting:
+	case current.ExpireTarget != nil && current.ExpireApplied != nil:
+		applied.Expire = *current.ExpireApplied
+	case current.KeyDays == 0:
+		applied.Lifetime = true
+	default:
+		applied.WaitingDays = current.KeyDays
 	}
-	if o.SubscriptionID != "" && current.Recurring && !current.Ending {
-		r, err := postgres.LatestRenewal(ctx, tx, o.SubscriptionID)
-		if err != nil {
-			return err
-		}
-		if r != nil {
-			return insertMany(ctx, tx, ExtendKeyArgs{OrderKeyID: k.ID, InvoiceID: r.InvoiceID})
-		}
-	}
-	return nil
+	_, err = postgres.EnsureLedgerKey(ctx, tx, current.ProjectID, current.UserKey, nil, applied)
+	return err
 }
 
 // findByReference looks the unit's reference up in Luarmor's notes.

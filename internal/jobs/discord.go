@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"time"
 
 	"github.com/riverqueue/river"
 
@@ -94,48 +93,12 @@ func (w *CreateKeyWorker) ownedByBuyer(ctx context.Context, o *order.Order, k *o
 	return postgres.KeyMadeForCustomer(ctx, w.Pool, facts.Reference, k.ProjectID, u.UserKey, o.CustomerID)
 }
 
-// extendDiscordKey adds the purchase's days to the buyer's own key, which
-// already holds the Discord ID. The new expiry, and the expiry without the
-// purchase, are computed once and stored before Luarmor is told, so a
-// retry sends the same absolute value and a revocation can take the days
-// back.
+// extendDiscordKey gives the buyer's own key, which already holds the
+// Discord ID, the purchase's days: the unit is delivered with that key, so
+// its grant joins the key's ledger, and the key's writer (queued with the
+// delivery) sets the key to what all its payments add up to.
 func (w *CreateKeyWorker) extendDiscordKey(ctx context.Context, job *river.Job[CreateKeyArgs], o *order.Order, k *order.Key, existing luarmor.User, log *slog.Logger) error {
-	target, from := extendedExpiry(existing, k.KeyDays, w.Now())
-	if k.ExtendTarget != nil && k.ExtendFrom != nil {
-		target, from = *k.ExtendTarget, *k.ExtendFrom
-	} else {
-		var err error
-		if target, from, err = postgres.SetExtension(ctx, w.Pool, k.ID, target, from); err != nil {
-			return err
-		}
-	}
-	if needsExtension(existing, target) {
-		err := w.Luarmor.UpdateUser(ctx, k.ProjectID, luarmor.UpdateUserRequest{UserKey: existing.UserKey, AuthExpire: &target})
-		if err != nil {
-			return w.luarmorFailure(ctx, job, k, err, log)
-		}
-	}
-	log.InfoContext(ctx, "the buyer's Discord ID already had their key; the purchase extended it",
-		"user_key", logging.MaskKey(existing.UserKey), "auth_expire", target, "expire_before", from)
-	return w.deliver(ctx, job, k, existing.UserKey, &target, true, true, log)
-}
-
-// extendedExpiry adds days to an existing key: from its current expiry, or
-// from now if it has lapsed; a key whose timer has not started gets both
-// periods from now; a lifetime purchase or key stays lifetime. from is the
-// key's expiry without the purchase (for a key whose timer has not started,
-// as if it started now; -1 for a lifetime key).
-func extendedExpiry(u luarmor.User, days int, now time.Time) (target, from int64) {
-	switch {
-	case u.AuthExpire == luarmor.NeverExpires && u.KeyDays == 0:
-		return luarmor.NeverExpires, luarmor.NeverExpires
-	case u.AuthExpire == luarmor.NeverExpires:
-		from = now.Unix() + int64(u.KeyDays)*86400
-	default:
-		from = u.AuthExpire
-	}
-	if days == 0 {
-		return luarmor.NeverExpires, from
-	}
-	return max(from, now.Unix()) + int64(days)*86400, from
+	log.InfoContext(ctx, "the buyer's Discord ID already had their key; the purchase extends it",
+		"user_key", logging.MaskKey(existing.UserKey))
+	return w.deliver(ctx, job, k, existing.UserKey, nil, true, true, log)
 }

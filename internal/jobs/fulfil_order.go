@@ -72,6 +72,11 @@ func (w *FulfilOrderWorker) Work(ctx context.Context, job *river.Job[FulfilOrder
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck
 
+	// Units and the grants of their payment are recorded under the
+	// payment's lock, like the renewals and revocations that find them.
+	if err := postgres.LockPayment(ctx, tx, details.PaymentIntentID, details.SubscriptionID); err != nil {
+		return err
+	}
 	if _, err := postgres.UpsertOrder(ctx, tx, details); err != nil {
 		return err
 	}
@@ -91,7 +96,7 @@ func (w *FulfilOrderWorker) Work(ctx context.Context, job *river.Job[FulfilOrder
 	case o.Status != order.StatusPending:
 		// Fulfilled already, or failed and waiting for an operator.
 	default:
-		if err := w.expand(ctx, tx, job, o, items, paid); err != nil {
+		if err := w.expand(ctx, tx, job, o, items, paid, sess.Created); err != nil {
 			return err
 		}
 	}
@@ -105,10 +110,13 @@ func (w *FulfilOrderWorker) Work(ctx context.Context, job *river.Job[FulfilOrder
 // units. An order already expanded is re-planned instead: units no create
 // was sent for take the catalog's current project and key_days, so the
 // retry after a catalog fix uses the fix.
-func (w *FulfilOrderWorker) expand(ctx context.Context, tx pgx.Tx, job *river.Job[FulfilOrderArgs], o *order.Order, items []*stripe.LineItem, paid *paidPeriod) error {
+func (w *FulfilOrderWorker) expand(ctx context.Context, tx pgx.Tx, job *river.Job[FulfilOrderArgs], o *order.Order, items []*stripe.LineItem, paid *paidPeriod, paidAt int64) error {
 	id := o.CheckoutSessionID
 	if !o.ItemsLoaded {
 		lines, failure := w.plan(items, paid)
+		for i := range lines {
+			lines[i].PaidAt, lines[i].Invoice = paidAt, o.InvoiceID
+		}
 		if failure != nil {
 			// The job completes with the failure recorded (in one
 			// commit), so a retry requested right after sees no job in
@@ -118,6 +126,12 @@ func (w *FulfilOrderWorker) expand(ctx context.Context, tx pgx.Tx, job *river.Jo
 		}
 		if err := postgres.AddUnits(ctx, tx, id, lines); err != nil {
 			return err
+		}
+		if o.SubscriptionID != "" {
+			// Renewals paid before the checkout was fulfilled.
+			if _, err := postgres.GrantRenewals(ctx, tx, o.SubscriptionID); err != nil {
+				return err
+			}
 		}
 	} else {
 		prices, err := postgres.UndeliveredPrices(ctx, tx, id)
@@ -246,6 +260,7 @@ func (w *FulfilOrderWorker) plan(items []*stripe.LineItem, paid *paidPeriod) ([]
 			ProjectID: product.ProjectID, KeyDays: product.KeyDays}
 		if it.Price != nil && it.Price.Recurring != nil && paid != nil {
 			line.Recurring, line.ExpireTarget = true, &paid.expiresAt
+			line.Period = order.Period{Start: paid.start, End: paid.end}
 		}
 		lines = append(lines, line)
 	}

@@ -164,6 +164,7 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker, refill *Refill
 	river.AddWorker(workers, &ExtendKeyWorker{Deps: deps})
 	river.AddWorker(workers, &SyncSubscriptionWorker{Deps: deps})
 	river.AddWorker(workers, &ApplyKeyStateWorker{Deps: deps})
+	river.AddWorker(workers, &SyncKeyWorker{Deps: deps})
 	river.AddWorker(workers, &ResolveRevocationWorker{Deps: deps})
 	river.AddWorker(workers, &RevokeKeyWorker{Deps: deps})
 	river.AddWorker(workers, &LiftRevocationWorker{Deps: deps})

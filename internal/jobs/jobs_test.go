@@ -276,23 +276,27 @@ func TestBlacklistOvertakesABacklogOfRenewals(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(seedPool.Close)
 
-	// One subscription order with renewals+1 delivered keys, and a renewal
-	// that gives each of them more time.
+	// One subscription order with renewals+1 delivered keys, each with a
+	// paid period its key does not have yet.
 	_, err = seedPool.Exec(ctx, `INSERT INTO orders (checkout_session_id, status, mode, payment_status, subscription_id, items_loaded_at)
-		VALUES ('cs_test_priority', 'fulfilled', 'subscription', 'paid', 'sub_priority', now());
-		INSERT INTO renewals (invoice_id, subscription_id, billing_reason, period_end, expires_at, extends)
-		VALUES ('in_priority', 'sub_priority', 'subscription_cycle', extract(epoch FROM now())::bigint + 90*86400,
-		        extract(epoch FROM now())::bigint + 91*86400, true)`)
+		VALUES ('cs_test_priority', 'fulfilled', 'subscription', 'paid', 'sub_priority', now())`)
 	require.NoError(t, err)
-	var keyIDs []int64
+	var keyIDs, ledgerIDs []int64
 	for i := 0; i <= renewals; i++ {
 		key, err := direct.CreateUser(ctx, project, luarmor.CreateUserRequest{KeyDays: 30})
 		require.NoError(t, err)
-		var id int64
+		var id, ledgerID int64
 		require.NoError(t, seedPool.QueryRow(ctx, `INSERT INTO order_keys (checkout_session_id, line_item_id, unit, price_id, project_id,
-			key_days, reference, status, user_key, delivered_at) VALUES ('cs_test_priority', 'li_1', $1, 'price_a', $2, 30, $3, 'active', $4, now())
+			key_days, reference, status, user_key, delivered_at, recurring) VALUES ('cs_test_priority', 'li_1', $1, 'price_a', $2, 30, $3, 'active', $4, now(), true)
 			RETURNING id`, i+1, project, fmt.Sprintf("fk_priority%04d", i), key).Scan(&id))
+		_, err = seedPool.Exec(ctx, `INSERT INTO key_grants (order_key_id, source, kind, valid_from, valid_to, line)
+			VALUES ($1, 'invoice:in_priority', 'period', extract(epoch FROM now())::bigint - 86400,
+			        extract(epoch FROM now())::bigint + 90*86400, 'sub_priority')`, id)
+		require.NoError(t, err)
+		require.NoError(t, seedPool.QueryRow(ctx, `INSERT INTO ledger_keys (project_id, user_key, waiting_days, applied_waiting_days)
+			VALUES ($1, $2, 30, 30) RETURNING id`, project, key).Scan(&ledgerID))
 		keyIDs = append(keyIDs, id)
+		ledgerIDs = append(ledgerIDs, ledgerID)
 	}
 	// The seeding spent the sandbox's budget outside the fleet's count:
 	// let its window pass.
@@ -320,7 +324,7 @@ func TestBlacklistOvertakesABacklogOfRenewals(t *testing.T) {
 	}
 	params := make([]river.InsertManyParams, renewals)
 	for i := range params {
-		params[i] = river.InsertManyParams{Args: jobs.ExtendKeyArgs{OrderKeyID: keyIDs[i], InvoiceID: "in_priority"}}
+		params[i] = river.InsertManyParams{Args: jobs.SyncKeyArgs{LedgerKeyID: ledgerIDs[i]}}
 	}
 	_, err = clients[0].InsertMany(ctx, params)
 	require.NoError(t, err)
@@ -330,7 +334,7 @@ func TestBlacklistOvertakesABacklogOfRenewals(t *testing.T) {
 	}
 	require.Eventually(t, func() bool {
 		var n int
-		require.NoError(t, seedPool.QueryRow(ctx, "SELECT count(*) FROM key_renewals").Scan(&n))
+		require.NoError(t, seedPool.QueryRow(ctx, "SELECT count(*) FROM ledger_keys WHERE applied_version > 0").Scan(&n))
 		return n >= 15
 	}, 20*time.Second, 10*time.Millisecond, "renewals are under way and contending for the budget")
 
@@ -352,7 +356,7 @@ func TestBlacklistOvertakesABacklogOfRenewals(t *testing.T) {
 	var overtaken, pending int
 	require.NoError(t, seedPool.QueryRow(ctx, `SELECT count(*) FROM luarmor_calls WHERE class = 'renew' AND taken_at > $1 AND taken_at < $2`,
 		asked, sent).Scan(&overtaken))
-	require.NoError(t, seedPool.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE kind = 'extend_key' AND state <> 'completed'`).Scan(&pending))
+	require.NoError(t, seedPool.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE kind = 'sync_key' AND queue = 'luarmor_renew' AND state <> 'completed'`).Scan(&pending))
 	require.Positive(t, pending, "the backlog was still queued when the blacklist went out")
 	require.LessOrEqual(t, overtaken, 1, "the blacklist waited at most one slot behind renewals")
 	u, ok := sb.User(project, mustKey(t, seedPool, last))

@@ -3,13 +3,11 @@ package jobs
 import (
 	"context"
 	"errors"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 
-	"fulfiller/internal/budget"
-	"fulfiller/internal/logging"
+	"fulfiller/internal/entitlement"
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/order"
 	"fulfiller/internal/postgres"
@@ -43,10 +41,10 @@ func (w *ResolveRevocationWorker) Work(ctx context.Context, job *river.Job[Resol
 	if r.Status != order.RevocationActive {
 		return nil
 	}
-	pi, sub := r.PaymentIntentID, r.SubscriptionID
-	if !r.Resolved && r.ChargeID != "" && sub == "" {
+	pi, sub, invoice := r.PaymentIntentID, r.SubscriptionID, r.InvoiceID
+	if !r.Resolved && r.ChargeID != "" && (sub == "" || invoice == "") {
 		// A subscription's payments belong to invoices, not to the
-		// checkout: follow the charge to its invoice's subscription.
+		// checkout: follow the charge to its invoice and subscription.
 		ch, err := w.Stripe.Charge(ctx, r.ChargeID)
 		if err != nil {
 			return stripeFailure("charge "+r.ChargeID, err)
@@ -55,12 +53,15 @@ func (w *ResolveRevocationWorker) Work(ctx context.Context, job *river.Job[Resol
 			pi = ch.PaymentIntent.ID
 		}
 		if ch.Invoice != nil && ch.Invoice.ID != "" {
+			invoice = ch.Invoice.ID
 			inv, err := w.Stripe.Invoice(ctx, ch.Invoice.ID)
 			if err != nil {
 				return stripeFailure("invoice "+ch.Invoice.ID, err)
 			}
 			if inv.Subscription != nil {
 				sub = inv.Subscription.ID
+			} else {
+				invoice = ""
 			}
 		}
 	}
@@ -68,7 +69,7 @@ func (w *ResolveRevocationWorker) Work(ctx context.Context, job *river.Job[Resol
 		if err := postgres.LockPayment(ctx, tx, pi, sub); err != nil {
 			return err
 		}
-		if err := postgres.ResolveRevocation(ctx, tx, r.ID, pi, sub); err != nil {
+		if err := postgres.ResolveRevocation(ctx, tx, r.ID, pi, sub, invoice); err != nil {
 			return err
 		}
 		current, err := postgres.GetRevocation(ctx, tx, r.ID)
@@ -79,25 +80,42 @@ func (w *ResolveRevocationWorker) Work(ctx context.Context, job *river.Job[Resol
 		if err != nil {
 			return err
 		}
-		var args []river.JobArgs
+		state, action := grantState(current)
+		var changed []int64
+		periodOnly := false
 		for _, id := range orders {
-			if _, err := postgres.LockOrder(ctx, tx, id); err != nil {
-				return err
-			}
-			if err := postgres.RevokeOrder(ctx, tx, id, r.ID); err != nil {
-				return err
-			}
-			keys, err := postgres.KeysWithStatus(ctx, tx, id, order.KeyActive)
+			o, err := postgres.LockOrder(ctx, tx, id)
 			if err != nil {
 				return err
 			}
-			for _, k := range keys {
-				args = append(args, RevokeKeyArgs{OrderKeyID: k.ID, RevocationID: r.ID})
+			// A subscription's charge paid one period: only that
+			// period's grants are taken. A refund of a renewal leaves
+			// the order and the subscription standing.
+			only := ""
+			if o.SubscriptionID != "" && current.InvoiceID != "" {
+				only = current.InvoiceID
 			}
+			renewalRefund := only != "" && only != o.InvoiceID && current.Source == order.SourceRefund
+			periodOnly = periodOnly || renewalRefund
+			if !renewalRefund {
+				if err := postgres.RevokeOrder(ctx, tx, id, r.ID); err != nil {
+					return err
+				}
+			}
+			units, err := postgres.UnitsOfOrder(ctx, tx, id)
+			if err != nil {
+				return err
+			}
+			took, err := postgres.RevokeGrants(ctx, tx, units, current, state, action, only)
+			if err != nil {
+				return err
+			}
+			changed = append(changed, took...)
 		}
+		var args []river.JobArgs
 		// Only a subscription that bought keys here: the shop may sell
 		// others through the same Stripe account.
-		if len(orders) > 0 && cancelsSubscription(w.Policy, current) {
+		if len(orders) > 0 && !periodOnly && cancelsSubscription(w.Policy, current) {
 			queued, err := postgres.RequestSubscriptionCancellation(ctx, tx, current.SubscriptionID, r.ID)
 			if err != nil {
 				return err
@@ -106,10 +124,27 @@ func (w *ResolveRevocationWorker) Work(ctx context.Context, job *river.Job[Resol
 				args = append(args, CancelSubscriptionArgs{SubscriptionID: current.SubscriptionID})
 			}
 		}
-		w.Logger.InfoContext(ctx, "payment taken back; revoking its keys", "source", r.Source, "source_id", r.SourceID,
-			"action", r.Action, "orders", len(orders), "keys", len(args))
-		return insertMany(ctx, tx, args...)
+		w.Logger.InfoContext(ctx, "payment taken back; its grants are revoked", "source", r.Source, "source_id", r.SourceID,
+			"action", r.Action, "state", state, "orders", len(orders), "units", len(changed), "period_only", periodOnly)
+		if err := insertMany(ctx, tx, args...); err != nil {
+			return err
+		}
+		return syncUnitsUrgently(ctx, tx, changed...)
 	})
+}
+
+// grantState is what a revocation does to the grants of its payment: a
+// refund takes their time back (the key left with nothing gets
+// REFUND_ACTION); an inquiry suspends them; a chargeback or a fraud
+// warning acted on bans the key, the policy's answer to fraud.
+func grantState(r *order.Revocation) (entitlement.State, entitlement.Action) {
+	switch {
+	case r.Inquiry:
+		return entitlement.Suspended, ""
+	case r.Source == order.SourceRefund || r.Action == order.ActionDelete:
+		return entitlement.Revoked, entitlement.Action(r.Action)
+	}
+	return entitlement.Banned, ""
 }
 
 // RevokeKeyArgs blacklists or deletes one key for a revocation.
@@ -124,72 +159,29 @@ func (RevokeKeyArgs) InsertOpts() river.InsertOpts {
 	return river.InsertOpts{Queue: QueueLuarmorRevoke, UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: inFlight}}
 }
 
-// RevokeKeyWorker works RevokeKeyArgs.
+// RevokeKeyWorker works RevokeKeyArgs, queued before revocations became
+// grant states of the entitlement ledger: it takes the unit's grants for
+// the revocation and hands the key to its writer.
 type RevokeKeyWorker struct {
 	river.WorkerDefaults[RevokeKeyArgs]
 	Deps
 }
 
-func (w *RevokeKeyWorker) Timeout(*river.Job[RevokeKeyArgs]) time.Duration { return 5 * time.Minute }
-
 func (w *RevokeKeyWorker) Work(ctx context.Context, job *river.Job[RevokeKeyArgs]) error {
-	ctx = budget.WithClass(ctx, budget.ClassRevoke)
-	k, err := postgres.GetKey(ctx, w.Pool, job.Args.OrderKeyID)
-	if err != nil {
-		return err
-	}
 	r, err := postgres.GetRevocation(ctx, w.Pool, job.Args.RevocationID)
 	if err != nil {
 		return err
 	}
-	if r.Status != order.RevocationActive || !k.Delivered() || k.Status != order.KeyActive {
-		return nil // lifted meanwhile, or already revoked
-	}
-	if r.Action != order.ActionBlacklist && r.Action != order.ActionDelete {
-		return nil
-	}
-	// A key other purchases still hold loses only this payment's days; the
-	// last payment holding it takes the key with it. An inquiry only
-	// suspends: the key that purchase made is banned until it closes, and
-	// then unbanned with all its days, rather than losing them for good.
-	if !r.Inquiry || k.ExtendedExisting {
-		if kept, err := w.takeBackDays(ctx, job, k); kept || err != nil {
+	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+		if r.Status != order.RevocationActive || r.Action == order.ActionNone {
+			return syncUnitsUrgently(ctx, tx, job.Args.OrderKeyID)
+		}
+		state, action := grantState(r)
+		if _, err := postgres.RevokeGrants(ctx, tx, []int64{job.Args.OrderKeyID}, r, state, action, r.InvoiceID); err != nil {
 			return err
 		}
-	}
-	status, err := banKey(ctx, w.Luarmor, k, r.Action, r.Reason)
-	if err != nil {
-		jobErr, retry := luarmorRetry(err, w.RateLimitWindow)
-		if !retry {
-			w.Logger.ErrorContext(ctx, "luarmor refused to revoke a key; revoke it in the dashboard", "order_key_id", k.ID, "error", err)
-		}
-		return jobErr
-	}
-	w.Logger.InfoContext(ctx, "key revoked", "order_key_id", k.ID, "user_key", logging.MaskKey(k.UserKey), "status", status, "reason", r.Reason)
-	err = complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
-		if _, err := postgres.LockOrder(ctx, tx, k.CheckoutSessionID); err != nil {
-			return err
-		}
-		if err := postgres.SetKeyStatus(ctx, tx, k.ID, status); err != nil {
-			return err
-		}
-		// A dispute won (or an inquiry closed) while the ban was being
-		// sent: lift it again.
-		current, err := postgres.GetRevocation(ctx, tx, r.ID)
-		if err != nil {
-			return err
-		}
-		if current.Status == order.RevocationLifted && status == order.KeyBlacklisted && w.Policy.UnbanOnLift(current.Inquiry) {
-			return insertMany(ctx, tx, UnbanKeyArgs{OrderKeyID: k.ID})
-		}
-		return nil
+		return syncUnitsUrgently(ctx, tx, job.Args.OrderKeyID)
 	})
-	if err == nil {
-		// Counted once: the job completed in that commit, and a rerun
-		// finds the key no longer active.
-		w.Metrics.KeyRevoked(string(r.Action))
-	}
-	return err
 }
 
 // LiftRevocationArgs restores the orders of a dispute the shop won, or of
@@ -226,17 +218,16 @@ func (w *LiftRevocationWorker) Work(ctx context.Context, job *river.Job[LiftRevo
 		if err != nil {
 			return err
 		}
+		// The grants the revocation took stand again (a won dispute's
+		// bans stay under DISPUTE_WON_ACTION=keep).
+		restored, err := postgres.RestoreGrants(ctx, tx, r.ID, !w.Policy.UnbanOnLift(r.Inquiry))
+		if err != nil {
+			return err
+		}
 		var args []river.JobArgs
 		for _, id := range orders {
 			if err := postgres.RestoreOrder(ctx, tx, id); err != nil {
 				return err
-			}
-			keys, err := postgres.KeysWithStatus(ctx, tx, id, order.KeyBlacklisted)
-			if err != nil {
-				return err
-			}
-			for _, k := range keys {
-				args = append(args, UnbanKeyArgs{OrderKeyID: k.ID})
 			}
 			// Keys the revocation kept from being made are made now.
 			o, err := postgres.GetOrder(ctx, tx, id)
@@ -246,9 +237,6 @@ func (w *LiftRevocationWorker) Work(ctx context.Context, job *river.Job[LiftRevo
 			if o.Status == order.StatusRevoked {
 				continue // another revocation (a refund) still holds it
 			}
-			if err := postgres.ForgetRevertTargets(ctx, tx, id); err != nil {
-				return err
-			}
 			if !o.ItemsLoaded && order.Fulfillable(o.SessionStatus, o.PaymentStatus) {
 				args = append(args, FulfilOrderArgs{CheckoutSessionID: id})
 			}
@@ -256,9 +244,12 @@ func (w *LiftRevocationWorker) Work(ctx context.Context, job *river.Job[LiftRevo
 				return err
 			}
 		}
-		w.Logger.InfoContext(ctx, "dispute closed in the shop's favour; restoring its orders", "source_id", r.SourceID,
-			"orders", len(orders), "keys", len(args))
-		return insertMany(ctx, tx, args...)
+		w.Logger.InfoContext(ctx, "revocation lifted; restoring its orders", "source_id", r.SourceID,
+			"orders", len(orders), "units", len(restored))
+		if err := insertMany(ctx, tx, args...); err != nil {
+			return err
+		}
+		return syncUnitsUrgently(ctx, tx, restored...)
 	})
 }
 
@@ -273,67 +264,19 @@ func (UnbanKeyArgs) InsertOpts() river.InsertOpts {
 	return river.InsertOpts{Queue: QueueLuarmorRevoke, UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: inFlight}}
 }
 
-// UnbanKeyWorker works UnbanKeyArgs. Luarmor issues a new unban token on
-// every blacklist, so the current one is read just before unbanning.
+// UnbanKeyWorker works UnbanKeyArgs, queued before bans became grant
+// states of the entitlement ledger: it hands the key to its writer, which
+// lifts the ban if nothing in the ledger holds it any more.
 type UnbanKeyWorker struct {
 	river.WorkerDefaults[UnbanKeyArgs]
 	Deps
 }
 
-func (w *UnbanKeyWorker) Timeout(*river.Job[UnbanKeyArgs]) time.Duration { return 5 * time.Minute }
-
 func (w *UnbanKeyWorker) Work(ctx context.Context, job *river.Job[UnbanKeyArgs]) error {
-	ctx = budget.WithClass(ctx, budget.ClassRevoke)
-	k, err := postgres.GetKey(ctx, w.Pool, job.Args.OrderKeyID)
-	if err != nil {
-		return err
-	}
-	o, err := postgres.GetOrder(ctx, w.Pool, k.CheckoutSessionID)
-	if err != nil {
-		return err
-	}
-	if k.Status != order.KeyBlacklisted || o.Status == order.StatusRevoked {
-		return nil // not banned, or another revocation (a refund) still holds it
-	}
-	if k.SupportBan {
-		w.Logger.InfoContext(ctx, "key ban kept: support banned it; only support's unban lifts it",
-			"order_key_id", k.ID, "user_key", logging.MaskKey(k.UserKey))
-		return nil
-	}
-	status, err := liftBan(ctx, w.Luarmor, k)
-	if err != nil {
-		jobErr, _ := luarmorRetry(err, w.RateLimitWindow)
-		return jobErr
-	}
-	w.Logger.InfoContext(ctx, "key ban lifted", "order_key_id", k.ID, "user_key", logging.MaskKey(k.UserKey))
 	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
-		if _, err := postgres.LockOrder(ctx, tx, k.CheckoutSessionID); err != nil {
-			return err
-		}
-		if err := postgres.SetKeyStatus(ctx, tx, k.ID, status); err != nil {
-			return err
-		}
-		// Support banned the key (or retired it for a reissue) after it was
-		// read above: its ban found the key banned and sent nothing, and
-		// the unban just lifted it. Support's ban is sent again.
-		current, err := postgres.GetKey(ctx, tx, k.ID)
-		if err != nil {
-			return err
-		}
-		if current.SupportBan && status == order.KeyActive {
-			w.Logger.WarnContext(ctx, "support banned the key while its ban was being lifted; banning it again",
-				"order_key_id", k.ID, "user_key", logging.MaskKey(k.UserKey))
-			if err := insertMany(ctx, tx, SupportKeyArgs{Action: ActionBlacklistKey, OrderKeyID: k.ID, Actor: supportBanAgain}); err != nil {
-				return err
-			}
-		}
-		return postgres.RestoreOrder(ctx, tx, k.CheckoutSessionID)
+		return syncUnitsUrgently(ctx, tx, job.Args.OrderKeyID)
 	})
 }
-
-// supportBanAgain names, in the log, the support ban an automatic unban
-// sends again after lifting it by mistake.
-const supportBanAgain = "unban_key"
 
 // banKey blacklists a key for good (with reason shown to its user) or
 // deletes it, as action says, and returns the key's status afterwards. A

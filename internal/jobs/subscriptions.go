@@ -2,18 +2,13 @@ package jobs
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/stripe/stripe-go/v76"
 
-	"fulfiller/internal/budget"
-	"fulfiller/internal/logging"
-	"fulfiller/internal/luarmor"
 	"fulfiller/internal/order"
 	"fulfiller/internal/postgres"
 )
@@ -26,18 +21,22 @@ const SuspendBanReason = "Subscription payment past due"
 // the first period.
 type paidPeriod struct {
 	status    string
+	start     int64 // unix seconds
 	end       int64 // unix seconds
 	expiresAt int64 // end + RENEWAL_GRACE: the keys' absolute expiry
 }
 
-// firstPeriod reads what a subscription's checkout paid for: up to
-// trial_end while trialing, else up to current_period_end.
+// firstPeriod reads what a subscription's checkout paid for: the trial
+// while trialing, else the current period.
 func (d Deps) firstPeriod(sub *stripe.Subscription) *paidPeriod {
-	end := sub.CurrentPeriodEnd
+	start, end := sub.CurrentPeriodStart, sub.CurrentPeriodEnd
 	if sub.Status == stripe.SubscriptionStatusTrialing && sub.TrialEnd > 0 {
-		end = sub.TrialEnd
+		start, end = sub.TrialStart, sub.TrialEnd
 	}
-	return &paidPeriod{status: string(sub.Status), end: end, expiresAt: end + d.graceSeconds()}
+	if start == 0 || start > end {
+		start = sub.StartDate
+	}
+	return &paidPeriod{status: string(sub.Status), start: start, end: end, expiresAt: end + d.graceSeconds()}
 }
 
 func (d Deps) graceSeconds() int64 { return int64(d.policy().RenewalGrace / time.Second) }
@@ -123,8 +122,19 @@ func (w *SyncSubscriptionWorker) Work(ctx context.Context, job *river.Job[SyncSu
 		paidEnd := paidThrough + grace
 		var changed []int64
 		if terminal[sub.Status] {
-			if changed, err = postgres.EndSubscriptionKeys(ctx, tx, id, paidEnd, now+grace); err != nil {
+			// Stripe gave up: what was paid stands, the access kept while
+			// it collected ends. A cancelled subscription's units leave it;
+			// an unpaid one's stay, so a reactivation's payment extends the
+			// same keys.
+			if changed, err = postgres.EndCollecting(ctx, tx, id); err != nil {
 				return err
+			}
+			if sub.Status != stripe.SubscriptionStatusUnpaid {
+				ended, err := postgres.EndSubscriptionKeys(ctx, tx, id, paidEnd, paidEnd)
+				if err != nil {
+					return err
+				}
+				changed = append(changed, ended...)
 			}
 		} else {
 			if changed, err = w.reconcileItems(ctx, tx, o, sub, paidEnd); err != nil {
@@ -136,21 +146,21 @@ func (w *SyncSubscriptionWorker) Work(ctx context.Context, job *river.Job[SyncSu
 			}
 			changed = append(changed, more...)
 		}
-		args := make([]river.JobArgs, 0, len(changed))
-		for _, keyID := range changed {
-			args = append(args, ApplyKeyStateArgs{OrderKeyID: keyID})
-		}
 		w.Logger.InfoContext(ctx, "subscription reconciled", "subscription_id", id, "status", sub.Status,
 			"paid_through", paidThrough, "keys_changed", len(changed))
-		return insertMany(ctx, tx, args...)
+		return syncUnits(ctx, tx, changed...)
 	})
 }
 
-// reconcileItems matches the subscription's current units with its items:
-// missing units of a price are added to the checkout's order and queued
-// through the order's fair queue; surplus ones (newest first) and those of
-// prices no longer held end at paidEnd. It returns the delivered keys
-// whose expiry changed.
+// reconcileItems matches the subscription's current units with its items.
+// A unit of a price the subscription no longer holds moves to a new price
+// of the same Luarmor project (a plan change: the buyer keeps the key, its
+// HWID and Discord link, and the new price's paid periods extend it).
+// Missing units of a price are added to the checkout's order with the
+// period its other units were paid for, and queued through the order's
+// fair queue; surplus ones (newest first) and those of prices no longer
+// held leave the subscription: they keep what was paid before the change
+// and are renewed no more. It returns the units whose grants changed.
 func (w *SyncSubscriptionWorker) reconcileItems(ctx context.Context, tx pgx.Tx, o *order.Order, sub *stripe.Subscription, paidEnd int64) ([]int64, error) {
 	units, err := postgres.RecurringUnits(ctx, tx, sub.ID)
 	if err != nil {
@@ -167,58 +177,95 @@ func (w *SyncSubscriptionWorker) reconcileItems(ctx context.Context, tx pgx.Tx, 
 			target = max(target, *u.ExpireTarget)
 		}
 	}
+	var items []*stripe.SubscriptionItem
 	wanted := map[string]bool{}
-	var surplus []int64
-	added := 0
 	if sub.Items != nil {
 		for _, it := range sub.Items.Data {
-			if it == nil || it.Price == nil {
-				continue
-			}
-			price := it.Price.ID
-			wanted[price] = true
-			have := byPrice[price]
-			switch n := int(it.Quantity) - len(have); {
-			case n > 0:
-				product, ok := w.Catalog.Lookup(price)
-				if !ok {
-					w.Logger.ErrorContext(ctx, "subscription holds a price that is not in the catalog; add it to CATALOG_FILE",
-						"subscription_id", sub.ID, "price_id", price)
-					continue
-				}
-				if n+len(units) > w.maxUnits() {
-					w.Logger.ErrorContext(ctx, "subscription holds more units than MAX_UNITS_PER_ORDER; no keys added",
-						"subscription_id", sub.ID, "price_id", price, "quantity", it.Quantity)
-					continue
-				}
-				t := target
-				err := postgres.AddSubscriptionUnits(ctx, tx, o.CheckoutSessionID, order.Line{
-					LineItemID: it.ID, PriceID: price, ProjectID: product.ProjectID, KeyDays: product.KeyDays, ExpireTarget: &t,
-				}, n)
-				if err != nil {
-					return nil, err
-				}
-				added += n
-			case n < 0:
-				for i := len(have) - 1; i >= len(have)+n; i-- {
-					surplus = append(surplus, have[i].ID)
-				}
+			if it != nil && it.Price != nil {
+				items = append(items, it)
+				wanted[it.Price.ID] = true
 			}
 		}
 	}
-	for price, have := range byPrice {
-		if !wanted[price] {
-			for _, u := range have {
-				surplus = append(surplus, u.ID)
-			}
+	// Units of prices the subscription no longer holds, per project,
+	// oldest first: the candidates of a plan change.
+	leaving := map[string][]order.Key{}
+	for _, u := range units {
+		if !wanted[u.PriceID] {
+			leaving[u.ProjectID] = append(leaving[u.ProjectID], u)
 		}
 	}
-	var changed []int64
-	if len(surplus) > 0 {
-		if changed, err = postgres.EndUnits(ctx, tx, surplus, paidEnd); err != nil {
+	var surplus, changed []int64
+	added, moved := 0, 0
+	for _, it := range items {
+		price := it.Price.ID
+		have := byPrice[price]
+		n := int(it.Quantity) - len(have)
+		if n < 0 {
+			for i := len(have) - 1; i >= len(have)+n; i-- {
+				surplus = append(surplus, have[i].ID)
+			}
+			continue
+		}
+		if n == 0 {
+			continue
+		}
+		product, ok := w.Catalog.Lookup(price)
+		if !ok {
+			w.Logger.ErrorContext(ctx, "subscription holds a price that is not in the catalog; add it to CATALOG_FILE",
+				"subscription_id", sub.ID, "price_id", price)
+			continue
+		}
+		for n > 0 && len(leaving[product.ProjectID]) > 0 {
+			u := leaving[product.ProjectID][0]
+			leaving[product.ProjectID] = leaving[product.ProjectID][1:]
+			if err := postgres.MoveUnitToPrice(ctx, tx, u.ID, price, product.KeyDays); err != nil {
+				return nil, err
+			}
+			changed = append(changed, u.ID)
+			n--
+			moved++
+		}
+		if n == 0 {
+			continue
+		}
+		if n+len(units) > w.maxUnits() {
+			w.Logger.ErrorContext(ctx, "subscription holds more units than MAX_UNITS_PER_ORDER; no keys added",
+				"subscription_id", sub.ID, "price_id", price, "quantity", it.Quantity)
+			continue
+		}
+		t := target
+		err := postgres.AddSubscriptionUnits(ctx, tx, o.CheckoutSessionID, order.Line{
+			LineItemID: it.ID, PriceID: price, ProjectID: product.ProjectID, KeyDays: product.KeyDays, ExpireTarget: &t,
+		}, n)
+		if err != nil {
 			return nil, err
 		}
+		period := order.Period{Start: w.Now().Unix(), End: paidEnd - w.graceSeconds()}
+		if err := postgres.GrantSeat(ctx, tx, o.CheckoutSessionID, it.ID, period, sub.ID); err != nil {
+			return nil, err
+		}
+		added += n
 	}
+	for _, us := range leaving {
+		for _, u := range us {
+			surplus = append(surplus, u.ID)
+		}
+	}
+	if len(surplus) > 0 {
+		ended, err := postgres.EndUnits(ctx, tx, surplus, paidEnd)
+		if err != nil {
+			return nil, err
+		}
+		changed = append(changed, ended...)
+	}
+	// Periods already paid for the units' new prices (an invoice that
+	// arrived before this change).
+	granted, err := postgres.GrantRenewals(ctx, tx, sub.ID)
+	if err != nil {
+		return nil, err
+	}
+	changed = append(changed, granted...)
 	if added > 0 {
 		o, err = postgres.LockOrder(ctx, tx, o.CheckoutSessionID)
 		if err != nil {
@@ -228,8 +275,9 @@ func (w *SyncSubscriptionWorker) reconcileItems(ctx context.Context, tx pgx.Tx, 
 			return nil, err
 		}
 	}
-	if added > 0 || len(surplus) > 0 {
-		w.Logger.InfoContext(ctx, "subscription items changed", "subscription_id", sub.ID, "units_added", added, "units_ending", len(surplus))
+	if added > 0 || moved > 0 || len(surplus) > 0 {
+		w.Logger.InfoContext(ctx, "subscription items changed", "subscription_id", sub.ID, "units_added", added,
+			"units_moved_to_a_new_price", moved, "units_ending", len(surplus))
 	}
 	return changed, nil
 }
@@ -243,18 +291,33 @@ func (w *SyncSubscriptionWorker) maxUnits() int {
 
 // renewalPending applies PAST_DUE_ACTION to a subscription whose latest
 // period is not paid yet while Stripe still collects it (a SEPA or ACH
-// payment processing, card retries while past_due): keep extends its keys
-// to now + grace, so slow payment methods never lapse; suspend blacklists
-// them while past_due. Once paid, suspended keys are lifted.
+// payment processing, card retries while past_due): keep grants its keys
+// access until now, at most PAST_DUE_KEEP_FOR past the paid period, so
+// slow payment methods never lapse; suspend blacklists them while
+// past_due. Once paid, suspended keys are lifted. A subscription whose
+// collection the shop paused (pause_collection) keeps access without
+// paying, as Stripe describes it, and is never suspended for it.
 func (w *SyncSubscriptionWorker) renewalPending(ctx context.Context, tx pgx.Tx, sub *stripe.Subscription, paidThrough, now int64) ([]int64, error) {
+	paused := sub.PauseCollection != nil && sub.PauseCollection.Behavior != ""
 	collecting := sub.Status == stripe.SubscriptionStatusPastDue ||
 		(sub.Status == stripe.SubscriptionStatusActive && paidThrough > 0 && paidThrough < now)
-	suspend := w.policy().SuspendWhenPastDue && sub.Status == stripe.SubscriptionStatusPastDue
+	suspend := w.policy().SuspendWhenPastDue && sub.Status == stripe.SubscriptionStatusPastDue && !paused
 	changed, err := postgres.SuspendSubscription(ctx, tx, sub.ID, suspend)
-	if err != nil || !collecting || w.policy().SuspendWhenPastDue {
+	if err != nil || !collecting || paidThrough == 0 {
 		return changed, err
 	}
-	kept, err := postgres.KeepSubscriptionAlive(ctx, tx, sub.ID, now+w.graceSeconds())
+	until := now
+	switch {
+	case paused:
+		if sub.PauseCollection.ResumesAt > 0 {
+			until = min(until, sub.PauseCollection.ResumesAt)
+		}
+	case w.policy().SuspendWhenPastDue:
+		return changed, nil
+	default:
+		until = min(until, paidThrough+int64(w.policy().PastDueKeepFor/time.Second))
+	}
+	kept, err := postgres.GrantCollecting(ctx, tx, sub.ID, paidThrough, until)
 	return append(changed, kept...), err
 }
 
@@ -270,101 +333,18 @@ func (ApplyKeyStateArgs) InsertOpts() river.InsertOpts {
 	return river.InsertOpts{Queue: QueueLuarmorRenew, UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: inFlight}}
 }
 
-// ApplyKeyStateWorker works ApplyKeyStateArgs. Every value it sends was
-// committed before, and is absolute, so a repeat sends the same request.
+// ApplyKeyStateWorker works ApplyKeyStateArgs, queued before subscription
+// changes became grants of the entitlement ledger: it hands the key to its
+// writer.
 type ApplyKeyStateWorker struct {
 	river.WorkerDefaults[ApplyKeyStateArgs]
 	Deps
 }
 
-func (w *ApplyKeyStateWorker) Timeout(*river.Job[ApplyKeyStateArgs]) time.Duration {
-	return 5 * time.Minute
-}
-
 func (w *ApplyKeyStateWorker) Work(ctx context.Context, job *river.Job[ApplyKeyStateArgs]) error {
-	k, err := postgres.GetKey(ctx, w.Pool, job.Args.OrderKeyID)
-	if err != nil {
-		return err
-	}
-	if !k.Delivered() {
-		return completeBeforeDelivery(ctx, w.Deps, job, k)
-	}
-	if k.Status != order.KeyActive {
-		return nil // revoked
-	}
-	suspendedApplied, err := postgres.SuspendedApplied(ctx, w.Pool, k.ID)
-	if err != nil {
-		return err
-	}
-	var expire *int64
-	if k.ExpireTarget != nil && !sameExpiry(k.ExpireTarget, k.ExpireApplied) {
-		expire = k.ExpireTarget
-	}
-	if expire == nil && k.Suspended == suspendedApplied {
-		return nil
-	}
-	ctx = budget.WithClass(ctx, budget.ClassRenew)
-	if k.Suspended && !suspendedApplied {
-		ctx = budget.WithClass(ctx, budget.ClassRevoke)
-	}
-	if err := w.apply(ctx, k, expire, suspendedApplied); err != nil {
-		if errors.Is(err, luarmor.ErrNotFound) {
-			w.Logger.WarnContext(ctx, "subscription key no longer exists in Luarmor", "order_key_id", k.ID)
-			return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
-				return postgres.SetKeyStatus(ctx, tx, k.ID, order.KeyDeleted)
-			})
-		}
-		jobErr, _ := luarmorRetry(err, w.RateLimitWindow)
-		return jobErr
-	}
-	w.Logger.InfoContext(ctx, "subscription key updated", "order_key_id", k.ID, "user_key", logging.MaskKey(k.UserKey),
-		"auth_expire", expire, "suspended", k.Suspended, "ending", k.Ending)
-	tx, err := w.Pool.Begin(ctx)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck
-	if err := postgres.RecordKeyState(ctx, tx, k.ID, expire, k.Suspended); err != nil {
-		return err
-	}
-	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
-		return err
-	}
-	// Decided again while this run was sending: apply the newer state.
-	// The job is completed in this transaction, so the new one is not
-	// refused as a duplicate.
-	now, err := postgres.GetKey(ctx, tx, k.ID)
-	if err != nil {
-		return err
-	}
-	if !sameExpiry(now.ExpireTarget, now.ExpireApplied) || now.Suspended != k.Suspended {
-		if err := insertMany(ctx, tx, ApplyKeyStateArgs{OrderKeyID: k.ID}); err != nil {
-			return err
-		}
-	}
-	return tx.Commit(ctx)
-}
-
-// apply sends the expiry (if any) and the suspension change to Luarmor.
-func (w *ApplyKeyStateWorker) apply(ctx context.Context, k *order.Key, expire *int64, suspendedApplied bool) error {
-	if expire != nil {
-		if err := w.Luarmor.UpdateUser(ctx, k.ProjectID, luarmor.UpdateUserRequest{UserKey: k.UserKey, AuthExpire: expire}); err != nil {
-			return err
-		}
-	}
-	switch {
-	case k.Suspended && !suspendedApplied:
-		never := luarmor.NeverExpires
-		return w.Luarmor.Blacklist(ctx, k.ProjectID, luarmor.BlacklistRequest{UserKey: k.UserKey, BanReason: SuspendBanReason, BanExpire: &never})
-	case !k.Suspended && suspendedApplied:
-		// Luarmor issues a new unban token on every blacklist: read it now.
-		u, err := w.Luarmor.GetUser(ctx, k.ProjectID, k.UserKey)
-		if err != nil || !u.IsBanned() {
-			return err
-		}
-		return w.Luarmor.Unban(ctx, k.ProjectID, u.UnbanToken)
-	}
-	return nil
+	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+		return syncUnits(ctx, tx, job.Args.OrderKeyID)
+	})
 }
 
 // appliedTarget is the target a just-delivered key was given, if any.

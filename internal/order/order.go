@@ -248,6 +248,10 @@ type Policy struct {
 	// until it is paid (PAST_DUE_ACTION=suspend); by default (keep) they
 	// keep access until Stripe gives up.
 	SuspendWhenPastDue bool
+	// PastDueKeepFor bounds PAST_DUE_ACTION=keep: access kept while a
+	// renewal is collected ends at most this long after the paid period
+	// (PAST_DUE_KEEP_FOR).
+	PastDueKeepFor time.Duration
 
 	// SuspendOnInquiry blacklists the keys of a payment under a dispute
 	// inquiry until it closes (DISPUTE_INQUIRY_ACTION=suspend); false
@@ -293,5 +297,12 @@ func DefaultPolicy() Policy {
 		RefundAction:        ActionBlacklist,
 		RefundBanReason:     "Payment refunded",
 		RefundRevokePercent: 100,
+		PastDueKeepFor:      DefaultPastDueKeepFor,
+		// A banned subscriber is never charged again.
+		CancelSubscriptionOnRevoke: true,
 	}
 }
+
+// DefaultPastDueKeepFor is PAST_DUE_KEEP_FOR's default: Stripe's default
+// smart retries run for up to two weeks.
+const DefaultPastDueKeepFor = 14 * 24 * time.Hour

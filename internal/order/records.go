@@ -28,6 +28,26 @@ type Line struct {
 	KeyDays      int
 	Recurring    bool
 	ExpireTarget *int64
+	// PaidAt is when the checkout was paid (Stripe's time, unix seconds):
+	// a one-time unit's days count from then at the earliest.
+	PaidAt int64
+	// Period is the subscription period the checkout paid for (a
+	// recurring line), and Invoice the invoice that paid it.
+	Period  Period
+	Invoice string
+}
+
+// Period is a stretch of a subscription, unix seconds.
+type Period struct {
+	Start, End int64
+}
+
+// RenewalLine is one paid line of a subscription invoice: Quantity seats
+// of PriceID paid for Period.
+type RenewalLine struct {
+	PriceID  string
+	Quantity int
+	Period   Period
 }
 
 // Renewal is one paid subscription invoice.
@@ -38,6 +58,9 @@ type Renewal struct {
 	PeriodEnd      int64
 	ExpiresAt      int64 // PeriodEnd + grace: the absolute expiry every key gets
 	Extends        bool
+	// Lines are the seats and prices the invoice paid for, each a period
+	// granted to that many of the subscription's units of the price.
+	Lines []RenewalLine
 }
 
 // Revocation is a payment taken back: a dispute, a refund or an early
@@ -50,9 +73,12 @@ type Revocation struct {
 	ChargeID        string
 	PaymentIntentID string
 	SubscriptionID  string
-	Action          Action
-	Reason          string
-	Status          RevocationStatus
+	// InvoiceID is the subscription invoice the charge paid, when it paid
+	// one: a refund of it takes back that period only.
+	InvoiceID string
+	Action    Action
+	Reason    string
+	Status    RevocationStatus
 	Resolved        bool // traced to its payment's orders
 	Inquiry         bool // suspends keys for a dispute inquiry
 }

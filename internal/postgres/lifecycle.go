@@ -33,11 +33,11 @@ func LockPayment(ctx context.Context, tx pgx.Tx, keys ...string) error {
 }
 
 const revocationColumns = `id, source, source_id, COALESCE(charge_id, ''), COALESCE(payment_intent_id, ''),
-	COALESCE(subscription_id, ''), action, reason, status, resolved_at IS NOT NULL, inquiry`
+	COALESCE(subscription_id, ''), COALESCE(invoice_id, ''), action, reason, status, resolved_at IS NOT NULL, inquiry`
 
 func scanRevocation(row pgx.Row) (*order.Revocation, error) {
 	var r order.Revocation
-	err := row.Scan(&r.ID, &r.Source, &r.SourceID, &r.ChargeID, &r.PaymentIntentID, &r.SubscriptionID,
+	err := row.Scan(&r.ID, &r.Source, &r.SourceID, &r.ChargeID, &r.PaymentIntentID, &r.SubscriptionID, &r.InvoiceID,
 		&r.Action, &r.Reason, &r.Status, &r.Resolved, &r.Inquiry)
 	if err != nil {
 		return nil, err
@@ -108,11 +108,12 @@ func GetRevocation(ctx context.Context, db DB, id int64) (*order.Revocation, err
 }
 
 // ResolveRevocation records what the payment was traced to.
-func ResolveRevocation(ctx context.Context, tx pgx.Tx, id int64, paymentIntentID, subscriptionID string) error {
+func ResolveRevocation(ctx context.Context, tx pgx.Tx, id int64, paymentIntentID, subscriptionID, invoiceID string) error {
 	_, err := tx.Exec(ctx, `UPDATE revocations SET resolved_at = COALESCE(resolved_at, now()),
 		payment_intent_id = COALESCE(payment_intent_id, NULLIF($2, '')),
-		subscription_id = COALESCE(subscription_id, NULLIF($3, ''))
-		WHERE id = $1`, id, paymentIntentID, subscriptionID)
+		subscription_id = COALESCE(subscription_id, NULLIF($3, '')),
+		invoice_id = COALESCE(invoice_id, NULLIF($4, ''))
+		WHERE id = $1`, id, paymentIntentID, subscriptionID, invoiceID)
 	if err != nil {
 		return fmt.Errorf("resolving revocation %d: %w", id, err)
 	}
@@ -179,6 +180,15 @@ func RestoreOrder(ctx context.Context, tx pgx.Tx, sessionID string) error {
 		return fmt.Errorf("restoring order %s: %w", sessionID, err)
 	}
 	return settleOrder(ctx, tx, sessionID)
+}
+
+// UnitsOfOrder lists the IDs of an order's units.
+func UnitsOfOrder(ctx context.Context, db DB, sessionID string) ([]int64, error) {
+	rows, err := db.Query(ctx, `SELECT id FROM order_keys WHERE checkout_session_id = $1 ORDER BY id`, sessionID)
+	if err != nil {
+		return nil, fmt.Errorf("listing the units of order %s: %w", sessionID, err)
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[int64])
 }
 
 // KeysWithStatus lists an order's delivered keys in the given status.
@@ -327,6 +337,14 @@ func RecordKeyCheck(ctx context.Context, db DB, id int64, authExpire *int64) err
 		WHERE id = $1`, id, authExpire)
 	if err != nil {
 		return fmt.Errorf("recording check of key %d: %w", id, err)
+	}
+	// Luarmor ran the key's key_days from its first use: the ledger's
+	// time starts then.
+	_, err = db.Exec(ctx, `UPDATE ledger_keys l SET started_at = $2::bigint - 86400 * l.waiting_days, updated_at = now()
+		FROM order_keys k WHERE k.id = $1 AND l.project_id = k.project_id AND l.user_key = k.user_key
+		  AND l.started_at IS NULL AND $2::bigint <> -1`, id, authExpire)
+	if err != nil {
+		return fmt.Errorf("recording the start of key %d: %w", id, err)
 	}
 	return nil
 }

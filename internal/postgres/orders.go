@@ -165,6 +165,20 @@ func AddUnits(ctx context.Context, tx pgx.Tx, sessionID string, lines []order.Li
 		if err != nil {
 			return fmt.Errorf("recording keys of order %s: %w", sessionID, err)
 		}
+		var subscriptionID string
+		if l.Recurring {
+			if err := tx.QueryRow(ctx, `SELECT COALESCE(subscription_id, '') FROM orders WHERE checkout_session_id = $1`,
+				sessionID).Scan(&subscriptionID); err != nil {
+				return fmt.Errorf("reading the subscription of order %s: %w", sessionID, err)
+			}
+		}
+		source := "unit"
+		if l.Recurring {
+			source = periodSource(l.Invoice)
+		}
+		if err := addLineGrants(ctx, tx, sessionID, l, subscriptionID, source); err != nil {
+			return err
+		}
 	}
 	_, err := tx.Exec(ctx, `
 		UPDATE orders SET items_loaded_at = COALESCE(items_loaded_at, now()),

@@ -89,6 +89,17 @@ func AddSubscriptionUnits(ctx context.Context, tx pgx.Tx, sessionID string, l or
 	return nil
 }
 
+// MoveUnitToPrice moves a unit of a subscription to another price of the
+// same Luarmor project (a plan change): it keeps its key, and the new
+// price's paid periods are granted to it from now on.
+func MoveUnitToPrice(ctx context.Context, tx pgx.Tx, id int64, priceID string, keyDays int) error {
+	_, err := tx.Exec(ctx, `UPDATE order_keys SET price_id = $2, key_days = $3, updated_at = now() WHERE id = $1`, id, priceID, keyDays)
+	if err != nil {
+		return fmt.Errorf("moving unit %d to price %s: %w", id, priceID, err)
+	}
+	return nil
+}
+
 // EndUnits marks units as leaving their subscription: each runs out at
 // end (or earlier, if it already would) and is no longer renewed. It
 // returns the delivered keys whose expiry must be set in Luarmor.

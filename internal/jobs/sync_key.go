@@ -1,0 +1,277 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+
+	"fulfiller/internal/budget"
+	"fulfiller/internal/entitlement"
+	"fulfiller/internal/logging"
+	"fulfiller/internal/luarmor"
+	"fulfiller/internal/postgres"
+)
+
+// SyncKeyArgs brings one Luarmor key in step with its entitlement ledger.
+// It is the one writer of a key's expiry and of the bans payments call
+// for: renewals, subscription changes, revocations and their lifting,
+// purchases extending a key, all change the ledger and queue this job.
+type SyncKeyArgs struct {
+	LedgerKeyID int64 `json:"ledger_key_id"`
+	// Urgent: the change takes access away (a revocation, a ban) or gives
+	// back access taken (its lifting); it runs in the revocation queue,
+	// ahead of any backlog of renewals. Both kinds of run derive the whole
+	// state; the key's lease keeps them one at a time.
+	Urgent bool `json:"urgent,omitempty"`
+}
+
+func (SyncKeyArgs) Kind() string { return "sync_key" }
+
+// InsertOpts: one waiting or running copy per key. A change recorded
+// while it runs is caught by its completion (see Work), which queues it
+// again.
+func (a SyncKeyArgs) InsertOpts() river.InsertOpts {
+	queue := QueueLuarmorRenew
+	if a.Urgent {
+		queue = QueueLuarmorRevoke
+	}
+	return river.InsertOpts{Queue: queue, UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: inFlight}}
+}
+
+// SyncKeyWorker works SyncKeyArgs. One run:
+//
+//  1. reads the key's ledger and derives its desired state
+//     (entitlement.Derive); nothing to do when it is what was applied;
+//  2. takes the key's lease (one writer at a time, also across a rescue:
+//     a writer whose request may still be on its way holds it);
+//  3. reads the key from Luarmor: its first use, if any, is recorded as
+//     the key's start, and nothing is sent that it already has;
+//  4. sends the absolute result (expiry, ban or unban, delete);
+//  5. records what it applied for the version it read, with the job's
+//     completion, and queues itself again if the ledger changed meanwhile.
+//
+// A retry derives again from the ledger as it is then: nothing resends a
+// value computed earlier.
+//
+// Crash table:
+//
+//	dies before 4         nothing sent; the retry (or the rescue, after the lease) starts over
+//	dies during 4         the lease keeps a rescued run off until the request has ended; it then
+//	                      reads Luarmor and sends only what is still missing
+//	dies after 4, before  the same: every value sent is absolute, so sending it again changes nothing
+//	the commit of 5
+type SyncKeyWorker struct {
+	river.WorkerDefaults[SyncKeyArgs]
+	Deps
+}
+
+func (w *SyncKeyWorker) Timeout(*river.Job[SyncKeyArgs]) time.Duration { return 5 * time.Minute }
+
+func (w *SyncKeyWorker) Work(ctx context.Context, job *river.Job[SyncKeyArgs]) error {
+	id := job.Args.LedgerKeyID
+	l, err := w.readLedger(ctx, id)
+	if err != nil {
+		return err
+	}
+	now := w.Now().Unix()
+	d := entitlement.Derive(l.Grants, l.Facts, w.entitlementPolicy())
+	if l.Applied.Deleted || (!d.Start && entitlement.Same(l.Applied, d, now)) {
+		return w.record(ctx, job, l, l.Applied, d)
+	}
+	ctx = budget.WithClass(ctx, budget.ClassRenew)
+	if d.Ban != entitlement.NotBanned || d.Delete {
+		ctx = budget.WithClass(ctx, budget.ClassRevoke)
+	}
+	owner := newLeaseOwner(job.JobRow)
+	lease := w.CreateLease
+	var held *postgres.ErrLedgerLeaseHeld
+	if err := postgres.TakeLedgerLease(ctx, w.Pool, id, owner, lease); errors.As(err, &held) {
+		return river.JobSnooze(max(time.Until(held.Until), 0) + 250*time.Millisecond)
+	} else if err != nil {
+		return err
+	}
+	ctx = budget.WithBeforeSend(ctx, func(ctx context.Context) error {
+		return postgres.TakeLedgerLease(ctx, w.Pool, id, owner, lease)
+	})
+	release := func(d time.Duration) {
+		_ = postgres.ReleaseLedgerLease(context.WithoutCancel(ctx), w.Pool, id, owner, d)
+	}
+
+	u, err := w.Luarmor.GetUser(ctx, l.ProjectID, l.UserKey)
+	if errors.Is(err, luarmor.ErrNotFound) {
+		w.Logger.WarnContext(ctx, "a key with paid time no longer exists in Luarmor; recorded as deleted",
+			"ledger_key_id", id, "user_key", logging.MaskKey(l.UserKey))
+		return w.record(ctx, job, l, entitlement.Applied{Deleted: true}, d)
+	}
+	if err != nil {
+		release(0)
+		jobErr, _ := luarmorRetry(err, w.RateLimitWindow)
+		return jobErr
+	}
+	if l.Facts.StartedAt == nil && (started(u) || d.Start) {
+		// The key's clock started: at its first use (Luarmor ran its
+		// key_days from then), or now, because the time it is owed can
+		// only be set as an absolute expiry.
+		at := now
+		if started(u) {
+			at = u.AuthExpire - int64(l.Facts.WaitingDays)*86400
+		}
+		if err := postgres.RecordKeyStart(ctx, w.Pool, id, at); err != nil {
+			release(0)
+			return err
+		}
+		l.Facts.StartedAt = &at
+		d = entitlement.Derive(l.Grants, l.Facts, w.entitlementPolicy())
+	}
+	applied, err := w.apply(ctx, l, d, u, now)
+	if errors.Is(err, luarmor.ErrNotFound) {
+		return w.record(ctx, job, l, entitlement.Applied{Deleted: true}, d)
+	}
+	if err != nil {
+		settleCreateLease(ctx, err, func(context.Context) { release(answeredLease) }, func(context.Context) { release(0) })
+		jobErr, retry := luarmorRetry(err, w.RateLimitWindow)
+		if !retry {
+			w.Logger.ErrorContext(ctx, "luarmor refused to set a key to what was paid for; set it in the dashboard",
+				"ledger_key_id", id, "user_key", logging.MaskKey(l.UserKey), "error", err)
+		}
+		return jobErr
+	}
+	w.Logger.InfoContext(ctx, "key set to what was paid for", "ledger_key_id", id, "user_key", logging.MaskKey(l.UserKey),
+		"lifetime", applied.Lifetime, "key_days", applied.WaitingDays, "auth_expire", applied.Expire,
+		"ban", applied.Ban, "deleted", applied.Deleted)
+	return w.record(ctx, job, l, applied, d)
+}
+
+// started reports whether Luarmor started the key's clock: a key waiting
+// for first use has auth_expire -1 and key_days.
+func started(u *luarmor.User) bool { return u.AuthExpire != luarmor.NeverExpires }
+
+func (w *SyncKeyWorker) readLedger(ctx context.Context, id int64) (*postgres.Ledger, error) {
+	return postgres.ReadLedger(ctx, w.Pool, id, SuspendBanReason, DefaultSupportBanReason)
+}
+
+func (w *SyncKeyWorker) entitlementPolicy() entitlement.Policy {
+	return entitlement.Policy{GraceSeconds: w.graceSeconds()}
+}
+
+// apply sends what the key lacks of d, given the key as Luarmor has it
+// (u), and returns what the key then is.
+func (w *SyncKeyWorker) apply(ctx context.Context, l *postgres.Ledger, d entitlement.Desired, u *luarmor.User, now int64) (entitlement.Applied, error) {
+	if d.Delete {
+		if err := w.Luarmor.DeleteUser(ctx, l.ProjectID, l.UserKey); err != nil && !errors.Is(err, luarmor.ErrNotFound) {
+			return entitlement.Applied{}, err
+		}
+		w.Metrics.KeyRevoked("delete")
+		return entitlement.Applied{Deleted: true}, nil
+	}
+	a := entitlement.Applied{Ban: d.Ban, BanReason: d.BanReason}
+	switch {
+	case d.Lifetime:
+		a.Lifetime = true
+		if u.AuthExpire != luarmor.NeverExpires || u.KeyDays != 0 {
+			if err := w.setExpiry(ctx, l, luarmor.NeverExpires); err != nil {
+				return a, err
+			}
+		}
+	case d.WaitingDays > 0:
+		// Luarmor holds key_days for first use; they cannot be changed
+		// without starting the clock, which Derive asks for when needed.
+		a.WaitingDays = u.KeyDays
+	default:
+		target := entitlement.ExpireToSend(d, now)
+		a.Expire = target
+		lapsed := u.AuthExpire != luarmor.NeverExpires && u.AuthExpire <= now && d.Expire <= now
+		if lapsed {
+			a.Expire = u.AuthExpire
+		} else if u.AuthExpire != target || u.KeyDays != 0 {
+			if err := w.setExpiry(ctx, l, target); err != nil {
+				return a, err
+			}
+		}
+	}
+	switch {
+	case d.Ban != entitlement.NotBanned && !u.IsBanned():
+		never := luarmor.NeverExpires
+		if err := w.Luarmor.Blacklist(ctx, l.ProjectID, luarmor.BlacklistRequest{UserKey: l.UserKey, BanReason: d.BanReason, BanExpire: &never}); err != nil {
+			return a, err
+		}
+		if d.Ban == entitlement.BanPermanent {
+			w.Metrics.KeyRevoked("blacklist")
+		}
+	case d.Ban == entitlement.NotBanned && u.IsBanned() && l.Applied.Ban != entitlement.NotBanned:
+		// Only a ban the ledger made is lifted: one the seller set in the
+		// dashboard stays. Luarmor issues a new unban token on every
+		// blacklist; u was read just now.
+		if err := w.Luarmor.Unban(ctx, l.ProjectID, u.UnbanToken); err != nil {
+			return a, err
+		}
+	}
+	return a, nil
+}
+
+func (w *SyncKeyWorker) setExpiry(ctx context.Context, l *postgres.Ledger, expire int64) error {
+	return w.Luarmor.UpdateUser(ctx, l.ProjectID, luarmor.UpdateUserRequest{UserKey: l.UserKey, AuthExpire: &expire})
+}
+
+// record commits what was applied for the ledger's version with the job's
+// completion, and queues the writer again when the ledger changed since
+// it was read: River refuses a second copy while this one runs, so a
+// change recorded meanwhile would otherwise wait for the next.
+func (w *SyncKeyWorker) record(ctx context.Context, job *river.Job[SyncKeyArgs], l *postgres.Ledger, a entitlement.Applied, d entitlement.Desired) error {
+	suspendedOnly := d.Ban == entitlement.BanSuspended && !suspendedByGrant(l.Grants)
+	tx, err := w.Pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck
+	stale, err := postgres.RecordApplied(ctx, tx, l.ID, l.Version, a, suspendedOnly)
+	if err != nil {
+		return err
+	}
+	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
+		return err
+	}
+	if stale {
+		if err := insertMany(ctx, tx, SyncKeyArgs{LedgerKeyID: l.ID, Urgent: job.Args.Urgent}); err != nil {
+			return err
+		}
+	}
+	return tx.Commit(ctx)
+}
+
+func suspendedByGrant(gs []entitlement.Grant) bool {
+	for _, g := range gs {
+		if g.State == entitlement.Suspended {
+			return true
+		}
+	}
+	return false
+}
+
+// syncUnits queues the writer of every key the given units hold, in tx:
+// call it after changing their grants or facts.
+func syncUnits(ctx context.Context, tx pgx.Tx, unitIDs ...int64) error {
+	return queueSync(ctx, tx, false, unitIDs)
+}
+
+// syncUnitsUrgently is syncUnits for a change that takes access away or
+// gives it back (see SyncKeyArgs.Urgent).
+func syncUnitsUrgently(ctx context.Context, tx pgx.Tx, unitIDs ...int64) error {
+	return queueSync(ctx, tx, true, unitIDs)
+}
+
+func queueSync(ctx context.Context, tx pgx.Tx, urgent bool, unitIDs []int64) error {
+	keys, err := postgres.LedgerKeysOfUnits(ctx, tx, unitIDs)
+	if err != nil {
+		return err
+	}
+	args := make([]river.JobArgs, len(keys))
+	for i, id := range keys {
+		args[i] = SyncKeyArgs{LedgerKeyID: id, Urgent: urgent}
+	}
+	return insertMany(ctx, tx, args...)
+}

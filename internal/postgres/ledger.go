@@ -1,0 +1,367 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"fulfiller/internal/entitlement"
+	"fulfiller/internal/order"
+)
+
+// The entitlement ledger's SQL (migration 0022). Grants belong to units;
+// a Luarmor key's ledger is the grants of every unit holding it. Triggers
+// bump a key's version on every change to its grants or its units' facts,
+// so its writer (jobs.SyncKeyWorker) knows when what it applied is stale.
+
+// addLineGrants records the grant of each unit of a line just added: a
+// one-time unit's days (or lifetime) from when it was paid, a recurring
+// unit's paid period. source names the payment ("unit", or for a period
+// the invoice that paid it). A repeated call adds nothing.
+func addLineGrants(ctx context.Context, tx pgx.Tx, sessionID string, l order.Line, subscriptionID, source string) error {
+	kind, days, from, to, line := entitlement.KindDays, l.KeyDays, l.PaidAt, int64(0), ""
+	switch {
+	case l.Recurring:
+		kind, days, from, to, line = entitlement.KindPeriod, 0, l.Period.Start, l.Period.End, subscriptionID
+	case l.KeyDays == 0:
+		kind = entitlement.KindLifetime
+	}
+	_, err := tx.Exec(ctx, `
+		INSERT INTO key_grants (order_key_id, source, kind, days, valid_from, valid_to, line)
+		SELECT id, $3, $4, $5, $6, $7, $8 FROM order_keys
+		WHERE checkout_session_id = $1 AND line_item_id = $2
+		ON CONFLICT (order_key_id, source) DO NOTHING`,
+		sessionID, l.LineItemID, source, kind, days, from, to, line)
+	if err != nil {
+		return fmt.Errorf("recording what the units of order %s were paid for: %w", sessionID, err)
+	}
+	return nil
+}
+
+// periodSource names the payment of a subscription period.
+func periodSource(invoiceID string) string {
+	if invoiceID == "" {
+		return "invoice:checkout"
+	}
+	return "invoice:" + invoiceID
+}
+
+// RecordRenewalLines stores the paid lines of a subscription invoice once.
+func RecordRenewalLines(ctx context.Context, tx pgx.Tx, invoiceID string, lines []order.RenewalLine) error {
+	for _, l := range lines {
+		_, err := tx.Exec(ctx, `INSERT INTO renewal_lines (invoice_id, price_id, quantity, period_start, period_end)
+			VALUES ($1, $2, $3, $4, $5) ON CONFLICT (invoice_id, price_id) DO NOTHING`,
+			invoiceID, l.PriceID, l.Quantity, l.Period.Start, l.Period.End)
+		if err != nil {
+			return fmt.Errorf("recording the lines of invoice %s: %w", invoiceID, err)
+		}
+	}
+	return nil
+}
+
+// GrantRenewals gives the subscription's units the periods its invoices
+// paid: each paid line's period to as many of the price's units as it
+// paid seats, oldest first, among the units still part of the
+// subscription. A unit that left it keeps what was paid before. Whatever
+// order invoices and units arrive in, each unit ends with the same grants.
+// It returns the units that got a new grant.
+func GrantRenewals(ctx context.Context, tx pgx.Tx, subscriptionID string) ([]int64, error) {
+	rows, err := tx.Query(ctx, `
+		INSERT INTO key_grants (order_key_id, source, kind, valid_from, valid_to, line)
+		SELECT u.id, 'invoice:' || l.invoice_id, 'period', l.period_start, l.period_end, $1
+		FROM renewal_lines l
+		JOIN renewals r ON r.invoice_id = l.invoice_id AND r.subscription_id = $1
+		CROSS JOIN LATERAL (
+			SELECT k.id FROM order_keys k JOIN orders o ON o.checkout_session_id = k.checkout_session_id
+			WHERE o.subscription_id = $1 AND k.recurring AND k.price_id = l.price_id
+			  AND (NOT k.ending OR EXISTS (SELECT 1 FROM key_grants g WHERE g.order_key_id = k.id AND g.source = 'invoice:' || l.invoice_id))
+			ORDER BY k.id LIMIT l.quantity
+		) u
+		ON CONFLICT (order_key_id, source) DO NOTHING
+		RETURNING order_key_id`, subscriptionID)
+	if err != nil {
+		return nil, fmt.Errorf("granting the paid periods of subscription %s: %w", subscriptionID, err)
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[int64])
+}
+
+// GrantCollecting records, or stretches, the access a subscription's
+// current units keep while Stripe still collects a renewal
+// (PAST_DUE_ACTION=keep): a period from the end of what was paid until
+// until. It returns the units whose grant changed.
+func GrantCollecting(ctx context.Context, tx pgx.Tx, subscriptionID string, paidEnd, until int64) ([]int64, error) {
+	if until <= paidEnd {
+		return nil, nil
+	}
+	rows, err := tx.Query(ctx, `
+		INSERT INTO key_grants AS g (order_key_id, source, kind, valid_from, valid_to, line)
+		SELECT k.id, 'collecting', 'period', $2, $3, $1
+		FROM order_keys k JOIN orders o ON o.checkout_session_id = k.checkout_session_id
+		WHERE o.subscription_id = $1 AND k.recurring AND NOT k.ending AND k.status IN ('pending', 'active')
+		ON CONFLICT (order_key_id, source) DO UPDATE SET
+			valid_from = LEAST(g.valid_from, EXCLUDED.valid_from), valid_to = EXCLUDED.valid_to,
+			state = 'active', updated_at = now()
+		WHERE g.valid_to < EXCLUDED.valid_to OR g.state <> 'active'
+		RETURNING g.order_key_id`, subscriptionID, paidEnd, until)
+	if err != nil {
+		return nil, fmt.Errorf("keeping subscription %s's keys while Stripe collects: %w", subscriptionID, err)
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[int64])
+}
+
+// EndCollecting ends the access kept while a renewal was collected: Stripe
+// gave up, or the renewal was paid (its period then stands on its own).
+func EndCollecting(ctx context.Context, tx pgx.Tx, subscriptionID string) ([]int64, error) {
+	rows, err := tx.Query(ctx, `
+		UPDATE key_grants g SET state = 'ended', updated_at = now()
+		FROM order_keys k JOIN orders o ON o.checkout_session_id = k.checkout_session_id
+		WHERE g.order_key_id = k.id AND o.subscription_id = $1 AND g.source = 'collecting' AND g.state = 'active'
+		RETURNING g.order_key_id`, subscriptionID)
+	if err != nil {
+		return nil, fmt.Errorf("ending the access kept for subscription %s: %w", subscriptionID, err)
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[int64])
+}
+
+// GrantSeat gives units added to a subscription the period its other
+// units were last paid for, so a seat added mid-period runs with them.
+func GrantSeat(ctx context.Context, tx pgx.Tx, sessionID, lineItemID string, p order.Period, subscriptionID string) error {
+	_, err := tx.Exec(ctx, `
+		INSERT INTO key_grants (order_key_id, source, kind, valid_from, valid_to, line)
+		SELECT id, 'seat', 'period', $3, $4, $5 FROM order_keys
+		WHERE checkout_session_id = $1 AND line_item_id = $2
+		  AND NOT EXISTS (SELECT 1 FROM key_grants g WHERE g.order_key_id = order_keys.id)
+		ON CONFLICT (order_key_id, source) DO NOTHING`, sessionID, lineItemID, p.Start, p.End, subscriptionID)
+	if err != nil {
+		return fmt.Errorf("granting the added seats of order %s: %w", sessionID, err)
+	}
+	return nil
+}
+
+// RevokeGrants sets the grants a revocation takes (a refund: revoked, with
+// its action; a chargeback or fraud warning: banned; an inquiry:
+// suspended) on the given units: every grant of each unit, or with
+// invoiceID only the period that invoice paid. Grants another revocation
+// already holds are left to it. It returns the units whose grants changed.
+func RevokeGrants(ctx context.Context, tx pgx.Tx, unitIDs []int64, r *order.Revocation, state entitlement.State, action entitlement.Action, invoiceID string) ([]int64, error) {
+	rows, err := tx.Query(ctx, `
+		UPDATE key_grants SET state = $2, reason = $3, action = $4, revocation_id = $5, updated_at = now()
+		WHERE order_key_id = ANY($1) AND state IN ('active', 'suspended')
+		  AND ($6 = '' OR source = 'invoice:' || $6)
+		  AND (state = 'active' OR $2 = 'banned' OR revocation_id = $5)
+		RETURNING order_key_id`, unitIDs, state, r.Reason, action, r.ID, invoiceID)
+	if err != nil {
+		return nil, fmt.Errorf("taking back the grants of revocation %d: %w", r.ID, err)
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[int64])
+}
+
+// RestoreGrants gives back what a lifted revocation took: its grants stand
+// again, unless keep says a ban stays (DISPUTE_WON_ACTION=keep).
+func RestoreGrants(ctx context.Context, tx pgx.Tx, revocationID int64, keepBans bool) ([]int64, error) {
+	rows, err := tx.Query(ctx, `
+		UPDATE key_grants SET state = 'active', reason = '', action = '', revocation_id = NULL, updated_at = now()
+		WHERE revocation_id = $1 AND NOT ($2 AND state = 'banned')
+		RETURNING order_key_id`, revocationID, keepBans)
+	if err != nil {
+		return nil, fmt.Errorf("restoring the grants of revocation %d: %w", revocationID, err)
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[int64])
+}
+
+// LedgerKeysOfUnits lists the ledger keys the given units hold (delivered
+// units only), without repeats.
+func LedgerKeysOfUnits(ctx context.Context, db DB, unitIDs []int64) ([]int64, error) {
+	if len(unitIDs) == 0 {
+		return nil, nil
+	}
+	rows, err := db.Query(ctx, `SELECT DISTINCT l.id FROM ledger_keys l
+		JOIN order_keys k ON k.project_id = l.project_id AND k.user_key = l.user_key
+		WHERE k.id = ANY($1) ORDER BY l.id`, unitIDs)
+	if err != nil {
+		return nil, fmt.Errorf("finding the keys of units: %w", err)
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[int64])
+}
+
+// EnsureLedgerKey records a Luarmor key delivered to a unit, with what its
+// create (or the sale from stock) left in Luarmor, and returns its ledger
+// ID. A key already recorded (a purchase that extended it) keeps its row.
+func EnsureLedgerKey(ctx context.Context, tx pgx.Tx, projectID, userKey string, startedAt *int64, applied entitlement.Applied) (int64, error) {
+	var id int64
+	err := tx.QueryRow(ctx, `
+		INSERT INTO ledger_keys (project_id, user_key, started_at, waiting_days, applied_version,
+		                         applied_lifetime, applied_waiting_days, applied_expire)
+		VALUES ($1, $2, $3, $4, 0, $5, $4, $6)
+		ON CONFLICT (project_id, user_key) DO UPDATE SET updated_at = ledger_keys.updated_at
+		RETURNING id`, projectID, userKey, startedAt, applied.WaitingDays, applied.Lifetime, applied.Expire).Scan(&id)
+	if err != nil {
+		return 0, fmt.Errorf("recording a delivered key's ledger: %w", err)
+	}
+	return id, nil
+}
+
+// Ledger is one Luarmor key's ledger as its writer reads it.
+type Ledger struct {
+	ID        int64
+	ProjectID string
+	UserKey   string
+	Version   int64
+	Grants    []entitlement.Grant
+	Facts     entitlement.Facts
+	Applied   entitlement.Applied
+	// AppliedVersion is the version of the ledger last applied.
+	AppliedVersion int64
+}
+
+// ReadLedger reads a key's grants, facts and applied state. suspension is
+// the reason shown while a unit's subscription is suspended for an unpaid
+// renewal; supportBan the reason shown while support's ban holds it.
+func ReadLedger(ctx context.Context, db DB, id int64, suspension, supportBan string) (*Ledger, error) {
+	l := Ledger{ID: id}
+	var ban string
+	err := db.QueryRow(ctx, `SELECT project_id, user_key, version, applied_version, started_at, waiting_days,
+			applied_deleted, applied_lifetime, applied_waiting_days, applied_expire, applied_ban, applied_ban_reason
+		FROM ledger_keys WHERE id = $1`, id).Scan(&l.ProjectID, &l.UserKey, &l.Version, &l.AppliedVersion,
+		&l.Facts.StartedAt, &l.Facts.WaitingDays, &l.Applied.Deleted, &l.Applied.Lifetime, &l.Applied.WaitingDays,
+		&l.Applied.Expire, &ban, &l.Applied.BanReason)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, order.Errorf(order.ENOTFOUND, "no ledger key %d", id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading ledger key %d: %w", id, err)
+	}
+	l.Applied.Ban = entitlement.Ban(ban)
+	var supportBanned, suspended bool
+	if err := db.QueryRow(ctx, `SELECT
+			EXISTS (SELECT 1 FROM order_keys k WHERE k.project_id = $1 AND k.user_key = $2 AND k.support_ban),
+			EXISTS (SELECT 1 FROM order_keys k WHERE k.project_id = $1 AND k.user_key = $2 AND k.suspended AND k.recurring
+			        AND NOT k.ending)`, l.ProjectID, l.UserKey).Scan(&supportBanned, &suspended); err != nil {
+		return nil, fmt.Errorf("reading the facts of ledger key %d: %w", id, err)
+	}
+	if supportBanned {
+		l.Facts.SupportBan = supportBan
+	}
+	if suspended {
+		l.Facts.Suspension = suspension
+	}
+	rows, err := db.Query(ctx, `SELECT g.id, g.kind, g.days, g.valid_from, g.valid_to, g.line, g.state, g.reason, g.action
+		FROM key_grants g JOIN order_keys k ON k.id = g.order_key_id
+		WHERE k.project_id = $1 AND k.user_key = $2 ORDER BY g.id`, l.ProjectID, l.UserKey)
+	if err != nil {
+		return nil, fmt.Errorf("reading the grants of ledger key %d: %w", id, err)
+	}
+	l.Grants, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (entitlement.Grant, error) {
+		var g entitlement.Grant
+		err := row.Scan(&g.ID, &g.Kind, &g.Days, &g.From, &g.To, &g.Line, &g.State, &g.Reason, &g.Action)
+		return g, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading the grants of ledger key %d: %w", id, err)
+	}
+	return &l, nil
+}
+
+// RecordKeyStart records when a key's clock started, once.
+func RecordKeyStart(ctx context.Context, db DB, id, at int64) error {
+	_, err := db.Exec(ctx, `UPDATE ledger_keys SET started_at = COALESCE(started_at, $2), updated_at = now() WHERE id = $1`, id, at)
+	if err != nil {
+		return fmt.Errorf("recording the start of ledger key %d: %w", id, err)
+	}
+	return nil
+}
+
+// ErrLedgerLeaseHeld: another writer of the key may have a request on its
+// way until Until.
+type ErrLedgerLeaseHeld struct{ Until time.Time }
+
+func (e *ErrLedgerLeaseHeld) Error() string {
+	return "another writer of the key holds its lease until " + e.Until.Format(time.RFC3339)
+}
+
+// TakeLedgerLease gives owner the key's lease for d, unless another owner
+// holds it: then *ErrLedgerLeaseHeld. Taken again before every request.
+func TakeLedgerLease(ctx context.Context, db DB, id int64, owner string, d time.Duration) error {
+	var holder string
+	var until time.Time
+	err := db.QueryRow(ctx, `
+		UPDATE ledger_keys SET lease_owner = $2, lease_until = now() + $3::interval
+		WHERE id = $1 AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until < now())
+		RETURNING lease_owner, lease_until`, id, owner, d).Scan(&holder, &until)
+	if errors.Is(err, pgx.ErrNoRows) {
+		if err := db.QueryRow(ctx, `SELECT lease_until FROM ledger_keys WHERE id = $1`, id).Scan(&until); err != nil {
+			return fmt.Errorf("reading the lease of ledger key %d: %w", id, err)
+		}
+		return &ErrLedgerLeaseHeld{Until: until}
+	}
+	if err != nil {
+		return fmt.Errorf("taking the lease of ledger key %d: %w", id, err)
+	}
+	return nil
+}
+
+// ReleaseLedgerLease ends owner's lease, or shortens it to d when a
+// request may still be settling.
+func ReleaseLedgerLease(ctx context.Context, db DB, id int64, owner string, d time.Duration) error {
+	_, err := db.Exec(ctx, `UPDATE ledger_keys SET
+			lease_owner = CASE WHEN $3::interval = '0'::interval THEN NULL ELSE lease_owner END,
+			lease_until = CASE WHEN $3::interval = '0'::interval THEN NULL ELSE LEAST(lease_until, now() + $3::interval) END
+		WHERE id = $1 AND lease_owner = $2`, id, owner, d)
+	if err != nil {
+		return fmt.Errorf("releasing the lease of ledger key %d: %w", id, err)
+	}
+	return nil
+}
+
+// RecordApplied records, in the writer's completing transaction, what was
+// applied to the key for version, and what it means for every unit
+// holding it: the key's expiry as the order API shows it (the same on
+// every order), and each unit's status (deleted; blacklisted while the
+// key is banned for a payment or by support; reverted when the unit's own
+// grants were all taken back but others hold the key; active). It
+// reports whether the ledger changed since version was read (the caller
+// then runs the writer again) and locks the key's row until commit.
+func RecordApplied(ctx context.Context, tx pgx.Tx, id, version int64, a entitlement.Applied, suspendedOnly bool) (stale bool, err error) {
+	var current int64
+	var projectID, userKey string
+	if err := tx.QueryRow(ctx, `SELECT version, project_id, user_key FROM ledger_keys WHERE id = $1 FOR UPDATE`, id).
+		Scan(&current, &projectID, &userKey); err != nil {
+		return false, fmt.Errorf("locking ledger key %d: %w", id, err)
+	}
+	_, err = tx.Exec(ctx, `UPDATE ledger_keys SET applied_version = $2, applied_deleted = $3, applied_lifetime = $4,
+			applied_waiting_days = $5, applied_expire = $6, applied_ban = $7, applied_ban_reason = $8,
+			lease_owner = NULL, lease_until = NULL, updated_at = now()
+		WHERE id = $1`, id, version, a.Deleted, a.Lifetime, a.WaitingDays, a.Expire, a.Ban, a.BanReason)
+	if err != nil {
+		return false, fmt.Errorf("recording what was applied to ledger key %d: %w", id, err)
+	}
+	var expire *int64
+	switch {
+	case a.Lifetime:
+		never := int64(-1)
+		expire = &never
+	case a.WaitingDays > 0:
+	default:
+		expire = &a.Expire
+	}
+	banned := a.Ban != entitlement.NotBanned && !suspendedOnly
+	_, err = tx.Exec(ctx, `
+		UPDATE order_keys k SET auth_expire = $3, suspended_applied = ($6 AND k.suspended), updated_at = now(),
+			status = CASE
+				WHEN k.status NOT IN ('active', 'blacklisted', 'reverted', 'deleted') THEN k.status
+				WHEN $4 THEN 'deleted'
+				WHEN $5 THEN 'blacklisted'
+				WHEN NOT EXISTS (SELECT 1 FROM key_grants g WHERE g.order_key_id = k.id AND g.state IN ('active', 'suspended'))
+				     AND EXISTS (SELECT 1 FROM key_grants g WHERE g.order_key_id = k.id AND g.state IN ('revoked', 'banned'))
+				  THEN 'reverted'
+				ELSE 'active' END
+		WHERE k.project_id = $1 AND k.user_key = $2`,
+		projectID, userKey, expire, a.Deleted, banned, a.Ban == entitlement.BanSuspended)
+	if err != nil {
+		return false, fmt.Errorf("recording the state of the units of ledger key %d: %w", id, err)
+	}
+	return current != version, nil
+}
