@@ -79,8 +79,8 @@ type Revocation struct {
 	Action    Action
 	Reason    string
 	Status    RevocationStatus
-	Resolved        bool // traced to its payment's orders
-	Inquiry         bool // suspends keys for a dispute inquiry
+	Resolved  bool // traced to its payment's orders
+	Inquiry   bool // suspends keys for a dispute inquiry
 }
 
 // RevocationSource is what took a payment back.
