@@ -31,7 +31,12 @@ func (b *bundle) discordOrder(t *testing.T, discordID, customer string, items ..
 	}
 	b.stripe.PutSession(s)
 	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
-	return s, b.waitOrder(t, s.ID, "fulfilled")
+	b.waitOrder(t, s.ID, "fulfilled")
+	// A purchase that extended a key the buyer had is applied by the
+	// key's writer right after the delivery.
+	b.waitIdle(t)
+	_, o := b.getOrder(t, s.ID)
+	return s, o
 }
 
 // refundOrder fully refunds a one-off order's payment and waits until the
@@ -305,8 +310,9 @@ func TestFirstPurchaseRefundWhoseAnswerIsLostTakesItsDaysOnce(t *testing.T) {
 	b.sandbox.InjectFault(sandbox.Fault{Method: http.MethodPatch, PathContains: "/users", Kind: sandbox.FaultApplyThenDrop, Times: 1})
 	b.refundOrder(t, first)
 	b.waitKeys(t, first.ID, "revoked", "reverted")
-	require.Equal(t, 2, b.luarmorCalls(http.MethodPatch, "/users"), "the lost answer was sent again")
-	require.Equal(t, paidUntil, b.user(t, key).AuthExpire, "the retry sent the stored expiry, not the month off again")
+	require.Equal(t, 1, b.luarmorCalls(http.MethodPatch, "/users"),
+		"the retry read the key, found the expiry the lost answer had set, and sent nothing again")
+	require.Equal(t, paidUntil, b.user(t, key).AuthExpire, "the month was taken off once")
 	require.False(t, b.user(t, key).IsBanned())
 }
 

@@ -319,9 +319,9 @@ func TestRevokedSubscriptionIsCancelledInStripeOnce(t *testing.T) {
 func TestAlreadyCancelledSubscriptionIsSuccess(t *testing.T) {
 	t.Parallel()
 	b := setup(t, withPolicy(func(p *order.Policy) { p.CancelSubscriptionOnRevoke = true }))
-	s, pi, inv, ch := b.subscriptionPayment(t)
+	s, pi, _, ch := b.subscriptionPayment(t)
 	b.stripe.PutObject(stripefake.KindSubscription, s.Subscription, map[string]any{"status": "canceled"})
-	b.deliver(t, b.refund(t, ch, pi, inv, 1000))
+	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", newID("dp_"), ch, pi, "needs_response"))
 	b.waitKeys(t, s.ID, "revoked", "blacklisted")
 	b.waitIdle(t)
 	require.Equal(t, 1, b.stripeCalls(http.MethodDelete, "/v1/subscriptions/"+s.Subscription))
@@ -332,7 +332,7 @@ func TestAlreadyCancelledSubscriptionIsSuccess(t *testing.T) {
 
 func TestSubscriptionStaysWhenCancelOnRevokeIsOff(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
+	b := setup(t, withPolicy(func(p *order.Policy) { p.CancelSubscriptionOnRevoke = false }))
 	s, pi, _, ch := b.subscriptionPayment(t)
 	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", newID("dp_"), ch, pi, "needs_response"))
 	b.waitKeys(t, s.ID, "revoked", "blacklisted")

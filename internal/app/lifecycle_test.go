@@ -45,10 +45,31 @@ func (b *bundle) subscriptionOrder(t *testing.T, quantity int64) (stripefake.Ses
 func (b *bundle) invoice(t *testing.T, sub, reason string, periodEnd int64) (string, []byte) {
 	t.Helper()
 	id := newID("in_")
-	lines := []map[string]any{{
-		"object": "line_item", "type": "subscription", "proration": false, "subscription": sub, "amount": 1000,
-		"period": map[string]any{"start": periodEnd - 30*day, "end": periodEnd},
-	}}
+	// One line per price the subscription holds, for as many seats as its
+	// order has units of the price (one of priceMonth before any).
+	seats := map[string]int{}
+	rows, err := b.pool.Query(context.Background(), `SELECT k.price_id, count(*) FROM order_keys k
+		JOIN orders o USING (checkout_session_id) WHERE o.subscription_id = $1 AND k.recurring AND NOT k.ending
+		GROUP BY k.price_id`, sub)
+	require.NoError(t, err)
+	for rows.Next() {
+		var price string
+		var n int
+		require.NoError(t, rows.Scan(&price, &n))
+		seats[price] = n
+	}
+	require.NoError(t, rows.Err())
+	if len(seats) == 0 {
+		seats[priceMonth] = 1
+	}
+	var lines []map[string]any
+	for price, n := range seats {
+		lines = append(lines, map[string]any{
+			"object": "line_item", "type": "subscription", "proration": false, "subscription": sub, "amount": 1000,
+			"price": map[string]any{"id": price, "object": "price"}, "quantity": n,
+			"period": map[string]any{"start": periodEnd - 30*day, "end": periodEnd},
+		})
+	}
 	inv := map[string]any{
 		"id": id, "object": "invoice", "subscription": sub, "billing_reason": reason, "status": "paid",
 		"paid": true, "customer": "cus_x", "payment_intent": newID("pi_"), "charge": newID("ch_"),
@@ -201,7 +222,8 @@ func TestRenewalExtendsEveryKeyOnce(t *testing.T) {
 	// Two invoices, two keys: at most two calls per key per renewal.
 	require.LessOrEqual(t, b.luarmorCalls(http.MethodGet, "/users")+b.luarmorCalls(http.MethodPatch, "/users"), 2*2*2)
 	require.Equal(t, 2, b.luarmorCalls(http.MethodPatch, "/users"), "one PATCH per key; the second invoice found them extended")
-	require.Equal(t, 2, b.count(t, "SELECT count(*) FROM key_renewals WHERE invoice_id = $1", invoiceID))
+	require.Equal(t, 2, b.count(t, "SELECT count(*) FROM key_grants WHERE source = 'invoice:' || $1", invoiceID),
+		"the invoice's period granted to each key once")
 }
 
 func mustJSON(t *testing.T, v any) []byte {
@@ -483,24 +505,39 @@ func TestPartialRefundChangesNothing(t *testing.T) {
 	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM stripe_events WHERE type = 'charge.refunded'"), "recorded")
 }
 
-func TestRefundAfterRenewalBlacklists(t *testing.T) {
+// A refunded renewal (a goodwill refund, a double charge) takes back the
+// period it paid: the subscriber keeps the key and the period paid
+// before, the subscription is not cancelled, and the next paid period
+// extends the same key.
+func TestRefundOfARenewalTakesBackThatPeriodOnly(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	s, o := b.subscriptionOrder(t, 1)
-	require.NoError(t, b.sandbox.Execute(project, o.Keys[0].UserKey, "hwid-1"))
-	invoiceID, ev := b.invoice(t, s.Subscription, "subscription_cycle", time.Now().Unix()+60*day)
+	key := o.Keys[0].UserKey
+	require.NoError(t, b.sandbox.Execute(project, key, "hwid-1"))
+	firstEnd := b.user(t, key).AuthExpire
+	renewedEnd := time.Now().Unix() + 60*day
+	invoiceID, ev := b.invoice(t, s.Subscription, "subscription_cycle", renewedEnd)
 	b.deliver(t, ev)
 	b.waitIdle(t)
+	require.Equal(t, renewedEnd+day, b.user(t, key).AuthExpire)
 	pi := newID("pi_")
 	ch := b.charge(t, pi, invoiceID)
 	b.deliver(t, b.refund(t, ch, pi, invoiceID, 1000))
-	got := b.waitKeys(t, s.ID, "revoked", "blacklisted")
-	require.True(t, b.user(t, got.Keys[0].UserKey).IsBanned())
-	// A renewal after the refund does not revive the key.
-	_, ev = b.invoice(t, s.Subscription, "subscription_cycle", time.Now().Unix()+90*day)
+	b.waitIdle(t)
+	got := b.waitKeys(t, s.ID, "fulfilled", "active")
+	u := b.user(t, key)
+	require.False(t, u.IsBanned(), "a refund of one period is not fraud")
+	require.Equal(t, firstEnd, u.AuthExpire, "the refunded period is taken back, the one paid before stays")
+	require.Equal(t, firstEnd, *got.Keys[0].AuthExpire)
+	require.Zero(t, b.stripeCalls(http.MethodDelete, "/v1/subscriptions/"+s.Subscription), "the subscription goes on")
+
+	// Stripe charges the next period: the same key runs on.
+	_, ev = b.invoice(t, s.Subscription, "subscription_cycle", renewedEnd+30*day)
 	b.deliver(t, ev)
 	b.waitIdle(t)
-	require.True(t, b.user(t, got.Keys[0].UserKey).IsBanned())
+	require.Equal(t, renewedEnd+30*day+day, b.user(t, key).AuthExpire)
+	require.False(t, b.user(t, key).IsBanned())
 }
 
 func TestSubscriptionDeletedIsRecorded(t *testing.T) {
@@ -540,7 +577,9 @@ func TestDiscordIDWithAKeyGetsItExtended(t *testing.T) {
 	second.Customer = first.Customer
 	b.stripe.PutSession(second)
 	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", second.ID))
-	o2 := b.waitOrder(t, second.ID, "fulfilled")
+	b.waitOrder(t, second.ID, "fulfilled")
+	b.waitIdle(t) // the key's writer applies the purchase's days
+	_, o2 := b.getOrder(t, second.ID)
 	require.Len(t, o2.Keys, 1)
 	require.Equal(t, key, o2.Keys[0].UserKey, "the same customer's key was extended, not a new one made")
 	require.Equal(t, "linked", o2.Keys[0].DiscordLink)

@@ -301,6 +301,7 @@ func TestMetricsCountRenewalsAndRevocationsOnce(t *testing.T) {
 	b := setup(t, withMetrics(nil))
 	s, o := b.subscriptionOrder(t, 2)
 	require.Len(t, o.Keys, 2)
+	b.waitIdle(t)
 	before := b.scrape(t)
 
 	_, ev := b.invoice(t, s.Subscription, "subscription_cycle", time.Now().Unix()+60*day)
@@ -308,8 +309,9 @@ func TestMetricsCountRenewalsAndRevocationsOnce(t *testing.T) {
 	b.deliver(t, ev)
 	b.waitIdle(t)
 	after := b.waitMetric(t, before, "fulfiller_keys_renewed_total", nil, 2)
-	require.Equal(t, 2.0, after.value("fulfiller_jobs_total", map[string]string{"kind": "extend_key", "outcome": "completed"})-
-		before.value("fulfiller_jobs_total", map[string]string{"kind": "extend_key", "outcome": "completed"}))
+	require.Equal(t, 2.0, after.value("fulfiller_jobs_total", map[string]string{"kind": "sync_key", "outcome": "completed"})-
+		before.value("fulfiller_jobs_total", map[string]string{"kind": "sync_key", "outcome": "completed"}),
+		"one write per key: the repeated event granted nothing new")
 
 	one, _ := b.buy(t, stripefake.Item{PriceID: priceMonth})
 	before = b.scrape(t)

@@ -189,22 +189,24 @@ func TestRenewalDoesNotExtendAOneTimeItemOfTheSameCheckout(t *testing.T) {
 	require.Equal(t, bought.AuthExpire, after.AuthExpire, "the one-time item keeps its own 30 days")
 }
 
-func TestCancellationShortensAKeyThatWouldRunLonger(t *testing.T) {
+// A renewal paid ahead is refunded, then the subscription is cancelled:
+// the key runs to the end of what is still paid for, the first period.
+func TestCancellationAfterARefundedRenewalEndsAtThePeriodStillPaid(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	sub := monthly(newID("sub_"), time.Now().Unix(), stripefake.SubscriptionItem{PriceID: priceMonth, Quantity: 1})
 	_, o := b.subscribe(t, sub, "paid", stripefake.Item{PriceID: priceMonth, Quantity: 1, Recurring: true})
 	key := o.Keys[0].UserKey
-	// A renewal paid far ahead, then refunded off-line: the key runs
-	// two periods past what the subscription's end leaves paid.
-	far := sub.CurrentPeriodEnd + 60*day
-	_, ev := b.invoice(t, sub.ID, "subscription_cycle", far)
+	next := sub.CurrentPeriodEnd + 30*day
+	invoiceID, ev := b.invoice(t, sub.ID, "subscription_cycle", next)
 	b.deliver(t, ev)
 	b.waitIdle(t)
-	require.Equal(t, far+day, b.user(t, key).AuthExpire)
-	_, err := b.pool.Exec(context.Background(), `UPDATE orders SET paid_through = $2 WHERE subscription_id = $1`,
-		sub.ID, sub.CurrentPeriodEnd)
-	require.NoError(t, err)
+	require.Equal(t, next+day, b.user(t, key).AuthExpire)
+	pi := newID("pi_")
+	b.deliver(t, b.refund(t, b.charge(t, pi, invoiceID), pi, invoiceID, 1000))
+	b.waitIdle(t)
+	require.Equal(t, sub.CurrentPeriodEnd+day, b.user(t, key).AuthExpire, "the refunded period is taken back")
+	require.False(t, b.user(t, key).IsBanned(), "a refund of one period bans nothing")
 
 	sub.Status = "canceled"
 	b.stripe.PutSubscription(sub)
@@ -242,12 +244,13 @@ func TestPastDueKeepsAccessUntilStripeGivesUp(t *testing.T) {
 	require.False(t, u.IsBanned())
 	require.GreaterOrEqual(t, u.AuthExpire, before+3600, "kept alive for the grace from now")
 
-	// Stripe gives up: access ends within the grace.
+	// Stripe gives up: access ends within the grace. The key stays the
+	// subscription's: a reactivation's payment extends it.
 	sub.Status = "unpaid"
 	b.changeSubscription(t, sub)
 	require.LessOrEqual(t, b.user(t, key).AuthExpire, time.Now().Unix()+3600)
 	_, o := b.getOrder(t, b.orderOf(t, sub.ID))
-	require.True(t, o.Keys[0].Ending)
+	require.False(t, o.Keys[0].Ending)
 }
 
 func TestPastDueSuspendsAndInvoicePaidLifts(t *testing.T) {

@@ -367,7 +367,9 @@ func Same(a Applied, d Desired, now int64) bool {
 	if a.Ban != d.Ban || (d.Ban != NotBanned && a.BanReason != d.BanReason) {
 		return false
 	}
-	return SameTime(a, d, now)
+	// A key banned for good has no use for its time: it is set again
+	// when the ban is lifted.
+	return d.Ban == BanPermanent || SameTime(a, d, now)
 }
 
 // SameTime reports whether the applied expiry already is the desired one.

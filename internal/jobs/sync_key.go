@@ -13,6 +13,7 @@ import (
 	"fulfiller/internal/entitlement"
 	"fulfiller/internal/logging"
 	"fulfiller/internal/luarmor"
+	"fulfiller/internal/metrics"
 	"fulfiller/internal/postgres"
 )
 
@@ -112,12 +113,13 @@ func (w *SyncKeyWorker) Work(ctx context.Context, job *river.Job[SyncKeyArgs]) e
 		jobErr, _ := luarmorRetry(err, w.RateLimitWindow)
 		return jobErr
 	}
-	if l.Facts.StartedAt == nil && (started(u) || d.Start) {
-		// The key's clock started: at its first use (Luarmor ran its
-		// key_days from then), or now, because the time it is owed can
-		// only be set as an absolute expiry.
+	firstUse := l.Facts.WaitingDays > 0 && started(u)
+	if l.Facts.StartedAt == nil && (firstUse || d.Start) {
+		// The key's clock started: at its first use (Luarmor ran the
+		// key_days it waited with from then), or now, because the time
+		// it is owed can only be set as an absolute expiry.
 		at := now
-		if started(u) {
+		if firstUse {
 			at = u.AuthExpire - int64(l.Facts.WaitingDays)*86400
 		}
 		if err := postgres.RecordKeyStart(ctx, w.Pool, id, at); err != nil {
@@ -170,6 +172,14 @@ func (w *SyncKeyWorker) apply(ctx context.Context, l *postgres.Ledger, d entitle
 	}
 	a := entitlement.Applied{Ban: d.Ban, BanReason: d.BanReason}
 	switch {
+	case d.Ban == entitlement.BanPermanent:
+		// Banned for good: its time is moot and left as it is (one call,
+		// the ban); a lifted ban sets it then.
+		a.Lifetime = u.AuthExpire == luarmor.NeverExpires && u.KeyDays == 0
+		a.WaitingDays = u.KeyDays
+		if u.AuthExpire != luarmor.NeverExpires {
+			a.Expire = u.AuthExpire
+		}
 	case d.Lifetime:
 		a.Lifetime = true
 		if u.AuthExpire != luarmor.NeverExpires || u.KeyDays != 0 {
@@ -185,9 +195,15 @@ func (w *SyncKeyWorker) apply(ctx context.Context, l *postgres.Ledger, d entitle
 		target := entitlement.ExpireToSend(d, now)
 		a.Expire = target
 		lapsed := u.AuthExpire != luarmor.NeverExpires && u.AuthExpire <= now && d.Expire <= now
-		if lapsed {
+		// Time given outside the ledger (the seller's own edit in the
+		// dashboard) is never cut by a change that takes nothing back:
+		// only a revocation or an ending shortens a key.
+		givenOutside := u.AuthExpire > target && !takesBack(l.Applied, d)
+		switch {
+		case lapsed:
 			a.Expire = u.AuthExpire
-		} else if u.AuthExpire != target || u.KeyDays != 0 {
+		case givenOutside:
+		case u.AuthExpire != target || u.KeyDays != 0:
 			if err := w.setExpiry(ctx, l, target); err != nil {
 				return a, err
 			}
@@ -228,7 +244,7 @@ func (w *SyncKeyWorker) record(ctx context.Context, job *river.Job[SyncKeyArgs],
 		return err
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck
-	stale, err := postgres.RecordApplied(ctx, tx, l.ID, l.Version, a, suspendedOnly)
+	stale, reverted, err := postgres.RecordApplied(ctx, tx, l.ID, l.Version, a, suspendedOnly)
 	if err != nil {
 		return err
 	}
@@ -240,7 +256,14 @@ func (w *SyncKeyWorker) record(ctx context.Context, job *river.Job[SyncKeyArgs],
 			return err
 		}
 	}
-	return tx.Commit(ctx)
+	if err := tx.Commit(ctx); err != nil {
+		return err
+	}
+	// Counted once: the units' new status committed with the job.
+	for range reverted {
+		w.Metrics.KeyRevoked(metrics.RevokedExtension)
+	}
+	return nil
 }
 
 func suspendedByGrant(gs []entitlement.Grant) bool {
@@ -274,4 +297,12 @@ func queueSync(ctx context.Context, tx pgx.Tx, urgent bool, unitIDs []int64) err
 		args[i] = SyncKeyArgs{LedgerKeyID: id, Urgent: urgent}
 	}
 	return insertMany(ctx, tx, args...)
+}
+
+// takesBack reports whether d gives the key less time than was last
+// applied: a revocation, a period that ended. An applied state that was
+// not an absolute expiry (waiting for first use, never expiring, unknown)
+// is taken as the ledger's own, so the key follows the ledger.
+func takesBack(a entitlement.Applied, d entitlement.Desired) bool {
+	return a.Lifetime || a.WaitingDays > 0 || a.Expire == 0 || a.Expire > d.Expire
 }

@@ -323,20 +323,21 @@ func ReleaseLedgerLease(ctx context.Context, db DB, id int64, owner string, d ti
 // key is banned for a payment or by support; reverted when the unit's own
 // grants were all taken back but others hold the key; active). It
 // reports whether the ledger changed since version was read (the caller
-// then runs the writer again) and locks the key's row until commit.
-func RecordApplied(ctx context.Context, tx pgx.Tx, id, version int64, a entitlement.Applied, suspendedOnly bool) (stale bool, err error) {
+// then runs the writer again) and how many units were newly reverted, and
+// locks the key's row until commit.
+func RecordApplied(ctx context.Context, tx pgx.Tx, id, version int64, a entitlement.Applied, suspendedOnly bool) (stale bool, reverted int, err error) {
 	var current int64
 	var projectID, userKey string
 	if err := tx.QueryRow(ctx, `SELECT version, project_id, user_key FROM ledger_keys WHERE id = $1 FOR UPDATE`, id).
 		Scan(&current, &projectID, &userKey); err != nil {
-		return false, fmt.Errorf("locking ledger key %d: %w", id, err)
+		return false, 0, fmt.Errorf("locking ledger key %d: %w", id, err)
 	}
 	_, err = tx.Exec(ctx, `UPDATE ledger_keys SET applied_version = $2, applied_deleted = $3, applied_lifetime = $4,
 			applied_waiting_days = $5, applied_expire = $6, applied_ban = $7, applied_ban_reason = $8,
 			lease_owner = NULL, lease_until = NULL, updated_at = now()
 		WHERE id = $1`, id, version, a.Deleted, a.Lifetime, a.WaitingDays, a.Expire, a.Ban, a.BanReason)
 	if err != nil {
-		return false, fmt.Errorf("recording what was applied to ledger key %d: %w", id, err)
+		return false, 0, fmt.Errorf("recording what was applied to ledger key %d: %w", id, err)
 	}
 	var expire *int64
 	switch {
@@ -348,20 +349,31 @@ func RecordApplied(ctx context.Context, tx pgx.Tx, id, version int64, a entitlem
 		expire = &a.Expire
 	}
 	banned := a.Ban != entitlement.NotBanned && !suspendedOnly
-	_, err = tx.Exec(ctx, `
+	err = tx.QueryRow(ctx, `
+		WITH before AS (
+			SELECT id, status FROM order_keys WHERE project_id = $1 AND user_key = $2 FOR UPDATE
+		), after AS (
 		UPDATE order_keys k SET auth_expire = $3, suspended_applied = ($6 AND k.suspended), updated_at = now(),
 			status = CASE
 				WHEN k.status NOT IN ('active', 'blacklisted', 'reverted', 'deleted') THEN k.status
 				WHEN $4 THEN 'deleted'
+				-- A unit whose payment was taken back while others held the
+				-- key stays reverted when the last one's revocation bans it.
+				WHEN $5 AND k.status = 'reverted'
+				     AND NOT EXISTS (SELECT 1 FROM key_grants g WHERE g.order_key_id = k.id AND g.state IN ('active', 'suspended', 'banned'))
+				  THEN 'reverted'
 				WHEN $5 THEN 'blacklisted'
 				WHEN NOT EXISTS (SELECT 1 FROM key_grants g WHERE g.order_key_id = k.id AND g.state IN ('active', 'suspended'))
 				     AND EXISTS (SELECT 1 FROM key_grants g WHERE g.order_key_id = k.id AND g.state IN ('revoked', 'banned'))
 				  THEN 'reverted'
 				ELSE 'active' END
-		WHERE k.project_id = $1 AND k.user_key = $2`,
-		projectID, userKey, expire, a.Deleted, banned, a.Ban == entitlement.BanSuspended)
+		FROM before WHERE k.id = before.id
+		RETURNING before.status AS was, k.status AS now
+		)
+		SELECT count(*) FILTER (WHERE was <> 'reverted' AND now = 'reverted') FROM after`,
+		projectID, userKey, expire, a.Deleted, banned, a.Ban == entitlement.BanSuspended).Scan(&reverted)
 	if err != nil {
-		return false, fmt.Errorf("recording the state of the units of ledger key %d: %w", id, err)
+		return false, 0, fmt.Errorf("recording the state of the units of ledger key %d: %w", id, err)
 	}
-	return current != version, nil
+	return current != version, reverted, nil
 }

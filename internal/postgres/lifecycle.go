@@ -342,7 +342,7 @@ func RecordKeyCheck(ctx context.Context, db DB, id int64, authExpire *int64) err
 	// time starts then.
 	_, err = db.Exec(ctx, `UPDATE ledger_keys l SET started_at = $2::bigint - 86400 * l.waiting_days, updated_at = now()
 		FROM order_keys k WHERE k.id = $1 AND l.project_id = k.project_id AND l.user_key = k.user_key
-		  AND l.started_at IS NULL AND $2::bigint <> -1`, id, authExpire)
+		  AND l.started_at IS NULL AND l.waiting_days > 0 AND $2::bigint <> -1`, id, authExpire)
 	if err != nil {
 		return fmt.Errorf("recording the start of key %d: %w", id, err)
 	}
