@@ -409,7 +409,7 @@ func writeStockText(b *strings.Builder, s *StockReport) {
 		"with %s and left idle one window before the spike. Each buyer long-polls GET /v1/orders/{id}?wait=%d as soon as its "+
 		"webhook's POST returns (an answer other than 200, the order not recorded yet, is asked again %s later); the wait runs "+
 		"from the POST returning to the key in the answer. Luarmor calls are the budget's slots (luarmor_calls) taken from the "+
-		"first webhook to the last key seen: deliver is the purchase path, maintenance the sold keys' note rewrites, stock the refills.\n\n",
+		"first webhook to the last key seen: deliver is the purchase path, maintenance the sold keys' note rewrites, other mostly their checks (renew class), stock the refills.\n\n",
 		s.Purchases, seconds(s.SpreadS), s.Purchases, s.Rate, scaled, fmtMs(s.LuarmorLatencyMs), s.FillRate, s.Rate,
 		stockLongPoll, stockRetry)
 	fmt.Fprintf(b, "| stock | keys seen | p50 | p99 | max | spike window | deliver calls | maintenance | stock calls | other | 429s | hits / misses | delivered twice |\n")

@@ -18,7 +18,8 @@ const stockUsage = `usage:
   fulfiller stock list                        levels per price, and prices no longer stocked (orphans)
   fulfiller stock reconcile [--wait 10m]      adopt stock keys Luarmor has and the database does not
   fulfiller stock delete <price_id> [--wait 30m]
-                                              delete an orphan price's unsold keys from Luarmor
+                                              delete an orphan price's unsold keys from Luarmor, or
+                                              the keys of a price taken out of sale (retiring)
 (reads the settings of serve; the running service makes the Luarmor calls)
 `
 
@@ -76,6 +77,9 @@ func cmdStock(ctx context.Context, args []string, getenv func(string) string, lo
 		fmt.Fprintln(stdout, sum)
 		if sum.Unusable+sum.NoPrice+sum.Strays > 0 {
 			fmt.Fprintln(stdout, "the keys not adopted are in the service's log (masked), with what to do")
+		}
+		if sum.Retired > 0 {
+			fmt.Fprintln(stdout, "the keys taken out of sale are in the service's log (masked): check them in the dashboard; `fulfiller stock delete <price_id>` deletes them")
 		}
 	case "delete":
 		id, err := admin.QueueDelete(ctx, jobs.ActorCLI, positional[0])

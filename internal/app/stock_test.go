@@ -12,6 +12,7 @@ import (
 	"fulfiller/internal/httpapi"
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/luarmor"
+	"fulfiller/internal/luarmor/sandbox"
 	"fulfiller/internal/postgres/postgrestest"
 	"fulfiller/internal/stripeapi/stripefake"
 )
@@ -195,4 +196,126 @@ func TestStockKeyFoundMissingLongAfterItsSaleIsNotReplaced(t *testing.T) {
 	}, 20*time.Second, 20*time.Millisecond)
 	require.Zero(t, b.count(t, `SELECT count(*) FROM key_reissues`), "no key is made on the service's own say")
 	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM order_keys WHERE checkout_session_id = $1`, s.ID))
+}
+
+// waitStockReconciled waits until no stock reconciliation waits or runs
+// (the service's run at start-up).
+func (b *bundle) waitStockReconciled(t *testing.T) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		return b.count(t, `SELECT count(*) FROM river_job WHERE kind = 'reconcile_stock'
+			AND state NOT IN ('completed', 'cancelled', 'discarded')`) == 0
+	}, 20*time.Second, 20*time.Millisecond)
+}
+
+// onlyReadyStock returns the one unsold stock key.
+func (b *bundle) onlyReadyStock(t *testing.T) string {
+	t.Helper()
+	ready := b.readyStock(t)
+	require.Len(t, ready, 1)
+	for k := range ready {
+		return k
+	}
+	return ""
+}
+
+// waitReplaced waits until the order shows its stock key revoked and a
+// new key in its place.
+func (b *bundle) waitReplaced(t *testing.T, sessionID string) httpapi.OrderJSON {
+	t.Helper()
+	var o httpapi.OrderJSON
+	require.Eventually(t, func() bool {
+		_, o = b.getOrder(t, sessionID)
+		return o.Status == "fulfilled" && len(o.Keys) == 2 && o.Keys[0].Status == "blacklisted" && o.Keys[1].Status == "active"
+	}, 20*time.Second, 20*time.Millisecond, "the stock key is never replaced")
+	return o
+}
+
+// A stock key banned in the dashboard while it waited in stock, and sold
+// before a reconciliation saw it, reaches its buyer banned: the check
+// after the sale replaces it, and the buyer's page shows a working key.
+func TestStockKeyBannedInTheDashboardIsReplacedForItsBuyer(t *testing.T) {
+	t.Parallel()
+	b := setupStock(t, 1)
+	b.waitStockReconciled(t)
+	banned := b.onlyReadyStock(t)
+	lc := luarmor.NewClient(b.main.Config.LuarmorAPIKey, luarmor.WithBaseURL(b.main.Config.LuarmorBaseURL))
+	require.NoError(t, lc.Blacklist(context.Background(), project, luarmor.BlacklistRequest{UserKey: banned, BanReason: "test ban"}),
+		"banned in the dashboard, unknown to the service")
+
+	s := b.paidSession(t, stripefake.Item{PriceID: priceStocked, Quantity: 1})
+	s.DiscordID = "123456789012345678"
+	b.stripe.PutSession(s)
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	o := b.waitReplaced(t, s.ID)
+	require.Equal(t, banned, o.Keys[0].UserKey, "the buyer was sold the banned key")
+	fresh := o.Keys[1].UserKey
+	require.NotEqual(t, banned, fresh)
+	require.Eventually(t, func() bool {
+		u := b.user(t, fresh)
+		return strings.Contains(u.Note, s.ID) && u.DiscordID == s.DiscordID
+	}, 20*time.Second, 20*time.Millisecond, "the new key carries the buyer's note and Discord ID")
+	u := b.user(t, fresh)
+	require.False(t, u.IsBanned())
+	require.Equal(t, 7, u.KeyDays, "the full key_days")
+	require.True(t, b.user(t, banned).IsBanned())
+	require.Empty(t, b.user(t, banned).DiscordID, "the buyer's Discord ID never went to the banned key")
+	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM key_reissues WHERE requested_by = 'stock' AND status = 'done'`))
+}
+
+// A stock key run on someone's machine hours before its sale, and linked
+// to their Discord account, is replaced for its buyer; the stranger's link
+// does not follow to the new key, the buyer's does.
+func TestStockKeyUsedBeforeItsSaleIsReplacedAndTheBuyerGetsTheirDiscordLink(t *testing.T) {
+	t.Parallel()
+	b := setupStock(t, 1)
+	b.waitStockReconciled(t)
+	used := b.onlyReadyStock(t)
+	hoursAgo := time.Now().Add(-3 * time.Hour)
+	stranger := "999999999999999999"
+	_, err := b.sandbox.SetUserState(project, used, sandbox.UserState{StartedAt: &hoursAgo, DiscordID: &stranger})
+	require.NoError(t, err)
+	require.NoError(t, b.sandbox.Execute(project, used, "pc-of-a-stranger"))
+
+	s := b.paidSession(t, stripefake.Item{PriceID: priceStocked, Quantity: 1})
+	s.DiscordID = "123456789012345678"
+	b.stripe.PutSession(s)
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	o := b.waitReplaced(t, s.ID)
+	require.Equal(t, used, o.Keys[0].UserKey)
+	fresh := o.Keys[1].UserKey
+	require.Eventually(t, func() bool { return b.user(t, fresh).DiscordID == s.DiscordID }, 20*time.Second, 20*time.Millisecond,
+		"the buyer's Discord ID is linked to the new key")
+	u := b.user(t, fresh)
+	require.Equal(t, 7, u.KeyDays, "the full key_days, not what the stranger left")
+	require.Empty(t, u.Identifier)
+	old := b.user(t, used)
+	require.True(t, old.IsBanned(), "the stranger's use ends")
+	require.Empty(t, old.DiscordID, "the link moved off the old key is the buyer's place, not the stranger's: cleared")
+}
+
+// A ready key someone ran while it waited in stock is taken out of sale by
+// the operator's reconciliation and never sold.
+func TestReconcileTakesAStockKeyRunWhileInStockOutOfSale(t *testing.T) {
+	t.Parallel()
+	b := setupStock(t, 1)
+	b.waitStockReconciled(t)
+	used := b.onlyReadyStock(t)
+	require.NoError(t, b.sandbox.Execute(project, used, "pc-of-a-tester"))
+
+	admin := &jobs.StockAdmin{Pool: b.pool, River: b.main.River, Catalog: b.catalog, Logger: testLogger(t)}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	id, err := admin.QueueReconcile(ctx, jobs.ActorCLI)
+	require.NoError(t, err)
+	var sum jobs.StockReconcileSummary
+	require.NoError(t, admin.Wait(ctx, id, &sum))
+	require.Equal(t, 1, sum.Retired)
+	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM stock_keys WHERE user_key = $1 AND status = 'retiring'`, used))
+
+	// The stock holds no key for sale until the next refill: the unit is
+	// made to order rather than sold the retired key.
+	_, o := b.buy(t, stripefake.Item{PriceID: priceStocked, Quantity: 1})
+	require.NotEqual(t, used, o.Keys[0].UserKey, "the key run while in stock is never sold")
+	require.Equal(t, "pc-of-a-tester", b.user(t, used).Identifier, "and is left in Luarmor for the operator")
 }

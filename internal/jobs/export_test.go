@@ -11,11 +11,18 @@ import (
 // Luarmor's answer and the commit that records it; an error from crash
 // stands for the process dying there.
 func NewClientWithCrash(deps Deps, cfg Config, crash func(ctx context.Context) error) (*river.Client[pgx.Tx], error) {
-	return newClient(deps, cfg, &CreateKeyWorker{afterCreate: crash}, &RefillStockWorker{})
+	return newClient(deps, cfg, &CreateKeyWorker{afterCreate: crash}, &RefillStockWorker{}, &StockKeyCheckWorker{})
 }
 
 // NewClientWithRefillCrash is NewClient whose refill worker runs crash
 // between Luarmor's answer and the commit that records the stock key.
 func NewClientWithRefillCrash(deps Deps, cfg Config, crash func(ctx context.Context) error) (*river.Client[pgx.Tx], error) {
-	return newClient(deps, cfg, &CreateKeyWorker{}, &RefillStockWorker{afterCreate: crash})
+	return newClient(deps, cfg, &CreateKeyWorker{}, &RefillStockWorker{afterCreate: crash}, &StockKeyCheckWorker{})
+}
+
+// NewClientWithStockCheckHook is NewClient whose check of a key sold from
+// stock runs beforeRead before it reads the key from Luarmor: what happens
+// to the key between its sale and its check.
+func NewClientWithStockCheckHook(deps Deps, cfg Config, beforeRead func(ctx context.Context, projectID, userKey string) error) (*river.Client[pgx.Tx], error) {
+	return newClient(deps, cfg, &CreateKeyWorker{}, &RefillStockWorker{}, &StockKeyCheckWorker{beforeRead: beforeRead})
 }

@@ -130,10 +130,10 @@ func InFlightStates() []rivertype.JobState { return slices.Clone(inFlight) }
 
 // NewClient returns a River client with every worker of the service.
 func NewClient(deps Deps, cfg Config) (*river.Client[pgx.Tx], error) {
-	return newClient(deps, cfg, &CreateKeyWorker{Deps: deps}, &RefillStockWorker{})
+	return newClient(deps, cfg, &CreateKeyWorker{Deps: deps}, &RefillStockWorker{}, &StockKeyCheckWorker{})
 }
 
-func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker, refill *RefillStockWorker) (*river.Client[pgx.Tx], error) {
+func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker, refill *RefillStockWorker, check *StockKeyCheckWorker) (*river.Client[pgx.Tx], error) {
 	if deps.Logger == nil {
 		deps.Logger = slog.Default()
 	}
@@ -181,6 +181,8 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker, refill *Refill
 	river.AddWorker(workers, &SupportKeyWorker{Deps: deps})
 	refill.Deps = deps
 	river.AddWorker(workers, refill)
+	check.Deps = deps
+	river.AddWorker(workers, check)
 	river.AddWorker(workers, &StockKeySoldWorker{Deps: deps})
 	river.AddWorker(workers, &ReconcileStockWorker{Deps: deps})
 	river.AddWorker(workers, &DeleteStockWorker{Deps: deps})

@@ -85,9 +85,9 @@ const maxPriceIDLength = 255
 
 // QueueDelete queues the deletion of a price's unsold stock keys. It
 // refuses (ECONFLICT) a price this catalog still stocks, unless keys of it
-// already out of sale (an earlier deletion cut off or refused) wait for
-// their deletion: the job deletes those only, checking the service's
-// catalog again.
+// already out of sale (an earlier deletion cut off or refused, or keys the
+// reconciliation found used or banned) wait for their deletion: the job
+// deletes those only, checking the service's catalog again.
 func (a *StockAdmin) QueueDelete(ctx context.Context, actor, priceID string) (int64, error) {
 	if priceID == "" || len(priceID) > maxPriceIDLength || strings.ContainsFunc(priceID, func(r rune) bool { return r <= ' ' || r > '~' }) {
 		return 0, order.Errorf(order.EINVALID, "a price ID is 1 to %d printable characters without spaces, as in the catalog", maxPriceIDLength)

@@ -37,8 +37,9 @@ const stockNoteSearch = "stock " + noteReferencePrefix
 var stockNotePattern = regexp.MustCompile(`^stock ` + noteReferencePrefix + `(fk_[0-9a-f]{20})$`)
 
 // ReconcileStockArgs compares the stock keys Luarmor holds (by their
-// note) with stock_keys, for every project of a stocked price, and adopts
-// the keys the database lost.
+// note) with stock_keys, for every project of a stocked price, adopts the
+// keys the database lost and takes out of sale the ready keys someone used
+// or banned in the meantime.
 type ReconcileStockArgs struct {
 	// Actor names an operator's run (ActorCLI); empty for the periodic one.
 	Actor string `json:"actor,omitempty"`
@@ -74,6 +75,9 @@ type StockReconcileSummary struct {
 	Listed int `json:"listed"`
 	// Known were recorded already (ready, sold or retiring).
 	Known int `json:"known"`
+	// Retired were ready but used, banned or linked: taken out of sale
+	// (retiring), logged for the operator.
+	Retired int `json:"retired"`
 	// Made were planned by a refill cut off before it recorded them:
 	// recorded ready, as the refill's look-up would have.
 	Made int `json:"made"`
@@ -92,8 +96,8 @@ type StockReconcileSummary struct {
 }
 
 func (s StockReconcileSummary) String() string {
-	out := fmt.Sprintf("%d stock keys in Luarmor: %d known, %d recorded made, %d adopted, %d not adopted (used, banned or linked), %d without a stocked price of their key_days, %d duplicates",
-		s.Listed, s.Known, s.Made, s.Adopted, s.Unusable, s.NoPrice, s.Strays)
+	out := fmt.Sprintf("%d stock keys in Luarmor: %d known, %d taken out of sale (used, banned or linked), %d recorded made, %d adopted, %d not adopted (used, banned or linked), %d without a stocked price of their key_days, %d duplicates",
+		s.Listed, s.Known, s.Retired, s.Made, s.Adopted, s.Unusable, s.NoPrice, s.Strays)
 	if len(s.Truncated) > 0 {
 		out += fmt.Sprintf("; listing stopped at %d keys in %v", stockListPage*maxStockListPages, s.Truncated)
 	}
@@ -127,7 +131,7 @@ func (w *ReconcileStockWorker) Work(ctx context.Context, job *river.Job[Reconcil
 	if job.Args.Actor != "" {
 		log = log.With("actor", job.Args.Actor)
 	}
-	log.InfoContext(ctx, "stock reconciled", "listed", sum.Listed, "known", sum.Known, "made", sum.Made,
+	log.InfoContext(ctx, "stock reconciled", "listed", sum.Listed, "known", sum.Known, "retired", sum.Retired, "made", sum.Made,
 		"adopted", sum.Adopted, "unusable", sum.Unusable, "no_price", sum.NoPrice, "strays", sum.Strays)
 	return river.RecordOutput(ctx, sum)
 }
@@ -138,7 +142,11 @@ func (w *ReconcileStockWorker) Work(ctx context.Context, job *river.Job[Reconcil
 //   - a pending row (a refill cut off after its create) is recorded made;
 //   - no row, by reference or by key: adopted as a ready key of a stocked
 //     price of the same project_id and key_days, if it was never used;
-//   - a ready, sold or retiring row: nothing.
+//   - a ready row of a key someone used, banned or linked meanwhile (in the
+//     dashboard, while in stock): taken out of sale (ready -> retiring, the
+//     status a deletion gives, so no sale takes it) and logged for the
+//     operator; the refill replaces it;
+//   - any other ready row, or a sold or retiring one: nothing.
 //
 // Its Luarmor requests take ctx's budget class.
 func ReconcileStock(ctx context.Context, d Deps) (StockReconcileSummary, error) {
@@ -220,6 +228,8 @@ func settleStockKey(ctx context.Context, d Deps, project string, priceOfDays map
 		sum.Made++
 		log.InfoContext(ctx, "stock key of a cut-off refill recorded", "price_id", row.PriceID)
 		return nil
+	case row != nil && row.Status == "ready" && row.UserKey == u.UserKey && row.ProjectID == project:
+		return retireIfUnsellable(ctx, d, row, u, sum, log)
 	case row != nil && (row.UserKey == u.UserKey || row.Status == "pending"):
 		sum.Known++
 		return nil
@@ -251,6 +261,34 @@ func settleStockKey(ctx context.Context, d Deps, project string, priceOfDays map
 	}
 	sum.Adopted++
 	log.InfoContext(ctx, "stock key adopted", "price_id", priceID, "key_days", u.KeyDays)
+	return nil
+}
+
+// retireIfUnsellable takes a ready stock key out of sale when Luarmor shows
+// it used, banned or linked (unsellable): nobody bought it, so the shop's
+// staff or whoever had the key from them did it while it was in stock, and
+// it must never reach a buyer as new. The key is left in Luarmor: its ban
+// may be on purpose, and whoever uses it may hold it from the shop, so the
+// operator decides (`fulfiller stock delete` deletes retiring keys). The
+// status change waits for a sale holding the row and skips a key it sold,
+// whose own check after the sale reads it again.
+func retireIfUnsellable(ctx context.Context, d Deps, row *postgres.StockKey, u luarmor.User, sum *StockReconcileSummary, log *slog.Logger) error {
+	why := unsellable(u)
+	if why == "" {
+		sum.Known++
+		return nil
+	}
+	retired, err := postgres.RetireStockKey(ctx, d.Pool, row.ID)
+	if err != nil {
+		return err
+	}
+	if !retired {
+		sum.Known++ // sold meanwhile
+		return nil
+	}
+	sum.Retired++
+	log.WarnContext(ctx, "stock key taken out of sale: "+why+" while in stock; check it in the Luarmor dashboard, then delete it with `fulfiller stock delete "+row.PriceID+"` if no one should keep it",
+		"price_id", row.PriceID)
 	return nil
 }
 

@@ -17,6 +17,7 @@ import (
 	"fulfiller/internal/catalog"
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/luarmor"
+	"fulfiller/internal/luarmor/sandbox"
 	"fulfiller/internal/postgres"
 	"fulfiller/internal/postgres/postgrestest"
 )
@@ -218,4 +219,77 @@ func (b *testBundle) waitReconcilesDone(t *testing.T) {
 			AND state NOT IN ('completed', 'cancelled', 'discarded')`).Scan(&n)
 		return err == nil && n == 0
 	}, 20*time.Second, 20*time.Millisecond)
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// readyStock records n keys made in Luarmor as ready stock of priceBought.
+func (b *testBundle) readyStock(t *testing.T, n int) []string {
+	t.Helper()
+	var keys []string
+	for range n {
+		k := b.lostStockKey(t, 14)
+		ok, err := postgres.AdoptStockKey(context.Background(), b.pool, postgres.StockPlan{PriceID: priceBought, ProjectID: project, KeyDays: 14},
+			stockReferenceOf(t, b, k), k)
+		require.NoError(t, err)
+		require.True(t, ok)
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+func TestReconcileRetiresReadyKeysUsedOrBannedWhileInStockAndNeverSellsThem(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	deps := adoptDeps(b, 5)
+	ctx := context.Background()
+	keys := b.readyStock(t, 5)
+	clean := keys[4]
+	// What the shop's staff, or whoever had a key from them, did in the
+	// dashboard or with the loader while the keys waited in stock.
+	spoiled := map[string]sandbox.UserState{
+		keys[0]: {Banned: ptr(true), BanReason: "leaked"},
+		keys[1]: {Identifier: ptr("pc-of-someone")},
+		keys[2]: {DiscordID: ptr("333333333333333333")},
+		keys[3]: {StartedAt: ptr(time.Now().Add(-time.Hour))},
+	}
+	for k, st := range spoiled {
+		_, err := b.sandbox.SetUserState(project, k, st)
+		require.NoError(t, err)
+	}
+
+	sum, err := jobs.ReconcileStock(ctx, deps)
+	require.NoError(t, err)
+	require.Equal(t, jobs.StockReconcileSummary{Listed: 5, Known: 1, Retired: 4}, sum)
+	rows := b.stockRows(t)
+	for k := range spoiled {
+		require.Equal(t, "retiring", rows[k], "a used or banned key is out of sale")
+		require.True(t, b.inLuarmor(k), "and left in Luarmor for the operator to check")
+	}
+	require.Equal(t, "ready", rows[clean])
+	again, err := jobs.ReconcileStock(ctx, deps)
+	require.NoError(t, err)
+	require.Equal(t, jobs.StockReconcileSummary{Listed: 5, Known: 5}, again, "a repeated run retires nothing more")
+
+	// The refill counts only the clean key and makes four more; a purchase
+	// of five is sold those, never a retired key.
+	admin := stockAdmin(t, b, deps)
+	b.waitStockOf(t, priceBought, 5)
+	require.Equal(t, 5+4, b.calls(http.MethodPost, "/users"), "the refill replaced the four retired keys")
+	b.purchase(t, admin.River, "cs_test_retired01", 5)
+	o := b.waitFulfilled(t, "cs_test_retired01")
+	require.Len(t, o.Keys, 5)
+	for _, k := range o.Keys {
+		_, bad := spoiled[k.UserKey]
+		require.False(t, bad, "a retired key was sold")
+		require.Zero(t, k.CreateAttempts, "sold from stock")
+	}
+
+	// The operator deletes them with the stock command, though the price
+	// is still stocked: they are out of sale for good.
+	del := b.deleteStock(t, admin, priceBought)
+	require.Equal(t, jobs.StockDeleteSummary{Deleted: 4}, del)
+	for k := range spoiled {
+		require.False(t, b.inLuarmor(k))
+	}
 }

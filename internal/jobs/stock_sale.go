@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -53,9 +52,11 @@ func (w *CreateKeyWorker) sellFromStock(ctx context.Context, job *river.Job[Crea
 	if err := postgres.DeliverKey(ctx, tx, k.ID, userKey, expiry, false); err != nil {
 		return false, err
 	}
-	// The key still carries its stock note: the buyer's details and
-	// Discord ID follow, and the price's stock is topped up again.
-	if err := insertMany(ctx, tx, StockKeySoldArgs{OrderKeyID: k.ID}); err != nil {
+	// The key still carries its stock note: it is read back from Luarmor
+	// (replaced if it was used or banned before the sale), then the
+	// buyer's details and Discord ID follow; the price's stock is topped
+	// up again.
+	if err := insertMany(ctx, tx, StockKeyCheckArgs{OrderKeyID: k.ID}); err != nil {
 		return false, err
 	}
 	if err := w.finishDelivery(ctx, tx, job, k, expiry, false, stockPrice); err != nil {
@@ -99,7 +100,8 @@ func (w *CreateKeyWorker) countStockSale(k *order.Key, fromStock bool) {
 
 // StockKeySoldArgs gives a key sold from stock what a key made for its
 // unit carries: the note of Note (session, customer, email, the unit's
-// reference) and the buyer's Discord ID.
+// reference) and the buyer's Discord ID. It is queued by the key's check
+// (StockKeyCheckArgs) once the key is found fit to stay the buyer's.
 type StockKeySoldArgs struct {
 	OrderKeyID int64 `json:"order_key_id"`
 }
@@ -162,7 +164,12 @@ func (w *StockKeySoldWorker) Work(ctx context.Context, job *river.Job[StockKeySo
 	}
 	switch {
 	case errors.Is(err, luarmor.ErrNotFound):
-		return w.missing(ctx, job, k, log)
+		// Gone since its check (or no check ran: a label queued before
+		// there were checks).
+		return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+			_, err := settleSoldStockKey(ctx, tx, k, nil, log)
+			return err
+		})
 	case err != nil:
 		if jobErr, retry := luarmorRetry(err, w.RateLimitWindow); retry {
 			return jobErr
@@ -185,53 +192,10 @@ func (w *StockKeySoldWorker) Work(ctx context.Context, job *river.Job[StockKeySo
 	return tx.Commit(ctx)
 }
 
-// missing handles a sold key Luarmor no longer has. A revocation deletes
-// keys too, and then there is nothing to do; but a key still active for a
-// paid order was deleted outside this service (in the dashboard, or before
-// the sale) and the buyer holds a dead key: it is reissued, so a new key is
-// made for the unit and shown in its place, with the full key_days it was
-// sold with.
-func (w *StockKeySoldWorker) missing(ctx context.Context, job *river.Job[StockKeySoldArgs], k *order.Key, log *slog.Logger) error {
-	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
-		o, err := postgres.LockOrder(ctx, tx, k.CheckoutSessionID)
-		if err != nil {
-			return err
-		}
-		if k, err = postgres.GetKey(ctx, tx, k.ID); err != nil { // as of the lock
-			return err
-		}
-		// A support action on the key (a revocation deletes) may have
-		// deleted it and not committed yet: its outcome stands.
-		supported, err := postgres.KeyJobInFlight(ctx, tx, SupportKeyArgs{}.Kind(), k.ID)
-		if err != nil {
-			return err
-		}
-		if supported || k.Status != order.KeyActive || o.Status == order.StatusRevoked || o.Status == order.StatusFailed {
-			log.InfoContext(ctx, "key sold from stock is gone from Luarmor (deleted by a revocation); nothing to label")
-			return nil
-		}
-		// Only a key that cannot have been used is replaced on the
-		// service's own say: labelled long after its sale, or with its
-		// timer seen running, it may have been deleted in the dashboard on
-		// purpose (abuse), and a fresh key would undo that with full days.
-		if k.AuthExpire != nil || k.DeliveredAt == nil || time.Since(*k.DeliveredAt) > missingStockKeyWindow {
-			log.ErrorContext(ctx, "key sold from stock is gone from Luarmor, deleted outside this service after the buyer may have used it; reissue it (fulfiller keys reissue) if the buyer should keep a key")
-			return nil
-		}
-		id, err := recordReissue(ctx, tx, ActorStock, o, k, missingStockKeyReason)
-		if err != nil {
-			return err
-		}
-		log.ErrorContext(ctx, "key sold from stock was missing from Luarmor (deleted outside this service); a new key is made for the buyer",
-			"reissue_id", id)
-		return insertMany(ctx, tx, SupportKeyArgs{Action: ActionReissueKey, OrderKeyID: k.ID, ReissueID: id,
-			Reason: missingStockKeyReason, Actor: ActorStock})
-	})
-}
-
 // missingStockKeyWindow is how long after its sale a stock key found
-// missing is replaced without an operator: the label job runs within
-// minutes of the sale, even behind a spike's worth of labels.
+// missing, used or banned is replaced without an operator: its check runs
+// within seconds of the sale, and within minutes even behind a spike's
+// deliveries.
 const missingStockKeyWindow = time.Hour
 
 // missingStockKeyReason is recorded on the reissue of a stock key Luarmor

@@ -22,7 +22,8 @@ import (
 const (
 	ActorCLI      = "cli"
 	ActorAdminAPI = "admin-api"
-	// ActorStock replaces a key sold from stock that Luarmor no longer had.
+	// ActorStock replaces a key sold from stock that Luarmor no longer
+	// had, or that was used or banned before its sale (StockKeyCheckArgs).
 	ActorStock = "stock"
 )
 

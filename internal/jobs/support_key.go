@@ -291,24 +291,32 @@ func (w *SupportKeyWorker) finishReissue(ctx context.Context, job *river.Job[Sup
 // reissueDiscord returns the Discord ID a reissue moves from the old key
 // to the new one ("" for none): what Luarmor says the old key holds, read
 // once, before the old key is revoked, and recorded. A stock key found
-// missing never got its buyer's link: the new key takes it instead.
+// missing never got its buyer's link: the new key takes it instead. So
+// does one the stock check replaced (ActorStock): it was never labelled,
+// and a link it has was made before the sale, not by its buyer.
 func (w *SupportKeyWorker) reissueDiscord(ctx context.Context, job *river.Job[SupportKeyArgs], r *postgres.Reissue, old *order.Key) (string, error) {
 	if r.DiscordID != nil {
 		return *r.DiscordID, nil
 	}
 	discordID := ""
-	u, err := w.Luarmor.GetUser(ctx, old.ProjectID, old.UserKey)
-	switch {
-	case errors.Is(err, luarmor.ErrNotFound):
+	buyers := r.RequestedBy == ActorStock
+	if !buyers {
+		u, err := w.Luarmor.GetUser(ctx, old.ProjectID, old.UserKey)
+		switch {
+		case errors.Is(err, luarmor.ErrNotFound):
+			buyers = true
+		case err != nil:
+			return "", w.refused(job, old, err)
+		default:
+			discordID = u.DiscordID
+		}
+	}
+	if buyers {
 		o, err := postgres.GetOrder(ctx, w.Pool, old.CheckoutSessionID)
 		if err != nil {
 			return "", err
 		}
 		discordID = discordFor(o, old)
-	case err != nil:
-		return "", w.refused(job, old, err)
-	default:
-		discordID = u.DiscordID
 	}
 	return postgres.RecordReissueDiscord(ctx, w.Pool, r.ID, discordID)
 }
@@ -320,16 +328,14 @@ func (w *SupportKeyWorker) reissueDiscord(ctx context.Context, job *river.Job[Su
 // absolute expiry; a key whose key_days timer started the expiry it
 // reached in Luarmor (read now, so a reissue never adds days); a lifetime
 // key stays lifetime, and a key not used yet gets its full key_days, as it
-// would have.
+// would have. So does a key sold from stock that the stock check replaced
+// (ActorStock), found gone or used before the sale right after it: a
+// timer it shows was started by someone else, not its buyer.
 func (w *SupportKeyWorker) planReissue(ctx context.Context, job *river.Job[SupportKeyArgs], r *postgres.Reissue, old, nk *order.Key) error {
 	var target *int64
-	if !old.Recurring && old.KeyDays > 0 {
+	if !old.Recurring && old.KeyDays > 0 && r.RequestedBy != ActorStock {
 		u, err := w.Luarmor.GetUser(ctx, old.ProjectID, old.UserKey)
 		switch {
-		case errors.Is(err, luarmor.ErrNotFound) && r.RequestedBy == ActorStock:
-			// A key sold from stock, found gone right after the sale:
-			// unused, so the new key gets the full key_days it was sold.
-			u = &luarmor.User{}
 		case errors.Is(err, luarmor.ErrNotFound):
 			return w.failReissue(ctx, r, "the old key no longer exists in Luarmor")
 		case err != nil:

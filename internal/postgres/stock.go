@@ -363,6 +363,18 @@ func RetireStock(ctx context.Context, db DB, priceID string) (int, error) {
 	return int(tag.RowsAffected()), nil
 }
 
+// RetireStockKey takes one ready key out of sale (status retiring), as
+// the reconciliation does with a key found used or banned, and reports
+// whether it did. A sale holding the row (FOR UPDATE) is waited for, and a
+// key it sold is left sold: the sale's own check reads that key.
+func RetireStockKey(ctx context.Context, db DB, id int64) (bool, error) {
+	tag, err := db.Exec(ctx, `UPDATE stock_keys SET status = 'retiring' WHERE id = $1 AND status = 'ready'`, id)
+	if err != nil {
+		return false, fmt.Errorf("taking stock key %d out of sale: %w", id, err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
 // RetiringStockKeys returns a price's keys taken out of sale and not yet
 // dropped, oldest first.
 func RetiringStockKeys(ctx context.Context, db DB, priceID string) ([]*StockKey, error) {

@@ -26,6 +26,7 @@ import (
 //	DELETE /_sandbox/calls                   clear the call log
 //	GET    /_sandbox/projects/{project_id}/users             → {"users":[...]}
 //	GET    /_sandbox/projects/{project_id}/users/{user_key}  → {"user":{...}} or 404
+//	PATCH  /_sandbox/projects/{project_id}/users/{user_key}  UserState → {"user":{...}}: use or dashboard edits
 //	GET    /_sandbox/projects/{project_id}/scripts/{script_id} → {"script":{...}} or 404
 //	PUT    /_sandbox/projects/{project_id}/hwid-resets       {"enabled":false} turns HWID resets off (or on)
 //	PUT    /_sandbox/limit                   {"limit":60,"window":"1m"}
@@ -69,6 +70,7 @@ func (s *Sandbox) hookMux() *http.ServeMux {
 			User luarmor.User `json:"user"`
 		}{u}))
 	})
+	mux.HandleFunc("PATCH /_sandbox/projects/{project_id}/users/{user_key}", s.hookSetUserState)
 	mux.HandleFunc("GET /_sandbox/projects/{project_id}/scripts/{script_id}", func(w http.ResponseWriter, r *http.Request) {
 		sc, ok := s.Script(r.PathValue("project_id"), r.PathValue("script_id"))
 		if !ok {
@@ -146,6 +148,25 @@ func (s *Sandbox) hookExecute(w http.ResponseWriter, r *http.Request) {
 	}
 	u, _ := s.User(req.ProjectID, req.UserKey)
 	writeReply(w, success("Executed", struct {
+		User luarmor.User `json:"user"`
+	}{u}))
+}
+
+func (s *Sandbox) hookSetUserState(w http.ResponseWriter, r *http.Request) {
+	var st UserState
+	if !decodeHook(w, r, &st) {
+		return
+	}
+	u, err := s.SetUserState(r.PathValue("project_id"), r.PathValue("user_key"), st)
+	switch {
+	case errors.Is(err, ErrInvalidState):
+		writeReply(w, failure(http.StatusBadRequest, err.Error()))
+		return
+	case err != nil:
+		writeReply(w, failure(http.StatusNotFound, err.Error()))
+		return
+	}
+	writeReply(w, success("State set", struct {
 		User luarmor.User `json:"user"`
 	}{u}))
 }

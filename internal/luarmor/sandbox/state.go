@@ -349,3 +349,94 @@ func banDescription(u *user) string {
 	}
 	return fmt.Sprintf("%s (until %d)", reason, u.BanExpire)
 }
+
+// ---- Use and dashboard hook ----
+
+// ErrInvalidState is returned by SetUserState for a change the key cannot
+// take: an identifier or Discord ID held by another key of the project, or
+// a start of a timer that is not pending.
+var ErrInvalidState = errors.New("luarmor sandbox: invalid key state")
+
+// UserState is a change made to a stored key outside the API: what a
+// holder's use of the key or the seller's edits in the dashboard leave on
+// it. Tests use it to put a key in a state the API cannot give it at the
+// moment they need, such as a first execution hours ago. Nil fields are
+// left as they are.
+type UserState struct {
+	// Identifier binds a HWID (status "active") without starting the
+	// key_days timer, as the dashboard does; "" unbinds it (status "reset").
+	Identifier *string `json:"identifier,omitempty"`
+	// DiscordID links a Discord account; "" unlinks it.
+	DiscordID *string `json:"discord_id,omitempty"`
+	// StartedAt starts a pending key_days timer as a first execution at
+	// that moment does: auth_expire = StartedAt + key_days × 86400, and
+	// key_days 0. A key whose timer is not pending is refused.
+	StartedAt *time.Time `json:"started_at,omitempty"`
+	// Banned true blacklists the key for good with a new unban token and
+	// BanReason, as the dashboard's blacklist does; false lifts a ban.
+	Banned    *bool  `json:"banned,omitempty"`
+	BanReason string `json:"ban_reason,omitempty"`
+	// TotalExecutions sets the execution counter.
+	TotalExecutions *int `json:"total_executions,omitempty"`
+	// LastReset records a HWID reset at that moment: last_reset, and one
+	// more total_resets.
+	LastReset *time.Time `json:"last_reset,omitempty"`
+}
+
+// SetUserState applies st to a key and returns the key as it is then. Like
+// Execute it is not an API request: it is neither logged nor budgeted. The
+// change is applied whole or not at all.
+func (s *Sandbox) SetUserState(projectID, userKey string, st UserState) (luarmor.User, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.projects[projectID]
+	if !ok {
+		return luarmor.User{}, fmt.Errorf("%w: %q", ErrProjectNotFound, projectID)
+	}
+	p.liftExpiredBans(s.now())
+	u, ok := p.userLocked(userKey)
+	if !ok {
+		return luarmor.User{}, fmt.Errorf("%w: %q in project %q", ErrKeyNotFound, userKey, projectID)
+	}
+	switch {
+	case st.Identifier != nil && p.owner(*st.Identifier, identifierOf, u) != nil:
+		return luarmor.User{}, fmt.Errorf("%w: identifier held by another key", ErrInvalidState)
+	case st.DiscordID != nil && p.owner(*st.DiscordID, discordOf, u) != nil:
+		return luarmor.User{}, fmt.Errorf("%w: Discord ID linked to another key", ErrInvalidState)
+	case st.DiscordID != nil && *st.DiscordID != "" && !validDiscordID(*st.DiscordID):
+		return luarmor.User{}, fmt.Errorf("%w: %s", ErrInvalidState, msgInvalidDiscordID)
+	case st.StartedAt != nil && !u.pendingDays():
+		return luarmor.User{}, fmt.Errorf("%w: the key has no pending key_days timer to start", ErrInvalidState)
+	case st.TotalExecutions != nil && *st.TotalExecutions < 0:
+		return luarmor.User{}, fmt.Errorf("%w: negative total_executions", ErrInvalidState)
+	}
+	if st.Identifier != nil {
+		u.Identifier = *st.Identifier
+		u.Status = statusFor(u.Identifier)
+	}
+	if st.DiscordID != nil {
+		u.DiscordID = *st.DiscordID
+	}
+	if st.StartedAt != nil {
+		u.AuthExpire = st.StartedAt.Unix() + int64(u.KeyDays)*secondsPerDay
+		u.KeyDays = 0
+	}
+	if st.Banned != nil && *st.Banned {
+		token := randomString(keyLength)
+		for token == u.UnbanToken {
+			token = randomString(keyLength)
+		}
+		u.Banned, u.BanReason, u.BanExpire, u.UnbanToken = 1, st.BanReason, luarmor.NeverExpires, token
+	} else if st.Banned != nil {
+		u.unban()
+	}
+	if st.TotalExecutions != nil {
+		u.TotalExecutions = *st.TotalExecutions
+	}
+	if st.LastReset != nil {
+		u.LastReset = st.LastReset.Unix()
+		u.lastResetAt = *st.LastReset
+		u.TotalResets++
+	}
+	return u.User, nil
+}
