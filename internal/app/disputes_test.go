@@ -235,6 +235,33 @@ func TestRefundShareIsReadFromStripeNotTheEvent(t *testing.T) {
 	b.requireUntouched(t, s, key)
 }
 
+// The share refunded is of what the charge captured: a charge that
+// captured nothing (its authorisation released, which Stripe reports as a
+// refund of the whole amount) revokes nothing, and a refund of everything
+// a partial capture took revokes.
+func TestRefundShareIsOfTheCapturedAmount(t *testing.T) {
+	t.Parallel()
+	b := setup(t) // REFUND_REVOKE_PERCENT 100
+	refunded := func(t *testing.T, ch, pi string, captured bool, amountCaptured, amountRefunded int64) []byte {
+		obj := map[string]any{"id": ch, "object": "charge", "payment_intent": pi, "paid": true, "captured": captured,
+			"amount": 1000, "amount_captured": amountCaptured, "amount_refunded": amountRefunded, "refunded": true}
+		b.stripe.PutObject(stripefake.KindCharge, ch, obj)
+		return event(t, "charge.refunded", object(t, obj))
+	}
+
+	s, key, ch := b.disputed(t)
+	b.deliver(t, refunded(t, ch, s.PaymentIntent, false, 0, 1000))
+	b.requireUntouched(t, s, key)
+	require.Equal(t, 1, b.stripeCalls(http.MethodGet, "/v1/charges/"+ch), "the charge was read back")
+	require.Zero(t, b.count(t, "SELECT count(*) FROM revocations WHERE source_id = $1", ch))
+
+	s2, key2, ch2 := b.disputed(t)
+	b.deliver(t, refunded(t, ch2, s2.PaymentIntent, true, 600, 600))
+	b.waitKeys(t, s2.ID, "revoked", "blacklisted")
+	require.True(t, b.user(t, key2).IsBanned())
+	require.Equal(t, "Payment refunded", b.user(t, key2).BanReason)
+}
+
 func TestEarlyFraudWarning(t *testing.T) {
 	t.Parallel()
 	warning := func(t *testing.T, ch, pi string) []byte {

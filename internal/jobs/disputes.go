@@ -163,7 +163,7 @@ func (w *ApplyDisputeWorker) lift(ctx context.Context, job *river.Job[ApplyDispu
 }
 
 // ApplyRefundArgs reads a refunded charge back from Stripe and revokes its
-// keys once its refunds reach REFUND_REVOKE_PERCENT.
+// keys once its refunds reach REFUND_REVOKE_PERCENT of its captured amount.
 type ApplyRefundArgs struct {
 	ChargeID string `json:"charge_id"`
 }
@@ -194,9 +194,11 @@ func (w *ApplyRefundWorker) Work(ctx context.Context, job *river.Job[ApplyRefund
 		return err
 	}
 	p := w.Policy
-	if !p.RefundRevokes(ch.AmountRefunded, ch.Amount) {
-		w.Logger.InfoContext(ctx, "refund below REFUND_REVOKE_PERCENT; keys unchanged", "charge_id", ch.ID,
-			"amount", ch.Amount, "amount_refunded", ch.AmountRefunded, "revoke_percent", p.RefundRevokePercent)
+	// The share is of what was captured: an uncaptured charge (or the
+	// uncaptured part of a partial capture) took no money to give back.
+	if !p.RefundRevokes(ch.AmountRefunded, ch.AmountCaptured) {
+		w.Logger.InfoContext(ctx, "refund below REFUND_REVOKE_PERCENT of the captured amount; keys unchanged", "charge_id", ch.ID,
+			"amount_captured", ch.AmountCaptured, "amount_refunded", ch.AmountRefunded, "revoke_percent", p.RefundRevokePercent)
 		return nil
 	}
 	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
@@ -208,7 +210,7 @@ func (w *ApplyRefundWorker) Work(ctx context.Context, job *river.Job[ApplyRefund
 			return err
 		}
 		w.Logger.InfoContext(ctx, "payment refunded; revoking its keys", "charge_id", ch.ID, "action", r.Action,
-			"amount", ch.Amount, "amount_refunded", ch.AmountRefunded)
+			"amount_captured", ch.AmountCaptured, "amount_refunded", ch.AmountRefunded)
 		return insertMany(ctx, tx, ResolveRevocationArgs{RevocationID: r.ID})
 	})
 }
