@@ -173,13 +173,13 @@ func (w *RevokeKeyWorker) Work(ctx context.Context, job *river.Job[RevokeKeyArgs
 		if err := postgres.SetKeyStatus(ctx, tx, k.ID, status); err != nil {
 			return err
 		}
-		// A dispute won (or an inquiry closed) while the ban was being
-		// sent: lift it again.
+		// A dispute won (an inquiry closed, a refund failed) while the ban
+		// was being sent: lift it again.
 		current, err := postgres.GetRevocation(ctx, tx, r.ID)
 		if err != nil {
 			return err
 		}
-		if current.Status == order.RevocationLifted && status == order.KeyBlacklisted && w.Policy.UnbanOnLift(current.Inquiry) {
+		if current.Status == order.RevocationLifted && status == order.KeyBlacklisted && unbansOnLift(w.Policy, current) {
 			return insertMany(ctx, tx, UnbanKeyArgs{OrderKeyID: k.ID})
 		}
 		return nil
@@ -192,8 +192,9 @@ func (w *RevokeKeyWorker) Work(ctx context.Context, job *river.Job[RevokeKeyArgs
 	return err
 }
 
-// LiftRevocationArgs restores the orders of a dispute the shop won, or of
-// an inquiry that closed.
+// LiftRevocationArgs restores the orders of a dispute the shop won, of an
+// inquiry that closed, of a refund that failed, or of a fraud warning
+// support lifted.
 type LiftRevocationArgs struct {
 	RevocationID int64 `json:"revocation_id"`
 }
@@ -256,7 +257,7 @@ func (w *LiftRevocationWorker) Work(ctx context.Context, job *river.Job[LiftRevo
 				return err
 			}
 		}
-		w.Logger.InfoContext(ctx, "dispute closed in the shop's favour; restoring its orders", "source_id", r.SourceID,
+		w.Logger.InfoContext(ctx, "revocation lifted; restoring its orders", "source", r.Source, "source_id", r.SourceID,
 			"orders", len(orders), "keys", len(args))
 		return insertMany(ctx, tx, args...)
 	})
