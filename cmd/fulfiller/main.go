@@ -7,7 +7,7 @@
 //	fulfiller doctor              check that the configuration can sell, one line per check
 //	fulfiller reconcile           record the Stripe events that never reached the webhook
 //	fulfiller luarmor-sandbox     run the Luarmor sandbox on its own
-//	fulfiller orders, keys        support: show, find and retry orders; act on keys
+//	fulfiller orders, keys        support: show, find and retry orders, lift a fraud warning; act on keys
 //	fulfiller stock               the key stock: levels, reconciliation, deleting an orphan price's keys
 package main
 
@@ -52,8 +52,9 @@ commands:
   reconcile [--since 72h]
                         record the Stripe events (at most 30 days old) that never reached the webhook
   luarmor-sandbox       run the Luarmor sandbox (an in-memory Luarmor API)
-  orders show|retry|find
-                        support: an order's details, retry a failed order, find orders
+  orders show|retry|find|lift-revocation
+                        support: an order's details, retry a failed order, find orders,
+                        lift an early fraud warning's revocation
   keys blacklist|unban|reset-hwid|revoke|reissue|set-discord
                         support: act on a key through the running service
   stock list|reconcile|delete

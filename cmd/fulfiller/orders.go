@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
 
 	"fulfiller/internal/config"
 	"fulfiller/internal/jobs"
@@ -23,6 +24,7 @@ const ordersUsage = `usage:
   fulfiller orders show <checkout_session_id or ord_ reference>
   fulfiller orders retry <checkout_session_id or ord_ reference>
   fulfiller orders find --email E | --discord D | --key K
+  fulfiller orders lift-revocation <checkout_session_id or ord_ reference> <issfr_...> [--wait 2m]
 (reads the settings of serve)
 `
 
@@ -92,20 +94,27 @@ func cmdOrders(ctx context.Context, args []string, getenv func(string) string, l
 	fs := flag.NewFlagSet("orders "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var q jobs.OrderQuery
-	if args[0] == "find" {
+	wait := new(time.Duration)
+	wantArgs := 1
+	switch args[0] {
+	case "find":
 		fs.StringVar(&q.Email, "email", "", "the buyer's email address")
 		fs.StringVar(&q.DiscordID, "discord", "", "the Discord ID given at checkout")
 		fs.StringVar(&q.UserKey, "key", "", "a license key")
+		wantArgs = 0
+	case "lift-revocation":
+		wait = fs.Duration("wait", 2*time.Minute, "how long to wait for the service to carry the lift out")
+		wantArgs = 2
+	case "show", "retry":
+	default:
+		fmt.Fprint(stderr, ordersUsage)
+		return errUsage
 	}
 	positional, err := parseInterleaved(fs, args[1:])
 	if err != nil {
 		return errUsage
 	}
-	wantArgs := 1
-	if args[0] == "find" {
-		wantArgs = 0
-	}
-	if len(positional) != wantArgs || (args[0] != "show" && args[0] != "retry" && args[0] != "find") {
+	if len(positional) != wantArgs {
 		fmt.Fprint(stderr, ordersUsage)
 		return errUsage
 	}
@@ -128,6 +137,8 @@ func cmdOrders(ctx context.Context, args []string, getenv func(string) string, l
 		}
 		fmt.Fprintf(stdout, "order %s is %s again: its fulfilment is queued for the service's workers\n",
 			logging.OrderRef(o.CheckoutSessionID), o.Status)
+	case "lift-revocation":
+		return liftRevocation(ctx, support, positional[0], positional[1], *wait, stdout)
 	case "find":
 		orders, err := support.FindOrders(ctx, q)
 		if err != nil {
@@ -139,6 +150,37 @@ func cmdOrders(ctx context.Context, args []string, getenv func(string) string, l
 		if len(orders) == 0 {
 			fmt.Fprintln(stdout, "no orders")
 		}
+	}
+	return nil
+}
+
+// liftRevocation lifts an early fraud warning's revocation of an order's
+// payment, waits for the service's workers to restore the order and unban
+// its keys, and prints the outcome.
+func liftRevocation(ctx context.Context, support *jobs.Support, idOrRef, sourceID string, wait time.Duration, stdout io.Writer) error {
+	const cmd = "orders lift-revocation"
+	q, err := support.LiftRevocation(ctx, jobs.ActorCLI, idOrRef, sourceID)
+	if err != nil {
+		return supportError(cmd, err)
+	}
+	fmt.Fprintf(stdout, "revocation %s of order %s lifted; restoring the order is queued (job %d); waiting for the service\n",
+		sourceID, q.OrderRef, q.JobID)
+	waitCtx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	out, err := support.WaitLift(waitCtx, q)
+	if err != nil {
+		return fmt.Errorf("%s: %w", cmd, err)
+	}
+	if out.State != rivertype.JobStateCompleted {
+		return fmt.Errorf("%s: not done (%s): %s", cmd, out.State, out.Error)
+	}
+	fmt.Fprintf(stdout, "done: order %s is %s\n", q.OrderRef, out.Order.Status)
+	for _, k := range out.Order.Keys {
+		key := "-"
+		if k.Delivered() {
+			key = logging.KeyTail(k.UserKey)
+		}
+		fmt.Fprintf(stdout, "  %s  %s  %s\n", k.Reference, k.Status, key)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/stripe/stripe-go/v76"
+	"github.com/stripe/stripe-go/v76/webhook"
 
 	"fulfiller/internal/app"
 	"fulfiller/internal/catalog"
@@ -39,8 +42,12 @@ type supportBundle struct {
 	main    *app.Main
 }
 
-func setupSupport(t *testing.T) *supportBundle {
+func setupSupport(t *testing.T, policy ...func(*order.Policy)) *supportBundle {
 	t.Helper()
+	p := order.DefaultPolicy()
+	for _, change := range policy {
+		change(&p)
+	}
 	sb := sandbox.New(sandbox.Options{APIKey: supportLuarmor, Projects: []string{supportProject}, Limit: 100000, Window: time.Minute})
 	sbSrv := httptest.NewServer(sb)
 	t.Cleanup(sbSrv.Close)
@@ -52,7 +59,7 @@ func setupSupport(t *testing.T) *supportBundle {
 		Config: config.Config{DatabaseURL: url, ListenAddr: "127.0.0.1:0", WebhookSecrets: []string{"whsec_support_0123456789abcdef0123456789abcdef"},
 			StripeAPIKey: supportStripe, StripeAPIBase: sfSrv.URL, LuarmorAPIKey: supportLuarmor, LuarmorBaseURL: sbSrv.URL,
 			LuarmorRateLimit: 100000, LuarmorRateWindow: time.Minute, MaxUnitsPerOrder: config.DefaultMaxUnitsPerOrder,
-			ShutdownTimeout: 2 * time.Second, Policy: order.DefaultPolicy()},
+			ShutdownTimeout: 2 * time.Second, Policy: p},
 		Catalog: &catalog.Catalog{Prices: map[string]catalog.Product{supportPrice: {ProjectID: supportProject, KeyDays: 30}}},
 		Logger:  sloggerFor(t),
 	}
@@ -170,6 +177,85 @@ func TestSupportCommandsActThroughTheRunningService(t *testing.T) {
 	_, err = b.cli(t, "orders", "retry", id)
 	require.ErrorContains(t, err, "not failed")
 	_, err = b.cli(t, "keys", "frobnicate", key)
+	require.ErrorIs(t, err, errUsage)
+}
+
+// deliver sends the running service a signed event of typ about object.
+func (b *supportBundle) deliver(t *testing.T, typ string, object map[string]any) {
+	t.Helper()
+	body, err := json.Marshal(map[string]any{
+		"id": "evt_" + object["id"].(string), "object": "event", "api_version": stripe.APIVersion, "created": time.Now().Unix(),
+		"type": typ, "livemode": false, "data": map[string]any{"object": object},
+	})
+	require.NoError(t, err)
+	req, err := http.NewRequest(http.MethodPost, b.main.URL()+"/webhooks/stripe", bytes.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Stripe-Signature", webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{
+		Payload: body, Secret: b.env["STRIPE_WEBHOOK_SECRET"], Timestamp: time.Now()}).Header)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+}
+
+// orderStatus reads the order API's status of an order and of its keys.
+func (b *supportBundle) orderStatus(t *testing.T, id string) (string, []string) {
+	t.Helper()
+	resp, err := http.Get(b.main.URL() + "/v1/orders/" + id)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var o struct {
+		Status string `json:"status"`
+		Keys   []struct {
+			Status string `json:"status"`
+		} `json:"keys"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&o))
+	keys := make([]string, len(o.Keys))
+	for i, k := range o.Keys {
+		keys[i] = k.Status
+	}
+	return o.Status, keys
+}
+
+// An early fraud warning revoked the order; support decides the payment
+// stands and lifts it from the command line: the key works again.
+func TestLiftRevocationCommandRestoresAnOrderAFraudWarningRevoked(t *testing.T) {
+	t.Parallel()
+	b := setupSupport(t, func(p *order.Policy) { p.RevokeOnEarlyFraudWarning = true })
+	id := "cs_test_supportlift0001"
+	key := b.buy(t, id)
+	efw := "issfr_supportlift0001"
+	b.stripe.PutObject(stripefake.KindCharge, "ch_supportlift0001", map[string]any{"payment_intent": "pi_" + id, "amount": 3000, "paid": true})
+	b.deliver(t, "radar.early_fraud_warning.created", map[string]any{
+		"id": efw, "object": "radar.early_fraud_warning", "charge": "ch_supportlift0001", "payment_intent": "pi_" + id,
+		"fraud_type": "made_with_stolen_card", "actionable": true,
+	})
+	require.Eventually(t, func() bool {
+		status, keys := b.orderStatus(t, id)
+		return status == "revoked" && len(keys) == 1 && keys[0] == "blacklisted"
+	}, 30*time.Second, 50*time.Millisecond)
+	require.Equal(t, 1, b.user(t, key).Banned)
+
+	out, err := b.cli(t, "orders", "show", id)
+	require.NoError(t, err)
+	require.Contains(t, out, "early_fraud_warning "+efw)
+
+	out, err = b.cli(t, "orders", "lift-revocation", id, efw, "--wait", "30s")
+	require.NoError(t, err, out)
+	require.Contains(t, out, "is fulfilled")
+	require.Contains(t, out, "active")
+	require.NotContains(t, out, key, "the answer names the key by its last characters only")
+	require.Equal(t, 0, b.user(t, key).Banned)
+	status, keys := b.orderStatus(t, id)
+	require.Equal(t, "fulfilled", status)
+	require.Equal(t, []string{"active"}, keys)
+
+	_, err = b.cli(t, "orders", "lift-revocation", id, efw)
+	require.ErrorContains(t, err, "lifted already")
+	_, err = b.cli(t, "orders", "lift-revocation", id, "issfr_nosuchwarning")
+	require.ErrorContains(t, err, "no revocation issfr_nosuchwarning")
+	_, err = b.cli(t, "orders", "lift-revocation", id)
 	require.ErrorIs(t, err, errUsage)
 }
 

@@ -235,6 +235,128 @@ func TestRefundShareIsReadFromStripeNotTheEvent(t *testing.T) {
 	b.requireUntouched(t, s, key)
 }
 
+// The share refunded is of what the charge captured: a charge that
+// captured nothing (its authorisation released, which Stripe reports as a
+// refund of the whole amount) revokes nothing, and a refund of everything
+// a partial capture took revokes.
+func TestRefundShareIsOfTheCapturedAmount(t *testing.T) {
+	t.Parallel()
+	b := setup(t) // REFUND_REVOKE_PERCENT 100
+	refunded := func(t *testing.T, ch, pi string, captured bool, amountCaptured, amountRefunded int64) []byte {
+		obj := map[string]any{"id": ch, "object": "charge", "payment_intent": pi, "paid": true, "captured": captured,
+			"amount": 1000, "amount_captured": amountCaptured, "amount_refunded": amountRefunded, "refunded": true}
+		b.stripe.PutObject(stripefake.KindCharge, ch, obj)
+		return event(t, "charge.refunded", object(t, obj))
+	}
+
+	s, key, ch := b.disputed(t)
+	b.deliver(t, refunded(t, ch, s.PaymentIntent, false, 0, 1000))
+	b.requireUntouched(t, s, key)
+	require.Equal(t, 1, b.stripeCalls(http.MethodGet, "/v1/charges/"+ch), "the charge was read back")
+	require.Zero(t, b.count(t, "SELECT count(*) FROM revocations WHERE source_id = $1", ch))
+
+	s2, key2, ch2 := b.disputed(t)
+	b.deliver(t, refunded(t, ch2, s2.PaymentIntent, true, 600, 600))
+	b.waitKeys(t, s2.ID, "revoked", "blacklisted")
+	require.True(t, b.user(t, key2).IsBanned())
+	require.Equal(t, "Payment refunded", b.user(t, key2).BanReason)
+}
+
+// refundUpdated sets what Stripe's API says the charge of a refund (1000,
+// all captured) has refunded in total now, and returns the
+// charge.refund.updated event of the refund with status.
+func (b *bundle) refundUpdated(t *testing.T, refundID, chargeID, pi string, refunded int64, status string) []byte {
+	t.Helper()
+	b.putCharge(chargeID, pi, "", refunded)
+	obj := map[string]any{"id": refundID, "object": "refund", "amount": 1000, "charge": chargeID, "payment_intent": pi,
+		"currency": "usd", "status": status, "failure_reason": nil}
+	if status == "failed" {
+		obj["failure_reason"] = "expired_or_canceled_card"
+	}
+	return event(t, "charge.refund.updated", object(t, obj))
+}
+
+// A refund that fails after charge.refunded (the card was closed) gives the
+// money back to the shop: Stripe lowers the charge's amount_refunded, and
+// the keys the refund revoked are active again, whatever DISPUTE_WON_ACTION
+// says. A replay of the old charge.refunded then changes nothing, and a new
+// refund revokes them again.
+func TestFailedRefundRestoresTheKeys(t *testing.T) {
+	t.Parallel()
+	for name, keepDisputeBans := range map[string]bool{"default": false, "dispute won keeps bans": true} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, withPolicy(func(p *order.Policy) { p.UnbanWhenDisputeWon = !keepDisputeBans }))
+			s, o := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 2})
+			ch := b.charge(t, s.PaymentIntent, "")
+			re := newID("re_")
+			refunded := b.refund(t, ch, s.PaymentIntent, "", 1000)
+			b.deliver(t, refunded)
+			b.waitKeys(t, s.ID, "revoked", "blacklisted")
+			for _, k := range o.Keys {
+				require.True(t, b.user(t, k.UserKey).IsBanned())
+			}
+
+			b.deliver(t, b.refundUpdated(t, re, ch, s.PaymentIntent, 0, "failed"))
+			got := b.waitKeys(t, s.ID, "fulfilled", "active")
+			require.Len(t, got.Keys, 2)
+			for _, k := range got.Keys {
+				require.False(t, b.user(t, k.UserKey).IsBanned(), "the key works again")
+			}
+			b.waitIdle(t)
+			require.Equal(t, 1, b.count(t, "SELECT count(*) FROM revocations WHERE source_id = $1 AND status = 'lifted'", ch))
+			require.Equal(t, 2, b.luarmorCalls(http.MethodGet, "/users/unban"), "one unban per key")
+
+			// The old charge.refunded again: Stripe says nothing is refunded.
+			b.deliver(t, refunded)
+			b.waitIdle(t)
+			b.waitKeys(t, s.ID, "fulfilled", "active")
+			require.Equal(t, 2, b.luarmorCalls(http.MethodPost, "/users/blacklist"), "no ban since the first")
+
+			// The shop refunds again, and this refund goes through.
+			b.deliver(t, b.refund(t, ch, s.PaymentIntent, "", 1000))
+			b.waitKeys(t, s.ID, "revoked", "blacklisted")
+			for _, k := range o.Keys {
+				require.True(t, b.user(t, k.UserKey).IsBanned())
+			}
+			require.Equal(t, 1, b.count(t, "SELECT count(*) FROM revocations WHERE source_id = $1 AND status = 'active'", ch))
+		})
+	}
+}
+
+// charge.refund.updated, repeated or stale (its body says the refund
+// failed), restores nothing while Stripe's charge still shows the refund.
+func TestRefundUpdateOfARefundStripeStillCountsChangesNothing(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s, key, ch := b.disputed(t)
+	b.deliver(t, b.refund(t, ch, s.PaymentIntent, "", 1000))
+	b.waitKeys(t, s.ID, "revoked", "blacklisted")
+	b.waitIdle(t)
+
+	re := newID("re_")
+	succeeded := b.refundUpdated(t, re, ch, s.PaymentIntent, 1000, "succeeded")
+	b.deliver(t, succeeded)
+	// The same event again (recorded once), and a second event for the
+	// same change.
+	b.deliver(t, succeeded)
+	b.deliver(t, b.refundUpdated(t, re, ch, s.PaymentIntent, 1000, "succeeded"))
+	stale := event(t, "charge.refund.updated", object(t, map[string]any{
+		"id": re, "object": "refund", "amount": 1000, "charge": ch, "payment_intent": s.PaymentIntent,
+		"status": "failed", "failure_reason": "lost_or_stolen_card",
+	}))
+	b.deliver(t, stale)
+	b.waitIdle(t)
+
+	b.waitKeys(t, s.ID, "revoked", "blacklisted")
+	require.True(t, b.user(t, key).IsBanned())
+	require.Zero(t, b.luarmorCalls(http.MethodGet, "/users/unban"))
+	require.Equal(t, 1, b.luarmorCalls(http.MethodPost, "/users/blacklist"))
+	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM revocations WHERE source_id = $1 AND status = 'active'", ch))
+	require.Equal(t, 4, b.count(t, "SELECT count(*) FROM river_job WHERE kind = 'apply_refund' AND state = 'completed'"),
+		"each distinct event read the charge back")
+}
+
 func TestEarlyFraudWarning(t *testing.T) {
 	t.Parallel()
 	warning := func(t *testing.T, ch, pi string) []byte {

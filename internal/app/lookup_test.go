@@ -33,18 +33,19 @@ type lookupBundle struct {
 
 // setupLookup starts the service with mail pointed at a test SMTP server,
 // its log (every level) in a buffer, and the loopback as a trusted proxy,
-// so a test can speak for several clients through X-Forwarded-For.
-func setupLookup(t *testing.T) *lookupBundle {
+// so a test can speak for several clients through X-Forwarded-For; more
+// options (a policy) follow.
+func setupLookup(t *testing.T, more ...func(*options)) *lookupBundle {
 	t.Helper()
 	srv := mailtest.Start(t, smtpUser, smtpPassword)
 	server, err := mail.ParseSMTPURL(srv.URL())
 	require.NoError(t, err)
 	logs := &logtest.Buffer{}
-	b := setup(t, withLogger(slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))),
+	b := setup(t, append([]func(*options){withLogger(slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))),
 		withConfig(func(c *config.Config) {
 			c.Mail = mail.Settings{SMTP: server, From: "Shop <keys@shop.example>", PublicBaseURL: publicBase}
 			c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
-		}))
+		})}, more...)...)
 	return &lookupBundle{mailBundle: &mailBundle{bundle: b, smtp: srv}, logs: logs}
 }
 

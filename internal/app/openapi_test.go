@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/httpapi"
+	"fulfiller/internal/order"
 	"fulfiller/internal/stripeapi/stripefake"
 )
 
@@ -102,7 +103,7 @@ func (c *contractCheck) requireEveryOperationAnswered(t *testing.T) {
 // answer to the document.
 func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 	t.Parallel()
-	b := setupLookup(t)
+	b := setupLookup(t, withPolicy(func(p *order.Policy) { p.RevokeOnEarlyFraudWarning = true }))
 	c := newContractCheck(t, b)
 	const bearer = "Bearer shop-token"
 	email, customer := "contract@example.com", newID("cus_")
@@ -164,6 +165,23 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, c.do(t, "POST", "/v1/admin/keys/set-discord",
 		`{"user_key":"`+key+`","discord_id":"123456789012345678"}`, "Authorization", bearer).status)
 	require.Equal(t, http.StatusUnauthorized, c.do(t, "POST", "/v1/admin/keys/revoke", keyBody(key)).status)
+
+	// Support lifts an early fraud warning's revocation (of another order).
+	warned := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", warned.ID))
+	b.waitOrder(t, warned.ID, "fulfilled")
+	efw := newID("issfr_")
+	b.deliver(t, event(t, "radar.early_fraud_warning.created", object(t, map[string]any{
+		"id": efw, "object": "radar.early_fraud_warning", "charge": b.charge(t, warned.PaymentIntent, ""),
+		"payment_intent": warned.PaymentIntent, "fraud_type": "made_with_stolen_card", "actionable": true,
+	})))
+	b.waitKeys(t, warned.ID, "revoked", "blacklisted")
+	liftPath := "/v1/admin/orders/" + warned.ID + "/revocations/"
+	require.Equal(t, http.StatusUnauthorized, c.do(t, "POST", liftPath+efw+"/lift", "").status)
+	require.Equal(t, http.StatusBadRequest, c.do(t, "POST", liftPath+"not-a-source/lift", "", "Authorization", bearer).status)
+	require.Equal(t, http.StatusNotFound, c.do(t, "POST", liftPath+"issfr_nosuchwarning/lift", "", "Authorization", bearer).status)
+	require.Equal(t, http.StatusAccepted, c.do(t, "POST", liftPath+efw+"/lift", "", "Authorization", bearer).status)
+	require.Equal(t, http.StatusConflict, c.do(t, "POST", liftPath+efw+"/lift", "", "Authorization", bearer).status)
 
 	// The pages and their assets.
 	require.Equal(t, http.StatusOK, c.do(t, "GET", "/orders/"+id, "").status)

@@ -93,18 +93,20 @@ func (b *bundle) retryStatus(t *testing.T, id string) int {
 }
 
 // A catalog mistake (a project Luarmor does not know) fails the order
-// with the project named; after the fix, the retry re-plans the undelivered
-// units onto the corrected project.
-func TestRetryReplansUndeliveredUnitsFromTheCurrentCatalog(t *testing.T) {
+// with the project named; after the fix, the retry plans the units of that
+// project again from the catalog: those Luarmor refused and the one it
+// never got to.
+func TestRetryReplansUnitsRefusedForTheirProjectFromTheCurrentCatalog(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	b.catalog.Put("price_typo", catalog.Product{ProjectID: "project_with_a_typo", KeyDays: 7})
-	s := b.paidSession(t, stripefake.Item{PriceID: "price_typo", Quantity: 2})
+	s := b.paidSession(t, stripefake.Item{PriceID: "price_typo", Quantity: 3})
 	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
 
 	o := b.waitFailed(t, s.ID)
 	require.Equal(t, order.FailureLuarmorRefused, o.FailureCode)
 	require.Contains(t, o.FailureReason, "project_with_a_typo")
+	require.Contains(t, o.FailureReason, "Project not found")
 
 	b.catalog.Put("price_typo", catalog.Product{ProjectID: project, KeyDays: 14})
 	// The order fails on the first refusal; the other unit's create may
@@ -115,12 +117,40 @@ func TestRetryReplansUndeliveredUnitsFromTheCurrentCatalog(t *testing.T) {
 		return code == http.StatusAccepted
 	}, 20*time.Second, 50*time.Millisecond)
 	done := b.waitOrder(t, s.ID, "fulfilled")
-	require.Len(t, done.Keys, 2)
+	require.Len(t, done.Keys, 3)
 	for _, k := range done.Keys {
 		require.Equal(t, project, k.ProjectID)
 		require.Equal(t, 14, k.KeyDays)
 		require.Equal(t, 14, b.user(t, k.UserKey).KeyDays)
 	}
+	require.Zero(t, b.count(t, "SELECT count(*) FROM order_keys WHERE checkout_session_id = $1 AND replan", s.ID),
+		"planned again once")
+}
+
+// A unit keeps the project and key_days it was sold with: Luarmor refused
+// its create for a reason other than its project, the catalog moved the
+// price to another project with other key_days meanwhile, and the retry
+// delivers what was paid for.
+func TestRetryDeliversTheTermsTheUnitWasSoldWith(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.sandbox.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/users", Kind: sandbox.FaultRefuse})
+	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+
+	o := b.waitFailed(t, s.ID)
+	require.Equal(t, order.FailureLuarmorRefused, o.FailureCode)
+	require.Contains(t, o.FailureReason, "Request refused.")
+
+	b.catalog.Put(priceMonth, catalog.Product{ProjectID: project2, KeyDays: 7})
+	b.retry(t, s.ID, http.StatusAccepted)
+	done := b.waitOrder(t, s.ID, "fulfilled")
+	require.Len(t, done.Keys, 1)
+	k := done.Keys[0]
+	require.Equal(t, project, k.ProjectID, "the project it was sold with")
+	require.Equal(t, 30, k.KeyDays, "the key_days it was sold with")
+	require.Equal(t, 30, b.user(t, k.UserKey).KeyDays)
+	require.Empty(t, b.sandbox.Users(project2))
 }
 
 // An open session reporting no_payment_required (a 100% discount before

@@ -14,6 +14,7 @@ import (
 
 	"fulfiller/internal/httpapi"
 	"fulfiller/internal/luarmor"
+	"fulfiller/internal/order"
 	"fulfiller/internal/stripeapi/stripefake"
 )
 
@@ -106,6 +107,7 @@ func TestAdminEndpointsRefuseWithoutTheShopToken(t *testing.T) {
 		for _, c := range []struct{ method, path, body string }{
 			{http.MethodGet, "/v1/admin/orders/" + s.ID, ""},
 			{http.MethodPost, "/v1/admin/orders/" + s.ID + "/retry", ""},
+			{http.MethodPost, "/v1/admin/orders/" + s.ID + "/revocations/issfr_x/lift", ""},
 			{http.MethodGet, "/v1/admin/orders?email=" + defaultMail, ""},
 			{http.MethodPost, "/v1/admin/orders/search", keyBody(key)},
 			{http.MethodPost, "/v1/admin/keys/blacklist", keyBody(key)},
@@ -321,6 +323,77 @@ func TestDisputeWonKeepsABanSupportMade(t *testing.T) {
 	require.Equal(t, rivertype.JobStateCompleted, b.keyAction(t, "unban", keyBody(banned)))
 	require.Equal(t, 0, b.sandboxUser(t, project, banned).Banned)
 	require.Equal(t, "active", b.keyStatus(t, banned))
+}
+
+// Support lifts an early fraud warning's revocation through the path a won
+// dispute takes: the keys it banned work again, a key support banned keeps
+// its ban, and a later copy of the warning revokes nothing. Only an active
+// fraud warning of the order's payment is lifted here.
+func TestAdminLiftsAnEarlyFraudWarningsRevocation(t *testing.T) {
+	t.Parallel()
+	b := setup(t, withPolicy(func(p *order.Policy) { p.RevokeOnEarlyFraudWarning = true }))
+	s, o := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 2})
+	warned, banned := o.Keys[0].UserKey, o.Keys[1].UserKey
+	require.Equal(t, rivertype.JobStateCompleted, b.keyAction(t, "blacklist", `{"user_key":"`+banned+`","reason":"Key shared"}`))
+	ch := b.charge(t, s.PaymentIntent, "")
+	efw := newID("issfr_")
+	warning := func() []byte {
+		return event(t, "radar.early_fraud_warning.created", object(t, map[string]any{
+			"id": efw, "object": "radar.early_fraud_warning", "charge": ch, "payment_intent": s.PaymentIntent,
+			"fraud_type": "made_with_stolen_card", "actionable": true,
+		}))
+	}
+	b.deliver(t, warning())
+	b.waitKeys(t, s.ID, "revoked", "blacklisted")
+	b.waitIdle(t)
+	require.Equal(t, order.FraudWarningBanReason, b.sandboxUser(t, project, warned).BanReason)
+	lift := func(idOrRef, sourceID string) (int, map[string]any) {
+		return b.admin(t, http.MethodPost, "/v1/admin/orders/"+idOrRef+"/revocations/"+sourceID+"/lift", "", "shop-token")
+	}
+
+	// Not a source ID; a revocation the order's payment does not have; a
+	// dispute's, which Stripe's outcome lifts.
+	status, _ := lift(s.ID, "not-a-source")
+	require.Equal(t, http.StatusBadRequest, status)
+	status, _ = lift(s.ID, newID("issfr_"))
+	require.Equal(t, http.StatusNotFound, status)
+	other, _ := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	status, _ = lift(other.ID, efw)
+	require.Equal(t, http.StatusNotFound, status, "the warning is not of this order's payment")
+	dp := newID("dp_")
+	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, b.charge(t, other.PaymentIntent, ""), other.PaymentIntent, "needs_response"))
+	b.waitKeys(t, other.ID, "revoked", "blacklisted")
+	status, out := lift(other.ID, dp)
+	require.Equal(t, http.StatusConflict, status)
+	require.Contains(t, out["error"], "Stripe's outcome lifts it")
+
+	status, out = lift(s.ID, efw)
+	require.Equal(t, http.StatusAccepted, status, "%v", out)
+	require.Equal(t, "lift-revocation", out["action"])
+	require.Equal(t, "queued", out["status"])
+	require.True(t, strings.HasPrefix(out["order_ref"].(string), "ord_"))
+	require.Equal(t, rivertype.JobStateCompleted, b.waitJob(t, int64(out["job_id"].(float64))))
+	b.waitIdle(t)
+
+	require.Equal(t, 0, b.sandboxUser(t, project, warned).Banned, "the warning's ban is lifted")
+	require.Equal(t, "active", b.keyStatus(t, warned))
+	require.Equal(t, 1, b.sandboxUser(t, project, banned).Banned, "support's ban holds")
+	require.Equal(t, "Key shared", b.sandboxUser(t, project, banned).BanReason)
+	require.Equal(t, "blacklisted", b.keyStatus(t, banned))
+	_, details := b.admin(t, http.MethodGet, "/v1/admin/orders/"+s.ID, "", "shop-token")
+	require.Equal(t, "fulfilled", details["status"])
+	revocations := details["revocations"].([]any)
+	require.Len(t, revocations, 1)
+	require.Equal(t, "lifted", revocations[0].(map[string]any)["status"])
+
+	// Lifted already; and the warning sent again revokes nothing.
+	status, out = lift(s.ID, efw)
+	require.Equal(t, http.StatusConflict, status)
+	require.Contains(t, out["error"], "lifted already")
+	b.deliver(t, warning())
+	b.waitIdle(t)
+	require.Equal(t, 0, b.sandboxUser(t, project, warned).Banned)
+	require.Equal(t, "active", b.keyStatus(t, warned))
 }
 
 // A reissue carries the old key's Discord link over: the new key holds the

@@ -138,6 +138,19 @@ func (s *Server) adminRetryOrder(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, renderOrder(o))
 }
 
+// adminLiftRevocation answers POST
+// /v1/admin/orders/{id_or_ref}/revocations/{source_id}/lift: support lifts
+// an early fraud warning's revocation of the order's payment; 202 once the
+// lift_revocation job is queued.
+func (s *Server) adminLiftRevocation(w http.ResponseWriter, r *http.Request) {
+	q, err := s.Support.LiftRevocation(r.Context(), jobs.ActorAdminAPI, r.PathValue("id_or_ref"), r.PathValue("source_id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, AdminQueuedJSON{Action: jobs.ActionLiftRevocation, Status: "queued", OrderRef: q.OrderRef, JobID: q.JobID})
+}
+
 // adminFindOrders answers GET /v1/admin/orders?email= or ?discord=; keys
 // are searched with POST /v1/admin/orders/search, keeping them out of URLs.
 func (s *Server) adminFindOrders(w http.ResponseWriter, r *http.Request) {

@@ -133,6 +133,7 @@ func (s *Server) routes() []route {
 		{"POST /v1/admin/orders/search", s.orderAPI(s.requireShopToken(s.adminSearchOrders))},
 		{"GET /v1/admin/orders/{id_or_ref}", s.orderAPI(s.requireShopToken(s.adminGetOrder))},
 		{"POST /v1/admin/orders/{id_or_ref}/retry", s.orderAPI(s.requireShopToken(s.adminRetryOrder))},
+		{"POST /v1/admin/orders/{id_or_ref}/revocations/{source_id}/lift", s.orderAPI(s.requireShopToken(s.adminLiftRevocation))},
 		{"POST /v1/admin/keys/{action}", s.orderAPI(s.requireShopToken(s.adminKeyAction))},
 		{"GET /orders/{checkout_session_id}", http.HandlerFunc(s.orderPage)},
 		{"GET /my-keys", http.HandlerFunc(s.myKeysPage)},

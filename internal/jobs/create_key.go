@@ -519,7 +519,10 @@ func (w *CreateKeyWorker) luarmorFailure(ctx context.Context, job *river.Job[Cre
 		return txErr
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck
-	if txErr := postgres.FailKey(ctx, tx, k.ID, reason); txErr != nil {
+	// A unit refused for its project is planned again from the catalog by
+	// the operator's retry, once the project is fixed; any other keeps the
+	// terms it was sold with.
+	if txErr := postgres.FailKey(ctx, tx, k.ID, reason, errors.Is(err, luarmor.ErrProjectRefused)); txErr != nil {
 		return txErr
 	}
 	// The refusal is recorded on the order and the job completes in the

@@ -37,6 +37,7 @@ func FuzzDecodeEvent(f *testing.F) {
 		`{"data":{"object":{"id":"cs_1","customer_details":{"email":"a\u0000b"},"custom_fields":[{"key":"discord_id","text":{"value":"\ud800"}}]}}}`,
 		`{"data":{"object":{"id":"dp_1","charge":{"id":"ch_1","payment_intent":{}},"payment_intent":"pi_1","status":"won"}}}`,
 		`{"data":{"object":{"id":"ch_1","refunded":true,"amount":1e400,"payment_intent":7}}}`,
+		`{"data":{"object":{"id":"re_1","object":"refund","charge":{"id":null},"status":"failed","failure_reason":7}}}`,
 		`{"data":{"object":{"id":"in_1","lines":{"data":[{"period":{"end":-1e15}}]},"subscription":{"items":null}}}}`,
 		`{"data":{"object":{"id":"sub_1","items":{"data":[null]},"current_period_end":"soon"}}}`,
 		`{"DATA":{"OBJECT":{"ID":"cs_1"}},"data":{"object":{"id":"cs_2"}}}`,
@@ -63,6 +64,9 @@ func FuzzDecodeEvent(f *testing.F) {
 		}
 		if ch, err := decodeObject[stripe.Charge](event, "a charge"); requireReadable(t, err) {
 			_ = paymentIntentID(ch.PaymentIntent)
+		}
+		if rf, err := decodeObject[stripe.Refund](event, "a refund"); requireReadable(t, err) {
+			_ = chargeID(rf.Charge)
 		}
 		_, err = decodeObject[stripe.Subscription](event, "a subscription")
 		requireReadable(t, err)

@@ -13,11 +13,11 @@ import (
 	"fulfiller/internal/stripeapi"
 )
 
-// Disputes, refunds and early fraud warnings after the sale. The event
-// says only that something changed: the job that acts reads the dispute
-// or the refunded charge back from Stripe and decides on what Stripe says
-// now, so a stale or replayed event body can neither revoke nor restore
-// a key.
+// Disputes, refunds (and refunds that failed) and early fraud warnings
+// after the sale. The event says only that something changed: the job that
+// acts reads the dispute or the refunded charge back from Stripe and
+// decides on what Stripe says now, so a stale or replayed event body can
+// neither revoke nor restore a key.
 
 // disputeChanged queues the read-back of a dispute that was opened,
 // updated (an inquiry turned into a chargeback, evidence submitted) or
@@ -40,6 +40,28 @@ func chargeRefunded(ctx context.Context, w *HandleEventsWorker, tx pgx.Tx, event
 		return err
 	}
 	return insertMany(ctx, tx, ApplyRefundArgs{ChargeID: ch.ID})
+}
+
+// refundUpdated queues the read-back of the charge of a refund that
+// changed (charge.refund.updated). In this API version it is how Stripe
+// says a refund failed (a closed card, say) after charge.refunded was sent:
+// it lowers the charge's amount_refunded, and apply_refund decides again
+// from the charge as it is now. The event's status is only logged.
+func refundUpdated(ctx context.Context, w *HandleEventsWorker, tx pgx.Tx, event stripe.Event) error {
+	rf, err := decodeObject[stripe.Refund](event, "a refund")
+	if err != nil {
+		return err
+	}
+	ch := chargeID(rf.Charge)
+	if ch == "" {
+		w.Logger.InfoContext(ctx, "refund of no charge updated; nothing to do", "refund_id", rf.ID, "status", rf.Status)
+		return nil
+	}
+	if rf.Status == stripe.RefundStatusFailed {
+		w.Logger.WarnContext(ctx, "a refund failed; reading its charge again", "refund_id", rf.ID, "charge_id", ch,
+			"failure_reason", rf.FailureReason)
+	}
+	return insertMany(ctx, tx, ApplyRefundArgs{ChargeID: ch})
 }
 
 // earlyFraudWarning revokes the payment's keys when the card's issuer
@@ -163,7 +185,8 @@ func (w *ApplyDisputeWorker) lift(ctx context.Context, job *river.Job[ApplyDispu
 }
 
 // ApplyRefundArgs reads a refunded charge back from Stripe and revokes its
-// keys once its refunds reach REFUND_REVOKE_PERCENT.
+// keys once its refunds reach REFUND_REVOKE_PERCENT of its captured amount,
+// or lifts that revocation once they fall below it again (a refund failed).
 type ApplyRefundArgs struct {
 	ChargeID string `json:"charge_id"`
 }
@@ -176,7 +199,11 @@ func (ApplyRefundArgs) InsertOpts() river.InsertOpts {
 	return river.InsertOpts{Queue: QueueDefault, Priority: 1}
 }
 
-// ApplyRefundWorker works ApplyRefundArgs.
+// ApplyRefundWorker works ApplyRefundArgs. Runs for one charge take turns:
+// each holds the charge's lock from before its read of Stripe until its
+// commit, so the run that read Stripe last decides last. Without it a run
+// that read a refund before it failed could commit after the run that saw
+// the failure, and revoke the keys again for a refund that never happened.
 type ApplyRefundWorker struct {
 	river.WorkerDefaults[ApplyRefundArgs]
 	Deps
@@ -184,33 +211,80 @@ type ApplyRefundWorker struct {
 
 func (w *ApplyRefundWorker) Work(ctx context.Context, job *river.Job[ApplyRefundArgs]) error {
 	id := job.Args.ChargeID
-	ch, err := w.Stripe.Charge(ctx, id)
-	if stripeapi.IsNotFound(err) {
-		w.Logger.ErrorContext(ctx, "an event named a refunded charge this Stripe account does not know; nothing revoked",
-			"charge_id", id, "error", err)
-		return nil
+	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+		if err := postgres.LockCharge(ctx, tx, id); err != nil {
+			return err
+		}
+		ch, err := w.Stripe.Charge(ctx, id)
+		if stripeapi.IsNotFound(err) {
+			w.Logger.ErrorContext(ctx, "an event named a refunded charge this Stripe account does not know; nothing revoked or restored",
+				"charge_id", id, "error", err)
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		// The share is of what was captured: an uncaptured charge (or the
+		// uncaptured part of a partial capture) took no money to give back.
+		// A failed refund no longer counts: Stripe takes it out of
+		// amount_refunded.
+		if w.Policy.RefundRevokes(ch.AmountRefunded, ch.AmountCaptured) {
+			return w.hold(ctx, tx, ch)
+		}
+		return w.lift(ctx, tx, ch)
+	})
+}
+
+// hold records that the charge's refunds revoke its payment's keys, again
+// if a failed refund had lifted that, and queues their revocation (which
+// changes nothing for keys already revoked).
+func (w *ApplyRefundWorker) hold(ctx context.Context, tx pgx.Tx, ch *stripe.Charge) error {
+	p := w.Policy
+	r, again, err := postgres.HoldRefundRevocation(ctx, tx, order.Revocation{
+		Source: order.SourceRefund, SourceID: ch.ID, ChargeID: ch.ID, PaymentIntentID: paymentIntentID(ch.PaymentIntent),
+		Action: p.RefundAction, Reason: p.RefundBanReason,
+	})
+	if err != nil || r.Action == order.ActionNone {
+		return err
 	}
+	msg := "payment refunded; revoking its keys"
+	if again {
+		msg = "payment refunded again after a refund failed; revoking its keys"
+	}
+	w.Logger.InfoContext(ctx, msg, "charge_id", ch.ID, "action", r.Action,
+		"amount_captured", ch.AmountCaptured, "amount_refunded", ch.AmountRefunded)
+	return insertMany(ctx, tx, ResolveRevocationArgs{RevocationID: r.ID})
+}
+
+// lift restores what the charge's refunds revoked once they fall below the
+// share (Stripe lowered amount_refunded: a refund failed or was cancelled),
+// through the path a won dispute takes. Below the share with nothing
+// revoked, nothing changes.
+func (w *ApplyRefundWorker) lift(ctx context.Context, tx pgx.Tx, ch *stripe.Charge) error {
+	attrs := []any{"charge_id", ch.ID, "amount_captured", ch.AmountCaptured, "amount_refunded", ch.AmountRefunded,
+		"revoke_percent", w.Policy.RefundRevokePercent}
+	held, err := postgres.RevocationOf(ctx, tx, ch.ID)
 	if err != nil {
 		return err
 	}
-	p := w.Policy
-	if !p.RefundRevokes(ch.AmountRefunded, ch.Amount) {
-		w.Logger.InfoContext(ctx, "refund below REFUND_REVOKE_PERCENT; keys unchanged", "charge_id", ch.ID,
-			"amount", ch.Amount, "amount_refunded", ch.AmountRefunded, "revoke_percent", p.RefundRevokePercent)
+	if held == nil || held.Source != order.SourceRefund || held.Status != order.RevocationActive {
+		w.Logger.InfoContext(ctx, "refund below REFUND_REVOKE_PERCENT of the captured amount; keys unchanged", attrs...)
 		return nil
 	}
-	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
-		r, err := postgres.RecordRevocation(ctx, tx, order.Revocation{
-			Source: order.SourceRefund, SourceID: ch.ID, ChargeID: ch.ID, PaymentIntentID: paymentIntentID(ch.PaymentIntent),
-			Action: p.RefundAction, Reason: p.RefundBanReason,
-		})
-		if err != nil || r.Action == order.ActionNone || r.Status != order.RevocationActive {
-			return err
-		}
-		w.Logger.InfoContext(ctx, "payment refunded; revoking its keys", "charge_id", ch.ID, "action", r.Action,
-			"amount", ch.Amount, "amount_refunded", ch.AmountRefunded)
-		return insertMany(ctx, tx, ResolveRevocationArgs{RevocationID: r.ID})
-	})
+	lifted, wasActive, err := postgres.LiftRevocation(ctx, tx, *held)
+	if err != nil || !wasActive || lifted.Action == order.ActionNone {
+		return err
+	}
+	w.Logger.WarnContext(ctx, "refunds fell below REFUND_REVOKE_PERCENT (a refund failed); restoring the payment's keys", attrs...)
+	return insertMany(ctx, tx, LiftRevocationArgs{RevocationID: lifted.ID})
+}
+
+// unbansOnLift reports whether lifting r lifts the bans it made: a
+// dispute's as DISPUTE_WON_ACTION says (an inquiry's suspension always); a
+// refund that failed, or a fraud warning support lifted, always, since the
+// payment stands.
+func unbansOnLift(p order.Policy, r *order.Revocation) bool {
+	return r.Source != order.SourceDispute || p.UnbanOnLift(r.Inquiry)
 }
 
 // cancelsSubscription reports whether revoking r cancels the subscription

@@ -107,8 +107,9 @@ func (w *FulfilOrderWorker) Work(ctx context.Context, job *river.Job[FulfilOrder
 }
 
 // expand records the units of a paid order (once) and queues its first
-// units. An order already expanded is re-planned instead: units no create
-// was sent for take the catalog's current project and key_days, so the
+// units. In an order already expanded each unit keeps the project and
+// key_days it was sold with, except the units Luarmor refused for their
+// project: those take the catalog's current project and key_days, so the
 // retry after a catalog fix uses the fix.
 func (w *FulfilOrderWorker) expand(ctx context.Context, tx pgx.Tx, job *river.Job[FulfilOrderArgs], o *order.Order, items []*stripe.LineItem, paid *paidPeriod, paidAt int64) error {
 	id := o.CheckoutSessionID
@@ -134,7 +135,7 @@ func (w *FulfilOrderWorker) expand(ctx context.Context, tx pgx.Tx, job *river.Jo
 			}
 		}
 	} else {
-		prices, err := postgres.UndeliveredPrices(ctx, tx, id)
+		prices, err := postgres.PricesToReplan(ctx, tx, id)
 		if err != nil {
 			return err
 		}

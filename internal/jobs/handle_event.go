@@ -60,6 +60,7 @@ var eventHandlers = map[string]eventHandler{
 	"charge.dispute.created":                   {"dispute", disputeChanged},
 	"charge.dispute.closed":                    {"dispute", disputeChanged},
 	"charge.refunded":                          {"charge", chargeRefunded},
+	"charge.refund.updated":                    {"refund", refundUpdated},
 	"customer.subscription.deleted":            {"subscription", subscriptionDeleted},
 	"customer.subscription.updated":            {"subscription", subscriptionChanged},
 	"charge.dispute.updated":                   {"dispute", disputeChanged},

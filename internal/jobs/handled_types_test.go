@@ -15,6 +15,10 @@ func TestHandledTypesAreSortedAndEachHasItsObject(t *testing.T) {
 	require.True(t, slices.IsSorted(types))
 	require.Contains(t, types, "checkout.session.completed")
 	require.Contains(t, types, "charge.dispute.created")
+	// A refund that fails after charge.refunded is reported on the refund.
+	refundObject, handled := jobs.HandledObject("charge.refund.updated")
+	require.True(t, handled)
+	require.Equal(t, "refund", refundObject)
 	for _, typ := range types {
 		object, ok := jobs.HandledObject(typ)
 		require.True(t, ok, typ)

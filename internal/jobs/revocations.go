@@ -184,8 +184,9 @@ func (w *RevokeKeyWorker) Work(ctx context.Context, job *river.Job[RevokeKeyArgs
 	})
 }
 
-// LiftRevocationArgs restores the orders of a dispute the shop won, or of
-// an inquiry that closed.
+// LiftRevocationArgs restores the orders of a dispute the shop won, of an
+// inquiry that closed, of a refund that failed, or of a fraud warning
+// support lifted.
 type LiftRevocationArgs struct {
 	RevocationID int64 `json:"revocation_id"`
 }
@@ -220,7 +221,7 @@ func (w *LiftRevocationWorker) Work(ctx context.Context, job *river.Job[LiftRevo
 		}
 		// The grants the revocation took stand again (a won dispute's
 		// bans stay under DISPUTE_WON_ACTION=keep).
-		restored, err := postgres.RestoreGrants(ctx, tx, r.ID, !w.Policy.UnbanOnLift(r.Inquiry))
+		restored, err := postgres.RestoreGrants(ctx, tx, r.ID, !unbansOnLift(w.Policy, r))
 		if err != nil {
 			return err
 		}
@@ -244,7 +245,7 @@ func (w *LiftRevocationWorker) Work(ctx context.Context, job *river.Job[LiftRevo
 				return err
 			}
 		}
-		w.Logger.InfoContext(ctx, "revocation lifted; restoring its orders", "source_id", r.SourceID,
+		w.Logger.InfoContext(ctx, "revocation lifted; restoring its orders", "source", r.Source, "source_id", r.SourceID,
 			"orders", len(orders), "units", len(restored))
 		if err := insertMany(ctx, tx, args...); err != nil {
 			return err

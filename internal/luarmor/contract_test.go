@@ -299,6 +299,7 @@ func TestContractErrorClasses(t *testing.T) {
 		c := setupContract(t, sandbox.Options{})
 		_, err := c.client.CreateUser(ctx, "other_project", luarmor.CreateUserRequest{})
 		require.ErrorIs(t, err, luarmor.ErrNotFound)
+		require.ErrorIs(t, err, luarmor.ErrProjectRefused)
 		require.Contains(t, err.Error(), "Project not found")
 	})
 	t.Run("wrong api key", func(t *testing.T) {

@@ -43,6 +43,12 @@ var (
 	// leaving the ID out, so it is told apart by the message it names.
 	ErrInvalidDiscordID = errors.New("luarmor: invalid discord id")
 	ErrServer           = errors.New("luarmor: server error")
+	// ErrProjectRefused matches a refusal whose message names the project
+	// ("Project not found!"): the project ID the request was sent to is
+	// unknown or wrong, so the same request to another project may pass.
+	// Like ErrInvalidDiscordID it is told apart by the message, since the
+	// status is shared with refusals of keys and users.
+	ErrProjectRefused = errors.New("luarmor: project refused")
 
 	// ErrOutcomeUnknown matches failures after which a write may or may not
 	// have been applied: the request was sent, then the connection was lost,
@@ -97,6 +103,8 @@ func (e *Error) Is(target error) bool {
 		return e.Code == CodeInvalidInput
 	case ErrInvalidDiscordID:
 		return e.Code == CodeInvalidInput && strings.Contains(strings.ToLower(e.Message), "discord")
+	case ErrProjectRefused:
+		return (e.Code == CodeNotFound || e.Code == CodeInvalidInput) && strings.Contains(strings.ToLower(e.Message), "project")
 	case ErrServer:
 		return e.Code == CodeServer
 	case ErrOutcomeUnknown:

@@ -257,8 +257,9 @@ type Policy struct {
 	// inquiry until it closes (DISPUTE_INQUIRY_ACTION=suspend); false
 	// records and logs inquiries only (none, the default).
 	SuspendOnInquiry bool
-	// RefundRevokePercent is the share of a charge, 1 to 100, that its
-	// refunds must reach to revoke its keys (REFUND_REVOKE_PERCENT).
+	// RefundRevokePercent is the share of a charge's captured amount, 1 to
+	// 100, that its refunds must reach to revoke its keys
+	// (REFUND_REVOKE_PERCENT).
 	RefundRevokePercent int
 	// RevokeOnEarlyFraudWarning revokes a payment's keys when Stripe warns
 	// of fraud (EARLY_FRAUD_WARNING_ACTION=revoke; none, the default, logs).
@@ -279,13 +280,15 @@ const FraudWarningBanReason = "Payment flagged as fraudulent"
 func (p Policy) UnbanOnLift(inquiry bool) bool { return inquiry || p.UnbanWhenDisputeWon }
 
 // RefundRevokes reports whether refunds totalling refunded of a charge of
-// amount reach RefundRevokePercent (0 means 100).
-func (p Policy) RefundRevokes(refunded, amount int64) bool {
+// which captured was captured (Stripe's amount_captured) reach
+// RefundRevokePercent (0 means 100) of what was captured. A charge that
+// captured nothing took no money, so no refund of it revokes.
+func (p Policy) RefundRevokes(refunded, captured int64) bool {
 	percent := int64(p.RefundRevokePercent)
 	if percent <= 0 {
 		percent = 100
 	}
-	return amount > 0 && refunded*100 >= percent*amount
+	return captured > 0 && refunded*100 >= percent*captured
 }
 
 // DefaultPolicy is the policy when nothing is configured.

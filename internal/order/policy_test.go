@@ -11,9 +11,9 @@ import (
 func TestRefundRevokesFromTheShareOn(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		percent          int
-		refunded, amount int64
-		want             bool
+		percent            int
+		refunded, captured int64
+		want               bool
 	}{
 		{100, 999, 1000, false},
 		{100, 1000, 1000, true},
@@ -25,10 +25,11 @@ func TestRefundRevokesFromTheShareOn(t *testing.T) {
 		{34, 33, 100, false},
 		{0, 1000, 1000, true},         // unset means 100
 		{100, 0, 0, false},            // nothing was charged
+		{100, 1000, 0, false},         // an uncaptured charge's refund took no money back
 		{100, 1 << 40, 1 << 40, true}, // large amounts do not overflow
 	} {
 		p := order.Policy{RefundRevokePercent: tc.percent}
-		require.Equal(t, tc.want, p.RefundRevokes(tc.refunded, tc.amount), "%+v", tc)
+		require.Equal(t, tc.want, p.RefundRevokes(tc.refunded, tc.captured), "%+v", tc)
 	}
 }
 

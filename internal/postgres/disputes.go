@@ -64,6 +64,45 @@ func LiftDisputeRevocation(ctx context.Context, tx pgx.Tx, r order.Revocation) (
 	return lifted, existed, err
 }
 
+// LockCharge serialises, for the rest of the transaction, the decisions
+// taken on a charge's refunds, so that they are taken in the order their
+// reads of the charge were made.
+func LockCharge(ctx context.Context, tx pgx.Tx, chargeID string) error {
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('charge:' || $1, 0))`, chargeID); err != nil {
+		return fmt.Errorf("locking charge %s: %w", chargeID, err)
+	}
+	return nil
+}
+
+// RevocationOf returns the revocation recorded for a source (a dispute,
+// charge or early fraud warning ID), or nil.
+func RevocationOf(ctx context.Context, db DB, sourceID string) (*order.Revocation, error) {
+	r, err := scanRevocation(db.QueryRow(ctx, `SELECT `+revocationColumns+` FROM revocations WHERE source_id = $1`, sourceID))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the revocation of %s: %w", sourceID, err)
+	}
+	return r, nil
+}
+
+// HoldRefundRevocation records that a charge's refunds revoke its payment's
+// keys and returns the stored revocation, active. Unlike a won dispute, a
+// refund revocation lifted because a refund failed is not final: a new
+// refund reaching the share holds the keys again, and again reports it.
+// The caller holds the charge's lock.
+func HoldRefundRevocation(ctx context.Context, tx pgx.Tx, r order.Revocation) (stored *order.Revocation, again bool, err error) {
+	tag, err := tx.Exec(ctx, `UPDATE revocations SET status = 'active', lifted_at = NULL
+		WHERE source_id = $1 AND source = 'refund' AND status = 'lifted'`, r.SourceID)
+	if err != nil {
+		return nil, false, fmt.Errorf("holding refund %s again: %w", r.SourceID, err)
+	}
+	r.Status = order.RevocationActive
+	stored, err = RecordRevocation(ctx, tx, r)
+	return stored, tag.RowsAffected() == 1, err
+}
+
 // SubscriptionCancellation is a subscription the service cancels in Stripe
 // after revoking its payment.
 type SubscriptionCancellation struct {

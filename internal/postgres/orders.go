@@ -193,23 +193,34 @@ func AddUnits(ctx context.Context, tx pgx.Tx, sessionID string, lines []order.Li
 	return settleOrder(ctx, tx, sessionID)
 }
 
-// ReplanUnits points the order's units of a price that no create was ever
-// sent for (new, or reset after Luarmor refused them) at the catalog's
-// current project and key_days: a retry after a catalog fix uses the fix.
+// ReplanUnits points the order's units of a price that Luarmor refused for
+// their project (marked replan, and reset by a retry, so no create of
+// theirs is outstanding) at the catalog's current project and key_days,
+// and clears the mark: a retry after fixing a project uses the fix. Every
+// other unit keeps the terms it was sold with.
 func ReplanUnits(ctx context.Context, tx pgx.Tx, sessionID, priceID, projectID string, keyDays int) error {
-	_, err := tx.Exec(ctx, `UPDATE order_keys SET project_id = $3, key_days = $4, updated_at = now()
-		WHERE checkout_session_id = $1 AND price_id = $2 AND status = 'pending' AND create_attempts = 0
-		  AND (project_id <> $3 OR key_days <> $4)`, sessionID, priceID, projectID, keyDays)
+	// The unit's one-time grant follows its new terms: it was never
+	// delivered, so nothing was paid for on a key yet.
+	_, err := tx.Exec(ctx, `
+		WITH replanned AS (
+			UPDATE order_keys SET project_id = $3, key_days = $4, replan = false, updated_at = now()
+			WHERE checkout_session_id = $1 AND price_id = $2 AND replan AND status = 'pending' AND create_attempts = 0
+			RETURNING id, recurring
+		)
+		UPDATE key_grants g SET days = $4, kind = CASE WHEN $4 = 0 THEN 'lifetime' ELSE 'days' END, updated_at = now()
+		FROM replanned r WHERE g.order_key_id = r.id AND g.source = 'unit' AND NOT r.recurring`,
+		sessionID, priceID, projectID, keyDays)
 	if err != nil {
 		return fmt.Errorf("re-planning keys of order %s: %w", sessionID, err)
 	}
 	return nil
 }
 
-// UndeliveredPrices lists the prices of an order's units still to create.
-func UndeliveredPrices(ctx context.Context, db DB, sessionID string) ([]string, error) {
+// PricesToReplan lists the prices of an order's units to plan again from
+// the catalog (see ReplanUnits).
+func PricesToReplan(ctx context.Context, db DB, sessionID string) ([]string, error) {
 	rows, err := db.Query(ctx, `SELECT DISTINCT price_id FROM order_keys
-		WHERE checkout_session_id = $1 AND status = 'pending' ORDER BY price_id`, sessionID)
+		WHERE checkout_session_id = $1 AND replan AND status = 'pending' ORDER BY price_id`, sessionID)
 	if err != nil {
 		return nil, fmt.Errorf("listing prices of order %s: %w", sessionID, err)
 	}
@@ -393,7 +404,12 @@ func DeliverKey(ctx context.Context, tx pgx.Tx, id int64, userKey string, authEx
 }
 
 // FailKey records that Luarmor refused a unit for good, and fails its order.
-func FailKey(ctx context.Context, tx pgx.Tx, id int64, reason string) error {
+// replan says Luarmor refused the unit's project: the unit, and the order's
+// other undelivered units of that project (their creates would be refused
+// alike, or were never sent once the order failed), are marked to be
+// planned again from the catalog by the operator's retry (ReplanUnits). Any
+// other unit is retried with the project and key_days it was sold with.
+func FailKey(ctx context.Context, tx pgx.Tx, id int64, reason string, replan bool) error {
 	reason = logging.Truncate(reason, logging.MaxReasonLength) // Luarmor's answer: hostile input
 	sessionID, err := lockOrderOfKey(ctx, tx, id)
 	if err != nil {
@@ -403,6 +419,15 @@ func FailKey(ctx context.Context, tx pgx.Tx, id int64, reason string) error {
 		create_lease_until = NULL, create_lease_owner = NULL WHERE id = $1 AND status = 'pending'`, id, reason)
 	if err != nil {
 		return fmt.Errorf("recording failure of order key %d: %w", id, err)
+	}
+	if replan {
+		_, err = tx.Exec(ctx, `UPDATE order_keys k SET replan = true, updated_at = now()
+			FROM order_keys refused
+			WHERE refused.id = $1 AND k.checkout_session_id = refused.checkout_session_id
+			  AND k.project_id = refused.project_id AND k.user_key IS NULL`, id)
+		if err != nil {
+			return fmt.Errorf("marking the units of order key %d's project to plan again: %w", id, err)
+		}
 	}
 	return FailOrder(ctx, tx, sessionID, order.FailureLuarmorRefused, reason)
 }
@@ -463,8 +488,9 @@ func ResetFailures(ctx context.Context, tx pgx.Tx, sessionID string) error {
 		return order.Errorf(order.ECONFLICT, "order %s still has %d key(s) being created from the old plan: retry in a few seconds, once they have settled", sessionID, inFlight)
 	}
 	// Luarmor refused these units' last create, after a look-up found no
-	// key of an earlier one: none exists, so they start over and are
-	// re-planned from the current catalog.
+	// key of an earlier one: none exists, so they start over, with the
+	// terms they were sold with, or (marked replan: refused for their
+	// project) planned again from the current catalog.
 	_, err = tx.Exec(ctx, `UPDATE order_keys SET status = 'pending', create_attempts = 0, queued_at = NULL,
 			create_lease_until = NULL, create_lease_owner = NULL, updated_at = now()
 		WHERE checkout_session_id = $1 AND status = 'failed'`, sessionID)

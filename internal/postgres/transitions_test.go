@@ -76,7 +76,7 @@ func TestOrderStatusTransitions(t *testing.T) {
 			}, to: order.StatusFulfilled},
 		{name: "pending to failed when Luarmor refuses a key", from: order.StatusPending,
 			step: func(t *testing.T, tx pgx.Tx, id string) error {
-				return postgres.FailKey(ctx, tx, keyOf(t, id), "refused")
+				return postgres.FailKey(ctx, tx, keyOf(t, id), "refused", false)
 			},
 			to: order.StatusFailed},
 		{name: "pending to failed when the payment fails", from: order.StatusPending,

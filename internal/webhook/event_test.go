@@ -20,6 +20,7 @@ func TestParseEventReadsRealShapedEvents(t *testing.T) {
 		"invoice.paid":                  {"in_1OcDeFgHiJkLmNoPqRsTuVwX", true},
 		"charge.dispute.created":        {"dp_1OdEfGhIjKlMnOpQrStUvWxY", true},
 		"charge.refunded":               {"ch_3OaBcDEfGhIjKlMn0aBcDeFg", true},
+		"charge.refund.updated":         {"re_3OaBcDEfGhIjKlMn0bCdEfGh", true},
 		"customer.subscription.deleted": {"sub_1OaBcDEfGhIjKlMn", true},
 		"customer.created":              {"cus_PqRsTuVwXyZ012", false},
 	}

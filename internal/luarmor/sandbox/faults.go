@@ -38,12 +38,20 @@ const (
 	// FaultRateLimit answers 429 as if the budget were spent, whatever the
 	// actual budget, without applying the request.
 	FaultRateLimit FaultKind = "rate_limit"
+	// FaultRefuse answers 400 with a JSON failure envelope ("Request
+	// refused."), without applying the request: Luarmor refusing a request
+	// for a reason of its own, neither the key's state nor the project,
+	// which a client records instead of retrying.
+	FaultRefuse FaultKind = "refuse"
 )
+
+// msgRefused is the message of FaultRefuse.
+const msgRefused = "Request refused."
 
 // Valid reports whether k is one of the fault kinds above.
 func (k FaultKind) Valid() bool {
 	switch k {
-	case FaultHTTP500, FaultHTML502, FaultHTML403, FaultLatency, FaultApplyThenDrop, FaultRateLimit:
+	case FaultHTTP500, FaultHTML502, FaultHTML403, FaultLatency, FaultApplyThenDrop, FaultRateLimit, FaultRefuse:
 		return true
 	}
 	return false
@@ -52,7 +60,7 @@ func (k FaultKind) Valid() bool {
 // replacesAnswer reports whether the fault answers in place of the API.
 func (k FaultKind) replacesAnswer() bool {
 	switch k {
-	case FaultHTTP500, FaultHTML502, FaultHTML403, FaultRateLimit:
+	case FaultHTTP500, FaultHTML502, FaultHTML403, FaultRateLimit, FaultRefuse:
 		return true
 	}
 	return false
@@ -167,6 +175,8 @@ func writeFault(w http.ResponseWriter, kind FaultKind) {
 		writeHTML(w, http.StatusForbidden, html403Page)
 	case FaultRateLimit:
 		writeReply(w, failure(http.StatusTooManyRequests, msgTooManyRequests))
+	case FaultRefuse:
+		writeReply(w, failure(http.StatusBadRequest, msgRefused))
 	}
 }
 

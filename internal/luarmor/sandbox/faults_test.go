@@ -73,6 +73,18 @@ func TestFaultRateLimit(t *testing.T) {
 	e.create(nil)
 }
 
+func TestFaultRefuse(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, sandbox.Options{})
+	e.sb.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/users", Kind: sandbox.FaultRefuse})
+	r := e.api(http.MethodPost, usersPath(projectID), luarmor.CreateUserRequest{Note: "x"})
+	require.Equal(t, http.StatusBadRequest, r.Status)
+	require.Equal(t, "Request refused.", r.Message(t))
+	require.Empty(t, e.sb.Users(projectID), "a refusal does not apply the request")
+	require.Equal(t, sandbox.FaultRefuse, e.sb.Calls()[0].Fault)
+	e.create(nil)
+}
+
 func TestFaultLatency(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, sandbox.Options{})

@@ -236,7 +236,10 @@ func (f *Fake) SessionJSON(id string) ([]byte, bool) {
 // KindPaymentIntent, KindInvoice, KindCheckoutSession, KindDispute,
 // KindSubscription or KindPrice) as a free-form map, so a test can serve any shape,
 // including ones the helpers never produce.
-// "id" is set to id and "object" defaults to kind.
+// "id" is set to id and "object" defaults to kind. A charge gets the fields
+// Stripe always serves when the map leaves them out: captured (true),
+// amount_captured (its amount, or 0 when captured is false) and
+// amount_refunded (0).
 //
 // An invoice's optional "lines" and a session's optional "line_items" may be
 // a []map[string]any, a []any of maps, or a Stripe list object
@@ -278,6 +281,9 @@ func (f *Fake) PutObject(kind, id string, obj map[string]any) {
 	if _, ok := top["livemode"]; !ok {
 		top["livemode"] = false
 	}
+	if kind == KindCharge {
+		chargeDefaults(top)
+	}
 	for i, c := range children {
 		c = copyMap(c)
 		if _, ok := c["id"]; !ok {
@@ -294,6 +300,26 @@ func (f *Fake) PutObject(kind, id string, obj map[string]any) {
 		children[i] = c
 	}
 	f.put(kind, id, top, children)
+}
+
+// chargeDefaults fills in the fields Stripe serves on every charge that a
+// test may leave out: captured (true), amount_captured (the amount of a
+// captured charge, 0 of an uncaptured one) and amount_refunded (0). The
+// share of a payment refunded is amount_refunded / amount_captured, so a
+// charge served without amount_captured would read as never paid.
+func chargeDefaults(c map[string]any) {
+	if _, ok := c["captured"]; !ok {
+		c["captured"] = true
+	}
+	if _, ok := c["amount_captured"]; !ok {
+		c["amount_captured"] = 0
+		if c["captured"] != false && c["amount"] != nil {
+			c["amount_captured"] = c["amount"]
+		}
+	}
+	if _, ok := c["amount_refunded"]; !ok {
+		c["amount_refunded"] = 0
+	}
 }
 
 // Requests returns a copy of the log of requests received on Stripe routes,

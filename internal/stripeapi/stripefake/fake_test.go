@@ -409,6 +409,38 @@ func TestPutObjectShapes(t *testing.T) {
 	require.Panics(t, func() { f.PutObject(stripefake.KindCharge, "ch_bad", map[string]any{"f": func() {}}) })
 }
 
+// Stripe serves amount_captured on every charge; the fake fills it in when
+// a test leaves it out, and serves what a test sets.
+func TestChargeServesItsCapturedAmount(t *testing.T) {
+	t.Parallel()
+	f := stripefake.New(key)
+	srv := serve(t, f)
+	charge := func(id string) stripe.Charge {
+		t.Helper()
+		a := get(t, srv, key, "/v1/charges/"+id)
+		require.Equal(t, http.StatusOK, a.status)
+		var ch stripe.Charge
+		require.NoError(t, json.Unmarshal(a.body, &ch))
+		return ch
+	}
+
+	f.PutObject(stripefake.KindCharge, "ch_full", map[string]any{"amount": 1000})
+	ch := charge("ch_full")
+	require.True(t, ch.Captured)
+	require.EqualValues(t, 1000, ch.AmountCaptured, "a captured charge's whole amount")
+	require.Zero(t, ch.AmountRefunded)
+
+	f.PutObject(stripefake.KindCharge, "ch_uncaptured", map[string]any{"amount": 1000, "captured": false})
+	ch = charge("ch_uncaptured")
+	require.False(t, ch.Captured)
+	require.Zero(t, ch.AmountCaptured, "nothing of an uncaptured charge")
+
+	f.PutObject(stripefake.KindCharge, "ch_partial", map[string]any{"amount": 1000, "amount_captured": 600, "amount_refunded": 600})
+	ch = charge("ch_partial")
+	require.EqualValues(t, 600, ch.AmountCaptured, "as set")
+	require.EqualValues(t, 600, ch.AmountRefunded)
+}
+
 func TestFailNext(t *testing.T) {
 	t.Parallel()
 	f := stripefake.New(key)
