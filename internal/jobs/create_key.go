@@ -436,7 +436,11 @@ func recordLedgerKey(ctx context.Context, tx pgx.Tx, k *order.Key) error {
 	default:
 		applied.WaitingDays = current.KeyDays
 	}
-	_, err = postgres.EnsureLedgerKey(ctx, tx, current.ProjectID, current.UserKey, nil, applied)
+	started, err := postgres.ReissuedStart(ctx, tx, current.ID)
+	if err != nil {
+		return err
+	}
+	_, err = postgres.EnsureLedgerKey(ctx, tx, current.ProjectID, current.UserKey, started, applied)
 	return err
 }
 

@@ -204,6 +204,25 @@ func EnsureLedgerKey(ctx context.Context, tx pgx.Tx, projectID, userKey string, 
 	return id, nil
 }
 
+// ReissuedStart is when the clock of the key a reissued unit replaces
+// started (nil when it had not, or the unit is no replacement, or the
+// stock replaced a key used before its sale: its buyer gets a fresh one):
+// the new key runs on from the same start.
+func ReissuedStart(ctx context.Context, db DB, unitID int64) (*int64, error) {
+	var started *int64
+	err := db.QueryRow(ctx, `SELECT l.started_at FROM key_reissues r
+		JOIN order_keys o ON o.id = r.old_key_id
+		JOIN ledger_keys l ON l.project_id = o.project_id AND l.user_key = o.user_key
+		WHERE r.new_key_id = $1 AND r.requested_by <> 'stock'`, unitID).Scan(&started)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the start of the key unit %d replaces: %w", unitID, err)
+	}
+	return started, nil
+}
+
 // Ledger is one Luarmor key's ledger as its writer reads it.
 type Ledger struct {
 	ID        int64

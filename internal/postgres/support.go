@@ -251,6 +251,15 @@ func RecordReissue(ctx context.Context, tx pgx.Tx, old *order.Key, expireTarget 
 	if err != nil {
 		return nil, fmt.Errorf("adding the replacement of order key %d: %w", old.ID, err)
 	}
+	// The new key holds what the old one was paid for: the same grants.
+	_, err = tx.Exec(ctx, `INSERT INTO key_grants (order_key_id, source, kind, days, valid_from, valid_to, line, state,
+			reason, action, revocation_id)
+		SELECT $2, source, kind, days, valid_from, valid_to, line, state, reason, action, revocation_id
+		FROM key_grants WHERE order_key_id = $1
+		ON CONFLICT (order_key_id, source) DO NOTHING`, old.ID, newID)
+	if err != nil {
+		return nil, fmt.Errorf("moving the grants of order key %d to its replacement: %w", old.ID, err)
+	}
 	_, err = tx.Exec(ctx, `UPDATE orders SET status = 'pending', updated_at = now()
 		WHERE checkout_session_id = $1 AND status = 'fulfilled'`, old.CheckoutSessionID)
 	if err != nil {
