@@ -132,10 +132,27 @@ func (s *simulation) prepare(ctx context.Context, step string, before httpapi.Or
 		}
 		s.periodEnd = base + int64(simulatedPeriod/time.Second)
 		id := "in_" + randomToken(24)
-		lines := []map[string]any{{
-			"object": "line_item", "type": "subscription", "proration": false, "subscription": sub, "amount": 1000,
-			"period": map[string]any{"start": s.periodEnd - int64(simulatedPeriod/time.Second), "end": s.periodEnd},
-		}}
+		// One paid line per price, for as many seats as the order holds
+		// keys of it, as Stripe's invoice of the subscription has.
+		seats := map[string]int{}
+		var prices []string
+		for _, k := range before.Keys {
+			if k.Ending {
+				continue
+			}
+			if seats[k.PriceID] == 0 {
+				prices = append(prices, k.PriceID)
+			}
+			seats[k.PriceID]++
+		}
+		var lines []map[string]any
+		for _, price := range prices {
+			lines = append(lines, map[string]any{
+				"object": "line_item", "type": "subscription", "proration": false, "subscription": sub, "amount": 1000,
+				"price": map[string]any{"id": price, "object": "price"}, "quantity": seats[price],
+				"period": map[string]any{"start": s.periodEnd - int64(simulatedPeriod/time.Second), "end": s.periodEnd},
+			})
+		}
 		inv := map[string]any{
 			"object": "invoice", "subscription": sub, "billing_reason": "subscription_cycle", "status": "paid",
 			"paid": true, "customer": customerID(s.session), "payment_intent": "pi_" + randomToken(24),
