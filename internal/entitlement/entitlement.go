@@ -167,7 +167,12 @@ type Desired struct {
 	// Start asks the writer to start the key's clock (record StartedAt as
 	// now) and derive again: the owed time cannot be expressed while the
 	// key waits for first use.
-	Start     bool
+	Start bool
+	// Began is when the key's time began, for an absolute Expire: the
+	// key's recorded start, or its earliest period's. The writer records
+	// it as the key's start once it sets an absolute expiry, so a later
+	// derivation without those periods still counts from it.
+	Began     int64
 	Ban       Ban
 	BanReason string
 }
@@ -228,7 +233,8 @@ func Derive(grants []Grant, f Facts, p Policy) Desired {
 		d.Start = true
 		return d
 	}
-	d.Expire = lay(counted, start(counted, f), p)
+	d.Began = start(counted, f)
+	d.Expire = lay(counted, d.Began, p)
 	return d
 }
 

@@ -212,9 +212,22 @@ func TestDerive(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.rule, func(t *testing.T) {
-			require.Equal(t, c.want, entitlement.Derive(c.grants, c.facts, c.policy))
+			got := entitlement.Derive(c.grants, c.facts, c.policy)
+			got.Began = 0 // TestDeriveBegan
+			require.Equal(t, c.want, got)
 		})
 	}
+}
+
+// The moment a key's absolute time begins: its recorded start, or for a
+// key that has not started, its earliest counted period.
+func TestDeriveBegan(t *testing.T) {
+	require.Equal(t, t0, entitlement.Derive([]entitlement.Grant{days(1, 30, t0-day)}, entitlement.Facts{StartedAt: ptr(t0)}, entitlement.Policy{}).Began)
+	require.Equal(t, t0+5*day, entitlement.Derive([]entitlement.Grant{
+		days(1, 30, t0), period(2, "sub_1", t0+9*day, t0+40*day), period(3, "sub_1", t0+5*day, t0+9*day),
+	}, entitlement.Facts{WaitingDays: 30}, entitlement.Policy{}).Began)
+	require.Zero(t, entitlement.Derive([]entitlement.Grant{days(1, 30, t0)}, entitlement.Facts{WaitingDays: 30}, entitlement.Policy{}).Began,
+		"a key waiting for first use has not begun")
 }
 
 func TestSameTreatsEveryPastExpiryAlike(t *testing.T) {

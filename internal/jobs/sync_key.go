@@ -80,6 +80,14 @@ func (w *SyncKeyWorker) Work(ctx context.Context, job *river.Job[SyncKeyArgs]) e
 	}
 	now := w.Now().Unix()
 	d := entitlement.Derive(l.Grants, l.Facts, w.entitlementPolicy())
+	if l.Facts.StartedAt == nil && d.Began != 0 {
+		// The key's time is absolute from its first period on: recorded,
+		// so it stays the key's start whatever grants come and go.
+		if err := postgres.RecordKeyStart(ctx, w.Pool, id, d.Began); err != nil {
+			return err
+		}
+		l.Facts.StartedAt = &d.Began
+	}
 	if l.Applied.Deleted || (!d.Start && entitlement.Same(l.Applied, d, now)) {
 		return w.record(ctx, job, l, l.Applied, d)
 	}
