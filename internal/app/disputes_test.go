@@ -163,7 +163,7 @@ func TestReplayedWonEventUnbansNothingStripeSaysLost(t *testing.T) {
 	b.waitIdle(t)
 	b.waitKeys(t, s.ID, "revoked", "blacklisted")
 	require.True(t, b.user(t, key).IsBanned())
-	require.Zero(t, b.luarmorCalls(http.MethodPost, "/users/unban"))
+	require.Zero(t, b.luarmorCalls(http.MethodGet, "/users/unban"))
 	require.Zero(t, b.count(t, "SELECT count(*) FROM revocations WHERE status = 'lifted'"))
 }
 

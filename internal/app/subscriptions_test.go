@@ -260,6 +260,12 @@ func TestPastDueSuspendsAndInvoicePaidLifts(t *testing.T) {
 	sub.Status = "past_due"
 	b.changeSubscription(t, sub)
 	require.True(t, b.user(t, key).IsBanned(), "suspended while past_due")
+	_, o := b.getOrder(t, b.orderOf(t, sub.ID))
+	require.Equal(t, "active", o.Keys[0].Status, "the buyer's key, not revoked")
+	require.True(t, o.Keys[0].Suspended, "the buyer is told it is suspended until paid")
+	_, page := getPage(t, b.url+"/orders/"+b.orderOf(t, sub.ID))
+	require.Contains(t, page, "Suspended: the subscription&#39;s renewal is unpaid")
+	require.NotContains(t, page, `data-copy="key-`, "no copy button for a key that does not work")
 
 	sub.Status = "active"
 	b.stripe.PutSubscription(sub)
@@ -268,6 +274,8 @@ func TestPastDueSuspendsAndInvoicePaidLifts(t *testing.T) {
 	b.waitIdle(t)
 	u := b.user(t, key)
 	require.False(t, u.IsBanned(), "lifted once paid")
+	_, o = b.getOrder(t, b.orderOf(t, sub.ID))
+	require.False(t, o.Keys[0].Suspended)
 	require.Equal(t, sub.CurrentPeriodEnd+3600, u.AuthExpire)
 	require.Equal(t, 1, b.luarmorCalls(http.MethodPost, "/users/blacklist"))
 }

@@ -74,7 +74,7 @@ func TestDisputeAndRefundSettings(t *testing.T) {
 	require.False(t, c.Policy.SuspendOnInquiry)
 	require.Equal(t, 100, c.Policy.RefundRevokePercent)
 	require.False(t, c.Policy.RevokeOnEarlyFraudWarning)
-	require.False(t, c.Policy.CancelSubscriptionOnRevoke)
+	require.True(t, c.Policy.CancelSubscriptionOnRevoke, "a banned subscriber is never charged again")
 
 	c, err = config.FromEnv(env(map[string]string{"DISPUTE_INQUIRY_ACTION": "suspend", "REFUND_REVOKE_PERCENT": "50",
 		"EARLY_FRAUD_WARNING_ACTION": "revoke", "CANCEL_SUBSCRIPTION_ON_REVOKE": "true"}))

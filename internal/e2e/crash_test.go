@@ -525,7 +525,7 @@ func (c *cluster) plan(n int) []*purchase {
 			kind += ", disputed"
 		} else if i == 1 {
 			p.periodEnd = time.Now().Unix() + 60*day
-			paid := c.invoicePaidEvent(s.Subscription, p.periodEnd)
+			paid := c.invoicePaidEvent(s.Subscription, priceMonth, qty, p.periodEnd)
 			p.events = append(p.events, checkout, paid, paid)
 			kind += ", renewed"
 		} else {
@@ -586,11 +586,13 @@ func (c *cluster) disputeEvent(paymentIntent string) []byte {
 	return c.event("charge.dispute.created", dispute)
 }
 
-// invoicePaidEvent registers a paid renewal invoice of the subscription.
-func (c *cluster) invoicePaidEvent(subscription string, periodEnd int64) []byte {
+// invoicePaidEvent registers a paid renewal invoice of the subscription:
+// seats of price for the month up to periodEnd.
+func (c *cluster) invoicePaidEvent(subscription, price string, seats, periodEnd int64) []byte {
 	id := newID("in_")
 	lines := []map[string]any{{
 		"object": "line_item", "type": "subscription", "proration": false, "subscription": subscription, "amount": 1000,
+		"price": map[string]any{"id": price, "object": "price"}, "quantity": seats,
 		"period": map[string]any{"start": periodEnd - 30*day, "end": periodEnd},
 	}}
 	inv := map[string]any{

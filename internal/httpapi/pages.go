@@ -136,6 +136,7 @@ type keyView struct {
 	KeyDays     int        `json:"key_days"`
 	AuthExpire  *int64     `json:"auth_expire"`
 	Ending      bool       `json:"ending"`
+	Suspended   bool       `json:"suspended"`
 	DiscordLink string     `json:"discord_link"`
 	HWIDReset   *hwidReset `json:"hwid_reset"`
 }
@@ -270,17 +271,20 @@ func (k keyView) ExpiryText() string {
 }
 
 // Usable is a key the buyer can run: copy, loader line and HWID reset.
-func (k keyView) Usable() bool { return k.Status == string(order.KeyActive) }
+func (k keyView) Usable() bool { return k.Status == string(order.KeyActive) && !k.Suspended }
 
 // StatusText names a key's state for the buyer.
 func (k keyView) StatusText() string {
 	switch order.KeyStatus(k.Status) {
 	case order.KeyActive:
+		if k.Suspended {
+			return "Suspended: the subscription's renewal is unpaid. Pay the invoice or update your payment method in the shop, and the key works again."
+		}
 		return "Active"
 	case order.KeyBlacklisted, order.KeyDeleted:
 		return "Revoked"
 	case order.KeyReverted:
-		return "Days taken back"
+		return "Refunded: this purchase's days were taken back. The key still works for your other purchases."
 	default:
 		return "Not usable"
 	}

@@ -234,6 +234,9 @@ type KeyJSON struct {
 	// Ending: the key left its subscription (a seat removed, a plan
 	// changed, the subscription ended) and runs out at auth_expire.
 	Ending bool `json:"ending,omitempty"`
+	// Suspended: the key is blacklisted until its subscription's unpaid
+	// renewal is paid; it does not work meanwhile.
+	Suspended bool `json:"suspended,omitempty"`
 	// DiscordLink is what became of the buyer's Discord ID on this key:
 	// "linked", "in_use" (the ID has another customer's key; claim this
 	// one with Luarmor's Redeem button), "invalid" (Luarmor refused the
@@ -256,6 +259,7 @@ func renderOrder(o *order.Order) OrderJSON {
 		}
 		out.Keys = append(out.Keys, KeyJSON{UserKey: k.UserKey, ProjectID: k.ProjectID, PriceID: k.PriceID,
 			Status: string(k.Status), KeyDays: k.KeyDays, AuthExpire: k.AuthExpire, Ending: k.Ending,
+			Suspended: k.Suspended && k.Status == order.KeyActive,
 			DiscordLink: string(k.DiscordLink), HWIDReset: renderHWIDReset(k.HWIDReset, time.Now())})
 	}
 	return out

@@ -142,7 +142,7 @@ func (s *Support) WaitLift(ctx context.Context, q *LiftQueued) (*LiftOutcome, er
 			if err != nil {
 				return nil, err
 			}
-			waiting, err := s.unbansInFlight(ctx, o)
+			waiting, err := s.keyWritesInFlight(ctx, o)
 			if err != nil {
 				return nil, err
 			}
@@ -160,9 +160,9 @@ func (s *Support) WaitLift(ctx context.Context, q *LiftQueued) (*LiftOutcome, er
 	}
 }
 
-// unbansInFlight reports whether an unban_key job of one of o's keys waits
+// keyWritesInFlight reports whether the writer of one of o's keys waits
 // or runs.
-func (s *Support) unbansInFlight(ctx context.Context, o *order.Order) (bool, error) {
+func (s *Support) keyWritesInFlight(ctx context.Context, o *order.Order) (bool, error) {
 	if len(o.Keys) == 0 {
 		return false, nil
 	}
@@ -170,11 +170,16 @@ func (s *Support) unbansInFlight(ctx context.Context, o *order.Order) (bool, err
 	for i, k := range o.Keys {
 		ids[i] = k.ID
 	}
-	params := river.NewJobListParams().Kinds(UnbanKeyArgs{}.Kind()).States(inFlight...).First(1).
-		Where("(args->>'order_key_id')::bigint = ANY(@order_key_ids::bigint[])", river.NamedArgs{"order_key_ids": ids})
+	// The keys' writers apply what the lift restored.
+	keys, err := postgres.LedgerKeysOfUnits(ctx, s.Pool, ids)
+	if err != nil || len(keys) == 0 {
+		return false, err
+	}
+	params := river.NewJobListParams().Kinds(SyncKeyArgs{}.Kind()).States(inFlight...).First(1).
+		Where("(args->>'ledger_key_id')::bigint = ANY(@ledger_key_ids::bigint[])", river.NamedArgs{"ledger_key_ids": keys})
 	res, err := s.River.JobList(ctx, params)
 	if err != nil {
-		return false, fmt.Errorf("listing the unbans of order %s: %w", logging.OrderRef(o.CheckoutSessionID), err)
+		return false, fmt.Errorf("listing the key writes of order %s: %w", logging.OrderRef(o.CheckoutSessionID), err)
 	}
 	return len(res.Jobs) > 0, nil
 }
