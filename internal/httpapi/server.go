@@ -259,7 +259,7 @@ func renderOrder(o *order.Order) OrderJSON {
 		}
 		out.Keys = append(out.Keys, KeyJSON{UserKey: k.UserKey, ProjectID: k.ProjectID, PriceID: k.PriceID,
 			Status: string(k.Status), KeyDays: k.KeyDays, AuthExpire: k.AuthExpire, Ending: k.Ending,
-			Suspended: k.Suspended && k.Status == order.KeyActive,
+			Suspended:   k.Suspended && k.Status == order.KeyActive,
 			DiscordLink: string(k.DiscordLink), HWIDReset: renderHWIDReset(k.HWIDReset, time.Now())})
 	}
 	return out
