@@ -69,11 +69,26 @@ func RecordRenewalLines(ctx context.Context, tx pgx.Tx, invoiceID string, lines 
 // order invoices and units arrive in, each unit ends with the same grants.
 // It returns the units that got a new grant.
 func GrantRenewals(ctx context.Context, tx pgx.Tx, subscriptionID string) ([]int64, error) {
+	// A period whose payment was taken back before it was granted (the
+	// refund or dispute arrived first) is granted as its revocation left
+	// it, with the revocation's mark, so lifting it restores the grant.
 	rows, err := tx.Query(ctx, `
-		INSERT INTO key_grants (order_key_id, source, kind, valid_from, valid_to, line)
-		SELECT u.id, 'invoice:' || l.invoice_id, 'period', l.period_start, l.period_end, $1
+		INSERT INTO key_grants (order_key_id, source, kind, valid_from, valid_to, line, state, reason, action, revocation_id)
+		SELECT u.id, 'invoice:' || l.invoice_id, 'period', l.period_start, l.period_end, $1,
+		       CASE WHEN v.id IS NULL THEN 'active'
+		            WHEN v.inquiry THEN 'suspended'
+		            WHEN v.source = 'refund' OR v.action = 'delete' THEN 'revoked'
+		            ELSE 'banned' END,
+		       COALESCE(v.reason, ''),
+		       CASE WHEN v.id IS NOT NULL AND (v.source = 'refund' OR v.action = 'delete') AND NOT v.inquiry THEN v.action ELSE '' END,
+		       v.id
 		FROM renewal_lines l
 		JOIN renewals r ON r.invoice_id = l.invoice_id AND r.subscription_id = $1
+		LEFT JOIN LATERAL (
+			SELECT id, source, action, reason, inquiry FROM revocations
+			WHERE invoice_id = l.invoice_id AND status = 'active' AND action <> 'none'
+			ORDER BY id LIMIT 1
+		) v ON true
 		CROSS JOIN LATERAL (
 			SELECT k.id FROM order_keys k JOIN orders o ON o.checkout_session_id = k.checkout_session_id
 			WHERE o.subscription_id = $1 AND k.recurring AND k.price_id = l.price_id
@@ -347,8 +362,18 @@ func ReleaseLedgerLease(ctx context.Context, db DB, id int64, owner string, d ti
 func RecordApplied(ctx context.Context, tx pgx.Tx, id, version int64, a entitlement.Applied, suspendedOnly bool) (stale bool, reverted int, err error) {
 	var current int64
 	var projectID, userKey string
-	if err := tx.QueryRow(ctx, `SELECT version, project_id, user_key FROM ledger_keys WHERE id = $1 FOR UPDATE`, id).
-		Scan(&current, &projectID, &userKey); err != nil {
+	if err := tx.QueryRow(ctx, `SELECT project_id, user_key FROM ledger_keys WHERE id = $1`, id).
+		Scan(&projectID, &userKey); err != nil {
+		return false, 0, fmt.Errorf("reading ledger key %d: %w", id, err)
+	}
+	// Units first, then the key: the order in which a delivery or a grant's
+	// change (through the triggers of migration 0022) takes them, so the
+	// two never wait for each other.
+	if _, err := tx.Exec(ctx, `SELECT id FROM order_keys WHERE project_id = $1 AND user_key = $2 ORDER BY id FOR UPDATE`,
+		projectID, userKey); err != nil {
+		return false, 0, fmt.Errorf("locking the units of ledger key %d: %w", id, err)
+	}
+	if err := tx.QueryRow(ctx, `SELECT version FROM ledger_keys WHERE id = $1 FOR UPDATE`, id).Scan(&current); err != nil {
 		return false, 0, fmt.Errorf("locking ledger key %d: %w", id, err)
 	}
 	_, err = tx.Exec(ctx, `UPDATE ledger_keys SET applied_version = $2, applied_deleted = $3, applied_lifetime = $4,
@@ -370,7 +395,7 @@ func RecordApplied(ctx context.Context, tx pgx.Tx, id, version int64, a entitlem
 	banned := a.Ban != entitlement.NotBanned && !suspendedOnly
 	err = tx.QueryRow(ctx, `
 		WITH before AS (
-			SELECT id, status FROM order_keys WHERE project_id = $1 AND user_key = $2 FOR UPDATE
+			SELECT id, status FROM order_keys WHERE project_id = $1 AND user_key = $2
 		), after AS (
 		UPDATE order_keys k SET auth_expire = $3, suspended_applied = ($6 AND k.suspended), updated_at = now(),
 			status = CASE

@@ -121,12 +121,15 @@ func ResolveRevocation(ctx context.Context, tx pgx.Tx, id int64, paymentIntentID
 }
 
 // ActiveRevocationFor finds an active revocation, with an action, of a
-// payment intent or subscription.
-func ActiveRevocationFor(ctx context.Context, tx pgx.Tx, paymentIntentID, subscriptionID string) (*order.Revocation, error) {
+// payment intent or subscription, that holds an order whose checkout paid
+// firstInvoiceID: a refund of a later invoice of the subscription takes
+// back that period only and holds no order.
+func ActiveRevocationFor(ctx context.Context, tx pgx.Tx, paymentIntentID, subscriptionID, firstInvoiceID string) (*order.Revocation, error) {
 	r, err := scanRevocation(tx.QueryRow(ctx, `SELECT `+revocationColumns+` FROM revocations
 		WHERE status = 'active' AND action <> 'none'
 		  AND ((payment_intent_id = $1 AND $1 <> '') OR (subscription_id = $2 AND $2 <> ''))
-		ORDER BY id LIMIT 1`, paymentIntentID, subscriptionID))
+		  AND NOT (source = 'refund' AND invoice_id IS NOT NULL AND invoice_id <> $3)
+		ORDER BY id LIMIT 1`, paymentIntentID, subscriptionID, firstInvoiceID))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
@@ -166,7 +169,7 @@ func RestoreOrder(ctx context.Context, tx pgx.Tx, sessionID string) error {
 	if err != nil {
 		return err
 	}
-	other, err := ActiveRevocationFor(ctx, tx, o.PaymentIntentID, o.SubscriptionID)
+	other, err := ActiveRevocationFor(ctx, tx, o.PaymentIntentID, o.SubscriptionID, o.InvoiceID)
 	if err != nil {
 		return err
 	}
