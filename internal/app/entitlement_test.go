@@ -193,6 +193,47 @@ func TestPlanMovedToAnotherProjectRunsOnlyTheNewKeyForTheYear(t *testing.T) {
 	}
 }
 
+// The year billed for a plan moved to another project is refunded: the
+// new project's key keeps only what the subscription paid before the
+// change (the old plan's month), like the old key, whichever of the change
+// and its invoice the service handled first. Neither key is banned: a
+// refund of one period is not fraud.
+func TestRefundedPlanChangeTakesBackTheYearWhicheverEventCameFirst(t *testing.T) {
+	t.Parallel()
+	for _, invoiceFirst := range []bool{true, false} {
+		t.Run(orderName(invoiceFirst, "invoice first", "update first"), func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			sub := monthly(newID("sub_"), time.Now().Unix()-10*day,
+				stripefake.SubscriptionItem{ID: "si_plan", PriceID: priceMonth, Quantity: 1})
+			s, o := b.subscribe(t, sub, "paid", stripefake.Item{PriceID: priceMonth, Quantity: 1, Recurring: true})
+			old := o.Keys[0].UserKey
+			firstEnd := sub.CurrentPeriodEnd
+			invoiceID, yearEnd := b.changePlanForAYear(t, &sub, priceOther, invoiceFirst)
+			got := b.waitOrder(t, s.ID, "fulfilled")
+			b.waitIdle(t)
+			moved := keyOn(t, got, priceOther).UserKey
+			n, ok := b.sandbox.User(project2, moved)
+			require.True(t, ok)
+			require.Equal(t, yearEnd+day, n.AuthExpire)
+
+			pi := newID("pi_")
+			b.deliver(t, b.refund(t, b.charge(t, pi, invoiceID), pi, invoiceID, 1000))
+			b.waitIdle(t)
+			n, ok = b.sandbox.User(project2, moved)
+			require.True(t, ok)
+			require.Equal(t, firstEnd+day, n.AuthExpire, "the refunded year is taken back; the month paid before stays")
+			require.False(t, n.IsBanned())
+			require.Equal(t, firstEnd+day, b.shown(t, s.ID, moved))
+			u := b.user(t, old)
+			require.Equal(t, firstEnd+day, u.AuthExpire)
+			require.False(t, u.IsBanned())
+			_, after := b.getOrder(t, s.ID)
+			require.Equal(t, "active", keyOn(t, after, priceOther).Status)
+		})
+	}
+}
+
 // Monthly moved to yearly in the same Luarmor project: the buyer keeps the
 // key they run (its HWID stays bound), and it runs to the end of the year
 // paid plus the grace, whichever of the change and its invoice comes
