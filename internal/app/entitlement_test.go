@@ -6,6 +6,7 @@ package app_test
 // these was wrong before the ledger.
 
 import (
+	"context"
 	"net/http"
 	"testing"
 	"time"
@@ -106,45 +107,81 @@ func (b *bundle) changePlanForAYear(t *testing.T, sub *stripefake.Subscription, 
 	return invoiceID, yearEnd
 }
 
-// A buyer with a started one-time key subscribes with the same Stripe
-// customer and Discord ID: the subscription's unit extends that key, and
-// the key runs the days bought first, then every period the subscription
-// paid, then the grace. Nothing paid overlaps or is lost.
+// A buyer with a one-time key subscribes with the same Stripe customer and
+// Discord ID: the subscription's unit extends that key, and the key runs
+// the days bought first, then every period the subscription paid, then
+// the grace. Nothing paid overlaps or is lost, whether the key had started
+// before (its start is its first use) or still waited for first use (its
+// clock starts when the subscription extends it, once: a later renewal
+// does not mistake the expiry it was given for a first use).
 func TestSubscriptionOnTheBuyersOneTimeKeyAddsEveryPaidDay(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	first, o1 := b.discordOrder(t, discordA, "", stripefake.Item{PriceID: priceMonth, Quantity: 1})
-	key := o1.Keys[0].UserKey
-	require.NoError(t, b.sandbox.Execute(project, key, "hwid-1"))
-	bought := b.user(t, key).AuthExpire // the key's start + 30 days
+	for _, startedFirst := range []bool{true, false} {
+		t.Run(orderName(startedFirst, "started", "waiting for first use"), func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			first, o1 := b.discordOrder(t, discordA, "", stripefake.Item{PriceID: priceMonth, Quantity: 1})
+			key := o1.Keys[0].UserKey
+			var firstUse int64
+			if startedFirst {
+				require.NoError(t, b.sandbox.Execute(project, key, "hwid-1"))
+				firstUse = b.user(t, key).AuthExpire - 30*day
+			}
 
-	sub := monthly(newID("sub_"), time.Now().Unix(), stripefake.SubscriptionItem{PriceID: priceMonth, Quantity: 1})
-	b.stripe.PutSubscription(sub)
-	s := stripefake.Session{
-		ID: newID("cs_test_"), Mode: "subscription", PaymentStatus: "paid", Status: "complete",
-		CustomerEmail: defaultMail, Customer: first.Customer, Subscription: sub.ID, Invoice: newID("in_"),
-		DiscordID: discordA, Items: []stripefake.Item{{PriceID: priceMonth, Quantity: 1, Recurring: true}},
+			before := time.Now().Unix()
+			sub := monthly(newID("sub_"), before, stripefake.SubscriptionItem{PriceID: priceMonth, Quantity: 1})
+			b.stripe.PutSubscription(sub)
+			s := stripefake.Session{
+				ID: newID("cs_test_"), Mode: "subscription", PaymentStatus: "paid", Status: "complete",
+				CustomerEmail: defaultMail, Customer: first.Customer, Subscription: sub.ID, Invoice: newID("in_"),
+				DiscordID: discordA, Items: []stripefake.Item{{PriceID: priceMonth, Quantity: 1, Recurring: true}},
+			}
+			b.stripe.PutSession(s)
+			b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+			b.waitOrder(t, s.ID, "fulfilled")
+			b.waitIdle(t)
+			after := time.Now().Unix()
+			_, o2 := b.getOrder(t, s.ID)
+			require.Len(t, o2.Keys, 1)
+			require.Equal(t, key, o2.Keys[0].UserKey, "Luarmor says the Discord ID is on the buyer's own key: it is extended")
+			require.Equal(t, "linked", o2.Keys[0].DiscordLink)
+
+			// The key's start: its first use, or the moment the
+			// subscription's period made its clock start.
+			start := b.keyStart(t, key)
+			if startedFirst {
+				require.Equal(t, firstUse, start)
+			} else {
+				require.GreaterOrEqual(t, start, before)
+				require.LessOrEqual(t, start, after)
+			}
+			u := b.user(t, key)
+			require.Zero(t, u.KeyDays)
+			require.Equal(t, start+60*day+day, u.AuthExpire, "the 30 days bought, then the first period and the grace")
+
+			_, ev := b.invoice(t, sub.ID, "subscription_cycle", sub.CurrentPeriodEnd+30*day)
+			b.deliver(t, ev)
+			b.waitIdle(t)
+			require.Equal(t, start, b.keyStart(t, key), "the key's start is what it was")
+			want := start + 90*day + day // start + 30 days + two paid months + grace
+			u = b.user(t, key)
+			require.Equal(t, want, u.AuthExpire, "the renewal adds its month after everything paid before")
+			require.False(t, u.IsBanned())
+			require.Equal(t, want, b.shown(t, first.ID, key), "the one-time order shows the key's expiry")
+			require.Equal(t, want, b.shown(t, s.ID, key), "the subscription's order shows the same")
+			require.Len(t, b.sandbox.Users(project), 1, "no second key")
+		})
 	}
-	b.stripe.PutSession(s)
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
-	b.waitOrder(t, s.ID, "fulfilled")
-	b.waitIdle(t)
-	_, o2 := b.getOrder(t, s.ID)
-	require.Len(t, o2.Keys, 1)
-	require.Equal(t, key, o2.Keys[0].UserKey, "Luarmor says the Discord ID is on the buyer's own key: it is extended")
-	require.Equal(t, "linked", o2.Keys[0].DiscordLink)
-	require.Equal(t, bought+30*day+day, b.user(t, key).AuthExpire, "the 30 days bought, then the first period and the grace")
+}
 
-	_, ev := b.invoice(t, sub.ID, "subscription_cycle", sub.CurrentPeriodEnd+30*day)
-	b.deliver(t, ev)
-	b.waitIdle(t)
-	want := bought + 60*day + day // start + 30 days + two paid months + grace
-	u := b.user(t, key)
-	require.Equal(t, want, u.AuthExpire, "the renewal adds its month after everything paid before")
-	require.False(t, u.IsBanned())
-	require.Equal(t, want, b.shown(t, first.ID, key), "the one-time order shows the key's expiry")
-	require.Equal(t, want, b.shown(t, s.ID, key), "the subscription's order shows the same")
-	require.Len(t, b.sandbox.Users(project), 1, "no second key")
+// keyStart is when the key's clock started, as the service recorded it.
+func (b *bundle) keyStart(t *testing.T, key string) int64 {
+	t.Helper()
+	var start *int64
+	require.NoError(t, b.pool.QueryRow(context.Background(), `SELECT started_at FROM ledger_keys WHERE project_id = $1 AND user_key = $2`,
+		project, key).Scan(&start))
+	require.NotNil(t, start, "the key's start is recorded")
+	return *start
 }
 
 // A monthly plan moved to a price of another Luarmor project, billed at
