@@ -310,39 +310,44 @@ func TestPlanMovedWithinTheProjectKeepsTheKeyAndRunsTheYear(t *testing.T) {
 
 // Stripe gives up on a renewal (unpaid) and the buyer pays later (Stripe
 // reactivates the subscription): the key that ran out is extended for the
-// new period, not replaced, and nothing bans it.
+// new period, not replaced, and nothing bans it, whether PAST_DUE_ACTION
+// kept it running or suspended it while Stripe collected.
 func TestUnpaidSubscriptionPaidAgainExtendsTheSameKey(t *testing.T) {
 	t.Parallel()
-	b := setup(t, pastDuePolicy(false))
-	sub, key := b.lapsedSubscription(t)
-	sessionID := b.orderOf(t, sub.ID)
-	sub.Status = "past_due"
-	b.changeSubscription(t, sub)
-	sub.Status = "unpaid"
-	b.changeSubscription(t, sub)
-	u := b.user(t, key)
-	require.LessOrEqual(t, u.AuthExpire, time.Now().Unix(), "the access kept while Stripe collected ends")
-	require.False(t, u.IsBanned())
+	for _, suspend := range []bool{false, true} {
+		t.Run(orderName(suspend, "suspend", "keep"), func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, pastDuePolicy(suspend))
+			sub, key := b.lapsedSubscription(t)
+			sessionID := b.orderOf(t, sub.ID)
+			sub.Status = "past_due"
+			b.changeSubscription(t, sub)
+			require.Equal(t, suspend, b.user(t, key).IsBanned())
+			sub.Status = "unpaid"
+			b.changeSubscription(t, sub)
+			require.LessOrEqual(t, b.user(t, key).AuthExpire, time.Now().Unix(), "no access once Stripe gave up")
 
-	now := time.Now().Unix()
-	sub.Status = "active"
-	sub.CurrentPeriodStart, sub.CurrentPeriodEnd = now, now+30*day
-	b.stripe.PutSubscription(sub)
-	_, ev := b.invoice(t, sub.ID, "subscription_cycle", sub.CurrentPeriodEnd)
-	b.deliver(t, ev)
-	b.waitIdle(t)
-	b.changeSubscription(t, sub)
+			now := time.Now().Unix()
+			sub.Status = "active"
+			sub.CurrentPeriodStart, sub.CurrentPeriodEnd = now, now+30*day
+			b.stripe.PutSubscription(sub)
+			_, ev := b.invoice(t, sub.ID, "subscription_cycle", sub.CurrentPeriodEnd)
+			b.deliver(t, ev)
+			b.waitIdle(t)
+			b.changeSubscription(t, sub)
 
-	u = b.user(t, key)
-	require.Equal(t, sub.CurrentPeriodEnd+3600, u.AuthExpire, "the new period and the grace")
-	require.False(t, u.IsBanned())
-	_, o := b.getOrder(t, sessionID)
-	require.Len(t, o.Keys, 1, "no second key")
-	require.Equal(t, key, o.Keys[0].UserKey)
-	require.Equal(t, "active", o.Keys[0].Status)
-	require.False(t, o.Keys[0].Ending)
-	require.Equal(t, sub.CurrentPeriodEnd+3600, b.shown(t, sessionID, key))
-	require.Len(t, b.sandbox.Users(project), 1)
+			u := b.user(t, key)
+			require.Equal(t, sub.CurrentPeriodEnd+3600, u.AuthExpire, "the new period and the grace")
+			require.False(t, u.IsBanned())
+			_, o := b.getOrder(t, sessionID)
+			require.Len(t, o.Keys, 1, "no second key")
+			require.Equal(t, key, o.Keys[0].UserKey)
+			require.Equal(t, "active", o.Keys[0].Status)
+			require.False(t, o.Keys[0].Ending)
+			require.Equal(t, sub.CurrentPeriodEnd+3600, b.shown(t, sessionID, key))
+			require.Len(t, b.sandbox.Users(project), 1)
+		})
+	}
 }
 
 // PAST_DUE_ACTION=keep keeps a past_due subscription's keys running for
@@ -413,6 +418,14 @@ func TestPausedCollectionKeepsAccessAndIsNotSuspended(t *testing.T) {
 			require.Equal(t, u.AuthExpire, b.shown(t, sessionID, key))
 			_, o := b.getOrder(t, sessionID)
 			require.Equal(t, "active", o.Keys[0].Status)
+
+			if status == "past_due" {
+				// The shop resumes collection and the renewal is still
+				// unpaid: now it is suspended.
+				sub.PauseCollection = ""
+				b.changeSubscription(t, sub)
+				require.True(t, b.user(t, key).IsBanned(), "past due once collection resumed")
+			}
 		})
 	}
 }
