@@ -230,44 +230,50 @@ func TestPlanMovedToAnotherProjectRunsOnlyTheNewKeyForTheYear(t *testing.T) {
 	}
 }
 
-// The year billed for a plan moved to another project is refunded: the
-// new project's key keeps only what the subscription paid before the
-// change (the old plan's month), like the old key, whichever of the change
-// and its invoice the service handled first. Neither key is banned: a
-// refund of one period is not fraud.
+// The year billed for a plan change is refunded: the plan's key keeps
+// only what the subscription paid before the change (the old plan's
+// month), whether the new price is of another project (a new key) or of
+// the same one (the same key), and whichever of the change and its invoice
+// the service handled first. Nothing is banned: a refund of one period is
+// not fraud.
 func TestRefundedPlanChangeTakesBackTheYearWhicheverEventCameFirst(t *testing.T) {
 	t.Parallel()
-	for _, invoiceFirst := range []bool{true, false} {
-		t.Run(orderName(invoiceFirst, "invoice first", "update first"), func(t *testing.T) {
-			t.Parallel()
-			b := setup(t)
-			sub := monthly(newID("sub_"), time.Now().Unix()-10*day,
-				stripefake.SubscriptionItem{ID: "si_plan", PriceID: priceMonth, Quantity: 1})
-			s, o := b.subscribe(t, sub, "paid", stripefake.Item{PriceID: priceMonth, Quantity: 1, Recurring: true})
-			old := o.Keys[0].UserKey
-			firstEnd := sub.CurrentPeriodEnd
-			invoiceID, yearEnd := b.changePlanForAYear(t, &sub, priceOther, invoiceFirst)
-			got := b.waitOrder(t, s.ID, "fulfilled")
-			b.waitIdle(t)
-			moved := keyOn(t, got, priceOther).UserKey
-			n, ok := b.sandbox.User(project2, moved)
-			require.True(t, ok)
-			require.Equal(t, yearEnd+day, n.AuthExpire)
+	for _, price := range []string{priceOther, priceYear} {
+		for _, invoiceFirst := range []bool{true, false} {
+			t.Run(price+"/"+orderName(invoiceFirst, "invoice first", "update first"), func(t *testing.T) {
+				t.Parallel()
+				b := setup(t)
+				sub := monthly(newID("sub_"), time.Now().Unix()-10*day,
+					stripefake.SubscriptionItem{ID: "si_plan", PriceID: priceMonth, Quantity: 1})
+				s, o := b.subscribe(t, sub, "paid", stripefake.Item{PriceID: priceMonth, Quantity: 1, Recurring: true})
+				old := o.Keys[0].UserKey
+				firstEnd := sub.CurrentPeriodEnd
+				invoiceID, yearEnd := b.changePlanForAYear(t, &sub, price, invoiceFirst)
+				got := b.waitOrder(t, s.ID, "fulfilled")
+				b.waitIdle(t)
+				planKey := keyOn(t, got, price)
+				product, ok := b.catalog.Lookup(price)
+				require.True(t, ok)
+				projectID := product.ProjectID
+				n, ok := b.sandbox.User(projectID, planKey.UserKey)
+				require.True(t, ok)
+				require.Equal(t, yearEnd+day, n.AuthExpire)
 
-			pi := newID("pi_")
-			b.deliver(t, b.refund(t, b.charge(t, pi, invoiceID), pi, invoiceID, 1000))
-			b.waitIdle(t)
-			n, ok = b.sandbox.User(project2, moved)
-			require.True(t, ok)
-			require.Equal(t, firstEnd+day, n.AuthExpire, "the refunded year is taken back; the month paid before stays")
-			require.False(t, n.IsBanned())
-			require.Equal(t, firstEnd+day, b.shown(t, s.ID, moved))
-			u := b.user(t, old)
-			require.Equal(t, firstEnd+day, u.AuthExpire)
-			require.False(t, u.IsBanned())
-			_, after := b.getOrder(t, s.ID)
-			require.Equal(t, "active", keyOn(t, after, priceOther).Status)
-		})
+				pi := newID("pi_")
+				b.deliver(t, b.refund(t, b.charge(t, pi, invoiceID), pi, invoiceID, 1000))
+				b.waitIdle(t)
+				n, ok = b.sandbox.User(projectID, planKey.UserKey)
+				require.True(t, ok)
+				require.Equal(t, firstEnd+day, n.AuthExpire, "the refunded year is taken back; the month paid before stays")
+				require.False(t, n.IsBanned())
+				require.Equal(t, firstEnd+day, b.shown(t, s.ID, planKey.UserKey))
+				u := b.user(t, old)
+				require.Equal(t, firstEnd+day, u.AuthExpire)
+				require.False(t, u.IsBanned())
+				_, after := b.getOrder(t, s.ID)
+				require.Equal(t, "active", keyOn(t, after, price).Status)
+			})
+		}
 	}
 }
 
