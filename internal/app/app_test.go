@@ -35,6 +35,7 @@ const (
 	project2    = "4a17777e8888b8888d88b3"
 	priceMonth  = "price_month30"
 	priceOther  = "price_other30" // a month of project2
+	priceYear   = "price_year365" // a year of project, the yearly plan of priceMonth
 	priceLife   = "price_lifetime"
 	stripeKey   = "sk_test_fulfiller"
 	luarmorKey  = "luarmor-test-key"
@@ -93,6 +94,7 @@ func setup(t *testing.T, opts ...func(*options)) *bundle {
 		priceMonth: {ProjectID: project, KeyDays: 30},
 		priceLife:  {ProjectID: project, KeyDays: 0},
 		priceOther: {ProjectID: project2, KeyDays: 30},
+		priceYear:  {ProjectID: project, KeyDays: 365},
 	}}
 	for id, p := range o.stock {
 		cat.Put(id, p)

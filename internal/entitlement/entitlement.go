@@ -225,8 +225,13 @@ func Derive(grants []Grant, f Facts, p Policy) Desired {
 			periods = true
 		}
 	}
-	if f.StartedAt == nil && !periods {
-		if days == f.WaitingDays && days > 0 {
+	// A key that waits for first use (or never had a timer and holds no
+	// period) has no beginning yet: it keeps waiting, or its clock starts
+	// now. A period granted to a waiting key starts it too: once the key
+	// is set to an absolute expiry, Luarmor no longer tells its first use
+	// from that expiry, so the beginning must be on record.
+	if f.StartedAt == nil && (!periods || f.WaitingDays > 0) {
+		if !periods && days == f.WaitingDays && days > 0 {
 			d.WaitingDays = days
 			return d
 		}
@@ -261,7 +266,8 @@ func ban(gs []Grant, f Facts) (Ban, string) {
 }
 
 // start is when the key's time begins: its recorded start, or for a key
-// still waiting for first use, its earliest counted period.
+// that never waited for first use (a subscription's own key), its
+// earliest counted period.
 func start(counted []Grant, f Facts) int64 {
 	if f.StartedAt != nil {
 		return *f.StartedAt

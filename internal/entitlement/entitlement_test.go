@@ -57,6 +57,13 @@ func TestDerive(t *testing.T) {
 			want:   entitlement.Desired{Start: true},
 		},
 		{
+			rule:   "8: a period granted to a waiting key starts its clock",
+			grants: []entitlement.Grant{days(1, 30, t0), period(2, "sub_1", t0+5*day, t0+35*day)},
+			facts:  entitlement.Facts{WaitingDays: 30},
+			policy: grace,
+			want:   entitlement.Desired{Start: true},
+		},
+		{
 			rule:   "1: a started key runs its days from its start",
 			grants: []entitlement.Grant{days(1, 30, t0-day)},
 			facts:  started,
@@ -303,8 +310,8 @@ func TestDeriveProperties(t *testing.T) {
 		require.Equal(t, want, entitlement.Derive(shuffled, f, policy), "order of grants changed the key: %+v", gs)
 
 		// Revoking: a key whose clock has started has a fixed beginning,
-		// so taking a credit away can only end it sooner. (A key still
-		// waiting starts with its first period: without that period its
+		// so taking a credit away can only end it sooner. (A key that never
+		// waited starts with its first period: without that period its
 		// days start later, which is no time given.)
 		if want.Start || want.WaitingDays > 0 || want.Unknown || f.StartedAt == nil {
 			continue

@@ -141,14 +141,33 @@ func EndCollecting(ctx context.Context, tx pgx.Tx, subscriptionID string) ([]int
 	return pgx.CollectRows(rows, pgx.RowTo[int64])
 }
 
-// GrantSeat gives units added to a subscription the period its other
-// units were last paid for, so a seat added mid-period runs with them.
+// GrantSeat gives units added to a subscription, from p.Start, the time
+// its units hold now: up to the latest end of the periods its payments
+// still stand for (a refunded invoice's period, or the access kept while
+// a renewal was collected, is not paid time). A seat is not given a
+// period only because an invoice paid it: that invoice's lines grant it
+// (GrantRenewals), and its refund takes it back whichever of the invoice
+// and the change was handled first. p.End is the end when the
+// subscription has no period recorded yet. Units that hold a grant
+// already are left as they are.
 func GrantSeat(ctx context.Context, tx pgx.Tx, sessionID, lineItemID string, p order.Period, subscriptionID string) error {
 	_, err := tx.Exec(ctx, `
-		INSERT INTO key_grants (order_key_id, source, kind, valid_from, valid_to, line)
-		SELECT id, 'seat', 'period', $3, $4, $5 FROM order_keys
-		WHERE checkout_session_id = $1 AND line_item_id = $2
-		  AND NOT EXISTS (SELECT 1 FROM key_grants g WHERE g.order_key_id = order_keys.id)
+		WITH held AS (
+			SELECT max(g.valid_to) FILTER (WHERE g.state IN ('active', 'suspended') AND g.source <> 'collecting') AS paid,
+			       count(*) > 0 AS recorded
+			FROM key_grants g
+			JOIN order_keys k ON k.id = g.order_key_id
+			JOIN orders o ON o.checkout_session_id = k.checkout_session_id
+			WHERE o.subscription_id = $5 AND g.kind = 'period' AND g.line = $5
+		)
+		INSERT INTO key_grants (order_key_id, source, kind, valid_from, valid_to, line, state)
+		SELECT k.id, 'seat', 'period', $3,
+		       -- Every period taken back: the seat was paid for by nothing.
+		       CASE WHEN held.paid IS NOT NULL THEN held.paid WHEN held.recorded THEN $3 ELSE $4 END, $5,
+		       CASE WHEN held.paid IS NULL AND held.recorded THEN 'ended' ELSE 'active' END
+		FROM order_keys k, held
+		WHERE k.checkout_session_id = $1 AND k.line_item_id = $2
+		  AND NOT EXISTS (SELECT 1 FROM key_grants g WHERE g.order_key_id = k.id)
 		ON CONFLICT (order_key_id, source) DO NOTHING`, sessionID, lineItemID, p.Start, p.End, subscriptionID)
 	if err != nil {
 		return fmt.Errorf("granting the added seats of order %s: %w", sessionID, err)

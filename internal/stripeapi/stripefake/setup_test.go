@@ -106,3 +106,36 @@ func TestFakeObjectsHookStoresWhatTheAPIServes(t *testing.T) {
 	}
 	require.Equal(t, http.StatusNotFound, get(t, srv, key, "/v1/charges/ch_1").status, "nothing stored by a refused call")
 }
+
+func TestSubscriptionPauseCollectionDecodesIntoStripeGo(t *testing.T) {
+	t.Parallel()
+	f := stripefake.New(key)
+	srv := serve(t, f)
+	items := []stripefake.SubscriptionItem{{PriceID: "price_month", Quantity: 1}}
+	f.PutSubscription(stripefake.Subscription{ID: "sub_running", Items: items})
+	f.PutSubscription(stripefake.Subscription{ID: "sub_paused", PauseCollection: "void", Items: items})
+	f.PutSubscription(stripefake.Subscription{ID: "sub_resumes", PauseCollection: "keep_as_draft", PauseResumesAt: 1700000000, Items: items})
+
+	raw := get(t, srv, key, "/v1/subscriptions/sub_running")
+	require.Equal(t, http.StatusOK, raw.status)
+	require.Contains(t, string(raw.body), `"pause_collection":null`, "not paused: null, as Stripe serves it")
+	var running, paused, resumes stripe.Subscription
+	require.NoError(t, json.Unmarshal(raw.body, &running))
+	require.Nil(t, running.PauseCollection)
+
+	raw = get(t, srv, key, "/v1/subscriptions/sub_paused")
+	require.Contains(t, string(raw.body), `"resumes_at":null`)
+	require.NoError(t, json.Unmarshal(raw.body, &paused))
+	require.NotNil(t, paused.PauseCollection)
+	require.Equal(t, stripe.SubscriptionPauseCollectionBehaviorVoid, paused.PauseCollection.Behavior)
+	require.Zero(t, paused.PauseCollection.ResumesAt)
+	require.Equal(t, stripe.SubscriptionStatusActive, paused.Status, "pausing collection leaves the status")
+
+	require.NoError(t, json.Unmarshal(get(t, srv, key, "/v1/subscriptions/sub_resumes").body, &resumes))
+	require.Equal(t, stripe.SubscriptionPauseCollectionBehaviorKeepAsDraft, resumes.PauseCollection.Behavior)
+	require.EqualValues(t, 1700000000, resumes.PauseCollection.ResumesAt)
+
+	require.Panics(t, func() {
+		f.PutSubscription(stripefake.Subscription{ID: "sub_bad", PauseCollection: "stop", Items: items})
+	})
+}

@@ -28,7 +28,14 @@ type Subscription struct {
 	TrialStart, TrialEnd int64
 	CancelAtPeriodEnd    bool
 	CanceledAt, EndedAt  int64
-	Items                []SubscriptionItem
+	// PauseCollection is pause_collection.behavior ("keep_as_draft",
+	// "mark_uncollectible" or "void"); "" renders pause_collection null
+	// (collection not paused). Pausing collection leaves Status as it is.
+	PauseCollection string
+	// PauseResumesAt is pause_collection.resumes_at (unix seconds); 0
+	// renders null (paused until further notice).
+	PauseResumesAt int64
+	Items          []SubscriptionItem
 }
 
 // SubscriptionItem is one price of a subscription and its quantity.
@@ -42,6 +49,8 @@ type SubscriptionItem struct {
 var validSubscriptionStatus = []string{"active", "trialing", "past_due", "unpaid", "canceled",
 	"incomplete", "incomplete_expired", "paused"}
 
+var validPauseBehavior = []string{"keep_as_draft", "mark_uncollectible", "void"}
+
 // PutSubscription adds or replaces the subscription s, items included. It
 // panics on a missing ID, an unknown status or an item without a price:
 // those are mistakes in the test.
@@ -51,6 +60,15 @@ func (f *Fake) PutSubscription(s Subscription) {
 	}
 	if err := oneOf("status", s.Status, validSubscriptionStatus); err != nil {
 		panic("stripefake: PutSubscription: " + err.Error())
+	}
+	var pause any
+	if s.PauseCollection != "" {
+		if err := oneOf("pause_collection.behavior", s.PauseCollection, validPauseBehavior); err != nil {
+			panic("stripefake: PutSubscription: " + err.Error())
+		}
+		pause = map[string]any{"behavior": s.PauseCollection, "resumes_at": nullableTime(s.PauseResumesAt)}
+	} else if s.PauseResumesAt != 0 {
+		panic("stripefake: PutSubscription: pause_resumes_at without pause_collection")
 	}
 	created := f.now().Unix()
 	items := make([]map[string]any, len(s.Items))
@@ -80,6 +98,7 @@ func (f *Fake) PutSubscription(s Subscription) {
 		"cancel_at_period_end": s.CancelAtPeriodEnd,
 		"canceled_at":          nullableTime(s.CanceledAt),
 		"ended_at":             nullableTime(s.EndedAt),
+		"pause_collection":     pause,
 		"created":              created,
 		"currency":             currency,
 		"livemode":             false,
