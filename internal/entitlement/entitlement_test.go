@@ -230,9 +230,10 @@ func TestDerive(t *testing.T) {
 // key that has not started, its earliest counted period.
 func TestDeriveBegan(t *testing.T) {
 	require.Equal(t, t0, entitlement.Derive([]entitlement.Grant{days(1, 30, t0-day)}, entitlement.Facts{StartedAt: ptr(t0)}, entitlement.Policy{}).Began)
+	// A subscription's own key, which never waited for first use.
 	require.Equal(t, t0+5*day, entitlement.Derive([]entitlement.Grant{
 		days(1, 30, t0), period(2, "sub_1", t0+9*day, t0+40*day), period(3, "sub_1", t0+5*day, t0+9*day),
-	}, entitlement.Facts{WaitingDays: 30}, entitlement.Policy{}).Began)
+	}, entitlement.Facts{}, entitlement.Policy{}).Began)
 	require.Zero(t, entitlement.Derive([]entitlement.Grant{days(1, 30, t0)}, entitlement.Facts{WaitingDays: 30}, entitlement.Policy{}).Began,
 		"a key waiting for first use has not begun")
 }
