@@ -176,12 +176,29 @@ func (b *bundle) luarmorCalls(method, pathSuffix string) int {
 	return n
 }
 
-// waitIdle waits until no job is left to run.
+// waitIdle waits until no job is left to run, and names the jobs left
+// when some never finish.
 func (b *bundle) waitIdle(t *testing.T) {
 	t.Helper()
-	require.Eventually(t, func() bool {
+	idle := func() bool {
 		return b.count(t, "SELECT count(*) FROM river_job WHERE state NOT IN ('completed', 'cancelled', 'discarded')") == 0
-	}, 20*time.Second, 20*time.Millisecond)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !idle() {
+		if time.Now().After(deadline) {
+			rows, err := b.pool.Query(context.Background(), `SELECT id, kind, state, attempt, args::text, scheduled_at - now(),
+				COALESCE(errors[array_length(errors, 1)]->>'error', '') FROM river_job
+				WHERE state NOT IN ('completed', 'cancelled', 'discarded') ORDER BY id`)
+			require.NoError(t, err)
+			for rows.Next() {
+				v, err := rows.Values()
+				require.NoError(t, err)
+				t.Logf("job left: %v", v)
+			}
+			require.FailNow(t, "jobs still waiting or running after 20s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func TestRenewalExtendsEveryKeyOnce(t *testing.T) {

@@ -109,12 +109,22 @@ func (w *SyncKeyWorker) Work(ctx context.Context, job *river.Job[SyncKeyArgs]) e
 	release := func(d time.Duration) {
 		_ = postgres.ReleaseLedgerLease(context.WithoutCancel(ctx), w.Pool, id, owner, d)
 	}
+	// finish records what the key now is; the record also ends the lease.
+	// Should it fail (a lost connection), Luarmor has answered every
+	// request, so the retry need not wait the lease out.
+	finish := func(a entitlement.Applied) error {
+		err := w.record(ctx, job, l, a, d)
+		if err != nil {
+			release(0)
+		}
+		return err
+	}
 
 	u, err := w.Luarmor.GetUser(ctx, l.ProjectID, l.UserKey)
 	if errors.Is(err, luarmor.ErrNotFound) {
 		w.Logger.WarnContext(ctx, "a key with paid time no longer exists in Luarmor; recorded as deleted",
 			"ledger_key_id", id, "user_key", logging.MaskKey(l.UserKey))
-		return w.record(ctx, job, l, entitlement.Applied{Deleted: true}, d)
+		return finish(entitlement.Applied{Deleted: true})
 	}
 	if err != nil {
 		release(0)
@@ -139,7 +149,7 @@ func (w *SyncKeyWorker) Work(ctx context.Context, job *river.Job[SyncKeyArgs]) e
 	}
 	applied, err := w.apply(ctx, l, d, u, now)
 	if errors.Is(err, luarmor.ErrNotFound) {
-		return w.record(ctx, job, l, entitlement.Applied{Deleted: true}, d)
+		return finish(entitlement.Applied{Deleted: true})
 	}
 	if err != nil {
 		settleCreateLease(ctx, err, func(context.Context) { release(answeredLease) }, func(context.Context) { release(0) })
@@ -153,7 +163,7 @@ func (w *SyncKeyWorker) Work(ctx context.Context, job *river.Job[SyncKeyArgs]) e
 	w.Logger.InfoContext(ctx, "key set to what was paid for", "ledger_key_id", id, "user_key", logging.MaskKey(l.UserKey),
 		"lifetime", applied.Lifetime, "key_days", applied.WaitingDays, "auth_expire", applied.Expire,
 		"ban", applied.Ban, "deleted", applied.Deleted)
-	return w.record(ctx, job, l, applied, d)
+	return finish(applied)
 }
 
 // started reports whether Luarmor started the key's clock: a key waiting
