@@ -70,6 +70,10 @@ CREATE TABLE ledger_keys (
     applied_expire       bigint NOT NULL DEFAULT 0,
     applied_ban          text NOT NULL DEFAULT '' CHECK (applied_ban IN ('', 'suspended', 'banned')),
     applied_ban_reason   text NOT NULL DEFAULT '',
+    -- Luarmor kept the absolute expiry last sent to this unclaimed key
+    -- (no HWID, no Discord ID) as key_days: it is sent again once the
+    -- key is claimed.
+    awaiting_claim       boolean NOT NULL DEFAULT false,
     -- One writer at a time per key, also across a rescue: a writer whose
     -- request may still be on its way holds the lease until it has ended.
     lease_owner          text,

@@ -205,8 +205,9 @@ func (b *bundle) accessOf(t *testing.T, customer string, start int64) access {
 }
 
 // ledgerMatchesLuarmor checks that every key the ledger holds is in
-// Luarmor what Derive says of it.
-func (b *bundle) ledgerMatchesLuarmor(t *testing.T) {
+// Luarmor what Derive says of it: with asDays, an unclaimed key Luarmor
+// kept waiting holds the derived time as whole key_days instead.
+func (b *bundle) ledgerMatchesLuarmor(t *testing.T, asDays bool) {
 	t.Helper()
 	ctx := context.Background()
 	rows, err := b.pool.Query(ctx, `SELECT id FROM ledger_keys ORDER BY id`)
@@ -246,6 +247,9 @@ func (b *bundle) ledgerMatchesLuarmor(t *testing.T) {
 			require.Equal(t, d.WaitingDays, u.KeyDays)
 		case d.Expire <= now:
 			require.LessOrEqual(t, u.AuthExpire, now+5, "ledger key %d has run out", id)
+		case asDays && l.Applied.AwaitingClaim:
+			require.Equal(t, luarmor.NeverExpires, u.AuthExpire, "ledger key %d waits to be claimed", id)
+			require.InDelta(t, (d.Expire-now+day-1)/day, u.KeyDays, 1, "ledger key %d holds its time as whole key_days", id)
 		default:
 			require.Equal(t, d.Expire, u.AuthExpire, "ledger key %d: grants %+v facts %+v", id, l.Grants, l.Facts)
 		}
@@ -278,9 +282,15 @@ func TestEveryOrderOfAHistoryGivesWhatWasPaidFor(t *testing.T) {
 	events := 0
 	for i := range histories {
 		h := randomHistory(r)
+		// Every other history runs against a Luarmor that keeps an
+		// unclaimed key's PATCHed expiry as key_days (its documentation
+		// does not say which it does): such keys wait, rounded up to
+		// whole days, until claimed.
+		asDays := i%2 == 1
 		var results []access
 		for run := range 2 {
 			b := setup(t)
+			b.sandbox.SetUnclaimedExpiryAsKeyDays(asDays)
 			start := time.Now().Unix()
 			customer, discord := newID("cus_"), strconv.FormatInt(100000000000000000+r.Int64N(800000000000000000), 10)
 			evs := b.play(t, h, customer, discord, start)
@@ -297,9 +307,9 @@ func TestEveryOrderOfAHistoryGivesWhatWasPaidFor(t *testing.T) {
 			}
 			events += len(order)
 			b.waitIdle(t)
-			b.ledgerMatchesLuarmor(t)
+			b.ledgerMatchesLuarmor(t, asDays)
 			results = append(results, b.accessOf(t, customer, start))
-			t.Logf("history %d run %d: %s: %d events, access %+v", i, run, h, len(order), results[run])
+			t.Logf("history %d run %d (unclaimed expiry kept as key_days: %v): %s: %d events, access %+v", i, run, asDays, h, len(order), results[run])
 		}
 		want, lifetime := h.paidAccess()
 		for run, got := range results {
@@ -308,9 +318,53 @@ func TestEveryOrderOfAHistoryGivesWhatWasPaidFor(t *testing.T) {
 				continue
 			}
 			// Keys whose clocks start at a purchase processed a few
-			// seconds apart, at most a minute over the whole run.
-			require.InDelta(t, want, got.seconds, 60, "history %d run %d (%s): paid %ds of access, holds %ds", i, run, h, want, got.seconds)
+			// seconds apart, at most a minute over the whole run; a key
+			// waiting with key_days holds whole days.
+			tolerance := 60.0
+			if asDays {
+				tolerance += float64(got.keys) * float64(day)
+				require.GreaterOrEqual(t, got.seconds, want-60, "history %d run %d (%s): no paid day lost", i, run, h)
+			}
+			require.InDelta(t, want, got.seconds, tolerance, "history %d run %d (%s): paid %ds of access, holds %ds", i, run, h, want, got.seconds)
 		}
 	}
 	t.Logf("%d histories, %d events delivered", histories, events)
+}
+
+// A subscription's key is set to an absolute expiry right after its create,
+// while nobody has claimed it. Against a Luarmor that keeps that expiry as
+// key_days the writer reads it back, records that the key awaits its
+// claim, and sets the expiry once the key is first used and something
+// touches it (here the next renewal): under both behaviours the claimed
+// key ends exactly where the ledger says.
+func TestSubscriptionKeyEndsWhereTheLedgerSaysWhateverLuarmorDoesWithAnUnclaimedKey(t *testing.T) {
+	t.Parallel()
+	for _, asDays := range []bool{false, true} {
+		b := setup(t)
+		b.sandbox.SetUnclaimedExpiryAsKeyDays(asDays)
+		sub := monthly(newID("sub_"), time.Now().Unix(), stripefake.SubscriptionItem{PriceID: priceMonth, Quantity: 1})
+		_, o := b.subscribe(t, sub, "paid", stripefake.Item{PriceID: priceMonth, Quantity: 1, Recurring: true})
+		key := o.Keys[0].UserKey
+		u := b.user(t, key)
+		awaiting := b.count(t, `SELECT count(*) FROM ledger_keys WHERE user_key = $1 AND awaiting_claim`, key) == 1
+		if asDays {
+			require.Equal(t, luarmor.NeverExpires, u.AuthExpire, "Luarmor kept the expiry as key_days")
+			require.Equal(t, 31, u.KeyDays, "the paid period and the grace, in whole days")
+			require.True(t, awaiting, "the ledger knows the key waits to be claimed")
+		} else {
+			require.Equal(t, sub.CurrentPeriodEnd+day, u.AuthExpire)
+			require.False(t, awaiting)
+		}
+
+		require.NoError(t, b.sandbox.Execute(project, key, "hwid-claim"))
+		next := sub.CurrentPeriodEnd + 30*day
+		_, ev := b.invoiceOf(t, sub.ID, priceMonth, 1, sub.CurrentPeriodEnd, next)
+		b.deliver(t, ev)
+		b.waitIdle(t)
+		u = b.user(t, key)
+		require.Equal(t, next+day, u.AuthExpire, "asDays=%v: the claimed key ends where the ledger says", asDays)
+		require.Zero(t, u.KeyDays)
+		require.Zero(t, b.count(t, `SELECT count(*) FROM ledger_keys WHERE user_key = $1 AND awaiting_claim`, key))
+		b.ledgerMatchesLuarmor(t, asDays)
+	}
 }

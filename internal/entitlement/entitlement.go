@@ -364,6 +364,10 @@ type Applied struct {
 	Expire      int64
 	Ban         Ban
 	BanReason   string
+	// AwaitingClaim: Luarmor kept the absolute expiry sent to the key,
+	// unclaimed (no HWID, no Discord ID), as key_days; it is sent again
+	// once the key is claimed.
+	AwaitingClaim bool
 }
 
 // Same reports whether Luarmor's key, as last applied, already is in the

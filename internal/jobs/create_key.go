@@ -429,8 +429,10 @@ func recordLedgerKey(ctx context.Context, tx pgx.Tx, k *order.Key) error {
 	var applied entitlement.Applied
 	switch {
 	case current.ExtendedExisting:
-	case current.ExpireTarget != nil && current.ExpireApplied != nil:
-		applied.Expire = *current.ExpireApplied
+	case current.ExpireTarget != nil:
+		// The create set an absolute expiry on a key nobody has claimed:
+		// whether Luarmor kept it as such or as key_days, its writer reads
+		// back (left unknown here, so the writer runs).
 	case current.KeyDays == 0:
 		applied.Lifetime = true
 	default:

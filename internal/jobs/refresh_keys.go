@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 
 	"fulfiller/internal/budget"
@@ -74,6 +75,19 @@ func (w *RefreshKeysWorker) Work(ctx context.Context, job *river.Job[RefreshKeys
 		}
 		if err := postgres.RecordKeyCheck(ctx, w.Pool, k.ID, expire); err != nil {
 			return err
+		}
+		if expire != nil && *expire != luarmor.NeverExpires {
+			// Claimed at last: an expiry Luarmor kept as key_days while
+			// nobody had claimed the key is sent now.
+			awaiting, err := postgres.AwaitingClaim(ctx, w.Pool, k.ID)
+			if err != nil {
+				return err
+			}
+			if awaiting {
+				if err := pgx.BeginFunc(ctx, w.Pool, func(tx pgx.Tx) error { return syncUnits(ctx, tx, k.ID) }); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	return nil

@@ -217,13 +217,34 @@ func (w *SyncKeyWorker) apply(ctx context.Context, l *postgres.Ledger, d entitle
 		// dashboard) is never cut by a change that takes nothing back:
 		// only a revocation or an ending shortens a key.
 		givenOutside := u.AuthExpire > target && !takesBack(l.Applied, d)
+		unclaimed := u.Identifier == "" && u.DiscordID == ""
+		waiting := u.AuthExpire == luarmor.NeverExpires && u.KeyDays > 0
 		switch {
 		case lapsed:
 			a.Expire = u.AuthExpire
 		case givenOutside:
+		case l.Applied.AwaitingClaim && unclaimed && waiting:
+			// Luarmor keeps this unclaimed key's expiry as key_days: sent
+			// again once a first use has claimed it.
+			a.Expire, a.WaitingDays, a.AwaitingClaim = 0, u.KeyDays, true
 		case u.AuthExpire != target || u.KeyDays != 0:
 			if err := w.setExpiry(ctx, l, target); err != nil {
 				return a, err
+			}
+			if !unclaimed {
+				break
+			}
+			// Luarmor's documentation does not say what a PATCH of
+			// auth_expire does to a key nobody claimed (its create turns
+			// one into key_days): read it back.
+			back, err := w.Luarmor.GetUser(ctx, l.ProjectID, l.UserKey)
+			if err != nil {
+				return a, err
+			}
+			if back.AuthExpire == luarmor.NeverExpires && back.KeyDays > 0 {
+				w.Logger.WarnContext(ctx, "luarmor kept an unclaimed key's expiry as key_days; it is set again once the key is first used",
+					"ledger_key_id", l.ID, "user_key", logging.MaskKey(l.UserKey), "key_days", back.KeyDays, "auth_expire", target)
+				a.Expire, a.WaitingDays, a.AwaitingClaim = 0, back.KeyDays, true
 			}
 		}
 	}

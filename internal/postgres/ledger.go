@@ -277,10 +277,11 @@ func ReadLedger(ctx context.Context, db DB, id int64, suspension, supportBan str
 	l := Ledger{ID: id}
 	var ban string
 	err := db.QueryRow(ctx, `SELECT project_id, user_key, version, applied_version, started_at, waiting_days,
-			applied_deleted, applied_lifetime, applied_waiting_days, applied_expire, applied_ban, applied_ban_reason
+			applied_deleted, applied_lifetime, applied_waiting_days, applied_expire, applied_ban, applied_ban_reason,
+			awaiting_claim
 		FROM ledger_keys WHERE id = $1`, id).Scan(&l.ProjectID, &l.UserKey, &l.Version, &l.AppliedVersion,
 		&l.Facts.StartedAt, &l.Facts.WaitingDays, &l.Applied.Deleted, &l.Applied.Lifetime, &l.Applied.WaitingDays,
-		&l.Applied.Expire, &ban, &l.Applied.BanReason)
+		&l.Applied.Expire, &ban, &l.Applied.BanReason, &l.Applied.AwaitingClaim)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, order.Errorf(order.ENOTFOUND, "no ledger key %d", id)
 	}
@@ -316,6 +317,18 @@ func ReadLedger(ctx context.Context, db DB, id int64, suspension, supportBan str
 		return nil, fmt.Errorf("reading the grants of ledger key %d: %w", id, err)
 	}
 	return &l, nil
+}
+
+// AwaitingClaim reports whether the key a unit holds waits to be claimed
+// before the expiry Luarmor kept as key_days is sent again.
+func AwaitingClaim(ctx context.Context, db DB, unitID int64) (bool, error) {
+	var awaiting bool
+	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM ledger_keys l JOIN order_keys k
+		ON k.project_id = l.project_id AND k.user_key = l.user_key WHERE k.id = $1 AND l.awaiting_claim)`, unitID).Scan(&awaiting)
+	if err != nil {
+		return false, fmt.Errorf("reading whether the key of unit %d awaits its claim: %w", unitID, err)
+	}
+	return awaiting, nil
 }
 
 // RecordKeyStart records when a key's clock started, once.
@@ -396,9 +409,9 @@ func RecordApplied(ctx context.Context, tx pgx.Tx, id, version int64, a entitlem
 		return false, 0, fmt.Errorf("locking ledger key %d: %w", id, err)
 	}
 	_, err = tx.Exec(ctx, `UPDATE ledger_keys SET applied_version = $2, applied_deleted = $3, applied_lifetime = $4,
-			applied_waiting_days = $5, applied_expire = $6, applied_ban = $7, applied_ban_reason = $8,
+			applied_waiting_days = $5, applied_expire = $6, applied_ban = $7, applied_ban_reason = $8, awaiting_claim = $9,
 			lease_owner = NULL, lease_until = NULL, updated_at = now()
-		WHERE id = $1`, id, version, a.Deleted, a.Lifetime, a.WaitingDays, a.Expire, a.Ban, a.BanReason)
+		WHERE id = $1`, id, version, a.Deleted, a.Lifetime, a.WaitingDays, a.Expire, a.Ban, a.BanReason, a.AwaitingClaim)
 	if err != nil {
 		return false, 0, fmt.Errorf("recording what was applied to ledger key %d: %w", id, err)
 	}

@@ -432,7 +432,13 @@ func (s *Sandbox) editUser(c *apiCtx) reply {
 		u.Identifier = *req.Identifier
 		u.Status = statusFor(u.Identifier)
 	}
-	if req.AuthExpire != nil {
+	switch unclaimed := u.Identifier == "" && u.DiscordID == ""; {
+	case req.AuthExpire == nil:
+	case s.unclaimedAsDays && unclaimed && *req.AuthExpire > c.now.Unix():
+		// Kept as key_days, which start at first use, as the create does.
+		u.AuthExpire = luarmor.NeverExpires
+		u.KeyDays = int((*req.AuthExpire - c.now.Unix() + secondsPerDay - 1) / secondsPerDay)
+	default:
 		u.AuthExpire = *req.AuthExpire
 		u.KeyDays = 0
 	}

@@ -75,12 +75,25 @@ type Options struct {
 	MaxUsers int
 	// Logger receives one debug record per API request; nil discards.
 	Logger *slog.Logger
+	// UnclaimedExpiryAsKeyDays makes a PATCH of auth_expire on a key with
+	// no HWID and no Discord ID keep the time as key_days, as the create
+	// does with such a key. Luarmor's documentation does not say which of
+	// the two it does; the lifecycle tests run under both.
+	UnclaimedExpiryAsKeyDays bool
 	// Seed seeds the random draws: which requests a random fault hits
 	// (SetRandomFaults) and the wait of each answer within a latency range
 	// (SetLatencyRange). The same seed and the same order of requests give
 	// the same draws, so a failing run can be replayed; zero is a seed like
 	// any other.
 	Seed uint64
+}
+
+// SetUnclaimedExpiryAsKeyDays switches how a PATCH of auth_expire treats a
+// key with no HWID and no Discord ID (see Options.UnclaimedExpiryAsKeyDays).
+func (s *Sandbox) SetUnclaimedExpiryAsKeyDays(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.unclaimedAsDays = on
 }
 
 // Sandbox is an in-memory Luarmor API. It is an http.Handler; all methods are
@@ -106,6 +119,8 @@ type Sandbox struct {
 	arrivals     []time.Time   // arrival times of budgeted requests still in the window
 	latency      time.Duration // base wait of every answer, or the low end of a range
 	latencyMax   time.Duration // the high end of the range; equal to latency when fixed
+	// unclaimedAsDays: Options.UnclaimedExpiryAsKeyDays, or its setter.
+	unclaimedAsDays bool
 	rng          *rand.Rand    // seeded by Options.Seed; guarded by mu
 	faults       []*pendingFault
 	randomFaults []RandomFault
@@ -144,6 +159,7 @@ func New(opts Options) *Sandbox {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.limit, s.window = budgetDefaults(opts.Limit, opts.Window)
+	s.unclaimedAsDays = opts.UnclaimedExpiryAsKeyDays
 	s.registeredAt = s.now()
 	for _, id := range opts.Projects {
 		if _, dup := s.projects[id]; !dup {

@@ -620,3 +620,33 @@ func TestStatsReportThePlansUserLimit(t *testing.T) {
 		require.Equal(t, 1, stats.Users)
 	}
 }
+
+// Luarmor's documentation does not say what a PATCH of auth_expire does to
+// a key nobody claimed; the sandbox does either, by its switch.
+func TestEditExpiryOfAnUnclaimedKeyUnderBothBehaviours(t *testing.T) {
+	t.Parallel()
+	for _, asDays := range []bool{false, true} {
+		e := newEnv(t, sandbox.Options{UnclaimedExpiryAsKeyDays: asDays})
+		now := e.clock.Now().Unix()
+		unclaimed := e.create(luarmor.CreateUserRequest{KeyDays: 30})
+		claimed := e.create(luarmor.CreateUserRequest{KeyDays: 30, Identifier: "hwid-1"})
+		for _, key := range []string{unclaimed, claimed} {
+			r := e.api(http.MethodPatch, usersPath(projectID), luarmor.UpdateUserRequest{UserKey: key, AuthExpire: ptr(now + 36*3600)})
+			require.Equal(t, http.StatusOK, r.Status)
+		}
+		u := e.get(unclaimed)
+		if asDays {
+			require.Equal(t, luarmor.NeverExpires, u.AuthExpire, "kept as key_days, which start at first use")
+			require.Equal(t, 2, u.KeyDays, "rounded up, as the create does")
+		} else {
+			require.Equal(t, now+36*3600, u.AuthExpire)
+			require.Zero(t, u.KeyDays)
+		}
+		require.Equal(t, now+36*3600, e.get(claimed).AuthExpire, "a claimed key's clock runs, whichever the behaviour")
+
+		// An expiry in the past expires any key.
+		r := e.api(http.MethodPatch, usersPath(projectID), luarmor.UpdateUserRequest{UserKey: unclaimed, AuthExpire: ptr(now - 60)})
+		require.Equal(t, http.StatusOK, r.Status)
+		require.Equal(t, now-60, e.get(unclaimed).AuthExpire)
+	}
+}
