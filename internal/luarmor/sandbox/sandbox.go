@@ -113,21 +113,21 @@ type Sandbox struct {
 	// One mutex guards all mutable state: the sandbox is a test double, and
 	// a single lock makes every request atomic, which is also how the real
 	// API behaves from a client's point of view.
-	mu           sync.Mutex
-	limit        int
-	window       time.Duration
-	arrivals     []time.Time   // arrival times of budgeted requests still in the window
-	latency      time.Duration // base wait of every answer, or the low end of a range
-	latencyMax   time.Duration // the high end of the range; equal to latency when fixed
+	mu         sync.Mutex
+	limit      int
+	window     time.Duration
+	arrivals   []time.Time   // arrival times of budgeted requests still in the window
+	latency    time.Duration // base wait of every answer, or the low end of a range
+	latencyMax time.Duration // the high end of the range; equal to latency when fixed
 	// unclaimedAsDays: Options.UnclaimedExpiryAsKeyDays, or its setter.
 	unclaimedAsDays bool
-	rng          *rand.Rand    // seeded by Options.Seed; guarded by mu
-	faults       []*pendingFault
-	randomFaults []RandomFault
-	calls        []*Call
-	projects     map[string]*project
-	projectOrder []string
-	account      accountStats
+	rng             *rand.Rand // seeded by Options.Seed; guarded by mu
+	faults          []*pendingFault
+	randomFaults    []RandomFault
+	calls           []*Call
+	projects        map[string]*project
+	projectOrder    []string
+	account         accountStats
 }
 
 // New returns a Sandbox configured by opts.
