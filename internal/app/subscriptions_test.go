@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/stripe/stripe-go/v76"
 
+	"fulfiller/internal/catalog"
 	"fulfiller/internal/httpapi"
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/order"
@@ -304,4 +305,37 @@ func TestSlowRenewalKeepsAccessWithoutAnEvent(t *testing.T) {
 		"the key is kept alive for the grace from now")
 	b.waitIdle(t)
 	require.False(t, b.user(t, key).IsBanned())
+}
+
+// A subscription moved to a price the catalog lacks fails its order
+// visibly (unknown_price, as failed orders and the metrics show it); the
+// key it had runs to the end of what was paid; once the catalog has the
+// price, a retry makes the new price's key.
+func TestSubscriptionMovedToAPriceTheCatalogLacksFailsVisiblyUntilFixed(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	sub := monthly(newID("sub_"), time.Now().Unix(), stripefake.SubscriptionItem{ID: "si_plan", PriceID: priceMonth, Quantity: 1})
+	s, o := b.subscribe(t, sub, "paid", stripefake.Item{PriceID: priceMonth, Quantity: 1, Recurring: true})
+	old := o.Keys[0].UserKey
+
+	const unknown = "price_not_in_catalog"
+	sub.Items = []stripefake.SubscriptionItem{{ID: "si_plan", PriceID: unknown, Quantity: 1}}
+	b.changeSubscription(t, sub)
+	failed := b.waitFailed(t, s.ID)
+	require.Equal(t, order.FailureUnknownPrice, failed.FailureCode)
+	require.Contains(t, failed.FailureReason, unknown)
+	u := b.user(t, old)
+	require.False(t, u.IsBanned(), "the key paid for is not taken")
+	require.Equal(t, sub.CurrentPeriodEnd+day, u.AuthExpire, "it runs to the end of its paid period")
+
+	b.catalog.Put(unknown, catalog.Product{ProjectID: project2, KeyDays: 30})
+	require.Equal(t, http.StatusAccepted, b.retryStatus(t, s.ID))
+	got := b.waitOrder(t, s.ID, "fulfilled")
+	b.waitIdle(t)
+	moved := keysOf(got, unknown)
+	require.Len(t, moved, 1, "the retry made the new price's key")
+	nu, ok := b.sandbox.User(project2, moved[0].UserKey)
+	require.True(t, ok)
+	require.Equal(t, sub.CurrentPeriodEnd+day, nu.AuthExpire, "with the period paid")
+	require.True(t, keysOf(got, priceMonth)[0].Ending)
 }

@@ -212,8 +212,14 @@ func (w *SyncSubscriptionWorker) reconcileItems(ctx context.Context, tx pgx.Tx, 
 		}
 		product, ok := w.Catalog.Lookup(price)
 		if !ok {
-			w.Logger.ErrorContext(ctx, "subscription holds a price that is not in the catalog; add it to CATALOG_FILE",
+			// The keys delivered keep what was paid; the new price's key
+			// waits for the operator, visibly (failed orders, metrics).
+			f := unknownPrices([]string{price})
+			w.Logger.ErrorContext(ctx, "subscription holds a price that is not in the catalog; add it to CATALOG_FILE and retry the order",
 				"subscription_id", sub.ID, "price_id", price)
+			if err := postgres.FailSubscriptionChange(ctx, tx, o.CheckoutSessionID, f.code, f.reason); err != nil {
+				return nil, err
+			}
 			continue
 		}
 		for n > 0 && len(leaving[product.ProjectID]) > 0 {

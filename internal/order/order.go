@@ -18,6 +18,9 @@ import (
 //	pending   → fulfilled  its items are loaded and every unit has a key (settleOrder)
 //	pending   → failed     a payment failed, a price is missing, a bound is exceeded, Luarmor
 //	                       refused a key, the event's mode or session is wrong (FailOrder, FailKey)
+//	fulfilled → failed     its subscription moved to a price the catalog lacks: a key of the new
+//	                       price cannot be made until an operator fixes the catalog and retries
+//	                       (FailSubscriptionChange); the keys delivered keep what was paid
 //	failed    → pending    an operator retries after fixing the cause (ResetFailures), or the
 //	                       missing price's units are recorded (AddUnits); never for payment_failed
 //	pending   → revoked    a dispute or refund took the payment back (RevokeOrder)

@@ -270,6 +270,21 @@ func FailOrder(ctx context.Context, db DB, sessionID, code, reason string) error
 	return nil
 }
 
+// FailSubscriptionChange fails a subscription's order, fulfilled or
+// pending, whose subscription moved to a price the service cannot make a
+// key of (code unknown_price): the operator sees it among failed orders
+// and retries it once the catalog is fixed. Revoked orders keep their
+// status.
+func FailSubscriptionChange(ctx context.Context, tx pgx.Tx, sessionID, code, reason string) error {
+	reason = logging.Truncate(reason, logging.MaxReasonLength)
+	_, err := tx.Exec(ctx, `UPDATE orders SET status = 'failed', failure_code = $2, failure_reason = $3, updated_at = now()
+		WHERE checkout_session_id = $1 AND status IN ('pending', 'fulfilled')`, sessionID, code, reason)
+	if err != nil {
+		return fmt.Errorf("failing order %s: %w", sessionID, err)
+	}
+	return nil
+}
+
 // FailedOrders lists orders failed with the given code, oldest first.
 func FailedOrders(ctx context.Context, db DB, code string, limit int) ([]string, error) {
 	rows, err := db.Query(ctx, `SELECT checkout_session_id FROM orders

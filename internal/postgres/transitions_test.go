@@ -98,6 +98,14 @@ func TestOrderStatusTransitions(t *testing.T) {
 			step: func(t *testing.T, tx pgx.Tx, id string) error { return lift(t, tx, id) }, to: order.StatusFulfilled},
 		{name: "revoked to pending when lifted with units left", from: order.StatusRevoked,
 			step: func(t *testing.T, tx pgx.Tx, id string) error { return lift(t, tx, id) }, to: order.StatusPending},
+		{name: "fulfilled to failed when its subscription moved to a price the catalog lacks", from: order.StatusFulfilled, delivered: true,
+			step: func(t *testing.T, tx pgx.Tx, id string) error {
+				return postgres.FailSubscriptionChange(ctx, tx, id, order.FailureUnknownPrice, "price_x is not in the catalog")
+			}, to: order.StatusFailed},
+		{name: "a subscription's failure leaves a revoked order revoked", from: order.StatusRevoked,
+			step: func(t *testing.T, tx pgx.Tx, id string) error {
+				return postgres.FailSubscriptionChange(ctx, tx, id, order.FailureUnknownPrice, "price_x is not in the catalog")
+			}, to: order.StatusRevoked},
 		// Moves that must not happen.
 		{name: "a failure leaves a fulfilled order fulfilled", from: order.StatusFulfilled, delivered: true,
 			step: func(t *testing.T, tx pgx.Tx, id string) error {
