@@ -1,6 +1,27 @@
 // Package jobs holds the durable steps of fulfilment as River jobs: one args
 // type and one worker per kind. Each step can run twice (a crash, a retry, a
 // rescued job) and is written so the second run changes nothing.
+//
+// It is also the application layer that the HTTP handlers, the commands
+// and the workers all call; its entry points:
+//
+//   - Orders (orders.go): the buyer's and the shop's requests: Confirm a
+//     paid session from the success page, Retry a failed order, RetryFailed
+//     at start-up, RequestHWIDReset, RequestKeyLookup, ResendOrderEmail.
+//   - Support (support.go, support_lift.go): what an operator does: Order
+//     and FindOrders, Retry, KeyAction (blacklist, unban, revoke, reissue,
+//     reset-hwid, set-discord), LiftRevocation, and Wait/WaitLift for the
+//     outcome.
+//   - StockAdmin (stock_admin.go): Levels, QueueReconcile, QueueDelete and
+//     Wait.
+//   - RecordSession (fulfil_order.go): the webhook's and reconciliation's
+//     way in for a Checkout Session.
+//
+// Paid time: every change to what a key is paid for is a grant of its
+// entitlement ledger (internal/entitlement, SQL in internal/postgres's
+// ledger.go), and the one writer of a key's expiry and ban is
+// SyncKeyWorker (sync_key.go): every other worker changes the ledger and
+// queues it (syncUnits), none sends an expiry of its own.
 package jobs
 
 import (
