@@ -37,7 +37,9 @@ func (b *bundle) subscriptionOrder(t *testing.T, quantity int64) (stripefake.Ses
 	}
 	b.stripe.PutSession(s)
 	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
-	return s, b.waitOrder(t, s.ID, "fulfilled")
+	o := b.waitOrder(t, s.ID, "fulfilled")
+	b.waitIdle(t) // the keys' writers read the new keys back
+	return s, o
 }
 
 // invoice registers a paid subscription invoice with Stripe and returns

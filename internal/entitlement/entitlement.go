@@ -391,6 +391,8 @@ func Same(a Applied, d Desired, now int64) bool {
 // SameTime reports whether the applied expiry already is the desired one.
 func SameTime(a Applied, d Desired, now int64) bool {
 	switch {
+	case !a.Lifetime && a.WaitingDays == 0 && a.Expire == 0:
+		return false // not known yet: read the key
 	case d.Lifetime || a.Lifetime:
 		return d.Lifetime == a.Lifetime
 	case d.WaitingDays > 0 || a.WaitingDays > 0:

@@ -346,6 +346,10 @@ func (w *SupportKeyWorker) planReissue(ctx context.Context, job *river.Job[Suppo
 				return w.failReissue(ctx, r, "the old key has expired; a reissue would not restore its days")
 			}
 			target = &u.AuthExpire
+			// The new key runs on from the old one's start.
+			if err := postgres.LearnStart(ctx, w.Pool, old.ProjectID, old.UserKey, u.AuthExpire); err != nil {
+				return err
+			}
 		}
 	}
 	tx, err := w.Pool.Begin(ctx)

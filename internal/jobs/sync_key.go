@@ -99,7 +99,10 @@ func (w *SyncKeyWorker) Work(ctx context.Context, job *river.Job[SyncKeyArgs]) e
 	lease := w.CreateLease
 	var held *postgres.ErrLedgerLeaseHeld
 	if err := postgres.TakeLedgerLease(ctx, w.Pool, id, owner, lease); errors.As(err, &held) {
-		return river.JobSnooze(max(time.Until(held.Until), 0) + 250*time.Millisecond)
+		// Another writer holds the key: a live one ends its lease when it
+		// records (often within a second), a dead one's runs out. Look
+		// again soon rather than after the whole lease.
+		return river.JobSnooze(min(max(time.Until(held.Until), 0), time.Second) + 250*time.Millisecond)
 	} else if err != nil {
 		return err
 	}
@@ -340,8 +343,10 @@ func queueSync(ctx context.Context, tx pgx.Tx, urgent bool, unitIDs []int64) err
 
 // takesBack reports whether d gives the key less time than was last
 // applied: a revocation, a period that ended. An applied state that was
-// not an absolute expiry (waiting for first use, never expiring, unknown)
-// is taken as the ledger's own, so the key follows the ledger.
+// not an absolute expiry (waiting for first use, never expiring) is taken
+// as the ledger's own, so the key follows the ledger; an unknown one (a
+// key just made, not read back yet) takes nothing back: time Luarmor
+// holds beyond the ledger's was given outside it.
 func takesBack(a entitlement.Applied, d entitlement.Desired) bool {
-	return a.Lifetime || a.WaitingDays > 0 || a.Expire == 0 || a.Expire > d.Expire
+	return a.Lifetime || a.WaitingDays > 0 || (a.Expire != 0 && a.Expire > d.Expire)
 }

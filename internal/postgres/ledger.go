@@ -433,10 +433,13 @@ func RecordApplied(ctx context.Context, tx pgx.Tx, id, version int64, a entitlem
 			status = CASE
 				WHEN k.status NOT IN ('active', 'blacklisted', 'reverted', 'deleted') THEN k.status
 				WHEN $4 THEN 'deleted'
-				-- A unit whose payment was taken back while others held the
-				-- key stays reverted when the last one's revocation bans it.
-				WHEN $5 AND k.status = 'reverted'
-				     AND NOT EXISTS (SELECT 1 FROM key_grants g WHERE g.order_key_id = k.id AND g.state IN ('active', 'suspended', 'banned'))
+				-- A unit whose payment was taken back before the last one
+				-- holding the key shows its days taken back; the last one's
+				-- revocation, the ban.
+				WHEN $5 AND NOT EXISTS (SELECT 1 FROM key_grants g WHERE g.order_key_id = k.id AND g.state IN ('active', 'suspended', 'banned'))
+				     AND (SELECT max(g.updated_at) FROM key_grants g WHERE g.order_key_id = k.id) <
+				         (SELECT max(g.updated_at) FROM key_grants g JOIN order_keys o ON o.id = g.order_key_id
+				          WHERE o.project_id = $1 AND o.user_key = $2)
 				  THEN 'reverted'
 				WHEN $5 THEN 'blacklisted'
 				WHEN NOT EXISTS (SELECT 1 FROM key_grants g WHERE g.order_key_id = k.id AND g.state IN ('active', 'suspended'))

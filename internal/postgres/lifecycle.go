@@ -341,13 +341,24 @@ func RecordKeyCheck(ctx context.Context, db DB, id int64, authExpire *int64) err
 	if err != nil {
 		return fmt.Errorf("recording check of key %d: %w", id, err)
 	}
-	// Luarmor ran the key's key_days from its first use: the ledger's
-	// time starts then.
-	_, err = db.Exec(ctx, `UPDATE ledger_keys l SET started_at = $2::bigint - 86400 * l.waiting_days, updated_at = now()
-		FROM order_keys k WHERE k.id = $1 AND l.project_id = k.project_id AND l.user_key = k.user_key
-		  AND l.started_at IS NULL AND l.waiting_days > 0 AND $2::bigint <> -1`, id, authExpire)
+	if authExpire == nil {
+		return nil
+	}
+	var projectID, userKey string
+	if err := db.QueryRow(ctx, `SELECT project_id, user_key FROM order_keys WHERE id = $1`, id).Scan(&projectID, &userKey); err != nil {
+		return fmt.Errorf("reading key %d: %w", id, err)
+	}
+	return LearnStart(ctx, db, projectID, userKey, *authExpire)
+}
+
+// LearnStart records, once, when a key that waited with key_days was first
+// used, from the expiry Luarmor then gave it (first use + key_days).
+func LearnStart(ctx context.Context, db DB, projectID, userKey string, authExpire int64) error {
+	_, err := db.Exec(ctx, `UPDATE ledger_keys SET started_at = $3::bigint - 86400 * waiting_days, updated_at = now()
+		WHERE project_id = $1 AND user_key = $2 AND started_at IS NULL AND waiting_days > 0 AND $3::bigint <> -1`,
+		projectID, userKey, authExpire)
 	if err != nil {
-		return fmt.Errorf("recording the start of key %d: %w", id, err)
+		return fmt.Errorf("recording the start of a key: %w", err)
 	}
 	return nil
 }
