@@ -415,6 +415,12 @@ func RecordApplied(ctx context.Context, tx pgx.Tx, id, version int64, a entitlem
 	if err != nil {
 		return false, 0, fmt.Errorf("recording what was applied to ledger key %d: %w", id, err)
 	}
+	if current != version {
+		// The ledger changed while this was applied: the run that
+		// follows sets the units' state from the ledger as it is now,
+		// rather than this one's from what it read.
+		return true, 0, nil
+	}
 	var expire *int64
 	switch {
 	case a.Lifetime:
@@ -432,6 +438,8 @@ func RecordApplied(ctx context.Context, tx pgx.Tx, id, version int64, a entitlem
 		UPDATE order_keys k SET auth_expire = $3, suspended_applied = ($6 AND k.suspended), updated_at = now(),
 			status = CASE
 				WHEN k.status NOT IN ('active', 'blacklisted', 'reverted', 'deleted') THEN k.status
+				-- Support's ban or revocation stands until support lifts it.
+				WHEN k.support_ban THEN k.status
 				WHEN $4 THEN 'deleted'
 				-- A unit whose payment was taken back before the last one
 				-- holding the key shows its days taken back; the last one's
@@ -454,5 +462,5 @@ func RecordApplied(ctx context.Context, tx pgx.Tx, id, version int64, a entitlem
 	if err != nil {
 		return false, 0, fmt.Errorf("recording the state of the units of ledger key %d: %w", id, err)
 	}
-	return current != version, reverted, nil
+	return false, reverted, nil
 }
