@@ -321,3 +321,28 @@ func TestSMTPPasswordIsInNoError(t *testing.T) {
 	require.Equal(t, "fulfilled", o.Status)
 	require.Equal(t, luarmor.NeverExpires, *o.Keys[0].AuthExpire)
 }
+
+// A purchase that extends the buyer's key is emailed with the key as its
+// ledger makes it: the extended expiry, not the unit's own key_days.
+func TestKeysEmailOfAnExtensionShowsTheKeysNewExpiry(t *testing.T) {
+	t.Parallel()
+	b := setupMail(t, smtpPassword)
+	first := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	first.DiscordID = discordA
+	b.stripe.PutSession(first)
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", first.ID))
+	o1 := b.waitOrder(t, first.ID, "fulfilled")
+	key := o1.Keys[0].UserKey
+	b.waitMessages(t, 1)
+	require.NoError(t, b.sandbox.Execute(project, key, "hwid-1"))
+	paidUntil := b.user(t, key).AuthExpire
+
+	second := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	second.DiscordID, second.Customer = discordA, first.Customer
+	b.stripe.PutSession(second)
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", second.ID))
+	e := parseEmail(t, b.waitMessages(t, 2)[1].Data)
+	require.Contains(t, e.text, key, "the buyer's own key, extended")
+	require.Contains(t, e.text, time.Unix(paidUntil+30*day, 0).UTC().Format("2 January 2006 15:04 UTC"), "with both purchases' days")
+	require.NotContains(t, e.text, "starts at first use")
+}

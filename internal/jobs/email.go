@@ -116,11 +116,26 @@ func (w *SendOrderEmailWorker) Timeout(*river.Job[SendOrderEmailArgs]) time.Dura
 	return 2 * time.Minute
 }
 
+// keysEmailWaitsForWriters bounds how long the keys email waits for its
+// keys' writers (see Work): past it, Luarmor is slow or down, and the
+// buyer gets the keys with the expiry known then.
+const keysEmailWaitsForWriters = 2 * time.Minute
+
 func (w *SendOrderEmailWorker) Work(ctx context.Context, job *river.Job[SendOrderEmailArgs]) error {
 	if w.Mail == nil {
 		return river.JobCancel(errors.New("keys by email is off (SMTP_URL unset): this email is not sent"))
 	}
 	log := w.Logger.With("order_ref", logging.OrderRef(job.Args.CheckoutSessionID), "delivery", job.Args.Delivery)
+	// The email shows each key as its ledger says: a purchase that extended
+	// a key the buyer had, or a renewal paid before the key, is applied by
+	// the key's writer right after the delivery. Wait for it, a while.
+	writing, err := postgres.KeysBeingWritten(ctx, w.Pool, job.Args.CheckoutSessionID)
+	if err != nil {
+		return err
+	}
+	if writing && time.Since(job.CreatedAt) < keysEmailWaitsForWriters {
+		return river.JobSnooze(time.Second)
+	}
 	o, messageID, proceed, err := w.startSending(ctx, job, log)
 	if err != nil || !proceed {
 		return err

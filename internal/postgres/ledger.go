@@ -331,6 +331,19 @@ func AwaitingClaim(ctx context.Context, db DB, unitID int64) (bool, error) {
 	return awaiting, nil
 }
 
+// KeysBeingWritten reports whether a key an order's units hold has ledger
+// changes its writer has not applied yet.
+func KeysBeingWritten(ctx context.Context, db DB, sessionID string) (bool, error) {
+	var writing bool
+	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM ledger_keys l JOIN order_keys k
+		ON k.project_id = l.project_id AND k.user_key = l.user_key
+		WHERE k.checkout_session_id = $1 AND l.version <> l.applied_version)`, sessionID).Scan(&writing)
+	if err != nil {
+		return false, fmt.Errorf("checking the keys of order %s: %w", sessionID, err)
+	}
+	return writing, nil
+}
+
 // RecordKeyStart records when a key's clock started, once.
 func RecordKeyStart(ctx context.Context, db DB, id, at int64) error {
 	_, err := db.Exec(ctx, `UPDATE ledger_keys SET started_at = COALESCE(started_at, $2), updated_at = now() WHERE id = $1`, id, at)
