@@ -18,16 +18,21 @@ import (
 // Messages of the real API (see the reference), plus the sandbox's own where
 // the reference lists none. Clients must not branch on them; tests may.
 const (
-	msgSuccess            = "Success!"
-	msgEdited             = "User has been edited successfully!"
-	msgDeleted            = "User has been deleted!"
-	msgReset              = "Successfully reset!"
-	msgLinked             = "Discord ID successfully linked!"
-	msgInvalidAPIKey      = "Invalid API key! The Authorization header must carry the raw API key, without a Bearer prefix."
-	msgWrongAPIKey        = "Wrong API key"
-	msgKeyNotFound        = "User key doesn't exist"
-	msgProjectNotFound    = "Project not found!"
+	msgSuccess         = "Success!"
+	msgEdited          = "User has been edited successfully!"
+	msgDeleted         = "User has been deleted!"
+	msgReset           = "Successfully reset!"
+	msgLinked          = "Discord ID successfully linked!"
+	msgInvalidAPIKey   = "Invalid API key! The Authorization header must carry the raw API key, without a Bearer prefix."
+	msgWrongAPIKey     = "Wrong API key"
+	msgKeyNotFound     = "User key doesn't exist"
+	msgProjectNotFound = "Project not found!"
+	// msgDiscordExists answers an edit or a link to an ID another key holds;
+	// msgDiscordExistCreate answers a create, in the spelling luarmor-ts
+	// (src/interfaces/IKeyCreate.ts) types the create's answer with, one of
+	// the three luarmor-rs (src/models/response.rs) knows.
 	msgDiscordExists      = "Discord ID already exists"
+	msgDiscordExistCreate = "Discord ID already exist."
 	msgIdentifierExists   = "Identifier already exists."
 	msgAlreadyLinked      = "This key already has a discord linked to it"
 	msgCooldown           = "User is on cooldown."
@@ -356,7 +361,7 @@ func (s *Sandbox) createUser(c *apiCtx) reply {
 		return failure(http.StatusBadRequest, msgIdentifierExists)
 	}
 	if p.owner(req.DiscordID, discordOf, nil) != nil {
-		return failure(http.StatusBadRequest, msgDiscordExists)
+		return failure(http.StatusBadRequest, msgDiscordExistCreate)
 	}
 
 	u := &user{User: luarmor.User{

@@ -367,7 +367,7 @@ func TestDiscordAndIdentifierUniqueness(t *testing.T) {
 	a := e.create(luarmor.CreateUserRequest{DiscordID: discord1, Identifier: "hwid-a"})
 	r := create(luarmor.CreateUserRequest{DiscordID: discord1})
 	require.Equal(t, http.StatusBadRequest, r.Status)
-	require.Equal(t, "Discord ID already exists", r.Message(t))
+	require.Equal(t, "Discord ID already exist.", r.Message(t), "the create's spelling, as luarmor-ts types it")
 	r = create(luarmor.CreateUserRequest{Identifier: "hwid-a"})
 	require.Equal(t, http.StatusBadRequest, r.Status)
 	require.Equal(t, "Identifier already exists.", r.Message(t))
