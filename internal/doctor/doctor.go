@@ -303,22 +303,30 @@ func (d *Doctor) luarmorCapacity(ctx context.Context, keyOK bool) Result {
 	if err != nil {
 		return fail(check, "reading the key's stats failed (%v): run doctor again", err)
 	}
-	if st.MaxUsers <= 0 {
-		return warn(check, "Luarmor reported no user limit (max_users %d); %d keys exist", st.MaxUsers, st.Users)
+	// The plan's limit is stats.default.users, the only place the public
+	// clients show one; the answer may not tell it, and a zero is no limit.
+	if st.Stats.Users == nil {
+		return warn(check, "Luarmor's stats did not say how many keys exist; the plan's room cannot be checked")
 	}
-	free := st.MaxUsers - st.Users
+	users := int(*st.Stats.Users)
+	limit64, known := st.UserLimit()
+	if !known {
+		return warn(check, "%d keys exist; plan limit unknown (Luarmor's stats give no user limit), so the room left cannot be checked: see the Luarmor dashboard", users)
+	}
+	limit := int(limit64)
+	free := limit - users
 	perDay, basis, err := d.Demand(ctx)
 	if err != nil {
-		return warn(check, "%d of %d keys used, %d free; a day of sales could not be estimated: %v", st.Users, st.MaxUsers, free, err)
+		return warn(check, "%d of %d keys used, %d free; a day of sales could not be estimated: %v", users, limit, free, err)
 	}
 	switch {
 	case free <= 0:
-		return fail(check, "the Luarmor plan is full (%d of %d keys): no key can be created; upgrade the plan or delete unused keys", st.Users, st.MaxUsers)
+		return fail(check, "the Luarmor plan is full (%d of %d keys): no key can be created; upgrade the plan or delete unused keys", users, limit)
 	case free < perDay:
 		return warn(check, "%d free places (%d of %d keys used), fewer than a day of sales (%d %s): upgrade the Luarmor plan or delete unused keys",
-			free, st.Users, st.MaxUsers, perDay, basis)
+			free, users, limit, perDay, basis)
 	}
-	return pass(check, "%d free places (%d of %d keys used); a day of sales is %d (%s)", free, st.Users, st.MaxUsers, perDay, basis)
+	return pass(check, "%d free places (%d of %d keys used); a day of sales is %d (%s)", free, users, limit, perDay, basis)
 }
 
 // ---- Stripe ----

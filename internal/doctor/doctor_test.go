@@ -332,6 +332,8 @@ func TestLuarmorCapacityAgainstADayOfSales(t *testing.T) {
 		"less than a day":     {maxUsers: 10, keys: 4, perDay: 7, status: doctor.Warn, want: "6 free places (4 of 10 keys used), fewer than a day of sales (7"},
 		"full":                {maxUsers: 3, keys: 3, perDay: 0, status: doctor.Fail, want: "the Luarmor plan is full (3 of 3 keys)"},
 		"estimate from sales": {maxUsers: 10, keys: 9, perDay: -1, status: doctor.Warn, want: "1 free places (9 of 10 keys used), fewer than a day of sales (2 keys delivered in the last 24 hours)"},
+		// Stats without default.users: never read as a limit of zero.
+		"limit unknown": {maxUsers: -1, keys: 2, perDay: 7, status: doctor.Warn, want: "2 keys exist; plan limit unknown"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()

@@ -258,6 +258,7 @@ func (s *Sandbox) keyDetails(c *apiCtx) reply {
 	for _, id := range s.projectOrder {
 		p := s.projects[id]
 		lp := luarmor.Project{
+			Platform: "roblox",
 			ID:       id,
 			Name:     "Sandbox project " + id,
 			Settings: luarmor.ProjectSettings{ResetHWIDCooldown: cooldown},
@@ -268,7 +269,6 @@ func (s *Sandbox) keyDetails(c *apiCtx) reply {
 				ScriptID:      sc.id,
 				ScriptName:    sc.id,
 				ScriptVersion: strconv.Itoa(sc.Version),
-				UIVersion:     "1",
 			})
 		}
 		d.Projects = append(d.Projects, lp)
@@ -276,50 +276,52 @@ func (s *Sandbox) keyDetails(c *apiCtx) reply {
 	return success(msgSuccess, d)
 }
 
-// keyStats reports account usage. users counts the keys of all projects and
-// monthly_graph counts executions and keys created per month (UTC). With
-// noUsers=true the user counts (users, and users of each month) are omitted,
-// as the real API does to answer faster.
+// keyStats reports account usage in the shape both public clients model
+// (luarmor-rs src/models/v3/keys/stats.rs, luarmor-ts
+// src/interfaces/IStats.ts; fixtures in ../testdata). stats.users counts the
+// keys of all projects and default.users is the plan's limit (left out when
+// Options.MaxUsers is negative); obfuscations is what is left of the
+// plan's obfuscations, each script upload costing one; reset_at is the
+// start of the next month (UTC). The clients do not say what frequency
+// measures: the sandbox's graph has one point per month with keys or
+// executions, oldest first, and frequency is 30 days in seconds. With
+// noUsers=true stats.users is left out (luarmor-rs ScriptStatsNoUsers).
 func (s *Sandbox) keyStats(c *apiCtx) reply {
 	users := 0
+	scripts := 0
 	for _, p := range s.projects {
 		users += len(p.users)
+		scripts += len(p.scripts)
 	}
 	months := make([]string, 0, len(s.account.monthly))
 	for m := range s.account.monthly {
 		months = append(months, m)
 	}
 	slices.Sort(months)
-	st := luarmor.KeyStats{
-		DefaultObfuscations: planObfuscations,
-		ObfuscationsLeft:    max(planObfuscations-s.account.obfuscations, 0),
-		MaxObfuscations:     planObfuscations,
-		MaxUsers:            s.maxUsers,
-		Users:               users,
-		Executions:          s.account.executions,
-		Monthly:             make([]luarmor.MonthlyStats, 0, len(months)),
-	}
+	n := func(v int) *int64 { x := int64(v); return &x }
+	executions := make([]int64, 0, len(months))
 	for _, m := range months {
-		st.Monthly = append(st.Monthly, *s.account.monthly[m])
+		executions = append(executions, int64(s.account.monthly[m].Executions))
 	}
-	if c.r.URL.Query().Get("noUsers") != "true" {
-		return success(msgSuccess, st)
+	now := c.now.UTC()
+	st := luarmor.KeyStats{
+		ExecutionData: luarmor.ExecutionData{Frequency: n(30 * secondsPerDay), Executions: executions},
+		Stats: luarmor.UsageStats{
+			Obfuscations:   n(max(planObfuscations-s.account.obfuscations, 0)),
+			Scripts:        n(scripts),
+			Users:          n(users),
+			AttacksBlocked: n(0),
+			Default:        luarmor.PlanDefaults{Scripts: n(planScripts), Obfuscations: n(planObfuscations)},
+			ResetAt:        n(int(time.Date(now.Year(), now.Month()+1, 1, 0, 0, 0, 0, time.UTC).Unix())),
+		},
 	}
-
-	type monthNoUsers struct {
-		Month      string `json:"month"`
-		Executions int    `json:"executions"`
+	if s.maxUsers > 0 {
+		st.Stats.Default.Users = n(s.maxUsers)
 	}
-	fields := map[string]any{}
-	raw, _ := json.Marshal(st) // a plain struct always marshals
-	_ = json.Unmarshal(raw, &fields)
-	delete(fields, "users")
-	monthly := make([]monthNoUsers, len(st.Monthly))
-	for i, m := range st.Monthly {
-		monthly[i] = monthNoUsers{Month: m.Month, Executions: m.Executions}
+	if c.r.URL.Query().Get("noUsers") == "true" {
+		st.Stats.Users = nil
 	}
-	fields["monthly_graph"] = monthly
-	return success(msgSuccess, fields)
+	return success(msgSuccess, st)
 }
 
 // ---- Users ----

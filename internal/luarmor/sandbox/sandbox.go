@@ -32,8 +32,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"fulfiller/internal/luarmor"
 )
 
 // Defaults applied to zero Options fields.
@@ -70,7 +68,9 @@ type Options struct {
 	// budget, cooldown and expiry boundaries exactly.
 	Now func() time.Time
 	// MaxUsers is the plan's user limit the stats endpoint reports as
-	// max_users; 0 means 100000. Like the reference, which documents no
+	// stats.default.users (where the public clients show a limit); 0 means
+	// 100000 and a negative value leaves default.users out, as an answer
+	// that does not tell the limit. Like the reference, which documents no
 	// answer for it, the sandbox does not refuse keys beyond it.
 	MaxUsers int
 	// Logger receives one debug record per API request; nil discards.
@@ -140,7 +140,7 @@ func New(opts Options) *Sandbox {
 		now:           opts.Now,
 		log:           opts.Logger,
 		projects:      make(map[string]*project),
-		account:       accountStats{monthly: make(map[string]*luarmor.MonthlyStats)},
+		account:       accountStats{monthly: make(map[string]*monthStats)},
 		rng:           newRand(opts.Seed),
 	}
 	if s.apiKey == "" {
@@ -152,7 +152,7 @@ func New(opts Options) *Sandbox {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	if s.maxUsers <= 0 {
+	if s.maxUsers == 0 {
 		s.maxUsers = planMaxUsers
 	}
 	if s.log == nil {

@@ -556,21 +556,19 @@ func TestScriptsAndStats(t *testing.T) {
 
 	r = e.api(http.MethodGet, "/v3/keys/"+apiKey+"/stats", nil)
 	require.Equal(t, http.StatusOK, r.Status)
-	var stats struct {
-		luarmor.KeyStats
-		Success bool `json:"success"`
-	}
+	require.Equal(t, true, r.JSON(t)["success"])
+	var stats luarmor.KeyStats
 	require.NoError(t, jsonUnmarshal(r.Body, &stats))
-	require.True(t, stats.Success)
-	require.Equal(t, 2, stats.Users)
-	require.Equal(t, 2, stats.Executions)
-	require.Equal(t, stats.MaxObfuscations-2, stats.ObfuscationsLeft)
-	require.Equal(t, []luarmor.MonthlyStats{{Month: "2025-03", Executions: 2, Users: 2}}, stats.Monthly)
+	require.Equal(t, int64(2), *stats.Stats.Users)
+	require.Equal(t, []int64{2}, stats.ExecutionData.Executions, "one point for the month, 2025-03")
+	require.Equal(t, *stats.Stats.Default.Obfuscations-2, *stats.Stats.Obfuscations, "two uploads spent two obfuscations")
+	require.Equal(t, int64(1), *stats.Stats.Scripts)
+	require.Equal(t, time.Date(2025, 4, 1, 0, 0, 0, 0, time.UTC).Unix(), *stats.Stats.ResetAt)
 
 	body := e.api(http.MethodGet, "/v3/keys/"+apiKey+"/stats?noUsers=true", nil).JSON(t)
-	require.NotContains(t, body, "users")
-	require.Equal(t, float64(2), body["executions"])
-	require.NotContains(t, body["monthly_graph"].([]any)[0], "users")
+	require.NotContains(t, body["stats"], "users")
+	require.Contains(t, body["stats"].(map[string]any)["default"], "users", "the plan's limit stays")
+	require.Equal(t, []any{float64(2)}, body["execution_data"].(map[string]any)["executions"])
 
 	details := e.api(http.MethodGet, "/v3/keys/"+apiKey+"/details", nil)
 	var d struct{ luarmor.KeyDetails }
@@ -611,13 +609,15 @@ func TestConcurrentRequests(t *testing.T) {
 
 func TestStatsReportThePlansUserLimit(t *testing.T) {
 	t.Parallel()
-	for opt, want := range map[int]int{0: 100000, 25: 25} {
+	for opt, want := range map[int]int64{0: 100000, 25: 25, -1: 0} {
 		e := newEnv(t, sandbox.Options{MaxUsers: opt})
 		e.create(nil)
-		var stats struct{ luarmor.KeyStats }
+		var stats luarmor.KeyStats
 		require.NoError(t, jsonUnmarshal(e.api(http.MethodGet, "/v3/keys/"+apiKey+"/stats", nil).Body, &stats))
-		require.Equal(t, want, stats.MaxUsers, "MaxUsers %d", opt)
-		require.Equal(t, 1, stats.Users)
+		limit, known := stats.UserLimit()
+		require.Equal(t, want, limit, "MaxUsers %d", opt)
+		require.Equal(t, opt >= 0, known, "MaxUsers %d", opt)
+		require.Equal(t, int64(1), *stats.Stats.Users)
 	}
 }
 
