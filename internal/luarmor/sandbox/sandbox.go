@@ -236,7 +236,7 @@ func (s *Sandbox) serveAPI(w http.ResponseWriter, r *http.Request) {
 	resp := newBufferedResponse()
 	switch {
 	case fault.Kind.replacesAnswer():
-		writeFault(resp, fault.Kind)
+		writeFault(resp, fault)
 	case !admitted:
 		writeReply(resp, failure(http.StatusTooManyRequests, msgTooManyRequests))
 	case bodyErr != nil:
