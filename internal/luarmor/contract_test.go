@@ -60,6 +60,8 @@ func setupContract(t *testing.T, opts sandbox.Options) *contract {
 	if opts.Now == nil {
 		opts.Now = clk.Now
 	}
+	// The client's own bodies must hold no field Luarmor would drop.
+	opts.StrictBody = true
 	sb := sandbox.New(opts)
 	srv := httptest.NewServer(sb)
 	t.Cleanup(srv.Close)

@@ -23,9 +23,10 @@ const (
 	msgDeleted         = "User has been deleted!"
 	msgReset           = "Successfully reset!"
 	msgLinked          = "Discord ID successfully linked!"
-	msgInvalidAPIKey   = "Invalid API key! The Authorization header must carry the raw API key, without a Bearer prefix."
+	msgInvalidAPIKey   = "Invalid API key! Visit https://luarmor.net/ to get access." // luarmor-rs src/models/response.rs
 	msgWrongAPIKey     = "Wrong API key"
 	msgKeyNotFound     = "User key doesn't exist"
+	msgDeleteNotFound  = "Key not found" // the delete's, luarmor-ts src/interfaces/IDeleteKey.ts
 	msgProjectNotFound = "Project not found!"
 	// msgDiscordExists answers an edit or a link to an ID another key holds;
 	// msgDiscordExistCreate answers a create, in the spelling luarmor-ts
@@ -97,6 +98,7 @@ type apiCtx struct {
 	r       *http.Request
 	now     time.Time
 	body    []byte
+	strict  bool // refuse unknown body fields (Options.StrictBody)
 	project *project
 }
 
@@ -177,7 +179,7 @@ func (s *Sandbox) dispatch(r *http.Request, spec routeSpec, fn func(*apiCtx) rep
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c := &apiCtx{r: r, now: s.now(), body: body}
+	c := &apiCtx{r: r, now: s.now(), body: body, strict: s.strictBody}
 	if spec.project {
 		p, ok := s.projectLocked(r.PathValue("project_id"))
 		if !ok {
@@ -196,16 +198,18 @@ func isJSONContentType(v string) bool {
 
 // decode parses the JSON body into dst. An empty body counts as {}.
 //
-// Unknown fields are refused although the real API ignores them: a misspelt
-// field would otherwise be silently dropped in production, and a sandbox that
-// refuses it catches the typo in tests.
+// Unknown fields are ignored, as the real API does, unless the sandbox is
+// strict (Options.StrictBody): then they are refused, so that a misspelt
+// field, which production would silently drop, fails the tests instead.
 func (c *apiCtx) decode(dst any) (reply, bool) {
 	body := bytes.TrimSpace(c.body)
 	if len(body) == 0 {
 		body = []byte("{}")
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
+	if c.strict {
+		dec.DisallowUnknownFields()
+	}
 	if err := dec.Decode(dst); err != nil {
 		return failure(http.StatusBadRequest, "Invalid JSON body: "+err.Error()), false
 	}
@@ -460,8 +464,13 @@ func (s *Sandbox) editUser(c *apiCtx) reply {
 
 // deleteUser implements DELETE .../users?user_key=K.
 func (s *Sandbox) deleteUser(c *apiCtx) reply {
-	u, rep, ok := c.lookup(c.r.URL.Query().Get("user_key"))
+	key := c.r.URL.Query().Get("user_key")
+	u, rep, ok := c.lookup(key)
 	if !ok {
+		if key != "" {
+			// The delete words it its own way (luarmor-ts IDeleteKey).
+			return failure(http.StatusNotFound, msgDeleteNotFound)
+		}
 		return rep
 	}
 	c.project.remove(u)

@@ -86,6 +86,12 @@ type Options struct {
 	// the same draws, so a failing run can be replayed; zero is a seed like
 	// any other.
 	Seed uint64
+	// StrictBody refuses a request body with a field the endpoint does not
+	// know (400 "Invalid JSON body: json: unknown field ..."). The real API
+	// ignores such fields, and so does the sandbox by default; the
+	// project's own tests set it so that a misspelt field fails there
+	// instead of being silently dropped in production.
+	StrictBody bool
 }
 
 // SetUnclaimedExpiryAsKeyDays switches how a PATCH of auth_expire treats a
@@ -121,6 +127,7 @@ type Sandbox struct {
 	latencyMax time.Duration // the high end of the range; equal to latency when fixed
 	// unclaimedAsDays: Options.UnclaimedExpiryAsKeyDays, or its setter.
 	unclaimedAsDays bool
+	strictBody      bool       // Options.StrictBody
 	rng             *rand.Rand // seeded by Options.Seed; guarded by mu
 	faults          []*pendingFault
 	randomFaults    []RandomFault
@@ -160,6 +167,7 @@ func New(opts Options) *Sandbox {
 	}
 	s.limit, s.window = budgetDefaults(opts.Limit, opts.Window)
 	s.unclaimedAsDays = opts.UnclaimedExpiryAsKeyDays
+	s.strictBody = opts.StrictBody
 	s.registeredAt = s.now()
 	for _, id := range opts.Projects {
 		if _, dup := s.projects[id]; !dup {

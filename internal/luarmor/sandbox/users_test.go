@@ -50,7 +50,7 @@ func TestAuthorization(t *testing.T) {
 		r := e.raw(http.MethodGet, path, "", h)
 		require.Equal(t, http.StatusForbidden, r.Status, name)
 		require.Equal(t, false, r.JSON(t)["success"], name)
-		require.True(t, strings.HasPrefix(r.Message(t), "Invalid API key!"), name)
+		require.Equal(t, "Invalid API key! Visit https://luarmor.net/ to get access.", r.Message(t), name)
 	}
 
 	ok := http.Header{"Authorization": {"secret-key"}}
@@ -80,7 +80,7 @@ func TestAuthorization(t *testing.T) {
 
 func TestContentTypeAndJSONChecks(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, sandbox.Options{})
+	e := newEnv(t, sandbox.Options{StrictBody: true})
 	path := usersPath(projectID)
 	keyOnly := http.Header{"Authorization": {apiKey}}
 	withCT := func(ct string) http.Header {
@@ -115,6 +115,28 @@ func TestContentTypeAndJSONChecks(t *testing.T) {
 	r = e.raw(http.MethodPost, path, "", withCT("application/json"))
 	require.Equal(t, http.StatusOK, r.Status, "body: %s", r.Body)
 	require.Len(t, e.sb.Users(projectID), 2)
+}
+
+// Like the real API, the sandbox ignores body fields it does not know unless
+// it is strict.
+func TestUnknownBodyFieldsAreIgnoredUnlessStrict(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, sandbox.Options{})
+	r := e.api(http.MethodPost, usersPath(projectID), map[string]any{"note": "kept", "keydays": 3, "extra": map[string]any{"a": 1}})
+	require.Equal(t, http.StatusOK, r.Status, "body: %s", r.Body)
+	users := e.sb.Users(projectID)
+	require.Len(t, users, 1)
+	require.Equal(t, "kept", users[0].Note)
+	require.Zero(t, users[0].KeyDays, "the misspelt field is dropped, as production would")
+	r = e.api(http.MethodPatch, usersPath(projectID), map[string]any{"user_key": users[0].UserKey, "note": "edited", "force": true})
+	require.Equal(t, http.StatusOK, r.Status, "body: %s", r.Body)
+	require.Equal(t, "edited", e.sb.Users(projectID)[0].Note)
+
+	strict := newEnv(t, sandbox.Options{StrictBody: true})
+	r = strict.api(http.MethodPost, usersPath(projectID), map[string]any{"note": "kept", "keydays": 3})
+	require.Equal(t, http.StatusBadRequest, r.Status)
+	require.Equal(t, `Invalid JSON body: json: unknown field "keydays"`, r.Message(t))
+	require.Empty(t, strict.sb.Users(projectID))
 }
 
 func TestProjects(t *testing.T) {
@@ -297,7 +319,7 @@ func TestDeleteUser(t *testing.T) {
 
 	r = e.api(http.MethodDelete, usersPath(projectID)+"?user_key="+key, nil)
 	require.Equal(t, http.StatusNotFound, r.Status)
-	require.Equal(t, "User key doesn't exist", r.Message(t))
+	require.Equal(t, "Key not found", r.Message(t), "the delete's own wording (luarmor-ts IDeleteKey)")
 	require.Equal(t, http.StatusBadRequest, e.api(http.MethodDelete, usersPath(projectID), nil).Status)
 }
 
