@@ -2,8 +2,11 @@ package doctor_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -349,6 +352,52 @@ func TestLuarmorCapacityAgainstADayOfSales(t *testing.T) {
 			} else {
 				deliver(t, b.doctor.Pool, "1 hour", "3 hours", "25 hours", "3 days")
 			}
+			requireOnly(t, b.run(t), "luarmor capacity", tc.status, tc.want)
+		})
+	}
+}
+
+// answeredStats is the sandbox's Luarmor with the stats answer replaced by
+// a body as the real API may send it.
+type answeredStats struct {
+	doctor.Luarmor
+	body []byte
+}
+
+func (a answeredStats) KeyStats(context.Context, bool) (*luarmor.KeyStats, error) {
+	var st luarmor.KeyStats
+	if err := json.Unmarshal(a.body, &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// The capacity check reads the fields the public clients model: the
+// fixtures written from them, and answers that do not tell the limit.
+func TestLuarmorCapacityFromTheClientsStatsShape(t *testing.T) {
+	t.Parallel()
+	fixture := func(name string) []byte {
+		b, err := os.ReadFile(filepath.Join("..", "luarmor", "testdata", name))
+		require.NoError(t, err)
+		return b
+	}
+	for name, tc := range map[string]struct {
+		body   []byte
+		status doctor.Status
+		want   string
+	}{
+		"fixture":           {fixture("key_stats.json"), doctor.Pass, "45790 free places (4210 of 50000 keys used)"},
+		"flat luarmor-ts":   {fixture("key_stats_flat.json"), doctor.Pass, "45790 free places (4210 of 50000 keys used)"},
+		"without users":     {fixture("key_stats_no_users.json"), doctor.Warn, "did not say how many keys exist"},
+		"zero limit":        {[]byte(`{"stats":{"users":12,"default":{"users":0}}}`), doctor.Warn, "12 keys exist; plan limit unknown"},
+		"no default":        {[]byte(`{"stats":{"users":12}}`), doctor.Warn, "12 keys exist; plan limit unknown"},
+		"limit as a string": {[]byte(`{"stats":{"users":3,"default":{"users":"10"}}}`), doctor.Pass, "7 free places (3 of 10 keys used)"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			b.doctor.Luarmor = answeredStats{Luarmor: b.doctor.Luarmor, body: tc.body}
+			b.doctor.Demand = func(context.Context) (int, string, error) { return 5, "a fixed estimate", nil }
 			requireOnly(t, b.run(t), "luarmor capacity", tc.status, tc.want)
 		})
 	}
