@@ -261,10 +261,24 @@ func (d *Doctor) luarmorKey(ctx context.Context) (*luarmor.KeyDetails, Result) {
 		case left <= 0:
 			return det, fail(check, "the Luarmor plan expired on %s: renew it", time.Unix(det.ExpiresAt, 0).UTC().Format(time.DateOnly))
 		case left < 7*24*time.Hour:
-			return det, warn(check, "accepted, but the Luarmor plan (%s) expires on %s: renew it", det.Plan, time.Unix(det.ExpiresAt, 0).UTC().Format(time.DateOnly))
+			return det, warn(check, "accepted, but the Luarmor plan (%s) expires on %s: renew it", planName(det.Plan), time.Unix(det.ExpiresAt, 0).UTC().Format(time.DateOnly))
 		}
 	}
-	return det, pass(check, "accepted (plan %s, %d projects)", det.Plan, len(det.Projects))
+	return det, pass(check, "accepted (plan %s, %d projects)", planName(det.Plan), len(det.Projects))
+}
+
+// planName spells out the one-letter plan of the key details (luarmor-rs
+// src/models/v3/keys/details.rs, KeyPlan); another value is shown as sent.
+func planName(plan string) string {
+	switch plan {
+	case "b":
+		return "basic"
+	case "p":
+		return "premium"
+	case "r":
+		return "pro"
+	}
+	return plan
 }
 
 func (d *Doctor) luarmorProjects(det *luarmor.KeyDetails) Result {

@@ -121,6 +121,7 @@ func TestGoodConfigurationPassesEveryCheck(t *testing.T) {
 	require.Contains(t, result(t, results, "price "+priceMonth).Message, "recurring every 1 month")
 	require.Contains(t, result(t, results, "price "+priceOnce).Message, "one-off")
 	require.Contains(t, result(t, results, "luarmor projects").Message, "all 2 catalog projects")
+	require.Contains(t, result(t, results, "luarmor key").Message, "plan premium", "the details' one-letter plan, spelt out")
 
 	// One call per check: the whole run is cheap against the budget.
 	var budgeted int

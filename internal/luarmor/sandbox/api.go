@@ -256,7 +256,7 @@ func (s *Sandbox) keyDetails(c *apiCtx) reply {
 		ExpiresAt:    s.registeredAt.AddDate(1, 0, 0).Unix(),
 		RegisteredAt: s.registeredAt.Unix(),
 		Enabled:      1,
-		Plan:         "sandbox",
+		Plan:         "p", // one letter, as luarmor-rs KeyPlan reads it: premium
 		Projects:     make([]luarmor.Project, 0, len(s.projectOrder)),
 	}
 	for _, id := range s.projectOrder {
