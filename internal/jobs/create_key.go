@@ -144,8 +144,8 @@ func (w *CreateKeyWorker) Work(ctx context.Context, job *river.Job[CreateKeyArgs
 }
 
 // create sends the unit's create and records the key. A Discord ID Luarmor
-// refuses (in use, invalid, or in words of no known class) never fails the paid order: discordRefused
-// decides what the unit gets instead.
+// refuses (in use, invalid, or in words of no known class) never fails the
+// paid order: discordRefused decides what the unit gets instead.
 func (w *CreateKeyWorker) create(ctx context.Context, job *river.Job[CreateKeyArgs], o *order.Order, k *order.Key, owner string, log *slog.Logger) error {
 	req := luarmor.CreateUserRequest{Note: Note(o, k), DiscordID: discordFor(o, k)}
 	switch {
