@@ -80,7 +80,7 @@ func setup(t *testing.T, opts ...func(*options)) *bundle {
 	for _, f := range opts {
 		f(&o)
 	}
-	sb := sandbox.New(sandbox.Options{APIKey: luarmorKey, Projects: []string{project, project2}, Limit: 100000, Window: time.Minute})
+	sb := sandbox.New(sandbox.Options{APIKey: luarmorKey, Projects: []string{project, project2}, Limit: 100000, Window: time.Minute, StrictBody: true})
 	if o.luarmorLatency > 0 {
 		sb.SetLatency(o.luarmorLatency)
 	}

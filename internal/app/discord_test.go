@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/httpapi"
+	"fulfiller/internal/logging/logtest"
 	"fulfiller/internal/luarmor/sandbox"
 	"fulfiller/internal/order"
 	"fulfiller/internal/stripeapi/stripefake"
@@ -150,6 +152,34 @@ func TestInvalidDiscordIDStillDeliversTheKey(t *testing.T) {
 	require.Empty(t, b.user(t, o.Keys[0].UserKey).DiscordID)
 	require.Equal(t, 1, b.luarmorUsersFor(s.ID))
 	require.Equal(t, 2, b.creates(), "the refused create and the one without the ID")
+}
+
+// Luarmor refusing the buyer's Discord ID in words the client knows no
+// class for is never taken for an invalid ID: it is logged at warn with the
+// message, and a key holding the ID makes it in use, as it is.
+func TestDiscordRefusalInUnknownWordsIsDecidedByTheKeyHoldingTheID(t *testing.T) {
+	t.Parallel()
+	var logs logtest.Buffer
+	b := setup(t, withLogger(slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))))
+	_, first := b.discordOrder(t, discordA, "", stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	require.Equal(t, "linked", first.Keys[0].DiscordLink)
+
+	b.sandbox.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/users", Kind: sandbox.FaultRefuse, Message: "Discord ID is taken by another user."})
+	_, o := b.discordOrder(t, discordA, "", stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	require.Len(t, o.Keys, 1)
+	require.NotEqual(t, first.Keys[0].UserKey, o.Keys[0].UserKey)
+	require.Equal(t, "in_use", o.Keys[0].DiscordLink, "a key holds the ID: in use, not invalid")
+	require.Empty(t, b.user(t, o.Keys[0].UserKey).DiscordID)
+	require.Contains(t, logs.String(), `"level":"WARN","msg":"luarmor refused the buyer's Discord ID with a message of no known class`)
+	require.Contains(t, logs.String(), `"luarmor_message":"Discord ID is taken by another user."`)
+
+	// No key holds the ID: the refusal can only be about the ID itself,
+	// recorded as invalid, with a warning naming the message again.
+	b.sandbox.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/users", Kind: sandbox.FaultRefuse, Message: "Discord ID is taken by another user."})
+	_, o = b.discordOrder(t, discordB, "", stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	require.Equal(t, "invalid", o.Keys[0].DiscordLink)
+	require.Empty(t, b.user(t, o.Keys[0].UserKey).DiscordID)
+	require.Contains(t, logs.String(), `"msg":"no key holds the refused Discord ID`)
 }
 
 func TestInvalidDiscordIDIsNotSentAgainOnRetry(t *testing.T) {

@@ -261,10 +261,24 @@ func (d *Doctor) luarmorKey(ctx context.Context) (*luarmor.KeyDetails, Result) {
 		case left <= 0:
 			return det, fail(check, "the Luarmor plan expired on %s: renew it", time.Unix(det.ExpiresAt, 0).UTC().Format(time.DateOnly))
 		case left < 7*24*time.Hour:
-			return det, warn(check, "accepted, but the Luarmor plan (%s) expires on %s: renew it", det.Plan, time.Unix(det.ExpiresAt, 0).UTC().Format(time.DateOnly))
+			return det, warn(check, "accepted, but the Luarmor plan (%s) expires on %s: renew it", planName(det.Plan), time.Unix(det.ExpiresAt, 0).UTC().Format(time.DateOnly))
 		}
 	}
-	return det, pass(check, "accepted (plan %s, %d projects)", det.Plan, len(det.Projects))
+	return det, pass(check, "accepted (plan %s, %d projects)", planName(det.Plan), len(det.Projects))
+}
+
+// planName spells out the one-letter plan of the key details (luarmor-rs
+// src/models/v3/keys/details.rs, KeyPlan); another value is shown as sent.
+func planName(plan string) string {
+	switch plan {
+	case "b":
+		return "basic"
+	case "p":
+		return "premium"
+	case "r":
+		return "pro"
+	}
+	return plan
 }
 
 func (d *Doctor) luarmorProjects(det *luarmor.KeyDetails) Result {
@@ -303,22 +317,30 @@ func (d *Doctor) luarmorCapacity(ctx context.Context, keyOK bool) Result {
 	if err != nil {
 		return fail(check, "reading the key's stats failed (%v): run doctor again", err)
 	}
-	if st.MaxUsers <= 0 {
-		return warn(check, "Luarmor reported no user limit (max_users %d); %d keys exist", st.MaxUsers, st.Users)
+	// The plan's limit is stats.default.users, the only place the public
+	// clients show one; the answer may not tell it, and a zero is no limit.
+	if st.Stats.Users == nil {
+		return warn(check, "Luarmor's stats did not say how many keys exist; the plan's room cannot be checked")
 	}
-	free := st.MaxUsers - st.Users
+	users := int(*st.Stats.Users)
+	limit64, known := st.UserLimit()
+	if !known {
+		return warn(check, "%d keys exist; plan limit unknown (Luarmor's stats give no user limit), so the room left cannot be checked: see the Luarmor dashboard", users)
+	}
+	limit := int(limit64)
+	free := limit - users
 	perDay, basis, err := d.Demand(ctx)
 	if err != nil {
-		return warn(check, "%d of %d keys used, %d free; a day of sales could not be estimated: %v", st.Users, st.MaxUsers, free, err)
+		return warn(check, "%d of %d keys used, %d free; a day of sales could not be estimated: %v", users, limit, free, err)
 	}
 	switch {
 	case free <= 0:
-		return fail(check, "the Luarmor plan is full (%d of %d keys): no key can be created; upgrade the plan or delete unused keys", st.Users, st.MaxUsers)
+		return fail(check, "the Luarmor plan is full (%d of %d keys): no key can be created; upgrade the plan or delete unused keys", users, limit)
 	case free < perDay:
 		return warn(check, "%d free places (%d of %d keys used), fewer than a day of sales (%d %s): upgrade the Luarmor plan or delete unused keys",
-			free, st.Users, st.MaxUsers, perDay, basis)
+			free, users, limit, perDay, basis)
 	}
-	return pass(check, "%d free places (%d of %d keys used); a day of sales is %d (%s)", free, st.Users, st.MaxUsers, perDay, basis)
+	return pass(check, "%d free places (%d of %d keys used); a day of sales is %d (%s)", free, users, limit, perDay, basis)
 }
 
 // ---- Stripe ----

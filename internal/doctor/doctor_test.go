@@ -2,8 +2,11 @@ package doctor_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -118,6 +121,7 @@ func TestGoodConfigurationPassesEveryCheck(t *testing.T) {
 	require.Contains(t, result(t, results, "price "+priceMonth).Message, "recurring every 1 month")
 	require.Contains(t, result(t, results, "price "+priceOnce).Message, "one-off")
 	require.Contains(t, result(t, results, "luarmor projects").Message, "all 2 catalog projects")
+	require.Contains(t, result(t, results, "luarmor key").Message, "plan premium", "the details' one-letter plan, spelt out")
 
 	// One call per check: the whole run is cheap against the budget.
 	var budgeted int
@@ -332,6 +336,8 @@ func TestLuarmorCapacityAgainstADayOfSales(t *testing.T) {
 		"less than a day":     {maxUsers: 10, keys: 4, perDay: 7, status: doctor.Warn, want: "6 free places (4 of 10 keys used), fewer than a day of sales (7"},
 		"full":                {maxUsers: 3, keys: 3, perDay: 0, status: doctor.Fail, want: "the Luarmor plan is full (3 of 3 keys)"},
 		"estimate from sales": {maxUsers: 10, keys: 9, perDay: -1, status: doctor.Warn, want: "1 free places (9 of 10 keys used), fewer than a day of sales (2 keys delivered in the last 24 hours)"},
+		// Stats without default.users: never read as a limit of zero.
+		"limit unknown": {maxUsers: -1, keys: 2, perDay: 7, status: doctor.Warn, want: "2 keys exist; plan limit unknown"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -347,6 +353,52 @@ func TestLuarmorCapacityAgainstADayOfSales(t *testing.T) {
 			} else {
 				deliver(t, b.doctor.Pool, "1 hour", "3 hours", "25 hours", "3 days")
 			}
+			requireOnly(t, b.run(t), "luarmor capacity", tc.status, tc.want)
+		})
+	}
+}
+
+// answeredStats is the sandbox's Luarmor with the stats answer replaced by
+// a body as the real API may send it.
+type answeredStats struct {
+	doctor.Luarmor
+	body []byte
+}
+
+func (a answeredStats) KeyStats(context.Context, bool) (*luarmor.KeyStats, error) {
+	var st luarmor.KeyStats
+	if err := json.Unmarshal(a.body, &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// The capacity check reads the fields the public clients model: the
+// fixtures written from them, and answers that do not tell the limit.
+func TestLuarmorCapacityFromTheClientsStatsShape(t *testing.T) {
+	t.Parallel()
+	fixture := func(name string) []byte {
+		b, err := os.ReadFile(filepath.Join("..", "luarmor", "testdata", name))
+		require.NoError(t, err)
+		return b
+	}
+	for name, tc := range map[string]struct {
+		body   []byte
+		status doctor.Status
+		want   string
+	}{
+		"fixture":           {fixture("key_stats.json"), doctor.Pass, "45790 free places (4210 of 50000 keys used)"},
+		"flat luarmor-ts":   {fixture("key_stats_flat.json"), doctor.Pass, "45790 free places (4210 of 50000 keys used)"},
+		"without users":     {fixture("key_stats_no_users.json"), doctor.Warn, "did not say how many keys exist"},
+		"zero limit":        {[]byte(`{"stats":{"users":12,"default":{"users":0}}}`), doctor.Warn, "12 keys exist; plan limit unknown"},
+		"no default":        {[]byte(`{"stats":{"users":12}}`), doctor.Warn, "12 keys exist; plan limit unknown"},
+		"limit as a string": {[]byte(`{"stats":{"users":3,"default":{"users":"10"}}}`), doctor.Pass, "7 free places (3 of 10 keys used)"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			b.doctor.Luarmor = answeredStats{Luarmor: b.doctor.Luarmor, body: tc.body}
+			b.doctor.Demand = func(context.Context) (int, string, error) { return 5, "a fixed estimate", nil }
 			requireOnly(t, b.run(t), "luarmor capacity", tc.status, tc.want)
 		})
 	}

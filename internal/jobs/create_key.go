@@ -144,8 +144,8 @@ func (w *CreateKeyWorker) Work(ctx context.Context, job *river.Job[CreateKeyArgs
 }
 
 // create sends the unit's create and records the key. A Discord ID Luarmor
-// refuses (in use, or invalid) never fails the paid order: discordRefused
-// decides what the unit gets instead.
+// refuses (in use, invalid, or in words of no known class) never fails the
+// paid order: discordRefused decides what the unit gets instead.
 func (w *CreateKeyWorker) create(ctx context.Context, job *river.Job[CreateKeyArgs], o *order.Order, k *order.Key, owner string, log *slog.Logger) error {
 	req := luarmor.CreateUserRequest{Note: Note(o, k), DiscordID: discordFor(o, k)}
 	switch {
@@ -156,7 +156,7 @@ func (w *CreateKeyWorker) create(ctx context.Context, job *river.Job[CreateKeyAr
 		req.KeyDays = k.KeyDays
 	}
 	userKey, err := w.Luarmor.CreateUser(ctx, k.ProjectID, req)
-	if req.DiscordID != "" && (errors.Is(err, luarmor.ErrDiscordInUse) || errors.Is(err, luarmor.ErrInvalidDiscordID)) {
+	if req.DiscordID != "" && isDiscordRefusal(err) {
 		return w.discordRefused(ctx, job, o, k, owner, err, log)
 	}
 	if err != nil {

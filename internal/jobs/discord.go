@@ -22,7 +22,11 @@ import (
 //     order's customer): the purchase adds its days to that key;
 //   - in use by any other key: the unit gets a key of its own, without the
 //     ID (in_use);
-//   - invalid: the unit gets a key of its own, without the ID (invalid).
+//   - invalid: the unit gets a key of its own, without the ID (invalid);
+//   - refused in words the client does not know (ErrDiscordUnrecognised):
+//     logged at warn with Luarmor's message, then decided by whether a key
+//     holds the ID (handled as in use) or none does (invalid), never by
+//     guessing from the message.
 //
 // The refused create made nothing. The link state is committed before the
 // second create, so a retry never sends the ID again; that create runs
@@ -30,7 +34,12 @@ import (
 // a run cut off after it finds the key by its reference.
 func (w *CreateKeyWorker) discordRefused(ctx context.Context, job *river.Job[CreateKeyArgs], o *order.Order, k *order.Key, owner string, refusal error, log *slog.Logger) error {
 	link := order.DiscordInvalid
-	if errors.Is(refusal, luarmor.ErrDiscordInUse) {
+	unrecognised := errors.Is(refusal, luarmor.ErrDiscordUnrecognised)
+	if unrecognised {
+		log.WarnContext(ctx, "luarmor refused the buyer's Discord ID with a message of no known class; deciding by whether a key holds the ID",
+			"luarmor_message", luarmorMessage(refusal))
+	}
+	if errors.Is(refusal, luarmor.ErrDiscordInUse) || unrecognised {
 		existing, err := w.keyOfDiscordID(ctx, o, k)
 		if err != nil {
 			return w.luarmorFailure(ctx, job, k, err, log)
@@ -52,6 +61,11 @@ func (w *CreateKeyWorker) discordRefused(ctx context.Context, job *river.Job[Cre
 			return w.extendDiscordKey(ctx, job, o, k, *existing, log)
 		}
 		link = order.DiscordInUse
+		if unrecognised && existing == nil {
+			link = order.DiscordInvalid
+			log.WarnContext(ctx, "no key holds the refused Discord ID; the unit is recorded as refused an invalid ID",
+				"luarmor_message", luarmorMessage(refusal))
+		}
 	}
 	if err := postgres.SetDiscordLink(ctx, w.Pool, k.ID, link); err != nil {
 		return err
@@ -65,16 +79,39 @@ func (w *CreateKeyWorker) discordRefused(ctx context.Context, job *river.Job[Cre
 // or nil when Luarmor lists none (unlinked since the refusal: the unit is
 // then made without the ID, like one whose ID is someone else's).
 func (w *CreateKeyWorker) keyOfDiscordID(ctx context.Context, o *order.Order, k *order.Key) (*luarmor.User, error) {
-	users, err := w.Luarmor.ListUsers(ctx, k.ProjectID, luarmor.ListUsersOptions{DiscordID: o.DiscordID})
+	return keyHoldingDiscordID(ctx, w.Luarmor, k.ProjectID, o.DiscordID)
+}
+
+// keyHoldingDiscordID finds the project's key linked to the Discord ID, or
+// nil when Luarmor lists none.
+func keyHoldingDiscordID(ctx context.Context, lm Luarmor, projectID, discordID string) (*luarmor.User, error) {
+	users, err := lm.ListUsers(ctx, projectID, luarmor.ListUsersOptions{DiscordID: discordID})
 	if err != nil {
 		return nil, err
 	}
 	for i := range users {
-		if users[i].DiscordID == o.DiscordID {
+		if users[i].DiscordID == discordID {
 			return &users[i], nil
 		}
 	}
 	return nil, nil
+}
+
+// isDiscordRefusal reports whether Luarmor refused a request because of
+// its Discord ID: in use, invalid, or in words of no known class.
+func isDiscordRefusal(err error) bool {
+	return errors.Is(err, luarmor.ErrDiscordInUse) || errors.Is(err, luarmor.ErrInvalidDiscordID) ||
+		errors.Is(err, luarmor.ErrDiscordUnrecognised)
+}
+
+// luarmorMessage is Luarmor's own message in a refusal (it never holds a
+// key or a token), or the error's text for other failures.
+func luarmorMessage(err error) string {
+	var le *luarmor.Error
+	if errors.As(err, &le) {
+		return le.Message
+	}
+	return err.Error()
 }
 
 // ownedByBuyer reports whether a key may be handed to the order's buyer:

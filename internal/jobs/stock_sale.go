@@ -150,10 +150,26 @@ func (w *StockKeySoldWorker) Work(ctx context.Context, job *river.Job[StockKeySo
 	}
 	err = w.Luarmor.UpdateUser(ctx, k.ProjectID, req)
 	link := order.DiscordLinked
-	if discordID != "" && (errors.Is(err, luarmor.ErrDiscordInUse) || errors.Is(err, luarmor.ErrInvalidDiscordID)) {
+	if discordID != "" && isDiscordRefusal(err) {
 		link = order.DiscordInUse
 		if errors.Is(err, luarmor.ErrInvalidDiscordID) {
 			link = order.DiscordInvalid
+		}
+		if errors.Is(err, luarmor.ErrDiscordUnrecognised) {
+			// Never guessed from the words: another key holding the ID
+			// makes it in use, none makes it refused as invalid.
+			log.WarnContext(ctx, "luarmor refused the buyer's Discord ID for a key sold from stock with a message of no known class; deciding by whether a key holds the ID",
+				"luarmor_message", luarmorMessage(err))
+			holder, lerr := keyHoldingDiscordID(ctx, w.Luarmor, k.ProjectID, discordID)
+			if lerr != nil {
+				if jobErr, retry := luarmorRetry(lerr, w.RateLimitWindow); retry {
+					return jobErr
+				}
+				return lerr
+			}
+			if holder == nil || holder.UserKey == k.UserKey {
+				link = order.DiscordInvalid
+			}
 		}
 		if err := postgres.SetDiscordLink(ctx, w.Pool, k.ID, link); err != nil {
 			return err

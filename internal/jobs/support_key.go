@@ -203,6 +203,10 @@ func (w *SupportKeyWorker) setDiscord(ctx context.Context, job *river.Job[Suppor
 		return river.JobCancel(fmt.Errorf("Discord ID %s is linked to another key of project %s; unlink it there first", id, k.ProjectID))
 	case errors.Is(err, luarmor.ErrInvalidDiscordID):
 		return river.JobCancel(fmt.Errorf("Luarmor refused Discord ID %s as invalid", id))
+	case errors.Is(err, luarmor.ErrDiscordUnrecognised):
+		w.Logger.WarnContext(ctx, "luarmor refused a Discord ID with a message of no known class",
+			"order_key_id", k.ID, "luarmor_message", luarmorMessage(err))
+		return river.JobCancel(fmt.Errorf("Luarmor refused Discord ID %s: %q (a refusal this service does not recognise)", id, luarmorMessage(err)))
 	case err != nil:
 		return w.refused(job, k, err)
 	}

@@ -3,6 +3,7 @@ package luarmor_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -167,6 +168,59 @@ func TestErrorClasses(t *testing.T) {
 			}
 			require.Equal(t, tc.retryable, luarmor.IsRetryable(err))
 			require.NotContains(t, err.Error(), testKey)
+		})
+	}
+}
+
+// TestDiscordRefusalSpellings answers a create with every spelling of the
+// Discord refusals the public clients list (luarmor-rs
+// src/models/response.rs, luarmor-ts src/interfaces/IKeyCreate.ts), in
+// other cases and with other punctuation, and with messages that name the
+// Discord ID in words of no known class.
+func TestDiscordRefusalSpellings(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		message string
+		status  int
+		want    error
+		code    luarmor.Code
+	}{
+		{"Discord ID already exists", 400, luarmor.ErrDiscordInUse, luarmor.CodeDiscordInUse},
+		{"Discord ID already exists.", 400, luarmor.ErrDiscordInUse, luarmor.CodeDiscordInUse},
+		{"Discord ID already exist.", 400, luarmor.ErrDiscordInUse, luarmor.CodeDiscordInUse},
+		{"Discord ID already exist.", 200, luarmor.ErrDiscordInUse, luarmor.CodeDiscordInUse},
+		{"discord id already exist", 400, luarmor.ErrDiscordInUse, luarmor.CodeDiscordInUse},
+		{"  DISCORD ID  ALREADY EXIST!  ", 400, luarmor.ErrDiscordInUse, luarmor.CodeDiscordInUse},
+		{"Discord ID already exists in this project.", 400, luarmor.ErrDiscordInUse, luarmor.CodeDiscordInUse},
+		{"Invalid discord_id", 400, luarmor.ErrInvalidDiscordID, luarmor.CodeInvalidInput},
+		{"invalid Discord ID.", 400, luarmor.ErrInvalidDiscordID, luarmor.CodeInvalidInput},
+		{"This key already has a discord linked to it", 400, luarmor.ErrAlreadyLinked, luarmor.CodeAlreadyLinked},
+		{"Discord ID is taken", 400, luarmor.ErrDiscordUnrecognised, luarmor.CodeDiscordUnknown},
+		{"discord_id must be a snowflake", 400, luarmor.ErrDiscordUnrecognised, luarmor.CodeDiscordUnknown},
+		{"Discord ID already existing somewhere", 400, luarmor.ErrDiscordUnrecognised, luarmor.CodeDiscordUnknown},
+	}
+	discordErrs := []error{luarmor.ErrDiscordInUse, luarmor.ErrInvalidDiscordID, luarmor.ErrAlreadyLinked, luarmor.ErrDiscordUnrecognised}
+	for _, tc := range cases {
+		t.Run(fmt.Sprintf("%d %s", tc.status, tc.message), func(t *testing.T) {
+			t.Parallel()
+			c := setupServer(t, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(tc.status)
+				b, _ := json.Marshal(map[string]any{"success": false, "message": tc.message})
+				_, _ = w.Write(b)
+			})
+			_, err := c.CreateUser(context.Background(), "p", luarmor.CreateUserRequest{DiscordID: "123456789012345678"})
+			var le *luarmor.Error
+			require.ErrorAs(t, err, &le)
+			require.Equal(t, tc.code, le.Code)
+			require.Equal(t, tc.message, le.Message, "the message is kept as Luarmor sent it")
+			for _, target := range discordErrs {
+				if target == tc.want {
+					require.ErrorIs(t, err, target)
+				} else {
+					require.NotErrorIs(t, err, target)
+				}
+			}
 		})
 	}
 }

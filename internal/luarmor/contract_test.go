@@ -5,8 +5,12 @@ package luarmor_test
 
 import (
 	"context"
+	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -56,6 +60,8 @@ func setupContract(t *testing.T, opts sandbox.Options) *contract {
 	if opts.Now == nil {
 		opts.Now = clk.Now
 	}
+	// The client's own bodies must hold no field Luarmor would drop.
+	opts.StrictBody = true
 	sb := sandbox.New(opts)
 	srv := httptest.NewServer(sb)
 	t.Cleanup(srv.Close)
@@ -82,9 +88,13 @@ func TestContractStatusDetailsStats(t *testing.T) {
 	require.NoError(t, err)
 	stats, err := c.client.KeyStats(ctx, false)
 	require.NoError(t, err)
-	require.Equal(t, 1, stats.Users)
-	_, err = c.client.KeyStats(ctx, true)
+	require.Equal(t, int64(1), *stats.Stats.Users)
+	limit, known := stats.UserLimit()
+	require.True(t, known)
+	require.Positive(t, limit)
+	stats, err = c.client.KeyStats(ctx, true)
 	require.NoError(t, err)
+	require.Nil(t, stats.Stats.Users)
 
 	for _, call := range c.sb.Calls() {
 		require.NotContains(t, call.Path, sbKey, "the call log never holds the API key")
@@ -414,4 +424,76 @@ func TestContractSandboxWindowBoundaryFromCallLog(t *testing.T) {
 	}
 	require.Equal(t, []int{200, 200, 200, 200, 200, 429, 429}, statuses)
 	require.True(t, strings.HasSuffix(c.sb.Calls()[0].Path, "/users"))
+}
+
+// TestContractAnswersHaveTheClientsShape compares the sandbox's account
+// answers with the fixtures written from the public clients' models
+// (testdata/README.md): the same fields, nested the same way, of the same
+// JSON types.
+func TestContractAnswersHaveTheClientsShape(t *testing.T) {
+	t.Parallel()
+	c := setupContract(t, sandbox.Options{})
+	_, err := c.client.CreateUser(context.Background(), sbProject, luarmor.CreateUserRequest{})
+	require.NoError(t, err)
+	require.NoError(t, c.sb.Execute(sbProject, mustFirstKey(t, c), "hwid-1"))
+	require.NoError(t, c.client.UpdateScript(context.Background(), sbProject, "script-1", luarmor.UpdateScriptRequest{Script: "print(1)"}))
+	for path, fixture := range map[string]string{
+		"/v3/keys/" + sbKey + "/stats":              "key_stats.json",
+		"/v3/keys/" + sbKey + "/stats?noUsers=true": "key_stats_no_users.json",
+		"/v3/keys/" + sbKey + "/details":            "key_details.json",
+	} {
+		req, err := http.NewRequest(http.MethodGet, c.url+path, nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", sbKey)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s", got)
+		want, err := os.ReadFile(filepath.Join("testdata", fixture))
+		require.NoError(t, err)
+		require.Equal(t, shapeOf(t, want), shapeOf(t, got), "the sandbox's answer has the shape of %s", fixture)
+	}
+}
+
+func mustFirstKey(t *testing.T, c *contract) string {
+	t.Helper()
+	users := c.sb.Users(sbProject)
+	require.NotEmpty(t, users)
+	return users[0].UserKey
+}
+
+// shapeOf lists every field path of a JSON document with its JSON type;
+// array elements share the path "[]".
+func shapeOf(t *testing.T, doc []byte) map[string]string {
+	t.Helper()
+	var v any
+	require.NoError(t, json.Unmarshal(doc, &v))
+	out := map[string]string{}
+	var walk func(path string, v any)
+	walk = func(path string, v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			out[path] = "object"
+			for k, e := range x {
+				walk(path+"."+k, e)
+			}
+		case []any:
+			out[path] = "array"
+			for _, e := range x {
+				walk(path+"[]", e)
+			}
+		case string:
+			out[path] = "string"
+		case float64:
+			out[path] = "number"
+		case bool:
+			out[path] = "bool"
+		default:
+			out[path] = "null"
+		}
+	}
+	walk("", v)
+	return out
 }

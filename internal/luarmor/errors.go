@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"unicode"
 )
 
 // Code classifies a refusal from Luarmor so callers can branch without
@@ -12,11 +13,15 @@ import (
 type Code string
 
 const (
-	CodeUnknown         Code = "unknown"           // a refusal the client cannot classify
-	CodeInvalidInput    Code = "invalid_input"     // 400 for malformed or unacceptable input
-	CodeUnauthorized    Code = "unauthorized"      // 403: wrong API key or server IP not whitelisted
-	CodeNotFound        Code = "not_found"         // unknown key, user or project
-	CodeDiscordInUse    Code = "discord_in_use"    // the Discord ID belongs to another key of the project
+	CodeUnknown      Code = "unknown"        // a refusal the client cannot classify
+	CodeInvalidInput Code = "invalid_input"  // 400 for malformed or unacceptable input
+	CodeUnauthorized Code = "unauthorized"   // 403: wrong API key or server IP not whitelisted
+	CodeNotFound     Code = "not_found"      // unknown key, user or project
+	CodeDiscordInUse Code = "discord_in_use" // the Discord ID belongs to another key of the project
+	// CodeDiscordUnknown is a refusal whose message names the Discord ID
+	// but matches no spelling of a known class (in use, already linked,
+	// invalid): the caller must not guess which, and should log the message.
+	CodeDiscordUnknown  Code = "discord_unrecognised"
 	CodeAlreadyLinked   Code = "already_linked"    // the key already has a Discord ID linked
 	CodeIdentifierInUse Code = "identifier_in_use" // the HWID belongs to another key of the project
 	CodeCooldown        Code = "cooldown"          // HWID reset refused: the key is on cooldown
@@ -42,7 +47,12 @@ var (
 	// ID ("Invalid discord_id"): the one refusal a create survives by
 	// leaving the ID out, so it is told apart by the message it names.
 	ErrInvalidDiscordID = errors.New("luarmor: invalid discord id")
-	ErrServer           = errors.New("luarmor: server error")
+	// ErrDiscordUnrecognised matches a refusal that names the Discord ID
+	// in words the client does not know (CodeDiscordUnknown). It is never
+	// ErrInvalidDiscordID nor ErrDiscordInUse: Luarmor has more than one
+	// spelling per refusal, and a new one must be looked at, not guessed.
+	ErrDiscordUnrecognised = errors.New("luarmor: discord id refused with an unrecognised message")
+	ErrServer              = errors.New("luarmor: server error")
 	// ErrProjectRefused matches a refusal whose message names the project
 	// ("Project not found!"): the project ID the request was sent to is
 	// unknown or wrong, so the same request to another project may pass.
@@ -102,7 +112,9 @@ func (e *Error) Is(target error) bool {
 	case ErrInvalidInput:
 		return e.Code == CodeInvalidInput
 	case ErrInvalidDiscordID:
-		return e.Code == CodeInvalidInput && strings.Contains(strings.ToLower(e.Message), "discord")
+		return e.Code == CodeInvalidInput && matchesAny(normalizeMessage(e.Message), invalidDiscordMessages)
+	case ErrDiscordUnrecognised:
+		return e.Code == CodeDiscordUnknown
 	case ErrProjectRefused:
 		return (e.Code == CodeNotFound || e.Code == CodeInvalidInput) && strings.Contains(strings.ToLower(e.Message), "project")
 	case ErrServer:
@@ -177,11 +189,43 @@ func IsRetryable(err error) bool {
 	return false
 }
 
+// Spellings of the refusals told apart by their message, normalised by
+// normalizeMessage. Luarmor words one refusal several ways; these are every
+// spelling the public clients list:
+//   - luarmor-rs src/models/response.rs (LuarmorMessage::from_str):
+//     "Discord ID already exists", "Discord ID already exists.",
+//     "Discord ID already exist.", "Invalid discord_id";
+//   - luarmor-ts src/interfaces/IKeyCreate.ts: the create answers
+//     "Discord ID already exist.".
+var (
+	discordInUseMessages   = []string{"discord id already exists", "discord id already exist"}
+	invalidDiscordMessages = []string{"invalid discord_id", "invalid discord id"}
+)
+
+// normalizeMessage lowercases a message, collapses its white space and
+// trims punctuation and spaces from both ends, so "Discord ID already
+// exist." and "discord id already exist" compare equal.
+func normalizeMessage(m string) string {
+	m = strings.Join(strings.Fields(strings.ToLower(m)), " ")
+	return strings.TrimFunc(m, func(r rune) bool { return unicode.IsPunct(r) || unicode.IsSpace(r) })
+}
+
+// matchesAny reports whether the normalised message is one of the
+// spellings, or starts with one followed by more words.
+func matchesAny(m string, spellings []string) bool {
+	for _, s := range spellings {
+		if m == s || strings.HasPrefix(m, s+" ") {
+			return true
+		}
+	}
+	return false
+}
+
 // classify maps a Luarmor refusal to a Code. The status decides first; the
 // message is only read to tell refusals that share a status apart, which the
 // reference warns is a last resort.
 func classify(status int, message string) Code {
-	m := strings.ToLower(message)
+	m := normalizeMessage(message)
 	switch {
 	case status >= 500:
 		return CodeServer
@@ -192,10 +236,15 @@ func classify(status int, message string) Code {
 		strings.Contains(m, "doesn't exist"),
 		strings.Contains(m, "does not exist"):
 		return CodeNotFound
-	case strings.Contains(m, "discord id already exists"):
+	case matchesAny(m, discordInUseMessages):
 		return CodeDiscordInUse
 	case strings.Contains(m, "already has a discord"):
 		return CodeAlreadyLinked
+	case matchesAny(m, invalidDiscordMessages):
+		return CodeInvalidInput
+	case strings.Contains(m, "discord"):
+		// Names the Discord ID in words of no known class: never guessed.
+		return CodeDiscordUnknown
 	case strings.Contains(m, "identifier already exists"):
 		return CodeIdentifierInUse
 	case strings.Contains(m, "cooldown"):

@@ -1,5 +1,12 @@
 package luarmor
 
+import (
+	"bytes"
+	"encoding/json"
+	"math"
+	"strings"
+)
+
 // User is one license key in a Luarmor project, as the users endpoints return
 // it. Every field of the reference is present so that a caller can decide from
 // a single look-up; zero values mean what Luarmor's own zero values mean.
@@ -111,12 +118,13 @@ type KeyDetails struct {
 	ExpiresAt    int64     `json:"expires_at"`
 	RegisteredAt int64     `json:"registered_at"`
 	Enabled      int       `json:"enabled"`
-	Plan         string    `json:"plan"`
+	Plan         string    `json:"plan"` // luarmor-rs: "b" basic, "p" premium, "r" pro
 	Projects     []Project `json:"projects"`
 }
 
 // Project is one project of the API key's account.
 type Project struct {
+	Platform string          `json:"platform"` // "roblox"
 	ID       string          `json:"id"`
 	Name     string          `json:"name"`
 	Settings ProjectSettings `json:"settings"`
@@ -125,7 +133,7 @@ type Project struct {
 
 // ProjectSettings holds the project settings the details endpoint reports.
 type ProjectSettings struct {
-	ResetHWIDCooldown int64 `json:"reset_hwid_cooldown"` // seconds
+	ResetHWIDCooldown int64 `json:"reset_hwid_cooldown"` // seconds; luarmor-rs reads a negative value as never
 }
 
 // Script is one script of a project.
@@ -133,24 +141,164 @@ type Script struct {
 	ScriptID      string `json:"script_id"`
 	ScriptName    string `json:"script_name"`
 	ScriptVersion string `json:"script_version"`
-	UIVersion     string `json:"ui_version"`
+	FFA           bool   `json:"ffa"`
+	Silent        bool   `json:"silent"`
 }
 
-// KeyStats is the answer of GET /v3/keys/{api_key}/stats.
+// KeyStats is the answer of GET /v3/keys/{api_key}/stats, in the shape both
+// public clients model (luarmor-rs src/models/v3/keys/stats.rs
+// ApiKeyStatsResponse, luarmor-ts src/interfaces/IStats.ts):
+//
+//	{"execution_data": {"frequency", "executions": [...]},
+//	 "stats": {"obfuscations", "scripts", "users", "attacks_blocked",
+//	           "default": {"scripts", "users", "obfuscations"}, "reset_at"}}
+//
+// Decoding is lenient where the clients disagree or say nothing: numbers
+// may be integers, floats or numeric strings; a field that is absent, null
+// or not a number is left unknown (nil) rather than failing the answer; and
+// the stats fields are also read from the top level, as luarmor-ts's
+// keyStats() types the answer (src/interfaces/IKeyStats.ts).
 type KeyStats struct {
-	DefaultObfuscations int            `json:"default_obfuscations"`
-	ObfuscationsLeft    int            `json:"obfuscations_left"`
-	MaxObfuscations     int            `json:"max_obfuscations"`
-	MaxUsers            int            `json:"max_users"`
-	Users               int            `json:"users"`
-	Executions          int            `json:"executions"`
-	AttacksBlocked      int            `json:"attacks_blocked"`
-	Monthly             []MonthlyStats `json:"monthly_graph"`
+	ExecutionData ExecutionData
+	Stats         UsageStats
 }
 
-// MonthlyStats is one point of the stats endpoint's monthly graph.
-type MonthlyStats struct {
-	Month      string `json:"month"`
-	Executions int    `json:"executions"`
-	Users      int    `json:"users"`
+// ExecutionData is the execution graph: one count per point. Neither client
+// says what frequency measures.
+type ExecutionData struct {
+	Frequency  *int64
+	Executions []int64
+}
+
+// UsageStats is the account's usage. Users is absent with noUsers=true
+// (luarmor-rs ScriptStatsNoUsers).
+type UsageStats struct {
+	Obfuscations   *int64 // obfuscations left this period (luarmor-rs: "remaining obfuscations")
+	Scripts        *int64
+	Users          *int64 // keys of the account
+	AttacksBlocked *int64
+	Default        PlanDefaults
+	ResetAt        *int64 // unix seconds of the next usage reset
+}
+
+// PlanDefaults are the plan's allowances ("default" in the answer): the
+// only place the clients show a user limit (luarmor-rs ScriptDefaultStats).
+type PlanDefaults struct {
+	Scripts      *int64
+	Users        *int64
+	Obfuscations *int64
+}
+
+// UserLimit returns the plan's user limit, and false when the answer does
+// not tell it (absent, or not a positive number): a zero is never a limit.
+func (s *KeyStats) UserLimit() (int64, bool) {
+	if u := s.Stats.Default.Users; u != nil && *u > 0 {
+		return *u, true
+	}
+	return 0, false
+}
+
+// UnmarshalJSON decodes the answer leniently (see KeyStats).
+func (s *KeyStats) UnmarshalJSON(b []byte) error {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(b, &top); err != nil {
+		return err
+	}
+	*s = KeyStats{}
+	if ed := objectOf(top["execution_data"]); ed != nil {
+		s.ExecutionData.Frequency = lenientInt(ed["frequency"])
+		var points []json.RawMessage
+		if json.Unmarshal(ed["executions"], &points) == nil {
+			for _, p := range points {
+				if n := lenientInt(p); n != nil {
+					s.ExecutionData.Executions = append(s.ExecutionData.Executions, *n)
+				}
+			}
+		}
+	}
+	st := objectOf(top["stats"])
+	if st == nil {
+		st = top // luarmor-ts IKeyStats: the stats fields at the top level
+	}
+	s.Stats = UsageStats{
+		Obfuscations:   lenientInt(st["obfuscations"]),
+		Scripts:        lenientInt(st["scripts"]),
+		Users:          lenientInt(st["users"]),
+		AttacksBlocked: lenientInt(st["attacks_blocked"]),
+		ResetAt:        lenientInt(st["reset_at"]),
+	}
+	if def := objectOf(st["default"]); def != nil {
+		s.Stats.Default = PlanDefaults{
+			Scripts:      lenientInt(def["scripts"]),
+			Users:        lenientInt(def["users"]),
+			Obfuscations: lenientInt(def["obfuscations"]),
+		}
+	}
+	return nil
+}
+
+// MarshalJSON writes the shape the clients model; unknown fields are left out.
+func (s KeyStats) MarshalJSON() ([]byte, error) {
+	put := func(m map[string]any, k string, v *int64) {
+		if v != nil {
+			m[k] = *v
+		}
+	}
+	executions := s.ExecutionData.Executions
+	if executions == nil {
+		executions = []int64{}
+	}
+	ed := map[string]any{"executions": executions}
+	put(ed, "frequency", s.ExecutionData.Frequency)
+	def := map[string]any{}
+	put(def, "scripts", s.Stats.Default.Scripts)
+	put(def, "users", s.Stats.Default.Users)
+	put(def, "obfuscations", s.Stats.Default.Obfuscations)
+	st := map[string]any{"default": def}
+	put(st, "obfuscations", s.Stats.Obfuscations)
+	put(st, "scripts", s.Stats.Scripts)
+	put(st, "users", s.Stats.Users)
+	put(st, "attacks_blocked", s.Stats.AttacksBlocked)
+	put(st, "reset_at", s.Stats.ResetAt)
+	return json.Marshal(map[string]any{"execution_data": ed, "stats": st})
+}
+
+func objectOf(raw json.RawMessage) map[string]json.RawMessage {
+	var m map[string]json.RawMessage
+	if len(raw) == 0 || json.Unmarshal(raw, &m) != nil {
+		return nil
+	}
+	return m
+}
+
+// lenientInt reads a JSON number (integer or float, rounded down) or a
+// numeric string; anything else, absent or null gives nil.
+func lenientInt(raw json.RawMessage) *int64 {
+	if len(raw) == 0 {
+		return nil
+	}
+	var v any
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	if d.Decode(&v) != nil {
+		return nil
+	}
+	var num json.Number
+	switch x := v.(type) {
+	case json.Number:
+		num = x
+	case string:
+		num = json.Number(strings.TrimSpace(x))
+	default:
+		return nil
+	}
+	if n, err := num.Int64(); err == nil {
+		return &n
+	}
+	f, err := num.Float64()
+	if err != nil || math.IsNaN(f) || f > math.MaxInt64 || f < math.MinInt64 {
+		return nil
+	}
+	n := int64(math.Floor(f))
+	return &n
 }

@@ -18,16 +18,22 @@ import (
 // Messages of the real API (see the reference), plus the sandbox's own where
 // the reference lists none. Clients must not branch on them; tests may.
 const (
-	msgSuccess            = "Success!"
-	msgEdited             = "User has been edited successfully!"
-	msgDeleted            = "User has been deleted!"
-	msgReset              = "Successfully reset!"
-	msgLinked             = "Discord ID successfully linked!"
-	msgInvalidAPIKey      = "Invalid API key! The Authorization header must carry the raw API key, without a Bearer prefix."
-	msgWrongAPIKey        = "Wrong API key"
-	msgKeyNotFound        = "User key doesn't exist"
-	msgProjectNotFound    = "Project not found!"
+	msgSuccess         = "Success!"
+	msgEdited          = "User has been edited successfully!"
+	msgDeleted         = "User has been deleted!"
+	msgReset           = "Successfully reset!"
+	msgLinked          = "Discord ID successfully linked!"
+	msgInvalidAPIKey   = "Invalid API key! Visit https://luarmor.net/ to get access." // luarmor-rs src/models/response.rs
+	msgWrongAPIKey     = "Wrong API key"
+	msgKeyNotFound     = "User key doesn't exist"
+	msgDeleteNotFound  = "Key not found" // the delete's, luarmor-ts src/interfaces/IDeleteKey.ts
+	msgProjectNotFound = "Project not found!"
+	// msgDiscordExists answers an edit or a link to an ID another key holds;
+	// msgDiscordExistCreate answers a create, in the spelling luarmor-ts
+	// (src/interfaces/IKeyCreate.ts) types the create's answer with, one of
+	// the three luarmor-rs (src/models/response.rs) knows.
 	msgDiscordExists      = "Discord ID already exists"
+	msgDiscordExistCreate = "Discord ID already exist."
 	msgIdentifierExists   = "Identifier already exists."
 	msgAlreadyLinked      = "This key already has a discord linked to it"
 	msgCooldown           = "User is on cooldown."
@@ -92,6 +98,7 @@ type apiCtx struct {
 	r       *http.Request
 	now     time.Time
 	body    []byte
+	strict  bool // refuse unknown body fields (Options.StrictBody)
 	project *project
 }
 
@@ -172,7 +179,7 @@ func (s *Sandbox) dispatch(r *http.Request, spec routeSpec, fn func(*apiCtx) rep
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c := &apiCtx{r: r, now: s.now(), body: body}
+	c := &apiCtx{r: r, now: s.now(), body: body, strict: s.strictBody}
 	if spec.project {
 		p, ok := s.projectLocked(r.PathValue("project_id"))
 		if !ok {
@@ -191,16 +198,18 @@ func isJSONContentType(v string) bool {
 
 // decode parses the JSON body into dst. An empty body counts as {}.
 //
-// Unknown fields are refused although the real API ignores them: a misspelt
-// field would otherwise be silently dropped in production, and a sandbox that
-// refuses it catches the typo in tests.
+// Unknown fields are ignored, as the real API does, unless the sandbox is
+// strict (Options.StrictBody): then they are refused, so that a misspelt
+// field, which production would silently drop, fails the tests instead.
 func (c *apiCtx) decode(dst any) (reply, bool) {
 	body := bytes.TrimSpace(c.body)
 	if len(body) == 0 {
 		body = []byte("{}")
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
+	if c.strict {
+		dec.DisallowUnknownFields()
+	}
 	if err := dec.Decode(dst); err != nil {
 		return failure(http.StatusBadRequest, "Invalid JSON body: "+err.Error()), false
 	}
@@ -247,12 +256,13 @@ func (s *Sandbox) keyDetails(c *apiCtx) reply {
 		ExpiresAt:    s.registeredAt.AddDate(1, 0, 0).Unix(),
 		RegisteredAt: s.registeredAt.Unix(),
 		Enabled:      1,
-		Plan:         "sandbox",
+		Plan:         "p", // one letter, as luarmor-rs KeyPlan reads it: premium
 		Projects:     make([]luarmor.Project, 0, len(s.projectOrder)),
 	}
 	for _, id := range s.projectOrder {
 		p := s.projects[id]
 		lp := luarmor.Project{
+			Platform: "roblox",
 			ID:       id,
 			Name:     "Sandbox project " + id,
 			Settings: luarmor.ProjectSettings{ResetHWIDCooldown: cooldown},
@@ -263,7 +273,6 @@ func (s *Sandbox) keyDetails(c *apiCtx) reply {
 				ScriptID:      sc.id,
 				ScriptName:    sc.id,
 				ScriptVersion: strconv.Itoa(sc.Version),
-				UIVersion:     "1",
 			})
 		}
 		d.Projects = append(d.Projects, lp)
@@ -271,50 +280,52 @@ func (s *Sandbox) keyDetails(c *apiCtx) reply {
 	return success(msgSuccess, d)
 }
 
-// keyStats reports account usage. users counts the keys of all projects and
-// monthly_graph counts executions and keys created per month (UTC). With
-// noUsers=true the user counts (users, and users of each month) are omitted,
-// as the real API does to answer faster.
+// keyStats reports account usage in the shape both public clients model
+// (luarmor-rs src/models/v3/keys/stats.rs, luarmor-ts
+// src/interfaces/IStats.ts; fixtures in ../testdata). stats.users counts the
+// keys of all projects and default.users is the plan's limit (left out when
+// Options.MaxUsers is negative); obfuscations is what is left of the
+// plan's obfuscations, each script upload costing one; reset_at is the
+// start of the next month (UTC). The clients do not say what frequency
+// measures: the sandbox's graph has one point per month with keys or
+// executions, oldest first, and frequency is 30 days in seconds. With
+// noUsers=true stats.users is left out (luarmor-rs ScriptStatsNoUsers).
 func (s *Sandbox) keyStats(c *apiCtx) reply {
 	users := 0
+	scripts := 0
 	for _, p := range s.projects {
 		users += len(p.users)
+		scripts += len(p.scripts)
 	}
 	months := make([]string, 0, len(s.account.monthly))
 	for m := range s.account.monthly {
 		months = append(months, m)
 	}
 	slices.Sort(months)
-	st := luarmor.KeyStats{
-		DefaultObfuscations: planObfuscations,
-		ObfuscationsLeft:    max(planObfuscations-s.account.obfuscations, 0),
-		MaxObfuscations:     planObfuscations,
-		MaxUsers:            s.maxUsers,
-		Users:               users,
-		Executions:          s.account.executions,
-		Monthly:             make([]luarmor.MonthlyStats, 0, len(months)),
-	}
+	n := func(v int) *int64 { x := int64(v); return &x }
+	executions := make([]int64, 0, len(months))
 	for _, m := range months {
-		st.Monthly = append(st.Monthly, *s.account.monthly[m])
+		executions = append(executions, int64(s.account.monthly[m].Executions))
 	}
-	if c.r.URL.Query().Get("noUsers") != "true" {
-		return success(msgSuccess, st)
+	now := c.now.UTC()
+	st := luarmor.KeyStats{
+		ExecutionData: luarmor.ExecutionData{Frequency: n(30 * secondsPerDay), Executions: executions},
+		Stats: luarmor.UsageStats{
+			Obfuscations:   n(max(planObfuscations-s.account.obfuscations, 0)),
+			Scripts:        n(scripts),
+			Users:          n(users),
+			AttacksBlocked: n(0),
+			Default:        luarmor.PlanDefaults{Scripts: n(planScripts), Obfuscations: n(planObfuscations)},
+			ResetAt:        n(int(time.Date(now.Year(), now.Month()+1, 1, 0, 0, 0, 0, time.UTC).Unix())),
+		},
 	}
-
-	type monthNoUsers struct {
-		Month      string `json:"month"`
-		Executions int    `json:"executions"`
+	if s.maxUsers > 0 {
+		st.Stats.Default.Users = n(s.maxUsers)
 	}
-	fields := map[string]any{}
-	raw, _ := json.Marshal(st) // a plain struct always marshals
-	_ = json.Unmarshal(raw, &fields)
-	delete(fields, "users")
-	monthly := make([]monthNoUsers, len(st.Monthly))
-	for i, m := range st.Monthly {
-		monthly[i] = monthNoUsers{Month: m.Month, Executions: m.Executions}
+	if c.r.URL.Query().Get("noUsers") == "true" {
+		st.Stats.Users = nil
 	}
-	fields["monthly_graph"] = monthly
-	return success(msgSuccess, fields)
+	return success(msgSuccess, st)
 }
 
 // ---- Users ----
@@ -356,7 +367,7 @@ func (s *Sandbox) createUser(c *apiCtx) reply {
 		return failure(http.StatusBadRequest, msgIdentifierExists)
 	}
 	if p.owner(req.DiscordID, discordOf, nil) != nil {
-		return failure(http.StatusBadRequest, msgDiscordExists)
+		return failure(http.StatusBadRequest, msgDiscordExistCreate)
 	}
 
 	u := &user{User: luarmor.User{
@@ -453,8 +464,13 @@ func (s *Sandbox) editUser(c *apiCtx) reply {
 
 // deleteUser implements DELETE .../users?user_key=K.
 func (s *Sandbox) deleteUser(c *apiCtx) reply {
-	u, rep, ok := c.lookup(c.r.URL.Query().Get("user_key"))
+	key := c.r.URL.Query().Get("user_key")
+	u, rep, ok := c.lookup(key)
 	if !ok {
+		if key != "" {
+			// The delete words it its own way (luarmor-ts IDeleteKey).
+			return failure(http.StatusNotFound, msgDeleteNotFound)
+		}
 		return rep
 	}
 	c.project.remove(u)

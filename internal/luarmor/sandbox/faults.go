@@ -39,7 +39,7 @@ const (
 	// actual budget, without applying the request.
 	FaultRateLimit FaultKind = "rate_limit"
 	// FaultRefuse answers 400 with a JSON failure envelope ("Request
-	// refused."), without applying the request: Luarmor refusing a request
+	// refused.", or Fault.Message), without applying the request: Luarmor refusing a request
 	// for a reason of its own, neither the key's state nor the project,
 	// which a client records instead of retrying.
 	FaultRefuse FaultKind = "refuse"
@@ -80,6 +80,9 @@ type Fault struct {
 	Times int
 	// Latency is the extra wait of FaultLatency.
 	Latency time.Duration
+	// Message replaces the message of FaultRefuse, to answer in words
+	// Luarmor may use but the sandbox does not ("" keeps "Request refused.").
+	Message string
 }
 
 type pendingFault struct {
@@ -165,8 +168,8 @@ const (
 )
 
 // writeFault writes the answer of a fault that replaces the API's answer.
-func writeFault(w http.ResponseWriter, kind FaultKind) {
-	switch kind {
+func writeFault(w http.ResponseWriter, f Fault) {
+	switch f.Kind {
 	case FaultHTTP500:
 		writeReply(w, failure(http.StatusInternalServerError, "Internal server error"))
 	case FaultHTML502:
@@ -176,7 +179,11 @@ func writeFault(w http.ResponseWriter, kind FaultKind) {
 	case FaultRateLimit:
 		writeReply(w, failure(http.StatusTooManyRequests, msgTooManyRequests))
 	case FaultRefuse:
-		writeReply(w, failure(http.StatusBadRequest, msgRefused))
+		msg := msgRefused
+		if f.Message != "" {
+			msg = f.Message
+		}
+		writeReply(w, failure(http.StatusBadRequest, msg))
 	}
 }
 

@@ -83,6 +83,12 @@ func TestFaultRefuse(t *testing.T) {
 	require.Empty(t, e.sb.Users(projectID), "a refusal does not apply the request")
 	require.Equal(t, sandbox.FaultRefuse, e.sb.Calls()[0].Fault)
 	e.create(nil)
+
+	e.sb.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/users", Kind: sandbox.FaultRefuse, Message: "Discord ID is taken"})
+	r = e.api(http.MethodPost, usersPath(projectID), luarmor.CreateUserRequest{Note: "y"})
+	require.Equal(t, http.StatusBadRequest, r.Status)
+	require.Equal(t, "Discord ID is taken", r.Message(t), "a refusal in the words the test gives")
+	require.Len(t, e.sb.Users(projectID), 1)
 }
 
 func TestFaultLatency(t *testing.T) {

@@ -32,8 +32,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"fulfiller/internal/luarmor"
 )
 
 // Defaults applied to zero Options fields.
@@ -70,7 +68,9 @@ type Options struct {
 	// budget, cooldown and expiry boundaries exactly.
 	Now func() time.Time
 	// MaxUsers is the plan's user limit the stats endpoint reports as
-	// max_users; 0 means 100000. Like the reference, which documents no
+	// stats.default.users (where the public clients show a limit); 0 means
+	// 100000 and a negative value leaves default.users out, as an answer
+	// that does not tell the limit. Like the reference, which documents no
 	// answer for it, the sandbox does not refuse keys beyond it.
 	MaxUsers int
 	// Logger receives one debug record per API request; nil discards.
@@ -86,6 +86,12 @@ type Options struct {
 	// the same draws, so a failing run can be replayed; zero is a seed like
 	// any other.
 	Seed uint64
+	// StrictBody refuses a request body with a field the endpoint does not
+	// know (400 "Invalid JSON body: json: unknown field ..."). The real API
+	// ignores such fields, and so does the sandbox by default; the
+	// project's own tests set it so that a misspelt field fails there
+	// instead of being silently dropped in production.
+	StrictBody bool
 }
 
 // SetUnclaimedExpiryAsKeyDays switches how a PATCH of auth_expire treats a
@@ -121,6 +127,7 @@ type Sandbox struct {
 	latencyMax time.Duration // the high end of the range; equal to latency when fixed
 	// unclaimedAsDays: Options.UnclaimedExpiryAsKeyDays, or its setter.
 	unclaimedAsDays bool
+	strictBody      bool       // Options.StrictBody
 	rng             *rand.Rand // seeded by Options.Seed; guarded by mu
 	faults          []*pendingFault
 	randomFaults    []RandomFault
@@ -140,7 +147,7 @@ func New(opts Options) *Sandbox {
 		now:           opts.Now,
 		log:           opts.Logger,
 		projects:      make(map[string]*project),
-		account:       accountStats{monthly: make(map[string]*luarmor.MonthlyStats)},
+		account:       accountStats{monthly: make(map[string]*monthStats)},
 		rng:           newRand(opts.Seed),
 	}
 	if s.apiKey == "" {
@@ -152,7 +159,7 @@ func New(opts Options) *Sandbox {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	if s.maxUsers <= 0 {
+	if s.maxUsers == 0 {
 		s.maxUsers = planMaxUsers
 	}
 	if s.log == nil {
@@ -160,6 +167,7 @@ func New(opts Options) *Sandbox {
 	}
 	s.limit, s.window = budgetDefaults(opts.Limit, opts.Window)
 	s.unclaimedAsDays = opts.UnclaimedExpiryAsKeyDays
+	s.strictBody = opts.StrictBody
 	s.registeredAt = s.now()
 	for _, id := range opts.Projects {
 		if _, dup := s.projects[id]; !dup {
@@ -236,7 +244,7 @@ func (s *Sandbox) serveAPI(w http.ResponseWriter, r *http.Request) {
 	resp := newBufferedResponse()
 	switch {
 	case fault.Kind.replacesAnswer():
-		writeFault(resp, fault.Kind)
+		writeFault(resp, fault)
 	case !admitted:
 		writeReply(resp, failure(http.StatusTooManyRequests, msgTooManyRequests))
 	case bodyErr != nil:

@@ -53,7 +53,7 @@ type ScriptUpload struct {
 type accountStats struct {
 	executions   int
 	obfuscations int // script uploads, each of which costs one obfuscation
-	monthly      map[string]*luarmor.MonthlyStats
+	monthly      map[string]*monthStats
 }
 
 // Plan figures reported by the stats endpoint. The sandbox does not enforce
@@ -61,13 +61,21 @@ type accountStats struct {
 const (
 	planObfuscations = 1000
 	planMaxUsers     = 100000
+	planScripts      = 10
 )
 
-func (a *accountStats) month(now time.Time) *luarmor.MonthlyStats {
+// monthStats counts one calendar month (UTC) of the account's activity.
+type monthStats struct {
+	Month      string
+	Executions int
+	Users      int
+}
+
+func (a *accountStats) month(now time.Time) *monthStats {
 	key := now.UTC().Format("2006-01")
 	m, ok := a.monthly[key]
 	if !ok {
-		m = &luarmor.MonthlyStats{Month: key}
+		m = &monthStats{Month: key}
 		a.monthly[key] = m
 	}
 	return m

@@ -50,7 +50,7 @@ func TestAuthorization(t *testing.T) {
 		r := e.raw(http.MethodGet, path, "", h)
 		require.Equal(t, http.StatusForbidden, r.Status, name)
 		require.Equal(t, false, r.JSON(t)["success"], name)
-		require.True(t, strings.HasPrefix(r.Message(t), "Invalid API key!"), name)
+		require.Equal(t, "Invalid API key! Visit https://luarmor.net/ to get access.", r.Message(t), name)
 	}
 
 	ok := http.Header{"Authorization": {"secret-key"}}
@@ -80,7 +80,7 @@ func TestAuthorization(t *testing.T) {
 
 func TestContentTypeAndJSONChecks(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, sandbox.Options{})
+	e := newEnv(t, sandbox.Options{StrictBody: true})
 	path := usersPath(projectID)
 	keyOnly := http.Header{"Authorization": {apiKey}}
 	withCT := func(ct string) http.Header {
@@ -115,6 +115,28 @@ func TestContentTypeAndJSONChecks(t *testing.T) {
 	r = e.raw(http.MethodPost, path, "", withCT("application/json"))
 	require.Equal(t, http.StatusOK, r.Status, "body: %s", r.Body)
 	require.Len(t, e.sb.Users(projectID), 2)
+}
+
+// Like the real API, the sandbox ignores body fields it does not know unless
+// it is strict.
+func TestUnknownBodyFieldsAreIgnoredUnlessStrict(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, sandbox.Options{})
+	r := e.api(http.MethodPost, usersPath(projectID), map[string]any{"note": "kept", "keydays": 3, "extra": map[string]any{"a": 1}})
+	require.Equal(t, http.StatusOK, r.Status, "body: %s", r.Body)
+	users := e.sb.Users(projectID)
+	require.Len(t, users, 1)
+	require.Equal(t, "kept", users[0].Note)
+	require.Zero(t, users[0].KeyDays, "the misspelt field is dropped, as production would")
+	r = e.api(http.MethodPatch, usersPath(projectID), map[string]any{"user_key": users[0].UserKey, "note": "edited", "force": true})
+	require.Equal(t, http.StatusOK, r.Status, "body: %s", r.Body)
+	require.Equal(t, "edited", e.sb.Users(projectID)[0].Note)
+
+	strict := newEnv(t, sandbox.Options{StrictBody: true})
+	r = strict.api(http.MethodPost, usersPath(projectID), map[string]any{"note": "kept", "keydays": 3})
+	require.Equal(t, http.StatusBadRequest, r.Status)
+	require.Equal(t, `Invalid JSON body: json: unknown field "keydays"`, r.Message(t))
+	require.Empty(t, strict.sb.Users(projectID))
 }
 
 func TestProjects(t *testing.T) {
@@ -297,7 +319,7 @@ func TestDeleteUser(t *testing.T) {
 
 	r = e.api(http.MethodDelete, usersPath(projectID)+"?user_key="+key, nil)
 	require.Equal(t, http.StatusNotFound, r.Status)
-	require.Equal(t, "User key doesn't exist", r.Message(t))
+	require.Equal(t, "Key not found", r.Message(t), "the delete's own wording (luarmor-ts IDeleteKey)")
 	require.Equal(t, http.StatusBadRequest, e.api(http.MethodDelete, usersPath(projectID), nil).Status)
 }
 
@@ -367,7 +389,7 @@ func TestDiscordAndIdentifierUniqueness(t *testing.T) {
 	a := e.create(luarmor.CreateUserRequest{DiscordID: discord1, Identifier: "hwid-a"})
 	r := create(luarmor.CreateUserRequest{DiscordID: discord1})
 	require.Equal(t, http.StatusBadRequest, r.Status)
-	require.Equal(t, "Discord ID already exists", r.Message(t))
+	require.Equal(t, "Discord ID already exist.", r.Message(t), "the create's spelling, as luarmor-ts types it")
 	r = create(luarmor.CreateUserRequest{Identifier: "hwid-a"})
 	require.Equal(t, http.StatusBadRequest, r.Status)
 	require.Equal(t, "Identifier already exists.", r.Message(t))
@@ -556,21 +578,19 @@ func TestScriptsAndStats(t *testing.T) {
 
 	r = e.api(http.MethodGet, "/v3/keys/"+apiKey+"/stats", nil)
 	require.Equal(t, http.StatusOK, r.Status)
-	var stats struct {
-		luarmor.KeyStats
-		Success bool `json:"success"`
-	}
+	require.Equal(t, true, r.JSON(t)["success"])
+	var stats luarmor.KeyStats
 	require.NoError(t, jsonUnmarshal(r.Body, &stats))
-	require.True(t, stats.Success)
-	require.Equal(t, 2, stats.Users)
-	require.Equal(t, 2, stats.Executions)
-	require.Equal(t, stats.MaxObfuscations-2, stats.ObfuscationsLeft)
-	require.Equal(t, []luarmor.MonthlyStats{{Month: "2025-03", Executions: 2, Users: 2}}, stats.Monthly)
+	require.Equal(t, int64(2), *stats.Stats.Users)
+	require.Equal(t, []int64{2}, stats.ExecutionData.Executions, "one point for the month, 2025-03")
+	require.Equal(t, *stats.Stats.Default.Obfuscations-2, *stats.Stats.Obfuscations, "two uploads spent two obfuscations")
+	require.Equal(t, int64(1), *stats.Stats.Scripts)
+	require.Equal(t, time.Date(2025, 4, 1, 0, 0, 0, 0, time.UTC).Unix(), *stats.Stats.ResetAt)
 
 	body := e.api(http.MethodGet, "/v3/keys/"+apiKey+"/stats?noUsers=true", nil).JSON(t)
-	require.NotContains(t, body, "users")
-	require.Equal(t, float64(2), body["executions"])
-	require.NotContains(t, body["monthly_graph"].([]any)[0], "users")
+	require.NotContains(t, body["stats"], "users")
+	require.Contains(t, body["stats"].(map[string]any)["default"], "users", "the plan's limit stays")
+	require.Equal(t, []any{float64(2)}, body["execution_data"].(map[string]any)["executions"])
 
 	details := e.api(http.MethodGet, "/v3/keys/"+apiKey+"/details", nil)
 	var d struct{ luarmor.KeyDetails }
@@ -611,13 +631,15 @@ func TestConcurrentRequests(t *testing.T) {
 
 func TestStatsReportThePlansUserLimit(t *testing.T) {
 	t.Parallel()
-	for opt, want := range map[int]int{0: 100000, 25: 25} {
+	for opt, want := range map[int]int64{0: 100000, 25: 25, -1: 0} {
 		e := newEnv(t, sandbox.Options{MaxUsers: opt})
 		e.create(nil)
-		var stats struct{ luarmor.KeyStats }
+		var stats luarmor.KeyStats
 		require.NoError(t, jsonUnmarshal(e.api(http.MethodGet, "/v3/keys/"+apiKey+"/stats", nil).Body, &stats))
-		require.Equal(t, want, stats.MaxUsers, "MaxUsers %d", opt)
-		require.Equal(t, 1, stats.Users)
+		limit, known := stats.UserLimit()
+		require.Equal(t, want, limit, "MaxUsers %d", opt)
+		require.Equal(t, opt >= 0, known, "MaxUsers %d", opt)
+		require.Equal(t, int64(1), *stats.Stats.Users)
 	}
 }
 
