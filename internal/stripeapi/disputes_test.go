@@ -91,3 +91,29 @@ func TestCancelSubscriptionServerErrorIsRetryable(t *testing.T) {
 	require.True(t, stripeapi.IsRetryable(err), "%v", err)
 	require.False(t, stripeapi.IsNotFound(err))
 }
+
+// Stripe answers a cancel with the whole subscription, its items
+// included, as GET does: the stand-in too, so what the service (or
+// `simulate cancel`, which forwards the answer as the event's object)
+// reads of a cancelled subscription is what Stripe sends.
+func TestCancelAnswersTheWholeSubscriptionItemsIncluded(t *testing.T) {
+	t.Parallel()
+	fake, c := setup(t)
+	fake.PutSubscription(stripefake.Subscription{ID: "sub_items", Customer: "cus_1", CurrentPeriodStart: 1_800_000_000,
+		CurrentPeriodEnd: 1_802_592_000, Items: []stripefake.SubscriptionItem{{PriceID: "price_a", Quantity: 2}}})
+	before, err := c.Subscription(context.Background(), "sub_items")
+	require.NoError(t, err)
+
+	s, err := c.CancelSubscription(context.Background(), "sub_items")
+	require.NoError(t, err)
+	require.Equal(t, stripe.SubscriptionStatusCanceled, s.Status)
+	require.NotNil(t, s.Items)
+	require.Len(t, s.Items.Data, 1)
+	require.Equal(t, "price_a", s.Items.Data[0].Price.ID)
+	require.EqualValues(t, 2, s.Items.Data[0].Quantity)
+	require.Equal(t, before.CurrentPeriodEnd, s.CurrentPeriodEnd)
+
+	after, err := c.Subscription(context.Background(), "sub_items")
+	require.NoError(t, err)
+	require.Equal(t, s.Items.Data[0].ID, after.Items.Data[0].ID, "the answer and a read agree")
+}

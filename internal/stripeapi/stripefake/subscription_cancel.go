@@ -5,9 +5,10 @@ import (
 )
 
 // cancelSubscription serves DELETE /v1/subscriptions/{id}: the subscription
-// becomes canceled at once. Stripe answers a subscription that is already
-// canceled as one it does not know (404 resource_missing), and so does the
-// fake.
+// becomes canceled at once, and the answer is the whole subscription, its
+// items included, as Stripe's is (and as GET serves it). Stripe answers a
+// subscription that is already canceled as one it does not know (404
+// resource_missing), and so does the fake.
 func (f *Fake) cancelSubscription(w http.ResponseWriter, r *http.Request) {
 	if _, e := parseQuery(r, false); e != nil {
 		e.write(w)
@@ -28,6 +29,10 @@ func (f *Fake) cancelSubscription(w http.ResponseWriter, r *http.Request) {
 	cancelled["ended_at"] = now
 	cancelled = normalize(cancelled)
 	f.objects[KindSubscription][id] = cancelled
+	items := f.children[KindSubscription][id]
 	f.mu.Unlock()
-	writeJSON(w, http.StatusOK, cancelled)
+	out := copyMap(cancelled)
+	info := kinds[KindSubscription]
+	out[info.childKey] = listEnvelope(items[:min(len(items), defaultLimit)], len(items) > defaultLimit, childURL(info, id), len(items))
+	writeJSON(w, http.StatusOK, out)
 }
