@@ -12,7 +12,10 @@ TEST_FLAGS ?= -race -count=1 -timeout 15m
 build:
 	$(GO) build -o bin/fulfiller ./cmd/fulfiller
 
+# Stripe's own mock (internal/stripeapi's contract test) is installed once.
+STRIPE_MOCK_VERSION ?= v0.183.0
 test:
+	@PATH="$$($(GO) env GOPATH)/bin:$$PATH" command -v stripe-mock >/dev/null || $(GO) install github.com/stripe/stripe-mock@$(STRIPE_MOCK_VERSION)
 	$(WITH_PG) -- $(GO) test $(TEST_FLAGS) ./...
 
 # Each fuzz target for FUZZTIME; a crasher lands in the package's
