@@ -523,8 +523,9 @@ func (f *Fake) retrieve(kind string) http.HandlerFunc {
 		out := copyMap(obj)
 		expand := expandPaths(q)
 		if info.embedChildren || (info.childKey != "" && expand[info.childKey]) {
+			// Stripe's lists of 2023-10-16 carry no total_count.
 			out[info.childKey] = listEnvelope(children[:min(len(children), defaultLimit)],
-				len(children) > defaultLimit, childURL(info, id), len(children))
+				len(children) > defaultLimit, childURL(info, id), 0)
 		}
 		for path := range expand {
 			if path == info.childKey {
@@ -554,8 +555,8 @@ func (f *Fake) listChildren(kind string) http.HandlerFunc {
 			return
 		}
 		id := r.PathValue("id")
-		// Stripe still reports total_count on invoice lines.
-		f.servePageOfChildren(w, q, kind, id, childURL(info, id), kind == KindInvoice)
+		// Stripe's InvoiceLinesList of 2023-10-16 carries no total_count.
+		f.servePageOfChildren(w, q, kind, id, childURL(info, id), false)
 	}
 }
 

@@ -204,11 +204,10 @@ func lineItemObject(sessionID string, index int, it Item, created int64) map[str
 	if it.Recurring {
 		priceType = "recurring"
 		recurring = map[string]any{
-			"aggregate_usage":   nil,
-			"interval":          "month",
-			"interval_count":    1,
-			"trial_period_days": nil,
-			"usage_type":        "licensed",
+			"aggregate_usage": nil,
+			"interval":        "month",
+			"interval_count":  1,
+			"usage_type":      "licensed",
 		}
 	}
 

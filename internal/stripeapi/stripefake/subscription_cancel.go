@@ -33,6 +33,6 @@ func (f *Fake) cancelSubscription(w http.ResponseWriter, r *http.Request) {
 	f.mu.Unlock()
 	out := copyMap(cancelled)
 	info := kinds[KindSubscription]
-	out[info.childKey] = listEnvelope(items[:min(len(items), defaultLimit)], len(items) > defaultLimit, childURL(info, id), len(items))
+	out[info.childKey] = listEnvelope(items[:min(len(items), defaultLimit)], len(items) > defaultLimit, childURL(info, id), 0)
 	writeJSON(w, http.StatusOK, out)
 }
