@@ -522,7 +522,9 @@ func (s *Sandbox) listUsers(c *apiCtx) reply {
 		until = len(matches)
 	}
 	from = min(from, until)
-	return success("", struct {
+	// The users listing carries a message like every answer (luarmor-ts
+	// models it on the listing's type).
+	return success(msgSuccess, struct {
 		Users []luarmor.User `json:"users"`
 	}{matches[from:until]})
 }
@@ -612,8 +614,9 @@ func (s *Sandbox) linkDiscord(c *apiCtx) reply {
 // previous one. The token is not part of the answer (the reference does not
 // promise it): read it back from the users endpoint. The status is left as
 // it is: a banned key reports banned=1 next to its "active" or "reset"
-// status. ban_expire must be -1 (or absent) for a permanent ban, or a future
-// unix time after which the ban lifts by itself.
+// status. ban_expire is a future unix time after which the ban lifts by
+// itself; absent or any negative value is a permanent ban (as the public
+// clients use it).
 func (s *Sandbox) blacklist(c *apiCtx) reply {
 	var req luarmor.BlacklistRequest
 	if rep, ok := c.decode(&req); !ok {
@@ -624,7 +627,7 @@ func (s *Sandbox) blacklist(c *apiCtx) reply {
 		return rep
 	}
 	expire := luarmor.NeverExpires
-	if req.BanExpire != nil && *req.BanExpire != luarmor.NeverExpires {
+	if req.BanExpire != nil && *req.BanExpire >= 0 {
 		if *req.BanExpire <= c.now.Unix() {
 			return failure(http.StatusBadRequest, "Invalid ban_expire: must be -1 or a future unix time")
 		}

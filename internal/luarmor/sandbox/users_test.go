@@ -672,3 +672,21 @@ func TestEditExpiryOfAnUnclaimedKeyUnderBothBehaviours(t *testing.T) {
 		require.Equal(t, now-60, e.get(unclaimed).AuthExpire)
 	}
 }
+
+// Any negative ban_expire bans for good, as the public clients send it;
+// and the users listing carries a message like every other answer.
+func TestNegativeBanExpireIsPermanentAndTheListingHasAMessage(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, sandbox.Options{})
+	for _, expire := range []int64{-1, -2, -1700000000} {
+		key := e.create(luarmor.CreateUserRequest{KeyDays: 30})
+		r := e.api(http.MethodPost, usersPath(projectID)+"/blacklist", luarmor.BlacklistRequest{UserKey: key, BanReason: "x", BanExpire: ptr(expire)})
+		require.Equal(t, http.StatusOK, r.Status, "ban_expire %d", expire)
+		u := e.get(key)
+		require.Equal(t, 1, u.Banned)
+		require.Equal(t, luarmor.NeverExpires, u.BanExpire, "ban_expire %d is permanent", expire)
+	}
+	r, _ := e.list(url.Values{})
+	require.Equal(t, http.StatusOK, r.Status)
+	require.Equal(t, "Success!", r.JSON(t)["message"])
+}
