@@ -98,6 +98,9 @@ func Retryable(code string) bool { return code != FailurePaymentFailed }
 
 // Order is one Checkout Session and the keys delivered for it.
 type Order struct {
+	// ID is the order's number: it names the order in job arguments,
+	// signed links and the audit log, and grants nothing by itself.
+	ID                int64
 	CheckoutSessionID string
 	Status            Status
 	Mode              string // "payment" or "subscription"
