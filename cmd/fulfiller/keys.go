@@ -57,7 +57,7 @@ func cmdKeys(ctx context.Context, args []string, getenv func(string) string, log
 	}
 	defer closeDB()
 	cmd := "keys " + string(action)
-	q, err := support.KeyAction(ctx, jobs.ActorCLI, req)
+	q, err := support.KeyAction(ctx, jobs.CLIActor(), req)
 	if err != nil {
 		return supportError(cmd, err)
 	}

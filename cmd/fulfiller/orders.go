@@ -131,7 +131,7 @@ func cmdOrders(ctx context.Context, args []string, getenv func(string) string, l
 		}
 		printOrder(stdout, d)
 	case "retry":
-		o, err := support.Retry(ctx, jobs.ActorCLI, positional[0])
+		o, err := support.Retry(ctx, jobs.CLIActor(), positional[0])
 		if err != nil {
 			return supportError("orders retry", err)
 		}
@@ -159,7 +159,7 @@ func cmdOrders(ctx context.Context, args []string, getenv func(string) string, l
 // its keys, and prints the outcome.
 func liftRevocation(ctx context.Context, support *jobs.Support, idOrRef, sourceID string, wait time.Duration, stdout io.Writer) error {
 	const cmd = "orders lift-revocation"
-	q, err := support.LiftRevocation(ctx, jobs.ActorCLI, idOrRef, sourceID)
+	q, err := support.LiftRevocation(ctx, jobs.CLIActor(), idOrRef, sourceID)
 	if err != nil {
 		return supportError(cmd, err)
 	}

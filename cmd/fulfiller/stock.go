@@ -63,7 +63,7 @@ func cmdStock(ctx context.Context, args []string, getenv func(string) string, lo
 	case "list":
 		return printStock(ctx, admin, stdout)
 	case "reconcile":
-		id, err := admin.QueueReconcile(ctx, jobs.ActorCLI)
+		id, err := admin.QueueReconcile(ctx, jobs.CLIActor())
 		if err != nil {
 			return supportError(cmd, err)
 		}
@@ -82,7 +82,7 @@ func cmdStock(ctx context.Context, args []string, getenv func(string) string, lo
 			fmt.Fprintln(stdout, "the keys taken out of sale are in the service's log (masked): check them in the dashboard; `fulfiller stock delete <price_id>` deletes them")
 		}
 	case "delete":
-		id, err := admin.QueueDelete(ctx, jobs.ActorCLI, positional[0])
+		id, err := admin.QueueDelete(ctx, jobs.CLIActor(), positional[0])
 		if err != nil {
 			return supportError(cmd, err)
 		}

@@ -59,9 +59,10 @@ type Main struct {
 	webhook     *webhook.Handler
 	listener    net.Listener
 	server      *http.Server
-	// metricsListener and metricsServer serve /metrics (METRICS_ADDR).
-	metricsListener net.Listener
-	metricsServer   *http.Server
+	// adminListener and adminServer are the internal listener
+	// (ADMIN_ADDR): metrics, probes, the admin API and the River UI.
+	adminListener net.Listener
+	adminServer   *http.Server
 }
 
 // Run starts the service and returns once it accepts requests and works
@@ -162,8 +163,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	go m.Changes.Run(budgetCtx)
 	support := &jobs.Support{Pool: m.Pool, River: m.River, Orders: orders, Logger: m.Logger,
 		HWIDResetCooldown: m.Config.HWIDResetCooldown}
+	m.watchMetrics()
 	api := &httpapi.Server{
-		Pool: m.Pool, Orders: orders, Support: support, ShopToken: m.Config.ShopAPIToken, Logger: m.Logger,
+		Pool: m.Pool, Orders: orders, Support: support, ShopToken: m.Config.ShopAPIToken, AdminToken: m.Config.AdminAPIToken,
+		Metrics: m.Metrics.Handler(), Logger: m.Logger,
 		Webhook: m.webhook, Credentials: m.Credentials, Mail: m.mailSender(), Changes: m.Changes,
 		TrustedProxies: m.Config.TrustedProxies, AllowedOrigins: m.Config.AllowedOrigins,
 		PendingMigrations: func(ctx context.Context) ([]string, error) { return postgres.PendingMigrations(ctx, m.Pool) },
@@ -193,16 +196,55 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			m.Logger.Error("http server stopped", "error", err)
 		}
 	}()
-	if err := m.serveMetrics(); err != nil {
+	if err := m.serveAdmin(api); err != nil {
 		return err
 	}
-	m.Logger.Info("fulfiller serving", "addr", m.Addr(), "metrics_addr", m.MetricsAddr(), "prices", m.Catalog.Len(),
+	m.Logger.Info("fulfiller serving", "addr", m.Addr(), "admin_addr", m.AdminAddr(), "prices", m.Catalog.Len(),
 		"luarmor", m.Config.LuarmorBaseURL, "stripe_api", stripeBase(m.Config.StripeAPIBase))
 	return nil
 }
 
-// riverUI serves the River UI at /riverui/ when ADMIN_USER and
-// ADMIN_PASSWORD are set; its background queries stop with ctx.
+// serveAdmin serves the internal listener on ADMIN_ADDR, apart from the
+// public one so that nothing on it is reachable from the internet; ""
+// leaves it off.
+func (m *Main) serveAdmin(api *httpapi.Server) error {
+	if m.Config.AdminAddr == "" {
+		return nil
+	}
+	var err error
+	if m.adminListener, err = net.Listen("tcp", m.Config.AdminAddr); err != nil {
+		return fmt.Errorf("listening on ADMIN_ADDR %s (or set it to off): %w", m.Config.AdminAddr, err)
+	}
+	m.adminServer = &http.Server{
+		Handler:           api.AdminHandler(),
+		MaxHeaderBytes:    httpapi.MaxHeaderBytes,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	go func() {
+		if err := m.adminServer.Serve(m.adminListener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			m.Logger.Error("internal listener stopped", "error", err)
+		}
+	}()
+	return nil
+}
+
+// AdminAddr is the internal listener's address, or "" when off.
+func (m *Main) AdminAddr() string {
+	if m.adminListener == nil {
+		return ""
+	}
+	return m.adminListener.Addr().String()
+}
+
+// AdminURL is the internal listener's base URL.
+func (m *Main) AdminURL() string { return "http://" + m.AdminAddr() }
+
+// riverUI serves the River UI at /riverui/ on the internal listener when
+// ADMIN_USER and ADMIN_PASSWORD are set; its background queries stop with
+// ctx.
 func (m *Main) riverUI(ctx context.Context, api *httpapi.Server) error {
 	if m.Config.AdminUser == "" || m.Config.AdminPassword == "" {
 		return nil
@@ -305,8 +347,10 @@ func (m *Main) Close() error {
 		}
 		cancelHTTP()
 	}
-	if m.metricsServer != nil {
-		_ = m.metricsServer.Close() // scrapes are short and retried
+	if m.adminServer != nil {
+		// Scrapes and probes are short and retried; a support action
+		// cut off is either committed or not, and its caller retries.
+		_ = m.adminServer.Close()
 	}
 	if m.webhook != nil {
 		m.webhook.Close()

@@ -50,8 +50,10 @@ type bundle struct {
 	stripe  *stripefake.Fake
 	pool    *pgxpool.Pool
 	url     string
-	secret  string
-	catalog *catalog.Catalog
+	// adminURL is the internal listener: probes, metrics, the admin API.
+	adminURL string
+	secret   string
+	catalog  *catalog.Catalog
 }
 
 type options struct {
@@ -115,6 +117,8 @@ func setup(t *testing.T, opts ...func(*options)) *bundle {
 			LuarmorRateLimit:  100000,
 			LuarmorRateWindow: time.Minute,
 			ShopAPIToken:      "shop-token",
+			AdminAPIToken:     adminToken,
+			AdminAddr:         "127.0.0.1:0",
 			MaxUnitsPerOrder:  config.DefaultMaxUnitsPerOrder,
 			ShutdownTimeout:   2 * time.Second,
 		},
@@ -134,7 +138,7 @@ func setup(t *testing.T, opts ...func(*options)) *bundle {
 	}
 	require.NoError(t, m.Run(context.Background()))
 	t.Cleanup(func() { _ = m.Close() })
-	return &bundle{main: m, sandbox: sb, stripe: sf, pool: m.Pool, url: m.URL(), secret: secretNew, catalog: cat}
+	return &bundle{main: m, sandbox: sb, stripe: sf, pool: m.Pool, url: m.URL(), adminURL: m.AdminURL(), secret: secretNew, catalog: cat}
 }
 
 func testLogger(t *testing.T) *slog.Logger {

@@ -122,7 +122,7 @@ func parseEmail(t *testing.T, data []byte) parsedEmail {
 
 func (b *bundle) resendEmail(t *testing.T, sessionID, token string) (int, map[string]any) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, b.url+"/v1/orders/"+sessionID+"/resend-email", nil)
+	req, err := http.NewRequest(http.MethodPost, b.adminURL+"/v1/admin/orders/"+sessionID+"/resend-email", nil)
 	require.NoError(t, err)
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -182,7 +182,7 @@ func TestKeysEmailShowsAStartedExpiry(t *testing.T) {
 	expire := time.Date(2031, time.March, 4, 5, 6, 0, 0, time.UTC).Unix()
 	_, err := b.pool.Exec(context.Background(), `UPDATE order_keys SET auth_expire = $2 WHERE checkout_session_id = $1`, s.ID, expire)
 	require.NoError(t, err)
-	status, _ := b.resendEmail(t, s.ID, "shop-token")
+	status, _ := b.resendEmail(t, s.ID, adminToken)
 	require.Equal(t, http.StatusAccepted, status)
 	e := parseEmail(t, b.waitMessages(t, 2)[1].Data)
 	require.Contains(t, e.text, "4 March 2031 05:06 UTC")
@@ -243,7 +243,7 @@ func TestResendEmailQueuesANewDelivery(t *testing.T) {
 
 	status, _ := b.resendEmail(t, s.ID, "")
 	require.Equal(t, http.StatusUnauthorized, status, "the shop token is required")
-	status, body := b.resendEmail(t, s.ID, "shop-token")
+	status, body := b.resendEmail(t, s.ID, adminToken)
 	require.Equal(t, http.StatusAccepted, status, body)
 	require.EqualValues(t, 2, body["delivery"])
 	msgs := b.waitMessages(t, 2)
@@ -251,13 +251,13 @@ func TestResendEmailQueuesANewDelivery(t *testing.T) {
 	b.waitEmailJob(t, s.ID, 2, "completed")
 	require.Equal(t, "sent", b.emailStatus(t, s.ID, 2))
 
-	status, body = b.resendEmail(t, "cs_test_never_seen_by_this_service", "shop-token")
+	status, body = b.resendEmail(t, "cs_test_NeverSeenByThisService", adminToken)
 	require.Equal(t, http.StatusNotFound, status, body)
 
 	pending := b.unpaidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", pending.ID))
 	b.waitOrder(t, pending.ID, "pending")
-	status, body = b.resendEmail(t, pending.ID, "shop-token")
+	status, body = b.resendEmail(t, pending.ID, adminToken)
 	require.Equal(t, http.StatusConflict, status, body)
 	require.Equal(t, "not_fulfilled", body["code"])
 	require.Zero(t, b.count(t, `SELECT count(*) FROM order_emails WHERE checkout_session_id = $1`, pending.ID))
@@ -271,7 +271,7 @@ func TestNoEmailWithoutMailSettings(t *testing.T) {
 	require.Zero(t, b.count(t, `SELECT count(*) FROM order_emails`))
 	require.Zero(t, b.count(t, `SELECT count(*) FROM river_job WHERE kind = 'send_order_email'`))
 
-	status, body := b.resendEmail(t, s.ID, "shop-token")
+	status, body := b.resendEmail(t, s.ID, adminToken)
 	require.Equal(t, http.StatusNotImplemented, status)
 	require.Equal(t, "mail_off", body["code"])
 	require.Zero(t, b.count(t, `SELECT count(*) FROM river_job WHERE kind = 'send_order_email'`))

@@ -1,12 +1,6 @@
 package app
 
 import (
-	"errors"
-	"fmt"
-	"net"
-	"net/http"
-	"time"
-
 	"fulfiller/internal/budget"
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/metrics"
@@ -33,40 +27,11 @@ func newMetrics(stockPrices []string) *metrics.Metrics {
 	})
 }
 
-// serveMetrics serves /metrics on METRICS_ADDR, a listener of its own so
-// that the public one never shows them; "" leaves it off.
-func (m *Main) serveMetrics() error {
+// watchMetrics starts the gauges read at each scrape.
+func (m *Main) watchMetrics() {
 	m.Metrics.WatchBudget(m.Budget.WaitingByClass)
 	m.Metrics.WatchFleet(m.Pool, jobs.ReplicaStaleAfter)
 	m.Metrics.WatchStock(m.Pool, m.stockTargets)
-	if m.Config.MetricsAddr == "" {
-		return nil
-	}
-	var err error
-	if m.metricsListener, err = net.Listen("tcp", m.Config.MetricsAddr); err != nil {
-		return fmt.Errorf("listening on METRICS_ADDR %s (or set it to off): %w", m.Config.MetricsAddr, err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", m.Metrics.Handler())
-	m.metricsServer = &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
-		WriteTimeout:      30 * time.Second,
-	}
-	go func() {
-		if err := m.metricsServer.Serve(m.metricsListener); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			m.Logger.Error("metrics server stopped", "error", err)
-		}
-	}()
-	return nil
-}
-
-// MetricsAddr is the address /metrics is served on, or "" when off.
-func (m *Main) MetricsAddr() string {
-	if m.metricsListener == nil {
-		return ""
-	}
-	return m.metricsListener.Addr().String()
 }
 
 // stockTargets maps each price the catalog stocks to its stock: N.

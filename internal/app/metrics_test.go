@@ -25,10 +25,10 @@ import (
 
 const createEndpoint = "POST /v3/projects/{project_id}/users"
 
-// withMetrics serves /metrics on an ephemeral port, then applies more.
+// withMetrics applies more; tests serve /metrics on the internal
+// listener's ephemeral port.
 func withMetrics(more func(*config.Config)) func(*options) {
 	return withConfig(func(c *config.Config) {
-		c.MetricsAddr = "127.0.0.1:0"
 		if more != nil {
 			more(c)
 		}
@@ -43,8 +43,8 @@ type scrape struct {
 
 func (b *bundle) scrape(t *testing.T) scrape {
 	t.Helper()
-	require.NotEmpty(t, b.main.MetricsAddr())
-	resp, err := http.Get("http://" + b.main.MetricsAddr() + "/metrics")
+	require.NotEmpty(t, b.main.AdminAddr())
+	resp, err := http.Get("http://" + b.main.AdminAddr() + "/metrics")
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
@@ -240,7 +240,7 @@ func TestMetricsShowFailedOrdersByReason(t *testing.T) {
 func TestMetricsAreNotOnThePublicListener(t *testing.T) {
 	t.Parallel()
 	b := setup(t, withMetrics(nil))
-	require.NotEqual(t, b.main.Addr(), b.main.MetricsAddr())
+	require.NotEqual(t, b.main.Addr(), b.main.AdminAddr())
 	resp, err := http.Get(b.url + "/metrics")
 	require.NoError(t, err)
 	body, _ := io.ReadAll(resp.Body)
@@ -249,8 +249,8 @@ func TestMetricsAreNotOnThePublicListener(t *testing.T) {
 	require.NotContains(t, string(body), "fulfiller_")
 	require.NotEmpty(t, b.scrape(t).families)
 
-	off := setup(t) // METRICS_ADDR=off
-	require.Empty(t, off.main.MetricsAddr())
+	off := setup(t, withConfig(func(c *config.Config) { c.AdminAddr = "" })) // ADMIN_ADDR=off
+	require.Empty(t, off.main.AdminAddr())
 }
 
 // Every expression of the sample dashboard names metrics the service

@@ -152,10 +152,10 @@ func TestServiceRidesOutPostgreSQLOutages(t *testing.T) {
 		cluster.Stop(t, mode)
 		load.phase.Store(phaseDown)
 		for start := time.Now(); time.Since(start) < outageDown; {
-			requireUnavailable(t, b, "/readyz")
-			requireUnavailable(t, b, "/v1/orders/"+known.ID)
-			requireUnavailable(t, b, "/v1/orders/cs_test_neverseen"+strconv.FormatInt(time.Now().UnixNano(), 10))
-			live, err := http.Get(b.url + "/healthz")
+			requireUnavailable(t, b.adminURL+"/readyz")
+			requireUnavailable(t, b.url+"/v1/orders/"+known.ID)
+			requireUnavailable(t, b.url+"/v1/orders/cs_test_neverseen"+strconv.FormatInt(time.Now().UnixNano(), 10))
+			live, err := http.Get(b.adminURL + "/healthz")
 			require.NoError(t, err)
 			live.Body.Close()
 			require.Equal(t, http.StatusOK, live.StatusCode, "the process stays live: restarting it would not bring the database back")
@@ -231,14 +231,14 @@ func waitForPurchases(t *testing.T, g *loadGenerator, n int) {
 }
 
 // requireUnavailable requires a 503 with Retry-After and a JSON error code.
-func requireUnavailable(t *testing.T, b *bundle, path string) {
+func requireUnavailable(t *testing.T, url string) {
 	t.Helper()
-	resp, err := http.Get(b.url + path)
+	resp, err := http.Get(url)
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	var body struct{ Error, Code string }
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
-	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "%s while PostgreSQL is down: %+v", path, body)
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "%s while PostgreSQL is down: %+v", url, body)
 	require.Equal(t, "unavailable", body.Code)
 	require.Contains(t, body.Error, "retry")
 	after, err := strconv.Atoi(resp.Header.Get("Retry-After"))

@@ -247,14 +247,14 @@ func TestUnknownPriceFailsTheOrderUntilTheCatalogIsFixed(t *testing.T) {
 
 	// The operator adds the price; the order is fulfilled on request.
 	b.catalog.Put("price_not_in_catalog", catalog.Product{ProjectID: project, KeyDays: 7})
-	req, err := http.NewRequest(http.MethodPost, b.url+"/v1/orders/"+s.ID+"/retry", nil)
+	req, err := http.NewRequest(http.MethodPost, b.adminURL+"/v1/admin/orders/"+s.ID+"/retry", nil)
 	require.NoError(t, err)
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	resp.Body.Close()
-	require.Equal(t, http.StatusUnauthorized, resp.StatusCode, "the retry endpoint needs the shop token")
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode, "the retry endpoint needs the admin token")
 
-	req.Header.Set("Authorization", "Bearer shop-token")
+	req.Header.Set("Authorization", "Bearer "+adminToken)
 	resp, err = http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	resp.Body.Close()

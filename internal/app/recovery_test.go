@@ -80,12 +80,12 @@ func (b *bundle) retry(t *testing.T, id string, want int) {
 	require.Equal(t, want, b.retryStatus(t, id))
 }
 
-// retryStatus asks for an order's retry as the shop's backend does.
+// retryStatus asks for an order's retry as support does.
 func (b *bundle) retryStatus(t *testing.T, id string) int {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, b.url+"/v1/orders/"+id+"/retry", nil)
+	req, err := http.NewRequest(http.MethodPost, b.adminURL+"/v1/admin/orders/"+id+"/retry", nil)
 	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer shop-token")
+	req.Header.Set("Authorization", "Bearer "+adminToken)
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	resp.Body.Close()
@@ -208,7 +208,7 @@ func TestReadinessFailsWhileACredentialIsRefused(t *testing.T) {
 	b := setup(t, withConfig(func(c *config.Config) { c.StripeAPIKey = "sk_test_revoked" }))
 	var body map[string]string
 	require.Eventually(t, func() bool {
-		resp, err := http.Get(b.url + "/readyz")
+		resp, err := http.Get(b.adminURL + "/readyz")
 		require.NoError(t, err)
 		defer resp.Body.Close()
 		body = nil
@@ -227,7 +227,7 @@ func TestReadinessFailsWhileLuarmorRefusesTheKey(t *testing.T) {
 	t.Parallel()
 	b := setup(t, withConfig(func(c *config.Config) { c.LuarmorAPIKey = "not-the-key" }))
 	require.Eventually(t, func() bool {
-		resp, err := http.Get(b.url + "/readyz")
+		resp, err := http.Get(b.adminURL + "/readyz")
 		require.NoError(t, err)
 		defer resp.Body.Close()
 		var body map[string]string

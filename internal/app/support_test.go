@@ -26,7 +26,7 @@ func (b *bundle) admin(t *testing.T, method, path, body, token string) (int, map
 	if body != "" {
 		rd = strings.NewReader(body)
 	}
-	req, err := http.NewRequest(method, b.url+path, rd)
+	req, err := http.NewRequest(method, b.adminURL+path, rd)
 	require.NoError(t, err)
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -45,7 +45,7 @@ func (b *bundle) admin(t *testing.T, method, path, body, token string) (int, map
 // and waits for its job to finish; it returns the job's final state.
 func (b *bundle) keyAction(t *testing.T, action, body string) rivertype.JobState {
 	t.Helper()
-	status, out := b.admin(t, http.MethodPost, "/v1/admin/keys/"+action, body, "shop-token")
+	status, out := b.admin(t, http.MethodPost, "/v1/admin/keys/"+action, body, adminToken)
 	require.Equal(t, http.StatusAccepted, status, "%v", out)
 	require.Equal(t, "queued", out["status"])
 	require.True(t, strings.HasPrefix(out["order_ref"].(string), "ord_"))
@@ -130,11 +130,11 @@ func TestAdminKeyActionsRefuseUnknownKeysAndBadInput(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	for _, action := range []string{"blacklist", "unban", "reset-hwid", "revoke", "reissue"} {
-		status, out := b.admin(t, http.MethodPost, "/v1/admin/keys/"+action, keyBody("NoSuchKey0123456789"), "shop-token")
+		status, out := b.admin(t, http.MethodPost, "/v1/admin/keys/"+action, keyBody("NoSuchKey0123456789"), adminToken)
 		require.Equal(t, http.StatusNotFound, status, action)
 		require.Equal(t, "not_found", out["code"], action)
 	}
-	status, _ := b.admin(t, http.MethodPost, "/v1/admin/keys/set-discord", `{"user_key":"NoSuchKey0123456789","discord_id":"123456789012345678"}`, "shop-token")
+	status, _ := b.admin(t, http.MethodPost, "/v1/admin/keys/set-discord", `{"user_key":"NoSuchKey0123456789","discord_id":"123456789012345678"}`, adminToken)
 	require.Equal(t, http.StatusNotFound, status)
 	for _, c := range []struct{ action, body string }{
 		{"blacklist", `{"user_key":"k0123456789","extra":1}`},
@@ -146,11 +146,11 @@ func TestAdminKeyActionsRefuseUnknownKeysAndBadInput(t *testing.T) {
 		{"frobnicate", `{"user_key":"k0123456789"}`},
 	} {
 		action, body := c.action, c.body
-		status, out := b.admin(t, http.MethodPost, "/v1/admin/keys/"+action, body, "shop-token")
+		status, out := b.admin(t, http.MethodPost, "/v1/admin/keys/"+action, body, adminToken)
 		require.Equal(t, http.StatusBadRequest, status, "%s %s", action, body)
 		require.Equal(t, "invalid", out["code"])
 	}
-	status, out := b.admin(t, http.MethodGet, "/v1/admin/orders?key=k0123456789", "", "shop-token")
+	status, out := b.admin(t, http.MethodGet, "/v1/admin/orders?key=k0123456789", "", adminToken)
 	require.Equal(t, http.StatusBadRequest, status)
 	require.Contains(t, out["error"], "POST /v1/admin/orders/search")
 	require.Equal(t, 0, b.count(t, `SELECT count(*) FROM river_job WHERE kind = 'support_key'`))
@@ -252,15 +252,15 @@ func TestAdminReissueMakesOneNewKeyWithTheOldExpiryAndRevokesTheOld(t *testing.T
 	require.Equal(t, expiry, u.AuthExpire, "the new key ends when the old one would have: no days added")
 	require.Equal(t, 0, u.Banned)
 
-	status, details := b.admin(t, http.MethodGet, "/v1/admin/orders/"+s.ID, "", "shop-token")
+	status, details := b.admin(t, http.MethodGet, "/v1/admin/orders/"+s.ID, "", adminToken)
 	require.Equal(t, http.StatusOK, status)
 	reissues := details["reissues"].([]any)
 	require.Len(t, reissues, 1)
 	require.Equal(t, "done", reissues[0].(map[string]any)["status"])
-	require.Equal(t, "admin-api", reissues[0].(map[string]any)["requested_by"])
+	require.Equal(t, "admin-token", reissues[0].(map[string]any)["requested_by"])
 
 	// The old key is revoked: it cannot be reissued again.
-	status, _ = b.admin(t, http.MethodPost, "/v1/admin/keys/reissue", keyBody(fresh.UserKey), "shop-token")
+	status, _ = b.admin(t, http.MethodPost, "/v1/admin/keys/reissue", keyBody(fresh.UserKey), adminToken)
 	require.Equal(t, http.StatusAccepted, status, "the new key can be")
 }
 
@@ -268,30 +268,30 @@ func TestAdminOrdersShowFindAndRetry(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	s, o := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
-	status, byID := b.admin(t, http.MethodGet, "/v1/admin/orders/"+s.ID, "", "shop-token")
+	status, byID := b.admin(t, http.MethodGet, "/v1/admin/orders/"+s.ID, "", adminToken)
 	require.Equal(t, http.StatusOK, status)
 	ref := byID["order_ref"].(string)
-	status, byRef := b.admin(t, http.MethodGet, "/v1/admin/orders/"+ref, "", "shop-token")
+	status, byRef := b.admin(t, http.MethodGet, "/v1/admin/orders/"+ref, "", adminToken)
 	require.Equal(t, http.StatusOK, status)
 	require.Equal(t, byID, byRef)
 	require.Equal(t, s.ID, byRef["checkout_session_id"])
 	require.NotEmpty(t, byRef["events"])
 
 	for _, q := range []string{"email=" + defaultMail, "email=BUYER@example.com"} {
-		status, found := b.admin(t, http.MethodGet, "/v1/admin/orders?"+q, "", "shop-token")
+		status, found := b.admin(t, http.MethodGet, "/v1/admin/orders?"+q, "", adminToken)
 		require.Equal(t, http.StatusOK, status)
 		require.NotEmpty(t, found["orders"])
 	}
-	status, found := b.admin(t, http.MethodPost, "/v1/admin/orders/search", keyBody(o.Keys[0].UserKey), "shop-token")
+	status, found := b.admin(t, http.MethodPost, "/v1/admin/orders/search", keyBody(o.Keys[0].UserKey), adminToken)
 	require.Equal(t, http.StatusOK, status)
 	require.Len(t, found["orders"], 1)
 	require.Equal(t, ref, found["orders"].([]any)[0].(map[string]any)["order_ref"])
 
-	status, _ = b.admin(t, http.MethodGet, "/v1/admin/orders/ord_000000000000", "", "shop-token")
+	status, _ = b.admin(t, http.MethodGet, "/v1/admin/orders/ord_000000000000", "", adminToken)
 	require.Equal(t, http.StatusNotFound, status)
-	status, _ = b.admin(t, http.MethodGet, "/v1/admin/orders/not-an-id", "", "shop-token")
+	status, _ = b.admin(t, http.MethodGet, "/v1/admin/orders/not-an-id", "", adminToken)
 	require.Equal(t, http.StatusBadRequest, status)
-	status, out := b.admin(t, http.MethodPost, "/v1/admin/orders/"+ref+"/retry", "", "shop-token")
+	status, out := b.admin(t, http.MethodPost, "/v1/admin/orders/"+ref+"/retry", "", adminToken)
 	require.Equal(t, http.StatusBadRequest, status, "a fulfilled order has nothing to retry")
 	require.Contains(t, out["error"], "not failed")
 }
@@ -348,7 +348,7 @@ func TestAdminLiftsAnEarlyFraudWarningsRevocation(t *testing.T) {
 	b.waitIdle(t)
 	require.Equal(t, order.FraudWarningBanReason, b.sandboxUser(t, project, warned).BanReason)
 	lift := func(idOrRef, sourceID string) (int, map[string]any) {
-		return b.admin(t, http.MethodPost, "/v1/admin/orders/"+idOrRef+"/revocations/"+sourceID+"/lift", "", "shop-token")
+		return b.admin(t, http.MethodPost, "/v1/admin/orders/"+idOrRef+"/revocations/"+sourceID+"/lift", "", adminToken)
 	}
 
 	// Not a source ID; a revocation the order's payment does not have; a
@@ -380,7 +380,7 @@ func TestAdminLiftsAnEarlyFraudWarningsRevocation(t *testing.T) {
 	require.Equal(t, 1, b.sandboxUser(t, project, banned).Banned, "support's ban holds")
 	require.Equal(t, "Key shared", b.sandboxUser(t, project, banned).BanReason)
 	require.Equal(t, "blacklisted", b.keyStatus(t, banned))
-	_, details := b.admin(t, http.MethodGet, "/v1/admin/orders/"+s.ID, "", "shop-token")
+	_, details := b.admin(t, http.MethodGet, "/v1/admin/orders/"+s.ID, "", adminToken)
 	require.Equal(t, "fulfilled", details["status"])
 	revocations := details["revocations"].([]any)
 	require.Len(t, revocations, 1)

@@ -38,9 +38,14 @@ type Config struct {
 	LuarmorRateWindow time.Duration
 	// Policy is the key lifecycle after the sale: RENEWAL_GRACE,
 	// DISPUTE_BAN_REASON, DISPUTE_WON_ACTION, REFUND_ACTION, PAST_DUE_ACTION.
-	Policy       order.Policy
-	CatalogFile  string
-	ShopAPIToken string // "" disables the operator endpoints
+	Policy      order.Policy
+	CatalogFile string
+	// ShopAPIToken lets a storefront read the shop's listings and nothing
+	// else (SHOP_API_TOKEN); "" turns the listings off.
+	ShopAPIToken string
+	// AdminAPIToken is the bearer token of the admin API on the internal
+	// listener (ADMIN_API_TOKEN); "" leaves it to the admin login.
+	AdminAPIToken string
 	// MaxUnitsPerOrder bounds the units (keys) of one order; an order
 	// above it fails for an operator to decide (MAX_UNITS_PER_ORDER).
 	MaxUnitsPerOrder int
@@ -64,14 +69,16 @@ type Config struct {
 	// HWIDResetCooldown is the least time between two self-service HWID
 	// resets of one key (HWID_RESET_COOLDOWN).
 	HWIDResetCooldown time.Duration
-	// MetricsAddr is the Prometheus listener, apart from the public one
-	// (METRICS_ADDR); "" means off.
-	MetricsAddr string
+	// AdminAddr is the internal listener (ADMIN_ADDR, formerly
+	// METRICS_ADDR): metrics, health probes, the River UI and the admin
+	// API, apart from the public one; "" means off.
+	AdminAddr string
 	// MaxConnections caps the HTTP connections open at once
 	// (MAX_CONNECTIONS); 0 means DefaultMaxConnections.
 	MaxConnections int
-	// AdminUser and AdminPassword guard the River UI at /riverui/ with
-	// HTTP basic auth (ADMIN_USER, ADMIN_PASSWORD); unset means it is off.
+	// AdminUser and AdminPassword are the admin login of the internal
+	// listener's River UI and admin API, by HTTP basic auth (ADMIN_USER,
+	// ADMIN_PASSWORD); unset means no login.
 	AdminUser     string
 	AdminPassword string
 	// Log is LOG_LEVEL and LOG_FORMAT.
@@ -91,6 +98,7 @@ const (
 	// whsec_: Stripe's signing secrets have 32 or more.
 	MinWebhookSecretLength = 32
 	MinShopTokenLength     = 32
+	MinAdminTokenLength    = 32
 	MinAdminPasswordLength = 16
 	MaxRenewalGrace        = 720 * time.Hour
 	maxBanReasonLength     = 200
@@ -151,6 +159,7 @@ func fromEnv(getenv func(string) string) (Config, error) {
 		LuarmorBaseURL: get("LUARMOR_BASE_URL", "https://api.luarmor.net"),
 		CatalogFile:    get("CATALOG_FILE", "catalog.yaml"),
 		ShopAPIToken:   get("SHOP_API_TOKEN", ""),
+		AdminAPIToken:  get("ADMIN_API_TOKEN", ""),
 	}
 	for _, s := range strings.Split(getenv("STRIPE_WEBHOOK_SECRET"), ",") {
 		if s = strings.TrimSpace(s); s != "" {
@@ -236,31 +245,41 @@ func fromEnv(getenv func(string) string) (Config, error) {
 	if err := c.orderAPI(get); err != nil {
 		return c, err
 	}
-	if err := c.metrics(get); err != nil {
+	if err := c.adminAddr(get); err != nil {
 		return c, err
 	}
 	return c, nil
 }
 
-// DefaultMetricsAddr is METRICS_ADDR's default: loopback only, since
-// metrics show the shop's sales.
-const DefaultMetricsAddr = "127.0.0.1:9090"
+// DefaultAdminAddr is ADMIN_ADDR's default: loopback only, since the
+// internal listener shows the shop's sales and carries out support actions.
+const DefaultAdminAddr = "127.0.0.1:9090"
 
-// metrics reads METRICS_ADDR: host:port, or off. It must not be
-// LISTEN_ADDR's port, where it would be public (or fail to bind).
-func (c *Config) metrics(get func(name, def string) string) error {
-	v := get("METRICS_ADDR", DefaultMetricsAddr)
+// adminAddr reads ADMIN_ADDR (or METRICS_ADDR, its former name): host:port,
+// or off. It must not be LISTEN_ADDR's port, where it would be public (or
+// fail to bind).
+func (c *Config) adminAddr(get func(name, def string) string) error {
+	name, v := "ADMIN_ADDR", get("ADMIN_ADDR", "")
+	if former := get("METRICS_ADDR", ""); former != "" {
+		if v != "" && v != former {
+			return &Error{"ADMIN_ADDR", fmt.Sprintf("is %q but METRICS_ADDR, its former name, is %q: unset METRICS_ADDR", v, former)}
+		}
+		name, v = "METRICS_ADDR", former
+	}
+	if v == "" {
+		v = DefaultAdminAddr
+	}
 	if v == "off" {
 		return nil
 	}
 	_, port, err := net.SplitHostPort(v)
 	if err != nil || port == "" {
-		return &Error{"METRICS_ADDR", fmt.Sprintf("%q is not host:port (for example 127.0.0.1:9090) or off", v)}
+		return &Error{name, fmt.Sprintf("%q is not host:port (for example 127.0.0.1:9090) or off", v)}
 	}
 	if _, publicPort, _ := net.SplitHostPort(c.ListenAddr); port != "0" && port == publicPort {
-		return &Error{"METRICS_ADDR", fmt.Sprintf("%q uses the port of LISTEN_ADDR; metrics need a listener of their own", v)}
+		return &Error{name, fmt.Sprintf("%q uses the port of LISTEN_ADDR; the internal listener needs a port of its own", v)}
 	}
-	c.MetricsAddr = v
+	c.AdminAddr = v
 	return nil
 }
 
@@ -414,6 +433,13 @@ func (c Config) validate() error {
 		return &Error{"SHOP_API_TOKEN", fmt.Sprintf("has %d characters, fewer than %d: generate one with `openssl rand -hex 32`, or unset it to turn the shop endpoints off",
 			len(c.ShopAPIToken), MinShopTokenLength)}
 	}
+	if c.AdminAPIToken != "" && len(c.AdminAPIToken) < MinAdminTokenLength {
+		return &Error{"ADMIN_API_TOKEN", fmt.Sprintf("has %d characters, fewer than %d: generate one with `openssl rand -hex 32`, or unset it",
+			len(c.AdminAPIToken), MinAdminTokenLength)}
+	}
+	if c.AdminAPIToken != "" && c.AdminAPIToken == c.ShopAPIToken {
+		return &Error{"ADMIN_API_TOKEN", "equals SHOP_API_TOKEN: the storefront's read-only token would carry out support actions; generate a token of its own with `openssl rand -hex 32`"}
+	}
 	if c.StripeAPIKey == "" {
 		return &Error{"STRIPE_API_KEY", "is required (a secret or restricted key, sk_... or rk_..., that can read Checkout Sessions)"}
 	}
@@ -446,13 +472,53 @@ func (c *Config) admin(get func(name, def string) string) error {
 		return &Error{"ADMIN_PASSWORD", "is required with ADMIN_USER (unset both to turn the River UI off)"}
 	case strings.Contains(user, ":") || len(user) > 64:
 		return &Error{"ADMIN_USER", "must be at most 64 characters without a colon (HTTP basic auth)"}
-	case len(password) < MinAdminPasswordLength:
-		return &Error{"ADMIN_PASSWORD", fmt.Sprintf("has %d characters, fewer than %d: generate one with `openssl rand -hex 16`",
-			len(password), MinAdminPasswordLength)}
+	}
+	if weakness := passwordWeakness(user, password); weakness != "" {
+		return &Error{"ADMIN_PASSWORD", weakness + ": generate one with `openssl rand -base64 24`"}
 	}
 	c.AdminUser, c.AdminPassword = user, password
 	return nil
 }
+
+// passwordWeakness says why password is too easy to guess for the admin
+// login, or "" when it is not. The login guards support actions (bans,
+// reissues) and the job queue, so the bar is a generated secret's, not a
+// memorable word's: length, and enough different characters that it is not
+// a word, a keyboard walk or one character repeated.
+func passwordWeakness(user, password string) string {
+	n := utf8.RuneCountInString(password)
+	if n < MinAdminPasswordLength {
+		return fmt.Sprintf("has %d characters, fewer than %d", n, MinAdminPasswordLength)
+	}
+	lower := strings.ToLower(password)
+	if strings.Contains(lower, strings.ToLower(user)) {
+		return "contains ADMIN_USER"
+	}
+	distinct := map[rune]int{}
+	for _, r := range password {
+		distinct[r]++
+	}
+	if len(distinct) < minAdminPasswordDistinct {
+		return fmt.Sprintf("has only %d different characters, fewer than %d", len(distinct), minAdminPasswordDistinct)
+	}
+	for _, count := range distinct {
+		if count*4 > n {
+			return "repeats one character in over a quarter of its length"
+		}
+	}
+	for _, word := range commonPasswordParts {
+		if strings.Contains(lower, word) {
+			return fmt.Sprintf("contains %q, among the first words a guesser tries", word)
+		}
+	}
+	return ""
+}
+
+// minAdminPasswordDistinct: a generated 16-character secret has about 14.
+const minAdminPasswordDistinct = 10
+
+// commonPasswordParts head every guessing list.
+var commonPasswordParts = []string{"password", "passw0rd", "admin", "qwerty", "123456", "abcdef", "letmein", "fulfiller", "luarmor", "changeme"}
 
 // LogSettings are LOG_LEVEL and LOG_FORMAT.
 type LogSettings struct {

@@ -165,3 +165,47 @@ func TestMailSettings(t *testing.T) {
 	require.ErrorContains(t, err, "SMTP_URL")
 	require.NotContains(t, err.Error(), secret)
 }
+
+// TestInternalListener: ADMIN_ADDR is loopback by default, accepts its
+// former name METRICS_ADDR, and never shares the public listener's port.
+func TestInternalListener(t *testing.T) {
+	t.Parallel()
+	c, err := config.FromEnv(env(nil))
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1:9090", c.AdminAddr, "loopback by default, never the public listener")
+
+	for _, name := range []string{"ADMIN_ADDR", "METRICS_ADDR"} {
+		c, err = config.FromEnv(env(map[string]string{name: "off"}))
+		require.NoError(t, err)
+		require.Empty(t, c.AdminAddr, "off disables it")
+
+		c, err = config.FromEnv(env(map[string]string{name: ":9100"}))
+		require.NoError(t, err)
+		require.Equal(t, ":9100", c.AdminAddr)
+	}
+	c, err = config.FromEnv(env(map[string]string{"ADMIN_ADDR": ":9100", "METRICS_ADDR": ":9100"}))
+	require.NoError(t, err, "both names agreeing is fine during a rename")
+	require.Equal(t, ":9100", c.AdminAddr)
+
+	c, err = config.FromEnv(env(map[string]string{"ADMIN_ADDR": "127.0.0.1:0", "LISTEN_ADDR": "127.0.0.1:0"}))
+	require.NoError(t, err, "two ephemeral ports never collide")
+	require.Equal(t, "127.0.0.1:0", c.AdminAddr)
+
+	for _, tc := range []struct {
+		env  map[string]string
+		name string
+	}{
+		{map[string]string{"ADMIN_ADDR": "9090"}, "ADMIN_ADDR"},
+		{map[string]string{"ADMIN_ADDR": "localhost"}, "ADMIN_ADDR"},
+		{map[string]string{"ADMIN_ADDR": "127.0.0.1:"}, "ADMIN_ADDR"},
+		{map[string]string{"ADMIN_ADDR": "Off"}, "ADMIN_ADDR"},
+		{map[string]string{"ADMIN_ADDR": "127.0.0.1:8080"}, "ADMIN_ADDR"},                            // LISTEN_ADDR's default port
+		{map[string]string{"METRICS_ADDR": "10.0.0.1:9000", "LISTEN_ADDR": ":9000"}, "METRICS_ADDR"}, // same port, other host
+		{map[string]string{"ADMIN_ADDR": ":9100", "METRICS_ADDR": ":9200"}, "ADMIN_ADDR"},
+	} {
+		_, err := config.FromEnv(env(tc.env))
+		var cerr *config.Error
+		require.ErrorAs(t, err, &cerr, tc.env)
+		require.Equal(t, tc.name, cerr.Name, tc.env)
+	}
+}

@@ -21,7 +21,7 @@ func TestHardenedDefaults(t *testing.T) {
 	require.Empty(t, c.ShopAPIToken)
 
 	c, err = config.FromEnv(env(map[string]string{"MAX_CONNECTIONS": "16", "LOG_LEVEL": "WARN", "LOG_FORMAT": "text",
-		"ADMIN_USER": "ops", "ADMIN_PASSWORD": "0123456789abcdef", "SHOP_API_TOKEN": strings.Repeat("t", 32),
+		"ADMIN_USER": "ops", "ADMIN_PASSWORD": "kX9-vQ2#mT7pLz4w", "SHOP_API_TOKEN": strings.Repeat("t", 32),
 		"LUARMOR_RATE_LIMIT": "10000/1h", "RENEWAL_GRACE": "720h"}))
 	require.NoError(t, err)
 	require.Equal(t, 16, c.MaxConnections)
@@ -47,6 +47,11 @@ func TestRefusalsNameTheSettingAndItsBounds(t *testing.T) {
 		"short shop token":       {"SHOP_API_TOKEN", secretValue + "-is-31-characters-long-01", "has 31 characters, fewer than 32"},
 		"admin without password": {"ADMIN_USER", "ops", "required with ADMIN_USER"},
 		"short admin password":   {"ADMIN_PASSWORD", secretValue, "fewer than 16"},
+		"repetitive password":    {"ADMIN_PASSWORD", secretValue + "abab" + secretValue + "abab", "different characters"},
+		"keyboard password":      {"ADMIN_PASSWORD", secretValue + "-Qwerty-19-" + secretValue, `contains "qwerty"`},
+		"password names user":    {"ADMIN_PASSWORD", secretValue + "-ops-7Hq2!xZ" + secretValue, "contains ADMIN_USER"},
+		"short admin token":      {"ADMIN_API_TOKEN", secretValue + "-is-31-characters-long-01", "has 31 characters, fewer than 32"},
+		"admin token is shop's":  {"ADMIN_API_TOKEN", strings.Repeat(secretValue, 6), "equals SHOP_API_TOKEN"},
 		"connections too few":    {"MAX_CONNECTIONS", "15", "from 16 to 100000"},
 		"connections too many":   {"MAX_CONNECTIONS", "100001", "from 16 to 100000"},
 		"rate count too high":    {"LUARMOR_RATE_LIMIT", "10001/1m", "COUNT from 1 to 10000 per DURATION from 1s to 1h"},
@@ -65,6 +70,9 @@ func TestRefusalsNameTheSettingAndItsBounds(t *testing.T) {
 			overrides := map[string]string{tc.key: tc.value}
 			if tc.key == "ADMIN_PASSWORD" {
 				overrides["ADMIN_USER"] = "ops"
+			}
+			if tc.key == "ADMIN_API_TOKEN" {
+				overrides["SHOP_API_TOKEN"] = strings.Repeat(secretValue, 6)
 			}
 			_, err := config.FromEnv(env(overrides))
 			var ce *config.Error

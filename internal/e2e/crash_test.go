@@ -325,13 +325,19 @@ func (c *cluster) spawn(slot int) (*replica, error) {
 		return nil, err
 	}
 	p.addr = "127.0.0.1:" + strconv.Itoa(port)
+	adminPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	adminAddr := "127.0.0.1:" + strconv.Itoa(adminPort)
 	logFile, err := os.Create(p.log)
 	if err != nil {
 		return nil, err
 	}
 	p.cmd = exec.Command(c.bin, "serve", "--migrate")
-	// Replicas share a host here: each would take METRICS_ADDR's default port.
-	p.cmd.Env = append(slices.Clone(c.env), "LISTEN_ADDR="+p.addr, "METRICS_ADDR=off", "LUARMOR_BASE_URL="+c.front.URL+"/p/"+name)
+	// Replicas share a host here: each has an internal listener (probes)
+	// of its own.
+	p.cmd.Env = append(slices.Clone(c.env), "LISTEN_ADDR="+p.addr, "ADMIN_ADDR="+adminAddr, "LUARMOR_BASE_URL="+c.front.URL+"/p/"+name)
 	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
 	if err := p.cmd.Start(); err != nil {
 		logFile.Close()
@@ -351,7 +357,7 @@ func (c *cluster) spawn(slot int) (*replica, error) {
 			return nil, fmt.Errorf("%s exited before it was ready (%s); its log is shown at the end", name, p.cmd.ProcessState)
 		default:
 		}
-		if resp, err := c.http.Get("http://" + p.addr + "/readyz"); err == nil {
+		if resp, err := c.http.Get("http://" + adminAddr + "/readyz"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				p.alive.Store(true)

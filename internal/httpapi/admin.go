@@ -5,14 +5,17 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strconv"
 
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/logging"
 	"fulfiller/internal/order"
+	"fulfiller/internal/postgres"
 )
 
-// The support endpoints (shop token) call jobs.Support, as the CLI does.
-// Keys travel in bodies, never in URLs, which access logs keep.
+// The support endpoints (internal listener, admin token or login) call
+// jobs.Support, as the CLI does, which records each action in the audit
+// log. Keys travel in bodies, never in URLs, which access logs keep.
 
 const maxAdminBody = 4 << 10
 
@@ -130,7 +133,7 @@ func (s *Server) adminGetOrder(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) adminRetryOrder(w http.ResponseWriter, r *http.Request) {
-	o, err := s.Support.Retry(r.Context(), jobs.ActorAdminAPI, r.PathValue("id_or_ref"))
+	o, err := s.Support.Retry(r.Context(), adminActor(r), r.PathValue("id_or_ref"))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -143,7 +146,7 @@ func (s *Server) adminRetryOrder(w http.ResponseWriter, r *http.Request) {
 // an early fraud warning's revocation of the order's payment; 202 once the
 // lift_revocation job is queued.
 func (s *Server) adminLiftRevocation(w http.ResponseWriter, r *http.Request) {
-	q, err := s.Support.LiftRevocation(r.Context(), jobs.ActorAdminAPI, r.PathValue("id_or_ref"), r.PathValue("source_id"))
+	q, err := s.Support.LiftRevocation(r.Context(), adminActor(r), r.PathValue("id_or_ref"), r.PathValue("source_id"))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -208,7 +211,7 @@ func (s *Server) adminKeyAction(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	q, err := s.Support.KeyAction(r.Context(), jobs.ActorAdminAPI, jobs.KeyRequest{Action: jobs.KeyAction(r.PathValue("action")),
+	q, err := s.Support.KeyAction(r.Context(), adminActor(r), jobs.KeyRequest{Action: jobs.KeyAction(r.PathValue("action")),
 		UserKey: req.UserKey, Reason: req.Reason, DiscordID: req.DiscordID})
 	if err != nil {
 		s.writeError(w, r, err)
@@ -230,4 +233,70 @@ func decodeAdminBody(w http.ResponseWriter, r *http.Request, v any) error {
 		return invalid
 	}
 	return nil
+}
+
+// AdminAuditJSON is one entry of the audit log.
+type AdminAuditJSON struct {
+	ID       int64          `json:"id"`
+	At       int64          `json:"at"`
+	Actor    string         `json:"actor"`
+	Action   string         `json:"action"`
+	OrderID  *int64         `json:"order_id,omitempty"`
+	OrderRef string         `json:"order_ref,omitempty"`
+	KeyTail  string         `json:"key_tail,omitempty"`
+	Reason   string         `json:"reason,omitempty"`
+	Detail   map[string]any `json:"detail"`
+}
+
+// adminAuditLog answers GET /v1/admin/audit[?before=ID][&order=ID_OR_REF]
+// [&limit=N]: support actions, newest first; page with before= the last
+// entry's id.
+func (s *Server) adminAuditLog(w http.ResponseWriter, r *http.Request) {
+	q := postgres.AuditQuery{Limit: 100}
+	values := r.URL.Query()
+	for name, v := range values {
+		var err error
+		switch {
+		case len(v) != 1:
+			err = order.Errorf(order.EINVALID, "give %s once", name)
+		case name == "before":
+			q.Before, err = positiveInt(name, v[0])
+		case name == "limit":
+			var n int64
+			n, err = positiveInt(name, v[0])
+			q.Limit = int(min(n, jobs.MaxAuditEntries))
+		case name == "order":
+			var d *jobs.OrderDetails
+			if d, err = s.Support.Order(r.Context(), v[0]); err == nil {
+				q.OrderID = d.Order.ID
+			}
+		default:
+			err = order.Errorf(order.EINVALID, "unknown parameter %q: use before, limit or order", name)
+		}
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
+	entries, err := s.Support.AuditLog(r.Context(), q)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	out := struct {
+		Entries []AdminAuditJSON `json:"entries"`
+	}{Entries: []AdminAuditJSON{}}
+	for _, e := range entries {
+		out.Entries = append(out.Entries, AdminAuditJSON{ID: e.ID, At: e.At.Unix(), Actor: e.Actor, Action: e.Action,
+			OrderID: e.OrderID, OrderRef: e.OrderRef, KeyTail: e.KeyTail, Reason: e.Reason, Detail: e.Detail})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func positiveInt(name, v string) (int64, error) {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, order.Errorf(order.EINVALID, "%s must be a positive whole number", name)
+	}
+	return n, nil
 }

@@ -7,16 +7,16 @@ import (
 	"fulfiller/internal/jobs"
 )
 
-// resendEmail queues a new email of a fulfilled order's keys: 202 with its
-// delivery number, 404 for an unknown order, 409 while the order is not
-// fulfilled, 501 while keys by email is off.
-func (s *Server) resendEmail(w http.ResponseWriter, r *http.Request) {
+// adminResendEmail queues a new email of a fulfilled order's keys: 202
+// with its delivery number, 404 for an unknown order, 409 while the order
+// is not fulfilled, 501 while keys by email is off.
+func (s *Server) adminResendEmail(w http.ResponseWriter, r *http.Request) {
 	if s.Mail == nil {
 		writeJSON(w, http.StatusNotImplemented, map[string]string{
 			"error": "keys by email is off: set SMTP_URL, MAIL_FROM and PUBLIC_BASE_URL", "code": "mail_off"})
 		return
 	}
-	delivery, err := s.Orders.ResendOrderEmail(r.Context(), s.Mail, r.PathValue("checkout_session_id"))
+	delivery, err := s.Support.ResendEmail(r.Context(), s.Mail, adminActor(r), r.PathValue("id_or_ref"))
 	if errors.Is(err, jobs.ErrOrderNotFulfilled) {
 		writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error(), "code": "not_fulfilled"})
 		return

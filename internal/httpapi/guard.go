@@ -1,9 +1,13 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/json"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -41,6 +45,11 @@ func LimitListener(l net.Listener, n int) net.Listener {
 const (
 	authFailureBurst = 10
 	authFailureEvery = 6
+	// Across all clients: a burst of authFailureBurstAll, then
+	// authFailureRateAll failures a second, so many addresses guessing at
+	// once (an IPv6 range) guess no faster than that together.
+	authFailureBurstAll = 100
+	authFailureRateAll  = 1.0
 )
 
 // RiverUIPrefix is where the River UI is mounted.
@@ -69,7 +78,7 @@ func secretEqual(presented, configured string) bool {
 // attempts, and reports whether it did.
 func (s *Server) authThrottled(w http.ResponseWriter, r *http.Request) bool {
 	ip := s.clientIP(r)
-	if s.authFailures.available(ip) {
+	if s.authFailures.available(ip) && s.authFailuresAll.available() {
 		return false
 	}
 	s.logAuthFailure(r.Context(), r, "credentials not checked: too many failures from this client")
@@ -83,6 +92,7 @@ func (s *Server) authThrottled(w http.ResponseWriter, r *http.Request) bool {
 // with the count of the rest.
 func (s *Server) authFailed(r *http.Request, what string) {
 	s.authFailures.allow(s.clientIP(r))
+	s.authFailuresAll.allow()
 	s.logAuthFailure(r.Context(), r, what)
 }
 
@@ -91,27 +101,147 @@ func (s *Server) logAuthFailure(ctx context.Context, r *http.Request, msg string
 	s.authLog.Log(ctx, s.Logger, slog.LevelWarn, client, msg, "client", client, "route", routeOf(r))
 }
 
-// adminOnly guards next (the River UI) with HTTP basic auth against
-// ADMIN_USER and ADMIN_PASSWORD. Unset, the UI does not exist: 404.
-func (s *Server) adminOnly(next http.Handler) http.Handler {
+// adminActorKey carries the admin who made a request (adminActor).
+type adminActorKey struct{}
+
+// adminActor names who made an admin request, for the audit log:
+// "admin-token" for the ADMIN_API_TOKEN bearer, "admin:<user>" for the
+// admin login.
+func adminActor(r *http.Request) string {
+	if actor, ok := r.Context().Value(adminActorKey{}).(string); ok {
+		return actor
+	}
+	return "admin"
+}
+
+// adminAPI wraps an admin API endpoint: no caching, no sniffing, and the
+// admin's credentials required.
+func (s *Server) adminAPI(next http.HandlerFunc) http.Handler {
+	return s.requireAdmin(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		next(w, r)
+	}), false)
+}
+
+// requireAdmin lets through requests with the admin API token (Bearer) or
+// the admin login (HTTP basic auth), and names their actor in the
+// request's context. loginOnly: only the login opens it (the River UI, a
+// browser's). With neither configured the endpoints do not exist (404).
+// Failed credentials are throttled per client and across all clients;
+// past either, the answer is 429 without the credentials being looked at.
+func (s *Server) requireAdmin(next http.Handler, loginOnly bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if next == nil || s.AdminUser == "" || s.AdminPassword == "" {
-			http.NotFound(w, r)
+		login := s.AdminUser != "" && s.AdminPassword != ""
+		token := s.AdminToken != "" && !loginOnly
+		if !login && !token {
+			s.writeError(w, r, order.Errorf(order.ENOTFOUND, "no such endpoint: the admin API is off until ADMIN_API_TOKEN, or ADMIN_USER and ADMIN_PASSWORD, are set"))
 			return
 		}
 		if s.authThrottled(w, r) {
 			return
 		}
-		user, password, ok := r.BasicAuth()
-		// Both compared every time: which one was wrong takes no
-		// different time.
-		userOK, passwordOK := secretEqual(user, s.AdminUser), secretEqual(password, s.AdminPassword)
-		if !ok || !userOK || !passwordOK {
-			s.authFailed(r, "River UI basic auth refused")
-			w.Header().Set("WWW-Authenticate", `Basic realm="fulfiller admin", charset="UTF-8"`)
-			http.Error(w, "401 unauthorized: ADMIN_USER and ADMIN_PASSWORD", http.StatusUnauthorized)
+		actor := ""
+		if bearer, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+			if token && secretEqual(bearer, s.AdminToken) {
+				actor = "admin-token"
+			}
+		} else if user, password, ok := r.BasicAuth(); ok && login {
+			// Both compared every time: which one was wrong takes no
+			// different time.
+			userOK, passwordOK := secretEqual(user, s.AdminUser), secretEqual(password, s.AdminPassword)
+			if userOK && passwordOK {
+				actor = "admin:" + s.AdminUser
+			}
+		}
+		if actor == "" {
+			s.authFailed(r, "admin credentials refused")
+			if login {
+				w.Header().Set("WWW-Authenticate", `Basic realm="fulfiller admin", charset="UTF-8"`)
+			} else {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="fulfiller admin"`)
+			}
+			s.writeError(w, r, order.Errorf(order.EUNAUTHORIZED, "missing or wrong admin credentials: Bearer ADMIN_API_TOKEN, or the ADMIN_USER login"))
 			return
 		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), adminActorKey{}, actor)))
+	})
+}
+
+// riverUI is the River UI behind the admin login, every state-changing
+// request of it (cancelling, retrying, deleting jobs) recorded in the audit
+// log before it is carried out. Without the UI or the login: 404.
+func (s *Server) riverUI() http.Handler {
+	if s.RiverUI == nil {
+		return http.NotFoundHandler()
+	}
+	return s.requireAdmin(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isSafeMethod(r.Method) {
+			s.RiverUI.ServeHTTP(w, r)
+			return
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRiverUIBody))
+		if err != nil {
+			http.Error(w, "413 request body too large for the River UI", http.StatusRequestEntityTooLarge)
+			return
+		}
+		detail := map[string]any{"method": r.Method, "path": strings.TrimPrefix(r.URL.Path, strings.TrimSuffix(RiverUIPrefix, "/"))}
+		var ids struct {
+			IDs []any `json:"ids"`
+		}
+		if json.Unmarshal(body, &ids) == nil && len(ids.IDs) > 0 {
+			detail["job_ids"] = ids.IDs
+		}
+		if err := s.Support.RecordAdminRequest(r.Context(), adminActor(r), "riverui", detail); err != nil {
+			// An action the audit log would not show is not taken.
+			s.writeError(w, r, fmt.Errorf("%w: %w", &order.Error{Code: order.EUNAVAILABLE, Message: "could not record the action in the audit log; retry in a few seconds"}, err))
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
+		s.RiverUI.ServeHTTP(w, r)
+	}), true)
+}
+
+// maxRiverUIBody bounds a River UI request's body (a list of job IDs).
+const maxRiverUIBody = 64 << 10
+
+func isSafeMethod(m string) bool {
+	return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions
+}
+
+// metrics serves Prometheus's scrapes; without metrics, 404.
+func (s *Server) metrics() http.Handler {
+	if s.Metrics == nil {
+		return http.NotFoundHandler()
+	}
+	return s.Metrics
+}
+
+// crossOriginProtection refuses state-changing requests a browser sends
+// from another site (Sec-Fetch-Site, or Origin against Host): a browser
+// holding the admin login would otherwise send them, credentials included,
+// for any page that posts a form to the internal listener. Requests that
+// come from no browser (curl, the CLI, scripts) carry neither header and
+// pass.
+func (s *Server) crossOriginProtection() *http.CrossOriginProtection {
+	c := http.NewCrossOriginProtection()
+	c.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.logAuthFailure(r.Context(), r, "cross-site request to the internal listener refused")
+		writeJSON(w, http.StatusForbidden, map[string]string{"code": "forbidden",
+			"error": "cross-site requests are refused here: use the admin pages themselves, or a client that sends no Origin"})
+	}))
+	return c
+}
+
+// adminHeaders keeps the internal listener's answers out of frames (no
+// clickjacking of the River UI's buttons) and out of caches.
+func adminHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", "frame-ancestors 'none'")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Cache-Control", "no-store")
+		h.Set("Referrer-Policy", "no-referrer")
 		next.ServeHTTP(w, r)
 	})
 }

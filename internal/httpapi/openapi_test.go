@@ -26,13 +26,27 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 		}
 	}
 	var routed []string
-	for _, rt := range (&Server{}).routes() {
-		// ServeMux's rest-of-path wildcard {name...} is {name} in OpenAPI.
-		routed = append(routed, strings.ReplaceAll(rt.pattern, "...}", "}"))
+	s := &Server{}
+	for _, table := range []struct {
+		routes   []route
+		internal bool
+	}{{s.routes(), false}, {s.adminRoutes(), true}} {
+		for _, rt := range table.routes {
+			// ServeMux's rest-of-path wildcard {name...} is {name} in OpenAPI.
+			pattern := strings.ReplaceAll(rt.pattern, "...}", "}")
+			routed = append(routed, pattern)
+			_, path, _ := strings.Cut(pattern, " ")
+			item := doc.Paths.Find(path)
+			require.NotNil(t, item, pattern)
+			// The document tells which listener serves each path: the
+			// internal one's paths name it as their server.
+			onInternal := len(item.Servers) == 1 && strings.Contains(item.Servers[0].Description, "ADMIN_ADDR")
+			require.Equal(t, table.internal, onInternal, "%s is documented on the listener that serves it", pattern)
+		}
 	}
 	slices.Sort(documented)
 	slices.Sort(routed)
-	require.Equal(t, routed, documented, "routes() and openapi.json list the same operations")
+	require.Equal(t, routed, documented, "routes(), adminRoutes() and openapi.json list the same operations")
 }
 
 // TestOpenAPIServed serves the embedded document as JSON.

@@ -32,10 +32,17 @@ type Server struct {
 	// Orders is the order workflow (confirm with Stripe, retry).
 	Orders *jobs.Orders
 	// Support carries out the /v1/admin operations.
-	Support   *jobs.Support
-	Webhook   http.Handler
-	ShopToken string // bearer token of the operator endpoints; "" disables them
-	Logger    *slog.Logger
+	Support *jobs.Support
+	Webhook http.Handler
+	// ShopToken is the storefront's bearer token for the read-only
+	// listings (SHOP_API_TOKEN); "" turns them off.
+	ShopToken string
+	// AdminToken is the admin API's bearer token (ADMIN_API_TOKEN); the
+	// admin login (AdminUser, AdminPassword) works too.
+	AdminToken string
+	// Metrics serves /metrics on the internal listener; nil answers 404.
+	Metrics http.Handler
+	Logger  *slog.Logger
 	// Credentials, when set, makes /readyz fail while a key is refused.
 	Credentials interface{ Problems() []string }
 	// Mail sends keys by email; nil means it is off.
@@ -51,8 +58,9 @@ type Server struct {
 	// PendingMigrations, when set, makes /readyz fail while the database
 	// lacks a migration of this version.
 	PendingMigrations func(ctx context.Context) ([]string, error)
-	// RiverUI is served at RiverUIPrefix behind basic auth with AdminUser
-	// and AdminPassword; without all three it answers 404.
+	// RiverUI is served at RiverUIPrefix on the internal listener behind
+	// the admin login (AdminUser, AdminPassword); without all three it
+	// answers 404.
 	RiverUI       http.Handler
 	AdminUser     string
 	AdminPassword string
@@ -70,7 +78,10 @@ type Server struct {
 	// authFailures counts each client's failed credentials; authLog logs
 	// them once in a while per client.
 	authFailures *clientBuckets
-	authLog      logging.SampledByKey
+	// authFailuresAll bounds failed credentials across all clients: a
+	// guesser with many addresses is slowed too.
+	authFailuresAll *tokenBucket
+	authLog         logging.SampledByKey
 
 	// The other per-client limits: find my keys, HWID resets, and requests
 	// held for an order not recorded yet.
@@ -87,34 +98,51 @@ func (s *Server) init() {
 		s.clientLookups = newClientBuckets(clientLookupRate, clientLookupBurst, maxTrackedClients)
 		s.negatives = newExpiringSet(10000, 10*time.Minute)
 		s.authFailures = newClientBuckets(1.0/authFailureEvery, authFailureBurst, maxTrackedClients)
+		s.authFailuresAll = newTokenBucket(authFailureRateAll, authFailureBurstAll)
 		s.keyLookup = newKeyLookupAPI(s)
 		s.hwidClients = newClientBuckets(hwidResetRate, hwidResetBurst, maxTrackedClients)
 		s.recordHolds = newHolds(maxRecordHoldsPerClient, maxRecordHolds)
 	})
 }
 
-// Handler returns the routed handler.
+// Handler returns the public listener's handler (LISTEN_ADDR): Stripe's
+// webhook, the buyer's routes and the shop's read-only listings. Nothing
+// on it changes an order but the buyer's own self-service.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	for _, rt := range s.routes() {
+		mux.Handle(rt.pattern, rt.handler)
+	}
+	return mux
+}
+
+// AdminHandler returns the internal listener's handler (ADMIN_ADDR):
+// metrics, health probes, the admin API and the River UI. It refuses
+// cross-site requests that change state (a browser holding the admin
+// login would send them for any page it visits), and its answers are never
+// framed nor cached.
+func (s *Server) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	for _, rt := range s.adminRoutes() {
 		mux.Handle(rt.pattern, rt.handler)
 	}
 	// The River UI is an application of its own under one prefix (its
 	// pages and a JSON API that changes with River's versions), not part
 	// of the service's API: it is mounted beside the route table, which
 	// stays the documented surface that openapi.json is checked against.
-	mux.Handle(RiverUIPrefix, s.adminOnly(s.RiverUI))
-	return mux
+	mux.Handle(RiverUIPrefix, s.riverUI())
+	return adminHeaders(s.crossOriginProtection().Handler(mux))
 }
 
-// route is one endpoint: its ServeMux pattern and its handler. The table
-// is the service's whole HTTP surface; the OpenAPI document is checked
-// against it.
+// route is one endpoint: its ServeMux pattern and its handler. The tables
+// are the service's whole HTTP surface; the OpenAPI document is checked
+// against them.
 type route struct {
 	pattern string
 	handler http.Handler
 }
 
+// routes is the public listener's table.
 func (s *Server) routes() []route {
 	s.init()
 	lookup := s.keyLookup
@@ -122,23 +150,33 @@ func (s *Server) routes() []route {
 		{"POST /webhooks/stripe", s.Webhook},
 		{"GET /v1/orders/{checkout_session_id}", s.orderAPI(s.getOrder)},
 		{"OPTIONS /v1/orders/{checkout_session_id}", s.orderAPI(s.preflight)},
-		{"POST /v1/orders/{checkout_session_id}/retry", s.orderAPI(s.requireShopToken(s.retryOrder))},
-		{"POST /v1/orders/{checkout_session_id}/resend-email", s.orderAPI(s.requireShopToken(s.resendEmail))},
 		{"POST /v1/orders/{checkout_session_id}/reset-hwid", s.orderAPI(s.resetHWID)},
 		{"POST /v1/key-lookup", s.orderAPI(lookup.requestLink)},
 		{"POST /v1/my-keys", s.orderAPI(lookup.listMyKeys)},
 		{"GET /v1/customers/{stripe_customer_id}/keys", s.orderAPI(s.requireShopToken(s.listCustomerKeys))},
 		{"GET /v1/keys", s.orderAPI(s.requireShopToken(s.listEmailKeys))},
-		{"GET /v1/admin/orders", s.orderAPI(s.requireShopToken(s.adminFindOrders))},
-		{"POST /v1/admin/orders/search", s.orderAPI(s.requireShopToken(s.adminSearchOrders))},
-		{"GET /v1/admin/orders/{id_or_ref}", s.orderAPI(s.requireShopToken(s.adminGetOrder))},
-		{"POST /v1/admin/orders/{id_or_ref}/retry", s.orderAPI(s.requireShopToken(s.adminRetryOrder))},
-		{"POST /v1/admin/orders/{id_or_ref}/revocations/{source_id}/lift", s.orderAPI(s.requireShopToken(s.adminLiftRevocation))},
-		{"POST /v1/admin/keys/{action}", s.orderAPI(s.requireShopToken(s.adminKeyAction))},
 		{"GET /orders/{checkout_session_id}", http.HandlerFunc(s.orderPage)},
 		{"GET /my-keys", http.HandlerFunc(s.myKeysPage)},
 		{"GET /assets/{name}", http.HandlerFunc(serveAsset)},
 		{"GET /openapi.json", http.HandlerFunc(serveOpenAPI)},
+	}
+}
+
+// adminRoutes is the internal listener's table. Support actions need the
+// admin token or login (requireAdmin); probes and metrics need none, the
+// listener being reachable from inside the deployment only.
+func (s *Server) adminRoutes() []route {
+	s.init()
+	return []route{
+		{"GET /v1/admin/orders", s.adminAPI(s.adminFindOrders)},
+		{"POST /v1/admin/orders/search", s.adminAPI(s.adminSearchOrders)},
+		{"GET /v1/admin/orders/{id_or_ref}", s.adminAPI(s.adminGetOrder)},
+		{"POST /v1/admin/orders/{id_or_ref}/retry", s.adminAPI(s.adminRetryOrder)},
+		{"POST /v1/admin/orders/{id_or_ref}/resend-email", s.adminAPI(s.adminResendEmail)},
+		{"POST /v1/admin/orders/{id_or_ref}/revocations/{source_id}/lift", s.adminAPI(s.adminLiftRevocation)},
+		{"POST /v1/admin/keys/{action}", s.adminAPI(s.adminKeyAction)},
+		{"GET /v1/admin/audit", s.adminAPI(s.adminAuditLog)},
+		{"GET /metrics", s.metrics()},
 		{"GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 		})},
@@ -265,19 +303,9 @@ func renderOrder(o *order.Order) OrderJSON {
 	return out
 }
 
-// retryOrder fulfils a failed order again, after the operator fixed its
-// cause (a catalog entry, a Luarmor project).
-func (s *Server) retryOrder(w http.ResponseWriter, r *http.Request) {
-	o, err := s.Orders.Retry(r.Context(), r.PathValue("checkout_session_id"))
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusAccepted, renderOrder(o))
-}
-
-// requireShopToken lets through requests with the shop's bearer token.
-// With SHOP_API_TOKEN unset the endpoints do not exist (404); a wrong or
+// requireShopToken lets through requests with the shop's bearer token,
+// which reads listings and nothing else. With SHOP_API_TOKEN unset the
+// endpoints do not exist (404); a wrong or
 // missing token is a 401 with WWW-Authenticate, and a client past its
 // failed attempts gets 429 without its token being looked at.
 func (s *Server) requireShopToken(next http.HandlerFunc) http.HandlerFunc {

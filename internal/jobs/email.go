@@ -65,31 +65,63 @@ func queueFirstOrderEmail(ctx context.Context, tx pgx.Tx, deps Deps, sessionID s
 // order.ENOTFOUND; one not fulfilled, ErrOrderNotFulfilled.
 func (s *Orders) ResendOrderEmail(ctx context.Context, mailer *mail.Sender, sessionID string) (int, error) {
 	var delivery int
-	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
-		o, err := postgres.LockOrder(ctx, tx, sessionID)
-		if err != nil {
-			return err
-		}
-		if o.Status != order.StatusFulfilled {
-			return fmt.Errorf("%w (it is %s)", ErrOrderNotFulfilled, o.Status)
-		}
-		if o.CustomerEmail == "" {
-			return order.Errorf(order.EINVALID, "the order has no email address to send its keys to")
-		}
-		err = tx.QueryRow(ctx, `
-			INSERT INTO order_emails (checkout_session_id, delivery, message_id)
-			SELECT $1, COALESCE(MAX(delivery), 0) + 1, $2 FROM order_emails WHERE checkout_session_id = $1
-			RETURNING delivery`, sessionID, mailer.NewMessageID()).Scan(&delivery)
-		if err != nil {
-			return fmt.Errorf("recording a new keys email of order %s: %w", logging.OrderRef(sessionID), err)
-		}
-		_, err = s.River.InsertTx(ctx, tx, SendOrderEmailArgs{CheckoutSessionID: sessionID, Delivery: delivery}, nil)
+	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) (err error) {
+		_, delivery, err = s.resendOrderEmailTx(ctx, tx, mailer, sessionID)
 		return err
 	})
 	if err != nil {
 		return 0, err
 	}
 	s.Logger.InfoContext(ctx, "keys email queued again", "order_ref", logging.OrderRef(sessionID), "delivery", delivery)
+	return delivery, nil
+}
+
+// resendOrderEmailTx is ResendOrderEmail in tx, which it locks the order in.
+func (s *Orders) resendOrderEmailTx(ctx context.Context, tx pgx.Tx, mailer *mail.Sender, sessionID string) (*order.Order, int, error) {
+	o, err := postgres.LockOrder(ctx, tx, sessionID)
+	if err != nil {
+		return nil, 0, err
+	}
+	if o.Status != order.StatusFulfilled {
+		return nil, 0, fmt.Errorf("%w (it is %s)", ErrOrderNotFulfilled, o.Status)
+	}
+	if o.CustomerEmail == "" {
+		return nil, 0, order.Errorf(order.EINVALID, "the order has no email address to send its keys to")
+	}
+	var delivery int
+	err = tx.QueryRow(ctx, `
+		INSERT INTO order_emails (checkout_session_id, delivery, message_id)
+		SELECT $1, COALESCE(MAX(delivery), 0) + 1, $2 FROM order_emails WHERE checkout_session_id = $1
+		RETURNING delivery`, sessionID, mailer.NewMessageID()).Scan(&delivery)
+	if err != nil {
+		return nil, 0, fmt.Errorf("recording a new keys email of order %s: %w", logging.OrderRef(sessionID), err)
+	}
+	if _, err := s.River.InsertTx(ctx, tx, SendOrderEmailArgs{CheckoutSessionID: sessionID, Delivery: delivery}, nil); err != nil {
+		return nil, 0, err
+	}
+	return o, delivery, nil
+}
+
+// ResendEmail is support's ResendOrderEmail: the order named by ID or
+// reference, with the action in the audit log.
+func (s *Support) ResendEmail(ctx context.Context, mailer *mail.Sender, actor, idOrRef string) (int, error) {
+	id, err := s.SessionOf(ctx, idOrRef)
+	if err != nil {
+		return 0, err
+	}
+	var delivery int
+	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		o, d, err := s.Orders.resendOrderEmailTx(ctx, tx, mailer, id)
+		if err != nil {
+			return err
+		}
+		delivery = d
+		return auditOrder(ctx, tx, actor, "resend-email", o, "", "", map[string]any{"delivery": d})
+	})
+	if err != nil {
+		return 0, err
+	}
+	s.Logger.InfoContext(ctx, "support action queued", "actor", actor, "action", "resend-email", "order_ref", logging.OrderRef(id), "delivery", delivery)
 	return delivery, nil
 }
 

@@ -71,9 +71,15 @@ func (a *StockAdmin) Levels(ctx context.Context) ([]PriceStock, error) {
 // QueueReconcile queues an operator's stock reconciliation; asking while
 // one waits or runs returns that one.
 func (a *StockAdmin) QueueReconcile(ctx context.Context, actor string) (int64, error) {
-	res, err := a.River.Insert(ctx, ReconcileStockArgs{Actor: actor}, nil)
+	var res *rivertype.JobInsertResult
+	err := pgx.BeginFunc(ctx, a.Pool, func(tx pgx.Tx) (err error) {
+		if res, err = a.River.InsertTx(ctx, tx, ReconcileStockArgs{Actor: actor}, nil); err != nil {
+			return fmt.Errorf("queueing the stock reconciliation: %w", err)
+		}
+		return auditOrder(ctx, tx, actor, "stock-reconcile", nil, "", "", map[string]any{"job_id": res.Job.ID})
+	})
 	if err != nil {
-		return 0, fmt.Errorf("queueing the stock reconciliation: %w", err)
+		return 0, err
 	}
 	a.Logger.InfoContext(ctx, "support action queued", "actor", actor, "action", "stock-reconcile", "job_id", res.Job.ID)
 	return res.Job.ID, nil
@@ -101,9 +107,15 @@ func (a *StockAdmin) QueueDelete(ctx context.Context, actor, priceID string) (in
 			return 0, errPriceStocked(priceID, p.Stock)
 		}
 	}
-	res, err := a.River.Insert(ctx, DeleteStockArgs{PriceID: priceID, Actor: actor}, nil)
+	var res *rivertype.JobInsertResult
+	err := pgx.BeginFunc(ctx, a.Pool, func(tx pgx.Tx) (err error) {
+		if res, err = a.River.InsertTx(ctx, tx, DeleteStockArgs{PriceID: priceID, Actor: actor}, nil); err != nil {
+			return fmt.Errorf("queueing the deletion of the stock of price %s: %w", priceID, err)
+		}
+		return auditOrder(ctx, tx, actor, "stock-delete", nil, "", "", map[string]any{"job_id": res.Job.ID, "price_id": priceID})
+	})
 	if err != nil {
-		return 0, fmt.Errorf("queueing the deletion of the stock of price %s: %w", priceID, err)
+		return 0, err
 	}
 	a.Logger.InfoContext(ctx, "support action queued", "actor", actor, "action", "stock-delete", "price_id", priceID, "job_id", res.Job.ID)
 	return res.Job.ID, nil

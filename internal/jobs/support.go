@@ -18,10 +18,10 @@ import (
 	"fulfiller/internal/postgres"
 )
 
-// Actors of support operations, named in their logs.
+// Actors of support operations, named in their logs and the audit log.
+// The admin API names its own ("admin-token", "admin:<user>").
 const (
-	ActorCLI      = "cli"
-	ActorAdminAPI = "admin-api"
+	ActorCLI = "cli"
 	// ActorStock replaces a key sold from stock that Luarmor no longer
 	// had, or that was used or banned before its sale (StockKeyCheckArgs).
 	ActorStock = "stock"
@@ -159,12 +159,21 @@ func (s *Support) Retry(ctx context.Context, actor, idOrRef string) (*order.Orde
 	if err != nil {
 		return nil, err
 	}
-	o, err := s.Orders.Retry(ctx, id)
+	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		o, err := postgres.LockOrder(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if err := s.Orders.retryTx(ctx, tx, id); err != nil {
+			return err
+		}
+		return auditOrder(ctx, tx, actor, "retry", o, "", "", nil)
+	})
 	if err != nil {
 		return nil, err
 	}
 	s.Logger.InfoContext(ctx, "support action queued", "actor", actor, "action", "retry", "order_ref", logging.OrderRef(id))
-	return o, nil
+	return postgres.GetOrder(ctx, s.Pool, id)
 }
 
 // KeyRequest is one support action on a key.
@@ -258,7 +267,14 @@ func (s *Support) KeyAction(ctx context.Context, actor string, r KeyRequest) (*Q
 			return fmt.Errorf("queueing the %s of order key %d: %w", r.Action, k.ID, err)
 		}
 		q.JobID = res.Job.ID
-		return nil
+		detail := map[string]any{"job_id": q.JobID, "order_key_id": k.ID}
+		if r.DiscordID != "" {
+			detail["discord_id"] = r.DiscordID
+		}
+		if q.ReissueID != 0 {
+			detail["reissue_id"] = q.ReissueID
+		}
+		return auditOrder(ctx, tx, actor, string(r.Action), o, r.UserKey, r.Reason, detail)
 	})
 	if err != nil {
 		return nil, err

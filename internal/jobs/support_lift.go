@@ -86,7 +86,8 @@ func (s *Support) LiftRevocation(ctx context.Context, actor, idOrRef, sourceID s
 		}
 		q = &LiftQueued{JobID: res.Job.ID, RevocationID: lifted.ID, SourceID: sourceID,
 			CheckoutSessionID: id, OrderRef: logging.OrderRef(id)}
-		return nil
+		return auditOrder(ctx, tx, actor, ActionLiftRevocation, o, "", "",
+			map[string]any{"job_id": q.JobID, "revocation_id": lifted.ID, "source_id": sourceID})
 	})
 	if err != nil {
 		return nil, err
