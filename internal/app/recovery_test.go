@@ -3,6 +3,7 @@ package app_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -10,11 +11,13 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/app"
 	"fulfiller/internal/catalog"
 	"fulfiller/internal/config"
+	"fulfiller/internal/jobs"
 	"fulfiller/internal/luarmor/sandbox"
 	"fulfiller/internal/order"
 	"fulfiller/internal/postgres"
@@ -344,4 +347,48 @@ func TestStopPastTheTimeoutHandsTheJobOn(t *testing.T) {
 	}, 60*time.Second, 50*time.Millisecond)
 	t.Logf("delivered %s after the stop", time.Since(stopped).Round(time.Millisecond))
 	require.Equal(t, 1, b.luarmorUsersFor(s.ID), "one key")
+}
+
+// TestCancelledKeyWriteIsResumed: an operator cancels the waiting job that
+// would take a refunded buyer's key away (the River UI allows it); the
+// sweep queues the key's writer again, and the key stops working.
+func TestCancelledKeyWriteIsResumed(t *testing.T) {
+	t.Parallel()
+	b := setup(t, withAdminLogin())
+	ctx := context.Background()
+	s, o := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	key := o.Keys[0].UserKey
+
+	err := b.main.River.QueuePause(ctx, jobs.QueueLuarmorRevoke, nil)
+	require.NoError(t, err)
+	b.deliver(t, b.refund(t, newID("ch_"), s.PaymentIntent, "", 1000))
+	var writer int64
+	require.Eventually(t, func() bool {
+		return b.pool.QueryRow(ctx, `SELECT id FROM river_job WHERE kind = 'sync_key' AND state = 'available'
+			AND queue = $1`, jobs.QueueLuarmorRevoke).Scan(&writer) == nil
+	}, 10*time.Second, 20*time.Millisecond)
+
+	header := login(adminUser, adminPassword)
+	header.Set("Content-Type", "application/json")
+	status, _, body := send(t, http.MethodPost, b.adminURL+"/riverui/api/jobs/cancel", fmt.Sprintf(`{"ids":["%d"]}`, writer), header)
+	require.Equal(t, http.StatusOK, status, body)
+	err = b.main.River.QueueResume(ctx, jobs.QueueLuarmorRevoke, nil)
+	require.NoError(t, err)
+	require.Zero(t, b.sandboxUser(t, project, key).Banned, "the cancelled job left the refunded key working")
+
+	// The sweep leaves alone a ledger changed within the last minute;
+	// the refund is made a minute older rather than waited for.
+	_, err = b.pool.Exec(ctx, `UPDATE ledger_keys SET updated_at = now() - interval '2 minutes' WHERE user_key = $1`, key)
+	require.NoError(t, err)
+	res, err := b.main.River.Insert(ctx, jobs.ResumeOrdersArgs{}, nil)
+	require.NoError(t, err)
+	require.Equal(t, rivertype.JobStateCompleted, b.waitJob(t, res.Job.ID))
+	b.waitIdle(t)
+	gone := true
+	for _, u := range b.sandbox.Users(project) {
+		if u.UserKey == key {
+			gone = u.Banned != 0
+		}
+	}
+	require.True(t, gone, "the refunded key is banned or deleted after the sweep")
 }

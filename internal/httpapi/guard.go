@@ -78,12 +78,18 @@ func secretEqual(presented, configured string) bool {
 // attempts, and reports whether it did.
 func (s *Server) authThrottled(w http.ResponseWriter, r *http.Request) bool {
 	ip := s.clientIP(r)
-	if s.authFailures.available(ip) && s.authFailuresAll.available() {
+	var msg, answer string
+	switch {
+	case !s.authFailures.available(ip):
+		msg, answer = "credentials not checked: too many failures from this client", "too many failed credentials from this client"
+	case !s.authFailuresAll.available():
+		msg, answer = "credentials not checked: too many failures from all clients together", "too many failed credentials lately"
+	default:
 		return false
 	}
-	s.logAuthFailure(r.Context(), r, "credentials not checked: too many failures from this client")
+	s.logAuthFailure(r.Context(), r, msg)
 	w.Header().Set("Retry-After", strconv.Itoa(authFailureEvery))
-	s.writeError(w, r, order.Errorf(order.ERATELIMITED, "too many failed credentials from this client; retry after the Retry-After seconds"))
+	s.writeError(w, r, order.Errorf(order.ERATELIMITED, "%s; retry after the Retry-After seconds", answer))
 	return true
 }
 

@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -128,6 +129,35 @@ func (w *ResumeOrdersWorker) Work(ctx context.Context, job *river.Job[ResumeOrde
 			return err
 		}
 		w.Logger.WarnContext(ctx, "paid order was never expanded and had no job; queued its fulfilment again", "order_ref", logging.OrderRef(id))
+	}
+	return w.resumeKeyWrites(ctx)
+}
+
+// retryGivenUpWritesAfter: a key whose writer gave up (Luarmor refused it
+// every attempt) is tried again this long after, not every sweep, so a key
+// Luarmor will never accept does not spend the budget each minute.
+const retryGivenUpWritesAfter = time.Hour
+
+// resumeKeyWrites queues the writer of each key whose ledger changed and
+// was never applied, with no writer queued: urgently, since what it owes
+// may be a revocation and is late already.
+func (w *ResumeOrdersWorker) resumeKeyWrites(ctx context.Context) error {
+	ids, err := postgres.StalledLedgerKeys(ctx, w.Pool, SyncKeyArgs{}.Kind(), resumeAfter, retryGivenUpWritesAfter, resumeBatch)
+	if err != nil {
+		return err
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	client, err := river.ClientFromContextSafely[pgx.Tx](ctx)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if _, err := client.Insert(ctx, SyncKeyArgs{LedgerKeyID: id, Urgent: true}, nil); err != nil {
+			return fmt.Errorf("queueing the writer of ledger key %d again: %w", id, err)
+		}
+		w.Logger.WarnContext(ctx, "key had ledger changes never applied and no writer queued; queued it again", "ledger_key_id", id)
 	}
 	return nil
 }

@@ -477,3 +477,29 @@ func RecordApplied(ctx context.Context, tx pgx.Tx, id, version int64, a entitlem
 	}
 	return false, reverted, nil
 }
+
+// StalledLedgerKeys returns up to limit keys whose ledger changed more than
+// quietFor ago and whose writer never applied it, with no writer job
+// (syncKind) waiting or running, and none that gave up (discarded) within
+// retryAfter. The writer never cancels itself, so a cancelled writer job
+// was cancelled by hand (the River UI): that, or a job lost another way,
+// must not leave the key as it was, or a refunded buyer's key would keep
+// working.
+func StalledLedgerKeys(ctx context.Context, db DB, syncKind string, quietFor, retryAfter time.Duration, limit int) ([]int64, error) {
+	rows, err := db.Query(ctx, `
+		SELECT l.id FROM ledger_keys l
+		WHERE l.version <> l.applied_version AND l.updated_at < now() - $2::interval
+		  AND NOT EXISTS (SELECT 1 FROM river_job j
+		                  WHERE j.kind = $1 AND (j.args->>'ledger_key_id')::bigint = l.id
+		                    AND (j.state IN `+liveJobStates+`
+		                         OR (j.state = 'discarded' AND j.finalized_at > now() - $3::interval)))
+		ORDER BY l.id LIMIT $4`, syncKind, quietFor, retryAfter, limit)
+	if err != nil {
+		return nil, fmt.Errorf("finding keys whose ledger was never applied: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("finding keys whose ledger was never applied: %w", err)
+	}
+	return ids, nil
+}
