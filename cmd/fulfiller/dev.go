@@ -79,6 +79,7 @@ func cmdDev(ctx context.Context, args []string, getenv func(string) string, logg
 	fmt.Fprintf(stdout, `
 fulfiller (local development)
   service          http://%s
+  internal         %s
   luarmor          %s
   stripe api       %s
   catalog          %s
@@ -87,8 +88,22 @@ fulfiller (local development)
 Try a purchase from another terminal:
   go run ./cmd/fulfiller simulate checkout --price price_dev_monthly --quantity 2
 
-`, browsable(cfg.ListenAddr), luarmorNote, stripeNote, cfg.CatalogFile, secretNote(get("STRIPE_WEBHOOK_SECRET"), env))
+`, browsable(cfg.ListenAddr), internalNote(cfg), luarmorNote, stripeNote, cfg.CatalogFile, secretNote(get("STRIPE_WEBHOOK_SECRET"), env))
 	return serve(ctx, cfg, true, logger)
+}
+
+// internalNote names the internal listener and what opens its admin API.
+func internalNote(cfg config.Config) string {
+	if cfg.AdminAddr == "" {
+		return "off (ADMIN_ADDR=off)"
+	}
+	note := "http://" + browsable(cfg.AdminAddr) + "  (/metrics, /readyz"
+	if cfg.AdminUser != "" || cfg.AdminAPIToken != "" {
+		note += ", /v1/admin/, /riverui/"
+	} else {
+		note += "; set ADMIN_USER and ADMIN_PASSWORD for /riverui/ and /v1/admin/"
+	}
+	return note + ")"
 }
 
 // applyDevDefaults fills in, in env, the development settings get lacks.
