@@ -3,6 +3,7 @@ package deploy
 import (
 	"bufio"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -301,4 +302,37 @@ func TestComposeSettingsFromTheEnvExampleStartTheService(t *testing.T) {
 	c, err := catalog.Load(filepath.FromSlash(source))
 	require.NoError(t, err, "the catalog .env.example mounts")
 	require.Positive(t, c.Len())
+}
+
+func TestComposeKeepsTheInternalListenerOffTheHost(t *testing.T) {
+	f := loadCompose(t)
+	replicas := f.Services[composeReplicas]
+	env := interpolatedEnv(t, replicas)
+	require.NotEmpty(t, env["ADMIN_ADDR"], "docker-compose.yml: the replicas must set ADMIN_ADDR")
+	require.NotContains(t, env, "METRICS_ADDR", "METRICS_ADDR is ADMIN_ADDR's former name; set ADMIN_ADDR only")
+	cfg, err := parseSettings(env)
+	require.NoError(t, err)
+	host, adminPort, err := net.SplitHostPort(cfg.AdminAddr)
+	require.NoError(t, err, "the internal listener must be on (ADMIN_ADDR %q): the image's HEALTHCHECK asks it", cfg.AdminAddr)
+	require.Contains(t, []string{"", "0.0.0.0", "::"}, host, "ADMIN_ADDR %q: all interfaces, so containers on the compose network reach it", cfg.AdminAddr)
+
+	for _, p := range replicas.Ports {
+		require.NotEqual(t, adminPort, containerPortOf(t, p), "docker-compose.yml publishes the internal listener (%s) on the host", p)
+	}
+	// Without a healthcheck of its own the service runs the image's,
+	// healthprobe, which reads ADMIN_ADDR; one of its own must ask the
+	// internal listener too.
+	if hc := replicas.Healthcheck; hc != nil {
+		require.Contains(t, strings.Join(hc.Test, " "), ":"+adminPort+"/", "the replicas' healthcheck must probe the internal listener")
+	}
+}
+
+// containerPortOf is the container side of a short-syntax ports entry
+// ([HOST_IP:][HOST:]CONTAINER[/PROTOCOL]).
+func containerPortOf(t *testing.T, entry string) string {
+	t.Helper()
+	container := entry[strings.LastIndex(entry, ":")+1:]
+	container, _, _ = strings.Cut(container, "/")
+	require.NotEmpty(t, container, "ports entry %q", entry)
+	return container
 }

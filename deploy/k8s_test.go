@@ -3,6 +3,7 @@ package deploy
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"path"
 	"slices"
@@ -57,7 +58,11 @@ type manifests struct {
 const (
 	settingsConfigMap = "fulfiller-settings"
 	catalogConfigMap  = "fulfiller-catalog"
+	// containerPortName is the public listener's (LISTEN_ADDR) port, the
+	// one the Service exposes; adminPortName the internal listener's
+	// (ADMIN_ADDR), the one only the kubelet and the pod network reach.
 	containerPortName = "http"
+	adminPortName     = "admin"
 )
 
 // decodeManifest decodes one file strictly into the type its apiVersion
@@ -178,6 +183,7 @@ var secretStandIns = map[string]string{
 	"STRIPE_API_KEY":        "sk_test_standin",
 	"LUARMOR_API_KEY":       "standin",
 	"SHOP_API_TOKEN":        "standin_0123456789abcdef0123456789ab",
+	"ADMIN_API_TOKEN":       "standin_admin_0123456789abcdef01234567",
 }
 
 // secretValues are the Secret's values as a pod sees them.
@@ -197,6 +203,18 @@ func (m *manifests) container(t *testing.T) corev1.Container {
 	t.Helper()
 	require.Len(t, m.deployment.Spec.Template.Spec.Containers, 1)
 	return m.deployment.Spec.Template.Spec.Containers[0]
+}
+
+// port is the Deployment container's port of that name.
+func (m *manifests) port(t *testing.T, name string) corev1.ContainerPort {
+	t.Helper()
+	for _, p := range m.container(t).Ports {
+		if p.Name == name {
+			return p
+		}
+	}
+	require.Failf(t, "no container port", "the container needs a port named %s", name)
+	return corev1.ContainerPort{}
 }
 
 // serverEnv is the environment of the Deployment's container, with the
@@ -276,7 +294,7 @@ func TestObjectsAreLabelledForTheRolloutOrder(t *testing.T) {
 	}
 }
 
-func TestDeploymentRunsTwoReplicasProbedOnTheServicePort(t *testing.T) {
+func TestDeploymentRunsTwoReplicasProbedOnTheInternalPort(t *testing.T) {
 	m := loadManifests(t)
 	d := m.deployment
 	require.NotNil(t, d.Spec.Replicas)
@@ -285,15 +303,21 @@ func TestDeploymentRunsTwoReplicasProbedOnTheServicePort(t *testing.T) {
 	require.Equal(t, []string{"serve"}, c.Args, "the schema comes from the migration Job, not from each replica")
 
 	settings := m.serverSettings(t)
-	listenPort := portOf(t, orDefault(settings["LISTEN_ADDR"], ":8080"))
-	var port *corev1.ContainerPort
-	for i := range c.Ports {
-		if c.Ports[i].Name == containerPortName {
-			port = &c.Ports[i]
-		}
-	}
-	require.NotNil(t, port, "the container needs a port named %s", containerPortName)
-	require.Equal(t, listenPort, fmt.Sprint(port.ContainerPort), "the container port must be LISTEN_ADDR's")
+	cfg, err := parseSettings(settings)
+	require.NoError(t, err)
+	public, admin := m.port(t, containerPortName), m.port(t, adminPortName)
+	require.Equal(t, portOf(t, orDefault(settings["LISTEN_ADDR"], ":8080")), fmt.Sprint(public.ContainerPort), "the container port %s must be LISTEN_ADDR's", containerPortName)
+
+	// The configmap names the internal listener by its current name, and
+	// binds it on every interface: on the default loopback address the
+	// kubelet's probes, which come from the node to the pod's IP, would
+	// never reach it.
+	require.NotEmpty(t, settings["ADMIN_ADDR"], "ConfigMap %s must set ADMIN_ADDR", settingsConfigMap)
+	require.NotContains(t, settings, "METRICS_ADDR", "METRICS_ADDR is ADMIN_ADDR's former name; set ADMIN_ADDR only")
+	host, adminPort, err := net.SplitHostPort(cfg.AdminAddr)
+	require.NoError(t, err, "the internal listener must be on (ADMIN_ADDR %q): the probes ask it", cfg.AdminAddr)
+	require.Contains(t, []string{"", "0.0.0.0", "::"}, host, "ADMIN_ADDR %q must bind all interfaces so the kubelet reaches it", cfg.AdminAddr)
+	require.Equal(t, adminPort, fmt.Sprint(admin.ContainerPort), "the container port %s must be ADMIN_ADDR's", adminPortName)
 
 	probes := map[string]*corev1.Probe{"readiness": c.ReadinessProbe, "liveness": c.LivenessProbe, "startup": c.StartupProbe}
 	wantPath := map[string]string{"readiness": "/readyz", "liveness": "/healthz", "startup": "/healthz"}
@@ -301,7 +325,8 @@ func TestDeploymentRunsTwoReplicasProbedOnTheServicePort(t *testing.T) {
 		require.NotNil(t, p, "%s probe", kind)
 		require.NotNil(t, p.HTTPGet, "%s probe must be an HTTP GET", kind)
 		require.Equal(t, wantPath[kind], p.HTTPGet.Path, "%s probe path", kind)
-		require.True(t, targetsPort(p.HTTPGet.Port, *port), "%s probe must target the container port, not %s", kind, p.HTTPGet.Port.String())
+		require.True(t, targetsPort(p.HTTPGet.Port, admin), "%s probe must target the internal listener's port %s, not %s", kind, adminPortName, p.HTTPGet.Port.String())
+		require.False(t, targetsPort(p.HTTPGet.Port, public), "%s probe: the public listener answers 404 to %s", kind, p.HTTPGet.Path)
 	}
 }
 
@@ -437,13 +462,7 @@ func TestServiceAndDisruptionBudgetSelectTheDeploymentsPods(t *testing.T) {
 		require.Equal(t, v, podLabels[k], "the Service selects %s=%s, which the pods do not carry", k, v)
 	}
 	require.Len(t, m.service.Spec.Ports, 1)
-	var port corev1.ContainerPort
-	for _, p := range m.container(t).Ports {
-		if p.Name == containerPortName {
-			port = p
-		}
-	}
-	require.True(t, targetsPort(m.service.Spec.Ports[0].TargetPort, port), "the Service must send traffic to the container port")
+	require.True(t, targetsPort(m.service.Spec.Ports[0].TargetPort, m.port(t, containerPortName)), "the Service must send traffic to the container port")
 
 	require.NotNil(t, m.pdb.Spec.MinAvailable)
 	require.Equal(t, intstr.FromInt32(1), *m.pdb.Spec.MinAvailable)
@@ -451,6 +470,23 @@ func TestServiceAndDisruptionBudgetSelectTheDeploymentsPods(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, pdbSelector.Matches(labelsOf(podLabels)), "the PodDisruptionBudget must select the Deployment's pods")
 	require.False(t, pdbSelector.Matches(labelsOf(m.job.Spec.Template.Labels)), "the PodDisruptionBudget must not count the migration's pods")
+}
+
+func TestServiceNeverExposesTheInternalPort(t *testing.T) {
+	// The internal listener serves the admin API and the shop's sales
+	// figures; whatever reaches the Service (an Ingress, a load balancer)
+	// must find the public listener only.
+	m := loadManifests(t)
+	admin := m.port(t, adminPortName)
+	require.NotEmpty(t, m.service.Spec.Ports)
+	for _, p := range m.service.Spec.Ports {
+		target := p.TargetPort
+		if target.Type == intstr.Int && target.IntVal == 0 {
+			target = intstr.FromInt32(p.Port) // an unset targetPort is the port itself
+		}
+		require.False(t, targetsPort(target, admin), "Service port %s leads to the internal listener (%s)", p.Name, target.String())
+		require.True(t, targetsPort(target, m.port(t, containerPortName)), "Service port %s must lead to the public listener", p.Name)
+	}
 }
 
 type labelsOf map[string]string

@@ -1,9 +1,19 @@
 // Command healthprobe is the container image's HEALTHCHECK. The runtime
 // image is distroless (no shell, no curl), so this static binary asks the
-// service over HTTP and exits 0 on a 200, 1 otherwise.
+// service over HTTP and exits 0 on a 200, 1 otherwise (2 when it cannot
+// tell what to ask).
 //
-//	healthprobe        GET /healthz on the loopback, at LISTEN_ADDR's port
+//	healthprobe        GET /healthz on the loopback, at the port of the
+//	                   internal listener: ADMIN_ADDR, or METRICS_ADDR (its
+//	                   former name) when ADMIN_ADDR is unset, by default
+//	                   127.0.0.1:9090
 //	healthprobe URL    GET URL (e.g. the Luarmor sandbox's /status)
+//
+// The public listener (LISTEN_ADDR) no longer serves /healthz: probes,
+// metrics and the admin API moved to the internal one, so that nothing
+// about the service's state is reachable from the internet. With
+// ADMIN_ADDR=off there is no /healthz anywhere, and the probe says so
+// rather than guessing a URL.
 package main
 
 import (
@@ -21,9 +31,9 @@ import (
 // the probe reports why it failed instead of being killed.
 const probeTimeout = 3 * time.Second
 
-// defaultListenAddr is the service's LISTEN_ADDR default (README,
-// Configuration).
-const defaultListenAddr = ":8080"
+// defaultAdminAddr is the service's ADMIN_ADDR default
+// (config.DefaultAdminAddr; not imported, to keep this binary stdlib only).
+const defaultAdminAddr = "127.0.0.1:9090"
 
 func main() {
 	os.Exit(probe(os.Args[1:], os.Getenv, os.Stderr))
@@ -31,7 +41,7 @@ func main() {
 
 // probe returns the process's exit code and explains a failure on stderr.
 func probe(args []string, getenv func(string) string, stderr io.Writer) int {
-	target, err := probeURL(args, getenv("LISTEN_ADDR"))
+	target, err := probeURL(args, getenv)
 	if err != nil {
 		fmt.Fprintln(stderr, "healthprobe:", err)
 		return 2
@@ -56,8 +66,8 @@ func probe(args []string, getenv func(string) string, stderr io.Writer) int {
 }
 
 // probeURL is the URL given as the only argument, or else /healthz on the
-// loopback at the port of listenAddr (the service's LISTEN_ADDR).
-func probeURL(args []string, listenAddr string) (string, error) {
+// loopback at the port of the internal listener.
+func probeURL(args []string, getenv func(string) string) (string, error) {
 	switch len(args) {
 	case 0:
 	case 1:
@@ -69,12 +79,13 @@ func probeURL(args []string, listenAddr string) (string, error) {
 	default:
 		return "", errors.New("usage: healthprobe [URL]")
 	}
-	if listenAddr == "" {
-		listenAddr = defaultListenAddr
+	name, addr := adminAddr(getenv)
+	if addr == "off" {
+		return "", fmt.Errorf("%s is off: the service has no internal listener, so no /healthz to probe; pass the URL to probe as the argument", name)
 	}
-	host, port, err := net.SplitHostPort(listenAddr)
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil || port == "" {
-		return "", fmt.Errorf("LISTEN_ADDR %q is not host:port (for example :8080)", listenAddr)
+		return "", fmt.Errorf("%s %q is not host:port (for example :9090)", name, addr)
 	}
 	// A wildcard address listens on the loopback too; a specific one may not.
 	switch host {
@@ -84,4 +95,18 @@ func probeURL(args []string, listenAddr string) (string, error) {
 		host = "::1"
 	}
 	return "http://" + net.JoinHostPort(host, port) + "/healthz", nil
+}
+
+// adminAddr is the internal listener's address as the service reads it,
+// with the name of the variable it came from for error messages: ADMIN_ADDR,
+// else METRICS_ADDR, else the default. (The service refuses to start when
+// both are set and differ, so which one wins then does not matter.)
+func adminAddr(getenv func(string) string) (name, addr string) {
+	if v := getenv("ADMIN_ADDR"); v != "" {
+		return "ADMIN_ADDR", v
+	}
+	if v := getenv("METRICS_ADDR"); v != "" {
+		return "METRICS_ADDR", v
+	}
+	return "ADMIN_ADDR", defaultAdminAddr
 }
