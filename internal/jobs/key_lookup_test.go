@@ -281,3 +281,19 @@ func TestKeyLookupIsCountedPerAddressAndClientPerNetworkAndPerAddress(t *testing
 		WHERE length(digest) <> 32 OR position('2001:db8'::bytea IN digest) > 0 OR position('192.0.2'::bytea IN digest) > 0`).Scan(&plain))
 	require.Zero(t, plain)
 }
+
+func TestKeyLookupEmailJobOfTheOldFormStillSends(t *testing.T) {
+	t.Parallel()
+	pool := postgrestest.NewPool(t)
+	buyerOrder(t, pool, "buyer@example.com")
+	mailer, smtp := testMailer(t)
+	client := lookupReplica(t, pool, mailer)
+	// As a replica of the previous version queued it, address and all.
+	_, err := client.Insert(context.Background(), SendKeyLookupEmailArgs{Email: "buyer@example.com"}, nil)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return onlyJob(t, pool, SendKeyLookupEmailArgs{}.Kind()).state == "completed" },
+		10*time.Second, 20*time.Millisecond)
+	msgs := smtp.Messages()
+	require.Len(t, msgs, 1)
+	require.Equal(t, []string{"buyer@example.com"}, msgs[0].To)
+}
