@@ -158,7 +158,7 @@ func milestones(ctx context.Context, svc *service, timings []timing) ([]mileston
 	rows, err := svc.main.Pool.Query(ctx, `
 		SELECT o.checkout_session_id, f.attempted_at, f.finalized_at, c.attempted_at, k.delivered_at
 		FROM orders o
-		JOIN river_job f ON f.kind = $2 AND f.args->>'checkout_session_id' = o.checkout_session_id
+		JOIN river_job f ON f.kind = $2 AND (f.args->>'order_id')::bigint = o.id
 		JOIN order_keys k ON k.checkout_session_id = o.checkout_session_id
 		JOIN river_job c ON c.kind = $3 AND (c.args->>'order_key_id')::bigint = k.id
 		WHERE o.checkout_session_id = ANY($1)`, ids, jobs.FulfilOrderArgs{}.Kind(), jobs.CreateKeyArgs{}.Kind())

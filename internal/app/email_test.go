@@ -72,7 +72,8 @@ func (b *bundle) waitEmailJob(t *testing.T, sessionID string, delivery int, stat
 	var errs string
 	require.Eventually(t, func() bool {
 		err := b.pool.QueryRow(context.Background(), `SELECT id, COALESCE(errors::text, '') FROM river_job
-			WHERE kind = 'send_order_email' AND args->>'checkout_session_id' = $1 AND (args->>'delivery')::int = $2
+			WHERE kind = 'send_order_email' AND (args->>'delivery')::int = $2
+			  AND (args->>'order_id')::bigint = (SELECT id FROM orders WHERE checkout_session_id = $1)
 			  AND state::text = ANY($3)`, sessionID, delivery, states).Scan(&id, &errs)
 		return err == nil
 	}, 20*time.Second, 20*time.Millisecond, "the email job never reached %v", states)

@@ -29,9 +29,13 @@ const (
 func TestShopEndpointsAre404WhileTheTokenIsUnset(t *testing.T) {
 	t.Parallel()
 	b := setup(t, withConfig(func(c *config.Config) { c.ShopAPIToken = "" }))
-	for _, path := range []string{"/v1/keys?email=a@example.com", "/v1/customers/cus_123/keys"} {
-		a := b.call(t, http.MethodGet, path, "", "", "anything")
-		require.Equal(t, http.StatusNotFound, a.status, path)
+	for _, c := range []struct{ method, path, body string }{
+		{http.MethodPost, "/v1/keys/search", `{"email":"a@example.com"}`},
+		{http.MethodGet, "/v1/keys?email=a@example.com", ""},
+		{http.MethodGet, "/v1/customers/cus_123/keys", ""},
+	} {
+		a := b.call(t, c.method, c.path, c.body, "", "anything")
+		require.Equal(t, http.StatusNotFound, a.status, c.path)
 		require.Equal(t, "not_found", a.code(t))
 		require.Empty(t, a.header.Get("WWW-Authenticate"))
 	}
@@ -43,7 +47,7 @@ func TestWrongBearerTokensAre401ThenRateLimitedPerClientAndLoggedSampled(t *test
 	b := setup(t, withLogger(slog.New(slog.NewJSONHandler(&log, nil))), withConfig(func(c *config.Config) {
 		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
 	}))
-	const path = "/v1/keys?email=buyer@example.com"
+	const path = "/v1/customers/cus_Buyer123/keys"
 	const guesser = "198.51.100.7"
 
 	first := b.call(t, http.MethodGet, path, "", guesser, "guess-0")

@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -106,7 +105,7 @@ func TestHWIDResetClearsTheHWIDAndHoldsTheCooldown(t *testing.T) {
 	require.NoError(t, b.sandbox.Execute(project, key, "pc-new"), "the key runs on the new machine")
 
 	// The shop's listings show the same reset.
-	listed := b.call(t, http.MethodGet, "/v1/keys?email="+url.QueryEscape(s.CustomerEmail), "", "", "shop-token")
+	listed := b.call(t, http.MethodPost, "/v1/keys/search", `{"email":"`+s.CustomerEmail+`"}`, "", "shop-token")
 	require.Equal(t, http.StatusOK, listed.status, string(listed.body))
 	var listing httpapi.KeyListingJSON
 	listed.decode(t, &listing)

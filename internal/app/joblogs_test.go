@@ -1,14 +1,17 @@
 package app_test
 
 import (
+	"context"
 	"encoding/json"
 	"log/slog"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"fulfiller/internal/catalog"
 	"fulfiller/internal/logging/logtest"
 	"fulfiller/internal/stripeapi/stripefake"
 )
@@ -40,4 +43,49 @@ func TestJobLinesNameTheirJob(t *testing.T) {
 	require.Positive(t, line["job_id"])
 	require.Equal(t, 1, strings.Count(rawLine, `"job_id":`), "the job is named once: %s", rawLine)
 	require.NotContains(t, log.String(), s.ID, "the order is named by its reference, never its session ID")
+}
+
+// TestJobArgumentsHoldNoSessionIDNorAddress: River UI shows every job's
+// arguments to whoever has its login, and river_job keeps them as long as
+// jobs are retained; a Checkout Session ID there reads the order's keys and
+// an address is the buyer's. Jobs name orders by number and find-my-keys
+// requests by row.
+func TestJobArgumentsHoldNoSessionIDNorAddress(t *testing.T) {
+	t.Parallel()
+	b := setupLookup(t)
+	first := b.buyAs(t, "buyer@example.com", newID("cus_"), stripefake.Item{PriceID: priceMonth, Quantity: 1})
+
+	// An order failing on a price missing from the catalog, retried once
+	// the price is added.
+	s := b.paidSession(t, stripefake.Item{PriceID: "price_added_later", Quantity: 1})
+	s.CustomerEmail = "buyer@example.com"
+	b.stripe.PutSession(s)
+	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	b.waitOrder(t, s.ID, "failed")
+	b.catalog.Put("price_added_later", catalog.Product{ProjectID: project, KeyDays: 7})
+	require.Equal(t, http.StatusAccepted, b.call(t, http.MethodPost, "/v1/orders/"+s.ID+"/retry", "", "", "shop-token").status)
+	b.waitOrder(t, s.ID, "fulfilled")
+
+	// The keys emailed again, and a find-my-keys link.
+	require.Equal(t, http.StatusAccepted, b.call(t, http.MethodPost, "/v1/orders/"+first.CheckoutSessionID+"/resend-email", "", "", "shop-token").status)
+	require.Equal(t, http.StatusAccepted, b.keyLookup(t, "buyer@example.com", "").status)
+	b.waitLookupMessages(t, 1)
+	b.waitMessages(t, 4) // three keys emails and the link
+
+	kinds := map[string]int{}
+	rows, err := b.pool.Query(context.Background(), `SELECT kind, args::text FROM river_job`)
+	require.NoError(t, err)
+	for rows.Next() {
+		var kind, args string
+		require.NoError(t, rows.Scan(&kind, &args))
+		kinds[kind]++
+		require.NotContains(t, args, "cs_", "%s job %s", kind, args)
+		require.NotContains(t, args, "@", "%s job %s", kind, args)
+	}
+	require.NoError(t, rows.Err())
+	require.GreaterOrEqual(t, kinds["fulfil_order"], 3, "two purchases and a retry")
+	require.Equal(t, 3, kinds["send_order_email"])
+	require.Equal(t, 1, kinds["send_key_lookup_email"])
+	require.Eventually(t, func() bool { return b.count(t, `SELECT count(*) FROM key_lookup_emails`) == 0 },
+		10*time.Second, 20*time.Millisecond, "the link's address is deleted once it is sent")
 }

@@ -1,12 +1,14 @@
 package app_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"regexp"
@@ -286,43 +288,91 @@ func TestKeyLookupIsLimitedPerClient(t *testing.T) {
 	b.waitLookupJobs(t, 6)
 }
 
-func TestKeyLookupSendsAtMostThreeLinksPerAddressAnHourWhoeverAsks(t *testing.T) {
+func TestKeyLookupSendsAtMostThreeLinksPerAddressAndClientAnHour(t *testing.T) {
 	t.Parallel()
 	b := setupLookup(t)
 	b.buyAs(t, "buyer@example.com", newID("cus_"), stripefake.Item{PriceID: priceMonth, Quantity: 1})
 
-	// Ten clients at once for an address with orders, ten for one
-	// without: every answer is the same 202.
-	answers := make([]apiAnswer, 20)
-	concurrently(20, func(i int) {
-		email := "buyer@example.com"
+	// Four requests at once from one client for an address with orders,
+	// four from another for one without (each client keeps one of its five
+	// requests in a row for later): every answer is the same 202.
+	answers := make([]apiAnswer, 8)
+	concurrently(8, func(i int) {
+		email, client := "buyer@example.com", "192.0.2.1"
 		if i%2 == 1 {
-			email = "nobody@example.com"
+			email, client = "nobody@example.com", "192.0.2.2"
 		}
-		answers[i] = b.keyLookup(t, email, fmt.Sprintf("192.0.2.%d", i+1))
+		answers[i] = b.keyLookup(t, email, client)
 	})
 	for _, a := range answers {
 		require.Equal(t, http.StatusAccepted, a.status, string(a.body))
 		require.JSONEq(t, `{"status":"accepted"}`, string(a.body))
 	}
-	// Three jobs per address, whether it has orders or not.
+	// Three jobs per address and client, whether the address has orders or not.
 	b.waitLookupJobs(t, 2*jobs.KeyLookupsPerAddress)
 	require.Len(t, b.lookupMessages(t), jobs.KeyLookupsPerAddress)
 	for _, m := range b.lookupMessages(t) {
 		require.Equal(t, []string{"buyer@example.com"}, m.To)
 	}
-	require.Equal(t, 2, b.count(t, `SELECT count(*) FROM key_lookup_requests WHERE cardinality(accepted_at) = $1`, jobs.KeyLookupsPerAddress))
+	require.Equal(t, 2, b.count(t, `SELECT count(*) FROM key_lookup_client_requests
+		WHERE scope = 'address_client' AND cardinality(accepted_at) = $1`, jobs.KeyLookupsPerAddress))
 
-	// An hour later the address may ask again (its requests made older).
-	_, err := b.pool.Exec(context.Background(), `UPDATE key_lookup_requests SET
-		accepted_at = ARRAY(SELECT t - interval '61 minutes' FROM unnest(accepted_at) t),
-		last_requested_at = last_requested_at - interval '61 minutes'`)
-	require.NoError(t, err)
-	require.Equal(t, http.StatusAccepted, b.keyLookup(t, "buyer@example.com", "192.0.2.99").status)
+	// An hour later the client may ask again (its requests made older).
+	for _, table := range []string{"key_lookup_requests", "key_lookup_client_requests"} {
+		_, err := b.pool.Exec(context.Background(), `UPDATE `+table+` SET
+			accepted_at = ARRAY(SELECT t - interval '61 minutes' FROM unnest(accepted_at) t),
+			last_requested_at = last_requested_at - interval '61 minutes'`)
+		require.NoError(t, err)
+	}
+	require.Equal(t, http.StatusAccepted, b.keyLookup(t, "buyer@example.com", "192.0.2.1").status)
 	b.waitLookupMessages(t, jobs.KeyLookupsPerAddress+1)
 	b.waitLookupJobs(t, 2*jobs.KeyLookupsPerAddress+1)
-	// That job deleted the other address's stale record.
+	// That job deleted the other address's and client's stale records.
 	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM key_lookup_requests`))
+	require.Equal(t, 2, b.count(t, `SELECT count(*) FROM key_lookup_client_requests`), "the buyer's client and its network")
+}
+
+// keyLookupFrom asks for a link from source, a loopback address the request
+// really comes from (not a forwarded one).
+func (b *bundle) keyLookupFrom(t *testing.T, email, source string) apiAnswer {
+	t.Helper()
+	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(source)}}
+	client := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}}
+	defer client.CloseIdleConnections()
+	body, err := json.Marshal(map[string]string{"email": email})
+	require.NoError(t, err)
+	resp, err := client.Post(b.url+"/v1/key-lookup", "application/json", bytes.NewReader(body))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return apiAnswer{resp.StatusCode, resp.Header, out}
+}
+
+func TestKeyLookupsOfStrangersElsewhereLeaveTheBuyerTheirOwn(t *testing.T) {
+	t.Parallel()
+	b := setupLookup(t)
+	b.buyAs(t, "buyer@example.com", newID("cus_"), stripefake.Item{PriceID: priceMonth, Quantity: 1})
+
+	// Three strangers, each from an address of their own, ask for the
+	// buyer's address until their own allowance is spent, and once more.
+	for _, stranger := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"} {
+		for range jobs.KeyLookupsPerAddress + 1 {
+			a := b.keyLookupFrom(t, "buyer@example.com", stranger)
+			require.Equal(t, http.StatusAccepted, a.status, string(a.body))
+			require.JSONEq(t, `{"status":"accepted"}`, string(a.body))
+		}
+	}
+	b.waitLookupJobs(t, 3*jobs.KeyLookupsPerAddress)
+	b.waitLookupMessages(t, 3*jobs.KeyLookupsPerAddress)
+
+	// The buyer's own request, from elsewhere, still sends a link.
+	require.Equal(t, http.StatusAccepted, b.keyLookupFrom(t, "buyer@example.com", "127.0.0.5").status)
+	b.waitLookupJobs(t, 3*jobs.KeyLookupsPerAddress+1)
+	msgs := b.waitLookupMessages(t, 3*jobs.KeyLookupsPerAddress+1)
+	require.Len(t, msgs, 3*jobs.KeyLookupsPerAddress+1)
+	require.Equal(t, []string{"buyer@example.com"}, msgs[len(msgs)-1].To)
+	require.Equal(t, http.StatusOK, b.myKeys(t, linkToken(t, msgs[len(msgs)-1])).status)
 }
 
 func TestMyKeysRefusesBadTamperedAndExpiredTokens(t *testing.T) {
@@ -426,37 +476,81 @@ func TestShopListsTheKeysOfACustomerAndOfAnAddress(t *testing.T) {
 		}
 	}
 	require.Len(t, want, 3)
-	for _, path := range []string{"/v1/customers/" + customer + "/keys", "/v1/keys?email=BUYER%40example.com"} {
-		a := b.call(t, http.MethodGet, path, "", "", "shop-token")
-		require.Equal(t, http.StatusOK, a.status, "%s: %s", path, a.body)
+	type listing struct{ method, path, body string }
+	for _, l := range []listing{
+		{http.MethodGet, "/v1/customers/" + customer + "/keys", ""},
+		{http.MethodPost, "/v1/keys/search", `{"email":" BUYER@example.com "}`},
+	} {
+		a := b.call(t, l.method, l.path, l.body, "", "shop-token")
+		require.Equal(t, http.StatusOK, a.status, "%s: %s", l.path, a.body)
 		require.Equal(t, "no-store", a.header.Get("Cache-Control"))
-		var listing httpapi.KeyListingJSON
-		a.decode(t, &listing)
-		require.Equal(t, want, listing.Keys, path)
+		var keys httpapi.KeyListingJSON
+		a.decode(t, &keys)
+		require.Equal(t, want, keys.Keys, l.path)
 		require.NotContains(t, string(a.body), other.Keys[0].UserKey)
 
 		for name, bearer := range map[string]string{"no token": "", "wrong token": "shop-tokeN"} {
-			a := b.call(t, http.MethodGet, path, "", "", bearer)
+			a := b.call(t, l.method, l.path, l.body, "", bearer)
 			require.Equal(t, http.StatusUnauthorized, a.status, name)
 			require.Equal(t, "unauthorized", a.code(t), name)
 			require.Equal(t, "no-store", a.header.Get("Cache-Control"))
 		}
 	}
 
-	for _, path := range []string{"/v1/customers/cus_Unknown123/keys", "/v1/keys?email=nobody%40example.com"} {
-		a := b.call(t, http.MethodGet, path, "", "", "shop-token")
-		require.Equal(t, http.StatusOK, a.status, path)
-		require.JSONEq(t, `{"keys":[]}`, string(a.body), path)
+	for _, l := range []listing{
+		{http.MethodGet, "/v1/customers/cus_Unknown123/keys", ""},
+		{http.MethodPost, "/v1/keys/search", `{"email":"nobody@example.com"}`},
+	} {
+		a := b.call(t, l.method, l.path, l.body, "", "shop-token")
+		require.Equal(t, http.StatusOK, a.status, l.path)
+		require.JSONEq(t, `{"keys":[]}`, string(a.body), l.path)
 	}
-	for _, path := range []string{
-		"/v1/customers/cus_/keys", "/v1/customers/cus_abc%21/keys", "/v1/customers/acct_123/keys",
-		"/v1/customers/cus_" + strings.Repeat("a", 251) + "/keys",
-		"/v1/keys", "/v1/keys?email=", "/v1/keys?email=not-an-address", "/v1/keys?email=a%40example.com&email=b%40example.com",
+	for _, l := range []listing{
+		{http.MethodGet, "/v1/customers/cus_/keys", ""},
+		{http.MethodGet, "/v1/customers/cus_abc%21/keys", ""},
+		{http.MethodGet, "/v1/customers/acct_123/keys", ""},
+		{http.MethodGet, "/v1/customers/cus_" + strings.Repeat("a", 251) + "/keys", ""},
+		{http.MethodPost, "/v1/keys/search", ""},
+		{http.MethodPost, "/v1/keys/search", `{"email":""}`},
+		{http.MethodPost, "/v1/keys/search", `{"email":"not-an-address"}`},
+		{http.MethodPost, "/v1/keys/search", `{"email":"a@example.com, b@example.com"}`},
+		{http.MethodPost, "/v1/keys/search", `{"email":"a@example.com","customer":"cus_123"}`},
+		{http.MethodPost, "/v1/keys/search", `{"email":"a@example.com"}{"email":"b@example.com"}`},
+		{http.MethodPost, "/v1/keys/search", `{"email":"` + strings.Repeat("a", 5000) + `@example.com"}`},
+	} {
+		a := b.call(t, l.method, l.path, l.body, "", "shop-token")
+		require.Equal(t, http.StatusBadRequest, a.status, "%s %s: %s", l.path, l.body, a.body)
+		require.Equal(t, "invalid", a.code(t), l.path)
+	}
+}
+
+// TestEmailAddressesInURLsAreRefusedNamingTheBodyRoute: access logs and
+// proxies keep URLs, so the listings by address take it in a body; the
+// query strings of earlier versions are refused, saying where to go, and
+// answer nothing about the address.
+func TestEmailAddressesInURLsAreRefusedNamingTheBodyRoute(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	o := b.buyAs(t, "buyer@example.com", newID("cus_"), stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	for path, route := range map[string]string{
+		"/v1/keys?email=buyer%40example.com":                      "POST /v1/keys/search",
+		"/v1/keys":                                                "POST /v1/keys/search",
+		"/v1/admin/orders?email=buyer%40example.com":              "POST /v1/admin/orders/search",
+		"/v1/admin/orders?email=buyer%40example.com&discord=1234": "POST /v1/admin/orders/search",
 	} {
 		a := b.call(t, http.MethodGet, path, "", "", "shop-token")
 		require.Equal(t, http.StatusBadRequest, a.status, "%s: %s", path, a.body)
 		require.Equal(t, "invalid", a.code(t), path)
+		require.Contains(t, string(a.body), route, path)
+		require.NotContains(t, string(a.body), o.Keys[0].UserKey, path)
+		require.NotContains(t, string(a.body), o.CheckoutSessionID, path)
 	}
+	// The admin search by Discord ID keeps its query; by address, a body.
+	a := b.call(t, http.MethodGet, "/v1/admin/orders?discord=123456789012345678", "", "", "shop-token")
+	require.Equal(t, http.StatusOK, a.status, string(a.body))
+	a = b.call(t, http.MethodPost, "/v1/admin/orders/search", `{"email":"buyer@example.com"}`, "", "shop-token")
+	require.Equal(t, http.StatusOK, a.status, string(a.body))
+	require.Contains(t, string(a.body), o.CheckoutSessionID)
 }
 
 // TestPostsMustBeJSON: a foreign page can make its visitors' browsers post

@@ -147,8 +147,10 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 	require.Equal(t, http.StatusOK, c.do(t, "GET", "/v1/customers/"+customer+"/keys", "", "Authorization", bearer).status)
 	require.Equal(t, http.StatusBadRequest, c.do(t, "GET", "/v1/customers/not-a-customer/keys", "", "Authorization", bearer).status)
 	require.Equal(t, http.StatusUnauthorized, c.do(t, "GET", "/v1/customers/"+customer+"/keys", "").status)
-	require.Equal(t, http.StatusOK, c.do(t, "GET", "/v1/keys?email="+email, "", "Authorization", bearer).status)
-	require.Equal(t, http.StatusBadRequest, c.do(t, "GET", "/v1/keys", "", "Authorization", bearer).status)
+	require.Equal(t, http.StatusOK, c.do(t, "POST", "/v1/keys/search", `{"email":"`+email+`"}`, "Authorization", bearer).status)
+	require.Equal(t, http.StatusBadRequest, c.do(t, "POST", "/v1/keys/search", `{"email":"not an address"}`, "Authorization", bearer).status)
+	require.Equal(t, http.StatusUnauthorized, c.do(t, "POST", "/v1/keys/search", `{"email":"`+email+`"}`).status)
+	require.Equal(t, http.StatusBadRequest, c.do(t, "GET", "/v1/keys?email="+email, "", "Authorization", bearer).status)
 
 	// Support.
 	require.Equal(t, http.StatusOK, c.do(t, "GET", "/v1/admin/orders/"+id, "", "Authorization", bearer).status)
@@ -156,7 +158,9 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 	require.Equal(t, http.StatusBadRequest, c.do(t, "GET", "/v1/admin/orders/nonsense", "", "Authorization", bearer).status)
 	require.Equal(t, http.StatusUnauthorized, c.do(t, "GET", "/v1/admin/orders/"+id, "").status)
 	require.Equal(t, http.StatusBadRequest, c.do(t, "POST", "/v1/admin/orders/"+id+"/retry", "", "Authorization", bearer).status)
-	require.Equal(t, http.StatusOK, c.do(t, "GET", "/v1/admin/orders?email="+email, "", "Authorization", bearer).status)
+	require.Equal(t, http.StatusBadRequest, c.do(t, "GET", "/v1/admin/orders?email="+email, "", "Authorization", bearer).status)
+	require.Equal(t, http.StatusOK, c.do(t, "GET", "/v1/admin/orders?discord=123456789012345678", "", "Authorization", bearer).status)
+	require.Equal(t, http.StatusOK, c.do(t, "POST", "/v1/admin/orders/search", `{"email":"`+email+`"}`, "Authorization", bearer).status)
 	require.Equal(t, http.StatusBadRequest, c.do(t, "GET", "/v1/admin/orders?key="+key, "", "Authorization", bearer).status)
 	require.Equal(t, http.StatusOK, c.do(t, "POST", "/v1/admin/orders/search", keyBody(key), "Authorization", bearer).status)
 	require.Equal(t, http.StatusBadRequest, c.do(t, "POST", "/v1/admin/orders/search", `{}`, "Authorization", bearer).status)

@@ -154,21 +154,28 @@ func (s *Server) adminLiftRevocation(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, AdminQueuedJSON{Action: jobs.ActionLiftRevocation, Status: "queued", OrderRef: q.OrderRef, JobID: q.JobID})
 }
 
-// adminFindOrders answers GET /v1/admin/orders?email= or ?discord=; keys
-// are searched with POST /v1/admin/orders/search, keeping them out of URLs.
+// adminFindOrders answers GET /v1/admin/orders?discord=; keys and email
+// addresses are searched with POST /v1/admin/orders/search, keeping them
+// out of URLs (and so out of access logs).
 func (s *Server) adminFindOrders(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	if q.Has("key") || q.Has("user_key") {
 		s.writeError(w, r, order.Errorf(order.EINVALID, `keys never go into URLs: POST /v1/admin/orders/search with {"user_key":"..."}`))
 		return
 	}
+	if q.Has("email") {
+		s.writeError(w, r, order.Errorf(order.EINVALID,
+			`email addresses never go into URLs (access logs keep them): POST /v1/admin/orders/search with {"email":"..."}`))
+		return
+	}
 	for name, values := range q {
-		if (name != "email" && name != "discord") || len(values) != 1 {
-			s.writeError(w, r, order.Errorf(order.EINVALID, "give one of email or discord, once"))
+		if name != "discord" || len(values) != 1 {
+			s.writeError(w, r, order.Errorf(order.EINVALID,
+				`give discord once, or POST /v1/admin/orders/search with {"email":"..."} or {"user_key":"..."}`))
 			return
 		}
 	}
-	s.findOrders(w, r, jobs.OrderQuery{Email: q.Get("email"), DiscordID: q.Get("discord")})
+	s.findOrders(w, r, jobs.OrderQuery{DiscordID: q.Get("discord")})
 }
 
 func (s *Server) adminSearchOrders(w http.ResponseWriter, r *http.Request) {

@@ -49,14 +49,18 @@ func (s *Server) listCustomerKeys(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, listKeys(orders))
 }
 
-// listEmailKeys answers GET /v1/keys?email=, matched case-insensitively.
-func (s *Server) listEmailKeys(w http.ResponseWriter, r *http.Request) {
-	values := r.URL.Query()["email"]
-	if len(values) != 1 {
-		s.writeError(w, r, order.Errorf(order.EINVALID, "give the email query parameter once"))
+// searchEmailKeys answers POST /v1/keys/search with {"email": ...}, matched
+// case-insensitively. The address travels in the body: a query string is
+// kept by every access log and proxy on the way.
+func (s *Server) searchEmailKeys(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Email string `json:"email"`
+	}
+	if err := decodeJSONBody(w, r, &body, maxLookupBody); err != nil {
+		s.writeError(w, r, err)
 		return
 	}
-	email, err := jobs.NormalizeEmail(values[0])
+	email, err := jobs.NormalizeEmail(body.Email)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -67,6 +71,18 @@ func (s *Server) listEmailKeys(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, listKeys(orders))
+}
+
+// errEmailInURL refuses the listing by address of earlier versions, GET
+// /v1/keys?email=: said plainly, so a shop calling it learns where to go
+// rather than meeting a bare 404.
+var errEmailInURL = order.Errorf(order.EINVALID,
+	`email addresses never go into URLs (access logs keep them): POST /v1/keys/search with {"email":"..."}`)
+
+// refuseEmailKeys answers GET /v1/keys, the listing by address of earlier
+// versions, with errEmailInURL.
+func (s *Server) refuseEmailKeys(w http.ResponseWriter, r *http.Request) {
+	s.writeError(w, r, errEmailInURL)
 }
 
 // listKeys flattens orders (newest first) into their delivered keys as the

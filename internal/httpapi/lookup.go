@@ -14,7 +14,8 @@ import (
 // link's token.
 const (
 	// Link requests per client: a few in a row, then one a minute. The
-	// per-address limit (jobs.KeyLookupsPerAddress) holds across replicas.
+	// limits per address, client and network (jobs.KeyLookupsPerAddress)
+	// hold across replicas.
 	keyLookupClientRate  = 1.0 / 60
 	keyLookupClientBurst = 5
 	// All find-my-keys requests of the process: every one writes a row and
@@ -57,7 +58,8 @@ var errMailOffForLookup = &order.Error{Code: order.EUNAVAILABLE,
 	Message: "find my keys sends a link by email, and mail is not configured: set SMTP_URL, MAIL_FROM and PUBLIC_BASE_URL"}
 
 // requestLink answers 202 for every well-formed address, whether it bought
-// anything or not, and whether or not the address is past its own limit:
+// anything or not, and whether or not the request is past the limits of
+// its address, client and network:
 // the same answer, after the same work (one transaction that records the
 // request and, within the limit, queues the email job, which finds out
 // whether there is anything to send). Only the per-client limit refuses.
@@ -67,7 +69,8 @@ func (a *keyLookupAPI) requestLink(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": errMailOffForLookup.Message, "code": order.EUNAVAILABLE})
 		return
 	}
-	if !a.lookups.allow(a.s.clientIP(r)) {
+	client := a.s.clientIP(r)
+	if !a.lookups.allow(client) {
 		w.Header().Set("Retry-After", "60")
 		a.s.writeError(w, r, order.Errorf(order.ERATELIMITED, "too many find-my-keys requests from this address; retry in a minute"))
 		return
@@ -89,7 +92,7 @@ func (a *keyLookupAPI) requestLink(w http.ResponseWriter, r *http.Request) {
 		a.s.writeError(w, r, err)
 		return
 	}
-	if _, err := a.s.Orders.RequestKeyLookup(r.Context(), email); err != nil {
+	if _, err := a.s.Orders.RequestKeyLookup(r.Context(), email, client); err != nil {
 		a.s.writeError(w, r, err)
 		return
 	}

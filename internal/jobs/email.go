@@ -19,10 +19,15 @@ import (
 )
 
 // SendOrderEmailArgs emails the buyer the keys of a fulfilled order: one
-// delivery of the order's order_emails rows.
+// delivery of the order's order_emails rows. It names the order by number,
+// as FulfilOrderArgs does.
 type SendOrderEmailArgs struct {
-	CheckoutSessionID string `json:"checkout_session_id"`
-	Delivery          int    `json:"delivery"`
+	OrderID  int64  `json:"order_id" river:"unique"`
+	OrderRef string `json:"order_ref,omitempty"` // logging.OrderRef, for people
+	Delivery int    `json:"delivery" river:"unique"`
+	// CheckoutSessionID is the form of jobs queued before orders had
+	// numbers (a rolling deploy). Never set now.
+	CheckoutSessionID string `json:"checkout_session_id,omitempty"`
 }
 
 func (SendOrderEmailArgs) Kind() string { return "send_order_email" }
@@ -45,19 +50,21 @@ func queueFirstOrderEmail(ctx context.Context, tx pgx.Tx, deps Deps, sessionID s
 		return nil
 	}
 	var delivery int
+	var orderID int64
 	err := tx.QueryRow(ctx, `
+		WITH o AS (SELECT id, checkout_session_id FROM orders
+			WHERE checkout_session_id = $1 AND status = 'fulfilled' AND customer_email <> '')
 		INSERT INTO order_emails (checkout_session_id, delivery, message_id)
-		SELECT checkout_session_id, 1, $2 FROM orders
-		WHERE checkout_session_id = $1 AND status = 'fulfilled' AND customer_email <> ''
+		SELECT checkout_session_id, 1, $2 FROM o
 		ON CONFLICT (checkout_session_id, delivery) DO NOTHING
-		RETURNING delivery`, sessionID, deps.Mail.NewMessageID()).Scan(&delivery)
+		RETURNING delivery, (SELECT id FROM o)`, sessionID, deps.Mail.NewMessageID()).Scan(&delivery, &orderID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil // not fulfilled yet, no address, or already queued
 	}
 	if err != nil {
 		return fmt.Errorf("recording the keys email of order %s: %w", logging.OrderRef(sessionID), err)
 	}
-	return insertMany(ctx, tx, SendOrderEmailArgs{CheckoutSessionID: sessionID, Delivery: delivery})
+	return insertMany(ctx, tx, SendOrderEmailArgs{OrderID: orderID, OrderRef: logging.OrderRef(sessionID), Delivery: delivery})
 }
 
 // ResendOrderEmail queues a new email (the next delivery number) of a
@@ -96,7 +103,7 @@ func (s *Orders) resendOrderEmailTx(ctx context.Context, tx pgx.Tx, mailer *mail
 	if err != nil {
 		return nil, 0, fmt.Errorf("recording a new keys email of order %s: %w", logging.OrderRef(sessionID), err)
 	}
-	if _, err := s.River.InsertTx(ctx, tx, SendOrderEmailArgs{CheckoutSessionID: sessionID, Delivery: delivery}, nil); err != nil {
+	if _, err := s.River.InsertTx(ctx, tx, SendOrderEmailArgs{OrderID: o.ID, OrderRef: logging.OrderRef(sessionID), Delivery: delivery}, nil); err != nil {
 		return nil, 0, err
 	}
 	return o, delivery, nil
@@ -153,22 +160,43 @@ func (w *SendOrderEmailWorker) Timeout(*river.Job[SendOrderEmailArgs]) time.Dura
 // buyer gets the keys with the expiry known then.
 const keysEmailWaitsForWriters = 2 * time.Minute
 
+// A replica without mail puts a keys email back for keysEmailMailWait, for
+// a replica with mail to send (a rolling deploy turning mail on, or off),
+// and gives up after keysEmailMailWaitLimit: a buyer waiting that long has
+// the keys from the order page, and an operator can resend the email.
+const (
+	keysEmailMailWait      = 30 * time.Second
+	keysEmailMailWaitLimit = 24 * time.Hour
+)
+
 func (w *SendOrderEmailWorker) Work(ctx context.Context, job *river.Job[SendOrderEmailArgs]) error {
 	if w.Mail == nil {
-		return river.JobCancel(errors.New("keys by email is off (SMTP_URL unset): this email is not sent"))
+		// This replica cannot send mail; another may (a rolling deploy
+		// that turns mail on, or off). A snooze uses no attempt; past
+		// keysEmailMailWaitLimit nobody is coming, and the delivery stays
+		// queued for a resend.
+		if age := w.Now().Sub(job.CreatedAt); age > keysEmailMailWaitLimit {
+			return river.JobCancel(fmt.Errorf("no replica with mail (SMTP_URL) took this keys email in %s: it is not sent; "+
+				"once mail is on, send it with POST /v1/orders/{checkout_session_id}/resend-email", age.Round(time.Minute)))
+		}
+		return river.JobSnooze(keysEmailMailWait)
 	}
-	log := w.Logger.With("order_ref", logging.OrderRef(job.Args.CheckoutSessionID), "delivery", job.Args.Delivery)
+	sessionID, err := sessionOf(ctx, w.Pool, job.Args.OrderID, job.Args.CheckoutSessionID)
+	if err != nil {
+		return err
+	}
+	log := w.Logger.With("order_ref", logging.OrderRef(sessionID), "delivery", job.Args.Delivery)
 	// The email shows each key as its ledger says: a purchase that extended
 	// a key the buyer had, or a renewal paid before the key, is applied by
 	// the key's writer right after the delivery. Wait for it, a while.
-	writing, err := postgres.KeysBeingWritten(ctx, w.Pool, job.Args.CheckoutSessionID)
+	writing, err := postgres.KeysBeingWritten(ctx, w.Pool, sessionID)
 	if err != nil {
 		return err
 	}
 	if writing && time.Since(job.CreatedAt) < keysEmailWaitsForWriters {
 		return river.JobSnooze(time.Second)
 	}
-	o, messageID, proceed, err := w.startSending(ctx, job, log)
+	o, messageID, proceed, err := w.startSending(ctx, job, sessionID, log)
 	if err != nil || !proceed {
 		return err
 	}
@@ -187,7 +215,7 @@ func (w *SendOrderEmailWorker) Work(ctx context.Context, job *river.Job[SendOrde
 		}
 		_, dbErr := w.Pool.Exec(context.WithoutCancel(ctx), `UPDATE order_emails SET status = $3, last_error = $4
 			WHERE checkout_session_id = $1 AND delivery = $2 AND status = 'sending'`,
-			job.Args.CheckoutSessionID, job.Args.Delivery, status, err.Error())
+			sessionID, job.Args.Delivery, status, err.Error())
 		if status == "failed" {
 			log.ErrorContext(ctx, "the order's email address cannot receive mail; the keys stay on the order page", "error", err)
 			return river.JobCancel(err)
@@ -200,7 +228,7 @@ func (w *SendOrderEmailWorker) Work(ctx context.Context, job *river.Job[SendOrde
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck
 	_, err = tx.Exec(ctx, `UPDATE order_emails SET status = 'sent', sent_at = now(), last_error = NULL
-		WHERE checkout_session_id = $1 AND delivery = $2`, job.Args.CheckoutSessionID, job.Args.Delivery)
+		WHERE checkout_session_id = $1 AND delivery = $2`, sessionID, job.Args.Delivery)
 	if err != nil {
 		return fmt.Errorf("recording the keys email as sent: %w", err)
 	}
@@ -223,7 +251,7 @@ func isTimeout(err error) bool {
 // startSending marks the delivery 'sending' in its own commit and returns
 // the order to render. proceed is false when there is nothing to send (sent
 // already, or the order is no longer fulfilled); the job is then complete.
-func (w *SendOrderEmailWorker) startSending(ctx context.Context, job *river.Job[SendOrderEmailArgs], log *slog.Logger) (o *order.Order, messageID string, proceed bool, err error) {
+func (w *SendOrderEmailWorker) startSending(ctx context.Context, job *river.Job[SendOrderEmailArgs], sessionID string, log *slog.Logger) (o *order.Order, messageID string, proceed bool, err error) {
 	tx, err := w.Pool.Begin(ctx)
 	if err != nil {
 		return nil, "", false, err
@@ -232,7 +260,7 @@ func (w *SendOrderEmailWorker) startSending(ctx context.Context, job *river.Job[
 	var status string
 	err = tx.QueryRow(ctx, `SELECT status, message_id FROM order_emails
 		WHERE checkout_session_id = $1 AND delivery = $2 FOR UPDATE`,
-		job.Args.CheckoutSessionID, job.Args.Delivery).Scan(&status, &messageID)
+		sessionID, job.Args.Delivery).Scan(&status, &messageID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, "", false, river.JobCancel(fmt.Errorf("no keys email %d recorded for this order", job.Args.Delivery))
 	}
@@ -251,7 +279,7 @@ func (w *SendOrderEmailWorker) startSending(ctx context.Context, job *river.Job[
 	case "sending":
 		log.WarnContext(ctx, "an earlier attempt was cut off during the SMTP conversation; sending again with the same Message-ID")
 	}
-	o, err = postgres.GetOrder(ctx, tx, job.Args.CheckoutSessionID)
+	o, err = postgres.GetOrder(ctx, tx, sessionID)
 	if err != nil {
 		return nil, "", false, err
 	}
@@ -259,14 +287,14 @@ func (w *SendOrderEmailWorker) startSending(ctx context.Context, job *river.Job[
 		// Revoked (a chargeback, a refund) before its email's turn: its
 		// keys are no longer the buyer's to use.
 		if _, err := tx.Exec(ctx, `UPDATE order_emails SET status = 'skipped' WHERE checkout_session_id = $1 AND delivery = $2`,
-			job.Args.CheckoutSessionID, job.Args.Delivery); err != nil {
+			sessionID, job.Args.Delivery); err != nil {
 			return nil, "", false, err
 		}
 		log.WarnContext(ctx, "keys email not sent: the order is no longer fulfilled", "status", o.Status)
 		return nil, "", false, finish()
 	}
 	_, err = tx.Exec(ctx, `UPDATE order_emails SET status = 'sending', attempts = attempts + 1
-		WHERE checkout_session_id = $1 AND delivery = $2`, job.Args.CheckoutSessionID, job.Args.Delivery)
+		WHERE checkout_session_id = $1 AND delivery = $2`, sessionID, job.Args.Delivery)
 	if err != nil {
 		return nil, "", false, fmt.Errorf("marking the keys email as sending: %w", err)
 	}

@@ -19,8 +19,36 @@ import (
 
 // FulfilOrderArgs fulfils a Checkout Session: it reads the session and its
 // line items from Stripe and records one key to create per purchased unit.
+// It names the order by number: a Checkout Session ID reads the order's
+// keys, and arguments are shown in the River UI and kept as long as jobs
+// are.
 type FulfilOrderArgs struct {
-	CheckoutSessionID string `json:"checkout_session_id"`
+	// OrderID is the order's number; one fulfilment of it is in flight.
+	OrderID int64 `json:"order_id" river:"unique"`
+	// OrderRef is logging.OrderRef of the order, for whoever reads the
+	// job beside the logs.
+	OrderRef string `json:"order_ref,omitempty"`
+	// CheckoutSessionID is the form of jobs queued before orders had
+	// numbers (a rolling deploy). Never set now.
+	CheckoutSessionID string `json:"checkout_session_id,omitempty"`
+}
+
+// fulfilOrder is the fulfilment job of o.
+func fulfilOrder(o *order.Order) FulfilOrderArgs {
+	return FulfilOrderArgs{OrderID: o.ID, OrderRef: logging.OrderRef(o.CheckoutSessionID)}
+}
+
+// sessionOf returns the Checkout Session ID of the order a job names, by
+// number, or by the session itself in a job of the old form.
+func sessionOf(ctx context.Context, db postgres.DB, orderID int64, oldSessionID string) (string, error) {
+	if orderID == 0 && oldSessionID != "" {
+		return oldSessionID, nil
+	}
+	id, err := postgres.SessionIDOfOrder(ctx, db, orderID)
+	if order.ErrorCode(err) == order.ENOTFOUND {
+		return "", river.JobCancel(fmt.Errorf("order number %d does not exist: nothing to do", orderID))
+	}
+	return id, err
 }
 
 func (FulfilOrderArgs) Kind() string { return "fulfil_order" }
@@ -39,10 +67,13 @@ type FulfilOrderWorker struct {
 }
 
 func (w *FulfilOrderWorker) Work(ctx context.Context, job *river.Job[FulfilOrderArgs]) error {
-	id := job.Args.CheckoutSessionID
+	id, err := sessionOf(ctx, w.Pool, job.Args.OrderID, job.Args.CheckoutSessionID)
+	if err != nil {
+		return err
+	}
 	sess, err := w.Stripe.CheckoutSession(ctx, id)
 	if stripeapi.IsNotFound(err) {
-		return w.sessionUnknown(ctx, job, err)
+		return w.sessionUnknown(ctx, job, id, err)
 	}
 	if err != nil {
 		return err
@@ -177,8 +208,7 @@ func (w *FulfilOrderWorker) expand(ctx context.Context, tx pgx.Tx, job *river.Jo
 // event reported paid then fails with the reason (a key of another account
 // or mode, most likely), instead of waiting forever; otherwise (a forged
 // success-page ID cannot get here: those are confirmed first) the job ends.
-func (w *FulfilOrderWorker) sessionUnknown(ctx context.Context, job *river.Job[FulfilOrderArgs], cause error) error {
-	id := job.Args.CheckoutSessionID
+func (w *FulfilOrderWorker) sessionUnknown(ctx context.Context, job *river.Job[FulfilOrderArgs], id string, cause error) error {
 	tx, err := w.Pool.Begin(ctx)
 	if err != nil {
 		return err
@@ -371,8 +401,8 @@ func RecordSession(ctx context.Context, tx pgx.Tx, client *river.Client[pgx.Tx],
 		}
 	}
 	if order.Fulfillable(o.SessionStatus, o.PaymentStatus) && !o.ItemsLoaded && o.Status == order.StatusPending {
-		if _, err := client.InsertTx(ctx, tx, FulfilOrderArgs{CheckoutSessionID: d.CheckoutSessionID}, nil); err != nil {
-			return nil, fmt.Errorf("enqueueing fulfilment of %s: %w", d.CheckoutSessionID, err)
+		if _, err := client.InsertTx(ctx, tx, fulfilOrder(o), nil); err != nil {
+			return nil, fmt.Errorf("enqueueing fulfilment of %s: %w", logging.OrderRef(d.CheckoutSessionID), err)
 		}
 	}
 	return o, nil

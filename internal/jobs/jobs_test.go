@@ -160,7 +160,7 @@ func TestRepeatedJobsForOneUnitCreateOneKey(t *testing.T) {
 
 	// Every job kind runs again, as after a rescue or an operator's retry.
 	ctx := context.Background()
-	_, err = client.Insert(ctx, jobs.FulfilOrderArgs{CheckoutSessionID: "cs_test_repeat0001"}, nil)
+	_, err = client.Insert(ctx, jobs.FulfilOrderArgs{OrderID: o.ID}, nil)
 	require.NoError(t, err)
 	for _, k := range o.Keys {
 		_, err = client.Insert(ctx, jobs.CreateKeyArgs{OrderKeyID: k.ID}, nil)

@@ -77,7 +77,11 @@ func (s *Orders) retryTx(ctx context.Context, tx pgx.Tx, id string) error {
 	if err := postgres.ResetFailures(ctx, tx, id); err != nil {
 		return err
 	}
-	if _, err := s.River.InsertTx(ctx, tx, FulfilOrderArgs{CheckoutSessionID: id}, nil); err != nil {
+	o, err := postgres.LockOrder(ctx, tx, id)
+	if err != nil {
+		return err
+	}
+	if _, err := s.River.InsertTx(ctx, tx, fulfilOrder(o), nil); err != nil {
 		return fmt.Errorf("queueing the fulfilment of %s: %w", logging.OrderRef(id), err)
 	}
 	return nil

@@ -123,7 +123,11 @@ func (w *ResumeOrdersWorker) Work(ctx context.Context, job *river.Job[ResumeOrde
 	}
 	for _, id := range notLoaded {
 		err := pgx.BeginFunc(ctx, w.Pool, func(tx pgx.Tx) error {
-			return insertMany(ctx, tx, FulfilOrderArgs{CheckoutSessionID: id})
+			o, err := postgres.LockOrder(ctx, tx, id)
+			if err != nil {
+				return err
+			}
+			return insertMany(ctx, tx, fulfilOrder(o))
 		})
 		if err != nil {
 			return err

@@ -69,7 +69,12 @@ type failureLogger struct {
 // jobRefs are the argument fields that name what a job works on; none of
 // them grants access to anything.
 type jobRefs struct {
-	OrderKeyID        int64    `json:"order_key_id"`
+	OrderKeyID int64  `json:"order_key_id"`
+	OrderID    int64  `json:"order_id"`
+	OrderRef   string `json:"order_ref"`
+	RequestID  int64  `json:"request_id"`
+	// CheckoutSessionID is in jobs queued before orders had numbers; it
+	// is logged as its order's reference, never as itself.
 	CheckoutSessionID string   `json:"checkout_session_id"`
 	EventIDs          []string `json:"event_ids"`
 	InvoiceID         string   `json:"invoice_id"`
@@ -92,8 +97,17 @@ func (m *failureLogger) Work(ctx context.Context, job *rivertype.JobRow, doInner
 		if refs.OrderKeyID != 0 {
 			attrs = append(attrs, "order_key_id", refs.OrderKeyID)
 		}
-		if refs.CheckoutSessionID != "" {
+		if refs.OrderID != 0 {
+			attrs = append(attrs, "order_id", refs.OrderID)
+		}
+		switch {
+		case refs.OrderRef != "":
+			attrs = append(attrs, "order_ref", refs.OrderRef)
+		case refs.CheckoutSessionID != "":
 			attrs = append(attrs, "order_ref", logging.OrderRef(refs.CheckoutSessionID))
+		}
+		if refs.RequestID != 0 {
+			attrs = append(attrs, "request_id", refs.RequestID)
 		}
 		if len(refs.EventIDs) > 0 {
 			attrs = append(attrs, "event_ids", refs.EventIDs)

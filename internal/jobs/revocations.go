@@ -239,7 +239,7 @@ func (w *LiftRevocationWorker) Work(ctx context.Context, job *river.Job[LiftRevo
 				continue // another revocation (a refund) still holds it
 			}
 			if !o.ItemsLoaded && order.Fulfillable(o.SessionStatus, o.PaymentStatus) {
-				args = append(args, FulfilOrderArgs{CheckoutSessionID: id})
+				args = append(args, fulfilOrder(o))
 			}
 			if err := queueUnits(ctx, tx, o); err != nil {
 				return err

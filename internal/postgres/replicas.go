@@ -101,7 +101,9 @@ func StalledOrders(ctx context.Context, db DB, createKind, fulfilKind string, ol
 		WHERE o.status = 'pending' AND o.items_loaded_at IS NULL AND o.session_status = 'complete'
 		  AND o.payment_status IN ('paid', 'no_payment_required') AND o.updated_at < now() - $2::interval
 		  AND NOT EXISTS (SELECT 1 FROM river_job j WHERE j.kind = $1 AND j.state IN `+live+`
-		                  AND j.args->>'checkout_session_id' = o.checkout_session_id)
+		                  AND ((j.args->>'order_id')::bigint = o.id
+		                       -- queued by a replica of the previous version
+		                       OR j.args->>'checkout_session_id' = o.checkout_session_id))
 		LIMIT $3`, fulfilKind, olderThan, limit)
 	if err != nil {
 		return nil, nil, fmt.Errorf("finding stalled orders: %w", err)

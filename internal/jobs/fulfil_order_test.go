@@ -1,0 +1,62 @@
+package jobs_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/stretchr/testify/require"
+
+	"fulfiller/internal/jobs"
+	"fulfiller/internal/order"
+	"fulfiller/internal/postgres"
+	"fulfiller/internal/stripeapi/stripefake"
+)
+
+// oldFulfilOrderArgs is fulfil_order as versions before order numbers
+// queued it, which a replica of such a version still does during a rolling
+// deploy.
+type oldFulfilOrderArgs struct {
+	CheckoutSessionID string `json:"checkout_session_id"`
+}
+
+func (oldFulfilOrderArgs) Kind() string { return jobs.FulfilOrderArgs{}.Kind() }
+
+func TestFulfilOrderJobOfTheOldFormStillFulfils(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	client, err := jobs.NewClient(b.deps, jobs.Config{})
+	require.NoError(t, err)
+	b.start(t, client)
+	const id = "cs_test_oldform001"
+	b.stripe.PutSession(stripefake.Session{ID: id, Mode: "payment", PaymentStatus: "paid", Status: "complete",
+		CustomerEmail: "jobs@example.com", PaymentIntent: "pi_" + id, Items: []stripefake.Item{{PriceID: "price_a", Quantity: 2}}})
+	ctx := context.Background()
+	_, err = postgres.UpsertOrder(ctx, b.pool, order.SessionDetails{CheckoutSessionID: id, PaymentStatus: "paid", SessionStatus: "complete"})
+	require.NoError(t, err)
+	_, err = client.Insert(ctx, oldFulfilOrderArgs{CheckoutSessionID: id}, &river.InsertOpts{Queue: jobs.QueueDefault})
+	require.NoError(t, err)
+
+	o := b.waitFulfilled(t, id)
+	require.Len(t, o.Keys, 2)
+	require.Len(t, b.sandbox.Users(project), 2)
+}
+
+func TestFulfilOrderJobOfAnUnknownOrderNumberIsCancelled(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	client, err := jobs.NewClient(b.deps, jobs.Config{})
+	require.NoError(t, err)
+	b.start(t, client)
+	res, err := client.Insert(context.Background(), jobs.FulfilOrderArgs{OrderID: 987654}, nil)
+	require.NoError(t, err)
+	var state, errs string
+	require.Eventually(t, func() bool {
+		require.NoError(t, b.pool.QueryRow(context.Background(), `SELECT state::text, COALESCE(errors::text, '') FROM river_job WHERE id = $1`,
+			res.Job.ID).Scan(&state, &errs))
+		return state == "cancelled"
+	}, 10*time.Second, 20*time.Millisecond)
+	require.Contains(t, errs, "order number 987654 does not exist")
+	require.Empty(t, b.sandbox.Users(project))
+}
