@@ -63,11 +63,13 @@ func TestJobArgumentsHoldNoSessionIDNorAddress(t *testing.T) {
 	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
 	b.waitOrder(t, s.ID, "failed")
 	b.catalog.Put("price_added_later", catalog.Product{ProjectID: project, KeyDays: 7})
-	require.Equal(t, http.StatusAccepted, b.call(t, http.MethodPost, "/v1/orders/"+s.ID+"/retry", "", "", "shop-token").status)
+	status, _, body := send(t, http.MethodPost, b.adminURL+"/v1/admin/orders/"+s.ID+"/retry", "", bearer(adminToken))
+	require.Equal(t, http.StatusAccepted, status, body)
 	b.waitOrder(t, s.ID, "fulfilled")
 
 	// The keys emailed again, and a find-my-keys link.
-	require.Equal(t, http.StatusAccepted, b.call(t, http.MethodPost, "/v1/orders/"+first.CheckoutSessionID+"/resend-email", "", "", "shop-token").status)
+	status, _, body = send(t, http.MethodPost, b.adminURL+"/v1/admin/orders/"+first.CheckoutSessionID+"/resend-email", "", bearer(adminToken))
+	require.Equal(t, http.StatusAccepted, status, body)
 	require.Equal(t, http.StatusAccepted, b.keyLookup(t, "buyer@example.com", "").status)
 	b.waitLookupMessages(t, 1)
 	b.waitMessages(t, 4) // three keys emails and the link
