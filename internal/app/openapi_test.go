@@ -53,7 +53,11 @@ func (c *contractCheck) do(t *testing.T, method, path, body string, header ...st
 	if body != "" {
 		rd = strings.NewReader(body)
 	}
-	req, err := http.NewRequest(method, c.b.url+path, rd)
+	base := c.b.url
+	if internalPath(path) {
+		base = c.b.adminURL
+	}
+	req, err := http.NewRequest(method, base+path, rd)
 	require.NoError(t, err)
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
@@ -84,6 +88,11 @@ func (c *contractCheck) do(t *testing.T, method, path, body string, header ...st
 	return apiAnswer{resp.StatusCode, resp.Header, raw}
 }
 
+// internalPath reports whether path is served by the internal listener.
+func internalPath(path string) bool {
+	return strings.HasPrefix(path, "/v1/admin/") || path == "/healthz" || path == "/readyz" || path == "/metrics"
+}
+
 func (c *contractCheck) requireEveryOperationAnswered(t *testing.T) {
 	t.Helper()
 	var missing []string
@@ -105,7 +114,7 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 	t.Parallel()
 	b := setupLookup(t, withPolicy(func(p *order.Policy) { p.RevokeOnEarlyFraudWarning = true }))
 	c := newContractCheck(t, b)
-	const bearer = "Bearer shop-token"
+	const bearer, admin = "Bearer shop-token", "Bearer " + adminToken
 	email, customer := "contract@example.com", newID("cus_")
 	o := b.buyAs(t, email, customer, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	id, key := o.CheckoutSessionID, o.Keys[0].UserKey
@@ -118,12 +127,14 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 	require.Equal(t, http.StatusNotFound, c.do(t, "GET", "/v1/orders/"+unknown, "").status)
 	require.Equal(t, http.StatusForbidden, c.do(t, "OPTIONS", "/v1/orders/"+id, "", "Origin", "https://elsewhere.example").status)
 
-	// The shop's order operations.
-	require.Equal(t, http.StatusUnauthorized, c.do(t, "POST", "/v1/orders/"+id+"/retry", "").status)
-	retried := c.do(t, "POST", "/v1/orders/"+id+"/retry", "", "Authorization", bearer)
+	// Support's order operations.
+	require.Equal(t, http.StatusUnauthorized, c.do(t, "POST", "/v1/admin/orders/"+id+"/retry", "").status)
+	require.Equal(t, http.StatusUnauthorized, c.do(t, "POST", "/v1/admin/orders/"+id+"/retry", "", "Authorization", bearer).status,
+		"the shop's token reads listings and nothing else")
+	retried := c.do(t, "POST", "/v1/admin/orders/"+id+"/retry", "", "Authorization", admin)
 	require.NotEqual(t, http.StatusAccepted, retried.status, "a fulfilled order is not retried")
-	require.Equal(t, http.StatusAccepted, c.do(t, "POST", "/v1/orders/"+id+"/resend-email", "", "Authorization", bearer).status)
-	require.Equal(t, http.StatusNotFound, c.do(t, "POST", "/v1/orders/"+unknown+"/resend-email", "", "Authorization", bearer).status)
+	require.Equal(t, http.StatusAccepted, c.do(t, "POST", "/v1/admin/orders/"+id+"/resend-email", "", "Authorization", admin).status)
+	require.Equal(t, http.StatusNotFound, c.do(t, "POST", "/v1/admin/orders/"+unknown+"/resend-email", "", "Authorization", admin).status)
 
 	// HWID reset: accepted, then within its cooldown; refusals.
 	require.Equal(t, http.StatusBadRequest, c.do(t, "POST", "/v1/orders/"+id+"/reset-hwid", `{"user_key":`).status)
@@ -153,21 +164,21 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 	require.Equal(t, http.StatusBadRequest, c.do(t, "GET", "/v1/keys?email="+email, "", "Authorization", bearer).status)
 
 	// Support.
-	require.Equal(t, http.StatusOK, c.do(t, "GET", "/v1/admin/orders/"+id, "", "Authorization", bearer).status)
-	require.Equal(t, http.StatusNotFound, c.do(t, "GET", "/v1/admin/orders/ord_000000000000", "", "Authorization", bearer).status)
-	require.Equal(t, http.StatusBadRequest, c.do(t, "GET", "/v1/admin/orders/nonsense", "", "Authorization", bearer).status)
+	require.Equal(t, http.StatusOK, c.do(t, "GET", "/v1/admin/orders/"+id, "", "Authorization", admin).status)
+	require.Equal(t, http.StatusNotFound, c.do(t, "GET", "/v1/admin/orders/ord_000000000000", "", "Authorization", admin).status)
+	require.Equal(t, http.StatusBadRequest, c.do(t, "GET", "/v1/admin/orders/nonsense", "", "Authorization", admin).status)
 	require.Equal(t, http.StatusUnauthorized, c.do(t, "GET", "/v1/admin/orders/"+id, "").status)
-	require.Equal(t, http.StatusBadRequest, c.do(t, "POST", "/v1/admin/orders/"+id+"/retry", "", "Authorization", bearer).status)
-	require.Equal(t, http.StatusBadRequest, c.do(t, "GET", "/v1/admin/orders?email="+email, "", "Authorization", bearer).status)
-	require.Equal(t, http.StatusOK, c.do(t, "GET", "/v1/admin/orders?discord=123456789012345678", "", "Authorization", bearer).status)
-	require.Equal(t, http.StatusOK, c.do(t, "POST", "/v1/admin/orders/search", `{"email":"`+email+`"}`, "Authorization", bearer).status)
-	require.Equal(t, http.StatusBadRequest, c.do(t, "GET", "/v1/admin/orders?key="+key, "", "Authorization", bearer).status)
-	require.Equal(t, http.StatusOK, c.do(t, "POST", "/v1/admin/orders/search", keyBody(key), "Authorization", bearer).status)
-	require.Equal(t, http.StatusBadRequest, c.do(t, "POST", "/v1/admin/orders/search", `{}`, "Authorization", bearer).status)
-	require.Equal(t, http.StatusNotFound, c.do(t, "POST", "/v1/admin/keys/blacklist", keyBody("NoSuchKey0123456789"), "Authorization", bearer).status)
-	require.Equal(t, http.StatusBadRequest, c.do(t, "POST", "/v1/admin/keys/set-discord", keyBody(key), "Authorization", bearer).status)
+	require.Equal(t, http.StatusBadRequest, c.do(t, "POST", "/v1/admin/orders/"+id+"/retry", "", "Authorization", admin).status)
+	require.Equal(t, http.StatusBadRequest, c.do(t, "GET", "/v1/admin/orders?email="+email, "", "Authorization", admin).status)
+	require.Equal(t, http.StatusOK, c.do(t, "GET", "/v1/admin/orders?discord=123456789012345678", "", "Authorization", admin).status)
+	require.Equal(t, http.StatusOK, c.do(t, "POST", "/v1/admin/orders/search", `{"email":"`+email+`"}`, "Authorization", admin).status)
+	require.Equal(t, http.StatusBadRequest, c.do(t, "GET", "/v1/admin/orders?key="+key, "", "Authorization", admin).status)
+	require.Equal(t, http.StatusOK, c.do(t, "POST", "/v1/admin/orders/search", keyBody(key), "Authorization", admin).status)
+	require.Equal(t, http.StatusBadRequest, c.do(t, "POST", "/v1/admin/orders/search", `{}`, "Authorization", admin).status)
+	require.Equal(t, http.StatusNotFound, c.do(t, "POST", "/v1/admin/keys/blacklist", keyBody("NoSuchKey0123456789"), "Authorization", admin).status)
+	require.Equal(t, http.StatusBadRequest, c.do(t, "POST", "/v1/admin/keys/set-discord", keyBody(key), "Authorization", admin).status)
 	require.Equal(t, http.StatusAccepted, c.do(t, "POST", "/v1/admin/keys/set-discord",
-		`{"user_key":"`+key+`","discord_id":"123456789012345678"}`, "Authorization", bearer).status)
+		`{"user_key":"`+key+`","discord_id":"123456789012345678"}`, "Authorization", admin).status)
 	require.Equal(t, http.StatusUnauthorized, c.do(t, "POST", "/v1/admin/keys/revoke", keyBody(key)).status)
 
 	// Support lifts an early fraud warning's revocation (of another order).
@@ -182,10 +193,15 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 	b.waitKeys(t, warned.ID, "revoked", "blacklisted")
 	liftPath := "/v1/admin/orders/" + warned.ID + "/revocations/"
 	require.Equal(t, http.StatusUnauthorized, c.do(t, "POST", liftPath+efw+"/lift", "").status)
-	require.Equal(t, http.StatusBadRequest, c.do(t, "POST", liftPath+"not-a-source/lift", "", "Authorization", bearer).status)
-	require.Equal(t, http.StatusNotFound, c.do(t, "POST", liftPath+"issfr_nosuchwarning/lift", "", "Authorization", bearer).status)
-	require.Equal(t, http.StatusAccepted, c.do(t, "POST", liftPath+efw+"/lift", "", "Authorization", bearer).status)
-	require.Equal(t, http.StatusConflict, c.do(t, "POST", liftPath+efw+"/lift", "", "Authorization", bearer).status)
+	require.Equal(t, http.StatusBadRequest, c.do(t, "POST", liftPath+"not-a-source/lift", "", "Authorization", admin).status)
+	require.Equal(t, http.StatusNotFound, c.do(t, "POST", liftPath+"issfr_nosuchwarning/lift", "", "Authorization", admin).status)
+	require.Equal(t, http.StatusAccepted, c.do(t, "POST", liftPath+efw+"/lift", "", "Authorization", admin).status)
+	require.Equal(t, http.StatusConflict, c.do(t, "POST", liftPath+efw+"/lift", "", "Authorization", admin).status)
+
+	// The audit log of what support did above.
+	require.Equal(t, http.StatusOK, c.do(t, "GET", "/v1/admin/audit?order="+warned.ID, "", "Authorization", admin).status)
+	require.Equal(t, http.StatusBadRequest, c.do(t, "GET", "/v1/admin/audit?limit=0", "", "Authorization", admin).status)
+	require.Equal(t, http.StatusUnauthorized, c.do(t, "GET", "/v1/admin/audit", "", "Authorization", bearer).status)
 
 	// The pages and their assets.
 	require.Equal(t, http.StatusOK, c.do(t, "GET", "/orders/"+id, "").status)
@@ -199,6 +215,7 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 		"Stripe-Signature", sign([]byte(`{"id":"evt_2"}`), b.secret, time.Now())).status)
 	require.Equal(t, http.StatusOK, c.do(t, "GET", "/healthz", "").status)
 	require.Equal(t, http.StatusOK, c.do(t, "GET", "/readyz", "").status)
+	require.Equal(t, http.StatusOK, c.do(t, "GET", "/metrics", "").status)
 	require.Equal(t, http.StatusOK, c.do(t, "GET", "/openapi.json", "").status)
 
 	c.requireEveryOperationAnswered(t)
