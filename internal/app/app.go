@@ -178,13 +178,12 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("listening on LISTEN_ADDR %s: %w", m.Config.ListenAddr, err)
 	}
-	maxConns := m.Config.MaxConnections
-	if maxConns <= 0 {
-		maxConns = config.DefaultMaxConnections
-	}
-	m.listener = httpapi.LimitListener(listener, maxConns)
+	limits := m.connLimits()
+	limiter := httpapi.LimitConns(listener, limits)
+	m.listener = limiter
 	m.server = &http.Server{
 		Handler:           api.Handler(),
+		ConnState:         limiter.ConnState,
 		MaxHeaderBytes:    httpapi.MaxHeaderBytes,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -241,6 +240,20 @@ func (m *Main) AdminAddr() string {
 
 // AdminURL is the internal listener's base URL.
 func (m *Main) AdminURL() string { return "http://" + m.AdminAddr() }
+
+// connLimits are MAX_CONNECTIONS and MAX_CONNECTIONS_PER_CLIENT, their
+// defaults when unset.
+func (m *Main) connLimits() httpapi.ConnLimits {
+	limits := httpapi.ConnLimits{Max: m.Config.MaxConnections, PerClient: m.Config.MaxConnectionsPerClient,
+		TrustedProxies: m.Config.TrustedProxies, Logger: m.Logger}
+	if limits.Max <= 0 {
+		limits.Max = config.DefaultMaxConnections
+	}
+	if limits.PerClient <= 0 {
+		limits.PerClient = config.DefaultMaxConnectionsPerClient
+	}
+	return limits
+}
 
 // riverUI serves the River UI at /riverui/ on the internal listener when
 // ADMIN_USER and ADMIN_PASSWORD are set; its background queries stop with

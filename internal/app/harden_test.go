@@ -187,10 +187,10 @@ func TestOversizedHeadersAreRefused(t *testing.T) {
 	require.Equal(t, http.StatusRequestHeaderFieldsTooLarge, resp.StatusCode)
 }
 
-// healthzOn sends GET /healthz on an open connection and reads the status
-// line, within deadline.
-func healthzOn(conn net.Conn, r *bufio.Reader, deadline time.Duration) (string, error) {
-	if _, err := io.WriteString(conn, "GET /healthz HTTP/1.1\r\nHost: fulfiller\r\n\r\n"); err != nil {
+// getOn sends GET path on an open connection and reads the status line,
+// within deadline.
+func getOn(conn net.Conn, r *bufio.Reader, path string, deadline time.Duration) (string, error) {
+	if _, err := io.WriteString(conn, "GET "+path+" HTTP/1.1\r\nHost: fulfiller\r\n\r\n"); err != nil {
 		return "", err
 	}
 	_ = conn.SetReadDeadline(time.Now().Add(deadline))
@@ -203,48 +203,56 @@ func healthzOn(conn net.Conn, r *bufio.Reader, deadline time.Duration) (string, 
 	return resp.Status, nil
 }
 
-func TestConnectionsPastTheCapWaitWhileOpenOnesAreServed(t *testing.T) {
+func TestConnectionsPastTheCapWaitWhileEveryOpenOneIsBusy(t *testing.T) {
 	t.Parallel()
 	b := setup(t, withConfig(func(c *config.Config) { c.MaxConnections = 2 }))
-	dial := func() (net.Conn, *bufio.Reader) {
-		conn, err := net.Dial("tcp", b.main.Addr())
+	id := newID("cs_test_")
+	_, err := b.pool.Exec(context.Background(), `INSERT INTO orders (checkout_session_id) VALUES ($1)`, id)
+	require.NoError(t, err)
+	dial := func(from string) (net.Conn, *bufio.Reader) {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+		conn, err := d.Dial("tcp", b.main.Addr())
 		require.NoError(t, err)
 		t.Cleanup(func() { conn.Close() })
 		return conn, bufio.NewReader(conn)
 	}
-	// Two keep-alive connections take the two places.
-	first, firstR := dial()
-	second, secondR := dial()
-	for _, c := range []struct {
-		conn net.Conn
-		r    *bufio.Reader
-	}{{first, firstR}, {second, secondR}} {
-		status, err := healthzOn(c.conn, c.r, time.Minute)
-		require.NoError(t, err)
-		require.Equal(t, "200 OK", status)
-	}
+	// Both places are busy: a long-poll held on a pending order, and a
+	// request whose headers are still coming.
+	poll, _ := dial("127.0.0.1")
+	_, err = io.WriteString(poll, "GET /v1/orders/"+id+"?wait=30 HTTP/1.1\r\nHost: fulfiller\r\n\r\n")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return b.main.Changes.Waiters() == 1 }, 10*time.Second, time.Millisecond)
+	slow, slowR := dial("127.0.0.1")
+	_, err = io.WriteString(slow, "GET /openapi.json HTTP/1.1\r\n")
+	require.NoError(t, err)
 
-	// A third connection is held in the accept queue: its request is not
-	// read while both places are taken.
-	third, thirdR := dial()
-	_, err := healthzOn(third, thirdR, 300*time.Millisecond)
+	// A third connection, from another client, is held in the accept
+	// queue: its request is not read while both places are busy.
+	third, thirdR := dial("127.0.0.2")
+	_, err = getOn(third, thirdR, "/openapi.json", 300*time.Millisecond)
 	var netErr net.Error
 	require.ErrorAs(t, err, &netErr, "the third connection waits")
 	require.True(t, netErr.Timeout())
 
 	// The open ones are still served meanwhile.
-	status, err := healthzOn(second, secondR, time.Minute)
+	_, err = io.WriteString(slow, "Host: fulfiller\r\n\r\n")
 	require.NoError(t, err)
-	require.Equal(t, "200 OK", status)
-
-	// Once one closes, the waiting connection is served: its request was
-	// kept, not dropped.
-	require.NoError(t, first.Close())
-	_ = third.SetReadDeadline(time.Now().Add(time.Minute))
-	resp, err := http.ReadResponse(thirdR, nil)
+	_ = slow.SetReadDeadline(time.Now().Add(time.Minute))
+	resp, err := http.ReadResponse(slowR, nil)
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
+
+	// The answered connection turns idle and gives its place to the
+	// waiting one, whose request was kept, not dropped.
+	_ = third.SetReadDeadline(time.Now().Add(time.Minute))
+	resp, err = http.ReadResponse(thirdR, nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	_, err = slowR.ReadByte()
+	require.ErrorIs(t, err, io.EOF, "the idle connection was closed to make room")
+	require.Equal(t, 1, b.main.Changes.Waiters(), "the long-poll is still held")
 }
 
 func TestBadlySignedWebhooksAreLoggedSampledPerClient(t *testing.T) {

@@ -76,6 +76,11 @@ type Config struct {
 	// MaxConnections caps the HTTP connections open at once
 	// (MAX_CONNECTIONS); 0 means DefaultMaxConnections.
 	MaxConnections int
+	// MaxConnectionsPerClient caps those of one client, an IPv4 address
+	// or IPv6 /64, TRUSTED_PROXIES excepted (MAX_CONNECTIONS_PER_CLIENT);
+	// 0 means DefaultMaxConnectionsPerClient. Past either cap idle
+	// keep-alive connections are closed to make room.
+	MaxConnectionsPerClient int
 	// AdminUser and AdminPassword are the admin login of the internal
 	// listener's River UI and admin API, by HTTP basic auth (ADMIN_USER,
 	// ADMIN_PASSWORD); unset means no login.
@@ -94,6 +99,10 @@ const (
 // Bounds of the hardened settings.
 const (
 	DefaultMaxConnections = 1024
+	// DefaultMaxConnectionsPerClient is ten times what a browser opens to
+	// one host (six), so a household or office behind one address fits,
+	// and sixteen clients are needed to fill DefaultMaxConnections.
+	DefaultMaxConnectionsPerClient = 64
 	// MinWebhookSecretLength is the least number of characters after
 	// whsec_: Stripe's signing secrets have 32 or more.
 	MinWebhookSecretLength = 32
@@ -182,6 +191,9 @@ func fromEnv(getenv func(string) string) (Config, error) {
 	}
 	c.LuarmorRateLimit, c.LuarmorRateWindow = count, window
 	if c.MaxConnections, err = intSetting(get("MAX_CONNECTIONS", ""), "MAX_CONNECTIONS", DefaultMaxConnections, 16, 100000); err != nil {
+		return c, err
+	}
+	if c.MaxConnectionsPerClient, err = intSetting(get("MAX_CONNECTIONS_PER_CLIENT", ""), "MAX_CONNECTIONS_PER_CLIENT", DefaultMaxConnectionsPerClient, 8, 100000); err != nil {
 		return c, err
 	}
 	if err := c.admin(get); err != nil {

@@ -16,15 +16,17 @@ func TestHardenedDefaults(t *testing.T) {
 	c, err := config.FromEnv(env(nil))
 	require.NoError(t, err)
 	require.Equal(t, config.DefaultMaxConnections, c.MaxConnections)
+	require.Equal(t, config.DefaultMaxConnectionsPerClient, c.MaxConnectionsPerClient)
 	require.Equal(t, config.LogSettings{Level: slog.LevelInfo, Format: "json"}, c.Log)
 	require.Empty(t, c.AdminUser, "the River UI is off unless ADMIN_USER and ADMIN_PASSWORD are set")
 	require.Empty(t, c.ShopAPIToken)
 
-	c, err = config.FromEnv(env(map[string]string{"MAX_CONNECTIONS": "16", "LOG_LEVEL": "WARN", "LOG_FORMAT": "text",
+	c, err = config.FromEnv(env(map[string]string{"MAX_CONNECTIONS": "16", "MAX_CONNECTIONS_PER_CLIENT": "8", "LOG_LEVEL": "WARN", "LOG_FORMAT": "text",
 		"ADMIN_USER": "ops", "ADMIN_PASSWORD": "kX9-vQ2#mT7pLz4w", "SHOP_API_TOKEN": strings.Repeat("t", 32),
 		"LUARMOR_RATE_LIMIT": "10000/1h", "RENEWAL_GRACE": "720h"}))
 	require.NoError(t, err)
 	require.Equal(t, 16, c.MaxConnections)
+	require.Equal(t, 8, c.MaxConnectionsPerClient)
 	require.Equal(t, config.LogSettings{Level: slog.LevelWarn, Format: "text"}, c.Log)
 	require.Equal(t, "ops", c.AdminUser)
 	require.Equal(t, 10000, c.LuarmorRateLimit)
@@ -54,6 +56,8 @@ func TestRefusalsNameTheSettingAndItsBounds(t *testing.T) {
 		"admin token is shop's":  {"ADMIN_API_TOKEN", strings.Repeat(secretValue, 6), "equals SHOP_API_TOKEN"},
 		"connections too few":    {"MAX_CONNECTIONS", "15", "from 16 to 100000"},
 		"connections too many":   {"MAX_CONNECTIONS", "100001", "from 16 to 100000"},
+		"per client too few":     {"MAX_CONNECTIONS_PER_CLIENT", "7", "from 8 to 100000"},
+		"per client not a count": {"MAX_CONNECTIONS_PER_CLIENT", "64k", "from 8 to 100000"},
 		"rate count too high":    {"LUARMOR_RATE_LIMIT", "10001/1m", "COUNT from 1 to 10000 per DURATION from 1s to 1h"},
 		"rate window too short":  {"LUARMOR_RATE_LIMIT", "1/500ms", "DURATION from 1s to 1h"},
 		"rate window too long":   {"LUARMOR_RATE_LIMIT", "60/2h", "DURATION from 1s to 1h"},

@@ -9,14 +9,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
-	"golang.org/x/net/netutil"
 	"riverqueue.com/riverui"
 
 	"fulfiller/internal/logging"
@@ -27,16 +25,6 @@ import (
 // Stripe or the shop sends, far below what would cost memory at
 // MAX_CONNECTIONS requests at once.
 const MaxHeaderBytes = 64 << 10
-
-// LimitListener caps the connections open at once at n. Past the cap,
-// Accept waits until a connection closes: new connections are held in the
-// kernel's accept queue (listen backlog), not closed, so a burst is served
-// late rather than refused, and once the backlog is full the kernel
-// refuses or drops new ones. Connections already open, keep-alive ones
-// included, go on being served.
-func LimitListener(l net.Listener, n int) net.Listener {
-	return netutil.LimitListener(l, n)
-}
 
 // Failed credentials (the shop's bearer token, the River UI's basic auth)
 // are limited per client: a burst of authFailureBurst, then one failure
