@@ -181,6 +181,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	limits := m.connLimits()
 	limiter := httpapi.LimitConns(listener, limits)
 	m.listener = limiter
+	api.MaxConnections = limits.Max
 	m.server = &http.Server{
 		Handler:           api.Handler(),
 		ConnState:         limiter.ConnState,

@@ -3,7 +3,9 @@ package app_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"net/netip"
 	"os"
 	"runtime"
 	"slices"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"fulfiller/internal/config"
 	"fulfiller/internal/stripeapi/stripefake"
 )
 
@@ -35,7 +38,12 @@ func TestMeasureLongPoll(t *testing.T) {
 	if os.Getenv("MEASURE_LONGPOLL") != "" {
 		held, wait, deliveries = 1000, 30, 50
 	}
-	waiter := setup(t)
+	// The requests come through a load balancer, each from a buyer of its
+	// own: one client's long-polls are capped.
+	waiter := setup(t, withConfig(func(c *config.Config) {
+		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+		c.MaxConnections = max(config.DefaultMaxConnections, 4*held) // held requests take at most half
+	}))
 	worker := setup(t, func(o *options) { o.databaseURL = waiter.main.Config.DatabaseURL })
 
 	// Waiting requests on pending orders.
@@ -53,11 +61,16 @@ func TestMeasureLongPoll(t *testing.T) {
 	cpuBefore := cpuTime()
 	var wg sync.WaitGroup
 	var answeredPending atomic.Int64
-	for _, id := range ids {
+	for i, id := range ids {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			resp, err := client.Get(waiter.url + "/v1/orders/" + id + "?wait=" + strconv.Itoa(wait))
+			req, err := http.NewRequest(http.MethodGet, waiter.url+"/v1/orders/"+id+"?wait="+strconv.Itoa(wait), nil)
+			if err != nil {
+				return
+			}
+			req.Header.Set("X-Forwarded-For", fmt.Sprintf("10.0.%d.%d", i/250, i%250+1))
+			resp, err := client.Do(req)
 			if err != nil {
 				return
 			}

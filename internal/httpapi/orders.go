@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"errors"
+	"math"
 	"net/http"
 	"strconv"
 	"time"
@@ -43,6 +44,21 @@ const (
 	maxRecordHolds          = 200
 )
 
+// Requests held waiting (?wait=) per client: a few of a buyer's tabs. Past
+// it a request is answered at once, as if its wait were 0, which the order
+// page takes in its stride (it asks again a second later); the connection
+// it came on then turns idle, which the connection caps may close.
+const maxWaitHoldsPerClient = 8
+
+// maxWaitHolds is the most requests held waiting in the process: half of
+// MAX_CONNECTIONS, as held connections are busy ones no cap may close.
+func maxWaitHolds(maxConnections int) int {
+	if maxConnections <= 0 {
+		return math.MaxInt // bounded by the hub's waiters
+	}
+	return max(1, maxConnections/2)
+}
+
 // The two refusals of a look-up of an order not recorded yet: this client
 // asked too often, or the whole process's look-ups are spent (a sales
 // spike, with buyers ahead of their webhooks).
@@ -64,9 +80,14 @@ func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) {
 	// the read and the wait still wakes this request.
 	var changes *notify.Subscription
 	if wait > 0 && s.Changes != nil && sessionIDPattern.MatchString(id) {
-		if changes, err = s.Changes.Subscribe(id); err == nil {
-			defer changes.Close()
-		} // else the process holds its maximum of waiters: answer at once
+		// Past its client's or the process's holds, the request is
+		// answered at once: waiting is a courtesy, not a right.
+		if ip := s.clientIP(r); s.waitHolds.take(ip) {
+			defer s.waitHolds.release(ip)
+			if changes, err = s.Changes.Subscribe(id); err == nil {
+				defer changes.Close()
+			} // else the process holds its maximum of waiters: answer at once
+		}
 	}
 	until := time.Now().Add(wait)
 	if changes != nil {

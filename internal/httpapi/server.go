@@ -53,6 +53,11 @@ type Server struct {
 	// TrustedProxies are the peers whose X-Forwarded-For names the client
 	// (TRUSTED_PROXIES).
 	TrustedProxies []netip.Prefix
+	// MaxConnections is MAX_CONNECTIONS: requests held waiting (?wait=)
+	// take at most half of them, so held requests never take the places
+	// webhooks and other requests need. 0 leaves them bounded by Changes
+	// alone.
+	MaxConnections int
 	// AllowedOrigins may read the order API from a browser (ALLOWED_ORIGINS).
 	AllowedOrigins []string
 	// PendingMigrations, when set, makes /readyz fail while the database
@@ -88,6 +93,9 @@ type Server struct {
 	keyLookup   *keyLookupAPI
 	hwidClients *clientBuckets
 	recordHolds *holds
+	// waitHolds bounds the requests held waiting (?wait=), per client and
+	// for the process.
+	waitHolds *holds
 }
 
 // init builds the server's limits once, however many handlers are built
@@ -102,6 +110,7 @@ func (s *Server) init() {
 		s.keyLookup = newKeyLookupAPI(s)
 		s.hwidClients = newClientBuckets(hwidResetRate, hwidResetBurst, maxTrackedClients)
 		s.recordHolds = newHolds(maxRecordHoldsPerClient, maxRecordHolds)
+		s.waitHolds = newHolds(maxWaitHoldsPerClient, maxWaitHolds(s.MaxConnections))
 	})
 }
 
