@@ -355,3 +355,12 @@ func TestConnLimiterNeverLeaksAPlace(t *testing.T) {
 	// And the limiter still serves.
 	s.dialFrom(t, "127.0.0.1").get(t, "/fast")
 }
+
+func TestConnLimiterCountsAPeerAsTheRateLimitsDo(t *testing.T) {
+	t.Parallel()
+	key := func(ip string) netip.Addr { return clientKey(peerAddr(&net.TCPAddr{IP: net.ParseIP(ip), Port: 443})) }
+	require.Equal(t, key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"), "one IPv6 /64 is one client")
+	require.NotEqual(t, key("2001:db8:1:2::1"), key("2001:db8:1:3::1"))
+	require.Equal(t, key("198.51.100.7"), key("::ffff:198.51.100.7"), "an IPv4-mapped peer is its IPv4 address")
+	require.NotEqual(t, key("198.51.100.7"), key("198.51.100.8"))
+}
