@@ -162,6 +162,10 @@ func (l *ConnLimiter) admit(conn net.Conn) (net.Conn, error) {
 		changed := l.changed
 		l.waiters++
 		l.mu.Unlock()
+		for _, c := range reclaimed {
+			_ = c.Conn.Close()
+		}
+		reclaimed = nil
 		timer := time.NewTimer(time.Second)
 		select {
 		case <-changed:
