@@ -318,7 +318,7 @@ func TestAFailedRequestLogsTheOrderReferenceNotTheSessionID(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _, _ = b.pool.Exec(ctx, `ALTER TABLE orders_hidden_by_test RENAME TO orders`) })
 
-	status, body := b.admin(t, http.MethodGet, "/v1/admin/orders/"+s.ID, "", "shop-token")
+	status, body := b.admin(t, http.MethodGet, "/v1/admin/orders/"+s.ID, "", adminToken)
 	require.Equal(t, http.StatusInternalServerError, status, "%v", body)
 	out := logs.String()
 	require.Contains(t, out, `"msg":"request failed"`)
