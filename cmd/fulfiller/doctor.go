@@ -66,6 +66,7 @@ func cmdDoctor(ctx context.Context, args []string, getenv func(string) string, s
 		StripeKeyKnown: stripeKeyNamesMode(cfg.StripeAPIKey),
 		WebhookSecrets: cfg.WebhookSecrets,
 		PublicBaseURL:  publicBase,
+		HTTP:           httpClient,
 	}
 	results := d.Run(ctx)
 	for _, r := range results {

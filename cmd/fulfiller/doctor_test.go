@@ -3,16 +3,20 @@ package main
 import (
 	"context"
 	"io"
+	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 	"github.com/stripe/stripe-go/v76"
 
 	"fulfiller/internal/doctor"
+	"fulfiller/internal/httpapi"
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/luarmor/sandbox"
 	"fulfiller/internal/postgres/postgrestest"
@@ -27,9 +31,11 @@ func doctorEnv(t *testing.T) map[string]string {
 	const stripeKey, luarmorKey = "sk_test_doctorcommand0123", "doctor-command-key"
 	lsrv := httptest.NewServer(sandbox.New(sandbox.Options{APIKey: luarmorKey, Projects: []string{"proj_cli"}}))
 	t.Cleanup(lsrv.Close)
+	databaseURL := postgrestest.NewURL(t)
+	shop := serveShop(t, databaseURL)
 	fake := stripefake.New(stripeKey)
 	fake.PutPrice(stripefake.Price{ID: "price_cli", Active: true, Interval: "month"})
-	fake.PutWebhookEndpoint(stripefake.WebhookEndpoint{URL: "https://shop.example/webhooks/stripe",
+	fake.PutWebhookEndpoint(stripefake.WebhookEndpoint{URL: shop + "/webhooks/stripe",
 		APIVersion: stripe.APIVersion, EnabledEvents: jobs.HandledTypes()})
 	ssrv := httptest.NewServer(fake)
 	t.Cleanup(ssrv.Close)
@@ -37,10 +43,23 @@ func doctorEnv(t *testing.T) map[string]string {
 	require.NoError(t, os.WriteFile(catalogFile,
 		[]byte("prices:\n  price_cli:\n    project_id: proj_cli\n    key_days: 30\n    billing: recurring\n"), 0o600))
 	return map[string]string{
-		"DATABASE_URL": postgrestest.NewURL(t), "STRIPE_API_KEY": stripeKey, "STRIPE_API_BASE": ssrv.URL,
+		"DATABASE_URL": databaseURL, "STRIPE_API_KEY": stripeKey, "STRIPE_API_BASE": ssrv.URL,
 		"STRIPE_WEBHOOK_SECRET": "whsec_doctorcommand_0123456789abcdef0123456789", "LUARMOR_API_KEY": luarmorKey, "LUARMOR_BASE_URL": lsrv.URL,
-		"CATALOG_FILE": catalogFile, "PUBLIC_BASE_URL": "https://shop.example/",
+		"CATALOG_FILE": catalogFile, "PUBLIC_BASE_URL": shop + "/",
 	}
+}
+
+// serveShop runs the service's HTTP server on the database, as doctor
+// finds it at PUBLIC_BASE_URL, and returns its URL.
+func serveShop(t *testing.T, databaseURL string) string {
+	t.Helper()
+	pool, err := pgxpool.New(context.Background(), databaseURL)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	api := &httpapi.Server{Pool: pool, Webhook: http.NotFoundHandler(), Logger: slog.New(slog.DiscardHandler)}
+	srv := httptest.NewServer(api.Handler())
+	t.Cleanup(srv.Close)
+	return srv.URL
 }
 
 func TestDoctorPrintsOneLinePerCheckAndPassesAGoodConfiguration(t *testing.T) {
@@ -49,7 +68,7 @@ func TestDoctorPrintsOneLinePerCheckAndPassesAGoodConfiguration(t *testing.T) {
 	var out strings.Builder
 	require.NoError(t, run(context.Background(), []string{"doctor"}, envOf(env), &out, io.Discard))
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	require.Len(t, lines, 9, out.String())
+	require.Len(t, lines, 10, out.String())
 	for _, l := range lines {
 		if strings.Contains(l, "stripe key") {
 			require.True(t, strings.HasPrefix(l, "WARN"), l)
@@ -57,7 +76,8 @@ func TestDoctorPrintsOneLinePerCheckAndPassesAGoodConfiguration(t *testing.T) {
 		}
 		require.True(t, strings.HasPrefix(l, "PASS"), l)
 	}
-	require.Contains(t, out.String(), "https://shop.example/webhooks/stripe is enabled")
+	require.Contains(t, out.String(), env["PUBLIC_BASE_URL"]+"webhooks/stripe is enabled")
+	require.Contains(t, out.String(), "PASS  trusted proxies")
 	require.NotContains(t, out.String(), env["STRIPE_API_KEY"])
 	require.NotContains(t, out.String(), env["LUARMOR_API_KEY"])
 }

@@ -1,12 +1,16 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/riverqueue/river/rivertype"
@@ -15,48 +19,69 @@ import (
 )
 
 const keysUsage = `usage:
-  fulfiller keys blacklist|unban|reset-hwid|revoke|reissue <user_key> [--reason R] [--wait 2m]
-  fulfiller keys set-discord <user_key> <discord_id> [--wait 2m]
+  fulfiller keys blacklist|unban|reset-hwid|revoke|reissue - [--reason R] [--wait 2m]
+  fulfiller keys set-discord - <discord_id> [--wait 2m]
+  (- reads the license key from stdin; --key-file PATH reads it from a
+  file's first line instead of -. A key on the command line is refused:
+  ps and the shell history would show it.)
 (reads the settings of serve; the running service carries the action out)
 `
 
 // cmdKeys queues a support action on a key, waits for the service's
-// workers to carry it out and prints the outcome.
-func cmdKeys(ctx context.Context, args []string, getenv func(string) string, logger *slog.Logger, stdout, stderr io.Writer) error {
+// workers to carry it out and prints the outcome. The key comes from stdin
+// or a file, never from the command line.
+func cmdKeys(ctx context.Context, args []string, getenv func(string) string, logger *slog.Logger, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 || !slices.Contains(jobs.KeyActions, jobs.KeyAction(args[0])) {
 		fmt.Fprint(stderr, keysUsage)
 		return errUsage
 	}
 	action := jobs.KeyAction(args[0])
-	fs := flag.NewFlagSet("keys "+args[0], flag.ContinueOnError)
+	cmd := "keys " + string(action)
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	reason := ""
 	if action != jobs.ActionSetDiscord && action != jobs.ActionUnbanKey && action != jobs.ActionResetHWID {
 		fs.StringVar(&reason, "reason", "", "the ban reason the key's user sees")
 	}
 	wait := fs.Duration("wait", 2*time.Minute, "how long to wait for the service to carry the action out")
+	keyFile := fs.String("key-file", "", "read the license key from this file's first line (instead of - for stdin)")
 	positional, err := parseInterleaved(fs, args[1:])
 	if err != nil {
 		return errUsage
 	}
+	// The key's place: the first positional argument ("-"), unless
+	// --key-file names it.
 	want := 1
 	if action == jobs.ActionSetDiscord {
 		want = 2
 	}
-	if len(positional) != want {
+	if *keyFile == "" {
+		if len(positional) == 0 {
+			fmt.Fprint(stderr, keysUsage)
+			return errUsage
+		}
+		if positional[0] != "-" {
+			return errKeyOnCommandLine(cmd, "fulfiller "+cmd+" -")
+		}
+		positional = positional[1:]
+	}
+	if len(positional) != want-1 {
 		fmt.Fprint(stderr, keysUsage)
 		return errUsage
 	}
-	req := jobs.KeyRequest{Action: action, UserKey: positional[0], Reason: reason}
+	userKey, err := readKey(cmd, *keyFile, stdin, stderr)
+	if err != nil {
+		return err
+	}
+	req := jobs.KeyRequest{Action: action, UserKey: userKey, Reason: reason}
 	if action == jobs.ActionSetDiscord {
-		req.DiscordID = positional[1]
+		req.DiscordID = positional[0]
 	}
 	support, closeDB, err := openSupport(ctx, getenv, logger)
 	if err != nil {
 		return err
 	}
 	defer closeDB()
-	cmd := "keys " + string(action)
 	q, err := support.KeyAction(ctx, jobs.CLIActor(), req)
 	if err != nil {
 		return supportError(cmd, err)
@@ -76,4 +101,49 @@ func cmdKeys(ctx context.Context, args []string, getenv func(string) string, log
 		fmt.Fprintf(stdout, "new key: %s (%s, expires %s)\n", out.NewKey.UserKey, out.NewKey.Status, unixTime(out.NewKey.AuthExpire))
 	}
 	return nil
+}
+
+// errKeyOnCommandLine refuses a license key given as an argument, without
+// repeating it: the command line is visible to every user of the machine
+// (ps) and kept in the shell history.
+func errKeyOnCommandLine(cmd, stdinForm string) error {
+	return fmt.Errorf("%s: a license key on the command line shows in ps and in the shell history, so it is not used: "+
+		"pass it on stdin (`%s`, then paste it, or pipe it in: `%s < key.txt`) or in a file (--key-file PATH, first line)",
+		cmd, stdinForm, stdinForm)
+}
+
+// maxKeyLine bounds what is read for a key: a key is a few dozen
+// characters, and a wrong file or pipe must not be read whole.
+const maxKeyLine = 4 << 10
+
+// readKey reads a license key: the first line of the file at path, or of
+// stdin when path is "". Surrounding spaces and the line end are dropped.
+// An interactive stdin gets a prompt on stderr.
+func readKey(cmd, path string, stdin io.Reader, stderr io.Writer) (string, error) {
+	source := "stdin"
+	in := stdin
+	if path != "" {
+		f, err := os.Open(path)
+		if err != nil {
+			return "", fmt.Errorf("%s: reading the key file: %w", cmd, err)
+		}
+		defer f.Close()
+		source, in = path, f
+	} else if f, ok := stdin.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			fmt.Fprint(stderr, "license key: ")
+		}
+	}
+	line, err := bufio.NewReaderSize(io.LimitReader(in, maxKeyLine), maxKeyLine).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", fmt.Errorf("%s: reading the key from %s: %w", cmd, source, err)
+	}
+	if !strings.HasSuffix(line, "\n") && len(line) >= maxKeyLine {
+		return "", fmt.Errorf("%s: the first line of %s is longer than %d bytes: that is not a license key", cmd, source, maxKeyLine)
+	}
+	key := strings.TrimSpace(line)
+	if key == "" {
+		return "", fmt.Errorf("%s: no license key on the first line of %s", cmd, source)
+	}
+	return key, nil
 }

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"fulfiller/internal/config"
@@ -28,7 +29,7 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+	if err := runWith(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr); err != nil {
 		if errors.Is(err, errUsage) {
 			os.Exit(2)
 		}
@@ -57,6 +58,7 @@ commands:
                         lift an early fraud warning's revocation
   keys blacklist|unban|reset-hwid|revoke|reissue|set-discord
                         support: act on a key through the running service
+                        (the key on stdin with -, or --key-file PATH)
   stock list|reconcile|delete
                         the key stock: levels per price, adopt keys the database lost,
                         delete the keys of a price no longer stocked
@@ -64,7 +66,14 @@ commands:
 Settings come from the environment; see README.md.
 `
 
+// run runs a command with nothing on its standard input.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	return runWith(ctx, args, getenv, strings.NewReader(""), stdout, stderr)
+}
+
+// runWith runs a command; stdin is where support commands read a license
+// key given as "-".
+func runWith(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return errUsage
@@ -89,9 +98,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "reconcile":
 		return cmdReconcile(ctx, args[1:], getenv, logger, stdout, stderr)
 	case "orders":
-		return cmdOrders(ctx, args[1:], getenv, logger, stdout, stderr)
+		return cmdOrders(ctx, args[1:], getenv, logger, stdin, stdout, stderr)
 	case "keys":
-		return cmdKeys(ctx, args[1:], getenv, logger, stdout, stderr)
+		return cmdKeys(ctx, args[1:], getenv, logger, stdin, stdout, stderr)
 	case "stock":
 		return cmdStock(ctx, args[1:], getenv, logger, stdout, stderr)
 	case "luarmor-sandbox":

@@ -23,7 +23,10 @@ import (
 const ordersUsage = `usage:
   fulfiller orders show <checkout_session_id or ord_ reference>
   fulfiller orders retry <checkout_session_id or ord_ reference>
-  fulfiller orders find --email E | --discord D | --key K
+  fulfiller orders find --email E | --discord D | --key - | --key-file PATH
+  (--key - reads the license key from stdin, --key-file from a file's first
+  line; a key on the command line is refused: ps and the shell history
+  would show it)
   fulfiller orders lift-revocation <checkout_session_id or ord_ reference> <issfr_...> [--wait 2m]
 (reads the settings of serve)
 `
@@ -86,7 +89,7 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-func cmdOrders(ctx context.Context, args []string, getenv func(string) string, logger *slog.Logger, stdout, stderr io.Writer) error {
+func cmdOrders(ctx context.Context, args []string, getenv func(string) string, logger *slog.Logger, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, ordersUsage)
 		return errUsage
@@ -94,13 +97,15 @@ func cmdOrders(ctx context.Context, args []string, getenv func(string) string, l
 	fs := flag.NewFlagSet("orders "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var q jobs.OrderQuery
+	var keyArg, keyFile string
 	wait := new(time.Duration)
 	wantArgs := 1
 	switch args[0] {
 	case "find":
 		fs.StringVar(&q.Email, "email", "", "the buyer's email address")
 		fs.StringVar(&q.DiscordID, "discord", "", "the Discord ID given at checkout")
-		fs.StringVar(&q.UserKey, "key", "", "a license key")
+		fs.StringVar(&keyArg, "key", "", `"-": read a license key from stdin`)
+		fs.StringVar(&keyFile, "key-file", "", "read a license key from this file's first line")
 		wantArgs = 0
 	case "lift-revocation":
 		wait = fs.Duration("wait", 2*time.Minute, "how long to wait for the service to carry the lift out")
@@ -117,6 +122,17 @@ func cmdOrders(ctx context.Context, args []string, getenv func(string) string, l
 	if len(positional) != wantArgs {
 		fmt.Fprint(stderr, ordersUsage)
 		return errUsage
+	}
+	switch {
+	case keyArg != "" && keyArg != "-":
+		return errKeyOnCommandLine("orders find", "fulfiller orders find --key -")
+	case keyArg == "-" && keyFile != "":
+		fmt.Fprint(stderr, ordersUsage)
+		return errUsage
+	case keyArg == "-" || keyFile != "":
+		if q.UserKey, err = readKey("orders find", keyFile, stdin, stderr); err != nil {
+			return err
+		}
 	}
 	support, closeDB, err := openSupport(ctx, getenv, logger)
 	if err != nil {

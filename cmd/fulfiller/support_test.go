@@ -116,13 +116,22 @@ func (b *supportBundle) cli(t *testing.T, args ...string) (string, error) {
 	return out.String(), err
 }
 
+// cliKey runs the command with userKey on its stdin, as an operator
+// pastes or pipes it ("-" in args reads it).
+func (b *supportBundle) cliKey(t *testing.T, userKey string, args ...string) (string, error) {
+	t.Helper()
+	var out strings.Builder
+	err := runWith(context.Background(), args, envOf(b.env), strings.NewReader(userKey+"\n"), &out, io.Discard)
+	return out.String(), err
+}
+
 func TestSupportCommandsActThroughTheRunningService(t *testing.T) {
 	t.Parallel()
 	b := setupSupport(t)
 	id := "cs_test_supportcli0001"
 	key := b.buy(t, id)
 
-	out, err := b.cli(t, "orders", "find", "--key", key)
+	out, err := b.cliKey(t, key, "orders", "find", "--key", "-")
 	require.NoError(t, err)
 	require.Contains(t, out, id)
 	ref := strings.Fields(out)[0]
@@ -134,49 +143,49 @@ func TestSupportCommandsActThroughTheRunningService(t *testing.T) {
 	require.Contains(t, out, key, "the operator's terminal shows full keys")
 
 	for range 2 {
-		out, err = b.cli(t, "keys", "blacklist", key, "--reason", "Fraud ring")
+		out, err = b.cliKey(t, key, "keys", "blacklist", "-", "--reason", "Fraud ring")
 		require.NoError(t, err, out)
 		require.Contains(t, out, "done: the key is blacklisted")
 		require.Equal(t, 1, b.user(t, key).Banned)
 		require.Equal(t, "Fraud ring", b.user(t, key).BanReason)
 	}
-	out, err = b.cli(t, "keys", "unban", key)
+	out, err = b.cliKey(t, key, "keys", "unban", "-")
 	require.NoError(t, err, out)
 	require.Contains(t, out, "done: the key is active")
 	require.Equal(t, 0, b.user(t, key).Banned)
 
 	require.NoError(t, b.sandbox.Execute(supportProject, key, "pc-1"))
-	out, err = b.cli(t, "keys", "reset-hwid", key)
+	out, err = b.cliKey(t, key, "keys", "reset-hwid", "-")
 	require.NoError(t, err, out)
 	require.Empty(t, b.user(t, key).Identifier)
 
-	out, err = b.cli(t, "keys", "set-discord", key, "123456789012345678")
+	out, err = b.cliKey(t, key, "keys", "set-discord", "-", "123456789012345678")
 	require.NoError(t, err, out)
 	require.Equal(t, "123456789012345678", b.user(t, key).DiscordID)
-	_, err = b.cli(t, "keys", "set-discord", key, "name#1234")
+	_, err = b.cliKey(t, key, "keys", "set-discord", "-", "name#1234")
 	require.ErrorContains(t, err, "snowflake")
 
-	out, err = b.cli(t, "keys", "reissue", key)
+	out, err = b.cliKey(t, key, "keys", "reissue", "-")
 	require.NoError(t, err, out)
 	require.Contains(t, out, "new key: ")
 	fresh := strings.Fields(strings.SplitN(out, "new key: ", 2)[1])[0]
 	require.NotEqual(t, key, fresh)
 	require.Equal(t, 1, b.user(t, key).Banned, "the old key is revoked")
 	require.Equal(t, 0, b.user(t, fresh).Banned)
-	out, err = b.cli(t, "keys", "reissue", key)
+	out, err = b.cliKey(t, key, "keys", "reissue", "-")
 	require.NoError(t, err, out)
 	require.Contains(t, out, "new key: "+fresh, "a second run reports the same reissue")
 	require.Len(t, b.sandbox.Users(supportProject), 2)
 
-	out, err = b.cli(t, "keys", "revoke", fresh)
+	out, err = b.cliKey(t, fresh, "keys", "revoke", "-")
 	require.NoError(t, err, out)
 	require.Equal(t, 1, b.user(t, fresh).Banned)
 
-	_, err = b.cli(t, "keys", "blacklist", "NoSuchKey0123456789")
+	_, err = b.cliKey(t, "NoSuchKey0123456789", "keys", "blacklist", "-")
 	require.ErrorContains(t, err, "no order holds this key")
 	_, err = b.cli(t, "orders", "retry", id)
 	require.ErrorContains(t, err, "not failed")
-	_, err = b.cli(t, "keys", "frobnicate", key)
+	_, err = b.cliKey(t, key, "keys", "frobnicate", "-")
 	require.ErrorIs(t, err, errUsage)
 }
 

@@ -71,8 +71,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if m.Logger == nil {
 		m.Logger = slog.Default()
 	}
-	// Lines logged within a job name the job (its ID and kind).
-	m.Logger = slog.New(logging.ContextHandler(m.Logger.Handler()))
+	// Lines logged within a job name the job (its ID and kind), and no
+	// line carries a Checkout Session ID, a key or a secret, whatever
+	// logger the caller gave.
+	m.Logger = slog.New(logging.ServiceHandler(m.Logger.Handler()))
 	defer func() {
 		if err != nil {
 			m.Close()

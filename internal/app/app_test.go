@@ -24,6 +24,8 @@ import (
 	"fulfiller/internal/catalog"
 	"fulfiller/internal/config"
 	"fulfiller/internal/httpapi"
+	"fulfiller/internal/logging"
+	"fulfiller/internal/logging/logtest"
 	"fulfiller/internal/luarmor/sandbox"
 	"fulfiller/internal/order"
 	"fulfiller/internal/postgres/postgrestest"
@@ -298,4 +300,28 @@ func concurrently(n int, f func(i int)) {
 		go func() { defer wg.Done(); f(i) }()
 	}
 	wg.Wait()
+}
+
+// An operator's request for an order by its Checkout Session ID that fails
+// inside the database was logged with the error's text, which names the
+// order by that ID (postgres.GetOrder: "reading order cs_..."): the route's
+// own path scrubbing knows checkout_session_id only. The service's log
+// filter turns the ID into the order's reference, whatever logger the
+// service was given.
+func TestAFailedRequestLogsTheOrderReferenceNotTheSessionID(t *testing.T) {
+	t.Parallel()
+	var logs logtest.Buffer
+	b := setup(t, withLogger(slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))))
+	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	ctx := context.Background()
+	_, err := b.pool.Exec(ctx, `ALTER TABLE orders RENAME TO orders_hidden_by_test`)
+	require.NoError(t, err)
+	t.Cleanup(func() { _, _ = b.pool.Exec(ctx, `ALTER TABLE orders_hidden_by_test RENAME TO orders`) })
+
+	status, body := b.admin(t, http.MethodGet, "/v1/admin/orders/"+s.ID, "", adminToken)
+	require.Equal(t, http.StatusInternalServerError, status, "%v", body)
+	out := logs.String()
+	require.Contains(t, out, `"msg":"request failed"`)
+	require.Contains(t, out, "reading order "+logging.OrderRef(s.ID), "the error names the order by its reference")
+	require.NotContains(t, out, s.ID)
 }

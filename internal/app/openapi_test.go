@@ -217,6 +217,7 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 	require.Equal(t, http.StatusOK, c.do(t, "GET", "/readyz", "").status)
 	require.Equal(t, http.StatusOK, c.do(t, "GET", "/metrics", "").status)
 	require.Equal(t, http.StatusOK, c.do(t, "GET", "/openapi.json", "").status)
+	require.Equal(t, http.StatusOK, c.do(t, "GET", "/v1/forwarded-for", "", "X-Forwarded-For", "203.0.113.9").status)
 
 	c.requireEveryOperationAnswered(t)
 }

@@ -307,6 +307,11 @@ func (c *Config) orderAPI(get func(name, def string) string) error {
 			}
 			p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
 		}
+		p = unmapPrefix(p)
+		if min := minTrustedProxyBits(p); p.Bits() < min {
+			return &Error{"TRUSTED_PROXIES", fmt.Sprintf("%q trusts too many peers (a /%d): every client inside it may write its own X-Forwarded-For and pick the address the rate limits count; list only the load balancers in front of this service, by address or by a subnet of /%d or narrower (for example 10.0.0.0/8 or 192.168.1.7)",
+				v, p.Bits(), min)}
+		}
 		c.TrustedProxies = append(c.TrustedProxies, p.Masked())
 	}
 	for _, v := range splitList(get("ALLOWED_ORIGINS", "")) {
@@ -317,6 +322,27 @@ func (c *Config) orderAPI(get func(name, def string) string) error {
 		c.AllowedOrigins = append(c.AllowedOrigins, v)
 	}
 	return nil
+}
+
+// minTrustedProxyBits is the widest prefix TRUSTED_PROXIES accepts: an
+// IPv4 /8 (a whole private range like 10.0.0.0/8) or an IPv6 /32 (a whole
+// provider allocation). Anything wider trusts more of the Internet than any
+// load balancer fleet occupies, and /0 trusts every client.
+func minTrustedProxyBits(p netip.Prefix) int {
+	if p.Addr().Is4() {
+		return 8
+	}
+	return 32
+}
+
+// unmapPrefix turns an IPv4-mapped IPv6 prefix (::ffff:10.0.0.0/104) into
+// the IPv4 prefix it means: clients are compared unmapped, so a mapped
+// prefix would trust nobody, or, at /96 and wider, every IPv4 client.
+func unmapPrefix(p netip.Prefix) netip.Prefix {
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		return netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	return p
 }
 
 func splitList(s string) []string {

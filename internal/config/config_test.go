@@ -2,6 +2,7 @@ package config_test
 
 import (
 	"maps"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -208,4 +209,21 @@ func TestInternalListener(t *testing.T) {
 		require.ErrorAs(t, err, &cerr, tc.env)
 		require.Equal(t, tc.name, cerr.Name, tc.env)
 	}
+}
+
+func TestTrustedProxiesRefusesPrefixesThatTrustEveryClient(t *testing.T) {
+	t.Parallel()
+	for _, v := range []string{"0.0.0.0/0", "::/0", "10.0.0.0/7", "2001:db8::/31", "::ffff:0.0.0.0/96", "10.0.0.0/8,0.0.0.0/0"} {
+		_, err := config.FromEnv(env(map[string]string{"TRUSTED_PROXIES": v}))
+		var cerr *config.Error
+		require.ErrorAs(t, err, &cerr, "TRUSTED_PROXIES=%q", v)
+		require.Equal(t, "TRUSTED_PROXIES", cerr.Name)
+		require.Contains(t, cerr.Reason, "trusts too many peers", "says why")
+		require.Contains(t, cerr.Reason, "list only the load balancers", "says what to write instead")
+	}
+
+	c, err := config.FromEnv(env(map[string]string{"TRUSTED_PROXIES": "10.0.0.0/8, 2001:db8::/32, ::ffff:192.168.0.0/112"}))
+	require.NoError(t, err, "the widest accepted prefixes")
+	require.Equal(t, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8::/32"),
+		netip.MustParsePrefix("192.168.0.0/16")}, c.TrustedProxies, "an IPv4-mapped prefix is compared as the IPv4 prefix it means")
 }

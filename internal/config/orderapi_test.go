@@ -12,12 +12,12 @@ import (
 func TestOrderAPISettings(t *testing.T) {
 	t.Parallel()
 	c, err := config.FromEnv(env(map[string]string{
-		"TRUSTED_PROXIES": " 10.0.0.0/8, 192.168.1.7 ,fd00::/8",
+		"TRUSTED_PROXIES": " 10.0.0.0/8, 192.168.1.7 ,fd00::/32",
 		"ALLOWED_ORIGINS": "https://shop.example.com, http://localhost:3000",
 	}))
 	require.NoError(t, err)
 	require.Equal(t, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.7/32"),
-		netip.MustParsePrefix("fd00::/8")}, c.TrustedProxies)
+		netip.MustParsePrefix("fd00::/32")}, c.TrustedProxies)
 	require.Equal(t, []string{"https://shop.example.com", "http://localhost:3000"}, c.AllowedOrigins)
 
 	c, err = config.FromEnv(env(nil))

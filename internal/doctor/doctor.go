@@ -1,18 +1,22 @@
 // Package doctor checks, before the first sale, that a configuration can
 // sell: the database and its schema, the Luarmor API and key, the catalog's
 // projects and prices, the Stripe key and webhook endpoint, the webhook
-// secret and the room left on the Luarmor plan. Each check makes at most
-// one call to each service it reads (listing webhook endpoints may page),
-// through the clients the service itself uses, and says what to do when it
-// fails.
+// secret, the room left on the Luarmor plan and, through PUBLIC_BASE_URL,
+// whether the proxy in front of the running service is a trusted one. Each
+// check makes at most one call to each service it reads (listing webhook
+// endpoints may page), through the clients the service itself uses, and
+// says what to do when it fails.
 package doctor
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"maps"
+	"net/http"
 	"slices"
 	"sort"
 	"strconv"
@@ -27,6 +31,7 @@ import (
 	"fulfiller/internal/catalog"
 	"fulfiller/internal/config"
 	"fulfiller/internal/jobs"
+	"fulfiller/internal/logging"
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/postgres"
 	"fulfiller/internal/stripeapi"
@@ -94,6 +99,10 @@ type Doctor struct {
 	// Demand defaults to LastDayDeliveries of Pool.
 	Demand Demand
 	Now    func() time.Time
+	// HTTP asks the running service, through PUBLIC_BASE_URL, how the
+	// proxy in front of it is taken; nil means a client with a 10-second
+	// timeout.
+	HTTP *http.Client
 }
 
 // Run runs every check and returns their verdicts in order.
@@ -117,6 +126,7 @@ func (d *Doctor) Run(ctx context.Context) []Result {
 	out = append(out, d.stock(ctx)...)
 	out = append(out, d.webhookEndpoint(ctx, keyOK))
 	out = append(out, d.webhookSecret())
+	out = append(out, d.trustedProxies(ctx))
 	return out
 }
 
@@ -493,6 +503,63 @@ func (d *Doctor) webhookSecret() Result {
 		}
 	}
 	return pass(check, "set (%d secret(s)), not the development one", len(d.WebhookSecrets))
+}
+
+// ---- Proxies ----
+
+// ForwardedForPath is the service's public route that says how the asking
+// request's X-Forwarded-For was taken.
+const ForwardedForPath = "/v1/forwarded-for"
+
+// trustedProxies asks the running service, through PUBLIC_BASE_URL (so
+// through whatever proxy stands there, as every buyer's request does),
+// whether that proxy's X-Forwarded-For is read. A proxy missing from
+// TRUSTED_PROXIES makes every buyer look like the proxy: all of them share
+// one client's rate limits.
+func (d *Doctor) trustedProxies(ctx context.Context) Result {
+	const check = "trusted proxies"
+	if d.PublicBaseURL == "" {
+		return warn(check, "PUBLIC_BASE_URL is not set, so whether the proxy in front of the service is in TRUSTED_PROXIES cannot be checked: set it to this service's public URL")
+	}
+	target := d.PublicBaseURL + ForwardedForPath
+	client := d.HTTP
+	if client == nil {
+		client = &http.Client{Timeout: 10 * time.Second}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+	if err != nil {
+		return warn(check, "not checked: %s is not a URL (%v): fix PUBLIC_BASE_URL", target, err)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return warn(check, "not checked: GET %s failed (%v): run doctor again once the service runs there", target, err)
+	}
+	defer resp.Body.Close()
+	var answer struct {
+		ForwardedFor string `json:"forwarded_for"`
+		Error        string `json:"error"`
+	}
+	decodeErr := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&answer)
+	switch {
+	case resp.StatusCode != http.StatusOK && answer.Error != "":
+		return warn(check, "not checked: %s answered %d: %s", target, resp.StatusCode, logging.Truncate(answer.Error, 300))
+	case resp.StatusCode == http.StatusNotFound:
+		return warn(check, "not checked: %s answered 404: is PUBLIC_BASE_URL this service, and of this version?", target)
+	case resp.StatusCode != http.StatusOK:
+		return warn(check, "not checked: %s answered %d: is this service running there?", target, resp.StatusCode)
+	case decodeErr != nil:
+		return warn(check, "not checked: %s did not answer as this service does (%v): is PUBLIC_BASE_URL this service?", target, decodeErr)
+	}
+	switch answer.ForwardedFor {
+	case "untrusted":
+		return warn(check, "requests through %s reach the service with X-Forwarded-For from a peer not in TRUSTED_PROXIES, so it is ignored: every buyer counts as that proxy and all share one client's rate limits; add the proxy's address or subnet to TRUSTED_PROXIES (the service's log names it: \"X-Forwarded-For from a peer not in TRUSTED_PROXIES\")",
+			d.PublicBaseURL)
+	case "trusted":
+		return pass(check, "the proxy in front of %s is in TRUSTED_PROXIES: buyers are told apart by X-Forwarded-For", d.PublicBaseURL)
+	case "absent":
+		return pass(check, "requests through %s carry no X-Forwarded-For: buyers are counted by their own TCP address (a proxy in front that does not add X-Forwarded-For would make them all one: have it add the header)", d.PublicBaseURL)
+	}
+	return warn(check, "not checked: %s does not say how X-Forwarded-For is taken: is the service there older than this doctor?", target)
 }
 
 // ---- Stock ----

@@ -3,8 +3,12 @@ package doctor_test
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +20,7 @@ import (
 
 	"fulfiller/internal/catalog"
 	"fulfiller/internal/doctor"
+	"fulfiller/internal/httpapi"
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/luarmor/sandbox"
@@ -28,7 +33,6 @@ import (
 const (
 	stripeKey   = "sk_test_doctorcheck0123456789"
 	luarmorKey  = "doctor-luarmor-key"
-	shop        = "https://shop.example"
 	projectA    = "proj_alpha"
 	projectB    = "proj_beta"
 	priceOnce   = "price_once"
@@ -41,6 +45,28 @@ type bundle struct {
 	stripe  *stripefake.Fake
 	sandbox *sandbox.Sandbox
 	catalog *catalog.Catalog
+	// shop is PUBLIC_BASE_URL: the service's own HTTP server, reached
+	// directly (no proxy in front).
+	shop string
+}
+
+// serveShop runs the service's HTTP server on pool, behind the proxies
+// given in front of it (each appends X-Forwarded-For, as load balancers
+// do), and returns the URL buyers would use.
+func serveShop(t *testing.T, pool *pgxpool.Pool, trusted []netip.Prefix, proxies int) string {
+	t.Helper()
+	api := &httpapi.Server{Pool: pool, Webhook: http.NotFoundHandler(), Logger: slog.New(slog.DiscardHandler), TrustedProxies: trusted}
+	srv := httptest.NewServer(api.Handler())
+	t.Cleanup(srv.Close)
+	front := srv.URL
+	for range proxies {
+		target, err := url.Parse(front)
+		require.NoError(t, err)
+		proxy := httptest.NewServer(httputil.NewSingleHostReverseProxy(target))
+		t.Cleanup(proxy.Close)
+		front = proxy.URL
+	}
+	return front
 }
 
 // setup is a configuration that passes every check: a migrated database,
@@ -59,6 +85,8 @@ func setup(t *testing.T) *bundle {
 	fake.PutPrice(stripefake.Price{ID: priceMonth, Active: true, Interval: "month"})
 	fake.PutWebhookEndpoint(stripefake.WebhookEndpoint{URL: "https://elsewhere.example/hook", APIVersion: stripe.APIVersion,
 		EnabledEvents: []string{"*"}})
+	pool := postgrestest.NewPool(t)
+	shop := serveShop(t, pool, nil, 0)
 	fake.PutWebhookEndpoint(stripefake.WebhookEndpoint{URL: shop + doctor.WebhookPath, APIVersion: stripe.APIVersion,
 		EnabledEvents: jobs.HandledTypes()})
 
@@ -67,7 +95,7 @@ func setup(t *testing.T) *bundle {
 	cat.Put(priceMonth, catalog.Product{ProjectID: projectB, KeyDays: 30, Billing: catalog.BillingRecurring})
 
 	d := &doctor.Doctor{
-		Pool:           postgrestest.NewPool(t),
+		Pool:           pool,
 		Stripe:         stripeapi.New(stripeKey, ssrv.URL, ssrv.Client()),
 		Luarmor:        luarmor.NewClient(luarmorKey, luarmor.WithBaseURL(lsrv.URL)),
 		Catalog:        cat,
@@ -76,7 +104,7 @@ func setup(t *testing.T) *bundle {
 		WebhookSecrets: []string{productionS},
 		PublicBaseURL:  shop,
 	}
-	return &bundle{doctor: d, stripe: fake, sandbox: sb, catalog: cat}
+	return &bundle{doctor: d, stripe: fake, sandbox: sb, catalog: cat, shop: shop}
 }
 
 func (b *bundle) run(t *testing.T) []doctor.Result {
@@ -116,7 +144,7 @@ func TestGoodConfigurationPassesEveryCheck(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	results := b.run(t)
-	require.Len(t, results, 10, "database, luarmor api/key/projects/capacity, stripe key, two prices, webhook, secret")
+	require.Len(t, results, 11, "database, luarmor api/key/projects/capacity, stripe key, two prices, webhook, secret, trusted proxies")
 	requireOnly(t, results, "stripe key", doctor.Warn, "test mode")
 	require.Contains(t, result(t, results, "price "+priceMonth).Message, "recurring every 1 month")
 	require.Contains(t, result(t, results, "price "+priceOnce).Message, "one-off")
@@ -235,7 +263,7 @@ func TestWebhookEndpointProblemsFail(t *testing.T) {
 		want     string
 	}{
 		"missing": {
-			want: "no test-mode endpoint sends events to https://shop.example/webhooks/stripe (1 endpoints listed)",
+			want: "no test-mode endpoint sends events to {shop}/webhooks/stripe (1 endpoints listed)",
 		},
 		"wrong API version": {
 			endpoint: &stripefake.WebhookEndpoint{APIVersion: "2024-06-20", EnabledEvents: all},
@@ -264,14 +292,14 @@ func TestWebhookEndpointProblemsFail(t *testing.T) {
 			b.doctor.Stripe = stripeapi.New(stripeKey, srv.URL, srv.Client())
 			b.stripe.PutPrice(stripefake.Price{ID: priceOnce, Active: true})
 			b.stripe.PutPrice(stripefake.Price{ID: priceMonth, Active: true, Interval: "month"})
-			b.stripe.PutWebhookEndpoint(stripefake.WebhookEndpoint{URL: shop + "/old/webhooks/stripe",
+			b.stripe.PutWebhookEndpoint(stripefake.WebhookEndpoint{URL: b.shop + "/old/webhooks/stripe",
 				APIVersion: stripe.APIVersion, EnabledEvents: all})
 			if tc.endpoint != nil {
 				e := *tc.endpoint
-				e.URL = shop + doctor.WebhookPath
+				e.URL = b.shop + doctor.WebhookPath
 				b.stripe.PutWebhookEndpoint(e)
 			}
-			requireOnly(t, b.run(t), "stripe webhook", doctor.Fail, tc.want)
+			requireOnly(t, b.run(t), "stripe webhook", doctor.Fail, strings.ReplaceAll(tc.want, "{shop}", b.shop))
 		})
 	}
 }
@@ -279,8 +307,8 @@ func TestWebhookEndpointProblemsFail(t *testing.T) {
 func TestWildcardEndpointSendsEveryEvent(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.doctor.PublicBaseURL = "https://elsewhere.example"
-	b.stripe.PutWebhookEndpoint(stripefake.WebhookEndpoint{URL: "https://elsewhere.example" + doctor.WebhookPath,
+	b.doctor.PublicBaseURL = serveShop(t, b.doctor.Pool, nil, 0)
+	b.stripe.PutWebhookEndpoint(stripefake.WebhookEndpoint{URL: b.doctor.PublicBaseURL + doctor.WebhookPath,
 		APIVersion: stripe.APIVersion, EnabledEvents: []string{"*"}})
 	require.Equal(t, doctor.Pass, result(t, b.run(t), "stripe webhook").Status)
 }
@@ -289,7 +317,48 @@ func TestUnsetPublicBaseURLWarns(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	b.doctor.PublicBaseURL = ""
-	requireOnly(t, b.run(t), "stripe webhook", doctor.Warn, "PUBLIC_BASE_URL is not set")
+	results := b.run(t)
+	for _, check := range []string{"stripe webhook", "trusted proxies"} {
+		r := result(t, results, check)
+		require.Equal(t, doctor.Warn, r.Status, check)
+		require.Contains(t, r.Message, "PUBLIC_BASE_URL is not set", check)
+	}
+	require.False(t, doctor.Failed(results))
+}
+
+// Doctor asks the running service through PUBLIC_BASE_URL, so through the
+// proxy buyers go through, how that request's X-Forwarded-For was taken.
+func TestTrustedProxiesReportsAProxyMissingFromTheSetting(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	require.Contains(t, result(t, b.run(t), "trusted proxies").Message, "carry no X-Forwarded-For", "reached directly")
+
+	// Behind a proxy the service was not told about: every buyer is the
+	// proxy to it.
+	b.doctor.PublicBaseURL = serveShop(t, b.doctor.Pool, nil, 1)
+	r := result(t, b.run(t), "trusted proxies")
+	require.Equal(t, doctor.Warn, r.Status, r.Message)
+	require.Contains(t, r.Message, "X-Forwarded-For from a peer not in TRUSTED_PROXIES")
+	require.Contains(t, r.Message, "add the proxy's address or subnet to TRUSTED_PROXIES")
+
+	b.doctor.PublicBaseURL = serveShop(t, b.doctor.Pool, []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, 1)
+	r = result(t, b.run(t), "trusted proxies")
+	require.Equal(t, doctor.Pass, r.Status, r.Message)
+	require.Contains(t, r.Message, "is in TRUSTED_PROXIES")
+
+	// A service that does not run there is not checked, and says so.
+	stopped := httptest.NewServer(http.NotFoundHandler())
+	stopped.Close()
+	b.doctor.PublicBaseURL = stopped.URL
+	r = result(t, b.run(t), "trusted proxies")
+	require.Equal(t, doctor.Warn, r.Status)
+	require.Contains(t, r.Message, "not checked: GET "+stopped.URL+"/v1/forwarded-for failed")
+
+	// Nor is another site.
+	b.doctor.PublicBaseURL = urlOf(t, http.NotFoundHandler())
+	r = result(t, b.run(t), "trusted proxies")
+	require.Equal(t, doctor.Warn, r.Status)
+	require.Contains(t, r.Message, "answered 404: is PUBLIC_BASE_URL this service")
 }
 
 func TestDevelopmentSecretFails(t *testing.T) {

@@ -2,11 +2,13 @@ package httpapi
 
 import (
 	"container/list"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"strings"
 	"sync"
+	"time"
 )
 
 // clientIP is the address the request came from: the TCP peer, or, when
@@ -35,6 +37,59 @@ func (s *Server) clientIP(r *http.Request) netip.Addr {
 		}
 	}
 	return client
+}
+
+// How a request's X-Forwarded-For was taken, as GET /v1/forwarded-for
+// answers it for the request that asked (`fulfiller doctor` asks through
+// PUBLIC_BASE_URL, so it sees what the proxy in front does to every
+// buyer's request).
+const (
+	forwardedAbsent    = "absent"    // no X-Forwarded-For: the client is the TCP peer
+	forwardedTrusted   = "trusted"   // from a peer in TRUSTED_PROXIES: read
+	forwardedUntrusted = "untrusted" // from any other peer: ignored
+)
+
+// forwarding tells how r's X-Forwarded-For is taken, and its TCP peer.
+func (s *Server) forwarding(r *http.Request) (string, netip.Addr) {
+	peer := remoteAddr(r)
+	switch {
+	case len(r.Header.Values("X-Forwarded-For")) == 0:
+		return forwardedAbsent, peer
+	case s.trusted(peer):
+		return forwardedTrusted, peer
+	}
+	return forwardedUntrusted, peer
+}
+
+// forwardedFor answers how the asking request's X-Forwarded-For was
+// taken, never whose address it named: behind an undeclared proxy that
+// would be the proxy's inner address.
+func (s *Server) forwardedFor(w http.ResponseWriter, r *http.Request) {
+	how, _ := s.forwarding(r)
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, map[string]string{"forwarded_for": how})
+}
+
+// untrustedForwardEvery is how often at most a request with X-Forwarded-For
+// from an untrusted peer is logged: behind an undeclared proxy every
+// request has it, and one line every few minutes says so.
+const untrustedForwardEvery = 5 * time.Minute
+
+// watchForwarding logs, once in a while, a request whose X-Forwarded-For
+// comes from a peer not in TRUSTED_PROXIES. Behind a proxy nobody declared,
+// every buyer looks like the proxy and all of them share one client's rate
+// limits; a client sending the header itself is logged too, and is ignored
+// as it should be.
+func (s *Server) watchForwarding(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if how, peer := s.forwarding(r); how == forwardedUntrusted && s.Logger != nil {
+			s.untrustedForward.Log(r.Context(), s.Logger, slog.LevelWarn,
+				"X-Forwarded-For from a peer not in TRUSTED_PROXIES is ignored: the request counts as the peer's own",
+				"peer", peer.String(),
+				"fix", "if "+peer.String()+" is a load balancer or reverse proxy in front of this service, add it (or its subnet) to TRUSTED_PROXIES, or every buyer behind it shares one client's rate limits; if it is not, nothing to do")
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 func (s *Server) trusted(a netip.Addr) bool {

@@ -79,6 +79,9 @@ type Server struct {
 	once          sync.Once
 
 	unavailable logging.Sampled // 503s of an outage, logged once in a while
+	// untrustedForward logs X-Forwarded-For from untrusted peers once in
+	// a while (untrustedForwardEvery).
+	untrustedForward logging.Sampled
 
 	// authFailures counts each client's failed credentials; authLog logs
 	// them once in a while per client.
@@ -102,6 +105,7 @@ type Server struct {
 // from it: every route of one server shares them.
 func (s *Server) init() {
 	s.once.Do(func() {
+		s.untrustedForward.Every = untrustedForwardEvery
 		s.lookups = newTokenBucket(globalLookupRate, globalLookupBurst)
 		s.clientLookups = newClientBuckets(clientLookupRate, clientLookupBurst, maxTrackedClients)
 		s.negatives = newExpiringSet(10000, 10*time.Minute)
@@ -122,7 +126,7 @@ func (s *Server) Handler() http.Handler {
 	for _, rt := range s.routes() {
 		mux.Handle(rt.pattern, rt.handler)
 	}
-	return mux
+	return s.watchForwarding(mux)
 }
 
 // AdminHandler returns the internal listener's handler (ADMIN_ADDR):
@@ -169,6 +173,7 @@ func (s *Server) routes() []route {
 		{"GET /my-keys", http.HandlerFunc(s.myKeysPage)},
 		{"GET /assets/{name}", http.HandlerFunc(serveAsset)},
 		{"GET /openapi.json", http.HandlerFunc(serveOpenAPI)},
+		{"GET /v1/forwarded-for", http.HandlerFunc(s.forwardedFor)},
 	}
 }
 

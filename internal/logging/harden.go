@@ -11,13 +11,14 @@ import (
 )
 
 // New is the service's logger: JSON (format "json") or logfmt-like text
-// (format "text") lines at level and above.
+// (format "text") lines at level and above, with its context's attributes
+// and redacted (ServiceHandler).
 func New(w io.Writer, format string, level slog.Level) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
 	if format == "text" {
-		return slog.New(ContextHandler(slog.NewTextHandler(w, opts)))
+		return slog.New(ServiceHandler(slog.NewTextHandler(w, opts)))
 	}
-	return slog.New(ContextHandler(slog.NewJSONHandler(w, opts)))
+	return slog.New(ServiceHandler(slog.NewJSONHandler(w, opts)))
 }
 
 // MaskKey names a license key by its last four characters, enough to tell

@@ -1,4 +1,7 @@
-// Package logging holds the service's small slog helpers.
+// Package logging holds the service's slog helpers, and its one log filter:
+// every logger of the service is wrapped by ServiceHandler, which redacts
+// Checkout Session IDs, license keys and secrets from every record
+// (Redact), whatever code or library logs them.
 package logging
 
 import (

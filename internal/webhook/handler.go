@@ -17,6 +17,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -102,7 +104,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			remote = host
 		}
 		h.rejected.Log(r.Context(), h.cfg.Logger, slog.LevelWarn, remote, "webhook rejected", "error", err, "remote", remote)
-		writeJSON(w, http.StatusBadRequest, Response{Error: err.Error()})
+		public := err.Error()
+		if errors.Is(err, errOutsideTolerance) {
+			// One answer whichever side of the window: the log has the
+			// detail, a sender probing the clock learns nothing more.
+			public = errOutsideTolerance.Error()
+		}
+		writeJSON(w, http.StatusBadRequest, Response{Error: public})
 		return
 	}
 	ev, err := ParseEvent(body)
@@ -148,9 +156,27 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, Response{Received: true, Duplicate: !isNew})
 }
 
+// errOutsideTolerance answers a signature dated outside the tolerance,
+// before or after now.
+var errOutsideTolerance = errors.New("signature timestamp outside the tolerance")
+
 // verify checks the signature against every configured secret, with
 // stripe-go's own verification, without decoding the body yet.
+//
+// stripe-go refuses a timestamp older than the tolerance only
+// (validatePayload: time.Since(t) > tolerance), so a signature dated a day
+// ahead would verify, and a captured one would replay for that whole day.
+// Stripe signs at sending: a timestamp ahead of now by more than the
+// tolerance is forged or this server's clock is behind, and is refused here
+// with the same answer as an old one.
 func (h *Handler) verify(body []byte, header string) error {
+	signedAt, dated := signatureTime(header)
+	if dated {
+		if ahead := time.Until(signedAt); ahead > h.cfg.Tolerance {
+			return fmt.Errorf("%w: signed %s in the future, beyond the %s tolerance: forged, or this server's clock is behind (check its time synchronisation)",
+				errOutsideTolerance, ahead.Round(time.Second), h.cfg.Tolerance)
+		}
+	}
 	lastErr := stripewebhook.ErrNoValidSignature
 	for _, secret := range h.cfg.Secrets {
 		err := stripewebhook.ValidatePayloadWithTolerance(body, header, secret, h.cfg.Tolerance)
@@ -165,12 +191,38 @@ func (h *Handler) verify(body []byte, header string) error {
 		case errors.Is(err, stripewebhook.ErrInvalidHeader):
 			return errors.New("malformed Stripe-Signature header")
 		case errors.Is(err, stripewebhook.ErrTooOld):
-			return errors.New("signature timestamp outside the tolerance")
+			if !dated {
+				return fmt.Errorf("%w: the Stripe-Signature header has no timestamp", errOutsideTolerance)
+			}
+			return fmt.Errorf("%w: signed %s ago, beyond the %s tolerance: a replay, or a delivery held up on its way",
+				errOutsideTolerance, time.Since(signedAt).Round(time.Second), h.cfg.Tolerance)
 		default:
 			return fmt.Errorf("signature check failed: %w", err)
 		}
 	}
 	return fmt.Errorf("no valid signature: %w", lastErr)
+}
+
+// signatureTime is the t= timestamp of a Stripe-Signature header, read as
+// stripe-go reads it (the last t= wins); false when the header has none or
+// is malformed, which stripe-go's own check then refuses.
+func signatureTime(header string) (time.Time, bool) {
+	var at time.Time
+	dated := false
+	for _, pair := range strings.Split(header, ",") {
+		k, v, ok := strings.Cut(pair, "=")
+		if !ok || strings.Contains(v, "=") {
+			return time.Time{}, false
+		}
+		if k == "t" {
+			sec, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return time.Time{}, false
+			}
+			at, dated = time.Unix(sec, 0), true
+		}
+	}
+	return at, dated
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
