@@ -77,6 +77,8 @@ type Server struct {
 	keyLookup   *keyLookupAPI
 	hwidClients *clientBuckets
 	recordHolds *holds
+
+	links orderLinks // the signing key of order links, once read
 }
 
 // init builds the server's limits once, however many handlers are built
@@ -134,6 +136,7 @@ func (s *Server) routes() []route {
 		{"GET /v1/admin/orders/{id_or_ref}", s.orderAPI(s.requireShopToken(s.adminGetOrder))},
 		{"POST /v1/admin/orders/{id_or_ref}/retry", s.orderAPI(s.requireShopToken(s.adminRetryOrder))},
 		{"POST /v1/admin/orders/{id_or_ref}/revocations/{source_id}/lift", s.orderAPI(s.requireShopToken(s.adminLiftRevocation))},
+		{"POST /v1/admin/orders/{id_or_ref}/rotate-link", s.orderAPI(s.requireShopToken(s.adminRotateLink))},
 		{"POST /v1/admin/keys/{action}", s.orderAPI(s.requireShopToken(s.adminKeyAction))},
 		{"GET /orders/{checkout_session_id}", http.HandlerFunc(s.orderPage)},
 		{"GET /my-keys", http.HandlerFunc(s.myKeysPage)},
@@ -212,7 +215,9 @@ var sessionIDPattern = regexp.MustCompile(`^cs_(test|live)_[A-Za-z0-9]{8,250}$`)
 
 // OrderJSON is the order API's answer.
 type OrderJSON struct {
-	CheckoutSessionID string    `json:"checkout_session_id"`
+	// CheckoutSessionID is answered to whoever named the order by it (and
+	// to the shop and support), never to the holder of a signed link.
+	CheckoutSessionID string    `json:"checkout_session_id,omitempty"`
 	Status            string    `json:"status"`
 	CustomerEmail     string    `json:"customer_email"`
 	Keys              []KeyJSON `json:"keys"`

@@ -136,11 +136,20 @@ func (w *SendOrderEmailWorker) Work(ctx context.Context, job *river.Job[SendOrde
 	if writing && time.Since(job.CreatedAt) < keysEmailWaitsForWriters {
 		return river.JobSnooze(time.Second)
 	}
+	// The email links to the order with a signed link of its current
+	// access generation: support's rotation can revoke it, unlike the
+	// Checkout Session ID. The key is read before the delivery is marked
+	// 'sending', so a failed read leaves nothing in doubt.
+	links, err := LoadOrderLinks(ctx, w.Pool)
+	if err != nil {
+		return err
+	}
 	o, messageID, proceed, err := w.startSending(ctx, job, log)
 	if err != nil || !proceed {
 		return err
 	}
-	err = w.Mail.SendKeys(ctx, w.Mail.NewKeysEmail(o, messageID))
+	link := links.Sign(o, w.Now().Add(OrderEmailLinkTTL))
+	err = w.Mail.SendKeys(ctx, w.Mail.NewKeysEmail(o, link, messageID))
 	if err != nil {
 		// An answered refusal, or a server never reached, means the
 		// message did not leave: back to 'queued'. A conversation cut off
