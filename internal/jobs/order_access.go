@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
 
 	"fulfiller/internal/logging"
 	"fulfiller/internal/mail"
@@ -142,7 +143,7 @@ func (s *Support) RotateOrderAccess(ctx context.Context, actor, idOrRef, reason 
 		if err != nil {
 			return err
 		}
-		out, err = rotateAccess(ctx, tx, s.Mail, o, 0)
+		out, err = rotateAccess(ctx, tx, s.Mail, s.inserter(tx), o, 0)
 		return err
 	})
 	if err != nil {
@@ -162,15 +163,25 @@ func (s *Support) rotateWithReissue(ctx context.Context, tx pgx.Tx, o *order.Ord
 		return nil, err
 	}
 	if r.Status != "queued" {
-		return rotateAccess(ctx, tx, s.Mail, o, 0)
+		return rotateAccess(ctx, tx, s.Mail, s.inserter(tx), o, 0)
 	}
-	return rotateAccess(ctx, tx, s.Mail, o, reissueID)
+	return rotateAccess(ctx, tx, s.Mail, s.inserter(tx), o, reissueID)
+}
+
+// inserter inserts jobs in tx with support's client (a worker's is in its
+// context instead: insertMany).
+func (s *Support) inserter(tx pgx.Tx) func(context.Context, river.JobArgs) error {
+	return func(ctx context.Context, args river.JobArgs) error {
+		_, err := s.River.InsertTx(ctx, tx, args, nil)
+		return err
+	}
 }
 
 // rotateAccess rotates o's access (tx holds its lock) and queues the fresh
 // link's email, or, with a reissue under way, records that the reissue owes
 // it.
-func rotateAccess(ctx context.Context, tx pgx.Tx, mailer *mail.Sender, o *order.Order, reissueID int64) (*RotatedAccess, error) {
+func rotateAccess(ctx context.Context, tx pgx.Tx, mailer *mail.Sender, insert func(context.Context, river.JobArgs) error,
+	o *order.Order, reissueID int64) (*RotatedAccess, error) {
 	generation, err := postgres.RotateOrderAccess(ctx, tx, o.CheckoutSessionID)
 	if err != nil {
 		return nil, err
@@ -180,7 +191,7 @@ func rotateAccess(ctx context.Context, tx pgx.Tx, mailer *mail.Sender, o *order.
 		out.EmailAfterReissue = true
 		return out, postgres.OweLinkEmail(ctx, tx, reissueID)
 	}
-	out.EmailDelivery, out.NoEmail, err = queueLinkEmail(ctx, tx, mailer, o)
+	out.EmailDelivery, out.NoEmail, err = queueLinkEmail(ctx, tx, mailer, insert, o)
 	return out, err
 }
 
@@ -189,7 +200,8 @@ func rotateAccess(ctx context.Context, tx pgx.Tx, mailer *mail.Sender, o *order.
 // lock). It queues nothing, and says why, when the email cannot go out:
 // mail is off, the order has no address, or it is not fulfilled (the
 // keys email of an order is sent once all its keys are delivered).
-func queueLinkEmail(ctx context.Context, tx pgx.Tx, mailer *mail.Sender, o *order.Order) (int, string, error) {
+func queueLinkEmail(ctx context.Context, tx pgx.Tx, mailer *mail.Sender, insert func(context.Context, river.JobArgs) error,
+	o *order.Order) (int, string, error) {
 	switch {
 	case mailer == nil:
 		return 0, "mail is off (SMTP_URL unset): give the buyer a way back to the order yourself", nil
@@ -202,7 +214,7 @@ func queueLinkEmail(ctx context.Context, tx pgx.Tx, mailer *mail.Sender, o *orde
 	if err != nil {
 		return 0, "", err
 	}
-	if err := insertMany(ctx, tx, SendOrderEmailArgs{CheckoutSessionID: o.CheckoutSessionID, Delivery: delivery}); err != nil {
+	if err := insert(ctx, SendOrderEmailArgs{CheckoutSessionID: o.CheckoutSessionID, Delivery: delivery}); err != nil {
 		return 0, "", fmt.Errorf("queueing the fresh link's email of order %s: %w", logging.OrderRef(o.CheckoutSessionID), err)
 	}
 	return delivery, "", nil
@@ -220,7 +232,8 @@ func emailOwedLink(ctx context.Context, tx pgx.Tx, deps Deps, r *postgres.Reissu
 	if err != nil {
 		return err
 	}
-	delivery, why, err := queueLinkEmail(ctx, tx, deps.Mail, o)
+	insert := func(ctx context.Context, args river.JobArgs) error { return insertMany(ctx, tx, args) }
+	delivery, why, err := queueLinkEmail(ctx, tx, deps.Mail, insert, o)
 	if err != nil {
 		return err
 	}
