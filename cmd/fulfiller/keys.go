@@ -19,7 +19,8 @@ import (
 )
 
 const keysUsage = `usage:
-  fulfiller keys blacklist|unban|reset-hwid|revoke|reissue - [--reason R] [--wait 2m]
+  fulfiller keys blacklist|unban|reset-hwid|revoke - [--reason R] [--wait 2m]
+  fulfiller keys reissue - [--reason R] [--rotate-link] [--wait 2m]
   fulfiller keys set-discord - <discord_id> [--wait 2m]
   (- reads the license key from stdin; --key-file PATH reads it from a
   file's first line instead of -. A key on the command line is refused:
@@ -42,6 +43,10 @@ func cmdKeys(ctx context.Context, args []string, getenv func(string) string, log
 	reason := ""
 	if action != jobs.ActionSetDiscord && action != jobs.ActionUnbanKey && action != jobs.ActionResetHWID {
 		fs.StringVar(&reason, "reason", "", "the ban reason the key's user sees")
+	}
+	rotateLink := new(bool)
+	if action == jobs.ActionReissueKey {
+		rotateLink = fs.Bool("rotate-link", false, "also revoke the order's session ID and links, and email the buyer a fresh link with the new key")
 	}
 	wait := fs.Duration("wait", 2*time.Minute, "how long to wait for the service to carry the action out")
 	keyFile := fs.String("key-file", "", "read the license key from this file's first line (instead of - for stdin)")
@@ -73,7 +78,7 @@ func cmdKeys(ctx context.Context, args []string, getenv func(string) string, log
 	if err != nil {
 		return err
 	}
-	req := jobs.KeyRequest{Action: action, UserKey: userKey, Reason: reason}
+	req := jobs.KeyRequest{Action: action, UserKey: userKey, Reason: reason, RotateLink: *rotateLink}
 	if action == jobs.ActionSetDiscord {
 		req.DiscordID = positional[0]
 	}
@@ -87,6 +92,17 @@ func cmdKeys(ctx context.Context, args []string, getenv func(string) string, log
 		return supportError(cmd, err)
 	}
 	fmt.Fprintf(stdout, "%s of the key of order %s queued (job %d); waiting for the service\n", action, q.OrderRef, q.JobID)
+	if rot := q.Rotation; rot != nil {
+		fmt.Fprintf(stdout, "the order's Checkout Session ID and earlier links no longer open it (access generation %d)\n", rot.Generation)
+		switch {
+		case rot.EmailAfterReissue:
+			fmt.Fprintln(stdout, "the buyer is emailed a fresh link once the new key is delivered")
+		case rot.EmailDelivery != 0:
+			fmt.Fprintf(stdout, "the buyer is emailed a fresh link (keys email delivery %d)\n", rot.EmailDelivery)
+		default:
+			fmt.Fprintf(stdout, "no email was queued: %s\n", rot.NoEmail)
+		}
+	}
 	waitCtx, cancel := context.WithTimeout(ctx, *wait)
 	defer cancel()
 	out, err := support.Wait(waitCtx, q)

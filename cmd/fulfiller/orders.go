@@ -17,6 +17,7 @@ import (
 	"fulfiller/internal/config"
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/logging"
+	"fulfiller/internal/mail"
 	"fulfiller/internal/order"
 )
 
@@ -28,6 +29,7 @@ const ordersUsage = `usage:
   line; a key on the command line is refused: ps and the shell history
   would show it)
   fulfiller orders lift-revocation <checkout_session_id or ord_ reference> <issfr_...> [--wait 2m]
+  fulfiller orders rotate-link <checkout_session_id or ord_ reference> [--reason R]
 (reads the settings of serve)
 `
 
@@ -44,8 +46,13 @@ func openSupport(ctx context.Context, getenv func(string) string, logger *slog.L
 		return nil, nil, err
 	}
 	orders := &jobs.Orders{Pool: pool, River: rc, Logger: logger, HWIDResetCooldown: cfg.HWIDResetCooldown}
-	return &jobs.Support{Pool: pool, River: rc, Orders: orders, Logger: logger, HWIDResetCooldown: cfg.HWIDResetCooldown},
-		pool.Close, nil
+	support := &jobs.Support{Pool: pool, River: rc, Orders: orders, Logger: logger, HWIDResetCooldown: cfg.HWIDResetCooldown}
+	if cfg.Mail.Enabled() {
+		// Only to queue the keys email of a rotated link: the service's
+		// workers send it.
+		support.Mail = mail.NewSender(cfg.Mail)
+	}
+	return support, pool.Close, nil
 }
 
 // connectInserter connects to the service's database (DATABASE_URL) and
@@ -99,6 +106,7 @@ func cmdOrders(ctx context.Context, args []string, getenv func(string) string, l
 	var q jobs.OrderQuery
 	var keyArg, keyFile string
 	wait := new(time.Duration)
+	reason := new(string)
 	wantArgs := 1
 	switch args[0] {
 	case "find":
@@ -110,6 +118,8 @@ func cmdOrders(ctx context.Context, args []string, getenv func(string) string, l
 	case "lift-revocation":
 		wait = fs.Duration("wait", 2*time.Minute, "how long to wait for the service to carry the lift out")
 		wantArgs = 2
+	case "rotate-link":
+		reason = fs.String("reason", "", "why the order's links are revoked, for the log")
 	case "show", "retry":
 	default:
 		fmt.Fprint(stderr, ordersUsage)
@@ -155,6 +165,18 @@ func cmdOrders(ctx context.Context, args []string, getenv func(string) string, l
 			logging.OrderRef(o.CheckoutSessionID), o.Status)
 	case "lift-revocation":
 		return liftRevocation(ctx, support, positional[0], positional[1], *wait, stdout)
+	case "rotate-link":
+		rot, err := support.RotateOrderAccess(ctx, jobs.ActorCLI, positional[0], *reason)
+		if err != nil {
+			return supportError("orders rotate-link", err)
+		}
+		fmt.Fprintf(stdout, "order %s: its Checkout Session ID and every earlier link no longer open it (access generation %d)\n",
+			rot.OrderRef, rot.Generation)
+		if rot.EmailDelivery != 0 {
+			fmt.Fprintf(stdout, "the buyer is emailed a fresh link (keys email delivery %d)\n", rot.EmailDelivery)
+		} else {
+			fmt.Fprintf(stdout, "no email was queued: %s\n", rot.NoEmail)
+		}
 	case "find":
 		orders, err := support.FindOrders(ctx, q)
 		if err != nil {

@@ -164,7 +164,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.Changes = notify.New(m.Pool.Config().ConnConfig, notify.DefaultMaxWaiters, m.Logger)
 	go m.Changes.Run(budgetCtx)
 	support := &jobs.Support{Pool: m.Pool, River: m.River, Orders: orders, Logger: m.Logger,
-		HWIDResetCooldown: m.Config.HWIDResetCooldown}
+		HWIDResetCooldown: m.Config.HWIDResetCooldown, Mail: m.mailSender()}
 	m.watchMetrics()
 	api := &httpapi.Server{
 		Pool: m.Pool, Orders: orders, Support: support, ShopToken: m.Config.ShopAPIToken, AdminToken: m.Config.AdminAPIToken,

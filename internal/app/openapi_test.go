@@ -153,6 +153,11 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 	require.Equal(t, http.StatusOK, mine.status)
 	require.Contains(t, string(mine.body), key)
 	require.Equal(t, http.StatusUnauthorized, c.do(t, "POST", "/v1/my-keys", `{"token":"`+token+`x"}`).status)
+	var listing httpapi.MyKeysJSON
+	mine.decode(t, &listing)
+	require.Len(t, listing.Orders, 1)
+	require.Equal(t, http.StatusOK, c.do(t, "GET", "/v1/orders/"+listing.Orders[0].LinkToken, "").status)
+	require.Equal(t, http.StatusOK, c.do(t, "GET", "/orders/"+listing.Orders[0].LinkToken, "").status)
 
 	// The shop's listings.
 	require.Equal(t, http.StatusOK, c.do(t, "GET", "/v1/customers/"+customer+"/keys", "", "Authorization", bearer).status)
@@ -202,6 +207,14 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 	require.Equal(t, http.StatusOK, c.do(t, "GET", "/v1/admin/audit?order="+warned.ID, "", "Authorization", admin).status)
 	require.Equal(t, http.StatusBadRequest, c.do(t, "GET", "/v1/admin/audit?limit=0", "", "Authorization", admin).status)
 	require.Equal(t, http.StatusUnauthorized, c.do(t, "GET", "/v1/admin/audit", "", "Authorization", bearer).status)
+
+	// Support rotates an order's access (that order's, last).
+	rotatePath := "/v1/admin/orders/" + warned.ID + "/rotate-link"
+	require.Equal(t, http.StatusUnauthorized, c.do(t, "POST", rotatePath, "").status)
+	require.Equal(t, http.StatusBadRequest, c.do(t, "POST", "/v1/admin/orders/nonsense/rotate-link", "", "Authorization", bearer).status)
+	require.Equal(t, http.StatusNotFound, c.do(t, "POST", "/v1/admin/orders/ord_000000000000/rotate-link", "", "Authorization", bearer).status)
+	require.Equal(t, http.StatusOK, c.do(t, "POST", rotatePath, `{"reason":"leaked"}`, "Authorization", bearer).status)
+	require.Equal(t, http.StatusNotFound, c.do(t, "GET", "/v1/orders/"+warned.ID, "").status)
 
 	// The pages and their assets.
 	require.Equal(t, http.StatusOK, c.do(t, "GET", "/orders/"+id, "").status)

@@ -121,6 +121,20 @@ type AdminQueuedJSON struct {
 	Status   string `json:"status"`
 	OrderRef string `json:"order_ref"`
 	JobID    int64  `json:"job_id"`
+	// LinkRotated: a reissue asked with rotate_link rotated the order's
+	// access; the fresh link is emailed once the new key is delivered.
+	LinkRotated bool `json:"link_rotated,omitempty"`
+}
+
+// AdminRotatedJSON answers a rotation of an order's access.
+type AdminRotatedJSON struct {
+	Action           string `json:"action"` // rotate-link
+	OrderRef         string `json:"order_ref"`
+	AccessGeneration int64  `json:"access_generation"`
+	// EmailDelivery is the keys email queued with the fresh link; absent
+	// when none was, and NoEmail says why.
+	EmailDelivery int    `json:"email_delivery,omitempty"`
+	NoEmail       string `json:"no_email,omitempty"`
 }
 
 func (s *Server) adminGetOrder(w http.ResponseWriter, r *http.Request) {
@@ -152,6 +166,29 @@ func (s *Server) adminLiftRevocation(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusAccepted, AdminQueuedJSON{Action: jobs.ActionLiftRevocation, Status: "queued", OrderRef: q.OrderRef, JobID: q.JobID})
+}
+
+// adminRotateLink answers POST /v1/admin/orders/{id_or_ref}/rotate-link,
+// with an optional body {"reason": "..."}: support revokes the order's
+// Checkout Session ID and every link signed before, and the buyer is
+// emailed a fresh link. Done when answered (200).
+func (s *Server) adminRotateLink(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Reason string `json:"reason"`
+	}
+	if r.ContentLength != 0 {
+		if err := decodeAdminBody(w, r, &req); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
+	rot, err := s.Support.RotateOrderAccess(r.Context(), adminActor(r), r.PathValue("id_or_ref"), req.Reason)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, AdminRotatedJSON{Action: "rotate-link", OrderRef: rot.OrderRef, AccessGeneration: rot.Generation,
+		EmailDelivery: rot.EmailDelivery, NoEmail: rot.NoEmail})
 }
 
 // adminFindOrders answers GET /v1/admin/orders?discord=; keys and email
@@ -210,21 +247,23 @@ func (s *Server) findOrders(w http.ResponseWriter, r *http.Request, q jobs.Order
 // 202 once the job is queued.
 func (s *Server) adminKeyAction(w http.ResponseWriter, r *http.Request) {
 	var req struct {
-		UserKey   string `json:"user_key"`
-		Reason    string `json:"reason"`
-		DiscordID string `json:"discord_id"`
+		UserKey    string `json:"user_key"`
+		Reason     string `json:"reason"`
+		DiscordID  string `json:"discord_id"`
+		RotateLink bool   `json:"rotate_link"`
 	}
 	if err := decodeAdminBody(w, r, &req); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	q, err := s.Support.KeyAction(r.Context(), adminActor(r), jobs.KeyRequest{Action: jobs.KeyAction(r.PathValue("action")),
-		UserKey: req.UserKey, Reason: req.Reason, DiscordID: req.DiscordID})
+		UserKey: req.UserKey, Reason: req.Reason, DiscordID: req.DiscordID, RotateLink: req.RotateLink})
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusAccepted, AdminQueuedJSON{Action: string(q.Action), Status: "queued", OrderRef: q.OrderRef, JobID: q.JobID})
+	writeJSON(w, http.StatusAccepted, AdminQueuedJSON{Action: string(q.Action), Status: "queued", OrderRef: q.OrderRef, JobID: q.JobID,
+		LinkRotated: q.Rotation != nil})
 }
 
 // decodeAdminBody reads one JSON object of known fields, at most 4 KiB.

@@ -55,7 +55,8 @@ func renderHWIDReset(r order.HWIDReset, now time.Time) HWIDResetJSON {
 // resetHWID serves POST /v1/orders/{id}/reset-hwid: a buyer
 // asks for the HWID of one of the order's keys to be cleared, so the key
 // runs on a new machine. 202 when queued, 404 alike for an unknown order
-// and a key not of that order (and a malformed ID), 409 for a key that is
+// and a key not of that order (and a malformed ID, a refused link or a
+// revoked session ID), 409 for a key that is
 // not active, 429 cooldown within HWID_RESET_COOLDOWN, 429 rate_limited
 // past the client's bound.
 func (s *Server) resetHWID(w http.ResponseWriter, r *http.Request) {
@@ -70,12 +71,16 @@ func (s *Server) resetHWID(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	id := r.PathValue("checkout_session_id")
-	if !sessionIDPattern.MatchString(id) {
+	link, err := s.openLink(r, r.PathValue("checkout_session_id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if link.sessionID == "" {
 		s.writeError(w, r, jobs.ErrKeyNotInOrder)
 		return
 	}
-	reset, err := s.Orders.RequestHWIDReset(r.Context(), id, userKey)
+	reset, err := s.Orders.RequestHWIDReset(r.Context(), link.access, link.sessionID, userKey)
 	var cooldown *order.CooldownError
 	if errors.As(err, &cooldown) && cooldown.Reset.NextResetAt != nil {
 		next := *cooldown.Reset.NextResetAt

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"fulfiller/internal/jobs"
+	"fulfiller/internal/logging"
 	"fulfiller/internal/order"
 	"fulfiller/internal/postgres"
 )
@@ -49,9 +50,22 @@ func newKeyLookupAPI(s *Server) *keyLookupAPI {
 
 // MyKeysJSON is the answer of POST /v1/my-keys.
 type MyKeysJSON struct {
-	Email     string      `json:"email"`
-	ExpiresAt int64       `json:"expires_at"` // unix seconds: when the link stops working
-	Orders    []OrderJSON `json:"orders"`     // newest first
+	Email     string            `json:"email"`
+	ExpiresAt int64             `json:"expires_at"` // unix seconds: when the link stops working
+	Orders    []MyKeysOrderJSON `json:"orders"`     // newest first
+}
+
+// MyKeysOrderJSON is one order of find my keys: the order API's view, its
+// reference, and a short-lived signed link that opens it. Never its
+// Checkout Session ID: that would outlive the half hour the email's link
+// grants, and support could only revoke it by rotating the order's access.
+type MyKeysOrderJSON struct {
+	OrderJSON
+	OrderRef string `json:"order_ref"`
+	// LinkToken opens /orders/{link_token} and /v1/orders/{link_token}
+	// until LinkExpiresAt (unix seconds).
+	LinkToken     string `json:"link_token"`
+	LinkExpiresAt int64  `json:"link_expires_at"`
 }
 
 var errMailOffForLookup = &order.Error{Code: order.EUNAVAILABLE,
@@ -123,9 +137,16 @@ func (a *keyLookupAPI) listMyKeys(w http.ResponseWriter, r *http.Request) {
 		a.s.writeError(w, r, err)
 		return
 	}
-	out := MyKeysJSON{Email: email, ExpiresAt: expiresAt.Unix(), Orders: make([]OrderJSON, 0, len(orders))}
+	links, err := a.s.orderLinks(r)
+	if err != nil {
+		a.s.writeError(w, r, err)
+		return
+	}
+	linkExpiresAt := a.now().Add(jobs.OrderLookupLinkTTL)
+	out := MyKeysJSON{Email: email, ExpiresAt: expiresAt.Unix(), Orders: make([]MyKeysOrderJSON, 0, len(orders))}
 	for _, o := range orders {
-		out.Orders = append(out.Orders, renderOrder(o))
+		out.Orders = append(out.Orders, MyKeysOrderJSON{OrderJSON: renderOrderFor(o, false),
+			OrderRef: logging.OrderRef(o.CheckoutSessionID), LinkToken: links.Sign(o, linkExpiresAt), LinkExpiresAt: linkExpiresAt.Unix()})
 	}
 	writeJSON(w, http.StatusOK, out)
 }

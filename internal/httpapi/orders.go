@@ -75,16 +75,20 @@ func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	id := r.PathValue("checkout_session_id")
+	link, err := s.openLink(r, r.PathValue("checkout_session_id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	// Subscribed before the first read, so a delivery committed between
 	// the read and the wait still wakes this request.
 	var changes *notify.Subscription
-	if wait > 0 && s.Changes != nil && sessionIDPattern.MatchString(id) {
+	if wait > 0 && s.Changes != nil && link.sessionID != "" {
 		// Past its client's or the process's holds, the request is
 		// answered at once: waiting is a courtesy, not a right.
 		if ip := s.clientIP(r); s.waitHolds.take(ip) {
 			defer s.waitHolds.release(ip)
-			if changes, err = s.Changes.Subscribe(id); err == nil {
+			if changes, err = s.Changes.Subscribe(link.sessionID); err == nil {
 				defer changes.Close()
 			} // else the process holds its maximum of waiters: answer at once
 		}
@@ -94,14 +98,14 @@ func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) {
 		// The server's WriteTimeout is about as long as the longest wait.
 		_ = http.NewResponseController(w).SetWriteDeadline(until.Add(waitWriteMargin))
 	}
-	o, err := s.findOrder(r, id)
+	o, err := s.findOrder(r, link)
 	if errors.Is(err, errLookupsBusy) && changes != nil {
 		// Every look-up is spent, by other clients: wait for the webhook
 		// to record the order rather than send the buyer away. Whether the
 		// ID is real is unknown, so such holds are few, per client and in
 		// all: made-up IDs never take the connections webhooks need.
 		if ip := s.clientIP(r); s.recordHolds.take(ip) {
-			o, err = s.waitForRecord(r, id, changes, until)
+			o, err = s.waitForRecord(r, link, changes, until)
 			s.recordHolds.release(ip)
 		}
 	}
@@ -113,7 +117,7 @@ func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if changes != nil && o.Status == order.StatusPending {
-		if o, err = s.waitWhilePending(r, o, changes, until); err != nil {
+		if o, err = s.waitWhilePending(r, link.access, o, changes, until); err != nil {
 			s.writeError(w, r, err)
 			return
 		}
@@ -121,13 +125,13 @@ func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) {
 			return // the client went away
 		}
 	}
-	writeJSON(w, http.StatusOK, renderOrder(o))
+	writeJSON(w, http.StatusOK, renderOrderFor(o, link.access.BySession()))
 }
 
 // waitForRecord waits, until then, for an order not recorded yet to be
 // recorded (its webhook handled) and returns it; errLookupsBusy when the
 // wait ends first.
-func (s *Server) waitForRecord(r *http.Request, id string, changes *notify.Subscription, until time.Time) (*order.Order, error) {
+func (s *Server) waitForRecord(r *http.Request, link orderLink, changes *notify.Subscription, until time.Time) (*order.Order, error) {
 	deadline := time.NewTimer(time.Until(until))
 	defer deadline.Stop()
 	for {
@@ -137,9 +141,12 @@ func (s *Server) waitForRecord(r *http.Request, id string, changes *notify.Subsc
 		case <-deadline.C:
 			return nil, errLookupsBusy
 		case <-changes.C:
-			o, err := postgres.GetOrder(r.Context(), s.Pool, id)
+			o, err := postgres.GetOrder(r.Context(), s.Pool, link.sessionID)
 			if order.ErrorCode(err) == order.ENOTFOUND {
 				continue // a wake-up for everyone (the listener reconnected)
+			}
+			if err == nil && !link.access.Grants(o) {
+				return nil, errUnknownOrder
 			}
 			return o, err
 		}
@@ -147,8 +154,9 @@ func (s *Server) waitForRecord(r *http.Request, id string, changes *notify.Subsc
 }
 
 // waitWhilePending reads the order once per notification until it is no
-// longer pending or wait ends; nil, nil means the client has gone.
-func (s *Server) waitWhilePending(r *http.Request, o *order.Order, changes *notify.Subscription, until time.Time) (*order.Order, error) {
+// longer pending or wait ends; nil, nil means the client has gone. An
+// access rotated meanwhile ends the wait as an unknown order.
+func (s *Server) waitWhilePending(r *http.Request, access order.Access, o *order.Order, changes *notify.Subscription, until time.Time) (*order.Order, error) {
 	deadline := time.NewTimer(time.Until(until))
 	defer deadline.Stop()
 	for o.Status == order.StatusPending {
@@ -164,6 +172,9 @@ func (s *Server) waitWhilePending(r *http.Request, o *order.Order, changes *noti
 					return nil, nil
 				}
 				return nil, err
+			}
+			if !access.Grants(next) {
+				return nil, errUnknownOrder
 			}
 			o = next
 		}
@@ -184,24 +195,39 @@ func parseWait(r *http.Request) (time.Duration, error) {
 	return time.Duration(n) * time.Second, nil
 }
 
-// findOrder reads the order, or confirms it with Stripe when the database
-// does not know it. A session ID that is malformed, remembered as unknown
-// or unknown to Stripe is answered alike: 404 with the same body, charged
-// to the client's lookups the same way (429 when they run out).
-func (s *Server) findOrder(r *http.Request, id string) (*order.Order, error) {
-	if sessionIDPattern.MatchString(id) {
-		o, err := postgres.GetOrder(r.Context(), s.Pool, id)
-		if order.ErrorCode(err) != order.ENOTFOUND {
-			return o, err
+// findOrder reads the order its credential opens, or confirms it with
+// Stripe when the database does not know a session ID. A session ID that
+// is malformed, remembered as unknown, unknown to Stripe or revoked by
+// support, and a signed link that is forged, expired or of an earlier
+// generation, are answered alike: 404 with the same body, charged to the
+// client's lookups the same way (429 when they run out). Stripe is only
+// asked about session IDs the database does not have: a revoked one is
+// known, and never looked up.
+func (s *Server) findOrder(r *http.Request, link orderLink) (*order.Order, error) {
+	refused := false
+	if link.sessionID != "" {
+		o, err := postgres.GetOrder(r.Context(), s.Pool, link.sessionID)
+		switch {
+		case err == nil && link.access.Grants(o):
+			return o, nil
+		case err == nil:
+			refused = true
+		case order.ErrorCode(err) != order.ENOTFOUND:
+			return nil, err
 		}
 	}
 	if !s.clientLookups.allow(s.clientIP(r)) {
 		return nil, errClientLookups
 	}
-	if !sessionIDPattern.MatchString(id) || s.negatives.contains(id) {
+	id := link.access.SessionID
+	if refused || id == "" || s.negatives.contains(id) {
 		return nil, errUnknownOrder
 	}
-	return s.confirmWithStripe(r.Context(), id)
+	o, err := s.confirmWithStripe(r.Context(), id)
+	if err == nil && !link.access.Grants(o) {
+		return nil, errUnknownOrder
+	}
+	return o, err
 }
 
 // confirmWithStripe handles the success page arriving before the webhook,

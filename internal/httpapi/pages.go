@@ -110,7 +110,9 @@ const (
 // from the order API's own JSON, so whatever the API tells of a key
 // (hwid_reset among it) reaches the page without a second mapping.
 type orderView struct {
-	ID    string // the Checkout Session ID: already in the page's URL
+	// ID is what the page's URL opened the order with, its Checkout
+	// Session ID or a signed link: the script asks the order API with it.
+	ID    string
 	Ref   string // the short reference the buyer quotes to the shop
 	State string
 	// Signature is what the script compares with the order API's answer
@@ -149,7 +151,7 @@ type hwidReset struct {
 	Message     string `json:"message"`
 }
 
-func newOrderView(o *order.Order, now time.Time) (orderView, error) {
+func newOrderView(o *order.Order, id string, now time.Time) (orderView, error) {
 	api, err := json.Marshal(renderOrder(o))
 	if err != nil {
 		return orderView{}, fmt.Errorf("rendering order %s for its page: %w", logging.OrderRef(o.CheckoutSessionID), err)
@@ -161,7 +163,7 @@ func newOrderView(o *order.Order, now time.Time) (orderView, error) {
 	if err := json.Unmarshal(api, &fromAPI); err != nil {
 		return orderView{}, fmt.Errorf("reading order %s for its page: %w", logging.OrderRef(o.CheckoutSessionID), err)
 	}
-	v := orderView{ID: o.CheckoutSessionID, Ref: logging.OrderRef(o.CheckoutSessionID), Keys: fromAPI.Keys,
+	v := orderView{ID: id, Ref: logging.OrderRef(o.CheckoutSessionID), Keys: fromAPI.Keys,
 		KeysPending: fromAPI.KeysPending, FailureCode: o.FailureCode, Now: now.Unix(),
 		Signature: fmt.Sprintf("%s|%d", o.Status, len(fromAPI.Keys))}
 	switch o.Status {
@@ -194,10 +196,16 @@ type pageData struct {
 }
 
 // orderPage renders GET /orders/{checkout_session_id} through the order
-// API's lookup (findOrder), with its rate limits.
+// API's lookup (findOrder), with its rate limits. A revoked session ID
+// gets the page of a session ID the service does not know; a refused
+// signed link, the page of a malformed ID.
 func (s *Server) orderPage(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("checkout_session_id")
-	o, err := s.findOrder(r, id)
+	link, err := s.openLink(r, id)
+	var o *order.Order
+	if err == nil {
+		o, err = s.findOrder(r, link)
+	}
 	if err != nil && r.Context().Err() != nil {
 		return // the client went away
 	}
@@ -205,7 +213,7 @@ func (s *Server) orderPage(w http.ResponseWriter, r *http.Request) {
 	status := http.StatusOK
 	switch {
 	case err == nil:
-		if view, err = newOrderView(o, time.Now()); err != nil {
+		if view, err = newOrderView(o, id, time.Now()); err != nil {
 			s.logPageError(r, err)
 			view, status = orderView{ID: id, State: stateUnavailable}, http.StatusInternalServerError
 		}

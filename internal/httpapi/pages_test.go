@@ -25,7 +25,7 @@ func TestPartlyDeliveredOrderShowsItsKeysAndHowManyAreOnTheWay(t *testing.T) {
 		{Status: order.KeyPending, KeyDays: 30},
 		{Status: order.KeyPending, KeyDays: 30},
 	}}
-	v, err := newOrderView(o, time.Now())
+	v, err := newOrderView(o, sessionID, time.Now())
 	require.NoError(t, err)
 	require.Equal(t, statePartial, v.State)
 	require.Equal(t, "pending|1", v.Signature, "the script compares this with the order API's status and key count")

@@ -99,6 +99,8 @@ type Server struct {
 	// waitHolds bounds the requests held waiting (?wait=), per client and
 	// for the process.
 	waitHolds *holds
+
+	links orderLinks // the signing key of order links, once read
 }
 
 // init builds the server's limits once, however many handlers are built
@@ -189,6 +191,7 @@ func (s *Server) adminRoutes() []route {
 		{"POST /v1/admin/orders/{id_or_ref}/retry", s.adminAPI(s.adminRetryOrder)},
 		{"POST /v1/admin/orders/{id_or_ref}/resend-email", s.adminAPI(s.adminResendEmail)},
 		{"POST /v1/admin/orders/{id_or_ref}/revocations/{source_id}/lift", s.adminAPI(s.adminLiftRevocation)},
+		{"POST /v1/admin/orders/{id_or_ref}/rotate-link", s.adminAPI(s.adminRotateLink)},
 		{"POST /v1/admin/keys/{action}", s.adminAPI(s.adminKeyAction)},
 		{"GET /v1/admin/audit", s.adminAPI(s.adminAuditLog)},
 		{"GET /metrics", s.metrics()},
@@ -265,7 +268,9 @@ var sessionIDPattern = regexp.MustCompile(`^cs_(test|live)_[A-Za-z0-9]{8,250}$`)
 
 // OrderJSON is the order API's answer.
 type OrderJSON struct {
-	CheckoutSessionID string    `json:"checkout_session_id"`
+	// CheckoutSessionID is answered to whoever named the order by it (and
+	// to the shop and support), never to the holder of a signed link.
+	CheckoutSessionID string    `json:"checkout_session_id,omitempty"`
 	Status            string    `json:"status"`
 	CustomerEmail     string    `json:"customer_email"`
 	Keys              []KeyJSON `json:"keys"`

@@ -95,13 +95,9 @@ func (s *Orders) resendOrderEmailTx(ctx context.Context, tx pgx.Tx, mailer *mail
 	if o.CustomerEmail == "" {
 		return nil, 0, order.Errorf(order.EINVALID, "the order has no email address to send its keys to")
 	}
-	var delivery int
-	err = tx.QueryRow(ctx, `
-		INSERT INTO order_emails (checkout_session_id, delivery, message_id)
-		SELECT $1, COALESCE(MAX(delivery), 0) + 1, $2 FROM order_emails WHERE checkout_session_id = $1
-		RETURNING delivery`, sessionID, mailer.NewMessageID()).Scan(&delivery)
+	delivery, err := postgres.NextOrderEmail(ctx, tx, sessionID, mailer.NewMessageID())
 	if err != nil {
-		return nil, 0, fmt.Errorf("recording a new keys email of order %s: %w", logging.OrderRef(sessionID), err)
+		return nil, 0, err
 	}
 	if _, err := s.River.InsertTx(ctx, tx, SendOrderEmailArgs{OrderID: o.ID, OrderRef: logging.OrderRef(sessionID), Delivery: delivery}, nil); err != nil {
 		return nil, 0, err
@@ -196,11 +192,20 @@ func (w *SendOrderEmailWorker) Work(ctx context.Context, job *river.Job[SendOrde
 	if writing && time.Since(job.CreatedAt) < keysEmailWaitsForWriters {
 		return river.JobSnooze(time.Second)
 	}
+	// The email links to the order with a signed link of its current
+	// access generation: support's rotation can revoke it, unlike the
+	// Checkout Session ID. The key is read before the delivery is marked
+	// 'sending', so a failed read leaves nothing in doubt.
+	links, err := LoadOrderLinks(ctx, w.Pool)
+	if err != nil {
+		return err
+	}
 	o, messageID, proceed, err := w.startSending(ctx, job, sessionID, log)
 	if err != nil || !proceed {
 		return err
 	}
-	err = w.Mail.SendKeys(ctx, w.Mail.NewKeysEmail(o, messageID))
+	link := links.Sign(o, w.Now().Add(OrderEmailLinkTTL))
+	err = w.Mail.SendKeys(ctx, w.Mail.NewKeysEmail(o, link, messageID))
 	if err != nil {
 		// An answered refusal, or a server never reached, means the
 		// message did not leave: back to 'queued'. A conversation cut off

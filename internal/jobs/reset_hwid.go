@@ -22,13 +22,14 @@ import (
 var ErrKeyNotInOrder = order.Errorf(order.ENOTFOUND, "no such key in this order")
 
 // RequestHWIDReset accepts a buyer's request to reset the HWID of userKey,
-// a delivered key of the order sessionID: it reserves the key's cooldown
+// a delivered key of the order sessionID, opened with access: it reserves the key's cooldown
 // and queues the reset_hwid job in one transaction, and returns the
 // accepted reset (its NextResetAt is the end of the new cooldown).
-// Refusals: ENOTFOUND for an unknown order or a key not of that order,
+// Refusals: ENOTFOUND for an unknown order, an access that does not grant
+// it (a revoked session ID, a link of an earlier generation) or a key not of that order,
 // ECONFLICT for a key that is not active (or an order failed or revoked),
 // *order.CooldownError (ECOOLDOWN) within the key's cooldown.
-func (s *Orders) RequestHWIDReset(ctx context.Context, sessionID, userKey string) (order.HWIDReset, error) {
+func (s *Orders) RequestHWIDReset(ctx context.Context, access order.Access, sessionID, userKey string) (order.HWIDReset, error) {
 	cooldown := s.HWIDResetCooldown
 	if cooldown <= 0 {
 		cooldown = order.DefaultHWIDResetCooldown
@@ -45,6 +46,11 @@ func (s *Orders) RequestHWIDReset(ctx context.Context, sessionID, userKey string
 		}
 		if err != nil {
 			return err
+		}
+		// Checked under the lock: a request on a link that support's
+		// rotation revoked a moment ago is refused, as for any other order.
+		if !access.Grants(o) {
+			return ErrKeyNotInOrder
 		}
 		k, err := postgres.KeyOfOrder(ctx, tx, sessionID, userKey)
 		if order.ErrorCode(err) == order.ENOTFOUND {

@@ -14,6 +14,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 
 	"fulfiller/internal/logging"
+	"fulfiller/internal/mail"
 	"fulfiller/internal/order"
 	"fulfiller/internal/postgres"
 )
@@ -55,6 +56,9 @@ type Support struct {
 	// HWIDResetCooldown restarts with a forced reset, as with a buyer's
 	// (HWID_RESET_COOLDOWN); 0 means order.DefaultHWIDResetCooldown.
 	HWIDResetCooldown time.Duration
+	// Mail queues the keys email that brings a buyer the fresh link after
+	// a rotation; nil means mail is off, and none is sent.
+	Mail *mail.Sender
 }
 
 // OrderDetails is everything support needs about one order.
@@ -182,6 +186,10 @@ type KeyRequest struct {
 	UserKey   string
 	Reason    string // blacklist, revoke, reissue: the ban reason shown to the user
 	DiscordID string // set-discord
+	// RotateLink, with reissue: rotate the order's access in the same
+	// transaction (RotateOrderAccess), and email the buyer the fresh link,
+	// with the new key, once the reissue is finished.
+	RotateLink bool
 }
 
 // Queued is an accepted support action: the job that carries it out.
@@ -192,6 +200,8 @@ type Queued struct {
 	CheckoutSessionID string
 	OrderRef          string
 	ReissueID         int64 // reissue only
+	// Rotation is the rotation of the order's access asked with a reissue.
+	Rotation *RotatedAccess
 }
 
 func (r KeyRequest) check() error {
@@ -205,8 +215,11 @@ func (r KeyRequest) check() error {
 	if err := checkUserKey(r.UserKey); err != nil {
 		return err
 	}
-	if len(r.Reason) > MaxSupportReasonLength || strings.ContainsFunc(r.Reason, func(c rune) bool { return c < ' ' }) {
-		return order.Errorf(order.EINVALID, "a reason is at most %d characters on one line", MaxSupportReasonLength)
+	if err := checkReason(r.Reason); err != nil {
+		return err
+	}
+	if r.RotateLink && r.Action != ActionReissueKey {
+		return order.Errorf(order.EINVALID, "rotating the order's link goes with reissue only; rotate it alone with rotate-link")
 	}
 	if (r.Action == ActionSetDiscord) != (r.DiscordID != "") {
 		return order.Errorf(order.EINVALID, "a Discord ID goes with set-discord, and only with it")
@@ -258,6 +271,9 @@ func (s *Support) KeyAction(ctx context.Context, actor string, r KeyRequest) (*Q
 		case ActionReissueKey:
 			args.ReissueID, err = s.reissue(ctx, tx, actor, o, k, r.Reason)
 			insert, q.ReissueID = args, args.ReissueID
+			if err == nil && r.RotateLink {
+				q.Rotation, err = s.rotateWithReissue(ctx, tx, o, args.ReissueID)
+			}
 		}
 		if err != nil {
 			return err
@@ -274,6 +290,9 @@ func (s *Support) KeyAction(ctx context.Context, actor string, r KeyRequest) (*Q
 		if q.ReissueID != 0 {
 			detail["reissue_id"] = q.ReissueID
 		}
+		if r.RotateLink {
+			detail["rotate_link"] = true
+		}
 		return auditOrder(ctx, tx, actor, string(r.Action), o, r.UserKey, r.Reason, detail)
 	})
 	if err != nil {
@@ -288,7 +307,18 @@ func (s *Support) KeyAction(ctx context.Context, actor string, r KeyRequest) (*Q
 		attrs = append(attrs, "discord_id", r.DiscordID)
 	}
 	s.Logger.InfoContext(ctx, "support action queued", attrs...)
+	if q.Rotation != nil {
+		s.logRotation(ctx, actor, r.Reason, q.Rotation)
+	}
 	return q, nil
+}
+
+// checkReason bounds a support reason: it is logged and shown to users.
+func checkReason(reason string) error {
+	if len(reason) > MaxSupportReasonLength || strings.ContainsFunc(reason, func(c rune) bool { return c < ' ' }) {
+		return order.Errorf(order.EINVALID, "a reason is at most %d characters on one line", MaxSupportReasonLength)
+	}
+	return nil
 }
 
 // forceHWIDReset records an HWID reset whatever the buyer's cooldown (the

@@ -283,6 +283,9 @@ func (w *SupportKeyWorker) finishReissue(ctx context.Context, job *river.Job[Sup
 		if err := postgres.FinishReissue(ctx, tx, r.ID, "done", ""); err != nil {
 			return err
 		}
+		if err := emailOwedLink(ctx, tx, w.Deps, r, old.CheckoutSessionID); err != nil {
+			return err
+		}
 		if discordID == "" {
 			return nil
 		}
@@ -379,9 +382,24 @@ func (w *SupportKeyWorker) planReissue(ctx context.Context, job *river.Job[Suppo
 	return river.JobSnooze(time.Second) // create_key makes the new key
 }
 
-// failReissue records a reissue failed, leaving the old key as it is.
+// failReissue records a reissue failed, leaving the old key as it is. The
+// fresh link a rotation with it owes is emailed all the same: the buyer's
+// old link no longer works.
 func (w *SupportKeyWorker) failReissue(ctx context.Context, r *postgres.Reissue, why string) error {
-	if err := postgres.FinishReissue(ctx, w.Pool, r.ID, "failed", why); err != nil {
+	err := pgx.BeginFunc(ctx, w.Pool, func(tx pgx.Tx) error {
+		old, err := postgres.GetKey(ctx, tx, r.OldKeyID)
+		if err != nil {
+			return err
+		}
+		if _, err := postgres.LockOrder(ctx, tx, old.CheckoutSessionID); err != nil {
+			return err
+		}
+		if err := postgres.FinishReissue(ctx, tx, r.ID, "failed", why); err != nil {
+			return err
+		}
+		return emailOwedLink(ctx, tx, w.Deps, r, old.CheckoutSessionID)
+	})
+	if err != nil {
 		return err
 	}
 	return river.JobCancel(fmt.Errorf("reissue %d failed, the old key was left as it is: %s", r.ID, why))

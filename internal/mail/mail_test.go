@@ -80,9 +80,9 @@ func TestRenderEscapesHostileValues(t *testing.T) {
 			{Status: order.KeyPending, KeyDays: 7},
 		},
 	}
-	e := mail.NewKeysEmail(o, "https://shop.example", "id@shop.example")
+	e := mail.NewKeysEmail(o, "https://shop.example", "ol_a/<b>", "id@shop.example")
 	require.Len(t, e.Keys, 3, "each usable key once")
-	require.Equal(t, "https://shop.example/orders/cs_test_a%2F%3Cb%3E", e.OrderURL, "the ID is one path segment")
+	require.Equal(t, "https://shop.example/orders/ol_a%2F%3Cb%3E", e.OrderURL, "the link is one path segment, never the session ID")
 	require.Equal(t, "never", e.Keys[1].Expiry)
 	require.Equal(t, "starts at first use (7 days)", e.Keys[2].Expiry)
 	require.Equal(t, `script_key = "PENDINGTIMER";`, e.Keys[2].Loader)
@@ -95,5 +95,6 @@ func TestRenderEscapesHostileValues(t *testing.T) {
 	require.Contains(t, html, "&lt;script&gt;")
 	require.Contains(t, html, "KEY&lt;img src=x onerror=alert(1)&gt;")
 	require.NotContains(t, text+html, "BANNEDKEY")
+	require.NotContains(t, text+html, "cs_test_", "the Checkout Session ID is no link: it cannot be revoked")
 	require.Equal(t, 1, strings.Count(text, "LIFETIMEKEY\n"))
 }

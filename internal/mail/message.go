@@ -66,12 +66,14 @@ type KeyLine struct {
 	Expiry  string // a date, "starts at first use" or "never"
 }
 
-// NewKeysEmail builds the email of an order's delivered keys. The keys are
-// those delivered and usable, each once (units that extended one key share it).
-func NewKeysEmail(o *order.Order, publicBaseURL, messageID string) KeysEmail {
+// NewKeysEmail builds the email of an order's delivered keys, linking to the
+// order with linkToken: a signed link, never the Checkout Session ID, which
+// cannot expire and stays in the buyer's mailbox. The keys are those
+// delivered and usable, each once (units that extended one key share it).
+func NewKeysEmail(o *order.Order, publicBaseURL, linkToken, messageID string) KeysEmail {
 	e := KeysEmail{
 		To:        o.CustomerEmail,
-		OrderURL:  OrderURL(publicBaseURL, o.CheckoutSessionID),
+		OrderURL:  OrderURL(publicBaseURL, linkToken),
 		MessageID: messageID,
 	}
 	seen := map[string]bool{}
@@ -85,9 +87,9 @@ func NewKeysEmail(o *order.Order, publicBaseURL, messageID string) KeysEmail {
 	return e
 }
 
-// OrderURL is the hosted page of an order.
-func OrderURL(publicBaseURL, checkoutSessionID string) string {
-	return publicBaseURL + "/orders/" + url.PathEscape(checkoutSessionID)
+// OrderURL is the hosted page of an order, opened with an order link token.
+func OrderURL(publicBaseURL, linkToken string) string {
+	return publicBaseURL + "/orders/" + url.PathEscape(linkToken)
 }
 
 // Loader is the line the buyer puts above the script.

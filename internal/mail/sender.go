@@ -123,8 +123,8 @@ func (s *Sender) NewKeyLookupEmail(to, token string, expiresAt time.Time) KeyLoo
 
 // NewKeysEmail builds the email of an order's keys with this sender's
 // order page link.
-func (s *Sender) NewKeysEmail(o *order.Order, messageID string) KeysEmail {
-	return NewKeysEmail(o, s.settings.PublicBaseURL, messageID)
+func (s *Sender) NewKeysEmail(o *order.Order, linkToken, messageID string) KeysEmail {
+	return NewKeysEmail(o, s.settings.PublicBaseURL, linkToken, messageID)
 }
 
 // tlsPolicy of smtp://: the emails carry keys and find-my-keys links, so

@@ -102,17 +102,23 @@ type Order struct {
 	// signed links and the audit log, and grants nothing by itself.
 	ID                int64
 	CheckoutSessionID string
-	Status            Status
-	Mode              string // "payment" or "subscription"
-	PaymentStatus     string // Stripe's: "paid", "unpaid", "no_payment_required"
-	SessionStatus     string // Stripe's: "open", "complete", "expired"
-	CustomerEmail     string
-	CustomerID        string
-	PaymentIntentID   string
-	SubscriptionID    string
-	InvoiceID         string
-	DiscordID         string
-	ItemsLoaded       bool
+	// AccessGeneration is the generation of the order's signed links: a
+	// link of another generation grants nothing (see Access).
+	AccessGeneration int64
+	// SessionAccessRevoked: support rotated the order's access, so its
+	// Checkout Session ID no longer opens it.
+	SessionAccessRevoked bool
+	Status               Status
+	Mode                 string // "payment" or "subscription"
+	PaymentStatus        string // Stripe's: "paid", "unpaid", "no_payment_required"
+	SessionStatus        string // Stripe's: "open", "complete", "expired"
+	CustomerEmail        string
+	CustomerID           string
+	PaymentIntentID      string
+	SubscriptionID       string
+	InvoiceID            string
+	DiscordID            string
+	ItemsLoaded          bool
 	// PaidThrough is the end of the latest paid subscription period (unix
 	// seconds), nil before the first renewal invoice.
 	PaidThrough        *int64
@@ -129,18 +135,24 @@ type Order struct {
 type Key struct {
 	ID                int64
 	CheckoutSessionID string
-	LineItemID        string
-	Unit              int
-	PriceID           string
-	ProjectID         string
-	KeyDays           int
-	Reference         string // unique tag in the Luarmor note
-	Status            KeyStatus
-	UserKey           string
-	AuthExpire        *int64 // unix seconds; nil while the key_days timer has not started; -1 never
-	CreateAttempts    int
-	LastError         string
-	DeliveredAt       *time.Time
+	// AccessGeneration is the generation of the order's signed links: a
+	// link of another generation grants nothing (see Access).
+	AccessGeneration int64
+	// SessionAccessRevoked: support rotated the order's access, so its
+	// Checkout Session ID no longer opens it.
+	SessionAccessRevoked bool
+	LineItemID           string
+	Unit                 int
+	PriceID              string
+	ProjectID            string
+	KeyDays              int
+	Reference            string // unique tag in the Luarmor note
+	Status               KeyStatus
+	UserKey              string
+	AuthExpire           *int64 // unix seconds; nil while the key_days timer has not started; -1 never
+	CreateAttempts       int
+	LastError            string
+	DeliveredAt          *time.Time
 	// ExtendedExisting: the buyer's Discord ID already had a key in the
 	// project, and this purchase extended it instead of creating another.
 	ExtendedExisting bool

@@ -62,14 +62,16 @@ func UpsertOrder(ctx context.Context, db DB, d order.SessionDetails) (*order.Ord
 const orderColumns = `checkout_session_id, status, mode, payment_status, session_status, customer_email, customer_id,
 	COALESCE(payment_intent_id, ''), COALESCE(subscription_id, ''), COALESCE(invoice_id, ''), discord_id,
 	items_loaded_at IS NOT NULL, paid_through, COALESCE(subscription_status, ''), COALESCE(revocation_id, 0),
-	COALESCE(failure_code, ''), COALESCE(failure_reason, ''), created_at, updated_at, id`
+	COALESCE(failure_code, ''), COALESCE(failure_reason, ''), created_at, updated_at, id,
+	access_generation, session_access_revoked_at IS NOT NULL`
 
 func scanOrder(row pgx.Row) (*order.Order, error) {
 	var o order.Order
 	err := row.Scan(&o.CheckoutSessionID, &o.Status, &o.Mode, &o.PaymentStatus, &o.SessionStatus, &o.CustomerEmail, &o.CustomerID,
 		&o.PaymentIntentID, &o.SubscriptionID, &o.InvoiceID, &o.DiscordID,
 		&o.ItemsLoaded, &o.PaidThrough, &o.SubscriptionStatus, &o.RevocationID,
-		&o.FailureCode, &o.FailureReason, &o.CreatedAt, &o.UpdatedAt, &o.ID)
+		&o.FailureCode, &o.FailureReason, &o.CreatedAt, &o.UpdatedAt, &o.ID,
+		&o.AccessGeneration, &o.SessionAccessRevoked)
 	if err != nil {
 		return nil, err
 	}

@@ -181,13 +181,18 @@ type Reissue struct {
 	// DiscordID is the Discord ID the old key held, moved to the new key:
 	// nil until read, "" for none.
 	DiscordID *string
+	// OwesLinkEmail: the order's access was rotated with the reissue, and
+	// the fresh link is emailed once the reissue is finished.
+	OwesLinkEmail bool
 }
 
-const reissueColumns = `id, old_key_id, new_key_id, requested_by, reason, status, COALESCE(message, ''), created_at, discord_id`
+const reissueColumns = `id, old_key_id, new_key_id, requested_by, reason, status, COALESCE(message, ''), created_at, discord_id,
+	owes_link_email`
 
 func scanReissue(row pgx.Row) (*Reissue, error) {
 	var r Reissue
-	err := row.Scan(&r.ID, &r.OldKeyID, &r.NewKeyID, &r.RequestedBy, &r.Reason, &r.Status, &r.Message, &r.CreatedAt, &r.DiscordID)
+	err := row.Scan(&r.ID, &r.OldKeyID, &r.NewKeyID, &r.RequestedBy, &r.Reason, &r.Status, &r.Message, &r.CreatedAt, &r.DiscordID,
+		&r.OwesLinkEmail)
 	if err != nil {
 		return nil, err
 	}

@@ -290,8 +290,10 @@
       status.textContent = "No orders for " + body.email + ".";
       return;
     }
+    // Each order is opened with its own short-lived signed link, never
+    // with its Checkout Session ID (the answer does not hold it).
     for (const order of body.orders) {
-      const section = await fetchOrderSection(order.checkout_session_id).catch(function () { return null; });
+      const section = await fetchOrderSection(order.link_token).catch(function () { return null; });
       if (section) list.appendChild(document.importNode(section, true));
     }
     status.textContent = body.orders.length === 1
