@@ -50,6 +50,17 @@ func send(t *testing.T, method, url, body string, header http.Header) (int, http
 	return resp.StatusCode, resp.Header, string(raw)
 }
 
+// adminCall calls the internal listener with token ("" for none).
+func (b *bundle) adminCall(t *testing.T, method, path, body, token string) apiAnswer {
+	t.Helper()
+	var header http.Header
+	if token != "" {
+		header = bearer(token)
+	}
+	status, h, raw := send(t, method, b.adminURL+path, body, header)
+	return apiAnswer{status: status, header: h, body: []byte(raw)}
+}
+
 func bearer(token string) http.Header { return http.Header{"Authorization": {"Bearer " + token}} }
 
 func login(user, password string) http.Header {

@@ -211,9 +211,9 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 	// Support rotates an order's access (that order's, last).
 	rotatePath := "/v1/admin/orders/" + warned.ID + "/rotate-link"
 	require.Equal(t, http.StatusUnauthorized, c.do(t, "POST", rotatePath, "").status)
-	require.Equal(t, http.StatusBadRequest, c.do(t, "POST", "/v1/admin/orders/nonsense/rotate-link", "", "Authorization", bearer).status)
-	require.Equal(t, http.StatusNotFound, c.do(t, "POST", "/v1/admin/orders/ord_000000000000/rotate-link", "", "Authorization", bearer).status)
-	require.Equal(t, http.StatusOK, c.do(t, "POST", rotatePath, `{"reason":"leaked"}`, "Authorization", bearer).status)
+	require.Equal(t, http.StatusBadRequest, c.do(t, "POST", "/v1/admin/orders/nonsense/rotate-link", "", "Authorization", admin).status)
+	require.Equal(t, http.StatusNotFound, c.do(t, "POST", "/v1/admin/orders/ord_000000000000/rotate-link", "", "Authorization", admin).status)
+	require.Equal(t, http.StatusOK, c.do(t, "POST", rotatePath, `{"reason":"leaked"}`, "Authorization", admin).status)
 	require.Equal(t, http.StatusNotFound, c.do(t, "GET", "/v1/orders/"+warned.ID, "").status)
 
 	// The pages and their assets.

@@ -74,7 +74,7 @@ func newClient() string {
 // rotateLink rotates an order's access through the admin API.
 func (b *lookupBundle) rotateLink(t *testing.T, idOrRef string) httpapi.AdminRotatedJSON {
 	t.Helper()
-	a := b.call(t, http.MethodPost, "/v1/admin/orders/"+idOrRef+"/rotate-link", `{"reason":"link posted on a forum"}`, "", "shop-token")
+	a := b.adminCall(t, http.MethodPost, "/v1/admin/orders/"+idOrRef+"/rotate-link", `{"reason":"link posted on a forum"}`, adminToken)
 	require.Equal(t, http.StatusOK, a.status, string(a.body))
 	var out httpapi.AdminRotatedJSON
 	a.decode(t, &out)
@@ -150,7 +150,7 @@ func TestRotatedSessionIDIsAnsweredLikeAnUnknownOrderWithoutAskingStripe(t *test
 	require.Positive(t, b.stripeLookupsOf(unknown), "while an unknown one is confirmed with Stripe")
 
 	// Support still finds the order by the session ID it was sold under.
-	status, details := b.admin(t, http.MethodGet, "/v1/admin/orders/"+s.ID, "", "shop-token")
+	status, details := b.admin(t, http.MethodGet, "/v1/admin/orders/"+s.ID, "", adminToken)
 	require.Equal(t, http.StatusOK, status, details)
 	require.NotContains(t, b.logs.String(), s.ID, "the session ID never goes into a log")
 }
@@ -321,7 +321,7 @@ func TestReissueWithRotationLeavesTheOldLinkDeadAndEmailsTheNewKeyOnAFreshOne(t 
 	oldKey := o.Keys[0].UserKey
 	oldLink, _ := keysEmailLink(t, b.keysMessages(t, 1)[0])
 
-	status, out := b.admin(t, http.MethodPost, "/v1/admin/keys/reissue", `{"user_key":"`+oldKey+`","rotate_link":true}`, "shop-token")
+	status, out := b.admin(t, http.MethodPost, "/v1/admin/keys/reissue", `{"user_key":"`+oldKey+`","rotate_link":true}`, adminToken)
 	require.Equal(t, http.StatusAccepted, status, out)
 	require.Equal(t, true, out["link_rotated"])
 	// Revoked in the step that accepted the reissue, before any key is made.
@@ -367,20 +367,20 @@ func TestRotateLinkIsOnlyForReissuesAndNeedsAKnownOrder(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	_, o := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
-	status, out := b.admin(t, http.MethodPost, "/v1/admin/keys/blacklist", `{"user_key":"`+o.Keys[0].UserKey+`","rotate_link":true}`, "shop-token")
+	status, out := b.admin(t, http.MethodPost, "/v1/admin/keys/blacklist", `{"user_key":"`+o.Keys[0].UserKey+`","rotate_link":true}`, adminToken)
 	require.Equal(t, http.StatusBadRequest, status, out)
 
-	a := b.call(t, http.MethodPost, "/v1/admin/orders/ord_000000000000/rotate-link", "", "", "shop-token")
+	a := b.adminCall(t, http.MethodPost, "/v1/admin/orders/ord_000000000000/rotate-link", "", adminToken)
 	require.Equal(t, http.StatusNotFound, a.status, string(a.body))
-	a = b.call(t, http.MethodPost, "/v1/admin/orders/nonsense/rotate-link", "", "", "shop-token")
+	a = b.adminCall(t, http.MethodPost, "/v1/admin/orders/nonsense/rotate-link", "", adminToken)
 	require.Equal(t, http.StatusBadRequest, a.status, string(a.body))
-	a = b.call(t, http.MethodPost, "/v1/admin/orders/"+o.CheckoutSessionID+"/rotate-link", `{"reason":"two\nlines"}`, "", "shop-token")
+	a = b.adminCall(t, http.MethodPost, "/v1/admin/orders/"+o.CheckoutSessionID+"/rotate-link", `{"reason":"two\nlines"}`, adminToken)
 	require.Equal(t, http.StatusBadRequest, a.status, string(a.body))
-	a = b.call(t, http.MethodPost, "/v1/admin/orders/"+o.CheckoutSessionID+"/rotate-link", "", "", "")
+	a = b.adminCall(t, http.MethodPost, "/v1/admin/orders/"+o.CheckoutSessionID+"/rotate-link", "", "")
 	require.Equal(t, http.StatusUnauthorized, a.status, string(a.body))
 
 	// Without mail, the rotation holds and says no email brings a link.
-	a = b.call(t, http.MethodPost, "/v1/admin/orders/"+o.CheckoutSessionID+"/rotate-link", "", "", "shop-token")
+	a = b.adminCall(t, http.MethodPost, "/v1/admin/orders/"+o.CheckoutSessionID+"/rotate-link", "", adminToken)
 	require.Equal(t, http.StatusOK, a.status, string(a.body))
 	var rot httpapi.AdminRotatedJSON
 	require.NoError(t, json.Unmarshal(a.body, &rot))
