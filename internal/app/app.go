@@ -234,12 +234,7 @@ func (m *Main) serveAdmin(api *httpapi.Server) error {
 }
 
 // AdminAddr is the internal listener's address, or "" when off.
-func (m *Main) AdminAddr() string {
-	if m.adminListener == nil {
-		return ""
-	}
-	return m.adminListener.Addr().String()
-}
+func (m *Main) AdminAddr() string { return addrOf(m.adminListener) }
 
 // AdminURL is the internal listener's base URL.
 func (m *Main) AdminURL() string { return "http://" + m.AdminAddr() }
@@ -333,11 +328,14 @@ func stripeBase(s string) string {
 }
 
 // Addr is the address the HTTP server listens on.
-func (m *Main) Addr() string {
-	if m.listener == nil {
+func (m *Main) Addr() string { return addrOf(m.listener) }
+
+// addrOf is l's address, or "" before it listens.
+func addrOf(l net.Listener) string {
+	if l == nil {
 		return ""
 	}
-	return m.listener.Addr().String()
+	return l.Addr().String()
 }
 
 // URL is the service's base URL.

@@ -62,7 +62,7 @@ func (s *Server) openLink(r *http.Request, raw string) (orderLink, error) {
 	if err != nil {
 		return orderLink{}, nil
 	}
-	sessionID, err := postgres.SessionOfOrderNumber(r.Context(), s.Pool, access.OrderID)
+	sessionID, err := postgres.SessionIDOfOrder(r.Context(), s.Pool, access.OrderID)
 	if order.ErrorCode(err) == order.ENOTFOUND {
 		return orderLink{}, nil
 	}

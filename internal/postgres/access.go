@@ -11,20 +11,6 @@ import (
 	"fulfiller/internal/order"
 )
 
-// SessionOfOrderNumber returns the Checkout Session ID of the order whose
-// number (orders.id) is id, or an order.ENOTFOUND error.
-func SessionOfOrderNumber(ctx context.Context, db DB, id int64) (string, error) {
-	var sessionID string
-	err := db.QueryRow(ctx, `SELECT checkout_session_id FROM orders WHERE id = $1`, id).Scan(&sessionID)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", order.Errorf(order.ENOTFOUND, "no order number %d", id)
-	}
-	if err != nil {
-		return "", fmt.Errorf("reading order number %d: %w", id, err)
-	}
-	return sessionID, nil
-}
-
 // RotateOrderAccess revokes the access of the order's Checkout Session ID
 // and moves its link generation on, so every link signed before stops
 // granting it; it returns the new generation. The caller holds the order's
