@@ -42,11 +42,11 @@ func TestReissueCommandRotatesTheLinkWhenAsked(t *testing.T) {
 	id := "cs_test_reissuerotates0001"
 	key := b.buy(t, id)
 
-	_, err := b.cli(t, "keys", "blacklist", key, "--rotate-link")
+	_, err := b.cliKey(t, key, "keys", "blacklist", "-", "--rotate-link")
 	require.ErrorIs(t, err, errUsage, "rotation goes with reissue only")
 	require.Equal(t, http.StatusOK, b.orderAnswer(t, id))
 
-	out, err := b.cli(t, "keys", "reissue", key, "--rotate-link")
+	out, err := b.cliKey(t, key, "keys", "reissue", "-", "--rotate-link")
 	require.NoError(t, err, out)
 	require.Contains(t, out, "earlier links no longer open it (access generation 2)")
 	require.Contains(t, out, "new key: ")
