@@ -216,7 +216,7 @@ func liftRevocation(ctx context.Context, support *jobs.Support, idOrRef, sourceI
 	for _, k := range out.Order.Keys {
 		key := "-"
 		if k.Delivered() {
-			key = logging.KeyTail(k.UserKey)
+			key = logging.MaskKey(k.UserKey)
 		}
 		fmt.Fprintf(stdout, "  %s  %s  %s\n", k.Reference, k.Status, key)
 	}

@@ -14,18 +14,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"maps"
 	"net/http"
 	"slices"
-	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/riverqueue/river/riverdriver/riverpgxv5"
-	"github.com/riverqueue/river/rivermigrate"
 	"github.com/stripe/stripe-go/v76"
 
 	"fulfiller/internal/catalog"
@@ -35,7 +30,6 @@ import (
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/postgres"
 	"fulfiller/internal/stripeapi"
-	"fulfiller/migrations"
 )
 
 // DevelopmentWebhookSecret signs the events of local development (`make
@@ -154,71 +148,15 @@ func (d *Doctor) database(ctx context.Context) Result {
 	if err := d.Pool.Ping(ctx); err != nil {
 		return fail(check, "PostgreSQL is unreachable (%v): check DATABASE_URL and that the server accepts connections", err)
 	}
-	migrator, err := rivermigrate.New(riverpgxv5.New(d.Pool), nil)
+	// The check readiness makes: River's migrations and the service's.
+	pending, err := postgres.PendingMigrations(ctx, d.Pool)
 	if err != nil {
-		return fail(check, "reading River's migrations: %v", err)
+		return fail(check, "reading the applied migrations: %v: run `fulfiller migrate`", err)
 	}
-	riverState, err := migrator.Validate(ctx, nil)
-	if err != nil {
-		return fail(check, "reading River's schema version: %v: run `fulfiller migrate`", err)
-	}
-	pending, err := pendingMigrations(ctx, d.Pool)
-	if err != nil {
-		return fail(check, "%v", err)
-	}
-	switch {
-	case !riverState.OK && len(pending) > 0:
-		return fail(check, "reachable, but migrations are pending (River's and %s): run `fulfiller migrate` before serving", strings.Join(pending, ", "))
-	case !riverState.OK:
-		return fail(check, "reachable, but River's migrations are pending (%s): run `fulfiller migrate` before serving", strings.Join(riverState.Messages, "; "))
-	case len(pending) > 0:
+	if len(pending) > 0 {
 		return fail(check, "reachable, but migrations are pending (%s): run `fulfiller migrate` before serving", strings.Join(pending, ", "))
 	}
 	return pass(check, "reachable; migrations current")
-}
-
-// pendingMigrations lists the service's migration files the database has
-// not applied.
-func pendingMigrations(ctx context.Context, pool *pgxpool.Pool) ([]string, error) {
-	var exists bool
-	if err := pool.QueryRow(ctx, `SELECT to_regclass('fulfiller_migrations') IS NOT NULL`).Scan(&exists); err != nil {
-		return nil, fmt.Errorf("reading the schema version: %w", err)
-	}
-	applied := map[int]bool{}
-	if exists {
-		rows, err := pool.Query(ctx, `SELECT version FROM fulfiller_migrations`)
-		if err != nil {
-			return nil, fmt.Errorf("reading the schema version: %w", err)
-		}
-		for rows.Next() {
-			var v int
-			if err := rows.Scan(&v); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("reading the schema version: %w", err)
-			}
-			applied[v] = true
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("reading the schema version: %w", err)
-		}
-	}
-	files, err := fs.Glob(migrations.FS, "*.sql")
-	if err != nil {
-		return nil, err
-	}
-	sort.Strings(files)
-	var pending []string
-	for _, name := range files {
-		version, err := strconv.Atoi(strings.SplitN(name, "_", 2)[0])
-		if err != nil {
-			return nil, fmt.Errorf("migration %s: file name must start with a number", name)
-		}
-		if !applied[version] {
-			pending = append(pending, name)
-		}
-	}
-	return pending, nil
 }
 
 // LastDayDeliveries estimates a day of sales as the new keys delivered in

@@ -299,7 +299,7 @@ func (s *Support) KeyAction(ctx context.Context, actor string, r KeyRequest) (*Q
 		return nil, err
 	}
 	attrs := []any{"actor", actor, "action", r.Action, "order_ref", q.OrderRef, "order_key_id", q.OrderKeyID,
-		"user_key", logging.KeyTail(r.UserKey), "job_id", q.JobID}
+		"user_key", logging.MaskKey(r.UserKey), "job_id", q.JobID}
 	if r.Reason != "" {
 		attrs = append(attrs, "reason", r.Reason)
 	}

@@ -279,7 +279,7 @@ func (w *SupportKeyWorker) finishReissue(ctx context.Context, job *river.Job[Sup
 		return err
 	}
 	return w.ban(ctx, job, old, w.revokeAction(), reasonOr(job.Args.Reason, DefaultReissueReason), func(tx pgx.Tx) error {
-		w.log(ctx, job, nk, "reissue_id", r.ID, "replaces", logging.KeyTail(old.UserKey))
+		w.log(ctx, job, nk, "reissue_id", r.ID, "replaces", logging.MaskKey(old.UserKey))
 		if err := postgres.FinishReissue(ctx, tx, r.ID, "done", ""); err != nil {
 			return err
 		}
@@ -417,5 +417,5 @@ func (w *SupportKeyWorker) refused(job *river.Job[SupportKeyArgs], k *order.Key,
 
 func (w *SupportKeyWorker) log(ctx context.Context, job *river.Job[SupportKeyArgs], k *order.Key, attrs ...any) {
 	w.Logger.InfoContext(ctx, "support action applied", append([]any{"actor", job.Args.Actor, "action", job.Args.Action,
-		"order_ref", logging.OrderRef(k.CheckoutSessionID), "order_key_id", k.ID, "user_key", logging.KeyTail(k.UserKey)}, attrs...)...)
+		"order_ref", logging.OrderRef(k.CheckoutSessionID), "order_key_id", k.ID, "user_key", logging.MaskKey(k.UserKey)}, attrs...)...)
 }
