@@ -63,7 +63,7 @@ commands:
                         the key stock: levels per price, adopt keys the database lost,
                         delete the keys of a price no longer stocked
 
-Settings come from the environment; see README.md.
+Settings come from the environment; see docs/operating.md (Configuration).
 `
 
 // run runs a command with nothing on its standard input.

@@ -399,7 +399,7 @@ func (d *Doctor) webhookEndpoint(ctx context.Context, keyOK bool) Result {
 		problems = append(problems, fmt.Sprintf("%s: %s", e.ID, strings.Join(p, "; ")))
 	}
 	if len(problems) == 0 {
-		return fail(check, "no %s-mode endpoint sends events to %s (%d endpoints listed): create it with API version %s and the events listed in README.md",
+		return fail(check, "no %s-mode endpoint sends events to %s (%d endpoints listed): create it with API version %s and the events listed in deploy/README.md",
 			d.mode(), want, len(endpoints), stripe.APIVersion)
 	}
 	return fail(check, "the endpoint for %s needs fixing: %s", want, strings.Join(problems, " | "))
