@@ -29,8 +29,8 @@ import (
 // woken with its keys. It logs what that costs (heap, RSS, CPU of the whole
 // test process: client and both replicas) and the wake-up latency; it
 // asserts nothing about speed. By default it runs small (100 requests held
-// 2 s, 5 deliveries) so every test run exercises it; the figures of the
-// README come from the full size:
+// 2 s, 5 deliveries) so every test run exercises it; the figures in
+// docs/api.md come from the full size:
 //
 //	MEASURE_LONGPOLL=1 ./scripts/with-postgres -- go test -run TestMeasureLongPoll -v -count=1 ./internal/app/
 func TestMeasureLongPoll(t *testing.T) {
