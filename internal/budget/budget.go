@@ -1,9 +1,11 @@
 // Package budget spends Luarmor's request budget (about 60 requests a
 // minute per API key) for the whole fleet, however many replicas run.
 //
-// Every request takes a slot recorded in PostgreSQL before it is sent (see
-// migrations/0002_luarmor_budget.sql for the rule that makes the count
-// exact). Within a process, waiting requests queue in memory by class, and
+// Every request takes a slot recorded in PostgreSQL before it is sent, by
+// the SQL function luarmor_take_slot: migrations/0002_luarmor_budget.sql
+// holds the rule that makes the count exact, and the function as it runs
+// now is the last definition of it, in 0016_stock_never_paces.sql (after
+// 0006_budget_pacing.sql added pacing). Within a process, waiting requests queue in memory by class, and
 // one acquirer loop asks PostgreSQL for slots on their behalf: the database
 // work of waiting grows with the number of replicas, not with the backlog.
 // A replica with a more urgent class waiting is published in PostgreSQL so
@@ -364,6 +366,7 @@ func (b *Budget) takeSlot(ctx context.Context, c Class, next Class) (int64, time
 	var id *int64
 	var retryMS *float64
 	b.queries.Add(1)
+	// luarmor_take_slot: defined last in migrations/0016_stock_never_paces.sql.
 	err := b.pool.QueryRow(ctx, `SELECT call_id, retry_after_ms FROM luarmor_take_slot($1, $2, $3, $4, $5, $6, $7)`,
 		b.cfg.Replica, int(c), nextRank, c.String(), b.cfg.Count, b.cfg.Window, b.cfg.MaxCall).Scan(&id, &retryMS)
 	if err != nil {
