@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 
 	"fulfiller/internal/config"
 	"fulfiller/internal/luarmor/sandbox"
@@ -46,6 +47,10 @@ func cmdDev(ctx context.Context, args []string, getenv func(string) string, logg
 	}
 
 	if err := refuseRealKeysWithThePublicSecret(get); err != nil {
+		return err
+	}
+
+	if err := refusePortClashes(get); err != nil {
 		return err
 	}
 
@@ -90,6 +95,86 @@ Try a purchase from another terminal:
 
 `, browsable(cfg.ListenAddr), internalNote(cfg), luarmorNote, stripeNote, cfg.CatalogFile, secretNote(get("STRIPE_WEBHOOK_SECRET"), env))
 	return serve(ctx, cfg, true, logger)
+}
+
+// devListener is one address dev binds: the setting that names it, its
+// value, and whether the value is dev's default rather than set.
+type devListener struct {
+	setting, what, addr string
+	isDefault           bool
+}
+
+// devListeners lists the addresses dev is about to bind, as get and the
+// development defaults name them.
+func devListeners(get func(string) string) []devListener {
+	setting := func(name, what, def string) devListener {
+		if v := get(name); v != "" {
+			return devListener{setting: name, what: what, addr: v}
+		}
+		return devListener{setting: name, what: what, addr: def, isDefault: true}
+	}
+	ls := []devListener{setting("LISTEN_ADDR", "the service", devListenAddr)}
+	admin := setting("ADMIN_ADDR", "the internal listener", config.DefaultAdminAddr)
+	if admin.isDefault && get("METRICS_ADDR") != "" {
+		admin = devListener{setting: "METRICS_ADDR", what: "the internal listener", addr: get("METRICS_ADDR")}
+	}
+	if admin.addr != "off" {
+		ls = append(ls, admin)
+	}
+	if get("LUARMOR_API_KEY") == "" {
+		ls = append(ls, setting("DEV_LUARMOR_ADDR", "the Luarmor sandbox", devLuarmorAddr))
+	}
+	if get("STRIPE_API_KEY") == "" {
+		ls = append(ls, setting("DEV_STRIPE_ADDR", "the Stripe stand-in", devStripeAddr))
+	}
+	return ls
+}
+
+// refusePortClashes stops dev, before it binds anything, when two of its
+// listeners share a port: otherwise the second bind fails with "address
+// already in use" and nothing says which of dev's own listeners took it.
+func refusePortClashes(get func(string) string) error {
+	ls := devListeners(get)
+	used := map[int]bool{}
+	for _, l := range ls {
+		if _, p, err := net.SplitHostPort(l.addr); err == nil {
+			if n, err := strconv.Atoi(p); err == nil {
+				used[n] = true
+			}
+		}
+	}
+	for i, a := range ls {
+		_, pa, err := net.SplitHostPort(a.addr)
+		if err != nil || pa == "0" {
+			continue
+		}
+		for _, b := range ls[i+1:] {
+			if _, pb, err := net.SplitHostPort(b.addr); err != nil || pb != pa {
+				continue
+			}
+			// Suggest moving the one left at its default, else the later one.
+			move := b
+			if a.isDefault && !b.isDefault {
+				move = a
+			}
+			host, _, _ := net.SplitHostPort(move.addr)
+			free := 8093
+			for used[free] {
+				free++
+			}
+			return &config.Error{Name: a.setting, Reason: fmt.Sprintf(
+				"(%s, %s) and %s (%s, %s) use the same port %s: set one of them to a free port, for example %s=%s",
+				describe(a), a.what, b.setting, describe(b), b.what, pa, move.setting, net.JoinHostPort(host, strconv.Itoa(free)))}
+		}
+	}
+	return nil
+}
+
+func describe(l devListener) string {
+	if l.isDefault {
+		return l.addr + " by default"
+	}
+	return l.addr
 }
 
 // internalNote names the internal listener and what opens its admin API.
