@@ -84,16 +84,16 @@ func cmdDev(ctx context.Context, args []string, getenv func(string) string, logg
 	fmt.Fprintf(stdout, `
 fulfiller (local development)
   service          http://%s
+  order page       http://%s/orders/{checkout_session_id}   (cs_... as simulate prints it)
   internal         %s
   luarmor          %s
   stripe api       %s
   catalog          %s
   webhook secret   %s   (development only)
 
-Try a purchase from another terminal:
-  go run ./cmd/fulfiller simulate checkout --price price_dev_monthly --quantity 2
-
-`, browsable(cfg.ListenAddr), internalNote(cfg), luarmorNote, stripeNote, cfg.CatalogFile, secretNote(get("STRIPE_WEBHOOK_SECRET"), env))
+%s
+`, browsable(cfg.ListenAddr), browsable(cfg.ListenAddr), internalNote(cfg), luarmorNote, stripeNote, cfg.CatalogFile,
+		secretNote(get("STRIPE_WEBHOOK_SECRET"), env), tryNote(cfg, env))
 	return serve(ctx, cfg, true, logger)
 }
 
@@ -175,6 +175,34 @@ func describe(l devListener) string {
 		return l.addr + " by default"
 	}
 	return l.addr
+}
+
+// Where simulate sends its requests when given no flags (and no
+// LISTEN_ADDR or STRIPE_API_BASE in its environment).
+const (
+	simulateDefaultURL    = "http://localhost:8080"
+	simulateDefaultStripe = "http://" + devStripeAddr
+)
+
+// tryNote is the banner's simulate command for the addresses in use: the
+// --url, --stripe and --secret flags appear when another terminal's
+// simulate would not find them by default.
+func tryNote(cfg config.Config, env map[string]string) string {
+	stripeBase, ok := env["STRIPE_API_BASE"]
+	if !ok {
+		return "simulate needs the Stripe stand-in: it runs when STRIPE_API_KEY is unset.\n"
+	}
+	cmd := "go run ./cmd/fulfiller simulate checkout --price price_dev_monthly --quantity 2"
+	if url := "http://" + browsable(cfg.ListenAddr); url != simulateDefaultURL && url != "http://"+devListenAddr {
+		cmd += " --url " + url
+	}
+	if stripeBase != simulateDefaultStripe {
+		cmd += " --stripe " + stripeBase
+	}
+	if len(cfg.WebhookSecrets) > 0 && cfg.WebhookSecrets[0] != devWebhookSecret {
+		cmd += ` --secret "$STRIPE_WEBHOOK_SECRET"`
+	}
+	return "Try a purchase from another terminal:\n  " + cmd + "\n"
 }
 
 // internalNote names the internal listener and what opens its admin API.
