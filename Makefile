@@ -57,7 +57,7 @@ bench-stock:
 	$(WITH_PG) -- $(GO) run ./bench -scenario stock $(BENCH_FLAGS)
 
 run: build
-	$(WITH_PG) --data .dev/pgdata --port $${DEV_PG_PORT:-54329} -- ./bin/fulfiller dev
+	$(WITH_PG) --data $${DEV_PG_DATA:-.dev/pgdata} --port $${DEV_PG_PORT:-54329} -- ./bin/fulfiller dev
 
 clean:
 	rm -rf bin .pg

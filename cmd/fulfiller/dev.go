@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 
 	"fulfiller/internal/config"
 	"fulfiller/internal/luarmor/sandbox"
@@ -49,6 +50,10 @@ func cmdDev(ctx context.Context, args []string, getenv func(string) string, logg
 		return err
 	}
 
+	if err := refusePortClashes(get); err != nil {
+		return err
+	}
+
 	luarmorNote := "real Luarmor API (" + orDefault(get("LUARMOR_BASE_URL"), "https://api.luarmor.net") + ")"
 	if get("LUARMOR_API_KEY") == "" {
 		l, err := net.Listen("tcp", orDefault(get("DEV_LUARMOR_ADDR"), devLuarmorAddr))
@@ -79,17 +84,125 @@ func cmdDev(ctx context.Context, args []string, getenv func(string) string, logg
 	fmt.Fprintf(stdout, `
 fulfiller (local development)
   service          http://%s
+  order page       http://%s/orders/{checkout_session_id}   (cs_... as simulate prints it)
   internal         %s
   luarmor          %s
   stripe api       %s
   catalog          %s
   webhook secret   %s   (development only)
 
-Try a purchase from another terminal:
-  go run ./cmd/fulfiller simulate checkout --price price_dev_monthly --quantity 2
-
-`, browsable(cfg.ListenAddr), internalNote(cfg), luarmorNote, stripeNote, cfg.CatalogFile, secretNote(get("STRIPE_WEBHOOK_SECRET"), env))
+%s
+`, browsable(cfg.ListenAddr), browsable(cfg.ListenAddr), internalNote(cfg), luarmorNote, stripeNote, cfg.CatalogFile,
+		secretNote(get("STRIPE_WEBHOOK_SECRET"), env), tryNote(cfg, env))
 	return serve(ctx, cfg, true, logger)
+}
+
+// devListener is one address dev binds: the setting that names it, its
+// value, and whether the value is dev's default rather than set.
+type devListener struct {
+	setting, what, addr string
+	isDefault           bool
+}
+
+// devListeners lists the addresses dev is about to bind, as get and the
+// development defaults name them.
+func devListeners(get func(string) string) []devListener {
+	setting := func(name, what, def string) devListener {
+		if v := get(name); v != "" {
+			return devListener{setting: name, what: what, addr: v}
+		}
+		return devListener{setting: name, what: what, addr: def, isDefault: true}
+	}
+	ls := []devListener{setting("LISTEN_ADDR", "the service", devListenAddr)}
+	admin := setting("ADMIN_ADDR", "the internal listener", config.DefaultAdminAddr)
+	if admin.isDefault && get("METRICS_ADDR") != "" {
+		admin = devListener{setting: "METRICS_ADDR", what: "the internal listener", addr: get("METRICS_ADDR")}
+	}
+	if admin.addr != "off" {
+		ls = append(ls, admin)
+	}
+	if get("LUARMOR_API_KEY") == "" {
+		ls = append(ls, setting("DEV_LUARMOR_ADDR", "the Luarmor sandbox", devLuarmorAddr))
+	}
+	if get("STRIPE_API_KEY") == "" {
+		ls = append(ls, setting("DEV_STRIPE_ADDR", "the Stripe stand-in", devStripeAddr))
+	}
+	return ls
+}
+
+// refusePortClashes stops dev, before it binds anything, when two of its
+// listeners share a port: otherwise the second bind fails with "address
+// already in use" and nothing says which of dev's own listeners took it.
+func refusePortClashes(get func(string) string) error {
+	ls := devListeners(get)
+	used := map[int]bool{}
+	for _, l := range ls {
+		if _, p, err := net.SplitHostPort(l.addr); err == nil {
+			if n, err := strconv.Atoi(p); err == nil {
+				used[n] = true
+			}
+		}
+	}
+	for i, a := range ls {
+		_, pa, err := net.SplitHostPort(a.addr)
+		if err != nil || pa == "0" {
+			continue
+		}
+		for _, b := range ls[i+1:] {
+			if _, pb, err := net.SplitHostPort(b.addr); err != nil || pb != pa {
+				continue
+			}
+			// Suggest moving the one left at its default, else the later one.
+			move := b
+			if a.isDefault && !b.isDefault {
+				move = a
+			}
+			host, _, _ := net.SplitHostPort(move.addr)
+			free := 8093
+			for used[free] {
+				free++
+			}
+			return &config.Error{Name: a.setting, Reason: fmt.Sprintf(
+				"(%s, %s) and %s (%s, %s) use the same port %s: set one of them to a free port, for example %s=%s",
+				describe(a), a.what, b.setting, describe(b), b.what, pa, move.setting, net.JoinHostPort(host, strconv.Itoa(free)))}
+		}
+	}
+	return nil
+}
+
+func describe(l devListener) string {
+	if l.isDefault {
+		return l.addr + " by default"
+	}
+	return l.addr
+}
+
+// Where simulate sends its requests when given no flags (and no
+// LISTEN_ADDR or STRIPE_API_BASE in its environment).
+const (
+	simulateDefaultURL    = "http://localhost:8080"
+	simulateDefaultStripe = "http://" + devStripeAddr
+)
+
+// tryNote is the banner's simulate command for the addresses in use: the
+// --url, --stripe and --secret flags appear when another terminal's
+// simulate would not find them by default.
+func tryNote(cfg config.Config, env map[string]string) string {
+	stripeBase, ok := env["STRIPE_API_BASE"]
+	if !ok {
+		return "simulate needs the Stripe stand-in: it runs when STRIPE_API_KEY is unset.\n"
+	}
+	cmd := "go run ./cmd/fulfiller simulate checkout --price price_dev_monthly --quantity 2"
+	if url := "http://" + browsable(cfg.ListenAddr); url != simulateDefaultURL && url != "http://"+devListenAddr {
+		cmd += " --url " + url
+	}
+	if stripeBase != simulateDefaultStripe {
+		cmd += " --stripe " + stripeBase
+	}
+	if len(cfg.WebhookSecrets) > 0 && cfg.WebhookSecrets[0] != devWebhookSecret {
+		cmd += ` --secret "$STRIPE_WEBHOOK_SECRET"`
+	}
+	return "Try a purchase from another terminal:\n  " + cmd + "\n"
 }
 
 // internalNote names the internal listener and what opens its admin API.

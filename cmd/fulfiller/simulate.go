@@ -36,14 +36,14 @@ func cmdSimulate(ctx context.Context, args []string, getenv func(string) string,
 	}
 	fs := flag.NewFlagSet("simulate checkout", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	price := fs.String("price", "", "Stripe price ID from the catalog (required)")
-	quantity := fs.Int64("quantity", 1, "units bought; one key each")
-	email := fs.String("email", "buyer@example.com", "customer email")
-	discord := fs.String("discord", "", "Discord ID entered in the checkout's discord_id field")
-	mode := fs.String("mode", "payment", "payment or subscription")
-	service := fs.String("url", "http://localhost"+portOf(orDefault(getenv("LISTEN_ADDR"), ":8080")), "the running service")
-	stripeBase := fs.String("stripe", orDefault(getenv("STRIPE_API_BASE"), "http://"+devStripeAddr), "the Stripe stand-in started by `make run`")
-	secret := fs.String("secret", orDefault(firstSecret(getenv("STRIPE_WEBHOOK_SECRET")), devWebhookSecret), "webhook signing secret")
+	price := fs.String("price", "", "`ID` of the Stripe price to buy, one of the catalog's (required)")
+	quantity := fs.Int64("quantity", 1, "how many units to buy; each gets one key")
+	email := fs.String("email", "buyer@example.com", "the customer's `email` address")
+	discord := fs.String("discord", "", "the Discord `ID` the buyer entered in the checkout's discord_id field")
+	mode := fs.String("mode", "payment", "payment (a one-off purchase) or subscription")
+	service := fs.String("url", "http://localhost"+portOf(orDefault(getenv("LISTEN_ADDR"), ":8080")), "base `URL` of the running service")
+	stripeBase := fs.String("stripe", orDefault(getenv("STRIPE_API_BASE"), "http://"+devStripeAddr), "base `URL` of the Stripe stand-in that make run starts")
+	secret := fs.String("secret", orDefault(firstSecret(getenv("STRIPE_WEBHOOK_SECRET")), devWebhookSecret), "the webhook signing `secret`")
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the keys")
 	if err := fs.Parse(args[1:]); err != nil {
 		return errUsage
@@ -113,7 +113,7 @@ func cmdSimulate(ctx context.Context, args []string, getenv func(string) string,
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("no keys after %s; last answer: %+v, %v", *timeout, o, err)
+			return fmt.Errorf("no keys after %s: %s; the service log says why, or wait longer with --timeout", *timeout, orderState(sess.ID, o, err))
 		}
 		select {
 		case <-ctx.Done():
@@ -165,13 +165,58 @@ func getOrder(ctx context.Context, url string) (httpapi.OrderJSON, error) {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return o, fmt.Errorf("HTTP %d", resp.StatusCode)
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return o, fmt.Errorf("the service answered GET %s with %d: %s", req.URL.Path, resp.StatusCode, strings.TrimSpace(string(body)))
 	}
-	return o, json.NewDecoder(resp.Body).Decode(&o)
+	if err := json.NewDecoder(resp.Body).Decode(&o); err != nil {
+		return o, fmt.Errorf("decoding the service's answer to GET %s: %w", req.URL.Path, err)
+	}
+	return o, nil
 }
 
 func randomToken(n int) string {
 	b := make([]byte, (n+1)/2)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)[:n]
+}
+
+// orderState says in a sentence what state an order is in, from the last
+// read of it (o) or why that read failed (err).
+func orderState(id string, o httpapi.OrderJSON, err error) string {
+	if err != nil {
+		return fmt.Sprintf("the last read of order %s failed (%v)", id, err)
+	}
+	var order []string
+	count := map[string]int{}
+	for _, k := range o.Keys {
+		st := k.Status
+		if k.Ending {
+			st += " (ending)"
+		}
+		if k.Suspended {
+			st += " (suspended)"
+		}
+		if count[st] == 0 {
+			order = append(order, st)
+		}
+		count[st]++
+	}
+	var parts []string
+	for _, st := range order {
+		parts = append(parts, fmt.Sprintf("%d %s", count[st], st))
+	}
+	state := fmt.Sprintf("order %s is %s", id, o.Status)
+	switch {
+	case len(parts) > 0:
+		state += ", its keys " + strings.Join(parts, ", ")
+	case o.KeysPending == 0:
+		state += " and has no keys"
+	}
+	switch {
+	case o.KeysPending > 0 && len(parts) > 0:
+		state += fmt.Sprintf(", %d more still to deliver", o.KeysPending)
+	case o.KeysPending > 0:
+		state += fmt.Sprintf(", %d keys still to deliver", o.KeysPending)
+	}
+	return state
 }

@@ -51,11 +51,11 @@ type simulation struct {
 func cmdSimulateLifecycle(ctx context.Context, step string, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("simulate "+step, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	session := fs.String("session", "", "Checkout Session ID printed by `simulate checkout` (required)")
-	service := fs.String("url", "http://localhost"+portOf(orDefault(getenv("LISTEN_ADDR"), ":8080")), "the running service")
-	stripeBase := fs.String("stripe", orDefault(getenv("STRIPE_API_BASE"), "http://"+devStripeAddr), "the Stripe stand-in started by `make run`")
-	secret := fs.String("secret", orDefault(firstSecret(getenv("STRIPE_WEBHOOK_SECRET")), devWebhookSecret), "webhook signing secret")
-	stripeKey := fs.String("stripe-key", orDefault(getenv("STRIPE_API_KEY"), devStripeKey), "the stand-in's API key (cancel calls Stripe's cancel route)")
+	session := fs.String("session", "", "the Checkout Session `ID` (cs_...) that simulate checkout printed (required)")
+	service := fs.String("url", "http://localhost"+portOf(orDefault(getenv("LISTEN_ADDR"), ":8080")), "base `URL` of the running service")
+	stripeBase := fs.String("stripe", orDefault(getenv("STRIPE_API_BASE"), "http://"+devStripeAddr), "base `URL` of the Stripe stand-in that make run starts")
+	secret := fs.String("secret", orDefault(firstSecret(getenv("STRIPE_WEBHOOK_SECRET")), devWebhookSecret), "the webhook signing `secret`")
+	stripeKey := fs.String("stripe-key", orDefault(getenv("STRIPE_API_KEY"), devStripeKey), "the stand-in's API `key` (cancel calls Stripe's cancel route with it)")
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the keys to change")
 	if err := fs.Parse(args); err != nil {
 		return errUsage
@@ -80,6 +80,9 @@ func cmdSimulateLifecycle(ctx context.Context, step string, args []string, geten
 	if before.Status == "pending" {
 		return fmt.Errorf("order %s is still pending: wait for its keys before simulating what follows", *session)
 	}
+	if step == "cancel" && before.Status == "revoked" {
+		return fmt.Errorf("%s: a refund or dispute already ended its keys, so there is nothing for a cancelled subscription to end (simulate dispute-won restores the keys of a won dispute)", orderState(*session, before, nil))
+	}
 
 	eventType, object, err := s.prepare(ctx, step, before)
 	if err != nil {
@@ -103,7 +106,7 @@ func cmdSimulateLifecycle(ctx context.Context, step string, args []string, geten
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the keys did not change as expected after %s (a policy setting such as REFUND_ACTION or DISPUTE_WON_ACTION may say otherwise; the service log says what it did); last answer: %+v, %v", *timeout, o, err)
+			return fmt.Errorf("after %s the keys had not changed as %s should change them: %s (a policy setting such as REFUND_ACTION or DISPUTE_WON_ACTION may say otherwise, or an earlier step already ended the keys; the service log says what it did)", *timeout, step, orderState(*session, o, err))
 		}
 		select {
 		case <-ctx.Done():
@@ -184,7 +187,7 @@ func (s *simulation) prepare(ctx context.Context, step string, before httpapi.Or
 	case "cancel":
 		cancelled, err := httpDo(ctx, http.MethodDelete, s.stripeBase+"/v1/subscriptions/"+sub, s.stripeKey, nil)
 		if err != nil {
-			return "", nil, fmt.Errorf("cancelling subscription %s in the Stripe stand-in (already cancelled?): %w", sub, err)
+			return "", nil, fmt.Errorf("the Stripe stand-in did not cancel subscription %s (already cancelled?); %s: %w", sub, orderState(s.session.ID, before, nil), err)
 		}
 		return "customer.subscription.deleted", json.RawMessage(cancelled), nil
 	}

@@ -82,6 +82,9 @@ func cmdStock(ctx context.Context, args []string, getenv func(string) string, lo
 			fmt.Fprintln(stdout, "the keys taken out of sale are in the service's log (masked): check them in the dashboard; `fulfiller stock delete <price_id>` deletes them")
 		}
 	case "delete":
+		if err := refuseUnknownPrice(ctx, admin, positional[0], orDefault(getenv("CATALOG_FILE"), "catalog.yaml")); err != nil {
+			return err
+		}
 		id, err := admin.QueueDelete(ctx, jobs.CLIActor(), positional[0])
 		if err != nil {
 			return supportError(cmd, err)
@@ -149,4 +152,24 @@ func openStockAdmin(ctx context.Context, getenv func(string) string, logger *slo
 		return nil, nil, err
 	}
 	return &jobs.StockAdmin{Pool: pool, River: rc, Catalog: cat, Logger: logger}, pool.Close, nil
+}
+
+// refuseUnknownPrice stops stock delete for a price with no unsold stock
+// key that the catalog does not list either: most likely a mistyped ID,
+// for which the deletion would do nothing and report success.
+func refuseUnknownPrice(ctx context.Context, admin *jobs.StockAdmin, priceID, catalogFile string) error {
+	if _, ok := admin.Catalog.Lookup(priceID); ok {
+		return nil
+	}
+	levels, err := admin.Levels(ctx)
+	if err != nil {
+		return fmt.Errorf("stock delete: reading the stock levels: %w", err)
+	}
+	for _, l := range levels {
+		if l.PriceID == priceID && l.Ready+l.Pending+l.Retiring > 0 {
+			return nil
+		}
+	}
+	return fmt.Errorf("stock delete: price %s has no unsold stock keys and the catalog (%s) does not list it, so there is nothing to delete; check the price ID against `fulfiller stock list`",
+		priceID, catalogFile)
 }

@@ -128,6 +128,9 @@ func (s *Server) Handler() http.Handler {
 	for _, rt := range s.routes() {
 		mux.Handle(rt.pattern, rt.handler)
 	}
+	// Beside the route table (openapi.json documents the routes only):
+	// every path no route matches, as ServeMux picks the most specific.
+	mux.Handle("/", s.unrouted(mux, true))
 	return s.watchForwarding(mux)
 }
 
@@ -146,7 +149,59 @@ func (s *Server) AdminHandler() http.Handler {
 	// of the service's API: it is mounted beside the route table, which
 	// stays the documented surface that openapi.json is checked against.
 	mux.Handle(RiverUIPrefix, s.riverUI())
+	mux.Handle("/", s.unrouted(mux, false))
 	return adminHeaders(s.crossOriginProtection().Handler(mux))
+}
+
+// unrouted answers what no route of mux matches, in the service's own
+// words rather than ServeMux's bare text: a page address on the public
+// listener (pages) gets the not-found page, anything else the JSON error
+// of the API. Registered as "/", it would otherwise hide ServeMux's 405
+// for a path routed for other methods, so it gives that itself. (ServeMux
+// still redirects a subtree's root without its slash before matching.)
+func (s *Server) unrouted(mux *http.ServeMux, pages bool) http.Handler {
+	routedAs := func(r *http.Request, method, path string) bool {
+		probe := r.Clone(r.Context())
+		probe.Method, probe.URL.Path, probe.URL.RawPath = method, path, ""
+		_, pattern := mux.Handler(probe)
+		return pattern != "" && pattern != "/"
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		path := r.URL.Path
+		var allowed []string
+		for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+			if routedAs(r, m, path) {
+				allowed = append(allowed, m)
+			}
+		}
+		if len(allowed) > 0 {
+			w.Header().Set("Allow", strings.Join(allowed, ", "))
+			writeJSON(w, http.StatusMethodNotAllowed, map[string]string{
+				"error": fmt.Sprintf("%s is not allowed on this path; it answers %s", r.Method, strings.Join(allowed, ", ")),
+				"code":  "method_not_allowed"})
+			return
+		}
+		if pages && (r.Method == http.MethodGet || r.Method == http.MethodHead) && isPagePath(path) {
+			s.renderPage(w, r, http.StatusNotFound, "not-found.html", pageData{Title: "Page not found"})
+			return
+		}
+		listener := "the service"
+		if !pages {
+			listener = "the internal listener"
+		}
+		s.writeError(w, r, order.Errorf(order.ENOTFOUND, "%s has no route for %s %s; openapi.json lists its routes", listener, r.Method, path))
+	})
+}
+
+// isPagePath says path is where a page could be, not the API's, the
+// webhook's or the River UI's.
+func isPagePath(path string) bool {
+	for _, prefix := range []string{"/v1/", "/webhooks/", RiverUIPrefix} {
+		if strings.HasPrefix(path+"/", prefix) {
+			return false
+		}
+	}
+	return true
 }
 
 // route is one endpoint: its ServeMux pattern and its handler. The tables

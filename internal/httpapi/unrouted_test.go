@@ -1,0 +1,88 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+type answer struct {
+	status int
+	header http.Header
+	body   string
+}
+
+func ask(t *testing.T, method, url string) answer {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	require.NoError(t, err)
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := client.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return answer{resp.StatusCode, resp.Header, string(body)}
+}
+
+// requireJSONError checks an answer is the API's JSON error with code.
+func requireJSONError(t *testing.T, a answer, status int, code, message string) {
+	t.Helper()
+	require.Equal(t, status, a.status, a.body)
+	require.Equal(t, "application/json", a.header.Get("Content-Type"), a.body)
+	var e map[string]string
+	require.NoError(t, json.Unmarshal([]byte(a.body), &e), a.body)
+	require.Equal(t, code, e["code"], a.body)
+	require.Contains(t, e["error"], message)
+}
+
+func TestUnknownRoutesAnswerInTheServicesOwnWordsOnBothListeners(t *testing.T) {
+	t.Parallel()
+	s := &Server{Webhook: http.NotFoundHandler(), Logger: slog.New(slog.DiscardHandler)}
+	public := httptest.NewServer(s.Handler())
+	t.Cleanup(public.Close)
+	internal := httptest.NewServer(s.AdminHandler())
+	t.Cleanup(internal.Close)
+
+	// Public listener: a page address gets the styled page...
+	a := ask(t, http.MethodGet, public.URL+"/nope")
+	require.Equal(t, http.StatusNotFound, a.status)
+	require.Equal(t, "text/html; charset=utf-8", a.header.Get("Content-Type"))
+	require.Contains(t, a.body, "<h1>Page not found</h1>")
+	require.Contains(t, a.body, `href="/assets/page.css`, "styled like the service's other pages")
+	require.Contains(t, a.body, `href="/my-keys"`)
+	// ...the API, the webhooks and anything but a page read get JSON.
+	requireJSONError(t, ask(t, http.MethodGet, public.URL+"/v1/nope"), http.StatusNotFound, "not_found",
+		"the service has no route for GET /v1/nope; openapi.json lists its routes")
+	requireJSONError(t, ask(t, http.MethodGet, public.URL+"/v1"), http.StatusNotFound, "not_found", "no route for GET /v1")
+	requireJSONError(t, ask(t, http.MethodGet, public.URL+"/webhooks/nope"), http.StatusNotFound, "not_found", "no route")
+	requireJSONError(t, ask(t, http.MethodPost, public.URL+"/nope"), http.StatusNotFound, "not_found", "no route for POST /nope")
+	// A path routed for other methods still answers 405, now in JSON.
+	a = ask(t, http.MethodPost, public.URL+"/openapi.json")
+	requireJSONError(t, a, http.StatusMethodNotAllowed, "method_not_allowed", "POST is not allowed on this path; it answers GET, HEAD")
+	require.Equal(t, "GET, HEAD", a.header.Get("Allow"))
+	requireJSONError(t, ask(t, http.MethodGet, public.URL+"/webhooks/stripe"), http.StatusMethodNotAllowed, "method_not_allowed", "it answers POST")
+	// The catch-all shadows no route.
+	require.Equal(t, http.StatusOK, ask(t, http.MethodGet, public.URL+"/openapi.json").status)
+	a = ask(t, http.MethodGet, public.URL+"/my-keys")
+	require.Equal(t, http.StatusOK, a.status)
+	require.Contains(t, a.body, "Find my keys")
+
+	// Internal listener: no pages of its own, so JSON throughout.
+	requireJSONError(t, ask(t, http.MethodGet, internal.URL+"/nope"), http.StatusNotFound, "not_found",
+		"the internal listener has no route for GET /nope; openapi.json lists its routes")
+	requireJSONError(t, ask(t, http.MethodGet, internal.URL+"/v1/admin/nope"), http.StatusNotFound, "not_found", "no route")
+	requireJSONError(t, ask(t, http.MethodPost, internal.URL+"/healthz"), http.StatusMethodNotAllowed, "method_not_allowed", "it answers GET, HEAD")
+	require.Equal(t, http.StatusOK, ask(t, http.MethodGet, internal.URL+"/healthz").status)
+	// A subtree's root without its slash is still redirected to it.
+	a = ask(t, http.MethodGet, internal.URL+"/riverui?x=1")
+	require.Equal(t, http.StatusTemporaryRedirect, a.status, "as ServeMux redirects")
+	require.Equal(t, "/riverui/?x=1", a.header.Get("Location"))
+	require.False(t, strings.Contains(a.body, "404 page not found"))
+}
