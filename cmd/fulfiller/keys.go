@@ -143,7 +143,7 @@ func readKey(cmd, path string, stdin io.Reader, stderr io.Writer) (string, error
 		if err != nil {
 			return "", fmt.Errorf("%s: reading the key file: %w", cmd, err)
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }() // read only
 		source, in = path, f
 	} else if f, ok := stdin.(*os.File); ok {
 		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {

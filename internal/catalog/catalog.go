@@ -124,7 +124,7 @@ func Load(path string) (*Catalog, error) {
 	if err != nil {
 		return nil, fmt.Errorf("catalog %s: %w (set CATALOG_FILE to the shop's catalog; see catalog.example.yaml)", path, err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only
 	c, err := Parse(f)
 	if err != nil {
 		return nil, fmt.Errorf("catalog %s: %w", path, err)

@@ -340,12 +340,12 @@ func (c *cluster) spawn(slot int) (*replica, error) {
 	p.cmd.Env = append(slices.Clone(c.env), "LISTEN_ADDR="+p.addr, "ADMIN_ADDR="+adminAddr, "LUARMOR_BASE_URL="+c.front.URL+"/p/"+name)
 	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
 	if err := p.cmd.Start(); err != nil {
-		logFile.Close()
+		_ = logFile.Close() // the start error is the one to report
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
 	go func() {
 		_ = p.cmd.Wait()
-		logFile.Close()
+		_ = logFile.Close() // the log is only read to explain a failure
 		p.alive.Store(false)
 		close(p.exited)
 	}()
@@ -382,7 +382,7 @@ func freePort() (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("finding a free port: %w", err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }() // only its port was wanted
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 

@@ -308,7 +308,7 @@ func (w *CreateKeyWorker) deliver(ctx context.Context, job *river.Job[CreateKeyA
 	if err != nil {
 		return err
 	}
-	defer tx.Rollback(ctx) //nolint:errcheck
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit; on any failure the error returned says why
 	err = postgres.DeliverKey(ctx, tx, k.ID, userKey, authExpire, extended)
 	if errors.Is(err, postgres.ErrDeliveredElsewhere) && !extended {
 		// A runner that was cut off from the database created a key the
@@ -524,7 +524,7 @@ func (w *CreateKeyWorker) luarmorFailure(ctx context.Context, job *river.Job[Cre
 	if txErr != nil {
 		return txErr
 	}
-	defer tx.Rollback(ctx) //nolint:errcheck
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit; on any failure the error returned says why
 	// A unit refused for its project is planned again from the catalog by
 	// the operator's retry, once the project is fixed; any other keeps the
 	// terms it was sold with.

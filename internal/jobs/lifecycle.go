@@ -21,7 +21,7 @@ func complete[T river.JobArgs](ctx context.Context, deps Deps, job *river.Job[T]
 	if err != nil {
 		return err
 	}
-	defer tx.Rollback(ctx) //nolint:errcheck
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit; on any failure the error returned says why
 	if err := fn(tx); err != nil {
 		return err
 	}

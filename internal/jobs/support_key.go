@@ -363,7 +363,7 @@ func (w *SupportKeyWorker) planReissue(ctx context.Context, job *river.Job[Suppo
 	if err != nil {
 		return err
 	}
-	defer tx.Rollback(ctx) //nolint:errcheck
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit; on any failure the error returned says why
 	if _, err := postgres.LockOrder(ctx, tx, nk.CheckoutSessionID); err != nil {
 		return err
 	}

@@ -285,7 +285,7 @@ func (w *SyncKeyWorker) record(ctx context.Context, job *river.Job[SyncKeyArgs],
 	if err != nil {
 		return err
 	}
-	defer tx.Rollback(ctx) //nolint:errcheck
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit; on any failure the error returned says why
 	stale, reverted, err := postgres.RecordApplied(ctx, tx, l.ID, l.Version, a, suspendedOnly)
 	if err != nil {
 		return err
