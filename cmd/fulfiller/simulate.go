@@ -113,7 +113,7 @@ func cmdSimulate(ctx context.Context, args []string, getenv func(string) string,
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("no keys after %s; last answer: %+v, %v", *timeout, o, err)
+			return fmt.Errorf("no keys after %s; last answer: %+v, %v", *timeout, o, err) //nolint:errorlint // err is the last poll's, often nil: reported, not wrapped
 		}
 		select {
 		case <-ctx.Done():

@@ -103,7 +103,7 @@ func cmdSimulateLifecycle(ctx context.Context, step string, args []string, geten
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the keys did not change as expected after %s (a policy setting such as REFUND_ACTION or DISPUTE_WON_ACTION may say otherwise; the service log says what it did); last answer: %+v, %v", *timeout, o, err)
+			return fmt.Errorf("the keys did not change as expected after %s (a policy setting such as REFUND_ACTION or DISPUTE_WON_ACTION may say otherwise; the service log says what it did); last answer: %+v, %v", *timeout, o, err) //nolint:errorlint // err is the last poll's, often nil: reported, not wrapped
 		}
 		select {
 		case <-ctx.Done():

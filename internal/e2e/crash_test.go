@@ -20,7 +20,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -236,9 +235,10 @@ func newCluster(t *testing.T, seed uint64) *cluster {
 // which would slow the processes under test several fold.
 func buildBinary(t *testing.T, dir string) string {
 	t.Helper()
+	// go test puts GOROOT/bin first on the test's PATH.
 	goTool, err := exec.LookPath("go")
 	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+		t.Fatalf("building the service: %v", err)
 	}
 	bin := filepath.Join(dir, "fulfiller")
 	start := time.Now()
@@ -505,16 +505,16 @@ func (c *cluster) plan(n int) []*purchase {
 			CustomerEmail: "buyer@example.com", Customer: newID("cus_"), PaymentIntent: newID("pi_"),
 		}
 		kind := "one-off"
-		switch {
-		case i%4 == 1:
+		switch i % 4 {
+		case 1:
 			kind = "subscription"
 			s.Mode, s.PaymentIntent = "subscription", ""
 			s.Subscription, s.Invoice = newID("sub_"), newID("in_")
 			s.Items = []stripefake.Item{{PriceID: priceMonth, Quantity: qty, Recurring: true}}
-		case i%4 == 2:
+		case 2:
 			kind = "one-off, stocked"
 			s.Items = []stripefake.Item{{PriceID: priceStocked, Quantity: qty}}
-		case i%4 == 3:
+		case 3:
 			s.Items = []stripefake.Item{{PriceID: priceLife, Quantity: qty}}
 		default:
 			s.Items = []stripefake.Item{{PriceID: priceMonth, Quantity: qty}}
@@ -524,17 +524,18 @@ func (c *cluster) plan(n int) []*purchase {
 		checkout := c.sessionEvent("checkout.session.completed", s.ID)
 		// Stripe repeats itself: every event is delivered twice.
 		p.events = [][]byte{checkout}
-		if i == 0 {
+		switch i {
+		case 0:
 			p.disputed = true
 			dispute := c.disputeEvent(s.PaymentIntent)
 			p.events = append(p.events, dispute, checkout, dispute)
 			kind += ", disputed"
-		} else if i == 1 {
+		case 1:
 			p.periodEnd = time.Now().Unix() + 60*day
 			paid := c.invoicePaidEvent(s.Subscription, priceMonth, qty, p.periodEnd)
 			p.events = append(p.events, checkout, paid, paid)
 			kind += ", renewed"
-		} else {
+		default:
 			p.events = append(p.events, checkout)
 		}
 		p.label = fmt.Sprintf("order %d (%s, %d units)", i+1, kind, qty)
@@ -1120,9 +1121,10 @@ func (c *cluster) logExercisedPaths() {
 				n = &stock
 			}
 			n.creates++
-			if call.Status == 0 {
+			switch call.Status {
+			case 0:
 				n.cut++
-			} else if call.Status == http.StatusOK {
+			case http.StatusOK:
 				r.applied = append(r.applied, call.Time)
 			}
 		case http.MethodGet:
@@ -1140,9 +1142,10 @@ func (c *cluster) logExercisedPaths() {
 				continue
 			}
 			rewrites++
-			if call.Status == 0 {
+			switch call.Status {
+			case 0:
 				rewritesCut++
-			} else if call.Status == http.StatusOK {
+			case http.StatusOK:
 				rewritten[body.UserKey]++
 			}
 		}

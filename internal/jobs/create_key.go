@@ -283,22 +283,6 @@ func lifetimeExpiry(k *order.Key) *int64 {
 	return nil
 }
 
-// needsExtension reports whether setting target would give the key more
-// time; it never shortens a key.
-func needsExtension(u luarmor.User, target int64) bool {
-	lifetime := u.AuthExpire == luarmor.NeverExpires && u.KeyDays == 0
-	switch {
-	case lifetime:
-		return false
-	case target == luarmor.NeverExpires:
-		return true
-	case u.AuthExpire == luarmor.NeverExpires: // timer not started
-		return true
-	default:
-		return u.AuthExpire < target
-	}
-}
-
 // deliver records the key and completes the job in one transaction, so a
 // finished job never calls Luarmor again. Follow-up work the key's order
 // already calls for is queued in the same commit: a revocation that came

@@ -149,9 +149,8 @@ func (w *StockKeySoldWorker) Work(ctx context.Context, job *river.Job[StockKeySo
 		req.DiscordID = &discordID
 	}
 	err = w.Luarmor.UpdateUser(ctx, k.ProjectID, req)
-	link := order.DiscordLinked
 	if discordID != "" && isDiscordRefusal(err) {
-		link = order.DiscordInUse
+		link := order.DiscordInUse
 		if errors.Is(err, luarmor.ErrInvalidDiscordID) {
 			link = order.DiscordInvalid
 		}

@@ -360,7 +360,3 @@ func appliedTarget(k *order.Key, authExpire *int64) *int64 {
 	}
 	return authExpire
 }
-
-func sameExpiry(a, b *int64) bool {
-	return (a == nil) == (b == nil) && (a == nil || *a == *b)
-}

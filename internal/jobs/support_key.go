@@ -200,7 +200,7 @@ func (w *SupportKeyWorker) setDiscord(ctx context.Context, job *river.Job[Suppor
 	err := w.Luarmor.UpdateUser(ctx, k.ProjectID, luarmor.UpdateUserRequest{UserKey: k.UserKey, DiscordID: &id})
 	switch {
 	case errors.Is(err, luarmor.ErrDiscordInUse):
-		return river.JobCancel(fmt.Errorf("Discord ID %s is linked to another key of project %s; unlink it there first", id, k.ProjectID))
+		return river.JobCancel(fmt.Errorf("the Discord ID %s is linked to another key of project %s; unlink it there first", id, k.ProjectID))
 	case errors.Is(err, luarmor.ErrInvalidDiscordID):
 		return river.JobCancel(fmt.Errorf("Luarmor refused Discord ID %s as invalid", id))
 	case errors.Is(err, luarmor.ErrDiscordUnrecognised):
