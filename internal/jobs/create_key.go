@@ -76,7 +76,7 @@ func (w *CreateKeyWorker) Work(ctx context.Context, job *river.Job[CreateKeyArgs
 	// dies after it, whether or not its create left, makes the next run
 	// look the key up first. A run that sends no create takes it back.
 	k, err := postgres.ClaimCreate(ctx, w.Pool, job.Args.OrderKeyID, owner, w.CreateLease, true)
-	var held *postgres.ErrLeaseHeld
+	var held *postgres.LeaseHeldError
 	switch {
 	case errors.As(err, &held):
 		// Another runner may have a create on its way (it was rescued
@@ -482,7 +482,7 @@ func findByReference(ctx context.Context, d Deps, projectID, reference string) (
 func (w *CreateKeyWorker) luarmorFailure(ctx context.Context, job *river.Job[CreateKeyArgs], k *order.Key, err error, log *slog.Logger) error {
 	var wait *budget.WaitError
 	var notSent *budget.NotSentError
-	var held *postgres.ErrLeaseHeld
+	var held *postgres.LeaseHeldError
 	switch {
 	case errors.Is(err, errUnitSettled):
 		return nil

@@ -97,7 +97,7 @@ func (w *SyncKeyWorker) Work(ctx context.Context, job *river.Job[SyncKeyArgs]) e
 	}
 	owner := newLeaseOwner(job.JobRow)
 	lease := w.CreateLease
-	var held *postgres.ErrLedgerLeaseHeld
+	var held *postgres.LedgerLeaseHeldError
 	if err := postgres.TakeLedgerLease(ctx, w.Pool, id, owner, lease); errors.As(err, &held) {
 		// Another writer holds the key: a live one ends its lease when it
 		// records (often within a second), a dead one's runs out. Look
