@@ -139,7 +139,7 @@ func readKey(cmd, path string, stdin io.Reader, stderr io.Writer) (string, error
 	source := "stdin"
 	in := stdin
 	if path != "" {
-		f, err := os.Open(path)
+		f, err := os.Open(path) //nolint:gosec // G304: the operator names the key file on the command line
 		if err != nil {
 			return "", fmt.Errorf("%s: reading the key file: %w", cmd, err)
 		}
