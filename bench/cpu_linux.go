@@ -22,7 +22,7 @@ func sampleCPU() cpuSample {
 	if err != nil {
 		return s
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only
 	sc := bufio.NewScanner(f)
 	if !sc.Scan() {
 		return s

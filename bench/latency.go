@@ -90,7 +90,7 @@ func runPurchases(ctx context.Context, client *http.Client, svc *service, o late
 // waitForKey polls the order API until the order shows a delivered key and
 // returns the time since sent.
 func waitForKey(ctx, reqCtx context.Context, client *http.Client, baseURL, sessionID string, sent time.Time, o latencyOptions) (time.Duration, error) {
-	last := "no answer yet"
+	var last string // set by every pass that goes on polling
 	for {
 		status, order, err := getOrder(reqCtx, client, baseURL, sessionID, "")
 		switch {

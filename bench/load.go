@@ -154,7 +154,7 @@ func runLoad(ctx context.Context, client *http.Client, url string, maker *eventM
 		if o.cpuProfile != "" {
 			if prof, profErr = os.Create(o.cpuProfile); profErr == nil {
 				if profErr = pprof.StartCPUProfile(prof); profErr != nil {
-					prof.Close()
+					_ = prof.Close() // profErr already says why the profile is missing
 					prof = nil
 				}
 			}

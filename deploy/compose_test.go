@@ -99,7 +99,7 @@ func envExample(t *testing.T) map[string]string {
 	t.Helper()
 	f, err := os.Open(".env.example")
 	require.NoError(t, err)
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only
 	env := map[string]string{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {

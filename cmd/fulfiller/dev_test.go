@@ -18,7 +18,7 @@ func TestDevRefusesTwoOfItsListenersOnOnePortBeforeBindingEither(t *testing.T) {
 	// with "address already in use" instead of naming the two settings.
 	held, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	defer held.Close()
+	defer func() { require.NoError(t, held.Close()) }()
 	addr := held.Addr().String()
 	_, port, _ := net.SplitHostPort(addr)
 

@@ -139,11 +139,11 @@ func readKey(cmd, path string, stdin io.Reader, stderr io.Writer) (string, error
 	source := "stdin"
 	in := stdin
 	if path != "" {
-		f, err := os.Open(path)
+		f, err := os.Open(path) //nolint:gosec // G304: the operator names the key file on the command line
 		if err != nil {
 			return "", fmt.Errorf("%s: reading the key file: %w", cmd, err)
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }() // read only
 		source, in = path, f
 	} else if f, ok := stdin.(*os.File); ok {
 		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {

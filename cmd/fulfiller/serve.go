@@ -45,7 +45,7 @@ func cmdMigrate(ctx context.Context, args []string, getenv func(string) string, 
 	}
 	url := getenv("DATABASE_URL")
 	if url == "" {
-		return &config.Error{Name: "DATABASE_URL", Reason: "is required (postgres://user:password@host:5432/dbname)"}
+		return &config.Error{Name: "DATABASE_URL", Reason: "is required (postgres://user:password@host:5432/dbname)"} //nolint:gosec // G101: an example URL in the help text
 	}
 	pool, err := pgxpool.New(ctx, url)
 	if err != nil {

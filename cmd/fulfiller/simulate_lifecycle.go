@@ -270,7 +270,7 @@ func httpDo(ctx context.Context, method, url, apiKey string, v any) ([]byte, err
 		}
 		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, url, body)
+	req, err := http.NewRequestWithContext(ctx, method, url, body) //nolint:gosec // G704: the local service the developer pointed simulate at
 	if err != nil {
 		return nil, err
 	}
@@ -280,7 +280,7 @@ func httpDo(ctx context.Context, method, url, apiKey string, v any) ([]byte, err
 	if apiKey != "" {
 		req.Header.Set("Authorization", "Bearer "+apiKey)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := http.DefaultClient.Do(req) //nolint:gosec // G704: the local service the developer pointed simulate at
 	if err != nil {
 		return nil, err
 	}

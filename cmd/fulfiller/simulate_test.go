@@ -38,7 +38,8 @@ func TestDevBannerPrintsTheSimulateCommandForItsPortsAndItWorks(t *testing.T) {
 	t.Cleanup(func() {
 		cancel()
 		select {
-		case <-done:
+		case err := <-done:
+			require.NoError(t, err, "dev stops cleanly when its context ends")
 		case <-time.After(15 * time.Second):
 			t.Error("dev did not stop")
 		}

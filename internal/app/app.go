@@ -77,7 +77,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.Logger = slog.New(logging.ServiceHandler(m.Logger.Handler()))
 	defer func() {
 		if err != nil {
-			m.Close()
+			err = errors.Join(err, m.Close())
 		}
 	}()
 	if m.Catalog == nil {

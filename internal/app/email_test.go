@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"mime"
 	"mime/multipart"
@@ -99,7 +100,7 @@ func parseEmail(t *testing.T, data []byte) parsedEmail {
 	parts := multipart.NewReader(msg.Body, params["boundary"])
 	for {
 		p, err := parts.NextPart()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			break
 		}
 		require.NoError(t, err)

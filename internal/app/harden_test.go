@@ -213,7 +213,7 @@ func TestConnectionsPastTheCapWaitWhileEveryOpenOneIsBusy(t *testing.T) {
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
 		conn, err := d.Dial("tcp", b.main.Addr())
 		require.NoError(t, err)
-		t.Cleanup(func() { conn.Close() })
+		t.Cleanup(func() { _ = conn.Close() }) // the test may have closed it already
 		return conn, bufio.NewReader(conn)
 	}
 	// Both places are busy: a long-poll held on a pending order, and a

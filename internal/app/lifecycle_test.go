@@ -406,10 +406,10 @@ func TestDisputeWonLiftsTheBans(t *testing.T) {
 	ch := b.charge(t, s.PaymentIntent, "")
 	dp := newID("dp_")
 	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "needs_response"))
-	o := b.waitKeys(t, s.ID, "revoked", "blacklisted")
+	b.waitKeys(t, s.ID, "revoked", "blacklisted")
 
 	b.deliver(t, b.disputeEvent(t, "charge.dispute.closed", dp, ch, s.PaymentIntent, "won"))
-	o = b.waitKeys(t, s.ID, "fulfilled", "active")
+	o := b.waitKeys(t, s.ID, "fulfilled", "active")
 	u := b.user(t, o.Keys[0].UserKey)
 	require.False(t, u.IsBanned())
 }

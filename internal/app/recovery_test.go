@@ -26,14 +26,6 @@ import (
 	"fulfiller/internal/logging/logtest"
 )
 
-// storedOrder reads an order as recorded, failure reason included.
-func (b *bundle) storedOrder(t *testing.T, id string) *order.Order {
-	t.Helper()
-	o, err := postgres.GetOrder(context.Background(), b.pool, id)
-	require.NoError(t, err)
-	return o
-}
-
 // waitFailed waits until the order failed and returns it as stored. It
 // reads the database, not the order API, whose success-page path would
 // itself confirm the session with Stripe.

@@ -116,7 +116,7 @@ const (
 // PublicDevWebhookSecret is the webhook secret `fulfiller dev` signs local
 // events with. It is in the repository, so anyone can sign an event with
 // it: every command but dev refuses it.
-const PublicDevWebhookSecret = "whsec_fulfiller_local_development_only_never_in_production"
+const PublicDevWebhookSecret = "whsec_fulfiller_local_development_only_never_in_production" //nolint:gosec // G101: public on purpose, refused by every command but dev
 
 // DefaultHWIDResetCooldown is HWID_RESET_COOLDOWN's default.
 const DefaultHWIDResetCooldown = order.DefaultHWIDResetCooldown

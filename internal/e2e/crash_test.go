@@ -20,7 +20,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -236,9 +235,10 @@ func newCluster(t *testing.T, seed uint64) *cluster {
 // which would slow the processes under test several fold.
 func buildBinary(t *testing.T, dir string) string {
 	t.Helper()
+	// go test puts GOROOT/bin first on the test's PATH.
 	goTool, err := exec.LookPath("go")
 	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+		t.Fatalf("building the service: %v", err)
 	}
 	bin := filepath.Join(dir, "fulfiller")
 	start := time.Now()
@@ -340,12 +340,12 @@ func (c *cluster) spawn(slot int) (*replica, error) {
 	p.cmd.Env = append(slices.Clone(c.env), "LISTEN_ADDR="+p.addr, "ADMIN_ADDR="+adminAddr, "LUARMOR_BASE_URL="+c.front.URL+"/p/"+name)
 	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
 	if err := p.cmd.Start(); err != nil {
-		logFile.Close()
+		_ = logFile.Close() // the start error is the one to report
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
 	go func() {
 		_ = p.cmd.Wait()
-		logFile.Close()
+		_ = logFile.Close() // the log is only read to explain a failure
 		p.alive.Store(false)
 		close(p.exited)
 	}()
@@ -382,7 +382,7 @@ func freePort() (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("finding a free port: %w", err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }() // only its port was wanted
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
@@ -505,16 +505,16 @@ func (c *cluster) plan(n int) []*purchase {
 			CustomerEmail: "buyer@example.com", Customer: newID("cus_"), PaymentIntent: newID("pi_"),
 		}
 		kind := "one-off"
-		switch {
-		case i%4 == 1:
+		switch i % 4 {
+		case 1:
 			kind = "subscription"
 			s.Mode, s.PaymentIntent = "subscription", ""
 			s.Subscription, s.Invoice = newID("sub_"), newID("in_")
 			s.Items = []stripefake.Item{{PriceID: priceMonth, Quantity: qty, Recurring: true}}
-		case i%4 == 2:
+		case 2:
 			kind = "one-off, stocked"
 			s.Items = []stripefake.Item{{PriceID: priceStocked, Quantity: qty}}
-		case i%4 == 3:
+		case 3:
 			s.Items = []stripefake.Item{{PriceID: priceLife, Quantity: qty}}
 		default:
 			s.Items = []stripefake.Item{{PriceID: priceMonth, Quantity: qty}}
@@ -524,17 +524,18 @@ func (c *cluster) plan(n int) []*purchase {
 		checkout := c.sessionEvent("checkout.session.completed", s.ID)
 		// Stripe repeats itself: every event is delivered twice.
 		p.events = [][]byte{checkout}
-		if i == 0 {
+		switch i {
+		case 0:
 			p.disputed = true
 			dispute := c.disputeEvent(s.PaymentIntent)
 			p.events = append(p.events, dispute, checkout, dispute)
 			kind += ", disputed"
-		} else if i == 1 {
+		case 1:
 			p.periodEnd = time.Now().Unix() + 60*day
 			paid := c.invoicePaidEvent(s.Subscription, priceMonth, qty, p.periodEnd)
 			p.events = append(p.events, checkout, paid, paid)
 			kind += ", renewed"
-		} else {
+		default:
 			p.events = append(p.events, checkout)
 		}
 		p.label = fmt.Sprintf("order %d (%s, %d units)", i+1, kind, qty)
@@ -1120,9 +1121,10 @@ func (c *cluster) logExercisedPaths() {
 				n = &stock
 			}
 			n.creates++
-			if call.Status == 0 {
+			switch call.Status {
+			case 0:
 				n.cut++
-			} else if call.Status == http.StatusOK {
+			case http.StatusOK:
 				r.applied = append(r.applied, call.Time)
 			}
 		case http.MethodGet:
@@ -1140,9 +1142,10 @@ func (c *cluster) logExercisedPaths() {
 				continue
 			}
 			rewrites++
-			if call.Status == 0 {
+			switch call.Status {
+			case 0:
 				rewritesCut++
-			} else if call.Status == http.StatusOK {
+			case http.StatusOK:
 				rewritten[body.UserKey]++
 			}
 		}

@@ -237,11 +237,8 @@ func TestConnLimiterAtMaxClosesAnIdleConnectionOfTheBiggestHolder(t *testing.T) 
 func TestConnLimiterAtMaxWithNothingIdleWaitsForAConnectionToTurnIdle(t *testing.T) {
 	t.Parallel()
 	s := startLimited(t, ConnLimits{Max: 2, PerClient: 2}, time.Hour)
-	var busy []*testConn
 	for range 2 {
-		c := s.dialFrom(t, "127.0.0.1")
-		c.send(t, "/block")
-		busy = append(busy, c)
+		s.dialFrom(t, "127.0.0.1").send(t, "/block")
 	}
 	s.eventually(t, "two busy", func(st limiterState) bool { return st.open == 2 && st.idle == 0 })
 

@@ -76,7 +76,7 @@ func (w *CreateKeyWorker) Work(ctx context.Context, job *river.Job[CreateKeyArgs
 	// dies after it, whether or not its create left, makes the next run
 	// look the key up first. A run that sends no create takes it back.
 	k, err := postgres.ClaimCreate(ctx, w.Pool, job.Args.OrderKeyID, owner, w.CreateLease, true)
-	var held *postgres.ErrLeaseHeld
+	var held *postgres.LeaseHeldError
 	switch {
 	case errors.As(err, &held):
 		// Another runner may have a create on its way (it was rescued
@@ -283,22 +283,6 @@ func lifetimeExpiry(k *order.Key) *int64 {
 	return nil
 }
 
-// needsExtension reports whether setting target would give the key more
-// time; it never shortens a key.
-func needsExtension(u luarmor.User, target int64) bool {
-	lifetime := u.AuthExpire == luarmor.NeverExpires && u.KeyDays == 0
-	switch {
-	case lifetime:
-		return false
-	case target == luarmor.NeverExpires:
-		return true
-	case u.AuthExpire == luarmor.NeverExpires: // timer not started
-		return true
-	default:
-		return u.AuthExpire < target
-	}
-}
-
 // deliver records the key and completes the job in one transaction, so a
 // finished job never calls Luarmor again. Follow-up work the key's order
 // already calls for is queued in the same commit: a revocation that came
@@ -308,7 +292,7 @@ func (w *CreateKeyWorker) deliver(ctx context.Context, job *river.Job[CreateKeyA
 	if err != nil {
 		return err
 	}
-	defer tx.Rollback(ctx) //nolint:errcheck
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit; on any failure the error returned says why
 	err = postgres.DeliverKey(ctx, tx, k.ID, userKey, authExpire, extended)
 	if errors.Is(err, postgres.ErrDeliveredElsewhere) && !extended {
 		// A runner that was cut off from the database created a key the
@@ -498,7 +482,7 @@ func findByReference(ctx context.Context, d Deps, projectID, reference string) (
 func (w *CreateKeyWorker) luarmorFailure(ctx context.Context, job *river.Job[CreateKeyArgs], k *order.Key, err error, log *slog.Logger) error {
 	var wait *budget.WaitError
 	var notSent *budget.NotSentError
-	var held *postgres.ErrLeaseHeld
+	var held *postgres.LeaseHeldError
 	switch {
 	case errors.Is(err, errUnitSettled):
 		return nil
@@ -524,7 +508,7 @@ func (w *CreateKeyWorker) luarmorFailure(ctx context.Context, job *river.Job[Cre
 	if txErr != nil {
 		return txErr
 	}
-	defer tx.Rollback(ctx) //nolint:errcheck
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit; on any failure the error returned says why
 	// A unit refused for its project is planned again from the catalog by
 	// the operator's retry, once the project is fixed; any other keeps the
 	// terms it was sold with.

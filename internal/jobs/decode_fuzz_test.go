@@ -16,7 +16,7 @@ import (
 // FuzzDecodeEvent feeds a stored payload to the decoding the handlers do
 // before they write anything: the object from the body, then each object
 // type and the fields read from it. Nothing may panic, and a body that
-// cannot be read must be a *badObject, which the job skips instead of
+// cannot be read must be a *badObjectError, which the job skips instead of
 // retrying.
 func FuzzDecodeEvent(f *testing.F) {
 	// Real-shaped events, shared with the webhook package's tests.
@@ -80,7 +80,7 @@ func requireReadable(t *testing.T, err error) bool {
 	if err == nil {
 		return true
 	}
-	var bad *badObject
-	require.True(t, errors.As(err, &bad), "%v is not a *badObject", err)
+	var bad *badObjectError
+	require.True(t, errors.As(err, &bad), "%v is not a *badObjectError", err)
 	return false
 }

@@ -231,7 +231,7 @@ func (w *SendOrderEmailWorker) Work(ctx context.Context, job *river.Job[SendOrde
 	if err != nil {
 		return err
 	}
-	defer tx.Rollback(ctx) //nolint:errcheck
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit; on any failure the error returned says why
 	_, err = tx.Exec(ctx, `UPDATE order_emails SET status = 'sent', sent_at = now(), last_error = NULL
 		WHERE checkout_session_id = $1 AND delivery = $2`, sessionID, job.Args.Delivery)
 	if err != nil {
@@ -261,7 +261,7 @@ func (w *SendOrderEmailWorker) startSending(ctx context.Context, job *river.Job[
 	if err != nil {
 		return nil, "", false, err
 	}
-	defer tx.Rollback(ctx) //nolint:errcheck
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit; on any failure the error returned says why
 	var status string
 	err = tx.QueryRow(ctx, `SELECT status, message_id FROM order_emails
 		WHERE checkout_session_id = $1 AND delivery = $2 FOR UPDATE`,

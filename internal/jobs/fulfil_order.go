@@ -101,7 +101,7 @@ func (w *FulfilOrderWorker) Work(ctx context.Context, job *river.Job[FulfilOrder
 	if err != nil {
 		return err
 	}
-	defer tx.Rollback(ctx) //nolint:errcheck
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit; on any failure the error returned says why
 
 	// Units and the grants of their payment are recorded under the
 	// payment's lock, like the renewals and revocations that find them.
@@ -213,7 +213,7 @@ func (w *FulfilOrderWorker) sessionUnknown(ctx context.Context, job *river.Job[F
 	if err != nil {
 		return err
 	}
-	defer tx.Rollback(ctx) //nolint:errcheck
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit; on any failure the error returned says why
 	o, err := postgres.LockOrder(ctx, tx, id)
 	if order.ErrorCode(err) == order.ENOTFOUND {
 		return river.JobCancel(fmt.Errorf("checkout session does not exist in this Stripe account: %w", cause))

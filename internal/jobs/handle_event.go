@@ -125,7 +125,7 @@ func (w *HandleEventsWorker) handle(ctx context.Context, tx pgx.Tx, id string) e
 	if err == nil && !mismatch {
 		err = h.handle(ctx, w, sp, event)
 	}
-	var bad *badObject
+	var bad *badObjectError
 	if errors.As(err, &bad) || isDataException(err) {
 		_ = sp.Rollback(ctx)
 		w.Logger.ErrorContext(ctx, "stripe event cannot be handled; skipped", "event_id", event.ID, "type", event.Type, "error", err)
@@ -176,15 +176,15 @@ func storedEvent(e postgres.Event) (stripe.Event, error) {
 	}, nil
 }
 
-// badObject is an event object the handler cannot read: retrying will not help.
-type badObject struct{ msg string }
+// badObjectError is an event object the handler cannot read: retrying will not help.
+type badObjectError struct{ msg string }
 
-func (e *badObject) Error() string { return e.msg }
+func (e *badObjectError) Error() string { return e.msg }
 
 func decodeObject[T any](event stripe.Event, what string) (*T, error) {
 	var v T
 	if err := json.Unmarshal(event.Data.Raw, &v); err != nil {
-		return nil, &badObject{fmt.Sprintf("event %s: data.object is not %s: %v", event.ID, what, err)}
+		return nil, &badObjectError{fmt.Sprintf("event %s: data.object is not %s: %v", event.ID, what, err)}
 	}
 	return &v, nil
 }

@@ -53,7 +53,7 @@ func RetryDelay(n int) time.Duration {
 		}
 	}
 	delay = min(delay, retrySlowCap)
-	jitter := 1 + retryJitter*(2*rand.Float64()-1)
+	jitter := 1 + retryJitter*(2*rand.Float64()-1) //nolint:gosec // G404: retry jitter needs spread, not unpredictability
 	return time.Duration(float64(delay) * jitter)
 }
 

@@ -118,7 +118,7 @@ func (w *RefillStockWorker) makeOne(ctx context.Context, job *river.Job[RefillSt
 		_, err = river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job)
 		return err
 	})
-	var held *postgres.ErrLeaseHeld
+	var held *postgres.LeaseHeldError
 	switch {
 	case errors.As(err, &held):
 		// Another run may have a create on its way: it finishes the key,

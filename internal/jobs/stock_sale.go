@@ -43,7 +43,7 @@ func (w *CreateKeyWorker) sellFromStock(ctx context.Context, job *river.Job[Crea
 	if err != nil {
 		return false, err
 	}
-	defer tx.Rollback(ctx) //nolint:errcheck
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit; on any failure the error returned says why
 	userKey, stockPrice, err := postgres.TakeStockKey(ctx, tx, k.ID)
 	if err != nil || userKey == "" {
 		return false, err
@@ -149,9 +149,8 @@ func (w *StockKeySoldWorker) Work(ctx context.Context, job *river.Job[StockKeySo
 		req.DiscordID = &discordID
 	}
 	err = w.Luarmor.UpdateUser(ctx, k.ProjectID, req)
-	link := order.DiscordLinked
 	if discordID != "" && isDiscordRefusal(err) {
-		link = order.DiscordInUse
+		link := order.DiscordInUse
 		if errors.Is(err, luarmor.ErrInvalidDiscordID) {
 			link = order.DiscordInvalid
 		}
@@ -196,7 +195,7 @@ func (w *StockKeySoldWorker) Work(ctx context.Context, job *river.Job[StockKeySo
 	if err != nil {
 		return err
 	}
-	defer tx.Rollback(ctx) //nolint:errcheck
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit; on any failure the error returned says why
 	if discordID != "" {
 		if err := postgres.LinkDiscord(ctx, tx, k.ID); err != nil {
 			return err

@@ -59,7 +59,7 @@ func subscriptionChanged(ctx context.Context, w *HandleEventsWorker, tx pgx.Tx, 
 		return err
 	}
 	if sub.ID == "" {
-		return &badObject{fmt.Sprintf("event %s: subscription without an id", event.ID)}
+		return &badObjectError{fmt.Sprintf("event %s: subscription without an id", event.ID)}
 	}
 	return insertMany(ctx, tx, SyncSubscriptionArgs{SubscriptionID: sub.ID})
 }
@@ -359,8 +359,4 @@ func appliedTarget(k *order.Key, authExpire *int64) *int64 {
 		return nil
 	}
 	return authExpire
-}
-
-func sameExpiry(a, b *int64) bool {
-	return (a == nil) == (b == nil) && (a == nil || *a == *b)
 }

@@ -200,7 +200,7 @@ func (w *SupportKeyWorker) setDiscord(ctx context.Context, job *river.Job[Suppor
 	err := w.Luarmor.UpdateUser(ctx, k.ProjectID, luarmor.UpdateUserRequest{UserKey: k.UserKey, DiscordID: &id})
 	switch {
 	case errors.Is(err, luarmor.ErrDiscordInUse):
-		return river.JobCancel(fmt.Errorf("Discord ID %s is linked to another key of project %s; unlink it there first", id, k.ProjectID))
+		return river.JobCancel(fmt.Errorf("the Discord ID %s is linked to another key of project %s; unlink it there first", id, k.ProjectID))
 	case errors.Is(err, luarmor.ErrInvalidDiscordID):
 		return river.JobCancel(fmt.Errorf("Luarmor refused Discord ID %s as invalid", id))
 	case errors.Is(err, luarmor.ErrDiscordUnrecognised):
@@ -363,7 +363,7 @@ func (w *SupportKeyWorker) planReissue(ctx context.Context, job *river.Job[Suppo
 	if err != nil {
 		return err
 	}
-	defer tx.Rollback(ctx) //nolint:errcheck
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit; on any failure the error returned says why
 	if _, err := postgres.LockOrder(ctx, tx, nk.CheckoutSessionID); err != nil {
 		return err
 	}

@@ -97,7 +97,7 @@ func (w *SyncKeyWorker) Work(ctx context.Context, job *river.Job[SyncKeyArgs]) e
 	}
 	owner := newLeaseOwner(job.JobRow)
 	lease := w.CreateLease
-	var held *postgres.ErrLedgerLeaseHeld
+	var held *postgres.LedgerLeaseHeldError
 	if err := postgres.TakeLedgerLease(ctx, w.Pool, id, owner, lease); errors.As(err, &held) {
 		// Another writer holds the key: a live one ends its lease when it
 		// records (often within a second), a dead one's runs out. Look
@@ -285,7 +285,7 @@ func (w *SyncKeyWorker) record(ctx context.Context, job *river.Job[SyncKeyArgs],
 	if err != nil {
 		return err
 	}
-	defer tx.Rollback(ctx) //nolint:errcheck
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit; on any failure the error returned says why
 	stale, reverted, err := postgres.RecordApplied(ctx, tx, l.ID, l.Version, a, suspendedOnly)
 	if err != nil {
 		return err

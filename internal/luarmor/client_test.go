@@ -3,6 +3,7 @@ package luarmor_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -215,7 +216,7 @@ func TestDiscordRefusalSpellings(t *testing.T) {
 			require.Equal(t, tc.code, le.Code)
 			require.Equal(t, tc.message, le.Message, "the message is kept as Luarmor sent it")
 			for _, target := range discordErrs {
-				if target == tc.want {
+				if errors.Is(tc.want, target) {
 					require.ErrorIs(t, err, target)
 				} else {
 					require.NotErrorIs(t, err, target)

@@ -96,7 +96,7 @@ func ParseSMTPURL(raw string) (SMTPServer, error) {
 func ParseFrom(raw string) (string, error) {
 	a, err := mail.ParseAddress(raw)
 	if err != nil {
-		return "", fmt.Errorf("is not an email address (%v); expected keys@shop.example or \"Shop <keys@shop.example>\"", err)
+		return "", fmt.Errorf("is not an email address (%w); expected keys@shop.example or \"Shop <keys@shop.example>\"", err)
 	}
 	return a.String(), nil
 }

@@ -353,16 +353,16 @@ func RecordKeyStart(ctx context.Context, db DB, id, at int64) error {
 	return nil
 }
 
-// ErrLedgerLeaseHeld: another writer of the key may have a request on its
+// LedgerLeaseHeldError: another writer of the key may have a request on its
 // way until Until.
-type ErrLedgerLeaseHeld struct{ Until time.Time }
+type LedgerLeaseHeldError struct{ Until time.Time }
 
-func (e *ErrLedgerLeaseHeld) Error() string {
+func (e *LedgerLeaseHeldError) Error() string {
 	return "another writer of the key holds its lease until " + e.Until.Format(time.RFC3339)
 }
 
 // TakeLedgerLease gives owner the key's lease for d, unless another owner
-// holds it: then *ErrLedgerLeaseHeld. Taken again before every request.
+// holds it: then *LedgerLeaseHeldError. Taken again before every request.
 func TakeLedgerLease(ctx context.Context, db DB, id int64, owner string, d time.Duration) error {
 	var holder string
 	var until time.Time
@@ -374,7 +374,7 @@ func TakeLedgerLease(ctx context.Context, db DB, id int64, owner string, d time.
 		if err := db.QueryRow(ctx, `SELECT lease_until FROM ledger_keys WHERE id = $1`, id).Scan(&until); err != nil {
 			return fmt.Errorf("reading the lease of ledger key %d: %w", id, err)
 		}
-		return &ErrLedgerLeaseHeld{Until: until}
+		return &LedgerLeaseHeldError{Until: until}
 	}
 	if err != nil {
 		return fmt.Errorf("taking the lease of ledger key %d: %w", id, err)

@@ -309,16 +309,16 @@ func GetKey(ctx context.Context, db DB, id int64) (*order.Key, error) {
 	return k, nil
 }
 
-// ErrLeaseHeld says another runner holds a unit's create lease until Until.
-type ErrLeaseHeld struct{ Until time.Time }
+// LeaseHeldError says another runner holds a unit's create lease until Until.
+type LeaseHeldError struct{ Until time.Time }
 
-func (e *ErrLeaseHeld) Error() string {
+func (e *LeaseHeldError) Error() string {
 	return fmt.Sprintf("another runner holds this unit until %s", e.Until.Format(time.RFC3339))
 }
 
 // ClaimCreate takes or renews the create lease of a unit for owner, for
 // lease from now, and returns the unit. countAttempt records, in the same
-// commit, that a create is about to be sent. It fails with *ErrLeaseHeld
+// commit, that a create is about to be sent. It fails with *LeaseHeldError
 // while another owner's lease runs, and returns the unit unchanged (no
 // lease) once it is no longer pending.
 //
@@ -352,9 +352,9 @@ func ClaimCreate(ctx context.Context, db DB, id int64, owner string, lease time.
 		return k, nil
 	}
 	if until == nil { // released between the two statements: try again soon
-		return nil, &ErrLeaseHeld{Until: time.Now()}
+		return nil, &LeaseHeldError{Until: time.Now()}
 	}
-	return nil, &ErrLeaseHeld{Until: *until}
+	return nil, &LeaseHeldError{Until: *until}
 }
 
 // ReleaseCreate drops owner's lease on a unit whose request was never

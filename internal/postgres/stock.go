@@ -46,7 +46,7 @@ type StockPlan struct {
 // plan.Target: keys of the price's earlier plan are no stock of it, since
 // its units can no longer take them, and neither are keys being deleted
 // (retiring), which are never sold. It returns nil when the stock is
-// full, and *ErrLeaseHeld while another runner's create may be on its way.
+// full, and *LeaseHeldError while another runner's create may be on its way.
 // Refills of one price are serialised, so two never plan past the target.
 func ClaimStockKey(ctx context.Context, tx pgx.Tx, plan StockPlan, owner string, lease time.Duration) (*StockKey, error) {
 	if err := LockStock(ctx, tx, plan.PriceID); err != nil {
@@ -63,14 +63,14 @@ func ClaimStockKey(ctx context.Context, tx pgx.Tx, plan StockPlan, owner string,
 		return nil, fmt.Errorf("reading the stock of price %s: %w", plan.PriceID, err)
 	default:
 		if heldBy != owner && until != nil && until.After(time.Now()) {
-			return nil, &ErrLeaseHeld{Until: *until}
+			return nil, &LeaseHeldError{Until: *until}
 		}
 		s, err := scanStockKey(tx.QueryRow(ctx, `UPDATE stock_keys SET create_lease_owner = $2, create_lease_until = now() + $3::interval,
 				create_attempts = create_attempts + 1
 			WHERE id = $1 AND (create_lease_owner = $2 OR create_lease_until IS NULL OR create_lease_until <= now())
 			RETURNING `+stockColumns, pendingID, owner, lease))
 		if errors.Is(err, pgx.ErrNoRows) { // the lease is on the database's clock: still held there
-			return nil, &ErrLeaseHeld{Until: time.Now().Add(time.Second)}
+			return nil, &LeaseHeldError{Until: time.Now().Add(time.Second)}
 		}
 		if err != nil {
 			return nil, fmt.Errorf("claiming stock key %d: %w", pendingID, err)

@@ -83,7 +83,11 @@ func StartCluster(t testing.TB) *Cluster {
 	if c.port, err = freePort(); err != nil {
 		t.Fatalf("testdb: %v", err)
 	}
-	t.Cleanup(func() { c.stop(ShutdownImmediate) })
+	t.Cleanup(func() {
+		if out, err := c.stop(ShutdownImmediate); err != nil {
+			t.Logf("testdb: stopping the private cluster: %v\n%s", err, out)
+		}
+	})
 	c.Start(t)
 	return c
 }

@@ -49,7 +49,7 @@ func Start(t testing.TB, username, password string) *Server {
 		t.Fatalf("listening for the test SMTP server: %v", err)
 	}
 	s.Addr = l.Addr().String()
-	go srv.Serve(l) //nolint:errcheck
+	go srv.Serve(l) //nolint:errcheck // returns only once Cleanup closes the server
 	t.Cleanup(func() { _ = srv.Close() })
 	return s
 }
