@@ -184,20 +184,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	limiter := httpapi.LimitConns(listener, limits)
 	m.listener = limiter
 	api.MaxConnections = limits.Max
-	m.server = &http.Server{
-		Handler:           api.Handler(),
-		ConnState:         limiter.ConnState,
-		MaxHeaderBytes:    httpapi.MaxHeaderBytes,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-	}
-	go func() {
-		if err := m.server.Serve(m.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			m.Logger.Error("http server stopped", "error", err)
-		}
-	}()
+	m.server = newServer(api.Handler())
+	m.server.ConnState = limiter.ConnState
+	m.serve(m.server, m.listener, "http server stopped")
 	if err := m.serveAdmin(api); err != nil {
 		return err
 	}
@@ -217,20 +206,33 @@ func (m *Main) serveAdmin(api *httpapi.Server) error {
 	if m.adminListener, err = net.Listen("tcp", m.Config.AdminAddr); err != nil {
 		return fmt.Errorf("listening on ADMIN_ADDR %s (or set it to off): %w", m.Config.AdminAddr, err)
 	}
-	m.adminServer = &http.Server{
-		Handler:           api.AdminHandler(),
+	m.adminServer = newServer(api.AdminHandler())
+	m.serve(m.adminServer, m.adminListener, "internal listener stopped")
+	return nil
+}
+
+// newServer is an HTTP server of the service: headers bounded, and every
+// read, write and idle wait timed out, so no client holds a connection by
+// being slow.
+func newServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
 		MaxHeaderBytes:    httpapi.MaxHeaderBytes,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 	}
+}
+
+// serve serves srv on l until it is shut down, logging why it stopped
+// otherwise.
+func (m *Main) serve(srv *http.Server, l net.Listener, stopped string) {
 	go func() {
-		if err := m.adminServer.Serve(m.adminListener); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			m.Logger.Error("internal listener stopped", "error", err)
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			m.Logger.Error(stopped, "error", err)
 		}
 	}()
-	return nil
 }
 
 // AdminAddr is the internal listener's address, or "" when off.
