@@ -15,6 +15,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
+
+	"fulfiller/internal/logging/logtest"
 )
 
 // withPostgres is scripts/with-postgres, run as `make run` runs it: a kept
@@ -64,7 +66,8 @@ func TestASecondMakeRunRefusesAtOnceAndLeavesTheFirstServerRunning(t *testing.T)
 	first := withPostgres(t, data, port, "sh", "-c", "echo ready; exec sleep 300")
 	out, err := first.StdoutPipe()
 	require.NoError(t, err)
-	var firstErr strings.Builder
+	// The server's output goes on arriving while the test reads it.
+	var firstErr logtest.Buffer
 	first.Stderr = &firstErr
 	require.NoError(t, first.Start())
 	t.Cleanup(func() {
