@@ -78,7 +78,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		fmt.Fprint(stderr, usage)
 		return errUsage
 	}
-	logSettings, err := config.Logging(getenv)
+	logSettings, err := config.Logging(commandLogDefaults(args[0], getenv))
 	if err != nil {
 		return err
 	}
@@ -111,5 +111,35 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	default:
 		fmt.Fprintf(stderr, "fulfiller: unknown command %q\n\n%s", args[0], usage)
 		return errUsage
+	}
+}
+
+// commandLogDefaults is getenv with the log defaults of command: the
+// service (serve, migrate) logs JSON at info for a log collector; a
+// person at a terminal reads the rest. dev logs text, and the one-shot
+// commands log text at warn, so their own output is not buried in the
+// lines their queries log (the audit log records what support did).
+// LOG_FORMAT and LOG_LEVEL, when set, win.
+func commandLogDefaults(command string, getenv func(string) string) func(string) string {
+	format, level := "", ""
+	switch command {
+	case "serve", "migrate":
+		return getenv
+	case "dev":
+		format = "text"
+	default:
+		format, level = "text", "warn"
+	}
+	return func(name string) string {
+		v := getenv(name)
+		switch {
+		case v != "":
+			return v
+		case name == "LOG_FORMAT":
+			return format
+		case name == "LOG_LEVEL":
+			return level
+		}
+		return v
 	}
 }

@@ -13,6 +13,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"fulfiller/internal/config"
+
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/testdb"
 	"fulfiller/migrations"
@@ -95,4 +97,28 @@ func TestLuarmorSandboxCommandServesTheAPIWithItsBudget(t *testing.T) {
 	}
 	_, err = http.Get(base + "/status")
 	require.Error(t, err, "the sandbox no longer listens")
+}
+
+// TestCommandsLogForWhoReadsThem: the service logs JSON at info for a
+// collector; dev logs text; one-shot commands log text at warn so their
+// output is not buried; LOG_FORMAT and LOG_LEVEL win over both.
+func TestCommandsLogForWhoReadsThem(t *testing.T) {
+	for _, tc := range []struct {
+		command, format, level string
+		env                    map[string]string
+	}{
+		{"serve", "json", "INFO", nil},
+		{"migrate", "json", "INFO", nil},
+		{"dev", "text", "INFO", nil},
+		{"keys", "text", "WARN", nil},
+		{"orders", "text", "WARN", nil},
+		{"stock", "text", "WARN", nil},
+		{"keys", "json", "DEBUG", map[string]string{"LOG_FORMAT": "json", "LOG_LEVEL": "debug"}},
+		{"serve", "text", "ERROR", map[string]string{"LOG_FORMAT": "text", "LOG_LEVEL": "error"}},
+	} {
+		s, err := config.Logging(commandLogDefaults(tc.command, envOf(tc.env)))
+		require.NoError(t, err, tc.command)
+		require.Equal(t, tc.format, s.Format, "%s %v", tc.command, tc.env)
+		require.Equal(t, tc.level, s.Level.String(), "%s %v", tc.command, tc.env)
+	}
 }
