@@ -3,7 +3,6 @@ package app_test
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -22,23 +21,10 @@ import (
 // the status and the JSON body.
 func (b *bundle) admin(t *testing.T, method, path, body, token string) (int, map[string]any) {
 	t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, b.adminURL+path, rd)
-	require.NoError(t, err)
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
+	a := b.adminCall(t, method, path, body, token)
 	var out map[string]any
-	require.NoError(t, json.Unmarshal(raw, &out), "body: %s", raw)
-	return resp.StatusCode, out
+	require.NoError(t, json.Unmarshal(a.body, &out), "body: %s", a.body)
+	return a.status, out
 }
 
 // keyAction asks for a key action through the admin API, requires a 202
