@@ -57,7 +57,7 @@ func (b *bundle) adminCall(t *testing.T, method, path, body, token string) apiAn
 	if token != "" {
 		header = bearer(token)
 	}
-	status, h, raw := send(t, method, b.adminURL+path, body, header)
+	status, h, raw := send(t, method, b.AdminURL+path, body, header)
 	return apiAnswer{status: status, header: h, body: []byte(raw)}
 }
 
@@ -95,14 +95,14 @@ func TestSupportSurfaceIsNotOnThePublicListener(t *testing.T) {
 		for name, creds := range map[string]http.Header{
 			"admin token": bearer(adminToken), "admin login": login(adminUser, adminPassword), "shop token": bearer("shop-token"),
 		} {
-			status, _, body := send(t, c.method, b.url+c.path, c.body, creds)
+			status, _, body := send(t, c.method, b.URL+c.path, c.body, creds)
 			require.Equal(t, http.StatusNotFound, status, "%s %s with the %s on the public listener: %s", c.method, c.path, name, body)
 		}
 	}
 	require.Equal(t, 0, b.sandboxUser(t, project, key).Banned, "nothing was done")
 
 	for _, path := range []string{"/riverui/", "/v1/admin/orders/" + s.ID, "/v1/admin/audit", "/metrics", "/healthz", "/readyz"} {
-		status, _, body := send(t, http.MethodGet, b.adminURL+path, "", login(adminUser, adminPassword))
+		status, _, body := send(t, http.MethodGet, b.AdminURL+path, "", login(adminUser, adminPassword))
 		require.Equal(t, http.StatusOK, status, "GET %s on the internal listener: %s", path, body)
 	}
 }
@@ -115,7 +115,7 @@ func TestShopTokenReadsListingsAndNothingElse(t *testing.T) {
 	s, o := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	key := o.Keys[0].UserKey
 
-	status, _, body := send(t, http.MethodGet, b.url+"/v1/customers/"+s.Customer+"/keys", "", bearer("shop-token"))
+	status, _, body := send(t, http.MethodGet, b.URL+"/v1/customers/"+s.Customer+"/keys", "", bearer("shop-token"))
 	require.Equal(t, http.StatusOK, status, body)
 	require.Contains(t, body, key)
 
@@ -127,12 +127,12 @@ func TestShopTokenReadsListingsAndNothingElse(t *testing.T) {
 		{http.MethodPost, "/v1/admin/keys/set-discord", `{"user_key":"` + key + `","discord_id":"123456789012345678"}`},
 		{http.MethodPost, "/v1/admin/orders/" + s.ID + "/retry", ""},
 	} {
-		status, header, body := send(t, c.method, b.adminURL+c.path, c.body, bearer("shop-token"))
+		status, header, body := send(t, c.method, b.AdminURL+c.path, c.body, bearer("shop-token"))
 		require.Equal(t, http.StatusUnauthorized, status, "%s %s: %s", c.method, c.path, body)
 		require.Contains(t, header.Get("WWW-Authenticate"), "Bearer")
 	}
 	require.Equal(t, 0, b.sandboxUser(t, project, key).Banned, "nothing was done")
-	require.Equal(t, 0, b.count(t, `SELECT count(*) FROM support_audit`))
+	require.Equal(t, 0, b.Count(t, `SELECT count(*) FROM support_audit`))
 }
 
 // TestInternalListenerRefusesCrossSiteRequests: a page on another site
@@ -144,7 +144,7 @@ func TestInternalListenerRefusesCrossSiteRequests(t *testing.T) {
 	t.Parallel()
 	b := setup(t, withAdminLogin())
 	ctx := context.Background()
-	res, err := b.main.River.Insert(ctx, jobs.ResumeOrdersArgs{}, &river.InsertOpts{ScheduledAt: time.Now().Add(time.Hour)})
+	res, err := b.Main.River.Insert(ctx, jobs.ResumeOrdersArgs{}, &river.InsertOpts{ScheduledAt: time.Now().Add(time.Hour)})
 	require.NoError(t, err)
 	cancel := fmt.Sprintf(`{"ids":["%d"]}`, res.Job.ID)
 
@@ -157,19 +157,19 @@ func TestInternalListenerRefusesCrossSiteRequests(t *testing.T) {
 		for k, v := range extra {
 			header[k] = v
 		}
-		status, _, body := send(t, http.MethodPost, b.adminURL+"/riverui/api/jobs/cancel", cancel, header)
+		status, _, body := send(t, http.MethodPost, b.AdminURL+"/riverui/api/jobs/cancel", cancel, header)
 		require.Equal(t, http.StatusForbidden, status, "%s: %s", name, body)
 		header.Set("Authorization", "Bearer "+adminToken)
-		status, _, body = send(t, http.MethodPost, b.adminURL+"/v1/admin/orders/ord_000000000000/retry", "", header)
+		status, _, body = send(t, http.MethodPost, b.AdminURL+"/v1/admin/orders/ord_000000000000/retry", "", header)
 		require.Equal(t, http.StatusForbidden, status, "%s on the admin API: %s", name, body)
 	}
-	job, err := b.main.River.JobGet(ctx, res.Job.ID)
+	job, err := b.Main.River.JobGet(ctx, res.Job.ID)
 	require.NoError(t, err)
 	require.Equal(t, rivertype.JobStateScheduled, job.State, "the job is untouched")
-	require.Equal(t, 0, b.count(t, `SELECT count(*) FROM support_audit`), "nothing was done, so nothing audited")
+	require.Equal(t, 0, b.Count(t, `SELECT count(*) FROM support_audit`), "nothing was done, so nothing audited")
 
 	// The pages themselves are neither framed nor cached.
-	_, header, _ := send(t, http.MethodGet, b.adminURL+"/riverui/", "", login(adminUser, adminPassword))
+	_, header, _ := send(t, http.MethodGet, b.AdminURL+"/riverui/", "", login(adminUser, adminPassword))
 	require.Contains(t, header.Get("Content-Security-Policy"), "frame-ancestors 'none'")
 	require.Equal(t, "DENY", header.Get("X-Frame-Options"))
 	require.Equal(t, "no-store", header.Get("Cache-Control"))
@@ -178,13 +178,13 @@ func TestInternalListenerRefusesCrossSiteRequests(t *testing.T) {
 	header = login(adminUser, adminPassword)
 	header.Set("Sec-Fetch-Site", "same-origin")
 	header.Set("Content-Type", "application/json")
-	status, _, body := send(t, http.MethodPost, b.adminURL+"/riverui/api/jobs/cancel", cancel, header)
+	status, _, body := send(t, http.MethodPost, b.AdminURL+"/riverui/api/jobs/cancel", cancel, header)
 	require.Equal(t, http.StatusOK, status, body)
-	job, err = b.main.River.JobGet(ctx, res.Job.ID)
+	job, err = b.Main.River.JobGet(ctx, res.Job.ID)
 	require.NoError(t, err)
 	require.Equal(t, rivertype.JobStateCancelled, job.State)
 	var actor, path string
-	require.NoError(t, b.pool.QueryRow(ctx, `SELECT actor, detail->>'path' FROM support_audit
+	require.NoError(t, b.Pool.QueryRow(ctx, `SELECT actor, detail->>'path' FROM support_audit
 		WHERE action = 'riverui' AND detail->'job_ids' ? $1`, fmt.Sprint(res.Job.ID)).Scan(&actor, &path))
 	require.Equal(t, "admin:"+adminUser, actor)
 	require.Equal(t, "/api/jobs/cancel", path)
@@ -198,14 +198,14 @@ func TestSupportActionsAreAudited(t *testing.T) {
 	s, o := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	key := o.Keys[0].UserKey
 
-	status, _, body := send(t, http.MethodPost, b.adminURL+"/v1/admin/keys/blacklist",
+	status, _, body := send(t, http.MethodPost, b.AdminURL+"/v1/admin/keys/blacklist",
 		`{"user_key":"`+key+`","reason":"chargeback abuse"}`, bearer(adminToken))
 	require.Equal(t, http.StatusAccepted, status, body)
 	header := login(adminUser, adminPassword)
-	status, _, body = send(t, http.MethodPost, b.adminURL+"/v1/admin/keys/unban", keyBody(key), header)
+	status, _, body = send(t, http.MethodPost, b.AdminURL+"/v1/admin/keys/unban", keyBody(key), header)
 	require.Equal(t, http.StatusAccepted, status, body)
 
-	status, _, body = send(t, http.MethodGet, b.adminURL+"/v1/admin/audit?order="+s.ID, "", bearer(adminToken))
+	status, _, body = send(t, http.MethodGet, b.AdminURL+"/v1/admin/audit?order="+s.ID, "", bearer(adminToken))
 	require.Equal(t, http.StatusOK, status, body)
 	var listed struct {
 		Entries []struct {
@@ -236,14 +236,14 @@ func TestSupportActionsAreAudited(t *testing.T) {
 	require.NotContains(t, body, key, "the audit log grants nothing")
 	require.NotContains(t, body, s.ID)
 
-	status, _, body = send(t, http.MethodGet, b.adminURL+"/v1/admin/audit?before="+fmt.Sprint(unban.ID)+"&limit=1", "", bearer(adminToken))
+	status, _, body = send(t, http.MethodGet, b.AdminURL+"/v1/admin/audit?before="+fmt.Sprint(unban.ID)+"&limit=1", "", bearer(adminToken))
 	require.Equal(t, http.StatusOK, status, body)
 	decodeJSON(t, body, &listed)
 	require.Len(t, listed.Entries, 1)
 	require.Equal(t, ban.ID, listed.Entries[0].ID, "paged by before=")
 
 	for _, q := range []string{"limit=0", "before=x", "color=red", "order=ord_000000000000"} {
-		status, _, body = send(t, http.MethodGet, b.adminURL+"/v1/admin/audit?"+q, "", bearer(adminToken))
+		status, _, body = send(t, http.MethodGet, b.AdminURL+"/v1/admin/audit?"+q, "", bearer(adminToken))
 		require.Contains(t, []int{http.StatusBadRequest, http.StatusNotFound}, status, "%s: %s", q, body)
 	}
 }
@@ -259,7 +259,7 @@ func TestAdminLoginFailuresAreThrottledAcrossClients(t *testing.T) {
 	guess := func(client, password string) int {
 		header := login(adminUser, password)
 		header.Set("X-Forwarded-For", client)
-		status, _, _ := send(t, http.MethodGet, b.adminURL+"/v1/admin/audit", "", header)
+		status, _, _ := send(t, http.MethodGet, b.AdminURL+"/v1/admin/audit", "", header)
 		return status
 	}
 	refused := 0

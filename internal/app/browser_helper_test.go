@@ -68,11 +68,11 @@ func newPage(t *testing.T, b *bundle) *page {
 	// The first Do opens the tab, tied to the context it runs with: the
 	// tab's own, not a step's, which ends with the step.
 	require.NoError(t, chromedp.Do(tab), "opening a tab")
-	p := &page{ctx: tab, baseURL: b.url}
+	p := &page{ctx: tab, baseURL: b.URL}
 	p.run(t, chromedp.EmulateViewport(desktopWidth, 900))
 	for _, permission := range []string{"clipboard-read", "clipboard-write"} {
 		_, err := chromedp.CallBrowser(tab, browser.SetPermission, browser.SetPermissionParams{
-			Permission: &browser.PermissionDescriptor{Name: permission}, Setting: browser.PermissionSettingGranted, Origin: b.url})
+			Permission: &browser.PermissionDescriptor{Name: permission}, Setting: browser.PermissionSettingGranted, Origin: b.URL})
 		require.NoError(t, err, "granting %s", permission)
 	}
 	return p

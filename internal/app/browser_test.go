@@ -7,6 +7,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
 
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/logging"
 	"fulfiller/internal/stripeapi/stripefake"
 )
@@ -31,12 +32,12 @@ func TestOrderPageWaitsThenShowsTheKeysWithoutAReload(t *testing.T) {
 	// Marks this document: a reload would lose the mark.
 	eval[bool](t, p, `window.sameDocument = true`)
 	s.PaymentStatus = "paid"
-	b.stripe.PutSession(s)
-	b.deliver(t, b.sessionEvent(t, "checkout.session.async_payment_succeeded", s.ID))
+	b.Stripe.PutSession(s)
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.async_payment_succeeded", s.ID))
 	p.run(t, chromedp.WaitVisible(chromedp.CSS(`section.order[data-state="delivered"]`)))
 	require.True(t, eval[bool](t, p, `window.sameDocument === true`), "the keys must appear without a reload")
 
-	o := b.waitOrder(t, s.ID, "fulfilled")
+	o := b.WaitOrder(t, s.ID, "fulfilled")
 	require.Len(t, o.Keys, 2)
 	shown := eval[[]string](t, p, `Array.from(document.querySelectorAll("input.user-key"), i => i.value)`)
 	require.ElementsMatch(t, []string{o.Keys[0].UserKey, o.Keys[1].UserKey}, shown)
@@ -66,7 +67,7 @@ func TestOrderPageShowsARevokedOrder(t *testing.T) {
 	p := newPage(t, b)
 	s, _ := b.buy(t, stripefake.Item{PriceID: priceLife, Quantity: 1})
 	b.refundOrder(t, s)
-	b.waitOrder(t, s.ID, "revoked")
+	b.WaitOrder(t, s.ID, "revoked")
 
 	p.open(t, "/orders/"+s.ID)
 	p.run(t, chromedp.WaitVisible(chromedp.CSS(`section.order[data-state="revoked"][data-final]`)))
@@ -83,8 +84,8 @@ func TestOrderPageShowsAFailedOrderWithItsReference(t *testing.T) {
 	b := setup(t)
 	p := newPage(t, b)
 	s := b.paidSession(t, stripefake.Item{PriceID: "price_not_in_catalog", Quantity: 1})
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
-	b.waitOrder(t, s.ID, "failed")
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
+	b.WaitOrder(t, s.ID, "failed")
 
 	p.open(t, "/orders/"+s.ID)
 	p.run(t, chromedp.WaitVisible(chromedp.CSS(`section.order[data-state="failed"][data-final]`)))
@@ -134,14 +135,14 @@ func TestOrderPageResetsTheHWIDThenShowsTheCooldown(t *testing.T) {
 	require.True(t, eval[bool](t, p, `document.querySelector("li.key button.reset-hwid").disabled`))
 	p.run(t, chromedp.Evaluate[chromedp.Void](`(b => { b.disabled = false; b.click(); })(document.querySelector("li.key button.reset-hwid"))`))
 	p.waitFor(t, `document.querySelector("li.key .hwid-result").textContent.includes("next reset is allowed at")`, "the cooldown refusal to be shown")
-	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM river_job WHERE kind = 'reset_hwid'"), "the refused request queued nothing")
+	require.Equal(t, 1, b.Count(t, "SELECT count(*) FROM river_job WHERE kind = 'reset_hwid'"), "the refused request queued nothing")
 }
 
 func TestMyKeysPageEmailsALinkThatListsTheKeys(t *testing.T) {
 	t.Parallel()
 	b := setupLookup(t)
 	p := newPage(t, b.bundle)
-	o := b.buyAs(t, "page.buyer@example.com", newID("cus_"), stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	o := b.buyAs(t, "page.buyer@example.com", fulfillertest.NewID("cus_"), stripefake.Item{PriceID: priceMonth, Quantity: 1})
 
 	p.open(t, "/my-keys")
 	p.screenshots(t, "form")

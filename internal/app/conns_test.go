@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/config"
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/httpapi"
 	"fulfiller/internal/stripeapi/stripefake"
 )
@@ -115,9 +116,9 @@ func TestOneClientsIdleConnectionsAndLongPollsLeaveRoomForWebhooksAndBuyers(t *t
 	const attackPath = "/assets/page.css" // any cheap public page
 	b := setup(t, withConfig(func(c *config.Config) { c.MaxConnections = maxConns }))
 	pending := b.unpaidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", pending.ID))
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", pending.ID))
 	b.waitIdle(t)
-	waitersBefore := b.main.Changes.Waiters()
+	waitersBefore := b.Main.Changes.Waiters()
 	// The test's own keep-alive connections are not the attacker's.
 	http.DefaultClient.CloseIdleConnections()
 
@@ -128,16 +129,16 @@ func TestOneClientsIdleConnectionsAndLongPollsLeaveRoomForWebhooksAndBuyers(t *t
 	measure := func(rounds int) {
 		for range rounds {
 			paid := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
-			body := b.sessionEvent(t, "checkout.session.completed", paid.ID)
-			req, err := http.NewRequest(http.MethodPost, b.url+"/webhooks/stripe", bytes.NewReader(body))
+			body := b.SessionEvent(t, "checkout.session.completed", paid.ID)
+			req, err := http.NewRequest(http.MethodPost, b.URL+"/webhooks/stripe", bytes.NewReader(body))
 			require.NoError(t, err)
 			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Stripe-Signature", sign(body, b.secret, time.Now()))
+			req.Header.Set("Stripe-Signature", fulfillertest.Sign(body, b.Secret, time.Now()))
 			took, status, answer := timed(t, stripe, req)
 			require.Equal(t, http.StatusOK, status, string(answer))
 			webhookLatency = append(webhookLatency, took)
 
-			req, err = http.NewRequest(http.MethodGet, b.url+"/v1/orders/"+pending.ID, nil)
+			req, err = http.NewRequest(http.MethodGet, b.URL+"/v1/orders/"+pending.ID, nil)
 			require.NoError(t, err)
 			took, status, answer = timed(t, buyer, req)
 			require.Equal(t, http.StatusOK, status, string(answer))
@@ -146,7 +147,7 @@ func TestOneClientsIdleConnectionsAndLongPollsLeaveRoomForWebhooksAndBuyers(t *t
 			require.Equal(t, "pending", o.Status)
 			buyerLatency = append(buyerLatency, took)
 
-			req, err = http.NewRequest(http.MethodGet, b.main.AdminURL()+"/healthz", nil)
+			req, err = http.NewRequest(http.MethodGet, b.Main.AdminURL()+"/healthz", nil)
 			require.NoError(t, err)
 			took, status, _ = timed(t, probe, req)
 			require.Equal(t, http.StatusOK, status)
@@ -156,7 +157,7 @@ func TestOneClientsIdleConnectionsAndLongPollsLeaveRoomForWebhooksAndBuyers(t *t
 
 	// One address opens three times MAX_CONNECTIONS keep-alive
 	// connections, each sending one request and then idling.
-	attack := newAttacker(t, b.main.Addr(), "127.0.0.1")
+	attack := newAttacker(t, b.Main.Addr(), "127.0.0.1")
 	for range attackConns {
 		require.NoError(t, attack.open(attackPath))
 	}
@@ -172,7 +173,7 @@ func TestOneClientsIdleConnectionsAndLongPollsLeaveRoomForWebhooksAndBuyers(t *t
 		require.NoError(t, attack.open("/v1/orders/"+pending.ID+"?wait=30"))
 	}
 	require.Eventually(t, func() bool {
-		return b.main.Changes.Waiters()-waitersBefore == heldPolls && attack.answeredPending.Load() == attackPolls-heldPolls
+		return b.Main.Changes.Waiters()-waitersBefore == heldPolls && attack.answeredPending.Load() == attackPolls-heldPolls
 	}, 20*time.Second, time.Millisecond, "%d long-polls held, the rest answered at once", heldPolls)
 
 	// And it goes on opening connections while the others come.
@@ -200,11 +201,11 @@ func TestOneClientsIdleConnectionsAndLongPollsLeaveRoomForWebhooksAndBuyers(t *t
 	require.Eventually(t, func() bool { return attack.heldByService() <= keptForOne }, 20*time.Second, time.Millisecond,
 		"the service keeps at most MAX_CONNECTIONS_PER_CLIENT (and MAX_CONNECTIONS) of one client's connections; it keeps %d",
 		attack.heldByService())
-	require.Equal(t, heldPolls, b.main.Changes.Waiters()-waitersBefore, "the attacker's long-polls stay capped")
+	require.Equal(t, heldPolls, b.Main.Changes.Waiters()-waitersBefore, "the attacker's long-polls stay capped")
 
 	t.Logf("MAX_CONNECTIONS %d: the attacker (one address) opened %d connections (%d of them long-polls), %d answered, %d closed by the service once idle, %d refused; the service kept %d open for it, %d of its long-polls held",
 		maxConns, attack.opened.Load(), attackPolls, attack.answered.Load(), attack.closedByService.Load(), attack.refused.Load(),
-		attack.heldByService(), b.main.Changes.Waiters()-waitersBefore)
+		attack.heldByService(), b.Main.Changes.Waiters()-waitersBefore)
 	t.Logf("during the attack, each on a new connection from another address: webhook %s; buyer's GET /v1/orders %s; /healthz (internal listener) %s",
 		spread(webhookLatency), spread(buyerLatency), spread(healthLatency))
 
@@ -215,7 +216,7 @@ func TestOneClientsIdleConnectionsAndLongPollsLeaveRoomForWebhooksAndBuyers(t *t
 		_ = c.Close()
 	}
 	attack.mu.Unlock()
-	require.Eventually(t, func() bool { return b.main.Changes.Waiters() == waitersBefore }, 20*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return b.Main.Changes.Waiters() == waitersBefore }, 20*time.Second, time.Millisecond)
 }
 
 // spread is the least, median and most of durations.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/httpapi"
 	"fulfiller/internal/logging/logtest"
 	"fulfiller/internal/luarmor/sandbox"
@@ -31,13 +32,13 @@ func (b *bundle) discordOrder(t *testing.T, discordID, customer string, items ..
 	if customer != "" {
 		s.Customer = customer
 	}
-	b.stripe.PutSession(s)
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
-	b.waitOrder(t, s.ID, "fulfilled")
+	b.Stripe.PutSession(s)
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
+	b.WaitOrder(t, s.ID, "fulfilled")
 	// A purchase that extended a key the buyer had is applied by the
 	// key's writer right after the delivery.
 	b.waitIdle(t)
-	_, o := b.getOrder(t, s.ID)
+	_, o := b.GetOrder(t, s.ID)
 	return s, o
 }
 
@@ -45,7 +46,7 @@ func (b *bundle) discordOrder(t *testing.T, discordID, customer string, items ..
 // service has acted on it.
 func (b *bundle) refundOrder(t *testing.T, s stripefake.Session) {
 	t.Helper()
-	b.deliver(t, b.refund(t, newID("ch_"), s.PaymentIntent, "", 1000))
+	b.Deliver(t, b.refund(t, fulfillertest.NewID("ch_"), s.PaymentIntent, "", 1000))
 	b.waitIdle(t)
 }
 
@@ -55,7 +56,7 @@ func TestStrangerTypingAnothersDiscordIDGetsAKeyOfTheirOwn(t *testing.T) {
 	_, victim := b.discordOrder(t, discordA, "", stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	victimKey := victim.Keys[0].UserKey
 	require.Equal(t, "linked", victim.Keys[0].DiscordLink)
-	require.NoError(t, b.sandbox.Execute(project, victimKey, "hwid-victim"))
+	require.NoError(t, b.Luarmor.Execute(project, victimKey, "hwid-victim"))
 	victimExpiry := b.user(t, victimKey).AuthExpire
 
 	stranger, o := b.discordOrder(t, discordA, "", stripefake.Item{PriceID: priceMonth, Quantity: 1})
@@ -67,7 +68,7 @@ func TestStrangerTypingAnothersDiscordIDGetsAKeyOfTheirOwn(t *testing.T) {
 	require.Empty(t, b.user(t, strangerKey).DiscordID, "made without the Discord ID")
 	require.Equal(t, victimExpiry, b.user(t, victimKey).AuthExpire, "the victim's key is not extended")
 	require.Equal(t, discordA, b.user(t, victimKey).DiscordID)
-	require.Zero(t, b.count(t, "SELECT count(*) FROM order_keys WHERE extended_existing"))
+	require.Zero(t, b.Count(t, "SELECT count(*) FROM order_keys WHERE extended_existing"))
 
 	b.refundOrder(t, stranger)
 	got := b.waitKeys(t, stranger.ID, "revoked", "blacklisted")
@@ -75,7 +76,7 @@ func TestStrangerTypingAnothersDiscordIDGetsAKeyOfTheirOwn(t *testing.T) {
 	u := b.user(t, victimKey)
 	require.False(t, u.IsBanned(), "the victim's key keeps working")
 	require.Equal(t, victimExpiry, u.AuthExpire)
-	_, v := b.getOrder(t, victim.CheckoutSessionID)
+	_, v := b.GetOrder(t, victim.CheckoutSessionID)
 	require.Equal(t, "fulfilled", v.Status)
 	require.Equal(t, "active", v.Keys[0].Status)
 }
@@ -86,7 +87,7 @@ func TestSameCustomerBuyingAgainExtendsTheirKeyAndARefundTakesTheDaysBack(t *tes
 	first, o1 := b.discordOrder(t, discordA, "", stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	key := o1.Keys[0].UserKey
 	require.Contains(t, b.user(t, key).Note, "cus:"+first.Customer)
-	require.NoError(t, b.sandbox.Execute(project, key, "hwid-1"))
+	require.NoError(t, b.Luarmor.Execute(project, key, "hwid-1"))
 	paidUntil := b.user(t, key).AuthExpire
 
 	second, o2 := b.discordOrder(t, discordA, first.Customer, stripefake.Item{PriceID: priceMonth, Quantity: 1})
@@ -104,7 +105,7 @@ func TestSameCustomerBuyingAgainExtendsTheirKeyAndARefundTakesTheDaysBack(t *tes
 // and a dispute of the refunded payment afterwards takes nothing more.
 func (b *bundle) refundKeepsSharedKey(t *testing.T, refunded, holder stripefake.Session, key string, paidUntil int64) {
 	t.Helper()
-	b.sandbox.ResetCalls()
+	b.Luarmor.ResetCalls()
 	b.refundOrder(t, refunded)
 	got := b.waitKeys(t, refunded.ID, "revoked", "reverted")
 	require.NotNil(t, got.Keys[0].AuthExpire)
@@ -113,12 +114,12 @@ func (b *bundle) refundKeepsSharedKey(t *testing.T, refunded, holder stripefake.
 	require.False(t, u.IsBanned(), "the other purchase still holds the key")
 	require.Equal(t, paidUntil, u.AuthExpire, "only the refunded purchase's month is taken back")
 	require.Zero(t, b.luarmorCalls(http.MethodPost, "/users/blacklist"))
-	_, o := b.getOrder(t, holder.ID)
+	_, o := b.GetOrder(t, holder.ID)
 	require.Equal(t, "fulfilled", o.Status)
 	require.Equal(t, "active", o.Keys[0].Status)
 
 	ch := b.charge(t, refunded.PaymentIntent, "")
-	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", newID("dp_"), ch, refunded.PaymentIntent, "needs_response"))
+	b.Deliver(t, b.disputeEvent(t, "charge.dispute.created", fulfillertest.NewID("dp_"), ch, refunded.PaymentIntent, "needs_response"))
 	b.waitIdle(t)
 	require.Equal(t, paidUntil, b.user(t, key).AuthExpire)
 	require.False(t, b.user(t, key).IsBanned())
@@ -130,7 +131,7 @@ func TestRevokedExtensionKeepsDaysAddedSince(t *testing.T) {
 	b := setup(t, withMetrics(nil))
 	first, o1 := b.discordOrder(t, discordA, "", stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	key := o1.Keys[0].UserKey
-	require.NoError(t, b.sandbox.Execute(project, key, "hwid-1"))
+	require.NoError(t, b.Luarmor.Execute(project, key, "hwid-1"))
 	paidUntil := b.user(t, key).AuthExpire
 	second, _ := b.discordOrder(t, discordA, first.Customer, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	b.discordOrder(t, discordA, first.Customer, stripefake.Item{PriceID: priceMonth, Quantity: 1})
@@ -164,7 +165,7 @@ func TestDiscordRefusalInUnknownWordsIsDecidedByTheKeyHoldingTheID(t *testing.T)
 	_, first := b.discordOrder(t, discordA, "", stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	require.Equal(t, "linked", first.Keys[0].DiscordLink)
 
-	b.sandbox.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/users", Kind: sandbox.FaultRefuse, Message: "Discord ID is taken by another user."})
+	b.Luarmor.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/users", Kind: sandbox.FaultRefuse, Message: "Discord ID is taken by another user."})
 	_, o := b.discordOrder(t, discordA, "", stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	require.Len(t, o.Keys, 1)
 	require.NotEqual(t, first.Keys[0].UserKey, o.Keys[0].UserKey)
@@ -175,7 +176,7 @@ func TestDiscordRefusalInUnknownWordsIsDecidedByTheKeyHoldingTheID(t *testing.T)
 
 	// No key holds the ID: the refusal can only be about the ID itself,
 	// recorded as invalid, with a warning naming the message again.
-	b.sandbox.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/users", Kind: sandbox.FaultRefuse, Message: "Discord ID is taken by another user."})
+	b.Luarmor.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/users", Kind: sandbox.FaultRefuse, Message: "Discord ID is taken by another user."})
 	_, o = b.discordOrder(t, discordB, "", stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	require.Equal(t, "invalid", o.Keys[0].DiscordLink)
 	require.Empty(t, b.user(t, o.Keys[0].UserKey).DiscordID)
@@ -189,13 +190,13 @@ func TestInvalidDiscordIDIsNotSentAgainOnRetry(t *testing.T) {
 	// it fails (502, not applied), and the next one is applied but its
 	// answer is lost.
 	for _, kind := range []sandbox.FaultKind{sandbox.FaultLatency, sandbox.FaultHTML502, sandbox.FaultApplyThenDrop} {
-		b.sandbox.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/users", Kind: kind, Latency: time.Millisecond})
+		b.Luarmor.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/users", Kind: kind, Latency: time.Millisecond})
 	}
 	s, o := b.discordOrder(t, "buyer#1234", "", stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	require.Equal(t, "invalid", o.Keys[0].DiscordLink)
 	require.Equal(t, 1, b.luarmorUsersFor(s.ID), "the lost answer was found by its reference, not minted again")
 	var creates, withID int
-	for _, c := range b.sandbox.Calls() {
+	for _, c := range b.Luarmor.Calls() {
 		if c.Method == http.MethodPost && strings.HasSuffix(c.Path, "/users") {
 			creates++
 			if strings.Contains(string(c.Body), "discord_id") {
@@ -227,13 +228,13 @@ func TestOrderWithoutCustomerNeverExtends(t *testing.T) {
 	_, o1 := b.discordOrder(t, discordA, "", stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	s.DiscordID, s.Customer = discordA, ""
-	b.stripe.PutSession(s)
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
-	o2 := b.waitOrder(t, s.ID, "fulfilled")
+	b.Stripe.PutSession(s)
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
+	o2 := b.WaitOrder(t, s.ID, "fulfilled")
 	require.NotEqual(t, o1.Keys[0].UserKey, o2.Keys[0].UserKey)
 	require.Equal(t, "in_use", o2.Keys[0].DiscordLink)
 	var customer string
-	require.NoError(t, b.pool.QueryRow(context.Background(), "SELECT customer_id FROM orders WHERE checkout_session_id = $1", s.ID).Scan(&customer))
+	require.NoError(t, b.Pool.QueryRow(context.Background(), "SELECT customer_id FROM orders WHERE checkout_session_id = $1", s.ID).Scan(&customer))
 	require.Empty(t, customer)
 }
 
@@ -244,7 +245,7 @@ func (b *bundle) sharedKey(t *testing.T) (first, second stripefake.Session, key 
 	t.Helper()
 	first, o1 := b.discordOrder(t, discordA, "", stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	key = o1.Keys[0].UserKey
-	require.NoError(t, b.sandbox.Execute(project, key, "hwid-1"))
+	require.NoError(t, b.Luarmor.Execute(project, key, "hwid-1"))
 	paidUntil = b.user(t, key).AuthExpire
 	second, o2 := b.discordOrder(t, discordA, first.Customer, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	require.Equal(t, key, o2.Keys[0].UserKey, "the second purchase extends the first key")
@@ -274,7 +275,7 @@ func (b *bundle) refundBansSharedKey(t *testing.T, last, reverted stripefake.Ses
 	u := b.user(t, key)
 	require.True(t, u.IsBanned(), "no payment holds the key any more")
 	require.Equal(t, paidUntil, u.AuthExpire)
-	_, o := b.getOrder(t, reverted.ID)
+	_, o := b.GetOrder(t, reverted.ID)
 	require.Equal(t, "reverted", o.Keys[0].Status)
 }
 
@@ -296,12 +297,12 @@ func TestBothPurchasesOfAKeyRefundedAtOnceBanIt(t *testing.T) {
 	b := setup(t)
 	first, second, key, _ := b.sharedKey(t)
 
-	b.deliver(t, b.refund(t, newID("ch_"), first.PaymentIntent, "", 1000))
-	b.deliver(t, b.refund(t, newID("ch_"), second.PaymentIntent, "", 1000))
+	b.Deliver(t, b.refund(t, fulfillertest.NewID("ch_"), first.PaymentIntent, "", 1000))
+	b.Deliver(t, b.refund(t, fulfillertest.NewID("ch_"), second.PaymentIntent, "", 1000))
 	b.waitIdle(t)
 	require.True(t, b.user(t, key).IsBanned(), "however the two revocations interleave, the key does not outlive both payments")
-	_, o1 := b.getOrder(t, first.ID)
-	_, o2 := b.getOrder(t, second.ID)
+	_, o1 := b.GetOrder(t, first.ID)
+	_, o2 := b.GetOrder(t, second.ID)
 	require.Equal(t, "revoked", o1.Status)
 	require.Equal(t, "revoked", o2.Status)
 	statuses := []string{o1.Keys[0].Status, o2.Keys[0].Status}
@@ -319,12 +320,12 @@ func TestDisputeWonOfTheLastPurchaseHoldingAKeyLiftsItsBan(t *testing.T) {
 	b.waitKeys(t, first.ID, "revoked", "reverted")
 
 	ch := b.charge(t, second.PaymentIntent, "")
-	dp := newID("dp_")
-	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, second.PaymentIntent, "needs_response"))
+	dp := fulfillertest.NewID("dp_")
+	b.Deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, second.PaymentIntent, "needs_response"))
 	b.waitKeys(t, second.ID, "revoked", "blacklisted")
 	require.True(t, b.user(t, key).IsBanned(), "a dispute takes the key like a refund")
 
-	b.deliver(t, b.disputeEvent(t, "charge.dispute.closed", dp, ch, second.PaymentIntent, "won"))
+	b.Deliver(t, b.disputeEvent(t, "charge.dispute.closed", dp, ch, second.PaymentIntent, "won"))
 	b.waitKeys(t, second.ID, "fulfilled", "active")
 	u := b.user(t, key)
 	require.False(t, u.IsBanned(), "the won dispute gives the key back")
@@ -336,8 +337,8 @@ func TestFirstPurchaseRefundWhoseAnswerIsLostTakesItsDaysOnce(t *testing.T) {
 	b := setup(t)
 	first, _, key, paidUntil := b.sharedKey(t)
 
-	b.sandbox.ResetCalls()
-	b.sandbox.InjectFault(sandbox.Fault{Method: http.MethodPatch, PathContains: "/users", Kind: sandbox.FaultApplyThenDrop, Times: 1})
+	b.Luarmor.ResetCalls()
+	b.Luarmor.InjectFault(sandbox.Fault{Method: http.MethodPatch, PathContains: "/users", Kind: sandbox.FaultApplyThenDrop, Times: 1})
 	b.refundOrder(t, first)
 	b.waitKeys(t, first.ID, "revoked", "reverted")
 	require.Equal(t, 1, b.luarmorCalls(http.MethodPatch, "/users"),
@@ -355,12 +356,12 @@ func TestInquiryAboutTheFirstPurchaseOfASharedKeySuspendsAndGivesEveryDayBack(t 
 	first, _, key, paidUntil := b.sharedKey(t)
 
 	ch := b.charge(t, first.PaymentIntent, "")
-	dp := newID("dp_")
-	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, first.PaymentIntent, "warning_needs_response"))
+	dp := fulfillertest.NewID("dp_")
+	b.Deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, first.PaymentIntent, "warning_needs_response"))
 	b.waitKeys(t, first.ID, "revoked", "blacklisted")
 	require.True(t, b.user(t, key).IsBanned(), "suspended while the inquiry is open")
 
-	b.deliver(t, b.disputeEvent(t, "charge.dispute.closed", dp, ch, first.PaymentIntent, "warning_closed"))
+	b.Deliver(t, b.disputeEvent(t, "charge.dispute.closed", dp, ch, first.PaymentIntent, "warning_closed"))
 	b.waitKeys(t, first.ID, "fulfilled", "active")
 	u := b.user(t, key)
 	require.False(t, u.IsBanned())

@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/logging/logtest"
 	"fulfiller/internal/order"
@@ -42,7 +43,7 @@ func (b *bundle) requireUntouched(t *testing.T, s stripefake.Session, key string
 
 func (b *bundle) stripeCalls(method, path string) int {
 	n := 0
-	for _, r := range b.stripe.Requests() {
+	for _, r := range b.Stripe.Requests() {
 		if r.Method == method && r.Path == path {
 			n++
 		}
@@ -54,15 +55,15 @@ func TestInquiryWithActionNoneLeavesKeysActive(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	s, key, ch := b.disputed(t)
-	dp := newID("dp_")
-	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "warning_needs_response"))
-	b.deliver(t, b.disputeEvent(t, "charge.dispute.updated", dp, ch, s.PaymentIntent, "warning_under_review"))
+	dp := fulfillertest.NewID("dp_")
+	b.Deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "warning_needs_response"))
+	b.Deliver(t, b.disputeEvent(t, "charge.dispute.updated", dp, ch, s.PaymentIntent, "warning_under_review"))
 	b.requireUntouched(t, s, key)
 	require.Equal(t, 2, b.stripeCalls(http.MethodGet, "/v1/disputes/"+dp), "each event read the dispute back")
-	require.Zero(t, b.count(t, "SELECT count(*) FROM revocations"))
+	require.Zero(t, b.Count(t, "SELECT count(*) FROM revocations"))
 
 	// It closes without a chargeback: still nothing to undo.
-	b.deliver(t, b.disputeEvent(t, "charge.dispute.closed", dp, ch, s.PaymentIntent, "warning_closed"))
+	b.Deliver(t, b.disputeEvent(t, "charge.dispute.closed", dp, ch, s.PaymentIntent, "warning_closed"))
 	b.requireUntouched(t, s, key)
 }
 
@@ -71,12 +72,12 @@ func TestSuspendedInquiryIsLiftedWhenItCloses(t *testing.T) {
 	// A closed inquiry lifts its suspension whatever DISPUTE_WON_ACTION says.
 	b := setup(t, withPolicy(func(p *order.Policy) { p.SuspendOnInquiry = true; p.UnbanWhenDisputeWon = false }))
 	s, key, ch := b.disputed(t)
-	dp := newID("dp_")
-	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "warning_needs_response"))
+	dp := fulfillertest.NewID("dp_")
+	b.Deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "warning_needs_response"))
 	b.waitKeys(t, s.ID, "revoked", "blacklisted")
 	require.True(t, b.user(t, key).IsBanned())
 
-	b.deliver(t, b.disputeEvent(t, "charge.dispute.closed", dp, ch, s.PaymentIntent, "warning_closed"))
+	b.Deliver(t, b.disputeEvent(t, "charge.dispute.closed", dp, ch, s.PaymentIntent, "warning_closed"))
 	b.waitKeys(t, s.ID, "fulfilled", "active")
 	require.False(t, b.user(t, key).IsBanned())
 }
@@ -87,10 +88,10 @@ func TestInquiryTurnedChargebackBansWhetherStripeUpdatesItOrOpensANewDispute(t *
 		t.Parallel()
 		b := setup(t)
 		s, key, ch := b.disputed(t)
-		dp := newID("dp_")
-		b.deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "warning_needs_response"))
+		dp := fulfillertest.NewID("dp_")
+		b.Deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "warning_needs_response"))
 		b.requireUntouched(t, s, key)
-		b.deliver(t, b.disputeEvent(t, "charge.dispute.updated", dp, ch, s.PaymentIntent, "needs_response"))
+		b.Deliver(t, b.disputeEvent(t, "charge.dispute.updated", dp, ch, s.PaymentIntent, "needs_response"))
 		b.waitKeys(t, s.ID, "revoked", "blacklisted")
 		require.True(t, b.user(t, key).IsBanned())
 	})
@@ -98,11 +99,11 @@ func TestInquiryTurnedChargebackBansWhetherStripeUpdatesItOrOpensANewDispute(t *
 		t.Parallel()
 		b := setup(t, withPolicy(func(p *order.Policy) { p.SuspendOnInquiry = true }))
 		s, key, ch := b.disputed(t)
-		inquiry, chargeback := newID("dp_"), newID("dp_")
-		b.deliver(t, b.disputeEvent(t, "charge.dispute.created", inquiry, ch, s.PaymentIntent, "warning_needs_response"))
+		inquiry, chargeback := fulfillertest.NewID("dp_"), fulfillertest.NewID("dp_")
+		b.Deliver(t, b.disputeEvent(t, "charge.dispute.created", inquiry, ch, s.PaymentIntent, "warning_needs_response"))
 		b.waitKeys(t, s.ID, "revoked", "blacklisted")
-		b.deliver(t, b.disputeEvent(t, "charge.dispute.created", chargeback, ch, s.PaymentIntent, "needs_response"))
-		b.deliver(t, b.disputeEvent(t, "charge.dispute.closed", inquiry, ch, s.PaymentIntent, "warning_closed"))
+		b.Deliver(t, b.disputeEvent(t, "charge.dispute.created", chargeback, ch, s.PaymentIntent, "needs_response"))
+		b.Deliver(t, b.disputeEvent(t, "charge.dispute.closed", inquiry, ch, s.PaymentIntent, "warning_closed"))
 		b.waitIdle(t)
 		b.waitKeys(t, s.ID, "revoked", "blacklisted")
 		require.True(t, b.user(t, key).IsBanned(), "the chargeback still holds the key")
@@ -111,13 +112,13 @@ func TestInquiryTurnedChargebackBansWhetherStripeUpdatesItOrOpensANewDispute(t *
 		t.Parallel()
 		b := setup(t, withPolicy(func(p *order.Policy) { p.SuspendOnInquiry = true }))
 		s, key, ch := b.disputed(t)
-		dp := newID("dp_")
-		b.deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "warning_needs_response"))
+		dp := fulfillertest.NewID("dp_")
+		b.Deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "warning_needs_response"))
 		b.waitKeys(t, s.ID, "revoked", "blacklisted")
-		b.deliver(t, b.disputeEvent(t, "charge.dispute.updated", dp, ch, s.PaymentIntent, "needs_response"))
+		b.Deliver(t, b.disputeEvent(t, "charge.dispute.updated", dp, ch, s.PaymentIntent, "needs_response"))
 		b.waitIdle(t)
 		b.putDispute(dp, ch, s.PaymentIntent, "warning_closed") // a reading from before the escalation
-		b.deliver(t, b.disputeEvent(t, "charge.dispute.closed", dp, ch, s.PaymentIntent, "warning_closed"))
+		b.Deliver(t, b.disputeEvent(t, "charge.dispute.closed", dp, ch, s.PaymentIntent, "warning_closed"))
 		b.waitIdle(t)
 		b.waitKeys(t, s.ID, "revoked", "blacklisted")
 		require.True(t, b.user(t, key).IsBanned())
@@ -131,11 +132,11 @@ func TestChargebackLostKeepsTheBanAndWonLiftsIt(t *testing.T) {
 			t.Parallel()
 			b := setup(t)
 			s, key, ch := b.disputed(t)
-			dp := newID("dp_")
-			b.deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "needs_response"))
-			b.deliver(t, b.disputeEvent(t, "charge.dispute.updated", dp, ch, s.PaymentIntent, "under_review"))
+			dp := fulfillertest.NewID("dp_")
+			b.Deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "needs_response"))
+			b.Deliver(t, b.disputeEvent(t, "charge.dispute.updated", dp, ch, s.PaymentIntent, "under_review"))
 			b.waitKeys(t, s.ID, "revoked", "blacklisted")
-			b.deliver(t, b.disputeEvent(t, "charge.dispute.closed", dp, ch, s.PaymentIntent, status))
+			b.Deliver(t, b.disputeEvent(t, "charge.dispute.closed", dp, ch, s.PaymentIntent, status))
 			b.waitIdle(t)
 			if want {
 				b.waitKeys(t, s.ID, "revoked", "blacklisted")
@@ -152,28 +153,28 @@ func TestReplayedWonEventUnbansNothingStripeSaysLost(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	s, key, ch := b.disputed(t)
-	dp := newID("dp_")
-	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "needs_response"))
+	dp := fulfillertest.NewID("dp_")
+	b.Deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "needs_response"))
 	b.waitKeys(t, s.ID, "revoked", "blacklisted")
-	b.deliver(t, b.disputeEvent(t, "charge.dispute.closed", dp, ch, s.PaymentIntent, "lost"))
+	b.Deliver(t, b.disputeEvent(t, "charge.dispute.closed", dp, ch, s.PaymentIntent, "lost"))
 	b.waitIdle(t)
 
 	// A closed event whose body says won, while Stripe says lost.
-	b.deliver(t, event(t, "charge.dispute.closed", object(t, disputeObject(dp, ch, s.PaymentIntent, "won"))))
+	b.Deliver(t, fulfillertest.Event(t, "charge.dispute.closed", object(t, disputeObject(dp, ch, s.PaymentIntent, "won"))))
 	b.waitIdle(t)
 	b.waitKeys(t, s.ID, "revoked", "blacklisted")
 	require.True(t, b.user(t, key).IsBanned())
 	require.Zero(t, b.luarmorCalls(http.MethodGet, "/users/unban"))
-	require.Zero(t, b.count(t, "SELECT count(*) FROM revocations WHERE status = 'lifted'"))
+	require.Zero(t, b.Count(t, "SELECT count(*) FROM revocations WHERE status = 'lifted'"))
 }
 
 func TestCreatedEventOfADisputeStripeSaysWonRevokesNothing(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	s, key, ch := b.disputed(t)
-	dp := newID("dp_")
+	dp := fulfillertest.NewID("dp_")
 	b.putDispute(dp, ch, s.PaymentIntent, "won")
-	b.deliver(t, event(t, "charge.dispute.created", object(t, disputeObject(dp, ch, s.PaymentIntent, "needs_response"))))
+	b.Deliver(t, fulfillertest.Event(t, "charge.dispute.created", object(t, disputeObject(dp, ch, s.PaymentIntent, "needs_response"))))
 	b.requireUntouched(t, s, key)
 	require.Equal(t, 1, b.stripeCalls(http.MethodGet, "/v1/disputes/"+dp))
 }
@@ -184,18 +185,18 @@ func TestDisputeStripeDoesNotKnowIsSkippedAndAFailedReadRetried(t *testing.T) {
 	b := setup(t, withLogger(slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))))
 	s, key, ch := b.disputed(t)
 
-	unknown := newID("dp_")
-	b.deliver(t, event(t, "charge.dispute.created", object(t, disputeObject(unknown, ch, s.PaymentIntent, "needs_response"))))
+	unknown := fulfillertest.NewID("dp_")
+	b.Deliver(t, fulfillertest.Event(t, "charge.dispute.created", object(t, disputeObject(unknown, ch, s.PaymentIntent, "needs_response"))))
 	b.requireUntouched(t, s, key)
 	require.Contains(t, logs.String(), `"level":"ERROR","msg":"an event named a dispute this Stripe account does not know`)
-	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM river_job WHERE kind = 'apply_dispute' AND state = 'completed'"))
+	require.Equal(t, 1, b.Count(t, "SELECT count(*) FROM river_job WHERE kind = 'apply_dispute' AND state = 'completed'"))
 
 	// Stripe failing outlasts stripe-go's own two retries: the job retries.
-	dp := newID("dp_")
-	b.stripe.FailNext("/v1/disputes/"+dp, http.StatusInternalServerError, 4)
-	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "needs_response"))
+	dp := fulfillertest.NewID("dp_")
+	b.Stripe.FailNext("/v1/disputes/"+dp, http.StatusInternalServerError, 4)
+	b.Deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "needs_response"))
 	b.waitKeys(t, s.ID, "revoked", "blacklisted")
-	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM river_job WHERE kind = 'apply_dispute' AND attempt = 2 AND state = 'completed'"))
+	require.Equal(t, 1, b.Count(t, "SELECT count(*) FROM river_job WHERE kind = 'apply_dispute' AND attempt = 2 AND state = 'completed'"))
 }
 
 func TestRefundsRevokeOnceTheyReachTheShare(t *testing.T) {
@@ -204,18 +205,18 @@ func TestRefundsRevokeOnceTheyReachTheShare(t *testing.T) {
 
 	// Below the share: recorded, nothing changes.
 	s, key, ch := b.disputed(t)
-	b.deliver(t, b.refund(t, ch, s.PaymentIntent, "", 300))
+	b.Deliver(t, b.refund(t, ch, s.PaymentIntent, "", 300))
 	b.requireUntouched(t, s, key)
 	require.Equal(t, 1, b.stripeCalls(http.MethodGet, "/v1/charges/"+ch), "the charge was read back")
 
 	// A second partial refund brings the total to 60%.
-	b.deliver(t, b.refund(t, ch, s.PaymentIntent, "", 600))
+	b.Deliver(t, b.refund(t, ch, s.PaymentIntent, "", 600))
 	b.waitKeys(t, s.ID, "revoked", "blacklisted")
 	require.True(t, b.user(t, key).IsBanned())
 
 	// Above the share at once.
 	s2, key2, ch2 := b.disputed(t)
-	b.deliver(t, b.refund(t, ch2, s2.PaymentIntent, "", 500))
+	b.Deliver(t, b.refund(t, ch2, s2.PaymentIntent, "", 500))
 	b.waitKeys(t, s2.ID, "revoked", "blacklisted")
 	require.True(t, b.user(t, key2).IsBanned())
 }
@@ -224,12 +225,12 @@ func TestRefundShareIsReadFromStripeNotTheEvent(t *testing.T) {
 	t.Parallel()
 	b := setup(t) // REFUND_REVOKE_PERCENT 100
 	s, key, ch := b.disputed(t)
-	b.deliver(t, b.refund(t, ch, s.PaymentIntent, "", 999))
+	b.Deliver(t, b.refund(t, ch, s.PaymentIntent, "", 999))
 	b.requireUntouched(t, s, key)
 
 	// An event claiming a full refund of a charge Stripe says is refunded
 	// 999 of 1000 revokes nothing.
-	b.deliver(t, event(t, "charge.refunded", object(t, map[string]any{
+	b.Deliver(t, fulfillertest.Event(t, "charge.refunded", object(t, map[string]any{
 		"id": ch, "object": "charge", "payment_intent": s.PaymentIntent, "amount": 1000, "amount_refunded": 1000, "refunded": true,
 	})))
 	b.requireUntouched(t, s, key)
@@ -245,18 +246,18 @@ func TestRefundShareIsOfTheCapturedAmount(t *testing.T) {
 	refunded := func(t *testing.T, ch, pi string, captured bool, amountCaptured, amountRefunded int64) []byte {
 		obj := map[string]any{"id": ch, "object": "charge", "payment_intent": pi, "paid": true, "captured": captured,
 			"amount": 1000, "amount_captured": amountCaptured, "amount_refunded": amountRefunded, "refunded": true}
-		b.stripe.PutObject(stripefake.KindCharge, ch, obj)
-		return event(t, "charge.refunded", object(t, obj))
+		b.Stripe.PutObject(stripefake.KindCharge, ch, obj)
+		return fulfillertest.Event(t, "charge.refunded", object(t, obj))
 	}
 
 	s, key, ch := b.disputed(t)
-	b.deliver(t, refunded(t, ch, s.PaymentIntent, false, 0, 1000))
+	b.Deliver(t, refunded(t, ch, s.PaymentIntent, false, 0, 1000))
 	b.requireUntouched(t, s, key)
 	require.Equal(t, 1, b.stripeCalls(http.MethodGet, "/v1/charges/"+ch), "the charge was read back")
-	require.Zero(t, b.count(t, "SELECT count(*) FROM revocations WHERE source_id = $1", ch))
+	require.Zero(t, b.Count(t, "SELECT count(*) FROM revocations WHERE source_id = $1", ch))
 
 	s2, key2, ch2 := b.disputed(t)
-	b.deliver(t, refunded(t, ch2, s2.PaymentIntent, true, 600, 600))
+	b.Deliver(t, refunded(t, ch2, s2.PaymentIntent, true, 600, 600))
 	b.waitKeys(t, s2.ID, "revoked", "blacklisted")
 	require.True(t, b.user(t, key2).IsBanned())
 	require.Equal(t, "Payment refunded", b.user(t, key2).BanReason)
@@ -273,7 +274,7 @@ func (b *bundle) refundUpdated(t *testing.T, refundID, chargeID, pi string, refu
 	if status == "failed" {
 		obj["failure_reason"] = "expired_or_canceled_card"
 	}
-	return event(t, "charge.refund.updated", object(t, obj))
+	return fulfillertest.Event(t, "charge.refund.updated", object(t, obj))
 }
 
 // A refund that fails after charge.refunded (the card was closed) gives the
@@ -289,37 +290,37 @@ func TestFailedRefundRestoresTheKeys(t *testing.T) {
 			b := setup(t, withPolicy(func(p *order.Policy) { p.UnbanWhenDisputeWon = !keepDisputeBans }))
 			s, o := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 2})
 			ch := b.charge(t, s.PaymentIntent, "")
-			re := newID("re_")
+			re := fulfillertest.NewID("re_")
 			refunded := b.refund(t, ch, s.PaymentIntent, "", 1000)
-			b.deliver(t, refunded)
+			b.Deliver(t, refunded)
 			b.waitKeys(t, s.ID, "revoked", "blacklisted")
 			for _, k := range o.Keys {
 				require.True(t, b.user(t, k.UserKey).IsBanned())
 			}
 
-			b.deliver(t, b.refundUpdated(t, re, ch, s.PaymentIntent, 0, "failed"))
+			b.Deliver(t, b.refundUpdated(t, re, ch, s.PaymentIntent, 0, "failed"))
 			got := b.waitKeys(t, s.ID, "fulfilled", "active")
 			require.Len(t, got.Keys, 2)
 			for _, k := range got.Keys {
 				require.False(t, b.user(t, k.UserKey).IsBanned(), "the key works again")
 			}
 			b.waitIdle(t)
-			require.Equal(t, 1, b.count(t, "SELECT count(*) FROM revocations WHERE source_id = $1 AND status = 'lifted'", ch))
+			require.Equal(t, 1, b.Count(t, "SELECT count(*) FROM revocations WHERE source_id = $1 AND status = 'lifted'", ch))
 			require.Equal(t, 2, b.luarmorCalls(http.MethodGet, "/users/unban"), "one unban per key")
 
 			// The old charge.refunded again: Stripe says nothing is refunded.
-			b.deliver(t, refunded)
+			b.Deliver(t, refunded)
 			b.waitIdle(t)
 			b.waitKeys(t, s.ID, "fulfilled", "active")
 			require.Equal(t, 2, b.luarmorCalls(http.MethodPost, "/users/blacklist"), "no ban since the first")
 
 			// The shop refunds again, and this refund goes through.
-			b.deliver(t, b.refund(t, ch, s.PaymentIntent, "", 1000))
+			b.Deliver(t, b.refund(t, ch, s.PaymentIntent, "", 1000))
 			b.waitKeys(t, s.ID, "revoked", "blacklisted")
 			for _, k := range o.Keys {
 				require.True(t, b.user(t, k.UserKey).IsBanned())
 			}
-			require.Equal(t, 1, b.count(t, "SELECT count(*) FROM revocations WHERE source_id = $1 AND status = 'active'", ch))
+			require.Equal(t, 1, b.Count(t, "SELECT count(*) FROM revocations WHERE source_id = $1 AND status = 'active'", ch))
 		})
 	}
 }
@@ -330,38 +331,38 @@ func TestRefundUpdateOfARefundStripeStillCountsChangesNothing(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	s, key, ch := b.disputed(t)
-	b.deliver(t, b.refund(t, ch, s.PaymentIntent, "", 1000))
+	b.Deliver(t, b.refund(t, ch, s.PaymentIntent, "", 1000))
 	b.waitKeys(t, s.ID, "revoked", "blacklisted")
 	b.waitIdle(t)
 
-	re := newID("re_")
+	re := fulfillertest.NewID("re_")
 	succeeded := b.refundUpdated(t, re, ch, s.PaymentIntent, 1000, "succeeded")
-	b.deliver(t, succeeded)
+	b.Deliver(t, succeeded)
 	// The same event again (recorded once), and a second event for the
 	// same change.
-	b.deliver(t, succeeded)
-	b.deliver(t, b.refundUpdated(t, re, ch, s.PaymentIntent, 1000, "succeeded"))
-	stale := event(t, "charge.refund.updated", object(t, map[string]any{
+	b.Deliver(t, succeeded)
+	b.Deliver(t, b.refundUpdated(t, re, ch, s.PaymentIntent, 1000, "succeeded"))
+	stale := fulfillertest.Event(t, "charge.refund.updated", object(t, map[string]any{
 		"id": re, "object": "refund", "amount": 1000, "charge": ch, "payment_intent": s.PaymentIntent,
 		"status": "failed", "failure_reason": "lost_or_stolen_card",
 	}))
-	b.deliver(t, stale)
+	b.Deliver(t, stale)
 	b.waitIdle(t)
 
 	b.waitKeys(t, s.ID, "revoked", "blacklisted")
 	require.True(t, b.user(t, key).IsBanned())
 	require.Zero(t, b.luarmorCalls(http.MethodGet, "/users/unban"))
 	require.Equal(t, 1, b.luarmorCalls(http.MethodPost, "/users/blacklist"))
-	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM revocations WHERE source_id = $1 AND status = 'active'", ch))
-	require.Equal(t, 4, b.count(t, "SELECT count(*) FROM river_job WHERE kind = 'apply_refund' AND state = 'completed'"),
+	require.Equal(t, 1, b.Count(t, "SELECT count(*) FROM revocations WHERE source_id = $1 AND status = 'active'", ch))
+	require.Equal(t, 4, b.Count(t, "SELECT count(*) FROM river_job WHERE kind = 'apply_refund' AND state = 'completed'"),
 		"each distinct event read the charge back")
 }
 
 func TestEarlyFraudWarning(t *testing.T) {
 	t.Parallel()
 	warning := func(t *testing.T, ch, pi string) []byte {
-		return event(t, "radar.early_fraud_warning.created", object(t, map[string]any{
-			"id": newID("issfr_"), "object": "radar.early_fraud_warning", "charge": ch, "payment_intent": pi,
+		return fulfillertest.Event(t, "radar.early_fraud_warning.created", object(t, map[string]any{
+			"id": fulfillertest.NewID("issfr_"), "object": "radar.early_fraud_warning", "charge": ch, "payment_intent": pi,
 			"fraud_type": "made_with_stolen_card", "actionable": true,
 		}))
 	}
@@ -370,17 +371,17 @@ func TestEarlyFraudWarning(t *testing.T) {
 		var logs logtest.Buffer
 		b := setup(t, withLogger(slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))))
 		s, key, ch := b.disputed(t)
-		b.deliver(t, warning(t, ch, s.PaymentIntent))
+		b.Deliver(t, warning(t, ch, s.PaymentIntent))
 		b.requireUntouched(t, s, key)
 		require.Contains(t, logs.String(), `"level":"WARN","msg":"early fraud warning; keys untouched`)
 		require.Contains(t, logs.String(), `"fraud_type":"made_with_stolen_card"`)
-		require.Equal(t, 1, b.count(t, "SELECT count(*) FROM stripe_events WHERE type = 'radar.early_fraud_warning.created'"))
+		require.Equal(t, 1, b.Count(t, "SELECT count(*) FROM stripe_events WHERE type = 'radar.early_fraud_warning.created'"))
 	})
 	t.Run("revoke", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, withPolicy(func(p *order.Policy) { p.RevokeOnEarlyFraudWarning = true }))
 		s, key, ch := b.disputed(t)
-		b.deliver(t, warning(t, ch, s.PaymentIntent))
+		b.Deliver(t, warning(t, ch, s.PaymentIntent))
 		b.waitKeys(t, s.ID, "revoked", "blacklisted")
 		u := b.user(t, key)
 		require.True(t, u.IsBanned())
@@ -394,12 +395,12 @@ func TestEarlyFraudWarning(t *testing.T) {
 func (b *bundle) subscriptionPayment(t *testing.T) (s stripefake.Session, pi, invoice, charge string) {
 	t.Helper()
 	s, o := b.subscriptionOrder(t, 1)
-	b.stripe.PutObject(stripefake.KindSubscription, s.Subscription, map[string]any{"status": "active", "customer": s.Customer})
+	b.Stripe.PutObject(stripefake.KindSubscription, s.Subscription, map[string]any{"status": "active", "customer": s.Customer})
 	invoiceID, ev := b.invoice(t, s.Subscription, "subscription_cycle", time.Now().Unix()+60*day)
-	b.deliver(t, ev)
+	b.Deliver(t, ev)
 	b.waitIdle(t)
 	require.Len(t, o.Keys, 1)
-	pi = newID("pi_")
+	pi = fulfillertest.NewID("pi_")
 	return s, pi, invoiceID, b.charge(t, pi, invoiceID)
 }
 
@@ -410,30 +411,30 @@ func TestRevokedSubscriptionIsCancelledInStripeOnce(t *testing.T) {
 	deletes := func() int { return b.stripeCalls(http.MethodDelete, "/v1/subscriptions/"+s.Subscription) }
 
 	// A suspended inquiry takes no money: the subscription stays.
-	inquiry := newID("dp_")
-	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", inquiry, ch, pi, "warning_needs_response"))
+	inquiry := fulfillertest.NewID("dp_")
+	b.Deliver(t, b.disputeEvent(t, "charge.dispute.created", inquiry, ch, pi, "warning_needs_response"))
 	b.waitKeys(t, s.ID, "revoked", "blacklisted")
 	b.waitIdle(t)
 	require.Zero(t, deletes())
 
 	// A chargeback, its event delivered twice and updated, then a full
 	// refund of the same subscription.
-	dp := newID("dp_")
+	dp := fulfillertest.NewID("dp_")
 	created := b.disputeEvent(t, "charge.dispute.created", dp, ch, pi, "needs_response")
-	b.deliver(t, created)
-	b.deliver(t, created)
-	b.deliver(t, b.disputeEvent(t, "charge.dispute.updated", dp, ch, pi, "under_review"))
+	b.Deliver(t, created)
+	b.Deliver(t, created)
+	b.Deliver(t, b.disputeEvent(t, "charge.dispute.updated", dp, ch, pi, "under_review"))
 	b.waitIdle(t)
-	b.deliver(t, b.refund(t, ch, pi, inv, 1000))
+	b.Deliver(t, b.refund(t, ch, pi, inv, 1000))
 	b.waitIdle(t)
 
 	// The job run again.
-	_, err := b.main.River.Insert(context.Background(), jobs.CancelSubscriptionArgs{SubscriptionID: s.Subscription}, nil)
+	_, err := b.Main.River.Insert(context.Background(), jobs.CancelSubscriptionArgs{SubscriptionID: s.Subscription}, nil)
 	require.NoError(t, err)
 	b.waitIdle(t)
 
 	require.Equal(t, 1, deletes())
-	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM subscription_cancellations WHERE subscription_id = $1 AND outcome = 'cancelled'",
+	require.Equal(t, 1, b.Count(t, "SELECT count(*) FROM subscription_cancellations WHERE subscription_id = $1 AND outcome = 'cancelled'",
 		s.Subscription))
 	b.waitKeys(t, s.ID, "revoked", "blacklisted")
 }
@@ -442,24 +443,24 @@ func TestAlreadyCancelledSubscriptionIsSuccess(t *testing.T) {
 	t.Parallel()
 	b := setup(t, withPolicy(func(p *order.Policy) { p.CancelSubscriptionOnRevoke = true }))
 	s, pi, _, ch := b.subscriptionPayment(t)
-	b.stripe.PutObject(stripefake.KindSubscription, s.Subscription, map[string]any{"status": "canceled"})
-	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", newID("dp_"), ch, pi, "needs_response"))
+	b.Stripe.PutObject(stripefake.KindSubscription, s.Subscription, map[string]any{"status": "canceled"})
+	b.Deliver(t, b.disputeEvent(t, "charge.dispute.created", fulfillertest.NewID("dp_"), ch, pi, "needs_response"))
 	b.waitKeys(t, s.ID, "revoked", "blacklisted")
 	b.waitIdle(t)
 	require.Equal(t, 1, b.stripeCalls(http.MethodDelete, "/v1/subscriptions/"+s.Subscription))
-	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM subscription_cancellations
+	require.Equal(t, 1, b.Count(t, `SELECT count(*) FROM subscription_cancellations
 		WHERE subscription_id = $1 AND outcome = 'already_cancelled' AND cancelled_at IS NOT NULL`, s.Subscription))
-	require.Zero(t, b.count(t, "SELECT count(*) FROM river_job WHERE kind = 'cancel_subscription' AND state <> 'completed'"))
+	require.Zero(t, b.Count(t, "SELECT count(*) FROM river_job WHERE kind = 'cancel_subscription' AND state <> 'completed'"))
 }
 
 func TestSubscriptionStaysWhenCancelOnRevokeIsOff(t *testing.T) {
 	t.Parallel()
 	b := setup(t, withPolicy(func(p *order.Policy) { p.CancelSubscriptionOnRevoke = false }))
 	s, pi, _, ch := b.subscriptionPayment(t)
-	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", newID("dp_"), ch, pi, "needs_response"))
+	b.Deliver(t, b.disputeEvent(t, "charge.dispute.created", fulfillertest.NewID("dp_"), ch, pi, "needs_response"))
 	b.waitKeys(t, s.ID, "revoked", "blacklisted")
 	b.waitIdle(t)
-	for _, r := range b.stripe.Requests() {
+	for _, r := range b.Stripe.Requests() {
 		require.NotEqual(t, http.MethodDelete, r.Method, "nothing is cancelled: %+v", r)
 	}
 }

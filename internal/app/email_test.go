@@ -60,7 +60,7 @@ func (b *mailBundle) waitMessages(t *testing.T, n int) []mailtest.Message {
 func (b *bundle) emailStatus(t *testing.T, sessionID string, delivery int) string {
 	t.Helper()
 	var status string
-	require.NoError(t, b.pool.QueryRow(context.Background(),
+	require.NoError(t, b.Pool.QueryRow(context.Background(),
 		`SELECT status FROM order_emails WHERE checkout_session_id = $1 AND delivery = $2`, sessionID, delivery).Scan(&status))
 	return status
 }
@@ -72,7 +72,7 @@ func (b *bundle) waitEmailJob(t *testing.T, sessionID string, delivery int, stat
 	var id int64
 	var errs string
 	require.Eventually(t, func() bool {
-		err := b.pool.QueryRow(context.Background(), `SELECT id, COALESCE(errors::text, '') FROM river_job
+		err := b.Pool.QueryRow(context.Background(), `SELECT id, COALESCE(errors::text, '') FROM river_job
 			WHERE kind = 'send_order_email' AND (args->>'delivery')::int = $2
 			  AND (args->>'order_id')::bigint = (SELECT id FROM orders WHERE checkout_session_id = $1)
 			  AND state::text = ANY($3)`, sessionID, delivery, states).Scan(&id, &errs)
@@ -124,7 +124,7 @@ func parseEmail(t *testing.T, data []byte) parsedEmail {
 
 func (b *bundle) resendEmail(t *testing.T, sessionID, token string) (int, map[string]any) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, b.adminURL+"/v1/admin/orders/"+sessionID+"/resend-email", nil)
+	req, err := http.NewRequest(http.MethodPost, b.AdminURL+"/v1/admin/orders/"+sessionID+"/resend-email", nil)
 	require.NoError(t, err)
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -168,20 +168,20 @@ func TestFulfilledOrderEmailsItsKeys(t *testing.T) {
 	}
 	b.waitEmailJob(t, s.ID, 1, "completed")
 	require.Equal(t, "sent", b.emailStatus(t, s.ID, 1))
-	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM order_emails WHERE checkout_session_id = $1`, s.ID))
+	require.Equal(t, 1, b.Count(t, `SELECT count(*) FROM order_emails WHERE checkout_session_id = $1`, s.ID))
 }
 
 func TestKeysEmailShowsAStartedExpiry(t *testing.T) {
 	t.Parallel()
 	b := setupMail(t, smtpPassword)
 	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
-	o := b.waitOrder(t, s.ID, "fulfilled")
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
+	o := b.WaitOrder(t, s.ID, "fulfilled")
 	b.waitMessages(t, 1)
 
 	// The buyer ran the script before a resend: the email shows the date.
 	expire := time.Date(2031, time.March, 4, 5, 6, 0, 0, time.UTC).Unix()
-	_, err := b.pool.Exec(context.Background(), `UPDATE order_keys SET auth_expire = $2 WHERE checkout_session_id = $1`, s.ID, expire)
+	_, err := b.Pool.Exec(context.Background(), `UPDATE order_keys SET auth_expire = $2 WHERE checkout_session_id = $1`, s.ID, expire)
 	require.NoError(t, err)
 	status, _ := b.resendEmail(t, s.ID, adminToken)
 	require.Equal(t, http.StatusAccepted, status)
@@ -200,11 +200,11 @@ func TestKeysEmailIsSentOncePerDeliveryEvenWhenItsJobRunsTwice(t *testing.T) {
 
 	// The same job again (an operator's retry, a rescued job): the delivery
 	// is recorded sent, so nothing leaves.
-	_, err := b.main.River.JobRetry(context.Background(), jobID)
+	_, err := b.Main.River.JobRetry(context.Background(), jobID)
 	require.NoError(t, err)
 	b.waitEmailJob(t, s.ID, 1, "completed")
 	require.Eventually(t, func() bool {
-		return b.count(t, `SELECT count(*) FROM river_job WHERE id = $1 AND state = 'completed' AND attempt = 2`, jobID) == 1
+		return b.Count(t, `SELECT count(*) FROM river_job WHERE id = $1 AND state = 'completed' AND attempt = 2`, jobID) == 1
 	}, 20*time.Second, 20*time.Millisecond, "the job ran a second time")
 	require.Len(t, b.smtp.Messages(), 1, "one email per delivery")
 
@@ -214,7 +214,7 @@ func TestKeysEmailIsSentOncePerDeliveryEvenWhenItsJobRunsTwice(t *testing.T) {
 	b.waitMessages(t, 2)
 	b.waitEmailJob(t, s2.ID, 1, "completed")
 	require.Len(t, b.smtp.Messages(), 2)
-	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM order_emails WHERE checkout_session_id = $1`, s.ID))
+	require.Equal(t, 1, b.Count(t, `SELECT count(*) FROM order_emails WHERE checkout_session_id = $1`, s.ID))
 }
 
 func TestCutOffSendIsSentAgainWithTheSameMessageID(t *testing.T) {
@@ -226,9 +226,9 @@ func TestCutOffSendIsSentAgainWithTheSameMessageID(t *testing.T) {
 
 	// A run cut off after 'sending' committed: its outcome is unknown, so
 	// the documented at-least-once window applies, under the same Message-ID.
-	_, err := b.pool.Exec(context.Background(), `UPDATE order_emails SET status = 'sending' WHERE checkout_session_id = $1`, s.ID)
+	_, err := b.Pool.Exec(context.Background(), `UPDATE order_emails SET status = 'sending' WHERE checkout_session_id = $1`, s.ID)
 	require.NoError(t, err)
-	_, err = b.main.River.JobRetry(context.Background(), jobID)
+	_, err = b.Main.River.JobRetry(context.Background(), jobID)
 	require.NoError(t, err)
 	second := parseEmail(t, b.waitMessages(t, 2)[1].Data)
 	require.NotEmpty(t, first.header.Get("Message-Id"))
@@ -256,12 +256,12 @@ func TestResendEmailQueuesANewDelivery(t *testing.T) {
 	require.Equal(t, http.StatusNotFound, status, body)
 
 	pending := b.unpaidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", pending.ID))
-	b.waitOrder(t, pending.ID, "pending")
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", pending.ID))
+	b.WaitOrder(t, pending.ID, "pending")
 	status, body = b.resendEmail(t, pending.ID, adminToken)
 	require.Equal(t, http.StatusConflict, status, body)
 	require.Equal(t, "not_fulfilled", body["code"])
-	require.Zero(t, b.count(t, `SELECT count(*) FROM order_emails WHERE checkout_session_id = $1`, pending.ID))
+	require.Zero(t, b.Count(t, `SELECT count(*) FROM order_emails WHERE checkout_session_id = $1`, pending.ID))
 	require.Len(t, b.smtp.Messages(), 2)
 }
 
@@ -269,13 +269,13 @@ func TestNoEmailWithoutMailSettings(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	s, _ := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
-	require.Zero(t, b.count(t, `SELECT count(*) FROM order_emails`))
-	require.Zero(t, b.count(t, `SELECT count(*) FROM river_job WHERE kind = 'send_order_email'`))
+	require.Zero(t, b.Count(t, `SELECT count(*) FROM order_emails`))
+	require.Zero(t, b.Count(t, `SELECT count(*) FROM river_job WHERE kind = 'send_order_email'`))
 
 	status, body := b.resendEmail(t, s.ID, adminToken)
 	require.Equal(t, http.StatusNotImplemented, status)
 	require.Equal(t, "mail_off", body["code"])
-	require.Zero(t, b.count(t, `SELECT count(*) FROM river_job WHERE kind = 'send_order_email'`))
+	require.Zero(t, b.Count(t, `SELECT count(*) FROM river_job WHERE kind = 'send_order_email'`))
 }
 
 func TestFailingSMTPServerIsRetriedAndTheOrderStaysFulfilled(t *testing.T) {
@@ -287,14 +287,14 @@ func TestFailingSMTPServerIsRetriedAndTheOrderStaysFulfilled(t *testing.T) {
 	jobID, errs := b.waitEmailJob(t, s.ID, 1, "retryable")
 	require.Contains(t, errs, "try again later")
 	require.Equal(t, "queued", b.emailStatus(t, s.ID, 1), "a refused send is known not to have left")
-	_, o := b.getOrder(t, s.ID)
+	_, o := b.GetOrder(t, s.ID)
 	require.Equal(t, "fulfilled", o.Status, "a mail failure never fails the order")
 	require.Len(t, o.Keys, 1)
 	require.Empty(t, b.smtp.Messages())
 
 	// The server recovers; the retry delivers the one email.
 	b.smtp.Refuse(nil)
-	_, err := b.main.River.JobRetry(context.Background(), jobID)
+	_, err := b.Main.River.JobRetry(context.Background(), jobID)
 	require.NoError(t, err)
 	b.waitMessages(t, 1)
 	b.waitEmailJob(t, s.ID, 1, "completed")
@@ -313,12 +313,12 @@ func TestSMTPPasswordIsInNoError(t *testing.T) {
 	require.Contains(t, errs, "127.0.0.1", "the error names the server")
 	require.NotContains(t, errs, wrong)
 	var lastError string
-	require.NoError(t, b.pool.QueryRow(context.Background(),
+	require.NoError(t, b.Pool.QueryRow(context.Background(),
 		`SELECT COALESCE(last_error, '') FROM order_emails WHERE checkout_session_id = $1`, s.ID).Scan(&lastError))
 	require.NotEmpty(t, lastError)
 	require.NotContains(t, lastError, wrong)
-	require.False(t, strings.Contains(b.main.Config.Mail.SMTP.String(), wrong))
-	_, o := b.getOrder(t, s.ID)
+	require.False(t, strings.Contains(b.Main.Config.Mail.SMTP.String(), wrong))
+	_, o := b.GetOrder(t, s.ID)
 	require.Equal(t, "fulfilled", o.Status)
 	require.Equal(t, luarmor.NeverExpires, *o.Keys[0].AuthExpire)
 }
@@ -330,18 +330,18 @@ func TestKeysEmailOfAnExtensionShowsTheKeysNewExpiry(t *testing.T) {
 	b := setupMail(t, smtpPassword)
 	first := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	first.DiscordID = discordA
-	b.stripe.PutSession(first)
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", first.ID))
-	o1 := b.waitOrder(t, first.ID, "fulfilled")
+	b.Stripe.PutSession(first)
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", first.ID))
+	o1 := b.WaitOrder(t, first.ID, "fulfilled")
 	key := o1.Keys[0].UserKey
 	b.waitMessages(t, 1)
-	require.NoError(t, b.sandbox.Execute(project, key, "hwid-1"))
+	require.NoError(t, b.Luarmor.Execute(project, key, "hwid-1"))
 	paidUntil := b.user(t, key).AuthExpire
 
 	second := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	second.DiscordID, second.Customer = discordA, first.Customer
-	b.stripe.PutSession(second)
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", second.ID))
+	b.Stripe.PutSession(second)
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", second.ID))
 	e := parseEmail(t, b.waitMessages(t, 2)[1].Data)
 	require.Contains(t, e.text, key, "the buyer's own key, extended")
 	require.Contains(t, e.text, time.Unix(paidUntil+30*day, 0).UTC().Format("2 January 2006 15:04 UTC"), "with both purchases' days")

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/entitlement"
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/postgres"
@@ -107,44 +108,44 @@ func (b *bundle) play(t *testing.T, h history, customer, discord string, start i
 		}
 		s := b.paidSession(t, stripefake.Item{PriceID: price, Quantity: 1})
 		s.DiscordID, s.Customer = discord, customer
-		b.stripe.PutSession(s)
-		events = append(events, b.sessionEvent(t, "checkout.session.completed", s.ID))
-		charge := newID("ch_")
+		b.Stripe.PutSession(s)
+		events = append(events, b.SessionEvent(t, "checkout.session.completed", s.ID))
+		charge := fulfillertest.NewID("ch_")
 		refunded := int64(0)
 		if p.refunded {
 			refunded = 1000
 		}
 		obj := b.putCharge(charge, s.PaymentIntent, "", refunded)
 		if p.refunded {
-			events = append(events, event(t, "charge.refunded", object(t, obj)))
+			events = append(events, fulfillertest.Event(t, "charge.refunded", object(t, obj)))
 		}
 		if p.disputeWon {
-			dp := newID("dp_")
+			dp := fulfillertest.NewID("dp_")
 			b.putDispute(dp, charge, s.PaymentIntent, "won")
 			events = append(events,
-				event(t, "charge.dispute.created", object(t, disputeObject(dp, charge, s.PaymentIntent, "needs_response"))),
-				event(t, "charge.dispute.closed", object(t, disputeObject(dp, charge, s.PaymentIntent, "won"))))
+				fulfillertest.Event(t, "charge.dispute.created", object(t, disputeObject(dp, charge, s.PaymentIntent, "needs_response"))),
+				fulfillertest.Event(t, "charge.dispute.closed", object(t, disputeObject(dp, charge, s.PaymentIntent, "won"))))
 		}
 	}
 	if h.sub != nil {
-		sub := monthly(newID("sub_"), start, stripefake.SubscriptionItem{PriceID: priceMonth, Quantity: 1})
+		sub := monthly(fulfillertest.NewID("sub_"), start, stripefake.SubscriptionItem{PriceID: priceMonth, Quantity: 1})
 		sub.Customer = customer
-		b.stripe.PutSubscription(sub)
+		b.Stripe.PutSubscription(sub)
 		s := stripefake.Session{
-			ID: newID("cs_test_"), Mode: "subscription", PaymentStatus: "paid", Status: "complete",
-			CustomerEmail: defaultMail, Customer: customer, Subscription: sub.ID, Invoice: newID("in_"), DiscordID: discord,
+			ID: fulfillertest.NewID("cs_test_"), Mode: "subscription", PaymentStatus: "paid", Status: "complete",
+			CustomerEmail: defaultMail, Customer: customer, Subscription: sub.ID, Invoice: fulfillertest.NewID("in_"), DiscordID: discord,
 			Items: []stripefake.Item{{PriceID: priceMonth, Quantity: 1, Recurring: true}},
 		}
-		b.stripe.PutSession(s)
-		events = append(events, b.sessionEvent(t, "checkout.session.completed", s.ID))
+		b.Stripe.PutSession(s)
+		events = append(events, b.SessionEvent(t, "checkout.session.completed", s.ID))
 		for i := 1; i <= h.sub.renewals; i++ {
 			from := start + int64(i)*30*day
 			id, ev := b.invoiceOf(t, sub.ID, priceMonth, 1, from, from+30*day)
 			events = append(events, ev)
 			if i == h.sub.refundedRenewal {
-				pi := newID("pi_")
-				charge := newID("ch_")
-				events = append(events, event(t, "charge.refunded", object(t, b.putCharge(charge, pi, id, 1000))))
+				pi := fulfillertest.NewID("pi_")
+				charge := fulfillertest.NewID("ch_")
+				events = append(events, fulfillertest.Event(t, "charge.refunded", object(t, b.putCharge(charge, pi, id, 1000))))
 			}
 		}
 	}
@@ -155,7 +156,7 @@ func (b *bundle) play(t *testing.T, h history, customer, discord string, start i
 // over [from, to] and returns its ID and invoice.paid event.
 func (b *bundle) invoiceOf(t *testing.T, sub, price string, seats int, from, to int64) (string, []byte) {
 	t.Helper()
-	id := newID("in_")
+	id := fulfillertest.NewID("in_")
 	lines := []map[string]any{{
 		"object": "line_item", "type": "subscription", "proration": false, "subscription": sub, "amount": 1000,
 		"price": map[string]any{"id": price, "object": "price"}, "quantity": seats,
@@ -163,11 +164,11 @@ func (b *bundle) invoiceOf(t *testing.T, sub, price string, seats int, from, to 
 	}}
 	inv := map[string]any{
 		"id": id, "object": "invoice", "subscription": sub, "billing_reason": "subscription_cycle", "status": "paid",
-		"paid": true, "customer": "cus_x", "payment_intent": newID("pi_"), "charge": newID("ch_"),
+		"paid": true, "customer": "cus_x", "payment_intent": fulfillertest.NewID("pi_"), "charge": fulfillertest.NewID("ch_"),
 	}
-	b.stripe.PutObject(stripefake.KindInvoice, id, mergeMap(inv, map[string]any{"lines": lines}))
+	b.Stripe.PutObject(stripefake.KindInvoice, id, mergeMap(inv, map[string]any{"lines": lines}))
 	inv["lines"] = map[string]any{"object": "list", "data": lines, "has_more": false}
-	return id, event(t, "invoice.paid", object(t, inv))
+	return id, fulfillertest.Event(t, "invoice.paid", object(t, inv))
 }
 
 // access is what the customer can use after a run: the seconds of use
@@ -182,7 +183,7 @@ type access struct {
 
 func (b *bundle) accessOf(t *testing.T, customer string, start int64) access {
 	t.Helper()
-	client := luarmor.NewClient(luarmorKey, luarmor.WithBaseURL(b.main.Config.LuarmorBaseURL))
+	client := luarmor.NewClient(luarmorKey, luarmor.WithBaseURL(b.Main.Config.LuarmorBaseURL))
 	users, err := client.ListUsers(context.Background(), project, luarmor.ListUsersOptions{Search: "cus:" + customer})
 	require.NoError(t, err)
 	var a access
@@ -210,7 +211,7 @@ func (b *bundle) accessOf(t *testing.T, customer string, start int64) access {
 func (b *bundle) ledgerMatchesLuarmor(t *testing.T, asDays bool) {
 	t.Helper()
 	ctx := context.Background()
-	rows, err := b.pool.Query(ctx, `SELECT id FROM ledger_keys ORDER BY id`)
+	rows, err := b.Pool.Query(ctx, `SELECT id FROM ledger_keys ORDER BY id`)
 	require.NoError(t, err)
 	var ids []int64
 	for rows.Next() {
@@ -222,13 +223,13 @@ func (b *bundle) ledgerMatchesLuarmor(t *testing.T, asDays bool) {
 	policy := entitlement.Policy{GraceSeconds: day}
 	now := time.Now().Unix()
 	for _, id := range ids {
-		l, err := postgres.ReadLedger(ctx, b.pool, id, jobs.SuspendBanReason, jobs.DefaultSupportBanReason)
+		l, err := postgres.ReadLedger(ctx, b.Pool, id, jobs.SuspendBanReason, jobs.DefaultSupportBanReason)
 		require.NoError(t, err)
 		d := entitlement.Derive(l.Grants, l.Facts, policy)
 		if d.Unknown {
 			continue
 		}
-		u, ok := b.sandbox.User(project, l.UserKey)
+		u, ok := b.Luarmor.User(project, l.UserKey)
 		if d.Delete {
 			require.False(t, ok, "ledger key %d is deleted", id)
 			continue
@@ -293,9 +294,9 @@ func TestEveryOrderOfAHistoryGivesWhatWasPaidFor(t *testing.T) {
 			// it ends, not when every history has run.
 			t.Run(fmt.Sprintf("history%d/run%d", i, run), func(t *testing.T) {
 				b := setup(t)
-				b.sandbox.SetUnclaimedExpiryAsKeyDays(asDays)
+				b.Luarmor.SetUnclaimedExpiryAsKeyDays(asDays)
 				start := time.Now().Unix()
-				customer, discord := newID("cus_"), strconv.FormatInt(100000000000000000+r.Int64N(800000000000000000), 10)
+				customer, discord := fulfillertest.NewID("cus_"), strconv.FormatInt(100000000000000000+r.Int64N(800000000000000000), 10)
 				evs := b.play(t, h, customer, discord, start)
 				// A random order, and a third of the events twice.
 				order := slices.Clone(evs)
@@ -306,7 +307,7 @@ func TestEveryOrderOfAHistoryGivesWhatWasPaidFor(t *testing.T) {
 				}
 				r.Shuffle(len(order), func(a, c int) { order[a], order[c] = order[c], order[a] })
 				for _, ev := range order {
-					b.deliver(t, ev)
+					b.Deliver(t, ev)
 				}
 				events += len(order)
 				b.waitIdle(t)
@@ -348,12 +349,12 @@ func TestSubscriptionKeyEndsWhereTheLedgerSaysWhateverLuarmorDoesWithAnUnclaimed
 	t.Parallel()
 	for _, asDays := range []bool{false, true} {
 		b := setup(t)
-		b.sandbox.SetUnclaimedExpiryAsKeyDays(asDays)
-		sub := monthly(newID("sub_"), time.Now().Unix(), stripefake.SubscriptionItem{PriceID: priceMonth, Quantity: 1})
+		b.Luarmor.SetUnclaimedExpiryAsKeyDays(asDays)
+		sub := monthly(fulfillertest.NewID("sub_"), time.Now().Unix(), stripefake.SubscriptionItem{PriceID: priceMonth, Quantity: 1})
 		_, o := b.subscribe(t, sub, "paid", stripefake.Item{PriceID: priceMonth, Quantity: 1, Recurring: true})
 		key := o.Keys[0].UserKey
 		u := b.user(t, key)
-		awaiting := b.count(t, `SELECT count(*) FROM ledger_keys WHERE user_key = $1 AND awaiting_claim`, key) == 1
+		awaiting := b.Count(t, `SELECT count(*) FROM ledger_keys WHERE user_key = $1 AND awaiting_claim`, key) == 1
 		if asDays {
 			require.Equal(t, luarmor.NeverExpires, u.AuthExpire, "Luarmor kept the expiry as key_days")
 			require.Equal(t, 31, u.KeyDays, "the paid period and the grace, in whole days")
@@ -363,15 +364,15 @@ func TestSubscriptionKeyEndsWhereTheLedgerSaysWhateverLuarmorDoesWithAnUnclaimed
 			require.False(t, awaiting)
 		}
 
-		require.NoError(t, b.sandbox.Execute(project, key, "hwid-claim"))
+		require.NoError(t, b.Luarmor.Execute(project, key, "hwid-claim"))
 		next := sub.CurrentPeriodEnd + 30*day
 		_, ev := b.invoiceOf(t, sub.ID, priceMonth, 1, sub.CurrentPeriodEnd, next)
-		b.deliver(t, ev)
+		b.Deliver(t, ev)
 		b.waitIdle(t)
 		u = b.user(t, key)
 		require.Equal(t, next+day, u.AuthExpire, "asDays=%v: the claimed key ends where the ledger says", asDays)
 		require.Zero(t, u.KeyDays)
-		require.Zero(t, b.count(t, `SELECT count(*) FROM ledger_keys WHERE user_key = $1 AND awaiting_claim`, key))
+		require.Zero(t, b.Count(t, `SELECT count(*) FROM ledger_keys WHERE user_key = $1 AND awaiting_claim`, key))
 		b.ledgerMatchesLuarmor(t, asDays)
 	}
 }

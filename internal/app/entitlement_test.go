@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/stripe/stripe-go/v76"
 
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/httpapi"
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/order"
@@ -34,7 +35,7 @@ type line struct {
 // what the subscription holds, which may be ahead of the service.
 func (b *bundle) invoiceLines(t *testing.T, sub, reason string, ls []line) (string, []byte) {
 	t.Helper()
-	id := newID("in_")
+	id := fulfillertest.NewID("in_")
 	lines := make([]map[string]any, len(ls))
 	for i, l := range ls {
 		lines[i] = map[string]any{
@@ -45,17 +46,17 @@ func (b *bundle) invoiceLines(t *testing.T, sub, reason string, ls []line) (stri
 	}
 	inv := map[string]any{
 		"id": id, "object": "invoice", "subscription": sub, "billing_reason": reason, "status": "paid",
-		"paid": true, "customer": "cus_x", "payment_intent": newID("pi_"), "charge": newID("ch_"),
+		"paid": true, "customer": "cus_x", "payment_intent": fulfillertest.NewID("pi_"), "charge": fulfillertest.NewID("ch_"),
 	}
-	b.stripe.PutObject(stripefake.KindInvoice, id, mergeMap(inv, map[string]any{"lines": lines}))
+	b.Stripe.PutObject(stripefake.KindInvoice, id, mergeMap(inv, map[string]any{"lines": lines}))
 	inv["lines"] = map[string]any{"object": "list", "data": lines, "has_more": false}
-	return id, event(t, "invoice.paid", object(t, inv))
+	return id, fulfillertest.Event(t, "invoice.paid", object(t, inv))
 }
 
 // shown is the expiry the order API shows for key on the order.
 func (b *bundle) shown(t *testing.T, sessionID, key string) int64 {
 	t.Helper()
-	code, o := b.getOrder(t, sessionID)
+	code, o := b.GetOrder(t, sessionID)
 	require.Equal(t, http.StatusOK, code)
 	for _, k := range o.Keys {
 		if k.UserKey == key {
@@ -95,13 +96,13 @@ func (b *bundle) changePlanForAYear(t *testing.T, sub *stripefake.Subscription, 
 	sub.CurrentPeriodStart, sub.CurrentPeriodEnd = now, yearEnd
 	invoiceID, paid := b.invoiceLines(t, sub.ID, "subscription_update", []line{{price, 1, now, yearEnd}})
 	if invoiceFirst {
-		b.stripe.PutSubscription(*sub) // Stripe bills the plan it already holds
-		b.deliver(t, paid)
+		b.Stripe.PutSubscription(*sub) // Stripe bills the plan it already holds
+		b.Deliver(t, paid)
 		b.waitIdle(t)
 		b.changeSubscription(t, *sub)
 	} else {
 		b.changeSubscription(t, *sub)
-		b.deliver(t, paid)
+		b.Deliver(t, paid)
 		b.waitIdle(t)
 	}
 	return invoiceID, yearEnd
@@ -124,24 +125,24 @@ func TestSubscriptionOnTheBuyersOneTimeKeyAddsEveryPaidDay(t *testing.T) {
 			key := o1.Keys[0].UserKey
 			var firstUse int64
 			if startedFirst {
-				require.NoError(t, b.sandbox.Execute(project, key, "hwid-1"))
+				require.NoError(t, b.Luarmor.Execute(project, key, "hwid-1"))
 				firstUse = b.user(t, key).AuthExpire - 30*day
 			}
 
 			before := time.Now().Unix()
-			sub := monthly(newID("sub_"), before, stripefake.SubscriptionItem{PriceID: priceMonth, Quantity: 1})
-			b.stripe.PutSubscription(sub)
+			sub := monthly(fulfillertest.NewID("sub_"), before, stripefake.SubscriptionItem{PriceID: priceMonth, Quantity: 1})
+			b.Stripe.PutSubscription(sub)
 			s := stripefake.Session{
-				ID: newID("cs_test_"), Mode: "subscription", PaymentStatus: "paid", Status: "complete",
-				CustomerEmail: defaultMail, Customer: first.Customer, Subscription: sub.ID, Invoice: newID("in_"),
+				ID: fulfillertest.NewID("cs_test_"), Mode: "subscription", PaymentStatus: "paid", Status: "complete",
+				CustomerEmail: defaultMail, Customer: first.Customer, Subscription: sub.ID, Invoice: fulfillertest.NewID("in_"),
 				DiscordID: discordA, Items: []stripefake.Item{{PriceID: priceMonth, Quantity: 1, Recurring: true}},
 			}
-			b.stripe.PutSession(s)
-			b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
-			b.waitOrder(t, s.ID, "fulfilled")
+			b.Stripe.PutSession(s)
+			b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
+			b.WaitOrder(t, s.ID, "fulfilled")
 			b.waitIdle(t)
 			after := time.Now().Unix()
-			_, o2 := b.getOrder(t, s.ID)
+			_, o2 := b.GetOrder(t, s.ID)
 			require.Len(t, o2.Keys, 1)
 			require.Equal(t, key, o2.Keys[0].UserKey, "Luarmor says the Discord ID is on the buyer's own key: it is extended")
 			require.Equal(t, "linked", o2.Keys[0].DiscordLink)
@@ -160,7 +161,7 @@ func TestSubscriptionOnTheBuyersOneTimeKeyAddsEveryPaidDay(t *testing.T) {
 			require.Equal(t, start+60*day+day, u.AuthExpire, "the 30 days bought, then the first period and the grace")
 
 			_, ev := b.invoice(t, sub.ID, "subscription_cycle", sub.CurrentPeriodEnd+30*day)
-			b.deliver(t, ev)
+			b.Deliver(t, ev)
 			b.waitIdle(t)
 			require.Equal(t, start, b.keyStart(t, key), "the key's start is what it was")
 			want := start + 90*day + day // start + 30 days + two paid months + grace
@@ -169,7 +170,7 @@ func TestSubscriptionOnTheBuyersOneTimeKeyAddsEveryPaidDay(t *testing.T) {
 			require.False(t, u.IsBanned())
 			require.Equal(t, want, b.shown(t, first.ID, key), "the one-time order shows the key's expiry")
 			require.Equal(t, want, b.shown(t, s.ID, key), "the subscription's order shows the same")
-			require.Len(t, b.sandbox.Users(project), 1, "no second key")
+			require.Len(t, b.Luarmor.Users(project), 1, "no second key")
 		})
 	}
 }
@@ -178,7 +179,7 @@ func TestSubscriptionOnTheBuyersOneTimeKeyAddsEveryPaidDay(t *testing.T) {
 func (b *bundle) keyStart(t *testing.T, key string) int64 {
 	t.Helper()
 	var start *int64
-	require.NoError(t, b.pool.QueryRow(context.Background(), `SELECT started_at FROM ledger_keys WHERE project_id = $1 AND user_key = $2`,
+	require.NoError(t, b.Pool.QueryRow(context.Background(), `SELECT started_at FROM ledger_keys WHERE project_id = $1 AND user_key = $2`,
 		project, key).Scan(&start))
 	require.NotNil(t, start, "the key's start is recorded")
 	return *start
@@ -195,15 +196,15 @@ func TestPlanMovedToAnotherProjectRunsOnlyTheNewKeyForTheYear(t *testing.T) {
 		t.Run(orderName(invoiceFirst, "invoice first", "update first"), func(t *testing.T) {
 			t.Parallel()
 			b := setup(t)
-			sub := monthly(newID("sub_"), time.Now().Unix()-10*day,
+			sub := monthly(fulfillertest.NewID("sub_"), time.Now().Unix()-10*day,
 				stripefake.SubscriptionItem{ID: "si_plan", PriceID: priceMonth, Quantity: 1})
 			s, o := b.subscribe(t, sub, "paid", stripefake.Item{PriceID: priceMonth, Quantity: 1, Recurring: true})
 			old := o.Keys[0].UserKey
-			require.NoError(t, b.sandbox.Execute(project, old, "hwid-1"))
+			require.NoError(t, b.Luarmor.Execute(project, old, "hwid-1"))
 			firstEnd := sub.CurrentPeriodEnd
 
 			_, yearEnd := b.changePlanForAYear(t, &sub, priceOther, invoiceFirst)
-			got := b.waitOrder(t, s.ID, "fulfilled")
+			got := b.WaitOrder(t, s.ID, "fulfilled")
 			b.waitIdle(t)
 
 			require.Len(t, got.Keys, 2)
@@ -218,14 +219,14 @@ func TestPlanMovedToAnotherProjectRunsOnlyTheNewKeyForTheYear(t *testing.T) {
 			newKey := keyOn(t, got, priceOther)
 			require.Equal(t, project2, newKey.ProjectID)
 			require.False(t, newKey.Ending)
-			n, ok := b.sandbox.User(project2, newKey.UserKey)
+			n, ok := b.Luarmor.User(project2, newKey.UserKey)
 			require.True(t, ok, "the new project's key exists")
 			require.Equal(t, yearEnd+day, n.AuthExpire, "the year paid and the grace")
 			require.False(t, n.IsBanned())
 			require.Equal(t, yearEnd+day, b.shown(t, s.ID, newKey.UserKey))
 
-			require.Len(t, b.sandbox.Users(project), 1)
-			require.Len(t, b.sandbox.Users(project2), 1, "one key runs the year")
+			require.Len(t, b.Luarmor.Users(project), 1)
+			require.Len(t, b.Luarmor.Users(project2), 1, "one key runs the year")
 		})
 	}
 }
@@ -243,26 +244,26 @@ func TestRefundedPlanChangeTakesBackTheYearWhicheverEventCameFirst(t *testing.T)
 			t.Run(price+"/"+orderName(invoiceFirst, "invoice first", "update first"), func(t *testing.T) {
 				t.Parallel()
 				b := setup(t)
-				sub := monthly(newID("sub_"), time.Now().Unix()-10*day,
+				sub := monthly(fulfillertest.NewID("sub_"), time.Now().Unix()-10*day,
 					stripefake.SubscriptionItem{ID: "si_plan", PriceID: priceMonth, Quantity: 1})
 				s, o := b.subscribe(t, sub, "paid", stripefake.Item{PriceID: priceMonth, Quantity: 1, Recurring: true})
 				old := o.Keys[0].UserKey
 				firstEnd := sub.CurrentPeriodEnd
 				invoiceID, yearEnd := b.changePlanForAYear(t, &sub, price, invoiceFirst)
-				got := b.waitOrder(t, s.ID, "fulfilled")
+				got := b.WaitOrder(t, s.ID, "fulfilled")
 				b.waitIdle(t)
 				planKey := keyOn(t, got, price)
-				product, ok := b.catalog.Lookup(price)
+				product, ok := b.Catalog.Lookup(price)
 				require.True(t, ok)
 				projectID := product.ProjectID
-				n, ok := b.sandbox.User(projectID, planKey.UserKey)
+				n, ok := b.Luarmor.User(projectID, planKey.UserKey)
 				require.True(t, ok)
 				require.Equal(t, yearEnd+day, n.AuthExpire)
 
-				pi := newID("pi_")
-				b.deliver(t, b.refund(t, b.charge(t, pi, invoiceID), pi, invoiceID, 1000))
+				pi := fulfillertest.NewID("pi_")
+				b.Deliver(t, b.refund(t, b.charge(t, pi, invoiceID), pi, invoiceID, 1000))
 				b.waitIdle(t)
-				n, ok = b.sandbox.User(projectID, planKey.UserKey)
+				n, ok = b.Luarmor.User(projectID, planKey.UserKey)
 				require.True(t, ok)
 				require.Equal(t, firstEnd+day, n.AuthExpire, "the refunded year is taken back; the month paid before stays")
 				require.False(t, n.IsBanned())
@@ -270,7 +271,7 @@ func TestRefundedPlanChangeTakesBackTheYearWhicheverEventCameFirst(t *testing.T)
 				u := b.user(t, old)
 				require.Equal(t, firstEnd+day, u.AuthExpire)
 				require.False(t, u.IsBanned())
-				_, after := b.getOrder(t, s.ID)
+				_, after := b.GetOrder(t, s.ID)
 				require.Equal(t, "active", keyOn(t, after, price).Status)
 			})
 		}
@@ -287,16 +288,16 @@ func TestPlanMovedWithinTheProjectKeepsTheKeyAndRunsTheYear(t *testing.T) {
 		t.Run(orderName(invoiceFirst, "invoice first", "update first"), func(t *testing.T) {
 			t.Parallel()
 			b := setup(t)
-			sub := monthly(newID("sub_"), time.Now().Unix()-10*day,
+			sub := monthly(fulfillertest.NewID("sub_"), time.Now().Unix()-10*day,
 				stripefake.SubscriptionItem{ID: "si_plan", PriceID: priceMonth, Quantity: 1})
 			s, o := b.subscribe(t, sub, "paid", stripefake.Item{PriceID: priceMonth, Quantity: 1, Recurring: true})
 			key := o.Keys[0].UserKey
-			require.NoError(t, b.sandbox.Execute(project, key, "hwid-1"))
+			require.NoError(t, b.Luarmor.Execute(project, key, "hwid-1"))
 			bound := b.user(t, key).Identifier
 			require.NotEmpty(t, bound)
 
 			_, yearEnd := b.changePlanForAYear(t, &sub, priceYear, invoiceFirst)
-			got := b.waitOrder(t, s.ID, "fulfilled")
+			got := b.WaitOrder(t, s.ID, "fulfilled")
 			b.waitIdle(t)
 
 			require.Len(t, got.Keys, 1, "the plan change makes no second key")
@@ -309,7 +310,7 @@ func TestPlanMovedWithinTheProjectKeepsTheKeyAndRunsTheYear(t *testing.T) {
 			require.Equal(t, bound, u.Identifier, "the HWID stays bound")
 			require.False(t, u.IsBanned())
 			require.Equal(t, yearEnd+day, b.shown(t, s.ID, key))
-			require.Len(t, b.sandbox.Users(project), 1)
+			require.Len(t, b.Luarmor.Users(project), 1)
 		})
 	}
 }
@@ -336,22 +337,22 @@ func TestUnpaidSubscriptionPaidAgainExtendsTheSameKey(t *testing.T) {
 			now := time.Now().Unix()
 			sub.Status = "active"
 			sub.CurrentPeriodStart, sub.CurrentPeriodEnd = now, now+30*day
-			b.stripe.PutSubscription(sub)
+			b.Stripe.PutSubscription(sub)
 			_, ev := b.invoice(t, sub.ID, "subscription_cycle", sub.CurrentPeriodEnd)
-			b.deliver(t, ev)
+			b.Deliver(t, ev)
 			b.waitIdle(t)
 			b.changeSubscription(t, sub)
 
 			u := b.user(t, key)
 			require.Equal(t, sub.CurrentPeriodEnd+3600, u.AuthExpire, "the new period and the grace")
 			require.False(t, u.IsBanned())
-			_, o := b.getOrder(t, sessionID)
+			_, o := b.GetOrder(t, sessionID)
 			require.Len(t, o.Keys, 1, "no second key")
 			require.Equal(t, key, o.Keys[0].UserKey)
 			require.Equal(t, "active", o.Keys[0].Status)
 			require.False(t, o.Keys[0].Ending)
 			require.Equal(t, sub.CurrentPeriodEnd+3600, b.shown(t, sessionID, key))
-			require.Len(t, b.sandbox.Users(project), 1)
+			require.Len(t, b.Luarmor.Users(project), 1)
 		})
 	}
 }
@@ -385,7 +386,7 @@ func TestPastDueKeepLastsAtMostPastDueKeepFor(t *testing.T) {
 			if c.keepFor > 0 {
 				require.LessOrEqual(t, u.AuthExpire, time.Now().Unix(),
 					"kept 30 minutes past the paid end, then the grace: over half an hour ago")
-				require.Equal(t, 1, b.count(t, `SELECT count(*) FROM key_grants WHERE source = 'collecting' AND valid_to = $1`,
+				require.Equal(t, 1, b.Count(t, `SELECT count(*) FROM key_grants WHERE source = 'collecting' AND valid_to = $1`,
 					paidEnd+int64(c.keepFor/time.Second)), "the access kept ends PAST_DUE_KEEP_FOR after the paid end")
 				// Stripe keeps collecting: another look changes nothing.
 				b.changeSubscription(t, sub)
@@ -422,7 +423,7 @@ func TestPausedCollectionKeepsAccessAndIsNotSuspended(t *testing.T) {
 			require.Zero(t, b.luarmorCalls(http.MethodPost, "/users/blacklist"))
 			require.GreaterOrEqual(t, u.AuthExpire, before+3600, "access kept: the grace from now")
 			require.Equal(t, u.AuthExpire, b.shown(t, sessionID, key))
-			_, o := b.getOrder(t, sessionID)
+			_, o := b.GetOrder(t, sessionID)
 			require.Equal(t, "active", o.Keys[0].Status)
 
 			if status == "past_due" {
@@ -450,7 +451,7 @@ func TestSharedKeyShowsTheSameExpiryOnEveryOrder(t *testing.T) {
 			key := o1.Keys[0].UserKey
 			var paidUntil int64
 			if startedFirst {
-				require.NoError(t, b.sandbox.Execute(project, key, "hwid-1"))
+				require.NoError(t, b.Luarmor.Execute(project, key, "hwid-1"))
 				paidUntil = b.user(t, key).AuthExpire
 			}
 			before := time.Now().Unix()

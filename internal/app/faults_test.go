@@ -46,7 +46,7 @@ type purchaseWatch struct {
 func TestDeliversUnderLuarmorFaults(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.sandbox.SetRandomFaults(luarmorBadDay...)
+	b.Luarmor.SetRandomFaults(luarmorBadDay...)
 
 	// 15 orders at once, of 1, 2 and 5 units, some with a lifetime unit.
 	var watches []*purchaseWatch
@@ -63,7 +63,7 @@ func TestDeliversUnderLuarmorFaults(t *testing.T) {
 	}
 	for _, w := range watches {
 		w.sent = time.Now()
-		b.deliver(t, b.sessionEvent(t, "checkout.session.completed", w.session.ID))
+		b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", w.session.ID))
 	}
 
 	// Poll as the shop's success page would, noting when each key first
@@ -86,7 +86,7 @@ func TestDeliversUnderLuarmorFaults(t *testing.T) {
 	// Exactly one key per unit, in the order API and in Luarmor.
 	delivered := map[string]bool{}
 	for _, w := range watches {
-		code, o := b.getOrder(t, w.session.ID)
+		code, o := b.GetOrder(t, w.session.ID)
 		require.Equal(t, http.StatusOK, code)
 		require.Equal(t, "fulfilled", o.Status)
 		require.Len(t, o.Keys, w.units)
@@ -99,18 +99,18 @@ func TestDeliversUnderLuarmorFaults(t *testing.T) {
 		require.Equal(t, w.units, b.luarmorUsersFor(w.session.ID), "Luarmor holds one key per unit of the order, no extra")
 	}
 	inLuarmor := map[string]bool{}
-	for _, u := range b.sandbox.Users(project) {
+	for _, u := range b.Luarmor.Users(project) {
 		inLuarmor[u.UserKey] = true
 	}
 	require.Equal(t, delivered, inLuarmor, "every key in Luarmor is a delivered one")
-	require.Zero(t, b.count(t, "SELECT count(*) FROM river_job WHERE state = 'discarded'"), "no job gave up")
-	require.NotZero(t, faultedCalls(b.sandbox.Calls()), "the faults were injected")
+	require.Zero(t, b.Count(t, "SELECT count(*) FROM river_job WHERE state = 'discarded'"), "no job gave up")
+	require.NotZero(t, faultedCalls(b.Luarmor.Calls()), "the faults were injected")
 }
 
 // pollKeys reads the order once and notes keys seen for the first time.
 func (b *bundle) pollKeys(t *testing.T, w *purchaseWatch) {
 	t.Helper()
-	code, o := b.getOrder(t, w.session.ID)
+	code, o := b.GetOrder(t, w.session.ID)
 	if code != http.StatusOK {
 		w.last = fmt.Sprintf("HTTP %d", code)
 		return
@@ -180,7 +180,7 @@ func (b *bundle) faultReport(watches []*purchaseWatch) string {
 	var r strings.Builder
 	fmt.Fprintf(&r, "webhook → key visible, %d of %d keys delivered: p50 %s, p99 %s, max %s (goal: every key within %s)\n",
 		len(latencies), units, figure(50), figure(99), figure(100), faultDeliveryGoal)
-	calls := b.sandbox.Calls()
+	calls := b.Luarmor.Calls()
 	kinds := map[sandbox.FaultKind]int{}
 	for _, c := range calls {
 		kinds[c.Fault]++
@@ -207,7 +207,7 @@ func (b *bundle) faultReport(watches []*purchaseWatch) string {
 
 // createKeyAttempts lists the attempts of every create_key job, ascending.
 func (b *bundle) createKeyAttempts() ([]int, error) {
-	rows, err := b.pool.Query(context.Background(), "SELECT attempt FROM river_job WHERE kind = 'create_key' ORDER BY attempt")
+	rows, err := b.Pool.Query(context.Background(), "SELECT attempt FROM river_job WHERE kind = 'create_key' ORDER BY attempt")
 	if err != nil {
 		return nil, err
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/config"
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/logging/logtest"
 )
 
@@ -90,7 +91,7 @@ func TestRiverUIIsOffWithoutAdminCredentials(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	for _, path := range []string{"/riverui/", "/riverui/api/jobs?limit=1"} {
-		req, err := http.NewRequest(http.MethodGet, b.adminURL+path, nil)
+		req, err := http.NewRequest(http.MethodGet, b.AdminURL+path, nil)
 		require.NoError(t, err)
 		req.SetBasicAuth(adminUser, adminPassword)
 		resp, err := http.DefaultClient.Do(req)
@@ -104,7 +105,7 @@ func TestRiverUIIsGuardedByBasicAuth(t *testing.T) {
 	t.Parallel()
 	b := setup(t, withConfig(func(c *config.Config) { c.AdminUser, c.AdminPassword = adminUser, adminPassword }))
 	get := func(path string, auth func(*http.Request)) (*http.Response, string) {
-		req, err := http.NewRequest(http.MethodGet, b.adminURL+path, nil)
+		req, err := http.NewRequest(http.MethodGet, b.AdminURL+path, nil)
 		require.NoError(t, err)
 		auth(req)
 		resp, err := http.DefaultClient.Do(req)
@@ -138,7 +139,7 @@ func TestReadyzFailsWhileMigrationsArePending(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ready := func() apiAnswer {
-		resp, err := http.Get(b.adminURL + "/readyz")
+		resp, err := http.Get(b.AdminURL + "/readyz")
 		require.NoError(t, err)
 		defer resp.Body.Close()
 		body, err := io.ReadAll(resp.Body)
@@ -150,25 +151,25 @@ func TestReadyzFailsWhileMigrationsArePending(t *testing.T) {
 	ctx := context.Background()
 	var version int
 	var name string
-	require.NoError(t, b.pool.QueryRow(ctx, `DELETE FROM fulfiller_migrations
+	require.NoError(t, b.Pool.QueryRow(ctx, `DELETE FROM fulfiller_migrations
 		WHERE version = (SELECT max(version) FROM fulfiller_migrations) RETURNING version, name`).Scan(&version, &name))
 	a := ready()
 	require.Equal(t, http.StatusServiceUnavailable, a.status)
 	require.Contains(t, string(a.body), name)
 	require.Contains(t, string(a.body), "fulfiller migrate")
 
-	_, err := b.pool.Exec(ctx, `INSERT INTO fulfiller_migrations (version, name) VALUES ($1, $2)`, version, name)
+	_, err := b.Pool.Exec(ctx, `INSERT INTO fulfiller_migrations (version, name) VALUES ($1, $2)`, version, name)
 	require.NoError(t, err)
 	require.Equal(t, http.StatusOK, ready().status)
 
 	// A version this binary does not know (a newer replica migrated
 	// first) is no reason to stop serving.
-	_, err = b.pool.Exec(ctx, `INSERT INTO fulfiller_migrations (version, name) VALUES (99999, '99999_future.sql')`)
+	_, err = b.Pool.Exec(ctx, `INSERT INTO fulfiller_migrations (version, name) VALUES (99999, '99999_future.sql')`)
 	require.NoError(t, err)
 	require.Equal(t, http.StatusOK, ready().status)
 
 	// River's schema counts too.
-	_, err = b.pool.Exec(ctx, `DELETE FROM river_migration WHERE version = (SELECT max(version) FROM river_migration)`)
+	_, err = b.Pool.Exec(ctx, `DELETE FROM river_migration WHERE version = (SELECT max(version) FROM river_migration)`)
 	require.NoError(t, err)
 	a = ready()
 	require.Equal(t, http.StatusServiceUnavailable, a.status)
@@ -178,7 +179,7 @@ func TestReadyzFailsWhileMigrationsArePending(t *testing.T) {
 func TestOversizedHeadersAreRefused(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	req, err := http.NewRequest(http.MethodGet, b.url+"/openapi.json", nil)
+	req, err := http.NewRequest(http.MethodGet, b.URL+"/openapi.json", nil)
 	require.NoError(t, err)
 	req.Header.Set("X-Padding", strings.Repeat("a", 100<<10))
 	resp, err := http.DefaultClient.Do(req)
@@ -206,12 +207,12 @@ func getOn(conn net.Conn, r *bufio.Reader, path string, deadline time.Duration) 
 func TestConnectionsPastTheCapWaitWhileEveryOpenOneIsBusy(t *testing.T) {
 	t.Parallel()
 	b := setup(t, withConfig(func(c *config.Config) { c.MaxConnections = 2 }))
-	id := newID("cs_test_")
-	_, err := b.pool.Exec(context.Background(), `INSERT INTO orders (checkout_session_id) VALUES ($1)`, id)
+	id := fulfillertest.NewID("cs_test_")
+	_, err := b.Pool.Exec(context.Background(), `INSERT INTO orders (checkout_session_id) VALUES ($1)`, id)
 	require.NoError(t, err)
 	dial := func(from string) (net.Conn, *bufio.Reader) {
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
-		conn, err := d.Dial("tcp", b.main.Addr())
+		conn, err := d.Dial("tcp", b.Main.Addr())
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = conn.Close() }) // the test may have closed it already
 		return conn, bufio.NewReader(conn)
@@ -221,7 +222,7 @@ func TestConnectionsPastTheCapWaitWhileEveryOpenOneIsBusy(t *testing.T) {
 	poll, _ := dial("127.0.0.1")
 	_, err = io.WriteString(poll, "GET /v1/orders/"+id+"?wait=30 HTTP/1.1\r\nHost: fulfiller\r\n\r\n")
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return b.main.Changes.Waiters() == 1 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return b.Main.Changes.Waiters() == 1 }, 10*time.Second, time.Millisecond)
 	slow, slowR := dial("127.0.0.1")
 	_, err = io.WriteString(slow, "GET /openapi.json HTTP/1.1\r\n")
 	require.NoError(t, err)
@@ -252,7 +253,7 @@ func TestConnectionsPastTheCapWaitWhileEveryOpenOneIsBusy(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	_, err = slowR.ReadByte()
 	require.ErrorIs(t, err, io.EOF, "the idle connection was closed to make room")
-	require.Equal(t, 1, b.main.Changes.Waiters(), "the long-poll is still held")
+	require.Equal(t, 1, b.Main.Changes.Waiters(), "the long-poll is still held")
 }
 
 func TestBadlySignedWebhooksAreLoggedSampledPerClient(t *testing.T) {
@@ -260,10 +261,10 @@ func TestBadlySignedWebhooksAreLoggedSampledPerClient(t *testing.T) {
 	var log logtest.Buffer
 	b := setup(t, withLogger(slog.New(slog.NewJSONHandler(&log, &slog.HandlerOptions{Level: slog.LevelWarn}))))
 	body := []byte(`{"id":"evt_forged","object":"event"}`)
-	sig := sign(body, "whsec_someone_else_0123456789abcdef0123456789", time.Now())
+	sig := fulfillertest.Sign(body, "whsec_someone_else_0123456789abcdef0123456789", time.Now())
 	client := &http.Client{}
 	for range 2000 {
-		req, err := http.NewRequest(http.MethodPost, b.url+"/webhooks/stripe", strings.NewReader(string(body)))
+		req, err := http.NewRequest(http.MethodPost, b.URL+"/webhooks/stripe", strings.NewReader(string(body)))
 		require.NoError(t, err)
 		req.Header.Set("Stripe-Signature", sig)
 		resp, err := client.Do(req)

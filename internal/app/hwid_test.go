@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/config"
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/httpapi"
 	"fulfiller/internal/logging"
 	"fulfiller/internal/logging/logtest"
@@ -32,7 +33,7 @@ type resetAnswer struct {
 // resetHWID asks for the HWID reset of userKey through the order API.
 func (b *bundle) resetHWID(t *testing.T, sessionID, body string) resetAnswer {
 	t.Helper()
-	resp, err := http.Post(b.url+"/v1/orders/"+sessionID+"/reset-hwid", "application/json", strings.NewReader(body))
+	resp, err := http.Post(b.URL+"/v1/orders/"+sessionID+"/reset-hwid", "application/json", strings.NewReader(body))
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
@@ -50,7 +51,7 @@ func (b *bundle) boughtKey(t *testing.T) (stripefake.Session, string) {
 	t.Helper()
 	s, o := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	key := o.Keys[0].UserKey
-	require.NoError(t, b.sandbox.Execute(project, key, "pc-old"))
+	require.NoError(t, b.Luarmor.Execute(project, key, "pc-old"))
 	return s, key
 }
 
@@ -59,7 +60,7 @@ func (b *bundle) waitReset(t *testing.T, sessionID, userKey, status string) http
 	t.Helper()
 	var last httpapi.HWIDResetJSON
 	require.Eventually(t, func() bool {
-		code, o := b.getOrder(t, sessionID)
+		code, o := b.GetOrder(t, sessionID)
 		if code != http.StatusOK {
 			return false
 		}
@@ -75,14 +76,14 @@ func (b *bundle) waitReset(t *testing.T, sessionID, userKey, status string) http
 
 func (b *bundle) resetJobs(t *testing.T, state string) int {
 	t.Helper()
-	return b.count(t, `SELECT count(*) FROM river_job WHERE kind = 'reset_hwid' AND state = $1`, state)
+	return b.Count(t, `SELECT count(*) FROM river_job WHERE kind = 'reset_hwid' AND state = $1`, state)
 }
 
 func TestHWIDResetClearsTheHWIDAndHoldsTheCooldown(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	s, key := b.boughtKey(t)
-	_, o := b.getOrder(t, s.ID)
+	_, o := b.GetOrder(t, s.ID)
 	require.Equal(t, httpapi.HWIDResetJSON{Status: "none"}, o.Keys[0].HWIDReset, "never reset: allowed now")
 
 	before := time.Now()
@@ -102,7 +103,7 @@ func TestHWIDResetClearsTheHWIDAndHoldsTheCooldown(t *testing.T) {
 	u := b.user(t, key)
 	require.Empty(t, u.Identifier, "Luarmor cleared the HWID")
 	require.Equal(t, 1, u.TotalResets)
-	require.NoError(t, b.sandbox.Execute(project, key, "pc-new"), "the key runs on the new machine")
+	require.NoError(t, b.Luarmor.Execute(project, key, "pc-new"), "the key runs on the new machine")
 
 	// The shop's listings show the same reset.
 	listed := b.call(t, http.MethodPost, "/v1/keys/search", `{"email":"`+s.CustomerEmail+`"}`, "", "shop-token")
@@ -114,7 +115,7 @@ func TestHWIDResetClearsTheHWIDAndHoldsTheCooldown(t *testing.T) {
 
 	// Sent with force: the shop's cooldown is the service's setting.
 	var sent []string
-	for _, c := range b.sandbox.Calls() {
+	for _, c := range b.Luarmor.Calls() {
 		if strings.HasSuffix(c.Path, "/users/resethwid") {
 			sent = append(sent, string(c.Body))
 		}
@@ -159,7 +160,7 @@ func TestConcurrentHWIDResetsAcceptExactlyOne(t *testing.T) {
 	require.Equal(t, 1, accepted)
 	b.waitReset(t, s.ID, key, "done")
 	b.waitIdle(t)
-	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM river_job WHERE kind = 'reset_hwid'`))
+	require.Equal(t, 1, b.Count(t, `SELECT count(*) FROM river_job WHERE kind = 'reset_hwid'`))
 	require.Equal(t, 1, b.user(t, key).TotalResets)
 }
 
@@ -171,7 +172,7 @@ func TestHWIDResetIsAcceptedAgainOnceTheCooldownPassed(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, a.status, a.body)
 	next := time.Unix(int64(a.body["next_reset_at"].(float64)), 0)
 	b.waitReset(t, s.ID, key, "done")
-	require.NoError(t, b.sandbox.Execute(project, key, "pc-2"))
+	require.NoError(t, b.Luarmor.Execute(project, key, "pc-2"))
 
 	time.Sleep(time.Until(next.Add(time.Second))) // the cooldown ends within 3 s
 	r := b.waitReset(t, s.ID, key, "done")
@@ -182,7 +183,7 @@ func TestHWIDResetIsAcceptedAgainOnceTheCooldownPassed(t *testing.T) {
 	require.Equal(t, 2, b.resetJobs(t, "completed"))
 	require.Equal(t, 2, b.user(t, key).TotalResets)
 	require.Empty(t, b.user(t, key).Identifier)
-	require.Equal(t, 2, b.count(t, `SELECT resets FROM hwid_resets`))
+	require.Equal(t, 2, b.Count(t, `SELECT resets FROM hwid_resets`))
 }
 
 func TestHWIDResetRefusesRevokedKeysAndOtherOrdersKeys(t *testing.T) {
@@ -190,13 +191,13 @@ func TestHWIDResetRefusesRevokedKeysAndOtherOrdersKeys(t *testing.T) {
 	b := setup(t)
 	s, key := b.boughtKey(t)
 	other, otherKey := b.boughtKey(t)
-	stripeReads := len(b.stripe.Requests())
+	stripeReads := len(b.Stripe.Requests())
 
 	// A key of another order, an unknown order and a malformed ID are
 	// answered alike, and none is looked up in Stripe.
 	notFound := []resetAnswer{
 		b.resetHWID(t, s.ID, keyBody(otherKey)),
-		b.resetHWID(t, newID("cs_test_"), keyBody(key)),
+		b.resetHWID(t, fulfillertest.NewID("cs_test_"), keyBody(key)),
 		b.resetHWID(t, "not-a-session", keyBody(key)),
 	}
 	for _, a := range notFound {
@@ -204,7 +205,7 @@ func TestHWIDResetRefusesRevokedKeysAndOtherOrdersKeys(t *testing.T) {
 		require.Equal(t, notFound[0].body, a.body)
 	}
 	require.Equal(t, "not_found", notFound[0].body["code"])
-	require.Equal(t, stripeReads, len(b.stripe.Requests()), "no Stripe lookup")
+	require.Equal(t, stripeReads, len(b.Stripe.Requests()), "no Stripe lookup")
 
 	// A revoked key is refused, and nothing is reserved or queued.
 	b.refundOrder(t, s)
@@ -213,8 +214,8 @@ func TestHWIDResetRefusesRevokedKeysAndOtherOrdersKeys(t *testing.T) {
 	require.Equal(t, http.StatusConflict, a.status)
 	require.Equal(t, "conflict", a.body["code"])
 	require.Contains(t, a.body["error"], "revoked")
-	require.Zero(t, b.count(t, `SELECT count(*) FROM hwid_resets`))
-	require.Zero(t, b.count(t, `SELECT count(*) FROM river_job WHERE kind = 'reset_hwid'`))
+	require.Zero(t, b.Count(t, `SELECT count(*) FROM hwid_resets`))
+	require.Zero(t, b.Count(t, `SELECT count(*) FROM river_job WHERE kind = 'reset_hwid'`))
 	require.Equal(t, "pc-old", b.user(t, key).Identifier)
 
 	// The other order's key is untouched by all this and can be reset.
@@ -247,16 +248,16 @@ func TestHWIDResetJobRunTwiceRecordsOneReset(t *testing.T) {
 	first := b.waitReset(t, s.ID, key, "done")
 	b.waitIdle(t)
 	var jobID int64
-	require.NoError(t, b.pool.QueryRow(context.Background(), `SELECT id FROM river_job WHERE kind = 'reset_hwid'`).Scan(&jobID))
+	require.NoError(t, b.Pool.QueryRow(context.Background(), `SELECT id FROM river_job WHERE kind = 'reset_hwid'`).Scan(&jobID))
 
 	// The same job again (a rescued job, an operator's retry): the reset
 	// is recorded done, so nothing more happens.
-	_, err := b.main.River.JobRetry(context.Background(), jobID)
+	_, err := b.Main.River.JobRetry(context.Background(), jobID)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
-		return b.count(t, `SELECT count(*) FROM river_job WHERE id = $1 AND state = 'completed' AND attempt = 2`, jobID) == 1
+		return b.Count(t, `SELECT count(*) FROM river_job WHERE id = $1 AND state = 'completed' AND attempt = 2`, jobID) == 1
 	}, 20*time.Second, 20*time.Millisecond, "the job ran a second time")
-	require.Equal(t, 1, b.count(t, `SELECT resets FROM hwid_resets`))
+	require.Equal(t, 1, b.Count(t, `SELECT resets FROM hwid_resets`))
 	require.Equal(t, 1, b.user(t, key).TotalResets)
 	require.Equal(t, first, b.waitReset(t, s.ID, key, "done"))
 }
@@ -267,11 +268,11 @@ func TestHWIDResetWhoseAnswerWasLostIsRepeatedHarmlessly(t *testing.T) {
 	s, key := b.boughtKey(t)
 	// Luarmor resets the key, then the answer is lost: the job cannot know
 	// and resets again (forced, so Luarmor's own cooldown does not refuse).
-	b.sandbox.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/resethwid", Kind: sandbox.FaultApplyThenDrop, Times: 1})
+	b.Luarmor.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/resethwid", Kind: sandbox.FaultApplyThenDrop, Times: 1})
 	require.Equal(t, http.StatusAccepted, b.resetHWID(t, s.ID, keyBody(key)).status)
 	b.waitReset(t, s.ID, key, "done")
 	require.Equal(t, 2, b.user(t, key).TotalResets, "Luarmor reset twice")
-	require.Equal(t, 1, b.count(t, `SELECT resets FROM hwid_resets`), "recorded once")
+	require.Equal(t, 1, b.Count(t, `SELECT resets FROM hwid_resets`), "recorded once")
 	require.Equal(t, 1, b.resetJobs(t, "completed"))
 }
 
@@ -279,7 +280,7 @@ func TestLuarmorRefusalFailsTheResetAndGivesTheCooldownBack(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	s, key := b.boughtKey(t)
-	b.sandbox.SetHWIDResetsEnabled(project, false)
+	b.Luarmor.SetHWIDResetsEnabled(project, false)
 	require.Equal(t, http.StatusAccepted, b.resetHWID(t, s.ID, keyBody(key)).status)
 	r := b.waitReset(t, s.ID, key, "failed")
 	require.Equal(t, "HWID resets are disabled for this product; contact the seller", r.Message)
@@ -295,8 +296,8 @@ func TestLuarmorRefusalFailsTheResetAndGivesTheCooldownBack(t *testing.T) {
 
 	// Once the seller turns resets on and the pause is over, the buyer
 	// tries again.
-	b.sandbox.SetHWIDResetsEnabled(project, true)
-	_, err := b.pool.Exec(context.Background(), `UPDATE hwid_resets SET next_reset_at = now()`)
+	b.Luarmor.SetHWIDResetsEnabled(project, true)
+	_, err := b.Pool.Exec(context.Background(), `UPDATE hwid_resets SET next_reset_at = now()`)
 	require.NoError(t, err, "the pause passes")
 	require.Equal(t, http.StatusAccepted, b.resetHWID(t, s.ID, keyBody(key)).status)
 	r = b.waitReset(t, s.ID, key, "done")
@@ -307,7 +308,7 @@ func TestLuarmorRefusalFailsTheResetAndGivesTheCooldownBack(t *testing.T) {
 	// A key banned in Luarmor behind the service's back: failed too, with
 	// the reason, and Luarmor's HWID stays.
 	s2, key2 := b.boughtKey(t)
-	lua := luarmor.NewClient(luarmorKey, luarmor.WithBaseURL(b.main.Config.LuarmorBaseURL))
+	lua := luarmor.NewClient(luarmorKey, luarmor.WithBaseURL(b.Main.Config.LuarmorBaseURL))
 	require.NoError(t, lua.Blacklist(context.Background(), project, luarmor.BlacklistRequest{UserKey: key2}))
 	require.Equal(t, http.StatusAccepted, b.resetHWID(t, s2.ID, keyBody(key2)).status)
 	r = b.waitReset(t, s2.ID, key2, "failed")
@@ -321,13 +322,13 @@ func TestLuarmorRateLimitSnoozesTheResetUntilItSucceeds(t *testing.T) {
 	// A 429 waits out the budget's window: a short one keeps the test short.
 	b := setup(t, withConfig(func(c *config.Config) { c.LuarmorRateWindow = time.Second }))
 	s, key := b.boughtKey(t)
-	b.sandbox.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/resethwid", Kind: sandbox.FaultRateLimit, Times: 1})
+	b.Luarmor.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/resethwid", Kind: sandbox.FaultRateLimit, Times: 1})
 	require.Equal(t, http.StatusAccepted, b.resetHWID(t, s.ID, keyBody(key)).status)
 	b.waitReset(t, s.ID, key, "done")
 	require.Equal(t, 2, b.luarmorCalls(http.MethodPost, "/users/resethwid"), "refused once, then sent again")
 	require.Equal(t, 1, b.user(t, key).TotalResets)
 	b.waitIdle(t)
-	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM river_job WHERE kind = 'reset_hwid' AND state = 'completed'
+	require.Equal(t, 1, b.Count(t, `SELECT count(*) FROM river_job WHERE kind = 'reset_hwid' AND state = 'completed'
 		AND coalesce(cardinality(errors), 0) = 0`), "a snooze is no failure")
 }
 
@@ -341,7 +342,7 @@ func TestFullKeyIsNeverLoggedByHWIDResets(t *testing.T) {
 	require.Equal(t, http.StatusTooManyRequests, b.resetHWID(t, s.ID, keyBody(key)).status)
 
 	s2, key2 := b.boughtKey(t)
-	b.sandbox.SetHWIDResetsEnabled(project, false)
+	b.Luarmor.SetHWIDResetsEnabled(project, false)
 	require.Equal(t, http.StatusAccepted, b.resetHWID(t, s2.ID, keyBody(key2)).status)
 	b.waitReset(t, s2.ID, key2, "failed")
 	b.waitIdle(t)

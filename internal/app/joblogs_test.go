@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/catalog"
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/logging/logtest"
 	"fulfiller/internal/stripeapi/stripefake"
 )
@@ -24,8 +25,8 @@ func TestJobLinesNameTheirJob(t *testing.T) {
 	var log logtest.Buffer
 	b := setup(t, withLogger(slog.New(slog.NewJSONHandler(&log, nil))))
 	s := b.paidSession(t, stripefake.Item{PriceID: "price_not_in_catalog", Quantity: 1})
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
-	b.waitOrder(t, s.ID, "failed")
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
+	b.WaitOrder(t, s.ID, "failed")
 
 	var line map[string]any
 	var rawLine string
@@ -53,29 +54,29 @@ func TestJobLinesNameTheirJob(t *testing.T) {
 func TestJobArgumentsHoldNoSessionIDNorAddress(t *testing.T) {
 	t.Parallel()
 	b := setupLookup(t)
-	first := b.buyAs(t, "buyer@example.com", newID("cus_"), stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	first := b.buyAs(t, "buyer@example.com", fulfillertest.NewID("cus_"), stripefake.Item{PriceID: priceMonth, Quantity: 1})
 
 	// An order failing on a price missing from the catalog, retried once
 	// the price is added.
 	s := b.paidSession(t, stripefake.Item{PriceID: "price_added_later", Quantity: 1})
 	s.CustomerEmail = "buyer@example.com"
-	b.stripe.PutSession(s)
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
-	b.waitOrder(t, s.ID, "failed")
-	b.catalog.Put("price_added_later", catalog.Product{ProjectID: project, KeyDays: 7})
-	status, _, body := send(t, http.MethodPost, b.adminURL+"/v1/admin/orders/"+s.ID+"/retry", "", bearer(adminToken))
+	b.Stripe.PutSession(s)
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
+	b.WaitOrder(t, s.ID, "failed")
+	b.Catalog.Put("price_added_later", catalog.Product{ProjectID: project, KeyDays: 7})
+	status, _, body := send(t, http.MethodPost, b.AdminURL+"/v1/admin/orders/"+s.ID+"/retry", "", bearer(adminToken))
 	require.Equal(t, http.StatusAccepted, status, body)
-	b.waitOrder(t, s.ID, "fulfilled")
+	b.WaitOrder(t, s.ID, "fulfilled")
 
 	// The keys emailed again, and a find-my-keys link.
-	status, _, body = send(t, http.MethodPost, b.adminURL+"/v1/admin/orders/"+first.CheckoutSessionID+"/resend-email", "", bearer(adminToken))
+	status, _, body = send(t, http.MethodPost, b.AdminURL+"/v1/admin/orders/"+first.CheckoutSessionID+"/resend-email", "", bearer(adminToken))
 	require.Equal(t, http.StatusAccepted, status, body)
 	require.Equal(t, http.StatusAccepted, b.keyLookup(t, "buyer@example.com", "").status)
 	b.waitLookupMessages(t, 1)
 	b.waitMessages(t, 4) // three keys emails and the link
 
 	kinds := map[string]int{}
-	rows, err := b.pool.Query(context.Background(), `SELECT kind, args::text FROM river_job`)
+	rows, err := b.Pool.Query(context.Background(), `SELECT kind, args::text FROM river_job`)
 	require.NoError(t, err)
 	for rows.Next() {
 		var kind, args string
@@ -88,6 +89,6 @@ func TestJobArgumentsHoldNoSessionIDNorAddress(t *testing.T) {
 	require.GreaterOrEqual(t, kinds["fulfil_order"], 3, "two purchases and a retry")
 	require.Equal(t, 3, kinds["send_order_email"])
 	require.Equal(t, 1, kinds["send_key_lookup_email"])
-	require.Eventually(t, func() bool { return b.count(t, `SELECT count(*) FROM key_lookup_emails`) == 0 },
+	require.Eventually(t, func() bool { return b.Count(t, `SELECT count(*) FROM key_lookup_emails`) == 0 },
 		10*time.Second, 20*time.Millisecond, "the link's address is deleted once it is sent")
 }

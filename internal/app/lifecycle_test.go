@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/httpapi"
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/luarmor/sandbox"
@@ -31,13 +32,13 @@ func object(t *testing.T, v map[string]any) []byte {
 func (b *bundle) subscriptionOrder(t *testing.T, quantity int64) (stripefake.Session, httpapi.OrderJSON) {
 	t.Helper()
 	s := stripefake.Session{
-		ID: newID("cs_test_"), Mode: "subscription", PaymentStatus: "paid", Status: "complete",
-		CustomerEmail: defaultMail, Customer: newID("cus_"), Subscription: newID("sub_"), Invoice: newID("in_"),
+		ID: fulfillertest.NewID("cs_test_"), Mode: "subscription", PaymentStatus: "paid", Status: "complete",
+		CustomerEmail: defaultMail, Customer: fulfillertest.NewID("cus_"), Subscription: fulfillertest.NewID("sub_"), Invoice: fulfillertest.NewID("in_"),
 		Items: []stripefake.Item{{PriceID: priceMonth, Quantity: quantity, Recurring: true}},
 	}
-	b.stripe.PutSession(s)
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
-	o := b.waitOrder(t, s.ID, "fulfilled")
+	b.Stripe.PutSession(s)
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
+	o := b.WaitOrder(t, s.ID, "fulfilled")
 	b.waitIdle(t) // the keys' writers read the new keys back
 	return s, o
 }
@@ -46,11 +47,11 @@ func (b *bundle) subscriptionOrder(t *testing.T, quantity int64) (stripefake.Ses
 // its invoice.paid event.
 func (b *bundle) invoice(t *testing.T, sub, reason string, periodEnd int64) (string, []byte) {
 	t.Helper()
-	id := newID("in_")
+	id := fulfillertest.NewID("in_")
 	// One line per price the subscription holds, for as many seats as its
 	// order has units of the price (one of priceMonth before any).
 	seats := map[string]int{}
-	rows, err := b.pool.Query(context.Background(), `SELECT k.price_id, count(*) FROM order_keys k
+	rows, err := b.Pool.Query(context.Background(), `SELECT k.price_id, count(*) FROM order_keys k
 		JOIN orders o USING (checkout_session_id) WHERE o.subscription_id = $1 AND k.recurring AND NOT k.ending
 		GROUP BY k.price_id`, sub)
 	require.NoError(t, err)
@@ -74,14 +75,14 @@ func (b *bundle) invoice(t *testing.T, sub, reason string, periodEnd int64) (str
 	}
 	inv := map[string]any{
 		"id": id, "object": "invoice", "subscription": sub, "billing_reason": reason, "status": "paid",
-		"paid": true, "customer": "cus_x", "payment_intent": newID("pi_"), "charge": newID("ch_"),
+		"paid": true, "customer": "cus_x", "payment_intent": fulfillertest.NewID("pi_"), "charge": fulfillertest.NewID("ch_"),
 		// period_end at the top level is not the service period: a
 		// renewal that read it would be wrong.
 		"period_end": periodEnd - 30*day,
 	}
-	b.stripe.PutObject(stripefake.KindInvoice, id, mergeMap(inv, map[string]any{"lines": lines}))
+	b.Stripe.PutObject(stripefake.KindInvoice, id, mergeMap(inv, map[string]any{"lines": lines}))
 	inv["lines"] = map[string]any{"object": "list", "data": lines, "has_more": false}
-	return id, event(t, "invoice.paid", object(t, inv))
+	return id, fulfillertest.Event(t, "invoice.paid", object(t, inv))
 }
 
 func mergeMap(a, b map[string]any) map[string]any {
@@ -100,12 +101,12 @@ func mergeMap(a, b map[string]any) map[string]any {
 func (b *bundle) disputeEvent(t *testing.T, typ, disputeID, chargeID, pi, status string) []byte {
 	t.Helper()
 	b.putDispute(disputeID, chargeID, pi, status)
-	return event(t, typ, object(t, disputeObject(disputeID, chargeID, pi, status)))
+	return fulfillertest.Event(t, typ, object(t, disputeObject(disputeID, chargeID, pi, status)))
 }
 
 // putDispute sets what Stripe's API says of a dispute now.
 func (b *bundle) putDispute(disputeID, chargeID, pi, status string) {
-	b.stripe.PutObject(stripefake.KindDispute, disputeID, disputeObject(disputeID, chargeID, pi, status))
+	b.Stripe.PutObject(stripefake.KindDispute, disputeID, disputeObject(disputeID, chargeID, pi, status))
 }
 
 func disputeObject(disputeID, chargeID, pi, status string) map[string]any {
@@ -119,7 +120,7 @@ func disputeObject(disputeID, chargeID, pi, status string) map[string]any {
 // disputed charge to its invoice).
 func (b *bundle) charge(t *testing.T, pi, invoice string) string {
 	t.Helper()
-	id := newID("ch_")
+	id := fulfillertest.NewID("ch_")
 	b.putCharge(id, pi, invoice, 0)
 	return id
 }
@@ -130,7 +131,7 @@ func (b *bundle) putCharge(id, pi, invoice string, refunded int64) map[string]an
 	if invoice != "" {
 		obj["invoice"] = invoice
 	}
-	b.stripe.PutObject(stripefake.KindCharge, id, obj)
+	b.Stripe.PutObject(stripefake.KindCharge, id, obj)
 	return obj
 }
 
@@ -138,12 +139,12 @@ func (b *bundle) putCharge(id, pi, invoice string, refunded int64) map[string]an
 // returns the charge.refunded event Stripe sends for it.
 func (b *bundle) refund(t *testing.T, chargeID, pi, invoice string, refunded int64) []byte {
 	t.Helper()
-	return event(t, "charge.refunded", object(t, b.putCharge(chargeID, pi, invoice, refunded)))
+	return fulfillertest.Event(t, "charge.refunded", object(t, b.putCharge(chargeID, pi, invoice, refunded)))
 }
 
 func (b *bundle) user(t *testing.T, key string) luarmor.User {
 	t.Helper()
-	u, ok := b.sandbox.User(project, key)
+	u, ok := b.Luarmor.User(project, key)
 	require.True(t, ok, "key exists in Luarmor")
 	return u
 }
@@ -153,7 +154,7 @@ func (b *bundle) waitKeys(t *testing.T, id, orderStatus, keyStatus string) httpa
 	t.Helper()
 	var last httpapi.OrderJSON
 	require.Eventually(t, func() bool {
-		code, o := b.getOrder(t, id)
+		code, o := b.GetOrder(t, id)
 		last = o
 		if code != http.StatusOK || o.Status != orderStatus {
 			return false
@@ -170,7 +171,7 @@ func (b *bundle) waitKeys(t *testing.T, id, orderStatus, keyStatus string) httpa
 
 func (b *bundle) luarmorCalls(method, pathSuffix string) int {
 	n := 0
-	for _, c := range b.sandbox.Calls() {
+	for _, c := range b.Luarmor.Calls() {
 		if c.Method == method && strings.HasSuffix(c.Path, pathSuffix) {
 			n++
 		}
@@ -183,12 +184,12 @@ func (b *bundle) luarmorCalls(method, pathSuffix string) int {
 func (b *bundle) waitIdle(t *testing.T) {
 	t.Helper()
 	idle := func() bool {
-		return b.count(t, "SELECT count(*) FROM river_job WHERE state NOT IN ('completed', 'cancelled', 'discarded')") == 0
+		return b.Count(t, "SELECT count(*) FROM river_job WHERE state NOT IN ('completed', 'cancelled', 'discarded')") == 0
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for !idle() {
 		if time.Now().After(deadline) {
-			rows, err := b.pool.Query(context.Background(), `SELECT id, kind, state, attempt, args::text, scheduled_at - now(),
+			rows, err := b.Pool.Query(context.Background(), `SELECT id, kind, state, attempt, args::text, scheduled_at - now(),
 				COALESCE(errors[array_length(errors, 1)]->>'error', '') FROM river_job
 				WHERE state NOT IN ('completed', 'cancelled', 'discarded') ORDER BY id`)
 			require.NoError(t, err)
@@ -208,22 +209,22 @@ func TestRenewalExtendsEveryKeyOnce(t *testing.T) {
 	b := setup(t)
 	s, o := b.subscriptionOrder(t, 2)
 	for i, k := range o.Keys {
-		require.NoError(t, b.sandbox.Execute(project, k.UserKey, "hwid-"+string(rune('a'+i))))
+		require.NoError(t, b.Luarmor.Execute(project, k.UserKey, "hwid-"+string(rune('a'+i))))
 	}
 	before := b.user(t, o.Keys[0].UserKey).AuthExpire
 	periodEnd := time.Now().Unix() + 60*day
 	invoiceID, ev := b.invoice(t, s.Subscription, "subscription_cycle", periodEnd)
-	b.sandbox.ResetCalls()
+	b.Luarmor.ResetCalls()
 
 	// The same event twice, the same invoice again as a distinct event,
 	// and a second invoice for the same period.
-	b.deliver(t, ev)
-	b.deliver(t, ev)
+	b.Deliver(t, ev)
+	b.Deliver(t, ev)
 	b.waitIdle(t)
-	b.deliver(t, event(t, "invoice.paid", mustJSON(t, map[string]any{"id": invoiceID, "object": "invoice", "subscription": s.Subscription})))
+	b.Deliver(t, fulfillertest.Event(t, "invoice.paid", mustJSON(t, map[string]any{"id": invoiceID, "object": "invoice", "subscription": s.Subscription})))
 	b.waitIdle(t)
 	_, second := b.invoice(t, s.Subscription, "subscription_cycle", periodEnd)
-	b.deliver(t, second)
+	b.Deliver(t, second)
 	b.waitIdle(t)
 
 	want := periodEnd + day // RENEWAL_GRACE defaults to 24h
@@ -231,7 +232,7 @@ func TestRenewalExtendsEveryKeyOnce(t *testing.T) {
 	for _, k := range o.Keys {
 		require.Equal(t, want, b.user(t, k.UserKey).AuthExpire)
 	}
-	_, got := b.getOrder(t, s.ID)
+	_, got := b.GetOrder(t, s.ID)
 	for _, k := range got.Keys {
 		require.NotNil(t, k.AuthExpire)
 		require.Equal(t, want, *k.AuthExpire)
@@ -241,7 +242,7 @@ func TestRenewalExtendsEveryKeyOnce(t *testing.T) {
 	// Two invoices, two keys: at most two calls per key per renewal.
 	require.LessOrEqual(t, b.luarmorCalls(http.MethodGet, "/users")+b.luarmorCalls(http.MethodPatch, "/users"), 2*2*2)
 	require.Equal(t, 2, b.luarmorCalls(http.MethodPatch, "/users"), "one PATCH per key; the second invoice found them extended")
-	require.Equal(t, 2, b.count(t, "SELECT count(*) FROM key_grants WHERE source = 'invoice:' || $1", invoiceID),
+	require.Equal(t, 2, b.Count(t, "SELECT count(*) FROM key_grants WHERE source = 'invoice:' || $1", invoiceID),
 		"the invoice's period granted to each key once")
 }
 
@@ -257,16 +258,16 @@ func TestSubscriptionCreateInvoiceDoesNotExtend(t *testing.T) {
 	b := setup(t)
 	s, o := b.subscriptionOrder(t, 1)
 	sub := b.subscription(t, s.Subscription)
-	b.sandbox.ResetCalls()
+	b.Luarmor.ResetCalls()
 	// Stripe's first invoice pays the subscription's first period.
 	_, ev := b.invoice(t, s.Subscription, "subscription_create", sub.CurrentPeriodEnd)
-	b.deliver(t, ev)
+	b.Deliver(t, ev)
 	b.waitIdle(t)
-	require.Empty(t, b.sandbox.Calls(), "the checkout key already has this period")
+	require.Empty(t, b.Luarmor.Calls(), "the checkout key already has this period")
 	u := b.user(t, o.Keys[0].UserKey)
 	require.Equal(t, sub.CurrentPeriodEnd+day, u.AuthExpire)
 	require.Zero(t, u.KeyDays)
-	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM orders WHERE paid_through IS NOT NULL"))
+	require.Equal(t, 1, b.Count(t, "SELECT count(*) FROM orders WHERE paid_through IS NOT NULL"))
 }
 
 func TestRenewalNeverShortensAKey(t *testing.T) {
@@ -274,14 +275,14 @@ func TestRenewalNeverShortensAKey(t *testing.T) {
 	b := setup(t)
 	s, o := b.subscriptionOrder(t, 1)
 	key := o.Keys[0].UserKey
-	require.NoError(t, b.sandbox.Execute(project, key, "hwid-1"))
-	b.sandbox.ResetCalls()
+	require.NoError(t, b.Luarmor.Execute(project, key, "hwid-1"))
+	b.Luarmor.ResetCalls()
 	// The operator already gave the key a year.
 	far := time.Now().Unix() + 365*day
-	require.NoError(t, luarmor.NewClient(luarmorKey, luarmor.WithBaseURL(b.main.Config.LuarmorBaseURL)).
+	require.NoError(t, luarmor.NewClient(luarmorKey, luarmor.WithBaseURL(b.Main.Config.LuarmorBaseURL)).
 		UpdateUser(context.Background(), project, luarmor.UpdateUserRequest{UserKey: key, AuthExpire: &far}))
 	_, ev := b.invoice(t, s.Subscription, "subscription_cycle", time.Now().Unix()+30*day)
-	b.deliver(t, ev)
+	b.Deliver(t, ev)
 	b.waitIdle(t)
 	require.Equal(t, far, b.user(t, key).AuthExpire)
 	require.Equal(t, 1, b.luarmorCalls(http.MethodPatch, "/users"), "only the operator's PATCH")
@@ -291,19 +292,19 @@ func TestRenewalBeforeTheFirstKeyIsAppliedOnDelivery(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	s := stripefake.Session{
-		ID: newID("cs_test_"), Mode: "subscription", PaymentStatus: "paid", Status: "complete",
-		CustomerEmail: defaultMail, Subscription: newID("sub_"), Invoice: newID("in_"),
+		ID: fulfillertest.NewID("cs_test_"), Mode: "subscription", PaymentStatus: "paid", Status: "complete",
+		CustomerEmail: defaultMail, Subscription: fulfillertest.NewID("sub_"), Invoice: fulfillertest.NewID("in_"),
 		Items: []stripefake.Item{{PriceID: priceMonth, Quantity: 1, Recurring: true}},
 	}
-	b.stripe.PutSession(s)
+	b.Stripe.PutSession(s)
 	// The renewal arrives first, for a period longer than key_days.
 	periodEnd := time.Now().Unix() + 45*day
 	_, ev := b.invoice(t, s.Subscription, "subscription_cycle", periodEnd)
-	b.deliver(t, ev)
+	b.Deliver(t, ev)
 	b.waitIdle(t)
 
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
-	o := b.waitOrder(t, s.ID, "fulfilled")
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
+	o := b.WaitOrder(t, s.ID, "fulfilled")
 	b.waitIdle(t)
 	require.Equal(t, periodEnd+day, b.user(t, o.Keys[0].UserKey).AuthExpire)
 }
@@ -314,10 +315,10 @@ func TestDisputeBlacklistsThePaymentsKeys(t *testing.T) {
 	s, _ := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 2})
 
 	ch := b.charge(t, s.PaymentIntent, "")
-	dp := newID("dp_")
+	dp := fulfillertest.NewID("dp_")
 	created := b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "needs_response")
-	b.deliver(t, created)
-	b.deliver(t, created) // repeated
+	b.Deliver(t, created)
+	b.Deliver(t, created) // repeated
 	o := b.waitKeys(t, s.ID, "revoked", "blacklisted")
 	require.Len(t, o.Keys, 2)
 	for _, k := range o.Keys {
@@ -335,12 +336,12 @@ func TestDisputeBeforeTheKeyExistsMeansNoKey(t *testing.T) {
 	b := setup(t)
 	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 2})
 	ch := b.charge(t, s.PaymentIntent, "")
-	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", newID("dp_"), ch, s.PaymentIntent, "needs_response"))
+	b.Deliver(t, b.disputeEvent(t, "charge.dispute.created", fulfillertest.NewID("dp_"), ch, s.PaymentIntent, "needs_response"))
 	b.waitIdle(t)
 
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
 	b.waitIdle(t)
-	code, o := b.getOrder(t, s.ID)
+	code, o := b.GetOrder(t, s.ID)
 	require.Equal(t, http.StatusOK, code)
 	require.Equal(t, "revoked", o.Status)
 	require.Empty(t, o.Keys)
@@ -352,18 +353,18 @@ func TestDisputeWonBeforeTheKeysExistedDeliversThem(t *testing.T) {
 	b := setup(t)
 	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 2})
 	ch := b.charge(t, s.PaymentIntent, "")
-	dp := newID("dp_")
-	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "needs_response"))
+	dp := fulfillertest.NewID("dp_")
+	b.Deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "needs_response"))
 	b.waitIdle(t)
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
 	b.waitIdle(t)
-	code, o := b.getOrder(t, s.ID)
+	code, o := b.GetOrder(t, s.ID)
 	require.Equal(t, http.StatusOK, code)
 	require.Equal(t, "revoked", o.Status)
 	require.Zero(t, o.KeysPending, "a revoked order promises no keys")
 
 	// The shop wins: the customer gets what they paid for.
-	b.deliver(t, b.disputeEvent(t, "charge.dispute.closed", dp, ch, s.PaymentIntent, "won"))
+	b.Deliver(t, b.disputeEvent(t, "charge.dispute.closed", dp, ch, s.PaymentIntent, "won"))
 	o = b.waitKeys(t, s.ID, "fulfilled", "active")
 	require.Len(t, o.Keys, 2)
 	for _, k := range o.Keys {
@@ -375,21 +376,21 @@ func TestDisputeDuringKeyCreationLeavesNoUsableKey(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	// Creates take long enough for the dispute to land meanwhile.
-	b.sandbox.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/users", Kind: sandbox.FaultLatency,
+	b.Luarmor.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/users", Kind: sandbox.FaultLatency,
 		Latency: 400 * time.Millisecond, Times: 2})
 	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 2})
 	ch := b.charge(t, s.PaymentIntent, "")
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
 	require.Eventually(t, func() bool {
-		return b.count(t, "SELECT count(*) FROM order_keys WHERE create_attempts > 0") > 0
+		return b.Count(t, "SELECT count(*) FROM order_keys WHERE create_attempts > 0") > 0
 	}, 10*time.Second, 5*time.Millisecond)
-	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", newID("dp_"), ch, s.PaymentIntent, "needs_response"))
+	b.Deliver(t, b.disputeEvent(t, "charge.dispute.created", fulfillertest.NewID("dp_"), ch, s.PaymentIntent, "needs_response"))
 	b.waitIdle(t)
 
-	code, o := b.getOrder(t, s.ID)
+	code, o := b.GetOrder(t, s.ID)
 	require.Equal(t, http.StatusOK, code)
 	require.Equal(t, "revoked", o.Status)
-	for _, u := range b.sandbox.Users(project) {
+	for _, u := range b.Luarmor.Users(project) {
 		if strings.Contains(u.Note, s.ID) {
 			require.True(t, u.IsBanned(), "a key created during the dispute is blacklisted")
 		}
@@ -404,11 +405,11 @@ func TestDisputeWonLiftsTheBans(t *testing.T) {
 	b := setup(t)
 	s, _ := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	ch := b.charge(t, s.PaymentIntent, "")
-	dp := newID("dp_")
-	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "needs_response"))
+	dp := fulfillertest.NewID("dp_")
+	b.Deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "needs_response"))
 	b.waitKeys(t, s.ID, "revoked", "blacklisted")
 
-	b.deliver(t, b.disputeEvent(t, "charge.dispute.closed", dp, ch, s.PaymentIntent, "won"))
+	b.Deliver(t, b.disputeEvent(t, "charge.dispute.closed", dp, ch, s.PaymentIntent, "won"))
 	o := b.waitKeys(t, s.ID, "fulfilled", "active")
 	u := b.user(t, o.Keys[0].UserKey)
 	require.False(t, u.IsBanned())
@@ -421,10 +422,10 @@ func TestDisputeWonKeepWhenConfigured(t *testing.T) {
 	b := setup(t, func(o *options) { o.policy = &p })
 	s, _ := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	ch := b.charge(t, s.PaymentIntent, "")
-	dp := newID("dp_")
-	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "needs_response"))
+	dp := fulfillertest.NewID("dp_")
+	b.Deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "needs_response"))
 	o := b.waitKeys(t, s.ID, "revoked", "blacklisted")
-	b.deliver(t, b.disputeEvent(t, "charge.dispute.closed", dp, ch, s.PaymentIntent, "won"))
+	b.Deliver(t, b.disputeEvent(t, "charge.dispute.closed", dp, ch, s.PaymentIntent, "won"))
 	b.waitIdle(t)
 	require.True(t, b.user(t, o.Keys[0].UserKey).IsBanned())
 }
@@ -434,17 +435,17 @@ func TestDisputeClosedBeforeCreatedRevokesNothing(t *testing.T) {
 	b := setup(t)
 	s, _ := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	ch := b.charge(t, s.PaymentIntent, "")
-	dp := newID("dp_")
+	dp := fulfillertest.NewID("dp_")
 	closed := b.disputeEvent(t, "charge.dispute.closed", dp, ch, s.PaymentIntent, "won")
 	created := b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "needs_response")
 	b.putDispute(dp, ch, s.PaymentIntent, "won")
-	b.deliver(t, closed)
-	b.deliver(t, created)
+	b.Deliver(t, closed)
+	b.Deliver(t, created)
 	b.waitIdle(t)
 	o := b.waitKeys(t, s.ID, "fulfilled", "active")
 	require.False(t, b.user(t, o.Keys[0].UserKey).IsBanned())
 	require.Zero(t, b.luarmorCalls(http.MethodPost, "/users/blacklist"), "both events read the dispute back as won")
-	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM revocations WHERE source_id = $1 AND status = 'lifted'", dp))
+	require.Equal(t, 1, b.Count(t, "SELECT count(*) FROM revocations WHERE source_id = $1 AND status = 'lifted'", dp))
 }
 
 func TestDisputeOpenedAndClosedAtOnceEndsLifted(t *testing.T) {
@@ -453,14 +454,14 @@ func TestDisputeOpenedAndClosedAtOnceEndsLifted(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		s, _ := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 		ch := b.charge(t, s.PaymentIntent, "")
-		dp := newID("dp_")
+		dp := fulfillertest.NewID("dp_")
 		created := b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "needs_response")
 		closed := b.disputeEvent(t, "charge.dispute.closed", dp, ch, s.PaymentIntent, "won")
-		concurrently(2, func(i int) { b.deliver(t, [][]byte{created, closed}[i]) })
+		concurrently(2, func(i int) { b.Deliver(t, [][]byte{created, closed}[i]) })
 		b.waitIdle(t)
 		o := b.waitKeys(t, s.ID, "fulfilled", "active")
 		require.False(t, b.user(t, o.Keys[0].UserKey).IsBanned())
-		require.Equal(t, 1, b.count(t, "SELECT count(*) FROM revocations WHERE source_id = $1 AND status = 'lifted'", dp))
+		require.Equal(t, 1, b.Count(t, "SELECT count(*) FROM revocations WHERE source_id = $1 AND status = 'lifted'", dp))
 	}
 }
 
@@ -469,13 +470,13 @@ func TestDisputeOfASubscriptionInvoiceBlacklistsTheSubscriptionsKeys(t *testing.
 	b := setup(t)
 	s, _ := b.subscriptionOrder(t, 1)
 	invoiceID, ev := b.invoice(t, s.Subscription, "subscription_cycle", time.Now().Unix()+60*day)
-	b.deliver(t, ev)
+	b.Deliver(t, ev)
 	b.waitIdle(t)
 	// The renewal's payment is disputed: its charge belongs to the
 	// invoice, whose subscription owns the key.
-	pi := newID("pi_")
+	pi := fulfillertest.NewID("pi_")
 	ch := b.charge(t, pi, invoiceID)
-	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", newID("dp_"), ch, pi, "needs_response"))
+	b.Deliver(t, b.disputeEvent(t, "charge.dispute.created", fulfillertest.NewID("dp_"), ch, pi, "needs_response"))
 	o := b.waitKeys(t, s.ID, "revoked", "blacklisted")
 	require.True(t, b.user(t, o.Keys[0].UserKey).IsBanned())
 }
@@ -489,11 +490,11 @@ func TestFullRefundRevokesPerPolicy(t *testing.T) {
 			p.RefundAction = action
 			b := setup(t, func(o *options) { o.policy = &p })
 			s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
-			b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
-			o := b.waitOrder(t, s.ID, "fulfilled")
+			b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
+			o := b.WaitOrder(t, s.ID, "fulfilled")
 			key := o.Keys[0].UserKey
 			ch := b.charge(t, s.PaymentIntent, "")
-			b.deliver(t, b.refund(t, ch, s.PaymentIntent, "", 1000))
+			b.Deliver(t, b.refund(t, ch, s.PaymentIntent, "", 1000))
 			b.waitIdle(t)
 			switch action {
 			case order.ActionBlacklist:
@@ -503,7 +504,7 @@ func TestFullRefundRevokesPerPolicy(t *testing.T) {
 				require.Equal(t, "Payment refunded", u.BanReason)
 			case order.ActionDelete:
 				b.waitKeys(t, s.ID, "revoked", "deleted")
-				_, ok := b.sandbox.User(project, key)
+				_, ok := b.Luarmor.User(project, key)
 				require.False(t, ok)
 			case order.ActionNone:
 				b.waitKeys(t, s.ID, "fulfilled", "active")
@@ -518,11 +519,11 @@ func TestPartialRefundChangesNothing(t *testing.T) {
 	b := setup(t)
 	s, o := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	ch := b.charge(t, s.PaymentIntent, "")
-	b.deliver(t, b.refund(t, ch, s.PaymentIntent, "", 400))
+	b.Deliver(t, b.refund(t, ch, s.PaymentIntent, "", 400))
 	b.waitIdle(t)
 	b.waitKeys(t, s.ID, "fulfilled", "active")
 	require.False(t, b.user(t, o.Keys[0].UserKey).IsBanned())
-	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM stripe_events WHERE type = 'charge.refunded'"), "recorded")
+	require.Equal(t, 1, b.Count(t, "SELECT count(*) FROM stripe_events WHERE type = 'charge.refunded'"), "recorded")
 }
 
 // A refunded renewal (a goodwill refund, a double charge) takes back the
@@ -534,16 +535,16 @@ func TestRefundOfARenewalTakesBackThatPeriodOnly(t *testing.T) {
 	b := setup(t)
 	s, o := b.subscriptionOrder(t, 1)
 	key := o.Keys[0].UserKey
-	require.NoError(t, b.sandbox.Execute(project, key, "hwid-1"))
+	require.NoError(t, b.Luarmor.Execute(project, key, "hwid-1"))
 	firstEnd := b.user(t, key).AuthExpire
 	renewedEnd := time.Now().Unix() + 60*day
 	invoiceID, ev := b.invoice(t, s.Subscription, "subscription_cycle", renewedEnd)
-	b.deliver(t, ev)
+	b.Deliver(t, ev)
 	b.waitIdle(t)
 	require.Equal(t, renewedEnd+day, b.user(t, key).AuthExpire)
-	pi := newID("pi_")
+	pi := fulfillertest.NewID("pi_")
 	ch := b.charge(t, pi, invoiceID)
-	b.deliver(t, b.refund(t, ch, pi, invoiceID, 1000))
+	b.Deliver(t, b.refund(t, ch, pi, invoiceID, 1000))
 	b.waitIdle(t)
 	got := b.waitKeys(t, s.ID, "fulfilled", "active")
 	u := b.user(t, key)
@@ -554,7 +555,7 @@ func TestRefundOfARenewalTakesBackThatPeriodOnly(t *testing.T) {
 
 	// Stripe charges the next period: the same key runs on.
 	_, ev = b.invoice(t, s.Subscription, "subscription_cycle", renewedEnd+30*day)
-	b.deliver(t, ev)
+	b.Deliver(t, ev)
 	b.waitIdle(t)
 	require.Equal(t, renewedEnd+30*day+day, b.user(t, key).AuthExpire)
 	require.False(t, b.user(t, key).IsBanned())
@@ -565,16 +566,16 @@ func TestSubscriptionDeletedIsRecorded(t *testing.T) {
 	b := setup(t)
 	s, o := b.subscriptionOrder(t, 1)
 	sub := b.subscription(t, s.Subscription)
-	b.sandbox.ResetCalls()
-	b.stripe.PutSubscription(stripefake.Subscription{ID: s.Subscription, Status: "canceled",
+	b.Luarmor.ResetCalls()
+	b.Stripe.PutSubscription(stripefake.Subscription{ID: s.Subscription, Status: "canceled",
 		CurrentPeriodEnd: sub.CurrentPeriodEnd, CanceledAt: time.Now().Unix(), EndedAt: time.Now().Unix(),
 		Items: []stripefake.SubscriptionItem{{PriceID: priceMonth, Quantity: 1}}})
-	b.deliver(t, event(t, "customer.subscription.deleted", object(t, map[string]any{
+	b.Deliver(t, fulfillertest.Event(t, "customer.subscription.deleted", object(t, map[string]any{
 		"id": s.Subscription, "object": "subscription", "status": "canceled", "current_period_end": sub.CurrentPeriodEnd,
 	})))
 	b.waitIdle(t)
-	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM orders WHERE subscription_status = 'canceled'"))
-	require.Empty(t, b.sandbox.Calls(), "the key already ends when the paid period does")
+	require.Equal(t, 1, b.Count(t, "SELECT count(*) FROM orders WHERE subscription_status = 'canceled'"))
+	require.Empty(t, b.Luarmor.Calls(), "the key already ends when the paid period does")
 	require.Equal(t, sub.CurrentPeriodEnd+day, b.user(t, o.Keys[0].UserKey).AuthExpire)
 	require.False(t, b.user(t, o.Keys[0].UserKey).IsBanned())
 }
@@ -585,28 +586,28 @@ func TestDiscordIDWithAKeyGetsItExtended(t *testing.T) {
 	const discord = "323456789012345678"
 	first := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	first.DiscordID = discord
-	b.stripe.PutSession(first)
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", first.ID))
-	o1 := b.waitOrder(t, first.ID, "fulfilled")
+	b.Stripe.PutSession(first)
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", first.ID))
+	o1 := b.WaitOrder(t, first.ID, "fulfilled")
 	key := o1.Keys[0].UserKey
-	require.NoError(t, b.sandbox.Execute(project, key, "hwid-1"))
+	require.NoError(t, b.Luarmor.Execute(project, key, "hwid-1"))
 	activeUntil := b.user(t, key).AuthExpire
 
 	second := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	second.DiscordID = discord
 	second.Customer = first.Customer
-	b.stripe.PutSession(second)
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", second.ID))
-	b.waitOrder(t, second.ID, "fulfilled")
+	b.Stripe.PutSession(second)
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", second.ID))
+	b.WaitOrder(t, second.ID, "fulfilled")
 	b.waitIdle(t) // the key's writer applies the purchase's days
-	_, o2 := b.getOrder(t, second.ID)
+	_, o2 := b.GetOrder(t, second.ID)
 	require.Len(t, o2.Keys, 1)
 	require.Equal(t, key, o2.Keys[0].UserKey, "the same customer's key was extended, not a new one made")
 	require.Equal(t, "linked", o2.Keys[0].DiscordLink)
 	require.Equal(t, activeUntil+30*day, b.user(t, key).AuthExpire)
 	require.NotNil(t, o2.Keys[0].AuthExpire)
 	require.Equal(t, activeUntil+30*day, *o2.Keys[0].AuthExpire)
-	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM order_keys WHERE extended_existing"))
+	require.Equal(t, 1, b.Count(t, "SELECT count(*) FROM order_keys WHERE extended_existing"))
 	require.Equal(t, 1, b.luarmorUsersFor(first.ID))
 	require.Zero(t, b.luarmorUsersFor(second.ID))
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/config"
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/stripeapi/stripefake"
 )
 
@@ -44,14 +45,14 @@ func TestMeasureLongPoll(t *testing.T) {
 		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
 		c.MaxConnections = max(config.DefaultMaxConnections, 4*held) // held requests take at most half
 	}))
-	worker := setup(t, func(o *options) { o.databaseURL = waiter.main.Config.DatabaseURL })
+	worker := setup(t, func(o *options) { o.databaseURL = waiter.Main.Config.DatabaseURL })
 
 	// Waiting requests on pending orders.
 	ids := make([]string, held)
 	for i := range ids {
-		ids[i] = newID("cs_test_")
+		ids[i] = fulfillertest.NewID("cs_test_")
 	}
-	_, err := waiter.pool.Exec(context.Background(), `INSERT INTO orders (checkout_session_id) SELECT unnest($1::text[])`, ids)
+	_, err := waiter.Pool.Exec(context.Background(), `INSERT INTO orders (checkout_session_id) SELECT unnest($1::text[])`, ids)
 	require.NoError(t, err)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: held, MaxConnsPerHost: held}}
 	var heapBefore runtime.MemStats
@@ -65,7 +66,7 @@ func TestMeasureLongPoll(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			req, err := http.NewRequest(http.MethodGet, waiter.url+"/v1/orders/"+id+"?wait="+strconv.Itoa(wait), nil)
+			req, err := http.NewRequest(http.MethodGet, waiter.URL+"/v1/orders/"+id+"?wait="+strconv.Itoa(wait), nil)
 			if err != nil {
 				return
 			}
@@ -83,7 +84,7 @@ func TestMeasureLongPoll(t *testing.T) {
 			}
 		}()
 	}
-	require.Eventually(t, func() bool { return waiter.main.Changes.Waiters() == held }, time.Minute, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return waiter.Main.Changes.Waiters() == held }, time.Minute, 10*time.Millisecond)
 	var heapHeld runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&heapHeld)
@@ -91,7 +92,7 @@ func TestMeasureLongPoll(t *testing.T) {
 	wg.Wait()
 	cpu := cpuTime() - cpuBefore
 	require.Equal(t, int64(held), answeredPending.Load(), "every held request is answered, still pending, when its wait ends")
-	require.Zero(t, waiter.main.Changes.Waiters(), "every slot is released")
+	require.Zero(t, waiter.Main.Changes.Waiters(), "every slot is released")
 	t.Logf("%d waiting requests (client and server in one process): heap +%.1f MiB, RSS +%.1f MiB, CPU %.2f s over the %d s wait",
 		held, float64(int64(heapHeld.HeapAlloc)-int64(heapBefore.HeapAlloc))/(1<<20), float64(rssHeld-rssBefore)/1024, cpu.Seconds(), wait)
 
@@ -100,19 +101,19 @@ func TestMeasureLongPoll(t *testing.T) {
 	var latencies []time.Duration
 	for range deliveries {
 		s := waiter.unpaidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
-		worker.stripe.PutSession(s)
-		waiter.deliver(t, waiter.sessionEvent(t, "checkout.session.completed", s.ID))
+		worker.Stripe.PutSession(s)
+		waiter.Deliver(t, waiter.SessionEvent(t, "checkout.session.completed", s.ID))
 		waiter.waitIdle(t)
-		before := waiter.main.Changes.Waiters()
+		before := waiter.Main.Changes.Waiters()
 		answer := waiter.asyncAsk(context.Background(), "/v1/orders/"+s.ID+"?wait=30")
-		require.Eventually(t, func() bool { return waiter.main.Changes.Waiters() == before+1 }, 20*time.Second, time.Millisecond)
+		require.Eventually(t, func() bool { return waiter.Main.Changes.Waiters() == before+1 }, 20*time.Second, time.Millisecond)
 		s.PaymentStatus = "paid"
-		waiter.stripe.PutSession(s)
-		worker.stripe.PutSession(s)
-		worker.deliver(t, worker.sessionEvent(t, "checkout.session.async_payment_succeeded", s.ID))
+		waiter.Stripe.PutSession(s)
+		worker.Stripe.PutSession(s)
+		worker.Deliver(t, worker.SessionEvent(t, "checkout.session.async_payment_succeeded", s.ID))
 		var delivered time.Time
 		require.Eventually(t, func() bool {
-			return waiter.count(t, `SELECT count(*) FROM order_keys WHERE checkout_session_id = $1 AND user_key IS NOT NULL`, s.ID) == 1
+			return waiter.Count(t, `SELECT count(*) FROM order_keys WHERE checkout_session_id = $1 AND user_key IS NOT NULL`, s.ID) == 1
 		}, 20*time.Second, time.Millisecond)
 		delivered = time.Now()
 		a := <-answer

@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/config"
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/httpapi"
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/logging/logtest"
@@ -57,9 +58,9 @@ func (b *bundle) buyAs(t *testing.T, email, customer string, items ...stripefake
 	t.Helper()
 	s := b.paidSession(t, items...)
 	s.CustomerEmail, s.Customer = email, customer
-	b.stripe.PutSession(s)
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
-	return b.waitOrder(t, s.ID, "fulfilled")
+	b.Stripe.PutSession(s)
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
+	return b.WaitOrder(t, s.ID, "fulfilled")
 }
 
 type apiAnswer struct {
@@ -88,7 +89,7 @@ func (b *bundle) call(t *testing.T, method, path, body, client, bearer string) a
 	if body != "" {
 		rd = strings.NewReader(body)
 	}
-	req, err := http.NewRequest(method, b.url+path, rd)
+	req, err := http.NewRequest(method, b.URL+path, rd)
 	require.NoError(t, err)
 	req.Header.Set("Content-Type", "application/json")
 	if client != "" {
@@ -135,7 +136,7 @@ func (b *bundle) waitLookupJobs(t *testing.T, n int) {
 	t.Helper()
 	require.Eventually(t, func() bool {
 		var total, done int
-		require.NoError(t, b.pool.QueryRow(context.Background(), `SELECT count(*), count(*) FILTER (WHERE state IN ('completed', 'cancelled'))
+		require.NoError(t, b.Pool.QueryRow(context.Background(), `SELECT count(*), count(*) FILTER (WHERE state IN ('completed', 'cancelled'))
 			FROM river_job WHERE kind = 'send_key_lookup_email'`).Scan(&total, &done))
 		return total == n && done == n
 	}, 20*time.Second, 20*time.Millisecond, "expected %d finished find-my-keys jobs", n)
@@ -181,9 +182,9 @@ func linkToken(t *testing.T, msg mailtest.Message) string {
 func TestKeyLookupEmailsALinkListingExactlyThatAddresssOrders(t *testing.T) {
 	t.Parallel()
 	b := setupLookup(t)
-	first := b.buyAs(t, "Buyer.One@Example.com", newID("cus_"), stripefake.Item{PriceID: priceMonth, Quantity: 2})
-	second := b.buyAs(t, "buyer.one@example.com", newID("cus_"), stripefake.Item{PriceID: priceLife, Quantity: 1})
-	other := b.buyAs(t, "someone.else@example.com", newID("cus_"), stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	first := b.buyAs(t, "Buyer.One@Example.com", fulfillertest.NewID("cus_"), stripefake.Item{PriceID: priceMonth, Quantity: 2})
+	second := b.buyAs(t, "buyer.one@example.com", fulfillertest.NewID("cus_"), stripefake.Item{PriceID: priceLife, Quantity: 1})
+	other := b.buyAs(t, "someone.else@example.com", fulfillertest.NewID("cus_"), stripefake.Item{PriceID: priceMonth, Quantity: 1})
 
 	// Typed with other case and surrounding spaces.
 	a := b.keyLookup(t, "  BUYER.ONE@example.COM ", "")
@@ -233,7 +234,7 @@ func TestKeyLookupEmailsALinkListingExactlyThatAddresssOrders(t *testing.T) {
 func TestKeyLookupOfAnAddressWithoutOrdersIsAnsweredAlikeAndSendsNothing(t *testing.T) {
 	t.Parallel()
 	b := setupLookup(t)
-	b.buyAs(t, "buyer@example.com", newID("cus_"), stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	b.buyAs(t, "buyer@example.com", fulfillertest.NewID("cus_"), stripefake.Item{PriceID: priceMonth, Quantity: 1})
 
 	known := b.keyLookup(t, "buyer@example.com", "")
 	unknown := b.keyLookup(t, "nobody@example.com", "")
@@ -246,7 +247,7 @@ func TestKeyLookupOfAnAddressWithoutOrdersIsAnsweredAlikeAndSendsNothing(t *test
 	msgs := b.lookupMessages(t)
 	require.Len(t, msgs, 1)
 	require.Equal(t, []string{"buyer@example.com"}, msgs[0].To)
-	require.Equal(t, 2, b.count(t, `SELECT count(*) FROM river_job WHERE kind = 'send_key_lookup_email' AND state = 'completed'`))
+	require.Equal(t, 2, b.Count(t, `SELECT count(*) FROM river_job WHERE kind = 'send_key_lookup_email' AND state = 'completed'`))
 }
 
 func TestKeyLookupRefusesMalformedRequests(t *testing.T) {
@@ -274,8 +275,8 @@ func TestKeyLookupRefusesMalformedRequests(t *testing.T) {
 		require.Equal(t, "no-store", a.header.Get("Cache-Control"), name)
 		require.Equal(t, "nosniff", a.header.Get("X-Content-Type-Options"), name)
 	}
-	require.Equal(t, 0, b.count(t, `SELECT count(*) FROM river_job WHERE kind = 'send_key_lookup_email'`))
-	require.Equal(t, 0, b.count(t, `SELECT count(*) FROM key_lookup_requests`))
+	require.Equal(t, 0, b.Count(t, `SELECT count(*) FROM river_job WHERE kind = 'send_key_lookup_email'`))
+	require.Equal(t, 0, b.Count(t, `SELECT count(*) FROM key_lookup_requests`))
 }
 
 func TestKeyLookupIsLimitedPerClient(t *testing.T) {
@@ -296,7 +297,7 @@ func TestKeyLookupIsLimitedPerClient(t *testing.T) {
 func TestKeyLookupSendsAtMostThreeLinksPerAddressAndClientAnHour(t *testing.T) {
 	t.Parallel()
 	b := setupLookup(t)
-	b.buyAs(t, "buyer@example.com", newID("cus_"), stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	b.buyAs(t, "buyer@example.com", fulfillertest.NewID("cus_"), stripefake.Item{PriceID: priceMonth, Quantity: 1})
 
 	// Four requests at once from one client for an address with orders,
 	// four from another for one without (each client keeps one of its five
@@ -319,12 +320,12 @@ func TestKeyLookupSendsAtMostThreeLinksPerAddressAndClientAnHour(t *testing.T) {
 	for _, m := range b.lookupMessages(t) {
 		require.Equal(t, []string{"buyer@example.com"}, m.To)
 	}
-	require.Equal(t, 2, b.count(t, `SELECT count(*) FROM key_lookup_client_requests
+	require.Equal(t, 2, b.Count(t, `SELECT count(*) FROM key_lookup_client_requests
 		WHERE scope = 'address_client' AND cardinality(accepted_at) = $1`, jobs.KeyLookupsPerAddress))
 
 	// An hour later the client may ask again (its requests made older).
 	for _, table := range []string{"key_lookup_requests", "key_lookup_client_requests"} {
-		_, err := b.pool.Exec(context.Background(), `UPDATE `+table+` SET
+		_, err := b.Pool.Exec(context.Background(), `UPDATE `+table+` SET
 			accepted_at = ARRAY(SELECT t - interval '61 minutes' FROM unnest(accepted_at) t),
 			last_requested_at = last_requested_at - interval '61 minutes'`)
 		require.NoError(t, err)
@@ -333,8 +334,8 @@ func TestKeyLookupSendsAtMostThreeLinksPerAddressAndClientAnHour(t *testing.T) {
 	b.waitLookupMessages(t, jobs.KeyLookupsPerAddress+1)
 	b.waitLookupJobs(t, 2*jobs.KeyLookupsPerAddress+1)
 	// That job deleted the other address's and client's stale records.
-	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM key_lookup_requests`))
-	require.Equal(t, 2, b.count(t, `SELECT count(*) FROM key_lookup_client_requests`), "the buyer's client and its network")
+	require.Equal(t, 1, b.Count(t, `SELECT count(*) FROM key_lookup_requests`))
+	require.Equal(t, 2, b.Count(t, `SELECT count(*) FROM key_lookup_client_requests`), "the buyer's client and its network")
 }
 
 // keyLookupFrom asks for a link from source, a loopback address the request
@@ -346,7 +347,7 @@ func (b *bundle) keyLookupFrom(t *testing.T, email, source string) apiAnswer {
 	defer client.CloseIdleConnections()
 	body, err := json.Marshal(map[string]string{"email": email})
 	require.NoError(t, err)
-	resp, err := client.Post(b.url+"/v1/key-lookup", "application/json", bytes.NewReader(body))
+	resp, err := client.Post(b.URL+"/v1/key-lookup", "application/json", bytes.NewReader(body))
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	out, err := io.ReadAll(resp.Body)
@@ -357,7 +358,7 @@ func (b *bundle) keyLookupFrom(t *testing.T, email, source string) apiAnswer {
 func TestKeyLookupsOfStrangersElsewhereLeaveTheBuyerTheirOwn(t *testing.T) {
 	t.Parallel()
 	b := setupLookup(t)
-	b.buyAs(t, "buyer@example.com", newID("cus_"), stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	b.buyAs(t, "buyer@example.com", fulfillertest.NewID("cus_"), stripefake.Item{PriceID: priceMonth, Quantity: 1})
 
 	// Three strangers, each from an address of their own, ask for the
 	// buyer's address until their own allowance is spent, and once more.
@@ -383,15 +384,15 @@ func TestKeyLookupsOfStrangersElsewhereLeaveTheBuyerTheirOwn(t *testing.T) {
 func TestMyKeysRefusesBadTamperedAndExpiredTokens(t *testing.T) {
 	t.Parallel()
 	b := setupLookup(t)
-	b.buyAs(t, "buyer@example.com", newID("cus_"), stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	b.buyAs(t, "buyer@example.com", fulfillertest.NewID("cus_"), stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	ctx := context.Background()
-	valid, err := jobs.NewKeyLookupToken(ctx, b.pool, "buyer@example.com", time.Now().Add(jobs.KeyLookupTokenTTL))
+	valid, err := jobs.NewKeyLookupToken(ctx, b.Pool, "buyer@example.com", time.Now().Add(jobs.KeyLookupTokenTTL))
 	require.NoError(t, err)
 	require.Equal(t, http.StatusOK, b.myKeys(t, valid).status)
 
-	expired, err := jobs.NewKeyLookupToken(ctx, b.pool, "buyer@example.com", time.Now().Add(-time.Second))
+	expired, err := jobs.NewKeyLookupToken(ctx, b.Pool, "buyer@example.com", time.Now().Add(-time.Second))
 	require.NoError(t, err)
-	tooLong, err := jobs.NewKeyLookupToken(ctx, b.pool, "buyer@example.com", time.Now().Add(24*time.Hour))
+	tooLong, err := jobs.NewKeyLookupToken(ctx, b.Pool, "buyer@example.com", time.Now().Add(24*time.Hour))
 	require.NoError(t, err)
 	// Tampered: the MAC of the valid token over another address, and
 	// one bit of the address changed.
@@ -443,13 +444,13 @@ func TestKeyLookupSigningKeyIsCreatedOnceWhoeverAsksFirst(t *testing.T) {
 	ctx := context.Background()
 	tokens := make([]string, 8)
 	concurrently(len(tokens), func(i int) {
-		token, err := jobs.NewKeyLookupToken(ctx, b.pool, "buyer@example.com", time.Now().Add(time.Minute))
+		token, err := jobs.NewKeyLookupToken(ctx, b.Pool, "buyer@example.com", time.Now().Add(time.Minute))
 		require.NoError(t, err)
 		tokens[i] = token
 	})
-	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM key_lookup_signing_key`))
+	require.Equal(t, 1, b.Count(t, `SELECT count(*) FROM key_lookup_signing_key`))
 	for _, token := range tokens {
-		email, _, err := jobs.VerifyKeyLookupToken(ctx, b.pool, token, time.Now())
+		email, _, err := jobs.VerifyKeyLookupToken(ctx, b.Pool, token, time.Now())
 		require.NoError(t, err)
 		require.Equal(t, "buyer@example.com", email)
 	}
@@ -463,16 +464,16 @@ func TestKeyLookupNeedsMail(t *testing.T) {
 	require.Equal(t, "unavailable", a.code(t))
 	require.Contains(t, string(a.body), "SMTP_URL")
 	require.Equal(t, "no-store", a.header.Get("Cache-Control"))
-	require.Equal(t, 0, b.count(t, `SELECT count(*) FROM river_job WHERE kind = 'send_key_lookup_email'`))
+	require.Equal(t, 0, b.Count(t, `SELECT count(*) FROM river_job WHERE kind = 'send_key_lookup_email'`))
 }
 
 func TestShopListsTheKeysOfACustomerAndOfAnAddress(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	customer := newID("cus_")
+	customer := fulfillertest.NewID("cus_")
 	first := b.buyAs(t, "Buyer@Example.com", customer, stripefake.Item{PriceID: priceMonth, Quantity: 2})
 	second := b.buyAs(t, "buyer@example.com", customer, stripefake.Item{PriceID: priceLife, Quantity: 1})
-	other := b.buyAs(t, "other@example.com", newID("cus_"), stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	other := b.buyAs(t, "other@example.com", fulfillertest.NewID("cus_"), stripefake.Item{PriceID: priceMonth, Quantity: 1})
 
 	want := []httpapi.ListedKeyJSON{}
 	for _, o := range []httpapi.OrderJSON{second, first} {
@@ -536,16 +537,16 @@ func TestShopListsTheKeysOfACustomerAndOfAnAddress(t *testing.T) {
 func TestEmailAddressesInURLsAreRefusedNamingTheBodyRoute(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	o := b.buyAs(t, "buyer@example.com", newID("cus_"), stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	o := b.buyAs(t, "buyer@example.com", fulfillertest.NewID("cus_"), stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	for path, route := range map[string]string{
 		"/v1/keys?email=buyer%40example.com":                      "POST /v1/keys/search",
 		"/v1/keys":                                                "POST /v1/keys/search",
 		"/v1/admin/orders?email=buyer%40example.com":              "POST /v1/admin/orders/search",
 		"/v1/admin/orders?email=buyer%40example.com&discord=1234": "POST /v1/admin/orders/search",
 	} {
-		base, token := b.url, "shop-token"
+		base, token := b.URL, "shop-token"
 		if strings.HasPrefix(path, "/v1/admin/") {
-			base, token = b.adminURL, adminToken
+			base, token = b.AdminURL, adminToken
 		}
 		status, _, body := send(t, http.MethodGet, base+path, "", bearer(token))
 		require.Equal(t, http.StatusBadRequest, status, "%s: %s", path, body)
@@ -555,9 +556,9 @@ func TestEmailAddressesInURLsAreRefusedNamingTheBodyRoute(t *testing.T) {
 		require.NotContains(t, body, o.CheckoutSessionID, path)
 	}
 	// The admin search by Discord ID keeps its query; by address, a body.
-	status, _, body := send(t, http.MethodGet, b.adminURL+"/v1/admin/orders?discord=123456789012345678", "", bearer(adminToken))
+	status, _, body := send(t, http.MethodGet, b.AdminURL+"/v1/admin/orders?discord=123456789012345678", "", bearer(adminToken))
 	require.Equal(t, http.StatusOK, status, body)
-	status, _, body = send(t, http.MethodPost, b.adminURL+"/v1/admin/orders/search", `{"email":"buyer@example.com"}`, bearer(adminToken))
+	status, _, body = send(t, http.MethodPost, b.AdminURL+"/v1/admin/orders/search", `{"email":"buyer@example.com"}`, bearer(adminToken))
 	require.Equal(t, http.StatusOK, status, body)
 	require.Contains(t, body, o.CheckoutSessionID)
 }
@@ -575,7 +576,7 @@ func TestPostsMustBeJSON(t *testing.T) {
 			{"/v1/my-keys", `{"token":"x"}`},
 			{"/v1/orders/" + s.ID + "/reset-hwid", keyBody(key)},
 		} {
-			req, err := http.NewRequest(http.MethodPost, b.url+post.path, strings.NewReader(post.body))
+			req, err := http.NewRequest(http.MethodPost, b.URL+post.path, strings.NewReader(post.body))
 			require.NoError(t, err)
 			if contentType != "" {
 				req.Header.Set("Content-Type", contentType)
@@ -589,8 +590,8 @@ func TestPostsMustBeJSON(t *testing.T) {
 			require.Contains(t, string(raw), "Content-Type: application/json")
 		}
 	}
-	require.Zero(t, b.count(t, `SELECT count(*) FROM key_lookup_requests`))
-	require.Zero(t, b.count(t, `SELECT count(*) FROM hwid_resets`))
+	require.Zero(t, b.Count(t, `SELECT count(*) FROM key_lookup_requests`))
+	require.Zero(t, b.Count(t, `SELECT count(*) FROM hwid_resets`))
 }
 
 // TestKeyLookupHasAProcessWideCap: requests from ever new addresses (a
@@ -617,5 +618,5 @@ func TestKeyLookupHasAProcessWideCap(t *testing.T) {
 	require.GreaterOrEqual(t, accepted, 30)
 	require.LessOrEqual(t, accepted, 30+int(time.Since(start).Seconds())+1)
 	require.Positive(t, refused)
-	require.Equal(t, accepted, b.count(t, `SELECT count(*) FROM key_lookup_requests`), "refused requests record nothing")
+	require.Equal(t, accepted, b.Count(t, `SELECT count(*) FROM key_lookup_requests`), "refused requests record nothing")
 }

@@ -18,6 +18,7 @@ import (
 
 	"fulfiller/internal/catalog"
 	"fulfiller/internal/config"
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/luarmor/sandbox"
 	"fulfiller/internal/order"
 	"fulfiller/internal/stripeapi/stripefake"
@@ -43,8 +44,8 @@ type scrape struct {
 
 func (b *bundle) scrape(t *testing.T) scrape {
 	t.Helper()
-	require.NotEmpty(t, b.main.AdminAddr())
-	resp, err := http.Get("http://" + b.main.AdminAddr() + "/metrics")
+	require.NotEmpty(t, b.Main.AdminAddr())
+	resp, err := http.Get("http://" + b.Main.AdminAddr() + "/metrics")
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
@@ -116,12 +117,12 @@ func TestMetricsCountAPurchaseFromWebhookToKey(t *testing.T) {
 	require.Positive(t, before.value("go_goroutines", nil), "the Go collector is registered")
 
 	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 2})
-	ev := b.sessionEvent(t, "checkout.session.completed", s.ID)
-	b.deliver(t, ev)
-	o := b.waitOrder(t, s.ID, "fulfilled")
+	ev := b.SessionEvent(t, "checkout.session.completed", s.ID)
+	b.Deliver(t, ev)
+	o := b.WaitOrder(t, s.ID, "fulfilled")
 	require.Len(t, o.Keys, 2)
-	b.deliver(t, ev) // Stripe repeats itself
-	require.Equal(t, http.StatusBadRequest, b.post(t, ev, sign(ev, "whsec_someone_else", time.Now())).status)
+	b.Deliver(t, ev) // Stripe repeats itself
+	require.Equal(t, http.StatusBadRequest, b.PostWebhook(t, ev, fulfillertest.Sign(ev, "whsec_someone_else", time.Now())).Status)
 
 	b.waitMetric(t, before, "fulfiller_keys_delivered_total", nil, 2)
 	b.waitIdle(t)
@@ -159,7 +160,7 @@ func with(labels map[string]string, k, v string) map[string]string {
 // for what identifies a buyer or grants access.
 func requireNothingIdentifying(t *testing.T, s scrape, session stripefake.Session, keys ...string) {
 	t.Helper()
-	for _, secret := range append([]string{session.ID, session.CustomerEmail, session.Customer, session.PaymentIntent, luarmorKey, stripeKey, secretNew}, keys...) {
+	for _, secret := range append([]string{session.ID, session.CustomerEmail, session.Customer, session.PaymentIntent, luarmorKey, fulfillertest.StripeAPIKey, secretNew}, keys...) {
 		require.NotContains(t, s.text, secret)
 	}
 	require.NotContains(t, s.text, "cs_test_")
@@ -177,7 +178,7 @@ func TestMetricsBoundEventTypesOutsiders(t *testing.T) {
 	b := setup(t, withMetrics(nil))
 	before := b.scrape(t)
 	for _, typ := range []string{"customer.created", "cs_live_" + strings.Repeat("x", 20)} {
-		b.deliver(t, event(t, typ, []byte(`{"id":"cus_123","object":"customer"}`)))
+		b.Deliver(t, fulfillertest.Event(t, typ, []byte(`{"id":"cus_123","object":"customer"}`)))
 	}
 	after := b.waitMetric(t, before, "fulfiller_webhooks_received_total", map[string]string{"event_type": "other", "outcome": "recorded"}, 2)
 	require.NotContains(t, after.text, "customer.created")
@@ -190,7 +191,7 @@ func TestMetricsCountLuarmorRateLimits(t *testing.T) {
 	// test short.
 	b := setup(t, withMetrics(func(c *config.Config) { c.LuarmorRateWindow = time.Second }))
 	before := b.scrape(t)
-	b.sandbox.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/users", Kind: sandbox.FaultRateLimit, Times: 1})
+	b.Luarmor.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/users", Kind: sandbox.FaultRateLimit, Times: 1})
 	_, o := b.buy(t, stripefake.Item{PriceID: priceMonth})
 	require.Len(t, o.Keys, 1)
 
@@ -214,12 +215,12 @@ func TestMetricsShowFailedOrdersByReason(t *testing.T) {
 	}
 
 	unknown := b.paidSession(t, stripefake.Item{PriceID: "price_not_in_catalog"})
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", unknown.ID))
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", unknown.ID))
 	require.Equal(t, order.FailureUnknownPrice, b.waitFailed(t, unknown.ID).FailureCode)
 
-	b.catalog.Put("price_typo", catalog.Product{ProjectID: "project_with_a_typo", KeyDays: 7})
+	b.Catalog.Put("price_typo", catalog.Product{ProjectID: "project_with_a_typo", KeyDays: 7})
 	refused := b.paidSession(t, stripefake.Item{PriceID: "price_typo"})
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", refused.ID))
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", refused.ID))
 	require.Equal(t, order.FailureLuarmorRefused, b.waitFailed(t, refused.ID).FailureCode)
 
 	after := b.scrape(t)
@@ -231,17 +232,17 @@ func TestMetricsShowFailedOrdersByReason(t *testing.T) {
 	require.NotContains(t, after.text, "project_with_a_typo")
 
 	// Fixed and retried, the order is no longer failed.
-	b.catalog.Put("price_typo", catalog.Product{ProjectID: project, KeyDays: 7})
+	b.Catalog.Put("price_typo", catalog.Product{ProjectID: project, KeyDays: 7})
 	b.retry(t, refused.ID, http.StatusAccepted)
-	b.waitOrder(t, refused.ID, "fulfilled")
+	b.WaitOrder(t, refused.ID, "fulfilled")
 	require.Zero(t, b.scrape(t).value("fulfiller_orders_failed", map[string]string{"reason": order.FailureLuarmorRefused}))
 }
 
 func TestMetricsAreNotOnThePublicListener(t *testing.T) {
 	t.Parallel()
 	b := setup(t, withMetrics(nil))
-	require.NotEqual(t, b.main.Addr(), b.main.AdminAddr())
-	resp, err := http.Get(b.url + "/metrics")
+	require.NotEqual(t, b.Main.Addr(), b.Main.AdminAddr())
+	resp, err := http.Get(b.URL + "/metrics")
 	require.NoError(t, err)
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
@@ -250,7 +251,7 @@ func TestMetricsAreNotOnThePublicListener(t *testing.T) {
 	require.NotEmpty(t, b.scrape(t).families)
 
 	off := setup(t, withConfig(func(c *config.Config) { c.AdminAddr = "" })) // ADMIN_ADDR=off
-	require.Empty(t, off.main.AdminAddr())
+	require.Empty(t, off.Main.AdminAddr())
 }
 
 // Every expression of the sample dashboard names metrics the service
@@ -305,8 +306,8 @@ func TestMetricsCountRenewalsAndRevocationsOnce(t *testing.T) {
 	before := b.scrape(t)
 
 	_, ev := b.invoice(t, s.Subscription, "subscription_cycle", time.Now().Unix()+60*day)
-	b.deliver(t, ev)
-	b.deliver(t, ev)
+	b.Deliver(t, ev)
+	b.Deliver(t, ev)
 	b.waitIdle(t)
 	after := b.waitMetric(t, before, "fulfiller_keys_renewed_total", nil, 2)
 	require.Equal(t, 2.0, after.value("fulfiller_jobs_total", map[string]string{"kind": "sync_key", "outcome": "completed"})-
@@ -328,13 +329,13 @@ func TestDeliveryTimeCountsFromTheWebhooksArrival(t *testing.T) {
 	t.Parallel()
 	b := setup(t, withMetrics(nil), func(o *options) { o.luarmorLatency = 2 * time.Second })
 	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
 	// While the key's create is on its way, say the webhook arrived 100 s
 	// earlier than it did.
-	_, err := b.pool.Exec(context.Background(), `UPDATE stripe_events SET received_at = received_at - interval '100 seconds'
+	_, err := b.Pool.Exec(context.Background(), `UPDATE stripe_events SET received_at = received_at - interval '100 seconds'
 		WHERE object_id = $1`, s.ID)
 	require.NoError(t, err)
-	b.waitOrder(t, s.ID, "fulfilled")
+	b.WaitOrder(t, s.ID, "fulfilled")
 
 	var sum float64
 	require.Eventually(t, func() bool {

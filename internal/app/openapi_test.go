@@ -16,6 +16,7 @@ import (
 	"github.com/getkin/kin-openapi/routers/legacy"
 	"github.com/stretchr/testify/require"
 
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/httpapi"
 	"fulfiller/internal/order"
 	"fulfiller/internal/stripeapi/stripefake"
@@ -53,9 +54,9 @@ func (c *contractCheck) do(t *testing.T, method, path, body string, header ...st
 	if body != "" {
 		rd = strings.NewReader(body)
 	}
-	base := c.b.url
+	base := c.b.URL
 	if internalPath(path) {
-		base = c.b.adminURL
+		base = c.b.AdminURL
 	}
 	req, err := http.NewRequest(method, base+path, rd)
 	require.NoError(t, err)
@@ -115,7 +116,7 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 	b := setupLookup(t, withPolicy(func(p *order.Policy) { p.RevokeOnEarlyFraudWarning = true }))
 	c := newContractCheck(t, b)
 	const bearer, admin = "Bearer shop-token", "Bearer " + adminToken
-	email, customer := "contract@example.com", newID("cus_")
+	email, customer := "contract@example.com", fulfillertest.NewID("cus_")
 	o := b.buyAs(t, email, customer, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	id, key := o.CheckoutSessionID, o.Keys[0].UserKey
 	unknown := "cs_test_" + strings.Repeat("x", 24)
@@ -188,10 +189,10 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 
 	// Support lifts an early fraud warning's revocation (of another order).
 	warned := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", warned.ID))
-	b.waitOrder(t, warned.ID, "fulfilled")
-	efw := newID("issfr_")
-	b.deliver(t, event(t, "radar.early_fraud_warning.created", object(t, map[string]any{
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", warned.ID))
+	b.WaitOrder(t, warned.ID, "fulfilled")
+	efw := fulfillertest.NewID("issfr_")
+	b.Deliver(t, fulfillertest.Event(t, "radar.early_fraud_warning.created", object(t, map[string]any{
 		"id": efw, "object": "radar.early_fraud_warning", "charge": b.charge(t, warned.PaymentIntent, ""),
 		"payment_intent": warned.PaymentIntent, "fraud_type": "made_with_stolen_card", "actionable": true,
 	})))
@@ -225,7 +226,7 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 
 	// Webhooks, operations, this document.
 	require.Equal(t, http.StatusBadRequest, c.do(t, "POST", "/webhooks/stripe", `{"id":"evt_1"}`,
-		"Stripe-Signature", sign([]byte(`{"id":"evt_2"}`), b.secret, time.Now())).status)
+		"Stripe-Signature", fulfillertest.Sign([]byte(`{"id":"evt_2"}`), b.Secret, time.Now())).status)
 	require.Equal(t, http.StatusOK, c.do(t, "GET", "/healthz", "").status)
 	require.Equal(t, http.StatusOK, c.do(t, "GET", "/readyz", "").status)
 	require.Equal(t, http.StatusOK, c.do(t, "GET", "/metrics", "").status)

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/config"
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/httpapi"
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/logging"
@@ -84,7 +85,7 @@ func (b *lookupBundle) rotateLink(t *testing.T, idOrRef string) httpapi.AdminRot
 // stripeLookupsOf counts the Stripe requests that named id.
 func (b *bundle) stripeLookupsOf(id string) int {
 	n := 0
-	for _, r := range b.stripe.Requests() {
+	for _, r := range b.Stripe.Requests() {
 		if strings.Contains(r.Path, id) || strings.Contains(r.Query, id) {
 			n++
 		}
@@ -115,7 +116,7 @@ func TestRotatedSessionIDIsAnsweredLikeAnUnknownOrderWithoutAskingStripe(t *test
 	key := o.Keys[0].UserKey
 	b.keysMessages(t, 1)
 
-	unknown := newID("cs_test_")
+	unknown := fulfillertest.NewID("cs_test_")
 	wantAPI := b.unknownAnswer(t, unknown)
 	unknownPage := b.call(t, http.MethodGet, "/orders/"+unknown, "", newClient(), "")
 	require.Equal(t, http.StatusOK, unknownPage.status, "an unknown session ID of a plausible shape waits like a paid order")
@@ -144,7 +145,7 @@ func TestRotatedSessionIDIsAnsweredLikeAnUnknownOrderWithoutAskingStripe(t *test
 	reset := b.call(t, http.MethodPost, "/v1/orders/"+s.ID+"/reset-hwid", keyBody(key), newClient(), "")
 	require.Equal(t, unknownReset.status, reset.status)
 	require.Equal(t, string(unknownReset.body), string(reset.body))
-	require.Zero(t, b.count(t, `SELECT count(*) FROM hwid_resets`), "no reset was recorded")
+	require.Zero(t, b.Count(t, `SELECT count(*) FROM hwid_resets`), "no reset was recorded")
 
 	require.Equal(t, lookupsBefore, b.stripeLookupsOf(s.ID), "Stripe is never asked about a revoked session ID")
 	require.Positive(t, b.stripeLookupsOf(unknown), "while an unknown one is confirmed with Stripe")
@@ -212,7 +213,7 @@ func TestRotationStopsOldLinksAndEmailsAFreshOne(t *testing.T) {
 		require.NotContains(t, logs, secret, "no credential goes into a log")
 	}
 	var args string
-	require.NoError(t, b.pool.QueryRow(context.Background(),
+	require.NoError(t, b.Pool.QueryRow(context.Background(),
 		`SELECT string_agg(args::text, ' ') FROM river_job WHERE kind = 'send_order_email'`).Scan(&args))
 	require.NotContains(t, args, "ol_", "a job's arguments never carry a link")
 }
@@ -224,9 +225,9 @@ func TestExpiredTamperedAndForgedOrderLinksAreAnsweredLikeAnUnknownOrder(t *test
 	}))
 	s, o := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	ctx := context.Background()
-	recorded, err := postgres.GetOrder(ctx, b.pool, s.ID)
+	recorded, err := postgres.GetOrder(ctx, b.Pool, s.ID)
 	require.NoError(t, err)
-	links, err := jobs.LoadOrderLinks(ctx, b.pool)
+	links, err := jobs.LoadOrderLinks(ctx, b.Pool)
 	require.NoError(t, err)
 	now := time.Now()
 
@@ -235,7 +236,7 @@ func TestExpiredTamperedAndForgedOrderLinksAreAnsweredLikeAnUnknownOrder(t *test
 	require.Equal(t, http.StatusOK, a.status, "a link this service signed opens the order")
 	require.Contains(t, string(a.body), o.Keys[0].UserKey)
 
-	unknown := b.unknownAnswer(t, newID("cs_test_"))
+	unknown := b.unknownAnswer(t, fulfillertest.NewID("cs_test_"))
 	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(valid, jobs.OrderLinkPrefix))
 	require.NoError(t, err)
 	otherOrder := append([]byte(nil), raw...)
@@ -268,14 +269,14 @@ func TestExpiredTamperedAndForgedOrderLinksAreAnsweredLikeAnUnknownOrder(t *test
 		reset := b.call(t, http.MethodPost, "/v1/orders/"+token+"/reset-hwid", keyBody(o.Keys[0].UserKey), newClient(), "")
 		require.Equal(t, http.StatusNotFound, reset.status, name)
 	}
-	require.Zero(t, b.count(t, `SELECT count(*) FROM hwid_resets`))
+	require.Zero(t, b.Count(t, `SELECT count(*) FROM hwid_resets`))
 }
 
 func TestMyKeysHandsOutShortLivedLinksNeverSessionIDs(t *testing.T) {
 	t.Parallel()
 	b := setupLookup(t)
-	first := b.buyAs(t, "links@example.com", newID("cus_"), stripefake.Item{PriceID: priceMonth, Quantity: 1})
-	second := b.buyAs(t, "links@example.com", newID("cus_"), stripefake.Item{PriceID: priceLife, Quantity: 1})
+	first := b.buyAs(t, "links@example.com", fulfillertest.NewID("cus_"), stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	second := b.buyAs(t, "links@example.com", fulfillertest.NewID("cus_"), stripefake.Item{PriceID: priceLife, Quantity: 1})
 	require.Equal(t, http.StatusAccepted, b.keyLookup(t, "links@example.com", "").status)
 	token := linkToken(t, b.waitLookupMessages(t, 1)[0])
 
@@ -357,10 +358,10 @@ func TestReissueWithRotationLeavesTheOldLinkDeadAndEmailsTheNewKeyOnAFreshOne(t 
 	require.Equal(t, http.StatusNotFound, b.call(t, http.MethodGet, "/v1/orders/"+s.ID, "", newClient(), "").status)
 
 	// The owed email is queued once, however often the reissue's job runs.
-	_, err := b.main.River.JobRetry(context.Background(), int64(out["job_id"].(float64)))
+	_, err := b.Main.River.JobRetry(context.Background(), int64(out["job_id"].(float64)))
 	require.NoError(t, err)
 	require.Equal(t, rivertype.JobStateCompleted, b.waitJob(t, int64(out["job_id"].(float64))))
-	require.Equal(t, 2, b.count(t, `SELECT count(*) FROM order_emails WHERE checkout_session_id = $1`, s.ID))
+	require.Equal(t, 2, b.Count(t, `SELECT count(*) FROM order_emails WHERE checkout_session_id = $1`, s.ID))
 }
 
 func TestRotateLinkIsOnlyForReissuesAndNeedsAKnownOrder(t *testing.T) {
@@ -386,6 +387,6 @@ func TestRotateLinkIsOnlyForReissuesAndNeedsAKnownOrder(t *testing.T) {
 	require.NoError(t, json.Unmarshal(a.body, &rot))
 	require.Zero(t, rot.EmailDelivery)
 	require.Contains(t, rot.NoEmail, "mail is off")
-	code, _ := b.getOrder(t, o.CheckoutSessionID)
+	code, _ := b.GetOrder(t, o.CheckoutSessionID)
 	require.Equal(t, http.StatusNotFound, code)
 }

@@ -28,7 +28,7 @@ type orderAnswer struct {
 
 // ask GETs path from the service with the given headers ("Name: value").
 func (b *bundle) ask(ctx context.Context, method, path string, headers ...string) orderAnswer {
-	req, err := http.NewRequestWithContext(ctx, method, b.url+path, nil)
+	req, err := http.NewRequestWithContext(ctx, method, b.URL+path, nil)
 	if err != nil {
 		return orderAnswer{err: err}
 	}
@@ -60,15 +60,15 @@ func (b *bundle) asyncAsk(ctx context.Context, path string, headers ...string) <
 func TestWaitingBuyerIsWokenByADeliveryOnAnotherReplica(t *testing.T) {
 	t.Parallel()
 	waiter := setup(t)
-	worker := setup(t, func(o *options) { o.databaseURL = waiter.main.Config.DatabaseURL })
+	worker := setup(t, func(o *options) { o.databaseURL = waiter.Main.Config.DatabaseURL })
 	// Each replica has its own Stripe stand-in: both must hold the session.
 	s := waiter.unpaidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
-	worker.stripe.PutSession(s)
-	waiter.deliver(t, waiter.sessionEvent(t, "checkout.session.completed", s.ID))
+	worker.Stripe.PutSession(s)
+	waiter.Deliver(t, waiter.SessionEvent(t, "checkout.session.completed", s.ID))
 	waiter.waitIdle(t)
 
 	answer := waiter.asyncAsk(context.Background(), "/v1/orders/"+s.ID+"?wait=30")
-	require.Eventually(t, func() bool { return waiter.main.Changes.Waiters() == 1 }, 20*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return waiter.Main.Changes.Waiters() == 1 }, 20*time.Second, 5*time.Millisecond)
 	select {
 	case a := <-answer:
 		t.Fatalf("a pending order was answered before it changed: %+v", a)
@@ -79,9 +79,9 @@ func TestWaitingBuyerIsWokenByADeliveryOnAnotherReplica(t *testing.T) {
 	// replica works the jobs does not matter: the wake-up travels through
 	// PostgreSQL either way.
 	s.PaymentStatus = "paid"
-	waiter.stripe.PutSession(s)
-	worker.stripe.PutSession(s)
-	worker.deliver(t, worker.sessionEvent(t, "checkout.session.async_payment_succeeded", s.ID))
+	waiter.Stripe.PutSession(s)
+	worker.Stripe.PutSession(s)
+	worker.Deliver(t, worker.SessionEvent(t, "checkout.session.async_payment_succeeded", s.ID))
 
 	got := <-answer
 	require.NoError(t, got.err)
@@ -89,21 +89,21 @@ func TestWaitingBuyerIsWokenByADeliveryOnAnotherReplica(t *testing.T) {
 	require.Equal(t, "fulfilled", got.order.Status)
 	require.Len(t, got.order.Keys, 1)
 	require.Equal(t, "no-store", got.header.Get("Cache-Control"))
-	require.Zero(t, waiter.main.Changes.Waiters(), "the answered request still holds its slot")
+	require.Zero(t, waiter.Main.Changes.Waiters(), "the answered request still holds its slot")
 }
 
 func TestWaitEndsWithThePendingOrderAndBadWaitsAreRefused(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	s := b.unpaidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
 	b.waitIdle(t)
 
 	a := b.ask(context.Background(), http.MethodGet, "/v1/orders/"+s.ID+"?wait=1")
 	require.NoError(t, a.err)
 	require.Equal(t, http.StatusOK, a.status)
 	require.Equal(t, "pending", a.order.Status)
-	require.Zero(t, b.main.Changes.Waiters())
+	require.Zero(t, b.Main.Changes.Waiters())
 
 	for _, wait := range []string{"31", "-1", "1.5", "x", "", "1&wait=2"} {
 		a := b.ask(context.Background(), http.MethodGet, "/v1/orders/"+s.ID+"?wait="+wait)
@@ -124,15 +124,15 @@ func TestAClientThatGoesAwayReleasesItsWaitingSlot(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	s := b.unpaidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
 	b.waitIdle(t)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	answer := b.asyncAsk(ctx, "/v1/orders/"+s.ID+"?wait=30")
-	require.Eventually(t, func() bool { return b.main.Changes.Waiters() == 1 }, 20*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return b.Main.Changes.Waiters() == 1 }, 20*time.Second, 5*time.Millisecond)
 	cancel()
 	require.ErrorIs(t, (<-answer).err, context.Canceled)
-	require.Eventually(t, func() bool { return b.main.Changes.Waiters() == 0 }, 20*time.Second, 5*time.Millisecond,
+	require.Eventually(t, func() bool { return b.Main.Changes.Waiters() == 0 }, 20*time.Second, 5*time.Millisecond,
 		"a disconnected client still holds its slot")
 }
 
@@ -221,10 +221,10 @@ func TestACancelledLookupDoesNotFailAnotherWaitingForTheSameID(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
-	b.stripe.SetLatency(time.Second)
+	b.Stripe.SetLatency(time.Second)
 	sessionLookups := func() int {
 		n := 0
-		for _, r := range b.stripe.Requests() {
+		for _, r := range b.Stripe.Requests() {
 			if r.Path == "/v1/checkout/sessions/"+s.ID {
 				n++
 			}
@@ -296,8 +296,8 @@ func TestBuyerAheadOfTheWebhookWaitsWhenLookupsAreSpent(t *testing.T) {
 	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	answer := b.asyncAsk(context.Background(), "/v1/orders/"+s.ID+"?wait=20", "X-Forwarded-For: 198.51.100.9")
 	// The buyer is ahead of the webhook.
-	require.Eventually(t, func() bool { return b.main.Changes.Waiters() == 1 }, 20*time.Second, 5*time.Millisecond)
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	require.Eventually(t, func() bool { return b.Main.Changes.Waiters() == 1 }, 20*time.Second, 5*time.Millisecond)
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
 	a := <-answer
 	require.NoError(t, a.err)
 	require.Equal(t, http.StatusOK, a.status, "held for the webhook, not sent away with 429")

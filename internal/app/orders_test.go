@@ -6,6 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/stripeapi/stripefake"
 )
 
@@ -13,10 +14,10 @@ func TestOrderAPIPendingWhileUnpaid(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	s := b.unpaidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
 	b.waitIdle(t)
 
-	code, o := b.getOrder(t, s.ID)
+	code, o := b.GetOrder(t, s.ID)
 	require.Equal(t, http.StatusOK, code)
 	require.Equal(t, "pending", o.Status)
 	require.Equal(t, defaultMail, o.CustomerEmail)
@@ -28,22 +29,22 @@ func TestOrderAPIUnknownSession(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	for _, id := range []string{"cs_test_doesnotexist123", "not-a-session", "cs_live_x"} {
-		code, _ := b.getOrder(t, id)
+		code, _ := b.GetOrder(t, id)
 		require.Equal(t, http.StatusNotFound, code, id)
 	}
 	// Asking again does not ask Stripe again: unknown IDs are remembered,
 	// and malformed ones never reach Stripe.
-	code, _ := b.getOrder(t, "cs_test_doesnotexist123")
+	code, _ := b.GetOrder(t, "cs_test_doesnotexist123")
 	require.Equal(t, http.StatusNotFound, code)
 	lookups := 0
-	for _, r := range b.stripe.Requests() {
+	for _, r := range b.Stripe.Requests() {
 		if r.Path == "/v1/checkout/sessions/cs_test_doesnotexist123" {
 			lookups++
 		}
 		require.NotContains(t, r.Path, "not-a-session")
 	}
 	require.Equal(t, 1, lookups)
-	require.Zero(t, b.count(t, "SELECT count(*) FROM orders"))
+	require.Zero(t, b.Count(t, "SELECT count(*) FROM orders"))
 }
 
 func TestOrderAPIBoundsStripeLookupsOfUnknownIDs(t *testing.T) {
@@ -51,14 +52,14 @@ func TestOrderAPIBoundsStripeLookupsOfUnknownIDs(t *testing.T) {
 	b := setup(t)
 	tooMany := 0
 	for i := 0; i < 60; i++ {
-		code, _ := b.getOrder(t, newID("cs_test_unknown"))
+		code, _ := b.GetOrder(t, fulfillertest.NewID("cs_test_unknown"))
 		require.Contains(t, []int{http.StatusNotFound, http.StatusTooManyRequests}, code)
 		if code == http.StatusTooManyRequests {
 			tooMany++
 		}
 	}
 	require.Positive(t, tooMany, "a burst of random IDs is throttled")
-	require.Less(t, len(b.stripe.Requests()), 40)
+	require.Less(t, len(b.Stripe.Requests()), 40)
 }
 
 func TestOrderAPISuccessPageBeforeWebhook(t *testing.T) {
@@ -67,19 +68,19 @@ func TestOrderAPISuccessPageBeforeWebhook(t *testing.T) {
 	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 2})
 
 	// The customer lands on the success page; no webhook has arrived.
-	code, o := b.getOrder(t, s.ID)
+	code, o := b.GetOrder(t, s.ID)
 	require.Equal(t, http.StatusOK, code)
 	require.Contains(t, []string{"pending", "fulfilled"}, o.Status)
-	o = b.waitOrder(t, s.ID, "fulfilled")
+	o = b.WaitOrder(t, s.ID, "fulfilled")
 	require.Len(t, o.Keys, 2)
 
 	// The late webhook changes nothing.
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
-	code, again := b.getOrder(t, s.ID)
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
+	code, again := b.GetOrder(t, s.ID)
 	require.Equal(t, http.StatusOK, code)
 	require.ElementsMatch(t, o.Keys, again.Keys)
 	require.Equal(t, 2, b.luarmorUsersFor(s.ID))
-	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM river_job WHERE kind = 'fulfil_order'"))
+	require.Equal(t, 1, b.Count(t, "SELECT count(*) FROM river_job WHERE kind = 'fulfil_order'"))
 }
 
 func TestOrderAPIFulfilled(t *testing.T) {

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/postgres"
 	"fulfiller/internal/stripeapi/stripefake"
 	"fulfiller/internal/testdb"
@@ -71,8 +72,8 @@ func (g *loadGenerator) run(ctx context.Context, t *testing.T, buyer int) {
 	for n := 0; ctx.Err() == nil; n++ {
 		qty := 1 + (buyer+n)%3
 		s := g.b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: int64(qty)})
-		obj, _ := g.b.stripe.SessionJSON(s.ID)
-		body := event(t, "checkout.session.completed", obj)
+		obj, _ := g.b.Stripe.SessionJSON(s.ID)
+		body := fulfillertest.Event(t, "checkout.session.completed", obj)
 		if !g.deliver(body) {
 			return
 		}
@@ -89,12 +90,12 @@ func (g *loadGenerator) deliver(body []byte) bool {
 	deadline := time.Now().Add(2 * time.Minute)
 	for time.Now().Before(deadline) {
 		sentIn := g.phase.Load()
-		req, err := http.NewRequest(http.MethodPost, g.b.url+"/webhooks/stripe", bytes.NewReader(body))
+		req, err := http.NewRequest(http.MethodPost, g.b.URL+"/webhooks/stripe", bytes.NewReader(body))
 		if err != nil {
 			g.problem("building a webhook request: %v", err)
 			return false
 		}
-		req.Header.Set("Stripe-Signature", sign(body, g.b.secret, time.Now()))
+		req.Header.Set("Stripe-Signature", fulfillertest.Sign(body, g.b.Secret, time.Now()))
 		resp, err := g.client.Do(req)
 		if err != nil {
 			g.problem("webhook request failed without an answer: %v", err)
@@ -152,10 +153,10 @@ func TestServiceRidesOutPostgreSQLOutages(t *testing.T) {
 		cluster.Stop(t, mode)
 		load.phase.Store(phaseDown)
 		for start := time.Now(); time.Since(start) < outageDown; {
-			requireUnavailable(t, b.adminURL+"/readyz")
-			requireUnavailable(t, b.url+"/v1/orders/"+known.ID)
-			requireUnavailable(t, b.url+"/v1/orders/cs_test_neverseen"+strconv.FormatInt(time.Now().UnixNano(), 10))
-			live, err := http.Get(b.adminURL + "/healthz")
+			requireUnavailable(t, b.AdminURL+"/readyz")
+			requireUnavailable(t, b.URL+"/v1/orders/"+known.ID)
+			requireUnavailable(t, b.URL+"/v1/orders/cs_test_neverseen"+strconv.FormatInt(time.Now().UnixNano(), 10))
+			live, err := http.Get(b.AdminURL + "/healthz")
 			require.NoError(t, err)
 			live.Body.Close()
 			require.Equal(t, http.StatusOK, live.StatusCode, "the process stays live: restarting it would not bring the database back")
@@ -184,21 +185,21 @@ func TestServiceRidesOutPostgreSQLOutages(t *testing.T) {
 	t.Logf("%d purchases, %d webhooks answered 503 while PostgreSQL was down", len(purchases), load.statuses[phaseDown][http.StatusServiceUnavailable])
 	loadStopped := time.Now()
 	require.Eventually(t, func() bool {
-		return b.count(t, `SELECT count(*) FROM orders WHERE status <> 'fulfilled'`) == 0 &&
-			b.count(t, `SELECT count(*) FROM orders`) == len(purchases)+1
+		return b.Count(t, `SELECT count(*) FROM orders WHERE status <> 'fulfilled'`) == 0 &&
+			b.Count(t, `SELECT count(*) FROM orders`) == len(purchases)+1
 	}, 3*time.Minute, 100*time.Millisecond, "every paid order is fulfilled after the outages")
 	require.Eventually(t, func() bool {
-		return b.count(t, `SELECT count(*) FROM river_job
+		return b.Count(t, `SELECT count(*) FROM river_job
 			WHERE state IN ('available', 'running', 'retryable', 'pending', 'scheduled') AND kind <> 'refresh_keys'`) == 0
 	}, 3*time.Minute, 100*time.Millisecond, "no job is left running or waiting")
 	t.Logf("all work finished %s after the load stopped; %d jobs failed on the outages and were retried", time.Since(loadStopped).Round(time.Millisecond),
-		b.count(t, `SELECT count(*) FROM river_job WHERE cardinality(errors) > 0`))
-	require.Zero(t, b.count(t, `SELECT count(*) FROM river_job WHERE state IN ('discarded', 'cancelled')`), "no job gave up")
+		b.Count(t, `SELECT count(*) FROM river_job WHERE cardinality(errors) > 0`))
+	require.Zero(t, b.Count(t, `SELECT count(*) FROM river_job WHERE state IN ('discarded', 'cancelled')`), "no job gave up")
 
 	// Every order has exactly its keys, and Luarmor holds exactly those.
 	delivered := map[string]string{knownOrder.Keys[0].UserKey: known.ID}
 	for _, p := range purchases {
-		code, o := b.getOrder(t, p.sessionID)
+		code, o := b.GetOrder(t, p.sessionID)
 		require.Equal(t, http.StatusOK, code)
 		require.Equal(t, "fulfilled", o.Status)
 		require.Len(t, o.Keys, p.quantity, "order %s", p.sessionID)
@@ -208,7 +209,7 @@ func TestServiceRidesOutPostgreSQLOutages(t *testing.T) {
 			delivered[k.UserKey] = p.sessionID
 		}
 	}
-	users := b.sandbox.Users(project)
+	users := b.Luarmor.Users(project)
 	require.Len(t, users, len(delivered), "Luarmor holds one key per paid unit: none lost, none twice")
 	for _, u := range users {
 		session, ok := delivered[u.UserKey]

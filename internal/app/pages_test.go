@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/logging"
 	"fulfiller/internal/stripeapi/stripefake"
 )
@@ -27,7 +28,7 @@ func TestPagesAndAssetsCarryStrictHeaders(t *testing.T) {
 	b := setup(t)
 	s, _ := b.buy(t, stripefake.Item{PriceID: priceLife, Quantity: 1})
 	for _, path := range []string{"/orders/" + s.ID, "/my-keys", "/assets/page.js", "/assets/page.css"} {
-		resp, body := getPage(t, b.url+path)
+		resp, body := getPage(t, b.URL+path)
 		require.Equal(t, http.StatusOK, resp.StatusCode, path)
 		require.Contains(t, resp.Header.Get("Content-Security-Policy"), "script-src 'self'", path)
 		require.Contains(t, resp.Header.Get("Content-Security-Policy"), "frame-ancestors 'none'", path)
@@ -43,7 +44,7 @@ func TestPagesAndAssetsCarryStrictHeaders(t *testing.T) {
 		require.NotContains(t, body, "<script>", "no inline script: the CSP forbids it")
 		require.NotContains(t, body, "style=", "no inline style: the CSP forbids it")
 	}
-	resp, _ := getPage(t, b.url+"/assets/nothing.js")
+	resp, _ := getPage(t, b.URL+"/assets/nothing.js")
 	require.Equal(t, http.StatusNotFound, resp.StatusCode)
 }
 
@@ -54,19 +55,19 @@ func TestOrderPageOfUnknownAndMalformedIDs(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	pending := b.unpaidSession(t, stripefake.Item{PriceID: priceLife, Quantity: 1})
-	known, pendingPage := getPage(t, b.url+"/orders/"+pending.ID)
+	known, pendingPage := getPage(t, b.URL+"/orders/"+pending.ID)
 	require.Equal(t, http.StatusOK, known.StatusCode)
 	require.Contains(t, pendingPage, `data-state="waiting"`)
 
-	unknownID := newID("cs_test_")
-	unknown, unknownPage := getPage(t, b.url+"/orders/"+unknownID)
+	unknownID := fulfillertest.NewID("cs_test_")
+	unknown, unknownPage := getPage(t, b.URL+"/orders/"+unknownID)
 	require.Equal(t, http.StatusOK, unknown.StatusCode)
 	require.Equal(t,
 		strings.NewReplacer(pending.ID, "ID", logging.OrderRef(pending.ID), "REF").Replace(pendingPage),
 		strings.NewReplacer(unknownID, "ID", logging.OrderRef(unknownID), "REF").Replace(unknownPage),
 		"an unknown ID's page is that of a pending order")
 
-	malformed, malformedPage := getPage(t, b.url+"/orders/not-a-session")
+	malformed, malformedPage := getPage(t, b.URL+"/orders/not-a-session")
 	require.Equal(t, http.StatusNotFound, malformed.StatusCode)
 	require.Contains(t, malformedPage, "Order not found")
 	require.Contains(t, malformedPage, `data-state="not_found"`)

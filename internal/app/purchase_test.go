@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/catalog"
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/luarmor/sandbox"
 	"fulfiller/internal/stripeapi/stripefake"
@@ -20,8 +21,8 @@ func TestPurchaseDeliversOneKeyPerUnit(t *testing.T) {
 	b := setup(t)
 	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 3}, stripefake.Item{PriceID: priceLife, Quantity: 1})
 
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
-	o := b.waitOrder(t, s.ID, "fulfilled")
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
+	o := b.WaitOrder(t, s.ID, "fulfilled")
 
 	require.Equal(t, defaultMail, o.CustomerEmail)
 	require.Len(t, o.Keys, 4)
@@ -31,7 +32,7 @@ func TestPurchaseDeliversOneKeyPerUnit(t *testing.T) {
 		byPrice[k.PriceID]++
 		require.Equal(t, project, k.ProjectID)
 		require.Equal(t, "active", k.Status)
-		u, ok := b.sandbox.User(project, k.UserKey)
+		u, ok := b.Luarmor.User(project, k.UserKey)
 		require.True(t, ok, "the key exists in Luarmor")
 		require.Contains(t, u.Note, s.ID, "operators find the order from the dashboard")
 		require.Contains(t, u.Note, defaultMail)
@@ -54,14 +55,14 @@ func TestPurchaseDeliversOneKeyPerUnit(t *testing.T) {
 func TestLineItemsAreReadAcrossPages(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.stripe.SetMaxPageSize(5) // Stripe pages line items; read them all
+	b.Stripe.SetMaxPageSize(5) // Stripe pages line items; read them all
 	items := make([]stripefake.Item, 13)
 	for i := range items {
 		items[i] = stripefake.Item{PriceID: priceMonth, Quantity: 1}
 	}
 	s := b.paidSession(t, items...)
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
-	o := b.waitOrder(t, s.ID, "fulfilled")
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
+	o := b.WaitOrder(t, s.ID, "fulfilled")
 	require.Len(t, o.Keys, 13)
 }
 
@@ -70,10 +71,10 @@ func TestDiscordIDFromCustomFieldIsLinked(t *testing.T) {
 	b := setup(t)
 	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 3})
 	s.DiscordID = "123456789012345678"
-	b.stripe.PutSession(s)
+	b.Stripe.PutSession(s)
 
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
-	o := b.waitOrder(t, s.ID, "fulfilled")
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
+	o := b.WaitOrder(t, s.ID, "fulfilled")
 	require.Len(t, o.Keys, 3)
 	// Luarmor links a Discord ID to one key per project: the first key
 	// gets it, and every unit still gets a key of its own.
@@ -81,7 +82,7 @@ func TestDiscordIDFromCustomFieldIsLinked(t *testing.T) {
 	linked := 0
 	for _, k := range o.Keys {
 		keys[k.UserKey] = true
-		u, ok := b.sandbox.User(project, k.UserKey)
+		u, ok := b.Luarmor.User(project, k.UserKey)
 		require.True(t, ok)
 		if u.DiscordID == "123456789012345678" {
 			linked++
@@ -89,7 +90,7 @@ func TestDiscordIDFromCustomFieldIsLinked(t *testing.T) {
 	}
 	require.Len(t, keys, 3)
 	require.Equal(t, 1, linked)
-	u, _ := b.sandbox.User(project, o.Keys[0].UserKey)
+	u, _ := b.Luarmor.User(project, o.Keys[0].UserKey)
 	require.Equal(t, "123456789012345678", u.DiscordID)
 }
 
@@ -97,15 +98,15 @@ func TestSameEventFiveTimesConcurrently(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 2})
-	body := b.sessionEvent(t, "checkout.session.completed", s.ID)
+	body := b.SessionEvent(t, "checkout.session.completed", s.ID)
 
 	var duplicates, fresh int
-	results := make([]answer, 5)
-	concurrently(5, func(i int) { results[i] = b.post(t, body, sign(body, b.secret, time.Now())) })
+	results := make([]fulfillertest.Answer, 5)
+	concurrently(5, func(i int) { results[i] = b.PostWebhook(t, body, fulfillertest.Sign(body, b.Secret, time.Now())) })
 	for _, a := range results {
-		require.Equal(t, http.StatusOK, a.status, string(a.body))
+		require.Equal(t, http.StatusOK, a.Status, string(a.Body))
 		var r struct{ Duplicate bool }
-		require.NoError(t, json.Unmarshal(a.body, &r))
+		require.NoError(t, json.Unmarshal(a.Body, &r))
 		if r.Duplicate {
 			duplicates++
 		} else {
@@ -115,10 +116,10 @@ func TestSameEventFiveTimesConcurrently(t *testing.T) {
 	require.Equal(t, 1, fresh)
 	require.Equal(t, 4, duplicates)
 
-	o := b.waitOrder(t, s.ID, "fulfilled")
+	o := b.WaitOrder(t, s.ID, "fulfilled")
 	require.Len(t, o.Keys, 2)
-	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM stripe_events"))
-	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM river_job WHERE kind = 'fulfil_order'"))
+	require.Equal(t, 1, b.Count(t, "SELECT count(*) FROM stripe_events"))
+	require.Equal(t, 1, b.Count(t, "SELECT count(*) FROM river_job WHERE kind = 'fulfil_order'"))
 	require.Equal(t, 2, b.luarmorUsersFor(s.ID))
 	require.Equal(t, 2, b.creates())
 }
@@ -128,18 +129,18 @@ func TestCompletedUnpaidThenAsyncSucceeded(t *testing.T) {
 	b := setup(t)
 	s := b.unpaidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
 	b.waitIdle(t)
-	code, o := b.getOrder(t, s.ID)
+	code, o := b.GetOrder(t, s.ID)
 	require.Equal(t, http.StatusOK, code)
 	require.Equal(t, "pending", o.Status)
 	require.Empty(t, o.Keys)
-	require.Zero(t, b.count(t, "SELECT count(*) FROM river_job WHERE kind = 'fulfil_order'"), "no fulfilment before payment")
+	require.Zero(t, b.Count(t, "SELECT count(*) FROM river_job WHERE kind = 'fulfil_order'"), "no fulfilment before payment")
 
 	s.PaymentStatus = "paid"
-	b.stripe.PutSession(s)
-	b.deliver(t, b.sessionEvent(t, "checkout.session.async_payment_succeeded", s.ID))
-	o = b.waitOrder(t, s.ID, "fulfilled")
+	b.Stripe.PutSession(s)
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.async_payment_succeeded", s.ID))
+	o = b.WaitOrder(t, s.ID, "fulfilled")
 	require.Len(t, o.Keys, 1)
 	require.Equal(t, 1, b.luarmorUsersFor(s.ID))
 }
@@ -148,15 +149,15 @@ func TestCompletedAndAsyncSucceededBothPaidGiveKeysOnce(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 2})
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
-	b.deliver(t, b.sessionEvent(t, "checkout.session.async_payment_succeeded", s.ID))
-	b.waitOrder(t, s.ID, "fulfilled")
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.async_payment_succeeded", s.ID))
+	b.WaitOrder(t, s.ID, "fulfilled")
 	// A late third event for a fulfilled order starts no fulfilment.
 	b.waitIdle(t)
-	fulfilments := b.count(t, "SELECT count(*) FROM river_job WHERE kind IN ('fulfil_order', 'create_key')")
-	b.deliver(t, b.sessionEvent(t, "checkout.session.async_payment_succeeded", s.ID))
+	fulfilments := b.Count(t, "SELECT count(*) FROM river_job WHERE kind IN ('fulfil_order', 'create_key')")
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.async_payment_succeeded", s.ID))
 	b.waitIdle(t)
-	require.Equal(t, fulfilments, b.count(t, "SELECT count(*) FROM river_job WHERE kind IN ('fulfil_order', 'create_key')"))
+	require.Equal(t, fulfilments, b.Count(t, "SELECT count(*) FROM river_job WHERE kind IN ('fulfil_order', 'create_key')"))
 	require.Equal(t, 2, b.luarmorUsersFor(s.ID))
 	require.Equal(t, 2, b.creates())
 }
@@ -165,9 +166,9 @@ func TestAsyncPaymentFailedMarksOrderFailed(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	s := b.unpaidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
-	b.deliver(t, b.sessionEvent(t, "checkout.session.async_payment_failed", s.ID))
-	o := b.waitOrder(t, s.ID, "failed")
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.async_payment_failed", s.ID))
+	o := b.WaitOrder(t, s.ID, "failed")
 	require.Empty(t, o.Keys)
 	require.Zero(t, b.luarmorUsersFor(s.ID))
 }
@@ -176,15 +177,15 @@ func TestLostLuarmorAnswerDoesNotMintASecondKey(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	// Luarmor creates the key, then the connection drops before the answer.
-	b.sandbox.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/users", Kind: sandbox.FaultApplyThenDrop, Times: 1})
+	b.Luarmor.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/users", Kind: sandbox.FaultApplyThenDrop, Times: 1})
 	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
 
-	o := b.waitOrder(t, s.ID, "fulfilled")
+	o := b.WaitOrder(t, s.ID, "fulfilled")
 	require.Len(t, o.Keys, 1)
 	require.Equal(t, 1, b.luarmorUsersFor(s.ID), "the retry found the key by its reference")
 	require.Equal(t, 1, b.creates(), "the retry looked up instead of creating")
-	u, ok := b.sandbox.User(project, o.Keys[0].UserKey)
+	u, ok := b.Luarmor.User(project, o.Keys[0].UserKey)
 	require.True(t, ok)
 	require.Contains(t, u.Note, s.ID)
 }
@@ -195,13 +196,13 @@ func TestFailedLookUpAfterALostAnswerIsRepeatedAtOnce(t *testing.T) {
 	// The create's answer is lost, and the look-up that follows fails twice
 	// (a server error, then a dropped answer): the look-up is repeated
 	// within the same run, not after a step of backoff.
-	b.sandbox.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/users", Kind: sandbox.FaultApplyThenDrop, Times: 1})
-	b.sandbox.InjectFault(sandbox.Fault{Method: http.MethodGet, PathContains: "/users", Kind: sandbox.FaultHTTP500, Times: 1})
-	b.sandbox.InjectFault(sandbox.Fault{Method: http.MethodGet, PathContains: "/users", Kind: sandbox.FaultApplyThenDrop, Times: 1})
+	b.Luarmor.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/users", Kind: sandbox.FaultApplyThenDrop, Times: 1})
+	b.Luarmor.InjectFault(sandbox.Fault{Method: http.MethodGet, PathContains: "/users", Kind: sandbox.FaultHTTP500, Times: 1})
+	b.Luarmor.InjectFault(sandbox.Fault{Method: http.MethodGet, PathContains: "/users", Kind: sandbox.FaultApplyThenDrop, Times: 1})
 	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
 
-	o := b.waitOrder(t, s.ID, "fulfilled")
+	o := b.WaitOrder(t, s.ID, "fulfilled")
 	require.Len(t, o.Keys, 1)
 	require.Equal(t, 1, b.creates(), "the key was found, not made again")
 	require.Equal(t, 3, b.luarmorCalls(http.MethodGet, "/users"), "three tries of the look-up")
@@ -213,7 +214,7 @@ func TestFailedLookUpAfterALostAnswerIsRepeatedAtOnce(t *testing.T) {
 func TestLuarmorServerErrorIsRetried(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.sandbox.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/users", Kind: sandbox.FaultHTML502, Times: 1})
+	b.Luarmor.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/users", Kind: sandbox.FaultHTML502, Times: 1})
 	s, o := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	require.Len(t, o.Keys, 1)
 	require.Equal(t, 1, b.luarmorUsersFor(s.ID))
@@ -222,12 +223,12 @@ func TestLuarmorServerErrorIsRetried(t *testing.T) {
 func TestLuarmorRefusalFailsTheOrderVisibly(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.catalog.Put("price_elsewhere", catalog.Product{ProjectID: "project_luarmor_does_not_know", KeyDays: 7})
+	b.Catalog.Put("price_elsewhere", catalog.Product{ProjectID: "project_luarmor_does_not_know", KeyDays: 7})
 	s := b.paidSession(t, stripefake.Item{PriceID: "price_elsewhere", Quantity: 1})
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
-	b.waitOrder(t, s.ID, "failed")
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
+	b.WaitOrder(t, s.ID, "failed")
 	var reason string
-	require.NoError(t, b.pool.QueryRow(context.Background(),
+	require.NoError(t, b.Pool.QueryRow(context.Background(),
 		"SELECT failure_reason FROM orders WHERE checkout_session_id = $1", s.ID).Scan(&reason))
 	require.Contains(t, reason, "luarmor refused")
 	require.Contains(t, reason, "project_luarmor_does_not_know")
@@ -237,17 +238,17 @@ func TestUnknownPriceFailsTheOrderUntilTheCatalogIsFixed(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	s := b.paidSession(t, stripefake.Item{PriceID: "price_not_in_catalog", Quantity: 2})
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
-	b.waitOrder(t, s.ID, "failed")
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
+	b.WaitOrder(t, s.ID, "failed")
 	var reason string
-	require.NoError(t, b.pool.QueryRow(context.Background(),
+	require.NoError(t, b.Pool.QueryRow(context.Background(),
 		"SELECT failure_reason FROM orders WHERE checkout_session_id = $1", s.ID).Scan(&reason))
 	require.Contains(t, reason, "price_not_in_catalog")
 	require.Zero(t, b.luarmorUsersFor(s.ID))
 
 	// The operator adds the price; the order is fulfilled on request.
-	b.catalog.Put("price_not_in_catalog", catalog.Product{ProjectID: project, KeyDays: 7})
-	req, err := http.NewRequest(http.MethodPost, b.adminURL+"/v1/admin/orders/"+s.ID+"/retry", nil)
+	b.Catalog.Put("price_not_in_catalog", catalog.Product{ProjectID: project, KeyDays: 7})
+	req, err := http.NewRequest(http.MethodPost, b.AdminURL+"/v1/admin/orders/"+s.ID+"/retry", nil)
 	require.NoError(t, err)
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
@@ -259,7 +260,7 @@ func TestUnknownPriceFailsTheOrderUntilTheCatalogIsFixed(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, http.StatusAccepted, resp.StatusCode)
-	o := b.waitOrder(t, s.ID, "fulfilled")
+	o := b.WaitOrder(t, s.ID, "fulfilled")
 	require.Len(t, o.Keys, 2)
 	require.Equal(t, 7, o.Keys[0].KeyDays)
 }

@@ -2,13 +2,14 @@ package app_test
 
 import (
 	"context"
+	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/reconcile"
-	"fulfiller/internal/stripeapi"
 	"fulfiller/internal/stripeapi/stripefake"
 )
 
@@ -17,11 +18,11 @@ import (
 func (b *bundle) reconcileNow(t *testing.T) reconcile.Summary {
 	t.Helper()
 	rec := &reconcile.Reconciler{
-		Pool:   b.pool,
-		Stripe: stripeapi.New(b.main.Config.StripeAPIKey, b.main.Config.StripeAPIBase, nil),
-		Logger: testLogger(t),
+		Pool:   b.Pool,
+		Stripe: b.Stripe.Client(),
+		Logger: fulfillertest.Logger(t, slog.LevelWarn),
 	}
-	sum, err := rec.Run(context.Background(), b.main.River, reconcile.DefaultLookback)
+	sum, err := rec.Run(context.Background(), b.Main.River, reconcile.DefaultLookback)
 	require.NoError(t, err)
 	return sum
 }
@@ -33,7 +34,7 @@ func (b *bundle) waitFulfilledByEvents(t *testing.T, sessionID string) {
 	t.Helper()
 	require.Eventually(t, func() bool {
 		var status string
-		err := b.pool.QueryRow(context.Background(),
+		err := b.Pool.QueryRow(context.Background(),
 			"SELECT status FROM orders WHERE checkout_session_id = $1", sessionID).Scan(&status)
 		return err == nil && status == "fulfilled"
 	}, 20*time.Second, 20*time.Millisecond, "order %s never fulfilled", sessionID)
@@ -43,8 +44,8 @@ func (b *bundle) waitFulfilledByEvents(t *testing.T, sessionID string) {
 // events, as Stripe does with every event.
 func (b *bundle) deliverAndList(t *testing.T, body []byte) {
 	t.Helper()
-	b.deliver(t, body)
-	b.stripe.PutEvent(body)
+	b.Deliver(t, body)
+	b.Stripe.PutEvent(body)
 }
 
 func TestReconcileActsOnEventsThatNeverArrived(t *testing.T) {
@@ -52,26 +53,26 @@ func TestReconcileActsOnEventsThatNeverArrived(t *testing.T) {
 	b := setup(t)
 	// A purchase whose checkout event never arrived.
 	lostSale := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 2})
-	b.stripe.PutEvent(b.sessionEvent(t, "checkout.session.completed", lostSale.ID))
+	b.Stripe.PutEvent(b.SessionEvent(t, "checkout.session.completed", lostSale.ID))
 	// A subscription's renewal that never arrived.
 	sub, subOrder := b.subscriptionOrder(t, 1)
 	renewedKey := subOrder.Keys[0].UserKey
-	require.NoError(t, b.sandbox.Execute(project, renewedKey, "hwid-renewal"))
+	require.NoError(t, b.Luarmor.Execute(project, renewedKey, "hwid-renewal"))
 	periodEnd := time.Now().Unix() + 60*day
 	_, renewal := b.invoice(t, sub.Subscription, "subscription_cycle", periodEnd)
-	b.stripe.PutEvent(renewal)
+	b.Stripe.PutEvent(renewal)
 	// A chargeback that never arrived.
 	disputed, _ := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	ch := b.charge(t, disputed.PaymentIntent, "")
-	b.stripe.PutEvent(b.disputeEvent(t, "charge.dispute.created", newID("dp_"), ch, disputed.PaymentIntent, "needs_response"))
+	b.Stripe.PutEvent(b.disputeEvent(t, "charge.dispute.created", fulfillertest.NewID("dp_"), ch, disputed.PaymentIntent, "needs_response"))
 	b.waitIdle(t)
-	require.Zero(t, b.count(t, "SELECT count(*) FROM orders WHERE checkout_session_id = $1", lostSale.ID))
+	require.Zero(t, b.Count(t, "SELECT count(*) FROM orders WHERE checkout_session_id = $1", lostSale.ID))
 
 	sum := b.reconcileNow(t)
 	require.Equal(t, reconcile.Summary{Listed: 3, Ingested: 3}, sum)
 
 	b.waitFulfilledByEvents(t, lostSale.ID)
-	_, o := b.getOrder(t, lostSale.ID)
+	_, o := b.GetOrder(t, lostSale.ID)
 	require.Len(t, o.Keys, 2, "the lost sale gets its keys")
 	b.waitKeys(t, disputed.ID, "revoked", "blacklisted")
 	b.waitIdle(t)
@@ -79,34 +80,34 @@ func TestReconcileActsOnEventsThatNeverArrived(t *testing.T) {
 	require.Equal(t, 2, b.luarmorUsersFor(lostSale.ID))
 
 	// A second run finds everything recorded: no job, no Luarmor call.
-	jobsBefore := b.count(t, "SELECT count(*) FROM river_job")
-	b.sandbox.ResetCalls()
+	jobsBefore := b.Count(t, "SELECT count(*) FROM river_job")
+	b.Luarmor.ResetCalls()
 	sum = b.reconcileNow(t)
 	require.Equal(t, reconcile.Summary{Listed: 3, AlreadyRecorded: 3}, sum)
 	b.waitIdle(t)
-	require.Equal(t, jobsBefore, b.count(t, "SELECT count(*) FROM river_job"))
-	require.Empty(t, b.sandbox.Calls())
+	require.Equal(t, jobsBefore, b.Count(t, "SELECT count(*) FROM river_job"))
+	require.Empty(t, b.Luarmor.Calls())
 }
 
 func TestReconcileLeavesEventsTheWebhookHandledAlone(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 2})
-	b.deliverAndList(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
-	b.waitOrder(t, s.ID, "fulfilled")
+	b.deliverAndList(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
+	b.WaitOrder(t, s.ID, "fulfilled")
 	ch := b.charge(t, s.PaymentIntent, "")
-	b.deliverAndList(t, b.disputeEvent(t, "charge.dispute.created", newID("dp_"), ch, s.PaymentIntent, "needs_response"))
+	b.deliverAndList(t, b.disputeEvent(t, "charge.dispute.created", fulfillertest.NewID("dp_"), ch, s.PaymentIntent, "needs_response"))
 	b.waitKeys(t, s.ID, "revoked", "blacklisted")
 	b.waitIdle(t)
 
-	jobsBefore := b.count(t, "SELECT count(*) FROM river_job")
-	b.sandbox.ResetCalls()
+	jobsBefore := b.Count(t, "SELECT count(*) FROM river_job")
+	b.Luarmor.ResetCalls()
 	sum := b.reconcileNow(t)
 	require.Equal(t, reconcile.Summary{Listed: 2, AlreadyRecorded: 2}, sum)
 	b.waitIdle(t)
-	require.Equal(t, jobsBefore, b.count(t, "SELECT count(*) FROM river_job"), "no new job")
-	require.Empty(t, b.sandbox.Calls(), "no new Luarmor call")
-	require.Zero(t, b.count(t, "SELECT count(*) FROM river_job WHERE kind = 'reconcile_events'"),
+	require.Equal(t, jobsBefore, b.Count(t, "SELECT count(*) FROM river_job"), "no new job")
+	require.Empty(t, b.Luarmor.Calls(), "no new Luarmor call")
+	require.Zero(t, b.Count(t, "SELECT count(*) FROM river_job WHERE kind = 'reconcile_events'"),
 		"RECONCILE_INTERVAL off (0) schedules no run")
 }
 
@@ -114,11 +115,11 @@ func TestServiceReconcilesPeriodically(t *testing.T) {
 	t.Parallel()
 	b := setup(t, func(o *options) { o.reconcileEvery = time.Second })
 	s := b.paidSession(t, stripefake.Item{PriceID: priceLife, Quantity: 1})
-	b.stripe.PutEvent(b.sessionEvent(t, "checkout.session.completed", s.ID))
+	b.Stripe.PutEvent(b.SessionEvent(t, "checkout.session.completed", s.ID))
 
 	// No webhook: a periodic run finds the event.
 	b.waitFulfilledByEvents(t, s.ID)
-	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM stripe_events"))
+	require.Equal(t, 1, b.Count(t, "SELECT count(*) FROM stripe_events"))
 	require.Equal(t, 1, b.luarmorUsersFor(s.ID))
-	require.Positive(t, b.count(t, "SELECT count(*) FROM river_job WHERE kind = 'reconcile_events'"))
+	require.Positive(t, b.Count(t, "SELECT count(*) FROM river_job WHERE kind = 'reconcile_events'"))
 }

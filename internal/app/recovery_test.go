@@ -17,6 +17,7 @@ import (
 	"fulfiller/internal/app"
 	"fulfiller/internal/catalog"
 	"fulfiller/internal/config"
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/luarmor/sandbox"
 	"fulfiller/internal/order"
@@ -34,7 +35,7 @@ func (b *bundle) waitFailed(t *testing.T, id string) *order.Order {
 	var o *order.Order
 	require.Eventually(t, func() bool {
 		var err error
-		o, err = postgres.GetOrder(context.Background(), b.pool, id)
+		o, err = postgres.GetOrder(context.Background(), b.Pool, id)
 		return err == nil && o.Status == order.StatusFailed
 	}, 20*time.Second, 20*time.Millisecond, "order never failed; last seen %+v", o)
 	return o
@@ -44,30 +45,30 @@ func TestHugeQuantityFailsTheOrderBeforeAnythingIsAllocated(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1_000_000_000})
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
 
 	o := b.waitFailed(t, s.ID)
 	require.Equal(t, order.FailureTooManyUnits, o.FailureCode)
 	require.Contains(t, o.FailureReason, "MAX_UNITS_PER_ORDER (100)")
-	require.Zero(t, b.count(t, "SELECT count(*) FROM order_keys WHERE checkout_session_id = $1", s.ID), "no unit was recorded")
+	require.Zero(t, b.Count(t, "SELECT count(*) FROM order_keys WHERE checkout_session_id = $1", s.ID), "no unit was recorded")
 	require.Zero(t, b.creates())
 }
 
 func TestPriceMaxQuantityFailsTheOrder(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.catalog.Put("price_capped", catalog.Product{ProjectID: project, KeyDays: 7, MaxQuantity: 2})
+	b.Catalog.Put("price_capped", catalog.Product{ProjectID: project, KeyDays: 7, MaxQuantity: 2})
 	s := b.paidSession(t, stripefake.Item{PriceID: "price_capped", Quantity: 3})
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
 
 	o := b.waitFailed(t, s.ID)
 	require.Equal(t, order.FailureTooManyUnits, o.FailureCode)
 	require.Contains(t, o.FailureReason, "max_quantity of 2")
 
 	// The operator raises the cap and retries: the order is delivered.
-	b.catalog.Put("price_capped", catalog.Product{ProjectID: project, KeyDays: 7, MaxQuantity: 5})
+	b.Catalog.Put("price_capped", catalog.Product{ProjectID: project, KeyDays: 7, MaxQuantity: 5})
 	b.retry(t, s.ID, http.StatusAccepted)
-	require.Len(t, b.waitOrder(t, s.ID, "fulfilled").Keys, 3)
+	require.Len(t, b.WaitOrder(t, s.ID, "fulfilled").Keys, 3)
 }
 
 func (b *bundle) retry(t *testing.T, id string, want int) {
@@ -78,7 +79,7 @@ func (b *bundle) retry(t *testing.T, id string, want int) {
 // retryStatus asks for an order's retry as support does.
 func (b *bundle) retryStatus(t *testing.T, id string) int {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, b.adminURL+"/v1/admin/orders/"+id+"/retry", nil)
+	req, err := http.NewRequest(http.MethodPost, b.AdminURL+"/v1/admin/orders/"+id+"/retry", nil)
 	require.NoError(t, err)
 	req.Header.Set("Authorization", "Bearer "+adminToken)
 	resp, err := http.DefaultClient.Do(req)
@@ -94,16 +95,16 @@ func (b *bundle) retryStatus(t *testing.T, id string) int {
 func TestRetryReplansUnitsRefusedForTheirProjectFromTheCurrentCatalog(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.catalog.Put("price_typo", catalog.Product{ProjectID: "project_with_a_typo", KeyDays: 7})
+	b.Catalog.Put("price_typo", catalog.Product{ProjectID: "project_with_a_typo", KeyDays: 7})
 	s := b.paidSession(t, stripefake.Item{PriceID: "price_typo", Quantity: 3})
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
 
 	o := b.waitFailed(t, s.ID)
 	require.Equal(t, order.FailureLuarmorRefused, o.FailureCode)
 	require.Contains(t, o.FailureReason, "project_with_a_typo")
 	require.Contains(t, o.FailureReason, "Project not found")
 
-	b.catalog.Put("price_typo", catalog.Product{ProjectID: project, KeyDays: 14})
+	b.Catalog.Put("price_typo", catalog.Product{ProjectID: project, KeyDays: 14})
 	// The order fails on the first refusal; the other unit's create may
 	// still be on its way, and the retry is refused (409) until it settles.
 	require.Eventually(t, func() bool {
@@ -111,14 +112,14 @@ func TestRetryReplansUnitsRefusedForTheirProjectFromTheCurrentCatalog(t *testing
 		require.Contains(t, []int{http.StatusAccepted, http.StatusConflict}, code)
 		return code == http.StatusAccepted
 	}, 20*time.Second, 50*time.Millisecond)
-	done := b.waitOrder(t, s.ID, "fulfilled")
+	done := b.WaitOrder(t, s.ID, "fulfilled")
 	require.Len(t, done.Keys, 3)
 	for _, k := range done.Keys {
 		require.Equal(t, project, k.ProjectID)
 		require.Equal(t, 14, k.KeyDays)
 		require.Equal(t, 14, b.user(t, k.UserKey).KeyDays)
 	}
-	require.Zero(t, b.count(t, "SELECT count(*) FROM order_keys WHERE checkout_session_id = $1 AND replan", s.ID),
+	require.Zero(t, b.Count(t, "SELECT count(*) FROM order_keys WHERE checkout_session_id = $1 AND replan", s.ID),
 		"planned again once")
 }
 
@@ -129,23 +130,23 @@ func TestRetryReplansUnitsRefusedForTheirProjectFromTheCurrentCatalog(t *testing
 func TestRetryDeliversTheTermsTheUnitWasSoldWith(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.sandbox.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/users", Kind: sandbox.FaultRefuse})
+	b.Luarmor.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/users", Kind: sandbox.FaultRefuse})
 	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
 
 	o := b.waitFailed(t, s.ID)
 	require.Equal(t, order.FailureLuarmorRefused, o.FailureCode)
 	require.Contains(t, o.FailureReason, "Request refused.")
 
-	b.catalog.Put(priceMonth, catalog.Product{ProjectID: project2, KeyDays: 7})
+	b.Catalog.Put(priceMonth, catalog.Product{ProjectID: project2, KeyDays: 7})
 	b.retry(t, s.ID, http.StatusAccepted)
-	done := b.waitOrder(t, s.ID, "fulfilled")
+	done := b.WaitOrder(t, s.ID, "fulfilled")
 	require.Len(t, done.Keys, 1)
 	k := done.Keys[0]
 	require.Equal(t, project, k.ProjectID, "the project it was sold with")
 	require.Equal(t, 30, k.KeyDays, "the key_days it was sold with")
 	require.Equal(t, 30, b.user(t, k.UserKey).KeyDays)
-	require.Empty(t, b.sandbox.Users(project2))
+	require.Empty(t, b.Luarmor.Users(project2))
 }
 
 // An open session reporting no_payment_required (a 100% discount before
@@ -155,14 +156,14 @@ func TestOnlyCompleteSessionsAreFulfilled(t *testing.T) {
 	b := setup(t)
 	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	s.Status, s.PaymentStatus = "open", "no_payment_required"
-	b.stripe.PutSession(s)
+	b.Stripe.PutSession(s)
 
-	code, o := b.getOrder(t, s.ID)
+	code, o := b.GetOrder(t, s.ID)
 	require.Equal(t, http.StatusOK, code)
 	require.Equal(t, "pending", o.Status)
 	b.waitIdle(t)
 	require.Zero(t, b.creates())
-	require.Zero(t, b.count(t, "SELECT count(*) FROM order_keys WHERE checkout_session_id = $1", s.ID))
+	require.Zero(t, b.Count(t, "SELECT count(*) FROM order_keys WHERE checkout_session_id = $1", s.ID))
 }
 
 func TestLiveEventAgainstATestKeyFailsTheOrderWithTheReason(t *testing.T) {
@@ -170,9 +171,9 @@ func TestLiveEventAgainstATestKeyFailsTheOrderWithTheReason(t *testing.T) {
 	b := setup(t)
 	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	var ev map[string]any
-	require.NoError(t, json.Unmarshal(b.sessionEvent(t, "checkout.session.completed", s.ID), &ev))
+	require.NoError(t, json.Unmarshal(b.SessionEvent(t, "checkout.session.completed", s.ID), &ev))
 	ev["livemode"] = true
-	b.deliver(t, mustJSON(t, ev))
+	b.Deliver(t, mustJSON(t, ev))
 
 	o := b.waitFailed(t, s.ID)
 	require.Equal(t, order.FailureLivemodeMismatch, o.FailureCode)
@@ -186,12 +187,12 @@ func TestPaidSessionStripeDoesNotKnowFailsTheOrder(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	obj := mustJSON(t, map[string]any{
-		"id": newID("cs_test_"), "object": "checkout.session", "mode": "payment", "status": "complete",
+		"id": fulfillertest.NewID("cs_test_"), "object": "checkout.session", "mode": "payment", "status": "complete",
 		"payment_status": "paid", "customer_details": map[string]any{"email": defaultMail},
 	})
 	var id struct{ ID string }
 	require.NoError(t, json.Unmarshal(obj, &id))
-	b.deliver(t, event(t, "checkout.session.completed", obj))
+	b.Deliver(t, fulfillertest.Event(t, "checkout.session.completed", obj))
 
 	o := b.waitFailed(t, id.ID)
 	require.Equal(t, order.FailureSessionUnknown, o.FailureCode)
@@ -203,7 +204,7 @@ func TestReadinessFailsWhileACredentialIsRefused(t *testing.T) {
 	b := setup(t, withConfig(func(c *config.Config) { c.StripeAPIKey = "sk_test_revoked" }))
 	var body map[string]string
 	require.Eventually(t, func() bool {
-		resp, err := http.Get(b.adminURL + "/readyz")
+		resp, err := http.Get(b.AdminURL + "/readyz")
 		require.NoError(t, err)
 		defer resp.Body.Close()
 		body = nil
@@ -214,15 +215,15 @@ func TestReadinessFailsWhileACredentialIsRefused(t *testing.T) {
 
 	// Webhooks are still recorded while the key is fixed.
 	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
-	require.Equal(t, 1, b.count(t, "SELECT count(*) FROM stripe_events WHERE object_id = $1", s.ID))
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
+	require.Equal(t, 1, b.Count(t, "SELECT count(*) FROM stripe_events WHERE object_id = $1", s.ID))
 }
 
 func TestReadinessFailsWhileLuarmorRefusesTheKey(t *testing.T) {
 	t.Parallel()
 	b := setup(t, withConfig(func(c *config.Config) { c.LuarmorAPIKey = "not-the-key" }))
 	require.Eventually(t, func() bool {
-		resp, err := http.Get(b.adminURL + "/readyz")
+		resp, err := http.Get(b.AdminURL + "/readyz")
 		require.NoError(t, err)
 		defer resp.Body.Close()
 		var body map[string]string
@@ -238,9 +239,9 @@ func TestJobFailuresAreLogged(t *testing.T) {
 	var logs logtest.Buffer
 	logger := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	b := setup(t, withLogger(logger))
-	b.sandbox.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/users", Kind: sandbox.FaultHTTP500, Times: 5})
+	b.Luarmor.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/users", Kind: sandbox.FaultHTTP500, Times: 5})
 	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
 
 	require.Eventually(t, func() bool {
 		return strings.Contains(logs.String(), `"level":"ERROR","msg":"job keeps failing; will retry"`)
@@ -251,7 +252,7 @@ func TestJobFailuresAreLogged(t *testing.T) {
 	require.Contains(t, out, `"order_key_id":`)
 	require.NotContains(t, out, s.ID, "the Checkout Session ID is a capability and stays out of the log")
 
-	b.waitOrder(t, s.ID, "fulfilled")
+	b.WaitOrder(t, s.ID, "fulfilled")
 	require.Equal(t, 1, b.luarmorUsersFor(s.ID))
 }
 
@@ -267,9 +268,9 @@ func TestSmallOrderIsNotQueuedBehindABigOne(t *testing.T) {
 		c.MaxUnitsPerOrder = 500
 	}))
 	big := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 120})
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", big.ID))
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", big.ID))
 	delivered := func() int {
-		return b.count(t, "SELECT count(*) FROM order_keys WHERE checkout_session_id = $1 AND user_key IS NOT NULL", big.ID)
+		return b.Count(t, "SELECT count(*) FROM order_keys WHERE checkout_session_id = $1 AND user_key IS NOT NULL", big.ID)
 	}
 	// The window's 20 calls are spent first; from then on every call
 	// waits for a slot.
@@ -278,9 +279,9 @@ func TestSmallOrderIsNotQueuedBehindABigOne(t *testing.T) {
 
 	small := b.paidSession(t, stripefake.Item{PriceID: priceLife, Quantity: 1})
 	start := time.Now()
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", small.ID))
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", small.ID))
 	require.Eventually(t, func() bool {
-		_, o := b.getOrder(t, small.ID)
+		_, o := b.GetOrder(t, small.ID)
 		return o.Status == "fulfilled"
 	}, 30*time.Second, 10*time.Millisecond, "the one-unit order is delivered within a window")
 	wait := time.Since(start)
@@ -294,23 +295,23 @@ func TestSmallOrderIsNotQueuedBehindABigOne(t *testing.T) {
 // after a restart or on another replica, and points the bundle at it.
 func (b *bundle) restart(t *testing.T) {
 	t.Helper()
-	m := &app.Main{Config: b.main.Config, Catalog: b.catalog, Logger: b.main.Logger}
+	m := &app.Main{Config: b.Main.Config, Catalog: b.Catalog, Logger: b.Main.Logger}
 	require.NoError(t, m.Run(context.Background()))
 	t.Cleanup(func() { _ = m.Close() })
-	b.main, b.pool, b.url = m, m.Pool, m.URL()
+	b.Main, b.Pool, b.URL = m, m.Pool, m.URL()
 }
 
 // A stopping process lets a running job finish within SHUTDOWN_TIMEOUT.
 func TestGracefulStopLetsRunningJobsFinish(t *testing.T) {
 	t.Parallel()
 	b := setup(t, withConfig(func(c *config.Config) { c.ShutdownTimeout = 5 * time.Second }))
-	b.sandbox.SetLatency(700 * time.Millisecond)
+	b.Luarmor.SetLatency(700 * time.Millisecond)
 	s := b.paidSession(t, stripefake.Item{PriceID: priceLife, Quantity: 1})
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
 	require.Eventually(t, func() bool { return b.creates() == 1 }, 10*time.Second, 5*time.Millisecond)
 
-	require.NoError(t, b.main.Close(), "a graceful stop ends cleanly")
-	pool, err := pgxpool.New(context.Background(), b.main.Config.DatabaseURL)
+	require.NoError(t, b.Main.Close(), "a graceful stop ends cleanly")
+	pool, err := pgxpool.New(context.Background(), b.Main.Config.DatabaseURL)
 	require.NoError(t, err)
 	defer pool.Close()
 	o, err := postgres.GetOrder(context.Background(), pool, s.ID)
@@ -324,17 +325,17 @@ func TestGracefulStopLetsRunningJobsFinish(t *testing.T) {
 func TestStopPastTheTimeoutHandsTheJobOn(t *testing.T) {
 	t.Parallel()
 	b := setup(t, withConfig(func(c *config.Config) { c.ShutdownTimeout = time.Second }))
-	b.sandbox.SetLatency(4 * time.Second)
+	b.Luarmor.SetLatency(4 * time.Second)
 	s := b.paidSession(t, stripefake.Item{PriceID: priceLife, Quantity: 1})
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
 	require.Eventually(t, func() bool { return b.creates() == 1 }, 10*time.Second, 5*time.Millisecond)
 
 	stopped := time.Now()
-	require.NoError(t, b.main.Close())
-	b.sandbox.SetLatency(0)
+	require.NoError(t, b.Main.Close())
+	b.Luarmor.SetLatency(0)
 	b.restart(t)
 	require.Eventually(t, func() bool {
-		o, err := postgres.GetOrder(context.Background(), b.pool, s.ID)
+		o, err := postgres.GetOrder(context.Background(), b.Pool, s.ID)
 		return err == nil && o.Status == order.StatusFulfilled
 	}, 60*time.Second, 50*time.Millisecond)
 	t.Logf("delivered %s after the stop", time.Since(stopped).Round(time.Millisecond))
@@ -351,33 +352,33 @@ func TestCancelledKeyWriteIsResumed(t *testing.T) {
 	s, o := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	key := o.Keys[0].UserKey
 
-	err := b.main.River.QueuePause(ctx, jobs.QueueLuarmorRevoke, nil)
+	err := b.Main.River.QueuePause(ctx, jobs.QueueLuarmorRevoke, nil)
 	require.NoError(t, err)
-	b.deliver(t, b.refund(t, newID("ch_"), s.PaymentIntent, "", 1000))
+	b.Deliver(t, b.refund(t, fulfillertest.NewID("ch_"), s.PaymentIntent, "", 1000))
 	var writer int64
 	require.Eventually(t, func() bool {
-		return b.pool.QueryRow(ctx, `SELECT id FROM river_job WHERE kind = 'sync_key' AND state = 'available'
+		return b.Pool.QueryRow(ctx, `SELECT id FROM river_job WHERE kind = 'sync_key' AND state = 'available'
 			AND queue = $1`, jobs.QueueLuarmorRevoke).Scan(&writer) == nil
 	}, 10*time.Second, 20*time.Millisecond)
 
 	header := login(adminUser, adminPassword)
 	header.Set("Content-Type", "application/json")
-	status, _, body := send(t, http.MethodPost, b.adminURL+"/riverui/api/jobs/cancel", fmt.Sprintf(`{"ids":["%d"]}`, writer), header)
+	status, _, body := send(t, http.MethodPost, b.AdminURL+"/riverui/api/jobs/cancel", fmt.Sprintf(`{"ids":["%d"]}`, writer), header)
 	require.Equal(t, http.StatusOK, status, body)
-	err = b.main.River.QueueResume(ctx, jobs.QueueLuarmorRevoke, nil)
+	err = b.Main.River.QueueResume(ctx, jobs.QueueLuarmorRevoke, nil)
 	require.NoError(t, err)
 	require.Zero(t, b.sandboxUser(t, project, key).Banned, "the cancelled job left the refunded key working")
 
 	// The sweep leaves alone a ledger changed within the last minute;
 	// the refund is made a minute older rather than waited for.
-	_, err = b.pool.Exec(ctx, `UPDATE ledger_keys SET updated_at = now() - interval '2 minutes' WHERE user_key = $1`, key)
+	_, err = b.Pool.Exec(ctx, `UPDATE ledger_keys SET updated_at = now() - interval '2 minutes' WHERE user_key = $1`, key)
 	require.NoError(t, err)
-	res, err := b.main.River.Insert(ctx, jobs.ResumeOrdersArgs{}, nil)
+	res, err := b.Main.River.Insert(ctx, jobs.ResumeOrdersArgs{}, nil)
 	require.NoError(t, err)
 	require.Equal(t, rivertype.JobStateCompleted, b.waitJob(t, res.Job.ID))
 	b.waitIdle(t)
 	gone := true
-	for _, u := range b.sandbox.Users(project) {
+	for _, u := range b.Luarmor.Users(project) {
 		if u.UserKey == key {
 			gone = u.Banned != 0
 		}

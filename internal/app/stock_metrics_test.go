@@ -39,7 +39,7 @@ func TestMetricsReportTheStock(t *testing.T) {
 	before = after
 	s, o := b.buy(t, stripefake.Item{PriceID: priceStocked, Quantity: 10})
 	require.Len(t, o.Keys, 10)
-	sold := b.count(t, `SELECT count(*) FROM stock_keys s JOIN order_keys k ON k.id = s.order_key_id WHERE k.checkout_session_id = $1`, s.ID)
+	sold := b.Count(t, `SELECT count(*) FROM stock_keys s JOIN order_keys k ON k.id = s.order_key_id WHERE k.checkout_session_id = $1`, s.ID)
 	b.waitMetric(t, before, "fulfiller_stock_sales_total", hits, float64(sold))
 	after = b.waitMetric(t, before, "fulfiller_stock_sales_total", misses, float64(10-sold))
 	require.Equal(t, 10.0, after.value("fulfiller_keys_delivered_total", nil)-before.value("fulfiller_keys_delivered_total", nil))

@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"context"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/catalog"
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/httpapi"
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/luarmor"
@@ -35,7 +37,7 @@ func setupStock(t *testing.T, stock int, opts ...func(*options)) *bundle {
 func (b *bundle) waitStock(t *testing.T, ready int) {
 	t.Helper()
 	require.Eventually(t, func() bool {
-		n, pending, err := postgrestest.StockLevel(context.Background(), b.pool, priceStocked)
+		n, pending, err := postgrestest.StockLevel(context.Background(), b.Pool, priceStocked)
 		return err == nil && n == ready && pending == 0
 	}, 20*time.Second, 20*time.Millisecond, "the stock never held %d keys", ready)
 }
@@ -43,7 +45,7 @@ func (b *bundle) waitStock(t *testing.T, ready int) {
 // readyStock returns the user keys of the unsold stock.
 func (b *bundle) readyStock(t *testing.T) map[string]bool {
 	t.Helper()
-	rows, err := b.pool.Query(context.Background(), `SELECT user_key FROM stock_keys WHERE status = 'ready'`)
+	rows, err := b.Pool.Query(context.Background(), `SELECT user_key FROM stock_keys WHERE status = 'ready'`)
 	require.NoError(t, err)
 	keys := map[string]bool{}
 	for rows.Next() {
@@ -68,18 +70,18 @@ func TestPurchaseIsDeliveredFromStockThenLabelled(t *testing.T) {
 
 	s := b.paidSession(t, stripefake.Item{PriceID: priceStocked, Quantity: 1})
 	s.DiscordID = "123456789012345678"
-	b.stripe.PutSession(s)
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
-	o := b.waitOrder(t, s.ID, "fulfilled")
+	b.Stripe.PutSession(s)
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
+	o := b.WaitOrder(t, s.ID, "fulfilled")
 
 	require.Len(t, o.Keys, 1)
 	key := o.Keys[0].UserKey
 	require.True(t, stocked[key], "the key is one the stock held before the purchase")
-	require.Zero(t, b.count(t, `SELECT create_attempts FROM order_keys WHERE user_key = $1`, key),
+	require.Zero(t, b.Count(t, `SELECT create_attempts FROM order_keys WHERE user_key = $1`, key),
 		"no create was ever claimed for the unit: the purchase path sent nothing to Luarmor")
-	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM stock_keys s JOIN order_keys k ON k.id = s.order_key_id
+	require.Equal(t, 1, b.Count(t, `SELECT count(*) FROM stock_keys s JOIN order_keys k ON k.id = s.order_key_id
 		WHERE s.status = 'sold' AND k.checkout_session_id = $1 AND s.user_key = $2`, s.ID, key))
-	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM order_keys WHERE user_key = $1`, key), "sold once")
+	require.Equal(t, 1, b.Count(t, `SELECT count(*) FROM order_keys WHERE user_key = $1`, key), "sold once")
 
 	// Afterwards the key carries what a made key does, and the stock is
 	// topped up again.
@@ -91,7 +93,7 @@ func TestPurchaseIsDeliveredFromStockThenLabelled(t *testing.T) {
 	require.NotContains(t, u.Note, "stock")
 	require.Contains(t, u.Note, defaultMail)
 	require.Eventually(t, func() bool {
-		return b.count(t, `SELECT count(*) FROM order_keys WHERE user_key = $1 AND discord_link = 'linked'`, key) == 1
+		return b.Count(t, `SELECT count(*) FROM order_keys WHERE user_key = $1 AND discord_link = 'linked'`, key) == 1
 	}, 20*time.Second, 20*time.Millisecond, "the link is recorded once Luarmor made it")
 	b.waitStock(t, 3)
 	require.Equal(t, createsBefore+1, b.creates(), "one create, by the refill, replaced the sold key")
@@ -116,13 +118,13 @@ func TestStockRunsOutAndTheRestIsMadeToOrder(t *testing.T) {
 		}
 	}
 	require.Len(t, seen, 10)
-	sold := b.count(t, `SELECT count(*) FROM stock_keys s JOIN order_keys k ON k.id = s.order_key_id WHERE k.checkout_session_id = $1`, s.ID)
+	sold := b.Count(t, `SELECT count(*) FROM stock_keys s JOIN order_keys k ON k.id = s.order_key_id WHERE k.checkout_session_id = $1`, s.ID)
 	require.GreaterOrEqual(t, fromStock, 3, "the stock held before the purchase was sold first")
-	require.Equal(t, sold, b.count(t, `SELECT count(*) FROM order_keys WHERE checkout_session_id = $1 AND create_attempts = 0`, s.ID),
+	require.Equal(t, sold, b.Count(t, `SELECT count(*) FROM order_keys WHERE checkout_session_id = $1 AND create_attempts = 0`, s.ID),
 		"exactly the units delivered from stock sent no create")
-	require.Equal(t, 10-sold, b.count(t, `SELECT count(*) FROM order_keys WHERE checkout_session_id = $1 AND create_attempts > 0`, s.ID),
+	require.Equal(t, 10-sold, b.Count(t, `SELECT count(*) FROM order_keys WHERE checkout_session_id = $1 AND create_attempts > 0`, s.ID),
 		"the rest were created on demand")
-	require.Zero(t, b.count(t, `SELECT count(*) FROM stock_keys WHERE status = 'sold' AND user_key IN
+	require.Zero(t, b.Count(t, `SELECT count(*) FROM stock_keys WHERE status = 'sold' AND user_key IN
 		(SELECT user_key FROM stock_keys WHERE status = 'ready')`))
 	b.waitStock(t, 3)
 }
@@ -136,7 +138,7 @@ func TestRefundRevokesAKeySoldFromStock(t *testing.T) {
 	require.True(t, stocked[key])
 
 	ch := b.charge(t, s.PaymentIntent, "")
-	b.deliver(t, b.refund(t, ch, s.PaymentIntent, "", 1000))
+	b.Deliver(t, b.refund(t, ch, s.PaymentIntent, "", 1000))
 	b.waitKeys(t, s.ID, "revoked", "blacklisted")
 	u := b.user(t, key)
 	require.True(t, u.IsBanned())
@@ -153,13 +155,13 @@ func TestStockKeyDeletedOutsideIsReplacedForItsBuyer(t *testing.T) {
 	for k := range b.readyStock(t) {
 		dead = k
 	}
-	lc := luarmor.NewClient(b.main.Config.LuarmorAPIKey, luarmor.WithBaseURL(b.main.Config.LuarmorBaseURL))
+	lc := luarmor.NewClient(b.Main.Config.LuarmorAPIKey, luarmor.WithBaseURL(b.Main.Config.LuarmorBaseURL))
 	require.NoError(t, lc.DeleteUser(context.Background(), project, dead), "deleted in the dashboard, unknown to the service")
 
 	s, _ := b.buy(t, stripefake.Item{PriceID: priceStocked, Quantity: 1})
 	var o httpapi.OrderJSON
 	require.Eventually(t, func() bool {
-		_, o = b.getOrder(t, s.ID)
+		_, o = b.GetOrder(t, s.ID)
 		return len(o.Keys) == 2 && o.Keys[1].Status == "active" && o.Keys[0].Status == "deleted"
 	}, 20*time.Second, 20*time.Millisecond, "a new key is made for the unit, and the dead one recorded deleted")
 	require.Equal(t, dead, o.Keys[0].UserKey)
@@ -167,7 +169,7 @@ func TestStockKeyDeletedOutsideIsReplacedForItsBuyer(t *testing.T) {
 	u := b.user(t, fresh)
 	require.Equal(t, 7, u.KeyDays, "the full key_days it was sold with")
 	require.Contains(t, u.Note, s.ID)
-	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM key_reissues WHERE requested_by = 'stock' AND status = 'done'`))
+	require.Equal(t, 1, b.Count(t, `SELECT count(*) FROM key_reissues WHERE requested_by = 'stock' AND status = 'done'`))
 }
 
 // A sold key found missing long after its sale may have been deleted in the
@@ -183,19 +185,19 @@ func TestStockKeyFoundMissingLongAfterItsSaleIsNotReplaced(t *testing.T) {
 	// Hours later the shop deletes the key in the dashboard, and the label
 	// job runs again (a retry, a replayed job).
 	ctx := context.Background()
-	lc := luarmor.NewClient(b.main.Config.LuarmorAPIKey, luarmor.WithBaseURL(b.main.Config.LuarmorBaseURL))
+	lc := luarmor.NewClient(b.Main.Config.LuarmorAPIKey, luarmor.WithBaseURL(b.Main.Config.LuarmorBaseURL))
 	require.NoError(t, lc.DeleteUser(ctx, project, key))
-	_, err := b.pool.Exec(ctx, `UPDATE order_keys SET delivered_at = now() - interval '2 hours' WHERE user_key = $1`, key)
+	_, err := b.Pool.Exec(ctx, `UPDATE order_keys SET delivered_at = now() - interval '2 hours' WHERE user_key = $1`, key)
 	require.NoError(t, err)
 	var unit int64
-	require.NoError(t, b.pool.QueryRow(ctx, `SELECT id FROM order_keys WHERE user_key = $1`, key).Scan(&unit))
-	run, err := b.main.River.Insert(ctx, jobs.StockKeySoldArgs{OrderKeyID: unit}, nil)
+	require.NoError(t, b.Pool.QueryRow(ctx, `SELECT id FROM order_keys WHERE user_key = $1`, key).Scan(&unit))
+	run, err := b.Main.River.Insert(ctx, jobs.StockKeySoldArgs{OrderKeyID: unit}, nil)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
-		return b.count(t, `SELECT count(*) FROM river_job WHERE id = $1 AND state = 'completed'`, run.Job.ID) == 1
+		return b.Count(t, `SELECT count(*) FROM river_job WHERE id = $1 AND state = 'completed'`, run.Job.ID) == 1
 	}, 20*time.Second, 20*time.Millisecond)
-	require.Zero(t, b.count(t, `SELECT count(*) FROM key_reissues`), "no key is made on the service's own say")
-	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM order_keys WHERE checkout_session_id = $1`, s.ID))
+	require.Zero(t, b.Count(t, `SELECT count(*) FROM key_reissues`), "no key is made on the service's own say")
+	require.Equal(t, 1, b.Count(t, `SELECT count(*) FROM order_keys WHERE checkout_session_id = $1`, s.ID))
 }
 
 // waitStockReconciled waits until no stock reconciliation waits or runs
@@ -203,7 +205,7 @@ func TestStockKeyFoundMissingLongAfterItsSaleIsNotReplaced(t *testing.T) {
 func (b *bundle) waitStockReconciled(t *testing.T) {
 	t.Helper()
 	require.Eventually(t, func() bool {
-		return b.count(t, `SELECT count(*) FROM river_job WHERE kind = 'reconcile_stock'
+		return b.Count(t, `SELECT count(*) FROM river_job WHERE kind = 'reconcile_stock'
 			AND state NOT IN ('completed', 'cancelled', 'discarded')`) == 0
 	}, 20*time.Second, 20*time.Millisecond)
 }
@@ -225,7 +227,7 @@ func (b *bundle) waitReplaced(t *testing.T, sessionID string) httpapi.OrderJSON 
 	t.Helper()
 	var o httpapi.OrderJSON
 	require.Eventually(t, func() bool {
-		_, o = b.getOrder(t, sessionID)
+		_, o = b.GetOrder(t, sessionID)
 		return o.Status == "fulfilled" && len(o.Keys) == 2 && o.Keys[0].Status == "blacklisted" && o.Keys[1].Status == "active"
 	}, 20*time.Second, 20*time.Millisecond, "the stock key is never replaced")
 	return o
@@ -239,14 +241,14 @@ func TestStockKeyBannedInTheDashboardIsReplacedForItsBuyer(t *testing.T) {
 	b := setupStock(t, 1)
 	b.waitStockReconciled(t)
 	banned := b.onlyReadyStock(t)
-	lc := luarmor.NewClient(b.main.Config.LuarmorAPIKey, luarmor.WithBaseURL(b.main.Config.LuarmorBaseURL))
+	lc := luarmor.NewClient(b.Main.Config.LuarmorAPIKey, luarmor.WithBaseURL(b.Main.Config.LuarmorBaseURL))
 	require.NoError(t, lc.Blacklist(context.Background(), project, luarmor.BlacklistRequest{UserKey: banned, BanReason: "test ban"}),
 		"banned in the dashboard, unknown to the service")
 
 	s := b.paidSession(t, stripefake.Item{PriceID: priceStocked, Quantity: 1})
 	s.DiscordID = "123456789012345678"
-	b.stripe.PutSession(s)
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	b.Stripe.PutSession(s)
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
 	o := b.waitReplaced(t, s.ID)
 	require.Equal(t, banned, o.Keys[0].UserKey, "the buyer was sold the banned key")
 	fresh := o.Keys[1].UserKey
@@ -260,7 +262,7 @@ func TestStockKeyBannedInTheDashboardIsReplacedForItsBuyer(t *testing.T) {
 	require.Equal(t, 7, u.KeyDays, "the full key_days")
 	require.True(t, b.user(t, banned).IsBanned())
 	require.Empty(t, b.user(t, banned).DiscordID, "the buyer's Discord ID never went to the banned key")
-	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM key_reissues WHERE requested_by = 'stock' AND status = 'done'`))
+	require.Equal(t, 1, b.Count(t, `SELECT count(*) FROM key_reissues WHERE requested_by = 'stock' AND status = 'done'`))
 }
 
 // A stock key run on someone's machine hours before its sale, and linked
@@ -273,14 +275,14 @@ func TestStockKeyUsedBeforeItsSaleIsReplacedAndTheBuyerGetsTheirDiscordLink(t *t
 	used := b.onlyReadyStock(t)
 	hoursAgo := time.Now().Add(-3 * time.Hour)
 	stranger := "999999999999999999"
-	_, err := b.sandbox.SetUserState(project, used, sandbox.UserState{StartedAt: &hoursAgo, DiscordID: &stranger})
+	_, err := b.Luarmor.SetUserState(project, used, sandbox.UserState{StartedAt: &hoursAgo, DiscordID: &stranger})
 	require.NoError(t, err)
-	require.NoError(t, b.sandbox.Execute(project, used, "pc-of-a-stranger"))
+	require.NoError(t, b.Luarmor.Execute(project, used, "pc-of-a-stranger"))
 
 	s := b.paidSession(t, stripefake.Item{PriceID: priceStocked, Quantity: 1})
 	s.DiscordID = "123456789012345678"
-	b.stripe.PutSession(s)
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
+	b.Stripe.PutSession(s)
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
 	o := b.waitReplaced(t, s.ID)
 	require.Equal(t, used, o.Keys[0].UserKey)
 	fresh := o.Keys[1].UserKey
@@ -301,9 +303,9 @@ func TestReconcileTakesAStockKeyRunWhileInStockOutOfSale(t *testing.T) {
 	b := setupStock(t, 1)
 	b.waitStockReconciled(t)
 	used := b.onlyReadyStock(t)
-	require.NoError(t, b.sandbox.Execute(project, used, "pc-of-a-tester"))
+	require.NoError(t, b.Luarmor.Execute(project, used, "pc-of-a-tester"))
 
-	admin := &jobs.StockAdmin{Pool: b.pool, River: b.main.River, Catalog: b.catalog, Logger: testLogger(t)}
+	admin := &jobs.StockAdmin{Pool: b.Pool, River: b.Main.River, Catalog: b.Catalog, Logger: fulfillertest.Logger(t, slog.LevelWarn)}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	id, err := admin.QueueReconcile(ctx, jobs.ActorCLI)
@@ -311,7 +313,7 @@ func TestReconcileTakesAStockKeyRunWhileInStockOutOfSale(t *testing.T) {
 	var sum jobs.StockReconcileSummary
 	require.NoError(t, admin.Wait(ctx, id, &sum))
 	require.Equal(t, 1, sum.Retired)
-	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM stock_keys WHERE user_key = $1 AND status = 'retiring'`, used))
+	require.Equal(t, 1, b.Count(t, `SELECT count(*) FROM stock_keys WHERE user_key = $1 AND status = 'retiring'`, used))
 
 	// The stock holds no key for sale until the next refill: the unit is
 	// made to order rather than sold the retired key.

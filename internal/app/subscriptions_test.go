@@ -10,17 +10,17 @@ import (
 	"github.com/stripe/stripe-go/v76"
 
 	"fulfiller/internal/catalog"
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/httpapi"
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/order"
-	"fulfiller/internal/stripeapi"
 	"fulfiller/internal/stripeapi/stripefake"
 )
 
 // subscription reads a subscription back from the Stripe stand-in.
 func (b *bundle) subscription(t *testing.T, id string) *stripe.Subscription {
 	t.Helper()
-	s, err := stripeapi.New(stripeKey, b.main.Config.StripeAPIBase, nil).Subscription(context.Background(), id)
+	s, err := b.Stripe.Client().Subscription(context.Background(), id)
 	require.NoError(t, err)
 	return s
 }
@@ -29,14 +29,14 @@ func (b *bundle) subscription(t *testing.T, id string) *stripe.Subscription {
 // buying items, and waits for the order's keys.
 func (b *bundle) subscribe(t *testing.T, sub stripefake.Subscription, paymentStatus string, items ...stripefake.Item) (stripefake.Session, httpapi.OrderJSON) {
 	t.Helper()
-	b.stripe.PutSubscription(sub)
+	b.Stripe.PutSubscription(sub)
 	s := stripefake.Session{
-		ID: newID("cs_test_"), Mode: "subscription", PaymentStatus: paymentStatus, Status: "complete",
-		CustomerEmail: defaultMail, Customer: newID("cus_"), Subscription: sub.ID, Invoice: newID("in_"), Items: items,
+		ID: fulfillertest.NewID("cs_test_"), Mode: "subscription", PaymentStatus: paymentStatus, Status: "complete",
+		CustomerEmail: defaultMail, Customer: fulfillertest.NewID("cus_"), Subscription: sub.ID, Invoice: fulfillertest.NewID("in_"), Items: items,
 	}
-	b.stripe.PutSession(s)
-	b.deliver(t, b.sessionEvent(t, "checkout.session.completed", s.ID))
-	o := b.waitOrder(t, s.ID, "fulfilled")
+	b.Stripe.PutSession(s)
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
+	o := b.WaitOrder(t, s.ID, "fulfilled")
 	b.waitIdle(t)
 	return s, o
 }
@@ -45,8 +45,8 @@ func (b *bundle) subscribe(t *testing.T, sub stripefake.Subscription, paymentSta
 // customer.subscription.updated event.
 func (b *bundle) changeSubscription(t *testing.T, sub stripefake.Subscription) {
 	t.Helper()
-	b.stripe.PutSubscription(sub)
-	b.deliver(t, event(t, "customer.subscription.updated", object(t, map[string]any{
+	b.Stripe.PutSubscription(sub)
+	b.Deliver(t, fulfillertest.Event(t, "customer.subscription.updated", object(t, map[string]any{
 		"id": sub.ID, "object": "subscription", "status": withDefault(sub.Status, "active"),
 	})))
 	b.waitIdle(t)
@@ -78,13 +78,13 @@ func TestTrialKeyEndsAtTrialEndWhetherOrNotItsTimerStarted(t *testing.T) {
 	b := setup(t)
 	now := time.Now().Unix()
 	trialEnd := now + 3*day
-	sub := stripefake.Subscription{ID: newID("sub_"), Status: "trialing", CurrentPeriodStart: now, CurrentPeriodEnd: trialEnd,
+	sub := stripefake.Subscription{ID: fulfillertest.NewID("sub_"), Status: "trialing", CurrentPeriodStart: now, CurrentPeriodEnd: trialEnd,
 		TrialStart: now, TrialEnd: trialEnd, Items: []stripefake.SubscriptionItem{{PriceID: priceMonth, Quantity: 2}}}
 	_, o := b.subscribe(t, sub, "no_payment_required", stripefake.Item{PriceID: priceMonth, Quantity: 2, Recurring: true})
 	require.Len(t, o.Keys, 2)
 
 	started, waiting := o.Keys[0].UserKey, o.Keys[1].UserKey
-	require.NoError(t, b.sandbox.Execute(project, started, "hwid-1"))
+	require.NoError(t, b.Luarmor.Execute(project, started, "hwid-1"))
 	for _, key := range []string{started, waiting} {
 		u := b.user(t, key)
 		require.Equal(t, trialEnd+day, u.AuthExpire, "three days and the grace, not key_days")
@@ -100,23 +100,23 @@ func TestFirstPeriodKeyEndsAtThePeriodEnd(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	start := time.Now().Unix() - 25*day // the buyer first runs the script on day 25
-	sub := monthly(newID("sub_"), start, stripefake.SubscriptionItem{PriceID: priceMonth, Quantity: 1})
+	sub := monthly(fulfillertest.NewID("sub_"), start, stripefake.SubscriptionItem{PriceID: priceMonth, Quantity: 1})
 	_, o := b.subscribe(t, sub, "paid", stripefake.Item{PriceID: priceMonth, Quantity: 1, Recurring: true})
-	require.NoError(t, b.sandbox.Execute(project, o.Keys[0].UserKey, "hwid-1"))
+	require.NoError(t, b.Luarmor.Execute(project, o.Keys[0].UserKey, "hwid-1"))
 	require.Equal(t, start+30*day+day, b.user(t, o.Keys[0].UserKey).AuthExpire, "five days left and the grace, not 30 more")
 }
 
 func TestSeatAddedMakesOneMoreKeyOnTheOriginalOrder(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	sub := monthly(newID("sub_"), time.Now().Unix(), stripefake.SubscriptionItem{ID: "si_seats", PriceID: priceMonth, Quantity: 1})
+	sub := monthly(fulfillertest.NewID("sub_"), time.Now().Unix(), stripefake.SubscriptionItem{ID: "si_seats", PriceID: priceMonth, Quantity: 1})
 	s, o := b.subscribe(t, sub, "paid", stripefake.Item{PriceID: priceMonth, Quantity: 1, Recurring: true})
 	require.Len(t, o.Keys, 1)
 
 	sub.Items[0].Quantity = 2
 	b.changeSubscription(t, sub)
 	b.changeSubscription(t, sub) // repeated: nothing more
-	got := b.waitOrder(t, s.ID, "fulfilled")
+	got := b.WaitOrder(t, s.ID, "fulfilled")
 	require.Len(t, got.Keys, 2)
 	require.Equal(t, o.Keys[0].UserKey, got.Keys[0].UserKey)
 	require.Equal(t, sub.CurrentPeriodEnd+day, b.user(t, got.Keys[1].UserKey).AuthExpire)
@@ -126,13 +126,13 @@ func TestSeatAddedMakesOneMoreKeyOnTheOriginalOrder(t *testing.T) {
 func TestSeatRemovedEndsTheNewestKeyAtThePeriodEnd(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	sub := monthly(newID("sub_"), time.Now().Unix(), stripefake.SubscriptionItem{PriceID: priceMonth, Quantity: 2})
+	sub := monthly(fulfillertest.NewID("sub_"), time.Now().Unix(), stripefake.SubscriptionItem{PriceID: priceMonth, Quantity: 2})
 	s, o := b.subscribe(t, sub, "paid", stripefake.Item{PriceID: priceMonth, Quantity: 2, Recurring: true})
 	kept, removed := o.Keys[0].UserKey, o.Keys[1].UserKey
 
 	sub.Items[0].Quantity = 1
 	b.changeSubscription(t, sub)
-	_, got := b.getOrder(t, s.ID)
+	_, got := b.GetOrder(t, s.ID)
 	require.False(t, got.Keys[0].Ending)
 	require.True(t, got.Keys[1].Ending, "the newest key ends")
 	require.False(t, b.user(t, removed).IsBanned(), "ended at the period end, not blacklisted")
@@ -140,7 +140,7 @@ func TestSeatRemovedEndsTheNewestKeyAtThePeriodEnd(t *testing.T) {
 	// The next period's payment renews only the seat still held.
 	nextEnd := sub.CurrentPeriodEnd + 30*day
 	_, ev := b.invoice(t, sub.ID, "subscription_cycle", nextEnd)
-	b.deliver(t, ev)
+	b.Deliver(t, ev)
 	b.waitIdle(t)
 	require.Equal(t, nextEnd+day, b.user(t, kept).AuthExpire)
 	require.Equal(t, sub.CurrentPeriodEnd+day, b.user(t, removed).AuthExpire)
@@ -149,20 +149,20 @@ func TestSeatRemovedEndsTheNewestKeyAtThePeriodEnd(t *testing.T) {
 func TestPriceMovedToAnotherProjectEndsTheOldKeyAtThePeriodEnd(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	sub := monthly(newID("sub_"), time.Now().Unix(), stripefake.SubscriptionItem{ID: "si_plan", PriceID: priceMonth, Quantity: 1})
+	sub := monthly(fulfillertest.NewID("sub_"), time.Now().Unix(), stripefake.SubscriptionItem{ID: "si_plan", PriceID: priceMonth, Quantity: 1})
 	s, o := b.subscribe(t, sub, "paid", stripefake.Item{PriceID: priceMonth, Quantity: 1, Recurring: true})
 	old := o.Keys[0].UserKey
 
 	sub.Items = []stripefake.SubscriptionItem{{ID: "si_plan", PriceID: priceOther, Quantity: 1}}
 	b.changeSubscription(t, sub)
 	b.changeSubscription(t, sub)
-	got := b.waitOrder(t, s.ID, "fulfilled")
+	got := b.WaitOrder(t, s.ID, "fulfilled")
 	require.Len(t, got.Keys, 2)
 	require.True(t, keysOf(got, priceMonth)[0].Ending)
 	moved := keysOf(got, priceOther)
 	require.Len(t, moved, 1)
 	require.Equal(t, project2, moved[0].ProjectID)
-	u, ok := b.sandbox.User(project2, moved[0].UserKey)
+	u, ok := b.Luarmor.User(project2, moved[0].UserKey)
 	require.True(t, ok, "the new project's key exists")
 	require.Equal(t, sub.CurrentPeriodEnd+day, u.AuthExpire)
 	require.Equal(t, sub.CurrentPeriodEnd+day, b.user(t, old).AuthExpire)
@@ -172,20 +172,20 @@ func TestPriceMovedToAnotherProjectEndsTheOldKeyAtThePeriodEnd(t *testing.T) {
 func TestRenewalDoesNotExtendAOneTimeItemOfTheSameCheckout(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	sub := monthly(newID("sub_"), time.Now().Unix(), stripefake.SubscriptionItem{PriceID: priceMonth, Quantity: 1})
+	sub := monthly(fulfillertest.NewID("sub_"), time.Now().Unix(), stripefake.SubscriptionItem{PriceID: priceMonth, Quantity: 1})
 	_, o := b.subscribe(t, sub, "paid", stripefake.Item{PriceID: priceMonth, Quantity: 1, Recurring: true},
 		stripefake.Item{PriceID: priceOther, Quantity: 1})
 	oneTime := keysOf(o, priceOther)[0].UserKey
-	require.NoError(t, b.sandbox.Execute(project2, oneTime, "hwid-1"))
-	bought, ok := b.sandbox.User(project2, oneTime)
+	require.NoError(t, b.Luarmor.Execute(project2, oneTime, "hwid-1"))
+	bought, ok := b.Luarmor.User(project2, oneTime)
 	require.True(t, ok)
 
 	nextEnd := sub.CurrentPeriodEnd + 30*day
 	_, ev := b.invoice(t, sub.ID, "subscription_cycle", nextEnd)
-	b.deliver(t, ev)
+	b.Deliver(t, ev)
 	b.waitIdle(t)
 	require.Equal(t, nextEnd+day, b.user(t, keysOf(o, priceMonth)[0].UserKey).AuthExpire)
-	after, ok := b.sandbox.User(project2, oneTime)
+	after, ok := b.Luarmor.User(project2, oneTime)
 	require.True(t, ok)
 	require.Equal(t, bought.AuthExpire, after.AuthExpire, "the one-time item keeps its own 30 days")
 }
@@ -195,23 +195,23 @@ func TestRenewalDoesNotExtendAOneTimeItemOfTheSameCheckout(t *testing.T) {
 func TestCancellationAfterARefundedRenewalEndsAtThePeriodStillPaid(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	sub := monthly(newID("sub_"), time.Now().Unix(), stripefake.SubscriptionItem{PriceID: priceMonth, Quantity: 1})
+	sub := monthly(fulfillertest.NewID("sub_"), time.Now().Unix(), stripefake.SubscriptionItem{PriceID: priceMonth, Quantity: 1})
 	_, o := b.subscribe(t, sub, "paid", stripefake.Item{PriceID: priceMonth, Quantity: 1, Recurring: true})
 	key := o.Keys[0].UserKey
 	next := sub.CurrentPeriodEnd + 30*day
 	invoiceID, ev := b.invoice(t, sub.ID, "subscription_cycle", next)
-	b.deliver(t, ev)
+	b.Deliver(t, ev)
 	b.waitIdle(t)
 	require.Equal(t, next+day, b.user(t, key).AuthExpire)
-	pi := newID("pi_")
-	b.deliver(t, b.refund(t, b.charge(t, pi, invoiceID), pi, invoiceID, 1000))
+	pi := fulfillertest.NewID("pi_")
+	b.Deliver(t, b.refund(t, b.charge(t, pi, invoiceID), pi, invoiceID, 1000))
 	b.waitIdle(t)
 	require.Equal(t, sub.CurrentPeriodEnd+day, b.user(t, key).AuthExpire, "the refunded period is taken back")
 	require.False(t, b.user(t, key).IsBanned(), "a refund of one period bans nothing")
 
 	sub.Status = "canceled"
-	b.stripe.PutSubscription(sub)
-	b.deliver(t, event(t, "customer.subscription.deleted", object(t, map[string]any{"id": sub.ID, "object": "subscription", "status": "canceled"})))
+	b.Stripe.PutSubscription(sub)
+	b.Deliver(t, fulfillertest.Event(t, "customer.subscription.deleted", object(t, map[string]any{"id": sub.ID, "object": "subscription", "status": "canceled"})))
 	b.waitIdle(t)
 	require.Equal(t, sub.CurrentPeriodEnd+day, b.user(t, key).AuthExpire)
 }
@@ -228,7 +228,7 @@ func pastDuePolicy(suspend bool) func(*options) {
 func (b *bundle) lapsedSubscription(t *testing.T) (stripefake.Subscription, string) {
 	t.Helper()
 	start := time.Now().Unix() - 30*day - 2*3600
-	sub := monthly(newID("sub_"), start, stripefake.SubscriptionItem{PriceID: priceMonth, Quantity: 1})
+	sub := monthly(fulfillertest.NewID("sub_"), start, stripefake.SubscriptionItem{PriceID: priceMonth, Quantity: 1})
 	_, o := b.subscribe(t, sub, "paid", stripefake.Item{PriceID: priceMonth, Quantity: 1, Recurring: true})
 	sub.CurrentPeriodStart, sub.CurrentPeriodEnd = sub.CurrentPeriodEnd, sub.CurrentPeriodEnd+30*day
 	return sub, o.Keys[0].UserKey
@@ -250,7 +250,7 @@ func TestPastDueKeepsAccessUntilStripeGivesUp(t *testing.T) {
 	sub.Status = "unpaid"
 	b.changeSubscription(t, sub)
 	require.LessOrEqual(t, b.user(t, key).AuthExpire, time.Now().Unix()+3600)
-	_, o := b.getOrder(t, b.orderOf(t, sub.ID))
+	_, o := b.GetOrder(t, b.orderOf(t, sub.ID))
 	require.False(t, o.Keys[0].Ending)
 }
 
@@ -261,21 +261,21 @@ func TestPastDueSuspendsAndInvoicePaidLifts(t *testing.T) {
 	sub.Status = "past_due"
 	b.changeSubscription(t, sub)
 	require.True(t, b.user(t, key).IsBanned(), "suspended while past_due")
-	_, o := b.getOrder(t, b.orderOf(t, sub.ID))
+	_, o := b.GetOrder(t, b.orderOf(t, sub.ID))
 	require.Equal(t, "active", o.Keys[0].Status, "the buyer's key, not revoked")
 	require.True(t, o.Keys[0].Suspended, "the buyer is told it is suspended until paid")
-	_, page := getPage(t, b.url+"/orders/"+b.orderOf(t, sub.ID))
+	_, page := getPage(t, b.URL+"/orders/"+b.orderOf(t, sub.ID))
 	require.Contains(t, page, "Suspended: the subscription&#39;s renewal is unpaid")
 	require.NotContains(t, page, `data-copy="key-`, "no copy button for a key that does not work")
 
 	sub.Status = "active"
-	b.stripe.PutSubscription(sub)
+	b.Stripe.PutSubscription(sub)
 	_, ev := b.invoice(t, sub.ID, "subscription_cycle", sub.CurrentPeriodEnd)
-	b.deliver(t, ev)
+	b.Deliver(t, ev)
 	b.waitIdle(t)
 	u := b.user(t, key)
 	require.False(t, u.IsBanned(), "lifted once paid")
-	_, o = b.getOrder(t, b.orderOf(t, sub.ID))
+	_, o = b.GetOrder(t, b.orderOf(t, sub.ID))
 	require.False(t, o.Keys[0].Suspended)
 	require.Equal(t, sub.CurrentPeriodEnd+3600, u.AuthExpire)
 	require.Equal(t, 1, b.luarmorCalls(http.MethodPost, "/users/blacklist"))
@@ -284,7 +284,7 @@ func TestPastDueSuspendsAndInvoicePaidLifts(t *testing.T) {
 func (b *bundle) orderOf(t *testing.T, subscriptionID string) string {
 	t.Helper()
 	var id string
-	require.NoError(t, b.pool.QueryRow(context.Background(), `SELECT checkout_session_id FROM orders WHERE subscription_id = $1`,
+	require.NoError(t, b.Pool.QueryRow(context.Background(), `SELECT checkout_session_id FROM orders WHERE subscription_id = $1`,
 		subscriptionID).Scan(&id))
 	return id
 }
@@ -297,9 +297,9 @@ func TestSlowRenewalKeepsAccessWithoutAnEvent(t *testing.T) {
 	t.Parallel()
 	b := setup(t, pastDuePolicy(false))
 	sub, key := b.lapsedSubscription(t) // Stripe still says active: the payment is processing
-	b.stripe.PutSubscription(sub)
+	b.Stripe.PutSubscription(sub)
 	before := time.Now().Unix()
-	_, err := b.main.River.Insert(context.Background(), jobs.WatchSubscriptionsArgs{}, nil)
+	_, err := b.Main.River.Insert(context.Background(), jobs.WatchSubscriptionsArgs{}, nil)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return b.user(t, key).AuthExpire >= before+3600 }, 20*time.Second, 20*time.Millisecond,
 		"the key is kept alive for the grace from now")
@@ -314,7 +314,7 @@ func TestSlowRenewalKeepsAccessWithoutAnEvent(t *testing.T) {
 func TestSubscriptionMovedToAPriceTheCatalogLacksFailsVisiblyUntilFixed(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	sub := monthly(newID("sub_"), time.Now().Unix(), stripefake.SubscriptionItem{ID: "si_plan", PriceID: priceMonth, Quantity: 1})
+	sub := monthly(fulfillertest.NewID("sub_"), time.Now().Unix(), stripefake.SubscriptionItem{ID: "si_plan", PriceID: priceMonth, Quantity: 1})
 	s, o := b.subscribe(t, sub, "paid", stripefake.Item{PriceID: priceMonth, Quantity: 1, Recurring: true})
 	old := o.Keys[0].UserKey
 
@@ -328,13 +328,13 @@ func TestSubscriptionMovedToAPriceTheCatalogLacksFailsVisiblyUntilFixed(t *testi
 	require.False(t, u.IsBanned(), "the key paid for is not taken")
 	require.Equal(t, sub.CurrentPeriodEnd+day, u.AuthExpire, "it runs to the end of its paid period")
 
-	b.catalog.Put(unknown, catalog.Product{ProjectID: project2, KeyDays: 30})
+	b.Catalog.Put(unknown, catalog.Product{ProjectID: project2, KeyDays: 30})
 	require.Equal(t, http.StatusAccepted, b.retryStatus(t, s.ID))
-	got := b.waitOrder(t, s.ID, "fulfilled")
+	got := b.WaitOrder(t, s.ID, "fulfilled")
 	b.waitIdle(t)
 	moved := keysOf(got, unknown)
 	require.Len(t, moved, 1, "the retry made the new price's key")
-	nu, ok := b.sandbox.User(project2, moved[0].UserKey)
+	nu, ok := b.Luarmor.User(project2, moved[0].UserKey)
 	require.True(t, ok)
 	require.Equal(t, sub.CurrentPeriodEnd+day, nu.AuthExpire, "with the period paid")
 	require.True(t, keysOf(got, priceMonth)[0].Ending)

@@ -11,6 +11,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/httpapi"
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/order"
@@ -42,7 +43,7 @@ func (b *bundle) waitJob(t *testing.T, id int64) rivertype.JobState {
 	t.Helper()
 	var state rivertype.JobState
 	require.Eventually(t, func() bool {
-		job, err := b.main.River.JobGet(context.Background(), id)
+		job, err := b.Main.River.JobGet(context.Background(), id)
 		require.NoError(t, err)
 		state = job.State
 		return job.FinalizedAt != nil
@@ -53,7 +54,7 @@ func (b *bundle) waitJob(t *testing.T, id int64) rivertype.JobState {
 // sandboxUser is the key as Luarmor holds it.
 func (b *bundle) sandboxUser(t *testing.T, projectID, userKey string) luarmor.User {
 	t.Helper()
-	for _, u := range b.sandbox.Users(projectID) {
+	for _, u := range b.Luarmor.Users(projectID) {
 		if u.UserKey == userKey {
 			return u
 		}
@@ -65,7 +66,7 @@ func (b *bundle) sandboxUser(t *testing.T, projectID, userKey string) luarmor.Us
 func (b *bundle) keyStatus(t *testing.T, userKey string) string {
 	t.Helper()
 	var status string
-	require.NoError(t, b.pool.QueryRow(context.Background(),
+	require.NoError(t, b.Pool.QueryRow(context.Background(),
 		`SELECT status FROM order_keys WHERE user_key = $1 AND NOT extended_existing`, userKey).Scan(&status))
 	return status
 }
@@ -73,7 +74,7 @@ func (b *bundle) keyStatus(t *testing.T, userKey string) string {
 // callsTo counts the sandbox's calls whose path ends with suffix.
 func (b *bundle) callsTo(method, suffix string) int {
 	n := 0
-	for _, c := range b.sandbox.Calls() {
+	for _, c := range b.Luarmor.Calls() {
 		if c.Method == method && strings.HasSuffix(c.Path, suffix) {
 			n++
 		}
@@ -110,7 +111,7 @@ func TestAdminEndpointsRefuseWithoutTheShopToken(t *testing.T) {
 		}
 	}
 	require.Equal(t, 0, b.sandboxUser(t, project, key).Banned, "nothing was done")
-	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM order_keys`))
+	require.Equal(t, 1, b.Count(t, `SELECT count(*) FROM order_keys`))
 }
 
 func TestAdminKeyActionsRefuseUnknownKeysAndBadInput(t *testing.T) {
@@ -140,7 +141,7 @@ func TestAdminKeyActionsRefuseUnknownKeysAndBadInput(t *testing.T) {
 	status, out := b.admin(t, http.MethodGet, "/v1/admin/orders?key=k0123456789", "", adminToken)
 	require.Equal(t, http.StatusBadRequest, status)
 	require.Contains(t, out["error"], "POST /v1/admin/orders/search")
-	require.Equal(t, 0, b.count(t, `SELECT count(*) FROM river_job WHERE kind = 'support_key'`))
+	require.Equal(t, 0, b.Count(t, `SELECT count(*) FROM river_job WHERE kind = 'support_key'`))
 }
 
 func TestAdminBlacklistUnbanAndRevokeFollowLuarmorAndRepeatHarmlessly(t *testing.T) {
@@ -158,7 +159,7 @@ func TestAdminBlacklistUnbanAndRevokeFollowLuarmorAndRepeatHarmlessly(t *testing
 		require.Equal(t, "blacklisted", b.keyStatus(t, key))
 	}
 	require.Equal(t, 1, b.callsTo(http.MethodPost, "/users/blacklist"), "the repeat found the key banned and sent nothing")
-	_, seen := b.getOrder(t, s.ID)
+	_, seen := b.GetOrder(t, s.ID)
 	require.Equal(t, "blacklisted", seen.Keys[0].Status, "the order API shows it")
 
 	for range 2 {
@@ -185,12 +186,12 @@ func TestAdminResetHWIDBypassesTheBuyersCooldownAndRecordsIt(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, b.resetHWID(t, s.ID, keyBody(key)).status)
 	b.waitReset(t, s.ID, key, "done")
 	require.Equal(t, http.StatusTooManyRequests, b.resetHWID(t, s.ID, keyBody(key)).status, "the buyer waits out the cooldown")
-	require.NoError(t, b.sandbox.Execute(project, key, "pc-new"))
+	require.NoError(t, b.Luarmor.Execute(project, key, "pc-new"))
 
 	for i := range 2 {
 		require.Equal(t, rivertype.JobStateCompleted, b.keyAction(t, "reset-hwid", keyBody(key)))
 		require.Empty(t, b.sandboxUser(t, project, key).Identifier)
-		require.Equal(t, 2+i, b.count(t, `SELECT resets FROM hwid_resets`), "each reset is recorded")
+		require.Equal(t, 2+i, b.Count(t, `SELECT resets FROM hwid_resets`), "each reset is recorded")
 	}
 	require.Equal(t, http.StatusTooManyRequests, b.resetHWID(t, s.ID, keyBody(key)).status, "the cooldown restarted")
 }
@@ -205,7 +206,7 @@ func TestAdminSetDiscordLinksTheIDAndRefusesOneInUse(t *testing.T) {
 		require.Equal(t, rivertype.JobStateCompleted, b.keyAction(t, "set-discord", body))
 		require.Equal(t, "123456789012345678", b.sandboxUser(t, project, first).DiscordID)
 	}
-	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM order_keys WHERE discord_link = 'linked'`))
+	require.Equal(t, 1, b.Count(t, `SELECT count(*) FROM order_keys WHERE discord_link = 'linked'`))
 
 	inUse := `{"user_key":"` + second + `","discord_id":"123456789012345678"}`
 	require.Equal(t, rivertype.JobStateCancelled, b.keyAction(t, "set-discord", inUse), "one key per Discord ID in a project")
@@ -218,18 +219,18 @@ func TestAdminReissueMakesOneNewKeyWithTheOldExpiryAndRevokesTheOld(t *testing.T
 	b := setup(t)
 	s, o := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	old := o.Keys[0].UserKey
-	require.NoError(t, b.sandbox.Execute(project, old, "pc-1")) // starts its 30 days
+	require.NoError(t, b.Luarmor.Execute(project, old, "pc-1")) // starts its 30 days
 	expiry := b.sandboxUser(t, project, old).AuthExpire
 	require.Positive(t, expiry)
 
 	for range 2 {
 		require.Equal(t, rivertype.JobStateCompleted, b.keyAction(t, "reissue", keyBody(old)))
 	}
-	require.Len(t, b.sandbox.Users(project), 2, "one new key, however often asked")
-	require.Equal(t, 2, b.count(t, `SELECT count(*) FROM order_keys`))
+	require.Len(t, b.Luarmor.Users(project), 2, "one new key, however often asked")
+	require.Equal(t, 2, b.Count(t, `SELECT count(*) FROM order_keys`))
 	require.Equal(t, 1, b.sandboxUser(t, project, old).Banned)
 
-	seen := b.waitOrder(t, s.ID, "fulfilled")
+	seen := b.WaitOrder(t, s.ID, "fulfilled")
 	require.Len(t, seen.Keys, 2)
 	require.Equal(t, "blacklisted", seen.Keys[0].Status)
 	fresh := seen.Keys[1]
@@ -294,10 +295,10 @@ func TestDisputeWonKeepsABanSupportMade(t *testing.T) {
 	require.Equal(t, rivertype.JobStateCompleted, b.keyAction(t, "blacklist", `{"user_key":"`+banned+`","reason":"Key shared"}`))
 
 	ch := b.charge(t, s.PaymentIntent, "")
-	dp := newID("dp_")
-	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "needs_response"))
+	dp := fulfillertest.NewID("dp_")
+	b.Deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "needs_response"))
 	b.waitKeys(t, s.ID, "revoked", "blacklisted")
-	b.deliver(t, b.disputeEvent(t, "charge.dispute.closed", dp, ch, s.PaymentIntent, "won"))
+	b.Deliver(t, b.disputeEvent(t, "charge.dispute.closed", dp, ch, s.PaymentIntent, "won"))
 	b.waitIdle(t)
 
 	require.Equal(t, 0, b.sandboxUser(t, project, other).Banned, "the dispute's ban is lifted")
@@ -323,14 +324,14 @@ func TestAdminLiftsAnEarlyFraudWarningsRevocation(t *testing.T) {
 	warned, banned := o.Keys[0].UserKey, o.Keys[1].UserKey
 	require.Equal(t, rivertype.JobStateCompleted, b.keyAction(t, "blacklist", `{"user_key":"`+banned+`","reason":"Key shared"}`))
 	ch := b.charge(t, s.PaymentIntent, "")
-	efw := newID("issfr_")
+	efw := fulfillertest.NewID("issfr_")
 	warning := func() []byte {
-		return event(t, "radar.early_fraud_warning.created", object(t, map[string]any{
+		return fulfillertest.Event(t, "radar.early_fraud_warning.created", object(t, map[string]any{
 			"id": efw, "object": "radar.early_fraud_warning", "charge": ch, "payment_intent": s.PaymentIntent,
 			"fraud_type": "made_with_stolen_card", "actionable": true,
 		}))
 	}
-	b.deliver(t, warning())
+	b.Deliver(t, warning())
 	b.waitKeys(t, s.ID, "revoked", "blacklisted")
 	b.waitIdle(t)
 	require.Equal(t, order.FraudWarningBanReason, b.sandboxUser(t, project, warned).BanReason)
@@ -342,13 +343,13 @@ func TestAdminLiftsAnEarlyFraudWarningsRevocation(t *testing.T) {
 	// dispute's, which Stripe's outcome lifts.
 	status, _ := lift(s.ID, "not-a-source")
 	require.Equal(t, http.StatusBadRequest, status)
-	status, _ = lift(s.ID, newID("issfr_"))
+	status, _ = lift(s.ID, fulfillertest.NewID("issfr_"))
 	require.Equal(t, http.StatusNotFound, status)
 	other, _ := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	status, _ = lift(other.ID, efw)
 	require.Equal(t, http.StatusNotFound, status, "the warning is not of this order's payment")
-	dp := newID("dp_")
-	b.deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, b.charge(t, other.PaymentIntent, ""), other.PaymentIntent, "needs_response"))
+	dp := fulfillertest.NewID("dp_")
+	b.Deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, b.charge(t, other.PaymentIntent, ""), other.PaymentIntent, "needs_response"))
 	b.waitKeys(t, other.ID, "revoked", "blacklisted")
 	status, out := lift(other.ID, dp)
 	require.Equal(t, http.StatusConflict, status)
@@ -377,7 +378,7 @@ func TestAdminLiftsAnEarlyFraudWarningsRevocation(t *testing.T) {
 	status, out = lift(s.ID, efw)
 	require.Equal(t, http.StatusConflict, status)
 	require.Contains(t, out["error"], "lifted already")
-	b.deliver(t, warning())
+	b.Deliver(t, warning())
 	b.waitIdle(t)
 	require.Equal(t, 0, b.sandboxUser(t, project, warned).Banned)
 	require.Equal(t, "active", b.keyStatus(t, warned))
@@ -395,7 +396,7 @@ func TestAdminReissueMovesTheDiscordLink(t *testing.T) {
 	require.Equal(t, rivertype.JobStateCompleted, b.keyAction(t, "reissue", keyBody(old)))
 	var seen httpapi.OrderJSON
 	require.Eventually(t, func() bool {
-		_, seen = b.getOrder(t, s.ID)
+		_, seen = b.GetOrder(t, s.ID)
 		return len(seen.Keys) == 2 && seen.Keys[1].DiscordLink == "linked"
 	}, 20*time.Second, 20*time.Millisecond, "the new key's link is recorded")
 	fresh := seen.Keys[1].UserKey

@@ -1,0 +1,91 @@
+package fulfillertest
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+	"github.com/stretchr/testify/require"
+)
+
+// WaitTimeout bounds every wait of the harness. It is generous on purpose:
+// a wait ends as soon as what it waits for happens, and a busy CI machine
+// must not turn a slow success into a failure.
+const WaitTimeout = 30 * time.Second
+
+// StartRiver starts client and stops it when the test ends.
+func StartRiver(t testing.TB, client *river.Client[pgx.Tx]) {
+	t.Helper()
+	require.NoError(t, client.Start(context.Background()))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = client.Stop(ctx)
+	})
+}
+
+// JobWatch receives a River client's job events from the moment it was
+// made: subscribe before inserting the jobs to wait for, so none is missed.
+type JobWatch struct {
+	events <-chan *river.Event
+}
+
+// WatchJobs subscribes to the client's completed, cancelled, failed and
+// snoozed jobs until the test ends.
+func WatchJobs(t testing.TB, client *river.Client[pgx.Tx]) *JobWatch {
+	t.Helper()
+	events, cancel := client.Subscribe(river.EventKindJobCompleted, river.EventKindJobCancelled,
+		river.EventKindJobFailed, river.EventKindJobSnoozed)
+	t.Cleanup(cancel)
+	return &JobWatch{events: events}
+}
+
+// WaitFor returns the first event for which match is true, failing the
+// test after WaitTimeout.
+func (w *JobWatch) WaitFor(t testing.TB, what string, match func(*river.Event) bool) *river.Event {
+	t.Helper()
+	deadline := time.NewTimer(WaitTimeout)
+	defer deadline.Stop()
+	for {
+		select {
+		case ev := <-w.events:
+			if match(ev) {
+				return ev
+			}
+		case <-deadline.C:
+			t.Fatalf("waited %s for %s", WaitTimeout, what)
+			return nil
+		}
+	}
+}
+
+// WaitCompleted waits until n jobs of the given kind have completed and
+// returns them.
+func (w *JobWatch) WaitCompleted(t testing.TB, kind string, n int) []*rivertype.JobRow {
+	t.Helper()
+	var done []*rivertype.JobRow
+	for len(done) < n {
+		ev := w.WaitFor(t, fmt.Sprintf("%d completed %s jobs (%d so far)", n, kind, len(done)), func(ev *river.Event) bool {
+			return ev.Kind == river.EventKindJobCompleted && ev.Job.Kind == kind
+		})
+		done = append(done, ev.Job)
+	}
+	return done
+}
+
+// WaitEnded waits for the next job of the given kind to end (completed,
+// cancelled or discarded after its last attempt) and returns the event.
+func (w *JobWatch) WaitEnded(t testing.TB, kind string) *river.Event {
+	t.Helper()
+	return w.WaitFor(t, "a "+kind+" job to end", func(ev *river.Event) bool {
+		if ev.Job.Kind != kind {
+			return false
+		}
+		return ev.Kind == river.EventKindJobCompleted || ev.Kind == river.EventKindJobCancelled ||
+			ev.Job.State == rivertype.JobStateDiscarded
+	})
+}
