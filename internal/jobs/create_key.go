@@ -333,6 +333,9 @@ func (w *CreateKeyWorker) finishDelivery(ctx context.Context, tx pgx.Tx, job *ri
 	if err != nil {
 		return err
 	}
+	// Not complete(): tx was opened by the caller, which recorded the
+	// delivery (and, from stock, took the key) in it; the refill's lock is
+	// taken after the completion, and the metrics wait for the commit.
 	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
 		return err
 	}
@@ -504,23 +507,17 @@ func (w *CreateKeyWorker) luarmorFailure(ctx context.Context, job *river.Job[Cre
 		return err // the database failed before the request: retry
 	}
 	reason := fmt.Sprintf("luarmor refused the key of project %s: %v", k.ProjectID, err)
-	tx, txErr := w.Pool.Begin(ctx)
-	if txErr != nil {
-		return txErr
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit; on any failure the error returned says why
-	// A unit refused for its project is planned again from the catalog by
-	// the operator's retry, once the project is fixed; any other keeps the
-	// terms it was sold with.
-	if txErr := postgres.FailKey(ctx, tx, k.ID, reason, errors.Is(err, luarmor.ErrProjectRefused)); txErr != nil {
-		return txErr
-	}
 	// The refusal is recorded on the order and the job completes in the
 	// same commit: an operator's retry never races a job that is still
 	// marked running.
-	if _, txErr := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); txErr != nil {
-		return txErr
-	}
-	log.ErrorContext(ctx, "key cannot be created", "project_id", k.ProjectID, "error", err)
-	return tx.Commit(ctx)
+	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+		// A unit refused for its project is planned again from the catalog by
+		// the operator's retry, once the project is fixed; any other keeps the
+		// terms it was sold with.
+		if txErr := postgres.FailKey(ctx, tx, k.ID, reason, errors.Is(err, luarmor.ErrProjectRefused)); txErr != nil {
+			return txErr
+		}
+		log.ErrorContext(ctx, "key cannot be created", "project_id", k.ProjectID, "error", err)
+		return nil
+	})
 }
