@@ -58,7 +58,7 @@ func (w *CreateKeyWorker) sellFromStock(ctx context.Context, job *river.Job[Crea
 	if err := insertMany(ctx, tx, StockKeyCheckArgs{OrderKeyID: k.ID}); err != nil {
 		return false, err
 	}
-	if err := w.finishDelivery(ctx, tx, job, k, expiry, false, stockPrice); err != nil {
+	if err := w.finishDelivery(ctx, tx, job, k, delivery{UserKey: userKey, AuthExpire: expiry}, stockPrice); err != nil {
 		return false, err
 	}
 	w.Logger.InfoContext(ctx, "key delivered from stock", "order_key_id", k.ID, "user_key", logging.MaskKey(userKey),
