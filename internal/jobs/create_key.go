@@ -132,7 +132,7 @@ func (w *CreateKeyWorker) Work(ctx context.Context, job *river.Job[CreateKeyArgs
 				return w.luarmorFailure(ctx, job, k, err, log)
 			}
 			linked := o.DiscordID != "" && user.DiscordID == o.DiscordID
-			return w.deliver(ctx, job, k, user.UserKey, expiry, false, linked, log)
+			return w.deliver(ctx, job, k, delivery{UserKey: user.UserKey, AuthExpire: expiry, DiscordLinked: linked}, log)
 		}
 	}
 	if o.Status == order.StatusRevoked {
@@ -173,7 +173,7 @@ func (w *CreateKeyWorker) create(ctx context.Context, job *river.Job[CreateKeyAr
 			_ = postgres.ShortenCreateLease(context.WithoutCancel(ctx), w.Pool, k.ID, owner, answeredLease)
 			return w.luarmorFailure(ctx, job, k, err, log)
 		}
-		err = w.deliver(ctx, job, k, userKey, expiry, false, req.DiscordID != "", log)
+		err = w.deliver(ctx, job, k, delivery{UserKey: userKey, AuthExpire: expiry, DiscordLinked: req.DiscordID != ""}, log)
 	}
 	if err != nil {
 		// Luarmor answered; only recording the key failed. The retry
@@ -283,42 +283,55 @@ func lifetimeExpiry(k *order.Key) *int64 {
 	return nil
 }
 
+// delivery is the key a unit is delivered with.
+type delivery struct {
+	UserKey string
+	// AuthExpire is the key's expiry to record; nil while it is unknown
+	// (key_days waiting for the key's first use).
+	AuthExpire *int64
+	// Extended says the key is one the buyer already had, which the
+	// purchase extends, rather than a key made for the unit.
+	Extended bool
+	// DiscordLinked says the key holds the order's Discord ID.
+	DiscordLinked bool
+}
+
 // deliver records the key and completes the job in one transaction, so a
 // finished job never calls Luarmor again. Follow-up work the key's order
 // already calls for is queued in the same commit: a revocation that came
 // first, a renewal paid before the key existed, and the order's next unit.
-func (w *CreateKeyWorker) deliver(ctx context.Context, job *river.Job[CreateKeyArgs], k *order.Key, userKey string, authExpire *int64, extended, discordLinked bool, log *slog.Logger) error {
+func (w *CreateKeyWorker) deliver(ctx context.Context, job *river.Job[CreateKeyArgs], k *order.Key, d delivery, log *slog.Logger) error {
 	tx, err := w.Pool.Begin(ctx)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit; on any failure the error returned says why
-	err = postgres.DeliverKey(ctx, tx, k.ID, userKey, authExpire, extended)
-	if errors.Is(err, postgres.ErrDeliveredElsewhere) && !extended {
+	err = postgres.DeliverKey(ctx, tx, k.ID, d.UserKey, d.AuthExpire, d.Extended)
+	if errors.Is(err, postgres.ErrDeliveredElsewhere) && !d.Extended {
 		// A runner that was cut off from the database created a key the
 		// lease could not stop (its request outlived every timeout).
 		// The unit keeps the key it was delivered with; this one goes.
 		_ = tx.Rollback(ctx)
-		return w.removeStrayKey(ctx, job, k, userKey, log)
+		return w.removeStrayKey(ctx, job, k, d.UserKey, log)
 	}
 	if err != nil {
 		return err
 	}
-	return w.finishDelivery(ctx, tx, job, k, authExpire, discordLinked, "")
+	return w.finishDelivery(ctx, tx, job, k, d, "")
 }
 
-// finishDelivery completes, in tx, the delivery DeliverKey recorded: the
-// key's state, its Discord link, the follow-up work, the job; then commits.
-// soldFrom is the price whose stock the key was sold from ("" for a key
-// made to order): that stock's refill is queued last, under its lock.
-func (w *CreateKeyWorker) finishDelivery(ctx context.Context, tx pgx.Tx, job *river.Job[CreateKeyArgs], k *order.Key, authExpire *int64, discordLinked bool, soldFrom string) error {
-	if err := postgres.RecordKeyState(ctx, tx, k.ID, appliedTarget(k, authExpire), false); err != nil {
+// finishDelivery completes, in tx, the delivery d that DeliverKey recorded:
+// the key's state, its Discord link, the follow-up work, the job; then
+// commits. soldFrom is the price whose stock the key was sold from ("" for
+// a key made to order): that stock's refill is queued last, under its lock.
+func (w *CreateKeyWorker) finishDelivery(ctx context.Context, tx pgx.Tx, job *river.Job[CreateKeyArgs], k *order.Key, d delivery, soldFrom string) error {
+	if err := postgres.RecordKeyState(ctx, tx, k.ID, appliedTarget(k, d.AuthExpire), false); err != nil {
 		return err
 	}
 	if err := recordLedgerKey(ctx, tx, k); err != nil {
 		return err
 	}
-	if discordLinked {
+	if d.DiscordLinked {
 		if err := postgres.LinkDiscord(ctx, tx, k.ID); err != nil {
 			return err
 		}
@@ -333,6 +346,9 @@ func (w *CreateKeyWorker) finishDelivery(ctx context.Context, tx pgx.Tx, job *ri
 	if err != nil {
 		return err
 	}
+	// Not complete(): tx was opened by the caller, which recorded the
+	// delivery (and, from stock, took the key) in it; the refill's lock is
+	// taken after the completion, and the metrics wait for the commit.
 	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
 		return err
 	}
@@ -504,23 +520,17 @@ func (w *CreateKeyWorker) luarmorFailure(ctx context.Context, job *river.Job[Cre
 		return err // the database failed before the request: retry
 	}
 	reason := fmt.Sprintf("luarmor refused the key of project %s: %v", k.ProjectID, err)
-	tx, txErr := w.Pool.Begin(ctx)
-	if txErr != nil {
-		return txErr
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit; on any failure the error returned says why
-	// A unit refused for its project is planned again from the catalog by
-	// the operator's retry, once the project is fixed; any other keeps the
-	// terms it was sold with.
-	if txErr := postgres.FailKey(ctx, tx, k.ID, reason, errors.Is(err, luarmor.ErrProjectRefused)); txErr != nil {
-		return txErr
-	}
 	// The refusal is recorded on the order and the job completes in the
 	// same commit: an operator's retry never races a job that is still
 	// marked running.
-	if _, txErr := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); txErr != nil {
-		return txErr
-	}
-	log.ErrorContext(ctx, "key cannot be created", "project_id", k.ProjectID, "error", err)
-	return tx.Commit(ctx)
+	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+		// A unit refused for its project is planned again from the catalog by
+		// the operator's retry, once the project is fixed; any other keeps the
+		// terms it was sold with.
+		if txErr := postgres.FailKey(ctx, tx, k.ID, reason, errors.Is(err, luarmor.ErrProjectRefused)); txErr != nil {
+			return txErr
+		}
+		log.ErrorContext(ctx, "key cannot be created", "project_id", k.ProjectID, "error", err)
+		return nil
+	})
 }

@@ -51,7 +51,7 @@ func (w *CreateKeyWorker) discordRefused(ctx context.Context, job *river.Job[Cre
 			if err != nil {
 				return w.luarmorFailure(ctx, job, k, err, log)
 			}
-			return w.deliver(ctx, job, k, existing.UserKey, expiry, false, true, log)
+			return w.deliver(ctx, job, k, delivery{UserKey: existing.UserKey, AuthExpire: expiry, DiscordLinked: true}, log)
 		}
 		own, err := w.ownedByBuyer(ctx, o, k, existing)
 		if err != nil {
@@ -137,5 +137,5 @@ func (w *CreateKeyWorker) ownedByBuyer(ctx context.Context, o *order.Order, k *o
 func (w *CreateKeyWorker) extendDiscordKey(ctx context.Context, job *river.Job[CreateKeyArgs], o *order.Order, k *order.Key, existing luarmor.User, log *slog.Logger) error {
 	log.InfoContext(ctx, "the buyer's Discord ID already had their key; the purchase extends it",
 		"user_key", logging.MaskKey(existing.UserKey))
-	return w.deliver(ctx, job, k, existing.UserKey, nil, true, true, log)
+	return w.deliver(ctx, job, k, delivery{UserKey: existing.UserKey, Extended: true, DiscordLinked: true}, log)
 }

@@ -227,20 +227,15 @@ func (w *SendOrderEmailWorker) Work(ctx context.Context, job *river.Job[SendOrde
 		}
 		return errors.Join(err, dbErr)
 	}
-	tx, err := w.Pool.Begin(ctx)
+	err = complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `UPDATE order_emails SET status = 'sent', sent_at = now(), last_error = NULL
+			WHERE checkout_session_id = $1 AND delivery = $2`, sessionID, job.Args.Delivery)
+		if err != nil {
+			return fmt.Errorf("recording the keys email as sent: %w", err)
+		}
+		return nil
+	})
 	if err != nil {
-		return err
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit; on any failure the error returned says why
-	_, err = tx.Exec(ctx, `UPDATE order_emails SET status = 'sent', sent_at = now(), last_error = NULL
-		WHERE checkout_session_id = $1 AND delivery = $2`, sessionID, job.Args.Delivery)
-	if err != nil {
-		return fmt.Errorf("recording the keys email as sent: %w", err)
-	}
-	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
-		return err
-	}
-	if err := tx.Commit(ctx); err != nil {
 		return err
 	}
 	log.InfoContext(ctx, "keys email sent", "keys", len(o.Keys))
@@ -272,6 +267,9 @@ func (w *SendOrderEmailWorker) startSending(ctx context.Context, job *river.Job[
 	if err != nil {
 		return nil, "", false, fmt.Errorf("reading the keys email: %w", err)
 	}
+	// Not complete(): the job completes in this transaction, under the row
+	// lock the status was read with, and only when there is nothing to
+	// send; otherwise the transaction commits 'sending' without it.
 	finish := func() error {
 		if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
 			return err

@@ -8,7 +8,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/stripe/stripe-go/v76"
 
 	"fulfiller/internal/logging"
@@ -97,44 +96,35 @@ func (w *FulfilOrderWorker) Work(ctx context.Context, job *river.Job[FulfilOrder
 		}
 	}
 
-	tx, err := w.Pool.Begin(ctx)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit; on any failure the error returned says why
-
-	// Units and the grants of their payment are recorded under the
-	// payment's lock, like the renewals and revocations that find them.
-	if err := postgres.LockPayment(ctx, tx, details.PaymentIntentID, details.SubscriptionID); err != nil {
-		return err
-	}
-	if _, err := postgres.UpsertOrder(ctx, tx, details); err != nil {
-		return err
-	}
-	o, err := postgres.LockOrder(ctx, tx, id)
-	if err != nil {
-		return err
-	}
-	switch {
-	case !fulfillable:
-		// Not complete and paid yet: the async_payment_succeeded event (or
-		// a visit to the success page) starts fulfilment again once it is.
-		w.Logger.InfoContext(ctx, "order awaits payment",
-			"session_status", sess.Status, "payment_status", sess.PaymentStatus)
-	case o.Status == order.StatusRevoked:
-		// The payment was taken back before the keys were made: none is.
-		w.Logger.InfoContext(ctx, "order revoked before fulfilment; no key created")
-	case o.Status != order.StatusPending:
-		// Fulfilled already, or failed and waiting for an operator.
-	default:
-		if err := w.expand(ctx, tx, job, o, items, paid, sess.Created); err != nil {
+	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+		// Units and the grants of their payment are recorded under the
+		// payment's lock, like the renewals and revocations that find them.
+		if err := postgres.LockPayment(ctx, tx, details.PaymentIntentID, details.SubscriptionID); err != nil {
 			return err
 		}
-	}
-	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
-		return err
-	}
-	return tx.Commit(ctx)
+		if _, err := postgres.UpsertOrder(ctx, tx, details); err != nil {
+			return err
+		}
+		o, err := postgres.LockOrder(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		switch {
+		case !fulfillable:
+			// Not complete and paid yet: the async_payment_succeeded event (or
+			// a visit to the success page) starts fulfilment again once it is.
+			w.Logger.InfoContext(ctx, "order awaits payment",
+				"session_status", sess.Status, "payment_status", sess.PaymentStatus)
+		case o.Status == order.StatusRevoked:
+			// The payment was taken back before the keys were made: none is.
+			w.Logger.InfoContext(ctx, "order revoked before fulfilment; no key created")
+		case o.Status != order.StatusPending:
+			// Fulfilled already, or failed and waiting for an operator.
+		default:
+			return w.expand(ctx, tx, job, o, items, paid, sess.Created)
+		}
+		return nil
+	})
 }
 
 // expand records the units of a paid order (once) and queues its first
@@ -209,28 +199,22 @@ func (w *FulfilOrderWorker) expand(ctx context.Context, tx pgx.Tx, job *river.Jo
 // or mode, most likely), instead of waiting forever; otherwise (a forged
 // success-page ID cannot get here: those are confirmed first) the job ends.
 func (w *FulfilOrderWorker) sessionUnknown(ctx context.Context, job *river.Job[FulfilOrderArgs], id string, cause error) error {
-	tx, err := w.Pool.Begin(ctx)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit; on any failure the error returned says why
-	o, err := postgres.LockOrder(ctx, tx, id)
-	if order.ErrorCode(err) == order.ENOTFOUND {
-		return river.JobCancel(fmt.Errorf("checkout session does not exist in this Stripe account: %w", cause))
-	}
-	if err != nil {
-		return err
-	}
-	reason := "Stripe's API does not know this checkout session although an event reported it: " +
-		"check that STRIPE_API_KEY belongs to the account (and live or test mode) of the webhook, then retry the order"
-	if err := postgres.FailOrder(ctx, tx, o.CheckoutSessionID, order.FailureSessionUnknown, reason); err != nil {
-		return err
-	}
-	w.Logger.ErrorContext(ctx, "order cannot be fulfilled", "code", order.FailureSessionUnknown, "reason", reason)
-	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
-		return err
-	}
-	return tx.Commit(ctx)
+	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+		o, err := postgres.LockOrder(ctx, tx, id)
+		if order.ErrorCode(err) == order.ENOTFOUND {
+			return river.JobCancel(fmt.Errorf("checkout session does not exist in this Stripe account: %w", cause))
+		}
+		if err != nil {
+			return err
+		}
+		reason := "Stripe's API does not know this checkout session although an event reported it: " +
+			"check that STRIPE_API_KEY belongs to the account (and live or test mode) of the webhook, then retry the order"
+		if err := postgres.FailOrder(ctx, tx, o.CheckoutSessionID, order.FailureSessionUnknown, reason); err != nil {
+			return err
+		}
+		w.Logger.ErrorContext(ctx, "order cannot be fulfilled", "code", order.FailureSessionUnknown, "reason", reason)
+		return nil
+	})
 }
 
 // planFailure is why an order's line items cannot be turned into units.

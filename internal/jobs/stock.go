@@ -114,7 +114,9 @@ func (w *RefillStockWorker) makeOne(ctx context.Context, job *river.Job[RefillSt
 			return err
 		}
 		// Full: the job completes under the stock's lock, so a sale
-		// committing next finds no refill in flight and queues one.
+		// committing next finds no refill in flight and queues one. Hence
+		// in the claim's transaction, not complete(), and only when it
+		// claimed nothing.
 		_, err = river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job)
 		return err
 	})

@@ -8,7 +8,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
 	"fulfiller/internal/budget"
 	"fulfiller/internal/logging"
@@ -59,7 +58,7 @@ func (w *CreateKeyWorker) sellFromStock(ctx context.Context, job *river.Job[Crea
 	if err := insertMany(ctx, tx, StockKeyCheckArgs{OrderKeyID: k.ID}); err != nil {
 		return false, err
 	}
-	if err := w.finishDelivery(ctx, tx, job, k, expiry, false, stockPrice); err != nil {
+	if err := w.finishDelivery(ctx, tx, job, k, delivery{UserKey: userKey, AuthExpire: expiry}, stockPrice); err != nil {
 		return false, err
 	}
 	w.Logger.InfoContext(ctx, "key delivered from stock", "order_key_id", k.ID, "user_key", logging.MaskKey(userKey),
@@ -191,20 +190,12 @@ func (w *StockKeySoldWorker) Work(ctx context.Context, job *river.Job[StockKeySo
 		}
 		return river.JobCancel(fmt.Errorf("labelling key sold from stock for order key %d: %w", k.ID, err))
 	}
-	tx, err := w.Pool.Begin(ctx)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit; on any failure the error returned says why
-	if discordID != "" {
-		if err := postgres.LinkDiscord(ctx, tx, k.ID); err != nil {
-			return err
+	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+		if discordID == "" {
+			return nil
 		}
-	}
-	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
-		return err
-	}
-	return tx.Commit(ctx)
+		return postgres.LinkDiscord(ctx, tx, k.ID)
+	})
 }
 
 // missingStockKeyWindow is how long after its sale a stock key found

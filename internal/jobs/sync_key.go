@@ -290,6 +290,9 @@ func (w *SyncKeyWorker) record(ctx context.Context, job *river.Job[SyncKeyArgs],
 	if err != nil {
 		return err
 	}
+	// Not complete(): the copy below is inserted after the completion, in
+	// the same transaction, or River's uniqueness would still see this job
+	// running and refuse it.
 	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
 		return err
 	}

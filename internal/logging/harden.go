@@ -21,8 +21,10 @@ func New(w io.Writer, format string, level slog.Level) *slog.Logger {
 	return slog.New(ServiceHandler(slog.NewJSONHandler(w, opts)))
 }
 
-// MaskKey names a license key by its last four characters, enough to tell
-// a buyer's keys apart in a support conversation and too little to use one.
+// MaskKey names a license key (a Luarmor user key) by its last four
+// characters, enough to tell a buyer's keys apart in a support conversation
+// and too little to use one. Stripe API keys are masked by stripekey.Mask,
+// which keeps their sk_/rk_ prefix.
 func MaskKey(key string) string {
 	if utf8.RuneCountInString(key) <= 8 {
 		return "…" // too short for any part of it to be safe to show

@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"github.com/stripe/stripe-go/v76"
+
+	"fulfiller/internal/stripeapi/stripekey"
 )
 
 // opError is what every Client method returns on failure. Its message says
@@ -85,22 +87,7 @@ func scrubKey(msg, key string) string {
 	if len(key) < 8 || !strings.Contains(msg, key) {
 		return msg
 	}
-	return strings.ReplaceAll(msg, key, maskKey(key))
-}
-
-// maskKey keeps a key's kind prefix ("sk_test_") and last four characters,
-// the form Stripe uses, which is enough to tell which key was used.
-func maskKey(key string) string {
-	prefix := ""
-	if i := strings.Index(key, "_"); i >= 0 {
-		if j := strings.Index(key[i+1:], "_"); j >= 0 {
-			prefix = key[:i+1+j+1]
-		}
-	}
-	if len(key)-len(prefix) <= 8 {
-		return prefix + "****"
-	}
-	return prefix + "****" + key[len(key)-4:]
+	return strings.ReplaceAll(msg, key, stripekey.Mask(key))
 }
 
 // IsNotFound reports whether err is Stripe answering 404 resource_missing:

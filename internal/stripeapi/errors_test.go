@@ -78,10 +78,7 @@ func TestWrapMessageAndUnwrap(t *testing.T) {
 	require.EqualError(t, leaky, "stripe: retrieving charge ch_1: echo sk_test_****1234 and again sk_test_****1234")
 }
 
-func TestMaskKey(t *testing.T) {
+func TestScrubKeyLeavesShortKeys(t *testing.T) {
 	t.Parallel()
-	require.Equal(t, "sk_test_****wxyz", maskKey("sk_test_0123456789wxyz"))
-	require.Equal(t, "rk_live_****", maskKey("rk_live_short"))
-	require.Equal(t, "****", maskKey("opaque"))
 	require.Equal(t, "short", scrubKey("short", "sk"), "keys too short to be real are not scrubbed")
 }

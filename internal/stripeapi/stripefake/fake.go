@@ -50,6 +50,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"fulfiller/internal/stripeapi/stripekey"
 )
 
 // APIVersion is the Stripe API version whose wire format the fake serves. It
@@ -448,7 +450,7 @@ func (f *Fake) authorize(r *http.Request) *apiError {
 	return &apiError{
 		status:  http.StatusUnauthorized,
 		Type:    "invalid_request_error",
-		Message: "Invalid API Key provided: " + maskKey(key),
+		Message: "Invalid API Key provided: " + stripekey.Mask(key),
 	}
 }
 
@@ -464,22 +466,6 @@ func bearerKey(r *http.Request) (string, bool) {
 		return user, true
 	}
 	return "", false
-}
-
-// maskKey renders a key as Stripe does in its messages: the kind prefix and
-// the last four characters, so the full key never appears in an answer (and
-// from there in a log).
-func maskKey(key string) string {
-	prefix := ""
-	if i := strings.Index(key, "_"); i >= 0 {
-		if j := strings.Index(key[i+1:], "_"); j >= 0 {
-			prefix = key[:i+1+j+1]
-		}
-	}
-	if len(key)-len(prefix) <= 8 {
-		return prefix + "****"
-	}
-	return prefix + strings.Repeat("*", 20) + key[len(key)-4:]
 }
 
 func (f *Fake) injectedFailure(path string) *apiError {
