@@ -10,20 +10,6 @@ import (
 	"fulfiller/internal/config"
 )
 
-const testWebhookSecret = "whsec_cmd_tests_0123456789abcdef0123456789"
-
-func TestServeRefusesThePublicDevelopmentSecret(t *testing.T) {
-	t.Parallel()
-	err := run(context.Background(), []string{"serve"}, envOf(map[string]string{
-		"DATABASE_URL": "postgres://u@127.0.0.1:1/db", "STRIPE_WEBHOOK_SECRET": devWebhookSecret,
-		"STRIPE_API_KEY": "sk_test_x", "LUARMOR_API_KEY": "k",
-	}), io.Discard, io.Discard)
-	var ce *config.Error
-	require.ErrorAs(t, err, &ce)
-	require.Equal(t, "STRIPE_WEBHOOK_SECRET", ce.Name)
-	require.ErrorContains(t, err, "public development secret")
-}
-
 func TestDevRefusesRealKeysWithoutItsOwnWebhookSecret(t *testing.T) {
 	t.Parallel()
 	for name, env := range map[string]map[string]string{
@@ -61,12 +47,4 @@ func TestDevListensOnLoopbackByDefault(t *testing.T) {
 	env = map[string]string{}
 	applyDevDefaults(env, envOf(map[string]string{"LISTEN_ADDR": ":9000"}))
 	require.NotContains(t, env, "LISTEN_ADDR", "an explicit LISTEN_ADDR stands")
-}
-
-func TestUnknownLogLevelIsRefusedBeforeAnything(t *testing.T) {
-	t.Parallel()
-	err := run(context.Background(), []string{"migrate"}, envOf(map[string]string{"LOG_LEVEL": "verbose"}), io.Discard, io.Discard)
-	var ce *config.Error
-	require.ErrorAs(t, err, &ce)
-	require.Equal(t, "LOG_LEVEL", ce.Name)
 }

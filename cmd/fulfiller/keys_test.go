@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -79,30 +80,95 @@ func TestReadKeyTakesTheFirstLineTrimmed(t *testing.T) {
 // the action, as it did from the command line before.
 func TestKeysAndOrdersFindTakeTheKeyFromAFileOrStdin(t *testing.T) {
 	t.Parallel()
-	b := setupSupport(t)
-	id := "cs_test_keysfromfile01"
-	key := b.buy(t, id)
+	s := startSupport(t)
+	sess, key := s.buy(t)
 	keyFile := filepath.Join(t.TempDir(), "key.txt")
 	require.NoError(t, os.WriteFile(keyFile, []byte(key+"\n"), 0o600))
 
-	out, err := b.cli(t, "orders", "find", "--key-file", keyFile)
+	out, err := s.cli(t, "orders", "find", "--key-file", keyFile)
 	require.NoError(t, err)
-	require.Contains(t, out, id)
+	require.Contains(t, out, sess.ID)
 
-	out, err = b.cli(t, "keys", "blacklist", "--key-file", keyFile, "--reason", "Chargeback ring")
+	out, err = s.cli(t, "keys", "blacklist", "--key-file", keyFile, "--reason", "Chargeback ring")
 	require.NoError(t, err, out)
 	require.Contains(t, out, "done: the key is blacklisted")
-	require.Equal(t, "Chargeback ring", b.user(t, key).BanReason)
+	require.Equal(t, "Chargeback ring", s.user(t, key).BanReason)
 
-	out, err = b.cli(t, "keys", "set-discord", "--key-file", keyFile, "123456789012345678")
+	out, err = s.cli(t, "keys", "set-discord", "--key-file", keyFile, "123456789012345678")
 	require.NoError(t, err, out)
-	require.Equal(t, "123456789012345678", b.user(t, key).DiscordID)
+	require.Equal(t, "123456789012345678", s.user(t, key).DiscordID)
 
-	out, err = b.cliKey(t, key, "keys", "unban", "-")
+	out, err = s.cliKey(t, key, "keys", "unban", "-")
 	require.NoError(t, err, out)
 	require.Contains(t, out, "done: the key is active")
-	require.Equal(t, 0, b.user(t, key).Banned)
+	require.Equal(t, 0, s.user(t, key).Banned)
 
-	_, err = b.cliKey(t, "", "keys", "unban", "-")
+	_, err = s.cliKey(t, "", "keys", "unban", "-")
 	require.ErrorContains(t, err, "no license key on the first line of stdin")
+}
+
+func TestKeysCommandsActThroughTheRunningService(t *testing.T) {
+	t.Parallel()
+	s := startSupport(t)
+	_, key := s.buy(t)
+
+	for range 2 {
+		out, err := s.cliKey(t, key, "keys", "blacklist", "-", "--reason", "Fraud ring")
+		require.NoError(t, err, out)
+		require.Contains(t, out, "done: the key is blacklisted")
+		require.Equal(t, 1, s.user(t, key).Banned)
+		require.Equal(t, "Fraud ring", s.user(t, key).BanReason)
+	}
+	out, err := s.cliKey(t, key, "keys", "unban", "-")
+	require.NoError(t, err, out)
+	require.Contains(t, out, "done: the key is active")
+	require.Equal(t, 0, s.user(t, key).Banned)
+
+	require.NoError(t, s.Luarmor.Execute(supportProject, key, "pc-1"))
+	out, err = s.cliKey(t, key, "keys", "reset-hwid", "-")
+	require.NoError(t, err, out)
+	require.Empty(t, s.user(t, key).Identifier)
+
+	out, err = s.cliKey(t, key, "keys", "set-discord", "-", "123456789012345678")
+	require.NoError(t, err, out)
+	require.Equal(t, "123456789012345678", s.user(t, key).DiscordID)
+	_, err = s.cliKey(t, key, "keys", "set-discord", "-", "name#1234")
+	require.ErrorContains(t, err, "snowflake")
+
+	out, err = s.cliKey(t, key, "keys", "reissue", "-")
+	require.NoError(t, err, out)
+	require.Contains(t, out, "new key: ")
+	fresh := strings.Fields(strings.SplitN(out, "new key: ", 2)[1])[0]
+	require.NotEqual(t, key, fresh)
+	require.Equal(t, 1, s.user(t, key).Banned, "the old key is revoked")
+	require.Equal(t, 0, s.user(t, fresh).Banned)
+	out, err = s.cliKey(t, key, "keys", "reissue", "-")
+	require.NoError(t, err, out)
+	require.Contains(t, out, "new key: "+fresh, "a second run reports the same reissue")
+	require.Len(t, s.Luarmor.Users(supportProject), 2)
+
+	out, err = s.cliKey(t, fresh, "keys", "revoke", "-")
+	require.NoError(t, err, out)
+	require.Equal(t, 1, s.user(t, fresh).Banned)
+
+	_, err = s.cliKey(t, "NoSuchKey0123456789", "keys", "blacklist", "-")
+	require.ErrorContains(t, err, "no order holds this key")
+	_, err = s.cliKey(t, key, "keys", "frobnicate", "-")
+	require.ErrorIs(t, err, errUsage)
+}
+
+func TestReissueCommandRotatesTheLinkWhenAsked(t *testing.T) {
+	t.Parallel()
+	s := startSupport(t)
+	sess, key := s.buy(t)
+
+	_, err := s.cliKey(t, key, "keys", "blacklist", "-", "--rotate-link")
+	require.ErrorIs(t, err, errUsage, "rotation goes with reissue only")
+	require.Equal(t, http.StatusOK, s.orderAnswer(t, sess.ID))
+
+	out, err := s.cliKey(t, key, "keys", "reissue", "-", "--rotate-link")
+	require.NoError(t, err, out)
+	require.Contains(t, out, "earlier links no longer open it (access generation 2)")
+	require.Contains(t, out, "new key: ")
+	require.Equal(t, http.StatusNotFound, s.orderAnswer(t, sess.ID))
 }

@@ -3,45 +3,37 @@ package main
 import (
 	"context"
 	"io"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertest"
 	"github.com/stretchr/testify/require"
 
+	"fulfiller/internal/fulfillertest"
+	"fulfiller/internal/jobs"
 	"fulfiller/internal/postgres/postgrestest"
-	"fulfiller/internal/stripeapi/stripefake"
 )
 
 const reconcileStripeKey = "sk_test_reconcilecommand0123"
 
 // reconcileEnv is the service's environment against a migrated database
-// and a Stripe stand-in.
-func reconcileEnv(t *testing.T, stripeKey string) (map[string]string, *stripefake.Fake) {
+// (pool) and a Stripe stand-in; no service runs, so what the command
+// queues stays queued.
+func reconcileEnv(t *testing.T, stripeKey string) (map[string]string, *fulfillertest.Stripe, *pgxpool.Pool) {
 	t.Helper()
-	fake := stripefake.New(reconcileStripeKey)
-	srv := httptest.NewServer(fake)
-	t.Cleanup(srv.Close)
+	fake := fulfillertest.StartStripe(t, reconcileStripeKey)
+	pool := postgrestest.NewPool(t)
 	return map[string]string{
-		"DATABASE_URL": postgrestest.NewURL(t), "STRIPE_API_KEY": stripeKey, "STRIPE_API_BASE": srv.URL,
+		"DATABASE_URL": pool.Config().ConnString(), "STRIPE_API_KEY": stripeKey, "STRIPE_API_BASE": fake.URL,
 		"STRIPE_WEBHOOK_SECRET": testWebhookSecret, "LUARMOR_API_KEY": "luarmor-key",
-	}, fake
-}
-
-func count(t *testing.T, url, sql string) int {
-	t.Helper()
-	conn, err := pgx.Connect(context.Background(), url)
-	require.NoError(t, err)
-	defer conn.Close(context.Background())
-	var n int
-	require.NoError(t, conn.QueryRow(context.Background(), sql).Scan(&n))
-	return n
+	}, fake, pool
 }
 
 func TestReconcileCommandIngestsWhatNeverArrivedOnce(t *testing.T) {
 	t.Parallel()
-	env, fake := reconcileEnv(t, reconcileStripeKey)
+	env, fake, pool := reconcileEnv(t, reconcileStripeKey)
 	fake.AddEvent("invoice.paid", []byte(`{"id":"in_lost","object":"invoice"}`))
 	fake.AddEvent("charge.dispute.created", []byte(`{"id":"dp_lost","object":"dispute","charge":"ch_1"}`))
 	fake.AddEvent("customer.created", []byte(`{"id":"cus_1","object":"customer"}`))
@@ -49,14 +41,18 @@ func TestReconcileCommandIngestsWhatNeverArrivedOnce(t *testing.T) {
 	var out strings.Builder
 	require.NoError(t, run(context.Background(), []string{"reconcile", "--since", "72h"}, envOf(env), &out, io.Discard))
 	require.Contains(t, out.String(), "listed 2, already recorded 0, ingested 2")
-	require.Equal(t, 2, count(t, env["DATABASE_URL"], "SELECT count(*) FROM stripe_events"))
-	require.Equal(t, 1, count(t, env["DATABASE_URL"], "SELECT count(*) FROM river_job WHERE kind = 'handle_events'"),
-		"queued for the service's workers")
+	require.Equal(t, 2, count(t, pool, "SELECT count(*) FROM stripe_events"))
+	// Queued for the service's workers: one job for both events.
+	queued := rivertest.RequireInserted(context.Background(), t, riverpgxv5.New(pool), &jobs.HandleEventsArgs{}, nil)
+	require.Len(t, queued.Args.EventIDs, 2)
 
 	out.Reset()
 	require.NoError(t, run(context.Background(), []string{"reconcile", "--since", "3d"}, envOf(env), &out, io.Discard))
 	require.Contains(t, out.String(), "listed 2, already recorded 2, ingested 0")
-	require.Equal(t, 1, count(t, env["DATABASE_URL"], "SELECT count(*) FROM river_job"), "a second run queues nothing")
+	again := rivertest.RequireInserted(context.Background(), t, riverpgxv5.New(pool), &jobs.HandleEventsArgs{}, nil)
+	require.Equal(t, queued.ID, again.ID, "a second run queues nothing")
+	// rivertest asks about one kind at a time: nothing of any other kind either.
+	require.Equal(t, 1, count(t, pool, "SELECT count(*) FROM river_job"), "a second run queues nothing")
 
 	out.Reset()
 	require.NoError(t, run(context.Background(), []string{"reconcile"}, envOf(env), &out, io.Discard))
@@ -85,7 +81,7 @@ func TestReconcileCommandRefusesWhatStripeCannotServe(t *testing.T) {
 func TestReconcileCommandFailsNamingWhatFailed(t *testing.T) {
 	t.Parallel()
 	const wrongKey = "sk_test_notthekey0123456789"
-	env, fake := reconcileEnv(t, wrongKey)
+	env, fake, _ := reconcileEnv(t, wrongKey)
 	fake.AddEvent("invoice.paid", []byte(`{"id":"in_lost","object":"invoice"}`))
 	var out, stderr strings.Builder
 	err := run(context.Background(), []string{"reconcile"}, envOf(env), &out, &stderr)

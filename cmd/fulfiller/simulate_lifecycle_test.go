@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"io"
-	"log/slog"
-	"net/http/httptest"
 	"regexp"
 	"strings"
 	"testing"
@@ -12,55 +10,35 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"fulfiller/internal/app"
 	"fulfiller/internal/catalog"
-	"fulfiller/internal/config"
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/luarmor"
-	"fulfiller/internal/luarmor/sandbox"
-	"fulfiller/internal/order"
-	"fulfiller/internal/postgres/postgrestest"
-	"fulfiller/internal/stripeapi/stripefake"
 )
 
 const simProject = "sim_project"
 
+// simBundle is the service that simulate's steps drive, with the price
+// `make run` sells, and the flags that point simulate at it and its
+// Stripe stand-in.
 type simBundle struct {
-	sandbox *sandbox.Sandbox
-	flags   []string // --url, --stripe, --secret of the running service
+	*fulfillertest.Service
+	flags []string // --url, --stripe, --secret of the running service
 }
 
-// setupSimulation runs the service with the development stand-ins, as
-// `make run` does, on ports of its own.
 func setupSimulation(t *testing.T) *simBundle {
 	t.Helper()
-	sb := sandbox.New(sandbox.Options{APIKey: devLuarmorKey, Limit: -1})
-	sbSrv := httptest.NewServer(sb)
-	t.Cleanup(sbSrv.Close)
-	sfSrv := httptest.NewServer(stripefake.New(devStripeKey))
-	t.Cleanup(sfSrv.Close)
-	m := &app.Main{
-		Config: config.Config{
-			DatabaseURL: postgrestest.NewURL(t), ListenAddr: "127.0.0.1:0",
-			WebhookSecrets: []string{devWebhookSecret}, StripeAPIKey: devStripeKey, StripeAPIBase: sfSrv.URL,
-			LuarmorAPIKey: devLuarmorKey, LuarmorBaseURL: sbSrv.URL, LuarmorRateLimit: 100000, LuarmorRateWindow: time.Minute,
-			MaxUnitsPerOrder: config.DefaultMaxUnitsPerOrder, ShutdownTimeout: 2 * time.Second, Policy: order.DefaultPolicy(),
-		},
-		Catalog: &catalog.Catalog{Prices: map[string]catalog.Product{
-			"price_dev_monthly": {ProjectID: simProject, KeyDays: 30},
-		}},
-		Logger: slog.New(slog.DiscardHandler),
-	}
-	require.NoError(t, m.Run(context.Background()))
-	t.Cleanup(func() { _ = m.Close() })
-	return &simBundle{sandbox: sb, flags: []string{"--url", m.URL(), "--stripe", sfSrv.URL,
-		"--secret", devWebhookSecret, "--timeout", "20s"}}
+	svc := fulfillertest.StartService(t, fulfillertest.Options{Catalog: &catalog.Catalog{Prices: map[string]catalog.Product{
+		"price_dev_monthly": {ProjectID: simProject, KeyDays: 30},
+	}}})
+	return &simBundle{Service: svc, flags: []string{"--url", svc.URL, "--stripe", svc.Stripe.URL,
+		"--secret", svc.Secret, "--timeout", "20s"}}
 }
 
 // simulate runs `fulfiller simulate step flags...` and returns its output.
 func (b *simBundle) simulate(t *testing.T, step string, flags ...string) (string, error) {
 	t.Helper()
 	if step != "checkout" {
-		flags = append(flags, "--stripe-key", devStripeKey)
+		flags = append(flags, "--stripe-key", b.Stripe.APIKey)
 	}
 	var out strings.Builder
 	err := run(context.Background(), append(append([]string{"simulate", step}, flags...), b.flags...), envOf(nil), &out, io.Discard)
@@ -84,7 +62,7 @@ func (b *simBundle) keys(t *testing.T, out string) []luarmor.User {
 	t.Helper()
 	var users []luarmor.User
 	for _, m := range regexp.MustCompile(`key ([A-Za-z0-9]{32}) `).FindAllStringSubmatch(out, -1) {
-		u, ok := b.sandbox.User(simProject, m[1])
+		u, ok := b.Luarmor.User(simProject, m[1])
 		require.True(t, ok, m[1])
 		users = append(users, u)
 	}

@@ -6,17 +6,19 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertest"
 	"github.com/stretchr/testify/require"
 
+	"fulfiller/internal/jobs"
 	"fulfiller/internal/postgres/postgrestest"
 )
 
 func TestStockDeleteRefusesAPriceWithNoStockThatTheCatalogDoesNotList(t *testing.T) {
 	t.Parallel()
-	url := postgrestest.NewURL(t)
+	pool := postgrestest.NewPool(t)
 	env := envOf(map[string]string{
-		"DATABASE_URL": url, "STRIPE_WEBHOOK_SECRET": testWebhookSecret, "STRIPE_API_KEY": "sk_test_x",
+		"DATABASE_URL": pool.Config().ConnString(), "STRIPE_WEBHOOK_SECRET": testWebhookSecret, "STRIPE_API_KEY": "sk_test_x",
 		"LUARMOR_API_KEY": "k", "CATALOG_FILE": "../../catalog.example.yaml",
 	})
 	var out strings.Builder
@@ -25,13 +27,8 @@ func TestStockDeleteRefusesAPriceWithNoStockThatTheCatalogDoesNotList(t *testing
 		"so there is nothing to delete; check the price ID against `fulfiller stock list`")
 	require.NotContains(t, out.String(), "done")
 
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, url)
-	require.NoError(t, err)
-	defer conn.Close(ctx)
-	var jobs int
-	require.NoError(t, conn.QueryRow(ctx, `SELECT count(*) FROM river_job`).Scan(&jobs))
-	require.Zero(t, jobs, "nothing queued for an unknown price")
+	// No job of any kind (rivertest asks about one kind at a time).
+	require.Zero(t, count(t, pool, `SELECT count(*) FROM river_job`), "nothing queued for an unknown price")
 
 	// A price the catalog lists is queued as before (no service runs here
 	// to carry it out).
@@ -40,4 +37,6 @@ func TestStockDeleteRefusesAPriceWithNoStockThatTheCatalogDoesNotList(t *testing
 	require.Error(t, err)
 	require.NotContains(t, err.Error(), "does not list it")
 	require.Contains(t, out.String(), "deletion of the stock of price_dev_monthly queued")
+	queued := rivertest.RequireInserted(context.Background(), t, riverpgxv5.New(pool), &jobs.DeleteStockArgs{}, nil)
+	require.Equal(t, "price_dev_monthly", queued.Args.PriceID)
 }

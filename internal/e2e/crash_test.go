@@ -32,9 +32,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
-	"github.com/stripe/stripe-go/v76"
-	"github.com/stripe/stripe-go/v76/webhook"
 
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/luarmor/sandbox"
@@ -150,7 +149,7 @@ type cluster struct {
 	env     []string // settings every process gets
 	sandbox *sandbox.Sandbox
 	front   *httptest.Server // the sandbox, seen through per-process paths
-	stripe  *stripefake.Fake
+	stripe  *fulfillertest.Stripe
 	pool    *pgxpool.Pool
 	http    *http.Client
 	senders sync.WaitGroup
@@ -192,9 +191,7 @@ func newCluster(t *testing.T, seed uint64) *cluster {
 	c.sandbox.SetLatencyRange(luarmorLegMin, luarmorLegMax)
 	c.front = httptest.NewServer(http.HandlerFunc(c.luarmorFront))
 	t.Cleanup(c.front.Close)
-	c.stripe = stripefake.New(stripeKey)
-	stripeSrv := httptest.NewServer(c.stripe)
-	t.Cleanup(stripeSrv.Close)
+	c.stripe = fulfillertest.StartStripe(t, stripeKey)
 
 	catalog := filepath.Join(c.dir, "catalog.yaml")
 	require.NoError(t, os.WriteFile(catalog, []byte(fmt.Sprintf(
@@ -206,7 +203,7 @@ func newCluster(t *testing.T, seed uint64) *cluster {
 		"DATABASE_URL=" + dbURL,
 		"STRIPE_WEBHOOK_SECRET=" + secret,
 		"STRIPE_API_KEY=" + stripeKey,
-		"STRIPE_API_BASE=" + stripeSrv.URL,
+		"STRIPE_API_BASE=" + c.stripe.URL,
 		"LUARMOR_API_KEY=" + luarmorKey,
 		"CATALOG_FILE=" + catalog,
 		// Roomy: this test is about crashes, not the budget.
@@ -350,6 +347,8 @@ func (c *cluster) spawn(slot int) (*replica, error) {
 		close(p.exited)
 	}()
 
+	// Polled: a process of its own announces nothing to the test but its
+	// answer on /readyz.
 	deadline := time.Now().Add(recoveryBound)
 	for time.Now().Before(deadline) {
 		select {
@@ -442,6 +441,7 @@ func (c *cluster) showLogsOnFailure() {
 func (c *cluster) waitStockFull(deadline time.Time) {
 	c.t.Helper()
 	start := time.Now()
+	// Polled: stock rows notify nothing, and the jobs run in other processes.
 	for {
 		var ready int
 		require.NoError(c.t, c.pool.QueryRow(c.ctx, `SELECT count(*) FROM stock_keys WHERE price_id = $1 AND status = 'ready'`,
@@ -501,15 +501,15 @@ func (c *cluster) plan(n int) []*purchase {
 	for i := range n {
 		qty := []int64{1, 2, 5}[i%3]
 		s := stripefake.Session{
-			ID: newID("cs_test_"), Mode: "payment", PaymentStatus: "paid", Status: "complete",
-			CustomerEmail: "buyer@example.com", Customer: newID("cus_"), PaymentIntent: newID("pi_"),
+			ID: fulfillertest.NewID("cs_test_"), Mode: "payment", PaymentStatus: "paid", Status: "complete",
+			CustomerEmail: "buyer@example.com", Customer: fulfillertest.NewID("cus_"), PaymentIntent: fulfillertest.NewID("pi_"),
 		}
 		kind := "one-off"
 		switch i % 4 {
 		case 1:
 			kind = "subscription"
 			s.Mode, s.PaymentIntent = "subscription", ""
-			s.Subscription, s.Invoice = newID("sub_"), newID("in_")
+			s.Subscription, s.Invoice = fulfillertest.NewID("sub_"), fulfillertest.NewID("in_")
 			s.Items = []stripefake.Item{{PriceID: priceMonth, Quantity: qty, Recurring: true}}
 		case 2:
 			kind = "one-off, stocked"
@@ -553,40 +553,28 @@ func waves(purchases []*purchase, n int) [][]*purchase {
 	return out
 }
 
-var seq atomic.Int64
-
-func newID(prefix string) string {
-	return fmt.Sprintf("%s%d%07d", prefix, time.Now().UnixNano()%1e9, seq.Add(1))
-}
-
 // event wraps object in a Stripe event of the service's API version.
 func (c *cluster) event(typ string, object any) []byte {
 	c.t.Helper()
 	raw, err := json.Marshal(object)
 	require.NoError(c.t, err)
-	body, err := json.Marshal(map[string]any{
-		"id": newID("evt_"), "object": "event", "api_version": stripe.APIVersion,
-		"created": time.Now().Unix(), "type": typ, "livemode": false, "pending_webhooks": 1,
-		"data": map[string]any{"object": json.RawMessage(raw)},
-	})
-	require.NoError(c.t, err)
-	return body
+	return fulfillertest.Event(c.t, typ, raw)
 }
 
 func (c *cluster) sessionEvent(typ, sessionID string) []byte {
 	c.t.Helper()
 	obj, ok := c.stripe.SessionJSON(sessionID)
 	require.True(c.t, ok)
-	return c.event(typ, json.RawMessage(obj))
+	return fulfillertest.Event(c.t, typ, obj)
 }
 
 // disputeEvent registers a charge of the payment and a dispute opened on
 // it, and returns the dispute's event.
 func (c *cluster) disputeEvent(paymentIntent string) []byte {
-	charge := newID("ch_")
+	charge := fulfillertest.NewID("ch_")
 	c.stripe.PutObject(stripefake.KindCharge, charge, map[string]any{"payment_intent": paymentIntent, "amount": 1000, "paid": true})
 	dispute := map[string]any{
-		"id": newID("dp_"), "object": "dispute", "charge": charge, "payment_intent": paymentIntent,
+		"id": fulfillertest.NewID("dp_"), "object": "dispute", "charge": charge, "payment_intent": paymentIntent,
 		"status": "needs_response", "reason": "fraudulent", "amount": 1000,
 	}
 	c.stripe.PutObject(stripefake.KindDispute, dispute["id"].(string), dispute)
@@ -596,7 +584,7 @@ func (c *cluster) disputeEvent(paymentIntent string) []byte {
 // invoicePaidEvent registers a paid renewal invoice of the subscription:
 // seats of price for the month up to periodEnd.
 func (c *cluster) invoicePaidEvent(subscription, price string, seats, periodEnd int64) []byte {
-	id := newID("in_")
+	id := fulfillertest.NewID("in_")
 	lines := []map[string]any{{
 		"object": "line_item", "type": "subscription", "proration": false, "subscription": subscription, "amount": 1000,
 		"price": map[string]any{"id": price, "object": "price"}, "quantity": seats,
@@ -604,7 +592,8 @@ func (c *cluster) invoicePaidEvent(subscription, price string, seats, periodEnd 
 	}}
 	inv := map[string]any{
 		"id": id, "object": "invoice", "subscription": subscription, "billing_reason": "subscription_cycle",
-		"status": "paid", "paid": true, "customer": newID("cus_"), "payment_intent": newID("pi_"), "charge": newID("ch_"),
+		"status": "paid", "paid": true, "customer": fulfillertest.NewID("cus_"), "payment_intent": fulfillertest.NewID("pi_"),
+		"charge": fulfillertest.NewID("ch_"),
 	}
 	withLines := map[string]any{"lines": lines}
 	for k, v := range inv {
@@ -681,8 +670,7 @@ func (c *cluster) post(body []byte) (int, string, error) {
 		return 0, "", err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Stripe-Signature", webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{
-		Payload: body, Secret: secret, Timestamp: time.Now()}).Header)
+	req.Header.Set("Stripe-Signature", fulfillertest.Sign(body, secret, time.Now()))
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return 0, "", err
@@ -816,6 +804,8 @@ func (c *cluster) undelivered(ps []*purchase, sentOnly bool) []*purchase {
 }
 
 func (c *cluster) waitDelivered(ps []*purchase, deadline time.Time) bool {
+	// Polled: the orders change in other processes, and a reading every
+	// 25 ms is as fine as the recovery times it measures need.
 	for len(c.undelivered(ps, false)) > 0 {
 		if time.Now().After(deadline) {
 			return false
@@ -828,6 +818,8 @@ func (c *cluster) waitDelivered(ps []*purchase, deadline time.Time) bool {
 // waitIdle waits until no job is left to run.
 func (c *cluster) waitIdle(deadline time.Time) {
 	c.t.Helper()
+	// Polled: River's job events reach only the client that ran the job,
+	// in another process.
 	for {
 		var waiting int
 		require.NoError(c.t, c.pool.QueryRow(c.ctx, `SELECT count(*) FROM river_job

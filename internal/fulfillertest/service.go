@@ -24,11 +24,12 @@ import (
 )
 
 // The credentials of a test service. They are fixed (each test has stand-ins
-// of its own) and long enough for the service's checks of their form.
+// of its own) and long enough for the service's checks of their form, those
+// of config.FromEnv included: Env's environment runs the CLI's commands.
 const (
 	StripeAPIKey  = "sk_test_fulfillertest"
 	LuarmorAPIKey = "luarmor-test-key"
-	WebhookSecret = "whsec_fulfillertest_0123456789abcdef"
+	WebhookSecret = "whsec_fulfillertest_0123456789abcdef0123456789abcdef"
 	ShopAPIToken  = "shop-token-for-tests"
 	AdminAPIToken = "admin-token-for-tests-0123456789abcdef"
 )

@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/catalog"
+	"fulfiller/internal/config"
 	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/stripeapi/stripefake"
 )
@@ -29,4 +30,18 @@ func TestAPurchaseIsSeenThroughJobEventsAndOrderNotifications(t *testing.T) {
 	require.Len(t, created, 2)
 	require.Equal(t, 2, svc.Luarmor.CallCount(http.MethodPost, "/users"), "one create per key")
 	require.Equal(t, 1, svc.Count(t, `SELECT count(*) FROM orders WHERE checkout_session_id = $1`, sess.ID))
+}
+
+// Env is what the CLI's commands read: its settings pass the same checks
+// as an operator's (a webhook secret of a real secret's length, for one).
+func TestEnvIsASettingTheCommandsAccept(t *testing.T) {
+	t.Parallel()
+	svc := fulfillertest.StartService(t, fulfillertest.Options{})
+	env := svc.Env()
+	cfg, err := config.FromEnv(func(k string) string { return env[k] })
+	require.NoError(t, err)
+	require.Equal(t, svc.Main.Config.DatabaseURL, cfg.DatabaseURL)
+	require.Equal(t, svc.Stripe.URL, cfg.StripeAPIBase)
+	require.Equal(t, svc.Luarmor.URL, cfg.LuarmorBaseURL)
+	require.Equal(t, []string{svc.Secret}, cfg.WebhookSecrets)
 }
