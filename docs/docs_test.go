@@ -169,3 +169,55 @@ func TestConfigurationTableListsExactlyTheSettingsTheServiceReads(t *testing.T) 
 	require.Greater(t, len(read), 20, "internal/config reads its settings some other way now: update this test")
 	require.Equal(t, read, documented, "docs/operating.md's Configuration table and the settings internal/config reads differ")
 }
+
+var (
+	devReadByName = regexp.MustCompile(`\bget(?:env)?\("(DEV_[A-Z0-9_]*)"`)
+	makeDevVar    = regexp.MustCompile(`\$\$\{(DEV_[A-Z0-9_]*)`)
+)
+
+// `make run`'s own settings are read by cmd/fulfiller (dev) and the
+// Makefile (its PostgreSQL), not internal/config: their table must hold
+// exactly those.
+func TestLocalDevelopmentTableListsExactlyTheSettingsMakeRunReads(t *testing.T) {
+	doc, err := os.ReadFile("operating.md")
+	require.NoError(t, err)
+	section := string(doc)
+	start := strings.Index(section, "\n## Local development\n")
+	require.NotEqual(t, -1, start, "docs/operating.md has no ## Local development section")
+	section = section[start+1:]
+	if end := strings.Index(section[3:], "\n## "); end != -1 {
+		section = section[:end+3]
+	}
+	var documented []string
+	for _, m := range settingRow.FindAllStringSubmatch(section, -1) {
+		documented = append(documented, m[1])
+	}
+
+	var read []string
+	add := func(name string) {
+		if !slices.Contains(read, name) {
+			read = append(read, name)
+		}
+	}
+	sources, err := filepath.Glob(filepath.Join(root, "cmd", "fulfiller", "*.go"))
+	require.NoError(t, err)
+	for _, src := range sources {
+		if strings.HasSuffix(src, "_test.go") {
+			continue
+		}
+		data, err := os.ReadFile(src)
+		require.NoError(t, err)
+		for _, m := range devReadByName.FindAllStringSubmatch(string(data), -1) {
+			add(m[1])
+		}
+	}
+	makefile, err := os.ReadFile(filepath.Join(root, "Makefile"))
+	require.NoError(t, err)
+	for _, m := range makeDevVar.FindAllStringSubmatch(string(makefile), -1) {
+		add(m[1])
+	}
+	slices.Sort(documented)
+	slices.Sort(read)
+	require.GreaterOrEqual(t, len(read), 4, "cmd/fulfiller and the Makefile read their DEV_ settings some other way now: update this test")
+	require.Equal(t, read, documented, "docs/operating.md's Local development table and the DEV_ settings make run reads differ")
+}

@@ -11,6 +11,7 @@ import (
 
 	"fulfiller/internal/config"
 	"fulfiller/internal/luarmor/sandbox"
+	"fulfiller/internal/mail/mailcatcher"
 	"fulfiller/internal/stripeapi/stripefake"
 )
 
@@ -24,12 +25,17 @@ const (
 	devLuarmorKey    = "sandbox"
 	devLuarmorAddr   = "127.0.0.1:8091"
 	devStripeAddr    = "127.0.0.1:8092"
+	devMailAddr      = "127.0.0.1:8093"
+	devMailFrom      = "Dev shop <keys@localhost>"
 	devCatalog       = "catalog.example.yaml"
+	// devMailKeep is how many emails the mailbox holds, in memory.
+	devMailKeep = 200
 )
 
 // cmdDev runs the service on local defaults: the Luarmor sandbox unless
 // LUARMOR_API_KEY is set, a Stripe stand-in unless STRIPE_API_KEY is set,
-// and migrations applied first.
+// a mailbox that catches the service's emails unless SMTP_URL is set, and
+// migrations applied first.
 func cmdDev(ctx context.Context, args []string, getenv func(string) string, logger *slog.Logger, stdout, stderr io.Writer) error {
 	if len(args) > 0 {
 		fmt.Fprintln(stderr, "usage: fulfiller dev (run it through `make run`, which starts PostgreSQL)")
@@ -50,6 +56,9 @@ func cmdDev(ctx context.Context, args []string, getenv func(string) string, logg
 		return err
 	}
 
+	if err := refuseMailboxOffLoopback(get); err != nil {
+		return err
+	}
 	if err := refusePortClashes(get); err != nil {
 		return err
 	}
@@ -77,6 +86,13 @@ func cmdDev(ctx context.Context, args []string, getenv func(string) string, logg
 		stripeNote = "Stripe stand-in on " + env["STRIPE_API_BASE"]
 	}
 	applyDevDefaults(env, get)
+	mailbox := ""
+	if get("SMTP_URL") == "" {
+		var err error
+		if mailbox, err = startMailbox(ctx, get("DEV_MAIL_ADDR"), env, get, logger); err != nil {
+			return err
+		}
+	}
 	cfg, err := config.FromEnvAcceptingDevSecret(get)
 	if err != nil {
 		return err
@@ -88,11 +104,12 @@ fulfiller (local development)
   internal         %s
   luarmor          %s
   stripe api       %s
+  mail             %s
   catalog          %s
   webhook secret   %s   (development only)
 
 %s
-`, browsable(cfg.ListenAddr), browsable(cfg.ListenAddr), internalNote(cfg), luarmorNote, stripeNote, cfg.CatalogFile,
+`, browsable(cfg.ListenAddr), browsable(cfg.ListenAddr), internalNote(cfg), luarmorNote, stripeNote, mailNote(mailbox, cfg), cfg.CatalogFile,
 		secretNote(get("STRIPE_WEBHOOK_SECRET"), env), tryNote(cfg, env))
 	return serve(ctx, cfg, true, logger)
 }
@@ -127,6 +144,9 @@ func devListeners(get func(string) string) []devListener {
 	if get("STRIPE_API_KEY") == "" {
 		ls = append(ls, setting("DEV_STRIPE_ADDR", "the Stripe stand-in", devStripeAddr))
 	}
+	if get("SMTP_URL") == "" {
+		ls = append(ls, setting("DEV_MAIL_ADDR", "the mailbox", devMailAddr))
+	}
 	return ls
 }
 
@@ -158,7 +178,7 @@ func refusePortClashes(get func(string) string) error {
 				move = a
 			}
 			host, _, _ := net.SplitHostPort(move.addr)
-			free := 8093
+			free := 8094
 			for used[free] {
 				free++
 			}
@@ -175,6 +195,80 @@ func describe(l devListener) string {
 		return l.addr + " by default"
 	}
 	return l.addr
+}
+
+// refuseMailboxOffLoopback keeps the mailbox on this machine: it shows
+// license keys and find-my-keys links to whoever reaches it.
+func refuseMailboxOffLoopback(get func(string) string) error {
+	addr := get("DEV_MAIL_ADDR")
+	if addr == "" || get("SMTP_URL") != "" {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return &config.Error{Name: "DEV_MAIL_ADDR", Reason: fmt.Sprintf("(%s) is not host:port; expected for example %s", addr, devMailAddr)}
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return &config.Error{Name: "DEV_MAIL_ADDR", Reason: fmt.Sprintf(
+			"(%s) must be a loopback address such as %s or [::1]:8093: the mailbox shows license keys and find-my-keys links to whoever reaches it", addr, devMailAddr)}
+	}
+	return nil
+}
+
+// startMailbox starts the mailbox: its SMTP server on a free loopback port
+// (only this process sends to it) and its pages on addr (DEV_MAIL_ADDR, or
+// the default). It points the service's mail settings at it in env:
+// SMTP_URL always, MAIL_FROM and PUBLIC_BASE_URL where get lacks them. It
+// returns the pages' address.
+func startMailbox(ctx context.Context, addr string, env map[string]string, get func(string) string, logger *slog.Logger) (string, error) {
+	catcher := mailcatcher.New(devMailKeep, logger)
+	smtpListener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("starting the mailbox's SMTP server on 127.0.0.1 (is the loopback interface up?): %w", err)
+	}
+	page, err := net.Listen("tcp", orDefault(addr, devMailAddr))
+	if err != nil {
+		_ = smtpListener.Close()
+		return "", fmt.Errorf("starting the mailbox (set DEV_MAIL_ADDR to another port): %w", err)
+	}
+	go func() {
+		if err := catcher.ServeSMTP(ctx, smtpListener); err != nil {
+			logger.Error("the mailbox stopped taking mail", "error", err)
+		}
+	}()
+	go func() { _ = serveUntilDone(ctx, page, catcher) }()
+	env["SMTP_URL"] = "smtp://" + smtpListener.Addr().String()
+	if get("MAIL_FROM") == "" {
+		env["MAIL_FROM"] = devMailFrom
+	}
+	if get("PUBLIC_BASE_URL") == "" {
+		env["PUBLIC_BASE_URL"] = "http://" + loopbackBrowsable(get("LISTEN_ADDR"))
+	}
+	return page.Addr().String(), nil
+}
+
+// mailNote says where the service's emails go: the mailbox's page at
+// mailbox, or, with none, the server SMTP_URL names.
+func mailNote(mailbox string, cfg config.Config) string {
+	if mailbox == "" {
+		return "sent through " + cfg.Mail.SMTP.String() + " (SMTP_URL)"
+	}
+	return "http://" + browsable(mailbox) + "   (the mailbox: every email the service sends, the newest " + strconv.Itoa(devMailKeep) + ")"
+}
+
+// loopbackBrowsable is addr as a browser on this machine reaches it, on
+// localhost when addr names another interface: the emails' links must be
+// http://localhost or a loopback address (PUBLIC_BASE_URL's rule for http).
+func loopbackBrowsable(addr string) string {
+	hostport := browsable(addr)
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return hostport
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return net.JoinHostPort("localhost", port)
+	}
+	return hostport
 }
 
 // Where simulate sends its requests when given no flags (and no

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -13,62 +12,22 @@ import (
 
 	"fulfiller/internal/config"
 	"fulfiller/internal/httpapi"
-	"fulfiller/internal/postgres/postgrestest"
 )
 
 func TestDevBannerPrintsTheSimulateCommandForItsPortsAndItWorks(t *testing.T) {
 	t.Parallel()
-	service, admin, luarmorAddr, stripeAddr := freePort(t), freePort(t), freePort(t), freePort(t)
-	env := map[string]string{
-		"DATABASE_URL":     postgrestest.NewURL(t),
-		"LISTEN_ADDR":      fmt.Sprintf("127.0.0.1:%d", service),
-		"ADMIN_ADDR":       fmt.Sprintf("127.0.0.1:%d", admin),
-		"DEV_LUARMOR_ADDR": fmt.Sprintf("127.0.0.1:%d", luarmorAddr),
-		"DEV_STRIPE_ADDR":  fmt.Sprintf("127.0.0.1:%d", stripeAddr),
-		"CATALOG_FILE":     "../../catalog.example.yaml",
-		"LOG_LEVEL":        "error",
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	out, w := io.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"dev"}, envOf(env), w, io.Discard)
-		_ = w.Close()
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			require.NoError(t, err, "dev stops cleanly when its context ends")
-		case <-time.After(15 * time.Second):
-			t.Error("dev did not stop")
-		}
-	})
-
-	var banner strings.Builder
-	var command string
-	lines := bufio.NewScanner(out)
-	for command == "" && lines.Scan() {
-		banner.WriteString(lines.Text() + "\n")
-		if c, ok := strings.CutPrefix(lines.Text(), "  go run ./cmd/fulfiller "); ok {
-			command = c
-		}
-	}
-	go func() { _, _ = io.Copy(io.Discard, out) }()
-	require.NotEmpty(t, command, "no simulate command in the banner:\n%s", banner.String())
-	require.Contains(t, banner.String(), fmt.Sprintf("order page       http://127.0.0.1:%d/orders/{checkout_session_id}", service))
-	require.Equal(t, fmt.Sprintf("simulate checkout --price price_dev_monthly --quantity 2 --url http://127.0.0.1:%d --stripe http://127.0.0.1:%d",
+	d := startDev(t, nil)
+	service, stripeAddr := d.env["LISTEN_ADDR"], d.env["DEV_STRIPE_ADDR"]
+	lines := strings.Split(strings.TrimRight(d.banner, "\n"), "\n")
+	command, ok := strings.CutPrefix(lines[len(lines)-1], "  go run ./cmd/fulfiller ")
+	require.True(t, ok, "no simulate command at the end of the banner:\n%s", d.banner)
+	require.Contains(t, d.banner, fmt.Sprintf("order page       http://%s/orders/{checkout_session_id}", service))
+	require.Equal(t, fmt.Sprintf("simulate checkout --price price_dev_monthly --quantity 2 --url http://%s --stripe http://%s",
 		service, stripeAddr), command)
-
-	// The banner comes just before the service listens.
-	require.Eventually(t, func() bool {
-		_, err := getOrder(ctx, fmt.Sprintf("http://127.0.0.1:%d/v1/orders/cs_test_none", service))
-		return err != nil && strings.Contains(err.Error(), "answered")
-	}, 10*time.Second, 50*time.Millisecond)
 
 	// The command as printed, from a terminal without the service's settings.
 	var got strings.Builder
-	require.NoError(t, run(ctx, strings.Fields(command), envOf(nil), &got, io.Discard))
+	require.NoError(t, run(t.Context(), strings.Fields(command), envOf(nil), &got, io.Discard))
 	require.Contains(t, got.String(), "is fulfilled")
 	require.Equal(t, 2, strings.Count(got.String(), "  key "), got.String())
 }
