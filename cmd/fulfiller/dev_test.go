@@ -325,3 +325,76 @@ func request(ctx context.Context, method, url, contentType, body string) (int, s
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b), err
 }
+
+func TestDevRefusesRealKeysWithoutItsOwnWebhookSecret(t *testing.T) {
+	t.Parallel()
+	for name, env := range map[string]map[string]string{
+		"real stripe key":                  {"STRIPE_API_KEY": "sk_live_real"},
+		"real luarmor key":                 {"LUARMOR_API_KEY": "real-luarmor-key"},
+		"real key, public secret explicit": {"LUARMOR_API_KEY": "real-luarmor-key", "STRIPE_WEBHOOK_SECRET": devWebhookSecret},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			// Port 1 refuses connections: a refusal must come before any
+			// connection, stand-in or listener.
+			env["DATABASE_URL"] = "postgres://u@127.0.0.1:1/db"
+			err := run(context.Background(), []string{"dev"}, envOf(env), io.Discard, io.Discard)
+			var ce *config.Error
+			require.ErrorAs(t, err, &ce)
+			require.Equal(t, "STRIPE_WEBHOOK_SECRET", ce.Name)
+			require.NotContains(t, err.Error(), "sk_live_real")
+			require.NotContains(t, err.Error(), "real-luarmor-key")
+		})
+	}
+	// With the stand-ins' own keys the public secret is fine.
+	require.NoError(t, refuseRealKeysWithThePublicSecret(envOf(map[string]string{
+		"STRIPE_API_KEY": devStripeKey, "LUARMOR_API_KEY": devLuarmorKey})))
+	require.NoError(t, refuseRealKeysWithThePublicSecret(envOf(map[string]string{
+		"STRIPE_API_KEY": "sk_live_real", "STRIPE_WEBHOOK_SECRET": testWebhookSecret})))
+}
+
+func TestDevListensOnLoopbackByDefault(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{}
+	applyDevDefaults(env, envOf(nil))
+	require.Equal(t, "127.0.0.1:8080", env["LISTEN_ADDR"])
+	require.Equal(t, devWebhookSecret, env["STRIPE_WEBHOOK_SECRET"])
+
+	env = map[string]string{}
+	applyDevDefaults(env, envOf(map[string]string{"LISTEN_ADDR": ":9000"}))
+	require.NotContains(t, env, "LISTEN_ADDR", "an explicit LISTEN_ADDR stands")
+}
+
+func TestDevBannerPrintsTheSimulateCommandForItsPortsAndItWorks(t *testing.T) {
+	t.Parallel()
+	d := startDev(t, nil)
+	service, stripeAddr := d.env["LISTEN_ADDR"], d.env["DEV_STRIPE_ADDR"]
+	lines := strings.Split(strings.TrimRight(d.banner, "\n"), "\n")
+	command, ok := strings.CutPrefix(lines[len(lines)-1], "  go run ./cmd/fulfiller ")
+	require.True(t, ok, "no simulate command at the end of the banner:\n%s", d.banner)
+	require.Contains(t, d.banner, fmt.Sprintf("order page       http://%s/orders/{checkout_session_id}", service))
+	require.Equal(t, fmt.Sprintf("simulate checkout --price price_dev_monthly --quantity 2 --url http://%s --stripe http://%s",
+		service, stripeAddr), command)
+
+	// The command as printed, from a terminal without the service's settings.
+	var got strings.Builder
+	require.NoError(t, run(t.Context(), strings.Fields(command), envOf(nil), &got, io.Discard))
+	require.Contains(t, got.String(), "is fulfilled")
+	require.Equal(t, 2, strings.Count(got.String(), "  key "), got.String())
+}
+
+func TestDevBannerLeavesOutTheFlagsSimulateDefaultsTo(t *testing.T) {
+	t.Parallel()
+	dev := config.Config{ListenAddr: devListenAddr, WebhookSecrets: []string{devWebhookSecret}}
+	standIn := map[string]string{"STRIPE_API_BASE": "http://" + devStripeAddr}
+	require.Equal(t, "Try a purchase from another terminal:\n  go run ./cmd/fulfiller simulate checkout --price price_dev_monthly --quantity 2\n",
+		tryNote(dev, standIn))
+
+	dev.ListenAddr = ":8080"
+	require.NotContains(t, tryNote(dev, standIn), "--url", "localhost:8080 reaches :8080")
+
+	dev.WebhookSecrets = []string{testWebhookSecret}
+	require.Contains(t, tryNote(dev, standIn), `--secret "$STRIPE_WEBHOOK_SECRET"`)
+
+	require.Contains(t, tryNote(dev, map[string]string{}), "simulate needs the Stripe stand-in: it runs when STRIPE_API_KEY is unset")
+}

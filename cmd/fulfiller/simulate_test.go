@@ -10,43 +10,10 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"fulfiller/internal/config"
 	"fulfiller/internal/httpapi"
 )
 
-func TestDevBannerPrintsTheSimulateCommandForItsPortsAndItWorks(t *testing.T) {
-	t.Parallel()
-	d := startDev(t, nil)
-	service, stripeAddr := d.env["LISTEN_ADDR"], d.env["DEV_STRIPE_ADDR"]
-	lines := strings.Split(strings.TrimRight(d.banner, "\n"), "\n")
-	command, ok := strings.CutPrefix(lines[len(lines)-1], "  go run ./cmd/fulfiller ")
-	require.True(t, ok, "no simulate command at the end of the banner:\n%s", d.banner)
-	require.Contains(t, d.banner, fmt.Sprintf("order page       http://%s/orders/{checkout_session_id}", service))
-	require.Equal(t, fmt.Sprintf("simulate checkout --price price_dev_monthly --quantity 2 --url http://%s --stripe http://%s",
-		service, stripeAddr), command)
 
-	// The command as printed, from a terminal without the service's settings.
-	var got strings.Builder
-	require.NoError(t, run(t.Context(), strings.Fields(command), envOf(nil), &got, io.Discard))
-	require.Contains(t, got.String(), "is fulfilled")
-	require.Equal(t, 2, strings.Count(got.String(), "  key "), got.String())
-}
-
-func TestDevBannerLeavesOutTheFlagsSimulateDefaultsTo(t *testing.T) {
-	t.Parallel()
-	dev := config.Config{ListenAddr: devListenAddr, WebhookSecrets: []string{devWebhookSecret}}
-	standIn := map[string]string{"STRIPE_API_BASE": "http://" + devStripeAddr}
-	require.Equal(t, "Try a purchase from another terminal:\n  go run ./cmd/fulfiller simulate checkout --price price_dev_monthly --quantity 2\n",
-		tryNote(dev, standIn))
-
-	dev.ListenAddr = ":8080"
-	require.NotContains(t, tryNote(dev, standIn), "--url", "localhost:8080 reaches :8080")
-
-	dev.WebhookSecrets = []string{testWebhookSecret}
-	require.Contains(t, tryNote(dev, standIn), `--secret "$STRIPE_WEBHOOK_SECRET"`)
-
-	require.Contains(t, tryNote(dev, map[string]string{}), "simulate needs the Stripe stand-in: it runs when STRIPE_API_KEY is unset")
-}
 
 func TestSimulateFlagHelpReadsAsSentences(t *testing.T) {
 	t.Parallel()
