@@ -13,8 +13,6 @@ import (
 	"fulfiller/internal/httpapi"
 )
 
-
-
 func TestSimulateFlagHelpReadsAsSentences(t *testing.T) {
 	t.Parallel()
 	for _, step := range []string{"checkout", "cancel"} {
