@@ -217,18 +217,6 @@ func keysOf(users []luarmor.User) []string {
 	return out
 }
 
-func isAlnum32(s string) bool {
-	if len(s) != 32 {
-		return false
-	}
-	for _, c := range s {
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9') {
-			return false
-		}
-	}
-	return true
-}
-
 func ptr[T any](v T) *T { return &v }
 
 func newServer(t *testing.T, h http.Handler) *httptest.Server {

@@ -107,3 +107,52 @@ func TestHTTPHooks(t *testing.T) {
 	require.Equal(t, http.StatusNotFound, r.Status)
 	require.Equal(t, false, r.JSON(t)["success"])
 }
+
+func TestSetUserStateHook(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, sandbox.Options{Projects: []string{projectID}})
+	key := e.create(luarmor.CreateUserRequest{KeyDays: 1})
+	hook := func(k, body string) response {
+		t.Helper()
+		return e.raw(http.MethodPatch, "/_sandbox/projects/"+projectID+"/users/"+k, body, nil)
+	}
+
+	at := e.clock.Now().Add(-time.Hour).UTC()
+	r := hook(key, `{"identifier":"pc-9","started_at":"`+at.Format(time.RFC3339)+`","banned":true,"ban_reason":"leaked"}`)
+	require.Equal(t, http.StatusOK, r.Status, "body: %s", r.Body)
+	var out struct {
+		User luarmor.User `json:"user"`
+	}
+	require.NoError(t, jsonUnmarshal(r.Body, &out))
+	require.Equal(t, "pc-9", out.User.Identifier)
+	require.Equal(t, at.Unix()+86400, out.User.AuthExpire)
+	require.True(t, out.User.IsBanned())
+
+	require.Equal(t, http.StatusBadRequest, hook(key, `{"started_at":"`+at.Format(time.RFC3339)+`"}`).Status, "the timer runs already")
+	require.Equal(t, http.StatusBadRequest, hook(key, `{"hwid":"pc-1"}`).Status, "unknown field")
+	require.Equal(t, http.StatusNotFound, hook("nope", `{}`).Status)
+}
+
+func TestHWIDResetsHook(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, sandbox.Options{Projects: []string{projectID}})
+	key := e.create(luarmor.CreateUserRequest{Identifier: "pc-1"})
+	hook := func(project, body string) response {
+		t.Helper()
+		return e.raw(http.MethodPut, "/_sandbox/projects/"+project+"/hwid-resets", body, nil)
+	}
+	reset := func() response {
+		return e.api(http.MethodPost, usersPath(projectID)+"/resethwid", luarmor.ResetHWIDRequest{UserKey: key, Force: true})
+	}
+
+	require.Equal(t, http.StatusOK, hook(projectID, `{"enabled":false}`).Status)
+	r := reset()
+	require.Equal(t, http.StatusBadRequest, r.Status)
+	require.Equal(t, "Reset Hwid is disabled for this script", r.Message(t))
+
+	require.Equal(t, http.StatusOK, hook(projectID, `{"enabled":true}`).Status)
+	require.Equal(t, http.StatusOK, reset().Status)
+
+	require.Equal(t, http.StatusNotFound, hook("unknown-project", `{"enabled":false}`).Status)
+	require.Equal(t, http.StatusBadRequest, hook(projectID, `{"enabled":"no"}`).Status)
+}

@@ -2,7 +2,6 @@ package sandbox_test
 
 import (
 	"errors"
-	"net/http"
 	"testing"
 	"time"
 
@@ -69,27 +68,43 @@ func TestSetUserStateAgesBindsAndBansAKeyWithoutAnAPICall(t *testing.T) {
 	require.True(t, errors.Is(err, sandbox.ErrProjectNotFound))
 }
 
-func TestSetUserStateHook(t *testing.T) {
+func TestKeyDaysActivation(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, sandbox.Options{Projects: []string{projectID}})
-	key := e.create(luarmor.CreateUserRequest{KeyDays: 1})
-	hook := func(k, body string) response {
-		t.Helper()
-		return e.raw(http.MethodPatch, "/_sandbox/projects/"+projectID+"/users/"+k, body, nil)
-	}
+	e := newEnv(t, sandbox.Options{})
+	key := e.create(luarmor.CreateUserRequest{KeyDays: 30, DiscordID: discord1})
 
-	at := e.clock.Now().Add(-time.Hour).UTC()
-	r := hook(key, `{"identifier":"pc-9","started_at":"`+at.Format(time.RFC3339)+`","banned":true,"ban_reason":"leaked"}`)
-	require.Equal(t, http.StatusOK, r.Status, "body: %s", r.Body)
-	var out struct {
-		User luarmor.User `json:"user"`
-	}
-	require.NoError(t, jsonUnmarshal(r.Body, &out))
-	require.Equal(t, "pc-9", out.User.Identifier)
-	require.Equal(t, at.Unix()+86400, out.User.AuthExpire)
-	require.True(t, out.User.IsBanned())
+	u := e.get(key)
+	require.Equal(t, luarmor.NeverExpires, u.AuthExpire, "the timer waits for the first execution")
+	require.Equal(t, 30, u.KeyDays)
 
-	require.Equal(t, http.StatusBadRequest, hook(key, `{"started_at":"`+at.Format(time.RFC3339)+`"}`).Status, "the timer runs already")
-	require.Equal(t, http.StatusBadRequest, hook(key, `{"hwid":"pc-1"}`).Status, "unknown field")
-	require.Equal(t, http.StatusNotFound, hook("nope", `{}`).Status)
+	// Stocked keys do not age.
+	e.clock.Advance(5 * 24 * time.Hour)
+	require.Equal(t, luarmor.NeverExpires, e.get(key).AuthExpire)
+
+	require.NoError(t, e.sb.Execute(projectID, key, "hwid-a"))
+	activated := e.clock.Now()
+	u = e.get(key)
+	require.Equal(t, activated.Unix()+30*86400, u.AuthExpire)
+	require.Equal(t, 0, u.KeyDays)
+	require.Equal(t, "hwid-a", u.Identifier)
+	require.Equal(t, luarmor.StatusActive, u.Status)
+	require.Equal(t, 1, u.TotalExecutions)
+
+	// The timer starts once.
+	e.clock.Advance(time.Hour)
+	require.NoError(t, e.sb.Execute(projectID, key, "hwid-a"))
+	require.Equal(t, activated.Unix()+30*86400, e.get(key).AuthExpire)
+	require.Equal(t, 2, e.get(key).TotalExecutions)
+
+	err := e.sb.Execute(projectID, key, "hwid-b")
+	require.ErrorIs(t, err, sandbox.ErrHWIDMismatch)
+	require.Equal(t, 2, e.get(key).TotalExecutions, "a refused execution changes nothing")
+
+	e.clock.Set(time.Unix(activated.Unix()+30*86400-1, 0))
+	require.NoError(t, e.sb.Execute(projectID, key, "hwid-a"))
+	e.clock.Set(time.Unix(activated.Unix()+30*86400, 0))
+	require.ErrorIs(t, e.sb.Execute(projectID, key, "hwid-a"), sandbox.ErrExpired)
+
+	require.ErrorIs(t, e.sb.Execute(projectID, "missing", "hwid-a"), sandbox.ErrKeyNotFound)
+	require.ErrorIs(t, e.sb.Execute(projectID, key, " "), sandbox.ErrInvalidHWID)
 }
