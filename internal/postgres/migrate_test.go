@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"io/fs"
+	"log/slog"
 	"strconv"
 	"testing"
 
@@ -141,3 +142,28 @@ func TestJobArgsMigrationRewritesSessionIDsAndAddressesAndKeepsJobsUnique(t *tes
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// Refusals recorded before the mark existed are read from their reason.
+func TestMigrationMarksEarlierProjectRefusals(t *testing.T) {
+	t.Parallel()
+	pool := postgrestest.NewPool(t)
+	ctx := context.Background()
+	_, err := pool.Exec(ctx, `ALTER TABLE order_keys DROP COLUMN replan; DELETE FROM fulfiller_migrations WHERE version = 25`)
+	require.NoError(t, err)
+	project := replanOrder(t, pool, "cs_test_oldproject")
+	other := replanOrder(t, pool, "cs_test_oldother")
+	// The reasons as create_key recorded them.
+	_, err = pool.Exec(ctx, `UPDATE order_keys SET status = 'failed', last_error = $2 WHERE id = $1`, project["li_typo/1"],
+		"luarmor refused the key of project typo: luarmor: POST /v3/projects/{project_id}/users: HTTP 404 not_found: Project not found!")
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `UPDATE order_keys SET status = 'failed', last_error = $2 WHERE id = $1`, other["li_typo/1"],
+		"luarmor refused the key of project typo: luarmor: POST /v3/projects/{project_id}/users: HTTP 400 invalid_input: Request refused.")
+	require.NoError(t, err)
+
+	require.NoError(t, postgres.Migrate(ctx, pool, slog.New(slog.DiscardHandler)))
+
+	require.Equal(t, map[int64]bool{project["li_typo/1"]: true, project["li_typo/2"]: true, project["li_good/1"]: false},
+		replanned(t, pool, "cs_test_oldproject"))
+	require.Equal(t, map[int64]bool{other["li_typo/1"]: false, other["li_typo/2"]: false, other["li_good/1"]: false},
+		replanned(t, pool, "cs_test_oldother"), "the route names projects; only Luarmor's message counts")
+}

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/order"
@@ -155,11 +154,6 @@ func TestOrderStatusTransitions(t *testing.T) {
 	}
 }
 
-func tx(t *testing.T, pool *pgxpool.Pool, fn func(pgx.Tx) error) {
-	t.Helper()
-	require.NoError(t, pgx.BeginFunc(context.Background(), pool, fn))
-}
-
 var revocations int
 
 // revocation records an active revocation of a payment and returns its ID.
@@ -185,4 +179,93 @@ func lift(t *testing.T, tx pgx.Tx, id string) error {
 		return err
 	}
 	return postgres.RestoreOrder(ctx, tx, id)
+}
+
+// TestRenewalRecordedBeforeItsOrderCountsForPaidThrough: the invoice's
+// event may be handled before the checkout's (a replica died mid-checkout,
+// Stripe's order of delivery); the order still shows the renewed period.
+func TestRenewalRecordedBeforeItsOrderCountsForPaidThrough(t *testing.T) {
+	t.Parallel()
+	pool := postgrestest.NewPool(t)
+	ctx := context.Background()
+	const periodEnd = int64(1900000000)
+	tx(t, pool, func(tx pgx.Tx) error {
+		_, err := postgres.RecordRenewal(ctx, tx, order.Renewal{InvoiceID: "in_early", SubscriptionID: "sub_early",
+			BillingReason: "subscription_cycle", PeriodEnd: periodEnd, ExpiresAt: periodEnd + 86400, Extends: true})
+		return err
+	})
+
+	o, err := postgres.UpsertOrder(ctx, pool, order.SessionDetails{CheckoutSessionID: "cs_test_late", Mode: "subscription",
+		PaymentStatus: "paid", SessionStatus: "complete", SubscriptionID: "sub_early"})
+	require.NoError(t, err)
+	require.NotNil(t, o.PaidThrough)
+	require.Equal(t, periodEnd, *o.PaidThrough, "the renewal recorded first counts")
+
+	// An order learning its subscription on a later read gets it too, and
+	// a repeat never moves it back.
+	o, err = postgres.UpsertOrder(ctx, pool, order.SessionDetails{CheckoutSessionID: "cs_test_later", Mode: "subscription"})
+	require.NoError(t, err)
+	require.Nil(t, o.PaidThrough)
+	o, err = postgres.UpsertOrder(ctx, pool, order.SessionDetails{CheckoutSessionID: "cs_test_later", SubscriptionID: "sub_early"})
+	require.NoError(t, err)
+	require.Equal(t, periodEnd, *o.PaidThrough)
+	_, err = pool.Exec(ctx, `UPDATE orders SET paid_through = $1 WHERE checkout_session_id = 'cs_test_later'`, periodEnd+100)
+	require.NoError(t, err)
+	o, err = postgres.UpsertOrder(ctx, pool, order.SessionDetails{CheckoutSessionID: "cs_test_later", SubscriptionID: "sub_early"})
+	require.NoError(t, err)
+	require.Equal(t, periodEnd+100, *o.PaidThrough, "never moved back")
+}
+
+// A unit refused for its project marks the order's undelivered units of
+// that project to be planned again; a refusal for another reason marks
+// nothing, and a retry plans again only what is marked.
+func TestProjectRefusalMarksTheUnitsOfItsProjectToPlanAgain(t *testing.T) {
+	t.Parallel()
+	pool := postgrestest.NewPool(t)
+	ctx := context.Background()
+
+	other := replanOrder(t, pool, "cs_test_replanother")
+	tx(t, pool, func(tx pgx.Tx) error {
+		return postgres.FailKey(ctx, tx, other["li_typo/1"], "luarmor refused: Request refused.", false)
+	})
+	require.Equal(t, map[int64]bool{other["li_typo/1"]: false, other["li_typo/2"]: false, other["li_good/1"]: false},
+		replanned(t, pool, "cs_test_replanother"))
+
+	id := "cs_test_replanproject"
+	units := replanOrder(t, pool, id)
+	tx(t, pool, func(tx pgx.Tx) error {
+		return postgres.FailKey(ctx, tx, units["li_typo/1"], "luarmor refused: Project not found!", true)
+	})
+	require.Equal(t, map[int64]bool{units["li_typo/1"]: true, units["li_typo/2"]: true, units["li_good/1"]: false},
+		replanned(t, pool, id))
+
+	// The operator's retry: the refused unit starts over, and the marked
+	// units take the catalog's terms once.
+	tx(t, pool, func(tx pgx.Tx) error {
+		if err := postgres.ResetFailures(ctx, tx, id); err != nil {
+			return err
+		}
+		prices, err := postgres.PricesToReplan(ctx, tx, id)
+		require.NoError(t, err)
+		require.Equal(t, []string{"price_typo"}, prices)
+		if err := postgres.ReplanUnits(ctx, tx, id, "price_typo", "fixed", 14); err != nil {
+			return err
+		}
+		return postgres.ReplanUnits(ctx, tx, id, "price_good", "elsewhere", 1)
+	})
+	o, err := postgres.GetOrder(ctx, pool, id)
+	require.NoError(t, err)
+	for _, k := range o.Keys {
+		switch k.PriceID {
+		case "price_typo":
+			require.Equal(t, "fixed", k.ProjectID)
+			require.Equal(t, 14, k.KeyDays)
+		default:
+			require.Equal(t, "good", k.ProjectID, "an unmarked unit keeps what it was sold with")
+			require.Equal(t, 30, k.KeyDays)
+		}
+	}
+	for keyID, marked := range replanned(t, pool, id) {
+		require.False(t, marked, "unit %d planned again once", keyID)
+	}
 }
