@@ -5,12 +5,13 @@ import (
 	"errors"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/metrics"
+	"fulfiller/internal/order"
+	"fulfiller/internal/postgres"
 )
 
 // counter reads name{labels} from m's registry; 0 when not created yet.
@@ -61,13 +62,16 @@ func TestKeyDeliveredIsCountedOnceAcrossACrashedRun(t *testing.T) {
 		return nil
 	})
 	require.NoError(t, err)
-	b.start(t, client)
+	w := b.start(t, client)
 
 	b.purchase(t, client, "cs_test_metrics001", 1)
-	b.waitFulfilled(t, "cs_test_metrics001")
-	completed := map[string]string{"kind": "create_key", "outcome": metrics.JobCompleted}
-	require.Eventually(t, func() bool { return counter(t, m, "fulfiller_jobs_total", completed) == 1 },
-		10*time.Second, 10*time.Millisecond)
+	// An attempt is counted before River records its outcome, so before
+	// the job's event.
+	w.WaitCompleted(t, "create_key", 1)
+	o, err := postgres.GetOrder(context.Background(), b.pool, "cs_test_metrics001")
+	require.NoError(t, err)
+	require.Equal(t, order.StatusFulfilled, o.Status)
+	require.Equal(t, 1.0, counter(t, m, "fulfiller_jobs_total", map[string]string{"kind": "create_key", "outcome": metrics.JobCompleted}))
 
 	require.Equal(t, 1.0, counter(t, m, "fulfiller_keys_delivered_total", nil))
 	require.Equal(t, 1.0, counter(t, m, "fulfiller_key_delivery_seconds", nil))
