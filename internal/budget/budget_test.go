@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"sort"
 	"sync"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/budget"
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/luarmor/sandbox"
 	"fulfiller/internal/postgres/postgrestest"
@@ -30,7 +30,7 @@ type replica struct {
 }
 
 type fleet struct {
-	sandbox  *sandbox.Sandbox
+	sandbox  *fulfillertest.Luarmor
 	replicas []*replica
 	pool     *pgxpool.Pool
 	count    int
@@ -42,9 +42,7 @@ type fleet struct {
 // the same budget.
 func setup(t *testing.T, n, count int, window time.Duration) *fleet {
 	t.Helper()
-	sb := sandbox.New(sandbox.Options{Limit: count, Window: window})
-	srv := httptest.NewServer(sb)
-	t.Cleanup(srv.Close)
+	sb := fulfillertest.StartLuarmor(t, sandbox.Options{Limit: count, Window: window})
 	url := postgrestest.NewURL(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -53,12 +51,14 @@ func setup(t *testing.T, n, count int, window time.Duration) *fleet {
 		pool, err := pgxpool.New(context.Background(), url)
 		require.NoError(t, err)
 		t.Cleanup(pool.Close)
+		// Run outlives the test by a moment after its context is
+		// cancelled: it logs nowhere, not to the finished test.
 		b := budget.New(pool, budget.Config{Count: count, Window: window, Replica: fmt.Sprintf("replica-%d", i),
 			MaxCall: 5 * time.Second, Logger: slog.New(slog.DiscardHandler)})
 		go b.Run(ctx)
 		f.replicas = append(f.replicas, &replica{budget: b, pool: pool, client: &budget.Client{
 			Budget:  b,
-			Luarmor: luarmor.NewClient(sandbox.DefaultAPIKey, luarmor.WithBaseURL(srv.URL), luarmor.WithTimeout(5*time.Second)),
+			Luarmor: sb.Client(luarmor.WithTimeout(5 * time.Second)),
 		}})
 		if i == 0 {
 			f.pool = pool
@@ -208,6 +208,7 @@ func TestRevocationWaitsAtMostOneSlotBehindRenewals(t *testing.T) {
 			}()
 		}
 	}
+	// Polled: the budget tells of no grant.
 	require.Eventually(t, func() bool { return f.granted(t) >= 2*count }, 10*time.Second, 5*time.Millisecond,
 		"renewals are being granted")
 

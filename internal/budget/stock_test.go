@@ -53,6 +53,7 @@ func TestStockWaitsWhileTheBudgetHasNoSpareAndDeliveriesGoFirst(t *testing.T) {
 		}
 		stockDone <- err
 	}()
+	// Polled: the budget tells of no request that starts to wait.
 	require.Eventually(t, func() bool { return f.replicas[0].budget.Stats().Waiting[budget.ClassStock] == 1 },
 		10*time.Second, 5*time.Millisecond)
 

@@ -35,13 +35,38 @@ type JobWatch struct {
 }
 
 // WatchJobs subscribes to the client's completed, cancelled, failed and
-// snoozed jobs until the test ends.
-func WatchJobs(t testing.TB, client *river.Client[pgx.Tx]) *JobWatch {
+// snoozed jobs until the test ends. A test that runs several replicas
+// passes their clients as more: a job is worked by whichever replica
+// fetched it, and the watch sees the jobs of all of them.
+func WatchJobs(t testing.TB, client *river.Client[pgx.Tx], more ...*river.Client[pgx.Tx]) *JobWatch {
 	t.Helper()
-	events, cancel := client.Subscribe(river.EventKindJobCompleted, river.EventKindJobCancelled,
-		river.EventKindJobFailed, river.EventKindJobSnoozed)
-	t.Cleanup(cancel)
-	return &JobWatch{events: events}
+	subscribe := func(c *river.Client[pgx.Tx]) <-chan *river.Event {
+		events, cancel := c.Subscribe(river.EventKindJobCompleted, river.EventKindJobCancelled,
+			river.EventKindJobFailed, river.EventKindJobSnoozed)
+		t.Cleanup(cancel)
+		return events
+	}
+	if len(more) == 0 {
+		return &JobWatch{events: subscribe(client)}
+	}
+	// One channel for all: each client's events are forwarded until its
+	// subscription is cancelled (which closes its channel) or the test ends.
+	merged := make(chan *river.Event, 1000*(1+len(more)))
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	for _, c := range append([]*river.Client[pgx.Tx]{client}, more...) {
+		events := subscribe(c)
+		go func() {
+			for ev := range events {
+				select {
+				case merged <- ev:
+				case <-done:
+					return
+				}
+			}
+		}()
+	}
+	return &JobWatch{events: merged}
 }
 
 // WaitFor returns the first event for which match is true, failing the

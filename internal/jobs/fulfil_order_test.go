@@ -3,9 +3,9 @@ package jobs_test
 import (
 	"context"
 	"testing"
-	"time"
 
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/jobs"
@@ -28,7 +28,7 @@ func TestFulfilOrderJobOfTheOldFormStillFulfils(t *testing.T) {
 	b := setup(t)
 	client, err := jobs.NewClient(b.deps, jobs.Config{})
 	require.NoError(t, err)
-	b.start(t, client)
+	w := b.start(t, client)
 	const id = "cs_test_oldform001"
 	b.stripe.PutSession(stripefake.Session{ID: id, Mode: "payment", PaymentStatus: "paid", Status: "complete",
 		CustomerEmail: "jobs@example.com", PaymentIntent: "pi_" + id, Items: []stripefake.Item{{PriceID: "price_a", Quantity: 2}}})
@@ -38,7 +38,7 @@ func TestFulfilOrderJobOfTheOldFormStillFulfils(t *testing.T) {
 	_, err = client.Insert(ctx, oldFulfilOrderArgs{CheckoutSessionID: id}, &river.InsertOpts{Queue: jobs.QueueDefault})
 	require.NoError(t, err)
 
-	o := b.waitFulfilled(t, id)
+	o := b.waitFulfilled(t, w, id)
 	require.Len(t, o.Keys, 2)
 	require.Len(t, b.sandbox.Users(project), 2)
 }
@@ -48,15 +48,11 @@ func TestFulfilOrderJobOfAnUnknownOrderNumberIsCancelled(t *testing.T) {
 	b := setup(t)
 	client, err := jobs.NewClient(b.deps, jobs.Config{})
 	require.NoError(t, err)
-	b.start(t, client)
+	w := b.start(t, client)
 	res, err := client.Insert(context.Background(), jobs.FulfilOrderArgs{OrderID: 987654}, nil)
 	require.NoError(t, err)
-	var state, errs string
-	require.Eventually(t, func() bool {
-		require.NoError(t, b.pool.QueryRow(context.Background(), `SELECT state::text, COALESCE(errors::text, '') FROM river_job WHERE id = $1`,
-			res.Job.ID).Scan(&state, &errs))
-		return state == "cancelled"
-	}, 10*time.Second, 20*time.Millisecond)
-	require.Contains(t, errs, "order number 987654 does not exist")
+	ended := waitJobs(t, w, res.Job.ID)[res.Job.ID]
+	require.Equal(t, rivertype.JobStateCancelled, ended.State)
+	require.Contains(t, jobErrors(ended), "order number 987654 does not exist")
 	require.Empty(t, b.sandbox.Users(project))
 }

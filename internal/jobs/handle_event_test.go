@@ -19,7 +19,7 @@ func (b *testBundle) recordAndHandle(t *testing.T, events ...postgres.Event) *ri
 	t.Helper()
 	client, err := jobs.NewClient(b.deps, jobs.Config{})
 	require.NoError(t, err)
-	b.start(t, client)
+	w := b.start(t, client)
 	ctx := context.Background()
 	ids := make([]string, len(events))
 	var job *rivertype.JobInsertResult
@@ -33,13 +33,7 @@ func (b *testBundle) recordAndHandle(t *testing.T, events ...postgres.Event) *ri
 		job, err = client.InsertTx(ctx, tx, jobs.HandleEventsArgs{EventIDs: ids}, nil)
 		return err
 	}))
-	var row *rivertype.JobRow
-	require.Eventually(t, func() bool {
-		row, err = client.JobGet(ctx, job.Job.ID)
-		require.NoError(t, err)
-		return row.FinalizedAt != nil
-	}, 20*time.Second, 20*time.Millisecond)
-	return row
+	return waitJobs(t, w, job.Job.ID)[job.Job.ID]
 }
 
 func recordedEvent(id, typ string, payload string) postgres.Event {

@@ -2,12 +2,9 @@ package jobs_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,169 +12,19 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/budget"
 	"fulfiller/internal/catalog"
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/luarmor/sandbox"
 	"fulfiller/internal/order"
 	"fulfiller/internal/postgres"
 	"fulfiller/internal/postgres/postgrestest"
-	"fulfiller/internal/stripeapi"
-	"fulfiller/internal/stripeapi/stripefake"
 )
-
-const project = "proj_jobs"
-
-type testBundle struct {
-	pool    *pgxpool.Pool
-	sandbox *sandbox.Sandbox
-	stripe  *stripefake.Fake
-	deps    jobs.Deps
-}
-
-func setup(t *testing.T) *testBundle {
-	t.Helper()
-	sb := sandbox.New(sandbox.Options{Limit: 100000})
-	sbSrv := httptest.NewServer(sb)
-	t.Cleanup(sbSrv.Close)
-	sf := stripefake.New("sk_test_jobs")
-	sfSrv := httptest.NewServer(sf)
-	t.Cleanup(sfSrv.Close)
-	pool := postgrestest.NewPool(t)
-	return &testBundle{pool: pool, sandbox: sb, stripe: sf, deps: jobs.Deps{
-		Pool:            pool,
-		Stripe:          stripeapi.New("sk_test_jobs", sfSrv.URL, nil),
-		Luarmor:         luarmor.NewClient(sandbox.DefaultAPIKey, luarmor.WithBaseURL(sbSrv.URL)),
-		Catalog:         &catalog.Catalog{Prices: map[string]catalog.Product{"price_a": {ProjectID: project, KeyDays: 14}}},
-		Logger:          slog.New(slog.DiscardHandler),
-		RateLimitWindow: 300 * time.Millisecond,
-	}}
-}
-
-// start runs a River client until the test ends.
-func (b *testBundle) start(t *testing.T, client *river.Client[pgx.Tx]) {
-	t.Helper()
-	require.NoError(t, client.Start(context.Background()))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = client.Stop(ctx)
-	})
-}
-
-// purchase records a paid session of quantity units and enqueues its
-// fulfilment, as the webhook does.
-func (b *testBundle) purchase(t *testing.T, client *river.Client[pgx.Tx], id string, quantity int64) {
-	t.Helper()
-	b.stripe.PutSession(stripefake.Session{ID: id, Mode: "payment", PaymentStatus: "paid", Status: "complete",
-		CustomerEmail: "jobs@example.com", PaymentIntent: "pi_" + id, Items: []stripefake.Item{{PriceID: "price_a", Quantity: quantity}}})
-	ctx := context.Background()
-	err := pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
-		_, err := jobs.RecordSession(ctx, tx, client, order.SessionDetails{CheckoutSessionID: id, PaymentStatus: "paid", SessionStatus: "complete"})
-		return err
-	})
-	require.NoError(t, err)
-}
-
-func (b *testBundle) waitFulfilled(t *testing.T, id string) *order.Order {
-	t.Helper()
-	var o *order.Order
-	require.Eventually(t, func() bool {
-		var err error
-		o, err = postgres.GetOrder(context.Background(), b.pool, id)
-		return err == nil && o.Status == order.StatusFulfilled
-	}, 20*time.Second, 20*time.Millisecond)
-	return o
-}
-
-func (b *testBundle) calls(method, suffix string) int {
-	n := 0
-	for _, c := range b.sandbox.Calls() {
-		if c.Method == method && strings.HasSuffix(c.Path, suffix) {
-			n++
-		}
-	}
-	return n
-}
-
-func TestCrashAfterLuarmorCallBeforeCommitFindsTheKey(t *testing.T) {
-	t.Parallel()
-	b := setup(t)
-	var crashes atomic.Int32
-	client, err := jobs.NewClientWithCrash(b.deps, jobs.Config{}, func(ctx context.Context) error {
-		if crashes.Add(1) == 1 {
-			return errors.New("process killed after Luarmor created the key")
-		}
-		return nil
-	})
-	require.NoError(t, err)
-	b.start(t, client)
-
-	b.purchase(t, client, "cs_test_crash0001", 1)
-	o := b.waitFulfilled(t, "cs_test_crash0001")
-
-	require.Len(t, o.Keys, 1)
-	require.Len(t, b.sandbox.Users(project), 1, "exactly one key exists in Luarmor")
-	require.Equal(t, b.sandbox.Users(project)[0].UserKey, o.Keys[0].UserKey, "the recorded key is the one the crashed attempt created")
-	require.Equal(t, 1, b.calls(http.MethodPost, "/users"), "the retry did not create again")
-	require.Equal(t, 1, b.calls(http.MethodGet, "/users"), "the retry looked the key up once")
-	require.Equal(t, 2, o.Keys[0].CreateAttempts, "each run claims an attempt before it may send a create")
-	require.EqualValues(t, 1, crashes.Load(), "the retry delivered the found key without a second create")
-}
-
-func TestRateLimitedCreateWaitsWithoutUsingAnAttempt(t *testing.T) {
-	t.Parallel()
-	b := setup(t)
-	b.sandbox.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/users", Kind: sandbox.FaultRateLimit, Times: 2})
-	client, err := jobs.NewClient(b.deps, jobs.Config{})
-	require.NoError(t, err)
-	b.start(t, client)
-
-	b.purchase(t, client, "cs_test_ratelimit01", 1)
-	o := b.waitFulfilled(t, "cs_test_ratelimit01")
-	require.Len(t, o.Keys, 1)
-	require.Len(t, b.sandbox.Users(project), 1)
-
-	var attempt int
-	var snoozes int
-	require.NoError(t, b.pool.QueryRow(context.Background(),
-		`SELECT attempt, COALESCE((metadata->>'snoozes')::int, 0) FROM river_job WHERE kind = 'create_key'`).Scan(&attempt, &snoozes))
-	require.Equal(t, 1, attempt, "429s do not use attempts")
-	require.Equal(t, 2, snoozes)
-}
-
-func TestRepeatedJobsForOneUnitCreateOneKey(t *testing.T) {
-	t.Parallel()
-	b := setup(t)
-	client, err := jobs.NewClient(b.deps, jobs.Config{})
-	require.NoError(t, err)
-	b.start(t, client)
-	b.purchase(t, client, "cs_test_repeat0001", 3)
-	o := b.waitFulfilled(t, "cs_test_repeat0001")
-
-	// Every job kind runs again, as after a rescue or an operator's retry.
-	ctx := context.Background()
-	_, err = client.Insert(ctx, jobs.FulfilOrderArgs{OrderID: o.ID}, nil)
-	require.NoError(t, err)
-	for _, k := range o.Keys {
-		_, err = client.Insert(ctx, jobs.CreateKeyArgs{OrderKeyID: k.ID}, nil)
-		require.NoError(t, err)
-	}
-	require.Eventually(t, func() bool {
-		var n int
-		require.NoError(t, b.pool.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE state <> 'completed'`).Scan(&n))
-		return n == 0
-	}, 10*time.Second, 20*time.Millisecond)
-
-	again, err := postgres.GetOrder(ctx, b.pool, "cs_test_repeat0001")
-	require.NoError(t, err)
-	require.Equal(t, o.Keys, again.Keys)
-	require.Len(t, b.sandbox.Users(project), 3)
-	require.Equal(t, 3, b.calls(http.MethodPost, "/users"))
-}
 
 func TestThreeReplicasDrainABacklogWithinTheBudget(t *testing.T) {
 	t.Parallel()
@@ -187,12 +34,8 @@ func TestThreeReplicasDrainABacklogWithinTheBudget(t *testing.T) {
 		orders = 100
 		units  = 3 // 300 keys
 	)
-	sb := sandbox.New(sandbox.Options{Limit: count, Window: window})
-	sbSrv := httptest.NewServer(sb)
-	t.Cleanup(sbSrv.Close)
-	sf := stripefake.New("sk_test_jobs")
-	sfSrv := httptest.NewServer(sf)
-	t.Cleanup(sfSrv.Close)
+	sb := fulfillertest.StartLuarmor(t, sandbox.Options{Limit: count, Window: window})
+	sf := fulfillertest.StartStripe(t, stripeKey)
 	url := postgrestest.NewURL(t)
 	cat := &catalog.Catalog{Prices: map[string]catalog.Product{"price_a": {ProjectID: project, KeyDays: 14}}}
 
@@ -214,10 +57,10 @@ func TestThreeReplicasDrainABacklogWithinTheBudget(t *testing.T) {
 		go b.Run(ctx)
 		client, err := jobs.NewClient(jobs.Deps{
 			Pool:            pool,
-			Stripe:          stripeapi.New("sk_test_jobs", sfSrv.URL, nil),
-			Luarmor:         &budget.Client{Budget: b, Luarmor: luarmor.NewClient(sandbox.DefaultAPIKey, luarmor.WithBaseURL(sbSrv.URL))},
+			Stripe:          sf.Client(),
+			Luarmor:         &budget.Client{Budget: b, Luarmor: sb.Client()},
 			Catalog:         cat,
-			Logger:          slog.New(slog.DiscardHandler),
+			Logger:          fulfillertest.Logger(t, slog.LevelWarn),
 			RateLimitWindow: window,
 		}, jobs.Config{})
 		require.NoError(t, err)
@@ -230,11 +73,12 @@ func TestThreeReplicasDrainABacklogWithinTheBudget(t *testing.T) {
 		ids[i] = fmt.Sprintf("cs_test_backlog%04d", i)
 		b.purchase(t, clients[0], ids[i], units)
 	}
+	w := fulfillertest.WatchJobs(t, clients[0], clients[1:]...)
 	for _, c := range clients {
-		b.start(t, c)
+		fulfillertest.StartRiver(t, c)
 	}
 	for _, id := range ids {
-		o := b.waitFulfilled(t, id)
+		o := b.waitFulfilled(t, w, id)
 		require.Len(t, o.Keys, units)
 	}
 	calls := sb.Calls()
@@ -265,12 +109,10 @@ func TestBlacklistOvertakesABacklogOfRenewals(t *testing.T) {
 		window   = time.Second
 		renewals = 200
 	)
-	sb := sandbox.New(sandbox.Options{Limit: 100000, Window: window})
-	sbSrv := httptest.NewServer(sb)
-	t.Cleanup(sbSrv.Close)
+	sb := fulfillertest.StartLuarmor(t, sandbox.Options{Limit: 100000, Window: window})
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	direct := luarmor.NewClient(sandbox.DefaultAPIKey, luarmor.WithBaseURL(sbSrv.URL))
+	direct := sb.Client()
 	url := postgrestest.NewURL(t)
 	seedPool, err := pgxpool.New(ctx, url)
 	require.NoError(t, err)
@@ -317,7 +159,7 @@ func TestBlacklistOvertakesABacklogOfRenewals(t *testing.T) {
 		go b.Run(ctx)
 		client, err := jobs.NewClient(jobs.Deps{
 			Pool: pool, Luarmor: &blacklistTimer{Client: &budget.Client{Budget: b, Luarmor: direct}, asked: &blacklistAsked},
-			Logger: slog.New(slog.DiscardHandler), RateLimitWindow: window,
+			Logger: fulfillertest.Logger(t, slog.LevelWarn), RateLimitWindow: window,
 		}, jobs.Config{})
 		require.NoError(t, err)
 		clients = append(clients, client)
@@ -328,15 +170,15 @@ func TestBlacklistOvertakesABacklogOfRenewals(t *testing.T) {
 	}
 	_, err = clients[0].InsertMany(ctx, params)
 	require.NoError(t, err)
-	tb := &testBundle{pool: seedPool, sandbox: sb}
+	w := fulfillertest.WatchJobs(t, clients[0], clients[1:]...)
 	for _, c := range clients {
-		tb.start(t, c)
+		fulfillertest.StartRiver(t, c)
 	}
-	require.Eventually(t, func() bool {
+	waitUntil(t, w, "renewals under way and contending for the budget", func() bool {
 		var n int
 		require.NoError(t, seedPool.QueryRow(ctx, "SELECT count(*) FROM ledger_keys WHERE applied_version > 0").Scan(&n))
 		return n >= 15
-	}, 20*time.Second, 10*time.Millisecond, "renewals are under way and contending for the budget")
+	})
 
 	// A dispute arrives: its blacklist must not wait behind the backlog.
 	var revocationID int64
@@ -345,19 +187,20 @@ func TestBlacklistOvertakesABacklogOfRenewals(t *testing.T) {
 	last := keyIDs[renewals]
 	_, err = clients[1].Insert(ctx, jobs.RevokeKeyArgs{OrderKeyID: last, RevocationID: revocationID}, nil)
 	require.NoError(t, err)
-	require.Eventually(t, func() bool {
+	waitUntil(t, w, "the disputed key blacklisted", func() bool {
 		k, err := postgres.GetKey(ctx, seedPool, last)
 		return err == nil && k.Status == order.KeyBlacklisted
-	}, 20*time.Second, 10*time.Millisecond)
+	})
 
 	var sent time.Time
 	asked := *blacklistAsked.Load()
 	require.NoError(t, seedPool.QueryRow(ctx, `SELECT taken_at FROM luarmor_calls WHERE class = 'revoke'`).Scan(&sent))
-	var overtaken, pending int
+	var overtaken int
 	require.NoError(t, seedPool.QueryRow(ctx, `SELECT count(*) FROM luarmor_calls WHERE class = 'renew' AND taken_at > $1 AND taken_at < $2`,
 		asked, sent).Scan(&overtaken))
-	require.NoError(t, seedPool.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE kind = 'sync_key' AND queue = 'luarmor_renew' AND state <> 'completed'`).Scan(&pending))
-	require.Positive(t, pending, "the backlog was still queued when the blacklist went out")
+	pending := listJobs(t, clients[0], river.NewJobListParams().Kinds(jobs.SyncKeyArgs{}.Kind()).Queues(jobs.QueueLuarmorRenew).
+		States(statesBut(rivertype.JobStateCompleted)...))
+	require.NotEmpty(t, pending, "the backlog was still queued when the blacklist went out")
 	require.LessOrEqual(t, overtaken, 1, "the blacklist waited at most one slot behind renewals")
 	u, ok := sb.User(project, mustKey(t, seedPool, last))
 	require.True(t, ok)
@@ -372,43 +215,6 @@ func mustKey(t *testing.T, pool *pgxpool.Pool, id int64) string {
 	k, err := postgres.GetKey(context.Background(), pool, id)
 	require.NoError(t, err)
 	return k.UserKey
-}
-
-func TestRefreshLearnsTheExpiryOnceTheKeyIsFirstUsed(t *testing.T) {
-	t.Parallel()
-	b := setup(t)
-	client, err := jobs.NewClient(b.deps, jobs.Config{})
-	require.NoError(t, err)
-	b.start(t, client)
-	b.purchase(t, client, "cs_test_refresh0001", 2)
-	o := b.waitFulfilled(t, "cs_test_refresh0001")
-	require.Nil(t, o.Keys[0].AuthExpire, "the timer waits for first use")
-
-	// The buyer runs the script with the first key; the check is due.
-	require.NoError(t, b.sandbox.Execute(project, o.Keys[0].UserKey, "hwid-1"))
-	ctx := context.Background()
-	_, err = b.pool.Exec(ctx, `UPDATE order_keys SET delivered_at = now() - interval '2 hours'`)
-	require.NoError(t, err)
-	run, err := client.Insert(ctx, jobs.RefreshKeysArgs{}, nil)
-	require.NoError(t, err)
-
-	want, _ := b.sandbox.User(project, o.Keys[0].UserKey)
-	require.Eventually(t, func() bool {
-		got, err := postgres.GetOrder(ctx, b.pool, "cs_test_refresh0001")
-		require.NoError(t, err)
-		return got.Keys[0].AuthExpire != nil && *got.Keys[0].AuthExpire == want.AuthExpire
-	}, 10*time.Second, 20*time.Millisecond)
-	// The first key's expiry can be recorded before the second key is
-	// looked up: count once the run is over.
-	require.Eventually(t, func() bool {
-		var state string
-		require.NoError(t, b.pool.QueryRow(ctx, `SELECT state FROM river_job WHERE id = $1`, run.Job.ID).Scan(&state))
-		return state == "completed"
-	}, 10*time.Second, 20*time.Millisecond, "the refresh run completes")
-	got, err := postgres.GetOrder(ctx, b.pool, "cs_test_refresh0001")
-	require.NoError(t, err)
-	require.Nil(t, got.Keys[1].AuthExpire, "the unused key still waits")
-	require.Equal(t, 2, b.calls(http.MethodGet, "/users"), "one look-up per key")
 }
 
 // blacklistTimer notes when a blacklist asks the budget for its slot.

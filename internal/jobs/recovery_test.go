@@ -6,8 +6,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertest"
+	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/luarmor/sandbox"
 	"fulfiller/internal/postgres"
@@ -27,36 +31,32 @@ func TestTwoRunnersOfOneUnitMakeOneKey(t *testing.T) {
 
 	first, err := jobs.NewClient(b.deps, jobs.Config{ID: "replica-cut-off"})
 	require.NoError(t, err)
-	b.start(t, first)
+	second, err := jobs.NewClient(b.deps, jobs.Config{ID: "replica-second"})
+	require.NoError(t, err)
+	w := fulfillertest.WatchJobs(t, first, second)
+	fulfillertest.StartRiver(t, first)
 	b.purchase(t, first, "cs_test_tworunners01", 1)
-	require.Eventually(t, func() bool { return b.calls(http.MethodPost, "/users") == 1 }, 10*time.Second, 5*time.Millisecond,
+	// Polled: the sandbox tells of no request while it is in flight.
+	require.Eventually(t, func() bool { return b.sandbox.CallCount(http.MethodPost, "/users") == 1 }, 10*time.Second, 5*time.Millisecond,
 		"the first runner sends its create")
 
 	// "replica-cut-off" never beat: its running job is handed back, and a
 	// second replica takes it while the create is still in flight.
-	second, err := jobs.NewClient(b.deps, jobs.Config{ID: "replica-second"})
-	require.NoError(t, err)
-	b.start(t, second)
+	fulfillertest.StartRiver(t, second)
 	rescued, err := postgres.RescueOrphanedJobs(context.Background(), b.pool, time.Minute)
 	require.NoError(t, err)
 	require.Len(t, rescued, 1)
 	require.Equal(t, "create_key", rescued[0].Kind)
 
-	o := b.waitFulfilled(t, "cs_test_tworunners01")
+	o := b.waitFulfilled(t, w, "cs_test_tworunners01")
 	require.Len(t, o.Keys, 1)
 	require.Len(t, b.sandbox.Users(project), 1, "exactly one key exists in Luarmor")
 	require.Equal(t, b.sandbox.Users(project)[0].UserKey, o.Keys[0].UserKey)
-	require.Equal(t, 1, b.calls(http.MethodPost, "/users"), "the second runner never created")
-	var snoozes int
-	require.NoError(t, b.pool.QueryRow(context.Background(),
-		`SELECT COALESCE((metadata->>'snoozes')::int, 0) FROM river_job WHERE kind = 'create_key'`).Scan(&snoozes))
-	require.GreaterOrEqual(t, snoozes, 1, "the second runner waited out the first one's lease")
-	require.Eventually(t, func() bool {
-		var n int
-		require.NoError(t, b.pool.QueryRow(context.Background(),
-			`SELECT count(*) FROM river_job WHERE state NOT IN ('completed', 'cancelled')`).Scan(&n))
-		return n == 0
-	}, 15*time.Second, 20*time.Millisecond, "no job is left behind")
+	require.Equal(t, 1, b.sandbox.CallCount(http.MethodPost, "/users"), "the second runner never created")
+	created := rivertest.RequireInserted(context.Background(), t, b.driver(), jobs.CreateKeyArgs{}, nil)
+	require.GreaterOrEqual(t, snoozes(t, created.JobRow), 1, "the second runner waited out the first one's lease")
+	waitNoJob(t, w, first, "no job left behind",
+		river.NewJobListParams().States(statesBut(rivertype.JobStateCompleted, rivertype.JobStateCancelled)...))
 }
 
 // Jobs of a replica that beats are left alone; jobs of one that stopped
@@ -69,6 +69,8 @@ func TestRescueOnlyTakesJobsOfStoppedReplicas(t *testing.T) {
 	require.NoError(t, postgres.Heartbeat(ctx, b.pool, "stale"))
 	_, err := b.pool.Exec(ctx, `UPDATE replicas SET heartbeat_at = now() - interval '1 minute' WHERE name = 'stale'`)
 	require.NoError(t, err)
+	// The rows are written and read directly: River inserts no job as
+	// running on a named replica, and rivertest reads no errors.
 	insert := func(replica string) int64 {
 		var id int64
 		require.NoError(t, b.pool.QueryRow(ctx, `INSERT INTO river_job (kind, args, state, attempt, attempted_at, attempted_by, max_attempts, queue, priority)

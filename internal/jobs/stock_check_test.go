@@ -7,8 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/riverqueue/river/rivertest"
+	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/luarmor/sandbox"
@@ -19,8 +22,8 @@ import (
 // checkedStock starts a client selling priceBought from a stock of one key
 // whose check, before it reads the first key sold, runs change on it: what
 // happened to the key, as Luarmor shows it after the sale. It returns a
-// function that gives that first key.
-func checkedStock(t *testing.T, b *testBundle, change func(projectID, userKey string) error) (*jobs.StockAdmin, func() string) {
+// function that gives that first key, and the watch of the client's jobs.
+func checkedStock(t *testing.T, b *testBundle, change func(projectID, userKey string) error) (*jobs.StockAdmin, func() string, *fulfillertest.JobWatch) {
 	t.Helper()
 	var mu sync.Mutex
 	first := ""
@@ -35,29 +38,29 @@ func checkedStock(t *testing.T, b *testBundle, change func(projectID, userKey st
 		return change(projectID, userKey)
 	})
 	require.NoError(t, err)
-	b.start(t, client)
-	b.waitStockOf(t, priceBought, 1)
+	w := b.start(t, client)
+	b.waitStockOf(t, w, priceBought, 1)
 	return &jobs.StockAdmin{Pool: b.pool, River: client, Catalog: deps.Catalog, Logger: deps.Logger}, func() string {
 		mu.Lock()
 		defer mu.Unlock()
 		return first
-	}
+	}, w
 }
 
 // waitReissued waits until the order's first key was replaced: its
 // reissue done and the order fulfilled again.
-func (b *testBundle) waitReissued(t *testing.T, sessionID string) (*order.Order, postgres.Reissue) {
+func (b *testBundle) waitReissued(t *testing.T, w *fulfillertest.JobWatch, sessionID string) (*order.Order, postgres.Reissue) {
 	t.Helper()
 	var o *order.Order
 	var r []postgres.Reissue
-	require.Eventually(t, func() bool {
+	waitUntil(t, w, "the key replaced", func() bool {
 		var err error
 		if r, err = postgres.ReissuesOfOrder(context.Background(), b.pool, sessionID); err != nil || len(r) != 1 || r[0].Status != "done" {
 			return false
 		}
 		o, err = postgres.GetOrder(context.Background(), b.pool, sessionID)
 		return err == nil && o.Status == order.StatusFulfilled
-	}, 20*time.Second, 20*time.Millisecond, "the key was never replaced")
+	})
 	return o, r[0]
 }
 
@@ -75,13 +78,13 @@ func TestStockKeyUsedOrBannedBeforeItsSaleIsReplacedForItsBuyer(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			b := setup(t)
-			admin, sold := checkedStock(t, b, func(projectID, userKey string) error {
+			admin, sold, w := checkedStock(t, b, func(projectID, userKey string) error {
 				_, err := b.sandbox.SetUserState(projectID, userKey, state)
 				return err
 			})
 			id := "cs_test_spoiled01" // a database of its own
 			b.purchase(t, admin.River, id, 1)
-			o, r := b.waitReissued(t, id)
+			o, r := b.waitReissued(t, w, id)
 
 			old := sold()
 			require.Len(t, o.Keys, 2)
@@ -117,7 +120,7 @@ func TestStockKeyRunByItsBuyerAfterTheSaleIsKept(t *testing.T) {
 			b := setup(t)
 			// The buyer runs the key the moment it is shown, before its
 			// check reads it: HWID bound, timer started, one execution.
-			admin, sold := checkedStock(t, b, func(projectID, userKey string) error {
+			admin, sold, w := checkedStock(t, b, func(projectID, userKey string) error {
 				if err := b.sandbox.Execute(projectID, userKey, "pc-of-the-buyer"); err != nil {
 					return err
 				}
@@ -129,17 +132,16 @@ func TestStockKeyRunByItsBuyerAfterTheSaleIsKept(t *testing.T) {
 			})
 			id := "cs_test_keptbuyer1"
 			b.purchase(t, admin.River, id, 1)
-			b.waitFulfilled(t, id)
+			b.waitFulfilled(t, w, id)
 
 			// The check found nothing before the sale and queued the
 			// label, which rewrote the note: the check is done.
-			require.Eventually(t, func() bool {
+			waitUntil(t, w, "the kept key labelled", func() bool {
 				u, ok := b.sandbox.User(project, sold())
 				return ok && strings.Contains(u.Note, id)
-			}, 20*time.Second, 20*time.Millisecond, "the kept key is labelled")
-			var checks int
-			require.NoError(t, b.pool.QueryRow(context.Background(), `SELECT count(*) FROM river_job WHERE kind = 'stock_key_check' AND state = 'completed'`).Scan(&checks))
-			require.Equal(t, 1, checks)
+			})
+			rivertest.RequireInserted(context.Background(), t, b.driver(), jobs.StockKeyCheckArgs{},
+				&rivertest.RequireInsertedOpts{State: rivertype.JobStateCompleted})
 			r, err := postgres.ReissuesOfOrder(context.Background(), b.pool, id)
 			require.NoError(t, err)
 			require.Empty(t, r, "a key its buyer ran after the sale is not replaced")

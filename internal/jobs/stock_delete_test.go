@@ -2,6 +2,7 @@ package jobs_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/catalog"
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/luarmor/sandbox"
 	"fulfiller/internal/order"
@@ -55,12 +57,14 @@ func (b *testBundle) deletedKeys() map[string]bool {
 	return out
 }
 
-func stockAdmin(t *testing.T, b *testBundle, deps jobs.Deps) *jobs.StockAdmin {
+// stockAdmin starts a client of deps and returns the stock commands'
+// view of it, and the watch of its jobs.
+func stockAdmin(t *testing.T, b *testBundle, deps jobs.Deps) (*jobs.StockAdmin, *fulfillertest.JobWatch) {
 	t.Helper()
 	client, err := jobs.NewClient(deps, jobs.Config{})
 	require.NoError(t, err)
-	b.start(t, client)
-	return &jobs.StockAdmin{Pool: b.pool, River: client, Catalog: deps.Catalog, Logger: deps.Logger}
+	w := b.start(t, client)
+	return &jobs.StockAdmin{Pool: b.pool, River: client, Catalog: deps.Catalog, Logger: deps.Logger}, w
 }
 
 func (b *testBundle) deleteStock(t *testing.T, admin *jobs.StockAdmin, priceID string) jobs.StockDeleteSummary {
@@ -78,7 +82,7 @@ func TestDeleteStockRefusesAPriceTheCatalogStocks(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	deps := adoptDeps(b, 1)
-	admin := stockAdmin(t, b, deps)
+	admin, _ := stockAdmin(t, b, deps)
 	ctx := context.Background()
 
 	_, err := admin.QueueDelete(ctx, jobs.ActorCLI, priceBought)
@@ -95,7 +99,7 @@ func TestDeleteStockRefusesAPriceTheCatalogStocks(t *testing.T) {
 	err = admin.Wait(waitCtx, res.Job.ID, &sum)
 	require.ErrorContains(t, err, string(rivertype.JobStateCancelled))
 	require.ErrorContains(t, err, "lower its stock to 0")
-	require.Zero(t, b.calls(http.MethodDelete, "/users"), "nothing was deleted")
+	require.Zero(t, b.sandbox.CallCount(http.MethodDelete, "/users"), "nothing was deleted")
 }
 
 func TestDeleteStockDeletesAnOrphansUnsoldKeysAndKeepsSoldOnes(t *testing.T) {
@@ -103,13 +107,13 @@ func TestDeleteStockDeletesAnOrphansUnsoldKeysAndKeepsSoldOnes(t *testing.T) {
 	b := setup(t)
 	orphan := b.orphanStock(t, 3)
 	deps := adoptDeps(b, 1)
-	admin := stockAdmin(t, b, deps)
+	admin, w := stockAdmin(t, b, deps)
 	// A purchase of the stocked price is sold the oldest ready key of its
 	// (project, key_days): the orphan's first.
 	b.purchase(t, admin.River, "cs_test_orphan0001", 1)
-	o := b.waitFulfilled(t, "cs_test_orphan0001")
+	o := b.waitFulfilled(t, w, "cs_test_orphan0001")
 	require.Equal(t, orphan[0], o.Keys[0].UserKey)
-	b.waitStockOf(t, priceBought, 1)
+	b.waitStockOf(t, w, priceBought, 1)
 
 	levels, err := admin.Levels(context.Background())
 	require.NoError(t, err)
@@ -142,11 +146,11 @@ func TestSaleDuringDeleteNeverGetsAKeyBeingDeleted(t *testing.T) {
 	orphan := b.orphanStock(t, 12)
 	b.sandbox.SetLatency(10 * time.Millisecond) // the deletion spans the sale
 	deps := adoptDeps(b, 1)
-	admin := stockAdmin(t, b, deps)
+	admin, w := stockAdmin(t, b, deps)
 
 	b.purchase(t, admin.River, "cs_test_during001", 8)
 	sum := b.deleteStock(t, admin, priceGone)
-	o := b.waitFulfilled(t, "cs_test_during001")
+	o := b.waitFulfilled(t, w, "cs_test_during001")
 
 	deleted := b.deletedKeys()
 	require.Equal(t, sum.Deleted, len(deleted))
@@ -186,14 +190,14 @@ func TestDeleteCutOffAfterTheLuarmorCallIsFinishedByTheNextRun(t *testing.T) {
 	// job retries, and Luarmor's 404 counts as deleted.
 	b.sandbox.InjectFault(sandbox.Fault{Method: http.MethodDelete, Kind: sandbox.FaultApplyThenDrop, Times: 1})
 
-	admin := stockAdmin(t, b, adoptDeps(b, 0))
+	admin, _ := stockAdmin(t, b, adoptDeps(b, 0))
 	sum := b.deleteStock(t, admin, priceGone)
 	require.Equal(t, jobs.StockDeleteSummary{Deleted: 1, AlreadyGone: 2}, sum, "the retry's summary: the cut-off key and the lost answer's key were already gone")
 	for _, k := range orphan {
 		require.False(t, b.inLuarmor(k))
 	}
 	require.Empty(t, b.stockRows(t))
-	require.Equal(t, 5, b.calls(http.MethodDelete, "/users"), "the cut-off run's, the lost answer's and the retry's three")
+	require.Equal(t, 5, b.sandbox.CallCount(http.MethodDelete, "/users"), "the cut-off run's, the lost answer's and the retry's three")
 
 	// A reconciliation that listed the keys before their deletion adopts
 	// none of them.
@@ -220,12 +224,12 @@ func findLevels(t *testing.T, levels []jobs.PriceStock, priceID string) jobs.Pri
 
 // waitStockOf waits until priceID's stock holds ready keys and none is
 // being made.
-func (b *testBundle) waitStockOf(t *testing.T, priceID string, ready int) {
+func (b *testBundle) waitStockOf(t *testing.T, w *fulfillertest.JobWatch, priceID string, ready int) {
 	t.Helper()
-	require.Eventually(t, func() bool {
+	waitUntil(t, w, fmt.Sprintf("%d ready keys of %s and none being made", ready, priceID), func() bool {
 		n, pending, err := postgrestest.StockLevel(context.Background(), b.pool, priceID)
 		return err == nil && n == ready && pending == 0
-	}, 20*time.Second, 20*time.Millisecond, "the stock never held %d keys", ready)
+	})
 }
 
 // retiredStockOfRestockedPrice leaves n keys of priceGone out of sale, as a
@@ -262,7 +266,7 @@ func TestDeleteFinishesTheRetiringKeysOfARestockedPrice(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	keys, deps := retiredStockOfRestockedPrice(t, b, 2)
-	admin := stockAdmin(t, b, deps)
+	admin, _ := stockAdmin(t, b, deps)
 	// The price is stocked again, but its keys already out of sale still
 	// wait for their deletion: the command queues it, as the job allows.
 	sum := b.deleteStock(t, admin, priceGone)

@@ -12,9 +12,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/catalog"
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/luarmor/sandbox"
@@ -92,9 +95,9 @@ func TestReconcileAdoptsALostStockKeyWhichIsThenSold(t *testing.T) {
 	// a purchase is sold the adopted key without a create.
 	client, err := jobs.NewClient(deps, jobs.Config{})
 	require.NoError(t, err)
-	b.start(t, client)
+	w := b.start(t, client)
 	b.purchase(t, client, "cs_test_adopted01", 1)
-	o := b.waitFulfilled(t, "cs_test_adopted01")
+	o := b.waitFulfilled(t, w, "cs_test_adopted01")
 	require.Equal(t, lost, o.Keys[0].UserKey, "the purchase got the adopted key")
 	require.Zero(t, o.Keys[0].CreateAttempts, "sold from stock: no create was sent for the unit")
 	require.Equal(t, "sold", b.stockRows(t)[lost])
@@ -167,11 +170,16 @@ func TestOperatorReconcileRunsAsAJobBesideThePeriodicOne(t *testing.T) {
 	// Two replicas: the leader queues the periodic run at start; the
 	// operator's run, in the maintenance queue, may overlap it.
 	var clients []*jobs.StockAdmin
+	var rivers []*river.Client[pgx.Tx]
 	for i := range 2 {
 		client, err := jobs.NewClient(deps, jobs.Config{ID: "replica-" + string(rune('a'+i))})
 		require.NoError(t, err)
-		b.start(t, client)
+		rivers = append(rivers, client)
 		clients = append(clients, &jobs.StockAdmin{Pool: b.pool, River: client, Catalog: deps.Catalog, Logger: deps.Logger})
+	}
+	w := fulfillertest.WatchJobs(t, rivers[0], rivers[1])
+	for _, client := range rivers {
+		fulfillertest.StartRiver(t, client)
 	}
 	id, err := clients[0].QueueReconcile(ctx, jobs.ActorCLI)
 	require.NoError(t, err)
@@ -182,19 +190,19 @@ func TestOperatorReconcileRunsAsAJobBesideThePeriodicOne(t *testing.T) {
 	require.Equal(t, 4, sum.Listed)
 	require.Equal(t, 4, sum.Adopted+sum.Known)
 
-	b.waitReconcilesDone(t)
+	waitNoneInFlight(t, w, rivers[0], jobs.ReconcileStockArgs{}.Kind())
 	rows := b.stockRows(t)
 	require.Len(t, rows, 4, "no key was made: the stock was full")
 	for _, k := range lost {
 		require.Equal(t, "ready", rows[k])
 	}
-	require.Equal(t, 4, b.calls(http.MethodPost, "/users"))
-	var outputs []json.RawMessage
-	require.NoError(t, b.pool.QueryRow(ctx, `SELECT coalesce(json_agg(metadata->'output'), '[]') FROM river_job WHERE kind = 'reconcile_stock' AND state = 'completed'`).Scan(&outputs))
+	require.Equal(t, 4, b.sandbox.CallCount(http.MethodPost, "/users"))
 	total := 0
-	for _, o := range outputs {
+	for _, run := range listJobs(t, rivers[0], river.NewJobListParams().Kinds(jobs.ReconcileStockArgs{}.Kind()).States(rivertype.JobStateCompleted)) {
 		var s jobs.StockReconcileSummary
-		require.NoError(t, json.Unmarshal(o, &s))
+		if out := run.Output(); out != nil {
+			require.NoError(t, json.Unmarshal(out, &s))
+		}
 		total += s.Adopted
 	}
 	require.Equal(t, 3, total, "the periodic and the operator's runs adopted each key once between them")
@@ -208,17 +216,6 @@ func stockReferenceOf(t *testing.T, b *testBundle, key string) string {
 	ref, found := strings.CutPrefix(u.Note, "stock ref:")
 	require.True(t, found, u.Note)
 	return ref
-}
-
-// waitReconcilesDone waits until no stock reconciliation waits or runs.
-func (b *testBundle) waitReconcilesDone(t *testing.T) {
-	t.Helper()
-	require.Eventually(t, func() bool {
-		var n int
-		err := b.pool.QueryRow(context.Background(), `SELECT count(*) FROM river_job WHERE kind = 'reconcile_stock'
-			AND state NOT IN ('completed', 'cancelled', 'discarded')`).Scan(&n)
-		return err == nil && n == 0
-	}, 20*time.Second, 20*time.Millisecond)
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -273,11 +270,11 @@ func TestReconcileRetiresReadyKeysUsedOrBannedWhileInStockAndNeverSellsThem(t *t
 
 	// The refill counts only the clean key and makes four more; a purchase
 	// of five is sold those, never a retired key.
-	admin := stockAdmin(t, b, deps)
-	b.waitStockOf(t, priceBought, 5)
-	require.Equal(t, 5+4, b.calls(http.MethodPost, "/users"), "the refill replaced the four retired keys")
+	admin, w := stockAdmin(t, b, deps)
+	b.waitStockOf(t, w, priceBought, 5)
+	require.Equal(t, 5+4, b.sandbox.CallCount(http.MethodPost, "/users"), "the refill replaced the four retired keys")
 	b.purchase(t, admin.River, "cs_test_retired01", 5)
-	o := b.waitFulfilled(t, "cs_test_retired01")
+	o := b.waitFulfilled(t, w, "cs_test_retired01")
 	require.Len(t, o.Keys, 5)
 	for _, k := range o.Keys {
 		_, bad := spoiled[k.UserKey]

@@ -10,38 +10,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/catalog"
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/postgres"
-	"fulfiller/internal/postgres/postgrestest"
 )
 
 const priceStock = "price_stock"
-
-// waitStock waits until the price's stock holds ready keys and none is
-// being made.
-func (b *testBundle) waitStock(t *testing.T, ready int) {
-	t.Helper()
-	require.Eventually(t, func() bool {
-		n, pending, err := postgrestest.StockLevel(context.Background(), b.pool, priceStock)
-		return err == nil && n == ready && pending == 0
-	}, 20*time.Second, 20*time.Millisecond, "the stock never held %d keys", ready)
-}
-
-// waitRefillsDone waits until no refill job waits or runs.
-func (b *testBundle) waitRefillsDone(t *testing.T) {
-	t.Helper()
-	require.Eventually(t, func() bool {
-		var n int
-		err := b.pool.QueryRow(context.Background(), `SELECT count(*) FROM river_job WHERE kind = 'refill_stock'
-			AND state NOT IN ('completed', 'cancelled', 'discarded')`).Scan(&n)
-		return err == nil && n == 0
-	}, 20*time.Second, 20*time.Millisecond)
-}
 
 func stockDeps(b *testBundle, stock int) jobs.Deps {
 	d := b.deps
@@ -79,10 +59,15 @@ func TestRefillFillsToNAndNotBeyondWhenRunTwiceAtOnce(t *testing.T) {
 	// Two replicas, each running a refill of the price at once (the
 	// second copy is queued past the job's own uniqueness, as a rescued
 	// duplicate would be).
+	var replicas []*river.Client[pgx.Tx]
 	for i := range 2 {
 		client, err := jobs.NewClient(deps, jobs.Config{ID: fmt.Sprintf("replica-%d", i)})
 		require.NoError(t, err)
-		b.start(t, client)
+		replicas = append(replicas, client)
+	}
+	w := fulfillertest.WatchJobs(t, replicas[0], replicas[1])
+	for _, client := range replicas {
+		fulfillertest.StartRiver(t, client)
 	}
 	inserter, err := jobs.NewClient(deps, jobs.Config{InsertOnly: true})
 	require.NoError(t, err)
@@ -92,10 +77,10 @@ func TestRefillFillsToNAndNotBeyondWhenRunTwiceAtOnce(t *testing.T) {
 	_, err = inserter.Insert(ctx, jobs.RefillStockArgs{PriceID: priceStock}, &river.InsertOpts{UniqueOpts: river.UniqueOpts{ByPeriod: time.Hour}})
 	require.NoError(t, err)
 
-	b.waitStock(t, 5)
-	b.waitRefillsDone(t)
+	b.waitStockOf(t, w, priceStock, 5)
+	waitNoneInFlight(t, w, replicas[0], jobs.RefillStockArgs{}.Kind())
 	require.Equal(t, 5, b.stockUsers(), "Luarmor holds exactly N stock keys")
-	require.Equal(t, 5, b.calls(http.MethodPost, "/users"), "one create per key")
+	require.Equal(t, 5, b.sandbox.CallCount(http.MethodPost, "/users"), "one create per key")
 }
 
 func TestRefillCutOffAfterTheCreateFindsTheKeyByItsReference(t *testing.T) {
@@ -110,15 +95,15 @@ func TestRefillCutOffAfterTheCreateFindsTheKeyByItsReference(t *testing.T) {
 		return nil
 	})
 	require.NoError(t, err)
-	b.start(t, client)
+	w := b.start(t, client)
 	_, err = client.Insert(context.Background(), jobs.RefillStockArgs{PriceID: priceStock}, nil)
 	require.NoError(t, err)
 
-	b.waitStock(t, 3)
-	b.waitRefillsDone(t)
+	b.waitStockOf(t, w, priceStock, 3)
+	waitNoneInFlight(t, w, client, jobs.RefillStockArgs{}.Kind())
 	require.EqualValues(t, 3, crashes.Load(), "the crash hook ran once per create")
 	require.Equal(t, 3, b.stockUsers(), "the crash did not take the stock past N")
-	require.Equal(t, 3, b.calls(http.MethodPost, "/users"), "the key made before the crash was found, not made again")
+	require.Equal(t, 3, b.sandbox.CallCount(http.MethodPost, "/users"), "the key made before the crash was found, not made again")
 	// The stock reconciliation run at start may record the key before the
 	// refill's retry looks it up.
 	require.LessOrEqual(t, b.lookupsByReference(), 1, "at most one look-up by reference")
@@ -137,7 +122,7 @@ func TestRefillCutOffThenUnstockedStillRecordsTheKeyItMade(t *testing.T) {
 		return errors.New("process killed after Luarmor created the stock key")
 	})
 	require.NoError(t, err)
-	require.NoError(t, crashing.Start(ctx))
+	fulfillertest.StartRiver(t, crashing)
 	<-crashed
 	stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -148,8 +133,8 @@ func TestRefillCutOffThenUnstockedStillRecordsTheKeyItMade(t *testing.T) {
 	unstocked := stockDeps(b, 0)
 	client, err := jobs.NewClient(unstocked, jobs.Config{})
 	require.NoError(t, err)
-	b.start(t, client)
-	b.waitRefillsDone(t)
+	w := b.start(t, client)
+	waitNoneInFlight(t, w, client, jobs.RefillStockArgs{}.Kind())
 
 	var ready, pending int
 	var recorded string
@@ -158,7 +143,7 @@ func TestRefillCutOffThenUnstockedStillRecordsTheKeyItMade(t *testing.T) {
 	require.Zero(t, pending, "no stock key is left pending with its Luarmor key unknown to the database")
 	require.Equal(t, 1, ready)
 	require.Equal(t, b.sandbox.Users(project)[0].UserKey, recorded, "the key the cut-off refill made is the one recorded")
-	require.Equal(t, 1, b.calls(http.MethodPost, "/users"), "found by its reference, not made again")
+	require.Equal(t, 1, b.sandbox.CallCount(http.MethodPost, "/users"), "found by its reference, not made again")
 }
 
 func TestRefillKeepsNKeysOfThePricesCurrentKeyDays(t *testing.T) {
@@ -167,9 +152,9 @@ func TestRefillKeepsNKeysOfThePricesCurrentKeyDays(t *testing.T) {
 	ctx := context.Background()
 	week, err := jobs.NewClient(stockDeps(b, 2), jobs.Config{})
 	require.NoError(t, err)
-	require.NoError(t, week.Start(ctx))
-	b.waitStock(t, 2)
-	b.waitRefillsDone(t)
+	weekWatch := b.start(t, week)
+	b.waitStockOf(t, weekWatch, priceStock, 2)
+	waitNoneInFlight(t, weekWatch, week, jobs.RefillStockArgs{}.Kind())
 	stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	require.NoError(t, week.Stop(stopCtx))
@@ -180,15 +165,15 @@ func TestRefillKeepsNKeysOfThePricesCurrentKeyDays(t *testing.T) {
 	month.Catalog = &catalog.Catalog{Prices: map[string]catalog.Product{priceStock: {ProjectID: project, KeyDays: 30, Stock: 2}}}
 	client, err := jobs.NewClient(month, jobs.Config{})
 	require.NoError(t, err)
-	b.start(t, client)
-	require.Eventually(t, func() bool {
+	w := b.start(t, client)
+	waitUntil(t, w, "the price's stock holds N keys its units can take", func() bool {
 		var n int
 		err := b.pool.QueryRow(ctx, `SELECT count(*) FROM stock_keys WHERE price_id = $1 AND key_days = 30 AND status = 'ready'`,
 			priceStock).Scan(&n)
 		return err == nil && n == 2
-	}, 20*time.Second, 20*time.Millisecond, "the price's stock holds N keys its units can take")
-	b.waitRefillsDone(t)
-	require.Equal(t, 4, b.calls(http.MethodPost, "/users"), "N keys per plan, none beyond")
+	})
+	waitNoneInFlight(t, w, client, jobs.RefillStockArgs{}.Kind())
+	require.Equal(t, 4, b.sandbox.CallCount(http.MethodPost, "/users"), "N keys per plan, none beyond")
 }
 
 func TestRefillWhoseLeaseWasOvertakenRemovesTheKeyItMade(t *testing.T) {
@@ -216,9 +201,9 @@ func TestRefillWhoseLeaseWasOvertakenRemovesTheKeyItMade(t *testing.T) {
 		return postgres.StockKeyMade(ctx, b.pool, id, k)
 	})
 	require.NoError(t, err)
-	b.start(t, client)
-	b.waitStock(t, 1)
-	b.waitRefillsDone(t)
+	w := b.start(t, client)
+	b.waitStockOf(t, w, priceStock, 1)
+	waitNoneInFlight(t, w, client, jobs.RefillStockArgs{}.Kind())
 
 	require.True(t, overtaken.Load())
 	users := b.sandbox.Users(project)

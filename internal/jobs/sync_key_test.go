@@ -2,6 +2,7 @@ package jobs_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/entitlement"
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/order"
@@ -41,9 +43,9 @@ func sharedKey(t *testing.T, b *testBundle, prefix string) (first, later order.K
 	require.NoError(t, err)
 	b.purchase(t, plain, prefix+"_first", 1)
 	b.purchase(t, plain, prefix+"_later", 1)
-	b.start(t, plain)
-	first = b.waitFulfilled(t, prefix+"_first").Keys[0]
-	later = b.waitFulfilled(t, prefix+"_later").Keys[0]
+	w := b.start(t, plain)
+	first = b.waitFulfilled(t, w, prefix+"_first").Keys[0]
+	later = b.waitFulfilled(t, w, prefix+"_later").Keys[0]
 	require.NoError(t, plain.Stop(ctx))
 	started := time.Now().Unix()
 	require.NoError(t, b.pool.QueryRow(ctx, `UPDATE ledger_keys SET started_at = $3
@@ -60,14 +62,16 @@ func syncNow(t *testing.T, client *river.Client[pgx.Tx], ledgerID int64) {
 	require.NoError(t, err)
 }
 
-func waitApplied(t *testing.T, b *testBundle, ledgerID int64) {
+// waitApplied waits until the writer applied the ledger's last change and
+// let go of it.
+func waitApplied(t *testing.T, b *testBundle, w *fulfillertest.JobWatch, ledgerID int64) {
 	t.Helper()
-	require.Eventually(t, func() bool {
+	waitUntil(t, w, fmt.Sprintf("ledger %d applied", ledgerID), func() bool {
 		var done bool
 		require.NoError(t, b.pool.QueryRow(context.Background(), `SELECT applied_version = version AND lease_owner IS NULL
 			FROM ledger_keys WHERE id = $1`, ledgerID).Scan(&done))
 		return done
-	}, 20*time.Second, 20*time.Millisecond)
+	})
 }
 
 func revocation(t *testing.T, b *testBundle, source, sourceID string) *order.Revocation {
@@ -104,9 +108,9 @@ func TestALedgerChangeDuringAWriteIsAppliedByTheNextRun(t *testing.T) {
 	deps.Luarmor = &readHook{Luarmor: b.deps.Luarmor, before: func() { revokeGrants(t, b, later.ID, r, entitlement.Revoked) }}
 	client, err := jobs.NewClient(deps, jobs.Config{})
 	require.NoError(t, err)
-	b.start(t, client)
+	w := b.start(t, client)
 	syncNow(t, client, ledgerID)
-	waitApplied(t, b, ledgerID)
+	waitApplied(t, b, w, ledgerID)
 
 	var started int64
 	require.NoError(t, b.pool.QueryRow(ctx, `SELECT started_at FROM ledger_keys WHERE id = $1`, ledgerID).Scan(&started))
@@ -129,21 +133,21 @@ func TestSharedKeyRefundedByBothPurchasesIsBanned(t *testing.T) {
 		first, later, ledgerID := sharedKey(t, b, "cs_test_sync_both")
 		client, err := jobs.NewClient(b.deps, jobs.Config{})
 		require.NoError(t, err)
-		b.start(t, client)
+		w := b.start(t, client)
 		units := []int64{first.ID, later.ID}
 		if !firstRevoked {
 			units[0], units[1] = units[1], units[0]
 		}
 		revokeGrants(t, b, units[0], revocation(t, b, "refund", "ch_one"), entitlement.Revoked)
 		syncNow(t, client, ledgerID)
-		waitApplied(t, b, ledgerID)
+		waitApplied(t, b, w, ledgerID)
 		u, err := b.deps.Luarmor.GetUser(ctx, project, first.UserKey)
 		require.NoError(t, err)
 		require.False(t, u.IsBanned())
 
 		revokeGrants(t, b, units[1], revocation(t, b, "refund", "ch_two"), entitlement.Revoked)
 		syncNow(t, client, ledgerID)
-		waitApplied(t, b, ledgerID)
+		waitApplied(t, b, w, ledgerID)
 		u, err = b.deps.Luarmor.GetUser(ctx, project, first.UserKey)
 		require.NoError(t, err)
 		require.True(t, u.IsBanned())
@@ -169,11 +173,11 @@ func TestSupportBanDuringALiftHolds(t *testing.T) {
 	first, _, ledgerID := sharedKey(t, b, "cs_test_sync_support")
 	plain, err := jobs.NewClient(b.deps, jobs.Config{})
 	require.NoError(t, err)
-	b.start(t, plain)
+	pw := b.start(t, plain)
 	r := revocation(t, b, "dispute", "dp_sync_support")
 	revokeGrants(t, b, first.ID, r, entitlement.Banned)
 	syncNow(t, plain, ledgerID)
-	waitApplied(t, b, ledgerID)
+	waitApplied(t, b, pw, ledgerID)
 	u, err := b.deps.Luarmor.GetUser(ctx, project, first.UserKey)
 	require.NoError(t, err)
 	require.True(t, u.IsBanned())
@@ -192,9 +196,9 @@ func TestSupportBanDuringALiftHolds(t *testing.T) {
 	}}
 	client, err := jobs.NewClient(deps, jobs.Config{})
 	require.NoError(t, err)
-	b.start(t, client)
+	w := b.start(t, client)
 	syncNow(t, client, ledgerID)
-	waitApplied(t, b, ledgerID)
+	waitApplied(t, b, w, ledgerID)
 	u, err = b.deps.Luarmor.GetUser(ctx, project, first.UserKey)
 	require.NoError(t, err)
 	require.True(t, u.IsBanned(), "support's ban holds in Luarmor")

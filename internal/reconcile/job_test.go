@@ -6,10 +6,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertest"
+	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/reconcile"
 	"fulfiller/internal/stripeapi"
@@ -18,8 +21,9 @@ import (
 )
 
 // startWorkers runs a River client with the reconcile worker and, when
-// interval is not zero, its periodic job.
-func (b *bundle) startWorkers(t *testing.T, rec *reconcile.Reconciler, interval time.Duration) *river.Client[pgx.Tx] {
+// interval is not zero, its periodic job, and returns the watch of its
+// jobs, subscribed before it started.
+func (b *bundle) startWorkers(t *testing.T, rec *reconcile.Reconciler, interval time.Duration) *fulfillertest.JobWatch {
 	t.Helper()
 	cfg := jobs.Config{Register: func(w *river.Workers) {
 		river.AddWorker(w, &reconcile.Worker{Reconciler: rec, Lookback: time.Hour})
@@ -27,44 +31,25 @@ func (b *bundle) startWorkers(t *testing.T, rec *reconcile.Reconciler, interval 
 	if interval > 0 {
 		cfg.Periodic = []*river.PeriodicJob{reconcile.PeriodicJob(interval)}
 	}
-	rc, err := jobs.NewClient(jobs.Deps{Pool: b.pool, Logger: slog.New(slog.DiscardHandler)}, cfg)
+	rc, err := jobs.NewClient(jobs.Deps{Pool: b.pool, Logger: fulfillertest.Logger(t, slog.LevelWarn)}, cfg)
 	require.NoError(t, err)
-	require.NoError(t, rc.Start(context.Background()))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = rc.Stop(ctx)
-	})
-	return rc
-}
-
-func (b *bundle) jobStates(t *testing.T) []string {
-	t.Helper()
-	rows, err := b.pool.Query(context.Background(), `SELECT state::text FROM river_job WHERE kind = 'reconcile_events' ORDER BY id`)
-	require.NoError(t, err)
-	states, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	require.NoError(t, err)
-	return states
+	w := fulfillertest.WatchJobs(t, rc)
+	fulfillertest.StartRiver(t, rc)
+	return w
 }
 
 func TestTheLeaderReconcilesOnStartAndPeriodically(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	lost := b.event(t, "invoice.paid", "invoice", "in_lost")
-	b.startWorkers(t, b.rec, time.Hour)
+	w := b.startWorkers(t, b.rec, time.Hour)
 
-	require.Eventually(t, func() bool {
-		var completed bool
-		err := b.pool.QueryRow(context.Background(),
-			`SELECT bool_and(state = 'completed') FROM river_job WHERE kind = 'reconcile_events'`).Scan(&completed)
-		return err == nil && completed
-	}, 20*time.Second, 20*time.Millisecond, "a run once the replica leads, without waiting an interval")
-	require.Equal(t, []string{"completed"}, b.jobStates(t), "one run")
+	// A run once the replica leads, without waiting an interval: one run,
+	// in the default queue, since it spends no Luarmor budget class.
+	w.WaitCompleted(t, reconcile.Args{}.Kind(), 1)
+	rivertest.RequireInserted(context.Background(), t, riverpgxv5.New(b.pool), reconcile.Args{},
+		&rivertest.RequireInsertedOpts{State: rivertype.JobStateCompleted, Queue: jobs.QueueDefault})
 	require.Equal(t, []string{lost}, b.recorded(t))
-	var queue string
-	require.NoError(t, b.pool.QueryRow(context.Background(),
-		`SELECT queue FROM river_job WHERE kind = 'reconcile_events'`).Scan(&queue))
-	require.Equal(t, jobs.QueueDefault, queue, "it spends no Luarmor budget class")
 }
 
 func TestRunsNeverPileUp(t *testing.T) {
@@ -82,7 +67,8 @@ func TestRunsNeverPileUp(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, second.UniqueSkippedAsDuplicate, "a run waiting already: the next one is not queued behind it")
 	require.Equal(t, first.Job.ID, second.Job.ID)
-	require.Equal(t, []string{"available"}, b.jobStates(t))
+	rivertest.RequireInserted(ctx, t, riverpgxv5.New(b.pool), reconcile.Args{},
+		&rivertest.RequireInsertedOpts{State: rivertype.JobStateAvailable})
 }
 
 func TestAFailingRunIsLoggedWithWhatToCheckAndNoKey(t *testing.T) {
@@ -90,17 +76,15 @@ func TestAFailingRunIsLoggedWithWhatToCheckAndNoKey(t *testing.T) {
 	b := setup(t)
 	var logs logtest.Buffer
 	const wrongKey = "sk_test_notthekey0123456789"
-	rec := &reconcile.Reconciler{Pool: b.pool, Stripe: stripeapi.New(wrongKey, b.url, nil),
+	rec := &reconcile.Reconciler{Pool: b.pool, Stripe: stripeapi.New(wrongKey, b.fake.URL, nil),
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))}
-	b.startWorkers(t, rec, time.Hour)
+	w := b.startWorkers(t, rec, time.Hour)
 
 	// River records the failure on the job and retries it.
-	require.Eventually(t, func() bool {
-		var errs int
-		err := b.pool.QueryRow(context.Background(),
-			`SELECT coalesce(max(array_length(errors, 1)), 0) FROM river_job WHERE kind = 'reconcile_events'`).Scan(&errs)
-		return err == nil && errs >= 1
-	}, 20*time.Second, 20*time.Millisecond)
+	failed := w.WaitFor(t, "a failed reconcile_events run", func(ev *river.Event) bool {
+		return ev.Kind == river.EventKindJobFailed && ev.Job.Kind == reconcile.Args{}.Kind()
+	})
+	require.NotEmpty(t, failed.Job.Errors)
 	out := logs.String()
 	require.Contains(t, out, "reconciliation with Stripe's events failed")
 	require.Contains(t, out, "STRIPE_API_KEY")

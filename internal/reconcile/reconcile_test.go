@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"slices"
 	"sync"
@@ -16,24 +15,27 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertest"
+	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/postgres"
 	"fulfiller/internal/postgres/postgrestest"
 	"fulfiller/internal/reconcile"
 	"fulfiller/internal/stripeapi"
-	"fulfiller/internal/stripeapi/stripefake"
 	"fulfiller/internal/webhook"
 )
 
 const stripeKey = "sk_test_reconcile0123456789"
 
 type bundle struct {
-	pool   *pgxpool.Pool
-	fake   *stripefake.Fake
+	pool *pgxpool.Pool
+	// fake is the Stripe stand-in, stripe the service's client of it.
+	fake   *fulfillertest.Stripe
 	stripe *stripeapi.Client
-	url    string
 	// rc inserts jobs and works none, so every enqueued job stays visible.
 	rc  *river.Client[pgx.Tx]
 	rec *reconcile.Reconciler
@@ -42,14 +44,12 @@ type bundle struct {
 func setup(t *testing.T) *bundle {
 	t.Helper()
 	pool := postgrestest.NewPool(t)
-	fake := stripefake.New(stripeKey)
-	srv := httptest.NewServer(fake)
-	t.Cleanup(srv.Close)
-	logger := slog.New(slog.DiscardHandler)
+	fake := fulfillertest.StartStripe(t, stripeKey)
+	logger := fulfillertest.Logger(t, slog.LevelWarn)
 	rc, err := jobs.NewClient(jobs.Deps{Pool: pool, Logger: logger}, jobs.Config{InsertOnly: true})
 	require.NoError(t, err)
-	client := stripeapi.New(stripeKey, srv.URL, nil)
-	return &bundle{pool: pool, fake: fake, stripe: client, url: srv.URL, rc: rc,
+	client := fake.Client()
+	return &bundle{pool: pool, fake: fake, stripe: client, rc: rc,
 		rec: &reconcile.Reconciler{Pool: pool, Stripe: client, Logger: logger}}
 }
 
@@ -87,18 +87,37 @@ func (b *bundle) recordAsWebhook(t *testing.T, raw []byte) {
 	}))
 }
 
-// handleJobs returns the event IDs of every handle_events job, in order.
-func (b *bundle) handleJobs(t *testing.T) [][]string {
+// handleJobs requires n handle_events jobs to have been queued, waiting
+// in the events queue, and returns the event IDs of each, in the order
+// they were queued.
+func (b *bundle) handleJobs(t *testing.T, n int) [][]string {
 	t.Helper()
-	rows, err := b.pool.Query(context.Background(), `SELECT args FROM river_job WHERE kind = 'handle_events' ORDER BY id`)
+	expected := make([]rivertest.ExpectedJob, n)
+	for i := range expected {
+		expected[i] = rivertest.ExpectedJob{Args: jobs.HandleEventsArgs{},
+			Opts: &rivertest.RequireInsertedOpts{Queue: jobs.QueueEvents, State: rivertype.JobStateAvailable}}
+	}
+	return eventIDs(t, rivertest.RequireManyInserted(context.Background(), t, riverpgxv5.New(b.pool), expected))
+}
+
+// queuedEventIDs returns the event IDs of every handle_events job queued,
+// however many jobs they were queued in.
+func (b *bundle) queuedEventIDs(t *testing.T) []string {
+	t.Helper()
+	res, err := b.rc.JobList(context.Background(), river.NewJobListParams().Kinds(jobs.HandleEventsArgs{}.Kind()).First(10000))
 	require.NoError(t, err)
-	all, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) ([]string, error) {
+	return slices.Concat(eventIDs(t, res.Jobs)...)
+}
+
+func eventIDs(t *testing.T, handleJobs []*rivertype.JobRow) [][]string {
+	t.Helper()
+	out := make([][]string, len(handleJobs))
+	for i, j := range handleJobs {
 		var a jobs.HandleEventsArgs
-		err := r.Scan(&a)
-		return a.EventIDs, err
-	})
-	require.NoError(t, err)
-	return all
+		require.NoError(t, json.Unmarshal(j.EncodedArgs, &a))
+		out[i] = a.EventIDs
+	}
+	return out
 }
 
 func (b *bundle) recorded(t *testing.T) []string {
@@ -138,8 +157,8 @@ func TestRunIngestsWhatNeverArrivedAndNothingElse(t *testing.T) {
 	require.Equal(t, "listed 4, already recorded 1, ingested 3", sum.String())
 	require.Equal(t, sorted(eventID(t, delivered), checkout, renewal, dispute), b.recorded(t))
 
-	handle := b.handleJobs(t)
-	require.Len(t, handle, 2, "the webhook's job, and one for the page of missing events")
+	// The webhook's job, and one for the page of missing events.
+	handle := b.handleJobs(t, 2)
 	require.Equal(t, []string{eventID(t, delivered)}, handle[0])
 	require.ElementsMatch(t, []string{checkout, renewal, dispute}, handle[1])
 
@@ -174,13 +193,12 @@ func TestASecondRunIngestsNothing(t *testing.T) {
 	sum, err := b.rec.Run(ctx, b.rc, 72*time.Hour)
 	require.NoError(t, err)
 	require.Equal(t, reconcile.Summary{Listed: 5, Ingested: 5}, sum)
-	jobsAfterFirst := b.handleJobs(t)
-	require.Len(t, jobsAfterFirst, 3, "one job per page of new events")
+	jobsAfterFirst := b.handleJobs(t, 3) // one job per page of new events
 
 	sum, err = b.rec.Run(ctx, b.rc, 72*time.Hour)
 	require.NoError(t, err)
 	require.Equal(t, reconcile.Summary{Listed: 5, AlreadyRecorded: 5}, sum)
-	require.Equal(t, jobsAfterFirst, b.handleJobs(t), "no new job")
+	require.Equal(t, jobsAfterFirst, b.handleJobs(t, 3), "no new job")
 	require.Len(t, b.recorded(t), 5)
 }
 
@@ -194,7 +212,7 @@ func TestEventsOfOneObjectAreQueuedInTheOrderTheyHappened(t *testing.T) {
 
 	_, err := b.rec.Run(context.Background(), b.rc, time.Hour)
 	require.NoError(t, err)
-	require.Equal(t, [][]string{{"evt_1_completed", "evt_2_succeeded"}}, b.handleJobs(t),
+	require.Equal(t, [][]string{{"evt_1_completed", "evt_2_succeeded"}}, b.handleJobs(t, 1),
 		"Stripe lists newest first; the older event is handled first")
 }
 
@@ -263,11 +281,7 @@ func TestARunCutOffKeepsWhatItRecordedAndTheNextFinishes(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, reconcile.Summary{Listed: 5, AlreadyRecorded: 2, Ingested: 3}, sum)
 	require.Len(t, b.recorded(t), 5)
-	var queued []string
-	for _, ids := range b.handleJobs(t) {
-		queued = append(queued, ids...)
-	}
-	require.ElementsMatch(t, b.recorded(t), queued, "each event queued once")
+	require.ElementsMatch(t, b.recorded(t), b.queuedEventIDs(t), "each event queued once")
 }
 
 func TestConcurrentRunsIngestEachEventOnce(t *testing.T) {
@@ -299,10 +313,7 @@ func TestConcurrentRunsIngestEachEventOnce(t *testing.T) {
 	require.Equal(t, 120, total.Listed)
 	require.Equal(t, 30, total.Ingested, "each event ingested by one run")
 	require.Equal(t, 90, total.AlreadyRecorded)
-	var queued []string
-	for _, ids := range b.handleJobs(t) {
-		queued = append(queued, ids...)
-	}
+	queued := b.queuedEventIDs(t)
 	require.ElementsMatch(t, b.recorded(t), queued, "each event queued once")
 	require.Len(t, queued, 30)
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/stripe/stripe-go/v76"
 
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/stripeapi"
 	"fulfiller/internal/stripeapi/stripefake"
 )
@@ -23,12 +24,10 @@ const testKey = "sk_test_fulfiller0123456789abcdefXYZ"
 
 // setup starts a fake Stripe on a real HTTP server and a Client pointed at
 // it.
-func setup(t *testing.T) (*stripefake.Fake, *stripeapi.Client) {
+func setup(t *testing.T) (*fulfillertest.Stripe, *stripeapi.Client) {
 	t.Helper()
-	fake := stripefake.New(testKey)
-	srv := httptest.NewServer(fake)
-	t.Cleanup(srv.Close)
-	return fake, stripeapi.New(testKey, srv.URL, srv.Client())
+	fake := fulfillertest.StartStripe(t, testKey)
+	return fake, fake.Client()
 }
 
 func TestCheckoutSessionPaymentMode(t *testing.T) {
@@ -245,12 +244,10 @@ func TestRateLimitIsRetryableButNotRetriedImmediately(t *testing.T) {
 
 func TestWrongKey(t *testing.T) {
 	t.Parallel()
-	fake := stripefake.New(testKey)
-	srv := httptest.NewServer(fake)
-	t.Cleanup(srv.Close)
+	fake := fulfillertest.StartStripe(t, testKey)
 	fake.PutSession(stripefake.Session{ID: "cs_test_k"})
 	const wrongKey = "sk_test_someoneelses9876543210abcd"
-	c := stripeapi.New(wrongKey, srv.URL, srv.Client())
+	c := stripeapi.New(wrongKey, fake.URL, nil)
 
 	_, err := c.CheckoutSession(context.Background(), "cs_test_k")
 	require.Error(t, err)
@@ -358,11 +355,9 @@ func TestNonJSONGatewayErrorIsRetryable(t *testing.T) {
 
 func TestBaseURLWithV1Suffix(t *testing.T) {
 	t.Parallel()
-	fake := stripefake.New(testKey)
-	srv := httptest.NewServer(fake)
-	t.Cleanup(srv.Close)
+	fake := fulfillertest.StartStripe(t, testKey)
 	fake.PutSession(stripefake.Session{ID: "cs_test_v1"})
-	c := stripeapi.New(testKey, srv.URL+"/v1/", srv.Client())
+	c := stripeapi.New(testKey, fake.URL+"/v1/", nil)
 
 	_, err := c.CheckoutSession(context.Background(), "cs_test_v1")
 	require.NoError(t, err)

@@ -15,13 +15,13 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/stripeapi"
-	"fulfiller/internal/stripeapi/stripefake"
 )
 
 // putEvent stores a pretty-printed event, as Stripe's API writes them,
 // with characters a re-encoding would escape.
-func putEvent(fake *stripefake.Fake, id, typ string, created time.Time) []byte {
+func putEvent(fake *fulfillertest.Stripe, id, typ string, created time.Time) []byte {
 	raw := []byte(fmt.Sprintf(`{
   "id": "%s",
   "object": "event",
@@ -155,17 +155,10 @@ func TestListEventsErrorNamesThePageAndHidesTheKey(t *testing.T) {
 	require.True(t, stripeapi.IsRetryable(err))
 	require.Equal(t, []int{1}, pages)
 
-	wrong := stripeapi.New("sk_test_notthekey0123456789", fakeURL(t, fake), nil)
+	wrong := stripeapi.New("sk_test_notthekey0123456789", fake.URL, nil)
 	err = wrong.ListEvents(context.Background(), []string{"invoice.paid"}, now, func([]json.RawMessage) error { return nil })
 	require.ErrorContains(t, err, "stripe: listing events (page 1): 401")
 	require.NotContains(t, err.Error(), "sk_test_notthekey0123456789")
-}
-
-func fakeURL(t *testing.T, fake *stripefake.Fake) string {
-	t.Helper()
-	srv := httptest.NewServer(fake)
-	t.Cleanup(srv.Close)
-	return srv.URL
 }
 
 // listServer answers every events listing with one event and has_more, as

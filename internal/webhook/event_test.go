@@ -41,19 +41,19 @@ func TestParseEventReadsRealShapedEvents(t *testing.T) {
 func TestParseEventRefusesWhatCannotBeStored(t *testing.T) {
 	t.Parallel()
 	for _, pc := range poisonCases(t) {
-		ev, err := ParseEvent(pc.body)
-		if pc.storable {
-			require.NoError(t, err, pc.name)
-			require.Equal(t, pc.body, ev.Payload, pc.name)
+		ev, err := ParseEvent(pc.Body)
+		if pc.Storable {
+			require.NoError(t, err, pc.Name)
+			require.Equal(t, pc.Body, ev.Payload, pc.Name)
 			continue
 		}
-		require.Error(t, err, pc.name)
+		require.Error(t, err, pc.Name)
 		// The message goes back to the sender: it names the rule, never
 		// the value that broke it.
-		require.NotContains(t, err.Error(), "\x00", pc.name)
-		require.NotContains(t, err.Error(), "aaaaaaaa", pc.name)
-		require.NotContains(t, err.Error(), "\uFFFD", pc.name)
-		require.Less(t, len(err.Error()), 120, pc.name)
+		require.NotContains(t, err.Error(), "\x00", pc.Name)
+		require.NotContains(t, err.Error(), "aaaaaaaa", pc.Name)
+		require.NotContains(t, err.Error(), "\uFFFD", pc.Name)
+		require.Less(t, len(err.Error()), 120, pc.Name)
 	}
 }
 

@@ -33,7 +33,7 @@ func FuzzVerifyAndParse(f *testing.F) {
 		f.Add(body, "", true)
 	}
 	for _, pc := range poisonCases(f) {
-		f.Add(pc.body, "", true)
+		f.Add(pc.Body, "", true)
 	}
 	body := sampleEvents(f)["checkout.session.completed"]
 	for _, header := range []string{

@@ -4,11 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"math/rand/v2"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,71 +12,20 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/riverqueue/river"
 	"github.com/stretchr/testify/require"
 	"github.com/stripe/stripe-go/v76"
 	stripewebhook "github.com/stripe/stripe-go/v76/webhook"
-
-	"fulfiller/internal/catalog"
-	"fulfiller/internal/jobs"
-	"fulfiller/internal/luarmor"
-	"fulfiller/internal/luarmor/sandbox"
-	"fulfiller/internal/postgres/postgrestest"
-	"fulfiller/internal/stripeapi"
-	"fulfiller/internal/stripeapi/stripefake"
-
-	"fulfiller/internal/logging/logtest"
 )
 
+// The helpers of the internal tests (package webhook), which test what
+// the package does not export. These tests cannot import fulfillertest:
+// it imports internal/app, which imports this package. So the few helpers
+// they need are kept here; export_test.go lends the hostile bodies and the
+// database refusal to the external tests (package webhook_test), which
+// run on the harness.
+
 const secret = "whsec_webhook_package_tests"
-
-type bundle struct {
-	pool  *pgxpool.Pool
-	river *river.Client[pgx.Tx]
-	url   string
-	logs  *logtest.Buffer
-}
-
-// setup runs the endpoint with the service's real workers on a database of
-// its own; Stripe's API and Luarmor are the project's stand-ins.
-func setup(t *testing.T) *bundle {
-	t.Helper()
-	sb := sandbox.New(sandbox.Options{Limit: 100000})
-	sbSrv := httptest.NewServer(sb)
-	t.Cleanup(sbSrv.Close)
-	sf := stripefake.New("sk_test_webhook")
-	sfSrv := httptest.NewServer(sf)
-	t.Cleanup(sfSrv.Close)
-	pool := postgrestest.NewPool(t)
-	logs := &logtest.Buffer{}
-	logger := slogTo(logs)
-	rc, err := jobs.NewClient(jobs.Deps{
-		Pool:    pool,
-		Stripe:  stripeapi.New("sk_test_webhook", sfSrv.URL, nil),
-		Luarmor: luarmor.NewClient(sandbox.DefaultAPIKey, luarmor.WithBaseURL(sbSrv.URL)),
-		Catalog: &catalog.Catalog{Prices: map[string]catalog.Product{}},
-		Logger:  logger,
-	}, jobs.Config{})
-	require.NoError(t, err)
-	require.NoError(t, rc.Start(context.Background()))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = rc.Stop(ctx)
-	})
-	h := New(Config{Secrets: []string{secret}, Pool: pool, River: rc, Logger: logger})
-	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
-	t.Cleanup(h.Close)
-	return &bundle{pool: pool, river: rc, url: srv.URL, logs: logs}
-}
-
-// slogTo logs warnings and errors to w.
-func slogTo(w io.Writer) *slog.Logger {
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
 
 // randomAlnum returns n random letters and digits.
 func randomAlnum(n int) string {
@@ -92,49 +37,14 @@ func randomAlnum(n int) string {
 	return string(b)
 }
 
-type answer struct {
-	status int
-	body   string
-}
-
-// post sends body signed with the endpoint's secret.
-func (b *bundle) post(t *testing.T, body []byte) answer {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, b.url, strings.NewReader(string(body)))
-	require.NoError(t, err)
-	req.Header.Set("Stripe-Signature", sign(body, time.Now()))
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return answer{resp.StatusCode, string(out)}
-}
-
-func (b *bundle) count(t *testing.T, sql string, args ...any) int {
-	t.Helper()
-	var n int
-	require.NoError(t, b.pool.QueryRow(context.Background(), sql, args...).Scan(&n))
-	return n
-}
-
-// waitForEventJobs waits until every handle_events job has finished.
-func (b *bundle) waitForEventJobs(t *testing.T) {
-	t.Helper()
-	require.Eventually(t, func() bool {
-		return b.count(t, `SELECT count(*) FROM river_job WHERE kind = 'handle_events' AND finalized_at IS NULL`) == 0
-	}, 30*time.Second, 20*time.Millisecond, "handle_events jobs never finished")
-	require.Zero(t, b.count(t, `SELECT count(*) FROM river_job WHERE kind = 'handle_events' AND state <> 'completed'`),
-		"every handle_events job completed")
-}
-
-// refuseAtDatabase makes PostgreSQL refuse events whose ID starts with
-// evt_refused: an event that passes every check at the door and still
-// fails its transaction, as a genuine database problem would.
+// refuseAtDatabase makes PostgreSQL refuse events about an object whose
+// ID starts with cs_test_refused: an event that passes every check at the
+// door and still fails its transaction, as a genuine database problem
+// would.
 func refuseAtDatabase(t *testing.T, pool *pgxpool.Pool) {
 	t.Helper()
 	_, err := pool.Exec(context.Background(),
-		`ALTER TABLE stripe_events ADD CONSTRAINT refuse_for_test CHECK (id NOT LIKE 'evt\_refused%')`)
+		`ALTER TABLE stripe_events ADD CONSTRAINT refuse_for_test CHECK (object_id NOT LIKE 'cs\_test\_refused%')`)
 	require.NoError(t, err)
 }
 
@@ -187,11 +97,11 @@ func sampleEvents(t testing.TB) map[string][]byte {
 
 // poisonCase is a signed body that once failed every event recorded with it.
 type poisonCase struct {
-	name string
-	body []byte
-	// storable: the body holds nothing the service stores or relies on
+	Name string
+	Body []byte
+	// Storable: the body holds nothing the service stores or relies on
 	// wrongly, so it is recorded (200); otherwise it is refused (400).
-	storable bool
+	Storable bool
 }
 
 // poisonCases builds the hostile bodies: NUL characters and lone

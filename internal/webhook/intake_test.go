@@ -1,4 +1,4 @@
-package webhook
+package webhook_test
 
 import (
 	"context"
@@ -10,9 +10,13 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river/rivertest"
 	"github.com/stretchr/testify/require"
 
+	"fulfiller/internal/fulfillertest"
+	"fulfiller/internal/jobs"
 	"fulfiller/internal/postgres"
+	"fulfiller/internal/webhook"
 )
 
 // concurrently runs f(0..n-1) at once and waits for all.
@@ -32,19 +36,19 @@ func TestPoisonEventsNeverFailTheEventsSentWithThem(t *testing.T) {
 	type delivery struct {
 		body     []byte
 		session  string // valid events: the session whose order it fails
-		poison   *poisonCase
+		poison   *webhook.PoisonCase
 		response answer
 	}
 	var deliveries []*delivery
 	// Every poison twice, spread among the valid events, so that the
 	// storable ones share transactions and jobs with valid events.
-	poisons := append(poisonCases(t), poisonCases(t)...)
+	poisons := append(webhook.PoisonCases(t), webhook.PoisonCases(t)...)
 	require.Less(t, len(poisons), valid/4)
 	for i := 0; i < valid; i++ {
-		s := newID("cs_test_")
+		s := fulfillertest.NewID("cs_test_")
 		deliveries = append(deliveries, &delivery{body: failedCheckout(t, s), session: s})
 		if i%4 == 0 && i/4 < len(poisons) {
-			deliveries = append(deliveries, &delivery{body: poisons[i/4].body, poison: &poisons[i/4]})
+			deliveries = append(deliveries, &delivery{body: poisons[i/4].Body, poison: &poisons[i/4]})
 		}
 	}
 	// Many at once: the writers record them in shared transactions.
@@ -55,22 +59,22 @@ func TestPoisonEventsNeverFailTheEventsSentWithThem(t *testing.T) {
 			require.Equal(t, http.StatusOK, d.response.status, d.response.body)
 			continue
 		}
-		require.NotEqual(t, http.StatusServiceUnavailable, d.response.status, "%s: %s", d.poison.name, d.response.body)
-		if d.poison.storable {
-			require.Equal(t, http.StatusOK, d.response.status, "%s: %s", d.poison.name, d.response.body)
+		require.NotEqual(t, http.StatusServiceUnavailable, d.response.status, "%s: %s", d.poison.Name, d.response.body)
+		if d.poison.Storable {
+			require.Equal(t, http.StatusOK, d.response.status, "%s: %s", d.poison.Name, d.response.body)
 		} else {
-			require.Equal(t, http.StatusBadRequest, d.response.status, "%s: %s", d.poison.name, d.response.body)
-			require.Contains(t, d.response.body, `"error":`, d.poison.name)
+			require.Equal(t, http.StatusBadRequest, d.response.status, "%s: %s", d.poison.Name, d.response.body)
+			require.Contains(t, d.response.body, `"error":`, d.poison.Name)
 		}
 	}
 
-	b.waitForEventJobs(t)
+	handleJobs := b.waitForEventJobs(t)
 	ctx := context.Background()
 	for _, d := range deliveries {
-		if d.poison != nil && !d.poison.storable {
+		if d.poison != nil && !d.poison.Storable {
 			continue
 		}
-		ev, err := ParseEvent(d.body)
+		ev, err := webhook.ParseEvent(d.body)
 		require.NoError(t, err)
 		stored, err := postgres.EventPayload(ctx, b.pool, ev.ID)
 		require.NoError(t, err, "recorded")
@@ -81,30 +85,29 @@ func TestPoisonEventsNeverFailTheEventsSentWithThem(t *testing.T) {
 		}
 	}
 	require.Equal(t, valid, b.count(t, `SELECT count(*) FROM orders WHERE customer_email = 'buyer@example.com'`))
-	t.Logf("%d events recorded by %d handle_events jobs", b.count(t, `SELECT count(*) FROM stripe_events`),
-		b.count(t, `SELECT count(*) FROM river_job WHERE kind = 'handle_events'`))
+	t.Logf("%d events recorded by %d handle_events jobs", b.count(t, `SELECT count(*) FROM stripe_events`), handleJobs)
 }
 
 func TestAnEventTheDatabaseRefusesFailsAlone(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	refuseAtDatabase(t, b.pool)
+	webhook.RefuseAtDatabase(t, b.pool)
 	const valid, refused = 90, 6
 	bodies := make([][]byte, 0, valid+refused)
 	for i := 0; i < valid+refused; i++ {
 		if i%(valid/refused+1) == 0 {
-			bodies = append(bodies, eventBody(t, newID("evt_refused"), "checkout.session.async_payment_failed",
-				map[string]any{"id": newID("cs_test_"), "object": "checkout.session"}))
+			bodies = append(bodies, fulfillertest.Event(t, "checkout.session.async_payment_failed",
+				object(t, map[string]any{"id": fulfillertest.NewID("cs_test_refused"), "object": "checkout.session"})))
 			continue
 		}
-		bodies = append(bodies, failedCheckout(t, newID("cs_test_")))
+		bodies = append(bodies, failedCheckout(t, fulfillertest.NewID("cs_test_")))
 	}
 	answers := make([]answer, len(bodies))
 	concurrently(len(bodies), func(i int) { answers[i] = b.post(t, bodies[i]) })
 
 	var ok, unavailable int
 	for i, a := range answers {
-		if strings.Contains(string(bodies[i]), "evt_refused") {
+		if strings.Contains(string(bodies[i]), "cs_test_refused") {
 			require.Equal(t, http.StatusServiceUnavailable, a.status, "its own transaction failed: Stripe retries it")
 			require.Contains(t, a.body, "temporarily unable to record the event")
 			unavailable++
@@ -120,102 +123,39 @@ func TestAnEventTheDatabaseRefusesFailsAlone(t *testing.T) {
 	require.Equal(t, valid, b.count(t, `SELECT count(*) FROM orders WHERE status = 'failed'`))
 }
 
-// A batch is forced by queueing every event before the writer starts: it
-// takes them all into one transaction. Events that skipped ParseEvent
-// stand for anything a check might miss.
-func TestAFailedSharedTransactionIsRecordedEventByEvent(t *testing.T) {
-	t.Parallel()
-	b := setup(t)
-	refuseAtDatabase(t, b.pool)
-
-	var events []postgres.Event
-	var bad []bool
-	for i := 0; i < 40; i++ {
-		ev, err := ParseEvent(failedCheckout(t, fmt.Sprintf("cs_test_batch%03d", i)))
-		require.NoError(t, err)
-		events, bad = append(events, ev), append(bad, false)
-	}
-	now := time.Now()
-	unchecked := []postgres.Event{
-		{ID: "evt_nul\x00", Type: "customer.created", CreatedAt: now, Payload: []byte(`{}`)},
-		{ID: "evt_far_future", Type: "customer.created", CreatedAt: time.Date(300000, 1, 1, 0, 0, 0, 0, time.UTC), Payload: []byte(`{}`)},
-		// Random, so that PostgreSQL cannot compress it into an index entry.
-		{ID: "evt_" + randomAlnum(3000), Type: "customer.created", CreatedAt: now, Payload: []byte(`{}`)},
-		{ID: "evt_bad_type", Type: "customer.\xff", CreatedAt: now, Payload: []byte(`{}`)},
-	}
-	refused, err := ParseEvent(eventBody(t, "evt_refused_batch", "checkout.session.async_payment_failed",
-		map[string]any{"id": "cs_test_refused", "object": "checkout.session"}))
-	require.NoError(t, err, "the refused event passes every check")
-	unchecked = append(unchecked, refused)
-	for i, e := range unchecked {
-		at := 7 * (i + 1) // among the valid ones
-		events = append(events[:at], append([]postgres.Event{e}, events[at:]...)...)
-		bad = append(bad[:at], append([]bool{true}, bad[at:]...)...)
-	}
-	require.LessOrEqual(t, len(events), maxBatch)
-
-	in := newIntake(b.pool, b.river, slogTo(b.logs), 0)
-	pendings := make([]*pending, len(events))
-	for i, e := range events {
-		pendings[i] = &pending{ctx: context.Background(), event: e, done: make(chan result, 1)}
-		in.queue <- pendings[i]
-	}
-	in.wg.Add(1)
-	go in.write()
-	t.Cleanup(in.close)
-
-	for i, p := range pendings {
-		r := <-p.done
-		if bad[i] {
-			require.Error(t, r.err, "event %d", i)
-			continue
-		}
-		require.NoError(t, r.err, "event %d", i)
-		require.True(t, r.isNew, "event %d", i)
-	}
-	require.Contains(t, b.logs.String(), fmt.Sprintf("shared webhook transaction failed; recording its events one by one\" events=%d", len(events)),
-		"all were in one transaction, and it failed")
-	require.Equal(t, 40, b.count(t, `SELECT count(*) FROM stripe_events`))
-	b.waitForEventJobs(t)
-	require.Equal(t, 40, b.count(t, `SELECT count(*) FROM orders WHERE status = 'failed'`), "every valid event was acted on")
-}
-
 func TestRecordTxEnqueuesOneJobForTheNewHandledEvents(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
 	parse := func(body []byte) postgres.Event {
-		ev, err := ParseEvent(body)
+		ev, err := webhook.ParseEvent(body)
 		require.NoError(t, err)
 		return ev
 	}
 	first := parse(failedCheckout(t, "cs_test_b"))
 	second := parse(failedCheckout(t, "cs_test_a"))
-	unhandled := parse(eventBody(t, newID("evt_"), "customer.created", map[string]any{"id": "cus_1", "object": "customer"}))
+	unhandled := parse(fulfillertest.Event(t, "customer.created", []byte(`{"id":"cus_1","object":"customer"}`)))
 	events := []postgres.Event{first, second, unhandled, first}
 
 	var isNew []bool
 	require.NoError(t, pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
 		var err error
-		isNew, err = RecordTx(ctx, tx, b.river, events)
+		isNew, err = webhook.RecordTx(ctx, tx, b.river, events)
 		return err
 	}))
 	require.Equal(t, []bool{true, true, true, false}, isNew, "the second copy is a repeat")
-	var ids [][]string
-	rows, err := b.pool.Query(ctx, `SELECT args->'event_ids' FROM river_job WHERE kind = 'handle_events'`)
-	require.NoError(t, err)
-	ids, err = pgx.CollectRows(rows, pgx.RowTo[[]string])
-	require.NoError(t, err)
-	require.Equal(t, [][]string{{second.ID, first.ID}}, ids, "one job, the handled events in the order of their objects")
+	job := rivertest.RequireInserted(ctx, t, b.driver(), jobs.HandleEventsArgs{}, nil)
+	require.Equal(t, []string{second.ID, first.ID}, job.Args.EventIDs, "one job, the handled events in the order of their objects")
 
 	// Again, as a retry after a lost answer would: nothing new, no job.
 	require.NoError(t, pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
 		var err error
-		isNew, err = RecordTx(ctx, tx, b.river, events)
+		isNew, err = webhook.RecordTx(ctx, tx, b.river, events)
 		return err
 	}))
 	require.Equal(t, []bool{false, false, false, false}, isNew)
-	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM river_job WHERE kind = 'handle_events'`))
+	again := rivertest.RequireInserted(ctx, t, b.driver(), jobs.HandleEventsArgs{}, nil)
+	require.Equal(t, job.ID, again.ID, "no second job")
 }
 
 // A body can hold one key twice, or in two cases; parsers disagree on
@@ -227,7 +167,7 @@ func TestDuplicateKeysAreActedOnAsRecorded(t *testing.T) {
 		return `{"id":"` + id + `","object":"checkout.session","payment_status":"unpaid","status":"complete"}`
 	}
 	now := fmt.Sprint(time.Now().Unix())
-	lowerFirst, lowerLast := newID("evt_"), newID("evt_")
+	lowerFirst, lowerLast := fulfillertest.NewID("evt_"), fulfillertest.NewID("evt_")
 	bodies := map[string]string{
 		lowerFirst: `{"id":"` + lowerFirst + `","created":` + now + `,"api_version":"2023-10-16",` +
 			`"type":"checkout.session.async_payment_failed","TYPE":"customer.created",` +
@@ -266,14 +206,14 @@ func TestUnhandledEventsAreRecordedWhateverTheirObject(t *testing.T) {
 	b := setup(t)
 	now := fmt.Sprint(time.Now().Unix())
 	bodies := []string{
-		`{"id":"` + newID("evt_") + `","type":"customer.created","created":` + now + `}`,
-		`{"id":"` + newID("evt_") + `","type":"customer.updated","created":` + now + `,"data":{"object":{"object":"customer"}}}`,
-		`{"id":"` + newID("evt_") + `","type":"plan.created","created":` + now + `,"data":{"object":{"id":"gold plan","object":"plan"}}}`,
+		`{"id":"` + fulfillertest.NewID("evt_") + `","type":"customer.created","created":` + now + `}`,
+		`{"id":"` + fulfillertest.NewID("evt_") + `","type":"customer.updated","created":` + now + `,"data":{"object":{"object":"customer"}}}`,
+		`{"id":"` + fulfillertest.NewID("evt_") + `","type":"plan.created","created":` + now + `,"data":{"object":{"id":"gold plan","object":"plan"}}}`,
 	}
 	for _, body := range bodies {
 		a := b.post(t, []byte(body))
 		require.Equal(t, http.StatusOK, a.status, a.body)
 	}
 	require.Equal(t, len(bodies), b.count(t, `SELECT count(*) FROM stripe_events WHERE NOT handled AND object_id = ''`))
-	require.Zero(t, b.count(t, `SELECT count(*) FROM river_job`+` WHERE kind = 'handle_events'`))
+	rivertest.RequireNotInserted(context.Background(), t, b.driver(), jobs.HandleEventsArgs{}, nil)
 }
