@@ -21,8 +21,8 @@ import (
 const (
 	devWebhookSecret = config.PublicDevWebhookSecret
 	devListenAddr    = "127.0.0.1:8080"
-	devStripeKey     = "sk_test_fulfiller_local"
-	devLuarmorKey    = "sandbox"
+	devStripeKey     = config.DevStripeAPIKey
+	devLuarmorKey    = config.DevLuarmorAPIKey
 	devLuarmorAddr   = "127.0.0.1:8091"
 	devStripeAddr    = "127.0.0.1:8092"
 	devMailAddr      = "127.0.0.1:8093"

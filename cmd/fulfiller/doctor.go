@@ -71,6 +71,7 @@ func cmdDoctor(ctx context.Context, args []string, getenv func(string) string, s
 		Catalog:        cat,
 		CatalogErr:     catErr,
 		Settings:       bad,
+		StandIns:       doctor.FindStandIns(ctx, httpClient, cfg),
 		StripeLive:     jobs.LiveKey(cfg.StripeAPIKey),
 		StripeKeyKnown: stripeKeyNamesMode(cfg.StripeAPIKey),
 		WebhookSecrets: cfg.WebhookSecrets,

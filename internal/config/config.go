@@ -118,6 +118,15 @@ const (
 // it: every command but dev refuses it.
 const PublicDevWebhookSecret = "whsec_fulfiller_local_development_only_never_in_production" //nolint:gosec // G101: public on purpose, refused by every command but dev
 
+// The keys `fulfiller dev` gives its local stand-ins, the Stripe stand-in
+// and the Luarmor sandbox. They are public and open nothing else;
+// `fulfiller doctor` takes a service configured with one of them, and
+// answering as the stand-in, for that stand-in.
+const (
+	DevStripeAPIKey  = "sk_test_fulfiller_local"
+	DevLuarmorAPIKey = "sandbox"
+)
+
 // DefaultHWIDResetCooldown is HWID_RESET_COOLDOWN's default.
 const DefaultHWIDResetCooldown = order.DefaultHWIDResetCooldown
 

@@ -5,7 +5,9 @@
 // whether the proxy in front of the running service is a trusted one. Each
 // check makes at most one call to each service it reads (listing webhook
 // endpoints may page), through the clients the service itself uses, and
-// says what to do when it fails.
+// says what to do when it fails. Against the local stand-ins of `fulfiller
+// dev` (FindStandIns) it checks them, and says so on every line it read
+// from them.
 package doctor
 
 import (
@@ -77,8 +79,8 @@ type Luarmor interface {
 // knows what the shop still offers can replace the default.
 type Demand func(ctx context.Context) (keysPerDay int, basis string, err error)
 
-// Doctor runs the checks. Every field but Demand, Now, HTTP, Settings and
-// CatalogErr is required, but for what a setting at fault
+// Doctor runs the checks. Every field but Demand, Now, HTTP, Settings,
+// CatalogErr and StandIns is required, but for what a setting at fault
 // leaves out: Pool without DATABASE_URL, Catalog when CatalogErr says why.
 type Doctor struct {
 	Pool    *pgxpool.Pool
@@ -92,6 +94,10 @@ type Doctor struct {
 	// of the configuration): each is a FAIL line, and a check that needs
 	// one of them says so instead of running; the others still run.
 	Settings config.Errors
+	// StandIns are the services that are the local stand-ins of
+	// `fulfiller dev` (FindStandIns): the checks run against them and say
+	// so.
+	StandIns StandIns
 	// StripeLive is the Stripe key's mode (sk_live_/rk_live_), StripeKeyKnown
 	// whether its prefix names a mode at all.
 	StripeLive, StripeKeyKnown bool
@@ -123,17 +129,24 @@ func (d *Doctor) Run(ctx context.Context) []Result {
 	if d.CatalogErr != nil {
 		out = append(out, fail("catalog", "%v", d.CatalogErr))
 	}
+	if r, ok := d.standIns(); ok {
+		out = append(out, r)
+	}
 	out = append(out, d.database(ctx))
-	out = append(out, d.luarmorStatus(ctx))
+	lua := d.StandIns.luarmorTag
+	out = append(out, lua(d.luarmorStatus(ctx)))
 	details, r := d.luarmorKey(ctx)
-	out = append(out, r)
-	out = append(out, d.luarmorProjects(details))
-	out = append(out, d.luarmorCapacity(ctx, details != nil))
+	out = append(out, lua(r))
+	out = append(out, lua(d.luarmorProjects(details)))
+	out = append(out, lua(d.luarmorCapacity(ctx, details != nil)))
+	str := d.StandIns.stripeTag
 	keyOK, r := d.stripeKey(ctx)
-	out = append(out, r)
-	out = append(out, d.prices(ctx, keyOK)...)
+	out = append(out, str(r))
+	for _, r := range d.prices(ctx, keyOK) {
+		out = append(out, str(r))
+	}
 	out = append(out, d.stock(ctx)...)
-	out = append(out, d.webhookEndpoint(ctx, keyOK))
+	out = append(out, str(d.webhookEndpoint(ctx, keyOK)))
 	out = append(out, d.webhookSecret())
 	out = append(out, d.trustedProxies(ctx))
 	return out
@@ -373,6 +386,8 @@ func (d *Doctor) stripeKey(ctx context.Context) (bool, Result) {
 		return false, fail(check, "Stripe refused STRIPE_API_KEY (%v): use a secret key, or a restricted key that can read Checkout Sessions, Prices and Webhook Endpoints", err)
 	case err != nil:
 		return false, fail(check, "Stripe could not be reached (%v): check STRIPE_API_BASE and this server's outbound network", err)
+	case d.StandIns.Stripe != "":
+		return true, warn(check, "accepted (the development key of `fulfiller dev`): no real payment reaches this service; set the live key (sk_live_ or rk_live_) and Stripe's API before selling")
 	case !d.StripeLive:
 		return true, warn(check, "accepted, in test mode: no real payment reaches this service; set the live key (sk_live_ or rk_live_) before selling")
 	}
@@ -403,6 +418,8 @@ func (d *Doctor) price(ctx context.Context, check, id string) Result {
 	product, _ := d.Catalog.Lookup(id)
 	p, err := d.Stripe.Price(ctx, id)
 	switch {
+	case stripeapi.IsNotFound(err) && d.StandIns.Stripe != "":
+		return fail(check, "is not in the local Stripe stand-in (%v): `fulfiller dev` registers the catalog's prices when it starts, so restart it (make run) after changing the catalog, or fix the price ID", err)
 	case stripeapi.IsNotFound(err):
 		return fail(check, "does not exist in Stripe's %s mode (%v): fix the price ID in the catalog, or use the Stripe key of the mode and account it belongs to", d.mode(), err)
 	case err != nil:
@@ -507,6 +524,9 @@ func (d *Doctor) webhookSecret() Result {
 		return r
 	}
 	for _, s := range d.WebhookSecrets {
+		if s == DevelopmentWebhookSecret && d.StandIns.Stripe != "" && d.StandIns.Luarmor != "" {
+			return warn(check, "STRIPE_WEBHOOK_SECRET is the public development secret: fine against the local stand-ins of `fulfiller dev`, which create no real key, but serve refuses it; set the endpoint's signing secret from the Stripe dashboard before selling")
+		}
 		if s == DevelopmentWebhookSecret {
 			return fail(check, "STRIPE_WEBHOOK_SECRET is the public development secret: anyone could forge a payment; set the endpoint's signing secret from the Stripe dashboard")
 		}
