@@ -61,3 +61,19 @@ func TestACatalogThatCannotBeLoadedIsALineAndTheRestRuns(t *testing.T) {
 		require.Equal(t, doctor.Pass, result(t, results, check).Status, check)
 	}
 }
+
+func TestAStripeSettingAtFaultIsNamedOnEveryStripeCheck(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.doctor.Settings = config.Errors{{Name: "STRIPE_API_KEY", Reason: "must start with sk_ or rk_"}}
+	results := b.run(t)
+	for _, check := range []string{"stripe key", "price " + priceOnce, "price " + priceMonth, "stripe webhook"} {
+		r := result(t, results, check)
+		require.Equal(t, doctor.Fail, r.Status, check)
+		require.Equal(t, "not checked: STRIPE_API_KEY needs fixing first (its line above)", r.Message, check)
+	}
+	require.Empty(t, b.stripe.Requests(), "nothing reached Stripe with a key at fault")
+	for _, check := range []string{"database", "luarmor api", "luarmor key", "luarmor projects", "luarmor capacity", "webhook secret", "trusted proxies"} {
+		require.Equal(t, doctor.Pass, result(t, results, check).Status, check)
+	}
+}
