@@ -5,12 +5,23 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
+	"net/url"
 	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"fulfiller/internal/catalog"
 	"fulfiller/internal/config"
+	"fulfiller/internal/doctor"
+	"fulfiller/internal/jobs"
 	"fulfiller/internal/luarmor/sandbox"
+	"fulfiller/internal/mail"
 	"fulfiller/internal/mail/mailcatcher"
 	"fulfiller/internal/stripeapi/stripefake"
 )
@@ -21,8 +32,8 @@ import (
 const (
 	devWebhookSecret = config.PublicDevWebhookSecret
 	devListenAddr    = "127.0.0.1:8080"
-	devStripeKey     = "sk_test_fulfiller_local"
-	devLuarmorKey    = "sandbox"
+	devStripeKey     = config.DevStripeAPIKey
+	devLuarmorKey    = config.DevLuarmorAPIKey
 	devLuarmorAddr   = "127.0.0.1:8091"
 	devStripeAddr    = "127.0.0.1:8092"
 	devMailAddr      = "127.0.0.1:8093"
@@ -63,29 +74,39 @@ func cmdDev(ctx context.Context, args []string, getenv func(string) string, logg
 		return err
 	}
 
+	applyDevDefaults(env, get)
+	// The stand-ins know the catalog's projects and prices, as the real
+	// services would, so that doctor's checks of them are real checks.
+	cat, err := catalog.Load(orDefault(get("CATALOG_FILE"), "catalog.yaml"))
+	if err != nil {
+		return err
+	}
 	luarmorNote := "real Luarmor API (" + orDefault(get("LUARMOR_BASE_URL"), "https://api.luarmor.net") + ")"
 	if get("LUARMOR_API_KEY") == "" {
 		l, err := net.Listen("tcp", orDefault(get("DEV_LUARMOR_ADDR"), devLuarmorAddr))
 		if err != nil {
 			return fmt.Errorf("starting the Luarmor sandbox (set DEV_LUARMOR_ADDR to another port): %w", err)
 		}
-		go func() { _ = serveUntilDone(ctx, l, sandbox.New(sandbox.Options{APIKey: devLuarmorKey})) }()
+		sb := sandbox.New(sandbox.Options{APIKey: devLuarmorKey, Projects: catalogProjects(cat)})
+		go func() { _ = serveUntilDone(ctx, l, sb) }()
 		env["LUARMOR_API_KEY"] = devLuarmorKey
 		env["LUARMOR_BASE_URL"] = "http://" + l.Addr().String()
 		luarmorNote = "Luarmor sandbox on " + env["LUARMOR_BASE_URL"] + " (60 requests/minute, like the real API)"
 	}
 	stripeNote := "real Stripe API"
+	var fake *stripefake.Fake
 	if get("STRIPE_API_KEY") == "" {
 		l, err := net.Listen("tcp", orDefault(get("DEV_STRIPE_ADDR"), devStripeAddr))
 		if err != nil {
 			return fmt.Errorf("starting the Stripe stand-in (set DEV_STRIPE_ADDR to another port): %w", err)
 		}
-		go func() { _ = serveUntilDone(ctx, l, stripefake.New(devStripeKey)) }()
+		fake = stripefake.New(devStripeKey)
+		putCatalogPrices(fake, cat)
+		go func() { _ = serveUntilDone(ctx, l, fake) }()
 		env["STRIPE_API_KEY"] = devStripeKey
 		env["STRIPE_API_BASE"] = "http://" + l.Addr().String()
 		stripeNote = "Stripe stand-in on " + env["STRIPE_API_BASE"]
 	}
-	applyDevDefaults(env, get)
 	mailbox := ""
 	if get("SMTP_URL") == "" {
 		var err error
@@ -96,6 +117,12 @@ func cmdDev(ctx context.Context, args []string, getenv func(string) string, logg
 	cfg, err := config.FromEnvAcceptingDevSecret(get)
 	if err != nil {
 		return err
+	}
+	if base := devPublicBaseURL(cfg); fake != nil && base != "" {
+		// The webhook endpoint Stripe would send this service's events
+		// to, as doctor looks for it.
+		fake.PutWebhookEndpoint(stripefake.WebhookEndpoint{URL: base + doctor.WebhookPath,
+			APIVersion: stripefake.APIVersion, EnabledEvents: jobs.HandledTypes()})
 	}
 	fmt.Fprintf(stdout, `
 fulfiller (local development)
@@ -109,8 +136,8 @@ fulfiller (local development)
   webhook secret   %s   (development only)
 
 %s
-`, browsable(cfg.ListenAddr), browsable(cfg.ListenAddr), internalNote(cfg), luarmorNote, stripeNote, mailNote(mailbox, cfg), cfg.CatalogFile,
-		secretNote(get("STRIPE_WEBHOOK_SECRET"), env), tryNote(cfg, env))
+%s`, browsable(cfg.ListenAddr), browsable(cfg.ListenAddr), internalNote(cfg), luarmorNote, stripeNote, mailNote(mailbox, cfg), cfg.CatalogFile,
+		secretNote(get("STRIPE_WEBHOOK_SECRET"), env), doctorNote(cfg), tryNote(cfg, env))
 	return serve(ctx, cfg, true, logger)
 }
 
@@ -379,4 +406,114 @@ func portOf(addr string) string {
 		return addr
 	}
 	return ":" + port
+}
+
+// catalogProjects are the Luarmor projects the catalog sells, each once:
+// the sandbox holds these, as the shop's Luarmor account would.
+func catalogProjects(cat *catalog.Catalog) []string {
+	var out []string
+	for _, id := range slices.Sorted(maps.Keys(cat.Prices)) {
+		p, _ := cat.Lookup(id)
+		if !slices.Contains(out, p.ProjectID) {
+			out = append(out, p.ProjectID)
+		}
+	}
+	return out
+}
+
+// putCatalogPrices registers the catalog's prices with the Stripe
+// stand-in, active, as the shop's Stripe account would hold them: a
+// recurring one (billing: recurring) billed monthly, the others one-off.
+func putCatalogPrices(fake *stripefake.Fake, cat *catalog.Catalog) {
+	for id, p := range cat.Prices {
+		price := stripefake.Price{ID: id, Active: true}
+		if p.Billing == catalog.BillingRecurring {
+			price.Interval = "month"
+		}
+		fake.PutPrice(price)
+	}
+}
+
+// devPublicBaseURL is where the development service is reached, as doctor
+// takes PUBLIC_BASE_URL: the one mail links to (the mailbox sets it to the
+// service's own address), else PUBLIC_BASE_URL or the service's address;
+// "" when none is a fixed address doctor accepts (port 0, plain http to
+// another machine).
+func devPublicBaseURL(cfg config.Config) string {
+	raw := cfg.Mail.PublicBaseURL
+	if raw == "" {
+		raw = "http://" + loopbackBrowsable(cfg.ListenAddr)
+	}
+	base, err := mail.ParsePublicBaseURL(raw)
+	if err != nil {
+		return ""
+	}
+	if u, err := url.Parse(base); err != nil || u.Port() == "0" {
+		return ""
+	}
+	return base
+}
+
+// doctorNote is the banner's doctor command: the settings doctor needs to
+// check this development service, against the same stand-ins, from
+// another terminal. A secret the stand-ins did not make up (a real key,
+// the database's password) is not printed: the command names its
+// variable instead, for that terminal to set.
+func doctorNote(cfg config.Config) string {
+	type setting struct{ name, value string }
+	ref := func(name string) string { return `"$` + name + `"` }
+	var ss []setting
+	add := func(name, value string) { ss = append(ss, setting{name, value}) }
+
+	if pc, err := pgxpool.ParseConfig(cfg.DatabaseURL); err == nil && pc.ConnConfig.Password == "" {
+		add("DATABASE_URL", shellQuote(cfg.DatabaseURL))
+	} else {
+		add("DATABASE_URL", ref("DATABASE_URL"))
+	}
+	if cfg.StripeAPIKey == devStripeKey {
+		add("STRIPE_API_KEY", devStripeKey)
+	} else {
+		add("STRIPE_API_KEY", ref("STRIPE_API_KEY"))
+	}
+	if cfg.StripeAPIBase != "" {
+		add("STRIPE_API_BASE", shellQuote(cfg.StripeAPIBase))
+	}
+	if slices.Equal(cfg.WebhookSecrets, []string{devWebhookSecret}) {
+		add("STRIPE_WEBHOOK_SECRET", devWebhookSecret)
+	} else {
+		add("STRIPE_WEBHOOK_SECRET", ref("STRIPE_WEBHOOK_SECRET"))
+	}
+	if cfg.LuarmorAPIKey == devLuarmorKey {
+		add("LUARMOR_API_KEY", devLuarmorKey)
+	} else {
+		add("LUARMOR_API_KEY", ref("LUARMOR_API_KEY"))
+	}
+	add("LUARMOR_BASE_URL", shellQuote(cfg.LuarmorBaseURL))
+	catalogFile := cfg.CatalogFile
+	if abs, err := filepath.Abs(catalogFile); err == nil {
+		catalogFile = abs
+	}
+	add("CATALOG_FILE", shellQuote(catalogFile))
+	if base := devPublicBaseURL(cfg); base != "" {
+		add("PUBLIC_BASE_URL", shellQuote(base))
+	}
+
+	var b strings.Builder
+	b.WriteString("Check this run as before a sale, from another terminal (doctor; it says which services are the local stand-ins):\n")
+	for _, s := range ss {
+		b.WriteString("  " + s.name + "=" + s.value + " \\\n")
+	}
+	b.WriteString("  go run ./cmd/fulfiller doctor\n")
+	return b.String()
+}
+
+// shellQuote is v as one word of a POSIX shell: as it is when it holds
+// nothing the shell reads, else in single quotes.
+func shellQuote(v string) string {
+	if v != "" && strings.IndexFunc(v, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_./:@%+=,-", r))
+	}) < 0 {
+		return v
+	}
+	return "'" + strings.ReplaceAll(v, "'", `'\''`) + "'"
 }

@@ -153,7 +153,7 @@ func startDev(t *testing.T, env map[string]string) *devStack {
 	lines := bufio.NewScanner(out)
 	for lines.Scan() {
 		banner.WriteString(lines.Text() + "\n")
-		if strings.HasPrefix(lines.Text(), "  go run ./cmd/fulfiller ") {
+		if strings.HasPrefix(lines.Text(), "  go run ./cmd/fulfiller simulate ") {
 			break
 		}
 	}

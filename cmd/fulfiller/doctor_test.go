@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/stripe/stripe-go/v76"
 
+	"fulfiller/internal/config"
 	"fulfiller/internal/doctor"
 	"fulfiller/internal/httpapi"
 	"fulfiller/internal/jobs"
@@ -94,9 +95,52 @@ func TestDoctorExitsNonZeroOnAFailure(t *testing.T) {
 	require.Contains(t, out.String(), "WARN  stripe webhook")
 	require.Contains(t, out.String(), "PUBLIC_BASE_URL is not set")
 
-	// A setting doctor cannot even start with is named, as serve names it.
+	// A missing setting is a FAIL line naming it, as serve names it.
 	delete(env, "LUARMOR_API_KEY")
-	err = run(context.Background(), []string{"doctor"}, envOf(env), io.Discard, io.Discard)
-	require.ErrorContains(t, err, "LUARMOR_API_KEY")
+	out.Reset()
+	err = run(context.Background(), []string{"doctor"}, envOf(env), &out, io.Discard)
+	require.ErrorIs(t, err, errDoctorFailed)
+	require.Contains(t, out.String(), "FAIL  setting LUARMOR_API_KEY is required")
 	require.ErrorIs(t, run(context.Background(), []string{"doctor", "extra"}, envOf(env), io.Discard, io.Discard), errUsage)
+}
+
+func TestDoctorAndServeNameEveryBadSettingInOneRun(t *testing.T) {
+	t.Parallel()
+	env := doctorEnv(t)
+	// Three required settings missing, one out of bounds.
+	delete(env, "STRIPE_API_KEY")
+	delete(env, "LUARMOR_API_KEY")
+	delete(env, "STRIPE_WEBHOOK_SECRET")
+	env["MAX_UNITS_PER_ORDER"] = "0"
+
+	var out strings.Builder
+	err := run(context.Background(), []string{"doctor"}, envOf(env), &out, io.Discard)
+	require.ErrorIs(t, err, errDoctorFailed)
+	got := out.String()
+	for _, line := range []string{
+		"FAIL  setting STRIPE_WEBHOOK_SECRET is required (the webhook endpoint's signing secret",
+		"FAIL  setting STRIPE_API_KEY is required (a secret or restricted key",
+		"FAIL  setting LUARMOR_API_KEY is required (Luarmor dashboard, API section)",
+		"FAIL  setting MAX_UNITS_PER_ORDER \"0\" must be a whole number from 1 to 10000",
+	} {
+		require.Contains(t, got, line, got)
+	}
+	// What needs them says so; what does not still ran.
+	require.Contains(t, got, "FAIL  stripe key         not checked: STRIPE_API_KEY needs fixing first")
+	require.Contains(t, got, "FAIL  luarmor key        not checked: LUARMOR_API_KEY needs fixing first")
+	require.Contains(t, got, "FAIL  webhook secret     not checked: STRIPE_WEBHOOK_SECRET needs fixing first")
+	require.Contains(t, got, "PASS  database           reachable; migrations current")
+	require.Contains(t, got, "PASS  luarmor api        reachable")
+	require.Contains(t, got, "PASS  trusted proxies")
+
+	// serve stops at start-up with the same four, one line each.
+	err = run(context.Background(), []string{"serve"}, envOf(env), io.Discard, io.Discard)
+	var all config.Errors
+	require.ErrorAs(t, err, &all)
+	require.Len(t, all, 4, err.Error())
+	lines := strings.Split(err.Error(), "\n")
+	require.Equal(t, "config: 4 settings need fixing:", lines[0])
+	for i, name := range []string{"STRIPE_WEBHOOK_SECRET", "STRIPE_API_KEY", "LUARMOR_API_KEY", "MAX_UNITS_PER_ORDER"} {
+		require.True(t, strings.HasPrefix(lines[i+1], "  "+name+" "), lines[i+1])
+	}
 }

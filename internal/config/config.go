@@ -1,6 +1,6 @@
-// Package config reads the service's settings from the environment. A
-// missing or malformed required setting stops start-up with one line naming
-// it; no secret is ever part of an error or a log line.
+// Package config reads the service's settings from the environment. Every
+// missing or malformed setting is reported at once (Errors), one line each
+// naming it; no secret is ever part of an error or a log line.
 package config
 
 import (
@@ -118,6 +118,15 @@ const (
 // it: every command but dev refuses it.
 const PublicDevWebhookSecret = "whsec_fulfiller_local_development_only_never_in_production" //nolint:gosec // G101: public on purpose, refused by every command but dev
 
+// The keys `fulfiller dev` gives its local stand-ins, the Stripe stand-in
+// and the Luarmor sandbox. They are public and open nothing else;
+// `fulfiller doctor` takes a service configured with one of them, and
+// answering as the stand-in, for that stand-in.
+const (
+	DevStripeAPIKey  = "sk_test_fulfiller_local"
+	DevLuarmorAPIKey = "sandbox"
+)
+
 // DefaultHWIDResetCooldown is HWID_RESET_COOLDOWN's default.
 const DefaultHWIDResetCooldown = order.DefaultHWIDResetCooldown
 
@@ -129,19 +138,72 @@ type Error struct {
 
 func (e *Error) Error() string { return "config: " + e.Name + " " + e.Reason }
 
-// FromEnv reads the settings through getenv (os.Getenv in production).
-// It refuses PublicDevWebhookSecret.
-func FromEnv(getenv func(string) string) (Config, error) {
-	c, err := fromEnv(getenv)
-	if err != nil {
-		return c, err
+// Errors is every setting at fault, in the order they are read, so that
+// one run names all of them instead of one per run. errors.As finds it,
+// and each *Error in it (the first one for a single *Error target).
+type Errors []*Error
+
+// Error is the one line of a single setting at fault, or a line per
+// setting under a count.
+func (es Errors) Error() string {
+	if len(es) == 1 {
+		return es[0].Error()
 	}
-	for _, s := range c.WebhookSecrets {
-		if s == PublicDevWebhookSecret {
-			return c, &Error{"STRIPE_WEBHOOK_SECRET", "is the public development secret of `fulfiller dev`, which anyone can sign events with: set the webhook endpoint's own signing secret"}
+	var b strings.Builder
+	fmt.Fprintf(&b, "config: %d settings need fixing:", len(es))
+	for _, e := range es {
+		b.WriteString("\n  " + e.Name + " " + e.Reason)
+	}
+	return b.String()
+}
+
+// Unwrap lets errors.As and errors.Is reach each *Error.
+func (es Errors) Unwrap() []error {
+	out := make([]error, len(es))
+	for i, e := range es {
+		out[i] = e
+	}
+	return out
+}
+
+// Has reports whether the setting name is at fault.
+func (es Errors) Has(name string) bool {
+	for _, e := range es {
+		if e.Name == name {
+			return true
 		}
 	}
-	return c, nil
+	return false
+}
+
+// add appends e, when there is one.
+func (es *Errors) add(e *Error) {
+	if e != nil {
+		*es = append(*es, e)
+	}
+}
+
+// err is es as an error: nil when empty.
+func (es Errors) err() error {
+	if len(es) == 0 {
+		return nil
+	}
+	return es
+}
+
+// FromEnv reads the settings through getenv (os.Getenv in production).
+// It refuses PublicDevWebhookSecret. The error, when there is one, is
+// Errors: every setting at fault. The Config holds what could be read,
+// the defaults in place of the settings at fault.
+func FromEnv(getenv func(string) string) (Config, error) {
+	c, errs := fromEnv(getenv)
+	for _, s := range c.WebhookSecrets {
+		if s == PublicDevWebhookSecret {
+			errs.add(&Error{"STRIPE_WEBHOOK_SECRET", "is the public development secret of `fulfiller dev`, which anyone can sign events with: set the webhook endpoint's own signing secret"})
+			break
+		}
+	}
+	return c, errs.err()
 }
 
 // FromEnvAcceptingDevSecret is FromEnv without the refusal of
@@ -149,10 +211,11 @@ func FromEnv(getenv func(string) string) (Config, error) {
 // with it, and `fulfiller doctor`, which reports it as a failed check with
 // the rest instead of stopping at it.
 func FromEnvAcceptingDevSecret(getenv func(string) string) (Config, error) {
-	return fromEnv(getenv)
+	c, errs := fromEnv(getenv)
+	return c, errs.err()
 }
 
-func fromEnv(getenv func(string) string) (Config, error) {
+func fromEnv(getenv func(string) string) (Config, Errors) {
 	get := func(name, def string) string {
 		if v := strings.TrimSpace(getenv(name)); v != "" {
 			return v
@@ -175,92 +238,65 @@ func fromEnv(getenv func(string) string) (Config, error) {
 			c.WebhookSecrets = append(c.WebhookSecrets, s)
 		}
 	}
-	if err := c.validate(); err != nil {
-		return c, err
-	}
-	var err error
-	if c.Log, err = Logging(getenv); err != nil {
-		return c, err
-	}
+	errs := c.validate()
+	c.Log, errs = logging(getenv, errs)
 	count, window, err := ParseRate(get("LUARMOR_RATE_LIMIT", "60/1m"))
 	if err == nil && (count > 10000 || window < time.Second || window > time.Hour) {
 		err = fmt.Errorf("%q is out of bounds", get("LUARMOR_RATE_LIMIT", ""))
 	}
 	if err != nil {
-		return c, &Error{"LUARMOR_RATE_LIMIT", err.Error() + ": COUNT from 1 to 10000 per DURATION from 1s to 1h, like 60/1m"}
+		errs.add(&Error{"LUARMOR_RATE_LIMIT", err.Error() + ": COUNT from 1 to 10000 per DURATION from 1s to 1h, like 60/1m"})
+		count, window = 60, time.Minute
 	}
 	c.LuarmorRateLimit, c.LuarmorRateWindow = count, window
-	if c.MaxConnections, err = intSetting(get("MAX_CONNECTIONS", ""), "MAX_CONNECTIONS", DefaultMaxConnections, 16, 100000); err != nil {
-		return c, err
-	}
-	if c.MaxConnectionsPerClient, err = intSetting(get("MAX_CONNECTIONS_PER_CLIENT", ""), "MAX_CONNECTIONS_PER_CLIENT", DefaultMaxConnectionsPerClient, 8, 100000); err != nil {
-		return c, err
-	}
-	if err := c.admin(get); err != nil {
-		return c, err
-	}
+	c.MaxConnections = intSetting(&errs, get("MAX_CONNECTIONS", ""), "MAX_CONNECTIONS", DefaultMaxConnections, 16, 100000)
+	c.MaxConnectionsPerClient = intSetting(&errs, get("MAX_CONNECTIONS_PER_CLIENT", ""), "MAX_CONNECTIONS_PER_CLIENT", DefaultMaxConnectionsPerClient, 8, 100000)
+	errs.add(c.admin(get))
 
-	if c.MaxUnitsPerOrder, err = intSetting(get("MAX_UNITS_PER_ORDER", ""), "MAX_UNITS_PER_ORDER", DefaultMaxUnitsPerOrder, 1, 10000); err != nil {
-		return c, err
-	}
-	if c.ShutdownTimeout, err = durationSetting(get("SHUTDOWN_TIMEOUT", ""), "SHUTDOWN_TIMEOUT", DefaultShutdownTimeout, time.Second, 10*time.Minute); err != nil {
-		return c, err
-	}
-	if c.HWIDResetCooldown, err = durationSetting(get("HWID_RESET_COOLDOWN", ""), "HWID_RESET_COOLDOWN", DefaultHWIDResetCooldown, time.Minute, 720*time.Hour); err != nil {
-		return c, err
-	}
+	c.MaxUnitsPerOrder = intSetting(&errs, get("MAX_UNITS_PER_ORDER", ""), "MAX_UNITS_PER_ORDER", DefaultMaxUnitsPerOrder, 1, 10000)
+	c.ShutdownTimeout = durationSetting(&errs, get("SHUTDOWN_TIMEOUT", ""), "SHUTDOWN_TIMEOUT", DefaultShutdownTimeout, time.Second, 10*time.Minute)
+	c.HWIDResetCooldown = durationSetting(&errs, get("HWID_RESET_COOLDOWN", ""), "HWID_RESET_COOLDOWN", DefaultHWIDResetCooldown, time.Minute, 720*time.Hour)
 
 	c.Policy = order.DefaultPolicy()
 	if v := get("RENEWAL_GRACE", ""); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 || d > MaxRenewalGrace {
-			return c, &Error{"RENEWAL_GRACE", fmt.Sprintf("%q must be a duration from 0s to 720h, like 24h", v)}
+			errs.add(&Error{"RENEWAL_GRACE", fmt.Sprintf("%q must be a duration from 0s to 720h, like 24h", v)})
+		} else {
+			c.Policy.RenewalGrace = d
 		}
-		c.Policy.RenewalGrace = d
 	}
 	c.Policy.DisputeBanReason = get("DISPUTE_BAN_REASON", c.Policy.DisputeBanReason)
 	if n := utf8.RuneCountInString(c.Policy.DisputeBanReason); n > maxBanReasonLength || strings.ContainsFunc(c.Policy.DisputeBanReason, unicode.IsControl) {
-		return c, &Error{"DISPUTE_BAN_REASON", fmt.Sprintf("must be one line of at most %d characters (it has %d)", maxBanReasonLength, n)}
+		errs.add(&Error{"DISPUTE_BAN_REASON", fmt.Sprintf("must be one line of at most %d characters (it has %d)", maxBanReasonLength, n)})
 	}
 	switch v := get("DISPUTE_WON_ACTION", "unban"); v {
 	case "unban":
 	case "keep":
 		c.Policy.UnbanWhenDisputeWon = false
 	default:
-		return c, &Error{"DISPUTE_WON_ACTION", fmt.Sprintf("%q must be unban or keep", v)}
+		errs.add(&Error{"DISPUTE_WON_ACTION", fmt.Sprintf("%q must be unban or keep", v)})
 	}
 	switch v := order.Action(get("REFUND_ACTION", string(order.ActionBlacklist))); v {
 	case order.ActionBlacklist, order.ActionDelete, order.ActionNone:
 		c.Policy.RefundAction = v
 	default:
-		return c, &Error{"REFUND_ACTION", fmt.Sprintf("%q must be blacklist, delete or none", v)}
+		errs.add(&Error{"REFUND_ACTION", fmt.Sprintf("%q must be blacklist, delete or none", v)})
 	}
 	switch v := get("PAST_DUE_ACTION", "keep"); v {
 	case "keep":
 	case "suspend":
 		c.Policy.SuspendWhenPastDue = true
 	default:
-		return c, &Error{"PAST_DUE_ACTION", fmt.Sprintf("%q must be keep or suspend", v)}
+		errs.add(&Error{"PAST_DUE_ACTION", fmt.Sprintf("%q must be keep or suspend", v)})
 	}
-	if c.Policy.PastDueKeepFor, err = durationSetting(get("PAST_DUE_KEEP_FOR", ""), "PAST_DUE_KEEP_FOR", order.DefaultPastDueKeepFor, time.Hour, 90*24*time.Hour); err != nil {
-		return c, err
-	}
-	if err := c.disputesAndRefunds(get); err != nil {
-		return c, err
-	}
-	if err := c.reconciliation(get); err != nil {
-		return c, err
-	}
-	if err := c.mail(get); err != nil {
-		return c, err
-	}
-	if err := c.orderAPI(get); err != nil {
-		return c, err
-	}
-	if err := c.adminAddr(get); err != nil {
-		return c, err
-	}
-	return c, nil
+	c.Policy.PastDueKeepFor = durationSetting(&errs, get("PAST_DUE_KEEP_FOR", ""), "PAST_DUE_KEEP_FOR", order.DefaultPastDueKeepFor, time.Hour, 90*24*time.Hour)
+	c.disputesAndRefunds(get, &errs)
+	c.reconciliation(get, &errs)
+	c.mail(get, &errs)
+	c.orderAPI(get, &errs)
+	errs.add(c.adminAddr(get))
+	return c, errs
 }
 
 // DefaultAdminAddr is ADMIN_ADDR's default: loopback only, since the
@@ -270,7 +306,7 @@ const DefaultAdminAddr = "127.0.0.1:9090"
 // adminAddr reads ADMIN_ADDR (or METRICS_ADDR, its former name): host:port,
 // or off. It must not be LISTEN_ADDR's port, where it would be public (or
 // fail to bind).
-func (c *Config) adminAddr(get func(name, def string) string) error {
+func (c *Config) adminAddr(get func(name, def string) string) *Error {
 	name, v := "ADMIN_ADDR", get("ADMIN_ADDR", "")
 	if former := get("METRICS_ADDR", ""); former != "" {
 		if v != "" && v != former {
@@ -297,8 +333,25 @@ func (c *Config) adminAddr(get func(name, def string) string) error {
 
 // orderAPI reads TRUSTED_PROXIES (comma-separated CIDRs or addresses) and
 // ALLOWED_ORIGINS (comma-separated scheme://host[:port]).
-func (c *Config) orderAPI(get func(name, def string) string) error {
-	for _, v := range splitList(get("TRUSTED_PROXIES", "")) {
+func (c *Config) orderAPI(get func(name, def string) string, errs *Errors) {
+	if e := c.trustedProxies(get("TRUSTED_PROXIES", "")); e != nil {
+		errs.add(e)
+		c.TrustedProxies = nil
+	}
+	for _, v := range splitList(get("ALLOWED_ORIGINS", "")) {
+		u, err := url.Parse(v)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" || u.RawQuery != "" || u.User != nil || u.Fragment != "" {
+			errs.add(&Error{"ALLOWED_ORIGINS", fmt.Sprintf("%q is not an origin like https://shop.example.com (scheme and host, no path)", v)})
+			c.AllowedOrigins = nil
+			return
+		}
+		c.AllowedOrigins = append(c.AllowedOrigins, v)
+	}
+}
+
+// trustedProxies reads TRUSTED_PROXIES into c.TrustedProxies.
+func (c *Config) trustedProxies(list string) *Error {
+	for _, v := range splitList(list) {
 		p, err := netip.ParsePrefix(v)
 		if err != nil {
 			a, aerr := netip.ParseAddr(v)
@@ -313,13 +366,6 @@ func (c *Config) orderAPI(get func(name, def string) string) error {
 				v, p.Bits(), min)}
 		}
 		c.TrustedProxies = append(c.TrustedProxies, p.Masked())
-	}
-	for _, v := range splitList(get("ALLOWED_ORIGINS", "")) {
-		u, err := url.Parse(v)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" || u.RawQuery != "" || u.User != nil || u.Fragment != "" {
-			return &Error{"ALLOWED_ORIGINS", fmt.Sprintf("%q is not an origin like https://shop.example.com (scheme and host, no path)", v)}
-		}
-		c.AllowedOrigins = append(c.AllowedOrigins, v)
 	}
 	return nil
 }
@@ -357,25 +403,21 @@ func splitList(s string) []string {
 
 // disputesAndRefunds reads DISPUTE_INQUIRY_ACTION, REFUND_REVOKE_PERCENT,
 // EARLY_FRAUD_WARNING_ACTION and CANCEL_SUBSCRIPTION_ON_REVOKE.
-func (c *Config) disputesAndRefunds(get func(name, def string) string) error {
+func (c *Config) disputesAndRefunds(get func(name, def string) string, errs *Errors) {
 	switch v := get("DISPUTE_INQUIRY_ACTION", "none"); v {
 	case "none":
 	case "suspend":
 		c.Policy.SuspendOnInquiry = true
 	default:
-		return &Error{"DISPUTE_INQUIRY_ACTION", fmt.Sprintf("%q must be none or suspend", v)}
+		errs.add(&Error{"DISPUTE_INQUIRY_ACTION", fmt.Sprintf("%q must be none or suspend", v)})
 	}
-	percent, err := intSetting(get("REFUND_REVOKE_PERCENT", ""), "REFUND_REVOKE_PERCENT", 100, 1, 100)
-	if err != nil {
-		return err
-	}
-	c.Policy.RefundRevokePercent = percent
+	c.Policy.RefundRevokePercent = intSetting(errs, get("REFUND_REVOKE_PERCENT", ""), "REFUND_REVOKE_PERCENT", 100, 1, 100)
 	switch v := get("EARLY_FRAUD_WARNING_ACTION", "none"); v {
 	case "none":
 	case "revoke":
 		c.Policy.RevokeOnEarlyFraudWarning = true
 	default:
-		return &Error{"EARLY_FRAUD_WARNING_ACTION", fmt.Sprintf("%q must be none or revoke", v)}
+		errs.add(&Error{"EARLY_FRAUD_WARNING_ACTION", fmt.Sprintf("%q must be none or revoke", v)})
 	}
 	switch v := get("CANCEL_SUBSCRIPTION_ON_REVOKE", "true"); v {
 	case "false":
@@ -383,31 +425,38 @@ func (c *Config) disputesAndRefunds(get func(name, def string) string) error {
 	case "true":
 		c.Policy.CancelSubscriptionOnRevoke = true
 	default:
-		return &Error{"CANCEL_SUBSCRIPTION_ON_REVOKE", fmt.Sprintf(
-			"%q must be true or false (true needs a STRIPE_API_KEY allowed to write subscriptions)", v)}
+		errs.add(&Error{"CANCEL_SUBSCRIPTION_ON_REVOKE", fmt.Sprintf(
+			"%q must be true or false (true needs a STRIPE_API_KEY allowed to write subscriptions)", v)})
 	}
-	return nil
 }
 
+// Defaults of RECONCILE_INTERVAL and RECONCILE_LOOKBACK.
+const (
+	defaultReconcileInterval = 10 * time.Minute
+	defaultReconcileLookback = 72 * time.Hour
+)
+
 // reconciliation reads RECONCILE_INTERVAL and RECONCILE_LOOKBACK.
-func (c *Config) reconciliation(get func(name, def string) string) error {
-	if v := get("RECONCILE_INTERVAL", "10m"); v != "off" {
-		d, err := ParseDuration(v)
-		if err != nil || d < time.Minute || d > 24*time.Hour {
-			return &Error{"RECONCILE_INTERVAL", fmt.Sprintf("%q must be a duration from 1m to 24h, or off", v)}
-		}
+func (c *Config) reconciliation(get func(name, def string) string, errs *Errors) {
+	c.ReconcileInterval = defaultReconcileInterval
+	if v := get("RECONCILE_INTERVAL", "10m"); v == "off" {
+		c.ReconcileInterval = 0
+	} else if d, err := ParseDuration(v); err != nil || d < time.Minute || d > 24*time.Hour {
+		errs.add(&Error{"RECONCILE_INTERVAL", fmt.Sprintf("%q must be a duration from 1m to 24h, or off", v)})
+	} else {
 		c.ReconcileInterval = d
 	}
+	c.ReconcileLookback = defaultReconcileLookback
 	v := get("RECONCILE_LOOKBACK", "72h")
 	d, err := ParseDuration(v)
-	if err != nil || d < time.Hour || d > stripeapi.EventRetention {
-		return &Error{"RECONCILE_LOOKBACK", fmt.Sprintf("%q must be a duration from 1h to 720h (Stripe keeps events for 30 days)", v)}
+	switch {
+	case err != nil || d < time.Hour || d > stripeapi.EventRetention:
+		errs.add(&Error{"RECONCILE_LOOKBACK", fmt.Sprintf("%q must be a duration from 1h to 720h (Stripe keeps events for 30 days)", v)})
+	case d < c.ReconcileInterval:
+		errs.add(&Error{"RECONCILE_LOOKBACK", fmt.Sprintf("%q is shorter than RECONCILE_INTERVAL: events created between two runs would never be looked at", v)})
+	default:
+		c.ReconcileLookback = d
 	}
-	if d < c.ReconcileInterval {
-		return &Error{"RECONCILE_LOOKBACK", fmt.Sprintf("%q is shorter than RECONCILE_INTERVAL: events created between two runs would never be looked at", v)}
-	}
-	c.ReconcileLookback = d
-	return nil
 }
 
 // ParseDuration reads a Go duration (72h, 90m) that may also count whole
@@ -444,20 +493,53 @@ func ParseDuration(s string) (time.Duration, error) {
 	return sign * (whole + d), nil
 }
 
-func (c Config) validate() error {
+func (c Config) validate() Errors {
+	var errs Errors
 	if c.DatabaseURL == "" {
-		return &Error{"DATABASE_URL", "is required (postgres://user:password@host:5432/dbname)"}
-	}
-	if _, err := pgxpool.ParseConfig(c.DatabaseURL); err != nil {
-		return &Error{"DATABASE_URL", "is not a valid PostgreSQL connection string"}
+		errs.add(&Error{"DATABASE_URL", "is required (postgres://user:password@host:5432/dbname)"})
+	} else if _, err := pgxpool.ParseConfig(c.DatabaseURL); err != nil {
+		errs.add(&Error{"DATABASE_URL", "is not a valid PostgreSQL connection string"})
 	}
 	if _, port, err := net.SplitHostPort(c.ListenAddr); err != nil || port == "" {
-		return &Error{"LISTEN_ADDR", fmt.Sprintf("%q is not host:port (for example :8080)", c.ListenAddr)}
+		errs.add(&Error{"LISTEN_ADDR", fmt.Sprintf("%q is not host:port (for example :8080)", c.ListenAddr)})
 	}
-	if len(c.WebhookSecrets) == 0 {
+	errs.add(webhookSecretsProblem(c.WebhookSecrets))
+	if c.ShopAPIToken != "" && len(c.ShopAPIToken) < MinShopTokenLength {
+		errs.add(&Error{"SHOP_API_TOKEN", fmt.Sprintf("has %d characters, fewer than %d: generate one with `openssl rand -hex 32`, or unset it to turn the shop endpoints off",
+			len(c.ShopAPIToken), MinShopTokenLength)})
+	}
+	if c.AdminAPIToken != "" && len(c.AdminAPIToken) < MinAdminTokenLength {
+		errs.add(&Error{"ADMIN_API_TOKEN", fmt.Sprintf("has %d characters, fewer than %d: generate one with `openssl rand -hex 32`, or unset it",
+			len(c.AdminAPIToken), MinAdminTokenLength)})
+	} else if c.AdminAPIToken != "" && c.AdminAPIToken == c.ShopAPIToken {
+		errs.add(&Error{"ADMIN_API_TOKEN", "equals SHOP_API_TOKEN: the storefront's read-only token would carry out support actions; generate a token of its own with `openssl rand -hex 32`"})
+	}
+	if c.StripeAPIKey == "" {
+		errs.add(&Error{"STRIPE_API_KEY", "is required (a secret or restricted key, sk_... or rk_..., that can read Checkout Sessions)"})
+	} else if !strings.HasPrefix(c.StripeAPIKey, "sk_") && !strings.HasPrefix(c.StripeAPIKey, "rk_") {
+		errs.add(&Error{"STRIPE_API_KEY", "must start with sk_ or rk_"})
+	}
+	if c.StripeAPIBase != "" {
+		if err := checkURL(c.StripeAPIBase); err != nil {
+			errs.add(&Error{"STRIPE_API_BASE", err.Error()})
+		}
+	}
+	if c.LuarmorAPIKey == "" {
+		errs.add(&Error{"LUARMOR_API_KEY", "is required (Luarmor dashboard, API section)"})
+	}
+	if err := checkURL(c.LuarmorBaseURL); err != nil {
+		errs.add(&Error{"LUARMOR_BASE_URL", err.Error()})
+	}
+	return errs
+}
+
+// webhookSecretsProblem is what is wrong with STRIPE_WEBHOOK_SECRET's
+// entries, or nil.
+func webhookSecretsProblem(secrets []string) *Error {
+	if len(secrets) == 0 {
 		return &Error{"STRIPE_WEBHOOK_SECRET", "is required (the webhook endpoint's signing secret, whsec_...; comma-separate several during a roll)"}
 	}
-	for i, s := range c.WebhookSecrets {
+	for i, s := range secrets {
 		rest, ok := strings.CutPrefix(s, "whsec_")
 		if !ok {
 			return &Error{"STRIPE_WEBHOOK_SECRET", fmt.Sprintf("entry %d does not start with whsec_", i+1)}
@@ -467,39 +549,11 @@ func (c Config) validate() error {
 				i+1, len(rest), MinWebhookSecretLength)}
 		}
 	}
-	if c.ShopAPIToken != "" && len(c.ShopAPIToken) < MinShopTokenLength {
-		return &Error{"SHOP_API_TOKEN", fmt.Sprintf("has %d characters, fewer than %d: generate one with `openssl rand -hex 32`, or unset it to turn the shop endpoints off",
-			len(c.ShopAPIToken), MinShopTokenLength)}
-	}
-	if c.AdminAPIToken != "" && len(c.AdminAPIToken) < MinAdminTokenLength {
-		return &Error{"ADMIN_API_TOKEN", fmt.Sprintf("has %d characters, fewer than %d: generate one with `openssl rand -hex 32`, or unset it",
-			len(c.AdminAPIToken), MinAdminTokenLength)}
-	}
-	if c.AdminAPIToken != "" && c.AdminAPIToken == c.ShopAPIToken {
-		return &Error{"ADMIN_API_TOKEN", "equals SHOP_API_TOKEN: the storefront's read-only token would carry out support actions; generate a token of its own with `openssl rand -hex 32`"}
-	}
-	if c.StripeAPIKey == "" {
-		return &Error{"STRIPE_API_KEY", "is required (a secret or restricted key, sk_... or rk_..., that can read Checkout Sessions)"}
-	}
-	if !strings.HasPrefix(c.StripeAPIKey, "sk_") && !strings.HasPrefix(c.StripeAPIKey, "rk_") {
-		return &Error{"STRIPE_API_KEY", "must start with sk_ or rk_"}
-	}
-	if c.StripeAPIBase != "" {
-		if err := checkURL(c.StripeAPIBase); err != nil {
-			return &Error{"STRIPE_API_BASE", err.Error()}
-		}
-	}
-	if c.LuarmorAPIKey == "" {
-		return &Error{"LUARMOR_API_KEY", "is required (Luarmor dashboard, API section)"}
-	}
-	if err := checkURL(c.LuarmorBaseURL); err != nil {
-		return &Error{"LUARMOR_BASE_URL", err.Error()}
-	}
 	return nil
 }
 
 // admin reads ADMIN_USER and ADMIN_PASSWORD: both or neither.
-func (c *Config) admin(get func(name, def string) string) error {
+func (c *Config) admin(get func(name, def string) string) *Error {
 	user, password := get("ADMIN_USER", ""), get("ADMIN_PASSWORD", "")
 	switch {
 	case user == "" && password == "":
@@ -567,8 +621,15 @@ type LogSettings struct {
 
 // Logging reads LOG_LEVEL (debug, info, warn or error; info by default)
 // and LOG_FORMAT (json or text; json by default). Every command sets up
-// its log with it before reading anything else.
+// its log with it before reading anything else. The error, when there is
+// one, is Errors.
 func Logging(getenv func(string) string) (LogSettings, error) {
+	s, errs := logging(getenv, nil)
+	return s, errs.err()
+}
+
+// logging is Logging, adding its problems to errs.
+func logging(getenv func(string) string, errs Errors) (LogSettings, Errors) {
 	s := LogSettings{Level: slog.LevelInfo, Format: "json"}
 	switch v := strings.ToLower(strings.TrimSpace(getenv("LOG_LEVEL"))); v {
 	case "", "info":
@@ -579,40 +640,44 @@ func Logging(getenv func(string) string) (LogSettings, error) {
 	case "error":
 		s.Level = slog.LevelError
 	default:
-		return s, &Error{"LOG_LEVEL", fmt.Sprintf("%q must be debug, info, warn or error", v)}
+		errs.add(&Error{"LOG_LEVEL", fmt.Sprintf("%q must be debug, info, warn or error", v)})
 	}
 	switch v := strings.ToLower(strings.TrimSpace(getenv("LOG_FORMAT"))); v {
 	case "", "json":
 	case "text":
 		s.Format = "text"
 	default:
-		return s, &Error{"LOG_FORMAT", fmt.Sprintf("%q must be json or text", v)}
+		errs.add(&Error{"LOG_FORMAT", fmt.Sprintf("%q must be json or text", v)})
 	}
-	return s, nil
+	return s, errs
 }
 
-// intSetting parses an integer setting within [lo, hi]; "" gives def.
-func intSetting(v, name string, def, lo, hi int) (int, error) {
+// intSetting parses an integer setting within [lo, hi]; "" gives def, and
+// so does a value out of bounds, which is added to errs.
+func intSetting(errs *Errors, v, name string, def, lo, hi int) int {
 	if v == "" {
-		return def, nil
+		return def
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n < lo || n > hi {
-		return 0, &Error{name, fmt.Sprintf("%q must be a whole number from %d to %d", v, lo, hi)}
+		errs.add(&Error{name, fmt.Sprintf("%q must be a whole number from %d to %d", v, lo, hi)})
+		return def
 	}
-	return n, nil
+	return n
 }
 
-// durationSetting parses a duration setting within [lo, hi]; "" gives def.
-func durationSetting(v, name string, def, lo, hi time.Duration) (time.Duration, error) {
+// durationSetting parses a duration setting within [lo, hi]; "" gives
+// def, and so does a value out of bounds, which is added to errs.
+func durationSetting(errs *Errors, v, name string, def, lo, hi time.Duration) time.Duration {
 	if v == "" {
-		return def, nil
+		return def
 	}
 	d, err := time.ParseDuration(v)
 	if err != nil || d < lo || d > hi {
-		return 0, &Error{name, fmt.Sprintf("%q must be a duration from %s to %s, like 30s", v, lo, hi)}
+		errs.add(&Error{name, fmt.Sprintf("%q must be a duration from %s to %s, like 30s", v, lo, hi)})
+		return def
 	}
-	return d, nil
+	return d
 }
 
 func checkURL(s string) error {
@@ -643,33 +708,39 @@ func ParseRate(s string) (int, time.Duration, error) {
 // mail reads keys by email: off with neither SMTP_URL nor MAIL_FROM, and
 // then both are needed, with PUBLIC_BASE_URL for the order page link. The
 // SMTP password is never part of an error.
-func (c *Config) mail(get func(name, def string) string) error {
+func (c *Config) mail(get func(name, def string) string, errs *Errors) {
 	rawURL, rawFrom := get("SMTP_URL", ""), get("MAIL_FROM", "")
 	if rawURL == "" && rawFrom == "" {
-		return nil
+		return
 	}
+	var server mail.SMTPServer
+	var from string
+	var problems Errors
 	if rawURL == "" {
-		return &Error{"SMTP_URL", "is required with MAIL_FROM (unset both to turn keys by email off)"}
+		problems.add(&Error{"SMTP_URL", "is required with MAIL_FROM (unset both to turn keys by email off)"})
+	} else if s, err := mail.ParseSMTPURL(rawURL); err != nil {
+		problems.add(&Error{"SMTP_URL", err.Error()})
+	} else {
+		server = s
 	}
 	if rawFrom == "" {
-		return &Error{"MAIL_FROM", "is required with SMTP_URL (unset both to turn keys by email off)"}
+		problems.add(&Error{"MAIL_FROM", "is required with SMTP_URL (unset both to turn keys by email off)"})
+	} else if f, err := mail.ParseFrom(rawFrom); err != nil {
+		problems.add(&Error{"MAIL_FROM", err.Error()})
+	} else {
+		from = f
 	}
-	server, err := mail.ParseSMTPURL(rawURL)
-	if err != nil {
-		return &Error{"SMTP_URL", err.Error()}
+	base := ""
+	if rawBase := get("PUBLIC_BASE_URL", ""); rawBase == "" {
+		problems.add(&Error{"PUBLIC_BASE_URL", "is required with SMTP_URL: the keys email links to PUBLIC_BASE_URL/orders/{checkout_session_id}"})
+	} else if b, err := mail.ParsePublicBaseURL(rawBase); err != nil {
+		problems.add(&Error{"PUBLIC_BASE_URL", err.Error()})
+	} else {
+		base = b
 	}
-	from, err := mail.ParseFrom(rawFrom)
-	if err != nil {
-		return &Error{"MAIL_FROM", err.Error()}
-	}
-	rawBase := get("PUBLIC_BASE_URL", "")
-	if rawBase == "" {
-		return &Error{"PUBLIC_BASE_URL", "is required with SMTP_URL: the keys email links to PUBLIC_BASE_URL/orders/{checkout_session_id}"}
-	}
-	base, err := mail.ParsePublicBaseURL(rawBase)
-	if err != nil {
-		return &Error{"PUBLIC_BASE_URL", err.Error()}
+	if len(problems) > 0 {
+		*errs = append(*errs, problems...)
+		return
 	}
 	c.Mail = mail.Settings{SMTP: server, From: from, PublicBaseURL: base}
-	return nil
 }

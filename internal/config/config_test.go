@@ -133,6 +133,50 @@ func TestEachBadSettingIsNamedWithoutItsValue(t *testing.T) {
 	}
 }
 
+func TestEveryBadSettingIsNamedInOneRun(t *testing.T) {
+	t.Parallel()
+	// Three required settings missing and one out of bounds: one run names
+	// all four, each with what to do, instead of one per run.
+	_, err := config.FromEnv(func(k string) string {
+		return map[string]string{"DATABASE_URL": "postgres://u@localhost:5432/db", "MAX_UNITS_PER_ORDER": "0"}[k]
+	})
+	var all config.Errors
+	require.ErrorAs(t, err, &all)
+	names := make([]string, 0, len(all))
+	for _, e := range all {
+		names = append(names, e.Name)
+	}
+	require.Equal(t, []string{"STRIPE_WEBHOOK_SECRET", "STRIPE_API_KEY", "LUARMOR_API_KEY", "MAX_UNITS_PER_ORDER"}, names)
+	require.True(t, all.Has("MAX_UNITS_PER_ORDER"))
+	require.False(t, all.Has("DATABASE_URL"))
+	require.Equal(t, "config: 4 settings need fixing:\n"+
+		"  STRIPE_WEBHOOK_SECRET is required (the webhook endpoint's signing secret, whsec_...; comma-separate several during a roll)\n"+
+		"  STRIPE_API_KEY is required (a secret or restricted key, sk_... or rk_..., that can read Checkout Sessions)\n"+
+		"  LUARMOR_API_KEY is required (Luarmor dashboard, API section)\n"+
+		"  MAX_UNITS_PER_ORDER \"0\" must be a whole number from 1 to 10000", err.Error())
+
+	// A single *Error target still finds the first one.
+	var first *config.Error
+	require.ErrorAs(t, err, &first)
+	require.Equal(t, "STRIPE_WEBHOOK_SECRET", first.Name)
+
+	// Problems of one group are listed together, not the first alone.
+	const password = "TopSecretSMTP"
+	_, err = config.FromEnv(env(map[string]string{
+		"SMTP_URL": "smtp://u:" + password + "@mail.example:0", "MAIL_FROM": "not an address",
+		"TRUSTED_PROXIES": "0.0.0.0/0", "ALLOWED_ORIGINS": "shop.example",
+		"RECONCILE_INTERVAL": "1s", "REFUND_ACTION": "ban", "LOG_FORMAT": "xml",
+	}))
+	require.ErrorAs(t, err, &all)
+	names = names[:0]
+	for _, e := range all {
+		names = append(names, e.Name)
+	}
+	require.Equal(t, []string{"LOG_FORMAT", "REFUND_ACTION", "RECONCILE_INTERVAL", "SMTP_URL", "MAIL_FROM", "PUBLIC_BASE_URL",
+		"TRUSTED_PROXIES", "ALLOWED_ORIGINS"}, names)
+	require.NotContains(t, err.Error(), password)
+}
+
 func TestMailSettings(t *testing.T) {
 	base := map[string]string{
 		"DATABASE_URL": "postgres://localhost/db", "STRIPE_WEBHOOK_SECRET": secretNew,

@@ -1,11 +1,13 @@
 // Package doctor checks, before the first sale, that a configuration can
-// sell: the database and its schema, the Luarmor API and key, the catalog's
+// sell: its settings (all of them at once), the database and its schema, the Luarmor API and key, the catalog's
 // projects and prices, the Stripe key and webhook endpoint, the webhook
 // secret, the room left on the Luarmor plan and, through PUBLIC_BASE_URL,
 // whether the proxy in front of the running service is a trusted one. Each
 // check makes at most one call to each service it reads (listing webhook
 // endpoints may page), through the clients the service itself uses, and
-// says what to do when it fails.
+// says what to do when it fails. Against the local stand-ins of `fulfiller
+// dev` (FindStandIns) it checks them, and says so on every line it read
+// from them.
 package doctor
 
 import (
@@ -77,12 +79,25 @@ type Luarmor interface {
 // knows what the shop still offers can replace the default.
 type Demand func(ctx context.Context) (keysPerDay int, basis string, err error)
 
-// Doctor runs the checks. Every field but Demand and Now is required.
+// Doctor runs the checks. Every field but Demand, Now, HTTP, Settings,
+// CatalogErr and StandIns is required, but for what a setting at fault
+// leaves out: Pool without DATABASE_URL, Catalog when CatalogErr says why.
 type Doctor struct {
 	Pool    *pgxpool.Pool
 	Stripe  Stripe
 	Luarmor Luarmor
 	Catalog *catalog.Catalog
+	// CatalogErr is why the catalog could not be loaded (Catalog nil): a
+	// FAIL line, and the checks of prices and projects are not run.
+	CatalogErr error
+	// Settings are the settings that could not be read (config.Errors
+	// of the configuration): each is a FAIL line, and a check that needs
+	// one of them says so instead of running; the others still run.
+	Settings config.Errors
+	// StandIns are the services that are the local stand-ins of
+	// `fulfiller dev` (FindStandIns): the checks run against them and say
+	// so.
+	StandIns StandIns
 	// StripeLive is the Stripe key's mode (sk_live_/rk_live_), StripeKeyKnown
 	// whether its prefix names a mode at all.
 	StripeLive, StripeKeyKnown bool
@@ -104,24 +119,58 @@ func (d *Doctor) Run(ctx context.Context) []Result {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	if d.Demand == nil {
+	if d.Demand == nil && d.Pool != nil {
 		d.Demand = LastDayDeliveries(d.Pool)
 	}
 	var out []Result
+	for _, e := range d.Settings {
+		out = append(out, fail("setting "+e.Name, "%s", e.Reason))
+	}
+	if d.CatalogErr != nil {
+		out = append(out, fail("catalog", "%v", d.CatalogErr))
+	}
+	if r, ok := d.standIns(); ok {
+		out = append(out, r)
+	}
 	out = append(out, d.database(ctx))
-	out = append(out, d.luarmorStatus(ctx))
+	lua := d.StandIns.luarmorTag
+	out = append(out, lua(d.luarmorStatus(ctx)))
 	details, r := d.luarmorKey(ctx)
-	out = append(out, r)
-	out = append(out, d.luarmorProjects(details))
-	out = append(out, d.luarmorCapacity(ctx, details != nil))
+	out = append(out, lua(r))
+	out = append(out, lua(d.luarmorProjects(details)))
+	out = append(out, lua(d.luarmorCapacity(ctx, details != nil)))
+	str := d.StandIns.stripeTag
 	keyOK, r := d.stripeKey(ctx)
-	out = append(out, r)
-	out = append(out, d.prices(ctx, keyOK)...)
+	out = append(out, str(r))
+	for _, r := range d.prices(ctx, keyOK) {
+		out = append(out, str(r))
+	}
 	out = append(out, d.stock(ctx)...)
-	out = append(out, d.webhookEndpoint(ctx, keyOK))
+	out = append(out, str(d.webhookEndpoint(ctx, keyOK)))
 	out = append(out, d.webhookSecret())
 	out = append(out, d.trustedProxies(ctx))
 	return out
+}
+
+// unchecked is the FAIL of a check that needs one of names, settings at
+// fault, and ok when there is one.
+func (d *Doctor) unchecked(check string, names ...string) (Result, bool) {
+	var bad []string
+	for _, n := range names {
+		if d.Settings.Has(n) {
+			bad = append(bad, n)
+		}
+	}
+	if len(bad) == 0 {
+		return Result{}, false
+	}
+	return fail(check, "not checked: %s needs fixing first (its line above)", strings.Join(bad, " and ")), true
+}
+
+// noCatalog is the FAIL of a check that needs the catalog, which could
+// not be loaded.
+func noCatalog(check string) Result {
+	return fail(check, "not checked: the catalog could not be loaded (its line above)")
 }
 
 // Failed reports whether any result is a FAIL.
@@ -145,6 +194,9 @@ func fail(check, format string, a ...any) Result {
 
 func (d *Doctor) database(ctx context.Context) Result {
 	const check = "database"
+	if r, skip := d.unchecked(check, "DATABASE_URL"); skip {
+		return r
+	}
 	if err := d.Pool.Ping(ctx); err != nil {
 		return fail(check, "PostgreSQL is unreachable (%v): check DATABASE_URL and that the server accepts connections", err)
 	}
@@ -180,6 +232,9 @@ const luarmorRefused = "Luarmor refused LUARMOR_API_KEY (403): whitelist this se
 
 func (d *Doctor) luarmorStatus(ctx context.Context) Result {
 	const check = "luarmor api"
+	if r, skip := d.unchecked(check, "LUARMOR_BASE_URL"); skip {
+		return r
+	}
 	st, err := d.Luarmor.Status(ctx)
 	switch {
 	case err != nil:
@@ -194,6 +249,9 @@ func (d *Doctor) luarmorStatus(ctx context.Context) Result {
 
 func (d *Doctor) luarmorKey(ctx context.Context) (*luarmor.KeyDetails, Result) {
 	const check = "luarmor key"
+	if r, skip := d.unchecked(check, "LUARMOR_API_KEY", "LUARMOR_BASE_URL"); skip {
+		return nil, r
+	}
 	det, err := d.Luarmor.KeyDetails(ctx)
 	switch {
 	case errors.Is(err, luarmor.ErrUnauthorized):
@@ -231,8 +289,14 @@ func planName(plan string) string {
 
 func (d *Doctor) luarmorProjects(det *luarmor.KeyDetails) Result {
 	const check = "luarmor projects"
+	if r, skip := d.unchecked(check, "LUARMOR_API_KEY", "LUARMOR_BASE_URL"); skip {
+		return r
+	}
 	if det == nil {
 		return fail(check, "not checked: the Luarmor key check failed")
+	}
+	if d.Catalog == nil {
+		return noCatalog(check)
 	}
 	known := map[string]bool{}
 	for _, p := range det.Projects {
@@ -258,6 +322,9 @@ func (d *Doctor) luarmorProjects(det *luarmor.KeyDetails) Result {
 
 func (d *Doctor) luarmorCapacity(ctx context.Context, keyOK bool) Result {
 	const check = "luarmor capacity"
+	if r, skip := d.unchecked(check, "LUARMOR_API_KEY", "LUARMOR_BASE_URL"); skip {
+		return r
+	}
 	if !keyOK {
 		return fail(check, "not checked: the Luarmor key check failed")
 	}
@@ -277,7 +344,12 @@ func (d *Doctor) luarmorCapacity(ctx context.Context, keyOK bool) Result {
 	}
 	limit := int(limit64)
 	free := limit - users
-	perDay, basis, err := d.Demand(ctx)
+	perDay, basis, err := 0, "", error(nil)
+	if d.Demand == nil {
+		err = errors.New("DATABASE_URL needs fixing")
+	} else {
+		perDay, basis, err = d.Demand(ctx)
+	}
 	if err != nil {
 		return warn(check, "%d of %d keys used, %d free; a day of sales could not be estimated: %v", users, limit, free, err)
 	}
@@ -302,6 +374,9 @@ func (d *Doctor) mode() string {
 
 func (d *Doctor) stripeKey(ctx context.Context) (bool, Result) {
 	const check = "stripe key"
+	if r, skip := d.unchecked(check, "STRIPE_API_KEY", "STRIPE_API_BASE"); skip {
+		return false, r
+	}
 	if !d.StripeKeyKnown {
 		return false, fail(check, "STRIPE_API_KEY is neither a secret key (sk_live_/sk_test_) nor a restricted key (rk_live_/rk_test_): copy it from the Stripe dashboard's API keys page")
 	}
@@ -311,6 +386,8 @@ func (d *Doctor) stripeKey(ctx context.Context) (bool, Result) {
 		return false, fail(check, "Stripe refused STRIPE_API_KEY (%v): use a secret key, or a restricted key that can read Checkout Sessions, Prices and Webhook Endpoints", err)
 	case err != nil:
 		return false, fail(check, "Stripe could not be reached (%v): check STRIPE_API_BASE and this server's outbound network", err)
+	case d.StandIns.Stripe != "":
+		return true, warn(check, "accepted (the development key of `fulfiller dev`): no real payment reaches this service; set the live key (sk_live_ or rk_live_) and Stripe's API before selling")
 	case !d.StripeLive:
 		return true, warn(check, "accepted, in test mode: no real payment reaches this service; set the live key (sk_live_ or rk_live_) before selling")
 	}
@@ -322,9 +399,16 @@ func (d *Doctor) priceIDs() []string {
 }
 
 func (d *Doctor) prices(ctx context.Context, keyOK bool) []Result {
+	if d.Catalog == nil {
+		return []Result{noCatalog("prices")}
+	}
 	var out []Result
 	for _, id := range d.priceIDs() {
 		check := "price " + id
+		if r, skip := d.unchecked(check, "STRIPE_API_KEY", "STRIPE_API_BASE"); skip {
+			out = append(out, r)
+			continue
+		}
 		if !keyOK {
 			out = append(out, fail(check, "not checked: the Stripe key check failed"))
 			continue
@@ -338,6 +422,8 @@ func (d *Doctor) price(ctx context.Context, check, id string) Result {
 	product, _ := d.Catalog.Lookup(id)
 	p, err := d.Stripe.Price(ctx, id)
 	switch {
+	case stripeapi.IsNotFound(err) && d.StandIns.Stripe != "":
+		return fail(check, "is not in the local Stripe stand-in (%v): `fulfiller dev` registers the catalog's prices when it starts, so restart it (make run) after changing the catalog, or fix the price ID", err)
 	case stripeapi.IsNotFound(err):
 		return fail(check, "does not exist in Stripe's %s mode (%v): fix the price ID in the catalog, or use the Stripe key of the mode and account it belongs to", d.mode(), err)
 	case err != nil:
@@ -373,10 +459,16 @@ func modeName(live bool) string {
 
 func (d *Doctor) webhookEndpoint(ctx context.Context, keyOK bool) Result {
 	const check = "stripe webhook"
+	if r, skip := d.unchecked(check, "PUBLIC_BASE_URL"); skip {
+		return r
+	}
 	if d.PublicBaseURL == "" {
 		return warn(check, "PUBLIC_BASE_URL is not set, so the endpoint cannot be found: set it to this service's public URL (Stripe must reach %s there)", WebhookPath)
 	}
 	want := d.PublicBaseURL + WebhookPath
+	if r, skip := d.unchecked(check, "STRIPE_API_KEY", "STRIPE_API_BASE"); skip {
+		return r
+	}
 	if !keyOK {
 		return fail(check, "not checked: the Stripe key check failed")
 	}
@@ -435,7 +527,13 @@ func endpointProblems(e *stripe.WebhookEndpoint) []string {
 
 func (d *Doctor) webhookSecret() Result {
 	const check = "webhook secret"
+	if r, skip := d.unchecked(check, "STRIPE_WEBHOOK_SECRET"); skip {
+		return r
+	}
 	for _, s := range d.WebhookSecrets {
+		if s == DevelopmentWebhookSecret && d.StandIns.Stripe != "" && d.StandIns.Luarmor != "" {
+			return warn(check, "STRIPE_WEBHOOK_SECRET is the public development secret: fine against the local stand-ins of `fulfiller dev`, which create no real key, but serve refuses it; set the endpoint's signing secret from the Stripe dashboard before selling")
+		}
 		if s == DevelopmentWebhookSecret {
 			return fail(check, "STRIPE_WEBHOOK_SECRET is the public development secret: anyone could forge a payment; set the endpoint's signing secret from the Stripe dashboard")
 		}
@@ -456,6 +554,9 @@ const ForwardedForPath = "/v1/forwarded-for"
 // one client's rate limits.
 func (d *Doctor) trustedProxies(ctx context.Context) Result {
 	const check = "trusted proxies"
+	if r, skip := d.unchecked(check, "PUBLIC_BASE_URL"); skip {
+		return r
+	}
 	if d.PublicBaseURL == "" {
 		return warn(check, "PUBLIC_BASE_URL is not set, so whether the proxy in front of the service is in TRUSTED_PROXIES cannot be checked: set it to this service's public URL")
 	}
@@ -506,9 +607,16 @@ func (d *Doctor) trustedProxies(ctx context.Context) Result {
 // catalog's stock: N. Below half, sales outrun the refill (or the refill
 // is stuck), and buyers soon wait for keys made to order.
 func (d *Doctor) stock(ctx context.Context) []Result {
+	if d.Catalog == nil {
+		return nil
+	}
 	var out []Result
 	for _, id := range d.Catalog.Stocked() {
 		check := "stock " + id
+		if r, skip := d.unchecked(check, "DATABASE_URL"); skip {
+			out = append(out, r)
+			continue
+		}
 		product, _ := d.Catalog.Lookup(id)
 		// What its buyers can be sold: keys of its current project and
 		// key_days, whichever price made them.

@@ -26,6 +26,11 @@ import (
 const (
 	// DefaultBaseURL is Luarmor's production API.
 	DefaultBaseURL = "https://api.luarmor.net"
+	// StandInHeader is the response header by which the Luarmor sandbox
+	// (the stand-in `fulfiller dev` runs) says it is not Luarmor, with the
+	// value StandInName; Luarmor never sends it. `fulfiller doctor` reads it.
+	StandInHeader = "Fulfiller-Stand-In"
+	StandInName   = "luarmor"
 	// DefaultUserAgent identifies the service; Luarmor dislikes generic ones.
 	DefaultUserAgent = "fulfiller-luarmor-client/1.0"
 	// DefaultTimeout bounds one request when the caller's context has no

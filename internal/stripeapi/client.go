@@ -18,6 +18,14 @@ import (
 	"github.com/stripe/stripe-go/v76/client"
 )
 
+// StandInHeader is the response header by which the local Stripe stand-in
+// that `fulfiller dev` runs (stripefake) says it is not Stripe, with the
+// value StandInName; Stripe never sends it. `fulfiller doctor` reads it.
+const (
+	StandInHeader = "Fulfiller-Stand-In"
+	StandInName   = "stripe"
+)
+
 // maxNetworkRetries is how many times stripe-go retries a request that failed
 // in a way Stripe documents as safe to retry (network errors, 409, 5xx on
 // GET, 429 lock_timeout). Two is stripe-go's default; it is spelled out so a

@@ -32,6 +32,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"fulfiller/internal/luarmor"
 )
 
 // Defaults applied to zero Options fields.
@@ -180,6 +182,8 @@ func New(opts Options) *Sandbox {
 }
 
 // ServeHTTP serves the Luarmor API and, under /_sandbox/, the test hooks.
+// Every answer carries luarmor.StandInHeader, which the real API never
+// sends, so a client can tell it is talking to the sandbox.
 //
 // An API request goes through these steps, in this order:
 //  1. It is logged (Calls) and, unless it is GET /status, counted against the
@@ -195,6 +199,7 @@ func New(opts Options) *Sandbox {
 //     otherwise the request is applied.
 //  5. Under FaultApplyThenDrop the connection is closed instead of answering.
 func (s *Sandbox) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set(luarmor.StandInHeader, luarmor.StandInName)
 	if r.URL.Path == hookPrefix || strings.HasPrefix(r.URL.Path, hookPrefix+"/") {
 		s.hooks.ServeHTTP(w, r)
 		return

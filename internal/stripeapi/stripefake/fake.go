@@ -59,6 +59,16 @@ import (
 // does not depend on stripe-go.
 const APIVersion = "2023-10-16"
 
+// StandInHeader, with the value StandInName, is on every answer of the
+// Stripe routes: Stripe never sends it, so a client (`fulfiller doctor`)
+// can tell it is talking to this stand-in. They equal stripeapi's
+// StandInHeader and StandInName, repeated here for the reason APIVersion
+// is.
+const (
+	StandInHeader = "Fulfiller-Stand-In"
+	StandInName   = "stripe"
+)
+
 // Object kinds accepted by PutObject.
 const (
 	KindCheckoutSession = "checkout.session"
@@ -186,6 +196,7 @@ func (f *Fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !strings.HasPrefix(r.URL.Path, "/_fake/") {
 		w.Header().Set("Request-Id", f.record(r))
 		w.Header().Set("Stripe-Version", APIVersion)
+		w.Header().Set(StandInHeader, StandInName)
 		if !f.delay(r.Context()) {
 			// The client has gone; nobody reads an answer.
 			return
