@@ -20,6 +20,7 @@ import (
 
 	"fulfiller/internal/catalog"
 	"fulfiller/internal/doctor"
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/httpapi"
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/luarmor"
@@ -74,12 +75,9 @@ func serveShop(t *testing.T, pool *pgxpool.Pool, trusted []netip.Prefix, proxies
 // in Stripe and this service's webhook endpoint.
 func setup(t *testing.T) *bundle {
 	t.Helper()
-	sb := sandbox.New(sandbox.Options{APIKey: luarmorKey, Projects: []string{projectA, projectB}, Limit: -1})
-	lsrv := httptest.NewServer(sb)
-	t.Cleanup(lsrv.Close)
-	fake := stripefake.New(stripeKey)
-	ssrv := httptest.NewServer(fake)
-	t.Cleanup(ssrv.Close)
+	lu := fulfillertest.StartLuarmor(t, sandbox.Options{APIKey: luarmorKey, Projects: []string{projectA, projectB}, Limit: -1})
+	st := fulfillertest.StartStripe(t, stripeKey)
+	fake := st.Fake
 
 	fake.PutPrice(stripefake.Price{ID: priceOnce, Active: true})
 	fake.PutPrice(stripefake.Price{ID: priceMonth, Active: true, Interval: "month"})
@@ -96,15 +94,15 @@ func setup(t *testing.T) *bundle {
 
 	d := &doctor.Doctor{
 		Pool:           pool,
-		Stripe:         stripeapi.New(stripeKey, ssrv.URL, ssrv.Client()),
-		Luarmor:        luarmor.NewClient(luarmorKey, luarmor.WithBaseURL(lsrv.URL)),
+		Stripe:         st.Client(),
+		Luarmor:        lu.Client(),
 		Catalog:        cat,
 		StripeLive:     false,
 		StripeKeyKnown: true,
 		WebhookSecrets: []string{productionS},
 		PublicBaseURL:  shop,
 	}
-	return &bundle{doctor: d, stripe: fake, sandbox: sb, catalog: cat, shop: shop}
+	return &bundle{doctor: d, stripe: fake, sandbox: lu.Sandbox, catalog: cat, shop: shop}
 }
 
 func (b *bundle) run(t *testing.T) []doctor.Result {
@@ -286,10 +284,8 @@ func TestWebhookEndpointProblemsFail(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			b := setup(t)
-			b.stripe = stripefake.New(stripeKey)
-			srv := httptest.NewServer(b.stripe)
-			t.Cleanup(srv.Close)
-			b.doctor.Stripe = stripeapi.New(stripeKey, srv.URL, srv.Client())
+			st := fulfillertest.StartStripe(t, stripeKey)
+			b.stripe, b.doctor.Stripe = st.Fake, st.Client()
 			b.stripe.PutPrice(stripefake.Price{ID: priceOnce, Active: true})
 			b.stripe.PutPrice(stripefake.Price{ID: priceMonth, Active: true, Interval: "month"})
 			b.stripe.PutWebhookEndpoint(stripefake.WebhookEndpoint{URL: b.shop + "/old/webhooks/stripe",
@@ -411,8 +407,8 @@ func TestLuarmorCapacityAgainstADayOfSales(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			b := setup(t)
-			b.sandbox = sandbox.New(sandbox.Options{APIKey: luarmorKey, Projects: []string{projectA, projectB}, Limit: -1, MaxUsers: tc.maxUsers})
-			b.doctor.Luarmor = luarmor.NewClient(luarmorKey, luarmor.WithBaseURL(urlOf(t, b.sandbox)))
+			lu := fulfillertest.StartLuarmor(t, sandbox.Options{APIKey: luarmorKey, Projects: []string{projectA, projectB}, Limit: -1, MaxUsers: tc.maxUsers})
+			b.sandbox, b.doctor.Luarmor = lu.Sandbox, lu.Client()
 			for i := 0; i < tc.keys; i++ {
 				_, err := b.doctor.Luarmor.(*luarmor.Client).CreateUser(context.Background(), projectA, luarmor.CreateUserRequest{})
 				require.NoError(t, err)

@@ -12,18 +12,16 @@ import (
 	"fulfiller/internal/catalog"
 	"fulfiller/internal/config"
 	"fulfiller/internal/doctor"
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/luarmor/sandbox"
-	"fulfiller/internal/stripeapi/stripefake"
 )
 
 func TestStandInsAreFoundOnlyWithTheDevelopmentKeysAndTheirOwnHeader(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	fake := stripefake.New(config.DevStripeAPIKey)
-	ssrv := httptest.NewServer(fake)
-	t.Cleanup(ssrv.Close)
-	lsrv := httptest.NewServer(sandbox.New(sandbox.Options{APIKey: config.DevLuarmorAPIKey}))
-	t.Cleanup(lsrv.Close)
+	ssrv := fulfillertest.StartStripe(t, config.DevStripeAPIKey)
+	fake := ssrv.Fake
+	lsrv := fulfillertest.StartLuarmor(t, sandbox.Options{APIKey: config.DevLuarmorAPIKey})
 	dev := config.Config{StripeAPIKey: config.DevStripeAPIKey, StripeAPIBase: ssrv.URL,
 		LuarmorAPIKey: config.DevLuarmorAPIKey, LuarmorBaseURL: lsrv.URL}
 	require.Equal(t, doctor.StandIns{Stripe: ssrv.URL, Luarmor: lsrv.URL}, doctor.FindStandIns(ctx, nil, dev))
