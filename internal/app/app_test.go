@@ -30,6 +30,7 @@ const (
 	priceYear   = "price_year365" // a year of project, the yearly plan of priceMonth
 	priceLife   = "price_lifetime"
 	luarmorKey  = fulfillertest.LuarmorAPIKey
+	shopToken   = fulfillertest.ShopAPIToken // the storefront's bearer token (SHOP_API_TOKEN)
 	secretOld   = "whsec_old_secret_for_tests"
 	secretNew   = "whsec_new_secret_for_tests"
 	defaultMail = "buyer@example.com"

@@ -106,7 +106,7 @@ func TestHWIDResetClearsTheHWIDAndHoldsTheCooldown(t *testing.T) {
 	require.NoError(t, b.Luarmor.Execute(project, key, "pc-new"), "the key runs on the new machine")
 
 	// The shop's listings show the same reset.
-	listed := b.call(t, http.MethodPost, "/v1/keys/search", `{"email":"`+s.CustomerEmail+`"}`, "", "shop-token")
+	listed := b.call(t, http.MethodPost, "/v1/keys/search", `{"email":"`+s.CustomerEmail+`"}`, "", shopToken)
 	require.Equal(t, http.StatusOK, listed.status, string(listed.body))
 	var listing httpapi.KeyListingJSON
 	listed.decode(t, &listing)

@@ -487,7 +487,7 @@ func TestShopListsTheKeysOfACustomerAndOfAnAddress(t *testing.T) {
 		{http.MethodGet, "/v1/customers/" + customer + "/keys", ""},
 		{http.MethodPost, "/v1/keys/search", `{"email":" BUYER@example.com "}`},
 	} {
-		a := b.call(t, l.method, l.path, l.body, "", "shop-token")
+		a := b.call(t, l.method, l.path, l.body, "", shopToken)
 		require.Equal(t, http.StatusOK, a.status, "%s: %s", l.path, a.body)
 		require.Equal(t, "no-store", a.header.Get("Cache-Control"))
 		var keys httpapi.KeyListingJSON
@@ -507,7 +507,7 @@ func TestShopListsTheKeysOfACustomerAndOfAnAddress(t *testing.T) {
 		{http.MethodGet, "/v1/customers/cus_Unknown123/keys", ""},
 		{http.MethodPost, "/v1/keys/search", `{"email":"nobody@example.com"}`},
 	} {
-		a := b.call(t, l.method, l.path, l.body, "", "shop-token")
+		a := b.call(t, l.method, l.path, l.body, "", shopToken)
 		require.Equal(t, http.StatusOK, a.status, l.path)
 		require.JSONEq(t, `{"keys":[]}`, string(a.body), l.path)
 	}
@@ -524,7 +524,7 @@ func TestShopListsTheKeysOfACustomerAndOfAnAddress(t *testing.T) {
 		{http.MethodPost, "/v1/keys/search", `{"email":"a@example.com"}{"email":"b@example.com"}`},
 		{http.MethodPost, "/v1/keys/search", `{"email":"` + strings.Repeat("a", 5000) + `@example.com"}`},
 	} {
-		a := b.call(t, l.method, l.path, l.body, "", "shop-token")
+		a := b.call(t, l.method, l.path, l.body, "", shopToken)
 		require.Equal(t, http.StatusBadRequest, a.status, "%s %s: %s", l.path, l.body, a.body)
 		require.Equal(t, "invalid", a.code(t), l.path)
 	}
@@ -544,7 +544,7 @@ func TestEmailAddressesInURLsAreRefusedNamingTheBodyRoute(t *testing.T) {
 		"/v1/admin/orders?email=buyer%40example.com":              "POST /v1/admin/orders/search",
 		"/v1/admin/orders?email=buyer%40example.com&discord=1234": "POST /v1/admin/orders/search",
 	} {
-		base, token := b.URL, "shop-token"
+		base, token := b.URL, shopToken
 		if strings.HasPrefix(path, "/v1/admin/") {
 			base, token = b.AdminURL, adminToken
 		}

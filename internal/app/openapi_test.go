@@ -115,7 +115,7 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 	t.Parallel()
 	b := setupLookup(t, withPolicy(func(p *order.Policy) { p.RevokeOnEarlyFraudWarning = true }))
 	c := newContractCheck(t, b)
-	const bearer, admin = "Bearer shop-token", "Bearer " + adminToken
+	const bearer, admin = "Bearer " + shopToken, "Bearer " + adminToken
 	email, customer := "contract@example.com", fulfillertest.NewID("cus_")
 	o := b.buyAs(t, email, customer, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	id, key := o.CheckoutSessionID, o.Keys[0].UserKey
