@@ -99,7 +99,7 @@ func TestSupportSurfaceIsNotOnThePublicListener(t *testing.T) {
 			require.Equal(t, http.StatusNotFound, status, "%s %s with the %s on the public listener: %s", c.method, c.path, name, body)
 		}
 	}
-	require.Equal(t, 0, b.sandboxUser(t, project, key).Banned, "nothing was done")
+	require.Equal(t, 0, b.user(t, key).Banned, "nothing was done")
 
 	for _, path := range []string{"/riverui/", "/v1/admin/orders/" + s.ID, "/v1/admin/audit", "/metrics", "/healthz", "/readyz"} {
 		status, _, body := send(t, http.MethodGet, b.AdminURL+path, "", login(adminUser, adminPassword))
@@ -131,7 +131,7 @@ func TestShopTokenReadsListingsAndNothingElse(t *testing.T) {
 		require.Equal(t, http.StatusUnauthorized, status, "%s %s: %s", c.method, c.path, body)
 		require.Contains(t, header.Get("WWW-Authenticate"), "Bearer")
 	}
-	require.Equal(t, 0, b.sandboxUser(t, project, key).Banned, "nothing was done")
+	require.Equal(t, 0, b.user(t, key).Banned, "nothing was done")
 	require.Equal(t, 0, b.Count(t, `SELECT count(*) FROM support_audit`))
 }
 

@@ -292,7 +292,7 @@ func TestLuarmorRefusalFailsTheResetAndGivesTheCooldownBack(t *testing.T) {
 	require.Equal(t, "pc-old", b.user(t, key).Identifier)
 	again := b.resetHWID(t, s.ID, keyBody(key))
 	require.Equal(t, http.StatusTooManyRequests, again.status, "no Luarmor call per request while the refusal stands")
-	require.Equal(t, 1, b.luarmorCalls(http.MethodPost, "/resethwid"))
+	require.Equal(t, 1, b.Luarmor.CallCount(http.MethodPost, "/resethwid"))
 
 	// Once the seller turns resets on and the pause is over, the buyer
 	// tries again.
@@ -308,7 +308,7 @@ func TestLuarmorRefusalFailsTheResetAndGivesTheCooldownBack(t *testing.T) {
 	// A key banned in Luarmor behind the service's back: failed too, with
 	// the reason, and Luarmor's HWID stays.
 	s2, key2 := b.boughtKey(t)
-	lua := luarmor.NewClient(luarmorKey, luarmor.WithBaseURL(b.Main.Config.LuarmorBaseURL))
+	lua := b.Luarmor.Client()
 	require.NoError(t, lua.Blacklist(context.Background(), project, luarmor.BlacklistRequest{UserKey: key2}))
 	require.Equal(t, http.StatusAccepted, b.resetHWID(t, s2.ID, keyBody(key2)).status)
 	r = b.waitReset(t, s2.ID, key2, "failed")
@@ -325,7 +325,7 @@ func TestLuarmorRateLimitSnoozesTheResetUntilItSucceeds(t *testing.T) {
 	b.Luarmor.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/resethwid", Kind: sandbox.FaultRateLimit, Times: 1})
 	require.Equal(t, http.StatusAccepted, b.resetHWID(t, s.ID, keyBody(key)).status)
 	b.waitReset(t, s.ID, key, "done")
-	require.Equal(t, 2, b.luarmorCalls(http.MethodPost, "/users/resethwid"), "refused once, then sent again")
+	require.Equal(t, 2, b.Luarmor.CallCount(http.MethodPost, "/users/resethwid"), "refused once, then sent again")
 	require.Equal(t, 1, b.user(t, key).TotalResets)
 	b.waitIdle(t)
 	require.Equal(t, 1, b.Count(t, `SELECT count(*) FROM river_job WHERE kind = 'reset_hwid' AND state = 'completed'

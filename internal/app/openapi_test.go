@@ -192,7 +192,7 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", warned.ID))
 	b.WaitOrder(t, warned.ID, "fulfilled")
 	efw := fulfillertest.NewID("issfr_")
-	b.Deliver(t, fulfillertest.Event(t, "radar.early_fraud_warning.created", object(t, map[string]any{
+	b.Deliver(t, fulfillertest.Event(t, "radar.early_fraud_warning.created", mustJSON(t, map[string]any{
 		"id": efw, "object": "radar.early_fraud_warning", "charge": b.charge(t, warned.PaymentIntent, ""),
 		"payment_intent": warned.PaymentIntent, "fraud_type": "made_with_stolen_card", "actionable": true,
 	})))

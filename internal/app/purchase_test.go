@@ -205,7 +205,7 @@ func TestFailedLookUpAfterALostAnswerIsRepeatedAtOnce(t *testing.T) {
 	o := b.WaitOrder(t, s.ID, "fulfilled")
 	require.Len(t, o.Keys, 1)
 	require.Equal(t, 1, b.creates(), "the key was found, not made again")
-	require.Equal(t, 3, b.luarmorCalls(http.MethodGet, "/users"), "three tries of the look-up")
+	require.Equal(t, 3, b.Luarmor.CallCount(http.MethodGet, "/users"), "three tries of the look-up")
 	attempts, err := b.createKeyAttempts()
 	require.NoError(t, err)
 	require.Equal(t, []int{2}, attempts, "found on the run after the lost answer")

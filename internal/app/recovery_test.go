@@ -367,7 +367,7 @@ func TestCancelledKeyWriteIsResumed(t *testing.T) {
 	require.Equal(t, http.StatusOK, status, body)
 	err = b.Main.River.QueueResume(ctx, jobs.QueueLuarmorRevoke, nil)
 	require.NoError(t, err)
-	require.Zero(t, b.sandboxUser(t, project, key).Banned, "the cancelled job left the refunded key working")
+	require.Zero(t, b.user(t, key).Banned, "the cancelled job left the refunded key working")
 
 	// The sweep leaves alone a ledger changed within the last minute;
 	// the refund is made a minute older rather than waited for.

@@ -155,7 +155,7 @@ func TestStockKeyDeletedOutsideIsReplacedForItsBuyer(t *testing.T) {
 	for k := range b.readyStock(t) {
 		dead = k
 	}
-	lc := luarmor.NewClient(b.Main.Config.LuarmorAPIKey, luarmor.WithBaseURL(b.Main.Config.LuarmorBaseURL))
+	lc := b.Luarmor.Client()
 	require.NoError(t, lc.DeleteUser(context.Background(), project, dead), "deleted in the dashboard, unknown to the service")
 
 	s, _ := b.buy(t, stripefake.Item{PriceID: priceStocked, Quantity: 1})
@@ -185,7 +185,7 @@ func TestStockKeyFoundMissingLongAfterItsSaleIsNotReplaced(t *testing.T) {
 	// Hours later the shop deletes the key in the dashboard, and the label
 	// job runs again (a retry, a replayed job).
 	ctx := context.Background()
-	lc := luarmor.NewClient(b.Main.Config.LuarmorAPIKey, luarmor.WithBaseURL(b.Main.Config.LuarmorBaseURL))
+	lc := b.Luarmor.Client()
 	require.NoError(t, lc.DeleteUser(ctx, project, key))
 	_, err := b.Pool.Exec(ctx, `UPDATE order_keys SET delivered_at = now() - interval '2 hours' WHERE user_key = $1`, key)
 	require.NoError(t, err)
@@ -241,7 +241,7 @@ func TestStockKeyBannedInTheDashboardIsReplacedForItsBuyer(t *testing.T) {
 	b := setupStock(t, 1)
 	b.waitStockReconciled(t)
 	banned := b.onlyReadyStock(t)
-	lc := luarmor.NewClient(b.Main.Config.LuarmorAPIKey, luarmor.WithBaseURL(b.Main.Config.LuarmorBaseURL))
+	lc := b.Luarmor.Client()
 	require.NoError(t, lc.Blacklist(context.Background(), project, luarmor.BlacklistRequest{UserKey: banned, BanReason: "test ban"}),
 		"banned in the dashboard, unknown to the service")
 

@@ -46,7 +46,7 @@ func (b *bundle) subscribe(t *testing.T, sub stripefake.Subscription, paymentSta
 func (b *bundle) changeSubscription(t *testing.T, sub stripefake.Subscription) {
 	t.Helper()
 	b.Stripe.PutSubscription(sub)
-	b.Deliver(t, fulfillertest.Event(t, "customer.subscription.updated", object(t, map[string]any{
+	b.Deliver(t, fulfillertest.Event(t, "customer.subscription.updated", mustJSON(t, map[string]any{
 		"id": sub.ID, "object": "subscription", "status": withDefault(sub.Status, "active"),
 	})))
 	b.waitIdle(t)
@@ -211,7 +211,7 @@ func TestCancellationAfterARefundedRenewalEndsAtThePeriodStillPaid(t *testing.T)
 
 	sub.Status = "canceled"
 	b.Stripe.PutSubscription(sub)
-	b.Deliver(t, fulfillertest.Event(t, "customer.subscription.deleted", object(t, map[string]any{"id": sub.ID, "object": "subscription", "status": "canceled"})))
+	b.Deliver(t, fulfillertest.Event(t, "customer.subscription.deleted", mustJSON(t, map[string]any{"id": sub.ID, "object": "subscription", "status": "canceled"})))
 	b.waitIdle(t)
 	require.Equal(t, sub.CurrentPeriodEnd+day, b.user(t, key).AuthExpire)
 }
@@ -278,7 +278,7 @@ func TestPastDueSuspendsAndInvoicePaidLifts(t *testing.T) {
 	_, o = b.GetOrder(t, b.orderOf(t, sub.ID))
 	require.False(t, o.Keys[0].Suspended)
 	require.Equal(t, sub.CurrentPeriodEnd+3600, u.AuthExpire)
-	require.Equal(t, 1, b.luarmorCalls(http.MethodPost, "/users/blacklist"))
+	require.Equal(t, 1, b.Luarmor.CallCount(http.MethodPost, "/users/blacklist"))
 }
 
 func (b *bundle) orderOf(t *testing.T, subscriptionID string) string {
