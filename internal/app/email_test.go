@@ -3,7 +3,6 @@ package app_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"mime"
@@ -122,19 +121,10 @@ func parseEmail(t *testing.T, data []byte) parsedEmail {
 	return out
 }
 
+// resendEmail asks for an order's keys email again, as support does.
 func (b *bundle) resendEmail(t *testing.T, sessionID, token string) (int, map[string]any) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, b.AdminURL+"/v1/admin/orders/"+sessionID+"/resend-email", nil)
-	require.NoError(t, err)
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	var body map[string]any
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
-	return resp.StatusCode, body
+	return b.admin(t, http.MethodPost, "/v1/admin/orders/"+sessionID+"/resend-email", "", token)
 }
 
 func TestFulfilledOrderEmailsItsKeys(t *testing.T) {

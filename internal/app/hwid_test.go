@@ -2,8 +2,6 @@ package app_test
 
 import (
 	"context"
-	"encoding/json"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -33,13 +31,9 @@ type resetAnswer struct {
 // resetHWID asks for the HWID reset of userKey through the order API.
 func (b *bundle) resetHWID(t *testing.T, sessionID, body string) resetAnswer {
 	t.Helper()
-	resp, err := http.Post(b.URL+"/v1/orders/"+sessionID+"/reset-hwid", "application/json", strings.NewReader(body))
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	a := resetAnswer{status: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After")}
-	require.NoError(t, json.Unmarshal(raw, &a.body), "body: %s", raw)
+	got := b.call(t, http.MethodPost, "/v1/orders/"+sessionID+"/reset-hwid", body, "", "")
+	a := resetAnswer{status: got.status, retryAfter: got.header.Get("Retry-After")}
+	got.decode(t, &a.body)
 	return a
 }
 

@@ -85,25 +85,15 @@ func (a apiAnswer) code(t *testing.T) string {
 // X-Forwarded-For; "" for the loopback itself) with an optional bearer.
 func (b *bundle) call(t *testing.T, method, path, body, client, bearer string) apiAnswer {
 	t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, b.URL+path, rd)
-	require.NoError(t, err)
-	req.Header.Set("Content-Type", "application/json")
+	header := http.Header{"Content-Type": {"application/json"}}
 	if client != "" {
-		req.Header.Set("X-Forwarded-For", client)
+		header.Set("X-Forwarded-For", client)
 	}
 	if bearer != "" {
-		req.Header.Set("Authorization", "Bearer "+bearer)
+		header.Set("Authorization", "Bearer "+bearer)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return apiAnswer{resp.StatusCode, resp.Header, out}
+	status, h, out := send(t, method, b.URL+path, body, header)
+	return apiAnswer{status, h, []byte(out)}
 }
 
 func (b *bundle) keyLookup(t *testing.T, email, client string) apiAnswer {

@@ -248,18 +248,9 @@ func TestUnknownPriceFailsTheOrderUntilTheCatalogIsFixed(t *testing.T) {
 
 	// The operator adds the price; the order is fulfilled on request.
 	b.Catalog.Put("price_not_in_catalog", catalog.Product{ProjectID: project, KeyDays: 7})
-	req, err := http.NewRequest(http.MethodPost, b.AdminURL+"/v1/admin/orders/"+s.ID+"/retry", nil)
-	require.NoError(t, err)
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	resp.Body.Close()
-	require.Equal(t, http.StatusUnauthorized, resp.StatusCode, "the retry endpoint needs the admin token")
-
-	req.Header.Set("Authorization", "Bearer "+adminToken)
-	resp, err = http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	resp.Body.Close()
-	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	require.Equal(t, http.StatusUnauthorized, b.adminCall(t, http.MethodPost, "/v1/admin/orders/"+s.ID+"/retry", "", "").status,
+		"the retry endpoint needs the admin token")
+	require.Equal(t, http.StatusAccepted, b.retryStatus(t, s.ID))
 	o := b.WaitOrder(t, s.ID, "fulfilled")
 	require.Len(t, o.Keys, 2)
 	require.Equal(t, 7, o.Keys[0].KeyDays)

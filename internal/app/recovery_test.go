@@ -79,13 +79,7 @@ func (b *bundle) retry(t *testing.T, id string, want int) {
 // retryStatus asks for an order's retry as support does.
 func (b *bundle) retryStatus(t *testing.T, id string) int {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, b.AdminURL+"/v1/admin/orders/"+id+"/retry", nil)
-	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+adminToken)
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	resp.Body.Close()
-	return resp.StatusCode
+	return b.adminCall(t, http.MethodPost, "/v1/admin/orders/"+id+"/retry", "", adminToken).status
 }
 
 // A catalog mistake (a project Luarmor does not know) fails the order

@@ -264,7 +264,7 @@ func TestPastDueSuspendsAndInvoicePaidLifts(t *testing.T) {
 	_, o := b.GetOrder(t, b.orderOf(t, sub.ID))
 	require.Equal(t, "active", o.Keys[0].Status, "the buyer's key, not revoked")
 	require.True(t, o.Keys[0].Suspended, "the buyer is told it is suspended until paid")
-	_, page := getPage(t, b.URL+"/orders/"+b.orderOf(t, sub.ID))
+	_, _, page := send(t, http.MethodGet, b.URL+"/orders/"+b.orderOf(t, sub.ID), "", nil)
 	require.Contains(t, page, "Suspended: the subscription&#39;s renewal is unpaid")
 	require.NotContains(t, page, `data-copy="key-`, "no copy button for a key that does not work")
 
