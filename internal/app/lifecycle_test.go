@@ -150,14 +150,12 @@ func (b *bundle) user(t *testing.T, key string) luarmor.User {
 	return u
 }
 
-// waitKeys polls until every key of the order reaches status.
+// waitKeys waits until the order is in orderStatus with every key in
+// keyStatus.
 func (b *bundle) waitKeys(t *testing.T, id, orderStatus, keyStatus string) httpapi.OrderJSON {
 	t.Helper()
-	var last httpapi.OrderJSON
-	require.Eventually(t, func() bool {
-		code, o := b.GetOrder(t, id)
-		last = o
-		if code != http.StatusOK || o.Status != orderStatus {
+	return b.WaitOrderFor(t, id, "status "+orderStatus+" with every key "+keyStatus, func(o httpapi.OrderJSON) bool {
+		if o.Status != orderStatus {
 			return false
 		}
 		for _, k := range o.Keys {
@@ -166,8 +164,7 @@ func (b *bundle) waitKeys(t *testing.T, id, orderStatus, keyStatus string) httpa
 			}
 		}
 		return true
-	}, 20*time.Second, 20*time.Millisecond, "order %s never reached %s with keys %s; last %+v", id, orderStatus, keyStatus, &last)
-	return last
+	})
 }
 
 // waitIdle waits until no job is left to run, and names the jobs left
@@ -177,22 +174,19 @@ func (b *bundle) waitIdle(t *testing.T) {
 	idle := func() bool {
 		return b.Count(t, "SELECT count(*) FROM river_job WHERE state NOT IN ('completed', 'cancelled', 'discarded')") == 0
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for !idle() {
-		if time.Now().After(deadline) {
-			rows, err := b.Pool.Query(context.Background(), `SELECT id, kind, state, attempt, args::text, scheduled_at - now(),
-				COALESCE(errors[array_length(errors, 1)]->>'error', '') FROM river_job
-				WHERE state NOT IN ('completed', 'cancelled', 'discarded') ORDER BY id`)
-			require.NoError(t, err)
-			for rows.Next() {
-				v, err := rows.Values()
-				require.NoError(t, err)
-				t.Logf("job left: %v", v)
-			}
-			require.FailNow(t, "jobs still waiting or running after 20s")
-		}
-		time.Sleep(20 * time.Millisecond)
+	if fulfillertest.JobsUntil(b.Main.River, fulfillertest.WaitTimeout, idle) {
+		return
 	}
+	rows, err := b.Pool.Query(context.Background(), `SELECT id, kind, state, attempt, args::text, scheduled_at - now(),
+		COALESCE(errors[array_length(errors, 1)]->>'error', '') FROM river_job
+		WHERE state NOT IN ('completed', 'cancelled', 'discarded') ORDER BY id`)
+	require.NoError(t, err)
+	for rows.Next() {
+		v, err := rows.Values()
+		require.NoError(t, err)
+		t.Logf("job left: %v", v)
+	}
+	require.FailNow(t, "jobs still waiting or running after "+fulfillertest.WaitTimeout.String())
 }
 
 func TestRenewalExtendsEveryKeyOnce(t *testing.T) {
@@ -365,6 +359,8 @@ func TestDisputeDuringKeyCreationLeavesNoUsableKey(t *testing.T) {
 	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 2})
 	ch := b.charge(t, s.PaymentIntent, "")
 	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
+	// A poll: a create under way ends no job and changes nothing the
+	// order notifies, and the dispute must land before it ends.
 	require.Eventually(t, func() bool {
 		return b.Count(t, "SELECT count(*) FROM order_keys WHERE create_attempts > 0") > 0
 	}, 10*time.Second, 5*time.Millisecond)
