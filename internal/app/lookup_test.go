@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/riverqueue/river/rivertest"
+	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/config"
@@ -124,12 +126,12 @@ func (b *bundle) myKeysAs(t *testing.T, token, client string) apiAnswer {
 // have finished (completed or cancelled).
 func (b *bundle) waitLookupJobs(t *testing.T, n int) {
 	t.Helper()
-	require.Eventually(t, func() bool {
+	b.WaitJobsUntil(t, fmt.Sprintf("%d finished find-my-keys jobs", n), func() bool {
 		var total, done int
 		require.NoError(t, b.Pool.QueryRow(context.Background(), `SELECT count(*), count(*) FILTER (WHERE state IN ('completed', 'cancelled'))
 			FROM river_job WHERE kind = 'send_key_lookup_email'`).Scan(&total, &done))
 		return total == n && done == n
-	}, 20*time.Second, 20*time.Millisecond, "expected %d finished find-my-keys jobs", n)
+	})
 }
 
 // lookupMessages are the find-my-keys emails the SMTP server accepted (a
@@ -145,11 +147,11 @@ func (b *mailBundle) lookupMessages(t *testing.T) []mailtest.Message {
 	return out
 }
 
-// waitLookupMessages waits until the SMTP server holds n find-my-keys emails.
+// waitLookupMessages waits until the SMTP server holds n find-my-keys
+// emails, each sent by a job before it ends.
 func (b *mailBundle) waitLookupMessages(t *testing.T, n int) []mailtest.Message {
 	t.Helper()
-	require.Eventually(t, func() bool { return len(b.lookupMessages(t)) >= n }, 20*time.Second, 20*time.Millisecond,
-		"expected %d find-my-keys emails", n)
+	b.WaitJobsUntil(t, fmt.Sprintf("%d find-my-keys emails", n), func() bool { return len(b.lookupMessages(t)) >= n })
 	return b.lookupMessages(t)
 }
 
@@ -237,7 +239,10 @@ func TestKeyLookupOfAnAddressWithoutOrdersIsAnsweredAlikeAndSendsNothing(t *test
 	msgs := b.lookupMessages(t)
 	require.Len(t, msgs, 1)
 	require.Equal(t, []string{"buyer@example.com"}, msgs[0].To)
-	require.Equal(t, 2, b.Count(t, `SELECT count(*) FROM river_job WHERE kind = 'send_key_lookup_email' AND state = 'completed'`))
+	completed := &rivertest.RequireInsertedOpts{State: rivertype.JobStateCompleted}
+	rivertest.RequireManyInserted(t.Context(), t, b.jobsDB(), []rivertest.ExpectedJob{
+		{Args: jobs.SendKeyLookupEmailArgs{}, Opts: completed}, {Args: jobs.SendKeyLookupEmailArgs{}, Opts: completed},
+	})
 }
 
 func TestKeyLookupRefusesMalformedRequests(t *testing.T) {
@@ -265,7 +270,7 @@ func TestKeyLookupRefusesMalformedRequests(t *testing.T) {
 		require.Equal(t, "no-store", a.header.Get("Cache-Control"), name)
 		require.Equal(t, "nosniff", a.header.Get("X-Content-Type-Options"), name)
 	}
-	require.Equal(t, 0, b.Count(t, `SELECT count(*) FROM river_job WHERE kind = 'send_key_lookup_email'`))
+	rivertest.RequireNotInserted(t.Context(), t, b.jobsDB(), jobs.SendKeyLookupEmailArgs{}, nil)
 	require.Equal(t, 0, b.Count(t, `SELECT count(*) FROM key_lookup_requests`))
 }
 
@@ -454,7 +459,7 @@ func TestKeyLookupNeedsMail(t *testing.T) {
 	require.Equal(t, "unavailable", a.code(t))
 	require.Contains(t, string(a.body), "SMTP_URL")
 	require.Equal(t, "no-store", a.header.Get("Cache-Control"))
-	require.Equal(t, 0, b.Count(t, `SELECT count(*) FROM river_job WHERE kind = 'send_key_lookup_email'`))
+	rivertest.RequireNotInserted(t.Context(), t, b.jobsDB(), jobs.SendKeyLookupEmailArgs{}, nil)
 }
 
 func TestShopListsTheKeysOfACustomerAndOfAnAddress(t *testing.T) {

@@ -3,16 +3,18 @@ package app_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
+	"github.com/riverqueue/river/rivertest"
 	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/httpapi"
+	"fulfiller/internal/jobs"
 	"fulfiller/internal/order"
 	"fulfiller/internal/stripeapi/stripefake"
 )
@@ -38,15 +40,16 @@ func (b *bundle) keyAction(t *testing.T, action, body string) rivertype.JobState
 	return b.waitJob(t, int64(out["job_id"].(float64)))
 }
 
+// waitJob waits until job id is finalized and returns its final state.
 func (b *bundle) waitJob(t *testing.T, id int64) rivertype.JobState {
 	t.Helper()
 	var state rivertype.JobState
-	require.Eventually(t, func() bool {
+	b.WaitJobsUntil(t, fmt.Sprintf("job %d to be finalized", id), func() bool {
 		job, err := b.Main.River.JobGet(context.Background(), id)
 		require.NoError(t, err)
 		state = job.State
 		return job.FinalizedAt != nil
-	}, 30*time.Second, 20*time.Millisecond)
+	})
 	return state
 }
 
@@ -117,7 +120,7 @@ func TestAdminKeyActionsRefuseUnknownKeysAndBadInput(t *testing.T) {
 	status, out := b.admin(t, http.MethodGet, "/v1/admin/orders?key=k0123456789", "", adminToken)
 	require.Equal(t, http.StatusBadRequest, status)
 	require.Contains(t, out["error"], "POST /v1/admin/orders/search")
-	require.Equal(t, 0, b.Count(t, `SELECT count(*) FROM river_job WHERE kind = 'support_key'`))
+	rivertest.RequireNotInserted(t.Context(), t, b.jobsDB(), jobs.SupportKeyArgs{}, nil)
 }
 
 func TestAdminBlacklistUnbanAndRevokeFollowLuarmorAndRepeatHarmlessly(t *testing.T) {
@@ -371,10 +374,10 @@ func TestAdminReissueMovesTheDiscordLink(t *testing.T) {
 
 	require.Equal(t, rivertype.JobStateCompleted, b.keyAction(t, "reissue", keyBody(old)))
 	var seen httpapi.OrderJSON
-	require.Eventually(t, func() bool {
+	b.WaitJobsUntil(t, "the new key's link recorded", func() bool {
 		_, seen = b.GetOrder(t, s.ID)
 		return len(seen.Keys) == 2 && seen.Keys[1].DiscordLink == "linked"
-	}, 20*time.Second, 20*time.Millisecond, "the new key's link is recorded")
+	})
 	fresh := seen.Keys[1].UserKey
 	require.Equal(t, discordA, b.user(t, fresh).DiscordID, "the new key holds the buyer's Discord ID")
 	oldUser := b.user(t, old)
