@@ -301,9 +301,8 @@ func TestSlowRenewalKeepsAccessWithoutAnEvent(t *testing.T) {
 	before := time.Now().Unix()
 	_, err := b.Main.River.Insert(context.Background(), jobs.WatchSubscriptionsArgs{}, nil)
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return b.user(t, key).AuthExpire >= before+3600 }, 20*time.Second, 20*time.Millisecond,
-		"the key is kept alive for the grace from now")
-	b.waitIdle(t)
+	b.waitIdle(t) // the watch and the writes it queues
+	require.GreaterOrEqual(t, b.user(t, key).AuthExpire, before+3600, "the key is kept alive for the grace from now")
 	require.False(t, b.user(t, key).IsBanned())
 }
 
