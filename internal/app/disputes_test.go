@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/riverqueue/river/rivertest"
+	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/fulfillertest"
@@ -189,14 +191,19 @@ func TestDisputeStripeDoesNotKnowIsSkippedAndAFailedReadRetried(t *testing.T) {
 	b.Deliver(t, fulfillertest.Event(t, "charge.dispute.created", mustJSON(t, disputeObject(unknown, ch, s.PaymentIntent, "needs_response"))))
 	b.requireUntouched(t, s, key)
 	require.Contains(t, logs.String(), `"level":"ERROR","msg":"an event named a dispute this Stripe account does not know`)
-	require.Equal(t, 1, b.Count(t, "SELECT count(*) FROM river_job WHERE kind = 'apply_dispute' AND state = 'completed'"))
+	read := rivertest.RequireInserted(t.Context(), t, b.jobsDB(), jobs.ApplyDisputeArgs{},
+		&rivertest.RequireInsertedOpts{State: rivertype.JobStateCompleted})
+	require.Equal(t, unknown, read.Args.DisputeID)
 
 	// Stripe failing outlasts stripe-go's own two retries: the job retries.
 	dp := fulfillertest.NewID("dp_")
 	b.Stripe.FailNext("/v1/disputes/"+dp, http.StatusInternalServerError, 4)
 	b.Deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "needs_response"))
 	b.waitKeys(t, s.ID, "revoked", "blacklisted")
-	require.Equal(t, 1, b.Count(t, "SELECT count(*) FROM river_job WHERE kind = 'apply_dispute' AND attempt = 2 AND state = 'completed'"))
+	reads := rivertest.RequireManyInserted(t.Context(), t, b.jobsDB(), []rivertest.ExpectedJob{
+		{Args: jobs.ApplyDisputeArgs{}}, {Args: jobs.ApplyDisputeArgs{}, Opts: &rivertest.RequireInsertedOpts{State: rivertype.JobStateCompleted}},
+	})
+	require.Equal(t, 2, reads[1].Attempt, "the read of the known dispute completed on its second attempt")
 }
 
 func TestRefundsRevokeOnceTheyReachTheShare(t *testing.T) {

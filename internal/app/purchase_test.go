@@ -7,10 +7,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/riverqueue/river/rivertest"
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/catalog"
 	"fulfiller/internal/fulfillertest"
+	"fulfiller/internal/jobs"
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/luarmor/sandbox"
 	"fulfiller/internal/stripeapi/stripefake"
@@ -119,7 +121,7 @@ func TestSameEventFiveTimesConcurrently(t *testing.T) {
 	o := b.WaitOrder(t, s.ID, "fulfilled")
 	require.Len(t, o.Keys, 2)
 	require.Equal(t, 1, b.Count(t, "SELECT count(*) FROM stripe_events"))
-	require.Equal(t, 1, b.Count(t, "SELECT count(*) FROM river_job WHERE kind = 'fulfil_order'"))
+	rivertest.RequireInserted(t.Context(), t, b.jobsDB(), jobs.FulfilOrderArgs{}, nil)
 	require.Equal(t, 2, b.luarmorUsersFor(s.ID))
 	require.Equal(t, 2, b.creates())
 }
@@ -135,7 +137,7 @@ func TestCompletedUnpaidThenAsyncSucceeded(t *testing.T) {
 	require.Equal(t, http.StatusOK, code)
 	require.Equal(t, "pending", o.Status)
 	require.Empty(t, o.Keys)
-	require.Zero(t, b.Count(t, "SELECT count(*) FROM river_job WHERE kind = 'fulfil_order'"), "no fulfilment before payment")
+	rivertest.RequireNotInserted(t.Context(), t, b.jobsDB(), jobs.FulfilOrderArgs{}, nil) // no fulfilment before payment
 
 	s.PaymentStatus = "paid"
 	b.Stripe.PutSession(s)
