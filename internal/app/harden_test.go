@@ -222,6 +222,7 @@ func TestConnectionsPastTheCapWaitWhileEveryOpenOneIsBusy(t *testing.T) {
 	poll, _ := dial("127.0.0.1")
 	_, err = io.WriteString(poll, "GET /v1/orders/"+id+"?wait=30 HTTP/1.1\r\nHost: fulfiller\r\n\r\n")
 	require.NoError(t, err)
+	// A poll: a long-poll being held announces nothing.
 	require.Eventually(t, func() bool { return b.Main.Changes.Waiters() == 1 }, 10*time.Second, time.Millisecond)
 	slow, slowR := dial("127.0.0.1")
 	_, err = io.WriteString(slow, "GET /openapi.json HTTP/1.1\r\n")
