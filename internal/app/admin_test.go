@@ -93,13 +93,13 @@ func TestSupportSurfaceIsNotOnThePublicListener(t *testing.T) {
 		{http.MethodGet, "/readyz", ""},
 	} {
 		for name, creds := range map[string]http.Header{
-			"admin token": bearer(adminToken), "admin login": login(adminUser, adminPassword), "shop token": bearer("shop-token"),
+			"admin token": bearer(adminToken), "admin login": login(adminUser, adminPassword), "shop token": bearer(shopToken),
 		} {
 			status, _, body := send(t, c.method, b.URL+c.path, c.body, creds)
 			require.Equal(t, http.StatusNotFound, status, "%s %s with the %s on the public listener: %s", c.method, c.path, name, body)
 		}
 	}
-	require.Equal(t, 0, b.sandboxUser(t, project, key).Banned, "nothing was done")
+	require.Equal(t, 0, b.user(t, key).Banned, "nothing was done")
 
 	for _, path := range []string{"/riverui/", "/v1/admin/orders/" + s.ID, "/v1/admin/audit", "/metrics", "/healthz", "/readyz"} {
 		status, _, body := send(t, http.MethodGet, b.AdminURL+path, "", login(adminUser, adminPassword))
@@ -115,7 +115,7 @@ func TestShopTokenReadsListingsAndNothingElse(t *testing.T) {
 	s, o := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	key := o.Keys[0].UserKey
 
-	status, _, body := send(t, http.MethodGet, b.URL+"/v1/customers/"+s.Customer+"/keys", "", bearer("shop-token"))
+	status, _, body := send(t, http.MethodGet, b.URL+"/v1/customers/"+s.Customer+"/keys", "", bearer(shopToken))
 	require.Equal(t, http.StatusOK, status, body)
 	require.Contains(t, body, key)
 
@@ -127,11 +127,11 @@ func TestShopTokenReadsListingsAndNothingElse(t *testing.T) {
 		{http.MethodPost, "/v1/admin/keys/set-discord", `{"user_key":"` + key + `","discord_id":"123456789012345678"}`},
 		{http.MethodPost, "/v1/admin/orders/" + s.ID + "/retry", ""},
 	} {
-		status, header, body := send(t, c.method, b.AdminURL+c.path, c.body, bearer("shop-token"))
+		status, header, body := send(t, c.method, b.AdminURL+c.path, c.body, bearer(shopToken))
 		require.Equal(t, http.StatusUnauthorized, status, "%s %s: %s", c.method, c.path, body)
 		require.Contains(t, header.Get("WWW-Authenticate"), "Bearer")
 	}
-	require.Equal(t, 0, b.sandboxUser(t, project, key).Banned, "nothing was done")
+	require.Equal(t, 0, b.user(t, key).Banned, "nothing was done")
 	require.Equal(t, 0, b.Count(t, `SELECT count(*) FROM support_audit`))
 }
 

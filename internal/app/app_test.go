@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -9,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/catalog"
@@ -30,6 +34,7 @@ const (
 	priceYear   = "price_year365" // a year of project, the yearly plan of priceMonth
 	priceLife   = "price_lifetime"
 	luarmorKey  = fulfillertest.LuarmorAPIKey
+	shopToken   = fulfillertest.ShopAPIToken // the storefront's bearer token (SHOP_API_TOKEN)
 	secretOld   = "whsec_old_secret_for_tests"
 	secretNew   = "whsec_new_secret_for_tests"
 	defaultMail = "buyer@example.com"
@@ -130,6 +135,22 @@ func (b *bundle) luarmorUsersFor(sessionID string) int {
 		}
 	}
 	return n
+}
+
+// jobsDB is the service's database as rivertest's assertions read its jobs.
+func (b *bundle) jobsDB() *riverpgxv5.Driver { return riverpgxv5.New(b.Pool) }
+
+// waitJobEnded waits on watch for the attempt that ends job id
+// (completed, cancelled or discarded) and returns its event.
+func waitJobEnded(t *testing.T, watch *fulfillertest.JobWatch, id int64) *river.Event {
+	t.Helper()
+	return watch.WaitFor(t, fmt.Sprintf("job %d to end", id), func(ev *river.Event) bool {
+		switch ev.Job.State {
+		case rivertype.JobStateCompleted, rivertype.JobStateCancelled, rivertype.JobStateDiscarded:
+			return ev.Job.ID == id
+		}
+		return false
+	})
 }
 
 // creates counts the key creations Luarmor received.

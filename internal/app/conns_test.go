@@ -161,6 +161,9 @@ func TestOneClientsIdleConnectionsAndLongPollsLeaveRoomForWebhooksAndBuyers(t *t
 	for range attackConns {
 		require.NoError(t, attack.open(attackPath))
 	}
+	// Polls, here and below: connections answered, refused or held are
+	// the attacker's and the listener's own state; no job or order change
+	// announces them.
 	require.Eventually(t, func() bool { return attack.answered.Load() >= maxConns }, 20*time.Second, time.Millisecond,
 		"the attacker fills every place")
 	measure(3)
@@ -216,6 +219,8 @@ func TestOneClientsIdleConnectionsAndLongPollsLeaveRoomForWebhooksAndBuyers(t *t
 		_ = c.Close()
 	}
 	attack.mu.Unlock()
+	// A poll: a slot is given back when its connection closes, which
+	// nothing announces.
 	require.Eventually(t, func() bool { return b.Main.Changes.Waiters() == waitersBefore }, 20*time.Second, time.Millisecond)
 }
 

@@ -113,7 +113,7 @@ func (b *bundle) refundKeepsSharedKey(t *testing.T, refunded, holder stripefake.
 	u := b.user(t, key)
 	require.False(t, u.IsBanned(), "the other purchase still holds the key")
 	require.Equal(t, paidUntil, u.AuthExpire, "only the refunded purchase's month is taken back")
-	require.Zero(t, b.luarmorCalls(http.MethodPost, "/users/blacklist"))
+	require.Zero(t, b.Luarmor.CallCount(http.MethodPost, "/users/blacklist"))
 	_, o := b.GetOrder(t, holder.ID)
 	require.Equal(t, "fulfilled", o.Status)
 	require.Equal(t, "active", o.Keys[0].Status)
@@ -123,7 +123,7 @@ func (b *bundle) refundKeepsSharedKey(t *testing.T, refunded, holder stripefake.
 	b.waitIdle(t)
 	require.Equal(t, paidUntil, b.user(t, key).AuthExpire)
 	require.False(t, b.user(t, key).IsBanned())
-	require.Equal(t, 1, b.luarmorCalls(http.MethodPatch, "/users"), "one PATCH for the refund, none for the dispute")
+	require.Equal(t, 1, b.Luarmor.CallCount(http.MethodPatch, "/users"), "one PATCH for the refund, none for the dispute")
 }
 
 func TestRevokedExtensionKeepsDaysAddedSince(t *testing.T) {
@@ -341,7 +341,7 @@ func TestFirstPurchaseRefundWhoseAnswerIsLostTakesItsDaysOnce(t *testing.T) {
 	b.Luarmor.InjectFault(sandbox.Fault{Method: http.MethodPatch, PathContains: "/users", Kind: sandbox.FaultApplyThenDrop, Times: 1})
 	b.refundOrder(t, first)
 	b.waitKeys(t, first.ID, "revoked", "reverted")
-	require.Equal(t, 1, b.luarmorCalls(http.MethodPatch, "/users"),
+	require.Equal(t, 1, b.Luarmor.CallCount(http.MethodPatch, "/users"),
 		"the retry read the key, found the expiry the lost answer had set, and sent nothing again")
 	require.Equal(t, paidUntil, b.user(t, key).AuthExpire, "the month was taken off once")
 	require.False(t, b.user(t, key).IsBanned())

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/riverqueue/river/rivertest"
+	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/fulfillertest"
@@ -38,7 +40,7 @@ func (b *bundle) requireUntouched(t *testing.T, s stripefake.Session, key string
 	b.waitIdle(t)
 	b.waitKeys(t, s.ID, "fulfilled", "active")
 	require.False(t, b.user(t, key).IsBanned())
-	require.Zero(t, b.luarmorCalls(http.MethodPost, "/users/blacklist"))
+	require.Zero(t, b.Luarmor.CallCount(http.MethodPost, "/users/blacklist"))
 }
 
 func (b *bundle) stripeCalls(method, path string) int {
@@ -144,7 +146,7 @@ func TestChargebackLostKeepsTheBanAndWonLiftsIt(t *testing.T) {
 				b.waitKeys(t, s.ID, "fulfilled", "active")
 			}
 			require.Equal(t, want, b.user(t, key).IsBanned())
-			require.Equal(t, 1, b.luarmorCalls(http.MethodPost, "/users/blacklist"))
+			require.Equal(t, 1, b.Luarmor.CallCount(http.MethodPost, "/users/blacklist"))
 		})
 	}
 }
@@ -160,11 +162,11 @@ func TestReplayedWonEventUnbansNothingStripeSaysLost(t *testing.T) {
 	b.waitIdle(t)
 
 	// A closed event whose body says won, while Stripe says lost.
-	b.Deliver(t, fulfillertest.Event(t, "charge.dispute.closed", object(t, disputeObject(dp, ch, s.PaymentIntent, "won"))))
+	b.Deliver(t, fulfillertest.Event(t, "charge.dispute.closed", mustJSON(t, disputeObject(dp, ch, s.PaymentIntent, "won"))))
 	b.waitIdle(t)
 	b.waitKeys(t, s.ID, "revoked", "blacklisted")
 	require.True(t, b.user(t, key).IsBanned())
-	require.Zero(t, b.luarmorCalls(http.MethodGet, "/users/unban"))
+	require.Zero(t, b.Luarmor.CallCount(http.MethodGet, "/users/unban"))
 	require.Zero(t, b.Count(t, "SELECT count(*) FROM revocations WHERE status = 'lifted'"))
 }
 
@@ -174,7 +176,7 @@ func TestCreatedEventOfADisputeStripeSaysWonRevokesNothing(t *testing.T) {
 	s, key, ch := b.disputed(t)
 	dp := fulfillertest.NewID("dp_")
 	b.putDispute(dp, ch, s.PaymentIntent, "won")
-	b.Deliver(t, fulfillertest.Event(t, "charge.dispute.created", object(t, disputeObject(dp, ch, s.PaymentIntent, "needs_response"))))
+	b.Deliver(t, fulfillertest.Event(t, "charge.dispute.created", mustJSON(t, disputeObject(dp, ch, s.PaymentIntent, "needs_response"))))
 	b.requireUntouched(t, s, key)
 	require.Equal(t, 1, b.stripeCalls(http.MethodGet, "/v1/disputes/"+dp))
 }
@@ -186,17 +188,22 @@ func TestDisputeStripeDoesNotKnowIsSkippedAndAFailedReadRetried(t *testing.T) {
 	s, key, ch := b.disputed(t)
 
 	unknown := fulfillertest.NewID("dp_")
-	b.Deliver(t, fulfillertest.Event(t, "charge.dispute.created", object(t, disputeObject(unknown, ch, s.PaymentIntent, "needs_response"))))
+	b.Deliver(t, fulfillertest.Event(t, "charge.dispute.created", mustJSON(t, disputeObject(unknown, ch, s.PaymentIntent, "needs_response"))))
 	b.requireUntouched(t, s, key)
 	require.Contains(t, logs.String(), `"level":"ERROR","msg":"an event named a dispute this Stripe account does not know`)
-	require.Equal(t, 1, b.Count(t, "SELECT count(*) FROM river_job WHERE kind = 'apply_dispute' AND state = 'completed'"))
+	read := rivertest.RequireInserted(t.Context(), t, b.jobsDB(), jobs.ApplyDisputeArgs{},
+		&rivertest.RequireInsertedOpts{State: rivertype.JobStateCompleted})
+	require.Equal(t, unknown, read.Args.DisputeID)
 
 	// Stripe failing outlasts stripe-go's own two retries: the job retries.
 	dp := fulfillertest.NewID("dp_")
 	b.Stripe.FailNext("/v1/disputes/"+dp, http.StatusInternalServerError, 4)
 	b.Deliver(t, b.disputeEvent(t, "charge.dispute.created", dp, ch, s.PaymentIntent, "needs_response"))
 	b.waitKeys(t, s.ID, "revoked", "blacklisted")
-	require.Equal(t, 1, b.Count(t, "SELECT count(*) FROM river_job WHERE kind = 'apply_dispute' AND attempt = 2 AND state = 'completed'"))
+	reads := rivertest.RequireManyInserted(t.Context(), t, b.jobsDB(), []rivertest.ExpectedJob{
+		{Args: jobs.ApplyDisputeArgs{}}, {Args: jobs.ApplyDisputeArgs{}, Opts: &rivertest.RequireInsertedOpts{State: rivertype.JobStateCompleted}},
+	})
+	require.Equal(t, 2, reads[1].Attempt, "the read of the known dispute completed on its second attempt")
 }
 
 func TestRefundsRevokeOnceTheyReachTheShare(t *testing.T) {
@@ -230,7 +237,7 @@ func TestRefundShareIsReadFromStripeNotTheEvent(t *testing.T) {
 
 	// An event claiming a full refund of a charge Stripe says is refunded
 	// 999 of 1000 revokes nothing.
-	b.Deliver(t, fulfillertest.Event(t, "charge.refunded", object(t, map[string]any{
+	b.Deliver(t, fulfillertest.Event(t, "charge.refunded", mustJSON(t, map[string]any{
 		"id": ch, "object": "charge", "payment_intent": s.PaymentIntent, "amount": 1000, "amount_refunded": 1000, "refunded": true,
 	})))
 	b.requireUntouched(t, s, key)
@@ -247,7 +254,7 @@ func TestRefundShareIsOfTheCapturedAmount(t *testing.T) {
 		obj := map[string]any{"id": ch, "object": "charge", "payment_intent": pi, "paid": true, "captured": captured,
 			"amount": 1000, "amount_captured": amountCaptured, "amount_refunded": amountRefunded, "refunded": true}
 		b.Stripe.PutObject(stripefake.KindCharge, ch, obj)
-		return fulfillertest.Event(t, "charge.refunded", object(t, obj))
+		return fulfillertest.Event(t, "charge.refunded", mustJSON(t, obj))
 	}
 
 	s, key, ch := b.disputed(t)
@@ -274,7 +281,7 @@ func (b *bundle) refundUpdated(t *testing.T, refundID, chargeID, pi string, refu
 	if status == "failed" {
 		obj["failure_reason"] = "expired_or_canceled_card"
 	}
-	return fulfillertest.Event(t, "charge.refund.updated", object(t, obj))
+	return fulfillertest.Event(t, "charge.refund.updated", mustJSON(t, obj))
 }
 
 // A refund that fails after charge.refunded (the card was closed) gives the
@@ -306,13 +313,13 @@ func TestFailedRefundRestoresTheKeys(t *testing.T) {
 			}
 			b.waitIdle(t)
 			require.Equal(t, 1, b.Count(t, "SELECT count(*) FROM revocations WHERE source_id = $1 AND status = 'lifted'", ch))
-			require.Equal(t, 2, b.luarmorCalls(http.MethodGet, "/users/unban"), "one unban per key")
+			require.Equal(t, 2, b.Luarmor.CallCount(http.MethodGet, "/users/unban"), "one unban per key")
 
 			// The old charge.refunded again: Stripe says nothing is refunded.
 			b.Deliver(t, refunded)
 			b.waitIdle(t)
 			b.waitKeys(t, s.ID, "fulfilled", "active")
-			require.Equal(t, 2, b.luarmorCalls(http.MethodPost, "/users/blacklist"), "no ban since the first")
+			require.Equal(t, 2, b.Luarmor.CallCount(http.MethodPost, "/users/blacklist"), "no ban since the first")
 
 			// The shop refunds again, and this refund goes through.
 			b.Deliver(t, b.refund(t, ch, s.PaymentIntent, "", 1000))
@@ -342,7 +349,7 @@ func TestRefundUpdateOfARefundStripeStillCountsChangesNothing(t *testing.T) {
 	// same change.
 	b.Deliver(t, succeeded)
 	b.Deliver(t, b.refundUpdated(t, re, ch, s.PaymentIntent, 1000, "succeeded"))
-	stale := fulfillertest.Event(t, "charge.refund.updated", object(t, map[string]any{
+	stale := fulfillertest.Event(t, "charge.refund.updated", mustJSON(t, map[string]any{
 		"id": re, "object": "refund", "amount": 1000, "charge": ch, "payment_intent": s.PaymentIntent,
 		"status": "failed", "failure_reason": "lost_or_stolen_card",
 	}))
@@ -351,8 +358,8 @@ func TestRefundUpdateOfARefundStripeStillCountsChangesNothing(t *testing.T) {
 
 	b.waitKeys(t, s.ID, "revoked", "blacklisted")
 	require.True(t, b.user(t, key).IsBanned())
-	require.Zero(t, b.luarmorCalls(http.MethodGet, "/users/unban"))
-	require.Equal(t, 1, b.luarmorCalls(http.MethodPost, "/users/blacklist"))
+	require.Zero(t, b.Luarmor.CallCount(http.MethodGet, "/users/unban"))
+	require.Equal(t, 1, b.Luarmor.CallCount(http.MethodPost, "/users/blacklist"))
 	require.Equal(t, 1, b.Count(t, "SELECT count(*) FROM revocations WHERE source_id = $1 AND status = 'active'", ch))
 	require.Equal(t, 4, b.Count(t, "SELECT count(*) FROM river_job WHERE kind = 'apply_refund' AND state = 'completed'"),
 		"each distinct event read the charge back")
@@ -361,7 +368,7 @@ func TestRefundUpdateOfARefundStripeStillCountsChangesNothing(t *testing.T) {
 func TestEarlyFraudWarning(t *testing.T) {
 	t.Parallel()
 	warning := func(t *testing.T, ch, pi string) []byte {
-		return fulfillertest.Event(t, "radar.early_fraud_warning.created", object(t, map[string]any{
+		return fulfillertest.Event(t, "radar.early_fraud_warning.created", mustJSON(t, map[string]any{
 			"id": fulfillertest.NewID("issfr_"), "object": "radar.early_fraud_warning", "charge": ch, "payment_intent": pi,
 			"fraud_type": "made_with_stolen_card", "actionable": true,
 		}))

@@ -3,8 +3,8 @@ package app_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"mime/multipart"
@@ -15,9 +15,13 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertest"
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/config"
+	"fulfiller/internal/fulfillertest"
+	"fulfiller/internal/jobs"
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/mail"
 	"fulfiller/internal/mail/mailtest"
@@ -48,11 +52,11 @@ func setupMail(t *testing.T, password string) *mailBundle {
 	return &mailBundle{bundle: b, smtp: srv}
 }
 
-// waitMessages waits until the SMTP server holds n messages.
+// waitMessages waits until the SMTP server holds n messages: each is sent
+// by a job before the job ends.
 func (b *mailBundle) waitMessages(t *testing.T, n int) []mailtest.Message {
 	t.Helper()
-	require.Eventually(t, func() bool { return len(b.smtp.Messages()) >= n }, 20*time.Second, 20*time.Millisecond,
-		"expected %d emails", n)
+	b.WaitJobsUntil(t, fmt.Sprintf("%d emails", n), func() bool { return len(b.smtp.Messages()) >= n })
 	return b.smtp.Messages()
 }
 
@@ -71,13 +75,13 @@ func (b *bundle) waitEmailJob(t *testing.T, sessionID string, delivery int, stat
 	t.Helper()
 	var id int64
 	var errs string
-	require.Eventually(t, func() bool {
+	b.WaitJobsUntil(t, fmt.Sprintf("the email job of delivery %d in %v", delivery, states), func() bool {
 		err := b.Pool.QueryRow(context.Background(), `SELECT id, COALESCE(errors::text, '') FROM river_job
 			WHERE kind = 'send_order_email' AND (args->>'delivery')::int = $2
 			  AND (args->>'order_id')::bigint = (SELECT id FROM orders WHERE checkout_session_id = $1)
 			  AND state::text = ANY($3)`, sessionID, delivery, states).Scan(&id, &errs)
 		return err == nil
-	}, 20*time.Second, 20*time.Millisecond, "the email job never reached %v", states)
+	})
 	return id, errs
 }
 
@@ -122,19 +126,10 @@ func parseEmail(t *testing.T, data []byte) parsedEmail {
 	return out
 }
 
+// resendEmail asks for an order's keys email again, as support does.
 func (b *bundle) resendEmail(t *testing.T, sessionID, token string) (int, map[string]any) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, b.AdminURL+"/v1/admin/orders/"+sessionID+"/resend-email", nil)
-	require.NoError(t, err)
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	var body map[string]any
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
-	return resp.StatusCode, body
+	return b.admin(t, http.MethodPost, "/v1/admin/orders/"+sessionID+"/resend-email", "", token)
 }
 
 func TestFulfilledOrderEmailsItsKeys(t *testing.T) {
@@ -200,12 +195,12 @@ func TestKeysEmailIsSentOncePerDeliveryEvenWhenItsJobRunsTwice(t *testing.T) {
 
 	// The same job again (an operator's retry, a rescued job): the delivery
 	// is recorded sent, so nothing leaves.
+	watch := fulfillertest.WatchJobs(t, b.Main.River)
 	_, err := b.Main.River.JobRetry(context.Background(), jobID)
 	require.NoError(t, err)
-	b.waitEmailJob(t, s.ID, 1, "completed")
-	require.Eventually(t, func() bool {
-		return b.Count(t, `SELECT count(*) FROM river_job WHERE id = $1 AND state = 'completed' AND attempt = 2`, jobID) == 1
-	}, 20*time.Second, 20*time.Millisecond, "the job ran a second time")
+	again := waitJobEnded(t, watch, jobID)
+	require.Equal(t, river.EventKindJobCompleted, again.Kind)
+	require.Equal(t, 2, again.Job.Attempt, "the job ran a second time")
 	require.Len(t, b.smtp.Messages(), 1, "one email per delivery")
 
 	// A second key delivered for another order of the same buyer queues
@@ -228,12 +223,14 @@ func TestCutOffSendIsSentAgainWithTheSameMessageID(t *testing.T) {
 	// the documented at-least-once window applies, under the same Message-ID.
 	_, err := b.Pool.Exec(context.Background(), `UPDATE order_emails SET status = 'sending' WHERE checkout_session_id = $1`, s.ID)
 	require.NoError(t, err)
+	watch := fulfillertest.WatchJobs(t, b.Main.River)
 	_, err = b.Main.River.JobRetry(context.Background(), jobID)
 	require.NoError(t, err)
 	second := parseEmail(t, b.waitMessages(t, 2)[1].Data)
 	require.NotEmpty(t, first.header.Get("Message-Id"))
 	require.Equal(t, first.header.Get("Message-Id"), second.header.Get("Message-Id"))
-	require.Eventually(t, func() bool { return b.emailStatus(t, s.ID, 1) == "sent" }, 20*time.Second, 20*time.Millisecond)
+	require.Equal(t, river.EventKindJobCompleted, waitJobEnded(t, watch, jobID).Kind)
+	require.Equal(t, "sent", b.emailStatus(t, s.ID, 1))
 }
 
 func TestResendEmailQueuesANewDelivery(t *testing.T) {
@@ -270,12 +267,12 @@ func TestNoEmailWithoutMailSettings(t *testing.T) {
 	b := setup(t)
 	s, _ := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	require.Zero(t, b.Count(t, `SELECT count(*) FROM order_emails`))
-	require.Zero(t, b.Count(t, `SELECT count(*) FROM river_job WHERE kind = 'send_order_email'`))
+	rivertest.RequireNotInserted(t.Context(), t, b.jobsDB(), jobs.SendOrderEmailArgs{}, nil)
 
 	status, body := b.resendEmail(t, s.ID, adminToken)
 	require.Equal(t, http.StatusNotImplemented, status)
 	require.Equal(t, "mail_off", body["code"])
-	require.Zero(t, b.Count(t, `SELECT count(*) FROM river_job WHERE kind = 'send_order_email'`))
+	rivertest.RequireNotInserted(t.Context(), t, b.jobsDB(), jobs.SendOrderEmailArgs{}, nil)
 }
 
 func TestFailingSMTPServerIsRetriedAndTheOrderStaysFulfilled(t *testing.T) {

@@ -117,14 +117,14 @@ func (b *bundle) play(t *testing.T, h history, customer, discord string, start i
 		}
 		obj := b.putCharge(charge, s.PaymentIntent, "", refunded)
 		if p.refunded {
-			events = append(events, fulfillertest.Event(t, "charge.refunded", object(t, obj)))
+			events = append(events, fulfillertest.Event(t, "charge.refunded", mustJSON(t, obj)))
 		}
 		if p.disputeWon {
 			dp := fulfillertest.NewID("dp_")
 			b.putDispute(dp, charge, s.PaymentIntent, "won")
 			events = append(events,
-				fulfillertest.Event(t, "charge.dispute.created", object(t, disputeObject(dp, charge, s.PaymentIntent, "needs_response"))),
-				fulfillertest.Event(t, "charge.dispute.closed", object(t, disputeObject(dp, charge, s.PaymentIntent, "won"))))
+				fulfillertest.Event(t, "charge.dispute.created", mustJSON(t, disputeObject(dp, charge, s.PaymentIntent, "needs_response"))),
+				fulfillertest.Event(t, "charge.dispute.closed", mustJSON(t, disputeObject(dp, charge, s.PaymentIntent, "won"))))
 		}
 	}
 	if h.sub != nil {
@@ -145,7 +145,7 @@ func (b *bundle) play(t *testing.T, h history, customer, discord string, start i
 			if i == h.sub.refundedRenewal {
 				pi := fulfillertest.NewID("pi_")
 				charge := fulfillertest.NewID("ch_")
-				events = append(events, fulfillertest.Event(t, "charge.refunded", object(t, b.putCharge(charge, pi, id, 1000))))
+				events = append(events, fulfillertest.Event(t, "charge.refunded", mustJSON(t, b.putCharge(charge, pi, id, 1000))))
 			}
 		}
 	}
@@ -168,7 +168,7 @@ func (b *bundle) invoiceOf(t *testing.T, sub, price string, seats int, from, to 
 	}
 	b.Stripe.PutObject(stripefake.KindInvoice, id, mergeMap(inv, map[string]any{"lines": lines}))
 	inv["lines"] = map[string]any{"object": "list", "data": lines, "has_more": false}
-	return id, fulfillertest.Event(t, "invoice.paid", object(t, inv))
+	return id, fulfillertest.Event(t, "invoice.paid", mustJSON(t, inv))
 }
 
 // access is what the customer can use after a run: the seconds of use
@@ -183,7 +183,7 @@ type access struct {
 
 func (b *bundle) accessOf(t *testing.T, customer string, start int64) access {
 	t.Helper()
-	client := luarmor.NewClient(luarmorKey, luarmor.WithBaseURL(b.Main.Config.LuarmorBaseURL))
+	client := b.Luarmor.Client()
 	users, err := client.ListUsers(context.Background(), project, luarmor.ListUsersOptions{Search: "cus:" + customer})
 	require.NoError(t, err)
 	var a access

@@ -50,7 +50,7 @@ func (b *bundle) invoiceLines(t *testing.T, sub, reason string, ls []line) (stri
 	}
 	b.Stripe.PutObject(stripefake.KindInvoice, id, mergeMap(inv, map[string]any{"lines": lines}))
 	inv["lines"] = map[string]any{"object": "list", "data": lines, "has_more": false}
-	return id, fulfillertest.Event(t, "invoice.paid", object(t, inv))
+	return id, fulfillertest.Event(t, "invoice.paid", mustJSON(t, inv))
 }
 
 // shown is the expiry the order API shows for key on the order.
@@ -420,7 +420,7 @@ func TestPausedCollectionKeepsAccessAndIsNotSuspended(t *testing.T) {
 
 			u := b.user(t, key)
 			require.False(t, u.IsBanned(), "a paused collection is not a payment past due")
-			require.Zero(t, b.luarmorCalls(http.MethodPost, "/users/blacklist"))
+			require.Zero(t, b.Luarmor.CallCount(http.MethodPost, "/users/blacklist"))
 			require.GreaterOrEqual(t, u.AuthExpire, before+3600, "access kept: the grace from now")
 			require.Equal(t, u.AuthExpire, b.shown(t, sessionID, key))
 			_, o := b.GetOrder(t, sessionID)

@@ -71,11 +71,11 @@ func TestWrongBearerTokensAre401ThenRateLimitedPerClientAndLoggedSampled(t *test
 	require.Equal(t, http.StatusTooManyRequests, limited.status, "failures past the burst are refused")
 	require.Equal(t, "6", limited.header.Get("Retry-After"))
 	require.Equal(t, "rate_limited", limited.code(t))
-	require.Equal(t, http.StatusTooManyRequests, b.call(t, http.MethodGet, path, "", guesser, "shop-token").status,
+	require.Equal(t, http.StatusTooManyRequests, b.call(t, http.MethodGet, path, "", guesser, shopToken).status,
 		"a right guess after the limit is not even checked")
 
 	// Another client is not held back by the guesser.
-	require.Equal(t, http.StatusOK, b.call(t, http.MethodGet, path, "", "203.0.113.9", "shop-token").status)
+	require.Equal(t, http.StatusOK, b.call(t, http.MethodGet, path, "", "203.0.113.9", shopToken).status)
 	require.Equal(t, http.StatusUnauthorized, b.call(t, http.MethodGet, path, "", "203.0.113.9", "wrong").status)
 
 	// A dozen refusals of one client are one line, which counts the rest
@@ -84,7 +84,7 @@ func TestWrongBearerTokensAre401ThenRateLimitedPerClientAndLoggedSampled(t *test
 	require.Equal(t, 1, lines, "one sampled line for the guessing client: %s", log.String())
 	require.Equal(t, 1, strings.Count(log.String(), "203.0.113.9"))
 	require.NotContains(t, log.String(), "guess-")
-	require.NotContains(t, log.String(), "shop-token")
+	require.NotContains(t, log.String(), shopToken)
 }
 
 func TestRiverUIIsOffWithoutAdminCredentials(t *testing.T) {
@@ -222,6 +222,7 @@ func TestConnectionsPastTheCapWaitWhileEveryOpenOneIsBusy(t *testing.T) {
 	poll, _ := dial("127.0.0.1")
 	_, err = io.WriteString(poll, "GET /v1/orders/"+id+"?wait=30 HTTP/1.1\r\nHost: fulfiller\r\n\r\n")
 	require.NoError(t, err)
+	// A poll: a long-poll being held announces nothing.
 	require.Eventually(t, func() bool { return b.Main.Changes.Waiters() == 1 }, 10*time.Second, time.Millisecond)
 	slow, slowR := dial("127.0.0.1")
 	_, err = io.WriteString(slow, "GET /openapi.json HTTP/1.1\r\n")

@@ -2,8 +2,6 @@ package app_test
 
 import (
 	"context"
-	"encoding/json"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -11,11 +9,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertest"
+	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/config"
 	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/httpapi"
+	"fulfiller/internal/jobs"
 	"fulfiller/internal/logging"
 	"fulfiller/internal/logging/logtest"
 	"fulfiller/internal/luarmor"
@@ -33,13 +35,9 @@ type resetAnswer struct {
 // resetHWID asks for the HWID reset of userKey through the order API.
 func (b *bundle) resetHWID(t *testing.T, sessionID, body string) resetAnswer {
 	t.Helper()
-	resp, err := http.Post(b.URL+"/v1/orders/"+sessionID+"/reset-hwid", "application/json", strings.NewReader(body))
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	a := resetAnswer{status: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After")}
-	require.NoError(t, json.Unmarshal(raw, &a.body), "body: %s", raw)
+	got := b.call(t, http.MethodPost, "/v1/orders/"+sessionID+"/reset-hwid", body, "", "")
+	a := resetAnswer{status: got.status, retryAfter: got.header.Get("Retry-After")}
+	got.decode(t, &a.body)
 	return a
 }
 
@@ -55,11 +53,13 @@ func (b *bundle) boughtKey(t *testing.T) (stripefake.Session, string) {
 	return s, key
 }
 
-// waitReset polls the order API until the key's reset reaches status.
+// waitReset waits until the order API shows the key's reset in status.
+// The reset's job writes it (a reset is not an order change the service
+// notifies), so the order is read again as jobs end.
 func (b *bundle) waitReset(t *testing.T, sessionID, userKey, status string) httpapi.HWIDResetJSON {
 	t.Helper()
 	var last httpapi.HWIDResetJSON
-	require.Eventually(t, func() bool {
+	b.WaitJobsUntil(t, "the reset "+status, func() bool {
 		code, o := b.GetOrder(t, sessionID)
 		if code != http.StatusOK {
 			return false
@@ -70,13 +70,19 @@ func (b *bundle) waitReset(t *testing.T, sessionID, userKey, status string) http
 			}
 		}
 		return last.Status == status
-	}, 20*time.Second, 20*time.Millisecond, "reset never reached %s; last %+v", status, &last)
+	})
 	return last
 }
 
-func (b *bundle) resetJobs(t *testing.T, state string) int {
+// resetJobsIn requires the reset_hwid jobs queued so far to be n, each in
+// state.
+func (b *bundle) resetJobsIn(t *testing.T, n int, state rivertype.JobState) []*rivertype.JobRow {
 	t.Helper()
-	return b.Count(t, `SELECT count(*) FROM river_job WHERE kind = 'reset_hwid' AND state = $1`, state)
+	want := make([]rivertest.ExpectedJob, n)
+	for i := range want {
+		want[i] = rivertest.ExpectedJob{Args: jobs.ResetHWIDArgs{}, Opts: &rivertest.RequireInsertedOpts{State: state}}
+	}
+	return rivertest.RequireManyInserted(t.Context(), t, b.jobsDB(), want)
 }
 
 func TestHWIDResetClearsTheHWIDAndHoldsTheCooldown(t *testing.T) {
@@ -106,7 +112,7 @@ func TestHWIDResetClearsTheHWIDAndHoldsTheCooldown(t *testing.T) {
 	require.NoError(t, b.Luarmor.Execute(project, key, "pc-new"), "the key runs on the new machine")
 
 	// The shop's listings show the same reset.
-	listed := b.call(t, http.MethodPost, "/v1/keys/search", `{"email":"`+s.CustomerEmail+`"}`, "", "shop-token")
+	listed := b.call(t, http.MethodPost, "/v1/keys/search", `{"email":"`+s.CustomerEmail+`"}`, "", shopToken)
 	require.Equal(t, http.StatusOK, listed.status, string(listed.body))
 	var listing httpapi.KeyListingJSON
 	listed.decode(t, &listing)
@@ -133,7 +139,7 @@ func TestHWIDResetClearsTheHWIDAndHoldsTheCooldown(t *testing.T) {
 	nextText := time.Unix(next, 0).UTC().Format("2006-01-02 15:04:05")
 	require.Contains(t, a.body["error"], "this key's HWID was reset at ")
 	require.Contains(t, a.body["error"], "; the next reset is allowed at "+nextText+" (UTC)")
-	require.Equal(t, 1, b.resetJobs(t, "completed"), "a refused request queues nothing")
+	b.resetJobsIn(t, 1, rivertype.JobStateCompleted) // a refused request queues nothing
 	require.Equal(t, 1, b.user(t, key).TotalResets)
 }
 
@@ -160,7 +166,7 @@ func TestConcurrentHWIDResetsAcceptExactlyOne(t *testing.T) {
 	require.Equal(t, 1, accepted)
 	b.waitReset(t, s.ID, key, "done")
 	b.waitIdle(t)
-	require.Equal(t, 1, b.Count(t, `SELECT count(*) FROM river_job WHERE kind = 'reset_hwid'`))
+	rivertest.RequireInserted(t.Context(), t, b.jobsDB(), jobs.ResetHWIDArgs{}, nil)
 	require.Equal(t, 1, b.user(t, key).TotalResets)
 }
 
@@ -180,7 +186,7 @@ func TestHWIDResetIsAcceptedAgainOnceTheCooldownPassed(t *testing.T) {
 	a = b.resetHWID(t, s.ID, keyBody(key))
 	require.Equal(t, http.StatusAccepted, a.status, a.body)
 	b.waitIdle(t)
-	require.Equal(t, 2, b.resetJobs(t, "completed"))
+	b.resetJobsIn(t, 2, rivertype.JobStateCompleted)
 	require.Equal(t, 2, b.user(t, key).TotalResets)
 	require.Empty(t, b.user(t, key).Identifier)
 	require.Equal(t, 2, b.Count(t, `SELECT resets FROM hwid_resets`))
@@ -215,7 +221,7 @@ func TestHWIDResetRefusesRevokedKeysAndOtherOrdersKeys(t *testing.T) {
 	require.Equal(t, "conflict", a.body["code"])
 	require.Contains(t, a.body["error"], "revoked")
 	require.Zero(t, b.Count(t, `SELECT count(*) FROM hwid_resets`))
-	require.Zero(t, b.Count(t, `SELECT count(*) FROM river_job WHERE kind = 'reset_hwid'`))
+	rivertest.RequireNotInserted(t.Context(), t, b.jobsDB(), jobs.ResetHWIDArgs{}, nil)
 	require.Equal(t, "pc-old", b.user(t, key).Identifier)
 
 	// The other order's key is untouched by all this and can be reset.
@@ -247,16 +253,16 @@ func TestHWIDResetJobRunTwiceRecordsOneReset(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, b.resetHWID(t, s.ID, keyBody(key)).status)
 	first := b.waitReset(t, s.ID, key, "done")
 	b.waitIdle(t)
-	var jobID int64
-	require.NoError(t, b.Pool.QueryRow(context.Background(), `SELECT id FROM river_job WHERE kind = 'reset_hwid'`).Scan(&jobID))
+	jobID := rivertest.RequireInserted(t.Context(), t, b.jobsDB(), jobs.ResetHWIDArgs{}, nil).ID
 
 	// The same job again (a rescued job, an operator's retry): the reset
 	// is recorded done, so nothing more happens.
+	watch := fulfillertest.WatchJobs(t, b.Main.River)
 	_, err := b.Main.River.JobRetry(context.Background(), jobID)
 	require.NoError(t, err)
-	require.Eventually(t, func() bool {
-		return b.Count(t, `SELECT count(*) FROM river_job WHERE id = $1 AND state = 'completed' AND attempt = 2`, jobID) == 1
-	}, 20*time.Second, 20*time.Millisecond, "the job ran a second time")
+	again := waitJobEnded(t, watch, jobID)
+	require.Equal(t, river.EventKindJobCompleted, again.Kind)
+	require.Equal(t, 2, again.Job.Attempt, "the job ran a second time")
 	require.Equal(t, 1, b.Count(t, `SELECT resets FROM hwid_resets`))
 	require.Equal(t, 1, b.user(t, key).TotalResets)
 	require.Equal(t, first, b.waitReset(t, s.ID, key, "done"))
@@ -273,7 +279,7 @@ func TestHWIDResetWhoseAnswerWasLostIsRepeatedHarmlessly(t *testing.T) {
 	b.waitReset(t, s.ID, key, "done")
 	require.Equal(t, 2, b.user(t, key).TotalResets, "Luarmor reset twice")
 	require.Equal(t, 1, b.Count(t, `SELECT resets FROM hwid_resets`), "recorded once")
-	require.Equal(t, 1, b.resetJobs(t, "completed"))
+	b.resetJobsIn(t, 1, rivertype.JobStateCompleted)
 }
 
 func TestLuarmorRefusalFailsTheResetAndGivesTheCooldownBack(t *testing.T) {
@@ -288,11 +294,11 @@ func TestLuarmorRefusalFailsTheResetAndGivesTheCooldownBack(t *testing.T) {
 	require.LessOrEqual(t, time.Until(time.Unix(*r.NextResetAt, 0)), postgres.FailedResetPause)
 	require.Nil(t, r.LastResetAt)
 	b.waitIdle(t)
-	require.Equal(t, 1, b.resetJobs(t, "cancelled"), "a refusal that will not change is not retried")
+	b.resetJobsIn(t, 1, rivertype.JobStateCancelled) // a refusal that will not change is not retried
 	require.Equal(t, "pc-old", b.user(t, key).Identifier)
 	again := b.resetHWID(t, s.ID, keyBody(key))
 	require.Equal(t, http.StatusTooManyRequests, again.status, "no Luarmor call per request while the refusal stands")
-	require.Equal(t, 1, b.luarmorCalls(http.MethodPost, "/resethwid"))
+	require.Equal(t, 1, b.Luarmor.CallCount(http.MethodPost, "/resethwid"))
 
 	// Once the seller turns resets on and the pause is over, the buyer
 	// tries again.
@@ -308,7 +314,7 @@ func TestLuarmorRefusalFailsTheResetAndGivesTheCooldownBack(t *testing.T) {
 	// A key banned in Luarmor behind the service's back: failed too, with
 	// the reason, and Luarmor's HWID stays.
 	s2, key2 := b.boughtKey(t)
-	lua := luarmor.NewClient(luarmorKey, luarmor.WithBaseURL(b.Main.Config.LuarmorBaseURL))
+	lua := b.Luarmor.Client()
 	require.NoError(t, lua.Blacklist(context.Background(), project, luarmor.BlacklistRequest{UserKey: key2}))
 	require.Equal(t, http.StatusAccepted, b.resetHWID(t, s2.ID, keyBody(key2)).status)
 	r = b.waitReset(t, s2.ID, key2, "failed")
@@ -325,11 +331,10 @@ func TestLuarmorRateLimitSnoozesTheResetUntilItSucceeds(t *testing.T) {
 	b.Luarmor.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/resethwid", Kind: sandbox.FaultRateLimit, Times: 1})
 	require.Equal(t, http.StatusAccepted, b.resetHWID(t, s.ID, keyBody(key)).status)
 	b.waitReset(t, s.ID, key, "done")
-	require.Equal(t, 2, b.luarmorCalls(http.MethodPost, "/users/resethwid"), "refused once, then sent again")
+	require.Equal(t, 2, b.Luarmor.CallCount(http.MethodPost, "/users/resethwid"), "refused once, then sent again")
 	require.Equal(t, 1, b.user(t, key).TotalResets)
 	b.waitIdle(t)
-	require.Equal(t, 1, b.Count(t, `SELECT count(*) FROM river_job WHERE kind = 'reset_hwid' AND state = 'completed'
-		AND coalesce(cardinality(errors), 0) = 0`), "a snooze is no failure")
+	require.Empty(t, b.resetJobsIn(t, 1, rivertype.JobStateCompleted)[0].Errors, "a snooze is no failure")
 }
 
 func TestFullKeyIsNeverLoggedByHWIDResets(t *testing.T) {

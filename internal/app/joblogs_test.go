@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -24,22 +23,22 @@ func TestJobLinesNameTheirJob(t *testing.T) {
 	t.Parallel()
 	var log logtest.Buffer
 	b := setup(t, withLogger(slog.New(slog.NewJSONHandler(&log, nil))))
+	watch := fulfillertest.WatchJobs(t, b.Main.River)
 	s := b.paidSession(t, stripefake.Item{PriceID: "price_not_in_catalog", Quantity: 1})
 	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
 	b.WaitOrder(t, s.ID, "failed")
+	watch.WaitEnded(t, "fulfil_order") // the job logs why before it ends
 
 	var line map[string]any
 	var rawLine string
-	require.Eventually(t, func() bool {
-		for _, raw := range strings.Split(log.String(), "\n") {
-			var m map[string]any
-			if json.Unmarshal([]byte(raw), &m) == nil && m["msg"] == "order cannot be fulfilled" {
-				line, rawLine = m, raw
-				return true
-			}
+	for _, raw := range strings.Split(log.String(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(raw), &m) == nil && m["msg"] == "order cannot be fulfilled" {
+			line, rawLine = m, raw
+			break
 		}
-		return false
-	}, 10*time.Second, 20*time.Millisecond)
+	}
+	require.NotNil(t, line, "the failure is logged: %s", log.String())
 	require.Equal(t, "fulfil_order", line["job_kind"])
 	require.Positive(t, line["job_id"])
 	require.Equal(t, 1, strings.Count(rawLine, `"job_id":`), "the job is named once: %s", rawLine)
@@ -89,6 +88,6 @@ func TestJobArgumentsHoldNoSessionIDNorAddress(t *testing.T) {
 	require.GreaterOrEqual(t, kinds["fulfil_order"], 3, "two purchases and a retry")
 	require.Equal(t, 3, kinds["send_order_email"])
 	require.Equal(t, 1, kinds["send_key_lookup_email"])
-	require.Eventually(t, func() bool { return b.Count(t, `SELECT count(*) FROM key_lookup_emails`) == 0 },
-		10*time.Second, 20*time.Millisecond, "the link's address is deleted once it is sent")
+	b.waitLookupJobs(t, 1)
+	require.Zero(t, b.Count(t, `SELECT count(*) FROM key_lookup_emails`), "the link's address is deleted once it is sent")
 }

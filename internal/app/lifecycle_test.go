@@ -20,8 +20,9 @@ import (
 
 const day = int64(86400)
 
-// object marshals a Stripe object for an event's data.object.
-func object(t *testing.T, v map[string]any) []byte {
+// mustJSON marshals v: a Stripe object for an event's data.object, or an
+// event.
+func mustJSON(t *testing.T, v any) []byte {
 	t.Helper()
 	b, err := json.Marshal(v)
 	require.NoError(t, err)
@@ -82,7 +83,7 @@ func (b *bundle) invoice(t *testing.T, sub, reason string, periodEnd int64) (str
 	}
 	b.Stripe.PutObject(stripefake.KindInvoice, id, mergeMap(inv, map[string]any{"lines": lines}))
 	inv["lines"] = map[string]any{"object": "list", "data": lines, "has_more": false}
-	return id, fulfillertest.Event(t, "invoice.paid", object(t, inv))
+	return id, fulfillertest.Event(t, "invoice.paid", mustJSON(t, inv))
 }
 
 func mergeMap(a, b map[string]any) map[string]any {
@@ -101,7 +102,7 @@ func mergeMap(a, b map[string]any) map[string]any {
 func (b *bundle) disputeEvent(t *testing.T, typ, disputeID, chargeID, pi, status string) []byte {
 	t.Helper()
 	b.putDispute(disputeID, chargeID, pi, status)
-	return fulfillertest.Event(t, typ, object(t, disputeObject(disputeID, chargeID, pi, status)))
+	return fulfillertest.Event(t, typ, mustJSON(t, disputeObject(disputeID, chargeID, pi, status)))
 }
 
 // putDispute sets what Stripe's API says of a dispute now.
@@ -139,7 +140,7 @@ func (b *bundle) putCharge(id, pi, invoice string, refunded int64) map[string]an
 // returns the charge.refunded event Stripe sends for it.
 func (b *bundle) refund(t *testing.T, chargeID, pi, invoice string, refunded int64) []byte {
 	t.Helper()
-	return fulfillertest.Event(t, "charge.refunded", object(t, b.putCharge(chargeID, pi, invoice, refunded)))
+	return fulfillertest.Event(t, "charge.refunded", mustJSON(t, b.putCharge(chargeID, pi, invoice, refunded)))
 }
 
 func (b *bundle) user(t *testing.T, key string) luarmor.User {
@@ -149,14 +150,12 @@ func (b *bundle) user(t *testing.T, key string) luarmor.User {
 	return u
 }
 
-// waitKeys polls until every key of the order reaches status.
+// waitKeys waits until the order is in orderStatus with every key in
+// keyStatus.
 func (b *bundle) waitKeys(t *testing.T, id, orderStatus, keyStatus string) httpapi.OrderJSON {
 	t.Helper()
-	var last httpapi.OrderJSON
-	require.Eventually(t, func() bool {
-		code, o := b.GetOrder(t, id)
-		last = o
-		if code != http.StatusOK || o.Status != orderStatus {
+	return b.WaitOrderFor(t, id, "status "+orderStatus+" with every key "+keyStatus, func(o httpapi.OrderJSON) bool {
+		if o.Status != orderStatus {
 			return false
 		}
 		for _, k := range o.Keys {
@@ -165,18 +164,7 @@ func (b *bundle) waitKeys(t *testing.T, id, orderStatus, keyStatus string) httpa
 			}
 		}
 		return true
-	}, 20*time.Second, 20*time.Millisecond, "order %s never reached %s with keys %s; last %+v", id, orderStatus, keyStatus, &last)
-	return last
-}
-
-func (b *bundle) luarmorCalls(method, pathSuffix string) int {
-	n := 0
-	for _, c := range b.Luarmor.Calls() {
-		if c.Method == method && strings.HasSuffix(c.Path, pathSuffix) {
-			n++
-		}
-	}
-	return n
+	})
 }
 
 // waitIdle waits until no job is left to run, and names the jobs left
@@ -186,22 +174,19 @@ func (b *bundle) waitIdle(t *testing.T) {
 	idle := func() bool {
 		return b.Count(t, "SELECT count(*) FROM river_job WHERE state NOT IN ('completed', 'cancelled', 'discarded')") == 0
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for !idle() {
-		if time.Now().After(deadline) {
-			rows, err := b.Pool.Query(context.Background(), `SELECT id, kind, state, attempt, args::text, scheduled_at - now(),
-				COALESCE(errors[array_length(errors, 1)]->>'error', '') FROM river_job
-				WHERE state NOT IN ('completed', 'cancelled', 'discarded') ORDER BY id`)
-			require.NoError(t, err)
-			for rows.Next() {
-				v, err := rows.Values()
-				require.NoError(t, err)
-				t.Logf("job left: %v", v)
-			}
-			require.FailNow(t, "jobs still waiting or running after 20s")
-		}
-		time.Sleep(20 * time.Millisecond)
+	if fulfillertest.JobsUntil(b.Main.River, fulfillertest.WaitTimeout, idle) {
+		return
 	}
+	rows, err := b.Pool.Query(context.Background(), `SELECT id, kind, state, attempt, args::text, scheduled_at - now(),
+		COALESCE(errors[array_length(errors, 1)]->>'error', '') FROM river_job
+		WHERE state NOT IN ('completed', 'cancelled', 'discarded') ORDER BY id`)
+	require.NoError(t, err)
+	for rows.Next() {
+		v, err := rows.Values()
+		require.NoError(t, err)
+		t.Logf("job left: %v", v)
+	}
+	require.FailNow(t, "jobs still waiting or running after "+fulfillertest.WaitTimeout.String())
 }
 
 func TestRenewalExtendsEveryKeyOnce(t *testing.T) {
@@ -240,17 +225,10 @@ func TestRenewalExtendsEveryKeyOnce(t *testing.T) {
 	require.NotNil(t, got.PaidThrough, "the order API shows the paid-through time")
 	require.Equal(t, periodEnd, *got.PaidThrough)
 	// Two invoices, two keys: at most two calls per key per renewal.
-	require.LessOrEqual(t, b.luarmorCalls(http.MethodGet, "/users")+b.luarmorCalls(http.MethodPatch, "/users"), 2*2*2)
-	require.Equal(t, 2, b.luarmorCalls(http.MethodPatch, "/users"), "one PATCH per key; the second invoice found them extended")
+	require.LessOrEqual(t, b.Luarmor.CallCount(http.MethodGet, "/users")+b.Luarmor.CallCount(http.MethodPatch, "/users"), 2*2*2)
+	require.Equal(t, 2, b.Luarmor.CallCount(http.MethodPatch, "/users"), "one PATCH per key; the second invoice found them extended")
 	require.Equal(t, 2, b.Count(t, "SELECT count(*) FROM key_grants WHERE source = 'invoice:' || $1", invoiceID),
 		"the invoice's period granted to each key once")
-}
-
-func mustJSON(t *testing.T, v any) []byte {
-	t.Helper()
-	b, err := json.Marshal(v)
-	require.NoError(t, err)
-	return b
 }
 
 func TestSubscriptionCreateInvoiceDoesNotExtend(t *testing.T) {
@@ -279,13 +257,13 @@ func TestRenewalNeverShortensAKey(t *testing.T) {
 	b.Luarmor.ResetCalls()
 	// The operator already gave the key a year.
 	far := time.Now().Unix() + 365*day
-	require.NoError(t, luarmor.NewClient(luarmorKey, luarmor.WithBaseURL(b.Main.Config.LuarmorBaseURL)).
+	require.NoError(t, b.Luarmor.Client().
 		UpdateUser(context.Background(), project, luarmor.UpdateUserRequest{UserKey: key, AuthExpire: &far}))
 	_, ev := b.invoice(t, s.Subscription, "subscription_cycle", time.Now().Unix()+30*day)
 	b.Deliver(t, ev)
 	b.waitIdle(t)
 	require.Equal(t, far, b.user(t, key).AuthExpire)
-	require.Equal(t, 1, b.luarmorCalls(http.MethodPatch, "/users"), "only the operator's PATCH")
+	require.Equal(t, 1, b.Luarmor.CallCount(http.MethodPatch, "/users"), "only the operator's PATCH")
 }
 
 func TestRenewalBeforeTheFirstKeyIsAppliedOnDelivery(t *testing.T) {
@@ -328,7 +306,7 @@ func TestDisputeBlacklistsThePaymentsKeys(t *testing.T) {
 		require.Equal(t, luarmor.NeverExpires, u.BanExpire)
 	}
 	b.waitIdle(t)
-	require.Equal(t, 2, b.luarmorCalls(http.MethodPost, "/users/blacklist"), "one blacklist per key despite the repeat")
+	require.Equal(t, 2, b.Luarmor.CallCount(http.MethodPost, "/users/blacklist"), "one blacklist per key despite the repeat")
 }
 
 func TestDisputeBeforeTheKeyExistsMeansNoKey(t *testing.T) {
@@ -381,6 +359,8 @@ func TestDisputeDuringKeyCreationLeavesNoUsableKey(t *testing.T) {
 	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 2})
 	ch := b.charge(t, s.PaymentIntent, "")
 	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
+	// A poll: a create under way ends no job and changes nothing the
+	// order notifies, and the dispute must land before it ends.
 	require.Eventually(t, func() bool {
 		return b.Count(t, "SELECT count(*) FROM order_keys WHERE create_attempts > 0") > 0
 	}, 10*time.Second, 5*time.Millisecond)
@@ -444,7 +424,7 @@ func TestDisputeClosedBeforeCreatedRevokesNothing(t *testing.T) {
 	b.waitIdle(t)
 	o := b.waitKeys(t, s.ID, "fulfilled", "active")
 	require.False(t, b.user(t, o.Keys[0].UserKey).IsBanned())
-	require.Zero(t, b.luarmorCalls(http.MethodPost, "/users/blacklist"), "both events read the dispute back as won")
+	require.Zero(t, b.Luarmor.CallCount(http.MethodPost, "/users/blacklist"), "both events read the dispute back as won")
 	require.Equal(t, 1, b.Count(t, "SELECT count(*) FROM revocations WHERE source_id = $1 AND status = 'lifted'", dp))
 }
 
@@ -570,7 +550,7 @@ func TestSubscriptionDeletedIsRecorded(t *testing.T) {
 	b.Stripe.PutSubscription(stripefake.Subscription{ID: s.Subscription, Status: "canceled",
 		CurrentPeriodEnd: sub.CurrentPeriodEnd, CanceledAt: time.Now().Unix(), EndedAt: time.Now().Unix(),
 		Items: []stripefake.SubscriptionItem{{PriceID: priceMonth, Quantity: 1}}})
-	b.Deliver(t, fulfillertest.Event(t, "customer.subscription.deleted", object(t, map[string]any{
+	b.Deliver(t, fulfillertest.Event(t, "customer.subscription.deleted", mustJSON(t, map[string]any{
 		"id": s.Subscription, "object": "subscription", "status": "canceled", "current_period_end": sub.CurrentPeriodEnd,
 	})))
 	b.waitIdle(t)

@@ -84,6 +84,7 @@ func TestMeasureLongPoll(t *testing.T) {
 			}
 		}()
 	}
+	// A poll: requests being held announce nothing.
 	require.Eventually(t, func() bool { return waiter.Main.Changes.Waiters() == held }, time.Minute, 10*time.Millisecond)
 	var heapHeld runtime.MemStats
 	runtime.GC()
@@ -106,12 +107,15 @@ func TestMeasureLongPoll(t *testing.T) {
 		waiter.waitIdle(t)
 		before := waiter.Main.Changes.Waiters()
 		answer := waiter.asyncAsk(context.Background(), "/v1/orders/"+s.ID+"?wait=30")
+		// A poll: a request being held announces nothing.
 		require.Eventually(t, func() bool { return waiter.Main.Changes.Waiters() == before+1 }, 20*time.Second, time.Millisecond)
 		s.PaymentStatus = "paid"
 		waiter.Stripe.PutSession(s)
 		worker.Stripe.PutSession(s)
 		worker.Deliver(t, worker.SessionEvent(t, "checkout.session.async_payment_succeeded", s.ID))
 		var delivered time.Time
+		// A poll on purpose: the latency is measured from an independent
+		// look at the database, not from the notification being measured.
 		require.Eventually(t, func() bool {
 			return waiter.Count(t, `SELECT count(*) FROM order_keys WHERE checkout_session_id = $1 AND user_key IS NOT NULL`, s.ID) == 1
 		}, 20*time.Second, time.Millisecond)

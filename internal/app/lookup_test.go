@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/riverqueue/river/rivertest"
+	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/config"
@@ -85,25 +87,15 @@ func (a apiAnswer) code(t *testing.T) string {
 // X-Forwarded-For; "" for the loopback itself) with an optional bearer.
 func (b *bundle) call(t *testing.T, method, path, body, client, bearer string) apiAnswer {
 	t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, b.URL+path, rd)
-	require.NoError(t, err)
-	req.Header.Set("Content-Type", "application/json")
+	header := http.Header{"Content-Type": {"application/json"}}
 	if client != "" {
-		req.Header.Set("X-Forwarded-For", client)
+		header.Set("X-Forwarded-For", client)
 	}
 	if bearer != "" {
-		req.Header.Set("Authorization", "Bearer "+bearer)
+		header.Set("Authorization", "Bearer "+bearer)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return apiAnswer{resp.StatusCode, resp.Header, out}
+	status, h, out := send(t, method, b.URL+path, body, header)
+	return apiAnswer{status, h, []byte(out)}
 }
 
 func (b *bundle) keyLookup(t *testing.T, email, client string) apiAnswer {
@@ -134,12 +126,12 @@ func (b *bundle) myKeysAs(t *testing.T, token, client string) apiAnswer {
 // have finished (completed or cancelled).
 func (b *bundle) waitLookupJobs(t *testing.T, n int) {
 	t.Helper()
-	require.Eventually(t, func() bool {
+	b.WaitJobsUntil(t, fmt.Sprintf("%d finished find-my-keys jobs", n), func() bool {
 		var total, done int
 		require.NoError(t, b.Pool.QueryRow(context.Background(), `SELECT count(*), count(*) FILTER (WHERE state IN ('completed', 'cancelled'))
 			FROM river_job WHERE kind = 'send_key_lookup_email'`).Scan(&total, &done))
 		return total == n && done == n
-	}, 20*time.Second, 20*time.Millisecond, "expected %d finished find-my-keys jobs", n)
+	})
 }
 
 // lookupMessages are the find-my-keys emails the SMTP server accepted (a
@@ -155,11 +147,11 @@ func (b *mailBundle) lookupMessages(t *testing.T) []mailtest.Message {
 	return out
 }
 
-// waitLookupMessages waits until the SMTP server holds n find-my-keys emails.
+// waitLookupMessages waits until the SMTP server holds n find-my-keys
+// emails, each sent by a job before it ends.
 func (b *mailBundle) waitLookupMessages(t *testing.T, n int) []mailtest.Message {
 	t.Helper()
-	require.Eventually(t, func() bool { return len(b.lookupMessages(t)) >= n }, 20*time.Second, 20*time.Millisecond,
-		"expected %d find-my-keys emails", n)
+	b.WaitJobsUntil(t, fmt.Sprintf("%d find-my-keys emails", n), func() bool { return len(b.lookupMessages(t)) >= n })
 	return b.lookupMessages(t)
 }
 
@@ -247,7 +239,10 @@ func TestKeyLookupOfAnAddressWithoutOrdersIsAnsweredAlikeAndSendsNothing(t *test
 	msgs := b.lookupMessages(t)
 	require.Len(t, msgs, 1)
 	require.Equal(t, []string{"buyer@example.com"}, msgs[0].To)
-	require.Equal(t, 2, b.Count(t, `SELECT count(*) FROM river_job WHERE kind = 'send_key_lookup_email' AND state = 'completed'`))
+	completed := &rivertest.RequireInsertedOpts{State: rivertype.JobStateCompleted}
+	rivertest.RequireManyInserted(t.Context(), t, b.jobsDB(), []rivertest.ExpectedJob{
+		{Args: jobs.SendKeyLookupEmailArgs{}, Opts: completed}, {Args: jobs.SendKeyLookupEmailArgs{}, Opts: completed},
+	})
 }
 
 func TestKeyLookupRefusesMalformedRequests(t *testing.T) {
@@ -275,7 +270,7 @@ func TestKeyLookupRefusesMalformedRequests(t *testing.T) {
 		require.Equal(t, "no-store", a.header.Get("Cache-Control"), name)
 		require.Equal(t, "nosniff", a.header.Get("X-Content-Type-Options"), name)
 	}
-	require.Equal(t, 0, b.Count(t, `SELECT count(*) FROM river_job WHERE kind = 'send_key_lookup_email'`))
+	rivertest.RequireNotInserted(t.Context(), t, b.jobsDB(), jobs.SendKeyLookupEmailArgs{}, nil)
 	require.Equal(t, 0, b.Count(t, `SELECT count(*) FROM key_lookup_requests`))
 }
 
@@ -464,7 +459,7 @@ func TestKeyLookupNeedsMail(t *testing.T) {
 	require.Equal(t, "unavailable", a.code(t))
 	require.Contains(t, string(a.body), "SMTP_URL")
 	require.Equal(t, "no-store", a.header.Get("Cache-Control"))
-	require.Equal(t, 0, b.Count(t, `SELECT count(*) FROM river_job WHERE kind = 'send_key_lookup_email'`))
+	rivertest.RequireNotInserted(t.Context(), t, b.jobsDB(), jobs.SendKeyLookupEmailArgs{}, nil)
 }
 
 func TestShopListsTheKeysOfACustomerAndOfAnAddress(t *testing.T) {
@@ -487,7 +482,7 @@ func TestShopListsTheKeysOfACustomerAndOfAnAddress(t *testing.T) {
 		{http.MethodGet, "/v1/customers/" + customer + "/keys", ""},
 		{http.MethodPost, "/v1/keys/search", `{"email":" BUYER@example.com "}`},
 	} {
-		a := b.call(t, l.method, l.path, l.body, "", "shop-token")
+		a := b.call(t, l.method, l.path, l.body, "", shopToken)
 		require.Equal(t, http.StatusOK, a.status, "%s: %s", l.path, a.body)
 		require.Equal(t, "no-store", a.header.Get("Cache-Control"))
 		var keys httpapi.KeyListingJSON
@@ -507,7 +502,7 @@ func TestShopListsTheKeysOfACustomerAndOfAnAddress(t *testing.T) {
 		{http.MethodGet, "/v1/customers/cus_Unknown123/keys", ""},
 		{http.MethodPost, "/v1/keys/search", `{"email":"nobody@example.com"}`},
 	} {
-		a := b.call(t, l.method, l.path, l.body, "", "shop-token")
+		a := b.call(t, l.method, l.path, l.body, "", shopToken)
 		require.Equal(t, http.StatusOK, a.status, l.path)
 		require.JSONEq(t, `{"keys":[]}`, string(a.body), l.path)
 	}
@@ -524,7 +519,7 @@ func TestShopListsTheKeysOfACustomerAndOfAnAddress(t *testing.T) {
 		{http.MethodPost, "/v1/keys/search", `{"email":"a@example.com"}{"email":"b@example.com"}`},
 		{http.MethodPost, "/v1/keys/search", `{"email":"` + strings.Repeat("a", 5000) + `@example.com"}`},
 	} {
-		a := b.call(t, l.method, l.path, l.body, "", "shop-token")
+		a := b.call(t, l.method, l.path, l.body, "", shopToken)
 		require.Equal(t, http.StatusBadRequest, a.status, "%s %s: %s", l.path, l.body, a.body)
 		require.Equal(t, "invalid", a.code(t), l.path)
 	}
@@ -544,7 +539,7 @@ func TestEmailAddressesInURLsAreRefusedNamingTheBodyRoute(t *testing.T) {
 		"/v1/admin/orders?email=buyer%40example.com":              "POST /v1/admin/orders/search",
 		"/v1/admin/orders?email=buyer%40example.com&discord=1234": "POST /v1/admin/orders/search",
 	} {
-		base, token := b.URL, "shop-token"
+		base, token := b.URL, shopToken
 		if strings.HasPrefix(path, "/v1/admin/") {
 			base, token = b.AdminURL, adminToken
 		}

@@ -115,7 +115,7 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 	t.Parallel()
 	b := setupLookup(t, withPolicy(func(p *order.Policy) { p.RevokeOnEarlyFraudWarning = true }))
 	c := newContractCheck(t, b)
-	const bearer, admin = "Bearer shop-token", "Bearer " + adminToken
+	const bearer, admin = "Bearer " + shopToken, "Bearer " + adminToken
 	email, customer := "contract@example.com", fulfillertest.NewID("cus_")
 	o := b.buyAs(t, email, customer, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	id, key := o.CheckoutSessionID, o.Keys[0].UserKey
@@ -192,7 +192,7 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", warned.ID))
 	b.WaitOrder(t, warned.ID, "fulfilled")
 	efw := fulfillertest.NewID("issfr_")
-	b.Deliver(t, fulfillertest.Event(t, "radar.early_fraud_warning.created", object(t, map[string]any{
+	b.Deliver(t, fulfillertest.Event(t, "radar.early_fraud_warning.created", mustJSON(t, map[string]any{
 		"id": efw, "object": "radar.early_fraud_warning", "charge": b.charge(t, warned.PaymentIntent, ""),
 		"payment_intent": warned.PaymentIntent, "fraud_type": "made_with_stolen_card", "actionable": true,
 	})))

@@ -68,6 +68,7 @@ func TestWaitingBuyerIsWokenByADeliveryOnAnotherReplica(t *testing.T) {
 	waiter.waitIdle(t)
 
 	answer := waiter.asyncAsk(context.Background(), "/v1/orders/"+s.ID+"?wait=30")
+	// A poll: a long-poll being held announces nothing.
 	require.Eventually(t, func() bool { return waiter.Main.Changes.Waiters() == 1 }, 20*time.Second, 5*time.Millisecond)
 	select {
 	case a := <-answer:
@@ -129,6 +130,7 @@ func TestAClientThatGoesAwayReleasesItsWaitingSlot(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	answer := b.asyncAsk(ctx, "/v1/orders/"+s.ID+"?wait=30")
+	// Polls: holding a long-poll and giving its slot back announce nothing.
 	require.Eventually(t, func() bool { return b.Main.Changes.Waiters() == 1 }, 20*time.Second, 5*time.Millisecond)
 	cancel()
 	require.ErrorIs(t, (<-answer).err, context.Canceled)
@@ -234,6 +236,7 @@ func TestACancelledLookupDoesNotFailAnotherWaitingForTheSameID(t *testing.T) {
 
 	impatient, cancel := context.WithCancel(context.Background())
 	first := b.asyncAsk(impatient, "/v1/orders/"+s.ID)
+	// A poll: the look-up on its way to the Stripe fake announces nothing.
 	require.Eventually(t, func() bool { return sessionLookups() == 1 }, 20*time.Second, 5*time.Millisecond)
 	second := b.asyncAsk(context.Background(), "/v1/orders/"+s.ID)
 	cancel()
@@ -295,7 +298,8 @@ func TestBuyerAheadOfTheWebhookWaitsWhenLookupsAreSpent(t *testing.T) {
 
 	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	answer := b.asyncAsk(context.Background(), "/v1/orders/"+s.ID+"?wait=20", "X-Forwarded-For: 198.51.100.9")
-	// The buyer is ahead of the webhook.
+	// The buyer is ahead of the webhook. A poll: a long-poll being held
+	// announces nothing.
 	require.Eventually(t, func() bool { return b.Main.Changes.Waiters() == 1 }, 20*time.Second, 5*time.Millisecond)
 	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
 	a := <-answer

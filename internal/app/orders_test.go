@@ -4,9 +4,11 @@ import (
 	"net/http"
 	"testing"
 
+	"github.com/riverqueue/river/rivertest"
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/fulfillertest"
+	"fulfiller/internal/jobs"
 	"fulfiller/internal/stripeapi/stripefake"
 )
 
@@ -80,7 +82,7 @@ func TestOrderAPISuccessPageBeforeWebhook(t *testing.T) {
 	require.Equal(t, http.StatusOK, code)
 	require.ElementsMatch(t, o.Keys, again.Keys)
 	require.Equal(t, 2, b.luarmorUsersFor(s.ID))
-	require.Equal(t, 1, b.Count(t, "SELECT count(*) FROM river_job WHERE kind = 'fulfil_order'"))
+	rivertest.RequireInserted(t.Context(), t, b.jobsDB(), jobs.FulfilOrderArgs{}, nil)
 }
 
 func TestOrderAPIFulfilled(t *testing.T) {

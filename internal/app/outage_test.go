@@ -184,14 +184,16 @@ func TestServiceRidesOutPostgreSQLOutages(t *testing.T) {
 	purchases := load.snapshot()
 	t.Logf("%d purchases, %d webhooks answered 503 while PostgreSQL was down", len(purchases), load.statuses[phaseDown][http.StatusServiceUnavailable])
 	loadStopped := time.Now()
-	require.Eventually(t, func() bool {
+	// Jobs failed on the outages retry with backoff: longer than the
+	// harness's wait.
+	require.True(t, fulfillertest.JobsUntil(b.Main.River, 3*time.Minute, func() bool {
 		return b.Count(t, `SELECT count(*) FROM orders WHERE status <> 'fulfilled'`) == 0 &&
 			b.Count(t, `SELECT count(*) FROM orders`) == len(purchases)+1
-	}, 3*time.Minute, 100*time.Millisecond, "every paid order is fulfilled after the outages")
-	require.Eventually(t, func() bool {
+	}), "every paid order is fulfilled after the outages")
+	require.True(t, fulfillertest.JobsUntil(b.Main.River, 3*time.Minute, func() bool {
 		return b.Count(t, `SELECT count(*) FROM river_job
 			WHERE state IN ('available', 'running', 'retryable', 'pending', 'scheduled') AND kind <> 'refresh_keys'`) == 0
-	}, 3*time.Minute, 100*time.Millisecond, "no job is left running or waiting")
+	}), "no job is left running or waiting")
 	t.Logf("all work finished %s after the load stopped; %d jobs failed on the outages and were retried", time.Since(loadStopped).Round(time.Millisecond),
 		b.Count(t, `SELECT count(*) FROM river_job WHERE cardinality(errors) > 0`))
 	require.Zero(t, b.Count(t, `SELECT count(*) FROM river_job WHERE state IN ('discarded', 'cancelled')`), "no job gave up")
@@ -225,6 +227,8 @@ func (g *loadGenerator) snapshot() []purchase {
 }
 
 // waitForPurchases waits until the load generator has made n purchases.
+// A poll: a purchase is the generator's own webhook answered, no job or
+// order change of the service.
 func waitForPurchases(t *testing.T, g *loadGenerator, n int) {
 	t.Helper()
 	require.Eventually(t, func() bool { return len(g.snapshot()) >= n }, 2*time.Minute, 10*time.Millisecond,

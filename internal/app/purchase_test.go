@@ -7,10 +7,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/riverqueue/river/rivertest"
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/catalog"
 	"fulfiller/internal/fulfillertest"
+	"fulfiller/internal/jobs"
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/luarmor/sandbox"
 	"fulfiller/internal/stripeapi/stripefake"
@@ -119,7 +121,7 @@ func TestSameEventFiveTimesConcurrently(t *testing.T) {
 	o := b.WaitOrder(t, s.ID, "fulfilled")
 	require.Len(t, o.Keys, 2)
 	require.Equal(t, 1, b.Count(t, "SELECT count(*) FROM stripe_events"))
-	require.Equal(t, 1, b.Count(t, "SELECT count(*) FROM river_job WHERE kind = 'fulfil_order'"))
+	rivertest.RequireInserted(t.Context(), t, b.jobsDB(), jobs.FulfilOrderArgs{}, nil)
 	require.Equal(t, 2, b.luarmorUsersFor(s.ID))
 	require.Equal(t, 2, b.creates())
 }
@@ -135,7 +137,7 @@ func TestCompletedUnpaidThenAsyncSucceeded(t *testing.T) {
 	require.Equal(t, http.StatusOK, code)
 	require.Equal(t, "pending", o.Status)
 	require.Empty(t, o.Keys)
-	require.Zero(t, b.Count(t, "SELECT count(*) FROM river_job WHERE kind = 'fulfil_order'"), "no fulfilment before payment")
+	rivertest.RequireNotInserted(t.Context(), t, b.jobsDB(), jobs.FulfilOrderArgs{}, nil) // no fulfilment before payment
 
 	s.PaymentStatus = "paid"
 	b.Stripe.PutSession(s)
@@ -205,7 +207,7 @@ func TestFailedLookUpAfterALostAnswerIsRepeatedAtOnce(t *testing.T) {
 	o := b.WaitOrder(t, s.ID, "fulfilled")
 	require.Len(t, o.Keys, 1)
 	require.Equal(t, 1, b.creates(), "the key was found, not made again")
-	require.Equal(t, 3, b.luarmorCalls(http.MethodGet, "/users"), "three tries of the look-up")
+	require.Equal(t, 3, b.Luarmor.CallCount(http.MethodGet, "/users"), "three tries of the look-up")
 	attempts, err := b.createKeyAttempts()
 	require.NoError(t, err)
 	require.Equal(t, []int{2}, attempts, "found on the run after the lost answer")
@@ -248,18 +250,9 @@ func TestUnknownPriceFailsTheOrderUntilTheCatalogIsFixed(t *testing.T) {
 
 	// The operator adds the price; the order is fulfilled on request.
 	b.Catalog.Put("price_not_in_catalog", catalog.Product{ProjectID: project, KeyDays: 7})
-	req, err := http.NewRequest(http.MethodPost, b.AdminURL+"/v1/admin/orders/"+s.ID+"/retry", nil)
-	require.NoError(t, err)
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	resp.Body.Close()
-	require.Equal(t, http.StatusUnauthorized, resp.StatusCode, "the retry endpoint needs the admin token")
-
-	req.Header.Set("Authorization", "Bearer "+adminToken)
-	resp, err = http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	resp.Body.Close()
-	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	require.Equal(t, http.StatusUnauthorized, b.adminCall(t, http.MethodPost, "/v1/admin/orders/"+s.ID+"/retry", "", "").status,
+		"the retry endpoint needs the admin token")
+	require.Equal(t, http.StatusAccepted, b.retryStatus(t, s.ID))
 	o := b.WaitOrder(t, s.ID, "fulfilled")
 	require.Len(t, o.Keys, 2)
 	require.Equal(t, 7, o.Keys[0].KeyDays)

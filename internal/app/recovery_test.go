@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
@@ -27,17 +28,17 @@ import (
 	"fulfiller/internal/logging/logtest"
 )
 
-// waitFailed waits until the order failed and returns it as stored. It
-// reads the database, not the order API, whose success-page path would
-// itself confirm the session with Stripe.
+// waitFailed waits until the order failed, which a job records, and
+// returns it as stored. It reads the database, not the order API, whose
+// success-page path would itself confirm the session with Stripe.
 func (b *bundle) waitFailed(t *testing.T, id string) *order.Order {
 	t.Helper()
 	var o *order.Order
-	require.Eventually(t, func() bool {
+	b.WaitJobsUntil(t, "order "+id+" failed", func() bool {
 		var err error
 		o, err = postgres.GetOrder(context.Background(), b.Pool, id)
 		return err == nil && o.Status == order.StatusFailed
-	}, 20*time.Second, 20*time.Millisecond, "order never failed; last seen %+v", o)
+	})
 	return o
 }
 
@@ -79,13 +80,7 @@ func (b *bundle) retry(t *testing.T, id string, want int) {
 // retryStatus asks for an order's retry as support does.
 func (b *bundle) retryStatus(t *testing.T, id string) int {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, b.AdminURL+"/v1/admin/orders/"+id+"/retry", nil)
-	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+adminToken)
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	resp.Body.Close()
-	return resp.StatusCode
+	return b.adminCall(t, http.MethodPost, "/v1/admin/orders/"+id+"/retry", "", adminToken).status
 }
 
 // A catalog mistake (a project Luarmor does not know) fails the order
@@ -106,12 +101,13 @@ func TestRetryReplansUnitsRefusedForTheirProjectFromTheCurrentCatalog(t *testing
 
 	b.Catalog.Put("price_typo", catalog.Product{ProjectID: project, KeyDays: 14})
 	// The order fails on the first refusal; the other unit's create may
-	// still be on its way, and the retry is refused (409) until it settles.
-	require.Eventually(t, func() bool {
+	// still be on its way, and the retry is refused (409) until its job
+	// settles it.
+	b.WaitJobsUntil(t, "the retry accepted", func() bool {
 		code := b.retryStatus(t, s.ID)
 		require.Contains(t, []int{http.StatusAccepted, http.StatusConflict}, code)
 		return code == http.StatusAccepted
-	}, 20*time.Second, 50*time.Millisecond)
+	})
 	done := b.WaitOrder(t, s.ID, "fulfilled")
 	require.Len(t, done.Keys, 3)
 	for _, k := range done.Keys {
@@ -203,6 +199,8 @@ func TestReadinessFailsWhileACredentialIsRefused(t *testing.T) {
 	t.Parallel()
 	b := setup(t, withConfig(func(c *config.Config) { c.StripeAPIKey = "sk_test_revoked" }))
 	var body map[string]string
+	// A poll: the credentials are checked by the process, not by a job,
+	// and nothing announces the check's outcome.
 	require.Eventually(t, func() bool {
 		resp, err := http.Get(b.AdminURL + "/readyz")
 		require.NoError(t, err)
@@ -222,6 +220,7 @@ func TestReadinessFailsWhileACredentialIsRefused(t *testing.T) {
 func TestReadinessFailsWhileLuarmorRefusesTheKey(t *testing.T) {
 	t.Parallel()
 	b := setup(t, withConfig(func(c *config.Config) { c.LuarmorAPIKey = "not-the-key" }))
+	// A poll: the credentials are checked by the process, not by a job.
 	require.Eventually(t, func() bool {
 		resp, err := http.Get(b.AdminURL + "/readyz")
 		require.NoError(t, err)
@@ -240,13 +239,19 @@ func TestJobFailuresAreLogged(t *testing.T) {
 	logger := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	b := setup(t, withLogger(logger))
 	b.Luarmor.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/users", Kind: sandbox.FaultHTTP500, Times: 5})
+	watch := fulfillertest.WatchJobs(t, b.Main.River)
 	s := b.paidSession(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
 
-	require.Eventually(t, func() bool {
-		return strings.Contains(logs.String(), `"level":"ERROR","msg":"job keeps failing; will retry"`)
-	}, 40*time.Second, 100*time.Millisecond, "logs: %s", logs.String())
+	// Each failed attempt in turn (each wait within its retry's delay);
+	// the fifth is the first logged at error.
+	for attempt := 1; attempt <= 5; attempt++ {
+		watch.WaitFor(t, fmt.Sprintf("create_key's failed attempt %d", attempt), func(ev *river.Event) bool {
+			return ev.Kind == river.EventKindJobFailed && ev.Job.Kind == "create_key" && ev.Job.Attempt == attempt
+		})
+	}
 	out := logs.String()
+	require.Contains(t, out, `"level":"ERROR","msg":"job keeps failing; will retry"`)
 	require.Contains(t, out, `"level":"WARN","msg":"job failed; will retry"`)
 	require.Contains(t, out, `"kind":"create_key"`)
 	require.Contains(t, out, `"order_key_id":`)
@@ -274,16 +279,13 @@ func TestSmallOrderIsNotQueuedBehindABigOne(t *testing.T) {
 	}
 	// The window's 20 calls are spent first; from then on every call
 	// waits for a slot.
-	require.Eventually(t, func() bool { return delivered() >= 20 }, 30*time.Second, 20*time.Millisecond, "the big order spends the budget")
+	b.WaitJobsUntil(t, "the big order to spend the budget", func() bool { return delivered() >= 20 })
 	before := delivered()
 
 	small := b.paidSession(t, stripefake.Item{PriceID: priceLife, Quantity: 1})
 	start := time.Now()
 	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", small.ID))
-	require.Eventually(t, func() bool {
-		_, o := b.GetOrder(t, small.ID)
-		return o.Status == "fulfilled"
-	}, 30*time.Second, 10*time.Millisecond, "the one-unit order is delivered within a window")
+	b.WaitOrder(t, small.ID, "fulfilled") // within a window
 	wait := time.Since(start)
 	ahead := delivered() - before
 	t.Logf("one-unit order behind a 120-unit order at 20/10s, budget spent: delivered after %s, %d of the big order's keys went first (%d left)",
@@ -308,6 +310,8 @@ func TestGracefulStopLetsRunningJobsFinish(t *testing.T) {
 	b.Luarmor.SetLatency(700 * time.Millisecond)
 	s := b.paidSession(t, stripefake.Item{PriceID: priceLife, Quantity: 1})
 	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
+	// A poll: the stop must come while the create is on its way, before
+	// its job ends.
 	require.Eventually(t, func() bool { return b.creates() == 1 }, 10*time.Second, 5*time.Millisecond)
 
 	require.NoError(t, b.Main.Close(), "a graceful stop ends cleanly")
@@ -328,16 +332,19 @@ func TestStopPastTheTimeoutHandsTheJobOn(t *testing.T) {
 	b.Luarmor.SetLatency(4 * time.Second)
 	s := b.paidSession(t, stripefake.Item{PriceID: priceLife, Quantity: 1})
 	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
+	// A poll: the stop must come while the create is on its way, before
+	// its job ends.
 	require.Eventually(t, func() bool { return b.creates() == 1 }, 10*time.Second, 5*time.Millisecond)
 
 	stopped := time.Now()
 	require.NoError(t, b.Main.Close())
 	b.Luarmor.SetLatency(0)
 	b.restart(t)
-	require.Eventually(t, func() bool {
+	// Longer than the harness's wait: the cancelled create's lease runs out first.
+	require.True(t, fulfillertest.JobsUntil(b.Main.River, time.Minute, func() bool {
 		o, err := postgres.GetOrder(context.Background(), b.Pool, s.ID)
 		return err == nil && o.Status == order.StatusFulfilled
-	}, 60*time.Second, 50*time.Millisecond)
+	}), "the next process delivers the order")
 	t.Logf("delivered %s after the stop", time.Since(stopped).Round(time.Millisecond))
 	require.Equal(t, 1, b.luarmorUsersFor(s.ID), "one key")
 }
@@ -356,10 +363,10 @@ func TestCancelledKeyWriteIsResumed(t *testing.T) {
 	require.NoError(t, err)
 	b.Deliver(t, b.refund(t, fulfillertest.NewID("ch_"), s.PaymentIntent, "", 1000))
 	var writer int64
-	require.Eventually(t, func() bool {
+	b.WaitJobsUntil(t, "the refund's key writer queued", func() bool {
 		return b.Pool.QueryRow(ctx, `SELECT id FROM river_job WHERE kind = 'sync_key' AND state = 'available'
 			AND queue = $1`, jobs.QueueLuarmorRevoke).Scan(&writer) == nil
-	}, 10*time.Second, 20*time.Millisecond)
+	})
 
 	header := login(adminUser, adminPassword)
 	header.Set("Content-Type", "application/json")
@@ -367,7 +374,7 @@ func TestCancelledKeyWriteIsResumed(t *testing.T) {
 	require.Equal(t, http.StatusOK, status, body)
 	err = b.Main.River.QueueResume(ctx, jobs.QueueLuarmorRevoke, nil)
 	require.NoError(t, err)
-	require.Zero(t, b.sandboxUser(t, project, key).Banned, "the cancelled job left the refunded key working")
+	require.Zero(t, b.user(t, key).Banned, "the cancelled job left the refunded key working")
 
 	// The sweep leaves alone a ledger changed within the last minute;
 	// the refund is made a minute older rather than waited for.

@@ -2,11 +2,13 @@ package app_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/catalog"
@@ -33,13 +35,14 @@ func setupStock(t *testing.T, stock int, opts ...func(*options)) *bundle {
 	return b
 }
 
-// waitStock waits until priceStocked holds ready keys.
+// waitStock waits until priceStocked holds ready keys, made by its refill
+// jobs.
 func (b *bundle) waitStock(t *testing.T, ready int) {
 	t.Helper()
-	require.Eventually(t, func() bool {
+	b.WaitJobsUntil(t, fmt.Sprintf("the stock to hold %d keys", ready), func() bool {
 		n, pending, err := postgrestest.StockLevel(context.Background(), b.Pool, priceStocked)
 		return err == nil && n == ready && pending == 0
-	}, 20*time.Second, 20*time.Millisecond, "the stock never held %d keys", ready)
+	})
 }
 
 // readyStock returns the user keys of the unsold stock.
@@ -68,6 +71,7 @@ func TestPurchaseIsDeliveredFromStockThenLabelled(t *testing.T) {
 	}
 	createsBefore := b.creates()
 
+	watch := fulfillertest.WatchJobs(t, b.Main.River)
 	s := b.paidSession(t, stripefake.Item{PriceID: priceStocked, Quantity: 1})
 	s.DiscordID = "123456789012345678"
 	b.Stripe.PutSession(s)
@@ -83,18 +87,18 @@ func TestPurchaseIsDeliveredFromStockThenLabelled(t *testing.T) {
 		WHERE s.status = 'sold' AND k.checkout_session_id = $1 AND s.user_key = $2`, s.ID, key))
 	require.Equal(t, 1, b.Count(t, `SELECT count(*) FROM order_keys WHERE user_key = $1`, key), "sold once")
 
-	// Afterwards the key carries what a made key does, and the stock is
-	// topped up again.
-	require.Eventually(t, func() bool {
-		u := b.user(t, key)
-		return strings.Contains(u.Note, s.ID) && strings.Contains(u.Note, "cus:"+s.Customer) && u.DiscordID == s.DiscordID
-	}, 20*time.Second, 20*time.Millisecond, "the sold key's note and Discord ID were rewritten")
+	// Afterwards the key carries what a made key does (its label job
+	// rewrites the note and Discord ID, and records the link), and the
+	// stock is topped up again.
+	watch.WaitCompleted(t, "stock_key_sold", 1)
 	u := b.user(t, key)
+	require.Contains(t, u.Note, s.ID, "the sold key's note was rewritten")
+	require.Contains(t, u.Note, "cus:"+s.Customer)
+	require.Equal(t, s.DiscordID, u.DiscordID, "the buyer's Discord ID was set")
 	require.NotContains(t, u.Note, "stock")
 	require.Contains(t, u.Note, defaultMail)
-	require.Eventually(t, func() bool {
-		return b.Count(t, `SELECT count(*) FROM order_keys WHERE user_key = $1 AND discord_link = 'linked'`, key) == 1
-	}, 20*time.Second, 20*time.Millisecond, "the link is recorded once Luarmor made it")
+	require.Equal(t, 1, b.Count(t, `SELECT count(*) FROM order_keys WHERE user_key = $1 AND discord_link = 'linked'`, key),
+		"the link is recorded once Luarmor made it")
 	b.waitStock(t, 3)
 	require.Equal(t, createsBefore+1, b.creates(), "one create, by the refill, replaced the sold key")
 }
@@ -155,15 +159,13 @@ func TestStockKeyDeletedOutsideIsReplacedForItsBuyer(t *testing.T) {
 	for k := range b.readyStock(t) {
 		dead = k
 	}
-	lc := luarmor.NewClient(b.Main.Config.LuarmorAPIKey, luarmor.WithBaseURL(b.Main.Config.LuarmorBaseURL))
+	lc := b.Luarmor.Client()
 	require.NoError(t, lc.DeleteUser(context.Background(), project, dead), "deleted in the dashboard, unknown to the service")
 
 	s, _ := b.buy(t, stripefake.Item{PriceID: priceStocked, Quantity: 1})
-	var o httpapi.OrderJSON
-	require.Eventually(t, func() bool {
-		_, o = b.GetOrder(t, s.ID)
+	o := b.WaitOrderFor(t, s.ID, "a new key made for the unit, and the dead one recorded deleted", func(o httpapi.OrderJSON) bool {
 		return len(o.Keys) == 2 && o.Keys[1].Status == "active" && o.Keys[0].Status == "deleted"
-	}, 20*time.Second, 20*time.Millisecond, "a new key is made for the unit, and the dead one recorded deleted")
+	})
 	require.Equal(t, dead, o.Keys[0].UserKey)
 	fresh := o.Keys[1].UserKey
 	u := b.user(t, fresh)
@@ -177,15 +179,16 @@ func TestStockKeyDeletedOutsideIsReplacedForItsBuyer(t *testing.T) {
 func TestStockKeyFoundMissingLongAfterItsSaleIsNotReplaced(t *testing.T) {
 	t.Parallel()
 	b := setupStock(t, 1)
+	watch := fulfillertest.WatchJobs(t, b.Main.River)
 	s, o := b.buy(t, stripefake.Item{PriceID: priceStocked, Quantity: 1})
 	key := o.Keys[0].UserKey
-	require.Eventually(t, func() bool { return strings.Contains(b.user(t, key).Note, s.ID) }, 20*time.Second, 20*time.Millisecond,
-		"the sold key is labelled")
+	watch.WaitCompleted(t, "stock_key_sold", 1)
+	require.Contains(t, b.user(t, key).Note, s.ID, "the sold key is labelled")
 
 	// Hours later the shop deletes the key in the dashboard, and the label
 	// job runs again (a retry, a replayed job).
 	ctx := context.Background()
-	lc := luarmor.NewClient(b.Main.Config.LuarmorAPIKey, luarmor.WithBaseURL(b.Main.Config.LuarmorBaseURL))
+	lc := b.Luarmor.Client()
 	require.NoError(t, lc.DeleteUser(ctx, project, key))
 	_, err := b.Pool.Exec(ctx, `UPDATE order_keys SET delivered_at = now() - interval '2 hours' WHERE user_key = $1`, key)
 	require.NoError(t, err)
@@ -193,9 +196,7 @@ func TestStockKeyFoundMissingLongAfterItsSaleIsNotReplaced(t *testing.T) {
 	require.NoError(t, b.Pool.QueryRow(ctx, `SELECT id FROM order_keys WHERE user_key = $1`, key).Scan(&unit))
 	run, err := b.Main.River.Insert(ctx, jobs.StockKeySoldArgs{OrderKeyID: unit}, nil)
 	require.NoError(t, err)
-	require.Eventually(t, func() bool {
-		return b.Count(t, `SELECT count(*) FROM river_job WHERE id = $1 AND state = 'completed'`, run.Job.ID) == 1
-	}, 20*time.Second, 20*time.Millisecond)
+	require.Equal(t, rivertype.JobStateCompleted, waitJobEnded(t, watch, run.Job.ID).Job.State)
 	require.Zero(t, b.Count(t, `SELECT count(*) FROM key_reissues`), "no key is made on the service's own say")
 	require.Equal(t, 1, b.Count(t, `SELECT count(*) FROM order_keys WHERE checkout_session_id = $1`, s.ID))
 }
@@ -204,10 +205,10 @@ func TestStockKeyFoundMissingLongAfterItsSaleIsNotReplaced(t *testing.T) {
 // (the service's run at start-up).
 func (b *bundle) waitStockReconciled(t *testing.T) {
 	t.Helper()
-	require.Eventually(t, func() bool {
+	b.WaitJobsUntil(t, "no stock reconciliation left", func() bool {
 		return b.Count(t, `SELECT count(*) FROM river_job WHERE kind = 'reconcile_stock'
 			AND state NOT IN ('completed', 'cancelled', 'discarded')`) == 0
-	}, 20*time.Second, 20*time.Millisecond)
+	})
 }
 
 // onlyReadyStock returns the one unsold stock key.
@@ -225,12 +226,9 @@ func (b *bundle) onlyReadyStock(t *testing.T) string {
 // new key in its place.
 func (b *bundle) waitReplaced(t *testing.T, sessionID string) httpapi.OrderJSON {
 	t.Helper()
-	var o httpapi.OrderJSON
-	require.Eventually(t, func() bool {
-		_, o = b.GetOrder(t, sessionID)
+	return b.WaitOrderFor(t, sessionID, "the stock key replaced", func(o httpapi.OrderJSON) bool {
 		return o.Status == "fulfilled" && len(o.Keys) == 2 && o.Keys[0].Status == "blacklisted" && o.Keys[1].Status == "active"
-	}, 20*time.Second, 20*time.Millisecond, "the stock key is never replaced")
-	return o
+	})
 }
 
 // A stock key banned in the dashboard while it waited in stock, and sold
@@ -241,7 +239,7 @@ func TestStockKeyBannedInTheDashboardIsReplacedForItsBuyer(t *testing.T) {
 	b := setupStock(t, 1)
 	b.waitStockReconciled(t)
 	banned := b.onlyReadyStock(t)
-	lc := luarmor.NewClient(b.Main.Config.LuarmorAPIKey, luarmor.WithBaseURL(b.Main.Config.LuarmorBaseURL))
+	lc := b.Luarmor.Client()
 	require.NoError(t, lc.Blacklist(context.Background(), project, luarmor.BlacklistRequest{UserKey: banned, BanReason: "test ban"}),
 		"banned in the dashboard, unknown to the service")
 
@@ -253,10 +251,10 @@ func TestStockKeyBannedInTheDashboardIsReplacedForItsBuyer(t *testing.T) {
 	require.Equal(t, banned, o.Keys[0].UserKey, "the buyer was sold the banned key")
 	fresh := o.Keys[1].UserKey
 	require.NotEqual(t, banned, fresh)
-	require.Eventually(t, func() bool {
+	b.WaitJobsUntil(t, "the new key to carry the buyer's note and Discord ID", func() bool {
 		u := b.user(t, fresh)
 		return strings.Contains(u.Note, s.ID) && u.DiscordID == s.DiscordID
-	}, 20*time.Second, 20*time.Millisecond, "the new key carries the buyer's note and Discord ID")
+	})
 	u := b.user(t, fresh)
 	require.False(t, u.IsBanned())
 	require.Equal(t, 7, u.KeyDays, "the full key_days")
@@ -286,8 +284,7 @@ func TestStockKeyUsedBeforeItsSaleIsReplacedAndTheBuyerGetsTheirDiscordLink(t *t
 	o := b.waitReplaced(t, s.ID)
 	require.Equal(t, used, o.Keys[0].UserKey)
 	fresh := o.Keys[1].UserKey
-	require.Eventually(t, func() bool { return b.user(t, fresh).DiscordID == s.DiscordID }, 20*time.Second, 20*time.Millisecond,
-		"the buyer's Discord ID is linked to the new key")
+	b.WaitJobsUntil(t, "the buyer's Discord ID linked to the new key", func() bool { return b.user(t, fresh).DiscordID == s.DiscordID })
 	u := b.user(t, fresh)
 	require.Equal(t, 7, u.KeyDays, "the full key_days, not what the stranger left")
 	require.Empty(t, u.Identifier)

@@ -3,17 +3,18 @@ package app_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
+	"github.com/riverqueue/river/rivertest"
 	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/httpapi"
-	"fulfiller/internal/luarmor"
+	"fulfiller/internal/jobs"
 	"fulfiller/internal/order"
 	"fulfiller/internal/stripeapi/stripefake"
 )
@@ -39,28 +40,17 @@ func (b *bundle) keyAction(t *testing.T, action, body string) rivertype.JobState
 	return b.waitJob(t, int64(out["job_id"].(float64)))
 }
 
+// waitJob waits until job id is finalized and returns its final state.
 func (b *bundle) waitJob(t *testing.T, id int64) rivertype.JobState {
 	t.Helper()
 	var state rivertype.JobState
-	require.Eventually(t, func() bool {
+	b.WaitJobsUntil(t, fmt.Sprintf("job %d to be finalized", id), func() bool {
 		job, err := b.Main.River.JobGet(context.Background(), id)
 		require.NoError(t, err)
 		state = job.State
 		return job.FinalizedAt != nil
-	}, 30*time.Second, 20*time.Millisecond)
+	})
 	return state
-}
-
-// sandboxUser is the key as Luarmor holds it.
-func (b *bundle) sandboxUser(t *testing.T, projectID, userKey string) luarmor.User {
-	t.Helper()
-	for _, u := range b.Luarmor.Users(projectID) {
-		if u.UserKey == userKey {
-			return u
-		}
-	}
-	t.Fatalf("the sandbox has no key %s", userKey)
-	return luarmor.User{}
 }
 
 func (b *bundle) keyStatus(t *testing.T, userKey string) string {
@@ -69,17 +59,6 @@ func (b *bundle) keyStatus(t *testing.T, userKey string) string {
 	require.NoError(t, b.Pool.QueryRow(context.Background(),
 		`SELECT status FROM order_keys WHERE user_key = $1 AND NOT extended_existing`, userKey).Scan(&status))
 	return status
-}
-
-// callsTo counts the sandbox's calls whose path ends with suffix.
-func (b *bundle) callsTo(method, suffix string) int {
-	n := 0
-	for _, c := range b.Luarmor.Calls() {
-		if c.Method == method && strings.HasSuffix(c.Path, suffix) {
-			n++
-		}
-	}
-	return n
 }
 
 func TestAdminEndpointsRefuseWithoutTheShopToken(t *testing.T) {
@@ -110,7 +89,7 @@ func TestAdminEndpointsRefuseWithoutTheShopToken(t *testing.T) {
 			}
 		}
 	}
-	require.Equal(t, 0, b.sandboxUser(t, project, key).Banned, "nothing was done")
+	require.Equal(t, 0, b.user(t, key).Banned, "nothing was done")
 	require.Equal(t, 1, b.Count(t, `SELECT count(*) FROM order_keys`))
 }
 
@@ -141,7 +120,7 @@ func TestAdminKeyActionsRefuseUnknownKeysAndBadInput(t *testing.T) {
 	status, out := b.admin(t, http.MethodGet, "/v1/admin/orders?key=k0123456789", "", adminToken)
 	require.Equal(t, http.StatusBadRequest, status)
 	require.Contains(t, out["error"], "POST /v1/admin/orders/search")
-	require.Equal(t, 0, b.Count(t, `SELECT count(*) FROM river_job WHERE kind = 'support_key'`))
+	rivertest.RequireNotInserted(t.Context(), t, b.jobsDB(), jobs.SupportKeyArgs{}, nil)
 }
 
 func TestAdminBlacklistUnbanAndRevokeFollowLuarmorAndRepeatHarmlessly(t *testing.T) {
@@ -153,30 +132,30 @@ func TestAdminBlacklistUnbanAndRevokeFollowLuarmorAndRepeatHarmlessly(t *testing
 
 	for range 2 {
 		require.Equal(t, rivertype.JobStateCompleted, b.keyAction(t, "blacklist", body))
-		u := b.sandboxUser(t, project, key)
+		u := b.user(t, key)
 		require.Equal(t, 1, u.Banned)
 		require.Equal(t, "Chargeback by phone", u.BanReason)
 		require.Equal(t, "blacklisted", b.keyStatus(t, key))
 	}
-	require.Equal(t, 1, b.callsTo(http.MethodPost, "/users/blacklist"), "the repeat found the key banned and sent nothing")
+	require.Equal(t, 1, b.Luarmor.CallCount(http.MethodPost, "/users/blacklist"), "the repeat found the key banned and sent nothing")
 	_, seen := b.GetOrder(t, s.ID)
 	require.Equal(t, "blacklisted", seen.Keys[0].Status, "the order API shows it")
 
 	for range 2 {
 		require.Equal(t, rivertype.JobStateCompleted, b.keyAction(t, "unban", keyBody(key)))
-		require.Equal(t, 0, b.sandboxUser(t, project, key).Banned)
+		require.Equal(t, 0, b.user(t, key).Banned)
 		require.Equal(t, "active", b.keyStatus(t, key))
 	}
-	require.Equal(t, 1, b.callsTo(http.MethodGet, "/users/unban"), "unbanned once, with the current token")
+	require.Equal(t, 1, b.Luarmor.CallCount(http.MethodGet, "/users/unban"), "unbanned once, with the current token")
 
 	for range 2 {
 		require.Equal(t, rivertype.JobStateCompleted, b.keyAction(t, "revoke", keyBody(key)))
-		u := b.sandboxUser(t, project, key)
+		u := b.user(t, key)
 		require.Equal(t, 1, u.Banned, "REFUND_ACTION blacklist by default")
 		require.Equal(t, "Revoked by support", u.BanReason)
 		require.Equal(t, "blacklisted", b.keyStatus(t, key))
 	}
-	require.Equal(t, 2, b.callsTo(http.MethodPost, "/users/blacklist"))
+	require.Equal(t, 2, b.Luarmor.CallCount(http.MethodPost, "/users/blacklist"))
 }
 
 func TestAdminResetHWIDBypassesTheBuyersCooldownAndRecordsIt(t *testing.T) {
@@ -190,7 +169,7 @@ func TestAdminResetHWIDBypassesTheBuyersCooldownAndRecordsIt(t *testing.T) {
 
 	for i := range 2 {
 		require.Equal(t, rivertype.JobStateCompleted, b.keyAction(t, "reset-hwid", keyBody(key)))
-		require.Empty(t, b.sandboxUser(t, project, key).Identifier)
+		require.Empty(t, b.user(t, key).Identifier)
 		require.Equal(t, 2+i, b.Count(t, `SELECT resets FROM hwid_resets`), "each reset is recorded")
 	}
 	require.Equal(t, http.StatusTooManyRequests, b.resetHWID(t, s.ID, keyBody(key)).status, "the cooldown restarted")
@@ -204,14 +183,14 @@ func TestAdminSetDiscordLinksTheIDAndRefusesOneInUse(t *testing.T) {
 	body := `{"user_key":"` + first + `","discord_id":"123456789012345678"}`
 	for range 2 {
 		require.Equal(t, rivertype.JobStateCompleted, b.keyAction(t, "set-discord", body))
-		require.Equal(t, "123456789012345678", b.sandboxUser(t, project, first).DiscordID)
+		require.Equal(t, "123456789012345678", b.user(t, first).DiscordID)
 	}
 	require.Equal(t, 1, b.Count(t, `SELECT count(*) FROM order_keys WHERE discord_link = 'linked'`))
 
 	inUse := `{"user_key":"` + second + `","discord_id":"123456789012345678"}`
 	require.Equal(t, rivertype.JobStateCancelled, b.keyAction(t, "set-discord", inUse), "one key per Discord ID in a project")
-	require.Empty(t, b.sandboxUser(t, project, second).DiscordID)
-	require.Equal(t, "123456789012345678", b.sandboxUser(t, project, first).DiscordID, "never moved")
+	require.Empty(t, b.user(t, second).DiscordID)
+	require.Equal(t, "123456789012345678", b.user(t, first).DiscordID, "never moved")
 }
 
 func TestAdminReissueMakesOneNewKeyWithTheOldExpiryAndRevokesTheOld(t *testing.T) {
@@ -220,7 +199,7 @@ func TestAdminReissueMakesOneNewKeyWithTheOldExpiryAndRevokesTheOld(t *testing.T
 	s, o := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	old := o.Keys[0].UserKey
 	require.NoError(t, b.Luarmor.Execute(project, old, "pc-1")) // starts its 30 days
-	expiry := b.sandboxUser(t, project, old).AuthExpire
+	expiry := b.user(t, old).AuthExpire
 	require.Positive(t, expiry)
 
 	for range 2 {
@@ -228,7 +207,7 @@ func TestAdminReissueMakesOneNewKeyWithTheOldExpiryAndRevokesTheOld(t *testing.T
 	}
 	require.Len(t, b.Luarmor.Users(project), 2, "one new key, however often asked")
 	require.Equal(t, 2, b.Count(t, `SELECT count(*) FROM order_keys`))
-	require.Equal(t, 1, b.sandboxUser(t, project, old).Banned)
+	require.Equal(t, 1, b.user(t, old).Banned)
 
 	seen := b.WaitOrder(t, s.ID, "fulfilled")
 	require.Len(t, seen.Keys, 2)
@@ -236,7 +215,7 @@ func TestAdminReissueMakesOneNewKeyWithTheOldExpiryAndRevokesTheOld(t *testing.T
 	fresh := seen.Keys[1]
 	require.Equal(t, "active", fresh.Status)
 	require.NotEqual(t, old, fresh.UserKey)
-	u := b.sandboxUser(t, project, fresh.UserKey)
+	u := b.user(t, fresh.UserKey)
 	require.Equal(t, expiry, u.AuthExpire, "the new key ends when the old one would have: no days added")
 	require.Equal(t, 0, u.Banned)
 
@@ -301,15 +280,15 @@ func TestDisputeWonKeepsABanSupportMade(t *testing.T) {
 	b.Deliver(t, b.disputeEvent(t, "charge.dispute.closed", dp, ch, s.PaymentIntent, "won"))
 	b.waitIdle(t)
 
-	require.Equal(t, 0, b.sandboxUser(t, project, other).Banned, "the dispute's ban is lifted")
+	require.Equal(t, 0, b.user(t, other).Banned, "the dispute's ban is lifted")
 	require.Equal(t, "active", b.keyStatus(t, other))
-	u := b.sandboxUser(t, project, banned)
+	u := b.user(t, banned)
 	require.Equal(t, 1, u.Banned, "support's ban holds")
 	require.Equal(t, "Key shared", u.BanReason)
 	require.Equal(t, "blacklisted", b.keyStatus(t, banned))
 
 	require.Equal(t, rivertype.JobStateCompleted, b.keyAction(t, "unban", keyBody(banned)))
-	require.Equal(t, 0, b.sandboxUser(t, project, banned).Banned)
+	require.Equal(t, 0, b.user(t, banned).Banned)
 	require.Equal(t, "active", b.keyStatus(t, banned))
 }
 
@@ -326,7 +305,7 @@ func TestAdminLiftsAnEarlyFraudWarningsRevocation(t *testing.T) {
 	ch := b.charge(t, s.PaymentIntent, "")
 	efw := fulfillertest.NewID("issfr_")
 	warning := func() []byte {
-		return fulfillertest.Event(t, "radar.early_fraud_warning.created", object(t, map[string]any{
+		return fulfillertest.Event(t, "radar.early_fraud_warning.created", mustJSON(t, map[string]any{
 			"id": efw, "object": "radar.early_fraud_warning", "charge": ch, "payment_intent": s.PaymentIntent,
 			"fraud_type": "made_with_stolen_card", "actionable": true,
 		}))
@@ -334,7 +313,7 @@ func TestAdminLiftsAnEarlyFraudWarningsRevocation(t *testing.T) {
 	b.Deliver(t, warning())
 	b.waitKeys(t, s.ID, "revoked", "blacklisted")
 	b.waitIdle(t)
-	require.Equal(t, order.FraudWarningBanReason, b.sandboxUser(t, project, warned).BanReason)
+	require.Equal(t, order.FraudWarningBanReason, b.user(t, warned).BanReason)
 	lift := func(idOrRef, sourceID string) (int, map[string]any) {
 		return b.admin(t, http.MethodPost, "/v1/admin/orders/"+idOrRef+"/revocations/"+sourceID+"/lift", "", adminToken)
 	}
@@ -363,10 +342,10 @@ func TestAdminLiftsAnEarlyFraudWarningsRevocation(t *testing.T) {
 	require.Equal(t, rivertype.JobStateCompleted, b.waitJob(t, int64(out["job_id"].(float64))))
 	b.waitIdle(t)
 
-	require.Equal(t, 0, b.sandboxUser(t, project, warned).Banned, "the warning's ban is lifted")
+	require.Equal(t, 0, b.user(t, warned).Banned, "the warning's ban is lifted")
 	require.Equal(t, "active", b.keyStatus(t, warned))
-	require.Equal(t, 1, b.sandboxUser(t, project, banned).Banned, "support's ban holds")
-	require.Equal(t, "Key shared", b.sandboxUser(t, project, banned).BanReason)
+	require.Equal(t, 1, b.user(t, banned).Banned, "support's ban holds")
+	require.Equal(t, "Key shared", b.user(t, banned).BanReason)
 	require.Equal(t, "blacklisted", b.keyStatus(t, banned))
 	_, details := b.admin(t, http.MethodGet, "/v1/admin/orders/"+s.ID, "", adminToken)
 	require.Equal(t, "fulfilled", details["status"])
@@ -380,7 +359,7 @@ func TestAdminLiftsAnEarlyFraudWarningsRevocation(t *testing.T) {
 	require.Contains(t, out["error"], "lifted already")
 	b.Deliver(t, warning())
 	b.waitIdle(t)
-	require.Equal(t, 0, b.sandboxUser(t, project, warned).Banned)
+	require.Equal(t, 0, b.user(t, warned).Banned)
 	require.Equal(t, "active", b.keyStatus(t, warned))
 }
 
@@ -391,17 +370,17 @@ func TestAdminReissueMovesTheDiscordLink(t *testing.T) {
 	b := setup(t)
 	s, o := b.discordOrder(t, discordA, "", stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	old := o.Keys[0].UserKey
-	require.Equal(t, discordA, b.sandboxUser(t, project, old).DiscordID)
+	require.Equal(t, discordA, b.user(t, old).DiscordID)
 
 	require.Equal(t, rivertype.JobStateCompleted, b.keyAction(t, "reissue", keyBody(old)))
 	var seen httpapi.OrderJSON
-	require.Eventually(t, func() bool {
+	b.WaitJobsUntil(t, "the new key's link recorded", func() bool {
 		_, seen = b.GetOrder(t, s.ID)
 		return len(seen.Keys) == 2 && seen.Keys[1].DiscordLink == "linked"
-	}, 20*time.Second, 20*time.Millisecond, "the new key's link is recorded")
+	})
 	fresh := seen.Keys[1].UserKey
-	require.Equal(t, discordA, b.sandboxUser(t, project, fresh).DiscordID, "the new key holds the buyer's Discord ID")
-	oldUser := b.sandboxUser(t, project, old)
+	require.Equal(t, discordA, b.user(t, fresh).DiscordID, "the new key holds the buyer's Discord ID")
+	oldUser := b.user(t, old)
 	require.Empty(t, oldUser.DiscordID, "the revoked key gave it up")
 	require.Equal(t, 1, oldUser.Banned)
 }

@@ -7,8 +7,10 @@
 //   - StartService runs the whole service (app.Main) on port 0 against
 //     them and a migrated database of the test's own.
 //   - StartRiver and WatchJobs run a River client for the test and wait on
-//     River's own job events; Service.WaitOrder waits on the service's
-//     order notifications. Tests wait for what happened, not by polling.
+//     River's own job events; JobsUntil and Service.WaitJobsUntil wait for
+//     a state jobs bring about, checked as their attempts end;
+//     Service.WaitOrder waits on the service's order notifications. Tests
+//     wait for what happened, not by polling.
 //   - Event and Sign build Stripe events signed as Stripe signs them
 //     (stripe-go's webhook.GenerateTestSignedPayload).
 //

@@ -114,3 +114,53 @@ func (w *JobWatch) WaitEnded(t testing.TB, kind string) *river.Event {
 			ev.Job.State == rivertype.JobStateDiscarded
 	})
 }
+
+// jobEnds are the events of a job's attempt ending, whatever its outcome.
+var jobEnds = []river.EventKind{river.EventKindJobCompleted, river.EventKindJobCancelled,
+	river.EventKindJobFailed, river.EventKindJobSnoozed}
+
+// JobsUntil waits up to within for done to be true and reports whether it
+// became true. It checks done now and again each time an attempt of one
+// of client's jobs ends (completed, cancelled, failed or snoozed): what a
+// test waits for in the database, the stand-ins or the metrics is written
+// by a job before its attempt ends. As WaitOrderFor does, it also checks
+// at most recheckEvery apart, for what changes without a job ending (a
+// job cancelled before it ran, the test's own write).
+//
+// It subscribes before its first check, so unlike WatchJobs it may be
+// called after whatever queued the jobs.
+func JobsUntil(client *river.Client[pgx.Tx], within time.Duration, done func() bool) bool {
+	events, cancel := client.Subscribe(jobEnds...)
+	defer cancel()
+	deadline := time.NewTimer(within)
+	defer deadline.Stop()
+	for !done() {
+		select {
+		case <-events:
+			drain(events) // one check for a burst of jobs
+		case <-time.After(recheckEvery):
+		case <-deadline.C:
+			return done()
+		}
+	}
+	return true
+}
+
+func drain(events <-chan *river.Event) {
+	for {
+		select {
+		case <-events:
+		default:
+			return
+		}
+	}
+}
+
+// WaitJobsUntil waits until done is true, checked as JobsUntil does,
+// failing the test after WaitTimeout with what it waited for.
+func (s *Service) WaitJobsUntil(t testing.TB, what string, done func() bool) {
+	t.Helper()
+	if !JobsUntil(s.Main.River, WaitTimeout, done) {
+		t.Fatalf("waited %s for %s", WaitTimeout, what)
+	}
+}
