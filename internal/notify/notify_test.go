@@ -76,10 +76,14 @@ func pending(c <-chan struct{}) bool {
 func TestOrderChangesWakeTheirWaitersOnly(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 0)
-	b.listening(t)
 	b.exec(t, `INSERT INTO orders (checkout_session_id) VALUES ('cs_test_a0000000'), ('cs_test_b0000000')`)
 	b.exec(t, `INSERT INTO order_keys (checkout_session_id, line_item_id, unit, price_id, project_id, key_days, reference)
 		VALUES ('cs_test_a0000000', 'li_1', 1, 'price_1', 'p', 30, 'ref-a1')`)
+	// After the inserts: notifications arrive in commit order, so once the
+	// probe's has, the inserts' have been handled too, before anyone
+	// subscribed. (Waiting before them let an insert's notification,
+	// still in flight, wake a1 late and fail the last check below.)
+	b.listening(t)
 	a1, err := b.hub.Subscribe("cs_test_a0000000")
 	require.NoError(t, err)
 	defer a1.Close()
