@@ -18,6 +18,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"fulfiller/internal/discord"
 	"fulfiller/internal/mail"
 	"fulfiller/internal/order"
 	"fulfiller/internal/stripeapi"
@@ -88,6 +89,10 @@ type Config struct {
 	AdminPassword string
 	// Log is LOG_LEVEL and LOG_FORMAT.
 	Log LogSettings
+	// Discord is the order page's verified Discord link (DISCORD_CLIENT_ID,
+	// DISCORD_CLIENT_SECRET, DISCORD_REDIRECT_URL, DISCORD_BASE_URL); the
+	// zero value is off.
+	Discord discord.Settings
 }
 
 // Defaults of settings that tests and other commands build by hand.
@@ -294,6 +299,7 @@ func fromEnv(getenv func(string) string) (Config, Errors) {
 	c.disputesAndRefunds(get, &errs)
 	c.reconciliation(get, &errs)
 	c.mail(get, &errs)
+	c.discord(get, &errs)
 	c.orderAPI(get, &errs)
 	errs.add(c.adminAddr(get))
 	return c, errs
