@@ -40,6 +40,13 @@
 //     as the days it is owed equal the key_days it holds; otherwise (days
 //     added or taken back, a period granted) its clock must start: Derive
 //     asks for activation and the writer records the moment before acting.
+//  9. A key carries the Discord account its buyer verified (Discord's
+//     OAuth2, never a Discord ID typed at checkout): each verification is
+//     applied once, so a link changed since (by support, in the dashboard,
+//     through Luarmor's bot) stands until the buyer verifies again. A key
+//     to be deleted carries none; a banned one keeps it (a link gives no
+//     access). Which key of an order carries it, and which order holds an
+//     account verified on several, the ledger's reader decides (Facts).
 package entitlement
 
 import (
@@ -130,6 +137,18 @@ type Facts struct {
 	// subscription's renewal is unpaid (PAST_DUE_ACTION=suspend); empty
 	// when not.
 	Suspension string
+	// Discord is the verified Discord account the key is to carry; the
+	// zero value when none is.
+	Discord Discord
+}
+
+// Discord is a Discord account a buyer verified for a key.
+type Discord struct {
+	// ID is the account's snowflake.
+	ID string
+	// Verification numbers the verification, so that each is applied
+	// once: a later one of the same account is another.
+	Verification int64
 }
 
 // Policy is what the shop decided that the derivation depends on.
@@ -175,12 +194,23 @@ type Desired struct {
 	Began     int64
 	Ban       Ban
 	BanReason string
+	// Discord is the verified account the key must carry (rule 9); the
+	// zero value when none.
+	Discord Discord
 }
 
 // Derive computes a key's desired state from its grants (in any order),
 // the key's facts and the policy. It is deterministic: the same set of
 // grants gives the same state whatever order they were recorded in.
 func Derive(grants []Grant, f Facts, p Policy) Desired {
+	d := derive(grants, f, p)
+	if !d.Unknown && !d.Delete {
+		d.Discord = f.Discord
+	}
+	return d
+}
+
+func derive(grants []Grant, f Facts, p Policy) Desired {
 	if len(grants) == 0 {
 		return Desired{Unknown: true}
 	}
@@ -368,12 +398,28 @@ type Applied struct {
 	// unclaimed (no HWID, no Discord ID), as key_days; it is sent again
 	// once the key is claimed.
 	AwaitingClaim bool
+	// DiscordVerification is the verification of a Discord account the
+	// writer last acted on (rule 9): linked, or refused by Luarmor.
+	DiscordVerification int64
 }
 
 // Same reports whether Luarmor's key, as last applied, already is in the
 // desired state at now: equal, or both expiries in the past (an expired key
-// is expired whatever moment it ran out; rule 5).
+// is expired whatever moment it ran out; rule 5), with no verified Discord
+// account left to link (rule 9).
 func Same(a Applied, d Desired, now int64) bool {
+	if d.Unknown {
+		return true
+	}
+	if d.Delete || a.Deleted {
+		return d.Delete == a.Deleted
+	}
+	return !DiscordDue(a, d) && SameAccess(a, d, now)
+}
+
+// SameAccess is Same about the key's access alone, its time and its ban,
+// whatever is left to do about its Discord link.
+func SameAccess(a Applied, d Desired, now int64) bool {
 	if d.Unknown {
 		return true
 	}
@@ -386,6 +432,12 @@ func Same(a Applied, d Desired, now int64) bool {
 	// A key banned for good has no use for its time: it is set again
 	// when the ban is lifted.
 	return d.Ban == BanPermanent || SameTime(a, d, now)
+}
+
+// DiscordDue reports whether the key's verified Discord account is still
+// to be linked: a verification the writer has not acted on (rule 9).
+func DiscordDue(a Applied, d Desired) bool {
+	return d.Discord.Verification != 0 && a.DiscordVerification != d.Discord.Verification
 }
 
 // SameTime reports whether the applied expiry already is the desired one.
