@@ -257,9 +257,12 @@ func newLeaseOwner(job *rivertype.JobRow) string {
 // a Discord ID to one key per project, so in an order of several units it
 // goes to the order's first key in each project; the other units get keys
 // of their own, one per unit as paid for. A unit whose Discord ID Luarmor
-// already refused (in use, invalid) is created without it.
+// already refused (in use, invalid) is created without it. Once the buyer
+// verified a Discord account for the order, the typed ID is never sent:
+// the key is made without one and its writer links the verified account
+// (order.VerifiedDiscord).
 func discordFor(o *order.Order, k *order.Key) string {
-	if o.DiscordID == "" || k.DiscordLink == order.DiscordInUse || k.DiscordLink == order.DiscordInvalid {
+	if o.DiscordID == "" || o.Discord != nil || k.DiscordLink == order.DiscordInUse || k.DiscordLink == order.DiscordInvalid {
 		return ""
 	}
 	for _, other := range o.Keys {

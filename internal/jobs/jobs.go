@@ -91,6 +91,7 @@ type Luarmor interface {
 	Blacklist(ctx context.Context, projectID string, req luarmor.BlacklistRequest) error
 	Unban(ctx context.Context, projectID, unbanToken string) error
 	ResetHWID(ctx context.Context, projectID string, req luarmor.ResetHWIDRequest) error
+	LinkDiscord(ctx context.Context, projectID string, req luarmor.LinkDiscordRequest) error
 }
 
 // Deps are the workers' dependencies.

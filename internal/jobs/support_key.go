@@ -212,7 +212,12 @@ func (w *SupportKeyWorker) setDiscord(ctx context.Context, job *river.Job[Suppor
 	}
 	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
 		w.log(ctx, job, k, "discord_id", id)
-		return postgres.LinkDiscord(ctx, tx, k.ID)
+		if err := postgres.LinkDiscord(ctx, tx, k.ID); err != nil {
+			return err
+		}
+		// The key's writer records whether this is the account its
+		// buyer verified (a reissue moves that one too).
+		return syncUnits(ctx, tx, k.ID)
 	})
 }
 

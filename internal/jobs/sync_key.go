@@ -51,7 +51,9 @@ func (a SyncKeyArgs) InsertOpts() river.InsertOpts {
 //     a writer whose request may still be on its way holds it);
 //  3. reads the key from Luarmor: its first use, if any, is recorded as
 //     the key's start, and nothing is sent that it already has;
-//  4. sends the absolute result (expiry, ban or unban, delete);
+//  4. sends the absolute result (expiry, ban or unban, delete), then
+//     links the Discord account the key's buyer verified, if it has not
+//     acted on that verification yet (linkDiscord);
 //  5. records what it applied for the version it read, with the job's
 //     completion, and queues itself again if the ledger changed meanwhile.
 //
@@ -89,8 +91,11 @@ func (w *SyncKeyWorker) Work(ctx context.Context, job *river.Job[SyncKeyArgs]) e
 		l.Facts.StartedAt = &d.Began
 	}
 	if l.Applied.Deleted || (!d.Start && entitlement.Same(l.Applied, d, now)) {
-		return w.record(ctx, job, l, l.Applied, d)
+		return w.record(ctx, job, l, l.Applied, d, nil)
 	}
+	// What the key's access lacks is sent first, then a verified Discord
+	// account still to be linked (rule 9): a link never holds up a ban.
+	accessDue := d.Start || !entitlement.SameAccess(l.Applied, d, now)
 	ctx = budget.WithClass(ctx, budget.ClassRenew)
 	if d.Ban != entitlement.NotBanned || d.Delete {
 		ctx = budget.WithClass(ctx, budget.ClassRevoke)
@@ -115,8 +120,8 @@ func (w *SyncKeyWorker) Work(ctx context.Context, job *river.Job[SyncKeyArgs]) e
 	// finish records what the key now is; the record also ends the lease.
 	// Should it fail (a lost connection), Luarmor has answered every
 	// request, so the retry need not wait the lease out.
-	finish := func(a entitlement.Applied) error {
-		err := w.record(ctx, job, l, a, d)
+	finish := func(a entitlement.Applied, link *discordOutcome) error {
+		err := w.record(ctx, job, l, a, d, link)
 		if err != nil {
 			release(0)
 		}
@@ -127,7 +132,7 @@ func (w *SyncKeyWorker) Work(ctx context.Context, job *river.Job[SyncKeyArgs]) e
 	if errors.Is(err, luarmor.ErrNotFound) {
 		w.Logger.WarnContext(ctx, "a key with paid time no longer exists in Luarmor; recorded as deleted",
 			"ledger_key_id", id, "user_key", logging.MaskKey(l.UserKey))
-		return finish(entitlement.Applied{Deleted: true})
+		return finish(entitlement.Applied{Deleted: true}, nil)
 	}
 	if err != nil {
 		release(0)
@@ -150,23 +155,45 @@ func (w *SyncKeyWorker) Work(ctx context.Context, job *river.Job[SyncKeyArgs]) e
 		l.Facts.StartedAt = &at
 		d = entitlement.Derive(l.Grants, l.Facts, w.entitlementPolicy())
 	}
-	applied, err := w.apply(ctx, l, d, u, now)
+	applied := l.Applied
+	if accessDue {
+		applied, err = w.apply(ctx, l, d, u, now)
+	}
+	var link *discordOutcome
+	linking := err == nil && entitlement.DiscordDue(l.Applied, d)
+	if linking {
+		link, err = w.linkDiscord(ctx, l, d.Discord, u, owner, lease)
+	}
 	if errors.Is(err, luarmor.ErrNotFound) {
-		return finish(entitlement.Applied{Deleted: true})
+		return finish(entitlement.Applied{Deleted: true}, nil)
+	}
+	var snooze *river.JobSnoozeError
+	if errors.As(err, &snooze) {
+		// Another key's writer holds what the link waits for: nothing
+		// was sent for this key since, so its lease goes at once.
+		release(0)
+		return err
 	}
 	if err != nil {
 		settleCreateLease(ctx, err, func(context.Context) { release(answeredLease) }, func(context.Context) { release(0) })
 		jobErr, retry := luarmorRetry(err, w.RateLimitWindow)
-		if !retry {
+		switch {
+		case retry:
+		case linking:
+			w.Logger.ErrorContext(ctx, "luarmor refused to link the Discord account the key's buyer verified; retrying, or link it in the dashboard",
+				"ledger_key_id", id, "user_key", logging.MaskKey(l.UserKey), "discord_id", d.Discord.ID, "error", err)
+		default:
 			w.Logger.ErrorContext(ctx, "luarmor refused to set a key to what was paid for; set it in the dashboard",
 				"ledger_key_id", id, "user_key", logging.MaskKey(l.UserKey), "error", err)
 		}
 		return jobErr
 	}
-	w.Logger.InfoContext(ctx, "key set to what was paid for", "ledger_key_id", id, "user_key", logging.MaskKey(l.UserKey),
-		"lifetime", applied.Lifetime, "key_days", applied.WaitingDays, "auth_expire", applied.Expire,
-		"ban", applied.Ban, "deleted", applied.Deleted)
-	return finish(applied)
+	if accessDue {
+		w.Logger.InfoContext(ctx, "key set to what was paid for", "ledger_key_id", id, "user_key", logging.MaskKey(l.UserKey),
+			"lifetime", applied.Lifetime, "key_days", applied.WaitingDays, "auth_expire", applied.Expire,
+			"ban", applied.Ban, "deleted", applied.Deleted)
+	}
+	return finish(applied, link)
 }
 
 // started reports whether Luarmor started the key's clock: a key waiting
@@ -279,7 +306,12 @@ func (w *SyncKeyWorker) setExpiry(ctx context.Context, l *postgres.Ledger, expir
 // completion, and queues the writer again when the ledger changed since
 // it was read: River refuses a second copy while this one runs, so a
 // change recorded meanwhile would otherwise wait for the next.
-func (w *SyncKeyWorker) record(ctx context.Context, job *river.Job[SyncKeyArgs], l *postgres.Ledger, a entitlement.Applied, d entitlement.Desired) error {
+//
+// link is what the run did with a verified Discord account, nil when it did
+// nothing: recorded with the rest. A key that waits to be claimed before
+// Luarmor keeps its expiry (AwaitingClaim) is claimed by the link, so its
+// writer runs again to send that expiry.
+func (w *SyncKeyWorker) record(ctx context.Context, job *river.Job[SyncKeyArgs], l *postgres.Ledger, a entitlement.Applied, d entitlement.Desired, link *discordOutcome) error {
 	suspendedOnly := d.Ban == entitlement.BanSuspended && !suspendedByGrant(l.Grants)
 	tx, err := w.Pool.Begin(ctx)
 	if err != nil {
@@ -289,6 +321,12 @@ func (w *SyncKeyWorker) record(ctx context.Context, job *river.Job[SyncKeyArgs],
 	stale, reverted, err := postgres.RecordApplied(ctx, tx, l.ID, l.Version, a, suspendedOnly)
 	if err != nil {
 		return err
+	}
+	if link != nil {
+		if err := postgres.RecordDiscordApplied(ctx, tx, l.ID, link.Verification, link.Linked, link.Refused); err != nil {
+			return err
+		}
+		stale = stale || (link.Linked != "" && a.AwaitingClaim)
 	}
 	// Not complete(): the copy below is inserted after the completion, in
 	// the same transaction, or River's uniqueness would still see this job

@@ -117,8 +117,12 @@ type Order struct {
 	PaymentIntentID      string
 	SubscriptionID       string
 	InvoiceID            string
-	DiscordID            string
-	ItemsLoaded          bool
+	// DiscordID is the Discord ID typed at checkout: a claim, not proof.
+	DiscordID string
+	// Discord is the Discord account the buyer verified from the order
+	// page (Discord's OAuth2), nil when none was: unlike DiscordID, proof.
+	Discord     *VerifiedDiscord
+	ItemsLoaded bool
 	// PaidThrough is the end of the latest paid subscription period (unix
 	// seconds), nil before the first renewal invoice.
 	PaidThrough        *int64
@@ -171,11 +175,54 @@ type Key struct {
 	// extended key, computed once.
 	RevertTarget *int64
 	DiscordLink  DiscordLink
-	HWIDReset    HWIDReset // the latest self-service HWID reset
+	// DiscordVerified: the key carries the Discord account the buyer
+	// verified for the order (Order.Discord).
+	DiscordVerified bool
+	HWIDReset       HWIDReset // the latest self-service HWID reset
 	// SupportBan: support banned or revoked the key. No automatic unban (a
 	// dispute won, a refund cancelled) lifts it; only support's unban.
 	SupportBan bool
 }
+
+// VerifiedDiscord is a Discord account a buyer proved they hold, by
+// signing in with Discord from the order page, and what became of it.
+//
+// Luarmor links an account to one key per project, so the account goes to
+// the order's first usable key in each project; of several orders on which
+// one account was verified, the newest holds it in a project. A Discord ID
+// typed at checkout never overrides it: once an order has a verified
+// account, its typed ID is no longer sent to Luarmor, and the verified
+// account replaces a link the typed ID made, on the order's own key or on
+// another key this service made whose link came from a typed ID.
+type VerifiedDiscord struct {
+	ID       string // the account's snowflake
+	Username string // for the buyer's eyes
+	// Verification numbers the verification: each is applied once.
+	Verification int64
+	VerifiedAt   time.Time
+	Status       DiscordVerification
+}
+
+// DiscordVerification is what became of a verified Discord account on an
+// order's keys.
+type DiscordVerification string
+
+const (
+	// DiscordLinking: a key of the order is still to be linked (its writer
+	// has not run yet, or the key is still being made).
+	DiscordLinking DiscordVerification = "linking"
+	// DiscordVerifiedLinked: the order's keys carry the account.
+	DiscordVerifiedLinked DiscordVerification = "linked"
+	// DiscordVerifiedInUse: another key of the project holds the account,
+	// one this service may not take it from (a key it did not make, or
+	// one whose link was not made from a typed ID), or a newer order of
+	// the same account took it.
+	DiscordVerifiedInUse DiscordVerification = "in_use"
+	// DiscordVerifiedInvalid: Luarmor refused the account's ID.
+	DiscordVerifiedInvalid DiscordVerification = "invalid"
+	// DiscordNoKeys: the order has no usable key to link.
+	DiscordNoKeys DiscordVerification = "no_keys"
+)
 
 // Delivered reports whether Luarmor has created the key.
 func (k Key) Delivered() bool { return k.UserKey != "" }

@@ -278,10 +278,10 @@ func ReadLedger(ctx context.Context, db DB, id int64, suspension, supportBan str
 	var ban string
 	err := db.QueryRow(ctx, `SELECT project_id, user_key, version, applied_version, started_at, waiting_days,
 			applied_deleted, applied_lifetime, applied_waiting_days, applied_expire, applied_ban, applied_ban_reason,
-			awaiting_claim
+			awaiting_claim, applied_discord_verification
 		FROM ledger_keys WHERE id = $1`, id).Scan(&l.ProjectID, &l.UserKey, &l.Version, &l.AppliedVersion,
 		&l.Facts.StartedAt, &l.Facts.WaitingDays, &l.Applied.Deleted, &l.Applied.Lifetime, &l.Applied.WaitingDays,
-		&l.Applied.Expire, &ban, &l.Applied.BanReason, &l.Applied.AwaitingClaim)
+		&l.Applied.Expire, &ban, &l.Applied.BanReason, &l.Applied.AwaitingClaim, &l.Applied.DiscordVerification)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, order.Errorf(order.ENOTFOUND, "no ledger key %d", id)
 	}
@@ -301,6 +301,9 @@ func ReadLedger(ctx context.Context, db DB, id int64, suspension, supportBan str
 	}
 	if suspended {
 		l.Facts.Suspension = suspension
+	}
+	if l.Facts.Discord, err = DesiredDiscord(ctx, db, l.ProjectID, l.UserKey); err != nil {
+		return nil, err
 	}
 	rows, err := db.Query(ctx, `SELECT g.id, g.kind, g.days, g.valid_from, g.valid_to, g.line, g.state, g.reason, g.action
 		FROM key_grants g JOIN order_keys k ON k.id = g.order_key_id

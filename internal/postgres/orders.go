@@ -118,6 +118,9 @@ func GetOrder(ctx context.Context, db DB, sessionID string) (*order.Order, error
 	if err := attachHWIDResets(ctx, db, o); err != nil {
 		return nil, err
 	}
+	if err := attachDiscord(ctx, db, o); err != nil {
+		return nil, err
+	}
 	return o, nil
 }
 
