@@ -21,6 +21,7 @@ import (
 	"fulfiller/internal/budget"
 	"fulfiller/internal/catalog"
 	"fulfiller/internal/config"
+	"fulfiller/internal/discord"
 	"fulfiller/internal/health"
 	"fulfiller/internal/httpapi"
 	"fulfiller/internal/jobs"
@@ -172,6 +173,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		Webhook: m.webhook, Credentials: m.Credentials, Mail: m.mailSender(), Changes: m.Changes,
 		TrustedProxies: m.Config.TrustedProxies, AllowedOrigins: m.Config.AllowedOrigins,
 		PendingMigrations: func(ctx context.Context) ([]string, error) { return postgres.PendingMigrations(ctx, m.Pool) },
+	}
+	if m.Config.Discord.Enabled() {
+		api.Discord = discord.NewClient(m.Config.Discord, httpClient)
 	}
 	if err := m.riverUI(budgetCtx, api); err != nil {
 		return err

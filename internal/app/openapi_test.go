@@ -159,6 +159,9 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 	require.Len(t, listing.Orders, 1)
 	require.Equal(t, http.StatusOK, c.do(t, "GET", "/v1/orders/"+listing.Orders[0].LinkToken, "").status)
 	require.Equal(t, http.StatusOK, c.do(t, "GET", "/orders/"+listing.Orders[0].LinkToken, "").status)
+	// The Discord link is off here (discord_link_test.go runs it on).
+	require.Equal(t, http.StatusNotFound, c.do(t, "GET", "/orders/"+listing.Orders[0].LinkToken+"/discord", "").status)
+	require.Equal(t, http.StatusNotFound, c.do(t, "GET", "/discord/callback", "").status)
 
 	// The shop's listings.
 	require.Equal(t, http.StatusOK, c.do(t, "GET", "/v1/customers/"+customer+"/keys", "", "Authorization", bearer).status)

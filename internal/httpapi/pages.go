@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"fulfiller/internal/jobs"
 	"fulfiller/internal/logging"
 	"fulfiller/internal/mail"
 	"fulfiller/internal/order"
@@ -123,6 +124,46 @@ type orderView struct {
 	KeysPending int
 	FailureCode string
 	Now         int64 // unix seconds of the render, for cooldowns
+	// Discord is the order's verified Discord link section; nil while the
+	// link is off or the order has nothing to link.
+	Discord *discordView
+}
+
+// discordView is the order page's Discord section.
+type discordView struct {
+	// LinkURL begins a sign-in (a signed order link, never the session ID).
+	LinkURL string
+	// Username and Status are the verified account's and what became of
+	// it ("" when none was verified).
+	Username, Status string
+}
+
+// Text says what became of the verified account, and what to do.
+func (d discordView) Text() string {
+	switch order.DiscordVerification(d.Status) {
+	case order.DiscordLinking:
+		return "Linking it to your keys; this takes a few seconds."
+	case order.DiscordVerifiedLinked:
+		return "Your keys carry this account (Luarmor links an account to one key per project)."
+	case order.DiscordVerifiedInUse:
+		return "Another key of the same project already carries this account, so this order's key does not: Luarmor links an account to one key per project. Contact the shop to move it."
+	case order.DiscordVerifiedInvalid:
+		return "Luarmor refused this account. Contact the shop and quote the order reference below."
+	case order.DiscordNoKeys:
+		return "This order has no usable key to carry it."
+	}
+	return "Prove which Discord account is yours to link it to your keys: you sign in with Discord, and the shop sees your username and ID, nothing else."
+}
+
+// Heading is the section's first line.
+func (d discordView) Heading() string {
+	switch {
+	case d.Username == "":
+		return "Link your Discord account"
+	case d.Status == string(order.DiscordVerifiedLinked):
+		return "Discord linked: " + d.Username
+	}
+	return "Discord verified: " + d.Username
 }
 
 // keyItem is one key of an order as the "key" template renders it.
@@ -133,14 +174,16 @@ type keyItem struct {
 }
 
 type keyView struct {
-	UserKey     string     `json:"user_key"`
-	Status      string     `json:"status"`
-	KeyDays     int        `json:"key_days"`
-	AuthExpire  *int64     `json:"auth_expire"`
-	Ending      bool       `json:"ending"`
-	Suspended   bool       `json:"suspended"`
-	DiscordLink string     `json:"discord_link"`
-	HWIDReset   *hwidReset `json:"hwid_reset"`
+	UserKey     string `json:"user_key"`
+	Status      string `json:"status"`
+	KeyDays     int    `json:"key_days"`
+	AuthExpire  *int64 `json:"auth_expire"`
+	Ending      bool   `json:"ending"`
+	Suspended   bool   `json:"suspended"`
+	DiscordLink string `json:"discord_link"`
+	// DiscordVerified: the key carries the verified account.
+	DiscordVerified bool       `json:"discord_verified"`
+	HWIDReset       *hwidReset `json:"hwid_reset"`
 }
 
 // hwidReset is the order API's hwid_reset of a key.
@@ -193,6 +236,8 @@ func waitingView(id string) orderView {
 type pageData struct {
 	Title string
 	Order *orderView
+	// Discord is the outcome of a Discord sign-in (discord.html).
+	Discord *discordPage
 }
 
 // orderPage renders GET /orders/{checkout_session_id} through the order
@@ -216,6 +261,10 @@ func (s *Server) orderPage(w http.ResponseWriter, r *http.Request) {
 		if view, err = newOrderView(o, id, time.Now()); err != nil {
 			s.logPageError(r, err)
 			view, status = orderView{ID: id, State: stateUnavailable}, http.StatusInternalServerError
+		} else if view.Discord, err = s.discordSection(r, o, id); err != nil {
+			s.logPageError(r, err)
+			view, status = orderView{ID: id, State: stateUnavailable}, http.StatusServiceUnavailable
+			w.Header().Set("Retry-After", retryAfterUnavailable)
 		}
 	case order.ErrorCode(err) == order.ENOTFOUND && sessionIDPattern.MatchString(id):
 		view = waitingView(id)
@@ -241,6 +290,28 @@ func (s *Server) logPageError(r *http.Request, err error) {
 		return
 	}
 	s.Logger.ErrorContext(r.Context(), "order page failed", "route", routeOf(r), "error", logSafe(r, err))
+}
+
+// discordSection is the order page's Discord section for o, opened with
+// id: nil while the link is off, or for an order with nothing to link. Its
+// button carries a signed link: id when it is one, else a fresh one.
+func (s *Server) discordSection(r *http.Request, o *order.Order, id string) (*discordView, error) {
+	if s.Discord == nil || o.Status == order.StatusRevoked || o.Status == order.StatusFailed {
+		return nil, nil
+	}
+	link := id
+	if !jobs.IsOrderLink(id) {
+		links, err := s.orderLinks(r)
+		if err != nil {
+			return nil, err
+		}
+		link = links.Sign(o, time.Now().Add(discordLinkTTL))
+	}
+	v := &discordView{LinkURL: "/orders/" + link + "/discord"}
+	if o.Discord != nil {
+		v.Username, v.Status = o.Discord.Username, string(o.Discord.Status)
+	}
+	return v, nil
 }
 
 // myKeysPage renders GET /my-keys: the find-my-keys form; with a token in
@@ -299,10 +370,14 @@ func (k keyView) StatusText() string {
 }
 
 // DiscordText says what became of the buyer's Discord ID and what to do.
+// An ID typed at checkout is a claim, and is named so.
 func (k keyView) DiscordText() string {
+	if k.DiscordVerified {
+		return "Linked to your verified Discord account."
+	}
 	switch order.DiscordLink(k.DiscordLink) {
 	case order.DiscordLinked:
-		return "Linked to your Discord account."
+		return "Linked to the Discord ID typed at checkout (not verified: anyone can type an ID)."
 	case order.DiscordInUse:
 		return "Your Discord account already holds another key, so this one is not linked: claim it with the Redeem button in the shop's Discord."
 	case order.DiscordInvalid:

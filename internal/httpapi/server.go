@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/singleflight"
 
+	"fulfiller/internal/discord"
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/logging"
 	"fulfiller/internal/mail"
@@ -101,6 +102,12 @@ type Server struct {
 	waitHolds *holds
 
 	links orderLinks // the signing key of order links, once read
+
+	// Discord runs the order page's verified Discord link (DISCORD_*);
+	// nil turns it off: no button, and its routes answer 404.
+	Discord        *discord.Client
+	discordFlows   discordFlows   // the sealer of sign-ins, once read
+	discordClients *clientBuckets // sign-ins begun per client
 }
 
 // init builds the server's limits once, however many handlers are built
@@ -117,6 +124,7 @@ func (s *Server) init() {
 		s.hwidClients = newClientBuckets(hwidResetRate, hwidResetBurst, maxTrackedClients)
 		s.recordHolds = newHolds(maxRecordHoldsPerClient, maxRecordHolds)
 		s.waitHolds = newHolds(maxWaitHoldsPerClient, maxWaitHolds(s.MaxConnections))
+		s.discordClients = newClientBuckets(discordStartRate, discordStartBurst, maxTrackedClients)
 	})
 }
 
@@ -227,6 +235,8 @@ func (s *Server) routes() []route {
 		{"GET /v1/keys", s.orderAPI(s.requireShopToken(s.refuseEmailKeys))},
 		{"POST /v1/keys/search", s.orderAPI(s.requireShopToken(s.searchEmailKeys))},
 		{"GET /orders/{checkout_session_id}", http.HandlerFunc(s.orderPage)},
+		{"GET /orders/{checkout_session_id}/discord", http.HandlerFunc(s.discordStart)},
+		{"GET " + discord.CallbackPath, http.HandlerFunc(s.discordCallback)},
 		{"GET /my-keys", http.HandlerFunc(s.myKeysPage)},
 		{"GET /assets/{name}", http.HandlerFunc(serveAsset)},
 		{"GET /openapi.json", http.HandlerFunc(serveOpenAPI)},
@@ -334,6 +344,17 @@ type OrderJSON struct {
 	// PaidThrough is the end of the latest paid subscription period (unix
 	// seconds); absent for one-off purchases and before the first renewal.
 	PaidThrough *int64 `json:"paid_through,omitempty"`
+	// Discord is the Discord account the buyer verified from the order
+	// page, and what became of it; absent when none was.
+	Discord *DiscordJSON `json:"discord,omitempty"`
+}
+
+// DiscordJSON is a verified Discord account of an order.
+type DiscordJSON struct {
+	Username string `json:"username"`
+	// Status: "linking", "linked", "in_use", "invalid" or "no_keys" (see
+	// order.DiscordVerification).
+	Status string `json:"status"`
 }
 
 // KeyJSON is one delivered key.
@@ -355,6 +376,9 @@ type KeyJSON struct {
 	// one with Luarmor's Redeem button), "invalid" (Luarmor refused the
 	// ID) or "none".
 	DiscordLink string `json:"discord_link"`
+	// DiscordVerified: the key carries the Discord account the buyer
+	// verified (the order's discord).
+	DiscordVerified bool `json:"discord_verified,omitempty"`
 	// HWIDReset is the key's latest self-service HWID reset.
 	HWIDReset HWIDResetJSON `json:"hwid_reset"`
 }
@@ -362,6 +386,9 @@ type KeyJSON struct {
 func renderOrder(o *order.Order) OrderJSON {
 	out := OrderJSON{CheckoutSessionID: o.CheckoutSessionID, Status: string(o.Status), CustomerEmail: o.CustomerEmail,
 		Keys: []KeyJSON{}, PaidThrough: o.PaidThrough}
+	if o.Discord != nil {
+		out.Discord = &DiscordJSON{Username: o.Discord.Username, Status: string(o.Discord.Status)}
+	}
 	for _, k := range o.Keys {
 		if !k.Delivered() {
 			// A revoked order's undelivered units will not be delivered.
@@ -373,7 +400,8 @@ func renderOrder(o *order.Order) OrderJSON {
 		out.Keys = append(out.Keys, KeyJSON{UserKey: k.UserKey, ProjectID: k.ProjectID, PriceID: k.PriceID,
 			Status: string(k.Status), KeyDays: k.KeyDays, AuthExpire: k.AuthExpire, Ending: k.Ending,
 			Suspended:   k.Suspended && k.Status == order.KeyActive,
-			DiscordLink: string(k.DiscordLink), HWIDReset: renderHWIDReset(k.HWIDReset, time.Now())})
+			DiscordLink: string(k.DiscordLink), DiscordVerified: k.DiscordVerified,
+			HWIDReset: renderHWIDReset(k.HWIDReset, time.Now())})
 	}
 	return out
 }

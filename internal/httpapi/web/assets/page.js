@@ -162,6 +162,24 @@
     }
   }
 
+  // refreshWhileLinking re-renders an order while the Discord account its
+  // buyer verified is being linked to its keys, until that is done.
+  async function refreshWhileLinking(id) {
+    for (let i = 0; i < 30; i++) {
+      await sleep(2000);
+      const section = document.querySelector('section.order[data-order-id="' + CSS.escape(id) + '"]');
+      if (!section) return;
+      const fresh = await fetchOrderSection(id).catch(function () { return null; });
+      if (!fresh) continue;
+      if (!fresh.querySelector('[data-discord-status="linking"]')) {
+        const adopted = replaceSection(section, fresh);
+        const heading = adopted.querySelector(".discord h3");
+        if (heading) announce(heading.textContent);
+        return;
+      }
+    }
+  }
+
   async function resetHWID(button) {
     const section = button.closest("section.order");
     const field = document.getElementById(button.dataset.keyInput);
@@ -306,6 +324,7 @@
   function start() {
     const single = document.querySelector("main > section.order");
     if (single) watchOrder(single);
+    if (single && single.querySelector('[data-discord-status="linking"]')) refreshWhileLinking(single.dataset.orderId);
     const form = document.getElementById("lookup-form");
     if (form) {
       form.addEventListener("submit", function (event) {
