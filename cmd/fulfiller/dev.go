@@ -114,6 +114,10 @@ func cmdDev(ctx context.Context, args []string, getenv func(string) string, logg
 			return err
 		}
 	}
+	discordNote, err := startDevDiscord(ctx, get, env)
+	if err != nil {
+		return err
+	}
 	cfg, err := config.FromEnvAcceptingDevSecret(get)
 	if err != nil {
 		return err
@@ -132,11 +136,12 @@ fulfiller (local development)
   luarmor          %s
   stripe api       %s
   mail             %s
+  discord          %s
   catalog          %s
   webhook secret   %s   (development only)
 
 %s
-%s`, browsable(cfg.ListenAddr), browsable(cfg.ListenAddr), internalNote(cfg), luarmorNote, stripeNote, mailNote(mailbox, cfg), cfg.CatalogFile,
+%s`, browsable(cfg.ListenAddr), browsable(cfg.ListenAddr), internalNote(cfg), luarmorNote, stripeNote, mailNote(mailbox, cfg), discordNote, cfg.CatalogFile,
 		secretNote(get("STRIPE_WEBHOOK_SECRET"), env), doctorNote(cfg), tryNote(cfg, env))
 	return serve(ctx, cfg, true, logger)
 }
