@@ -20,6 +20,7 @@ import (
 
 	"fulfiller/internal/mail"
 	"fulfiller/internal/order"
+	"fulfiller/internal/shop"
 	"fulfiller/internal/stripeapi"
 )
 
@@ -88,6 +89,9 @@ type Config struct {
 	AdminPassword string
 	// Log is LOG_LEVEL and LOG_FORMAT.
 	Log LogSettings
+	// Shop is the shop as buyers see it (SHOP_NAME, SHOP_URL,
+	// SHOP_SUPPORT, SHOP_LOGO_URL, SHOP_ACCENT_COLOR); zero means unnamed.
+	Shop shop.Identity
 }
 
 // Defaults of settings that tests and other commands build by hand.
@@ -296,6 +300,7 @@ func fromEnv(getenv func(string) string) (Config, Errors) {
 	c.mail(get, &errs)
 	c.orderAPI(get, &errs)
 	errs.add(c.adminAddr(get))
+	c.shop(get, &errs)
 	return c, errs
 }
 
