@@ -24,6 +24,7 @@ import (
 	"fulfiller/internal/notify"
 	"fulfiller/internal/order"
 	"fulfiller/internal/postgres"
+	"fulfiller/internal/shop"
 )
 
 // Server routes the service's HTTP endpoints.
@@ -69,6 +70,9 @@ type Server struct {
 	RiverUI       http.Handler
 	AdminUser     string
 	AdminPassword string
+	// Shop is the shop as buyers see it on the pages and in the order
+	// API (SHOP_*).
+	Shop shop.Identity
 
 	// Unknown session IDs cost a Stripe call each; these bound that cost:
 	// a bucket per client under one for the process.
@@ -228,7 +232,7 @@ func (s *Server) routes() []route {
 		{"POST /v1/keys/search", s.orderAPI(s.requireShopToken(s.searchEmailKeys))},
 		{"GET /orders/{checkout_session_id}", http.HandlerFunc(s.orderPage)},
 		{"GET /my-keys", http.HandlerFunc(s.myKeysPage)},
-		{"GET /assets/{name}", http.HandlerFunc(serveAsset)},
+		{"GET /assets/{name}", http.HandlerFunc(s.serveAsset)},
 		{"GET /openapi.json", http.HandlerFunc(serveOpenAPI)},
 		{"GET /v1/forwarded-for", http.HandlerFunc(s.forwardedFor)},
 	}
@@ -334,6 +338,7 @@ type OrderJSON struct {
 	// PaidThrough is the end of the latest paid subscription period (unix
 	// seconds); absent for one-off purchases and before the first renewal.
 	PaidThrough *int64 `json:"paid_through,omitempty"`
+	PurchaseJSON
 }
 
 // KeyJSON is one delivered key.
@@ -357,11 +362,15 @@ type KeyJSON struct {
 	DiscordLink string `json:"discord_link"`
 	// HWIDReset is the key's latest self-service HWID reset.
 	HWIDReset HWIDResetJSON `json:"hwid_reset"`
+
+	// ProductName is what the key was sold as: the catalog's name of its
+	// price, Stripe's product name, or else its price ID.
+	ProductName string `json:"product_name"`
 }
 
 func renderOrder(o *order.Order) OrderJSON {
 	out := OrderJSON{CheckoutSessionID: o.CheckoutSessionID, Status: string(o.Status), CustomerEmail: o.CustomerEmail,
-		Keys: []KeyJSON{}, PaidThrough: o.PaidThrough}
+		Keys: []KeyJSON{}, PaidThrough: o.PaidThrough, PurchaseJSON: renderPurchase(o)}
 	for _, k := range o.Keys {
 		if !k.Delivered() {
 			// A revoked order's undelivered units will not be delivered.
@@ -370,7 +379,7 @@ func renderOrder(o *order.Order) OrderJSON {
 			}
 			continue
 		}
-		out.Keys = append(out.Keys, KeyJSON{UserKey: k.UserKey, ProjectID: k.ProjectID, PriceID: k.PriceID,
+		out.Keys = append(out.Keys, KeyJSON{UserKey: k.UserKey, ProductName: o.ProductName(k), ProjectID: k.ProjectID, PriceID: k.PriceID,
 			Status: string(k.Status), KeyDays: k.KeyDays, AuthExpire: k.AuthExpire, Ending: k.Ending,
 			Suspended:   k.Suspended && k.Status == order.KeyActive,
 			DiscordLink: string(k.DiscordLink), HWIDReset: renderHWIDReset(k.HWIDReset, time.Now())})

@@ -106,8 +106,15 @@ func ParseLogoURL(v string) (string, error) {
 	if u.Scheme != "https" {
 		return "", errors.New("must be an https URL of an image, like https://shop.example.com/logo.png")
 	}
+	// The origin goes into the pages' Content-Security-Policy: a host
+	// name and a port, nothing a policy would read as more.
+	if !plainHost.MatchString(u.Host) {
+		return "", errors.New("must name its host as letters, digits, dots and hyphens, with an optional port")
+	}
 	return u.String(), nil
 }
+
+var plainHost = regexp.MustCompile(`^[A-Za-z0-9.-]+(:[0-9]{1,5})?$`)
 
 // ParseSupport checks SHOP_SUPPORT: a bare email address
 // (support@shop.example.com, or mailto:support@shop.example.com) or an
@@ -161,6 +168,18 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// DefaultAccentColor is the pages' and emails' colour of links and
+// buttons without SHOP_ACCENT_COLOR.
+const DefaultAccentColor = "#0b55c4"
+
+// Accent is the shop's accent colour, or DefaultAccentColor.
+func (id Identity) Accent() string {
+	if id.AccentColor == "" {
+		return DefaultAccentColor
+	}
+	return id.AccentColor
 }
 
 // LogoOrigin is the scheme and host of the logo ("" without one): the only

@@ -66,7 +66,7 @@ func TestShopSettingsTakeWhatTheyClaimAndNothingElse(t *testing.T) {
 	logo, err := shop.ParseLogoURL("https://cdn.example.com/logo.png")
 	require.NoError(t, err)
 	require.Equal(t, "https://cdn.example.com", shop.Identity{LogoURL: logo}.LogoOrigin())
-	for _, bad := range []string{"http://localhost/logo.png", "data:image/png;base64,AAAA", "/logo.png"} {
+	for _, bad := range []string{"http://localhost/logo.png", "data:image/png;base64,AAAA", "/logo.png", "https://[::1]/logo.png", "https://cdn.example.com;x/logo.png"} {
 		_, err := shop.ParseLogoURL(bad)
 		require.Error(t, err, bad)
 	}
