@@ -170,7 +170,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		Pool: m.Pool, Orders: orders, Support: support, ShopToken: m.Config.ShopAPIToken, AdminToken: m.Config.AdminAPIToken,
 		Metrics: m.Metrics.Handler(), Logger: m.Logger,
 		Webhook: m.webhook, Credentials: m.Credentials, Mail: m.mailSender(), Changes: m.Changes,
-		TrustedProxies: m.Config.TrustedProxies, AllowedOrigins: m.Config.AllowedOrigins,
+		TrustedProxies: m.Config.TrustedProxies, AllowedOrigins: m.Config.AllowedOrigins, Shop: m.Config.Shop,
 		PendingMigrations: func(ctx context.Context) ([]string, error) { return postgres.PendingMigrations(ctx, m.Pool) },
 	}
 	if err := m.riverUI(budgetCtx, api); err != nil {
@@ -404,5 +404,7 @@ func (m *Main) mailSender() *mail.Sender {
 	if !m.Config.Mail.Enabled() {
 		return nil
 	}
-	return mail.NewSender(m.Config.Mail)
+	settings := m.Config.Mail
+	settings.Shop = m.Config.Shop
+	return mail.NewSender(settings)
 }
