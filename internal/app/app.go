@@ -85,6 +85,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	m.warnUnnamedPrices()
 	poolCfg, err := pgxpool.ParseConfig(m.Config.DatabaseURL)
 	if err != nil {
 		return &config.Error{Name: "DATABASE_URL", Reason: "is not a valid PostgreSQL connection string"}

@@ -3,6 +3,7 @@ package app_test
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/httpapi"
 	"fulfiller/internal/logging"
+	"fulfiller/internal/logging/logtest"
 	"fulfiller/internal/mail"
 	"fulfiller/internal/mail/mailtest"
 	"fulfiller/internal/shop"
@@ -185,10 +187,15 @@ func TestTheShopAndThePurchaseAreShownOnThePageTheAPIAndTheEmails(t *testing.T) 
 // An order recorded before amounts were kept (migration 0031's columns
 // NULL, no line items) still renders: its keys, date and reference,
 // without an amount or a product line; its keys go by their price ID. A
-// shop without SHOP_* settings shows no header and no contact.
+// shop without SHOP_* settings shows no header and no contact, and a
+// catalog without names is warned about at start-up.
 func TestAnOrderRecordedBeforeAmountsWereKeptRendersWithoutAnAmount(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
+	var logs logtest.Buffer
+	b := setup(t, withLogger(slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))))
+	// The catalog names none of its prices: start-up says so, once.
+	require.Equal(t, 1, strings.Count(logs.String(), `"msg":"catalog prices without a name`), logs.String())
+	require.Contains(t, logs.String(), `"prices":"`+strings.Join(b.Catalog.Unnamed(), ", ")+`"`)
 	s, _ := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	ctx := context.Background()
 	_, err := b.Pool.Exec(ctx, `UPDATE orders SET amount_total = NULL, currency = NULL, placed_at = NULL, receipt_url = NULL,
