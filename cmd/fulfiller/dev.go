@@ -345,8 +345,17 @@ func internalNote(cfg config.Config) string {
 	return note + ")"
 }
 
+// devShop is the shop `make run` shows on its pages and in its emails.
+var devShop = map[string]string{"SHOP_NAME": "Dev Shop", "SHOP_URL": "https://example.com",
+	"SHOP_SUPPORT": "support@example.com", "SHOP_ACCENT_COLOR": "#6d28d9"}
+
 // applyDevDefaults fills in, in env, the development settings get lacks.
 func applyDevDefaults(env map[string]string, get func(string) string) {
+	for name, v := range devShop {
+		if get(name) == "" {
+			env[name] = v
+		}
+	}
 	if get("STRIPE_WEBHOOK_SECRET") == "" {
 		env["STRIPE_WEBHOOK_SECRET"] = devWebhookSecret
 	}

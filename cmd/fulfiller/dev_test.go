@@ -186,7 +186,7 @@ func TestDevMailboxShowsTheKeysEmailAndTheFindMyKeysEmail(t *testing.T) {
 	keys := printedKeys(t, out.String())
 	require.Len(t, keys, 2, out.String())
 
-	id := waitForMail(t, mailbox, "mailbox-buyer@example.com", "Your license keys")
+	id := waitForMail(t, mailbox, "mailbox-buyer@example.com", "Your license keys from "+devShop["SHOP_NAME"])
 	status, page := fetch(t, http.MethodGet, mailbox+"/messages/"+id, "", "")
 	require.Equal(t, http.StatusOK, status, page)
 	for _, k := range keys {

@@ -77,6 +77,7 @@ func cmdDoctor(ctx context.Context, args []string, getenv func(string) string, s
 		WebhookSecrets: cfg.WebhookSecrets,
 		PublicBaseURL:  publicBase,
 		HTTP:           httpClient,
+		Shop:           cfg.Shop,
 	}
 	results := d.Run(ctx)
 	for _, r := range results {

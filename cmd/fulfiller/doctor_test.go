@@ -47,6 +47,7 @@ func doctorEnv(t *testing.T) map[string]string {
 		"DATABASE_URL": databaseURL, "STRIPE_API_KEY": stripeKey, "STRIPE_API_BASE": ssrv.URL,
 		"STRIPE_WEBHOOK_SECRET": "whsec_doctorcommand_0123456789abcdef0123456789", "LUARMOR_API_KEY": luarmorKey, "LUARMOR_BASE_URL": lsrv.URL,
 		"CATALOG_FILE": catalogFile, "PUBLIC_BASE_URL": shop + "/",
+		"SHOP_NAME": "Doctor's shop", "SHOP_SUPPORT": "help@shop.example",
 	}
 }
 
@@ -69,7 +70,7 @@ func TestDoctorPrintsOneLinePerCheckAndPassesAGoodConfiguration(t *testing.T) {
 	var out strings.Builder
 	require.NoError(t, run(context.Background(), []string{"doctor"}, envOf(env), &out, io.Discard))
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	require.Len(t, lines, 10, out.String())
+	require.Len(t, lines, 11, out.String())
 	for _, l := range lines {
 		if strings.Contains(l, "stripe key") {
 			require.True(t, strings.HasPrefix(l, "WARN"), l)

@@ -457,7 +457,7 @@ func (tr *tour) open(where, raw string) {
 		// "the keys email of that purchase is there, with its link to the
 		// order page"
 		mailbox := "http://" + tr.dev.env["DEV_MAIL_ADDR"]
-		id := waitForMail(t, mailbox, "buyer@example.com", "Your license keys")
+		id := waitForMail(t, mailbox, "buyer@example.com", "Your license keys from "+devShop["SHOP_NAME"])
 		status, message := fetch(t, http.MethodGet, mailbox+"/messages/"+id, "", "")
 		require.Equal(t, http.StatusOK, status, where)
 		for _, k := range tr.keys[tr.session] {

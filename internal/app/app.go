@@ -86,6 +86,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	m.warnUnnamedPrices()
 	poolCfg, err := pgxpool.ParseConfig(m.Config.DatabaseURL)
 	if err != nil {
 		return &config.Error{Name: "DATABASE_URL", Reason: "is not a valid PostgreSQL connection string"}
@@ -171,7 +172,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		Pool: m.Pool, Orders: orders, Support: support, ShopToken: m.Config.ShopAPIToken, AdminToken: m.Config.AdminAPIToken,
 		Metrics: m.Metrics.Handler(), Logger: m.Logger,
 		Webhook: m.webhook, Credentials: m.Credentials, Mail: m.mailSender(), Changes: m.Changes,
-		TrustedProxies: m.Config.TrustedProxies, AllowedOrigins: m.Config.AllowedOrigins,
+		TrustedProxies: m.Config.TrustedProxies, AllowedOrigins: m.Config.AllowedOrigins, Shop: m.Config.Shop,
 		PendingMigrations: func(ctx context.Context) ([]string, error) { return postgres.PendingMigrations(ctx, m.Pool) },
 	}
 	if m.Config.Discord.Enabled() {
@@ -408,5 +409,7 @@ func (m *Main) mailSender() *mail.Sender {
 	if !m.Config.Mail.Enabled() {
 		return nil
 	}
-	return mail.NewSender(m.Config.Mail)
+	settings := m.Config.Mail
+	settings.Shop = m.Config.Shop
+	return mail.NewSender(settings)
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"unicode"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -32,6 +33,12 @@ type Product struct {
 	// Luarmor call; 0 keeps none. One-off sales only: a subscription's key
 	// gets an absolute expiry, not key_days, so it is always made to order.
 	Stock int
+	// Name is what buyers see the price as, on the order page and in the
+	// emails; "" when the catalog names none (see Unnamed).
+	Name string
+	// Description is a line or two about the product under its name;
+	// optional.
+	Description string
 }
 
 // Billing values: a one-off price, or a subscription's recurring price.
@@ -49,6 +56,10 @@ const (
 	MaxStock = 10000
 	// maxFileBytes bounds the catalog file; a real one is a few KiB.
 	maxFileBytes = 4 << 20
+	// MaxNameLength and MaxDescriptionLength bound what a buyer reads of
+	// a product, in characters.
+	MaxNameLength        = 100
+	MaxDescriptionLength = 500
 )
 
 // Catalog is the parsed catalog file. It is safe for concurrent use once
@@ -111,6 +122,25 @@ func (c *Catalog) StocksAny() bool {
 	return false
 }
 
+// Unnamed returns, sorted, the IDs of the prices without a name: their
+// buyers see the product Stripe's line item names, or else the price ID.
+// Catalogs written before names keep loading; start-up and doctor warn.
+func (c *Catalog) Unnamed() []string {
+	if c == nil {
+		return nil
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	var ids []string
+	for id, p := range c.Prices {
+		if p.Name == "" {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	return ids
+}
+
 // Len is the number of prices.
 func (c *Catalog) Len() int {
 	c.mu.RLock()
@@ -145,6 +175,8 @@ type priceEntry struct {
 	MaxQuantity *int    `yaml:"max_quantity"`
 	Billing     *string `yaml:"billing"`
 	Stock       *int    `yaml:"stock"`
+	Name        *string `yaml:"name"`
+	Description *string `yaml:"description"`
 }
 
 // Parse reads a catalog and checks every price, reporting every problem at
@@ -244,7 +276,32 @@ func (e *priceEntry) product() (Product, []string) {
 		}
 		p.Stock = *e.Stock
 	}
+	if e.Name != nil {
+		p.Name = strings.TrimSpace(*e.Name)
+		if problem := checkText(p.Name, MaxNameLength); problem != "" {
+			problems = append(problems, "name "+problem+" (leave it out to show Stripe's product name)")
+		}
+	}
+	if e.Description != nil {
+		p.Description = strings.TrimSpace(*e.Description)
+		if problem := checkText(p.Description, MaxDescriptionLength); problem != "" {
+			problems = append(problems, "description "+problem+" (leave it out for none)")
+		}
+	}
 	return p, problems
+}
+
+// checkText describes what is wrong with a name or description a buyer
+// reads, or returns "": it is one line of 1 to max characters. Markup is
+// not refused: every page and email escapes it.
+func checkText(v string, max int) string {
+	if n := utf8.RuneCountInString(v); n == 0 || n > max {
+		return fmt.Sprintf("must be 1 to %d characters (it has %d)", max, n)
+	}
+	if !utf8.ValidString(v) || strings.ContainsFunc(v, unicode.IsControl) {
+		return "must be one line of text, without control characters"
+	}
+	return ""
 }
 
 // checkID describes what is wrong with a price or project ID, or returns "".

@@ -174,3 +174,39 @@ func TestParseRejectsStock(t *testing.T) {
 		})
 	}
 }
+
+func TestParseNamesAndDescriptions(t *testing.T) {
+	t.Parallel()
+	c, err := catalog.Parse(strings.NewReader(`
+prices:
+  price_month:
+    project_id: p1
+    key_days: 30
+    name: "  Pro <b>Monthly</b> "
+    description: Every feature, for 30 days from first use.
+  price_old:
+    project_id: p1
+    key_days: 0
+`))
+	require.NoError(t, err, "a catalog written before names still loads")
+	p, _ := c.Lookup("price_month")
+	require.Equal(t, catalog.Product{ProjectID: "p1", KeyDays: 30, Name: "Pro <b>Monthly</b>",
+		Description: "Every feature, for 30 days from first use."}, p, "markup is escaped where shown, not refused")
+	require.Equal(t, []string{"price_old"}, c.Unnamed(), "the prices start-up and doctor warn about")
+	require.Nil(t, (*catalog.Catalog)(nil).Unnamed())
+
+	for name, tc := range map[string]struct{ entry, want string }{
+		"empty name":        {`name: ""`, `price "p": name must be 1 to 100 characters (it has 0)`},
+		"long name":         {"name: " + strings.Repeat("n", 101), `price "p": name must be 1 to 100 characters (it has 101)`},
+		"two-line name":     {`name: "Pro\nBcc: x@example.com"`, `price "p": name must be one line`},
+		"long description":  {"description: " + strings.Repeat("d", 501), `price "p": description must be 1 to 500 characters`},
+		"misspelt field":    {"nmae: Pro", "nmae"},
+		"name not a string": {"name: [Pro]", "cannot unmarshal"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			_, err := catalog.Parse(strings.NewReader("prices:\n  p:\n    project_id: p1\n    key_days: 30\n    " + tc.entry + "\n"))
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+}

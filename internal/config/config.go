@@ -21,6 +21,7 @@ import (
 	"fulfiller/internal/discord"
 	"fulfiller/internal/mail"
 	"fulfiller/internal/order"
+	"fulfiller/internal/shop"
 	"fulfiller/internal/stripeapi"
 )
 
@@ -93,6 +94,9 @@ type Config struct {
 	// DISCORD_CLIENT_SECRET, DISCORD_REDIRECT_URL, DISCORD_BASE_URL); the
 	// zero value is off.
 	Discord discord.Settings
+	// Shop is the shop as buyers see it (SHOP_NAME, SHOP_URL,
+	// SHOP_SUPPORT, SHOP_LOGO_URL, SHOP_ACCENT_COLOR); zero means unnamed.
+	Shop shop.Identity
 }
 
 // Defaults of settings that tests and other commands build by hand.
@@ -302,6 +306,7 @@ func fromEnv(getenv func(string) string) (Config, Errors) {
 	c.discord(get, &errs)
 	c.orderAPI(get, &errs)
 	errs.add(c.adminAddr(get))
+	c.shop(get, &errs)
 	return c, errs
 }
 

@@ -31,6 +31,7 @@ import (
 	"fulfiller/internal/logging"
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/postgres"
+	"fulfiller/internal/shop"
 	"fulfiller/internal/stripeapi"
 )
 
@@ -112,6 +113,8 @@ type Doctor struct {
 	// proxy in front of it is taken; nil means a client with a 10-second
 	// timeout.
 	HTTP *http.Client
+	// Shop is the shop as buyers see it (SHOP_*), checked by ShopCheck.
+	Shop shop.Identity
 }
 
 // Run runs every check and returns their verdicts in order.
@@ -149,6 +152,7 @@ func (d *Doctor) Run(ctx context.Context) []Result {
 	out = append(out, str(d.webhookEndpoint(ctx, keyOK)))
 	out = append(out, d.webhookSecret())
 	out = append(out, d.trustedProxies(ctx))
+	out = append(out, ShopCheck(d.Shop, d.Catalog))
 	return out
 }
 

@@ -73,11 +73,13 @@ func (s *Server) openLink(r *http.Request, raw string) (orderLink, error) {
 }
 
 // renderOrderFor renders an order for a buyer, who opened it by its
-// session ID or else by a signed link. The Checkout Session ID is answered
-// only to whoever sent it: a signed link expires (find my keys' within the
-// half hour), and the session ID would outlive it.
-func renderOrderFor(o *order.Order, bySession bool) OrderJSON {
+// session ID or else by a signed link, with the shop's support contact.
+// The Checkout Session ID is answered only to whoever sent it: a signed
+// link expires (find my keys' within the half hour), and the session ID
+// would outlive it.
+func (s *Server) renderOrderFor(o *order.Order, bySession bool) OrderJSON {
 	out := renderOrder(o)
+	out.Support = supportJSON(s.Shop.Support)
 	if !bySession {
 		out.CheckoutSessionID = ""
 	}

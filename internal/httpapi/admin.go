@@ -22,8 +22,8 @@ const maxAdminBody = 4 << 10
 // AdminOrderJSON is one order as support sees it: the order API's view,
 // plus what happened to it.
 type AdminOrderJSON struct {
+	// The order API's view, its order_ref among it.
 	OrderJSON
-	OrderRef      string                `json:"order_ref"`
 	FailureCode   string                `json:"failure_code,omitempty"`
 	FailureReason string                `json:"failure_reason,omitempty"`
 	Units         []AdminUnitJSON       `json:"units"`
@@ -77,7 +77,7 @@ type AdminReissueJSON struct {
 // RenderAdminOrder renders an order's details for support.
 func RenderAdminOrder(d *jobs.OrderDetails) AdminOrderJSON {
 	o := d.Order
-	out := AdminOrderJSON{OrderJSON: renderOrder(o), OrderRef: d.Ref, FailureCode: o.FailureCode, FailureReason: o.FailureReason,
+	out := AdminOrderJSON{OrderJSON: renderOrder(o), FailureCode: o.FailureCode, FailureReason: o.FailureReason,
 		Units: []AdminUnitJSON{}, Events: []AdminEventJSON{}, Emails: []AdminEmailJSON{},
 		Revocations: []AdminRevocationJSON{}, Reissues: []AdminReissueJSON{}}
 	keyOf := map[int64]string{}
@@ -110,9 +110,9 @@ type AdminOrderListJSON struct {
 }
 
 type AdminListedOrderJSON struct {
+	// The order API's view, its order_ref among it.
 	OrderJSON
-	OrderRef  string `json:"order_ref"`
-	CreatedAt int64  `json:"created_at"`
+	CreatedAt int64 `json:"created_at"`
 }
 
 // AdminQueuedJSON answers an accepted key action.
@@ -236,8 +236,7 @@ func (s *Server) findOrders(w http.ResponseWriter, r *http.Request, q jobs.Order
 	}
 	out := AdminOrderListJSON{Orders: []AdminListedOrderJSON{}}
 	for _, o := range orders {
-		out.Orders = append(out.Orders, AdminListedOrderJSON{OrderJSON: renderOrder(o),
-			OrderRef: logging.OrderRef(o.CheckoutSessionID), CreatedAt: o.CreatedAt.Unix()})
+		out.Orders = append(out.Orders, AdminListedOrderJSON{OrderJSON: renderOrder(o), CreatedAt: o.CreatedAt.Unix()})
 	}
 	writeJSON(w, http.StatusOK, out)
 }

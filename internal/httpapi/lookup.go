@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"fulfiller/internal/jobs"
-	"fulfiller/internal/logging"
 	"fulfiller/internal/order"
 	"fulfiller/internal/postgres"
 )
@@ -60,8 +59,8 @@ type MyKeysJSON struct {
 // Checkout Session ID: that would outlive the half hour the email's link
 // grants, and support could only revoke it by rotating the order's access.
 type MyKeysOrderJSON struct {
+	// The order API's view, its order_ref among it.
 	OrderJSON
-	OrderRef string `json:"order_ref"`
 	// LinkToken opens /orders/{link_token} and /v1/orders/{link_token}
 	// until LinkExpiresAt (unix seconds).
 	LinkToken     string `json:"link_token"`
@@ -145,8 +144,7 @@ func (a *keyLookupAPI) listMyKeys(w http.ResponseWriter, r *http.Request) {
 	linkExpiresAt := a.now().Add(jobs.OrderLookupLinkTTL)
 	out := MyKeysJSON{Email: email, ExpiresAt: expiresAt.Unix(), Orders: make([]MyKeysOrderJSON, 0, len(orders))}
 	for _, o := range orders {
-		out.Orders = append(out.Orders, MyKeysOrderJSON{OrderJSON: renderOrderFor(o, false),
-			OrderRef: logging.OrderRef(o.CheckoutSessionID), LinkToken: links.Sign(o, linkExpiresAt), LinkExpiresAt: linkExpiresAt.Unix()})
+		out.Orders = append(out.Orders, MyKeysOrderJSON{OrderJSON: a.s.renderOrderFor(o, false), LinkToken: links.Sign(o, linkExpiresAt), LinkExpiresAt: linkExpiresAt.Unix()})
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -125,7 +125,7 @@ func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) {
 			return // the client went away
 		}
 	}
-	writeJSON(w, http.StatusOK, renderOrderFor(o, link.access.BySession()))
+	writeJSON(w, http.StatusOK, s.renderOrderFor(o, link.access.BySession()))
 }
 
 // waitForRecord waits, until then, for an order not recorded yet to be

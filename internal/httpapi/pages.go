@@ -19,6 +19,7 @@ import (
 	"fulfiller/internal/mail"
 	"fulfiller/internal/order"
 	"fulfiller/internal/postgres"
+	"fulfiller/internal/shop"
 )
 
 // The buyer's pages: the hosted order page (a shop's Checkout success_url)
@@ -127,6 +128,10 @@ type orderView struct {
 	// Discord is the order's verified Discord link section; nil while the
 	// link is off or the order has nothing to link.
 	Discord *discordView
+	// Purchase is what was bought and paid (a known order only); Shop
+	// the shop, for its support contact.
+	Purchase shop.Summary
+	Shop     *shopView
 }
 
 // discordView is the order page's Discord section.
@@ -175,6 +180,7 @@ type keyItem struct {
 
 type keyView struct {
 	UserKey     string `json:"user_key"`
+	ProductName string `json:"product_name"`
 	Status      string `json:"status"`
 	KeyDays     int    `json:"key_days"`
 	AuthExpire  *int64 `json:"auth_expire"`
@@ -207,7 +213,7 @@ func newOrderView(o *order.Order, id string, now time.Time) (orderView, error) {
 		return orderView{}, fmt.Errorf("reading order %s for its page: %w", logging.OrderRef(o.CheckoutSessionID), err)
 	}
 	v := orderView{ID: id, Ref: logging.OrderRef(o.CheckoutSessionID), Keys: fromAPI.Keys,
-		KeysPending: fromAPI.KeysPending, FailureCode: o.FailureCode, Now: now.Unix(),
+		KeysPending: fromAPI.KeysPending, FailureCode: o.FailureCode, Now: now.Unix(), Purchase: shop.Summarize(o),
 		Signature: fmt.Sprintf("%s|%d", o.Status, len(fromAPI.Keys))}
 	switch o.Status {
 	case order.StatusPending:
@@ -238,6 +244,7 @@ type pageData struct {
 	Order *orderView
 	// Discord is the outcome of a Discord sign-in (discord.html).
 	Discord *discordPage
+	Shop    *shopView // set by renderPage
 }
 
 // orderPage renders GET /orders/{checkout_session_id} through the order
@@ -321,6 +328,10 @@ func (s *Server) myKeysPage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) renderPage(w http.ResponseWriter, r *http.Request, status int, name string, data pageData) {
+	data.Shop = s.shopView()
+	if data.Order != nil {
+		data.Order.Shop = data.Shop
+	}
 	var body bytes.Buffer
 	if err := templates.ExecuteTemplate(&body, name, data); err != nil {
 		s.Logger.ErrorContext(r.Context(), "rendering a page failed", "route", routeOf(r), "error", logSafe(r, err))
@@ -328,6 +339,7 @@ func (s *Server) renderPage(w http.ResponseWriter, r *http.Request, status int, 
 		return
 	}
 	setPageHeaders(w)
+	w.Header().Set("Content-Security-Policy", s.pageCSPFor())
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)

@@ -25,6 +25,7 @@ import (
 	"fulfiller/internal/notify"
 	"fulfiller/internal/order"
 	"fulfiller/internal/postgres"
+	"fulfiller/internal/shop"
 )
 
 // Server routes the service's HTTP endpoints.
@@ -70,6 +71,9 @@ type Server struct {
 	RiverUI       http.Handler
 	AdminUser     string
 	AdminPassword string
+	// Shop is the shop as buyers see it on the pages and in the order
+	// API (SHOP_*).
+	Shop shop.Identity
 
 	// Unknown session IDs cost a Stripe call each; these bound that cost:
 	// a bucket per client under one for the process.
@@ -238,7 +242,7 @@ func (s *Server) routes() []route {
 		{"GET /orders/{checkout_session_id}/discord", http.HandlerFunc(s.discordStart)},
 		{"GET " + discord.CallbackPath, http.HandlerFunc(s.discordCallback)},
 		{"GET /my-keys", http.HandlerFunc(s.myKeysPage)},
-		{"GET /assets/{name}", http.HandlerFunc(serveAsset)},
+		{"GET /assets/{name}", http.HandlerFunc(s.serveAsset)},
 		{"GET /openapi.json", http.HandlerFunc(serveOpenAPI)},
 		{"GET /v1/forwarded-for", http.HandlerFunc(s.forwardedFor)},
 	}
@@ -344,6 +348,7 @@ type OrderJSON struct {
 	// PaidThrough is the end of the latest paid subscription period (unix
 	// seconds); absent for one-off purchases and before the first renewal.
 	PaidThrough *int64 `json:"paid_through,omitempty"`
+	PurchaseJSON
 	// Discord is the Discord account the buyer verified from the order
 	// page, and what became of it; absent when none was.
 	Discord *DiscordJSON `json:"discord,omitempty"`
@@ -381,11 +386,15 @@ type KeyJSON struct {
 	DiscordVerified bool `json:"discord_verified,omitempty"`
 	// HWIDReset is the key's latest self-service HWID reset.
 	HWIDReset HWIDResetJSON `json:"hwid_reset"`
+
+	// ProductName is what the key was sold as: the catalog's name of its
+	// price, Stripe's product name, or else its price ID.
+	ProductName string `json:"product_name"`
 }
 
 func renderOrder(o *order.Order) OrderJSON {
 	out := OrderJSON{CheckoutSessionID: o.CheckoutSessionID, Status: string(o.Status), CustomerEmail: o.CustomerEmail,
-		Keys: []KeyJSON{}, PaidThrough: o.PaidThrough}
+		Keys: []KeyJSON{}, PaidThrough: o.PaidThrough, PurchaseJSON: renderPurchase(o)}
 	if o.Discord != nil {
 		out.Discord = &DiscordJSON{Username: o.Discord.Username, Status: string(o.Discord.Status)}
 	}
@@ -397,7 +406,7 @@ func renderOrder(o *order.Order) OrderJSON {
 			}
 			continue
 		}
-		out.Keys = append(out.Keys, KeyJSON{UserKey: k.UserKey, ProjectID: k.ProjectID, PriceID: k.PriceID,
+		out.Keys = append(out.Keys, KeyJSON{UserKey: k.UserKey, ProductName: o.ProductName(k), ProjectID: k.ProjectID, PriceID: k.PriceID,
 			Status: string(k.Status), KeyDays: k.KeyDays, AuthExpire: k.AuthExpire, Ending: k.Ending,
 			Suspended:   k.Suspended && k.Status == order.KeyActive,
 			DiscordLink: string(k.DiscordLink), DiscordVerified: k.DiscordVerified,

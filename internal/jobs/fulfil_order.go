@@ -70,7 +70,9 @@ func (w *FulfilOrderWorker) Work(ctx context.Context, job *river.Job[FulfilOrder
 	if err != nil {
 		return err
 	}
-	sess, err := w.Stripe.CheckoutSession(ctx, id)
+	// Read with the charge that paid it (no extra request): the order
+	// records Stripe's receipt for the buyer's page.
+	sess, err := w.Stripe.CheckoutSessionWithReceipt(ctx, id)
 	if stripeapi.IsNotFound(err) {
 		return w.sessionUnknown(ctx, job, id, err)
 	}
@@ -135,6 +137,11 @@ func (w *FulfilOrderWorker) Work(ctx context.Context, job *river.Job[FulfilOrder
 func (w *FulfilOrderWorker) expand(ctx context.Context, tx pgx.Tx, job *river.Job[FulfilOrderArgs], o *order.Order, items []*stripe.LineItem, paid *paidPeriod, paidAt int64) error {
 	id := o.CheckoutSessionID
 	if !o.ItemsLoaded {
+		// What was bought, as sold, whether or not it can be fulfilled:
+		// a failed order's page still says what it was for.
+		if err := postgres.RecordLines(ctx, tx, id, w.paidLines(items)); err != nil {
+			return err
+		}
 		lines, failure := w.plan(items, paid)
 		for i := range lines {
 			lines[i].PaidAt, lines[i].Invoice = paidAt, o.InvoiceID
@@ -335,6 +342,12 @@ func SessionDetails(s *stripe.CheckoutSession) order.SessionDetails {
 		SessionStatus:     string(s.Status),
 		CustomerEmail:     s.CustomerEmail,
 	}
+	if s.Currency != "" {
+		total := s.AmountTotal
+		d.AmountTotal, d.Currency = &total, strings.ToLower(string(s.Currency))
+	}
+	d.PlacedAt = s.Created
+	d.ReceiptURL = stripeapi.ReceiptURL(s)
 	if s.CustomerDetails != nil && s.CustomerDetails.Email != "" {
 		d.CustomerEmail = s.CustomerDetails.Email
 	}

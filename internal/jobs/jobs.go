@@ -72,6 +72,7 @@ var inFlight = []rivertype.JobState{
 // write a revocation may make (cancelling a subscription).
 type StripeReader interface {
 	CheckoutSession(ctx context.Context, id string) (*stripe.CheckoutSession, error)
+	CheckoutSessionWithReceipt(ctx context.Context, id string) (*stripe.CheckoutSession, error)
 	LineItems(ctx context.Context, sessionID string) ([]*stripe.LineItem, error)
 	Charge(ctx context.Context, id string) (*stripe.Charge, error)
 	Invoice(ctx context.Context, id string) (*stripe.Invoice, error)

@@ -11,24 +11,29 @@ import (
 	"time"
 
 	"fulfiller/internal/order"
+	"fulfiller/internal/shop"
 )
 
-// Subject is every keys email's subject: neutral, whatever the shop.
+// Subject is the keys email's subject of a shop without a name
+// (SHOP_NAME); with one, it names the shop (KeysEmail.Subject).
 const Subject = "Your license keys"
 
-//go:embed templates/keys.txt templates/keys.html templates/lookup.txt templates/lookup.html
+//go:embed templates/keys.txt templates/keys.html templates/lookup.txt templates/lookup.html templates/shop.txt templates/shop.html
 var templateFS embed.FS
 
 var funcs = map[string]any{"inc": func(i int) int { return i + 1 }}
 
+// Each message's templates are parsed with the shop's (shop.txt,
+// shop.html): the header and the support line every email shares.
 var (
-	textTemplate = texttemplate.Must(texttemplate.New("keys.txt").Funcs(funcs).ParseFS(templateFS, "templates/keys.txt"))
+	textTemplate = texttemplate.Must(texttemplate.New("keys.txt").Funcs(funcs).ParseFS(templateFS, "templates/keys.txt", "templates/shop.txt"))
 	// html/template escapes every value for its context: a hostile email
-	// address, key or URL cannot add markup or a script.
-	htmlTemplate = htmltemplate.Must(htmltemplate.New("keys.html").Funcs(funcs).ParseFS(templateFS, "templates/keys.html"))
+	// address, key, URL, shop or product name cannot add markup or a
+	// script, and a colour that is not one cannot add a style.
+	htmlTemplate = htmltemplate.Must(htmltemplate.New("keys.html").Funcs(funcs).ParseFS(templateFS, "templates/keys.html", "templates/shop.html"))
 
-	lookupTextTemplate = texttemplate.Must(texttemplate.New("lookup.txt").ParseFS(templateFS, "templates/lookup.txt"))
-	lookupHTMLTemplate = htmltemplate.Must(htmltemplate.New("lookup.html").ParseFS(templateFS, "templates/lookup.html"))
+	lookupTextTemplate = texttemplate.Must(texttemplate.New("lookup.txt").ParseFS(templateFS, "templates/lookup.txt", "templates/shop.txt"))
+	lookupHTMLTemplate = htmltemplate.Must(htmltemplate.New("lookup.html").ParseFS(templateFS, "templates/lookup.html", "templates/shop.html"))
 )
 
 // executor is what a text or an HTML template has in common.
@@ -53,6 +58,9 @@ type KeysEmail struct {
 	To       string
 	OrderURL string
 	Keys     []KeyLine
+	// Shop is who sold the keys (SHOP_*); Order what was bought and paid.
+	Shop  shop.Identity
+	Order shop.Summary
 	// MessageID is the Message-ID header's value (without brackets): the
 	// same for every attempt of one delivery, so a mail client that sees
 	// a repeated send can tell it is the same message.
@@ -61,6 +69,8 @@ type KeysEmail struct {
 
 // KeyLine is one key as the email shows it.
 type KeyLine struct {
+	// Product is what the key was sold as (order.Order.ProductName).
+	Product string
 	UserKey string
 	Loader  string // script_key = "KEY";
 	Expiry  string // a date, "starts at first use" or "never"
@@ -75,6 +85,7 @@ func NewKeysEmail(o *order.Order, publicBaseURL, linkToken, messageID string) Ke
 		To:        o.CustomerEmail,
 		OrderURL:  OrderURL(publicBaseURL, linkToken),
 		MessageID: messageID,
+		Order:     shop.Summarize(o),
 	}
 	seen := map[string]bool{}
 	for _, k := range o.Keys {
@@ -82,7 +93,7 @@ func NewKeysEmail(o *order.Order, publicBaseURL, linkToken, messageID string) Ke
 			continue
 		}
 		seen[k.UserKey] = true
-		e.Keys = append(e.Keys, KeyLine{UserKey: k.UserKey, Loader: Loader(k.UserKey), Expiry: Expiry(k)})
+		e.Keys = append(e.Keys, KeyLine{Product: o.ProductName(k), UserKey: k.UserKey, Loader: Loader(k.UserKey), Expiry: Expiry(k)})
 	}
 	return e
 }
@@ -117,6 +128,8 @@ const KeyLookupSubject = "Your link to your license keys"
 // KeyLookupEmail carries a find-my-keys link: the page that lists the
 // orders bought with the address, for as long as the link's token lasts.
 type KeyLookupEmail struct {
+	// Shop is the shop the buyer asked (SHOP_*).
+	Shop      shop.Identity
 	To        string
 	LinkURL   string
 	ExpiresAt string // when the link stops working, in words

@@ -36,7 +36,7 @@ func (s *Sender) SendKeys(ctx context.Context, e KeysEmail) error {
 	if err != nil {
 		return fmt.Errorf("rendering the keys email: %w", err)
 	}
-	return s.send(ctx, "keys email", e.To, Subject, e.MessageID, text, html)
+	return s.send(ctx, "keys email", e.To, e.Subject(), e.MessageID, text, html)
 }
 
 // SendKeyLookup renders e and sends it. Errors name the server, never its
@@ -118,13 +118,17 @@ func (s *Sender) newMessageID(kind string) string {
 
 // NewKeyLookupEmail builds a find-my-keys email with this sender's link.
 func (s *Sender) NewKeyLookupEmail(to, token string, expiresAt time.Time) KeyLookupEmail {
-	return NewKeyLookupEmail(to, s.settings.PublicBaseURL, token, s.newMessageID("lookup"), expiresAt)
+	e := NewKeyLookupEmail(to, s.settings.PublicBaseURL, token, s.newMessageID("lookup"), expiresAt)
+	e.Shop = s.settings.Shop
+	return e
 }
 
 // NewKeysEmail builds the email of an order's keys with this sender's
 // order page link.
 func (s *Sender) NewKeysEmail(o *order.Order, linkToken, messageID string) KeysEmail {
-	return NewKeysEmail(o, s.settings.PublicBaseURL, linkToken, messageID)
+	e := NewKeysEmail(o, s.settings.PublicBaseURL, linkToken, messageID)
+	e.Shop = s.settings.Shop
+	return e
 }
 
 // tlsPolicy of smtp://: the emails carry keys and find-my-keys links, so

@@ -12,6 +12,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"fulfiller/internal/shop"
 )
 
 // Settings are what keys by email need. The zero value means mail is off.
@@ -22,6 +24,9 @@ type Settings struct {
 	// PublicBaseURL is where the hosted order page lives, without a
 	// trailing slash: the email links to PublicBaseURL/orders/{id}.
 	PublicBaseURL string
+	// Shop is who the emails speak for (SHOP_*); zero means an unnamed
+	// shop.
+	Shop shop.Identity
 }
 
 // Enabled reports whether mail is configured.

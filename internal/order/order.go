@@ -133,6 +133,9 @@ type Order struct {
 	CreatedAt          time.Time
 	UpdatedAt          time.Time
 	Keys               []Key
+	// Purchase is what the buyer paid and for what; unknown for orders
+	// recorded before it was kept.
+	Purchase
 }
 
 // Key is one purchased unit and, once delivered, its Luarmor key.

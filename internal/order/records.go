@@ -15,6 +15,15 @@ type SessionDetails struct {
 	SubscriptionID    string
 	InvoiceID         string
 	DiscordID         string
+	// AmountTotal is what the session charged, in Currency's minor unit;
+	// nil when the session did not say (Currency empty).
+	AmountTotal *int64
+	Currency    string
+	// PlacedAt is the session's creation (unix seconds); 0 unknown.
+	PlacedAt int64
+	// ReceiptURL is Stripe's receipt of the payment, when the session was
+	// read with its payment's charge; "" otherwise.
+	ReceiptURL string
 }
 
 // Line is one paid line item, planned against the catalog: Quantity units

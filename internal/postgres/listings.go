@@ -91,6 +91,9 @@ func ordersWithKeys(ctx context.Context, db DB, where, arg string, limit int) ([
 	if err := attachHWIDResets(ctx, db, orders...); err != nil {
 		return nil, err
 	}
+	if err := attachLines(ctx, db, orders...); err != nil {
+		return nil, err
+	}
 	return orders, nil
 }
 

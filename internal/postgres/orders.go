@@ -29,9 +29,11 @@ type DB interface {
 func UpsertOrder(ctx context.Context, db DB, d order.SessionDetails) (*order.Order, error) {
 	row := db.QueryRow(ctx, `
 		INSERT INTO orders AS o (checkout_session_id, mode, payment_status, customer_email, customer_id,
-		                         payment_intent_id, subscription_id, invoice_id, discord_id, session_status, paid_through)
+		                         payment_intent_id, subscription_id, invoice_id, discord_id, session_status, paid_through,
+		                         amount_total, currency, placed_at, receipt_url)
 		VALUES ($1, $2, $3, $4, $5, NULLIF($6, ''), NULLIF($7, ''), NULLIF($8, ''), $9, $10,
-		        (SELECT max(period_end) FROM renewals WHERE subscription_id = NULLIF($7, '')))
+		        (SELECT max(period_end) FROM renewals WHERE subscription_id = NULLIF($7, '')),
+		        $11, NULLIF($12, ''), to_timestamp(NULLIF($13::bigint, 0)), NULLIF($14, ''))
 		ON CONFLICT (checkout_session_id) DO UPDATE SET
 			paid_through      = GREATEST(o.paid_through, (SELECT max(r.period_end) FROM renewals r
 			                         WHERE r.subscription_id = COALESCE(EXCLUDED.subscription_id, o.subscription_id))),
@@ -48,10 +50,17 @@ func UpsertOrder(ctx context.Context, db DB, d order.SessionDetails) (*order.Ord
 			subscription_id   = COALESCE(EXCLUDED.subscription_id, o.subscription_id),
 			invoice_id        = COALESCE(EXCLUDED.invoice_id, o.invoice_id),
 			discord_id        = COALESCE(NULLIF(EXCLUDED.discord_id, ''), o.discord_id),
+			-- What was paid is known once and stays: a later read without
+			-- it (an event's payload has no receipt) never erases it.
+			amount_total      = COALESCE(EXCLUDED.amount_total, o.amount_total),
+			currency          = COALESCE(EXCLUDED.currency, o.currency),
+			placed_at         = COALESCE(o.placed_at, EXCLUDED.placed_at),
+			receipt_url       = COALESCE(EXCLUDED.receipt_url, o.receipt_url),
 			updated_at        = now()
 		RETURNING `+orderColumns,
 		d.CheckoutSessionID, d.Mode, d.PaymentStatus, d.CustomerEmail, d.CustomerID,
-		d.PaymentIntentID, d.SubscriptionID, d.InvoiceID, d.DiscordID, d.SessionStatus)
+		d.PaymentIntentID, d.SubscriptionID, d.InvoiceID, d.DiscordID, d.SessionStatus,
+		amountOf(d), d.Currency, d.PlacedAt, d.ReceiptURL)
 	o, err := scanOrder(row)
 	if err != nil {
 		return nil, fmt.Errorf("saving order %s: %w", d.CheckoutSessionID, err)
@@ -63,7 +72,8 @@ const orderColumns = `checkout_session_id, status, mode, payment_status, session
 	COALESCE(payment_intent_id, ''), COALESCE(subscription_id, ''), COALESCE(invoice_id, ''), discord_id,
 	items_loaded_at IS NOT NULL, paid_through, COALESCE(subscription_status, ''), COALESCE(revocation_id, 0),
 	COALESCE(failure_code, ''), COALESCE(failure_reason, ''), created_at, updated_at, id,
-	access_generation, session_access_revoked_at IS NOT NULL`
+	access_generation, session_access_revoked_at IS NOT NULL,
+	amount_total, COALESCE(currency, ''), placed_at, COALESCE(receipt_url, '')`
 
 func scanOrder(row pgx.Row) (*order.Order, error) {
 	var o order.Order
@@ -71,7 +81,8 @@ func scanOrder(row pgx.Row) (*order.Order, error) {
 		&o.PaymentIntentID, &o.SubscriptionID, &o.InvoiceID, &o.DiscordID,
 		&o.ItemsLoaded, &o.PaidThrough, &o.SubscriptionStatus, &o.RevocationID,
 		&o.FailureCode, &o.FailureReason, &o.CreatedAt, &o.UpdatedAt, &o.ID,
-		&o.AccessGeneration, &o.SessionAccessRevoked)
+		&o.AccessGeneration, &o.SessionAccessRevoked,
+		&o.AmountTotal, &o.Currency, &o.PlacedAt, &o.ReceiptURL)
 	if err != nil {
 		return nil, err
 	}
@@ -119,6 +130,9 @@ func GetOrder(ctx context.Context, db DB, sessionID string) (*order.Order, error
 		return nil, err
 	}
 	if err := attachDiscord(ctx, db, o); err != nil {
+		return nil, err
+	}
+	if err := attachLines(ctx, db, o); err != nil {
 		return nil, err
 	}
 	return o, nil

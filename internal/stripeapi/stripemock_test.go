@@ -121,6 +121,9 @@ func TestEveryStripeCallIsAcceptedByStripeMock(t *testing.T) {
 		call func() (any, error)
 	}{
 		{"retrieve a checkout session", func() (any, error) { return c.CheckoutSession(ctx, "cs_test_mock") }},
+		{"retrieve a checkout session with the charge of its receipt", func() (any, error) {
+			return c.CheckoutSessionWithReceipt(ctx, "cs_test_mock")
+		}},
 		{"list a session's line items", func() (any, error) { return c.LineItems(ctx, "cs_test_mock") }},
 		{"retrieve a payment intent", func() (any, error) { return c.PaymentIntent(ctx, "pi_mock") }},
 		{"retrieve a charge", func() (any, error) { return c.Charge(ctx, "ch_mock") }},

@@ -88,7 +88,7 @@ func TestMailboxShowsWhatTheServicesSenderSent(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.Contains(t, page, `<a href="http://127.0.0.1:8080/my-keys#token=tok_123">`, "the text part's link is listed outside the sandbox")
 	require.Contains(t, page, fmt.Sprintf(`<iframe sandbox src="/messages/%d/html"`, msg.ID))
-	require.Contains(t, page, "Someone (we hope you) asked for the license keys")
+	require.Contains(t, page, "You asked for your license keys, bought with this email address")
 
 	resp, text := get(t, fmt.Sprintf("%s/messages/%d/text", m.url, msg.ID))
 	require.Equal(t, http.StatusOK, resp.StatusCode)

@@ -10,6 +10,10 @@
 // use Stripe's error shape and status codes, so the client's error handling
 // (not found, retries, bad key) is exercised for real.
 //
+// A paid one-off session comes with its payment intent and charge, whose
+// receipt_url the service reads by expanding payment_intent.latest_charge;
+// expand[] follows dotted paths through whatever objects the fake holds.
+//
 // Served routes, all requiring Authorization: Bearer <key>:
 //
 //	GET /v1/checkout/sessions/{id}
@@ -225,6 +229,7 @@ func (f *Fake) PutSession(s Session) {
 	session, items := sessionObjects(s, f.now())
 	f.put(KindCheckoutSession, s.ID, session, items)
 	f.startSubscription(s)
+	f.startPayment(s, session)
 }
 
 // SessionJSON returns the checkout.session object id exactly as GET
@@ -399,6 +404,32 @@ func (f *Fake) lookup(kind, id string) (map[string]any, []map[string]any, bool) 
 	return obj, f.children[kind][id], ok
 }
 
+// expand returns obj with the ID at path (field names, outermost first)
+// replaced by the object it names, expanding each step's ID on the way as
+// Stripe does. Stored objects are never changed: every map along the path
+// is a copy.
+func (f *Fake) expand(obj map[string]any, path []string) map[string]any {
+	if len(path) == 0 {
+		return obj
+	}
+	var next map[string]any
+	switch v := obj[path[0]].(type) {
+	case string:
+		target, found := f.findAny(v)
+		if !found {
+			return obj
+		}
+		next = target
+	case map[string]any:
+		next = v
+	default:
+		return obj
+	}
+	out := copyMap(obj)
+	out[path[0]] = f.expand(copyMap(next), path[1:])
+	return out
+}
+
 // findAny finds a stored object by ID whatever its kind, for expansion.
 func (f *Fake) findAny(id string) (map[string]any, bool) {
 	f.mu.Lock()
@@ -528,15 +559,12 @@ func (f *Fake) retrieve(kind string) http.HandlerFunc {
 			if path == info.childKey {
 				continue
 			}
-			// Only top-level IDs are expanded, from whatever the fake holds;
-			// deeper or unknown paths are accepted and ignored, which is
-			// harmless for stripe-go because it decodes an ID and an
-			// expanded object into the same struct.
-			if ref, isID := out[path].(string); isID {
-				if target, found := f.findAny(ref); found {
-					out[path] = target
-				}
-			}
+			// IDs are expanded from whatever the fake holds, along dotted
+			// paths (payment_intent.latest_charge) as Stripe does; a path
+			// naming no ID the fake holds is accepted and left alone,
+			// which is harmless for stripe-go because it decodes an ID and
+			// an expanded object into the same struct.
+			out = f.expand(out, strings.Split(path, "."))
 		}
 		writeJSON(w, http.StatusOK, out)
 	}

@@ -34,6 +34,9 @@ type Session struct {
 	DiscordID string            `json:"discord_id,omitempty"`
 	Metadata  map[string]string `json:"metadata,omitempty"`
 	Items     []Item            `json:"items,omitempty"`
+	// Currency is the session's and its prices' ISO code, lower case;
+	// "usd" by default.
+	Currency string `json:"currency,omitempty"`
 }
 
 // Item is one line item of a Session.
@@ -51,7 +54,7 @@ type Item struct {
 }
 
 const (
-	currency          = "usd"
+	defaultCurrency   = "usd"
 	defaultUnitAmount = 1000
 )
 
@@ -76,6 +79,9 @@ func (s Session) validate() error {
 	}
 	if err := oneOf("status", s.Status, validSessionStatus); err != nil {
 		return err
+	}
+	if s.Currency != "" && !isCurrencyCode(s.Currency) {
+		return fmt.Errorf("currency %q is not a lower-case ISO code like usd", s.Currency)
 	}
 	for i, it := range s.Items {
 		if it.PriceID == "" {
@@ -114,10 +120,11 @@ func LineItemID(sessionID string, index int) string {
 // in the shape of API version 2023-10-16.
 func sessionObjects(s Session, now time.Time) (map[string]any, []map[string]any) {
 	created := now.Unix()
+	currency := withDefault(s.Currency, defaultCurrency)
 	items := make([]map[string]any, 0, len(s.Items))
 	var total int64
 	for i, it := range s.Items {
-		li := lineItemObject(s.ID, i, it, created)
+		li := lineItemObject(s.ID, i, it, currency, created)
 		total += li["amount_total"].(int64)
 		items = append(items, li)
 	}
@@ -188,7 +195,7 @@ func sessionObjects(s Session, now time.Time) (map[string]any, []map[string]any)
 	return session, items
 }
 
-func lineItemObject(sessionID string, index int, it Item, created int64) map[string]any {
+func lineItemObject(sessionID string, index int, it Item, currency string, created int64) map[string]any {
 	unit := it.UnitAmount
 	if unit == 0 {
 		unit = defaultUnitAmount
@@ -259,4 +266,18 @@ func nullable(v string) any {
 		return nil
 	}
 	return v
+}
+
+// isCurrencyCode is whether c looks like a currency as Stripe writes one:
+// three lower-case letters.
+func isCurrencyCode(c string) bool {
+	if len(c) != 3 {
+		return false
+	}
+	for _, r := range c {
+		if r < 'a' || r > 'z' {
+			return false
+		}
+	}
+	return true
 }

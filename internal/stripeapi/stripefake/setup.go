@@ -34,7 +34,7 @@ func (f *Fake) PutPrice(p Price) {
 		panic("stripefake: PutPrice: " + err.Error())
 	}
 	obj := lineItemObject("cs_price", 0, Item{PriceID: p.ID, Recurring: p.Interval != "", UnitAmount: p.UnitAmount},
-		f.now().Unix())["price"].(map[string]any)
+		defaultCurrency, f.now().Unix())["price"].(map[string]any)
 	obj["active"] = p.Active
 	if p.Interval != "" {
 		obj["recurring"].(map[string]any)["interval"] = p.Interval

@@ -80,7 +80,7 @@ func (f *Fake) PutSubscription(s Subscription) {
 		if id == "" {
 			id = fmt.Sprintf("si_%s_%d", strings.TrimPrefix(s.ID, "sub_"), i+1)
 		}
-		price := lineItemObject(s.ID, i, Item{PriceID: it.PriceID, Recurring: true}, created)["price"]
+		price := lineItemObject(s.ID, i, Item{PriceID: it.PriceID, Recurring: true}, defaultCurrency, created)["price"]
 		items[i] = map[string]any{
 			"id": id, "object": "subscription_item", "subscription": s.ID, "created": created,
 			"price": price, "quantity": it.Quantity, "metadata": map[string]any{},
@@ -100,7 +100,7 @@ func (f *Fake) PutSubscription(s Subscription) {
 		"ended_at":             nullableTime(s.EndedAt),
 		"pause_collection":     pause,
 		"created":              created,
-		"currency":             currency,
+		"currency":             defaultCurrency,
 		"livemode":             false,
 		"metadata":             map[string]any{},
 	}, items)

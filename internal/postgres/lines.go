@@ -1,0 +1,76 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"fulfiller/internal/order"
+)
+
+// amountOf is the session's total to store: none without a currency, which
+// Stripe always sends with an amount.
+func amountOf(d order.SessionDetails) *int64 {
+	if d.Currency == "" {
+		return nil
+	}
+	return d.AmountTotal
+}
+
+// RecordLines records the line items of an order as they were sold (see
+// order.PaidLine), in their order. Recording them again (a retry after the
+// catalog named a missing price) refreshes each line's name and amounts.
+func RecordLines(ctx context.Context, tx pgx.Tx, sessionID string, lines []order.PaidLine) error {
+	for i, l := range lines {
+		_, err := tx.Exec(ctx, `
+			INSERT INTO order_lines (checkout_session_id, line_item_id, position, price_id, product_name, description,
+			                         quantity, unit_amount, amount_total, currency)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULLIF($10, ''))
+			ON CONFLICT (checkout_session_id, line_item_id) DO UPDATE SET
+				position = EXCLUDED.position, price_id = EXCLUDED.price_id, product_name = EXCLUDED.product_name,
+				description = EXCLUDED.description, quantity = EXCLUDED.quantity, unit_amount = EXCLUDED.unit_amount,
+				amount_total = EXCLUDED.amount_total, currency = EXCLUDED.currency`,
+			sessionID, l.LineItemID, i, l.PriceID, l.ProductName, l.Description, l.Quantity, l.UnitAmount, l.AmountTotal, l.Currency)
+		if err != nil {
+			return fmt.Errorf("recording the line items of order %s: %w", sessionID, err)
+		}
+	}
+	return nil
+}
+
+// attachLines fills the Lines of the orders, in one query however many
+// orders there are.
+func attachLines(ctx context.Context, db DB, orders ...*order.Order) error {
+	if len(orders) == 0 {
+		return nil
+	}
+	ids := make([]string, len(orders))
+	byID := make(map[string]*order.Order, len(orders))
+	for i, o := range orders {
+		ids[i], byID[o.CheckoutSessionID] = o.CheckoutSessionID, o
+	}
+	rows, err := db.Query(ctx, `
+		SELECT checkout_session_id, line_item_id, price_id, product_name, description, quantity, unit_amount,
+		       amount_total, COALESCE(currency, '')
+		FROM order_lines WHERE checkout_session_id = ANY($1) ORDER BY checkout_session_id, position`, ids)
+	if err != nil {
+		return fmt.Errorf("reading the line items of %d orders: %w", len(orders), err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var sessionID string
+		var l order.PaidLine
+		if err := rows.Scan(&sessionID, &l.LineItemID, &l.PriceID, &l.ProductName, &l.Description, &l.Quantity,
+			&l.UnitAmount, &l.AmountTotal, &l.Currency); err != nil {
+			return fmt.Errorf("reading the line items of %d orders: %w", len(orders), err)
+		}
+		if o := byID[sessionID]; o != nil {
+			o.Lines = append(o.Lines, l)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("reading the line items of %d orders: %w", len(orders), err)
+	}
+	return nil
+}
