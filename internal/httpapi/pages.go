@@ -33,10 +33,9 @@ var webFS embed.FS
 // from this origin only (none inline), no framing, no Referer carrying the
 // Checkout Session ID of the page's URL to anyone.
 var pageSecurityHeaders = map[string]string{
-	"Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; " +
-		"base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
-	"Referrer-Policy":        "no-referrer",
-	"X-Content-Type-Options": "nosniff",
+	"Content-Security-Policy": pageCSP("'self'"),
+	"Referrer-Policy":         "no-referrer",
+	"X-Content-Type-Options":  "nosniff",
 }
 
 // asset is one embedded file of /assets/, with its content-hash ETag.
@@ -89,6 +88,18 @@ func serveAsset(w http.ResponseWriter, r *http.Request) {
 	http.ServeContent(w, r, a.name, time.Time{}, bytes.NewReader(a.body))
 }
 
+// pageCSP is the pages' Content-Security-Policy with formAction as its
+// form-action: a form may post to the service only, but the Manage
+// subscription form is answered with a redirect to Stripe's customer
+// portal, which browsers check against form-action too.
+func pageCSP(formAction string) string {
+	return "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; " +
+		"base-uri 'none'; form-action " + formAction + "; frame-ancestors 'none'"
+}
+
+// pageCSP is a page's Content-Security-Policy on this server.
+func (s *Server) pageCSP() string { return pageCSP(s.portalFormAction()) }
+
 func setPageHeaders(w http.ResponseWriter) {
 	for k, v := range pageSecurityHeaders {
 		w.Header().Set(k, v)
@@ -122,6 +133,12 @@ type orderView struct {
 	Final       bool
 	Keys        []keyView
 	KeysPending int
+	// ManageURL is where the Manage subscription form posts, for a
+	// subscription with a customer; "" shows no button.
+	ManageURL string
+	// FindKeys: find my keys works here (mail is on), so the page may
+	// point to it.
+	FindKeys    bool
 	FailureCode string
 	Now         int64 // unix seconds of the render, for cooldowns
 	// Discord is the order's verified Discord link section; nil while the
@@ -235,6 +252,12 @@ func waitingView(id string) orderView {
 
 type pageData struct {
 	Title string
+	// Manage is the manage-subscription page's.
+	Manage *manageView
+	// FindKeys: find my keys works here (mail is on), so pages may point
+	// to it.
+	FindKeys bool
+	// Order is the order page's.
 	Order *orderView
 	// Discord is the outcome of a Discord sign-in (discord.html).
 	Discord *discordPage
@@ -278,7 +301,15 @@ func (s *Server) orderPage(w http.ResponseWriter, r *http.Request) {
 		view, status = orderView{ID: id, State: stateUnavailable}, http.StatusServiceUnavailable
 		w.Header().Set("Retry-After", retryAfterUnavailable)
 	}
-	s.renderPage(w, r, status, "order.html", pageData{Title: "Your order", Order: &view})
+	view.FindKeys = s.Mail != nil
+	if o != nil && status == http.StatusOK && subscriptionManageable(o) {
+		if _, managePath, err := s.manageLinks(r, o); err == nil {
+			view.ManageURL = managePath
+		} else {
+			s.logPageError(r, err) // the page without its button: the keys matter more
+		}
+	}
+	s.renderPage(w, r, status, "order.html", pageData{Title: "Your order", Order: &view, FindKeys: view.FindKeys})
 }
 
 // logPageError logs a failed lookup as the order API does: an outage at
@@ -328,6 +359,7 @@ func (s *Server) renderPage(w http.ResponseWriter, r *http.Request, status int, 
 		return
 	}
 	setPageHeaders(w)
+	w.Header().Set("Content-Security-Policy", s.pageCSP())
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
