@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strings"
 	"testing"
@@ -255,4 +256,32 @@ func TestManageSubscriptionFailuresAreClearPages(t *testing.T) {
 	requireNoAccessInLogs(t, out, s.ID, b.Stripe.BillingPortalSessions())
 	require.NotContains(t, out, "tab=billing", "nor the return URL")
 	require.Contains(t, out, ref, "failures name the order by its reference")
+}
+
+// The keys email of a subscription links to its Manage subscription page
+// (portal sessions expire, so the email holds none); from there the
+// button opens the portal.
+func TestKeysEmailOfASubscriptionLinksToItsManagePage(t *testing.T) {
+	t.Parallel()
+	b := setupMail(t, smtpPassword)
+	s, _ := b.subscriptionOrder(t, 1)
+	e := parseEmail(t, b.waitMessages(t, 1)[0].Data)
+	link := regexp.MustCompile(regexp.QuoteMeta(publicBase) + `(/orders/ol_[A-Za-z0-9_-]+/manage-subscription)`).FindStringSubmatch(e.text)
+	require.NotNil(t, link, "the text part links to the manage page: %s", e.text)
+	require.Contains(t, e.html, `href="`+publicBase+link[1]+`"`)
+	require.NotContains(t, e.text+e.html, "/_fake/portal/", "no portal session in an email")
+
+	status, _, page := send(t, http.MethodGet, b.URL+link[1], "", nil)
+	require.Equal(t, http.StatusOK, status)
+	require.Equal(t, "offer", manageState(t, page))
+	form := regexp.MustCompile(`<form method="post" action="([^"]+)"><button type="submit">Manage subscription</button>`).FindStringSubmatch(page)
+	require.NotNil(t, form, page)
+	resp, _ := b.postManage(t, form[1])
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	sessions := b.Stripe.BillingPortalSessions()
+	require.Len(t, sessions, 1)
+	require.Equal(t, s.Customer, sessions[0].Customer)
+	u, err := url.Parse(sessions[0].ReturnURL)
+	require.NoError(t, err)
+	require.Equal(t, publicBase, u.Scheme+"://"+u.Host, "with PUBLIC_BASE_URL set, the portal returns there")
 }

@@ -52,7 +52,11 @@ func render(textT, htmlT executor, data any) (text, html string, err error) {
 type KeysEmail struct {
 	To       string
 	OrderURL string
-	Keys     []KeyLine
+	// ManageURL is the order's Manage subscription page, for a
+	// subscription with a Stripe customer; "" otherwise. Never a customer
+	// portal URL: those expire within minutes.
+	ManageURL string
+	Keys      []KeyLine
 	// MessageID is the Message-ID header's value (without brackets): the
 	// same for every attempt of one delivery, so a mail client that sees
 	// a repeated send can tell it is the same message.
@@ -76,6 +80,9 @@ func NewKeysEmail(o *order.Order, publicBaseURL, linkToken, messageID string) Ke
 		OrderURL:  OrderURL(publicBaseURL, linkToken),
 		MessageID: messageID,
 	}
+	if o.Mode == "subscription" && o.CustomerID != "" {
+		e.ManageURL = ManageSubscriptionURL(publicBaseURL, linkToken)
+	}
 	seen := map[string]bool{}
 	for _, k := range o.Keys {
 		if !k.Delivered() || k.Status != order.KeyActive || seen[k.UserKey] {
@@ -90,6 +97,13 @@ func NewKeysEmail(o *order.Order, publicBaseURL, linkToken, messageID string) Ke
 // OrderURL is the hosted page of an order, opened with an order link token.
 func OrderURL(publicBaseURL, linkToken string) string {
 	return publicBaseURL + "/orders/" + url.PathEscape(linkToken)
+}
+
+// ManageSubscriptionURL is the page from which the buyer of a subscription
+// opens Stripe's customer portal (its button creates a portal session
+// then), opened with an order link token.
+func ManageSubscriptionURL(publicBaseURL, linkToken string) string {
+	return OrderURL(publicBaseURL, linkToken) + "/manage-subscription"
 }
 
 // Loader is the line the buyer puts above the script.
