@@ -346,9 +346,15 @@ func (s *Server) discordSection(r *http.Request, o *order.Order, id string) (*di
 }
 
 // myKeysPage renders GET /my-keys: the find-my-keys form; with a token in
-// the URL fragment, its script lists that email's orders.
+// the URL fragment, its script lists that email's orders. Find my keys
+// sends links by email: while mail is off the page is not there (404), and
+// says where the keys are instead.
 func (s *Server) myKeysPage(w http.ResponseWriter, r *http.Request) {
-	s.renderPage(w, r, http.StatusOK, "my-keys.html", pageData{Title: "Find my keys"})
+	if s.Mail == nil {
+		s.renderPage(w, r, http.StatusNotFound, "my-keys-off.html", pageData{Title: "Find my keys"})
+		return
+	}
+	s.renderPage(w, r, http.StatusOK, "my-keys.html", pageData{Title: "Find my keys", FindKeys: true})
 }
 
 func (s *Server) renderPage(w http.ResponseWriter, r *http.Request, status int, name string, data pageData) {

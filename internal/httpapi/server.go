@@ -212,7 +212,7 @@ func (s *Server) unrouted(mux *http.ServeMux, pages bool) http.Handler {
 			return
 		}
 		if pages && (r.Method == http.MethodGet || r.Method == http.MethodHead) && isPagePath(path) {
-			s.renderPage(w, r, http.StatusNotFound, "not-found.html", pageData{Title: "Page not found"})
+			s.renderPage(w, r, http.StatusNotFound, "not-found.html", pageData{Title: "Page not found", FindKeys: s.Mail != nil})
 			return
 		}
 		listener := "the service"
@@ -302,6 +302,8 @@ var statusOf = map[string]int{
 	order.ERATELIMITED:  http.StatusTooManyRequests,
 	order.EUNAVAILABLE:  http.StatusServiceUnavailable,
 	order.EINTERNAL:     http.StatusInternalServerError,
+	// Find my keys while mail is off: the route is there only with mail.
+	order.EMAILNOTCONFIGURED: http.StatusServiceUnavailable,
 }
 
 // retryAfterUnavailable is the Retry-After of a 503, in seconds: about as
@@ -318,6 +320,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		status = http.StatusInternalServerError
 	}
 	switch {
+	case code == order.EMAILNOTCONFIGURED:
+		// The answer says it; a line per request would only let anyone
+		// fill the log.
 	case code == order.EUNAVAILABLE:
 		// Every request fails alike while a dependency is down: one
 		// line every few seconds says so without flooding the log.
