@@ -252,6 +252,18 @@ func TestManageSubscriptionFailuresAreClearPages(t *testing.T) {
 	require.Equal(t, "10", resp.Header.Get("Retry-After"))
 	require.Len(t, b.Stripe.Requests(), asked+1, "the refused request never reached Stripe")
 
+	// The order cannot be read (its table gone for a moment): a page
+	// saying to reload, not Stripe's.
+	ctx := context.Background()
+	_, err := b.Pool.Exec(ctx, `ALTER TABLE orders RENAME TO orders_hidden_by_test`)
+	require.NoError(t, err)
+	status, header, page := send(t, http.MethodGet, b.URL+action, "", nil)
+	_, err = b.Pool.Exec(ctx, `ALTER TABLE orders_hidden_by_test RENAME TO orders`)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusServiceUnavailable, status)
+	require.Equal(t, "order_unavailable", manageState(t, page))
+	require.NotEmpty(t, header.Get("Retry-After"))
+
 	out := logs.String()
 	requireNoAccessInLogs(t, out, s.ID, b.Stripe.BillingPortalSessions())
 	require.NotContains(t, out, "tab=billing", "nor the return URL")

@@ -66,7 +66,8 @@ const (
 	manageNoCustomer     = "no_customer"
 	manageNotConfigured  = "not_configured"
 	manageRefused        = "refused"
-	manageUnavailable    = "unavailable"
+	manageUnavailable    = "unavailable" // Stripe unreachable
+	manageOrderUnread    = "order_unavailable"
 	manageBusy           = "busy"
 	manageCrossSite      = "cross_site"
 	manageNotFound       = "not_found"
@@ -156,7 +157,7 @@ func (s *Server) manageable(w http.ResponseWriter, r *http.Request) (*order.Orde
 	case err != nil:
 		s.logPageError(r, err)
 		w.Header().Set("Retry-After", retryAfterUnavailable)
-		return nil, manageView{State: manageUnavailable}, http.StatusServiceUnavailable
+		return nil, manageView{State: manageOrderUnread}, http.StatusServiceUnavailable
 	case o == nil:
 		return nil, manageView{State: manageNotFound}, http.StatusNotFound
 	}
@@ -165,7 +166,7 @@ func (s *Server) manageable(w http.ResponseWriter, r *http.Request) (*order.Orde
 	if err != nil {
 		s.logPageError(r, err)
 		w.Header().Set("Retry-After", retryAfterUnavailable)
-		return nil, manageView{State: manageUnavailable, Ref: view.Ref}, http.StatusServiceUnavailable
+		return nil, manageView{State: manageOrderUnread, Ref: view.Ref}, http.StatusServiceUnavailable
 	}
 	view.OrderURL, view.ActionURL = orderPath, managePath
 	switch {
