@@ -4,6 +4,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"time"
 
@@ -173,6 +175,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		Metrics: m.Metrics.Handler(), Logger: m.Logger,
 		Webhook: m.webhook, Credentials: m.Credentials, Mail: m.mailSender(), Changes: m.Changes,
 		TrustedProxies: m.Config.TrustedProxies, AllowedOrigins: m.Config.AllowedOrigins, Shop: m.Config.Shop,
+		BillingPortal: stripeClient, PortalOrigin: portalOrigin(m.Config.StripeAPIBase),
+		PortalReturnURL: m.Config.BillingPortalReturnURL, PublicBaseURL: cmp.Or(m.Config.PublicBaseURL, m.Config.Mail.PublicBaseURL),
 		PendingMigrations: func(ctx context.Context) ([]string, error) { return postgres.PendingMigrations(ctx, m.Pool) },
 	}
 	if m.Config.Discord.Enabled() {
@@ -325,6 +329,17 @@ func replicaName() string {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	return fmt.Sprintf("%s-%d-%x", host, os.Getpid(), b)
+}
+
+// portalOrigin is where buyers land for Stripe's customer portal: Stripe's
+// own portal, or, with STRIPE_API_BASE naming a Stripe stand-in, the
+// stand-in, which serves its portal pages itself.
+func portalOrigin(stripeAPIBase string) string {
+	u, err := url.Parse(stripeAPIBase)
+	if stripeAPIBase == "" || err != nil || u.Host == "" || u.Hostname() == "api.stripe.com" {
+		return httpapi.StripePortalOrigin
+	}
+	return u.Scheme + "://" + u.Host
 }
 
 func stripeBase(s string) string {

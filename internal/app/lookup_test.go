@@ -456,7 +456,7 @@ func TestKeyLookupNeedsMail(t *testing.T) {
 	b := setup(t)
 	a := b.keyLookup(t, "buyer@example.com", "")
 	require.Equal(t, http.StatusServiceUnavailable, a.status)
-	require.Equal(t, "unavailable", a.code(t))
+	require.Equal(t, "mail_not_configured", a.code(t))
 	require.Contains(t, string(a.body), "SMTP_URL")
 	require.Equal(t, "no-store", a.header.Get("Cache-Control"))
 	rivertest.RequireNotInserted(t.Context(), t, b.jobsDB(), jobs.SendKeyLookupEmailArgs{}, nil)

@@ -66,7 +66,9 @@ func (c *contractCheck) do(t *testing.T, method, path, body string, header ...st
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
-	resp, err := http.DefaultClient.Do(req)
+	// The operation's own answer, a redirect included, not where it leads.
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := client.Do(req)
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
@@ -223,6 +225,13 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 	// The pages and their assets.
 	require.Equal(t, http.StatusOK, c.do(t, "GET", "/orders/"+id, "").status)
 	require.Equal(t, http.StatusNotFound, c.do(t, "GET", "/orders/not-a-session", "").status)
+	sub, _ := b.subscriptionOrder(t, 1)
+	manage := "/orders/" + sub.ID + "/manage-subscription"
+	require.Equal(t, http.StatusOK, c.do(t, "GET", manage, "").status)
+	require.Equal(t, http.StatusConflict, c.do(t, "GET", "/orders/"+id+"/manage-subscription", "").status)
+	require.Equal(t, http.StatusSeeOther, c.do(t, "POST", manage, "", "Sec-Fetch-Site", "same-origin").status)
+	require.Equal(t, http.StatusForbidden, c.do(t, "POST", manage, "", "Sec-Fetch-Site", "cross-site").status)
+	require.Equal(t, http.StatusNotFound, c.do(t, "POST", "/orders/not-a-session/manage-subscription", "").status)
 	require.Equal(t, http.StatusOK, c.do(t, "GET", "/my-keys", "").status)
 	require.Equal(t, http.StatusOK, c.do(t, "GET", "/assets/page.js", "").status)
 	require.Equal(t, http.StatusNotFound, c.do(t, "GET", "/assets/nothing.js", "").status)

@@ -63,6 +63,13 @@ type Config struct {
 	// Mail is keys by email (SMTP_URL, MAIL_FROM, PUBLIC_BASE_URL); the
 	// zero value is off.
 	Mail mail.Settings
+	// PublicBaseURL is this service's public address (PUBLIC_BASE_URL),
+	// without a trailing slash; "" when unset. Mail needs it; without mail
+	// it still names the order page Stripe's customer portal returns to.
+	PublicBaseURL string
+	// BillingPortalReturnURL is where Stripe's customer portal sends a
+	// buyer back (BILLING_PORTAL_RETURN_URL); "" is the buyer's order page.
+	BillingPortalReturnURL string
 	// TrustedProxies are the peers whose X-Forwarded-For names the client
 	// (TRUSTED_PROXIES); AllowedOrigins may read the order API from a
 	// browser (ALLOWED_ORIGINS).
@@ -302,6 +309,7 @@ func fromEnv(getenv func(string) string) (Config, Errors) {
 	c.Policy.PastDueKeepFor = durationSetting(&errs, get("PAST_DUE_KEEP_FOR", ""), "PAST_DUE_KEEP_FOR", order.DefaultPastDueKeepFor, time.Hour, 90*24*time.Hour)
 	c.disputesAndRefunds(get, &errs)
 	c.reconciliation(get, &errs)
+	c.publicBaseURL(get, &errs)
 	c.mail(get, &errs)
 	c.discord(get, &errs)
 	c.orderAPI(get, &errs)
@@ -741,17 +749,38 @@ func (c *Config) mail(get func(name, def string) string, errs *Errors) {
 	} else {
 		from = f
 	}
-	base := ""
-	if rawBase := get("PUBLIC_BASE_URL", ""); rawBase == "" {
+	if get("PUBLIC_BASE_URL", "") == "" {
 		problems.add(&Error{"PUBLIC_BASE_URL", "is required with SMTP_URL: the keys email links to PUBLIC_BASE_URL/orders/{checkout_session_id}"})
-	} else if b, err := mail.ParsePublicBaseURL(rawBase); err != nil {
-		problems.add(&Error{"PUBLIC_BASE_URL", err.Error()})
-	} else {
-		base = b
 	}
-	if len(problems) > 0 {
+	if len(problems) > 0 || c.PublicBaseURL == "" { // a malformed PUBLIC_BASE_URL is publicBaseURL's to report
 		*errs = append(*errs, problems...)
 		return
 	}
-	c.Mail = mail.Settings{SMTP: server, From: from, PublicBaseURL: base}
+	c.Mail = mail.Settings{SMTP: server, From: from, PublicBaseURL: c.PublicBaseURL}
+}
+
+// publicBaseURL reads PUBLIC_BASE_URL, whether mail is on or not, and
+// BILLING_PORTAL_RETURN_URL: an absolute https URL (http for this machine
+// only, as PUBLIC_BASE_URL), with no credentials or fragment.
+func (c *Config) publicBaseURL(get func(name, def string) string, errs *Errors) {
+	if raw := get("PUBLIC_BASE_URL", ""); raw != "" {
+		if base, err := mail.ParsePublicBaseURL(raw); err != nil {
+			errs.add(&Error{"PUBLIC_BASE_URL", err.Error()})
+		} else {
+			c.PublicBaseURL = base
+		}
+	}
+	raw := get("BILLING_PORTAL_RETURN_URL", "")
+	if raw == "" {
+		return
+	}
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || u.Fragment != "":
+		errs.add(&Error{"BILLING_PORTAL_RETURN_URL", "must be an absolute https URL such as https://shop.example/account, without credentials or fragment (unset, the portal returns to the buyer's order page)"})
+	case u.Scheme == "http" && !mail.IsLoopback(u.Hostname()):
+		errs.add(&Error{"BILLING_PORTAL_RETURN_URL", "must be https (http only for localhost): Stripe sends buyers back there"})
+	default:
+		c.BillingPortalReturnURL = u.String()
+	}
 }

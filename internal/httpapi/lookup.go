@@ -11,7 +11,8 @@ import (
 
 // Find my keys: POST /v1/key-lookup emails a link to an address that
 // bought something; POST /v1/my-keys lists that address's orders for the
-// link's token.
+// link's token. Both exist only with mail: without it they answer 503
+// mail_not_configured, GET /my-keys answers 404, and no page links there.
 const (
 	// Link requests per client: a few in a row, then one a minute. The
 	// limits per address, client and network (jobs.KeyLookupsPerAddress)
@@ -67,8 +68,11 @@ type MyKeysOrderJSON struct {
 	LinkExpiresAt int64  `json:"link_expires_at"`
 }
 
-var errMailOffForLookup = &order.Error{Code: order.EUNAVAILABLE,
-	Message: "find my keys sends a link by email, and mail is not configured: set SMTP_URL, MAIL_FROM and PUBLIC_BASE_URL"}
+// errMailNotConfigured answers find my keys while mail is off: the
+// service cannot email links, and keys stay on each order's page.
+var errMailNotConfigured = order.Errorf(order.EMAILNOTCONFIGURED,
+	"find my keys is not available: it emails a link, and this shop has not configured mail (SMTP_URL, MAIL_FROM, PUBLIC_BASE_URL); "+
+		"buyers' keys are on their order pages, and support finds orders by email address")
 
 // requestLink answers 202 for every well-formed address, whether it bought
 // anything or not, and whether or not the request is past the limits of
@@ -78,8 +82,7 @@ var errMailOffForLookup = &order.Error{Code: order.EUNAVAILABLE,
 // whether there is anything to send). Only the per-client limit refuses.
 func (a *keyLookupAPI) requestLink(w http.ResponseWriter, r *http.Request) {
 	if a.s.Mail == nil {
-		// Said plainly, not with Retry-After: configuration, not an outage.
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": errMailOffForLookup.Message, "code": order.EUNAVAILABLE})
+		a.s.writeError(w, r, errMailNotConfigured)
 		return
 	}
 	client := a.s.clientIP(r)
@@ -114,6 +117,11 @@ func (a *keyLookupAPI) requestLink(w http.ResponseWriter, r *http.Request) {
 
 // listMyKeys answers the orders of the address a link's token grants.
 func (a *keyLookupAPI) listMyKeys(w http.ResponseWriter, r *http.Request) {
+	if a.s.Mail == nil {
+		// Without mail no link is sent, so none is listed either.
+		a.s.writeError(w, r, errMailNotConfigured)
+		return
+	}
 	if !a.checks.allow(a.s.clientIP(r)) {
 		w.Header().Set("Retry-After", "1")
 		a.s.writeError(w, r, order.Errorf(order.ERATELIMITED, "too many requests; retry in a second"))

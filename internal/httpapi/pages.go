@@ -34,10 +34,9 @@ var webFS embed.FS
 // from this origin only (none inline), no framing, no Referer carrying the
 // Checkout Session ID of the page's URL to anyone.
 var pageSecurityHeaders = map[string]string{
-	"Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; " +
-		"base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
-	"Referrer-Policy":        "no-referrer",
-	"X-Content-Type-Options": "nosniff",
+	"Content-Security-Policy": pageCSP("'self'"),
+	"Referrer-Policy":         "no-referrer",
+	"X-Content-Type-Options":  "nosniff",
 }
 
 // asset is one embedded file of /assets/, with its content-hash ETag.
@@ -90,6 +89,18 @@ func serveAsset(w http.ResponseWriter, r *http.Request) {
 	http.ServeContent(w, r, a.name, time.Time{}, bytes.NewReader(a.body))
 }
 
+// pageCSP is the pages' Content-Security-Policy with formAction as its
+// form-action: a form may post to the service only, but the Manage
+// subscription form is answered with a redirect to Stripe's customer
+// portal, which browsers check against form-action too.
+func pageCSP(formAction string) string {
+	return "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; " +
+		"base-uri 'none'; form-action " + formAction + "; frame-ancestors 'none'"
+}
+
+// pageCSP is a page's Content-Security-Policy on this server.
+func (s *Server) pageCSP() string { return pageCSP(s.portalFormAction()) }
+
 func setPageHeaders(w http.ResponseWriter) {
 	for k, v := range pageSecurityHeaders {
 		w.Header().Set(k, v)
@@ -123,6 +134,12 @@ type orderView struct {
 	Final       bool
 	Keys        []keyView
 	KeysPending int
+	// ManageURL is where the Manage subscription form posts, for a
+	// subscription with a customer; "" shows no button.
+	ManageURL string
+	// FindKeys: find my keys works here (mail is on), so the page may
+	// point to it.
+	FindKeys    bool
 	FailureCode string
 	Now         int64 // unix seconds of the render, for cooldowns
 	// Discord is the order's verified Discord link section; nil while the
@@ -241,6 +258,12 @@ func waitingView(id string) orderView {
 
 type pageData struct {
 	Title string
+	// Manage is the manage-subscription page's.
+	Manage *manageView
+	// FindKeys: find my keys works here (mail is on), so pages may point
+	// to it.
+	FindKeys bool
+	// Order is the order page's.
 	Order *orderView
 	// Discord is the outcome of a Discord sign-in (discord.html).
 	Discord *discordPage
@@ -285,7 +308,15 @@ func (s *Server) orderPage(w http.ResponseWriter, r *http.Request) {
 		view, status = orderView{ID: id, State: stateUnavailable}, http.StatusServiceUnavailable
 		w.Header().Set("Retry-After", retryAfterUnavailable)
 	}
-	s.renderPage(w, r, status, "order.html", pageData{Title: "Your order", Order: &view})
+	view.FindKeys = s.Mail != nil
+	if o != nil && status == http.StatusOK && subscriptionManageable(o) {
+		if _, managePath, err := s.manageLinks(r, o); err == nil {
+			view.ManageURL = managePath
+		} else {
+			s.logPageError(r, err) // the page without its button: the keys matter more
+		}
+	}
+	s.renderPage(w, r, status, "order.html", pageData{Title: "Your order", Order: &view, FindKeys: view.FindKeys})
 }
 
 // logPageError logs a failed lookup as the order API does: an outage at
@@ -322,9 +353,15 @@ func (s *Server) discordSection(r *http.Request, o *order.Order, id string) (*di
 }
 
 // myKeysPage renders GET /my-keys: the find-my-keys form; with a token in
-// the URL fragment, its script lists that email's orders.
+// the URL fragment, its script lists that email's orders. Find my keys
+// sends links by email: while mail is off the page is not there (404), and
+// says where the keys are instead.
 func (s *Server) myKeysPage(w http.ResponseWriter, r *http.Request) {
-	s.renderPage(w, r, http.StatusOK, "my-keys.html", pageData{Title: "Find my keys"})
+	if s.Mail == nil {
+		s.renderPage(w, r, http.StatusNotFound, "my-keys-off.html", pageData{Title: "Find my keys"})
+		return
+	}
+	s.renderPage(w, r, http.StatusOK, "my-keys.html", pageData{Title: "Find my keys", FindKeys: true})
 }
 
 func (s *Server) renderPage(w http.ResponseWriter, r *http.Request, status int, name string, data pageData) {

@@ -47,8 +47,20 @@ type Server struct {
 	Logger  *slog.Logger
 	// Credentials, when set, makes /readyz fail while a key is refused.
 	Credentials interface{ Problems() []string }
-	// Mail sends keys by email; nil means it is off.
+	// Mail sends keys by email; nil means it is off, and so is find my
+	// keys.
 	Mail *mail.Sender
+	// BillingPortal opens Stripe customer portal sessions for "Manage
+	// subscription"; PortalOrigin is where Stripe serves the portal
+	// (StripePortalOrigin, or the Stripe stand-in), which the pages' forms
+	// may be redirected to. PortalReturnURL (BILLING_PORTAL_RETURN_URL) is
+	// where the portal sends buyers back; "" is their order page, at
+	// PublicBaseURL (PUBLIC_BASE_URL) when set, else at the address their
+	// request came to.
+	BillingPortal   BillingPortal
+	PortalOrigin    string
+	PortalReturnURL string
+	PublicBaseURL   string
 	// Changes wakes requests waiting for an order (?wait=); nil answers
 	// them at once.
 	Changes *notify.Hub
@@ -101,6 +113,12 @@ type Server struct {
 	keyLookup   *keyLookupAPI
 	hwidClients *clientBuckets
 	recordHolds *holds
+	// Customer portal sessions: per client and for the process, requests
+	// from other sites refused, failures logged once in a while each.
+	portalClients     *clientBuckets
+	portalAll         *tokenBucket
+	portalCrossOrigin *http.CrossOriginProtection
+	portalLog         *slog.Logger
 	// waitHolds bounds the requests held waiting (?wait=), per client and
 	// for the process.
 	waitHolds *holds
@@ -127,6 +145,10 @@ func (s *Server) init() {
 		s.keyLookup = newKeyLookupAPI(s)
 		s.hwidClients = newClientBuckets(hwidResetRate, hwidResetBurst, maxTrackedClients)
 		s.recordHolds = newHolds(maxRecordHoldsPerClient, maxRecordHolds)
+		s.portalClients = newClientBuckets(portalClientRate, portalClientBurst, maxTrackedClients)
+		s.portalAll = newTokenBucket(portalGlobalRate, portalGlobalBurst)
+		s.portalCrossOrigin = http.NewCrossOriginProtection()
+		s.portalLog = newPortalLogger(s.Logger)
 		s.waitHolds = newHolds(maxWaitHoldsPerClient, maxWaitHolds(s.MaxConnections))
 		s.discordClients = newClientBuckets(discordStartRate, discordStartBurst, maxTrackedClients)
 	})
@@ -194,7 +216,7 @@ func (s *Server) unrouted(mux *http.ServeMux, pages bool) http.Handler {
 			return
 		}
 		if pages && (r.Method == http.MethodGet || r.Method == http.MethodHead) && isPagePath(path) {
-			s.renderPage(w, r, http.StatusNotFound, "not-found.html", pageData{Title: "Page not found"})
+			s.renderPage(w, r, http.StatusNotFound, "not-found.html", pageData{Title: "Page not found", FindKeys: s.Mail != nil})
 			return
 		}
 		listener := "the service"
@@ -242,6 +264,8 @@ func (s *Server) routes() []route {
 		{"GET /orders/{checkout_session_id}/discord", http.HandlerFunc(s.discordStart)},
 		{"GET " + discord.CallbackPath, http.HandlerFunc(s.discordCallback)},
 		{"GET /my-keys", http.HandlerFunc(s.myKeysPage)},
+		{"GET /orders/{checkout_session_id}/manage-subscription", http.HandlerFunc(s.manageSubscriptionPage)},
+		{"POST /orders/{checkout_session_id}/manage-subscription", http.HandlerFunc(s.manageSubscription)},
 		{"GET /assets/{name}", http.HandlerFunc(s.serveAsset)},
 		{"GET /openapi.json", http.HandlerFunc(serveOpenAPI)},
 		{"GET /v1/forwarded-for", http.HandlerFunc(s.forwardedFor)},
@@ -282,6 +306,8 @@ var statusOf = map[string]int{
 	order.ERATELIMITED:  http.StatusTooManyRequests,
 	order.EUNAVAILABLE:  http.StatusServiceUnavailable,
 	order.EINTERNAL:     http.StatusInternalServerError,
+	// Find my keys while mail is off: the route is there only with mail.
+	order.EMAILNOTCONFIGURED: http.StatusServiceUnavailable,
 }
 
 // retryAfterUnavailable is the Retry-After of a 503, in seconds: about as
@@ -298,6 +324,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		status = http.StatusInternalServerError
 	}
 	switch {
+	case code == order.EMAILNOTCONFIGURED:
+		// The answer says it; a line per request would only let anyone
+		// fill the log.
 	case code == order.EUNAVAILABLE:
 		// Every request fails alike while a dependency is down: one
 		// line every few seconds says so without flooding the log.

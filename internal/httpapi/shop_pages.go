@@ -70,11 +70,12 @@ func (s *Server) serveAsset(w http.ResponseWriter, r *http.Request) {
 	serveAsset(w, r)
 }
 
-// pageCSPFor is the pages' Content-Security-Policy with images also
-// allowed from the shop's logo's origin, the only other place a page
-// loads anything from.
+// pageCSPFor is this server's page Content-Security-Policy (pageCSP, with
+// the customer portal as a form's destination) with images also allowed
+// from the shop's logo's origin, the only other place a page loads
+// anything from.
 func (s *Server) pageCSPFor() string {
-	csp := pageSecurityHeaders["Content-Security-Policy"]
+	csp := s.pageCSP()
 	if origin := s.Shop.LogoOrigin(); origin != "" {
 		csp = strings.Replace(csp, "img-src 'self'", "img-src 'self' "+origin, 1)
 	}

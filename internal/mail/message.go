@@ -57,7 +57,11 @@ func render(textT, htmlT executor, data any) (text, html string, err error) {
 type KeysEmail struct {
 	To       string
 	OrderURL string
-	Keys     []KeyLine
+	// ManageURL is the order's Manage subscription page, for a
+	// subscription with a Stripe customer; "" otherwise. Never a customer
+	// portal URL: those expire within minutes.
+	ManageURL string
+	Keys      []KeyLine
 	// Shop is who sold the keys (SHOP_*); Order what was bought and paid.
 	Shop  shop.Identity
 	Order shop.Summary
@@ -87,6 +91,9 @@ func NewKeysEmail(o *order.Order, publicBaseURL, linkToken, messageID string) Ke
 		MessageID: messageID,
 		Order:     shop.Summarize(o),
 	}
+	if o.Mode == "subscription" && o.CustomerID != "" {
+		e.ManageURL = ManageSubscriptionURL(publicBaseURL, linkToken)
+	}
 	seen := map[string]bool{}
 	for _, k := range o.Keys {
 		if !k.Delivered() || k.Status != order.KeyActive || seen[k.UserKey] {
@@ -101,6 +108,13 @@ func NewKeysEmail(o *order.Order, publicBaseURL, linkToken, messageID string) Ke
 // OrderURL is the hosted page of an order, opened with an order link token.
 func OrderURL(publicBaseURL, linkToken string) string {
 	return publicBaseURL + "/orders/" + url.PathEscape(linkToken)
+}
+
+// ManageSubscriptionURL is the page from which the buyer of a subscription
+// opens Stripe's customer portal (its button creates a portal session
+// then), opened with an order link token.
+func ManageSubscriptionURL(publicBaseURL, linkToken string) string {
+	return OrderURL(publicBaseURL, linkToken) + "/manage-subscription"
 }
 
 // Loader is the line the buyer puts above the script.

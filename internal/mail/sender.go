@@ -136,7 +136,7 @@ func (s *Sender) NewKeysEmail(o *order.Order, linkToken, messageID string) KeysE
 // stripped fails instead of sending in clear); a relay on this machine
 // (a local MTA, a test server) is used as it is.
 func (s SMTPServer) tlsPolicy() gomail.TLSPolicy {
-	if isLoopback(s.Host) {
+	if IsLoopback(s.Host) {
 		return gomail.TLSOpportunistic
 	}
 	return gomail.TLSMandatory

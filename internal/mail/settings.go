@@ -115,14 +115,14 @@ func ParsePublicBaseURL(raw string) (string, error) {
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 		return "", errors.New("must be an absolute http(s) URL such as https://shop.example, without credentials, query or fragment")
 	}
-	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+	if u.Scheme == "http" && !IsLoopback(u.Hostname()) {
 		return "", errors.New("must be https (http only for localhost): its links lead to buyers' keys")
 	}
 	return strings.TrimRight(u.String(), "/"), nil
 }
 
-// isLoopback is whether host names this machine.
-func isLoopback(host string) bool {
+// IsLoopback is whether host names this machine.
+func IsLoopback(host string) bool {
 	if strings.EqualFold(host, "localhost") {
 		return true
 	}

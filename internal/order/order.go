@@ -254,6 +254,10 @@ const (
 	// ERATELIMITED: one client asked too often; the answer's Retry-After
 	// says when to ask again.
 	ERATELIMITED = "rate_limited"
+	// EMAILNOTCONFIGURED: the request needs keys by email (find my keys)
+	// and the service has no mail settings. Configuration, not an outage:
+	// asking again changes nothing until the operator sets them.
+	EMAILNOTCONFIGURED = "mail_not_configured"
 )
 
 // Error is a failure that the caller of a domain operation can act on.

@@ -134,6 +134,9 @@ func TestEveryStripeCallIsAcceptedByStripeMock(t *testing.T) {
 		{"cancel a subscription", func() (any, error) { return c.CancelSubscription(ctx, "sub_mock") }},
 		{"retrieve a price", func() (any, error) { return c.Price(ctx, "price_mock") }},
 		{"list webhook endpoints", func() (any, error) { return c.WebhookEndpoints(ctx) }},
+		{"open a customer portal session", func() (any, error) {
+			return c.CreateBillingPortalSession(ctx, "cus_mock", "https://keys.shop.example/orders/ol_mock")
+		}},
 		{"check the API key", func() (any, error) { return nil, c.CheckKey(ctx) }},
 		{"list events of the handled types", func() (any, error) {
 			var pages int

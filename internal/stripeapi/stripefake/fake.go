@@ -30,6 +30,7 @@
 //	DELETE /v1/subscriptions/{id}    cancels; an already cancelled one is 404, as Stripe answers
 //	GET /v1/prices/{id}
 //	GET /v1/webhook_endpoints        newest first, paged
+//	POST /v1/billing_portal/sessions customer (known from a stored object), return_url; see SetBillingPortalConfigured
 //
 // Test-hook routes, without Stripe authentication, so a separate process
 // (a CLI simulating a purchase) can drive a running fake:
@@ -37,6 +38,7 @@
 //	POST /_fake/sessions        body: a Session as JSON; answers the object
 //	GET  /_fake/sessions/{id}   the session object as served
 //	POST /_fake/objects/{kind}/{id}  body: a JSON object, stored as PutObject does
+//	GET  /_fake/portal/session/{token}  a portal session's page (its url), in place of Stripe's portal
 //
 // The test-hook routes let anyone who can reach the fake create sessions:
 // bind a development fake to localhost.
@@ -157,6 +159,7 @@ type Fake struct {
 	failures    map[string]*failure
 	maxPageSize int
 	requestSeq  int
+	portal      portalState
 }
 
 type failure struct {
@@ -187,6 +190,8 @@ func New(apiKey string) *Fake {
 	mux.HandleFunc("GET /v1/subscription_items", f.listSubscriptionItems)
 	mux.HandleFunc("DELETE /v1/subscriptions/{id}", f.cancelSubscription)
 	mux.HandleFunc("GET /v1/webhook_endpoints", f.listWebhookEndpoints)
+	mux.HandleFunc("POST /v1/billing_portal/sessions", f.createPortalSession)
+	mux.HandleFunc("GET "+portalPagePrefix+"{token}", f.portalPage)
 	mux.HandleFunc("POST /_fake/sessions", f.fakePutSession)
 	mux.HandleFunc("POST /_fake/objects/{kind}/{id}", f.fakePutObject)
 	mux.HandleFunc("GET /_fake/sessions/{id}", f.fakeGetSession)

@@ -266,7 +266,9 @@
         status.textContent = "Too many requests. Wait a minute and try again.";
         break;
       case 503:
-        status.textContent = "The service is busy right now. Try again in a few seconds.";
+        status.textContent = body.code === "mail_not_configured"
+          ? "Keys by email are not available at this shop. Your keys are on your order page; if you lost it, contact the shop's support."
+          : "The service is busy right now. Try again in a few seconds.";
         break;
       default:
         status.textContent = "Something went wrong (" + resp.status + "). Try again in a few seconds.";
