@@ -140,14 +140,18 @@ func (b *bundle) luarmorUsersFor(sessionID string) int {
 // jobsDB is the service's database as rivertest's assertions read its jobs.
 func (b *bundle) jobsDB() *riverpgxv5.Driver { return riverpgxv5.New(b.Pool) }
 
-// waitJobEnded waits on watch for the attempt that ends job id
+// waitJobEnded waits on watch for the given attempt of job id to end
 // (completed, cancelled or discarded) and returns its event.
-func waitJobEnded(t *testing.T, watch *fulfillertest.JobWatch, id int64) *river.Event {
+func waitJobEnded(t *testing.T, watch *fulfillertest.JobWatch, id int64, attempt int) *river.Event {
 	t.Helper()
-	return watch.WaitFor(t, fmt.Sprintf("job %d to end", id), func(ev *river.Event) bool {
+	// The attempt is part of the match: River announces a job's end when
+	// its completer has recorded it, which can be after the test already
+	// saw the job completed in the database, so a watch made then may
+	// still receive the end of the attempt before the one it waits for.
+	return watch.WaitFor(t, fmt.Sprintf("attempt %d of job %d to end", attempt, id), func(ev *river.Event) bool {
 		switch ev.Job.State {
 		case rivertype.JobStateCompleted, rivertype.JobStateCancelled, rivertype.JobStateDiscarded:
-			return ev.Job.ID == id
+			return ev.Job.ID == id && ev.Job.Attempt == attempt
 		}
 		return false
 	})

@@ -198,7 +198,7 @@ func TestKeysEmailIsSentOncePerDeliveryEvenWhenItsJobRunsTwice(t *testing.T) {
 	watch := fulfillertest.WatchJobs(t, b.Main.River)
 	_, err := b.Main.River.JobRetry(context.Background(), jobID)
 	require.NoError(t, err)
-	again := waitJobEnded(t, watch, jobID)
+	again := waitJobEnded(t, watch, jobID, 2)
 	require.Equal(t, river.EventKindJobCompleted, again.Kind)
 	require.Equal(t, 2, again.Job.Attempt, "the job ran a second time")
 	require.Len(t, b.smtp.Messages(), 1, "one email per delivery")
@@ -229,7 +229,7 @@ func TestCutOffSendIsSentAgainWithTheSameMessageID(t *testing.T) {
 	second := parseEmail(t, b.waitMessages(t, 2)[1].Data)
 	require.NotEmpty(t, first.header.Get("Message-Id"))
 	require.Equal(t, first.header.Get("Message-Id"), second.header.Get("Message-Id"))
-	require.Equal(t, river.EventKindJobCompleted, waitJobEnded(t, watch, jobID).Kind)
+	require.Equal(t, river.EventKindJobCompleted, waitJobEnded(t, watch, jobID, 2).Kind)
 	require.Equal(t, "sent", b.emailStatus(t, s.ID, 1))
 }
 

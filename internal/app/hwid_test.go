@@ -260,7 +260,7 @@ func TestHWIDResetJobRunTwiceRecordsOneReset(t *testing.T) {
 	watch := fulfillertest.WatchJobs(t, b.Main.River)
 	_, err := b.Main.River.JobRetry(context.Background(), jobID)
 	require.NoError(t, err)
-	again := waitJobEnded(t, watch, jobID)
+	again := waitJobEnded(t, watch, jobID, 2)
 	require.Equal(t, river.EventKindJobCompleted, again.Kind)
 	require.Equal(t, 2, again.Job.Attempt, "the job ran a second time")
 	require.Equal(t, 1, b.Count(t, `SELECT resets FROM hwid_resets`))

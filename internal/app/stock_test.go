@@ -196,7 +196,7 @@ func TestStockKeyFoundMissingLongAfterItsSaleIsNotReplaced(t *testing.T) {
 	require.NoError(t, b.Pool.QueryRow(ctx, `SELECT id FROM order_keys WHERE user_key = $1`, key).Scan(&unit))
 	run, err := b.Main.River.Insert(ctx, jobs.StockKeySoldArgs{OrderKeyID: unit}, nil)
 	require.NoError(t, err)
-	require.Equal(t, rivertype.JobStateCompleted, waitJobEnded(t, watch, run.Job.ID).Job.State)
+	require.Equal(t, rivertype.JobStateCompleted, waitJobEnded(t, watch, run.Job.ID, 1).Job.State)
 	require.Zero(t, b.Count(t, `SELECT count(*) FROM key_reissues`), "no key is made on the service's own say")
 	require.Equal(t, 1, b.Count(t, `SELECT count(*) FROM order_keys WHERE checkout_session_id = $1`, s.ID))
 }
