@@ -130,15 +130,15 @@ var (
 	readByName = regexp.MustCompile(`\bget(?:env)?\("([A-Z][A-Z0-9_]*)"`)
 )
 
-// The settings table is the one list of settings (deploy's tests check
-// every manifest against it), so it must hold exactly what internal/config
-// reads.
-func TestConfigurationTableListsExactlyTheSettingsTheServiceReads(t *testing.T) {
+// settingsTableOf returns the settings named in the first column of the
+// tables of docs/operating.md's section "## heading".
+func settingsTableOf(t *testing.T, heading string) []string {
+	t.Helper()
 	doc, err := os.ReadFile("operating.md")
 	require.NoError(t, err)
 	section := string(doc)
-	start := strings.Index(section, "\n## Configuration\n")
-	require.NotEqual(t, -1, start, "docs/operating.md has no ## Configuration section")
+	start := strings.Index(section, "\n## "+heading+"\n")
+	require.NotEqual(t, -1, start, "docs/operating.md has no ## %s section", heading)
 	section = section[start+1:]
 	if end := strings.Index(section[3:], "\n## "); end != -1 {
 		section = section[:end+3]
@@ -147,6 +147,14 @@ func TestConfigurationTableListsExactlyTheSettingsTheServiceReads(t *testing.T) 
 	for _, m := range settingRow.FindAllStringSubmatch(section, -1) {
 		documented = append(documented, m[1])
 	}
+	return documented
+}
+
+// The settings table is the one list of settings (deploy's tests check
+// every manifest against it), so it must hold exactly what internal/config
+// reads.
+func TestConfigurationTableListsExactlyTheSettingsTheServiceReads(t *testing.T) {
+	documented := settingsTableOf(t, "Configuration")
 
 	sources, err := filepath.Glob(filepath.Join(root, "internal", "config", "*.go"))
 	require.NoError(t, err)
@@ -179,19 +187,7 @@ var (
 // Makefile (its PostgreSQL), not internal/config: their table must hold
 // exactly those.
 func TestLocalDevelopmentTableListsExactlyTheSettingsMakeRunReads(t *testing.T) {
-	doc, err := os.ReadFile("operating.md")
-	require.NoError(t, err)
-	section := string(doc)
-	start := strings.Index(section, "\n## Local development\n")
-	require.NotEqual(t, -1, start, "docs/operating.md has no ## Local development section")
-	section = section[start+1:]
-	if end := strings.Index(section[3:], "\n## "); end != -1 {
-		section = section[:end+3]
-	}
-	var documented []string
-	for _, m := range settingRow.FindAllStringSubmatch(section, -1) {
-		documented = append(documented, m[1])
-	}
+	documented := settingsTableOf(t, "Local development")
 
 	var read []string
 	add := func(name string) {

@@ -91,19 +91,7 @@ func (c *Catalog) Put(priceID string, p Product) {
 // Stocked returns the IDs of the prices that keep a stock, sorted; none
 // for a nil catalog.
 func (c *Catalog) Stocked() []string {
-	if c == nil {
-		return nil
-	}
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	var ids []string
-	for id, p := range c.Prices {
-		if p.Stock > 0 {
-			ids = append(ids, id)
-		}
-	}
-	sort.Strings(ids)
-	return ids
+	return c.idsWhere(func(p Product) bool { return p.Stock > 0 })
 }
 
 // StocksAny reports whether any price keeps a stock; false for a nil
@@ -126,6 +114,12 @@ func (c *Catalog) StocksAny() bool {
 // buyers see the product Stripe's line item names, or else the price ID.
 // Catalogs written before names keep loading; start-up and doctor warn.
 func (c *Catalog) Unnamed() []string {
+	return c.idsWhere(func(p Product) bool { return p.Name == "" })
+}
+
+// idsWhere returns, sorted, the IDs of the prices for which keep is true;
+// none for a nil catalog.
+func (c *Catalog) idsWhere(keep func(Product) bool) []string {
 	if c == nil {
 		return nil
 	}
@@ -133,7 +127,7 @@ func (c *Catalog) Unnamed() []string {
 	defer c.mu.RUnlock()
 	var ids []string
 	for id, p := range c.Prices {
-		if p.Name == "" {
+		if keep(p) {
 			ids = append(ids, id)
 		}
 	}
