@@ -17,6 +17,7 @@ import (
 
 	"fulfiller/internal/config"
 	"fulfiller/internal/doctor"
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/httpapi"
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/luarmor/sandbox"
@@ -30,22 +31,19 @@ import (
 func doctorEnv(t *testing.T) map[string]string {
 	t.Helper()
 	const stripeKey, luarmorKey = "sk_test_doctorcommand0123", "doctor-command-key"
-	lsrv := httptest.NewServer(sandbox.New(sandbox.Options{APIKey: luarmorKey, Projects: []string{"proj_cli"}}))
-	t.Cleanup(lsrv.Close)
+	lu := fulfillertest.StartLuarmor(t, sandbox.Options{APIKey: luarmorKey, Projects: []string{"proj_cli"}})
 	databaseURL := postgrestest.NewURL(t)
 	shop := serveShop(t, databaseURL)
-	fake := stripefake.New(stripeKey)
-	fake.PutPrice(stripefake.Price{ID: "price_cli", Active: true, Interval: "month"})
-	fake.PutWebhookEndpoint(stripefake.WebhookEndpoint{URL: shop + "/webhooks/stripe",
+	st := fulfillertest.StartStripe(t, stripeKey)
+	st.PutPrice(stripefake.Price{ID: "price_cli", Active: true, Interval: "month"})
+	st.PutWebhookEndpoint(stripefake.WebhookEndpoint{URL: shop + "/webhooks/stripe",
 		APIVersion: stripe.APIVersion, EnabledEvents: jobs.HandledTypes()})
-	ssrv := httptest.NewServer(fake)
-	t.Cleanup(ssrv.Close)
 	catalogFile := filepath.Join(t.TempDir(), "catalog.yaml")
 	require.NoError(t, os.WriteFile(catalogFile,
 		[]byte("prices:\n  price_cli:\n    project_id: proj_cli\n    key_days: 30\n    billing: recurring\n"), 0o600))
 	return map[string]string{
-		"DATABASE_URL": databaseURL, "STRIPE_API_KEY": stripeKey, "STRIPE_API_BASE": ssrv.URL,
-		"STRIPE_WEBHOOK_SECRET": "whsec_doctorcommand_0123456789abcdef0123456789", "LUARMOR_API_KEY": luarmorKey, "LUARMOR_BASE_URL": lsrv.URL,
+		"DATABASE_URL": databaseURL, "STRIPE_API_KEY": stripeKey, "STRIPE_API_BASE": st.URL,
+		"STRIPE_WEBHOOK_SECRET": "whsec_doctorcommand_0123456789abcdef0123456789", "LUARMOR_API_KEY": luarmorKey, "LUARMOR_BASE_URL": lu.URL,
 		"CATALOG_FILE": catalogFile, "PUBLIC_BASE_URL": shop + "/",
 		"SHOP_NAME": "Doctor's shop", "SHOP_SUPPORT": "help@shop.example",
 	}
