@@ -116,6 +116,7 @@ func TestOrderPageResetsTheHWIDThenShowsTheCooldown(t *testing.T) {
 	require.True(t, eval[bool](t, p, `!document.querySelector("li.key button.reset-hwid").disabled`), "a reset is offered")
 	eval[bool](t, p, `window.sameDocument = true`)
 	p.run(t, chromedp.Click(chromedp.CSS(`li.key button.reset-hwid`)))
+	p.run(t, chromedp.Click(chromedp.CSS(`li.key .hwid-confirm button.confirm-reset`)))
 	p.waitFor(t, `document.querySelector("li.key .hwid-result").textContent.startsWith("HWID reset requested.")`, "the reset to be accepted")
 
 	// The job clears the HWID in Luarmor, and the page shows it done with
@@ -136,6 +137,7 @@ func TestOrderPageResetsTheHWIDThenShowsTheCooldown(t *testing.T) {
 	p.run(t, chromedp.WaitVisible(chromedp.CSS(`li.key[data-hwid-status="done"]`)))
 	require.True(t, eval[bool](t, p, `document.querySelector("li.key button.reset-hwid").disabled`))
 	p.run(t, chromedp.Evaluate[chromedp.Void](`(b => { b.disabled = false; b.click(); })(document.querySelector("li.key button.reset-hwid"))`))
+	p.run(t, chromedp.Click(chromedp.CSS(`li.key .hwid-confirm button.confirm-reset`)))
 	p.waitFor(t, `document.querySelector("li.key .hwid-result").textContent.includes("next reset is allowed at")`, "the cooldown refusal to be shown")
 	rivertest.RequireInserted(t.Context(), t, b.jobsDB(), jobs.ResetHWIDArgs{}, nil) // the refused request queued nothing
 }

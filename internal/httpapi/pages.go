@@ -51,6 +51,9 @@ var (
 	templates = template.Must(template.New("").Funcs(template.FuncMap{
 		"asset": func(name string) string { return "/assets/" + name + "?v=" + assets[name].etag[1:9] },
 		"add":   func(a, b int) int { return a + b },
+		"iso":   isoTime,
+		"utc":   formatTime,
+		"keyError": func(o *orderView, text string) keyError { return keyError{Order: o, Text: text} },
 		"keyItem": func(o *orderView, index int, k keyView) keyItem {
 			return keyItem{Order: o, Index: index, Key: k}
 		},
@@ -142,6 +145,9 @@ type orderView struct {
 	FindKeys    bool
 	FailureCode string
 	Now         int64 // unix seconds of the render, for cooldowns
+	// ResetCooldown words HWID_RESET_COOLDOWN for the reset's confirmation,
+	// e.g. "24 hours".
+	ResetCooldown string
 	// Discord is the order's verified Discord link section; nil while the
 	// link is off or the order has nothing to link.
 	Discord *discordView
@@ -193,6 +199,12 @@ type keyItem struct {
 	Order *orderView
 	Index int
 	Key   keyView
+}
+
+// keyError is a failed HWID reset as the "hwid-error" template renders it.
+type keyError struct {
+	Order *orderView
+	Text  string
 }
 
 type keyView struct {
@@ -368,6 +380,7 @@ func (s *Server) renderPage(w http.ResponseWriter, r *http.Request, status int, 
 	data.Shop = s.shopView()
 	if data.Order != nil {
 		data.Order.Shop = data.Shop
+		data.Order.ResetCooldown = cooldownText(s.hwidResetCooldown())
 	}
 	var body bytes.Buffer
 	if err := templates.ExecuteTemplate(&body, name, data); err != nil {
@@ -454,15 +467,26 @@ func (k keyView) HWIDText(now int64) string {
 			parts = append(parts, "HWID reset done.")
 		}
 	case "failed":
-		parts = append(parts, "The last HWID reset failed: "+h.Message)
+		// Told by the error block under it (HWIDFailed).
 	default:
 		parts = append(parts, "Moved to another computer? Reset the key's HWID (hardware ID) to use it there.")
 	}
-	if h.NextResetAt != nil && *h.NextResetAt > now {
-		parts = append(parts, "The next reset is allowed at "+formatTime(*h.NextResetAt)+".")
-	}
 	return strings.Join(parts, " ")
 }
+
+// NextResetAt is when the next reset is allowed, if that is after now: the
+// time the page shows, in UTC for a page without script and in the
+// buyer's own zone by its script.
+func (k keyView) NextResetAt(now int64) *int64 {
+	if h := k.HWIDReset; h != nil && h.NextResetAt != nil && *h.NextResetAt > now {
+		return h.NextResetAt
+	}
+	return nil
+}
+
+// HWIDFailed is whether the key's last reset failed; HWIDFailure its
+// reason.
+func (k keyView) HWIDFailed() bool { return k.HWIDReset != nil && k.HWIDReset.Status == "failed" }
 
 // ResetAllowed is whether the Reset HWID button is offered now.
 func (k keyView) ResetAllowed(now int64) bool {
@@ -480,6 +504,37 @@ func (k keyView) HWIDStatus() string {
 
 // LoaderLine is the line the buyer puts above the shop's loader script.
 func (k keyView) LoaderLine() string { return mail.Loader(k.UserKey) }
+
+// hwidResetCooldown is HWID_RESET_COOLDOWN, as the order workflow holds it.
+func (s *Server) hwidResetCooldown() time.Duration {
+	if s.Orders != nil && s.Orders.HWIDResetCooldown > 0 {
+		return s.Orders.HWIDResetCooldown
+	}
+	return order.DefaultHWIDResetCooldown
+}
+
+// isoTime is a unix time as an HTML datetime (RFC 3339, UTC).
+func isoTime(unix int64) string { return time.Unix(unix, 0).UTC().Format(time.RFC3339) }
+
+// cooldownText words a cooldown for the buyer: "24 hours", "90 minutes",
+// "3 days".
+func cooldownText(d time.Duration) string {
+	plural := func(n int64, unit string) string {
+		if n == 1 {
+			return "1 " + unit
+		}
+		return fmt.Sprintf("%d %ss", n, unit)
+	}
+	switch {
+	case d >= 72*time.Hour && d%(24*time.Hour) == 0:
+		return plural(int64(d/(24*time.Hour)), "day")
+	case d >= time.Hour && d%time.Hour == 0:
+		return plural(int64(d/time.Hour), "hour")
+	case d >= time.Minute:
+		return plural(int64(d/time.Minute), "minute")
+	}
+	return plural(int64(max(d/time.Second, 1)), "second")
+}
 
 // formatTime is a unix time in UTC as the keys email writes it, the same
 // for every buyer whatever their browser's zone.

@@ -94,6 +94,10 @@ type ResetHWIDArgs struct {
 	// Request is the key's request number (hwid_resets.request): a newer
 	// request replaces this one, and its own job does the reset.
 	Request int `json:"request"`
+	// Support marks a reset forced by support, which is done whether or
+	// not the key was ever bound; a buyer's reset of a never-bound key is
+	// refused without spending the cooldown.
+	Support bool `json:"support,omitempty"`
 }
 
 func (ResetHWIDArgs) Kind() string { return "reset_hwid" }
@@ -154,6 +158,15 @@ func (w *ResetHWIDWorker) Work(ctx context.Context, job *river.Job[ResetHWIDArgs
 	if why := order.HWIDResetRefusal(o.Status, *k, w.Now()); why != "" {
 		return w.fail(ctx, job, why, errors.New(why))
 	}
+	// A key never run on a machine (no HWID, and none reset before, so
+	// not one this job cleared in a run whose answer was lost) has nothing
+	// to clear: the buyer's reset is refused and the buyer keeps the
+	// cooldown for when the key is bound.
+	if !job.Args.Support {
+		if refused, err := w.refuseNeverBound(ctx, job, k); refused || err != nil {
+			return err
+		}
+	}
 	err = w.Luarmor.ResetHWID(ctx, k.ProjectID, luarmor.ResetHWIDRequest{UserKey: k.UserKey, Force: true})
 	if err != nil {
 		jobErr, retry := luarmorRetry(err, w.RateLimitWindow)
@@ -172,6 +185,28 @@ func (w *ResetHWIDWorker) Work(ctx context.Context, job *river.Job[ResetHWIDArgs
 	})
 }
 
+// refuseNeverBound reads the key in Luarmor and, when it was never bound
+// to a machine, records the reset refused with its whole cooldown given
+// back and cancels the job. refused is whether it did; err is the job's
+// answer then, or a failure to read the key.
+func (w *ResetHWIDWorker) refuseNeverBound(ctx context.Context, job *river.Job[ResetHWIDArgs], k *order.Key) (refused bool, err error) {
+	u, err := w.Luarmor.GetUser(ctx, k.ProjectID, k.UserKey)
+	if err != nil {
+		jobErr, retry := luarmorRetry(err, w.RateLimitWindow)
+		if retry {
+			return true, jobErr
+		}
+		return true, w.fail(ctx, job, refusalForBuyer(err), err)
+	}
+	if u.Identifier != "" || u.TotalResets > 0 {
+		return false, nil
+	}
+	if err := postgres.RefuseHWIDReset(ctx, w.Pool, k.ID, job.Args.Request, HWIDNotSetMessage, w.Now()); err != nil {
+		return true, err
+	}
+	return true, river.JobCancel(fmt.Errorf("HWID reset of order key %d refused: the key was never bound to a machine in Luarmor", k.ID))
+}
+
 // fail records the reset failed with the buyer's message, giving most of
 // its cooldown back, and cancels the job. A run cut off between the two finds
 // the reset failed and ends.
@@ -181,6 +216,10 @@ func (w *ResetHWIDWorker) fail(ctx context.Context, job *river.Job[ResetHWIDArgs
 	}
 	return river.JobCancel(fmt.Errorf("HWID reset of order key %d refused for good, recorded failed: %w", job.Args.OrderKeyID, cause))
 }
+
+// HWIDNotSetMessage is the buyer's reason for a reset refused because the
+// key was never bound to a machine.
+const HWIDNotSetMessage = "this key is not bound to a computer yet, so there was nothing to reset (your cooldown was not used); it binds to the first computer that runs the script"
 
 // refusalForBuyer words a Luarmor refusal of a reset for the buyer.
 func refusalForBuyer(err error) string {

@@ -335,7 +335,7 @@ func (s *Support) forceHWIDReset(ctx context.Context, tx pgx.Tx, o *order.Order,
 	if err != nil {
 		return nil, err
 	}
-	return ResetHWIDArgs{OrderKeyID: k.ID, Request: reset.Request}, nil
+	return ResetHWIDArgs{OrderKeyID: k.ID, Request: reset.Request, Support: true}, nil
 }
 
 // reissue records, once per key, a new unit that replaces k; the returned

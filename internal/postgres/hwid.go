@@ -127,6 +127,20 @@ func FailHWIDReset(ctx context.Context, db DB, keyID int64, request int, message
 	return nil
 }
 
+// RefuseHWIDReset records that request was refused before anything was
+// done, with the buyer-readable reason, and gives its whole cooldown back:
+// the next reset is allowed at once. It is for a refusal the buyer did
+// not spend anything on, such as a key never bound to a machine.
+func RefuseHWIDReset(ctx context.Context, db DB, keyID int64, request int, message string, now time.Time) error {
+	_, err := db.Exec(ctx, `
+		UPDATE hwid_resets SET status = 'failed', message = $3, next_reset_at = LEAST(next_reset_at, $4::timestamptz)
+		WHERE order_key_id = $1 AND request = $2 AND status = 'queued'`, keyID, request, message, now)
+	if err != nil {
+		return fmt.Errorf("recording the refused HWID reset of order key %d: %w", keyID, err)
+	}
+	return nil
+}
+
 // attachHWIDResets fills the HWIDReset of each key of the orders, in one
 // query however many orders there are.
 func attachHWIDResets(ctx context.Context, db DB, orders ...*order.Order) error {

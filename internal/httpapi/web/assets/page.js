@@ -58,6 +58,7 @@
     const focused = document.activeElement && old.contains(document.activeElement) ? document.activeElement.id : "";
     const adopted = document.importNode(fresh, true);
     old.replaceWith(adopted);
+    localizeTimes(adopted);
     if (focused && document.getElementById(focused)) document.getElementById(focused).focus();
     return adopted;
   }
@@ -180,44 +181,134 @@
     }
   }
 
+  // localTime writes a unix time in the buyer's own zone, with the zone's
+  // name, e.g. "7 December 2026, 09:00 GMT+9".
+  function localTime(date) {
+    try {
+      return new Intl.DateTimeFormat(undefined, {
+        day: "numeric", month: "long", year: "numeric", hour: "2-digit", minute: "2-digit",
+        timeZoneName: "short",
+      }).format(date);
+    } catch (e) {
+      return null;
+    }
+  }
+
+  // localizeTimes turns each <time class="local-time"> (rendered in UTC)
+  // into the buyer's local time; the UTC text stays as its title.
+  function localizeTimes(root) {
+    root.querySelectorAll("time.local-time[datetime]").forEach(localizeTime);
+  }
+
+  function localizeTime(el) {
+    if (el.dataset.localized) return;
+    const d = new Date(el.getAttribute("datetime"));
+    if (isNaN(d.getTime())) return;
+    const text = localTime(d);
+    if (!text) return;
+    el.title = el.textContent;
+    el.textContent = text;
+    el.dataset.localized = "1";
+  }
+
+  // timeNode is a <time> of unix seconds, in the buyer's local time.
+  function timeNode(unix) {
+    const el = document.createElement("time");
+    el.className = "local-time";
+    el.setAttribute("datetime", new Date(unix * 1000).toISOString());
+    el.textContent = formatTime(unix);
+    localizeTime(el);
+    return el;
+  }
+
+  // showResetError shows a failed reset as an alert under the key, with
+  // the shop's support contact from the order's own support line.
+  function showResetError(button, text) {
+    const box = button.closest(".hwid");
+    const slot = box.querySelector(".hwid-error-slot");
+    const section = button.closest("section.order");
+    box.querySelectorAll(".hwid-error").forEach(function (el) { el.remove(); });
+    const alert = document.createElement("div");
+    alert.className = "notice danger hwid-error";
+    alert.setAttribute("role", "alert");
+    const p = document.createElement("p");
+    p.className = "hwid-error-text";
+    p.textContent = text;
+    alert.appendChild(p);
+    const support = section && section.querySelector("p.support");
+    if (support) {
+      const help = support.cloneNode(true);
+      help.className = "";
+      alert.appendChild(help);
+    }
+    slot.appendChild(alert);
+  }
+
+  function clearResetError(button) {
+    button.closest(".hwid").querySelectorAll(".hwid-error").forEach(function (el) { el.remove(); });
+  }
+
+  // askReset shows the confirmation; only its confirm button sends the
+  // reset, which starts the cooldown.
+  function askReset(button) {
+    const confirm = document.getElementById(button.dataset.confirm);
+    if (!confirm) return;
+    button.hidden = true;
+    confirm.hidden = false;
+    confirm.querySelector(".confirm-reset").focus();
+  }
+
+  function closeConfirm(confirm) {
+    const box = confirm.closest(".hwid");
+    const button = box.querySelector("button.reset-hwid");
+    confirm.hidden = true;
+    button.hidden = false;
+    return button;
+  }
+
   async function resetHWID(button) {
     const section = button.closest("section.order");
     const field = document.getElementById(button.dataset.keyInput);
     const result = button.parentElement.querySelector(".hwid-result");
     if (!section || !field || !result) return;
     button.disabled = true;
+    clearResetError(button);
     result.textContent = "Requesting an HWID reset…";
     let resp;
     try {
       resp = await postJSON("/v1/orders/" + encodeURIComponent(section.dataset.orderId) + "/reset-hwid",
         { user_key: field.value });
     } catch (e) {
-      result.textContent = "Could not reach the shop's server. Check your connection and try again.";
+      result.textContent = "";
+      showResetError(button, "Could not reach the shop's server. Check your connection and try again.");
       button.disabled = false;
       return;
     }
     const body = await readJSON(resp);
+    result.textContent = "";
     switch (resp.status) {
       case 202:
-        result.textContent = "HWID reset requested." +
-          (body.next_reset_at ? " The next reset is allowed at " + formatTime(body.next_reset_at) + "." : "");
+        result.textContent = "HWID reset requested.";
+        if (body.next_reset_at) {
+          result.append(" The next reset is allowed at ", timeNode(body.next_reset_at), ".");
+        }
         refreshWhileResetting(section.dataset.orderId);
         return;
       case 409:
-        result.textContent = "This key's HWID cannot be reset: " + (body.error || "the key is not active") + ".";
+        showResetError(button, "This key's HWID cannot be reset: " + (body.error || "the key is not active") + ".");
         return;
       case 429:
-        if (body.code === "cooldown") {
-          result.textContent = body.error || ("Not yet: the next reset is allowed at " + formatTime(body.next_reset_at) + ".");
+        if (body.code === "cooldown" && body.next_reset_at) {
+          result.append("Not yet: the next reset is allowed at ", timeNode(body.next_reset_at), ".");
           return;
         }
-        result.textContent = "Too many requests from your network. Try again in a minute.";
+        showResetError(button, "Too many requests from your network. Try again in a minute.");
         break;
       case 404:
-        result.textContent = "This key is not part of this order. Reload the page and try again.";
+        showResetError(button, "This key is not part of this order. Reload the page and try again.");
         break;
       default:
-        result.textContent = "The reset could not be requested (" + resp.status + "). Try again in a few seconds.";
+        showResetError(button, "The reset could not be requested (error " + resp.status + "). Try again in a few seconds.");
     }
     button.disabled = false;
   }
@@ -226,8 +317,12 @@
     const button = event.target.closest("button");
     if (!button) return;
     if (button.dataset.copy) copyField(button);
-    else if (button.classList.contains("reset-hwid")) resetHWID(button);
+    else if (button.classList.contains("reset-hwid")) askReset(button);
+    else if (button.classList.contains("cancel-reset")) closeConfirm(button.closest(".hwid-confirm")).focus();
+    else if (button.classList.contains("confirm-reset")) resetHWID(closeConfirm(button.closest(".hwid-confirm")));
   });
+
+  localizeTimes(document);
 
   // Find my keys.
 
