@@ -49,10 +49,10 @@ type asset struct {
 var (
 	assets    = loadAssets()
 	templates = template.Must(template.New("").Funcs(template.FuncMap{
-		"asset": func(name string) string { return "/assets/" + name + "?v=" + assets[name].etag[1:9] },
-		"add":   func(a, b int) int { return a + b },
-		"iso":   isoTime,
-		"utc":   formatTime,
+		"asset":    func(name string) string { return "/assets/" + name + "?v=" + assets[name].etag[1:9] },
+		"add":      func(a, b int) int { return a + b },
+		"iso":      isoTime,
+		"utc":      formatTime,
 		"keyError": func(o *orderView, text string) keyError { return keyError{Order: o, Text: text} },
 		"keyItem": func(o *orderView, index int, k keyView) keyItem {
 			return keyItem{Order: o, Index: index, Key: k}
