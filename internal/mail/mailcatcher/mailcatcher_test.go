@@ -180,6 +180,9 @@ func TestMailboxNeverRunsAScriptFromAnEmail(t *testing.T) {
 		"opened on its own, the HTML part runs no script")
 	require.Equal(t, "Grüße <b>bold</b> · fulfiller dev mailbox", b.title(t, fmt.Sprintf("%s/messages/%d", m.url, msg.ID)),
 		"framed in the message page, it cannot reach the page around it")
+	b.Check(t, "message")
+	b.Open(t, m.url+"/")
+	b.Check(t, "list")
 }
 
 func TestMailboxAnswersOnlyRequestsToThisMachine(t *testing.T) {
