@@ -28,6 +28,7 @@ func TestManageSubscriptionInABrowserGoesToThePortalAndBack(t *testing.T) {
 	p.waitFor(t, `location.href.startsWith(`+strconv.Quote(b.Stripe.URL+"/_fake/portal/session/")+`)`, "the browser to land on the portal")
 	p.run(t, chromedp.WaitVisible(chromedp.CSS("#customer")))
 	require.Equal(t, s.Customer, p.text(t, "#customer"))
+	p.screenshots(t, "portal")
 
 	p.run(t, chromedp.Click(chromedp.CSS("#return")))
 	p.waitFor(t, `location.href.startsWith(`+strconv.Quote(b.URL+"/orders/ol_")+`)`, "the portal's link back to the order page")

@@ -59,6 +59,7 @@ func TestOrderPageWaitsThenShowsTheKeysWithoutAReload(t *testing.T) {
 		p.waitFor(t, "navigator.clipboard.readText().then(text => text === "+strconv.Quote(field.want)+")", "the clipboard to hold what was copied")
 		require.Contains(t, p.text(t, field.button), "Copied")
 	}
+	p.screenshots(t, "copied")
 	require.Equal(t, `script_key = "`+shown[0]+`";`, loader)
 	require.NotContains(t, p.location(t), shown[0], "keys never go into a URL")
 }
@@ -139,6 +140,7 @@ func TestOrderPageResetsTheHWIDThenShowsTheCooldown(t *testing.T) {
 	p.run(t, chromedp.Evaluate[chromedp.Void](`(b => { b.disabled = false; b.click(); })(document.querySelector("li.key button.reset-hwid"))`))
 	p.run(t, chromedp.Click(chromedp.CSS(`li.key .hwid-confirm button.confirm-reset`)))
 	p.waitFor(t, `document.querySelector("li.key .hwid-result").textContent.includes("next reset is allowed at")`, "the cooldown refusal to be shown")
+	p.screenshots(t, "reset-refused")
 	rivertest.RequireInserted(t.Context(), t, b.jobsDB(), jobs.ResetHWIDArgs{}, nil) // the refused request queued nothing
 }
 

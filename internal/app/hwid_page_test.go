@@ -119,6 +119,7 @@ func TestHWIDResetOfANeverBoundKeyIsRefusedWithoutSpendingTheCooldown(t *testing
 	require.Contains(t, alert, "not bound to a computer yet")
 	require.Contains(t, alert, hwidSupportAddress)
 	require.False(t, eval[bool](t, p, resetButton+`.disabled`), "the buyer may reset once the key is bound")
+	p.screenshots(t, "hwid-not-bound")
 }
 
 func TestOrderPageShowsAFailedHWIDResetAsAnAlertWithTheSupportContact(t *testing.T) {
