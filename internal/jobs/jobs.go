@@ -199,6 +199,8 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker, refill *Refill
 	river.AddWorker(workers, &ResumeOrdersWorker{Deps: deps})
 	river.AddWorker(workers, &WatchSubscriptionsWorker{Deps: deps})
 	river.AddWorker(workers, &SendOrderEmailWorker{Deps: deps})
+	river.AddWorker(workers, &SendLifecycleEmailWorker{Deps: deps})
+	river.AddWorker(workers, &QueueExpiryNoticesWorker{Deps: deps})
 	river.AddWorker(workers, &ResetHWIDWorker{Deps: deps})
 	river.AddWorker(workers, &SendKeyLookupEmailWorker{Deps: deps})
 	river.AddWorker(workers, &SupportKeyWorker{Deps: deps})
