@@ -354,7 +354,7 @@ func (QueueExpiryNoticesArgs) InsertOpts() river.InsertOpts {
 // expiryNoticeEvery is how often the keys crossing the notice's threshold
 // are looked for; expiryNoticeBatch how many are queued per transaction.
 const (
-	expiryNoticeEvery = time.Hour
+	expiryNoticeEvery      = time.Hour
 	expiryNoticeBatch      = 500
 	expiryNoticeMaxBatches = 20
 )

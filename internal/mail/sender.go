@@ -72,7 +72,9 @@ func (s *Sender) ExpiryNoticeDays() int {
 }
 
 // NewLifecycleMessageID returns a fresh Message-ID for an email of kind k.
-func (s *Sender) NewLifecycleMessageID(k Kind) string { return s.newMessageID(strings.ReplaceAll(string(k), "_", "-")) }
+func (s *Sender) NewLifecycleMessageID(k Kind) string {
+	return s.newMessageID(strings.ReplaceAll(string(k), "_", "-"))
+}
 
 // NewLifecycle is the part every lifecycle email of o shares, with this
 // sender's shop and order page link (see NewLifecycle).

@@ -155,4 +155,6 @@ func ExpiringKeys(ctx context.Context, db DB, now time.Time, within time.Duratio
 // ExpiryNoticeEvent is the event of the expiry notice of unit keyID for
 // the expiry expire: a key is announced once per expiry, and again once a
 // renewal or a purchase moved it. ExpiringKeys matches it.
-func ExpiryNoticeEvent(keyID, expire int64) string { return fmt.Sprintf("key:%d:expiry:%d", keyID, expire) }
+func ExpiryNoticeEvent(keyID, expire int64) string {
+	return fmt.Sprintf("key:%d:expiry:%d", keyID, expire)
+}
