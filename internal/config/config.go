@@ -311,6 +311,7 @@ func fromEnv(getenv func(string) string) (Config, Errors) {
 	c.reconciliation(get, &errs)
 	c.publicBaseURL(get, &errs)
 	c.mail(get, &errs)
+	c.lifecycleMail(get, &errs)
 	c.discord(get, &errs)
 	c.orderAPI(get, &errs)
 	errs.add(c.adminAddr(get))

@@ -43,10 +43,11 @@ var ErrOrderNotFulfilled = errors.New("the order is not fulfilled: its keys are 
 // queueFirstOrderEmail queues the keys email of an order that the caller's
 // transaction just fulfilled. Delivery 1 is recorded once, so however many
 // commits see the order fulfilled (two keys settling, a re-run), one email
-// is queued. It does nothing while mail is off or the order has no
-// address. The caller holds the order's lock.
+// is queued. It does nothing while mail is off, the shop turned the keys
+// email off (MAIL_DISABLE=keys) or the order has no address. The caller
+// holds the order's lock.
 func queueFirstOrderEmail(ctx context.Context, tx pgx.Tx, deps Deps, sessionID string) error {
-	if deps.Mail == nil {
+	if deps.Mail == nil || !deps.Mail.Sends(mail.KindKeys) {
 		return nil
 	}
 	var delivery int
@@ -167,15 +168,8 @@ const (
 
 func (w *SendOrderEmailWorker) Work(ctx context.Context, job *river.Job[SendOrderEmailArgs]) error {
 	if w.Mail == nil {
-		// This replica cannot send mail; another may (a rolling deploy
-		// that turns mail on, or off). A snooze uses no attempt; past
-		// keysEmailMailWaitLimit nobody is coming, and the delivery stays
-		// queued for a resend.
-		if age := w.Now().Sub(job.CreatedAt); age > keysEmailMailWaitLimit {
-			return river.JobCancel(fmt.Errorf("no replica with mail (SMTP_URL) took this keys email in %s: it is not sent; "+
-				"once mail is on, send it with POST /v1/orders/{checkout_session_id}/resend-email", age.Round(time.Minute)))
-		}
-		return river.JobSnooze(keysEmailMailWait)
+		return waitForMailReplica(w.Now().Sub(job.CreatedAt), "keys email",
+			"once mail is on, send it with POST /v1/orders/{checkout_session_id}/resend-email")
 	}
 	sessionID, err := sessionOf(ctx, w.Pool, job.Args.OrderID, job.Args.CheckoutSessionID)
 	if err != nil {
@@ -211,13 +205,7 @@ func (w *SendOrderEmailWorker) Work(ctx context.Context, job *river.Job[SendOrde
 		// message did not leave: back to 'queued'. A conversation cut off
 		// (a timeout, the job stopped) may have delivered it: it stays
 		// 'sending', the outcome unknown, and the retry sends it again.
-		status := "queued"
-		switch {
-		case errors.Is(err, mail.ErrBadRecipient):
-			status = "failed"
-		case ctx.Err() != nil || isTimeout(err):
-			status = "sending"
-		}
+		status := failedSendStatus(ctx, err)
 		_, dbErr := w.Pool.Exec(context.WithoutCancel(ctx), `UPDATE order_emails SET status = $3, last_error = $4
 			WHERE checkout_session_id = $1 AND delivery = $2 AND status = 'sending'`,
 			sessionID, job.Args.Delivery, status, err.Error())
@@ -240,6 +228,34 @@ func (w *SendOrderEmailWorker) Work(ctx context.Context, job *river.Job[SendOrde
 	}
 	log.InfoContext(ctx, "keys email sent", "keys", len(o.Keys))
 	return nil
+}
+
+// waitForMailReplica is the outcome of an email job on a replica without
+// mail, age after it was queued: another replica may send it (a rolling
+// deploy that turns mail on, or off), so the job is put back, using no
+// attempt; past keysEmailMailWaitLimit nobody is coming, and the job is
+// cancelled saying what (what) was not sent and what to do (then).
+func waitForMailReplica(age time.Duration, what, then string) error {
+	if age > keysEmailMailWaitLimit {
+		return river.JobCancel(fmt.Errorf("no replica with mail (SMTP_URL) took this %s in %s: it is not sent; %s",
+			what, age.Round(time.Minute), then))
+	}
+	return river.JobSnooze(keysEmailMailWait)
+}
+
+// failedSendStatus is the status an email whose send failed with err goes
+// back to: 'queued' when the message surely did not leave (an answered
+// refusal, a server never reached), to be retried; 'sending' when the
+// conversation was cut off (a timeout, the job stopped) and the message
+// may have left; 'failed' when the address can never receive mail.
+func failedSendStatus(ctx context.Context, err error) string {
+	switch {
+	case errors.Is(err, mail.ErrBadRecipient):
+		return "failed"
+	case ctx.Err() != nil || isTimeout(err):
+		return "sending"
+	}
+	return "queued"
 }
 
 // isTimeout reports whether err is a network timeout.

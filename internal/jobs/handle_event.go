@@ -65,6 +65,8 @@ var eventHandlers = map[string]eventHandler{
 	"customer.subscription.updated":            {"subscription", subscriptionChanged},
 	"charge.dispute.updated":                   {"dispute", disputeChanged},
 	"radar.early_fraud_warning.created":        {"radar.early_fraud_warning", earlyFraudWarning},
+	"invoice.payment_failed":                   {"invoice", invoicePaymentFailed},
+	"customer.subscription.trial_will_end":     {"subscription", trialWillEnd},
 }
 
 // HandledObject reports whether the service acts on events of a type, and

@@ -15,6 +15,13 @@ func TestHandledTypesAreSortedAndEachHasItsObject(t *testing.T) {
 	require.True(t, slices.IsSorted(types))
 	require.Contains(t, types, "checkout.session.completed")
 	require.Contains(t, types, "charge.dispute.created")
+	// The lifecycle emails of a subscription: its renewal unpaid, its
+	// trial ending.
+	for typ, want := range map[string]string{"invoice.payment_failed": "invoice", "customer.subscription.trial_will_end": "subscription"} {
+		object, handled := jobs.HandledObject(typ)
+		require.True(t, handled, typ)
+		require.Equal(t, want, object, typ)
+	}
 	// A refund that fails after charge.refunded is reported on the refund.
 	refundObject, handled := jobs.HandledObject("charge.refund.updated")
 	require.True(t, handled)

@@ -17,6 +17,16 @@
 //   - RecordSession (fulfil_order.go): the webhook's and reconciliation's
 //     way in for a Checkout Session.
 //
+// Emails: the keys email is SendOrderEmailArgs (email.go), one delivery of
+// an order's order_emails rows. The lifecycle emails that follow (a key
+// reissued, a renewal unpaid, a cancellation, a revocation, access ending
+// soon, a trial ending; internal/mail's Kind) share one generic job,
+// SendLifecycleEmailArgs (lifecycle_emails.go), keyed by the
+// lifecycle_emails row that the event's own transaction recorded: the row
+// says which email and what for, so one worker with one exactly-once
+// sending path serves every kind, and adding a kind adds a template and a
+// case, not a job.
+//
 // Paid time: every change to what a key is paid for is a grant of its
 // entitlement ledger (internal/entitlement, SQL in internal/postgres's
 // ledger.go), and the one writer of a key's expiry and ban is
@@ -199,6 +209,8 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker, refill *Refill
 	river.AddWorker(workers, &ResumeOrdersWorker{Deps: deps})
 	river.AddWorker(workers, &WatchSubscriptionsWorker{Deps: deps})
 	river.AddWorker(workers, &SendOrderEmailWorker{Deps: deps})
+	river.AddWorker(workers, &SendLifecycleEmailWorker{Deps: deps})
+	river.AddWorker(workers, &QueueExpiryNoticesWorker{Deps: deps})
 	river.AddWorker(workers, &ResetHWIDWorker{Deps: deps})
 	river.AddWorker(workers, &SendKeyLookupEmailWorker{Deps: deps})
 	river.AddWorker(workers, &SupportKeyWorker{Deps: deps})

@@ -102,5 +102,7 @@ func periodicJobs() []*river.PeriodicJob {
 			func() (river.JobArgs, *river.InsertOpts) { return ResumeOrdersArgs{}, nil }, nil),
 		river.NewPeriodicJob(river.PeriodicInterval(watchEvery),
 			func() (river.JobArgs, *river.InsertOpts) { return WatchSubscriptionsArgs{}, nil }, nil),
+		river.NewPeriodicJob(river.PeriodicInterval(expiryNoticeEvery),
+			func() (river.JobArgs, *river.InsertOpts) { return QueueExpiryNoticesArgs{}, nil }, nil),
 	}
 }

@@ -101,6 +101,9 @@ func (w *ResolveRevocationWorker) Work(ctx context.Context, job *river.Job[Resol
 				if err := postgres.RevokeOrder(ctx, tx, id, r.ID); err != nil {
 					return err
 				}
+				if err := queueRevokedEmail(ctx, tx, w.Deps, o, current); err != nil {
+					return err
+				}
 			}
 			units, err := postgres.UnitsOfOrder(ctx, tx, id)
 			if err != nil {

@@ -146,6 +146,9 @@ func (w *SyncSubscriptionWorker) Work(ctx context.Context, job *river.Job[SyncSu
 			}
 			changed = append(changed, more...)
 		}
+		if err := recordCancellation(ctx, tx, w.Deps, o, sub); err != nil {
+			return err
+		}
 		w.Logger.InfoContext(ctx, "subscription reconciled", "subscription_id", id, "status", sub.Status,
 			"paid_through", paidThrough, "keys_changed", len(changed))
 		return syncUnits(ctx, tx, changed...)

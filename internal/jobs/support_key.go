@@ -291,6 +291,9 @@ func (w *SupportKeyWorker) finishReissue(ctx context.Context, job *river.Job[Sup
 		if err := emailOwedLink(ctx, tx, w.Deps, r, old.CheckoutSessionID); err != nil {
 			return err
 		}
+		if err := queueReissuedEmail(ctx, tx, w.Deps, r, nk); err != nil {
+			return err
+		}
 		if discordID == "" {
 			return nil
 		}

@@ -18,7 +18,7 @@ import (
 // (SHOP_NAME); with one, it names the shop (KeysEmail.Subject).
 const Subject = "Your license keys"
 
-//go:embed templates/keys.txt templates/keys.html templates/lookup.txt templates/lookup.html templates/shop.txt templates/shop.html
+//go:embed templates/*.txt templates/*.html
 var templateFS embed.FS
 
 var funcs = map[string]any{"inc": func(i int) int { return i + 1 }}

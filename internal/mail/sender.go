@@ -49,6 +49,41 @@ func (s *Sender) SendKeyLookup(ctx context.Context, e KeyLookupEmail) error {
 	return s.send(ctx, "find-my-keys email", e.To, KeyLookupSubject, e.MessageID, text, html)
 }
 
+// SendLifecycle renders a lifecycle email and sends it. Errors name the
+// server, never its password, nor a link or a key.
+func (s *Sender) SendLifecycle(ctx context.Context, m Message) error {
+	text, html, err := m.Render()
+	if err != nil {
+		return fmt.Errorf("rendering the %s email: %w", m.Kind(), err)
+	}
+	env := m.envelope()
+	return s.send(ctx, string(m.Kind())+" email", env.To, m.Subject(), env.MessageID, text, html)
+}
+
+// Sends reports whether the shop sends emails of kind k (MAIL_DISABLE).
+func (s *Sender) Sends(k Kind) bool { return s.settings.Sends(k) }
+
+// ExpiryNoticeDays is MAIL_EXPIRY_NOTICE_DAYS: 0 sends no expiry notice.
+func (s *Sender) ExpiryNoticeDays() int {
+	if !s.Sends(KindExpiring) {
+		return 0
+	}
+	return s.settings.ExpiryNoticeDays
+}
+
+// NewLifecycleMessageID returns a fresh Message-ID for an email of kind k.
+func (s *Sender) NewLifecycleMessageID(k Kind) string {
+	return s.newMessageID(strings.ReplaceAll(string(k), "_", "-"))
+}
+
+// NewLifecycle is the part every lifecycle email of o shares, with this
+// sender's shop and order page link (see NewLifecycle).
+func (s *Sender) NewLifecycle(o *order.Order, key *order.Key, linkToken, messageID string) Lifecycle {
+	l := NewLifecycle(o, key, s.settings.PublicBaseURL, linkToken, messageID)
+	l.Shop = s.settings.Shop
+	return l
+}
+
 // send sends one message (what names it in errors) to the address to.
 func (s *Sender) send(ctx context.Context, what, to, subject, messageID, text, html string) error {
 	msg := gomail.NewMsg()

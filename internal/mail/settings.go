@@ -27,7 +27,16 @@ type Settings struct {
 	// Shop is who the emails speak for (SHOP_*); zero means an unnamed
 	// shop.
 	Shop shop.Identity
+	// Disabled are the kinds of email the shop turned off (MAIL_DISABLE):
+	// none is recorded or queued.
+	Disabled KindSet
+	// ExpiryNoticeDays is how many days before a key that will not renew
+	// runs out its buyer is told (MAIL_EXPIRY_NOTICE_DAYS); 0 is off.
+	ExpiryNoticeDays int
 }
+
+// Sends reports whether mail is on and the shop sends emails of kind k.
+func (s Settings) Sends(k Kind) bool { return s.Enabled() && !s.Disabled.Has(k) }
 
 // Enabled reports whether mail is configured.
 func (s Settings) Enabled() bool { return s.SMTP.Host != "" }
