@@ -175,6 +175,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		Metrics: m.Metrics.Handler(), Logger: m.Logger,
 		Webhook: m.webhook, Credentials: m.Credentials, Mail: m.mailSender(), Changes: m.Changes,
 		TrustedProxies: m.Config.TrustedProxies, AllowedOrigins: m.Config.AllowedOrigins, Shop: m.Config.Shop,
+		LuarmorRateLimit: m.Config.LuarmorRateLimit, LuarmorRateWindow: m.Config.LuarmorRateWindow,
 		BillingPortal: stripeClient, PortalOrigin: portalOrigin(m.Config.StripeAPIBase),
 		PortalReturnURL: m.Config.BillingPortalReturnURL, PublicBaseURL: cmp.Or(m.Config.PublicBaseURL, m.Config.Mail.PublicBaseURL),
 		PendingMigrations: func(ctx context.Context) ([]string, error) { return postgres.PendingMigrations(ctx, m.Pool) },

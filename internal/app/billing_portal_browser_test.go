@@ -33,6 +33,6 @@ func TestManageSubscriptionInABrowserGoesToThePortalAndBack(t *testing.T) {
 	p.run(t, chromedp.Click(chromedp.CSS("#return")))
 	p.waitFor(t, `location.href.startsWith(`+strconv.Quote(b.URL+"/orders/ol_")+`)`, "the portal's link back to the order page")
 	p.run(t, chromedp.WaitVisible(chromedp.CSS(`section.order[data-state="delivered"]`)))
-	require.Equal(t, o.Keys[0].UserKey, eval[string](t, p, `document.querySelector("input.user-key").value`))
+	require.Equal(t, o.Keys[0].UserKey, eval[string](t, p, `document.querySelector(".user-key").value`))
 	require.NotContains(t, p.location(t), s.ID, "back by a signed link, not the Checkout Session ID")
 }

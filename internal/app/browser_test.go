@@ -41,7 +41,7 @@ func TestOrderPageWaitsThenShowsTheKeysWithoutAReload(t *testing.T) {
 
 	o := b.WaitOrder(t, s.ID, "fulfilled")
 	require.Len(t, o.Keys, 2)
-	shown := eval[[]string](t, p, `Array.from(document.querySelectorAll("input.user-key"), i => i.value)`)
+	shown := eval[[]string](t, p, `Array.from(document.querySelectorAll(".user-key"), i => i.value)`)
 	require.ElementsMatch(t, []string{o.Keys[0].UserKey, o.Keys[1].UserKey}, shown)
 	require.Equal(t, "Your 2 keys are ready", p.text(t, "h2"))
 	p.waitFor(t, `document.getElementById("announce").textContent === "Your 2 keys are ready"`, "the live region to announce the keys")
@@ -50,7 +50,7 @@ func TestOrderPageWaitsThenShowsTheKeysWithoutAReload(t *testing.T) {
 	p.screenshots(t, "delivered")
 
 	// Copy puts the key, and then the loader line, on the clipboard.
-	loader := get(t, p, chromedp.Value(chromedp.CSS(`li.key input[id^="loader-"]`)))
+	loader := get(t, p, chromedp.Value(chromedp.CSS(`li.key [id^="loader-"]`)))
 	for _, field := range []struct{ button, want string }{
 		{`li.key button[data-copy^="key-"]`, shown[0]},
 		{`li.key button[data-copy^="loader-"]`, loader},
@@ -162,7 +162,7 @@ func TestMyKeysPageEmailsALinkThatListsTheKeys(t *testing.T) {
 	p.open(t, "/my-keys#token="+token)
 	p.run(t, chromedp.WaitVisible(chromedp.CSS(`#my-orders-list section.order[data-state="delivered"]`)))
 	require.Equal(t, "One order for page.buyer@example.com.", p.text(t, "#my-orders-status"))
-	shown := eval[[]string](t, p, `Array.from(document.querySelectorAll("#my-orders-list input.user-key"), i => i.value)`)
+	shown := eval[[]string](t, p, `Array.from(document.querySelectorAll("#my-orders-list .user-key"), i => i.value)`)
 	require.Equal(t, []string{o.Keys[0].UserKey}, shown)
 	require.NotContains(t, p.location(t), token, "the token leaves the address bar")
 	p.screenshots(t, "orders")

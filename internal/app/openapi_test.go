@@ -225,6 +225,12 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 	// The pages and their assets.
 	require.Equal(t, http.StatusOK, c.do(t, "GET", "/orders/"+id, "").status)
 	require.Equal(t, http.StatusNotFound, c.do(t, "GET", "/orders/not-a-session", "").status)
+	for _, ext := range []string{"txt", "csv"} {
+		require.Equal(t, http.StatusOK, c.do(t, "GET", "/orders/"+id+"/keys."+ext, "").status)
+		// From a client of its own: the test's earlier unknown IDs spent
+		// its lookups.
+		require.Equal(t, http.StatusNotFound, c.do(t, "GET", "/orders/not-a-session/keys."+ext, "", "X-Forwarded-For", "203.0.113.43").status)
+	}
 	sub, _ := b.subscriptionOrder(t, 1)
 	manage := "/orders/" + sub.ID + "/manage-subscription"
 	require.Equal(t, http.StatusOK, c.do(t, "GET", manage, "").status)

@@ -81,6 +81,8 @@ func TestTheShopAndThePurchaseAreShownOnThePageTheAPIAndTheEmails(t *testing.T) 
 	s, o := b.buyInEuros(t)
 	require.Len(t, o.Keys, 4)
 	ordered := time.Unix(o.Created, 0).UTC().Format("2 January 2006")
+	orderedOnPage := `<time class="local-time" datetime="` + time.Unix(o.Created, 0).UTC().Format(time.RFC3339) + `">` +
+		time.Unix(o.Created, 0).UTC().Format("2 January 2006 15:04 UTC") + `</time>`
 	require.InDelta(t, time.Now().Unix(), o.Created, 120, "placed when the session was created")
 	ref := logging.OrderRef(s.ID)
 	receipt := stripefake.ReceiptURL(s.PaymentIntent)
@@ -118,7 +120,7 @@ func TestTheShopAndThePurchaseAreShownOnThePageTheAPIAndTheEmails(t *testing.T) 
 			"Key 4: Fake product " + priceLife,
 			"&lt;script&gt;alert(&#34;pwned&#34;)&lt;/script&gt; Every script, 30 days",
 			"€5.00 × 3", "€12.00", "Total paid", "€27.00",
-			"Ordered</dt><dd>" + ordered,
+			"Ordered</dt><dd>" + orderedOnPage,
 			"<code>" + ref + "</code>",
 			`href="mailto:` + shopSupportAddress + `"`,
 			`href="` + receipt + `"`,
@@ -220,7 +222,7 @@ func TestAnOrderRecordedBeforeAmountsWereKeptRendersWithoutAnAmount(t *testing.T
 	resp, page := b.fetch(t, "/orders/"+s.ID)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.Contains(t, page, o.Keys[0].UserKey)
-	require.Contains(t, page, "Ordered</dt><dd>29 February 2024")
+	require.Contains(t, page, `Ordered</dt><dd><time class="local-time" datetime="2024-02-29T10:00:00Z">29 February 2024 10:00 UTC</time>`)
 	require.Contains(t, page, "<code>"+logging.OrderRef(s.ID)+"</code>")
 	require.Contains(t, page, "Key 1: "+priceMonth)
 	for _, never := range []string{"Total", "Receipt", `class="lines"`, `class="shop"`, "Questions?", "shop.css", "$"} {

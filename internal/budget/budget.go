@@ -79,6 +79,13 @@ func ClassOf(ctx context.Context) Class {
 	return ClassMaintenance
 }
 
+// DefaultCount and DefaultWindow are the budget without LUARMOR_RATE_LIMIT:
+// Luarmor's 60 requests a minute.
+const (
+	DefaultCount  = 60
+	DefaultWindow = time.Minute
+)
+
 // Config sets the budget.
 type Config struct {
 	Count  int           // requests allowed per Window (LUARMOR_RATE_LIMIT)
@@ -116,10 +123,10 @@ type Budget struct {
 // New returns a budget; it does nothing until Run is started.
 func New(pool *pgxpool.Pool, cfg Config) *Budget {
 	if cfg.Count <= 0 {
-		cfg.Count = 60
+		cfg.Count = DefaultCount
 	}
 	if cfg.Window <= 0 {
-		cfg.Window = time.Minute
+		cfg.Window = DefaultWindow
 	}
 	if cfg.MaxCall <= 0 {
 		cfg.MaxCall = luarmor.DefaultTimeout + 5*time.Second

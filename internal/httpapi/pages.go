@@ -155,6 +155,13 @@ type orderView struct {
 	// the shop, for its support contact.
 	Purchase shop.Summary
 	Shop     *shopView
+	// Placed is when the order was placed (unix seconds), 0 unknown.
+	Placed int64
+	// Estimate is how long a partly delivered order's other keys take;
+	// Downloads the address its download links begin with ("" shows
+	// none): see progress.go and downloads.go.
+	Estimate  string
+	Downloads string
 }
 
 // discordView is the order page's Discord section.
@@ -242,7 +249,7 @@ func newOrderView(o *order.Order, id string, now time.Time) (orderView, error) {
 		return orderView{}, fmt.Errorf("reading order %s for its page: %w", logging.OrderRef(o.CheckoutSessionID), err)
 	}
 	v := orderView{ID: id, Ref: logging.OrderRef(o.CheckoutSessionID), Keys: fromAPI.Keys,
-		KeysPending: fromAPI.KeysPending, FailureCode: o.FailureCode, Now: now.Unix(), Purchase: shop.Summarize(o),
+		KeysPending: fromAPI.KeysPending, FailureCode: o.FailureCode, Now: now.Unix(), Purchase: shop.Summarize(o), Placed: unixOrZero(o.Date()),
 		Signature: fmt.Sprintf("%s|%d", o.Status, len(fromAPI.Keys))}
 	switch o.Status {
 	case order.StatusPending:
@@ -279,7 +286,9 @@ type pageData struct {
 	Order *orderView
 	// Discord is the outcome of a Discord sign-in (discord.html).
 	Discord *discordPage
-	Shop    *shopView // set by renderPage
+	// Error is an error page's (error.html).
+	Error *errorPage
+	Shop  *shopView // set by renderPage
 }
 
 // orderPage renders GET /orders/{checkout_session_id} through the order
@@ -321,6 +330,9 @@ func (s *Server) orderPage(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", retryAfterUnavailable)
 	}
 	view.FindKeys = s.Mail != nil
+	if o != nil && status == http.StatusOK {
+		view.Estimate, view.Downloads = s.deliveryEstimateOf(r, o, &view), s.downloadsPath(r, o, &view)
+	}
 	if o != nil && status == http.StatusOK && subscriptionManageable(o) {
 		if _, managePath, err := s.manageLinks(r, o); err == nil {
 			view.ManageURL = managePath
@@ -385,6 +397,10 @@ func (s *Server) renderPage(w http.ResponseWriter, r *http.Request, status int, 
 	var body bytes.Buffer
 	if err := templates.ExecuteTemplate(&body, name, data); err != nil {
 		s.Logger.ErrorContext(r.Context(), "rendering a page failed", "route", routeOf(r), "error", logSafe(r, err))
+		if name != errorTemplate {
+			s.renderErrorPage(w, r, http.StatusInternalServerError)
+			return
+		}
 		http.Error(w, "internal error; retry shortly", http.StatusInternalServerError)
 		return
 	}

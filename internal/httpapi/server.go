@@ -86,6 +86,12 @@ type Server struct {
 	// Shop is the shop as buyers see it on the pages and in the order
 	// API (SHOP_*).
 	Shop shop.Identity
+	// LuarmorRateLimit and LuarmorRateWindow are the fleet's Luarmor
+	// budget (LUARMOR_RATE_LIMIT), which paces the making of keys: the
+	// order page estimates the wait for the rest of an order's keys from
+	// it. Zero is the budget's default.
+	LuarmorRateLimit  int
+	LuarmorRateWindow time.Duration
 
 	// Unknown session IDs cost a Stripe call each; these bound that cost:
 	// a bucket per client under one for the process.
@@ -165,7 +171,7 @@ func (s *Server) Handler() http.Handler {
 	// Beside the route table (openapi.json documents the routes only):
 	// every path no route matches, as ServeMux picks the most specific.
 	mux.Handle("/", s.unrouted(mux, true))
-	return s.watchForwarding(mux)
+	return s.watchForwarding(s.recoverPages(mux))
 }
 
 // AdminHandler returns the internal listener's handler (ADMIN_ADDR):
@@ -210,6 +216,10 @@ func (s *Server) unrouted(mux *http.ServeMux, pages bool) http.Handler {
 		}
 		if len(allowed) > 0 {
 			w.Header().Set("Allow", strings.Join(allowed, ", "))
+			if pages && isPageRoute(path) {
+				s.renderErrorPage(w, r, http.StatusMethodNotAllowed)
+				return
+			}
 			writeJSON(w, http.StatusMethodNotAllowed, map[string]string{
 				"error": fmt.Sprintf("%s is not allowed on this path; it answers %s", r.Method, strings.Join(allowed, ", ")),
 				"code":  "method_not_allowed"})
@@ -261,6 +271,8 @@ func (s *Server) routes() []route {
 		{"GET /v1/keys", s.orderAPI(s.requireShopToken(s.refuseEmailKeys))},
 		{"POST /v1/keys/search", s.orderAPI(s.requireShopToken(s.searchEmailKeys))},
 		{"GET /orders/{checkout_session_id}", http.HandlerFunc(s.orderPage)},
+		{"GET /orders/{checkout_session_id}/keys.txt", http.HandlerFunc(s.keysText)},
+		{"GET /orders/{checkout_session_id}/keys.csv", http.HandlerFunc(s.keysCSV)},
 		{"GET /orders/{checkout_session_id}/discord", http.HandlerFunc(s.discordStart)},
 		{"GET " + discord.CallbackPath, http.HandlerFunc(s.discordCallback)},
 		{"GET /my-keys", http.HandlerFunc(s.myKeysPage)},

@@ -53,12 +53,17 @@ func accentStyle(color string) *asset {
 }
 
 // serveAsset answers /assets/{name}: the embedded assets, and the accent
-// colour's style sheet when SHOP_ACCENT_COLOR is set.
+// colour's style sheet when SHOP_ACCENT_COLOR is set; any other name, the
+// not-found page.
 func (s *Server) serveAsset(w http.ResponseWriter, r *http.Request) {
+	if _, ok := assets[r.PathValue("name")]; !ok && r.PathValue("name") != shopStyleName {
+		s.renderErrorPage(w, r, http.StatusNotFound)
+		return
+	}
 	if r.PathValue("name") == shopStyleName {
 		css := accentStyle(s.Shop.AccentColor)
 		if css == nil {
-			http.NotFound(w, r)
+			s.renderErrorPage(w, r, http.StatusNotFound)
 			return
 		}
 		setPageHeaders(w)

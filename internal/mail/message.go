@@ -122,10 +122,10 @@ func Loader(userKey string) string { return "script_key = " + strconv.Quote(user
 
 // Expiry says when a key expires, in words a buyer reads.
 func Expiry(k order.Key) string {
-	switch {
-	case k.AuthExpire != nil && *k.AuthExpire == -1, k.AuthExpire == nil && k.KeyDays == 0:
+	switch k.Expiry() {
+	case order.NeverExpires:
 		return "never"
-	case k.AuthExpire == nil:
+	case order.ExpiresAfterFirstUse:
 		return "starts at first use (" + strconv.Itoa(k.KeyDays) + " days)"
 	}
 	return time.Unix(*k.AuthExpire, 0).UTC().Format("2 January 2006 15:04 MST")

@@ -230,6 +230,27 @@ const (
 // Delivered reports whether Luarmor has created the key.
 func (k Key) Delivered() bool { return k.UserKey != "" }
 
+// ExpiryKind is how a key ends: at AuthExpire, KeyDays after its first
+// run, or never.
+type ExpiryKind int
+
+const (
+	ExpiresAt ExpiryKind = iota
+	ExpiresAfterFirstUse
+	NeverExpires
+)
+
+// Expiry tells how the key ends.
+func (k Key) Expiry() ExpiryKind {
+	switch {
+	case k.AuthExpire != nil && *k.AuthExpire == -1, k.AuthExpire == nil && k.KeyDays == 0:
+		return NeverExpires
+	case k.AuthExpire == nil:
+		return ExpiresAfterFirstUse
+	}
+	return ExpiresAt
+}
+
 // Paid reports whether a Checkout Session's payment_status allows
 // fulfilment: Stripe's guide fulfils anything that is not "unpaid".
 func Paid(paymentStatus string) bool {

@@ -44,12 +44,20 @@
     return "/orders/" + encodeURIComponent(id);
   }
 
-  // fetchOrderSection fetches an order's page and returns its section.
+  // fetchOrderSection fetches an order's page and returns its section,
+  // without its noscript blocks: parsed here they would be shown.
   async function fetchOrderSection(id) {
     const resp = await fetch(orderPath(id), { cache: "no-store", credentials: "same-origin" });
     const html = await resp.text();
     const doc = new DOMParser().parseFromString(html, "text/html");
-    return doc.querySelector("section.order");
+    const section = doc.querySelector("section.order");
+    if (section) section.querySelectorAll("noscript").forEach(function (el) { el.remove(); });
+    return section;
+  }
+
+  // enhance shows what works with script only: the Copy all keys buttons.
+  function enhance(root) {
+    root.querySelectorAll("button[data-copy-all]").forEach(function (b) { b.hidden = false; });
   }
 
   // replaceSection swaps an order's section for a fresh render, keeping
@@ -59,6 +67,7 @@
     const adopted = document.importNode(fresh, true);
     old.replaceWith(adopted);
     localizeTimes(adopted);
+    enhance(adopted);
     if (focused && document.getElementById(focused)) document.getElementById(focused).focus();
     return adopted;
   }
@@ -67,11 +76,63 @@
     return order.status + "|" + order.keys.length;
   }
 
+  // waitEnded reports whether the order API has answered 404 (an order
+  // it does not know) since notFoundSince for longer than the section's
+  // wait-help allows (data-after-seconds); if so it shows the wait-help in
+  // place of the spinner: what to check, and how to reach the shop.
+  function waitEnded(section, notFoundSince) {
+    const help = section.querySelector(".wait-help[data-after-seconds]");
+    if (!help || !notFoundSince) return false;
+    const limit = parseFloat(help.dataset.afterSeconds);
+    if (!(limit >= 0) || Date.now() - notFoundSince < limit * 1000) return false;
+    section.querySelectorAll("p.lead .spinner").forEach(function (spinner) { spinner.closest("p").hidden = true; });
+    help.hidden = false;
+    section.setAttribute("data-wait-ended", "");
+    const heading = help.querySelector("h3");
+    if (heading) announce(heading.textContent);
+    return true;
+  }
+
+  // checkAgain asks once more for an order whose wait ended: found, its
+  // section is rendered and watched again; else the answer says so.
+  async function checkAgain(button) {
+    const section = button.closest("section.order");
+    const result = button.closest(".wait-help").querySelector(".check-result");
+    if (!section || !result) return;
+    button.disabled = true;
+    result.textContent = "Checking…";
+    let resp;
+    try {
+      resp = await fetch("/v1/orders/" + encodeURIComponent(section.dataset.orderId), { cache: "no-store", credentials: "same-origin" });
+    } catch (e) {
+      resp = null;
+    }
+    button.disabled = false;
+    if (resp && resp.status === 200) {
+      const fresh = await fetchOrderSection(section.dataset.orderId).catch(function () { return null; });
+      if (fresh) {
+        const adopted = replaceSection(section, fresh);
+        const heading = adopted.querySelector("h2");
+        if (heading) announce(heading.textContent);
+        watchOrder(adopted);
+        return;
+      }
+    }
+    const now = new Date().toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
+    if (!resp) result.textContent = "Could not reach the shop's server. Check your connection and try again.";
+    else if (resp.status === 404) result.textContent = "Checked at " + now + ": still no order at this address.";
+    else if (resp.status === 429) result.textContent = "Checked too often from your network. Wait a minute, then try again.";
+    else result.textContent = "Could not check right now (error " + resp.status + "). Try again in a few seconds.";
+  }
+
   // watchOrder long-polls the order API until the order is final, and
-  // re-renders the section whenever the order changed.
+  // re-renders the section whenever the order changed. An order the API
+  // keeps answering 404 for ends its wait (waitEnded).
   async function watchOrder(section) {
     const id = section.dataset.orderId;
+    if (!id) return;
     let backoff = 1000;
+    let notFoundSince = 0;
     while (section.isConnected && !section.hasAttribute("data-final")) {
       const started = Date.now();
       let resp;
@@ -83,6 +144,8 @@
         backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
         continue;
       }
+      notFoundSince = resp.status === 404 ? (notFoundSince || started) : 0;
+      if (resp.status === 404 && waitEnded(section, notFoundSince)) return;
       if (resp.status === 200) {
         const order = await readJSON(resp);
         if (order.keys && signatureOf(order) !== section.dataset.signature) {
@@ -115,25 +178,60 @@
     }
   }
 
-  // copyField copies a read-only field's value to the clipboard; where the
-  // Clipboard API is refused it selects the text and uses the copy command.
+  // copyText puts text on the clipboard; where the Clipboard API is
+  // refused it selects the text (select) and uses the copy command.
+  async function copyText(text, select) {
+    try {
+      await navigator.clipboard.writeText(text);
+      return true;
+    } catch (e) {
+      select();
+      try { return document.execCommand("copy"); } catch (e2) { return false; }
+    }
+  }
+
+  // selectContents selects the text of an element (a key's <output>).
+  function selectContents(el) {
+    const range = document.createRange();
+    range.selectNodeContents(el);
+    const selection = window.getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+  }
+
+  // copied tells on the button, and to screen readers, how the copy went.
+  function copied(button, ok) {
+    const label = button.firstChild;
+    if (!button.dataset.label) button.dataset.label = label.textContent;
+    label.textContent = ok ? "Copied" : "Select and copy";
+    announce(ok ? "Copied" : "Copy failed: the text is selected, press Ctrl+C");
+    window.clearTimeout(button._restore);
+    button._restore = window.setTimeout(function () { label.textContent = button.dataset.label; }, 2500);
+  }
+
+  // copyField copies a key or a loader line (its <output>'s value).
   async function copyField(button) {
     const field = document.getElementById(button.dataset.copy);
     if (!field) return;
-    let copied = false;
-    try {
-      await navigator.clipboard.writeText(field.value);
-      copied = true;
-    } catch (e) {
-      field.focus();
-      field.select();
-      try { copied = document.execCommand("copy"); } catch (e2) { copied = false; }
-    }
-    const label = button.firstChild;
-    label.textContent = copied ? "Copied" : "Select and copy";
-    announce(copied ? "Copied" : "Copy failed: the text is selected, press Ctrl+C");
-    window.clearTimeout(button._restore);
-    button._restore = window.setTimeout(function () { label.textContent = "Copy"; }, 2500);
+    copied(button, await copyText(field.value, function () { selectContents(field); }));
+  }
+
+  // copyAll copies every usable key of the button's order, one a line.
+  async function copyAll(button) {
+    const section = button.closest("section.order");
+    if (!section) return;
+    const keys = Array.from(section.querySelectorAll(".user-key[data-usable]"), function (el) { return el.value; });
+    const text = keys.join("\n");
+    copied(button, await copyText(text, function () {
+      // Not one element's text: selected in a field of its own, gone once
+      // the copy command has run.
+      const area = document.createElement("textarea");
+      area.className = "visually-hidden";
+      area.value = text;
+      button.after(area);
+      area.select();
+      window.setTimeout(function () { area.remove(); }, 0);
+    }));
   }
 
   function formatTime(unix) {
@@ -317,12 +415,15 @@
     const button = event.target.closest("button");
     if (!button) return;
     if (button.dataset.copy) copyField(button);
+    else if (button.hasAttribute("data-copy-all")) copyAll(button);
+    else if (button.classList.contains("check-again")) checkAgain(button);
     else if (button.classList.contains("reset-hwid")) askReset(button);
     else if (button.classList.contains("cancel-reset")) closeConfirm(button.closest(".hwid-confirm")).focus();
     else if (button.classList.contains("confirm-reset")) resetHWID(closeConfirm(button.closest(".hwid-confirm")));
   });
 
   localizeTimes(document);
+  enhance(document);
 
   // Find my keys.
 
@@ -409,7 +510,12 @@
     // with its Checkout Session ID (the answer does not hold it).
     for (const order of body.orders) {
       const section = await fetchOrderSection(order.link_token).catch(function () { return null; });
-      if (section) list.appendChild(document.importNode(section, true));
+      if (section) {
+        const adopted = document.importNode(section, true);
+        list.appendChild(adopted);
+        localizeTimes(adopted);
+        enhance(adopted);
+      }
     }
     status.textContent = body.orders.length === 1
       ? "One order for " + body.email + "."
