@@ -73,5 +73,9 @@ func TestWaitingPageWithoutScriptSaysWhatToCheck(t *testing.T) {
 	for _, want := range []string{"reload it", "confirmation email", "mistyped", "Contact Acme at " + hwidSupportAddress, "Check again"} {
 		require.Contains(t, help, want)
 	}
+	// The checker runs axe-core in the page: script back on, which leaves
+	// the page as it was rendered without it (its own script never ran).
+	_, err = chromedp.Call(p.ctx, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: false})
+	require.NoError(t, err, "turning script back on for the checker")
 	p.screenshots(t, "waiting-without-script")
 }
