@@ -243,10 +243,12 @@ var portalPageTemplate = template.Must(template.New("portal").Parse(`<!doctype h
 <html lang="en">
 <head><meta charset="utf-8"><title>Customer portal (Stripe stand-in)</title></head>
 <body>
+<main>
 <h1>Customer portal</h1>
 <p>The Stripe stand-in's page in place of Stripe's customer portal, for customer <code id="customer">{{.Session.Customer}}</code>.</p>
 {{if .Subscriptions}}<ul id="subscriptions">{{range .Subscriptions}}<li><code>{{.ID}}</code>: {{.Status}}</li>{{end}}</ul>{{else}}<p>No subscriptions.</p>{{end}}
 {{if .Session.ReturnURL}}<p><a id="return" href="{{.Session.ReturnURL}}">Return to the shop</a></p>{{end}}
+</main>
 </body>
 </html>
 `))
