@@ -104,6 +104,12 @@ func (w *SyncSubscriptionWorker) Work(ctx context.Context, job *river.Job[SyncSu
 		if err := postgres.LockPayment(ctx, tx, id); err != nil {
 			return err
 		}
+		// Cancelled in the portal or the dashboard, Stripe keeps the
+		// subscription active until the period's end: its keys run until
+		// then, renewed no more, and the buyer is told so.
+		if err := postgres.RecordSubscriptionCancellation(ctx, tx, id, sub.CancelAtPeriodEnd || sub.CancelAt > 0); err != nil {
+			return err
+		}
 		o, err := postgres.SubscriptionOrder(ctx, tx, id)
 		if err != nil {
 			return err
