@@ -131,7 +131,7 @@ func (v *orderView) Lead() string {
 	}
 	switch reason {
 	case order.ReasonRefund:
-		return "The payment of this order was refunded, so its keys no longer work."
+		return "The payment of this order was refunded, so its keys no longer work. If you think this is a mistake, contact the shop and quote the order reference below."
 	case order.ReasonDispute:
 		return "The payment of this order was disputed with the bank (a chargeback), so its keys no longer work. If you think this is a mistake, contact the shop and quote the order reference below."
 	case order.ReasonFraudWarning:
@@ -189,6 +189,16 @@ func badgeText(s KeyStateJSON) string {
 	return "Not usable"
 }
 
+// ShowsExpiry is whether the key's expiry means anything to the buyer: a
+// key taken back, replaced or reverted has none of its own.
+func (k keyView) ShowsExpiry() bool {
+	switch order.KeyState(k.State) {
+	case order.KeyStateRevoked, order.KeyStateReplaced, order.KeyStateReverted:
+		return false
+	}
+	return true
+}
+
 // otherOrder names the other purchase of a shared key: its reference when
 // it is the buyer's own.
 func (k keyView) otherOrder() string {
@@ -211,7 +221,13 @@ func (k keyView) StateNote(o *orderView) string {
 	case order.KeyStateExpired:
 		return "This key's time ran out; it no longer works."
 	case order.KeyStateSuspended:
-		return suspendedText(reason, o != nil && o.ManageURL != "")
+		if reason == order.ReasonDisputeInquiry {
+			return "Suspended until your bank's inquiry about the payment closes."
+		}
+		if o != nil && o.ManageURL != "" {
+			return "Suspended until the subscription's unpaid renewal is paid (Manage subscription below)."
+		}
+		return "Suspended until the subscription's unpaid renewal is paid."
 	case order.KeyStateReplaced:
 		return "The shop replaced this key with a new one, shown in this order: this one no longer works. Use the new key."
 	case order.KeyStateReverted:
