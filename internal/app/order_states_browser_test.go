@@ -305,3 +305,24 @@ func TestOrderPageOffersTheHWIDResetOnlyForABoundKey(t *testing.T) {
 	b.waitReset(t, s.ID, key, "done")
 	require.Nil(t, b.orderNow(t, s.ID).Keys[0].HWIDBound)
 }
+
+// Support banned one key of a two-key order: the heading counts what
+// works, and only the working key can be copied.
+func TestOrderPageCountsTheKeysThatWork(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	p := newPage(t, b)
+	s, o := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 2})
+	require.Equal(t, rivertype.JobStateCompleted, b.keyAction(t, "blacklist", keyBody(o.Keys[0].UserKey)))
+	b.waitIdle(t)
+	got := b.orderNow(t, s.ID)
+	requireState(t, got, "active", "some_keys", [2]string{"revoked", "support"}, [2]string{"active", ""})
+	require.Equal(t, 1, got.KeysWorking)
+
+	p.openOrder(t, s.ID, "some")
+	require.Equal(t, "1 of your 2 keys works", p.text(t, "section.order h2"))
+	require.Equal(t, []string{"Revoked", "Active"}, p.badges(t))
+	require.Contains(t, p.text(t, "li.key .state-note"), "The shop revoked this key")
+	require.Equal(t, 2, p.copyButtons(t), "the working key and its loader line")
+	p.screenshots(t, "some-keys")
+}

@@ -77,9 +77,15 @@ func (v *orderView) Heading() string {
 	case stateDelivered:
 		return keysText(working, "Your key is ready", "Your %d keys are ready")
 	case stateSome:
+		if working == 1 {
+			return fmt.Sprintf("1 of your %d keys works", units)
+		}
 		return fmt.Sprintf("%d of your %d keys work", working, units)
 	case stateEnding:
-		return "Your subscription was cancelled"
+		if order.StateReason(v.Buyer.StateReason) == order.ReasonCancelled {
+			return "Your subscription was cancelled"
+		}
+		return keysText(units, "Your key is no longer renewed", "Your %d keys are no longer renewed")
 	case stateSuspended:
 		return keysText(units, "Your key is suspended", "Your %d keys are suspended")
 	case stateReverted:
@@ -119,7 +125,7 @@ func (v *orderView) Lead() string {
 		}
 		lead := "It is not renewed: your keys keep working until the date shown with each key, and then stop."
 		if v.ManageURL != "" {
-			lead += " Changed your mind? Renew it with Manage subscription below."
+			lead += " To keep them, see Manage subscription below."
 		}
 		return lead
 	case stateSuspended:
