@@ -221,6 +221,11 @@ func TestOrderPageTellsACancelledSubscriptionAndAKeySuspendedForNonPayment(t *te
 		require.Equal(t, 2, p.copyButtons(t), "it still works")
 		require.Equal(t, "Manage subscription", p.text(t, "form.manage-subscription button"))
 		p.screenshots(t, "cancelled")
+
+		// The buyer changes their mind in the portal: renewed again.
+		sub.CancelAtPeriodEnd = false
+		b.changeSubscription(t, sub)
+		requireState(t, b.orderNow(t, s.ID), "active", "", [2]string{"active", ""})
 	})
 	t.Run("suspended for non-payment", func(t *testing.T) {
 		sub, key := b.lapsedSubscription(t)
