@@ -33,11 +33,6 @@ CREATE TABLE lifecycle_emails (
 );
 CREATE INDEX lifecycle_emails_key_idx ON lifecycle_emails (order_key_id) WHERE order_key_id IS NOT NULL;
 
--- A subscription set to cancel at the end of its period
--- (cancel_at_period_end): its keys will not renew, so they are notified
--- before they run out like a one-time key's.
-ALTER TABLE orders ADD COLUMN renewal_cancelled boolean NOT NULL DEFAULT false;
-
 -- The keys whose absolute expiry comes within days: the periodic expiry
 -- notice reads the keys in its window through this index, never every key.
 CREATE INDEX order_keys_expiring_idx ON order_keys (auth_expire)

@@ -74,10 +74,10 @@ func TestOrderPageShowsARevokedOrder(t *testing.T) {
 
 	p.open(t, "/orders/"+s.ID)
 	p.run(t, chromedp.WaitVisible(chromedp.CSS(`section.order[data-state="revoked"][data-final]`)))
-	require.Equal(t, "This key was revoked", p.text(t, "h2"))
-	require.Contains(t, p.text(t, "section.order"), "refunded or disputed")
+	require.Equal(t, "This order was refunded", p.text(t, "h2"))
+	require.Contains(t, p.text(t, "section.order"), "was refunded, so its keys no longer work")
 	require.Contains(t, p.text(t, "section.order"), "contact the shop")
-	require.Equal(t, "Revoked", p.text(t, "li.key .badge"))
+	require.Equal(t, "Refunded", p.text(t, "li.key .badge"))
 	require.Zero(t, eval[int](t, p, `document.querySelectorAll("li.key button").length`), "a revoked key offers neither copy nor reset")
 	p.screenshots(t, "revoked")
 }

@@ -50,6 +50,7 @@ func (b *bundle) boughtKey(t *testing.T) (stripefake.Session, string) {
 	s, o := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	key := o.Keys[0].UserKey
 	require.NoError(t, b.Luarmor.Execute(project, key, "pc-old"))
+	b.readKeysAgain(t) // the service sees the key bound
 	return s, key
 }
 

@@ -265,7 +265,8 @@ func TestPastDueSuspendsAndInvoicePaidLifts(t *testing.T) {
 	require.Equal(t, "active", o.Keys[0].Status, "the buyer's key, not revoked")
 	require.True(t, o.Keys[0].Suspended, "the buyer is told it is suspended until paid")
 	_, _, page := send(t, http.MethodGet, b.URL+"/orders/"+b.orderOf(t, sub.ID), "", nil)
-	require.Contains(t, page, "Suspended: the subscription&#39;s renewal is unpaid")
+	require.Contains(t, page, "Your key is suspended")
+	require.Contains(t, page, "The subscription&#39;s renewal is unpaid. Pay the open invoice or update your payment method")
 	require.NotContains(t, page, `data-copy="key-`, "no copy button for a key that does not work")
 
 	sub.Status = "active"

@@ -162,6 +162,9 @@ type orderView struct {
 	// none): see progress.go and downloads.go.
 	Estimate  string
 	Downloads string
+	// Buyer is the order's state for its buyer, for a delivered or
+	// revoked order (see settledState).
+	Buyer OrderStateJSON
 }
 
 // discordView is the order page's Discord section.
@@ -226,6 +229,7 @@ type keyView struct {
 	// DiscordVerified: the key carries the verified account.
 	DiscordVerified bool       `json:"discord_verified"`
 	HWIDReset       *hwidReset `json:"hwid_reset"`
+	KeyStateJSON
 }
 
 // hwidReset is the order API's hwid_reset of a key.
@@ -244,6 +248,7 @@ func newOrderView(o *order.Order, id string, now time.Time) (orderView, error) {
 	var fromAPI struct {
 		Keys        []keyView `json:"keys"`
 		KeysPending int       `json:"keys_pending"`
+		OrderStateJSON
 	}
 	if err := json.Unmarshal(api, &fromAPI); err != nil {
 		return orderView{}, fmt.Errorf("reading order %s for its page: %w", logging.OrderRef(o.CheckoutSessionID), err)
@@ -257,10 +262,9 @@ func newOrderView(o *order.Order, id string, now time.Time) (orderView, error) {
 		if len(v.Keys) > 0 {
 			v.State = statePartial
 		}
-	case order.StatusFulfilled:
-		v.State, v.Final = stateDelivered, true
-	case order.StatusRevoked:
-		v.State, v.Final = stateRevoked, true
+	case order.StatusFulfilled, order.StatusRevoked:
+		v.State, v.Final = settledState(fromAPI.OrderStateJSON), true
+		v.Buyer = fromAPI.OrderStateJSON
 	default:
 		v.State, v.Final = stateFailed, true
 	}
@@ -417,7 +421,12 @@ func (s *Server) renderPage(w http.ResponseWriter, r *http.Request, status int, 
 // ExpiryLabel and ExpiryText tell when a key stops working, in the words
 // of the keys email.
 func (k keyView) ExpiryLabel() string {
-	if k.Ending {
+	switch {
+	case order.KeyState(k.State) == order.KeyStateEnding:
+		return "Runs until"
+	case order.KeyState(k.State) == order.KeyStateExpired:
+		return "Expired"
+	case k.Ending:
 		return "Ends"
 	}
 	return "Expires"
@@ -428,24 +437,11 @@ func (k keyView) ExpiryText() string {
 }
 
 // Usable is a key the buyer can run: copy, loader line and HWID reset.
-func (k keyView) Usable() bool { return k.Status == string(order.KeyActive) && !k.Suspended }
+func (k keyView) Usable() bool { return order.KeyState(k.State).Works() }
 
-// StatusText names a key's state for the buyer.
-func (k keyView) StatusText() string {
-	switch order.KeyStatus(k.Status) {
-	case order.KeyActive:
-		if k.Suspended {
-			return "Suspended: the subscription's renewal is unpaid. Pay the invoice or update your payment method in the shop, and the key works again."
-		}
-		return "Active"
-	case order.KeyBlacklisted, order.KeyDeleted:
-		return "Revoked"
-	case order.KeyReverted:
-		return "Refunded: this purchase's days were taken back. The key still works for your other purchases."
-	default:
-		return "Not usable"
-	}
-}
+// StatusText names a key's state for the buyer (the badge); StateNote
+// (state.go) tells the rest.
+func (k keyView) StatusText() string { return badgeText(k.KeyStateJSON) }
 
 // DiscordText says what became of the buyer's Discord ID and what to do.
 // An ID typed at checkout is a claim, and is named so.

@@ -56,7 +56,7 @@ func TestResetButtonFollowsTheKeysCooldown(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			k := keyView{UserKey: "K", Status: "active", HWIDReset: tc.reset}
+			k := keyView{UserKey: "K", Status: "active", HWIDReset: tc.reset, KeyStateJSON: KeyStateJSON{State: "active"}}
 			require.Equal(t, tc.allowed, k.ResetAllowed(now))
 			v := orderView{ID: sessionID, Ref: "ord_x", State: stateDelivered, Final: true, Keys: []keyView{k}, Now: now}
 			html := renderSection(t, v)

@@ -393,6 +393,7 @@ type OrderJSON struct {
 	// Discord is the Discord account the buyer verified from the order
 	// page, and what became of it; absent when none was.
 	Discord *DiscordJSON `json:"discord,omitempty"`
+	OrderStateJSON
 }
 
 // DiscordJSON is a verified Discord account of an order.
@@ -431,11 +432,13 @@ type KeyJSON struct {
 	// ProductName is what the key was sold as: the catalog's name of its
 	// price, Stripe's product name, or else its price ID.
 	ProductName string `json:"product_name"`
+	KeyStateJSON
 }
 
 func renderOrder(o *order.Order) OrderJSON {
+	now := time.Now()
 	out := OrderJSON{CheckoutSessionID: o.CheckoutSessionID, Status: string(o.Status), CustomerEmail: o.CustomerEmail,
-		Keys: []KeyJSON{}, PaidThrough: o.PaidThrough, PurchaseJSON: renderPurchase(o)}
+		Keys: []KeyJSON{}, PaidThrough: o.PaidThrough, PurchaseJSON: renderPurchase(o), OrderStateJSON: renderOrderState(o, now)}
 	if o.Discord != nil {
 		out.Discord = &DiscordJSON{Username: o.Discord.Username, Status: string(o.Discord.Status)}
 	}
@@ -451,7 +454,7 @@ func renderOrder(o *order.Order) OrderJSON {
 			Status: string(k.Status), KeyDays: k.KeyDays, AuthExpire: k.AuthExpire, Ending: k.Ending,
 			Suspended:   k.Suspended && k.Status == order.KeyActive,
 			DiscordLink: string(k.DiscordLink), DiscordVerified: k.DiscordVerified,
-			HWIDReset: renderHWIDReset(k.HWIDReset, time.Now())})
+			HWIDReset: renderHWIDReset(k.HWIDReset, now), KeyStateJSON: renderKeyState(o, k, now)})
 	}
 	return out
 }

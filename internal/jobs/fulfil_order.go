@@ -386,7 +386,7 @@ func RecordSession(ctx context.Context, tx pgx.Tx, client *river.Client[pgx.Tx],
 		return nil, err
 	}
 	if o.Status != order.StatusRevoked {
-		rev, err := postgres.ActiveRevocationFor(ctx, tx, o.PaymentIntentID, o.SubscriptionID, o.InvoiceID)
+		rev, err := postgres.ActiveRevocationFor(ctx, tx, o.CheckoutSessionID, o.PaymentIntentID, o.SubscriptionID, o.InvoiceID)
 		if err != nil {
 			return nil, err
 		}

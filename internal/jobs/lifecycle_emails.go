@@ -79,17 +79,13 @@ func queueRevokedEmail(ctx context.Context, tx pgx.Tx, deps Deps, o *order.Order
 		event: fmt.Sprintf("revocation:%d", r.ID), reason: r.Reason})
 }
 
-// recordCancellation records whether sub (read back from Stripe) is set to
-// cancel at its period's end, and tells o's buyer once per period that it
-// was cancelled or will not renew, with when its keys stop. A subscription
-// Stripe ended after its order was revoked is not emailed: the revocation
-// said what there is to say.
-func recordCancellation(ctx context.Context, tx pgx.Tx, deps Deps, o *order.Order, sub *stripe.Subscription) error {
+// emailCancellation tells o's buyer, once per period, that sub (read back
+// from Stripe) was cancelled or will not renew, with when its keys stop. A
+// subscription Stripe ended after its order was revoked is not emailed:
+// the revocation said what there is to say.
+func emailCancellation(ctx context.Context, tx pgx.Tx, deps Deps, o *order.Order, sub *stripe.Subscription) error {
 	ended := sub.Status == stripe.SubscriptionStatusCanceled
-	if err := postgres.SetRenewalCancelled(ctx, tx, sub.ID, sub.CancelAtPeriodEnd && !ended); err != nil {
-		return err
-	}
-	if (!ended && !sub.CancelAtPeriodEnd) || o.Status != order.StatusFulfilled {
+	if (!ended && !cancelling(sub)) || o.Status != order.StatusFulfilled {
 		return nil
 	}
 	end, err := postgres.SubscriptionKeysEnd(ctx, tx, o.CheckoutSessionID)

@@ -51,6 +51,15 @@ func (w *RefreshKeysWorker) Work(ctx context.Context, job *river.Job[RefreshKeys
 	if err != nil {
 		return err
 	}
+	// With what the batch leaves, keys last seen unbound: one bound since
+	// offers its HWID reset on the order page.
+	if len(keys) < refreshBatch {
+		unbound, err := postgres.UnboundKeys(ctx, w.Pool, refreshBatch-len(keys), refreshAge)
+		if err != nil {
+			return err
+		}
+		keys = append(keys, unbound...)
+	}
 	for _, k := range keys {
 		u, err := w.Luarmor.GetUser(ctx, k.ProjectID, k.UserKey)
 		if errors.Is(err, luarmor.ErrNotFound) {
@@ -68,6 +77,9 @@ func (w *RefreshKeysWorker) Work(ctx context.Context, job *river.Job[RefreshKeys
 				return nil
 			}
 			return jobErr
+		}
+		if err := recordBinding(ctx, w.Pool, k.ProjectID, k.UserKey, u); err != nil {
+			return err
 		}
 		var expire *int64
 		if u.AuthExpire != luarmor.NeverExpires || u.KeyDays == 0 {

@@ -84,6 +84,11 @@ func (w *RenewSubscriptionWorker) Work(ctx context.Context, job *river.Job[Renew
 		if err != nil {
 			return err
 		}
+		// A refund of the first invoice handled before this renewal
+		// revoked the order; the period paid now holds its keys.
+		if err := postgres.RestoreRefundedOrders(ctx, tx, stored.SubscriptionID); err != nil {
+			return err
+		}
 		w.Logger.InfoContext(ctx, "subscription renewed", "subscription_id", stored.SubscriptionID, "invoice_id", id,
 			"billing_reason", stored.BillingReason, "expires_at", stored.ExpiresAt, "units", len(granted))
 		for range granted {

@@ -176,6 +176,11 @@ func (w *ResetHWIDWorker) Work(ctx context.Context, job *river.Job[ResetHWIDArgs
 		return w.fail(ctx, job, refusalForBuyer(err), err)
 	}
 	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+		// Unbound now, and bound unseen by the next computer that runs
+		// the script: unknown until the key is read again.
+		if err := postgres.ForgetHWIDBinding(ctx, tx, k.ProjectID, k.UserKey); err != nil {
+			return err
+		}
 		recorded, err := postgres.FinishHWIDReset(ctx, tx, k.ID, job.Args.Request, w.Now())
 		if recorded {
 			w.Logger.InfoContext(ctx, "HWID reset", "order_key_id", k.ID, "user_key", logging.MaskKey(k.UserKey),
@@ -197,6 +202,9 @@ func (w *ResetHWIDWorker) refuseNeverBound(ctx context.Context, job *river.Job[R
 			return true, jobErr
 		}
 		return true, w.fail(ctx, job, refusalForBuyer(err), err)
+	}
+	if err := recordBinding(ctx, w.Pool, k.ProjectID, k.UserKey, u); err != nil {
+		return true, err
 	}
 	if u.Identifier != "" || u.TotalResets > 0 {
 		return false, nil
@@ -235,4 +243,11 @@ func refusalForBuyer(err error) string {
 		return "this key is banned and cannot be reset"
 	}
 	return "Luarmor refused the reset; contact the seller"
+}
+
+// recordBinding records whether the key u was bound to a machine (its
+// identifier, the HWID, set) as Luarmor just answered it: read for the
+// service's own work, never for a page view.
+func recordBinding(ctx context.Context, db postgres.DB, projectID, userKey string, u *luarmor.User) error {
+	return postgres.RecordHWIDBinding(ctx, db, projectID, userKey, u.Identifier != "")
 }

@@ -89,21 +89,13 @@ func (w *ResolveRevocationWorker) Work(ctx context.Context, job *river.Job[Resol
 				return err
 			}
 			// A subscription's charge paid one period: only that
-			// period's grants are taken. A refund of a renewal leaves
-			// the order and the subscription standing.
+			// period's grants are taken. A refund of one period leaves
+			// the order and the subscription standing while another
+			// payment holds its keys: always for a renewal's, and for
+			// the first invoice's once a renewal was paid.
 			only := ""
 			if o.SubscriptionID != "" && current.InvoiceID != "" {
 				only = current.InvoiceID
-			}
-			renewalRefund := only != "" && only != o.InvoiceID && current.Source == order.SourceRefund
-			periodOnly = periodOnly || renewalRefund
-			if !renewalRefund {
-				if err := postgres.RevokeOrder(ctx, tx, id, r.ID); err != nil {
-					return err
-				}
-				if err := queueRevokedEmail(ctx, tx, w.Deps, o, current); err != nil {
-					return err
-				}
 			}
 			units, err := postgres.UnitsOfOrder(ctx, tx, id)
 			if err != nil {
@@ -114,6 +106,22 @@ func (w *ResolveRevocationWorker) Work(ctx context.Context, job *river.Job[Resol
 				return err
 			}
 			changed = append(changed, took...)
+			periodRefund := only != "" && current.Source == order.SourceRefund
+			held := periodRefund && only != o.InvoiceID
+			if periodRefund && !held {
+				if held, err = postgres.OrderPaidOtherwise(ctx, tx, id, only); err != nil {
+					return err
+				}
+			}
+			periodOnly = periodOnly || held
+			if !held {
+				if err := postgres.RevokeOrder(ctx, tx, id, r.ID); err != nil {
+					return err
+				}
+				if err := queueRevokedEmail(ctx, tx, w.Deps, o, current); err != nil {
+					return err
+				}
+			}
 		}
 		var args []river.JobArgs
 		// Only a subscription that bought keys here: the shop may sell

@@ -104,6 +104,12 @@ func (w *SyncSubscriptionWorker) Work(ctx context.Context, job *river.Job[SyncSu
 		if err := postgres.LockPayment(ctx, tx, id); err != nil {
 			return err
 		}
+		// Cancelled in the portal or the dashboard, Stripe keeps the
+		// subscription active until the period's end: its keys run until
+		// then, renewed no more, and the buyer is told so.
+		if err := postgres.RecordSubscriptionCancellation(ctx, tx, id, cancelling(sub)); err != nil {
+			return err
+		}
 		o, err := postgres.SubscriptionOrder(ctx, tx, id)
 		if err != nil {
 			return err
@@ -146,7 +152,7 @@ func (w *SyncSubscriptionWorker) Work(ctx context.Context, job *river.Job[SyncSu
 			}
 			changed = append(changed, more...)
 		}
-		if err := recordCancellation(ctx, tx, w.Deps, o, sub); err != nil {
+		if err := emailCancellation(ctx, tx, w.Deps, o, sub); err != nil {
 			return err
 		}
 		w.Logger.InfoContext(ctx, "subscription reconciled", "subscription_id", id, "status", sub.Status,
@@ -363,3 +369,7 @@ func appliedTarget(k *order.Key, authExpire *int64) *int64 {
 	}
 	return authExpire
 }
+
+// cancelling reports whether sub is set to end without renewing: at its
+// period's end (cancel_at_period_end) or at a set moment (cancel_at).
+func cancelling(sub *stripe.Subscription) bool { return sub.CancelAtPeriodEnd || sub.CancelAt > 0 }

@@ -139,6 +139,10 @@ func (w *SyncKeyWorker) Work(ctx context.Context, job *river.Job[SyncKeyArgs]) e
 		jobErr, _ := luarmorRetry(err, w.RateLimitWindow)
 		return jobErr
 	}
+	if err := recordBinding(ctx, w.Pool, l.ProjectID, l.UserKey, u); err != nil {
+		release(0)
+		return err
+	}
 	firstUse := l.Facts.WaitingDays > 0 && started(u)
 	if l.Facts.StartedAt == nil && (firstUse || d.Start) {
 		// The key's clock started: at its first use (Luarmor ran the

@@ -23,10 +23,13 @@ import (
 //	                       (FailSubscriptionChange); the keys delivered keep what was paid
 //	failed    → pending    an operator retries after fixing the cause (ResetFailures), or the
 //	                       missing price's units are recorded (AddUnits); never for payment_failed
-//	pending   → revoked    a dispute or refund took the payment back (RevokeOrder)
+//	pending   → revoked    a dispute or refund took the payment back (RevokeOrder); a refund of
+//	                       one subscription invoice only when no renewal's period holds its keys
 //	fulfilled → revoked    likewise, after delivery
-//	revoked   → fulfilled  the revocation was lifted and every key is delivered (RestoreOrder)
-//	revoked   → pending    the revocation was lifted and units remain to be made
+//	revoked   → fulfilled  the revocation was lifted, or a renewal paid since holds the keys a
+//	                       refund of the first invoice revoked, and every key is delivered
+//	                       (RestoreOrder, RestoreRefundedOrders)
+//	revoked   → pending    likewise, with units left to be made
 //
 // Nothing else moves an order: a failure never touches a fulfilled or
 // revoked order, and a revoked order stays revoked while any revocation of
@@ -136,6 +139,8 @@ type Order struct {
 	// Purchase is what the buyer paid and for what; unknown for orders
 	// recorded before it was kept.
 	Purchase
+	// Standing is what the buyer's state needs of the order (OrderBuyerState).
+	Standing OrderStanding
 }
 
 // Key is one purchased unit and, once delivered, its Luarmor key.
@@ -185,6 +190,9 @@ type Key struct {
 	// SupportBan: support banned or revoked the key. No automatic unban (a
 	// dispute won, a refund cancelled) lifts it; only support's unban.
 	SupportBan bool
+	// Standing is what the ledger and support's records say of the key,
+	// for its buyer's state (KeyBuyerState).
+	Standing KeyStanding
 }
 
 // VerifiedDiscord is a Discord account a buyer proved they hold, by

@@ -121,15 +121,17 @@ func ResolveRevocation(ctx context.Context, tx pgx.Tx, id int64, paymentIntentID
 }
 
 // ActiveRevocationFor finds an active revocation, with an action, of a
-// payment intent or subscription, that holds an order whose checkout paid
-// firstInvoiceID: a refund of a later invoice of the subscription takes
-// back that period only and holds no order.
-func ActiveRevocationFor(ctx context.Context, tx pgx.Tx, paymentIntentID, subscriptionID, firstInvoiceID string) (*order.Revocation, error) {
+// payment intent or subscription, that holds order sessionID, whose
+// checkout paid firstInvoiceID. A refund of one invoice of the
+// subscription takes back that period only: a later invoice's refund holds
+// no order, and the first invoice's holds it only while no other payment
+// holds its keys (OrderPaidOtherwise).
+func ActiveRevocationFor(ctx context.Context, tx pgx.Tx, sessionID, paymentIntentID, subscriptionID, firstInvoiceID string) (*order.Revocation, error) {
 	r, err := scanRevocation(tx.QueryRow(ctx, `SELECT `+revocationColumns+` FROM revocations
 		WHERE status = 'active' AND action <> 'none'
 		  AND ((payment_intent_id = $1 AND $1 <> '') OR (subscription_id = $2 AND $2 <> ''))
-		  AND NOT (source = 'refund' AND invoice_id IS NOT NULL AND invoice_id <> $3)
-		ORDER BY id LIMIT 1`, paymentIntentID, subscriptionID, firstInvoiceID))
+		  AND NOT (source = 'refund' AND invoice_id IS NOT NULL AND (invoice_id <> $3 OR `+paidOtherwise("$4", "invoice_id")+`))
+		ORDER BY id LIMIT 1`, paymentIntentID, subscriptionID, firstInvoiceID, sessionID))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
@@ -137,6 +139,52 @@ func ActiveRevocationFor(ctx context.Context, tx pgx.Tx, paymentIntentID, subscr
 		return nil, fmt.Errorf("looking up revocations: %w", err)
 	}
 	return r, nil
+}
+
+// paidOtherwise is the SQL condition that order session's units hold a
+// period that counts (active, or suspended for an inquiry) paid by another
+// invoice of the subscription than the one refunded, refunded: a renewal
+// paid since.
+func paidOtherwise(session, refunded string) string {
+	return `EXISTS (SELECT 1 FROM key_grants g JOIN order_keys k ON k.id = g.order_key_id
+		WHERE k.checkout_session_id = ` + session + ` AND g.state IN ('active', 'suspended')
+		  AND g.source LIKE 'invoice:%' AND g.source <> 'invoice:' || ` + refunded + `)`
+}
+
+// OrderPaidOtherwise reports whether a renewal still holds the keys of an
+// order whose subscription's invoice invoiceID was refunded: one of its
+// units holds a period another invoice paid that counts. A refund of the
+// first invoice revokes an order only when none does.
+func OrderPaidOtherwise(ctx context.Context, db DB, sessionID, invoiceID string) (bool, error) {
+	var held bool
+	err := db.QueryRow(ctx, `SELECT `+paidOtherwise("$1", "$2::text"), sessionID, invoiceID).Scan(&held)
+	if err != nil {
+		return false, fmt.Errorf("reading whether a renewal holds order %s: %w", sessionID, err)
+	}
+	return held, nil
+}
+
+// RestoreRefundedOrders restores the revoked orders of a subscription that
+// a refund of its first invoice no longer holds: a renewal paid (and
+// granted) since holds their keys, whatever order the refund and the
+// renewal were handled in.
+func RestoreRefundedOrders(ctx context.Context, tx pgx.Tx, subscriptionID string) error {
+	rows, err := tx.Query(ctx, `SELECT o.checkout_session_id FROM orders o JOIN revocations v ON v.id = o.revocation_id
+		WHERE o.subscription_id = $1 AND o.status = 'revoked' AND v.source = 'refund' AND v.invoice_id IS NOT NULL
+		ORDER BY o.checkout_session_id`, subscriptionID)
+	if err != nil {
+		return fmt.Errorf("finding the refunded orders of subscription %s: %w", subscriptionID, err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("finding the refunded orders of subscription %s: %w", subscriptionID, err)
+	}
+	for _, id := range ids {
+		if err := RestoreOrder(ctx, tx, id); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // OrdersOfPayment lists the orders paid by a payment intent or belonging to
@@ -161,7 +209,8 @@ func RevokeOrder(ctx context.Context, tx pgx.Tx, sessionID string, revocationID 
 	return nil
 }
 
-// RestoreOrder undoes a lifted revocation on an order, unless another
+// RestoreOrder undoes a lifted revocation on an order (or a refund of its
+// first invoice that a renewal paid since outweighs), unless another
 // revocation still holds it: the order is fulfilled again if every key is
 // delivered, pending otherwise.
 func RestoreOrder(ctx context.Context, tx pgx.Tx, sessionID string) error {
@@ -169,7 +218,7 @@ func RestoreOrder(ctx context.Context, tx pgx.Tx, sessionID string) error {
 	if err != nil {
 		return err
 	}
-	other, err := ActiveRevocationFor(ctx, tx, o.PaymentIntentID, o.SubscriptionID, o.InvoiceID)
+	other, err := ActiveRevocationFor(ctx, tx, sessionID, o.PaymentIntentID, o.SubscriptionID, o.InvoiceID)
 	if err != nil {
 		return err
 	}

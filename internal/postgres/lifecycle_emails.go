@@ -81,18 +81,6 @@ func SetLifecycleEmailStatus(ctx context.Context, db DB, id int64, from, status,
 	return nil
 }
 
-// SetRenewalCancelled records whether a subscription is set to cancel at
-// the end of its period (cancel_at_period_end): its keys then no longer
-// renew, and are announced before they run out.
-func SetRenewalCancelled(ctx context.Context, tx pgx.Tx, subscriptionID string, cancelled bool) error {
-	_, err := tx.Exec(ctx, `UPDATE orders SET renewal_cancelled = $2
-		WHERE subscription_id = $1 AND renewal_cancelled <> $2`, subscriptionID, cancelled)
-	if err != nil {
-		return fmt.Errorf("recording the cancellation of subscription %s: %w", subscriptionID, err)
-	}
-	return nil
-}
-
 // SubscriptionKeysEnd is when the last usable key of an order's
 // subscription stops working (unix seconds), 0 when none has an absolute
 // expiry.
@@ -133,7 +121,7 @@ func ExpiringKeys(ctx context.Context, db DB, now time.Time, within time.Duratio
 			WHERE k.status = 'active' AND k.auth_expire > 0 AND k.user_key IS NOT NULL
 			  AND k.auth_expire > $1 AND k.auth_expire <= $2
 			  AND o.status = 'fulfilled' AND o.customer_email <> ''
-			  AND (NOT k.recurring OR k.ending OR o.subscription_status = 'canceled' OR o.renewal_cancelled)
+			  AND (NOT k.recurring OR k.ending OR o.subscription_status = 'canceled' OR o.subscription_cancel_at_period_end)
 			  AND NOT EXISTS (SELECT 1 FROM lifecycle_emails e JOIN order_keys s ON s.id = e.order_key_id
 			                  WHERE s.project_id = k.project_id AND s.user_key = k.user_key AND e.kind = 'expiring'
 			                    AND e.event = 'key:' || s.id || ':expiry:' || k.auth_expire)

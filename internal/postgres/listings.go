@@ -94,6 +94,11 @@ func ordersWithKeys(ctx context.Context, db DB, where, arg string, limit int) ([
 	if err := attachLines(ctx, db, orders...); err != nil {
 		return nil, err
 	}
+	for _, o := range orders {
+		if err := attachStanding(ctx, db, o); err != nil {
+			return nil, err
+		}
+	}
 	return orders, nil
 }
 

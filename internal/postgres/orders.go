@@ -135,6 +135,9 @@ func GetOrder(ctx context.Context, db DB, sessionID string) (*order.Order, error
 	if err := attachLines(ctx, db, o); err != nil {
 		return nil, err
 	}
+	if err := attachStanding(ctx, db, o); err != nil {
+		return nil, err
+	}
 	return o, nil
 }
 

@@ -133,6 +133,12 @@ func TestOrderStatusTransitions(t *testing.T) {
 				}
 				return postgres.ResetFailures(ctx, tx, id)
 			}, wantErr: "being created"},
+		{name: "revoked to fulfilled when a renewal paid since outweighs a refund of the first invoice", from: order.StatusRevoked, delivered: true,
+			step: func(t *testing.T, tx pgx.Tx, id string) error { return refundFirstInvoice(t, tx, id, true) },
+			to:   order.StatusFulfilled},
+		{name: "a refund of the first invoice with no renewal since holds the order revoked", from: order.StatusRevoked, delivered: true,
+			step: func(t *testing.T, tx pgx.Tx, id string) error { return refundFirstInvoice(t, tx, id, false) },
+			to:   order.StatusRevoked},
 		{name: "a revoked order stays revoked while another revocation holds it", from: order.StatusRevoked, delivered: true,
 			step: func(t *testing.T, tx pgx.Tx, id string) error {
 				revocation(t, tx, "pi_"+id) // a refund, still active
@@ -165,6 +171,38 @@ func revocation(t *testing.T, tx pgx.Tx, paymentIntentID string) int64 {
 		PaymentIntentID: paymentIntentID, Action: order.ActionBlacklist, Reason: "disputed"})
 	require.NoError(t, err)
 	return r.ID
+}
+
+// refundFirstInvoice makes the order a subscription's, revoked by a refund
+// of its first invoice (its dispute lifted), with a renewal's period
+// granted when renewed, and restores what the refund no longer holds.
+func refundFirstInvoice(t *testing.T, tx pgx.Tx, id string, renewed bool) error {
+	t.Helper()
+	ctx := context.Background()
+	sub, first := "sub_"+id, "in_first_"+id
+	_, err := tx.Exec(ctx, `UPDATE orders SET mode = 'subscription', subscription_id = $2, invoice_id = $3
+		WHERE checkout_session_id = $1`, id, sub, first)
+	require.NoError(t, err)
+	o, err := postgres.LockOrder(ctx, tx, id)
+	require.NoError(t, err)
+	disputed, err := postgres.GetRevocation(ctx, tx, o.RevocationID)
+	require.NoError(t, err)
+	_, _, err = postgres.LiftRevocation(ctx, tx, *disputed)
+	require.NoError(t, err)
+	refund, err := postgres.RecordRevocation(ctx, tx, order.Revocation{Source: order.SourceRefund, SourceID: "ch_" + id,
+		SubscriptionID: sub, Action: order.ActionBlacklist, Reason: "refunded"})
+	require.NoError(t, err)
+	require.NoError(t, postgres.ResolveRevocation(ctx, tx, refund.ID, "", sub, first))
+	require.NoError(t, postgres.RevokeOrder(ctx, tx, id, refund.ID))
+	_, err = tx.Exec(ctx, `UPDATE key_grants g SET state = 'revoked', source = 'invoice:' || $2, revocation_id = $3
+		FROM order_keys k WHERE k.id = g.order_key_id AND k.checkout_session_id = $1`, id, first, refund.ID)
+	require.NoError(t, err)
+	if renewed {
+		_, err = tx.Exec(ctx, `INSERT INTO key_grants (order_key_id, source, kind, valid_from, valid_to, line)
+			SELECT id, 'invoice:in_renewal', 'period', 1, 2, $2 FROM order_keys WHERE checkout_session_id = $1`, id, sub)
+		require.NoError(t, err)
+	}
+	return postgres.RestoreRefundedOrders(ctx, tx, sub)
 }
 
 // lift lifts the revocation that revoked the order and restores it.
