@@ -24,6 +24,9 @@ func newMetrics(stockPrices []string) *metrics.Metrics {
 		BudgetClasses: classes,
 		RevokeActions: []string{string(order.ActionBlacklist), string(order.ActionDelete)},
 		StockPrices:   stockPrices,
+		OrderStatuses: []string{
+			string(order.StatusPending), string(order.StatusFulfilled), string(order.StatusRevoked), string(order.StatusFailed),
+		},
 	})
 }
 
@@ -32,6 +35,7 @@ func (m *Main) watchMetrics() {
 	m.Metrics.WatchBudget(m.Budget.WaitingByClass)
 	m.Metrics.WatchFleet(m.Pool, jobs.ReplicaStaleAfter)
 	m.Metrics.WatchStock(m.Pool, m.stockTargets)
+	m.Metrics.WatchCredentials(m.Credentials.Refused)
 }
 
 // stockTargets maps each price the catalog stocks to its stock: N.

@@ -140,6 +140,7 @@ func New(pool *pgxpool.Pool, cfg Config) *Budget {
 	if cfg.Replica == "" {
 		cfg.Replica = "replica"
 	}
+	cfg.Metrics.BudgetLimit(cfg.Count, cfg.Window)
 	return &Budget{pool: pool, cfg: cfg, kick: make(chan struct{}, 1)}
 }
 

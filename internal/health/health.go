@@ -126,6 +126,19 @@ func (c *Credentials) record(source string, refused bool, err error, advice stri
 	}
 }
 
+// Refused reports, by service (stripe, luarmor), whether its key was
+// refused at the latest check.
+func (c *Credentials) Refused() map[string]bool {
+	c.init()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	refused := make(map[string]bool, len(c.problems))
+	for s := range c.problems {
+		refused[s] = true
+	}
+	return refused
+}
+
 // Problems returns the reasons of the credentials refused at the latest
 // check, empty when all are accepted.
 func (c *Credentials) Problems() []string {

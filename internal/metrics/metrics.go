@@ -64,6 +64,7 @@ type Labels struct {
 	BudgetClasses []string // the Luarmor budget's classes
 	RevokeActions []string // what a revocation does to a key
 	StockPrices   []string // prices the catalog keeps a stock of
+	OrderStatuses []string // the statuses an order can have
 }
 
 // Metrics holds the collectors of one process.
@@ -83,6 +84,8 @@ type Metrics struct {
 	deliveryLatency prometheus.Histogram
 	stockRefills    *prometheus.CounterVec
 	stockSales      *prometheus.CounterVec
+	lastWebhook     prometheus.Gauge
+	budgetPerMinute prometheus.Gauge
 }
 
 // New returns the metrics of one process, registered (with the Go runtime
@@ -130,12 +133,13 @@ func New(labels Labels) *Metrics {
 		}),
 	}
 	m.stockRefills, m.stockSales = newStockCounters()
+	m.lastWebhook, m.budgetPerMinute = newAlertingGauges()
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.webhooks, m.jobs, m.luarmorCalls, m.luarmor429s, m.budgetSlots,
 		m.keysDelivered, m.keysRevoked, m.keysRenewed, m.deliveryLatency,
-		m.stockRefills, m.stockSales,
+		m.stockRefills, m.stockSales, m.lastWebhook, m.budgetPerMinute,
 	)
 	m.initSeries()
 	m.handler = promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{
@@ -189,6 +193,7 @@ func (m *Metrics) WebhookReceived(eventType, outcome string) {
 		return
 	}
 	m.webhooks.WithLabelValues(bounded(eventType, m.labels.EventTypes), outcome).Inc()
+	m.webhookArrived(outcome)
 }
 
 // JobFinished counts one attempt of a job. kind is a registered worker's:

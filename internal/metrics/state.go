@@ -19,27 +19,33 @@ var (
 	ordersFailedDesc = prometheus.NewDesc(Namespace+"_orders_failed",
 		"Orders failed and waiting for an operator (retry or refund), by failure code, read from PostgreSQL at each scrape (the same on every replica).",
 		[]string{"reason"}, nil)
+	ordersDesc = prometheus.NewDesc(Namespace+"_orders",
+		"Orders by status (pending, fulfilled, revoked, failed), read from PostgreSQL at each scrape (the same on every replica).",
+		[]string{"status"}, nil)
 	budgetWaitingDesc = prometheus.NewDesc(Namespace+"_luarmor_budget_waiting",
 		"Luarmor requests of this process waiting for a budget slot, by class.", []string{"class"}, nil)
 )
 
 // WatchFleet adds the fleet's state, read from PostgreSQL at each scrape:
-// replicas alive (a heartbeat within staleAfter) and failed orders by
-// reason. Both are gauges of the database's state, so a job that runs twice
+// replicas alive (a heartbeat within staleAfter), orders by status and
+// failed orders by reason. All are gauges of the database's state, so a job that runs twice
 // or a replica that restarts never counts an order twice.
 func (m *Metrics) WatchFleet(pool *pgxpool.Pool, staleAfter time.Duration) {
-	m.registry.MustRegister(&fleetCollector{pool: pool, staleAfter: staleAfter, failureCodes: m.labels.FailureCodes})
+	m.registry.MustRegister(&fleetCollector{pool: pool, staleAfter: staleAfter,
+		failureCodes: m.labels.FailureCodes, orderStatuses: m.labels.OrderStatuses})
 }
 
 type fleetCollector struct {
-	pool         *pgxpool.Pool
-	staleAfter   time.Duration
-	failureCodes []string
+	pool          *pgxpool.Pool
+	staleAfter    time.Duration
+	failureCodes  []string
+	orderStatuses []string
 }
 
 func (c *fleetCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- replicasDesc
 	ch <- ordersFailedDesc
+	ch <- ordersDesc
 }
 
 func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
@@ -52,6 +58,7 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 	} else {
 		ch <- prometheus.MustNewConstMetric(replicasDesc, prometheus.GaugeValue, float64(alive))
 	}
+	c.collectOrders(ctx, ch)
 
 	failed := make(map[string]float64, len(c.failureCodes)+1)
 	for _, code := range c.failureCodes {
@@ -95,5 +102,36 @@ func (c *budgetCollector) Describe(ch chan<- *prometheus.Desc) { ch <- budgetWai
 func (c *budgetCollector) Collect(ch chan<- prometheus.Metric) {
 	for class, n := range c.waiting() {
 		ch <- prometheus.MustNewConstMetric(budgetWaitingDesc, prometheus.GaugeValue, float64(n), class)
+	}
+}
+
+// collectOrders counts the orders by status: one pass over the orders
+// table per scrape, a table of one row per Checkout Session.
+func (c *fleetCollector) collectOrders(ctx context.Context, ch chan<- prometheus.Metric) {
+	byStatus := make(map[string]float64, len(c.orderStatuses)+1)
+	for _, s := range c.orderStatuses {
+		byStatus[s] = 0
+	}
+	rows, err := c.pool.Query(ctx, `SELECT status, count(*) FROM orders GROUP BY 1`)
+	if err == nil {
+		var status string
+		var n int64
+		for rows.Next() {
+			if err = rows.Scan(&status, &n); err != nil {
+				break
+			}
+			byStatus[bounded(status, c.orderStatuses)] += float64(n)
+		}
+		rows.Close()
+		if err == nil {
+			err = rows.Err()
+		}
+	}
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(ordersDesc, fmt.Errorf("reading orders by status: %w", err))
+		return
+	}
+	for status, n := range byStatus {
+		ch <- prometheus.MustNewConstMetric(ordersDesc, prometheus.GaugeValue, n, status)
 	}
 }
