@@ -1,7 +1,9 @@
 // Package deploy holds the deployment files (Dockerfile, docker compose,
 // Kubernetes manifests) and the tests that check them against the service
-// itself: its settings, its catalog parser, its shutdown and its probes.
-// Nothing here is run by these tests; they decode and compare.
+// itself: its settings, its catalog parser, its shutdown and its probes,
+// and the Grafana dashboard and alerting rules against the metrics it
+// serves. Nothing here is run by these tests; they decode and compare, and
+// the metrics checks run the service itself to read its /metrics.
 package deploy
 
 import (

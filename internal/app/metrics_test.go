@@ -2,12 +2,9 @@ package app_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -259,49 +256,6 @@ func TestMetricsAreNotOnThePublicListener(t *testing.T) {
 
 	off := setup(t, withConfig(func(c *config.Config) { c.AdminAddr = "" })) // ADMIN_ADDR=off
 	require.Empty(t, off.Main.AdminAddr())
-}
-
-// Every expression of the sample dashboard names metrics the service
-// serves, so the dashboard never shows an empty panel for a typo.
-func TestGrafanaDashboardUsesServedMetrics(t *testing.T) {
-	t.Parallel()
-	raw, err := os.ReadFile("../../deploy/grafana-dashboard.json")
-	require.NoError(t, err)
-	var dash struct {
-		Panels []struct {
-			Title   string `json:"title"`
-			Targets []struct {
-				Expr string `json:"expr"`
-			} `json:"targets"`
-		} `json:"panels"`
-	}
-	require.NoError(t, json.Unmarshal(raw, &dash))
-	require.NotEmpty(t, dash.Panels)
-
-	b := setup(t, withMetrics(nil))
-	b.buy(t, stripefake.Item{PriceID: priceMonth}) // job kinds get their series when they first run
-	b.waitIdle(t)
-	served := b.scrape(t).families
-	name := regexp.MustCompile(`\bfulfiller_[a-z_]+\b`)
-	used := map[string]bool{}
-	for _, p := range dash.Panels {
-		require.NotEmpty(t, p.Targets, p.Title)
-		for _, target := range p.Targets {
-			names := name.FindAllString(target.Expr, -1)
-			require.NotEmpty(t, names, "%s: %s", p.Title, target.Expr)
-			for _, n := range names {
-				family := strings.TrimSuffix(n, "_bucket")
-				_, ok := served[family]
-				require.True(t, ok, "%s: %s is not served", p.Title, n)
-				used[family] = true
-			}
-		}
-	}
-	for family := range served {
-		if strings.HasPrefix(family, "fulfiller_") {
-			require.True(t, used[family], "the dashboard shows nothing of %s", family)
-		}
-	}
 }
 
 func TestMetricsCountRenewalsAndRevocationsOnce(t *testing.T) {
