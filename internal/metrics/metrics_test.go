@@ -51,6 +51,7 @@ func TestNilMetricsRecordNothing(t *testing.T) {
 	m.KeyDelivered(1)
 	m.KeyRevoked("blacklist")
 	m.KeyRenewed()
+	m.BudgetLimit(60, time.Minute)
 }
 
 func TestLabelsOutsideTheirSetAreOther(t *testing.T) {
