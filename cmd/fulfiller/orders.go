@@ -16,10 +16,10 @@ import (
 
 	"fulfiller/internal/config"
 	"fulfiller/internal/jobs"
-	"fulfiller/internal/reconcile"
 	"fulfiller/internal/logging"
 	"fulfiller/internal/mail"
 	"fulfiller/internal/order"
+	"fulfiller/internal/reconcile"
 )
 
 const ordersUsage = `usage:
