@@ -8,7 +8,8 @@
 //	fulfiller reconcile           record the Stripe events that never reached the webhook
 //	fulfiller luarmor-sandbox     run the Luarmor sandbox on its own
 //	fulfiller orders, keys        support: show, find and retry orders, lift a fraud warning; act on keys
-//	fulfiller stock               the key stock: levels, reconciliation, deleting an orphan price's keys
+//	fulfiller stock               the key stock: levels, refill, reconciliation, deleting an orphan price's keys
+//	fulfiller follow              the progress of a long operation queued by stock or reconcile
 package main
 
 import (
@@ -59,9 +60,11 @@ commands:
   keys blacklist|unban|reset-hwid|revoke|reissue|set-discord
                         support: act on a key through the running service
                         (the key on stdin with -, or --key-file PATH)
-  stock list|reconcile|delete
-                        the key stock: levels per price, adopt keys the database lost,
-                        delete the keys of a price no longer stocked
+  stock list|refill|reconcile|delete
+                        the key stock: levels per price, fill a price's stock now, adopt keys
+                        the database lost, delete the keys of a price no longer stocked
+  follow <job_id>       show the progress of a stock refill, reconciliation or deletion, or of
+                        reconcile, again after Ctrl-C stopped the waiting
 
 Settings come from the environment; see docs/operating.md (Configuration).
 `
@@ -103,6 +106,8 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		return cmdKeys(ctx, args[1:], getenv, logger, stdin, stdout, stderr)
 	case "stock":
 		return cmdStock(ctx, args[1:], getenv, logger, stdout, stderr)
+	case "follow":
+		return cmdFollow(ctx, args[1:], getenv, logger, stdout, stderr)
 	case "luarmor-sandbox":
 		return cmdLuarmorSandbox(ctx, args[1:], getenv, logger, stdout, stderr)
 	case "help", "-h", "--help":

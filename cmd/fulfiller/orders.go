@@ -19,6 +19,7 @@ import (
 	"fulfiller/internal/logging"
 	"fulfiller/internal/mail"
 	"fulfiller/internal/order"
+	"fulfiller/internal/reconcile"
 )
 
 const ordersUsage = `usage:
@@ -71,7 +72,10 @@ func connectInserter(ctx context.Context, cfg config.Config, logger *slog.Logger
 		pool.Close()
 		return nil, nil, fmt.Errorf("connecting to PostgreSQL (DATABASE_URL): %w", err)
 	}
-	rc, err := jobs.NewClient(jobs.Deps{Pool: pool, Logger: logger}, jobs.Config{InsertOnly: true})
+	// The reconciliation's worker is named so that `fulfiller reconcile`
+	// may queue it; the service's workers carry it out.
+	rc, err := jobs.NewClient(jobs.Deps{Pool: pool, Logger: logger}, jobs.Config{InsertOnly: true,
+		Register: func(w *river.Workers) { river.AddWorker(w, &reconcile.Worker{}) }})
 	if err != nil {
 		pool.Close()
 		return nil, nil, err

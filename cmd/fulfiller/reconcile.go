@@ -6,26 +6,27 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"time"
 
 	"fulfiller/internal/config"
+	"fulfiller/internal/jobs"
 	"fulfiller/internal/reconcile"
-	"fulfiller/internal/stripeapi"
 )
 
-// cmdReconcile records the Stripe events of the handled types created in
-// the last --since that never reached the webhook, and queues their
-// handling for the running service, as the periodic job does.
+// cmdReconcile queues, for the running service, a reconciliation that
+// records the Stripe events of the handled types created in the last
+// --since that never reached the webhook and queues their handling, as
+// the periodic job does; then it follows its progress.
 func cmdReconcile(ctx context.Context, args []string, getenv func(string) string, logger *slog.Logger, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("reconcile", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	since := fs.String("since", "72h", "how far back to look, like 72h or 3d; at most 30d, as long as Stripe keeps events")
+	wait := fs.Duration("wait", 10*time.Minute, "how long to wait for the service to list the events")
 	if err := fs.Parse(args); err != nil {
 		return errUsage
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "usage: fulfiller reconcile [--since 72h] (reads the settings of serve)")
+		fmt.Fprintln(stderr, "usage: fulfiller reconcile [--since 72h] [--wait 10m] (reads the settings of serve; the running service lists the events)")
 		return errUsage
 	}
 	lookback, err := config.ParseDuration(*since)
@@ -39,24 +40,17 @@ func cmdReconcile(ctx context.Context, args []string, getenv func(string) string
 	if err != nil {
 		return err
 	}
-	// Inserts only: the service's workers act on what is recorded.
+	// Inserts only: the service's workers list Stripe's events, with its
+	// key, and act on what they record.
 	pool, rc, err := connectInserter(ctx, cfg, logger)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	rec := &reconcile.Reconciler{
-		Pool:   pool,
-		Stripe: stripeapi.New(cfg.StripeAPIKey, cfg.StripeAPIBase, &http.Client{Timeout: 30 * time.Second}),
-		Logger: logger,
-	}
-	sum, err := rec.Run(ctx, rc, lookback)
-	fmt.Fprintf(stdout, "Stripe events of the last %s: %s\n", *since, sum)
+	res, err := rc.Insert(ctx, reconcile.Args{Lookback: lookback, Actor: jobs.CLIActor()}, nil)
 	if err != nil {
-		return err
+		return fmt.Errorf("reconcile: queueing the reconciliation: %w", err)
 	}
-	if sum.Ingested > 0 {
-		fmt.Fprintln(stdout, "the service's workers handle the ingested events; check the webhook endpoint in Stripe's dashboard")
-	}
-	return nil
+	fmt.Fprintf(stdout, "reconciliation with Stripe's events of the last %s queued (job %d); waiting for the service\n", hoursText(lookback), res.Job.ID)
+	return followJob(ctx, rc, res.Job.ID, *wait, stdout)
 }

@@ -16,11 +16,15 @@ import (
 
 const stockUsage = `usage:
   fulfiller stock list                        levels per price, and prices no longer stocked (orphans)
+  fulfiller stock refill <price_id> [--wait 30m]
+                                              fill a stocked price's stock now (or follow the refill
+                                              under way) rather than at the next minute's check
   fulfiller stock reconcile [--wait 10m]      adopt stock keys Luarmor has and the database does not
   fulfiller stock delete <price_id> [--wait 30m]
                                               delete an orphan price's unsold keys from Luarmor, or
                                               the keys of a price taken out of sale (retiring)
-(reads the settings of serve; the running service makes the Luarmor calls)
+(reads the settings of serve; the running service makes the Luarmor calls; while
+waiting, progress shows; Ctrl-C stops waiting, not the work: ` + "`fulfiller follow <job_id>`" + `)
 `
 
 // cmdStock shows the key stock and queues its reconciliation or the
@@ -36,6 +40,9 @@ func cmdStock(ctx context.Context, args []string, getenv func(string) string, lo
 	want := 0
 	switch args[0] {
 	case "list":
+	case "refill":
+		wait = fs.Duration("wait", 30*time.Minute, "how long to wait for the service to make the keys")
+		want = 1
 	case "reconcile":
 		wait = fs.Duration("wait", 10*time.Minute, "how long to wait for the service to list Luarmor's stock keys")
 	case "delete":
@@ -62,25 +69,20 @@ func cmdStock(ctx context.Context, args []string, getenv func(string) string, lo
 	switch args[0] {
 	case "list":
 		return printStock(ctx, admin, stdout)
+	case "refill":
+		id, err := admin.QueueRefill(ctx, jobs.CLIActor(), positional[0])
+		if err != nil {
+			return supportError(cmd, err)
+		}
+		fmt.Fprintf(stdout, "refill of the stock of %s queued (job %d); waiting for the service\n", positional[0], id)
+		return followJob(ctx, admin.River, id, *wait, stdout)
 	case "reconcile":
 		id, err := admin.QueueReconcile(ctx, jobs.CLIActor())
 		if err != nil {
 			return supportError(cmd, err)
 		}
 		fmt.Fprintf(stdout, "stock reconciliation queued (job %d); waiting for the service\n", id)
-		waitCtx, cancel := context.WithTimeout(ctx, *wait)
-		defer cancel()
-		var sum jobs.StockReconcileSummary
-		if err := admin.Wait(waitCtx, id, &sum); err != nil {
-			return fmt.Errorf("%s: %w", cmd, err)
-		}
-		fmt.Fprintln(stdout, sum)
-		if sum.Unusable+sum.NoPrice+sum.Strays > 0 {
-			fmt.Fprintln(stdout, "the keys not adopted are in the service's log (masked), with what to do")
-		}
-		if sum.Retired > 0 {
-			fmt.Fprintln(stdout, "the keys taken out of sale are in the service's log (masked): check them in the dashboard; `fulfiller stock delete <price_id>` deletes them")
-		}
+		return followJob(ctx, admin.River, id, *wait, stdout)
 	case "delete":
 		if err := refuseUnknownPrice(ctx, admin, positional[0], orDefault(getenv("CATALOG_FILE"), "catalog.yaml")); err != nil {
 			return err
@@ -90,14 +92,7 @@ func cmdStock(ctx context.Context, args []string, getenv func(string) string, lo
 			return supportError(cmd, err)
 		}
 		fmt.Fprintf(stdout, "deletion of the stock of %s queued (job %d); waiting for the service\n", positional[0], id)
-		waitCtx, cancel := context.WithTimeout(ctx, *wait)
-		defer cancel()
-		var sum jobs.StockDeleteSummary
-		if err := admin.Wait(waitCtx, id, &sum); err != nil {
-			return fmt.Errorf("%s: %w", cmd, err)
-		}
-		fmt.Fprintf(stdout, "done: %d keys taken out of sale, %d deleted in Luarmor, %d already gone; sold keys are kept\n",
-			sum.Retired, sum.Deleted, sum.AlreadyGone)
+		return followJob(ctx, admin.River, id, *wait, stdout)
 	}
 	return nil
 }

@@ -135,6 +135,9 @@ type Deps struct {
 	// Metrics counts job outcomes and keys delivered, revoked and
 	// renewed; nil counts nothing.
 	Metrics *metrics.Metrics
+	// ProgressEvery is how often at most a long job records its progress
+	// within a phase; 0 means DefaultProgressEvery. Tests shorten it.
+	ProgressEvery time.Duration
 }
 
 // Config tunes the River client.

@@ -96,22 +96,37 @@ func (w *RefillStockWorker) Work(ctx context.Context, job *river.Job[RefillStock
 	}
 	owner := newLeaseOwner(job.JobRow)
 	log := w.Logger.With("price_id", plan.PriceID)
+	progress := w.progressRecorder(ctx, job.JobRow)
 	for {
-		full, err := w.makeOne(ctx, job, plan, owner, log)
+		full, err := w.makeOne(ctx, job, plan, owner, progress, log)
 		if err != nil || full {
 			return err
 		}
 	}
 }
 
+// refillPhase is a refill's one phase.
+const refillPhase = "making keys"
+
 // makeOne makes or finds the next stock key of plan; full says none was
-// left to make.
-func (w *RefillStockWorker) makeOne(ctx context.Context, job *river.Job[RefillStockArgs], plan postgres.StockPlan, owner string, log *slog.Logger) (full bool, err error) {
+// left to make. Its claim's commit records the refill's progress.
+func (w *RefillStockWorker) makeOne(ctx context.Context, job *river.Job[RefillStockArgs], plan postgres.StockPlan, owner string,
+	progress *ProgressRecorder, log *slog.Logger) (full bool, err error) {
 	var s *postgres.StockKey
 	err = pgx.BeginFunc(ctx, w.Pool, func(tx pgx.Tx) error {
 		s, err = postgres.ClaimStockKey(ctx, tx, plan, owner, w.CreateLease)
-		if err != nil || s != nil {
+		if err != nil {
 			return err
+		}
+		made, total, err := postgres.RefillProgress(ctx, tx, plan, job.CreatedAt)
+		if err != nil {
+			return err
+		}
+		if err := progress.RecordTx(ctx, tx, Progress{Phase: refillPhase, Done: made, Total: total, Unit: "keys made"}); err != nil {
+			return err
+		}
+		if s != nil {
+			return nil
 		}
 		// Full: the job completes under the stock's lock, so a sale
 		// committing next finds no refill in flight and queues one. Hence

@@ -124,10 +124,33 @@ func (a *StockAdmin) QueueDelete(ctx context.Context, actor, priceID string) (in
 // Wait waits for job id to finish and decodes its recorded output into
 // out. A job that did not complete returns an error with its last error.
 func (a *StockAdmin) Wait(ctx context.Context, id int64, out any) error {
+	return WaitJob(ctx, a.River, id, out, nil)
+}
+
+// QueueRefill queues a refill of a price the catalog stocks, or returns
+// the one waiting or running: an operator follows its progress.
+func (a *StockAdmin) QueueRefill(ctx context.Context, actor, priceID string) (int64, error) {
+	if p, ok := a.Catalog.Lookup(priceID); !ok || p.Stock == 0 {
+		return 0, order.Errorf(order.EINVALID, "price %s is not stocked in the catalog (stock: N); `fulfiller stock list` shows the stocked prices", priceID)
+	}
+	res, err := a.River.Insert(ctx, RefillStockArgs{PriceID: priceID}, nil)
+	if err != nil {
+		return 0, fmt.Errorf("queueing the refill of the stock of price %s: %w", priceID, err)
+	}
+	a.Logger.InfoContext(ctx, "stock refill queued", "actor", actor, "price_id", priceID, "job_id", res.Job.ID, "already_queued", res.UniqueSkippedAsDuplicate)
+	return res.Job.ID, nil
+}
+
+// WaitJob waits for job id to finish and decodes its recorded output into
+// out, calling show (when not nil) with each progress the job records
+// meanwhile. A job that did not complete returns an error with its last
+// error.
+func WaitJob(ctx context.Context, client *river.Client[pgx.Tx], id int64, out any, show func(Progress)) error {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
+	var shown time.Time
 	for {
-		job, err := a.River.JobGet(ctx, id)
+		job, err := client.JobGet(ctx, id)
 		if err != nil {
 			return fmt.Errorf("reading job %d: %w", id, err)
 		}
@@ -143,6 +166,10 @@ func (a *StockAdmin) Wait(ctx context.Context, id int64, out any) error {
 				return fmt.Errorf("reading the outcome of job %d: %w", id, err)
 			}
 			return nil
+		}
+		if p := ProgressOf(job); show != nil && p != nil && p.UpdatedAt.After(shown) {
+			shown = p.UpdatedAt
+			show(*p)
 		}
 		select {
 		case <-ctx.Done():

@@ -90,6 +90,18 @@ func (w *DeleteStockWorker) Work(ctx context.Context, job *river.Job[DeleteStock
 	if err != nil {
 		return err
 	}
+	progress := w.progressRecorder(ctx, job.JobRow)
+	report := func() error {
+		deleted, total, err := postgres.DeleteProgress(ctx, w.Pool, priceID, job.CreatedAt)
+		if err != nil {
+			return err
+		}
+		progress.Record(ctx, Progress{Phase: "deleting keys in Luarmor", Done: deleted, Total: total, Unit: "keys deleted"})
+		return nil
+	}
+	if err := report(); err != nil {
+		return err
+	}
 	for _, k := range keys {
 		err := w.Luarmor.DeleteUser(ctx, k.ProjectID, k.UserKey)
 		gone := errors.Is(err, luarmor.ErrNotFound)
@@ -100,6 +112,9 @@ func (w *DeleteStockWorker) Work(ctx context.Context, job *river.Job[DeleteStock
 			return river.JobCancel(fmt.Errorf("luarmor refused to delete stock key %d of price %s: %w", k.ID, priceID, err))
 		}
 		if err := postgres.DropRetiredStockKey(ctx, w.Pool, k); err != nil {
+			return err
+		}
+		if err := report(); err != nil {
 			return err
 		}
 		if gone {

@@ -120,7 +120,7 @@ func (w *ReconcileStockWorker) Timeout(*river.Job[ReconcileStockArgs]) time.Dura
 
 func (w *ReconcileStockWorker) Work(ctx context.Context, job *river.Job[ReconcileStockArgs]) error {
 	ctx = budget.WithClass(ctx, job.Args.class())
-	sum, err := ReconcileStock(ctx, w.Deps)
+	sum, err := reconcileStock(ctx, w.Deps, w.progressRecorder(ctx, job.JobRow))
 	if err != nil {
 		if jobErr, retry := luarmorRetry(err, w.RateLimitWindow); retry {
 			return jobErr
@@ -150,6 +150,14 @@ func (w *ReconcileStockWorker) Work(ctx context.Context, job *river.Job[Reconcil
 //
 // Its Luarmor requests take ctx's budget class.
 func ReconcileStock(ctx context.Context, d Deps) (StockReconcileSummary, error) {
+	return reconcileStock(ctx, d, nil)
+}
+
+// reconcileStock is ReconcileStock recording its progress with progress:
+// the keys this run has settled, out of the unsold keys the database
+// holds for the projects (the total grows when Luarmor lists more). A run
+// retried lists everything again, so it counts from zero again.
+func reconcileStock(ctx context.Context, d Deps, progress *ProgressRecorder) (StockReconcileSummary, error) {
 	var sum StockReconcileSummary
 	// For each project, the stocked price of each key_days: the first by
 	// ID when several share one, so an adoption's price never depends on
@@ -169,8 +177,18 @@ func ReconcileStock(ctx context.Context, d Deps) (StockReconcileSummary, error) 
 			prices[p.ProjectID][p.KeyDays] = id
 		}
 	}
-	for _, project := range projects {
+	expected := 0
+	if progress != nil {
+		n, err := postgres.UnsoldStockKeys(ctx, d.Pool, projects)
+		if err != nil {
+			return sum, err
+		}
+		expected = n
+	}
+	for i, project := range projects {
 		log := d.Logger.With("project_id", project)
+		phase := fmt.Sprintf("listing the stock keys of project %s (%d of %d)", project, i+1, len(projects))
+		progress.Record(ctx, Progress{Phase: phase, Done: sum.Listed, Total: max(expected, sum.Listed), Unit: "stock keys checked"})
 		complete := false
 		for page := range maxStockListPages {
 			from, until := page*stockListPage, (page+1)*stockListPage
@@ -182,6 +200,7 @@ func ReconcileStock(ctx context.Context, d Deps) (StockReconcileSummary, error) 
 				if err := settleStockKey(ctx, d, project, prices[project], u, &sum, log); err != nil {
 					return sum, err
 				}
+				progress.Record(ctx, Progress{Phase: phase, Done: sum.Listed, Total: max(expected, sum.Listed), Unit: "stock keys checked"})
 			}
 			if len(users) < stockListPage {
 				complete = true
@@ -194,6 +213,8 @@ func ReconcileStock(ctx context.Context, d Deps) (StockReconcileSummary, error) 
 				"bound", stockListPage*maxStockListPages)
 		}
 	}
+	// Listed, the total is what was there: the run is done.
+	progress.Record(ctx, Progress{Phase: "done", Done: sum.Listed, Total: sum.Listed, Unit: "stock keys checked"})
 	return sum, nil
 }
 

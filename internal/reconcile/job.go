@@ -15,17 +15,30 @@ import (
 const runTimeout = 10 * time.Minute
 
 // Args runs one reconciliation with Stripe's events.
-type Args struct{}
+type Args struct {
+	// Lookback is how far back an operator's run (`fulfiller reconcile
+	// --since`) looks; 0 for the periodic run, which looks back the
+	// worker's Lookback.
+	Lookback time.Duration `json:"lookback,omitempty"`
+	// Actor names an operator's run; empty for the periodic one.
+	Actor string `json:"actor,omitempty"`
+}
 
-func (Args) Kind() string { return "reconcile_events" }
+func (Args) Kind() string { return jobs.KindReconcileEvents }
 
-func (Args) InsertOpts() river.InsertOpts {
+func (a Args) InsertOpts() river.InsertOpts {
+	attempts := 3
+	if a.Actor != "" {
+		// The operator waits at the terminal: a failure is told at once,
+		// and the operator runs it again once it is fixed.
+		attempts = 1
+	}
 	return river.InsertOpts{
 		// It makes no Luarmor call, so it takes no budget class's queue.
 		Queue: jobs.QueueDefault,
 		// The next periodic run does the same work; a failing run need not
 		// retry for long.
-		MaxAttempts: 3,
+		MaxAttempts: attempts,
 		// One run waits or runs at a time, so runs never pile up behind a
 		// slow or failing one.
 		UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: jobs.InFlightStates()},
@@ -36,8 +49,12 @@ func (Args) InsertOpts() river.InsertOpts {
 type Worker struct {
 	river.WorkerDefaults[Args]
 	Reconciler *Reconciler
-	// Lookback is how far back each run looks; 0 means DefaultLookback.
+	// Lookback is how far back each periodic run looks; 0 means
+	// DefaultLookback.
 	Lookback time.Duration
+	// ProgressEvery is how often at most a run records its progress; 0
+	// means jobs.DefaultProgressEvery.
+	ProgressEvery time.Duration
 }
 
 func (w *Worker) Timeout(*river.Job[Args]) time.Duration { return runTimeout }
@@ -47,16 +64,21 @@ func (w *Worker) Work(ctx context.Context, job *river.Job[Args]) error {
 	if err != nil {
 		return err
 	}
-	lookback := w.Lookback
+	lookback := job.Args.Lookback
+	if lookback == 0 {
+		lookback = w.Lookback
+	}
 	if lookback == 0 {
 		lookback = DefaultLookback
 	}
-	sum, err := w.Reconciler.Run(ctx, rc, lookback)
+	progress := jobs.NewProgressRecorder(ctx, job.ID, w.ProgressEvery, w.Reconciler.logger())
+	sum, err := w.Reconciler.run(ctx, rc, lookback, progress)
 	if err != nil {
 		w.Reconciler.logger().ErrorContext(ctx, "reconciliation with Stripe's events failed; it is retried and runs again at the next interval (does STRIPE_API_KEY allow reading events?)",
-			"attempt", job.Attempt, "summary", sum.String(), "error", err)
+			"attempt", job.Attempt, "actor", job.Args.Actor, "summary", sum.String(), "error", err)
+		return err
 	}
-	return err
+	return river.RecordOutput(ctx, sum)
 }
 
 // PeriodicJob runs a reconciliation every interval on the leader, and once

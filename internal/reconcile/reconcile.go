@@ -50,14 +50,14 @@ type Reconciler struct {
 // Summary counts what a run saw.
 type Summary struct {
 	// Listed is every event Stripe listed.
-	Listed int
+	Listed int `json:"listed"`
 	// AlreadyRecorded were recorded before (by the webhook or a run).
-	AlreadyRecorded int
+	AlreadyRecorded int `json:"already_recorded"`
 	// Ingested were recorded by this run; the new ones of a handled type
 	// are queued for handling.
-	Ingested int
+	Ingested int `json:"ingested"`
 	// Unreadable failed the webhook's checks; each is logged and skipped.
-	Unreadable int
+	Unreadable int `json:"unreadable"`
 }
 
 func (s Summary) String() string {
@@ -85,6 +85,21 @@ func CheckLookback(d time.Duration) error {
 // finds the rest. rc enqueues the jobs that act on ingested events. The
 // summary counts what was done, also when Run fails part way.
 func (r *Reconciler) Run(ctx context.Context, rc *river.Client[pgx.Tx], lookback time.Duration) (Summary, error) {
+	return r.run(ctx, rc, lookback, nil)
+}
+
+// progressPhase is a reconciliation's one phase.
+const progressPhase = "listing Stripe's events"
+
+// hoursOf is a look-back in whole hours, at least one: the unit of a
+// reconciliation's progress.
+func hoursOf(d time.Duration) int { return max(int((d+time.Hour-1)/time.Hour), 1) }
+
+// run is Run recording its progress with progress: Stripe lists the newest
+// events first, so the hours of the look-back a run has gone through are
+// those back to the oldest event listed so far. A run retried lists from
+// the newest again and counts from zero again.
+func (r *Reconciler) run(ctx context.Context, rc *river.Client[pgx.Tx], lookback time.Duration, progress *jobs.ProgressRecorder) (Summary, error) {
 	var sum Summary
 	if err := CheckLookback(lookback); err != nil {
 		return sum, err
@@ -96,13 +111,22 @@ func (r *Reconciler) Run(ctx context.Context, rc *river.Client[pgx.Tx], lookback
 	if r.Now != nil {
 		now = r.Now
 	}
-	since := now().Add(-lookback)
+	start := now()
+	since := start.Add(-lookback)
+	total := hoursOf(lookback)
+	progress.Record(ctx, jobs.Progress{Phase: progressPhase, Total: total, Unit: "hours of events checked"})
 	err := r.Stripe.ListEvents(ctx, jobs.HandledTypes(), since, func(page []json.RawMessage) error {
-		return r.ingest(ctx, rc, page, &sum)
+		oldest, err := r.ingest(ctx, rc, page, &sum)
+		if err == nil && !oldest.IsZero() {
+			covered := min(int(start.Sub(oldest)/time.Hour), total)
+			progress.Record(ctx, jobs.Progress{Phase: progressPhase, Done: covered, Total: total, Unit: "hours of events checked"})
+		}
+		return err
 	})
 	if err != nil {
 		return sum, fmt.Errorf("reconciling Stripe events since %s: %w", since.UTC().Format(time.RFC3339), err)
 	}
+	progress.Record(ctx, jobs.Progress{Phase: progressPhase, Done: total, Total: total, Unit: "hours of events checked"})
 	if sum.Ingested > 0 {
 		r.logger().WarnContext(ctx, "Stripe events had not reached the webhook and are handled now; check the webhook endpoint in Stripe's dashboard (disabled, or failing deliveries?)",
 			"ingested", sum.Ingested, "summary", sum.String())
@@ -112,8 +136,9 @@ func (r *Reconciler) Run(ctx context.Context, rc *river.Client[pgx.Tx], lookback
 	return sum, nil
 }
 
-// ingest records the page's events that are not recorded yet.
-func (r *Reconciler) ingest(ctx context.Context, rc *river.Client[pgx.Tx], page []json.RawMessage, sum *Summary) error {
+// ingest records the page's events that are not recorded yet, and returns
+// when the oldest readable one was created.
+func (r *Reconciler) ingest(ctx context.Context, rc *river.Client[pgx.Tx], page []json.RawMessage, sum *Summary) (oldest time.Time, err error) {
 	sum.Listed += len(page)
 	events := make([]postgres.Event, 0, len(page))
 	for _, raw := range page {
@@ -128,10 +153,13 @@ func (r *Reconciler) ingest(ctx context.Context, rc *river.Client[pgx.Tx], page 
 	}
 	// Stripe lists newest first; record in the order they happened.
 	slices.Reverse(events)
+	if len(events) > 0 {
+		oldest = events[0].CreatedAt
+	}
 
 	recorded, err := recordedIDs(ctx, r.Pool, events)
 	if err != nil {
-		return err
+		return oldest, err
 	}
 	var missing []postgres.Event
 	for _, e := range events {
@@ -141,7 +169,7 @@ func (r *Reconciler) ingest(ctx context.Context, rc *river.Client[pgx.Tx], page 
 	}
 	sum.AlreadyRecorded += len(events) - len(missing)
 	if len(missing) == 0 {
-		return nil
+		return oldest, nil
 	}
 	// The webhook may record some of them meanwhile: RecordTx tells.
 	var isNew []bool
@@ -151,7 +179,7 @@ func (r *Reconciler) ingest(ctx context.Context, rc *river.Client[pgx.Tx], page 
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("recording %d Stripe events: %w", len(missing), err)
+		return oldest, fmt.Errorf("recording %d Stripe events: %w", len(missing), err)
 	}
 	for i, e := range missing {
 		if !isNew[i] {
@@ -162,7 +190,7 @@ func (r *Reconciler) ingest(ctx context.Context, rc *river.Client[pgx.Tx], page 
 		r.logger().InfoContext(ctx, "Stripe event that never reached the webhook recorded", "event_id", e.ID, "type", e.Type,
 			"created", e.CreatedAt.UTC().Format(time.RFC3339))
 	}
-	return nil
+	return oldest, nil
 }
 
 // recordedIDs returns which of events are recorded already: a read, so a
