@@ -132,7 +132,7 @@ type orderView struct {
 	Ref   string // the short reference the buyer quotes to the shop
 	State string
 	// Signature is what the script compares with the order API's answer
-	// to know the page is out of date: status and delivered key count.
+	// to know the page is out of date (pageSignature).
 	Signature   string
 	Final       bool
 	Keys        []keyView
@@ -255,7 +255,7 @@ func newOrderView(o *order.Order, id string, now time.Time) (orderView, error) {
 	}
 	v := orderView{ID: id, Ref: logging.OrderRef(o.CheckoutSessionID), Keys: fromAPI.Keys,
 		KeysPending: fromAPI.KeysPending, FailureCode: o.FailureCode, Now: now.Unix(), Purchase: shop.Summarize(o), Placed: unixOrZero(o.Date()),
-		Signature: fmt.Sprintf("%s|%d", o.Status, len(fromAPI.Keys))}
+		Signature: pageSignature(string(o.Status), len(fromAPI.Keys), o.Discord)}
 	switch o.Status {
 	case order.StatusPending:
 		v.State = stateWaiting
@@ -268,7 +268,23 @@ func newOrderView(o *order.Order, id string, now time.Time) (orderView, error) {
 	default:
 		v.State, v.Final = stateFailed, true
 	}
+	if o.Discord != nil && o.Discord.Status == order.DiscordLinking {
+		// The page says the link takes a few seconds: it watches until
+		// it is done.
+		v.Final = false
+	}
 	return v, nil
+}
+
+// pageSignature is what the page's script compares with the order API's
+// answer (signatureOf in page.js) to know its section is out of date: the
+// status, the number of keys and what became of a verified Discord account.
+func pageSignature(status string, keys int, d *order.VerifiedDiscord) string {
+	discordStatus := ""
+	if d != nil {
+		discordStatus = string(d.Status)
+	}
+	return fmt.Sprintf("%s|%d|%s", status, keys, discordStatus)
 }
 
 // waitingView is the page of a well-formed Checkout Session ID the service
@@ -276,7 +292,7 @@ func newOrderView(o *order.Order, id string, now time.Time) (orderView, error) {
 // the page tells no more than the order API's 404 does.
 func waitingView(id string) orderView {
 	return orderView{ID: id, Ref: logging.OrderRef(id), State: stateWaiting,
-		Signature: string(order.StatusPending) + "|0"}
+		Signature: pageSignature(string(order.StatusPending), 0, nil)}
 }
 
 type pageData struct {

@@ -28,7 +28,7 @@ func TestPartlyDeliveredOrderShowsItsKeysAndHowManyAreOnTheWay(t *testing.T) {
 	v, err := newOrderView(o, sessionID, time.Now())
 	require.NoError(t, err)
 	require.Equal(t, statePartial, v.State)
-	require.Equal(t, "pending|1", v.Signature, "the script compares this with the order API's status and key count")
+	require.Equal(t, "pending|1|", v.Signature, "the script compares this with the order API's status and key count")
 	html := renderSection(t, v)
 	require.Contains(t, html, "1 of 3 ready")
 	require.Contains(t, html, `<progress max="3" value="1"`)

@@ -72,8 +72,9 @@
     return adopted;
   }
 
+  // signatureOf is the server's pageSignature of an order API answer.
   function signatureOf(order) {
-    return order.status + "|" + order.keys.length;
+    return order.status + "|" + order.keys.length + "|" + (order.discord ? order.discord.status : "");
   }
 
   // waitEnded reports whether the order API has answered 404 (an order
