@@ -148,7 +148,11 @@ func (s *Support) WaitLift(ctx context.Context, q *LiftQueued) (*LiftOutcome, er
 				return nil, err
 			}
 			if !waiting {
-				out.Order = o
+				// Read again: the order read above may predate a
+				// write that finished since.
+				if out.Order, err = postgres.GetOrder(ctx, s.Pool, q.CheckoutSessionID); err != nil {
+					return nil, err
+				}
 				return out, nil
 			}
 		}
