@@ -289,7 +289,7 @@ func (s *Server) routes() []route {
 // listener being reachable from inside the deployment only.
 func (s *Server) adminRoutes() []route {
 	s.init()
-	return []route{
+	return append([]route{
 		{"GET /v1/admin/orders", s.adminAPI(s.adminFindOrders)},
 		{"POST /v1/admin/orders/search", s.adminAPI(s.adminSearchOrders)},
 		{"GET /v1/admin/orders/{id_or_ref}", s.adminAPI(s.adminGetOrder)},
@@ -304,7 +304,7 @@ func (s *Server) adminRoutes() []route {
 			writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 		})},
 		{"GET /readyz", http.HandlerFunc(s.ready)},
-	}
+	}, s.consoleRoutes()...)
 }
 
 // statusOf is the one table from domain error codes to HTTP statuses.
