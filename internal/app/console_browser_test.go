@@ -3,6 +3,7 @@ package app_test
 import (
 	"context"
 	"encoding/base64"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/logging"
+	"fulfiller/internal/luarmor/sandbox"
 	"fulfiller/internal/postgres"
 	"fulfiller/internal/stripeapi/stripefake"
 )
@@ -60,8 +62,9 @@ func TestConsoleTellsWhetherABuyerGotTheirKeysInTwoClicks(t *testing.T) {
 
 	p := consolePage(t, b)
 	p.open(t, "/console/")
-	require.Equal(t, "2", p.text(t, "#orders-today"))
-	require.Equal(t, "2", p.text(t, "#keys-today"))
+	// The last 7 days, not today: a test running over midnight still holds.
+	require.Equal(t, "2", p.text(t, "#orders-week"))
+	require.Equal(t, "2", p.text(t, "#keys-week"))
 	require.Contains(t, p.text(t, "main"), failedRef, "the overview lists the failed order")
 	p.screenshots(t, "console-overview")
 
@@ -118,4 +121,37 @@ func TestConsoleTellsWhetherABuyerGotTheirKeysInTwoClicks(t *testing.T) {
 	require.Equal(t, "price added to the catalog", entries[0].Reason)
 	require.Equal(t, failedRef, entries[0].OrderRef)
 	require.False(t, strings.Contains(p.location(t), "cs_"), "no Checkout Session ID in the console's URLs")
+}
+
+// TestConsoleOverviewShowsWaitingOrdersRetryingJobsAndStock: an order
+// whose key Luarmor keeps failing waits, and the overview and its page
+// say why (the job retrying, with Luarmor's answer); the stocked price is
+// shown against its target.
+func TestConsoleOverviewShowsWaitingOrdersRetryingJobsAndStock(t *testing.T) {
+	t.Parallel()
+	b := setupStock(t, 2, withAdminLogin())
+	b.Luarmor.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/users", Kind: sandbox.FaultHTTP500, Times: 1000})
+	s := b.Stripe.PaidSession("frank@example.com", stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
+	b.WaitJobsUntil(t, "the key's creation to wait for a retry", func() bool {
+		return b.Count(t, `SELECT count(*) FROM river_job WHERE kind = 'create_key' AND state = 'retryable'`) == 1
+	})
+	ref := logging.OrderRef(s.ID)
+
+	p := consolePage(t, b)
+	p.open(t, "/console/")
+	require.Contains(t, p.text(t, "#waiting-heading"), "1")
+	require.Contains(t, p.text(t, "#retrying-heading"), "1")
+	require.Contains(t, p.text(t, "main"), "create_key: 1")
+	stock := p.text(t, `tr[data-price="`+priceStocked+`"]`)
+	require.Contains(t, stock, "target 2")
+	p.screenshots(t, "console-overview-waiting")
+
+	p.run(t, chromedp.Click(chromedp.CSS(`tr[data-order="`+ref+`"] a`)))
+	p.waitFor(t, `document.querySelector("#why") !== null`, "why the order waits")
+	why := p.text(t, "#why")
+	require.Contains(t, why, "Job create_key")
+	require.Contains(t, why, "is retrying")
+	require.Contains(t, p.text(t, "ol.timeline"), "attempt 1 failed")
+	p.screenshots(t, "console-order-waiting")
 }

@@ -178,6 +178,18 @@ func (s *Server) consoleOverview(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d.Overview = renderConsoleOverview(v)
+	if s.Stock != nil {
+		levels, err := s.Stock.Levels(r.Context())
+		if err != nil {
+			s.consoleProblem(w, r, "console-overview.html", d, err)
+			return
+		}
+		d.Overview.Stock = renderConsoleStock(levels)
+	}
+	d.Overview.CredentialsChecked = s.Credentials != nil
+	if s.Credentials != nil {
+		d.Overview.CredentialProblems = s.Credentials.Problems()
+	}
 	s.renderConsole(w, r, http.StatusOK, "console-overview.html", d)
 }
 
@@ -204,8 +216,11 @@ func (s *Server) consoleSearch(w http.ResponseWriter, r *http.Request) {
 		s.consoleProblem(w, r, "console-orders.html", d, err)
 		return
 	}
-	d.Search = strings.TrimSpace(r.PostForm.Get("q"))
-	orders, err := s.Support.SearchOrders(r.Context(), d.Search)
+	text := strings.TrimSpace(r.PostForm.Get("q"))
+	if echoableSearch(text) {
+		d.Search = text
+	}
+	orders, err := s.Support.SearchOrders(r.Context(), text)
 	if err != nil {
 		s.consoleProblem(w, r, "console-orders.html", d, err)
 		return
@@ -216,6 +231,14 @@ func (s *Server) consoleSearch(w http.ResponseWriter, r *http.Request) {
 		d.Results = append(d.Results, renderConsoleRow(o, now))
 	}
 	s.renderConsole(w, r, http.StatusOK, "console-orders.html", d)
+}
+
+// echoableSearch says a search's text may be shown again in the search
+// box: an email address, an order reference, a customer or a Discord ID,
+// never a Checkout Session ID or (part of) a key.
+func echoableSearch(text string) bool {
+	return strings.Contains(text, "@") || strings.HasPrefix(text, "ord_") || strings.HasPrefix(text, "cus_") ||
+		jobs.DiscordIDPattern.MatchString(text)
 }
 
 // consoleDetails reads the order of the URL's reference, which must be an

@@ -209,6 +209,38 @@ type consoleOverview struct {
 	FailedTotal, WaitingTotal int
 	Retrying                  []postgres.JobKindCount
 	RetryingTotal             int
+	Stock                     []consoleStock
+	// CredentialProblems are what the periodic check of the Stripe and
+	// Luarmor API keys found (what /readyz reports); CredentialsChecked
+	// says the check runs.
+	CredentialsChecked bool
+	CredentialProblems []string
+}
+
+// consoleStock is one price's stock against its target.
+type consoleStock struct {
+	jobs.PriceStock
+	// Low: fewer keys ready than a quarter of the target.
+	Low bool
+	// State words the catalog's view as `fulfiller stock` does.
+	State string
+}
+
+func renderConsoleStock(levels []jobs.PriceStock) []consoleStock {
+	var out []consoleStock
+	for _, l := range levels {
+		c := consoleStock{PriceStock: l, Low: l.Target > 0 && l.Ready*4 < l.Target, State: fmt.Sprintf("target %d", l.Target)}
+		switch {
+		case l.Orphan():
+			c.State = "not stocked: orphan keys (fulfiller stock delete)"
+		case l.Target == 0 && l.InCatalog:
+			c.State = "not stocked"
+		case l.Target == 0:
+			c.State = "not in catalog"
+		}
+		out = append(out, c)
+	}
+	return out
 }
 
 func renderConsoleOverview(v *jobs.Overview) *consoleOverview {

@@ -35,6 +35,9 @@ type Server struct {
 	Orders *jobs.Orders
 	// Support carries out the /v1/admin operations.
 	Support *jobs.Support
+	// Stock reads the stock levels the console's overview shows; nil
+	// leaves them out.
+	Stock   *jobs.StockAdmin
 	Webhook http.Handler
 	// ShopToken is the storefront's bearer token for the read-only
 	// listings (SHOP_API_TOKEN); "" turns them off.
