@@ -11,8 +11,10 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
 
+	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/logging"
 	"fulfiller/internal/luarmor/sandbox"
+	"fulfiller/internal/order"
 	"fulfiller/internal/postgres"
 	"fulfiller/internal/stripeapi/stripefake"
 )
@@ -54,7 +56,7 @@ func TestConsoleTellsWhetherABuyerGotTheirKeysInTwoClicks(t *testing.T) {
 	t.Parallel()
 	b := setup(t, withAdminLogin())
 	alice, bob := "alice@example.com", "bob@example.com"
-	delivered, order := b.Buy(t, alice, stripefake.Item{PriceID: priceMonth, Quantity: 2})
+	delivered, bought := b.Buy(t, alice, stripefake.Item{PriceID: priceMonth, Quantity: 2})
 	failed := b.Stripe.PaidSession(bob, stripefake.Item{PriceID: "price_not_in_catalog", Quantity: 1})
 	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", failed.ID))
 	b.WaitOrder(t, failed.ID, "failed")
@@ -81,7 +83,7 @@ func TestConsoleTellsWhetherABuyerGotTheirKeysInTwoClicks(t *testing.T) {
 	keys := eval[[]string](t, p, `[...document.querySelectorAll(".unit .key code")].map(e => e.textContent)`)
 	require.Len(t, keys, 2)
 	html := eval[string](t, p, `document.documentElement.outerHTML`)
-	for i, k := range order.Keys {
+	for i, k := range bought.Keys {
 		require.Contains(t, keys, logging.MaskKey(k.UserKey), "key %d shown by its last characters", i)
 		require.NotContains(t, html, k.UserKey, "no whole key in the page")
 	}
@@ -154,4 +156,58 @@ func TestConsoleOverviewShowsWaitingOrdersRetryingJobsAndStock(t *testing.T) {
 	require.Contains(t, why, "is retrying")
 	require.Contains(t, p.text(t, "ol.timeline"), "attempt 1 failed")
 	p.screenshots(t, "console-order-waiting")
+}
+
+// TestConsoleLiftsAnEarlyFraudWarningsRevocation: an order an early fraud
+// warning revoked shows its revocation and why its keys no longer work;
+// support lifts it from the page with a reason, the admin API's
+// implementation restores the order, and the audit log keeps the reason.
+func TestConsoleLiftsAnEarlyFraudWarningsRevocation(t *testing.T) {
+	t.Parallel()
+	b := setup(t, withAdminLogin(), withPolicy(func(p *order.Policy) { p.RevokeOnEarlyFraudWarning = true }))
+	s, _ := b.Buy(t, "grace@example.com", stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	efw := fulfillertest.NewID("issfr_")
+	b.Deliver(t, fulfillertest.Event(t, "radar.early_fraud_warning.created", mustJSON(t, map[string]any{
+		"id": efw, "object": "radar.early_fraud_warning", "charge": b.charge(t, s.PaymentIntent, ""),
+		"payment_intent": s.PaymentIntent, "fraud_type": "made_with_stolen_card", "actionable": true,
+	})))
+	b.waitKeys(t, s.ID, "revoked", "blacklisted")
+	b.waitIdle(t)
+	ref := logging.OrderRef(s.ID)
+
+	p := consolePage(t, b)
+	p.open(t, "/console/orders")
+	p.run(t, chromedp.SetValue(chromedp.CSS("#q"), "ab"), chromedp.Click(chromedp.CSS(`form.search button[type="submit"]`)))
+	p.waitFor(t, `document.querySelector(".notice.problem") !== null`, "the refused search")
+	require.Contains(t, p.text(t, ".notice.problem"), "last 4 characters")
+	p.screenshots(t, "console-search-refused")
+
+	p.searchConsole(t, "grace@example.com")
+	p.openFoundOrder(t, ref)
+	require.Equal(t, "revoked", p.text(t, "#order-state"))
+	require.Contains(t, p.text(t, "#revocations-heading + ul"), efw)
+	p.run(t, chromedp.Click(chromedp.CSS(`#revocations-heading + ul details.action summary`)))
+	p.screenshots(t, "console-order-revoked-lift-form")
+	p.run(t, chromedp.SetValue(chromedp.CSS("#reason-lift-"+efw), "the buyer proved the card is theirs"),
+		chromedp.Click(chromedp.CSS("#confirm-lift-"+efw)),
+		chromedp.Click(chromedp.CSS(`form[action$="/actions/lift-revocation"] button[type="submit"]`)))
+	p.waitFor(t, `document.querySelector(".notice.ok") !== null`, "the lift's outcome")
+	b.waitKeys(t, s.ID, "fulfilled", "active")
+
+	entries, err := postgres.ListAudit(context.Background(), b.Pool, postgres.AuditQuery{Limit: 10})
+	require.NoError(t, err)
+	require.NotEmpty(t, entries)
+	require.Equal(t, "lift-revocation", entries[0].Action)
+	require.Equal(t, "the buyer proved the card is theirs", entries[0].Reason)
+	require.Equal(t, efw, entries[0].Detail["source_id"])
+
+	p.open(t, "/console/orders/"+ref)
+	require.Equal(t, "active", p.text(t, "#order-state"))
+	timeline := p.text(t, "ol.timeline")
+	require.Contains(t, timeline, "Stripe event radar.early_fraud_warning.created", "the warning's event, about its own object")
+	require.Contains(t, timeline, "Job resolve_revocation", "the revocation's jobs")
+	require.Contains(t, timeline, "Job sync_key", "the key's writes, by its Luarmor key")
+	require.Contains(t, timeline, "Job lift_revocation")
+	p.run(t, chromedp.Click(chromedp.CSS(`.unit details.action summary`)))
+	p.screenshots(t, "console-order-key-action-form")
 }

@@ -137,7 +137,12 @@ func orDash(s string) string {
 func consoleTimeline(d *jobs.OrderDetails, a *jobs.OrderActivity) []consoleEntry {
 	var out []consoleEntry
 	sessionID := d.Order.CheckoutSessionID
-	for _, e := range d.Events {
+	seen := map[string]bool{}
+	for _, e := range append(slices.Clone(d.Events), a.RevocationEvents...) {
+		if seen[e.ID] {
+			continue
+		}
+		seen[e.ID] = true
 		object := e.ObjectID
 		if object == sessionID {
 			object = "the Checkout Session"

@@ -52,25 +52,35 @@ func (s *Support) SearchOrders(ctx context.Context, text string) ([]*order.Order
 	return postgres.OrdersOfKeyTail(ctx, s.Pool, text, MaxFoundOrders)
 }
 
-// OrderActivity is what touched an order besides its Stripe events and
-// keys emails (OrderDetails): its jobs with their attempts, its lifecycle
-// emails and the support actions on it.
+// OrderActivity is what touched an order besides OrderDetails' Stripe
+// events and keys emails: the events of its payment's revocations, its
+// jobs with their attempts, its lifecycle emails and the support actions
+// on it.
 type OrderActivity struct {
-	Jobs            []postgres.JobSummary
-	LifecycleEmails []postgres.LifecycleEmailSummary
-	Audit           []postgres.AuditEntry
+	RevocationEvents []postgres.EventSummary
+	Jobs             []postgres.JobSummary
+	LifecycleEmails  []postgres.LifecycleEmailSummary
+	Audit            []postgres.AuditEntry
 }
 
 // Activity reads what touched the order of d.
 func (s *Support) Activity(ctx context.Context, d *OrderDetails) (*OrderActivity, error) {
 	o := d.Order
-	keyIDs := make([]int64, 0, len(o.Keys))
-	for _, k := range o.Keys {
-		keyIDs = append(keyIDs, k.ID)
+	var revocationIDs []int64
+	var objects []string
+	for _, r := range d.Revocations {
+		revocationIDs = append(revocationIDs, r.ID)
+		objects = append(objects, r.SourceID)
+		if r.ChargeID != "" && r.ChargeID != r.SourceID {
+			objects = append(objects, r.ChargeID)
+		}
 	}
 	var a OrderActivity
 	var err error
-	if a.Jobs, err = postgres.JobsOfOrder(ctx, s.Pool, o.ID, keyIDs); err != nil {
+	if a.RevocationEvents, err = postgres.EventsAbout(ctx, s.Pool, objects); err != nil {
+		return nil, err
+	}
+	if a.Jobs, err = postgres.JobsOfOrder(ctx, s.Pool, o, revocationIDs); err != nil {
 		return nil, err
 	}
 	if a.LifecycleEmails, err = postgres.LifecycleEmailsOfOrder(ctx, s.Pool, o.ID); err != nil {

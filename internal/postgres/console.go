@@ -39,16 +39,20 @@ type JobError struct {
 	Error   string    `json:"error"`
 }
 
-// JobsOfOrder lists the jobs whose arguments name the order (order_id) or
-// one of its keys (order_key_id), oldest first.
-func JobsOfOrder(ctx context.Context, db DB, orderID int64, keyIDs []int64) ([]JobSummary, error) {
-	names := []string{fmt.Sprintf(`{"order_id":%d}`, orderID)}
-	for _, id := range keyIDs {
-		names = append(names, fmt.Sprintf(`{"order_key_id":%d}`, id))
-	}
-	rows, err := db.Query(ctx, `SELECT id, kind, state::text, attempt, max_attempts, created_at, scheduled_at, finalized_at,
+// JobsOfOrder lists the jobs whose arguments name the order (order_id),
+// one of its units (order_key_id), the Luarmor key of one (ledger_key_id)
+// or one of the revocations of its payment (revocation_id), oldest first.
+func JobsOfOrder(ctx context.Context, db DB, o *order.Order, revocationIDs []int64) ([]JobSummary, error) {
+	rows, err := db.Query(ctx, `WITH names AS (
+			SELECT jsonb_build_object('order_id', $1::bigint) AS name
+			UNION ALL SELECT jsonb_build_object('order_key_id', id) FROM order_keys WHERE checkout_session_id = $2
+			UNION ALL SELECT jsonb_build_object('ledger_key_id', l.id) FROM ledger_keys l
+				JOIN order_keys k ON k.project_id = l.project_id AND k.user_key = l.user_key WHERE k.checkout_session_id = $2
+			UNION ALL SELECT jsonb_build_object('revocation_id', r) FROM unnest($3::bigint[]) AS r)
+		SELECT id, kind, state::text, attempt, max_attempts, created_at, scheduled_at, finalized_at,
 			COALESCE(to_jsonb(errors), '[]'::jsonb)
-		FROM river_job WHERE args @> ANY($1::jsonb[]) ORDER BY id LIMIT $2`, names, maxOrderJobs)
+		FROM river_job WHERE args @> ANY(ARRAY(SELECT name FROM names)) ORDER BY id LIMIT $4`,
+		o.ID, o.CheckoutSessionID, revocationIDs, maxOrderJobs)
 	if err != nil {
 		return nil, fmt.Errorf("listing the jobs of an order: %w", err)
 	}
@@ -62,6 +66,24 @@ func JobsOfOrder(ctx context.Context, db DB, orderID int64, keyIDs []int64) ([]J
 			return j, fmt.Errorf("reading the errors of job %d: %w", j.ID, err)
 		}
 		return j, nil
+	})
+}
+
+// EventsAbout lists the recorded Stripe events about any of objects
+// (a dispute, a charge, an early fraud warning), oldest first.
+func EventsAbout(ctx context.Context, db DB, objects []string) ([]EventSummary, error) {
+	if len(objects) == 0 {
+		return nil, nil
+	}
+	rows, err := db.Query(ctx, `SELECT id, type, object_id, created_at, received_at FROM stripe_events
+		WHERE object_id = ANY($1) ORDER BY created_at, id LIMIT 200`, objects)
+	if err != nil {
+		return nil, fmt.Errorf("listing the events of an order's revocations: %w", err)
+	}
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (EventSummary, error) {
+		var e EventSummary
+		err := row.Scan(&e.ID, &e.Type, &e.ObjectID, &e.CreatedAt, &e.ReceivedAt)
+		return e, err
 	})
 }
 
