@@ -24,12 +24,12 @@ import (
 
 const ordersUsage = `usage:
   fulfiller orders show <checkout_session_id or ord_ reference>
-  fulfiller orders retry <checkout_session_id or ord_ reference>
+  fulfiller orders retry <checkout_session_id or ord_ reference> [--reason R]
   fulfiller orders find --email E | --discord D | --key - | --key-file PATH
   (--key - reads the license key from stdin, --key-file from a file's first
   line; a key on the command line is refused: ps and the shell history
   would show it)
-  fulfiller orders lift-revocation <checkout_session_id or ord_ reference> <issfr_...> [--wait 2m]
+  fulfiller orders lift-revocation <checkout_session_id or ord_ reference> <issfr_...> [--wait 2m] [--reason R]
   fulfiller orders rotate-link <checkout_session_id or ord_ reference> [--reason R]
 (reads the settings of serve)
 `
@@ -121,10 +121,13 @@ func cmdOrders(ctx context.Context, args []string, getenv func(string) string, l
 		wantArgs = 0
 	case "lift-revocation":
 		wait = fs.Duration("wait", 2*time.Minute, "how long to wait for the service to carry the lift out")
+		reason = fs.String("reason", "", "why the revocation is lifted, for the audit log")
 		wantArgs = 2
 	case "rotate-link":
 		reason = fs.String("reason", "", "why the order's links are revoked, for the log")
-	case "show", "retry":
+	case "retry":
+		reason = fs.String("reason", "", "why the order is retried, for the audit log")
+	case "show":
 	default:
 		fmt.Fprint(stderr, ordersUsage)
 		return errUsage
@@ -161,14 +164,14 @@ func cmdOrders(ctx context.Context, args []string, getenv func(string) string, l
 		}
 		printOrder(stdout, d)
 	case "retry":
-		o, err := support.Retry(ctx, jobs.CLIActor(), positional[0])
+		o, err := support.Retry(ctx, jobs.CLIActor(), positional[0], *reason)
 		if err != nil {
 			return supportError("orders retry", err)
 		}
 		fmt.Fprintf(stdout, "order %s is %s again: its fulfilment is queued for the service's workers\n",
 			logging.OrderRef(o.CheckoutSessionID), o.Status)
 	case "lift-revocation":
-		return liftRevocation(ctx, support, positional[0], positional[1], *wait, stdout)
+		return liftRevocation(ctx, support, positional[0], positional[1], *reason, *wait, stdout)
 	case "rotate-link":
 		rot, err := support.RotateOrderAccess(ctx, jobs.ActorCLI, positional[0], *reason)
 		if err != nil {
@@ -199,9 +202,9 @@ func cmdOrders(ctx context.Context, args []string, getenv func(string) string, l
 // liftRevocation lifts an early fraud warning's revocation of an order's
 // payment, waits for the service's workers to restore the order and unban
 // its keys, and prints the outcome.
-func liftRevocation(ctx context.Context, support *jobs.Support, idOrRef, sourceID string, wait time.Duration, stdout io.Writer) error {
+func liftRevocation(ctx context.Context, support *jobs.Support, idOrRef, sourceID, reason string, wait time.Duration, stdout io.Writer) error {
 	const cmd = "orders lift-revocation"
-	q, err := support.LiftRevocation(ctx, jobs.CLIActor(), idOrRef, sourceID)
+	q, err := support.LiftRevocation(ctx, jobs.CLIActor(), idOrRef, sourceID, reason)
 	if err != nil {
 		return supportError(cmd, err)
 	}

@@ -21,6 +21,7 @@ import (
 
 	"fulfiller/internal/config"
 	"fulfiller/internal/httpapi"
+	"fulfiller/internal/logging"
 )
 
 // The README's five-minute tour is run as a reader runs it: every command
@@ -470,12 +471,39 @@ func (tr *tour) open(where, raw string) {
 		require.Contains(t, page, "fulfiller_webhooks_received_total", where)
 	case listener == "ADMIN_ADDR" && u.Path == "/readyz":
 		require.JSONEq(t, `{"status":"ready"}`, page, where)
+	case listener == "ADMIN_ADDR" && u.Path == "/console/":
+		// "with that login, and search the buyer's email"
+		require.True(t, loggedIn, "%s: the console opens only with the admin login", where)
+		require.Contains(t, page, "fulfiller console", where)
+		require.Contains(t, page, `action="/console/orders"`, "%s: the console's search form", where)
+		tr.searchConsole(where, "buyer@example.com")
 	case listener == "ADMIN_ADDR" && strings.HasPrefix(u.Path, "/riverui/"):
 		// "with that login"
 		require.True(t, loggedIn, "%s: the River UI opens only with the admin login", where)
 		require.Contains(t, page, "<html", where)
 	default:
 		require.Failf(t, "a page the test cannot check", "%s: %s: teach TestTheREADMETourRuns what it must show", where, raw)
+	}
+}
+
+// searchConsole searches the console for email as its form does and
+// checks the tour's orders are found, each a link to its page.
+func (tr *tour) searchConsole(where, email string) {
+	t := tr.t
+	t.Helper()
+	u, _ := tr.localURL(where, "http://127.0.0.1:9090/console/orders")
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, u.String(), strings.NewReader("q="+url.QueryEscape(email)))
+	require.NoError(t, err)
+	req.SetBasicAuth(tr.exported["ADMIN_USER"], tr.exported["ADMIN_PASSWORD"])
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err, "%s: searching the console", where)
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.NoError(t, resp.Body.Close())
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s: %s", where, body)
+	for session := range tr.keys {
+		require.Contains(t, string(body), `href="/console/orders/`+logging.OrderRef(session)+`"`, "%s: the search finds the tour's order", where)
 	}
 }
 

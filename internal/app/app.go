@@ -171,7 +171,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		HWIDResetCooldown: m.Config.HWIDResetCooldown, Mail: m.mailSender()}
 	m.watchMetrics()
 	api := &httpapi.Server{
-		Pool: m.Pool, Orders: orders, Support: support, ShopToken: m.Config.ShopAPIToken, AdminToken: m.Config.AdminAPIToken,
+		Pool: m.Pool, Orders: orders, Support: support, Stock: &jobs.StockAdmin{Pool: m.Pool, River: m.River, Catalog: m.Catalog, Logger: m.Logger},
+		ShopToken: m.Config.ShopAPIToken, AdminToken: m.Config.AdminAPIToken,
 		Metrics: m.Metrics.Handler(), Logger: m.Logger,
 		Webhook: m.webhook, Credentials: m.Credentials, Mail: m.mailSender(), Changes: m.Changes,
 		TrustedProxies: m.Config.TrustedProxies, AllowedOrigins: m.Config.AllowedOrigins, Shop: m.Config.Shop,

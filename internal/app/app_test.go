@@ -56,9 +56,18 @@ type options struct {
 	stock          map[string]catalog.Product // stocked prices added to the catalog
 }
 
-// withConfig changes the service's settings before it starts.
+// withConfig changes the service's settings before it starts, after the
+// changes of the options before it.
 func withConfig(f func(*config.Config)) func(*options) {
-	return func(o *options) { o.configure = f }
+	return func(o *options) {
+		earlier := o.configure
+		o.configure = func(c *config.Config) {
+			if earlier != nil {
+				earlier(c)
+			}
+			f(c)
+		}
+	}
 }
 
 // withLogger sends the service's log to l.

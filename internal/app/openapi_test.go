@@ -3,8 +3,10 @@ package app_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -18,6 +20,7 @@ import (
 
 	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/httpapi"
+	"fulfiller/internal/logging"
 	"fulfiller/internal/order"
 	"fulfiller/internal/stripeapi/stripefake"
 )
@@ -93,7 +96,7 @@ func (c *contractCheck) do(t *testing.T, method, path, body string, header ...st
 
 // internalPath reports whether path is served by the internal listener.
 func internalPath(path string) bool {
-	return strings.HasPrefix(path, "/v1/admin/") || path == "/healthz" || path == "/readyz" || path == "/metrics"
+	return strings.HasPrefix(path, "/v1/admin/") || strings.HasPrefix(path, httpapi.ConsolePrefix) || path == "/healthz" || path == "/readyz" || path == "/metrics"
 }
 
 func (c *contractCheck) requireEveryOperationAnswered(t *testing.T) {
@@ -115,7 +118,7 @@ func (c *contractCheck) requireEveryOperationAnswered(t *testing.T) {
 // answer to the document.
 func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 	t.Parallel()
-	b := setupLookup(t, withPolicy(func(p *order.Policy) { p.RevokeOnEarlyFraudWarning = true }))
+	b := setupLookup(t, withPolicy(func(p *order.Policy) { p.RevokeOnEarlyFraudWarning = true }), withAdminLogin())
 	c := newContractCheck(t, b)
 	const bearer, admin = "Bearer " + shopToken, "Bearer " + adminToken
 	email, customer := "contract@example.com", fulfillertest.NewID("cus_")
@@ -241,6 +244,31 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 	require.Equal(t, http.StatusOK, c.do(t, "GET", "/my-keys", "").status)
 	require.Equal(t, http.StatusOK, c.do(t, "GET", "/assets/page.js", "").status)
 	require.Equal(t, http.StatusNotFound, c.do(t, "GET", "/assets/nothing.js", "").status)
+
+	// The operator console, its forms posted from itself.
+	console := "Basic " + base64.StdEncoding.EncodeToString([]byte(adminUser+":"+adminPassword))
+	formType, sameOrigin := "application/x-www-form-urlencoded", "same-origin"
+	consoleOrder := "/console/orders/" + logging.OrderRef(id)
+	require.Equal(t, http.StatusOK, c.do(t, "GET", "/console/", "", "Authorization", console).status)
+	// From a client of its own: the test's earlier refusals spent its failed credentials.
+	require.Equal(t, http.StatusUnauthorized, c.do(t, "GET", "/console/", "", "X-Forwarded-For", "203.0.113.44").status)
+	require.Equal(t, http.StatusOK, c.do(t, "GET", "/console/orders", "", "Authorization", console).status)
+	require.Equal(t, http.StatusOK, c.do(t, "POST", "/console/orders", "q="+url.QueryEscape(email),
+		"Authorization", console, "Content-Type", formType, "Sec-Fetch-Site", sameOrigin).status)
+	require.Equal(t, http.StatusBadRequest, c.do(t, "POST", "/console/orders", "q=ab",
+		"Authorization", console, "Content-Type", formType, "Sec-Fetch-Site", sameOrigin).status)
+	require.Equal(t, http.StatusOK, c.do(t, "GET", consoleOrder, "", "Authorization", console).status)
+	require.Equal(t, http.StatusNotFound, c.do(t, "GET", "/console/orders/ord_000000000000", "", "Authorization", console).status)
+	require.Equal(t, http.StatusBadRequest, c.do(t, "POST", consoleOrder+"/actions/resend-email", "confirm=yes",
+		"Authorization", console, "Content-Type", formType, "Sec-Fetch-Site", sameOrigin).status)
+	require.Equal(t, http.StatusSeeOther, c.do(t, "POST", consoleOrder+"/actions/resend-email", "confirm=yes&reason=lost+the+email",
+		"Authorization", console, "Content-Type", formType, "Sec-Fetch-Site", sameOrigin).status)
+	require.Equal(t, http.StatusForbidden, c.do(t, "POST", consoleOrder+"/actions/resend-email", "confirm=yes&reason=lost+the+email",
+		"Authorization", console, "Content-Type", formType, "Sec-Fetch-Site", "cross-site").status)
+	require.Equal(t, http.StatusNotFound, c.do(t, "POST", consoleOrder+"/keys/0/actions", "action=revoke&confirm=yes&reason=test",
+		"Authorization", console, "Content-Type", formType, "Sec-Fetch-Site", sameOrigin).status)
+	require.Equal(t, http.StatusOK, c.do(t, "GET", "/console/assets/console.js", "", "Authorization", console).status)
+	require.Equal(t, http.StatusNotFound, c.do(t, "GET", "/console/assets/nothing.js", "", "Authorization", console).status)
 
 	// Webhooks, operations, this document.
 	require.Equal(t, http.StatusBadRequest, c.do(t, "POST", "/webhooks/stripe", `{"id":"evt_1"}`,

@@ -147,7 +147,7 @@ func (s *Server) adminGetOrder(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) adminRetryOrder(w http.ResponseWriter, r *http.Request) {
-	o, err := s.Support.Retry(r.Context(), adminActor(r), r.PathValue("id_or_ref"))
+	o, err := s.Support.Retry(r.Context(), adminActor(r), r.PathValue("id_or_ref"), "")
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -160,7 +160,7 @@ func (s *Server) adminRetryOrder(w http.ResponseWriter, r *http.Request) {
 // an early fraud warning's revocation of the order's payment; 202 once the
 // lift_revocation job is queued.
 func (s *Server) adminLiftRevocation(w http.ResponseWriter, r *http.Request) {
-	q, err := s.Support.LiftRevocation(r.Context(), adminActor(r), r.PathValue("id_or_ref"), r.PathValue("source_id"))
+	q, err := s.Support.LiftRevocation(r.Context(), adminActor(r), r.PathValue("id_or_ref"), r.PathValue("source_id"), "")
 	if err != nil {
 		s.writeError(w, r, err)
 		return

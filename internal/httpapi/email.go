@@ -16,7 +16,7 @@ func (s *Server) adminResendEmail(w http.ResponseWriter, r *http.Request) {
 			"error": "keys by email is off: set SMTP_URL, MAIL_FROM and PUBLIC_BASE_URL", "code": "mail_off"})
 		return
 	}
-	delivery, err := s.Support.ResendEmail(r.Context(), s.Mail, adminActor(r), r.PathValue("id_or_ref"))
+	delivery, err := s.Support.ResendEmail(r.Context(), s.Mail, adminActor(r), r.PathValue("id_or_ref"), "")
 	if errors.Is(err, jobs.ErrOrderNotFulfilled) {
 		writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error(), "code": "not_fulfilled"})
 		return

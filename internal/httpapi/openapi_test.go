@@ -32,8 +32,9 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 		internal bool
 	}{{s.routes(), false}, {s.adminRoutes(), true}} {
 		for _, rt := range table.routes {
-			// ServeMux's rest-of-path wildcard {name...} is {name} in OpenAPI.
-			pattern := strings.ReplaceAll(rt.pattern, "...}", "}")
+			// ServeMux's rest-of-path wildcard {name...} is {name} in OpenAPI,
+			// and its end-of-path anchor {$} is the path itself.
+			pattern := strings.ReplaceAll(strings.ReplaceAll(rt.pattern, "...}", "}"), "{$}", "")
 			routed = append(routed, pattern)
 			_, path, _ := strings.Cut(pattern, " ")
 			item := doc.Paths.Find(path)

@@ -35,6 +35,9 @@ type Server struct {
 	Orders *jobs.Orders
 	// Support carries out the /v1/admin operations.
 	Support *jobs.Support
+	// Stock reads the stock levels the console's overview shows; nil
+	// leaves them out.
+	Stock   *jobs.StockAdmin
 	Webhook http.Handler
 	// ShopToken is the storefront's bearer token for the read-only
 	// listings (SHOP_API_TOKEN); "" turns them off.
@@ -289,7 +292,7 @@ func (s *Server) routes() []route {
 // listener being reachable from inside the deployment only.
 func (s *Server) adminRoutes() []route {
 	s.init()
-	return []route{
+	return append([]route{
 		{"GET /v1/admin/orders", s.adminAPI(s.adminFindOrders)},
 		{"POST /v1/admin/orders/search", s.adminAPI(s.adminSearchOrders)},
 		{"GET /v1/admin/orders/{id_or_ref}", s.adminAPI(s.adminGetOrder)},
@@ -305,7 +308,7 @@ func (s *Server) adminRoutes() []route {
 			writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 		})},
 		{"GET /readyz", http.HandlerFunc(s.ready)},
-	}
+	}, s.consoleRoutes()...)
 }
 
 // statusOf is the one table from domain error codes to HTTP statuses.

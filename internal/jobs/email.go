@@ -107,8 +107,11 @@ func (s *Orders) resendOrderEmailTx(ctx context.Context, tx pgx.Tx, mailer *mail
 }
 
 // ResendEmail is support's ResendOrderEmail: the order named by ID or
-// reference, with the action in the audit log.
-func (s *Support) ResendEmail(ctx context.Context, mailer *mail.Sender, actor, idOrRef string) (int, error) {
+// reference, with the action (and reason, if given) in the audit log.
+func (s *Support) ResendEmail(ctx context.Context, mailer *mail.Sender, actor, idOrRef, reason string) (int, error) {
+	if err := checkReason(reason); err != nil {
+		return 0, err
+	}
 	id, err := s.SessionOf(ctx, idOrRef)
 	if err != nil {
 		return 0, err
@@ -120,7 +123,7 @@ func (s *Support) ResendEmail(ctx context.Context, mailer *mail.Sender, actor, i
 			return err
 		}
 		delivery = d
-		return auditOrder(ctx, tx, actor, "resend-email", o, "", "", map[string]any{"delivery": d})
+		return auditOrder(ctx, tx, actor, "resend-email", o, "", reason, map[string]any{"delivery": d})
 	})
 	if err != nil {
 		return 0, err

@@ -157,8 +157,11 @@ func checkUserKey(k string) error {
 }
 
 // Retry fulfils a failed order again (Orders.Retry), named by ID or
-// reference.
-func (s *Support) Retry(ctx context.Context, actor, idOrRef string) (*order.Order, error) {
+// reference; reason, if given, goes to the audit log.
+func (s *Support) Retry(ctx context.Context, actor, idOrRef, reason string) (*order.Order, error) {
+	if err := checkReason(reason); err != nil {
+		return nil, err
+	}
 	id, err := s.SessionOf(ctx, idOrRef)
 	if err != nil {
 		return nil, err
@@ -171,7 +174,7 @@ func (s *Support) Retry(ctx context.Context, actor, idOrRef string) (*order.Orde
 		if err := s.Orders.retryTx(ctx, tx, id); err != nil {
 			return err
 		}
-		return auditOrder(ctx, tx, actor, "retry", o, "", "", nil)
+		return auditOrder(ctx, tx, actor, "retry", o, "", reason, nil)
 	})
 	if err != nil {
 		return nil, err

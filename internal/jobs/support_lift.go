@@ -45,7 +45,10 @@ type LiftQueued struct {
 // ENOTFOUND: no such order, or no such revocation of its payment;
 // ECONFLICT: the revocation is a dispute's or a refund's (Stripe's outcome
 // lifts those: a dispute won, a refund failed), or it is lifted already.
-func (s *Support) LiftRevocation(ctx context.Context, actor, idOrRef, sourceID string) (*LiftQueued, error) {
+func (s *Support) LiftRevocation(ctx context.Context, actor, idOrRef, sourceID, reason string) (*LiftQueued, error) {
+	if err := checkReason(reason); err != nil {
+		return nil, err
+	}
 	id, err := s.SessionOf(ctx, idOrRef)
 	if err != nil {
 		return nil, err
@@ -86,7 +89,7 @@ func (s *Support) LiftRevocation(ctx context.Context, actor, idOrRef, sourceID s
 		}
 		q = &LiftQueued{JobID: res.Job.ID, RevocationID: lifted.ID, SourceID: sourceID,
 			CheckoutSessionID: id, OrderRef: logging.OrderRef(id)}
-		return auditOrder(ctx, tx, actor, ActionLiftRevocation, o, "", "",
+		return auditOrder(ctx, tx, actor, ActionLiftRevocation, o, "", reason,
 			map[string]any{"job_id": q.JobID, "revocation_id": lifted.ID, "source_id": sourceID})
 	})
 	if err != nil {

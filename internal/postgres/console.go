@@ -1,0 +1,177 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"fulfiller/internal/order"
+)
+
+// The reads behind the operator console: what touched one order (its
+// jobs, its lifecycle emails) and the shop's figures of the day and week.
+
+// maxOrderJobs bounds the jobs listed for one order: a renewed
+// subscription's keys gather a few a month.
+const maxOrderJobs = 200
+
+// JobSummary is one River job about an order or one of its keys.
+type JobSummary struct {
+	ID          int64
+	Kind        string
+	State       string
+	Attempt     int
+	MaxAttempts int
+	CreatedAt   time.Time
+	ScheduledAt time.Time
+	FinalizedAt *time.Time
+	// Errors are its failed attempts, oldest first.
+	Errors []JobError
+}
+
+// JobError is one failed attempt of a job, as River recorded it.
+type JobError struct {
+	At      time.Time `json:"at"`
+	Attempt int       `json:"attempt"`
+	Error   string    `json:"error"`
+}
+
+// JobsOfOrder lists the jobs whose arguments name the order (order_id),
+// one of its units (order_key_id), the Luarmor key of one (ledger_key_id)
+// or one of the revocations of its payment (revocation_id), oldest first.
+func JobsOfOrder(ctx context.Context, db DB, o *order.Order, revocationIDs []int64) ([]JobSummary, error) {
+	rows, err := db.Query(ctx, `WITH names AS (
+			SELECT jsonb_build_object('order_id', $1::bigint) AS name
+			UNION ALL SELECT jsonb_build_object('order_key_id', id) FROM order_keys WHERE checkout_session_id = $2
+			UNION ALL SELECT jsonb_build_object('ledger_key_id', l.id) FROM ledger_keys l
+				JOIN order_keys k ON k.project_id = l.project_id AND k.user_key = l.user_key WHERE k.checkout_session_id = $2
+			UNION ALL SELECT jsonb_build_object('revocation_id', r) FROM unnest($3::bigint[]) AS r)
+		SELECT id, kind, state::text, attempt, max_attempts, created_at, scheduled_at, finalized_at,
+			COALESCE(to_jsonb(errors), '[]'::jsonb)
+		FROM river_job WHERE args @> ANY(ARRAY(SELECT name FROM names)) ORDER BY id LIMIT $4`,
+		o.ID, o.CheckoutSessionID, revocationIDs, maxOrderJobs)
+	if err != nil {
+		return nil, fmt.Errorf("listing the jobs of an order: %w", err)
+	}
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (JobSummary, error) {
+		var j JobSummary
+		var errs []byte
+		if err := row.Scan(&j.ID, &j.Kind, &j.State, &j.Attempt, &j.MaxAttempts, &j.CreatedAt, &j.ScheduledAt, &j.FinalizedAt, &errs); err != nil {
+			return j, err
+		}
+		if err := json.Unmarshal(errs, &j.Errors); err != nil {
+			return j, fmt.Errorf("reading the errors of job %d: %w", j.ID, err)
+		}
+		return j, nil
+	})
+}
+
+// EventsAbout lists the recorded Stripe events about any of objects
+// (a dispute, a charge, an early fraud warning), oldest first.
+func EventsAbout(ctx context.Context, db DB, objects []string) ([]EventSummary, error) {
+	if len(objects) == 0 {
+		return nil, nil
+	}
+	rows, err := db.Query(ctx, `SELECT id, type, object_id, created_at, received_at FROM stripe_events
+		WHERE object_id = ANY($1) ORDER BY created_at, id LIMIT 200`, objects)
+	if err != nil {
+		return nil, fmt.Errorf("listing the events of an order's revocations: %w", err)
+	}
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (EventSummary, error) {
+		var e EventSummary
+		err := row.Scan(&e.ID, &e.Type, &e.ObjectID, &e.CreatedAt, &e.ReceivedAt)
+		return e, err
+	})
+}
+
+// LifecycleEmailSummary is one email about what happened to an order
+// after its keys email.
+type LifecycleEmailSummary struct {
+	Kind      string
+	Status    string
+	Attempts  int
+	LastError string
+	CreatedAt time.Time
+	SentAt    *time.Time
+}
+
+// LifecycleEmailsOfOrder lists an order's lifecycle emails, oldest first.
+func LifecycleEmailsOfOrder(ctx context.Context, db DB, orderID int64) ([]LifecycleEmailSummary, error) {
+	rows, err := db.Query(ctx, `SELECT kind, status, attempts, COALESCE(last_error, ''), created_at, sent_at
+		FROM lifecycle_emails WHERE order_id = $1 ORDER BY created_at, id`, orderID)
+	if err != nil {
+		return nil, fmt.Errorf("listing the lifecycle emails of an order: %w", err)
+	}
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (LifecycleEmailSummary, error) {
+		var e LifecycleEmailSummary
+		err := row.Scan(&e.Kind, &e.Status, &e.Attempts, &e.LastError, &e.CreatedAt, &e.SentAt)
+		return e, err
+	})
+}
+
+// OrdersOfKeyTail returns the newest orders (at most limit) holding a key
+// that ends with tail.
+func OrdersOfKeyTail(ctx context.Context, db DB, tail string, limit int) ([]*order.Order, error) {
+	orders, err := ordersWithKeys(ctx, db,
+		`checkout_session_id IN (SELECT checkout_session_id FROM order_keys WHERE right(user_key, length($1)) = $1)`, tail, limit)
+	if err != nil {
+		return nil, fmt.Errorf("reading the orders of a key's last characters: %w", err)
+	}
+	return orders, nil
+}
+
+// Figures counts what the shop sold since a moment.
+type Figures struct {
+	Orders int
+	// Keys counts the keys delivered.
+	Keys int
+}
+
+// FiguresSince counts the orders recorded and the keys delivered since.
+func FiguresSince(ctx context.Context, db DB, since time.Time) (Figures, error) {
+	var f Figures
+	err := db.QueryRow(ctx, `SELECT (SELECT count(*) FROM orders WHERE created_at >= $1),
+		(SELECT count(*) FROM order_keys WHERE delivered_at >= $1)`, since).Scan(&f.Orders, &f.Keys)
+	if err != nil {
+		return f, fmt.Errorf("counting the orders and keys since %s: %w", since.Format(time.RFC3339), err)
+	}
+	return f, nil
+}
+
+// OrdersInStatus returns the newest orders (at most limit) in status, each
+// with its keys, and how many there are in all.
+func OrdersInStatus(ctx context.Context, db DB, status order.Status, limit int) ([]*order.Order, int, error) {
+	var total int
+	if err := db.QueryRow(ctx, `SELECT count(*) FROM orders WHERE status = $1`, string(status)).Scan(&total); err != nil {
+		return nil, 0, fmt.Errorf("counting the %s orders: %w", status, err)
+	}
+	orders, err := ordersWithKeys(ctx, db, `status = $1`, string(status), limit)
+	if err != nil {
+		return nil, 0, fmt.Errorf("reading the %s orders: %w", status, err)
+	}
+	return orders, total, nil
+}
+
+// JobKindCount is how many jobs of a kind are in a state.
+type JobKindCount struct {
+	Kind  string
+	Count int
+}
+
+// RetryingJobs counts the jobs waiting to be retried after a failed
+// attempt, per kind, most first.
+func RetryingJobs(ctx context.Context, db DB) ([]JobKindCount, error) {
+	rows, err := db.Query(ctx, `SELECT kind, count(*) FROM river_job WHERE state = 'retryable'
+		GROUP BY kind ORDER BY count(*) DESC, kind`)
+	if err != nil {
+		return nil, fmt.Errorf("counting the jobs waiting to be retried: %w", err)
+	}
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (JobKindCount, error) {
+		var c JobKindCount
+		err := row.Scan(&c.Kind, &c.Count)
+		return c, err
+	})
+}
