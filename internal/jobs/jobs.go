@@ -56,6 +56,7 @@ import (
 	"fulfiller/internal/mail"
 	"fulfiller/internal/metrics"
 	"fulfiller/internal/order"
+	"fulfiller/internal/outbound"
 )
 
 // Queues. Jobs that call Luarmor have a queue per budget class, so that a
@@ -135,6 +136,9 @@ type Deps struct {
 	// Metrics counts job outcomes and keys delivered, revoked and
 	// renewed; nil counts nothing.
 	Metrics *metrics.Metrics
+	// Outbound is where events are sent (webhooks to the shop's backend,
+	// Discord); nil sends none and records none.
+	Outbound *outbound.Settings
 }
 
 // Config tunes the River client.
@@ -210,6 +214,7 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker, refill *Refill
 	river.AddWorker(workers, &WatchSubscriptionsWorker{Deps: deps})
 	river.AddWorker(workers, &SendOrderEmailWorker{Deps: deps})
 	river.AddWorker(workers, &SendLifecycleEmailWorker{Deps: deps})
+	river.AddWorker(workers, &DeliverEventWorker{Deps: deps})
 	river.AddWorker(workers, &QueueExpiryNoticesWorker{Deps: deps})
 	river.AddWorker(workers, &ResetHWIDWorker{Deps: deps})
 	river.AddWorker(workers, &SendKeyLookupEmailWorker{Deps: deps})
@@ -256,6 +261,7 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker, refill *Refill
 		rc.Queues = map[string]river.QueueConfig{
 			QueueEvents:             {MaxWorkers: cfg.Workers},
 			QueueDefault:            {MaxWorkers: cfg.Workers},
+			QueueOutbound:           {MaxWorkers: 4},
 			QueueLuarmorRevoke:      {MaxWorkers: 2},
 			QueueLuarmorDeliver:     {MaxWorkers: 4},
 			QueueLuarmorRenew:       {MaxWorkers: 2},
