@@ -147,4 +147,3 @@ func (s *Server) adminReplayDelivery(w http.ResponseWriter, r *http.Request) {
 		JobID      int64  `json:"job_id"`
 	}{jobs.ActionReplayDelivery, "queued", id, replay, jobID})
 }
-
