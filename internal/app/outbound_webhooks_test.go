@@ -366,7 +366,9 @@ func TestDiscordMessagesCarryNoKeySessionOrEmail(t *testing.T) {
 		limited.Do(func() { status = http.StatusTooManyRequests })
 		return status
 	})
-	b := setup(t, withConfig(func(c *config.Config) { c.Outbound = outbound.Settings{DiscordURL: rc.URL + "/api/webhooks/1/discord-token"} }))
+	b := setup(t, withConfig(func(c *config.Config) {
+		c.Outbound = outbound.Settings{DiscordURL: rc.URL + "/api/webhooks/1/discord-token"}
+	}))
 	s, o := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	b.refundOrder(t, s)
 	failed := b.paidSession(t, stripefake.Item{PriceID: "price_not_in_catalog", Quantity: 1})

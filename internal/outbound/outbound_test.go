@@ -141,6 +141,16 @@ func TestSendClassifiesAnswers(t *testing.T) {
 		Event: event(), Secret: secret, At: time.Now()}, 200*time.Millisecond)
 	require.Equal(t, outbound.Retry, res.Outcome)
 	require.ErrorContains(t, res.Err, "no answer within 200ms")
+
+	// A refused connection is retried, and its error never names the URL
+	// (Discord's holds its token).
+	gone := httptest.NewServer(http.NotFoundHandler())
+	gone.Close()
+	res = outbound.Send(context.Background(), outbound.NewClient(), outbound.Request{Kind: outbound.DestinationDiscord,
+		URL: gone.URL + "/api/webhooks/1/secret-token", Event: event()}, time.Second)
+	require.Equal(t, outbound.Retry, res.Outcome)
+	require.ErrorContains(t, res.Err, "posting:")
+	require.NotContains(t, res.Err.Error(), "secret-token")
 }
 
 func must[T any](v T, err error) T {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 )
@@ -85,7 +86,7 @@ func Send(ctx context.Context, client *http.Client, r Request, timeout time.Dura
 		res.Err, res.Outcome = describeFailure(ctx, err, timeout), Retry
 		return res
 	}
-	defer resp.Body.Close() //nolint:errcheck // the answer is read for its status and, from Discord, retry_after
+	defer resp.Body.Close()
 	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
 	res.Status, res.Duration = resp.StatusCode, time.Since(start)
 	switch s := resp.StatusCode; {
@@ -104,10 +105,15 @@ func Send(ctx context.Context, client *http.Client, r Request, timeout time.Dura
 	return res
 }
 
-// describeFailure names a request that got no answer.
+// describeFailure names a request that got no answer, without its URL:
+// Discord's holds its token, and the error is logged and listed.
 func describeFailure(ctx context.Context, err error, timeout time.Duration) error {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return fmt.Errorf("no answer within %s: retrying", timeout)
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
 	}
 	return fmt.Errorf("posting: %w", err)
 }
