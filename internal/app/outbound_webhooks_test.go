@@ -16,6 +16,8 @@ import (
 	"fulfiller/internal/config"
 	"fulfiller/internal/fulfillertest"
 	"fulfiller/internal/logging"
+	"fulfiller/internal/mail"
+	"fulfiller/internal/mail/mailtest"
 	"fulfiller/internal/outbound"
 	"fulfiller/internal/stripeapi/stripefake"
 )
@@ -412,4 +414,38 @@ func TestDiscordMessagesCarryNoKeySessionOrEmail(t *testing.T) {
 	}
 	require.Equal(t, map[string]bool{"New sale": true, "Keys revoked": true, "Order failed": true}, titles)
 	require.Len(t, rc.requests(), 4, "three messages, one of them twice after a 429")
+}
+
+// key.expiring rides with the buyer's expiry notice: once per key and
+// expiry, however often the periodic job runs, with when the key stops
+// and its last four characters.
+func TestKeyExpiringIsSentOncePerKeyAndExpiry(t *testing.T) {
+	t.Parallel()
+	rc := startReceiver(t, nil)
+	srv := mailtest.Start(t, smtpUser, smtpPassword)
+	server, err := mail.ParseSMTPURL(srv.URL())
+	require.NoError(t, err)
+	b := setup(t, withConfig(func(c *config.Config) {
+		c.Mail = mail.Settings{SMTP: server, From: "Acme <keys@shop.example>", PublicBaseURL: publicBase, ExpiryNoticeDays: 90}
+		c.Outbound = outbound.Settings{WebhookURLs: []string{rc.URL}, Secret: outboundSecret, Events: []outbound.EventType{outbound.KeyExpiring}}
+	}))
+	sub := monthly(fulfillertest.NewID("sub_"), time.Now().Unix(), stripefake.SubscriptionItem{PriceID: priceMonth, Quantity: 1})
+	s, o := b.subscribe(t, sub, "paid", stripefake.Item{PriceID: priceMonth, Quantity: 1, Recurring: true})
+	key := o.Keys[0].UserKey
+	b.queueExpiryNotices(t)
+	require.Empty(t, rc.requests(), "a key that renews is not expiring")
+
+	sub.CancelAtPeriodEnd = true
+	b.changeSubscription(t, sub)
+	b.queueExpiryNotices(t)
+	b.queueExpiryNotices(t) // the job run twice
+	got := rc.ofType(outbound.KeyExpiring)
+	require.Len(t, got, 1)
+	require.NoError(t, got[0].verified)
+	data := got[0].event.Data
+	require.Equal(t, logging.OrderRef(s.ID), data.OrderRef)
+	require.Equal(t, []string{key[len(key)-4:]}, data.Keys)
+	require.NotNil(t, data.ExpiresAt)
+	require.Equal(t, b.user(t, key).AuthExpire, *data.ExpiresAt)
+	require.NotContains(t, string(got[0].body), key)
 }
