@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 
 	"fulfiller/internal/config"
 	"fulfiller/internal/fulfillertest"
+	"fulfiller/internal/jobs"
 	"fulfiller/internal/logging"
 	"fulfiller/internal/mail"
 	"fulfiller/internal/mail/mailtest"
@@ -448,4 +450,38 @@ func TestKeyExpiringIsSentOncePerKeyAndExpiry(t *testing.T) {
 	require.NotNil(t, data.ExpiresAt)
 	require.Equal(t, b.user(t, key).AuthExpire, *data.ExpiresAt)
 	require.NotContains(t, string(got[0].body), key)
+}
+
+// A sale that leaves a stocked price below a quarter of its target posts
+// "Stock running low" to Discord, once a day per price.
+func TestDiscordHearsOfStockRunningLow(t *testing.T) {
+	t.Parallel()
+	rc := startReceiver(t, nil)
+	b := setupStock(t, 4, withConfig(func(c *config.Config) {
+		c.Outbound = outbound.Settings{DiscordURL: rc.URL + "/api/webhooks/1/discord-token"}
+	}))
+	// The refills wait, so the sales alone set the level.
+	require.NoError(t, b.Main.River.QueuePause(context.Background(), jobs.QueueLuarmorStock, nil))
+	b.buy(t, stripefake.Item{PriceID: priceStocked, Quantity: 4})
+	// Discord's messages are embeds, told apart by their titles.
+	stockMessages := func() []string {
+		var out []string
+		for _, r := range rc.requests() {
+			if strings.Contains(string(r.body), "Stock running low") {
+				out = append(out, string(r.body))
+			}
+		}
+		return out
+	}
+	b.WaitJobsUntil(t, "the stock message", func() bool { return len(stockMessages()) == 1 })
+	require.NoError(t, b.Main.River.QueueResume(context.Background(), jobs.QueueLuarmorStock, nil))
+	b.waitStock(t, 4)
+	b.buy(t, stripefake.Item{PriceID: priceStocked, Quantity: 4})
+	b.waitIdle(t)
+
+	low := stockMessages()
+	require.Len(t, low, 1, "once a day per price")
+	body := low[0]
+	require.Contains(t, body, priceStocked)
+	require.Contains(t, body, `"0 of 4"`)
 }
