@@ -297,12 +297,17 @@ func TestRefusedOutboundWebhookStopsUntilReplayed(t *testing.T) {
 	require.Len(t, d.Log, 1)
 	require.Contains(t, d.Log[0].Error, "answered 400")
 
+	// The answers are held to the OpenAPI document.
+	c := newContractCheck(t, &lookupBundle{mailBundle: &mailBundle{bundle: b}})
+	admin := "Bearer " + adminToken
+	require.Equal(t, http.StatusOK, c.do(t, "GET", "/v1/admin/webhooks/deliveries?limit=10", "", "Authorization", admin).status)
+	require.Equal(t, http.StatusOK, c.do(t, "GET", fmt.Sprintf("/v1/admin/webhooks/deliveries/%d", d.ID), "", "Authorization", admin).status)
 	path := fmt.Sprintf("/v1/admin/webhooks/deliveries/%d/replay", d.ID)
-	require.Equal(t, http.StatusUnauthorized, b.adminCall(t, http.MethodPost, path, "", "wrong-token-0123456789abcdef0123").status)
+	require.Equal(t, http.StatusUnauthorized, c.do(t, "POST", path, "", "Authorization", "Bearer wrong-token-0123456789abcdef0123").status)
 	mu.Lock()
 	refuse = false
 	mu.Unlock()
-	a := b.adminCall(t, http.MethodPost, path, `{"reason":"the backend is fixed"}`, adminToken)
+	a := c.do(t, "POST", path, `{"reason":"the backend is fixed"}`, "Authorization", admin)
 	require.Equal(t, http.StatusAccepted, a.status, "%s", a.body)
 	d = b.waitDelivery(t, outbound.OrderFulfilled, "delivered")
 	got := rc.requests()
