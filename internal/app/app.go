@@ -33,6 +33,7 @@ import (
 	"fulfiller/internal/metrics"
 	"fulfiller/internal/notify"
 	"fulfiller/internal/order"
+	"fulfiller/internal/outbound"
 	"fulfiller/internal/postgres"
 	"fulfiller/internal/reconcile"
 	"fulfiller/internal/stripeapi"
@@ -142,6 +143,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		Pool: m.Pool, Stripe: stripeClient, Luarmor: luarmorClient, Catalog: m.Catalog, Logger: m.Logger,
 		RateLimitWindow: m.Config.LuarmorRateWindow, Policy: m.Config.Policy, MaxUnitsPerOrder: m.Config.MaxUnitsPerOrder,
 		StripeLivemode: jobs.LiveKey(m.Config.StripeAPIKey), Mail: m.mailSender(), Metrics: m.Metrics,
+		Outbound: m.outbound(),
 	}, jobsConfig)
 	if err != nil {
 		return err
@@ -429,4 +431,14 @@ func (m *Main) mailSender() *mail.Sender {
 	settings := m.Config.Mail
 	settings.Shop = m.Config.Shop
 	return mail.NewSender(settings)
+}
+
+// outbound is where events are sent (OUTBOUND_WEBHOOK_URL,
+// DISCORD_WEBHOOK_URL), or nil while neither is set.
+func (m *Main) outbound() *outbound.Settings {
+	if !m.Config.Outbound.Enabled() {
+		return nil
+	}
+	s := m.Config.Outbound
+	return &s
 }

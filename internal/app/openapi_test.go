@@ -217,6 +217,14 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 	require.Equal(t, http.StatusBadRequest, c.do(t, "GET", "/v1/admin/audit?limit=0", "", "Authorization", admin).status)
 	require.Equal(t, http.StatusUnauthorized, c.do(t, "GET", "/v1/admin/audit", "", "Authorization", bearer).status)
 
+	// The delivery log of events out (none here: TestRefusedOutboundWebhookStopsUntilReplayed
+	// holds a delivery's answers to the document).
+	require.Equal(t, http.StatusOK, c.do(t, "GET", "/v1/admin/webhooks/deliveries", "", "Authorization", admin).status)
+	require.Equal(t, http.StatusBadRequest, c.do(t, "GET", "/v1/admin/webhooks/deliveries?limit=0", "", "Authorization", admin).status)
+	require.Equal(t, http.StatusNotFound, c.do(t, "GET", "/v1/admin/webhooks/deliveries/999999", "", "Authorization", admin).status)
+	require.Equal(t, http.StatusBadRequest, c.do(t, "GET", "/v1/admin/webhooks/deliveries/abc", "", "Authorization", admin).status)
+	require.Equal(t, http.StatusNotFound, c.do(t, "POST", "/v1/admin/webhooks/deliveries/999999/replay", "", "Authorization", admin).status)
+
 	// Support rotates an order's access (that order's, last).
 	rotatePath := "/v1/admin/orders/" + warned.ID + "/rotate-link"
 	require.Equal(t, http.StatusUnauthorized, c.do(t, "POST", rotatePath, "").status)

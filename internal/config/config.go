@@ -21,6 +21,7 @@ import (
 	"fulfiller/internal/discord"
 	"fulfiller/internal/mail"
 	"fulfiller/internal/order"
+	"fulfiller/internal/outbound"
 	"fulfiller/internal/shop"
 	"fulfiller/internal/stripeapi"
 )
@@ -104,6 +105,10 @@ type Config struct {
 	// Shop is the shop as buyers see it (SHOP_NAME, SHOP_URL,
 	// SHOP_SUPPORT, SHOP_LOGO_URL, SHOP_ACCENT_COLOR); zero means unnamed.
 	Shop shop.Identity
+	// Outbound is the events sent to the shop's own tools
+	// (OUTBOUND_WEBHOOK_URL, OUTBOUND_WEBHOOK_SECRET,
+	// OUTBOUND_WEBHOOK_EVENTS, DISCORD_WEBHOOK_URL); zero sends nothing.
+	Outbound outbound.Settings
 }
 
 // Defaults of settings that tests and other commands build by hand.
@@ -316,6 +321,7 @@ func fromEnv(getenv func(string) string) (Config, Errors) {
 	c.orderAPI(get, &errs)
 	errs.add(c.adminAddr(get))
 	c.shop(get, &errs)
+	c.outbound(get, &errs)
 	return c, errs
 }
 

@@ -303,6 +303,9 @@ func (s *Server) adminRoutes() []route {
 		{"POST /v1/admin/keys/{action}", s.adminAPI(s.adminKeyAction)},
 		{"GET /v1/admin/audit", s.adminAPI(s.adminAuditLog)},
 		{"GET /v1/admin/progress", s.adminAPI(s.adminProgress)},
+		{"GET /v1/admin/webhooks/deliveries", s.adminAPI(s.adminListDeliveries)},
+		{"GET /v1/admin/webhooks/deliveries/{id}", s.adminAPI(s.adminGetDelivery)},
+		{"POST /v1/admin/webhooks/deliveries/{id}/replay", s.adminAPI(s.adminReplayDelivery)},
 		{"GET /metrics", s.metrics()},
 		{"GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

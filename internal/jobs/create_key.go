@@ -345,6 +345,9 @@ func (w *CreateKeyWorker) finishDelivery(ctx context.Context, tx pgx.Tx, job *ri
 	if err := queueFirstOrderEmail(ctx, tx, w.Deps, k.CheckoutSessionID); err != nil {
 		return err
 	}
+	if err := eventOrderFulfilled(ctx, tx, w.Deps, k.CheckoutSessionID); err != nil {
+		return err
+	}
 	delivered, sinceOrder, err := deliveredHere(ctx, tx, k.ID)
 	if err != nil {
 		return err
@@ -357,6 +360,9 @@ func (w *CreateKeyWorker) finishDelivery(ctx context.Context, tx pgx.Tx, job *ri
 	}
 	if soldFrom != "" {
 		if err := queueRefill(ctx, tx, soldFrom); err != nil {
+			return err
+		}
+		if err := eventStockLow(ctx, tx, w.Deps, soldFrom); err != nil {
 			return err
 		}
 	}
@@ -531,6 +537,9 @@ func (w *CreateKeyWorker) luarmorFailure(ctx context.Context, job *river.Job[Cre
 		// the operator's retry, once the project is fixed; any other keeps the
 		// terms it was sold with.
 		if txErr := postgres.FailKey(ctx, tx, k.ID, reason, errors.Is(err, luarmor.ErrProjectRefused)); txErr != nil {
+			return txErr
+		}
+		if txErr := eventOrderFailed(ctx, tx, w.Deps, k.CheckoutSessionID); txErr != nil {
 			return txErr
 		}
 		log.ErrorContext(ctx, "key cannot be created", "project_id", k.ProjectID, "error", err)

@@ -151,7 +151,7 @@ func (w *FulfilOrderWorker) expand(ctx context.Context, tx pgx.Tx, job *river.Jo
 			// commit), so a retry requested right after sees no job in
 			// flight.
 			w.Logger.ErrorContext(ctx, "order cannot be fulfilled", "code", failure.code, "reason", failure.reason)
-			return postgres.FailOrder(ctx, tx, id, failure.code, failure.reason)
+			return failOrder(ctx, tx, w.Deps, id, failure.code, failure.reason)
 		}
 		if err := postgres.AddUnits(ctx, tx, id, lines); err != nil {
 			return err
@@ -181,7 +181,7 @@ func (w *FulfilOrderWorker) expand(ctx context.Context, tx pgx.Tx, job *river.Jo
 		if len(missing) > 0 {
 			f := unknownPrices(missing)
 			w.Logger.ErrorContext(ctx, "order cannot be fulfilled", "code", f.code, "reason", f.reason)
-			return postgres.FailOrder(ctx, tx, id, f.code, f.reason)
+			return failOrder(ctx, tx, w.Deps, id, f.code, f.reason)
 		}
 	}
 	if err := queueUnits(ctx, tx, o); err != nil {
@@ -216,7 +216,7 @@ func (w *FulfilOrderWorker) sessionUnknown(ctx context.Context, job *river.Job[F
 		}
 		reason := "Stripe's API does not know this checkout session although an event reported it: " +
 			"check that STRIPE_API_KEY belongs to the account (and live or test mode) of the webhook, then retry the order"
-		if err := postgres.FailOrder(ctx, tx, o.CheckoutSessionID, order.FailureSessionUnknown, reason); err != nil {
+		if err := failOrder(ctx, tx, w.Deps, o.CheckoutSessionID, order.FailureSessionUnknown, reason); err != nil {
 			return err
 		}
 		w.Logger.ErrorContext(ctx, "order cannot be fulfilled", "code", order.FailureSessionUnknown, "reason", reason)

@@ -220,7 +220,7 @@ func checkoutFailed(ctx context.Context, w *HandleEventsWorker, tx pgx.Tx, event
 		return err
 	}
 	w.Logger.InfoContext(ctx, "delayed payment failed; no key is delivered", "order_ref", logging.OrderRef(s.ID))
-	return postgres.FailOrder(ctx, tx, s.ID, order.FailurePaymentFailed, "the delayed payment failed")
+	return failOrder(ctx, tx, w.Deps, s.ID, order.FailurePaymentFailed, "the delayed payment failed")
 }
 
 // invoicePaid queues the renewal of a paid invoice. The renewal job reads

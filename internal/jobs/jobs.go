@@ -56,6 +56,7 @@ import (
 	"fulfiller/internal/mail"
 	"fulfiller/internal/metrics"
 	"fulfiller/internal/order"
+	"fulfiller/internal/outbound"
 )
 
 // Queues. Jobs that call Luarmor have a queue per budget class, so that a
@@ -138,6 +139,9 @@ type Deps struct {
 	// ProgressEvery is how often at most a long job records its progress
 	// within a phase; 0 means DefaultProgressEvery. Tests shorten it.
 	ProgressEvery time.Duration
+	// Outbound is where events are sent (webhooks to the shop's backend,
+	// Discord); nil sends none and records none.
+	Outbound *outbound.Settings
 }
 
 // Config tunes the River client.
@@ -213,6 +217,7 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker, refill *Refill
 	river.AddWorker(workers, &WatchSubscriptionsWorker{Deps: deps})
 	river.AddWorker(workers, &SendOrderEmailWorker{Deps: deps})
 	river.AddWorker(workers, &SendLifecycleEmailWorker{Deps: deps})
+	river.AddWorker(workers, &DeliverEventWorker{Deps: deps})
 	river.AddWorker(workers, &QueueExpiryNoticesWorker{Deps: deps})
 	river.AddWorker(workers, &ResetHWIDWorker{Deps: deps})
 	river.AddWorker(workers, &SendKeyLookupEmailWorker{Deps: deps})
@@ -259,6 +264,7 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker, refill *Refill
 		rc.Queues = map[string]river.QueueConfig{
 			QueueEvents:             {MaxWorkers: cfg.Workers},
 			QueueDefault:            {MaxWorkers: cfg.Workers},
+			QueueOutbound:           {MaxWorkers: 4},
 			QueueLuarmorRevoke:      {MaxWorkers: 2},
 			QueueLuarmorDeliver:     {MaxWorkers: 4},
 			QueueLuarmorRenew:       {MaxWorkers: 2},

@@ -383,6 +383,10 @@ func (w *QueueExpiryNoticesWorker) Work(ctx context.Context, job *river.Job[Queu
 				if err != nil {
 					return err
 				}
+				// The shop's backend hears of it with the buyer's notice.
+				if err := eventKeyExpiring(ctx, tx, w.Deps, k.SessionID, k.OrderKeyID, k.Expire); err != nil {
+					return err
+				}
 			}
 			return nil
 		})

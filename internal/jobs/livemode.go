@@ -42,7 +42,7 @@ func modeMismatch(ctx context.Context, w *HandleEventsWorker, tx pgx.Tx, event s
 		if _, err := postgres.UpsertOrder(ctx, tx, d); err != nil {
 			return true, err
 		}
-		if err := postgres.FailOrder(ctx, tx, s.ID, order.FailureLivemodeMismatch, reason); err != nil {
+		if err := failOrder(ctx, tx, w.Deps, s.ID, order.FailureLivemodeMismatch, reason); err != nil {
 			return true, err
 		}
 		attrs = append(attrs, "order_ref", logging.OrderRef(s.ID))

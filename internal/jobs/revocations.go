@@ -121,6 +121,9 @@ func (w *ResolveRevocationWorker) Work(ctx context.Context, job *river.Job[Resol
 				if err := queueRevokedEmail(ctx, tx, w.Deps, o, current); err != nil {
 					return err
 				}
+				if err := eventKeysRevoked(ctx, tx, w.Deps, o, current); err != nil {
+					return err
+				}
 			}
 		}
 		var args []river.JobArgs

@@ -155,6 +155,11 @@ func (w *SyncSubscriptionWorker) Work(ctx context.Context, job *river.Job[SyncSu
 		if err := emailCancellation(ctx, tx, w.Deps, o, sub); err != nil {
 			return err
 		}
+		if sub.Status == stripe.SubscriptionStatusCanceled {
+			if err := eventSubscriptionEnded(ctx, tx, w.Deps, o, id); err != nil {
+				return err
+			}
+		}
 		w.Logger.InfoContext(ctx, "subscription reconciled", "subscription_id", id, "status", sub.Status,
 			"paid_through", paidThrough, "keys_changed", len(changed))
 		return syncUnits(ctx, tx, changed...)
@@ -227,6 +232,9 @@ func (w *SyncSubscriptionWorker) reconcileItems(ctx context.Context, tx pgx.Tx, 
 			w.Logger.ErrorContext(ctx, "subscription holds a price that is not in the catalog; add it to CATALOG_FILE and retry the order",
 				"subscription_id", sub.ID, "price_id", price)
 			if err := postgres.FailSubscriptionChange(ctx, tx, o.CheckoutSessionID, f.code, f.reason); err != nil {
+				return nil, err
+			}
+			if err := eventOrderFailed(ctx, tx, w.Deps, o.CheckoutSessionID); err != nil {
 				return nil, err
 			}
 			continue

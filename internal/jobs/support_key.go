@@ -294,6 +294,9 @@ func (w *SupportKeyWorker) finishReissue(ctx context.Context, job *river.Job[Sup
 		if err := queueReissuedEmail(ctx, tx, w.Deps, r, nk); err != nil {
 			return err
 		}
+		if err := eventKeyReissued(ctx, tx, w.Deps, r, old, nk); err != nil {
+			return err
+		}
 		if discordID == "" {
 			return nil
 		}

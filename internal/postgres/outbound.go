@@ -1,0 +1,173 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"fulfiller/internal/order"
+	"fulfiller/internal/outbound"
+)
+
+// RecordOutboundEvent records e (its ID, type and data) about subject, of
+// order orderID (0: none), and one pending delivery per destination, in
+// tx. It returns the deliveries' IDs; none when the event was recorded
+// before (a repeated webhook, a job run twice).
+func RecordOutboundEvent(ctx context.Context, tx pgx.Tx, e outbound.Event, subject string, orderID int64, to []outbound.Destination) ([]int64, error) {
+	data, err := json.Marshal(e.Data)
+	if err != nil {
+		return nil, fmt.Errorf("encoding the %s event of %s: %w", e.Type, subject, err)
+	}
+	var id int64
+	err = tx.QueryRow(ctx, `INSERT INTO outbound_events (event_id, type, subject, order_id, data, created_at)
+		VALUES ($1, $2, $3, NULLIF($4, 0), $5, to_timestamp($6))
+		ON CONFLICT (type, subject) DO NOTHING RETURNING id`,
+		e.ID, e.Type, subject, orderID, data, e.Created).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("recording the %s event of %s: %w", e.Type, subject, err)
+	}
+	ids := make([]int64, 0, len(to))
+	for _, d := range to {
+		var did int64
+		err := tx.QueryRow(ctx, `INSERT INTO outbound_deliveries (event_id, destination, endpoint)
+			VALUES ($1, $2, $3) RETURNING id`, id, d.Kind, d.Endpoint).Scan(&did)
+		if err != nil {
+			return nil, fmt.Errorf("recording the %s delivery of the %s event of %s: %w", d.Kind, e.Type, subject, err)
+		}
+		ids = append(ids, did)
+	}
+	return ids, nil
+}
+
+// OutboundDelivery is one delivery of an event to one destination.
+type OutboundDelivery struct {
+	ID          int64
+	Destination outbound.Destination
+	Status      string // pending, delivered, failed
+	Attempts    int
+	Replays     int
+	LastStatus  *int
+	LastError   string
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+	DeliveredAt *time.Time
+	Event       outbound.Event
+}
+
+const outboundDeliveryColumns = `d.id, d.destination, d.endpoint, d.status, d.attempts, d.replays, d.last_status, d.last_error,
+	d.created_at, d.updated_at, d.delivered_at, e.event_id, e.type, extract(epoch FROM e.created_at)::bigint, e.data`
+
+func scanOutboundDelivery(row pgx.Row) (*OutboundDelivery, error) {
+	var d OutboundDelivery
+	var data []byte
+	err := row.Scan(&d.ID, &d.Destination.Kind, &d.Destination.Endpoint, &d.Status, &d.Attempts, &d.Replays, &d.LastStatus, &d.LastError,
+		&d.CreatedAt, &d.UpdatedAt, &d.DeliveredAt, &d.Event.ID, &d.Event.Type, &d.Event.Created, &data)
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(data, &d.Event.Data); err != nil {
+		return nil, fmt.Errorf("decoding event %s: %w", d.Event.ID, err)
+	}
+	return &d, nil
+}
+
+// GetOutboundDelivery returns delivery id with its event; order.ENOTFOUND
+// when there is none.
+func GetOutboundDelivery(ctx context.Context, db DB, id int64) (*OutboundDelivery, error) {
+	d, err := scanOutboundDelivery(db.QueryRow(ctx, `SELECT `+outboundDeliveryColumns+`
+		FROM outbound_deliveries d JOIN outbound_events e ON e.id = d.event_id WHERE d.id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, order.Errorf(order.ENOTFOUND, "no webhook delivery %d", id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading webhook delivery %d: %w", id, err)
+	}
+	return d, nil
+}
+
+// ListOutboundDeliveries lists deliveries newest first, older than before
+// (0: from the newest), at most limit.
+func ListOutboundDeliveries(ctx context.Context, db DB, before int64, limit int) ([]OutboundDelivery, error) {
+	rows, err := db.Query(ctx, `SELECT `+outboundDeliveryColumns+`
+		FROM outbound_deliveries d JOIN outbound_events e ON e.id = d.event_id
+		WHERE $1 = 0 OR d.id < $1 ORDER BY d.id DESC LIMIT $2`, before, limit)
+	if err != nil {
+		return nil, fmt.Errorf("listing webhook deliveries: %w", err)
+	}
+	defer rows.Close()
+	out := []OutboundDelivery{}
+	for rows.Next() {
+		d, err := scanOutboundDelivery(rows)
+		if err != nil {
+			return nil, fmt.Errorf("listing webhook deliveries: %w", err)
+		}
+		out = append(out, *d)
+	}
+	return out, rows.Err()
+}
+
+// OutboundAttempt is one attempt of a delivery.
+type OutboundAttempt struct {
+	Replay   int
+	At       time.Time
+	Status   *int
+	Duration time.Duration
+	Error    string
+}
+
+// RecordOutboundAttempt records an attempt of delivery id and its outcome:
+// status is the delivery's status after it (pending while it is retried).
+func RecordOutboundAttempt(ctx context.Context, db DB, id int64, a OutboundAttempt, status string) error {
+	_, err := db.Exec(ctx, `WITH a AS (
+			INSERT INTO outbound_delivery_attempts (delivery_id, replay, status_code, duration_ms, error)
+			VALUES ($1, $2, $3, $4, $5))
+		UPDATE outbound_deliveries SET attempts = attempts + 1, last_status = $3, last_error = $5, status = $6,
+			updated_at = now(), delivered_at = CASE WHEN $6 = 'delivered' THEN now() ELSE delivered_at END
+		WHERE id = $1`, id, a.Replay, a.Status, a.Duration.Milliseconds(), a.Error, status)
+	if err != nil {
+		return fmt.Errorf("recording an attempt of webhook delivery %d: %w", id, err)
+	}
+	return nil
+}
+
+// OutboundAttempts lists delivery id's attempts, oldest first.
+func OutboundAttempts(ctx context.Context, db DB, id int64) ([]OutboundAttempt, error) {
+	rows, err := db.Query(ctx, `SELECT replay, at, status_code, duration_ms, error FROM outbound_delivery_attempts
+		WHERE delivery_id = $1 ORDER BY id`, id)
+	if err != nil {
+		return nil, fmt.Errorf("listing the attempts of webhook delivery %d: %w", id, err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (OutboundAttempt, error) {
+		var a OutboundAttempt
+		var ms int64
+		err := r.Scan(&a.Replay, &a.At, &a.Status, &ms, &a.Error)
+		a.Duration = time.Duration(ms) * time.Millisecond
+		return a, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing the attempts of webhook delivery %d: %w", id, err)
+	}
+	return out, nil
+}
+
+// ReplayOutboundDelivery marks delivery id pending again for one more
+// replay, and returns the replay's number, in tx.
+func ReplayOutboundDelivery(ctx context.Context, tx pgx.Tx, id int64) (int, error) {
+	var replay int
+	err := tx.QueryRow(ctx, `UPDATE outbound_deliveries SET replays = replays + 1, status = 'pending', updated_at = now()
+		WHERE id = $1 RETURNING replays`, id).Scan(&replay)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, order.Errorf(order.ENOTFOUND, "no webhook delivery %d", id)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("replaying webhook delivery %d: %w", id, err)
+	}
+	return replay, nil
+}
