@@ -224,6 +224,7 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 	require.Equal(t, http.StatusNotFound, c.do(t, "GET", "/v1/admin/webhooks/deliveries/999999", "", "Authorization", admin).status)
 	require.Equal(t, http.StatusBadRequest, c.do(t, "GET", "/v1/admin/webhooks/deliveries/abc", "", "Authorization", admin).status)
 	require.Equal(t, http.StatusNotFound, c.do(t, "POST", "/v1/admin/webhooks/deliveries/999999/replay", "", "Authorization", admin).status)
+	require.Equal(t, http.StatusOK, c.do(t, "GET", "/v1/admin/progress", "", "Authorization", admin).status)
 
 	// Support rotates an order's access (that order's, last).
 	rotatePath := "/v1/admin/orders/" + warned.ID + "/rotate-link"
