@@ -5,7 +5,7 @@ SHELL := /bin/bash
 GO ?= go
 WITH_PG := ./scripts/with-postgres
 # Keep the whole suite well inside CI's time on two cores.
-TEST_FLAGS ?= -race -count=1 -timeout 15m
+TEST_FLAGS ?= -race -count=1 -timeout 20m
 
 .PHONY: run test build vet fmt fuzz bench bench-budget bench-fairness bench-stock crash-test clean
 
