@@ -2,10 +2,15 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/config"
@@ -87,4 +92,89 @@ func TestReconcileCommandFailsNamingWhatFailed(t *testing.T) {
 	delete(env, "STRIPE_API_KEY")
 	err = run(context.Background(), []string{"reconcile"}, envOf(env), io.Discard, io.Discard)
 	require.ErrorContains(t, err, "STRIPE_API_KEY")
+}
+
+// A reconciliation over several pages of Stripe's events reports its
+// progress as it goes: the hours checked only grow, page after page, up to
+// the look-back, and the CLI's plain lines show them growing before the
+// summary.
+func TestReconcileCommandShowsProgressPageByPage(t *testing.T) {
+	t.Parallel()
+	svc := reconcileService(t, "")
+	const events, lookback = 350, 72 * time.Hour // four pages of at most 100
+	start := time.Now()
+	for i := range events {
+		svc.Stripe.AddEventAt("invoice.paid", []byte(fmt.Sprintf(`{"id":"in_page_%d","object":"invoice"}`, i)),
+			start.Add(-time.Duration(i+1)*(lookback-time.Hour)/events))
+	}
+	// Each page takes longer than the job's least time between two records
+	// of its progress, and two pages longer than the plain lines' pace
+	// (plainProgressEvery): a line between the first and the last.
+	svc.Stripe.SetLatency(3 * time.Second)
+
+	var seen []jobs.Progress
+	var pollErr error
+	stop := make(chan struct{})
+	polled := make(chan struct{})
+	go func() {
+		defer close(polled)
+		for {
+			var output []byte
+			err := svc.Pool.QueryRow(context.Background(), `SELECT metadata->'output' FROM river_job WHERE kind = $1 ORDER BY id DESC LIMIT 1`,
+				jobs.KindReconcileEvents).Scan(&output)
+			var p jobs.ProgressOutput
+			switch {
+			case errors.Is(err, pgx.ErrNoRows):
+			case err != nil:
+				pollErr = err
+				return
+			case len(output) > 0 && json.Unmarshal(output, &p) == nil && p.Progress != nil &&
+				(len(seen) == 0 || p.Progress.Done != seen[len(seen)-1].Done):
+				seen = append(seen, *p.Progress)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	var out strings.Builder
+	err := run(context.Background(), []string{"reconcile", "--since", "72h"}, envOf(svc.Env()), &out, io.Discard)
+	close(stop)
+	<-polled
+	svc.Stripe.SetLatency(0)
+	require.NoError(t, err, out.String())
+	require.NoError(t, pollErr)
+
+	// The job's record: several counts, each larger, the last the total.
+	require.Greater(t, len(seen), 2, "a count per page, not only the start and the end: %v", seen)
+	for i, p := range seen {
+		require.Equal(t, 72, p.Total, "%v", seen)
+		require.Equal(t, "hours of events checked", p.Unit)
+		if i > 0 {
+			require.Greater(t, p.Done, seen[i-1].Done, "the hours checked only grow: %v", seen)
+		}
+	}
+	require.Equal(t, 72, seen[len(seen)-1].Done, "%v", seen)
+
+	// The CLI's plain lines: growing counts, then the summary.
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	require.NotContains(t, out.String(), "\r", "no terminal: plain lines")
+	var shown []int
+	lastShown := -1
+	for i, l := range lines {
+		var done int
+		if _, err := fmt.Sscanf(l, "reconcile --since 72h: %d/72 hours of events checked", &done); err == nil {
+			shown, lastShown = append(shown, done), i
+		}
+	}
+	require.Greater(t, len(shown), 2, "counts shown as it went: %q", lines)
+	for i := 1; i < len(shown); i++ {
+		require.Greater(t, shown[i], shown[i-1], "%q", lines)
+	}
+	require.Equal(t, 72, shown[len(shown)-1], "%q", lines)
+	require.Less(t, lastShown, len(lines)-1, "%q", lines)
+	require.Equal(t, fmt.Sprintf("Stripe events of the last 72h: listed %d, already recorded 0, ingested %d", events, events), lines[lastShown+1],
+		"the summary follows the last count: %q", lines)
 }

@@ -171,6 +171,7 @@ type replica struct {
 	name     string
 	cmd      *exec.Cmd
 	addr     string
+	admin    string // the internal listener: probes and the admin API
 	log      string
 	exited   chan struct{}
 	alive    atomic.Bool
@@ -327,6 +328,7 @@ func (c *cluster) spawn(slot int) (*replica, error) {
 		return nil, err
 	}
 	adminAddr := "127.0.0.1:" + strconv.Itoa(adminPort)
+	p.admin = adminAddr
 	logFile, err := os.Create(p.log)
 	if err != nil {
 		return nil, err
@@ -500,10 +502,7 @@ func (c *cluster) plan(n int) []*purchase {
 	var out []*purchase
 	for i := range n {
 		qty := []int64{1, 2, 5}[i%3]
-		s := stripefake.Session{
-			ID: fulfillertest.NewID("cs_test_"), Mode: "payment", PaymentStatus: "paid", Status: "complete",
-			CustomerEmail: "buyer@example.com", Customer: fulfillertest.NewID("cus_"), PaymentIntent: fulfillertest.NewID("pi_"),
-		}
+		s := newPaidSession()
 		kind := "one-off"
 		switch i % 4 {
 		case 1:
@@ -542,6 +541,14 @@ func (c *cluster) plan(n int) []*purchase {
 		out = append(out, p)
 	}
 	return out
+}
+
+// newPaidSession is a paid one-off Checkout Session with no items yet.
+func newPaidSession() stripefake.Session {
+	return stripefake.Session{
+		ID: fulfillertest.NewID("cs_test_"), Mode: "payment", PaymentStatus: "paid", Status: "complete",
+		CustomerEmail: "buyer@example.com", Customer: fulfillertest.NewID("cus_"), PaymentIntent: fulfillertest.NewID("pi_"),
+	}
 }
 
 // waves splits purchases into n consecutive groups: one per kill.

@@ -263,6 +263,9 @@ func (w *DeliverEventWorker) Work(ctx context.Context, job *river.Job[DeliverEve
 		a.Replay = job.Args.Replay
 		return postgres.RecordOutboundAttempt(context.WithoutCancel(ctx), w.Pool, d.ID, a, status)
 	}
+	if err := recordCutOffAttempts(ctx, w.Pool, d.ID, job); err != nil {
+		return err
+	}
 	url, err := w.Outbound.URL(d.Destination)
 	if err != nil {
 		log.WarnContext(ctx, "event not delivered: its destination is no longer configured", "error", err)
@@ -300,6 +303,30 @@ func (w *DeliverEventWorker) Work(ctx context.Context, job *river.Job[DeliverEve
 		return errors.Join(res.Err, record("failed", a))
 	}
 	return errors.Join(res.Err, record("pending", a))
+}
+
+// cutOffAttempt is the log's entry for an attempt that recorded no
+// outcome.
+const cutOffAttempt = "no outcome recorded: the process posting it stopped mid-attempt (killed, or its node lost); posted again"
+
+// recordCutOffAttempts logs the attempts of job that ended without a
+// record of their own: a process killed mid-POST records nothing, and its
+// job, handed back to the queue, runs again as a later attempt. The log
+// then shows why the receiver may have got the event more than once.
+// Snoozes (a 429's retry_after) use no attempt, so a shortfall is only
+// ever an attempt cut off.
+func recordCutOffAttempts(ctx context.Context, db postgres.DB, deliveryID int64, job *river.Job[DeliverEventArgs]) error {
+	recorded, err := postgres.CountOutboundAttempts(ctx, db, deliveryID, job.Args.Replay)
+	if err != nil {
+		return err
+	}
+	for range job.Attempt - 1 - recorded {
+		if err := postgres.RecordOutboundAttempt(ctx, db, deliveryID,
+			postgres.OutboundAttempt{Replay: job.Args.Replay, Error: cutOffAttempt}, "pending"); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ReplayDelivery queues delivery id again, with its event's ID, whatever

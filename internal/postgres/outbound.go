@@ -137,6 +137,17 @@ func RecordOutboundAttempt(ctx context.Context, db DB, id int64, a OutboundAttem
 	return nil
 }
 
+// CountOutboundAttempts is how many attempts of delivery id's replay (0:
+// its first delivery) are recorded.
+func CountOutboundAttempts(ctx context.Context, db DB, id int64, replay int) (int, error) {
+	var n int
+	err := db.QueryRow(ctx, `SELECT count(*) FROM outbound_delivery_attempts WHERE delivery_id = $1 AND replay = $2`, id, replay).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("counting the attempts of webhook delivery %d: %w", id, err)
+	}
+	return n, nil
+}
+
 // OutboundAttempts lists delivery id's attempts, oldest first.
 func OutboundAttempts(ctx context.Context, db DB, id int64) ([]OutboundAttempt, error) {
 	rows, err := db.Query(ctx, `SELECT replay, at, status_code, duration_ms, error FROM outbound_delivery_attempts

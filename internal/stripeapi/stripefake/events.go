@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // maxEventTypes is how many types[] one events listing may name, as on
@@ -60,6 +61,12 @@ func (f *Fake) PutEvent(raw []byte) {
 // JSON), created now, in the shape Stripe gives it in API version
 // APIVersion, adds it with PutEvent and returns its JSON.
 func (f *Fake) AddEvent(typ string, object []byte) []byte {
+	return f.AddEventAt(typ, object, f.now())
+}
+
+// AddEventAt is AddEvent of an event created at created: events spread
+// over the past, as a reconciliation lists them.
+func (f *Fake) AddEventAt(typ string, object []byte, created time.Time) []byte {
 	if !json.Valid(object) {
 		panic("stripefake: AddEvent: object is not JSON")
 	}
@@ -69,7 +76,7 @@ func (f *Fake) AddEvent(typ string, object []byte) []byte {
 		"id":               "evt_" + hex.EncodeToString(b),
 		"object":           "event",
 		"api_version":      APIVersion,
-		"created":          f.now().Unix(),
+		"created":          created.Unix(),
 		"data":             map[string]any{"object": json.RawMessage(object)},
 		"livemode":         false,
 		"pending_webhooks": 1,
