@@ -40,9 +40,9 @@ var (
 		"consoleAsset": func(name string) string {
 			return ConsolePrefix + "assets/" + name + "?v=" + consoleAssets[name].etag[1:9]
 		},
-		"when":   func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
-		"iso":    func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
-		"orDash": orDash,
+		"when":       func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
+		"iso":        func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+		"orDash":     orDash,
 		"formatRate": formatRate,
 		// dict passes named values to a template: dict "Name" value ...
 		"dict": func(pairs ...any) map[string]any {
