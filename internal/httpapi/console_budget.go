@@ -19,6 +19,9 @@ const (
 	chartHeight = 160
 	chartTop    = 12 // room above the highest bar for the budget's label
 	chartBarGap = 2
+	// budgetZoom is how many times the hour's peak the budget may be
+	// before the chart is scaled to the peak instead.
+	budgetZoom = 20
 )
 
 // budgetChart is the chart as the template draws it.
@@ -29,6 +32,12 @@ type budgetChart struct {
 	// line's height.
 	PerMinute float64
 	BudgetY   float64
+	// BudgetAbove: the budget is over budgetZoom times the hour's peak, so
+	// the bars are scaled to the peak and the budget's line is off the
+	// chart.
+	BudgetAbove bool
+	// Top is the requests a minute at the chart's top edge.
+	Top string
 	// Busy are the minutes with a request, for the table.
 	Busy []budgetBar
 	// Total, Peak and RateLimited sum up the hour.
@@ -60,7 +69,15 @@ func renderBudgetChart(minutes []postgres.MinuteCalls, perMinute float64) *budge
 		c.RateLimited += m.RateLimited
 		c.Peak = max(c.Peak, m.Calls)
 	}
+	// The chart's top: the budget with a margin, unless the hour's peak
+	// is under a twentieth of it (its bars would hardly show); then the
+	// bars are scaled to the peak, the line is left out and the caption
+	// says the budget is above the chart.
 	top := math.Max(float64(c.Peak), perMinute) * 1.1
+	if perMinute > budgetZoom*float64(max(c.Peak, 1)) {
+		top, c.BudgetAbove = float64(max(c.Peak, 1))*1.25, true
+	}
+	c.Top = formatRate(math.Round(top))
 	plot := float64(chartHeight - chartTop)
 	scale := plot / top
 	n := max(len(minutes), 1)

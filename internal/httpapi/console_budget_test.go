@@ -59,3 +59,18 @@ func TestBudgetPerMinuteDefaultsToLuarmors(t *testing.T) {
 	require.Equal(t, "30", formatRate(30))
 	require.Equal(t, "7.5", formatRate(7.5))
 }
+
+// TestBudgetChartZoomsOnAnHourFarUnderTheBudget: with a budget far above
+// the hour's requests the bars are scaled to the peak, so they show, and
+// the caption says the budget's line is above the chart.
+func TestBudgetChartZoomsOnAnHourFarUnderTheBudget(t *testing.T) {
+	c := renderBudgetChart([]postgres.MinuteCalls{{Minute: time.Now(), Calls: 4}, {Minute: time.Now(), Calls: 2}}, 100000)
+	require.True(t, c.BudgetAbove)
+	require.Equal(t, "5", c.Top)
+	require.InDelta(t, float64(chartHeight-chartTop)*4/5, c.Bars[0].BarH, 0.05)
+	var buf bytes.Buffer
+	require.NoError(t, consoleTemplates.ExecuteTemplate(&buf, "console-overview.html",
+		consoleData{Overview: &consoleOverview{Budget: c}}))
+	require.NotContains(t, buf.String(), `class="budget-line"`)
+	require.Contains(t, buf.String(), "budget: 100000 a minute, above the chart's top (5)")
+}
