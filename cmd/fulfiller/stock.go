@@ -70,14 +70,14 @@ func cmdStock(ctx context.Context, args []string, getenv func(string) string, lo
 	case "list":
 		return printStock(ctx, admin, stdout)
 	case "refill":
-		id, err := admin.QueueRefill(ctx, jobs.CLIActor(), positional[0])
+		id, err := admin.QueueRefill(ctx, jobs.CLIActor(), "", positional[0])
 		if err != nil {
 			return supportError(cmd, err)
 		}
 		fmt.Fprintf(stdout, "refill of the stock of %s queued (job %d); waiting for the service\n", positional[0], id)
 		return followJob(ctx, admin.River, id, *wait, stdout)
 	case "reconcile":
-		id, err := admin.QueueReconcile(ctx, jobs.CLIActor())
+		id, err := admin.QueueReconcile(ctx, jobs.CLIActor(), "")
 		if err != nil {
 			return supportError(cmd, err)
 		}
@@ -87,7 +87,7 @@ func cmdStock(ctx context.Context, args []string, getenv func(string) string, lo
 		if err := refuseUnknownPrice(ctx, admin, positional[0], orDefault(getenv("CATALOG_FILE"), "catalog.yaml")); err != nil {
 			return err
 		}
-		id, err := admin.QueueDelete(ctx, jobs.CLIActor(), positional[0])
+		id, err := admin.QueueDelete(ctx, jobs.CLIActor(), "", positional[0])
 		if err != nil {
 			return supportError(cmd, err)
 		}

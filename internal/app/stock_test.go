@@ -305,7 +305,7 @@ func TestReconcileTakesAStockKeyRunWhileInStockOutOfSale(t *testing.T) {
 	admin := &jobs.StockAdmin{Pool: b.Pool, River: b.Main.River, Catalog: b.Catalog, Logger: fulfillertest.Logger(t, slog.LevelWarn)}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	id, err := admin.QueueReconcile(ctx, jobs.ActorCLI)
+	id, err := admin.QueueReconcile(ctx, jobs.ActorCLI, "")
 	require.NoError(t, err)
 	var sum jobs.StockReconcileSummary
 	require.NoError(t, admin.Wait(ctx, id, &sum))

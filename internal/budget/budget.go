@@ -248,7 +248,7 @@ func (s *Slot) Done(ctx context.Context, callErr error) {
 	limited := errors.As(callErr, &rl)
 	switch {
 	case limited:
-		outcome = "rate_limited"
+		outcome = postgres.OutcomeRateLimited
 		s.b.rateLimited.Add(1)
 	case callErr != nil:
 		outcome = "error"

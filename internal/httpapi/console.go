@@ -40,9 +40,10 @@ var (
 		"consoleAsset": func(name string) string {
 			return ConsolePrefix + "assets/" + name + "?v=" + consoleAssets[name].etag[1:9]
 		},
-		"when":   func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
-		"iso":    func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
-		"orDash": orDash,
+		"when":       func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
+		"iso":        func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+		"orDash":     orDash,
+		"formatRate": formatRate,
 		// dict passes named values to a template: dict "Name" value ...
 		"dict": func(pairs ...any) map[string]any {
 			m := make(map[string]any, len(pairs)/2)
@@ -86,6 +87,8 @@ func (s *Server) consoleRoutes() []route {
 		{"GET /console/orders/{ref}", s.consolePage(s.consoleOrder)},
 		{"POST /console/orders/{ref}/actions/{action}", s.consolePage(s.consoleOrderAction)},
 		{"POST /console/orders/{ref}/keys/{key_id}/actions", s.consolePage(s.consoleKeyAction)},
+		{"GET /console/stock", s.consolePage(s.consoleStock)},
+		{"POST /console/stock/actions/{action}", s.consolePage(s.consoleStockAction)},
 		{"GET /console/assets/{name}", s.consolePage(serveConsoleAsset)},
 	}
 }
@@ -117,7 +120,8 @@ func serveConsoleAsset(w http.ResponseWriter, r *http.Request) {
 // consoleData is what every console page renders.
 type consoleData struct {
 	Title string
-	// Section is the navigation's current entry: "overview" or "orders".
+	// Section is the navigation's current entry: "overview", "orders" or
+	// "stock".
 	Section string
 	Actor   string
 	// Notice is the outcome of the action just taken; Problem what went
@@ -130,6 +134,7 @@ type consoleData struct {
 
 	Order    *consoleOrder
 	Overview *consoleOverview
+	Stock    *consoleStockPage
 }
 
 func (s *Server) renderConsole(w http.ResponseWriter, r *http.Request, status int, name string, d consoleData) {
@@ -178,6 +183,7 @@ func (s *Server) consoleOverview(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d.Overview = renderConsoleOverview(v)
+	d.Overview.Budget = renderBudgetChart(v.LuarmorCalls, budgetPerMinute(s.LuarmorRateLimit, s.LuarmorRateWindow))
 	if s.Stock != nil {
 		levels, err := s.Stock.Levels(r.Context())
 		if err != nil {

@@ -215,6 +215,8 @@ type consoleOverview struct {
 	Retrying                  []postgres.JobKindCount
 	RetryingTotal             int
 	Stock                     []consoleStock
+	// Budget draws the Luarmor requests of the last hour.
+	Budget *budgetChart
 	// CredentialProblems are what the periodic check of the Stripe and
 	// Luarmor API keys found (what /readyz reports); CredentialsChecked
 	// says the check runs.

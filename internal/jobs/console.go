@@ -103,11 +103,18 @@ type Overview struct {
 	// FailedTotal and WaitingTotal count them all, listed or not.
 	FailedTotal, WaitingTotal int
 	Retrying                  []postgres.JobKindCount
+	// LuarmorCalls counts the fleet's Luarmor requests in each of the last
+	// BudgetChartMinutes minutes, oldest first.
+	LuarmorCalls []postgres.MinuteCalls
 }
+
+// BudgetChartMinutes is how many minutes of Luarmor requests the overview
+// draws: the last hour.
+const BudgetChartMinutes = 60
 
 // Overview reads the shop's figures since the start of now's day (in now's
 // location) and over the last 7 days, its failed and waiting orders and
-// its jobs waiting for a retry.
+// its jobs waiting for a retry, and the Luarmor requests of the last hour.
 func (s *Support) Overview(ctx context.Context, now time.Time) (*Overview, error) {
 	var v Overview
 	var err error
@@ -125,6 +132,9 @@ func (s *Support) Overview(ctx context.Context, now time.Time) (*Overview, error
 		return nil, err
 	}
 	if v.Retrying, err = postgres.RetryingJobs(ctx, s.Pool); err != nil {
+		return nil, err
+	}
+	if v.LuarmorCalls, err = postgres.LuarmorCallsPerMinute(ctx, s.Pool, BudgetChartMinutes); err != nil {
 		return nil, err
 	}
 	return &v, nil

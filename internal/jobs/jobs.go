@@ -12,8 +12,8 @@
 //     and FindOrders, Retry, KeyAction (blacklist, unban, revoke, reissue,
 //     reset-hwid, set-discord), LiftRevocation, and Wait/WaitLift for the
 //     outcome.
-//   - StockAdmin (stock_admin.go): Levels, QueueReconcile, QueueDelete and
-//     Wait.
+//   - StockAdmin (stock_admin.go, stock_console.go): Levels, QueueRefill,
+//     QueueReconcile, QueueDelete, Wait and LastReconcile.
 //   - RecordSession (fulfil_order.go): the webhook's and reconciliation's
 //     way in for a Checkout Session.
 //

@@ -86,7 +86,7 @@ func TestDeleteReportsKeysDeletedInOrderUpToTheTotal(t *testing.T) {
 	deps.ProgressEvery = time.Nanosecond
 	b.sandbox.SetLatency(40 * time.Millisecond)
 	admin, _ := stockAdmin(t, b, deps)
-	id, err := admin.QueueDelete(context.Background(), jobs.ActorCLI, priceGone)
+	id, err := admin.QueueDelete(context.Background(), jobs.ActorCLI, "", priceGone)
 	require.NoError(t, err)
 
 	seen := followProgress(t, admin.River, id)
@@ -108,7 +108,7 @@ func TestStockReconcileReportsKeysCheckedInOrderUpToTheTotal(t *testing.T) {
 		b.lostStockKey(t, 14)
 	}
 	admin, _ := stockAdmin(t, b, deps)
-	id, err := admin.QueueReconcile(context.Background(), jobs.ActorCLI)
+	id, err := admin.QueueReconcile(context.Background(), jobs.ActorCLI, "")
 	require.NoError(t, err)
 
 	seen := followProgress(t, admin.River, id)

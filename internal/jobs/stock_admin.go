@@ -69,14 +69,15 @@ func (a *StockAdmin) Levels(ctx context.Context) ([]PriceStock, error) {
 }
 
 // QueueReconcile queues an operator's stock reconciliation; asking while
-// one waits or runs returns that one.
-func (a *StockAdmin) QueueReconcile(ctx context.Context, actor string) (int64, error) {
+// one waits or runs returns that one. The audit log keeps actor's reason
+// ("" when none is asked for, as at the terminal).
+func (a *StockAdmin) QueueReconcile(ctx context.Context, actor, reason string) (int64, error) {
 	var res *rivertype.JobInsertResult
 	err := pgx.BeginFunc(ctx, a.Pool, func(tx pgx.Tx) (err error) {
 		if res, err = a.River.InsertTx(ctx, tx, ReconcileStockArgs{Actor: actor}, nil); err != nil {
 			return fmt.Errorf("queueing the stock reconciliation: %w", err)
 		}
-		return auditOrder(ctx, tx, actor, "stock-reconcile", nil, "", "", map[string]any{"job_id": res.Job.ID})
+		return auditOrder(ctx, tx, actor, "stock-reconcile", nil, "", reason, map[string]any{"job_id": res.Job.ID})
 	})
 	if err != nil {
 		return 0, err
@@ -93,8 +94,9 @@ const maxPriceIDLength = 255
 // refuses (ECONFLICT) a price this catalog still stocks, unless keys of it
 // already out of sale (an earlier deletion cut off or refused, or keys the
 // reconciliation found used or banned) wait for their deletion: the job
-// deletes those only, checking the service's catalog again.
-func (a *StockAdmin) QueueDelete(ctx context.Context, actor, priceID string) (int64, error) {
+// deletes those only, checking the service's catalog again. The audit log
+// keeps actor's reason.
+func (a *StockAdmin) QueueDelete(ctx context.Context, actor, reason, priceID string) (int64, error) {
 	if priceID == "" || len(priceID) > maxPriceIDLength || strings.ContainsFunc(priceID, func(r rune) bool { return r <= ' ' || r > '~' }) {
 		return 0, order.Errorf(order.EINVALID, "a price ID is 1 to %d printable characters without spaces, as in the catalog", maxPriceIDLength)
 	}
@@ -112,7 +114,7 @@ func (a *StockAdmin) QueueDelete(ctx context.Context, actor, priceID string) (in
 		if res, err = a.River.InsertTx(ctx, tx, DeleteStockArgs{PriceID: priceID, Actor: actor}, nil); err != nil {
 			return fmt.Errorf("queueing the deletion of the stock of price %s: %w", priceID, err)
 		}
-		return auditOrder(ctx, tx, actor, "stock-delete", nil, "", "", map[string]any{"job_id": res.Job.ID, "price_id": priceID})
+		return auditOrder(ctx, tx, actor, "stock-delete", nil, "", reason, map[string]any{"job_id": res.Job.ID, "price_id": priceID})
 	})
 	if err != nil {
 		return 0, err
@@ -128,14 +130,22 @@ func (a *StockAdmin) Wait(ctx context.Context, id int64, out any) error {
 }
 
 // QueueRefill queues a refill of a price the catalog stocks, or returns
-// the one waiting or running: an operator follows its progress.
-func (a *StockAdmin) QueueRefill(ctx context.Context, actor, priceID string) (int64, error) {
+// the one waiting or running: an operator follows its progress. The audit
+// log keeps actor's request and reason.
+func (a *StockAdmin) QueueRefill(ctx context.Context, actor, reason, priceID string) (int64, error) {
 	if p, ok := a.Catalog.Lookup(priceID); !ok || p.Stock == 0 {
 		return 0, order.Errorf(order.EINVALID, "price %s is not stocked in the catalog (stock: N); `fulfiller stock list` shows the stocked prices", priceID)
 	}
-	res, err := a.River.Insert(ctx, RefillStockArgs{PriceID: priceID}, nil)
+	var res *rivertype.JobInsertResult
+	err := pgx.BeginFunc(ctx, a.Pool, func(tx pgx.Tx) (err error) {
+		if res, err = a.River.InsertTx(ctx, tx, RefillStockArgs{PriceID: priceID}, nil); err != nil {
+			return fmt.Errorf("queueing the refill of the stock of price %s: %w", priceID, err)
+		}
+		return auditOrder(ctx, tx, actor, "stock-refill", nil, "", reason,
+			map[string]any{"job_id": res.Job.ID, "price_id": priceID, "already_queued": res.UniqueSkippedAsDuplicate})
+	})
 	if err != nil {
-		return 0, fmt.Errorf("queueing the refill of the stock of price %s: %w", priceID, err)
+		return 0, err
 	}
 	a.Logger.InfoContext(ctx, "stock refill queued", "actor", actor, "price_id", priceID, "job_id", res.Job.ID, "already_queued", res.UniqueSkippedAsDuplicate)
 	return res.Job.ID, nil

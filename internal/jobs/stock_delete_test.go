@@ -71,7 +71,7 @@ func (b *testBundle) deleteStock(t *testing.T, admin *jobs.StockAdmin, priceID s
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	id, err := admin.QueueDelete(ctx, jobs.ActorCLI, priceID)
+	id, err := admin.QueueDelete(ctx, jobs.ActorCLI, "", priceID)
 	require.NoError(t, err)
 	var sum jobs.StockDeleteSummary
 	require.NoError(t, admin.Wait(ctx, id, &sum))
@@ -85,7 +85,7 @@ func TestDeleteStockRefusesAPriceTheCatalogStocks(t *testing.T) {
 	admin, _ := stockAdmin(t, b, deps)
 	ctx := context.Background()
 
-	_, err := admin.QueueDelete(ctx, jobs.ActorCLI, priceBought)
+	_, err := admin.QueueDelete(ctx, jobs.ActorCLI, "", priceBought)
 	require.Equal(t, order.ECONFLICT, order.ErrorCode(err))
 	require.Contains(t, order.ErrorMessage(err), "lower its stock to 0 or remove the price from the catalog first")
 

@@ -181,7 +181,7 @@ func TestOperatorReconcileRunsAsAJobBesideThePeriodicOne(t *testing.T) {
 	for _, client := range rivers {
 		fulfillertest.StartRiver(t, client)
 	}
-	id, err := clients[0].QueueReconcile(ctx, jobs.ActorCLI)
+	id, err := clients[0].QueueReconcile(ctx, jobs.ActorCLI, "")
 	require.NoError(t, err)
 	waitCtx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
