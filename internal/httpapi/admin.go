@@ -297,32 +297,21 @@ type AdminAuditJSON struct {
 // [&limit=N]: support actions, newest first; page with before= the last
 // entry's id.
 func (s *Server) adminAuditLog(w http.ResponseWriter, r *http.Request) {
-	q := postgres.AuditQuery{Limit: 100}
-	values := r.URL.Query()
-	for name, v := range values {
-		var err error
-		switch {
-		case len(v) != 1:
-			err = order.Errorf(order.EINVALID, "give %s once", name)
-		case name == "before":
-			q.Before, err = positiveInt(name, v[0])
-		case name == "limit":
-			var n int64
-			n, err = positiveInt(name, v[0])
-			q.Limit = int(min(n, jobs.MaxAuditEntries))
-		case name == "order":
-			var d *jobs.OrderDetails
-			if d, err = s.Support.Order(r.Context(), v[0]); err == nil {
+	var q postgres.AuditQuery
+	before, limit, err := pageQuery(r, 100, jobs.MaxAuditEntries, "before, limit or order", map[string]func(string) error{
+		"order": func(v string) error {
+			d, err := s.Support.Order(r.Context(), v)
+			if err == nil {
 				q.OrderID = d.Order.ID
 			}
-		default:
-			err = order.Errorf(order.EINVALID, "unknown parameter %q: use before, limit or order", name)
-		}
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
+			return err
+		},
+	})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
 	}
+	q.Before, q.Limit = before, int(limit)
 	entries, err := s.Support.AuditLog(r.Context(), q)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -336,6 +325,32 @@ func (s *Server) adminAuditLog(w http.ResponseWriter, r *http.Request) {
 			OrderID: e.OrderID, OrderRef: e.OrderRef, KeyTail: e.KeyTail, Reason: e.Reason, Detail: e.Detail})
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// pageQuery reads a listing's query: before (an ID to page from), limit
+// (defaultLimit when absent, at most maxLimit) and the parameters of
+// extra, each given once; any other parameter is refused, naming known.
+func pageQuery(r *http.Request, defaultLimit, maxLimit int64, known string, extra map[string]func(string) error) (before, limit int64, err error) {
+	limit = defaultLimit
+	for name, v := range r.URL.Query() {
+		switch {
+		case len(v) != 1:
+			err = order.Errorf(order.EINVALID, "give %s once", name)
+		case name == "before":
+			before, err = positiveInt(name, v[0])
+		case name == "limit":
+			limit, err = positiveInt(name, v[0])
+			limit = min(limit, maxLimit)
+		case extra[name] != nil:
+			err = extra[name](v[0])
+		default:
+			err = order.Errorf(order.EINVALID, "unknown parameter %q: use %s", name, known)
+		}
+		if err != nil {
+			return 0, 0, err
+		}
+	}
+	return before, limit, nil
 }
 
 func positiveInt(name, v string) (int64, error) {

@@ -4,7 +4,6 @@ import (
 	"net/http"
 
 	"fulfiller/internal/jobs"
-	"fulfiller/internal/order"
 	"fulfiller/internal/postgres"
 )
 
@@ -55,24 +54,10 @@ func renderDelivery(d postgres.OutboundDelivery) AdminDeliveryJSON {
 // [?before=ID][&limit=N]: the recent deliveries, newest first; page with
 // before= the last one's id.
 func (s *Server) adminListDeliveries(w http.ResponseWriter, r *http.Request) {
-	var before, limit int64 = 0, 50
-	for name, v := range r.URL.Query() {
-		var err error
-		switch {
-		case len(v) != 1:
-			err = order.Errorf(order.EINVALID, "give %s once", name)
-		case name == "before":
-			before, err = positiveInt(name, v[0])
-		case name == "limit":
-			limit, err = positiveInt(name, v[0])
-			limit = min(limit, jobs.MaxDeliveries)
-		default:
-			err = order.Errorf(order.EINVALID, "unknown parameter %q: use before or limit", name)
-		}
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
+	before, limit, err := pageQuery(r, 50, jobs.MaxDeliveries, "before or limit", nil)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
 	}
 	list, err := s.Support.Deliveries(r.Context(), before, int(limit))
 	if err != nil {
