@@ -215,6 +215,7 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker, refill *Refill
 	river.AddWorker(workers, &RefreshKeysWorker{Deps: deps})
 	river.AddWorker(workers, &ResumeOrdersWorker{Deps: deps})
 	river.AddWorker(workers, &WatchSubscriptionsWorker{Deps: deps})
+	river.AddWorker(workers, &FoldOrderCountsWorker{Deps: deps})
 	river.AddWorker(workers, &SendOrderEmailWorker{Deps: deps})
 	river.AddWorker(workers, &SendLifecycleEmailWorker{Deps: deps})
 	river.AddWorker(workers, &DeliverEventWorker{Deps: deps})

@@ -1,0 +1,147 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"fulfiller/internal/order"
+	"fulfiller/internal/postgres"
+	"fulfiller/internal/postgres/postgrestest"
+)
+
+// TestOrderCountsStayExactUnderConcurrentChangesAndFolds inserts orders and
+// moves them between statuses from several connections at once, in random
+// order, while other connections fold the changes; at random moments, and
+// at the end, the running counts equal a full count of the orders table
+// taken in the same snapshot.
+func TestOrderCountsStayExactUnderConcurrentChangesAndFolds(t *testing.T) {
+	t.Parallel()
+	pool := postgrestest.NewPool(t)
+	ctx := context.Background()
+	statuses := []string{"pending", "fulfilled", "revoked", "failed"}
+
+	const writers, ordersPerWriter = 4, 40
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(w), 52))
+			for i := range ordersPerWriter {
+				id := fmt.Sprintf("cs_test_count_%d_%d", w, i)
+				_, err := postgres.UpsertOrder(ctx, pool, order.SessionDetails{CheckoutSessionID: id, Mode: "payment",
+					PaymentStatus: "paid", SessionStatus: "complete"})
+				if !assert.NoError(t, err) {
+					return
+				}
+				// A few status changes per order, some in one transaction
+				// with another order's, some repeating the same status.
+				for range rng.IntN(4) {
+					err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+						if _, err := tx.Exec(ctx, `UPDATE orders SET status = $2 WHERE checkout_session_id = $1`,
+							id, statuses[rng.IntN(len(statuses))]); err != nil {
+							return err
+						}
+						_, err := tx.Exec(ctx, `UPDATE orders SET status = $1 WHERE id = (SELECT min(id) FROM orders)`,
+							statuses[rng.IntN(len(statuses))])
+						return err
+					})
+					if !assert.NoError(t, err) {
+						return
+					}
+				}
+				if rng.IntN(10) == 0 {
+					_, err := pool.Exec(ctx, `DELETE FROM orders WHERE checkout_session_id = $1`, id)
+					if !assert.NoError(t, err) {
+						return
+					}
+				}
+			}
+		})
+	}
+	stop := make(chan struct{})
+	var folders sync.WaitGroup
+	for range 2 {
+		folders.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				_, err := postgres.FoldOrderCounts(ctx, pool, 7)
+				if !assert.NoError(t, err) {
+					return
+				}
+				if !assert.NoError(t, countsMatch(pool)) {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	folders.Wait()
+	require.NoError(t, countsMatch(pool))
+
+	// Folding everything leaves no change rows and the same counts.
+	for {
+		moved, err := postgres.FoldOrderCounts(ctx, pool, 50)
+		require.NoError(t, err)
+		if moved == 0 {
+			break
+		}
+	}
+	var left int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM order_status_changes`).Scan(&left))
+	require.Zero(t, left)
+	require.NoError(t, countsMatch(pool))
+}
+
+// countsMatch compares the running counts with a full count of the orders,
+// both read in one repeatable-read snapshot.
+func countsMatch(pool *pgxpool.Pool) error {
+	ctx := context.Background()
+	return pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		running, err := postgres.OrderCounts(ctx, tx)
+		if err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, `SELECT status, count(*) FROM orders GROUP BY status`)
+		if err != nil {
+			return err
+		}
+		counted, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (struct {
+			status string
+			n      int64
+		}, error) {
+			var s struct {
+				status string
+				n      int64
+			}
+			return s, r.Scan(&s.status, &s.n)
+		})
+		if err != nil {
+			return err
+		}
+		want := map[string]int64{}
+		for _, c := range counted {
+			want[c.status] = c.n
+		}
+		for status, n := range running {
+			if n == 0 {
+				delete(running, status)
+			}
+		}
+		if fmt.Sprint(want) != fmt.Sprint(running) {
+			return fmt.Errorf("running counts %v differ from a full count %v in the same snapshot", running, want)
+		}
+		return nil
+	})
+}
