@@ -116,5 +116,7 @@ func periodicJobs() []*river.PeriodicJob {
 			func() (river.JobArgs, *river.InsertOpts) { return WatchSubscriptionsArgs{}, nil }, nil),
 		river.NewPeriodicJob(river.PeriodicInterval(expiryNoticeEvery),
 			func() (river.JobArgs, *river.InsertOpts) { return QueueExpiryNoticesArgs{}, nil }, nil),
+		river.NewPeriodicJob(river.PeriodicInterval(pruneEvery),
+			func() (river.JobArgs, *river.InsertOpts) { return PruneHistoryArgs{}, nil }, nil),
 	}
 }
