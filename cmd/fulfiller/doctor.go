@@ -78,6 +78,7 @@ func cmdDoctor(ctx context.Context, args []string, getenv func(string) string, s
 		PublicBaseURL:  publicBase,
 		HTTP:           httpClient,
 		Shop:           cfg.Shop,
+		Retention:      cfg.Retention,
 	}
 	results := d.Run(ctx)
 	for _, r := range results {

@@ -143,7 +143,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		Pool: m.Pool, Stripe: stripeClient, Luarmor: luarmorClient, Catalog: m.Catalog, Logger: m.Logger,
 		RateLimitWindow: m.Config.LuarmorRateWindow, Policy: m.Config.Policy, MaxUnitsPerOrder: m.Config.MaxUnitsPerOrder,
 		StripeLivemode: jobs.LiveKey(m.Config.StripeAPIKey), Mail: m.mailSender(), Metrics: m.Metrics,
-		Outbound: m.outbound(),
+		Outbound: m.outbound(), Retention: m.Config.Retention,
 	}, jobsConfig)
 	if err != nil {
 		return err

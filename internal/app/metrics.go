@@ -5,6 +5,7 @@ import (
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/metrics"
 	"fulfiller/internal/order"
+	"fulfiller/internal/retention"
 )
 
 // newMetrics returns the process's metrics, each label's values known up
@@ -24,6 +25,7 @@ func newMetrics(stockPrices []string) *metrics.Metrics {
 		BudgetClasses: classes,
 		RevokeActions: []string{string(order.ActionBlacklist), string(order.ActionDelete)},
 		StockPrices:   stockPrices,
+		PruneKinds:    retention.Kinds(),
 		OrderStatuses: []string{
 			string(order.StatusPending), string(order.StatusFulfilled), string(order.StatusRevoked), string(order.StatusFailed),
 		},

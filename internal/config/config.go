@@ -22,6 +22,7 @@ import (
 	"fulfiller/internal/mail"
 	"fulfiller/internal/order"
 	"fulfiller/internal/outbound"
+	"fulfiller/internal/retention"
 	"fulfiller/internal/shop"
 	"fulfiller/internal/stripeapi"
 )
@@ -109,6 +110,9 @@ type Config struct {
 	// (OUTBOUND_WEBHOOK_URL, OUTBOUND_WEBHOOK_SECRET,
 	// OUTBOUND_WEBHOOK_EVENTS, DISCORD_WEBHOOK_URL); zero sends nothing.
 	Outbound outbound.Settings
+	// Retention is how long what may be pruned is kept
+	// (RETENTION_EVENT_PAYLOAD_DAYS, RETENTION_DELIVERY_LOG_DAYS).
+	Retention retention.Settings
 }
 
 // Defaults of settings that tests and other commands build by hand.
@@ -314,6 +318,7 @@ func fromEnv(getenv func(string) string) (Config, Errors) {
 	c.Policy.PastDueKeepFor = durationSetting(&errs, get("PAST_DUE_KEEP_FOR", ""), "PAST_DUE_KEEP_FOR", order.DefaultPastDueKeepFor, time.Hour, 90*24*time.Hour)
 	c.disputesAndRefunds(get, &errs)
 	c.reconciliation(get, &errs)
+	c.retention(get, &errs)
 	c.publicBaseURL(get, &errs)
 	c.mail(get, &errs)
 	c.lifecycleMail(get, &errs)

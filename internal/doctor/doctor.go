@@ -31,6 +31,7 @@ import (
 	"fulfiller/internal/logging"
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/postgres"
+	"fulfiller/internal/retention"
 	"fulfiller/internal/shop"
 	"fulfiller/internal/stripeapi"
 )
@@ -115,6 +116,9 @@ type Doctor struct {
 	HTTP *http.Client
 	// Shop is the shop as buyers see it (SHOP_*), checked by ShopCheck.
 	Shop shop.Identity
+	// Retention is how long prunable history is kept (RETENTION_*); zero
+	// means the defaults.
+	Retention retention.Settings
 }
 
 // Run runs every check and returns their verdicts in order.
@@ -135,7 +139,11 @@ func (d *Doctor) Run(ctx context.Context) []Result {
 	if r, ok := d.standIns(); ok {
 		out = append(out, r)
 	}
-	out = append(out, d.database(ctx))
+	db := d.database(ctx)
+	out = append(out, db)
+	if db.Status == Pass {
+		out = append(out, d.storage(ctx))
+	}
 	lua := d.StandIns.luarmorTag
 	out = append(out, lua(d.luarmorStatus(ctx)))
 	details, r := d.luarmorKey(ctx)

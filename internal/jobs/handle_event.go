@@ -89,7 +89,7 @@ func (w *HandleEventsWorker) Work(ctx context.Context, job *river.Job[HandleEven
 				return err
 			}
 		}
-		return nil
+		return postgres.MarkEventsHandled(ctx, tx, job.Args.EventIDs)
 	})
 }
 
@@ -110,6 +110,12 @@ func (w *HandleEventsWorker) handle(ctx context.Context, tx pgx.Tx, id string) e
 	}
 	h, ok := eventHandlers[stored.Type]
 	if !ok {
+		return nil
+	}
+	if stored.Payload == nil {
+		// Dropped by retention, which only drops handled events' bodies:
+		// this job ran before (a completed job retried by hand).
+		w.Logger.WarnContext(ctx, "stripe event was handled before and its body is no longer kept; skipped", "event_id", id, "type", stored.Type)
 		return nil
 	}
 	event, err := storedEvent(stored)

@@ -57,6 +57,7 @@ import (
 	"fulfiller/internal/metrics"
 	"fulfiller/internal/order"
 	"fulfiller/internal/outbound"
+	"fulfiller/internal/retention"
 )
 
 // Queues. Jobs that call Luarmor have a queue per budget class, so that a
@@ -142,6 +143,9 @@ type Deps struct {
 	// Outbound is where events are sent (webhooks to the shop's backend,
 	// Discord); nil sends none and records none.
 	Outbound *outbound.Settings
+	// Retention is how long prunable history is kept; zero means the
+	// defaults.
+	Retention retention.Settings
 }
 
 // Config tunes the River client.
@@ -230,6 +234,7 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker, refill *Refill
 	river.AddWorker(workers, &StockKeySoldWorker{Deps: deps})
 	river.AddWorker(workers, &ReconcileStockWorker{Deps: deps})
 	river.AddWorker(workers, &DeleteStockWorker{Deps: deps})
+	river.AddWorker(workers, &PruneHistoryWorker{Deps: deps})
 	if cfg.Register != nil {
 		cfg.Register(workers)
 	}
@@ -257,6 +262,13 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker, refill *Refill
 		// live replica: past the longest job timeout with a margin, never
 		// before a live job's timeout (TestNoJobOutlivesItsRescue).
 		RescueStuckJobsAfter: RescueStuckJobsAfter,
+		// River deletes its finished jobs itself. A completed or cancelled
+		// job's args are history the service's own rows hold (River's
+		// defaults, a day); a discarded job gave up and waits for an
+		// operator, who may be away longer than River's default week.
+		CompletedJobRetentionPeriod: 24 * time.Hour,
+		CancelledJobRetentionPeriod: 24 * time.Hour,
+		DiscardedJobRetentionPeriod: 30 * 24 * time.Hour,
 	}
 	if !cfg.InsertOnly {
 		// Luarmor workers wait in memory for their budget slot, so a few

@@ -118,5 +118,7 @@ func periodicJobs() []*river.PeriodicJob {
 			func() (river.JobArgs, *river.InsertOpts) { return QueueExpiryNoticesArgs{}, nil }, nil),
 		river.NewPeriodicJob(river.PeriodicInterval(foldCountsEvery),
 			func() (river.JobArgs, *river.InsertOpts) { return FoldOrderCountsArgs{}, nil }, nil),
+		river.NewPeriodicJob(river.PeriodicInterval(pruneEvery),
+			func() (river.JobArgs, *river.InsertOpts) { return PruneHistoryArgs{}, nil }, nil),
 	}
 }

@@ -65,6 +65,7 @@ type Labels struct {
 	RevokeActions []string // what a revocation does to a key
 	StockPrices   []string // prices the catalog keeps a stock of
 	OrderStatuses []string // the statuses an order can have
+	PruneKinds    []string // what retention prunes
 }
 
 // Metrics holds the collectors of one process.
@@ -86,6 +87,7 @@ type Metrics struct {
 	stockSales      *prometheus.CounterVec
 	lastWebhook     prometheus.Gauge
 	budgetPerMinute prometheus.Gauge
+	pruned          *prometheus.CounterVec
 }
 
 // New returns the metrics of one process, registered (with the Go runtime
@@ -134,12 +136,13 @@ func New(labels Labels) *Metrics {
 	}
 	m.stockRefills, m.stockSales = newStockCounters()
 	m.lastWebhook, m.budgetPerMinute = newAlertingGauges()
+	m.pruned = newPrunedCounter()
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.webhooks, m.jobs, m.luarmorCalls, m.luarmor429s, m.budgetSlots,
 		m.keysDelivered, m.keysRevoked, m.keysRenewed, m.deliveryLatency,
-		m.stockRefills, m.stockSales, m.lastWebhook, m.budgetPerMinute,
+		m.stockRefills, m.stockSales, m.lastWebhook, m.budgetPerMinute, m.pruned,
 	)
 	m.initSeries()
 	m.handler = promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{
@@ -164,6 +167,9 @@ func (m *Metrics) initSeries() {
 	}
 	for _, a := range m.labels.RevokeActions {
 		m.keysRevoked.WithLabelValues(a)
+	}
+	for _, k := range m.labels.PruneKinds {
+		m.pruned.WithLabelValues(k)
 	}
 	for _, p := range m.labels.StockPrices {
 		m.stockRefills.WithLabelValues(p)

@@ -12,7 +12,9 @@ import (
 )
 
 // Event is a verified Stripe event as stored (see RecordEvents). Type is
-// what the service acts on; Payload is the body exactly as Stripe signed it.
+// what the service acts on; Payload is the body exactly as Stripe signed it,
+// nil once retention dropped it (internal/retention: only after the event
+// was handled).
 type Event struct {
 	ID         string
 	Type       string
@@ -88,4 +90,14 @@ func RecordEvents(ctx context.Context, tx pgx.Tx, events []Event) ([]bool, error
 		delete(fresh, id) // a second copy in the batch is a duplicate
 	}
 	return isNew, nil
+}
+
+// MarkEventsHandled records, in the transaction that completes their
+// handle_events job, that the events no longer wait for it: from then on
+// retention may drop their bodies.
+func MarkEventsHandled(ctx context.Context, tx pgx.Tx, ids []string) error {
+	if _, err := tx.Exec(ctx, `UPDATE stripe_events SET awaiting_handler = false WHERE id = ANY($1) AND awaiting_handler`, ids); err != nil {
+		return fmt.Errorf("recording %d stripe events as handled: %w", len(ids), err)
+	}
+	return nil
 }

@@ -1,0 +1,43 @@
+package config
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"fulfiller/internal/retention"
+)
+
+// maxRetentionDays bounds the retention settings: ten years.
+const maxRetentionDays = 3650
+
+// retention reads RETENTION_EVENT_PAYLOAD_DAYS and
+// RETENTION_DELIVERY_LOG_DAYS, after RECONCILE_LOOKBACK: event bodies are
+// kept at least as long as reconciliation and Stripe's retries may send an
+// event again.
+func (c *Config) retention(get func(name, def string) string, errs *Errors) {
+	const day = 24 * time.Hour
+	c.Retention = retention.Settings{}.WithDefaults()
+	if v := get("RETENTION_EVENT_PAYLOAD_DAYS", ""); v != "" {
+		least := retention.MinEventPayloadAge(c.ReconcileLookback)
+		n, err := strconv.Atoi(v)
+		switch {
+		case err != nil || n < 1 || n > maxRetentionDays:
+			errs.add(&Error{"RETENTION_EVENT_PAYLOAD_DAYS", fmt.Sprintf("%q must be a whole number of days from %d to %d", v, least/day, maxRetentionDays)})
+		case time.Duration(n)*day < least:
+			errs.add(&Error{"RETENTION_EVENT_PAYLOAD_DAYS", fmt.Sprintf(
+				"%q is shorter than reconciliation needs: RECONCILE_LOOKBACK (%s) and Stripe's 3 days of retries may still send an event that old again; keep at least %d days",
+				v, c.ReconcileLookback, least/day)})
+		default:
+			c.Retention.EventPayloadAge = time.Duration(n) * day
+		}
+	}
+	if v := get("RETENTION_DELIVERY_LOG_DAYS", ""); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxRetentionDays {
+			errs.add(&Error{"RETENTION_DELIVERY_LOG_DAYS", fmt.Sprintf("%q must be a whole number of days from 1 to %d", v, maxRetentionDays)})
+		} else {
+			c.Retention.DeliveryLogAge = time.Duration(n) * day
+		}
+	}
+}

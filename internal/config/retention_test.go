@@ -1,0 +1,42 @@
+package config_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"fulfiller/internal/config"
+	"fulfiller/internal/retention"
+)
+
+// Event bodies are kept 35 days unless told otherwise, never less than
+// reconciliation's look-back and Stripe's 3 days of retries; the delivery
+// log 90 days.
+func TestRetentionSettings(t *testing.T) {
+	t.Parallel()
+	const day = 24 * time.Hour
+	c, err := config.FromEnv(env(nil))
+	require.NoError(t, err)
+	require.Equal(t, retention.Settings{EventPayloadAge: 35 * day, DeliveryLogAge: 90 * day}, c.Retention)
+
+	c, err = config.FromEnv(env(map[string]string{"RETENTION_EVENT_PAYLOAD_DAYS": "3", "RETENTION_DELIVERY_LOG_DAYS": "400"}))
+	require.NoError(t, err)
+	require.Equal(t, retention.Settings{EventPayloadAge: 3 * day, DeliveryLogAge: 400 * day}, c.Retention)
+
+	_, err = config.FromEnv(env(map[string]string{"RETENTION_EVENT_PAYLOAD_DAYS": "2"}))
+	require.EqualError(t, err, `config: RETENTION_EVENT_PAYLOAD_DAYS "2" is shorter than reconciliation needs: RECONCILE_LOOKBACK (72h0m0s) and Stripe's 3 days of retries may still send an event that old again; keep at least 3 days`)
+	_, err = config.FromEnv(env(map[string]string{"RETENTION_EVENT_PAYLOAD_DAYS": "20", "RECONCILE_LOOKBACK": "30d"}))
+	require.ErrorContains(t, err, "keep at least 30 days")
+	c, err = config.FromEnv(env(map[string]string{"RETENTION_EVENT_PAYLOAD_DAYS": "31", "RECONCILE_LOOKBACK": "30d"}))
+	require.NoError(t, err)
+	require.Equal(t, 31*day, c.Retention.EventPayloadAge)
+
+	for name, v := range map[string]string{
+		"RETENTION_EVENT_PAYLOAD_DAYS": "35d", "RETENTION_DELIVERY_LOG_DAYS": "0",
+	} {
+		_, err := config.FromEnv(env(map[string]string{name: v}))
+		require.ErrorContains(t, err, name, v)
+		require.ErrorContains(t, err, "whole number of days", v)
+	}
+}

@@ -1,0 +1,222 @@
+// Package retention drops what the service no longer needs, so the database
+// grows with what must be kept, not with everything that ever happened.
+//
+// What goes, after how long (Prunables, pruned by the periodic
+// prune_history job, internal/jobs):
+//
+//   - stripe_event_payloads: the body of a Stripe event, after
+//     RETENTION_EVENT_PAYLOAD_DAYS (35 days). Only the handle_events job
+//     reads it, right after intake. Never while the event still waits for
+//     that job (awaiting_handler), however old; the row itself (ID, type,
+//     object, times) stays for good, so a late duplicate delivery, or
+//     reconciliation listing the event again, still finds the ID and is
+//     refused.
+//   - outbound_delivery_attempts: each attempt's status and error of an
+//     outbound delivery no longer pending, after RETENTION_DELIVERY_LOG_DAYS
+//     (90 days). The delivery (status, attempt count, last answer) and its
+//     event's body stay, so it can still be replayed.
+//
+// Pruned elsewhere, where they are written: find-my-keys requests and
+// addresses (internal/jobs, key_lookup.go), Luarmor budget slots after 24
+// hours (internal/budget), used Discord sign-in states after a day and
+// replicas silent for a day (internal/postgres), and River's own finished
+// jobs (the client's retention periods, internal/jobs).
+//
+// What stays for good: orders, their keys, the entitlement ledger and its
+// grants, revocations, refunds, disputes, reissues, HWID resets, stock
+// keys sold, the support audit log, order_emails and lifecycle_emails
+// (their rows are what keeps an email from being sent twice; no email's
+// body is ever stored) and the outbound events' bodies. Each is what an
+// entitlement, a refund, a dispute or an audit is decided or answered
+// from. docs/operating.md (Retention) holds the same table for operators.
+//
+// Each prune is a batch of at most BatchSize rows in its own short
+// transaction; a run stops when a batch comes back short or its time is up,
+// and the next run goes on where it stopped. A run cut off at any point
+// loses only the batch in flight, which rolls back whole.
+package retention
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Defaults of the settings.
+const (
+	// DefaultEventPayloadAge keeps an event's body past Stripe's own 30
+	// days of events (the longest RECONCILE_LOOKBACK), and so past every
+	// time Stripe may still send the event again, with a margin.
+	DefaultEventPayloadAge = 35 * 24 * time.Hour
+	// DefaultDeliveryLogAge keeps a quarter of a year of outbound delivery
+	// attempts for the shop's developers to look back on.
+	DefaultDeliveryLogAge = 90 * 24 * time.Hour
+	// DefaultBatchSize rows per statement: a few milliseconds of row locks.
+	DefaultBatchSize = 2000
+	// StripeRetryWindow is how long Stripe retries a webhook delivery.
+	StripeRetryWindow = 72 * time.Hour
+)
+
+// Settings are how long each prunable thing is kept; zero means its
+// default.
+type Settings struct {
+	// EventPayloadAge is RETENTION_EVENT_PAYLOAD_DAYS.
+	EventPayloadAge time.Duration
+	// DeliveryLogAge is RETENTION_DELIVERY_LOG_DAYS.
+	DeliveryLogAge time.Duration
+}
+
+// WithDefaults returns s with each zero age set to its default.
+func (s Settings) WithDefaults() Settings {
+	if s.EventPayloadAge <= 0 {
+		s.EventPayloadAge = DefaultEventPayloadAge
+	}
+	if s.DeliveryLogAge <= 0 {
+		s.DeliveryLogAge = DefaultDeliveryLogAge
+	}
+	return s
+}
+
+// MinEventPayloadAge is the shortest time event bodies may be kept with a
+// reconciliation looking back reconcileLookback: at least as long as an
+// event may still be sent again, by Stripe's retries or found again by
+// reconciliation, in whole days.
+func MinEventPayloadAge(reconcileLookback time.Duration) time.Duration {
+	const day = 24 * time.Hour
+	d := max(reconcileLookback, StripeRetryWindow)
+	return (d + day - 1) / day * day
+}
+
+// Prunable is one kind of row, or part of a row, dropped after an age.
+type Prunable struct {
+	// Kind names it in metrics, logs and the job's output.
+	Kind string
+	// Setting is the setting its age is read from.
+	Setting string
+	// Age is how long it is kept.
+	Age func(Settings) time.Duration
+	// SQL prunes at most $2 rows older than $1 (a timestamptz), one
+	// statement, skipping rows another transaction holds; the rows it
+	// affected are the rows pruned.
+	SQL string
+}
+
+// Prunables is everything the prune_history job drops. A table that grows
+// with history and may be dropped after an age joins with one entry.
+var Prunables = []Prunable{
+	{
+		Kind:    "stripe_event_payloads",
+		Setting: "RETENTION_EVENT_PAYLOAD_DAYS",
+		Age:     func(s Settings) time.Duration { return s.EventPayloadAge },
+		// An event of a type the service does not handle is never queued,
+		// so it waits for nothing; the others once their job completed.
+		SQL: `UPDATE stripe_events SET payload = NULL WHERE id IN (
+			SELECT id FROM stripe_events
+			WHERE payload IS NOT NULL AND received_at < $1 AND (NOT handled OR NOT awaiting_handler)
+			ORDER BY received_at LIMIT $2 FOR UPDATE SKIP LOCKED)`,
+	},
+	{
+		Kind:    "outbound_delivery_attempts",
+		Setting: "RETENTION_DELIVERY_LOG_DAYS",
+		Age:     func(s Settings) time.Duration { return s.DeliveryLogAge },
+		// A pending delivery's attempts are counted by its job (how many
+		// it made of the current replay): they stay until it is done.
+		SQL: `DELETE FROM outbound_delivery_attempts WHERE id IN (
+			SELECT a.id FROM outbound_delivery_attempts a JOIN outbound_deliveries d ON d.id = a.delivery_id
+			WHERE a.at < $1 AND d.status <> 'pending'
+			ORDER BY a.at LIMIT $2 FOR UPDATE OF a SKIP LOCKED)`,
+	},
+}
+
+// Kinds lists the kinds of Prunables, in order.
+func Kinds() []string {
+	out := make([]string, len(Prunables))
+	for i, p := range Prunables {
+		out[i] = p.Kind
+	}
+	return out
+}
+
+// Timeouts of one batch: it never waits long for a lock another
+// transaction holds (a migration's), and never runs long itself.
+const (
+	batchLockTimeout      = "2s"
+	batchStatementTimeout = "60s"
+)
+
+// Pruner drops what Prunables says is past its age.
+type Pruner struct {
+	Pool     *pgxpool.Pool
+	Settings Settings
+	// BatchSize is the most rows one statement prunes; 0 means
+	// DefaultBatchSize.
+	BatchSize int
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// OnBatch, when set, is told of each committed batch: its kind and the
+	// rows it pruned (possibly 0).
+	OnBatch func(kind string, rows int64)
+}
+
+// Summary is what a run pruned.
+type Summary struct {
+	// Pruned counts the rows pruned per kind.
+	Pruned map[string]int64 `json:"pruned"`
+	// Complete is false when the run's time was up before every kind was
+	// done; the next run goes on.
+	Complete bool `json:"complete"`
+}
+
+// Run prunes every kind in turn, batch by batch, until each is done or
+// until is past. The summary counts what was pruned, also when Run fails.
+func (p *Pruner) Run(ctx context.Context, until time.Time) (Summary, error) {
+	now := time.Now
+	if p.Now != nil {
+		now = p.Now
+	}
+	batch := p.BatchSize
+	if batch <= 0 {
+		batch = DefaultBatchSize
+	}
+	settings := p.Settings.WithDefaults()
+	sum := Summary{Pruned: map[string]int64{}}
+	for _, kind := range Prunables {
+		cutoff := now().Add(-kind.Age(settings))
+		for {
+			if time.Now().After(until) {
+				return sum, nil
+			}
+			n, err := p.batch(ctx, kind, cutoff, batch)
+			if err != nil {
+				return sum, fmt.Errorf("pruning %s older than %s (%s): %w", kind.Kind, cutoff.UTC().Format(time.RFC3339), kind.Setting, err)
+			}
+			sum.Pruned[kind.Kind] += n
+			if p.OnBatch != nil {
+				p.OnBatch(kind.Kind, n)
+			}
+			if n < int64(batch) {
+				break
+			}
+		}
+	}
+	sum.Complete = true
+	return sum, nil
+}
+
+// batch prunes one batch of kind in its own transaction.
+func (p *Pruner) batch(ctx context.Context, kind Prunable, cutoff time.Time, limit int) (int64, error) {
+	var n int64
+	err := pgx.BeginFunc(ctx, p.Pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true)`,
+			batchLockTimeout, batchStatementTimeout); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, kind.SQL, cutoff, limit)
+		n = tag.RowsAffected()
+		return err
+	})
+	return n, err
+}
