@@ -228,9 +228,7 @@ func (d *Doctor) database(ctx context.Context) Result {
 // new place on the plan).
 func LastDayDeliveries(pool *pgxpool.Pool) Demand {
 	return func(ctx context.Context) (int, string, error) {
-		var n int
-		err := pool.QueryRow(ctx, `SELECT count(*) FROM order_keys
-			WHERE delivered_at > now() - interval '24 hours' AND NOT extended_existing`).Scan(&n)
+		n, err := postgres.NewKeysDeliveredSince(ctx, pool, time.Now().Add(-24*time.Hour))
 		if err != nil {
 			return 0, "", fmt.Errorf("counting the last 24 hours' deliveries: %w", err)
 		}

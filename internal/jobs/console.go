@@ -15,7 +15,7 @@ import (
 
 // MinKeyTail is the fewest last characters of a key a search takes: fewer
 // would match keys of unrelated buyers.
-const MinKeyTail = 4
+const MinKeyTail = postgres.KeyTailIndexed
 
 // SearchOrders finds the orders text names, newest first (at most
 // MaxFoundOrders): an order reference or Checkout Session ID (that order),

@@ -69,14 +69,16 @@ func JobsOfOrder(ctx context.Context, db DB, o *order.Order, revocationIDs []int
 	})
 }
 
+var eventsAboutSQL = lookup("EventsAbout", `SELECT id, type, object_id, created_at, received_at FROM stripe_events
+		WHERE object_id = ANY($1) ORDER BY created_at, id LIMIT 200`)
+
 // EventsAbout lists the recorded Stripe events about any of objects
 // (a dispute, a charge, an early fraud warning), oldest first.
 func EventsAbout(ctx context.Context, db DB, objects []string) ([]EventSummary, error) {
 	if len(objects) == 0 {
 		return nil, nil
 	}
-	rows, err := db.Query(ctx, `SELECT id, type, object_id, created_at, received_at FROM stripe_events
-		WHERE object_id = ANY($1) ORDER BY created_at, id LIMIT 200`, objects)
+	rows, err := db.Query(ctx, eventsAboutSQL, objects)
 	if err != nil {
 		return nil, fmt.Errorf("listing the events of an order's revocations: %w", err)
 	}
@@ -98,10 +100,12 @@ type LifecycleEmailSummary struct {
 	SentAt    *time.Time
 }
 
+var lifecycleEmailsOfOrderSQL = lookup("LifecycleEmailsOfOrder", `SELECT kind, status, attempts, COALESCE(last_error, ''), created_at, sent_at
+		FROM lifecycle_emails WHERE order_id = $1 ORDER BY created_at, id`)
+
 // LifecycleEmailsOfOrder lists an order's lifecycle emails, oldest first.
 func LifecycleEmailsOfOrder(ctx context.Context, db DB, orderID int64) ([]LifecycleEmailSummary, error) {
-	rows, err := db.Query(ctx, `SELECT kind, status, attempts, COALESCE(last_error, ''), created_at, sent_at
-		FROM lifecycle_emails WHERE order_id = $1 ORDER BY created_at, id`, orderID)
+	rows, err := db.Query(ctx, lifecycleEmailsOfOrderSQL, orderID)
 	if err != nil {
 		return nil, fmt.Errorf("listing the lifecycle emails of an order: %w", err)
 	}
@@ -112,11 +116,23 @@ func LifecycleEmailsOfOrder(ctx context.Context, db DB, orderID int64) ([]Lifecy
 	})
 }
 
+// KeyTailIndexed is how many of a key's last characters are indexed
+// (order_keys_key_tail_idx, migration 0043): a search by a key's end takes
+// at least that many.
+const KeyTailIndexed = 4
+
+// ordersOfKeyTailSQL compares the indexed last characters first, then the
+// whole tail.
+var ordersOfKeyTailSQL = lookup("OrdersOfKeyTail", newestOrdersWhere(`checkout_session_id IN (SELECT checkout_session_id FROM order_keys
+		WHERE right(user_key, 4) = right($1, 4) AND right(user_key, length($1)) = $1 AND user_key IS NOT NULL)`))
+
 // OrdersOfKeyTail returns the newest orders (at most limit) holding a key
-// that ends with tail.
+// that ends with tail, of at least KeyTailIndexed characters.
 func OrdersOfKeyTail(ctx context.Context, db DB, tail string, limit int) ([]*order.Order, error) {
-	orders, err := ordersWithKeys(ctx, db,
-		`checkout_session_id IN (SELECT checkout_session_id FROM order_keys WHERE right(user_key, length($1)) = $1)`, tail, limit)
+	if len([]rune(tail)) < KeyTailIndexed {
+		return nil, order.Errorf(order.EINVALID, "give at least the last %d characters of a key", KeyTailIndexed)
+	}
+	orders, err := ordersWithKeys(ctx, db, ordersOfKeyTailSQL, tail, limit)
 	if err != nil {
 		return nil, fmt.Errorf("reading the orders of a key's last characters: %w", err)
 	}
@@ -130,25 +146,33 @@ type Figures struct {
 	Keys int
 }
 
+var figuresSinceSQL = lookup("FiguresSince", `SELECT (SELECT count(*) FROM orders WHERE created_at >= $1),
+		(SELECT count(*) FROM order_keys WHERE delivered_at >= $1)`)
+
 // FiguresSince counts the orders recorded and the keys delivered since.
 func FiguresSince(ctx context.Context, db DB, since time.Time) (Figures, error) {
 	var f Figures
-	err := db.QueryRow(ctx, `SELECT (SELECT count(*) FROM orders WHERE created_at >= $1),
-		(SELECT count(*) FROM order_keys WHERE delivered_at >= $1)`, since).Scan(&f.Orders, &f.Keys)
+	err := db.QueryRow(ctx, figuresSinceSQL, since).Scan(&f.Orders, &f.Keys)
 	if err != nil {
 		return f, fmt.Errorf("counting the orders and keys since %s: %w", since.Format(time.RFC3339), err)
 	}
 	return f, nil
 }
 
+var (
+	countOrdersInStatusSQL = lookup("OrdersInStatus/count", `SELECT count(*) FROM orders WHERE status = $1`)
+	ordersInStatusSQL      = lookup("OrdersInStatus", newestOrdersWhere(`status = $1`))
+)
+
 // OrdersInStatus returns the newest orders (at most limit) in status, each
-// with its keys, and how many there are in all.
+// with its keys, and how many there are in all. The console lists the
+// pending and the failed ones, few at any time (orders_open_idx).
 func OrdersInStatus(ctx context.Context, db DB, status order.Status, limit int) ([]*order.Order, int, error) {
 	var total int
-	if err := db.QueryRow(ctx, `SELECT count(*) FROM orders WHERE status = $1`, string(status)).Scan(&total); err != nil {
+	if err := db.QueryRow(ctx, countOrdersInStatusSQL, string(status)).Scan(&total); err != nil {
 		return nil, 0, fmt.Errorf("counting the %s orders: %w", status, err)
 	}
-	orders, err := ordersWithKeys(ctx, db, `status = $1`, string(status), limit)
+	orders, err := ordersWithKeys(ctx, db, ordersInStatusSQL, string(status), limit)
 	if err != nil {
 		return nil, 0, fmt.Errorf("reading the %s orders: %w", status, err)
 	}
@@ -174,4 +198,17 @@ func RetryingJobs(ctx context.Context, db DB) ([]JobKindCount, error) {
 		err := row.Scan(&c.Kind, &c.Count)
 		return c, err
 	})
+}
+
+var newKeysDeliveredSinceSQL = lookup("NewKeysDeliveredSince",
+	`SELECT count(*) FROM order_keys WHERE delivered_at > $1 AND NOT extended_existing`)
+
+// NewKeysDeliveredSince counts the keys delivered after since that were
+// made for their unit (a unit that extended its buyer's key made none).
+func NewKeysDeliveredSince(ctx context.Context, db DB, since time.Time) (int, error) {
+	var n int
+	if err := db.QueryRow(ctx, newKeysDeliveredSinceSQL, since).Scan(&n); err != nil {
+		return 0, fmt.Errorf("counting the keys delivered since %s: %w", since.Format(time.RFC3339), err)
+	}
+	return n, nil
 }

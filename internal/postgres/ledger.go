@@ -62,17 +62,7 @@ func RecordRenewalLines(ctx context.Context, tx pgx.Tx, invoiceID string, lines 
 	return nil
 }
 
-// GrantRenewals gives the subscription's units the periods its invoices
-// paid: each paid line's period to as many of the price's units as it
-// paid seats, oldest first, among the units still part of the
-// subscription. A unit that left it keeps what was paid before. Whatever
-// order invoices and units arrive in, each unit ends with the same grants.
-// It returns the units that got a new grant.
-func GrantRenewals(ctx context.Context, tx pgx.Tx, subscriptionID string) ([]int64, error) {
-	// A period whose payment was taken back before it was granted (the
-	// refund or dispute arrived first) is granted as its revocation left
-	// it, with the revocation's mark, so lifting it restores the grant.
-	rows, err := tx.Query(ctx, `
+var grantRenewalsSQL = lookup("GrantRenewals", `
 		INSERT INTO key_grants (order_key_id, source, kind, valid_from, valid_to, line, state, reason, action, revocation_id)
 		SELECT u.id, 'invoice:' || l.invoice_id, 'period', l.period_start, l.period_end, $1,
 		       CASE WHEN v.id IS NULL THEN 'active'
@@ -96,7 +86,19 @@ func GrantRenewals(ctx context.Context, tx pgx.Tx, subscriptionID string) ([]int
 			ORDER BY k.id LIMIT l.quantity
 		) u
 		ON CONFLICT (order_key_id, source) DO NOTHING
-		RETURNING order_key_id`, subscriptionID)
+		RETURNING order_key_id`)
+
+// GrantRenewals gives the subscription's units the periods its invoices
+// paid: each paid line's period to as many of the price's units as it
+// paid seats, oldest first, among the units still part of the
+// subscription. A unit that left it keeps what was paid before. Whatever
+// order invoices and units arrive in, each unit ends with the same grants.
+// It returns the units that got a new grant.
+func GrantRenewals(ctx context.Context, tx pgx.Tx, subscriptionID string) ([]int64, error) {
+	// A period whose payment was taken back before it was granted (the
+	// refund or dispute arrived first) is granted as its revocation left
+	// it, with the revocation's mark, so lifting it restores the grant.
+	rows, err := tx.Query(ctx, grantRenewalsSQL, subscriptionID)
 	if err != nil {
 		return nil, fmt.Errorf("granting the paid periods of subscription %s: %w", subscriptionID, err)
 	}
@@ -481,6 +483,15 @@ func RecordApplied(ctx context.Context, tx pgx.Tx, id, version int64, a entitlem
 	return false, reverted, nil
 }
 
+var stalledLedgerKeysSQL = lookup("StalledLedgerKeys", `
+		SELECT l.id FROM ledger_keys l
+		WHERE l.version <> l.applied_version AND l.updated_at < now() - $2::interval
+		  AND NOT EXISTS (SELECT 1 FROM river_job j
+		                  WHERE j.kind = $1 AND (j.args->>'ledger_key_id')::bigint = l.id
+		                    AND (j.state IN `+liveJobStates+`
+		                         OR (j.state = 'discarded' AND j.finalized_at > now() - $3::interval)))
+		ORDER BY l.id LIMIT $4`)
+
 // StalledLedgerKeys returns up to limit keys whose ledger changed more than
 // quietFor ago and whose writer never applied it, with no writer job
 // (syncKind) waiting or running, and none that gave up (discarded) within
@@ -489,14 +500,7 @@ func RecordApplied(ctx context.Context, tx pgx.Tx, id, version int64, a entitlem
 // must not leave the key as it was, or a refunded buyer's key would keep
 // working.
 func StalledLedgerKeys(ctx context.Context, db DB, syncKind string, quietFor, retryAfter time.Duration, limit int) ([]int64, error) {
-	rows, err := db.Query(ctx, `
-		SELECT l.id FROM ledger_keys l
-		WHERE l.version <> l.applied_version AND l.updated_at < now() - $2::interval
-		  AND NOT EXISTS (SELECT 1 FROM river_job j
-		                  WHERE j.kind = $1 AND (j.args->>'ledger_key_id')::bigint = l.id
-		                    AND (j.state IN `+liveJobStates+`
-		                         OR (j.state = 'discarded' AND j.finalized_at > now() - $3::interval)))
-		ORDER BY l.id LIMIT $4`, syncKind, quietFor, retryAfter, limit)
+	rows, err := db.Query(ctx, stalledLedgerKeysSQL, syncKind, quietFor, retryAfter, limit)
 	if err != nil {
 		return nil, fmt.Errorf("finding keys whose ledger was never applied: %w", err)
 	}

@@ -368,14 +368,16 @@ func EndSubscription(ctx context.Context, db DB, subscriptionID string) error {
 	return nil
 }
 
+var unstartedKeysSQL = lookup("UnstartedKeys", `SELECT `+keyColumns+` FROM order_keys
+		WHERE status = 'active' AND user_key IS NOT NULL AND auth_expire IS NULL
+		  AND delivered_at < now() - $2::interval AND (checked_at IS NULL OR checked_at < now() - $2::interval)
+		ORDER BY checked_at NULLS FIRST, id LIMIT $1`)
+
 // UnstartedKeys lists delivered keys whose key_days timer had not started
 // when last seen, least recently checked first, skipping keys delivered or
 // checked within minAge.
 func UnstartedKeys(ctx context.Context, db DB, limit int, minAge time.Duration) ([]order.Key, error) {
-	rows, err := db.Query(ctx, `SELECT `+keyColumns+` FROM order_keys
-		WHERE status = 'active' AND user_key IS NOT NULL AND auth_expire IS NULL
-		  AND delivered_at < now() - $2::interval AND (checked_at IS NULL OR checked_at < now() - $2::interval)
-		ORDER BY checked_at NULLS FIRST, id LIMIT $1`, limit, minAge)
+	rows, err := db.Query(ctx, unstartedKeysSQL, limit, minAge)
 	if err != nil {
 		return nil, fmt.Errorf("listing keys to refresh: %w", err)
 	}

@@ -104,17 +104,7 @@ type ExpiringKey struct {
 	Expire     int64 // unix seconds
 }
 
-// ExpiringKeys lists, soonest first, at most limit keys that stop working
-// after now and at most within before now, will not renew and have no
-// expiry notice for that expiry yet: delivered, active keys of fulfilled
-// orders with an address whose expiry is absolute (a key_days key once
-// started; a subscription's key once its subscription ended, or is set to
-// end, or once it left it). A Luarmor key shared by several units (a
-// purchase that extended a key) is listed once, by its newest unit. The
-// window is read through order_keys_expiring_idx: the keys expiring
-// within it, never every key.
-func ExpiringKeys(ctx context.Context, db DB, now time.Time, within time.Duration, limit int) ([]ExpiringKey, error) {
-	rows, err := db.Query(ctx, `
+var expiringKeysSQL = lookup("ExpiringKeys", `
 		SELECT id, checkout_session_id, auth_expire FROM (
 			SELECT DISTINCT ON (k.project_id, k.user_key) k.id, k.checkout_session_id, k.auth_expire
 			FROM order_keys k JOIN orders o ON o.checkout_session_id = k.checkout_session_id
@@ -126,7 +116,19 @@ func ExpiringKeys(ctx context.Context, db DB, now time.Time, within time.Duratio
 			                  WHERE s.project_id = k.project_id AND s.user_key = k.user_key AND e.kind = 'expiring'
 			                    AND e.event = 'key:' || s.id || ':expiry:' || k.auth_expire)
 			ORDER BY k.project_id, k.user_key, k.id DESC
-		) soon ORDER BY auth_expire, id LIMIT $3`, now.Unix(), now.Add(within).Unix(), limit)
+		) soon ORDER BY auth_expire, id LIMIT $3`)
+
+// ExpiringKeys lists, soonest first, at most limit keys that stop working
+// after now and at most within before now, will not renew and have no
+// expiry notice for that expiry yet: delivered, active keys of fulfilled
+// orders with an address whose expiry is absolute (a key_days key once
+// started; a subscription's key once its subscription ended, or is set to
+// end, or once it left it). A Luarmor key shared by several units (a
+// purchase that extended a key) is listed once, by its newest unit. The
+// window is read through order_keys_expiring_idx: the keys expiring
+// within it, never every key.
+func ExpiringKeys(ctx context.Context, db DB, now time.Time, within time.Duration, limit int) ([]ExpiringKey, error) {
+	rows, err := db.Query(ctx, expiringKeysSQL, now.Unix(), now.Add(within).Unix(), limit)
 	if err != nil {
 		return nil, fmt.Errorf("listing keys that expire soon: %w", err)
 	}

@@ -13,44 +13,58 @@ import (
 	"fulfiller/internal/order"
 )
 
+var ordersOfEmailSQL = lookup("OrdersOfEmail", newestOrdersWhere(`lower(customer_email) = $1 AND customer_email <> ''`))
+
 // OrdersOfEmail returns the newest orders (at most limit) whose buyer's
 // address is email, compared case-insensitively, each with its keys.
 // email must already be lower case.
 func OrdersOfEmail(ctx context.Context, db DB, email string, limit int) ([]*order.Order, error) {
-	orders, err := ordersWithKeys(ctx, db, `lower(customer_email) = $1 AND customer_email <> ''`, email, limit)
+	orders, err := ordersWithKeys(ctx, db, ordersOfEmailSQL, email, limit)
 	if err != nil {
 		return nil, fmt.Errorf("reading the orders of an email address: %w", err)
 	}
 	return orders, nil
 }
 
+var hasOrdersOfEmailSQL = lookup("HasOrdersOfEmail",
+	`SELECT EXISTS (SELECT 1 FROM orders WHERE lower(customer_email) = $1 AND customer_email <> '')`)
+
 // HasOrdersOfEmail reports whether any order was bought with email (lower
 // case).
 func HasOrdersOfEmail(ctx context.Context, db DB, email string) (bool, error) {
 	var found bool
-	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM orders WHERE lower(customer_email) = $1 AND customer_email <> '')`,
-		email).Scan(&found)
+	err := db.QueryRow(ctx, hasOrdersOfEmailSQL, email).Scan(&found)
 	if err != nil {
 		return false, fmt.Errorf("looking for the orders of an email address: %w", err)
 	}
 	return found, nil
 }
 
+var ordersOfCustomerSQL = lookup("OrdersOfCustomer", newestOrdersWhere(`customer_id = $1 AND customer_id <> ''`))
+
 // OrdersOfCustomer returns the newest orders (at most limit) of a Stripe
 // customer, each with its keys.
 func OrdersOfCustomer(ctx context.Context, db DB, customerID string, limit int) ([]*order.Order, error) {
-	orders, err := ordersWithKeys(ctx, db, `customer_id = $1 AND customer_id <> ''`, customerID, limit)
+	orders, err := ordersWithKeys(ctx, db, ordersOfCustomerSQL, customerID, limit)
 	if err != nil {
 		return nil, fmt.Errorf("reading the orders of customer %s: %w", customerID, err)
 	}
 	return orders, nil
 }
 
-// ordersWithKeys reads the newest orders matching where (one parameter,
-// $1) and their keys, in two statements whatever the number of orders.
-func ordersWithKeys(ctx context.Context, db DB, where, arg string, limit int) ([]*order.Order, error) {
-	rows, err := db.Query(ctx, "SELECT "+orderColumns+" FROM orders WHERE "+where+
-		" ORDER BY created_at DESC, checkout_session_id LIMIT $2", arg, limit)
+// newestOrdersWhere is the query of the newest orders (at most $2)
+// matching where (one parameter, $1), for ordersWithKeys.
+func newestOrdersWhere(where string) string {
+	return "SELECT " + orderColumns + " FROM orders WHERE " + where + " ORDER BY created_at DESC, checkout_session_id LIMIT $2"
+}
+
+var keysOfOrdersSQL = lookup("ordersWithKeys/keys", "SELECT "+keyColumns+" FROM order_keys WHERE checkout_session_id = ANY($1) ORDER BY id")
+
+// ordersWithKeys reads the orders of sql (a newestOrdersWhere, given arg
+// and limit) and their keys, in two statements whatever the number of
+// orders.
+func ordersWithKeys(ctx context.Context, db DB, sql, arg string, limit int) ([]*order.Order, error) {
+	rows, err := db.Query(ctx, sql, arg, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -76,7 +90,7 @@ func ordersWithKeys(ctx context.Context, db DB, where, arg string, limit int) ([
 	for _, o := range orders {
 		ids = append(ids, o.CheckoutSessionID)
 	}
-	keyRows, err := db.Query(ctx, "SELECT "+keyColumns+" FROM order_keys WHERE checkout_session_id = ANY($1) ORDER BY id", ids)
+	keyRows, err := db.Query(ctx, keysOfOrdersSQL, ids)
 	if err != nil {
 		return nil, err
 	}

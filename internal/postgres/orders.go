@@ -110,16 +110,21 @@ func scanKeyWith(row pgx.Row, extra ...any) (*order.Key, error) {
 	return &k, nil
 }
 
+var (
+	getOrderSQL    = lookup("GetOrder", "SELECT "+orderColumns+" FROM orders WHERE checkout_session_id = $1")
+	keysOfOrderSQL = lookup("GetOrder/keys", "SELECT "+keyColumns+" FROM order_keys WHERE checkout_session_id = $1 ORDER BY id")
+)
+
 // GetOrder returns an order with its keys, or an order.ENOTFOUND error.
 func GetOrder(ctx context.Context, db DB, sessionID string) (*order.Order, error) {
-	o, err := scanOrder(db.QueryRow(ctx, "SELECT "+orderColumns+" FROM orders WHERE checkout_session_id = $1", sessionID))
+	o, err := scanOrder(db.QueryRow(ctx, getOrderSQL, sessionID))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, order.Errorf(order.ENOTFOUND, "no order for checkout session %s", sessionID)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading order %s: %w", sessionID, err)
 	}
-	rows, err := db.Query(ctx, "SELECT "+keyColumns+" FROM order_keys WHERE checkout_session_id = $1 ORDER BY id", sessionID)
+	rows, err := db.Query(ctx, keysOfOrderSQL, sessionID)
 	if err != nil {
 		return nil, fmt.Errorf("reading keys of order %s: %w", sessionID, err)
 	}

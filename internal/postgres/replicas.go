@@ -72,39 +72,42 @@ func RescueOrphanedJobs(ctx context.Context, db DB, staleAfter time.Duration) ([
 // liveJobStates are the River job states of a job that waits or runs.
 const liveJobStates = `('available', 'pending', 'retryable', 'running', 'scheduled')`
 
-// StalledOrders lists paid orders with units to create and no create_key
-// job waiting or running for any of them, and paid orders whose items were
-// never loaded with no fulfil_order job: whatever broke the chain (a job
-// discarded after its last attempt, an operator deleting a job), they are
-// queued again.
-func StalledOrders(ctx context.Context, db DB, createKind, fulfilKind string, olderThan time.Duration, limit int) (unitsPending, notLoaded []string, err error) {
-	const live = liveJobStates
-	rows, err := db.Query(ctx, `
+var stalledUnitsSQL = lookup("StalledOrders/units", `
 		WITH live AS (
 			SELECT (args->>'order_key_id')::bigint AS id FROM river_job
-			WHERE kind = $1 AND state IN `+live+`
+			WHERE kind = $1 AND state IN `+liveJobStates+`
 		)
 		SELECT DISTINCT k.checkout_session_id FROM order_keys k
 		JOIN orders o ON o.checkout_session_id = k.checkout_session_id
 		WHERE k.status = 'pending' AND o.status = 'pending' AND k.updated_at < now() - $2::interval
 		  AND NOT EXISTS (SELECT 1 FROM order_keys k2 JOIN live ON live.id = k2.id
 		                  WHERE k2.checkout_session_id = k.checkout_session_id)
-		LIMIT $3`, createKind, olderThan, limit)
+		LIMIT $3`)
+
+var stalledNotLoadedSQL = lookup("StalledOrders/notLoaded", `
+		SELECT o.checkout_session_id FROM orders o
+		WHERE o.status = 'pending' AND o.items_loaded_at IS NULL AND o.session_status = 'complete'
+		  AND o.payment_status IN ('paid', 'no_payment_required') AND o.updated_at < now() - $2::interval
+		  AND NOT EXISTS (SELECT 1 FROM river_job j WHERE j.kind = $1 AND j.state IN `+liveJobStates+`
+		                  AND ((j.args->>'order_id')::bigint = o.id
+		                       -- queued by a replica of the previous version
+		                       OR j.args->>'checkout_session_id' = o.checkout_session_id))
+		LIMIT $3`)
+
+// StalledOrders lists paid orders with units to create and no create_key
+// job waiting or running for any of them, and paid orders whose items were
+// never loaded with no fulfil_order job: whatever broke the chain (a job
+// discarded after its last attempt, an operator deleting a job), they are
+// queued again.
+func StalledOrders(ctx context.Context, db DB, createKind, fulfilKind string, olderThan time.Duration, limit int) (unitsPending, notLoaded []string, err error) {
+	rows, err := db.Query(ctx, stalledUnitsSQL, createKind, olderThan, limit)
 	if err != nil {
 		return nil, nil, fmt.Errorf("finding stalled orders: %w", err)
 	}
 	if unitsPending, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
 		return nil, nil, fmt.Errorf("finding stalled orders: %w", err)
 	}
-	rows, err = db.Query(ctx, `
-		SELECT o.checkout_session_id FROM orders o
-		WHERE o.status = 'pending' AND o.items_loaded_at IS NULL AND o.session_status = 'complete'
-		  AND o.payment_status IN ('paid', 'no_payment_required') AND o.updated_at < now() - $2::interval
-		  AND NOT EXISTS (SELECT 1 FROM river_job j WHERE j.kind = $1 AND j.state IN `+live+`
-		                  AND ((j.args->>'order_id')::bigint = o.id
-		                       -- queued by a replica of the previous version
-		                       OR j.args->>'checkout_session_id' = o.checkout_session_id))
-		LIMIT $3`, fulfilKind, olderThan, limit)
+	rows, err = db.Query(ctx, stalledNotLoadedSQL, fulfilKind, olderThan, limit)
 	if err != nil {
 		return nil, nil, fmt.Errorf("finding stalled orders: %w", err)
 	}

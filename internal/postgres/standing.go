@@ -114,17 +114,19 @@ func ForgetHWIDBinding(ctx context.Context, db DB, projectID, userKey string) er
 	return nil
 }
 
+var unboundKeysSQL = lookup("UnboundKeys", `SELECT `+keyColumns+` FROM order_keys WHERE id = ANY(ARRAY(
+			SELECT (SELECT k.id FROM order_keys k WHERE k.project_id = l.project_id AND k.user_key = l.user_key
+			        AND k.status = 'active' AND k.auth_expire IS NOT NULL ORDER BY k.id LIMIT 1)
+			FROM ledger_keys l WHERE l.hwid_bound = false AND l.hwid_checked_at < now() - $2::interval
+			ORDER BY l.hwid_checked_at LIMIT $1))
+		ORDER BY id`)
+
 // UnboundKeys lists up to limit delivered, active keys last seen unbound
 // more than minAge ago whose timer has started (keys still waiting for
 // first use are UnstartedKeys'), least recently read first: read again, a
 // key bound since offers its HWID reset.
 func UnboundKeys(ctx context.Context, db DB, limit int, minAge time.Duration) ([]order.Key, error) {
-	rows, err := db.Query(ctx, `SELECT `+keyColumns+` FROM order_keys WHERE id = ANY(ARRAY(
-			SELECT (SELECT k.id FROM order_keys k WHERE k.project_id = l.project_id AND k.user_key = l.user_key
-			        AND k.status = 'active' AND k.auth_expire IS NOT NULL ORDER BY k.id LIMIT 1)
-			FROM ledger_keys l WHERE l.hwid_bound = false AND l.hwid_checked_at < now() - $2::interval
-			ORDER BY l.hwid_checked_at LIMIT $1))
-		ORDER BY id`, limit, minAge)
+	rows, err := db.Query(ctx, unboundKeysSQL, limit, minAge)
 	if err != nil {
 		return nil, fmt.Errorf("listing keys last seen unbound: %w", err)
 	}

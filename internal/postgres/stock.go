@@ -214,12 +214,14 @@ func TakeStockKey(ctx context.Context, tx pgx.Tx, id int64) (userKey, priceID st
 	return userKey, priceID, nil
 }
 
+var sellableStockSQL = lookup("SellableStock", `SELECT count(*) FILTER (WHERE status = 'ready'), count(*) FILTER (WHERE status = 'pending')
+		FROM stock_keys WHERE project_id = $1 AND key_days = $2 AND status <> 'sold'`)
+
 // SellableStock counts the stock keys a unit of (projectID, keyDays) can be
 // sold, whichever price made them: a sale matches on the key, not the
 // price. Keys of a price's former project or key_days are not among them.
 func SellableStock(ctx context.Context, db DB, projectID string, keyDays int) (ready, pending int, err error) {
-	err = db.QueryRow(ctx, `SELECT count(*) FILTER (WHERE status = 'ready'), count(*) FILTER (WHERE status = 'pending')
-		FROM stock_keys WHERE project_id = $1 AND key_days = $2`, projectID, keyDays).Scan(&ready, &pending)
+	err = db.QueryRow(ctx, sellableStockSQL, projectID, keyDays).Scan(&ready, &pending)
 	if err != nil {
 		return 0, 0, fmt.Errorf("counting the stock of project %s, key_days %d: %w", projectID, keyDays, err)
 	}
@@ -234,18 +236,19 @@ type StockActivity struct {
 	Refilled    int // stock keys of the price made
 }
 
+var stockActivitySinceSQL = lookup("StockActivitySince", `SELECT
+			(SELECT count(*) FROM stock_keys WHERE price_id = $1 AND sold_at > $2),
+			(SELECT count(*) FROM order_keys k WHERE k.price_id = $1 AND k.delivered_at > $2
+			   AND NOT k.recurring AND NOT k.extended_existing
+			   AND NOT EXISTS (SELECT 1 FROM stock_keys s WHERE s.order_key_id = k.id)),
+			(SELECT count(*) FROM stock_keys WHERE price_id = $1 AND made_at > $2)`)
+
 // StockActivitySince counts a price's sales from stock, its units made to
 // order (subscription units and extensions, which the stock never serves,
 // aside) and its refills since since.
 func StockActivitySince(ctx context.Context, db DB, priceID string, since time.Time) (StockActivity, error) {
 	var a StockActivity
-	err := db.QueryRow(ctx, `SELECT
-			(SELECT count(*) FROM stock_keys WHERE price_id = $1 AND sold_at > $2),
-			(SELECT count(*) FROM order_keys k WHERE k.price_id = $1 AND k.delivered_at > $2
-			   AND NOT k.recurring AND NOT k.extended_existing
-			   AND NOT EXISTS (SELECT 1 FROM stock_keys s WHERE s.order_key_id = k.id)),
-			(SELECT count(*) FROM stock_keys WHERE price_id = $1 AND made_at > $2)`,
-		priceID, since).Scan(&a.Sold, &a.MadeToOrder, &a.Refilled)
+	err := db.QueryRow(ctx, stockActivitySinceSQL, priceID, since).Scan(&a.Sold, &a.MadeToOrder, &a.Refilled)
 	if err != nil {
 		return a, fmt.Errorf("counting the stock activity of price %s: %w", priceID, err)
 	}

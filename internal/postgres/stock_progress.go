@@ -6,6 +6,14 @@ import (
 	"time"
 )
 
+// refillProgressSQL reads the keys made since through their time, and the
+// rest among the unsold keys only: never every key the price ever sold.
+var refillProgressSQL = lookup("RefillProgress", `SELECT
+			(SELECT count(*) FROM stock_keys WHERE price_id = $1 AND made_at >= $4),
+			count(*) FILTER (WHERE status = 'pending'),
+			count(*) FILTER (WHERE project_id = $2 AND key_days = $3 AND status IN ('pending', 'ready'))
+		FROM stock_keys WHERE price_id = $1 AND status <> 'sold'`)
+
 // RefillProgress counts, from the stock's rows, how far a refill of plan
 // queued at since has got: made is the price's keys made since then
 // (sold ones included), total adds the keys still to make (those planned
@@ -13,11 +21,7 @@ import (
 // steps keeps the count right when a refill is cut off and retried.
 func RefillProgress(ctx context.Context, db DB, plan StockPlan, since time.Time) (made, total int, err error) {
 	var pending, forSale int
-	err = db.QueryRow(ctx, `SELECT
-			count(*) FILTER (WHERE made_at >= $4),
-			count(*) FILTER (WHERE status = 'pending'),
-			count(*) FILTER (WHERE project_id = $2 AND key_days = $3 AND status IN ('pending', 'ready'))
-		FROM stock_keys WHERE price_id = $1`, plan.PriceID, plan.ProjectID, plan.KeyDays, since).Scan(&made, &pending, &forSale)
+	err = db.QueryRow(ctx, refillProgressSQL, plan.PriceID, plan.ProjectID, plan.KeyDays, since).Scan(&made, &pending, &forSale)
 	if err != nil {
 		return 0, 0, fmt.Errorf("counting the refill of the stock of price %s: %w", plan.PriceID, err)
 	}

@@ -11,15 +11,14 @@ import (
 	"fulfiller/internal/order"
 )
 
-// orderRefSQL is logging.OrderRef computed by PostgreSQL: "ord_" and the
-// first 6 bytes of the SHA-256 of the Checkout Session ID, in hex.
-const orderRefSQL = `'ord_' || encode(substr(sha256(convert_to(checkout_session_id, 'UTF8')), 1, 6), 'hex')`
+// sessionOfRefSQL finds orders by reference through order_ref (migration
+// 0042), logging.OrderRef computed by PostgreSQL and indexed.
+var sessionOfRefSQL = lookup("SessionOfRef", `SELECT checkout_session_id FROM orders WHERE order_ref(checkout_session_id) = $1 LIMIT 2`)
 
 // SessionOfRef returns the Checkout Session ID of the order whose log
-// reference (ord_...) is ref. References are hashes, so this reads every
-// order's ID: a support look-up, not a hot path.
+// reference (ord_...) is ref.
 func SessionOfRef(ctx context.Context, db DB, ref string) (string, error) {
-	rows, err := db.Query(ctx, `SELECT checkout_session_id FROM orders WHERE `+orderRefSQL+` = $1 LIMIT 2`, ref)
+	rows, err := db.Query(ctx, sessionOfRefSQL, ref)
 	if err != nil {
 		return "", fmt.Errorf("finding the order of reference %s: %w", ref, err)
 	}
@@ -36,11 +35,13 @@ func SessionOfRef(ctx context.Context, db DB, ref string) (string, error) {
 	return "", order.Errorf(order.ECONFLICT, "reference %s matches several orders; give the Checkout Session ID", ref)
 }
 
+var ownKeyOfSQL = lookup("OwnKeyOf", "SELECT "+keyColumns+` FROM order_keys
+		WHERE user_key = $1 AND NOT extended_existing ORDER BY id LIMIT 2`)
+
 // OwnKeyOf returns the unit a delivered key was created for: the row of
 // the key itself, not of a later purchase that only extended it.
 func OwnKeyOf(ctx context.Context, db DB, userKey string) (*order.Key, error) {
-	rows, err := db.Query(ctx, "SELECT "+keyColumns+` FROM order_keys
-		WHERE user_key = $1 AND NOT extended_existing ORDER BY id LIMIT 2`, userKey)
+	rows, err := db.Query(ctx, ownKeyOfSQL, userKey)
 	if err != nil {
 		return nil, fmt.Errorf("finding a key: %w", err)
 	}
@@ -57,21 +58,25 @@ func OwnKeyOf(ctx context.Context, db DB, userKey string) (*order.Key, error) {
 	return nil, order.Errorf(order.ECONFLICT, "this key is recorded for several units (different projects); revoke it in the Luarmor dashboard")
 }
 
+var ordersOfDiscordIDSQL = lookup("OrdersOfDiscordID", newestOrdersWhere(`discord_id = $1 AND discord_id <> ''`))
+
 // OrdersOfDiscordID returns the newest orders (at most limit) bought with
 // the Discord ID, each with its keys.
 func OrdersOfDiscordID(ctx context.Context, db DB, discordID string, limit int) ([]*order.Order, error) {
-	orders, err := ordersWithKeys(ctx, db, `discord_id = $1 AND discord_id <> ''`, discordID, limit)
+	orders, err := ordersWithKeys(ctx, db, ordersOfDiscordIDSQL, discordID, limit)
 	if err != nil {
 		return nil, fmt.Errorf("reading the orders of a Discord ID: %w", err)
 	}
 	return orders, nil
 }
 
+var ordersOfKeySQL = lookup("OrdersOfKey",
+	newestOrdersWhere(`checkout_session_id IN (SELECT checkout_session_id FROM order_keys WHERE user_key = $1)`))
+
 // OrdersOfKey returns the orders holding a key (its own, and any purchase
 // that extended it), newest first, each with its keys.
 func OrdersOfKey(ctx context.Context, db DB, userKey string, limit int) ([]*order.Order, error) {
-	orders, err := ordersWithKeys(ctx, db,
-		`checkout_session_id IN (SELECT checkout_session_id FROM order_keys WHERE user_key = $1)`, userKey, limit)
+	orders, err := ordersWithKeys(ctx, db, ordersOfKeySQL, userKey, limit)
 	if err != nil {
 		return nil, fmt.Errorf("reading the orders of a key: %w", err)
 	}
@@ -96,8 +101,7 @@ func EventsOfOrder(ctx context.Context, db DB, o *order.Order) ([]EventSummary, 
 			objects = append(objects, id)
 		}
 	}
-	rows, err := db.Query(ctx, `SELECT id, type, object_id, created_at, received_at FROM stripe_events
-		WHERE object_id = ANY($1) ORDER BY created_at, id LIMIT 200`, objects)
+	rows, err := db.Query(ctx, eventsAboutSQL, objects)
 	if err != nil {
 		return nil, fmt.Errorf("listing the events of an order: %w", err)
 	}
@@ -118,10 +122,12 @@ type EmailSummary struct {
 	SentAt    *time.Time
 }
 
+var emailsOfOrderSQL = lookup("EmailsOfOrder", `SELECT delivery, status, attempts, COALESCE(last_error, ''), created_at, sent_at
+		FROM order_emails WHERE checkout_session_id = $1 ORDER BY delivery`)
+
 // EmailsOfOrder lists an order's keys emails, first delivery first.
 func EmailsOfOrder(ctx context.Context, db DB, sessionID string) ([]EmailSummary, error) {
-	rows, err := db.Query(ctx, `SELECT delivery, status, attempts, COALESCE(last_error, ''), created_at, sent_at
-		FROM order_emails WHERE checkout_session_id = $1 ORDER BY delivery`, sessionID)
+	rows, err := db.Query(ctx, emailsOfOrderSQL, sessionID)
 	if err != nil {
 		return nil, fmt.Errorf("listing the emails of an order: %w", err)
 	}
@@ -132,14 +138,16 @@ func EmailsOfOrder(ctx context.Context, db DB, sessionID string) ([]EmailSummary
 	})
 }
 
+var revocationsOfOrderSQL = lookup("RevocationsOfOrder", `SELECT id, source, source_id, COALESCE(charge_id, ''),
+			COALESCE(payment_intent_id, ''), COALESCE(subscription_id, ''), action, reason, status, resolved_at IS NOT NULL, inquiry
+		FROM revocations
+		WHERE id = $1 OR (payment_intent_id <> '' AND payment_intent_id = $2) OR (subscription_id <> '' AND subscription_id = $3)
+		ORDER BY id`)
+
 // RevocationsOfOrder lists the revocations (disputes, refunds, fraud
 // warnings) of an order's payment or subscription, oldest first.
 func RevocationsOfOrder(ctx context.Context, db DB, o *order.Order) ([]order.Revocation, error) {
-	rows, err := db.Query(ctx, `SELECT id, source, source_id, COALESCE(charge_id, ''), COALESCE(payment_intent_id, ''),
-			COALESCE(subscription_id, ''), action, reason, status, resolved_at IS NOT NULL, inquiry
-		FROM revocations
-		WHERE id = $1 OR (payment_intent_id <> '' AND payment_intent_id = $2) OR (subscription_id <> '' AND subscription_id = $3)
-		ORDER BY id`, o.RevocationID, o.PaymentIntentID, o.SubscriptionID)
+	rows, err := db.Query(ctx, revocationsOfOrderSQL, o.RevocationID, o.PaymentIntentID, o.SubscriptionID)
 	if err != nil {
 		return nil, fmt.Errorf("listing the revocations of an order: %w", err)
 	}
@@ -223,10 +231,12 @@ func GetReissue(ctx context.Context, db DB, id int64) (*Reissue, error) {
 	return r, nil
 }
 
+var reissuesOfOrderSQL = lookup("ReissuesOfOrder", "SELECT "+reissueColumns+` FROM key_reissues
+		WHERE old_key_id IN (SELECT id FROM order_keys WHERE checkout_session_id = $1) ORDER BY id`)
+
 // ReissuesOfOrder lists the reissues of an order's keys, oldest first.
 func ReissuesOfOrder(ctx context.Context, db DB, sessionID string) ([]Reissue, error) {
-	rows, err := db.Query(ctx, "SELECT "+reissueColumns+` FROM key_reissues
-		WHERE old_key_id IN (SELECT id FROM order_keys WHERE checkout_session_id = $1) ORDER BY id`, sessionID)
+	rows, err := db.Query(ctx, reissuesOfOrderSQL, sessionID)
 	if err != nil {
 		return nil, fmt.Errorf("listing the reissues of an order: %w", err)
 	}

@@ -1,0 +1,246 @@
+package postgres_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"fulfiller/internal/logging"
+	"fulfiller/internal/postgres"
+	"fulfiller/internal/postgres/postgrestest"
+)
+
+// lookupHistoryOrders is the size of the history the look-ups are planned
+// against: enough rows for the planner to prefer an index wherever one
+// serves, few enough to seed in seconds.
+const lookupHistoryOrders = 50_000
+
+// largeTableRows: a table holding at least this many rows in the seeded
+// history grows with orders, and must never be read whole by a look-up.
+// Smaller ones (a few hundred revocations, the stock ready to sell) are
+// read whole by the planner's choice, as cheaper than an index.
+const largeTableRows = 10_000
+
+// lookupArgs gives each registered look-up (postgres.Lookups) the
+// parameters the service passes it, taken from the seeded history: one
+// argument list per way the service calls it. A look-up registered
+// without an entry here fails the test until it has one.
+func lookupArgs(h *postgrestest.History) map[string][][]any {
+	now := time.Now()
+	const found = 100 // jobs.MaxFoundOrders
+	return map[string][][]any{
+		"SessionOfRef":           {{logging.OrderRef(h.SessionID)}},
+		"GetOrder":               {{h.SessionID}},
+		"GetOrder/keys":          {{h.SessionID}},
+		"OwnKeyOf":               {{h.UserKey}},
+		"OrdersOfKey":            {{h.UserKey, found}},
+		"OrdersOfKeyTail":        {{h.UserKey[len(h.UserKey)-6:], found}},
+		"OrdersOfDiscordID":      {{h.DiscordID, found}},
+		"OrdersOfEmail":          {{h.CustomerEmail, found}},
+		"HasOrdersOfEmail":       {{h.CustomerEmail}},
+		"OrdersOfCustomer":       {{h.CustomerID, found}},
+		"ordersWithKeys/keys":    {{[]string{h.SessionID}}},
+		"EventsAbout":            {{[]string{h.SessionID, h.PaymentIntentID}}, {[]string{h.ChargeID}}},
+		"EmailsOfOrder":          {{h.SessionID}},
+		"RevocationsOfOrder":     {{h.RevocationID, h.PaymentIntentID, ""}, {int64(0), "", h.SubscriptionID}},
+		"ReissuesOfOrder":        {{h.SessionID}},
+		"LifecycleEmailsOfOrder": {{h.OrderID}},
+		// The console's overview: the figures of the day and the week, the
+		// failed and the waiting orders (jobs.MaxOverviewOrders).
+		"FiguresSince":          {{now.Add(-24 * time.Hour)}, {now.Add(-7 * 24 * time.Hour)}},
+		"OrdersInStatus/count":  {{"failed"}, {"pending"}},
+		"OrdersInStatus":        {{"failed", 20}, {"pending", 20}},
+		"NewKeysDeliveredSince": {{now.Add(-24 * time.Hour)}},
+		// resume_orders, every minute.
+		"StalledOrders/units":     {{"create_key", time.Minute, 100}},
+		"StalledOrders/notLoaded": {{"fulfil_order", time.Minute, 100}},
+		"StalledLedgerKeys":       {{"sync_key", time.Minute, time.Hour, 100}},
+		// refresh_keys, every 5 minutes; watch_subscriptions, every 15;
+		// the expiry notices, every hour (MAIL_EXPIRY_NOTICE_DAYS=3).
+		"UnstartedKeys":            {{10, time.Hour}},
+		"UnboundKeys":              {{10, time.Hour}},
+		"SubscriptionsLapsingSoon": {{48 * time.Hour, 200}},
+		"ExpiringKeys":             {{now.Unix(), now.Add(3 * 24 * time.Hour).Unix(), 500}},
+		// A paid invoice.
+		"GrantRenewals": {{h.SubscriptionID}},
+		// doctor's stock check, and a refill's progress.
+		"SellableStock":      {{"proj_1", 30}},
+		"StockActivitySince": {{"price_p1_30", now.Add(-24 * time.Hour)}},
+		"RefillProgress":     {{"price_p1_30", "proj_1", 30, now.Add(-time.Hour)}},
+	}
+}
+
+// TestLookupsReadIndexes plans every look-up the service runs on a look-up
+// or periodic path against three years of a busy shop's history, and
+// fails on each plan that reads a large table whole: a sequential scan, or
+// an index read from end to end.
+func TestLookupsReadIndexes(t *testing.T) {
+	ctx := context.Background()
+	pool, h := postgrestest.NewHistoryPool(t, lookupHistoryOrders)
+	large := largeTables(t, pool)
+	require.Contains(t, large, "orders", "the seeded history should make orders a large table")
+	indexes := indexesOf(t, pool)
+	args := lookupArgs(h)
+
+	registered := map[string]bool{}
+	for _, l := range postgres.Lookups() {
+		require.False(t, registered[l.Name], "look-up %s is registered twice", l.Name)
+		registered[l.Name] = true
+		calls, ok := args[l.Name]
+		if !ok {
+			t.Errorf("look-up %s has no parameters: add how the service calls it to lookupArgs", l.Name)
+			continue
+		}
+		for _, a := range calls {
+			var plan []byte
+			err := pool.QueryRow(ctx, "EXPLAIN (FORMAT JSON) "+l.SQL, a...).Scan(&plan)
+			if err != nil {
+				t.Errorf("look-up %s: planning it with %v: %v", l.Name, a, err)
+				continue
+			}
+			var root []struct {
+				Plan planNode `json:"Plan"`
+			}
+			require.NoError(t, json.Unmarshal(plan, &root))
+			if faults := root[0].Plan.wholeReads(large, indexes, false); len(faults) > 0 {
+				t.Errorf("look-up %s reads a large table whole (%s):\n%s\nplan:\n%s",
+					l.Name, strings.Join(faults, "; "), l.SQL, textPlan(t, pool, l.SQL, a))
+			}
+		}
+	}
+	for name := range args {
+		if !registered[name] {
+			t.Errorf("lookupArgs names %s, which no look-up registers: drop it or register the query", name)
+		}
+	}
+}
+
+// TestOrderRefMatchesTheLogs holds PostgreSQL's order_ref to the
+// reference the logs name orders by.
+func TestOrderRefMatchesTheLogs(t *testing.T) {
+	pool := postgrestest.NewPool(t)
+	for _, id := range []string{"cs_test_a1", "cs_live_b1Zx9" + strings.Repeat("q", 50), "cs_test_é"} {
+		var ref string
+		require.NoError(t, pool.QueryRow(context.Background(), "SELECT order_ref($1)", id).Scan(&ref))
+		require.Equal(t, logging.OrderRef(id), ref, "order_ref(%q)", id)
+	}
+}
+
+// planNode is a node of EXPLAIN (FORMAT JSON)'s plan.
+type planNode struct {
+	NodeType  string     `json:"Node Type"`
+	Relation  string     `json:"Relation Name"`
+	Index     string     `json:"Index Name"`
+	IndexCond string     `json:"Index Cond"`
+	Plans     []planNode `json:"Plans"`
+}
+
+// indexInfo is what the test needs of an index: its table, its first
+// column (or expression) as EXPLAIN prints it, and whether it is partial.
+type indexInfo struct {
+	table, first string
+	partial      bool
+}
+
+// wholeReads lists the node's reads of a large table whole: a sequential
+// scan (parallel or not), an index scan whose condition leaves the
+// index's first column free, or a full index scan of a whole index outside
+// a LIMIT (a partial index holds few rows by design; under a LIMIT the
+// scan stops after a page of them).
+func (n planNode) wholeReads(large map[string]bool, indexes map[string]indexInfo, limited bool) []string {
+	var out []string
+	switch n.NodeType {
+	case "Seq Scan":
+		if large[n.Relation] {
+			out = append(out, "sequential scan of "+n.Relation)
+		}
+	case "Index Scan", "Index Only Scan", "Bitmap Index Scan":
+		ix, ok := indexes[n.Index]
+		if !ok || !large[ix.table] {
+			break
+		}
+		switch {
+		case n.IndexCond == "" && !ix.partial && !limited:
+			out = append(out, fmt.Sprintf("all of index %s of %s", n.Index, ix.table))
+		case n.IndexCond != "" && !mentions(n.IndexCond, ix.first):
+			out = append(out, fmt.Sprintf("index %s of %s without its first column %s", n.Index, ix.table, ix.first))
+		}
+	}
+	limited = limited || n.NodeType == "Limit"
+	for _, c := range n.Plans {
+		out = append(out, c.wholeReads(large, indexes, limited)...)
+	}
+	return out
+}
+
+// mentions reports whether an index condition constrains column (a name,
+// or an expression as PostgreSQL prints it).
+func mentions(cond, column string) bool {
+	if regexp.MustCompile(`^\w+$`).MatchString(column) {
+		return regexp.MustCompile(`(^|[^\w.])(\w+\.)?` + column + `\b`).MatchString(cond)
+	}
+	return strings.Contains(cond, column)
+}
+
+// largeTables names the tables of the seeded history with at least
+// largeTableRows rows.
+func largeTables(t *testing.T, pool *pgxpool.Pool) map[string]bool {
+	rows, err := pool.Query(context.Background(), `SELECT relname FROM pg_class
+		WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace AND reltuples >= $1`, largeTableRows)
+	require.NoError(t, err)
+	var names []string
+	for rows.Next() {
+		var name string
+		require.NoError(t, rows.Scan(&name))
+		names = append(names, name)
+	}
+	require.NoError(t, rows.Err())
+	slices.Sort(names)
+	t.Logf("large tables: %s", strings.Join(names, ", "))
+	out := map[string]bool{}
+	for _, name := range names {
+		out[name] = true
+	}
+	return out
+}
+
+// indexesOf describes every index of the schema.
+func indexesOf(t *testing.T, pool *pgxpool.Pool) map[string]indexInfo {
+	rows, err := pool.Query(context.Background(), `SELECT c.relname, t.relname, pg_get_indexdef(i.indexrelid, 1, true), i.indpred IS NOT NULL
+		FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid
+		WHERE t.relnamespace = 'public'::regnamespace`)
+	require.NoError(t, err)
+	out := map[string]indexInfo{}
+	for rows.Next() {
+		var name string
+		var ix indexInfo
+		require.NoError(t, rows.Scan(&name, &ix.table, &ix.first, &ix.partial))
+		out[name] = ix
+	}
+	require.NoError(t, rows.Err())
+	return out
+}
+
+// textPlan is the plan as EXPLAIN prints it, for the failure message.
+func textPlan(t *testing.T, pool *pgxpool.Pool, sql string, args []any) string {
+	rows, err := pool.Query(context.Background(), "EXPLAIN "+sql, args...)
+	if err != nil {
+		return err.Error()
+	}
+	defer rows.Close()
+	var lines []string
+	for rows.Next() {
+		var line string
+		require.NoError(t, rows.Scan(&line))
+		lines = append(lines, line)
+	}
+	return strings.Join(lines, "\n")
+}
