@@ -231,8 +231,8 @@ UPDATE ledger_keys SET version = version + 1 WHERE id %% 20000 = 7;
 
 -- Every Stripe event received: the checkout's, the payment's, and below
 -- each renewal's and revocation's.
-INSERT INTO stripe_events (id, type, api_version, livemode, object_id, created_at, received_at, handled, payload)
-SELECT 'evt_' || e || '_' || lpad(i::text, 20, '0'), t, '2024-06-20', true, obj, placed, placed + interval '1 second', true,
+INSERT INTO stripe_events (id, type, api_version, livemode, object_id, created_at, received_at, handled, awaiting_handler, payload)
+SELECT 'evt_' || e || '_' || lpad(i::text, 20, '0'), t, '2024-06-20', true, obj, placed, placed + interval '1 second', true, false,
        convert_to('{"id":"evt_' || e || '_' || i || '","object":"event","type":"' || t || '","data":{"object":{"id":"' || obj || '"}}}', 'UTF8')
 FROM seed_orders,
      LATERAL (VALUES ('c', 'checkout.session.completed', 'cs_live_a1' || lpad(i::text, 10, '0') || substr(md5(i::text), 1, 40)),
@@ -259,8 +259,8 @@ SELECT k.id, r.invoice_id, r.expires_at, true, r.created_at
 FROM renewals r JOIN orders o ON o.subscription_id = r.subscription_id
 JOIN order_keys k ON k.checkout_session_id = o.checkout_session_id AND k.recurring
 WHERE r.extends;
-INSERT INTO stripe_events (id, type, api_version, livemode, object_id, created_at, received_at, handled, payload)
-SELECT 'evt_i_' || invoice_id, 'invoice.paid', '2024-06-20', true, invoice_id, created_at, created_at + interval '1 second', true,
+INSERT INTO stripe_events (id, type, api_version, livemode, object_id, created_at, received_at, handled, awaiting_handler, payload)
+SELECT 'evt_i_' || invoice_id, 'invoice.paid', '2024-06-20', true, invoice_id, created_at, created_at + interval '1 second', true, false,
        convert_to('{"id":"evt_i_' || invoice_id || '","object":"event","type":"invoice.paid"}', 'UTF8')
 FROM renewals WHERE extends;
 
@@ -281,9 +281,9 @@ WHERE o.status = 'revoked' AND r.charge_id = 'ch_' || lpad(o.id::text, 24, '0');
 UPDATE key_grants g SET revocation_id = o.revocation_id
 FROM order_keys k JOIN orders o USING (checkout_session_id)
 WHERE g.order_key_id = k.id AND o.revocation_id IS NOT NULL;
-INSERT INTO stripe_events (id, type, api_version, livemode, object_id, created_at, received_at, handled, payload)
+INSERT INTO stripe_events (id, type, api_version, livemode, object_id, created_at, received_at, handled, awaiting_handler, payload)
 SELECT 'evt_r_' || source_id, CASE source WHEN 'dispute' THEN 'charge.dispute.created' ELSE 'charge.refunded' END,
-       '2024-06-20', true, CASE source WHEN 'dispute' THEN source_id ELSE charge_id END, created_at, created_at, true,
+       '2024-06-20', true, CASE source WHEN 'dispute' THEN source_id ELSE charge_id END, created_at, created_at, true, false,
        convert_to('{"id":"evt_r_' || source_id || '","object":"event"}', 'UTF8')
 FROM revocations;
 INSERT INTO subscription_cancellations (subscription_id, revocation_id, requested_at, cancelled_at, outcome)
@@ -356,6 +356,10 @@ SELECT CASE WHEN n %% 100 = 0 THEN 'available'::river_job_state ELSE 'completed'
                    ELSE jsonb_build_object('ledger_key_id', n) END,
        CASE n %% 3 WHEN 0 THEN 'create_key' WHEN 1 THEN 'fulfil_order' ELSE 'sync_key' END, 'default'
 FROM generate_series(1, greatest(1000, %[1]d / 20)) AS n;
+
+-- The running counts of orders by status, which the orders' trigger
+-- (off above) keeps for rows written by the service.
+INSERT INTO order_status_counts (status, n) SELECT status, count(*) FROM orders GROUP BY status;
 `
 
 // NewHistoryPool returns a pool on a fresh database holding the schema and
