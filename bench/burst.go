@@ -34,6 +34,10 @@ const (
 	// burstSettleBound bounds the wait for the buyers' first requests to
 	// reach the service before the webhooks are sent.
 	burstSettleBound = 15 * time.Second
+	// burstSettleQuiet is how long the count of orders the buyers'
+	// look-ups recorded must hold still before the webhooks go out: on a
+	// busy machine a request written may take a while to be looked up.
+	burstSettleQuiet = 100 * time.Millisecond
 )
 
 // The goals the burst figures are held to: time from webhook sent to key
@@ -484,7 +488,7 @@ func (b *burstBuyers) settle(ctx context.Context, ids []string, by time.Time) (i
 	for _, id := range ids {
 		paths["/v1/checkout/sessions/"+id] = true
 	}
-	last := -1
+	last, since := -1, time.Now()
 	for {
 		looked := 0
 		for _, r := range b.svc.stripe.Requests() {
@@ -497,10 +501,11 @@ func (b *burstBuyers) settle(ctx context.Context, ids []string, by time.Time) (i
 		if err != nil {
 			return 0, fmt.Errorf("counting the orders the buyers' look-ups recorded: %w", err)
 		}
-		if recorded >= looked && recorded == last {
+		if recorded != last {
+			last, since = recorded, time.Now()
+		} else if recorded >= looked && time.Since(since) >= burstSettleQuiet {
 			return recorded, nil
 		}
-		last = recorded
 		if time.Now().After(by) {
 			return 0, fmt.Errorf("the buyers' look-ups in Stripe recorded %d of %d orders within %s", recorded, looked, burstSettleBound)
 		}
