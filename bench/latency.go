@@ -122,6 +122,14 @@ func keyVisible(o httpapi.OrderJSON) bool {
 // getOrder asks the order API for an order; query, when set, is added to
 // the URL as is (e.g. "wait=30", a long-poll).
 func getOrder(ctx context.Context, client *http.Client, baseURL, sessionID, query string) (int, httpapi.OrderJSON, error) {
+	status, o, _, err := getOrderFrom(ctx, client, baseURL, sessionID, query, "")
+	return status, o, err
+}
+
+// getOrderFrom is getOrder from the client address forwardedFor (sent as
+// X-Forwarded-For when not empty, for a service behind a trusted proxy); it
+// also returns the answer's headers.
+func getOrderFrom(ctx context.Context, client *http.Client, baseURL, sessionID, query, forwardedFor string) (int, httpapi.OrderJSON, http.Header, error) {
 	var o httpapi.OrderJSON
 	u := baseURL + "/v1/orders/" + sessionID
 	if query != "" {
@@ -129,21 +137,24 @@ func getOrder(ctx context.Context, client *http.Client, baseURL, sessionID, quer
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return 0, o, err
+		return 0, o, nil, err
+	}
+	if forwardedFor != "" {
+		req.Header.Set("X-Forwarded-For", forwardedFor)
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return 0, o, err
+		return 0, o, nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		_, _ = io.Copy(io.Discard, resp.Body)
-		return resp.StatusCode, o, nil
+		return resp.StatusCode, o, resp.Header, nil
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&o); err != nil {
-		return resp.StatusCode, o, fmt.Errorf("decoding the order API's answer: %w", err)
+		return resp.StatusCode, o, resp.Header, fmt.Errorf("decoding the order API's answer: %w", err)
 	}
-	return resp.StatusCode, o, nil
+	return resp.StatusCode, o, resp.Header, nil
 }
 
 // milestones reads, for every purchase, when River picked up and finished

@@ -12,7 +12,10 @@
 // Other scenarios: -scenario budget drains backlogs through the fleet-wide
 // Luarmor budget with three replicas; -scenario fairness times one-unit
 // orders placed behind a 500-unit order at the real 60/1m budget; -scenario
-// stock times a spike of one-unit purchases with a key stock and without.
+// stock times a spike of one-unit purchases with a key stock and without;
+// -scenario burst times a product drop (purchases whose webhooks arrive
+// within one second, stocked and made to order) with PostgreSQL's fsync on
+// (`make bench-burst`).
 //
 // Run it with `make bench`, which starts a throwaway PostgreSQL and sets
 // DATABASE_URL; every database the run creates is dropped at the end.
@@ -66,6 +69,8 @@ type options struct {
 	stockSpread time.Duration
 	stockDead   time.Duration
 	stockFill   time.Duration
+	burst       burstOptions
+	burstFsync  bool // whether the burst may run with fsync off
 }
 
 func main() {
@@ -74,7 +79,7 @@ func main() {
 	flag.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured warm-up before each intake phase")
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "measured time of each intake phase")
 	flag.IntVar(&o.purchases, "purchases", 100, "purchases in the webhook-to-key phase (0 skips it)")
-	flag.DurationVar(&o.luarmor, "luarmor-latency", 50*time.Millisecond, "Luarmor sandbox answer time in the webhook-to-key phase and the fairness and stock scenarios")
+	flag.DurationVar(&o.luarmor, "luarmor-latency", 50*time.Millisecond, "Luarmor sandbox answer time in the webhook-to-key phase and the fairness, stock and burst scenarios")
 	flag.DurationVar(&o.poll, "poll", 2*time.Millisecond, "order API polling interval in the webhook-to-key phase")
 	flag.BoolVar(&o.jsonOut, "json", false, "print the report as JSON instead of Markdown")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of each intake phase's timed window to `PREFIX`-<phase>.pprof")
@@ -91,6 +96,12 @@ func main() {
 	flag.DurationVar(&o.stockSpread, "stock-spread", 10*time.Second, "the stock scenario's purchases arrive evenly over this time")
 	flag.DurationVar(&o.stockDead, "stock-deadline", 2*time.Minute, "in the stock scenario, an order with no key this long after the first webhook counts as not delivered")
 	flag.DurationVar(&o.stockFill, "stock-fill-timeout", 3*time.Minute, "longest the stock scenario waits for refill_stock to fill the stock")
+	flag.IntVar(&o.burst.purchases, "burst-purchases", 100, "one-unit purchases in each burst of the burst scenario, and the stock of its stocked runs")
+	flag.DurationVar(&o.burst.spread, "burst-spread", time.Second, "the burst scenario's webhooks are sent evenly over this time; 0 sends them all at once")
+	flag.IntVar(&o.burst.idle, "burst-idle", 10, "stocked purchases one at a time at idle in the burst scenario")
+	flag.DurationVar(&o.burst.timeout, "burst-timeout", 30*time.Second, "in the burst scenario, a key not seen this long after its webhook fails the run")
+	flag.DurationVar(&o.burst.fillTimeout, "burst-fill-timeout", 2*time.Minute, "longest the burst scenario waits for refill_stock to fill the stock")
+	flag.BoolVar(&o.burstFsync, "burst-fsync-off", false, "let the burst scenario run on a PostgreSQL with fsync off (its figures then leave out what a durable commit costs)")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "bench: unexpected arguments %q\n", flag.Args())
@@ -111,10 +122,16 @@ func main() {
 		os.Exit(2)
 	}
 
+	if o.burst.purchases < 1 || o.burst.purchases > 10000 || o.burst.spread < 0 || o.burst.idle < 1 || o.burst.timeout <= 0 || o.burst.fillTimeout <= 0 {
+		fmt.Fprintln(os.Stderr, "bench: -burst-purchases must be 1 to 10000 (the largest stock), -burst-spread not negative, -burst-idle, -burst-timeout and -burst-fill-timeout positive")
+		os.Exit(2)
+	}
+	o.burst.latency = o.luarmor
+
 	switch o.scenario {
-	case "intake", "budget", "fairness", "stock", "all":
+	case "intake", "budget", "fairness", "stock", "burst", "all":
 	default:
-		fmt.Fprintf(os.Stderr, "bench: -scenario %q must be intake, budget, fairness, stock or all\n", o.scenario)
+		fmt.Fprintf(os.Stderr, "bench: -scenario %q must be intake, budget, fairness, stock, burst or all\n", o.scenario)
 		os.Exit(2)
 	}
 
@@ -149,6 +166,11 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (err error) {
 	}
 	if rep.Machine.PGSettings, err = pgSettings(ctx, dbs); err != nil {
 		return err
+	}
+	burst := o.scenario == "burst" || o.scenario == "all"
+	if burst && !strings.Contains(rep.Machine.PGSettings, "fsync=on") && !o.burstFsync {
+		return fmt.Errorf("the burst scenario measures commits as production pays them, but PostgreSQL runs with %s: "+
+			"run `make bench-burst` (scripts/with-postgres --durable), or pass -burst-fsync-off to measure anyway", rep.Machine.PGSettings)
 	}
 	progress("PostgreSQL %s; migrating a template database", rep.Machine.PostgreSQL)
 	tmpl, err := dbs.migratedTemplate(ctx)
@@ -207,10 +229,21 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (err error) {
 		}
 	}
 
-	if o.jsonOut {
-		return writeJSON(stdout, rep)
+	if burst {
+		if rep.Burst, err = burstScenario(ctx, dbs, tmpl, logger, o.burst, progress); err != nil {
+			return fmt.Errorf("burst: %w", err)
+		}
 	}
-	return writeText(stdout, rep)
+
+	if o.jsonOut {
+		err = writeJSON(stdout, rep)
+	} else {
+		err = writeText(stdout, rep)
+	}
+	if err == nil && rep.Burst != nil && len(rep.Burst.Failures) > 0 {
+		err = fmt.Errorf("burst: %d correctness checks failed, listed at the end of the report: %s", len(rep.Burst.Failures), rep.Burst.Failures[0])
+	}
+	return err
 }
 
 // intakeScenario measures webhook intake against the baseline, and the

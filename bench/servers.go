@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -68,6 +69,10 @@ type serviceOptions struct {
 	maxUnits int
 	// stock is the catalog's `stock: N` of benchPrice; zero stocks nothing.
 	stock int
+	// behindProxy trusts X-Forwarded-For from loopback (TRUSTED_PROXIES
+	// 127.0.0.1/32), as a deployment behind its reverse proxy does, so
+	// buyers sending distinct addresses count as distinct clients.
+	behindProxy bool
 }
 
 // startService runs app.Main on 127.0.0.1:0 against dbURL, which must hold
@@ -132,6 +137,7 @@ func (s *service) startMain(ctx context.Context, opts serviceOptions) error {
 			LuarmorRateLimit:  rateCount,
 			LuarmorRateWindow: rateWindow,
 			MaxUnitsPerOrder:  opts.maxUnits,
+			TrustedProxies:    trustedProxies(opts),
 			// A run ends with its database dropped: jobs still waiting for
 			// a budget slot then are cut off at once, not after the 30 s
 			// grace a deploy gives them.
@@ -147,6 +153,14 @@ func (s *service) startMain(ctx context.Context, opts serviceOptions) error {
 		return fmt.Errorf("starting the service: %w", err)
 	}
 	return nil
+}
+
+// trustedProxies is TRUSTED_PROXIES for opts.
+func trustedProxies(opts serviceOptions) []netip.Prefix {
+	if !opts.behindProxy {
+		return nil
+	}
+	return []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
 }
 
 // restart stops app.Main and starts it again with opts on the same
