@@ -92,6 +92,7 @@ func TestConsoleTellsWhetherABuyerGotTheirKeysInTwoClicks(t *testing.T) {
 	require.Contains(t, timeline, "Stripe event checkout.session.completed")
 	require.Contains(t, timeline, "Job fulfil_order")
 	require.Contains(t, timeline, "Job create_key")
+	require.Contains(t, timeline, "Luarmor POST /v3/projects/{project_id}/users: HTTP 200", "the key's creation, with Luarmor's answer")
 	p.screenshots(t, "console-order-delivered")
 
 	// Bob: search, click, and why his order failed.
