@@ -132,7 +132,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	go m.Budget.Run(budgetCtx)
 	luarmorClient := &budget.Client{Budget: m.Budget, Luarmor: luarmor.NewClient(m.Config.LuarmorAPIKey,
 		luarmor.WithBaseURL(m.Config.LuarmorBaseURL), luarmor.WithHTTPClient(httpClient),
-		luarmor.WithObserver(m.Metrics.LuarmorRequest))}
+		luarmor.WithObserver(m.Metrics.LuarmorRequest)),
+		Calls: &budget.CallLog{Pool: m.Pool, Logger: m.Logger}}
 
 	m.Credentials = &health.Credentials{Stripe: stripeClient, Luarmor: luarmorClient, Logger: m.Logger}
 	go m.Credentials.Run(budgetCtx)

@@ -48,6 +48,48 @@ func (p *page) openFoundOrder(t *testing.T, ref string) {
 	p.waitFor(t, `document.querySelector("h1") !== null && document.querySelector("h1").textContent === "Order `+ref+`"`, "the order's page")
 }
 
+// openConsoleAction opens the action whose confirmation is named id
+// (the form of console-confirm), showing its fields.
+func (p *page) openConsoleAction(t *testing.T, id string) {
+	t.Helper()
+	p.run(t, chromedp.Click(chromedp.CSS(`details.action:has(#reason-`+id+`) summary`)))
+}
+
+// confirmConsoleAction gives an opened action its reason, ticks its
+// confirmation, submits it, waits for the page it leads back to, which
+// names the action, and returns that page's notice of the outcome. The
+// notice is read from the page itself: the page before had one too.
+func (p *page) confirmConsoleAction(t *testing.T, action, id, reason string) string {
+	t.Helper()
+	p.run(t, chromedp.SetValue(chromedp.CSS("#reason-"+id), reason),
+		chromedp.Click(chromedp.CSS("#confirm-"+id)),
+		chromedp.Click(chromedp.CSS(`details.action:has(#reason-`+id+`) button[type="submit"]`)))
+	p.waitFor(t, `location.search === "?done=`+action+`" && document.querySelector(".notice.ok") !== null`, "the "+action+"'s outcome")
+	return eval[string](t, p, `document.querySelector(".notice.ok").textContent`)
+}
+
+// submitConsoleAction takes an action of the order or stock page: opens
+// it, gives the reason, confirms and submits it; it returns the notice of
+// its outcome.
+func (p *page) submitConsoleAction(t *testing.T, action, id, reason string) string {
+	t.Helper()
+	p.openConsoleAction(t, id)
+	return p.confirmConsoleAction(t, action, id, reason)
+}
+
+// requireAudited checks that the audit log's newest entry is action, asked
+// from the console with reason.
+func (b *bundle) requireAudited(t *testing.T, action, reason string) postgres.AuditEntry {
+	t.Helper()
+	entries, err := postgres.ListAudit(context.Background(), b.Pool, postgres.AuditQuery{Limit: 1})
+	require.NoError(t, err)
+	require.NotEmpty(t, entries, "the audit log records %s", action)
+	require.Equal(t, action, entries[0].Action)
+	require.Equal(t, "admin:"+adminUser, entries[0].Actor)
+	require.Equal(t, reason, entries[0].Reason)
+	return entries[0]
+}
+
 // TestConsoleTellsWhetherABuyerGotTheirKeysInTwoClicks: two buyers, one
 // order delivered and one failed; from a search by each buyer's email,
 // one click opens the order, which shows its keys (masked) and, for the
@@ -92,6 +134,7 @@ func TestConsoleTellsWhetherABuyerGotTheirKeysInTwoClicks(t *testing.T) {
 	require.Contains(t, timeline, "Stripe event checkout.session.completed")
 	require.Contains(t, timeline, "Job fulfil_order")
 	require.Contains(t, timeline, "Job create_key")
+	require.Contains(t, timeline, "Luarmor POST /v3/projects/{project_id}/users: HTTP 200", "the key's creation, with Luarmor's answer")
 	p.screenshots(t, "console-order-delivered")
 
 	// Bob: search, click, and why his order failed.
@@ -105,23 +148,12 @@ func TestConsoleTellsWhetherABuyerGotTheirKeysInTwoClicks(t *testing.T) {
 	p.screenshots(t, "console-order-failed")
 
 	// Retry it from the page: confirmed, with a reason.
-	p.run(t, chromedp.Click(chromedp.CSS(`details.action summary`)))
-	p.run(t, chromedp.SetValue(chromedp.CSS("#reason-retry"), "price added to the catalog"),
-		chromedp.Click(chromedp.CSS("#confirm-retry")),
-		chromedp.Click(chromedp.CSS(`form[action$="/actions/retry"] button[type="submit"]`)))
-	p.waitFor(t, `document.querySelector(".notice.ok") !== null`, "the retry's outcome")
-	require.Contains(t, p.text(t, ".notice.ok"), "fulfilment is queued again")
+	require.Contains(t, p.submitConsoleAction(t, "retry", "retry", "price added to the catalog"), "fulfilment is queued again")
 	require.Contains(t, p.text(t, "ol.timeline"), "Support action retry")
 	require.Contains(t, p.text(t, "ol.timeline"), "price added to the catalog")
 	p.screenshots(t, "console-order-action-done")
 
-	entries, err := postgres.ListAudit(context.Background(), b.Pool, postgres.AuditQuery{Limit: 10})
-	require.NoError(t, err)
-	require.NotEmpty(t, entries)
-	require.Equal(t, "retry", entries[0].Action)
-	require.Equal(t, "admin:"+adminUser, entries[0].Actor)
-	require.Equal(t, "price added to the catalog", entries[0].Reason)
-	require.Equal(t, failedRef, entries[0].OrderRef)
+	require.Equal(t, failedRef, b.requireAudited(t, "retry", "price added to the catalog").OrderRef)
 	require.False(t, strings.Contains(p.location(t), "cs_"), "no Checkout Session ID in the console's URLs")
 }
 
@@ -186,20 +218,11 @@ func TestConsoleLiftsAnEarlyFraudWarningsRevocation(t *testing.T) {
 	p.openFoundOrder(t, ref)
 	require.Equal(t, "revoked", p.text(t, "#order-state"))
 	require.Contains(t, p.text(t, "#revocations-heading + ul"), efw)
-	p.run(t, chromedp.Click(chromedp.CSS(`#revocations-heading + ul details.action summary`)))
+	p.openConsoleAction(t, "lift-"+efw)
 	p.screenshots(t, "console-order-revoked-lift-form")
-	p.run(t, chromedp.SetValue(chromedp.CSS("#reason-lift-"+efw), "the buyer proved the card is theirs"),
-		chromedp.Click(chromedp.CSS("#confirm-lift-"+efw)),
-		chromedp.Click(chromedp.CSS(`form[action$="/actions/lift-revocation"] button[type="submit"]`)))
-	p.waitFor(t, `document.querySelector(".notice.ok") !== null`, "the lift's outcome")
+	p.confirmConsoleAction(t, "lift-revocation", "lift-"+efw, "the buyer proved the card is theirs")
 	b.waitKeys(t, s.ID, "fulfilled", "active")
-
-	entries, err := postgres.ListAudit(context.Background(), b.Pool, postgres.AuditQuery{Limit: 10})
-	require.NoError(t, err)
-	require.NotEmpty(t, entries)
-	require.Equal(t, "lift-revocation", entries[0].Action)
-	require.Equal(t, "the buyer proved the card is theirs", entries[0].Reason)
-	require.Equal(t, efw, entries[0].Detail["source_id"])
+	require.Equal(t, efw, b.requireAudited(t, "lift-revocation", "the buyer proved the card is theirs").Detail["source_id"])
 
 	p.open(t, "/console/orders/"+ref)
 	require.Equal(t, "active", p.text(t, "#order-state"))

@@ -73,18 +73,6 @@ func TestConsoleOverviewDrawsTheLuarmorBudget(t *testing.T) {
 	p.screenshots(t, "console-overview-budget")
 }
 
-// submitStockAction opens the stock page's action summary, gives the
-// reason, ticks the confirmation, submits it and waits for the page it
-// leads back to, which names the action.
-func (p *page) submitStockAction(t *testing.T, action, id, reason string) {
-	t.Helper()
-	p.run(t, chromedp.Click(chromedp.CSS(`details.action:has(#reason-`+id+`) summary`)),
-		chromedp.SetValue(chromedp.CSS("#reason-"+id), reason),
-		chromedp.Click(chromedp.CSS("#confirm-"+id)),
-		chromedp.Click(chromedp.CSS(`details.action:has(#reason-`+id+`) button[type="submit"]`)))
-	p.waitFor(t, `location.search === "?done=`+action+`" && document.querySelector(".notice.ok") !== null`, "the stock action's outcome")
-}
-
 // TestConsoleStockPageFollowsARefillAndAReconciliation: the stock page
 // shows the stocked price against its target; a sale's refill, slowed by
 // Luarmor, shows as under way with its progress while the page refreshes
@@ -109,8 +97,7 @@ func TestConsoleStockPageFollowsARefillAndAReconciliation(t *testing.T) {
 	b.Buy(t, "jay@example.com", stripefake.Item{PriceID: priceStocked, Quantity: 1})
 	p.open(t, "/console/stock")
 	p.waitFor(t, `document.querySelector('#stock-live[data-running] [data-operation="refill_stock"]') !== null`, "the sale's refill under way")
-	p.submitStockAction(t, "refill", "refill-"+priceStocked, "restock before the weekend sale")
-	require.Contains(t, p.text(t, ".notice.ok"), "The refill is queued")
+	require.Contains(t, p.submitConsoleAction(t, "refill", "refill-"+priceStocked, "restock before the weekend sale"), "The refill is queued")
 	p.waitFor(t, `document.querySelector('[data-operation="refill_stock"] .progress-line') !== null`, "the refill's progress")
 	require.Contains(t, p.text(t, `[data-operation="refill_stock"]`), priceStocked)
 	p.screenshots(t, "console-stock-refill-running")
@@ -123,8 +110,8 @@ func TestConsoleStockPageFollowsARefillAndAReconciliation(t *testing.T) {
 	require.Contains(t, p.text(t, "#operations-heading"), "0")
 	p.screenshots(t, "console-stock-refill-done")
 
-	p.submitStockAction(t, "reconcile", "reconcile", "checking the stock after the dashboard clean-up")
-	require.Contains(t, p.text(t, ".notice.ok"), "stock reconciliation is queued")
+	require.Contains(t, p.submitConsoleAction(t, "reconcile", "reconcile", "checking the stock after the dashboard clean-up"),
+		"stock reconciliation is queued")
 	p.waitFor(t, `document.querySelector("#reconcile-result").textContent.includes("asked by admin:`+adminUser+`")`,
 		"the reconciliation's result")
 	result := p.text(t, "#reconcile-result")

@@ -2,15 +2,20 @@ package budget
 
 import (
 	"context"
+	"time"
 
 	"fulfiller/internal/luarmor"
 )
 
 // Client is a Luarmor client whose every request first takes a slot of the
-// fleet-wide budget, in the class of its context (WithClass).
+// fleet-wide budget, in the class of its context (WithClass), and, with
+// Calls set, is recorded in the call log once its slot is freed.
 type Client struct {
 	Luarmor *luarmor.Client
 	Budget  *Budget
+	// Calls records the requests made for an order or a key; nil records
+	// none.
+	Calls *CallLog
 }
 
 type beforeSendKey struct{}
@@ -30,9 +35,12 @@ type NotSentError struct{ Err error }
 func (e *NotSentError) Error() string { return "luarmor request not sent: " + e.Err.Error() }
 func (e *NotSentError) Unwrap() error { return e.Err }
 
-func spend[T any](ctx context.Context, b *Budget, f func(context.Context) (T, error)) (T, error) {
+// spend sends f's request with a slot of c's budget. keyOf names the key
+// the request was about once its answer is known (a create learns its key
+// from the answer); nil when it names none.
+func spend[T any](ctx context.Context, c *Client, projectID string, keyOf func(T) string, f func(context.Context) (T, error)) (T, error) {
 	var zero T
-	slot, err := b.Acquire(ctx)
+	slot, err := c.Budget.Acquire(ctx)
 	if err != nil {
 		return zero, err
 	}
@@ -43,52 +51,78 @@ func spend[T any](ctx context.Context, b *Budget, f func(context.Context) (T, er
 			return zero, err
 		}
 	}
-	v, err := f(ctx)
+	if c.Calls == nil {
+		v, err := f(ctx)
+		slot.Done(ctx, err)
+		return v, err
+	}
+	endpoint, status := "", 0
+	sentAt := time.Now()
+	v, err := f(luarmor.WithAnswerObserver(ctx, func(e string, s int) { endpoint, status = e, s }))
+	took := time.Since(sentAt)
 	slot.Done(ctx, err)
+	if endpoint != "" { // the request was attempted, not refused before it was built
+		target := callTarget{projectID: projectID}
+		if keyOf != nil {
+			target.userKey = keyOf(v)
+		}
+		c.Calls.record(ctx, target, endpoint, status, sentAt, took, err)
+	}
 	return v, err
 }
 
-func spendErr(ctx context.Context, b *Budget, f func(context.Context) error) error {
-	_, err := spend(ctx, b, func(ctx context.Context) (struct{}, error) { return struct{}{}, f(ctx) })
+func spendErr(ctx context.Context, c *Client, projectID, userKey string, f func(context.Context) error) error {
+	_, err := spend(ctx, c, projectID, about[struct{}](userKey), func(ctx context.Context) (struct{}, error) { return struct{}{}, f(ctx) })
 	return err
 }
 
+// about names userKey as the key of a request whatever its answer.
+func about[T any](userKey string) func(T) string {
+	return func(T) string { return userKey }
+}
+
 func (c *Client) CreateUser(ctx context.Context, projectID string, req luarmor.CreateUserRequest) (string, error) {
-	return spend(ctx, c.Budget, func(ctx context.Context) (string, error) { return c.Luarmor.CreateUser(ctx, projectID, req) })
+	return spend(ctx, c, projectID, func(key string) string { return key },
+		func(ctx context.Context) (string, error) { return c.Luarmor.CreateUser(ctx, projectID, req) })
 }
 
 func (c *Client) ListUsers(ctx context.Context, projectID string, opts luarmor.ListUsersOptions) ([]luarmor.User, error) {
-	return spend(ctx, c.Budget, func(ctx context.Context) ([]luarmor.User, error) { return c.Luarmor.ListUsers(ctx, projectID, opts) })
+	return spend(ctx, c, projectID, about[[]luarmor.User](opts.UserKey),
+		func(ctx context.Context) ([]luarmor.User, error) { return c.Luarmor.ListUsers(ctx, projectID, opts) })
 }
 
 func (c *Client) GetUser(ctx context.Context, projectID, userKey string) (*luarmor.User, error) {
-	return spend(ctx, c.Budget, func(ctx context.Context) (*luarmor.User, error) { return c.Luarmor.GetUser(ctx, projectID, userKey) })
+	return spend(ctx, c, projectID, about[*luarmor.User](userKey),
+		func(ctx context.Context) (*luarmor.User, error) { return c.Luarmor.GetUser(ctx, projectID, userKey) })
 }
 
 func (c *Client) UpdateUser(ctx context.Context, projectID string, req luarmor.UpdateUserRequest) error {
-	return spendErr(ctx, c.Budget, func(ctx context.Context) error { return c.Luarmor.UpdateUser(ctx, projectID, req) })
+	return spendErr(ctx, c, projectID, req.UserKey, func(ctx context.Context) error { return c.Luarmor.UpdateUser(ctx, projectID, req) })
 }
 
 func (c *Client) DeleteUser(ctx context.Context, projectID, userKey string) error {
-	return spendErr(ctx, c.Budget, func(ctx context.Context) error { return c.Luarmor.DeleteUser(ctx, projectID, userKey) })
+	return spendErr(ctx, c, projectID, userKey, func(ctx context.Context) error { return c.Luarmor.DeleteUser(ctx, projectID, userKey) })
 }
 
 func (c *Client) Blacklist(ctx context.Context, projectID string, req luarmor.BlacklistRequest) error {
-	return spendErr(ctx, c.Budget, func(ctx context.Context) error { return c.Luarmor.Blacklist(ctx, projectID, req) })
+	return spendErr(ctx, c, projectID, req.UserKey, func(ctx context.Context) error { return c.Luarmor.Blacklist(ctx, projectID, req) })
 }
 
+// Unban names no key: Luarmor takes the ban's token instead, so the
+// request is recorded for its caller's order only.
 func (c *Client) Unban(ctx context.Context, projectID, unbanToken string) error {
-	return spendErr(ctx, c.Budget, func(ctx context.Context) error { return c.Luarmor.Unban(ctx, projectID, unbanToken) })
+	return spendErr(ctx, c, projectID, "", func(ctx context.Context) error { return c.Luarmor.Unban(ctx, projectID, unbanToken) })
 }
 
 func (c *Client) ResetHWID(ctx context.Context, projectID string, req luarmor.ResetHWIDRequest) error {
-	return spendErr(ctx, c.Budget, func(ctx context.Context) error { return c.Luarmor.ResetHWID(ctx, projectID, req) })
+	return spendErr(ctx, c, projectID, req.UserKey, func(ctx context.Context) error { return c.Luarmor.ResetHWID(ctx, projectID, req) })
 }
 
 func (c *Client) LinkDiscord(ctx context.Context, projectID string, req luarmor.LinkDiscordRequest) error {
-	return spendErr(ctx, c.Budget, func(ctx context.Context) error { return c.Luarmor.LinkDiscord(ctx, projectID, req) })
+	return spendErr(ctx, c, projectID, req.UserKey, func(ctx context.Context) error { return c.Luarmor.LinkDiscord(ctx, projectID, req) })
 }
 
+// KeyDetails is about the API key, no order's: it is never recorded.
 func (c *Client) KeyDetails(ctx context.Context) (*luarmor.KeyDetails, error) {
-	return spend(ctx, c.Budget, func(ctx context.Context) (*luarmor.KeyDetails, error) { return c.Luarmor.KeyDetails(ctx) })
+	return spend(ctx, c, "", nil, func(ctx context.Context) (*luarmor.KeyDetails, error) { return c.Luarmor.KeyDetails(ctx) })
 }

@@ -71,7 +71,7 @@ type consoleRevocation struct {
 // consoleEntry is one line of an order's timeline.
 type consoleEntry struct {
 	At time.Time
-	// Kind: "stripe", "job", "email" or "support".
+	// Kind: "stripe", "job", "luarmor", "email" or "support".
 	Kind, Title, Detail string
 	Problem             bool
 }
@@ -131,9 +131,9 @@ func orDash(s string) string {
 }
 
 // consoleTimeline is everything that touched the order, oldest first:
-// Stripe's events, its jobs and their failed attempts, its emails and the
-// support actions on it. The service keeps no log of its Luarmor calls:
-// they show as the attempts of the jobs that made them.
+// Stripe's events, its jobs and their failed attempts, its Luarmor
+// requests with Luarmor's answers, its emails and the support actions on
+// it.
 func consoleTimeline(d *jobs.OrderDetails, a *jobs.OrderActivity) []consoleEntry {
 	var out []consoleEntry
 	sessionID := d.Order.CheckoutSessionID
@@ -159,6 +159,9 @@ func consoleTimeline(d *jobs.OrderDetails, a *jobs.OrderActivity) []consoleEntry
 				Detail: logging.ScrubSessionIDs(e.Error)})
 		}
 	}
+	for _, c := range a.LuarmorCalls {
+		out = append(out, luarmorCallEntry(c))
+	}
 	for _, e := range d.Emails {
 		out = append(out, emailEntry(fmt.Sprintf("Keys email (delivery %d)", e.Delivery), e.Status, e.Attempts, e.LastError, e.CreatedAt, e.SentAt))
 	}
@@ -177,6 +180,28 @@ func consoleTimeline(d *jobs.OrderDetails, a *jobs.OrderActivity) []consoleEntry
 	}
 	slices.SortStableFunc(out, func(x, y consoleEntry) int { return x.At.Compare(y.At) })
 	return out
+}
+
+// luarmorCallEntry words one Luarmor request: its endpoint and answer,
+// then the key (masked), how long it took and the job attempt that sent it.
+func luarmorCallEntry(c postgres.LuarmorCall) consoleEntry {
+	answer := fmt.Sprintf("HTTP %d", c.Status)
+	if c.Status == 0 {
+		answer = "no answer"
+	}
+	if c.ErrorClass != "" {
+		answer += " (" + strings.ReplaceAll(c.ErrorClass, "_", " ") + ")"
+	}
+	var detail []string
+	if c.KeyTail != "" {
+		detail = append(detail, "key "+c.KeyTail)
+	}
+	detail = append(detail, fmt.Sprintf("%d ms", c.Took.Milliseconds()))
+	if c.JobID != 0 {
+		detail = append(detail, fmt.Sprintf("by job %s #%d, attempt %d", c.JobKind, c.JobID, c.JobAttempt))
+	}
+	return consoleEntry{At: c.SentAt, Kind: "luarmor", Title: "Luarmor " + c.Endpoint + ": " + answer,
+		Detail: strings.Join(detail, ", "), Problem: c.ErrorClass != ""}
 }
 
 func jobOutcome(j postgres.JobSummary) string {

@@ -54,14 +54,20 @@ func (s *Support) SearchOrders(ctx context.Context, text string) ([]*order.Order
 
 // OrderActivity is what touched an order besides OrderDetails' Stripe
 // events and keys emails: the events of its payment's revocations, its
-// jobs with their attempts, its lifecycle emails and the support actions
-// on it.
+// jobs with their attempts, its Luarmor requests, its lifecycle emails and
+// the support actions on it.
 type OrderActivity struct {
 	RevocationEvents []postgres.EventSummary
 	Jobs             []postgres.JobSummary
+	LuarmorCalls     []postgres.LuarmorCall
 	LifecycleEmails  []postgres.LifecycleEmailSummary
 	Audit            []postgres.AuditEntry
 }
+
+// MaxOrderLuarmorCalls is how many of an order's Luarmor requests its
+// activity holds (the newest): a subscription renewed for years makes one
+// or two a month.
+const MaxOrderLuarmorCalls = 200
 
 // Activity reads what touched the order of d.
 func (s *Support) Activity(ctx context.Context, d *OrderDetails) (*OrderActivity, error) {
@@ -81,6 +87,9 @@ func (s *Support) Activity(ctx context.Context, d *OrderDetails) (*OrderActivity
 		return nil, err
 	}
 	if a.Jobs, err = postgres.JobsOfOrder(ctx, s.Pool, o, revocationIDs); err != nil {
+		return nil, err
+	}
+	if a.LuarmorCalls, err = postgres.LuarmorCallsOfOrder(ctx, s.Pool, o.ID, MaxOrderLuarmorCalls); err != nil {
 		return nil, err
 	}
 	if a.LifecycleEmails, err = postgres.LifecycleEmailsOfOrder(ctx, s.Pool, o.ID); err != nil {

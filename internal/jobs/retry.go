@@ -11,6 +11,7 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 
+	"fulfiller/internal/budget"
 	"fulfiller/internal/logging"
 )
 
@@ -134,11 +135,21 @@ func (m *failureLogger) Work(ctx context.Context, job *rivertype.JobRow, doInner
 }
 
 // jobLogContext names the job in every line its worker logs with the job's
-// context: job_id and job_kind, set here once rather than at each call.
+// context (job_id and job_kind) and in the Luarmor call log's record of
+// each request it sends (with the order its arguments name), set here
+// once rather than at each call.
 type jobLogContext struct {
 	river.MiddlewareDefaults
 }
 
 func (*jobLogContext) Work(ctx context.Context, job *rivertype.JobRow, doInner func(context.Context) error) error {
-	return doInner(logging.WithAttrs(ctx, slog.Int64("job_id", job.ID), slog.String("job_kind", job.Kind)))
+	ctx = logging.WithAttrs(ctx, slog.Int64("job_id", job.ID), slog.String("job_kind", job.Kind))
+	// Jobs name an order by the argument names JobsOfOrder matches.
+	var names struct {
+		OrderID    int64 `json:"order_id"`
+		OrderKeyID int64 `json:"order_key_id"`
+	}
+	_ = json.Unmarshal(job.EncodedArgs, &names) // a job naming neither is recorded by the key it calls about
+	return doInner(budget.WithCaller(ctx, budget.Caller{JobID: job.ID, JobKind: job.Kind, Attempt: job.Attempt,
+		OrderID: names.OrderID, OrderKeyID: names.OrderKeyID}))
 }

@@ -75,6 +75,16 @@ func WithObserver(fn func(endpoint string, status int)) Option {
 	return func(c *Client) { c.observe = fn }
 }
 
+type answerObserverKey struct{}
+
+// WithAnswerObserver makes the requests sent with ctx report, like
+// WithObserver, their endpoint template and the answer's HTTP status (0
+// when no answer arrived) to fn, which is called once per request that
+// was attempted and never for one refused before it was built.
+func WithAnswerObserver(ctx context.Context, fn func(endpoint string, status int)) context.Context {
+	return context.WithValue(ctx, answerObserverKey{}, fn)
+}
+
 // WithTimeout bounds each request; zero or less leaves only the caller's
 // context in charge.
 func WithTimeout(d time.Duration) Option { return func(c *Client) { c.timeout = d } }
@@ -356,12 +366,15 @@ func (c *Client) do(ctx context.Context, cl call, out any) error {
 	}
 
 	resp, err := c.http.Do(req)
+	status := 0
+	if err == nil {
+		status = resp.StatusCode
+	}
 	if c.observe != nil {
-		status := 0
-		if err == nil {
-			status = resp.StatusCode
-		}
 		c.observe(cl.endpoint, status)
+	}
+	if fn, ok := ctx.Value(answerObserverKey{}).(func(string, int)); ok {
+		fn(cl.endpoint, status)
 	}
 	if err != nil {
 		return &TransportError{Endpoint: cl.endpoint, Sent: sent.Load(), Err: scrub(err)}
