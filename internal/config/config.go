@@ -111,7 +111,7 @@ type Config struct {
 	// OUTBOUND_WEBHOOK_EVENTS, DISCORD_WEBHOOK_URL); zero sends nothing.
 	Outbound outbound.Settings
 	// Retention is how long what may be pruned is kept
-	// (RETENTION_EVENT_PAYLOAD_DAYS, RETENTION_DELIVERY_LOG_DAYS).
+	// (RETENTION_EVENT_PAYLOAD_DAYS, RETENTION_DELIVERY_LOG_DAYS, RETENTION_CALL_LOG_DAYS).
 	Retention retention.Settings
 }
 

@@ -11,8 +11,8 @@ import (
 // maxRetentionDays bounds the retention settings: ten years.
 const maxRetentionDays = 3650
 
-// retention reads RETENTION_EVENT_PAYLOAD_DAYS and
-// RETENTION_DELIVERY_LOG_DAYS, after RECONCILE_LOOKBACK: event bodies are
+// retention reads RETENTION_EVENT_PAYLOAD_DAYS, RETENTION_DELIVERY_LOG_DAYS
+// and RETENTION_CALL_LOG_DAYS, after RECONCILE_LOOKBACK: event bodies are
 // kept at least as long as reconciliation and Stripe's retries may send an
 // event again.
 func (c *Config) retention(get func(name, def string) string, errs *Errors) {
@@ -32,12 +32,20 @@ func (c *Config) retention(get func(name, def string) string, errs *Errors) {
 			c.Retention.EventPayloadAge = time.Duration(n) * day
 		}
 	}
-	if v := get("RETENTION_DELIVERY_LOG_DAYS", ""); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > maxRetentionDays {
-			errs.add(&Error{"RETENTION_DELIVERY_LOG_DAYS", fmt.Sprintf("%q must be a whole number of days from 1 to %d", v, maxRetentionDays)})
-		} else {
-			c.Retention.DeliveryLogAge = time.Duration(n) * day
-		}
+	retentionDays("RETENTION_DELIVERY_LOG_DAYS", get("RETENTION_DELIVERY_LOG_DAYS", ""), errs, &c.Retention.DeliveryLogAge)
+	retentionDays("RETENTION_CALL_LOG_DAYS", get("RETENTION_CALL_LOG_DAYS", ""), errs, &c.Retention.CallLogAge)
+}
+
+// retentionDays reads the setting name's value v, a whole number of days,
+// into age when it is set.
+func retentionDays(name, v string, errs *Errors, age *time.Duration) {
+	if v == "" {
+		return
 	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > maxRetentionDays {
+		errs.add(&Error{name, fmt.Sprintf("%q must be a whole number of days from 1 to %d", v, maxRetentionDays)})
+		return
+	}
+	*age = time.Duration(n) * 24 * time.Hour
 }

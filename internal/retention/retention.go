@@ -15,6 +15,10 @@
 //     outbound delivery no longer pending, after RETENTION_DELIVERY_LOG_DAYS
 //     (90 days). The delivery (status, attempt count, last answer) and its
 //     event's body stay, so it can still be replayed.
+//   - luarmor_call_log: each Luarmor request made for an order or a key
+//     (endpoint, status, time taken, job), after RETENTION_CALL_LOG_DAYS
+//     (90 days): the console's timeline of an order, read when a buyer
+//     asks why a key came late or changed.
 //
 // Pruned elsewhere, where they are written: find-my-keys requests and
 // addresses (internal/jobs, key_lookup.go), Luarmor budget slots after 24
@@ -54,6 +58,9 @@ const (
 	// DefaultDeliveryLogAge keeps a quarter of a year of outbound delivery
 	// attempts for the shop's developers to look back on.
 	DefaultDeliveryLogAge = 90 * 24 * time.Hour
+	// DefaultCallLogAge keeps the Luarmor calls of a quarter of a year of
+	// orders, past a buyer's question about a recent one.
+	DefaultCallLogAge = 90 * 24 * time.Hour
 	// DefaultBatchSize rows per statement: a few milliseconds of row locks.
 	DefaultBatchSize = 2000
 	// StripeRetryWindow is how long Stripe retries a webhook delivery.
@@ -67,6 +74,8 @@ type Settings struct {
 	EventPayloadAge time.Duration
 	// DeliveryLogAge is RETENTION_DELIVERY_LOG_DAYS.
 	DeliveryLogAge time.Duration
+	// CallLogAge is RETENTION_CALL_LOG_DAYS.
+	CallLogAge time.Duration
 }
 
 // WithDefaults returns s with each zero age set to its default.
@@ -76,6 +85,9 @@ func (s Settings) WithDefaults() Settings {
 	}
 	if s.DeliveryLogAge <= 0 {
 		s.DeliveryLogAge = DefaultDeliveryLogAge
+	}
+	if s.CallLogAge <= 0 {
+		s.CallLogAge = DefaultCallLogAge
 	}
 	return s
 }
@@ -128,6 +140,16 @@ var Prunables = []Prunable{
 			SELECT a.id FROM outbound_delivery_attempts a JOIN outbound_deliveries d ON d.id = a.delivery_id
 			WHERE a.at < $1 AND d.status <> 'pending'
 			ORDER BY a.at LIMIT $2 FOR UPDATE OF a SKIP LOCKED)`,
+	},
+	{
+		Kind:    "luarmor_call_log",
+		Setting: "RETENTION_CALL_LOG_DAYS",
+		Age:     func(s Settings) time.Duration { return s.CallLogAge },
+		// Rows are written in the order of their ids, so the oldest come
+		// first on the primary key and a batch stops at its limit.
+		SQL: `DELETE FROM luarmor_call_log WHERE id IN (
+			SELECT id FROM luarmor_call_log WHERE sent_at < $1
+			ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)`,
 	},
 }
 

@@ -137,6 +137,28 @@ func TestPruneDropsOldAttemptsOfFinishedDeliveries(t *testing.T) {
 	require.Equal(t, 3, deliveries, "the deliveries themselves stay")
 }
 
+// The Luarmor call log goes after its age, whatever order or key it names.
+func TestPruneDropsOldLuarmorCalls(t *testing.T) {
+	t.Parallel()
+	pool := postgrestest.NewPool(t)
+	ctx := t.Context()
+	for _, age := range []time.Duration{120 * day, 91 * day, 89 * day, time.Hour} {
+		_, err := pool.Exec(ctx, `INSERT INTO luarmor_call_log (sent_at, took_ms, endpoint, status, error_class, order_id)
+			VALUES (now() - $1::interval, 50, 'POST /v3/projects/{project_id}/users', 200, '', 7)`, age)
+		require.NoError(t, err)
+	}
+	sum, err := (&retention.Pruner{Pool: pool}).Run(ctx, time.Now().Add(time.Minute))
+	require.NoError(t, err)
+	require.Equal(t, int64(2), sum.Pruned["luarmor_call_log"])
+	var left []time.Duration
+	rows, err := pool.Query(ctx, `SELECT now() - sent_at FROM luarmor_call_log ORDER BY sent_at`)
+	require.NoError(t, err)
+	left, err = pgx.CollectRows(rows, pgx.RowTo[time.Duration])
+	require.NoError(t, err)
+	require.Len(t, left, 2)
+	require.Less(t, left[0], 90*day, "the calls younger than 90 days stay")
+}
+
 // Each batch is one statement in a transaction of its own, at most
 // BatchSize rows: 35 old bodies in batches of 10 take four statements
 // (10, 10, 10 and the short 5 that ends the kind), four commits. A run
