@@ -440,5 +440,8 @@ func (m *Main) outbound() *outbound.Settings {
 		return nil
 	}
 	s := m.Config.Outbound
+	// key.expiring goes out as far ahead as the buyer's expiry notice, or
+	// that notice's default while it is off (MAIL_EXPIRY_NOTICE_DAYS=0).
+	s.ExpiringWithin = time.Duration(m.Config.Mail.ExpiryNoticeDays) * 24 * time.Hour
 	return &s
 }
