@@ -182,6 +182,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		BillingPortal: stripeClient, PortalOrigin: portalOrigin(m.Config.StripeAPIBase),
 		PortalReturnURL: m.Config.BillingPortalReturnURL, PublicBaseURL: cmp.Or(m.Config.PublicBaseURL, m.Config.Mail.PublicBaseURL),
 		PendingMigrations: func(ctx context.Context) ([]string, error) { return postgres.PendingMigrations(ctx, m.Pool) },
+		Checks:            m.consoleChecks(stripeClient, luarmorClient, httpClient),
 	}
 	if m.Config.Discord.Enabled() {
 		api.Discord = discord.NewClient(m.Config.Discord, httpClient)
