@@ -73,12 +73,13 @@ func cmdDoctor(ctx context.Context, args []string, getenv func(string) string, s
 		Settings:       bad,
 		StandIns:       doctor.FindStandIns(ctx, httpClient, cfg),
 		StripeLive:     jobs.LiveKey(cfg.StripeAPIKey),
-		StripeKeyKnown: stripeKeyNamesMode(cfg.StripeAPIKey),
+		StripeKeyKnown: doctor.StripeKeyNamesMode(cfg.StripeAPIKey),
 		WebhookSecrets: cfg.WebhookSecrets,
 		PublicBaseURL:  publicBase,
 		HTTP:           httpClient,
 		Shop:           cfg.Shop,
 		Retention:      cfg.Retention,
+		Outbound:       cfg.Outbound,
 	}
 	results := d.Run(ctx)
 	for _, r := range results {
@@ -88,13 +89,4 @@ func cmdDoctor(ctx context.Context, args []string, getenv func(string) string, s
 		return errDoctorFailed
 	}
 	return nil
-}
-
-func stripeKeyNamesMode(key string) bool {
-	for _, p := range []string{"sk_live_", "rk_live_", "sk_test_", "rk_test_"} {
-		if strings.HasPrefix(key, p) {
-			return true
-		}
-	}
-	return false
 }

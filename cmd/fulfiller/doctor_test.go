@@ -68,7 +68,7 @@ func TestDoctorPrintsOneLinePerCheckAndPassesAGoodConfiguration(t *testing.T) {
 	var out strings.Builder
 	require.NoError(t, run(context.Background(), []string{"doctor"}, envOf(env), &out, io.Discard))
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	require.Len(t, lines, 11, out.String())
+	require.Len(t, lines, 13, out.String())
 	for _, l := range lines {
 		if strings.Contains(l, "stripe key") {
 			require.True(t, strings.HasPrefix(l, "WARN"), l)
@@ -142,4 +142,22 @@ func TestDoctorAndServeNameEveryBadSettingInOneRun(t *testing.T) {
 	for i, name := range []string{"STRIPE_WEBHOOK_SECRET", "STRIPE_API_KEY", "LUARMOR_API_KEY", "MAX_UNITS_PER_ORDER"} {
 		require.True(t, strings.HasPrefix(lines[i+1], "  "+name+" "), lines[i+1])
 	}
+}
+
+// The settings of the events sent to the shop's own tools are checked:
+// one start-up refuses is named, and its check says it was not run; one
+// start-up takes is described.
+func TestDoctorChecksTheNotificationSettings(t *testing.T) {
+	t.Parallel()
+	env := doctorEnv(t)
+	env["OUTBOUND_WEBHOOK_URL"] = "http://shop.example/hook"
+	env["OUTBOUND_WEBHOOK_SECRET"] = "0123456789abcdef0123456789abcdef"
+	env["DISCORD_WEBHOOK_URL"] = "https://discord.com/api/webhooks/1/discord-token-part"
+	var out strings.Builder
+	require.ErrorIs(t, run(context.Background(), []string{"doctor"}, envOf(env), &out, io.Discard), errDoctorFailed)
+	require.Contains(t, out.String(), "FAIL  setting OUTBOUND_WEBHOOK_URL")
+	require.Contains(t, out.String(), "must be https (http only for localhost)")
+	require.Contains(t, out.String(), "FAIL  shop webhooks      not checked: OUTBOUND_WEBHOOK_URL needs fixing first")
+	require.Contains(t, out.String(), "PASS  discord channel    order.fulfilled, order.failed, key.revoked, stock.low posted to a Discord channel")
+	require.NotContains(t, out.String(), "discord-token-part")
 }

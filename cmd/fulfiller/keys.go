@@ -21,7 +21,9 @@ import (
 const keysUsage = `usage:
   fulfiller keys blacklist|unban|reset-hwid|revoke - [--reason R] [--wait 2m]
   fulfiller keys reissue - [--reason R] [--rotate-link] [--wait 2m]
-  fulfiller keys set-discord - <discord_id> [--wait 2m]
+  fulfiller keys set-discord - <discord_id> [--reason R] [--wait 2m]
+  (--reason is kept in the audit log; for blacklist, revoke and reissue the
+  key's user sees it as the ban reason)
   (- reads the license key from stdin; --key-file PATH reads it from a
   file's first line instead of -. A key on the command line is refused:
   ps and the shell history would show it.)
@@ -40,10 +42,11 @@ func cmdKeys(ctx context.Context, args []string, getenv func(string) string, log
 	cmd := "keys " + string(action)
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	reason := ""
-	if action != jobs.ActionSetDiscord && action != jobs.ActionUnbanKey && action != jobs.ActionResetHWID {
-		fs.StringVar(&reason, "reason", "", "the ban reason the key's user sees")
+	reasonUse := "why, for the audit log"
+	if action == jobs.ActionBlacklistKey || action == jobs.ActionRevokeKey || action == jobs.ActionReissueKey {
+		reasonUse = "why, for the audit log; also the ban reason the key's user sees"
 	}
+	reason := fs.String("reason", "", reasonUse)
 	rotateLink := new(bool)
 	if action == jobs.ActionReissueKey {
 		rotateLink = fs.Bool("rotate-link", false, "also revoke the order's session ID and links, and email the buyer a fresh link with the new key")
@@ -78,7 +81,7 @@ func cmdKeys(ctx context.Context, args []string, getenv func(string) string, log
 	if err != nil {
 		return err
 	}
-	req := jobs.KeyRequest{Action: action, UserKey: userKey, Reason: reason, RotateLink: *rotateLink}
+	req := jobs.KeyRequest{Action: action, UserKey: userKey, Reason: *reason, RotateLink: *rotateLink}
 	if action == jobs.ActionSetDiscord {
 		req.DiscordID = positional[0]
 	}

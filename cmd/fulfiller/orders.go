@@ -31,7 +31,8 @@ const ordersUsage = `usage:
   would show it)
   fulfiller orders lift-revocation <checkout_session_id or ord_ reference> <issfr_...> [--wait 2m] [--reason R]
   fulfiller orders rotate-link <checkout_session_id or ord_ reference> [--reason R]
-(reads the settings of serve)
+  fulfiller orders resend-email <checkout_session_id or ord_ reference> [--reason R]
+(reads the settings of serve; --reason is kept in the audit log)
 `
 
 // openSupport connects to the service's database with the settings of
@@ -127,6 +128,8 @@ func cmdOrders(ctx context.Context, args []string, getenv func(string) string, l
 		reason = fs.String("reason", "", "why the order's links are revoked, for the log")
 	case "retry":
 		reason = fs.String("reason", "", "why the order is retried, for the audit log")
+	case "resend-email":
+		reason = fs.String("reason", "", "why the keys email is sent again, for the audit log")
 	case "show":
 	default:
 		fmt.Fprint(stderr, ordersUsage)
@@ -170,6 +173,8 @@ func cmdOrders(ctx context.Context, args []string, getenv func(string) string, l
 		}
 		fmt.Fprintf(stdout, "order %s is %s again: its fulfilment is queued for the service's workers\n",
 			logging.OrderRef(o.CheckoutSessionID), o.Status)
+	case "resend-email":
+		return resendEmail(ctx, support, positional[0], *reason, stdout)
 	case "lift-revocation":
 		return liftRevocation(ctx, support, positional[0], positional[1], *reason, *wait, stdout)
 	case "rotate-link":
@@ -196,6 +201,21 @@ func cmdOrders(ctx context.Context, args []string, getenv func(string) string, l
 			fmt.Fprintln(stdout, "no orders")
 		}
 	}
+	return nil
+}
+
+// resendEmail queues a new keys email of a fulfilled order, which the
+// service's workers send.
+func resendEmail(ctx context.Context, support *jobs.Support, idOrRef, reason string, stdout io.Writer) error {
+	const cmd = "orders resend-email"
+	if support.Mail == nil {
+		return fmt.Errorf("%s: keys by email is off: set SMTP_URL, MAIL_FROM and PUBLIC_BASE_URL", cmd)
+	}
+	delivery, err := support.ResendEmail(ctx, support.Mail, jobs.CLIActor(), idOrRef, reason)
+	if err != nil {
+		return supportError(cmd, err)
+	}
+	fmt.Fprintf(stdout, "keys email delivery %d queued; the service's workers send it\n", delivery)
 	return nil
 }
 

@@ -16,15 +16,16 @@ import (
 
 const stockUsage = `usage:
   fulfiller stock list                        levels per price, and prices no longer stocked (orphans)
-  fulfiller stock refill <price_id> [--wait 30m]
+  fulfiller stock refill <price_id> [--wait 30m] [--reason R]
                                               fill a stocked price's stock now (or follow the refill
                                               under way) rather than at the next minute's check
-  fulfiller stock reconcile [--wait 10m]      adopt stock keys Luarmor has and the database does not
-  fulfiller stock delete <price_id> [--wait 30m]
+  fulfiller stock reconcile [--wait 10m] [--reason R]
+                                              adopt stock keys Luarmor has and the database does not
+  fulfiller stock delete <price_id> [--wait 30m] [--reason R]
                                               delete an orphan price's unsold keys from Luarmor, or
                                               the keys of a price taken out of sale (retiring)
-(reads the settings of serve; the running service makes the Luarmor calls; while
-waiting, progress shows; Ctrl-C stops waiting, not the work: ` + "`fulfiller follow <job_id>`" + `)
+(reads the settings of serve; the running service makes the Luarmor calls; --reason
+is kept in the audit log; while waiting, progress shows; Ctrl-C stops waiting, not the work: ` + "`fulfiller follow <job_id>`" + `)
 `
 
 // cmdStock shows the key stock and queues its reconciliation or the
@@ -37,6 +38,10 @@ func cmdStock(ctx context.Context, args []string, getenv func(string) string, lo
 	fs := flag.NewFlagSet("stock "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var wait *time.Duration
+	reason := new(string)
+	if args[0] != "list" {
+		reason = fs.String("reason", "", "why, for the audit log")
+	}
 	want := 0
 	switch args[0] {
 	case "list":
@@ -70,14 +75,14 @@ func cmdStock(ctx context.Context, args []string, getenv func(string) string, lo
 	case "list":
 		return printStock(ctx, admin, stdout)
 	case "refill":
-		id, err := admin.QueueRefill(ctx, jobs.CLIActor(), "", positional[0])
+		id, err := admin.QueueRefill(ctx, jobs.CLIActor(), *reason, positional[0])
 		if err != nil {
 			return supportError(cmd, err)
 		}
 		fmt.Fprintf(stdout, "refill of the stock of %s queued (job %d); waiting for the service\n", positional[0], id)
 		return followJob(ctx, admin.River, id, *wait, stdout)
 	case "reconcile":
-		id, err := admin.QueueReconcile(ctx, jobs.CLIActor(), "")
+		id, err := admin.QueueReconcile(ctx, jobs.CLIActor(), *reason)
 		if err != nil {
 			return supportError(cmd, err)
 		}
@@ -87,7 +92,7 @@ func cmdStock(ctx context.Context, args []string, getenv func(string) string, lo
 		if err := refuseUnknownPrice(ctx, admin, positional[0], orDefault(getenv("CATALOG_FILE"), "catalog.yaml")); err != nil {
 			return err
 		}
-		id, err := admin.QueueDelete(ctx, jobs.CLIActor(), "", positional[0])
+		id, err := admin.QueueDelete(ctx, jobs.CLIActor(), *reason, positional[0])
 		if err != nil {
 			return supportError(cmd, err)
 		}

@@ -183,6 +183,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		BillingPortal: stripeClient, PortalOrigin: portalOrigin(m.Config.StripeAPIBase),
 		PortalReturnURL: m.Config.BillingPortalReturnURL, PublicBaseURL: cmp.Or(m.Config.PublicBaseURL, m.Config.Mail.PublicBaseURL),
 		PendingMigrations: func(ctx context.Context) ([]string, error) { return postgres.PendingMigrations(ctx, m.Pool) },
+		Checks:            m.consoleChecks(stripeClient, luarmorClient, httpClient),
 	}
 	if m.Config.Discord.Enabled() {
 		api.Discord = discord.NewClient(m.Config.Discord, httpClient)
@@ -441,5 +442,8 @@ func (m *Main) outbound() *outbound.Settings {
 		return nil
 	}
 	s := m.Config.Outbound
+	// key.expiring goes out as far ahead as the buyer's expiry notice, or
+	// that notice's default while it is off (MAIL_EXPIRY_NOTICE_DAYS=0).
+	s.ExpiringWithin = time.Duration(m.Config.Mail.ExpiryNoticeDays) * 24 * time.Hour
 	return &s
 }

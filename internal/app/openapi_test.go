@@ -276,6 +276,8 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 		"Authorization", console, "Content-Type", formType, "Sec-Fetch-Site", "cross-site").status)
 	require.Equal(t, http.StatusNotFound, c.do(t, "POST", consoleOrder+"/keys/0/actions", "action=revoke&confirm=yes&reason=test",
 		"Authorization", console, "Content-Type", formType, "Sec-Fetch-Site", sameOrigin).status)
+	require.Equal(t, http.StatusSeeOther, c.do(t, "POST", "/console/checks", "",
+		"Authorization", console, "Content-Type", formType, "Sec-Fetch-Site", sameOrigin).status)
 	require.Equal(t, http.StatusOK, c.do(t, "GET", "/console/stock", "", "Authorization", console).status)
 	require.Equal(t, http.StatusBadRequest, c.do(t, "POST", "/console/stock/actions/reconcile", "confirm=yes",
 		"Authorization", console, "Content-Type", formType, "Sec-Fetch-Site", sameOrigin).status)

@@ -126,3 +126,12 @@ func (c *Client) LinkDiscord(ctx context.Context, projectID string, req luarmor.
 func (c *Client) KeyDetails(ctx context.Context) (*luarmor.KeyDetails, error) {
 	return spend(ctx, c, "", nil, func(ctx context.Context) (*luarmor.KeyDetails, error) { return c.Luarmor.KeyDetails(ctx) })
 }
+
+// Status and KeyStats are about the API key, no order's: never recorded.
+func (c *Client) Status(ctx context.Context) (*luarmor.Status, error) {
+	return spend(ctx, c, "", nil, func(ctx context.Context) (*luarmor.Status, error) { return c.Luarmor.Status(ctx) })
+}
+
+func (c *Client) KeyStats(ctx context.Context, noUsers bool) (*luarmor.KeyStats, error) {
+	return spend(ctx, c, "", nil, func(ctx context.Context) (*luarmor.KeyStats, error) { return c.Luarmor.KeyStats(ctx, noUsers) })
+}

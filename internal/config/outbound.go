@@ -2,10 +2,8 @@ package config
 
 import (
 	"fmt"
-	"net/url"
 	"slices"
 
-	"fulfiller/internal/mail"
 	"fulfiller/internal/outbound"
 )
 
@@ -17,7 +15,7 @@ import (
 func (c *Config) outbound(get func(name, def string) string, errs *Errors) {
 	var s outbound.Settings
 	for _, v := range splitList(get("OUTBOUND_WEBHOOK_URL", "")) {
-		u, err := parseNotificationURL(v)
+		u, err := outbound.ParseURL(v)
 		if err == nil && u.RawQuery != "" {
 			err = fmt.Errorf("has a query: endpoints are listed in the admin API and the signature authenticates the service, so no token belongs in the URL")
 		}
@@ -50,25 +48,11 @@ func (c *Config) outbound(get func(name, def string) string, errs *Errors) {
 	s.Events = events
 	if v := get("DISCORD_WEBHOOK_URL", ""); v != "" {
 		// The URL holds Discord's token: an error never repeats it.
-		if _, err := parseNotificationURL(v); err != nil {
+		if _, err := outbound.ParseURL(v); err != nil {
 			errs.add(&Error{"DISCORD_WEBHOOK_URL", err.Error() + " (the channel's webhook URL from Discord's Integrations settings)"})
 		} else {
 			s.DiscordURL = v
 		}
 	}
 	c.Outbound = s
-}
-
-// parseNotificationURL checks an endpoint the service posts events to:
-// absolute, https (http for loopback only, as the event may name a buyer),
-// no credentials or fragment.
-func parseNotificationURL(v string) (*url.URL, error) {
-	u, err := url.Parse(v)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || u.Fragment != "" {
-		return nil, fmt.Errorf("must be an absolute https URL such as https://shop.example/hooks/fulfiller, without credentials or fragment")
-	}
-	if u.Scheme == "http" && !mail.IsLoopback(u.Hostname()) {
-		return nil, fmt.Errorf("must be https (http only for localhost): events carry order details")
-	}
-	return u, nil
 }

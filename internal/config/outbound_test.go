@@ -2,6 +2,7 @@ package config_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -62,4 +63,14 @@ func merge(m map[string]string, k, v string) map[string]string {
 		out[mk] = mv
 	}
 	return out
+}
+
+// key.expiring falls back to the expiry notice's default window when the
+// notice is off (MAIL_EXPIRY_NOTICE_DAYS=0): the two defaults are one.
+func TestKeyExpiringDefaultsToTheExpiryNoticesDefault(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, time.Duration(config.DefaultExpiryNoticeDays)*24*time.Hour, outbound.DefaultExpiringWithin)
+	var off outbound.Settings
+	require.Equal(t, outbound.DefaultExpiringWithin, off.Expiring())
+	require.Equal(t, 90*24*time.Hour, (&outbound.Settings{ExpiringWithin: 90 * 24 * time.Hour}).Expiring())
 }

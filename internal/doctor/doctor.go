@@ -30,6 +30,7 @@ import (
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/logging"
 	"fulfiller/internal/luarmor"
+	"fulfiller/internal/outbound"
 	"fulfiller/internal/postgres"
 	"fulfiller/internal/retention"
 	"fulfiller/internal/shop"
@@ -119,6 +120,10 @@ type Doctor struct {
 	// Retention is how long prunable history is kept (RETENTION_*); zero
 	// means the defaults.
 	Retention retention.Settings
+	// Outbound are the events sent to the shop's own tools
+	// (OUTBOUND_WEBHOOK_*, DISCORD_WEBHOOK_URL): their settings are
+	// checked, nothing is posted.
+	Outbound outbound.Settings
 }
 
 // Run runs every check and returns their verdicts in order.
@@ -161,6 +166,7 @@ func (d *Doctor) Run(ctx context.Context) []Result {
 	out = append(out, d.webhookSecret())
 	out = append(out, d.trustedProxies(ctx))
 	out = append(out, ShopCheck(d.Shop, d.Catalog))
+	out = append(out, d.notifications()...)
 	return out
 }
 
@@ -380,6 +386,17 @@ func (d *Doctor) mode() string {
 		return "live"
 	}
 	return "test"
+}
+
+// StripeKeyNamesMode reports whether key's prefix names a mode: a secret
+// (sk_) or restricted (rk_) key, live or test.
+func StripeKeyNamesMode(key string) bool {
+	for _, p := range []string{"sk_live_", "rk_live_", "sk_test_", "rk_test_"} {
+		if strings.HasPrefix(key, p) {
+			return true
+		}
+	}
+	return false
 }
 
 func (d *Doctor) stripeKey(ctx context.Context) (bool, Result) {

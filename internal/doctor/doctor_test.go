@@ -143,7 +143,7 @@ func TestGoodConfigurationPassesEveryCheck(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	results := b.run(t)
-	require.Len(t, results, 13, "database, storage, luarmor api/key/projects/capacity, stripe key, two prices, webhook, secret, trusted proxies, shop")
+	require.Len(t, results, 15, "database, storage, luarmor api/key/projects/capacity, stripe key, two prices, webhook, secret, trusted proxies, shop, shop webhooks, discord channel")
 	requireOnly(t, results, "stripe key", doctor.Warn, "test mode")
 	require.Contains(t, result(t, results, "price "+priceMonth).Message, "recurring every 1 month")
 	require.Contains(t, result(t, results, "price "+priceOnce).Message, "one-off")

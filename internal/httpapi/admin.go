@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/logging"
@@ -147,7 +148,11 @@ func (s *Server) adminGetOrder(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) adminRetryOrder(w http.ResponseWriter, r *http.Request) {
-	o, err := s.Support.Retry(r.Context(), adminActor(r), r.PathValue("id_or_ref"), "")
+	reason, err := adminReason(w, r)
+	var o *order.Order
+	if err == nil {
+		o, err = s.Support.Retry(r.Context(), adminActor(r), r.PathValue("id_or_ref"), reason)
+	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -160,7 +165,11 @@ func (s *Server) adminRetryOrder(w http.ResponseWriter, r *http.Request) {
 // an early fraud warning's revocation of the order's payment; 202 once the
 // lift_revocation job is queued.
 func (s *Server) adminLiftRevocation(w http.ResponseWriter, r *http.Request) {
-	q, err := s.Support.LiftRevocation(r.Context(), adminActor(r), r.PathValue("id_or_ref"), r.PathValue("source_id"), "")
+	reason, err := adminReason(w, r)
+	var q *jobs.LiftQueued
+	if err == nil {
+		q, err = s.Support.LiftRevocation(r.Context(), adminActor(r), r.PathValue("id_or_ref"), r.PathValue("source_id"), reason)
+	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -173,16 +182,11 @@ func (s *Server) adminLiftRevocation(w http.ResponseWriter, r *http.Request) {
 // Checkout Session ID and every link signed before, and the buyer is
 // emailed a fresh link. Done when answered (200).
 func (s *Server) adminRotateLink(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		Reason string `json:"reason"`
+	reason, err := adminReason(w, r)
+	var rot *jobs.RotatedAccess
+	if err == nil {
+		rot, err = s.Support.RotateOrderAccess(r.Context(), adminActor(r), r.PathValue("id_or_ref"), reason)
 	}
-	if r.ContentLength != 0 {
-		if err := decodeAdminBody(w, r, &req); err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-	}
-	rot, err := s.Support.RotateOrderAccess(r.Context(), adminActor(r), r.PathValue("id_or_ref"), req.Reason)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -263,6 +267,22 @@ func (s *Server) adminKeyAction(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusAccepted, AdminQueuedJSON{Action: string(q.Action), Status: "queued", OrderRef: q.OrderRef, JobID: q.JobID,
 		LinkRotated: q.Rotation != nil})
+}
+
+// adminReason reads an order action's optional body, {"reason": "..."}:
+// the reason the audit log keeps, "" without a body (the action is then
+// audited with no reason), as the console's actions are with theirs.
+func adminReason(w http.ResponseWriter, r *http.Request) (string, error) {
+	var req struct {
+		Reason string `json:"reason"`
+	}
+	if r.ContentLength == 0 {
+		return "", nil
+	}
+	if err := decodeAdminBody(w, r, &req); err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(req.Reason), nil
 }
 
 // decodeAdminBody reads one JSON object of known fields, at most 4 KiB.

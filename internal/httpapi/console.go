@@ -87,6 +87,7 @@ func (s *Server) consoleRoutes() []route {
 		{"GET /console/orders/{ref}", s.consolePage(s.consoleOrder)},
 		{"POST /console/orders/{ref}/actions/{action}", s.consolePage(s.consoleOrderAction)},
 		{"POST /console/orders/{ref}/keys/{key_id}/actions", s.consolePage(s.consoleKeyAction)},
+		{"POST /console/checks", s.consolePage(s.consoleRunChecks)},
 		{"GET /console/stock", s.consolePage(s.consoleStock)},
 		{"POST /console/stock/actions/{action}", s.consolePage(s.consoleStockAction)},
 		{"GET /console/assets/{name}", s.consolePage(serveConsoleAsset)},
@@ -176,7 +177,7 @@ func (s *Server) consoleError(r *http.Request, err error) (int, string) {
 }
 
 func (s *Server) consoleOverview(w http.ResponseWriter, r *http.Request) {
-	d := consoleData{Title: "Overview", Section: "overview"}
+	d := consoleData{Title: "Overview", Section: "overview", Notice: consoleOverviewNotices[r.URL.Query().Get("done")]}
 	v, err := s.Support.Overview(r.Context(), time.Now().UTC())
 	if err != nil {
 		s.consoleProblem(w, r, "console-overview.html", d, err)
@@ -192,6 +193,7 @@ func (s *Server) consoleOverview(w http.ResponseWriter, r *http.Request) {
 		}
 		d.Overview.Stock = renderConsoleStock(levels)
 	}
+	d.Overview.Checks = s.renderConsoleChecks()
 	d.Overview.CredentialsChecked = s.Credentials != nil
 	if s.Credentials != nil {
 		d.Overview.CredentialProblems = s.Credentials.Problems()

@@ -247,6 +247,9 @@ type consoleOverview struct {
 	// says the check runs.
 	CredentialsChecked bool
 	CredentialProblems []string
+	// Checks are doctor's checks, as last run; nil when this service
+	// does not run them.
+	Checks *consoleChecks
 }
 
 // consoleStock is one price's stock against its target.

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"fulfiller/internal/discord"
+	"fulfiller/internal/doctor"
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/logging"
 	"fulfiller/internal/mail"
@@ -50,6 +51,9 @@ type Server struct {
 	Logger  *slog.Logger
 	// Credentials, when set, makes /readyz fail while a key is refused.
 	Credentials interface{ Problems() []string }
+	// Checks runs doctor's checks for the console's overview, on demand;
+	// nil leaves them out.
+	Checks *doctor.Checks
 	// Mail sends keys by email; nil means it is off, and so is find my
 	// keys.
 	Mail *mail.Sender

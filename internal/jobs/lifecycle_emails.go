@@ -15,6 +15,7 @@ import (
 	"fulfiller/internal/logging"
 	"fulfiller/internal/mail"
 	"fulfiller/internal/order"
+	"fulfiller/internal/outbound"
 	"fulfiller/internal/postgres"
 )
 
@@ -338,7 +339,9 @@ func (w *SendLifecycleEmailWorker) message(ctx context.Context, db postgres.DB, 
 
 // QueueExpiryNoticesArgs queues the expiry notices of keys that will not
 // renew and run out within MAIL_EXPIRY_NOTICE_DAYS: one email per key and
-// expiry, again once a purchase or a renewal moved the expiry.
+// expiry, again once a purchase or a renewal moved the expiry. It records
+// the key.expiring events of the shop's backend on its own terms
+// (outbound.Settings.Expiring), mail on or off.
 type QueueExpiryNoticesArgs struct{}
 
 func (QueueExpiryNoticesArgs) Kind() string { return "queue_expiry_notices" }
@@ -365,39 +368,74 @@ type QueueExpiryNoticesWorker struct {
 }
 
 func (w *QueueExpiryNoticesWorker) Work(ctx context.Context, job *river.Job[QueueExpiryNoticesArgs]) error {
-	if w.Mail == nil || w.Mail.ExpiryNoticeDays() == 0 {
+	if err := w.queueNotices(ctx); err != nil {
+		return err
+	}
+	return w.queueExpiringEvents(ctx)
+}
+
+// queueNotices queues the buyers' expiry notices, while mail and the
+// notice are on.
+func (w *QueueExpiryNoticesWorker) queueNotices(ctx context.Context) error {
+	if w.Mail == nil || w.Mail.ExpiryNoticeDays() == 0 || !w.Mail.Sends(mail.KindExpiring) {
 		return nil
 	}
 	within := time.Duration(w.Mail.ExpiryNoticeDays()) * 24 * time.Hour
-	queued := 0
-	// A bounded number of batches per run: the next run takes the rest.
+	queued, err := w.inBatches(ctx, within, postgres.ExpiringKeys, func(tx pgx.Tx, k postgres.ExpiringKey) error {
+		return queueLifecycleEmail(ctx, tx, w.Deps, lifecycleEmail{kind: mail.KindExpiring, sessionID: k.SessionID,
+			keyID: k.OrderKeyID, event: postgres.ExpiryNoticeEvent(k.OrderKeyID, k.Expire), endsAt: k.Expire})
+	})
+	if queued > 0 {
+		w.Logger.InfoContext(ctx, "expiry notices queued", "keys", queued, "days_ahead", w.Mail.ExpiryNoticeDays())
+	}
+	return err
+}
+
+// queueExpiringEvents records key.expiring for the shop's backend, once
+// per key and expiry, with its own record (the event itself), so that it
+// is sent whether or not the buyer is emailed.
+func (w *QueueExpiryNoticesWorker) queueExpiringEvents(ctx context.Context) error {
+	if len(w.Outbound.Destinations(outbound.KeyExpiring)) == 0 {
+		return nil
+	}
+	recorded, err := w.inBatches(ctx, w.Outbound.Expiring(), postgres.KeysExpiringUnannounced, func(tx pgx.Tx, k postgres.ExpiringKey) error {
+		return eventKeyExpiring(ctx, tx, w.Deps, k.SessionID, k.OrderKeyID, k.Expire)
+	})
+	if recorded > 0 {
+		w.Logger.InfoContext(ctx, "key.expiring events recorded", "keys", recorded, "within", w.Outbound.Expiring().String())
+	}
+	return err
+}
+
+// inBatches lists the keys list finds expiring within the window and
+// records each with record, a batch per transaction and a bounded number
+// of batches per run (the next run takes the rest). A key recorded is no
+// longer listed, so a run repeated, or two at once, record it once.
+func (w *QueueExpiryNoticesWorker) inBatches(ctx context.Context, within time.Duration,
+	list func(context.Context, postgres.DB, time.Time, time.Duration, int) ([]postgres.ExpiringKey, error),
+	record func(pgx.Tx, postgres.ExpiringKey) error,
+) (int, error) {
+	done := 0
 	for range expiryNoticeMaxBatches {
-		keys, err := postgres.ExpiringKeys(ctx, w.Pool, w.Now(), within, expiryNoticeBatch)
+		keys, err := list(ctx, w.Pool, w.Now(), within, expiryNoticeBatch)
 		if err != nil || len(keys) == 0 {
-			return err
+			return done, err
 		}
 		err = pgx.BeginFunc(ctx, w.Pool, func(tx pgx.Tx) error {
 			for _, k := range keys {
-				err := queueLifecycleEmail(ctx, tx, w.Deps, lifecycleEmail{kind: mail.KindExpiring, sessionID: k.SessionID,
-					keyID: k.OrderKeyID, event: postgres.ExpiryNoticeEvent(k.OrderKeyID, k.Expire), endsAt: k.Expire})
-				if err != nil {
-					return err
-				}
-				// The shop's backend hears of it with the buyer's notice.
-				if err := eventKeyExpiring(ctx, tx, w.Deps, k.SessionID, k.OrderKeyID, k.Expire); err != nil {
+				if err := record(tx, k); err != nil {
 					return err
 				}
 			}
 			return nil
 		})
 		if err != nil {
-			return err
+			return done, err
 		}
-		queued += len(keys)
+		done += len(keys)
 		if len(keys) < expiryNoticeBatch {
 			break
 		}
 	}
-	w.Logger.InfoContext(ctx, "expiry notices queued", "keys", queued, "days_ahead", w.Mail.ExpiryNoticeDays())
-	return nil
+	return done, nil
 }

@@ -70,8 +70,11 @@ func (a *StockAdmin) Levels(ctx context.Context) ([]PriceStock, error) {
 
 // QueueReconcile queues an operator's stock reconciliation; asking while
 // one waits or runs returns that one. The audit log keeps actor's reason
-// ("" when none is asked for, as at the terminal).
+// ("" when none was given).
 func (a *StockAdmin) QueueReconcile(ctx context.Context, actor, reason string) (int64, error) {
+	if err := checkReason(reason); err != nil {
+		return 0, err
+	}
 	var res *rivertype.JobInsertResult
 	err := pgx.BeginFunc(ctx, a.Pool, func(tx pgx.Tx) (err error) {
 		if res, err = a.River.InsertTx(ctx, tx, ReconcileStockArgs{Actor: actor}, nil); err != nil {
@@ -97,6 +100,9 @@ const maxPriceIDLength = 255
 // deletes those only, checking the service's catalog again. The audit log
 // keeps actor's reason.
 func (a *StockAdmin) QueueDelete(ctx context.Context, actor, reason, priceID string) (int64, error) {
+	if err := checkReason(reason); err != nil {
+		return 0, err
+	}
 	if priceID == "" || len(priceID) > maxPriceIDLength || strings.ContainsFunc(priceID, func(r rune) bool { return r <= ' ' || r > '~' }) {
 		return 0, order.Errorf(order.EINVALID, "a price ID is 1 to %d printable characters without spaces, as in the catalog", maxPriceIDLength)
 	}
@@ -133,6 +139,9 @@ func (a *StockAdmin) Wait(ctx context.Context, id int64, out any) error {
 // the one waiting or running: an operator follows its progress. The audit
 // log keeps actor's request and reason.
 func (a *StockAdmin) QueueRefill(ctx context.Context, actor, reason, priceID string) (int64, error) {
+	if err := checkReason(reason); err != nil {
+		return 0, err
+	}
 	if p, ok := a.Catalog.Lookup(priceID); !ok || p.Stock == 0 {
 		return 0, order.Errorf(order.EINVALID, "price %s is not stocked in the catalog (stock: N); `fulfiller stock list` shows the stocked prices", priceID)
 	}

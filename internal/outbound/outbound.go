@@ -68,6 +68,23 @@ type Settings struct {
 	DiscordURL string
 	// Timeout bounds one POST; 0 means DefaultTimeout.
 	Timeout time.Duration
+	// ExpiringWithin is how long before a key that will not renew runs
+	// out key.expiring is sent: as far ahead as the buyer's expiry notice
+	// (MAIL_EXPIRY_NOTICE_DAYS), or that setting's default while it is 0;
+	// mail on or off. 0 means DefaultExpiringWithin.
+	ExpiringWithin time.Duration
+}
+
+// DefaultExpiringWithin is ExpiringWithin's default: the default of
+// MAIL_EXPIRY_NOTICE_DAYS, 3 days.
+const DefaultExpiringWithin = 3 * 24 * time.Hour
+
+// Expiring is ExpiringWithin, or its default.
+func (s *Settings) Expiring() time.Duration {
+	if s == nil || s.ExpiringWithin <= 0 {
+		return DefaultExpiringWithin
+	}
+	return s.ExpiringWithin
 }
 
 // Enabled reports whether anything is sent at all.

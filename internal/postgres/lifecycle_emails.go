@@ -104,19 +104,33 @@ type ExpiringKey struct {
 	Expire     int64 // unix seconds
 }
 
-var expiringKeysSQL = lookup("ExpiringKeys", `
+// expiringKeysQuery lists, soonest first, at most $3 keys that stop
+// working after $1 and at most at $2 (unix seconds), will not renew and
+// still owe what owed says of each key k of order o.
+func expiringKeysQuery(owed string) string {
+	return `
 		SELECT id, checkout_session_id, auth_expire FROM (
 			SELECT DISTINCT ON (k.project_id, k.user_key) k.id, k.checkout_session_id, k.auth_expire
 			FROM order_keys k JOIN orders o ON o.checkout_session_id = k.checkout_session_id
 			WHERE k.status = 'active' AND k.auth_expire > 0 AND k.user_key IS NOT NULL
 			  AND k.auth_expire > $1 AND k.auth_expire <= $2
-			  AND o.status = 'fulfilled' AND o.customer_email <> ''
+			  AND o.status = 'fulfilled'
 			  AND (NOT k.recurring OR k.ending OR o.subscription_status = 'canceled' OR o.subscription_cancel_at_period_end)
-			  AND NOT EXISTS (SELECT 1 FROM lifecycle_emails e JOIN order_keys s ON s.id = e.order_key_id
-			                  WHERE s.project_id = k.project_id AND s.user_key = k.user_key AND e.kind = 'expiring'
-			                    AND e.event = 'key:' || s.id || ':expiry:' || k.auth_expire)
+			  AND ` + owed + `
 			ORDER BY k.project_id, k.user_key, k.id DESC
-		) soon ORDER BY auth_expire, id LIMIT $3`)
+		) soon ORDER BY auth_expire, id LIMIT $3`
+}
+
+var (
+	expiringKeysSQL = lookup("ExpiringKeys", expiringKeysQuery(`o.customer_email <> ''
+		AND NOT EXISTS (SELECT 1 FROM lifecycle_emails e JOIN order_keys s ON s.id = e.order_key_id
+		                WHERE s.project_id = k.project_id AND s.user_key = k.user_key AND e.kind = 'expiring'
+		                  AND e.event = 'key:' || s.id || ':expiry:' || k.auth_expire)`))
+	keysExpiringUnannouncedSQL = lookup("KeysExpiringUnannounced", expiringKeysQuery(`NOT EXISTS (
+		SELECT 1 FROM order_keys s JOIN outbound_events e
+		  ON e.type = 'key.expiring' AND e.subject = 'key:' || s.id || ':expiry:' || k.auth_expire
+		WHERE s.project_id = k.project_id AND s.user_key = k.user_key)`))
+)
 
 // ExpiringKeys lists, soonest first, at most limit keys that stop working
 // after now and at most within before now, will not renew and have no
@@ -128,7 +142,20 @@ var expiringKeysSQL = lookup("ExpiringKeys", `
 // window is read through order_keys_expiring_idx: the keys expiring
 // within it, never every key.
 func ExpiringKeys(ctx context.Context, db DB, now time.Time, within time.Duration, limit int) ([]ExpiringKey, error) {
-	rows, err := db.Query(ctx, expiringKeysSQL, now.Unix(), now.Add(within).Unix(), limit)
+	return expiringKeys(ctx, db, expiringKeysSQL, now, within, limit)
+}
+
+// KeysExpiringUnannounced lists the keys ExpiringKeys would, whatever
+// their order's address, that have no key.expiring event for that expiry
+// yet: the shop's backend hears of a key once per expiry, whether or not
+// its buyer is emailed. The event's subject is ExpiryNoticeEvent of the
+// unit it was recorded for, found through outbound_events' (type, subject).
+func KeysExpiringUnannounced(ctx context.Context, db DB, now time.Time, within time.Duration, limit int) ([]ExpiringKey, error) {
+	return expiringKeys(ctx, db, keysExpiringUnannouncedSQL, now, within, limit)
+}
+
+func expiringKeys(ctx context.Context, db DB, query string, now time.Time, within time.Duration, limit int) ([]ExpiringKey, error) {
+	rows, err := db.Query(ctx, query, now.Unix(), now.Add(within).Unix(), limit)
 	if err != nil {
 		return nil, fmt.Errorf("listing keys that expire soon: %w", err)
 	}

@@ -69,6 +69,7 @@ func lookupArgs(h *postgrestest.History) map[string][][]any {
 		"UnboundKeys":              {{10, time.Hour}},
 		"SubscriptionsLapsingSoon": {{48 * time.Hour, 200}},
 		"ExpiringKeys":             {{now.Unix(), now.Add(3 * 24 * time.Hour).Unix(), 500}},
+		"KeysExpiringUnannounced":  {{now.Unix(), now.Add(3 * 24 * time.Hour).Unix(), 500}},
 		// A paid invoice.
 		"GrantRenewals": {{h.SubscriptionID}},
 		// doctor's stock check, and a refill's progress.
