@@ -328,6 +328,46 @@ func (w *CreateKeyWorker) deliver(ctx context.Context, job *river.Job[CreateKeyA
 // commits. soldFrom is the price whose stock the key was sold from ("" for
 // a key made to order): that stock's refill is queued last, under its lock.
 func (w *CreateKeyWorker) finishDelivery(ctx context.Context, tx pgx.Tx, job *river.Job[CreateKeyArgs], k *order.Key, d delivery, soldFrom string) error {
+	if err := recordDelivered(ctx, tx, k, d); err != nil {
+		return err
+	}
+	o, err := postgres.GetOrder(ctx, tx, k.CheckoutSessionID)
+	if err != nil {
+		return err
+	}
+	if err := queueUnits(ctx, tx, o); err != nil {
+		return err
+	}
+	if err := orderDelivered(ctx, tx, w.Deps, k.CheckoutSessionID); err != nil {
+		return err
+	}
+	counted, err := w.countDelivered(ctx, tx, k, soldFrom != "")
+	if err != nil {
+		return err
+	}
+	// Not complete(): tx was opened by the caller, which recorded the
+	// delivery (and, from stock, took the key) in it; the refill's lock is
+	// taken after the completion, and the metrics wait for the commit.
+	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
+		return err
+	}
+	if soldFrom != "" {
+		if err := stockSold(ctx, tx, w.Deps, soldFrom); err != nil {
+			return err
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return err
+	}
+	counted()
+	return nil
+}
+
+// recordDelivered records in tx what follows the delivery d of unit k that
+// DeliverKey recorded: the key's state and ledger, its Discord link, and
+// its writer, which applies what the ledger holds beyond the create (a
+// revocation that came first, a renewal paid before the key existed).
+func recordDelivered(ctx context.Context, tx pgx.Tx, k *order.Key, d delivery) error {
 	if err := postgres.RecordKeyState(ctx, tx, k.ID, appliedTarget(k, d.AuthExpire), false); err != nil {
 		return err
 	}
@@ -339,41 +379,29 @@ func (w *CreateKeyWorker) finishDelivery(ctx context.Context, tx pgx.Tx, job *ri
 			return err
 		}
 	}
-	if err := queueFollowUps(ctx, tx, k); err != nil {
+	return syncUnits(ctx, tx, k.ID)
+}
+
+// orderDelivered queues what an order's deliveries call for once it is
+// fulfilled, in tx: its keys email and its order.fulfilled event, each once.
+func orderDelivered(ctx context.Context, tx pgx.Tx, deps Deps, sessionID string) error {
+	if err := queueFirstOrderEmail(ctx, tx, deps, sessionID); err != nil {
 		return err
 	}
-	if err := queueFirstOrderEmail(ctx, tx, w.Deps, k.CheckoutSessionID); err != nil {
-		return err
-	}
-	if err := eventOrderFulfilled(ctx, tx, w.Deps, k.CheckoutSessionID); err != nil {
-		return err
-	}
+	return eventOrderFulfilled(ctx, tx, deps, sessionID)
+}
+
+// countDelivered returns what counts unit k's delivery in the metrics once
+// tx commits, if tx is the transaction that delivered it.
+func (d Deps) countDelivered(ctx context.Context, tx pgx.Tx, k *order.Key, fromStock bool) (func(), error) {
 	delivered, sinceOrder, err := deliveredHere(ctx, tx, k.ID)
-	if err != nil {
-		return err
+	if err != nil || !delivered {
+		return func() {}, err
 	}
-	// Not complete(): tx was opened by the caller, which recorded the
-	// delivery (and, from stock, took the key) in it; the refill's lock is
-	// taken after the completion, and the metrics wait for the commit.
-	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
-		return err
-	}
-	if soldFrom != "" {
-		if err := queueRefill(ctx, tx, soldFrom); err != nil {
-			return err
-		}
-		if err := eventStockLow(ctx, tx, w.Deps, soldFrom); err != nil {
-			return err
-		}
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return err
-	}
-	if delivered {
-		w.Metrics.KeyDelivered(sinceOrder.Seconds())
-		w.countStockSale(k, soldFrom != "")
-	}
-	return nil
+	return func() {
+		d.Metrics.KeyDelivered(sinceOrder.Seconds())
+		d.countStockSale(k, fromStock)
+	}, nil
 }
 
 // deliveredHere reports whether tx is the transaction that delivered unit
@@ -408,22 +436,6 @@ func (w *CreateKeyWorker) removeStrayKey(ctx context.Context, job *river.Job[Cre
 	}
 	log.WarnContext(ctx, "a second key was made for a delivered unit; deleted it", "user_key", logging.MaskKey(userKey))
 	return nil
-}
-
-// queueFollowUps queues, for a key just delivered, the order's next units
-// and the key's writer: what its ledger holds beyond the create (a
-// revocation that came first, a renewal paid before the key existed, the
-// days of a purchase that extended a key the buyer had) is applied next.
-// The order row is locked by then.
-func queueFollowUps(ctx context.Context, tx pgx.Tx, k *order.Key) error {
-	o, err := postgres.GetOrder(ctx, tx, k.CheckoutSessionID)
-	if err != nil {
-		return err
-	}
-	if err := queueUnits(ctx, tx, o); err != nil {
-		return err
-	}
-	return syncUnits(ctx, tx, k.ID)
 }
 
 // recordLedgerKey records the key a unit was just delivered with in the

@@ -70,71 +70,104 @@ func (w *FulfilOrderWorker) Work(ctx context.Context, job *river.Job[FulfilOrder
 	if err != nil {
 		return err
 	}
-	// Read with the charge that paid it (no extra request): the order
-	// records Stripe's receipt for the buyer's page.
-	sess, err := w.Stripe.CheckoutSessionWithReceipt(ctx, id)
+	read, err := w.readSession(ctx, id)
 	if stripeapi.IsNotFound(err) {
 		return w.sessionUnknown(ctx, job, id, err)
 	}
 	if err != nil {
 		return err
 	}
-	details := SessionDetails(sess)
-
-	var items []*stripe.LineItem
-	var paid *paidPeriod
-	fulfillable := order.Fulfillable(details.SessionStatus, details.PaymentStatus)
-	if fulfillable {
-		if items, err = w.Stripe.LineItems(ctx, id); err != nil {
+	var sales stockSales
+	err = complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+		if err := w.fulfil(ctx, tx, read, &sales); err != nil {
 			return err
 		}
-		if details.SubscriptionID != "" {
-			// A subscription's keys get what was paid for, not key_days.
-			sub, err := w.Stripe.Subscription(ctx, details.SubscriptionID)
-			if err != nil {
-				return stripeFailure("subscription "+details.SubscriptionID, err)
-			}
-			paid = w.firstPeriod(sub)
-		}
-	}
-
-	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
-		// Units and the grants of their payment are recorded under the
-		// payment's lock, like the renewals and revocations that find them.
-		if err := postgres.LockPayment(ctx, tx, details.PaymentIntentID, details.SubscriptionID); err != nil {
-			return err
-		}
-		if _, err := postgres.UpsertOrder(ctx, tx, details); err != nil {
-			return err
-		}
-		o, err := postgres.LockOrder(ctx, tx, id)
-		if err != nil {
-			return err
-		}
-		switch {
-		case !fulfillable:
-			// Not complete and paid yet: the async_payment_succeeded event (or
-			// a visit to the success page) starts fulfilment again once it is.
-			w.Logger.InfoContext(ctx, "order awaits payment",
-				"session_status", sess.Status, "payment_status", sess.PaymentStatus)
-		case o.Status == order.StatusRevoked:
-			// The payment was taken back before the keys were made: none is.
-			w.Logger.InfoContext(ctx, "order revoked before fulfilment; no key created")
-		case o.Status != order.StatusPending:
-			// Fulfilled already, or failed and waiting for an operator.
-		default:
-			return w.expand(ctx, tx, job, o, items, paid, sess.Created)
-		}
-		return nil
+		return sales.finish(ctx, tx, w.Deps)
 	})
+	if err != nil {
+		return err
+	}
+	sales.committed()
+	return nil
 }
 
-// expand records the units of a paid order (once) and queues its first
+// sessionRead is what a paid session's fulfilment reads from Stripe.
+type sessionRead struct {
+	sess  *stripe.CheckoutSession
+	items []*stripe.LineItem // its line items, read when it is fulfillable
+	paid  *paidPeriod        // what a subscription's checkout paid for
+}
+
+// readSession reads Checkout Session id for its fulfilment, in one request
+// (with the charge of its receipt, for the buyer's page, its line items
+// and its subscription; see stripeapi.CheckoutSessionToFulfil), and the
+// subscription in a second when it did not come expanded.
+func (d Deps) readSession(ctx context.Context, id string) (*sessionRead, error) {
+	sess, items, err := d.Stripe.CheckoutSessionToFulfil(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	r := &sessionRead{sess: sess}
+	details := SessionDetails(sess)
+	if !order.Fulfillable(details.SessionStatus, details.PaymentStatus) {
+		return r, nil
+	}
+	r.items = items
+	if details.SubscriptionID != "" {
+		// A subscription's keys get what was paid for, not key_days.
+		sub := sess.Subscription
+		if !stripeapi.SubscriptionExpanded(sess) {
+			if sub, err = d.Stripe.Subscription(ctx, details.SubscriptionID); err != nil {
+				return nil, stripeFailure("subscription "+details.SubscriptionID, err)
+			}
+		}
+		r.paid = d.firstPeriod(sub)
+	}
+	return r, nil
+}
+
+// fulfil records, in tx, the order of a session read from Stripe and, once
+// it is paid, its units, and starts them (sellOrQueueUnits): the first are
+// delivered from stock in tx when the stock has keys for them, recorded in
+// sales for the caller to finish before tx commits.
+func (w *FulfilOrderWorker) fulfil(ctx context.Context, tx pgx.Tx, r *sessionRead, sales *stockSales) error {
+	details := SessionDetails(r.sess)
+	id := details.CheckoutSessionID
+	// Units and the grants of their payment are recorded under the
+	// payment's lock, like the renewals and revocations that find them.
+	if err := postgres.LockPayment(ctx, tx, details.PaymentIntentID, details.SubscriptionID); err != nil {
+		return err
+	}
+	if _, err := postgres.UpsertOrder(ctx, tx, details); err != nil {
+		return err
+	}
+	o, err := postgres.LockOrder(ctx, tx, id)
+	if err != nil {
+		return err
+	}
+	switch {
+	case !order.Fulfillable(details.SessionStatus, details.PaymentStatus):
+		// Not complete and paid yet: the async_payment_succeeded event (or
+		// a visit to the success page) starts fulfilment again once it is.
+		w.Logger.InfoContext(ctx, "order awaits payment",
+			"session_status", r.sess.Status, "payment_status", r.sess.PaymentStatus)
+	case o.Status == order.StatusRevoked:
+		// The payment was taken back before the keys were made: none is.
+		w.Logger.InfoContext(ctx, "order revoked before fulfilment; no key created")
+	case o.Status != order.StatusPending:
+		// Fulfilled already, or failed and waiting for an operator.
+	default:
+		return w.expand(ctx, tx, o, r.items, r.paid, r.sess.Created, sales)
+	}
+	return nil
+}
+
+// expand records the units of a paid order (once) and starts its first
 // units. In an order already expanded each unit keeps the project and
 // key_days it was sold with, except the units Luarmor refused for their
 // project: those take the catalog's current project and key_days, so the
 // retry after a catalog fix uses the fix.
-func (w *FulfilOrderWorker) expand(ctx context.Context, tx pgx.Tx, job *river.Job[FulfilOrderArgs], o *order.Order, items []*stripe.LineItem, paid *paidPeriod, paidAt int64) error {
+func (w *FulfilOrderWorker) expand(ctx context.Context, tx pgx.Tx, o *order.Order, items []*stripe.LineItem, paid *paidPeriod, paidAt int64, sales *stockSales) error {
 	id := o.CheckoutSessionID
 	if !o.ItemsLoaded {
 		// What was bought, as sold, whether or not it can be fulfilled:
@@ -184,9 +217,6 @@ func (w *FulfilOrderWorker) expand(ctx context.Context, tx pgx.Tx, job *river.Jo
 			return failOrder(ctx, tx, w.Deps, id, f.code, f.reason)
 		}
 	}
-	if err := queueUnits(ctx, tx, o); err != nil {
-		return err
-	}
 	if paid != nil {
 		if err := postgres.RecordSubscriptionState(ctx, tx, o.SubscriptionID, paid.status, paid.end); err != nil {
 			return err
@@ -197,7 +227,11 @@ func (w *FulfilOrderWorker) expand(ctx context.Context, tx pgx.Tx, job *river.Jo
 			return err
 		}
 	}
-	w.Logger.InfoContext(ctx, "order expanded")
+	sold := sales.count()
+	if err := w.sellOrQueueUnits(ctx, tx, o, sales); err != nil {
+		return err
+	}
+	w.Logger.InfoContext(ctx, "order expanded", "sold_from_stock", sales.count()-sold)
 	return nil
 }
 
@@ -325,6 +359,69 @@ func queueUnits(ctx context.Context, tx pgx.Tx, o *order.Order) error {
 	return insertCreateKeyJobs(ctx, tx, ids)
 }
 
+// sellOrQueueUnits starts the next units of a pending order whose lock tx
+// holds, as queueUnits does, except that those of them the stock can serve
+// are delivered here, in tx, from stock: the commit that records an order's
+// units gives its buyer the keys, with no job and no Luarmor call between
+// the payment and the key. Only the units of the order's turn in the fair
+// queue (unitsQueuedPerOrder) are sold so: an order of many units takes no
+// more of the stock ahead of the orders paid after it than its two units
+// in the deliver queue did; the rest, and the units the stock cannot
+// serve, are queued for create_key (which sells from stock too, in their
+// turn). The sales are recorded in sales, which the caller finishes last
+// (stockSales.finish) before tx commits.
+func (d Deps) sellOrQueueUnits(ctx context.Context, tx pgx.Tx, o *order.Order, sales *stockSales) error {
+	if o.Status != order.StatusPending || !d.Catalog.StocksAny() {
+		return queueUnits(ctx, tx, o)
+	}
+	ids, err := postgres.QueueUnits(ctx, tx, o.CheckoutSessionID, unitsQueuedPerOrder)
+	if err != nil {
+		return err
+	}
+	sold := 0
+	for _, id := range ids {
+		k, err := postgres.GetKey(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if !stockServes(d.Catalog, k) {
+			continue
+		}
+		price, delivered, err := takeFromStock(ctx, tx, k)
+		if err != nil {
+			return err
+		}
+		if price == "" {
+			continue // none left of its (project_id, key_days)
+		}
+		if err := recordDelivered(ctx, tx, k, delivered); err != nil {
+			return err
+		}
+		counted, err := d.countDelivered(ctx, tx, k, true)
+		if err != nil {
+			return err
+		}
+		sales.add(price, counted)
+		sold++
+		d.Logger.InfoContext(ctx, "key delivered from stock", "order_key_id", k.ID, "user_key", logging.MaskKey(delivered.UserKey),
+			"project_id", k.ProjectID, "key_days", k.KeyDays)
+	}
+	if sold == 0 {
+		return insertCreateKeyJobs(ctx, tx, ids)
+	}
+	// The units not sold are queued first (QueueUnits takes those already
+	// marked queued first), then the order's next ones in the sold ones'
+	// place; an order the sales completed queues none.
+	now, err := postgres.GetOrder(ctx, tx, o.CheckoutSessionID)
+	if err != nil {
+		return err
+	}
+	if err := queueUnits(ctx, tx, now); err != nil {
+		return err
+	}
+	return orderDelivered(ctx, tx, d, o.CheckoutSessionID)
+}
+
 func insertCreateKeyJobs(ctx context.Context, tx pgx.Tx, ids []int64) error {
 	args := make([]river.JobArgs, len(ids))
 	for i, id := range ids {
@@ -377,30 +474,39 @@ func SessionDetails(s *stripe.CheckoutSession) order.SessionDetails {
 // so however often and in whatever order they arrive, fulfilment is the
 // same idempotent job.
 func RecordSession(ctx context.Context, tx pgx.Tx, client *river.Client[pgx.Tx], d order.SessionDetails) (*order.Order, error) {
+	o, fulfil, err := recordSession(ctx, tx, d)
+	if err != nil || !fulfil {
+		return o, err
+	}
+	if _, err := client.InsertTx(ctx, tx, fulfilOrder(o), nil); err != nil {
+		return nil, fmt.Errorf("enqueueing fulfilment of %s: %w", logging.OrderRef(d.CheckoutSessionID), err)
+	}
+	return o, nil
+}
+
+// recordSession records a Checkout Session's order inside tx, as
+// RecordSession does, and reports whether it is paid and not yet expanded
+// into keys: to be fulfilled.
+func recordSession(ctx context.Context, tx pgx.Tx, d order.SessionDetails) (*order.Order, bool, error) {
 	// A dispute or refund may have arrived before the order: apply it now.
 	if err := postgres.LockPayment(ctx, tx, d.PaymentIntentID, d.SubscriptionID); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	o, err := postgres.UpsertOrder(ctx, tx, d)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if o.Status != order.StatusRevoked {
 		rev, err := postgres.ActiveRevocationFor(ctx, tx, o.CheckoutSessionID, o.PaymentIntentID, o.SubscriptionID, o.InvoiceID)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if rev != nil {
 			if err := postgres.RevokeOrder(ctx, tx, o.CheckoutSessionID, rev.ID); err != nil {
-				return nil, err
+				return nil, false, err
 			}
 			o.Status, o.RevocationID = order.StatusRevoked, rev.ID
 		}
 	}
-	if order.Fulfillable(o.SessionStatus, o.PaymentStatus) && !o.ItemsLoaded && o.Status == order.StatusPending {
-		if _, err := client.InsertTx(ctx, tx, fulfilOrder(o), nil); err != nil {
-			return nil, fmt.Errorf("enqueueing fulfilment of %s: %w", logging.OrderRef(d.CheckoutSessionID), err)
-		}
-	}
-	return o, nil
+	return o, order.Fulfillable(o.SessionStatus, o.PaymentStatus) && !o.ItemsLoaded && o.Status == order.StatusPending, nil
 }

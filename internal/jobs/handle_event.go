@@ -8,11 +8,13 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/riverqueue/river"
 	"github.com/stripe/stripe-go/v76"
+	"golang.org/x/sync/errgroup"
 
 	"fulfiller/internal/logging"
 	"fulfiller/internal/order"
@@ -83,14 +85,110 @@ func HandledTypes() []string {
 }
 
 func (w *HandleEventsWorker) Work(ctx context.Context, job *river.Job[HandleEventsArgs]) error {
-	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+	// A paid checkout's order is fulfilled here, in the commit that
+	// records it, from its session read beforehand (outside the
+	// transaction, which holds no lock while Stripe answers).
+	run := &eventsRun{reads: w.readPaidSessions(ctx, job.Args.EventIDs)}
+	err := complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
 		for _, id := range job.Args.EventIDs {
-			if err := w.handle(ctx, tx, id); err != nil {
+			if err := w.handle(ctx, tx, id, run); err != nil {
 				return err
 			}
 		}
-		return postgres.MarkEventsHandled(ctx, tx, job.Args.EventIDs)
+		if err := postgres.MarkEventsHandled(ctx, tx, job.Args.EventIDs); err != nil {
+			return err
+		}
+		return run.sales.finish(ctx, tx, w.Deps)
 	})
+	if err != nil {
+		return err
+	}
+	run.sales.committed()
+	return nil
+}
+
+// eventsRun is what one run of HandleEventsWorker carries from event to
+// event: the sessions read for fulfilment, and the sales from stock made.
+type eventsRun struct {
+	reads map[string]*sessionRead // by Checkout Session ID
+	sales stockSales
+}
+
+// readOf is the session read for fulfilment in this run, nil when none was.
+func (r *eventsRun) readOf(sessionID string) *sessionRead {
+	if r == nil {
+		return nil
+	}
+	return r.reads[sessionID]
+}
+
+type eventsRunKey struct{}
+
+// eventsRunOf returns the run ctx belongs to, nil outside HandleEventsWorker.
+func eventsRunOf(ctx context.Context) *eventsRun {
+	r, _ := ctx.Value(eventsRunKey{}).(*eventsRun)
+	return r
+}
+
+// paidSessionReads bounds the Stripe reads one run makes at once.
+const paidSessionReads = 8
+
+// readPaidSessions reads from Stripe, for fulfilment, the sessions of the
+// paid checkouts among events whose orders are not expanded yet, a few at
+// a time. A session it could not read is left out: its fulfilment is then
+// queued as a job of its own (fulfil_order), which retries the read, so a
+// Stripe failure never holds back the other events recorded with it.
+func (w *HandleEventsWorker) readPaidSessions(ctx context.Context, eventIDs []string) map[string]*sessionRead {
+	var ids []string
+	for _, id := range eventIDs {
+		if sessionID := w.paidSessionToFulfil(ctx, id); sessionID != "" && !slices.Contains(ids, sessionID) {
+			ids = append(ids, sessionID)
+		}
+	}
+	reads := make(map[string]*sessionRead, len(ids))
+	var mu sync.Mutex
+	var g errgroup.Group
+	g.SetLimit(paidSessionReads)
+	for _, id := range ids {
+		g.Go(func() error {
+			r, err := w.readSession(ctx, id)
+			if err != nil {
+				w.Logger.WarnContext(ctx, "paid checkout session could not be read from Stripe; its fulfilment is queued as a job that retries",
+					"order_ref", logging.OrderRef(id), "error", err)
+				return nil
+			}
+			mu.Lock()
+			reads[id] = r
+			mu.Unlock()
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return reads
+}
+
+// paidSessionToFulfil returns the Checkout Session ID of event id when it
+// reports a paid checkout whose order is not expanded yet, "" otherwise.
+// Read before the run's transaction; the transaction decides again.
+func (w *HandleEventsWorker) paidSessionToFulfil(ctx context.Context, id string) string {
+	stored, err := postgres.GetEvent(ctx, w.Pool, id)
+	if err != nil || (stored.Type != "checkout.session.completed" && stored.Type != "checkout.session.async_payment_succeeded") ||
+		stored.Livemode != w.StripeLivemode {
+		return ""
+	}
+	event, err := storedEvent(stored)
+	if err != nil {
+		return ""
+	}
+	s, err := decodeObject[stripe.CheckoutSession](event, "a checkout session")
+	if err != nil || s.ID == "" || !order.Fulfillable(string(s.Status), string(s.PaymentStatus)) {
+		return ""
+	}
+	o, err := postgres.GetOrder(ctx, w.Pool, s.ID)
+	if err == nil && (o.ItemsLoaded || o.Status != order.StatusPending) {
+		return ""
+	}
+	return s.ID
 }
 
 // handle acts on one event inside the job's transaction. It dispatches on
@@ -99,7 +197,7 @@ func (w *HandleEventsWorker) Work(ctx context.Context, job *river.Job[HandleEven
 // differing in case), and the recorded type is the one intake checked. An
 // event the service cannot act on is logged and skipped: retrying would
 // not help, and it must not hold back the events recorded with it.
-func (w *HandleEventsWorker) handle(ctx context.Context, tx pgx.Tx, id string) error {
+func (w *HandleEventsWorker) handle(ctx context.Context, tx pgx.Tx, id string, run *eventsRun) error {
 	stored, err := postgres.GetEvent(ctx, tx, id)
 	if order.ErrorCode(err) == order.ENOTFOUND {
 		w.Logger.ErrorContext(ctx, "queued stripe event is not recorded", "event_id", id)
@@ -129,13 +227,15 @@ func (w *HandleEventsWorker) handle(ctx context.Context, tx pgx.Tx, id string) e
 	if err != nil {
 		return err
 	}
+	sold := run.sales.count()
 	mismatch, err := modeMismatch(ctx, w, sp, event)
 	if err == nil && !mismatch {
-		err = h.handle(ctx, w, sp, event)
+		err = h.handle(context.WithValue(ctx, eventsRunKey{}, run), w, sp, event)
 	}
 	var bad *badObjectError
 	if errors.As(err, &bad) || isDataException(err) {
 		_ = sp.Rollback(ctx)
+		run.sales.undo(sold)
 		w.Logger.ErrorContext(ctx, "stripe event cannot be handled; skipped", "event_id", event.ID, "type", event.Type, "error", err)
 		return nil
 	}
@@ -207,8 +307,20 @@ func checkoutPaid(ctx context.Context, w *HandleEventsWorker, tx pgx.Tx, event s
 	if err != nil {
 		return err
 	}
-	o, err := RecordSession(ctx, tx, client, SessionDetails(s))
-	if err != nil {
+	var o *order.Order
+	run := eventsRunOf(ctx)
+	if read := run.readOf(s.ID); read != nil {
+		// Read from Stripe for this run: fulfilled here, without a job.
+		var fulfil bool
+		if o, fulfil, err = recordSession(ctx, tx, SessionDetails(s)); err != nil {
+			return err
+		}
+		if fulfil {
+			if err := (&FulfilOrderWorker{Deps: w.Deps}).fulfil(ctx, tx, read, &run.sales); err != nil {
+				return err
+			}
+		}
+	} else if o, err = RecordSession(ctx, tx, client, SessionDetails(s)); err != nil {
 		return err
 	}
 	w.Logger.InfoContext(ctx, "checkout recorded", "event_id", event.ID, "type", event.Type,

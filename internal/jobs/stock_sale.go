@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 
 	"fulfiller/internal/budget"
+	"fulfiller/internal/catalog"
 	"fulfiller/internal/logging"
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/metrics"
@@ -32,10 +34,7 @@ func (w *CreateKeyWorker) sellFromStock(ctx context.Context, job *river.Job[Crea
 	if err != nil {
 		return false, nil // the create path reports it
 	}
-	if k.Status != order.KeyPending || k.CreateAttempts > 0 || k.Recurring || k.ExpireTarget != nil {
-		return false, nil
-	}
-	if product, ok := w.Catalog.Lookup(k.PriceID); !ok || product.Stock == 0 {
+	if !stockServes(w.Catalog, k) {
 		return false, nil
 	}
 	tx, err := w.Pool.Begin(ctx)
@@ -43,27 +42,48 @@ func (w *CreateKeyWorker) sellFromStock(ctx context.Context, job *river.Job[Crea
 		return false, err
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit; on any failure the error returned says why
-	userKey, stockPrice, err := postgres.TakeStockKey(ctx, tx, k.ID)
-	if err != nil || userKey == "" {
+	stockPrice, d, err := takeFromStock(ctx, tx, k)
+	if err != nil || stockPrice == "" {
 		return false, err
 	}
-	expiry := lifetimeExpiry(k)
-	if err := postgres.DeliverKey(ctx, tx, k.ID, userKey, expiry, false); err != nil {
+	if err := w.finishDelivery(ctx, tx, job, k, d, stockPrice); err != nil {
 		return false, err
 	}
-	// The key still carries its stock note: it is read back from Luarmor
-	// (replaced if it was used or banned before the sale), then the
-	// buyer's details and Discord ID follow; the price's stock is topped
-	// up again.
-	if err := insertMany(ctx, tx, StockKeyCheckArgs{OrderKeyID: k.ID}); err != nil {
-		return false, err
-	}
-	if err := w.finishDelivery(ctx, tx, job, k, delivery{UserKey: userKey, AuthExpire: expiry}, stockPrice); err != nil {
-		return false, err
-	}
-	w.Logger.InfoContext(ctx, "key delivered from stock", "order_key_id", k.ID, "user_key", logging.MaskKey(userKey),
+	w.Logger.InfoContext(ctx, "key delivered from stock", "order_key_id", k.ID, "user_key", logging.MaskKey(d.UserKey),
 		"project_id", k.ProjectID, "key_days", k.KeyDays)
 	return true, nil
+}
+
+// stockServes reports whether unit k may be sold a key of the stock: a
+// pending unit no create was ever sent for, whose key follows key_days
+// (not a subscription's), of a price the catalog stocks.
+func stockServes(c *catalog.Catalog, k *order.Key) bool {
+	if k.Status != order.KeyPending || k.CreateAttempts > 0 || k.Recurring || k.ExpireTarget != nil {
+		return false
+	}
+	product, ok := c.Lookup(k.PriceID)
+	return ok && product.Stock > 0
+}
+
+// takeFromStock delivers unit k with a key of the stock inside tx (the
+// transaction that then records the rest of the delivery, recordDelivered,
+// and commits it with the step that made it) and returns the price whose
+// stock sold it, "" when none was left. The key still carries its stock
+// note: it is read back from Luarmor (replaced if it was used or banned
+// before the sale), then the buyer's details and Discord ID follow.
+func takeFromStock(ctx context.Context, tx pgx.Tx, k *order.Key) (string, delivery, error) {
+	userKey, stockPrice, err := postgres.TakeStockKey(ctx, tx, k.ID)
+	if err != nil || userKey == "" {
+		return "", delivery{}, err
+	}
+	d := delivery{UserKey: userKey, AuthExpire: lifetimeExpiry(k)}
+	if err := postgres.DeliverKey(ctx, tx, k.ID, d.UserKey, d.AuthExpire, false); err != nil {
+		return "", delivery{}, err
+	}
+	if err := insertMany(ctx, tx, StockKeyCheckArgs{OrderKeyID: k.ID}); err != nil {
+		return "", delivery{}, err
+	}
+	return stockPrice, d, nil
 }
 
 // queueRefill queues the refill of a price whose key tx sold, as the last
@@ -80,21 +100,72 @@ func queueRefill(ctx context.Context, tx pgx.Tx, priceID string) error {
 	return insertMany(ctx, tx, RefillStockArgs{PriceID: priceID})
 }
 
+// stockSold queues, last in tx, the refill of a price whose stock tx sold
+// from, and the stock.low event if the sale left it low.
+func stockSold(ctx context.Context, tx pgx.Tx, deps Deps, priceID string) error {
+	if err := queueRefill(ctx, tx, priceID); err != nil {
+		return err
+	}
+	return eventStockLow(ctx, tx, deps, priceID)
+}
+
+// stockSales collects what one transaction's sales from stock call for once
+// everything else in it is recorded: the refills of the prices sold from,
+// queued last under their stock locks (stockSold), each once and in one
+// order, so two transactions that sold several prices never wait on each
+// other's locks; and the metrics, counted once it commits.
+type stockSales struct {
+	prices  []string
+	counted []func()
+}
+
+func (s *stockSales) add(priceID string, counted func()) {
+	s.prices = append(s.prices, priceID)
+	s.counted = append(s.counted, counted)
+}
+
+// count is how many sales are recorded: a mark to go back to (undo) when
+// the savepoint that made the later ones is rolled back.
+func (s *stockSales) count() int { return len(s.counted) }
+
+func (s *stockSales) undo(mark int) {
+	s.prices, s.counted = s.prices[:mark], s.counted[:mark]
+}
+
+// finish queues, last in tx, the refill of every price sold from.
+func (s *stockSales) finish(ctx context.Context, tx pgx.Tx, deps Deps) error {
+	prices := slices.Clone(s.prices)
+	slices.Sort(prices)
+	for _, p := range slices.Compact(prices) {
+		if err := stockSold(ctx, tx, deps, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// committed counts the sales once their transaction has committed.
+func (s *stockSales) committed() {
+	for _, f := range s.counted {
+		f()
+	}
+}
+
 // countStockSale counts a delivered unit of a stocked price as a hit (sold
 // from stock) or a miss (made to order while the stock was empty). Units
 // the stock never serves (a subscription's) are neither.
-func (w *CreateKeyWorker) countStockSale(k *order.Key, fromStock bool) {
-	if k.Recurring || k.ExpireTarget != nil || w.Catalog == nil {
+func (d Deps) countStockSale(k *order.Key, fromStock bool) {
+	if k.Recurring || k.ExpireTarget != nil || d.Catalog == nil {
 		return
 	}
-	if product, ok := w.Catalog.Lookup(k.PriceID); !ok || product.Stock == 0 {
+	if product, ok := d.Catalog.Lookup(k.PriceID); !ok || product.Stock == 0 {
 		return
 	}
 	outcome := metrics.StockMiss
 	if fromStock {
 		outcome = metrics.StockHit
 	}
-	w.Metrics.StockSale(k.PriceID, outcome)
+	d.Metrics.StockSale(k.PriceID, outcome)
 }
 
 // StockKeySoldArgs gives a key sold from stock what a key made for its

@@ -124,6 +124,10 @@ func TestEveryStripeCallIsAcceptedByStripeMock(t *testing.T) {
 		{"retrieve a checkout session with the charge of its receipt", func() (any, error) {
 			return c.CheckoutSessionWithReceipt(ctx, "cs_test_mock")
 		}},
+		{"retrieve a checkout session with what its fulfilment reads", func() (any, error) {
+			s, _, err := c.CheckoutSessionToFulfil(ctx, "cs_test_mock")
+			return s, err
+		}},
 		{"list a session's line items", func() (any, error) { return c.LineItems(ctx, "cs_test_mock") }},
 		{"retrieve a payment intent", func() (any, error) { return c.PaymentIntent(ctx, "pi_mock") }},
 		{"retrieve a charge", func() (any, error) { return c.Charge(ctx, "ch_mock") }},
