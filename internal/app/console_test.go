@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/logging"
+	"fulfiller/internal/outbound"
 	"fulfiller/internal/postgres"
 	"fulfiller/internal/stripeapi/stripefake"
 )
@@ -71,7 +72,8 @@ func TestConsoleNeedsTheAdminLogin(t *testing.T) {
 	b := setup(t, withAdminLogin())
 	// Failed credentials are throttled after a burst of 10 per client:
 	// the test stays under it.
-	paths := []string{"/console/", "/console/orders", "/console/orders/ord_000000000000", "/console/assets/console.css"}
+	paths := []string{"/console/", "/console/orders", "/console/orders/ord_000000000000", "/console/deliveries", "/console/deliveries/1",
+		"/console/assets/console.css"}
 	for _, path := range paths {
 		status, h, _ := send(t, http.MethodGet, b.AdminURL+path, "", nil)
 		require.Equal(t, http.StatusUnauthorized, status, "%s without credentials", path)
@@ -107,7 +109,8 @@ func TestConsoleNeedsTheAdminLogin(t *testing.T) {
 // audit log keeps who, what and why.
 func TestConsoleActionsNeedAReasonAConfirmationAndTheConsoleItself(t *testing.T) {
 	t.Parallel()
-	b := setup(t, withAdminLogin())
+	rc := startReceiver(t, nil)
+	b := setup(t, withAdminLogin(), withWebhooks(rc))
 	s := b.Stripe.PaidSession("carol@example.com", stripefake.Item{PriceID: "price_not_in_catalog", Quantity: 1})
 	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
 	b.WaitOrder(t, s.ID, "failed")
@@ -128,6 +131,22 @@ func TestConsoleActionsNeedAReasonAConfirmationAndTheConsoleItself(t *testing.T)
 	status, _, _ = b.consoleForm(t, retry, url.Values{"confirm": {"yes"}, "reason": {"catalog fixed"}},
 		"Sec-Fetch-Site", "", "Origin", "https://elsewhere.example")
 	require.Equal(t, http.StatusForbidden, status, "an Origin of another site is refused")
+	// The order.failed event's delivery: its replay is refused likewise.
+	d := b.waitDelivery(t, outbound.OrderFailed, "delivered")
+	replay := fmt.Sprintf("/console/deliveries/%d/replay", d.ID)
+	status, _, body = b.consoleForm(t, replay, url.Values{"confirm": {"yes"}})
+	require.Equal(t, http.StatusBadRequest, status)
+	require.Contains(t, body, "give a reason")
+	status, _, body = b.consoleForm(t, replay, url.Values{"reason": {"resend it"}})
+	require.Equal(t, http.StatusBadRequest, status)
+	require.Contains(t, body, "tick the confirmation")
+	status, _, _ = b.consoleForm(t, replay, url.Values{"confirm": {"yes"}, "reason": {"resend it"}}, "Sec-Fetch-Site", "cross-site")
+	require.Equal(t, http.StatusForbidden, status, "a replay from another site is refused")
+	status, _, _ = b.consoleForm(t, "/console/deliveries/999999/replay", url.Values{"confirm": {"yes"}, "reason": {"resend it"}})
+	require.Equal(t, http.StatusNotFound, status)
+	require.Zero(t, b.Count(t, `SELECT replays FROM outbound_deliveries WHERE id = $1`, d.ID), "no replay was queued")
+	require.Len(t, rc.requests(), 1)
+
 	require.Empty(t, b.auditOf(t, s.ID), "nothing refused was done")
 	require.Equal(t, 1, b.Count(t, `SELECT count(*) FROM river_job WHERE kind = 'fulfil_order'`), "no retry was queued")
 

@@ -281,6 +281,14 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 	require.Equal(t, http.StatusOK, c.do(t, "GET", "/console/stock", "", "Authorization", console).status)
 	require.Equal(t, http.StatusBadRequest, c.do(t, "POST", "/console/stock/actions/reconcile", "confirm=yes",
 		"Authorization", console, "Content-Type", formType, "Sec-Fetch-Site", sameOrigin).status)
+	require.Equal(t, http.StatusOK, c.do(t, "GET", "/console/deliveries?status=failed&destination=webhook&type=order.fulfilled", "",
+		"Authorization", console).status)
+	require.Equal(t, http.StatusBadRequest, c.do(t, "GET", "/console/deliveries?status=lost", "", "Authorization", console).status)
+	require.Equal(t, http.StatusNotFound, c.do(t, "GET", "/console/deliveries/999999", "", "Authorization", console).status)
+	require.Equal(t, http.StatusNotFound, c.do(t, "POST", "/console/deliveries/999999/replay", "confirm=yes&reason=resend",
+		"Authorization", console, "Content-Type", formType, "Sec-Fetch-Site", sameOrigin).status)
+	require.Equal(t, http.StatusForbidden, c.do(t, "POST", "/console/deliveries/999999/replay", "confirm=yes&reason=resend",
+		"Authorization", console, "Content-Type", formType, "Sec-Fetch-Site", "cross-site").status)
 	require.Equal(t, http.StatusOK, c.do(t, "GET", "/console/assets/console.js", "", "Authorization", console).status)
 	require.Equal(t, http.StatusNotFound, c.do(t, "GET", "/console/assets/nothing.js", "", "Authorization", console).status)
 

@@ -90,6 +90,9 @@ func (s *Server) consoleRoutes() []route {
 		{"POST /console/checks", s.consolePage(s.consoleRunChecks)},
 		{"GET /console/stock", s.consolePage(s.consoleStock)},
 		{"POST /console/stock/actions/{action}", s.consolePage(s.consoleStockAction)},
+		{"GET /console/deliveries", s.consolePage(s.consoleDeliveries)},
+		{"GET /console/deliveries/{id}", s.consolePage(s.consoleDelivery)},
+		{"POST /console/deliveries/{id}/replay", s.consolePage(s.consoleReplayDelivery)},
 		{"GET /console/assets/{name}", s.consolePage(serveConsoleAsset)},
 	}
 }
@@ -121,8 +124,8 @@ func serveConsoleAsset(w http.ResponseWriter, r *http.Request) {
 // consoleData is what every console page renders.
 type consoleData struct {
 	Title string
-	// Section is the navigation's current entry: "overview", "orders" or
-	// "stock".
+	// Section is the navigation's current entry: "overview", "orders",
+	// "stock" or "deliveries".
 	Section string
 	Actor   string
 	// Notice is the outcome of the action just taken; Problem what went
@@ -136,6 +139,9 @@ type consoleData struct {
 	Order    *consoleOrder
 	Overview *consoleOverview
 	Stock    *consoleStockPage
+
+	Deliveries *consoleDeliveriesPage
+	Delivery   *consoleDeliveryPage
 }
 
 func (s *Server) renderConsole(w http.ResponseWriter, r *http.Request, status int, name string, d consoleData) {

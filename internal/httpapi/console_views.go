@@ -71,9 +71,11 @@ type consoleRevocation struct {
 // consoleEntry is one line of an order's timeline.
 type consoleEntry struct {
 	At time.Time
-	// Kind: "stripe", "job", "luarmor", "email" or "support".
+	// Kind: "stripe", "job", "luarmor", "email", "event" or "support".
 	Kind, Title, Detail string
 	Problem             bool
+	// Link is the console page of what the entry names, if it has one.
+	Link string
 }
 
 func (s *Server) renderConsoleOrder(d *jobs.OrderDetails, a *jobs.OrderActivity, now time.Time) *consoleOrder {
@@ -132,8 +134,8 @@ func orDash(s string) string {
 
 // consoleTimeline is everything that touched the order, oldest first:
 // Stripe's events, its jobs and their failed attempts, its Luarmor
-// requests with Luarmor's answers, its emails and the support actions on
-// it.
+// requests with Luarmor's answers, its emails, the events sent about it to
+// the shop's tools and the support actions on it.
 func consoleTimeline(d *jobs.OrderDetails, a *jobs.OrderActivity) []consoleEntry {
 	var out []consoleEntry
 	sessionID := d.Order.CheckoutSessionID
@@ -167,6 +169,9 @@ func consoleTimeline(d *jobs.OrderDetails, a *jobs.OrderActivity) []consoleEntry
 	}
 	for _, e := range a.LifecycleEmails {
 		out = append(out, emailEntry("Email: "+strings.ReplaceAll(e.Kind, "_", " "), e.Status, e.Attempts, e.LastError, e.CreatedAt, e.SentAt))
+	}
+	for _, d := range a.Deliveries {
+		out = append(out, deliveryEntry(d))
 	}
 	for _, e := range a.Audit {
 		detail := "by " + e.Actor

@@ -59,7 +59,7 @@ func (s *Server) adminListDeliveries(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	list, err := s.Support.Deliveries(r.Context(), before, int(limit))
+	list, err := s.Support.Deliveries(r.Context(), postgres.DeliveryFilter{}, before, int(limit))
 	if err != nil {
 		s.writeError(w, r, err)
 		return

@@ -54,14 +54,17 @@ func (s *Support) SearchOrders(ctx context.Context, text string) ([]*order.Order
 
 // OrderActivity is what touched an order besides OrderDetails' Stripe
 // events and keys emails: the events of its payment's revocations, its
-// jobs with their attempts, its Luarmor requests, its lifecycle emails and
-// the support actions on it.
+// jobs with their attempts, its Luarmor requests, its lifecycle emails,
+// the events sent about it to the shop's tools and the support actions on
+// it.
 type OrderActivity struct {
 	RevocationEvents []postgres.EventSummary
 	Jobs             []postgres.JobSummary
 	LuarmorCalls     []postgres.LuarmorCall
 	LifecycleEmails  []postgres.LifecycleEmailSummary
-	Audit            []postgres.AuditEntry
+	// Deliveries are the newest MaxDeliveries deliveries of its events.
+	Deliveries []postgres.OutboundDelivery
+	Audit      []postgres.AuditEntry
 }
 
 // MaxOrderLuarmorCalls is how many of an order's Luarmor requests its
@@ -93,6 +96,9 @@ func (s *Support) Activity(ctx context.Context, d *OrderDetails) (*OrderActivity
 		return nil, err
 	}
 	if a.LifecycleEmails, err = postgres.LifecycleEmailsOfOrder(ctx, s.Pool, o.ID); err != nil {
+		return nil, err
+	}
+	if a.Deliveries, err = s.Deliveries(ctx, postgres.DeliveryFilter{OrderID: o.ID}, 0, MaxDeliveries); err != nil {
 		return nil, err
 	}
 	if a.Audit, err = s.AuditLog(ctx, postgres.AuditQuery{OrderID: o.ID, Limit: MaxAuditEntries}); err != nil {

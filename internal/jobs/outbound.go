@@ -366,13 +366,13 @@ const ActionReplayDelivery = "replay-delivery"
 // MaxDeliveries is the most deliveries one listing answers.
 const MaxDeliveries = 200
 
-// Deliveries lists recent deliveries, newest first, older than before (0:
-// from the newest).
-func (s *Support) Deliveries(ctx context.Context, before int64, limit int) ([]postgres.OutboundDelivery, error) {
+// Deliveries lists recent deliveries that f lets through, newest first,
+// older than before (0: from the newest).
+func (s *Support) Deliveries(ctx context.Context, f postgres.DeliveryFilter, before int64, limit int) ([]postgres.OutboundDelivery, error) {
 	if limit <= 0 || limit > MaxDeliveries {
 		limit = MaxDeliveries
 	}
-	return postgres.ListOutboundDeliveries(ctx, s.Pool, before, limit)
+	return postgres.ListOutboundDeliveries(ctx, s.Pool, f, before, limit)
 }
 
 // DeliveryAttempts lists delivery id's attempts, oldest first.
@@ -402,4 +402,16 @@ func eventStockLow(ctx context.Context, tx pgx.Tx, deps Deps, priceID string) er
 	return recordEvent(ctx, tx, deps, outbound.StockLow, "stock:"+priceID+":"+now().UTC().Format(time.DateOnly), nil, func(d *outbound.Data) {
 		d.PriceID, d.Product, d.Stock, d.Target = priceID, product.Name, &ready, &product.Stock
 	})
+}
+
+// NextDeliveryAttempts says when each pending delivery of list is tried
+// next (absent: none is scheduled).
+func (s *Support) NextDeliveryAttempts(ctx context.Context, list []postgres.OutboundDelivery) (map[int64]time.Time, error) {
+	var ids []int64
+	for _, d := range list {
+		if d.Status == "pending" {
+			ids = append(ids, d.ID)
+		}
+	}
+	return postgres.NextOutboundAttempts(ctx, s.Pool, ids)
 }

@@ -53,6 +53,10 @@ func lookupArgs(h *postgrestest.History) map[string][][]any {
 		"RevocationsOfOrder":     {{h.RevocationID, h.PaymentIntentID, ""}, {int64(0), "", h.SubscriptionID}},
 		"ReissuesOfOrder":        {{h.SessionID}},
 		"LifecycleEmailsOfOrder": {{h.OrderID}},
+		// The delivery log: an order's, and the console's filtered by
+		// status (jobs.MaxDeliveries, the console's page of 50).
+		"ListOutboundDeliveries": {{int64(0), 200, "", "", "", h.OrderID}, {int64(0), 50, "failed", "", "", int64(0)},
+			{int64(0), 50, "", "webhook", "order.fulfilled", int64(0)}},
 		// The console's overview: the figures of the day and the week, the
 		// failed and the waiting orders (jobs.MaxOverviewOrders).
 		"FiguresSince":          {{now.Add(-24 * time.Hour)}, {now.Add(-7 * 24 * time.Hour)}},

@@ -92,12 +92,29 @@ func GetOutboundDelivery(ctx context.Context, db DB, id int64) (*OutboundDeliver
 	return d, nil
 }
 
-// ListOutboundDeliveries lists deliveries newest first, older than before
-// (0: from the newest), at most limit.
-func ListOutboundDeliveries(ctx context.Context, db DB, before int64, limit int) ([]OutboundDelivery, error) {
-	rows, err := db.Query(ctx, `SELECT `+outboundDeliveryColumns+`
+// DeliveryFilter narrows a listing of deliveries; its zero value lists
+// them all.
+type DeliveryFilter struct {
+	Status      string // pending, delivered or failed
+	Destination string // outbound.DestinationWebhook or DestinationDiscord
+	Type        outbound.EventType
+	// OrderID: only the events about that order.
+	OrderID int64
+}
+
+// listOutboundDeliveriesSQL is one query for every filter: a filter left
+// empty compares its parameter with itself, which PostgreSQL drops when it
+// plans the query with the values given.
+var listOutboundDeliveriesSQL = lookup("ListOutboundDeliveries", `SELECT `+outboundDeliveryColumns+`
 		FROM outbound_deliveries d JOIN outbound_events e ON e.id = d.event_id
-		WHERE $1 = 0 OR d.id < $1 ORDER BY d.id DESC LIMIT $2`, before, limit)
+		WHERE ($1::bigint = 0 OR d.id < $1) AND ($3::text = '' OR d.status = $3) AND ($4::text = '' OR d.destination = $4)
+			AND ($5::text = '' OR e.type = $5) AND ($6::bigint = 0 OR e.order_id = $6)
+		ORDER BY d.id DESC LIMIT $2`)
+
+// ListOutboundDeliveries lists the deliveries f lets through, newest first,
+// older than before (0: from the newest), at most limit.
+func ListOutboundDeliveries(ctx context.Context, db DB, f DeliveryFilter, before int64, limit int) ([]OutboundDelivery, error) {
+	rows, err := db.Query(ctx, listOutboundDeliveriesSQL, before, limit, f.Status, f.Destination, string(f.Type), f.OrderID)
 	if err != nil {
 		return nil, fmt.Errorf("listing webhook deliveries: %w", err)
 	}
@@ -181,4 +198,34 @@ func ReplayOutboundDelivery(ctx context.Context, tx pgx.Tx, id int64) (int, erro
 		return 0, fmt.Errorf("replaying webhook delivery %d: %w", id, err)
 	}
 	return replay, nil
+}
+
+// NextOutboundAttempts says when each of the pending deliveries ids is
+// tried next: the scheduled time of the job serving its latest replay, or
+// when that job started, while it runs. A delivery whose job is gone
+// (finished, or cancelled) is absent.
+func NextOutboundAttempts(ctx context.Context, db DB, ids []int64) (map[int64]time.Time, error) {
+	out := map[int64]time.Time{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	rows, err := db.Query(ctx, `SELECT (args->>'delivery_id')::bigint,
+			CASE WHEN state = 'running' THEN COALESCE(attempted_at, scheduled_at) ELSE scheduled_at END
+		FROM river_job
+		WHERE args @> ANY(ARRAY(SELECT jsonb_build_object('delivery_id', id, 'replay', replays)
+				FROM outbound_deliveries WHERE id = ANY($1) AND status = 'pending'))
+			AND kind = 'deliver_event' AND state IN ('available', 'scheduled', 'retryable', 'running', 'pending')`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("reading when webhook deliveries are tried next: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		var at time.Time
+		if err := rows.Scan(&id, &at); err != nil {
+			return nil, fmt.Errorf("reading when webhook deliveries are tried next: %w", err)
+		}
+		out[id] = at
+	}
+	return out, rows.Err()
 }

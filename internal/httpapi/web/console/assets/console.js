@@ -1,7 +1,8 @@
 // The operator console works without script; this keeps an action from
 // being sent twice by a double click (a form's button is disabled once the
-// form is submitted), and refreshes the stock page's live part while an
-// operation runs (its Refresh link does it by hand).
+// form is submitted), and refreshes the live part of the stock page while
+// an operation runs and of a delivery's page while it is pending (their
+// Refresh links do it by hand).
 "use strict";
 
 document.addEventListener("submit", (event) => {
@@ -14,22 +15,23 @@ document.addEventListener("submit", (event) => {
   }
 });
 
-// While the stock page's live part says an operation runs (data-running),
-// read the page again every few seconds and put in its new live part: the
-// action forms, outside it, keep what the operator typed.
-const stockRefreshEvery = 2000;
+// While a page's live part says something runs (data-running: a stock
+// operation, a pending delivery), read the page again every few seconds
+// and put in its new live part: the action forms, outside it, keep what
+// the operator typed.
+const liveRefreshEvery = 2000;
 
-function refreshStock() {
-  const live = document.getElementById("stock-live");
+function refreshLive(id, url) {
+  const live = document.getElementById(id);
   if (!live || !live.hasAttribute("data-running")) {
     return;
   }
   setTimeout(async () => {
     try {
-      const response = await fetch("/console/stock", { credentials: "same-origin", cache: "no-store" });
+      const response = await fetch(url, { credentials: "same-origin", cache: "no-store" });
       if (response.ok) {
         const page = new DOMParser().parseFromString(await response.text(), "text/html");
-        const fresh = page.getElementById("stock-live");
+        const fresh = page.getElementById(id);
         if (fresh) {
           live.replaceWith(document.adoptNode(fresh));
         }
@@ -37,10 +39,11 @@ function refreshStock() {
     } catch {
       // The next round tries again; the Refresh link still works.
     }
-    refreshStock();
-  }, stockRefreshEvery);
+    refreshLive(id, url);
+  }, liveRefreshEvery);
 }
 
-refreshStock();
+refreshLive("stock-live", "/console/stock");
+refreshLive("delivery-live", location.pathname);
 
 document.documentElement.dataset.consoleReady = "1";
