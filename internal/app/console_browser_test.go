@@ -34,18 +34,22 @@ func consolePage(t *testing.T, b *bundle) *page {
 	return p
 }
 
+// consoleParsed is true once a console page is parsed whole: its deferred
+// script has run. A navigation's new location shows before its page does.
+const consoleParsed = `document.documentElement.dataset.consoleReady === "1"`
+
 // searchConsole types text in the console's search box and submits it.
 func (p *page) searchConsole(t *testing.T, text string) {
 	t.Helper()
 	p.run(t, chromedp.SetValue(chromedp.CSS("#q"), text), chromedp.Click(chromedp.CSS(`form.search button[type="submit"]`)))
-	p.waitFor(t, `document.querySelector("#results-heading") !== null`, "the search's results")
+	p.waitFor(t, `document.querySelector("#results-heading") !== null && `+consoleParsed, "the search's results")
 }
 
 // openFoundOrder clicks the order ref in the search's results.
 func (p *page) openFoundOrder(t *testing.T, ref string) {
 	t.Helper()
 	p.run(t, chromedp.Click(chromedp.CSS(`tr[data-order="`+ref+`"] a`)))
-	p.waitFor(t, `document.querySelector("h1") !== null && document.querySelector("h1").textContent === "Order `+ref+`"`, "the order's page")
+	p.waitFor(t, `document.querySelector("h1") !== null && document.querySelector("h1").textContent === "Order `+ref+`" && `+consoleParsed, "the order's page")
 }
 
 // openConsoleAction opens the action whose confirmation is named id

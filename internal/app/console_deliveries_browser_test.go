@@ -16,10 +16,6 @@ import (
 	"fulfiller/internal/stripeapi/stripefake"
 )
 
-// consoleParsed is true once a console page is parsed whole: its deferred
-// script has run. A navigation's new location shows before its page does.
-const consoleParsed = `document.documentElement.dataset.consoleReady === "1"`
-
 // TestConsoleDeliveryLogShowsAFailedDeliveryAndReplaysIt: the shop's
 // backend fails a sale's event twice (500), then refuses it (422), so the
 // delivery fails. The operator finds it in the console's delivery log,
