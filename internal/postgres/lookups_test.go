@@ -53,6 +53,10 @@ func lookupArgs(h *postgrestest.History) map[string][][]any {
 		"RevocationsOfOrder":     {{h.RevocationID, h.PaymentIntentID, ""}, {int64(0), "", h.SubscriptionID}},
 		"ReissuesOfOrder":        {{h.SessionID}},
 		"LifecycleEmailsOfOrder": {{h.OrderID}},
+
+		// The order API, for a session the database has no order of.
+		"CheckoutEventAwaitingHandler": {{h.SessionID}},
+
 		// The console's overview: the figures of the day and the week, the
 		// failed and the waiting orders (jobs.MaxOverviewOrders).
 		"FiguresSince":          {{now.Add(-24 * time.Hour)}, {now.Add(-7 * 24 * time.Hour)}},
