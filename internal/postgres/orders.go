@@ -115,14 +115,27 @@ var (
 	keysOfOrderSQL = lookup("GetOrder/keys", "SELECT "+keyColumns+" FROM order_keys WHERE checkout_session_id = $1 ORDER BY id")
 )
 
-// GetOrder returns an order with its keys, or an order.ENOTFOUND error.
-func GetOrder(ctx context.Context, db DB, sessionID string) (*order.Order, error) {
+// GetOrderRow returns an order's own row (status, payment, access), one
+// query, without what GetOrder adds (keys, HWID resets, Discord, lines,
+// standing), or an order.ENOTFOUND error. For steps that decide on the
+// order's state alone: a fulfilment queueing units, a long-poll waking.
+func GetOrderRow(ctx context.Context, db DB, sessionID string) (*order.Order, error) {
 	o, err := scanOrder(db.QueryRow(ctx, getOrderSQL, sessionID))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, order.Errorf(order.ENOTFOUND, "no order for checkout session %s", sessionID)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading order %s: %w", sessionID, err)
+	}
+	return o, nil
+}
+
+// GetOrder returns an order with its keys and everything a buyer or
+// support sees of it, or an order.ENOTFOUND error.
+func GetOrder(ctx context.Context, db DB, sessionID string) (*order.Order, error) {
+	o, err := GetOrderRow(ctx, db, sessionID)
+	if err != nil {
+		return nil, err
 	}
 	rows, err := db.Query(ctx, keysOfOrderSQL, sessionID)
 	if err != nil {
