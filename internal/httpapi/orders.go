@@ -205,7 +205,13 @@ func (s *Server) waitWhilePending(r *http.Request, access order.Access, o *order
 				changed = true
 				continue
 			}
-			return s.rereadOrder(r, access, o.CheckoutSessionID)
+			if err := postgres.AddOrderDetails(r.Context(), s.Pool, row); err != nil {
+				if r.Context().Err() != nil {
+					return nil, nil
+				}
+				return nil, err
+			}
+			return row, nil
 		}
 	}
 }

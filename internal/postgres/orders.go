@@ -137,26 +137,36 @@ func GetOrder(ctx context.Context, db DB, sessionID string) (*order.Order, error
 	if err != nil {
 		return nil, err
 	}
-	rows, err := db.Query(ctx, keysOfOrderSQL, sessionID)
-	if err != nil {
-		return nil, fmt.Errorf("reading keys of order %s: %w", sessionID, err)
-	}
-	if o.Keys, err = collectKeys(rows); err != nil {
-		return nil, fmt.Errorf("reading keys of order %s: %w", sessionID, err)
-	}
-	if err := attachHWIDResets(ctx, db, o); err != nil {
-		return nil, err
-	}
-	if err := attachDiscord(ctx, db, o); err != nil {
-		return nil, err
-	}
-	if err := attachLines(ctx, db, o); err != nil {
-		return nil, err
-	}
-	if err := attachStanding(ctx, db, o); err != nil {
+	if err := AddOrderDetails(ctx, db, o); err != nil {
 		return nil, err
 	}
 	return o, nil
+}
+
+// AddOrderDetails reads into o, an order's row (GetOrderRow), what GetOrder
+// adds to it.
+func AddOrderDetails(ctx context.Context, db DB, o *order.Order) error {
+	sessionID := o.CheckoutSessionID
+	rows, err := db.Query(ctx, keysOfOrderSQL, sessionID)
+	if err != nil {
+		return fmt.Errorf("reading keys of order %s: %w", sessionID, err)
+	}
+	if o.Keys, err = collectKeys(rows); err != nil {
+		return fmt.Errorf("reading keys of order %s: %w", sessionID, err)
+	}
+	if err := attachHWIDResets(ctx, db, o); err != nil {
+		return err
+	}
+	if err := attachDiscord(ctx, db, o); err != nil {
+		return err
+	}
+	if err := attachLines(ctx, db, o); err != nil {
+		return err
+	}
+	if err := attachStanding(ctx, db, o); err != nil {
+		return err
+	}
+	return nil
 }
 
 // collectKeys reads every key of rows and closes them.
