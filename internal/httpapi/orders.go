@@ -98,7 +98,7 @@ func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) {
 		// The server's WriteTimeout is about as long as the longest wait.
 		_ = http.NewResponseController(w).SetWriteDeadline(until.Add(waitWriteMargin))
 	}
-	o, err := s.findOrder(r, link)
+	o, err := s.findOrderAwaitingWebhook(r, link, changes, until)
 	if errors.Is(err, errLookupsBusy) && changes != nil {
 		// Every look-up is spent, by other clients: wait for the webhook
 		// to record the order rather than send the buyer away. Whether the
@@ -153,31 +153,81 @@ func (s *Server) waitForRecord(r *http.Request, link orderLink, changes *notify.
 	}
 }
 
-// waitWhilePending reads the order once per notification until it is no
-// longer pending or wait ends; nil, nil means the client has gone. An
-// access rotated meanwhile ends the wait as an unknown order.
+// awaitWebhook waits, within webhookGrace and until then, for the job of
+// the session's recorded webhook to record its order; nil, nil when no
+// event of the session awaits its job, or the wait ended first: the order
+// is then confirmed with Stripe.
+func (s *Server) awaitWebhook(r *http.Request, link orderLink, changes *notify.Subscription, until time.Time) (*order.Order, error) {
+	awaiting, err := postgres.CheckoutEventAwaitingHandler(r.Context(), s.Pool, link.sessionID)
+	if err != nil || !awaiting {
+		return nil, err
+	}
+	if grace := time.Now().Add(webhookGrace); grace.Before(until) {
+		until = grace
+	}
+	o, err := s.waitForRecord(r, link, changes, until)
+	if errors.Is(err, errLookupsBusy) {
+		return nil, nil // the job is late
+	}
+	return o, err
+}
+
+// waitWhilePending reads the order's state once per notification until it
+// is no longer pending or wait ends, and then the whole order; nil, nil
+// means the client has gone. An access rotated meanwhile ends the wait as
+// an unknown order. A wake that finds the order still pending reads only
+// its row: of a sales spike's many wakes, only the last reads keys.
 func (s *Server) waitWhilePending(r *http.Request, access order.Access, o *order.Order, changes *notify.Subscription, until time.Time) (*order.Order, error) {
 	deadline := time.NewTimer(time.Until(until))
 	defer deadline.Stop()
-	for o.Status == order.StatusPending {
+	changed := false // since o was read
+	for {
 		select {
 		case <-r.Context().Done():
 			return nil, nil
 		case <-deadline.C:
-			return o, nil
+			if !changed {
+				return o, nil
+			}
+			return s.rereadOrder(r, access, o.CheckoutSessionID)
 		case <-changes.C:
-			next, err := postgres.GetOrder(r.Context(), s.Pool, o.CheckoutSessionID)
+			row, err := postgres.GetOrderRow(r.Context(), s.Pool, o.CheckoutSessionID)
 			if err != nil {
 				if r.Context().Err() != nil {
 					return nil, nil
 				}
 				return nil, err
 			}
-			if !access.Grants(next) {
+			if !access.Grants(row) {
 				return nil, errUnknownOrder
 			}
-			o = next
+			if row.Status == order.StatusPending {
+				changed = true
+				continue
+			}
+			if err := postgres.AddOrderDetails(r.Context(), s.Pool, row); err != nil {
+				if r.Context().Err() != nil {
+					return nil, nil
+				}
+				return nil, err
+			}
+			return row, nil
 		}
+	}
+}
+
+// rereadOrder reads the whole order again for a waiting request; nil, nil
+// when the client has gone.
+func (s *Server) rereadOrder(r *http.Request, access order.Access, sessionID string) (*order.Order, error) {
+	o, err := postgres.GetOrder(r.Context(), s.Pool, sessionID)
+	if err != nil {
+		if r.Context().Err() != nil {
+			return nil, nil
+		}
+		return nil, err
+	}
+	if !access.Grants(o) {
+		return nil, errUnknownOrder
 	}
 	return o, nil
 }
@@ -204,6 +254,21 @@ func parseWait(r *http.Request) (time.Duration, error) {
 // asked about session IDs the database does not have: a revoked one is
 // known, and never looked up.
 func (s *Server) findOrder(r *http.Request, link orderLink) (*order.Order, error) {
+	return s.findOrderAwaitingWebhook(r, link, nil, time.Time{})
+}
+
+// webhookGrace bounds the wait for a recorded webhook's job to record its
+// order (findOrderAwaitingWebhook): past it the job is late (a backlog, a
+// failure), and the order is confirmed with Stripe instead.
+const webhookGrace = 10 * time.Second
+
+// findOrderAwaitingWebhook is findOrder for a request that may wait on
+// changes, until then: when the session's webhook is recorded and its job
+// has not yet run, that job records and fulfils the order in one commit,
+// which wakes the request. Confirming with Stripe meanwhile would only
+// record and fulfil the same order a second time, each of the two
+// transactions waiting on the other's locks.
+func (s *Server) findOrderAwaitingWebhook(r *http.Request, link orderLink, changes *notify.Subscription, until time.Time) (*order.Order, error) {
 	refused := false
 	if link.sessionID != "" {
 		o, err := postgres.GetOrder(r.Context(), s.Pool, link.sessionID)
@@ -214,6 +279,12 @@ func (s *Server) findOrder(r *http.Request, link orderLink) (*order.Order, error
 			refused = true
 		case order.ErrorCode(err) != order.ENOTFOUND:
 			return nil, err
+		}
+	}
+	if changes != nil && !refused {
+		o, err := s.awaitWebhook(r, link, changes, until)
+		if o != nil || err != nil {
+			return o, err
 		}
 	}
 	if !s.clientLookups.allow(s.clientIP(r)) {

@@ -331,7 +331,7 @@ func (w *CreateKeyWorker) finishDelivery(ctx context.Context, tx pgx.Tx, job *ri
 	if err := recordDelivered(ctx, tx, k, d); err != nil {
 		return err
 	}
-	o, err := postgres.GetOrder(ctx, tx, k.CheckoutSessionID)
+	o, err := postgres.GetOrderRow(ctx, tx, k.CheckoutSessionID)
 	if err != nil {
 		return err
 	}

@@ -412,7 +412,7 @@ func (d Deps) sellOrQueueUnits(ctx context.Context, tx pgx.Tx, o *order.Order, s
 	// The units not sold are queued first (QueueUnits takes those already
 	// marked queued first), then the order's next ones in the sold ones'
 	// place; an order the sales completed queues none.
-	now, err := postgres.GetOrder(ctx, tx, o.CheckoutSessionID)
+	now, err := postgres.GetOrderRow(ctx, tx, o.CheckoutSessionID)
 	if err != nil {
 		return err
 	}

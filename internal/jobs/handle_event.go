@@ -184,7 +184,7 @@ func (w *HandleEventsWorker) paidSessionToFulfil(ctx context.Context, id string)
 	if err != nil || s.ID == "" || !order.Fulfillable(string(s.Status), string(s.PaymentStatus)) {
 		return ""
 	}
-	o, err := postgres.GetOrder(ctx, w.Pool, s.ID)
+	o, err := postgres.GetOrderRow(ctx, w.Pool, s.ID)
 	if err == nil && (o.ItemsLoaded || o.Status != order.StatusPending) {
 		return ""
 	}

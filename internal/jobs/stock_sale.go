@@ -87,17 +87,21 @@ func takeFromStock(ctx context.Context, tx pgx.Tx, k *order.Key) (string, delive
 }
 
 // queueRefill queues the refill of a price whose key tx sold, as the last
-// step before its commit. It takes the price's stock lock, which a refill
-// holds while it decides the stock is full and completes: whichever of the
-// two commits second sees the other, so a sale in a refill's last moments
-// never goes unreplaced. Taken last, the lock is held for the commit only,
-// so concurrent sales of one price queue on it for milliseconds, not for
-// their whole delivery.
+// step before its commit, under the price's stock lock taken shared
+// (postgres.LockStock says what it guarantees): sales of one price commit
+// side by side, and a refill deciding the stock is full waits for them.
+// A refill already waiting or running counts this sale when it decides, so
+// none is queued then: concurrent sales of a price would otherwise queue
+// one after the other on the refill job's unique key.
 func queueRefill(ctx context.Context, tx pgx.Tx, priceID string) error {
-	if err := postgres.LockStock(ctx, tx, priceID); err != nil {
+	if err := postgres.ShareStockLock(ctx, tx, priceID); err != nil {
 		return err
 	}
-	return insertMany(ctx, tx, RefillStockArgs{PriceID: priceID})
+	refill := RefillStockArgs{PriceID: priceID}
+	if queued, err := postgres.RefillInFlight(ctx, tx, refill.Kind(), priceID); err != nil || queued {
+		return err
+	}
+	return insertMany(ctx, tx, refill)
 }
 
 // stockSold queues, last in tx, the refill of a price whose stock tx sold

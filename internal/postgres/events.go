@@ -101,3 +101,18 @@ func MarkEventsHandled(ctx context.Context, tx pgx.Tx, ids []string) error {
 	}
 	return nil
 }
+
+var checkoutEventAwaitingSQL = lookup("CheckoutEventAwaitingHandler", `SELECT EXISTS (SELECT 1 FROM stripe_events
+		WHERE object_id = $1 AND type LIKE 'checkout.session.%' AND handled AND awaiting_handler)`)
+
+// CheckoutEventAwaitingHandler reports whether an event about Checkout
+// Session sessionID is recorded and its handle_events job has not yet
+// completed: that job records the session's order (and fulfils it, when
+// paid) in the commit that completes it, which notifies order_changed.
+func CheckoutEventAwaitingHandler(ctx context.Context, db DB, sessionID string) (bool, error) {
+	var awaiting bool
+	if err := db.QueryRow(ctx, checkoutEventAwaitingSQL, sessionID).Scan(&awaiting); err != nil {
+		return false, fmt.Errorf("looking for the recorded events of checkout session %s: %w", sessionID, err)
+	}
+	return awaiting, nil
+}

@@ -57,6 +57,9 @@ func lookupArgs(h *postgrestest.History) map[string][][]any {
 		// status (jobs.MaxDeliveries, the console's page of 50).
 		"ListOutboundDeliveries": {{int64(0), 200, "", "", "", h.OrderID}, {int64(0), 50, "failed", "", "", int64(0)},
 			{int64(0), 50, "", "webhook", "order.fulfilled", int64(0)}},
+
+		// The order API, for a session the database has no order of.
+		"CheckoutEventAwaitingHandler": {{h.SessionID}},
 		// The console's overview: the figures of the day and the week, the
 		// failed and the waiting orders (jobs.MaxOverviewOrders).
 		"FiguresSince":          {{now.Add(-24 * time.Hour)}, {now.Add(-7 * 24 * time.Hour)}},

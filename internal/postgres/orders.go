@@ -115,8 +115,11 @@ var (
 	keysOfOrderSQL = lookup("GetOrder/keys", "SELECT "+keyColumns+" FROM order_keys WHERE checkout_session_id = $1 ORDER BY id")
 )
 
-// GetOrder returns an order with its keys, or an order.ENOTFOUND error.
-func GetOrder(ctx context.Context, db DB, sessionID string) (*order.Order, error) {
+// GetOrderRow returns an order's own row (status, payment, access), one
+// query, without what GetOrder adds (keys, HWID resets, Discord, lines,
+// standing), or an order.ENOTFOUND error. For steps that decide on the
+// order's state alone: a fulfilment queueing units, a long-poll waking.
+func GetOrderRow(ctx context.Context, db DB, sessionID string) (*order.Order, error) {
 	o, err := scanOrder(db.QueryRow(ctx, getOrderSQL, sessionID))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, order.Errorf(order.ENOTFOUND, "no order for checkout session %s", sessionID)
@@ -124,26 +127,46 @@ func GetOrder(ctx context.Context, db DB, sessionID string) (*order.Order, error
 	if err != nil {
 		return nil, fmt.Errorf("reading order %s: %w", sessionID, err)
 	}
-	rows, err := db.Query(ctx, keysOfOrderSQL, sessionID)
+	return o, nil
+}
+
+// GetOrder returns an order with its keys and everything a buyer or
+// support sees of it, or an order.ENOTFOUND error.
+func GetOrder(ctx context.Context, db DB, sessionID string) (*order.Order, error) {
+	o, err := GetOrderRow(ctx, db, sessionID)
 	if err != nil {
-		return nil, fmt.Errorf("reading keys of order %s: %w", sessionID, err)
-	}
-	if o.Keys, err = collectKeys(rows); err != nil {
-		return nil, fmt.Errorf("reading keys of order %s: %w", sessionID, err)
-	}
-	if err := attachHWIDResets(ctx, db, o); err != nil {
 		return nil, err
 	}
-	if err := attachDiscord(ctx, db, o); err != nil {
-		return nil, err
-	}
-	if err := attachLines(ctx, db, o); err != nil {
-		return nil, err
-	}
-	if err := attachStanding(ctx, db, o); err != nil {
+	if err := AddOrderDetails(ctx, db, o); err != nil {
 		return nil, err
 	}
 	return o, nil
+}
+
+// AddOrderDetails reads into o, an order's row (GetOrderRow), what GetOrder
+// adds to it.
+func AddOrderDetails(ctx context.Context, db DB, o *order.Order) error {
+	sessionID := o.CheckoutSessionID
+	rows, err := db.Query(ctx, keysOfOrderSQL, sessionID)
+	if err != nil {
+		return fmt.Errorf("reading keys of order %s: %w", sessionID, err)
+	}
+	if o.Keys, err = collectKeys(rows); err != nil {
+		return fmt.Errorf("reading keys of order %s: %w", sessionID, err)
+	}
+	if err := attachHWIDResets(ctx, db, o); err != nil {
+		return err
+	}
+	if err := attachDiscord(ctx, db, o); err != nil {
+		return err
+	}
+	if err := attachLines(ctx, db, o); err != nil {
+		return err
+	}
+	if err := attachStanding(ctx, db, o); err != nil {
+		return err
+	}
+	return nil
 }
 
 // collectKeys reads every key of rows and closes them.

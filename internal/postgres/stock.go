@@ -91,15 +91,48 @@ func ClaimStockKey(ctx context.Context, tx pgx.Tx, plan StockPlan, owner string,
 	return s, nil
 }
 
-// LockStock serialises, until tx ends, the changes to a price's stock count:
-// a refill deciding the stock is full, and a sale queueing the refill that
-// replaces its key. Whichever comes second sees the other, so a sale during
-// the last moments of a refill never goes unreplaced.
+// The stock's one invariant across transactions: a price's stock never
+// holds more than N keys for sale, and a sale is never left unreplaced by
+// a refill that decided, during the sale, that the stock was full. A key is
+// never sold twice by the row lock its sale takes (TakeStockKey, SKIP
+// LOCKED), not by these locks.
+//
+// LockStock takes, until tx ends, the price's stock lock exclusively: a
+// refill holds it while it counts the stock, plans a key and, when full,
+// completes its job (ClaimStockKey), so two refills never plan past N.
+// ShareStockLock takes the same lock shared: a sale holds it from queueing
+// the refill that replaces its key to its commit. Sales therefore commit
+// concurrently, and a refill's count-and-complete step waits for the sales
+// in flight and is waited for by the next ones: whichever commits second
+// sees the other.
 func LockStock(ctx context.Context, tx pgx.Tx, priceID string) error {
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('stock_keys:' || $1, 0))`, priceID); err != nil {
 		return fmt.Errorf("locking the stock of price %s: %w", priceID, err)
 	}
 	return nil
+}
+
+// ShareStockLock takes a price's stock lock shared until tx ends: see
+// LockStock.
+func ShareStockLock(ctx context.Context, tx pgx.Tx, priceID string) error {
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock_shared(hashtextextended('stock_keys:' || $1, 0))`, priceID); err != nil {
+		return fmt.Errorf("locking the stock of price %s for a sale: %w", priceID, err)
+	}
+	return nil
+}
+
+// RefillInFlight reports whether a job of kind (the refill's) for price
+// waits or runs. Read under ShareStockLock, such a refill has not yet
+// decided the stock is full (it decides and completes under LockStock), so
+// it will count a sale committed now: the sale need not queue another.
+func RefillInFlight(ctx context.Context, tx pgx.Tx, kind, priceID string) (bool, error) {
+	var found bool
+	err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM river_job WHERE kind = $1
+		AND state IN `+liveJobStates+` AND args->>'price_id' = $2)`, kind, priceID).Scan(&found)
+	if err != nil {
+		return false, fmt.Errorf("looking for the refill of price %s: %w", priceID, err)
+	}
+	return found, nil
 }
 
 // RenewStockLease renews owner's lease on a pending stock key right before
