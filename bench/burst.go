@@ -207,7 +207,7 @@ func burstStockedRuns(ctx context.Context, dbs *databases, tmpl string, logger *
 		}
 		idle.add(w)
 	}
-	idle.finish(ctx, b, true, false)
+	idle.finish(ctx, b, true, true)
 
 	if err := waitForStock(ctx, svc, o.purchases, o.fillTimeout); err != nil {
 		return nil, err
@@ -580,7 +580,7 @@ func (r *burstRunResult) finish(ctx context.Context, b *burstBuyers, stocked, st
 				timings = append(timings, timing{sessionID: p.sessionID, sent: p.sent, answered: p.answered, seen: p.seen()})
 			}
 		}
-		list, err := milestones(ctx, b.svc, timings)
+		list, err := purchaseSteps(ctx, b.svc, timings)
 		if err != nil {
 			r.StepsError = err.Error()
 		}
@@ -734,16 +734,16 @@ func writeBurstText(b *strings.Builder, s *BurstReport) {
 			withSteps = append(withSteps, r)
 		}
 	}
-	if len(withSteps) > 0 && len(withSteps[0].Steps) > 0 {
+	if len(stepNames(withSteps)) > 0 {
 		fmt.Fprintf(b, "\nWhere the time goes, p50 / p99 after the webhook was sent:\n\n| step |")
 		for _, r := range withSteps {
 			fmt.Fprintf(b, " %s |", r.Name)
 		}
 		fmt.Fprintf(b, "\n|---|%s\n", strings.Repeat("--:|", len(withSteps)))
-		for i, st := range withSteps[0].Steps {
-			fmt.Fprintf(b, "| %s |", st.Step)
+		for _, step := range stepNames(withSteps) {
+			fmt.Fprintf(b, "| %s |", step)
 			for _, r := range withSteps {
-				if i < len(r.Steps) {
+				if i := slices.IndexFunc(r.Steps, func(st StockStep) bool { return st.Step == step }); i >= 0 {
 					fmt.Fprintf(b, " %s / %s |", fmtWait(r.Steps[i].P50Ms), fmtWait(r.Steps[i].P99Ms))
 				} else {
 					fmt.Fprintf(b, " n/a |")
@@ -786,4 +786,22 @@ func maxSentOver(runs []BurstRun) float64 {
 		}
 	}
 	return m
+}
+
+// stepNames lists the steps of runs in the order they happen: each run's
+// own, merged, a step only some runs went through kept in its place.
+func stepNames(runs []BurstRun) []string {
+	var names []string
+	for _, r := range runs {
+		at := 0
+		for _, st := range r.Steps {
+			if i := slices.Index(names, st.Step); i >= 0 {
+				at = i + 1
+				continue
+			}
+			names = slices.Insert(names, at, st.Step)
+			at++
+		}
+	}
+	return names
 }

@@ -139,4 +139,23 @@ func TestBurstScenarioSellsFromStockWithoutCreatingKeysAndMakesToOrderWith(t *te
 	require.GreaterOrEqual(t, made.LuarmorCreates, purchases, "every order made to order, one creation each")
 	require.Positive(t, stocked.P50Ms)
 	require.LessOrEqual(t, stocked.P50Ms, stocked.MaxMs)
+
+	// Every run says where its time went, by the path it took: a stocked
+	// key is recorded by the webhook's own job, a made one after create_key.
+	for _, r := range rep.Runs {
+		require.Empty(t, r.StepsError, r.Name)
+	}
+	require.Equal(t, []string{"webhook answered", "handle_events started", "handle_events done", "key recorded", "key seen by the poll"},
+		stepsOf(stocked))
+	require.Equal(t, []string{"webhook answered", "handle_events started", "handle_events done", "create_key started", "key recorded", "key seen by the poll"},
+		stepsOf(made))
+	require.Equal(t, stepsOf(made), stepNames([]BurstRun{stocked, made}), "the report's rows keep each step in its place")
+}
+
+func stepsOf(r BurstRun) []string {
+	var names []string
+	for _, st := range r.Steps {
+		names = append(names, st.Step)
+	}
+	return names
 }
