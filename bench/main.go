@@ -12,7 +12,9 @@
 // Other scenarios: -scenario budget drains backlogs through the fleet-wide
 // Luarmor budget with three replicas; -scenario fairness times one-unit
 // orders placed behind a 500-unit order at the real 60/1m budget; -scenario
-// stock times a spike of one-unit purchases with a key stock and without.
+// stock times a spike of one-unit purchases with a key stock and without;
+// -scenario scale seeds years of orders (-orders) and times every look-up
+// and periodic query, intake and the bytes each order costs.
 //
 // Run it with `make bench`, which starts a throwaway PostgreSQL and sets
 // DATABASE_URL; every database the run creates is dropped at the end.
@@ -66,6 +68,9 @@ type options struct {
 	stockSpread time.Duration
 	stockDead   time.Duration
 	stockFill   time.Duration
+	scaleOrders int
+	scaleN      int
+	scaleRuns   int
 }
 
 func main() {
@@ -91,6 +96,9 @@ func main() {
 	flag.DurationVar(&o.stockSpread, "stock-spread", 10*time.Second, "the stock scenario's purchases arrive evenly over this time")
 	flag.DurationVar(&o.stockDead, "stock-deadline", 2*time.Minute, "in the stock scenario, an order with no key this long after the first webhook counts as not delivered")
 	flag.DurationVar(&o.stockFill, "stock-fill-timeout", 3*time.Minute, "longest the stock scenario waits for refill_stock to fill the stock")
+	flag.IntVar(&o.scaleOrders, "orders", 1_000_000, "orders of the seeded history in the scale scenario (at least 10000)")
+	flag.IntVar(&o.scaleN, "scale-samples", 200, "timed requests per look-up in the scale scenario")
+	flag.IntVar(&o.scaleRuns, "scale-runs", 50, "timed runs per periodic query in the scale scenario")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "bench: unexpected arguments %q\n", flag.Args())
@@ -111,10 +119,15 @@ func main() {
 		os.Exit(2)
 	}
 
+	if o.scaleOrders < scaleCompareOrders || o.scaleN < 1 || o.scaleRuns < 1 {
+		fmt.Fprintf(os.Stderr, "bench: -orders must be at least %d, -scale-samples and -scale-runs positive\n", scaleCompareOrders)
+		os.Exit(2)
+	}
+
 	switch o.scenario {
-	case "intake", "budget", "fairness", "stock", "all":
+	case "intake", "budget", "fairness", "stock", "scale", "all":
 	default:
-		fmt.Fprintf(os.Stderr, "bench: -scenario %q must be intake, budget, fairness, stock or all\n", o.scenario)
+		fmt.Fprintf(os.Stderr, "bench: -scenario %q must be intake, budget, fairness, stock, scale or all\n", o.scenario)
 		os.Exit(2)
 	}
 
@@ -204,6 +217,16 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (err error) {
 			latency: o.luarmor, deadline: o.stockDead, fillTimeout: o.stockFill}
 		if rep.Stock, err = stockScenario(ctx, dbs, tmpl, logger, so, progress); err != nil {
 			return fmt.Errorf("stock: %w", err)
+		}
+	}
+
+	if o.scenario == "scale" || o.scenario == "all" {
+		so := scaleOptions{orders: o.scaleOrders, samples: o.scaleN, runs: o.scaleRuns,
+			load: loadOptions{concurrency: o.concurrency, warmup: o.warmup, duration: o.duration}}
+		var err error
+		rep.Scale, err = scaleScenario(ctx, so, dbs, tmpl, logger, progress)
+		if err != nil {
+			return fmt.Errorf("scale: %w", err)
 		}
 	}
 

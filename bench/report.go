@@ -23,6 +23,7 @@ type Report struct {
 	Budget   []BudgetRow     `json:"budget,omitempty"`
 	Fairness *FairnessReport `json:"fairness,omitempty"`
 	Stock    *StockReport    `json:"stock,omitempty"`
+	Scale    *ScaleReport    `json:"scale,omitempty"`
 }
 
 // Machine describes where the figures come from.
@@ -236,6 +237,7 @@ func writeText(w io.Writer, rep *Report) error {
 	writeBudgetText(&b, rep.Budget)
 	writeFairnessText(&b, rep.Fairness)
 	writeStockText(&b, rep.Stock)
+	writeScaleText(&b, rep.Scale)
 	_, err := io.WriteString(w, b.String())
 	return err
 }
