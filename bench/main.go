@@ -71,6 +71,7 @@ type options struct {
 	scaleOrders int
 	scaleN      int
 	scaleRuns   int
+	scaleBudget time.Duration
 }
 
 func main() {
@@ -99,6 +100,7 @@ func main() {
 	flag.IntVar(&o.scaleOrders, "orders", 1_000_000, "orders of the seeded history in the scale scenario (at least 10000)")
 	flag.IntVar(&o.scaleN, "scale-samples", 200, "timed requests per look-up in the scale scenario")
 	flag.IntVar(&o.scaleRuns, "scale-runs", 50, "timed runs per periodic query in the scale scenario")
+	flag.DurationVar(&o.scaleBudget, "scale-row-budget", 15*time.Second, "longest time one row of the scale scenario runs; a slower row stops early with fewer samples")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "bench: unexpected arguments %q\n", flag.Args())
@@ -119,8 +121,8 @@ func main() {
 		os.Exit(2)
 	}
 
-	if o.scaleOrders < scaleCompareOrders || o.scaleN < 1 || o.scaleRuns < 1 {
-		fmt.Fprintf(os.Stderr, "bench: -orders must be at least %d, -scale-samples and -scale-runs positive\n", scaleCompareOrders)
+	if o.scaleOrders < scaleCompareOrders || o.scaleN < 1 || o.scaleRuns < 1 || o.scaleBudget <= 0 {
+		fmt.Fprintf(os.Stderr, "bench: -orders must be at least %d, -scale-samples, -scale-runs and -scale-row-budget positive\n", scaleCompareOrders)
 		os.Exit(2)
 	}
 
@@ -221,7 +223,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (err error) {
 	}
 
 	if o.scenario == "scale" || o.scenario == "all" {
-		so := scaleOptions{orders: o.scaleOrders, samples: o.scaleN, runs: o.scaleRuns,
+		so := scaleOptions{orders: o.scaleOrders, samples: o.scaleN, runs: o.scaleRuns, rowBudget: o.scaleBudget,
 			load: loadOptions{concurrency: o.concurrency, warmup: o.warmup, duration: o.duration}}
 		var err error
 		rep.Scale, err = scaleScenario(ctx, so, dbs, tmpl, logger, progress)

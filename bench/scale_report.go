@@ -34,14 +34,17 @@ func writeScaleText(b *strings.Builder, s *ScaleReport) {
 		"bodies of Stripe's size, renewals, revocations, emails, stock, outbound events), then ANALYZE. Load average at start %s, at end %s.\n\n",
 		thousands(s.Orders), s.LoadAtStart, s.LoadAtEnd)
 	fmt.Fprintf(b, "Look-ups are requests through HTTP to the running service, one at a time, each from its own client address, cycling "+
-		"through %d orders spread over the history (%d unmeasured first); periodic rows call the functions the jobs call, "+
-		"with their arguments, against the same database. Goals: look-ups p99 < %s, periodic queries p50 < %s.\n\n",
-		scaleExamples, scaleWarmup, fmtMs(ms(lookupGoal)), fmtMs(ms(periodicGoal)))
+		"through %d orders spread over the history (%d unmeasured first), each row for at most %s; periodic rows call the functions "+
+		"the jobs call, with their arguments, against the same database. Goals: look-ups p99 < %s, periodic queries p50 < %s.\n\n",
+		scaleExamples, scaleWarmup, seconds(s.RowBudgetS), fmtMs(ms(lookupGoal)), fmtMs(ms(periodicGoal)))
 	fmt.Fprintf(b, "| who | what | how | n | p50 | p99 | max | goal |\n|---|---|---|--:|--:|--:|--:|---|\n")
 	for _, r := range s.Rows {
 		goal := "none"
 		if r.GoalOn != "" {
 			goal = fmt.Sprintf("%s < %s: %s", r.GoalOn, fmtMs(r.GoalMs), metWord(r.Met))
+		}
+		if r.Cut {
+			goal += "; stopped at the row's time budget"
 		}
 		if r.Errors > 0 {
 			goal += fmt.Sprintf("; %d FAILED: %s", r.Errors, r.FirstError)

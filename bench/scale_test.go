@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"testing"
@@ -55,12 +56,12 @@ func TestScaleRowChecksItsGoalOnTheNamedPercentile(t *testing.T) {
 // small ones summed, the database's before and after, and each phase.
 func TestScaleReportPrintsEveryRowBytesAndPhases(t *testing.T) {
 	rep := &ScaleReport{
-		Orders: 1_000_000, LoadAtStart: "0.10 0.20 0.30", LoadAtEnd: "1.00 1.10 1.20",
+		Orders: 1_000_000, LoadAtStart: "0.10 0.20 0.30", LoadAtEnd: "1.00 1.10 1.20", RowBudgetS: 15,
 		Phases: []Phase{{Name: "seed 1000000 orders and ANALYZE", Seconds: 301.25}, {Name: "whole run", Seconds: 512}},
 		Rows: []ScaleRow{
 			newScaleRow("buyer", "order page", "GET /orders/{cs_…}", durations(1, 2, 3), lookupGoal, "p99"),
 			{Group: "console", Name: "search by email", How: "POST /console/orders q=…", GoalMs: 15, GoalOn: "p99",
-				Errors: 3, FirstError: "HTTP 500"},
+				Errors: 3, FirstError: "HTTP 500", Cut: true},
 			newScaleRow("periodic", "prune batch", "retention.Pruner", durations(70), 0, ""),
 		},
 		Intake:      []ScaleIntake{{Orders: 1_000_000, EventsPerSecond: 900, P50Ms: 10, P99Ms: 40}, {Orders: 10_000, EventsPerSecond: 1000}},
@@ -83,7 +84,8 @@ func TestScaleReportPrintsEveryRowBytesAndPhases(t *testing.T) {
 		"Load average at start 0.10 0.20 0.30, at end 1.00 1.10 1.20",
 		"| buyer | order page | `GET /orders/{cs_…}` | 3 | 2.00 ms | 3.00 ms | 3.00 ms | p99 < 15.0 ms: met |",
 		"| console | search by email | `POST /console/orders q=…` | 0 |",
-		"NOT met; 3 FAILED: HTTP 500 |",
+		"NOT met; stopped at the row's time budget; 3 FAILED: HTTP 500 |",
+		"(2 unmeasured first), each row for at most 15s;",
 		"| periodic | prune batch | `retention.Pruner` | 1 | 70.0 ms | 70.0 ms | 70.0 ms | none |",
 		"| 1,000,000 orders | 900 | 10.0 ms | 40.0 ms | 0 |",
 		"Intake at 1,000,000 orders / at 10,000: **0.90**.",
@@ -111,7 +113,7 @@ func TestThousands(t *testing.T) {
 // bodies, and the database shrinks by them.
 func TestScaleScenarioTimesEveryLookupWithoutAFailure(t *testing.T) {
 	b := setupStock(t)
-	o := scaleOptions{orders: scaleCompareOrders, samples: 3, runs: 2,
+	o := scaleOptions{orders: scaleCompareOrders, samples: 3, runs: 2, rowBudget: time.Minute,
 		load: loadOptions{concurrency: 2, warmup: 100 * time.Millisecond, duration: time.Second}}
 	rep, err := scaleScenario(context.Background(), o, b.dbs, b.tmpl, slog.New(slog.DiscardHandler), t.Logf)
 	require.NoError(t, err)
@@ -133,4 +135,33 @@ func TestScaleScenarioTimesEveryLookupWithoutAFailure(t *testing.T) {
 			require.Less(t, tb.After, tb.Before/2, "most of stripe_events is the bodies")
 		}
 	}
+}
+
+// A row times n calls after its unmeasured ones, counts failures apart,
+// and stops at its time budget once one call was timed.
+func TestTimeRowStopsAtItsBudget(t *testing.T) {
+	ctx := context.Background()
+	calls := 0
+	fast := timed{group: "g", name: "fast", goal: time.Second, goalOn: "p99", run: func(context.Context, int) error {
+		calls++
+		if calls == scaleWarmup+2 {
+			return errors.New("refused\nby the server")
+		}
+		return nil
+	}}
+	r := timeRow(ctx, fast, 10, time.Minute)
+	require.Equal(t, scaleWarmup+10, calls)
+	require.Equal(t, 9, r.Samples)
+	require.Equal(t, 1, r.Errors)
+	require.Equal(t, "refused by the server", r.FirstError, "one line, for the table")
+	require.False(t, r.Cut)
+
+	slow := timed{group: "g", name: "slow", goal: time.Second, goalOn: "p99", run: func(context.Context, int) error {
+		time.Sleep(20 * time.Millisecond)
+		return nil
+	}}
+	r = timeRow(ctx, slow, 1000, 100*time.Millisecond)
+	require.True(t, r.Cut)
+	require.GreaterOrEqual(t, r.Samples, 1)
+	require.Less(t, r.Samples, 10)
 }
