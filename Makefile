@@ -7,7 +7,7 @@ WITH_PG := ./scripts/with-postgres
 # Keep the whole suite well inside CI's time on two cores.
 TEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: run test build vet fmt fuzz bench bench-budget bench-fairness bench-stock bench-burst crash-test clean
+.PHONY: run test build vet fmt fuzz bench bench-budget bench-fairness bench-stock bench-burst bench-scale crash-test clean
 
 build:
 	$(GO) build -o bin/fulfiller ./cmd/fulfiller
@@ -68,6 +68,14 @@ bench-stock:
 # fsync on (the other benchmarks run with it off); about a minute.
 bench-burst:
 	$(WITH_PG) --durable -- $(GO) run ./bench -scenario burst $(BENCH_FLAGS)
+
+# Years of orders: seed a history (1,000,000 orders unless
+# BENCH_FLAGS='-orders 10000'), then time every look-up through HTTP, each
+# periodic job's query, intake against the same at 10,000 orders, and the
+# bytes per order before and after retention, on a server with fsync on;
+# about ten minutes at a million.
+bench-scale:
+	$(WITH_PG) --durable -- $(GO) run ./bench -scenario scale $(BENCH_FLAGS)
 
 run: build
 	$(WITH_PG) --data $${DEV_PG_DATA:-.dev/pgdata} --port $${DEV_PG_PORT:-54329} -- ./bin/fulfiller dev

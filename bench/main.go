@@ -16,6 +16,8 @@
 // -scenario burst times a product drop (purchases whose webhooks arrive
 // within one second, stocked and made to order) with PostgreSQL's fsync on
 // (`make bench-burst`).
+// -scenario scale seeds years of orders (-orders) and times every look-up
+// and periodic query, intake and the bytes each order costs.
 //
 // Run it with `make bench`, which starts a throwaway PostgreSQL and sets
 // DATABASE_URL; every database the run creates is dropped at the end.
@@ -71,6 +73,10 @@ type options struct {
 	stockFill   time.Duration
 	burst       burstOptions
 	burstFsync  bool // whether the burst may run with fsync off
+	scaleOrders int
+	scaleN      int
+	scaleRuns   int
+	scaleBudget time.Duration
 }
 
 func main() {
@@ -83,7 +89,7 @@ func main() {
 	flag.DurationVar(&o.poll, "poll", 2*time.Millisecond, "order API polling interval in the webhook-to-key phase")
 	flag.BoolVar(&o.jsonOut, "json", false, "print the report as JSON instead of Markdown")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of each intake phase's timed window to `PREFIX`-<phase>.pprof")
-	flag.StringVar(&o.scenario, "scenario", "intake", "what to measure: intake (intake and webhook-to-key), budget (the fleet-wide Luarmor budget), fairness (small orders behind a big one), stock (a sales spike with a key stock and without) or all")
+	flag.StringVar(&o.scenario, "scenario", "intake", "what to measure: intake (intake and webhook-to-key), budget (the fleet-wide Luarmor budget), fairness (small orders behind a big one), stock (a sales spike with a key stock and without), burst (a product drop, stocked and made to order, fsync on), scale (years of orders) or all")
 	flag.StringVar(&o.budgetKeys, "budget-keys", "150,600", "comma-separated backlog sizes to drain in the budget scenario")
 	flag.StringVar(&o.budgetRate, "budget-rate", "30/3s", "the budget in the budget scenario, COUNT/DURATION, enforced by the sandbox too")
 	flag.DurationVar(&o.budgetLat, "budget-latency", 50*time.Millisecond, "Luarmor sandbox answer time in the budget scenario")
@@ -102,6 +108,10 @@ func main() {
 	flag.DurationVar(&o.burst.timeout, "burst-timeout", 30*time.Second, "in the burst scenario, a key not seen this long after its webhook fails the run")
 	flag.DurationVar(&o.burst.fillTimeout, "burst-fill-timeout", 2*time.Minute, "longest the burst scenario waits for refill_stock to fill the stock")
 	flag.BoolVar(&o.burstFsync, "burst-fsync-off", false, "let the burst scenario run on a PostgreSQL with fsync off (its figures then leave out what a durable commit costs)")
+	flag.IntVar(&o.scaleOrders, "orders", 1_000_000, "orders of the seeded history in the scale scenario (at least 10000)")
+	flag.IntVar(&o.scaleN, "scale-samples", 200, "timed requests per look-up in the scale scenario")
+	flag.IntVar(&o.scaleRuns, "scale-runs", 50, "timed runs per periodic query in the scale scenario")
+	flag.DurationVar(&o.scaleBudget, "scale-row-budget", 15*time.Second, "longest time one row of the scale scenario runs; a slower row stops early with fewer samples")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "bench: unexpected arguments %q\n", flag.Args())
@@ -128,10 +138,15 @@ func main() {
 	}
 	o.burst.latency = o.luarmor
 
+	if o.scaleOrders < scaleCompareOrders || o.scaleN < 1 || o.scaleRuns < 1 || o.scaleBudget <= 0 {
+		fmt.Fprintf(os.Stderr, "bench: -orders must be at least %d, -scale-samples, -scale-runs and -scale-row-budget positive\n", scaleCompareOrders)
+		os.Exit(2)
+	}
+
 	switch o.scenario {
-	case "intake", "budget", "fairness", "stock", "burst", "all":
+	case "intake", "budget", "fairness", "stock", "burst", "scale", "all":
 	default:
-		fmt.Fprintf(os.Stderr, "bench: -scenario %q must be intake, budget, fairness, stock, burst or all\n", o.scenario)
+		fmt.Fprintf(os.Stderr, "bench: -scenario %q must be intake, budget, fairness, stock, burst, scale or all\n", o.scenario)
 		os.Exit(2)
 	}
 
@@ -232,6 +247,14 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) (err error) {
 	if burst {
 		if rep.Burst, err = burstScenario(ctx, dbs, tmpl, logger, o.burst, progress); err != nil {
 			return fmt.Errorf("burst: %w", err)
+		}
+	}
+
+	if o.scenario == "scale" || o.scenario == "all" {
+		so := scaleOptions{orders: o.scaleOrders, samples: o.scaleN, runs: o.scaleRuns, rowBudget: o.scaleBudget,
+			load: loadOptions{concurrency: o.concurrency, warmup: o.warmup, duration: o.duration}}
+		if rep.Scale, err = scaleScenario(ctx, so, dbs, tmpl, logger, progress); err != nil {
+			return fmt.Errorf("scale: %w", err)
 		}
 	}
 

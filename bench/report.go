@@ -24,6 +24,7 @@ type Report struct {
 	Fairness *FairnessReport `json:"fairness,omitempty"`
 	Stock    *StockReport    `json:"stock,omitempty"`
 	Burst    *BurstReport    `json:"burst,omitempty"`
+	Scale    *ScaleReport    `json:"scale,omitempty"`
 }
 
 // Machine describes where the figures come from.
@@ -238,6 +239,7 @@ func writeText(w io.Writer, rep *Report) error {
 	writeFairnessText(&b, rep.Fairness)
 	writeStockText(&b, rep.Stock)
 	writeBurstText(&b, rep.Burst)
+	writeScaleText(&b, rep.Scale)
 	_, err := io.WriteString(w, b.String())
 	return err
 }

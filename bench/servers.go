@@ -73,6 +73,9 @@ type serviceOptions struct {
 	// 127.0.0.1/32), as a deployment behind its reverse proxy does, so
 	// buyers sending distinct addresses count as distinct clients.
 	behindProxy bool
+	// configure, when set, changes the configuration last (the admin
+	// listener, tokens, mail).
+	configure func(*config.Config)
 }
 
 // startService runs app.Main on 127.0.0.1:0 against dbURL, which must hold
@@ -148,6 +151,9 @@ func (s *service) startMain(ctx context.Context, opts serviceOptions) error {
 		}},
 		Logger: s.logger,
 	}
+	if opts.configure != nil {
+		opts.configure(&s.main.Config)
+	}
 	if err := s.main.Run(ctx); err != nil {
 		s.main = nil
 		return fmt.Errorf("starting the service: %w", err)
@@ -181,13 +187,16 @@ func (s *service) webhookURL() string { return s.main.URL() + "/webhooks/stripe"
 // poolSize is the service's PostgreSQL pool size, which the baseline copies.
 func (s *service) poolSize() int32 { return s.main.Pool.Config().MaxConns }
 
+// close stops the service and its fakes; closing again does nothing.
 func (s *service) close() {
 	if s.main != nil {
 		_ = s.main.Close()
+		s.main = nil
 	}
 	for i := len(s.closers) - 1; i >= 0; i-- {
 		s.closers[i]()
 	}
+	s.closers = nil
 }
 
 // baseline is the yardstick for webhook intake: the least a handler that

@@ -16,6 +16,7 @@ import (
 	"fulfiller/internal/logging"
 	"fulfiller/internal/postgres"
 	"fulfiller/internal/postgres/postgrestest"
+	"fulfiller/internal/retention"
 )
 
 // lookupHistoryOrders is the size of the history the look-ups are planned
@@ -83,7 +84,24 @@ func lookupArgs(h *postgrestest.History) map[string][][]any {
 		"SellableStock":      {{"proj_1", 30}},
 		"StockActivitySince": {{"price_p1_30", now.Add(-24 * time.Hour)}},
 		"RefillProgress":     {{"price_p1_30", "proj_1", 30, now.Add(-time.Hour)}},
+		// Every metrics scrape; fold_order_counts, every minute.
+		"OrderCounts":     {{}},
+		"FoldOrderCounts": {{5000}},
+		// prune_history, every hour: a batch at each kind's default age.
+		"retention/stripe_event_payloads":      {{now.Add(-retention.DefaultEventPayloadAge), retention.DefaultBatchSize}},
+		"retention/outbound_delivery_attempts": {{now.Add(-retention.DefaultDeliveryLogAge), retention.DefaultBatchSize}},
 	}
+}
+
+// plannedQueries is every query the test plans: the registered look-ups,
+// and the prune statements of the prune_history job, which
+// internal/retention keeps beside its settings (Prunables).
+func plannedQueries() []postgres.Lookup {
+	out := postgres.Lookups()
+	for _, p := range retention.Prunables {
+		out = append(out, postgres.Lookup{Name: "retention/" + p.Kind, SQL: p.SQL})
+	}
+	return out
 }
 
 // TestLookupsReadIndexes plans every look-up the service runs on a look-up
@@ -99,7 +117,7 @@ func TestLookupsReadIndexes(t *testing.T) {
 	args := lookupArgs(h)
 
 	registered := map[string]bool{}
-	for _, l := range postgres.Lookups() {
+	for _, l := range plannedQueries() {
 		require.False(t, registered[l.Name], "look-up %s is registered twice", l.Name)
 		registered[l.Name] = true
 		calls, ok := args[l.Name]

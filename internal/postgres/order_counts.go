@@ -2,18 +2,21 @@ package postgres
 
 import "context"
 
+// orderCountsSQL is read by every metrics scrape.
+var orderCountsSQL = lookup("OrderCounts", `
+		SELECT status, sum(n)::bigint FROM (
+			SELECT status, n FROM order_status_counts
+			UNION ALL
+			SELECT status, delta FROM order_status_changes
+		) c GROUP BY status`)
+
 // OrderCounts returns how many orders are in each status. It reads the
 // folded counts and the changes not yet folded in one statement (one
 // snapshot), so a concurrent FoldOrderCounts is seen wholly or not at all
 // and the total is exact. Its cost follows the changes since the last fold,
 // never the number of orders (migration 0052).
 func OrderCounts(ctx context.Context, db DB) (map[string]int64, error) {
-	rows, err := db.Query(ctx, `
-		SELECT status, sum(n)::bigint FROM (
-			SELECT status, n FROM order_status_counts
-			UNION ALL
-			SELECT status, delta FROM order_status_changes
-		) c GROUP BY status`)
+	rows, err := db.Query(ctx, orderCountsSQL)
 	if err != nil {
 		return nil, err
 	}
@@ -30,13 +33,8 @@ func OrderCounts(ctx context.Context, db DB) (map[string]int64, error) {
 	return counts, rows.Err()
 }
 
-// FoldOrderCounts moves up to limit status changes into the per-status
-// counts, oldest first, in one statement, and reports how many it moved.
-// Replicas may fold at the same time: a change deleted by one is skipped
-// by the other, so none is counted twice.
-func FoldOrderCounts(ctx context.Context, db DB, limit int) (int64, error) {
-	var moved int64
-	err := db.QueryRow(ctx, `
+// foldOrderCountsSQL runs every minute on the leader (fold_order_counts).
+var foldOrderCountsSQL = lookup("FoldOrderCounts", `
 		WITH moved AS (
 			DELETE FROM order_status_changes
 			 WHERE id IN (SELECT id FROM order_status_changes ORDER BY id LIMIT $1)
@@ -48,6 +46,14 @@ func FoldOrderCounts(ctx context.Context, db DB, limit int) (int64, error) {
 			SELECT status, delta FROM sums
 			ON CONFLICT (status) DO UPDATE SET n = c.n + EXCLUDED.n
 		)
-		SELECT COALESCE(sum(rows), 0)::bigint FROM sums`, limit).Scan(&moved)
+		SELECT COALESCE(sum(rows), 0)::bigint FROM sums`)
+
+// FoldOrderCounts moves up to limit status changes into the per-status
+// counts, oldest first, in one statement, and reports how many it moved.
+// Replicas may fold at the same time: a change deleted by one is skipped
+// by the other, so none is counted twice.
+func FoldOrderCounts(ctx context.Context, db DB, limit int) (int64, error) {
+	var moved int64
+	err := db.QueryRow(ctx, foldOrderCountsSQL, limit).Scan(&moved)
 	return moved, err
 }

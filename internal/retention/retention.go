@@ -112,7 +112,10 @@ type Prunable struct {
 	Age func(Settings) time.Duration
 	// SQL prunes at most $2 rows older than $1 (a timestamptz), one
 	// statement, skipping rows another transaction holds; the rows it
-	// affected are the rows pruned.
+	// affected are the rows pruned. The batch's IDs are picked first, as
+	// an array (= ANY(ARRAY(...))), so the planner reads them by primary
+	// key and never joins them to the whole table (IN (...) may be
+	// planned as a hash join over a sequential scan).
 	SQL string
 }
 
@@ -125,10 +128,10 @@ var Prunables = []Prunable{
 		Age:     func(s Settings) time.Duration { return s.EventPayloadAge },
 		// An event of a type the service does not handle is never queued,
 		// so it waits for nothing; the others once their job completed.
-		SQL: `UPDATE stripe_events SET payload = NULL WHERE id IN (
+		SQL: `UPDATE stripe_events SET payload = NULL WHERE id = ANY(ARRAY(
 			SELECT id FROM stripe_events
 			WHERE payload IS NOT NULL AND received_at < $1 AND (NOT handled OR NOT awaiting_handler)
-			ORDER BY received_at LIMIT $2 FOR UPDATE SKIP LOCKED)`,
+			ORDER BY received_at LIMIT $2 FOR UPDATE SKIP LOCKED))`,
 	},
 	{
 		Kind:    "outbound_delivery_attempts",
@@ -136,10 +139,10 @@ var Prunables = []Prunable{
 		Age:     func(s Settings) time.Duration { return s.DeliveryLogAge },
 		// A pending delivery's attempts are counted by its job (how many
 		// it made of the current replay): they stay until it is done.
-		SQL: `DELETE FROM outbound_delivery_attempts WHERE id IN (
+		SQL: `DELETE FROM outbound_delivery_attempts WHERE id = ANY(ARRAY(
 			SELECT a.id FROM outbound_delivery_attempts a JOIN outbound_deliveries d ON d.id = a.delivery_id
 			WHERE a.at < $1 AND d.status <> 'pending'
-			ORDER BY a.at LIMIT $2 FOR UPDATE OF a SKIP LOCKED)`,
+			ORDER BY a.at LIMIT $2 FOR UPDATE OF a SKIP LOCKED))`,
 	},
 	{
 		Kind:    "luarmor_call_log",
