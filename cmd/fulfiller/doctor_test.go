@@ -68,7 +68,7 @@ func TestDoctorPrintsOneLinePerCheckAndPassesAGoodConfiguration(t *testing.T) {
 	var out strings.Builder
 	require.NoError(t, run(context.Background(), []string{"doctor"}, envOf(env), &out, io.Discard))
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	require.Len(t, lines, 13, out.String())
+	require.Len(t, lines, 14, out.String())
 	for _, l := range lines {
 		if strings.Contains(l, "stripe key") {
 			require.True(t, strings.HasPrefix(l, "WARN"), l)
