@@ -97,8 +97,10 @@ func lookupArgs(h *postgrestest.History) map[string][][]any {
 		"StockActivitySince": {{"price_p1_30", now.Add(-24 * time.Hour)}},
 		"RefillProgress":     {{"price_p1_30", "proj_1", 30, now.Add(-time.Hour)}},
 		// Every metrics scrape; fold_order_counts, every minute.
-		"OrderCounts":     {{}},
-		"FoldOrderCounts": {{5000}},
+		"OrderCounts":        {{}},
+		"FailedOrdersByCode": {{}},
+		"StockLevels":        {{}},
+		"FoldOrderCounts":    {{5000}},
 		// prune_history, every hour: a batch at each kind's default age.
 		"retention/stripe_event_payloads":      {{now.Add(-retention.DefaultEventPayloadAge), retention.DefaultBatchSize}},
 		"retention/outbound_delivery_attempts": {{now.Add(-retention.DefaultDeliveryLogAge), retention.DefaultBatchSize}},
