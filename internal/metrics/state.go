@@ -66,8 +66,7 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, code := range c.failureCodes {
 		failed[code] = 0
 	}
-	// orders_failed_idx covers exactly these rows.
-	rows, err := c.pool.Query(ctx, `SELECT COALESCE(failure_code, ''), count(*) FROM orders WHERE status = 'failed' GROUP BY 1`)
+	rows, err := c.pool.Query(ctx, postgres.FailedOrdersByCodeSQL)
 	if err == nil {
 		var code string
 		var n int64

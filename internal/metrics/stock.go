@@ -1,6 +1,8 @@
 package metrics
 
 import (
+	"fulfiller/internal/postgres"
+
 	"context"
 	"fmt"
 
@@ -79,9 +81,7 @@ func (c *stockCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), stateTimeout)
 	defer cancel()
-	// stock_keys_unsold_idx covers exactly these rows.
-	rows, err := c.pool.Query(ctx, `SELECT price_id, count(*) FILTER (WHERE status = 'ready'), count(*) FILTER (WHERE status = 'pending')
-		FROM stock_keys WHERE status <> 'sold' GROUP BY 1`)
+	rows, err := c.pool.Query(ctx, postgres.StockLevelsSQL)
 	if err == nil {
 		var price string
 		var ready, pending int64

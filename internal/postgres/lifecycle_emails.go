@@ -126,10 +126,13 @@ var (
 		AND NOT EXISTS (SELECT 1 FROM lifecycle_emails e JOIN order_keys s ON s.id = e.order_key_id
 		                WHERE s.project_id = k.project_id AND s.user_key = k.user_key AND e.kind = 'expiring'
 		                  AND e.event = 'key:' || s.id || ':expiry:' || k.auth_expire)`))
+	// The subjects are built first, so outbound_events_type_subject_key is
+	// read for exactly those, never every key.expiring event ever sent.
 	keysExpiringUnannouncedSQL = lookup("KeysExpiringUnannounced", expiringKeysQuery(`NOT EXISTS (
-		SELECT 1 FROM order_keys s JOIN outbound_events e
-		  ON e.type = 'key.expiring' AND e.subject = 'key:' || s.id || ':expiry:' || k.auth_expire
-		WHERE s.project_id = k.project_id AND s.user_key = k.user_key)`))
+		SELECT 1 FROM outbound_events e
+		WHERE e.type = 'key.expiring' AND e.subject = ANY(ARRAY(
+			SELECT 'key:' || s.id || ':expiry:' || k.auth_expire FROM order_keys s
+			WHERE s.project_id = k.project_id AND s.user_key = k.user_key)))`))
 )
 
 // ExpiringKeys lists, soonest first, at most limit keys that stop working
