@@ -27,7 +27,8 @@ func TestJobLinesNameTheirJob(t *testing.T) {
 	s := b.paidSession(t, stripefake.Item{PriceID: "price_not_in_catalog", Quantity: 1})
 	b.Deliver(t, b.SessionEvent(t, "checkout.session.completed", s.ID))
 	b.WaitOrder(t, s.ID, "failed")
-	watch.WaitEnded(t, "fulfil_order") // the job logs why before it ends
+	// The webhook's own job records a paid checkout's order, and fails it.
+	watch.WaitEnded(t, "handle_events") // the job logs why before it ends
 
 	var line map[string]any
 	var rawLine string
@@ -39,7 +40,7 @@ func TestJobLinesNameTheirJob(t *testing.T) {
 		}
 	}
 	require.NotNil(t, line, "the failure is logged: %s", log.String())
-	require.Equal(t, "fulfil_order", line["job_kind"])
+	require.Equal(t, "handle_events", line["job_kind"])
 	require.Positive(t, line["job_id"])
 	require.Equal(t, 1, strings.Count(rawLine, `"job_id":`), "the job is named once: %s", rawLine)
 	require.NotContains(t, log.String(), s.ID, "the order is named by its reference, never its session ID")

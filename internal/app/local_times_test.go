@@ -19,6 +19,14 @@ func TestOrderPageShowsItsTimesInTheBuyersZone(t *testing.T) {
 	t.Parallel()
 	b, p := setupHWIDPage(t)
 	s, o := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
+	// The key's writers (the sale's check and label jobs among them) record
+	// what Luarmor holds: let them finish before the expiry is set here.
+	b.WaitJobsUntil(t, "the purchase's jobs to finish", func() bool {
+		var busy int
+		err := b.Pool.QueryRow(context.Background(),
+			`SELECT count(*) FROM river_job WHERE state IN ('available', 'running', 'retryable')`).Scan(&busy)
+		return err == nil && busy == 0
+	})
 	expire := time.Date(2031, time.March, 4, 20, 6, 0, 0, time.UTC) // 5 March in Tokyo
 	_, err := b.Pool.Exec(context.Background(), `UPDATE order_keys SET auth_expire = $2 WHERE user_key = $1`, o.Keys[0].UserKey, expire.Unix())
 	require.NoError(t, err)
