@@ -41,7 +41,7 @@ func TestConsoleOverviewRunsDoctorsChecksOnDemand(t *testing.T) {
 	require.Len(t, b.Stripe.Requests(), stripeCalls, "a visit calls no Stripe")
 
 	p.run(t, chromedp.Click(chromedp.CSS("#run-checks")))
-	p.waitFor(t, `document.querySelector("#checks-table") !== null`, "the checks' verdicts")
+	p.waitFor(t, `document.querySelector("#checks-table") !== null && `+consoleParsed, "the checks' verdicts")
 	require.Contains(t, p.text(t, ".notice.ok"), "The checks ran")
 	require.Contains(t, p.text(t, "#checks-summary"), "by admin:"+adminUser)
 	verdicts := eval[map[string]string](t, p, `Object.fromEntries([...document.querySelectorAll("#checks-table tbody tr")].map(r => [r.dataset.check, r.dataset.status]))`)
