@@ -483,13 +483,20 @@ func RecordApplied(ctx context.Context, tx pgx.Tx, id, version int64, a entitlem
 	return false, reverted, nil
 }
 
+// The keys with a writer job live or given up lately are read once per
+// run (MATERIALIZED, a few rows) and each unapplied key is looked up in
+// them (a hashed NOT IN, so the set holds no NULL): checked per key, those
+// jobs were read again for every key.
 var stalledLedgerKeysSQL = lookup("StalledLedgerKeys", `
+		WITH busy AS MATERIALIZED (
+			SELECT DISTINCT (j.args->>'ledger_key_id')::bigint AS id FROM river_job j
+			WHERE j.kind = $1 AND (j.state IN `+liveJobStates+`
+			                       OR (j.state = 'discarded' AND j.finalized_at > now() - $3::interval))
+			  AND j.args->>'ledger_key_id' IS NOT NULL
+		)
 		SELECT l.id FROM ledger_keys l
 		WHERE l.version <> l.applied_version AND l.updated_at < now() - $2::interval
-		  AND NOT EXISTS (SELECT 1 FROM river_job j
-		                  WHERE j.kind = $1 AND (j.args->>'ledger_key_id')::bigint = l.id
-		                    AND (j.state IN `+liveJobStates+`
-		                         OR (j.state = 'discarded' AND j.finalized_at > now() - $3::interval)))
+		  AND l.id NOT IN (SELECT id FROM busy)
 		ORDER BY l.id LIMIT $4`)
 
 // StalledLedgerKeys returns up to limit keys whose ledger changed more than

@@ -72,26 +72,38 @@ func RescueOrphanedJobs(ctx context.Context, db DB, staleAfter time.Duration) ([
 // liveJobStates are the River job states of a job that waits or runs.
 const liveJobStates = `('available', 'pending', 'retryable', 'running', 'scheduled')`
 
+// The orders with a job waiting or running are found once per run, from
+// the few live jobs (MATERIALIZED), and each candidate is looked up in
+// that set (a hashed NOT IN; no NULL can be in it, as the join excludes
+// them): checked per candidate, the live jobs were read again for every
+// pending unit.
 var stalledUnitsSQL = lookup("StalledOrders/units", `
-		WITH live AS (
-			SELECT (args->>'order_key_id')::bigint AS id FROM river_job
-			WHERE kind = $1 AND state IN `+liveJobStates+`
+		WITH busy AS MATERIALIZED (
+			SELECT DISTINCT k2.checkout_session_id FROM river_job j
+			JOIN order_keys k2 ON k2.id = (j.args->>'order_key_id')::bigint
+			WHERE j.kind = $1 AND j.state IN `+liveJobStates+`
 		)
 		SELECT DISTINCT k.checkout_session_id FROM order_keys k
 		JOIN orders o ON o.checkout_session_id = k.checkout_session_id
 		WHERE k.status = 'pending' AND o.status = 'pending' AND k.updated_at < now() - $2::interval
-		  AND NOT EXISTS (SELECT 1 FROM order_keys k2 JOIN live ON live.id = k2.id
-		                  WHERE k2.checkout_session_id = k.checkout_session_id)
+		  AND k.checkout_session_id NOT IN (SELECT checkout_session_id FROM busy)
 		LIMIT $3`)
 
+// orders_paid_unloaded_idx (migration 0061) holds exactly the orders this
+// reads: paid, complete and never expanded, a few at any moment. Their
+// live fulfil_order jobs are read once, as above.
 var stalledNotLoadedSQL = lookup("StalledOrders/notLoaded", `
+		WITH busy AS MATERIALIZED (
+			SELECT (j.args->>'order_id')::bigint AS order_id,
+			       -- queued by a replica of the previous version
+			       j.args->>'checkout_session_id' AS checkout_session_id
+			FROM river_job j WHERE j.kind = $1 AND j.state IN `+liveJobStates+`
+		)
 		SELECT o.checkout_session_id FROM orders o
 		WHERE o.status = 'pending' AND o.items_loaded_at IS NULL AND o.session_status = 'complete'
 		  AND o.payment_status IN ('paid', 'no_payment_required') AND o.updated_at < now() - $2::interval
-		  AND NOT EXISTS (SELECT 1 FROM river_job j WHERE j.kind = $1 AND j.state IN `+liveJobStates+`
-		                  AND ((j.args->>'order_id')::bigint = o.id
-		                       -- queued by a replica of the previous version
-		                       OR j.args->>'checkout_session_id' = o.checkout_session_id))
+		  AND o.id NOT IN (SELECT order_id FROM busy WHERE order_id IS NOT NULL)
+		  AND o.checkout_session_id NOT IN (SELECT checkout_session_id FROM busy WHERE checkout_session_id IS NOT NULL)
 		LIMIT $3`)
 
 // StalledOrders lists paid orders with units to create and no create_key
