@@ -98,6 +98,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		poolCfg.MaxConns = 20
 	}
 	boundDatabaseWaits(poolCfg)
+	postgres.UseGenericPlans(poolCfg.ConnConfig)
 	if m.Pool, err = pgxpool.NewWithConfig(ctx, poolCfg); err != nil {
 		return fmt.Errorf("connecting to PostgreSQL: %w", err)
 	}

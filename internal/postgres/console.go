@@ -159,20 +159,36 @@ func FiguresSince(ctx context.Context, db DB, since time.Time) (Figures, error) 
 	return f, nil
 }
 
-var (
-	countOrdersInStatusSQL = lookup("OrdersInStatus/count", `SELECT count(*) FROM orders WHERE status = $1`)
-	ordersInStatusSQL      = lookup("OrdersInStatus", newestOrdersWhere(`status = $1`))
-)
+// openOrderQueries are, per status the console lists, the count and the
+// newest orders of that status. The status is written in each query's
+// text: orders_open_idx holds only pending and failed orders, and a
+// generic plan (postgres.UseGenericPlans) of "status = $1" could not know
+// that the value is one of them.
+var openOrderQueries = map[order.Status]struct{ count, newest string }{
+	order.StatusPending: {
+		lookup("OrdersInStatus/pending/count", `SELECT count(*) FROM orders WHERE status = 'pending'`),
+		lookup("OrdersInStatus/pending", newestOrders(`status = 'pending'`, "$1")),
+	},
+	order.StatusFailed: {
+		lookup("OrdersInStatus/failed/count", `SELECT count(*) FROM orders WHERE status = 'failed'`),
+		lookup("OrdersInStatus/failed", newestOrders(`status = 'failed'`, "$1")),
+	},
+}
 
 // OrdersInStatus returns the newest orders (at most limit) in status, each
 // with its keys, and how many there are in all. The console lists the
-// pending and the failed ones, few at any time (orders_open_idx).
+// pending and the failed ones, few at any time (orders_open_idx); another
+// status is refused.
 func OrdersInStatus(ctx context.Context, db DB, status order.Status, limit int) ([]*order.Order, int, error) {
+	q, ok := openOrderQueries[status]
+	if !ok {
+		return nil, 0, order.Errorf(order.EINVALID, "orders are listed by status only while pending or failed, not %s", status)
+	}
 	var total int
-	if err := db.QueryRow(ctx, countOrdersInStatusSQL, string(status)).Scan(&total); err != nil {
+	if err := db.QueryRow(ctx, q.count).Scan(&total); err != nil {
 		return nil, 0, fmt.Errorf("counting the %s orders: %w", status, err)
 	}
-	orders, err := ordersWithKeys(ctx, db, ordersInStatusSQL, string(status), limit)
+	orders, err := ordersWithKeys(ctx, db, q.newest, limit)
 	if err != nil {
 		return nil, 0, fmt.Errorf("reading the %s orders: %w", status, err)
 	}

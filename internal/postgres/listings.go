@@ -54,17 +54,20 @@ func OrdersOfCustomer(ctx context.Context, db DB, customerID string, limit int) 
 
 // newestOrdersWhere is the query of the newest orders (at most $2)
 // matching where (one parameter, $1), for ordersWithKeys.
-func newestOrdersWhere(where string) string {
-	return "SELECT " + orderColumns + " FROM orders WHERE " + where + " ORDER BY created_at DESC, checkout_session_id LIMIT $2"
+func newestOrdersWhere(where string) string { return newestOrders(where, "$2") }
+
+// newestOrders is newestOrdersWhere with the limit in parameter limit.
+func newestOrders(where, limit string) string {
+	return "SELECT " + orderColumns + " FROM orders WHERE " + where + " ORDER BY created_at DESC, checkout_session_id LIMIT " + limit
 }
 
 var keysOfOrdersSQL = lookup("ordersWithKeys/keys", "SELECT "+keyColumns+" FROM order_keys WHERE checkout_session_id = ANY($1) ORDER BY id")
 
-// ordersWithKeys reads the orders of sql (a newestOrdersWhere, given arg
-// and limit) and their keys, in two statements whatever the number of
-// orders.
-func ordersWithKeys(ctx context.Context, db DB, sql, arg string, limit int) ([]*order.Order, error) {
-	rows, err := db.Query(ctx, sql, arg, limit)
+// ordersWithKeys reads the orders of sql (a newestOrders, given args: its
+// own and the limit) and their keys, in two statements whatever the number
+// of orders.
+func ordersWithKeys(ctx context.Context, db DB, sql string, args ...any) ([]*order.Order, error) {
+	rows, err := db.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -45,6 +47,37 @@ const maxRowsDiscarded = 1_000
 // argument list per way the service calls it. A look-up registered
 // without an entry here fails the test until it has one.
 func lookupArgs(h *postgrestest.History) map[string][][]any {
+	args := namedLookupArgs(h)
+	for _, l := range postgres.Lookups() {
+		if filters, ok := strings.CutPrefix(l.Name, "ListOutboundDeliveries/"); ok {
+			args[l.Name] = [][]any{deliveryFilterArgs(h, filters)}
+		}
+	}
+	return args
+}
+
+// deliveryFilterArgs are the parameters of the delivery log's query with
+// filters (their names joined by "+", or "all"): an order's log (at most
+// 200, jobs.MaxDeliveries) or the console's page of 50, from a page's end.
+func deliveryFilterArgs(h *postgrestest.History, filters string) []any {
+	limit := 50
+	var args []any
+	for f := range strings.SplitSeq(filters, "+") {
+		switch f {
+		case "before":
+			args = append(args, int64(h.Orders/2))
+		case "destination":
+			args = append(args, "webhook")
+		case "type":
+			args = append(args, "order.fulfilled")
+		case "order":
+			args, limit = append(args, h.OrderID), 200
+		}
+	}
+	return append([]any{limit}, args...)
+}
+
+func namedLookupArgs(h *postgrestest.History) map[string][][]any {
 	now := time.Now()
 	const found = 100 // jobs.MaxFoundOrders
 	return map[string][][]any{
@@ -66,19 +99,17 @@ func lookupArgs(h *postgrestest.History) map[string][][]any {
 		"RevocationsOfOrder":     {{h.RevocationID, h.PaymentIntentID, ""}, {int64(0), "", h.SubscriptionID}},
 		"ReissuesOfOrder":        {{h.SessionID}},
 		"LifecycleEmailsOfOrder": {{h.OrderID}},
-		// The delivery log: an order's, and the console's filtered by
-		// status (jobs.MaxDeliveries, the console's page of 50).
-		"ListOutboundDeliveries": {{int64(0), 200, "", "", "", h.OrderID}, {int64(0), 50, "failed", "", "", int64(0)},
-			{int64(0), 50, "", "webhook", "order.fulfilled", int64(0)}},
 
 		// The order API, for a session the database has no order of.
 		"CheckoutEventAwaitingHandler": {{h.SessionID}},
 		// The console's overview: the figures of the day and the week, the
 		// failed and the waiting orders (jobs.MaxOverviewOrders).
-		"FiguresSince":          {{now.Add(-24 * time.Hour)}, {now.Add(-7 * 24 * time.Hour)}},
-		"OrdersInStatus/count":  {{"failed"}, {"pending"}},
-		"OrdersInStatus":        {{"failed", 20}, {"pending", 20}},
-		"NewKeysDeliveredSince": {{now.Add(-24 * time.Hour)}},
+		"FiguresSince":                 {{now.Add(-24 * time.Hour)}, {now.Add(-7 * 24 * time.Hour)}},
+		"OrdersInStatus/failed/count":  {{}},
+		"OrdersInStatus/failed":        {{20}},
+		"OrdersInStatus/pending/count": {{}},
+		"OrdersInStatus/pending":       {{20}},
+		"NewKeysDeliveredSince":        {{now.Add(-24 * time.Hour)}},
 		// resume_orders, every minute.
 		"StalledOrders/units":     {{"create_key", time.Minute, 100}},
 		"StalledOrders/notLoaded": {{"fulfil_order", time.Minute, 100}},
@@ -146,19 +177,19 @@ func TestLookupsReadIndexes(t *testing.T) {
 			continue
 		}
 		for _, a := range calls {
-			plan, err := explain(ctx, pool, "ANALYZE, FORMAT JSON", l.SQL, a)
+			plan, err := explain(ctx, pool, "json", l.SQL, a)
 			if err != nil {
 				t.Errorf("look-up %s: running it with %v: %v", l.Name, a, err)
 				continue
 			}
-			var root []struct {
+			var root struct {
 				Plan planNode `json:"Plan"`
 			}
 			require.NoError(t, json.Unmarshal([]byte(plan), &root))
-			faults := root[0].Plan.wholeReads(large, indexes, false)
-			faults = append(faults, root[0].Plan.discards()...)
+			faults := root.Plan.wholeReads(large, indexes, false)
+			faults = append(faults, root.Plan.discards()...)
 			if len(faults) > 0 {
-				text, err := explain(ctx, pool, "ANALYZE", l.SQL, a)
+				text, err := explain(ctx, pool, "text", l.SQL, a)
 				if err != nil {
 					text = err.Error()
 				}
@@ -307,22 +338,55 @@ func indexesOf(t *testing.T, pool *pgxpool.Pool) map[string]indexInfo {
 	return out
 }
 
-// explain runs EXPLAIN (options) of sql with args in a transaction it
-// rolls back, so that a statement that writes leaves the history as it was,
-// and returns the plan as one text.
-func explain(ctx context.Context, pool *pgxpool.Pool, options, sql string, args []any) (string, error) {
-	tx, err := pool.Begin(ctx)
+// explain runs sql with args as the service does (a prepared statement on a
+// connection set up as the service's are: generic plans, see
+// postgres.UseGenericPlans) in a transaction it rolls back, so that a
+// statement that writes leaves the history as it was, and returns the plan
+// it ran, with its counts (auto_explain's, in format "json" or "text").
+// EXPLAIN of the statement's text would plan it for its parameters'
+// values, which the service's connections never do.
+func explain(ctx context.Context, pool *pgxpool.Pool, format, sql string, args []any) (string, error) {
+	cfg := pool.Config().ConnConfig.Copy()
+	postgres.UseGenericPlans(cfg)
+	var plans []string
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+		if _, plan, ok := strings.Cut(n.Message, "plan:\n"); ok {
+			plans = append(plans, plan)
+		}
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(ctx)
+	for _, set := range []string{"LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 0",
+		"SET auto_explain.log_analyze = on", "SET auto_explain.log_format = " + format,
+		"SET auto_explain.log_level = notice"} {
+		if _, err := conn.Exec(ctx, set); err != nil {
+			return "", fmt.Errorf("%s: %w", set, err)
+		}
+	}
+	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return "", err
 	}
 	defer func() { _ = tx.Rollback(ctx) }()
-	rows, err := tx.Query(ctx, "EXPLAIN ("+options+") "+sql, args...)
+	plans = nil
+	rows, err := tx.Query(ctx, sql, args...)
 	if err != nil {
 		return "", err
 	}
-	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
+	rows.Close()
+	if err := rows.Err(); err != nil {
 		return "", err
 	}
-	return strings.Join(lines, "\n"), nil
+	// The plan is reported when the statement's portal is dropped: at the
+	// end of the transaction, for the unnamed portal a query runs in.
+	if err := tx.Rollback(ctx); err != nil {
+		return "", err
+	}
+	if len(plans) == 0 {
+		return "", errors.New("auto_explain reported no plan")
+	}
+	return plans[len(plans)-1], nil
 }

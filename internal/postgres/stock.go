@@ -273,7 +273,9 @@ var stockActivitySinceSQL = lookup("StockActivitySince", `SELECT
 			(SELECT count(*) FROM stock_keys WHERE price_id = $1 AND sold_at > $2),
 			(SELECT count(*) FROM order_keys k WHERE k.price_id = $1 AND k.delivered_at > $2
 			   AND NOT k.recurring AND NOT k.extended_existing
-			   AND NOT EXISTS (SELECT 1 FROM stock_keys s WHERE s.order_key_id = k.id)),
+			   -- a look-up per unit through stock_keys' unique order_key_id:
+			   -- an anti-join planned for any "since" hashed every stock key
+			   AND (SELECT s.id FROM stock_keys s WHERE s.order_key_id = k.id) IS NULL),
 			(SELECT count(*) FROM stock_keys WHERE price_id = $1 AND made_at > $2)`)
 
 // StockActivitySince counts a price's sales from stock, its units made to
