@@ -79,7 +79,7 @@ func (w *FulfilOrderWorker) Work(ctx context.Context, job *river.Job[FulfilOrder
 	}
 	var sales stockSales
 	err = complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
-		if err := w.fulfil(ctx, tx, read, &sales); err != nil {
+		if _, err := w.fulfil(ctx, tx, read, &sales); err != nil {
 			return err
 		}
 		return sales.finish(ctx, tx, w.Deps)
@@ -126,27 +126,24 @@ func (d Deps) readSession(ctx context.Context, id string) (*sessionRead, error) 
 	return r, nil
 }
 
-// fulfil records, in tx, the order of a session read from Stripe and, once
-// it is paid, its units, and starts them (sellOrQueueUnits): the first are
+// fulfil records, in tx, the order of a session read from Stripe (as
+// recordSession does: a revocation that came first applies) and, once it
+// is paid, its units, and starts them (sellOrQueueUnits): the first are
 // delivered from stock in tx when the stock has keys for them, recorded in
-// sales for the caller to finish before tx commits.
-func (w *FulfilOrderWorker) fulfil(ctx context.Context, tx pgx.Tx, r *sessionRead, sales *stockSales) error {
-	details := SessionDetails(r.sess)
-	id := details.CheckoutSessionID
+// sales for the caller to finish before tx commits. It returns the order
+// as recorded, locked by tx.
+func (w *FulfilOrderWorker) fulfil(ctx context.Context, tx pgx.Tx, r *sessionRead, sales *stockSales) (*order.Order, error) {
 	// Units and the grants of their payment are recorded under the
-	// payment's lock, like the renewals and revocations that find them.
-	if err := postgres.LockPayment(ctx, tx, details.PaymentIntentID, details.SubscriptionID); err != nil {
-		return err
-	}
-	if _, err := postgres.UpsertOrder(ctx, tx, details); err != nil {
-		return err
-	}
-	o, err := postgres.LockOrder(ctx, tx, id)
+	// payment's lock (recordSession takes it), like the renewals and
+	// revocations that find them; the order's row is locked by its upsert.
+	o, fulfil, err := recordSession(ctx, tx, SessionDetails(r.sess))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	switch {
-	case !order.Fulfillable(details.SessionStatus, details.PaymentStatus):
+	case fulfil:
+		return o, w.expand(ctx, tx, o, r.items, r.paid, r.sess.Created, sales)
+	case !order.Fulfillable(o.SessionStatus, o.PaymentStatus):
 		// Not complete and paid yet: the async_payment_succeeded event (or
 		// a visit to the success page) starts fulfilment again once it is.
 		w.Logger.InfoContext(ctx, "order awaits payment",
@@ -154,12 +151,13 @@ func (w *FulfilOrderWorker) fulfil(ctx context.Context, tx pgx.Tx, r *sessionRea
 	case o.Status == order.StatusRevoked:
 		// The payment was taken back before the keys were made: none is.
 		w.Logger.InfoContext(ctx, "order revoked before fulfilment; no key created")
-	case o.Status != order.StatusPending:
-		// Fulfilled already, or failed and waiting for an operator.
+	case o.Status == order.StatusPending:
+		// Expanded before, with units still to start: start them.
+		return o, w.expand(ctx, tx, o, r.items, r.paid, r.sess.Created, sales)
 	default:
-		return w.expand(ctx, tx, o, r.items, r.paid, r.sess.Created, sales)
+		// Fulfilled already, or failed and waiting for an operator.
 	}
-	return nil
+	return o, nil
 }
 
 // expand records the units of a paid order (once) and starts its first

@@ -88,7 +88,8 @@ func (w *HandleEventsWorker) Work(ctx context.Context, job *river.Job[HandleEven
 	// A paid checkout's order is fulfilled here, in the commit that
 	// records it, from its session read beforehand (outside the
 	// transaction, which holds no lock while Stripe answers).
-	run := &eventsRun{reads: w.readPaidSessions(ctx, job.Args.EventIDs)}
+	run := &eventsRun{events: map[string]postgres.Event{}}
+	run.reads = w.readPaidSessions(ctx, job.Args.EventIDs, run.events)
 	err := complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
 		for _, id := range job.Args.EventIDs {
 			if err := w.handle(ctx, tx, id, run); err != nil {
@@ -108,10 +109,16 @@ func (w *HandleEventsWorker) Work(ctx context.Context, job *river.Job[HandleEven
 }
 
 // eventsRun is what one run of HandleEventsWorker carries from event to
-// event: the sessions read for fulfilment, and the sales from stock made.
+// event: the events as recorded, the sessions read for fulfilment, and the
+// sales from stock made.
 type eventsRun struct {
-	reads map[string]*sessionRead // by Checkout Session ID
-	sales stockSales
+	// events holds the events read before the transaction, by ID. What
+	// intake recorded of an event (its type, mode and body) never changes,
+	// and retention drops no body before its job completes, so the
+	// transaction need not read them again.
+	events map[string]postgres.Event
+	reads  map[string]*sessionRead // by Checkout Session ID
+	sales  stockSales
 }
 
 // readOf is the session read for fulfilment in this run, nil when none was.
@@ -138,10 +145,10 @@ const paidSessionReads = 8
 // a time. A session it could not read is left out: its fulfilment is then
 // queued as a job of its own (fulfil_order), which retries the read, so a
 // Stripe failure never holds back the other events recorded with it.
-func (w *HandleEventsWorker) readPaidSessions(ctx context.Context, eventIDs []string) map[string]*sessionRead {
+func (w *HandleEventsWorker) readPaidSessions(ctx context.Context, eventIDs []string, events map[string]postgres.Event) map[string]*sessionRead {
 	var ids []string
 	for _, id := range eventIDs {
-		if sessionID := w.paidSessionToFulfil(ctx, id); sessionID != "" && !slices.Contains(ids, sessionID) {
+		if sessionID := w.paidSessionToFulfil(ctx, id, events); sessionID != "" && !slices.Contains(ids, sessionID) {
 			ids = append(ids, sessionID)
 		}
 	}
@@ -168,10 +175,14 @@ func (w *HandleEventsWorker) readPaidSessions(ctx context.Context, eventIDs []st
 }
 
 // paidSessionToFulfil returns the Checkout Session ID of event id when it
-// reports a paid checkout whose order is not expanded yet, "" otherwise.
-// Read before the run's transaction; the transaction decides again.
-func (w *HandleEventsWorker) paidSessionToFulfil(ctx context.Context, id string) string {
+// reports a paid checkout whose order is not expanded yet, "" otherwise,
+// and keeps the event read in events. Read before the run's transaction;
+// the transaction decides again.
+func (w *HandleEventsWorker) paidSessionToFulfil(ctx context.Context, id string, events map[string]postgres.Event) string {
 	stored, err := postgres.GetEvent(ctx, w.Pool, id)
+	if err == nil {
+		events[id] = stored
+	}
 	if err != nil || (stored.Type != "checkout.session.completed" && stored.Type != "checkout.session.async_payment_succeeded") ||
 		stored.Livemode != w.StripeLivemode {
 		return ""
@@ -198,7 +209,11 @@ func (w *HandleEventsWorker) paidSessionToFulfil(ctx context.Context, id string)
 // event the service cannot act on is logged and skipped: retrying would
 // not help, and it must not hold back the events recorded with it.
 func (w *HandleEventsWorker) handle(ctx context.Context, tx pgx.Tx, id string, run *eventsRun) error {
-	stored, err := postgres.GetEvent(ctx, tx, id)
+	stored, read := run.events[id]
+	var err error
+	if !read {
+		stored, err = postgres.GetEvent(ctx, tx, id)
+	}
 	if order.ErrorCode(err) == order.ENOTFOUND {
 		w.Logger.ErrorContext(ctx, "queued stripe event is not recorded", "event_id", id)
 		return nil
@@ -310,15 +325,10 @@ func checkoutPaid(ctx context.Context, w *HandleEventsWorker, tx pgx.Tx, event s
 	var o *order.Order
 	run := eventsRunOf(ctx)
 	if read := run.readOf(s.ID); read != nil {
-		// Read from Stripe for this run: fulfilled here, without a job.
-		var fulfil bool
-		if o, fulfil, err = recordSession(ctx, tx, SessionDetails(s)); err != nil {
+		// Read from Stripe for this run: recorded as read (newer than the
+		// event, and the same object) and fulfilled here, without a job.
+		if o, err = (&FulfilOrderWorker{Deps: w.Deps}).fulfil(ctx, tx, read, &run.sales); err != nil {
 			return err
-		}
-		if fulfil {
-			if err := (&FulfilOrderWorker{Deps: w.Deps}).fulfil(ctx, tx, read, &run.sales); err != nil {
-				return err
-			}
 		}
 	} else if o, err = RecordSession(ctx, tx, client, SessionDetails(s)); err != nil {
 		return err
