@@ -98,7 +98,7 @@ func lookupArgs(h *postgrestest.History) map[string][][]any {
 		"RefillProgress":     {{"price_p1_30", "proj_1", 30, now.Add(-time.Hour)}},
 		// Every metrics scrape; fold_order_counts, every minute.
 		"OrderCounts":        {{}},
-		"FailedOrdersByCode": {{}},
+		"FailedOrderCounts":  {{}},
 		"StockLevels":        {{}},
 		"FoldOrderCounts":    {{5000}},
 		// prune_history, every hour: a batch at each kind's default age.

@@ -383,9 +383,10 @@ SELECT CASE WHEN n %% 100 = 0 THEN 'available'::river_job_state ELSE 'completed'
        CASE n %% 3 WHEN 0 THEN 'create_key' WHEN 1 THEN 'fulfil_order' ELSE 'sync_key' END, 'default'
 FROM generate_series(1, greatest(1000, %[1]d / 20)) AS n;
 
--- The running counts of orders by status, which the orders' trigger
--- (off above) keeps for rows written by the service.
-INSERT INTO order_status_counts (status, n) SELECT status, count(*) FROM orders GROUP BY status;
+-- The running counts of orders by status and failure code, which the
+-- orders' trigger (off above) keeps for rows written by the service.
+INSERT INTO order_status_counts (status, failure_code, n)
+SELECT status, order_counted_failure_code(status, failure_code), count(*) FROM orders GROUP BY 1, 2;
 `
 
 // NewHistoryPool returns a pool on a fresh database holding the schema and
