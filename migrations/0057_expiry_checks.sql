@@ -26,7 +26,9 @@ ALTER TABLE order_keys
     ADD COLUMN expiry_mail_checked  bigint,
     ADD COLUMN expiry_event_checked bigint;
 
--- These replace order_keys_expiring_idx (every key with an expiry), which
+-- Built in the migration's transaction, not CONCURRENTLY (see 0042): writes
+-- to order_keys wait while they are built, a few seconds per million keys.
+-- They replace order_keys_expiring_idx (every key with an expiry), which
 -- only the expiry notices read.
 DROP INDEX order_keys_expiring_idx;
 CREATE INDEX order_keys_expiry_mail_due_idx ON order_keys (auth_expire)

@@ -16,8 +16,9 @@ LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE WHEN status = 'failed' THEN COALESCE(failure_code, '') ELSE '' END
 $$;
 
--- Writes to orders wait until the counts are taken again below, so no
--- change falls between the recount and the new trigger.
+-- Writes to orders wait until the counts are taken again below (a count
+-- of the orders, about a second per million), so no change falls between
+-- the recount and the new trigger; reads go on.
 LOCK TABLE orders IN SHARE ROW EXCLUSIVE MODE;
 
 ALTER TABLE order_status_changes ADD COLUMN failure_code text NOT NULL DEFAULT '';
@@ -40,8 +41,9 @@ BEGIN
 END;
 $$;
 
-DROP TRIGGER orders_status_changed ON orders;
-CREATE TRIGGER orders_status_changed AFTER UPDATE OF status, failure_code ON orders
+-- Replaced in place: dropping it would take a stronger lock than the one
+-- held on orders.
+CREATE OR REPLACE TRIGGER orders_status_changed AFTER UPDATE OF status, failure_code ON orders
     FOR EACH ROW
     WHEN (order_counted_failure_code(OLD.status, OLD.failure_code) IS DISTINCT FROM
           order_counted_failure_code(NEW.status, NEW.failure_code)
