@@ -351,7 +351,7 @@ func (QueueExpiryNoticesArgs) InsertOpts() river.InsertOpts {
 }
 
 // expiryNoticeEvery is how often the keys crossing the notice's threshold
-// are looked for; expiryNoticeBatch how many are queued per transaction.
+// are looked for; expiryNoticeBatch how many are checked per transaction.
 const (
 	expiryNoticeEvery      = time.Hour
 	expiryNoticeBatch      = 500
@@ -359,9 +359,9 @@ const (
 )
 
 // QueueExpiryNoticesWorker works QueueExpiryNoticesArgs. It reads only the
-// keys whose expiry falls in the window (an index on the expiry), and each
-// key's notice is recorded once, so a run repeated, or two at once, queue
-// one email per key and expiry.
+// keys in the window not yet checked for their expiry (a partial index of
+// those), and each key's notice is recorded once, so a run repeated, or two
+// at once, queue one email per key and expiry.
 type QueueExpiryNoticesWorker struct {
 	river.WorkerDefaults[QueueExpiryNoticesArgs]
 	Deps
@@ -407,34 +407,41 @@ func (w *QueueExpiryNoticesWorker) queueExpiringEvents(ctx context.Context) erro
 	return err
 }
 
-// inBatches lists the keys list finds expiring within the window and
-// records each with record, a batch per transaction and a bounded number
-// of batches per run (the next run takes the rest). A key recorded is no
-// longer listed, so a run repeated, or two at once, record it once.
+// inBatches checks, with check, the keys expiring within the window not
+// yet checked for their expiry and records each that owes its notice with
+// record, in the transaction that records them checked: a batch per
+// transaction and a bounded number of batches per run (the next run takes
+// the rest). A key checked is not read again until its expiry, the key or
+// its order changes, so a run repeated, or two at once, record it once, and
+// a run reads the keys that entered the window since the last one, however
+// many sit in it.
 func (w *QueueExpiryNoticesWorker) inBatches(ctx context.Context, within time.Duration,
-	list func(context.Context, postgres.DB, time.Time, time.Duration, int) ([]postgres.ExpiringKey, error),
+	check func(context.Context, pgx.Tx, time.Time, time.Duration, int) (int, []postgres.ExpiringKey, error),
 	record func(pgx.Tx, postgres.ExpiringKey) error,
 ) (int, error) {
 	done := 0
 	for range expiryNoticeMaxBatches {
-		keys, err := list(ctx, w.Pool, w.Now(), within, expiryNoticeBatch)
-		if err != nil || len(keys) == 0 {
-			return done, err
-		}
-		err = pgx.BeginFunc(ctx, w.Pool, func(tx pgx.Tx) error {
+		checked, owed := 0, 0
+		err := pgx.BeginFunc(ctx, w.Pool, func(tx pgx.Tx) error {
+			n, keys, err := check(ctx, tx, w.Now(), within, expiryNoticeBatch)
+			if err != nil {
+				return err
+			}
+			checked = n
 			for _, k := range keys {
 				if err := record(tx, k); err != nil {
 					return err
 				}
 			}
+			owed = len(keys)
 			return nil
 		})
 		if err != nil {
 			return done, err
 		}
-		done += len(keys)
-		if len(keys) < expiryNoticeBatch {
-			break
+		done += owed
+		if checked < expiryNoticeBatch {
+			return done, nil
 		}
 	}
 	return done, nil

@@ -104,25 +104,64 @@ type ExpiringKey struct {
 	Expire     int64 // unix seconds
 }
 
-// expiringKeysQuery lists, soonest first, at most $3 keys that stop
-// working after $1 and at most at $2 (unix seconds), will not renew and
-// still owe what owed says of each key k of order o.
+// An expiry check is one of the two reasons keys are read as they come
+// near their expiry: the buyer's email and the shop's key.expiring event.
+// Each remembers on the key the expiry it last checked it for (migration
+// 0057), in its own column, read through its own partial index.
+type expiryCheck struct {
+	name   string // of the look-ups
+	column string // order_keys' column of the expiry last checked
+}
+
+var (
+	mailExpiryCheck  = expiryCheck{name: "ExpiringKeys", column: "expiry_mail_checked"}
+	eventExpiryCheck = expiryCheck{name: "KeysExpiringUnannounced", column: "expiry_event_checked"}
+)
+
+// claimExpiryChecksQuery records, for at most $3 keys that stop working
+// after $1 and at most at $2 (unix seconds) and were not checked for that
+// expiry yet, soonest first, that they are checked now, and returns them.
+// A key or an order being changed meanwhile is skipped (SKIP LOCKED): the
+// change clears the key's check and a later run reads it. The order is held
+// FOR SHARE until the transaction ends, so a change to it made after this
+// waits for the notices to be recorded and then clears the check.
+func claimExpiryChecksQuery(c expiryCheck) string {
+	return `
+		UPDATE order_keys k SET ` + c.column + ` = k.auth_expire
+		FROM (SELECT k.id FROM order_keys k JOIN orders o ON o.checkout_session_id = k.checkout_session_id
+		      WHERE k.status = 'active' AND k.auth_expire > 0 AND k.user_key IS NOT NULL
+		        AND k.` + c.column + ` IS DISTINCT FROM k.auth_expire
+		        AND k.auth_expire > $1 AND k.auth_expire <= $2
+		      ORDER BY k.auth_expire, k.id LIMIT $3
+		      FOR NO KEY UPDATE OF k SKIP LOCKED FOR SHARE OF o SKIP LOCKED) due
+		WHERE k.id = due.id
+		RETURNING k.project_id, k.user_key`
+}
+
+// expiringKeysQuery lists, soonest first, the keys of the Luarmor keys
+// ($3 projects, $4 keys, pairwise) that stop working after $1 and at most
+// at $2 (unix seconds), will not renew and still owe what owed says of
+// each key k of order o.
 func expiringKeysQuery(owed string) string {
 	return `
 		SELECT id, checkout_session_id, auth_expire FROM (
 			SELECT DISTINCT ON (k.project_id, k.user_key) k.id, k.checkout_session_id, k.auth_expire
-			FROM order_keys k JOIN orders o ON o.checkout_session_id = k.checkout_session_id
-			WHERE k.status = 'active' AND k.auth_expire > 0 AND k.user_key IS NOT NULL
+			FROM unnest($3::text[], $4::text[]) c (project_id, user_key)
+			JOIN order_keys k ON k.project_id = c.project_id AND k.user_key = c.user_key
+			JOIN orders o ON o.checkout_session_id = k.checkout_session_id
+			WHERE k.status = 'active' AND k.auth_expire > 0
 			  AND k.auth_expire > $1 AND k.auth_expire <= $2
 			  AND o.status = 'fulfilled'
 			  AND (NOT k.recurring OR k.ending OR o.subscription_status = 'canceled' OR o.subscription_cancel_at_period_end)
 			  AND ` + owed + `
 			ORDER BY k.project_id, k.user_key, k.id DESC
-		) soon ORDER BY auth_expire, id LIMIT $3`
+		) soon ORDER BY auth_expire, id`
 }
 
 var (
-	expiringKeysSQL = lookup("ExpiringKeys", expiringKeysQuery(`o.customer_email <> ''
+	claimMailExpiryChecksSQL  = lookup("ClaimExpiryChecks/mail", claimExpiryChecksQuery(mailExpiryCheck))
+	claimEventExpiryChecksSQL = lookup("ClaimExpiryChecks/event", claimExpiryChecksQuery(eventExpiryCheck))
+	expiringKeysSQL           = lookup("ExpiringKeys", expiringKeysQuery(`o.customer_email <> ''
 		AND NOT EXISTS (SELECT 1 FROM lifecycle_emails e JOIN order_keys s ON s.id = e.order_key_id
 		                WHERE s.project_id = k.project_id AND s.user_key = k.user_key AND e.kind = 'expiring'
 		                  AND e.event = 'key:' || s.id || ':expiry:' || k.auth_expire)`))
@@ -135,41 +174,69 @@ var (
 			WHERE s.project_id = k.project_id AND s.user_key = k.user_key)))`))
 )
 
-// ExpiringKeys lists, soonest first, at most limit keys that stop working
-// after now and at most within before now, will not renew and have no
-// expiry notice for that expiry yet: delivered, active keys of fulfilled
-// orders with an address whose expiry is absolute (a key_days key once
-// started; a subscription's key once its subscription ended, or is set to
-// end, or once it left it). A Luarmor key shared by several units (a
-// purchase that extended a key) is listed once, by its newest unit. The
-// window is read through order_keys_expiring_idx: the keys expiring
-// within it, never every key.
-func ExpiringKeys(ctx context.Context, db DB, now time.Time, within time.Duration, limit int) ([]ExpiringKey, error) {
-	return expiringKeys(ctx, db, expiringKeysSQL, now, within, limit)
+// ExpiringKeys checks, in tx, at most limit keys that stop working after
+// now and at most within after it and were not checked for the buyer's
+// expiry notice of that expiry yet, records on each that it is checked, and
+// returns how many it checked and, soonest first, those of them that owe
+// the notice: they will not renew and have no expiry notice for that
+// expiry yet. They are delivered, active keys of fulfilled orders with an
+// address whose expiry is absolute (a key_days key once started; a
+// subscription's key once its subscription ended, or is set to end, or
+// once it left it). A Luarmor key shared by several units (a purchase that
+// extended a key) is listed once, by its newest unit. The caller records
+// the notices in tx: a key is checked once per expiry, and again when its
+// expiry, the key or its order changes (migration 0057), so a run reads the
+// keys that entered the window or changed since the last run, never every
+// key in the window. checked < limit: no key is left to check.
+func ExpiringKeys(ctx context.Context, tx pgx.Tx, now time.Time, within time.Duration, limit int) (checked int, owed []ExpiringKey, err error) {
+	return expiringKeys(ctx, tx, claimMailExpiryChecksSQL, expiringKeysSQL, now, within, limit)
 }
 
-// KeysExpiringUnannounced lists the keys ExpiringKeys would, whatever
-// their order's address, that have no key.expiring event for that expiry
+// KeysExpiringUnannounced checks the keys as ExpiringKeys does, for the
+// shop's key.expiring event and whatever their order's address, and
+// returns those of them that have no key.expiring event for that expiry
 // yet: the shop's backend hears of a key once per expiry, whether or not
 // its buyer is emailed. The event's subject is ExpiryNoticeEvent of the
 // unit it was recorded for, found through outbound_events' (type, subject).
-func KeysExpiringUnannounced(ctx context.Context, db DB, now time.Time, within time.Duration, limit int) ([]ExpiringKey, error) {
-	return expiringKeys(ctx, db, keysExpiringUnannouncedSQL, now, within, limit)
+func KeysExpiringUnannounced(ctx context.Context, tx pgx.Tx, now time.Time, within time.Duration, limit int) (checked int, owed []ExpiringKey, err error) {
+	return expiringKeys(ctx, tx, claimEventExpiryChecksSQL, keysExpiringUnannouncedSQL, now, within, limit)
 }
 
-func expiringKeys(ctx context.Context, db DB, query string, now time.Time, within time.Duration, limit int) ([]ExpiringKey, error) {
-	rows, err := db.Query(ctx, query, now.Unix(), now.Add(within).Unix(), limit)
+// expiringKeys claims the checks of up to limit keys with claim, then
+// lists those of their Luarmor keys that owe a notice with list. The list
+// is a statement of its own, after the claim: it sees every change
+// committed before the claim took its locks.
+func expiringKeys(ctx context.Context, tx pgx.Tx, claim, list string, now time.Time, within time.Duration, limit int) (int, []ExpiringKey, error) {
+	from, to := now.Unix(), now.Add(within).Unix()
+	rows, err := tx.Query(ctx, claim, from, to, limit)
 	if err != nil {
-		return nil, fmt.Errorf("listing keys that expire soon: %w", err)
+		return 0, nil, fmt.Errorf("checking keys that expire soon: %w", err)
+	}
+	var projects, userKeys []string
+	var project, userKey string
+	_, err = pgx.ForEachRow(rows, []any{&project, &userKey}, func() error {
+		projects = append(projects, project)
+		userKeys = append(userKeys, userKey)
+		return nil
+	})
+	if err != nil {
+		return 0, nil, fmt.Errorf("checking keys that expire soon: %w", err)
+	}
+	if len(userKeys) == 0 {
+		return 0, nil, nil
+	}
+	rows, err = tx.Query(ctx, list, from, to, projects, userKeys)
+	if err != nil {
+		return 0, nil, fmt.Errorf("listing keys that expire soon: %w", err)
 	}
 	keys, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (ExpiringKey, error) {
 		var k ExpiringKey
 		return k, r.Scan(&k.OrderKeyID, &k.SessionID, &k.Expire)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("listing keys that expire soon: %w", err)
+		return 0, nil, fmt.Errorf("listing keys that expire soon: %w", err)
 	}
-	return keys, nil
+	return len(userKeys), keys, nil
 }
 
 // ExpiryNoticeEvent is the event of the expiry notice of unit keyID for

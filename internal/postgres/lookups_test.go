@@ -119,8 +119,14 @@ func namedLookupArgs(h *postgrestest.History) map[string][][]any {
 		"UnstartedKeys":            {{10, time.Hour}},
 		"UnboundKeys":              {{10, time.Hour}},
 		"SubscriptionsLapsingSoon": {{48 * time.Hour, 200}},
-		"ExpiringKeys":             {{now.Unix(), now.Add(3 * 24 * time.Hour).Unix(), 500}},
-		"KeysExpiringUnannounced":  {{now.Unix(), now.Add(3 * 24 * time.Hour).Unix(), 500}},
+		// Each check claims a batch of the keys in its window not checked
+		// yet, then lists those of their Luarmor keys that owe a notice.
+		"ClaimExpiryChecks/mail":  {{now.Unix(), now.Add(3 * 24 * time.Hour).Unix(), 500}},
+		"ClaimExpiryChecks/event": {{now.Unix(), now.Add(3 * 24 * time.Hour).Unix(), 500}},
+		"ExpiringKeys": {{now.Unix(), now.Add(3 * 24 * time.Hour).Unix(),
+			h.ExpiringProjects, h.ExpiringUserKeys}},
+		"KeysExpiringUnannounced": {{now.Unix(), now.Add(3 * 24 * time.Hour).Unix(),
+			h.ExpiringProjects, h.ExpiringUserKeys}},
 		// A paid invoice.
 		"GrantRenewals": {{h.SubscriptionID}},
 		// doctor's stock check, and a refill's progress.
@@ -128,10 +134,10 @@ func namedLookupArgs(h *postgrestest.History) map[string][][]any {
 		"StockActivitySince": {{"price_p1_30", now.Add(-24 * time.Hour)}},
 		"RefillProgress":     {{"price_p1_30", "proj_1", 30, now.Add(-time.Hour)}},
 		// Every metrics scrape; fold_order_counts, every minute.
-		"OrderCounts":        {{}},
-		"FailedOrdersByCode": {{}},
-		"StockLevels":        {{}},
-		"FoldOrderCounts":    {{5000}},
+		"OrderCounts":       {{}},
+		"FailedOrderCounts": {{}},
+		"StockLevels":       {{}},
+		"FoldOrderCounts":   {{5000}},
 		// prune_history, every hour: a batch at each kind's default age.
 		"retention/stripe_event_payloads":      {{now.Add(-retention.DefaultEventPayloadAge), retention.DefaultBatchSize}},
 		"retention/outbound_delivery_attempts": {{now.Add(-retention.DefaultDeliveryLogAge), retention.DefaultBatchSize}},

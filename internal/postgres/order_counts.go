@@ -16,19 +16,39 @@ var orderCountsSQL = lookup("OrderCounts", `
 // and the total is exact. Its cost follows the changes since the last fold,
 // never the number of orders (migration 0052).
 func OrderCounts(ctx context.Context, db DB) (map[string]int64, error) {
-	rows, err := db.Query(ctx, orderCountsSQL)
+	return readCounts(ctx, db, orderCountsSQL)
+}
+
+// failedOrderCountsSQL is read by every metrics scrape.
+var failedOrderCountsSQL = lookup("FailedOrderCounts", `
+		SELECT failure_code, sum(n)::bigint FROM (
+			SELECT failure_code, n FROM order_status_counts WHERE status = 'failed'
+			UNION ALL
+			SELECT failure_code, delta FROM order_status_changes WHERE status = 'failed'
+		) c GROUP BY failure_code`)
+
+// FailedOrderCounts returns how many failed orders there are by failure
+// code (empty for a failure without one), exactly as OrderCounts counts them,
+// from the same running counts kept by code (migration 0058). A code no
+// failed order has any longer may be listed with 0.
+func FailedOrderCounts(ctx context.Context, db DB) (map[string]int64, error) {
+	return readCounts(ctx, db, failedOrderCountsSQL)
+}
+
+func readCounts(ctx context.Context, db DB, query string) (map[string]int64, error) {
+	rows, err := db.Query(ctx, query)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
 	counts := map[string]int64{}
 	for rows.Next() {
-		var status string
+		var label string
 		var n int64
-		if err := rows.Scan(&status, &n); err != nil {
+		if err := rows.Scan(&label, &n); err != nil {
 			return nil, err
 		}
-		counts[status] = n
+		counts[label] = n
 	}
 	return counts, rows.Err()
 }
@@ -38,19 +58,19 @@ var foldOrderCountsSQL = lookup("FoldOrderCounts", `
 		WITH moved AS (
 			DELETE FROM order_status_changes
 			 WHERE id IN (SELECT id FROM order_status_changes ORDER BY id LIMIT $1)
-			RETURNING status, delta
+			RETURNING status, failure_code, delta
 		), sums AS (
-			SELECT status, sum(delta)::bigint AS delta, count(*) AS rows FROM moved GROUP BY status
+			SELECT status, failure_code, sum(delta)::bigint AS delta, count(*) AS rows FROM moved GROUP BY status, failure_code
 		), folded AS (
-			INSERT INTO order_status_counts AS c (status, n)
-			SELECT status, delta FROM sums
-			ON CONFLICT (status) DO UPDATE SET n = c.n + EXCLUDED.n
+			INSERT INTO order_status_counts AS c (status, failure_code, n)
+			SELECT status, failure_code, delta FROM sums
+			ON CONFLICT (status, failure_code) DO UPDATE SET n = c.n + EXCLUDED.n
 		)
 		SELECT COALESCE(sum(rows), 0)::bigint FROM sums`)
 
-// FoldOrderCounts moves up to limit status changes into the per-status
-// counts, oldest first, in one statement, and reports how many it moved.
-// Replicas may fold at the same time: a change deleted by one is skipped
+// FoldOrderCounts moves up to limit status changes into the counts per
+// status and failure code, oldest first, in one statement, and reports how
+// many it moved. Replicas may fold at the same time: a change deleted by one is skipped
 // by the other, so none is counted twice.
 func FoldOrderCounts(ctx context.Context, db DB, limit int) (int64, error) {
 	var moved int64

@@ -18,15 +18,19 @@ import (
 )
 
 // TestOrderCountsStayExactUnderConcurrentChangesAndFolds inserts orders and
-// moves them between statuses from several connections at once, in random
-// order, while other connections fold the changes; at random moments, and
-// at the end, the running counts equal a full count of the orders table
-// taken in the same snapshot.
+// moves them between statuses and failure codes from several connections at
+// once, in random order, while other connections fold the changes; at
+// random moments, and at the end, the running counts (by status, and the
+// failed orders by code) equal a full count of the orders table taken in
+// the same snapshot.
 func TestOrderCountsStayExactUnderConcurrentChangesAndFolds(t *testing.T) {
 	t.Parallel()
 	pool := postgrestest.NewPool(t)
 	ctx := context.Background()
 	statuses := []string{"pending", "fulfilled", "revoked", "failed"}
+	// A code may stay on an order that leaves 'failed' (a retry): it is
+	// counted only while the order is failed.
+	codes := []any{nil, "session_unknown", "price_unknown", "key_failed"}
 
 	const writers, ordersPerWriter = 4, 40
 	var wg sync.WaitGroup
@@ -44,9 +48,15 @@ func TestOrderCountsStayExactUnderConcurrentChangesAndFolds(t *testing.T) {
 				// with another order's, some repeating the same status.
 				for range rng.IntN(4) {
 					err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-						if _, err := tx.Exec(ctx, `UPDATE orders SET status = $2 WHERE checkout_session_id = $1`,
-							id, statuses[rng.IntN(len(statuses))]); err != nil {
+						if _, err := tx.Exec(ctx, `UPDATE orders SET status = $2, failure_code = $3 WHERE checkout_session_id = $1`,
+							id, statuses[rng.IntN(len(statuses))], codes[rng.IntN(len(codes))]); err != nil {
 							return err
+						}
+						if rng.IntN(3) == 0 { // the code alone changes
+							if _, err := tx.Exec(ctx, `UPDATE orders SET failure_code = $2 WHERE checkout_session_id = $1`,
+								id, codes[rng.IntN(len(codes))]); err != nil {
+								return err
+							}
 						}
 						_, err := tx.Exec(ctx, `UPDATE orders SET status = $1 WHERE id = (SELECT min(id) FROM orders)`,
 							statuses[rng.IntN(len(statuses))])
@@ -104,44 +114,50 @@ func TestOrderCountsStayExactUnderConcurrentChangesAndFolds(t *testing.T) {
 	require.NoError(t, countsMatch(pool))
 }
 
-// countsMatch compares the running counts with a full count of the orders,
-// both read in one repeatable-read snapshot.
+// countsMatch compares the running counts, by status and the failed
+// orders by code, with a full count of the orders, all read in one
+// repeatable-read snapshot.
 func countsMatch(pool *pgxpool.Pool) error {
 	ctx := context.Background()
 	return pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		running, err := postgres.OrderCounts(ctx, tx)
+		byStatus, err := postgres.OrderCounts(ctx, tx)
 		if err != nil {
 			return err
 		}
-		rows, err := tx.Query(ctx, `SELECT status, count(*) FROM orders GROUP BY status`)
+		failed, err := postgres.FailedOrderCounts(ctx, tx)
 		if err != nil {
 			return err
 		}
-		counted, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (struct {
-			status string
-			n      int64
-		}, error) {
-			var s struct {
-				status string
-				n      int64
-			}
-			return s, r.Scan(&s.status, &s.n)
-		})
-		if err != nil {
+		if err := sameCounts(ctx, tx, "orders by status", byStatus,
+			`SELECT status, count(*) FROM orders GROUP BY status`); err != nil {
 			return err
 		}
-		want := map[string]int64{}
-		for _, c := range counted {
-			want[c.status] = c.n
-		}
-		for status, n := range running {
-			if n == 0 {
-				delete(running, status)
-			}
-		}
-		if fmt.Sprint(want) != fmt.Sprint(running) {
-			return fmt.Errorf("running counts %v differ from a full count %v in the same snapshot", running, want)
-		}
-		return nil
+		return sameCounts(ctx, tx, "failed orders by code", failed,
+			`SELECT COALESCE(failure_code, ''), count(*) FROM orders WHERE status = 'failed' GROUP BY 1`)
 	})
+}
+
+// sameCounts compares running counts (a label with 0 being no label) with
+// a full count made by query.
+func sameCounts(ctx context.Context, tx pgx.Tx, what string, running map[string]int64, query string) error {
+	rows, err := tx.Query(ctx, query)
+	if err != nil {
+		return err
+	}
+	want := map[string]int64{}
+	var label string
+	var n int64
+	if _, err := pgx.ForEachRow(rows, []any{&label, &n}, func() error { want[label] = n; return nil }); err != nil {
+		return err
+	}
+	got := map[string]int64{}
+	for l, n := range running {
+		if n != 0 {
+			got[l] = n
+		}
+	}
+	if fmt.Sprint(want) != fmt.Sprint(got) {
+		return fmt.Errorf("running counts of %s %v differ from a full count %v in the same snapshot", what, got, want)
+	}
+	return nil
 }

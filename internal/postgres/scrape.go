@@ -2,12 +2,9 @@ package postgres
 
 // The metrics scrape's queries (internal/metrics), registered so the plan
 // test holds them to an index like the other periodic queries: a scrape
-// comes every few seconds.
+// comes every few seconds. The orders by status and the failed orders by
+// code are read from the running counts (order_counts.go).
 var (
-	// FailedOrdersByCodeSQL counts the failed orders by failure code;
-	// orders_failed_idx holds exactly these rows.
-	FailedOrdersByCodeSQL = lookup("FailedOrdersByCode",
-		`SELECT COALESCE(failure_code, ''), count(*) FROM orders WHERE status = 'failed' GROUP BY 1`)
 	// StockLevelsSQL counts each price's stock keys ready and being made;
 	// stock_keys_unsold_idx holds exactly these rows, never the keys sold.
 	StockLevelsSQL = lookup("StockLevels",

@@ -36,6 +36,11 @@ type History struct {
 	InvoiceID      string // a paid invoice of that subscription
 	RevocationID   int64  // a revocation (a dispute or a refund)
 	ChargeID       string // the charge it took back
+
+	// The Luarmor keys (project and key, pairwise) of a batch of 500
+	// delivered keys expiring within the next three days, soonest first:
+	// what an expiry check claims in one batch.
+	ExpiringProjects, ExpiringUserKeys []string
 }
 
 // SeedHistory fills a migrated database with the history of a busy shop
@@ -100,6 +105,22 @@ func readHistory(ctx context.Context, conn *pgx.Conn, orders int) (*History, err
 		Scan(&h.RevocationID, &h.ChargeID)
 	if err != nil {
 		return nil, fmt.Errorf("reading the seeded history's revocation: %w", err)
+	}
+	rows, err := conn.Query(ctx, `SELECT project_id, user_key FROM order_keys
+		WHERE status = 'active' AND auth_expire > 0 AND user_key IS NOT NULL
+		  AND auth_expire > extract(epoch FROM now()) AND auth_expire <= extract(epoch FROM now() + interval '3 days')
+		ORDER BY auth_expire, id LIMIT 500`)
+	if err != nil {
+		return nil, fmt.Errorf("reading the seeded history's expiring keys: %w", err)
+	}
+	var project, userKey string
+	_, err = pgx.ForEachRow(rows, []any{&project, &userKey}, func() error {
+		h.ExpiringProjects = append(h.ExpiringProjects, project)
+		h.ExpiringUserKeys = append(h.ExpiringUserKeys, userKey)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading the seeded history's expiring keys: %w", err)
 	}
 	return h, nil
 }
@@ -383,9 +404,10 @@ SELECT CASE WHEN n %% 100 = 0 THEN 'available'::river_job_state ELSE 'completed'
        CASE n %% 3 WHEN 0 THEN 'create_key' WHEN 1 THEN 'fulfil_order' ELSE 'sync_key' END, 'default'
 FROM generate_series(1, greatest(1000, %[1]d / 20)) AS n;
 
--- The running counts of orders by status, which the orders' trigger
--- (off above) keeps for rows written by the service.
-INSERT INTO order_status_counts (status, n) SELECT status, count(*) FROM orders GROUP BY status;
+-- The running counts of orders by status and failure code, which the
+-- orders' trigger (off above) keeps for rows written by the service.
+INSERT INTO order_status_counts (status, failure_code, n)
+SELECT status, order_counted_failure_code(status, failure_code), count(*) FROM orders GROUP BY 1, 2;
 `
 
 // NewHistoryPool returns a pool on a fresh database holding the schema and

@@ -1,0 +1,222 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"fulfiller/internal/postgres"
+	"fulfiller/internal/postgres/postgrestest"
+)
+
+// expiryCheckDays is the window of the checks below: MAIL_EXPIRY_NOTICE_DAYS'
+// default.
+const expiryCheckDays = 3 * 24 * time.Hour
+
+// expiringOrder inserts a fulfilled subscription order with an address and
+// one delivered key of a recurring price that ends in two days, as a
+// subscription that renews has: in the window, owing nothing. It returns
+// the order's session and the key's id.
+func expiringOrder(t *testing.T, pool *pgxpool.Pool, name string) (string, int64) {
+	t.Helper()
+	ctx := context.Background()
+	session := "cs_test_expiry_" + name
+	_, err := pool.Exec(ctx, `INSERT INTO orders (checkout_session_id, status, mode, customer_email, subscription_id, subscription_status)
+		VALUES ($1, 'fulfilled', 'subscription', 'buyer@example.com', 'sub_' || $1, 'active')`, session)
+	require.NoError(t, err)
+	var keyID int64
+	err = pool.QueryRow(ctx, `INSERT INTO order_keys (checkout_session_id, line_item_id, unit, price_id, project_id, key_days,
+			reference, status, user_key, auth_expire, recurring)
+		VALUES ($1, 'li_1', 1, 'price_month', 'proj_expiry', 30, 'ref_' || $1, 'active', 'key_' || $1, $2, true)
+		RETURNING id`, session, time.Now().Add(48*time.Hour).Unix()).Scan(&keyID)
+	require.NoError(t, err)
+	return session, keyID
+}
+
+// checkExpiring runs one batch of the buyer's expiry check as the job does,
+// recording the notice of each key owing one in the same transaction, and
+// returns how many keys it checked and the keys it recorded a notice for.
+func checkExpiring(t *testing.T, pool *pgxpool.Pool) (int, []int64) {
+	t.Helper()
+	ctx := context.Background()
+	var checked int
+	var noticed []int64
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		n, owed, err := postgres.ExpiringKeys(ctx, tx, time.Now(), expiryCheckDays, 500)
+		checked = n
+		for _, k := range owed {
+			_, err := postgres.RecordLifecycleEmail(ctx, tx, k.SessionID, postgres.LifecycleEmail{OrderKeyID: k.OrderKeyID,
+				Kind: "expiring", Event: postgres.ExpiryNoticeEvent(k.OrderKeyID, k.Expire), MessageID: fmt.Sprint(k.OrderKeyID)})
+			if err != nil {
+				return err
+			}
+			noticed = append(noticed, k.OrderKeyID)
+		}
+		return err
+	})
+	require.NoError(t, err)
+	return checked, noticed
+}
+
+// A key checked once is not read again while nothing its notice depends on
+// changes, however often the check runs; each way a key inside the window
+// can come to owe a notice makes the next run read it again and record its
+// notice, once.
+func TestExpiryCheckReadsAKeyAgainWhenItMayComeToOweANotice(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		// before puts the key or its order in a state owing nothing (the
+		// key as inserted renews); change makes it owe the notice. $1 is
+		// the order's session.
+		before, change []string
+	}{
+		{name: "subscription_cancelled",
+			change: []string{`UPDATE orders SET subscription_status = 'canceled' WHERE checkout_session_id = $1`}},
+		{name: "set_to_cancel_at_period_end",
+			change: []string{`UPDATE orders SET subscription_cancel_at_period_end = true WHERE checkout_session_id = $1`}},
+		{name: "key_left_its_subscription",
+			change: []string{`UPDATE order_keys SET ending = true WHERE checkout_session_id = $1`}},
+		{name: "key_no_longer_recurring",
+			change: []string{`UPDATE order_keys SET recurring = false WHERE checkout_session_id = $1`}},
+		{name: "order_fulfilled_late",
+			before: []string{`UPDATE orders SET status = 'pending', subscription_status = 'canceled' WHERE checkout_session_id = $1`},
+			change: []string{`UPDATE orders SET status = 'fulfilled' WHERE checkout_session_id = $1`}},
+		{name: "revocation_lifted",
+			before: []string{`UPDATE orders SET status = 'revoked', subscription_status = 'canceled' WHERE checkout_session_id = $1`},
+			change: []string{`UPDATE orders SET status = 'fulfilled' WHERE checkout_session_id = $1`}},
+		{name: "key_delivered_late",
+			before: []string{`UPDATE orders SET subscription_status = 'canceled' WHERE checkout_session_id = $1`,
+				`UPDATE order_keys SET status = 'pending', user_key = NULL, auth_expire = NULL WHERE checkout_session_id = $1`},
+			change: []string{`UPDATE order_keys SET status = 'active', user_key = 'key_' || $1,
+				auth_expire = extract(epoch FROM now() + interval '1 day')::bigint WHERE checkout_session_id = $1`}},
+		{name: "address_added",
+			before: []string{`UPDATE orders SET customer_email = '', subscription_status = 'canceled' WHERE checkout_session_id = $1`},
+			change: []string{`UPDATE orders SET customer_email = 'late@example.com' WHERE checkout_session_id = $1`}},
+		{name: "key_unbanned",
+			before: []string{`UPDATE orders SET subscription_status = 'canceled' WHERE checkout_session_id = $1`,
+				`UPDATE order_keys SET status = 'blacklisted' WHERE checkout_session_id = $1`},
+			change: []string{`UPDATE order_keys SET status = 'active' WHERE checkout_session_id = $1`}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			pool := postgrestest.NewPool(t)
+			ctx := context.Background()
+			session, keyID := expiringOrder(t, pool, c.name)
+			for _, q := range c.before {
+				_, err := pool.Exec(ctx, q, session)
+				require.NoError(t, err)
+			}
+			_, noticed := checkExpiring(t, pool)
+			require.Empty(t, noticed, "the key owes no notice yet")
+			checked, _ := checkExpiring(t, pool)
+			require.Zero(t, checked, "a key checked for its expiry is not read again while nothing changed")
+
+			for _, q := range c.change {
+				_, err := pool.Exec(ctx, q, session)
+				require.NoError(t, err)
+			}
+			checked, noticed = checkExpiring(t, pool)
+			require.Equal(t, 1, checked, "the change makes the key read again")
+			require.Equal(t, []int64{keyID}, noticed)
+			checked, noticed = checkExpiring(t, pool)
+			require.Zero(t, checked)
+			require.Empty(t, noticed)
+			requireNotices(t, pool, keyID, 1)
+		})
+	}
+}
+
+// A key already noticed for its expiry is noticed again once a renewal or
+// a refund moves the expiry, and never twice for one expiry, even when a
+// change to its order makes it read again.
+func TestExpiryCheckNoticesAMovedExpiryOnce(t *testing.T) {
+	t.Parallel()
+	pool := postgrestest.NewPool(t)
+	ctx := context.Background()
+	session, keyID := expiringOrder(t, pool, "moved")
+	_, err := pool.Exec(ctx, `UPDATE orders SET subscription_cancel_at_period_end = true WHERE checkout_session_id = $1`, session)
+	require.NoError(t, err)
+	_, noticed := checkExpiring(t, pool)
+	require.Equal(t, []int64{keyID}, noticed)
+
+	// A refund takes a day back: the new expiry is announced.
+	_, err = pool.Exec(ctx, `UPDATE order_keys SET auth_expire = auth_expire - 86400 WHERE id = $1`, keyID)
+	require.NoError(t, err)
+	_, noticed = checkExpiring(t, pool)
+	require.Equal(t, []int64{keyID}, noticed)
+	requireNotices(t, pool, keyID, 2)
+
+	// The order changes back and forth: read again, nothing owed twice.
+	for _, cancel := range []bool{false, true} {
+		_, err = pool.Exec(ctx, `UPDATE orders SET subscription_cancel_at_period_end = $2 WHERE checkout_session_id = $1`, session, cancel)
+		require.NoError(t, err)
+		checked, noticed := checkExpiring(t, pool)
+		require.Equal(t, 1, checked)
+		require.Empty(t, noticed)
+	}
+	requireNotices(t, pool, keyID, 2)
+}
+
+// A change to an order committed while its key is being checked is not
+// lost: a change still open when the check runs makes the check skip the
+// key, and a change made while the check's transaction is open waits for
+// it, then makes the key read again.
+func TestExpiryCheckDoesNotLoseAChangeMadeDuringIt(t *testing.T) {
+	t.Parallel()
+	pool := postgrestest.NewPool(t)
+	ctx := context.Background()
+	cancel := `UPDATE orders SET subscription_status = 'canceled' WHERE checkout_session_id = $1`
+
+	// The change is open first: the check skips the key until it commits.
+	session, keyID := expiringOrder(t, pool, "open_change")
+	change, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	defer change.Rollback(ctx) //nolint:errcheck // no-op after Commit
+	_, err = change.Exec(ctx, cancel, session)
+	require.NoError(t, err)
+	checked, _ := checkExpiring(t, pool)
+	require.Zero(t, checked, "a key whose order is being changed is left for a later run")
+	require.NoError(t, change.Commit(ctx))
+	_, noticed := checkExpiring(t, pool)
+	require.Equal(t, []int64{keyID}, noticed)
+
+	// The check is open first: the change waits for it, then clears it.
+	session, keyID = expiringOrder(t, pool, "open_check")
+	check, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	defer check.Rollback(ctx) //nolint:errcheck // no-op after Commit
+	checked, owed, err := postgres.ExpiringKeys(ctx, check, time.Now(), expiryCheckDays, 500)
+	require.NoError(t, err)
+	require.Equal(t, 1, checked)
+	require.Empty(t, owed, "the subscription still renews when the check reads it")
+	done := make(chan error, 1)
+	go func() {
+		_, err := pool.Exec(ctx, cancel, session)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("the change did not wait for the check holding the order (err %v)", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	require.NoError(t, check.Commit(ctx))
+	require.NoError(t, <-done)
+	_, noticed = checkExpiring(t, pool)
+	require.Equal(t, []int64{keyID}, noticed)
+}
+
+// requireNotices requires n expiry notices recorded for keyID.
+func requireNotices(t *testing.T, pool *pgxpool.Pool, keyID int64, n int) {
+	t.Helper()
+	var got int
+	require.NoError(t, pool.QueryRow(context.Background(),
+		`SELECT count(*) FROM lifecycle_emails WHERE order_key_id = $1 AND kind = 'expiring'`, keyID).Scan(&got))
+	require.Equal(t, n, got)
+}
