@@ -262,15 +262,9 @@ func scaleScenario(ctx context.Context, o scaleOptions, dbs *databases, tmpl str
 	timer.begin("VACUUM FULL of the pruned tables, sizes")
 	// Pruned rows leave free space that new rows reuse (plain autovacuum
 	// makes it reusable); VACUUM FULL gives it back, so the size shows
-	// what the kept rows hold, the size a database converges to. Twice:
-	// on PostgreSQL 15 the first rewrite of outbound_events after its
-	// bodies were dropped still holds the rows' old versions (about twice
-	// its live rows' bytes, with no transaction open that could see them);
-	// the second holds the live rows alone.
-	for range 2 {
-		if _, err := pool.Exec(ctx, "VACUUM (FULL, ANALYZE) "+strings.Join(retention.Tables(), ", ")); err != nil {
-			return rep, fmt.Errorf("vacuuming the pruned tables: %w", err)
-		}
+	// what the kept rows hold, the size a database converges to.
+	if _, err := pool.Exec(ctx, "VACUUM (FULL, ANALYZE) "+strings.Join(retention.Tables(), ", ")); err != nil {
+		return rep, fmt.Errorf("vacuuming the pruned tables: %w", err)
 	}
 	after, err := tableSizes(ctx, pool)
 	if err != nil {

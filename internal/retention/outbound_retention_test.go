@@ -150,3 +150,11 @@ func TestEventWithoutDestinationIsRecordedWithoutBody(t *testing.T) {
 		Scan(&events, &bodies, &deliveries))
 	require.Equal(t, []int{1, 0, 0}, []int{events, bodies, deliveries}, "recorded once, without a body; the second time is the same event")
 }
+
+// Tables names every table a prune shrinks, once: the benchmark rewrites
+// them to measure what the kept rows hold, and a delivery's prune also
+// drops its attempts and its event's body.
+func TestTablesNameEveryTablePruned(t *testing.T) {
+	require.Equal(t, []string{"stripe_events", "outbound_delivery_attempts", "outbound_deliveries", "outbound_events", "luarmor_call_log"},
+		retention.Tables())
+}

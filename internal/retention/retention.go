@@ -122,8 +122,8 @@ func MinEventPayloadAge(reconcileLookback time.Duration) time.Duration {
 type Prunable struct {
 	// Kind names it in metrics, logs and the job's output.
 	Kind string
-	// Table is the table whose rows, or a column of them, it drops.
-	Table string
+	// Tables are the tables whose rows, or a column of them, it drops.
+	Tables []string
 	// Setting is the setting its age is read from.
 	Setting string
 	// Age is how long it is kept.
@@ -142,7 +142,7 @@ type Prunable struct {
 var Prunables = []Prunable{
 	{
 		Kind:    "stripe_event_payloads",
-		Table:   "stripe_events",
+		Tables:  []string{"stripe_events"},
 		Setting: "RETENTION_EVENT_PAYLOAD_DAYS",
 		Age:     func(s Settings) time.Duration { return s.EventPayloadAge },
 		// An event of a type the service does not handle is never queued,
@@ -154,7 +154,7 @@ var Prunables = []Prunable{
 	},
 	{
 		Kind:    "outbound_delivery_attempts",
-		Table:   "outbound_delivery_attempts",
+		Tables:  []string{"outbound_delivery_attempts"},
 		Setting: "RETENTION_DELIVERY_LOG_DAYS",
 		Age:     func(s Settings) time.Duration { return s.DeliveryLogAge },
 		// A pending delivery's attempts are counted by its job (how many
@@ -166,7 +166,7 @@ var Prunables = []Prunable{
 	},
 	{
 		Kind:    "outbound_deliveries",
-		Table:   "outbound_deliveries",
+		Tables:  []string{"outbound_deliveries", "outbound_delivery_attempts", "outbound_events"},
 		Setting: "RETENTION_DELIVERY_LOG_DAYS",
 		Age:     func(s Settings) time.Duration { return s.DeliveryLogAge },
 		// A delivery is finished once it is no longer pending; a replay
@@ -190,7 +190,7 @@ var Prunables = []Prunable{
 	},
 	{
 		Kind:    "luarmor_call_log",
-		Table:   "luarmor_call_log",
+		Tables:  []string{"luarmor_call_log"},
 		Setting: "RETENTION_CALL_LOG_DAYS",
 		Age:     func(s Settings) time.Duration { return s.CallLogAge },
 		// Rows are written in the order of their ids, so the oldest come
@@ -205,8 +205,10 @@ var Prunables = []Prunable{
 func Tables() []string {
 	var out []string
 	for _, p := range Prunables {
-		if !slices.Contains(out, p.Table) {
-			out = append(out, p.Table)
+		for _, t := range p.Tables {
+			if !slices.Contains(out, t) {
+				out = append(out, t)
+			}
 		}
 	}
 	return out
