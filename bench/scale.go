@@ -264,7 +264,7 @@ func scaleScenario(ctx context.Context, o scaleOptions, dbs *databases, tmpl str
 	// Pruned rows leave free space that new rows reuse (plain autovacuum
 	// makes it reusable); VACUUM FULL gives it back, so the size shows
 	// what the kept rows hold, the size a database converges to.
-	if _, err := pool.Exec(ctx, "VACUUM (FULL, ANALYZE) stripe_events, outbound_delivery_attempts"); err != nil {
+	if _, err := pool.Exec(ctx, "VACUUM (FULL, ANALYZE) "+strings.Join(retention.Tables(), ", ")); err != nil {
 		return rep, fmt.Errorf("vacuuming the pruned tables: %w", err)
 	}
 	after, err := tableSizes(ctx, pool)

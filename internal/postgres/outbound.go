@@ -20,12 +20,18 @@ import (
 // tx. It returns the deliveries' IDs; none when the event was recorded
 // before (a repeated webhook, a job run twice).
 func RecordOutboundEvent(ctx context.Context, tx pgx.Tx, e outbound.Event, subject string, orderID int64, to []outbound.Destination) ([]int64, error) {
-	data, err := json.Marshal(e.Data)
-	if err != nil {
-		return nil, fmt.Errorf("encoding the %s event of %s: %w", e.Type, subject, err)
+	// Only a delivery sends the body: an event with no destination is
+	// recorded for its (type, subject) alone, the guard against telling
+	// the shop twice.
+	var data []byte
+	if len(to) > 0 {
+		var err error
+		if data, err = json.Marshal(e.Data); err != nil {
+			return nil, fmt.Errorf("encoding the %s event of %s: %w", e.Type, subject, err)
+		}
 	}
 	var id int64
-	err = tx.QueryRow(ctx, `INSERT INTO outbound_events (event_id, type, subject, order_id, data, created_at)
+	err := tx.QueryRow(ctx, `INSERT INTO outbound_events (event_id, type, subject, order_id, data, created_at)
 		VALUES ($1, $2, $3, NULLIF($4, 0), $5, to_timestamp($6))
 		ON CONFLICT (type, subject) DO NOTHING RETURNING id`,
 		e.ID, e.Type, subject, orderID, data, e.Created).Scan(&id)
@@ -74,6 +80,12 @@ func scanOutboundDelivery(row pgx.Row) (*OutboundDelivery, error) {
 	if err != nil {
 		return nil, err
 	}
+	if data == nil {
+		// Never while a delivery of the event is kept (retention drops a
+		// body only once its deliveries are gone): sending anything in its
+		// place would tell the shop something else under the event's ID.
+		return nil, fmt.Errorf("event %s of webhook delivery %d has no body stored: it cannot be shown or sent again", d.Event.ID, d.ID)
+	}
 	if err := json.Unmarshal(data, &d.Event.Data); err != nil {
 		return nil, fmt.Errorf("decoding event %s: %w", d.Event.ID, err)
 	}
@@ -86,12 +98,31 @@ func GetOutboundDelivery(ctx context.Context, db DB, id int64) (*OutboundDeliver
 	d, err := scanOutboundDelivery(db.QueryRow(ctx, `SELECT `+outboundDeliveryColumns+`
 		FROM outbound_deliveries d JOIN outbound_events e ON e.id = d.event_id WHERE d.id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, order.Errorf(order.ENOTFOUND, "no webhook delivery %d", id)
+		return nil, missingDelivery(ctx, db, id)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading webhook delivery %d: %w", id, err)
 	}
 	return d, nil
+}
+
+// missingDelivery is the error for delivery id, which is not stored: one
+// the sequence has handed out was recorded and has since been pruned
+// (internal/retention: a delivery finished more than
+// RETENTION_DELIVERY_LOG_DAYS ago goes with its event's body), so it
+// cannot be shown or replayed; any other was never made.
+func missingDelivery(ctx context.Context, db DB, id int64) error {
+	var issued bool
+	err := db.QueryRow(ctx, `SELECT $1 <= last_value AND is_called FROM outbound_deliveries_id_seq`, id).Scan(&issued)
+	if err != nil {
+		return fmt.Errorf("reading webhook delivery %d: %w", id, err)
+	}
+	if issued {
+		return order.Errorf(order.ENOTFOUND, "webhook delivery %d is no longer kept: a delivery finished more than "+
+			"RETENTION_DELIVERY_LOG_DAYS ago is deleted with its event's body, so it cannot be shown or replayed; "+
+			"its event (type, subject, event ID) is still recorded", id)
+	}
+	return order.Errorf(order.ENOTFOUND, "no webhook delivery %d", id)
 }
 
 // DeliveryFilter narrows a listing of deliveries; its zero value lists
@@ -259,7 +290,7 @@ func ReplayOutboundDelivery(ctx context.Context, tx pgx.Tx, id int64) (int, erro
 	err := tx.QueryRow(ctx, `UPDATE outbound_deliveries SET replays = replays + 1, status = 'pending', updated_at = now()
 		WHERE id = $1 RETURNING replays`, id).Scan(&replay)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, order.Errorf(order.ENOTFOUND, "no webhook delivery %d", id)
+		return 0, missingDelivery(ctx, tx, id)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("replaying webhook delivery %d: %w", id, err)

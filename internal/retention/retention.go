@@ -13,8 +13,19 @@
 //     refused.
 //   - outbound_delivery_attempts: each attempt's status and error of an
 //     outbound delivery no longer pending, after RETENTION_DELIVERY_LOG_DAYS
-//     (90 days). The delivery (status, attempt count, last answer) and its
-//     event's body stay, so it can still be replayed.
+//     (90 days).
+//   - outbound_deliveries: a delivery finished (delivered, or failed for
+//     good) and unchanged for RETENTION_DELIVERY_LOG_DAYS, with its
+//     attempts, and with the event's last delivery the event's body
+//     (outbound_events.data), which only a delivery sends. Such a delivery
+//     can no longer be shown or replayed: the admin API and the console
+//     refuse, saying it is no longer kept, rather than send the event
+//     without its body. A pending delivery stays, however old. The event's
+//     row (ID, type, subject, order, time) stays for good: it is the
+//     once-per-(type, subject) guard (a repeated webhook, a job run twice,
+//     the hourly key.expiring check of postgres.KeysExpiringUnannounced
+//     tell the shop nothing twice). An event with no destination is
+//     recorded without a body from the start.
 //   - luarmor_call_log: each Luarmor request made for an order or a key
 //     (endpoint, status, time taken, job), after RETENTION_CALL_LOG_DAYS
 //     (90 days): the console's timeline of an order, read when a buyer
@@ -30,9 +41,13 @@
 // grants, revocations, refunds, disputes, reissues, HWID resets, stock
 // keys sold, the support audit log, order_emails and lifecycle_emails
 // (their rows are what keeps an email from being sent twice; no email's
-// body is ever stored) and the outbound events' bodies. Each is what an
+// body is ever stored) and the outbound events' rows. Each is what an
 // entitlement, a refund, a dispute or an audit is decided or answered
 // from. docs/operating.md (Retention) holds the same table for operators.
+//
+// What stays is kept small: an index is there because a look-up reads it
+// (internal/postgres' plan test), and indexes compared only for equality
+// on long IDs are hash indexes (migration 0059).
 //
 // Each prune is a batch of at most BatchSize rows in its own short
 // transaction; a run stops when a batch comes back short or its time is up,
@@ -43,6 +58,7 @@ package retention
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -106,6 +122,8 @@ func MinEventPayloadAge(reconcileLookback time.Duration) time.Duration {
 type Prunable struct {
 	// Kind names it in metrics, logs and the job's output.
 	Kind string
+	// Tables are the tables whose rows, or a column of them, it drops.
+	Tables []string
 	// Setting is the setting its age is read from.
 	Setting string
 	// Age is how long it is kept.
@@ -124,6 +142,7 @@ type Prunable struct {
 var Prunables = []Prunable{
 	{
 		Kind:    "stripe_event_payloads",
+		Tables:  []string{"stripe_events"},
 		Setting: "RETENTION_EVENT_PAYLOAD_DAYS",
 		Age:     func(s Settings) time.Duration { return s.EventPayloadAge },
 		// An event of a type the service does not handle is never queued,
@@ -135,6 +154,7 @@ var Prunables = []Prunable{
 	},
 	{
 		Kind:    "outbound_delivery_attempts",
+		Tables:  []string{"outbound_delivery_attempts"},
 		Setting: "RETENTION_DELIVERY_LOG_DAYS",
 		Age:     func(s Settings) time.Duration { return s.DeliveryLogAge },
 		// A pending delivery's attempts are counted by its job (how many
@@ -145,7 +165,32 @@ var Prunables = []Prunable{
 			ORDER BY a.at LIMIT $2 FOR UPDATE OF a SKIP LOCKED))`,
 	},
 	{
+		Kind:    "outbound_deliveries",
+		Tables:  []string{"outbound_deliveries", "outbound_delivery_attempts", "outbound_events"},
+		Setting: "RETENTION_DELIVERY_LOG_DAYS",
+		Age:     func(s Settings) time.Duration { return s.DeliveryLogAge },
+		// A delivery is finished once it is no longer pending; a replay
+		// makes it pending again (and so keeps it), and every attempt
+		// moves updated_at. Its attempts go with it (ON DELETE CASCADE),
+		// and its event's body goes with the event's last delivery: only a
+		// delivery sends it. The rows it affected are the deliveries. A
+		// replay of a delivery in the batch waits for the batch's lock,
+		// then finds it gone and is refused.
+		SQL: `WITH batch AS (
+			SELECT id, event_id FROM outbound_deliveries
+			WHERE status <> 'pending' AND updated_at < $1
+			ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED
+		), per_event AS (
+			SELECT event_id, count(*) AS n FROM batch GROUP BY event_id
+		), bodies AS (
+			UPDATE outbound_events e SET data = NULL FROM per_event p
+			WHERE e.id = ANY(ARRAY(SELECT event_id FROM per_event)) AND e.id = p.event_id AND e.data IS NOT NULL
+				AND (SELECT count(*) FROM outbound_deliveries d WHERE d.event_id = e.id) = p.n)
+		DELETE FROM outbound_deliveries WHERE id = ANY(ARRAY(SELECT id FROM batch))`,
+	},
+	{
 		Kind:    "luarmor_call_log",
+		Tables:  []string{"luarmor_call_log"},
 		Setting: "RETENTION_CALL_LOG_DAYS",
 		Age:     func(s Settings) time.Duration { return s.CallLogAge },
 		// Rows are written in the order of their ids, so the oldest come
@@ -154,6 +199,19 @@ var Prunables = []Prunable{
 			SELECT id FROM luarmor_call_log WHERE sent_at < $1
 			ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)`,
 	},
+}
+
+// Tables lists the tables Prunables prune, each once, in order.
+func Tables() []string {
+	var out []string
+	for _, p := range Prunables {
+		for _, t := range p.Tables {
+			if !slices.Contains(out, t) {
+				out = append(out, t)
+			}
+		}
+	}
+	return out
 }
 
 // Kinds lists the kinds of Prunables, in order.

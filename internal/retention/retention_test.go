@@ -134,7 +134,7 @@ func TestPruneDropsOldAttemptsOfFinishedDeliveries(t *testing.T) {
 	}
 	var deliveries int
 	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM outbound_deliveries`).Scan(&deliveries))
-	require.Equal(t, 3, deliveries, "the deliveries themselves stay")
+	require.Equal(t, 3, deliveries, "the deliveries, changed within the age, stay")
 }
 
 // The Luarmor call log goes after its age, whatever order or key it names.
