@@ -275,13 +275,18 @@ func newClient(deps Deps, cfg Config, createKey *CreateKeyWorker, refill *Refill
 	if !cfg.InsertOnly {
 		// Luarmor workers wait in memory for their budget slot, so a few
 		// per class keep the budget fully used without holding many jobs.
+		// Deliveries get more: when the budget has room (a burst within
+		// the minute's 60, or a larger LUARMOR_RATE_LIMIT), what bounds a
+		// made-to-order spike is how many creates are in flight while
+		// Luarmor answers: with 4, a hundred made-to-order purchases in a
+		// second waited over a second for their keys (docs/benchmarks.md).
 		rc.PeriodicJobs = append(append(periodicJobs(), StockPeriodicJobs(deps.Catalog)...), cfg.Periodic...)
 		rc.Queues = map[string]river.QueueConfig{
 			QueueEvents:             {MaxWorkers: cfg.Workers},
 			QueueDefault:            {MaxWorkers: cfg.Workers},
 			QueueOutbound:           {MaxWorkers: 4},
 			QueueLuarmorRevoke:      {MaxWorkers: 2},
-			QueueLuarmorDeliver:     {MaxWorkers: 4},
+			QueueLuarmorDeliver:     {MaxWorkers: 16},
 			QueueLuarmorRenew:       {MaxWorkers: 2},
 			QueueLuarmorMaintenance: {MaxWorkers: 1},
 			QueueLuarmorStock:       {MaxWorkers: 1},
