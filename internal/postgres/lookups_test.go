@@ -347,14 +347,14 @@ func indexesOf(t *testing.T, pool *pgxpool.Pool) map[string]indexInfo {
 
 // explain runs sql with args as the service does (a prepared statement on a
 // connection set up as the service's are: generic plans, see
-// postgres.UseGenericPlans) in a transaction it rolls back, so that a
+// postgres.ConfigureSession) in a transaction it rolls back, so that a
 // statement that writes leaves the history as it was, and returns the plan
 // it ran, with its counts (auto_explain's, in format "json" or "text").
 // EXPLAIN of the statement's text would plan it for its parameters'
 // values, which the service's connections never do.
 func explain(ctx context.Context, pool *pgxpool.Pool, format, sql string, args []any) (string, error) {
 	cfg := pool.Config().ConnConfig.Copy()
-	postgres.UseGenericPlans(cfg)
+	postgres.ConfigureSession(cfg)
 	var plans []string
 	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
 		if _, plan, ok := strings.Cut(n.Message, "plan:\n"); ok {

@@ -143,7 +143,7 @@ var deliveryStatuses = []string{"pending", "delivered", "failed"}
 
 // deliveryFilters are ListOutboundDeliveries' other conditions, each in the
 // query only when it is set: a query of "($3 = ” OR d.type = $3)",
-// planned once for any value (postgres.UseGenericPlans), could not use the
+// planned once for any value (postgres.ConfigureSession), could not use the
 // index of a filter, nor skip one left empty.
 var deliveryFilters = []struct{ name, cond string }{
 	{"before", "d.id < $%d"},

@@ -271,7 +271,7 @@ type StockActivity struct {
 
 var stockActivitySinceSQL = lookup("StockActivitySince", `SELECT
 			(SELECT count(*) FROM stock_keys WHERE price_id = $1 AND sold_at > $2),
-			(SELECT count(*) FROM order_keys k WHERE k.price_id = $1 AND k.delivered_at > $2
+			(SELECT count(*) FROM order_keys k WHERE k.price_id = $1 AND k.delivered_at > $2 AND k.delivered_at <= now()
 			   AND NOT k.recurring AND NOT k.extended_existing
 			   -- a look-up per unit through stock_keys' unique order_key_id:
 			   -- an anti-join planned for any "since" hashed every stock key
