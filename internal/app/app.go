@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -97,8 +98,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if poolCfg.MaxConns < 20 {
 		poolCfg.MaxConns = 20
 	}
+	keepPoolOpen(poolCfg, m.Config.DatabaseURL)
 	boundDatabaseWaits(poolCfg)
-	postgres.UseGenericPlans(poolCfg.ConnConfig)
+	postgres.ConfigureSession(poolCfg.ConnConfig)
 	if m.Pool, err = pgxpool.NewWithConfig(ctx, poolCfg); err != nil {
 		return fmt.Errorf("connecting to PostgreSQL: %w", err)
 	}
@@ -300,6 +302,20 @@ func (m *Main) reconciliation(cfg *jobs.Config, stripeClient *stripeapi.Client) 
 	}
 	if m.Config.ReconcileInterval > 0 {
 		cfg.Periodic = append(cfg.Periodic, reconcile.PeriodicJob(m.Config.ReconcileInterval))
+	}
+}
+
+// keepPoolOpen keeps the pool's connections open between bursts, unless
+// the connection string sizes the pool's minimum itself (pool_min_conns).
+// pgxpool's default opens connections on demand and closes them after 30
+// idle minutes, so a sales spike after a quiet spell paid for a new
+// PostgreSQL backend per connection (its start, its caches, preparing
+// every statement), about a quarter of PostgreSQL's CPU in the burst
+// benchmark. The connections are budgeted for already (docs/operating.md:
+// max_connections above n × 21 for n replicas).
+func keepPoolOpen(cfg *pgxpool.Config, url string) {
+	if !strings.Contains(url, "pool_min_conns") {
+		cfg.MinConns = cfg.MaxConns
 	}
 }
 
