@@ -45,13 +45,8 @@ func TestStalledOrdersListsPaidOrdersNoJobCarries(t *testing.T) {
 		})
 		rows, err := pool.Query(ctx, `SELECT id FROM order_keys WHERE checkout_session_id = $1 ORDER BY id`, id)
 		require.NoError(t, err)
-		var ids []int64
-		for rows.Next() {
-			var keyID int64
-			require.NoError(t, rows.Scan(&keyID))
-			ids = append(ids, keyID)
-		}
-		require.NoError(t, rows.Err())
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		require.NoError(t, err)
 		return ids
 	}
 
