@@ -136,23 +136,25 @@ func (w *FulfilOrderWorker) fulfil(ctx context.Context, tx pgx.Tx, r *sessionRea
 	// Units and the grants of their payment are recorded under the
 	// payment's lock (recordSession takes it), like the renewals and
 	// revocations that find them; the order's row is locked by its upsert.
-	o, fulfil, err := recordSession(ctx, tx, SessionDetails(r.sess))
+	details := SessionDetails(r.sess)
+	o, _, err := recordSession(ctx, tx, details)
 	if err != nil {
 		return nil, err
 	}
 	switch {
-	case fulfil:
-		return o, w.expand(ctx, tx, o, r.items, r.paid, r.sess.Created, sales)
-	case !order.Fulfillable(o.SessionStatus, o.PaymentStatus):
-		// Not complete and paid yet: the async_payment_succeeded event (or
-		// a visit to the success page) starts fulfilment again once it is.
+	case !order.Fulfillable(details.SessionStatus, details.PaymentStatus):
+		// Not complete and paid when read, whatever the order says now:
+		// the read has no line items to expand (readSession loads them
+		// only for a paid session). The async_payment_succeeded event (or
+		// a visit to the success page) that recorded the payment starts
+		// fulfilment again with a read that has them.
 		w.Logger.InfoContext(ctx, "order awaits payment",
 			"session_status", r.sess.Status, "payment_status", r.sess.PaymentStatus)
 	case o.Status == order.StatusRevoked:
 		// The payment was taken back before the keys were made: none is.
 		w.Logger.InfoContext(ctx, "order revoked before fulfilment; no key created")
 	case o.Status == order.StatusPending:
-		// Expanded before, with units still to start: start them.
+		// Not expanded yet, or expanded with units still to start.
 		return o, w.expand(ctx, tx, o, r.items, r.paid, r.sess.Created, sales)
 	default:
 		// Fulfilled already, or failed and waiting for an operator.

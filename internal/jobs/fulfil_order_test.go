@@ -4,9 +4,12 @@ import (
 	"context"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertest"
 	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
+	"github.com/stripe/stripe-go/v76"
 
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/order"
@@ -55,4 +58,45 @@ func TestFulfilOrderJobOfAnUnknownOrderNumberIsCancelled(t *testing.T) {
 	require.Equal(t, rivertype.JobStateCancelled, ended.State)
 	require.Contains(t, jobErrors(ended), "order number 987654 does not exist")
 	require.Empty(t, b.sandbox.Users(project))
+}
+
+// A session read before its payment was recorded is not expanded, even
+// once the order says paid (an async_payment_succeeded handled between
+// the read and the transaction): the read has no line items, and an order
+// marked expanded with no units would never be fulfilled. The paid read
+// that follows expands it.
+func TestAReadFromBeforeThePaymentDoesNotExpandThePaidOrder(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	client, err := jobs.NewClient(b.deps, jobs.Config{InsertOnly: true})
+	require.NoError(t, err)
+	ctx := rivertest.WorkContext(context.Background(), client) // as a job's
+	const id = "cs_test_readbeforepaid"
+	_, err = postgres.UpsertOrder(ctx, b.pool, order.SessionDetails{CheckoutSessionID: id, Mode: "payment",
+		PaymentStatus: "paid", SessionStatus: "complete", PaymentIntentID: "pi_" + id})
+	require.NoError(t, err)
+
+	unpaid := &stripe.CheckoutSession{ID: id, Mode: "payment", Status: "complete", PaymentStatus: "unpaid",
+		PaymentIntent: &stripe.PaymentIntent{ID: "pi_" + id}}
+	require.NoError(t, pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
+		_, err := jobs.FulfilFromRead(ctx, b.deps, tx, unpaid, nil)
+		return err
+	}))
+	o, err := postgres.GetOrder(ctx, b.pool, id)
+	require.NoError(t, err)
+	require.False(t, o.ItemsLoaded, "an unpaid read expands nothing")
+	require.Equal(t, order.StatusPending, o.Status)
+	require.Empty(t, o.Keys)
+
+	paid := *unpaid
+	paid.PaymentStatus = "paid"
+	items := []*stripe.LineItem{{ID: "li_1", Quantity: 2, Price: &stripe.Price{ID: "price_a"}}}
+	require.NoError(t, pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
+		_, err := jobs.FulfilFromRead(ctx, b.deps, tx, &paid, items)
+		return err
+	}))
+	o, err = postgres.GetOrder(ctx, b.pool, id)
+	require.NoError(t, err)
+	require.True(t, o.ItemsLoaded)
+	require.Len(t, o.Keys, 2, "the paid read expands the order into its units")
 }
