@@ -121,12 +121,16 @@ type eventsRun struct {
 	sales  stockSales
 }
 
-// readOf is the session read for fulfilment in this run, nil when none was.
-func (r *eventsRun) readOf(sessionID string) *sessionRead {
+// takeRead returns the session read for fulfilment in this run and
+// forgets it, so that the session is fulfilled from it once; nil when
+// none was read, or it was taken.
+func (r *eventsRun) takeRead(sessionID string) *sessionRead {
 	if r == nil {
 		return nil
 	}
-	return r.reads[sessionID]
+	read := r.reads[sessionID]
+	delete(r.reads, sessionID)
+	return read
 }
 
 type eventsRunKey struct{}
@@ -324,9 +328,11 @@ func checkoutPaid(ctx context.Context, w *HandleEventsWorker, tx pgx.Tx, event s
 	}
 	var o *order.Order
 	run := eventsRunOf(ctx)
-	if read := run.readOf(s.ID); read != nil {
+	if read := run.takeRead(s.ID); read != nil {
 		// Read from Stripe for this run: recorded as read (newer than the
-		// event, and the same object) and fulfilled here, without a job.
+		// event, and the same object) and fulfilled here, without a job,
+		// once: another event of the session in the run is recorded as
+		// one without a read, and finds the order expanded.
 		if o, err = (&FulfilOrderWorker{Deps: w.Deps}).fulfil(ctx, tx, read, &run.sales); err != nil {
 			return err
 		}
