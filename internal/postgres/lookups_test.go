@@ -52,6 +52,19 @@ func lookupArgs(h *postgrestest.History) map[string][][]any {
 		if filters, ok := strings.CutPrefix(l.Name, "ListOutboundDeliveries/"); ok {
 			args[l.Name] = [][]any{deliveryFilterArgs(h, filters)}
 		}
+		if filters, ok := strings.CutPrefix(l.Name, "ListAudit/"); ok {
+			// The console's page of the log, or one order's entries.
+			a := []any{50}
+			for f := range strings.SplitSeq(filters, "+") {
+				switch f {
+				case "before":
+					a = append(a, int64(h.Orders/400))
+				case "order":
+					a = append(a, h.OrderID)
+				}
+			}
+			args[l.Name] = [][]any{a}
+		}
 	}
 	return args
 }
