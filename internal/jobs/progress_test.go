@@ -118,3 +118,44 @@ func TestStockReconcileReportsKeysCheckedInOrderUpToTheTotal(t *testing.T) {
 	require.NoError(t, admin.Wait(context.Background(), id, &sum))
 	require.GreaterOrEqual(t, sum.Adopted, 3)
 }
+
+// A job can record its last count and complete, its summary replacing the
+// count, between two of WaitJob's reads: the count shown last still ends
+// at its total, once.
+func TestWaitJobEndsTheCountAtItsTotalWhenTheSummaryReplacedIt(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	client, err := jobs.NewClient(b.deps, jobs.Config{})
+	require.NoError(t, err)
+	res, err := client.Insert(ctx, jobs.DeleteStockArgs{PriceID: priceStock}, nil)
+	require.NoError(t, err)
+	counted := jobs.Progress{Phase: "deleting keys", Done: 40, Total: 72, Unit: "keys deleted", UpdatedAt: time.Now().UTC()}
+	_, err = client.JobUpdate(ctx, res.Job.ID, &river.JobUpdateParams{Output: jobs.ProgressOutput{Progress: &counted}})
+	require.NoError(t, err)
+
+	shown := make(chan jobs.Progress, 10)
+	var summary jobs.StockDeleteSummary
+	waited := make(chan error, 1)
+	go func() {
+		waited <- jobs.WaitJob(ctx, client, res.Job.ID, &summary, func(p jobs.Progress) { shown <- p })
+	}()
+	first := <-shown
+	require.Equal(t, 40, first.Done)
+	// The job completes with its summary as its output, as River's
+	// completion of the worker's return does, without a last count seen.
+	_, err = b.pool.Exec(ctx, `UPDATE river_job SET state = 'completed', finalized_at = now(),
+		metadata = jsonb_set(metadata, '{output}', '{"retired":72,"deleted":70,"already_gone":2}') WHERE id = $1`, res.Job.ID)
+	require.NoError(t, err)
+	require.NoError(t, <-waited)
+	close(shown)
+	var rest []jobs.Progress
+	for p := range shown {
+		rest = append(rest, p)
+	}
+	require.Len(t, rest, 1, "the count ends at its total once: %v", rest)
+	require.Equal(t, 72, rest[0].Done)
+	require.Equal(t, 72, rest[0].Total)
+	require.Equal(t, "keys deleted", rest[0].Unit)
+	require.Equal(t, 72, summary.Retired, "the outcome is the summary")
+}

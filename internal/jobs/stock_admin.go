@@ -167,7 +167,13 @@ func (a *StockAdmin) QueueRefill(ctx context.Context, actor, reason, priceID str
 func WaitJob(ctx context.Context, client *river.Client[pgx.Tx], id int64, out any, show func(Progress)) error {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	var shown time.Time
+	var shown *Progress
+	showNewer := func(p *Progress) {
+		if show != nil && p != nil && (shown == nil || p.UpdatedAt.After(shown.UpdatedAt)) {
+			shown = p
+			show(*p)
+		}
+	}
 	for {
 		job, err := client.JobGet(ctx, id)
 		if err != nil {
@@ -184,12 +190,20 @@ func WaitJob(ctx context.Context, client *river.Client[pgx.Tx], id int64, out an
 			if err := json.Unmarshal(job.Output(), out); err != nil {
 				return fmt.Errorf("reading the outcome of job %d: %w", id, err)
 			}
+			// A job whose output stays its count (a refill) shows its
+			// last. Otherwise its summary replaced the count, perhaps
+			// between two reads: a completed operation went through all
+			// it counted, so the count shown last ends at its total.
+			if p := ProgressOf(job); p != nil {
+				showNewer(p)
+			} else if shown != nil && shown.Total > 0 && !shown.Finished() {
+				last := *shown
+				last.Done, last.UpdatedAt = last.Total, time.Now().UTC()
+				showNewer(&last)
+			}
 			return nil
 		}
-		if p := ProgressOf(job); show != nil && p != nil && p.UpdatedAt.After(shown) {
-			shown = p.UpdatedAt
-			show(*p)
-		}
+		showNewer(ProgressOf(job))
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("job %d is queued but not finished yet; is the service running? %w", id, ctx.Err())
