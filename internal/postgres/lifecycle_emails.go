@@ -106,36 +106,53 @@ type ExpiringKey struct {
 
 // An expiry check is one of the two reasons keys are read as they come
 // near their expiry: the buyer's email and the shop's key.expiring event.
-// Each remembers on the key the expiry it last checked it for (migration
-// 0057), in its own column, read through its own partial index.
-type expiryCheck struct {
-	name   string // of the look-ups
-	column string // order_keys' column of the expiry last checked
-}
+// Each has its rows in the queue of keys still to check
+// (expiry_checks_due, migration 0063), under its own kind. Triggers on
+// order_keys and orders queue a key, for both checks, whenever it is
+// delivered or anything its notice depends on changes, and only while it
+// is active with an expiry ahead: the queue is bounded by the shop's
+// current keys, not by its history.
+type expiryCheck string
 
-var (
-	mailExpiryCheck  = expiryCheck{name: "ExpiringKeys", column: "expiry_mail_checked"}
-	eventExpiryCheck = expiryCheck{name: "KeysExpiringUnannounced", column: "expiry_event_checked"}
+const (
+	mailExpiryCheck  expiryCheck = "mail"
+	eventExpiryCheck expiryCheck = "event"
 )
 
-// claimExpiryChecksQuery records, for at most $3 keys that stop working
-// after $1 and at most at $2 (unix seconds) and were not checked for that
-// expiry yet, soonest first, that they are checked now, and returns them.
-// A key or an order being changed meanwhile is skipped (SKIP LOCKED): the
-// change clears the key's check and a later run reads it. The order is held
-// FOR SHARE until the transaction ends, so a change to it made after this
-// waits for the notices to be recorded and then clears the check.
-func claimExpiryChecksQuery(c expiryCheck) string {
+// claimExpiryChecksQuery takes, for check, the queue's rows of at most $3
+// keys that stop working after $1 and at most at $2 (unix seconds),
+// soonest first, and drops at most $3 rows whose expiry is $1 or before
+// (no notice is owed for an expiry gone). It returns how many rows it
+// dropped, how many keys it took, and the Luarmor keys (project and key,
+// pairwise) of those still delivered. Rows a writer is queueing are
+// skipped (SKIP LOCKED) and taken by a later run, as the writer left
+// them. The rows taken stay locked until the transaction ends: a writer
+// queueing one of those keys meanwhile waits for it, then inserts the row
+// again, so the next run checks the key as the writer left it. order_keys
+// is only read.
+func claimExpiryChecksQuery(check expiryCheck) string {
 	return `
-		UPDATE order_keys k SET ` + c.column + ` = k.auth_expire
-		FROM (SELECT k.id FROM order_keys k JOIN orders o ON o.checkout_session_id = k.checkout_session_id
-		      WHERE k.status = 'active' AND k.auth_expire > 0 AND k.user_key IS NOT NULL
-		        AND k.` + c.column + ` IS DISTINCT FROM k.auth_expire
-		        AND k.auth_expire > $1 AND k.auth_expire <= $2
-		      ORDER BY k.auth_expire, k.id LIMIT $3
-		      FOR NO KEY UPDATE OF k SKIP LOCKED FOR SHARE OF o SKIP LOCKED) due
-		WHERE k.id = due.id
-		RETURNING k.project_id, k.user_key`
+		WITH passed AS (
+			DELETE FROM expiry_checks_due q
+			USING (SELECT order_key_id, check_kind FROM expiry_checks_due
+			       WHERE check_kind = '` + string(check) + `' AND auth_expire <= $1
+			       ORDER BY auth_expire, order_key_id LIMIT $3
+			       FOR UPDATE SKIP LOCKED) p
+			WHERE q.order_key_id = p.order_key_id AND q.check_kind = p.check_kind
+			RETURNING q.order_key_id
+		), due AS (
+			DELETE FROM expiry_checks_due q
+			USING (SELECT order_key_id, check_kind FROM expiry_checks_due
+			       WHERE check_kind = '` + string(check) + `' AND auth_expire > $1 AND auth_expire <= $2
+			       ORDER BY auth_expire, order_key_id LIMIT $3
+			       FOR UPDATE SKIP LOCKED) d
+			WHERE q.order_key_id = d.order_key_id AND q.check_kind = d.check_kind
+			RETURNING q.order_key_id
+		)
+		SELECT (SELECT count(*) FROM passed), count(*),
+		       COALESCE(array_agg(k.project_id ORDER BY k.id) FILTER (WHERE k.user_key IS NOT NULL), '{}'),
+		       COALESCE(array_agg(k.user_key ORDER BY k.id) FILTER (WHERE k.user_key IS NOT NULL), '{}')
+		FROM due JOIN order_keys k ON k.id = due.order_key_id`
 }
 
 // expiringKeysQuery lists, soonest first, the keys of the Luarmor keys
@@ -174,58 +191,51 @@ var (
 			WHERE s.project_id = k.project_id AND s.user_key = k.user_key)))`))
 )
 
-// ExpiringKeys checks, in tx, at most limit keys that stop working after
-// now and at most within after it and were not checked for the buyer's
-// expiry notice of that expiry yet, records on each that it is checked, and
-// returns how many it checked and, soonest first, those of them that owe
-// the notice: they will not renew and have no expiry notice for that
-// expiry yet. They are delivered, active keys of fulfilled orders with an
-// address whose expiry is absolute (a key_days key once started; a
-// subscription's key once its subscription ended, or is set to end, or
-// once it left it). A Luarmor key shared by several units (a purchase that
-// extended a key) is listed once, by its newest unit. The caller records
-// the notices in tx: a key is checked once per expiry, and again when its
-// expiry, the key or its order changes (migration 0057), so a run reads the
-// keys that entered the window or changed since the last run, never every
-// key in the window. checked < limit: no key is left to check.
+// ExpiringKeys checks, in tx, at most limit keys queued for the buyer's
+// expiry notice that stop working after now and at most within after it,
+// taking them off the queue, and returns how many it checked and, soonest
+// first, those of them that owe the notice: they will not renew and have
+// no expiry notice for that expiry yet. They are delivered, active keys of
+// fulfilled orders with an address whose expiry is absolute (a key_days
+// key once started; a subscription's key once its subscription ended, or
+// is set to end, or once it left it). A Luarmor key shared by several
+// units (a purchase that extended a key) is listed once, by its newest
+// unit. The caller records the notices in tx. A key is queued again when
+// its expiry, the key or its order changes (migration 0063), so a run
+// reads the keys that entered the window or changed since the last run,
+// never every key in the window. The check also drops up to limit queued
+// keys whose expiry is now or before, counted as checked; with within 0 it
+// only does that. checked < limit: no key is left to check.
 func ExpiringKeys(ctx context.Context, tx pgx.Tx, now time.Time, within time.Duration, limit int) (checked int, owed []ExpiringKey, err error) {
 	return expiringKeys(ctx, tx, claimMailExpiryChecksSQL, expiringKeysSQL, now, within, limit)
 }
 
-// KeysExpiringUnannounced checks the keys as ExpiringKeys does, for the
-// shop's key.expiring event and whatever their order's address, and
-// returns those of them that have no key.expiring event for that expiry
-// yet: the shop's backend hears of a key once per expiry, whether or not
-// its buyer is emailed. The event's subject is ExpiryNoticeEvent of the
-// unit it was recorded for, found through outbound_events' (type, subject).
+// KeysExpiringUnannounced checks the keys as ExpiringKeys does, from the
+// queue of the shop's key.expiring event and whatever their order's
+// address, and returns those of them that have no key.expiring event for
+// that expiry yet: the shop's backend hears of a key once per expiry,
+// whether or not its buyer is emailed. The event's subject is
+// ExpiryNoticeEvent of the unit it was recorded for, found through
+// outbound_events' (type, subject).
 func KeysExpiringUnannounced(ctx context.Context, tx pgx.Tx, now time.Time, within time.Duration, limit int) (checked int, owed []ExpiringKey, err error) {
 	return expiringKeys(ctx, tx, claimEventExpiryChecksSQL, keysExpiringUnannouncedSQL, now, within, limit)
 }
 
-// expiringKeys claims the checks of up to limit keys with claim, then
+// expiringKeys takes up to limit keys off the queue with claim, then
 // lists those of their Luarmor keys that owe a notice with list. The list
 // is a statement of its own, after the claim: it sees every change
-// committed before the claim took its locks.
+// committed before the claim took its rows.
 func expiringKeys(ctx context.Context, tx pgx.Tx, claim, list string, now time.Time, within time.Duration, limit int) (int, []ExpiringKey, error) {
 	from, to := now.Unix(), now.Add(within).Unix()
-	rows, err := tx.Query(ctx, claim, from, to, limit)
-	if err != nil {
-		return 0, nil, fmt.Errorf("checking keys that expire soon: %w", err)
-	}
+	var passed, taken int
 	var projects, userKeys []string
-	var project, userKey string
-	_, err = pgx.ForEachRow(rows, []any{&project, &userKey}, func() error {
-		projects = append(projects, project)
-		userKeys = append(userKeys, userKey)
-		return nil
-	})
-	if err != nil {
+	if err := tx.QueryRow(ctx, claim, from, to, limit).Scan(&passed, &taken, &projects, &userKeys); err != nil {
 		return 0, nil, fmt.Errorf("checking keys that expire soon: %w", err)
 	}
 	if len(userKeys) == 0 {
-		return 0, nil, nil
+		return passed + taken, nil, nil
 	}
-	rows, err = tx.Query(ctx, list, from, to, projects, userKeys)
+	rows, err := tx.Query(ctx, list, from, to, projects, userKeys)
 	if err != nil {
 		return 0, nil, fmt.Errorf("listing keys that expire soon: %w", err)
 	}
@@ -236,7 +246,7 @@ func expiringKeys(ctx context.Context, tx pgx.Tx, claim, list string, now time.T
 	if err != nil {
 		return 0, nil, fmt.Errorf("listing keys that expire soon: %w", err)
 	}
-	return len(userKeys), keys, nil
+	return passed + taken, keys, nil
 }
 
 // ExpiryNoticeEvent is the event of the expiry notice of unit keyID for

@@ -225,6 +225,12 @@ SELECT row_number() OVER (ORDER BY i, u),
        CASE WHEN fate = 'failed' THEN 'seeded refusal' END
 FROM seed_units;
 SELECT setval('order_keys_id_seq', (SELECT max(id) FROM order_keys));
+-- The keys queued for the expiry checks, which order_keys' trigger (off
+-- above) queues for rows written by the service: each key still running
+-- to an expiry, once per check, none checked yet.
+INSERT INTO expiry_checks_due (order_key_id, check_kind, auth_expire)
+SELECT id, c.kind, auth_expire FROM order_keys, (VALUES ('event'), ('mail')) c (kind)
+WHERE status = 'active' AND user_key IS NOT NULL AND auth_expire > extract(epoch FROM now());
 
 -- Each unit's grant, and each key's ledger row.
 INSERT INTO key_grants (order_key_id, source, kind, days, valid_from, valid_to, line, state, action)

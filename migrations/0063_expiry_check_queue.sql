@@ -1,0 +1,116 @@
+-- The hourly expiry notices without writing to order_keys.
+-- 0057 marked on each key the expiry it was last checked for. A run marks
+-- about 70 keys an hour at a million orders, and each mark was an UPDATE
+-- of the wide order_keys row that no HOT update can serve (its columns are
+-- in partial index predicates): a new entry in each of its ten indexes,
+-- most of them a page's first change since a checkpoint, so a full-page
+-- write each. That was most of a run's 9 ms.
+--
+-- The keys still to check now wait in a narrow queue of their own, one row
+-- per check and key: the buyer's email ('mail') and the shop's
+-- key.expiring event ('event'), as the two have their own windows and
+-- switches. A run takes (deletes) the rows of its check whose expiry falls
+-- in its window, soonest first, and reads those keys as they are then
+-- (postgres.ExpiringKeys); order_keys is only read.
+--
+-- The rows are written where the changes are, by triggers, so no writer
+-- can forget one. A key is queued again when anything its notice depends
+-- on changes:
+-- - the key: it is delivered or its expiry moves (a renewal, a refund, a
+--   purchase), it is banned or unbanned, or leaves its subscription
+--   (status, user_key, recurring, ending, auth_expire):
+--   order_keys_queue_expiry_checks;
+-- - its order: fulfilled, address set, subscription cancelled or set to
+--   cancel at the period's end: orders_queue_expiry_checks.
+-- Only a key that is active, delivered and has an expiry still ahead is
+-- queued. A run also drops the rows whose expiry has passed (no notice is
+-- owed for an expiry gone), and a key that left that state since it was
+-- queued is dropped by the run when its row comes due. So the queue holds
+-- the keys that still run to an expiry: it is bounded by the shop's
+-- current keys, not by its history. The once-per-expiry rows
+-- (lifecycle_emails, outbound_events) stay the guard against a second
+-- notice; the queue only decides what a run reads.
+CREATE TABLE expiry_checks_due (
+    -- The key first: order_keys' cascade and the triggers' upserts find a
+    -- key's rows by it.
+    order_key_id bigint NOT NULL REFERENCES order_keys ON DELETE CASCADE,
+    check_kind   text   NOT NULL CHECK (check_kind IN ('mail', 'event')),
+    -- The key's expiry when it was queued (unix seconds): what puts it in
+    -- a run's window.
+    auth_expire  bigint NOT NULL,
+    PRIMARY KEY (order_key_id, check_kind)
+);
+CREATE INDEX expiry_checks_due_by_expiry_idx ON expiry_checks_due (check_kind, auth_expire, order_key_id);
+
+-- Upserts both checks of a key, in one order (the key, then the check) in
+-- every writer, so two writers queueing the same key never wait on each
+-- other in a circle. A row a run holds (it is taking it) makes the writer
+-- wait for the run; the row is gone after it, so the writer inserts it
+-- again and the next run checks the key as the writer left it.
+CREATE FUNCTION queue_expiry_checks(key_id bigint, expire bigint) RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO expiry_checks_due (order_key_id, check_kind, auth_expire)
+    VALUES (key_id, 'event', expire), (key_id, 'mail', expire)
+    ON CONFLICT (order_key_id, check_kind) DO UPDATE SET auth_expire = EXCLUDED.auth_expire;
+$$;
+
+CREATE FUNCTION order_keys_queue_expiry_checks() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM queue_expiry_checks(NEW.id, NEW.auth_expire);
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER order_keys_queue_expiry_checks_on_insert AFTER INSERT ON order_keys
+    FOR EACH ROW
+    WHEN (NEW.status = 'active' AND NEW.user_key IS NOT NULL AND NEW.auth_expire > extract(epoch FROM now()))
+    EXECUTE FUNCTION order_keys_queue_expiry_checks();
+
+CREATE TRIGGER order_keys_queue_expiry_checks_on_update
+    AFTER UPDATE OF status, user_key, recurring, ending, auth_expire ON order_keys
+    FOR EACH ROW
+    WHEN (NEW.status = 'active' AND NEW.user_key IS NOT NULL AND NEW.auth_expire > extract(epoch FROM now()) AND
+          (OLD.status, OLD.user_key, OLD.recurring, OLD.ending, OLD.auth_expire) IS DISTINCT FROM
+          (NEW.status, NEW.user_key, NEW.recurring, NEW.ending, NEW.auth_expire))
+    EXECUTE FUNCTION order_keys_queue_expiry_checks();
+
+-- An order change queues its keys only when it can make a notice owed:
+-- the order is fulfilled after it.
+CREATE FUNCTION orders_queue_expiry_checks() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM queue_expiry_checks(k.id, k.auth_expire) FROM (
+        SELECT id, auth_expire FROM order_keys
+         WHERE checkout_session_id = NEW.checkout_session_id AND status = 'active'
+           AND user_key IS NOT NULL AND auth_expire > extract(epoch FROM now())
+         ORDER BY id) k;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER orders_queue_expiry_checks
+    AFTER UPDATE OF status, customer_email, subscription_status, subscription_cancel_at_period_end ON orders
+    FOR EACH ROW
+    WHEN (NEW.status = 'fulfilled' AND
+          (OLD.status, OLD.customer_email, OLD.subscription_status, OLD.subscription_cancel_at_period_end) IS DISTINCT FROM
+          (NEW.status, NEW.customer_email, NEW.subscription_status, NEW.subscription_cancel_at_period_end))
+    EXECUTE FUNCTION orders_queue_expiry_checks();
+
+-- The keys 0057 had not checked for their current expiry yet, per check.
+-- Writes to order_keys and orders wait from the triggers' creation to the
+-- migration's commit, so none falls between the fill and the triggers: a
+-- scan of the keys, a few seconds per million.
+INSERT INTO expiry_checks_due (order_key_id, check_kind, auth_expire)
+SELECT id, c.kind, auth_expire
+FROM order_keys, LATERAL (VALUES ('event', expiry_event_checked), ('mail', expiry_mail_checked)) c (kind, checked)
+WHERE status = 'active' AND user_key IS NOT NULL AND auth_expire > extract(epoch FROM now())
+  AND c.checked IS DISTINCT FROM auth_expire;
+
+DROP TRIGGER order_keys_expiry_recheck ON order_keys;
+DROP TRIGGER orders_expiry_recheck ON orders;
+DROP FUNCTION order_keys_expiry_recheck();
+DROP FUNCTION orders_expiry_recheck();
+DROP INDEX order_keys_expiry_mail_due_idx;
+DROP INDEX order_keys_expiry_event_due_idx;
+ALTER TABLE order_keys DROP COLUMN expiry_mail_checked, DROP COLUMN expiry_event_checked;
