@@ -636,12 +636,12 @@ func scalePeriodic(h *scaleHTTP, pool *pgxpool.Pool) []timed {
 			return err
 		}),
 		// The hourly run checks the keys that entered its window since
-		// the last run, or changed since (migration 0057). The first,
-		// unmeasured, call checks every key already in the window, as the
-		// first run after an upgrade does; each later call is the run of
-		// an hour later, whose window reaches an hour further. Each batch
-		// commits its checks, as the job's does; the notices owed are
-		// listed but not recorded.
+		// the last run, or changed since (queued by triggers, migration
+		// 0063). The first, unmeasured, call checks every key already in
+		// the window, as the first run after an upgrade does; each later
+		// call is the run of an hour later, whose window reaches an hour
+		// further. Each batch commits its checks, as the job's does; the
+		// notices owed are listed but not recorded.
 		row("expiry notices (hourly)", "postgres.ExpiringKeys, batches of 500 until done", func(ctx context.Context, i int) error {
 			now := time.Now().Add(time.Duration(i) * time.Hour)
 			for {

@@ -359,9 +359,9 @@ const (
 )
 
 // QueueExpiryNoticesWorker works QueueExpiryNoticesArgs. It reads only the
-// keys in the window not yet checked for their expiry (a partial index of
-// those), and each key's notice is recorded once, so a run repeated, or two
-// at once, queue one email per key and expiry.
+// keys in the window still queued for a check (postgres.ExpiringKeys), and
+// each key's notice is recorded once, so a run repeated, or two at once,
+// queue one email per key and expiry.
 type QueueExpiryNoticesWorker struct {
 	river.WorkerDefaults[QueueExpiryNoticesArgs]
 	Deps
@@ -378,7 +378,8 @@ func (w *QueueExpiryNoticesWorker) Work(ctx context.Context, job *river.Job[Queu
 // notice are on.
 func (w *QueueExpiryNoticesWorker) queueNotices(ctx context.Context) error {
 	if w.Mail == nil || w.Mail.ExpiryNoticeDays() == 0 || !w.Mail.Sends(mail.KindExpiring) {
-		return nil
+		_, err := w.inBatches(ctx, checkOff, postgres.ExpiringKeys, nil)
+		return err
 	}
 	within := time.Duration(w.Mail.ExpiryNoticeDays()) * 24 * time.Hour
 	queued, err := w.inBatches(ctx, within, postgres.ExpiringKeys, func(tx pgx.Tx, k postgres.ExpiringKey) error {
@@ -396,7 +397,8 @@ func (w *QueueExpiryNoticesWorker) queueNotices(ctx context.Context) error {
 // is sent whether or not the buyer is emailed.
 func (w *QueueExpiryNoticesWorker) queueExpiringEvents(ctx context.Context) error {
 	if len(w.Outbound.Destinations(outbound.KeyExpiring)) == 0 {
-		return nil
+		_, err := w.inBatches(ctx, checkOff, postgres.KeysExpiringUnannounced, nil)
+		return err
 	}
 	recorded, err := w.inBatches(ctx, w.Outbound.Expiring(), postgres.KeysExpiringUnannounced, func(tx pgx.Tx, k postgres.ExpiringKey) error {
 		return eventKeyExpiring(ctx, tx, w.Deps, k.SessionID, k.OrderKeyID, k.Expire)
@@ -407,9 +409,14 @@ func (w *QueueExpiryNoticesWorker) queueExpiringEvents(ctx context.Context) erro
 	return err
 }
 
-// inBatches checks, with check, the keys expiring within the window not
-// yet checked for their expiry and records each that owes its notice with
-// record, in the transaction that records them checked: a batch per
+// checkOff is the window of a check that is off: it checks no key, and
+// drops the keys queued for it whose expiry has passed, so its queue
+// holds only the keys still running to an expiry while it is off.
+const checkOff = time.Duration(0)
+
+// inBatches checks, with check, the keys expiring within the window still
+// queued for the check and records each that owes its notice with record,
+// in the transaction that takes them off the queue: a batch per
 // transaction and a bounded number of batches per run (the next run takes
 // the rest). A key checked is not read again until its expiry, the key or
 // its order changes, so a run repeated, or two at once, record it once, and

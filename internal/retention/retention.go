@@ -34,8 +34,10 @@
 // Pruned elsewhere, where they are written: find-my-keys requests and
 // addresses (internal/jobs, key_lookup.go), Luarmor budget slots after 24
 // hours (internal/budget), used Discord sign-in states after a day and
-// replicas silent for a day (internal/postgres), and River's own finished
-// jobs (the client's retention periods, internal/jobs).
+// replicas silent for a day (internal/postgres), the keys queued for the
+// expiry notices once checked or once their expiry passed (the hourly
+// queue_expiry_notices job, postgres.ExpiringKeys), and River's own
+// finished jobs (the client's retention periods, internal/jobs).
 //
 // What stays for good: orders, their keys, the entitlement ledger and its
 // grants, revocations, refunds, disputes, reissues, HWID resets, stock
