@@ -3,6 +3,8 @@ package postgres_test
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"testing"
 	"time"
 
@@ -219,4 +221,199 @@ func requireNotices(t *testing.T, pool *pgxpool.Pool, keyID int64, n int) {
 	require.NoError(t, pool.QueryRow(context.Background(),
 		`SELECT count(*) FROM lifecycle_emails WHERE order_key_id = $1 AND kind = 'expiring'`, keyID).Scan(&got))
 	require.Equal(t, n, got)
+}
+
+// queuedChecks returns the checks keyID is queued for (expiry_checks_due),
+// each with the expiry it was queued with.
+func queuedChecks(t *testing.T, pool *pgxpool.Pool, keyID int64) map[string]int64 {
+	t.Helper()
+	rows, err := pool.Query(context.Background(),
+		`SELECT check_kind, auth_expire FROM expiry_checks_due WHERE order_key_id = $1`, keyID)
+	require.NoError(t, err)
+	queued := map[string]int64{}
+	var kind string
+	var expire int64
+	_, err = pgx.ForEachRow(rows, []any{&kind, &expire}, func() error {
+		queued[kind] = expire
+		return nil
+	})
+	require.NoError(t, err)
+	return queued
+}
+
+// keyVersions returns each key's row version (its ctid and the
+// transaction that wrote it): a row written again has another.
+func keyVersions(t *testing.T, pool *pgxpool.Pool) map[int64]string {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), `SELECT id, ctid::text || '/' || xmin::text FROM order_keys`)
+	require.NoError(t, err)
+	versions := map[int64]string{}
+	var id int64
+	var version string
+	_, err = pgx.ForEachRow(rows, []any{&id, &version}, func() error {
+		versions[id] = version
+		return nil
+	})
+	require.NoError(t, err)
+	return versions
+}
+
+// A run of either check, whether the keys it reads owe a notice or not,
+// takes them off its queue and leaves every order_keys row as it was: no
+// key is written to record that it was checked.
+func TestExpiryCheckWritesNothingToOrderKeys(t *testing.T) {
+	t.Parallel()
+	pool := postgrestest.NewPool(t)
+	ctx := context.Background()
+	_, renewing := expiringOrder(t, pool, "writes_nothing_renewing")
+	ending, endingKey := expiringOrder(t, pool, "writes_nothing_ending")
+	_, err := pool.Exec(ctx, `UPDATE orders SET subscription_status = 'canceled' WHERE checkout_session_id = $1`, ending)
+	require.NoError(t, err)
+	before := keyVersions(t, pool)
+
+	checked, noticed := checkExpiring(t, pool)
+	require.Equal(t, 2, checked)
+	require.Equal(t, []int64{endingKey}, noticed)
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		checked, owed, err := postgres.KeysExpiringUnannounced(ctx, tx, time.Now(), expiryCheckDays, 500)
+		require.Equal(t, 2, checked)
+		require.Len(t, owed, 1)
+		return err
+	})
+	require.NoError(t, err)
+
+	require.Equal(t, before, keyVersions(t, pool), "a run rewrote a key's row")
+	require.Empty(t, queuedChecks(t, pool, renewing), "both checks took the key off their queue")
+	require.Empty(t, queuedChecks(t, pool, endingKey))
+}
+
+// Only a delivered, active key with an expiry ahead is queued: a key not
+// delivered yet, a lifetime key and a key whose expiry has passed are not,
+// and a key whose expiry moves is queued with the new one.
+func TestExpiryCheckQueuesOnlyKeysStillRunningToAnExpiry(t *testing.T) {
+	t.Parallel()
+	pool := postgrestest.NewPool(t)
+	ctx := context.Background()
+	_, keyID := expiringOrder(t, pool, "queued")
+	expire := time.Now().Add(48 * time.Hour).Unix()
+	require.Equal(t, map[string]int64{"mail": expire, "event": expire}, queuedChecks(t, pool, keyID))
+
+	// The expiry moves (a renewal): queued with the new expiry.
+	_, err := pool.Exec(ctx, `UPDATE order_keys SET auth_expire = auth_expire + 86400 WHERE id = $1`, keyID)
+	require.NoError(t, err)
+	require.Equal(t, map[string]int64{"mail": expire + 86400, "event": expire + 86400}, queuedChecks(t, pool, keyID))
+
+	for name, change := range map[string]string{
+		"pending":  `UPDATE order_keys SET status = 'pending', user_key = NULL, auth_expire = NULL WHERE id = $1`,
+		"lifetime": `UPDATE order_keys SET auth_expire = -1 WHERE id = $1`,
+		"passed":   `UPDATE order_keys SET auth_expire = extract(epoch FROM now() - interval '1 hour')::bigint WHERE id = $1`,
+	} {
+		_, other := expiringOrder(t, pool, "not_queued_"+name)
+		_, err := pool.Exec(ctx, `DELETE FROM expiry_checks_due WHERE order_key_id = $1`, other)
+		require.NoError(t, err)
+		_, err = pool.Exec(ctx, change, other)
+		require.NoError(t, err)
+		require.Empty(t, queuedChecks(t, pool, other), name)
+	}
+}
+
+// Each check drops the keys queued for it whose expiry has passed, in
+// batches, counted as checked, and only its own: no notice is owed for an
+// expiry gone, so the queue holds only the expiries still ahead. A check
+// that is off (an empty window) drops them too. A key that was banned
+// after it was queued stays queued until its row comes due, and is then
+// dropped without a notice.
+func TestExpiryCheckDropsTheExpiriesThatPassed(t *testing.T) {
+	t.Parallel()
+	pool := postgrestest.NewPool(t)
+	ctx := context.Background()
+	cancel := `UPDATE orders SET subscription_status = 'canceled' WHERE checkout_session_id = $1`
+	session, banned := expiringOrder(t, pool, "banned")
+	_, err := pool.Exec(ctx, cancel, session)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `UPDATE order_keys SET status = 'blacklisted' WHERE id = $1`, banned)
+	require.NoError(t, err)
+	require.Len(t, queuedChecks(t, pool, banned), 2, "queued while it was active")
+	checked, noticed := checkExpiring(t, pool)
+	require.Equal(t, 1, checked, "the banned key's row came due")
+	require.Empty(t, noticed, "a banned key owes no notice")
+	require.Equal(t, []string{"event"}, slices.Collect(maps.Keys(queuedChecks(t, pool, banned))))
+
+	var keys []int64
+	for i := range 3 {
+		session, keyID := expiringOrder(t, pool, fmt.Sprint("passed_", i))
+		_, err := pool.Exec(ctx, cancel, session)
+		require.NoError(t, err)
+		keys = append(keys, keyID)
+	}
+	// The hour after the keys ran out (in two days), in batches of two.
+	later := time.Now().Add(49 * time.Hour)
+	var checks []int
+	for range 3 {
+		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			checked, owed, err := postgres.ExpiringKeys(ctx, tx, later, expiryCheckDays, 2)
+			require.Empty(t, owed)
+			checks = append(checks, checked)
+			return err
+		})
+		require.NoError(t, err)
+	}
+	require.Equal(t, []int{2, 1, 0}, checks, "two batches drop the three expiries that passed")
+	for _, keyID := range keys {
+		require.Equal(t, []string{"event"}, slices.Collect(maps.Keys(queuedChecks(t, pool, keyID))),
+			"the mail check drops its own rows only")
+	}
+
+	// The event check, off: an empty window drops the rest.
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		checked, owed, err := postgres.KeysExpiringUnannounced(ctx, tx, later, 0, 500)
+		require.Equal(t, 4, checked)
+		require.Empty(t, owed)
+		return err
+	})
+	require.NoError(t, err)
+	var left int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM expiry_checks_due`).Scan(&left))
+	require.Zero(t, left, "the queue holds no expiry that passed")
+	for _, keyID := range append(keys, banned) {
+		requireNotices(t, pool, keyID, 0)
+	}
+}
+
+// A change to a key made while a run holds the key's row in the queue
+// (its transaction still open) waits for the run, queues the key again
+// after it, and the next run checks the key as the change left it.
+func TestExpiryCheckRereadsAKeyChangedWhileARunHeldIt(t *testing.T) {
+	t.Parallel()
+	pool := postgrestest.NewPool(t)
+	ctx := context.Background()
+	session, keyID := expiringOrder(t, pool, "held")
+
+	run, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	defer run.Rollback(ctx) //nolint:errcheck // no-op after Commit
+	checked, owed, err := postgres.ExpiringKeys(ctx, run, time.Now(), expiryCheckDays, 500)
+	require.NoError(t, err)
+	require.Equal(t, 1, checked)
+	require.Empty(t, owed, "the key still renews when the run reads it")
+
+	// The key leaves its subscription, on another connection.
+	done := make(chan error, 1)
+	go func() {
+		_, err := pool.Exec(ctx, `UPDATE order_keys SET ending = true WHERE checkout_session_id = $1`, session)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("the change did not wait for the run holding the key's row (err %v)", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	require.NoError(t, run.Commit(ctx))
+	require.NoError(t, <-done)
+	require.Contains(t, queuedChecks(t, pool, keyID), "mail", "the change queued the key again after the run")
+
+	checked, noticed := checkExpiring(t, pool)
+	require.Equal(t, 1, checked)
+	require.Equal(t, []int64{keyID}, noticed)
+	requireNotices(t, pool, keyID, 1)
 }
