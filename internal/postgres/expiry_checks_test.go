@@ -3,6 +3,8 @@ package postgres_test
 import (
 	"context"
 	"fmt"
+	"io/fs"
+	"log/slog"
 	"maps"
 	"slices"
 	"testing"
@@ -14,6 +16,7 @@ import (
 
 	"fulfiller/internal/postgres"
 	"fulfiller/internal/postgres/postgrestest"
+	"fulfiller/migrations"
 )
 
 // expiryCheckDays is the window of the checks below: MAIL_EXPIRY_NOTICE_DAYS'
@@ -416,4 +419,58 @@ func TestExpiryCheckRereadsAKeyChangedWhileARunHeldIt(t *testing.T) {
 	require.Equal(t, 1, checked)
 	require.Equal(t, []int64{keyID}, noticed)
 	requireNotices(t, pool, keyID, 1)
+}
+
+// Upgrading from the marks on order_keys (0057), the queue starts with
+// each check's keys that still run to an expiry and were not checked for
+// it yet; a key already checked is not read again, nor are keys that owe
+// nothing any more (expired, banned, lifetime).
+func TestExpiryQueueMigrationQueuesTheKeysNotCheckedYet(t *testing.T) {
+	t.Parallel()
+	pool := postgrestest.NewPool(t)
+	ctx := context.Background()
+	// The schema as 0057 left it.
+	marks, err := fs.ReadFile(migrations.FS, "0057_expiry_checks.sql")
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `
+		DROP FUNCTION order_keys_queue_expiry_checks(), orders_queue_expiry_checks() CASCADE;
+		DROP FUNCTION queue_expiry_checks(bigint, bigint);
+		DROP TABLE expiry_checks_due;
+		DELETE FROM fulfiller_migrations WHERE version = 63;
+		CREATE INDEX order_keys_expiring_idx ON order_keys (auth_expire);`)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, string(marks))
+	require.NoError(t, err)
+
+	keys := map[string]int64{}
+	for name, marked := range map[string]string{
+		"mail_checked":      `UPDATE order_keys SET expiry_mail_checked = auth_expire WHERE id = $1`,
+		"both_checked":      `UPDATE order_keys SET expiry_mail_checked = auth_expire, expiry_event_checked = auth_expire WHERE id = $1`,
+		"mail_checked_old":  `UPDATE order_keys SET expiry_mail_checked = auth_expire - 86400, expiry_event_checked = auth_expire WHERE id = $1`,
+		"unchecked_expired": `UPDATE order_keys SET auth_expire = extract(epoch FROM now() - interval '1 hour')::bigint WHERE id = $1`,
+		"unchecked_banned":  `UPDATE order_keys SET status = 'blacklisted' WHERE id = $1`,
+		"unchecked_forever": `UPDATE order_keys SET auth_expire = -1 WHERE id = $1`,
+	} {
+		_, keyID := expiringOrder(t, pool, "upgrade_"+name)
+		_, err := pool.Exec(ctx, marked, keyID)
+		require.NoError(t, err)
+		keys[name] = keyID
+	}
+
+	require.NoError(t, postgres.Migrate(ctx, pool, slog.New(slog.DiscardHandler)))
+
+	queued := map[string][]string{}
+	for name, keyID := range keys {
+		if kinds := slices.Sorted(maps.Keys(queuedChecks(t, pool, keyID))); len(kinds) > 0 {
+			queued[name] = kinds
+		}
+	}
+	require.Equal(t, map[string][]string{
+		"mail_checked":     {"event"},
+		"mail_checked_old": {"mail"},
+	}, queued)
+	var columns int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM information_schema.columns
+		WHERE table_name = 'order_keys' AND column_name LIKE 'expiry\_%\_checked'`).Scan(&columns))
+	require.Zero(t, columns, "the marks are gone from order_keys")
 }
