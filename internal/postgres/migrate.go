@@ -1,5 +1,10 @@
 // Package postgres stores orders, keys and Stripe events in PostgreSQL, and
 // applies the schema (the service's own and River's).
+//
+// The queue of keys still to check for an expiry notice (expiry_checks_due,
+// filled by triggers, taken by ExpiringKeys and KeysExpiringUnannounced)
+// holds only active keys whose expiry is still ahead: it is bounded by the
+// shop's current keys, not by its history.
 package postgres
 
 import (
