@@ -20,7 +20,7 @@ import (
 // RETENTION_EVENT_PAYLOAD_DAYS, and keeps the body of an event whose job
 // has not completed, however old. Stripe delivering the pruned event again
 // is answered as a duplicate: no job is queued, no key is made, and the
-// event stays as it was.
+// event stays as it was, until its row goes after RETENTION_EVENT_ID_DAYS.
 func TestPruneHistoryKeepsDuplicatesRefused(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -42,7 +42,7 @@ func TestPruneHistoryKeepsDuplicatesRefused(t *testing.T) {
 			ObjectID: "in_never_handled", CreatedAt: time.Now(), Handled: true, Payload: waiting}})
 		return err
 	}))
-	_, err = b.Pool.Exec(ctx, `UPDATE stripe_events SET received_at = now() - interval '400 days'`)
+	_, err = b.Pool.Exec(ctx, `UPDATE stripe_events SET received_at = now() - interval '60 days'`)
 	require.NoError(t, err)
 
 	watch := fulfillertest.WatchJobs(t, b.Main.River)
@@ -70,6 +70,23 @@ func TestPruneHistoryKeepsDuplicatesRefused(t *testing.T) {
 	require.Equal(t, 1, b.Count(t, `SELECT count(*) FROM stripe_events WHERE id = $1 AND payload IS NULL AND NOT awaiting_handler`, eventID))
 	require.Equal(t, 1, b.luarmorUsersFor(s.ID), "no second key")
 	b.WaitOrder(t, s.ID, "fulfilled")
+
+	// Past RETENTION_EVENT_ID_DAYS, long after Stripe can send it again,
+	// the handled event's row goes too; the one never handled stays.
+	_, err = b.Pool.Exec(ctx, `UPDATE stripe_events SET received_at = now() - interval '100 days'`)
+	require.NoError(t, err)
+	res, err := b.Main.River.Insert(ctx, jobs.PruneHistoryArgs{}, nil)
+	require.NoError(t, err)
+	require.False(t, res.UniqueSkippedAsDuplicate, "the first run is done")
+	done = watch.WaitCompleted(t, "prune_history", 1)[0]
+	sum = retention.Summary{}
+	require.NoError(t, json.Unmarshal(done.Output(), &sum))
+	require.Equal(t, int64(1), sum.Pruned["stripe_event_rows"], "the handled event's row, and no other")
+	require.Zero(t, b.Count(t, `SELECT count(*) FROM stripe_events WHERE id = $1`, eventID))
+	kept, err = postgres.EventPayload(ctx, b.Pool, waitingID)
+	require.NoError(t, err)
+	require.Equal(t, waiting, kept, "an event not handled yet keeps its row and body")
+	require.Equal(t, 1.0, prunedRowsCounted(t, b, "stripe_event_rows"))
 }
 
 // prunedRowsCounted reads fulfiller_retention_pruned_rows_total of kind.

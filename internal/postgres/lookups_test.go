@@ -153,6 +153,7 @@ func namedLookupArgs(h *postgrestest.History) map[string][][]any {
 		"FoldOrderCounts":   {{5000}},
 		// prune_history, every hour: a batch at each kind's default age.
 		"retention/stripe_event_payloads":      {{now.Add(-retention.DefaultEventPayloadAge), retention.DefaultBatchSize}},
+		"retention/stripe_event_rows":          {{now.Add(-retention.DefaultEventIDAge), retention.DefaultBatchSize}},
 		"retention/outbound_delivery_attempts": {{now.Add(-retention.DefaultDeliveryLogAge), retention.DefaultBatchSize}},
 		"retention/outbound_deliveries":        {{now.Add(-retention.DefaultDeliveryLogAge), retention.DefaultBatchSize}},
 		"retention/luarmor_call_log":           {{now.Add(-retention.DefaultCallLogAge), retention.DefaultBatchSize}},

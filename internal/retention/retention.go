@@ -7,10 +7,14 @@
 //   - stripe_event_payloads: the body of a Stripe event, after
 //     RETENTION_EVENT_PAYLOAD_DAYS (35 days). Only the handle_events job
 //     reads it, right after intake. Never while the event still waits for
-//     that job (awaiting_handler), however old; the row itself (ID, type,
-//     object, times) stays for good, so a late duplicate delivery, or
-//     reconciliation listing the event again, still finds the ID and is
-//     refused.
+//     that job (awaiting_handler), however old.
+//   - stripe_event_rows: the event's row itself (ID, type, object, times),
+//     after RETENTION_EVENT_ID_DAYS (90 days, at least the body's age),
+//     never while it waits for its job. Until then a late duplicate
+//     delivery, or reconciliation listing the event again, finds the ID and
+//     is refused. None comes later: Stripe retries a delivery for 3 days
+//     and lists or resends events of the last 30 days only, and
+//     reconciliation looks back at most that far.
 //   - outbound_delivery_attempts: each attempt's status and error of an
 //     outbound delivery no longer pending, after RETENTION_DELIVERY_LOG_DAYS
 //     (90 days).
@@ -73,6 +77,10 @@ const (
 	// days of events (the longest RECONCILE_LOOKBACK), and so past every
 	// time Stripe may still send the event again, with a margin.
 	DefaultEventPayloadAge = 35 * 24 * time.Hour
+	// DefaultEventIDAge keeps an event's ID three times as long as Stripe
+	// can send it again (30 days), and as long as the console's timeline
+	// of an order shows its Luarmor calls and deliveries.
+	DefaultEventIDAge = 90 * 24 * time.Hour
 	// DefaultDeliveryLogAge keeps a quarter of a year of outbound delivery
 	// attempts for the shop's developers to look back on.
 	DefaultDeliveryLogAge = 90 * 24 * time.Hour
@@ -90,6 +98,8 @@ const (
 type Settings struct {
 	// EventPayloadAge is RETENTION_EVENT_PAYLOAD_DAYS.
 	EventPayloadAge time.Duration
+	// EventIDAge is RETENTION_EVENT_ID_DAYS.
+	EventIDAge time.Duration
 	// DeliveryLogAge is RETENTION_DELIVERY_LOG_DAYS.
 	DeliveryLogAge time.Duration
 	// CallLogAge is RETENTION_CALL_LOG_DAYS.
@@ -100,6 +110,9 @@ type Settings struct {
 func (s Settings) WithDefaults() Settings {
 	if s.EventPayloadAge <= 0 {
 		s.EventPayloadAge = DefaultEventPayloadAge
+	}
+	if s.EventIDAge <= 0 {
+		s.EventIDAge = max(DefaultEventIDAge, s.EventPayloadAge)
 	}
 	if s.DeliveryLogAge <= 0 {
 		s.DeliveryLogAge = DefaultDeliveryLogAge
@@ -152,6 +165,19 @@ var Prunables = []Prunable{
 		SQL: `UPDATE stripe_events SET payload = NULL WHERE id = ANY(ARRAY(
 			SELECT id FROM stripe_events
 			WHERE payload IS NOT NULL AND received_at < $1 AND (NOT handled OR NOT awaiting_handler)
+			ORDER BY received_at LIMIT $2 FOR UPDATE SKIP LOCKED))`,
+	},
+	{
+		Kind:    "stripe_event_rows",
+		Tables:  []string{"stripe_events"},
+		Setting: "RETENTION_EVENT_ID_DAYS",
+		Age:     func(s Settings) time.Duration { return s.EventIDAge },
+		// The same rule as the body's: never while the event waits for
+		// its job. A row still holding its body (kept longer on purpose)
+		// goes with it.
+		SQL: `DELETE FROM stripe_events WHERE id = ANY(ARRAY(
+			SELECT id FROM stripe_events
+			WHERE received_at < $1 AND (NOT handled OR NOT awaiting_handler)
 			ORDER BY received_at LIMIT $2 FOR UPDATE SKIP LOCKED))`,
 	},
 	{

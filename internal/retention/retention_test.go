@@ -98,6 +98,46 @@ func TestPruneDropsOnlyOldBodiesOfHandledEvents(t *testing.T) {
 	require.Zero(t, sum.Pruned["stripe_event_payloads"])
 }
 
+// An event's row goes RETENTION_EVENT_ID_DAYS after it was received, long
+// after Stripe can send it again; until then a duplicate is refused. An
+// event still waiting for its job keeps its row, however old.
+func TestPruneDropsEventRowsAfterTheirIDAge(t *testing.T) {
+	t.Parallel()
+	pool := postgrestest.NewPool(t)
+	record(t, pool,
+		event{id: "evt_past_id_age", age: 91 * day, handled: true},
+		event{id: "evt_past_id_age_ignored_type", age: 200 * day},
+		event{id: "evt_past_id_age_waiting", age: 400 * day, handled: true, awaiting: true},
+		event{id: "evt_within_id_age", age: 89 * day, handled: true},
+	)
+	sum, err := (&retention.Pruner{Pool: pool}).Run(t.Context(), time.Now().Add(time.Minute))
+	require.NoError(t, err)
+	require.True(t, sum.Complete)
+	require.Equal(t, int64(2), sum.Pruned["stripe_event_rows"])
+	got := payloads(t, pool)
+	require.Len(t, got, 2, "%v", got)
+	require.Equal(t, body("evt_past_id_age_waiting"), got["evt_past_id_age_waiting"], "an event not handled yet keeps its row and body")
+	require.Contains(t, got, "evt_within_id_age")
+	require.Nil(t, got["evt_within_id_age"], "its body went at 35 days, its row stays")
+
+	// Within the age a duplicate is still one.
+	tx, err := pool.Begin(t.Context())
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(t.Context()) }()
+	isNew, err := postgres.RecordEvents(t.Context(), tx, []postgres.Event{{ID: "evt_within_id_age", Type: "invoice.paid",
+		APIVersion: "2023-10-16", ObjectID: "in_1", CreatedAt: time.Now().Add(-89 * day), Handled: true, Payload: body("evt_within_id_age")}})
+	require.NoError(t, err)
+	require.Equal(t, []bool{false}, isNew)
+	require.NoError(t, tx.Rollback(t.Context()))
+
+	// A longer setting keeps the rows longer.
+	record(t, pool, event{id: "evt_kept_longer", age: 150 * day, handled: true})
+	sum, err = (&retention.Pruner{Pool: pool, Settings: retention.Settings{EventIDAge: 200 * day}}).Run(t.Context(), time.Now().Add(time.Minute))
+	require.NoError(t, err)
+	require.Zero(t, sum.Pruned["stripe_event_rows"])
+	require.Contains(t, payloads(t, pool), "evt_kept_longer")
+}
+
 // The delivery log of an outbound delivery that is done goes after its
 // age; a pending delivery's attempts, which its job counts, stay.
 func TestPruneDropsOldAttemptsOfFinishedDeliveries(t *testing.T) {
