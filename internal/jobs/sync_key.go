@@ -56,6 +56,11 @@ func (a SyncKeyArgs) InsertOpts() river.InsertOpts {
 //     acted on that verification yet (linkDiscord);
 //  5. records what it applied for the version it read, with the job's
 //     completion, and queues itself again if the ledger changed meanwhile.
+//     A run that sent no access (step 1's nothing to do, or a link only)
+//     records the applied state it read in step 1, and only while it is
+//     still the recorded one and no other writer holds the lease
+//     (postgres.RecordApplied): two runs of one key (its urgent and its
+//     plain copy) never record a state read before the other's ban.
 //
 // A retry derives again from the ledger as it is then: nothing resends a
 // value computed earlier.
@@ -91,7 +96,7 @@ func (w *SyncKeyWorker) Work(ctx context.Context, job *river.Job[SyncKeyArgs]) e
 		l.Facts.StartedAt = &d.Began
 	}
 	if l.Applied.Deleted || (!d.Start && entitlement.Same(l.Applied, d, now)) {
-		return w.record(ctx, job, l, l.Applied, d, nil)
+		return w.record(ctx, job, l, d, recorded{applied: l.Applied})
 	}
 	// What the key's access lacks is sent first, then a verified Discord
 	// account still to be linked (rule 9): a link never holds up a ban.
@@ -119,9 +124,10 @@ func (w *SyncKeyWorker) Work(ctx context.Context, job *river.Job[SyncKeyArgs]) e
 	}
 	// finish records what the key now is; the record also ends the lease.
 	// Should it fail (a lost connection), Luarmor has answered every
-	// request, so the retry need not wait the lease out.
-	finish := func(a entitlement.Applied, link *discordOutcome) error {
-		err := w.record(ctx, job, l, a, d, link)
+	// request, so the retry need not wait the lease out. seen: a is what
+	// Luarmor answered or was sent, not the state read with the ledger.
+	finish := func(a entitlement.Applied, link *discordOutcome, seen bool) error {
+		err := w.record(ctx, job, l, d, recorded{applied: a, link: link, owner: owner, seen: seen})
 		if err != nil {
 			release(0)
 		}
@@ -132,7 +138,7 @@ func (w *SyncKeyWorker) Work(ctx context.Context, job *river.Job[SyncKeyArgs]) e
 	if errors.Is(err, luarmor.ErrNotFound) {
 		w.Logger.WarnContext(ctx, "a key with paid time no longer exists in Luarmor; recorded as deleted",
 			"ledger_key_id", id, "user_key", logging.MaskKey(l.UserKey))
-		return finish(entitlement.Applied{Deleted: true}, nil)
+		return finish(entitlement.Applied{Deleted: true}, nil, true)
 	}
 	if err != nil {
 		release(0)
@@ -169,7 +175,7 @@ func (w *SyncKeyWorker) Work(ctx context.Context, job *river.Job[SyncKeyArgs]) e
 		link, err = w.linkDiscord(ctx, l, d.Discord, u, owner, lease)
 	}
 	if errors.Is(err, luarmor.ErrNotFound) {
-		return finish(entitlement.Applied{Deleted: true}, nil)
+		return finish(entitlement.Applied{Deleted: true}, nil, true)
 	}
 	var snooze *river.JobSnoozeError
 	if errors.As(err, &snooze) {
@@ -197,7 +203,7 @@ func (w *SyncKeyWorker) Work(ctx context.Context, job *river.Job[SyncKeyArgs]) e
 			"lifetime", applied.Lifetime, "key_days", applied.WaitingDays, "auth_expire", applied.Expire,
 			"ban", applied.Ban, "deleted", applied.Deleted)
 	}
-	return finish(applied, link)
+	return finish(applied, link, accessDue)
 }
 
 // started reports whether Luarmor started the key's clock: a key waiting
@@ -306,23 +312,47 @@ func (w *SyncKeyWorker) setExpiry(ctx context.Context, l *postgres.Ledger, expir
 	return w.Luarmor.UpdateUser(ctx, l.ProjectID, luarmor.UpdateUserRequest{UserKey: l.UserKey, AuthExpire: &expire})
 }
 
+// recorded is what one run of the writer records.
+type recorded struct {
+	// applied is what the key now is.
+	applied entitlement.Applied
+	// link is what the run did with a verified Discord account, nil when
+	// it did nothing.
+	link *discordOutcome
+	// owner is the run's lease, "" when it took none.
+	owner string
+	// seen: applied is what Luarmor answered or was sent under the lease,
+	// not the state read with the ledger (postgres.AppliedRecord.Read).
+	seen bool
+}
+
 // record commits what was applied for the ledger's version with the job's
 // completion, and queues the writer again when the ledger changed since
 // it was read: River refuses a second copy while this one runs, so a
 // change recorded meanwhile would otherwise wait for the next.
 //
-// link is what the run did with a verified Discord account, nil when it did
-// nothing: recorded with the rest. A key that waits to be claimed before
-// Luarmor keeps its expiry (AwaitingClaim) is claimed by the link, so its
-// writer runs again to send that expiry.
-func (w *SyncKeyWorker) record(ctx context.Context, job *river.Job[SyncKeyArgs], l *postgres.Ledger, a entitlement.Applied, d entitlement.Desired, link *discordOutcome) error {
-	suspendedOnly := d.Ban == entitlement.BanSuspended && !suspendedByGrant(l.Grants)
+// The Discord link is recorded with the rest. A key that waits to be
+// claimed before Luarmor keeps its expiry (AwaitingClaim) is claimed by
+// the link, so its writer runs again to send that expiry.
+func (w *SyncKeyWorker) record(ctx context.Context, job *river.Job[SyncKeyArgs], l *postgres.Ledger, d entitlement.Desired, r recorded) error {
+	a, link := r.applied, r.link
+	rec := postgres.AppliedRecord{Version: l.Version, Applied: a, Owner: r.owner,
+		SuspendedOnly: d.Ban == entitlement.BanSuspended && !suspendedByGrant(l.Grants)}
+	if !r.seen {
+		rec.Read = &l.Applied
+	}
 	tx, err := w.Pool.Begin(ctx)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit; on any failure the error returned says why
-	stale, reverted, err := postgres.RecordApplied(ctx, tx, l.ID, l.Version, a, suspendedOnly)
+	stale, reverted, err := postgres.RecordApplied(ctx, tx, l.ID, rec)
+	var held *postgres.LedgerLeaseHeldError
+	if errors.As(err, &held) {
+		// Another writer is sending to the key: what it sends is recorded
+		// by it, and this run derives again once it is done.
+		return river.JobSnooze(min(max(time.Until(held.Until), 0), time.Second) + 250*time.Millisecond)
+	}
 	if err != nil {
 		return err
 	}

@@ -400,6 +400,23 @@ func ReleaseLedgerLease(ctx context.Context, db DB, id int64, owner string, d ti
 	return nil
 }
 
+// AppliedRecord is what a key's writer records with its completion.
+type AppliedRecord struct {
+	// Version is the ledger's version the writer derived from.
+	Version int64
+	// Applied is what the key now is in Luarmor.
+	Applied entitlement.Applied
+	// SuspendedOnly: the key's only ban is a suspension for non-payment
+	// that no grant holds.
+	SuspendedOnly bool
+	// Read is the applied state the writer read with the ledger, set when
+	// Applied is that state (the writer sent no access), nil when Applied
+	// was read from Luarmor under the writer's lease.
+	Read *entitlement.Applied
+	// Owner is the writer's lease, "" when it holds none.
+	Owner string
+}
+
 // RecordApplied records, in the writer's completing transaction, what was
 // applied to the key for version, and what it means for every unit
 // holding it: the key's expiry as the order API shows it (the same on
@@ -409,7 +426,19 @@ func ReleaseLedgerLease(ctx context.Context, db DB, id int64, owner string, d ti
 // reports whether the ledger changed since version was read (the caller
 // then runs the writer again) and how many units were newly reverted, and
 // locks the key's row until commit.
-func RecordApplied(ctx context.Context, tx pgx.Tx, id, version int64, a entitlement.Applied, suspendedOnly bool) (stale bool, reverted int, err error) {
+//
+// A writer that sent no access records the applied state it read with the
+// ledger (rec.Read), not one it read from Luarmor under its lease. That
+// state may be stale by now: another writer may have sent a ban since and
+// recorded it. Recording the stale state over it would leave Luarmor's ban
+// unrecorded, and no later run would lift it. So such a record is written
+// only while the key's applied state is still what was read and no other
+// writer holds the lease (one may be sending right now): otherwise nothing
+// is written, the writer's own lease is let go, and the record is stale,
+// so the writer runs again from what is recorded then; while another
+// writer holds the lease, *LedgerLeaseHeldError.
+func RecordApplied(ctx context.Context, tx pgx.Tx, id int64, rec AppliedRecord) (stale bool, reverted int, err error) {
+	version, a, suspendedOnly := rec.Version, rec.Applied, rec.SuspendedOnly
 	var current int64
 	var projectID, userKey string
 	if err := tx.QueryRow(ctx, `SELECT project_id, user_key FROM ledger_keys WHERE id = $1`, id).
@@ -423,8 +452,31 @@ func RecordApplied(ctx context.Context, tx pgx.Tx, id, version int64, a entitlem
 		projectID, userKey); err != nil {
 		return false, 0, fmt.Errorf("locking the units of ledger key %d: %w", id, err)
 	}
-	if err := tx.QueryRow(ctx, `SELECT version FROM ledger_keys WHERE id = $1 FOR UPDATE`, id).Scan(&current); err != nil {
+	var now entitlement.Applied
+	var ban string
+	var leasedByOther bool
+	var leaseUntil *time.Time
+	if err := tx.QueryRow(ctx, `SELECT version, applied_deleted, applied_lifetime, applied_waiting_days, applied_expire,
+			applied_ban, applied_ban_reason, awaiting_claim, applied_discord_verification,
+			lease_owner IS NOT NULL AND lease_until > now() AND lease_owner <> $2, lease_until
+		FROM ledger_keys WHERE id = $1 FOR UPDATE`, id, rec.Owner).Scan(&current, &now.Deleted, &now.Lifetime, &now.WaitingDays,
+		&now.Expire, &ban, &now.BanReason, &now.AwaitingClaim, &now.DiscordVerification, &leasedByOther, &leaseUntil); err != nil {
 		return false, 0, fmt.Errorf("locking ledger key %d: %w", id, err)
+	}
+	now.Ban = entitlement.Ban(ban)
+	if rec.Read != nil {
+		if leasedByOther {
+			return false, 0, &LedgerLeaseHeldError{Until: *leaseUntil}
+		}
+		if now != *rec.Read {
+			if rec.Owner != "" {
+				if _, err := tx.Exec(ctx, `UPDATE ledger_keys SET lease_owner = NULL, lease_until = NULL
+					WHERE id = $1 AND lease_owner = $2`, id, rec.Owner); err != nil {
+					return false, 0, fmt.Errorf("ending the lease of ledger key %d: %w", id, err)
+				}
+			}
+			return true, 0, nil
+		}
 	}
 	_, err = tx.Exec(ctx, `UPDATE ledger_keys SET applied_version = $2, applied_deleted = $3, applied_lifetime = $4,
 			applied_waiting_days = $5, applied_expire = $6, applied_ban = $7, applied_ban_reason = $8, awaiting_claim = $9,
