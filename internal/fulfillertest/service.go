@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -85,6 +86,7 @@ func StartService(t testing.TB, opts Options) *Service {
 	if opts.DatabaseURL == "" {
 		opts.DatabaseURL = postgrestest.NewURL(t)
 	}
+	opts.DatabaseURL = poolOnDemand(opts.DatabaseURL)
 	if opts.WebhookSecrets == nil {
 		opts.WebhookSecrets = []string{WebhookSecret}
 	}
@@ -244,4 +246,20 @@ func (s *Service) Count(t testing.TB, sql string, args ...any) int {
 	var n int
 	require.NoError(t, s.Pool.QueryRow(context.Background(), sql, args...).Scan(&n))
 	return n
+}
+
+// poolOnDemand has the service's pool open its connections as they are
+// needed, unless url sizes the pool's minimum itself. A service keeps its
+// pool open by default (app.Main: for a burst after a quiet spell), which
+// is a score of PostgreSQL backends started with every service; a test run
+// starts hundreds of services, few of which use more than a handful.
+func poolOnDemand(url string) string {
+	if strings.Contains(url, "pool_min_conns") {
+		return url
+	}
+	sep := "?"
+	if strings.Contains(url, "?") {
+		sep = "&"
+	}
+	return url + sep + "pool_min_conns=0"
 }
