@@ -395,8 +395,9 @@ type Applied struct {
 	Ban         Ban
 	BanReason   string
 	// AwaitingClaim: Luarmor kept the absolute expiry sent to the key,
-	// unclaimed (no HWID, no Discord ID), as key_days; it is sent again
-	// once the key is claimed.
+	// unclaimed (no HWID, no Discord ID), as key_days (WaitingDays); it is
+	// sent again once the key is claimed, or once the expiry it stands for
+	// (Expire) moves.
 	AwaitingClaim bool
 	// DiscordVerification is the verification of a Discord account the
 	// writer last acted on (rule 9): linked, or refused by Luarmor.

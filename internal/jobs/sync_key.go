@@ -48,7 +48,9 @@ func (a SyncKeyArgs) InsertOpts() river.InsertOpts {
 //  1. reads the key's ledger and derives its desired state
 //     (entitlement.Derive); nothing to do when it is what was applied;
 //  2. takes the key's lease (one writer at a time, also across a rescue:
-//     a writer whose request may still be on its way holds it);
+//     a writer whose request may still be on its way holds it), then
+//     reads the ledger and derives again: what another writer recorded
+//     before the lease decides what this one sends;
 //  3. reads the key from Luarmor: its first use, if any, is recorded as
 //     the key's start, and nothing is sent that it already has;
 //  4. sends the absolute result (expiry, ban or unban, delete), then
@@ -81,29 +83,13 @@ func (w *SyncKeyWorker) Timeout(*river.Job[SyncKeyArgs]) time.Duration { return 
 
 func (w *SyncKeyWorker) Work(ctx context.Context, job *river.Job[SyncKeyArgs]) error {
 	id := job.Args.LedgerKeyID
-	l, err := w.readLedger(ctx, id)
+	l, d, err := w.derive(ctx, id)
 	if err != nil {
 		return err
 	}
 	now := w.Now().Unix()
-	d := entitlement.Derive(l.Grants, l.Facts, w.entitlementPolicy())
-	if l.Facts.StartedAt == nil && d.Began != 0 {
-		// The key's time is absolute from its first period on: recorded,
-		// so it stays the key's start whatever grants come and go.
-		if err := postgres.RecordKeyStart(ctx, w.Pool, id, d.Began); err != nil {
-			return err
-		}
-		l.Facts.StartedAt = &d.Began
-	}
 	if l.Applied.Deleted || (!d.Start && entitlement.Same(l.Applied, d, now)) {
 		return w.record(ctx, job, l, d, recorded{applied: l.Applied})
-	}
-	// What the key's access lacks is sent first, then a verified Discord
-	// account still to be linked (rule 9): a link never holds up a ban.
-	accessDue := d.Start || !entitlement.SameAccess(l.Applied, d, now)
-	ctx = budget.WithClass(ctx, budget.ClassRenew)
-	if d.Ban != entitlement.NotBanned || d.Delete {
-		ctx = budget.WithClass(ctx, budget.ClassRevoke)
 	}
 	owner := newLeaseOwner(job.JobRow)
 	lease := w.CreateLease
@@ -116,9 +102,6 @@ func (w *SyncKeyWorker) Work(ctx context.Context, job *river.Job[SyncKeyArgs]) e
 	} else if err != nil {
 		return err
 	}
-	ctx = budget.WithBeforeSend(ctx, func(ctx context.Context) error {
-		return postgres.TakeLedgerLease(ctx, w.Pool, id, owner, lease)
-	})
 	release := func(d time.Duration) {
 		_ = postgres.ReleaseLedgerLease(context.WithoutCancel(ctx), w.Pool, id, owner, d)
 	}
@@ -133,6 +116,28 @@ func (w *SyncKeyWorker) Work(ctx context.Context, job *river.Job[SyncKeyArgs]) e
 		}
 		return err
 	}
+	// Another writer of the key may have sent and recorded between the
+	// read above and the lease. What this run decides from the applied
+	// state (whether a change takes time back, whether a ban is the
+	// service's to lift) is read again now that no other writer records
+	// while it holds the lease.
+	if l, d, err = w.derive(ctx, id); err != nil {
+		release(0)
+		return err
+	}
+	if l.Applied.Deleted || (!d.Start && entitlement.Same(l.Applied, d, now)) {
+		return finish(l.Applied, nil, false)
+	}
+	ctx = budget.WithClass(ctx, budget.ClassRenew)
+	if d.Ban != entitlement.NotBanned || d.Delete {
+		ctx = budget.WithClass(ctx, budget.ClassRevoke)
+	}
+	ctx = budget.WithBeforeSend(ctx, func(ctx context.Context) error {
+		return postgres.TakeLedgerLease(ctx, w.Pool, id, owner, lease)
+	})
+	// What the key's access lacks is sent first, then a verified Discord
+	// account still to be linked (rule 9): a link never holds up a ban.
+	accessDue := d.Start || !entitlement.SameAccess(l.Applied, d, now)
 
 	u, err := w.Luarmor.GetUser(ctx, l.ProjectID, l.UserKey)
 	if errors.Is(err, luarmor.ErrNotFound) {
@@ -210,6 +215,25 @@ func (w *SyncKeyWorker) Work(ctx context.Context, job *river.Job[SyncKeyArgs]) e
 // for first use has auth_expire -1 and key_days.
 func started(u *luarmor.User) bool { return u.AuthExpire != luarmor.NeverExpires }
 
+// derive reads the key's ledger and derives its desired state, recording
+// the key's start when its time became absolute.
+func (w *SyncKeyWorker) derive(ctx context.Context, id int64) (*postgres.Ledger, entitlement.Desired, error) {
+	l, err := w.readLedger(ctx, id)
+	if err != nil {
+		return nil, entitlement.Desired{}, err
+	}
+	d := entitlement.Derive(l.Grants, l.Facts, w.entitlementPolicy())
+	if l.Facts.StartedAt == nil && d.Began != 0 {
+		// The key's time is absolute from its first period on: recorded,
+		// so it stays the key's start whatever grants come and go.
+		if err := postgres.RecordKeyStart(ctx, w.Pool, id, d.Began); err != nil {
+			return nil, entitlement.Desired{}, err
+		}
+		l.Facts.StartedAt = &d.Began
+	}
+	return l, d, nil
+}
+
 func (w *SyncKeyWorker) readLedger(ctx context.Context, id int64) (*postgres.Ledger, error) {
 	return postgres.ReadLedger(ctx, w.Pool, id, SuspendBanReason, DefaultSupportBanReason)
 }
@@ -263,10 +287,12 @@ func (w *SyncKeyWorker) apply(ctx context.Context, l *postgres.Ledger, d entitle
 		case lapsed:
 			a.Expire = u.AuthExpire
 		case givenOutside:
-		case l.Applied.AwaitingClaim && unclaimed && waiting:
+		case l.Applied.AwaitingClaim && unclaimed && waiting && l.Applied.Expire == target:
 			// Luarmor keeps this unclaimed key's expiry as key_days: sent
-			// again once a first use has claimed it.
-			a.Expire, a.WaitingDays, a.AwaitingClaim = 0, u.KeyDays, true
+			// again once a first use has claimed it, or once the expiry
+			// it stands for moves (a refund, a renewal, a purchase), so
+			// its key_days hold what is paid for.
+			a.Expire, a.WaitingDays, a.AwaitingClaim = target, u.KeyDays, true
 		case u.AuthExpire != target || u.KeyDays != 0:
 			if err := w.setExpiry(ctx, l, target); err != nil {
 				return a, err
@@ -284,7 +310,7 @@ func (w *SyncKeyWorker) apply(ctx context.Context, l *postgres.Ledger, d entitle
 			if back.AuthExpire == luarmor.NeverExpires && back.KeyDays > 0 {
 				w.Logger.WarnContext(ctx, "luarmor kept an unclaimed key's expiry as key_days; it is set again once the key is first used",
 					"ledger_key_id", l.ID, "user_key", logging.MaskKey(l.UserKey), "key_days", back.KeyDays, "auth_expire", target)
-				a.Expire, a.WaitingDays, a.AwaitingClaim = 0, back.KeyDays, true
+				a.Expire, a.WaitingDays, a.AwaitingClaim = target, back.KeyDays, true
 			}
 		}
 	}
