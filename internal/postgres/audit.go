@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -50,42 +49,26 @@ type AuditQuery struct {
 	Limit   int
 }
 
-// listAuditSQL holds the audit log's query for each pair of filters (an
-// older-than ID, an order), by whether each is set: the service's generic
-// plans (SessionSettings) of "($2 = 0 OR order_id = $2)" could not use
-// support_audit_order_idx and read the whole log backwards for an order's
-// few entries.
-var listAuditSQL = func() map[[2]bool]string {
-	queries := map[[2]bool]string{}
-	for _, before := range []bool{false, true} {
-		for _, byOrder := range []bool{false, true} {
-			where, name, param := []string{"true"}, []string{}, 2 // $1 is the limit
-			if before {
-				where, name, param = append(where, fmt.Sprintf("id < $%d", param)), append(name, "before"), param+1
-			}
-			if byOrder {
-				where, name = append(where, fmt.Sprintf("order_id = $%d", param)), append(name, "order")
-			}
-			if len(name) == 0 {
-				name = []string{"all"}
-			}
-			queries[[2]bool{before, byOrder}] = lookup("ListAudit/"+strings.Join(name, "+"),
-				`SELECT id, at, actor, action, order_id, order_ref, key_tail, reason, detail
-		FROM support_audit WHERE `+strings.Join(where, " AND ")+` ORDER BY id DESC LIMIT $1`)
-		}
-	}
-	return queries
-}()
+// listAudit is the audit log's query per set of filters present (an
+// older-than ID, an order): a generic plan (SessionSettings) of
+// "($2 = 0 OR order_id = $2)" could not use support_audit_order_idx and
+// read the whole log backwards for an order's few entries.
+var listAudit = newFilterQueries(filterListing{
+	name: "ListAudit",
+	selectFrom: `SELECT id, at, actor, action, order_id, order_ref, key_tail, reason, detail
+		FROM support_audit`,
+	fixedParams: 1, // the limit
+	filters: []queryFilter{
+		{"before", "id < " + filterParam},
+		{"order", "order_id = " + filterParam},
+	},
+	tail: `ORDER BY id DESC LIMIT $1`,
+})
 
 // ListAudit returns the entries q selects, newest first.
 func ListAudit(ctx context.Context, db DB, q AuditQuery) ([]AuditEntry, error) {
-	args := []any{q.Limit}
-	for _, v := range []int64{q.Before, q.OrderID} {
-		if v != 0 {
-			args = append(args, v)
-		}
-	}
-	rows, err := db.Query(ctx, listAuditSQL[[2]bool{q.Before != 0, q.OrderID != 0}], args...)
+	sql, args := listAudit.query([]any{q.Limit}, unlessZero(q.Before), unlessZero(q.OrderID))
+	rows, err := db.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, fmt.Errorf("reading the audit log: %w", err)
 	}

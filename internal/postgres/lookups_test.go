@@ -49,45 +49,41 @@ const maxRowsDiscarded = 1_000
 func lookupArgs(h *postgrestest.History) map[string][][]any {
 	args := namedLookupArgs(h)
 	for _, l := range postgres.Lookups() {
-		if filters, ok := strings.CutPrefix(l.Name, "ListOutboundDeliveries/"); ok {
-			args[l.Name] = [][]any{deliveryFilterArgs(h, filters)}
+		f, ok := postgres.FilterLookupOf(l.Name)
+		if !ok {
+			continue
 		}
-		if filters, ok := strings.CutPrefix(l.Name, "ListAudit/"); ok {
-			// The console's page of the log, or one order's entries.
-			a := []any{50}
-			for f := range strings.SplitSeq(filters, "+") {
-				switch f {
-				case "before":
-					a = append(a, int64(h.Orders/400))
-				case "order":
-					a = append(a, h.OrderID)
-				}
-			}
+		// A filter with no value here leaves the look-up without
+		// parameters, which the test reports.
+		if a, ok := filterLookupArgs(h, f); ok {
 			args[l.Name] = [][]any{a}
 		}
 	}
 	return args
 }
 
-// deliveryFilterArgs are the parameters of the delivery log's query with
-// filters (their names joined by "+", or "all"): an order's log (at most
-// 200, jobs.MaxDeliveries) or the console's page of 50, from a page's end.
-func deliveryFilterArgs(h *postgrestest.History, filters string) []any {
+// filterLookupArgs are the parameters of a listing's variant for the
+// filters f has, if each of them has a value here: the audit log's page
+// in the console (50) or one order's entries; the delivery log's page in
+// the console (50) or an order's log (at most 200, jobs.MaxDeliveries),
+// from a page's end.
+func filterLookupArgs(h *postgrestest.History, f postgres.FilterLookup) ([]any, bool) {
+	values := map[string]map[string]any{
+		"ListAudit": {"before": int64(h.Orders / 400), "order": h.OrderID},
+		"ListOutboundDeliveries": {"before": int64(h.Orders / 2), "destination": "webhook",
+			"type": "order.fulfilled", "order": h.OrderID},
+	}[f.Listing]
 	limit := 50
-	var args []any
-	for f := range strings.SplitSeq(filters, "+") {
-		switch f {
-		case "before":
-			args = append(args, int64(h.Orders/2))
-		case "destination":
-			args = append(args, "webhook")
-		case "type":
-			args = append(args, "order.fulfilled")
-		case "order":
-			args, limit = append(args, h.OrderID), 200
-		}
+	if f.Listing == "ListOutboundDeliveries" && slices.Contains(f.Filters, "order") {
+		limit = 200
 	}
-	return append([]any{limit}, args...)
+	complete := true
+	args := f.Args([]any{limit}, func(filter string) any {
+		v, ok := values[filter]
+		complete = complete && ok
+		return v
+	})
+	return args, complete
 }
 
 func namedLookupArgs(h *postgrestest.History) map[string][][]any {

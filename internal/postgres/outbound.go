@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -141,63 +140,35 @@ type DeliveryFilter struct {
 // through outbound_deliveries_status_idx.
 var deliveryStatuses = []string{"pending", "delivered", "failed"}
 
-// deliveryFilters are ListOutboundDeliveries' other conditions, each in the
-// query only when it is set: a query of "($3 = ” OR d.type = $3)",
-// planned once for any value (postgres.ConfigureSession), could not use the
-// index of a filter, nor skip one left empty.
-var deliveryFilters = []struct{ name, cond string }{
-	{"before", "d.id < $%d"},
-	{"destination", "d.destination = $%d"},
-	{"type", "e.type = $%d"},
-	{"order", "e.order_id = $%d"},
-}
-
-// listOutboundDeliveriesSQL holds a query per status (or "" for any) and
-// set of deliveryFilters, by deliveryQueryName; each is registered as
-// ListOutboundDeliveries/ and that name.
-var listOutboundDeliveriesSQL = func() map[string]string {
-	queries := map[string]string{}
+// listOutboundDeliveries holds the delivery log's query per status ("" for
+// any) and set of other filters present: a query of
+// "($3 = ” OR d.type = $3)", planned once for any value
+// (SessionSettings), could not use the index of a filter, nor skip one
+// left empty.
+var listOutboundDeliveries = func() map[string]*filterQueries {
+	queries := map[string]*filterQueries{}
 	for _, status := range append([]string{""}, deliveryStatuses...) {
-		for set := range 1 << len(deliveryFilters) {
-			where := []string{"true"}
-			if status != "" {
-				where = append(where, "d.status = '"+status+"'")
-			}
-			param := 2 // $1 is the limit
-			for i, f := range deliveryFilters {
-				if set&(1<<i) != 0 {
-					where = append(where, fmt.Sprintf(f.cond, param))
-					param++
-				}
-			}
-			name := deliveryQueryName(status, set)
-			queries[name] = lookup("ListOutboundDeliveries/"+name, `SELECT `+outboundDeliveryColumns+`
-		FROM outbound_deliveries d JOIN outbound_events e ON e.id = d.event_id
-		WHERE `+strings.Join(where, " AND ")+`
-		ORDER BY d.id DESC LIMIT $1`)
+		var always []queryFilter
+		if status != "" {
+			always = []queryFilter{{"status=" + status, "d.status = '" + status + "'"}}
 		}
+		queries[status] = newFilterQueries(filterListing{
+			name: "ListOutboundDeliveries",
+			selectFrom: `SELECT ` + outboundDeliveryColumns + `
+		FROM outbound_deliveries d JOIN outbound_events e ON e.id = d.event_id`,
+			always:      always,
+			fixedParams: 1, // the limit
+			filters: []queryFilter{
+				{"before", "d.id < " + filterParam},
+				{"destination", "d.destination = " + filterParam},
+				{"type", "e.type = " + filterParam},
+				{"order", "e.order_id = " + filterParam},
+			},
+			tail: `ORDER BY d.id DESC LIMIT $1`,
+		})
 	}
 	return queries
 }()
-
-// deliveryQueryName names the listing by status (or "" for any) and the
-// set of deliveryFilters (bits): the filters' names joined by "+",
-// "status=" and the status among them, or "all".
-func deliveryQueryName(status string, set int) string {
-	var names []string
-	if status != "" {
-		names = append(names, "status="+status)
-	}
-	for i, f := range deliveryFilters {
-		if set&(1<<i) != 0 {
-			names = append(names, f.name)
-		}
-	}
-	if len(names) == 0 {
-		return "all"
-	}
-	return strings.Join(names, "+")
-}
 
 // ListOutboundDeliveries lists the deliveries f lets through, newest first,
 // older than before (0: from the newest), at most limit.
@@ -205,14 +176,9 @@ func ListOutboundDeliveries(ctx context.Context, db DB, f DeliveryFilter, before
 	if f.Status != "" && !slices.Contains(deliveryStatuses, f.Status) {
 		return nil, order.Errorf(order.EINVALID, "deliveries are pending, delivered or failed, not %q", f.Status)
 	}
-	set, args := 0, []any{limit}
-	for i, v := range []any{before, f.Destination, string(f.Type), f.OrderID} {
-		if v != int64(0) && v != "" {
-			set |= 1 << i
-			args = append(args, v)
-		}
-	}
-	rows, err := db.Query(ctx, listOutboundDeliveriesSQL[deliveryQueryName(f.Status, set)], args...)
+	sql, args := listOutboundDeliveries[f.Status].query([]any{limit},
+		unlessZero(before), unlessZero(f.Destination), unlessZero(string(f.Type)), unlessZero(f.OrderID))
+	rows, err := db.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, fmt.Errorf("listing webhook deliveries: %w", err)
 	}
