@@ -35,14 +35,15 @@ type Progress struct {
 func (p Progress) Finished() bool { return p.Total > 0 && p.Done >= p.Total }
 
 // ProgressOutput is a long operation's job output while it runs; once it
-// completes, the output is the operation's summary instead (a refill's
-// stays its last progress).
+// completes, the output is the operation's summary, with the last count
+// under the same "progress" (ProgressRecorder.WithLastCount; a refill's
+// output stays its last count).
 type ProgressOutput struct {
 	Progress *Progress `json:"progress,omitempty"`
 }
 
-// ProgressOf reads the progress recorded in a job's output; nil when none
-// is (the job has not started, or its output is its summary).
+// ProgressOf reads the progress recorded in a job's output, also the last
+// count a completed operation's summary carries; nil when none is.
 func ProgressOf(job *rivertype.JobRow) *Progress {
 	raw := job.Output()
 	if len(raw) == 0 {
@@ -134,6 +135,28 @@ func (r *ProgressRecorder) Record(ctx context.Context, p Progress) {
 		return
 	}
 	r.last, r.lastAt = p, time.Now()
+}
+
+// WithLastCount is sum, an operation's summary recorded as its job's
+// output once it completes, with the last count recorded while it ran
+// ("progress", as ProgressOutput has it): a reader that missed that count
+// between two reads (`fulfiller follow`) still shows where the operation
+// ended. sum must encode as a JSON object.
+func (r *ProgressRecorder) WithLastCount(sum any) (json.RawMessage, error) {
+	out, err := json.Marshal(sum)
+	if err != nil || r == nil || r.lastAt.IsZero() {
+		return out, err
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(out, &fields); err != nil {
+		return nil, fmt.Errorf("adding the last count to a summary that is no JSON object: %w", err)
+	}
+	last := r.last
+	last.UpdatedAt = r.lastAt.UTC()
+	if fields["progress"], err = json.Marshal(last); err != nil {
+		return nil, err
+	}
+	return json.Marshal(fields)
 }
 
 // KindReconcileEvents is the kind of the reconciliation with Stripe's

@@ -167,10 +167,10 @@ func (a *StockAdmin) QueueRefill(ctx context.Context, actor, reason, priceID str
 func WaitJob(ctx context.Context, client *river.Client[pgx.Tx], id int64, out any, show func(Progress)) error {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	var shown *Progress
+	var shown time.Time
 	showNewer := func(p *Progress) {
-		if show != nil && p != nil && (shown == nil || p.UpdatedAt.After(shown.UpdatedAt)) {
-			shown = p
+		if show != nil && p != nil && p.UpdatedAt.After(shown) {
+			shown = p.UpdatedAt
 			show(*p)
 		}
 	}
@@ -190,17 +190,11 @@ func WaitJob(ctx context.Context, client *river.Client[pgx.Tx], id int64, out an
 			if err := json.Unmarshal(job.Output(), out); err != nil {
 				return fmt.Errorf("reading the outcome of job %d: %w", id, err)
 			}
-			// A job whose output stays its count (a refill) shows its
-			// last. Otherwise its summary replaced the count, perhaps
-			// between two reads: a completed operation went through all
-			// it counted, so the count shown last ends at its total.
-			if p := ProgressOf(job); p != nil {
-				showNewer(p)
-			} else if shown != nil && shown.Total > 0 && !shown.Finished() {
-				last := *shown
-				last.Done, last.UpdatedAt = last.Total, time.Now().UTC()
-				showNewer(&last)
-			}
+			// The last count may have been recorded and replaced by the
+			// summary between two reads: the summary carries it
+			// (ProgressRecorder.WithLastCount), as a refill's output is
+			// its count.
+			showNewer(ProgressOf(job))
 			return nil
 		}
 		showNewer(ProgressOf(job))

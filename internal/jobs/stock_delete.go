@@ -126,5 +126,9 @@ func (w *DeleteStockWorker) Work(ctx context.Context, job *river.Job[DeleteStock
 			"reference", k.Reference, "already_gone", gone)
 	}
 	log.InfoContext(ctx, "stock of price deleted", "retired", sum.Retired, "deleted", sum.Deleted, "already_gone", sum.AlreadyGone)
-	return river.RecordOutput(ctx, sum)
+	out, err := progress.WithLastCount(sum)
+	if err != nil {
+		return err
+	}
+	return river.RecordOutput(ctx, out)
 }

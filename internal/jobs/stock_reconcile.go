@@ -120,7 +120,8 @@ func (w *ReconcileStockWorker) Timeout(*river.Job[ReconcileStockArgs]) time.Dura
 
 func (w *ReconcileStockWorker) Work(ctx context.Context, job *river.Job[ReconcileStockArgs]) error {
 	ctx = budget.WithClass(ctx, job.Args.class())
-	sum, err := reconcileStock(ctx, w.Deps, w.progressRecorder(ctx, job.JobRow))
+	progress := w.progressRecorder(ctx, job.JobRow)
+	sum, err := reconcileStock(ctx, w.Deps, progress)
 	if err != nil {
 		if jobErr, retry := luarmorRetry(err, w.RateLimitWindow); retry {
 			return jobErr
@@ -133,7 +134,11 @@ func (w *ReconcileStockWorker) Work(ctx context.Context, job *river.Job[Reconcil
 	}
 	log.InfoContext(ctx, "stock reconciled", "listed", sum.Listed, "known", sum.Known, "retired", sum.Retired, "made", sum.Made,
 		"adopted", sum.Adopted, "unusable", sum.Unusable, "no_price", sum.NoPrice, "strays", sum.Strays)
-	return river.RecordOutput(ctx, sum)
+	out, err := progress.WithLastCount(sum)
+	if err != nil {
+		return err
+	}
+	return river.RecordOutput(ctx, out)
 }
 
 // ReconcileStock lists, for every project of a price the catalog stocks,

@@ -78,7 +78,11 @@ func (w *Worker) Work(ctx context.Context, job *river.Job[Args]) error {
 			"attempt", job.Attempt, "actor", job.Args.Actor, "summary", sum.String(), "error", err)
 		return err
 	}
-	return river.RecordOutput(ctx, sum)
+	out, err := progress.WithLastCount(sum)
+	if err != nil {
+		return err
+	}
+	return river.RecordOutput(ctx, out)
 }
 
 // PeriodicJob runs a reconciliation every interval on the leader, and once
