@@ -30,28 +30,32 @@
 -- current keys, not by its history. The once-per-expiry rows
 -- (lifecycle_emails, outbound_events) stay the guard against a second
 -- notice; the queue only decides what a run reads.
+--
+-- A writer only ever appends rows: it never waits for a run, nor a run for
+-- it on the queue. (A run holds the rows it takes until it commits, and
+-- its notices lock their key and order rows as their foreign keys ask; a
+-- writer that waited for one of those rows while holding its key or order
+-- would close a circle.) A key changed several times before its expiry
+-- comes near has a row per change, each with the expiry it had then; a run
+-- reads each key once, as it is then, and drops all its rows that came
+-- due, so a row whose expiry has moved since only makes the run read the
+-- key early and find nothing owed.
 CREATE TABLE expiry_checks_due (
-    -- The key first: order_keys' cascade and the triggers' upserts find a
-    -- key's rows by it.
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     order_key_id bigint NOT NULL REFERENCES order_keys ON DELETE CASCADE,
     check_kind   text   NOT NULL CHECK (check_kind IN ('mail', 'event')),
     -- The key's expiry when it was queued (unix seconds): what puts it in
     -- a run's window.
-    auth_expire  bigint NOT NULL,
-    PRIMARY KEY (order_key_id, check_kind)
+    auth_expire  bigint NOT NULL
 );
-CREATE INDEX expiry_checks_due_by_expiry_idx ON expiry_checks_due (check_kind, auth_expire, order_key_id);
+CREATE INDEX expiry_checks_due_by_expiry_idx ON expiry_checks_due (check_kind, auth_expire, id);
+-- order_keys' cascade finds a key's rows by it.
+CREATE INDEX expiry_checks_due_key_idx ON expiry_checks_due (order_key_id);
 
--- Upserts both checks of a key, in one order (the key, then the check) in
--- every writer, so two writers queueing the same key never wait on each
--- other in a circle. A row a run holds (it is taking it) makes the writer
--- wait for the run; the row is gone after it, so the writer inserts it
--- again and the next run checks the key as the writer left it.
 CREATE FUNCTION queue_expiry_checks(key_id bigint, expire bigint) RETURNS void
 LANGUAGE sql AS $$
     INSERT INTO expiry_checks_due (order_key_id, check_kind, auth_expire)
-    VALUES (key_id, 'event', expire), (key_id, 'mail', expire)
-    ON CONFLICT (order_key_id, check_kind) DO UPDATE SET auth_expire = EXCLUDED.auth_expire;
+    VALUES (key_id, 'event', expire), (key_id, 'mail', expire);
 $$;
 
 CREATE FUNCTION order_keys_queue_expiry_checks() RETURNS trigger

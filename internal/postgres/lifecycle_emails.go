@@ -120,34 +120,30 @@ const (
 )
 
 // claimExpiryChecksQuery takes, for check, the queue's rows of at most $3
-// keys that stop working after $1 and at most at $2 (unix seconds),
-// soonest first, and drops at most $3 rows whose expiry is $1 or before
-// (no notice is owed for an expiry gone). It returns how many rows it
-// dropped, how many keys it took, and the Luarmor keys (project and key,
-// pairwise) of those still delivered. Rows a writer is queueing are
-// skipped (SKIP LOCKED) and taken by a later run, as the writer left
-// them. The rows taken stay locked until the transaction ends: a writer
-// queueing one of those keys meanwhile waits for it, then inserts the row
-// again, so the next run checks the key as the writer left it. order_keys
-// is only read.
+// keys' expiries after $1 and at most at $2 (unix seconds), soonest first,
+// and drops at most $3 rows whose expiry is $1 or before (no notice is
+// owed for an expiry gone). It returns how many rows it dropped, how many
+// it took, and the Luarmor keys (project and key, pairwise) of those still
+// delivered. Writers only append rows (migration 0063): a change committed
+// after a row was taken has a row of its own, which a later run takes, and
+// the key is read again as the change left it. Another run's rows are
+// skipped (SKIP LOCKED). order_keys is only read.
 func claimExpiryChecksQuery(check expiryCheck) string {
 	return `
 		WITH passed AS (
-			DELETE FROM expiry_checks_due q
-			USING (SELECT order_key_id, check_kind FROM expiry_checks_due
-			       WHERE check_kind = '` + string(check) + `' AND auth_expire <= $1
-			       ORDER BY auth_expire, order_key_id LIMIT $3
-			       FOR UPDATE SKIP LOCKED) p
-			WHERE q.order_key_id = p.order_key_id AND q.check_kind = p.check_kind
-			RETURNING q.order_key_id
+			DELETE FROM expiry_checks_due WHERE id = ANY(ARRAY(
+				SELECT id FROM expiry_checks_due
+				WHERE check_kind = '` + string(check) + `' AND auth_expire <= $1
+				ORDER BY auth_expire, id LIMIT $3
+				FOR UPDATE SKIP LOCKED))
+			RETURNING order_key_id
 		), due AS (
-			DELETE FROM expiry_checks_due q
-			USING (SELECT order_key_id, check_kind FROM expiry_checks_due
-			       WHERE check_kind = '` + string(check) + `' AND auth_expire > $1 AND auth_expire <= $2
-			       ORDER BY auth_expire, order_key_id LIMIT $3
-			       FOR UPDATE SKIP LOCKED) d
-			WHERE q.order_key_id = d.order_key_id AND q.check_kind = d.check_kind
-			RETURNING q.order_key_id
+			DELETE FROM expiry_checks_due WHERE id = ANY(ARRAY(
+				SELECT id FROM expiry_checks_due
+				WHERE check_kind = '` + string(check) + `' AND auth_expire > $1 AND auth_expire <= $2
+				ORDER BY auth_expire, id LIMIT $3
+				FOR UPDATE SKIP LOCKED))
+			RETURNING order_key_id
 		)
 		SELECT (SELECT count(*) FROM passed), count(*),
 		       COALESCE(array_agg(k.project_id ORDER BY k.id) FILTER (WHERE k.user_key IS NOT NULL), '{}'),
@@ -191,9 +187,10 @@ var (
 			WHERE s.project_id = k.project_id AND s.user_key = k.user_key)))`))
 )
 
-// ExpiringKeys checks, in tx, at most limit keys queued for the buyer's
-// expiry notice that stop working after now and at most within after it,
-// taking them off the queue, and returns how many it checked and, soonest
+// ExpiringKeys checks, in tx, at most limit queue rows of the buyer's
+// expiry notice whose keys stop working after now and at most within after
+// it (a key changed several times has a row per change), taking them off
+// the queue, and returns how many rows it took and, soonest
 // first, those of them that owe the notice: they will not renew and have
 // no expiry notice for that expiry yet. They are delivered, active keys of
 // fulfilled orders with an address whose expiry is absolute (a key_days
@@ -204,8 +201,8 @@ var (
 // its expiry, the key or its order changes (migration 0063), so a run
 // reads the keys that entered the window or changed since the last run,
 // never every key in the window. The check also drops up to limit queued
-// keys whose expiry is now or before, counted as checked; with within 0 it
-// only does that. checked < limit: no key is left to check.
+// rows whose expiry is now or before, counted as checked; with within 0 it
+// only does that. checked < limit: no row is left to take.
 func ExpiringKeys(ctx context.Context, tx pgx.Tx, now time.Time, within time.Duration, limit int) (checked int, owed []ExpiringKey, err error) {
 	return expiringKeys(ctx, tx, claimMailExpiryChecksSQL, expiringKeysSQL, now, within, limit)
 }
