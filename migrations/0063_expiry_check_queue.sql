@@ -40,22 +40,29 @@
 -- reads each key once, as it is then, and drops all its rows that came
 -- due, so a row whose expiry has moved since only makes the run read the
 -- key early and find nothing owed.
+--
+-- The queue is written on the sale's path, so each write is kept small: no
+-- foreign key (it would lock the key's row for every row queued; a row of a
+-- key since deleted reads as nothing and is dropped when it comes due), one
+-- index besides the row's own, and a key queued once per transaction at an
+-- expiry (a sale changes a key and its order several times in one commit).
 CREATE TABLE expiry_checks_due (
     id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    order_key_id bigint NOT NULL REFERENCES order_keys ON DELETE CASCADE,
+    order_key_id bigint NOT NULL,
     check_kind   text   NOT NULL CHECK (check_kind IN ('mail', 'event')),
     -- The key's expiry when it was queued (unix seconds): what puts it in
     -- a run's window.
     auth_expire  bigint NOT NULL
 );
 CREATE INDEX expiry_checks_due_by_expiry_idx ON expiry_checks_due (check_kind, auth_expire, id);
--- order_keys' cascade finds a key's rows by it.
-CREATE INDEX expiry_checks_due_key_idx ON expiry_checks_due (order_key_id);
 
 CREATE FUNCTION queue_expiry_checks(key_id bigint, expire bigint) RETURNS void
 LANGUAGE sql AS $$
     INSERT INTO expiry_checks_due (order_key_id, check_kind, auth_expire)
-    VALUES (key_id, 'event', expire), (key_id, 'mail', expire);
+    SELECT key_id, c.kind, expire FROM (VALUES ('event'), ('mail')) c (kind)
+    WHERE NOT EXISTS (SELECT 1 FROM expiry_checks_due q
+                      WHERE q.check_kind = c.kind AND q.auth_expire = expire AND q.order_key_id = key_id
+                        AND q.xmin = pg_current_xact_id()::xid);
 $$;
 
 CREATE FUNCTION order_keys_queue_expiry_checks() RETURNS trigger

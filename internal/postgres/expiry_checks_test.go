@@ -460,3 +460,43 @@ func TestExpiryQueueMigrationQueuesTheKeysNotCheckedYet(t *testing.T) {
 		WHERE table_name = 'order_keys' AND column_name LIKE 'expiry\_%\_checked'`).Scan(&columns))
 	require.Zero(t, columns, "the marks are gone from order_keys")
 }
+
+// A sale changes a key and its order several times in one commit: the key
+// is queued once per check at its expiry, however many of those changes
+// queue it; a change in a later commit queues it again.
+func TestExpiryCheckQueuesAKeyOncePerCommitAndExpiry(t *testing.T) {
+	t.Parallel()
+	pool := postgrestest.NewPool(t)
+	ctx := context.Background()
+	var session string
+	var keyID int64
+	require.NoError(t, pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		session = "cs_test_expiry_one_commit"
+		if _, err := tx.Exec(ctx, `INSERT INTO orders (checkout_session_id, status, mode, customer_email)
+			VALUES ($1, 'pending', 'payment', 'buyer@example.com')`, session); err != nil {
+			return err
+		}
+		if err := tx.QueryRow(ctx, `INSERT INTO order_keys (checkout_session_id, line_item_id, unit, price_id, project_id, key_days, reference)
+			VALUES ($1, 'li_1', 1, 'price_month', 'proj_expiry', 30, 'ref_one_commit') RETURNING id`, session).Scan(&keyID); err != nil {
+			return err
+		}
+		expire := time.Now().Add(48 * time.Hour).Unix()
+		if _, err := tx.Exec(ctx, `UPDATE order_keys SET status = 'active', user_key = 'key_one_commit', auth_expire = $2 WHERE id = $1`, keyID, expire); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE order_keys SET ending = true WHERE id = $1`, keyID); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `UPDATE orders SET status = 'fulfilled' WHERE checkout_session_id = $1`, session)
+		return err
+	}))
+	count := func() (n int) {
+		require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM expiry_checks_due WHERE order_key_id = $1`, keyID).Scan(&n))
+		return n
+	}
+	require.Equal(t, 2, count(), "one row per check")
+
+	_, err := pool.Exec(ctx, `UPDATE orders SET customer_email = 'new@example.com' WHERE checkout_session_id = $1`, session)
+	require.NoError(t, err)
+	require.Equal(t, 4, count(), "a later commit queues the key again")
+}
