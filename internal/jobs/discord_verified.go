@@ -127,15 +127,15 @@ func (w *SyncKeyWorker) takeDiscordFrom(ctx context.Context, l *postgres.Ledger,
 	}
 	defer func() { _ = postgres.ReleaseLedgerLease(context.WithoutCancel(ctx), w.Pool, holderID, owner, 0) }()
 	ctx = budget.WithBeforeSend(ctx, func(ctx context.Context) error {
-		if err := postgres.TakeLedgerLease(ctx, w.Pool, l.ID, owner, lease); err != nil {
+		if err := postgres.RenewLedgerLease(ctx, w.Pool, l.ID, owner, lease); err != nil {
 			return err
 		}
-		return postgres.TakeLedgerLease(ctx, w.Pool, holderID, owner, lease)
+		return postgres.RenewLedgerLease(ctx, w.Pool, holderID, owner, lease)
 	})
 	none := ""
 	err = w.Luarmor.UpdateUser(ctx, l.ProjectID, luarmor.UpdateUserRequest{UserKey: holderKey, DiscordID: &none})
-	if errors.As(err, &held) {
-		return false, snooze()
+	if errors.Is(err, postgres.ErrLedgerLeaseLost) {
+		return false, err
 	}
 	if err != nil && !errors.Is(err, luarmor.ErrNotFound) {
 		return false, err

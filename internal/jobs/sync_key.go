@@ -133,7 +133,7 @@ func (w *SyncKeyWorker) Work(ctx context.Context, job *river.Job[SyncKeyArgs]) e
 		ctx = budget.WithClass(ctx, budget.ClassRevoke)
 	}
 	ctx = budget.WithBeforeSend(ctx, func(ctx context.Context) error {
-		return postgres.TakeLedgerLease(ctx, w.Pool, id, owner, lease)
+		return postgres.RenewLedgerLease(ctx, w.Pool, id, owner, lease)
 	})
 	// What the key's access lacks is sent first, then a verified Discord
 	// account still to be linked (rule 9): a link never holds up a ban.
@@ -181,6 +181,13 @@ func (w *SyncKeyWorker) Work(ctx context.Context, job *river.Job[SyncKeyArgs]) e
 	}
 	if errors.Is(err, luarmor.ErrNotFound) {
 		return finish(entitlement.Applied{Deleted: true}, nil, true)
+	}
+	if errors.Is(err, postgres.ErrLedgerLeaseLost) {
+		// The wait for a Luarmor slot outlasted the lease and another
+		// writer took the key: this run derives again from what that one
+		// recorded.
+		release(0)
+		return river.JobSnooze(time.Second)
 	}
 	var snooze *river.JobSnoozeError
 	if errors.As(err, &snooze) {

@@ -387,6 +387,28 @@ func TakeLedgerLease(ctx context.Context, db DB, id int64, owner string, d time.
 	return nil
 }
 
+// ErrLedgerLeaseLost: a writer's lease of a key ran out while it waited,
+// and another writer took the key since. What it was about to send was
+// decided before that writer's change: it sends nothing more and runs
+// again.
+var ErrLedgerLeaseLost = errors.New("the key's lease ran out while its writer waited, and another writer took the key since")
+
+// RenewLedgerLease extends owner's lease for d, right before a request,
+// only while owner still holds it: run out or not, so long as no other
+// writer took it since (then ErrLedgerLeaseLost). TakeLedgerLease would
+// take back a lease another writer took and let go meanwhile.
+func RenewLedgerLease(ctx context.Context, db DB, id int64, owner string, d time.Duration) error {
+	tag, err := db.Exec(ctx, `UPDATE ledger_keys SET lease_until = now() + $3::interval
+		WHERE id = $1 AND lease_owner = $2`, id, owner, d)
+	if err != nil {
+		return fmt.Errorf("renewing the lease of ledger key %d: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrLedgerLeaseLost
+	}
+	return nil
+}
+
 // ReleaseLedgerLease ends owner's lease, or shortens it to d when a
 // request may still be settling.
 func ReleaseLedgerLease(ctx context.Context, db DB, id int64, owner string, d time.Duration) error {

@@ -100,3 +100,29 @@ func TestRecordAppliedOfAWriterThatSentNothingWaitsForTheLease(t *testing.T) {
 	require.Nil(t, owner, "the lease is let go")
 	require.Equal(t, read.Expire+86400, expire, "what was recorded since stays")
 }
+
+// A writer renews its lease right before each request. While it waited
+// for a Luarmor slot its lease may have run out: still its own, it is
+// renewed; taken by another writer since, even one done and gone, it is
+// lost, and the request is not sent.
+func TestRenewLedgerLeaseNeverTakesBackALeaseAnotherWriterTook(t *testing.T) {
+	t.Parallel()
+	pool := postgrestest.NewPool(t)
+	ctx := context.Background()
+	l := newLedgerKey(t, pool, "key_renew")
+	expire := func() {
+		_, err := pool.Exec(ctx, `UPDATE ledger_keys SET lease_until = now() - interval '1 second' WHERE id = $1`, l.ID)
+		require.NoError(t, err)
+	}
+
+	require.NoError(t, postgres.TakeLedgerLease(ctx, pool, l.ID, "writer-a", time.Minute))
+	expire()
+	require.NoError(t, postgres.RenewLedgerLease(ctx, pool, l.ID, "writer-a", time.Minute), "run out but still its own")
+
+	expire()
+	require.NoError(t, postgres.TakeLedgerLease(ctx, pool, l.ID, "writer-b", time.Minute))
+	require.ErrorIs(t, postgres.RenewLedgerLease(ctx, pool, l.ID, "writer-a", time.Minute), postgres.ErrLedgerLeaseLost)
+	require.NoError(t, postgres.ReleaseLedgerLease(ctx, pool, l.ID, "writer-b", 0))
+	require.ErrorIs(t, postgres.RenewLedgerLease(ctx, pool, l.ID, "writer-a", time.Minute), postgres.ErrLedgerLeaseLost,
+		"the other writer let it go: still not the first one's")
+}
