@@ -106,9 +106,10 @@ func TestConsoleStockPageFollowsARefillAndAReconciliation(t *testing.T) {
 	p.screenshots(t, "console-stock")
 
 	// A sale takes a key from the stock; making its replacement waits on
-	// Luarmor for a few seconds.
+	// Luarmor long enough for the page to see it under way on a busy
+	// machine (it refreshes every 2 s).
 	b.Luarmor.InjectFault(sandbox.Fault{Method: http.MethodPost, PathContains: "/users", Kind: sandbox.FaultLatency,
-		Latency: 4 * time.Second, Times: 1})
+		Latency: 12 * time.Second, Times: 1})
 	b.Buy(t, "jay@example.com", stripefake.Item{PriceID: priceStocked, Quantity: 1})
 	p.open(t, "/console/stock")
 	p.waitFor(t, `document.querySelector('#stock-live[data-running] [data-operation="refill_stock"]') !== null`, "the sale's refill under way")
