@@ -5,18 +5,22 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"fulfiller/internal/budget"
 	"fulfiller/internal/catalog"
 	"fulfiller/internal/config"
 	"fulfiller/internal/doctor"
 	"fulfiller/internal/jobs"
 	"fulfiller/internal/luarmor"
 	"fulfiller/internal/mail"
+	"fulfiller/internal/postgres"
 	"fulfiller/internal/stripeapi"
 )
 
@@ -63,11 +67,9 @@ func cmdDoctor(ctx context.Context, args []string, getenv func(string) string, s
 	ctx, cancel := context.WithTimeout(ctx, doctorTimeout)
 	defer cancel()
 	d := &doctor.Doctor{
-		Pool:   pool,
-		Stripe: stripeapi.New(cfg.StripeAPIKey, cfg.StripeAPIBase, httpClient),
-		// Straight to Luarmor, outside the fleet's budget: three calls,
-		// one of them free, once.
-		Luarmor:        luarmor.NewClient(cfg.LuarmorAPIKey, luarmor.WithBaseURL(cfg.LuarmorBaseURL), luarmor.WithHTTPClient(httpClient)),
+		Pool:           pool,
+		Stripe:         stripeapi.New(cfg.StripeAPIKey, cfg.StripeAPIBase, httpClient),
+		Luarmor:        doctorLuarmor(ctx, &cfg, pool, httpClient),
 		Catalog:        cat,
 		CatalogErr:     catErr,
 		Settings:       bad,
@@ -89,4 +91,32 @@ func cmdDoctor(ctx context.Context, args []string, getenv func(string) string, s
 		return errDoctorFailed
 	}
 	return nil
+}
+
+// doctorBudgetWait bounds the wait for a slot of the fleet's budget: a
+// fleet busy for that long is reported as such, within doctorTimeout.
+const doctorBudgetWait = time.Minute
+
+// doctorLuarmor is the client of doctor's Luarmor reads. With the
+// service's database reachable and its schema current, each read takes a
+// slot of the fleet's budget (class maintenance, behind every delivery,
+// renewal and revocation) like any Luarmor call the service makes, so
+// running doctor beside a busy fleet never pushes it past Luarmor's
+// limit. Without it there is no fleet to share with: the reads go
+// straight to Luarmor, three of them, one free (/status), once.
+func doctorLuarmor(ctx context.Context, cfg *config.Config, pool *pgxpool.Pool, httpClient *http.Client) doctor.Luarmor {
+	direct := luarmor.NewClient(cfg.LuarmorAPIKey, luarmor.WithBaseURL(cfg.LuarmorBaseURL), luarmor.WithHTTPClient(httpClient))
+	if pool == nil {
+		return direct
+	}
+	if pending, err := postgres.PendingMigrations(ctx, pool); err != nil || len(pending) > 0 {
+		return direct
+	}
+	host, _ := os.Hostname()
+	b := budget.New(pool, budget.Config{
+		Count: cfg.LuarmorRateLimit, Window: cfg.LuarmorRateWindow, MaxWait: doctorBudgetWait,
+		Replica: fmt.Sprintf("doctor-%s-%d", host, os.Getpid()), Logger: slog.New(slog.DiscardHandler),
+	})
+	go b.Run(ctx)
+	return &budget.Client{Budget: b, Luarmor: direct}
 }

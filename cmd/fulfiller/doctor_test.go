@@ -82,6 +82,25 @@ func TestDoctorPrintsOneLinePerCheckAndPassesAGoodConfiguration(t *testing.T) {
 	require.NotContains(t, out.String(), env["LUARMOR_API_KEY"])
 }
 
+// TestDoctorTakesItsLuarmorReadsFromTheFleetsBudget: doctor's Luarmor
+// reads take slots of the fleet's budget, recorded under doctor's name
+// beside the service's, so doctor run beside a busy fleet never pushes
+// it past Luarmor's limit; each slot is ended when its read is.
+func TestDoctorTakesItsLuarmorReadsFromTheFleetsBudget(t *testing.T) {
+	t.Parallel()
+	env := doctorEnv(t)
+	require.NoError(t, run(context.Background(), []string{"doctor"}, envOf(env), io.Discard, io.Discard))
+	pool, err := pgxpool.New(context.Background(), env["DATABASE_URL"])
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	var taken, open int
+	require.NoError(t, pool.QueryRow(context.Background(),
+		`SELECT count(*), count(*) FILTER (WHERE finished_at IS NULL) FROM luarmor_calls WHERE replica LIKE 'doctor-%' AND class = 'maintenance'`).
+		Scan(&taken, &open))
+	require.Equal(t, 3, taken, "the status, the API key's details and its stats, each with a slot of the budget")
+	require.Zero(t, open, "every slot ended with its read")
+}
+
 func TestDoctorExitsNonZeroOnAFailure(t *testing.T) {
 	t.Parallel()
 	env := doctorEnv(t)
