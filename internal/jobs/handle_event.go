@@ -274,21 +274,32 @@ func isDataException(err error) bool {
 
 // EventObject returns data.object of a Stripe event body: the bytes the
 // handlers decode their object from. Intake checks the same bytes before
-// it records an event.
+// it records an event (EventData.ObjectOf).
 func EventObject(payload []byte) (json.RawMessage, error) {
 	var body struct {
-		Data *struct {
-			Object json.RawMessage `json:"object"`
-		} `json:"data"`
+		Data EventData `json:"data"`
 	}
 	if err := json.Unmarshal(payload, &body); err != nil {
 		return nil, errors.New("body is not a JSON Stripe event")
 	}
-	if body.Data == nil || len(body.Data.Object) == 0 || string(body.Data.Object) == "null" {
-		return nil, errors.New("event has no data.object")
-	}
-	return body.Data.Object, nil
+	return body.Data.ObjectOf()
 }
+
+// EventData is an event body's data member, decoded with the rest of the
+// body: data.object is kept as it came.
+type EventData struct {
+	Object json.RawMessage `json:"object"`
+}
+
+// ObjectOf returns data.object, or why the event has none.
+func (d EventData) ObjectOf() (json.RawMessage, error) {
+	if len(d.Object) == 0 || string(d.Object) == "null" {
+		return nil, errNoEventObject
+	}
+	return d.Object, nil
+}
+
+var errNoEventObject = errors.New("event has no data.object")
 
 // storedEvent is the event the handlers see: what intake recorded (ID,
 // type) and the object from the recorded body.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -26,14 +27,40 @@ const (
 // earliestCreated predates every Stripe event.
 var earliestCreated = time.Date(2010, 1, 1, 0, 0, 0, 0, time.UTC)
 
-// wireEvent is the part of an event the endpoint reads; data.object is
-// read through jobs.EventObject, as the handlers read it.
+// wireEvent is the part of an event the endpoint reads, decoded in one
+// pass over the body: its envelope, and data.object as the handlers read
+// it (jobs.EventData).
 type wireEvent struct {
+	wireEnvelope
+	Data jobs.EventData `json:"data"`
+}
+
+// wireEnvelope is the event without its data.
+type wireEnvelope struct {
 	ID         string `json:"id"`
 	Type       string `json:"type"`
 	APIVersion string `json:"api_version"`
 	Created    int64  `json:"created"`
 	Livemode   bool   `json:"livemode"`
+}
+
+// decodeEvent decodes the body once. A data member that is not an object
+// (a type the service does not act on may carry anything there) leaves
+// the event without data.object rather than refusing it; its envelope is
+// then read again on its own, strictly, since a type error stops
+// encoding/json from reporting any later one.
+func decodeEvent(body []byte) (wireEvent, error) {
+	var w wireEvent
+	err := json.Unmarshal(body, &w)
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) && (typeErr.Field == "data" || strings.HasPrefix(typeErr.Field, "data.")) {
+		w = wireEvent{}
+		err = json.Unmarshal(body, &w.wireEnvelope)
+	}
+	if err != nil {
+		return wireEvent{}, errors.New("body is not a JSON Stripe event")
+	}
+	return w, nil
 }
 
 // ParseEvent reads and checks a verified event body: everything the
@@ -50,9 +77,9 @@ func parseEvent(body []byte, now time.Time) (postgres.Event, error) {
 	if !utf8.Valid(body) {
 		return postgres.Event{}, errors.New("body is not valid UTF-8")
 	}
-	var w wireEvent
-	if err := json.Unmarshal(body, &w); err != nil {
-		return postgres.Event{}, errors.New("body is not a JSON Stripe event")
+	w, err := decodeEvent(body)
+	if err != nil {
+		return postgres.Event{}, err
 	}
 	if len(w.ID) <= len("evt_") || len(w.ID) > maxIDLen || w.ID[:4] != "evt_" || !onlyBytes(w.ID, isIDByte) {
 		return postgres.Event{}, fmt.Errorf("event id must be evt_ followed by letters, digits or underscores, at most %d characters", maxIDLen)
@@ -69,7 +96,7 @@ func parseEvent(body []byte, now time.Time) (postgres.Event, error) {
 	}
 
 	want, handled := jobs.HandledObject(w.Type)
-	objectID, objectType, err := readObject(body)
+	objectID, objectType, err := readObject(w.Data)
 	switch {
 	case handled && err != nil:
 		return postgres.Event{}, err
@@ -87,8 +114,8 @@ func parseEvent(body []byte, now time.Time) (postgres.Event, error) {
 }
 
 // readObject returns the id and the object type of data.object.
-func readObject(body []byte) (id, objectType string, err error) {
-	raw, err := jobs.EventObject(body)
+func readObject(data jobs.EventData) (id, objectType string, err error) {
+	raw, err := data.ObjectOf()
 	if err != nil {
 		return "", "", err
 	}

@@ -92,6 +92,14 @@ func TestParseEventChecks(t *testing.T) {
 		{"null", []byte(`null`), "event id"},
 		{"trailing garbage", append(eventBody(t, "evt_ok", "checkout.session.completed", session), '}'), "not a JSON Stripe event"},
 		{"livemode not a bool", []byte(`{"id":"evt_ok","type":"customer.created","livemode":"yes"}`), "not a JSON Stripe event"},
+		// The body is decoded once: data that is not an object leaves an
+		// unhandled event without one, and never hides a later field's
+		// type error (encoding/json reports only the first).
+		{"unhandled, data is a string", []byte(`{"id":"evt_ok","type":"customer.created","created":` + itoa(now.Unix()) + `,"data":"x"}`), ""},
+		{"handled, data is a number", []byte(`{"id":"evt_ok","type":"invoice.paid","created":` + itoa(now.Unix()) + `,"data":5}`), "no data.object"},
+		{"data is a string, then livemode not a bool", []byte(`{"id":"evt_ok","type":"customer.created","created":` + itoa(now.Unix()) + `,"data":"x","livemode":"yes"}`), "not a JSON Stripe event"},
+		{"data is a list, then api_version a number", []byte(`{"id":"evt_ok","type":"customer.created","created":` + itoa(now.Unix()) + `,"data":[1],"api_version":5}`), "not a JSON Stripe event"},
+		{"data is an object, then id a number", []byte(`{"data":{"object":{"id":"cus_1","object":"customer"}},"id":5,"type":"customer.created","created":` + itoa(now.Unix()) + `}`), "not a JSON Stripe event"},
 	}
 	for _, tc := range cases {
 		ev, err := parseEvent(tc.body, now)

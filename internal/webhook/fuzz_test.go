@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"bytes"
+	"encoding/json"
 	"regexp"
 	"testing"
 	"time"
@@ -59,6 +60,11 @@ func FuzzVerifyAndParse(f *testing.F) {
 			return
 		}
 		requireStorable(t, body, ev)
+		// Decoded in one pass with data.object, the envelope is what a
+		// strict decode of it alone reads.
+		var strict wireEnvelope
+		require.NoError(t, json.Unmarshal(body, &strict), "accepted an envelope encoding/json refuses")
+		require.Equal(t, strict, wireEnvelope{ID: ev.ID, Type: ev.Type, APIVersion: ev.APIVersion, Created: ev.CreatedAt.Unix(), Livemode: ev.Livemode})
 	})
 }
 
