@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
@@ -279,3 +280,37 @@ func TestRecordLinesOfAnUnknownOrderFails(t *testing.T) {
 	require.ErrorContains(t, err, "the order is not recorded")
 }
 
+// Migration 0070 keeps each uniqueness by a hash of the value: a second
+// unit with a reference already held, a second outbound event with an ID
+// already sent and a second grant of a unit from the same source are all
+// refused, as they were by the values themselves.
+func TestReferencesEventIDsAndGrantsStayUnique(t *testing.T) {
+	t.Parallel()
+	pool := postgrestest.NewPool(t)
+	ctx := context.Background()
+	units := replanOrder(t, pool, "cs_test_uniquerefs")
+	unit := units["li_good/1"]
+	var reference string
+	require.NoError(t, pool.QueryRow(ctx, `SELECT reference FROM order_keys WHERE id = $1`, unit).Scan(&reference))
+	_, err := pool.Exec(ctx, `UPDATE order_keys SET reference = $2 WHERE id = $1`, units["li_typo/1"], reference)
+	requireUniqueViolation(t, err, "order_keys_reference_hash_key")
+
+	_, err = pool.Exec(ctx, `INSERT INTO outbound_events (event_id, type, subject) VALUES ('evt_0123456789abcdef01234567', 'order.fulfilled', 'order:1')`)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `INSERT INTO outbound_events (event_id, type, subject) VALUES ('evt_0123456789abcdef01234567', 'order.fulfilled', 'order:2')`)
+	requireUniqueViolation(t, err, "outbound_events_event_id_hash_key")
+
+	var source string
+	require.NoError(t, pool.QueryRow(ctx, `SELECT source FROM key_grants WHERE order_key_id = $1`, unit).Scan(&source))
+	_, err = pool.Exec(ctx, `INSERT INTO key_grants (order_key_id, source, kind, valid_from) VALUES ($1, $2, 'days', 0)`, unit, source)
+	requireUniqueViolation(t, err, "key_grants_pkey")
+}
+
+// requireUniqueViolation requires err to be a unique violation of index.
+func requireUniqueViolation(t *testing.T, err error, index string) {
+	t.Helper()
+	var pgErr *pgconn.PgError
+	require.ErrorAs(t, err, &pgErr)
+	require.Equal(t, "23505", pgErr.Code, "a unique violation: %v", err)
+	require.Equal(t, index, pgErr.ConstraintName)
+}
