@@ -65,7 +65,7 @@ func (b *bundle) emailStatus(t *testing.T, sessionID string, delivery int) strin
 	t.Helper()
 	var status string
 	require.NoError(t, b.Pool.QueryRow(context.Background(),
-		`SELECT status FROM order_emails WHERE checkout_session_id = $1 AND delivery = $2`, sessionID, delivery).Scan(&status))
+		`SELECT status FROM order_emails WHERE order_id = (SELECT id FROM orders WHERE checkout_session_id = $1) AND delivery = $2`, sessionID, delivery).Scan(&status))
 	return status
 }
 
@@ -163,7 +163,7 @@ func TestFulfilledOrderEmailsItsKeys(t *testing.T) {
 	}
 	b.waitEmailJob(t, s.ID, 1, "completed")
 	require.Equal(t, "sent", b.emailStatus(t, s.ID, 1))
-	require.Equal(t, 1, b.Count(t, `SELECT count(*) FROM order_emails WHERE checkout_session_id = $1`, s.ID))
+	require.Equal(t, 1, b.Count(t, `SELECT count(*) FROM order_emails WHERE order_id = (SELECT id FROM orders WHERE checkout_session_id = $1)`, s.ID))
 }
 
 func TestKeysEmailShowsAStartedExpiry(t *testing.T) {
@@ -209,7 +209,7 @@ func TestKeysEmailIsSentOncePerDeliveryEvenWhenItsJobRunsTwice(t *testing.T) {
 	b.waitMessages(t, 2)
 	b.waitEmailJob(t, s2.ID, 1, "completed")
 	require.Len(t, b.smtp.Messages(), 2)
-	require.Equal(t, 1, b.Count(t, `SELECT count(*) FROM order_emails WHERE checkout_session_id = $1`, s.ID))
+	require.Equal(t, 1, b.Count(t, `SELECT count(*) FROM order_emails WHERE order_id = (SELECT id FROM orders WHERE checkout_session_id = $1)`, s.ID))
 }
 
 func TestCutOffSendIsSentAgainWithTheSameMessageID(t *testing.T) {
@@ -221,7 +221,7 @@ func TestCutOffSendIsSentAgainWithTheSameMessageID(t *testing.T) {
 
 	// A run cut off after 'sending' committed: its outcome is unknown, so
 	// the documented at-least-once window applies, under the same Message-ID.
-	_, err := b.Pool.Exec(context.Background(), `UPDATE order_emails SET status = 'sending' WHERE checkout_session_id = $1`, s.ID)
+	_, err := b.Pool.Exec(context.Background(), `UPDATE order_emails SET status = 'sending' WHERE order_id = (SELECT id FROM orders WHERE checkout_session_id = $1)`, s.ID)
 	require.NoError(t, err)
 	watch := fulfillertest.WatchJobs(t, b.Main.River)
 	_, err = b.Main.River.JobRetry(context.Background(), jobID)
@@ -258,7 +258,7 @@ func TestResendEmailQueuesANewDelivery(t *testing.T) {
 	status, body = b.resendEmail(t, pending.ID, adminToken)
 	require.Equal(t, http.StatusConflict, status, body)
 	require.Equal(t, "not_fulfilled", body["code"])
-	require.Zero(t, b.Count(t, `SELECT count(*) FROM order_emails WHERE checkout_session_id = $1`, pending.ID))
+	require.Zero(t, b.Count(t, `SELECT count(*) FROM order_emails WHERE order_id = (SELECT id FROM orders WHERE checkout_session_id = $1)`, pending.ID))
 	require.Len(t, b.smtp.Messages(), 2)
 }
 
@@ -311,7 +311,7 @@ func TestSMTPPasswordIsInNoError(t *testing.T) {
 	require.NotContains(t, errs, wrong)
 	var lastError string
 	require.NoError(t, b.Pool.QueryRow(context.Background(),
-		`SELECT COALESCE(last_error, '') FROM order_emails WHERE checkout_session_id = $1`, s.ID).Scan(&lastError))
+		`SELECT COALESCE(last_error, '') FROM order_emails WHERE order_id = (SELECT id FROM orders WHERE checkout_session_id = $1)`, s.ID).Scan(&lastError))
 	require.NotEmpty(t, lastError)
 	require.NotContains(t, lastError, wrong)
 	require.False(t, strings.Contains(b.Main.Config.Mail.SMTP.String(), wrong))

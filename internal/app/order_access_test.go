@@ -367,7 +367,7 @@ func TestReissueWithRotationLeavesTheOldLinkDeadAndEmailsTheNewKeyOnAFreshOne(t 
 	_, err := b.Main.River.JobRetry(context.Background(), int64(out["job_id"].(float64)))
 	require.NoError(t, err)
 	require.Equal(t, rivertype.JobStateCompleted, b.waitJob(t, int64(out["job_id"].(float64))))
-	require.Equal(t, 2, b.Count(t, `SELECT count(*) FROM order_emails WHERE checkout_session_id = $1`, s.ID))
+	require.Equal(t, 2, b.Count(t, `SELECT count(*) FROM order_emails WHERE order_id = (SELECT id FROM orders WHERE checkout_session_id = $1)`, s.ID))
 }
 
 func TestRotateLinkIsOnlyForReissuesAndNeedsAKnownOrder(t *testing.T) {

@@ -203,7 +203,7 @@ func TestAnOrderRecordedBeforeAmountsWereKeptRendersWithoutAnAmount(t *testing.T
 	_, err := b.Pool.Exec(ctx, `UPDATE orders SET amount_total = NULL, currency = NULL, placed_at = NULL, receipt_url = NULL,
 		created_at = '2024-02-29 10:00:00+00' WHERE checkout_session_id = $1`, s.ID)
 	require.NoError(t, err)
-	_, err = b.Pool.Exec(ctx, `DELETE FROM order_lines WHERE checkout_session_id = $1`, s.ID)
+	_, err = b.Pool.Exec(ctx, `DELETE FROM order_lines WHERE order_id = (SELECT id FROM orders WHERE checkout_session_id = $1)`, s.ID)
 	require.NoError(t, err)
 
 	code, o := b.GetOrder(t, s.ID)

@@ -36,6 +36,11 @@ func (SendOrderEmailArgs) InsertOpts() river.InsertOpts {
 	return river.InsertOpts{Queue: QueueDefault, UniqueOpts: river.UniqueOpts{ByArgs: true}}
 }
 
+// orderEmailRow picks the order_emails row of the order whose Checkout
+// Session ID is $1 and of delivery $2. The rows name their order by its
+// number (migration 0069), found here by orders' primary key.
+const orderEmailRow = `order_id = (SELECT id FROM orders WHERE checkout_session_id = $1) AND delivery = $2`
+
 // ErrOrderNotFulfilled refuses a resend for an order whose keys are not
 // (or no longer) all delivered.
 var ErrOrderNotFulfilled = errors.New("the order is not fulfilled: its keys are emailed once they are all delivered")
@@ -53,11 +58,11 @@ func queueFirstOrderEmail(ctx context.Context, tx pgx.Tx, deps Deps, sessionID s
 	var delivery int
 	var orderID int64
 	err := tx.QueryRow(ctx, `
-		WITH o AS (SELECT id, checkout_session_id FROM orders
+		WITH o AS (SELECT id FROM orders
 			WHERE checkout_session_id = $1 AND status = 'fulfilled' AND customer_email <> '')
-		INSERT INTO order_emails (checkout_session_id, delivery, message_id)
-		SELECT checkout_session_id, 1, $2 FROM o
-		ON CONFLICT (checkout_session_id, delivery) DO NOTHING
+		INSERT INTO order_emails (order_id, delivery, message_id)
+		SELECT id, 1, $2 FROM o
+		ON CONFLICT (order_id, delivery) DO NOTHING
 		RETURNING delivery, (SELECT id FROM o)`, sessionID, deps.Mail.NewMessageID()).Scan(&delivery, &orderID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil // not fulfilled yet, no address, or already queued
@@ -210,7 +215,7 @@ func (w *SendOrderEmailWorker) Work(ctx context.Context, job *river.Job[SendOrde
 		// 'sending', the outcome unknown, and the retry sends it again.
 		status := failedSendStatus(ctx, err)
 		_, dbErr := w.Pool.Exec(context.WithoutCancel(ctx), `UPDATE order_emails SET status = $3, last_error = $4
-			WHERE checkout_session_id = $1 AND delivery = $2 AND status = 'sending'`,
+			WHERE `+orderEmailRow+` AND status = 'sending'`,
 			sessionID, job.Args.Delivery, status, err.Error())
 		if status == "failed" {
 			log.ErrorContext(ctx, "the order's email address cannot receive mail; the keys stay on the order page", "error", err)
@@ -220,7 +225,7 @@ func (w *SendOrderEmailWorker) Work(ctx context.Context, job *river.Job[SendOrde
 	}
 	err = complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `UPDATE order_emails SET status = 'sent', sent_at = now(), last_error = NULL
-			WHERE checkout_session_id = $1 AND delivery = $2`, sessionID, job.Args.Delivery)
+			WHERE `+orderEmailRow, sessionID, job.Args.Delivery)
 		if err != nil {
 			return fmt.Errorf("recording the keys email as sent: %w", err)
 		}
@@ -278,7 +283,7 @@ func (w *SendOrderEmailWorker) startSending(ctx context.Context, job *river.Job[
 	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit; on any failure the error returned says why
 	var status string
 	err = tx.QueryRow(ctx, `SELECT status, message_id FROM order_emails
-		WHERE checkout_session_id = $1 AND delivery = $2 FOR UPDATE`,
+		WHERE `+orderEmailRow+` FOR UPDATE`,
 		sessionID, job.Args.Delivery).Scan(&status, &messageID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, "", false, river.JobCancel(fmt.Errorf("no keys email %d recorded for this order", job.Args.Delivery))
@@ -308,7 +313,7 @@ func (w *SendOrderEmailWorker) startSending(ctx context.Context, job *river.Job[
 	if o.Status != order.StatusFulfilled {
 		// Revoked (a chargeback, a refund) before its email's turn: its
 		// keys are no longer the buyer's to use.
-		if _, err := tx.Exec(ctx, `UPDATE order_emails SET status = 'skipped' WHERE checkout_session_id = $1 AND delivery = $2`,
+		if _, err := tx.Exec(ctx, `UPDATE order_emails SET status = 'skipped' WHERE `+orderEmailRow,
 			sessionID, job.Args.Delivery); err != nil {
 			return nil, "", false, err
 		}
@@ -316,7 +321,7 @@ func (w *SendOrderEmailWorker) startSending(ctx context.Context, job *river.Job[
 		return nil, "", false, finish()
 	}
 	_, err = tx.Exec(ctx, `UPDATE order_emails SET status = 'sending', attempts = attempts + 1
-		WHERE checkout_session_id = $1 AND delivery = $2`, sessionID, job.Args.Delivery)
+		WHERE `+orderEmailRow, sessionID, job.Args.Delivery)
 	if err != nil {
 		return nil, "", false, fmt.Errorf("marking the keys email as sending: %w", err)
 	}

@@ -56,8 +56,9 @@ func TakeLinkEmail(ctx context.Context, tx pgx.Tx, reissueID int64) (bool, error
 func NextOrderEmail(ctx context.Context, tx pgx.Tx, sessionID, messageID string) (int, error) {
 	var delivery int
 	err := tx.QueryRow(ctx, `
-		INSERT INTO order_emails (checkout_session_id, delivery, message_id)
-		SELECT $1, COALESCE(MAX(delivery), 0) + 1, $2 FROM order_emails WHERE checkout_session_id = $1
+		WITH o AS (SELECT id FROM orders WHERE checkout_session_id = $1)
+		INSERT INTO order_emails (order_id, delivery, message_id)
+		SELECT o.id, COALESCE((SELECT MAX(delivery) FROM order_emails e WHERE e.order_id = o.id), 0) + 1, $2 FROM o
 		RETURNING delivery`, sessionID, messageID).Scan(&delivery)
 	if err != nil {
 		return 0, fmt.Errorf("recording a new keys email of order %s: %w", logging.OrderRef(sessionID), err)

@@ -23,11 +23,11 @@ func amountOf(d order.SessionDetails) *int64 {
 // catalog named a missing price) refreshes each line's name and amounts.
 func RecordLines(ctx context.Context, tx pgx.Tx, sessionID string, lines []order.PaidLine) error {
 	for i, l := range lines {
-		_, err := tx.Exec(ctx, `
-			INSERT INTO order_lines (checkout_session_id, line_item_id, position, price_id, product_name, description,
+		tag, err := tx.Exec(ctx, `
+			INSERT INTO order_lines (order_id, line_item_id, position, price_id, product_name, description,
 			                         quantity, unit_amount, amount_total, currency)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULLIF($10, ''))
-			ON CONFLICT (checkout_session_id, line_item_id) DO UPDATE SET
+			SELECT id, $2, $3, $4, $5, $6, $7, $8, $9, NULLIF($10, '') FROM orders WHERE checkout_session_id = $1
+			ON CONFLICT (order_id, line_item_id) DO UPDATE SET
 				position = EXCLUDED.position, price_id = EXCLUDED.price_id, product_name = EXCLUDED.product_name,
 				description = EXCLUDED.description, quantity = EXCLUDED.quantity, unit_amount = EXCLUDED.unit_amount,
 				amount_total = EXCLUDED.amount_total, currency = EXCLUDED.currency`,
@@ -35,9 +35,20 @@ func RecordLines(ctx context.Context, tx pgx.Tx, sessionID string, lines []order
 		if err != nil {
 			return fmt.Errorf("recording the line items of order %s: %w", sessionID, err)
 		}
+		if tag.RowsAffected() == 0 {
+			return fmt.Errorf("recording the line items of order %s: the order is not recorded; record it first", sessionID)
+		}
 	}
 	return nil
 }
+
+// linesOfOrdersSQL reads the lines of the orders of the Checkout Session IDs
+// $1, each order's in their order. Lines name their order by its number.
+var linesOfOrdersSQL = lookup("attachLines", `
+		SELECT o.checkout_session_id, l.line_item_id, l.price_id, l.product_name, l.description, l.quantity,
+		       l.unit_amount, l.amount_total, COALESCE(l.currency, '')
+		FROM orders o JOIN order_lines l ON l.order_id = o.id
+		WHERE o.checkout_session_id = ANY($1) ORDER BY l.order_id, l.position`)
 
 // attachLines fills the Lines of the orders, in one query however many
 // orders there are.
@@ -50,10 +61,7 @@ func attachLines(ctx context.Context, db DB, orders ...*order.Order) error {
 	for i, o := range orders {
 		ids[i], byID[o.CheckoutSessionID] = o.CheckoutSessionID, o
 	}
-	rows, err := db.Query(ctx, `
-		SELECT checkout_session_id, line_item_id, price_id, product_name, description, quantity, unit_amount,
-		       amount_total, COALESCE(currency, '')
-		FROM order_lines WHERE checkout_session_id = ANY($1) ORDER BY checkout_session_id, position`, ids)
+	rows, err := db.Query(ctx, linesOfOrdersSQL, ids)
 	if err != nil {
 		return fmt.Errorf("reading the line items of %d orders: %w", len(orders), err)
 	}

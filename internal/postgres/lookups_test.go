@@ -103,6 +103,7 @@ func namedLookupArgs(h *postgrestest.History) map[string][][]any {
 		"HasOrdersOfEmail":       {{h.CustomerEmail}, {unknownEmail}},
 		"OrdersOfCustomer":       {{h.CustomerID, found}},
 		"ordersWithKeys/keys":    {{[]string{h.SessionID}}},
+		"attachLines":            {{[]string{h.SessionID}}},
 		"EventsAbout":            {{[]string{h.SessionID, h.PaymentIntentID}}, {[]string{h.ChargeID}}},
 		"EmailsOfOrder":          {{h.SessionID}},
 		"RevocationsOfOrder":     {{h.RevocationID, h.PaymentIntentID, ""}, {int64(0), "", h.SubscriptionID}},

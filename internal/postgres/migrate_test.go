@@ -6,7 +6,10 @@ import (
 	"log/slog"
 	"strconv"
 	"testing"
+	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
@@ -166,4 +169,148 @@ func TestMigrationMarksEarlierProjectRefusals(t *testing.T) {
 		replanned(t, pool, "cs_test_oldproject"))
 	require.Equal(t, map[int64]bool{other["li_typo/1"]: false, other["li_typo/2"]: false, other["li_good/1"]: false},
 		replanned(t, pool, "cs_test_oldother"), "the route names projects; only Luarmor's message counts")
+}
+
+// Line items and keys emails recorded by session ID, before they named
+// their order by number, are all there after migration 0069, each with
+// its order, and the writers go on from them.
+func TestMigrationNamesLinesAndEmailsByOrderNumber(t *testing.T) {
+	t.Parallel()
+	pool := postgrestest.NewPool(t)
+	ctx := context.Background()
+	_, err := pool.Exec(ctx, `DROP TABLE order_lines, order_emails;
+		CREATE TABLE order_lines (
+			checkout_session_id text NOT NULL REFERENCES orders (checkout_session_id),
+			line_item_id text NOT NULL, position int NOT NULL, price_id text NOT NULL,
+			product_name text NOT NULL DEFAULT '', description text NOT NULL DEFAULT '', quantity int NOT NULL,
+			unit_amount bigint, amount_total bigint, currency text,
+			PRIMARY KEY (checkout_session_id, line_item_id));
+		CREATE TABLE order_emails (
+			checkout_session_id text NOT NULL REFERENCES orders (checkout_session_id) ON DELETE CASCADE,
+			delivery int NOT NULL CHECK (delivery >= 1),
+			status text NOT NULL DEFAULT 'queued' CHECK (status IN ('queued', 'sending', 'sent', 'skipped', 'failed')),
+			message_id text NOT NULL, attempts int NOT NULL DEFAULT 0, last_error text,
+			created_at timestamptz NOT NULL DEFAULT now(), sent_at timestamptz,
+			PRIMARY KEY (checkout_session_id, delivery));
+		DELETE FROM fulfiller_migrations WHERE version = 69`)
+	require.NoError(t, err)
+	orders := map[string]*order.Order{}
+	for _, id := range []string{"cs_test_linesbefore1", "cs_test_linesbefore2"} {
+		o, err := postgres.UpsertOrder(ctx, pool, order.SessionDetails{CheckoutSessionID: id, Mode: "payment",
+			PaymentStatus: "paid", SessionStatus: "complete", CustomerEmail: "buyer@example.com"})
+		require.NoError(t, err)
+		orders[id] = o
+	}
+	first, second := orders["cs_test_linesbefore1"], orders["cs_test_linesbefore2"]
+	_, err = pool.Exec(ctx, `INSERT INTO order_lines (checkout_session_id, line_item_id, position, price_id, product_name,
+			description, quantity, unit_amount, amount_total, currency) VALUES
+		($1, 'li_b', 1, 'price_tiered', 'Tiered', '', 4, NULL, 1800, 'usd'),
+		($1, 'li_a', 0, 'price_30', 'Pro key', '30 days', 2, 499, 998, 'usd'),
+		($2, 'li_c', 0, 'price_7', 'Week key', '', 1, 199, 199, NULL)`, first.CheckoutSessionID, second.CheckoutSessionID)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `INSERT INTO order_emails (checkout_session_id, delivery, status, message_id, attempts,
+			last_error, created_at, sent_at) VALUES
+		($1, 1, 'sent', '<one@shop.example>', 2, NULL, '2024-01-02T03:04:05Z', '2024-01-02T03:04:09Z'),
+		($1, 2, 'queued', '<two@shop.example>', 1, 'smtp: 451 try later', '2024-02-02T03:04:05Z', NULL),
+		($2, 1, 'failed', '<three@shop.example>', 1, 'smtp: 550 no such user', '2024-03-02T03:04:05Z', NULL)`,
+		first.CheckoutSessionID, second.CheckoutSessionID)
+	require.NoError(t, err)
+
+	require.NoError(t, postgres.Migrate(ctx, pool, slog.New(slog.DiscardHandler)))
+
+	amount := func(n int64) *int64 { return &n }
+	got, err := postgres.GetOrder(ctx, pool, first.CheckoutSessionID)
+	require.NoError(t, err)
+	require.Equal(t, []order.PaidLine{
+		{LineItemID: "li_a", PriceID: "price_30", ProductName: "Pro key", Description: "30 days", Quantity: 2,
+			UnitAmount: amount(499), AmountTotal: amount(998), Currency: "usd"},
+		{LineItemID: "li_b", PriceID: "price_tiered", ProductName: "Tiered", Quantity: 4, AmountTotal: amount(1800), Currency: "usd"},
+	}, got.Lines, "each line of its order, in their order")
+	got, err = postgres.GetOrder(ctx, pool, second.CheckoutSessionID)
+	require.NoError(t, err)
+	require.Equal(t, []order.PaidLine{{LineItemID: "li_c", PriceID: "price_7", ProductName: "Week key", Quantity: 1,
+		UnitAmount: amount(199), AmountTotal: amount(199)}}, got.Lines)
+
+	emails, err := postgres.EmailsOfOrder(ctx, pool, first.CheckoutSessionID)
+	require.NoError(t, err)
+	require.Len(t, emails, 2)
+	require.Equal(t, []any{1, "sent", 2, ""}, []any{emails[0].Delivery, emails[0].Status, emails[0].Attempts, emails[0].LastError})
+	require.Equal(t, time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC), emails[0].CreatedAt.UTC())
+	require.NotNil(t, emails[0].SentAt)
+	require.Equal(t, time.Date(2024, 1, 2, 3, 4, 9, 0, time.UTC), emails[0].SentAt.UTC())
+	require.Equal(t, []any{2, "queued", 1, "smtp: 451 try later"}, []any{emails[1].Delivery, emails[1].Status, emails[1].Attempts, emails[1].LastError})
+	require.Nil(t, emails[1].SentAt)
+	emails, err = postgres.EmailsOfOrder(ctx, pool, second.CheckoutSessionID)
+	require.NoError(t, err)
+	require.Len(t, emails, 1)
+	require.Equal(t, "failed", emails[0].Status)
+	rows, err := pool.Query(ctx, `SELECT message_id FROM order_emails ORDER BY message_id`)
+	require.NoError(t, err)
+	messageIDs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	require.Equal(t, []string{"<one@shop.example>", "<three@shop.example>", "<two@shop.example>"}, messageIDs,
+		"each delivery keeps its Message-ID, which a send cut off is sent again with")
+
+	// The writers go on from the migrated rows: the next delivery is the
+	// third, and a line recorded again is refreshed, not added.
+	tx(t, pool, func(tx pgx.Tx) error {
+		delivery, err := postgres.NextOrderEmail(ctx, tx, first.CheckoutSessionID, "<four@shop.example>")
+		require.Equal(t, 3, delivery)
+		return err
+	})
+	tx(t, pool, func(tx pgx.Tx) error {
+		return postgres.RecordLines(ctx, tx, second.CheckoutSessionID, []order.PaidLine{{LineItemID: "li_c", PriceID: "price_7",
+			ProductName: "Week key, renamed", Quantity: 1, UnitAmount: amount(199), AmountTotal: amount(199), Currency: "usd"}})
+	})
+	got, err = postgres.GetOrder(ctx, pool, second.CheckoutSessionID)
+	require.NoError(t, err)
+	require.Len(t, got.Lines, 1)
+	require.Equal(t, "Week key, renamed", got.Lines[0].ProductName)
+}
+
+// Line items name their order by number: recording them for an order the
+// database does not hold fails, saying so, instead of recording nothing.
+func TestRecordLinesOfAnUnknownOrderFails(t *testing.T) {
+	t.Parallel()
+	pool := postgrestest.NewPool(t)
+	err := pgx.BeginFunc(context.Background(), pool, func(tx pgx.Tx) error {
+		return postgres.RecordLines(context.Background(), tx, "cs_test_neverrecorded", []order.PaidLine{{LineItemID: "li_x",
+			PriceID: "price_x", Quantity: 1}})
+	})
+	require.ErrorContains(t, err, "the order is not recorded")
+}
+
+// Migration 0070 keeps each uniqueness by a hash of the value: a second
+// unit with a reference already held, a second outbound event with an ID
+// already sent and a second grant of a unit from the same source are all
+// refused, as they were by the values themselves.
+func TestReferencesEventIDsAndGrantsStayUnique(t *testing.T) {
+	t.Parallel()
+	pool := postgrestest.NewPool(t)
+	ctx := context.Background()
+	units := replanOrder(t, pool, "cs_test_uniquerefs")
+	unit := units["li_good/1"]
+	var reference string
+	require.NoError(t, pool.QueryRow(ctx, `SELECT reference FROM order_keys WHERE id = $1`, unit).Scan(&reference))
+	_, err := pool.Exec(ctx, `UPDATE order_keys SET reference = $2 WHERE id = $1`, units["li_typo/1"], reference)
+	requireUniqueViolation(t, err, "order_keys_reference_hash_key")
+
+	_, err = pool.Exec(ctx, `INSERT INTO outbound_events (event_id, type, subject) VALUES ('evt_0123456789abcdef01234567', 'order.fulfilled', 'order:1')`)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `INSERT INTO outbound_events (event_id, type, subject) VALUES ('evt_0123456789abcdef01234567', 'order.fulfilled', 'order:2')`)
+	requireUniqueViolation(t, err, "outbound_events_event_id_hash_key")
+
+	var source string
+	require.NoError(t, pool.QueryRow(ctx, `SELECT source FROM key_grants WHERE order_key_id = $1`, unit).Scan(&source))
+	_, err = pool.Exec(ctx, `INSERT INTO key_grants (order_key_id, source, kind, valid_from) VALUES ($1, $2, 'days', 0)`, unit, source)
+	requireUniqueViolation(t, err, "key_grants_pkey")
+}
+
+// requireUniqueViolation requires err to be a unique violation of index.
+func requireUniqueViolation(t *testing.T, err error, index string) {
+	t.Helper()
+	var pgErr *pgconn.PgError
+	require.ErrorAs(t, err, &pgErr)
+	require.Equal(t, "23505", pgErr.Code, "a unique violation: %v", err)
+	require.Equal(t, index, pgErr.ConstraintName)
 }

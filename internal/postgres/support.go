@@ -123,7 +123,7 @@ type EmailSummary struct {
 }
 
 var emailsOfOrderSQL = lookup("EmailsOfOrder", `SELECT delivery, status, attempts, COALESCE(last_error, ''), created_at, sent_at
-		FROM order_emails WHERE checkout_session_id = $1 ORDER BY delivery`)
+		FROM order_emails WHERE order_id = (SELECT id FROM orders WHERE checkout_session_id = $1) ORDER BY delivery`)
 
 // EmailsOfOrder lists an order's keys emails, first delivery first.
 func EmailsOfOrder(ctx context.Context, db DB, sessionID string) ([]EmailSummary, error) {

@@ -52,8 +52,12 @@
 // from. docs/operating.md (Retention) holds the same table for operators.
 //
 // What stays is kept small: an index is there because a look-up reads it
-// (internal/postgres' plan test), and indexes compared only for equality
-// on long IDs are hash indexes (migration 0059).
+// (internal/postgres' plan test) or because it guards a uniqueness;
+// indexes compared only for equality on long IDs are hash indexes
+// (migration 0059); rows kept for good name their order by its number
+// where they can (order_lines, order_emails: migration 0069); and a
+// uniqueness no look-up reads is guarded by a 64-bit hash of the value
+// or by the columns writers name (migration 0070).
 //
 // Each prune is a batch of at most BatchSize rows in its own short
 // transaction; a run stops when a batch comes back short or its time is up,

@@ -179,8 +179,8 @@ FROM seed_orders;
 SELECT setval('orders_id_seq', %[1]d);
 
 -- One line per order, a unit per purchased key.
-INSERT INTO order_lines (checkout_session_id, line_item_id, position, price_id, product_name, quantity, unit_amount, amount_total, currency)
-SELECT 'cs_live_a1' || lpad(i::text, 10, '0') || substr(md5(i::text), 1, 40), 'li_' || i, 0,
+INSERT INTO order_lines (order_id, line_item_id, position, price_id, product_name, quantity, unit_amount, amount_total, currency)
+SELECT i, 'li_' || i, 0,
        'price_p' || project || '_' || days || CASE WHEN sub THEN '_monthly' ELSE '' END,
        'Project ' || project, units, 499, 499 * units, 'usd'
 FROM seed_orders WHERE fate <> 'pending' OR i %% 2 = 0;
@@ -306,7 +306,7 @@ WHERE sub AND fate IN ('fulfilled', 'revoked') AND placed + interval '1 month' *
 INSERT INTO renewal_lines (invoice_id, price_id, quantity, period_start, period_end)
 SELECT r.invoice_id, l.price_id, l.quantity, r.period_end - 2629800, r.period_end
 FROM renewals r JOIN orders o ON o.subscription_id = r.subscription_id
-JOIN order_lines l ON l.checkout_session_id = o.checkout_session_id;
+JOIN order_lines l ON l.order_id = o.id;
 INSERT INTO key_renewals (order_key_id, invoice_id, applied_expire, changed, applied_at)
 SELECT k.id, r.invoice_id, r.expires_at, true, r.created_at
 FROM renewals r JOIN orders o ON o.subscription_id = r.subscription_id
@@ -343,8 +343,8 @@ INSERT INTO subscription_cancellations (subscription_id, revocation_id, requeste
 SELECT subscription_id, id, created_at, created_at, 'cancelled' FROM revocations WHERE subscription_id IS NOT NULL;
 
 -- Keys emails; one order in 50 had its email sent again.
-INSERT INTO order_emails (checkout_session_id, delivery, status, message_id, attempts, created_at, sent_at)
-SELECT checkout_session_id, d, 'sent', '<' || id || '.' || d || '@seed.example>', 1, created_at, created_at + interval '5 seconds'
+INSERT INTO order_emails (order_id, delivery, status, message_id, attempts, created_at, sent_at)
+SELECT id, d, 'sent', '<' || id || '.' || d || '@seed.example>', 1, created_at, created_at + interval '5 seconds'
 FROM orders, generate_series(1, 2) AS d
 WHERE status IN ('fulfilled', 'revoked') AND (d = 1 OR id %% 50 = 0);
 
