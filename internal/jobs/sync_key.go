@@ -65,7 +65,9 @@ func (a SyncKeyArgs) InsertOpts() river.InsertOpts {
 //     step 1, and only while it is still the recorded one, no intent is
 //     pending and no other writer holds the lease (postgres.RecordApplied):
 //     two runs of one key (its urgent and its plain copy) never record a
-//     state read before the other's ban.
+//     state read before the other's ban. A run whose link fails after it
+//     sent access records that access all the same, without completing,
+//     and retries the link.
 //
 // A retry derives again from the ledger as it is then: nothing resends a
 // value computed earlier. Two of its decisions depend on who put a value
@@ -207,14 +209,26 @@ func (w *SyncKeyWorker) Work(ctx context.Context, job *river.Job[SyncKeyArgs]) e
 		release(0)
 		return river.JobSnooze(time.Second)
 	}
+	// A link that failed after the key's access was sent: what was sent
+	// is recorded all the same, so the key shows it and the retry has
+	// only the link left to do.
+	sentThenLinkFailed := err != nil && linking && accessDue
 	var snooze *river.JobSnoozeError
 	if errors.As(err, &snooze) {
 		// Another key's writer holds what the link waits for: nothing
 		// was sent for this key since, so its lease goes at once.
+		if sentThenLinkFailed {
+			w.recordSent(ctx, l, d, applied, owner, false)
+		}
 		release(0)
 		return err
 	}
 	if err != nil {
+		if sentThenLinkFailed {
+			// The link's request may still be on its way: the lease is
+			// kept, and settled below as for any failed request.
+			w.recordSent(ctx, l, d, applied, owner, true)
+		}
 		settleCreateLease(ctx, err, func(context.Context) { release(answeredLease) }, func(context.Context) { release(0) })
 		jobErr, retry := luarmorRetry(err, w.RateLimitWindow)
 		switch {
@@ -395,6 +409,8 @@ type recorded struct {
 	// seen: applied is what Luarmor answered or was sent under the lease,
 	// not the state read with the ledger (postgres.AppliedRecord.Read).
 	seen bool
+	// keepLease: the run's lease stays (postgres.AppliedRecord.KeepLease).
+	keepLease bool
 }
 
 // record commits what was applied for the ledger's version with the job's
@@ -451,9 +467,31 @@ func (w *SyncKeyWorker) record(ctx context.Context, job *river.Job[SyncKeyArgs],
 	return nil
 }
 
+// recordSent records the access a run sent (applied) when the run fails
+// after it, without completing the job: its retry has only the rest left
+// to do. keepLease keeps the run's lease for a request still settling.
+// Should the record fail, the Intent still covers what was sent, so the
+// retry finds it in Luarmor: the failure is logged, not returned, so that
+// the run's own error decides its retry.
+func (w *SyncKeyWorker) recordSent(ctx context.Context, l *postgres.Ledger, d entitlement.Desired, applied entitlement.Applied, owner string, keepLease bool) {
+	ctx = context.WithoutCancel(ctx)
+	var reverted int
+	err := pgx.BeginFunc(ctx, w.Pool, func(tx pgx.Tx) error {
+		var err error
+		_, reverted, err = w.recordApplied(ctx, tx, l, d, recorded{applied: applied, owner: owner, seen: true, keepLease: keepLease})
+		return err
+	})
+	if err != nil {
+		w.Logger.WarnContext(ctx, "could not record what was sent to a key before its run failed; its retry reads the key again",
+			"ledger_key_id", l.ID, "user_key", logging.MaskKey(l.UserKey), "error", err)
+		return
+	}
+	w.countReverted(reverted)
+}
+
 // recordApplied records r for the ledger's version read (l), in tx.
 func (w *SyncKeyWorker) recordApplied(ctx context.Context, tx pgx.Tx, l *postgres.Ledger, d entitlement.Desired, r recorded) (stale bool, reverted int, err error) {
-	rec := postgres.AppliedRecord{Version: l.Version, Applied: r.applied, Owner: r.owner,
+	rec := postgres.AppliedRecord{Version: l.Version, Applied: r.applied, Owner: r.owner, KeepLease: r.keepLease,
 		SuspendedOnly: d.Ban == entitlement.BanSuspended && !suspendedByGrant(l.Grants)}
 	if !r.seen {
 		rec.Read = &l.Applied

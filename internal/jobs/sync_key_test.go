@@ -362,3 +362,61 @@ func TestTimeSentAndNeverRecordedIsTakenBackWhenItsPaymentIsRefunded(t *testing.
 	require.Equal(t, started+14*86400, l.Applied.Expire)
 	require.False(t, l.Intent.Pending(), "the record cleared the intent")
 }
+
+// linkHook is Luarmor refusing every Discord link.
+type linkHook struct{ jobs.Luarmor }
+
+var errLinkRefused = errors.New("luarmor refused the link")
+
+func (linkHook) LinkDiscord(context.Context, string, luarmor.LinkDiscordRequest) error {
+	return errLinkRefused
+}
+
+// A refund takes a shared key's days back while its buyer's verified
+// Discord account waits to be linked. The days reach Luarmor; the link
+// fails. What was sent is recorded all the same (the key's expiry, its
+// units' status), and only the link is left to the retry.
+func TestAccessSentBeforeAFailedDiscordLinkIsRecorded(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	first, later, ledgerID := sharedKey(t, b, "cs_test_sync_link_fails")
+	o, err := postgres.GetOrder(ctx, b.pool, first.CheckoutSessionID)
+	require.NoError(t, err)
+	var verified []int64
+	err = pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
+		verified, err = postgres.VerifyDiscord(ctx, tx, o.ID, "123456789012345678", "buyer")
+		return err
+	})
+	require.NoError(t, err)
+	require.Equal(t, []int64{ledgerID}, verified, "the key carries the verified account")
+	revokeGrants(t, b, later.ID, revocation(t, b, "refund", "ch_sync_link_fails"), entitlement.Revoked)
+
+	deps := b.deps
+	deps.Luarmor = linkHook{b.deps.Luarmor}
+	client, err := jobs.NewClient(deps, jobs.Config{})
+	require.NoError(t, err)
+	w := b.start(t, client)
+	syncNow(t, client, ledgerID)
+	w.WaitFor(t, "the writer's run to fail on the link", func(ev *river.Event) bool {
+		return ev.Kind == river.EventKindJobFailed && ev.Job.Kind == (jobs.SyncKeyArgs{}).Kind()
+	})
+	require.NoError(t, client.Stop(ctx))
+
+	var started int64
+	require.NoError(t, b.pool.QueryRow(ctx, `SELECT started_at FROM ledger_keys WHERE id = $1`, ledgerID).Scan(&started))
+	u, err := b.deps.Luarmor.GetUser(ctx, project, first.UserKey)
+	require.NoError(t, err)
+	require.Equal(t, started+14*86400, u.AuthExpire, "the refund's days were taken back in Luarmor")
+	require.Empty(t, u.DiscordID, "the link failed")
+	l, err := postgres.ReadLedger(ctx, b.pool, ledgerID, jobs.SuspendBanReason, jobs.DefaultSupportBanReason)
+	require.NoError(t, err)
+	require.Equal(t, l.Version, l.AppliedVersion, "what was sent is recorded for the version read")
+	require.Equal(t, started+14*86400, l.Applied.Expire)
+	require.False(t, l.Intent.Pending())
+	require.True(t, entitlement.DiscordDue(l.Applied, entitlement.Derive(l.Grants, l.Facts, entitlement.Policy{})), "the link is still to do")
+	k, err := postgres.GetKey(ctx, b.pool, later.ID)
+	require.NoError(t, err)
+	require.Equal(t, order.KeyReverted, k.Status, "the refunded unit shows its days taken back")
+	require.Equal(t, started+14*86400, *k.AuthExpire, "the order shows the expiry sent")
+}
