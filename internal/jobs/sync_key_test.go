@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/entitlement"
@@ -419,4 +420,55 @@ func TestAccessSentBeforeAFailedDiscordLinkIsRecorded(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, order.KeyReverted, k.Status, "the refunded unit shows its days taken back")
 	require.Equal(t, started+14*86400, *k.AuthExpire, "the order shows the expiry sent")
+}
+
+// A key nobody claimed, whose expiry Luarmor kept as key_days, runs past
+// its paid time. Its writer reads it and sends nothing: the expiry to send
+// moves with the clock, but one that has passed stands for any other that
+// has. Once the key is claimed, the passed expiry is sent.
+func TestAnUnclaimedKeyWhosePaidTimeRanOutIsNotSentItsExpiryAgain(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	first, _, ledgerID := sharedKey(t, b, "cs_test_sync_unclaimed_over")
+	b.sandbox.SetUnclaimedExpiryAsKeyDays(true)
+	client, err := jobs.NewClient(b.deps, jobs.Config{})
+	require.NoError(t, err)
+	w := b.start(t, client)
+	syncNow(t, client, ledgerID)
+	waitApplied(t, b, w, ledgerID)
+	l, err := postgres.ReadLedger(ctx, b.pool, ledgerID, jobs.SuspendBanReason, jobs.DefaultSupportBanReason)
+	require.NoError(t, err)
+	require.True(t, l.Applied.AwaitingClaim, "Luarmor kept the expiry as key_days")
+	require.Equal(t, 28, l.Applied.WaitingDays)
+
+	// Sixty days pass: the 28 paid days ran out, unclaimed.
+	_, err = b.pool.Exec(ctx, `UPDATE ledger_keys SET started_at = started_at - 60 * 86400,
+		applied_expire = applied_expire - 60 * 86400 WHERE id = $1`, ledgerID)
+	require.NoError(t, err)
+	_, err = b.pool.Exec(ctx, `UPDATE key_grants g SET valid_from = g.valid_from - 60 * 86400
+		FROM order_keys k WHERE k.id = g.order_key_id AND k.user_key = $1`, first.UserKey)
+	require.NoError(t, err)
+	calls, patches := len(b.sandbox.Calls()), b.sandbox.CallCount("PATCH", "/users")
+	sync := func() {
+		job, err := client.Insert(ctx, jobs.SyncKeyArgs{LedgerKeyID: ledgerID}, nil)
+		require.NoError(t, err)
+		ended := waitJobs(t, w, job.Job.ID)
+		require.Equal(t, rivertype.JobStateCompleted, ended[job.Job.ID].State)
+	}
+	sync()
+	sync()
+	require.Equal(t, patches, b.sandbox.CallCount("PATCH", "/users"), "no expiry sent")
+	require.Equal(t, calls+2, len(b.sandbox.Calls()), "each sync reads the key once, to see whether it was claimed")
+	u, err := b.deps.Luarmor.GetUser(ctx, project, first.UserKey)
+	require.NoError(t, err)
+	require.Equal(t, luarmor.NeverExpires, u.AuthExpire)
+	require.Equal(t, 28, u.KeyDays)
+
+	require.NoError(t, b.sandbox.Execute(project, first.UserKey, "hwid-claim"))
+	sync()
+	u, err = b.deps.Luarmor.GetUser(ctx, project, first.UserKey)
+	require.NoError(t, err)
+	require.LessOrEqual(t, u.AuthExpire, time.Now().Unix(), "claimed, the key is over")
+	require.Zero(t, u.KeyDays)
 }
