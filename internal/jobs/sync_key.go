@@ -53,27 +53,46 @@ func (a SyncKeyArgs) InsertOpts() river.InsertOpts {
 //     before the lease decides what this one sends;
 //  3. reads the key from Luarmor: its first use, if any, is recorded as
 //     the key's start, and nothing is sent that it already has;
-//  4. sends the absolute result (expiry, ban or unban, delete), then
-//     links the Discord account the key's buyer verified, if it has not
-//     acted on that verification yet (linkDiscord);
+//  4. records what it is about to send, the expiry and whether a ban
+//     (postgres.RecordIntent: one short write, only for a run that sends
+//     a value), then sends the absolute result (expiry, ban or unban,
+//     delete), then links the Discord account the key's buyer verified,
+//     if it has not acted on that verification yet (linkDiscord);
 //  5. records what it applied for the version it read, with the job's
 //     completion, and queues itself again if the ledger changed meanwhile.
-//     A run that sent no access (step 1's nothing to do, or a link only)
-//     records the applied state it read in step 1, and only while it is
-//     still the recorded one and no other writer holds the lease
-//     (postgres.RecordApplied): two runs of one key (its urgent and its
-//     plain copy) never record a state read before the other's ban.
+//     The record clears the intents. A run that sent no access (step 1's
+//     nothing to do, or a link only) records the applied state it read in
+//     step 1, and only while it is still the recorded one, no intent is
+//     pending and no other writer holds the lease (postgres.RecordApplied):
+//     two runs of one key (its urgent and its plain copy) never record a
+//     state read before the other's ban. A run whose link fails after it
+//     sent access records that access all the same, without completing,
+//     and retries the link.
 //
 // A retry derives again from the ledger as it is then: nothing resends a
-// value computed earlier.
+// value computed earlier. Two of its decisions depend on who put a value
+// in Luarmor: time beyond the ledger's is cut only if the service gave
+// it (the seller's own edit stays), a ban is lifted only if the service
+// made it (the seller's stays). A value is the service's when the applied
+// state records it, or when a pending intent names it: so a value sent
+// and never recorded is still the service's to take back, however the
+// ledger changed before the retry.
 //
 // Crash table:
 //
-//	dies before 4         nothing sent; the retry (or the rescue, after the lease) starts over
-//	dies during 4         the lease keeps a rescued run off until the request has ended; it then
-//	                      reads Luarmor and sends only what is still missing
-//	dies after 4, before  the same: every value sent is absolute, so sending it again changes nothing
-//	the commit of 5
+//	dies before 4          nothing sent; the retry (or the rescue, after the lease) starts over
+//	dies after the intent, nothing sent, or part of what the intent names; the retry reads
+//	before all was sent    Luarmor and sends only what is still missing. Until a record clears
+//	                       it, a value equal to one the intent names counts as the service's
+//	                       even if it was never sent (a seller's ban set in that window is lifted)
+//	dies during 4          the lease keeps a rescued run off until the request has ended; it then
+//	                       reads Luarmor and sends only what is still missing
+//	dies after 4, before   Luarmor holds values the applied state does not know, and the ledger
+//	the commit of 5        may have changed since (a ban lifted, a renewal refunded): the pending
+//	                       intent makes the retry read Luarmor (never "nothing to do"), count the
+//	                       values it names as the service's, and send what the ledger says now
+//	lease runs out before  another writer took the key and read Luarmor after this run's requests
+//	the commit of 5        ended: this run records nothing (ErrLedgerLeaseLost) and derives again
 type SyncKeyWorker struct {
 	river.WorkerDefaults[SyncKeyArgs]
 	Deps
@@ -88,7 +107,7 @@ func (w *SyncKeyWorker) Work(ctx context.Context, job *river.Job[SyncKeyArgs]) e
 		return err
 	}
 	now := w.Now().Unix()
-	if l.Applied.Deleted || (!d.Start && entitlement.Same(l.Applied, d, now)) {
+	if upToDate(l, d, now) {
 		return w.record(ctx, job, l, d, recorded{applied: l.Applied})
 	}
 	owner := newLeaseOwner(job.JobRow)
@@ -125,7 +144,7 @@ func (w *SyncKeyWorker) Work(ctx context.Context, job *river.Job[SyncKeyArgs]) e
 		release(0)
 		return err
 	}
-	if l.Applied.Deleted || (!d.Start && entitlement.Same(l.Applied, d, now)) {
+	if upToDate(l, d, now) {
 		return finish(l.Applied, nil, false)
 	}
 	ctx = budget.WithClass(ctx, budget.ClassRenew)
@@ -137,7 +156,8 @@ func (w *SyncKeyWorker) Work(ctx context.Context, job *river.Job[SyncKeyArgs]) e
 	})
 	// What the key's access lacks is sent first, then a verified Discord
 	// account still to be linked (rule 9): a link never holds up a ban.
-	accessDue := d.Start || !entitlement.SameAccess(l.Applied, d, now)
+	// A value sent and never recorded (Intent) is checked against Luarmor.
+	accessDue := d.Start || l.Intent.Pending() || !entitlement.SameAccess(l.Applied, d, now)
 
 	u, err := w.Luarmor.GetUser(ctx, l.ProjectID, l.UserKey)
 	if errors.Is(err, luarmor.ErrNotFound) {
@@ -172,7 +192,7 @@ func (w *SyncKeyWorker) Work(ctx context.Context, job *river.Job[SyncKeyArgs]) e
 	}
 	applied := l.Applied
 	if accessDue {
-		applied, err = w.apply(ctx, l, d, u, now)
+		applied, err = w.apply(ctx, l, d, u, now, owner)
 	}
 	var link *discordOutcome
 	linking := err == nil && entitlement.DiscordDue(l.Applied, d)
@@ -189,14 +209,26 @@ func (w *SyncKeyWorker) Work(ctx context.Context, job *river.Job[SyncKeyArgs]) e
 		release(0)
 		return river.JobSnooze(time.Second)
 	}
+	// A link that failed after the key's access was sent: what was sent
+	// is recorded all the same, so the key shows it and the retry has
+	// only the link left to do.
+	sentThenLinkFailed := err != nil && linking && accessDue
 	var snooze *river.JobSnoozeError
 	if errors.As(err, &snooze) {
 		// Another key's writer holds what the link waits for: nothing
 		// was sent for this key since, so its lease goes at once.
+		if sentThenLinkFailed {
+			w.recordSent(ctx, l, d, applied, owner, false)
+		}
 		release(0)
 		return err
 	}
 	if err != nil {
+		if sentThenLinkFailed {
+			// The link's request may still be on its way: the lease is
+			// kept, and settled below as for any failed request.
+			w.recordSent(ctx, l, d, applied, owner, true)
+		}
 		settleCreateLease(ctx, err, func(context.Context) { release(answeredLease) }, func(context.Context) { release(0) })
 		jobErr, retry := luarmorRetry(err, w.RateLimitWindow)
 		switch {
@@ -216,6 +248,13 @@ func (w *SyncKeyWorker) Work(ctx context.Context, job *river.Job[SyncKeyArgs]) e
 			"ban", applied.Ban, "deleted", applied.Deleted)
 	}
 	return finish(applied, link, accessDue)
+}
+
+// upToDate reports whether the key needs no request: deleted, or what was
+// applied already is what the ledger derives at now, and no value sent to
+// it is left unrecorded (a pending Intent: Luarmor may hold it).
+func upToDate(l *postgres.Ledger, d entitlement.Desired, now int64) bool {
+	return l.Applied.Deleted || (!d.Start && !l.Intent.Pending() && entitlement.Same(l.Applied, d, now))
 }
 
 // started reports whether Luarmor started the key's clock: a key waiting
@@ -250,8 +289,11 @@ func (w *SyncKeyWorker) entitlementPolicy() entitlement.Policy {
 }
 
 // apply sends what the key lacks of d, given the key as Luarmor has it
-// (u), and returns what the key then is.
-func (w *SyncKeyWorker) apply(ctx context.Context, l *postgres.Ledger, d entitlement.Desired, u *luarmor.User, now int64) (entitlement.Applied, error) {
+// (u), and returns what the key then is. Before its first request it
+// records what it is about to send (postgres.RecordIntent), under owner's
+// lease: a value Luarmor holds that a recorded intent names is the
+// service's own, whether or not its record was ever committed.
+func (w *SyncKeyWorker) apply(ctx context.Context, l *postgres.Ledger, d entitlement.Desired, u *luarmor.User, now int64, owner string) (entitlement.Applied, error) {
 	if d.Delete {
 		if err := w.Luarmor.DeleteUser(ctx, l.ProjectID, l.UserKey); err != nil && !errors.Is(err, luarmor.ErrNotFound) {
 			return entitlement.Applied{}, err
@@ -260,6 +302,8 @@ func (w *SyncKeyWorker) apply(ctx context.Context, l *postgres.Ledger, d entitle
 		return entitlement.Applied{Deleted: true}, nil
 	}
 	a := entitlement.Applied{Ban: d.Ban, BanReason: d.BanReason}
+	var expire *int64 // the expiry to send, nil when none
+	unclaimed := u.Identifier == "" && u.DiscordID == ""
 	switch {
 	case d.Ban == entitlement.BanPermanent:
 		// Banned for good: its time is moot and left as it is (one call,
@@ -272,9 +316,8 @@ func (w *SyncKeyWorker) apply(ctx context.Context, l *postgres.Ledger, d entitle
 	case d.Lifetime:
 		a.Lifetime = true
 		if u.AuthExpire != luarmor.NeverExpires || u.KeyDays != 0 {
-			if err := w.setExpiry(ctx, l, luarmor.NeverExpires); err != nil {
-				return a, err
-			}
+			never := luarmor.NeverExpires
+			expire = &never
 		}
 	case d.WaitingDays > 0:
 		// Luarmor holds key_days for first use; they cannot be changed
@@ -286,27 +329,36 @@ func (w *SyncKeyWorker) apply(ctx context.Context, l *postgres.Ledger, d entitle
 		lapsed := u.AuthExpire != luarmor.NeverExpires && u.AuthExpire <= now && d.Expire <= now
 		// Time given outside the ledger (the seller's own edit in the
 		// dashboard) is never cut by a change that takes nothing back:
-		// only a revocation or an ending shortens a key.
-		givenOutside := u.AuthExpire > target && !takesBack(l.Applied, d)
-		unclaimed := u.Identifier == "" && u.DiscordID == ""
+		// only a revocation or an ending shortens a key. An expiry a
+		// writer sent is the service's own, recorded or not.
+		givenOutside := u.AuthExpire > target && !takesBack(l.Applied, d) && !l.Intent.SentExpire(u.AuthExpire)
 		waiting := u.AuthExpire == luarmor.NeverExpires && u.KeyDays > 0
 		switch {
 		case lapsed:
 			a.Expire = u.AuthExpire
 		case givenOutside:
-		case l.Applied.AwaitingClaim && unclaimed && waiting && l.Applied.Expire == target:
+		case l.Applied.AwaitingClaim && unclaimed && waiting && sameExpiry(l.Applied.Expire, d, target, now):
 			// Luarmor keeps this unclaimed key's expiry as key_days: sent
 			// again once a first use has claimed it, or once the expiry
 			// it stands for moves (a refund, a renewal, a purchase), so
-			// its key_days hold what is paid for.
-			a.Expire, a.WaitingDays, a.AwaitingClaim = target, u.KeyDays, true
+			// its key_days hold what is paid for. An expiry that has
+			// passed stays passed: nothing is sent.
+			a.Expire, a.WaitingDays, a.AwaitingClaim = l.Applied.Expire, u.KeyDays, true
 		case u.AuthExpire != target || u.KeyDays != 0:
-			if err := w.setExpiry(ctx, l, target); err != nil {
-				return a, err
-			}
-			if !unclaimed {
-				break
-			}
+			expire = &target
+		}
+	}
+	ban := d.Ban != entitlement.NotBanned && !u.IsBanned()
+	if expire != nil || ban {
+		if err := postgres.RecordIntent(ctx, w.Pool, l.ID, owner, expire, ban); err != nil {
+			return a, err
+		}
+	}
+	if expire != nil {
+		if err := w.setExpiry(ctx, l, *expire); err != nil {
+			return a, err
+		}
+		if unclaimed && *expire != luarmor.NeverExpires {
 			// Luarmor's documentation does not say what a PATCH of
 			// auth_expire does to a key nobody claimed (its create turns
 			// one into key_days): read it back.
@@ -316,13 +368,13 @@ func (w *SyncKeyWorker) apply(ctx context.Context, l *postgres.Ledger, d entitle
 			}
 			if back.AuthExpire == luarmor.NeverExpires && back.KeyDays > 0 {
 				w.Logger.WarnContext(ctx, "luarmor kept an unclaimed key's expiry as key_days; it is set again once the key is first used",
-					"ledger_key_id", l.ID, "user_key", logging.MaskKey(l.UserKey), "key_days", back.KeyDays, "auth_expire", target)
-				a.Expire, a.WaitingDays, a.AwaitingClaim = target, back.KeyDays, true
+					"ledger_key_id", l.ID, "user_key", logging.MaskKey(l.UserKey), "key_days", back.KeyDays, "auth_expire", *expire)
+				a.WaitingDays, a.AwaitingClaim = back.KeyDays, true
 			}
 		}
 	}
 	switch {
-	case d.Ban != entitlement.NotBanned && !u.IsBanned():
+	case ban:
 		never := luarmor.NeverExpires
 		if err := w.Luarmor.Blacklist(ctx, l.ProjectID, luarmor.BlacklistRequest{UserKey: l.UserKey, BanReason: d.BanReason, BanExpire: &never}); err != nil {
 			return a, err
@@ -330,15 +382,26 @@ func (w *SyncKeyWorker) apply(ctx context.Context, l *postgres.Ledger, d entitle
 		if d.Ban == entitlement.BanPermanent {
 			w.Metrics.KeyRevoked("blacklist")
 		}
-	case d.Ban == entitlement.NotBanned && u.IsBanned() && l.Applied.Ban != entitlement.NotBanned:
-		// Only a ban the ledger made is lifted: one the seller set in the
-		// dashboard stays. Luarmor issues a new unban token on every
-		// blacklist; u was read just now.
+	case d.Ban == entitlement.NotBanned && u.IsBanned() && (l.Applied.Ban != entitlement.NotBanned || l.Intent.Ban):
+		// Only a ban the service made (recorded, or sent and never
+		// recorded) is lifted: one the seller set in the dashboard stays.
+		// Luarmor issues a new unban token on every blacklist; u was read
+		// just now.
 		if err := w.Luarmor.Unban(ctx, l.ProjectID, u.UnbanToken); err != nil {
 			return a, err
 		}
 	}
 	return a, nil
+}
+
+// sameExpiry reports whether the expiry applied to a key that awaits its
+// claim still stands for d's: target (d's expiry to send at now) itself,
+// or, once d's time has run out, any expiry that has passed too. A
+// target that has passed moves with now (ExpireToSend), and Luarmor keeps
+// what was sent as key_days: compared with the target alone, the key
+// would be sent its expiry again on every run.
+func sameExpiry(applied int64, d entitlement.Desired, target, now int64) bool {
+	return applied == target || (applied <= now && d.Expire <= now)
 }
 
 func (w *SyncKeyWorker) setExpiry(ctx context.Context, l *postgres.Ledger, expire int64) error {
@@ -357,6 +420,8 @@ type recorded struct {
 	// seen: applied is what Luarmor answered or was sent under the lease,
 	// not the state read with the ledger (postgres.AppliedRecord.Read).
 	seen bool
+	// keepLease: the run's lease stays (postgres.AppliedRecord.KeepLease).
+	keepLease bool
 }
 
 // record commits what was applied for the ledger's version with the job's
@@ -369,22 +434,22 @@ type recorded struct {
 // the link, so its writer runs again to send that expiry.
 func (w *SyncKeyWorker) record(ctx context.Context, job *river.Job[SyncKeyArgs], l *postgres.Ledger, d entitlement.Desired, r recorded) error {
 	a, link := r.applied, r.link
-	rec := postgres.AppliedRecord{Version: l.Version, Applied: a, Owner: r.owner,
-		SuspendedOnly: d.Ban == entitlement.BanSuspended && !suspendedByGrant(l.Grants)}
-	if !r.seen {
-		rec.Read = &l.Applied
-	}
 	tx, err := w.Pool.Begin(ctx)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit; on any failure the error returned says why
-	stale, reverted, err := postgres.RecordApplied(ctx, tx, l.ID, rec)
+	stale, reverted, err := w.recordApplied(ctx, tx, l, d, r)
 	var held *postgres.LedgerLeaseHeldError
 	if errors.As(err, &held) {
 		// Another writer is sending to the key: what it sends is recorded
 		// by it, and this run derives again once it is done.
 		return river.JobSnooze(min(max(time.Until(held.Until), 0), time.Second) + 250*time.Millisecond)
+	}
+	if errors.Is(err, postgres.ErrLedgerLeaseLost) {
+		// This run's lease ran out and another writer took the key: that
+		// one records what Luarmor holds; this one derives again after.
+		return river.JobSnooze(time.Second)
 	}
 	if err != nil {
 		return err
@@ -409,11 +474,47 @@ func (w *SyncKeyWorker) record(ctx context.Context, job *river.Job[SyncKeyArgs],
 	if err := tx.Commit(ctx); err != nil {
 		return err
 	}
-	// Counted once: the units' new status committed with the job.
+	w.countReverted(reverted)
+	return nil
+}
+
+// recordSent records the access a run sent (applied) when the run fails
+// after it, without completing the job: its retry has only the rest left
+// to do. keepLease keeps the run's lease for a request still settling.
+// Should the record fail, the Intent still covers what was sent, so the
+// retry finds it in Luarmor: the failure is logged, not returned, so that
+// the run's own error decides its retry.
+func (w *SyncKeyWorker) recordSent(ctx context.Context, l *postgres.Ledger, d entitlement.Desired, applied entitlement.Applied, owner string, keepLease bool) {
+	ctx = context.WithoutCancel(ctx)
+	var reverted int
+	err := pgx.BeginFunc(ctx, w.Pool, func(tx pgx.Tx) error {
+		var err error
+		_, reverted, err = w.recordApplied(ctx, tx, l, d, recorded{applied: applied, owner: owner, seen: true, keepLease: keepLease})
+		return err
+	})
+	if err != nil {
+		w.Logger.WarnContext(ctx, "could not record what was sent to a key before its run failed; its retry reads the key again",
+			"ledger_key_id", l.ID, "user_key", logging.MaskKey(l.UserKey), "error", err)
+		return
+	}
+	w.countReverted(reverted)
+}
+
+// recordApplied records r for the ledger's version read (l), in tx.
+func (w *SyncKeyWorker) recordApplied(ctx context.Context, tx pgx.Tx, l *postgres.Ledger, d entitlement.Desired, r recorded) (stale bool, reverted int, err error) {
+	rec := postgres.AppliedRecord{Version: l.Version, Applied: r.applied, Owner: r.owner, KeepLease: r.keepLease,
+		SuspendedOnly: d.Ban == entitlement.BanSuspended && !suspendedByGrant(l.Grants)}
+	if !r.seen {
+		rec.Read = &l.Applied
+	}
+	return postgres.RecordApplied(ctx, tx, l.ID, rec)
+}
+
+// countReverted counts units newly reverted, once their status committed.
+func (w *SyncKeyWorker) countReverted(reverted int) {
 	for range reverted {
 		w.Metrics.KeyRevoked(metrics.RevokedExtension)
 	}
-	return nil
 }
 
 func suspendedByGrant(gs []entitlement.Grant) bool {

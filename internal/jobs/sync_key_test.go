@@ -2,6 +2,7 @@ package jobs_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/entitlement"
@@ -205,4 +207,268 @@ func TestSupportBanDuringALiftHolds(t *testing.T) {
 	k, err := postgres.GetKey(ctx, b.pool, first.ID)
 	require.NoError(t, err)
 	require.Equal(t, order.KeyBlacklisted, k.Status)
+}
+
+// errWriterDied stands for the writer's process dying right after Luarmor
+// applied its request: the answer never reaches the writer, and nothing
+// it would have recorded is.
+var errWriterDied = errors.New("the writer died after Luarmor applied its request")
+
+// sendHook is Luarmor whose first request of a kind (a ban: "blacklist";
+// an expiry: "update") is applied, then cuts its writer off: between
+// the two, after runs (what changes before the retry).
+type sendHook struct {
+	jobs.Luarmor
+	request string
+	once    sync.Once
+	after   func()
+}
+
+func (h *sendHook) cut(request string, err error) error {
+	if err != nil || request != h.request {
+		return err
+	}
+	cut := false
+	h.once.Do(func() { h.after(); cut = true })
+	if cut {
+		return errWriterDied
+	}
+	return nil
+}
+
+func (h *sendHook) Blacklist(ctx context.Context, projectID string, req luarmor.BlacklistRequest) error {
+	return h.cut("blacklist", h.Luarmor.Blacklist(ctx, projectID, req))
+}
+
+func (h *sendHook) UpdateUser(ctx context.Context, projectID string, req luarmor.UpdateUserRequest) error {
+	return h.cut("update", h.Luarmor.UpdateUser(ctx, projectID, req))
+}
+
+// A chargeback bans a shared key; the writer's ban reaches Luarmor and the
+// writer dies before recording it; the dispute is won before the retry.
+// The ledger then asks for no ban and records none: only the ban the
+// writer recorded it was about to send tells the retry the ban Luarmor
+// holds is the service's, and it lifts it.
+func TestABanSentAndNeverRecordedIsLiftedWhenTheLedgerNoLongerBans(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	first, _, ledgerID := sharedKey(t, b, "cs_test_sync_cut_ban")
+	r := revocation(t, b, "dispute", "dp_sync_cut_ban")
+	revokeGrants(t, b, first.ID, r, entitlement.Banned)
+
+	deps := b.deps
+	deps.CreateLease = time.Second // a dead writer's lease runs out
+	hook := &sendHook{Luarmor: b.deps.Luarmor, request: "blacklist", after: func() {
+		u, err := b.deps.Luarmor.GetUser(ctx, project, first.UserKey)
+		require.NoError(t, err)
+		require.True(t, u.IsBanned(), "the ban reached Luarmor")
+		err = pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
+			_, err := postgres.RestoreGrants(ctx, tx, r.ID, false)
+			return err
+		})
+		require.NoError(t, err)
+	}}
+	deps.Luarmor = hook
+	client, err := jobs.NewClient(deps, jobs.Config{})
+	require.NoError(t, err)
+	w := b.start(t, client)
+	syncNow(t, client, ledgerID)
+	waitApplied(t, b, w, ledgerID)
+
+	u, err := b.deps.Luarmor.GetUser(ctx, project, first.UserKey)
+	require.NoError(t, err)
+	require.False(t, u.IsBanned(), "the service's own ban, never recorded, is lifted")
+	l, err := postgres.ReadLedger(ctx, b.pool, ledgerID, jobs.SuspendBanReason, jobs.DefaultSupportBanReason)
+	require.NoError(t, err)
+	require.Equal(t, entitlement.NotBanned, l.Applied.Ban)
+	require.False(t, l.Intent.Pending(), "the record cleared the intent")
+	k, err := postgres.GetKey(ctx, b.pool, first.ID)
+	require.NoError(t, err)
+	require.Equal(t, order.KeyActive, k.Status)
+}
+
+// A ban the seller set in the dashboard is not the service's: a key whose
+// ledger never banned it keeps it, intents or not.
+func TestASellersBanStaysWhileTheWriterSendsTime(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	first, later, ledgerID := sharedKey(t, b, "cs_test_sync_seller_ban")
+	require.NoError(t, b.deps.Luarmor.Blacklist(ctx, project, luarmor.BlacklistRequest{UserKey: first.UserKey, BanReason: "seller"}))
+	revokeGrants(t, b, later.ID, revocation(t, b, "refund", "ch_sync_seller_ban"), entitlement.Revoked)
+	client, err := jobs.NewClient(b.deps, jobs.Config{})
+	require.NoError(t, err)
+	w := b.start(t, client)
+	syncNow(t, client, ledgerID)
+	waitApplied(t, b, w, ledgerID)
+
+	var started int64
+	require.NoError(t, b.pool.QueryRow(ctx, `SELECT started_at FROM ledger_keys WHERE id = $1`, ledgerID).Scan(&started))
+	u, err := b.deps.Luarmor.GetUser(ctx, project, first.UserKey)
+	require.NoError(t, err)
+	require.Equal(t, started+14*86400, u.AuthExpire, "the refund's days are taken back")
+	require.True(t, u.IsBanned(), "the seller's ban stays")
+	require.Equal(t, "seller", u.BanReason)
+}
+
+// A refund of a shared key is reversed: the writer sends the 14 days back
+// to Luarmor and dies before recording them; the payment is refunded
+// again before the retry. The ledger then derives exactly what was last
+// recorded, so without the intent the retry would find nothing to do, and
+// would take the 14 days Luarmor holds beyond the ledger for the seller's
+// own. The expiry the writer recorded it was about to send is the
+// service's: the retry takes it back.
+func TestTimeSentAndNeverRecordedIsTakenBackWhenItsPaymentIsRefunded(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	_, later, ledgerID := sharedKey(t, b, "cs_test_sync_cut_time")
+	var started int64
+	require.NoError(t, b.pool.QueryRow(ctx, `SELECT started_at FROM ledger_keys WHERE id = $1`, ledgerID).Scan(&started))
+	refund := revocation(t, b, "refund", "ch_sync_cut_time")
+	revokeGrants(t, b, later.ID, refund, entitlement.Revoked)
+	plain, err := jobs.NewClient(b.deps, jobs.Config{})
+	require.NoError(t, err)
+	pw := b.start(t, plain)
+	syncNow(t, plain, ledgerID)
+	waitApplied(t, b, pw, ledgerID)
+	require.NoError(t, plain.Stop(ctx))
+
+	// The refund is reversed: the 14 days stand again.
+	err = pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
+		_, err := postgres.RestoreGrants(ctx, tx, refund.ID, false)
+		return err
+	})
+	require.NoError(t, err)
+	deps := b.deps
+	deps.CreateLease = time.Second // a dead writer's lease runs out
+	deps.Luarmor = &sendHook{Luarmor: b.deps.Luarmor, request: "update", after: func() {
+		u, err := b.deps.Luarmor.GetUser(ctx, project, later.UserKey)
+		require.NoError(t, err)
+		require.Equal(t, started+28*86400, u.AuthExpire, "the 14 days reached Luarmor")
+		revokeGrants(t, b, later.ID, revocation(t, b, "refund", "ch_sync_cut_time_again"), entitlement.Revoked)
+	}}
+	client, err := jobs.NewClient(deps, jobs.Config{})
+	require.NoError(t, err)
+	w := b.start(t, client)
+	syncNow(t, client, ledgerID)
+	waitApplied(t, b, w, ledgerID)
+
+	u, err := b.deps.Luarmor.GetUser(ctx, project, later.UserKey)
+	require.NoError(t, err)
+	require.Equal(t, started+14*86400, u.AuthExpire, "the refunded days, sent and never recorded, are taken back")
+	l, err := postgres.ReadLedger(ctx, b.pool, ledgerID, jobs.SuspendBanReason, jobs.DefaultSupportBanReason)
+	require.NoError(t, err)
+	require.Equal(t, started+14*86400, l.Applied.Expire)
+	require.False(t, l.Intent.Pending(), "the record cleared the intent")
+}
+
+// linkHook is Luarmor refusing every Discord link.
+type linkHook struct{ jobs.Luarmor }
+
+var errLinkRefused = errors.New("luarmor refused the link")
+
+func (linkHook) LinkDiscord(context.Context, string, luarmor.LinkDiscordRequest) error {
+	return errLinkRefused
+}
+
+// A refund takes a shared key's days back while its buyer's verified
+// Discord account waits to be linked. The days reach Luarmor; the link
+// fails. What was sent is recorded all the same (the key's expiry, its
+// units' status), and only the link is left to the retry.
+func TestAccessSentBeforeAFailedDiscordLinkIsRecorded(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	first, later, ledgerID := sharedKey(t, b, "cs_test_sync_link_fails")
+	o, err := postgres.GetOrder(ctx, b.pool, first.CheckoutSessionID)
+	require.NoError(t, err)
+	var verified []int64
+	err = pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
+		verified, err = postgres.VerifyDiscord(ctx, tx, o.ID, "123456789012345678", "buyer")
+		return err
+	})
+	require.NoError(t, err)
+	require.Equal(t, []int64{ledgerID}, verified, "the key carries the verified account")
+	revokeGrants(t, b, later.ID, revocation(t, b, "refund", "ch_sync_link_fails"), entitlement.Revoked)
+
+	deps := b.deps
+	deps.Luarmor = linkHook{b.deps.Luarmor}
+	client, err := jobs.NewClient(deps, jobs.Config{})
+	require.NoError(t, err)
+	w := b.start(t, client)
+	syncNow(t, client, ledgerID)
+	w.WaitFor(t, "the writer's run to fail on the link", func(ev *river.Event) bool {
+		return ev.Kind == river.EventKindJobFailed && ev.Job.Kind == (jobs.SyncKeyArgs{}).Kind()
+	})
+	require.NoError(t, client.Stop(ctx))
+
+	var started int64
+	require.NoError(t, b.pool.QueryRow(ctx, `SELECT started_at FROM ledger_keys WHERE id = $1`, ledgerID).Scan(&started))
+	u, err := b.deps.Luarmor.GetUser(ctx, project, first.UserKey)
+	require.NoError(t, err)
+	require.Equal(t, started+14*86400, u.AuthExpire, "the refund's days were taken back in Luarmor")
+	require.Empty(t, u.DiscordID, "the link failed")
+	l, err := postgres.ReadLedger(ctx, b.pool, ledgerID, jobs.SuspendBanReason, jobs.DefaultSupportBanReason)
+	require.NoError(t, err)
+	require.Equal(t, l.Version, l.AppliedVersion, "what was sent is recorded for the version read")
+	require.Equal(t, started+14*86400, l.Applied.Expire)
+	require.False(t, l.Intent.Pending())
+	require.True(t, entitlement.DiscordDue(l.Applied, entitlement.Derive(l.Grants, l.Facts, entitlement.Policy{})), "the link is still to do")
+	k, err := postgres.GetKey(ctx, b.pool, later.ID)
+	require.NoError(t, err)
+	require.Equal(t, order.KeyReverted, k.Status, "the refunded unit shows its days taken back")
+	require.Equal(t, started+14*86400, *k.AuthExpire, "the order shows the expiry sent")
+}
+
+// A key nobody claimed, whose expiry Luarmor kept as key_days, runs past
+// its paid time. Its writer reads it and sends nothing: the expiry to send
+// moves with the clock, but one that has passed stands for any other that
+// has. Once the key is claimed, the passed expiry is sent.
+func TestAnUnclaimedKeyWhosePaidTimeRanOutIsNotSentItsExpiryAgain(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	first, _, ledgerID := sharedKey(t, b, "cs_test_sync_unclaimed_over")
+	b.sandbox.SetUnclaimedExpiryAsKeyDays(true)
+	client, err := jobs.NewClient(b.deps, jobs.Config{})
+	require.NoError(t, err)
+	w := b.start(t, client)
+	syncNow(t, client, ledgerID)
+	waitApplied(t, b, w, ledgerID)
+	l, err := postgres.ReadLedger(ctx, b.pool, ledgerID, jobs.SuspendBanReason, jobs.DefaultSupportBanReason)
+	require.NoError(t, err)
+	require.True(t, l.Applied.AwaitingClaim, "Luarmor kept the expiry as key_days")
+	require.Equal(t, 28, l.Applied.WaitingDays)
+
+	// Sixty days pass: the 28 paid days ran out, unclaimed.
+	_, err = b.pool.Exec(ctx, `UPDATE ledger_keys SET started_at = started_at - 60 * 86400,
+		applied_expire = applied_expire - 60 * 86400 WHERE id = $1`, ledgerID)
+	require.NoError(t, err)
+	_, err = b.pool.Exec(ctx, `UPDATE key_grants g SET valid_from = g.valid_from - 60 * 86400
+		FROM order_keys k WHERE k.id = g.order_key_id AND k.user_key = $1`, first.UserKey)
+	require.NoError(t, err)
+	calls, patches := len(b.sandbox.Calls()), b.sandbox.CallCount("PATCH", "/users")
+	sync := func() {
+		job, err := client.Insert(ctx, jobs.SyncKeyArgs{LedgerKeyID: ledgerID}, nil)
+		require.NoError(t, err)
+		ended := waitJobs(t, w, job.Job.ID)
+		require.Equal(t, rivertype.JobStateCompleted, ended[job.Job.ID].State)
+	}
+	sync()
+	sync()
+	require.Equal(t, patches, b.sandbox.CallCount("PATCH", "/users"), "no expiry sent")
+	require.Equal(t, calls+2, len(b.sandbox.Calls()), "each sync reads the key once, to see whether it was claimed")
+	u, err := b.deps.Luarmor.GetUser(ctx, project, first.UserKey)
+	require.NoError(t, err)
+	require.Equal(t, luarmor.NeverExpires, u.AuthExpire)
+	require.Equal(t, 28, u.KeyDays)
+
+	require.NoError(t, b.sandbox.Execute(project, first.UserKey, "hwid-claim"))
+	sync()
+	u, err = b.deps.Luarmor.GetUser(ctx, project, first.UserKey)
+	require.NoError(t, err)
+	require.LessOrEqual(t, u.AuthExpire, time.Now().Unix(), "claimed, the key is over")
+	require.Zero(t, u.KeyDays)
 }

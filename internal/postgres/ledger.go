@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -270,7 +271,29 @@ type Ledger struct {
 	Applied   entitlement.Applied
 	// AppliedVersion is the version of the ledger last applied.
 	AppliedVersion int64
+	// Intent is what writers sent to the key and did not record (see
+	// RecordIntent).
+	Intent Intent
 }
+
+// Intent is what a key's writers sent, or were about to send, to Luarmor
+// since what was applied was last recorded (migration 0065): what Luarmor
+// may hold that the applied state does not know. Each writer adds to it
+// before its first request; the record of what was applied clears it.
+type Intent struct {
+	// Expires are the expiries sent (-1: never expires).
+	Expires []int64
+	// Ban: a ban was sent.
+	Ban bool
+}
+
+// Pending reports whether a value may have been sent and not recorded:
+// the key's writer must then read the key from Luarmor before it may
+// decide there is nothing to do.
+func (i Intent) Pending() bool { return len(i.Expires) > 0 || i.Ban }
+
+// SentExpire reports whether expire is an expiry a writer sent.
+func (i Intent) SentExpire(expire int64) bool { return slices.Contains(i.Expires, expire) }
 
 // ReadLedger reads a key's grants, facts and applied state. suspension is
 // the reason shown while a unit's subscription is suspended for an unpaid
@@ -280,10 +303,11 @@ func ReadLedger(ctx context.Context, db DB, id int64, suspension, supportBan str
 	var ban string
 	err := db.QueryRow(ctx, `SELECT project_id, user_key, version, applied_version, started_at, waiting_days,
 			applied_deleted, applied_lifetime, applied_waiting_days, applied_expire, applied_ban, applied_ban_reason,
-			awaiting_claim, applied_discord_verification
+			awaiting_claim, applied_discord_verification, COALESCE(intent_expires, '{}'), intent_ban
 		FROM ledger_keys WHERE id = $1`, id).Scan(&l.ProjectID, &l.UserKey, &l.Version, &l.AppliedVersion,
 		&l.Facts.StartedAt, &l.Facts.WaitingDays, &l.Applied.Deleted, &l.Applied.Lifetime, &l.Applied.WaitingDays,
-		&l.Applied.Expire, &ban, &l.Applied.BanReason, &l.Applied.AwaitingClaim, &l.Applied.DiscordVerification)
+		&l.Applied.Expire, &ban, &l.Applied.BanReason, &l.Applied.AwaitingClaim, &l.Applied.DiscordVerification,
+		&l.Intent.Expires, &l.Intent.Ban)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, order.Errorf(order.ENOTFOUND, "no ledger key %d", id)
 	}
@@ -409,6 +433,28 @@ func RenewLedgerLease(ctx context.Context, db DB, id int64, owner string, d time
 	return nil
 }
 
+// RecordIntent records, before owner's first request to the key, what it
+// is about to send: expire (nil when it sends none) and whether a ban. It
+// adds to what earlier writers recorded and did not clear (Intent), and
+// is written only while owner holds the lease, run out or not, so long as
+// no other writer took it since (else ErrLedgerLeaseLost): a writer that
+// lost the key sends nothing. One short UPDATE, and only for a run that
+// sends a value.
+func RecordIntent(ctx context.Context, db DB, id int64, owner string, expire *int64, ban bool) error {
+	tag, err := db.Exec(ctx, `UPDATE ledger_keys SET
+			intent_expires = CASE WHEN $3::bigint IS NULL OR $3 = ANY(COALESCE(intent_expires, '{}')) THEN intent_expires
+			                      ELSE array_append(intent_expires, $3) END,
+			intent_ban = intent_ban OR $4
+		WHERE id = $1 AND lease_owner = $2`, id, owner, expire, ban)
+	if err != nil {
+		return fmt.Errorf("recording what is about to be sent to ledger key %d: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrLedgerLeaseLost
+	}
+	return nil
+}
+
 // ReleaseLedgerLease ends owner's lease, or shortens it to d when a
 // request may still be settling.
 func ReleaseLedgerLease(ctx context.Context, db DB, id int64, owner string, d time.Duration) error {
@@ -437,6 +483,10 @@ type AppliedRecord struct {
 	Read *entitlement.Applied
 	// Owner is the writer's lease, "" when it holds none.
 	Owner string
+	// KeepLease keeps Owner's lease as it is: a request of the writer's
+	// other than the access recorded (a Discord link) may still be on its
+	// way.
+	KeepLease bool
 }
 
 // RecordApplied records, in the writer's completing transaction, what was
@@ -458,7 +508,15 @@ type AppliedRecord struct {
 // writer holds the lease (one may be sending right now): otherwise nothing
 // is written, the writer's own lease is let go, and the record is stale,
 // so the writer runs again from what is recorded then; while another
-// writer holds the lease, *LedgerLeaseHeldError.
+// writer holds the lease, *LedgerLeaseHeldError. A value sent and not
+// recorded (a pending Intent) makes it stale likewise: the state read
+// does not say what Luarmor holds.
+//
+// A writer that read the key from Luarmor under its lease (rec.Read nil)
+// records only while it still holds that lease: one whose lease another
+// writer took gets ErrLedgerLeaseLost and writes nothing.
+//
+// Every record written clears the key's Intent: what was sent is recorded.
 func RecordApplied(ctx context.Context, tx pgx.Tx, id int64, rec AppliedRecord) (stale bool, reverted int, err error) {
 	version, a, suspendedOnly := rec.Version, rec.Applied, rec.SuspendedOnly
 	var current int64
@@ -476,21 +534,32 @@ func RecordApplied(ctx context.Context, tx pgx.Tx, id int64, rec AppliedRecord) 
 	}
 	var now entitlement.Applied
 	var ban string
-	var leasedByOther bool
+	var leasedByOther, ownLease, intended bool
 	var leaseUntil *time.Time
 	if err := tx.QueryRow(ctx, `SELECT version, applied_deleted, applied_lifetime, applied_waiting_days, applied_expire,
 			applied_ban, applied_ban_reason, awaiting_claim, applied_discord_verification,
-			lease_owner IS NOT NULL AND lease_until > now() AND lease_owner <> $2, lease_until
+			lease_owner IS NOT NULL AND lease_until > now() AND lease_owner <> $2, lease_until,
+			lease_owner IS NOT DISTINCT FROM $2, intent_expires IS NOT NULL OR intent_ban
 		FROM ledger_keys WHERE id = $1 FOR UPDATE`, id, rec.Owner).Scan(&current, &now.Deleted, &now.Lifetime, &now.WaitingDays,
-		&now.Expire, &ban, &now.BanReason, &now.AwaitingClaim, &now.DiscordVerification, &leasedByOther, &leaseUntil); err != nil {
+		&now.Expire, &ban, &now.BanReason, &now.AwaitingClaim, &now.DiscordVerification, &leasedByOther, &leaseUntil,
+		&ownLease, &intended); err != nil {
 		return false, 0, fmt.Errorf("locking ledger key %d: %w", id, err)
 	}
 	now.Ban = entitlement.Ban(ban)
+	if rec.Read == nil && rec.Owner != "" && !ownLease {
+		// The writer's lease ran out and another writer took the key
+		// since: that one read Luarmor after this one's requests had
+		// ended, and records what it finds (clearing the Intent that
+		// covers them). Written now, this record could be older than that
+		// one's, and would end its lease while it sends.
+		return false, 0, ErrLedgerLeaseLost
+	}
 	if rec.Read != nil {
 		if leasedByOther {
 			return false, 0, &LedgerLeaseHeldError{Until: *leaseUntil}
 		}
-		if now != *rec.Read {
+		// A deleted key is final: nothing sent to it is left to check.
+		if now != *rec.Read || (intended && !now.Deleted) {
 			if rec.Owner != "" {
 				if _, err := tx.Exec(ctx, `UPDATE ledger_keys SET lease_owner = NULL, lease_until = NULL
 					WHERE id = $1 AND lease_owner = $2`, id, rec.Owner); err != nil {
@@ -502,8 +571,11 @@ func RecordApplied(ctx context.Context, tx pgx.Tx, id int64, rec AppliedRecord) 
 	}
 	_, err = tx.Exec(ctx, `UPDATE ledger_keys SET applied_version = $2, applied_deleted = $3, applied_lifetime = $4,
 			applied_waiting_days = $5, applied_expire = $6, applied_ban = $7, applied_ban_reason = $8, awaiting_claim = $9,
-			lease_owner = NULL, lease_until = NULL, updated_at = now()
-		WHERE id = $1`, id, version, a.Deleted, a.Lifetime, a.WaitingDays, a.Expire, a.Ban, a.BanReason, a.AwaitingClaim)
+			intent_expires = NULL, intent_ban = false,
+			lease_owner = CASE WHEN $10 THEN lease_owner END, lease_until = CASE WHEN $10 THEN lease_until END,
+			updated_at = now()
+		WHERE id = $1`, id, version, a.Deleted, a.Lifetime, a.WaitingDays, a.Expire, a.Ban, a.BanReason, a.AwaitingClaim,
+		rec.KeepLease)
 	if err != nil {
 		return false, 0, fmt.Errorf("recording what was applied to ledger key %d: %w", id, err)
 	}

@@ -126,3 +126,123 @@ func TestRenewLedgerLeaseNeverTakesBackALeaseAnotherWriterTook(t *testing.T) {
 	require.ErrorIs(t, postgres.RenewLedgerLease(ctx, pool, l.ID, "writer-a", time.Minute), postgres.ErrLedgerLeaseLost,
 		"the other writer let it go: still not the first one's")
 }
+
+// A writer records what it is about to send before its first request:
+// only under its own lease, adding to what earlier writers sent and never
+// recorded (without repeats), until a record clears it all.
+func TestRecordIntentAddsUpUnderTheWritersLeaseUntilARecord(t *testing.T) {
+	t.Parallel()
+	pool := postgrestest.NewPool(t)
+	ctx := context.Background()
+	l := newLedgerKey(t, pool, "key_intent")
+	expire := func(v int64) *int64 { return &v }
+
+	require.ErrorIs(t, postgres.RecordIntent(ctx, pool, l.ID, "writer-a", expire(1900086400), false), postgres.ErrLedgerLeaseLost,
+		"no lease, no intent: nothing is sent")
+	require.NoError(t, postgres.TakeLedgerLease(ctx, pool, l.ID, "writer-a", time.Minute))
+	require.NoError(t, postgres.RecordIntent(ctx, pool, l.ID, "writer-a", expire(1900086400), true))
+	// writer-a dies; its lease runs out; writer-b sends again, then other values.
+	_, err := pool.Exec(ctx, `UPDATE ledger_keys SET lease_until = now() - interval '1 second' WHERE id = $1`, l.ID)
+	require.NoError(t, err)
+	require.NoError(t, postgres.TakeLedgerLease(ctx, pool, l.ID, "writer-b", time.Minute))
+	require.ErrorIs(t, postgres.RecordIntent(ctx, pool, l.ID, "writer-a", expire(1), false), postgres.ErrLedgerLeaseLost,
+		"a writer whose lease was taken sends nothing")
+	require.NoError(t, postgres.RecordIntent(ctx, pool, l.ID, "writer-b", expire(1900086400), false))
+	require.NoError(t, postgres.RecordIntent(ctx, pool, l.ID, "writer-b", expire(1900172800), false))
+	require.NoError(t, postgres.RecordIntent(ctx, pool, l.ID, "writer-b", nil, false))
+	got, err := postgres.ReadLedger(ctx, pool, l.ID, "suspended", "support")
+	require.NoError(t, err)
+	require.Equal(t, postgres.Intent{Expires: []int64{1900086400, 1900172800}, Ban: true}, got.Intent,
+		"every value sent since the last record, the earlier writer's ban too")
+	require.True(t, got.Intent.SentExpire(1900086400))
+	require.False(t, got.Intent.SentExpire(l.Applied.Expire))
+
+	applied := got.Applied
+	applied.Expire = 1900172800
+	stale, err := recordApplied(t, pool, l.ID, postgres.AppliedRecord{Version: got.Version, Applied: applied, Owner: "writer-b"})
+	require.NoError(t, err)
+	require.False(t, stale)
+	got, err = postgres.ReadLedger(ctx, pool, l.ID, "suspended", "support")
+	require.NoError(t, err)
+	require.False(t, got.Intent.Pending(), "the record cleared it")
+	require.Equal(t, applied, got.Applied)
+}
+
+// A writer that sent no access records the state it read only while no
+// value sent by another is left unrecorded: that one died after sending,
+// Luarmor may hold what it sent, and the state read does not say so. The
+// record is stale and writes nothing, so the writer runs again and reads
+// Luarmor.
+func TestRecordAppliedOfAWriterThatSentNothingIsStaleWhileAnIntentIsPending(t *testing.T) {
+	t.Parallel()
+	pool := postgrestest.NewPool(t)
+	ctx := context.Background()
+	l := newLedgerKey(t, pool, "key_intent_pending")
+	read := l.Applied
+
+	require.NoError(t, postgres.TakeLedgerLease(ctx, pool, l.ID, "writer-a", time.Minute))
+	require.NoError(t, postgres.RecordIntent(ctx, pool, l.ID, "writer-a", nil, true))
+	// writer-a dies after sending its ban; its lease runs out.
+	_, err := pool.Exec(ctx, `UPDATE ledger_keys SET lease_until = now() - interval '1 second' WHERE id = $1`, l.ID)
+	require.NoError(t, err)
+
+	stale, err := recordApplied(t, pool, l.ID, postgres.AppliedRecord{Version: l.Version, Applied: read, Read: &read})
+	require.NoError(t, err)
+	require.True(t, stale, "the writer runs again")
+	got, err := postgres.ReadLedger(ctx, pool, l.ID, "suspended", "support")
+	require.NoError(t, err)
+	require.True(t, got.Intent.Ban, "the ban sent stays on record as sent")
+}
+
+// A writer whose lease ran out before its record, and which another writer
+// took since, records nothing: the other read Luarmor after this one's
+// requests ended and records what it finds; written over it, this record
+// could be the older, and would end the other's lease while it sends.
+func TestRecordAppliedOfAWriterWhoseLeaseWasTakenWritesNothing(t *testing.T) {
+	t.Parallel()
+	pool := postgrestest.NewPool(t)
+	ctx := context.Background()
+	l := newLedgerKey(t, pool, "key_lease_taken")
+
+	require.NoError(t, postgres.TakeLedgerLease(ctx, pool, l.ID, "writer-a", time.Minute))
+	_, err := pool.Exec(ctx, `UPDATE ledger_keys SET lease_until = now() - interval '1 second' WHERE id = $1`, l.ID)
+	require.NoError(t, err)
+	require.NoError(t, postgres.TakeLedgerLease(ctx, pool, l.ID, "writer-b", time.Minute))
+	require.NoError(t, postgres.RecordIntent(ctx, pool, l.ID, "writer-b", nil, true))
+
+	older := l.Applied
+	older.Expire += 86400
+	_, err = recordApplied(t, pool, l.ID, postgres.AppliedRecord{Version: l.Version, Applied: older, Owner: "writer-a"})
+	require.ErrorIs(t, err, postgres.ErrLedgerLeaseLost)
+	got, err := postgres.ReadLedger(ctx, pool, l.ID, "suspended", "support")
+	require.NoError(t, err)
+	require.Equal(t, l.Applied, got.Applied, "nothing written")
+	require.True(t, got.Intent.Ban, "writer-b's intent stands")
+	var owner string
+	require.NoError(t, pool.QueryRow(ctx, `SELECT lease_owner FROM ledger_keys WHERE id = $1`, l.ID).Scan(&owner))
+	require.Equal(t, "writer-b", owner)
+}
+
+// A writer whose Discord link failed after it sent access records that
+// access and keeps its lease: the link's request may still be on its way.
+func TestRecordAppliedCanKeepTheWritersLease(t *testing.T) {
+	t.Parallel()
+	pool := postgrestest.NewPool(t)
+	ctx := context.Background()
+	l := newLedgerKey(t, pool, "key_keep_lease")
+
+	require.NoError(t, postgres.TakeLedgerLease(ctx, pool, l.ID, "writer-a", time.Minute))
+	sent := l.Applied
+	sent.Expire += 86400
+	stale, err := recordApplied(t, pool, l.ID, postgres.AppliedRecord{Version: l.Version, Applied: sent, Owner: "writer-a", KeepLease: true})
+	require.NoError(t, err)
+	require.False(t, stale)
+	var owner string
+	var until time.Time
+	require.NoError(t, pool.QueryRow(ctx, `SELECT lease_owner, lease_until FROM ledger_keys WHERE id = $1`, l.ID).Scan(&owner, &until))
+	require.Equal(t, "writer-a", owner)
+	require.WithinDuration(t, time.Now().Add(time.Minute), until, 10*time.Second)
+	got, err := postgres.ReadLedger(ctx, pool, l.ID, "suspended", "support")
+	require.NoError(t, err)
+	require.Equal(t, sent, got.Applied)
+}
