@@ -337,13 +337,16 @@ func (w *SyncKeyWorker) apply(ctx context.Context, l *postgres.Ledger, d entitle
 		case lapsed:
 			a.Expire = u.AuthExpire
 		case givenOutside:
-		case l.Applied.AwaitingClaim && unclaimed && waiting && sameExpiry(l.Applied.Expire, d, target, now):
+		case l.Applied.AwaitingClaim && unclaimed && waiting && l.Applied.Expire == target:
 			// Luarmor keeps this unclaimed key's expiry as key_days: sent
 			// again once a first use has claimed it, or once the expiry
 			// it stands for moves (a refund, a renewal, a purchase), so
-			// its key_days hold what is paid for. An expiry that has
-			// passed stays passed: nothing is sent.
-			a.Expire, a.WaitingDays, a.AwaitingClaim = l.Applied.Expire, u.KeyDays, true
+			// its key_days hold what is paid for. Once its paid time has
+			// run out the target is now (ExpireToSend), never the one
+			// recorded: the passed expiry is sent, and Luarmor ends the
+			// key rather than keep days nobody paid for a first use to
+			// start; the key is then lapsed, and sent nothing again.
+			a.Expire, a.WaitingDays, a.AwaitingClaim = target, u.KeyDays, true
 		case u.AuthExpire != target || u.KeyDays != 0:
 			expire = &target
 		}
@@ -392,16 +395,6 @@ func (w *SyncKeyWorker) apply(ctx context.Context, l *postgres.Ledger, d entitle
 		}
 	}
 	return a, nil
-}
-
-// sameExpiry reports whether the expiry applied to a key that awaits its
-// claim still stands for d's: target (d's expiry to send at now) itself,
-// or, once d's time has run out, any expiry that has passed too. A
-// target that has passed moves with now (ExpireToSend), and Luarmor keeps
-// what was sent as key_days: compared with the target alone, the key
-// would be sent its expiry again on every run.
-func sameExpiry(applied int64, d entitlement.Desired, target, now int64) bool {
-	return applied == target || (applied <= now && d.Expire <= now)
 }
 
 func (w *SyncKeyWorker) setExpiry(ctx context.Context, l *postgres.Ledger, expire int64) error {

@@ -423,10 +423,10 @@ func TestAccessSentBeforeAFailedDiscordLinkIsRecorded(t *testing.T) {
 }
 
 // A key nobody claimed, whose expiry Luarmor kept as key_days, runs past
-// its paid time. Its writer reads it and sends nothing: the expiry to send
-// moves with the clock, but one that has passed stands for any other that
-// has. Once the key is claimed, the passed expiry is sent.
-func TestAnUnclaimedKeyWhosePaidTimeRanOutIsNotSentItsExpiryAgain(t *testing.T) {
+// its paid time. Its writer sends the passed expiry once, which ends the
+// key instead of leaving days for a first use to start, and nothing after:
+// the key is lapsed. A first use later finds it over.
+func TestAnUnclaimedKeyWhosePaidTimeRanOutIsEndedOnceAndLeftAlone(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
@@ -457,18 +457,17 @@ func TestAnUnclaimedKeyWhosePaidTimeRanOutIsNotSentItsExpiryAgain(t *testing.T) 
 		require.Equal(t, rivertype.JobStateCompleted, ended[job.Job.ID].State)
 	}
 	sync()
-	sync()
-	require.Equal(t, patches, b.sandbox.CallCount("PATCH", "/users"), "no expiry sent")
-	require.Equal(t, calls+2, len(b.sandbox.Calls()), "each sync reads the key once, to see whether it was claimed")
+	require.Equal(t, patches+1, b.sandbox.CallCount("PATCH", "/users"), "the passed expiry is sent once")
 	u, err := b.deps.Luarmor.GetUser(ctx, project, first.UserKey)
 	require.NoError(t, err)
-	require.Equal(t, luarmor.NeverExpires, u.AuthExpire)
-	require.Equal(t, 28, u.KeyDays)
-
-	require.NoError(t, b.sandbox.Execute(project, first.UserKey, "hwid-claim"))
-	sync()
-	u, err = b.deps.Luarmor.GetUser(ctx, project, first.UserKey)
-	require.NoError(t, err)
-	require.LessOrEqual(t, u.AuthExpire, time.Now().Unix(), "claimed, the key is over")
+	require.NotEqual(t, luarmor.NeverExpires, u.AuthExpire, "no days kept for a first use to start")
+	require.LessOrEqual(t, u.AuthExpire, time.Now().Unix(), "unclaimed, the key is over")
 	require.Zero(t, u.KeyDays)
+	calls = len(b.sandbox.Calls())
+	sync()
+	require.Equal(t, patches+1, b.sandbox.CallCount("PATCH", "/users"), "an ended key is sent nothing again")
+	require.Equal(t, calls, len(b.sandbox.Calls()), "an ended key is not even read")
+
+	// A first use now finds it over: no days start.
+	require.ErrorContains(t, b.sandbox.Execute(project, first.UserKey, "hwid-claim"), "expired")
 }
