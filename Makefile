@@ -65,9 +65,10 @@ bench-stock:
 
 # A product drop: 100 purchases whose webhooks arrive within one second,
 # sold from stock and made to order, buyers long-polling, PostgreSQL with
-# fsync on (the other benchmarks run with it off); about a minute.
+# fsync on (the other benchmarks run with it off), statements counted by
+# pg_stat_statements; about a minute.
 bench-burst:
-	$(WITH_PG) --durable -- $(GO) run ./bench -scenario burst $(BENCH_FLAGS)
+	$(WITH_PG) --durable --statements -- $(GO) run ./bench -scenario burst $(BENCH_FLAGS)
 
 # Years of orders: seed a history (1,000,000 orders unless
 # BENCH_FLAGS='-orders 10000'), then time every look-up through HTTP, each

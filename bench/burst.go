@@ -68,6 +68,9 @@ type burstOptions struct {
 	// the run.
 	timeout     time.Duration
 	fillTimeout time.Duration
+	// statements is how many of a run's statements the report lists, most
+	// executed first (with pg_stat_statements loaded).
+	statements int
 }
 
 // BurstReport is the burst scenario's outcome.
@@ -117,11 +120,18 @@ type BurstRun struct {
 	// webhook sent to the last key seen): this Go process (the service,
 	// the buyers and senders, the fakes) and the PostgreSQL server; nil
 	// when not measured. MachineBusy is the busy share of all cores.
-	GoCPUPerPurchaseMs *float64    `json:"go_cpu_per_purchase_ms,omitempty"`
-	PGCPUPerPurchaseMs *float64    `json:"pg_cpu_per_purchase_ms,omitempty"`
-	MachineBusy        *float64    `json:"machine_busy,omitempty"`
-	Steps              []StockStep `json:"steps,omitempty"`
-	StepsError         string      `json:"steps_error,omitempty"`
+	GoCPUPerPurchaseMs *float64 `json:"go_cpu_per_purchase_ms,omitempty"`
+	PGCPUPerPurchaseMs *float64 `json:"pg_cpu_per_purchase_ms,omitempty"`
+	MachineBusy        *float64 `json:"machine_busy,omitempty"`
+	// Statements and commits PostgreSQL ran per purchase in the database
+	// over the measured windows (pg_stat_statements, when the server
+	// preloads it: scripts/with-postgres --statements), and the most
+	// executed statements; nil when not counted.
+	StatementsPerPurchase *float64         `json:"statements_per_purchase,omitempty"`
+	CommitsPerPurchase    *float64         `json:"commits_per_purchase,omitempty"`
+	Statements            []StatementCount `json:"statements,omitempty"`
+	Steps                 []StockStep      `json:"steps,omitempty"`
+	StepsError            string           `json:"steps_error,omitempty"`
 }
 
 // BurstGoal is one goal checked against a run.
@@ -270,8 +280,9 @@ type burstBuyers struct {
 	o          burstOptions
 	client     *http.Client
 	maker      *eventMaker
-	postmaster int // the PostgreSQL server's process, 0 if not readable
-	next       int // the next buyer's number, which gives its address
+	postmaster int  // the PostgreSQL server's process, 0 if not readable
+	statements bool // whether pg_stat_statements counts the database's statements
+	next       int  // the next buyer's number, which gives its address
 }
 
 func newBurstBuyers(ctx context.Context, svc *service, o burstOptions) (*burstBuyers, error) {
@@ -290,6 +301,7 @@ func newBurstBuyers(ctx context.Context, svc *service, o burstOptions) (*burstBu
 	if pm, ok := postmasterOf(backend); ok {
 		b.postmaster = pm
 	}
+	b.statements = statementsAvailable(ctx, svc.main.Pool)
 	return b, nil
 }
 
@@ -315,7 +327,8 @@ type waveResult struct {
 	cpu            cpuUsage
 	pg             time.Duration
 	pgMeasured     bool
-	first, last    time.Time // first webhook sent, last key seen
+	statements     statementCounts // nil when not counted
+	first, last    time.Time       // first webhook sent, last key seen
 }
 
 // wave makes n purchases. Each buyer is on its order page before the
@@ -375,6 +388,12 @@ func (b *burstBuyers) wave(ctx context.Context, n int, spread time.Duration) (*w
 		return nil, err
 	}
 
+	var stmtsA statementCounts
+	if b.statements {
+		if stmtsA, err = sampleStatements(ctx, b.svc.main.Pool); err != nil {
+			return nil, err
+		}
+	}
 	cpuA, pgA, pgOK := sampleCPU(), time.Duration(0), false
 	if b.postmaster != 0 {
 		pgA, pgOK = postgresCPU(b.postmaster)
@@ -410,6 +429,13 @@ func (b *burstBuyers) wave(ctx context.Context, n int, spread time.Duration) (*w
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	if stmtsA != nil {
+		stmtsB, err := sampleStatements(ctx, b.svc.main.Pool)
+		if err != nil {
+			return nil, err
+		}
+		w.statements = stmtsB.since(stmtsA)
 	}
 	w.cpu = cpuBetween(cpuA, cpuB)
 	w.last = w.first
@@ -531,7 +557,13 @@ func (r *burstRunResult) finish(ctx context.Context, b *burstBuyers, stocked, st
 	var cpuMachine, cpuGo, pg time.Duration
 	var busy float64
 	cpuOK, pgOK := true, true
+	stmts := statementCounts{}
 	for _, w := range waves {
+		if w.statements == nil {
+			stmts = nil
+		} else if stmts != nil {
+			stmts.add(w.statements)
+		}
 		buys = append(buys, w.buys...)
 		r.RecordedByPage += w.recordedByPage
 		cpuOK = cpuOK && w.cpu.measured
@@ -561,6 +593,13 @@ func (r *burstRunResult) finish(ctx context.Context, b *burstBuyers, stocked, st
 	if pgOK && len(buys) > 0 {
 		pgMs := ms(pg) / float64(len(buys))
 		r.PGCPUPerPurchaseMs = &pgMs
+	}
+	if stmts != nil && len(buys) > 0 {
+		n := float64(len(buys))
+		perPurchase, commits := float64(stmts.total())/n, float64(stmts.commits())/n
+		r.StatementsPerPurchase, r.CommitsPerPurchase = &perPurchase, &commits
+		list := stmts.perPurchase(len(buys))
+		r.Statements = list[:min(len(list), b.o.statements)]
 	}
 
 	ids := make([]string, len(buys))
@@ -757,6 +796,7 @@ func writeBurstText(b *strings.Builder, s *BurstReport) {
 			fmt.Fprintf(b, "\n%s: no breakdown: %s.\n", r.Name, r.StepsError)
 		}
 	}
+	writeStatementsText(b, s.Runs)
 	fmt.Fprintf(b, "\nEarly order API answers (before the key, not a full wait): ")
 	for i, r := range s.Runs {
 		if i > 0 {
@@ -804,4 +844,23 @@ func stepNames(runs []BurstRun) []string {
 		}
 	}
 	return names
+}
+
+// writeStatementsText reports the statements each run cost PostgreSQL a
+// purchase, when they were counted, and lists the most executed.
+func writeStatementsText(b *strings.Builder, runs []BurstRun) {
+	for _, r := range runs {
+		if r.StatementsPerPurchase == nil {
+			continue
+		}
+		fmt.Fprintf(b, "\n%s: %.1f statements and %.2f commits a purchase (pg_stat_statements, the measured windows).\n",
+			r.Name, *r.StatementsPerPurchase, *r.CommitsPerPurchase)
+		if len(r.Statements) == 0 {
+			continue
+		}
+		fmt.Fprintf(b, "\n| per purchase | statement |\n|--:|---|\n")
+		for _, st := range r.Statements {
+			fmt.Fprintf(b, "| %.2f | `%s` |\n", st.PerPurchase, strings.ReplaceAll(st.Statement, "|", "\\|"))
+		}
+	}
 }

@@ -107,6 +107,7 @@ func main() {
 	flag.IntVar(&o.burst.idle, "burst-idle", 10, "stocked purchases one at a time at idle in the burst scenario")
 	flag.DurationVar(&o.burst.timeout, "burst-timeout", 30*time.Second, "in the burst scenario, a key not seen this long after its webhook fails the run")
 	flag.DurationVar(&o.burst.fillTimeout, "burst-fill-timeout", 2*time.Minute, "longest the burst scenario waits for refill_stock to fill the stock")
+	flag.IntVar(&o.burst.statements, "burst-statements", 0, "in the burst scenario, list this many of each run's most executed statements (needs pg_stat_statements: make bench-burst loads it)")
 	flag.BoolVar(&o.burstFsync, "burst-fsync-off", false, "let the burst scenario run on a PostgreSQL with fsync off (its figures then leave out what a durable commit costs)")
 	flag.IntVar(&o.scaleOrders, "orders", 1_000_000, "orders of the seeded history in the scale scenario (at least 10000)")
 	flag.IntVar(&o.scaleN, "scale-samples", 200, "timed requests per look-up in the scale scenario")
