@@ -137,11 +137,11 @@ func TestSupportUnbanLeavesADisputesBan(t *testing.T) {
 	waitApplied(t, b, w, ledgerID)
 
 	out := keyAction(t, s, jobs.ActionUnbanKey, first.UserKey, "")
-	waitApplied(t, b, w, ledgerID)
 	require.False(t, out.Key.SupportBan, "support's ban is lifted")
-	require.Equal(t, order.KeyBlacklisted, out.Key.Status, "the dispute's ban holds")
-	require.True(t, luarmorUser(t, b, first.UserKey).IsBanned())
+	require.True(t, luarmorUser(t, b, first.UserKey).IsBanned(), "the dispute's ban holds")
 	require.Zero(t, b.sandbox.CallCount(http.MethodGet, "/users/unban"), "nothing was unbanned")
+	require.Equal(t, order.KeyBlacklisted, out.Key.Status)
+	waitApplied(t, b, w, ledgerID)
 
 	// The dispute is won: nothing holds the key banned any more.
 	err = pgx.BeginFunc(context.Background(), b.pool, func(tx pgx.Tx) error {
@@ -222,4 +222,54 @@ func TestSupportRevokeDeletesPerPolicyOnce(t *testing.T) {
 	out := keyAction(t, s, jobs.ActionUnbanKey, k.UserKey, "")
 	require.Equal(t, order.KeyDeleted, out.Key.Status, "a deleted key stays deleted")
 	require.True(t, out.Key.SupportBan)
+}
+
+// A key support banned before its bans were ledger facts (the support job
+// sent the ban and marked the unit; the writer had nothing pending) keeps
+// its ban and reason through the upgrade and later syncs, and support's
+// unban after the upgrade lifts it.
+func TestSupportBanFromBeforeTheUpgradeHolds(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	k, ledgerID := bought(t, b, "cs_test_support_upgrade")
+	_, err := b.pool.Exec(ctx, `
+		DROP TRIGGER order_keys_bump_ledger ON order_keys;
+		ALTER TABLE order_keys DROP COLUMN support_ban_reason, DROP COLUMN support_delete;
+		CREATE TRIGGER order_keys_bump_ledger AFTER UPDATE OF user_key, support_ban, suspended ON order_keys
+			FOR EACH ROW WHEN (NEW.user_key IS NOT NULL) EXECUTE FUNCTION bump_ledger_of_unit();
+		DELETE FROM fulfiller_migrations WHERE version = 67`)
+	require.NoError(t, err)
+	// What the support job of the version before did.
+	never := luarmor.NeverExpires
+	require.NoError(t, b.deps.Luarmor.Blacklist(ctx, project, luarmor.BlacklistRequest{UserKey: k.UserKey, BanReason: "Fraud ring", BanExpire: &never}))
+	_, err = b.pool.Exec(ctx, `UPDATE order_keys SET status = 'blacklisted', support_ban = true WHERE id = $1;`, k.ID)
+	require.NoError(t, err)
+	_, err = b.pool.Exec(ctx, `INSERT INTO support_audit (actor, action, reason, detail)
+		VALUES ('cli', 'blacklist', 'Fraud ring', jsonb_build_object('order_key_id', $1::bigint))`, k.ID)
+	require.NoError(t, err)
+	_, err = b.pool.Exec(ctx, `UPDATE ledger_keys SET applied_version = version WHERE id = $1`, ledgerID)
+	require.NoError(t, err)
+
+	require.NoError(t, postgres.Migrate(ctx, b.pool, b.deps.Logger))
+	l, err := postgres.ReadLedger(ctx, b.pool, ledgerID, jobs.SuspendBanReason, jobs.DefaultSupportBanReason)
+	require.NoError(t, err)
+	require.Equal(t, "Fraud ring", l.Facts.SupportBan, "the reason the audit log kept")
+	d := entitlement.Derive(l.Grants, l.Facts, entitlement.Policy{})
+	require.Equal(t, entitlement.BanPermanent, d.Ban)
+	require.True(t, entitlement.SameAccess(l.Applied, d, time.Now().Unix()), "recorded as applied: nothing to send")
+
+	client, err := jobs.NewClient(b.deps, jobs.Config{})
+	require.NoError(t, err)
+	w := b.start(t, client)
+	syncNow(t, client, ledgerID)
+	waitApplied(t, b, w, ledgerID)
+	u := luarmorUser(t, b, k.UserKey)
+	require.True(t, u.IsBanned())
+	require.Equal(t, "Fraud ring", u.BanReason)
+
+	out := keyAction(t, b.support(client), jobs.ActionUnbanKey, k.UserKey, "")
+	require.Equal(t, order.KeyActive, out.Key.Status)
+	require.False(t, luarmorUser(t, b, k.UserKey).IsBanned(), "support's unban lifts the ban support made before")
+	require.Equal(t, 1, b.sandbox.CallCount(http.MethodPost, "/users/blacklist"))
 }
