@@ -18,9 +18,10 @@ import (
 )
 
 // SyncKeyArgs brings one Luarmor key in step with its entitlement ledger.
-// It is the one writer of a key's expiry and of the bans payments call
-// for: renewals, subscription changes, revocations and their lifting,
-// purchases extending a key, all change the ledger and queue this job.
+// It is the one writer of a key's expiry and of the bans payments and
+// support call for: renewals, subscription changes, revocations and their
+// lifting, support's blacklist, unban and revoke, purchases extending a
+// key, all change the ledger and queue this job.
 type SyncKeyArgs struct {
 	LedgerKeyID int64 `json:"ledger_key_id"`
 	// Urgent: the change takes access away (a revocation, a ban) or gives
