@@ -335,7 +335,7 @@ func (w *SyncKeyWorker) apply(ctx context.Context, l *postgres.Ledger, d entitle
 		// Only a ban the ledger made is lifted: one the seller set in the
 		// dashboard stays. Luarmor issues a new unban token on every
 		// blacklist; u was read just now.
-		if err := w.Luarmor.Unban(ctx, l.ProjectID, u.UnbanToken); err != nil {
+		if err := w.Luarmor.Unban(budget.WithCallerKey(ctx, l.UserKey), l.ProjectID, u.UnbanToken); err != nil {
 			return a, err
 		}
 	}
