@@ -48,7 +48,8 @@ func openSupport(ctx context.Context, getenv func(string) string, logger *slog.L
 		return nil, nil, err
 	}
 	orders := &jobs.Orders{Pool: pool, River: rc, Logger: logger, HWIDResetCooldown: cfg.HWIDResetCooldown}
-	support := &jobs.Support{Pool: pool, River: rc, Orders: orders, Logger: logger, HWIDResetCooldown: cfg.HWIDResetCooldown}
+	support := &jobs.Support{Pool: pool, River: rc, Orders: orders, Logger: logger, HWIDResetCooldown: cfg.HWIDResetCooldown,
+		Policy: cfg.Policy}
 	if cfg.Mail.Enabled() {
 		// Only to queue the keys email of a rotated link: the service's
 		// workers send it.

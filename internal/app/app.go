@@ -174,7 +174,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.Changes = notify.New(m.Pool.Config().ConnConfig, notify.DefaultMaxWaiters, m.Logger)
 	go m.Changes.Run(budgetCtx)
 	support := &jobs.Support{Pool: m.Pool, River: m.River, Orders: orders, Logger: m.Logger,
-		HWIDResetCooldown: m.Config.HWIDResetCooldown, Mail: m.mailSender()}
+		HWIDResetCooldown: m.Config.HWIDResetCooldown, Mail: m.mailSender(), Policy: m.Config.Policy}
 	m.watchMetrics()
 	api := &httpapi.Server{
 		Pool: m.Pool, Orders: orders, Support: support, Stock: &jobs.StockAdmin{Pool: m.Pool, River: m.River, Catalog: m.Catalog, Logger: m.Logger},

@@ -23,6 +23,9 @@ type Caller struct {
 	// works for; zero when it names neither (the order is then found by
 	// the key the request names, if any).
 	OrderID, OrderKeyID int64
+	// UserKey is the key the job works on, for a request that names none
+	// itself (an unban names a token): recorded for that key's order.
+	UserKey string
 }
 
 type callerKey struct{}
@@ -30,6 +33,14 @@ type callerKey struct{}
 // WithCaller marks the Luarmor requests made with ctx as sent by c.
 func WithCaller(ctx context.Context, c Caller) context.Context {
 	return context.WithValue(ctx, callerKey{}, c)
+}
+
+// WithCallerKey names the key the Luarmor requests made with ctx are
+// about when a request names none itself (Caller.UserKey).
+func WithCallerKey(ctx context.Context, userKey string) context.Context {
+	c, _ := ctx.Value(callerKey{}).(Caller)
+	c.UserKey = userKey
+	return WithCaller(ctx, c)
 }
 
 // CallLog records each Luarmor request made for an order or a key in
@@ -54,6 +65,9 @@ type callTarget struct{ projectID, userKey string }
 // returned: the request was made whether or not it is recorded.
 func (l *CallLog) record(ctx context.Context, target callTarget, endpoint string, status int, sentAt time.Time, took time.Duration, err error) {
 	caller, _ := ctx.Value(callerKey{}).(Caller)
+	if target.userKey == "" {
+		target.userKey = caller.UserKey
+	}
 	if target.userKey == "" && caller.OrderID == 0 && caller.OrderKeyID == 0 {
 		return
 	}

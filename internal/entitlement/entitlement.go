@@ -30,7 +30,8 @@
 //     the moment it is applied (Same treats every past expiry alike).
 //  6. A ban is the policy's answer to fraud: a banned grant (a chargeback,
 //     an early fraud warning acted on) bans the key for good; a support ban
-//     likewise. A suspended grant (a dispute inquiry, a renewal past due
+//     or revocation likewise, whatever the grants, until support lifts it;
+//     a support revocation under REFUND_ACTION=delete deletes the key. A suspended grant (a dispute inquiry, a renewal past due
 //     under PAST_DUE_ACTION=suspend) blacklists the key until it is lifted,
 //     and keeps counting its time.
 //  7. A key left with no counted grant, and at least one revoked, gets the
@@ -131,8 +132,12 @@ type Facts struct {
 	// WaitingDays is the key_days the key holds while it waits for first
 	// use (what it was created with).
 	WaitingDays int
-	// SupportBan is the reason support banned the key; empty when not.
+	// SupportBan is the reason support banned or revoked the key; empty
+	// when not.
 	SupportBan string
+	// SupportDelete: support revoked the key under REFUND_ACTION=delete;
+	// it holds with SupportBan.
+	SupportDelete bool
 	// Suspension is the reason the key is suspended while its
 	// subscription's renewal is unpaid (PAST_DUE_ACTION=suspend); empty
 	// when not.
@@ -174,7 +179,7 @@ type Desired struct {
 	// Unknown: the ledger holds no grant for the key; nothing to apply.
 	Unknown bool
 	// Delete: the key must be deleted (REFUND_ACTION=delete on the last
-	// payment holding it).
+	// payment holding it, or on support's revocation).
 	Delete bool
 	// Lifetime: never expires.
 	Lifetime bool
@@ -213,6 +218,9 @@ func Derive(grants []Grant, f Facts, p Policy) Desired {
 func derive(grants []Grant, f Facts, p Policy) Desired {
 	if len(grants) == 0 {
 		return Desired{Unknown: true}
+	}
+	if f.SupportBan != "" && f.SupportDelete {
+		return Desired{Delete: true}
 	}
 	gs := slices.Clone(grants)
 	slices.SortFunc(gs, func(a, b Grant) int { return cmp.Compare(a.ID, b.ID) })

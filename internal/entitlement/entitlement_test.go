@@ -216,6 +216,18 @@ func TestDerive(t *testing.T) {
 			facts:  entitlement.Facts{StartedAt: ptr(t0), SupportBan: "Key shared publicly"},
 			want:   entitlement.Desired{Expire: t0 + 30*day, Ban: entitlement.BanPermanent, BanReason: "Key shared publicly"},
 		},
+		{
+			rule:   "6: support's revocation under REFUND_ACTION=delete deletes the key whatever still pays for it",
+			grants: []entitlement.Grant{days(1, 30, t0), period(2, "sub_1", t0, t0+30*day)},
+			facts:  entitlement.Facts{StartedAt: ptr(t0), SupportBan: "Revoked by support", SupportDelete: true},
+			want:   entitlement.Desired{Delete: true},
+		},
+		{
+			rule:   "6: a deletion is support's only while its ban holds",
+			grants: []entitlement.Grant{days(1, 30, t0)},
+			facts:  entitlement.Facts{StartedAt: ptr(t0), SupportDelete: true},
+			want:   entitlement.Desired{Expire: t0 + 30*day},
+		},
 	}
 	for _, c := range cases {
 		t.Run(c.rule, func(t *testing.T) {

@@ -31,7 +31,10 @@
 // entitlement ledger (internal/entitlement, SQL in internal/postgres's
 // ledger.go), and the one writer of a key's expiry and ban is
 // SyncKeyWorker (sync_key.go): every other worker changes the ledger and
-// queues it (syncUnits), none sends an expiry of its own.
+// queues it (syncUnits), none sends an expiry of its own. Support's
+// blacklist, unban and revoke are ledger facts too (support.go); only a
+// reissue's revocation of the key it replaced is sent by its own job, with
+// the fact recorded in the same commit (support_key.go).
 package jobs
 
 import (

@@ -314,22 +314,3 @@ func banKey(ctx context.Context, l Luarmor, k *order.Key, action order.Action, r
 	}
 	return status, nil
 }
-
-// liftBan unbans a key with its current unban token, read just before:
-// Luarmor issues a new one on every blacklist. It returns the key's status
-// afterwards: active, or deleted when Luarmor no longer has it. A key that
-// is not banned (a repeat) costs the read only.
-func liftBan(ctx context.Context, l Luarmor, k *order.Key) (order.KeyStatus, error) {
-	u, err := l.GetUser(ctx, k.ProjectID, k.UserKey)
-	switch {
-	case errors.Is(err, luarmor.ErrNotFound):
-		return order.KeyDeleted, nil
-	case err != nil:
-		return "", err
-	case u.IsBanned():
-		if err := l.Unban(ctx, k.ProjectID, u.UnbanToken); err != nil {
-			return "", err
-		}
-	}
-	return order.KeyActive, nil
-}

@@ -47,7 +47,12 @@ var (
 // `fulfiller keys` and the /v1/admin endpoints call it, so each operation
 // has one implementation. Nothing here calls Luarmor: every change is a
 // job inserted in the transaction that checks and records it, worked by
-// the service's workers within the fleet's Luarmor budget.
+// the service's workers within the fleet's Luarmor budget. A blacklist,
+// unban or revocation is a fact of the key's ledger recorded in that
+// transaction (order_keys.support_ban and its reason): the key's writer
+// (sync_key) applies it with what payments call for, so a later renewal
+// or sync keeps support's ban, and support's unban lifts support's ban
+// only, never a ban a payment's revocation holds.
 type Support struct {
 	Pool   *pgxpool.Pool
 	River  *river.Client[pgx.Tx]
@@ -59,6 +64,9 @@ type Support struct {
 	// Mail queues the keys email that brings a buyer the fresh link after
 	// a rotation; nil means mail is off, and none is sent.
 	Mail *mail.Sender
+	// Policy is the shop's key lifecycle policy: a revocation deletes the
+	// key when REFUND_ACTION is delete. Zero means the default.
+	Policy order.Policy
 }
 
 // OrderDetails is everything support needs about one order.
@@ -263,12 +271,25 @@ func (s *Support) KeyAction(ctx context.Context, actor string, r KeyRequest) (*Q
 		switch r.Action {
 		case ActionUnbanKey:
 			if o.Status == order.StatusRevoked {
-				return order.Errorf(order.ECONFLICT, "the order is revoked by a dispute or refund; its keys stay banned while it holds")
+				return errUnbanRevoked
 			}
+			if k.Status == order.KeyDeleted {
+				// It keeps the record of the revocation that deleted
+				// it: nothing is left to unban.
+				args.FactRecorded = true
+				insert = args
+				break
+			}
+			insert, err = s.recordSupportBan(ctx, tx, k, args, postgres.SupportBan{})
 		case ActionBlacklistKey, ActionSetDiscord:
 			if k.Status == order.KeyDeleted {
 				return order.Errorf(order.ECONFLICT, "the key is deleted")
 			}
+			if r.Action == ActionBlacklistKey {
+				insert, err = s.recordSupportBan(ctx, tx, k, args, supportBanOf(r.Action, r.Reason, s.Policy))
+			}
+		case ActionRevokeKey:
+			insert, err = s.recordSupportBan(ctx, tx, k, args, supportBanOf(r.Action, r.Reason, s.Policy))
 		case ActionResetHWID:
 			insert, err = s.forceHWIDReset(ctx, tx, o, k)
 		case ActionReissueKey:
@@ -322,6 +343,19 @@ func checkReason(reason string) error {
 		return order.Errorf(order.EINVALID, "a reason is at most %d characters on one line", MaxSupportReasonLength)
 	}
 	return nil
+}
+
+// recordSupportBan records a blacklist, unban or revocation of the unit k
+// as a fact of its key's ledger, queueing the key's writer (the one writer
+// of its bans), and returns the support_key job that reports the outcome
+// once the writer has applied it. A key not delivered yet has nothing to
+// ban: its job says so, as before.
+func (s *Support) recordSupportBan(ctx context.Context, tx pgx.Tx, k *order.Key, args SupportKeyArgs, b postgres.SupportBan) (river.JobArgs, error) {
+	if !k.Delivered() {
+		return args, nil
+	}
+	args.FactRecorded = true
+	return args, recordSupportBan(ctx, tx, s.River, k, b)
 }
 
 // forceHWIDReset records an HWID reset whatever the buyer's cooldown (the

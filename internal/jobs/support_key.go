@@ -38,10 +38,12 @@ const (
 	DefaultReissueReason    = "Replaced by a new key"
 )
 
-// SupportKeyArgs applies one support action to one key: blacklist, unban,
-// revoke, set-discord, or the last step of a reissue (revoking the old key
-// once its replacement is delivered). HWID resets go through reset_hwid
-// and the new key of a reissue through create_key, like the buyer's.
+// SupportKeyArgs carries one support action on one key: the outcome of a
+// blacklist, unban or revocation (facts of the key's ledger, applied by
+// its writer, sync_key), a set-discord, or the last step of a reissue
+// (revoking the old key once its replacement is delivered). HWID resets go
+// through reset_hwid and the new key of a reissue through create_key, like
+// the buyer's.
 type SupportKeyArgs struct {
 	Action     KeyAction `json:"action"`
 	OrderKeyID int64     `json:"order_key_id"`
@@ -53,6 +55,11 @@ type SupportKeyArgs struct {
 	FromKeyID int64 `json:"from_key_id,omitempty"`
 	// Actor is who asked: "cli" or "admin-api", for the log.
 	Actor string `json:"actor"`
+	// FactRecorded, with blacklist, unban and revoke: the request recorded
+	// support's ban (or its lifting) in the key's ledger, in the commit
+	// that queued this job. A job queued before support's bans were facts
+	// has it false and records the fact itself (recordQueuedBefore).
+	FactRecorded bool `json:"fact_recorded,omitempty"`
 }
 
 func (SupportKeyArgs) Kind() string { return "support_key" }
@@ -69,16 +76,33 @@ func (a SupportKeyArgs) InsertOpts() river.InsertOpts {
 	return river.InsertOpts{Queue: queue, UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: inFlight}}
 }
 
-// SupportKeyWorker works SupportKeyArgs. Each action reads the key's
-// recorded state first and does nothing when it is already what the action
-// asks for, so a repeat costs no Luarmor call; a run cut off after Luarmor
-// applied it repeats a call that changes nothing (a second ban, the unban
-// of a key that is no longer banned, the same Discord ID). The key's new
-// state commits with the job's completion.
+// SupportKeyWorker works SupportKeyArgs. A blacklist, unban or revocation
+// sends nothing itself: the request recorded it as a fact of the key's
+// ledger and queued the key's writer (sync_key), the one writer of the
+// key's bans, which applies it with whatever payments call for; this job
+// waits until the writer has applied the ledger, so its outcome (Support.
+// Wait) shows the key as it then is. Crash table of those actions:
+//
+//	dies before the request's commit  nothing recorded, nothing queued: the request failed
+//	dies after it                     the fact and the writer's job are committed: the writer
+//	                                  applies it (see SyncKeyWorker's crash table), and this
+//	                                  job's retry waits for it again; nothing is sent twice
+//
+// Set-discord and the reissue's revocation of the old key call Luarmor
+// here: each reads the key's recorded state first and does nothing when it
+// is already what the action asks for, so a repeat costs no Luarmor call;
+// a run cut off after Luarmor applied it repeats a call that changes
+// nothing (a second ban, the same Discord ID). The key's new state commits
+// with the job's completion.
 type SupportKeyWorker struct {
 	river.WorkerDefaults[SupportKeyArgs]
 	Deps
 }
+
+// supportWriterWait bounds how long a blacklist, unban or revocation waits
+// for the key's writer: past it, the job gives up reporting (the ledger
+// still holds the fact, and the writer keeps applying it).
+const supportWriterWait = 5 * time.Minute
 
 // Timeout covers the wait for a budget slot.
 func (w *SupportKeyWorker) Timeout(*river.Job[SupportKeyArgs]) time.Duration { return 5 * time.Minute }
@@ -96,12 +120,11 @@ func (w *SupportKeyWorker) Work(ctx context.Context, job *river.Job[SupportKeyAr
 		return river.JobCancel(fmt.Errorf("order key %d has no key yet: nothing to %s", k.ID, job.Args.Action))
 	}
 	switch job.Args.Action {
-	case ActionBlacklistKey:
-		return w.ban(ctx, job, k, order.ActionBlacklist, reasonOr(job.Args.Reason, DefaultSupportBanReason), nil)
-	case ActionRevokeKey:
-		return w.ban(ctx, job, k, w.revokeAction(), reasonOr(job.Args.Reason, DefaultRevokeReason), nil)
-	case ActionUnbanKey:
-		return w.unban(ctx, job, k)
+	case ActionBlacklistKey, ActionRevokeKey, ActionUnbanKey:
+		if !job.Args.FactRecorded {
+			return w.recordQueuedBefore(ctx, job, k)
+		}
+		return w.awaitWriter(ctx, job, k)
 	case ActionSetDiscord:
 		return w.setDiscord(budget.WithClass(ctx, budget.ClassRenew), job, k)
 	case ActionReissueKey:
@@ -117,19 +140,109 @@ func reasonOr(reason, fallback string) string {
 	return reason
 }
 
-// revokeAction is what a support revocation does to a key: what a refund
-// does (REFUND_ACTION), blacklist when refunds revoke nothing, since the
-// operator asked for the key to stop working.
-func (w *SupportKeyWorker) revokeAction() order.Action {
-	if w.Policy.RefundAction == order.ActionDelete {
-		return order.ActionDelete
+// supportBanOf is the fact a blacklist or revocation records: reason is
+// the request's, or the action's default; a revocation does what a refund
+// does (REFUND_ACTION: delete), and blacklists when refunds revoke nothing,
+// since the operator asked for the key to stop working.
+func supportBanOf(action KeyAction, reason string, p order.Policy) postgres.SupportBan {
+	if action == ActionRevokeKey {
+		return postgres.SupportBan{Held: true, Reason: reasonOr(reason, DefaultRevokeReason), Delete: p.RefundAction == order.ActionDelete}
 	}
-	return order.ActionBlacklist
+	return postgres.SupportBan{Held: true, Reason: reasonOr(reason, DefaultSupportBanReason)}
 }
 
-// ban blacklists (permanently) or deletes a key, and records its status
-// with the job's completion and whatever also writes.
-func (w *SupportKeyWorker) ban(ctx context.Context, job *river.Job[SupportKeyArgs], k *order.Key, action order.Action, reason string, also func(pgx.Tx) error) error {
+// recordSupportBan records support's ban, revocation or its lifting on the
+// unit k as a fact of its key's ledger, and queues the key's writer
+// urgently, through rc, when that changed the fact (a repeat changes
+// nothing). tx holds the order's lock.
+func recordSupportBan(ctx context.Context, tx pgx.Tx, rc *river.Client[pgx.Tx], k *order.Key, b postgres.SupportBan) error {
+	changed, err := postgres.SetSupportBan(ctx, tx, k.ID, b)
+	if err != nil || !changed {
+		return err
+	}
+	keys, err := postgres.LedgerKeysOfUnits(ctx, tx, []int64{k.ID})
+	if err != nil {
+		return err
+	}
+	for _, id := range keys {
+		if _, err := rc.InsertTx(ctx, tx, SyncKeyArgs{LedgerKeyID: id, Urgent: true}, nil); err != nil {
+			return fmt.Errorf("queueing the writer of order key %d: %w", k.ID, err)
+		}
+	}
+	return nil
+}
+
+// awaitWriter completes a blacklist, unban or revocation once the key's
+// writer has applied its ledger (the request recorded the fact, so it is
+// included), with the key's state as the writer recorded it.
+func (w *SupportKeyWorker) awaitWriter(ctx context.Context, job *river.Job[SupportKeyArgs], k *order.Key) error {
+	applied, err := postgres.UnitLedgerApplied(ctx, w.Pool, k.ID)
+	if err != nil {
+		return err
+	}
+	if !applied {
+		if waited := w.Now().Sub(job.CreatedAt); waited > supportWriterWait {
+			return river.JobCancel(fmt.Errorf("the key's writer (sync_key) has not applied the %s after %s; the ledger holds it "+
+				"and the writer keeps trying: see the errors of its job for order key %d", job.Args.Action, waited.Round(time.Second), k.ID))
+		}
+		return river.JobSnooze(time.Second)
+	}
+	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+		now, err := postgres.GetKey(ctx, tx, k.ID)
+		if err != nil {
+			return err
+		}
+		if job.Args.Action == ActionUnbanKey && now.Status == order.KeyBlacklisted {
+			w.Logger.WarnContext(ctx, "support's ban is lifted, but the key stays banned: a payment's revocation holds it (lift that instead)",
+				"order_ref", logging.OrderRef(k.CheckoutSessionID), "order_key_id", k.ID, "user_key", logging.MaskKey(k.UserKey))
+		}
+		w.log(ctx, job, now, "status", now.Status)
+		return nil
+	})
+}
+
+// recordQueuedBefore carries out a blacklist, unban or revocation queued
+// before support's bans were ledger facts: it records the fact the request
+// would now record, with the same refusal, and completes in that commit,
+// so a retry never records it again over a later request.
+func (w *SupportKeyWorker) recordQueuedBefore(ctx context.Context, job *river.Job[SupportKeyArgs], k *order.Key) error {
+	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
+		o, err := postgres.LockOrder(ctx, tx, k.CheckoutSessionID)
+		if err != nil {
+			return err
+		}
+		if k, err = postgres.GetKey(ctx, tx, k.ID); err != nil { // as of the lock
+			return err
+		}
+		b := postgres.SupportBan{}
+		if job.Args.Action == ActionUnbanKey {
+			if o.Status == order.StatusRevoked {
+				return river.JobCancel(errUnbanRevoked)
+			}
+		} else {
+			b = supportBanOf(job.Args.Action, job.Args.Reason, w.Policy)
+		}
+		w.log(ctx, job, k, "recorded", "support ban fact")
+		return recordSupportBan(ctx, tx, river.ClientFromContext[pgx.Tx](ctx), k, b)
+	})
+}
+
+var errUnbanRevoked = order.Errorf(order.ECONFLICT, "the order is revoked by a dispute or refund; its keys stay banned while it holds")
+
+// revokeReplaced revokes the old key of a finished reissue (blacklists it
+// for good, or deletes it under REFUND_ACTION=delete) and records, with the
+// job's completion and whatever also writes, its status and support's
+// revocation as a fact of its ledger, so its writer keeps it revoked and
+// the writer is queued to record what Luarmor then has. The request is
+// sent here, not by the writer, because the reissue's end (the new key
+// emailed, the reissue done) commits with it, once the old key no longer
+// works; a repeat finds the key revoked and sends nothing.
+func (w *SupportKeyWorker) revokeReplaced(ctx context.Context, job *river.Job[SupportKeyArgs], k *order.Key, reason string, also func(pgx.Tx) error) error {
+	b := supportBanOf(ActionRevokeKey, reason, w.Policy)
+	action := order.ActionBlacklist
+	if b.Delete {
+		action = order.ActionDelete
+	}
 	status := k.Status // already done: no call
 	if k.Status != order.KeyDeleted && (action != order.ActionBlacklist || k.Status != order.KeyBlacklisted) {
 		var err error
@@ -145,46 +258,17 @@ func (w *SupportKeyWorker) ban(ctx context.Context, job *river.Job[SupportKeyArg
 			return err
 		}
 		// Support's decision: no automatic unban undoes it.
-		if err := postgres.SetSupportBan(ctx, tx, k.ID, true); err != nil {
+		if _, err := postgres.SetSupportBan(ctx, tx, k.ID, b); err != nil {
 			return err
 		}
-		if also != nil {
-			if err := also(tx); err != nil {
-				return err
-			}
+		if err := syncUnits(ctx, tx, k.ID); err != nil {
+			return err
+		}
+		if err := also(tx); err != nil {
+			return err
 		}
 		w.log(ctx, job, k, "status", status, "reason", reason)
 		return nil
-	})
-}
-
-// unban lifts a key's ban with its current unban token. A key that is not
-// blacklisted is left alone; an order a dispute or refund revoked keeps
-// its bans (lift the revocation instead).
-func (w *SupportKeyWorker) unban(ctx context.Context, job *river.Job[SupportKeyArgs], k *order.Key) error {
-	if k.Status != order.KeyBlacklisted {
-		return complete(ctx, w.Deps, job, func(pgx.Tx) error { return nil })
-	}
-	o, err := postgres.GetOrder(ctx, w.Pool, k.CheckoutSessionID)
-	if err != nil {
-		return err
-	}
-	if o.Status == order.StatusRevoked {
-		return river.JobCancel(errors.New("the order is revoked by a dispute or refund; its keys stay banned while it holds"))
-	}
-	status, err := liftBan(ctx, w.Luarmor, k)
-	if err != nil {
-		return w.refused(job, k, err)
-	}
-	return complete(ctx, w.Deps, job, func(tx pgx.Tx) error {
-		if _, err := postgres.LockOrder(ctx, tx, k.CheckoutSessionID); err != nil {
-			return err
-		}
-		w.log(ctx, job, k, "status", status)
-		if err := postgres.SetSupportBan(ctx, tx, k.ID, false); err != nil {
-			return err
-		}
-		return postgres.SetKeyStatus(ctx, tx, k.ID, status)
 	})
 }
 
@@ -283,7 +367,7 @@ func (w *SupportKeyWorker) finishReissue(ctx context.Context, job *river.Job[Sup
 	if err != nil {
 		return err
 	}
-	return w.ban(ctx, job, old, w.revokeAction(), reasonOr(job.Args.Reason, DefaultReissueReason), func(tx pgx.Tx) error {
+	return w.revokeReplaced(ctx, job, old, reasonOr(job.Args.Reason, DefaultReissueReason), func(tx pgx.Tx) error {
 		w.log(ctx, job, nk, "reissue_id", r.ID, "replaces", logging.MaskKey(old.UserKey))
 		if err := postgres.FinishReissue(ctx, tx, r.ID, "done", ""); err != nil {
 			return err

@@ -18,9 +18,10 @@ import (
 )
 
 // SyncKeyArgs brings one Luarmor key in step with its entitlement ledger.
-// It is the one writer of a key's expiry and of the bans payments call
-// for: renewals, subscription changes, revocations and their lifting,
-// purchases extending a key, all change the ledger and queue this job.
+// It is the one writer of a key's expiry and of the bans payments and
+// support call for: renewals, subscription changes, revocations and their
+// lifting, support's blacklist, unban and revoke, purchases extending a
+// key, all change the ledger and queue this job.
 type SyncKeyArgs struct {
 	LedgerKeyID int64 `json:"ledger_key_id"`
 	// Urgent: the change takes access away (a revocation, a ban) or gives
@@ -389,8 +390,9 @@ func (w *SyncKeyWorker) apply(ctx context.Context, l *postgres.Ledger, d entitle
 		// Only a ban the service made (recorded, or sent and never
 		// recorded) is lifted: one the seller set in the dashboard stays.
 		// Luarmor issues a new unban token on every blacklist; u was read
-		// just now.
-		if err := w.Luarmor.Unban(ctx, l.ProjectID, u.UnbanToken); err != nil {
+		// just now. The request names only the token: the call log is
+		// told the key.
+		if err := w.Luarmor.Unban(budget.WithCallerKey(ctx, l.UserKey), l.ProjectID, u.UnbanToken); err != nil {
 			return a, err
 		}
 	}

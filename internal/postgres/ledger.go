@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -224,6 +225,20 @@ func LedgerKeysOfUnits(ctx context.Context, db DB, unitIDs []int64) ([]int64, er
 	return pgx.CollectRows(rows, pgx.RowTo[int64])
 }
 
+// UnitLedgerApplied reports whether the writer of the key a unit holds has
+// applied every change of its ledger (true for a unit that holds no key
+// the ledger knows: nothing is left to apply).
+func UnitLedgerApplied(ctx context.Context, db DB, unitID int64) (bool, error) {
+	var applied bool
+	err := db.QueryRow(ctx, `SELECT COALESCE(bool_and(l.applied_version = l.version), true) FROM ledger_keys l
+		JOIN order_keys k ON k.project_id = l.project_id AND k.user_key = l.user_key
+		WHERE k.id = $1`, unitID).Scan(&applied)
+	if err != nil {
+		return false, fmt.Errorf("reading whether the ledger of order key %d is applied: %w", unitID, err)
+	}
+	return applied, nil
+}
+
 // EnsureLedgerKey records a Luarmor key delivered to a unit, with what its
 // create (or the sale from stock) left in Luarmor, and returns its ledger
 // ID. A key already recorded (a purchase that extended it) keeps its row.
@@ -297,7 +312,8 @@ func (i Intent) SentExpire(expire int64) bool { return slices.Contains(i.Expires
 
 // ReadLedger reads a key's grants, facts and applied state. suspension is
 // the reason shown while a unit's subscription is suspended for an unpaid
-// renewal; supportBan the reason shown while support's ban holds it.
+// renewal; supportBan the reason shown while support's ban holds it when
+// none was recorded with it.
 func ReadLedger(ctx context.Context, db DB, id int64, suspension, supportBan string) (*Ledger, error) {
 	l := Ledger{ID: id}
 	var ban string
@@ -315,15 +331,20 @@ func ReadLedger(ctx context.Context, db DB, id int64, suspension, supportBan str
 		return nil, fmt.Errorf("reading ledger key %d: %w", id, err)
 	}
 	l.Applied.Ban = entitlement.Ban(ban)
-	var supportBanned, suspended bool
+	// Support's ban of any unit holding the key bans it, with the reason
+	// of the oldest such unit; any of them revoked under delete deletes it.
+	var supportReason *string
+	var suspended bool
 	if err := db.QueryRow(ctx, `SELECT
-			EXISTS (SELECT 1 FROM order_keys k WHERE k.project_id = $1 AND k.user_key = $2 AND k.support_ban),
+			(SELECT k.support_ban_reason FROM order_keys k WHERE k.project_id = $1 AND k.user_key = $2 AND k.support_ban
+			 ORDER BY k.id LIMIT 1),
+			EXISTS (SELECT 1 FROM order_keys k WHERE k.project_id = $1 AND k.user_key = $2 AND k.support_ban AND k.support_delete),
 			EXISTS (SELECT 1 FROM order_keys k WHERE k.project_id = $1 AND k.user_key = $2 AND k.suspended AND k.recurring
-			        AND NOT k.ending)`, l.ProjectID, l.UserKey).Scan(&supportBanned, &suspended); err != nil {
+			        AND NOT k.ending)`, l.ProjectID, l.UserKey).Scan(&supportReason, &l.Facts.SupportDelete, &suspended); err != nil {
 		return nil, fmt.Errorf("reading the facts of ledger key %d: %w", id, err)
 	}
-	if supportBanned {
-		l.Facts.SupportBan = supportBan
+	if supportReason != nil {
+		l.Facts.SupportBan = cmp.Or(*supportReason, supportBan)
 	}
 	if suspended {
 		l.Facts.Suspension = suspension
@@ -602,8 +623,9 @@ func RecordApplied(ctx context.Context, tx pgx.Tx, id int64, rec AppliedRecord) 
 		UPDATE order_keys k SET auth_expire = $3, suspended_applied = ($6 AND k.suspended), updated_at = now(),
 			status = CASE
 				WHEN k.status NOT IN ('active', 'blacklisted', 'reverted', 'deleted') THEN k.status
-				-- Support's ban or revocation stands until support lifts it.
-				WHEN k.support_ban THEN k.status
+				-- Support's ban or revocation stands until support lifts it:
+				-- the unit shows what the writer applied for it.
+				WHEN k.support_ban THEN CASE WHEN $4 THEN 'deleted' WHEN $5 THEN 'blacklisted' ELSE k.status END
 				WHEN $4 THEN 'deleted'
 				-- A unit whose payment was taken back before the last one
 				-- holding the key shows its days taken back; the last one's

@@ -262,14 +262,31 @@ func SetKeyStatus(ctx context.Context, tx pgx.Tx, id int64, status order.KeyStat
 	return nil
 }
 
-// SetSupportBan records whether support's ban or revocation holds the key
-// (see order.Key.SupportBan).
-func SetSupportBan(ctx context.Context, tx pgx.Tx, id int64, held bool) error {
-	_, err := tx.Exec(ctx, `UPDATE order_keys SET support_ban = $2, updated_at = now() WHERE id = $1`, id, held)
-	if err != nil {
-		return fmt.Errorf("recording support's ban of order key %d: %w", id, err)
+// SupportBan is support's ban or revocation of a unit's key, a fact of
+// the key's ledger (entitlement.Facts): while it holds, the key's writer
+// keeps the key banned with Reason, or deleted when Delete.
+type SupportBan struct {
+	Held   bool
+	Reason string
+	// Delete: support revoked the key under REFUND_ACTION=delete.
+	Delete bool
+}
+
+// SetSupportBan records support's ban, revocation or its lifting (Held
+// false) on a unit (see order.Key.SupportBan). It reports whether that
+// changed the fact: a repeat changes nothing, so it does not make the
+// key's writer run again.
+func SetSupportBan(ctx context.Context, tx pgx.Tx, id int64, b SupportBan) (bool, error) {
+	if !b.Held {
+		b = SupportBan{}
 	}
-	return nil
+	tag, err := tx.Exec(ctx, `UPDATE order_keys SET support_ban = $2, support_ban_reason = $3, support_delete = $4, updated_at = now()
+		WHERE id = $1 AND (support_ban, support_ban_reason, support_delete) IS DISTINCT FROM ($2, $3, $4)`,
+		id, b.Held, b.Reason, b.Delete)
+	if err != nil {
+		return false, fmt.Errorf("recording support's ban of order key %d: %w", id, err)
+	}
+	return tag.RowsAffected() > 0, nil
 }
 
 // RecordRenewal stores a renewal once per invoice and returns the stored
