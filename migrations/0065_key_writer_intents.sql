@@ -18,7 +18,12 @@
 --
 -- intent_expires: the expiries sent and not yet recorded (-1: never
 -- expires); NULL when none. intent_ban: a ban was sent and not yet
--- recorded. Neither column is indexed, so the writes stay HOT updates.
+-- recorded. intent_unban: an unban was sent and not yet recorded (no
+-- decision reads it, but while it is pending the next writer reads the
+-- key from Luarmor: a ban back in the ledger with the reason last
+-- recorded would otherwise look applied). No column is indexed, so the
+-- writes stay HOT updates.
 ALTER TABLE ledger_keys
     ADD COLUMN intent_expires bigint[],
-    ADD COLUMN intent_ban boolean NOT NULL DEFAULT false;
+    ADD COLUMN intent_ban boolean NOT NULL DEFAULT false,
+    ADD COLUMN intent_unban boolean NOT NULL DEFAULT false;

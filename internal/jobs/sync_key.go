@@ -54,9 +54,10 @@ func (a SyncKeyArgs) InsertOpts() river.InsertOpts {
 //     before the lease decides what this one sends;
 //  3. reads the key from Luarmor: its first use, if any, is recorded as
 //     the key's start, and nothing is sent that it already has;
-//  4. records what it is about to send, the expiry and whether a ban
-//     (postgres.RecordIntent: one short write, only for a run that sends
-//     a value), then sends the absolute result (expiry, ban or unban,
+//  4. records what it is about to send, the expiry and whether a ban or
+//     an unban (postgres.RecordIntent: one short write, only for a run
+//     that sends a value; an unban too, since a ban back in the ledger
+//     with the reason last recorded would otherwise look applied), then sends the absolute result (expiry, ban or unban,
 //     delete), then links the Discord account the key's buyer verified,
 //     if it has not acted on that verification yet (linkDiscord);
 //  5. records what it applied for the version it read, with the job's
@@ -353,8 +354,11 @@ func (w *SyncKeyWorker) apply(ctx context.Context, l *postgres.Ledger, d entitle
 		}
 	}
 	ban := d.Ban != entitlement.NotBanned && !u.IsBanned()
-	if expire != nil || ban {
-		if err := postgres.RecordIntent(ctx, w.Pool, l.ID, owner, expire, ban); err != nil {
+	// Only a ban the service made (recorded, or sent and never recorded)
+	// is lifted: one the seller set in the dashboard stays.
+	unban := d.Ban == entitlement.NotBanned && u.IsBanned() && (l.Applied.Ban != entitlement.NotBanned || l.Intent.Ban)
+	if expire != nil || ban || unban {
+		if err := postgres.RecordIntent(ctx, w.Pool, l.ID, owner, expire, ban, unban); err != nil {
 			return a, err
 		}
 	}
@@ -386,9 +390,7 @@ func (w *SyncKeyWorker) apply(ctx context.Context, l *postgres.Ledger, d entitle
 		if d.Ban == entitlement.BanPermanent {
 			w.Metrics.KeyRevoked("blacklist")
 		}
-	case d.Ban == entitlement.NotBanned && u.IsBanned() && (l.Applied.Ban != entitlement.NotBanned || l.Intent.Ban):
-		// Only a ban the service made (recorded, or sent and never
-		// recorded) is lifted: one the seller set in the dashboard stays.
+	case unban:
 		// Luarmor issues a new unban token on every blacklist; u was read
 		// just now. The request names only the token: the call log is
 		// told the key.

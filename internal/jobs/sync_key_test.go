@@ -240,6 +240,10 @@ func (h *sendHook) Blacklist(ctx context.Context, projectID string, req luarmor.
 	return h.cut("blacklist", h.Luarmor.Blacklist(ctx, projectID, req))
 }
 
+func (h *sendHook) Unban(ctx context.Context, projectID, unbanToken string) error {
+	return h.cut("unban", h.Luarmor.Unban(ctx, projectID, unbanToken))
+}
+
 func (h *sendHook) UpdateUser(ctx context.Context, projectID string, req luarmor.UpdateUserRequest) error {
 	return h.cut("update", h.Luarmor.UpdateUser(ctx, projectID, req))
 }
@@ -286,6 +290,55 @@ func TestABanSentAndNeverRecordedIsLiftedWhenTheLedgerNoLongerBans(t *testing.T)
 	k, err := postgres.GetKey(ctx, b.pool, first.ID)
 	require.NoError(t, err)
 	require.Equal(t, order.KeyActive, k.Status)
+}
+
+// A dispute bans a shared key and the ban is applied. The dispute is won:
+// the writer records the unban it is about to send, the unban reaches
+// Luarmor and the writer dies before recording it; the dispute is reopened
+// with the same reason before the retry. The ledger bans as the applied
+// state says, so only a pending intent makes the retry read the key from
+// Luarmor rather than find nothing to do; it bans it again.
+func TestAnUnbanSentAndNeverRecordedIsUndoneWhenTheBanComesBack(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	first, _, ledgerID := sharedKey(t, b, "cs_test_sync_cut_unban")
+	r := revocation(t, b, "dispute", "dp_sync_cut_unban")
+	revokeGrants(t, b, first.ID, r, entitlement.Banned)
+	deps := b.deps
+	deps.CreateLease = time.Second // a dead writer's lease runs out
+	deps.Luarmor = &sendHook{Luarmor: b.deps.Luarmor, request: "unban", after: func() {
+		u, err := b.deps.Luarmor.GetUser(ctx, project, first.UserKey)
+		require.NoError(t, err)
+		require.False(t, u.IsBanned(), "the unban reached Luarmor")
+		l, err := postgres.ReadLedger(ctx, b.pool, ledgerID, jobs.SuspendBanReason, jobs.DefaultSupportBanReason)
+		require.NoError(t, err)
+		require.True(t, l.Intent.Unban, "the unban was recorded as about to be sent")
+		revokeGrants(t, b, first.ID, r, entitlement.Banned)
+	}}
+	client, err := jobs.NewClient(deps, jobs.Config{})
+	require.NoError(t, err)
+	w := b.start(t, client)
+	syncNow(t, client, ledgerID)
+	waitApplied(t, b, w, ledgerID)
+	u, err := b.deps.Luarmor.GetUser(ctx, project, first.UserKey)
+	require.NoError(t, err)
+	require.True(t, u.IsBanned(), "the dispute's ban is applied")
+
+	require.NoError(t, pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
+		_, err := postgres.RestoreGrants(ctx, tx, r.ID, false)
+		return err
+	}))
+	syncNow(t, client, ledgerID)
+	waitApplied(t, b, w, ledgerID)
+
+	u, err = b.deps.Luarmor.GetUser(ctx, project, first.UserKey)
+	require.NoError(t, err)
+	require.True(t, u.IsBanned(), "the ban back in the ledger is back in Luarmor")
+	l, err := postgres.ReadLedger(ctx, b.pool, ledgerID, jobs.SuspendBanReason, jobs.DefaultSupportBanReason)
+	require.NoError(t, err)
+	require.NotEqual(t, entitlement.NotBanned, l.Applied.Ban)
+	require.False(t, l.Intent.Pending(), "the record cleared the intent")
 }
 
 // A ban the seller set in the dashboard is not the service's: a key whose

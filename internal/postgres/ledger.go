@@ -300,12 +300,16 @@ type Intent struct {
 	Expires []int64
 	// Ban: a ban was sent.
 	Ban bool
+	// Unban: an unban was sent. Only Pending reads it: a ban back in the
+	// ledger with the reason last recorded looks applied, and only
+	// Luarmor can tell that the unban went through.
+	Unban bool
 }
 
 // Pending reports whether a value may have been sent and not recorded:
 // the key's writer must then read the key from Luarmor before it may
 // decide there is nothing to do.
-func (i Intent) Pending() bool { return len(i.Expires) > 0 || i.Ban }
+func (i Intent) Pending() bool { return len(i.Expires) > 0 || i.Ban || i.Unban }
 
 // SentExpire reports whether expire is an expiry a writer sent.
 func (i Intent) SentExpire(expire int64) bool { return slices.Contains(i.Expires, expire) }
@@ -319,11 +323,11 @@ func ReadLedger(ctx context.Context, db DB, id int64, suspension, supportBan str
 	var ban string
 	err := db.QueryRow(ctx, `SELECT project_id, user_key, version, applied_version, started_at, waiting_days,
 			applied_deleted, applied_lifetime, applied_waiting_days, applied_expire, applied_ban, applied_ban_reason,
-			awaiting_claim, applied_discord_verification, COALESCE(intent_expires, '{}'), intent_ban
+			awaiting_claim, applied_discord_verification, COALESCE(intent_expires, '{}'), intent_ban, intent_unban
 		FROM ledger_keys WHERE id = $1`, id).Scan(&l.ProjectID, &l.UserKey, &l.Version, &l.AppliedVersion,
 		&l.Facts.StartedAt, &l.Facts.WaitingDays, &l.Applied.Deleted, &l.Applied.Lifetime, &l.Applied.WaitingDays,
 		&l.Applied.Expire, &ban, &l.Applied.BanReason, &l.Applied.AwaitingClaim, &l.Applied.DiscordVerification,
-		&l.Intent.Expires, &l.Intent.Ban)
+		&l.Intent.Expires, &l.Intent.Ban, &l.Intent.Unban)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, order.Errorf(order.ENOTFOUND, "no ledger key %d", id)
 	}
@@ -455,18 +459,20 @@ func RenewLedgerLease(ctx context.Context, db DB, id int64, owner string, d time
 }
 
 // RecordIntent records, before owner's first request to the key, what it
-// is about to send: expire (nil when it sends none) and whether a ban. It
+// is about to send: expire (nil when it sends none), whether a ban and
+// whether an unban. It
 // adds to what earlier writers recorded and did not clear (Intent), and
 // is written only while owner holds the lease, run out or not, so long as
 // no other writer took it since (else ErrLedgerLeaseLost): a writer that
 // lost the key sends nothing. One short UPDATE, and only for a run that
 // sends a value.
-func RecordIntent(ctx context.Context, db DB, id int64, owner string, expire *int64, ban bool) error {
+func RecordIntent(ctx context.Context, db DB, id int64, owner string, expire *int64, ban, unban bool) error {
 	tag, err := db.Exec(ctx, `UPDATE ledger_keys SET
 			intent_expires = CASE WHEN $3::bigint IS NULL OR $3 = ANY(COALESCE(intent_expires, '{}')) THEN intent_expires
 			                      ELSE array_append(intent_expires, $3) END,
-			intent_ban = intent_ban OR $4
-		WHERE id = $1 AND lease_owner = $2`, id, owner, expire, ban)
+			intent_ban = intent_ban OR $4,
+			intent_unban = intent_unban OR $5
+		WHERE id = $1 AND lease_owner = $2`, id, owner, expire, ban, unban)
 	if err != nil {
 		return fmt.Errorf("recording what is about to be sent to ledger key %d: %w", id, err)
 	}
@@ -560,7 +566,7 @@ func RecordApplied(ctx context.Context, tx pgx.Tx, id int64, rec AppliedRecord) 
 	if err := tx.QueryRow(ctx, `SELECT version, applied_deleted, applied_lifetime, applied_waiting_days, applied_expire,
 			applied_ban, applied_ban_reason, awaiting_claim, applied_discord_verification,
 			lease_owner IS NOT NULL AND lease_until > now() AND lease_owner <> $2, lease_until,
-			lease_owner IS NOT DISTINCT FROM $2, intent_expires IS NOT NULL OR intent_ban
+			lease_owner IS NOT DISTINCT FROM $2, intent_expires IS NOT NULL OR intent_ban OR intent_unban
 		FROM ledger_keys WHERE id = $1 FOR UPDATE`, id, rec.Owner).Scan(&current, &now.Deleted, &now.Lifetime, &now.WaitingDays,
 		&now.Expire, &ban, &now.BanReason, &now.AwaitingClaim, &now.DiscordVerification, &leasedByOther, &leaseUntil,
 		&ownLease, &intended); err != nil {
@@ -592,7 +598,7 @@ func RecordApplied(ctx context.Context, tx pgx.Tx, id int64, rec AppliedRecord) 
 	}
 	_, err = tx.Exec(ctx, `UPDATE ledger_keys SET applied_version = $2, applied_deleted = $3, applied_lifetime = $4,
 			applied_waiting_days = $5, applied_expire = $6, applied_ban = $7, applied_ban_reason = $8, awaiting_claim = $9,
-			intent_expires = NULL, intent_ban = false,
+			intent_expires = NULL, intent_ban = false, intent_unban = false,
 			lease_owner = CASE WHEN $10 THEN lease_owner END, lease_until = CASE WHEN $10 THEN lease_until END,
 			updated_at = now()
 		WHERE id = $1`, id, version, a.Deleted, a.Lifetime, a.WaitingDays, a.Expire, a.Ban, a.BanReason, a.AwaitingClaim,

@@ -137,23 +137,23 @@ func TestRecordIntentAddsUpUnderTheWritersLeaseUntilARecord(t *testing.T) {
 	l := newLedgerKey(t, pool, "key_intent")
 	expire := func(v int64) *int64 { return &v }
 
-	require.ErrorIs(t, postgres.RecordIntent(ctx, pool, l.ID, "writer-a", expire(1900086400), false), postgres.ErrLedgerLeaseLost,
+	require.ErrorIs(t, postgres.RecordIntent(ctx, pool, l.ID, "writer-a", expire(1900086400), false, false), postgres.ErrLedgerLeaseLost,
 		"no lease, no intent: nothing is sent")
 	require.NoError(t, postgres.TakeLedgerLease(ctx, pool, l.ID, "writer-a", time.Minute))
-	require.NoError(t, postgres.RecordIntent(ctx, pool, l.ID, "writer-a", expire(1900086400), true))
+	require.NoError(t, postgres.RecordIntent(ctx, pool, l.ID, "writer-a", expire(1900086400), true, false))
 	// writer-a dies; its lease runs out; writer-b sends again, then other values.
 	_, err := pool.Exec(ctx, `UPDATE ledger_keys SET lease_until = now() - interval '1 second' WHERE id = $1`, l.ID)
 	require.NoError(t, err)
 	require.NoError(t, postgres.TakeLedgerLease(ctx, pool, l.ID, "writer-b", time.Minute))
-	require.ErrorIs(t, postgres.RecordIntent(ctx, pool, l.ID, "writer-a", expire(1), false), postgres.ErrLedgerLeaseLost,
+	require.ErrorIs(t, postgres.RecordIntent(ctx, pool, l.ID, "writer-a", expire(1), false, false), postgres.ErrLedgerLeaseLost,
 		"a writer whose lease was taken sends nothing")
-	require.NoError(t, postgres.RecordIntent(ctx, pool, l.ID, "writer-b", expire(1900086400), false))
-	require.NoError(t, postgres.RecordIntent(ctx, pool, l.ID, "writer-b", expire(1900172800), false))
-	require.NoError(t, postgres.RecordIntent(ctx, pool, l.ID, "writer-b", nil, false))
+	require.NoError(t, postgres.RecordIntent(ctx, pool, l.ID, "writer-b", expire(1900086400), false, false))
+	require.NoError(t, postgres.RecordIntent(ctx, pool, l.ID, "writer-b", expire(1900172800), false, false))
+	require.NoError(t, postgres.RecordIntent(ctx, pool, l.ID, "writer-b", nil, false, true))
 	got, err := postgres.ReadLedger(ctx, pool, l.ID, "suspended", "support")
 	require.NoError(t, err)
-	require.Equal(t, postgres.Intent{Expires: []int64{1900086400, 1900172800}, Ban: true}, got.Intent,
-		"every value sent since the last record, the earlier writer's ban too")
+	require.Equal(t, postgres.Intent{Expires: []int64{1900086400, 1900172800}, Ban: true, Unban: true}, got.Intent,
+		"every value sent since the last record, the earlier writer's ban and the later one's unban too")
 	require.True(t, got.Intent.SentExpire(1900086400))
 	require.False(t, got.Intent.SentExpire(l.Applied.Expire))
 
@@ -181,7 +181,7 @@ func TestRecordAppliedOfAWriterThatSentNothingIsStaleWhileAnIntentIsPending(t *t
 	read := l.Applied
 
 	require.NoError(t, postgres.TakeLedgerLease(ctx, pool, l.ID, "writer-a", time.Minute))
-	require.NoError(t, postgres.RecordIntent(ctx, pool, l.ID, "writer-a", nil, true))
+	require.NoError(t, postgres.RecordIntent(ctx, pool, l.ID, "writer-a", nil, true, false))
 	// writer-a dies after sending its ban; its lease runs out.
 	_, err := pool.Exec(ctx, `UPDATE ledger_keys SET lease_until = now() - interval '1 second' WHERE id = $1`, l.ID)
 	require.NoError(t, err)
@@ -208,7 +208,7 @@ func TestRecordAppliedOfAWriterWhoseLeaseWasTakenWritesNothing(t *testing.T) {
 	_, err := pool.Exec(ctx, `UPDATE ledger_keys SET lease_until = now() - interval '1 second' WHERE id = $1`, l.ID)
 	require.NoError(t, err)
 	require.NoError(t, postgres.TakeLedgerLease(ctx, pool, l.ID, "writer-b", time.Minute))
-	require.NoError(t, postgres.RecordIntent(ctx, pool, l.ID, "writer-b", nil, true))
+	require.NoError(t, postgres.RecordIntent(ctx, pool, l.ID, "writer-b", nil, true, false))
 
 	older := l.Applied
 	older.Expire += 86400
