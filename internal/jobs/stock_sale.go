@@ -72,14 +72,12 @@ func stockServes(c *catalog.Catalog, k *order.Key) bool {
 // note: it is read back from Luarmor (replaced if it was used or banned
 // before the sale), then the buyer's details and Discord ID follow.
 func takeFromStock(ctx context.Context, tx pgx.Tx, k *order.Key) (string, delivery, error) {
-	userKey, stockPrice, err := postgres.TakeStockKey(ctx, tx, k.ID)
+	d := delivery{AuthExpire: lifetimeExpiry(k)}
+	userKey, stockPrice, err := postgres.SellStockKey(ctx, tx, k.ID, d.AuthExpire)
 	if err != nil || userKey == "" {
 		return "", delivery{}, err
 	}
-	d := delivery{UserKey: userKey, AuthExpire: lifetimeExpiry(k)}
-	if err := postgres.DeliverKey(ctx, tx, k.ID, d.UserKey, d.AuthExpire, false); err != nil {
-		return "", delivery{}, err
-	}
+	d.UserKey = userKey
 	if err := insertMany(ctx, tx, StockKeyCheckArgs{OrderKeyID: k.ID}); err != nil {
 		return "", delivery{}, err
 	}

@@ -94,7 +94,7 @@ func ClaimStockKey(ctx context.Context, tx pgx.Tx, plan StockPlan, owner string,
 // The stock's one invariant across transactions: a price's stock never
 // holds more than N keys for sale, and a sale is never left unreplaced by
 // a refill that decided, during the sale, that the stock was full. A key is
-// never sold twice by the row lock its sale takes (TakeStockKey, SKIP
+// never sold twice by the row lock its sale takes (SellStockKey, SKIP
 // LOCKED), not by these locks.
 //
 // LockStock takes, until tx ends, the price's stock lock exclusively: a
@@ -208,20 +208,24 @@ func DropStockKey(ctx context.Context, db DB, id int64) error {
 	return nil
 }
 
-// TakeStockKey delivers unit id from stock inside tx, the transaction that
-// then records its delivery (DeliverKey): it sells the oldest ready key of
+// SellStockKey delivers unit id from stock inside tx, the transaction that
+// then records the rest of its delivery: it sells the oldest ready key of
 // the unit's own (project_id, key_days), skipping keys another transaction
-// is taking, so two replicas never sell one key. It takes one only for a
-// unit no create was ever sent for (create_attempts 0, which ClaimCreate
-// raises under the same row lock) and whose key follows key_days (not a
+// is taking, so two replicas never sell one key, and records it as the
+// unit's key (with authExpire, as DeliverKey would) in the same statement,
+// then settles the order. It takes one only for a unit no create was ever
+// sent for (create_attempts 0, which ClaimCreate raises under the same row
+// lock), still without a key, whose key follows key_days (not a
 // subscription's), of an order not revoked, and returns "" when there is
-// none to take. The caller
-// then delivers the unit with the key in the same commit. priceID is the
-// price whose stock the key was made for, to refill.
-func TakeStockKey(ctx context.Context, tx pgx.Tx, id int64) (userKey, priceID string, err error) {
-	if _, err := lockOrderOfKey(ctx, tx, id); err != nil {
+// none to take. priceID is the price whose stock the key was made for, to
+// refill. The order's row is locked first, as DeliverKey does.
+func SellStockKey(ctx context.Context, tx pgx.Tx, id int64, authExpire *int64) (userKey, priceID string, err error) {
+	sessionID, err := lockOrderOfKey(ctx, tx, id)
+	if err != nil {
 		return "", "", err
 	}
+	// The unit's row is locked by its CTE before the key is picked, and
+	// updated by the outer statement: the whole sale is one round trip.
 	err = tx.QueryRow(ctx, `
 		WITH unit AS (
 			SELECT id, project_id, key_days FROM order_keys
@@ -234,17 +238,23 @@ func TakeStockKey(ctx context.Context, tx pgx.Tx, id int64) (userKey, priceID st
 			WHERE s.status = 'ready'
 			ORDER BY s.id LIMIT 1
 			FOR UPDATE OF s SKIP LOCKED
+		), sold AS (
+			UPDATE stock_keys s SET status = 'sold', order_key_id = $1, sold_at = now()
+			FROM picked WHERE s.id = picked.id
+			RETURNING s.user_key, s.price_id
 		)
-		UPDATE stock_keys s SET status = 'sold', order_key_id = $1, sold_at = now()
-		FROM picked WHERE s.id = picked.id
-		RETURNING s.user_key, s.price_id`, id).Scan(&userKey, &priceID)
+		UPDATE order_keys k SET user_key = sold.user_key, auth_expire = $2, status = 'active', last_error = NULL,
+			extended_existing = false, delivered_at = now(), updated_at = now(),
+			create_lease_until = NULL, create_lease_owner = NULL
+		FROM sold WHERE k.id = $1
+		RETURNING sold.user_key, sold.price_id`, id, authExpire).Scan(&userKey, &priceID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", "", nil
 	}
 	if err != nil {
-		return "", "", fmt.Errorf("taking a stock key for order key %d: %w", id, err)
+		return "", "", fmt.Errorf("selling a stock key to order key %d: %w", id, err)
 	}
-	return userKey, priceID, nil
+	return userKey, priceID, settleOrder(ctx, tx, sessionID)
 }
 
 var sellableStockSQL = lookup("SellableStock", `SELECT count(*) FILTER (WHERE status = 'ready'), count(*) FILTER (WHERE status = 'pending')

@@ -112,7 +112,7 @@ func TestStockSaleAcrossReplicas(t *testing.T) {
 		go func() {
 			defer done.Done()
 			errs[i] = pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
-				userKey, priceID, err := postgres.TakeStockKey(ctx, tx, unit)
+				userKey, priceID, err := postgres.SellStockKey(ctx, tx, unit, nil)
 				tried.Done()
 				if err != nil {
 					return fmt.Errorf("unit %d: %w", unit, err)
@@ -129,7 +129,7 @@ func TestStockSaleAcrossReplicas(t *testing.T) {
 					return fmt.Errorf("unit %d was sold a key of price %s", unit, priceID)
 				}
 				sold[i] = userKey
-				return postgres.DeliverKey(ctx, tx, unit, userKey, nil, false)
+				return nil
 			})
 		}()
 	}
