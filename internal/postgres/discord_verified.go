@@ -175,19 +175,33 @@ func ForgetDiscordLink(ctx context.Context, db DB, id int64) error {
 	return nil
 }
 
-// attachDiscord reads the Discord account verified for o, if any, what
-// became of it on the order's keys (order.VerifiedDiscord.Status), and
-// marks the keys that carry it.
-func attachDiscord(ctx context.Context, db DB, o *order.Order) error {
+// verifiedDiscordSQL reads the Discord account verified for the order of
+// Checkout Session $1 (readVerifiedDiscord).
+const verifiedDiscordSQL = `SELECT d.discord_id, d.username, d.verification, d.verified_at
+	FROM order_discord d JOIN orders o ON o.id = d.order_id WHERE o.checkout_session_id = $1`
+
+// readVerifiedDiscord reads the account of verifiedDiscordSQL; nil when
+// the order has none.
+func readVerifiedDiscord(row pgx.Row, sessionID string) (*order.VerifiedDiscord, error) {
 	var v order.VerifiedDiscord
-	err := db.QueryRow(ctx, `SELECT discord_id, username, verification, verified_at FROM order_discord WHERE order_id = $1`,
-		o.ID).Scan(&v.ID, &v.Username, &v.Verification, &v.VerifiedAt)
+	err := row.Scan(&v.ID, &v.Username, &v.Verification, &v.VerifiedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil
+		return nil, nil
 	}
 	if err != nil {
-		return fmt.Errorf("reading the Discord account verified for order number %d: %w", o.ID, err)
+		return nil, fmt.Errorf("reading the Discord account verified for order %s: %w", sessionID, err)
 	}
+	return &v, nil
+}
+
+// attachDiscord records in o the Discord account v verified for it, if
+// any (readVerifiedDiscord), what became of it on the order's keys
+// (order.VerifiedDiscord.Status), and marks the keys that carry it.
+func attachDiscord(ctx context.Context, db DB, o *order.Order, verified *order.VerifiedDiscord) error {
+	if verified == nil {
+		return nil
+	}
+	v := *verified
 	rows, err := db.Query(ctx, `SELECT k.id, k.user_key IS NOT NULL, COALESCE(l.applied_discord_verification, 0),
 			COALESCE(l.applied_discord_id, ''), COALESCE(l.applied_discord_refused, ''), `+newerVerification+`
 		FROM order_keys k JOIN order_discord d ON d.order_id = $2

@@ -157,18 +157,24 @@ func attachHWIDResets(ctx context.Context, db DB, orders ...*order.Order) error 
 	if err != nil {
 		return fmt.Errorf("reading the HWID resets of %d keys: %w", len(keyIDs), err)
 	}
+	return readHWIDResets(rows, orders...)
+}
+
+// readHWIDResets fills the HWIDReset of each key of the orders from rows
+// of hwidResetColumns and h.order_key_id, and closes them.
+func readHWIDResets(rows pgx.Rows, orders ...*order.Order) error {
 	defer rows.Close()
 	byKey := make(map[int64]order.HWIDReset)
 	for rows.Next() {
 		var keyID int64
 		r, err := scanHWIDReset(rows, &keyID)
 		if err != nil {
-			return fmt.Errorf("reading the HWID resets of %d keys: %w", len(keyIDs), err)
+			return fmt.Errorf("reading the HWID resets of the keys: %w", err)
 		}
 		byKey[keyID] = r
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("reading the HWID resets of %d keys: %w", len(keyIDs), err)
+		return fmt.Errorf("reading the HWID resets of the keys: %w", err)
 	}
 	for _, o := range orders {
 		for i := range o.Keys {

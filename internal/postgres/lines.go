@@ -42,13 +42,20 @@ func RecordLines(ctx context.Context, tx pgx.Tx, sessionID string, lines []order
 	return nil
 }
 
-// linesOfOrdersSQL reads the lines of the orders of the Checkout Session IDs
-// $1, each order's in their order. Lines name their order by its number.
-var linesOfOrdersSQL = lookup("attachLines", `
+// The line items of orders, read by readLines: linesSQL, the condition on
+// the orders' Checkout Session IDs, then linesOrder, each order's lines in
+// their order. Lines name their order by its number.
+const (
+	linesSQL = `
 		SELECT o.checkout_session_id, l.line_item_id, l.price_id, l.product_name, l.description, l.quantity,
 		       l.unit_amount, l.amount_total, COALESCE(l.currency, '')
 		FROM orders o JOIN order_lines l ON l.order_id = o.id
-		WHERE o.checkout_session_id = ANY($1) ORDER BY l.order_id, l.position`)
+		WHERE `
+	linesOrder = ` ORDER BY l.order_id, l.position`
+)
+
+// linesOfOrdersSQL reads the lines of the orders of the Checkout Session IDs $1.
+var linesOfOrdersSQL = lookup("attachLines", linesSQL+"o.checkout_session_id = ANY($1)"+linesOrder)
 
 // attachLines fills the Lines of the orders, in one query however many
 // orders there are.
@@ -65,20 +72,26 @@ func attachLines(ctx context.Context, db DB, orders ...*order.Order) error {
 	if err != nil {
 		return fmt.Errorf("reading the line items of %d orders: %w", len(orders), err)
 	}
+	return readLines(rows, byID)
+}
+
+// readLines appends the line items of rows (linesSQL) to the Lines of their
+// orders, and closes the rows.
+func readLines(rows pgx.Rows, byID map[string]*order.Order) error {
 	defer rows.Close()
 	for rows.Next() {
 		var sessionID string
 		var l order.PaidLine
 		if err := rows.Scan(&sessionID, &l.LineItemID, &l.PriceID, &l.ProductName, &l.Description, &l.Quantity,
 			&l.UnitAmount, &l.AmountTotal, &l.Currency); err != nil {
-			return fmt.Errorf("reading the line items of %d orders: %w", len(orders), err)
+			return fmt.Errorf("reading the line items of %d orders: %w", len(byID), err)
 		}
 		if o := byID[sessionID]; o != nil {
 			o.Lines = append(o.Lines, l)
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("reading the line items of %d orders: %w", len(orders), err)
+		return fmt.Errorf("reading the line items of %d orders: %w", len(byID), err)
 	}
 	return nil
 }

@@ -19,6 +19,7 @@ type DB interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
 // UpsertOrder creates the order of a session or refreshes its details. Empty
@@ -113,6 +114,12 @@ func scanKeyWith(row pgx.Row, extra ...any) (*order.Key, error) {
 var (
 	getOrderSQL    = lookup("GetOrder", "SELECT "+orderColumns+" FROM orders WHERE checkout_session_id = $1")
 	keysOfOrderSQL = lookup("GetOrder/keys", "SELECT "+keyColumns+" FROM order_keys WHERE checkout_session_id = $1 ORDER BY id")
+	// Reads of GetOrder's batch by the order's Checkout Session ID, where
+	// the attach functions of listings read many orders at once.
+	hwidResetsOfOrderSQL = lookup("GetOrder/hwid", "SELECT "+hwidResetColumns+`, h.order_key_id FROM hwid_resets h
+		WHERE h.order_key_id = ANY(ARRAY(SELECT id FROM order_keys WHERE checkout_session_id = $1))`)
+	linesOfOrderSQL        = lookup("GetOrder/lines", linesSQL+"o.checkout_session_id = $1"+linesOrder)
+	verifiedDiscordOfOrder = lookup("GetOrder/discord", verifiedDiscordSQL)
 )
 
 // GetOrderRow returns an order's own row (status, payment, access), one
@@ -131,42 +138,92 @@ func GetOrderRow(ctx context.Context, db DB, sessionID string) (*order.Order, er
 }
 
 // GetOrder returns an order with its keys and everything a buyer or
-// support sees of it, or an order.ENOTFOUND error.
+// support sees of it, or an order.ENOTFOUND error. Its row and details are
+// read in one round trip (queueOrderDetails), and an order with a verified
+// Discord account takes one more.
 func GetOrder(ctx context.Context, db DB, sessionID string) (*order.Order, error) {
-	o, err := GetOrderRow(ctx, db, sessionID)
-	if err != nil {
-		return nil, err
+	o := &order.Order{CheckoutSessionID: sessionID}
+	found := false
+	b := &pgx.Batch{}
+	b.Queue(getOrderSQL, sessionID).QueryRow(func(row pgx.Row) error {
+		read, err := scanOrder(row)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		*o, found = *read, true
+		return nil
+	})
+	details := queueOrderDetails(b, o)
+	// A statement PostgreSQL refuses fails the batch before any result is
+	// read: the error is named here, not by the reads.
+	if err := db.SendBatch(ctx, b).Close(); err != nil {
+		return nil, fmt.Errorf("reading order %s: %w", sessionID, err)
 	}
-	if err := AddOrderDetails(ctx, db, o); err != nil {
+	if !found {
+		return nil, order.Errorf(order.ENOTFOUND, "no order for checkout session %s", sessionID)
+	}
+	if err := attachDiscord(ctx, db, o, details.verified); err != nil {
 		return nil, err
 	}
 	return o, nil
 }
 
 // AddOrderDetails reads into o, an order's row (GetOrderRow), what GetOrder
-// adds to it.
+// adds to it, in one round trip as GetOrder does.
 func AddOrderDetails(ctx context.Context, db DB, o *order.Order) error {
+	b := &pgx.Batch{}
+	details := queueOrderDetails(b, o)
+	if err := db.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("reading the details of order %s: %w", o.CheckoutSessionID, err)
+	}
+	return attachDiscord(ctx, db, o, details.verified)
+}
+
+// orderDetails is what queueOrderDetails reads besides what it fills in.
+type orderDetails struct {
+	verified *order.VerifiedDiscord // the order's verified Discord account, if any
+}
+
+// queueOrderDetails queues in b the reads of what GetOrder adds to the row
+// of o: its keys, their HWID resets, its verified Discord account, its
+// line items and the standing of the order and its keys. Every read is by
+// the order's Checkout Session ID, needing no answer from another, so all
+// go to PostgreSQL in one round trip; they fill o as b's results are read,
+// in the order queued, keys first (the later reads attach to them), after
+// any read queued before (GetOrder's of the row itself). Each read sees
+// the database as of its own start, as when they were sent one by one.
+func queueOrderDetails(b *pgx.Batch, o *order.Order) *orderDetails {
 	sessionID := o.CheckoutSessionID
-	rows, err := db.Query(ctx, keysOfOrderSQL, sessionID)
-	if err != nil {
-		return fmt.Errorf("reading keys of order %s: %w", sessionID, err)
-	}
-	if o.Keys, err = collectKeys(rows); err != nil {
-		return fmt.Errorf("reading keys of order %s: %w", sessionID, err)
-	}
-	if err := attachHWIDResets(ctx, db, o); err != nil {
+	details := &orderDetails{}
+	b.Queue(keysOfOrderSQL, sessionID).Query(func(rows pgx.Rows) error {
+		keys, err := collectKeys(rows)
+		if err != nil {
+			return fmt.Errorf("reading keys of order %s: %w", sessionID, err)
+		}
+		o.Keys = keys
+		return nil
+	})
+	b.Queue(hwidResetsOfOrderSQL, sessionID).Query(func(rows pgx.Rows) error { return readHWIDResets(rows, o) })
+	b.Queue(verifiedDiscordOfOrder, sessionID).QueryRow(func(row pgx.Row) error {
+		v, err := readVerifiedDiscord(row, sessionID)
+		details.verified = v
 		return err
-	}
-	if err := attachDiscord(ctx, db, o); err != nil {
-		return err
-	}
-	if err := attachLines(ctx, db, o); err != nil {
-		return err
-	}
-	if err := attachStanding(ctx, db, o); err != nil {
-		return err
-	}
-	return nil
+	})
+	b.Queue(linesOfOrderSQL, sessionID).Query(func(rows pgx.Rows) error {
+		return readLines(rows, map[string]*order.Order{sessionID: o})
+	})
+	b.Queue(orderStandingSQL, sessionID).QueryRow(func(row pgx.Row) error {
+		if err := readOrderStanding(row, o); !errors.Is(err, pgx.ErrNoRows) {
+			return err
+		}
+		return nil // no order: GetOrder answers ENOTFOUND
+	})
+	b.Queue(grantStandingSQL, sessionID).Query(func(rows pgx.Rows) error { return readGrantStanding(rows, o) })
+	b.Queue(keyStandingSQL, sessionID).Query(func(rows pgx.Rows) error { return readKeyStanding(rows, o) })
+	return details
 }
 
 // collectKeys reads every key of rows and closes them.

@@ -18,41 +18,40 @@ import (
 // order. Another order sharing a key is named only when it is the same
 // buyer's (same Stripe customer or email): never another buyer's.
 func attachStanding(ctx context.Context, db DB, o *order.Order) error {
-	err := db.QueryRow(ctx, `SELECT o.subscription_cancel_at_period_end OR COALESCE(o.subscription_status = 'canceled', false),
-			COALESCE((SELECT CASE WHEN v.inquiry THEN 'inquiry' ELSE v.source END FROM revocations v
-			          WHERE v.id = o.revocation_id AND o.status = 'revoked'), '')
-		FROM orders o WHERE o.checkout_session_id = $1`, o.CheckoutSessionID).
-		Scan(&o.Standing.Cancelled, &o.Standing.RevokedBy)
-	if err != nil {
-		return fmt.Errorf("reading the standing of order %s: %w", o.CheckoutSessionID, err)
+	if err := readOrderStanding(db.QueryRow(ctx, orderStandingSQL, o.CheckoutSessionID), o); err != nil {
+		return err
 	}
 	if len(o.Keys) == 0 {
 		return nil
 	}
-	byID := make(map[int64]*order.KeyStanding, len(o.Keys))
-	for i := range o.Keys {
-		byID[o.Keys[i].ID] = &o.Keys[i].Standing
+	rows, err := db.Query(ctx, grantStandingSQL, o.CheckoutSessionID)
+	if err != nil {
+		return fmt.Errorf("reading the grants of order %s: %w", o.CheckoutSessionID, err)
 	}
-	rows, err := db.Query(ctx, `SELECT g.order_key_id, g.state, g.source,
+	if err := readGrantStanding(rows, o); err != nil {
+		return err
+	}
+	rows, err = db.Query(ctx, keyStandingSQL, o.CheckoutSessionID)
+	if err != nil {
+		return fmt.Errorf("reading the reissues and shared keys of order %s: %w", o.CheckoutSessionID, err)
+	}
+	return readKeyStanding(rows, o)
+}
+
+// The three reads of attachStanding, each by the order's Checkout Session
+// ID ($1): the order's own standing, its units' grants, its delivered
+// keys' reissues, binding and sharing.
+const (
+	orderStandingSQL = `SELECT o.subscription_cancel_at_period_end OR COALESCE(o.subscription_status = 'canceled', false),
+			COALESCE((SELECT CASE WHEN v.inquiry THEN 'inquiry' ELSE v.source END FROM revocations v
+			          WHERE v.id = o.revocation_id AND o.status = 'revoked'), '')
+		FROM orders o WHERE o.checkout_session_id = $1`
+	grantStandingSQL = `SELECT g.order_key_id, g.state, g.source,
 			COALESCE(CASE WHEN v.inquiry THEN 'inquiry' ELSE v.source END, '')
 		FROM key_grants g JOIN order_keys k ON k.id = g.order_key_id
 		LEFT JOIN revocations v ON v.id = g.revocation_id
-		WHERE k.checkout_session_id = $1 ORDER BY g.id`, o.CheckoutSessionID)
-	if err != nil {
-		return fmt.Errorf("reading the grants of order %s: %w", o.CheckoutSessionID, err)
-	}
-	var unit int64
-	var g order.GrantStanding
-	_, err = pgx.ForEachRow(rows, []any{&unit, &g.State, &g.Source, &g.TakenBy}, func() error {
-		if st := byID[unit]; st != nil {
-			st.Grants = append(st.Grants, g)
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("reading the grants of order %s: %w", o.CheckoutSessionID, err)
-	}
-	rows, err = db.Query(ctx, `SELECT k.id,
+		WHERE k.checkout_session_id = $1 ORDER BY g.id`
+	keyStandingSQL = `SELECT k.id,
 			EXISTS (SELECT 1 FROM key_reissues r WHERE r.old_key_id = k.id AND r.status = 'done'),
 			EXISTS (SELECT 1 FROM key_reissues r WHERE r.new_key_id = k.id),
 			l.hwid_bound,
@@ -68,14 +67,53 @@ func attachStanding(ctx context.Context, db DB, o *order.Order) error {
 			WHERE s.project_id = k.project_id AND s.user_key = k.user_key AND s.checkout_session_id <> k.checkout_session_id
 			ORDER BY 2 DESC, s.id LIMIT 1
 		) other ON true
-		WHERE k.checkout_session_id = $1 AND k.user_key IS NOT NULL`, o.CheckoutSessionID)
-	if err != nil {
-		return fmt.Errorf("reading the reissues and shared keys of order %s: %w", o.CheckoutSessionID, err)
+		WHERE k.checkout_session_id = $1 AND k.user_key IS NOT NULL`
+)
+
+// readOrderStanding reads the order's own standing (orderStandingSQL).
+func readOrderStanding(row pgx.Row, o *order.Order) error {
+	if err := row.Scan(&o.Standing.Cancelled, &o.Standing.RevokedBy); err != nil {
+		return fmt.Errorf("reading the standing of order %s: %w", o.CheckoutSessionID, err)
 	}
+	return nil
+}
+
+// keyStandings indexes the standing of o's keys by unit.
+func keyStandings(o *order.Order) map[int64]*order.KeyStanding {
+	byID := make(map[int64]*order.KeyStanding, len(o.Keys))
+	for i := range o.Keys {
+		byID[o.Keys[i].ID] = &o.Keys[i].Standing
+	}
+	return byID
+}
+
+// readGrantStanding adds the grants of rows (grantStandingSQL) to the
+// standing of o's keys, and closes the rows.
+func readGrantStanding(rows pgx.Rows, o *order.Order) error {
+	byID := keyStandings(o)
+	var unit int64
+	var g order.GrantStanding
+	_, err := pgx.ForEachRow(rows, []any{&unit, &g.State, &g.Source, &g.TakenBy}, func() error {
+		if st := byID[unit]; st != nil {
+			st.Grants = append(st.Grants, g)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("reading the grants of order %s: %w", o.CheckoutSessionID, err)
+	}
+	return nil
+}
+
+// readKeyStanding records the reissues, binding and sharing of rows
+// (keyStandingSQL) in the standing of o's keys, and closes the rows.
+func readKeyStanding(rows pgx.Rows, o *order.Order) error {
+	byID := keyStandings(o)
+	var unit int64
 	var replaced, replacement, shared bool
 	var bound *bool
 	var sharedWith string
-	_, err = pgx.ForEachRow(rows, []any{&unit, &replaced, &replacement, &bound, &shared, &sharedWith}, func() error {
+	_, err := pgx.ForEachRow(rows, []any{&unit, &replaced, &replacement, &bound, &shared, &sharedWith}, func() error {
 		st := byID[unit]
 		if st == nil {
 			return nil
