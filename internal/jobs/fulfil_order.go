@@ -411,13 +411,18 @@ func (d Deps) sellOrQueueUnits(ctx context.Context, tx pgx.Tx, o *order.Order, s
 	}
 	// The units not sold are queued first (QueueUnits takes those already
 	// marked queued first), then the order's next ones in the sold ones'
-	// place; an order the sales completed queues none.
-	now, err := postgres.GetOrderRow(ctx, tx, o.CheckoutSessionID)
-	if err != nil {
-		return err
-	}
-	if err := queueUnits(ctx, tx, now); err != nil {
-		return err
+	// place; an order the sales completed queues none. When QueueUnits
+	// returned fewer units than it may, they were all the order's pending
+	// units: every one sold leaves none to queue, nor an order to read
+	// again (a one- or two-unit order, the common case).
+	if sold < len(ids) || len(ids) == unitsQueuedPerOrder {
+		now, err := postgres.GetOrderRow(ctx, tx, o.CheckoutSessionID)
+		if err != nil {
+			return err
+		}
+		if err := queueUnits(ctx, tx, now); err != nil {
+			return err
+		}
 	}
 	return orderDelivered(ctx, tx, d, o.CheckoutSessionID)
 }
