@@ -71,6 +71,10 @@ type burstOptions struct {
 	// statements is how many of a run's statements the report lists, most
 	// executed first (with pg_stat_statements loaded).
 	statements int
+	// cpuProfile, when set, is the prefix of the files that receive a CPU
+	// profile of each burst's measured window (the whole process: the
+	// service, the buyers and the fakes): PREFIX-burst-<run>.pprof.
+	cpuProfile string
 }
 
 // BurstReport is the burst scenario's outcome.
@@ -211,7 +215,7 @@ func burstStockedRuns(ctx context.Context, dbs *databases, tmpl string, logger *
 		if !sleepUntil(ctx, time.Now().Add(200*time.Millisecond)) {
 			return nil, ctx.Err()
 		}
-		w, err := b.wave(ctx, 1, 0)
+		w, err := b.wave(ctx, 1, 0, "")
 		if err != nil {
 			return nil, err
 		}
@@ -224,7 +228,7 @@ func burstStockedRuns(ctx context.Context, dbs *databases, tmpl string, logger *
 	}
 	progress("burst: %d stocked purchases, webhooks sent %s", o.purchases, spreadWords(o.spread))
 	burst := newBurstRunResult(burstStocked, "stocked, burst", o.purchases)
-	w, err := b.wave(ctx, o.purchases, o.spread)
+	w, err := b.wave(ctx, o.purchases, o.spread, o.profileOf(burstStocked))
 	if err != nil {
 		return nil, err
 	}
@@ -258,13 +262,21 @@ func burstMadeToOrderRun(ctx context.Context, dbs *databases, tmpl string, logge
 	}
 	progress("burst: %d purchases made to order, Luarmor answering in %s, webhooks sent %s", o.purchases, o.latency, spreadWords(o.spread))
 	r := newBurstRunResult(burstMadeToOrder, "made to order, burst", 0)
-	w, err := b.wave(ctx, o.purchases, o.spread)
+	w, err := b.wave(ctx, o.purchases, o.spread, o.profileOf(burstMadeToOrder))
 	if err != nil {
 		return run, err
 	}
 	r.add(w)
 	r.finish(ctx, b, false, true)
 	return *r, nil
+}
+
+// profileOf is the file of run's CPU profile, "" when none is asked for.
+func (o burstOptions) profileOf(run string) string {
+	if o.cpuProfile == "" {
+		return ""
+	}
+	return o.cpuProfile + "-burst-" + run + ".pprof"
 }
 
 func spreadWords(spread time.Duration) string {
@@ -338,8 +350,8 @@ type waveResult struct {
 // reached the service (and the look-ups it allowed have recorded their
 // orders, unpaid) the paid sessions' webhooks are sent evenly over spread.
 // The measured window runs from the first webhook sent to the last key
-// seen.
-func (b *burstBuyers) wave(ctx context.Context, n int, spread time.Duration) (*waveResult, error) {
+// seen; with a profile file, a CPU profile of the process covers it.
+func (b *burstBuyers) wave(ctx context.Context, n int, spread time.Duration, profile string) (*waveResult, error) {
 	w := &waveResult{buys: make([]buyerResult, n)}
 	purchases := make([]purchase, n)
 	ids := make([]string, n)
@@ -398,6 +410,10 @@ func (b *burstBuyers) wave(ctx context.Context, n int, spread time.Duration) (*w
 	if b.postmaster != 0 {
 		pgA, pgOK = postgresCPU(b.postmaster)
 	}
+	stopProfile, err := startCPUProfile(profile)
+	if err != nil {
+		return nil, err
+	}
 	var hooks sync.WaitGroup
 	w.first = time.Now()
 	for i := range n {
@@ -421,6 +437,9 @@ func (b *burstBuyers) wave(ctx context.Context, n int, spread time.Duration) (*w
 	hooks.Wait()
 	buyers.Wait()
 	cpuB := sampleCPU()
+	if err := stopProfile(); err != nil {
+		return nil, err
+	}
 	if pgOK {
 		var pgB time.Duration
 		if pgB, pgOK = postgresCPU(b.postmaster); pgOK {

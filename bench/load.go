@@ -150,25 +150,16 @@ func runLoad(ctx context.Context, client *http.Client, url string, maker *eventM
 		if !sleepUntil(ctx, t0) {
 			return
 		}
-		var prof *os.File
-		if o.cpuProfile != "" {
-			if prof, profErr = os.Create(o.cpuProfile); profErr == nil {
-				if profErr = pprof.StartCPUProfile(prof); profErr != nil {
-					_ = prof.Close() // profErr already says why the profile is missing
-					prof = nil
-				}
-			}
+		stopProfile, err := startCPUProfile(o.cpuProfile)
+		if err != nil {
+			profErr = err
+			return
 		}
 		a := sampleCPU()
 		if sleepUntil(ctx, t1) {
 			cpu = cpuBetween(a, sampleCPU())
 		}
-		if prof != nil {
-			pprof.StopCPUProfile()
-			if err := prof.Close(); err != nil && profErr == nil {
-				profErr = err
-			}
-		}
+		profErr = stopProfile()
 	}()
 	wg.Wait()
 	<-measureDone
@@ -177,7 +168,7 @@ func runLoad(ctx context.Context, client *http.Client, url string, maker *eventM
 		return nil, err
 	}
 	if profErr != nil {
-		return nil, fmt.Errorf("writing the CPU profile %s: %w", o.cpuProfile, profErr)
+		return nil, profErr
 	}
 
 	r := &loadResult{window: o.duration, cpu: cpu, perSecond: make([]int, int(o.duration/time.Second))}
@@ -216,4 +207,27 @@ func percentile(d []time.Duration, p float64) time.Duration {
 	}
 	rank := int(math.Ceil(float64(len(d))*p/100)) - 1
 	return d[min(max(rank, 0), len(d)-1)]
+}
+
+// startCPUProfile starts a CPU profile of the process into file, and
+// returns what stops it and closes the file; with file "", it does nothing.
+func startCPUProfile(file string) (stop func() error, err error) {
+	if file == "" {
+		return func() error { return nil }, nil
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return nil, fmt.Errorf("creating the CPU profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close() // the error returned says why the profile is missing
+		return nil, fmt.Errorf("starting the CPU profile %s: %w", file, err)
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("writing the CPU profile %s: %w", file, err)
+		}
+		return nil
+	}, nil
 }

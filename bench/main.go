@@ -25,6 +25,7 @@
 //	make bench BENCH_FLAGS='-duration 20s -concurrency 32'
 //	make bench BENCH_FLAGS='-json'
 //	make bench BENCH_FLAGS='-cpuprofile /tmp/bench' && go tool pprof -top /tmp/bench-service_unpaid.pprof
+//	make bench-burst BENCH_FLAGS='-cpuprofile /tmp/bench' && go tool pprof -top /tmp/bench-burst-burst_stocked.pprof
 package main
 
 import (
@@ -88,7 +89,7 @@ func main() {
 	flag.DurationVar(&o.luarmor, "luarmor-latency", 50*time.Millisecond, "Luarmor sandbox answer time in the webhook-to-key phase and the fairness, stock and burst scenarios")
 	flag.DurationVar(&o.poll, "poll", 2*time.Millisecond, "order API polling interval in the webhook-to-key phase")
 	flag.BoolVar(&o.jsonOut, "json", false, "print the report as JSON instead of Markdown")
-	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of each intake phase's timed window to `PREFIX`-<phase>.pprof")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of each intake phase's timed window to `PREFIX`-<phase>.pprof, and of each burst's to PREFIX-burst-<run>.pprof")
 	flag.StringVar(&o.scenario, "scenario", "intake", "what to measure: intake (intake and webhook-to-key), budget (the fleet-wide Luarmor budget), fairness (small orders behind a big one), stock (a sales spike with a key stock and without), burst (a product drop, stocked and made to order, fsync on), scale (years of orders) or all")
 	flag.StringVar(&o.budgetKeys, "budget-keys", "150,600", "comma-separated backlog sizes to drain in the budget scenario")
 	flag.StringVar(&o.budgetRate, "budget-rate", "30/3s", "the budget in the budget scenario, COUNT/DURATION, enforced by the sandbox too")
@@ -138,6 +139,7 @@ func main() {
 		os.Exit(2)
 	}
 	o.burst.latency = o.luarmor
+	o.burst.cpuProfile = o.cpuProfile
 
 	if o.scaleOrders < scaleCompareOrders || o.scaleN < 1 || o.scaleRuns < 1 || o.scaleBudget <= 0 {
 		fmt.Fprintf(os.Stderr, "bench: -orders must be at least %d, -scale-samples, -scale-runs and -scale-row-budget positive\n", scaleCompareOrders)
