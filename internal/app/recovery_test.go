@@ -358,6 +358,9 @@ func TestCancelledKeyWriteIsResumed(t *testing.T) {
 	ctx := context.Background()
 	s, o := b.buy(t, stripefake.Item{PriceID: priceMonth, Quantity: 1})
 	key := o.Keys[0].UserKey
+	// The delivery's own writer (renew queue) must be done: run after the
+	// refund, it would apply the refund itself.
+	b.waitIdle(t)
 
 	err := b.Main.River.QueuePause(ctx, jobs.QueueLuarmorRevoke, nil)
 	require.NoError(t, err)
