@@ -382,6 +382,94 @@ func TestExpiryCheckDropsTheExpiriesThatPassed(t *testing.T) {
 	}
 }
 
+// A queued row of a key since deleted (the queue has no foreign key) is
+// dropped when it comes due and counted as checked, like any row taken:
+// a batch full of them is a full batch, so the run goes on to the keys
+// queued behind them instead of taking it for the end of the queue.
+func TestExpiryCheckCountsTheRowsOfKeysSinceDeleted(t *testing.T) {
+	t.Parallel()
+	pool := postgrestest.NewPool(t)
+	ctx := context.Background()
+	session, keyID := expiringOrder(t, pool, "behind_deleted")
+	_, err := pool.Exec(ctx, `UPDATE orders SET subscription_status = 'canceled' WHERE checkout_session_id = $1`, session)
+	require.NoError(t, err)
+	// Two rows of keys gone, due before the key's own two (its delivery
+	// and its subscription's end).
+	_, err = pool.Exec(ctx, `INSERT INTO expiry_checks_due (order_key_id, check_kind, auth_expire)
+		SELECT $1 + n, 'mail', extract(epoch FROM now() + interval '1 hour')::bigint FROM generate_series(1000, 1001) n`, keyID)
+	require.NoError(t, err)
+
+	batch := func() (int, []int64) {
+		var checked int
+		var owed []int64
+		tx(t, pool, func(tx pgx.Tx) error {
+			n, keys, err := postgres.ExpiringKeys(ctx, tx, time.Now(), expiryCheckDays, 2)
+			checked = n
+			for _, k := range keys {
+				owed = append(owed, k.OrderKeyID)
+			}
+			return err
+		})
+		return checked, owed
+	}
+	checked, owed := batch()
+	require.Equal(t, 2, checked, "the rows of the keys gone fill the batch")
+	require.Empty(t, owed)
+	checked, owed = batch()
+	require.Equal(t, 2, checked, "the next batch takes the key's rows")
+	require.Equal(t, []int64{keyID}, owed)
+	checked, owed = batch()
+	require.Zero(t, checked)
+	require.Empty(t, owed)
+}
+
+// Two runs at once take each other's rows never, and neither waits for
+// the other: the second skips the rows the first holds and takes the rest.
+func TestExpiryCheckRunsAtOnceSkipEachOthersRows(t *testing.T) {
+	t.Parallel()
+	pool := postgrestest.NewPool(t)
+	ctx := context.Background()
+	var keys []int64
+	for i, name := range []string{"at_once_first", "at_once_second"} {
+		session, keyID := expiringOrder(t, pool, name)
+		_, err := pool.Exec(ctx, `UPDATE orders SET subscription_status = 'canceled' WHERE checkout_session_id = $1`, session)
+		require.NoError(t, err)
+		// One row per key, the first key's due first.
+		_, err = pool.Exec(ctx, `DELETE FROM expiry_checks_due WHERE order_key_id = $1`, keyID)
+		require.NoError(t, err)
+		_, err = pool.Exec(ctx, `INSERT INTO expiry_checks_due (order_key_id, check_kind, auth_expire)
+			SELECT $1, 'mail', auth_expire - $2 FROM order_keys WHERE id = $1`, keyID, 3600*(2-i))
+		require.NoError(t, err)
+		keys = append(keys, keyID)
+	}
+
+	first, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	defer first.Rollback(ctx) //nolint:errcheck // no-op after Commit
+	checked, owed, err := postgres.ExpiringKeys(ctx, first, time.Now(), expiryCheckDays, 1)
+	require.NoError(t, err)
+	require.Equal(t, 1, checked)
+	require.Len(t, owed, 1)
+	require.Equal(t, keys[0], owed[0].OrderKeyID)
+
+	waitless, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	second, err := pool.Begin(waitless)
+	require.NoError(t, err)
+	defer second.Rollback(ctx) //nolint:errcheck // no-op after Commit
+	checked, owed, err = postgres.ExpiringKeys(waitless, second, time.Now(), expiryCheckDays, 500)
+	require.NoError(t, err, "the second run does not wait for the first")
+	require.Equal(t, 1, checked, "the second run skips the row the first holds")
+	require.Len(t, owed, 1)
+	require.Equal(t, keys[1], owed[0].OrderKeyID)
+	require.NoError(t, second.Commit(ctx))
+	require.NoError(t, first.Commit(ctx))
+
+	checked, noticed := checkExpiring(t, pool)
+	require.Zero(t, checked, "each row was taken once")
+	require.Empty(t, noticed)
+}
+
 // A change to a key made while a run holds the key's row in the queue
 // (its transaction still open) does not wait for the run: it queues the
 // key again, and the next run checks the key as the change left it.

@@ -119,68 +119,67 @@ const (
 	eventExpiryCheck expiryCheck = "event"
 )
 
-// claimExpiryChecksQuery takes, for check, the queue's rows of at most $3
+// expiringKeysQuery takes, for check, the queue's rows of at most $3
 // keys' expiries after $1 and at most at $2 (unix seconds), soonest first,
 // and drops at most $3 rows whose expiry is $1 or before (no notice is
-// owed for an expiry gone). It returns how many rows it dropped, how many
-// it took, and the Luarmor keys (project and key, pairwise) of those still
-// delivered. Writers only append rows (migration 0063): a change committed
-// after a row was taken has a row of its own, which a later run takes, and
-// the key is read again as the change left it. Another run's rows are
-// skipped (SKIP LOCKED). order_keys is only read.
-func claimExpiryChecksQuery(check expiryCheck) string {
+// owed for an expiry gone). Of the Luarmor keys of the rows it took, it
+// lists, soonest first, the units that stop working in that window, will
+// not renew and still owe what owed says of each unit k of order o, the
+// newest unit of each Luarmor key; each row also carries how many queue
+// rows it dropped and took (a single row, with no unit, when none owes).
+//
+// Taking and listing are one statement, so one snapshot: the units are
+// read as they were when the rows were taken. Writers only append rows
+// (migration 0063): a change committed after the statement began has a row
+// of its own, which this statement cannot see and so leaves for a later
+// run, and that run reads the unit as the change left it. Another run's
+// rows are skipped (SKIP LOCKED). A row is deleted by where the locking
+// scan found it (ctid): it is locked by then and rows are never updated,
+// so it cannot have moved, and the delete reads no index. order_keys is
+// only read.
+func expiringKeysQuery(check expiryCheck, owed string) string {
 	return `
 		WITH passed AS (
-			DELETE FROM expiry_checks_due WHERE id = ANY(ARRAY(
-				SELECT id FROM expiry_checks_due
+			DELETE FROM expiry_checks_due WHERE ctid = ANY(ARRAY(
+				SELECT ctid FROM expiry_checks_due
 				WHERE check_kind = '` + string(check) + `' AND auth_expire <= $1
 				ORDER BY auth_expire, id LIMIT $3
 				FOR UPDATE SKIP LOCKED))
 			RETURNING order_key_id
 		), due AS (
-			DELETE FROM expiry_checks_due WHERE id = ANY(ARRAY(
-				SELECT id FROM expiry_checks_due
+			DELETE FROM expiry_checks_due WHERE ctid = ANY(ARRAY(
+				SELECT ctid FROM expiry_checks_due
 				WHERE check_kind = '` + string(check) + `' AND auth_expire > $1 AND auth_expire <= $2
 				ORDER BY auth_expire, id LIMIT $3
 				FOR UPDATE SKIP LOCKED))
 			RETURNING order_key_id
-		)
-		SELECT (SELECT count(*) FROM passed), count(*),
-		       COALESCE(array_agg(k.project_id ORDER BY k.id) FILTER (WHERE k.user_key IS NOT NULL), '{}'),
-		       COALESCE(array_agg(k.user_key ORDER BY k.id) FILTER (WHERE k.user_key IS NOT NULL), '{}')
-		FROM due JOIN order_keys k ON k.id = due.order_key_id`
-}
-
-// expiringKeysQuery lists, soonest first, the keys of the Luarmor keys
-// ($3 projects, $4 keys, pairwise) that stop working after $1 and at most
-// at $2 (unix seconds), will not renew and still owe what owed says of
-// each key k of order o.
-func expiringKeysQuery(owed string) string {
-	return `
-		SELECT id, checkout_session_id, auth_expire FROM (
+		), soon AS (
 			SELECT DISTINCT ON (k.project_id, k.user_key) k.id, k.checkout_session_id, k.auth_expire
-			FROM unnest($3::text[], $4::text[]) c (project_id, user_key)
-			JOIN order_keys k ON k.project_id = c.project_id AND k.user_key = c.user_key
+			FROM order_keys k
 			JOIN orders o ON o.checkout_session_id = k.checkout_session_id
-			WHERE k.status = 'active' AND k.auth_expire > 0
+			WHERE (k.project_id, k.user_key) IN (
+			        SELECT t.project_id, t.user_key FROM due JOIN order_keys t ON t.id = due.order_key_id)
+			  AND k.status = 'active' AND k.auth_expire > 0
 			  AND k.auth_expire > $1 AND k.auth_expire <= $2
 			  AND o.status = 'fulfilled'
 			  AND (NOT k.recurring OR k.ending OR o.subscription_status = 'canceled' OR o.subscription_cancel_at_period_end)
 			  AND ` + owed + `
 			ORDER BY k.project_id, k.user_key, k.id DESC
-		) soon ORDER BY auth_expire, id`
+		)
+		SELECT checked.n, soon.id, soon.checkout_session_id, soon.auth_expire
+		FROM (SELECT (SELECT count(*) FROM passed) + (SELECT count(*) FROM due) AS n) checked
+		LEFT JOIN soon ON true
+		ORDER BY soon.auth_expire, soon.id`
 }
 
 var (
-	claimMailExpiryChecksSQL  = lookup("ClaimExpiryChecks/mail", claimExpiryChecksQuery(mailExpiryCheck))
-	claimEventExpiryChecksSQL = lookup("ClaimExpiryChecks/event", claimExpiryChecksQuery(eventExpiryCheck))
-	expiringKeysSQL           = lookup("ExpiringKeys", expiringKeysQuery(`o.customer_email <> ''
+	expiringKeysSQL = lookup("ExpiringKeys", expiringKeysQuery(mailExpiryCheck, `o.customer_email <> ''
 		AND NOT EXISTS (SELECT 1 FROM lifecycle_emails e JOIN order_keys s ON s.id = e.order_key_id
 		                WHERE s.project_id = k.project_id AND s.user_key = k.user_key AND e.kind = 'expiring'
 		                  AND e.event = 'key:' || s.id || ':expiry:' || k.auth_expire)`))
 	// The subjects are built first, so outbound_events_type_subject_key is
 	// read for exactly those, never every key.expiring event ever sent.
-	keysExpiringUnannouncedSQL = lookup("KeysExpiringUnannounced", expiringKeysQuery(`NOT EXISTS (
+	keysExpiringUnannouncedSQL = lookup("KeysExpiringUnannounced", expiringKeysQuery(eventExpiryCheck, `NOT EXISTS (
 		SELECT 1 FROM outbound_events e
 		WHERE e.type = 'key.expiring' AND e.subject = ANY(ARRAY(
 			SELECT 'key:' || s.id || ':expiry:' || k.auth_expire FROM order_keys s
@@ -204,7 +203,7 @@ var (
 // rows whose expiry is now or before, counted as checked; with within 0 it
 // only does that. checked < limit: no row is left to take.
 func ExpiringKeys(ctx context.Context, tx pgx.Tx, now time.Time, within time.Duration, limit int) (checked int, owed []ExpiringKey, err error) {
-	return expiringKeys(ctx, tx, claimMailExpiryChecksSQL, expiringKeysSQL, now, within, limit)
+	return expiringKeys(ctx, tx, expiringKeysSQL, now, within, limit)
 }
 
 // KeysExpiringUnannounced checks the keys as ExpiringKeys does, from the
@@ -215,35 +214,34 @@ func ExpiringKeys(ctx context.Context, tx pgx.Tx, now time.Time, within time.Dur
 // ExpiryNoticeEvent of the unit it was recorded for, found through
 // outbound_events' (type, subject).
 func KeysExpiringUnannounced(ctx context.Context, tx pgx.Tx, now time.Time, within time.Duration, limit int) (checked int, owed []ExpiringKey, err error) {
-	return expiringKeys(ctx, tx, claimEventExpiryChecksSQL, keysExpiringUnannouncedSQL, now, within, limit)
+	return expiringKeys(ctx, tx, keysExpiringUnannouncedSQL, now, within, limit)
 }
 
-// expiringKeys takes up to limit keys off the queue with claim, then
-// lists those of their Luarmor keys that owe a notice with list. The list
-// is a statement of its own, after the claim: it sees every change
-// committed before the claim took its rows.
-func expiringKeys(ctx context.Context, tx pgx.Tx, claim, list string, now time.Time, within time.Duration, limit int) (int, []ExpiringKey, error) {
-	from, to := now.Unix(), now.Add(within).Unix()
-	var passed, taken int
-	var projects, userKeys []string
-	if err := tx.QueryRow(ctx, claim, from, to, limit).Scan(&passed, &taken, &projects, &userKeys); err != nil {
+// expiringKeys takes up to limit keys off the queue and lists those of
+// their Luarmor keys that owe a notice, with query (expiringKeysQuery): a
+// single round trip.
+func expiringKeys(ctx context.Context, tx pgx.Tx, query string, now time.Time, within time.Duration, limit int) (int, []ExpiringKey, error) {
+	rows, err := tx.Query(ctx, query, now.Unix(), now.Add(within).Unix(), limit)
+	if err != nil {
 		return 0, nil, fmt.Errorf("checking keys that expire soon: %w", err)
 	}
-	if len(userKeys) == 0 {
-		return passed + taken, nil, nil
+	defer rows.Close()
+	checked := 0
+	var keys []ExpiringKey
+	for rows.Next() {
+		var id, expire *int64
+		var session *string
+		if err := rows.Scan(&checked, &id, &session, &expire); err != nil {
+			return 0, nil, fmt.Errorf("checking keys that expire soon: %w", err)
+		}
+		if id != nil {
+			keys = append(keys, ExpiringKey{OrderKeyID: *id, SessionID: *session, Expire: *expire})
+		}
 	}
-	rows, err := tx.Query(ctx, list, from, to, projects, userKeys)
-	if err != nil {
-		return 0, nil, fmt.Errorf("listing keys that expire soon: %w", err)
+	if err := rows.Err(); err != nil {
+		return 0, nil, fmt.Errorf("checking keys that expire soon: %w", err)
 	}
-	keys, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (ExpiringKey, error) {
-		var k ExpiringKey
-		return k, r.Scan(&k.OrderKeyID, &k.SessionID, &k.Expire)
-	})
-	if err != nil {
-		return 0, nil, fmt.Errorf("listing keys that expire soon: %w", err)
-	}
-	return passed + taken, keys, nil
+	return checked, keys, nil
 }
 
 // ExpiryNoticeEvent is the event of the expiry notice of unit keyID for

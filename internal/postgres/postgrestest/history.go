@@ -36,11 +36,6 @@ type History struct {
 	InvoiceID      string // a paid invoice of that subscription
 	RevocationID   int64  // a revocation (a dispute or a refund)
 	ChargeID       string // the charge it took back
-
-	// The Luarmor keys (project and key, pairwise) of a batch of 500
-	// delivered keys expiring within the next three days, soonest first:
-	// what an expiry check claims in one batch.
-	ExpiringProjects, ExpiringUserKeys []string
 }
 
 // SeedHistory fills a migrated database with the history of a busy shop
@@ -105,22 +100,6 @@ func readHistory(ctx context.Context, conn *pgx.Conn, orders int) (*History, err
 		Scan(&h.RevocationID, &h.ChargeID)
 	if err != nil {
 		return nil, fmt.Errorf("reading the seeded history's revocation: %w", err)
-	}
-	rows, err := conn.Query(ctx, `SELECT project_id, user_key FROM order_keys
-		WHERE status = 'active' AND auth_expire > 0 AND user_key IS NOT NULL
-		  AND auth_expire > extract(epoch FROM now()) AND auth_expire <= extract(epoch FROM now() + interval '3 days')
-		ORDER BY auth_expire, id LIMIT 500`)
-	if err != nil {
-		return nil, fmt.Errorf("reading the seeded history's expiring keys: %w", err)
-	}
-	var project, userKey string
-	_, err = pgx.ForEachRow(rows, []any{&project, &userKey}, func() error {
-		h.ExpiringProjects = append(h.ExpiringProjects, project)
-		h.ExpiringUserKeys = append(h.ExpiringUserKeys, userKey)
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("reading the seeded history's expiring keys: %w", err)
 	}
 	return h, nil
 }
