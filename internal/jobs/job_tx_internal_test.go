@@ -44,6 +44,16 @@ func jobTxSetup(t *testing.T) (context.Context, *pgxpool.Pool, *jobInsertCounter
 	return rivertest.WorkContext(context.Background(), client), pool, counter
 }
 
+// beginTestJobTx begins a job's transaction, rolled back at the test's
+// end unless committed.
+func beginTestJobTx(ctx context.Context, t *testing.T, pool *pgxpool.Pool) *jobTx {
+	t.Helper()
+	tx, err := beginJobTx(ctx, pool)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = tx.Rollback(context.Background()) }) // no-op after Commit
+	return tx
+}
+
 func jobsOfKind(t *testing.T, pool *pgxpool.Pool, kind string) int {
 	t.Helper()
 	var n int
@@ -57,9 +67,7 @@ func jobsOfKind(t *testing.T, pool *pgxpool.Pool, kind string) int {
 func TestJobTxInsertsAStepsJobsTogetherAtItsCommit(t *testing.T) {
 	t.Parallel()
 	ctx, pool, counter := jobTxSetup(t)
-	tx, err := beginJobTx(ctx, pool)
-	require.NoError(t, err)
-	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit
+	tx := beginTestJobTx(ctx, t, pool)
 
 	require.NoError(t, insertMany(ctx, tx, StockKeyCheckArgs{OrderKeyID: 1}, SyncKeyArgs{LedgerKeyID: 7}))
 	require.NoError(t, insertMany(ctx, tx, RefillStockArgs{PriceID: "price_a"}))
@@ -71,9 +79,7 @@ func TestJobTxInsertsAStepsJobsTogetherAtItsCommit(t *testing.T) {
 	require.Equal(t, 1, jobsOfKind(t, pool, RefillStockArgs{}.Kind()))
 
 	counter.inserts.Store(0)
-	tx, err = beginJobTx(ctx, pool)
-	require.NoError(t, err)
-	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit
+	tx = beginTestJobTx(ctx, t, pool)
 	// The same writer twice (River refuses one statement meeting one
 	// unique key twice), and two checks of two units.
 	require.NoError(t, insertMany(ctx, tx, SyncKeyArgs{LedgerKeyID: 8}, StockKeyCheckArgs{OrderKeyID: 2}))
@@ -90,9 +96,7 @@ func TestJobTxInsertsAStepsJobsTogetherAtItsCommit(t *testing.T) {
 func TestJobTxKeepsASavepointsJobsWithItsWrites(t *testing.T) {
 	t.Parallel()
 	ctx, pool, counter := jobTxSetup(t)
-	tx, err := beginJobTx(ctx, pool)
-	require.NoError(t, err)
-	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit
+	tx := beginTestJobTx(ctx, t, pool)
 
 	skipped, err := tx.Begin(ctx)
 	require.NoError(t, err)
@@ -117,8 +121,7 @@ func TestJobTxKeepsASavepointsJobsWithItsWrites(t *testing.T) {
 	require.Equal(t, []int64{2}, checked, "the rolled-back savepoint's check is not queued")
 	require.Equal(t, 1, jobsOfKind(t, pool, SyncKeyArgs{}.Kind()))
 
-	rolledBack, err := beginJobTx(ctx, pool)
-	require.NoError(t, err)
+	rolledBack := beginTestJobTx(ctx, t, pool)
 	require.NoError(t, insertMany(ctx, rolledBack, StockKeyCheckArgs{OrderKeyID: 9}))
 	require.NoError(t, rolledBack.Rollback(ctx))
 	require.Equal(t, 1, jobsOfKind(t, pool, StockKeyCheckArgs{}.Kind()))
