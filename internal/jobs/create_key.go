@@ -304,7 +304,7 @@ type delivery struct {
 // already calls for is queued in the same commit: a revocation that came
 // first, a renewal paid before the key existed, and the order's next unit.
 func (w *CreateKeyWorker) deliver(ctx context.Context, job *river.Job[CreateKeyArgs], k *order.Key, d delivery, log *slog.Logger) error {
-	tx, err := w.Pool.Begin(ctx)
+	tx, err := beginJobTx(ctx, w.Pool)
 	if err != nil {
 		return err
 	}

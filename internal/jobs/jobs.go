@@ -318,21 +318,22 @@ const fetchCooldown = 2 * time.Millisecond
 // deletion's and the stock reconciliation's 30 minutes).
 const RescueStuckJobsAfter = 35 * time.Minute
 
-// insertMany inserts jobs inside tx with the River client of the running job.
+// insertMany inserts jobs inside tx with the River client of the running
+// job, or, in a job's own transaction (complete's jobTx), queues them to
+// be inserted together when it commits.
 func insertMany(ctx context.Context, tx pgx.Tx, args ...river.JobArgs) error {
 	if len(args) == 0 {
+		return nil
+	}
+	if jtx, ok := tx.(*jobTx); ok {
+		jtx.queue(args...)
 		return nil
 	}
 	params := make([]river.InsertManyParams, len(args))
 	for i, a := range args {
 		params[i] = river.InsertManyParams{Args: a}
 	}
-	client, err := river.ClientFromContextSafely[pgx.Tx](ctx)
-	if err != nil {
-		return err
-	}
-	_, err = client.InsertManyTx(ctx, tx, params)
-	return err
+	return insertNow(ctx, tx, params)
 }
 
 // luarmorRetry decides what a failed Luarmor call means for a job that can

@@ -11,9 +11,10 @@ import (
 	"fulfiller/internal/stripeapi"
 )
 
-// complete commits fn's writes and the job's completion together.
+// complete commits fn's writes, the jobs they queued (jobTx: inserted
+// together at the commit) and the job's completion together.
 func complete[T river.JobArgs](ctx context.Context, deps Deps, job *river.Job[T], fn func(tx pgx.Tx) error) error {
-	tx, err := deps.Pool.Begin(ctx)
+	tx, err := beginJobTx(ctx, deps.Pool)
 	if err != nil {
 		return err
 	}
@@ -21,7 +22,7 @@ func complete[T river.JobArgs](ctx context.Context, deps Deps, job *river.Job[T]
 	if err := fn(tx); err != nil {
 		return err
 	}
-	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
+	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx.Tx, job); err != nil {
 		return err
 	}
 	return tx.Commit(ctx)

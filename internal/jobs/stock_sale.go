@@ -37,7 +37,7 @@ func (w *CreateKeyWorker) sellFromStock(ctx context.Context, job *river.Job[Crea
 	if !stockServes(w.Catalog, k) {
 		return false, nil
 	}
-	tx, err := w.Pool.Begin(ctx)
+	tx, err := beginJobTx(ctx, w.Pool)
 	if err != nil {
 		return false, err
 	}
