@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -19,13 +20,14 @@ import (
 // A savepoint (Begin) queues into a jobTx of its own: its jobs join the
 // transaction's when it is released and are dropped when it is rolled
 // back, with the writes they followed. Nothing in a step reads back the
-// jobs it queued; a job of a unique kind queued twice is inserted in two
-// statements (insertQueued), as River refuses one statement that meets
-// the same unique key twice.
+// jobs it queued. River refuses one statement that meets the same unique
+// key twice, so the jobs of one insertMany call stay in one statement (as
+// they were always inserted together) and calls share a statement only
+// when no kind is in two of them (insertQueued).
 type jobTx struct {
 	pgx.Tx
-	parent *jobTx // the transaction a savepoint's jobs join; nil for the transaction
-	queued []river.InsertManyParams
+	parent *jobTx                     // the transaction a savepoint's jobs join; nil for the transaction
+	queued [][]river.InsertManyParams // by insertMany call
 }
 
 // beginJobTx begins a job's own transaction.
@@ -38,9 +40,11 @@ func beginJobTx(ctx context.Context, pool *pgxpool.Pool) (*jobTx, error) {
 }
 
 func (t *jobTx) queue(args ...river.JobArgs) {
-	for _, a := range args {
-		t.queued = append(t.queued, river.InsertManyParams{Args: a})
+	call := make([]river.InsertManyParams, len(args))
+	for i, a := range args {
+		call[i] = river.InsertManyParams{Args: a}
 	}
+	t.queued = append(t.queued, call)
 }
 
 // Begin starts a savepoint whose jobs are its own until it is released.
@@ -76,19 +80,23 @@ func (t *jobTx) Rollback(ctx context.Context) error {
 }
 
 // insertQueued inserts the queued jobs in as few statements as River
-// allows: each takes at most one job of a kind, so no statement meets one
-// unique key twice (River's unique keys name the kind).
+// allows: a statement takes whole calls and no kind from two calls, so no
+// statement meets one unique key twice (River's unique keys name the
+// kind, and one call's jobs were always inserted together).
 func (t *jobTx) insertQueued(ctx context.Context) error {
 	for len(t.queued) > 0 {
-		var now, later []river.InsertManyParams
-		kinds := make(map[string]bool, len(t.queued))
-		for _, p := range t.queued {
-			if kinds[p.Args.Kind()] {
-				later = append(later, p)
+		var now []river.InsertManyParams
+		var later [][]river.InsertManyParams
+		kinds := make(map[string]bool)
+		for _, call := range t.queued {
+			if slices.ContainsFunc(call, func(p river.InsertManyParams) bool { return kinds[p.Args.Kind()] }) {
+				later = append(later, call)
 				continue
 			}
-			kinds[p.Args.Kind()] = true
-			now = append(now, p)
+			for _, p := range call {
+				kinds[p.Args.Kind()] = true
+			}
+			now = append(now, call...)
 		}
 		if err := insertNow(ctx, t.Tx, now); err != nil {
 			return err

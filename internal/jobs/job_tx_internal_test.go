@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertest"
 	"github.com/stretchr/testify/require"
 
@@ -61,9 +62,10 @@ func jobsOfKind(t *testing.T, pool *pgxpool.Pool, kind string) int {
 	return n
 }
 
-// A step's jobs are inserted when its transaction commits, in one
-// statement for jobs of distinct kinds; a unique job queued twice is
-// inserted once, and two jobs of one kind in statements of their own.
+// A step's jobs are inserted when its transaction commits: one call's
+// jobs, and other calls' jobs of other kinds, in one statement; a kind
+// queued again by another call in a statement of its own (a unique job
+// queued twice is inserted once).
 func TestJobTxInsertsAStepsJobsTogetherAtItsCommit(t *testing.T) {
 	t.Parallel()
 	ctx, pool, counter := jobTxSetup(t)
@@ -88,6 +90,20 @@ func TestJobTxInsertsAStepsJobsTogetherAtItsCommit(t *testing.T) {
 	require.EqualValues(t, 2, counter.inserts.Load())
 	require.Equal(t, 2, jobsOfKind(t, pool, SyncKeyArgs{}.Kind()), "ledger keys 7 and 8, each once")
 	require.Equal(t, 3, jobsOfKind(t, pool, StockKeyCheckArgs{}.Kind()))
+
+	// One call's many jobs of a kind (a refund's writers of 50 keys), and
+	// another kind after them: one statement, as before.
+	counter.inserts.Store(0)
+	tx = beginTestJobTx(ctx, t, pool)
+	writers := make([]river.JobArgs, 50)
+	for i := range writers {
+		writers[i] = SyncKeyArgs{LedgerKeyID: int64(100 + i), Urgent: true}
+	}
+	require.NoError(t, insertMany(ctx, tx, writers...))
+	require.NoError(t, insertMany(ctx, tx, StockKeyCheckArgs{OrderKeyID: 4}))
+	require.NoError(t, tx.Commit(ctx))
+	require.EqualValues(t, 1, counter.inserts.Load())
+	require.Equal(t, 52, jobsOfKind(t, pool, SyncKeyArgs{}.Kind()))
 }
 
 // A savepoint's jobs go with its writes: dropped when it is rolled back,

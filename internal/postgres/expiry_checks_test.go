@@ -194,11 +194,7 @@ func TestExpiryCheckDoesNotLoseAChangeMadeDuringIt(t *testing.T) {
 
 	// The check is open first: the change commits meanwhile.
 	session, keyID = expiringOrder(t, pool, "open_check")
-	check, err := pool.Begin(ctx)
-	require.NoError(t, err)
-	defer check.Rollback(ctx) //nolint:errcheck // no-op after Commit
-	checked, owed, err := postgres.ExpiringKeys(ctx, check, time.Now(), expiryCheckDays, 500)
-	require.NoError(t, err)
+	check, checked, owed := openExpiryCheck(ctx, t, pool, 500)
 	require.Equal(t, 1, checked)
 	require.Empty(t, owed, "the subscription still renews when the check reads it")
 	_, err = pool.Exec(ctx, cancel, session)
@@ -443,11 +439,7 @@ func TestExpiryCheckRunsAtOnceSkipEachOthersRows(t *testing.T) {
 		keys = append(keys, keyID)
 	}
 
-	first, err := pool.Begin(ctx)
-	require.NoError(t, err)
-	defer first.Rollback(ctx) //nolint:errcheck // no-op after Commit
-	checked, owed, err := postgres.ExpiringKeys(ctx, first, time.Now(), expiryCheckDays, 1)
-	require.NoError(t, err)
+	first, checked, owed := openExpiryCheck(ctx, t, pool, 1)
 	require.Equal(t, 1, checked)
 	require.Len(t, owed, 1)
 	require.Equal(t, keys[0], owed[0].OrderKeyID)
@@ -591,4 +583,17 @@ func TestExpiryCheckQueuesAKeyOncePerCommitAndExpiry(t *testing.T) {
 	_, err := pool.Exec(ctx, `UPDATE orders SET customer_email = 'new@example.com' WHERE checkout_session_id = $1`, session)
 	require.NoError(t, err)
 	require.Equal(t, 4, count(), "a later commit queues the key again")
+}
+
+// openExpiryCheck runs a check of at most limit queue rows in a
+// transaction it leaves open (rolled back at the test's end unless
+// committed), as a run still holding the rows it took.
+func openExpiryCheck(ctx context.Context, t *testing.T, pool *pgxpool.Pool, limit int) (pgx.Tx, int, []postgres.ExpiringKey) {
+	t.Helper()
+	tx, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = tx.Rollback(context.Background()) }) // no-op after Commit
+	checked, owed, err := postgres.ExpiringKeys(ctx, tx, time.Now(), expiryCheckDays, limit)
+	require.NoError(t, err)
+	return tx, checked, owed
 }
