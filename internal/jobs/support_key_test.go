@@ -173,11 +173,7 @@ func TestSupportBanSurvivesLaterSyncs(t *testing.T) {
 
 	keyAction(t, s, jobs.ActionBlacklistKey, first.UserKey, "Key shared")
 	// The refund is cancelled: the later purchase's 14 days stand again.
-	err = pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
-		_, err := postgres.RestoreGrants(ctx, tx, r.ID, false)
-		return err
-	})
-	require.NoError(t, err)
+	restoreGrants(t, b, r)
 	syncNow(t, client, ledgerID)
 	waitApplied(t, b, w, ledgerID)
 	u := luarmorUser(t, b, first.UserKey)

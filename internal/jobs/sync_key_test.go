@@ -108,16 +108,12 @@ func TestALedgerChangeDuringAWriteIsAppliedByTheNextRun(t *testing.T) {
 
 	deps := b.deps
 	deps.Luarmor = &readHook{Luarmor: b.deps.Luarmor, before: func() { revokeGrants(t, b, later.ID, r, entitlement.Revoked) }}
-	client, err := jobs.NewClient(deps, jobs.Config{})
-	require.NoError(t, err)
-	w := b.start(t, client)
+	client, w := startWriters(t, b, deps)
 	syncNow(t, client, ledgerID)
 	waitApplied(t, b, w, ledgerID)
 
-	var started int64
-	require.NoError(t, b.pool.QueryRow(ctx, `SELECT started_at FROM ledger_keys WHERE id = $1`, ledgerID).Scan(&started))
-	u, err := b.deps.Luarmor.GetUser(ctx, project, later.UserKey)
-	require.NoError(t, err)
+	started := ledgerStart(t, b, ledgerID)
+	u := luarmorUser(t, b, later.UserKey)
 	require.Equal(t, started+14*86400, u.AuthExpire, "only the standing purchase's 14 days")
 	require.False(t, u.IsBanned(), "the key is not banned: another payment holds it")
 	got, err := postgres.GetKey(ctx, b.pool, later.ID)
@@ -131,11 +127,8 @@ func TestSharedKeyRefundedByBothPurchasesIsBanned(t *testing.T) {
 	t.Parallel()
 	for _, firstRevoked := range []bool{true, false} {
 		b := setup(t)
-		ctx := context.Background()
 		first, later, ledgerID := sharedKey(t, b, "cs_test_sync_both")
-		client, err := jobs.NewClient(b.deps, jobs.Config{})
-		require.NoError(t, err)
-		w := b.start(t, client)
+		client, w := startWriters(t, b, b.deps)
 		units := []int64{first.ID, later.ID}
 		if !firstRevoked {
 			units[0], units[1] = units[1], units[0]
@@ -143,25 +136,19 @@ func TestSharedKeyRefundedByBothPurchasesIsBanned(t *testing.T) {
 		revokeGrants(t, b, units[0], revocation(t, b, "refund", "ch_one"), entitlement.Revoked)
 		syncNow(t, client, ledgerID)
 		waitApplied(t, b, w, ledgerID)
-		u, err := b.deps.Luarmor.GetUser(ctx, project, first.UserKey)
-		require.NoError(t, err)
+		u := luarmorUser(t, b, first.UserKey)
 		require.False(t, u.IsBanned())
 
 		revokeGrants(t, b, units[1], revocation(t, b, "refund", "ch_two"), entitlement.Revoked)
 		syncNow(t, client, ledgerID)
 		waitApplied(t, b, w, ledgerID)
-		u, err = b.deps.Luarmor.GetUser(ctx, project, first.UserKey)
-		require.NoError(t, err)
+		u = luarmorUser(t, b, first.UserKey)
 		require.True(t, u.IsBanned())
 		require.Equal(t, "Payment refunded", u.BanReason)
 		// The purchase refunded while the other held the key shows its
 		// days taken back; the last one, the ban.
-		k, err := postgres.GetKey(ctx, b.pool, units[0])
-		require.NoError(t, err)
-		require.Equal(t, order.KeyReverted, k.Status)
-		k, err = postgres.GetKey(ctx, b.pool, units[1])
-		require.NoError(t, err)
-		require.Equal(t, order.KeyBlacklisted, k.Status)
+		requireKeyStatus(t, b, units[0], order.KeyReverted)
+		requireKeyStatus(t, b, units[1], order.KeyBlacklisted)
 	}
 }
 
@@ -173,40 +160,83 @@ func TestSupportBanDuringALiftHolds(t *testing.T) {
 	b := setup(t)
 	ctx := context.Background()
 	first, _, ledgerID := sharedKey(t, b, "cs_test_sync_support")
-	plain, err := jobs.NewClient(b.deps, jobs.Config{})
-	require.NoError(t, err)
-	pw := b.start(t, plain)
+	plain, pw := startWriters(t, b, b.deps)
 	r := revocation(t, b, "dispute", "dp_sync_support")
 	revokeGrants(t, b, first.ID, r, entitlement.Banned)
 	syncNow(t, plain, ledgerID)
 	waitApplied(t, b, pw, ledgerID)
-	u, err := b.deps.Luarmor.GetUser(ctx, project, first.UserKey)
-	require.NoError(t, err)
+	u := luarmorUser(t, b, first.UserKey)
 	require.True(t, u.IsBanned())
 	require.NoError(t, plain.Stop(ctx))
 
 	// The dispute is won: its grants stand again.
-	err = pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
-		_, err := postgres.RestoreGrants(ctx, tx, r.ID, false)
-		return err
-	})
-	require.NoError(t, err)
+	restoreGrants(t, b, r)
 	deps := b.deps
 	deps.Luarmor = &readHook{Luarmor: b.deps.Luarmor, before: func() {
 		_, err := b.pool.Exec(ctx, `UPDATE order_keys SET support_ban = true WHERE id = $1`, first.ID)
 		require.NoError(t, err)
 	}}
-	client, err := jobs.NewClient(deps, jobs.Config{})
-	require.NoError(t, err)
-	w := b.start(t, client)
+	client, w := startWriters(t, b, deps)
 	syncNow(t, client, ledgerID)
 	waitApplied(t, b, w, ledgerID)
-	u, err = b.deps.Luarmor.GetUser(ctx, project, first.UserKey)
-	require.NoError(t, err)
+	u = luarmorUser(t, b, first.UserKey)
 	require.True(t, u.IsBanned(), "support's ban holds in Luarmor")
-	k, err := postgres.GetKey(ctx, b.pool, first.ID)
+	requireKeyStatus(t, b, first.ID, order.KeyBlacklisted)
+}
+
+// requireKeyStatus requires unit id to be in status.
+func requireKeyStatus(t *testing.T, b *testBundle, id int64, status order.KeyStatus, msgAndArgs ...any) {
+	t.Helper()
+	k, err := postgres.GetKey(context.Background(), b.pool, id)
 	require.NoError(t, err)
-	require.Equal(t, order.KeyBlacklisted, k.Status)
+	require.Equal(t, status, k.Status, msgAndArgs...)
+}
+
+// restoreGrants stands the grants revocation r took away again (a
+// dispute won, a refund reversed).
+func restoreGrants(t *testing.T, b *testBundle, r *order.Revocation) {
+	t.Helper()
+	require.NoError(t, pgx.BeginFunc(context.Background(), b.pool, func(tx pgx.Tx) error {
+		_, err := postgres.RestoreGrants(context.Background(), tx, r.ID, false)
+		return err
+	}))
+}
+
+// startCutWriter runs the key writers against Luarmor behind hook, with a
+// lease short enough that a writer hook cut off is followed within a
+// second.
+func startCutWriter(t *testing.T, b *testBundle, hook *sendHook) (*river.Client[pgx.Tx], *fulfillertest.JobWatch) {
+	t.Helper()
+	deps := b.deps
+	deps.CreateLease = time.Second // a dead writer's lease runs out
+	deps.Luarmor = hook
+	return startWriters(t, b, deps)
+}
+
+// startWriters runs the service's workers with deps until the test ends.
+func startWriters(t *testing.T, b *testBundle, deps jobs.Deps) (*river.Client[pgx.Tx], *fulfillertest.JobWatch) {
+	t.Helper()
+	client, err := jobs.NewClient(deps, jobs.Config{})
+	require.NoError(t, err)
+	return client, b.start(t, client)
+}
+
+// ledgerStart is when a key's ledger started its paid time (unix seconds).
+func ledgerStart(t *testing.T, b *testBundle, ledgerID int64) int64 {
+	t.Helper()
+	var started int64
+	require.NoError(t, b.pool.QueryRow(context.Background(), `SELECT started_at FROM ledger_keys WHERE id = $1`, ledgerID).Scan(&started))
+	return started
+}
+
+// recordedLedger reads a key's ledger once its writer recorded what it
+// sent: no intent left pending.
+func recordedLedger(t *testing.T, b *testBundle, ledgerID int64) *postgres.Ledger {
+	t.Helper()
+	l, err := postgres.ReadLedger(context.Background(), b.pool, ledgerID, jobs.SuspendBanReason, jobs.DefaultSupportBanReason)
+	require.NoError(t, err)
+	require.False(t, l.Intent.Pending(), "the record cleared the intent")
+	return l
 }
 
 // errWriterDied stands for the writer's process dying right after Luarmor
@@ -256,40 +286,23 @@ func (h *sendHook) UpdateUser(ctx context.Context, projectID string, req luarmor
 func TestABanSentAndNeverRecordedIsLiftedWhenTheLedgerNoLongerBans(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	ctx := context.Background()
 	first, _, ledgerID := sharedKey(t, b, "cs_test_sync_cut_ban")
 	r := revocation(t, b, "dispute", "dp_sync_cut_ban")
 	revokeGrants(t, b, first.ID, r, entitlement.Banned)
 
-	deps := b.deps
-	deps.CreateLease = time.Second // a dead writer's lease runs out
-	hook := &sendHook{Luarmor: b.deps.Luarmor, request: "blacklist", after: func() {
-		u, err := b.deps.Luarmor.GetUser(ctx, project, first.UserKey)
-		require.NoError(t, err)
+	client, w := startCutWriter(t, b, &sendHook{Luarmor: b.deps.Luarmor, request: "blacklist", after: func() {
+		u := luarmorUser(t, b, first.UserKey)
 		require.True(t, u.IsBanned(), "the ban reached Luarmor")
-		err = pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
-			_, err := postgres.RestoreGrants(ctx, tx, r.ID, false)
-			return err
-		})
-		require.NoError(t, err)
-	}}
-	deps.Luarmor = hook
-	client, err := jobs.NewClient(deps, jobs.Config{})
-	require.NoError(t, err)
-	w := b.start(t, client)
+		restoreGrants(t, b, r)
+	}})
 	syncNow(t, client, ledgerID)
 	waitApplied(t, b, w, ledgerID)
 
-	u, err := b.deps.Luarmor.GetUser(ctx, project, first.UserKey)
-	require.NoError(t, err)
+	u := luarmorUser(t, b, first.UserKey)
 	require.False(t, u.IsBanned(), "the service's own ban, never recorded, is lifted")
-	l, err := postgres.ReadLedger(ctx, b.pool, ledgerID, jobs.SuspendBanReason, jobs.DefaultSupportBanReason)
-	require.NoError(t, err)
+	l := recordedLedger(t, b, ledgerID)
 	require.Equal(t, entitlement.NotBanned, l.Applied.Ban)
-	require.False(t, l.Intent.Pending(), "the record cleared the intent")
-	k, err := postgres.GetKey(ctx, b.pool, first.ID)
-	require.NoError(t, err)
-	require.Equal(t, order.KeyActive, k.Status)
+	requireKeyStatus(t, b, first.ID, order.KeyActive)
 }
 
 // A dispute bans a shared key and the ban is applied. The dispute is won:
@@ -305,40 +318,27 @@ func TestAnUnbanSentAndNeverRecordedIsUndoneWhenTheBanComesBack(t *testing.T) {
 	first, _, ledgerID := sharedKey(t, b, "cs_test_sync_cut_unban")
 	r := revocation(t, b, "dispute", "dp_sync_cut_unban")
 	revokeGrants(t, b, first.ID, r, entitlement.Banned)
-	deps := b.deps
-	deps.CreateLease = time.Second // a dead writer's lease runs out
-	deps.Luarmor = &sendHook{Luarmor: b.deps.Luarmor, request: "unban", after: func() {
-		u, err := b.deps.Luarmor.GetUser(ctx, project, first.UserKey)
-		require.NoError(t, err)
+	client, w := startCutWriter(t, b, &sendHook{Luarmor: b.deps.Luarmor, request: "unban", after: func() {
+		u := luarmorUser(t, b, first.UserKey)
 		require.False(t, u.IsBanned(), "the unban reached Luarmor")
 		l, err := postgres.ReadLedger(ctx, b.pool, ledgerID, jobs.SuspendBanReason, jobs.DefaultSupportBanReason)
 		require.NoError(t, err)
 		require.True(t, l.Intent.Unban, "the unban was recorded as about to be sent")
 		revokeGrants(t, b, first.ID, r, entitlement.Banned)
-	}}
-	client, err := jobs.NewClient(deps, jobs.Config{})
-	require.NoError(t, err)
-	w := b.start(t, client)
+	}})
 	syncNow(t, client, ledgerID)
 	waitApplied(t, b, w, ledgerID)
-	u, err := b.deps.Luarmor.GetUser(ctx, project, first.UserKey)
-	require.NoError(t, err)
+	u := luarmorUser(t, b, first.UserKey)
 	require.True(t, u.IsBanned(), "the dispute's ban is applied")
 
-	require.NoError(t, pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
-		_, err := postgres.RestoreGrants(ctx, tx, r.ID, false)
-		return err
-	}))
+	restoreGrants(t, b, r)
 	syncNow(t, client, ledgerID)
 	waitApplied(t, b, w, ledgerID)
 
-	u, err = b.deps.Luarmor.GetUser(ctx, project, first.UserKey)
-	require.NoError(t, err)
+	u = luarmorUser(t, b, first.UserKey)
 	require.True(t, u.IsBanned(), "the ban back in the ledger is back in Luarmor")
-	l, err := postgres.ReadLedger(ctx, b.pool, ledgerID, jobs.SuspendBanReason, jobs.DefaultSupportBanReason)
-	require.NoError(t, err)
+	l := recordedLedger(t, b, ledgerID)
 	require.NotEqual(t, entitlement.NotBanned, l.Applied.Ban)
-	require.False(t, l.Intent.Pending(), "the record cleared the intent")
 }
 
 // A ban the seller set in the dashboard is not the service's: a key whose
@@ -350,16 +350,12 @@ func TestASellersBanStaysWhileTheWriterSendsTime(t *testing.T) {
 	first, later, ledgerID := sharedKey(t, b, "cs_test_sync_seller_ban")
 	require.NoError(t, b.deps.Luarmor.Blacklist(ctx, project, luarmor.BlacklistRequest{UserKey: first.UserKey, BanReason: "seller"}))
 	revokeGrants(t, b, later.ID, revocation(t, b, "refund", "ch_sync_seller_ban"), entitlement.Revoked)
-	client, err := jobs.NewClient(b.deps, jobs.Config{})
-	require.NoError(t, err)
-	w := b.start(t, client)
+	client, w := startWriters(t, b, b.deps)
 	syncNow(t, client, ledgerID)
 	waitApplied(t, b, w, ledgerID)
 
-	var started int64
-	require.NoError(t, b.pool.QueryRow(ctx, `SELECT started_at FROM ledger_keys WHERE id = $1`, ledgerID).Scan(&started))
-	u, err := b.deps.Luarmor.GetUser(ctx, project, first.UserKey)
-	require.NoError(t, err)
+	started := ledgerStart(t, b, ledgerID)
+	u := luarmorUser(t, b, first.UserKey)
 	require.Equal(t, started+14*86400, u.AuthExpire, "the refund's days are taken back")
 	require.True(t, u.IsBanned(), "the seller's ban stays")
 	require.Equal(t, "seller", u.BanReason)
@@ -377,44 +373,28 @@ func TestTimeSentAndNeverRecordedIsTakenBackWhenItsPaymentIsRefunded(t *testing.
 	b := setup(t)
 	ctx := context.Background()
 	_, later, ledgerID := sharedKey(t, b, "cs_test_sync_cut_time")
-	var started int64
-	require.NoError(t, b.pool.QueryRow(ctx, `SELECT started_at FROM ledger_keys WHERE id = $1`, ledgerID).Scan(&started))
+	started := ledgerStart(t, b, ledgerID)
 	refund := revocation(t, b, "refund", "ch_sync_cut_time")
 	revokeGrants(t, b, later.ID, refund, entitlement.Revoked)
-	plain, err := jobs.NewClient(b.deps, jobs.Config{})
-	require.NoError(t, err)
-	pw := b.start(t, plain)
+	plain, pw := startWriters(t, b, b.deps)
 	syncNow(t, plain, ledgerID)
 	waitApplied(t, b, pw, ledgerID)
 	require.NoError(t, plain.Stop(ctx))
 
 	// The refund is reversed: the 14 days stand again.
-	err = pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
-		_, err := postgres.RestoreGrants(ctx, tx, refund.ID, false)
-		return err
-	})
-	require.NoError(t, err)
-	deps := b.deps
-	deps.CreateLease = time.Second // a dead writer's lease runs out
-	deps.Luarmor = &sendHook{Luarmor: b.deps.Luarmor, request: "update", after: func() {
-		u, err := b.deps.Luarmor.GetUser(ctx, project, later.UserKey)
-		require.NoError(t, err)
+	restoreGrants(t, b, refund)
+	client, w := startCutWriter(t, b, &sendHook{Luarmor: b.deps.Luarmor, request: "update", after: func() {
+		u := luarmorUser(t, b, later.UserKey)
 		require.Equal(t, started+28*86400, u.AuthExpire, "the 14 days reached Luarmor")
 		revokeGrants(t, b, later.ID, revocation(t, b, "refund", "ch_sync_cut_time_again"), entitlement.Revoked)
-	}}
-	client, err := jobs.NewClient(deps, jobs.Config{})
-	require.NoError(t, err)
-	w := b.start(t, client)
+	}})
 	syncNow(t, client, ledgerID)
 	waitApplied(t, b, w, ledgerID)
 
-	u, err := b.deps.Luarmor.GetUser(ctx, project, later.UserKey)
-	require.NoError(t, err)
+	u := luarmorUser(t, b, later.UserKey)
 	require.Equal(t, started+14*86400, u.AuthExpire, "the refunded days, sent and never recorded, are taken back")
-	l, err := postgres.ReadLedger(ctx, b.pool, ledgerID, jobs.SuspendBanReason, jobs.DefaultSupportBanReason)
-	require.NoError(t, err)
+	l := recordedLedger(t, b, ledgerID)
 	require.Equal(t, started+14*86400, l.Applied.Expire)
-	require.False(t, l.Intent.Pending(), "the record cleared the intent")
 }
 
 // linkHook is Luarmor refusing every Discord link.
@@ -448,19 +428,15 @@ func TestAccessSentBeforeAFailedDiscordLinkIsRecorded(t *testing.T) {
 
 	deps := b.deps
 	deps.Luarmor = linkHook{b.deps.Luarmor}
-	client, err := jobs.NewClient(deps, jobs.Config{})
-	require.NoError(t, err)
-	w := b.start(t, client)
+	client, w := startWriters(t, b, deps)
 	syncNow(t, client, ledgerID)
 	w.WaitFor(t, "the writer's run to fail on the link", func(ev *river.Event) bool {
 		return ev.Kind == river.EventKindJobFailed && ev.Job.Kind == (jobs.SyncKeyArgs{}).Kind()
 	})
 	require.NoError(t, client.Stop(ctx))
 
-	var started int64
-	require.NoError(t, b.pool.QueryRow(ctx, `SELECT started_at FROM ledger_keys WHERE id = $1`, ledgerID).Scan(&started))
-	u, err := b.deps.Luarmor.GetUser(ctx, project, first.UserKey)
-	require.NoError(t, err)
+	started := ledgerStart(t, b, ledgerID)
+	u := luarmorUser(t, b, first.UserKey)
 	require.Equal(t, started+14*86400, u.AuthExpire, "the refund's days were taken back in Luarmor")
 	require.Empty(t, u.DiscordID, "the link failed")
 	l, err := postgres.ReadLedger(ctx, b.pool, ledgerID, jobs.SuspendBanReason, jobs.DefaultSupportBanReason)
@@ -485,9 +461,7 @@ func TestAnUnclaimedKeyWhosePaidTimeRanOutIsEndedOnceAndLeftAlone(t *testing.T) 
 	ctx := context.Background()
 	first, _, ledgerID := sharedKey(t, b, "cs_test_sync_unclaimed_over")
 	b.sandbox.SetUnclaimedExpiryAsKeyDays(true)
-	client, err := jobs.NewClient(b.deps, jobs.Config{})
-	require.NoError(t, err)
-	w := b.start(t, client)
+	client, w := startWriters(t, b, b.deps)
 	syncNow(t, client, ledgerID)
 	waitApplied(t, b, w, ledgerID)
 	l, err := postgres.ReadLedger(ctx, b.pool, ledgerID, jobs.SuspendBanReason, jobs.DefaultSupportBanReason)
@@ -511,8 +485,7 @@ func TestAnUnclaimedKeyWhosePaidTimeRanOutIsEndedOnceAndLeftAlone(t *testing.T) 
 	}
 	sync()
 	require.Equal(t, patches+1, b.sandbox.CallCount("PATCH", "/users"), "the passed expiry is sent once")
-	u, err := b.deps.Luarmor.GetUser(ctx, project, first.UserKey)
-	require.NoError(t, err)
+	u := luarmorUser(t, b, first.UserKey)
 	require.NotEqual(t, luarmor.NeverExpires, u.AuthExpire, "no days kept for a first use to start")
 	require.LessOrEqual(t, u.AuthExpire, time.Now().Unix(), "unclaimed, the key is over")
 	require.Zero(t, u.KeyDays)
