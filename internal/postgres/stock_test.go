@@ -195,3 +195,55 @@ func TestStockSaleAcrossReplicas(t *testing.T) {
 	require.Equal(t, saleReady, day.Sold)
 	require.Equal(t, 1, day.MadeToOrder)
 }
+
+// A create is claimed for a unit while its sale waits on the unit's row
+// (the claim's transaction holds it): once the claim commits, the sale
+// finds the unit no longer one the stock may serve and sells nothing, so
+// the unit never gets a stock key besides the key its create makes.
+func TestStockSaleStopsForACreateClaimedWhileItWaits(t *testing.T) {
+	t.Parallel()
+	b := setupStockSale(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	unit := b.units[0]
+
+	claim, err := b.pool.Begin(ctx)
+	require.NoError(t, err)
+	defer claim.Rollback(ctx) //nolint:errcheck // no-op after Commit
+	_, err = postgres.ClaimCreate(ctx, claim, unit, "replica-a", time.Minute, true)
+	require.NoError(t, err)
+
+	type sale struct {
+		userKey string
+		err     error
+	}
+	done := make(chan sale, 1)
+	go func() {
+		var s sale
+		s.err = pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
+			var err error
+			s.userKey, _, err = postgres.SellStockKey(ctx, tx, unit, nil)
+			return err
+		})
+		done <- s
+	}()
+	// The sale is waiting for the claim's row lock.
+	require.Eventually(t, func() bool {
+		var waiting int
+		require.NoError(t, b.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting))
+		return waiting > 0
+	}, 10*time.Second, 5*time.Millisecond, "the sale waits on the unit's row")
+	require.NoError(t, claim.Commit(ctx))
+
+	s := <-done
+	require.NoError(t, s.err)
+	require.Empty(t, s.userKey, "no stock key for a unit whose create was claimed")
+	ready, _, err := postgrestest.StockLevel(ctx, b.pool, "price_p7")
+	require.NoError(t, err)
+	require.Equal(t, saleReady, ready, "the stock is whole")
+	k, err := postgres.GetKey(ctx, b.pool, unit)
+	require.NoError(t, err)
+	require.Empty(t, k.UserKey)
+	require.Equal(t, 1, k.CreateAttempts)
+}
