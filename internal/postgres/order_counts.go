@@ -57,21 +57,24 @@ func readCounts(ctx context.Context, db DB, query string) (map[string]int64, err
 var foldOrderCountsSQL = lookup("FoldOrderCounts", `
 		WITH moved AS (
 			DELETE FROM order_status_changes
-			 WHERE id IN (SELECT id FROM order_status_changes ORDER BY id LIMIT $1)
+			 WHERE id IN (SELECT id FROM order_status_changes ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
 			RETURNING status, failure_code, delta
 		), sums AS (
 			SELECT status, failure_code, sum(delta)::bigint AS delta, count(*) AS rows FROM moved GROUP BY status, failure_code
 		), folded AS (
 			INSERT INTO order_status_counts AS c (status, failure_code, n)
-			SELECT status, failure_code, delta FROM sums
+			SELECT status, failure_code, delta FROM sums ORDER BY status, failure_code
 			ON CONFLICT (status, failure_code) DO UPDATE SET n = c.n + EXCLUDED.n
 		)
 		SELECT COALESCE(sum(rows), 0)::bigint FROM sums`)
 
 // FoldOrderCounts moves up to limit status changes into the counts per
 // status and failure code, oldest first, in one statement, and reports how
-// many it moved. Replicas may fold at the same time: a change deleted by one is skipped
-// by the other, so none is counted twice.
+// many it moved. Replicas may fold at the same time: each takes changes the
+// others have not locked (SKIP LOCKED), so none is counted twice and none
+// waits for another's; and each adds to the count rows in one order (by
+// status, then code), so two folds meeting on several count rows queue on
+// the first instead of deadlocking.
 func FoldOrderCounts(ctx context.Context, db DB, limit int) (int64, error) {
 	var moved int64
 	err := db.QueryRow(ctx, foldOrderCountsSQL, limit).Scan(&moved)
