@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"fulfiller/internal/httpapi"
-	"fulfiller/internal/jobs"
 )
 
 // latencyOptions shapes the webhook-to-key phase.
@@ -83,7 +82,7 @@ func runPurchases(ctx context.Context, client *http.Client, svc *service, o late
 	slices.Sort(r.seen)
 	// The breakdown reads River's and the service's tables; should their
 	// shape change, the measured latencies still stand on their own.
-	r.milestones, r.milestonesErr = milestones(ctx, svc, timings)
+	r.milestones, r.milestonesErr = purchaseSteps(ctx, svc, timings)
 	return r, nil
 }
 
@@ -155,60 +154,4 @@ func getOrderFrom(ctx context.Context, client *http.Client, baseURL, sessionID, 
 		return resp.StatusCode, o, resp.Header, fmt.Errorf("decoding the order API's answer: %w", err)
 	}
 	return resp.StatusCode, o, resp.Header, nil
-}
-
-// milestones reads, for every purchase, when River picked up and finished
-// its jobs and when the key was stored, so the report can say where the
-// time between webhook and key goes. The database and this process share
-// one clock (same machine), so its timestamps compare with the sender's.
-func milestones(ctx context.Context, svc *service, timings []timing) ([]milestone, error) {
-	ids := make([]string, len(timings))
-	for i, t := range timings {
-		ids[i] = t.sessionID
-	}
-	rows, err := svc.main.Pool.Query(ctx, `
-		SELECT o.checkout_session_id, f.attempted_at, f.finalized_at, c.attempted_at, k.delivered_at
-		FROM orders o
-		JOIN river_job f ON f.kind = $2 AND (f.args->>'order_id')::bigint = o.id
-		JOIN order_keys k ON k.checkout_session_id = o.checkout_session_id
-		JOIN river_job c ON c.kind = $3 AND (c.args->>'order_key_id')::bigint = k.id
-		WHERE o.checkout_session_id = ANY($1)`, ids, jobs.FulfilOrderArgs{}.Kind(), jobs.CreateKeyArgs{}.Kind())
-	if err != nil {
-		return nil, fmt.Errorf("reading job timings: %w", err)
-	}
-	defer rows.Close()
-	type stamps struct{ fulfilStart, fulfilEnd, keyStart, keyStored time.Time }
-	byID := map[string]stamps{}
-	for rows.Next() {
-		var id string
-		var s stamps
-		if err := rows.Scan(&id, &s.fulfilStart, &s.fulfilEnd, &s.keyStart, &s.keyStored); err != nil {
-			return nil, fmt.Errorf("reading job timings: %w", err)
-		}
-		byID[id] = s
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("reading job timings: %w", err)
-	}
-
-	names := []string{"webhook answered", "fulfil_order started", "fulfil_order done",
-		"create_key started", "key stored", "key seen by the poll"}
-	series := make([][]time.Duration, len(names))
-	for _, t := range timings {
-		s, ok := byID[t.sessionID]
-		if !ok {
-			return nil, fmt.Errorf("reading job timings: no %s and %s jobs found for %s",
-				jobs.FulfilOrderArgs{}.Kind(), jobs.CreateKeyArgs{}.Kind(), t.sessionID)
-		}
-		for i, d := range []time.Duration{t.answered, s.fulfilStart.Sub(t.sent), s.fulfilEnd.Sub(t.sent),
-			s.keyStart.Sub(t.sent), s.keyStored.Sub(t.sent), t.seen} {
-			series[i] = append(series[i], d)
-		}
-	}
-	out := make([]milestone, len(names))
-	for i, name := range names {
-		slices.Sort(series[i])
-		out[i] = milestone{Name: name, Median: percentile(series[i], 50), P99: percentile(series[i], 99)}
-	}
-	return out, nil
 }

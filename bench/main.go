@@ -5,7 +5,10 @@
 //     fixed concurrency, for the real service (app.Main) receiving unpaid
 //     sessions (intake only: the order is recorded, no fulfilment follows)
 //     and paid ones (River workers fulfil while events keep coming), against
-//     a baseline handler that stores the raw body in one INSERT.
+//     a baseline handler that stores the raw body in one INSERT. The
+//     service and the baseline run back to back in -rounds rounds of
+//     alternating order, compared by the median round: one pair of windows
+//     on a shared machine swings by a third from run to run.
 //  2. Webhook to key: with Luarmor answering in about 50 ms, the time from
 //     sending a purchase's webhook until the order API shows its key.
 //
@@ -24,7 +27,7 @@
 //
 //	make bench BENCH_FLAGS='-duration 20s -concurrency 32'
 //	make bench BENCH_FLAGS='-json'
-//	make bench BENCH_FLAGS='-cpuprofile /tmp/bench' && go tool pprof -top /tmp/bench-service_unpaid.pprof
+//	make bench BENCH_FLAGS='-rounds 1 -cpuprofile /tmp/bench' && go tool pprof -top /tmp/bench-service_unpaid.pprof
 //	make bench-burst BENCH_FLAGS='-cpuprofile /tmp/bench' && go tool pprof -top /tmp/bench-burst-burst_stocked.pprof
 package main
 
@@ -52,6 +55,7 @@ import (
 
 type options struct {
 	concurrency int
+	rounds      int
 	warmup      time.Duration
 	duration    time.Duration
 	purchases   int
@@ -83,6 +87,7 @@ type options struct {
 func main() {
 	var o options
 	flag.IntVar(&o.concurrency, "concurrency", 16, "concurrent webhook senders in the intake phases")
+	flag.IntVar(&o.rounds, "rounds", 3, "intake rounds, each the service and the baseline back to back in alternating order; the report compares them by the median round")
 	flag.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured warm-up before each intake phase")
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "measured time of each intake phase")
 	flag.IntVar(&o.purchases, "purchases", 100, "purchases in the webhook-to-key phase (0 skips it)")
@@ -120,7 +125,7 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if o.concurrency < 1 || o.duration <= 0 || o.warmup < 0 || o.purchases < 0 || o.poll <= 0 {
+	if o.concurrency < 1 || o.rounds < 1 || o.duration <= 0 || o.warmup < 0 || o.purchases < 0 || o.poll <= 0 {
 		fmt.Fprintln(os.Stderr, "bench: -concurrency and -duration must be positive, -warmup and -purchases not negative, -poll positive")
 		os.Exit(2)
 	}
@@ -286,22 +291,56 @@ func intakeScenario(ctx context.Context, o options, dbs *databases, tmpl string,
 	}
 	rep.Intake = IntakeReport{Concurrency: o.concurrency, WarmupS: o.warmup.Seconds(), DurationS: o.duration.Seconds()}
 
-	// The service first: the baseline copies its pool size.
-	progress("intake: service, unpaid sessions (%s)", o.warmup+o.duration)
-	unpaid, poolSize, err := serviceIntake(ctx, dbs, tmpl, client, logger, "unpaid", load("service_unpaid"))
-	if err != nil {
-		return fmt.Errorf("intake, service with unpaid sessions: %w", err)
+	// Rounds of the service and the baseline back to back, in alternating
+	// order (service first, then baseline first, ...), so what one phase
+	// leaves the next (a checkpoint, the page cache, a busy neighbour)
+	// weighs on both alike; the report compares them by the median round.
+	// The service runs first: the baseline copies its pool size.
+	rounds := make([]intakeRound, o.rounds)
+	for i := range rounds {
+		r := &rounds[i]
+		phase := func(name string) loadOptions {
+			if o.rounds > 1 {
+				name = fmt.Sprintf("%s-r%d", name, i+1)
+			}
+			return load(name)
+		}
+		service := func() error {
+			progress("intake: round %d of %d, service, unpaid sessions (%s)", i+1, o.rounds, o.warmup+o.duration)
+			var poolSize int32
+			var err error
+			// Only the first round's backlog is drained: once is a measure.
+			r.service, poolSize, err = serviceIntake(ctx, dbs, tmpl, client, logger, "unpaid", i == 0, phase("service_unpaid"))
+			if err != nil {
+				return fmt.Errorf("intake, service with unpaid sessions: %w", err)
+			}
+			rep.Intake.PoolSize = poolSize
+			return nil
+		}
+		baseline := func() error {
+			progress("intake: round %d of %d, baseline (%s)", i+1, o.rounds, o.warmup+o.duration)
+			var err error
+			if r.baseline, err = baselineIntake(ctx, dbs, client, rep.Intake.PoolSize, phase("baseline")); err != nil {
+				return fmt.Errorf("intake, baseline: %w", err)
+			}
+			return nil
+		}
+		first, second := service, baseline
+		if i%2 == 1 {
+			first, second = baseline, service
+		}
+		if err := first(); err != nil {
+			return err
+		}
+		if err := second(); err != nil {
+			return err
+		}
 	}
-	rep.Intake.PoolSize = poolSize
-
-	progress("intake: baseline (%s)", o.warmup+o.duration)
-	base, err := baselineIntake(ctx, dbs, client, poolSize, load("baseline"))
-	if err != nil {
-		return fmt.Errorf("intake, baseline: %w", err)
-	}
+	base, unpaid := rep.Intake.addRounds(rounds)
+	unpaid.Processing = rounds[0].service.Processing
 
 	progress("intake: service, paid sessions (%s)", o.warmup+o.duration)
-	paid, _, err := serviceIntake(ctx, dbs, tmpl, client, logger, "paid", load("service_paid"))
+	paid, _, err := serviceIntake(ctx, dbs, tmpl, client, logger, "paid", false, load("service_paid"))
 	if err != nil {
 		return fmt.Errorf("intake, service with paid sessions: %w", err)
 	}
@@ -325,8 +364,10 @@ func intakeScenario(ctx context.Context, o options, dbs *databases, tmpl string,
 
 // serviceIntake measures the real service on a fresh database, with
 // sessions of the given payment status, and returns its row and pool size.
+// With drain, the events an unpaid window recorded are then acted on and
+// the time that took is the row's Processing.
 func serviceIntake(ctx context.Context, dbs *databases, tmpl string, client *http.Client, logger *slog.Logger,
-	paymentStatus string, lo loadOptions) (row IntakeRow, poolSize int32, err error) {
+	paymentStatus string, drain bool, lo loadOptions) (row IntakeRow, poolSize int32, err error) {
 	name, dbURL, err := dbs.create(ctx, tmpl)
 	if err != nil {
 		return row, 0, err
@@ -360,7 +401,7 @@ func serviceIntake(ctx context.Context, dbs *databases, tmpl string, client *htt
 		return row, 0, err
 	}
 	var processed *Drain
-	if paymentStatus != "paid" {
+	if paymentStatus != "paid" && drain {
 		if processed, err = drainEvents(ctx, svc); err != nil {
 			return row, 0, err
 		}

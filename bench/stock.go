@@ -357,7 +357,7 @@ func stockFigures(ctx context.Context, svc *service, run *StockRun, timings []sp
 		return fmt.Errorf("checking for keys delivered twice: %w", err)
 	}
 
-	steps, err := milestones(ctx, svc, delivered)
+	steps, err := purchaseSteps(ctx, svc, delivered)
 	if err != nil {
 		run.StepsError = err.Error()
 	}
