@@ -122,7 +122,7 @@ func TestBurstGoalsNeedEveryKeySeen(t *testing.T) {
 // every buyer sees its key with no Luarmor key creation for its order;
 // made to order every order has its creation; no key is seen twice.
 func TestBurstScenarioSellsFromStockWithoutCreatingKeysAndMakesToOrderWith(t *testing.T) {
-	b := setupStock(t)
+	b := setupBench(t)
 	const purchases = 10
 	o := burstOptions{purchases: purchases, spread: 200 * time.Millisecond, latency: 5 * time.Millisecond, idle: 2,
 		timeout: time.Minute, fillTimeout: time.Minute}

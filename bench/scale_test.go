@@ -112,7 +112,7 @@ func TestThousands(t *testing.T) {
 // query answers without a failure, the retention job prunes the old event
 // bodies, and the database shrinks by them.
 func TestScaleScenarioTimesEveryLookupWithoutAFailure(t *testing.T) {
-	b := setupStock(t)
+	b := setupBench(t)
 	o := scaleOptions{orders: scaleCompareOrders, samples: 3, runs: 2, rowBudget: time.Minute,
 		load: loadOptions{concurrency: 2, warmup: 100 * time.Millisecond, duration: time.Second}}
 	rep, err := scaleScenario(context.Background(), o, b.dbs, b.tmpl, slog.New(slog.DiscardHandler), t.Logf)

@@ -9,31 +9,14 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"fulfiller/internal/budget"
-	"fulfiller/internal/testdb"
 )
-
-type stockBundle struct {
-	dbs  *databases
-	tmpl string
-}
-
-func setupStock(t *testing.T) stockBundle {
-	t.Helper()
-	testdb.ServerURL(t) // fails with what to do when DATABASE_URL is unset
-	dbs, err := newDatabases()
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, dbs.dropAll()) })
-	tmpl, err := dbs.migratedTemplate(context.Background())
-	require.NoError(t, err)
-	return stockBundle{dbs: dbs, tmpl: tmpl}
-}
 
 // The stock scenario, run tiny: the stock is filled by refill_stock before
 // the spike, and with it every order gets its key from stock with no
 // Luarmor call on the purchase path; without it every key is made to order
 // through the budget. No key is delivered twice either way.
 func TestStockScenarioSellsTheSpikeFromStockAndMakesItToOrderWithout(t *testing.T) {
-	b := setupStock(t)
+	b := setupBench(t)
 	const purchases = 20
 	o := stockOptions{rate: "60/1s", count: 60, window: time.Second, purchases: purchases, spread: time.Second,
 		latency: 5 * time.Millisecond, deadline: time.Minute, fillTimeout: time.Minute}
@@ -56,5 +39,17 @@ func TestStockScenarioSellsTheSpikeFromStockAndMakesItToOrderWithout(t *testing.
 	require.GreaterOrEqual(t, without.CallsByClass[deliver], purchases, "every key made to order, one create each")
 	require.Zero(t, without.Hits+without.Misses, "a price without stock counts no sales")
 	require.Zero(t, without.DeliveredTwice)
-	require.Len(t, without.Steps, len(with.Steps), "both runs broken down step by step")
+	stepNames := func(run StockRun) []string {
+		var names []string
+		for _, s := range run.Steps {
+			names = append(names, s.Step)
+		}
+		return names
+	}
+	require.Empty(t, with.StepsError)
+	require.Empty(t, without.StepsError)
+	require.Equal(t, []string{"webhook answered", "handle_events started", "handle_events done", "key recorded", "key seen by the poll"},
+		stepNames(with), "a sale from stock runs no create_key")
+	require.Equal(t, []string{"webhook answered", "handle_events started", "handle_events done", "create_key started", "key recorded", "key seen by the poll"},
+		stepNames(without))
 }
