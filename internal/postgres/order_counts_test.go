@@ -114,23 +114,33 @@ func TestOrderCountsStayExactUnderConcurrentChangesAndFolds(t *testing.T) {
 	require.NoError(t, countsMatch(pool))
 }
 
-// TestConcurrentFoldsNeverDeadlockAndCountEachChangeOnce runs many folds at
-// once over changes spread across every status and failure code, so each
-// fold updates many count rows: folds on several replicas must never
-// deadlock on the counts they add to, and every change is counted once.
+// TestConcurrentFoldsNeverDeadlockAndCountEachChangeOnce runs six folds at
+// once over changes spread across statuses and failure codes, so
+// folds that skip each other's changes work side by side and add to many
+// of the same count rows: they must never deadlock (they did while each
+// added to the count rows in hash order), and the counts must end up what
+// the changes add up to, label by label.
 func TestConcurrentFoldsNeverDeadlockAndCountEachChangeOnce(t *testing.T) {
 	t.Parallel()
 	pool := postgrestest.NewPool(t)
 	ctx := context.Background()
-	// Changes in an order that gives neighbouring folds the same labels in
-	// different orders: 16 labels, a thousand changes each way.
+	// 12 labels, interleaved so that neighbouring batches hold different
+	// mixes of them (which, summed in hash order, met in opposite orders
+	// before the fix); two changes in three add and one removes, so a
+	// batch lost or counted twice shows in its labels' totals.
 	_, err := pool.Exec(ctx, `
 		INSERT INTO order_status_changes (status, failure_code, delta)
 		SELECT (ARRAY['pending','fulfilled','revoked','failed'])[1 + (g * 7) % 4],
 		       (ARRAY['','session_unknown','price_unknown','key_failed'])[1 + (g * 5 / 3) % 4],
-		       CASE WHEN g % 2 = 0 THEN 1 ELSE -1 END
+		       CASE WHEN g % 3 = 0 THEN -1 ELSE 1 END
 		  FROM generate_series(1, 4000) g`)
 	require.NoError(t, err)
+	want := labelTotals(t, pool, `SELECT status, failure_code, sum(delta)::bigint FROM order_status_changes GROUP BY 1, 2`)
+	require.Len(t, want, 12)
+	before := labelTotals(t, pool, `SELECT status, failure_code, n FROM order_status_counts`)
+	for label, n := range before {
+		want[label] += n
+	}
 
 	const folders = 6
 	var wg sync.WaitGroup
@@ -154,11 +164,52 @@ func TestConcurrentFoldsNeverDeadlockAndCountEachChangeOnce(t *testing.T) {
 	for err := range errs {
 		require.NoError(t, err, "a fold failed while others ran")
 	}
-	var left, total int64
+	var left int64
 	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM order_status_changes`).Scan(&left))
 	require.Zero(t, left)
-	require.NoError(t, pool.QueryRow(ctx, `SELECT COALESCE(sum(n), 0)::bigint FROM order_status_counts`).Scan(&total))
-	require.Zero(t, total, "every change counted once")
+	require.Equal(t, want, labelTotals(t, pool, `SELECT status, failure_code, n FROM order_status_counts`),
+		"every change counted once, under its own label")
+}
+
+// TestFoldMovesAtMostItsBatchWhateverThePlan folds under a plan that puts
+// the pick of the changes on the inner side of a nested loop, rescanned
+// for each change (the planner's choice for a statement prepared while
+// the table was empty): one statement still moves at most its batch.
+func TestFoldMovesAtMostItsBatchWhateverThePlan(t *testing.T) {
+	t.Parallel()
+	pool := postgrestest.NewPool(t)
+	ctx := context.Background()
+	_, err := pool.Exec(ctx, `INSERT INTO order_status_changes (status, failure_code, delta)
+		SELECT 'pending', '', 1 FROM generate_series(1, 200)`)
+	require.NoError(t, err)
+	conn, err := pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer conn.Release()
+	for _, setting := range []string{"enable_hashjoin", "enable_mergejoin", "enable_hashagg", "enable_material", "enable_sort"} {
+		_, err := conn.Exec(ctx, "SET "+setting+" = off")
+		require.NoError(t, err)
+	}
+	defer func() { _, _ = conn.Exec(ctx, "RESET ALL") }()
+
+	moved, err := postgres.FoldOrderCounts(ctx, conn, 16)
+	require.NoError(t, err)
+	require.EqualValues(t, 16, moved)
+	var left int64
+	require.NoError(t, conn.QueryRow(ctx, `SELECT count(*) FROM order_status_changes`).Scan(&left))
+	require.EqualValues(t, 184, left)
+}
+
+// labelTotals reads (status, failure code, count) rows into totals by label.
+func labelTotals(t *testing.T, pool *pgxpool.Pool, query string) map[string]int64 {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), query)
+	require.NoError(t, err)
+	totals := map[string]int64{}
+	var status, code string
+	var n int64
+	_, err = pgx.ForEachRow(rows, []any{&status, &code, &n}, func() error { totals[status+"/"+code] += n; return nil })
+	require.NoError(t, err)
+	return totals
 }
 
 // countsMatch compares the running counts, by status and the failed
