@@ -71,15 +71,15 @@ var foldOrderCountsSQL = lookup("FoldOrderCounts", `
 // FoldOrderCounts moves up to limit status changes into the counts per
 // status and failure code, oldest first, in one statement, and reports how
 // many it moved. Folds may run at the same time (a job rescued while its
-// first run still works, a benchmark's): each takes changes the others have not locked
-// (SKIP LOCKED), so none is counted twice and none waits for another's;
-// and each adds to the count rows in one order (by status, then code), so
-// two folds meeting on several count rows queue on the first instead of
-// deadlocking. The changes are picked once, into an array: as a semi-join
-// the locking pick could be planned as the inner side of a nested loop
-// (a plan cached while the table was empty), and each rescan would skip
-// the rows the statement had just deleted and take the next, moving the
-// whole table in one statement.
+// first run still works, a benchmark's): each takes changes the others have
+// not locked (SKIP LOCKED), so none is counted twice and none waits for
+// another's; and each adds to the count rows in one order (by status, then
+// code), so two folds meeting on several count rows queue on the first
+// instead of deadlocking. The changes are picked once, into an array: as a
+// semi-join the locking pick could be planned as the inner side of a nested
+// loop (a plan cached while the table was empty), and each rescan would
+// skip the rows the statement had just deleted and take the next, moving
+// the whole table in one statement.
 func FoldOrderCounts(ctx context.Context, db DB, limit int) (int64, error) {
 	var moved int64
 	err := db.QueryRow(ctx, foldOrderCountsSQL, limit).Scan(&moved)

@@ -226,10 +226,13 @@ var Prunables = []Prunable{
 		Setting: "RETENTION_CALL_LOG_DAYS",
 		Age:     func(s Settings) time.Duration { return s.CallLogAge },
 		// Rows are written in the order of their ids, so the oldest come
-		// first on the primary key and a batch stops at its limit.
-		SQL: `DELETE FROM luarmor_call_log WHERE id IN (
+		// first on the primary key and a batch stops at its limit. The
+		// batch is picked once, into an array, as the others are: a
+		// locking pick rescanned in a nested loop would skip the rows the
+		// statement had just deleted and go on past its limit.
+		SQL: `DELETE FROM luarmor_call_log WHERE id = ANY(ARRAY(
 			SELECT id FROM luarmor_call_log WHERE sent_at < $1
-			ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)`,
+			ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED))`,
 	},
 }
 

@@ -230,6 +230,37 @@ func TestPruneWorksInBoundedBatches(t *testing.T) {
 	require.Equal(t, 4, commits, "each batch its own transaction")
 }
 
+// A batch stays within BatchSize whatever plan the server picks: with
+// hash joins, merge joins, sorts and materialization off, a locking pick
+// of the batch joined to the table it prunes becomes the inner side of a
+// nested loop, rescanned once a row; picked as an array it is read once.
+func TestPruneBatchesStayBoundedWhateverThePlan(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	cfg, err := pgxpool.ParseConfig(postgrestest.NewURL(t))
+	require.NoError(t, err)
+	for _, setting := range []string{"enable_hashjoin", "enable_mergejoin", "enable_hashagg", "enable_material", "enable_sort"} {
+		cfg.ConnConfig.RuntimeParams[setting] = "off"
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	_, err = pool.Exec(ctx, `INSERT INTO luarmor_call_log (sent_at, took_ms, endpoint, status, error_class, order_id)
+		SELECT now() - interval '100 days', 50, 'POST /v3/projects/{project_id}/users', 200, '', 7 FROM generate_series(1, 35)`)
+	require.NoError(t, err)
+
+	var batches []int64
+	p := &retention.Pruner{Pool: pool, BatchSize: 10, OnBatch: func(kind string, n int64) {
+		if kind == "luarmor_call_log" {
+			batches = append(batches, n)
+		}
+	}}
+	sum, err := p.Run(ctx, time.Now().Add(time.Minute))
+	require.NoError(t, err)
+	require.True(t, sum.Complete)
+	require.Equal(t, []int64{10, 10, 10, 5}, batches)
+}
+
 // A pruning connection killed in the middle of a batch (the process dying
 // with it) loses the batch in flight whole and nothing else: the batches
 // before it are committed, every body that must stay is intact, and the
