@@ -37,7 +37,7 @@ vet:
 	  golangci-lint run ./...
 
 # Intake throughput against a baseline handler (three rounds, compared by
-# the median), and webhook-to-key latency; about two and a half minutes. Pass options through BENCH_FLAGS (go run ./bench -h).
+# the median), and webhook-to-key latency; about three minutes. Pass options through BENCH_FLAGS (go run ./bench -h).
 bench:
 	$(WITH_PG) -- $(GO) run ./bench $(BENCH_FLAGS)
 
